@@ -1,0 +1,92 @@
+"""The one error tree of Cronraft, and its mapping to gRPC status codes.
+
+Every error the project raises on purpose derives from `CronraftError`. Each class names the gRPC
+status code it maps to (by name, so that this module imports nothing: any layer may use it).
+"""
+
+from __future__ import annotations
+
+
+class CronraftError(Exception):
+    """Base of every Cronraft error."""
+
+    grpc_code = "INTERNAL"
+
+
+class InvalidArgument(CronraftError):
+    """Bad input; `field` names the offending field (dotted path). Nothing was changed."""
+
+    grpc_code = "INVALID_ARGUMENT"
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+class ConfigError(CronraftError):
+    """A configuration file is invalid; the message says what to change."""
+
+    grpc_code = "FAILED_PRECONDITION"
+
+
+class NotFound(CronraftError):
+    grpc_code = "NOT_FOUND"
+
+
+class FailedPrecondition(CronraftError):
+    """The request is valid but the current state forbids it (e.g. cancelling a cancelled task)."""
+
+    grpc_code = "FAILED_PRECONDITION"
+
+
+class StaleToken(FailedPrecondition):
+    """A result, renewal or output chunk carried a fencing token that is no longer current."""
+
+
+class NotLeader(CronraftError):
+    """This node cannot accept writes; `leader_address` is the gRPC address of the leader if known."""
+
+    grpc_code = "UNAVAILABLE"
+
+    def __init__(self, leader_address: str | None) -> None:
+        super().__init__(f"not the leader; leader is {leader_address or 'unknown'}")
+        self.leader_address = leader_address
+
+
+class Unavailable(CronraftError):
+    """No quorum, shutting down, or the node is not ready yet. Safe to retry."""
+
+    grpc_code = "UNAVAILABLE"
+
+
+class OutcomeUnknown(CronraftError):
+    """A proposal timed out or leadership changed before it committed: it may or may not apply.
+
+    Retrying with the same request id is safe: the state machine deduplicates request ids.
+    """
+
+    grpc_code = "UNAVAILABLE"
+
+
+class ResourceExhausted(CronraftError):
+    grpc_code = "RESOURCE_EXHAUSTED"
+
+
+class DeadlineExceeded(CronraftError):
+    grpc_code = "DEADLINE_EXCEEDED"
+
+
+__all__ = [
+    "ConfigError",
+    "CronraftError",
+    "DeadlineExceeded",
+    "FailedPrecondition",
+    "InvalidArgument",
+    "NotFound",
+    "NotLeader",
+    "OutcomeUnknown",
+    "ResourceExhausted",
+    "StaleToken",
+    "Unavailable",
+]

@@ -1,0 +1,448 @@
+"""Leader duties as a pure, event-driven core: horizon loader, fire planner, dispatcher, lease keeper.
+
+`LeaderCore` does no I/O and reads no clock. Its driver (the asyncio node in `daemon.node`, or the
+deterministic simulation in tests/sim) feeds it events with the current wall time (`now_ms`, for
+nominal fire times) and monotonic time (`mono_ms`, for lease deadlines), proposes the commands it
+returns, reports back what committed (`on_committed`) or failed (`on_proposal_failed`), and delivers
+the worker messages it queues in `outgoing`.
+
+Safety rests on the state machine, not on this core: a duplicated Fire is rejected by I3, a stale
+result by the fencing token. The core's job is liveness and timeliness, and I4: it hands a lease to a
+worker only after the Grant committed, and only after its own Epoch committed (`ready`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from cronraft.proto.v1 import commands_pb2, common_pb2, worker_pb2
+from cronraft.raft import state as sm
+from cronraft.raft.codec import token_tuple
+from cronraft.raft.kv import KV
+from cronraft.timerwheel import TimingWheel
+
+Command = commands_pb2.Command
+CommandResult = commands_pb2.CommandResult
+Token = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class LeaderSettings:
+    horizon_ms: int = 10_000
+    lease_ttl_ms: int = 10_000
+    # The leader expires a lease this long after the worker must have self-fenced (I5), so that for
+    # exactly_once the old attempt is dead before a new one is granted.
+    expiry_grace_ms: int = 5_000
+    max_commands_per_tick: int = 4096
+    pending_load_limit: int = 10_000
+
+
+@dataclass
+class WorkerState:
+    worker_id: str
+    capacity: int
+    queues: frozenset[str]
+    labels: dict[str, str]
+    connected: bool = True
+    inflight: set[str] = field(default_factory=set)  # execution ids holding (or about to hold) a slot
+
+    def free(self) -> int:
+        return self.capacity - len(self.inflight) if self.connected else 0
+
+
+@dataclass
+class LeaseState:
+    execution_id: str
+    token: Token
+    worker_id: str
+    deadline_mono: int
+    expiring: bool = False
+
+
+class LeaderCore:
+    """The leader's in-memory plan. Memory is bounded by the horizon and by running executions, not by
+    the number of stored tasks (I6): only tasks due within `horizon_ms` sit in the wheel."""
+
+    def __init__(
+        self,
+        kv: KV,
+        settings: LeaderSettings,
+        *,
+        node_id: str,
+        term: int,
+        new_id: Callable[[int], str],
+    ) -> None:
+        self.kv = kv
+        self.settings = settings
+        self.node_id = node_id
+        self.term = term
+        self._new_id = new_id
+        self.ready = False
+        self.wheel: TimingWheel[str] = TimingWheel(now_ms=0)
+        self._loaded_until = -1  # due-index loaded into the wheel up to and including this time
+        self._firing: set[str] = set()  # task ids with a Fire proposed, not yet answered
+        self._pending: dict[str, int] = {}  # execution id -> priority rank, waiting for a worker
+        self._pending_overflow = False  # more pending executions in the store than in memory
+        self._granting: set[str] = set()
+        self._completing: set[str] = set()
+        self.workers: dict[str, WorkerState] = {}
+        self.leases: dict[str, LeaseState] = {}
+        self.outgoing: list[tuple[str, worker_pb2.GatewayMessage]] = []
+        self._retry: list[Command] = []  # commands to propose again after a failed proposal
+
+    # ------------------------------------------------------------------------------------ lifecycle
+
+    def epoch_command(self, now_ms: int) -> Command:
+        """The first command of a new leader; nothing is dispatched before it commits (I4)."""
+        return Command(stamped_at_ms=now_ms, epoch=commands_pb2.Epoch(term=self.term, leader_id=self.node_id))
+
+    def on_epoch_committed(self, now_ms: int, mono_ms: int) -> None:
+        """Load what the previous leaders left: running leases (waited out), pending executions."""
+        self.wheel = TimingWheel(now_ms=now_ms)
+        deadline = mono_ms + self.settings.lease_ttl_ms + self.settings.expiry_grace_ms
+        with self.kv.read() as txn:
+            for ex in sm.running_executions(txn):
+                self._track_lease(ex, deadline)
+        self._refill_pending()
+        self.ready = True
+
+    def _track_lease(self, ex: common_pb2.Execution, deadline_mono: int) -> None:
+        self.leases[ex.execution_id] = LeaseState(
+            ex.execution_id, token_tuple(ex.token), ex.worker_id, deadline_mono
+        )
+        w = self.workers.get(ex.worker_id)
+        if w is not None:
+            w.inflight.add(ex.execution_id)
+
+    def _refill_pending(self) -> None:
+        limit = self.settings.pending_load_limit
+        with self.kv.read() as txn:
+            found = sm.pending_executions(txn, limit=limit + 1)
+        self._pending_overflow = len(found) > limit
+        for ex in found[:limit]:
+            if ex.execution_id not in self._granting:
+                self._pending[ex.execution_id] = sm._priority_rank(ex.priority)
+
+    # ------------------------------------------------------------------------------------- workers
+
+    def worker_connected(
+        self, worker_id: str, capacity: int, queues: Sequence[str], labels: dict[str, str]
+    ) -> None:
+        w = WorkerState(worker_id, max(1, capacity), frozenset(queues or ["default"]), dict(labels))
+        w.inflight = {eid for eid, lease in self.leases.items() if lease.worker_id == worker_id}
+        w.inflight |= {eid for eid in self._granting_for(worker_id)}
+        self.workers[worker_id] = w
+
+    def _granting_for(self, worker_id: str) -> set[str]:
+        old = self.workers.get(worker_id)
+        return {e for e in old.inflight if e in self._granting} if old else set()
+
+    def worker_disconnected(self, worker_id: str) -> None:
+        # Its leases stay: the worker keeps running and renews them if it comes back in time.
+        w = self.workers.get(worker_id)
+        if w is not None:
+            w.connected = False
+
+    def heartbeat(
+        self, worker_id: str, leases: Sequence[worker_pb2.LeaseRef], mono_ms: int
+    ) -> worker_pb2.HeartbeatAck:
+        ack = worker_pb2.HeartbeatAck()
+        for ref in leases:
+            lease = self.leases.get(ref.execution_id)
+            token = token_tuple(ref.token)
+            if lease is not None and lease.token == token and lease.worker_id == worker_id and not lease.expiring:
+                lease.deadline_mono = mono_ms + self.settings.lease_ttl_ms + self.settings.expiry_grace_ms
+                ack.renewed.append(ref.execution_id)
+            elif ref.execution_id in self._completing:
+                ack.renewed.append(ref.execution_id)  # its result is being committed
+            else:
+                ack.revoked.append(ref.execution_id)
+        return ack
+
+    def results(self, worker_id: str, results: Sequence[common_pb2.AttemptResult], now_ms: int) -> list[Command]:
+        """Complete commands for a worker's results (the ack is sent once they commit)."""
+        cmds = []
+        for r in results:
+            if r.execution_id in self._completing:
+                continue
+            self._completing.add(r.execution_id)
+            cmds.append(
+                Command(
+                    stamped_at_ms=now_ms,
+                    complete=commands_pb2.Complete(execution_id=r.execution_id, token=r.token, result=r),
+                )
+            )
+        return cmds
+
+    # ---------------------------------------------------------------------------------------- tick
+
+    def tick(self, now_ms: int, mono_ms: int) -> list[Command]:
+        """Everything due now: fires from the wheel, lease expiries, grants for pending executions."""
+        if not self.ready:
+            return []
+        cmds: list[Command] = self._retry
+        self._retry = []
+        budget = self.settings.max_commands_per_tick
+        self._load_horizon(now_ms)
+        for task_id, due_ms in self.wheel.advance(now_ms):
+            if task_id in self._firing:
+                continue
+            self._firing.add(task_id)
+            cmds.extend(self._fire_commands(task_id, due_ms, now_ms))
+        for lease in self.leases.values():
+            if not lease.expiring and lease.deadline_mono <= mono_ms:
+                lease.expiring = True
+                cmds.append(
+                    Command(
+                        stamped_at_ms=now_ms,
+                        expire_lease=commands_pb2.ExpireLease(
+                            execution_id=lease.execution_id,
+                            token=common_pb2.FencingToken(term=lease.token[0], index=lease.token[1]),
+                        ),
+                    )
+                )
+        if len(cmds) < budget:
+            cmds.extend(self._grant_pending(now_ms, budget - len(cmds)))
+        return cmds
+
+    def _load_horizon(self, now_ms: int) -> None:
+        horizon = self.settings.horizon_ms
+        if self._loaded_until >= now_ms + horizon // 2:
+            return
+        until = now_ms + horizon
+        with self.kv.read() as txn:
+            after: tuple[int, str] | None = None
+            while True:
+                batch = sm.due_tasks(txn, until, after=after, limit=10_000)
+                for due_ms, task_id in batch:
+                    if due_ms > self._loaded_until and task_id not in self._firing:
+                        self.wheel.add(task_id, due_ms)
+                if len(batch) < 10_000:
+                    break
+                after = batch[-1]
+        self._loaded_until = until
+
+    def _fire_commands(self, task_id: str, due_ms: int, now_ms: int) -> list[Command]:
+        execution_id = self._new_id(now_ms)
+        cmds = [
+            Command(
+                stamped_at_ms=now_ms,
+                fire=commands_pb2.Fire(task_id=task_id, nominal_time_ms=due_ms, execution_id=execution_id),
+            )
+        ]
+        # Fire and Grant share one entry when a worker is free: one commit before the lease goes out.
+        with self.kv.read() as txn:
+            task = sm.read_task(txn, task_id)
+        worker = self._pick_worker(task.spec.queue if task else "")
+        if worker is not None:
+            cmds.append(self._grant_command(execution_id, worker, now_ms))
+        return cmds
+
+    def _grant_pending(self, now_ms: int, budget: int) -> list[Command]:
+        if not self._pending and self._pending_overflow:
+            self._refill_pending()
+        if not self._pending or not any(w.free() > 0 for w in self.workers.values()):
+            return []
+        cmds: list[Command] = []
+        order = sorted(self._pending.items(), key=lambda kv: kv[1])  # stable: rank, then arrival
+        with self.kv.read() as txn:
+            for execution_id, _rank in order:
+                if len(cmds) >= budget:
+                    break
+                ex = sm.read_execution(txn, execution_id)
+                if ex is None or ex.state != common_pb2.EXECUTION_PENDING:
+                    del self._pending[execution_id]
+                    continue
+                task = sm.read_task(txn, ex.task_id)
+                worker = self._pick_worker(task.spec.queue if task else "")
+                if worker is None:
+                    continue  # no eligible worker for this queue right now
+                del self._pending[execution_id]
+                cmds.append(self._grant_command(execution_id, worker, now_ms))
+        return cmds
+
+    def _pick_worker(self, queue: str) -> WorkerState | None:
+        queue = queue or "default"
+        best: WorkerState | None = None
+        for w in self.workers.values():
+            if w.free() > 0 and queue in w.queues and (best is None or w.free() > best.free()):
+                best = w
+        return best
+
+    def _grant_command(self, execution_id: str, worker: WorkerState, now_ms: int) -> Command:
+        worker.inflight.add(execution_id)
+        self._granting.add(execution_id)
+        return Command(
+            stamped_at_ms=now_ms,
+            grant=commands_pb2.Grant(
+                execution_id=execution_id, worker_id=worker.worker_id, lease_ttl_ms=self.settings.lease_ttl_ms
+            ),
+        )
+
+    # ------------------------------------------------------------------------------ commit outcomes
+
+    def on_committed(
+        self, commands: Sequence[Command], results: Sequence[CommandResult], now_ms: int, mono_ms: int
+    ) -> None:
+        """Act on the outcome of our own proposals (results line up with commands)."""
+        offers: dict[str, list[worker_pb2.Lease]] = {}
+        acks: dict[str, list[str]] = {}
+        for cmd, res in zip(commands, results, strict=True):
+            kind = cmd.WhichOneof("body")
+            if kind in ("create_task", "cancel_task"):
+                if res.applied or res.HasField("task"):
+                    self._schedule_in_wheel(res.task)
+            elif kind == "fire":
+                self._firing.discard(cmd.fire.task_id)
+                if res.applied:
+                    self._schedule_in_wheel(res.task)
+                    self._pending[res.execution.execution_id] = sm._priority_rank(res.execution.priority)
+                else:
+                    self._reschedule_from_store(cmd.fire.task_id)
+            elif kind == "grant":
+                lease = self._on_grant(cmd.grant, res, mono_ms)
+                if lease is not None:
+                    offers.setdefault(cmd.grant.worker_id, []).append(lease)
+            elif kind == "complete":
+                eid = cmd.complete.execution_id
+                self._completing.discard(eid)
+                self._release(eid)
+                # Acked whether applied or stale: either way the worker must stop resending it.
+                worker_id = res.execution.worker_id if res.applied else self._worker_of_result(eid)
+                if worker_id:
+                    acks.setdefault(worker_id, []).append(eid)
+            elif kind == "expire_lease":
+                eid = cmd.expire_lease.execution_id
+                self._release(eid)
+                if res.applied and res.execution.state == common_pb2.EXECUTION_PENDING:
+                    self._pending[eid] = sm._priority_rank(res.execution.priority)
+        for worker_id, leases in offers.items():
+            self.outgoing.append((worker_id, worker_pb2.GatewayMessage(leases=worker_pb2.LeaseOffers(leases=leases))))
+        for worker_id, ids in acks.items():
+            self.outgoing.append((worker_id, worker_pb2.GatewayMessage(acks=worker_pb2.ResultAcks(execution_ids=ids))))
+
+    def _worker_of_result(self, execution_id: str) -> str:
+        with self.kv.read() as txn:
+            ex = sm.read_execution(txn, execution_id)
+        return ex.worker_id if ex is not None else ""
+
+    def _on_grant(self, g: commands_pb2.Grant, res: CommandResult, mono_ms: int) -> worker_pb2.Lease | None:
+        self._granting.discard(g.execution_id)
+        if not res.applied:
+            worker = self.workers.get(g.worker_id)
+            if worker is not None:
+                worker.inflight.discard(g.execution_id)
+            self._adopt_if_running(g.execution_id, mono_ms)
+            return None
+        self._track_lease(res.execution, mono_ms + self.settings.lease_ttl_ms + self.settings.expiry_grace_ms)
+        return self._lease_offer(res.execution)
+
+    def _lease_offer(self, ex: common_pb2.Execution) -> worker_pb2.Lease | None:
+        with self.kv.read() as txn:
+            task = sm.read_task(txn, ex.task_id)
+        if task is None:
+            return None
+        return worker_pb2.Lease(
+            execution_id=ex.execution_id,
+            task_id=ex.task_id,
+            task_name=task.spec.name,
+            nominal_time_ms=ex.nominal_time_ms,
+            attempt=ex.attempt,
+            token=ex.token,
+            payload=task.spec.payload,
+            timeout_ms=task.spec.timeout_ms,
+            lease_ttl_ms=self.settings.lease_ttl_ms,
+            guarantee=task.spec.guarantee,
+        )
+
+    def _adopt_if_running(self, execution_id: str, mono_ms: int) -> None:
+        """A grant whose outcome we lost may have committed. The store says: if it did, in our term, the
+        lease is valid (its grant committed, I4) and is dispatched now; otherwise it waits in pending."""
+        with self.kv.read() as txn:
+            ex = sm.read_execution(txn, execution_id)
+        if ex is None:
+            return
+        if ex.state == common_pb2.EXECUTION_RUNNING and execution_id not in self.leases:
+            self._track_lease(ex, mono_ms + self.settings.lease_ttl_ms + self.settings.expiry_grace_ms)
+            w = self.workers.get(ex.worker_id)
+            if ex.token.term == self.term and w is not None and w.connected:
+                lease = self._lease_offer(ex)
+                if lease is not None:
+                    self.outgoing.append(
+                        (w.worker_id, worker_pb2.GatewayMessage(leases=worker_pb2.LeaseOffers(leases=[lease])))
+                    )
+        elif ex.state == common_pb2.EXECUTION_PENDING:
+            self._pending[execution_id] = sm._priority_rank(ex.priority)
+
+    def _release(self, execution_id: str) -> None:
+        lease = self.leases.pop(execution_id, None)
+        for w in self.workers.values():
+            w.inflight.discard(execution_id)
+        del lease
+
+    def _schedule_in_wheel(self, task: common_pb2.Task) -> None:
+        if task.state == common_pb2.TASK_SCHEDULED and task.next_fire_ms and task.next_fire_ms <= self._loaded_until:
+            self.wheel.add(task.task_id, task.next_fire_ms)
+        elif task.task_id in self.wheel:
+            self.wheel.cancel(task.task_id)
+
+    def _reschedule_from_store(self, task_id: str) -> None:
+        with self.kv.read() as txn:
+            task = sm.read_task(txn, task_id)
+        if task is not None:
+            self._schedule_in_wheel(task)
+
+    def on_proposal_failed(self, commands: Sequence[Command], mono_ms: int) -> None:
+        """The outcome of these commands is unknown (or they were refused). Make every one safe to redo:
+        fires go back to the wheel (I3 drops a duplicate), grants are re-checked against the store,
+        completes and expiries are proposed again."""
+        for cmd in commands:
+            kind = cmd.WhichOneof("body")
+            if kind == "fire":
+                f = cmd.fire
+                self._firing.discard(f.task_id)
+                with self.kv.read() as txn:
+                    fired = sm.read_fire(txn, f.task_id, f.nominal_time_ms)
+                    task = sm.read_task(txn, f.task_id)
+                if fired is not None and fired.state == common_pb2.EXECUTION_PENDING:
+                    self._pending[fired.execution_id] = sm._priority_rank(fired.priority)
+                if task is not None and task.next_fire_ms == f.nominal_time_ms:
+                    # Not committed (yet): fire again; if it commits meanwhile, I3 rejects the copy.
+                    self.wheel.add(task.task_id, task.next_fire_ms)
+                elif task is not None:
+                    self._schedule_in_wheel(task)
+            elif kind == "grant":
+                self._granting.discard(cmd.grant.execution_id)
+                w = self.workers.get(cmd.grant.worker_id)
+                if w is not None:
+                    w.inflight.discard(cmd.grant.execution_id)
+                self._adopt_if_running(cmd.grant.execution_id, mono_ms)
+            elif kind == "complete":
+                self._retry.append(cmd)
+            elif kind == "expire_lease":
+                lease = self.leases.get(cmd.expire_lease.execution_id)
+                if lease is not None:
+                    lease.expiring = False
+
+    # ------------------------------------------------------------------------------------- timing
+
+    def next_wakeup_ms(self, now_ms: int, mono_ms: int, *, idle_ms: int = 1000) -> int:
+        """Milliseconds until the next thing this core must do (bounded by `idle_ms`)."""
+        wait = idle_ms
+        nd = self.wheel.next_deadline()
+        if nd is not None:
+            wait = min(wait, nd - now_ms)
+        for lease in self.leases.values():
+            if not lease.expiring:
+                wait = min(wait, lease.deadline_mono - mono_ms)
+        if self._retry:
+            wait = 0
+        return max(0, wait)
+
+    def drain_outgoing(self) -> list[tuple[str, worker_pb2.GatewayMessage]]:
+        out, self.outgoing = self.outgoing, []
+        return out
+
+
+__all__ = ["LeaderCore", "LeaderSettings", "LeaseState", "WorkerState"]

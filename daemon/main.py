@@ -1,0 +1,66 @@
+"""`schedd`: run one Cronraft node. `schedd --config FILE`; without --config, the embedded default
+(a single node, data under ./data, gRPC on 127.0.0.1:50051)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+import structlog
+
+from cronraft.errors import ConfigError, CronraftError
+
+from . import logs
+from .config import Config, default_config, load_config
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="schedd", description="Run one Cronraft scheduler node.")
+    p.add_argument("--config", help="TOML config file (default: the embedded single-node config)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="override log.level")
+    p.add_argument("--log-format", choices=["console", "json"], help="override log.format")
+    return p.parse_args(argv)
+
+
+async def _serve(config: Config) -> None:
+    from .node import Node
+
+    node = Node(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await node.start()
+    try:
+        await stop.wait()
+    finally:
+        structlog.get_logger("cronraft").info("shutting down")
+        await node.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    try:
+        config = load_config(args.config) if args.config else default_config()
+    except ConfigError as e:
+        print(f"schedd: config error: {e}", file=sys.stderr)
+        return 2
+    logs.configure(args.log_level or config.log.level, args.log_format or config.log.format)
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency; keep a clear fallback
+        runner = asyncio.run
+    try:
+        runner(_serve(config))
+    except CronraftError as e:
+        print(f"schedd: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

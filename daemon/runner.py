@@ -1,0 +1,199 @@
+"""The asyncio driver of `LeaderCore` for one leadership term.
+
+It commits the term's Epoch first (I4: no lease leaves before that), then loops: tick the core at the
+time it asks for, propose what it returns through the group committer, feed the outcomes back, and
+push the worker messages it queues onto the worker streams. Worker streams attach here (`attach`) and
+are closed with NotLeader when the term ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import structlog
+
+from cronraft.errors import CronraftError
+from cronraft.proto.v1 import commands_pb2, common_pb2, worker_pb2
+from cronraft.raft.codec import make_id
+from cronraft.raft.groupcommit import GroupCommitter
+from cronraft.raft.kv import KV
+
+from .clock import Clock
+from .leader import LeaderCore, LeaderSettings
+
+log = structlog.get_logger("cronraft.leader")
+
+
+def new_id(ms: int) -> str:
+    return make_id(ms, os.urandom(10))
+
+
+@dataclass
+class WorkerSession:
+    """One connected worker stream: the gateway reads `queue` and writes it to the stream."""
+
+    worker_id: str
+    queue: asyncio.Queue[worker_pb2.GatewayMessage | None] = field(default_factory=asyncio.Queue)
+    closed: bool = False
+
+    def send(self, msg: worker_pb2.GatewayMessage | None) -> None:
+        if not self.closed:
+            self.queue.put_nowait(msg)
+            if msg is None:
+                self.closed = True
+
+
+class LeaderRunner:
+    def __init__(
+        self,
+        *,
+        kv: KV,
+        committer: GroupCommitter,
+        settings: LeaderSettings,
+        node_id: str,
+        term: int,
+        clock: Clock,
+        still_leader: Callable[[], bool],
+        heartbeat_interval_ms: int,
+    ) -> None:
+        self.core = LeaderCore(kv, settings, node_id=node_id, term=term, new_id=new_id)
+        self.term = term
+        self._committer = committer
+        self._clock = clock
+        self._still_leader = still_leader
+        self._heartbeat_interval_ms = heartbeat_interval_ms
+        self._sessions: dict[str, WorkerSession] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    @property
+    def ready(self) -> bool:
+        return self.core.ready
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"leader-term-{self.term}")
+
+    async def stop(self, leader_address: str = "") -> None:
+        self._stopping = True
+        self._wake.set()
+        for s in list(self._sessions.values()):
+            s.send(worker_pb2.GatewayMessage(not_leader=worker_pb2.NotLeader(leader_address=leader_address)))
+            s.send(None)
+        self._sessions.clear()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        for t in list(self._inflight):
+            t.cancel()
+
+    async def _run(self) -> None:
+        clock = self._clock
+        while not self._stopping:
+            try:
+                results = await self._committer.submit([self.core.epoch_command(clock.now_ms())])
+            except CronraftError as e:
+                log.warning("epoch proposal failed; retrying", term=self.term, error=str(e))
+                await asyncio.sleep(0.2)
+                continue
+            if not results[0].applied:
+                log.warning("epoch rejected; stepping back", term=self.term, error=results[0].error)
+                return
+            break
+        self.core.on_epoch_committed(clock.now_ms(), clock.mono_ms())
+        log.info("leader ready", term=self.term, running=len(self.core.leases))
+        while not self._stopping:
+            cmds = self.core.tick(clock.now_ms(), clock.mono_ms())
+            if cmds:
+                self._propose(cmds)
+            self._flush()
+            delay = self.core.next_wakeup_ms(clock.now_ms(), clock.mono_ms())
+            if delay > 0:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), delay / 1000)
+                except TimeoutError:
+                    pass
+
+    def _propose(self, cmds: Sequence[commands_pb2.Command]) -> None:
+        task = asyncio.create_task(self._propose_and_apply(list(cmds)))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _propose_and_apply(self, cmds: list[commands_pb2.Command]) -> None:
+        try:
+            results = await self._committer.submit(cmds)
+        except CronraftError as e:
+            log.warning("proposal failed", commands=len(cmds), error=str(e))
+            self.core.on_proposal_failed(cmds, self._clock.mono_ms())
+        else:
+            self.core.on_committed(cmds, results, self._clock.now_ms(), self._clock.mono_ms())
+        self._flush()
+        self._wake.set()
+
+    def observe(self, cmds: Sequence[commands_pb2.Command], results: Sequence[commands_pb2.CommandResult]) -> None:
+        """Client commands that committed on this leader (tasks created or cancelled) reach the wheel."""
+        self.core.on_committed(cmds, results, self._clock.now_ms(), self._clock.mono_ms())
+        self._wake.set()
+
+    def _flush(self) -> None:
+        out = self.core.drain_outgoing()
+        if not out:
+            return
+        # I4: a lease leaves only while we still lead; the grant itself committed in our term.
+        if not self._still_leader():
+            return
+        for worker_id, msg in out:
+            s = self._sessions.get(worker_id)
+            if s is not None:
+                s.send(msg)
+
+    # ------------------------------------------------------------------------------ worker streams
+
+    def attach(self, hello: worker_pb2.Hello) -> WorkerSession:
+        old = self._sessions.pop(hello.worker_id, None)
+        if old is not None:
+            old.send(None)  # a worker reconnecting replaces its old stream
+        session = WorkerSession(hello.worker_id)
+        self._sessions[hello.worker_id] = session
+        self.core.worker_connected(hello.worker_id, hello.capacity, list(hello.queues), dict(hello.labels))
+        session.send(
+            worker_pb2.GatewayMessage(
+                welcome=worker_pb2.Welcome(
+                    leader_id=self.core.node_id,
+                    heartbeat_interval_ms=self._heartbeat_interval_ms,
+                    lease_ttl_ms=self.core.settings.lease_ttl_ms,
+                )
+            )
+        )
+        self._wake.set()
+        return session
+
+    def detach(self, session: WorkerSession) -> None:
+        if self._sessions.get(session.worker_id) is session:
+            del self._sessions[session.worker_id]
+            self.core.worker_disconnected(session.worker_id)
+        session.send(None)
+
+    def on_heartbeat(self, session: WorkerSession, hb: worker_pb2.Heartbeat) -> None:
+        ack = self.core.heartbeat(session.worker_id, list(hb.leases), self._clock.mono_ms())
+        session.send(worker_pb2.GatewayMessage(heartbeat_ack=ack))
+
+    def on_results(self, session: WorkerSession, results: Sequence[common_pb2.AttemptResult]) -> None:
+        cmds = self.core.results(session.worker_id, results, self._clock.now_ms())
+        if cmds:
+            self._propose(cmds)
+
+    @property
+    def connected_workers(self) -> int:
+        return len(self._sessions)
+
+
+__all__ = ["LeaderRunner", "WorkerSession", "new_id"]

@@ -1,0 +1,286 @@
+"""gRPC servicers: Scheduler (tasks and executions), WorkerGateway (worker streams), Cluster (status).
+
+Errors from the one error tree are mapped to gRPC status codes here and only here (`_abort`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import grpc
+import structlog
+
+from cronraft import errors
+from cronraft.proto.v1 import (
+    cluster_pb2,
+    cluster_pb2_grpc,
+    commands_pb2,
+    common_pb2,
+    scheduler_pb2,
+    scheduler_pb2_grpc,
+    worker_pb2,
+    worker_pb2_grpc,
+)
+from cronraft.raft import state as sm
+from cronraft.raft.validate import validate_spec
+
+from .runner import new_id
+
+if TYPE_CHECKING:
+    from .node import Node
+
+log = structlog.get_logger("cronraft.api")
+
+LEADER_METADATA_KEY = "cronraft-leader"
+MAX_PAGE_SIZE = 1000
+_T = TypeVar("_T")
+
+_RESULT_ERRORS: dict[str, Callable[[str], errors.CronraftError]] = {
+    "not_found": errors.NotFound,
+    "invalid_argument": lambda msg: errors.InvalidArgument(*_split_field(msg)),
+}
+
+
+def _split_field(msg: str) -> tuple[str, str]:
+    field, _, problem = msg.partition(": ")
+    return (field, problem) if problem else ("request", msg)
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], e: errors.CronraftError) -> NoReturn:
+    if isinstance(e, errors.NotLeader):
+        context.set_trailing_metadata(((LEADER_METADATA_KEY, e.leader_address or ""),))
+    code = getattr(grpc.StatusCode, e.grpc_code, grpc.StatusCode.INTERNAL)
+    await context.abort(code, str(e))
+
+
+async def _guard(context: grpc.aio.ServicerContext[Any, Any], call: Awaitable[_T]) -> _T:
+    try:
+        return await call
+    except errors.CronraftError as e:
+        await _abort(context, e)
+
+
+def _check_result(res: commands_pb2.CommandResult) -> None:
+    if res.applied:
+        return
+    make = _RESULT_ERRORS.get(res.error_code, errors.FailedPrecondition)
+    raise make(res.error)
+
+
+def _page_size(n: int, field: str) -> int:
+    if n < 0:
+        raise errors.InvalidArgument(field, "must not be negative")
+    return min(n or 100, MAX_PAGE_SIZE)
+
+
+class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def CreateTask(
+        self, request: scheduler_pb2.CreateTaskRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> scheduler_pb2.CreateTaskResponse:
+        return await _guard(context, self._create(request))
+
+    async def _create(self, request: scheduler_pb2.CreateTaskRequest) -> scheduler_pb2.CreateTaskResponse:
+        node = self.node
+        node.leader_runner()  # redirect before doing any work
+        cfg = node.config.scheduler
+        spec = common_pb2.TaskSpec()
+        spec.CopyFrom(request.spec)
+        validate_spec(spec, max_payload_bytes=cfg.max_payload_bytes)
+        # Defaults are stamped here, on the leader, so that apply() stays free of configuration.
+        spec.queue = spec.queue or "default"
+        spec.timeout_ms = spec.timeout_ms or cfg.default_timeout_ms
+        spec.max_attempts = spec.max_attempts or cfg.max_attempts
+        if spec.guarantee == common_pb2.DELIVERY_GUARANTEE_UNSPECIFIED:
+            spec.guarantee = common_pb2.AT_LEAST_ONCE
+        if spec.priority == common_pb2.PRIORITY_UNSPECIFIED:
+            spec.priority = common_pb2.MEDIUM
+        now = node.clock.now_ms()
+        cmd = commands_pb2.Command(
+            request_id=_request_id(request.request_id, "create"),
+            stamped_at_ms=now,
+            create_task=commands_pb2.CreateTask(task_id=new_id(now), spec=spec),
+        )
+        (res,) = await node.propose([cmd])
+        _check_result(res)
+        return scheduler_pb2.CreateTaskResponse(task=res.task)
+
+    async def CancelTask(
+        self, request: scheduler_pb2.CancelTaskRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> common_pb2.Task:
+        return await _guard(context, self._cancel(request))
+
+    async def _cancel(self, request: scheduler_pb2.CancelTaskRequest) -> common_pb2.Task:
+        node = self.node
+        node.leader_runner()
+        with node.kv.read() as txn:
+            if sm.read_task(txn, request.task_id) is None:
+                raise errors.NotFound(f"task {request.task_id} not found")
+        cmd = commands_pb2.Command(
+            request_id=_request_id(request.request_id, "cancel"),
+            stamped_at_ms=node.clock.now_ms(),
+            cancel_task=commands_pb2.CancelTask(task_id=request.task_id),
+        )
+        (res,) = await node.propose([cmd])
+        _check_result(res)
+        return res.task
+
+    async def GetTask(
+        self, request: scheduler_pb2.GetTaskRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> common_pb2.Task:
+        return await _guard(context, self._get_task(request))
+
+    async def _get_task(self, request: scheduler_pb2.GetTaskRequest) -> common_pb2.Task:
+        with self.node.kv.read() as txn:
+            task = sm.read_task(txn, request.task_id)
+        if task is None:
+            raise errors.NotFound(f"task {request.task_id} not found")
+        return task
+
+    async def ListTasks(
+        self, request: scheduler_pb2.ListTasksRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> scheduler_pb2.ListTasksResponse:
+        return await _guard(context, self._list_tasks(request))
+
+    async def _list_tasks(self, request: scheduler_pb2.ListTasksRequest) -> scheduler_pb2.ListTasksResponse:
+        size = _page_size(request.page_size, "page_size")
+        with self.node.kv.read() as txn:
+            tasks, token = sm.list_tasks(
+                txn,
+                state=request.state,
+                tags=dict(request.tags),
+                name_prefix=request.name_prefix,
+                page_size=size,
+                page_token=request.page_token,
+            )
+        return scheduler_pb2.ListTasksResponse(tasks=tasks, next_page_token=token)
+
+    async def ListExecutions(
+        self, request: scheduler_pb2.ListExecutionsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> scheduler_pb2.ListExecutionsResponse:
+        return await _guard(context, self._list_executions(request))
+
+    async def _list_executions(
+        self, request: scheduler_pb2.ListExecutionsRequest
+    ) -> scheduler_pb2.ListExecutionsResponse:
+        size = _page_size(request.page_size, "page_size")
+        with self.node.kv.read() as txn:
+            if sm.read_task(txn, request.task_id) is None:
+                raise errors.NotFound(f"task {request.task_id} not found")
+            execs, token = sm.list_executions(
+                txn, request.task_id, state=request.state, page_size=size, page_token=request.page_token
+            )
+        return scheduler_pb2.ListExecutionsResponse(executions=execs, next_page_token=token)
+
+    async def GetExecution(
+        self, request: scheduler_pb2.GetExecutionRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> common_pb2.Execution:
+        return await _guard(context, self._get_execution(request))
+
+    async def _get_execution(self, request: scheduler_pb2.GetExecutionRequest) -> common_pb2.Execution:
+        with self.node.kv.read() as txn:
+            ex = sm.read_execution(txn, request.execution_id)
+        if ex is None:
+            raise errors.NotFound(f"execution {request.execution_id} not found")
+        return ex
+
+
+def _request_id(given: str, kind: str) -> str:
+    if len(given) > 128:
+        raise errors.InvalidArgument("request_id", "longer than 128 characters")
+    # Without a client id the request cannot be deduplicated across retries; give it a unique one.
+    return f"{kind}:{given}" if given else ""
+
+
+class WorkerGatewayServicer(worker_pb2_grpc.WorkerGatewayServicer):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def Connect(
+        self,
+        request_iterator: AsyncIterator[worker_pb2.WorkerMessage],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[worker_pb2.GatewayMessage]:
+        try:
+            first = await request_iterator.__anext__()
+        except StopAsyncIteration:
+            return
+        if first.WhichOneof("kind") != "hello" or not first.hello.worker_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "hello: the first message must be a Hello with a worker_id")
+        try:
+            runner = self.node.leader_runner()
+        except errors.NotLeader as e:
+            yield worker_pb2.GatewayMessage(not_leader=worker_pb2.NotLeader(leader_address=e.leader_address or ""))
+            return
+        session = runner.attach(first.hello)
+        log.info("worker connected", worker=first.hello.worker_id, capacity=first.hello.capacity)
+
+        import asyncio
+
+        async def read() -> None:
+            try:
+                async for msg in request_iterator:
+                    kind = msg.WhichOneof("kind")
+                    if kind == "heartbeat":
+                        runner.on_heartbeat(session, msg.heartbeat)
+                    elif kind == "results":
+                        runner.on_results(session, list(msg.results.results))
+                    # Output chunks are accepted and dropped in this slice (`schedctl logs` comes later).
+            except (asyncio.CancelledError, grpc.aio.AioRpcError):
+                pass
+            finally:
+                runner.detach(session)
+
+        reader = asyncio.create_task(read())
+        try:
+            while True:
+                out = await session.queue.get()
+                if out is None:
+                    break
+                yield out
+        finally:
+            reader.cancel()
+            runner.detach(session)
+            log.info("worker disconnected", worker=session.worker_id)
+
+
+class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def Status(
+        self, request: cluster_pb2.StatusRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> cluster_pb2.StatusResponse:
+        node = self.node
+        st = node.replicator.status()
+        with node.kv.read() as txn:
+            epoch = sm.read_epoch(txn)
+        runner = node.runner if st.is_leader else None
+        members = [
+            cluster_pb2.Member(
+                node_id=m.id,
+                raft_address=m.raft_address,
+                grpc_address=m.grpc_address,
+                connected=True if m.id == node.config.node.id else bool(st.connected.get(m.id, False)),
+            )
+            for m in node.config.cluster.members
+        ]
+        return cluster_pb2.StatusResponse(
+            node_id=node.config.node.id,
+            is_leader=st.is_leader,
+            leader_id=st.leader_id or "",
+            leader_address=node.leader_grpc_address(st) or "",
+            term=st.term,
+            commit_index=st.commit_index,
+            applied_index=node.sm.last_applied(),
+            members=members,
+            epoch_term=epoch.term,
+            connected_workers=runner.connected_workers if runner is not None else 0,
+            ready=(runner.ready if runner is not None else st.ready),
+        )
+
+
+__all__ = ["LEADER_METADATA_KEY", "ClusterServicer", "SchedulerServicer", "WorkerGatewayServicer"]

@@ -1,0 +1,157 @@
+"""The ordered key-value interface the state machine is written against, and its in-memory twin.
+
+The state machine (`cronraft.raft.state`) reads and writes only through `Txn`; `cronraft.raft.store`
+implements it over LMDB (one sub-database per name in `DATABASES`), `MemKV` here implements it over
+sorted in-memory lists for fast unit and simulation tests. Both give the same contract:
+
+- `KV.write()` is a context manager yielding a `Txn`; its effects become visible atomically when the
+  block exits normally and are discarded when it raises. Only one write transaction runs at a time.
+- `KV.read()` yields a read-only `Txn` on a consistent snapshot; `put`/`delete` on it raise.
+- Keys and values are bytes; `scan(db, start, end)` yields `(key, value)` with `start <= key < end`
+  (`end=None`: to the end of the database) in ascending byte order, or descending with `reverse=True`.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Protocol
+
+# Sub-databases. Keys are compact binary: ids as 16 raw bytes, times as 8-byte big-endian unsigned.
+DATABASES: tuple[str, ...] = (
+    "meta",  # b"last_applied" -> u64; b"epoch" -> Epoch proto
+    "tasks",  # task_id16 -> Task proto
+    "due",  # due_ms8 + task_id16 -> b"" : the due-index by next fire time
+    "tasks_by_state",  # state1 + task_id16 -> b""
+    "tasks_by_tag",  # key + b"\0" + value + b"\0" + task_id16 -> b""
+    "execs",  # execution_id16 -> Execution proto
+    "fires",  # task_id16 + nominal_ms8 -> execution_id16 : at most one fire per (task, nominal)
+    "pending",  # priority1 + fired_at_ms8 + execution_id16 -> b"" : executions waiting for a lease
+    "running",  # execution_id16 -> b"" : executions holding a lease
+    "requests",  # request_id (utf-8) -> CommandResult proto : the dedup table
+    "requests_by_time",  # stamped_at_ms8 + request_id -> b"" : to prune the dedup table
+)
+
+
+class Txn(Protocol):
+    def get(self, db: str, key: bytes) -> bytes | None: ...
+
+    def put(self, db: str, key: bytes, value: bytes) -> None: ...
+
+    def delete(self, db: str, key: bytes) -> bool: ...
+
+    def scan(
+        self, db: str, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]: ...
+
+
+class KV(Protocol):
+    def write(self) -> AbstractContextManager[Txn]: ...
+
+    def read(self) -> AbstractContextManager[Txn]: ...
+
+    def close(self) -> None: ...
+
+
+class _MemDb:
+    __slots__ = ("keys", "values")
+
+    def __init__(self) -> None:
+        self.keys: list[bytes] = []
+        self.values: dict[bytes, bytes] = {}
+
+    def copy(self) -> _MemDb:
+        c = _MemDb()
+        c.keys = list(self.keys)
+        c.values = dict(self.values)
+        return c
+
+
+class MemTxn:
+    """A transaction over `MemKV`: writes go to copy-on-write database copies, swapped in at commit."""
+
+    def __init__(self, kv: MemKV, *, writable: bool) -> None:
+        self._kv = kv
+        self._writable = writable
+        self._dbs = kv._dbs  # snapshot of the mapping; databases are copied on first write
+        self._copied: dict[str, _MemDb] = {}
+
+    def _db(self, db: str, *, for_write: bool) -> _MemDb:
+        if db not in self._dbs:
+            raise KeyError(f"unknown database {db!r}")
+        if not for_write:
+            return self._copied.get(db) or self._dbs[db]
+        if not self._writable:
+            raise PermissionError("read-only transaction")
+        if db not in self._copied:
+            self._copied[db] = self._dbs[db].copy()
+        return self._copied[db]
+
+    def get(self, db: str, key: bytes) -> bytes | None:
+        return self._db(db, for_write=False).values.get(key)
+
+    def put(self, db: str, key: bytes, value: bytes) -> None:
+        d = self._db(db, for_write=True)
+        if key not in d.values:
+            bisect.insort(d.keys, key)
+        d.values[key] = bytes(value)
+
+    def delete(self, db: str, key: bytes) -> bool:
+        d = self._db(db, for_write=True)
+        if key not in d.values:
+            return False
+        del d.values[key]
+        del d.keys[bisect.bisect_left(d.keys, key)]
+        return True
+
+    def scan(
+        self, db: str, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        d = self._db(db, for_write=False)
+        lo = bisect.bisect_left(d.keys, start)
+        hi = len(d.keys) if end is None else bisect.bisect_left(d.keys, end)
+        keys = d.keys[lo:hi]  # a copy: the caller may write while iterating
+        if reverse:
+            keys.reverse()
+        for k in keys:
+            v = d.values.get(k)
+            if v is not None:
+                yield k, v
+
+    def _commit(self) -> None:
+        if self._copied:
+            merged = dict(self._kv._dbs)
+            merged.update(self._copied)
+            self._kv._dbs = merged
+
+
+class MemKV:
+    """In-memory twin of the LMDB store (same contract as `KV`)."""
+
+    def __init__(self) -> None:
+        self._dbs: dict[str, _MemDb] = {name: _MemDb() for name in DATABASES}
+
+    @contextmanager
+    def write(self) -> Iterator[Txn]:
+        txn = MemTxn(self, writable=True)
+        yield txn
+        txn._commit()
+
+    @contextmanager
+    def read(self) -> Iterator[Txn]:
+        yield MemTxn(self, writable=False)
+
+    def close(self) -> None:
+        pass
+
+    def dump(self) -> dict[str, dict[bytes, bytes]]:
+        """Every database's contents (for snapshots of the twin and for divergence checks in tests)."""
+        return {name: dict(db.values) for name, db in self._dbs.items()}
+
+    def load(self, data: dict[str, dict[bytes, bytes]]) -> None:
+        dbs = {name: _MemDb() for name in DATABASES}
+        for name, values in data.items():
+            dbs[name].values = dict(values)
+            dbs[name].keys = sorted(values)
+        self._dbs = dbs

@@ -1,0 +1,229 @@
+"""Real processes on loopback: `schedd` nodes and `schedworker` agents, each with its own data directory.
+
+Waits are polls of a condition with a deadline (the condition is the event: a leader elected, an
+execution recorded), never fixed sleeps standing in for synchronisation.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+
+from cronraft.proto.v1 import cluster_pb2, cluster_pb2_grpc
+
+T = TypeVar("T")
+SECRET = "integration-test-secret"
+
+
+def free_ports(n: int) -> list[int]:
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def wait_for(cond: Callable[[], T | None], timeout_s: float, what: str, interval_s: float = 0.05) -> T:
+    deadline = time.monotonic() + timeout_s
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = cond()
+        except Exception as e:  # the condition may fail while processes start
+            last_exc = e
+            value = None
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last error: {last_exc})")
+
+
+@dataclass
+class NodeProc:
+    node_id: str
+    config_path: Path
+    grpc_address: str
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def status(self, timeout_s: float = 1.0) -> cluster_pb2.StatusResponse:
+        with grpc.insecure_channel(self.grpc_address) as ch:
+            stub = cluster_pb2_grpc.ClusterStub(ch)
+            resp: cluster_pb2.StatusResponse = stub.Status(cluster_pb2.StatusRequest(), timeout=timeout_s)
+            return resp
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+@dataclass
+class Cluster:
+    root: Path
+    n: int = 3
+    lease_ttl_ms: int = 3000
+    heartbeat_interval_ms: int = 500
+    nodes: list[NodeProc] = field(default_factory=list)
+    workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        ports = free_ports(2 * self.n)
+        members = [
+            (f"node{i + 1}", f"127.0.0.1:{ports[i]}", f"127.0.0.1:{ports[self.n + i]}") for i in range(self.n)
+        ]
+        member_toml = "".join(
+            f'[[cluster.members]]\nid = "{m}"\ngrpc_address = "{g}"\nraft_address = "{r}"\n\n' for m, g, r in members
+        )
+        secret = 'secret_env = "CRONRAFT_CLUSTER_SECRET"\n' if self.n > 1 else ""
+        for node_id, grpc_addr, _ in members:
+            cfg = self.root / f"{node_id}.toml"
+            cfg.write_text(
+                f'[node]\nid = "{node_id}"\ndata_dir = "{self.root / node_id}"\n\n'
+                f'[cluster]\n{secret}durability = "replicated"\n\n{member_toml}'
+                f"[raft]\nelection_timeout_ms = 1000\nheartbeat_ms = 50\n\n"
+                f"[scheduler]\nlease_ttl_ms = {self.lease_ttl_ms}\n"
+                f"heartbeat_interval_ms = {self.heartbeat_interval_ms}\nhorizon_ms = 5000\n\n"
+                f'[log]\nlevel = "info"\nformat = "json"\n'
+            )
+            self.nodes.append(NodeProc(node_id, cfg, grpc_addr, self.root / f"{node_id}.log"))
+        self.env = {**os.environ, "CRONRAFT_CLUSTER_SECRET": SECRET, "PYTHONUNBUFFERED": "1"}
+
+    @property
+    def servers(self) -> str:
+        return ",".join(n.grpc_address for n in self.nodes)
+
+    def start_node(self, node: NodeProc) -> None:
+        log = open(node.log_path, "ab")  # noqa: SIM115 - owned by the process
+        node.proc = subprocess.Popen(
+            [sys.executable, "-m", "cronraft.daemon.main", "--config", str(node.config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=self.root,
+        )
+        log.close()
+
+    def start(self) -> Cluster:
+        for node in self.nodes:
+            self.start_node(node)
+        self.wait_leader()
+        return self
+
+    def start_worker(self, worker_id: str, capacity: int = 4) -> None:
+        log = open(self.root / f"{worker_id}.log", "ab")  # noqa: SIM115
+        self.workers[worker_id] = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cronraft.client.worker",
+                "--server",
+                self.servers,
+                "--id",
+                worker_id,
+                "--capacity",
+                str(capacity),
+                "--outbox-dir",
+                str(self.root / f"{worker_id}-outbox"),
+                "--log-format",
+                "json",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=self.root,
+        )
+        log.close()
+
+    def leader(self) -> NodeProc | None:
+        for node in self.nodes:
+            if not node.alive:
+                continue
+            try:
+                st = node.status()
+            except grpc.RpcError:
+                continue
+            if st.is_leader and st.ready:
+                return node
+        return None
+
+    def wait_leader(self, timeout_s: float = 30.0) -> NodeProc:
+        return wait_for(self.leader, timeout_s, "a ready leader")
+
+    def wait_workers(self, count: int, timeout_s: float = 20.0) -> None:
+        def enough() -> bool:
+            leader = self.leader()
+            return leader is not None and leader.status().connected_workers >= count
+
+        wait_for(enough, timeout_s, f"{count} connected workers")
+
+    def kill(self, node: NodeProc, sig: int = signal.SIGKILL) -> None:
+        assert node.proc is not None
+        node.proc.send_signal(sig)
+        node.proc.wait(timeout=10)
+
+    def wait_converged(self, timeout_s: float = 20.0) -> None:
+        """Every live node has applied the same index."""
+
+        def same() -> bool:
+            idx = {n.status().applied_index for n in self.nodes if n.alive}
+            return len(idx) == 1
+
+        wait_for(same, timeout_s, "all nodes to apply the same index")
+
+    def stop(self) -> None:
+        for w in self.workers.values():
+            if w.poll() is None:
+                w.send_signal(signal.SIGTERM)
+        for node in self.nodes:
+            if node.alive:
+                assert node.proc is not None
+                node.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for p in [*self.workers.values(), *(n.proc for n in self.nodes if n.proc is not None)]:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def logs(self) -> str:
+        out = []
+        for path in sorted(self.root.glob("*.log")):
+            out.append(f"==== {path.name}\n{path.read_text(errors='replace')[-4000:]}")
+        return "\n".join(out)
+
+
+def ledger_command(ledger: Path) -> list[str]:
+    """A payload that appends its execution id and nominal time to a ledger outside the system."""
+    code = (
+        "import os; "
+        f"f = open({str(ledger)!r}, 'a'); "
+        "f.write(os.environ['CRONRAFT_EXECUTION_ID'] + ' ' + os.environ['CRONRAFT_NOMINAL_TIME_MS'] "
+        "+ ' ' + os.environ['CRONRAFT_ATTEMPT'] + chr(10)); f.close(); print('ran')"
+    )
+    return [sys.executable, "-c", code]
+
+
+def read_ledger(ledger: Path) -> list[tuple[str, int, int]]:
+    if not ledger.exists():
+        return []
+    rows = []
+    for line in ledger.read_text().splitlines():
+        eid, nominal, attempt = line.split()
+        rows.append((eid, int(nominal), int(attempt)))
+    return rows
