@@ -66,7 +66,9 @@ class Node:
             snapshot_min_time_s=config.raft.snapshot_min_time_s,
             fsync=fsync,
         )
-        self.replicator = SyncObjReplicator(rconf, self.sm.apply_entry, self.kv)
+        self.replicator = SyncObjReplicator(
+            rconf, self.sm.apply_entry, self.kv, applied_index=self.sm.last_applied
+        )
         self.committer = GroupCommitter(self.replicator)
         s = config.scheduler
         self.settings = LeaderSettings(

@@ -1,0 +1,61 @@
+"""The Cronraft SDK: `Client` (sync), `AsyncClient` (asyncio), spec builders and the error tree.
+
+    from cronraft.client import Client, cron, command
+
+    with Client("10.0.0.1:50051,10.0.0.2:50051") as client:
+        task = client.create_task("hello", cron("*/5 * * * *", "Europe/Paris"), command("echo", "hello"))
+        print(task.task_id, task.next_fire_ms)
+
+Writes follow the leader (redirects) and are idempotent across retries (one request id per call); reads
+go to any node. Errors are those of `cronraft.errors`, re-exported here.
+"""
+
+from cronraft.client._common import (
+    Duration,
+    Instant,
+    at,
+    build_spec,
+    command,
+    cron,
+    every,
+    parse_duration,
+    parse_instant,
+    shell,
+)
+from cronraft.client.aio import AsyncClient
+from cronraft.client.sdk import Client
+from cronraft.errors import (
+    CronraftError,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    NotLeader,
+    OutcomeUnknown,
+    ResourceExhausted,
+    Unavailable,
+)
+
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "CronraftError",
+    "DeadlineExceeded",
+    "Duration",
+    "FailedPrecondition",
+    "Instant",
+    "InvalidArgument",
+    "NotFound",
+    "NotLeader",
+    "OutcomeUnknown",
+    "ResourceExhausted",
+    "Unavailable",
+    "at",
+    "build_spec",
+    "command",
+    "cron",
+    "every",
+    "parse_duration",
+    "parse_instant",
+    "shell",
+]

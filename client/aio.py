@@ -1,0 +1,268 @@
+"""The asyncio Cronraft client (grpc.aio): the methods of `Client`, as coroutines and async iterators.
+
+Routing, leader redirects, request-id reuse, retries and error mapping are those of the sync client (they
+live in `_common.CallPlan`). Channels are created lazily inside the running event loop; use the client as
+an async context manager, or `await client.close()`, from the loop that used it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+import grpc  # type: ignore[import-untyped, unused-ignore]
+from grpc import aio  # type: ignore[import-untyped, unused-ignore]
+
+from cronraft.client import _common
+from cronraft.client.sdk import CHANNEL_OPTIONS, rpc_status
+from cronraft.errors import CronraftError
+from cronraft.proto.v1 import (
+    cluster_pb2,
+    cluster_pb2_grpc,
+    common_pb2,
+    scheduler_pb2,
+    scheduler_pb2_grpc,
+)
+
+__all__ = ["AsyncClient"]
+
+_Resp = TypeVar("_Resp")
+
+
+class _AsyncStubs:
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
+        self.scheduler = scheduler_pb2_grpc.SchedulerStub(channel)
+        self.cluster = cluster_pb2_grpc.ClusterStub(channel)
+
+
+class AsyncClient:
+    """An asyncio client of a Cronraft cluster; arguments and errors as for `Client`."""
+
+    def __init__(
+        self,
+        servers: str | Sequence[str] | None = None,
+        *,
+        timeout_s: float = 10.0,
+        attempt_timeout_s: float | None = None,
+        max_redirects: int = 5,
+    ) -> None:
+        self._router = _common.Router(_common.parse_servers(servers))
+        self.timeout_s = timeout_s
+        self.attempt_timeout_s = attempt_timeout_s
+        self.max_redirects = max_redirects
+        self._stubs: dict[str, _AsyncStubs] = {}
+        self._closed = False
+
+    @property
+    def servers(self) -> list[str]:
+        """The configured server addresses."""
+        return list(self._router.servers)
+
+    @property
+    def leader(self) -> str | None:
+        """The leader address learnt from the last write or redirect, if any."""
+        return self._router.leader
+
+    # ------------------------------------------------------------------------------------- lifecycle
+
+    async def close(self) -> None:
+        """Close every channel. Idempotent."""
+        self._closed = True
+        stubs, self._stubs = list(self._stubs.values()), {}
+        for s in stubs:
+            await s.channel.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def _stubs_for(self, address: str) -> _AsyncStubs:
+        if self._closed:
+            raise CronraftError("client is closed")
+        stubs = self._stubs.get(address)
+        if stubs is None:
+            stubs = _AsyncStubs(aio.insecure_channel(address, options=CHANNEL_OPTIONS))
+            self._stubs[address] = stubs
+        return stubs
+
+    async def _invoke(
+        self,
+        pick: Callable[[_AsyncStubs], Callable[..., Any]],
+        request: Any,
+        response_type: type[_Resp],
+        *,
+        write: bool,
+        request_id: str | None = None,
+    ) -> _Resp:
+        plan = _common.CallPlan(
+            self._router,
+            write=write,
+            timeout_s=self.timeout_s,
+            attempt_timeout_s=self.attempt_timeout_s,
+            max_redirects=self.max_redirects,
+        )
+        while True:
+            try:
+                result = await pick(self._stubs_for(plan.address))(request, timeout=plan.attempt_timeout())
+            except grpc.RpcError as exc:
+                code, details, leader = rpc_status(exc)
+                delay = plan.failed(code, details, leader)
+                if delay is None:
+                    raise plan.give_up_error(request_id) from None
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                continue
+            plan.succeeded()
+            if not isinstance(result, response_type):
+                raise CronraftError(f"unexpected response type {type(result).__name__}")
+            return result
+
+    # ------------------------------------------------------------------------------------------ tasks
+
+    async def create_task(
+        self,
+        name: str,
+        schedule: common_pb2.Schedule,
+        payload: common_pb2.Payload,
+        *,
+        tags: Mapping[str, str] | None = None,
+        queue: str = "",
+        timeout_ms: int = 0,
+        guarantee: common_pb2.DeliveryGuarantee.ValueType | str = common_pb2.AT_LEAST_ONCE,
+        priority: common_pb2.Priority.ValueType | str = common_pb2.MEDIUM,
+        max_attempts: int = 0,
+        request_id: str | None = None,
+    ) -> common_pb2.Task:
+        """Create a task; see `Client.create_task`."""
+        spec = _common.build_spec(
+            name,
+            schedule,
+            payload,
+            tags=tags,
+            queue=queue,
+            timeout_ms=timeout_ms,
+            guarantee=guarantee,
+            priority=priority,
+            max_attempts=max_attempts,
+        )
+        return await self.create_task_spec(spec, request_id=request_id)
+
+    async def create_task_spec(
+        self, spec: common_pb2.TaskSpec, *, request_id: str | None = None
+    ) -> common_pb2.Task:
+        """Create a task from a complete `TaskSpec`."""
+        rid = request_id or _common.new_request_id()
+        request = scheduler_pb2.CreateTaskRequest(spec=spec, request_id=rid)
+        response = await self._invoke(
+            lambda s: s.scheduler.CreateTask,
+            request,
+            scheduler_pb2.CreateTaskResponse,
+            write=True,
+            request_id=rid,
+        )
+        return response.task
+
+    async def get_task(self, task_id: str) -> common_pb2.Task:
+        """The task `task_id`; raises `NotFound`."""
+        request = scheduler_pb2.GetTaskRequest(task_id=task_id)
+        return await self._invoke(lambda s: s.scheduler.GetTask, request, common_pb2.Task, write=False)
+
+    async def list_tasks_page(
+        self,
+        *,
+        state: common_pb2.TaskState.ValueType | str | None = None,
+        tags: Mapping[str, str] | None = None,
+        name_prefix: str = "",
+        page_size: int = 100,
+        page_token: str = "",
+    ) -> tuple[list[common_pb2.Task], str]:
+        """One page of tasks and the token of the next page ("" after the last)."""
+        request = _common.list_tasks_request(state, tags, name_prefix, page_size, page_token)
+        response = await self._invoke(
+            lambda s: s.scheduler.ListTasks, request, scheduler_pb2.ListTasksResponse, write=False
+        )
+        return list(response.tasks), response.next_page_token
+
+    async def list_tasks(
+        self,
+        *,
+        state: common_pb2.TaskState.ValueType | str | None = None,
+        tags: Mapping[str, str] | None = None,
+        name_prefix: str = "",
+        page_size: int = 100,
+    ) -> AsyncIterator[common_pb2.Task]:
+        """Every task matching the filters, fetched page by page (`async for`)."""
+        token = ""
+        while True:
+            tasks, token = await self.list_tasks_page(
+                state=state, tags=tags, name_prefix=name_prefix, page_size=page_size, page_token=token
+            )
+            for task in tasks:
+                yield task
+            if not token:
+                return
+
+    async def cancel_task(self, task_id: str, *, request_id: str | None = None) -> common_pb2.Task:
+        """Cancel a task; see `Client.cancel_task`."""
+        rid = request_id or _common.new_request_id()
+        request = scheduler_pb2.CancelTaskRequest(task_id=task_id, request_id=rid)
+        return await self._invoke(
+            lambda s: s.scheduler.CancelTask, request, common_pb2.Task, write=True, request_id=rid
+        )
+
+    # ------------------------------------------------------------------------------------- executions
+
+    async def list_executions_page(
+        self,
+        task_id: str,
+        *,
+        state: common_pb2.ExecutionState.ValueType | str | None = None,
+        page_size: int = 100,
+        page_token: str = "",
+    ) -> tuple[list[common_pb2.Execution], str]:
+        """One page of the executions of `task_id` and the next page token ("" after the last)."""
+        request = _common.list_executions_request(task_id, state, page_size, page_token)
+        response = await self._invoke(
+            lambda s: s.scheduler.ListExecutions, request, scheduler_pb2.ListExecutionsResponse, write=False
+        )
+        return list(response.executions), response.next_page_token
+
+    async def list_executions(
+        self,
+        task_id: str,
+        *,
+        state: common_pb2.ExecutionState.ValueType | str | None = None,
+        page_size: int = 100,
+    ) -> AsyncIterator[common_pb2.Execution]:
+        """Every execution of `task_id` (optionally in `state`), fetched page by page (`async for`)."""
+        token = ""
+        while True:
+            executions, token = await self.list_executions_page(
+                task_id, state=state, page_size=page_size, page_token=token
+            )
+            for execution in executions:
+                yield execution
+            if not token:
+                return
+
+    async def get_execution(self, execution_id: str) -> common_pb2.Execution:
+        """The execution `execution_id`; raises `NotFound`."""
+        request = scheduler_pb2.GetExecutionRequest(execution_id=execution_id)
+        return await self._invoke(
+            lambda s: s.scheduler.GetExecution, request, common_pb2.Execution, write=False
+        )
+
+    # ---------------------------------------------------------------------------------------- cluster
+
+    async def cluster_status(self) -> cluster_pb2.StatusResponse:
+        """The status of the cluster as seen by the first reachable node."""
+        return await self._invoke(
+            lambda s: s.cluster.Status, cluster_pb2.StatusRequest(), cluster_pb2.StatusResponse, write=False
+        )

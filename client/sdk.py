@@ -1,0 +1,299 @@
+"""The synchronous Cronraft client: one object, one gRPC channel per server address, thread-safe.
+
+Writes (create, cancel) go to the leader: a follower answers UNAVAILABLE with the leader's address in the
+`cronraft-leader` trailing metadata, and the client retries there and remembers it. Every write carries a
+`request_id` generated once per logical call and reused on each retry, so a retry after an unknown outcome
+is safe (the cluster deduplicates). Reads go to any reachable node. UNAVAILABLE and DEADLINE_EXCEEDED are
+retried over the configured servers with capped exponential backoff, within the client's `timeout_s`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+import grpc  # type: ignore[import-untyped, unused-ignore]
+
+from cronraft.client import _common
+from cronraft.errors import CronraftError
+from cronraft.proto.v1 import (
+    cluster_pb2,
+    cluster_pb2_grpc,
+    common_pb2,
+    scheduler_pb2,
+    scheduler_pb2_grpc,
+)
+
+__all__ = ["Client"]
+
+_Resp = TypeVar("_Resp")
+
+# Reconnect quickly after a node comes back (the gRPC default starts at 1 s and grows to 120 s).
+CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+]
+
+
+class _Stubs:
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
+        self.scheduler = scheduler_pb2_grpc.SchedulerStub(channel)
+        self.cluster = cluster_pb2_grpc.ClusterStub(channel)
+
+
+def rpc_status(exc: BaseException) -> tuple[str, str, str | None]:
+    """(code name, details, leader address from trailing metadata) of a failed gRPC call."""
+    if isinstance(exc, grpc.Call | grpc.aio.AioRpcError):
+        code = exc.code()
+        name = code.name if code is not None else "UNKNOWN"
+        return name, exc.details() or "", _common.leader_from_metadata(exc.trailing_metadata())
+    return "UNKNOWN", str(exc), None
+
+
+class Client:
+    """A synchronous client of a Cronraft cluster.
+
+    `servers` is "host:port", several comma separated, or a sequence of them; None (the default) reads
+    $CRONRAFT_SERVER, else 127.0.0.1:50051. `timeout_s` bounds each logical call, retries included;
+    `attempt_timeout_s` bounds one attempt (default: half of `timeout_s`) so that a hung node leaves time
+    to try another. Use as a context manager, or call `close()`.
+
+    Errors raised are those of `cronraft.errors`: `InvalidArgument` (with `.field`), `NotFound`,
+    `FailedPrecondition`, `ResourceExhausted`, `Unavailable` (retries exhausted), `DeadlineExceeded`,
+    else `CronraftError`.
+    """
+
+    def __init__(
+        self,
+        servers: str | Sequence[str] | None = None,
+        *,
+        timeout_s: float = 10.0,
+        attempt_timeout_s: float | None = None,
+        max_redirects: int = 5,
+    ) -> None:
+        self._router = _common.Router(_common.parse_servers(servers))
+        self.timeout_s = timeout_s
+        self.attempt_timeout_s = attempt_timeout_s
+        self.max_redirects = max_redirects
+        self._stubs: dict[str, _Stubs] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def servers(self) -> list[str]:
+        """The configured server addresses."""
+        return list(self._router.servers)
+
+    @property
+    def leader(self) -> str | None:
+        """The leader address learnt from the last write or redirect, if any."""
+        return self._router.leader
+
+    # ------------------------------------------------------------------------------------- lifecycle
+
+    def close(self) -> None:
+        """Close every channel. Idempotent."""
+        with self._lock:
+            self._closed = True
+            stubs, self._stubs = list(self._stubs.values()), {}
+        for s in stubs:
+            s.channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _stubs_for(self, address: str) -> _Stubs:
+        with self._lock:
+            if self._closed:
+                raise CronraftError("client is closed")
+            stubs = self._stubs.get(address)
+            if stubs is None:
+                stubs = _Stubs(grpc.insecure_channel(address, options=CHANNEL_OPTIONS))
+                self._stubs[address] = stubs
+            return stubs
+
+    def _invoke(
+        self,
+        pick: Callable[[_Stubs], Callable[..., Any]],
+        request: Any,
+        response_type: type[_Resp],
+        *,
+        write: bool,
+        request_id: str | None = None,
+    ) -> _Resp:
+        plan = _common.CallPlan(
+            self._router,
+            write=write,
+            timeout_s=self.timeout_s,
+            attempt_timeout_s=self.attempt_timeout_s,
+            max_redirects=self.max_redirects,
+        )
+        while True:
+            try:
+                result = pick(self._stubs_for(plan.address))(request, timeout=plan.attempt_timeout())
+            except grpc.RpcError as exc:
+                code, details, leader = rpc_status(exc)
+                delay = plan.failed(code, details, leader)
+                if delay is None:
+                    raise plan.give_up_error(request_id) from None
+                if delay > 0:
+                    time.sleep(delay)
+                continue
+            plan.succeeded()
+            if not isinstance(result, response_type):
+                raise CronraftError(f"unexpected response type {type(result).__name__}")
+            return result
+
+    # ------------------------------------------------------------------------------------------ tasks
+
+    def create_task(
+        self,
+        name: str,
+        schedule: common_pb2.Schedule,
+        payload: common_pb2.Payload,
+        *,
+        tags: Mapping[str, str] | None = None,
+        queue: str = "",
+        timeout_ms: int = 0,
+        guarantee: common_pb2.DeliveryGuarantee.ValueType | str = common_pb2.AT_LEAST_ONCE,
+        priority: common_pb2.Priority.ValueType | str = common_pb2.MEDIUM,
+        max_attempts: int = 0,
+        request_id: str | None = None,
+    ) -> common_pb2.Task:
+        """Create a task; returns it as stored (with `task_id`, `state`, `next_fire_ms`).
+
+        `schedule` comes from `cron`, `at` or `every`; `payload` from `command` or `shell`.
+        `guarantee` is an enum value or "at-least-once" / "exactly-once" / "at-most-once"; `priority`
+        "high" / "medium" / "low". `request_id` (default: a fresh uuid4 hex) makes the call idempotent.
+        """
+        spec = _common.build_spec(
+            name,
+            schedule,
+            payload,
+            tags=tags,
+            queue=queue,
+            timeout_ms=timeout_ms,
+            guarantee=guarantee,
+            priority=priority,
+            max_attempts=max_attempts,
+        )
+        return self.create_task_spec(spec, request_id=request_id)
+
+    def create_task_spec(
+        self, spec: common_pb2.TaskSpec, *, request_id: str | None = None
+    ) -> common_pb2.Task:
+        """Create a task from a complete `TaskSpec`."""
+        rid = request_id or _common.new_request_id()
+        request = scheduler_pb2.CreateTaskRequest(spec=spec, request_id=rid)
+        response = self._invoke(
+            lambda s: s.scheduler.CreateTask,
+            request,
+            scheduler_pb2.CreateTaskResponse,
+            write=True,
+            request_id=rid,
+        )
+        return response.task
+
+    def get_task(self, task_id: str) -> common_pb2.Task:
+        """The task `task_id`; raises `NotFound`."""
+        request = scheduler_pb2.GetTaskRequest(task_id=task_id)
+        return self._invoke(lambda s: s.scheduler.GetTask, request, common_pb2.Task, write=False)
+
+    def list_tasks_page(
+        self,
+        *,
+        state: common_pb2.TaskState.ValueType | str | None = None,
+        tags: Mapping[str, str] | None = None,
+        name_prefix: str = "",
+        page_size: int = 100,
+        page_token: str = "",
+    ) -> tuple[list[common_pb2.Task], str]:
+        """One page of tasks and the token of the next page ("" after the last)."""
+        request = _common.list_tasks_request(state, tags, name_prefix, page_size, page_token)
+        response = self._invoke(
+            lambda s: s.scheduler.ListTasks, request, scheduler_pb2.ListTasksResponse, write=False
+        )
+        return list(response.tasks), response.next_page_token
+
+    def list_tasks(
+        self,
+        *,
+        state: common_pb2.TaskState.ValueType | str | None = None,
+        tags: Mapping[str, str] | None = None,
+        name_prefix: str = "",
+        page_size: int = 100,
+    ) -> Iterator[common_pb2.Task]:
+        """Every task matching the filters (all `tags` pairs must match), fetched page by page."""
+        token = ""
+        while True:
+            tasks, token = self.list_tasks_page(
+                state=state, tags=tags, name_prefix=name_prefix, page_size=page_size, page_token=token
+            )
+            yield from tasks
+            if not token:
+                return
+
+    def cancel_task(self, task_id: str, *, request_id: str | None = None) -> common_pb2.Task:
+        """Cancel a task (no further fire); returns it. Raises `NotFound`, or `FailedPrecondition`."""
+        rid = request_id or _common.new_request_id()
+        request = scheduler_pb2.CancelTaskRequest(task_id=task_id, request_id=rid)
+        return self._invoke(
+            lambda s: s.scheduler.CancelTask, request, common_pb2.Task, write=True, request_id=rid
+        )
+
+    # ------------------------------------------------------------------------------------- executions
+
+    def list_executions_page(
+        self,
+        task_id: str,
+        *,
+        state: common_pb2.ExecutionState.ValueType | str | None = None,
+        page_size: int = 100,
+        page_token: str = "",
+    ) -> tuple[list[common_pb2.Execution], str]:
+        """One page of the executions of `task_id` and the next page token ("" after the last)."""
+        request = _common.list_executions_request(task_id, state, page_size, page_token)
+        response = self._invoke(
+            lambda s: s.scheduler.ListExecutions, request, scheduler_pb2.ListExecutionsResponse, write=False
+        )
+        return list(response.executions), response.next_page_token
+
+    def list_executions(
+        self,
+        task_id: str,
+        *,
+        state: common_pb2.ExecutionState.ValueType | str | None = None,
+        page_size: int = 100,
+    ) -> Iterator[common_pb2.Execution]:
+        """Every execution of `task_id` (optionally in `state`), fetched page by page."""
+        token = ""
+        while True:
+            executions, token = self.list_executions_page(
+                task_id, state=state, page_size=page_size, page_token=token
+            )
+            yield from executions
+            if not token:
+                return
+
+    def get_execution(self, execution_id: str) -> common_pb2.Execution:
+        """The execution `execution_id` (with its stdout/stderr tails); raises `NotFound`."""
+        request = scheduler_pb2.GetExecutionRequest(execution_id=execution_id)
+        return self._invoke(lambda s: s.scheduler.GetExecution, request, common_pb2.Execution, write=False)
+
+    # ---------------------------------------------------------------------------------------- cluster
+
+    def cluster_status(self) -> cluster_pb2.StatusResponse:
+        """The status of the cluster as seen by the first reachable node."""
+        return self._invoke(
+            lambda s: s.cluster.Status, cluster_pb2.StatusRequest(), cluster_pb2.StatusResponse, write=False
+        )

@@ -1,0 +1,784 @@
+"""The worker agent: `schedworker` and the `Worker` class.
+
+A worker keeps one `WorkerGateway.Connect` stream open to the leader (following `NotLeader` redirects and
+the `cronraft-leader` trailer, else trying the configured servers round robin with capped exponential
+backoff), runs the attempts it is offered (`_runner.AttemptRunner`), renews their leases with one
+heartbeat per interval, and reports results through the durable outbox (`_outbox.Outbox`).
+
+Lease deadlines are local and monotonic (DESIGN.md I5): an attempt's deadline starts at receive time +
+TTL and moves to (send time of a heartbeat the leader renewed) + TTL; the TTL is the lease's own
+`lease_ttl_ms`, else the Welcome's. The send time, not the ack time, is used because the leader renewed
+the lease no earlier than it received the heartbeat. When a deadline passes (partition, slow leader), the
+worker kills the attempt itself (SIGKILL, no grace) and records a FAILED result: the leader may already
+have re-granted the execution elsewhere. Attempts keep running while the stream is
+down; only their leases decide their fate.
+
+A result is durably in the outbox before it is sent, and leaves it only on the leader's `ResultAcks`;
+every new stream resends the whole outbox, and a restarted worker loads it (results made before the
+restart are delivered, not re-run).
+
+Python 3.11's `asyncio.wait_for` can swallow a cancellation that races with completion (CPython
+gh-86296, fixed in 3.12), which would leave a cancelled loop running: this module uses
+`asyncio.timeout` instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import enum
+import functools
+import logging
+import os
+import random
+import re
+import signal
+import socket
+import sys
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# types-grpcio is not in the dev dependencies yet: without it grpc is untyped (Any), with it the ignore
+# is unused; `unused-ignore` keeps mypy strict quiet in both cases.
+import grpc  # type: ignore[import-untyped, unused-ignore]
+import grpc.aio  # type: ignore[import-untyped, unused-ignore]
+import structlog
+
+from cronraft.client._outbox import AttemptKey, Outbox, attempt_key, result_key
+from cronraft.client._runner import (
+    DEFAULT_KILL_GRACE_S,
+    DEFAULT_OUTPUT_TAIL_BYTES,
+    AttemptRunner,
+    Clock,
+    StopReason,
+    SystemClock,
+)
+from cronraft.errors import ConfigError
+from cronraft.proto.v1 import common_pb2, worker_pb2, worker_pb2_grpc
+
+__all__ = ["Worker", "WorkerConfig", "main"]
+
+_log = structlog.get_logger(__name__)
+
+LEADER_METADATA_KEY = "cronraft-leader"
+DEFAULT_SERVER = "127.0.0.1:50051"
+# Used only when neither the lease nor the Welcome carries a TTL (a server bug): renew or die in 10 s.
+_FALLBACK_LEASE_TTL_S = 10.0
+_FALLBACK_HEARTBEAT_S = 1.0
+_HELLO_TIMEOUT_S = 10.0
+_MAX_RESULTS_MESSAGE_BYTES = 1024 * 1024
+# Live output waiting for the next flush, per attempt and stream; older bytes are dropped beyond it
+# (the result's tails are the reliable record; live output is best effort).
+_MAX_LIVE_OUTPUT_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """A worker's settings, validated once."""
+
+    servers: tuple[str, ...]
+    worker_id: str
+    outbox_dir: Path
+    capacity: int = 4
+    queues: tuple[str, ...] = ("default",)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    kill_grace_s: float = DEFAULT_KILL_GRACE_S
+    output_tail_bytes: int = DEFAULT_OUTPUT_TAIL_BYTES
+    shutdown_grace_s: float = 10.0
+    backoff_initial_s: float = 0.1
+    backoff_max_s: float = 2.0
+    output_flush_interval_s: float = 0.2
+    result_resend_s: float = 30.0  # resend results not acknowledged on the same stream after this long
+    fence_check_interval_s: float = 0.05
+
+    def __post_init__(self) -> None:
+        if not self.servers or any(not s for s in self.servers):
+            raise ConfigError("servers: give at least one HOST:PORT (e.g. --server 127.0.0.1:50051)")
+        if not self.worker_id:
+            raise ConfigError("worker_id: must not be empty (--id)")
+        if self.capacity < 1:
+            raise ConfigError(f"capacity: must be >= 1, got {self.capacity} (--capacity)")
+        if not self.queues or any(not q for q in self.queues):
+            raise ConfigError("queues: queue names must not be empty (--queue)")
+        if self.kill_grace_s < 0:
+            raise ConfigError(f"kill_grace_s: must be >= 0, got {self.kill_grace_s} (--kill-grace)")
+        if self.shutdown_grace_s < 0:
+            raise ConfigError(f"shutdown_grace_s: must be >= 0, got {self.shutdown_grace_s}")
+        if self.output_tail_bytes < 0:
+            raise ConfigError(f"output_tail_bytes: must be >= 0, got {self.output_tail_bytes}")
+        if not 0 < self.backoff_initial_s <= self.backoff_max_s:
+            raise ConfigError("backoff: need 0 < backoff_initial_s <= backoff_max_s")
+
+
+class _StreamStale(Exception):
+    """The leader stopped answering heartbeats on an open stream."""
+
+
+class _State(enum.Enum):
+    RUNNING = "running"
+    DRAINING = "draining"
+
+
+@dataclass(eq=False)
+class _Attempt:
+    key: AttemptKey
+    lease: worker_pb2.Lease
+    runner: AttemptRunner
+    ttl_s: float
+    deadline: float  # clock.monotonic() seconds
+    task: asyncio.Task[None] | None = None
+    revoked: bool = False  # the leader revoked the lease: kill, report nothing
+    fenced: bool = False  # the local deadline passed: killed at once
+
+    @property
+    def renewable(self) -> bool:
+        return not (self.revoked or self.fenced)
+
+
+@dataclass(eq=False)
+class _LiveOutput:
+    """Output not yet flushed as OutputChunk messages."""
+
+    token: common_pb2.FencingToken
+    buffers: dict[worker_pb2.OutputStream.ValueType, bytearray] = field(default_factory=dict)
+    finished: bool = False
+
+
+class _Session:
+    """One welcomed stream."""
+
+    def __init__(
+        self,
+        call: grpc.aio.StreamStreamCall[worker_pb2.WorkerMessage, worker_pb2.GatewayMessage],
+        welcome: worker_pb2.Welcome,
+        address: str,
+    ) -> None:
+        self.call = call
+        self.address = address
+        self.leader_id = welcome.leader_id
+        self.heartbeat_interval_s = (welcome.heartbeat_interval_ms or 0) / 1000 or _FALLBACK_HEARTBEAT_S
+        self.lease_ttl_s = (welcome.lease_ttl_ms or 0) / 1000 or _FALLBACK_LEASE_TTL_S
+        # A heartbeat unanswered for this long means the stream is dead in practice: reconnect.
+        self.stale_after_s = max(self.lease_ttl_s, 3 * self.heartbeat_interval_s)
+        # Heartbeats sent and not yet answered, oldest first: (loop time, clock time, attempts listed).
+        # The leader answers heartbeats in order, so each HeartbeatAck pairs with the oldest entry.
+        self.heartbeats: deque[tuple[float, float, frozenset[AttemptKey]]] = deque()
+        self.sent: dict[AttemptKey, float] = {}  # results sent on this stream -> loop time
+        self._write_lock = asyncio.Lock()
+
+    async def write(self, message: worker_pb2.WorkerMessage) -> None:
+        async with self._write_lock:
+            await self.call.write(message)
+
+
+class Worker:
+    """A worker agent. `await run()` until `stop()`; one instance per process is the normal case."""
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        *,
+        clock: Clock | None = None,
+        base_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.config = config
+        self._clock: Clock = clock or SystemClock()
+        self._base_env = base_env
+        self._log = _log.bind(worker_id=config.worker_id)
+        self.outbox = Outbox(config.outbox_dir)
+        self._volatile: dict[AttemptKey, common_pb2.AttemptResult] = {}  # results the outbox failed to store
+        self._attempts: dict[AttemptKey, _Attempt] = {}
+        self._live: dict[AttemptKey, _LiveOutput] = {}
+        self._session: _Session | None = None
+        self._state = _State.RUNNING
+        self._stop_requested = asyncio.Event()
+        self._hurry = asyncio.Event()
+        self._results_ready = asyncio.Event()
+        self._acked = asyncio.Event()
+        self.connected = asyncio.Event()  # set while a welcomed stream is open
+
+    # -- public -----------------------------------------------------------------------------------
+
+    def stop(self, *, immediate: bool = False) -> None:
+        """Stop taking leases; running attempts get `shutdown_grace_s` (none if `immediate`) to finish."""
+        self._state = _State.DRAINING
+        self._stop_requested.set()
+        if immediate:
+            self._hurry.set()
+
+    @property
+    def running(self) -> list[worker_pb2.Lease]:
+        """Leases of the attempts still running."""
+        return [a.lease for a in self._attempts.values()]
+
+    async def run(self) -> None:
+        self._log.info(
+            "worker starting",
+            servers=",".join(self.config.servers),
+            capacity=self.config.capacity,
+            queues=",".join(self.config.queues),
+            outbox=str(self.config.outbox_dir),
+            outbox_pending=len(self.outbox),
+        )
+        fence = asyncio.create_task(self._fence_loop(), name="fence")
+        connection = asyncio.create_task(self._connection_loop(), name="connection")
+        try:
+            await self._stop_requested.wait()
+            self._log.info("worker stopping", running=len(self._attempts))
+            await self._drain()
+        finally:
+            for task in (connection, fence):
+                task.cancel()
+            await asyncio.gather(connection, fence, return_exceptions=True)
+            # Cancelled from outside: leave no process behind.
+            await self._kill_all(StopReason.SHUTDOWN, wait_s=self.config.kill_grace_s + 2)
+        self._log.info("worker stopped", outbox_pending=len(self.outbox) + len(self._volatile))
+
+    # -- shutdown ---------------------------------------------------------------------------------
+
+    async def _wait_or_hurry(self, aws: set[asyncio.Task[None]], timeout: float) -> None:
+        """Wait until every task in `aws` is done, `timeout` passes, or `stop(immediate=True)`."""
+        if not aws or timeout <= 0 or self._hurry.is_set():
+            return
+        all_done = asyncio.ensure_future(asyncio.wait(aws))
+        hurry = asyncio.ensure_future(self._hurry.wait())
+        try:
+            await asyncio.wait({all_done, hurry}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            all_done.cancel()
+            hurry.cancel()
+            await asyncio.gather(all_done, hurry, return_exceptions=True)
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.shutdown_grace_s
+        tasks = {a.task for a in self._attempts.values() if a.task is not None}
+        await self._wait_or_hurry(tasks, self.config.shutdown_grace_s)
+        await self._kill_all(StopReason.SHUTDOWN, wait_s=self.config.kill_grace_s + 2)
+        # Give the leader a moment to acknowledge what was just sent; the outbox keeps the rest.
+        ack_wait = min(1.0, max(0.0, deadline - loop.time()))
+        while ack_wait > 0:
+            self._acked.clear()  # before looking, so that an ack arriving meanwhile is not missed
+            if not ((self.outbox.pending() or self._volatile) and self.connected.is_set()):
+                break
+            start = loop.time()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(ack_wait):
+                    await self._acked.wait()
+            ack_wait -= loop.time() - start
+
+    async def _kill_all(self, reason: StopReason, *, wait_s: float) -> None:
+        tasks = set()
+        for attempt in self._attempts.values():
+            attempt.runner.stop(reason)
+            if attempt.task is not None and not attempt.task.done():
+                tasks.add(attempt.task)
+        if tasks:
+            self._log.warning("killing attempts still running", count=len(tasks), reason=reason.value)
+            await asyncio.wait(tasks, timeout=wait_s)
+
+    # -- connection -------------------------------------------------------------------------------
+
+    async def _connection_loop(self) -> None:
+        servers = self.config.servers
+        index = 0
+        backoff = self.config.backoff_initial_s
+        hint: str | None = None
+        failures = 0
+        while True:
+            if hint:
+                address, hint = hint, None
+            else:
+                address = servers[index % len(servers)]
+                index += 1
+            welcomed = False
+            failure: dict[str, Any] | None = None
+            try:
+                hint, welcomed = await self._connect(address)
+                if hint:
+                    self._log.info("redirected to the leader", address=address, leader=hint)
+            except grpc.aio.AioRpcError as exc:
+                hint = _leader_hint(exc)
+                failure = {"code": exc.code().name, "details": exc.details(), "leader": hint or ""}
+            except (_StreamStale, asyncio.InvalidStateError, TimeoutError) as exc:
+                failure = {"error": str(exc) or type(exc).__name__}
+            except Exception:  # a bug must not leave the worker running without a stream
+                self._log.exception("stream failed unexpectedly", address=address)
+            if welcomed:
+                backoff = self.config.backoff_initial_s
+                failures = 0
+            if failure is not None:
+                # The first failure of a streak is worth a warning; the retries that follow are not.
+                level = logging.WARNING if failures == 0 else logging.DEBUG
+                self._log.log(level, "stream failed; retrying", address=address, **failure)
+                failures += 1
+            await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+            backoff = min(backoff * 2, self.config.backoff_max_s)
+
+    async def _connect(self, address: str) -> tuple[str | None, bool]:
+        """One stream to `address`; returns (leader address hint, whether it was welcomed)."""
+        hello = worker_pb2.Hello(
+            worker_id=self.config.worker_id,
+            capacity=self.config.capacity,
+            queues=list(self.config.queues),
+            labels=dict(self.config.labels),
+        )
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = worker_pb2_grpc.WorkerGatewayStub(channel)
+            call = stub.Connect()
+            try:
+                await call.write(worker_pb2.WorkerMessage(hello=hello))
+                async with asyncio.timeout(_HELLO_TIMEOUT_S):
+                    first = await call.read()
+                if not isinstance(first, worker_pb2.GatewayMessage):  # EOF: ended without a status error
+                    return None, False
+                kind = first.WhichOneof("kind")
+                if kind == "not_leader":
+                    return first.not_leader.leader_address or None, False
+                if kind != "welcome":
+                    self._log.warning("expected Welcome first; reconnecting", address=address, got=kind)
+                    return None, False
+                session = _Session(call, first.welcome, address)
+                self._session = session
+                self.connected.set()
+                self._log.info(
+                    "connected",
+                    address=address,
+                    leader_id=session.leader_id,
+                    heartbeat_interval_s=session.heartbeat_interval_s,
+                    lease_ttl_s=session.lease_ttl_s,
+                    outbox_pending=len(self.outbox),
+                )
+                try:
+                    return await self._serve(session), True
+                finally:
+                    self._session = None
+                    self.connected.clear()
+                    self._drop_live_output()
+            finally:
+                call.cancel()
+
+    def _drop_live_output(self) -> None:
+        """Without a stream, live output has nowhere to go: forget what was buffered."""
+        for key, live in list(self._live.items()):
+            if live.finished:
+                del self._live[key]
+            else:
+                live.buffers.clear()
+
+    async def _serve(self, session: _Session) -> str | None:
+        """Run the welcomed stream until it ends; returns a leader address hint if the leader moved."""
+        self._results_ready.set()  # resend the whole outbox on every new stream
+        reader = asyncio.create_task(self._read_loop(session), name="read")
+        tasks = {
+            reader,
+            asyncio.create_task(self._heartbeat_loop(session), name="heartbeat"),
+            asyncio.create_task(self._results_loop(session), name="results"),
+            asyncio.create_task(self._output_loop(session), name="output"),
+        }
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            if task is not reader:
+                task.result()  # re-raises the failure of a writer loop
+        return reader.result() if reader in done else None
+
+    # -- receiving --------------------------------------------------------------------------------
+
+    async def _read_loop(self, session: _Session) -> str | None:
+        while True:
+            message = await session.call.read()
+            if not isinstance(message, worker_pb2.GatewayMessage):  # EOF
+                self._log.info("stream ended by the server", address=session.address)
+                return None
+            kind = message.WhichOneof("kind")
+            if kind == "leases":
+                for lease in message.leases.leases:
+                    self._offer(session, lease)
+            elif kind == "heartbeat_ack":
+                self._on_heartbeat_ack(session, message.heartbeat_ack)
+            elif kind == "acks":
+                await self._on_result_acks(session, message.acks.execution_ids)
+            elif kind == "cancel":
+                self._on_cancel(message.cancel)
+            elif kind == "not_leader":
+                return message.not_leader.leader_address or None
+            else:
+                self._log.debug("ignored gateway message", kind=kind)
+
+    def _offer(self, session: _Session, lease: worker_pb2.Lease) -> None:
+        key = attempt_key(lease.execution_id, lease.token)
+        if self._state is _State.DRAINING:
+            self._log.warning("shutting down: lease offer ignored", execution_id=lease.execution_id)
+            return
+        if key in self._attempts or key in self.outbox or key in self._volatile:
+            self._log.debug("duplicate lease offer ignored", execution_id=lease.execution_id)
+            return
+        if any(k[0] == lease.execution_id for k in self._attempts):
+            self._log.warning(
+                "another attempt of this execution is still running here",
+                execution_id=lease.execution_id,
+                token=f"{lease.token.term}.{lease.token.index}",
+            )
+        if len(self._attempts) >= self.config.capacity:
+            self._log.warning(
+                "lease offered beyond capacity; running it anyway",
+                execution_id=lease.execution_id,
+                running=len(self._attempts),
+                capacity=self.config.capacity,
+            )
+        ttl_s = lease.lease_ttl_ms / 1000 if lease.lease_ttl_ms > 0 else session.lease_ttl_s
+        live = _LiveOutput(token=lease.token)
+        self._live[key] = live
+        runner = AttemptRunner(
+            lease,
+            clock=self._clock,
+            kill_grace_s=self.config.kill_grace_s,
+            output_tail_bytes=self.config.output_tail_bytes,
+            on_output=functools.partial(self._on_output, live),
+            base_env=self._base_env,
+        )
+        attempt = _Attempt(key, lease, runner, ttl_s, deadline=self._clock.monotonic() + ttl_s)
+        self._attempts[key] = attempt
+        attempt.task = asyncio.create_task(self._run_attempt(attempt), name=f"attempt {lease.execution_id}")
+        self._log.debug("attempt started", execution_id=lease.execution_id, attempt=lease.attempt)
+
+    def _on_heartbeat_ack(self, session: _Session, ack: worker_pb2.HeartbeatAck) -> None:
+        sent: tuple[float, float, frozenset[AttemptKey]] | None = None
+        if session.heartbeats:
+            sent = session.heartbeats.popleft()
+        for execution_id in ack.revoked:
+            keys = (
+                [k for k in sent[2] if k[0] == execution_id]
+                if sent is not None
+                else [k for k in self._attempts if k[0] == execution_id]
+            )
+            for key in keys:
+                attempt = self._attempts.get(key)
+                if attempt is not None and not attempt.revoked:
+                    attempt.revoked = True
+                    attempt.runner.stop(StopReason.REVOKED)
+                    self._log.warning(
+                        "lease revoked by the leader; killing attempt", execution_id=execution_id
+                    )
+        if sent is None:
+            return  # an answer to no heartbeat: we cannot know from when to renew
+        renewed = set(ack.renewed)
+        for key in sent[2]:
+            attempt = self._attempts.get(key)
+            if key[0] in renewed and attempt is not None and attempt.renewable:
+                attempt.deadline = max(attempt.deadline, sent[1] + attempt.ttl_s)
+
+    async def _on_result_acks(self, session: _Session, execution_ids: Sequence[str]) -> None:
+        ids = set(execution_ids)
+        # Only what was sent on this stream: a newer result of the same execution must not be dropped.
+        keys = [k for k in session.sent if k[0] in ids]
+        if not keys:
+            return
+        await asyncio.to_thread(self.outbox.remove, keys)
+        for key in keys:  # only now: until removed, the results loop must not see them as unsent
+            session.sent.pop(key, None)
+            self._volatile.pop(key, None)
+        self._acked.set()
+
+    def _on_cancel(self, cancel: worker_pb2.CancelAttempt) -> None:
+        key = attempt_key(cancel.execution_id, cancel.token)
+        targets = [self._attempts[key]] if key in self._attempts else []
+        if not targets and not cancel.HasField("token"):
+            targets = [a for k, a in self._attempts.items() if k[0] == cancel.execution_id]
+        for attempt in targets:
+            attempt.runner.stop(StopReason.CANCELLED)
+        if not targets:
+            self._log.debug("cancel for no running attempt", execution_id=cancel.execution_id)
+
+    # -- attempts ---------------------------------------------------------------------------------
+
+    def _on_output(self, live: _LiveOutput, stream: worker_pb2.OutputStream.ValueType, data: bytes) -> None:
+        if self._session is None:
+            return  # live output is best effort; the result carries the tails
+        buf = live.buffers.setdefault(stream, bytearray())
+        buf += data
+        excess = len(buf) - _MAX_LIVE_OUTPUT_BYTES
+        if excess > 0:
+            del buf[:excess]
+
+    async def _run_attempt(self, attempt: _Attempt) -> None:
+        execution_id = attempt.lease.execution_id
+        try:
+            try:
+                result = await attempt.runner.run()
+            except Exception as exc:  # a bug of ours: report it rather than lose the attempt
+                self._log.exception("attempt runner failed", execution_id=execution_id)
+                result = common_pb2.AttemptResult(
+                    execution_id=execution_id,
+                    token=attempt.lease.token,
+                    outcome=common_pb2.ATTEMPT_FAILED,
+                    exit_code=126,
+                    finished_at_ms=self._clock.wall_ms(),
+                    error=f"worker error: {exc!r}",
+                )
+            if attempt.revoked:
+                self._log.info("revoked attempt killed; no result reported", execution_id=execution_id)
+                return
+            try:
+                await asyncio.to_thread(self.outbox.put, result)
+            except OSError as exc:
+                # Not durable, but still delivered if the stream holds: better than dropping it.
+                self._log.error(
+                    "outbox write failed; result kept in memory", execution_id=execution_id, error=str(exc)
+                )
+                self._volatile[attempt.key] = result
+            self._log.debug(
+                "attempt finished",
+                execution_id=execution_id,
+                outcome=common_pb2.AttemptOutcome.Name(result.outcome),
+                exit_code=result.exit_code,
+            )
+            self._results_ready.set()
+        finally:
+            self._attempts.pop(attempt.key, None)
+            live = self._live.get(attempt.key)
+            if live is not None:
+                live.finished = True
+                if self._session is None:
+                    del self._live[attempt.key]
+
+    async def _fence_loop(self) -> None:
+        """Self-fencing (I5): kill every attempt whose lease was not renewed before its local deadline."""
+        while True:
+            now = self._clock.monotonic()
+            for attempt in list(self._attempts.values()):
+                # Also a revoked attempt still dying within its kill grace: no process outlives its lease.
+                if now >= attempt.deadline and not attempt.fenced:
+                    attempt.fenced = True
+                    self._log.warning(
+                        "lease not renewed before its deadline; killing attempt",
+                        execution_id=attempt.lease.execution_id,
+                        overdue_s=round(now - attempt.deadline, 3),
+                    )
+                    attempt.runner.stop(StopReason.FENCED)
+            await asyncio.sleep(self.config.fence_check_interval_s)
+
+    # -- sending ----------------------------------------------------------------------------------
+
+    async def _heartbeat_loop(self, session: _Session) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if session.heartbeats and loop.time() - session.heartbeats[0][0] > session.stale_after_s:
+                raise _StreamStale(f"no heartbeat answer for {session.stale_after_s:.1f} s")
+            listed = [a for a in self._attempts.values() if a.renewable]
+            keys = frozenset(a.key for a in listed)
+            refs = [
+                worker_pb2.LeaseRef(execution_id=a.lease.execution_id, token=a.lease.token) for a in listed
+            ]
+            session.heartbeats.append((loop.time(), self._clock.monotonic(), keys))
+            await session.write(worker_pb2.WorkerMessage(heartbeat=worker_pb2.Heartbeat(leases=refs)))
+            await asyncio.sleep(session.heartbeat_interval_s)
+
+    async def _results_loop(self, session: _Session) -> None:
+        loop = asyncio.get_running_loop()
+        resend = self.config.result_resend_s
+        while True:
+            self._results_ready.clear()
+            now = loop.time()
+            pending = [*self.outbox.pending(), *self._volatile.values()]
+            batch: list[common_pb2.AttemptResult] = []
+            size = 0
+            for result in pending:
+                key = result_key(result)
+                sent_at = session.sent.get(key)
+                if sent_at is not None and now - sent_at < resend:
+                    continue
+                if batch and size + result.ByteSize() > _MAX_RESULTS_MESSAGE_BYTES:
+                    await self._send_results(session, batch)
+                    batch, size = [], 0
+                batch.append(result)
+                size += result.ByteSize()
+                session.sent[key] = now
+            if batch:
+                await self._send_results(session, batch)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(resend):
+                    await self._results_ready.wait()
+
+    async def _send_results(self, session: _Session, batch: list[common_pb2.AttemptResult]) -> None:
+        await session.write(worker_pb2.WorkerMessage(results=worker_pb2.Results(results=batch)))
+        self._log.debug("results sent", count=len(batch))
+
+    async def _output_loop(self, session: _Session) -> None:
+        while True:
+            await asyncio.sleep(self.config.output_flush_interval_s)
+            for key, live in list(self._live.items()):
+                for stream, buf in list(live.buffers.items()):  # grows while we await
+                    if buf:
+                        chunk = worker_pb2.OutputChunk(
+                            execution_id=key[0], token=live.token, stream=stream, data=bytes(buf)
+                        )
+                        buf.clear()
+                        await session.write(worker_pb2.WorkerMessage(output=chunk))
+                if live.finished:
+                    del self._live[key]
+
+
+def _leader_hint(exc: grpc.aio.AioRpcError) -> str | None:
+    for key, value in exc.trailing_metadata() or ():
+        if key == LEADER_METADATA_KEY:
+            text = value.decode() if isinstance(value, bytes) else str(value)
+            return text or None
+    return None
+
+
+# -- command line ---------------------------------------------------------------------------------
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """'500ms', '5s', '2m', '1h' or a plain number of seconds -> seconds."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: use e.g. 500ms, 5s, 2m")
+    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+
+
+def _parse_label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"invalid label {text!r}: use KEY=VALUE")
+    return key, value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="schedworker",
+        description="Cronraft worker: runs the attempts the leader leases to it.",
+    )
+    parser.add_argument(
+        "--server",
+        action="append",
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help=f"cluster node(s) to connect to (default: $CRONRAFT_SERVER or {DEFAULT_SERVER})",
+    )
+    parser.add_argument(
+        "--id",
+        dest="worker_id",
+        help="worker id (default: HOSTNAME-PID; set it to keep the same outbox across restarts)",
+    )
+    parser.add_argument("--capacity", type=_positive_int, default=4, help="attempts run at once (default 4)")
+    parser.add_argument(
+        "--queue", dest="queues", action="append", metavar="Q", help="queue to take work from (repeatable)"
+    )
+    parser.add_argument(
+        "--label", dest="labels", action="append", type=_parse_label, metavar="K=V", help="label (repeatable)"
+    )
+    parser.add_argument(
+        "--outbox-dir", type=Path, help="durable result outbox (default ./data/worker-<id>/outbox)"
+    )
+    parser.add_argument(
+        "--kill-grace",
+        type=parse_duration,
+        default=DEFAULT_KILL_GRACE_S,
+        metavar="DURATION",
+        help="time between SIGTERM and SIGKILL when an attempt is stopped (default 5s)",
+    )
+    parser.add_argument(
+        "--shutdown-grace",
+        type=parse_duration,
+        default=10.0,
+        metavar="DURATION",
+        help="on SIGTERM/SIGINT, how long running attempts may continue before they are killed (default 10s)",
+    )
+    parser.add_argument("--log-format", choices=["console", "json"], default="console")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> WorkerConfig:
+    env = os.environ if environ is None else environ
+    raw_servers = args.server or [env.get("CRONRAFT_SERVER") or DEFAULT_SERVER]
+    servers = tuple(s.strip() for item in raw_servers for s in item.split(",") if s.strip())
+    worker_id = args.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+    outbox_dir = args.outbox_dir or Path("data") / f"worker-{worker_id}" / "outbox"
+    return WorkerConfig(
+        servers=servers,
+        worker_id=worker_id,
+        outbox_dir=outbox_dir,
+        capacity=args.capacity,
+        queues=tuple(args.queues or ("default",)),
+        labels=dict(args.labels or ()),
+        kill_grace_s=args.kill_grace,
+        shutdown_grace_s=args.shutdown_grace,
+    )
+
+
+def configure_logging(log_format: str, level: str = "info") -> None:
+    """structlog to stderr, human-readable or one JSON object per line."""
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if log_format == "json":
+        processors += [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+    else:
+        processors += [structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+async def _amain(config: WorkerConfig) -> None:
+    worker = Worker(config)
+    loop = asyncio.get_running_loop()
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        worker.stop(immediate=signals > 1)  # a second signal skips the grace
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    await worker.run()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.log_format, args.log_level)
+    try:
+        config = config_from_args(args)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    # The stock asyncio loop, not uvloop: uvloop spawns children with fork(), and a fork() while
+    # gRPC's threads run crashed payload children with SIGSEGV before exec (seen as exit 139).
+    # CPython's subprocess uses vfork()/exec on Linux, which does not run gRPC's fork handlers.
+    with asyncio.Runner() as runner:
+        runner.run(_amain(config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

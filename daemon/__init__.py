@@ -1,0 +1,6 @@
+"""The `schedd` daemon: configuration, gRPC servicers, leader duties (horizon loader, fire planner,
+dispatcher, lease keeper), metrics, logging and the process entry point.
+
+It sits on top of `cronraft.raft` (replicated state) and wires it to the network; nothing below it
+imports it.
+"""

@@ -1,0 +1,461 @@
+"""A node's configuration: one TOML file, validated once at load into frozen dataclasses.
+
+`load_config(path)` reads a file, `config_from_dict(data, source)` validates an already parsed mapping,
+and `default_config()` is the embedded default: exactly what cluster-configs/single-node.toml says
+(a test holds the two equal). Every problem raises `ConfigError` with a message of the form
+``<file>: <dotted.key>: <what is wrong and what to change>``. Unknown keys are errors: a typo must never
+be silently ignored and leave a default in force.
+
+Paths: relative paths (`node.data_dir`, `cluster.secret_file`) resolve against the *current working
+directory* of the process that loads the file, not against the file's folder, so that the shipped
+configs work from the repository root (`./data/node1`). They are made absolute at load, so a later
+`chdir` changes nothing.
+
+The cluster secret is resolved at load (from `cluster.secret_env`, `cluster.secret_file` or, discouraged,
+the literal `cluster.secret`) and is required as soon as the cluster has more than one member:
+pysyncobj unpickles whatever arrives on the Raft port, so without a password anyone who can reach that
+port can run code in the daemon (see shared/docs/fault-testing.md, section 4.2).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, TypeVar, cast
+
+from cronraft.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_SECRET_ENV",
+    "ClusterConfig",
+    "Config",
+    "Durability",
+    "LogConfig",
+    "LogFormat",
+    "LogLevel",
+    "Member",
+    "NodeConfig",
+    "RaftConfig",
+    "SchedulerConfig",
+    "config_from_dict",
+    "default_config",
+    "load_config",
+    "split_host_port",
+]
+
+Durability = Literal["replicated", "fsync"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+LogFormat = Literal["console", "json"]
+
+DURABILITIES: tuple[Durability, ...] = ("replicated", "fsync")
+LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
+LOG_FORMATS: tuple[LogFormat, ...] = ("console", "json")
+
+DEFAULT_SECRET_ENV = "CRONRAFT_CLUSTER_SECRET"
+
+# gRPC's default maximum message size; a payload must fit in one request and one Raft entry.
+MAX_PAYLOAD_LIMIT = 4 * 1024 * 1024
+
+_MEMBER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+_WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "*", ""})
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One member of the cluster: its id and the two addresses the other members and clients dial."""
+
+    id: str
+    grpc_address: str  # host:port of the Scheduler/Worker gRPC services (advertised to clients)
+    raft_address: str  # host:port pysyncobj binds and peers connect to
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    id: str
+    data_dir: Path  # absolute: LMDB environment, Raft journal and snapshots live under it
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    secret: str | None = field(repr=False)  # the resolved secret itself, never printed
+    durability: Durability
+    members: tuple[Member, ...]
+    # Where the secret came from, safe to log: "env:NAME", "file:/abs/path", "literal" or None.
+    secret_source: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RaftConfig:
+    election_timeout_ms: int = 1000
+    heartbeat_ms: int = 100
+    snapshot_min_entries: int = 100_000
+    snapshot_min_time_s: int = 300
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerConfig:
+    horizon_ms: int = 10_000  # how far ahead the leader loads due fires into the timing wheel
+    lease_ttl_ms: int = 10_000
+    heartbeat_interval_ms: int = 2_000  # worker heartbeat; < lease_ttl_ms / 2
+    default_timeout_ms: int = 3_600_000
+    max_payload_bytes: int = 65_536
+    max_attempts: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: LogLevel = "info"
+    format: LogFormat = "console"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    node: NodeConfig
+    cluster: ClusterConfig
+    raft: RaftConfig
+    scheduler: SchedulerConfig
+    log: LogConfig
+    source: str = field(default="<embedded default>", compare=False)  # where it was loaded from
+
+    @property
+    def self_member(self) -> Member:
+        """This node's entry in `cluster.members` (validation guarantees there is exactly one)."""
+        for member in self.cluster.members:
+            if member.id == self.node.id:
+                return member
+        raise AssertionError("validated config lost its own member")  # pragma: no cover
+
+    @property
+    def peers(self) -> tuple[Member, ...]:
+        """The other members, in file order."""
+        return tuple(m for m in self.cluster.members if m.id != self.node.id)
+
+
+# The embedded default: keep it identical to cluster-configs/single-node.toml (tests/unit/test_config.py).
+_DEFAULT_TOML = """
+[node]
+id = "node1"
+data_dir = "./data/node1"
+
+[cluster]
+durability = "replicated"
+
+[[cluster.members]]
+id = "node1"
+grpc_address = "127.0.0.1:50051"
+raft_address = "127.0.0.1:50061"
+"""
+
+
+def default_config() -> Config:
+    """The single-node configuration `schedd` uses when it is given no --config."""
+    return config_from_dict(tomllib.loads(_DEFAULT_TOML), "<embedded default>")
+
+
+def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a TOML file. `environ` (default: os.environ) resolves `cluster.secret_env`."""
+    source = os.fspath(path)
+    try:
+        with open(source, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        where = "" if Path(source).is_absolute() else f" (relative to the working directory {Path.cwd()})"
+        raise ConfigError(f"{source}: file not found{where}") from None
+    except OSError as e:
+        raise ConfigError(f"{source}: cannot read: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: not valid TOML: {e}") from None
+    return config_from_dict(data, source, environ=environ)
+
+
+def config_from_dict(
+    data: Mapping[str, Any], source: str, *, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Validate a parsed TOML document; `source` names it in error messages."""
+    env = os.environ if environ is None else environ
+    root = _Table(data, "", source, ("node", "cluster", "raft", "scheduler", "log"))
+    cluster_t = root.table("cluster", ("secret_env", "secret_file", "secret", "durability", "members"))
+    members = _members(cluster_t)
+    node = _node(root.table("node", ("id", "data_dir")), members)
+    secret, secret_source = _secret(cluster_t, len(members), env)
+    cluster = ClusterConfig(
+        secret=secret,
+        durability=cluster_t.choice("durability", DURABILITIES, "replicated"),
+        members=members,
+        secret_source=secret_source,
+    )
+    return Config(
+        node=node,
+        cluster=cluster,
+        raft=_raft(root.table("raft", _field_names(RaftConfig))),
+        scheduler=_scheduler(root.table("scheduler", _field_names(SchedulerConfig))),
+        log=_log(root.table("log", _field_names(LogConfig))),
+        source=source,
+    )
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    """Split ``host:port`` (IPv6 as ``[::1]:port``); raise ValueError saying what is wrong."""
+    if not address or any(c.isspace() for c in address):
+        raise ValueError("expected host:port without spaces, e.g. 127.0.0.1:50051")
+    host, sep, port_s = address.rpartition(":")
+    if not sep or not host:
+        raise ValueError("expected host:port, e.g. 127.0.0.1:50051")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if not host:
+            raise ValueError("empty IPv6 address between the brackets")
+    elif ":" in host:
+        raise ValueError("write an IPv6 address in brackets, e.g. [::1]:50051")
+    if not port_s.isdigit() or not 1 <= int(port_s) <= 65535:
+        raise ValueError(f"port {port_s!r} is not a number in 1..65535")
+    return host, int(port_s)
+
+
+# --- validation helpers -------------------------------------------------------------------------------
+
+_T = TypeVar("_T")
+
+
+def _field_names(cls: type[Any]) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+class _Table:
+    """One TOML table being read, with its dotted path; rejects unknown keys when it is opened."""
+
+    def __init__(self, data: Any, path: str, source: str, allowed: Sequence[str]) -> None:
+        self.path = path
+        self.source = source
+        if not isinstance(data, Mapping):
+            raise self.error("", f"expected a table ([{path}]), got {_describe(data)}")
+        self.data: Mapping[str, Any] = data
+        for key in data:
+            if key not in allowed:
+                close = difflib.get_close_matches(key, allowed, n=1)
+                hint = f"did you mean {self.key(close[0])}? " if close else ""
+                raise self.error(key, f"unknown key ({hint}the keys allowed here are: {', '.join(allowed)})")
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path and name else self.path or name
+
+    def error(self, name: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.source}: {self.key(name)}: {problem}")
+
+    def table(self, name: str, allowed: Sequence[str]) -> _Table:
+        return _Table(self.data.get(name, {}), self.key(name), self.source, allowed)
+
+    def has(self, name: str) -> bool:
+        return name in self.data
+
+    def string(self, name: str, default: str | None = None) -> str:
+        value = self.data.get(name, default)
+        if value is None:
+            raise self.error(name, "missing; set it")
+        if not isinstance(value, str):
+            raise self.error(name, f"expected a string, got {_describe(value)}")
+        if not value.strip():
+            raise self.error(name, "must not be empty")
+        return value
+
+    def integer(
+        self, name: str, default: int, minimum: int, maximum: int | None = None, why: str = ""
+    ) -> int:
+        value = self.data.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            unit = _unit(name)
+            raise self.error(name, f"expected an integer{unit}, got {_describe(value)}")
+        reason = f" ({why})" if why else ""
+        if value < minimum:
+            raise self.error(name, f"{value} is too small: set it to at least {minimum}{reason}")
+        if maximum is not None and value > maximum:
+            raise self.error(name, f"{value} is too large: set it to at most {maximum}{reason}")
+        return value
+
+    def choice(self, name: str, choices: Sequence[_T], default: _T) -> _T:
+        value = self.data.get(name, default)
+        if value not in choices:
+            allowed = " | ".join(f'"{c}"' for c in choices)
+            raise self.error(name, f"{_describe(value)} is not allowed; use one of {allowed}")
+        return cast(_T, value)
+
+
+def _unit(name: str) -> str:
+    for suffix, unit in (("_ms", "milliseconds"), ("_s", "seconds"), ("_bytes", "bytes")):
+        if name.endswith(suffix):
+            return f" ({unit})"
+    return ""
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    kinds = {bool: "a boolean", int: "an integer", float: "a float", str: "a string"}
+    kind = next((k for t, k in kinds.items() if isinstance(value, t)), f"a {type(value).__name__}")
+    return f"{value!r} ({kind})"
+
+
+def _members(cluster: _Table) -> tuple[Member, ...]:
+    raw = cluster.data.get("members")
+    if raw is None:
+        raise cluster.error(
+            "members",
+            "missing; add one [[cluster.members]] table (id, grpc_address, raft_address) per member, "
+            "this node included",
+        )
+    if not isinstance(raw, list) or not raw:
+        raise cluster.error("members", "expected at least one [[cluster.members]] table")
+    members: list[Member] = []
+    seen_ids: dict[str, str] = {}  # member id -> dotted key that used it first
+    seen_addresses: dict[tuple[str, int], str] = {}  # (host, port) -> dotted key that used it first
+    for i, item in enumerate(raw):
+        t = _Table(
+            item, f"{cluster.key('members')}[{i}]", cluster.source, ("id", "grpc_address", "raft_address")
+        )
+        member_id = t.string("id")
+        if not _MEMBER_ID.fullmatch(member_id):
+            raise t.error(
+                "id",
+                f"{member_id!r}: use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit",
+            )
+        if member_id in seen_ids:
+            raise t.error("id", f"duplicate member id {member_id!r} (already used by {seen_ids[member_id]})")
+        seen_ids[member_id] = t.key("id")
+        addresses: dict[str, str] = {}
+        for name in ("grpc_address", "raft_address"):
+            address = t.string(name)
+            try:
+                host, port = split_host_port(address)
+            except ValueError as e:
+                raise t.error(name, f"{address!r}: {e}") from None
+            if host in _WILDCARD_HOSTS and len(raw) > 1:
+                raise t.error(
+                    name,
+                    f"{address!r}: a wildcard host cannot be dialled by the other members and clients; "
+                    "use this member's cluster-facing address",
+                )
+            if (host.lower(), port) in seen_addresses:
+                first = seen_addresses[host.lower(), port]
+                raise t.error(
+                    name, f"duplicate address {address!r} (already used by {first}); give each its own port"
+                )
+            seen_addresses[host.lower(), port] = t.key(name)
+            addresses[name] = address
+        members.append(Member(member_id, addresses["grpc_address"], addresses["raft_address"]))
+    return tuple(members)
+
+
+def _node(node: _Table, members: tuple[Member, ...]) -> NodeConfig:
+    ids = [m.id for m in members]
+    if not node.has("id"):
+        raise node.error("id", f"missing; set it to this node's id, one of cluster.members ids {ids}")
+    node_id = node.string("id")
+    if node_id not in ids:
+        raise node.error(
+            "id",
+            f"{node_id!r} is not one of the cluster.members ids {ids}; fix node.id or add it as a member",
+        )
+    data_dir = Path(node.string("data_dir", f"./data/{node_id}")).expanduser()
+    return NodeConfig(id=node_id, data_dir=data_dir if data_dir.is_absolute() else Path.cwd() / data_dir)
+
+
+def _secret(cluster: _Table, n_members: int, environ: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """The resolved secret and where it came from."""
+    given = [k for k in ("secret_env", "secret_file", "secret") if cluster.has(k)]
+    if len(given) > 1:
+        raise cluster.error(
+            given[1], f"set only one of {', '.join(cluster.key(k) for k in given)} (they are alternatives)"
+        )
+    if not given:
+        if n_members > 1:
+            raise cluster.error(
+                "secret",
+                f"a cluster of {n_members} members needs a secret (set cluster.secret_env or "
+                "cluster.secret_file); pysyncobj executes pickled commands from anyone who can reach "
+                "the raft port",
+            )
+        return None, None
+    kind = given[0]
+    if kind == "secret_env":
+        var = cluster.string("secret_env")
+        value = environ.get(var, "").strip()
+        if not value:
+            raise cluster.error(
+                "secret_env",
+                f"environment variable {var} is unset or empty; export it with the cluster secret "
+                "(the same on every member), or use cluster.secret_file",
+            )
+        return value, f"env:{var}"
+    if kind == "secret_file":
+        raw_path = Path(cluster.string("secret_file")).expanduser()
+        path = raw_path if raw_path.is_absolute() else Path.cwd() / raw_path
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise cluster.error("secret_file", f"cannot read {path}: {e.strerror or e}") from None
+        if not value:
+            raise cluster.error("secret_file", f"{path} is empty; write the cluster secret into it")
+        return value, f"file:{path}"
+    return cluster.string("secret").strip(), "literal"
+
+
+def _raft(t: _Table) -> RaftConfig:
+    d = RaftConfig()
+    election = t.integer(
+        "election_timeout_ms", d.election_timeout_ms, 200, why="shorter timeouts cause spurious elections"
+    )
+    heartbeat = t.integer("heartbeat_ms", d.heartbeat_ms, 1)
+    if heartbeat * 2 >= election:
+        raise t.error(
+            "heartbeat_ms",
+            f"{heartbeat} must be less than half of raft.election_timeout_ms ({election}), or followers "
+            f"start elections between heartbeats; lower it to at most {(election - 1) // 2}",
+        )
+    return RaftConfig(
+        election_timeout_ms=election,
+        heartbeat_ms=heartbeat,
+        snapshot_min_entries=t.integer("snapshot_min_entries", d.snapshot_min_entries, 1),
+        snapshot_min_time_s=t.integer("snapshot_min_time_s", d.snapshot_min_time_s, 1),
+    )
+
+
+def _scheduler(t: _Table) -> SchedulerConfig:
+    d = SchedulerConfig()
+    ttl = t.integer("lease_ttl_ms", d.lease_ttl_ms, 100)
+    heartbeat = t.integer("heartbeat_interval_ms", d.heartbeat_interval_ms, 1)
+    if heartbeat * 2 >= ttl:
+        raise t.error(
+            "heartbeat_interval_ms",
+            f"{heartbeat} must be less than half of scheduler.lease_ttl_ms ({ttl}), so that a worker "
+            f"renews at least twice before its lease expires; lower it to at most {(ttl - 1) // 2} "
+            "or raise scheduler.lease_ttl_ms",
+        )
+    return SchedulerConfig(
+        horizon_ms=t.integer("horizon_ms", d.horizon_ms, 100),
+        lease_ttl_ms=ttl,
+        heartbeat_interval_ms=heartbeat,
+        default_timeout_ms=t.integer("default_timeout_ms", d.default_timeout_ms, 1),
+        max_payload_bytes=t.integer(
+            "max_payload_bytes",
+            d.max_payload_bytes,
+            1,
+            MAX_PAYLOAD_LIMIT,
+            why="a payload must fit in one gRPC message and one Raft entry; pass large inputs by reference",
+        ),
+        max_attempts=t.integer("max_attempts", d.max_attempts, 1),
+    )
+
+
+def _log(t: _Table) -> LogConfig:
+    d = LogConfig()
+    return LogConfig(
+        level=t.choice("level", LOG_LEVELS, d.level),
+        format=t.choice("format", LOG_FORMATS, d.format),
+    )

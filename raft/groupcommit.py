@@ -1,0 +1,191 @@
+"""Group commit: many concurrent submitters share one Raft entry.
+
+`GroupCommitter.submit(commands)` queues the commands and waits; a flusher task takes everything queued (up
+to `max_batch` commands / `max_bytes` serialized) into one `CommandBatch(version=1)`, proposes it, and hands
+each submitter its slice of the entry's `BatchResult`. Up to `max_inflight` entries are in flight at once;
+while they are, new commands queue and leave together in the next entry, so the batch size grows with the
+load and the latency stays about one commit round. A submitter's commands are never split across entries.
+An error from `propose` (NotLeader, OutcomeUnknown, ...) is raised to every submitter of that entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from cronraft.errors import CronraftError, OutcomeUnknown, Unavailable
+from cronraft.proto.v1 import commands_pb2
+from cronraft.raft.replicator import Replicator
+
+BATCH_VERSION = 1
+
+
+@dataclass
+class _Submission:
+    commands: list[commands_pb2.Command]
+    size: int
+    future: asyncio.Future[list[commands_pb2.CommandResult]]
+    encoded: list[bytes] = field(default_factory=list)
+
+
+class GroupCommitter:
+    def __init__(
+        self,
+        replicator: Replicator,
+        *,
+        max_batch: int = 2048,
+        max_bytes: int = 4 << 20,
+        max_inflight: int = 4,
+        timeout_s: float = 5.0,
+    ) -> None:
+        if max_batch < 1 or max_bytes < 1 or max_inflight < 1 or timeout_s <= 0:
+            raise ValueError("max_batch, max_bytes, max_inflight and timeout_s must be positive")
+        self._replicator = replicator
+        self._max_batch = max_batch
+        self._max_bytes = max_bytes
+        self._max_inflight = max_inflight
+        self._timeout_s = timeout_s
+        self._queue: collections.deque[_Submission] = collections.deque()
+        self._wakeup: asyncio.Event | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self._entries: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self.entries_proposed = 0  # counters for metrics and tests
+        self.commands_proposed = 0
+
+    def start(self) -> None:
+        """Start the flusher on the running event loop (called from inside it)."""
+        if self._flusher is not None:
+            return
+        self._closed = False
+        self._wakeup = asyncio.Event()
+        self._slots = asyncio.Semaphore(self._max_inflight)
+        self._flusher = asyncio.get_running_loop().create_task(self._run(), name="group-commit")
+
+    async def close(self) -> None:
+        """Stop taking commands; fail the queued ones with Unavailable; wait for the entries in flight."""
+        self._closed = True
+        flusher, self._flusher = self._flusher, None
+        if flusher is not None:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+        self._fail_queue(Unavailable("shutting down: the command was not proposed"))
+        if self._entries:
+            await asyncio.gather(*self._entries, return_exceptions=True)
+
+    async def submit(self, commands: Sequence[commands_pb2.Command]) -> list[commands_pb2.CommandResult]:
+        """Replicate `commands` (in order, in one entry) and return their results, one per command."""
+        if self._closed or self._flusher is None or self._wakeup is None:
+            raise Unavailable("the group committer is not running")
+        if not commands:
+            return []
+        encoded = [c.SerializeToString() for c in commands]
+        size = sum(len(e) + 6 for e in encoded)  # + field tag and length prefix, roughly
+        if len(commands) > self._max_batch or size > self._max_bytes:
+            raise ValueError(
+                f"{len(commands)} commands / {size} bytes exceed one entry "
+                f"(max_batch={self._max_batch}, max_bytes={self._max_bytes})"
+            )
+        future: asyncio.Future[list[commands_pb2.CommandResult]] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Submission(list(commands), size, future, encoded))
+        self._wakeup.set()
+        return await future
+
+    async def _run(self) -> None:
+        assert self._wakeup is not None and self._slots is not None
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                await self._slots.acquire()  # while all slots are busy, the queue keeps growing
+                group = self._take_group()
+                if not group:
+                    self._slots.release()
+                    continue
+                task = asyncio.get_running_loop().create_task(self._propose(group))
+                self._entries.add(task)
+                task.add_done_callback(self._entries.discard)
+
+    def _take_group(self) -> list[_Submission]:
+        group: list[_Submission] = []
+        count = size = 0
+        while self._queue:
+            sub = self._queue[0]
+            if sub.future.done():  # the submitter was cancelled: drop its commands before proposing
+                self._queue.popleft()
+                continue
+            if group and (count + len(sub.commands) > self._max_batch or size + sub.size > self._max_bytes):
+                break
+            self._queue.popleft()
+            group.append(sub)
+            count += len(sub.commands)
+            size += sub.size
+        return group
+
+    async def _propose(self, group: list[_Submission]) -> None:
+        assert self._slots is not None
+        try:
+            # Encode by concatenation: a repeated field is its elements as (tag, length, bytes), in order.
+            batch = commands_pb2.CommandBatch(version=BATCH_VERSION).SerializeToString() + b"".join(
+                _field2(e) for sub in group for e in sub.encoded
+            )
+            count = sum(len(sub.commands) for sub in group)
+            self.entries_proposed += 1
+            self.commands_proposed += count
+            try:
+                raw = await self._replicator.propose(batch, timeout_s=self._timeout_s)
+                result = commands_pb2.BatchResult.FromString(raw)
+                if len(result.results) != count:
+                    raise OutcomeUnknown(
+                        f"the entry applied but returned {len(result.results)} results for {count} commands"
+                    )
+            except CronraftError as exc:
+                for sub in group:
+                    _fail(sub, exc)
+                return
+            except Exception as exc:  # a bug or a malformed result: report it to every submitter
+                for sub in group:
+                    _fail(sub, exc)
+                return
+            pos = 0
+            for sub in group:
+                n = len(sub.commands)
+                if not sub.future.done():
+                    sub.future.set_result(list(result.results[pos : pos + n]))
+                pos += n
+        finally:
+            self._slots.release()
+
+    def _fail_queue(self, exc: Exception) -> None:
+        while self._queue:
+            _fail(self._queue.popleft(), exc)
+
+
+def _fail(sub: _Submission, exc: Exception) -> None:
+    if not sub.future.done():
+        sub.future.set_exception(exc)
+
+
+def _field2(encoded: bytes) -> bytes:
+    """`encoded` as field 2 (`CommandBatch.commands`), length-delimited."""
+    return b"\x12" + _varint(len(encoded)) + encoded
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        bits = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(bits | 0x80)
+        else:
+            out.append(bits)
+            return bytes(out)
+
+
+__all__ = ["BATCH_VERSION", "GroupCommitter"]

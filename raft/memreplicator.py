@@ -1,0 +1,112 @@
+"""The in-memory twin of the replicator: one node, no network, no thread.
+
+`MemReplicator` implements `Replicator` for a single node: `propose` applies the payload at once, at the next
+index, through the same `apply(index, payload)` callback the real replicator uses. Tests steer it:
+`set_leader(False)` makes `propose` raise `NotLeader`, `bump_term()` simulates a new term, and
+`fail_next(exc)` makes the next proposal fail with `exc` (with `applied=True` the entry is applied first,
+the way a real `OutcomeUnknown` may hide a commit). `MemLog` is the pure, synchronous core (index
+bookkeeping and apply), reusable by the deterministic simulation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from cronraft.errors import CronraftError, NotLeader, OutcomeUnknown, Unavailable
+from cronraft.raft.replicator import RaftStatus
+
+
+@dataclass
+class MemLog:
+    """A log that commits each payload immediately: `append` returns (index, apply's result)."""
+
+    apply: Callable[[int, bytes], bytes | None]
+    last_index: int = 0
+    entries: list[bytes] = field(default_factory=list)
+
+    def append(self, payload: bytes) -> tuple[int, bytes | None]:
+        self.last_index += 1
+        self.entries.append(payload)
+        return self.last_index, self.apply(self.last_index, payload)
+
+    def replay(self, apply: Callable[[int, bytes], bytes | None] | None = None) -> None:
+        """Apply every entry again from index 1 (what a restart without snapshot does)."""
+        fn = apply or self.apply
+        for i, payload in enumerate(self.entries, start=1):
+            fn(i, payload)
+
+
+class MemReplicator:
+    def __init__(self, apply: Callable[[int, bytes], bytes | None], *, node_id: str = "n1") -> None:
+        self.log = MemLog(apply)
+        self._node_id = node_id
+        self._leader = True
+        self._term = 1
+        self._running = False
+        self._failures: list[tuple[CronraftError, bool]] = []
+        self._callbacks: list[Callable[[RaftStatus], None]] = []
+        self.proposals = 0  # number of propose() calls that reached the log or a failure
+
+    def start(self) -> None:
+        self._running = True
+        self._notify()
+
+    def stop(self) -> None:
+        self._running = False
+
+    def status(self) -> RaftStatus:
+        return RaftStatus(
+            node_id=self._node_id,
+            is_leader=self._running and self._leader,
+            leader_id=self._node_id if self._running and self._leader else None,
+            term=self._term,
+            commit_index=self.log.last_index,
+            applied_index=self.log.last_index,
+            connected={},
+            ready=self._running,
+            has_quorum=self._running,
+        )
+
+    async def propose(self, payload: bytes, *, timeout_s: float) -> bytes:
+        if not self._running:
+            raise Unavailable("the replicator is not running")
+        if not self._leader:
+            raise NotLeader(None)
+        self.proposals += 1
+        if self._failures:
+            exc, applied = self._failures.pop(0)
+            if applied:
+                self.log.append(payload)
+            raise exc
+        _, result = self.log.append(payload)
+        if result is None:
+            raise OutcomeUnknown("the entry's index was already applied; its result is unknown")
+        return result
+
+    def on_state_change(self, cb: Callable[[RaftStatus], None]) -> None:
+        self._callbacks.append(cb)
+
+    # --- test controls ---
+
+    def set_leader(self, leader: bool) -> None:
+        if leader != self._leader:
+            self._leader = leader
+            self._notify()
+
+    def bump_term(self) -> int:
+        self._term += 1
+        self._notify()
+        return self._term
+
+    def fail_next(self, exc: CronraftError, *, applied: bool = False) -> None:
+        """The next proposal raises `exc`; with `applied=True` its entry is applied nonetheless."""
+        self._failures.append((exc, applied))
+
+    def _notify(self) -> None:
+        status = self.status()
+        for cb in list(self._callbacks):
+            cb(status)
+
+
+__all__ = ["MemLog", "MemReplicator"]

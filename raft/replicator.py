@@ -1,0 +1,592 @@
+"""The Raft replicator: the `Replicator` interface and its pysyncobj adapter (the only pysyncobj importer).
+
+pysyncobj's camelCase stays inside this module. What it owns:
+
+- one `@replicated` entry point (`_RaftNode.applyEntry`) taking opaque payload bytes (a serialized
+  `CommandBatch`; never a pickled object of ours). The log index of the entry being applied is
+  `raftLastApplied + 1`: pysyncobj's `__applyLogEntries` walks the committed entries in order from
+  `raftLastApplied + 1` and increments `raftLastApplied` after each one (no-op entries included), and
+  `__loadDumpFile` sets it to the snapshot's index. (The one exception, a `VERSION` entry that this code
+  cannot run, never occurs: we never call `setCodeVersion`.)
+- proposals only from the leader: `propose` refuses on a follower (`NotLeader`), and the payloads are handed
+  to pysyncobj on the Raft thread, inside `_checkCommandsToApply`, right after checking leadership there, so
+  pysyncobj never forwards them to another node; the transport also drops any `apply_command` message.
+- snapshots through the `serializer`/`deserializer` hooks: one file holding pysyncobj's two boundary log
+  entries and a compacted LMDB copy (`LmdbKV.copy_to_fd`), restored with `LmdbKV.replace_from`.
+- the failure reasons of pysyncobj mapped to the error tree (`error_for_fail_reason`).
+- the bridge from the Raft thread (pysyncobj's auto-tick thread, where `apply` and every callback run) to
+  asyncio (`loop.call_soon_threadsafe`).
+
+Durability (`ReplicatorConfig.fsync`), precisely:
+- `fsync=False`: the journal is an mmap that pysyncobj never syncs; its meta file (term, vote, commit index)
+  is rewritten without fsync; the snapshot is renamed without fsync. A crash of the process loses nothing
+  that was acknowledged; a power loss may lose acknowledged writes on every node that lost power.
+- `fsync=True`: before this node sends a message that *acknowledges or relies on* its log (a follower's
+  `next_node_idx` reply, a leader's `append_entries` carrying entries, a vote request or a vote), the journal
+  file is `fdatasync`ed, and before a vote request or a vote the meta file and its directory are `fsync`ed
+  (term and vote are durable before they are used). A leader counts itself in the commit quorum only after
+  it has sent the entries, hence after its own sync. So an entry acknowledged to a client is on disk on a
+  majority. Snapshot files are fsynced before pysyncobj renames them into place. Not covered: the commit
+  index in the meta file (it is recomputed from the log; not needed for safety), the directory entry of a
+  snapshot rename and of the journal rewrite after compaction (a power loss right after a compaction may
+  lose the new snapshot and fall back to replaying a journal that pysyncobj has rewritten in place: a torn
+  rewrite there is not detected). The state store's own durability is `LmdbKV(sync=...)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import struct
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
+from pysyncobj.node import TCPNode
+from pysyncobj.pipe_notifier import PipeNotifier
+from pysyncobj.transport import TCPTransport
+
+from cronraft.errors import (
+    ConfigError,
+    CronraftError,
+    NotLeader,
+    OutcomeUnknown,
+    ResourceExhausted,
+    Unavailable,
+)
+from cronraft.raft.store import LmdbKV
+
+log = logging.getLogger(__name__)
+
+JOURNAL_FILE = "raft.journal"
+SNAPSHOT_FILE = "raft.snapshot"
+
+
+@dataclass(frozen=True)
+class RaftMember:
+    node_id: str
+    raft_address: str  # "host:port"
+
+
+@dataclass(frozen=True)
+class ReplicatorConfig:
+    self_member: RaftMember
+    peers: tuple[RaftMember, ...]
+    data_dir: Path
+    secret: str | None
+    election_timeout_ms: int = 1000
+    heartbeat_ms: int = 100  # pysyncobj's appendEntriesPeriod
+    snapshot_min_entries: int = 100_000
+    snapshot_min_time_s: int = 300
+    fsync: bool = False
+
+
+@dataclass(frozen=True)
+class RaftStatus:
+    node_id: str
+    is_leader: bool
+    leader_id: str | None
+    term: int
+    commit_index: int
+    applied_index: int
+    connected: dict[str, bool] = field(default_factory=dict)  # peer node id -> connected
+    ready: bool = False
+    has_quorum: bool = False
+
+
+class Replicator(Protocol):
+    """A replicated log feeding one `apply(index, payload)` function on every node.
+
+    Contract: `apply` runs on one thread (the replicator's), in log order, once per entry per process
+    lifetime, but an entry may be applied again after a restart (journal replay): `apply` must be idempotent
+    by index and return None for an index it has already applied, else the result bytes.
+    """
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def status(self) -> RaftStatus: ...
+
+    async def propose(self, payload: bytes, *, timeout_s: float) -> bytes:
+        """Append `payload` as one entry and wait until this node has applied it; return apply's result.
+
+        Raises `NotLeader` (nothing was appended), `Unavailable` (not started/stopping, or no leader: nothing
+        was appended), `ResourceExhausted` (queue full: nothing appended), `OutcomeUnknown` (timeout or
+        leadership change after the append: the entry may still commit; retry with the same request ids).
+        """
+        ...
+
+    def on_state_change(self, cb: Callable[[RaftStatus], None]) -> None:
+        """Register `cb`, called from the replicator's thread when leadership, leader or term change."""
+        ...
+
+
+# --- failure reasons -----------------------------------------------------------------------------------
+
+_FAIL_REASON_NAMES: dict[int, str] = {
+    value: name for name, value in vars(FAIL_REASON).items() if not name.startswith("_")
+}
+
+
+def fail_reason_names() -> dict[str, int]:
+    """Every pysyncobj FAIL_REASON by name (so that tests can check the mapping is complete)."""
+    return {name: value for value, name in _FAIL_REASON_NAMES.items()}
+
+
+def error_for_fail_reason(reason: int) -> CronraftError | None:
+    """The one mapping from a pysyncobj FAIL_REASON to the error tree (None for SUCCESS)."""
+    name = _FAIL_REASON_NAMES.get(reason, f"unknown({reason})")
+    if reason == FAIL_REASON.SUCCESS:
+        return None
+    if reason == FAIL_REASON.QUEUE_FULL:
+        return ResourceExhausted("the Raft command queue is full; retry later")
+    if reason == FAIL_REASON.MISSING_LEADER:
+        return Unavailable("no Raft leader (election in progress or no quorum); retry later")
+    if reason == FAIL_REASON.NOT_LEADER:
+        # Only on forwarding or our own refusal on the Raft thread: the entry was never appended here.
+        return NotLeader(None)
+    if reason == FAIL_REASON.REQUEST_DENIED:
+        # Only membership and leadership-transfer requests are denied; we send neither as a proposal.
+        return Unavailable("the Raft leader denied the request")
+    if reason in (FAIL_REASON.DISCARDED, FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME):
+        # DISCARDED: another entry took this index, so this one did not apply *there*; we still report
+        # "unknown" so that every post-append failure has one retry rule (same request ids, deduplicated).
+        return OutcomeUnknown(f"leadership changed before the entry committed ({name}); it may apply")
+    return OutcomeUnknown(f"unexpected pysyncobj failure reason {name}")
+
+
+# --- snapshot file -------------------------------------------------------------------------------------
+# MAGIC | u32 header length | header | LMDB image (a compacted data.mdb) to the end of the file.
+# header: u64 last index, u64 last term, u32 len, last command | same for the entry before | u32 n, then
+# n x (u32 len, utf-8 address). The two entries are pysyncobj's own (it keeps them as the new log start).
+
+_MAGIC = b"CRSNAP01"
+_U32 = struct.Struct(">I")
+_ENTRY = struct.Struct(">QQI")
+
+_LogEntry = tuple[bytes, int, int]  # pysyncobj's (command, index, term)
+
+
+def _encode_entry(entry: _LogEntry) -> bytes:
+    command, index, term = entry
+    return _ENTRY.pack(index, term, len(command)) + bytes(command)
+
+
+def _decode_entry(buf: bytes, pos: int) -> tuple[_LogEntry, int]:
+    index, term, size = _ENTRY.unpack_from(buf, pos)
+    pos += _ENTRY.size
+    return (bytes(buf[pos : pos + size]), index, term), pos + size
+
+
+def encode_snapshot_header(last: _LogEntry, prev: _LogEntry, cluster: list[str]) -> bytes:
+    parts = [_encode_entry(last), _encode_entry(prev), _U32.pack(len(cluster))]
+    for address in cluster:
+        raw = address.encode()
+        parts += [_U32.pack(len(raw)), raw]
+    header = b"".join(parts)
+    return _MAGIC + _U32.pack(len(header)) + header
+
+
+def read_snapshot_header(path: str | Path) -> tuple[_LogEntry, _LogEntry, list[str], int]:
+    """(last entry, entry before it, cluster addresses, offset of the LMDB image) of a snapshot file."""
+    with open(path, "rb") as f:
+        lead = f.read(len(_MAGIC) + _U32.size)
+        if len(lead) < len(_MAGIC) + _U32.size or not lead.startswith(_MAGIC):
+            raise ValueError(f"{path} is not a Cronraft snapshot")
+        (size,) = _U32.unpack_from(lead, len(_MAGIC))
+        header = f.read(size)
+    last, pos = _decode_entry(header, 0)
+    prev, pos = _decode_entry(header, pos)
+    (count,) = _U32.unpack_from(header, pos)
+    pos += _U32.size
+    cluster = []
+    for _ in range(count):
+        (n,) = _U32.unpack_from(header, pos)
+        pos += _U32.size
+        cluster.append(header[pos : pos + n].decode())
+        pos += n
+    return last, prev, cluster, len(lead) + size
+
+
+# --- pysyncobj subclasses ------------------------------------------------------------------------------
+
+
+class _Durability:
+    """With fsync=True: sync the journal (and term/vote) before messages that rely on them (module doc)."""
+
+    _SYNC_LOG = frozenset({"next_node_idx", "request_vote", "response_vote"})
+    _SYNC_META = frozenset({"request_vote", "response_vote"})
+
+    def __init__(self, journal: Path, enabled: bool) -> None:
+        self._journal = journal
+        self._meta = Path(str(journal) + ".meta")
+        self.enabled = enabled
+        self._fd: int | None = None
+
+    def before_send(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        carries = kind == "append_entries" and bool(message.get("entries") or message.get("transmission"))
+        if not (carries or kind in self._SYNC_LOG):
+            return
+        if self._fd is None:
+            self._fd = os.open(self._journal, os.O_RDONLY)  # same inode: pysyncobj only grows/rewrites it
+        os.fdatasync(self._fd)  # flushes the mmap's dirty pages of the journal, and its size
+        if kind in self._SYNC_META and self._meta.exists():
+            fd = os.open(self._meta, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            _fsync_dir(self._meta.parent)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _transport_class(durability: _Durability) -> type:
+    class _Transport(TCPTransport):  # type: ignore[misc]
+        def send(self, node: Any, message: Any) -> bool:
+            if message.get("type") == "apply_command":
+                # We never forward proposals (see `_RaftNode._checkCommandsToApply`); a stray one is dropped
+                # and its caller times out with OutcomeUnknown. Never happens in practice.
+                log.warning("dropped a proposal that pysyncobj tried to forward to %s", node)
+                return False
+            if durability.enabled:
+                durability.before_send(message)
+            return bool(super().send(node, message))
+
+    return _Transport
+
+
+class _RaftNode(SyncObj):  # type: ignore[misc]
+    def __init__(self, owner: SyncObjReplicator, selfNode: str, otherNodes: list[str], conf: Any) -> None:
+        self._owner = owner  # set first: the tick thread starts inside SyncObj.__init__
+        super().__init__(selfNode, otherNodes, conf, transportClass=_transport_class(owner._durability))
+
+    @replicated  # type: ignore[untyped-decorator]
+    def applyEntry(self, payload: bytes) -> bytes | None:
+        return self._owner._apply_entry(self.raftLastApplied + 1, payload)
+
+    def _checkCommandsToApply(self) -> None:
+        # Runs on the Raft thread with no message processed in between: hand over our proposals only if we
+        # lead *now*, so that pysyncobj appends them right away instead of forwarding them.
+        self._owner._hand_over_proposals(self)
+        super()._checkCommandsToApply()
+
+
+_ResultCallback = Callable[[Any, int], None]
+
+
+class SyncObjReplicator:
+    """`Replicator` over pysyncobj. `start()` must run on a thread that lives as long as the replicator
+    (pysyncobj's tick thread stops when the thread that created it ends): the daemon's main thread.
+
+    `applied_index`, if given, returns the last index that `apply` committed to the store; at startup, a
+    snapshot file older than that is not restored (the store is already ahead; the journal replay is then
+    skipped by `apply`'s idempotency), which avoids copying the whole store back at every restart.
+    """
+
+    def __init__(
+        self,
+        config: ReplicatorConfig,
+        apply: Callable[[int, bytes], bytes | None],
+        store: LmdbKV,
+        *,
+        applied_index: Callable[[], int] | None = None,
+    ) -> None:
+        _validate(config)
+        self._config = config
+        self._apply = apply
+        self._store = store
+        self._applied_index = applied_index
+        self._node: _RaftNode | None = None
+        self._journal = config.data_dir / JOURNAL_FILE
+        self._snapshot = config.data_dir / SNAPSHOT_FILE
+        self._durability = _Durability(self._journal, config.fsync)
+        self._ids = {m.raft_address: m.node_id for m in (config.self_member, *config.peers)}
+        self._proposals: collections.deque[tuple[bytes, _ResultCallback]] = collections.deque()
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[RaftStatus], None]] = []
+        self._last_seen: tuple[bool, str | None, int] | None = None
+        self._notifier: PipeNotifier | None = None
+        self._startup_restore_pending = False
+        self._stopping = False
+        self._inflight: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[bytes]]] = set()
+
+    # --- lifecycle ---
+
+    def start(self) -> None:
+        if self._node is not None:
+            raise RuntimeError("the replicator is already started")
+        self._config.data_dir.mkdir(parents=True, exist_ok=True)
+        self._startup_restore_pending = self._snapshot.is_file()
+        self._stopping = False
+        node = _RaftNode(
+            self,
+            self._config.self_member.raft_address,
+            [p.raft_address for p in self._config.peers],
+            self._conf(),
+        )
+        self._node = node
+        node.addOnTickCallback(self._on_tick)
+        try:
+            node.waitBinded()
+        except Exception as exc:
+            node.destroy_synchronous()
+            self._node = None
+            raise ConfigError(
+                f"cannot bind the Raft address {self._config.self_member.raft_address}: is it in use, "
+                "or not an address of this host?"
+            ) from exc
+
+    def stop(self) -> None:
+        with self._lock:
+            node, self._node = self._node, None
+            self._stopping = True
+        if node is None:
+            return
+        node.destroy_synchronous()
+        self._fail_queued(Unavailable("the replicator is stopping"))
+        with self._lock:
+            inflight = list(self._inflight)
+        for loop, future in inflight:  # appended (or about to be): only "unknown" is honest
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(
+                    _resolve, future, OutcomeUnknown("the replicator stopped before the entry committed"), -1
+                )
+        self._durability.close()
+        self._notifier = None
+
+    def _conf(self) -> Any:
+        cfg = self._config
+        election_s = cfg.election_timeout_ms / 1000
+        return SyncObjConf(
+            password=cfg.secret,
+            bindAddress=cfg.self_member.raft_address,  # never pysyncobj's default 0.0.0.0
+            raftMinTimeout=election_s,
+            raftMaxTimeout=2 * election_s,  # randomised in [T, 2T] to split votes rarely
+            appendEntriesPeriod=cfg.heartbeat_ms / 1000,
+            connectionTimeout=max(3.5, 2 * election_s),
+            connectionRetryTime=min(5.0, election_s),
+            # An isolated leader steps down after 1.5 election timeouts, not pysyncobj's 30 s (DESIGN.md).
+            leaderFallbackTimeout=1.5 * election_s,
+            # We coalesce commands into one entry (GroupCommitter); pysyncobj's batching would only add delay.
+            appendEntriesUseBatch=False,
+            # We only hand proposals over while leading (see _RaftNode); any left over fail fast if no leader.
+            commandsWaitLeader=False,
+            dynamicMembershipChange=False,
+            journalFile=str(self._journal),
+            fullDumpFile=str(self._snapshot),
+            logCompactionMinEntries=max(2, cfg.snapshot_min_entries),
+            logCompactionMinTime=max(1, cfg.snapshot_min_time_s),
+            # With a custom serializer pysyncobj never forks (serializer.py: `useFork and serializer is
+            # None`); we say so explicitly: the LMDB handle must not cross a fork, and the copy must be
+            # taken at the exact applied index, which only the Raft thread (where apply runs) can do.
+            useFork=False,
+            serializer=self._serialize,
+            deserializer=self._deserialize,
+            onStateChanged=lambda _old, _new: self._maybe_notify(),
+            bindRetryTime=0.2,
+            maxBindRetries=10,
+        )
+
+    # --- proposals (asyncio side) ---
+
+    async def propose(self, payload: bytes, *, timeout_s: float) -> bytes:
+        node = self._node
+        if node is None:
+            raise Unavailable("the replicator is not running")
+        if not node._isLeader():
+            raise NotLeader(None)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bytes] = loop.create_future()
+
+        def on_result(result: Any, reason: int) -> None:  # Raft thread
+            with contextlib.suppress(RuntimeError):  # the loop was closed: nobody waits any more
+                loop.call_soon_threadsafe(_resolve, future, result, reason)
+
+        entry = (loop, future)
+        with self._lock:
+            if self._stopping:  # checked under the lock that stop() drains the queue with
+                raise Unavailable("the replicator is stopping")
+            self._proposals.append((payload, on_result))
+            self._inflight.add(entry)
+        notifier = self._notifier
+        if notifier is not None:
+            notifier.notify()
+        try:
+            return await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            raise OutcomeUnknown(
+                f"the proposal did not commit within {timeout_s:g} s; it may apply"
+            ) from None
+        finally:
+            with self._lock:
+                self._inflight.discard(entry)
+
+    # --- Raft thread ---
+
+    def _hand_over_proposals(self, node: _RaftNode) -> None:
+        with self._lock:
+            batch = list(self._proposals)
+            self._proposals.clear()
+        leading = node._isLeader()
+        for payload, callback in batch:
+            if leading:
+                node.applyEntry(payload, callback=callback)
+            else:
+                callback(None, FAIL_REASON.NOT_LEADER)  # never appended: NotLeader is exact
+
+    def _fail_queued(self, exc: CronraftError) -> None:
+        with self._lock:
+            batch = list(self._proposals)
+            self._proposals.clear()
+        for _payload, callback in batch:
+            callback(exc, -1)
+
+    def _apply_entry(self, index: int, payload: bytes) -> bytes | None:
+        return self._apply(index, payload)
+
+    def _on_tick(self) -> None:
+        node = self._node
+        if self._notifier is None and node is not None:
+            # Created on the Raft thread: the poller is not thread-safe. Wakes the tick when we propose.
+            self._notifier = PipeNotifier(node._poller)
+        self._maybe_notify()
+
+    def _maybe_notify(self) -> None:
+        node = self._node
+        if node is None or not self._callbacks:
+            return
+        leader = node._getLeader()
+        seen = (bool(node._isLeader()), None if leader is None else leader.id, int(node.raftCurrentTerm))
+        if seen == self._last_seen:
+            return
+        self._last_seen = seen
+        status = self.status()
+        for cb in list(self._callbacks):
+            try:
+                cb(status)
+            except Exception:
+                log.exception("a Raft state-change callback failed")
+
+    def _serialize(self, file_name: str, raft_data: Any) -> None:
+        """pysyncobj's serializer: runs synchronously on the Raft thread, right after the entries up to the
+        snapshot index were applied, so the store holds exactly the state at that index."""
+        last, prev, cluster = raft_data
+        header = encode_snapshot_header(last, prev, sorted(n.address for n in cluster))
+        fd = os.open(file_name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, header)
+            self._store.copy_to_fd(fd)
+            if self._config.fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _deserialize(self, file_name: str) -> tuple[_LogEntry, _LogEntry, set[Any]]:
+        """pysyncobj's deserializer: at startup (if a snapshot file exists) and when installing a leader's
+        snapshot. Returns the data the serializer was given."""
+        last, prev, cluster, offset = read_snapshot_header(file_name)
+        startup, self._startup_restore_pending = self._startup_restore_pending, False
+        if startup and self._applied_index is not None and self._applied_index() >= last[1]:
+            log.info(
+                "store at index %d is ahead of snapshot %d: not restored", self._applied_index(), last[1]
+            )
+        else:
+            self._store.replace_from(file_name, offset=offset)
+        return last, prev, {TCPNode(a) for a in cluster}
+
+    # --- status ---
+
+    def status(self) -> RaftStatus:
+        node = self._node
+        me = self._config.self_member.node_id
+        if node is None:
+            return RaftStatus(me, False, None, 0, 0, 0, {p.node_id: False for p in self._config.peers})
+        leader = node._getLeader()
+        return RaftStatus(
+            node_id=me,
+            is_leader=bool(node._isLeader()),
+            leader_id=None if leader is None else self._ids.get(leader.id, leader.id),
+            term=int(node.raftCurrentTerm),
+            commit_index=int(node.raftCommitIndex),
+            applied_index=int(node.raftLastApplied),
+            connected={
+                p.node_id: bool(node.isNodeConnected(TCPNode(p.raft_address))) for p in self._config.peers
+            },
+            ready=bool(node.isReady()),
+            has_quorum=bool(node.hasQuorum),
+        )
+
+    def on_state_change(self, cb: Callable[[RaftStatus], None]) -> None:
+        self._callbacks.append(cb)
+
+    def force_snapshot(self) -> None:
+        """Ask for a snapshot (log compaction) at the next tick (tests and the admin CLI)."""
+        if self._node is not None:
+            self._node.forceLogCompaction()
+
+
+def _resolve(future: asyncio.Future[bytes], result: Any, reason: int) -> None:
+    if future.done():
+        return
+    if isinstance(result, CronraftError):  # failed by us before it reached pysyncobj
+        future.set_exception(result)
+        return
+    error = error_for_fail_reason(reason)
+    if error is not None:
+        future.set_exception(error)
+    elif result is None:
+        # apply() said "already applied": only if the store is ahead of the log (e.g. after a power loss
+        # without fsync); the original result is not known.
+        future.set_exception(OutcomeUnknown("the entry's index was already applied; its result is unknown"))
+    else:
+        future.set_result(bytes(result))
+
+
+def _validate(config: ReplicatorConfig) -> None:
+    members = (config.self_member, *config.peers)
+    if len(members) > 1 and not config.secret:
+        raise ConfigError(
+            "a multi-node cluster needs a cluster secret (raft.secret): without it anyone who reaches the "
+            "Raft port can run code on this node"
+        )
+    if len({m.node_id for m in members}) != len(members) or len({m.raft_address for m in members}) != len(
+        members
+    ):
+        raise ConfigError("raft members must have distinct node ids and distinct raft addresses")
+    for m in members:
+        host, sep, port = m.raft_address.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ConfigError(f"raft address {m.raft_address!r} of {m.node_id} must be host:port")
+    if config.heartbeat_ms <= 0 or config.election_timeout_ms <= 3 * config.heartbeat_ms:
+        raise ConfigError("raft.election_timeout_ms must be more than 3 x raft.heartbeat_ms (and both > 0)")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+__all__ = [
+    "RaftMember",
+    "RaftStatus",
+    "Replicator",
+    "ReplicatorConfig",
+    "SyncObjReplicator",
+    "error_for_fail_reason",
+    "fail_reason_names",
+]

@@ -1,0 +1,491 @@
+"""Schedule maths: when a task fires. Pure functions of their arguments (no clock, no I/O but the
+one-time read of time-zone data), run by the replicated state machine on every node.
+
+The set of nominal fire times F(schedule) is defined once, and the public functions query it:
+
+- `at`: {at_ms}.
+- `fixed_rate`: {anchor_ms + n * period_ms : n >= 0} (anchor 0 is the Unix epoch).
+- `cron`: the instants whose local wall time in the schedule's IANA zone matches the expression, with
+  cronie's daylight-saving rules (semantics.md section 3.3):
+  * gap (spring forward): a matching wall time that does not exist fires at the first instant after the
+    gap; several such wall times collapse into that one instant.
+  * fold (fall back): a wall time that exists twice fires at its first occurrence; it fires again at its
+    repeat only when the minute or hour field starts with `*` (an "elapsed-time" job such as `*/15 * * * *`
+    or `@hourly`), never for a fixed-time job such as `30 1 * * *`.
+- The window applies to every kind: F is cut to [start_at_ms, end_at_ms] (0 means unbounded) and to
+  instants up to the end of year 9999 (so every result fits the proto's int64 and `datetime`).
+
+`first_fire(s, created)` is min{f in F : f >= created}, except that `at` fires even when it lies in the
+past (a late `at` runs as soon as possible, never silently dropped). `next_fire(s, after)` is
+min{f in F : f > after}. Both return None when F has no such element.
+
+Determinism: croniter only expands the expression and steps through *naive* wall-clock time; every
+mapping between wall time and UTC is done here, by the small functions under "DST seam" (the next issue,
+configurable gap/fold policies, replaces them). Zones are read from the pinned `tzdata` package, never
+from the host's /usr/share/zoneinfo, so nodes with the same lockfile agree (`TZDATA_VERSION`).
+
+Leap seconds: all times are POSIX time (a day is 86,400 s); there is nothing to do here. A leap second
+written as `:60` in `parse_instant` is read as the next second's `:00`.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import importlib
+import importlib.resources
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from croniter import CroniterError, croniter
+
+from cronraft.errors import InvalidArgument
+from cronraft.proto.v1 import common_pb2
+
+__all__ = [
+    "MAX_INSTANT_MS",
+    "MIN_PERIOD_MS",
+    "TZDATA_VERSION",
+    "first_fire",
+    "load_zone",
+    "next_fire",
+    "parse_duration",
+    "parse_instant",
+    "validate_schedule",
+]
+
+MIN_PERIOD_MS = 1_000
+# 9999-12-31T23:59:59.999Z: the last instant `datetime` can represent; no fire is ever later.
+MAX_INSTANT_MS = 253_402_300_799_999
+TZDATA_VERSION: str = importlib.import_module("tzdata").IANA_VERSION
+
+_EPOCH_NAIVE = datetime(1970, 1, 1)  # wall-clock arithmetic is naive on purpose
+_CRON_FIELDS = (5, 6)
+_MACROS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+# croniter's hashed (H) and random (R) fields: R draws from `random` (nodes would disagree).
+_HASHED_FIELD = re.compile(r"[hr](?:\(|/|$)", re.IGNORECASE)
+_ZONE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+\-]*(?:/[A-Za-z0-9_+\-]+)*")
+_UTC_NAMES = frozenset({"", "UTC", "Etc/UTC"})
+
+
+# ---------------------------------------------------------------------------------------------------
+# Public API
+
+
+def validate_schedule(
+    schedule: common_pb2.Schedule, *, field: str = "spec.schedule", now_ms: int | None = None
+) -> None:
+    """Raise `InvalidArgument` naming the offending field (under `field`) if `schedule` is not valid.
+
+    With `now_ms`, also reject a schedule that can never fire at or after `now_ms` (e.g. `end_at_ms` in
+    the past). An `at` in the past is valid: it fires as soon as possible.
+    """
+    kind = schedule.WhichOneof("kind")
+    if kind is None:
+        raise InvalidArgument(field, "exactly one of cron, at, fixed_rate must be set")
+    if kind == "fixed_delay":
+        raise InvalidArgument(f"{field}.fixed_delay", "not supported yet; use fixed_rate")
+    for name in ("start_at_ms", "end_at_ms", "max_runs", "jitter_ms"):
+        if getattr(schedule, name) < 0:
+            raise InvalidArgument(f"{field}.{name}", f"must not be negative, got {getattr(schedule, name)}")
+    _check_instant(schedule.start_at_ms, f"{field}.start_at_ms")
+    _check_instant(schedule.end_at_ms, f"{field}.end_at_ms")
+    if schedule.jitter_ms:
+        raise InvalidArgument(f"{field}.jitter_ms", "not supported yet; must be 0")
+    start, end = schedule.start_at_ms, schedule.end_at_ms
+    if start and end and end <= start:
+        raise InvalidArgument(f"{field}.end_at_ms", f"must be after start_at_ms ({start}), got {end}")
+
+    if kind == "cron":
+        _cron_parts(schedule.cron, f"{field}.cron")
+    elif kind == "at":
+        at = schedule.at.at_ms
+        if at <= 0:
+            raise InvalidArgument(f"{field}.at.at_ms", f"must be > 0 (Unix milliseconds), got {at}")
+        _check_instant(at, f"{field}.at.at_ms")
+        if start and at < start:
+            raise InvalidArgument(f"{field}.at.at_ms", "is before start_at_ms: the task would never fire")
+        if end and at > end:
+            raise InvalidArgument(f"{field}.at.at_ms", "is after end_at_ms: the task would never fire")
+    else:
+        rate = schedule.fixed_rate
+        if rate.period_ms < MIN_PERIOD_MS:
+            raise InvalidArgument(
+                f"{field}.fixed_rate.period_ms",
+                f"must be at least {MIN_PERIOD_MS} (1 s), got {rate.period_ms}",
+            )
+        if rate.anchor_ms < 0:
+            raise InvalidArgument(
+                f"{field}.fixed_rate.anchor_ms", f"must not be negative, got {rate.anchor_ms}"
+            )
+        _check_instant(rate.anchor_ms, f"{field}.fixed_rate.anchor_ms")
+
+    since = max(start, now_ms if now_ms is not None else 0)
+    if first_fire(schedule, since, field=field) is None:
+        if end and now_ms is not None and end < now_ms:
+            raise InvalidArgument(f"{field}.end_at_ms", "is in the past: the task would never fire")
+        raise InvalidArgument(field, "never fires between start_at_ms and end_at_ms")
+
+
+def first_fire(
+    schedule: common_pb2.Schedule, created_at_ms: int, *, field: str = "spec.schedule"
+) -> int | None:
+    """The nominal time (ms) of the first fire of a task created at `created_at_ms`, or None.
+
+    `at` returns at_ms even when it is in the past; cron and fixed_rate return the first fire at or after
+    `created_at_ms` (and at or after start_at_ms). None when the window ends before that.
+    """
+    if schedule.WhichOneof("kind") == "at":
+        at = schedule.at.at_ms
+        return at if _in_window(schedule, at) else None
+    return next_fire(schedule, max(created_at_ms, schedule.start_at_ms) - 1, field=field)
+
+
+def next_fire(schedule: common_pb2.Schedule, after_ms: int, *, field: str = "spec.schedule") -> int | None:
+    """The first nominal time strictly after `after_ms` (normally the previous nominal time), or None
+    when there is none (an `at` already due, past end_at_ms, or beyond year 9999). Hot path."""
+    after_ms = max(after_ms, schedule.start_at_ms - 1, -1)  # F holds no instant before 1970
+    if after_ms >= MAX_INSTANT_MS:
+        return None
+    kind = schedule.WhichOneof("kind")
+    nominal: int | None
+    if kind == "cron":
+        template, zone = _cron_parts(schedule.cron, f"{field}.cron")
+        second = _cron_next_s(template, zone, after_ms // 1000)
+        nominal = None if second is None else second * 1000
+    elif kind == "fixed_rate":
+        nominal = _fixed_rate_next(schedule.fixed_rate, after_ms)
+    elif kind == "at":
+        nominal = schedule.at.at_ms if schedule.at.at_ms > after_ms else None
+    elif kind == "fixed_delay":
+        raise InvalidArgument(f"{field}.fixed_delay", "not supported yet; use fixed_rate")
+    else:
+        raise InvalidArgument(field, "exactly one of cron, at, fixed_rate must be set")
+    if nominal is None or not _in_window(schedule, nominal):
+        return None
+    return nominal
+
+
+# ---------------------------------------------------------------------------------------------------
+# Kinds and window
+
+
+def _in_window(schedule: common_pb2.Schedule, instant_ms: int) -> bool:
+    if schedule.start_at_ms and instant_ms < schedule.start_at_ms:
+        return False
+    if schedule.end_at_ms and instant_ms > schedule.end_at_ms:
+        return False
+    return 0 <= instant_ms <= MAX_INSTANT_MS
+
+
+def _fixed_rate_next(rate: common_pb2.FixedRateSchedule, after_ms: int) -> int:
+    anchor, period = rate.anchor_ms, rate.period_ms
+    if after_ms < anchor:
+        return anchor
+    return anchor + ((after_ms - anchor) // period + 1) * period
+
+
+def _check_instant(value_ms: int, field: str) -> None:
+    if value_ms > MAX_INSTANT_MS:
+        raise InvalidArgument(field, f"must be before year 10000 (at most {MAX_INSTANT_MS}), got {value_ms}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Cron: parsing (cached) and iteration over naive wall-clock time
+
+
+@dataclass(frozen=True, slots=True)
+class _CronTemplate:
+    """A parsed expression. `iterator` is never advanced in place: each step works on a shallow copy,
+    so one cached template is safe to share between threads."""
+
+    iterator: Any  # croniter has no type hints
+    repeat_in_fold: (
+        bool  # cronie: a job whose minute or hour field starts with `*` also runs in a fold's repeat
+    )
+
+    def next_wall(self, wall_s: int) -> int | None:
+        """The first matching wall time (naive epoch seconds) strictly after `wall_s`."""
+        return _next_wall(self, wall_s)
+
+    def step(self, wall_s: int) -> int | None:
+        stepper = copy.copy(self.iterator)
+        try:
+            return round(float(stepper.get_next(float, float(wall_s))))
+        except (ValueError, OverflowError):  # CroniterBadDateError (no match in 50 years); year > 9999
+            return None
+
+
+# Many tasks share an expression and hence their next nominal times: memoise the croniter step (about
+# 45 us; a hit costs under 1 us). Pure, so the cache cannot make nodes disagree.
+@functools.lru_cache(maxsize=65_536)
+def _next_wall(template: _CronTemplate, wall_s: int) -> int | None:
+    return template.step(wall_s)
+
+
+def load_zone(name: str) -> tzinfo:
+    """The zone schedules use for `name` (UTC for ''), from the pinned tzdata package. ValueError when
+    unknown. Use it wherever a time is shown in a task's zone, so the display agrees with the fires."""
+    return _zone(name)
+
+
+def _cron_parts(cron: common_pb2.CronSchedule, field: str) -> tuple[_CronTemplate, tzinfo]:
+    try:
+        template = _compile(cron.expression)
+    except ValueError as exc:
+        raise InvalidArgument(f"{field}.expression", str(exc)) from None
+    try:
+        zone = _zone(cron.time_zone)
+    except ValueError as exc:
+        raise InvalidArgument(f"{field}.time_zone", str(exc)) from None
+    return template, zone
+
+
+@functools.lru_cache(maxsize=4096)
+def _compile(expression: str) -> _CronTemplate:
+    """Parse a 5-field or 6-field (seconds first) expression or a macro; ValueError says what is wrong."""
+    text = expression.strip()
+    if not text:
+        raise ValueError("must not be empty")
+    if not text.isascii():
+        raise ValueError("must be ASCII")
+    if text.startswith("@"):
+        macro = text.lower()
+        if macro == "@reboot":
+            raise ValueError(
+                "@reboot is not supported: a cluster never boots as a whole; use an `at` schedule"
+            )
+        if macro not in _MACROS:
+            raise ValueError(f"unknown macro {text!r}; use one of {', '.join(sorted(_MACROS))}")
+        text = _MACROS[macro]
+    fields = text.split()
+    if len(fields) not in _CRON_FIELDS:
+        raise ValueError(f"expected 5 or 6 fields, got {len(fields)}")
+    for part in fields:
+        if _HASHED_FIELD.match(part):
+            raise ValueError(f"hashed (H) and random (R) fields are not supported: {part!r}")
+    with_seconds = len(fields) == 6
+    try:
+        iterator = croniter(" ".join(fields), 0.0, ret_type=float, second_at_beginning=with_seconds)
+    except (CroniterError, ValueError, TypeError, KeyError, IndexError) as exc:
+        detail = (str(exc).strip().splitlines() or ["bad syntax"])[-1]
+        raise ValueError(f"not a valid cron expression: {detail}") from None
+    minute, hour = fields[1:3] if with_seconds else fields[0:2]
+    template = _CronTemplate(iterator, minute.startswith("*") or hour.startswith("*"))
+    if template.next_wall(946_684_800) is None:  # from 2000-01-01: e.g. "0 0 30 2 *"
+        raise ValueError("matches no date (check day of month against month)")
+    return template
+
+
+@functools.lru_cache(maxsize=4096)
+def _zone(name: str) -> tzinfo:
+    """The IANA zone `name` from the pinned tzdata package; UTC for ''. ValueError when unknown."""
+    if name in _UTC_NAMES:
+        return UTC
+    if not _ZONE_NAME.fullmatch(name) or name not in _known_zones():
+        raise ValueError(f"unknown time zone {name!r}; use an IANA name such as 'Europe/Paris'")
+    resource = importlib.resources.files("tzdata").joinpath("zoneinfo")
+    for part in name.split("/"):
+        resource = resource.joinpath(part)
+    with resource.open("rb") as data:
+        return ZoneInfo.from_file(data, key=name)
+
+
+@functools.cache
+def _known_zones() -> frozenset[str]:
+    listing = importlib.resources.files("tzdata").joinpath("zones").read_text(encoding="utf-8")
+    return frozenset(line.strip() for line in listing.splitlines() if line.strip())
+
+
+def _cron_next_s(template: _CronTemplate, zone: tzinfo, after: int) -> int | None:
+    """The first cron fire (Unix seconds) strictly after `after`, in `zone`."""
+    if zone is UTC:
+        return template.next_wall(after)
+    wall = _wall_of(zone, after)
+    first, repeat = _instants_of(zone, wall)
+    start, pending = wall, None
+    if repeat is not None:  # `after` is inside a fold
+        fold_start, fold_end = _fold_bounds(zone, first, repeat)
+        if after == repeat and not template.repeat_in_fold:
+            start = fold_end - 1  # the rest of the fold is a repeat: skip it
+        elif after == first and template.repeat_in_fold:
+            # The repeats of the wall times already passed in this fold are still ahead.
+            candidate = template.next_wall(fold_start - 1)
+            if candidate is not None and candidate <= wall:
+                pending = _instants_of(zone, candidate)[1]
+    candidate = template.next_wall(start)
+    while candidate is not None:
+        first, repeat = _instants_of(zone, candidate)
+        if first > after:
+            return first if pending is None else min(first, pending)
+        if repeat is not None and template.repeat_in_fold and repeat > after:
+            return repeat
+        candidate = template.next_wall(candidate)  # a fold's first copy already passed
+    return pending
+
+
+# ---------------------------------------------------------------------------------------------------
+# DST seam: how wall time maps to UTC. The DST-policy issue replaces these (gap: shift or skip; fold:
+# first, last, both). Wall times are naive epoch seconds: seconds since 1970-01-01T00:00 local.
+
+
+def _offset_s(moment: datetime) -> int:
+    offset = moment.utcoffset()
+    assert offset is not None  # aware by construction
+    return int(offset.total_seconds())
+
+
+def _wall_of(zone: tzinfo, instant: int) -> int:
+    """The local wall time of a Unix instant (seconds)."""
+    return instant + _offset_s(datetime.fromtimestamp(instant, zone))
+
+
+def _instants_of(zone: tzinfo, wall: int) -> tuple[int, int | None]:
+    """(first, repeat) for a wall time: its instant, or in a fold the earlier of its two instants and the
+    later one as `repeat`; in a gap (the wall time does not exist) the first instant after the gap."""
+    naive = _EPOCH_NAIVE + timedelta(seconds=wall)
+    early = wall - _offset_s(naive.replace(tzinfo=zone))
+    late = wall - _offset_s(naive.replace(tzinfo=zone, fold=1))
+    if early == late:
+        return early, None
+    if early < late:
+        return early, late
+    # PEP 495: in a gap, fold=0 reads the wall time with the offset before the transition (an instant
+    # after it) and fold=1 with the offset after it (an instant before it); the transition lies between.
+    return _transition_after(zone, late, early), None
+
+
+def _fold_bounds(zone: tzinfo, first: int, repeat: int) -> tuple[int, int]:
+    """[start, end) in wall time of the fold holding the wall time whose two instants are given."""
+    transition = _transition_after(zone, first, repeat)
+    before = _offset_s(datetime.fromtimestamp(first, zone))
+    after = _offset_s(datetime.fromtimestamp(transition, zone))
+    return transition + after, transition + before
+
+
+def _transition_after(zone: tzinfo, low: int, high: int) -> int:
+    """The first instant in (low, high] whose UTC offset differs from low's (high's does)."""
+    base = _offset_s(datetime.fromtimestamp(low, zone))
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _offset_s(datetime.fromtimestamp(middle, zone)) == base:
+            low = middle
+        else:
+            high = middle
+    return high
+
+
+# ---------------------------------------------------------------------------------------------------
+# Text forms shared with the CLI: durations and instants
+
+_DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d)")
+_UNIT_MS = {"d": 86_400_000, "h": 3_600_000, "m": 60_000, "s": 1_000, "ms": 1}
+_UNIT_ORDER = ("d", "h", "m", "s", "ms")
+_INT64_MAX = 2**63 - 1
+
+
+def parse_duration(text: str, *, field: str) -> int:
+    """Milliseconds of a duration such as "500ms", "10s", "5m", "1h", "2d" or "1h30m" (whole numbers,
+    units from largest to smallest, each at most once)."""
+    hint = "use whole numbers with units d, h, m, s, ms from largest to smallest, e.g. '90s' or '1h30m'"
+    if not text:
+        raise InvalidArgument(field, f"must not be empty; {hint}")
+    if text.startswith("-"):
+        raise InvalidArgument(field, f"must not be negative, got {text!r}")
+    total, position, last_rank = 0, 0, -1
+    while position < len(text):
+        part = _DURATION_PART.match(text, position)
+        if part is None:
+            raise InvalidArgument(field, f"{text!r} is not a duration; {hint}")
+        rank = _UNIT_ORDER.index(part.group(2))
+        if rank <= last_rank:
+            raise InvalidArgument(field, f"{text!r} is not a duration; {hint}")
+        total += int(part.group(1)) * _UNIT_MS[part.group(2)]
+        position, last_rank = part.end(), rank
+    if total > _INT64_MAX:
+        raise InvalidArgument(field, f"{text!r} is too long")
+    return total
+
+
+_INSTANT = re.compile(
+    r"(?P<date>\d{4}-\d{2}-\d{2})[Tt ](?P<hour>\d{2}):(?P<minute>\d{2})"
+    r"(?::(?P<second>\d{2})(?:\.(?P<fraction>\d{1,9}))?)?"
+    r"(?P<offset>[Zz]|[+-]\d{2}:\d{2})?"
+    r"(?:\[!?(?P<zone>[^\]]+)\])?"
+)
+
+
+def parse_instant(text: str, *, field: str) -> int:
+    """Unix milliseconds of an RFC 3339 time with 'Z' or an offset ("2026-12-01T09:00:00+01:00"), or
+    with a bracketed IANA zone instead ("2026-12-01T09:00:00[Europe/Paris]", RFC 9557). With both, they
+    must agree. Seconds are optional; digits below the millisecond are dropped. A leap second (":60")
+    reads as the next second's ":00" (POSIX time has no leap seconds). A zoned wall time that occurs twice
+    (fall back) reads as the first occurrence; one that does not exist (spring forward) is rejected.
+    """
+    match = _INSTANT.fullmatch(text.strip())
+    if match is None:
+        raise InvalidArgument(field, f"{text!r} is not a time; use RFC 3339, e.g. '2026-12-01T09:00:00Z'")
+    offset, zone_name = match["offset"], match["zone"]
+    if offset is None and zone_name is None:
+        raise InvalidArgument(
+            field,
+            f"{text!r} has no time zone; add 'Z', an offset such as '+01:00'"
+            " or a zone such as '[Europe/Paris]'",
+        )
+    second = int(match["second"] or 0)
+    leap = second == 60
+    try:
+        wall = datetime.fromisoformat(
+            f"{match['date']}T{match['hour']}:{match['minute']}:{59 if leap else second:02d}"
+        )
+    except ValueError as exc:
+        raise InvalidArgument(field, f"{text!r} is not a valid date or time ({exc})") from None
+    millis = 1000 if leap else int((match["fraction"] or "0").ljust(3, "0")[:3])
+    wall_ms = int((wall - _EPOCH_NAIVE) / timedelta(milliseconds=1)) + millis
+
+    zone_offset_ms: int | None = None
+    repeat_offset_ms: int | None = None
+    if zone_name is not None:
+        try:
+            zone = _zone(zone_name)
+        except ValueError as exc:
+            raise InvalidArgument(field, str(exc)) from None
+        first, repeat = _instants_of(zone, wall_ms // 1000)
+        if _wall_of(zone, first) != wall_ms // 1000:
+            raise InvalidArgument(
+                field, f"{text!r} does not exist in {zone_name} (skipped by a daylight-saving change)"
+            )
+        zone_offset_ms = (wall_ms // 1000 - first) * 1000
+        repeat_offset_ms = None if repeat is None else (wall_ms // 1000 - repeat) * 1000
+    if offset is not None:
+        offset_ms = _parse_offset_ms(offset, text, field)
+        if zone_offset_ms is not None and offset_ms not in (zone_offset_ms, repeat_offset_ms):
+            raise InvalidArgument(field, f"{text!r}: the offset does not match {zone_name} at that time")
+    else:
+        assert zone_offset_ms is not None
+        offset_ms = zone_offset_ms
+    instant = wall_ms - offset_ms
+    if instant < 0:
+        raise InvalidArgument(field, f"{text!r} is before 1970-01-01T00:00:00Z")
+    return instant
+
+
+def _parse_offset_ms(offset: str, text: str, field: str) -> int:
+    if offset in ("Z", "z"):
+        return 0
+    hours, minutes = int(offset[1:3]), int(offset[4:6])
+    if hours > 23 or minutes > 59:
+        raise InvalidArgument(field, f"{text!r} has an invalid offset {offset!r}")
+    sign = -1 if offset[0] == "-" else 1
+    return sign * (hours * 3600 + minutes * 60) * 1000

@@ -1,0 +1,319 @@
+"""The LMDB store: the `KV` contract of `cronraft.raft.kv` over one LMDB environment, plus snapshots.
+
+One environment (a directory holding `data.mdb` and `lock.mdb`) with one named sub-database per entry of
+`DATABASES`. The state machine writes only from the Raft thread (one write transaction per log entry);
+readers (gRPC handlers, leader duties) may run on any thread.
+
+Durability: `sync=True` fsyncs every write transaction at commit (data and meta pages: LMDB's default,
+durability mode "fsync"). `sync=False` opens the environment with LMDB's `sync` and `metasync` off: a
+committed transaction survives a crash of the process (it is in the OS page cache), but a power loss or
+kernel crash may lose recent transactions and, per LMDB's documentation of MDB_NOSYNC, may corrupt the
+environment; the Raft log is then the source of truth (see `cronraft.raft.replicator`).
+
+Snapshots: `copy_to` writes a consistent, compacted single-file copy (LMDB's `mdb_env_copyfd2` with
+MDB_CP_COMPACT, which runs its own read transaction); `replace_from` swaps such a copy in atomically
+(`rename` of `data.mdb`) while no transaction is open. Every transaction goes through a gate (a shared /
+exclusive lock) so that a swap waits for open transactions to end and holds back new ones meanwhile.
+A thread must not call `replace_from` or `close` while it holds a transaction of the same store (that would
+wait for itself).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import lmdb
+
+from cronraft.errors import Unavailable
+from cronraft.raft.kv import DATABASES, Txn
+
+_DATA_FILE = "data.mdb"
+_RESTORE_FILE = "data.mdb.restore"
+# A scan reads this many entries under the cursor, then hands them out; the cursor is closed and re-seeked
+# for the next chunk. Chunks double up to the maximum, so a "first due item" lookup reads few entries and
+# a long scan costs one seek per `_SCAN_CHUNK_MAX` entries.
+_SCAN_CHUNK_MIN = 16
+_SCAN_CHUNK_MAX = 1024
+
+
+class _Gate:
+    """Shared / exclusive lock with writer preference: transactions share, an environment swap excludes."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._users = 0
+        self._exclusive = False
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while self._exclusive:
+                self._cond.wait()
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._users -= 1
+                if self._users == 0:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            while self._exclusive:
+                self._cond.wait()
+            self._exclusive = True  # new transactions wait from here on
+            while self._users:
+                self._cond.wait()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()
+
+
+class LmdbTxn:
+    """One LMDB transaction seen through the `Txn` protocol.
+
+    `scan` never holds a cursor across a `yield`: it reads a small chunk under a cursor, closes it, hands the
+    chunk out, and seeks again after the last key it handed out. So the caller may write to *any* database
+    of the same write transaction while a scan generator is open, including the one being scanned: keys
+    deleted after being read are still yielded from the current chunk (with the value read then), and keys
+    inserted ahead of the scan position may or may not be yielded. A generator must not be resumed after its
+    transaction has ended (LMDB raises).
+    """
+
+    def __init__(self, txn: lmdb.Transaction, dbs: dict[str, Any], *, writable: bool) -> None:
+        self._txn = txn
+        self._dbs = dbs
+        self._writable = writable
+
+    def _db(self, db: str) -> Any:
+        try:
+            return self._dbs[db]
+        except KeyError:
+            raise KeyError(f"unknown database {db!r}") from None
+
+    def get(self, db: str, key: bytes) -> bytes | None:
+        value = self._txn.get(key, db=self._db(db))
+        return None if value is None else bytes(value)  # transactions are opened with buffers=False
+
+    def put(self, db: str, key: bytes, value: bytes) -> None:
+        handle = self._db(db)
+        if not self._writable:
+            raise PermissionError("read-only transaction")
+        self._txn.put(key, value, db=handle)
+
+    def delete(self, db: str, key: bytes) -> bool:
+        handle = self._db(db)
+        if not self._writable:
+            raise PermissionError("read-only transaction")
+        return bool(self._txn.delete(key, db=handle))
+
+    def scan(
+        self, db: str, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        handle = self._db(db)
+        chunk_size = _SCAN_CHUNK_MIN
+        lo, hi = start, end
+        while True:
+            chunk = self._read_chunk(handle, lo, hi, reverse, chunk_size)
+            yield from chunk
+            if len(chunk) < chunk_size:
+                return
+            last = chunk[-1][0]
+            if reverse:
+                hi = last  # exclusive upper bound: continue strictly below the last key handed out
+            else:
+                lo = last + b"\x00"  # the smallest key strictly greater than `last`
+            chunk_size = min(chunk_size * 2, _SCAN_CHUNK_MAX)
+
+    def _read_chunk(
+        self, handle: Any, lo: bytes, hi: bytes | None, reverse: bool, limit: int
+    ) -> list[tuple[bytes, bytes]]:
+        out: list[tuple[bytes, bytes]] = []
+        with self._txn.cursor(db=handle) as cur:
+            if reverse:
+                if hi is None:
+                    positioned = cur.last()
+                elif cur.set_range(hi):
+                    positioned = cur.prev()  # the first key >= hi is excluded: step back below it
+                else:
+                    positioned = cur.last()  # every key is < hi
+                while positioned and len(out) < limit:
+                    key = bytes(cur.key())
+                    if key < lo:
+                        break
+                    out.append((key, bytes(cur.value())))
+                    positioned = cur.prev()
+            else:
+                positioned = cur.set_range(lo)
+                while positioned and len(out) < limit:
+                    key = bytes(cur.key())
+                    if hi is not None and key >= hi:
+                        break
+                    out.append((key, bytes(cur.value())))
+                    positioned = cur.next()
+        return out
+
+
+class LmdbKV:
+    """The `KV` contract over LMDB (see the module docstring for durability and snapshot rules)."""
+
+    def __init__(self, path: str | Path, *, map_size: int = 8 << 30, sync: bool = False) -> None:
+        self._path = Path(path)
+        self._map_size = map_size
+        self._sync = sync
+        self._gate = _Gate()
+        self._env: lmdb.Environment | None = None
+        self._dbs: dict[str, Any] = {}
+        self._path.mkdir(parents=True, exist_ok=True)
+        self._open()
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def sync(self) -> bool:
+        return self._sync
+
+    def _open(self) -> None:
+        env = lmdb.open(
+            str(self._path),
+            map_size=self._map_size,
+            max_dbs=len(DATABASES),
+            sync=self._sync,
+            metasync=self._sync,
+            readahead=False,  # random access into a store that may be larger than RAM
+            max_spare_txns=4,
+        )
+        with env.begin(write=True) as txn:
+            dbs = {name: env.open_db(name.encode(), txn=txn, create=True) for name in DATABASES}
+        self._env = env
+        self._dbs = dbs
+
+    def _require_env(self) -> lmdb.Environment:
+        if self._env is None:
+            raise Unavailable(f"the store at {self._path} is closed")
+        return self._env
+
+    @contextmanager
+    def write(self) -> Iterator[Txn]:
+        """A write transaction: committed when the block exits normally, aborted when it raises."""
+        with self._gate.shared():
+            txn = self._require_env().begin(write=True)
+            try:
+                yield LmdbTxn(txn, self._dbs, writable=True)
+            except BaseException:
+                txn.abort()
+                raise
+            txn.commit()
+
+    @contextmanager
+    def read(self) -> Iterator[Txn]:
+        """A read-only transaction on a consistent snapshot (held until the block exits)."""
+        with self._gate.shared():
+            txn = self._require_env().begin(write=False)
+            try:
+                yield LmdbTxn(txn, self._dbs, writable=False)
+            finally:
+                txn.abort()
+
+    def copy_to(self, dest_file: str | Path) -> None:
+        """Write a consistent, compacted copy of the environment to `dest_file` (a single `data.mdb` image).
+
+        The file appears atomically (written to a temporary name, then renamed); with `sync=True` it is
+        fsynced first.
+        """
+        dest = Path(dest_file)
+        tmp = dest.with_name(dest.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            self.copy_to_fd(fd)
+            if self._sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, dest)
+        if self._sync:
+            _fsync_dir(dest.parent)
+
+    def copy_to_fd(self, fd: int) -> None:
+        """Write a consistent compacted copy at the current offset of `fd` (LMDB writes with `write(2)`)."""
+        with self._gate.shared():
+            self._require_env().copyfd(fd, compact=True)
+
+    def replace_from(self, src_file: str | Path, *, offset: int = 0) -> None:
+        """Replace the whole contents with the image in `src_file` (from byte `offset` to its end).
+
+        The image is copied next to the live file and checked to open as an LMDB environment with every
+        database of `DATABASES`; then, with no transaction open, the environment is closed, the copy renamed
+        over `data.mdb` (atomic: a crash leaves either the old or the new contents) and reopened.
+        """
+        env = self._require_env()
+        restore = self._path / _RESTORE_FILE
+        with open(src_file, "rb") as src, open(restore, "wb") as out:
+            src.seek(offset)
+            shutil.copyfileobj(src, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())  # the rename below must never expose a partly written file
+        _check_image(restore, self._map_size)
+        with self._gate.exclusive():
+            if self._env is not env:
+                raise Unavailable(f"the store at {self._path} was closed during a restore")
+            env.close()
+            self._env = None
+            try:
+                os.replace(restore, self._path / _DATA_FILE)
+                _fsync_dir(self._path)
+            finally:
+                self._open()
+
+    def close(self) -> None:
+        """Close the environment once every open transaction has ended. Idempotent."""
+        with self._gate.exclusive():
+            if self._env is not None:
+                self._env.close()
+                self._env = None
+
+
+def _check_image(image: Path, map_size: int) -> None:
+    """Open an LMDB single-file image read-only and check that every database of `DATABASES` exists."""
+    try:
+        env = lmdb.open(
+            str(image),
+            subdir=False,
+            readonly=True,
+            lock=False,
+            map_size=map_size,
+            max_dbs=len(DATABASES),
+        )
+        try:
+            with env.begin() as txn:
+                for name in DATABASES:
+                    env.open_db(name.encode(), txn=txn, create=False)
+        finally:
+            env.close()
+    except lmdb.Error as exc:
+        image.unlink(missing_ok=True)
+        raise ValueError(f"{image} is not a Cronraft store image: {exc}") from exc
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+__all__ = ["LmdbKV", "LmdbTxn"]

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Start a single-node Cronraft on this machine: one `schedd` (cluster-configs/single-node.toml, the
+# default) and one `schedworker`, both in the background with logs in ./data/logs. Used by `make run`.
+# Ctrl-C (or SIGTERM) stops both. Environment: CONFIG (default cluster-configs/single-node.toml),
+# WORKER_ID (default local-worker), READY_TIMEOUT_S (default 60).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/_run-common.sh
+source scripts/_run-common.sh
+
+CONFIG=${CONFIG:-cluster-configs/single-node.toml}
+WORKER_ID=${WORKER_ID:-local-worker}
+SERVER=$(config_grpc_addresses "$CONFIG")
+
+mkdir -p data/logs
+refuse_if_listening "$SERVER"
+
+echo "starting schedd --config $CONFIG (log: data/logs/schedd.log)"
+start_bg data/logs/schedd.log "$BIN/schedd" --config "$CONFIG"
+SCHEDD_PID=$LAST_PID
+
+wait_for_leader "$SERVER" "$SCHEDD_PID" data/logs/schedd.log
+
+echo "starting schedworker --server $SERVER --id $WORKER_ID (log: data/logs/worker.log)"
+start_bg data/logs/worker.log "$BIN/schedworker" --server "$SERVER" --id "$WORKER_ID"
+
+CTL="$BIN/schedctl --server $SERVER"
+cat <<EOF
+
+Cronraft is running: schedd on $SERVER (pid $SCHEDD_PID), worker $WORKER_ID (pid $LAST_PID).
+Next steps, in another terminal (add $BIN to PATH or use the full path):
+  $CTL task create --name hello --cron "*/1 * * * *" --tz Europe/Paris -- echo hello
+  $CTL task list
+  $CTL executions TASK_ID              # its executions, from the next minute on
+  $CTL execution get EXECUTION_ID      # status, attempts and output of one execution
+  $CTL cluster status
+Logs:  tail -f data/logs/schedd.log data/logs/worker.log
+Stop:  Ctrl-C here (stops the worker and schedd; data stays in ./data, \`make clean\` removes it)
+EOF
+
+wait_children any

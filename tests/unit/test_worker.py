@@ -1,0 +1,608 @@
+"""The worker agent against a scripted, in-process leader (a fake `WorkerGateway` on a loopback port).
+
+Synchronisation is by events and queues fed by the fake; every wait is bounded. Runner and outbox tests
+run without gRPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc  # type: ignore[import-untyped, unused-ignore]
+import grpc.aio  # type: ignore[import-untyped, unused-ignore]
+import pytest
+
+from cronraft.client._outbox import Outbox, result_key
+from cronraft.client._runner import FENCED_ERROR, AttemptRunner, StopReason, SystemClock, TailBuffer
+from cronraft.client.worker import Worker, WorkerConfig, build_parser, config_from_args, parse_duration
+from cronraft.proto.v1 import common_pb2, worker_pb2, worker_pb2_grpc
+
+WAIT_S = 10.0
+PY = sys.executable
+
+
+async def get(queue: asyncio.Queue[Any], timeout: float = WAIT_S) -> Any:
+    return await asyncio.wait_for(queue.get(), timeout)
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float = WAIT_S) -> None:
+    """Poll a condition the worker exposes no event for (process death, outbox emptied by an ack)."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+def process_gone(pid: int) -> bool:
+    """True once `pid` has exited (absent, or a zombie waiting for a reaper that is not us)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def make_lease(
+    execution_id: str,
+    *,
+    argv: list[str] | None = None,
+    script: str | None = None,
+    token: tuple[int, int] = (1, 1),
+    timeout_ms: int = 0,
+    lease_ttl_ms: int = 0,
+    env: dict[str, str] | None = None,
+) -> worker_pb2.Lease:
+    payload = common_pb2.Payload()
+    if script is not None:
+        payload.shell.script = script
+    else:
+        payload.command.argv.extend(argv or [])
+        payload.command.env.update(env or {})
+    return worker_pb2.Lease(
+        execution_id=execution_id,
+        task_id="task-1",
+        task_name="nightly-report",
+        nominal_time_ms=1_700_000_000_000,
+        attempt=1,
+        token=common_pb2.FencingToken(term=token[0], index=token[1]),
+        payload=payload,
+        timeout_ms=timeout_ms,
+        lease_ttl_ms=lease_ttl_ms,
+        guarantee=common_pb2.EXACTLY_ONCE,
+    )
+
+
+def offers(*leases: worker_pb2.Lease) -> worker_pb2.GatewayMessage:
+    return worker_pb2.GatewayMessage(leases=worker_pb2.LeaseOffers(leases=list(leases)))
+
+
+class FakeLeader(worker_pb2_grpc.WorkerGatewayServicer):
+    """A scripted leader: records what the worker sends, answers what the test tells it to."""
+
+    def __init__(
+        self,
+        *,
+        heartbeat_interval_ms: int = 100,
+        lease_ttl_ms: int = 5000,
+        not_leader: str | None = None,
+        unavailable_leader: str | None = None,
+    ) -> None:
+        self.welcome = worker_pb2.Welcome(
+            leader_id="fake", heartbeat_interval_ms=heartbeat_interval_ms, lease_ttl_ms=lease_ttl_ms
+        )
+        self.not_leader = not_leader
+        self.unavailable_leader = unavailable_leader
+        self.answer_heartbeats = True
+        self.ack_results = True
+        self.revoke: set[str] = set()
+        self.first_messages: asyncio.Queue[worker_pb2.WorkerMessage] = asyncio.Queue()
+        self.heartbeats: asyncio.Queue[worker_pb2.Heartbeat] = asyncio.Queue()
+        self.results: asyncio.Queue[common_pb2.AttemptResult] = asyncio.Queue()
+        self.outputs: list[worker_pb2.OutputChunk] = []
+        self.streams: asyncio.Queue[asyncio.Queue[worker_pb2.GatewayMessage]] = asyncio.Queue()
+        self.server: grpc.aio.Server | None = None
+        self.address = ""
+
+    async def start(self) -> str:
+        self.server = grpc.aio.server()
+        worker_pb2_grpc.add_WorkerGatewayServicer_to_server(self, self.server)
+        port = self.server.add_insecure_port("127.0.0.1:0")
+        await self.server.start()
+        self.address = f"127.0.0.1:{port}"
+        return self.address
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop(grace=None)
+
+    async def Connect(  # type: ignore[override]  # the coroutine form of a grpc.aio stream handler
+        self, request_iterator: Any, context: Any
+    ) -> None:
+        first = await context.read()
+        self.first_messages.put_nowait(first)
+        if self.not_leader is not None:
+            await context.write(
+                worker_pb2.GatewayMessage(not_leader=worker_pb2.NotLeader(leader_address=self.not_leader))
+            )
+            return
+        if self.unavailable_leader is not None:
+            context.set_trailing_metadata((("cronraft-leader", self.unavailable_leader),))
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "not the leader")
+        await context.write(worker_pb2.GatewayMessage(welcome=self.welcome))
+        outbound: asyncio.Queue[worker_pb2.GatewayMessage] = asyncio.Queue()
+        self.streams.put_nowait(outbound)
+
+        async def pump() -> None:
+            while True:
+                await context.write(await outbound.get())
+
+        writer = asyncio.create_task(pump())
+        try:
+            while True:
+                message = await context.read()
+                if message is grpc.aio.EOF:
+                    return
+                kind = message.WhichOneof("kind")
+                if kind == "heartbeat":
+                    self.heartbeats.put_nowait(message.heartbeat)
+                    if self.answer_heartbeats:
+                        ids = [ref.execution_id for ref in message.heartbeat.leases]
+                        ack = worker_pb2.HeartbeatAck(
+                            renewed=[i for i in ids if i not in self.revoke],
+                            revoked=[i for i in ids if i in self.revoke],
+                        )
+                        outbound.put_nowait(worker_pb2.GatewayMessage(heartbeat_ack=ack))
+                elif kind == "results":
+                    for result in message.results.results:
+                        self.results.put_nowait(result)
+                    if self.ack_results:
+                        ids = [r.execution_id for r in message.results.results]
+                        acks = worker_pb2.ResultAcks(execution_ids=ids)
+                        outbound.put_nowait(worker_pb2.GatewayMessage(acks=acks))
+                elif kind == "output":
+                    self.outputs.append(message.output)
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+
+    async def result_for(self, execution_id: str) -> common_pb2.AttemptResult:
+        while True:
+            result: common_pb2.AttemptResult = await get(self.results)
+            if result.execution_id == execution_id:
+                return result
+
+
+@contextlib.asynccontextmanager
+async def fake_leader(**kwargs: Any) -> AsyncIterator[FakeLeader]:
+    leader = FakeLeader(**kwargs)
+    await leader.start()
+    try:
+        yield leader
+    finally:
+        await leader.stop()
+
+
+def worker_config(servers: list[str], outbox_dir: Path, **overrides: Any) -> WorkerConfig:
+    settings: dict[str, Any] = {
+        "servers": tuple(servers),
+        "worker_id": "w-test",
+        "outbox_dir": outbox_dir,
+        "capacity": 3,
+        "queues": ("default", "etl"),
+        "labels": {"zone": "a"},
+        "kill_grace_s": 0.5,
+        "shutdown_grace_s": 0.0,
+        "backoff_initial_s": 0.02,
+        "backoff_max_s": 0.2,
+        "output_flush_interval_s": 0.05,
+        "fence_check_interval_s": 0.01,
+    }
+    settings.update(overrides)
+    return WorkerConfig(**settings)
+
+
+@contextlib.asynccontextmanager
+async def running_worker(config: WorkerConfig, **kwargs: Any) -> AsyncIterator[Worker]:
+    worker = Worker(config, **kwargs)
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        worker.stop(immediate=True)
+        await asyncio.wait_for(task, WAIT_S)
+
+
+async def connected_stream(leader: FakeLeader) -> asyncio.Queue[worker_pb2.GatewayMessage]:
+    stream: asyncio.Queue[worker_pb2.GatewayMessage] = await get(leader.streams)
+    return stream
+
+
+async def heartbeat_listing(leader: FakeLeader, execution_ids: set[str]) -> worker_pb2.Heartbeat:
+    while True:
+        heartbeat: worker_pb2.Heartbeat = await get(leader.heartbeats)
+        if {ref.execution_id for ref in heartbeat.leases} == execution_ids:
+            return heartbeat
+
+
+# -- the stream -----------------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_hello_first_then_a_lease_succeeds_with_its_token_and_idempotency_key(tmp_path: Path) -> None:
+    async with fake_leader() as leader, running_worker(worker_config([leader.address], tmp_path)) as worker:
+        first = await get(leader.first_messages)
+        assert first.WhichOneof("kind") == "hello"
+        assert first.hello.worker_id == "w-test"
+        assert first.hello.capacity == 3
+        assert list(first.hello.queues) == ["default", "etl"]
+        assert dict(first.hello.labels) == {"zone": "a"}
+        stream = await connected_stream(leader)
+        code = (
+            "import os; e = os.environ; print(e['CRONRAFT_EXECUTION_ID']); "
+            "print(e['CRONRAFT_FENCING_TOKEN'], e['CRONRAFT_NOMINAL_TIME'], e['CRONRAFT_ATTEMPT'], e['MINE'])"
+        )
+        lease = make_lease("exec-ok", argv=[PY, "-c", code], token=(3, 42), env={"MINE": "yes"})
+        stream.put_nowait(offers(lease))
+        result = await leader.result_for("exec-ok")
+        assert result.outcome == common_pb2.ATTEMPT_SUCCEEDED
+        assert result.exit_code == 0
+        assert result.token == lease.token
+        lines = result.stdout_tail.decode().splitlines()
+        assert lines[0] == "exec-ok"
+        assert lines[1] == "3.42 2023-11-14T22:13:20.000Z 1 yes"
+        assert 0 < result.started_at_ms <= result.finished_at_ms
+        await eventually(lambda: len(worker.outbox) == 0)  # acked -> deleted
+        assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.asyncio
+async def test_non_zero_exit_is_failed_with_the_exit_code(tmp_path: Path) -> None:
+    async with fake_leader() as leader, running_worker(worker_config([leader.address], tmp_path)):
+        stream = await connected_stream(leader)
+        code = "import sys; sys.stderr.write('boom'); sys.exit(3)"
+        stream.put_nowait(offers(make_lease("exec-fail", argv=[PY, "-c", code])))
+        result = await leader.result_for("exec-fail")
+        assert result.outcome == common_pb2.ATTEMPT_FAILED
+        assert result.exit_code == 3
+        assert result.stderr_tail == b"boom"
+
+
+@pytest.mark.asyncio
+async def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
+    async with fake_leader() as leader, running_worker(worker_config([leader.address], tmp_path)):
+        stream = await connected_stream(leader)
+        # The shell starts a child (the grandchild of the worker) and waits for it.
+        lease = make_lease("exec-slow", script="sleep 30 & echo $!; wait", timeout_ms=300)
+        stream.put_nowait(offers(lease))
+        result = await leader.result_for("exec-slow")
+        assert result.outcome == common_pb2.ATTEMPT_TIMED_OUT
+        assert "timed out after 300 ms" in result.error
+        grandchild = int(result.stdout_tail.split()[0])
+        await eventually(lambda: process_gone(grandchild))
+
+
+@pytest.mark.asyncio
+async def test_cancel_attempt_kills_it_and_reports_cancelled(tmp_path: Path) -> None:
+    async with fake_leader() as leader, running_worker(worker_config([leader.address], tmp_path)):
+        stream = await connected_stream(leader)
+        lease = make_lease("exec-cancel", argv=["sleep", "30"], token=(2, 7))
+        stream.put_nowait(offers(lease))
+        await heartbeat_listing(leader, {"exec-cancel"})
+        cancel = worker_pb2.CancelAttempt(execution_id="exec-cancel", token=lease.token)
+        stream.put_nowait(worker_pb2.GatewayMessage(cancel=cancel))
+        result = await leader.result_for("exec-cancel")
+        assert result.outcome == common_pb2.ATTEMPT_CANCELLED
+        assert result.exit_code == 128 + 15  # SIGTERM was enough
+        assert result.token == lease.token
+
+
+@pytest.mark.asyncio
+async def test_heartbeats_list_running_leases_and_a_revoked_one_is_killed_silently(tmp_path: Path) -> None:
+    async with fake_leader() as leader, running_worker(worker_config([leader.address], tmp_path)) as worker:
+        stream = await connected_stream(leader)
+        pid_file = tmp_path / "revoked.pid"
+        keep = make_lease("exec-keep", argv=["sleep", "30"], token=(1, 10))
+        doomed = make_lease("exec-doomed", script=f"echo $$ > {pid_file}; exec sleep 30", token=(1, 11))
+        stream.put_nowait(offers(keep, doomed))
+        heartbeat = await heartbeat_listing(leader, {"exec-keep", "exec-doomed"})
+        assert {(r.execution_id, r.token.term, r.token.index) for r in heartbeat.leases} == {
+            ("exec-keep", 1, 10),
+            ("exec-doomed", 1, 11),
+        }
+        await eventually(lambda: pid_file.exists() and pid_file.read_text().strip() != "")
+        pid = int(pid_file.read_text())
+        leader.revoke.add("exec-doomed")
+        await heartbeat_listing(leader, {"exec-keep"})  # no longer renewed, no longer listed
+        await eventually(lambda: process_gone(pid))
+        # Finish the other one: the only result the leader ever sees is exec-keep's.
+        stream.put_nowait(
+            worker_pb2.GatewayMessage(cancel=worker_pb2.CancelAttempt(execution_id="exec-keep"))
+        )
+        result = await leader.result_for("exec-keep")
+        assert result.outcome == common_pb2.ATTEMPT_CANCELLED
+        assert leader.results.empty()
+        assert worker.running == []
+        assert len(worker.outbox) == 0 or all(r.execution_id == "exec-keep" for r in worker.outbox.pending())
+
+
+@pytest.mark.asyncio
+async def test_live_output_is_streamed_in_chunks(tmp_path: Path) -> None:
+    async with fake_leader() as leader, running_worker(worker_config([leader.address], tmp_path)):
+        stream = await connected_stream(leader)
+        code = "import sys; print('hello'); sys.stdout.flush(); sys.stderr.write('warn\\n')"
+        stream.put_nowait(offers(make_lease("exec-out", argv=[PY, "-c", code])))
+        result = await leader.result_for("exec-out")
+        assert result.stdout_tail == b"hello\n"
+        await eventually(lambda: {c.stream for c in leader.outputs} == {worker_pb2.STDOUT, worker_pb2.STDERR})
+        out = b"".join(c.data for c in leader.outputs if c.stream == worker_pb2.STDOUT)
+        assert out == b"hello\n"
+        assert all(c.execution_id == "exec-out" and c.token.index == 1 for c in leader.outputs)
+
+
+@pytest.mark.asyncio
+async def test_result_is_in_the_outbox_before_it_is_sent_and_survives_a_restart(tmp_path: Path) -> None:
+    async with fake_leader() as leader:
+        leader.ack_results = False
+        marker = tmp_path / "runs"
+        outbox_dir = tmp_path / "outbox"
+        lease = make_lease("exec-durable", script=f"echo run >> {marker}; echo done", token=(5, 9))
+        async with running_worker(worker_config([leader.address], outbox_dir)) as worker:
+            stream = await connected_stream(leader)
+            stream.put_nowait(offers(lease))
+            sent = await leader.result_for("exec-durable")
+            # On disk before the leader saw it: a fresh load of the directory finds it.
+            assert result_key(sent) in Outbox(outbox_dir)
+            assert len(worker.outbox) == 1
+        # Restart on the same outbox: the result is delivered on connect, the payload is not re-run.
+        leader.ack_results = True
+        async with running_worker(worker_config([leader.address], outbox_dir)) as worker:
+            redelivered = await leader.result_for("exec-durable")
+            assert redelivered == sent
+            await eventually(lambda: len(worker.outbox) == 0)
+        assert marker.read_text() == "run\n"
+        assert not [p for p in outbox_dir.iterdir() if p.suffix == ".result"]
+
+
+@pytest.mark.asyncio
+async def test_duplicate_offer_of_an_unacknowledged_result_is_not_rerun(tmp_path: Path) -> None:
+    async with fake_leader() as leader, running_worker(worker_config([leader.address], tmp_path / "o")):
+        leader.ack_results = False
+        stream = await connected_stream(leader)
+        marker = tmp_path / "runs"
+        lease = make_lease("exec-once", script=f"echo run >> {marker}")
+        stream.put_nowait(offers(lease))
+        await leader.result_for("exec-once")
+        # Offered again (e.g. the leader redelivered): ignored; a later lease proves it was processed.
+        stream.put_nowait(offers(lease, make_lease("exec-next", argv=["true"])))
+        await leader.result_for("exec-next")
+        assert marker.read_text() == "run\n"
+
+
+@pytest.mark.asyncio
+async def test_not_leader_redirects_to_the_leader(tmp_path: Path) -> None:
+    async with (
+        fake_leader() as leader,
+        fake_leader(not_leader=leader.address) as follower,
+        running_worker(worker_config([follower.address], tmp_path)) as worker,
+    ):
+        assert (await get(follower.first_messages)).WhichOneof("kind") == "hello"
+        assert (await get(leader.first_messages)).hello.worker_id == "w-test"
+        await connected_stream(leader)
+        await asyncio.wait_for(worker.connected.wait(), WAIT_S)
+
+
+@pytest.mark.asyncio
+async def test_unavailable_with_leader_trailer_redirects(tmp_path: Path) -> None:
+    async with (
+        fake_leader() as leader,
+        fake_leader(unavailable_leader=leader.address) as follower,
+        running_worker(worker_config([follower.address], tmp_path)),
+    ):
+        await get(follower.first_messages)
+        stream = await connected_stream(leader)
+        stream.put_nowait(offers(make_lease("exec-r", argv=["true"])))
+        assert (await leader.result_for("exec-r")).outcome == common_pb2.ATTEMPT_SUCCEEDED
+
+
+@pytest.mark.asyncio
+async def test_unreachable_server_is_skipped_round_robin(tmp_path: Path) -> None:
+    async with fake_leader() as dead:
+        dead_address = dead.address
+    async with (
+        fake_leader() as leader,
+        running_worker(worker_config([dead_address, leader.address], tmp_path)),
+    ):
+        await connected_stream(leader)
+
+
+@pytest.mark.asyncio
+async def test_self_fencing_kills_an_attempt_whose_lease_is_not_renewed(tmp_path: Path) -> None:
+    async with fake_leader(heartbeat_interval_ms=100, lease_ttl_ms=600) as leader:
+        leader.answer_heartbeats = False  # partitioned: heartbeats go nowhere
+        async with running_worker(worker_config([leader.address], tmp_path / "o")):
+            stream = await connected_stream(leader)
+            pid_file = tmp_path / "fenced.pid"
+            stream.put_nowait(
+                offers(make_lease("exec-fenced", script=f"echo $$ > {pid_file}; exec sleep 30"))
+            )
+            result = await leader.result_for("exec-fenced")
+            assert result.outcome == common_pb2.ATTEMPT_FAILED
+            assert result.error == FENCED_ERROR
+            assert result.exit_code == 128 + 9  # no grace: SIGKILL at the deadline
+            await eventually(lambda: process_gone(int(pid_file.read_text())))
+
+
+@pytest.mark.asyncio
+async def test_graceful_stop_lets_attempts_finish_within_the_grace_then_kills_the_rest(
+    tmp_path: Path,
+) -> None:
+    async with fake_leader() as leader:
+        leader.ack_results = False
+        worker = Worker(worker_config([leader.address], tmp_path, shutdown_grace_s=1.0))
+        run = asyncio.create_task(worker.run())
+        stream = await connected_stream(leader)
+        quick = make_lease("exec-quick", script="sleep 0.3; echo finished")
+        slow = make_lease("exec-slow", argv=["sleep", "30"])
+        stream.put_nowait(offers(quick, slow))
+        await heartbeat_listing(leader, {"exec-quick", "exec-slow"})
+        worker.stop()
+        stream.put_nowait(offers(make_lease("exec-late", argv=["true"])))  # not taken any more
+        await asyncio.wait_for(run, WAIT_S)
+        outcomes = {r.execution_id: r for r in worker.outbox.pending()}
+        assert outcomes.keys() == {"exec-quick", "exec-slow"}
+        assert outcomes["exec-quick"].outcome == common_pb2.ATTEMPT_SUCCEEDED
+        assert outcomes["exec-quick"].stdout_tail == b"finished\n"
+        assert outcomes["exec-slow"].outcome == common_pb2.ATTEMPT_FAILED
+        assert outcomes["exec-slow"].error == "worker shut down; attempt killed"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def wall_ms(self) -> int:
+        return int(self.now * 1000)
+
+
+@pytest.mark.asyncio
+async def test_renewal_moves_the_deadline_to_heartbeat_send_time_plus_ttl(tmp_path: Path) -> None:
+    clock = FakeClock()
+    async with fake_leader(heartbeat_interval_ms=20, lease_ttl_ms=1000) as leader:
+        config = worker_config([leader.address], tmp_path)
+        async with running_worker(config, clock=clock) as worker:
+            stream = await connected_stream(leader)
+            stream.put_nowait(offers(make_lease("exec-renew", argv=["sleep", "30"])))  # deadline 1001
+            await heartbeat_listing(leader, {"exec-renew"})
+            clock.now = 1000.9
+            # Two round trips after the clock moved: a heartbeat sent at 1000.9 has been renewed.
+            for _ in range(3):
+                await heartbeat_listing(leader, {"exec-renew"})
+            clock.now = 1001.5  # past the first deadline, before 1000.9 + 1
+            for _ in range(3):
+                await heartbeat_listing(leader, {"exec-renew"})
+            assert [lease.execution_id for lease in worker.running] == ["exec-renew"]
+            leader.answer_heartbeats = False
+            clock.now = 1010.0
+            result = await leader.result_for("exec-renew")
+            assert result.error == FENCED_ERROR
+
+
+# -- the runner and the outbox, without gRPC --------------------------------------------------------
+
+
+async def run_lease(lease: worker_pb2.Lease, **kwargs: Any) -> common_pb2.AttemptResult:
+    runner = AttemptRunner(lease, clock=SystemClock(), **kwargs)
+    return await asyncio.wait_for(runner.run(), WAIT_S)
+
+
+@pytest.mark.asyncio
+async def test_sigterm_is_escalated_to_sigkill_after_the_grace() -> None:
+    lease = make_lease("exec-stubborn", script="trap '' TERM; sleep 30", timeout_ms=200)
+    result = await run_lease(lease, kill_grace_s=0.3)
+    assert result.outcome == common_pb2.ATTEMPT_TIMED_OUT
+    assert result.exit_code == 128 + 9
+
+
+@pytest.mark.asyncio
+async def test_a_command_that_cannot_start_fails_with_127_or_126(tmp_path: Path) -> None:
+    missing = await run_lease(make_lease("e1", argv=["/nonexistent/cronraft-cmd"]))
+    assert missing.outcome == common_pb2.ATTEMPT_FAILED
+    assert missing.exit_code == 127
+    assert "/nonexistent/cronraft-cmd" in missing.error
+    not_executable = tmp_path / "script.sh"
+    not_executable.write_text("#!/bin/sh\necho hi\n")
+    denied = await run_lease(make_lease("e2", argv=[str(not_executable)]))
+    assert denied.exit_code == 126
+    assert denied.outcome == common_pb2.ATTEMPT_FAILED
+    empty = await run_lease(make_lease("e3", argv=[]))
+    assert empty.exit_code == 127
+    assert "argv is empty" in empty.error
+
+
+@pytest.mark.asyncio
+async def test_cwd_and_stdin_and_signal_deaths() -> None:
+    lease = make_lease(
+        "e", argv=[PY, "-c", "import os, sys; print(os.getcwd()); print(repr(sys.stdin.read()))"]
+    )
+    lease.payload.command.cwd = "/tmp"
+    result = await run_lease(lease)
+    assert result.stdout_tail.decode().splitlines() == [os.path.realpath("/tmp"), "''"]
+    killed = await run_lease(make_lease("k", script="kill -9 $$"))
+    assert killed.outcome == common_pb2.ATTEMPT_FAILED
+    assert killed.exit_code == 137
+    assert "SIGKILL" in killed.error
+
+
+@pytest.mark.asyncio
+async def test_output_tails_are_bounded() -> None:
+    code = "import sys; sys.stdout.write('x' * 300_000 + 'END')"
+    result = await run_lease(make_lease("big", argv=[PY, "-c", code]), output_tail_bytes=1000)
+    assert len(result.stdout_tail) == 1000
+    assert result.stdout_tail.endswith(b"xEND")
+    tail = TailBuffer(4)
+    for piece in (b"ab", b"cdef", b"g"):
+        tail.append(piece)
+    assert tail.value() == b"defg"
+
+
+@pytest.mark.asyncio
+async def test_stop_before_exit_uses_the_first_reason() -> None:
+    runner = AttemptRunner(make_lease("s", argv=["sleep", "30"]), clock=SystemClock(), kill_grace_s=1)
+    task = asyncio.create_task(runner.run())
+    await eventually(lambda: runner.pid is not None)
+    runner.stop(StopReason.CANCELLED)
+    runner.stop(StopReason.TIMEOUT)
+    result = await asyncio.wait_for(task, WAIT_S)
+    assert result.outcome == common_pb2.ATTEMPT_CANCELLED
+
+
+def test_outbox_is_durable_and_tolerates_debris(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path)
+    token = common_pb2.FencingToken(term=1, index=2)
+    result = common_pb2.AttemptResult(
+        execution_id="a/../b", token=token, outcome=common_pb2.ATTEMPT_SUCCEEDED
+    )
+    outbox.put(result)
+    (tmp_path / "x.1.1.result.123.tmp").write_bytes(b"half")
+    (tmp_path / "bad.1.1.result").write_bytes(b"\xff\xff\xff")
+    reloaded = Outbox(tmp_path)
+    assert reloaded.pending() == [result]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("h-")) == [
+        "bad.1.1.result.corrupt"
+    ]
+    assert reloaded.remove([result_key(result), ("unknown", 0, 0)]) == 1
+    assert len(Outbox(tmp_path)) == 0
+
+
+def test_cli_defaults_and_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    parser = build_parser()
+    config = config_from_args(parser.parse_args(["--id", "w1"]), environ={"CRONRAFT_SERVER": "h1:1,h2:2"})
+    assert config.servers == ("h1:1", "h2:2")
+    assert config.outbox_dir == Path("data/worker-w1/outbox")
+    assert config.capacity == 4
+    assert config.queues == ("default",)
+    args = parser.parse_args(
+        [
+            *("--server", "a:1,b:2", "--id", "w2", "--capacity", "8", "--queue", "q1", "--queue", "q2"),
+            *("--label", "zone=a", "--kill-grace", "500ms", "--outbox-dir", "/tmp/ob"),
+        ]
+    )
+    config = config_from_args(args, environ={})
+    assert config.servers == ("a:1", "b:2")
+    assert config.queues == ("q1", "q2")
+    assert dict(config.labels) == {"zone": "a"}
+    assert config.kill_grace_s == 0.5
+    assert config.outbox_dir == Path("/tmp/ob")
+    assert config_from_args(parser.parse_args([]), environ={}).servers == ("127.0.0.1:50051",)
+    assert parse_duration("2m") == 120.0
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--label", "novalue"])
