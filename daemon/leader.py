@@ -122,7 +122,7 @@ class LeaderCore:
         self._pending_overflow = len(found) > limit
         for ex in found[:limit]:
             if ex.execution_id not in self._granting:
-                self._pending[ex.execution_id] = sm._priority_rank(ex.priority)
+                self._pending[ex.execution_id] = sm.priority_rank(ex.priority)
 
     # ------------------------------------------------------------------------------------- workers
 
@@ -151,7 +151,12 @@ class LeaderCore:
         for ref in leases:
             lease = self.leases.get(ref.execution_id)
             token = token_tuple(ref.token)
-            if lease is not None and lease.token == token and lease.worker_id == worker_id and not lease.expiring:
+            if (
+                lease is not None
+                and lease.token == token
+                and lease.worker_id == worker_id
+                and not lease.expiring
+            ):
                 lease.deadline_mono = mono_ms + self.settings.lease_ttl_ms + self.settings.expiry_grace_ms
                 ack.renewed.append(ref.execution_id)
             elif ref.execution_id in self._completing:
@@ -160,7 +165,9 @@ class LeaderCore:
                 ack.revoked.append(ref.execution_id)
         return ack
 
-    def results(self, worker_id: str, results: Sequence[common_pb2.AttemptResult], now_ms: int) -> list[Command]:
+    def results(
+        self, worker_id: str, results: Sequence[common_pb2.AttemptResult], now_ms: int
+    ) -> list[Command]:
         """Complete commands for a worker's results (the ack is sent once they commit)."""
         cmds = []
         for r in results:
@@ -297,7 +304,7 @@ class LeaderCore:
                 self._firing.discard(cmd.fire.task_id)
                 if res.applied:
                     self._schedule_in_wheel(res.task)
-                    self._pending[res.execution.execution_id] = sm._priority_rank(res.execution.priority)
+                    self._pending[res.execution.execution_id] = sm.priority_rank(res.execution.priority)
                 else:
                     self._reschedule_from_store(cmd.fire.task_id)
             elif kind == "grant":
@@ -316,11 +323,15 @@ class LeaderCore:
                 eid = cmd.expire_lease.execution_id
                 self._release(eid)
                 if res.applied and res.execution.state == common_pb2.EXECUTION_PENDING:
-                    self._pending[eid] = sm._priority_rank(res.execution.priority)
+                    self._pending[eid] = sm.priority_rank(res.execution.priority)
         for worker_id, leases in offers.items():
-            self.outgoing.append((worker_id, worker_pb2.GatewayMessage(leases=worker_pb2.LeaseOffers(leases=leases))))
+            self.outgoing.append(
+                (worker_id, worker_pb2.GatewayMessage(leases=worker_pb2.LeaseOffers(leases=leases)))
+            )
         for worker_id, ids in acks.items():
-            self.outgoing.append((worker_id, worker_pb2.GatewayMessage(acks=worker_pb2.ResultAcks(execution_ids=ids))))
+            self.outgoing.append(
+                (worker_id, worker_pb2.GatewayMessage(acks=worker_pb2.ResultAcks(execution_ids=ids)))
+            )
 
     def _worker_of_result(self, execution_id: str) -> str:
         with self.kv.read() as txn:
@@ -370,10 +381,13 @@ class LeaderCore:
                 lease = self._lease_offer(ex)
                 if lease is not None:
                     self.outgoing.append(
-                        (w.worker_id, worker_pb2.GatewayMessage(leases=worker_pb2.LeaseOffers(leases=[lease])))
+                        (
+                            w.worker_id,
+                            worker_pb2.GatewayMessage(leases=worker_pb2.LeaseOffers(leases=[lease])),
+                        )
                     )
         elif ex.state == common_pb2.EXECUTION_PENDING:
-            self._pending[execution_id] = sm._priority_rank(ex.priority)
+            self._pending[execution_id] = sm.priority_rank(ex.priority)
 
     def _release(self, execution_id: str) -> None:
         lease = self.leases.pop(execution_id, None)
@@ -382,7 +396,11 @@ class LeaderCore:
         del lease
 
     def _schedule_in_wheel(self, task: common_pb2.Task) -> None:
-        if task.state == common_pb2.TASK_SCHEDULED and task.next_fire_ms and task.next_fire_ms <= self._loaded_until:
+        if (
+            task.state == common_pb2.TASK_SCHEDULED
+            and task.next_fire_ms
+            and task.next_fire_ms <= self._loaded_until
+        ):
             self.wheel.add(task.task_id, task.next_fire_ms)
         elif task.task_id in self.wheel:
             self.wheel.cancel(task.task_id)
@@ -406,7 +424,7 @@ class LeaderCore:
                     fired = sm.read_fire(txn, f.task_id, f.nominal_time_ms)
                     task = sm.read_task(txn, f.task_id)
                 if fired is not None and fired.state == common_pb2.EXECUTION_PENDING:
-                    self._pending[fired.execution_id] = sm._priority_rank(fired.priority)
+                    self._pending[fired.execution_id] = sm.priority_rank(fired.priority)
                 if task is not None and task.next_fire_ms == f.nominal_time_ms:
                     # Not committed (yet): fire again; if it commits meanwhile, I3 rejects the copy.
                     self.wheel.add(task.task_id, task.next_fire_ms)

@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
 
 
-def _add_mono(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+def _add_mono(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     event["mono_ms"] = time.monotonic_ns() // 1_000_000
     return event
 

@@ -10,10 +10,9 @@ import sys
 
 import structlog
 
+from cronraft.daemon import logs
+from cronraft.daemon.config import Config, default_config, load_config
 from cronraft.errors import ConfigError, CronraftError
-
-from . import logs
-from .config import Config, default_config, load_config
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -25,7 +24,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def _serve(config: Config) -> None:
-    from .node import Node
+    from cronraft.daemon.node import Node
 
     node = Node(config)
     stop = asyncio.Event()
@@ -51,11 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import uvloop
 
-        runner = uvloop.run
-    except ImportError:  # pragma: no cover - uvloop is a dependency; keep a clear fallback
-        runner = asyncio.run
-    try:
-        runner(_serve(config))
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(_serve(config))
     except CronraftError as e:
         print(f"schedd: {e}", file=sys.stderr)
         return 1

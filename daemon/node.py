@@ -7,6 +7,7 @@ the `cronraft-leader` trailing metadata (the SDK follows it). Reads are served f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 
 import grpc
@@ -14,6 +15,10 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from cronraft.daemon.clock import Clock, SystemClock
+from cronraft.daemon.config import Config
+from cronraft.daemon.leader import LeaderSettings
+from cronraft.daemon.runner import LeaderRunner
 from cronraft.errors import CronraftError, NotLeader, Unavailable
 from cronraft.proto.v1 import (
     cluster_pb2,
@@ -28,11 +33,6 @@ from cronraft.raft.groupcommit import GroupCommitter
 from cronraft.raft.replicator import RaftMember, RaftStatus, ReplicatorConfig, SyncObjReplicator
 from cronraft.raft.state import StateMachine
 from cronraft.raft.store import LmdbKV
-
-from .clock import Clock, SystemClock
-from .config import Config
-from .leader import LeaderSettings
-from .runner import LeaderRunner
 
 log = structlog.get_logger("cronraft.node")
 
@@ -80,10 +80,14 @@ class Node:
     # --------------------------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        from .servicers import ClusterServicer, SchedulerServicer, WorkerGatewayServicer
+        from cronraft.daemon.servicers import ClusterServicer, SchedulerServicer, WorkerGatewayServicer
 
         loop = asyncio.get_running_loop()
-        self.replicator.on_state_change(lambda _st: loop.call_soon_threadsafe(self._state_changed.set))
+
+        def notify(_st: RaftStatus) -> None:
+            loop.call_soon_threadsafe(self._state_changed.set)
+
+        self.replicator.on_state_change(notify)
         self.replicator.start()
         self.committer.start()
 
@@ -116,7 +120,9 @@ class Node:
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         self._server = server
         self._watch_task = asyncio.create_task(self._watch_leadership(), name="leadership-watch")
-        log.info("node started", node=self.config.node.id, grpc=addr, raft=self.config.self_member.raft_address)
+        log.info(
+            "node started", node=self.config.node.id, grpc=addr, raft=self.config.self_member.raft_address
+        )
 
     async def stop(self) -> None:
         self._stopping = True
@@ -125,10 +131,8 @@ class Node:
             await self._health.enter_graceful_shutdown()
         if self._watch_task is not None:
             self._watch_task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._watch_task
-            except (asyncio.CancelledError, Exception):
-                pass
         if self.runner is not None:
             await self.runner.stop()
             self.runner = None
@@ -170,10 +174,8 @@ class Node:
                 await runner.stop(self.leader_grpc_address(st) or "")
                 log.info("stepped down", term=runner.term, leader=st.leader_id)
             self._state_changed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._state_changed.wait(), 0.05)
-            except TimeoutError:
-                pass
 
     def leader_grpc_address(self, st: RaftStatus | None = None) -> str | None:
         st = st or self.replicator.status()

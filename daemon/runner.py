@@ -9,20 +9,20 @@ are closed with NotLeader when the term ends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
 
+from cronraft.daemon.clock import Clock
+from cronraft.daemon.leader import LeaderCore, LeaderSettings
 from cronraft.errors import CronraftError
 from cronraft.proto.v1 import commands_pb2, common_pb2, worker_pb2
 from cronraft.raft.codec import make_id
 from cronraft.raft.groupcommit import GroupCommitter
 from cronraft.raft.kv import KV
-
-from .clock import Clock
-from .leader import LeaderCore, LeaderSettings
 
 log = structlog.get_logger("cronraft.leader")
 
@@ -87,10 +87,8 @@ class LeaderRunner:
         self._sessions.clear()
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
         for t in list(self._inflight):
             t.cancel()
 
@@ -117,10 +115,8 @@ class LeaderRunner:
             delay = self.core.next_wakeup_ms(clock.now_ms(), clock.mono_ms())
             if delay > 0:
                 self._wake.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), delay / 1000)
-                except TimeoutError:
-                    pass
 
     def _propose(self, cmds: Sequence[commands_pb2.Command]) -> None:
         task = asyncio.create_task(self._propose_and_apply(list(cmds)))
@@ -138,7 +134,9 @@ class LeaderRunner:
         self._flush()
         self._wake.set()
 
-    def observe(self, cmds: Sequence[commands_pb2.Command], results: Sequence[commands_pb2.CommandResult]) -> None:
+    def observe(
+        self, cmds: Sequence[commands_pb2.Command], results: Sequence[commands_pb2.CommandResult]
+    ) -> None:
         """Client commands that committed on this leader (tasks created or cancelled) reach the wheel."""
         self.core.on_committed(cmds, results, self._clock.now_ms(), self._clock.mono_ms())
         self._wake.set()

@@ -12,6 +12,7 @@ import grpc
 import structlog
 
 from cronraft import errors
+from cronraft.daemon.runner import new_id
 from cronraft.proto.v1 import (
     cluster_pb2,
     cluster_pb2_grpc,
@@ -25,10 +26,8 @@ from cronraft.proto.v1 import (
 from cronraft.raft import state as sm
 from cronraft.raft.validate import validate_spec
 
-from .runner import new_id
-
 if TYPE_CHECKING:
-    from .node import Node
+    from cronraft.daemon.node import Node
 
 log = structlog.get_logger("cronraft.api")
 
@@ -209,11 +208,15 @@ class WorkerGatewayServicer(worker_pb2_grpc.WorkerGatewayServicer):
         except StopAsyncIteration:
             return
         if first.WhichOneof("kind") != "hello" or not first.hello.worker_id:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "hello: the first message must be a Hello with a worker_id")
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "hello: the first message must be a Hello with a worker_id"
+            )
         try:
             runner = self.node.leader_runner()
         except errors.NotLeader as e:
-            yield worker_pb2.GatewayMessage(not_leader=worker_pb2.NotLeader(leader_address=e.leader_address or ""))
+            yield worker_pb2.GatewayMessage(
+                not_leader=worker_pb2.NotLeader(leader_address=e.leader_address or "")
+            )
             return
         session = runner.attach(first.hello)
         log.info("worker connected", worker=first.hello.worker_id, capacity=first.hello.capacity)

@@ -101,12 +101,14 @@ def _fire_key(task16: bytes, nominal_ms: int) -> bytes:
 
 
 def _pending_key(ex: Execution, exec16: bytes) -> bytes:
-    return bytes([_priority_rank(ex.priority)]) + u64(ex.fired_at_ms) + exec16
+    return bytes([priority_rank(ex.priority)]) + u64(ex.fired_at_ms) + exec16
 
 
-def _priority_rank(p: int) -> int:
+def priority_rank(p: int) -> int:
     # HIGH first; UNSPECIFIED means MEDIUM.
-    return {common_pb2.HIGH: 0, common_pb2.LOW: 2}.get(p, 1)
+    if p == common_pb2.HIGH:
+        return 0
+    return 2 if p == common_pb2.LOW else 1
 
 
 # ------------------------------------------------------------------------------------------- readers
@@ -592,6 +594,7 @@ __all__ = [
     "list_executions",
     "list_tasks",
     "pending_executions",
+    "priority_rank",
     "read_epoch",
     "read_execution",
     "read_fire",

@@ -67,15 +67,10 @@ def main() -> int:
             stale = [
                 p.name
                 for p in produced
-                if not (PROTO_DIR / p.name).exists()
-                or not filecmp.cmp(p, PROTO_DIR / p.name, shallow=False)
+                if not (PROTO_DIR / p.name).exists() or not filecmp.cmp(p, PROTO_DIR / p.name, shallow=False)
             ]
             names = {p.name for p in produced}
-            extra = [
-                p.name
-                for p in PROTO_DIR.iterdir()
-                if p.name.endswith(SUFFIXES) and p.name not in names
-            ]
+            extra = [p.name for p in PROTO_DIR.iterdir() if p.name.endswith(SUFFIXES) and p.name not in names]
             if stale or extra:
                 print(
                     "generated protobuf code is stale: run `make proto` "

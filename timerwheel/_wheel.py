@@ -262,7 +262,7 @@ class TimingWheel(Generic[K]):
             shift = bits * level
             upper = shift + bits
             start = ((self._cur >> upper) << upper) | (slot << shift)
-            if start > target + 1:
+            if start > target:
                 return
             self._cur = start
             loc = (level << bits) | slot

@@ -87,7 +87,8 @@ class Cluster:
             (f"node{i + 1}", f"127.0.0.1:{ports[i]}", f"127.0.0.1:{ports[self.n + i]}") for i in range(self.n)
         ]
         member_toml = "".join(
-            f'[[cluster.members]]\nid = "{m}"\ngrpc_address = "{g}"\nraft_address = "{r}"\n\n' for m, g, r in members
+            f'[[cluster.members]]\nid = "{m}"\ngrpc_address = "{g}"\nraft_address = "{r}"\n\n'
+            for m, g, r in members
         )
         secret = 'secret_env = "CRONRAFT_CLUSTER_SECRET"\n' if self.n > 1 else ""
         for node_id, grpc_addr, _ in members:

@@ -13,6 +13,7 @@ is everything above it: apply, fencing, dedup, and the leader duties across fail
 
 from __future__ import annotations
 
+import contextlib
 import random
 from dataclasses import dataclass, field
 
@@ -105,7 +106,9 @@ class SimCluster:
         self.clock = FakeClock(start_ms)
         self.nodes = [SimNode(f"n{i + 1}") for i in range(n)]
         self.log: list[bytes] = []
-        self.settings = settings or LeaderSettings(horizon_ms=10_000, lease_ttl_ms=5_000, expiry_grace_ms=2_000)
+        self.settings = settings or LeaderSettings(
+            horizon_ms=10_000, lease_ttl_ms=5_000, expiry_grace_ms=2_000
+        )
         self.drop_rate = drop_rate
         self.partitioned: set[str] = set()
         self.term = 0
@@ -231,19 +234,15 @@ class SimCluster:
             if results:
                 cmds = core.results(w.worker_id, results, now)
                 if cmds:
-                    try:
+                    with contextlib.suppress(OutcomeUnknown):
                         self._run(cmds)
-                    except OutcomeUnknown:
-                        pass
             ack = core.heartbeat(w.worker_id, w.lease_refs(), mono)
             for eid in ack.revoked:
                 w.running.pop(eid, None)
         cmds = core.tick(now, mono)
         if cmds:
-            try:
+            with contextlib.suppress(OutcomeUnknown):
                 self._run(cmds)
-            except OutcomeUnknown:
-                pass
         self._deliver()
 
     def _deliver(self) -> None:

@@ -63,7 +63,9 @@ def test_every_due_fire_runs_once_across_leader_crashes() -> None:
     sim.add_worker("w2")
     sim.clock.advance(1)
     task = _create(sim, _spec("every-minute", _cron("* * * * *")))
-    one_time = _create(sim, _spec("once", common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=sim.clock.now + 90_000))))
+    one_time = _create(
+        sim, _spec("once", common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=sim.clock.now + 90_000)))
+    )
 
     for minute in range(30):
         sim.run_for(MINUTE, step_ms=250)
@@ -91,7 +93,9 @@ def test_worker_crash_expires_lease_and_retries_with_a_newer_token() -> None:
     sim = SimCluster(3, seed=2)
     w1 = sim.add_worker("w1", capacity=1, run_ms=60_000)
     sim.clock.advance(1)
-    task = _create(sim, _spec("long", common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=sim.clock.now + 1_000))))
+    task = _create(
+        sim, _spec("long", common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=sim.clock.now + 1_000)))
+    )
     sim.run_for(2_000)
     assert len(w1.running) == 1
     first_token = w1.started[0][2]
@@ -110,7 +114,9 @@ def test_stale_token_result_is_rejected() -> None:
     sim = SimCluster(3, seed=3)
     w1 = sim.add_worker("w1", capacity=1, run_ms=60_000)
     sim.clock.advance(1)
-    task = _create(sim, _spec("t", common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=sim.clock.now + 1_000))))
+    task = _create(
+        sim, _spec("t", common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=sim.clock.now + 1_000)))
+    )
     sim.run_for(2_000)
     old_lease = next(iter(w1.running.values())).lease
     w1.connected = False  # partitioned: the leader stops hearing from it
@@ -217,7 +223,9 @@ def test_wheel_holds_only_the_horizon(n_far: int) -> None:
     for i in range(n_far):
         _create(sim, _spec(f"far{i}", common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=far + i))))
     for i in range(3):
-        _create(sim, _spec(f"near{i}", common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=sim.clock.now + 2_000))))
+        _create(
+            sim, _spec(f"near{i}", common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=sim.clock.now + 2_000)))
+        )
     sim.step(100)
     assert sim.core is not None
     assert len(sim.core.wheel) == 3

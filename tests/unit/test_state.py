@@ -52,7 +52,9 @@ def spec(schedule: common_pb2.Schedule | None = None, **kw: object) -> common_pb
 
 
 def create(task_id: str, s: common_pb2.TaskSpec, at: int = T0 + 1, rid: str = "") -> Command:
-    return Command(request_id=rid, stamped_at_ms=at, create_task=commands_pb2.CreateTask(task_id=task_id, spec=s))
+    return Command(
+        request_id=rid, stamped_at_ms=at, create_task=commands_pb2.CreateTask(task_id=task_id, spec=s)
+    )
 
 
 def epoch(term: int) -> Command:
@@ -67,14 +69,20 @@ def fire(task_id: str, nominal: int, eid: str, at: int | None = None) -> Command
 
 
 def grant(eid: str, worker: str = "w1") -> Command:
-    return Command(stamped_at_ms=T0, grant=commands_pb2.Grant(execution_id=eid, worker_id=worker, lease_ttl_ms=1000))
+    return Command(
+        stamped_at_ms=T0, grant=commands_pb2.Grant(execution_id=eid, worker_id=worker, lease_ttl_ms=1000)
+    )
 
 
-def complete(eid: str, token: common_pb2.FencingToken, outcome: int = common_pb2.ATTEMPT_SUCCEEDED) -> Command:
+def complete(
+    eid: str, token: common_pb2.FencingToken, outcome: int = common_pb2.ATTEMPT_SUCCEEDED
+) -> Command:
     return Command(
         stamped_at_ms=T0,
         complete=commands_pb2.Complete(
-            execution_id=eid, token=token, result=common_pb2.AttemptResult(outcome=outcome, stdout_tail=b"out")
+            execution_id=eid,
+            token=token,
+            result=common_pb2.AttemptResult(outcome=outcome, stdout_tail=b"out"),
         ),
     )
 
@@ -198,7 +206,7 @@ def test_lease_expiry_respects_max_attempts_and_at_most_once() -> None:
 def test_one_time_task_completes_after_its_fire_and_cancel_drops_pending() -> None:
     log = Log()
     at = common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=T0 + 5_000))
-    (c,) = log.apply(create(tid(1), spec(at)))
+    (_c,) = log.apply(create(tid(1), spec(at)))
     (f,) = log.apply(fire(tid(1), T0 + 5_000, tid(100)))
     assert f.task.state == common_pb2.TASK_COMPLETED and f.task.next_fire_ms == 0
     (c2,) = log.apply(create(tid(2), spec()))
@@ -219,7 +227,7 @@ def test_list_tasks_filters_and_pages() -> None:
     with log.sm.kv.read() as txn:
         page, token = sm.list_tasks(txn, page_size=3)
         assert [t.task_id for t in page] == [tid(1), tid(2), tid(3)] and token
-        page2, token2 = sm.list_tasks(txn, page_size=3, page_token=token)
+        page2, _token2 = sm.list_tasks(txn, page_size=3, page_token=token)
         assert [t.task_id for t in page2] == [tid(4), tid(5), tid(6)]
         a, _ = sm.list_tasks(txn, tags={"team": "a"})
         assert [t.spec.name for t in a] == ["job-1", "job-3", "job-5"]

@@ -147,6 +147,7 @@ def test_many_cancels_in_every_container() -> None:
     for i in range(1000):
         if i % 10:
             assert wheel.cancel(i)
+    _check_invariants(wheel)  # includes the heaps' dead-item accounting after compaction
     kept = sorted((wheel.deadline_of(i), i) for i in range(0, 1000, 10))
     assert len(wheel) == 100
     assert wheel.next_deadline() == kept[0][0]
