@@ -56,7 +56,6 @@ class LeaseState:
     execution_id: str
     token: Token
     worker_id: str
-    deadline_mono: int
     expiring: bool = False
 
 
@@ -82,12 +81,16 @@ class LeaderCore:
         self.wheel: TimingWheel[str] = TimingWheel(now_ms=0)
         self._loaded_until = -1  # due-index loaded into the wheel up to and including this time
         self._firing: set[str] = set()  # task ids with a Fire proposed, not yet answered
-        self._pending: dict[str, int] = {}  # execution id -> priority rank, waiting for a worker
+        # Executions waiting for a worker, one insertion-ordered set per priority rank (high first).
+        self._pending: tuple[dict[str, None], ...] = ({}, {}, {})
         self._pending_overflow = False  # more pending executions in the store than in memory
         self._granting: set[str] = set()
         self._completing: set[str] = set()
         self.workers: dict[str, WorkerState] = {}
         self.leases: dict[str, LeaseState] = {}
+        # Lease deadlines on the monotonic clock, in a second wheel: expiry and renewal are O(1) and a
+        # tick does not scan every running lease.
+        self.lease_deadlines: TimingWheel[str] = TimingWheel(now_ms=0)
         self.outgoing: list[tuple[str, worker_pb2.GatewayMessage]] = []
         self._retry: list[Command] = []  # commands to propose again after a failed proposal
 
@@ -100,6 +103,7 @@ class LeaderCore:
     def on_epoch_committed(self, now_ms: int, mono_ms: int) -> None:
         """Load what the previous leaders left: running leases (waited out), pending executions."""
         self.wheel = TimingWheel(now_ms=now_ms)
+        self.lease_deadlines = TimingWheel(now_ms=mono_ms)
         deadline = mono_ms + self.settings.lease_ttl_ms + self.settings.expiry_grace_ms
         with self.kv.read() as txn:
             for ex in sm.running_executions(txn):
@@ -108,12 +112,17 @@ class LeaderCore:
         self.ready = True
 
     def _track_lease(self, ex: common_pb2.Execution, deadline_mono: int) -> None:
-        self.leases[ex.execution_id] = LeaseState(
-            ex.execution_id, token_tuple(ex.token), ex.worker_id, deadline_mono
-        )
+        self.leases[ex.execution_id] = LeaseState(ex.execution_id, token_tuple(ex.token), ex.worker_id)
+        self.lease_deadlines.add(ex.execution_id, deadline_mono)
         w = self.workers.get(ex.worker_id)
         if w is not None:
             w.inflight.add(ex.execution_id)
+
+    def _pend(self, execution_id: str, priority: int) -> None:
+        self._pending[sm.priority_rank(priority)][execution_id] = None
+
+    def _pending_count(self) -> int:
+        return sum(len(p) for p in self._pending)
 
     def _refill_pending(self) -> None:
         limit = self.settings.pending_load_limit
@@ -122,7 +131,7 @@ class LeaderCore:
         self._pending_overflow = len(found) > limit
         for ex in found[:limit]:
             if ex.execution_id not in self._granting:
-                self._pending[ex.execution_id] = sm.priority_rank(ex.priority)
+                self._pend(ex.execution_id, ex.priority)
 
     # ------------------------------------------------------------------------------------- workers
 
@@ -157,7 +166,9 @@ class LeaderCore:
                 and lease.worker_id == worker_id
                 and not lease.expiring
             ):
-                lease.deadline_mono = mono_ms + self.settings.lease_ttl_ms + self.settings.expiry_grace_ms
+                self.lease_deadlines.add(
+                    ref.execution_id, mono_ms + self.settings.lease_ttl_ms + self.settings.expiry_grace_ms
+                )
                 ack.renewed.append(ref.execution_id)
             elif ref.execution_id in self._completing:
                 ack.renewed.append(ref.execution_id)  # its result is being committed
@@ -197,8 +208,9 @@ class LeaderCore:
                 continue
             self._firing.add(task_id)
             cmds.extend(self._fire_commands(task_id, due_ms, now_ms))
-        for lease in self.leases.values():
-            if not lease.expiring and lease.deadline_mono <= mono_ms:
+        for execution_id, _deadline in self.lease_deadlines.advance(mono_ms):
+            lease = self.leases.get(execution_id)
+            if lease is not None and not lease.expiring:
                 lease.expiring = True
                 cmds.append(
                     Command(
@@ -247,26 +259,26 @@ class LeaderCore:
         return cmds
 
     def _grant_pending(self, now_ms: int, budget: int) -> list[Command]:
-        if not self._pending and self._pending_overflow:
+        if not self._pending_count() and self._pending_overflow:
             self._refill_pending()
-        if not self._pending or not any(w.free() > 0 for w in self.workers.values()):
+        if not self._pending_count() or not any(w.free() > 0 for w in self.workers.values()):
             return []
         cmds: list[Command] = []
-        order = sorted(self._pending.items(), key=lambda kv: kv[1])  # stable: rank, then arrival
         with self.kv.read() as txn:
-            for execution_id, _rank in order:
-                if len(cmds) >= budget:
-                    break
-                ex = sm.read_execution(txn, execution_id)
-                if ex is None or ex.state != common_pb2.EXECUTION_PENDING:
-                    del self._pending[execution_id]
-                    continue
-                task = sm.read_task(txn, ex.task_id)
-                worker = self._pick_worker(task.spec.queue if task else "")
-                if worker is None:
-                    continue  # no eligible worker for this queue right now
-                del self._pending[execution_id]
-                cmds.append(self._grant_command(execution_id, worker, now_ms))
+            for rank in self._pending:
+                for execution_id in list(rank):
+                    if len(cmds) >= budget or not any(w.free() > 0 for w in self.workers.values()):
+                        return cmds
+                    ex = sm.read_execution(txn, execution_id)
+                    if ex is None or ex.state != common_pb2.EXECUTION_PENDING:
+                        del rank[execution_id]
+                        continue
+                    task = sm.read_task(txn, ex.task_id)
+                    worker = self._pick_worker(task.spec.queue if task else "")
+                    if worker is None:
+                        continue  # no eligible worker for this queue right now
+                    del rank[execution_id]
+                    cmds.append(self._grant_command(execution_id, worker, now_ms))
         return cmds
 
     def _pick_worker(self, queue: str) -> WorkerState | None:
@@ -304,7 +316,7 @@ class LeaderCore:
                 self._firing.discard(cmd.fire.task_id)
                 if res.applied:
                     self._schedule_in_wheel(res.task)
-                    self._pending[res.execution.execution_id] = sm.priority_rank(res.execution.priority)
+                    self._pend(res.execution.execution_id, res.execution.priority)
                 else:
                     self._reschedule_from_store(cmd.fire.task_id)
             elif kind == "grant":
@@ -323,7 +335,7 @@ class LeaderCore:
                 eid = cmd.expire_lease.execution_id
                 self._release(eid)
                 if res.applied and res.execution.state == common_pb2.EXECUTION_PENDING:
-                    self._pending[eid] = sm.priority_rank(res.execution.priority)
+                    self._pend(eid, res.execution.priority)
         for worker_id, leases in offers.items():
             self.outgoing.append(
                 (worker_id, worker_pb2.GatewayMessage(leases=worker_pb2.LeaseOffers(leases=leases)))
@@ -387,13 +399,16 @@ class LeaderCore:
                         )
                     )
         elif ex.state == common_pb2.EXECUTION_PENDING:
-            self._pending[execution_id] = sm.priority_rank(ex.priority)
+            self._pend(execution_id, ex.priority)
 
     def _release(self, execution_id: str) -> None:
         lease = self.leases.pop(execution_id, None)
-        for w in self.workers.values():
-            w.inflight.discard(execution_id)
-        del lease
+        self.lease_deadlines.cancel(execution_id)
+        if lease is not None and lease.worker_id in self.workers:
+            self.workers[lease.worker_id].inflight.discard(execution_id)
+        else:
+            for w in self.workers.values():
+                w.inflight.discard(execution_id)
 
     def _schedule_in_wheel(self, task: common_pb2.Task) -> None:
         if (
@@ -424,7 +439,7 @@ class LeaderCore:
                     fired = sm.read_fire(txn, f.task_id, f.nominal_time_ms)
                     task = sm.read_task(txn, f.task_id)
                 if fired is not None and fired.state == common_pb2.EXECUTION_PENDING:
-                    self._pending[fired.execution_id] = sm.priority_rank(fired.priority)
+                    self._pend(fired.execution_id, fired.priority)
                 if task is not None and task.next_fire_ms == f.nominal_time_ms:
                     # Not committed (yet): fire again; if it commits meanwhile, I3 rejects the copy.
                     self.wheel.add(task.task_id, task.next_fire_ms)
@@ -442,6 +457,7 @@ class LeaderCore:
                 lease = self.leases.get(cmd.expire_lease.execution_id)
                 if lease is not None:
                     lease.expiring = False
+                    self.lease_deadlines.add(lease.execution_id, mono_ms)  # propose it again
 
     # ------------------------------------------------------------------------------------- timing
 
@@ -451,9 +467,9 @@ class LeaderCore:
         nd = self.wheel.next_deadline()
         if nd is not None:
             wait = min(wait, nd - now_ms)
-        for lease in self.leases.values():
-            if not lease.expiring:
-                wait = min(wait, lease.deadline_mono - mono_ms)
+        ld = self.lease_deadlines.next_deadline()
+        if ld is not None:
+            wait = min(wait, ld - mono_ms)
         if self._retry:
             wait = 0
         return max(0, wait)
