@@ -81,8 +81,9 @@ class LeaderCore:
         self.wheel: TimingWheel[str] = TimingWheel(now_ms=0)
         self._loaded_until = -1  # due-index loaded into the wheel up to and including this time
         self._firing: set[str] = set()  # task ids with a Fire proposed, not yet answered
-        # Executions waiting for a worker, one insertion-ordered set per priority rank (high first).
-        self._pending: tuple[dict[str, None], ...] = ({}, {}, {})
+        # Executions waiting for a worker: per queue, one insertion-ordered set per priority rank (high
+        # first). Per queue, so that work for a queue nobody serves costs nothing while others dispatch.
+        self._pending: dict[str, tuple[dict[str, None], ...]] = {}
         self._pending_overflow = False  # more pending executions in the store than in memory
         self._granting: set[str] = set()
         self._completing: set[str] = set()
@@ -118,11 +119,15 @@ class LeaderCore:
         if w is not None:
             w.inflight.add(ex.execution_id)
 
-    def _pend(self, execution_id: str, priority: int) -> None:
-        self._pending[sm.priority_rank(priority)][execution_id] = None
+    def _pend(self, ex: common_pb2.Execution) -> None:
+        with self.kv.read() as txn:
+            task = sm.read_task(txn, ex.task_id)
+        queue = (task.spec.queue if task else "") or "default"
+        ranks = self._pending.setdefault(queue, ({}, {}, {}))
+        ranks[sm.priority_rank(ex.priority)][ex.execution_id] = None
 
     def _pending_count(self) -> int:
-        return sum(len(p) for p in self._pending)
+        return sum(len(r) for ranks in self._pending.values() for r in ranks)
 
     def _refill_pending(self) -> None:
         limit = self.settings.pending_load_limit
@@ -131,7 +136,7 @@ class LeaderCore:
         self._pending_overflow = len(found) > limit
         for ex in found[:limit]:
             if ex.execution_id not in self._granting:
-                self._pend(ex.execution_id, ex.priority)
+                self._pend(ex)
 
     # ------------------------------------------------------------------------------------- workers
 
@@ -261,24 +266,19 @@ class LeaderCore:
     def _grant_pending(self, now_ms: int, budget: int) -> list[Command]:
         if not self._pending_count() and self._pending_overflow:
             self._refill_pending()
-        if not self._pending_count() or not any(w.free() > 0 for w in self.workers.values()):
-            return []
+        served = {q for w in self.workers.values() if w.free() > 0 for q in w.queues}
         cmds: list[Command] = []
         with self.kv.read() as txn:
-            for rank in self._pending:
-                for execution_id in list(rank):
-                    if len(cmds) >= budget or not any(w.free() > 0 for w in self.workers.values()):
-                        return cmds
-                    ex = sm.read_execution(txn, execution_id)
-                    if ex is None or ex.state != common_pb2.EXECUTION_PENDING:
+            for queue in served & self._pending.keys():
+                for rank in self._pending[queue]:
+                    for execution_id in list(rank):
+                        worker = self._pick_worker(queue)
+                        if worker is None or len(cmds) >= budget:
+                            break
                         del rank[execution_id]
-                        continue
-                    task = sm.read_task(txn, ex.task_id)
-                    worker = self._pick_worker(task.spec.queue if task else "")
-                    if worker is None:
-                        continue  # no eligible worker for this queue right now
-                    del rank[execution_id]
-                    cmds.append(self._grant_command(execution_id, worker, now_ms))
+                        ex = sm.read_execution(txn, execution_id)
+                        if ex is not None and ex.state == common_pb2.EXECUTION_PENDING:
+                            cmds.append(self._grant_command(execution_id, worker, now_ms))
         return cmds
 
     def _pick_worker(self, queue: str) -> WorkerState | None:
@@ -316,7 +316,7 @@ class LeaderCore:
                 self._firing.discard(cmd.fire.task_id)
                 if res.applied:
                     self._schedule_in_wheel(res.task)
-                    self._pend(res.execution.execution_id, res.execution.priority)
+                    self._pend(res.execution)
                 else:
                     self._reschedule_from_store(cmd.fire.task_id)
             elif kind == "grant":
@@ -335,7 +335,7 @@ class LeaderCore:
                 eid = cmd.expire_lease.execution_id
                 self._release(eid)
                 if res.applied and res.execution.state == common_pb2.EXECUTION_PENDING:
-                    self._pend(eid, res.execution.priority)
+                    self._pend(res.execution)
         for worker_id, leases in offers.items():
             self.outgoing.append(
                 (worker_id, worker_pb2.GatewayMessage(leases=worker_pb2.LeaseOffers(leases=leases)))
@@ -399,7 +399,7 @@ class LeaderCore:
                         )
                     )
         elif ex.state == common_pb2.EXECUTION_PENDING:
-            self._pend(execution_id, ex.priority)
+            self._pend(ex)
 
     def _release(self, execution_id: str) -> None:
         lease = self.leases.pop(execution_id, None)
@@ -439,7 +439,7 @@ class LeaderCore:
                     fired = sm.read_fire(txn, f.task_id, f.nominal_time_ms)
                     task = sm.read_task(txn, f.task_id)
                 if fired is not None and fired.state == common_pb2.EXECUTION_PENDING:
-                    self._pend(fired.execution_id, fired.priority)
+                    self._pend(fired)
                 if task is not None and task.next_fire_ms == f.nominal_time_ms:
                     # Not committed (yet): fire again; if it commits meanwhile, I3 rejects the copy.
                     self.wheel.add(task.task_id, task.next_fire_ms)

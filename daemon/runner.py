@@ -119,15 +119,23 @@ class LeaderRunner:
                     await asyncio.wait_for(self._wake.wait(), delay / 1000)
 
     def _propose(self, cmds: Sequence[commands_pb2.Command]) -> None:
-        task = asyncio.create_task(self._propose_and_apply(list(cmds)))
-        self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
+        # One submission must fit one entry; a burst of due fires is split into several.
+        step = self._committer.max_batch
+        for i in range(0, len(cmds), step):
+            task = asyncio.create_task(self._propose_and_apply(list(cmds[i : i + step])))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
 
     async def _propose_and_apply(self, cmds: list[commands_pb2.Command]) -> None:
         try:
             results = await self._committer.submit(cmds)
         except CronraftError as e:
             log.warning("proposal failed", commands=len(cmds), error=str(e))
+            self.core.on_proposal_failed(cmds, self._clock.mono_ms())
+        except Exception:
+            # A bug, not a cluster condition; the core must still learn the outcome is unknown, or the
+            # fires in this batch would stay "in flight" forever.
+            log.exception("proposal crashed", commands=len(cmds))
             self.core.on_proposal_failed(cmds, self._clock.mono_ms())
         else:
             self.core.on_committed(cmds, results, self._clock.now_ms(), self._clock.mono_ms())

@@ -57,6 +57,11 @@ class GroupCommitter:
         self.entries_proposed = 0  # counters for metrics and tests
         self.commands_proposed = 0
 
+    @property
+    def max_batch(self) -> int:
+        """The most commands one submission may carry."""
+        return self._max_batch
+
     def start(self) -> None:
         """Start the flusher on the running event loop (called from inside it)."""
         if self._flusher is not None:

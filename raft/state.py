@@ -247,6 +247,8 @@ def list_executions(
 ) -> tuple[list[Execution], str]:
     """One page of a task's executions, newest nominal time first."""
     task16 = id_bytes(task_id, field="task_id")
+    if page_token and not page_token.isdigit():
+        raise InvalidArgument("page_token", "not a token returned by a previous ListExecutions call")
     end = _fire_key(task16, int(page_token)) if page_token else task16 + b"\xff" * 8 + b"\xff"
     out: list[Execution] = []
     last_nominal: int | None = None

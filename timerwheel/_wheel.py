@@ -11,9 +11,11 @@ Contract:
 - ``advance(now_ms)`` removes and returns every ``(key, deadline_ms)`` with ``deadline_ms <= now_ms``,
   sorted by ``(deadline_ms, insertion order)``. Deadlines are exact: slots have ``tick_ms`` granularity,
   but nothing is returned before its deadline. Time never goes back: a smaller ``now_ms`` is a no-op.
-- ``next_deadline()`` is the exact earliest deadline held (not rounded to a tick), ``None`` when empty.
-- ``cancel`` is O(1); ``advance`` costs O(expired + cascaded entries + occupied slots), never
-  O(elapsed ticks), so a jump of decades is as cheap as a jump of one tick.
+- ``next_deadline()`` is the exact earliest deadline held (not rounded to a tick), ``None`` when empty;
+  O(1) while the earliest entry stays, otherwise one scan of a single slot.
+- ``add`` and ``cancel`` are O(1) (plus O(log n) heap pushes for past or far-future deadlines);
+  ``advance`` costs O(occupied slots visited + entries cascaded or expired, + k log k to sort the k
+  expired), never O(elapsed ticks), so a jump of decades costs no more than a jump of one tick.
 
 Layout (after Varghese & Lauck, "Hashed and Hierarchical Timing Wheels", SOSP 1987, with the
 Linux/``timeout.c`` rule of choosing the level by the highest bit in which the deadline tick differs
@@ -21,9 +23,10 @@ from the current tick): level ``L`` has ``2**wheel_bits`` slots of width ``tick_
 An entry lives at the level of the highest ``wheel_bits``-digit in which its tick differs from the
 current tick, in the slot named by that digit; so every occupied slot lies ahead of the current tick,
 within the current span of the level above. When the current tick enters a slot's span, the slot is
-emptied and its entries re-placed one level lower (cascade). Entries whose ticks are in the current
-tick or earlier wait in a small *ready* heap ordered by exact deadline; entries beyond the top level's
-span wait in an *overflow* heap and enter the wheels when the current tick reaches their top-level span.
+emptied and its entries re-placed at lower levels (cascade; at most ``levels`` times per entry).
+Entries whose ticks are the current tick or earlier wait in a small *ready* heap ordered by exact
+deadline; entries beyond the top level's span wait in an *overflow* heap and enter the wheels when the
+current tick reaches their top-level span.
 A bitmap per level marks occupied slots, so the next slot to visit is one bit operation away.
 """
 

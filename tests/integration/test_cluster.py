@@ -131,6 +131,27 @@ def test_bad_input_is_invalid_argument_naming_the_field(cluster: Cluster) -> Non
         assert list(client.list_tasks()) == [], "a rejected request changed state"
 
 
+def test_health_and_reflection_are_served_on_every_node(cluster: Cluster) -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    for node in cluster.nodes:
+        with grpc.insecure_channel(node.grpc_address) as ch:
+            health = health_pb2_grpc.HealthStub(ch).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=5
+            )
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+            stub = reflection_pb2_grpc.ServerReflectionStub(ch)
+            (resp,) = list(
+                stub.ServerReflectionInfo(
+                    iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+                )
+            )
+            names = {s.name for s in resp.list_services_response.service}
+            assert {"cronraft.v1.Scheduler", "cronraft.v1.WorkerGateway", "cronraft.v1.Cluster"} <= names
+
+
 def test_restarted_node_catches_up(cluster: Cluster) -> None:
     leader = cluster.wait_leader()
     follower = next(n for n in cluster.nodes if n is not leader)
