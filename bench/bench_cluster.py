@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cronraft.client import AsyncClient, Client, at, command  # noqa: E402
-from cronraft.proto.v1 import common_pb2  # noqa: E402
-from tests.integration.harness import Cluster, wait_for  # noqa: E402
+from cronraft.client import AsyncClient, Client, at, command
+from cronraft.proto.v1 import common_pb2
+from tests.integration.harness import Cluster, wait_for
 
 
 def pct(values: list[float], p: float) -> float:
@@ -137,7 +137,8 @@ def main() -> None:
     )
     print(f"create throughput ({args.concurrent} concurrent, n={args.throughput_n}): {tput:.0f} tasks/s")
     print(
-        f"fire burst ({args.burst} fires due at one instant): {fires:.0f} fires/s, all committed {burst_ms:.0f} ms after due"
+        f"fire burst ({args.burst} fires due at one instant): {fires:.0f} fires/s, "
+        f"all committed {burst_ms:.0f} ms after due"
     )
     print(
         f"start latency nominal->process start (n={args.timed}): p50 {statistics.median(start):.0f} ms, "
