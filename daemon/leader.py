@@ -162,6 +162,10 @@ class LeaderCore:
         self, worker_id: str, leases: Sequence[worker_pb2.LeaseRef], mono_ms: int
     ) -> worker_pb2.HeartbeatAck:
         ack = worker_pb2.HeartbeatAck()
+        if not self.ready:
+            # The running leases are not loaded yet: renew nothing, revoke nothing. The worker keeps its
+            # local deadline, and the next heartbeat (after the epoch commits) renews it.
+            return ack
         for ref in leases:
             lease = self.leases.get(ref.execution_id)
             token = token_tuple(ref.token)

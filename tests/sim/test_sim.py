@@ -229,3 +229,22 @@ def test_wheel_holds_only_the_horizon(n_far: int) -> None:
     sim.step(100)
     assert sim.core is not None
     assert len(sim.core.wheel) == 3
+
+
+def test_a_heartbeat_before_the_epoch_commits_revokes_nothing() -> None:
+    sim = SimCluster(3, seed=9)
+    w1 = sim.add_worker("w1", capacity=1, run_ms=8_000)
+    sim.clock.advance(1)
+    _create(sim, _spec("t", common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=sim.clock.now + 500))))
+    sim.run_for(1_000)
+    (lease,) = [a.lease for a in w1.running.values()]
+    # A new leader whose epoch has not committed yet (no quorum) hears the worker's heartbeat first.
+    sim.partitioned = {"n3"}
+    sim.crash_leader()  # n1 dies; n2 leads but cannot commit its epoch while n1 is down and n3 cut off
+    assert sim.core is not None and not sim.core.ready
+    ack = sim.core.heartbeat("w1", w1.lease_refs(), sim.clock.mono)
+    assert list(ack.revoked) == [] and list(ack.renewed) == []
+    sim.heal()
+    sim.run_for(1_000)
+    ack = sim.core.heartbeat("w1", w1.lease_refs(), sim.clock.mono)
+    assert list(ack.renewed) == [lease.execution_id]
