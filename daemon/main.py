@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
 
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(_serve(config))
+    except ConfigError as e:
+        print(f"schedd: config error: {e}", file=sys.stderr)
+        return 2
     except CronraftError as e:
         print(f"schedd: {e}", file=sys.stderr)
         return 1

@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 
 from cronraft.daemon.clock import Clock, SystemClock
 from cronraft.daemon.config import Config
+from cronraft.daemon.datadir import claim
 from cronraft.daemon.leader import LeaderSettings
 from cronraft.daemon.runner import LeaderRunner
 from cronraft.errors import CronraftError, NotLeader, Unavailable
@@ -50,7 +51,7 @@ class Node:
         self._by_id = {m.id: m for m in config.cluster.members}
 
         data = config.node.data_dir
-        data.mkdir(parents=True, exist_ok=True)
+        claim(config)  # refuses a data dir of another member or cluster
         fsync = config.cluster.durability == "fsync"
         self.kv = LmdbKV(data / "state", sync=fsync)
         self.sm = StateMachine(self.kv)
