@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from cronraft.proto.v1 import common_pb2 as cronraft_dot_proto_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n cronraft/proto/v1/commands.proto\x12\x0b\x63ronraft.v1\x1a\x1e\x63ronraft/proto/v1/common.proto\"G\n\x0c\x43ommandBatch\x12\x0f\n\x07version\x18\x01 \x01(\r\x12&\n\x08\x63ommands\x18\x02 \x03(\x0b\x32\x14.cronraft.v1.Command\"\xe6\x02\n\x07\x43ommand\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rstamped_at_ms\x18\x02 \x01(\x03\x12.\n\x0b\x63reate_task\x18\n \x01(\x0b\x32\x17.cronraft.v1.CreateTaskH\x00\x12.\n\x0b\x63\x61ncel_task\x18\x0b \x01(\x0b\x32\x17.cronraft.v1.CancelTaskH\x00\x12#\n\x05\x65poch\x18\x0c \x01(\x0b\x32\x12.cronraft.v1.EpochH\x00\x12!\n\x04\x66ire\x18\r \x01(\x0b\x32\x11.cronraft.v1.FireH\x00\x12#\n\x05grant\x18\x0e \x01(\x0b\x32\x12.cronraft.v1.GrantH\x00\x12)\n\x08\x63omplete\x18\x0f \x01(\x0b\x32\x15.cronraft.v1.CompleteH\x00\x12\x30\n\x0c\x65xpire_lease\x18\x10 \x01(\x0b\x32\x18.cronraft.v1.ExpireLeaseH\x00\x42\x06\n\x04\x62ody\"B\n\nCreateTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12#\n\x04spec\x18\x02 \x01(\x0b\x32\x15.cronraft.v1.TaskSpec\"\x1d\n\nCancelTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"(\n\x05\x45poch\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x11\n\tleader_id\x18\x02 \x01(\t\"F\n\x04\x46ire\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x17\n\x0fnominal_time_ms\x18\x02 \x01(\x03\x12\x14\n\x0c\x65xecution_id\x18\x03 \x01(\t\"F\n\x05Grant\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x14\n\x0clease_ttl_ms\x18\x03 \x01(\x03\"v\n\x08\x43omplete\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12(\n\x05token\x18\x02 \x01(\x0b\x32\x19.cronraft.v1.FencingToken\x12*\n\x06result\x18\x03 \x01(\x0b\x32\x1a.cronraft.v1.AttemptResult\"M\n\x0b\x45xpireLease\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12(\n\x05token\x18\x02 \x01(\x0b\x32\x19.cronraft.v1.FencingToken\"\x8f\x01\n\rCommandResult\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\x08\x12\x12\n\nerror_code\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x1f\n\x04task\x18\x04 \x01(\x0b\x32\x11.cronraft.v1.Task\x12)\n\texecution\x18\x05 \x01(\x0b\x32\x16.cronraft.v1.Execution\":\n\x0b\x42\x61tchResult\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.cronraft.v1.CommandResultb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n cronraft/proto/v1/commands.proto\x12\x0b\x63ronraft.v1\x1a\x1e\x63ronraft/proto/v1/common.proto\"G\n\x0c\x43ommandBatch\x12\x0f\n\x07version\x18\x01 \x01(\r\x12&\n\x08\x63ommands\x18\x02 \x03(\x0b\x32\x14.cronraft.v1.Command\"\xfe\x05\n\x07\x43ommand\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rstamped_at_ms\x18\x02 \x01(\x03\x12.\n\x0b\x63reate_task\x18\n \x01(\x0b\x32\x17.cronraft.v1.CreateTaskH\x00\x12.\n\x0b\x63\x61ncel_task\x18\x0b \x01(\x0b\x32\x17.cronraft.v1.CancelTaskH\x00\x12#\n\x05\x65poch\x18\x0c \x01(\x0b\x32\x12.cronraft.v1.EpochH\x00\x12!\n\x04\x66ire\x18\r \x01(\x0b\x32\x11.cronraft.v1.FireH\x00\x12#\n\x05grant\x18\x0e \x01(\x0b\x32\x12.cronraft.v1.GrantH\x00\x12)\n\x08\x63omplete\x18\x0f \x01(\x0b\x32\x15.cronraft.v1.CompleteH\x00\x12\x30\n\x0c\x65xpire_lease\x18\x10 \x01(\x0b\x32\x18.cronraft.v1.ExpireLeaseH\x00\x12.\n\x0bupdate_task\x18\x11 \x01(\x0b\x32\x17.cronraft.v1.UpdateTaskH\x00\x12,\n\npause_task\x18\x12 \x01(\x0b\x32\x16.cronraft.v1.PauseTaskH\x00\x12.\n\x0bresume_task\x18\x13 \x01(\x0b\x32\x17.cronraft.v1.ResumeTaskH\x00\x12\x30\n\x0ctrigger_task\x18\x14 \x01(\x0b\x32\x18.cronraft.v1.TriggerTaskH\x00\x12\x32\n\rbackfill_task\x18\x15 \x01(\x0b\x32\x19.cronraft.v1.BackfillTaskH\x00\x12\x30\n\x0cput_calendar\x18\x16 \x01(\x0b\x32\x18.cronraft.v1.PutCalendarH\x00\x12\x36\n\x0f\x64\x65lete_calendar\x18\x17 \x01(\x0b\x32\x1b.cronraft.v1.DeleteCalendarH\x00\x12\x38\n\x10\x63\x61ncel_execution\x18\x18 \x01(\x0b\x32\x1c.cronraft.v1.CancelExecutionH\x00\x42\x06\n\x04\x62ody\"\\\n\nUpdateTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12#\n\x04spec\x18\x02 \x01(\x0b\x32\x15.cronraft.v1.TaskSpec\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x04\"*\n\tPauseTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0c\n\x04note\x18\x02 \x01(\t\"4\n\nResumeTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x15\n\rreplay_missed\x18\x02 \x01(\x08\"4\n\x0bTriggerTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x02 \x01(\t\"R\n\x0c\x42\x61\x63kfillTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x66rom_ms\x18\x02 \x01(\x03\x12\r\n\x05to_ms\x18\x03 \x01(\x03\x12\x11\n\tmax_fires\x18\x04 \x01(\x05\"6\n\x0bPutCalendar\x12\'\n\x08\x63\x61lendar\x18\x01 \x01(\x0b\x32\x15.cronraft.v1.Calendar\"\x1e\n\x0e\x44\x65leteCalendar\x12\x0c\n\x04name\x18\x01 \x01(\t\"7\n\x0f\x43\x61ncelExecution\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"B\n\nCreateTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12#\n\x04spec\x18\x02 \x01(\x0b\x32\x15.cronraft.v1.TaskSpec\"\x1d\n\nCancelTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"(\n\x05\x45poch\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x11\n\tleader_id\x18\x02 \x01(\t\"F\n\x04\x46ire\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x17\n\x0fnominal_time_ms\x18\x02 \x01(\x03\x12\x14\n\x0c\x65xecution_id\x18\x03 \x01(\t\"F\n\x05Grant\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x14\n\x0clease_ttl_ms\x18\x03 \x01(\x03\"v\n\x08\x43omplete\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12(\n\x05token\x18\x02 \x01(\x0b\x32\x19.cronraft.v1.FencingToken\x12*\n\x06result\x18\x03 \x01(\x0b\x32\x1a.cronraft.v1.AttemptResult\"M\n\x0b\x45xpireLease\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12(\n\x05token\x18\x02 \x01(\x0b\x32\x19.cronraft.v1.FencingToken\"\x91\x02\n\rCommandResult\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\x08\x12\x12\n\nerror_code\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x1f\n\x04task\x18\x04 \x01(\x0b\x32\x11.cronraft.v1.Task\x12)\n\texecution\x18\x05 \x01(\x0b\x32\x16.cronraft.v1.Execution\x12\'\n\x08\x63\x61lendar\x18\x06 \x01(\x0b\x32\x15.cronraft.v1.Calendar\x12*\n\nexecutions\x18\x07 \x03(\x0b\x32\x16.cronraft.v1.Execution\x12+\n\x07\x63\x61ncels\x18\x08 \x03(\x0b\x32\x1a.cronraft.v1.CancelRequest\"b\n\rCancelRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12(\n\x05token\x18\x02 \x01(\x0b\x32\x19.cronraft.v1.FencingToken\x12\x11\n\tworker_id\x18\x03 \x01(\t\":\n\x0b\x42\x61tchResult\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.cronraft.v1.CommandResultb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,23 +35,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COMMANDBATCH']._serialized_start=81
   _globals['_COMMANDBATCH']._serialized_end=152
   _globals['_COMMAND']._serialized_start=155
-  _globals['_COMMAND']._serialized_end=513
-  _globals['_CREATETASK']._serialized_start=515
-  _globals['_CREATETASK']._serialized_end=581
-  _globals['_CANCELTASK']._serialized_start=583
-  _globals['_CANCELTASK']._serialized_end=612
-  _globals['_EPOCH']._serialized_start=614
-  _globals['_EPOCH']._serialized_end=654
-  _globals['_FIRE']._serialized_start=656
-  _globals['_FIRE']._serialized_end=726
-  _globals['_GRANT']._serialized_start=728
-  _globals['_GRANT']._serialized_end=798
-  _globals['_COMPLETE']._serialized_start=800
-  _globals['_COMPLETE']._serialized_end=918
-  _globals['_EXPIRELEASE']._serialized_start=920
-  _globals['_EXPIRELEASE']._serialized_end=997
-  _globals['_COMMANDRESULT']._serialized_start=1000
-  _globals['_COMMANDRESULT']._serialized_end=1143
-  _globals['_BATCHRESULT']._serialized_start=1145
-  _globals['_BATCHRESULT']._serialized_end=1203
+  _globals['_COMMAND']._serialized_end=921
+  _globals['_UPDATETASK']._serialized_start=923
+  _globals['_UPDATETASK']._serialized_end=1015
+  _globals['_PAUSETASK']._serialized_start=1017
+  _globals['_PAUSETASK']._serialized_end=1059
+  _globals['_RESUMETASK']._serialized_start=1061
+  _globals['_RESUMETASK']._serialized_end=1113
+  _globals['_TRIGGERTASK']._serialized_start=1115
+  _globals['_TRIGGERTASK']._serialized_end=1167
+  _globals['_BACKFILLTASK']._serialized_start=1169
+  _globals['_BACKFILLTASK']._serialized_end=1251
+  _globals['_PUTCALENDAR']._serialized_start=1253
+  _globals['_PUTCALENDAR']._serialized_end=1307
+  _globals['_DELETECALENDAR']._serialized_start=1309
+  _globals['_DELETECALENDAR']._serialized_end=1339
+  _globals['_CANCELEXECUTION']._serialized_start=1341
+  _globals['_CANCELEXECUTION']._serialized_end=1396
+  _globals['_CREATETASK']._serialized_start=1398
+  _globals['_CREATETASK']._serialized_end=1464
+  _globals['_CANCELTASK']._serialized_start=1466
+  _globals['_CANCELTASK']._serialized_end=1495
+  _globals['_EPOCH']._serialized_start=1497
+  _globals['_EPOCH']._serialized_end=1537
+  _globals['_FIRE']._serialized_start=1539
+  _globals['_FIRE']._serialized_end=1609
+  _globals['_GRANT']._serialized_start=1611
+  _globals['_GRANT']._serialized_end=1681
+  _globals['_COMPLETE']._serialized_start=1683
+  _globals['_COMPLETE']._serialized_end=1801
+  _globals['_EXPIRELEASE']._serialized_start=1803
+  _globals['_EXPIRELEASE']._serialized_end=1880
+  _globals['_COMMANDRESULT']._serialized_start=1883
+  _globals['_COMMANDRESULT']._serialized_end=2156
+  _globals['_CANCELREQUEST']._serialized_start=2158
+  _globals['_CANCELREQUEST']._serialized_end=2256
+  _globals['_BATCHRESULT']._serialized_start=2258
+  _globals['_BATCHRESULT']._serialized_end=2316
 # @@protoc_insertion_point(module_scope)

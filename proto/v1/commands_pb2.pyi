@@ -58,6 +58,14 @@ class Command(_message.Message):
     GRANT_FIELD_NUMBER: _builtins.int
     COMPLETE_FIELD_NUMBER: _builtins.int
     EXPIRE_LEASE_FIELD_NUMBER: _builtins.int
+    UPDATE_TASK_FIELD_NUMBER: _builtins.int
+    PAUSE_TASK_FIELD_NUMBER: _builtins.int
+    RESUME_TASK_FIELD_NUMBER: _builtins.int
+    TRIGGER_TASK_FIELD_NUMBER: _builtins.int
+    BACKFILL_TASK_FIELD_NUMBER: _builtins.int
+    PUT_CALENDAR_FIELD_NUMBER: _builtins.int
+    DELETE_CALENDAR_FIELD_NUMBER: _builtins.int
+    CANCEL_EXECUTION_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """dedup key: a command whose request_id was applied is answered, not re-applied"""
     stamped_at_ms: _builtins.int
@@ -76,6 +84,22 @@ class Command(_message.Message):
     def complete(self) -> Global___Complete: ...
     @_builtins.property
     def expire_lease(self) -> Global___ExpireLease: ...
+    @_builtins.property
+    def update_task(self) -> Global___UpdateTask: ...
+    @_builtins.property
+    def pause_task(self) -> Global___PauseTask: ...
+    @_builtins.property
+    def resume_task(self) -> Global___ResumeTask: ...
+    @_builtins.property
+    def trigger_task(self) -> Global___TriggerTask: ...
+    @_builtins.property
+    def backfill_task(self) -> Global___BackfillTask: ...
+    @_builtins.property
+    def put_calendar(self) -> Global___PutCalendar: ...
+    @_builtins.property
+    def delete_calendar(self) -> Global___DeleteCalendar: ...
+    @_builtins.property
+    def cancel_execution(self) -> Global___CancelExecution: ...
     def __init__(
         self,
         *,
@@ -88,16 +112,211 @@ class Command(_message.Message):
         grant: Global___Grant | None = ...,
         complete: Global___Complete | None = ...,
         expire_lease: Global___ExpireLease | None = ...,
+        update_task: Global___UpdateTask | None = ...,
+        pause_task: Global___PauseTask | None = ...,
+        resume_task: Global___ResumeTask | None = ...,
+        trigger_task: Global___TriggerTask | None = ...,
+        backfill_task: Global___BackfillTask | None = ...,
+        put_calendar: Global___PutCalendar | None = ...,
+        delete_calendar: Global___DeleteCalendar | None = ...,
+        cancel_execution: Global___CancelExecution | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "cancel_task", b"cancel_task", "complete", b"complete", "create_task", b"create_task", "epoch", b"epoch", "expire_lease", b"expire_lease", "fire", b"fire", "grant", b"grant"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["backfill_task", b"backfill_task", "body", b"body", "cancel_execution", b"cancel_execution", "cancel_task", b"cancel_task", "complete", b"complete", "create_task", b"create_task", "delete_calendar", b"delete_calendar", "epoch", b"epoch", "expire_lease", b"expire_lease", "fire", b"fire", "grant", b"grant", "pause_task", b"pause_task", "put_calendar", b"put_calendar", "resume_task", b"resume_task", "trigger_task", b"trigger_task", "update_task", b"update_task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "cancel_task", b"cancel_task", "complete", b"complete", "create_task", b"create_task", "epoch", b"epoch", "expire_lease", b"expire_lease", "fire", b"fire", "grant", b"grant", "request_id", b"request_id", "stamped_at_ms", b"stamped_at_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backfill_task", b"backfill_task", "body", b"body", "cancel_execution", b"cancel_execution", "cancel_task", b"cancel_task", "complete", b"complete", "create_task", b"create_task", "delete_calendar", b"delete_calendar", "epoch", b"epoch", "expire_lease", b"expire_lease", "fire", b"fire", "grant", b"grant", "pause_task", b"pause_task", "put_calendar", b"put_calendar", "request_id", b"request_id", "resume_task", b"resume_task", "stamped_at_ms", b"stamped_at_ms", "trigger_task", b"trigger_task", "update_task", b"update_task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["create_task", "cancel_task", "epoch", "fire", "grant", "complete", "expire_lease"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["create_task", "cancel_task", "epoch", "fire", "grant", "complete", "expire_lease", "update_task", "pause_task", "resume_task", "trigger_task", "backfill_task", "put_calendar", "delete_calendar", "cancel_execution"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
 Global___Command: _TypeAlias = Command  # noqa: Y015
+
+@_typing.final
+class UpdateTask(_message.Message):
+    """Replace a task's spec; effective from the next nominal time after max(now, last fired nominal)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    SPEC_FIELD_NUMBER: _builtins.int
+    EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    expected_version: _builtins.int
+    """0: unconditional; else rejected unless the task's version matches"""
+    @_builtins.property
+    def spec(self) -> _common_pb2.TaskSpec: ...
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        spec: _common_pb2.TaskSpec | None = ...,
+        expected_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_version", b"expected_version", "spec", b"spec", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateTask: _TypeAlias = UpdateTask  # noqa: Y015
+
+@_typing.final
+class PauseTask(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    note: _builtins.str
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["note", b"note", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseTask: _TypeAlias = PauseTask  # noqa: Y015
+
+@_typing.final
+class ResumeTask(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    REPLAY_MISSED_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    replay_missed: _builtins.bool
+    """fire the nominal times that passed while paused (misfire policy applies)"""
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        replay_missed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["replay_missed", b"replay_missed", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeTask: _TypeAlias = ResumeTask  # noqa: Y015
+
+@_typing.final
+class TriggerTask(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    execution_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        execution_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TriggerTask: _TypeAlias = TriggerTask  # noqa: Y015
+
+@_typing.final
+class BackfillTask(_message.Message):
+    """Fire every nominal time in [from_ms, to_ms] that has no outcome yet (at most max_fires)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    FROM_MS_FIELD_NUMBER: _builtins.int
+    TO_MS_FIELD_NUMBER: _builtins.int
+    MAX_FIRES_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    from_ms: _builtins.int
+    to_ms: _builtins.int
+    max_fires: _builtins.int
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        from_ms: _builtins.int = ...,
+        to_ms: _builtins.int = ...,
+        max_fires: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_ms", b"from_ms", "max_fires", b"max_fires", "task_id", b"task_id", "to_ms", b"to_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BackfillTask: _TypeAlias = BackfillTask  # noqa: Y015
+
+@_typing.final
+class PutCalendar(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALENDAR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def calendar(self) -> _common_pb2.Calendar: ...
+    def __init__(
+        self,
+        *,
+        calendar: _common_pb2.Calendar | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["calendar", b"calendar"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calendar", b"calendar"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutCalendar: _TypeAlias = PutCalendar  # noqa: Y015
+
+@_typing.final
+class DeleteCalendar(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteCalendar: _TypeAlias = DeleteCalendar  # noqa: Y015
+
+@_typing.final
+class CancelExecution(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    execution_id: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        execution_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelExecution: _TypeAlias = CancelExecution  # noqa: Y015
 
 @_typing.final
 class CreateTask(_message.Message):
@@ -284,6 +503,9 @@ class CommandResult(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     TASK_FIELD_NUMBER: _builtins.int
     EXECUTION_FIELD_NUMBER: _builtins.int
+    CALENDAR_FIELD_NUMBER: _builtins.int
+    EXECUTIONS_FIELD_NUMBER: _builtins.int
+    CANCELS_FIELD_NUMBER: _builtins.int
     applied: _builtins.bool
     """false: rejected (see error) or a duplicate answered from the dedup table"""
     error_code: _builtins.str
@@ -293,6 +515,16 @@ class CommandResult(_message.Message):
     def task(self) -> _common_pb2.Task: ...
     @_builtins.property
     def execution(self) -> _common_pb2.Execution: ...
+    @_builtins.property
+    def calendar(self) -> _common_pb2.Calendar: ...
+    @_builtins.property
+    def executions(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Execution]:
+        """created by trigger/backfill, or ended/unblocked as a side effect"""
+
+    @_builtins.property
+    def cancels(self) -> _containers.RepeatedCompositeFieldContainer[Global___CancelRequest]:
+        """attempts the leader must tell their workers to stop"""
+
     def __init__(
         self,
         *,
@@ -301,14 +533,43 @@ class CommandResult(_message.Message):
         error: _builtins.str = ...,
         task: _common_pb2.Task | None = ...,
         execution: _common_pb2.Execution | None = ...,
+        calendar: _common_pb2.Calendar | None = ...,
+        executions: _abc.Iterable[_common_pb2.Execution] | None = ...,
+        cancels: _abc.Iterable[Global___CancelRequest] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["execution", b"execution", "task", b"task"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["calendar", b"calendar", "execution", b"execution", "task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "error", b"error", "error_code", b"error_code", "execution", b"execution", "task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "calendar", b"calendar", "cancels", b"cancels", "error", b"error", "error_code", b"error_code", "execution", b"execution", "executions", b"executions", "task", b"task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CommandResult: _TypeAlias = CommandResult  # noqa: Y015
+
+@_typing.final
+class CancelRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    WORKER_ID_FIELD_NUMBER: _builtins.int
+    execution_id: _builtins.str
+    worker_id: _builtins.str
+    @_builtins.property
+    def token(self) -> _common_pb2.FencingToken: ...
+    def __init__(
+        self,
+        *,
+        execution_id: _builtins.str = ...,
+        token: _common_pb2.FencingToken | None = ...,
+        worker_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id", "token", b"token", "worker_id", b"worker_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelRequest: _TypeAlias = CancelRequest  # noqa: Y015
 
 @_typing.final
 class BatchResult(_message.Message):

@@ -21,6 +21,83 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _DstGapPolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DstGapPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DstGapPolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DST_GAP_DEFAULT: _DstGapPolicy.ValueType  # 0
+    """= SHIFT"""
+    DST_GAP_SHIFT: _DstGapPolicy.ValueType  # 1
+    """run at the first instant after the gap (cronie)"""
+    DST_GAP_SKIP: _DstGapPolicy.ValueType  # 2
+    """do not run that day"""
+
+class DstGapPolicy(_DstGapPolicy, metaclass=_DstGapPolicyEnumTypeWrapper):
+    """A cron time that falls in a spring-forward gap (e.g. 02:30 on the day clocks jump 02:00 -> 03:00)."""
+
+DST_GAP_DEFAULT: DstGapPolicy.ValueType  # 0
+"""= SHIFT"""
+DST_GAP_SHIFT: DstGapPolicy.ValueType  # 1
+"""run at the first instant after the gap (cronie)"""
+DST_GAP_SKIP: DstGapPolicy.ValueType  # 2
+"""do not run that day"""
+Global___DstGapPolicy: _TypeAlias = DstGapPolicy  # noqa: Y015
+
+class _DstFoldPolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DstFoldPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DstFoldPolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DST_FOLD_DEFAULT: _DstFoldPolicy.ValueType  # 0
+    """cronie: fixed-time jobs run once (first); wildcard-hour and sub-hourly jobs run in both"""
+    DST_FOLD_FIRST: _DstFoldPolicy.ValueType  # 1
+    DST_FOLD_SECOND: _DstFoldPolicy.ValueType  # 2
+    DST_FOLD_BOTH: _DstFoldPolicy.ValueType  # 3
+
+class DstFoldPolicy(_DstFoldPolicy, metaclass=_DstFoldPolicyEnumTypeWrapper):
+    """A cron time that occurs twice in a fall-back fold (e.g. 01:30 on the day clocks go 02:00 -> 01:00)."""
+
+DST_FOLD_DEFAULT: DstFoldPolicy.ValueType  # 0
+"""cronie: fixed-time jobs run once (first); wildcard-hour and sub-hourly jobs run in both"""
+DST_FOLD_FIRST: DstFoldPolicy.ValueType  # 1
+DST_FOLD_SECOND: DstFoldPolicy.ValueType  # 2
+DST_FOLD_BOTH: DstFoldPolicy.ValueType  # 3
+Global___DstFoldPolicy: _TypeAlias = DstFoldPolicy  # noqa: Y015
+
+class _CalendarAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CalendarActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CalendarAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CALENDAR_ACTION_DEFAULT: _CalendarAction.ValueType  # 0
+    """= SKIP"""
+    CALENDAR_SKIP: _CalendarAction.ValueType  # 1
+    """excluded nominal times do not fire (ledger: skipped_calendar)"""
+    CALENDAR_ROLL_FOLLOWING: _CalendarAction.ValueType  # 2
+    """fire at the same local time on the next included day"""
+    CALENDAR_ROLL_PRECEDING: _CalendarAction.ValueType  # 3
+    """... on the previous included day (never before the previous fire)"""
+    CALENDAR_ROLL_MODIFIED_FOLLOWING: _CalendarAction.ValueType  # 4
+    """following, unless that leaves the month: then preceding"""
+
+class CalendarAction(_CalendarAction, metaclass=_CalendarActionEnumTypeWrapper): ...
+
+CALENDAR_ACTION_DEFAULT: CalendarAction.ValueType  # 0
+"""= SKIP"""
+CALENDAR_SKIP: CalendarAction.ValueType  # 1
+"""excluded nominal times do not fire (ledger: skipped_calendar)"""
+CALENDAR_ROLL_FOLLOWING: CalendarAction.ValueType  # 2
+"""fire at the same local time on the next included day"""
+CALENDAR_ROLL_PRECEDING: CalendarAction.ValueType  # 3
+"""... on the previous included day (never before the previous fire)"""
+CALENDAR_ROLL_MODIFIED_FOLLOWING: CalendarAction.ValueType  # 4
+"""following, unless that leaves the month: then preceding"""
+Global___CalendarAction: _TypeAlias = CalendarAction  # noqa: Y015
+
 class _DeliveryGuarantee:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -63,6 +140,74 @@ MEDIUM: Priority.ValueType  # 2
 LOW: Priority.ValueType  # 3
 Global___Priority: _TypeAlias = Priority  # noqa: Y015
 
+class _MisfirePolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MisfirePolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MisfirePolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MISFIRE_DEFAULT: _MisfirePolicy.ValueType  # 0
+    """= FIRE_ALL within the catch-up window"""
+    MISFIRE_SKIP: _MisfirePolicy.ValueType  # 1
+    """missed times are recorded as missed_downtime; the next future time fires"""
+    MISFIRE_FIRE_ONCE: _MisfirePolicy.ValueType  # 2
+    """the latest missed time fires once; older ones are recorded as missed"""
+    MISFIRE_FIRE_ALL: _MisfirePolicy.ValueType  # 3
+    """every missed time within catchup_window fires, at most max_catchup of them"""
+
+class MisfirePolicy(_MisfirePolicy, metaclass=_MisfirePolicyEnumTypeWrapper):
+    """What happens to nominal times that passed while no leader could fire them (downtime, failover)."""
+
+MISFIRE_DEFAULT: MisfirePolicy.ValueType  # 0
+"""= FIRE_ALL within the catch-up window"""
+MISFIRE_SKIP: MisfirePolicy.ValueType  # 1
+"""missed times are recorded as missed_downtime; the next future time fires"""
+MISFIRE_FIRE_ONCE: MisfirePolicy.ValueType  # 2
+"""the latest missed time fires once; older ones are recorded as missed"""
+MISFIRE_FIRE_ALL: MisfirePolicy.ValueType  # 3
+"""every missed time within catchup_window fires, at most max_catchup of them"""
+Global___MisfirePolicy: _TypeAlias = MisfirePolicy  # noqa: Y015
+
+class _OverlapPolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OverlapPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OverlapPolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    OVERLAP_DEFAULT: _OverlapPolicy.ValueType  # 0
+    """= ALLOW_ALL (cron's behaviour)"""
+    OVERLAP_SKIP: _OverlapPolicy.ValueType  # 1
+    """the new fire is recorded as skipped_overlap"""
+    OVERLAP_BUFFER_ONE: _OverlapPolicy.ValueType  # 2
+    """the new execution waits; at most one waits, later ones are skipped"""
+    OVERLAP_BUFFER_ALL: _OverlapPolicy.ValueType  # 3
+    """every new execution waits, and they run one after another"""
+    OVERLAP_CANCEL_OTHER: _OverlapPolicy.ValueType  # 4
+    """the running one is asked to cancel; the new one starts after it ended"""
+    OVERLAP_TERMINATE_OTHER: _OverlapPolicy.ValueType  # 5
+    """the running one is terminated at once and the new one starts now"""
+    OVERLAP_ALLOW_ALL: _OverlapPolicy.ValueType  # 6
+    """run concurrently"""
+
+class OverlapPolicy(_OverlapPolicy, metaclass=_OverlapPolicyEnumTypeWrapper):
+    """What a fire does while an earlier execution of the same task is still pending or running."""
+
+OVERLAP_DEFAULT: OverlapPolicy.ValueType  # 0
+"""= ALLOW_ALL (cron's behaviour)"""
+OVERLAP_SKIP: OverlapPolicy.ValueType  # 1
+"""the new fire is recorded as skipped_overlap"""
+OVERLAP_BUFFER_ONE: OverlapPolicy.ValueType  # 2
+"""the new execution waits; at most one waits, later ones are skipped"""
+OVERLAP_BUFFER_ALL: OverlapPolicy.ValueType  # 3
+"""every new execution waits, and they run one after another"""
+OVERLAP_CANCEL_OTHER: OverlapPolicy.ValueType  # 4
+"""the running one is asked to cancel; the new one starts after it ended"""
+OVERLAP_TERMINATE_OTHER: OverlapPolicy.ValueType  # 5
+"""the running one is terminated at once and the new one starts now"""
+OVERLAP_ALLOW_ALL: OverlapPolicy.ValueType  # 6
+"""run concurrently"""
+Global___OverlapPolicy: _TypeAlias = OverlapPolicy  # noqa: Y015
+
 class _TaskState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -75,6 +220,8 @@ class _TaskStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TaskState.V
     TASK_COMPLETED: _TaskState.ValueType  # 2
     """no fire left (one-time task fired, window or max_runs reached)"""
     TASK_CANCELLED: _TaskState.ValueType  # 3
+    TASK_PAUSED: _TaskState.ValueType  # 4
+    """no fires until resumed"""
 
 class TaskState(_TaskState, metaclass=_TaskStateEnumTypeWrapper): ...
 
@@ -84,6 +231,8 @@ TASK_SCHEDULED: TaskState.ValueType  # 1
 TASK_COMPLETED: TaskState.ValueType  # 2
 """no fire left (one-time task fired, window or max_runs reached)"""
 TASK_CANCELLED: TaskState.ValueType  # 3
+TASK_PAUSED: TaskState.ValueType  # 4
+"""no fires until resumed"""
 Global___TaskState: _TypeAlias = TaskState  # noqa: Y015
 
 class _ExecutionState:
@@ -103,6 +252,8 @@ class _ExecutionStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Execut
     EXECUTION_CANCELLED: _ExecutionState.ValueType  # 6
     EXECUTION_LOST: _ExecutionState.ValueType  # 7
     """lease lost and not retried (at_most_once, or attempts exhausted)"""
+    EXECUTION_BUFFERED: _ExecutionState.ValueType  # 8
+    """waiting for an earlier execution of its task to end (overlap policy)"""
 
 class ExecutionState(_ExecutionState, metaclass=_ExecutionStateEnumTypeWrapper): ...
 
@@ -117,7 +268,53 @@ EXECUTION_TIMED_OUT: ExecutionState.ValueType  # 5
 EXECUTION_CANCELLED: ExecutionState.ValueType  # 6
 EXECUTION_LOST: ExecutionState.ValueType  # 7
 """lease lost and not retried (at_most_once, or attempts exhausted)"""
+EXECUTION_BUFFERED: ExecutionState.ValueType  # 8
+"""waiting for an earlier execution of its task to end (overlap policy)"""
 Global___ExecutionState: _TypeAlias = ExecutionState  # noqa: Y015
+
+class _FireOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FireOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FireOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FIRE_OUTCOME_UNSPECIFIED: _FireOutcome.ValueType  # 0
+    FIRED: _FireOutcome.ValueType  # 1
+    SKIPPED_OVERLAP: _FireOutcome.ValueType  # 2
+    SKIPPED_CALENDAR: _FireOutcome.ValueType  # 3
+    ROLLED: _FireOutcome.ValueType  # 4
+    """moved by a calendar roll; `actual_ms` is the rolled instant"""
+    DST_SHIFTED: _FireOutcome.ValueType  # 5
+    """fired at the first instant after a DST gap"""
+    MISSED_DOWNTIME: _FireOutcome.ValueType  # 6
+    """passed while no leader fired it; skipped by the misfire policy"""
+    OUTSIDE_WINDOW: _FireOutcome.ValueType  # 7
+    PAUSED: _FireOutcome.ValueType  # 8
+    BUFFER_DROPPED: _FireOutcome.ValueType  # 9
+    """overlap buffer_one already held a waiting execution"""
+    MANUAL: _FireOutcome.ValueType  # 10
+    """fired by trigger-now or backfill"""
+
+class FireOutcome(_FireOutcome, metaclass=_FireOutcomeEnumTypeWrapper):
+    """The outcome of one nominal time of a task: every nominal time gets exactly one (the fire ledger)."""
+
+FIRE_OUTCOME_UNSPECIFIED: FireOutcome.ValueType  # 0
+FIRED: FireOutcome.ValueType  # 1
+SKIPPED_OVERLAP: FireOutcome.ValueType  # 2
+SKIPPED_CALENDAR: FireOutcome.ValueType  # 3
+ROLLED: FireOutcome.ValueType  # 4
+"""moved by a calendar roll; `actual_ms` is the rolled instant"""
+DST_SHIFTED: FireOutcome.ValueType  # 5
+"""fired at the first instant after a DST gap"""
+MISSED_DOWNTIME: FireOutcome.ValueType  # 6
+"""passed while no leader fired it; skipped by the misfire policy"""
+OUTSIDE_WINDOW: FireOutcome.ValueType  # 7
+PAUSED: FireOutcome.ValueType  # 8
+BUFFER_DROPPED: FireOutcome.ValueType  # 9
+"""overlap buffer_one already held a waiting execution"""
+MANUAL: FireOutcome.ValueType  # 10
+"""fired by trigger-now or backfill"""
+Global___FireOutcome: _TypeAlias = FireOutcome  # noqa: Y015
 
 class _AttemptOutcome:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -163,6 +360,10 @@ class Schedule(_message.Message):
     END_AT_MS_FIELD_NUMBER: _builtins.int
     MAX_RUNS_FIELD_NUMBER: _builtins.int
     JITTER_MS_FIELD_NUMBER: _builtins.int
+    DST_GAP_FIELD_NUMBER: _builtins.int
+    DST_FOLD_FIELD_NUMBER: _builtins.int
+    CALENDARS_FIELD_NUMBER: _builtins.int
+    CALENDAR_ACTION_FIELD_NUMBER: _builtins.int
     start_at_ms: _builtins.int
     """no fire before this instant (0: none)"""
     end_at_ms: _builtins.int
@@ -170,7 +371,11 @@ class Schedule(_message.Message):
     max_runs: _builtins.int
     """stop after this many fires (0: unlimited)"""
     jitter_ms: _builtins.int
-    """reserved: deterministic jitter, hash of (task, nominal)"""
+    """each fire is delayed by [0, jitter_ms) from a hash of (task, nominal time)"""
+    dst_gap: Global___DstGapPolicy.ValueType
+    dst_fold: Global___DstFoldPolicy.ValueType
+    calendar_action: Global___CalendarAction.ValueType
+    """what to do with a nominal time a calendar excludes"""
     @_builtins.property
     def cron(self) -> Global___CronSchedule: ...
     @_builtins.property
@@ -178,8 +383,10 @@ class Schedule(_message.Message):
     @_builtins.property
     def fixed_rate(self) -> Global___FixedRateSchedule: ...
     @_builtins.property
-    def fixed_delay(self) -> Global___FixedDelaySchedule:
-        """reserved for the scheduling-semantics issue"""
+    def fixed_delay(self) -> Global___FixedDelaySchedule: ...
+    @_builtins.property
+    def calendars(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """names of stored calendars; a time is excluded if any excludes it"""
 
     def __init__(
         self,
@@ -192,10 +399,14 @@ class Schedule(_message.Message):
         end_at_ms: _builtins.int = ...,
         max_runs: _builtins.int = ...,
         jitter_ms: _builtins.int = ...,
+        dst_gap: Global___DstGapPolicy.ValueType = ...,
+        dst_fold: Global___DstFoldPolicy.ValueType = ...,
+        calendars: _abc.Iterable[_builtins.str] | None = ...,
+        calendar_action: Global___CalendarAction.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "cron", b"cron", "fixed_delay", b"fixed_delay", "fixed_rate", b"fixed_rate", "kind", b"kind"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "cron", b"cron", "end_at_ms", b"end_at_ms", "fixed_delay", b"fixed_delay", "fixed_rate", b"fixed_rate", "jitter_ms", b"jitter_ms", "kind", b"kind", "max_runs", b"max_runs", "start_at_ms", b"start_at_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "calendar_action", b"calendar_action", "calendars", b"calendars", "cron", b"cron", "dst_fold", b"dst_fold", "dst_gap", b"dst_gap", "end_at_ms", b"end_at_ms", "fixed_delay", b"fixed_delay", "fixed_rate", b"fixed_rate", "jitter_ms", b"jitter_ms", "kind", b"kind", "max_runs", b"max_runs", "start_at_ms", b"start_at_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["cron", "at", "fixed_rate", "fixed_delay"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
@@ -274,18 +485,27 @@ Global___FixedRateSchedule: _TypeAlias = FixedRateSchedule  # noqa: Y015
 
 @_typing.final
 class FixedDelaySchedule(_message.Message):
+    """The next run is nominally due delay_ms after the previous execution reached its final state
+    (succeeded, failed, timed out, cancelled or lost: every final state counts). The first run is due at
+    creation (or start_at_ms).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DELAY_MS_FIELD_NUMBER: _builtins.int
+    STOP_ON_FAILURE_FIELD_NUMBER: _builtins.int
     delay_ms: _builtins.int
+    stop_on_failure: _builtins.bool
+    """a run that did not succeed completes the task instead of rescheduling it"""
     def __init__(
         self,
         *,
         delay_ms: _builtins.int = ...,
+        stop_on_failure: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delay_ms", b"delay_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delay_ms", b"delay_ms", "stop_on_failure", b"stop_on_failure"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -424,6 +644,10 @@ class TaskSpec(_message.Message):
     GUARANTEE_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
     MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    MISFIRE_FIELD_NUMBER: _builtins.int
+    CATCHUP_WINDOW_MS_FIELD_NUMBER: _builtins.int
+    MAX_CATCHUP_FIELD_NUMBER: _builtins.int
+    OVERLAP_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     queue: _builtins.str
     """worker queue; "default" when empty"""
@@ -433,6 +657,12 @@ class TaskSpec(_message.Message):
     priority: Global___Priority.ValueType
     max_attempts: _builtins.int
     """attempts per execution (0: the default for the guarantee)"""
+    misfire: Global___MisfirePolicy.ValueType
+    catchup_window_ms: _builtins.int
+    """missed nominal times older than this are never fired (0: default 60 s)"""
+    max_catchup: _builtins.int
+    """fire_all: at most this many missed times are fired (0: default 100)"""
+    overlap: Global___OverlapPolicy.ValueType
     @_builtins.property
     def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -451,10 +681,14 @@ class TaskSpec(_message.Message):
         guarantee: Global___DeliveryGuarantee.ValueType = ...,
         priority: Global___Priority.ValueType = ...,
         max_attempts: _builtins.int = ...,
+        misfire: Global___MisfirePolicy.ValueType = ...,
+        catchup_window_ms: _builtins.int = ...,
+        max_catchup: _builtins.int = ...,
+        overlap: Global___OverlapPolicy.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["payload", b"payload", "schedule", b"schedule"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["guarantee", b"guarantee", "max_attempts", b"max_attempts", "name", b"name", "payload", b"payload", "priority", b"priority", "queue", b"queue", "schedule", b"schedule", "tags", b"tags", "timeout_ms", b"timeout_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["catchup_window_ms", b"catchup_window_ms", "guarantee", b"guarantee", "max_attempts", b"max_attempts", "max_catchup", b"max_catchup", "misfire", b"misfire", "name", b"name", "overlap", b"overlap", "payload", b"payload", "priority", b"priority", "queue", b"queue", "schedule", b"schedule", "tags", b"tags", "timeout_ms", b"timeout_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -473,6 +707,11 @@ class Task(_message.Message):
     LAST_FIRED_NOMINAL_MS_FIELD_NUMBER: _builtins.int
     FIRE_COUNT_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    PAUSE_NOTE_FIELD_NUMBER: _builtins.int
+    PAUSED_AT_MS_FIELD_NUMBER: _builtins.int
+    NEXT_DUE_MS_FIELD_NUMBER: _builtins.int
+    CATCHUP_FIRED_FIELD_NUMBER: _builtins.int
+    LAST_FINISHED_MS_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     state: Global___TaskState.ValueType
     created_at_ms: _builtins.int
@@ -484,6 +723,14 @@ class Task(_message.Message):
     fire_count: _builtins.int
     version: _builtins.int
     """raft log index of the last change"""
+    pause_note: _builtins.str
+    paused_at_ms: _builtins.int
+    next_due_ms: _builtins.int
+    """when the next fire is due: next_fire_ms moved by jitter or a roll"""
+    catchup_fired: _builtins.int
+    """missed times fired in the current catch-up (bounded by max_catchup)"""
+    last_finished_ms: _builtins.int
+    """when the last execution reached its final state (fixed_delay)"""
     @_builtins.property
     def spec(self) -> Global___TaskSpec: ...
     def __init__(
@@ -498,10 +745,15 @@ class Task(_message.Message):
         last_fired_nominal_ms: _builtins.int = ...,
         fire_count: _builtins.int = ...,
         version: _builtins.int = ...,
+        pause_note: _builtins.str = ...,
+        paused_at_ms: _builtins.int = ...,
+        next_due_ms: _builtins.int = ...,
+        catchup_fired: _builtins.int = ...,
+        last_finished_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at_ms", b"created_at_ms", "fire_count", b"fire_count", "last_fired_nominal_ms", b"last_fired_nominal_ms", "next_fire_ms", b"next_fire_ms", "spec", b"spec", "state", b"state", "task_id", b"task_id", "updated_at_ms", b"updated_at_ms", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["catchup_fired", b"catchup_fired", "created_at_ms", b"created_at_ms", "fire_count", b"fire_count", "last_finished_ms", b"last_finished_ms", "last_fired_nominal_ms", b"last_fired_nominal_ms", "next_due_ms", b"next_due_ms", "next_fire_ms", b"next_fire_ms", "pause_note", b"pause_note", "paused_at_ms", b"paused_at_ms", "spec", b"spec", "state", b"state", "task_id", b"task_id", "updated_at_ms", b"updated_at_ms", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -530,6 +782,50 @@ class FencingToken(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FencingToken: _TypeAlias = FencingToken  # noqa: Y015
+
+@_typing.final
+class FireRecord(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    NOMINAL_TIME_MS_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    COMMITTED_AT_MS_FIELD_NUMBER: _builtins.int
+    LATE_MS_FIELD_NUMBER: _builtins.int
+    ACTUAL_MS_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    nominal_time_ms: _builtins.int
+    outcome: Global___FireOutcome.ValueType
+    reason: _builtins.str
+    execution_id: _builtins.str
+    """when one was created"""
+    committed_at_ms: _builtins.int
+    """leader time at which the outcome was committed"""
+    late_ms: _builtins.int
+    """committed_at - nominal (for fired times)"""
+    actual_ms: _builtins.int
+    """the instant it was due after jitter / DST / roll (0: = nominal)"""
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        nominal_time_ms: _builtins.int = ...,
+        outcome: Global___FireOutcome.ValueType = ...,
+        reason: _builtins.str = ...,
+        execution_id: _builtins.str = ...,
+        committed_at_ms: _builtins.int = ...,
+        late_ms: _builtins.int = ...,
+        actual_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actual_ms", b"actual_ms", "committed_at_ms", b"committed_at_ms", "execution_id", b"execution_id", "late_ms", b"late_ms", "nominal_time_ms", b"nominal_time_ms", "outcome", b"outcome", "reason", b"reason", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FireRecord: _TypeAlias = FireRecord  # noqa: Y015
 
 @_typing.final
 class Execution(_message.Message):
@@ -652,3 +948,214 @@ class AttemptResult(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AttemptResult: _TypeAlias = AttemptResult  # noqa: Y015
+
+@_typing.final
+class Calendar(_message.Message):
+    """A named, versioned set of excluded times. A time is excluded when any rule of this calendar, or of a
+    calendar it includes, matches it. Dates and times of day are read in `time_zone`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    EXCLUDE_FIELD_NUMBER: _builtins.int
+    INCLUDE_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_MS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    time_zone: _builtins.str
+    """IANA zone; UTC when empty"""
+    description: _builtins.str
+    version: _builtins.int
+    """log index of the last change (set by the cluster)"""
+    updated_at_ms: _builtins.int
+    """set by the cluster"""
+    @_builtins.property
+    def exclude(self) -> _containers.RepeatedCompositeFieldContainer[Global___CalendarRule]: ...
+    @_builtins.property
+    def include(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """names of other calendars whose exclusions apply too"""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
+        exclude: _abc.Iterable[Global___CalendarRule] | None = ...,
+        include: _abc.Iterable[_builtins.str] | None = ...,
+        description: _builtins.str = ...,
+        version: _builtins.int = ...,
+        updated_at_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "exclude", b"exclude", "include", b"include", "name", b"name", "time_zone", b"time_zone", "updated_at_ms", b"updated_at_ms", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Calendar: _TypeAlias = Calendar  # noqa: Y015
+
+@_typing.final
+class CalendarRule(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATES_FIELD_NUMBER: _builtins.int
+    HOLIDAYS_FIELD_NUMBER: _builtins.int
+    WEEKDAYS_FIELD_NUMBER: _builtins.int
+    DATE_RANGE_FIELD_NUMBER: _builtins.int
+    TIME_OF_DAY_FIELD_NUMBER: _builtins.int
+    CRON_FIELD_NUMBER: _builtins.int
+    cron: _builtins.str
+    """times matching a 5-field cron expression (minute granularity)"""
+    @_builtins.property
+    def dates(self) -> Global___DateList:
+        """whole days, "YYYY-MM-DD" """
+
+    @_builtins.property
+    def holidays(self) -> Global___HolidaySet:
+        """public holidays of a country (the `holidays` package)"""
+
+    @_builtins.property
+    def weekdays(self) -> Global___WeekdaySet:
+        """whole days of week"""
+
+    @_builtins.property
+    def date_range(self) -> Global___DateRange:
+        """whole days from..to inclusive"""
+
+    @_builtins.property
+    def time_of_day(self) -> Global___TimeOfDayRange:
+        """every day, [start, end) local time"""
+
+    def __init__(
+        self,
+        *,
+        dates: Global___DateList | None = ...,
+        holidays: Global___HolidaySet | None = ...,
+        weekdays: Global___WeekdaySet | None = ...,
+        date_range: Global___DateRange | None = ...,
+        time_of_day: Global___TimeOfDayRange | None = ...,
+        cron: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cron", b"cron", "date_range", b"date_range", "dates", b"dates", "holidays", b"holidays", "kind", b"kind", "time_of_day", b"time_of_day", "weekdays", b"weekdays"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cron", b"cron", "date_range", b"date_range", "dates", b"dates", "holidays", b"holidays", "kind", b"kind", "time_of_day", b"time_of_day", "weekdays", b"weekdays"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["dates", "holidays", "weekdays", "date_range", "time_of_day", "cron"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___CalendarRule: _TypeAlias = CalendarRule  # noqa: Y015
+
+@_typing.final
+class DateList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def dates(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        dates: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dates", b"dates"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DateList: _TypeAlias = DateList  # noqa: Y015
+
+@_typing.final
+class HolidaySet(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNTRY_FIELD_NUMBER: _builtins.int
+    SUBDIVISION_FIELD_NUMBER: _builtins.int
+    country: _builtins.str
+    """ISO 3166-1 alpha-2, e.g. "FR" """
+    subdivision: _builtins.str
+    """optional, e.g. "BY" for Bavaria"""
+    def __init__(
+        self,
+        *,
+        country: _builtins.str = ...,
+        subdivision: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["country", b"country", "subdivision", b"subdivision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HolidaySet: _TypeAlias = HolidaySet  # noqa: Y015
+
+@_typing.final
+class WeekdaySet(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DAYS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def days(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """ISO: 1 = Monday .. 7 = Sunday"""
+
+    def __init__(
+        self,
+        *,
+        days: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["days", b"days"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WeekdaySet: _TypeAlias = WeekdaySet  # noqa: Y015
+
+@_typing.final
+class DateRange(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_FIELD_NUMBER: _builtins.int
+    TO_FIELD_NUMBER: _builtins.int
+    to: _builtins.str
+    """"YYYY-MM-DD", inclusive"""
+    def __init__(
+        self,
+        *,
+        to: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from", b"from", "to", b"to"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DateRange: _TypeAlias = DateRange  # noqa: Y015
+
+@_typing.final
+class TimeOfDayRange(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    start: _builtins.str
+    """"HH:MM" or "HH:MM:SS", inclusive"""
+    end: _builtins.str
+    """exclusive; end < start wraps past midnight"""
+    def __init__(
+        self,
+        *,
+        start: _builtins.str = ...,
+        end: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TimeOfDayRange: _TypeAlias = TimeOfDayRange  # noqa: Y015

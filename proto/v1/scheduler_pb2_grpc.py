@@ -65,6 +65,66 @@ class SchedulerStub:
                 request_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.GetExecutionRequest.SerializeToString,
                 response_deserializer=cronraft_dot_proto_dot_v1_dot_common__pb2.Execution.FromString,
                 _registered_method=True)
+        self.UpdateTask = channel.unary_unary(
+                '/cronraft.v1.Scheduler/UpdateTask',
+                request_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.UpdateTaskRequest.SerializeToString,
+                response_deserializer=cronraft_dot_proto_dot_v1_dot_common__pb2.Task.FromString,
+                _registered_method=True)
+        self.PauseTask = channel.unary_unary(
+                '/cronraft.v1.Scheduler/PauseTask',
+                request_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.PauseTaskRequest.SerializeToString,
+                response_deserializer=cronraft_dot_proto_dot_v1_dot_common__pb2.Task.FromString,
+                _registered_method=True)
+        self.ResumeTask = channel.unary_unary(
+                '/cronraft.v1.Scheduler/ResumeTask',
+                request_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.ResumeTaskRequest.SerializeToString,
+                response_deserializer=cronraft_dot_proto_dot_v1_dot_common__pb2.Task.FromString,
+                _registered_method=True)
+        self.TriggerTask = channel.unary_unary(
+                '/cronraft.v1.Scheduler/TriggerTask',
+                request_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.TriggerTaskRequest.SerializeToString,
+                response_deserializer=cronraft_dot_proto_dot_v1_dot_common__pb2.Execution.FromString,
+                _registered_method=True)
+        self.BackfillTask = channel.unary_unary(
+                '/cronraft.v1.Scheduler/BackfillTask',
+                request_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.BackfillTaskRequest.SerializeToString,
+                response_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.BackfillTaskResponse.FromString,
+                _registered_method=True)
+        self.ExplainTask = channel.unary_unary(
+                '/cronraft.v1.Scheduler/ExplainTask',
+                request_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.ExplainTaskRequest.SerializeToString,
+                response_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.ExplainTaskResponse.FromString,
+                _registered_method=True)
+        self.PreviewTask = channel.unary_unary(
+                '/cronraft.v1.Scheduler/PreviewTask',
+                request_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.PreviewTaskRequest.SerializeToString,
+                response_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.PreviewTaskResponse.FromString,
+                _registered_method=True)
+        self.PutCalendar = channel.unary_unary(
+                '/cronraft.v1.Scheduler/PutCalendar',
+                request_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.PutCalendarRequest.SerializeToString,
+                response_deserializer=cronraft_dot_proto_dot_v1_dot_common__pb2.Calendar.FromString,
+                _registered_method=True)
+        self.GetCalendar = channel.unary_unary(
+                '/cronraft.v1.Scheduler/GetCalendar',
+                request_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.GetCalendarRequest.SerializeToString,
+                response_deserializer=cronraft_dot_proto_dot_v1_dot_common__pb2.Calendar.FromString,
+                _registered_method=True)
+        self.ListCalendars = channel.unary_unary(
+                '/cronraft.v1.Scheduler/ListCalendars',
+                request_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.ListCalendarsRequest.SerializeToString,
+                response_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.ListCalendarsResponse.FromString,
+                _registered_method=True)
+        self.DeleteCalendar = channel.unary_unary(
+                '/cronraft.v1.Scheduler/DeleteCalendar',
+                request_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.DeleteCalendarRequest.SerializeToString,
+                response_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.DeleteCalendarResponse.FromString,
+                _registered_method=True)
+        self.CancelExecution = channel.unary_unary(
+                '/cronraft.v1.Scheduler/CancelExecution',
+                request_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.CancelExecutionRequest.SerializeToString,
+                response_deserializer=cronraft_dot_proto_dot_v1_dot_common__pb2.Execution.FromString,
+                _registered_method=True)
 
 
 class SchedulerServicer:
@@ -106,6 +166,78 @@ class SchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateTask(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseTask(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeTask(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TriggerTask(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BackfillTask(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExplainTask(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PreviewTask(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutCalendar(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCalendar(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCalendars(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteCalendar(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelExecution(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -137,6 +269,66 @@ def add_SchedulerServicer_to_server(servicer, server):
             'GetExecution': grpc.unary_unary_rpc_method_handler(
                     servicer.GetExecution,
                     request_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.GetExecutionRequest.FromString,
+                    response_serializer=cronraft_dot_proto_dot_v1_dot_common__pb2.Execution.SerializeToString,
+            ),
+            'UpdateTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateTask,
+                    request_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.UpdateTaskRequest.FromString,
+                    response_serializer=cronraft_dot_proto_dot_v1_dot_common__pb2.Task.SerializeToString,
+            ),
+            'PauseTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseTask,
+                    request_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.PauseTaskRequest.FromString,
+                    response_serializer=cronraft_dot_proto_dot_v1_dot_common__pb2.Task.SerializeToString,
+            ),
+            'ResumeTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeTask,
+                    request_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.ResumeTaskRequest.FromString,
+                    response_serializer=cronraft_dot_proto_dot_v1_dot_common__pb2.Task.SerializeToString,
+            ),
+            'TriggerTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.TriggerTask,
+                    request_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.TriggerTaskRequest.FromString,
+                    response_serializer=cronraft_dot_proto_dot_v1_dot_common__pb2.Execution.SerializeToString,
+            ),
+            'BackfillTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.BackfillTask,
+                    request_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.BackfillTaskRequest.FromString,
+                    response_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.BackfillTaskResponse.SerializeToString,
+            ),
+            'ExplainTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExplainTask,
+                    request_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.ExplainTaskRequest.FromString,
+                    response_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.ExplainTaskResponse.SerializeToString,
+            ),
+            'PreviewTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreviewTask,
+                    request_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.PreviewTaskRequest.FromString,
+                    response_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.PreviewTaskResponse.SerializeToString,
+            ),
+            'PutCalendar': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutCalendar,
+                    request_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.PutCalendarRequest.FromString,
+                    response_serializer=cronraft_dot_proto_dot_v1_dot_common__pb2.Calendar.SerializeToString,
+            ),
+            'GetCalendar': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCalendar,
+                    request_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.GetCalendarRequest.FromString,
+                    response_serializer=cronraft_dot_proto_dot_v1_dot_common__pb2.Calendar.SerializeToString,
+            ),
+            'ListCalendars': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCalendars,
+                    request_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.ListCalendarsRequest.FromString,
+                    response_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.ListCalendarsResponse.SerializeToString,
+            ),
+            'DeleteCalendar': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteCalendar,
+                    request_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.DeleteCalendarRequest.FromString,
+                    response_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.DeleteCalendarResponse.SerializeToString,
+            ),
+            'CancelExecution': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelExecution,
+                    request_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.CancelExecutionRequest.FromString,
                     response_serializer=cronraft_dot_proto_dot_v1_dot_common__pb2.Execution.SerializeToString,
             ),
     }
@@ -301,6 +493,330 @@ class Scheduler:
             target,
             '/cronraft.v1.Scheduler/GetExecution',
             cronraft_dot_proto_dot_v1_dot_scheduler__pb2.GetExecutionRequest.SerializeToString,
+            cronraft_dot_proto_dot_v1_dot_common__pb2.Execution.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cronraft.v1.Scheduler/UpdateTask',
+            cronraft_dot_proto_dot_v1_dot_scheduler__pb2.UpdateTaskRequest.SerializeToString,
+            cronraft_dot_proto_dot_v1_dot_common__pb2.Task.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cronraft.v1.Scheduler/PauseTask',
+            cronraft_dot_proto_dot_v1_dot_scheduler__pb2.PauseTaskRequest.SerializeToString,
+            cronraft_dot_proto_dot_v1_dot_common__pb2.Task.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cronraft.v1.Scheduler/ResumeTask',
+            cronraft_dot_proto_dot_v1_dot_scheduler__pb2.ResumeTaskRequest.SerializeToString,
+            cronraft_dot_proto_dot_v1_dot_common__pb2.Task.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TriggerTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cronraft.v1.Scheduler/TriggerTask',
+            cronraft_dot_proto_dot_v1_dot_scheduler__pb2.TriggerTaskRequest.SerializeToString,
+            cronraft_dot_proto_dot_v1_dot_common__pb2.Execution.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BackfillTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cronraft.v1.Scheduler/BackfillTask',
+            cronraft_dot_proto_dot_v1_dot_scheduler__pb2.BackfillTaskRequest.SerializeToString,
+            cronraft_dot_proto_dot_v1_dot_scheduler__pb2.BackfillTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExplainTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cronraft.v1.Scheduler/ExplainTask',
+            cronraft_dot_proto_dot_v1_dot_scheduler__pb2.ExplainTaskRequest.SerializeToString,
+            cronraft_dot_proto_dot_v1_dot_scheduler__pb2.ExplainTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreviewTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cronraft.v1.Scheduler/PreviewTask',
+            cronraft_dot_proto_dot_v1_dot_scheduler__pb2.PreviewTaskRequest.SerializeToString,
+            cronraft_dot_proto_dot_v1_dot_scheduler__pb2.PreviewTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutCalendar(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cronraft.v1.Scheduler/PutCalendar',
+            cronraft_dot_proto_dot_v1_dot_scheduler__pb2.PutCalendarRequest.SerializeToString,
+            cronraft_dot_proto_dot_v1_dot_common__pb2.Calendar.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCalendar(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cronraft.v1.Scheduler/GetCalendar',
+            cronraft_dot_proto_dot_v1_dot_scheduler__pb2.GetCalendarRequest.SerializeToString,
+            cronraft_dot_proto_dot_v1_dot_common__pb2.Calendar.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCalendars(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cronraft.v1.Scheduler/ListCalendars',
+            cronraft_dot_proto_dot_v1_dot_scheduler__pb2.ListCalendarsRequest.SerializeToString,
+            cronraft_dot_proto_dot_v1_dot_scheduler__pb2.ListCalendarsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteCalendar(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cronraft.v1.Scheduler/DeleteCalendar',
+            cronraft_dot_proto_dot_v1_dot_scheduler__pb2.DeleteCalendarRequest.SerializeToString,
+            cronraft_dot_proto_dot_v1_dot_scheduler__pb2.DeleteCalendarResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelExecution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cronraft.v1.Scheduler/CancelExecution',
+            cronraft_dot_proto_dot_v1_dot_scheduler__pb2.CancelExecutionRequest.SerializeToString,
             cronraft_dot_proto_dot_v1_dot_common__pb2.Execution.FromString,
             options,
             channel_credentials,

@@ -38,6 +38,18 @@ class SchedulerStub:
     CancelTask: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.CancelTaskRequest, _common_pb2.Task]
     ListExecutions: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ListExecutionsRequest, _scheduler_pb2.ListExecutionsResponse]
     GetExecution: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.GetExecutionRequest, _common_pb2.Execution]
+    UpdateTask: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.UpdateTaskRequest, _common_pb2.Task]
+    PauseTask: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.PauseTaskRequest, _common_pb2.Task]
+    ResumeTask: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ResumeTaskRequest, _common_pb2.Task]
+    TriggerTask: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.TriggerTaskRequest, _common_pb2.Execution]
+    BackfillTask: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.BackfillTaskRequest, _scheduler_pb2.BackfillTaskResponse]
+    ExplainTask: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ExplainTaskRequest, _scheduler_pb2.ExplainTaskResponse]
+    PreviewTask: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.PreviewTaskRequest, _scheduler_pb2.PreviewTaskResponse]
+    PutCalendar: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.PutCalendarRequest, _common_pb2.Calendar]
+    GetCalendar: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.GetCalendarRequest, _common_pb2.Calendar]
+    ListCalendars: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ListCalendarsRequest, _scheduler_pb2.ListCalendarsResponse]
+    DeleteCalendar: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.DeleteCalendarRequest, _scheduler_pb2.DeleteCalendarResponse]
+    CancelExecution: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.CancelExecutionRequest, _common_pb2.Execution]
 
 @_typing.type_check_only
 class SchedulerAsyncStub(SchedulerStub):
@@ -48,6 +60,18 @@ class SchedulerAsyncStub(SchedulerStub):
     CancelTask: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.CancelTaskRequest, _common_pb2.Task]  # type: ignore[assignment]
     ListExecutions: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ListExecutionsRequest, _scheduler_pb2.ListExecutionsResponse]  # type: ignore[assignment]
     GetExecution: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.GetExecutionRequest, _common_pb2.Execution]  # type: ignore[assignment]
+    UpdateTask: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.UpdateTaskRequest, _common_pb2.Task]  # type: ignore[assignment]
+    PauseTask: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.PauseTaskRequest, _common_pb2.Task]  # type: ignore[assignment]
+    ResumeTask: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ResumeTaskRequest, _common_pb2.Task]  # type: ignore[assignment]
+    TriggerTask: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.TriggerTaskRequest, _common_pb2.Execution]  # type: ignore[assignment]
+    BackfillTask: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.BackfillTaskRequest, _scheduler_pb2.BackfillTaskResponse]  # type: ignore[assignment]
+    ExplainTask: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ExplainTaskRequest, _scheduler_pb2.ExplainTaskResponse]  # type: ignore[assignment]
+    PreviewTask: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.PreviewTaskRequest, _scheduler_pb2.PreviewTaskResponse]  # type: ignore[assignment]
+    PutCalendar: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.PutCalendarRequest, _common_pb2.Calendar]  # type: ignore[assignment]
+    GetCalendar: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.GetCalendarRequest, _common_pb2.Calendar]  # type: ignore[assignment]
+    ListCalendars: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ListCalendarsRequest, _scheduler_pb2.ListCalendarsResponse]  # type: ignore[assignment]
+    DeleteCalendar: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.DeleteCalendarRequest, _scheduler_pb2.DeleteCalendarResponse]  # type: ignore[assignment]
+    CancelExecution: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.CancelExecutionRequest, _common_pb2.Execution]  # type: ignore[assignment]
 
 class SchedulerServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -89,6 +113,90 @@ class SchedulerServicer(metaclass=_abc_1.ABCMeta):
     def GetExecution(
         self,
         request: _scheduler_pb2.GetExecutionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Execution, _abc.Awaitable[_common_pb2.Execution]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateTask(
+        self,
+        request: _scheduler_pb2.UpdateTaskRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Task, _abc.Awaitable[_common_pb2.Task]]: ...
+
+    @_abc_1.abstractmethod
+    def PauseTask(
+        self,
+        request: _scheduler_pb2.PauseTaskRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Task, _abc.Awaitable[_common_pb2.Task]]: ...
+
+    @_abc_1.abstractmethod
+    def ResumeTask(
+        self,
+        request: _scheduler_pb2.ResumeTaskRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Task, _abc.Awaitable[_common_pb2.Task]]: ...
+
+    @_abc_1.abstractmethod
+    def TriggerTask(
+        self,
+        request: _scheduler_pb2.TriggerTaskRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Execution, _abc.Awaitable[_common_pb2.Execution]]: ...
+
+    @_abc_1.abstractmethod
+    def BackfillTask(
+        self,
+        request: _scheduler_pb2.BackfillTaskRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.BackfillTaskResponse, _abc.Awaitable[_scheduler_pb2.BackfillTaskResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ExplainTask(
+        self,
+        request: _scheduler_pb2.ExplainTaskRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.ExplainTaskResponse, _abc.Awaitable[_scheduler_pb2.ExplainTaskResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def PreviewTask(
+        self,
+        request: _scheduler_pb2.PreviewTaskRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.PreviewTaskResponse, _abc.Awaitable[_scheduler_pb2.PreviewTaskResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def PutCalendar(
+        self,
+        request: _scheduler_pb2.PutCalendarRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Calendar, _abc.Awaitable[_common_pb2.Calendar]]: ...
+
+    @_abc_1.abstractmethod
+    def GetCalendar(
+        self,
+        request: _scheduler_pb2.GetCalendarRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Calendar, _abc.Awaitable[_common_pb2.Calendar]]: ...
+
+    @_abc_1.abstractmethod
+    def ListCalendars(
+        self,
+        request: _scheduler_pb2.ListCalendarsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.ListCalendarsResponse, _abc.Awaitable[_scheduler_pb2.ListCalendarsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteCalendar(
+        self,
+        request: _scheduler_pb2.DeleteCalendarRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.DeleteCalendarResponse, _abc.Awaitable[_scheduler_pb2.DeleteCalendarResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CancelExecution(
+        self,
+        request: _scheduler_pb2.CancelExecutionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_common_pb2.Execution, _abc.Awaitable[_common_pb2.Execution]]: ...
 
