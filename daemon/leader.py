@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from cronraft.proto.v1 import commands_pb2, common_pb2, worker_pb2
+from cronraft.raft import firing
 from cronraft.raft import state as sm
 from cronraft.raft.codec import token_tuple
 from cronraft.raft.kv import KV
@@ -252,17 +253,27 @@ class LeaderCore:
         self._loaded_until = until
 
     def _fire_commands(self, task_id: str, due_ms: int, now_ms: int) -> list[Command]:
+        with self.kv.read() as txn:
+            task = sm.read_task(txn, task_id)
+        if task is None or task.state != common_pb2.TASK_SCHEDULED or not task.next_fire_ms:
+            self._firing.discard(task_id)
+            return []
+        if firing.due_of(task) > now_ms:  # the wheel held an older plan; the store is the truth
+            self._firing.discard(task_id)
+            self._schedule_in_wheel(task)
+            return []
         execution_id = self._new_id(now_ms)
         cmds = [
             Command(
                 stamped_at_ms=now_ms,
-                fire=commands_pb2.Fire(task_id=task_id, nominal_time_ms=due_ms, execution_id=execution_id),
+                fire=commands_pb2.Fire(
+                    task_id=task_id, nominal_time_ms=task.next_fire_ms, execution_id=execution_id
+                ),
             )
         ]
         # Fire and Grant share one entry when a worker is free: one commit before the lease goes out.
-        with self.kv.read() as txn:
-            task = sm.read_task(txn, task_id)
-        worker = self._pick_worker(task.spec.queue if task else "")
+        # (If the overlap policy buffers the execution, the grant is refused and the slot released.)
+        worker = self._pick_worker(task.spec.queue)
         if worker is not None:
             cmds.append(self._grant_command(execution_id, worker, now_ms))
         return cmds
@@ -313,15 +324,9 @@ class LeaderCore:
         acks: dict[str, list[str]] = {}
         for cmd, res in zip(commands, results, strict=True):
             kind = cmd.WhichOneof("body")
-            if kind in ("create_task", "cancel_task"):
-                if res.applied or res.HasField("task"):
-                    self._schedule_in_wheel(res.task)
-            elif kind == "fire":
+            if kind == "fire":
                 self._firing.discard(cmd.fire.task_id)
-                if res.applied:
-                    self._schedule_in_wheel(res.task)
-                    self._pend(res.execution)
-                else:
+                if not res.applied:
                     self._reschedule_from_store(cmd.fire.task_id)
             elif kind == "grant":
                 lease = self._on_grant(cmd.grant, res, mono_ms)
@@ -336,10 +341,28 @@ class LeaderCore:
                 if worker_id:
                     acks.setdefault(worker_id, []).append(eid)
             elif kind == "expire_lease":
-                eid = cmd.expire_lease.execution_id
-                self._release(eid)
-                if res.applied and res.execution.state == common_pb2.EXECUTION_PENDING:
-                    self._pend(res.execution)
+                self._release(cmd.expire_lease.execution_id)
+            # Whatever the command, its side effects: executions that now wait for a worker (fired,
+            # promoted from an overlap buffer, re-queued after an expiry), executions that ended, attempts
+            # whose workers must stop, and the task's next due time.
+            for ex in res.executions:
+                if ex.state == common_pb2.EXECUTION_PENDING:
+                    self._pend(ex)
+                elif ex.state in sm.TERMINAL_STATES:
+                    self._release(ex.execution_id)
+            if kind == "expire_lease" and res.execution.state == common_pb2.EXECUTION_PENDING:
+                self._pend(res.execution)
+            for c in res.cancels:
+                self.outgoing.append(
+                    (
+                        c.worker_id,
+                        worker_pb2.GatewayMessage(
+                            cancel=worker_pb2.CancelAttempt(execution_id=c.execution_id, token=c.token)
+                        ),
+                    )
+                )
+            if res.HasField("task"):
+                self._schedule_in_wheel(res.task)
         for worker_id, leases in offers.items():
             self.outgoing.append(
                 (worker_id, worker_pb2.GatewayMessage(leases=worker_pb2.LeaseOffers(leases=leases)))
@@ -446,7 +469,7 @@ class LeaderCore:
                     self._pend(fired)
                 if task is not None and task.next_fire_ms == f.nominal_time_ms:
                     # Not committed (yet): fire again; if it commits meanwhile, I3 rejects the copy.
-                    self.wheel.add(task.task_id, task.next_fire_ms)
+                    self.wheel.add(task.task_id, firing.due_of(task))
                 elif task is not None:
                     self._schedule_in_wheel(task)
             elif kind == "grant":

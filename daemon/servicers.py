@@ -24,6 +24,7 @@ from cronraft.proto.v1 import (
     worker_pb2_grpc,
 )
 from cronraft.raft import state as sm
+from cronraft.raft.firing import preview_stored
 from cronraft.raft.validate import validate_spec
 
 if TYPE_CHECKING:
@@ -85,18 +86,9 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
     async def _create(self, request: scheduler_pb2.CreateTaskRequest) -> scheduler_pb2.CreateTaskResponse:
         node = self.node
         node.leader_runner()  # redirect before doing any work
-        cfg = node.config.scheduler
         spec = common_pb2.TaskSpec()
         spec.CopyFrom(request.spec)
-        validate_spec(spec, max_payload_bytes=cfg.max_payload_bytes)
-        # Defaults are stamped here, on the leader, so that apply() stays free of configuration.
-        spec.queue = spec.queue or "default"
-        spec.timeout_ms = spec.timeout_ms or cfg.default_timeout_ms
-        spec.max_attempts = spec.max_attempts or cfg.max_attempts
-        if spec.guarantee == common_pb2.DELIVERY_GUARANTEE_UNSPECIFIED:
-            spec.guarantee = common_pb2.AT_LEAST_ONCE
-        if spec.priority == common_pb2.PRIORITY_UNSPECIFIED:
-            spec.priority = common_pb2.MEDIUM
+        _stamp_defaults(spec, node)
         now = node.clock.now_ms()
         cmd = commands_pb2.Command(
             request_id=_request_id(request.request_id, "create"),
@@ -185,6 +177,166 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         if ex is None:
             raise errors.NotFound(f"execution {request.execution_id} not found")
         return ex
+
+    # ----------------------------------------------------------------------- edits and lifecycle
+
+    async def _write(self, kind: str, request_id: str, **body: Any) -> commands_pb2.CommandResult:
+        node = self.node
+        node.leader_runner()
+        cmd = commands_pb2.Command(
+            request_id=_request_id(request_id, kind), stamped_at_ms=node.clock.now_ms(), **body
+        )
+        (res,) = await node.propose([cmd])
+        _check_result(res)
+        return res
+
+    async def UpdateTask(
+        self, request: scheduler_pb2.UpdateTaskRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> common_pb2.Task:
+        async def run() -> common_pb2.Task:
+            self.node.leader_runner()
+            spec = common_pb2.TaskSpec()
+            spec.CopyFrom(request.spec)
+            _stamp_defaults(spec, self.node)
+            update = commands_pb2.UpdateTask(
+                task_id=request.task_id, spec=spec, expected_version=request.expected_version
+            )
+            return (await self._write("update", request.request_id, update_task=update)).task
+
+        return await _guard(context, run())
+
+    async def PauseTask(
+        self, request: scheduler_pb2.PauseTaskRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> common_pb2.Task:
+        body = commands_pb2.PauseTask(task_id=request.task_id, note=request.note)
+        return (await _guard(context, self._write("pause", request.request_id, pause_task=body))).task
+
+    async def ResumeTask(
+        self, request: scheduler_pb2.ResumeTaskRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> common_pb2.Task:
+        body = commands_pb2.ResumeTask(task_id=request.task_id, replay_missed=request.replay_missed)
+        return (await _guard(context, self._write("resume", request.request_id, resume_task=body))).task
+
+    async def TriggerTask(
+        self, request: scheduler_pb2.TriggerTaskRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> common_pb2.Execution:
+        async def run() -> common_pb2.Execution:
+            body = commands_pb2.TriggerTask(
+                task_id=request.task_id, execution_id=new_id(self.node.clock.now_ms())
+            )
+            res = await self._write("trigger", request.request_id, trigger_task=body)
+            if res.error_code == "skipped_overlap":
+                raise errors.FailedPrecondition(res.error)
+            return res.execution
+
+        return await _guard(context, run())
+
+    async def BackfillTask(
+        self, request: scheduler_pb2.BackfillTaskRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> scheduler_pb2.BackfillTaskResponse:
+        async def run() -> scheduler_pb2.BackfillTaskResponse:
+            if request.max_fires < 0 or request.max_fires > 1000:
+                raise errors.InvalidArgument("max_fires", "must be between 0 and 1000")
+            body = commands_pb2.BackfillTask(
+                task_id=request.task_id,
+                from_ms=request.from_ms,
+                to_ms=request.to_ms,
+                max_fires=request.max_fires,
+            )
+            res = await self._write("backfill", request.request_id, backfill_task=body)
+            created = [e for e in res.executions if e.manual and e.fired_at_ms == res.task.updated_at_ms]
+            return scheduler_pb2.BackfillTaskResponse(executions=created)
+
+        return await _guard(context, run())
+
+    async def CancelExecution(
+        self, request: scheduler_pb2.CancelExecutionRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> common_pb2.Execution:
+        body = commands_pb2.CancelExecution(execution_id=request.execution_id, reason=request.reason)
+        res = await _guard(context, self._write("cancel-exec", request.request_id, cancel_execution=body))
+        return res.execution
+
+    async def ExplainTask(
+        self, request: scheduler_pb2.ExplainTaskRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> scheduler_pb2.ExplainTaskResponse:
+        async def run() -> scheduler_pb2.ExplainTaskResponse:
+            limit = _page_size(request.limit, "limit")
+            to_ms = request.to_ms or self.node.clock.now_ms()
+            with self.node.kv.read() as txn:
+                task = sm.read_task(txn, request.task_id)
+                if task is None:
+                    raise errors.NotFound(f"task {request.task_id} not found")
+                records = sm.ledger(txn, request.task_id, request.from_ms, to_ms, limit)
+            return scheduler_pb2.ExplainTaskResponse(
+                records=records, next_fire_ms=task.next_fire_ms, state=task.state, note=task.pause_note
+            )
+
+        return await _guard(context, run())
+
+    async def PreviewTask(
+        self, request: scheduler_pb2.PreviewTaskRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> scheduler_pb2.PreviewTaskResponse:
+        async def run() -> scheduler_pb2.PreviewTaskResponse:
+            count = request.count or 10
+            if count < 0 or count > 1000:
+                raise errors.InvalidArgument("count", "must be between 1 and 1000")
+            with self.node.kv.read() as txn:
+                task = sm.read_task(txn, request.task_id)
+                if task is None:
+                    raise errors.NotFound(f"task {request.task_id} not found")
+                fires = preview_stored(txn, task, request.from_ms or self.node.clock.now_ms(), count)
+            return scheduler_pb2.PreviewTaskResponse(fires=fires)
+
+        return await _guard(context, run())
+
+    # ------------------------------------------------------------------------------------ calendars
+
+    async def PutCalendar(
+        self, request: scheduler_pb2.PutCalendarRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> common_pb2.Calendar:
+        body = commands_pb2.PutCalendar(calendar=request.calendar)
+        return (
+            await _guard(context, self._write("calendar", request.request_id, put_calendar=body))
+        ).calendar
+
+    async def DeleteCalendar(
+        self, request: scheduler_pb2.DeleteCalendarRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> scheduler_pb2.DeleteCalendarResponse:
+        body = commands_pb2.DeleteCalendar(name=request.name)
+        await _guard(context, self._write("calendar-delete", request.request_id, delete_calendar=body))
+        return scheduler_pb2.DeleteCalendarResponse()
+
+    async def GetCalendar(
+        self, request: scheduler_pb2.GetCalendarRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> common_pb2.Calendar:
+        async def run() -> common_pb2.Calendar:
+            with self.node.kv.read() as txn:
+                c = sm.read_calendar(txn, request.name)
+            if c is None:
+                raise errors.NotFound(f"calendar {request.name!r} not found")
+            return c
+
+        return await _guard(context, run())
+
+    async def ListCalendars(
+        self, request: scheduler_pb2.ListCalendarsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> scheduler_pb2.ListCalendarsResponse:
+        with self.node.kv.read() as txn:
+            return scheduler_pb2.ListCalendarsResponse(calendars=sm.list_calendars(txn))
+
+
+def _stamp_defaults(spec: common_pb2.TaskSpec, node: Node) -> None:
+    """Validate a spec and fill its defaults. Defaults are stamped here, on the leader, so that apply()
+    stays free of configuration."""
+    cfg = node.config.scheduler
+    validate_spec(spec, max_payload_bytes=cfg.max_payload_bytes)
+    spec.queue = spec.queue or "default"
+    spec.timeout_ms = spec.timeout_ms or cfg.default_timeout_ms
+    spec.max_attempts = spec.max_attempts or cfg.max_attempts
+    if spec.guarantee == common_pb2.DELIVERY_GUARANTEE_UNSPECIFIED:
+        spec.guarantee = common_pb2.AT_LEAST_ONCE
+    if spec.priority == common_pb2.PRIORITY_UNSPECIFIED:
+        spec.priority = common_pb2.MEDIUM
 
 
 def _request_id(given: str, kind: str) -> str:

@@ -31,6 +31,11 @@ DATABASES: tuple[str, ...] = (
     "running",  # execution_id16 -> b"" : executions holding a lease
     "requests",  # request_id (utf-8) -> CommandResult proto : the dedup table
     "requests_by_time",  # stamped_at_ms8 + request_id -> b"" : to prune the dedup table
+    "ledger",  # task_id16 + nominal_ms8 -> FireRecord proto : the fire ledger (bounded per task)
+    "active",  # task_id16 + execution_id16 -> b"" : a task's pending, buffered and running executions
+    "buffered",  # task_id16 + nominal_ms8 + execution_id16 -> b"" : overlap buffer, oldest first
+    "calendars",  # name (utf-8) -> Calendar proto
+    "calendar_refs",  # name + b"\0" + task_id16 (or b"\1" + calendar name) -> b"" : who uses a calendar
 )
 
 

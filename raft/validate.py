@@ -57,6 +57,21 @@ def validate_spec(spec: common_pb2.TaskSpec, *, max_payload_bytes: int | None = 
         raise InvalidArgument("spec.guarantee", f"unknown value {spec.guarantee}")
     if spec.priority not in common_pb2.Priority.values():
         raise InvalidArgument("spec.priority", f"unknown value {spec.priority}")
+    if spec.misfire not in common_pb2.MisfirePolicy.values():
+        raise InvalidArgument("spec.misfire", f"unknown value {spec.misfire}")
+    if spec.overlap not in common_pb2.OverlapPolicy.values():
+        raise InvalidArgument("spec.overlap", f"unknown value {spec.overlap}")
+    if spec.catchup_window_ms < 0:
+        raise InvalidArgument("spec.catchup_window_ms", "must not be negative")
+    if spec.max_catchup < 0 or spec.max_catchup > 100_000:
+        raise InvalidArgument("spec.max_catchup", "must be between 0 and 100000")
+    for i, name in enumerate(spec.schedule.calendars):
+        if not name:
+            raise InvalidArgument(f"spec.schedule.calendars[{i}]", "must not be empty")
+    if spec.schedule.calendar_action not in common_pb2.CalendarAction.values():
+        raise InvalidArgument(
+            "spec.schedule.calendar_action", f"unknown value {spec.schedule.calendar_action}"
+        )
 
 
 def _validate_payload(spec: common_pb2.TaskSpec) -> None:

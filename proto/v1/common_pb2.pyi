@@ -849,6 +849,9 @@ class Execution(_message.Message):
     COMPLETED_AT_MS_FIELD_NUMBER: _builtins.int
     GUARANTEE_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
+    CANCEL_REQUESTED_AT_MS_FIELD_NUMBER: _builtins.int
+    CANCEL_REASON_FIELD_NUMBER: _builtins.int
+    MANUAL_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     task_id: _builtins.str
     nominal_time_ms: _builtins.int
@@ -871,6 +874,11 @@ class Execution(_message.Message):
     """when the outcome was committed (leader time)"""
     guarantee: Global___DeliveryGuarantee.ValueType
     priority: Global___Priority.ValueType
+    cancel_requested_at_ms: _builtins.int
+    """a cancel was requested while it ran; its worker is told to stop"""
+    cancel_reason: _builtins.str
+    manual: _builtins.bool
+    """created by trigger-now or backfill, not by the schedule"""
     @_builtins.property
     def token(self) -> Global___FencingToken:
         """the current lease's token"""
@@ -896,10 +904,13 @@ class Execution(_message.Message):
         completed_at_ms: _builtins.int = ...,
         guarantee: Global___DeliveryGuarantee.ValueType = ...,
         priority: Global___Priority.ValueType = ...,
+        cancel_requested_at_ms: _builtins.int = ...,
+        cancel_reason: _builtins.str = ...,
+        manual: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "completed_at_ms", b"completed_at_ms", "error", b"error", "execution_id", b"execution_id", "exit_code", b"exit_code", "finished_at_ms", b"finished_at_ms", "fired_at_ms", b"fired_at_ms", "guarantee", b"guarantee", "leased_at_ms", b"leased_at_ms", "nominal_time_ms", b"nominal_time_ms", "priority", b"priority", "started_at_ms", b"started_at_ms", "state", b"state", "stderr_tail", b"stderr_tail", "stdout_tail", b"stdout_tail", "task_id", b"task_id", "token", b"token", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancel_reason", b"cancel_reason", "cancel_requested_at_ms", b"cancel_requested_at_ms", "completed_at_ms", b"completed_at_ms", "error", b"error", "execution_id", b"execution_id", "exit_code", b"exit_code", "finished_at_ms", b"finished_at_ms", "fired_at_ms", b"fired_at_ms", "guarantee", b"guarantee", "leased_at_ms", b"leased_at_ms", "manual", b"manual", "nominal_time_ms", b"nominal_time_ms", "priority", b"priority", "started_at_ms", b"started_at_ms", "state", b"state", "stderr_tail", b"stderr_tail", "stdout_tail", b"stdout_tail", "task_id", b"task_id", "token", b"token", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,360 @@
+"""When a task fires, and what a fire does: the scheduling rules applied inside `apply()`.
+
+Pure and deterministic like the rest of the state machine: it reads the store through `Txn`, and time
+comes from the command being applied. It owns
+- planning: the next nominal time of a task and the instant it is due (jitter, calendar skip or roll);
+- misfire: what a fire committed late does (skip / fire_once / fire_all within the catch-up window);
+- overlap: what a fire does while an earlier execution of the task is pending, buffered or running;
+- the fire ledger: one record per nominal time, with its outcome and reason (bounded per task).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+from cronraft.proto.v1 import common_pb2, scheduler_pb2
+from cronraft.raft import calendar as cal
+from cronraft.raft import schedule
+from cronraft.raft.codec import from_u64, id_bytes, id_text, make_id, u64
+from cronraft.raft.kv import Txn
+
+Task = common_pb2.Task
+Execution = common_pb2.Execution
+
+# A fire committed more than this after its due instant is a misfire (the cluster could not fire it in
+# time: downtime, failover); below it, it is just late and fires normally.
+MISFIRE_THRESHOLD_MS = 5_000
+DEFAULT_CATCHUP_WINDOW_MS = 60_000
+DEFAULT_MAX_CATCHUP = 100
+# The ledger keeps this many records per task; older ones are pruned as new ones arrive.
+LEDGER_PER_TASK = 1_000
+# Bounds on walks over nominal times inside one apply (calendar skips, missed times recorded).
+MAX_WALK = 10_000
+MAX_RECORDS_PER_COMMAND = 100
+MAX_BUFFERED = 1_000
+
+ACTIVE_STATES = frozenset(
+    {common_pb2.EXECUTION_PENDING, common_pb2.EXECUTION_RUNNING, common_pb2.EXECUTION_BUFFERED}
+)
+
+
+# ------------------------------------------------------------------------------------------ keys
+
+
+def ledger_key(task16: bytes, nominal_ms: int) -> bytes:
+    return task16 + u64(nominal_ms)
+
+
+def active_key(task16: bytes, exec16: bytes) -> bytes:
+    return task16 + exec16
+
+
+def buffered_key(task16: bytes, nominal_ms: int, exec16: bytes) -> bytes:
+    return task16 + u64(nominal_ms) + exec16
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    return prefix + b"\xff" * 25
+
+
+# ----------------------------------------------------------------------------------------- ledger
+
+
+def record(
+    txn: Txn,
+    task16: bytes,
+    nominal_ms: int,
+    outcome: int,
+    now_ms: int,
+    *,
+    reason: str = "",
+    execution_id: str = "",
+    actual_ms: int = 0,
+) -> None:
+    """Write the ledger record of one nominal time (the last outcome wins) and prune the oldest."""
+    key = ledger_key(task16, nominal_ms)
+    is_new = txn.get("ledger", key) is None
+    rec = common_pb2.FireRecord(
+        task_id=id_text(task16),
+        nominal_time_ms=nominal_ms,
+        outcome=common_pb2.FireOutcome.ValueType(outcome),
+        reason=reason[:500],
+        execution_id=execution_id,
+        committed_at_ms=now_ms,
+        late_ms=max(0, now_ms - (actual_ms or nominal_ms)) if execution_id else 0,
+        actual_ms=actual_ms,
+    )
+    txn.put("ledger", key, rec.SerializeToString())
+    if is_new:
+        _prune_ledger(txn, task16)
+
+
+def _prune_ledger(txn: Txn, task16: bytes) -> None:
+    # Counting every insert would cost a scan; prune only when the record 'LEDGER_PER_TASK' places back
+    # from the newest exists, which keeps the ledger within a small constant of the bound.
+    newest = list(txn.scan("ledger", task16, prefix_end(task16), reverse=True))
+    if len(newest) <= LEDGER_PER_TASK:
+        return
+    for k, _ in newest[LEDGER_PER_TASK:][:MAX_RECORDS_PER_COMMAND]:
+        txn.delete("ledger", k)
+
+
+def ledger_range(txn: Txn, task_id: str, from_ms: int, to_ms: int, limit: int) -> list[common_pb2.FireRecord]:
+    task16 = id_bytes(task_id, field="task_id")
+    out = []
+    for _, raw in txn.scan("ledger", ledger_key(task16, max(0, from_ms)), ledger_key(task16, to_ms + 1)):
+        rec = common_pb2.FireRecord()
+        rec.ParseFromString(raw)
+        out.append(rec)
+        if len(out) >= limit:
+            break
+    return out
+
+
+def drop_ledger(txn: Txn, task16: bytes) -> None:
+    for k, _ in list(txn.scan("ledger", task16, prefix_end(task16))):
+        txn.delete("ledger", k)
+
+
+# --------------------------------------------------------------------------------------- planning
+
+
+@dataclass
+class Planned:
+    nominal_ms: int | None  # None: no fire left
+    due_ms: int = 0
+    rolled_from: str = ""  # calendar reason when the due instant was rolled
+
+
+def calendar_set(txn: Txn, names: list[str]) -> cal.CalendarSet | None:
+    if not names:
+        return None
+    return cal.CalendarSet(names, _CalendarView(txn))
+
+
+class _CalendarView(Mapping[str, common_pb2.Calendar]):
+    """A read-only mapping of stored calendars for `CalendarSet` (loaded lazily, by name)."""
+
+    def __init__(self, txn: Txn) -> None:
+        self._txn = txn
+
+    def __getitem__(self, name: str) -> common_pb2.Calendar:
+        c = read_calendar(self._txn, name)
+        if c is None:
+            raise KeyError(name)
+        return c
+
+    def __iter__(self) -> Iterator[str]:
+        for k, _ in self._txn.scan("calendars"):
+            yield k.decode()
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self._txn.scan("calendars"))
+
+
+def read_calendar(txn: Txn, name: str) -> common_pb2.Calendar | None:
+    raw = txn.get("calendars", name.encode())
+    if raw is None:
+        return None
+    c = common_pb2.Calendar()
+    c.ParseFromString(raw)
+    return c
+
+
+def _zone_of(sched: common_pb2.Schedule) -> object:
+    tz = sched.cron.time_zone if sched.WhichOneof("kind") == "cron" else ""
+    return schedule.load_zone(tz or "UTC")
+
+
+def plan_from(
+    txn: Txn, task: Task, first_nominal: int | None, now_ms: int, *, not_before_ms: int = 0
+) -> Planned:
+    """Starting at `first_nominal`, the first nominal time that will fire and its due instant; nominal
+    times a calendar excludes (action skip) are recorded in the ledger and passed over."""
+    sched = task.spec.schedule
+    task16 = id_bytes(task.task_id)
+    cals = calendar_set(txn, list(sched.calendars))
+    nominal = first_nominal
+    steps = 0
+    while nominal is not None and steps < MAX_WALK:
+        steps += 1
+        due = nominal
+        rolled = ""
+        if cals is not None:
+            outcome, rolled_ms, reason = cal.resolve(
+                cals,
+                sched.calendar_action,
+                nominal,
+                _zone_of(sched),
+                not_before_ms=not_before_ms,  # type: ignore[arg-type]
+            )
+            if outcome == "skip":
+                if steps <= MAX_RECORDS_PER_COMMAND:
+                    record(txn, task16, nominal, common_pb2.SKIPPED_CALENDAR, now_ms, reason=reason)
+                nominal = schedule.next_fire(sched, nominal)
+                continue
+            if outcome == "roll":
+                due, rolled = rolled_ms, reason
+        if sched.jitter_ms:
+            due += schedule.jitter_offset_ms(task.task_id, nominal, sched.jitter_ms)
+        return Planned(nominal, due, rolled)
+    return Planned(None)
+
+
+def set_plan(task: Task, plan: Planned, max_runs_reached: bool = False) -> None:
+    if plan.nominal_ms is None or max_runs_reached:
+        task.next_fire_ms = 0
+        task.next_due_ms = 0
+        if task.state == common_pb2.TASK_SCHEDULED:
+            task.state = common_pb2.TASK_COMPLETED
+        return
+    task.next_fire_ms = plan.nominal_ms
+    task.next_due_ms = plan.due_ms if plan.due_ms != plan.nominal_ms else 0
+
+
+def due_of(task: Task) -> int:
+    return task.next_due_ms or task.next_fire_ms
+
+
+# ----------------------------------------------------------------------------------------- misfire
+
+
+@dataclass
+class MisfireDecision:
+    fire_nominal: int | None  # the nominal time to fire now (None: none)
+    resume_after: int  # plan the next fire strictly after this nominal time
+    missed: list[int] = field(default_factory=list)  # nominal times to record as missed_downtime
+    missed_more: int = 0  # how many more were missed beyond the recorded ones
+    catchup: bool = False
+    last_seen: int = 0  # the latest missed nominal time the walk reached
+
+
+def decide_misfire(task: Task, nominal_ms: int, now_ms: int) -> MisfireDecision:
+    """What a fire of `nominal_ms` committed at `now_ms` does, per the task's misfire policy."""
+    spec = task.spec
+    sched = spec.schedule
+    late = now_ms - (task.next_due_ms or nominal_ms)
+    if late <= MISFIRE_THRESHOLD_MS or sched.WhichOneof("kind") in ("at", "fixed_delay"):
+        # A one-time task (or the first run of a fixed delay) is never dropped for being late: firing
+        # it late is what its user asked for (a past `at` fires as soon as possible).
+        return MisfireDecision(nominal_ms, nominal_ms)
+    window = spec.catchup_window_ms or DEFAULT_CATCHUP_WINDOW_MS
+    policy = spec.misfire or common_pb2.MISFIRE_FIRE_ALL
+    oldest = now_ms - window
+    if policy == common_pb2.MISFIRE_FIRE_ALL:
+        max_catchup = spec.max_catchup or DEFAULT_MAX_CATCHUP
+        if nominal_ms >= oldest and task.catchup_fired < max_catchup:
+            return MisfireDecision(nominal_ms, nominal_ms, catchup=True)
+        # Too old, or the catch-up budget is spent: record this one and move on to the next missed one
+        # that is still inside the window (or the first future one).
+        start = nominal_ms
+        decision = MisfireDecision(None, nominal_ms, missed=[nominal_ms])
+        if task.catchup_fired >= max_catchup:
+            oldest = now_ms  # budget spent: everything up to now is missed
+        _walk_missed(sched, start, oldest, decision)
+        return decision
+    # skip / fire_once: every missed time up to now is missed, except (fire_once) the latest one.
+    decision = MisfireDecision(None, nominal_ms, missed=[nominal_ms])
+    _walk_missed(sched, nominal_ms, now_ms, decision)
+    if policy == common_pb2.MISFIRE_FIRE_ONCE:
+        latest = decision.last_seen or nominal_ms
+        if decision.missed and decision.missed[-1] == latest:
+            decision.missed.pop()
+        elif decision.missed_more:
+            decision.missed_more -= 1
+        decision.fire_nominal = latest
+        decision.resume_after = max(decision.resume_after, latest)
+    return decision
+
+
+def _walk_missed(sched: common_pb2.Schedule, start: int, until: int, decision: MisfireDecision) -> None:
+    """Extend `decision.missed` with the nominal times after `start` that are < `until` (bounded)."""
+    decision.last_seen = start
+    nxt = schedule.next_fire(sched, start)
+    steps = 0
+    while nxt is not None and nxt < until and steps < MAX_WALK:
+        if len(decision.missed) < MAX_RECORDS_PER_COMMAND:
+            decision.missed.append(nxt)
+        else:
+            decision.missed_more += 1
+        decision.resume_after = nxt
+        decision.last_seen = nxt
+        nxt = schedule.next_fire(sched, nxt)
+        steps += 1
+    if steps >= MAX_WALK and nxt is not None and nxt < until:
+        # Beyond the walk bound, jump: the first nominal time at or after `until` comes next.
+        decision.missed_more += 1
+        decision.resume_after = until - 1
+
+
+# ----------------------------------------------------------------------------------------- overlap
+
+
+def active_executions(txn: Txn, task16: bytes) -> list[Execution]:
+    out = []
+    for k, _ in txn.scan("active", task16, prefix_end(task16)):
+        raw = txn.get("execs", k[16:32])
+        if raw is not None:
+            e = Execution()
+            e.ParseFromString(raw)
+            out.append(e)
+    return out
+
+
+def derived_id(now_ms: int, index: int, position: int, n: int) -> str:
+    """An execution id for executions created inside apply (backfill, promotions): derived from the
+    log position, so every node computes the same one without a random source."""
+    digest = hashlib.blake2b(f"{index}:{position}:{n}".encode(), digest_size=10).digest()
+    return make_id(now_ms, digest)
+
+
+def buffered_count(txn: Txn, task16: bytes) -> int:
+    return sum(1 for _ in txn.scan("buffered", task16, prefix_end(task16)))
+
+
+def oldest_buffered(txn: Txn, task16: bytes) -> bytes | None:
+    for k, _ in txn.scan("buffered", task16, prefix_end(task16)):
+        return k
+    return None
+
+
+def buffered_nominal(key: bytes) -> int:
+    return from_u64(key[16:24])
+
+
+__all__ = [
+    "ACTIVE_STATES",
+    "DEFAULT_CATCHUP_WINDOW_MS",
+    "MISFIRE_THRESHOLD_MS",
+    "MisfireDecision",
+    "Planned",
+    "active_executions",
+    "active_key",
+    "buffered_key",
+    "decide_misfire",
+    "derived_id",
+    "due_of",
+    "ledger_range",
+    "plan_from",
+    "read_calendar",
+    "record",
+    "set_plan",
+]
+
+
+def preview_stored(txn: Txn, task: Task, from_ms: int, count: int) -> list[scheduler_pb2.PreviewFire]:
+    """The next fires of a stored task, computed with the stored calendars, as the leader would plan them."""
+    from cronraft.raft.preview import preview
+
+    sched = task.spec.schedule
+    cals = calendar_set(txn, list(sched.calendars))
+    resolve = None
+    if cals is not None:
+        zone = _zone_of(sched)
+
+        def resolve(nominal_ms: int) -> tuple[str, int, str]:
+            return cal.resolve(cals, sched.calendar_action, nominal_ms, zone)  # type: ignore[arg-type]
+
+    return preview(sched, from_ms=from_ms, count=count, task_id=task.task_id, resolve=resolve)

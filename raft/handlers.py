@@ -1,0 +1,697 @@
+"""The command handlers of the state machine: one function per replicated command.
+
+Every handler checks everything that can reject the command before it writes, so a rejected command
+leaves no partial effect in the entry's transaction. Time and ids come from the command (`Ctx.now`) or
+are derived from the log position (`firing.derived_id`); nothing here reads a clock or a random source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cronraft.proto.v1 import commands_pb2, common_pb2
+from cronraft.raft import calendar as cal
+from cronraft.raft import firing, schedule
+from cronraft.raft.codec import id_bytes, id_text
+from cronraft.raft.kv import Txn
+from cronraft.raft.records import (
+    META_EPOCH,
+    Rejected,
+    calendar_include_key,
+    fire_key,
+    get_current,
+    get_execution,
+    get_task,
+    pending_key,
+    put_task,
+    read_epoch,
+)
+from cronraft.raft.validate import validate_spec
+
+Task = common_pb2.Task
+Execution = common_pb2.Execution
+CommandResult = commands_pb2.CommandResult
+
+DEFAULT_MAX_ATTEMPTS = 3
+MAX_TAIL_BYTES = 64 * 1024
+MAX_BACKFILL = 1_000
+
+_OUTCOME_STATE = {
+    common_pb2.ATTEMPT_SUCCEEDED: common_pb2.EXECUTION_SUCCEEDED,
+    common_pb2.ATTEMPT_FAILED: common_pb2.EXECUTION_FAILED,
+    common_pb2.ATTEMPT_TIMED_OUT: common_pb2.EXECUTION_TIMED_OUT,
+    common_pb2.ATTEMPT_CANCELLED: common_pb2.EXECUTION_CANCELLED,
+}
+
+
+@dataclass
+class Ctx:
+    txn: Txn
+    index: int
+    position: int
+    now: int
+    result: CommandResult
+    _ids: int = 0
+
+    def new_id(self) -> str:
+        self._ids += 1
+        return firing.derived_id(self.now, self.index, self.position, self._ids)
+
+
+Handler = Callable[[Ctx, commands_pb2.Command], None]
+
+
+# ------------------------------------------------------------------------------------------ tasks
+
+
+def _check_calendars(txn: Txn, spec: common_pb2.TaskSpec) -> None:
+    for i, name in enumerate(spec.schedule.calendars):
+        if firing.read_calendar(txn, name) is None:
+            raise Rejected("invalid_argument", f"spec.schedule.calendars[{i}]: no calendar named {name!r}")
+
+
+def create_task(ctx: Ctx, cmd: commands_pb2.Command) -> None:
+    c = cmd.create_task
+    task16 = id_bytes(c.task_id, field="task_id")
+    if ctx.txn.get("tasks", task16) is not None:
+        raise Rejected("already_exists", f"task {c.task_id} already exists")
+    validate_spec(c.spec)
+    _check_calendars(ctx.txn, c.spec)
+    task = Task(
+        task_id=c.task_id,
+        created_at_ms=ctx.now,
+        updated_at_ms=ctx.now,
+        version=ctx.index,
+        state=common_pb2.TASK_SCHEDULED,
+    )
+    task.spec.CopyFrom(c.spec)
+    first = schedule.first_fire(c.spec.schedule, ctx.now)
+    firing.set_plan(task, firing.plan_from(ctx.txn, task, first, ctx.now))
+    put_task(ctx.txn, task16, task, old=None)
+    ctx.result.task.CopyFrom(task)
+
+
+def update_task(ctx: Ctx, cmd: commands_pb2.Command) -> None:
+    """A new spec, effective from the next nominal time after max(now, last fired): an edit never
+    fires retroactively, and executions already fired are not touched."""
+    u = cmd.update_task
+    task16 = id_bytes(u.task_id, field="task_id")
+    old = get_task(ctx.txn, task16)
+    if old.state == common_pb2.TASK_CANCELLED:
+        raise Rejected("invalid_state", f"task {u.task_id} is cancelled")
+    if u.expected_version and u.expected_version != old.version:
+        raise Rejected(
+            "version_mismatch",
+            f"task {u.task_id} is at version {old.version}, not {u.expected_version}: it changed meanwhile",
+        )
+    validate_spec(u.spec)
+    _check_calendars(ctx.txn, u.spec)
+    task = Task()
+    task.CopyFrom(old)
+    task.spec.CopyFrom(u.spec)
+    task.version = ctx.index
+    task.updated_at_ms = ctx.now
+    task.catchup_fired = 0
+    if task.state == common_pb2.TASK_COMPLETED:
+        task.state = common_pb2.TASK_SCHEDULED  # a new schedule may have fires left
+    if task.state == common_pb2.TASK_SCHEDULED:
+        after = max(ctx.now, old.last_fired_nominal_ms)
+        sched = u.spec.schedule
+        if sched.WhichOneof("kind") == "fixed_delay":
+            first: int | None = (
+                schedule.next_fixed_delay(sched, old.last_finished_ms or ctx.now)
+                if not firing.active_executions(ctx.txn, task16)
+                else None
+            )
+            task.next_fire_ms = 0
+        elif sched.WhichOneof("kind") == "at" and not old.last_fired_nominal_ms:
+            first = schedule.first_fire(sched, ctx.now)
+        else:
+            first = schedule.next_fire(sched, after)
+        plan = firing.plan_from(ctx.txn, task, first, ctx.now, not_before_ms=old.last_fired_nominal_ms)
+        if first is None and sched.WhichOneof("kind") == "fixed_delay":
+            task.next_fire_ms = task.next_due_ms = 0  # waits for the running execution to end
+        else:
+            firing.set_plan(task, plan, _max_runs_reached(task))
+    put_task(ctx.txn, task16, task, old=old)
+    ctx.result.task.CopyFrom(task)
+
+
+def cancel_task(ctx: Ctx, cmd: commands_pb2.Command) -> None:
+    task16 = id_bytes(cmd.cancel_task.task_id, field="task_id")
+    old = get_task(ctx.txn, task16)
+    if old.state == common_pb2.TASK_CANCELLED:
+        ctx.result.task.CopyFrom(old)
+        return
+    task = Task()
+    task.CopyFrom(old)
+    task.state = common_pb2.TASK_CANCELLED
+    task.next_fire_ms = task.next_due_ms = 0
+    task.updated_at_ms = ctx.now
+    task.version = ctx.index
+    put_task(ctx.txn, task16, task, old=old)
+    # Waiting executions will never start now (buffered first, so none is promoted); running ones
+    # finish, or are cancelled one by one with CancelExecution.
+    waiting = sorted(
+        (e for e in firing.active_executions(ctx.txn, task16) if e.state != common_pb2.EXECUTION_RUNNING),
+        key=lambda e: e.state != common_pb2.EXECUTION_BUFFERED,
+    )
+    for ex in waiting:
+        finish(ctx, ex, common_pb2.EXECUTION_CANCELLED, "task cancelled before the execution started")
+    ctx.result.task.CopyFrom(get_task(ctx.txn, task16))
+
+
+def pause_task(ctx: Ctx, cmd: commands_pb2.Command) -> None:
+    p = cmd.pause_task
+    task16 = id_bytes(p.task_id, field="task_id")
+    old = get_task(ctx.txn, task16)
+    if old.state not in (common_pb2.TASK_SCHEDULED, common_pb2.TASK_PAUSED):
+        raise Rejected(
+            "invalid_state", f"task {p.task_id} is {common_pb2.TaskState.Name(old.state)}, not scheduled"
+        )
+    task = Task()
+    task.CopyFrom(old)
+    if old.state != common_pb2.TASK_PAUSED:
+        task.paused_at_ms = ctx.now
+    task.state = common_pb2.TASK_PAUSED
+    task.pause_note = p.note[:1000]
+    task.version = ctx.index
+    task.updated_at_ms = ctx.now
+    put_task(ctx.txn, task16, task, old=old)
+    ctx.result.task.CopyFrom(task)
+
+
+def resume_task(ctx: Ctx, cmd: commands_pb2.Command) -> None:
+    """Resume fires. Without replay, nominal times that passed while paused are recorded as `paused`
+    and the next future one fires; with replay, they are due now and the misfire policy decides."""
+    r = cmd.resume_task
+    task16 = id_bytes(r.task_id, field="task_id")
+    old = get_task(ctx.txn, task16)
+    if old.state != common_pb2.TASK_PAUSED:
+        raise Rejected("invalid_state", f"task {r.task_id} is not paused")
+    task = Task()
+    task.CopyFrom(old)
+    task.state = common_pb2.TASK_SCHEDULED
+    task.pause_note = ""
+    task.paused_at_ms = 0
+    task.version = ctx.index
+    task.updated_at_ms = ctx.now
+    task.catchup_fired = 0
+    sched = task.spec.schedule
+    if not r.replay_missed and old.next_fire_ms and firing.due_of(old) < ctx.now:
+        nominal: int | None = old.next_fire_ms
+        recorded = 0
+        while nominal is not None and nominal < ctx.now and recorded < firing.MAX_WALK:
+            if recorded < firing.MAX_RECORDS_PER_COMMAND:
+                firing.record(
+                    ctx.txn, task16, nominal, common_pb2.PAUSED, ctx.now, reason=old.pause_note or "paused"
+                )
+            recorded += 1
+            nominal = schedule.next_fire(sched, nominal)
+        if nominal is not None and nominal < ctx.now:
+            nominal = schedule.next_fire(sched, ctx.now)
+        firing.set_plan(task, firing.plan_from(ctx.txn, task, nominal, ctx.now), _max_runs_reached(task))
+    elif not old.next_fire_ms and sched.WhichOneof("kind") != "fixed_delay":
+        firing.set_plan(task, firing.Planned(None))
+    put_task(ctx.txn, task16, task, old=old)
+    ctx.result.task.CopyFrom(task)
+
+
+# ------------------------------------------------------------------------------------------ fires
+
+
+def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
+    f = cmd.fire
+    txn = ctx.txn
+    task16 = id_bytes(f.task_id, field="task_id")
+    exec16 = id_bytes(f.execution_id, field="execution_id")
+    old = get_task(txn, task16)
+    if old.state != common_pb2.TASK_SCHEDULED:
+        raise Rejected("invalid_state", f"task {f.task_id} is not scheduled")
+    if f.nominal_time_ms != old.next_fire_ms:
+        # Already fired (a retried or duplicated proposal) or rescheduled meanwhile: I3.
+        raise Rejected("not_due", f"task {f.task_id} is not due at {f.nominal_time_ms}")
+    if txn.get("fires", fire_key(task16, f.nominal_time_ms)) is not None:
+        raise Rejected("already_fired", f"task {f.task_id} already fired at {f.nominal_time_ms}")
+    if txn.get("execs", exec16) is not None:
+        raise Rejected("already_exists", f"execution {f.execution_id} already exists")
+    if ctx.now < firing.due_of(old):
+        raise Rejected("not_due", f"task {f.task_id} is due at {firing.due_of(old)}, not yet at {ctx.now}")
+
+    task = Task()
+    task.CopyFrom(old)
+    task.version = ctx.index
+    task.updated_at_ms = ctx.now
+    sched = task.spec.schedule
+    decision = firing.decide_misfire(old, f.nominal_time_ms, ctx.now)
+    policy = common_pb2.MisfirePolicy.Name(task.spec.misfire or common_pb2.MISFIRE_FIRE_ALL).lower()
+    for i, missed in enumerate(decision.missed):
+        more = (
+            f" (and {decision.missed_more} more)"
+            if decision.missed_more and i == len(decision.missed) - 1
+            else ""
+        )
+        firing.record(
+            txn,
+            task16,
+            missed,
+            common_pb2.MISSED_DOWNTIME,
+            ctx.now,
+            reason=f"not fired in time; {policy}{more}",
+        )
+    due = firing.due_of(old)
+    if decision.fire_nominal is not None:
+        nominal = decision.fire_nominal
+        outcome = common_pb2.FIRED
+        reason = ""
+        if nominal == f.nominal_time_ms and sched.calendars and due != nominal:
+            outcome, reason = common_pb2.ROLLED, "rolled by calendar"
+        elif sched.WhichOneof("kind") == "cron" and schedule.dst_shifted(sched, nominal):
+            outcome, reason = common_pb2.DST_SHIFTED, "moved out of a DST gap"
+        if decision.catchup:
+            reason = (reason + "; " if reason else "") + "catch-up after a misfire"
+        task.catchup_fired = old.catchup_fired + 1 if decision.catchup else 0
+        start_execution(ctx, task, nominal, f.execution_id, outcome=outcome, reason=reason, due_ms=due)
+    if sched.WhichOneof("kind") == "fixed_delay":
+        # The next run is planned when this one ends (finish); nothing is due meanwhile.
+        task.next_fire_ms = task.next_due_ms = 0
+        if decision.fire_nominal is None or not ctx.result.HasField("execution"):
+            _plan_fixed_delay(ctx, task, ctx.now)
+    else:
+        nxt = schedule.next_fire(sched, decision.resume_after)
+        plan = firing.plan_from(txn, task, nxt, ctx.now, not_before_ms=due)
+        firing.set_plan(task, plan, _max_runs_reached(task))
+    put_task(txn, task16, task, old=old)
+    ctx.result.task.CopyFrom(task)
+
+
+def _max_runs_reached(task: Task) -> bool:
+    m = task.spec.schedule.max_runs
+    return bool(m) and task.fire_count >= m
+
+
+def _plan_fixed_delay(ctx: Ctx, task: Task, finished_at: int) -> None:
+    nxt = schedule.next_fixed_delay(task.spec.schedule, finished_at)
+    firing.set_plan(task, firing.plan_from(ctx.txn, task, nxt, ctx.now), _max_runs_reached(task))
+
+
+def start_execution(
+    ctx: Ctx,
+    task: Task,
+    nominal: int,
+    execution_id: str,
+    *,
+    outcome: int,
+    reason: str = "",
+    due_ms: int = 0,
+    manual: bool = False,
+    force_buffer: bool = False,
+) -> Execution | None:
+    """Create the execution of one fire, as the task's overlap policy says; record the outcome."""
+    txn = ctx.txn
+    task16 = id_bytes(task.task_id)
+    exec16 = id_bytes(execution_id, field="execution_id")
+    active = firing.active_executions(txn, task16)
+    policy = task.spec.overlap or common_pb2.OVERLAP_ALLOW_ALL
+    state = common_pb2.EXECUTION_PENDING
+    if force_buffer:
+        # Backfill: unless overlap is allowed, the runs queue up behind whatever is active.
+        if active and policy != common_pb2.OVERLAP_ALLOW_ALL:
+            state = common_pb2.EXECUTION_BUFFERED
+    elif active and policy != common_pb2.OVERLAP_ALLOW_ALL:
+        busy = (
+            f"execution {active[0].execution_id} is {common_pb2.ExecutionState.Name(active[0].state).lower()}"
+        )
+        buffered = [e for e in active if e.state == common_pb2.EXECUTION_BUFFERED]
+        if policy == common_pb2.OVERLAP_SKIP:
+            firing.record(txn, task16, nominal, common_pb2.SKIPPED_OVERLAP, ctx.now, reason=busy)
+            return None
+        if policy == common_pb2.OVERLAP_BUFFER_ONE:
+            if buffered:
+                firing.record(txn, task16, nominal, common_pb2.BUFFER_DROPPED, ctx.now, reason=busy)
+                return None
+            state = common_pb2.EXECUTION_BUFFERED
+        elif policy == common_pb2.OVERLAP_BUFFER_ALL:
+            if len(buffered) >= firing.MAX_BUFFERED:
+                firing.record(txn, task16, nominal, common_pb2.BUFFER_DROPPED, ctx.now, reason="buffer full")
+                return None
+            state = common_pb2.EXECUTION_BUFFERED
+        elif policy == common_pb2.OVERLAP_CANCEL_OTHER:
+            # Ask the running ones to stop; waiting ones are superseded; the new one waits its turn.
+            running = False
+            for e in sorted(active, key=lambda e: e.state != common_pb2.EXECUTION_BUFFERED):
+                if e.state == common_pb2.EXECUTION_RUNNING:
+                    request_cancel(ctx, e, "cancelled by a newer fire (overlap cancel_other)")
+                    running = True
+                else:
+                    finish(
+                        ctx,
+                        e,
+                        common_pb2.EXECUTION_CANCELLED,
+                        "superseded by a newer fire (overlap cancel_other)",
+                    )
+            state = common_pb2.EXECUTION_BUFFERED if running else common_pb2.EXECUTION_PENDING
+        elif policy == common_pb2.OVERLAP_TERMINATE_OTHER:
+            for e in sorted(active, key=lambda e: e.state != common_pb2.EXECUTION_BUFFERED):
+                terminate(ctx, e, "terminated by a newer fire (overlap terminate_other)")
+            state = common_pb2.EXECUTION_PENDING
+    ex = Execution(
+        execution_id=execution_id,
+        task_id=task.task_id,
+        nominal_time_ms=nominal,
+        fired_at_ms=ctx.now,
+        state=state,
+        guarantee=task.spec.guarantee,
+        priority=task.spec.priority,
+        manual=manual,
+    )
+    txn.put("execs", exec16, ex.SerializeToString())
+    txn.put("fires", fire_key(task16, nominal), exec16)
+    txn.put("active", firing.active_key(task16, exec16), b"")
+    if state == common_pb2.EXECUTION_BUFFERED:
+        txn.put("buffered", firing.buffered_key(task16, nominal, exec16), b"")
+    else:
+        txn.put("pending", pending_key(ex, exec16), b"")
+    task.last_fired_nominal_ms = max(task.last_fired_nominal_ms, nominal)
+    task.fire_count += 1
+    firing.record(
+        txn,
+        task16,
+        nominal,
+        outcome,
+        ctx.now,
+        reason=reason,
+        execution_id=execution_id,
+        actual_ms=due_ms or nominal,
+    )
+    ctx.result.execution.CopyFrom(ex)
+    ctx.result.executions.append(ex)
+    return ex
+
+
+def trigger_task(ctx: Ctx, cmd: commands_pb2.Command) -> None:
+    """Fire now, outside the schedule (the next scheduled fire is unchanged). Overlap rules apply:
+    a manual run does not bypass them (a known Dkron complaint)."""
+    t = cmd.trigger_task
+    task16 = id_bytes(t.task_id, field="task_id")
+    id_bytes(t.execution_id, field="execution_id")
+    old = get_task(ctx.txn, task16)
+    if old.state == common_pb2.TASK_CANCELLED:
+        raise Rejected("invalid_state", f"task {t.task_id} is cancelled")
+    if ctx.txn.get("fires", fire_key(task16, ctx.now)) is not None:
+        raise Rejected("already_fired", f"task {t.task_id} already fired at {ctx.now}")
+    task = Task()
+    task.CopyFrom(old)
+    task.version = ctx.index
+    task.updated_at_ms = ctx.now
+    ex = start_execution(
+        ctx, task, ctx.now, t.execution_id, outcome=common_pb2.MANUAL, reason="trigger", manual=True
+    )
+    if ex is None:
+        # The overlap policy said no: recorded in the ledger, answered without an execution.
+        ctx.result.error_code = "skipped_overlap"
+        ctx.result.error = (
+            f"task {t.task_id}: an earlier execution is still active and the overlap policy skips"
+        )
+    put_task(ctx.txn, task16, task, old=old)
+    ctx.result.task.CopyFrom(task)
+
+
+def backfill_task(ctx: Ctx, cmd: commands_pb2.Command) -> None:
+    """Fire every nominal time in [from, to] that has no ledger outcome yet, oldest first. Unless the
+    task allows overlap, they run one after another (buffered)."""
+    b = cmd.backfill_task
+    task16 = id_bytes(b.task_id, field="task_id")
+    old = get_task(ctx.txn, task16)
+    if old.state == common_pb2.TASK_CANCELLED:
+        raise Rejected("invalid_state", f"task {b.task_id} is cancelled")
+    if b.from_ms <= 0 or b.to_ms < b.from_ms:
+        raise Rejected("invalid_argument", "to_ms: must be >= from_ms > 0")
+    if b.to_ms > ctx.now:
+        raise Rejected("invalid_argument", "to_ms: a backfill covers the past only")
+    limit = min(b.max_fires or 100, MAX_BACKFILL)
+    sched = old.spec.schedule
+    if sched.WhichOneof("kind") == "fixed_delay":
+        raise Rejected("invalid_argument", "task: a fixed-delay task has no nominal times to backfill")
+    task = Task()
+    task.CopyFrom(old)
+    task.version = ctx.index
+    task.updated_at_ms = ctx.now
+    nominal = schedule.next_fire(sched, b.from_ms - 1)
+    created = 0
+    steps = 0
+    while nominal is not None and nominal <= b.to_ms and created < limit and steps < firing.MAX_WALK:
+        steps += 1
+        seen = ctx.txn.get("ledger", firing.ledger_key(task16, nominal)) is not None
+        if not seen and ctx.txn.get("fires", fire_key(task16, nominal)) is None:
+            ex = start_execution(
+                ctx,
+                task,
+                nominal,
+                ctx.new_id(),
+                outcome=common_pb2.MANUAL,
+                reason="backfill",
+                manual=True,
+                force_buffer=True,
+            )
+            created += ex is not None
+        nominal = schedule.next_fire(sched, nominal)
+    # Backfill must not move the schedule: last_fired_nominal tracks scheduled fires only.
+    task.last_fired_nominal_ms = old.last_fired_nominal_ms
+    put_task(ctx.txn, task16, task, old=old)
+    ctx.result.task.CopyFrom(task)
+
+
+# ------------------------------------------------------------------------------------- executions
+
+
+def finish(ctx: Ctx, ex: Execution, state: int, error: str = "") -> None:
+    """Move an execution to a final state and keep its task in step: leave the active set, promote the
+    oldest buffered execution once nothing else runs, and plan a fixed-delay task's next run."""
+    txn = ctx.txn
+    exec16 = id_bytes(ex.execution_id)
+    task16 = id_bytes(ex.task_id)
+    if ex.state == common_pb2.EXECUTION_PENDING:
+        txn.delete("pending", pending_key(ex, exec16))
+    elif ex.state == common_pb2.EXECUTION_RUNNING:
+        txn.delete("running", exec16)
+    elif ex.state == common_pb2.EXECUTION_BUFFERED:
+        txn.delete("buffered", firing.buffered_key(task16, ex.nominal_time_ms, exec16))
+    txn.delete("active", firing.active_key(task16, exec16))
+    ex.state = common_pb2.ExecutionState.ValueType(state)
+    if error:
+        ex.error = error[:4096]
+    ex.completed_at_ms = ctx.now
+    txn.put("execs", exec16, ex.SerializeToString())
+    ctx.result.executions.append(ex)
+
+    raw = txn.get("tasks", task16)
+    if raw is None:
+        return
+    old = Task()
+    old.ParseFromString(raw)
+    task = Task()
+    task.CopyFrom(old)
+    task.last_finished_ms = ctx.now
+    others = firing.active_executions(txn, task16)
+    if not any(e.state != common_pb2.EXECUTION_BUFFERED for e in others):
+        key = firing.oldest_buffered(txn, task16)
+        if key is not None:
+            nxt = get_execution(txn, key[24:40])
+            txn.delete("buffered", key)
+            nxt.state = common_pb2.EXECUTION_PENDING
+            txn.put("execs", key[24:40], nxt.SerializeToString())
+            txn.put("pending", pending_key(nxt, key[24:40]), b"")
+            ctx.result.executions.append(nxt)
+    sched = task.spec.schedule
+    if (
+        sched.WhichOneof("kind") == "fixed_delay"
+        and task.state == common_pb2.TASK_SCHEDULED
+        and not task.next_fire_ms
+        and not ex.manual
+    ):
+        if sched.fixed_delay.stop_on_failure and state != common_pb2.EXECUTION_SUCCEEDED:
+            firing.set_plan(task, firing.Planned(None))
+        else:
+            _plan_fixed_delay(ctx, task, ctx.now)
+    put_task(txn, task16, task, old=old)
+
+
+def request_cancel(ctx: Ctx, ex: Execution, reason: str) -> None:
+    """Ask the worker running `ex` to stop (the leader delivers the CancelRequest); its result, or the
+    lease's expiry, then ends it as cancelled."""
+    if not ex.cancel_requested_at_ms:
+        ex.cancel_requested_at_ms = ctx.now
+        ex.cancel_reason = reason
+        ctx.txn.put("execs", id_bytes(ex.execution_id), ex.SerializeToString())
+    ctx.result.cancels.append(
+        commands_pb2.CancelRequest(execution_id=ex.execution_id, token=ex.token, worker_id=ex.worker_id)
+    )
+    ctx.result.executions.append(ex)
+
+
+def terminate(ctx: Ctx, ex: Execution, reason: str) -> None:
+    """End `ex` now. A running one's token stops being current at once (its late result is stale) and
+    its worker is told to kill it."""
+    if ex.state == common_pb2.EXECUTION_RUNNING:
+        ctx.result.cancels.append(
+            commands_pb2.CancelRequest(execution_id=ex.execution_id, token=ex.token, worker_id=ex.worker_id)
+        )
+    finish(ctx, ex, common_pb2.EXECUTION_CANCELLED, reason)
+
+
+def cancel_execution(ctx: Ctx, cmd: commands_pb2.Command) -> None:
+    c = cmd.cancel_execution
+    ex = get_execution(ctx.txn, id_bytes(c.execution_id, field="execution_id"))
+    reason = c.reason or "cancelled on request"
+    if ex.state == common_pb2.EXECUTION_RUNNING:
+        request_cancel(ctx, ex, reason)
+    elif ex.state in (common_pb2.EXECUTION_PENDING, common_pb2.EXECUTION_BUFFERED):
+        finish(ctx, ex, common_pb2.EXECUTION_CANCELLED, reason)
+    ctx.result.execution.CopyFrom(get_execution(ctx.txn, id_bytes(c.execution_id)))
+
+
+def grant(ctx: Ctx, cmd: commands_pb2.Command) -> None:
+    g = cmd.grant
+    exec16 = id_bytes(g.execution_id, field="execution_id")
+    ex = get_execution(ctx.txn, exec16)
+    if ex.state != common_pb2.EXECUTION_PENDING:
+        raise Rejected("invalid_state", f"execution {g.execution_id} is not pending")
+    epoch = read_epoch(ctx.txn)
+    if epoch.term == 0:
+        raise Rejected("no_epoch", "no leader epoch committed yet")
+    ctx.txn.delete("pending", pending_key(ex, exec16))
+    ex.state = common_pb2.EXECUTION_RUNNING
+    ex.attempt += 1
+    ex.worker_id = g.worker_id
+    ex.token.term = epoch.term
+    ex.token.index = ctx.index
+    ex.leased_at_ms = ctx.now
+    ctx.txn.put("execs", exec16, ex.SerializeToString())
+    ctx.txn.put("running", exec16, b"")
+    ctx.result.execution.CopyFrom(ex)
+
+
+def complete(ctx: Ctx, cmd: commands_pb2.Command) -> None:
+    c = cmd.complete
+    ex = get_current(ctx.txn, id_bytes(c.execution_id, field="execution_id"), c.token)
+    r = c.result
+    ex.exit_code = r.exit_code
+    ex.started_at_ms = r.started_at_ms
+    ex.finished_at_ms = r.finished_at_ms
+    ex.stdout_tail = bytes(r.stdout_tail[-MAX_TAIL_BYTES:])
+    ex.stderr_tail = bytes(r.stderr_tail[-MAX_TAIL_BYTES:])
+    state = _OUTCOME_STATE.get(r.outcome, common_pb2.EXECUTION_FAILED)
+    if ex.cancel_requested_at_ms and state != common_pb2.EXECUTION_SUCCEEDED:
+        state = common_pb2.EXECUTION_CANCELLED
+    finish(ctx, ex, state, r.error or (ex.cancel_reason if state == common_pb2.EXECUTION_CANCELLED else ""))
+    ctx.result.execution.CopyFrom(get_execution(ctx.txn, id_bytes(c.execution_id)))
+
+
+def expire_lease(ctx: Ctx, cmd: commands_pb2.Command) -> None:
+    x = cmd.expire_lease
+    exec16 = id_bytes(x.execution_id, field="execution_id")
+    ex = get_current(ctx.txn, exec16, x.token)
+    raw = ctx.txn.get("tasks", id_bytes(ex.task_id))
+    task = Task()
+    if raw is not None:
+        task.ParseFromString(raw)
+    max_attempts = task.spec.max_attempts or DEFAULT_MAX_ATTEMPTS
+    if ex.cancel_requested_at_ms:
+        finish(ctx, ex, common_pb2.EXECUTION_CANCELLED, f"{ex.cancel_reason}; its worker stopped answering")
+    elif ex.guarantee == common_pb2.AT_MOST_ONCE:
+        finish(
+            ctx,
+            ex,
+            common_pb2.EXECUTION_LOST,
+            "lease expired; at_most_once executions are never re-dispatched",
+        )
+    elif ex.attempt >= max_attempts:
+        finish(ctx, ex, common_pb2.EXECUTION_LOST, f"lease expired on attempt {ex.attempt} of {max_attempts}")
+    else:
+        ctx.txn.delete("running", exec16)
+        ex.state = common_pb2.EXECUTION_PENDING
+        ex.worker_id = ""
+        ctx.txn.put("pending", pending_key(ex, exec16), b"")
+        ctx.txn.put("execs", exec16, ex.SerializeToString())
+    ctx.result.execution.CopyFrom(get_execution(ctx.txn, exec16))
+
+
+# ------------------------------------------------------------------------------------- leadership
+
+
+def epoch(ctx: Ctx, cmd: commands_pb2.Command) -> None:
+    cur = read_epoch(ctx.txn)
+    if cmd.epoch.term <= cur.term:
+        raise Rejected("stale_epoch", f"epoch {cmd.epoch.term} is not newer than {cur.term}")
+    ctx.txn.put("meta", META_EPOCH, cmd.epoch.SerializeToString())
+
+
+# -------------------------------------------------------------------------------------- calendars
+
+
+def put_calendar(ctx: Ctx, cmd: commands_pb2.Command) -> None:
+    c = common_pb2.Calendar()
+    c.CopyFrom(cmd.put_calendar.calendar)
+    known = {k.decode(): _calendar(v) for k, v in ctx.txn.scan("calendars")}
+    known.pop(c.name, None)
+    cal.validate_calendar(c, known=known, field="calendar")
+    old = firing.read_calendar(ctx.txn, c.name)
+    c.version = ctx.index
+    c.updated_at_ms = ctx.now
+    if old is not None:
+        for name in set(old.include) - set(c.include):
+            ctx.txn.delete("calendar_refs", calendar_include_key(name, old.name))
+    for name in c.include:
+        ctx.txn.put("calendar_refs", calendar_include_key(name, c.name), b"")
+    ctx.txn.put("calendars", c.name.encode(), c.SerializeToString())
+    ctx.result.calendar.CopyFrom(c)
+    # Tasks already planned keep their next due instant; the new rules apply from their next planning.
+
+
+def _calendar(raw: bytes) -> common_pb2.Calendar:
+    c = common_pb2.Calendar()
+    c.ParseFromString(raw)
+    return c
+
+
+def delete_calendar(ctx: Ctx, cmd: commands_pb2.Command) -> None:
+    name = cmd.delete_calendar.name
+    c = firing.read_calendar(ctx.txn, name)
+    if c is None:
+        raise Rejected("not_found", f"calendar {name!r} not found")
+    prefix = name.encode() + b"\0"
+    users = []
+    for k, _ in ctx.txn.scan("calendar_refs", prefix, prefix + b"\xff" * 65):
+        rest = k[len(prefix) :]
+        users.append(f"calendar {rest[1:].decode()}" if rest[:1] == b"C" else f"task {id_text(rest[1:])}")
+        if len(users) >= 5:
+            break
+    if users:
+        raise Rejected("in_use", f"calendar {name!r} is used by {', '.join(users)}")
+    for inc in c.include:
+        ctx.txn.delete("calendar_refs", calendar_include_key(inc, name))
+    ctx.txn.delete("calendars", name.encode())
+    ctx.result.calendar.CopyFrom(c)
+
+
+HANDLERS: dict[str, Handler] = {
+    "create_task": create_task,
+    "update_task": update_task,
+    "cancel_task": cancel_task,
+    "pause_task": pause_task,
+    "resume_task": resume_task,
+    "trigger_task": trigger_task,
+    "backfill_task": backfill_task,
+    "epoch": epoch,
+    "fire": fire,
+    "grant": grant,
+    "complete": complete,
+    "expire_lease": expire_lease,
+    "cancel_execution": cancel_execution,
+    "put_calendar": put_calendar,
+    "delete_calendar": delete_calendar,
+}
+
+__all__ = ["DEFAULT_MAX_ATTEMPTS", "HANDLERS", "Ctx", "finish", "start_execution"]
