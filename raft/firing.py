@@ -199,6 +199,14 @@ def plan_from(
                 due, rolled = rolled_ms, reason
         if sched.jitter_ms:
             due += schedule.jitter_offset_ms(task.task_id, nominal, sched.jitter_ms)
+        if cals is not None and not_before_ms and due <= not_before_ms:
+            # Rolling can land several nominal times on one instant (Saturday's and Sunday's daily runs
+            # both roll to Monday 09:00, Monday's own too): they merge into the fire already planned there.
+            if steps <= MAX_RECORDS_PER_COMMAND:
+                why = f"merged into the fire due at {not_before_ms}" + (f" ({rolled})" if rolled else "")
+                record(txn, task16, nominal, common_pb2.SKIPPED_CALENDAR, now_ms, reason=why)
+            nominal = schedule.next_fire(sched, nominal)
+            continue
         return Planned(nominal, due, rolled)
     return Planned(None)
 

@@ -412,3 +412,21 @@ def test_jitter_is_deterministic_and_within_bounds() -> None:
         dues.append(c.task.next_due_ms or c.task.next_fire_ms)
         assert 0 <= dues[-1] - c.task.next_fire_ms < 20_000
     assert dues[0] == dues[1]
+
+
+def test_fires_rolled_onto_one_instant_merge_into_one_run() -> None:
+    log = Log()
+    log.apply(_calendar("weekends", weekdays=common_pb2.WeekdaySet(days=[6, 7])))
+    daily9 = common_pb2.Schedule(
+        cron=common_pb2.CronSchedule(expression="0 9 * * *", time_zone="Europe/Paris"),
+        calendars=["weekends"],
+        calendar_action=common_pb2.CALENDAR_ROLL_FOLLOWING,
+    )
+    (c,) = log.apply(create(tid(1), spec(daily9), at=1_767_344_400_000))  # Fri 2026-01-02 10:00 Paris
+    assert c.task.next_fire_ms == 1_767_427_200_000  # Saturday's nominal time...
+    assert c.task.next_due_ms == 1_767_600_000_000  # ...rolled to Monday 09:00
+    (f,) = log.apply(fire(tid(1), c.task.next_fire_ms, tid(100), at=1_767_600_000_000))
+    assert f.execution.execution_id
+    assert f.task.next_fire_ms == 1_767_686_400_000  # Tuesday: Sunday's and Monday's merged into Monday's run
+    merged = [o for n, o in ledger(log, tid(1)) if n in (1_767_513_600_000, 1_767_600_000_000)]
+    assert merged == ["SKIPPED_CALENDAR", "SKIPPED_CALENDAR"]
