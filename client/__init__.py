@@ -7,7 +7,10 @@
         print(task.task_id, task.next_fire_ms)
 
 Writes follow the leader (redirects) and are idempotent across retries (one request id per call); reads
-go to any node. Errors are those of `cronraft.errors`, re-exported here.
+go to any node. Schedules come from `cron`, `at`, `every` (fixed rate) and `delay` (fixed delay); tasks
+are edited with `Client.edit_task`, paused, resumed, triggered, backfilled and explained (the fire
+ledger); calendars are `cronraft.v1.Calendar` messages stored with `Client.put_calendar`.
+Errors are those of `cronraft.errors`, re-exported here.
 """
 
 from cronraft.client._common import (
@@ -17,6 +20,7 @@ from cronraft.client._common import (
     build_spec,
     command,
     cron,
+    delay,
     every,
     parse_duration,
     parse_instant,
@@ -54,6 +58,7 @@ __all__ = [
     "build_spec",
     "command",
     "cron",
+    "delay",
     "every",
     "parse_duration",
     "parse_instant",

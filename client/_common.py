@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import random
 import re
@@ -241,6 +242,11 @@ _parse_guarantee = _enum_parser(common_pb2.DeliveryGuarantee, "", "guarantee")
 _parse_priority = _enum_parser(common_pb2.Priority, "", "priority")
 _parse_task_state = _enum_parser(common_pb2.TaskState, "TASK_", "task state")
 _parse_execution_state = _enum_parser(common_pb2.ExecutionState, "EXECUTION_", "execution state")
+_parse_dst_gap = _enum_parser(common_pb2.DstGapPolicy, "DST_GAP_", "dst gap policy")
+_parse_dst_fold = _enum_parser(common_pb2.DstFoldPolicy, "DST_FOLD_", "dst fold policy")
+_parse_calendar_action = _enum_parser(common_pb2.CalendarAction, "CALENDAR_", "calendar action")
+_parse_misfire = _enum_parser(common_pb2.MisfirePolicy, "MISFIRE_", "misfire policy")
+_parse_overlap = _enum_parser(common_pb2.OverlapPolicy, "OVERLAP_", "overlap policy")
 
 
 def parse_guarantee(
@@ -275,6 +281,42 @@ def parse_execution_state(
     return common_pb2.ExecutionState.ValueType(_parse_execution_state(value, field))
 
 
+def parse_dst_gap(
+    value: common_pb2.DstGapPolicy.ValueType | str, field: str = "schedule.dst_gap"
+) -> common_pb2.DstGapPolicy.ValueType:
+    """An enum value, or "shift" / "skip"."""
+    return common_pb2.DstGapPolicy.ValueType(_parse_dst_gap(value, field))
+
+
+def parse_dst_fold(
+    value: common_pb2.DstFoldPolicy.ValueType | str, field: str = "schedule.dst_fold"
+) -> common_pb2.DstFoldPolicy.ValueType:
+    """An enum value, or "first" / "second" / "both"."""
+    return common_pb2.DstFoldPolicy.ValueType(_parse_dst_fold(value, field))
+
+
+def parse_calendar_action(
+    value: common_pb2.CalendarAction.ValueType | str, field: str = "schedule.calendar_action"
+) -> common_pb2.CalendarAction.ValueType:
+    """An enum value, or "skip" / "roll-following" / "roll-preceding" / "roll-modified-following"."""
+    return common_pb2.CalendarAction.ValueType(_parse_calendar_action(value, field))
+
+
+def parse_misfire(
+    value: common_pb2.MisfirePolicy.ValueType | str, field: str = "spec.misfire"
+) -> common_pb2.MisfirePolicy.ValueType:
+    """An enum value, or "skip" / "fire-once" / "fire-all"."""
+    return common_pb2.MisfirePolicy.ValueType(_parse_misfire(value, field))
+
+
+def parse_overlap(
+    value: common_pb2.OverlapPolicy.ValueType | str, field: str = "spec.overlap"
+) -> common_pb2.OverlapPolicy.ValueType:
+    """An enum value, or "skip" / "buffer-one" / "buffer-all" / "cancel-other" / "terminate-other" /
+    "allow-all"."""
+    return common_pb2.OverlapPolicy.ValueType(_parse_overlap(value, field))
+
+
 def enum_name(wrapper: Any, number: int, prefix: str = "") -> str:
     """Lower-case enum name without `prefix` ("TASK_SCHEDULED" -> "scheduled"); "unspecified" for 0,
     "unknown_<n>" for a value this client does not know (a newer server)."""
@@ -291,7 +333,16 @@ def enum_name(wrapper: Any, number: int, prefix: str = "") -> str:
 
 
 def _window(
-    schedule: common_pb2.Schedule, start_at: Instant | None, end_at: Instant | None, max_runs: int
+    schedule: common_pb2.Schedule,
+    start_at: Instant | None,
+    end_at: Instant | None,
+    max_runs: int,
+    *,
+    jitter: Duration | None = None,
+    dst_gap: common_pb2.DstGapPolicy.ValueType | str | None = None,
+    dst_fold: common_pb2.DstFoldPolicy.ValueType | str | None = None,
+    calendars: Sequence[str] | None = None,
+    calendar_action: common_pb2.CalendarAction.ValueType | str | None = None,
 ) -> None:
     if start_at is not None:
         schedule.start_at_ms = instant_ms(start_at, "schedule.start_at_ms")
@@ -300,6 +351,25 @@ def _window(
     if max_runs < 0:
         raise InvalidArgument("schedule.max_runs", "must not be negative")
     schedule.max_runs = max_runs
+    if jitter is not None:
+        jitter_ms = duration_ms(jitter, "schedule.jitter_ms")
+        if jitter_ms < 0:
+            raise InvalidArgument("schedule.jitter_ms", "must not be negative")
+        schedule.jitter_ms = jitter_ms
+    if dst_gap is not None:
+        schedule.dst_gap = parse_dst_gap(dst_gap)
+    if dst_fold is not None:
+        schedule.dst_fold = parse_dst_fold(dst_fold)
+    if calendars is not None:
+        if isinstance(calendars, str):
+            calendars = [calendars]
+        names = [c.strip() for c in calendars]
+        if any(not n for n in names):
+            raise InvalidArgument("schedule.calendars", "a calendar name must not be empty")
+        del schedule.calendars[:]
+        schedule.calendars.extend(names)
+    if calendar_action is not None:
+        schedule.calendar_action = parse_calendar_action(calendar_action)
 
 
 def cron(
@@ -309,14 +379,33 @@ def cron(
     start_at: Instant | None = None,
     end_at: Instant | None = None,
     max_runs: int = 0,
+    jitter: Duration | None = None,
+    dst_gap: common_pb2.DstGapPolicy.ValueType | str | None = None,
+    dst_fold: common_pb2.DstFoldPolicy.ValueType | str | None = None,
+    calendars: Sequence[str] | None = None,
+    calendar_action: common_pb2.CalendarAction.ValueType | str | None = None,
 ) -> common_pb2.Schedule:
     """A cron schedule: 5 fields, or 6 with seconds first, evaluated in the IANA `time_zone`.
 
     The expression and the zone are validated by the cluster (INVALID_ARGUMENT naming
-    `spec.schedule.cron.expression` or `spec.schedule.cron.time_zone`).
+    `spec.schedule.cron.expression` or `spec.schedule.cron.time_zone`). The keyword arguments are those
+    of every builder: the window (`start_at`, `end_at`, `max_runs`), `jitter` (fires are delayed by up
+    to this, from a hash of task and nominal time), `dst_gap` ("shift" | "skip"), `dst_fold`
+    ("first" | "second" | "both"), `calendars` (names of stored calendars) and `calendar_action`
+    ("skip" | "roll-following" | "roll-preceding" | "roll-modified-following").
     """
     schedule = common_pb2.Schedule(cron=common_pb2.CronSchedule(expression=expression, time_zone=time_zone))
-    _window(schedule, start_at, end_at, max_runs)
+    _window(
+        schedule,
+        start_at,
+        end_at,
+        max_runs,
+        jitter=jitter,
+        dst_gap=dst_gap,
+        dst_fold=dst_fold,
+        calendars=calendars,
+        calendar_action=calendar_action,
+    )
     return schedule
 
 
@@ -326,10 +415,25 @@ def at(
     start_at: Instant | None = None,
     end_at: Instant | None = None,
     max_runs: int = 0,
+    jitter: Duration | None = None,
+    dst_gap: common_pb2.DstGapPolicy.ValueType | str | None = None,
+    dst_fold: common_pb2.DstFoldPolicy.ValueType | str | None = None,
+    calendars: Sequence[str] | None = None,
+    calendar_action: common_pb2.CalendarAction.ValueType | str | None = None,
 ) -> common_pb2.Schedule:
     """A one-time schedule at `when`: an aware datetime, an RFC 3339 string or Unix milliseconds."""
     schedule = common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=instant_ms(when, "schedule.at.at_ms")))
-    _window(schedule, start_at, end_at, max_runs)
+    _window(
+        schedule,
+        start_at,
+        end_at,
+        max_runs,
+        jitter=jitter,
+        dst_gap=dst_gap,
+        dst_fold=dst_fold,
+        calendars=calendars,
+        calendar_action=calendar_action,
+    )
     return schedule
 
 
@@ -340,6 +444,11 @@ def every(
     start_at: Instant | None = None,
     end_at: Instant | None = None,
     max_runs: int = 0,
+    jitter: Duration | None = None,
+    dst_gap: common_pb2.DstGapPolicy.ValueType | str | None = None,
+    dst_fold: common_pb2.DstFoldPolicy.ValueType | str | None = None,
+    calendars: Sequence[str] | None = None,
+    calendar_action: common_pb2.CalendarAction.ValueType | str | None = None,
 ) -> common_pb2.Schedule:
     """A fixed-rate schedule firing at `anchor + n * period` (anchor: the Unix epoch when None)."""
     period_ms = duration_ms(period, "schedule.fixed_rate.period_ms")
@@ -349,7 +458,53 @@ def every(
     schedule = common_pb2.Schedule(
         fixed_rate=common_pb2.FixedRateSchedule(period_ms=period_ms, anchor_ms=anchor_ms)
     )
-    _window(schedule, start_at, end_at, max_runs)
+    _window(
+        schedule,
+        start_at,
+        end_at,
+        max_runs,
+        jitter=jitter,
+        dst_gap=dst_gap,
+        dst_fold=dst_fold,
+        calendars=calendars,
+        calendar_action=calendar_action,
+    )
+    return schedule
+
+
+def delay(
+    duration: Duration,
+    stop_on_failure: bool = False,
+    *,
+    start_at: Instant | None = None,
+    end_at: Instant | None = None,
+    max_runs: int = 0,
+    jitter: Duration | None = None,
+    dst_gap: common_pb2.DstGapPolicy.ValueType | str | None = None,
+    dst_fold: common_pb2.DstFoldPolicy.ValueType | str | None = None,
+    calendars: Sequence[str] | None = None,
+    calendar_action: common_pb2.CalendarAction.ValueType | str | None = None,
+) -> common_pb2.Schedule:
+    """A fixed-delay schedule: each run is due `duration` after the previous run reached its final state
+    (every final state counts; with `stop_on_failure` a run that did not succeed completes the task).
+    The first run is due at creation (or `start_at`)."""
+    delay_ms = duration_ms(duration, "schedule.fixed_delay.delay_ms")
+    if delay_ms <= 0:
+        raise InvalidArgument("schedule.fixed_delay.delay_ms", "must be positive")
+    schedule = common_pb2.Schedule(
+        fixed_delay=common_pb2.FixedDelaySchedule(delay_ms=delay_ms, stop_on_failure=stop_on_failure)
+    )
+    _window(
+        schedule,
+        start_at,
+        end_at,
+        max_runs,
+        jitter=jitter,
+        dst_gap=dst_gap,
+        dst_fold=dst_fold,
+        calendars=calendars,
+        calendar_action=calendar_action,
+    )
     return schedule
 
 
@@ -380,8 +535,23 @@ def build_spec(
     guarantee: common_pb2.DeliveryGuarantee.ValueType | str = common_pb2.AT_LEAST_ONCE,
     priority: common_pb2.Priority.ValueType | str = common_pb2.MEDIUM,
     max_attempts: int = 0,
+    misfire: common_pb2.MisfirePolicy.ValueType | str | None = None,
+    catchup_window: Duration | None = None,
+    max_catchup: int = 0,
+    overlap: common_pb2.OverlapPolicy.ValueType | str | None = None,
 ) -> common_pb2.TaskSpec:
-    """Assemble a `TaskSpec` (the keyword arguments of `Client.create_task`)."""
+    """Assemble a `TaskSpec` (the keyword arguments of `Client.create_task`).
+
+    `misfire` ("skip" | "fire-once" | "fire-all"; default: fire-all within the catch-up window),
+    `catchup_window` (missed times older than this never fire; default 60 s), `max_catchup` (fire-all
+    fires at most this many; default 100), `overlap` ("skip" | "buffer-one" | "buffer-all" |
+    "cancel-other" | "terminate-other" | "allow-all"; default allow-all).
+    """
+    if max_catchup < 0:
+        raise InvalidArgument("spec.max_catchup", "must not be negative")
+    catchup_ms = 0 if catchup_window is None else duration_ms(catchup_window, "spec.catchup_window_ms")
+    if catchup_ms < 0:
+        raise InvalidArgument("spec.catchup_window_ms", "must not be negative")
     return common_pb2.TaskSpec(
         name=name,
         tags=dict(tags or {}),
@@ -392,7 +562,175 @@ def build_spec(
         guarantee=parse_guarantee(guarantee, "spec.guarantee"),
         priority=parse_priority(priority, "spec.priority"),
         max_attempts=max_attempts,
+        misfire=parse_misfire(misfire) if misfire is not None else common_pb2.MISFIRE_DEFAULT,
+        catchup_window_ms=catchup_ms,
+        max_catchup=max_catchup,
+        overlap=parse_overlap(overlap) if overlap is not None else common_pb2.OVERLAP_DEFAULT,
     )
+
+
+# ---------------------------------------------------------------------------------------- schedule flags
+
+_POLICY_HELP = {
+    "dst_gap": "shift | skip",
+    "dst_fold": "first | second | both",
+    "calendar_action": "skip | roll-following | roll-preceding | roll-modified-following",
+}
+
+
+def parse_when(text: str, field: str = "instant", now_ms: int | None = None) -> int:
+    """A command-line instant in Unix ms: RFC 3339 (see `parse_instant`), "+DURATION" from now, or
+    "now". `now_ms` defaults to the wall clock (injected by tests and by offline previews)."""
+    s = text.strip()
+    if s == "now" or s.startswith("+"):
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        return now if s == "now" else now + parse_duration(s[1:], field)
+    return parse_instant(s, field)
+
+
+def add_schedule_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """Add the schedule flags shared by `task create`, `task update` and `schedule preview`:
+
+    `--cron EXPR [--tz ZONE] | --at WHEN | --every DURATION [--anchor WHEN] | --delay DURATION
+    [--stop-on-failure]`, `--start-at WHEN`, `--end-at WHEN`, `--max-runs N`, `--jitter DURATION`,
+    `--dst-gap`, `--dst-fold`, `--calendar NAME` (repeatable), `--calendar-action`.
+
+    Every flag defaults to None ("not given"), so that `schedule_from_args` can tell an edit from a
+    default. With `required=False` (updates) the kind is optional, and `--no-calendar` clears the list.
+    """
+    kind = parser.add_mutually_exclusive_group(required=required)
+    kind.add_argument("--cron", metavar="EXPR", help="cron expression: 5 fields, or 6 with seconds first")
+    kind.add_argument("--at", metavar="WHEN", help="one-time: RFC 3339 instant, or +DURATION from now")
+    kind.add_argument("--every", metavar="DURATION", help="fixed rate, e.g. 30s, 5m, 1h30m")
+    kind.add_argument(
+        "--delay", metavar="DURATION", help="fixed delay: due DURATION after the previous run ended"
+    )
+    parser.add_argument("--tz", metavar="ZONE", help="IANA time zone of --cron (default UTC)")
+    parser.add_argument("--anchor", metavar="WHEN", help="anchor of --every (default: the Unix epoch)")
+    parser.add_argument(
+        "--stop-on-failure",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with --delay: a run that did not succeed completes the task",
+    )
+    parser.add_argument("--start-at", metavar="WHEN", help="no fire before this instant ('none': no bound)")
+    parser.add_argument("--end-at", metavar="WHEN", help="no fire after this instant ('none': no bound)")
+    parser.add_argument(
+        "--max-runs", type=int, default=None, metavar="N", help="stop after N fires (0: no limit)"
+    )
+    parser.add_argument(
+        "--jitter", metavar="DURATION", help="delay each fire by up to DURATION (hash of task and time)"
+    )
+    parser.add_argument("--dst-gap", metavar="POLICY", help=f"time in a DST gap: {_POLICY_HELP['dst_gap']}")
+    parser.add_argument(
+        "--dst-fold", metavar="POLICY", help=f"time in a DST fold: {_POLICY_HELP['dst_fold']}"
+    )
+    parser.add_argument(
+        "--calendar",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="exclude the times of a stored calendar (repeatable)",
+    )
+    parser.add_argument(
+        "--calendar-action",
+        metavar="ACTION",
+        help=f"what an excluded time does: {_POLICY_HELP['calendar_action']}",
+    )
+    if not required:
+        parser.add_argument(
+            "--no-calendar", action="store_true", default=False, help="remove every calendar of the task"
+        )
+
+
+def _flag_instant(text: str | None, flag: str, now_ms: int | None) -> int | None:
+    if text is None:
+        return None
+    if text.strip().lower() == "none":
+        return 0
+    return parse_when(text, flag, now_ms)
+
+
+def schedule_from_args(
+    args: argparse.Namespace, base: common_pb2.Schedule | None = None, *, now_ms: int | None = None
+) -> common_pb2.Schedule:
+    """The `Schedule` the flags of `add_schedule_arguments` describe.
+
+    Without `base` (create, preview) one kind flag is required. With `base` (update) only the flags
+    given change it: a kind flag replaces the kind; `--tz` alone changes the zone of a cron schedule,
+    `--anchor` alone the anchor of a fixed-rate one, `--stop-on-failure` alone a fixed-delay one.
+    Errors are `InvalidArgument` naming the flag.
+    """
+
+    def g(name: str) -> Any:  # a flag absent from the parser reads as not given
+        return getattr(args, name, None)
+
+    schedule = common_pb2.Schedule()
+    if base is not None:
+        schedule.CopyFrom(base)
+    current = schedule.WhichOneof("kind")
+    if g("cron") is not None:
+        schedule.cron.CopyFrom(common_pb2.CronSchedule(expression=g("cron"), time_zone=g("tz") or "UTC"))
+    elif g("at") is not None:
+        schedule.at.CopyFrom(common_pb2.AtSchedule(at_ms=parse_when(g("at"), "--at", now_ms)))
+    elif g("every") is not None:
+        period = parse_duration(g("every"), "--every")
+        if period <= 0:
+            raise InvalidArgument("--every", "must be positive")
+        anchor = _flag_instant(g("anchor"), "--anchor", now_ms) or 0
+        schedule.fixed_rate.CopyFrom(common_pb2.FixedRateSchedule(period_ms=period, anchor_ms=anchor))
+    elif g("delay") is not None:
+        delay_ms = parse_duration(g("delay"), "--delay")
+        if delay_ms <= 0:
+            raise InvalidArgument("--delay", "must be positive")
+        schedule.fixed_delay.CopyFrom(
+            common_pb2.FixedDelaySchedule(delay_ms=delay_ms, stop_on_failure=bool(g("stop_on_failure")))
+        )
+    elif current is None:
+        raise InvalidArgument("--cron", "give one of --cron, --at, --every or --delay")
+    else:  # an update keeping the kind: the kind's own modifiers may still change
+        if g("tz") is not None and current == "cron":
+            schedule.cron.time_zone = g("tz")
+        if g("anchor") is not None and current == "fixed_rate":
+            schedule.fixed_rate.anchor_ms = _flag_instant(g("anchor"), "--anchor", now_ms) or 0
+        if g("stop_on_failure") is not None and current == "fixed_delay":
+            schedule.fixed_delay.stop_on_failure = g("stop_on_failure")
+    kind = schedule.WhichOneof("kind")
+    for flag, attr, needs in (
+        ("--tz", "tz", "cron"),
+        ("--anchor", "anchor", "fixed_rate"),
+        ("--stop-on-failure", "stop_on_failure", "fixed_delay"),
+    ):
+        if g(attr) is not None and kind != needs:
+            owner = {"cron": "--cron", "fixed_rate": "--every", "fixed_delay": "--delay"}[needs]
+            raise InvalidArgument(flag, f"applies to {owner} only")
+    start = _flag_instant(g("start_at"), "--start-at", now_ms)
+    if start is not None:
+        schedule.start_at_ms = start
+    end = _flag_instant(g("end_at"), "--end-at", now_ms)
+    if end is not None:
+        schedule.end_at_ms = end
+    if g("max_runs") is not None:
+        if g("max_runs") < 0:
+            raise InvalidArgument("--max-runs", f"must not be negative, got {g('max_runs')}")
+        schedule.max_runs = g("max_runs")
+    if g("jitter") is not None:
+        schedule.jitter_ms = parse_duration(g("jitter"), "--jitter")
+    if g("dst_gap") is not None:
+        schedule.dst_gap = parse_dst_gap(g("dst_gap"), "--dst-gap")
+    if g("dst_fold") is not None:
+        schedule.dst_fold = parse_dst_fold(g("dst_fold"), "--dst-fold")
+    if g("no_calendar"):
+        del schedule.calendars[:]
+    if g("calendar") is not None:
+        names = [n.strip() for n in g("calendar")]
+        if any(not n for n in names):
+            raise InvalidArgument("--calendar", "a calendar name must not be empty")
+        del schedule.calendars[:]
+        schedule.calendars.extend(names)
+    if g("calendar_action") is not None:
+        schedule.calendar_action = parse_calendar_action(g("calendar_action"), "--calendar-action")
+    return schedule
 
 
 def new_request_id() -> str:
@@ -432,6 +770,328 @@ def list_executions_request(
         state=parse_execution_state(state),
         page_size=clamp_page_size(page_size),
         page_token=page_token,
+    )
+
+
+def backfill_request(
+    task_id: str, from_: Instant, to: Instant, max_fires: int, request_id: str
+) -> scheduler_pb2.BackfillTaskRequest:
+    if max_fires < 0:
+        raise InvalidArgument("max_fires", "must not be negative")
+    return scheduler_pb2.BackfillTaskRequest(
+        task_id=task_id,
+        from_ms=instant_ms(from_, "from_ms"),
+        to_ms=instant_ms(to, "to_ms"),
+        max_fires=max_fires,
+        request_id=request_id,
+    )
+
+
+def explain_request(
+    task_id: str, from_: Instant | None, to: Instant | None, limit: int
+) -> scheduler_pb2.ExplainTaskRequest:
+    return scheduler_pb2.ExplainTaskRequest(
+        task_id=task_id,
+        from_ms=0 if from_ is None else instant_ms(from_, "from_ms"),
+        to_ms=0 if to is None else instant_ms(to, "to_ms"),
+        limit=clamp_page_size(limit),
+    )
+
+
+def preview_request(task_id: str, from_: Instant | None, count: int) -> scheduler_pb2.PreviewTaskRequest:
+    return scheduler_pb2.PreviewTaskRequest(
+        task_id=task_id,
+        from_ms=0 if from_ is None else instant_ms(from_, "from_ms"),
+        count=clamp_page_size(count),
+    )
+
+
+EDITABLE_FIELDS = (
+    "name",
+    "schedule",
+    "payload",
+    "tags",
+    "queue",
+    "timeout_ms",
+    "guarantee",
+    "priority",
+    "max_attempts",
+    "misfire",
+    "catchup_window",
+    "max_catchup",
+    "overlap",
+)
+"""The keyword arguments of `edit_task`: those of `create_task` plus the policies."""
+
+
+def _non_negative_int(value: Any, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(field, f"expected an integer, got {value!r}")
+    if value < 0:
+        raise InvalidArgument(field, "must not be negative")
+    return value
+
+
+def edit_spec(spec: common_pb2.TaskSpec, changes: Mapping[str, Any]) -> common_pb2.TaskSpec:
+    """A copy of `spec` with `changes` applied (keys from `EDITABLE_FIELDS`; values as `create_task`
+    takes them). `tags` replaces every tag; `schedule` and `payload` replace the whole message."""
+    unknown = sorted(set(changes) - set(EDITABLE_FIELDS))
+    if unknown:
+        raise InvalidArgument(
+            unknown[0], f"not an editable field (expected one of: {', '.join(EDITABLE_FIELDS)})"
+        )
+    out = common_pb2.TaskSpec()
+    out.CopyFrom(spec)
+    for key, value in changes.items():
+        field_name = f"spec.{key}"
+        if key == "schedule":
+            if not isinstance(value, common_pb2.Schedule):
+                raise InvalidArgument(field_name, "expected a Schedule (from cron, at, every or delay)")
+            out.schedule.CopyFrom(value)
+        elif key == "payload":
+            if not isinstance(value, common_pb2.Payload):
+                raise InvalidArgument(field_name, "expected a Payload (from command or shell)")
+            out.payload.CopyFrom(value)
+        elif key == "tags":
+            out.tags.clear()
+            out.tags.update(dict(value or {}))
+        elif key in ("name", "queue"):
+            if not isinstance(value, str):
+                raise InvalidArgument(field_name, f"expected a string, got {value!r}")
+            setattr(out, key, value)
+        elif key == "timeout_ms":
+            out.timeout_ms = _non_negative_int(value, field_name)
+        elif key in ("max_attempts", "max_catchup"):
+            setattr(out, key, _non_negative_int(value, field_name))
+        elif key == "catchup_window":
+            ms = duration_ms(value, "spec.catchup_window_ms")
+            out.catchup_window_ms = _non_negative_int(ms, "spec.catchup_window_ms")
+        elif key == "guarantee":
+            out.guarantee = parse_guarantee(value, field_name)
+        elif key == "priority":
+            out.priority = parse_priority(value, field_name)
+        elif key == "misfire":
+            out.misfire = parse_misfire(value, field_name)
+        else:  # overlap
+            out.overlap = parse_overlap(value, field_name)
+    return out
+
+
+# ------------------------------------------------------------------------------------------- calendars
+
+RULE_KINDS = ("dates", "holidays", "weekdays", "date_range", "time_of_day", "cron")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_TIME_OF_DAY = re.compile(r"\d{2}:\d{2}(?::\d{2})?")
+_WEEKDAYS = {"mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6, "sun": 7}
+
+
+def check_date(text: str, field: str) -> str:
+    """A "YYYY-MM-DD" calendar date (checked for form and existence), returned as given."""
+    s = text.strip()
+    try:
+        if not _DATE.fullmatch(s):
+            raise ValueError("expected YYYY-MM-DD")
+        datetime.strptime(s, "%Y-%m-%d")
+    except ValueError as exc:
+        raise InvalidArgument(field, f"invalid date {text!r}: {exc}") from None
+    return s
+
+
+def check_time_of_day(text: str, field: str) -> str:
+    """An "HH:MM" or "HH:MM:SS" local time, returned as given."""
+    s = text.strip()
+    ok = _TIME_OF_DAY.fullmatch(s) is not None
+    if ok:
+        parts = [int(p) for p in s.split(":")]
+        ok = parts[0] < 24 and parts[1] < 60 and (len(parts) < 3 or parts[2] < 60)
+    if not ok:
+        raise InvalidArgument(field, f"invalid time of day {text!r}: expected HH:MM or HH:MM:SS")
+    return s
+
+
+def parse_weekdays(text: str | Sequence[int | str], field: str = "weekdays") -> list[int]:
+    """ISO days of week (1 = Monday .. 7 = Sunday) from "6,7", "sat,sun" or a sequence of them."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    days: list[int] = []
+    for item in items:
+        if isinstance(item, str):
+            word = item.strip().lower()
+            day = _WEEKDAYS.get(word[:3]) if word[:3] in _WEEKDAYS else None
+            if day is None and word.isdigit():
+                day = int(word)
+        else:
+            day = item
+        if not isinstance(day, int) or isinstance(day, bool) or not 1 <= day <= 7:
+            raise InvalidArgument(field, f"invalid day of week {item!r}: expected 1 (Monday) .. 7 (Sunday)")
+        if day not in days:
+            days.append(day)
+    if not days:
+        raise InvalidArgument(field, "expected at least one day of week")
+    return days
+
+
+def holidays_rule(text: str, field: str = "holidays") -> common_pb2.CalendarRule:
+    """ "FR" or "DE-BY" (country, optional subdivision) as a holidays rule."""
+    country, dash, subdivision = text.strip().partition("-")
+    if not re.fullmatch(r"[A-Za-z]{2}", country) or (dash and not subdivision):
+        raise InvalidArgument(
+            field, f"invalid holiday set {text!r}: expected CC or CC-SUBDIV, e.g. FR or DE-BY"
+        )
+    return common_pb2.CalendarRule(
+        holidays=common_pb2.HolidaySet(country=country.upper(), subdivision=subdivision.upper())
+    )
+
+
+def date_range_rule(text: str, field: str = "date_range") -> common_pb2.CalendarRule:
+    """ "2025-07-14..2025-08-15" (inclusive) as a date-range rule."""
+    start, sep, end = text.partition("..")
+    if not sep:
+        raise InvalidArgument(
+            field, f"invalid date range {text!r}: expected FROM..TO (YYYY-MM-DD..YYYY-MM-DD)"
+        )
+    lo, hi = check_date(start, field), check_date(end, field)
+    if hi < lo:
+        raise InvalidArgument(field, f"invalid date range {text!r}: it ends before it starts")
+    return common_pb2.CalendarRule(date_range=common_pb2.DateRange(**{"from": lo, "to": hi}))
+
+
+def time_of_day_rule(text: str, field: str = "time_of_day") -> common_pb2.CalendarRule:
+    """ "22:00-06:00" ([start, end) local time; end before start wraps past midnight)."""
+    start, sep, end = text.partition("-")
+    if not sep:
+        raise InvalidArgument(field, f"invalid time-of-day range {text!r}: expected HH:MM-HH:MM")
+    return common_pb2.CalendarRule(
+        time_of_day=common_pb2.TimeOfDayRange(
+            start=check_time_of_day(start, field), end=check_time_of_day(end, field)
+        )
+    )
+
+
+def rule_to_json(rule: common_pb2.CalendarRule) -> dict[str, Any]:
+    kind = rule.WhichOneof("kind")
+    if kind == "dates":
+        return {"kind": "dates", "dates": list(rule.dates.dates)}
+    if kind == "holidays":
+        return {
+            "kind": "holidays",
+            "country": rule.holidays.country,
+            "subdivision": rule.holidays.subdivision,
+        }
+    if kind == "weekdays":
+        return {"kind": "weekdays", "days": list(rule.weekdays.days)}
+    if kind == "date_range":
+        return {"kind": "date_range", "from": getattr(rule.date_range, "from"), "to": rule.date_range.to}
+    if kind == "time_of_day":
+        return {"kind": "time_of_day", "start": rule.time_of_day.start, "end": rule.time_of_day.end}
+    if kind == "cron":
+        return {"kind": "cron", "expression": rule.cron}
+    return {"kind": None}
+
+
+def calendar_to_json(calendar: common_pb2.Calendar) -> dict[str, Any]:
+    """The JSON object of a calendar (docs/cli.md, "Calendar"); `calendar_from_json` reads it back."""
+    out: dict[str, Any] = {
+        "name": calendar.name,
+        "time_zone": calendar.time_zone,
+        "description": calendar.description,
+        "exclude": [rule_to_json(r) for r in calendar.exclude],
+        "include": list(calendar.include),
+        "version": calendar.version,
+    }
+    _time_fields(out, "updated_at", calendar.updated_at_ms)
+    return out
+
+
+def _json_str(obj: Mapping[str, Any], key: str, field: str, *, required: bool = False) -> str:
+    value = obj.get(key)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise InvalidArgument(f"{field}.{key}", f"expected a non-empty string, got {value!r}")
+    return value
+
+
+def _json_list(obj: Mapping[str, Any], key: str, field: str) -> list[Any]:
+    value = obj.get(key, [])
+    if not isinstance(value, list):
+        raise InvalidArgument(f"{field}.{key}", f"expected a list, got {value!r}")
+    return value
+
+
+def rule_from_json(obj: Any, field: str) -> common_pb2.CalendarRule:
+    if not isinstance(obj, dict):
+        raise InvalidArgument(field, f'expected an object with a "kind", got {obj!r}')
+    kind = obj.get("kind")
+    if kind == "dates":
+        dates = [
+            check_date(d, f"{field}.dates") if isinstance(d, str) else ""
+            for d in _json_list(obj, "dates", field)
+        ]
+        if not dates or "" in dates:
+            raise InvalidArgument(f"{field}.dates", "expected a non-empty list of YYYY-MM-DD strings")
+        return common_pb2.CalendarRule(dates=common_pb2.DateList(dates=dates))
+    if kind == "holidays":
+        country = _json_str(obj, "country", field, required=True)
+        sub = _json_str(obj, "subdivision", field)
+        return holidays_rule(f"{country}-{sub}" if sub else country, f"{field}.country")
+    if kind == "weekdays":
+        return common_pb2.CalendarRule(
+            weekdays=common_pb2.WeekdaySet(
+                days=parse_weekdays(_json_list(obj, "days", field), f"{field}.days")
+            )
+        )
+    if kind == "date_range":
+        lo = _json_str(obj, "from", field, required=True)
+        hi = _json_str(obj, "to", field, required=True)
+        return date_range_rule(f"{lo}..{hi}", field)
+    if kind == "time_of_day":
+        start = _json_str(obj, "start", field, required=True)
+        end = _json_str(obj, "end", field, required=True)
+        return time_of_day_rule(f"{start}-{end}", field)
+    if kind == "cron":
+        return common_pb2.CalendarRule(cron=_json_str(obj, "expression", field, required=True))
+    raise InvalidArgument(
+        f"{field}.kind",
+        f"unknown rule kind {kind!r} (expected one of: {', '.join(RULE_KINDS)})",
+    )
+
+
+def calendar_from_json(obj: Any, name: str | None = None) -> common_pb2.Calendar:
+    """A `Calendar` from the JSON of `calendar_to_json` (version and updated_at are ignored: the
+    cluster sets them). `name`, when given, is used and must agree with a name in the document."""
+    if not isinstance(obj, dict):
+        raise InvalidArgument("calendar", "expected a JSON object")
+    known = {
+        "name",
+        "time_zone",
+        "description",
+        "exclude",
+        "include",
+        "version",
+        "updated_at",
+        "updated_at_ms",
+    }
+    unknown = sorted(set(obj) - known)
+    if unknown:
+        raise InvalidArgument(f"calendar.{unknown[0]}", f"unknown key (expected: {', '.join(sorted(known))})")
+    doc_name = _json_str(obj, "name", "calendar")
+    if name and doc_name and doc_name != name:
+        raise InvalidArgument("calendar.name", f"the file names {doc_name!r}, the command {name!r}")
+    final = name or doc_name
+    if not final:
+        raise InvalidArgument("calendar.name", "must not be empty")
+    include = _json_list(obj, "include", "calendar")
+    if not all(isinstance(i, str) and i.strip() for i in include):
+        raise InvalidArgument("calendar.include", "expected a list of calendar names")
+    return common_pb2.Calendar(
+        name=final,
+        time_zone=_json_str(obj, "time_zone", "calendar"),
+        description=_json_str(obj, "description", "calendar"),
+        exclude=[
+            rule_from_json(r, f"calendar.exclude[{i}]")
+            for i, r in enumerate(_json_list(obj, "exclude", "calendar"))
+        ],
+        include=include,
     )
 
 
@@ -646,10 +1306,15 @@ def schedule_to_json(schedule: common_pb2.Schedule) -> dict[str, Any]:
         _time_fields(out, "anchor", schedule.fixed_rate.anchor_ms)
     elif kind == "fixed_delay":
         out["delay_ms"] = schedule.fixed_delay.delay_ms
+        out["stop_on_failure"] = schedule.fixed_delay.stop_on_failure
     _time_fields(out, "start_at", schedule.start_at_ms)
     _time_fields(out, "end_at", schedule.end_at_ms)
     out["max_runs"] = schedule.max_runs
     out["jitter_ms"] = schedule.jitter_ms
+    out["dst_gap"] = policy_name(common_pb2.DstGapPolicy, schedule.dst_gap, "DST_GAP_")
+    out["dst_fold"] = policy_name(common_pb2.DstFoldPolicy, schedule.dst_fold, "DST_FOLD_")
+    out["calendars"] = list(schedule.calendars)
+    out["calendar_action"] = policy_name(common_pb2.CalendarAction, schedule.calendar_action, "CALENDAR_")
     return out
 
 
@@ -678,6 +1343,10 @@ def spec_to_json(spec: common_pb2.TaskSpec) -> dict[str, Any]:
         "guarantee": enum_name(common_pb2.DeliveryGuarantee, spec.guarantee),
         "priority": enum_name(common_pb2.Priority, spec.priority),
         "max_attempts": spec.max_attempts,
+        "misfire": policy_name(common_pb2.MisfirePolicy, spec.misfire, "MISFIRE_"),
+        "catchup_window_ms": spec.catchup_window_ms,
+        "max_catchup": spec.max_catchup,
+        "overlap": policy_name(common_pb2.OverlapPolicy, spec.overlap, "OVERLAP_"),
     }
 
 
@@ -694,7 +1363,18 @@ def task_to_json(task: common_pb2.Task) -> dict[str, Any]:
     _time_fields(out, "last_fired_nominal", task.last_fired_nominal_ms)
     out["fire_count"] = task.fire_count
     out["version"] = task.version
+    out["pause_note"] = task.pause_note
+    _time_fields(out, "paused_at", task.paused_at_ms)
+    _time_fields(out, "next_due", task.next_due_ms)
+    out["catchup_fired"] = task.catchup_fired
+    _time_fields(out, "last_finished", task.last_finished_ms)
     return out
+
+
+def policy_name(wrapper: Any, number: int, prefix: str) -> str:
+    """`enum_name` for the policy enums, whose 0 is a documented default: "default" rather than
+    "unspecified"."""
+    return "default" if number == 0 else enum_name(wrapper, number, prefix)
 
 
 def tail_text(data: bytes) -> str:
@@ -728,6 +1408,38 @@ def execution_to_json(execution: common_pb2.Execution) -> dict[str, Any]:
     out["error"] = execution.error
     out["guarantee"] = enum_name(common_pb2.DeliveryGuarantee, execution.guarantee)
     out["priority"] = enum_name(common_pb2.Priority, execution.priority)
+    return out
+
+
+def fire_record_to_json(record: common_pb2.FireRecord) -> dict[str, Any]:
+    """The JSON object of a fire-ledger record (docs/cli.md, "Fire record")."""
+    out: dict[str, Any] = {"task_id": record.task_id}
+    _time_fields(out, "nominal_time", record.nominal_time_ms)
+    out["outcome"] = enum_name(common_pb2.FireOutcome, record.outcome)
+    out["reason"] = record.reason
+    out["execution_id"] = record.execution_id
+    _time_fields(out, "committed_at", record.committed_at_ms)
+    out["late_ms"] = record.late_ms
+    _time_fields(out, "actual", record.actual_ms)
+    return out
+
+
+def explain_to_json(response: scheduler_pb2.ExplainTaskResponse) -> dict[str, Any]:
+    """The JSON object of `task explain` (docs/cli.md, "Explain")."""
+    out: dict[str, Any] = {"state": enum_name(common_pb2.TaskState, response.state, "TASK_")}
+    _time_fields(out, "next_fire", response.next_fire_ms)
+    out["note"] = response.note
+    out["records"] = [fire_record_to_json(r) for r in response.records]
+    return out
+
+
+def preview_fire_to_json(fire: scheduler_pb2.PreviewFire) -> dict[str, Any]:
+    """The JSON object of one previewed fire (docs/cli.md, "Preview fire")."""
+    out: dict[str, Any] = {}
+    _time_fields(out, "nominal_time", fire.nominal_time_ms)
+    _time_fields(out, "actual", fire.actual_ms)
+    out["local_time"] = fire.local_time
+    out["notes"] = list(fire.notes)
     return out
 
 

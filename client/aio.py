@@ -138,6 +138,10 @@ class AsyncClient:
         guarantee: common_pb2.DeliveryGuarantee.ValueType | str = common_pb2.AT_LEAST_ONCE,
         priority: common_pb2.Priority.ValueType | str = common_pb2.MEDIUM,
         max_attempts: int = 0,
+        misfire: common_pb2.MisfirePolicy.ValueType | str | None = None,
+        catchup_window: _common.Duration | None = None,
+        max_catchup: int = 0,
+        overlap: common_pb2.OverlapPolicy.ValueType | str | None = None,
         request_id: str | None = None,
     ) -> common_pb2.Task:
         """Create a task; see `Client.create_task`."""
@@ -151,6 +155,10 @@ class AsyncClient:
             guarantee=guarantee,
             priority=priority,
             max_attempts=max_attempts,
+            misfire=misfire,
+            catchup_window=catchup_window,
+            max_catchup=max_catchup,
+            overlap=overlap,
         )
         return await self.create_task_spec(spec, request_id=request_id)
 
@@ -217,6 +225,158 @@ class AsyncClient:
             lambda s: s.scheduler.CancelTask, request, common_pb2.Task, write=True, request_id=rid
         )
 
+    async def update_task(
+        self,
+        task_id: str,
+        spec: common_pb2.TaskSpec,
+        *,
+        expected_version: int = 0,
+        request_id: str | None = None,
+    ) -> common_pb2.Task:
+        """Replace the spec of a task; effective from its next nominal time (never retroactive).
+
+        With `expected_version` (a `Task.version` you read) the update applies only if the task has not
+        changed since: else `FailedPrecondition`. 0 updates unconditionally.
+        """
+        rid = request_id or _common.new_request_id()
+        request = scheduler_pb2.UpdateTaskRequest(
+            task_id=task_id, spec=spec, expected_version=expected_version, request_id=rid
+        )
+        return await self._invoke(
+            lambda s: s.scheduler.UpdateTask, request, common_pb2.Task, write=True, request_id=rid
+        )
+
+    async def edit_task(
+        self, task_id: str, *, request_id: str | None = None, **changes: Any
+    ) -> common_pb2.Task:
+        """Read the task, apply `changes` (keyword arguments named in `_common.EDITABLE_FIELDS`, e.g.
+        `schedule=cron(...)`, `tags={...}`, `overlap="skip"`) and update it with
+        `expected_version=task.version`: a concurrent change makes it fail with `FailedPrecondition`
+        instead of being overwritten."""
+        task = await self.get_task(task_id)
+        spec = _common.edit_spec(task.spec, changes)
+        return await self.update_task(task_id, spec, expected_version=task.version, request_id=request_id)
+
+    async def pause_task(
+        self, task_id: str, note: str = "", *, request_id: str | None = None
+    ) -> common_pb2.Task:
+        """Pause a task: no fire until resumed (its nominal times are recorded as `paused`)."""
+        rid = request_id or _common.new_request_id()
+        request = scheduler_pb2.PauseTaskRequest(task_id=task_id, note=note, request_id=rid)
+        return await self._invoke(
+            lambda s: s.scheduler.PauseTask, request, common_pb2.Task, write=True, request_id=rid
+        )
+
+    async def resume_task(
+        self, task_id: str, replay_missed: bool = False, *, request_id: str | None = None
+    ) -> common_pb2.Task:
+        """Resume a paused task. The paused period is not replayed unless `replay_missed` (then the
+        misfire policy applies to it)."""
+        rid = request_id or _common.new_request_id()
+        request = scheduler_pb2.ResumeTaskRequest(
+            task_id=task_id, replay_missed=replay_missed, request_id=rid
+        )
+        return await self._invoke(
+            lambda s: s.scheduler.ResumeTask, request, common_pb2.Task, write=True, request_id=rid
+        )
+
+    async def trigger_task(self, task_id: str, *, request_id: str | None = None) -> common_pb2.Execution:
+        """Fire the task now, outside its schedule; returns the new execution."""
+        rid = request_id or _common.new_request_id()
+        request = scheduler_pb2.TriggerTaskRequest(task_id=task_id, request_id=rid)
+        return await self._invoke(
+            lambda s: s.scheduler.TriggerTask, request, common_pb2.Execution, write=True, request_id=rid
+        )
+
+    async def backfill_task(
+        self,
+        task_id: str,
+        from_: _common.Instant,
+        to: _common.Instant,
+        max_fires: int = 0,
+        *,
+        request_id: str | None = None,
+    ) -> list[common_pb2.Execution]:
+        """Fire the nominal times of the task in [from_, to] now; returns the executions created
+        (`max_fires` 0: the cluster default, 100; at most 1000)."""
+        rid = request_id or _common.new_request_id()
+        request = _common.backfill_request(task_id, from_, to, max_fires, rid)
+        response = await self._invoke(
+            lambda s: s.scheduler.BackfillTask,
+            request,
+            scheduler_pb2.BackfillTaskResponse,
+            write=True,
+            request_id=rid,
+        )
+        return list(response.executions)
+
+    async def explain_task(
+        self,
+        task_id: str,
+        from_: _common.Instant | None = None,
+        to: _common.Instant | None = None,
+        limit: int = 100,
+    ) -> scheduler_pb2.ExplainTaskResponse:
+        """The fire ledger of the task between `from_` and `to` (default: now), oldest first: one
+        record per nominal time with its outcome and reason, plus the task's state and next fire."""
+        request = _common.explain_request(task_id, from_, to, limit)
+        return await self._invoke(
+            lambda s: s.scheduler.ExplainTask, request, scheduler_pb2.ExplainTaskResponse, write=False
+        )
+
+    async def preview_task(
+        self, task_id: str, from_: _common.Instant | None = None, count: int = 10
+    ) -> list[scheduler_pb2.PreviewFire]:
+        """The next `count` fires of the stored task after `from_` (default: now), computed by the
+        function the leader uses."""
+        request = _common.preview_request(task_id, from_, count)
+        response = await self._invoke(
+            lambda s: s.scheduler.PreviewTask, request, scheduler_pb2.PreviewTaskResponse, write=False
+        )
+        return list(response.fires)
+
+    # ------------------------------------------------------------------------------------- calendars
+
+    async def put_calendar(
+        self, calendar: common_pb2.Calendar, *, request_id: str | None = None
+    ) -> common_pb2.Calendar:
+        """Create or replace the calendar `calendar.name`; returns it with its new version."""
+        rid = request_id or _common.new_request_id()
+        request = scheduler_pb2.PutCalendarRequest(calendar=calendar, request_id=rid)
+        return await self._invoke(
+            lambda s: s.scheduler.PutCalendar, request, common_pb2.Calendar, write=True, request_id=rid
+        )
+
+    async def get_calendar(self, name: str) -> common_pb2.Calendar:
+        """The calendar `name`; raises `NotFound`."""
+        request = scheduler_pb2.GetCalendarRequest(name=name)
+        return await self._invoke(
+            lambda s: s.scheduler.GetCalendar, request, common_pb2.Calendar, write=False
+        )
+
+    async def list_calendars(self) -> list[common_pb2.Calendar]:
+        """Every stored calendar."""
+        response = await self._invoke(
+            lambda s: s.scheduler.ListCalendars,
+            scheduler_pb2.ListCalendarsRequest(),
+            scheduler_pb2.ListCalendarsResponse,
+            write=False,
+        )
+        return list(response.calendars)
+
+    async def delete_calendar(self, name: str, *, request_id: str | None = None) -> None:
+        """Delete the calendar `name`; raises `NotFound`, or `FailedPrecondition` while a task or
+        another calendar uses it."""
+        rid = request_id or _common.new_request_id()
+        request = scheduler_pb2.DeleteCalendarRequest(name=name, request_id=rid)
+        await self._invoke(
+            lambda s: s.scheduler.DeleteCalendar,
+            request,
+            scheduler_pb2.DeleteCalendarResponse,
+            write=True,
+            request_id=rid,
+        )
+
     # ------------------------------------------------------------------------------------- executions
 
     async def list_executions_page(
@@ -257,6 +417,18 @@ class AsyncClient:
         request = scheduler_pb2.GetExecutionRequest(execution_id=execution_id)
         return await self._invoke(
             lambda s: s.scheduler.GetExecution, request, common_pb2.Execution, write=False
+        )
+
+    async def cancel_execution(
+        self, execution_id: str, reason: str = "", *, request_id: str | None = None
+    ) -> common_pb2.Execution:
+        """Cancel one execution; see `Client.cancel_execution`."""
+        rid = request_id or _common.new_request_id()
+        request = scheduler_pb2.CancelExecutionRequest(
+            execution_id=execution_id, reason=reason, request_id=rid
+        )
+        return await self._invoke(
+            lambda s: s.scheduler.CancelExecution, request, common_pb2.Execution, write=True, request_id=rid
         )
 
     # ---------------------------------------------------------------------------------------- cluster

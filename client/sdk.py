@@ -1,7 +1,8 @@
 """The synchronous Cronraft client: one object, one gRPC channel per server address, thread-safe.
 
-Writes (create, cancel) go to the leader: a follower answers UNAVAILABLE with the leader's address in the
-`cronraft-leader` trailing metadata, and the client retries there and remembers it. Every write carries a
+Writes (create, update, pause, resume, trigger, backfill, cancel, calendar changes) go to the leader: a
+follower answers UNAVAILABLE with the leader's address in the `cronraft-leader` trailing metadata, and
+the client retries there and remembers it. Every write carries a
 `request_id` generated once per logical call and reused on each retry, so a retry after an unknown outcome
 is safe (the cluster deduplicates). Reads go to any reachable node. UNAVAILABLE and DEADLINE_EXCEEDED are
 retried over the configured servers with capped exponential backoff, within the client's `timeout_s`.
@@ -168,13 +169,20 @@ class Client:
         guarantee: common_pb2.DeliveryGuarantee.ValueType | str = common_pb2.AT_LEAST_ONCE,
         priority: common_pb2.Priority.ValueType | str = common_pb2.MEDIUM,
         max_attempts: int = 0,
+        misfire: common_pb2.MisfirePolicy.ValueType | str | None = None,
+        catchup_window: _common.Duration | None = None,
+        max_catchup: int = 0,
+        overlap: common_pb2.OverlapPolicy.ValueType | str | None = None,
         request_id: str | None = None,
     ) -> common_pb2.Task:
         """Create a task; returns it as stored (with `task_id`, `state`, `next_fire_ms`).
 
-        `schedule` comes from `cron`, `at` or `every`; `payload` from `command` or `shell`.
+        `schedule` comes from `cron`, `at`, `every` or `delay`; `payload` from `command` or `shell`.
         `guarantee` is an enum value or "at-least-once" / "exactly-once" / "at-most-once"; `priority`
-        "high" / "medium" / "low". `request_id` (default: a fresh uuid4 hex) makes the call idempotent.
+        "high" / "medium" / "low". `misfire` ("skip" / "fire-once" / "fire-all"), `catchup_window`,
+        `max_catchup` and `overlap` ("skip" / "buffer-one" / "buffer-all" / "cancel-other" /
+        "terminate-other" / "allow-all") are described in `build_spec`. `request_id` (default: a fresh
+        uuid4 hex) makes the call idempotent.
         """
         spec = _common.build_spec(
             name,
@@ -186,6 +194,10 @@ class Client:
             guarantee=guarantee,
             priority=priority,
             max_attempts=max_attempts,
+            misfire=misfire,
+            catchup_window=catchup_window,
+            max_catchup=max_catchup,
+            overlap=overlap,
         )
         return self.create_task_spec(spec, request_id=request_id)
 
@@ -251,6 +263,152 @@ class Client:
             lambda s: s.scheduler.CancelTask, request, common_pb2.Task, write=True, request_id=rid
         )
 
+    def update_task(
+        self,
+        task_id: str,
+        spec: common_pb2.TaskSpec,
+        *,
+        expected_version: int = 0,
+        request_id: str | None = None,
+    ) -> common_pb2.Task:
+        """Replace the spec of a task; effective from its next nominal time (never retroactive).
+
+        With `expected_version` (a `Task.version` you read) the update applies only if the task has not
+        changed since: else `FailedPrecondition`. 0 updates unconditionally.
+        """
+        rid = request_id or _common.new_request_id()
+        request = scheduler_pb2.UpdateTaskRequest(
+            task_id=task_id, spec=spec, expected_version=expected_version, request_id=rid
+        )
+        return self._invoke(
+            lambda s: s.scheduler.UpdateTask, request, common_pb2.Task, write=True, request_id=rid
+        )
+
+    def edit_task(self, task_id: str, *, request_id: str | None = None, **changes: Any) -> common_pb2.Task:
+        """Read the task, apply `changes` (keyword arguments named in `_common.EDITABLE_FIELDS`, e.g.
+        `schedule=cron(...)`, `tags={...}`, `overlap="skip"`) and update it with
+        `expected_version=task.version`: a concurrent change makes it fail with `FailedPrecondition`
+        instead of being overwritten."""
+        task = self.get_task(task_id)
+        spec = _common.edit_spec(task.spec, changes)
+        return self.update_task(task_id, spec, expected_version=task.version, request_id=request_id)
+
+    def pause_task(self, task_id: str, note: str = "", *, request_id: str | None = None) -> common_pb2.Task:
+        """Pause a task: no fire until resumed (its nominal times are recorded as `paused`)."""
+        rid = request_id or _common.new_request_id()
+        request = scheduler_pb2.PauseTaskRequest(task_id=task_id, note=note, request_id=rid)
+        return self._invoke(
+            lambda s: s.scheduler.PauseTask, request, common_pb2.Task, write=True, request_id=rid
+        )
+
+    def resume_task(
+        self, task_id: str, replay_missed: bool = False, *, request_id: str | None = None
+    ) -> common_pb2.Task:
+        """Resume a paused task. The paused period is not replayed unless `replay_missed` (then the
+        misfire policy applies to it)."""
+        rid = request_id or _common.new_request_id()
+        request = scheduler_pb2.ResumeTaskRequest(
+            task_id=task_id, replay_missed=replay_missed, request_id=rid
+        )
+        return self._invoke(
+            lambda s: s.scheduler.ResumeTask, request, common_pb2.Task, write=True, request_id=rid
+        )
+
+    def trigger_task(self, task_id: str, *, request_id: str | None = None) -> common_pb2.Execution:
+        """Fire the task now, outside its schedule; returns the new execution."""
+        rid = request_id or _common.new_request_id()
+        request = scheduler_pb2.TriggerTaskRequest(task_id=task_id, request_id=rid)
+        return self._invoke(
+            lambda s: s.scheduler.TriggerTask, request, common_pb2.Execution, write=True, request_id=rid
+        )
+
+    def backfill_task(
+        self,
+        task_id: str,
+        from_: _common.Instant,
+        to: _common.Instant,
+        max_fires: int = 0,
+        *,
+        request_id: str | None = None,
+    ) -> list[common_pb2.Execution]:
+        """Fire the nominal times of the task in [from_, to] now; returns the executions created
+        (`max_fires` 0: the cluster default, 100; at most 1000)."""
+        rid = request_id or _common.new_request_id()
+        request = _common.backfill_request(task_id, from_, to, max_fires, rid)
+        response = self._invoke(
+            lambda s: s.scheduler.BackfillTask,
+            request,
+            scheduler_pb2.BackfillTaskResponse,
+            write=True,
+            request_id=rid,
+        )
+        return list(response.executions)
+
+    def explain_task(
+        self,
+        task_id: str,
+        from_: _common.Instant | None = None,
+        to: _common.Instant | None = None,
+        limit: int = 100,
+    ) -> scheduler_pb2.ExplainTaskResponse:
+        """The fire ledger of the task between `from_` and `to` (default: now), oldest first: one
+        record per nominal time with its outcome and reason, plus the task's state and next fire."""
+        request = _common.explain_request(task_id, from_, to, limit)
+        return self._invoke(
+            lambda s: s.scheduler.ExplainTask, request, scheduler_pb2.ExplainTaskResponse, write=False
+        )
+
+    def preview_task(
+        self, task_id: str, from_: _common.Instant | None = None, count: int = 10
+    ) -> list[scheduler_pb2.PreviewFire]:
+        """The next `count` fires of the stored task after `from_` (default: now), computed by the
+        function the leader uses."""
+        request = _common.preview_request(task_id, from_, count)
+        response = self._invoke(
+            lambda s: s.scheduler.PreviewTask, request, scheduler_pb2.PreviewTaskResponse, write=False
+        )
+        return list(response.fires)
+
+    # ------------------------------------------------------------------------------------- calendars
+
+    def put_calendar(
+        self, calendar: common_pb2.Calendar, *, request_id: str | None = None
+    ) -> common_pb2.Calendar:
+        """Create or replace the calendar `calendar.name`; returns it with its new version."""
+        rid = request_id or _common.new_request_id()
+        request = scheduler_pb2.PutCalendarRequest(calendar=calendar, request_id=rid)
+        return self._invoke(
+            lambda s: s.scheduler.PutCalendar, request, common_pb2.Calendar, write=True, request_id=rid
+        )
+
+    def get_calendar(self, name: str) -> common_pb2.Calendar:
+        """The calendar `name`; raises `NotFound`."""
+        request = scheduler_pb2.GetCalendarRequest(name=name)
+        return self._invoke(lambda s: s.scheduler.GetCalendar, request, common_pb2.Calendar, write=False)
+
+    def list_calendars(self) -> list[common_pb2.Calendar]:
+        """Every stored calendar."""
+        response = self._invoke(
+            lambda s: s.scheduler.ListCalendars,
+            scheduler_pb2.ListCalendarsRequest(),
+            scheduler_pb2.ListCalendarsResponse,
+            write=False,
+        )
+        return list(response.calendars)
+
+    def delete_calendar(self, name: str, *, request_id: str | None = None) -> None:
+        """Delete the calendar `name`; raises `NotFound`, or `FailedPrecondition` while a task or
+        another calendar uses it."""
+        rid = request_id or _common.new_request_id()
+        request = scheduler_pb2.DeleteCalendarRequest(name=name, request_id=rid)
+        self._invoke(
+            lambda s: s.scheduler.DeleteCalendar,
+            request,
+            scheduler_pb2.DeleteCalendarResponse,
+            write=True,
+            request_id=rid,
+        )
+
     # ------------------------------------------------------------------------------------- executions
 
     def list_executions_page(
@@ -289,6 +447,19 @@ class Client:
         """The execution `execution_id` (with its stdout/stderr tails); raises `NotFound`."""
         request = scheduler_pb2.GetExecutionRequest(execution_id=execution_id)
         return self._invoke(lambda s: s.scheduler.GetExecution, request, common_pb2.Execution, write=False)
+
+    def cancel_execution(
+        self, execution_id: str, reason: str = "", *, request_id: str | None = None
+    ) -> common_pb2.Execution:
+        """Cancel one execution: a pending or buffered one ends at once, a running one is killed by
+        its worker. Raises `NotFound`, or `FailedPrecondition` if it already ended."""
+        rid = request_id or _common.new_request_id()
+        request = scheduler_pb2.CancelExecutionRequest(
+            execution_id=execution_id, reason=reason, request_id=rid
+        )
+        return self._invoke(
+            lambda s: s.scheduler.CancelExecution, request, common_pb2.Execution, write=True, request_id=rid
+        )
 
     # ---------------------------------------------------------------------------------------- cluster
 

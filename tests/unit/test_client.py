@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,6 +28,7 @@ from cronraft.client import (
     at,
     command,
     cron,
+    delay,
     every,
     shell,
 )
@@ -35,11 +36,18 @@ from cronraft.client._common import (
     Backoff,
     CallPlan,
     Router,
+    add_schedule_arguments,
+    calendar_from_json,
+    calendar_to_json,
+    edit_spec,
     error_from_status,
     execution_to_json,
+    explain_to_json,
     leader_from_metadata,
     parse_duration,
     parse_instant,
+    preview_fire_to_json,
+    schedule_from_args,
     task_to_json,
 )
 from cronraft.errors import DeadlineExceeded, ResourceExhausted
@@ -66,6 +74,15 @@ class Store:
     fail_after_apply: int = 0  # next N writes apply, then answer UNAVAILABLE (outcome unknown)
     lock: threading.Lock = field(default_factory=threading.Lock)
     seq: int = 0
+    calendars: dict[str, common_pb2.Calendar] = field(default_factory=dict)
+    ledger: dict[str, list[common_pb2.FireRecord]] = field(default_factory=dict)  # task_id -> records
+    outcomes: dict[str, Any] = field(default_factory=dict)  # request_id -> outcome of the new writes
+    requests: list[tuple[str, Any]] = field(default_factory=list)  # (method, request) reaching the leader
+    race_updates: int = 0  # next N UpdateTask see the task changed by someone else first
+
+    def last(self, method: str) -> Any:
+        """The last request of `method` the leader applied."""
+        return [r for m, r in self.requests if m == method][-1]
 
 
 def _page(items: list[Any], size: int, token: str) -> tuple[list[Any], str]:
@@ -197,6 +214,236 @@ class FakeScheduler(scheduler_pb2_grpc.SchedulerServicer):
         if execution is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"execution {request.execution_id} not found")
         return execution
+
+    # ---------------------------------------------------------------- the API of issue 3 (dict-backed)
+
+    def _apply(
+        self, method: str, request: Any, context: grpc.ServicerContext, body: Callable[[], Any]
+    ) -> Any:
+        """A deduplicated write on the leader: `body` runs once per request id."""
+        self._write(method, request.request_id, context)
+        with self.store.lock:
+            done = self.store.outcomes.get(request.request_id)
+            if done is None:
+                self.store.requests.append((method, request))
+                done = body()
+                self.store.outcomes[request.request_id] = done
+            self._maybe_lose_answer(context)
+        return done
+
+    def _task(self, task_id: str, context: grpc.ServicerContext) -> common_pb2.Task:
+        task = self.store.tasks.get(task_id)
+        if task is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"task {task_id} not found")
+        return task
+
+    def _bump(self, task: common_pb2.Task) -> common_pb2.Task:
+        self.store.seq += 1
+        task.version = self.store.seq
+        return task
+
+    def _new_execution(self, task_id: str, nominal_ms: int) -> common_pb2.Execution:
+        self.store.seq += 1
+        execution = common_pb2.Execution(
+            execution_id=f"{task_id}-m{self.store.seq}",
+            task_id=task_id,
+            nominal_time_ms=nominal_ms,
+            fired_at_ms=1_750_000_100_000,
+            state=common_pb2.EXECUTION_PENDING,
+        )
+        self.store.executions[execution.execution_id] = execution
+        return execution
+
+    def UpdateTask(
+        self, request: scheduler_pb2.UpdateTaskRequest, context: grpc.ServicerContext
+    ) -> common_pb2.Task:
+        def body() -> common_pb2.Task:
+            task = self._task(request.task_id, context)
+            if self.store.race_updates > 0:
+                self.store.race_updates -= 1
+                self._bump(task)
+            if request.expected_version and request.expected_version != task.version:
+                context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"task {request.task_id} is at version {task.version}, "
+                    f"not the expected version {request.expected_version}",
+                )
+            if not request.spec.name:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "spec.name: must not be empty")
+            task.spec.CopyFrom(request.spec)
+            return self._bump(task)
+
+        result: common_pb2.Task = self._apply("UpdateTask", request, context, body)
+        return result
+
+    def PauseTask(
+        self, request: scheduler_pb2.PauseTaskRequest, context: grpc.ServicerContext
+    ) -> common_pb2.Task:
+        def body() -> common_pb2.Task:
+            task = self._task(request.task_id, context)
+            if task.state != common_pb2.TASK_SCHEDULED:
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"task {request.task_id} is not scheduled")
+            task.state = common_pb2.TASK_PAUSED
+            task.pause_note = request.note
+            task.paused_at_ms = 1_750_000_200_000
+            return self._bump(task)
+
+        result: common_pb2.Task = self._apply("PauseTask", request, context, body)
+        return result
+
+    def ResumeTask(
+        self, request: scheduler_pb2.ResumeTaskRequest, context: grpc.ServicerContext
+    ) -> common_pb2.Task:
+        def body() -> common_pb2.Task:
+            task = self._task(request.task_id, context)
+            if task.state != common_pb2.TASK_PAUSED:
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"task {request.task_id} is not paused")
+            task.state = common_pb2.TASK_SCHEDULED
+            task.pause_note = ""
+            task.paused_at_ms = 0
+            return self._bump(task)
+
+        result: common_pb2.Task = self._apply("ResumeTask", request, context, body)
+        return result
+
+    def TriggerTask(
+        self, request: scheduler_pb2.TriggerTaskRequest, context: grpc.ServicerContext
+    ) -> common_pb2.Execution:
+        def body() -> common_pb2.Execution:
+            self._task(request.task_id, context)
+            return self._new_execution(request.task_id, 1_750_000_100_000)
+
+        result: common_pb2.Execution = self._apply("TriggerTask", request, context, body)
+        return result
+
+    def BackfillTask(
+        self, request: scheduler_pb2.BackfillTaskRequest, context: grpc.ServicerContext
+    ) -> scheduler_pb2.BackfillTaskResponse:
+        def body() -> scheduler_pb2.BackfillTaskResponse:
+            self._task(request.task_id, context)
+            if request.to_ms < request.from_ms:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "to_ms: must not be before from_ms")
+            cap = request.max_fires or 100
+            nominals = range(request.from_ms, request.to_ms + 1, 60_000)
+            executions = [self._new_execution(request.task_id, n) for n in list(nominals)[:cap]]
+            return scheduler_pb2.BackfillTaskResponse(executions=executions)
+
+        result: scheduler_pb2.BackfillTaskResponse = self._apply("BackfillTask", request, context, body)
+        return result
+
+    def ExplainTask(
+        self, request: scheduler_pb2.ExplainTaskRequest, context: grpc.ServicerContext
+    ) -> scheduler_pb2.ExplainTaskResponse:
+        self._read("ExplainTask")
+        self.store.requests.append(("ExplainTask", request))
+        task = self._task(request.task_id, context)
+        records = [
+            r
+            for r in self.store.ledger.get(request.task_id, [])
+            if r.nominal_time_ms >= request.from_ms
+            and (not request.to_ms or r.nominal_time_ms <= request.to_ms)
+        ]
+        return scheduler_pb2.ExplainTaskResponse(
+            records=records[: request.limit or 100],
+            next_fire_ms=task.next_fire_ms,
+            state=task.state,
+            note=task.pause_note,
+        )
+
+    def PreviewTask(
+        self, request: scheduler_pb2.PreviewTaskRequest, context: grpc.ServicerContext
+    ) -> scheduler_pb2.PreviewTaskResponse:
+        self._read("PreviewTask")
+        self.store.requests.append(("PreviewTask", request))
+        self._task(request.task_id, context)
+        start = request.from_ms or 1_750_000_000_000
+        fires = [
+            scheduler_pb2.PreviewFire(
+                nominal_time_ms=start + i * 3_600_000,
+                actual_ms=start + i * 3_600_000 + (1_000 if i == 1 else 0),
+                local_time=f"2025-06-15T{17 + i:02d}:06:40+02:00[Europe/Paris]",
+                notes=["jittered 1s"] if i == 1 else [],
+            )
+            for i in range(request.count or 10)
+        ]
+        return scheduler_pb2.PreviewTaskResponse(fires=fires)
+
+    def PutCalendar(
+        self, request: scheduler_pb2.PutCalendarRequest, context: grpc.ServicerContext
+    ) -> common_pb2.Calendar:
+        def body() -> common_pb2.Calendar:
+            if not request.calendar.name:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "calendar.name: must not be empty")
+            for name in request.calendar.include:
+                if name not in self.store.calendars:
+                    context.abort(
+                        grpc.StatusCode.INVALID_ARGUMENT, f"calendar.include: no calendar named {name!r}"
+                    )
+            calendar = common_pb2.Calendar()
+            calendar.CopyFrom(request.calendar)
+            self.store.seq += 1
+            calendar.version = self.store.seq
+            calendar.updated_at_ms = 1_750_000_300_000
+            self.store.calendars[calendar.name] = calendar
+            return calendar
+
+        result: common_pb2.Calendar = self._apply("PutCalendar", request, context, body)
+        return result
+
+    def GetCalendar(
+        self, request: scheduler_pb2.GetCalendarRequest, context: grpc.ServicerContext
+    ) -> common_pb2.Calendar:
+        self._read("GetCalendar")
+        calendar = self.store.calendars.get(request.name)
+        if calendar is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"calendar {request.name} not found")
+        return calendar
+
+    def ListCalendars(
+        self, request: scheduler_pb2.ListCalendarsRequest, context: grpc.ServicerContext
+    ) -> scheduler_pb2.ListCalendarsResponse:
+        self._read("ListCalendars")
+        return scheduler_pb2.ListCalendarsResponse(
+            calendars=[self.store.calendars[n] for n in sorted(self.store.calendars)]
+        )
+
+    def DeleteCalendar(
+        self, request: scheduler_pb2.DeleteCalendarRequest, context: grpc.ServicerContext
+    ) -> scheduler_pb2.DeleteCalendarResponse:
+        def body() -> scheduler_pb2.DeleteCalendarResponse:
+            if request.name not in self.store.calendars:
+                context.abort(grpc.StatusCode.NOT_FOUND, f"calendar {request.name} not found")
+            users = [
+                t.task_id for t in self.store.tasks.values() if request.name in t.spec.schedule.calendars
+            ]
+            if users:
+                context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION, f"calendar {request.name} is used by {users[0]}"
+                )
+            del self.store.calendars[request.name]
+            return scheduler_pb2.DeleteCalendarResponse()
+
+        result: scheduler_pb2.DeleteCalendarResponse = self._apply("DeleteCalendar", request, context, body)
+        return result
+
+    def CancelExecution(
+        self, request: scheduler_pb2.CancelExecutionRequest, context: grpc.ServicerContext
+    ) -> common_pb2.Execution:
+        def body() -> common_pb2.Execution:
+            execution = self.store.executions.get(request.execution_id)
+            if execution is None:
+                context.abort(grpc.StatusCode.NOT_FOUND, f"execution {request.execution_id} not found")
+            live = (common_pb2.EXECUTION_PENDING, common_pb2.EXECUTION_RUNNING, common_pb2.EXECUTION_BUFFERED)
+            if execution.state not in live:
+                context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION, f"execution {request.execution_id} already ended"
+                )
+            execution.state = common_pb2.EXECUTION_CANCELLED
+            execution.error = f"cancelled: {request.reason}" if request.reason else "cancelled"
+            return execution
+
+        result: common_pb2.Execution = self._apply("CancelExecution", request, context, body)
+        return result
 
 
 class FakeClusterService(cluster_pb2_grpc.ClusterServicer):
@@ -635,8 +882,14 @@ def test_json_rendering_is_explicit_and_stable(cluster: FakeCluster) -> None:
         "end_at": None,
         "max_runs": 0,
         "jitter_ms": 0,
+        "dst_gap": "default",
+        "dst_fold": "default",
+        "calendars": [],
+        "calendar_action": "default",
     }
     assert doc["spec"]["payload"] == {"kind": "shell", "script": "date"}
+    assert doc["spec"]["misfire"] == "default" and doc["spec"]["overlap"] == "default"
+    assert doc["pause_note"] == "" and doc["paused_at"] is None and doc["next_due_ms"] == 0
     assert doc["next_fire_ms"] == 1_750_000_060_000 and doc["next_fire"] == "2025-06-15T15:07:40.000Z"
     assert doc["last_fired_nominal"] is None
     e = execution_to_json(
@@ -694,3 +947,367 @@ async def test_async_client_unavailable() -> None:
     async with AsyncClient(dead_address(), timeout_s=0.4) as client:
         with pytest.raises(Unavailable):
             await client.cluster_status()
+
+
+# ------------------------------------------------------------------------ issue 3: builders and flags
+
+
+def test_builders_take_timing_and_calendar_options() -> None:
+    s = cron(
+        "0 9 * * *",
+        "Europe/Paris",
+        jitter="5m",
+        dst_gap="skip",
+        dst_fold="both",
+        calendars=["fr", "ops"],
+        calendar_action="roll-modified-following",
+    )
+    assert s.jitter_ms == 300_000 and s.dst_gap == common_pb2.DST_GAP_SKIP
+    assert s.dst_fold == common_pb2.DST_FOLD_BOTH and list(s.calendars) == ["fr", "ops"]
+    assert s.calendar_action == common_pb2.CALENDAR_ROLL_MODIFIED_FOLLOWING
+    assert at("2025-06-01T09:00:00Z", calendars=["fr"], calendar_action="roll_preceding").calendar_action == (
+        common_pb2.CALENDAR_ROLL_PRECEDING
+    )
+    assert every("1h", jitter=timedelta(seconds=30)).jitter_ms == 30_000
+    d = delay("10m", stop_on_failure=True, max_runs=5)
+    assert d.fixed_delay.delay_ms == 600_000 and d.fixed_delay.stop_on_failure and d.max_runs == 5
+    assert not delay(1000).fixed_delay.stop_on_failure
+    for bad, named in (
+        (lambda: delay("0s"), "schedule.fixed_delay.delay_ms"),
+        (lambda: cron("* * * * *", dst_gap="maybe"), "schedule.dst_gap"),
+        (lambda: cron("* * * * *", dst_fold="third"), "schedule.dst_fold"),
+        (lambda: cron("* * * * *", calendar_action="roll"), "schedule.calendar_action"),
+        (lambda: cron("* * * * *", calendars=[""]), "schedule.calendars"),
+        (lambda: cron("* * * * *", jitter="soon"), "schedule.jitter_ms"),
+    ):
+        with pytest.raises(InvalidArgument) as info:
+            bad()
+        assert info.value.field == named
+
+
+def _flags(*argv: str, required: bool = True) -> Any:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_schedule_arguments(parser, required=required)
+    return parser.parse_args(list(argv))
+
+
+def test_schedule_flags_cover_every_field() -> None:
+    s = schedule_from_args(
+        _flags(
+            "--cron", "0 9 * * 1-5", "--tz", "Europe/Paris", "--start-at", "2025-01-01T00:00:00Z",
+            "--end-at", "2026-01-01T00:00:00Z", "--max-runs", "7", "--jitter", "90s", "--dst-gap", "skip",
+            "--dst-fold", "second", "--calendar", "fr", "--calendar", "ops", "--calendar-action",
+            "roll-following",
+        )
+    )  # fmt: skip
+    assert s.cron.expression == "0 9 * * 1-5" and s.cron.time_zone == "Europe/Paris"
+    assert s.start_at_ms == 1_735_689_600_000 and s.end_at_ms == 1_767_225_600_000 and s.max_runs == 7
+    assert s.jitter_ms == 90_000 and s.dst_gap == common_pb2.DST_GAP_SKIP
+    assert s.dst_fold == common_pb2.DST_FOLD_SECOND and list(s.calendars) == ["fr", "ops"]
+    assert s.calendar_action == common_pb2.CALENDAR_ROLL_FOLLOWING
+    d = schedule_from_args(_flags("--delay", "15m", "--stop-on-failure"))
+    assert d.fixed_delay.delay_ms == 900_000 and d.fixed_delay.stop_on_failure
+    r = schedule_from_args(_flags("--every", "6h", "--anchor", "2025-01-01T00:05:00Z"))
+    assert r.fixed_rate.period_ms == 21_600_000 and r.fixed_rate.anchor_ms == 1_735_689_900_000
+    a = schedule_from_args(_flags("--at", "+10m"), now_ms=1_000_000)
+    assert a.at.at_ms == 1_600_000
+    for argv, named in (
+        (["--every", "5m", "--tz", "UTC"], "--tz"),
+        (["--cron", "* * * * *", "--anchor", "now"], "--anchor"),
+        (["--every", "5m", "--stop-on-failure"], "--stop-on-failure"),
+        (["--delay", "0s"], "--delay"),
+        (["--cron", "* * * * *", "--jitter", "1x"], "--jitter"),
+        (["--cron", "* * * * *", "--dst-gap", "jump"], "--dst-gap"),
+        (["--cron", "* * * * *", "--calendar-action", "roll"], "--calendar-action"),
+        (["--cron", "* * * * *", "--max-runs", "-2"], "--max-runs"),
+    ):
+        with pytest.raises(InvalidArgument) as info:
+            schedule_from_args(_flags(*argv))
+        assert info.value.field == named
+
+
+def test_schedule_flags_edit_a_base_schedule() -> None:
+    base = cron("0 9 * * *", "Europe/Paris", end_at=5_000, jitter="1m", calendars=["fr"])
+    # --tz alone changes the zone of a cron schedule; the rest stays.
+    s = schedule_from_args(_flags("--tz", "Asia/Tokyo", required=False), base)
+    assert s.cron.expression == "0 9 * * *" and s.cron.time_zone == "Asia/Tokyo"
+    assert s.end_at_ms == 5_000 and s.jitter_ms == 60_000 and list(s.calendars) == ["fr"]
+    # A kind flag replaces the kind; window and timing stay unless given; --end-at none clears.
+    s = schedule_from_args(_flags("--every", "1h", "--end-at", "none", "--no-calendar", required=False), base)
+    assert s.WhichOneof("kind") == "fixed_rate" and s.end_at_ms == 0 and s.jitter_ms == 60_000
+    assert list(s.calendars) == []
+    assert schedule_from_args(_flags(required=False), base) == base
+    with pytest.raises(InvalidArgument) as info:
+        schedule_from_args(_flags("--anchor", "now", required=False), base)
+    assert info.value.field == "--anchor"
+
+
+def test_edit_spec_applies_named_changes_only() -> None:
+    spec = common_pb2.TaskSpec(name="a", schedule=cron("* * * * *"), payload=command("true"), tags={"k": "v"})
+    out = edit_spec(
+        spec,
+        {
+            "overlap": "buffer-one",
+            "misfire": "fire_once",
+            "catchup_window": "10m",
+            "max_catchup": 5,
+            "tags": {"x": "1"},
+            "payload": shell("date"),
+        },
+    )
+    assert out.overlap == common_pb2.OVERLAP_BUFFER_ONE and out.misfire == common_pb2.MISFIRE_FIRE_ONCE
+    assert out.catchup_window_ms == 600_000 and out.max_catchup == 5 and dict(out.tags) == {"x": "1"}
+    assert out.payload.shell.script == "date" and out.name == "a" and spec.overlap == 0  # a copy
+    for changes, named in (
+        ({"colour": "red"}, "colour"),
+        ({"overlap": "sometimes"}, "spec.overlap"),
+        ({"max_catchup": -1}, "spec.max_catchup"),
+        ({"schedule": "daily"}, "spec.schedule"),
+    ):
+        with pytest.raises(InvalidArgument) as info:
+            edit_spec(spec, changes)
+        assert info.value.field == named
+
+
+# ------------------------------------------------------------------------------- issue 3: SDK calls
+
+
+def test_create_task_takes_the_policies(cluster: FakeCluster) -> None:
+    with Client(cluster.leader_address) as client:
+        task = client.create_task(
+            "p",
+            delay("5m"),
+            command("true"),
+            misfire="skip",
+            catchup_window=timedelta(minutes=2),
+            max_catchup=3,
+            overlap="terminate-other",
+        )
+    spec = cluster.store.tasks[task.task_id].spec
+    assert spec.misfire == common_pb2.MISFIRE_SKIP and spec.catchup_window_ms == 120_000
+    assert spec.max_catchup == 3 and spec.overlap == common_pb2.OVERLAP_TERMINATE_OTHER
+
+
+def test_edit_task_sends_expected_version_and_detects_a_concurrent_change(cluster: FakeCluster) -> None:
+    with Client(cluster.follower_address) as client:
+        task = client.create_task("e", *_hello())
+        edited = client.edit_task(task.task_id, schedule=every("1h"), overlap="skip", tags={"a": "b"})
+        request = cluster.store.last("UpdateTask")
+        assert request.expected_version == task.version and request.request_id
+        assert request.spec.overlap == common_pb2.OVERLAP_SKIP and dict(request.spec.tags) == {"a": "b"}
+        assert request.spec.payload == task.spec.payload and request.spec.name == "e"
+        assert edited.version > task.version and edited.spec.schedule.fixed_rate.period_ms == 3_600_000
+        with pytest.raises(FailedPrecondition, match="version"):
+            client.update_task(task.task_id, edited.spec, expected_version=task.version)
+        with pytest.raises(InvalidArgument) as info:
+            client.edit_task(task.task_id, name="")
+        assert info.value.field == "spec.name"
+        with pytest.raises(InvalidArgument) as info:
+            client.edit_task(task.task_id, bogus=1)
+        assert info.value.field == "bogus"
+        with pytest.raises(NotFound):
+            client.edit_task("t9999", name="x")
+
+
+@pytest.mark.parametrize(
+    ("method", "call"),
+    [
+        ("UpdateTask", lambda c, t: c.update_task(t, common_pb2.TaskSpec(name="u"))),
+        ("PauseTask", lambda c, t: c.pause_task(t, "maintenance")),
+        ("TriggerTask", lambda c, t: c.trigger_task(t)),
+        ("BackfillTask", lambda c, t: c.backfill_task(t, "2025-01-01T00:00:00Z", "2025-01-01T00:02:00Z")),
+        ("PutCalendar", lambda c, t: c.put_calendar(common_pb2.Calendar(name="c"))),
+    ],
+)
+def test_new_writes_follow_redirects_and_reuse_the_request_id(
+    cluster: FakeCluster, method: str, call: Callable[[Client, str], Any]
+) -> None:
+    with Client(cluster.leader_address) as setup:
+        task_id = setup.create_task("w", *_hello()).task_id
+    cluster.store.fail_after_apply = 1  # the first answer is lost after the write applied
+    with Client(cluster.follower_address) as client:
+        call(client, task_id)
+        assert client.leader == cluster.leader_address
+    ids = [(node, rid) for node, m, rid in cluster.store.write_log if m == method]
+    # redirect to the leader, lost answer there, next server (the follower) redirects again, applied once
+    assert [node for node, _ in ids] == ["n2", "n1", "n2", "n1"]
+    assert len({rid for _, rid in ids}) == 1 and ids[0][1]
+    assert len([m for m, _ in cluster.store.requests if m == method]) == 1  # applied once
+
+
+def test_pause_resume_trigger_backfill_cancel_execution(cluster: FakeCluster) -> None:
+    with Client(cluster.follower_address) as client:
+        task = client.create_task("p", *_hello())
+        paused = client.pause_task(task.task_id, note="db migration")
+        assert paused.state == common_pb2.TASK_PAUSED and paused.pause_note == "db migration"
+        with pytest.raises(FailedPrecondition):
+            client.pause_task(task.task_id)
+        client.resume_task(task.task_id, replay_missed=True)
+        assert cluster.store.last("ResumeTask").replay_missed is True
+        execution = client.trigger_task(task.task_id)
+        assert execution.state == common_pb2.EXECUTION_PENDING and execution.task_id == task.task_id
+        when = datetime(2025, 1, 1, tzinfo=UTC)
+        executions = client.backfill_task(task.task_id, when, "2025-01-01T00:05:00Z", max_fires=2)
+        request = cluster.store.last("BackfillTask")
+        assert (request.from_ms, request.to_ms, request.max_fires) == (
+            1_735_689_600_000,
+            1_735_689_900_000,
+            2,
+        )
+        assert len(executions) == 2
+        with pytest.raises(InvalidArgument) as info:
+            client.backfill_task(task.task_id, 2_000, 1_000)
+        assert info.value.field == "to_ms"
+        with pytest.raises(InvalidArgument) as info:
+            client.backfill_task(task.task_id, "yesterday", 1_000)
+        assert info.value.field == "from_ms"
+        cancelled = client.cancel_execution(execution.execution_id, reason="wrong input")
+        assert cancelled.state == common_pb2.EXECUTION_CANCELLED and "wrong input" in cancelled.error
+        assert cluster.store.last("CancelExecution").reason == "wrong input"
+        with pytest.raises(FailedPrecondition):
+            client.cancel_execution(execution.execution_id)
+        with pytest.raises(NotFound):
+            client.cancel_execution("nope")
+
+
+def test_explain_and_preview(cluster: FakeCluster) -> None:
+    with Client(cluster.follower_address) as client:
+        task = client.create_task("x", *_hello())
+        cluster.store.ledger[task.task_id] = [
+            common_pb2.FireRecord(
+                task_id=task.task_id,
+                nominal_time_ms=1_750_000_000_000,
+                outcome=common_pb2.FIRED,
+                execution_id="e1",
+                late_ms=120,
+                committed_at_ms=1_750_000_000_120,
+            ),
+            common_pb2.FireRecord(
+                task_id=task.task_id,
+                nominal_time_ms=1_750_000_060_000,
+                outcome=common_pb2.SKIPPED_OVERLAP,
+                reason="e1 still running",
+            ),
+        ]
+        response = client.explain_task(task.task_id, from_="2025-06-15T15:06:40Z", limit=5000)
+        request = cluster.store.last("ExplainTask")
+        assert request.from_ms == 1_750_000_000_000 and request.to_ms == 0 and request.limit == 1000
+        assert [r.outcome for r in response.records] == [common_pb2.FIRED, common_pb2.SKIPPED_OVERLAP]
+        assert response.state == common_pb2.TASK_SCHEDULED
+        fires = client.preview_task(task.task_id, count=3)
+        assert len(fires) == 3 and cluster.store.last("PreviewTask").from_ms == 0
+        with pytest.raises(NotFound):
+            client.explain_task("t9999")
+    doc = explain_to_json(response)
+    assert doc["state"] == "scheduled" and doc["next_fire"] == "2025-06-15T15:07:40.000Z"
+    assert doc["records"][0] == {
+        "task_id": task.task_id,
+        "nominal_time_ms": 1_750_000_000_000,
+        "nominal_time": "2025-06-15T15:06:40.000Z",
+        "outcome": "fired",
+        "reason": "",
+        "execution_id": "e1",
+        "committed_at_ms": 1_750_000_000_120,
+        "committed_at": "2025-06-15T15:06:40.120Z",
+        "late_ms": 120,
+        "actual_ms": 0,
+        "actual": None,
+    }
+    assert doc["records"][1]["outcome"] == "skipped_overlap"
+    assert preview_fire_to_json(fires[1]) == {
+        "nominal_time_ms": 1_750_003_600_000,
+        "nominal_time": "2025-06-15T16:06:40.000Z",
+        "actual_ms": 1_750_003_601_000,
+        "actual": "2025-06-15T16:06:41.000Z",
+        "local_time": "2025-06-15T18:06:40+02:00[Europe/Paris]",
+        "notes": ["jittered 1s"],
+    }
+
+
+def test_calendars(cluster: FakeCluster) -> None:
+    calendar = calendar_from_json(
+        {
+            "name": "fr-business",
+            "time_zone": "Europe/Paris",
+            "description": "French business days",
+            "exclude": [
+                {"kind": "holidays", "country": "fr", "subdivision": ""},
+                {"kind": "weekdays", "days": [6, 7]},
+                {"kind": "dates", "dates": ["2025-12-24"]},
+                {"kind": "date_range", "from": "2025-08-01", "to": "2025-08-15"},
+                {"kind": "time_of_day", "start": "22:00", "end": "06:00"},
+                {"kind": "cron", "expression": "* 12 * * *"},
+            ],
+        }
+    )
+    with Client(cluster.follower_address) as client:
+        stored = client.put_calendar(calendar)
+        assert stored.version > 0 and stored.exclude[0].holidays.country == "FR"
+        assert client.get_calendar("fr-business") == stored
+        client.put_calendar(common_pb2.Calendar(name="ops", include=["fr-business"]))
+        assert [c.name for c in client.list_calendars()] == ["fr-business", "ops"]
+        with pytest.raises(InvalidArgument) as info:
+            client.put_calendar(common_pb2.Calendar(name="bad", include=["nope"]))
+        assert info.value.field == "calendar.include"
+        client.delete_calendar("ops")
+        with pytest.raises(NotFound):
+            client.get_calendar("ops")
+        with pytest.raises(NotFound):
+            client.delete_calendar("ops")
+    doc = calendar_to_json(stored)
+    assert doc["exclude"][1] == {"kind": "weekdays", "days": [6, 7]}
+    assert doc["exclude"][3] == {"kind": "date_range", "from": "2025-08-01", "to": "2025-08-15"}
+    assert doc["updated_at"] == "2025-06-15T15:11:40.000Z" and doc["version"] == stored.version
+    again = calendar_from_json(doc)  # the JSON reads back (version and updated_at are the cluster's)
+    assert again.exclude == stored.exclude and again.name == stored.name and again.version == 0
+
+
+@pytest.mark.parametrize(
+    ("doc", "named"),
+    [
+        ({"exclude": []}, "calendar.name"),
+        ({"name": "c", "colour": 1}, "calendar.colour"),
+        ({"name": "c", "exclude": [{"kind": "moon"}]}, "calendar.exclude[0].kind"),
+        ({"name": "c", "exclude": [{"kind": "dates", "dates": ["2025-02-30"]}]}, "calendar.exclude[0].dates"),
+        ({"name": "c", "exclude": [{"kind": "weekdays", "days": [0]}]}, "calendar.exclude[0].days"),
+        (
+            {"name": "c", "exclude": [{"kind": "time_of_day", "start": "25:00", "end": "01:00"}]},
+            "calendar.exclude[0]",
+        ),
+        (
+            {"name": "c", "exclude": [{"kind": "holidays", "country": "France"}]},
+            "calendar.exclude[0].country",
+        ),
+        ({"name": "c", "include": [""]}, "calendar.include"),
+    ],
+)
+def test_calendar_json_errors_name_the_field(doc: dict[str, Any], named: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        calendar_from_json(doc)
+    assert info.value.field == named
+
+
+@pytest.mark.asyncio
+async def test_async_client_new_calls(cluster: FakeCluster) -> None:
+    cluster.store.fail_after_apply = 1
+    async with AsyncClient(cluster.follower_address) as client:
+        task = await client.create_task("a", *_hello())
+        edited = await client.edit_task(task.task_id, overlap="buffer-all")
+        assert edited.spec.overlap == common_pb2.OVERLAP_BUFFER_ALL
+        assert cluster.store.last("UpdateTask").expected_version == task.version
+        assert (await client.pause_task(task.task_id, "n")).state == common_pb2.TASK_PAUSED
+        assert (await client.resume_task(task.task_id)).state == common_pb2.TASK_SCHEDULED
+        execution = await client.trigger_task(task.task_id)
+        assert len(await client.backfill_task(task.task_id, 0, 120_000)) == 3
+        assert (await client.explain_task(task.task_id)).state == common_pb2.TASK_SCHEDULED
+        assert len(await client.preview_task(task.task_id, count=2)) == 2
+        await client.put_calendar(common_pb2.Calendar(name="c"))
+        assert (await client.get_calendar("c")).name == "c"
+        assert [c.name for c in await client.list_calendars()] == ["c"]
+        await client.delete_calendar("c")
+        cancelled = await client.cancel_execution(execution.execution_id, "r")
+        assert cancelled.state == common_pb2.EXECUTION_CANCELLED
+    ids = [rid for _, m, rid in cluster.store.write_log if m == "CreateTask"]
+    assert len(ids) == 4 and len(set(ids)) == 1  # redirect, lost answer, redirect again: one request id

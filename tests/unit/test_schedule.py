@@ -4,7 +4,8 @@ and properties checked against a brute-force oracle that walks every minute in U
 from __future__ import annotations
 
 import functools
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
 
 import pytest
 from hypothesis import given, settings
@@ -13,13 +14,19 @@ from hypothesis import strategies as st
 from cronraft.errors import InvalidArgument
 from cronraft.proto.v1 import common_pb2 as pb
 from cronraft.raft.schedule import (
+    MAX_INSTANT_MS,
+    dst_shifted,
     first_fire,
+    jitter_offset_ms,
     load_zone,
     next_fire,
+    next_fixed_delay,
     parse_duration,
     parse_instant,
     validate_schedule,
 )
+
+JITTER_PIN_A, JITTER_PIN_B, JITTER_PIN_C = 7_269, 75_681_014, 740
 
 
 def ms(text: str) -> int:
@@ -30,8 +37,17 @@ def iso(instant_ms: int, zone: str) -> str:
     return datetime.fromtimestamp(instant_ms / 1000, load_zone(zone)).isoformat()
 
 
-def cron(expression: str, zone: str = "", **window: int) -> pb.Schedule:
-    return pb.Schedule(cron=pb.CronSchedule(expression=expression, time_zone=zone), **window)
+def cron(expression: str, zone: str = "", **options: int) -> pb.Schedule:
+    return pb.Schedule(cron=pb.CronSchedule(expression=expression, time_zone=zone), **options)  # type: ignore[arg-type]
+
+
+def rate(period_ms: int, anchor_ms: int = 0, **options: int) -> pb.Schedule:
+    return pb.Schedule(fixed_rate=pb.FixedRateSchedule(period_ms=period_ms, anchor_ms=anchor_ms), **options)  # type: ignore[arg-type]
+
+
+def delay(delay_ms: int, stop_on_failure: bool = False, **options: int) -> pb.Schedule:
+    fixed = pb.FixedDelaySchedule(delay_ms=delay_ms, stop_on_failure=stop_on_failure)
+    return pb.Schedule(fixed_delay=fixed, **options)  # type: ignore[arg-type]
 
 
 def fires(schedule: pb.Schedule, created: str, count: int) -> list[int]:
@@ -192,6 +208,220 @@ def test_results_beyond_year_9999_are_none() -> None:
     assert next_fire(rate, 2**62) is None
 
 
+# --- DST policies: gap shift|skip, fold first|second|both, across zones and years -------------------
+
+SHIFT, SKIP = pb.DST_GAP_SHIFT, pb.DST_GAP_SKIP
+DEFAULT, FIRST, SECOND, BOTH = pb.DST_FOLD_DEFAULT, pb.DST_FOLD_FIRST, pb.DST_FOLD_SECOND, pb.DST_FOLD_BOTH
+
+DST_TABLE = [
+    # (expression, zone, dst_gap, dst_fold, created, expected local fires)
+    # Europe/Paris: gap 2026-03-29 02:00 -> 03:00, fold 2026-10-25 03:00 -> 02:00.
+    ("30 2 * * *", "Europe/Paris", SHIFT, DEFAULT, "2026-03-28T00:00:00Z",
+     ["2026-03-28T02:30:00+01:00", "2026-03-29T03:00:00+02:00", "2026-03-30T02:30:00+02:00"]),
+    ("30 2 * * *", "Europe/Paris", SKIP, DEFAULT, "2026-03-28T00:00:00Z",
+     ["2026-03-28T02:30:00+01:00", "2026-03-30T02:30:00+02:00"]),
+    ("10,40 * * * *", "Europe/Paris", SHIFT, DEFAULT, "2026-03-29T00:30:00Z",
+     ["2026-03-29T01:40:00+01:00", "2026-03-29T03:00:00+02:00", "2026-03-29T03:10:00+02:00"]),
+    ("10,40 * * * *", "Europe/Paris", SKIP, DEFAULT, "2026-03-29T00:30:00Z",
+     ["2026-03-29T01:40:00+01:00", "2026-03-29T03:10:00+02:00"]),
+    ("30 2 * * *", "Europe/Paris", SHIFT, FIRST, "2026-10-24T00:00:00Z",
+     ["2026-10-24T02:30:00+02:00", "2026-10-25T02:30:00+02:00", "2026-10-26T02:30:00+01:00"]),
+    ("30 2 * * *", "Europe/Paris", SHIFT, SECOND, "2026-10-24T00:00:00Z",
+     ["2026-10-24T02:30:00+02:00", "2026-10-25T02:30:00+01:00", "2026-10-26T02:30:00+01:00"]),
+    ("30 2 * * *", "Europe/Paris", SHIFT, BOTH, "2026-10-24T00:00:00Z",
+     ["2026-10-24T02:30:00+02:00", "2026-10-25T02:30:00+02:00", "2026-10-25T02:30:00+01:00",
+      "2026-10-26T02:30:00+01:00"]),
+    ("*/30 * * * *", "Europe/Paris", SHIFT, FIRST, "2026-10-25T00:00:00Z",
+     ["2026-10-25T02:00:00+02:00", "2026-10-25T02:30:00+02:00", "2026-10-25T03:00:00+01:00"]),
+    # SECOND for an elapsed-time job: nothing in the first pass of the fold, then the repeat.
+    ("*/30 * * * *", "Europe/Paris", SHIFT, SECOND, "2026-10-25T00:00:00Z",
+     ["2026-10-25T02:00:00+01:00", "2026-10-25T02:30:00+01:00", "2026-10-25T03:00:00+01:00"]),
+    ("30 2 * * *", "Europe/Paris", SKIP, BOTH, "2100-03-27T00:00:00Z",
+     ["2100-03-27T02:30:00+01:00", "2100-03-29T02:30:00+02:00"]),
+    # America/New_York: gap 2026-03-08 02:00 -> 03:00, fold 2026-11-01 02:00 -> 01:00.
+    ("0 30 2 * * *", "America/New_York", SKIP, DEFAULT, "2026-03-07T00:00:00Z",
+     ["2026-03-07T02:30:00-05:00", "2026-03-09T02:30:00-04:00"]),
+    ("30 1 * * *", "America/New_York", SHIFT, DEFAULT, "2026-10-31T12:00:00Z",
+     ["2026-11-01T01:30:00-04:00", "2026-11-02T01:30:00-05:00"]),
+    ("30 1 * * *", "America/New_York", SHIFT, SECOND, "2026-10-31T12:00:00Z",
+     ["2026-11-01T01:30:00-05:00", "2026-11-02T01:30:00-05:00"]),
+    ("30 1 * * *", "America/New_York", SHIFT, BOTH, "2031-11-01T12:00:00Z",
+     ["2031-11-02T01:30:00-04:00", "2031-11-02T01:30:00-05:00", "2031-11-03T01:30:00-05:00"]),
+    ("@hourly", "America/New_York", SHIFT, FIRST, "2026-11-01T04:30:00Z",
+     ["2026-11-01T01:00:00-04:00", "2026-11-01T02:00:00-05:00", "2026-11-01T03:00:00-05:00"]),
+    # Australia/Lord_Howe (30-minute DST): fold 2026-04-05 02:00 -> 01:30, gap 2026-10-04 02:00 -> 02:30.
+    ("40 1 * * *", "Australia/Lord_Howe", SHIFT, SECOND, "2026-04-04T13:00:00Z",
+     ["2026-04-05T01:40:00+10:30", "2026-04-06T01:40:00+10:30"]),
+    ("40 1 * * *", "Australia/Lord_Howe", SHIFT, BOTH, "2026-04-04T13:00:00Z",
+     ["2026-04-05T01:40:00+11:00", "2026-04-05T01:40:00+10:30", "2026-04-06T01:40:00+10:30"]),
+    ("*/15 1 * * *", "Australia/Lord_Howe", SHIFT, FIRST, "2026-04-04T14:20:00Z",
+     ["2026-04-05T01:30:00+11:00", "2026-04-05T01:45:00+11:00", "2026-04-06T01:00:00+10:30"]),
+    ("15 2 * * *", "Australia/Lord_Howe", SKIP, DEFAULT, "2026-10-03T13:00:00Z",
+     ["2026-10-05T02:15:00+11:00", "2026-10-06T02:15:00+11:00"]),
+    ("15 2 * * *", "Australia/Lord_Howe", SKIP, DEFAULT, "2100-10-02T13:00:00Z",
+     ["2100-10-04T02:15:00+11:00"]),
+    # Australia/Sydney: fold 2026-04-05 03:00 -> 02:00, gap 2026-10-04 02:00 -> 03:00.
+    ("30 2 * * *", "Australia/Sydney", SHIFT, DEFAULT, "2026-04-04T00:00:00Z",
+     ["2026-04-05T02:30:00+11:00", "2026-04-06T02:30:00+10:00"]),
+    ("30 2 * * *", "Australia/Sydney", SHIFT, SECOND, "2026-04-04T00:00:00Z",
+     ["2026-04-05T02:30:00+10:00", "2026-04-06T02:30:00+10:00"]),
+    ("30 2 * * *", "Australia/Sydney", SHIFT, BOTH, "2026-04-04T00:00:00Z",
+     ["2026-04-05T02:30:00+11:00", "2026-04-05T02:30:00+10:00", "2026-04-06T02:30:00+10:00"]),
+    ("30 2 * * *", "Australia/Sydney", SHIFT, DEFAULT, "2026-10-03T00:00:00Z",
+     ["2026-10-04T03:00:00+11:00", "2026-10-05T02:30:00+11:00"]),
+    ("30 2 * * *", "Australia/Sydney", SKIP, DEFAULT, "2026-10-03T00:00:00Z",
+     ["2026-10-05T02:30:00+11:00"]),
+    # America/Santiago: changes at midnight. Fold 2026-04-04 24:00 -> 23:00, gap 2026-09-06 00:00 -> 01:00.
+    ("0 0 * * *", "America/Santiago", SHIFT, DEFAULT, "2026-09-05T00:00:00Z",
+     ["2026-09-05T00:00:00-04:00", "2026-09-06T01:00:00-03:00", "2026-09-07T00:00:00-03:00"]),
+    ("0 0 * * *", "America/Santiago", SKIP, DEFAULT, "2026-09-05T00:00:00Z",
+     ["2026-09-05T00:00:00-04:00", "2026-09-07T00:00:00-03:00"]),
+    ("0 0 * * *", "America/Santiago", SKIP, DEFAULT, "2031-09-06T00:00:00Z",
+     ["2031-09-06T00:00:00-04:00", "2031-09-08T00:00:00-03:00"]),
+    ("30 23 * * *", "America/Santiago", SHIFT, FIRST, "2026-04-04T12:00:00Z",
+     ["2026-04-04T23:30:00-03:00", "2026-04-05T23:30:00-04:00"]),
+    ("30 23 * * *", "America/Santiago", SHIFT, SECOND, "2026-04-04T12:00:00Z",
+     ["2026-04-04T23:30:00-04:00", "2026-04-05T23:30:00-04:00"]),
+    ("30 23 * * *", "America/Santiago", SHIFT, BOTH, "2026-04-04T12:00:00Z",
+     ["2026-04-04T23:30:00-03:00", "2026-04-04T23:30:00-04:00", "2026-04-05T23:30:00-04:00"]),
+] + [
+    # Asia/Kolkata has no DST: every policy gives the same fires.
+    ("30 2 * * *", "Asia/Kolkata", gap, fold, "2026-03-28T00:00:00Z",
+     ["2026-03-29T02:30:00+05:30", "2026-03-30T02:30:00+05:30"])
+    for gap in (SHIFT, SKIP) for fold in (DEFAULT, FIRST, SECOND, BOTH)
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("expression", "zone", "gap", "fold", "created", "expected"), DST_TABLE)
+def test_dst_policy_table(
+    expression: str, zone: str, gap: int, fold: int, created: str, expected: list[str]
+) -> None:
+    schedule = cron(expression, zone, dst_gap=gap, dst_fold=fold)
+    assert local_fires(schedule, created, len(expected)) == expected
+    # Each fire is reached again from just before it (no hidden dependence on where the walk started).
+    for local in expected:
+        nominal = ms(local)
+        assert next_fire(schedule, nominal - 1) == nominal
+
+
+@pytest.mark.parametrize(
+    ("expression", "zone", "local", "shifted"),
+    [
+        ("30 2 * * *", "Europe/Paris", "2026-03-29T03:00:00+02:00", True),
+        ("30 2 * * *", "Europe/Paris", "2026-03-30T02:30:00+02:00", False),
+        ("*/20 * * * *", "Europe/Paris", "2026-03-29T03:00:00+02:00", False),  # 03:00 matches on its own
+        ("10,40 * * * *", "Europe/Paris", "2026-03-29T03:00:00+02:00", True),
+        ("15 2 * * *", "Australia/Lord_Howe", "2026-10-04T02:30:00+11:00", True),
+        ("0 0 * * *", "America/Santiago", "2026-09-06T01:00:00-03:00", True),
+        ("30 2 * * *", "Europe/Paris", "2026-10-25T02:30:00+01:00", False),  # a fold is not a shift
+        ("30 2 * * *", "Asia/Kolkata", "2026-03-29T02:30:00+05:30", False),
+        ("30 2 * * *", "", "2026-03-29T02:30:00Z", False),
+    ],
+)
+def test_dst_shifted(expression: str, zone: str, local: str, shifted: bool) -> None:
+    assert dst_shifted(cron(expression, zone), ms(local)) is shifted
+    assert dst_shifted(cron(expression, zone, dst_gap=SKIP), ms(local)) is False
+
+
+def test_dst_shifted_is_false_for_other_kinds() -> None:
+    instant = ms("2026-03-29T01:00:00Z")  # 03:00 in Paris, just after the gap
+    assert not dst_shifted(rate(60_000), instant)
+    assert not dst_shifted(pb.Schedule(at=pb.AtSchedule(at_ms=instant)), instant)
+
+
+# --- jitter ------------------------------------------------------------------------------------------
+
+
+def test_jitter_is_pinned() -> None:
+    """Pinned values: a change here moves every jittered fire of every stored task (a new leader running
+    another release would disagree with the old one). Never change them without a migration."""
+    assert jitter_offset_ms("task-1", 1_780_000_000_000, 60_000) == JITTER_PIN_A
+    assert jitter_offset_ms("", 0, 86_400_000) == JITTER_PIN_B
+    assert jitter_offset_ms("täsk", -1, 1_000) == JITTER_PIN_C
+
+
+def test_jitter_bounds() -> None:
+    assert jitter_offset_ms("t", 5, 0) == 0
+    assert jitter_offset_ms("t", 5, -3) == 0
+    assert jitter_offset_ms("t", 5, 1) == 0
+    assert all(0 <= jitter_offset_ms("t", n * 60_000, 7) < 7 for n in range(200))
+
+
+def test_jitter_depends_on_task_and_nominal_and_spreads() -> None:
+    jitter = 60_000
+    offsets = [jitter_offset_ms("task-a", n * 60_000, jitter) for n in range(2_000)]
+    assert offsets == [jitter_offset_ms("task-a", n * 60_000, jitter) for n in range(2_000)]
+    assert offsets != [jitter_offset_ms("task-b", n * 60_000, jitter) for n in range(2_000)]
+    buckets = [0] * 10
+    for offset in offsets:
+        buckets[offset * 10 // jitter] += 1
+    assert min(buckets) > 140 and max(buckets) < 260  # 200 each expected; a chi-square-ish sanity bound
+    many_tasks = {jitter_offset_ms(f"task-{i}", 0, jitter) for i in range(1_000)}
+    assert len(many_tasks) > 950  # tasks sharing a nominal time are spread, not stacked
+
+
+# --- fixed_delay -------------------------------------------------------------------------------------
+
+
+def test_fixed_delay_first_fire_is_creation_or_start() -> None:
+    assert first_fire(delay(5_000), 1_000_000) == 1_000_000
+    assert first_fire(delay(5_000, start_at_ms=2_000_000), 1_000_000) == 2_000_000
+    assert first_fire(delay(5_000, start_at_ms=500_000), 1_000_000) == 1_000_000
+    assert first_fire(delay(5_000, end_at_ms=900_000), 1_000_000) is None
+
+
+def test_fixed_delay_next_fire_is_unknown_until_the_run_ends() -> None:
+    schedule = delay(5_000)
+    assert next_fire(schedule, 1_000_000) is None
+    assert next_fixed_delay(schedule, 1_234_567) == 1_239_567
+    assert next_fixed_delay(schedule, 1_234_567, succeeded=False) == 1_239_567
+
+
+def test_fixed_delay_window_and_stop_on_failure() -> None:
+    windowed = delay(5_000, start_at_ms=100_000, end_at_ms=200_000)
+    assert next_fixed_delay(windowed, 10_000) == 100_000  # never before start_at
+    assert next_fixed_delay(windowed, 195_000) == 200_000  # end_at is inclusive
+    assert next_fixed_delay(windowed, 195_001) is None
+    assert next_fixed_delay(delay(5_000), MAX_INSTANT_MS) is None
+    stopping = delay(5_000, stop_on_failure=True)
+    assert next_fixed_delay(stopping, 0, succeeded=True) == 5_000
+    assert next_fixed_delay(stopping, 0, succeeded=False) is None
+    with pytest.raises(InvalidArgument):
+        next_fixed_delay(rate(5_000), 0)
+
+
+def test_validation_fixed_delay_end_in_the_past() -> None:
+    schedule = delay(1_000, end_at_ms=ms("2026-01-01T00:00:00Z"))
+    assert error_of(schedule, now_ms=ms("2026-02-01T00:00:00Z"))[0] == "spec.schedule.end_at_ms"
+
+
+# --- leap seconds: POSIX time, so nothing is lost or doubled -------------------------------------------
+
+
+def test_cron_and_fixed_rate_around_a_leap_second() -> None:
+    """2016-12-31T23:59:60Z was a leap second. In POSIX time it has no instant of its own: the fires of
+    an every-second job are consecutive whole seconds across it, and daily fires stay 86,400 s apart."""
+    every_second = fires(cron("* * * * * *"), "2016-12-31T23:59:58Z", 4)
+    assert every_second == [ms("2016-12-31T23:59:58Z") + 1000 * i for i in range(4)]
+    assert fires(cron("0 0 * * *"), "2016-12-31T00:00:01Z", 2) == [
+        ms("2017-01-01T00:00:00Z"),
+        ms("2017-01-02T00:00:00Z"),
+    ]
+    ticker = rate(1_000)
+    got = [first_fire(ticker, ms("2016-12-31T23:59:59Z"))]
+    got.append(next_fire(ticker, ms("2016-12-31T23:59:59Z")))
+    assert got == [ms("2016-12-31T23:59:59Z"), ms("2017-01-01T00:00:00Z")]
+
+
+def test_at_given_as_a_leap_second_is_accepted() -> None:
+    at_ms = parse_instant("2016-12-31T23:59:60Z", field="spec.schedule.at.at_ms")
+    assert at_ms == ms("2017-01-01T00:00:00Z")
+    schedule = pb.Schedule(at=pb.AtSchedule(at_ms=at_ms))
+    validate_schedule(schedule)
+    assert first_fire(schedule, 0) == at_ms
+    assert parse_instant("2016-12-31T20:59:60.5-03:00", field="x") == ms("2017-01-01T00:00:00Z")
+
+
 # --- at, fixed_rate, window --------------------------------------------------------------------------
 
 
@@ -251,7 +481,7 @@ def error_of(schedule: pb.Schedule, now_ms: int | None = None) -> tuple[str, str
 @pytest.mark.parametrize(
     ("schedule", "field", "problem"),
     [
-        (pb.Schedule(), "spec.schedule", "exactly one of cron, at, fixed_rate must be set"),
+        (pb.Schedule(), "spec.schedule", "exactly one of cron, at, fixed_rate, fixed_delay must be set"),
         (cron("* * *"), "spec.schedule.cron.expression", "expected 5 or 6 fields, got 3"),
         (cron("* * * * * * *"), "spec.schedule.cron.expression", "expected 5 or 6 fields, got 7"),
         (cron(""), "spec.schedule.cron.expression", "must not be empty"),
@@ -284,12 +514,20 @@ def error_of(schedule: pb.Schedule, now_ms: int | None = None) -> tuple[str, str
             "spec.schedule.fixed_rate.anchor_ms",
             "must not be negative",
         ),
+        (delay(999), "spec.schedule.fixed_delay.delay_ms", "must be at least 1000 (1 s), got 999"),
+        (delay(0), "spec.schedule.fixed_delay.delay_ms", "must be at least 1000"),
+        (delay(2**62), "spec.schedule.fixed_delay.delay_ms", "must be at most"),
+        (cron("* * * * *", jitter_ms=86_400_001), "spec.schedule.jitter_ms", "at most 86400000 (1 day)"),
+        (rate(60_000, jitter_ms=60_000), "spec.schedule.jitter_ms", "less than fixed_rate.period_ms (60000)"),
+        (delay(5_000, jitter_ms=5_000), "spec.schedule.jitter_ms", "less than fixed_delay.delay_ms (5000)"),
+        (cron("* * * * *", dst_gap=7), "spec.schedule.dst_gap", "unknown policy 7"),
+        (cron("* * * * *", dst_fold=9), "spec.schedule.dst_fold", "unknown policy 9"),
+        (rate(60_000, dst_gap=pb.DST_GAP_SKIP), "spec.schedule.dst_gap", "applies to cron schedules only"),
         (
-            pb.Schedule(fixed_delay=pb.FixedDelaySchedule(delay_ms=1000)),
-            "spec.schedule.fixed_delay",
-            "not supported",
+            pb.Schedule(at=pb.AtSchedule(at_ms=5), dst_fold=pb.DST_FOLD_BOTH),
+            "spec.schedule.dst_fold",
+            "applies to cron schedules only",
         ),
-        (cron("* * * * *", jitter_ms=5), "spec.schedule.jitter_ms", "not supported yet"),
         (cron("* * * * *", jitter_ms=-5), "spec.schedule.jitter_ms", "must not be negative"),
         (cron("* * * * *", start_at_ms=-1), "spec.schedule.start_at_ms", "must not be negative"),
         (cron("* * * * *", end_at_ms=-1), "spec.schedule.end_at_ms", "must not be negative"),
@@ -332,6 +570,14 @@ def test_validation_uses_the_given_field_prefix() -> None:
         cron("0 0 ? * mon"),
         pb.Schedule(at=pb.AtSchedule(at_ms=1)),
         pb.Schedule(fixed_rate=pb.FixedRateSchedule(period_ms=1000, anchor_ms=10**12)),
+        delay(1000),
+        delay(60_000, jitter_ms=59_999),
+        rate(60_000, jitter_ms=59_999),
+        cron("0 9 * * *", "Europe/Paris", jitter_ms=86_400_000),
+        pb.Schedule(at=pb.AtSchedule(at_ms=1), jitter_ms=1),
+        cron("30 2 * * *", "Europe/Paris", dst_gap=pb.DST_GAP_SKIP, dst_fold=pb.DST_FOLD_BOTH),
+        cron("30 2 * * *", dst_gap=pb.DST_GAP_SHIFT, dst_fold=pb.DST_FOLD_SECOND),
+        cron("30 2 * * *", dst_fold=pb.DST_FOLD_FIRST),
     ],
 )
 def test_valid_schedules_pass(schedule: pb.Schedule) -> None:
@@ -411,7 +657,11 @@ ZONES = [
     "America/Sao_Paulo",  # DST changes at midnight until 2019
     "Pacific/Apia",  # skipped 2011-12-30 entirely
     "Antarctica/Troll",  # two-hour DST
+    "Australia/Sydney",
+    "America/Santiago",  # southern hemisphere; changes at midnight
 ]
+GAPS = [pb.DST_GAP_DEFAULT, pb.DST_GAP_SHIFT, pb.DST_GAP_SKIP]
+FOLDS = [pb.DST_FOLD_DEFAULT, pb.DST_FOLD_FIRST, pb.DST_FOLD_SECOND, pb.DST_FOLD_BOTH]
 MINUTE_FIELDS = ["*", "*/7", "*/15", "0", "30", "0,45", "10-20"]
 HOUR_FIELDS = ["*", "*/2", "0", "1", "2", "1-3", "23"]
 
@@ -439,26 +689,30 @@ def transitions(zone_name: str, year: int) -> list[int]:
     return found
 
 
-def oracle(minute: str, hour: str, zone_name: str, begin: int, end: int) -> list[int]:
+def oracle(
+    minute: str, hour: str, zone_name: str, begin: int, end: int, gap: int = 0, fold: int = 0
+) -> list[int]:
     """Every fire (Unix seconds) in [begin, end) of `minute hour * * *`, by walking each UTC minute.
 
-    Rules: an instant fires when its wall time matches, unless it is the repeat of a fold and the job is
-    fixed-time (neither field starts with *); the first instant after a gap fires when a skipped wall
-    time matches."""
+    Rules: an instant fires when its wall time matches, unless it is one of a fold's two copies that the
+    fold policy excludes (DEFAULT: the repeat of a fixed-time job, i.e. neither field starts with *);
+    with gap SHIFT, the first instant after a gap also fires when a skipped wall time matches."""
     zone = load_zone(zone_name)
     minutes = values(minute, 60)
     hours = values(hour, 24)
     elapsed = minute.startswith("*") or hour.startswith("*")
+    first_ok = fold != pb.DST_FOLD_SECOND
+    second_ok = fold in (pb.DST_FOLD_SECOND, pb.DST_FOLD_BOTH) or (fold == pb.DST_FOLD_DEFAULT and elapsed)
     out = []
     for t in range(begin - begin % 60, end, 60):
         local = datetime.fromtimestamp(t, zone)
         matches = local.minute in minutes and local.hour in hours
-        is_repeat = local.fold == 1 and local.replace(fold=0).utcoffset() != local.utcoffset()
-        if matches and is_repeat and not elapsed:
+        twin = local.replace(fold=1 - local.fold).utcoffset() != local.utcoffset()
+        if twin and not (second_ok if local.fold else first_ok):
             matches = False
         before = datetime.fromtimestamp(t - 60, zone)
         skipped = (local.utcoffset() or timedelta()) - (before.utcoffset() or timedelta())
-        if skipped > timedelta(0):
+        if skipped > timedelta(0) and gap != pb.DST_GAP_SKIP:
             wall = before.replace(tzinfo=None) + timedelta(minutes=1)
             while wall < local.replace(tzinfo=None):
                 matches = matches or (wall.minute in minutes and wall.hour in hours)
@@ -488,24 +742,26 @@ def values(field: str, size: int) -> set[int]:
     minute=st.sampled_from(MINUTE_FIELDS),
     hour=st.sampled_from(HOUR_FIELDS),
     zone=st.sampled_from(ZONES),
-    year=st.integers(2010, 2030) | st.sampled_from([2150]),
+    year=st.integers(2010, 2030) | st.sampled_from([2100, 2150]),
     where=st.tuples(st.integers(0, 3), st.integers(-30 * 3600, 30 * 3600)),
+    gap=st.sampled_from(GAPS),
+    fold=st.sampled_from(FOLDS),
 )
 def test_cron_matches_brute_force_oracle_around_transitions(
-    minute: str, hour: str, zone: str, year: int, where: tuple[int, int]
+    minute: str, hour: str, zone: str, year: int, where: tuple[int, int], gap: int, fold: int
 ) -> None:
     """`where` picks a transition of that year and a shift of the one-day window around it."""
     which, shift = where
     changes = transitions(zone, year) or [int(datetime(year, 6, 1, tzinfo=UTC).timestamp())]
     begin = changes[which % len(changes)] - 36 * 3600 + shift
     end = begin + 24 * 3600
-    schedule = cron(f"{minute} {hour} * * *", zone)
+    schedule = cron(f"{minute} {hour} * * *", zone, dst_gap=gap, dst_fold=fold)
     got = []
     nominal = first_fire(schedule, begin * 1000)
     while nominal is not None and nominal < end * 1000:
         got.append(nominal // 1000)
         nominal = next_fire(schedule, nominal)
-    assert got == oracle(minute, hour, zone, begin, end)
+    assert got == oracle(minute, hour, zone, begin, end, gap, fold)
 
 
 @settings(max_examples=60, deadline=None)
@@ -513,11 +769,13 @@ def test_cron_matches_brute_force_oracle_around_transitions(
     expression=st.sampled_from(["*/7 * * * *", "0 30 2 * * *", "15 1 * * *", "*/45 */3 * * * *", "@hourly"]),
     zone=st.sampled_from(ZONES),
     after=st.integers(0, 7_258_118_400_000),
+    gap=st.sampled_from(GAPS),
+    fold=st.sampled_from(FOLDS),
 )
 def test_next_fire_strictly_increases_and_never_lands_in_a_gap(
-    expression: str, zone: str, after: int
+    expression: str, zone: str, after: int, gap: int, fold: int
 ) -> None:
-    schedule = cron(expression, zone)
+    schedule = cron(expression, zone, dst_gap=gap, dst_fold=fold)
     tz = load_zone(zone)
     previous = after
     for _ in range(5):
@@ -552,3 +810,43 @@ def test_fixed_rate_fires_are_anchor_plus_whole_periods(period: int, anchor: int
         following = next_fire(schedule, nominal)
         assert following == nominal + period
         nominal = following
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    hour=st.sampled_from([0, 1, 2, 3, 23]),
+    minute=st.sampled_from([0, 15, 30, 45]),
+    zone=st.sampled_from([z for z in ZONES if z != "Pacific/Apia"]),  # Apia skipped a whole day
+    year=st.integers(2000, 2040) | st.sampled_from([2100]),
+    which=st.integers(0, 3),
+    gap=st.sampled_from(GAPS),
+    fold=st.sampled_from(FOLDS),
+)
+def test_fixed_time_job_fires_once_per_local_day(
+    hour: int, minute: int, zone: str, year: int, which: int, gap: int, fold: int
+) -> None:
+    """`M H * * *` fires once on every local day; on a day whose H:M does not exist, once with SHIFT and
+    never with SKIP; on a day whose H:M exists twice, twice with BOTH and once with any other policy."""
+    tz = load_zone(zone)
+    changes = transitions(zone, year) or [int(datetime(year, 6, 1, tzinfo=UTC).timestamp())]
+    center = changes[which % len(changes)]
+    schedule = cron(f"{minute} {hour} * * *", zone, dst_gap=gap, dst_fold=fold)
+    per_day: dict[date, int] = {}
+    nominal = first_fire(schedule, (center - 4 * 86_400) * 1000)
+    while nominal is not None and nominal < (center + 4 * 86_400) * 1000:
+        day = datetime.fromtimestamp(nominal / 1000, tz).date()
+        per_day[day] = per_day.get(day, 0) + 1
+        nominal = next_fire(schedule, nominal)
+    middle = datetime.fromtimestamp(center, tz).date()
+    for delta in range(-2, 3):
+        day = middle + timedelta(days=delta)
+        wall = datetime.combine(day, dtime(hour, minute))
+        early, late = wall.replace(tzinfo=tz), wall.replace(tzinfo=tz, fold=1)
+        exists = datetime.fromtimestamp(early.timestamp(), tz).replace(tzinfo=None) == wall
+        if not exists:
+            expected = 0 if gap == SKIP else 1
+        elif early.utcoffset() != late.utcoffset():
+            expected = 2 if fold == BOTH else 1
+        else:
+            expected = 1
+        assert per_day.get(day, 0) == expected, (day, per_day)

@@ -159,7 +159,7 @@ def test_overlap_terminate_other_fences_the_old_attempt() -> None:
     assert [c.execution_id for c in f.cancels] == [tid(100)]
     (late,) = log.apply(complete(tid(100), running.token))
     assert not late.applied and late.error_code == "stale_token"
-    old = [e for e in execs(log, tid(1)) if e.execution_id == tid(100)][0]
+    old = next(e for e in execs(log, tid(1)) if e.execution_id == tid(100))
     assert old.state == common_pb2.EXECUTION_CANCELLED
 
 
