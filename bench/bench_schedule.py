@@ -1,5 +1,5 @@
 """Micro-benchmark of the schedule hot path: `next_fire` per call, cold (every call steps croniter) and
-warm (many tasks sharing an expression hit the memoised step).
+warm (many tasks sharing an expression hit the memoised step), per DST policy; and `jitter_offset_ms`.
 Run: .venv/bin/python bench/bench_schedule.py"""
 
 from __future__ import annotations
@@ -20,6 +20,12 @@ CASES = {
     ),
     "cron @hourly Australia/Lord_Howe": pb.Schedule(
         cron=pb.CronSchedule(expression="@hourly", time_zone="Australia/Lord_Howe")
+    ),
+    "cron * * * * * * Europe/Paris gap skip": pb.Schedule(
+        cron=pb.CronSchedule(expression="* * * * * *", time_zone="Europe/Paris"), dst_gap=pb.DST_GAP_SKIP
+    ),
+    "cron 30 1 * * * America/New_York fold both": pb.Schedule(
+        cron=pb.CronSchedule(expression="30 1 * * *", time_zone="America/New_York"), dst_fold=pb.DST_FOLD_BOTH
     ),
     "fixed_rate 60s": pb.Schedule(fixed_rate=pb.FixedRateSchedule(period_ms=60_000)),
 }
@@ -42,6 +48,12 @@ def main() -> None:
         cold = min(per_call_us(case, cold=True, run=run) for run in range(5))
         warm = min(per_call_us(case, cold=False, run=run) for run in range(5))
         print(f"{name:45} {cold:13.1f} {warm:13.1f}")
+    calls = 20_000
+    seconds = min(
+        timeit.timeit(lambda: schedule.jitter_offset_ms("task-0123456789", BASE_MS, 60_000), number=calls)
+        for _ in range(5)
+    )
+    print(f"{'jitter_offset_ms':45} {seconds / calls * 1e6:13.2f}")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import tzinfo
 
 from cronraft.proto.v1 import common_pb2, scheduler_pb2
 from cronraft.raft import calendar as cal
@@ -163,7 +164,7 @@ def read_calendar(txn: Txn, name: str) -> common_pb2.Calendar | None:
     return c
 
 
-def _zone_of(sched: common_pb2.Schedule) -> object:
+def _zone_of(sched: common_pb2.Schedule) -> tzinfo:
     tz = sched.cron.time_zone if sched.WhichOneof("kind") == "cron" else ""
     return schedule.load_zone(tz or "UTC")
 
@@ -188,7 +189,7 @@ def plan_from(
                 sched.calendar_action,
                 nominal,
                 _zone_of(sched),
-                not_before_ms=not_before_ms,  # type: ignore[arg-type]
+                not_before_ms=not_before_ms,
             )
             if outcome == "skip":
                 if steps <= MAX_RECORDS_PER_COMMAND:
@@ -363,6 +364,8 @@ def preview_stored(txn: Txn, task: Task, from_ms: int, count: int) -> list[sched
         zone = _zone_of(sched)
 
         def resolve(nominal_ms: int) -> tuple[str, int, str]:
-            return cal.resolve(cals, sched.calendar_action, nominal_ms, zone)  # type: ignore[arg-type]
+            return cal.resolve(cals, sched.calendar_action, nominal_ms, zone)
 
-    return preview(sched, from_ms=from_ms, count=count, task_id=task.task_id, resolve=resolve)
+    return preview(
+        sched, from_ms=from_ms, count=count, task_id=task.task_id, resolve=resolve, fire_count=task.fire_count
+    )

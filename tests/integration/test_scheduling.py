@@ -63,7 +63,9 @@ def test_each_misfire_policy_after_the_whole_cluster_was_down(cluster: Cluster, 
     with Client(cluster.servers, timeout_s=30) as client:
         # Wait until every task fired a nominal time after the restart, then stop them.
         def resumed() -> bool:
-            return all(client.get_task(t.task_id).last_fired_nominal_ms > up_at + 1000 for t in tasks.values())
+            return all(
+                client.get_task(t.task_id).last_fired_nominal_ms > up_at + 1000 for t in tasks.values()
+            )
 
         wait_for(resumed, 60, "fires after the restart")
         for t in tasks.values():
@@ -84,7 +86,9 @@ def test_an_edit_during_a_run_keeps_the_run_and_applies_from_the_next_time(clust
     with Client(cluster.servers, timeout_s=30) as client:
         task = client.create_task("slow", cron("*/2 * * * * *"), command("sleep", "3"), overlap="skip")
         running = wait_for(
-            lambda: [e for e in client.list_executions(task.task_id) if e.state == common_pb2.EXECUTION_RUNNING],
+            lambda: [
+                e for e in client.list_executions(task.task_id) if e.state == common_pb2.EXECUTION_RUNNING
+            ],
             30,
             "a running execution",
         )[0]
@@ -92,7 +96,9 @@ def test_an_edit_during_a_run_keeps_the_run_and_applies_from_the_next_time(clust
         edited = client.edit_task(task.task_id, schedule=cron("0 0 1 1 *"))
         assert edited.next_fire_ms > edited_at + 86_400_000  # the next 1 January, not a time in the past
         done = wait_for(
-            lambda: (e := client.get_execution(running.execution_id)).state != common_pb2.EXECUTION_RUNNING and e,
+            lambda: (
+                (e := client.get_execution(running.execution_id)).state != common_pb2.EXECUTION_RUNNING and e
+            ),
             30,
             "the in-flight run to end",
         )
@@ -101,7 +107,9 @@ def test_an_edit_during_a_run_keeps_the_run_and_applies_from_the_next_time(clust
         assert late == [], "the old schedule fired after the edit"
 
 
-def test_pause_resume_and_trigger_with_the_ledger_explaining_each_time(cluster: Cluster, tmp_path: Path) -> None:
+def test_pause_resume_and_trigger_with_the_ledger_explaining_each_time(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     ledger = tmp_path / "ledger"
     with Client(cluster.servers, timeout_s=30) as client:
         task = client.create_task("tick", cron("* * * * * *"), command(*ledger_command(ledger)))
@@ -112,11 +120,19 @@ def test_pause_resume_and_trigger_with_the_ledger_explaining_each_time(cluster: 
         ran_before = len(read_ledger(ledger))
         manual = client.trigger_task(task.task_id)
         assert manual.manual
-        wait_for(lambda: client.get_execution(manual.execution_id).state == common_pb2.EXECUTION_SUCCEEDED, 30, "trigger")
+        wait_for(
+            lambda: client.get_execution(manual.execution_id).state == common_pb2.EXECUTION_SUCCEEDED,
+            30,
+            "trigger",
+        )
         time.sleep(3)  # let nominal times pass while paused (the scenario, not synchronisation)
         resumed = client.resume_task(task.task_id)
         assert resumed.state == common_pb2.TASK_SCHEDULED
-        wait_for(lambda: client.get_task(task.task_id).last_fired_nominal_ms > resumed.updated_at_ms, 30, "a fire after resume")
+        wait_for(
+            lambda: client.get_task(task.task_id).last_fired_nominal_ms > resumed.updated_at_ms,
+            30,
+            "a fire after resume",
+        )
         client.cancel_task(task.task_id)
         outcomes = _outcomes(client, task.task_id, paused_at + 1000, resumed.updated_at_ms - 1000)
     assert outcomes and set(outcomes.values()) <= {"PAUSED", "MANUAL"}

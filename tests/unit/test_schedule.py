@@ -294,7 +294,7 @@ DST_TABLE = [
 
 @pytest.mark.parametrize(("expression", "zone", "gap", "fold", "created", "expected"), DST_TABLE)
 def test_dst_policy_table(
-    expression: str, zone: str, gap: int, fold: int, created: str, expected: list[str]
+    *, expression: str, zone: str, gap: int, fold: int, created: str, expected: list[str]
 ) -> None:
     schedule = cron(expression, zone, dst_gap=gap, dst_fold=fold)
     assert local_fires(schedule, created, len(expected)) == expected
@@ -690,7 +690,7 @@ def transitions(zone_name: str, year: int) -> list[int]:
 
 
 def oracle(
-    minute: str, hour: str, zone_name: str, begin: int, end: int, gap: int = 0, fold: int = 0
+    minute: str, hour: str, zone_name: str, begin: int, end: int, *, gap: int = 0, fold: int = 0
 ) -> list[int]:
     """Every fire (Unix seconds) in [begin, end) of `minute hour * * *`, by walking each UTC minute.
 
@@ -748,7 +748,7 @@ def values(field: str, size: int) -> set[int]:
     fold=st.sampled_from(FOLDS),
 )
 def test_cron_matches_brute_force_oracle_around_transitions(
-    minute: str, hour: str, zone: str, year: int, where: tuple[int, int], gap: int, fold: int
+    *, minute: str, hour: str, zone: str, year: int, where: tuple[int, int], gap: int, fold: int
 ) -> None:
     """`where` picks a transition of that year and a shift of the one-day window around it."""
     which, shift = where
@@ -761,7 +761,7 @@ def test_cron_matches_brute_force_oracle_around_transitions(
     while nominal is not None and nominal < end * 1000:
         got.append(nominal // 1000)
         nominal = next_fire(schedule, nominal)
-    assert got == oracle(minute, hour, zone, begin, end, gap, fold)
+    assert got == oracle(minute, hour, zone, begin, end, gap=gap, fold=fold)
 
 
 @settings(max_examples=60, deadline=None)
@@ -823,7 +823,7 @@ def test_fixed_rate_fires_are_anchor_plus_whole_periods(period: int, anchor: int
     fold=st.sampled_from(FOLDS),
 )
 def test_fixed_time_job_fires_once_per_local_day(
-    hour: int, minute: int, zone: str, year: int, which: int, gap: int, fold: int
+    *, hour: int, minute: int, zone: str, year: int, which: int, gap: int, fold: int
 ) -> None:
     """`M H * * *` fires once on every local day; on a day whose H:M does not exist, once with SHIFT and
     never with SKIP; on a day whose H:M exists twice, twice with BOTH and once with any other policy."""
