@@ -282,8 +282,30 @@ def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         nxt = schedule.next_fire(sched, decision.resume_after)
         plan = firing.plan_from(txn, task, nxt, ctx.now, not_before_ms=due)
         firing.set_plan(task, plan, _max_runs_reached(task))
+        if task.state == common_pb2.TASK_COMPLETED:
+            _record_window_end(ctx, task16, task, decision.resume_after)
     put_task(txn, task16, task, old=old)
     ctx.result.task.CopyFrom(task)
+
+
+def _record_window_end(ctx: Ctx, task16: bytes, task: Task, after: int) -> None:
+    """The task completed because its window or run budget ended: the first nominal time it would
+    have had next is recorded as outside_window, so `explain` says why it stopped."""
+    sched = task.spec.schedule
+    if sched.WhichOneof("kind") not in ("cron", "fixed_rate"):
+        return
+    unbounded = common_pb2.Schedule()
+    unbounded.CopyFrom(sched)
+    unbounded.end_at_ms = 0
+    unbounded.max_runs = 0
+    nxt = schedule.next_fire(unbounded, after)
+    if nxt is None:
+        return
+    if sched.max_runs and task.fire_count >= sched.max_runs:
+        why = f"max_runs {sched.max_runs} reached"
+    else:
+        why = f"after end_at {sched.end_at_ms}"
+    firing.record(ctx.txn, task16, nxt, common_pb2.OUTSIDE_WINDOW, ctx.now, reason=why)
 
 
 def _max_runs_reached(task: Task) -> bool:

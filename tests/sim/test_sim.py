@@ -248,3 +248,23 @@ def test_a_heartbeat_before_the_epoch_commits_revokes_nothing() -> None:
     sim.run_for(1_000)
     ack = sim.core.heartbeat("w1", w1.lease_refs(), sim.clock.mono)
     assert list(ack.renewed) == [lease.execution_id]
+
+
+def test_overlap_skip_holds_across_a_leader_crash() -> None:
+    sim = SimCluster(3, seed=10)
+    w = sim.add_worker("w1", capacity=4, run_ms=25_000)
+    sim.clock.advance(1)
+    every10s = common_pb2.Schedule(fixed_rate=common_pb2.FixedRateSchedule(period_ms=10_000))
+    task = _create(sim, _spec("slow", every10s, overlap=common_pb2.OVERLAP_SKIP))
+    sim.run_for(30_000, step_ms=250)
+    sim.crash_leader()
+    sim.run_for(60_000, step_ms=250)
+    # Never two runs at once: each lease is granted after the previous run ended.
+    execs = sorted(_executions(sim, 0, task.task_id), key=lambda e: e.nominal_time_ms)
+    ran = [e for e in execs if e.state in (common_pb2.EXECUTION_SUCCEEDED, common_pb2.EXECUTION_RUNNING)]
+    for a, b in zip(ran, ran[1:], strict=False):
+        assert b.leased_at_ms >= a.finished_at_ms > 0, "two runs of the task overlapped"
+    with sim.nodes[1].kv.read() as txn:
+        recs = sm.ledger(txn, task.task_id, 0, 2**62, 1000)
+    assert sum(r.outcome == common_pb2.SKIPPED_OVERLAP for r in recs) >= 4
+    assert len(w.started) == len(ran)

@@ -430,3 +430,15 @@ def test_fires_rolled_onto_one_instant_merge_into_one_run() -> None:
     assert f.task.next_fire_ms == 1_767_686_400_000  # Tuesday: Sunday's and Monday's merged into Monday's run
     merged = [o for n, o in ledger(log, tid(1)) if n in (1_767_513_600_000, 1_767_600_000_000)]
     assert merged == ["SKIPPED_CALENDAR", "SKIPPED_CALENDAR"]
+
+
+def test_the_end_of_the_window_is_explained_in_the_ledger() -> None:
+    log = Log()
+    s = every_minute()
+    s.schedule.max_runs = 2
+    (c,) = log.apply(create(tid(1), s))
+    n0 = c.task.next_fire_ms
+    log.apply(fire(tid(1), n0, tid(100)))
+    (f,) = log.apply(fire(tid(1), n0 + MIN, tid(101)))
+    assert f.task.state == common_pb2.TASK_COMPLETED
+    assert ledger(log, tid(1))[-1] == (n0 + 2 * MIN, "OUTSIDE_WINDOW")
