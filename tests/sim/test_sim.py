@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 
 import pytest
@@ -262,7 +263,7 @@ def test_overlap_skip_holds_across_a_leader_crash() -> None:
     # Never two runs at once: each lease is granted after the previous run ended.
     execs = sorted(_executions(sim, 0, task.task_id), key=lambda e: e.nominal_time_ms)
     ran = [e for e in execs if e.state in (common_pb2.EXECUTION_SUCCEEDED, common_pb2.EXECUTION_RUNNING)]
-    for a, b in zip(ran, ran[1:], strict=False):
+    for a, b in itertools.pairwise(ran):
         assert b.leased_at_ms >= a.finished_at_ms > 0, "two runs of the task overlapped"
     with sim.nodes[1].kv.read() as txn:
         recs = sm.ledger(txn, task.task_id, 0, 2**62, 1000)
