@@ -66,6 +66,8 @@ class Command(_message.Message):
     PUT_CALENDAR_FIELD_NUMBER: _builtins.int
     DELETE_CALENDAR_FIELD_NUMBER: _builtins.int
     CANCEL_EXECUTION_FIELD_NUMBER: _builtins.int
+    REDRIVE_DEAD_LETTERS_FIELD_NUMBER: _builtins.int
+    PURGE_DEAD_LETTERS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """dedup key: a command whose request_id was applied is answered, not re-applied"""
     stamped_at_ms: _builtins.int
@@ -100,6 +102,10 @@ class Command(_message.Message):
     def delete_calendar(self) -> Global___DeleteCalendar: ...
     @_builtins.property
     def cancel_execution(self) -> Global___CancelExecution: ...
+    @_builtins.property
+    def redrive_dead_letters(self) -> Global___RedriveDeadLetters: ...
+    @_builtins.property
+    def purge_dead_letters(self) -> Global___PurgeDeadLetters: ...
     def __init__(
         self,
         *,
@@ -120,16 +126,81 @@ class Command(_message.Message):
         put_calendar: Global___PutCalendar | None = ...,
         delete_calendar: Global___DeleteCalendar | None = ...,
         cancel_execution: Global___CancelExecution | None = ...,
+        redrive_dead_letters: Global___RedriveDeadLetters | None = ...,
+        purge_dead_letters: Global___PurgeDeadLetters | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["backfill_task", b"backfill_task", "body", b"body", "cancel_execution", b"cancel_execution", "cancel_task", b"cancel_task", "complete", b"complete", "create_task", b"create_task", "delete_calendar", b"delete_calendar", "epoch", b"epoch", "expire_lease", b"expire_lease", "fire", b"fire", "grant", b"grant", "pause_task", b"pause_task", "put_calendar", b"put_calendar", "resume_task", b"resume_task", "trigger_task", b"trigger_task", "update_task", b"update_task"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["backfill_task", b"backfill_task", "body", b"body", "cancel_execution", b"cancel_execution", "cancel_task", b"cancel_task", "complete", b"complete", "create_task", b"create_task", "delete_calendar", b"delete_calendar", "epoch", b"epoch", "expire_lease", b"expire_lease", "fire", b"fire", "grant", b"grant", "pause_task", b"pause_task", "purge_dead_letters", b"purge_dead_letters", "put_calendar", b"put_calendar", "redrive_dead_letters", b"redrive_dead_letters", "resume_task", b"resume_task", "trigger_task", b"trigger_task", "update_task", b"update_task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backfill_task", b"backfill_task", "body", b"body", "cancel_execution", b"cancel_execution", "cancel_task", b"cancel_task", "complete", b"complete", "create_task", b"create_task", "delete_calendar", b"delete_calendar", "epoch", b"epoch", "expire_lease", b"expire_lease", "fire", b"fire", "grant", b"grant", "pause_task", b"pause_task", "put_calendar", b"put_calendar", "request_id", b"request_id", "resume_task", b"resume_task", "stamped_at_ms", b"stamped_at_ms", "trigger_task", b"trigger_task", "update_task", b"update_task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backfill_task", b"backfill_task", "body", b"body", "cancel_execution", b"cancel_execution", "cancel_task", b"cancel_task", "complete", b"complete", "create_task", b"create_task", "delete_calendar", b"delete_calendar", "epoch", b"epoch", "expire_lease", b"expire_lease", "fire", b"fire", "grant", b"grant", "pause_task", b"pause_task", "purge_dead_letters", b"purge_dead_letters", "put_calendar", b"put_calendar", "redrive_dead_letters", b"redrive_dead_letters", "request_id", b"request_id", "resume_task", b"resume_task", "stamped_at_ms", b"stamped_at_ms", "trigger_task", b"trigger_task", "update_task", b"update_task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["create_task", "cancel_task", "epoch", "fire", "grant", "complete", "expire_lease", "update_task", "pause_task", "resume_task", "trigger_task", "backfill_task", "put_calendar", "delete_calendar", "cancel_execution"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["create_task", "cancel_task", "epoch", "fire", "grant", "complete", "expire_lease", "update_task", "pause_task", "resume_task", "trigger_task", "backfill_task", "put_calendar", "delete_calendar", "cancel_execution", "redrive_dead_letters", "purge_dead_letters"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
 Global___Command: _TypeAlias = Command  # noqa: Y015
+
+@_typing.final
+class RedriveDeadLetters(_message.Message):
+    """Start dead-lettered executions again as new executions (ids derived from the log position)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_IDS_FIELD_NUMBER: _builtins.int
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    limit: _builtins.int
+    """at most this many (default 100, at most 1000)"""
+    @_builtins.property
+    def execution_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """or, when empty, every dead letter of task_id"""
+
+    def __init__(
+        self,
+        *,
+        execution_ids: _abc.Iterable[_builtins.str] | None = ...,
+        task_id: _builtins.str = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_ids", b"execution_ids", "limit", b"limit", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RedriveDeadLetters: _TypeAlias = RedriveDeadLetters  # noqa: Y015
+
+@_typing.final
+class PurgeDeadLetters(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_IDS_FIELD_NUMBER: _builtins.int
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    BEFORE_MS_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    before_ms: _builtins.int
+    """with a filter: only those dead before this instant (0: any)"""
+    limit: _builtins.int
+    @_builtins.property
+    def execution_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """or, when empty, the dead letters of task_id (any task when empty)"""
+
+    def __init__(
+        self,
+        *,
+        execution_ids: _abc.Iterable[_builtins.str] | None = ...,
+        task_id: _builtins.str = ...,
+        before_ms: _builtins.int = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["before_ms", b"before_ms", "execution_ids", b"execution_ids", "limit", b"limit", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PurgeDeadLetters: _TypeAlias = PurgeDeadLetters  # noqa: Y015
 
 @_typing.final
 class UpdateTask(_message.Message):
@@ -506,6 +577,7 @@ class CommandResult(_message.Message):
     CALENDAR_FIELD_NUMBER: _builtins.int
     EXECUTIONS_FIELD_NUMBER: _builtins.int
     CANCELS_FIELD_NUMBER: _builtins.int
+    DEAD_LETTERS_FIELD_NUMBER: _builtins.int
     applied: _builtins.bool
     """false: rejected (see error) or a duplicate answered from the dedup table"""
     error_code: _builtins.str
@@ -525,6 +597,10 @@ class CommandResult(_message.Message):
     def cancels(self) -> _containers.RepeatedCompositeFieldContainer[Global___CancelRequest]:
         """attempts the leader must tell their workers to stop"""
 
+    @_builtins.property
+    def dead_letters(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.DeadLetter]:
+        """dead letters created, redriven or purged by this command"""
+
     def __init__(
         self,
         *,
@@ -536,10 +612,11 @@ class CommandResult(_message.Message):
         calendar: _common_pb2.Calendar | None = ...,
         executions: _abc.Iterable[_common_pb2.Execution] | None = ...,
         cancels: _abc.Iterable[Global___CancelRequest] | None = ...,
+        dead_letters: _abc.Iterable[_common_pb2.DeadLetter] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["calendar", b"calendar", "execution", b"execution", "task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "calendar", b"calendar", "cancels", b"cancels", "error", b"error", "error_code", b"error_code", "execution", b"execution", "executions", b"executions", "task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "calendar", b"calendar", "cancels", b"cancels", "dead_letters", b"dead_letters", "error", b"error", "error_code", b"error_code", "execution", b"execution", "executions", b"executions", "task", b"task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -98,6 +98,35 @@ CALENDAR_ROLL_MODIFIED_FOLLOWING: CalendarAction.ValueType  # 4
 """following, unless that leaves the month: then preceding"""
 Global___CalendarAction: _TypeAlias = CalendarAction  # noqa: Y015
 
+class _NotifyEvent:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _NotifyEventEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_NotifyEvent.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    NOTIFY_EVENT_UNSPECIFIED: _NotifyEvent.ValueType  # 0
+    NOTIFY_FAILURE: _NotifyEvent.ValueType  # 1
+    """an execution ended failed (after its retries)"""
+    NOTIFY_TIMEOUT: _NotifyEvent.ValueType  # 2
+    """an execution ended timed out (after its retries)"""
+    NOTIFY_DEAD_LETTER: _NotifyEvent.ValueType  # 3
+    """an execution went to the dead-letter queue"""
+    NOTIFY_MISSED: _NotifyEvent.ValueType  # 4
+    """nominal times were recorded as missed_downtime"""
+
+class NotifyEvent(_NotifyEvent, metaclass=_NotifyEventEnumTypeWrapper): ...
+
+NOTIFY_EVENT_UNSPECIFIED: NotifyEvent.ValueType  # 0
+NOTIFY_FAILURE: NotifyEvent.ValueType  # 1
+"""an execution ended failed (after its retries)"""
+NOTIFY_TIMEOUT: NotifyEvent.ValueType  # 2
+"""an execution ended timed out (after its retries)"""
+NOTIFY_DEAD_LETTER: NotifyEvent.ValueType  # 3
+"""an execution went to the dead-letter queue"""
+NOTIFY_MISSED: NotifyEvent.ValueType  # 4
+"""nominal times were recorded as missed_downtime"""
+Global___NotifyEvent: _TypeAlias = NotifyEvent  # noqa: Y015
+
 class _DeliveryGuarantee:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -519,25 +548,197 @@ class Payload(_message.Message):
 
     COMMAND_FIELD_NUMBER: _builtins.int
     SHELL_FIELD_NUMBER: _builtins.int
+    HTTP_FIELD_NUMBER: _builtins.int
+    HANDLER_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def command(self) -> Global___CommandPayload: ...
     @_builtins.property
     def shell(self) -> Global___ShellPayload: ...
+    @_builtins.property
+    def http(self) -> Global___HttpPayload: ...
+    @_builtins.property
+    def handler(self) -> Global___HandlerPayload: ...
     def __init__(
         self,
         *,
         command: Global___CommandPayload | None = ...,
         shell: Global___ShellPayload | None = ...,
+        http: Global___HttpPayload | None = ...,
+        handler: Global___HandlerPayload | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "kind", b"kind", "shell", b"shell"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "handler", b"handler", "http", b"http", "kind", b"kind", "shell", b"shell"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "kind", b"kind", "shell", b"shell"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "handler", b"handler", "http", b"http", "kind", b"kind", "shell", b"shell"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["command", "shell"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["command", "shell", "http", "handler"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
 Global___Payload: _TypeAlias = Payload  # noqa: Y015
+
+@_typing.final
+class HttpPayload(_message.Message):
+    """An HTTP request made by the worker. The attempt succeeds when the status is one of expected_status
+    (default: any 2xx); the response body's tail is the stdout tail.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class HeadersEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    METHOD_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    HEADERS_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    EXPECTED_STATUS_FIELD_NUMBER: _builtins.int
+    method: _builtins.str
+    """GET when empty"""
+    url: _builtins.str
+    """http:// or https://"""
+    body: _builtins.bytes
+    @_builtins.property
+    def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def expected_status(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        method: _builtins.str = ...,
+        url: _builtins.str = ...,
+        headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        body: _builtins.bytes = ...,
+        expected_status: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "expected_status", b"expected_status", "headers", b"headers", "method", b"method", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HttpPayload: _TypeAlias = HttpPayload  # noqa: Y015
+
+@_typing.final
+class HandlerPayload(_message.Message):
+    """A Python function registered in the worker with @worker.handler(name); args are JSON."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ARGS_JSON_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    args_json: _builtins.str
+    """a JSON object passed as keyword arguments ("{}" when empty)"""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        args_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args_json", b"args_json", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HandlerPayload: _TypeAlias = HandlerPayload  # noqa: Y015
+
+@_typing.final
+class RetryPolicy(_message.Message):
+    """Retries of a failed attempt (non-zero exit, timeout, error). Lost leases follow the guarantee instead."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INITIAL_BACKOFF_MS_FIELD_NUMBER: _builtins.int
+    MULTIPLIER_FIELD_NUMBER: _builtins.int
+    MAX_BACKOFF_MS_FIELD_NUMBER: _builtins.int
+    RETRYABLE_EXIT_CODES_FIELD_NUMBER: _builtins.int
+    NON_RETRYABLE_EXIT_CODES_FIELD_NUMBER: _builtins.int
+    NO_RETRY_ON_TIMEOUT_FIELD_NUMBER: _builtins.int
+    initial_backoff_ms: _builtins.int
+    """default 1 s"""
+    multiplier: _builtins.float
+    """default 2.0"""
+    max_backoff_ms: _builtins.int
+    """default 5 min"""
+    no_retry_on_timeout: _builtins.bool
+    """a timed-out attempt is final"""
+    @_builtins.property
+    def retryable_exit_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """when set, only these exit codes are retried"""
+
+    @_builtins.property
+    def non_retryable_exit_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """never retried (e.g. 2 for usage errors)"""
+
+    def __init__(
+        self,
+        *,
+        initial_backoff_ms: _builtins.int = ...,
+        multiplier: _builtins.float = ...,
+        max_backoff_ms: _builtins.int = ...,
+        retryable_exit_codes: _abc.Iterable[_builtins.int] | None = ...,
+        non_retryable_exit_codes: _abc.Iterable[_builtins.int] | None = ...,
+        no_retry_on_timeout: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["initial_backoff_ms", b"initial_backoff_ms", "max_backoff_ms", b"max_backoff_ms", "multiplier", b"multiplier", "no_retry_on_timeout", b"no_retry_on_timeout", "non_retryable_exit_codes", b"non_retryable_exit_codes", "retryable_exit_codes", b"retryable_exit_codes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryPolicy: _TypeAlias = RetryPolicy  # noqa: Y015
+
+@_typing.final
+class NotifyTarget(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WEBHOOK_URL_FIELD_NUMBER: _builtins.int
+    COMMAND_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    webhook_url: _builtins.str
+    """HTTP POST of the documented JSON body (docs/notifications.md)"""
+    @_builtins.property
+    def command(self) -> Global___CommandPayload:
+        """run on the leader with the JSON body on stdin"""
+
+    @_builtins.property
+    def events(self) -> _containers.RepeatedScalarFieldContainer[Global___NotifyEvent.ValueType]:
+        """empty: every event"""
+
+    def __init__(
+        self,
+        *,
+        webhook_url: _builtins.str = ...,
+        command: Global___CommandPayload | None = ...,
+        events: _abc.Iterable[Global___NotifyEvent.ValueType] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "kind", b"kind", "webhook_url", b"webhook_url"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "events", b"events", "kind", b"kind", "webhook_url", b"webhook_url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["webhook_url", "command"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___NotifyTarget: _TypeAlias = NotifyTarget  # noqa: Y015
 
 @_typing.final
 class CommandPayload(_message.Message):
@@ -635,6 +836,26 @@ class TaskSpec(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class WorkerLabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     NAME_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
     SCHEDULE_FIELD_NUMBER: _builtins.int
@@ -648,6 +869,10 @@ class TaskSpec(_message.Message):
     CATCHUP_WINDOW_MS_FIELD_NUMBER: _builtins.int
     MAX_CATCHUP_FIELD_NUMBER: _builtins.int
     OVERLAP_FIELD_NUMBER: _builtins.int
+    RETRY_FIELD_NUMBER: _builtins.int
+    NOTIFY_FIELD_NUMBER: _builtins.int
+    WORKER_LABELS_FIELD_NUMBER: _builtins.int
+    MAX_CONCURRENCY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     queue: _builtins.str
     """worker queue; "default" when empty"""
@@ -663,12 +888,22 @@ class TaskSpec(_message.Message):
     max_catchup: _builtins.int
     """fire_all: at most this many missed times are fired (0: default 100)"""
     overlap: Global___OverlapPolicy.ValueType
+    max_concurrency: _builtins.int
+    """at most this many executions of the task hold a lease (0: no limit)"""
     @_builtins.property
     def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
     def schedule(self) -> Global___Schedule: ...
     @_builtins.property
     def payload(self) -> Global___Payload: ...
+    @_builtins.property
+    def retry(self) -> Global___RetryPolicy: ...
+    @_builtins.property
+    def notify(self) -> _containers.RepeatedCompositeFieldContainer[Global___NotifyTarget]: ...
+    @_builtins.property
+    def worker_labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """a worker must carry every one of these labels"""
+
     def __init__(
         self,
         *,
@@ -685,10 +920,14 @@ class TaskSpec(_message.Message):
         catchup_window_ms: _builtins.int = ...,
         max_catchup: _builtins.int = ...,
         overlap: Global___OverlapPolicy.ValueType = ...,
+        retry: Global___RetryPolicy | None = ...,
+        notify: _abc.Iterable[Global___NotifyTarget] | None = ...,
+        worker_labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        max_concurrency: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["payload", b"payload", "schedule", b"schedule"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["payload", b"payload", "retry", b"retry", "schedule", b"schedule"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["catchup_window_ms", b"catchup_window_ms", "guarantee", b"guarantee", "max_attempts", b"max_attempts", "max_catchup", b"max_catchup", "misfire", b"misfire", "name", b"name", "overlap", b"overlap", "payload", b"payload", "priority", b"priority", "queue", b"queue", "schedule", b"schedule", "tags", b"tags", "timeout_ms", b"timeout_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["catchup_window_ms", b"catchup_window_ms", "guarantee", b"guarantee", "max_attempts", b"max_attempts", "max_catchup", b"max_catchup", "max_concurrency", b"max_concurrency", "misfire", b"misfire", "name", b"name", "notify", b"notify", "overlap", b"overlap", "payload", b"payload", "priority", b"priority", "queue", b"queue", "retry", b"retry", "schedule", b"schedule", "tags", b"tags", "timeout_ms", b"timeout_ms", "worker_labels", b"worker_labels"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -852,6 +1091,10 @@ class Execution(_message.Message):
     CANCEL_REQUESTED_AT_MS_FIELD_NUMBER: _builtins.int
     CANCEL_REASON_FIELD_NUMBER: _builtins.int
     MANUAL_FIELD_NUMBER: _builtins.int
+    NOT_BEFORE_MS_FIELD_NUMBER: _builtins.int
+    DEAD_LETTERED_FIELD_NUMBER: _builtins.int
+    RETURN_VALUE_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     task_id: _builtins.str
     nominal_time_ms: _builtins.int
@@ -879,9 +1122,18 @@ class Execution(_message.Message):
     cancel_reason: _builtins.str
     manual: _builtins.bool
     """created by trigger-now or backfill, not by the schedule"""
+    not_before_ms: _builtins.int
+    """a retry waits for its backoff: no lease before this instant"""
+    dead_lettered: _builtins.bool
+    return_value: _builtins.bytes
+    """a handler's return value (JSON, size-capped)"""
     @_builtins.property
     def token(self) -> Global___FencingToken:
         """the current lease's token"""
+
+    @_builtins.property
+    def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___AttemptSummary]:
+        """every finished attempt, oldest first"""
 
     def __init__(
         self,
@@ -907,14 +1159,104 @@ class Execution(_message.Message):
         cancel_requested_at_ms: _builtins.int = ...,
         cancel_reason: _builtins.str = ...,
         manual: _builtins.bool = ...,
+        not_before_ms: _builtins.int = ...,
+        dead_lettered: _builtins.bool = ...,
+        return_value: _builtins.bytes = ...,
+        attempts: _abc.Iterable[Global___AttemptSummary] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancel_reason", b"cancel_reason", "cancel_requested_at_ms", b"cancel_requested_at_ms", "completed_at_ms", b"completed_at_ms", "error", b"error", "execution_id", b"execution_id", "exit_code", b"exit_code", "finished_at_ms", b"finished_at_ms", "fired_at_ms", b"fired_at_ms", "guarantee", b"guarantee", "leased_at_ms", b"leased_at_ms", "manual", b"manual", "nominal_time_ms", b"nominal_time_ms", "priority", b"priority", "started_at_ms", b"started_at_ms", "state", b"state", "stderr_tail", b"stderr_tail", "stdout_tail", b"stdout_tail", "task_id", b"task_id", "token", b"token", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempts", b"attempts", "cancel_reason", b"cancel_reason", "cancel_requested_at_ms", b"cancel_requested_at_ms", "completed_at_ms", b"completed_at_ms", "dead_lettered", b"dead_lettered", "error", b"error", "execution_id", b"execution_id", "exit_code", b"exit_code", "finished_at_ms", b"finished_at_ms", "fired_at_ms", b"fired_at_ms", "guarantee", b"guarantee", "leased_at_ms", b"leased_at_ms", "manual", b"manual", "nominal_time_ms", b"nominal_time_ms", "not_before_ms", b"not_before_ms", "priority", b"priority", "return_value", b"return_value", "started_at_ms", b"started_at_ms", "state", b"state", "stderr_tail", b"stderr_tail", "stdout_tail", b"stdout_tail", "task_id", b"task_id", "token", b"token", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Execution: _TypeAlias = Execution  # noqa: Y015
+
+@_typing.final
+class AttemptSummary(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    WORKER_ID_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    EXIT_CODE_FIELD_NUMBER: _builtins.int
+    STARTED_AT_MS_FIELD_NUMBER: _builtins.int
+    FINISHED_AT_MS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    attempt: _builtins.int
+    worker_id: _builtins.str
+    outcome: Global___AttemptOutcome.ValueType
+    exit_code: _builtins.int
+    started_at_ms: _builtins.int
+    finished_at_ms: _builtins.int
+    error: _builtins.str
+    def __init__(
+        self,
+        *,
+        attempt: _builtins.int = ...,
+        worker_id: _builtins.str = ...,
+        outcome: Global___AttemptOutcome.ValueType = ...,
+        exit_code: _builtins.int = ...,
+        started_at_ms: _builtins.int = ...,
+        finished_at_ms: _builtins.int = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "error", b"error", "exit_code", b"exit_code", "finished_at_ms", b"finished_at_ms", "outcome", b"outcome", "started_at_ms", b"started_at_ms", "worker_id", b"worker_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AttemptSummary: _TypeAlias = AttemptSummary  # noqa: Y015
+
+@_typing.final
+class DeadLetter(_message.Message):
+    """An execution that exhausted its retries (or hit a non-retryable error), kept for inspection and redrive."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    TASK_NAME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    DEAD_AT_MS_FIELD_NUMBER: _builtins.int
+    STDOUT_TAIL_FIELD_NUMBER: _builtins.int
+    STDERR_TAIL_FIELD_NUMBER: _builtins.int
+    NOMINAL_TIME_MS_FIELD_NUMBER: _builtins.int
+    REDRIVEN_AS_FIELD_NUMBER: _builtins.int
+    execution_id: _builtins.str
+    task_id: _builtins.str
+    task_name: _builtins.str
+    reason: _builtins.str
+    attempts: _builtins.int
+    dead_at_ms: _builtins.int
+    stdout_tail: _builtins.bytes
+    stderr_tail: _builtins.bytes
+    nominal_time_ms: _builtins.int
+    redriven_as: _builtins.str
+    """the new execution's id once redriven"""
+    def __init__(
+        self,
+        *,
+        execution_id: _builtins.str = ...,
+        task_id: _builtins.str = ...,
+        task_name: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        attempts: _builtins.int = ...,
+        dead_at_ms: _builtins.int = ...,
+        stdout_tail: _builtins.bytes = ...,
+        stderr_tail: _builtins.bytes = ...,
+        nominal_time_ms: _builtins.int = ...,
+        redriven_as: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "dead_at_ms", b"dead_at_ms", "execution_id", b"execution_id", "nominal_time_ms", b"nominal_time_ms", "reason", b"reason", "redriven_as", b"redriven_as", "stderr_tail", b"stderr_tail", "stdout_tail", b"stdout_tail", "task_id", b"task_id", "task_name", b"task_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeadLetter: _TypeAlias = DeadLetter  # noqa: Y015
 
 @_typing.final
 class AttemptResult(_message.Message):
@@ -929,6 +1271,7 @@ class AttemptResult(_message.Message):
     STDOUT_TAIL_FIELD_NUMBER: _builtins.int
     STDERR_TAIL_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    RETURN_VALUE_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     outcome: Global___AttemptOutcome.ValueType
     exit_code: _builtins.int
@@ -937,6 +1280,8 @@ class AttemptResult(_message.Message):
     stdout_tail: _builtins.bytes
     stderr_tail: _builtins.bytes
     error: _builtins.str
+    return_value: _builtins.bytes
+    """handler payloads: the JSON return value (size-capped)"""
     @_builtins.property
     def token(self) -> Global___FencingToken: ...
     def __init__(
@@ -951,10 +1296,11 @@ class AttemptResult(_message.Message):
         stdout_tail: _builtins.bytes = ...,
         stderr_tail: _builtins.bytes = ...,
         error: _builtins.str = ...,
+        return_value: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "execution_id", b"execution_id", "exit_code", b"exit_code", "finished_at_ms", b"finished_at_ms", "outcome", b"outcome", "started_at_ms", b"started_at_ms", "stderr_tail", b"stderr_tail", "stdout_tail", b"stdout_tail", "token", b"token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "execution_id", b"execution_id", "exit_code", b"exit_code", "finished_at_ms", b"finished_at_ms", "outcome", b"outcome", "return_value", b"return_value", "started_at_ms", b"started_at_ms", "stderr_tail", b"stderr_tail", "stdout_tail", b"stdout_tail", "token", b"token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

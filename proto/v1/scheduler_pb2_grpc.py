@@ -125,6 +125,26 @@ class SchedulerStub:
                 request_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.CancelExecutionRequest.SerializeToString,
                 response_deserializer=cronraft_dot_proto_dot_v1_dot_common__pb2.Execution.FromString,
                 _registered_method=True)
+        self.ListDeadLetters = channel.unary_unary(
+                '/cronraft.v1.Scheduler/ListDeadLetters',
+                request_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.ListDeadLettersRequest.SerializeToString,
+                response_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.ListDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.GetDeadLetter = channel.unary_unary(
+                '/cronraft.v1.Scheduler/GetDeadLetter',
+                request_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.GetDeadLetterRequest.SerializeToString,
+                response_deserializer=cronraft_dot_proto_dot_v1_dot_common__pb2.DeadLetter.FromString,
+                _registered_method=True)
+        self.RedriveDeadLetters = channel.unary_unary(
+                '/cronraft.v1.Scheduler/RedriveDeadLetters',
+                request_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.RedriveDeadLettersRequest.SerializeToString,
+                response_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.RedriveDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.PurgeDeadLetters = channel.unary_unary(
+                '/cronraft.v1.Scheduler/PurgeDeadLetters',
+                request_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.PurgeDeadLettersRequest.SerializeToString,
+                response_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.PurgeDeadLettersResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulerServicer:
@@ -238,6 +258,30 @@ class SchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDeadLetters(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDeadLetter(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RedriveDeadLetters(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PurgeDeadLetters(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -330,6 +374,26 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.CancelExecution,
                     request_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.CancelExecutionRequest.FromString,
                     response_serializer=cronraft_dot_proto_dot_v1_dot_common__pb2.Execution.SerializeToString,
+            ),
+            'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadLetters,
+                    request_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.ListDeadLettersRequest.FromString,
+                    response_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.ListDeadLettersResponse.SerializeToString,
+            ),
+            'GetDeadLetter': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDeadLetter,
+                    request_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.GetDeadLetterRequest.FromString,
+                    response_serializer=cronraft_dot_proto_dot_v1_dot_common__pb2.DeadLetter.SerializeToString,
+            ),
+            'RedriveDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.RedriveDeadLetters,
+                    request_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.RedriveDeadLettersRequest.FromString,
+                    response_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.RedriveDeadLettersResponse.SerializeToString,
+            ),
+            'PurgeDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeDeadLetters,
+                    request_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.PurgeDeadLettersRequest.FromString,
+                    response_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.PurgeDeadLettersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -818,6 +882,114 @@ class Scheduler:
             '/cronraft.v1.Scheduler/CancelExecution',
             cronraft_dot_proto_dot_v1_dot_scheduler__pb2.CancelExecutionRequest.SerializeToString,
             cronraft_dot_proto_dot_v1_dot_common__pb2.Execution.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cronraft.v1.Scheduler/ListDeadLetters',
+            cronraft_dot_proto_dot_v1_dot_scheduler__pb2.ListDeadLettersRequest.SerializeToString,
+            cronraft_dot_proto_dot_v1_dot_scheduler__pb2.ListDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDeadLetter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cronraft.v1.Scheduler/GetDeadLetter',
+            cronraft_dot_proto_dot_v1_dot_scheduler__pb2.GetDeadLetterRequest.SerializeToString,
+            cronraft_dot_proto_dot_v1_dot_common__pb2.DeadLetter.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RedriveDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cronraft.v1.Scheduler/RedriveDeadLetters',
+            cronraft_dot_proto_dot_v1_dot_scheduler__pb2.RedriveDeadLettersRequest.SerializeToString,
+            cronraft_dot_proto_dot_v1_dot_scheduler__pb2.RedriveDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cronraft.v1.Scheduler/PurgeDeadLetters',
+            cronraft_dot_proto_dot_v1_dot_scheduler__pb2.PurgeDeadLettersRequest.SerializeToString,
+            cronraft_dot_proto_dot_v1_dot_scheduler__pb2.PurgeDeadLettersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -50,6 +50,10 @@ class SchedulerStub:
     ListCalendars: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ListCalendarsRequest, _scheduler_pb2.ListCalendarsResponse]
     DeleteCalendar: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.DeleteCalendarRequest, _scheduler_pb2.DeleteCalendarResponse]
     CancelExecution: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.CancelExecutionRequest, _common_pb2.Execution]
+    ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ListDeadLettersRequest, _scheduler_pb2.ListDeadLettersResponse]
+    GetDeadLetter: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.GetDeadLetterRequest, _common_pb2.DeadLetter]
+    RedriveDeadLetters: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.RedriveDeadLettersRequest, _scheduler_pb2.RedriveDeadLettersResponse]
+    PurgeDeadLetters: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.PurgeDeadLettersRequest, _scheduler_pb2.PurgeDeadLettersResponse]
 
 @_typing.type_check_only
 class SchedulerAsyncStub(SchedulerStub):
@@ -72,6 +76,10 @@ class SchedulerAsyncStub(SchedulerStub):
     ListCalendars: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ListCalendarsRequest, _scheduler_pb2.ListCalendarsResponse]  # type: ignore[assignment]
     DeleteCalendar: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.DeleteCalendarRequest, _scheduler_pb2.DeleteCalendarResponse]  # type: ignore[assignment]
     CancelExecution: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.CancelExecutionRequest, _common_pb2.Execution]  # type: ignore[assignment]
+    ListDeadLetters: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ListDeadLettersRequest, _scheduler_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
+    GetDeadLetter: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.GetDeadLetterRequest, _common_pb2.DeadLetter]  # type: ignore[assignment]
+    RedriveDeadLetters: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.RedriveDeadLettersRequest, _scheduler_pb2.RedriveDeadLettersResponse]  # type: ignore[assignment]
+    PurgeDeadLetters: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.PurgeDeadLettersRequest, _scheduler_pb2.PurgeDeadLettersResponse]  # type: ignore[assignment]
 
 class SchedulerServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -199,5 +207,33 @@ class SchedulerServicer(metaclass=_abc_1.ABCMeta):
         request: _scheduler_pb2.CancelExecutionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_common_pb2.Execution, _abc.Awaitable[_common_pb2.Execution]]: ...
+
+    @_abc_1.abstractmethod
+    def ListDeadLetters(
+        self,
+        request: _scheduler_pb2.ListDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.ListDeadLettersResponse, _abc.Awaitable[_scheduler_pb2.ListDeadLettersResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetDeadLetter(
+        self,
+        request: _scheduler_pb2.GetDeadLetterRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.DeadLetter, _abc.Awaitable[_common_pb2.DeadLetter]]: ...
+
+    @_abc_1.abstractmethod
+    def RedriveDeadLetters(
+        self,
+        request: _scheduler_pb2.RedriveDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.RedriveDeadLettersResponse, _abc.Awaitable[_scheduler_pb2.RedriveDeadLettersResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def PurgeDeadLetters(
+        self,
+        request: _scheduler_pb2.PurgeDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.PurgeDeadLettersResponse, _abc.Awaitable[_scheduler_pb2.PurgeDeadLettersResponse]]: ...
 
 def add_SchedulerServicer_to_server(servicer: SchedulerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
