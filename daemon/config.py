@@ -105,6 +105,8 @@ class SchedulerConfig:
     default_timeout_ms: int = 3_600_000
     max_payload_bytes: int = 65_536
     max_attempts: int = 3
+    max_running: int = 0  # cluster-wide cap on executions holding a lease (0: no cap)
+    aging_step_ms: int = 60_000  # a pending execution gains one priority level per step waited
 
 
 @dataclass(frozen=True, slots=True)
@@ -450,6 +452,8 @@ def _scheduler(t: _Table) -> SchedulerConfig:
             why="a payload must fit in one gRPC message and one Raft entry; pass large inputs by reference",
         ),
         max_attempts=t.integer("max_attempts", d.max_attempts, 1),
+        max_running=t.integer("max_running", d.max_running, 0),
+        aging_step_ms=t.integer("aging_step_ms", d.aging_step_ms, 1),
     )
 
 

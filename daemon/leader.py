@@ -13,7 +13,7 @@ worker only after the Grant committed, and only after its own Epoch committed (`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cronraft.proto.v1 import commands_pb2, common_pb2, worker_pb2
@@ -37,6 +37,11 @@ class LeaderSettings:
     expiry_grace_ms: int = 5_000
     max_commands_per_tick: int = 4096
     pending_load_limit: int = 10_000
+    # Cluster-wide cap on executions holding a lease (0: none): beyond it, work waits pending.
+    max_running: int = 0
+    # Priority aging: an execution waiting this long counts one priority level higher (so low never
+    # starves behind a steady stream of high).
+    aging_step_ms: int = 60_000
 
 
 @dataclass
@@ -57,6 +62,7 @@ class LeaseState:
     execution_id: str
     token: Token
     worker_id: str
+    task_id: str = ""
     expiring: bool = False
 
 
@@ -82,11 +88,15 @@ class LeaderCore:
         self.wheel: TimingWheel[str] = TimingWheel(now_ms=0)
         self._loaded_until = -1  # due-index loaded into the wheel up to and including this time
         self._firing: set[str] = set()  # task ids with a Fire proposed, not yet answered
-        # Executions waiting for a worker: per queue, one insertion-ordered set per priority rank (high
-        # first). Per queue, so that work for a queue nobody serves costs nothing while others dispatch.
-        self._pending: dict[str, tuple[dict[str, None], ...]] = {}
+        # Executions waiting for a worker: per queue, one insertion-ordered map per priority rank (high
+        # first) of execution id -> fired_at_ms. Per queue, so that work for a queue nobody serves costs
+        # nothing while others dispatch.
+        self._pending: dict[str, tuple[dict[str, int], ...]] = {}
+        self._running_by_task: dict[str, int] = {}
+        self._next_retry_ms: int | None = None  # earliest backoff end among pending executions
         self._pending_overflow = False  # more pending executions in the store than in memory
         self._granting: set[str] = set()
+        self._granting_tasks: dict[str, str] = {}  # execution id -> task id, for grants in flight
         self._completing: set[str] = set()
         self.workers: dict[str, WorkerState] = {}
         self.leases: dict[str, LeaseState] = {}
@@ -114,7 +124,11 @@ class LeaderCore:
         self.ready = True
 
     def _track_lease(self, ex: common_pb2.Execution, deadline_mono: int) -> None:
-        self.leases[ex.execution_id] = LeaseState(ex.execution_id, token_tuple(ex.token), ex.worker_id)
+        if ex.execution_id not in self.leases:
+            self._running_by_task[ex.task_id] = self._running_by_task.get(ex.task_id, 0) + 1
+        self.leases[ex.execution_id] = LeaseState(
+            ex.execution_id, token_tuple(ex.token), ex.worker_id, ex.task_id
+        )
         self.lease_deadlines.add(ex.execution_id, deadline_mono)
         w = self.workers.get(ex.worker_id)
         if w is not None:
@@ -125,7 +139,7 @@ class LeaderCore:
             task = sm.read_task(txn, ex.task_id)
         queue = (task.spec.queue if task else "") or "default"
         ranks = self._pending.setdefault(queue, ({}, {}, {}))
-        ranks[sm.priority_rank(ex.priority)][ex.execution_id] = None
+        ranks[sm.priority_rank(ex.priority)][ex.execution_id] = ex.fired_at_ms
 
     def _pending_count(self) -> int:
         return sum(len(r) for ranks in self._pending.values() for r in ranks)
@@ -273,9 +287,13 @@ class LeaderCore:
         ]
         # Fire and Grant share one entry when a worker is free: one commit before the lease goes out.
         # (If the overlap policy buffers the execution, the grant is refused and the slot released.)
-        worker = self._pick_worker(task.spec.queue)
-        if worker is not None:
-            cmds.append(self._grant_command(execution_id, worker, now_ms))
+        worker = self._pick_worker(task.spec.queue, task.spec.worker_labels)
+        cap = self.settings.max_running
+        limited = (
+            task.spec.max_concurrency and self._running_by_task.get(task_id, 0) >= task.spec.max_concurrency
+        )
+        if worker is not None and not limited and not (cap and len(self.leases) + len(self._granting) >= cap):
+            cmds.append(self._grant_command(execution_id, worker, now_ms, task_id=task_id))
         return cmds
 
     def _grant_pending(self, now_ms: int, budget: int) -> list[Command]:
@@ -283,30 +301,71 @@ class LeaderCore:
             self._refill_pending()
         served = {q for w in self.workers.values() if w.free() > 0 for q in w.queues}
         cmds: list[Command] = []
+        self._next_retry_ms = None
+        cap = self.settings.max_running
         with self.kv.read() as txn:
             for queue in served & self._pending.keys():
-                for rank in self._pending[queue]:
-                    for execution_id in list(rank):
-                        worker = self._pick_worker(queue)
-                        if worker is None or len(cmds) >= budget:
-                            break
-                        del rank[execution_id]
-                        ex = sm.read_execution(txn, execution_id)
-                        if ex is not None and ex.state == common_pb2.EXECUTION_PENDING:
-                            cmds.append(self._grant_command(execution_id, worker, now_ms))
+                for rank_map, execution_id in self._by_effective_priority(queue, now_ms):
+                    if len(cmds) >= budget or (cap and len(self.leases) + len(self._granting) >= cap):
+                        return cmds
+                    ex = sm.read_execution(txn, execution_id)
+                    if ex is None or ex.state != common_pb2.EXECUTION_PENDING:
+                        del rank_map[execution_id]
+                        continue
+                    if ex.not_before_ms > now_ms:  # a retry waiting for its backoff
+                        nr: int | None = self._next_retry_ms
+                        self._next_retry_ms = ex.not_before_ms if nr is None else min(nr, ex.not_before_ms)
+                        continue
+                    task = sm.read_task(txn, ex.task_id)
+                    if task is not None and task.spec.max_concurrency:
+                        if self._running_by_task.get(ex.task_id, 0) + self._granting_for_task(ex.task_id) >= (
+                            task.spec.max_concurrency
+                        ):
+                            continue
+                    worker = self._pick_worker(queue, task.spec.worker_labels if task else None)
+                    if worker is None:
+                        continue
+                    del rank_map[execution_id]
+                    cmds.append(self._grant_command(execution_id, worker, now_ms, task_id=ex.task_id))
         return cmds
 
-    def _pick_worker(self, queue: str) -> WorkerState | None:
+    def _by_effective_priority(self, queue: str, now_ms: int) -> list[tuple[dict[str, int], str]]:
+        """Pending executions of a queue in dispatch order: priority raised one level per aging step
+        waited, then oldest fire first. Within a rank the maps are already in fire order, so only the
+        first entries of each rank can be next; a bounded number of them is considered."""
+        step = max(1, self.settings.aging_step_ms)
+        heads: list[tuple[int, int, dict[str, int], str]] = []
+        for rank, rank_map in enumerate(self._pending[queue]):
+            for n, (execution_id, fired_at) in enumerate(rank_map.items()):
+                if n >= 256:
+                    break
+                effective = max(0, rank - max(0, now_ms - fired_at) // step)
+                heads.append((effective, fired_at, rank_map, execution_id))
+        heads.sort(key=lambda h: (h[0], h[1]))
+        return [(m, e) for _, _, m, e in heads]
+
+    def _granting_for_task(self, task_id: str) -> int:
+        return sum(1 for t in self._granting_tasks.values() if t == task_id)
+
+    def _pick_worker(self, queue: str, labels: Mapping[str, str] | None = None) -> WorkerState | None:
+        """The eligible worker (serves the queue, carries every required label) with most free slots."""
         queue = queue or "default"
         best: WorkerState | None = None
         for w in self.workers.values():
-            if w.free() > 0 and queue in w.queues and (best is None or w.free() > best.free()):
+            if w.free() <= 0 or queue not in w.queues:
+                continue
+            if labels and any(w.labels.get(k) != v for k, v in labels.items()):
+                continue
+            if best is None or w.free() > best.free():
                 best = w
         return best
 
-    def _grant_command(self, execution_id: str, worker: WorkerState, now_ms: int) -> Command:
+    def _grant_command(
+        self, execution_id: str, worker: WorkerState, now_ms: int, *, task_id: str = ""
+    ) -> Command:
         worker.inflight.add(execution_id)
         self._granting.add(execution_id)
+        self._granting_tasks[execution_id] = task_id
         return Command(
             stamped_at_ms=now_ms,
             grant=commands_pb2.Grant(
@@ -379,6 +438,7 @@ class LeaderCore:
 
     def _on_grant(self, g: commands_pb2.Grant, res: CommandResult, mono_ms: int) -> worker_pb2.Lease | None:
         self._granting.discard(g.execution_id)
+        self._granting_tasks.pop(g.execution_id, None)
         if not res.applied:
             worker = self.workers.get(g.worker_id)
             if worker is not None:
@@ -431,6 +491,12 @@ class LeaderCore:
     def _release(self, execution_id: str) -> None:
         lease = self.leases.pop(execution_id, None)
         self.lease_deadlines.cancel(execution_id)
+        if lease is not None and lease.task_id:
+            left = self._running_by_task.get(lease.task_id, 1) - 1
+            if left > 0:
+                self._running_by_task[lease.task_id] = left
+            else:
+                self._running_by_task.pop(lease.task_id, None)
         if lease is not None and lease.worker_id in self.workers:
             self.workers[lease.worker_id].inflight.discard(execution_id)
         else:
@@ -474,6 +540,7 @@ class LeaderCore:
                     self._schedule_in_wheel(task)
             elif kind == "grant":
                 self._granting.discard(cmd.grant.execution_id)
+                self._granting_tasks.pop(cmd.grant.execution_id, None)
                 w = self.workers.get(cmd.grant.worker_id)
                 if w is not None:
                     w.inflight.discard(cmd.grant.execution_id)
@@ -497,6 +564,8 @@ class LeaderCore:
         ld = self.lease_deadlines.next_deadline()
         if ld is not None:
             wait = min(wait, ld - mono_ms)
+        if self._next_retry_ms is not None:
+            wait = min(wait, self._next_retry_ms - now_ms)
         if self._retry:
             wait = 0
         return max(0, wait)

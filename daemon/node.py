@@ -76,6 +76,8 @@ class Node:
             horizon_ms=s.horizon_ms,
             lease_ttl_ms=s.lease_ttl_ms,
             expiry_grace_ms=max(1000, s.lease_ttl_ms // 2),
+            max_running=s.max_running,
+            aging_step_ms=s.aging_step_ms,
         )
 
     # --------------------------------------------------------------------------------- lifecycle

@@ -23,6 +23,7 @@ from cronraft.proto.v1 import (
     worker_pb2,
     worker_pb2_grpc,
 )
+from cronraft.raft import retry
 from cronraft.raft import state as sm
 from cronraft.raft.firing import preview_stored
 from cronraft.raft.validate import validate_spec
@@ -289,6 +290,61 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
 
         return await _guard(context, run())
 
+    # ------------------------------------------------------------------------------- dead letters
+
+    async def ListDeadLetters(
+        self, request: scheduler_pb2.ListDeadLettersRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> scheduler_pb2.ListDeadLettersResponse:
+        async def run() -> scheduler_pb2.ListDeadLettersResponse:
+            size = _page_size(request.page_size, "page_size")
+            with self.node.kv.read() as txn:
+                letters, token = retry.list_dead_letters(txn, request.task_id, size, request.page_token)
+            return scheduler_pb2.ListDeadLettersResponse(dead_letters=letters, next_page_token=token)
+
+        return await _guard(context, run())
+
+    async def GetDeadLetter(
+        self, request: scheduler_pb2.GetDeadLetterRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> common_pb2.DeadLetter:
+        async def run() -> common_pb2.DeadLetter:
+            with self.node.kv.read() as txn:
+                letters = [
+                    d
+                    for d in retry.list_dead_letters(txn, "", 1, _before(request.execution_id))[0]
+                    if d.execution_id == request.execution_id
+                ]
+            if not letters:
+                raise errors.NotFound(f"no dead letter for execution {request.execution_id}")
+            return letters[0]
+
+        return await _guard(context, run())
+
+    async def RedriveDeadLetters(
+        self, request: scheduler_pb2.RedriveDeadLettersRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> scheduler_pb2.RedriveDeadLettersResponse:
+        async def run() -> scheduler_pb2.RedriveDeadLettersResponse:
+            if not request.execution_ids and not request.task_id:
+                raise errors.InvalidArgument("execution_ids", "give execution ids or a task_id")
+            body = commands_pb2.RedriveDeadLetters(
+                execution_ids=request.execution_ids, task_id=request.task_id, limit=request.limit
+            )
+            res = await self._write("redrive", request.request_id, redrive_dead_letters=body)
+            return scheduler_pb2.RedriveDeadLettersResponse(executions=res.executions)
+
+        return await _guard(context, run())
+
+    async def PurgeDeadLetters(
+        self, request: scheduler_pb2.PurgeDeadLettersRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> scheduler_pb2.PurgeDeadLettersResponse:
+        body = commands_pb2.PurgeDeadLetters(
+            execution_ids=request.execution_ids,
+            task_id=request.task_id,
+            before_ms=request.before_ms,
+            limit=request.limit,
+        )
+        res = await _guard(context, self._write("purge", request.request_id, purge_dead_letters=body))
+        return scheduler_pb2.PurgeDeadLettersResponse(purged=len(res.dead_letters))
+
     # ------------------------------------------------------------------------------------ calendars
 
     async def PutCalendar(
@@ -323,6 +379,14 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
     ) -> scheduler_pb2.ListCalendarsResponse:
         with self.node.kv.read() as txn:
             return scheduler_pb2.ListCalendarsResponse(calendars=sm.list_calendars(txn))
+
+
+def _before(execution_id: str) -> str:
+    """A page token that makes a listing start at `execution_id` (tokens resume strictly after an id)."""
+    from cronraft.raft.codec import id_bytes, id_text
+
+    n = int.from_bytes(id_bytes(execution_id, field="execution_id"), "big")
+    return id_text(max(0, n - 1).to_bytes(16, "big"))
 
 
 def _stamp_defaults(spec: common_pb2.TaskSpec, node: Node) -> None:

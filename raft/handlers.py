@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft import calendar as cal
-from cronraft.raft import firing, schedule
+from cronraft.raft import firing, retry, schedule
 from cronraft.raft.codec import id_bytes, id_text
 from cronraft.raft.kv import Txn
 from cronraft.raft.records import (
@@ -36,6 +36,8 @@ CommandResult = commands_pb2.CommandResult
 DEFAULT_MAX_ATTEMPTS = 3
 MAX_TAIL_BYTES = 64 * 1024
 MAX_BACKFILL = 1_000
+MAX_RETURN_BYTES = 64 * 1024
+MAX_ATTEMPT_HISTORY = 20
 
 _OUTCOME_STATE = {
     common_pb2.ATTEMPT_SUCCEEDED: common_pb2.EXECUTION_SUCCEEDED,
@@ -259,6 +261,11 @@ def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
             common_pb2.MISSED_DOWNTIME,
             ctx.now,
             reason=f"not fired in time; {policy}{more}",
+        )
+        ctx.result.missed.append(
+            common_pb2.FireRecord(
+                task_id=f.task_id, nominal_time_ms=missed, outcome=common_pb2.MISSED_DOWNTIME
+            )
         )
     due = firing.due_of(old)
     if decision.fire_nominal is not None:
@@ -583,6 +590,19 @@ def grant(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     epoch = read_epoch(ctx.txn)
     if epoch.term == 0:
         raise Rejected("no_epoch", "no leader epoch committed yet")
+    if ex.not_before_ms > ctx.now:
+        raise Rejected(
+            "backoff", f"execution {g.execution_id} waits for its retry backoff until {ex.not_before_ms}"
+        )
+    task = _task_of(ctx, ex)
+    if task.spec.max_concurrency:
+        running = sum(
+            1
+            for e in firing.active_executions(ctx.txn, id_bytes(ex.task_id))
+            if e.state == common_pb2.EXECUTION_RUNNING
+        )
+        if running >= task.spec.max_concurrency:
+            raise Rejected("concurrency_limit", f"task {ex.task_id} already runs {running} executions")
     ctx.txn.delete("pending", pending_key(ex, exec16))
     ex.state = common_pb2.EXECUTION_RUNNING
     ex.attempt += 1
@@ -595,31 +615,94 @@ def grant(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     ctx.result.execution.CopyFrom(ex)
 
 
+def _summary(ex: Execution, outcome: int, exit_code: int, started: int, finished: int, error: str) -> None:
+    ex.attempts.append(
+        common_pb2.AttemptSummary(
+            attempt=ex.attempt,
+            worker_id=ex.worker_id,
+            outcome=common_pb2.AttemptOutcome.ValueType(outcome),
+            exit_code=exit_code,
+            started_at_ms=started,
+            finished_at_ms=finished,
+            error=error[:500],
+        )
+    )
+    del ex.attempts[: max(0, len(ex.attempts) - MAX_ATTEMPT_HISTORY)]
+
+
+def _task_of(ctx: Ctx, ex: Execution) -> Task:
+    raw = ctx.txn.get("tasks", id_bytes(ex.task_id))
+    task = Task()
+    if raw is not None:
+        task.ParseFromString(raw)
+    return task
+
+
 def complete(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     c = cmd.complete
-    ex = get_current(ctx.txn, id_bytes(c.execution_id, field="execution_id"), c.token)
+    exec16 = id_bytes(c.execution_id, field="execution_id")
+    ex = get_current(ctx.txn, exec16, c.token)
     r = c.result
     ex.exit_code = r.exit_code
     ex.started_at_ms = r.started_at_ms
     ex.finished_at_ms = r.finished_at_ms
     ex.stdout_tail = bytes(r.stdout_tail[-MAX_TAIL_BYTES:])
     ex.stderr_tail = bytes(r.stderr_tail[-MAX_TAIL_BYTES:])
+    ex.return_value = bytes(r.return_value[:MAX_RETURN_BYTES])
+    _summary(ex, r.outcome, r.exit_code, r.started_at_ms, r.finished_at_ms, r.error)
     state = _OUTCOME_STATE.get(r.outcome, common_pb2.EXECUTION_FAILED)
     if ex.cancel_requested_at_ms and state != common_pb2.EXECUTION_SUCCEEDED:
-        state = common_pb2.EXECUTION_CANCELLED
-    finish(ctx, ex, state, r.error or (ex.cancel_reason if state == common_pb2.EXECUTION_CANCELLED else ""))
-    ctx.result.execution.CopyFrom(get_execution(ctx.txn, id_bytes(c.execution_id)))
+        finish(ctx, ex, common_pb2.EXECUTION_CANCELLED, r.error or ex.cancel_reason)
+    elif state in (common_pb2.EXECUTION_FAILED, common_pb2.EXECUTION_TIMED_OUT):
+        task = _task_of(ctx, ex)
+        why = retry.retry_reason(task, ex, r.outcome, r.exit_code, DEFAULT_MAX_ATTEMPTS)
+        if not why:
+            # A retry is a replicated decision: the execution waits for its backoff, then any worker.
+            ctx.txn.delete("running", exec16)
+            ex.state = common_pb2.EXECUTION_PENDING
+            ex.error = r.error[:4096]
+            ex.worker_id = ""
+            ex.not_before_ms = ctx.now + retry.backoff_ms(task.spec.retry, ex.execution_id, ex.attempt)
+            ctx.txn.put("pending", pending_key(ex, exec16), b"")
+            ctx.txn.put("execs", exec16, ex.SerializeToString())
+            ctx.result.executions.append(ex)
+        else:
+            finish(ctx, ex, state, r.error)
+            if task.spec.HasField("retry"):
+                _dead_letter(ctx, task, exec16, why)
+    else:
+        finish(ctx, ex, state, r.error)
+    ctx.result.execution.CopyFrom(get_execution(ctx.txn, exec16))
+
+
+def _dead_letter(ctx: Ctx, task: Task, exec16: bytes, reason: str) -> None:
+    ex = get_execution(ctx.txn, exec16)
+    ex.dead_lettered = True
+    ctx.txn.put("execs", exec16, ex.SerializeToString())
+    letter = common_pb2.DeadLetter(
+        execution_id=ex.execution_id,
+        task_id=ex.task_id,
+        task_name=task.spec.name,
+        reason=f"{common_pb2.ExecutionState.Name(ex.state).removeprefix('EXECUTION_').lower()}: {reason}"[
+            :1000
+        ],
+        attempts=ex.attempt,
+        dead_at_ms=ctx.now,
+        stdout_tail=ex.stdout_tail[-4096:],
+        stderr_tail=ex.stderr_tail[-4096:],
+        nominal_time_ms=ex.nominal_time_ms,
+    )
+    retry.put_dead_letter(ctx.txn, letter)
+    ctx.result.dead_letters.append(letter)
 
 
 def expire_lease(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     x = cmd.expire_lease
     exec16 = id_bytes(x.execution_id, field="execution_id")
     ex = get_current(ctx.txn, exec16, x.token)
-    raw = ctx.txn.get("tasks", id_bytes(ex.task_id))
-    task = Task()
-    if raw is not None:
-        task.ParseFromString(raw)
-    max_attempts = task.spec.max_attempts or DEFAULT_MAX_ATTEMPTS
+    task = _task_of(ctx, ex)
+    allowed = retry.attempts_allowed(task, ex, DEFAULT_MAX_ATTEMPTS)
+    _summary(ex, common_pb2.ATTEMPT_OUTCOME_UNSPECIFIED, 0, 0, 0, "lease expired: no renewal from the worker")
     if ex.cancel_requested_at_ms:
         finish(ctx, ex, common_pb2.EXECUTION_CANCELLED, f"{ex.cancel_reason}; its worker stopped answering")
     elif ex.guarantee == common_pb2.AT_MOST_ONCE:
@@ -629,8 +712,10 @@ def expire_lease(ctx: Ctx, cmd: commands_pb2.Command) -> None:
             common_pb2.EXECUTION_LOST,
             "lease expired; at_most_once executions are never re-dispatched",
         )
-    elif ex.attempt >= max_attempts:
-        finish(ctx, ex, common_pb2.EXECUTION_LOST, f"lease expired on attempt {ex.attempt} of {max_attempts}")
+    elif ex.attempt >= allowed:
+        finish(ctx, ex, common_pb2.EXECUTION_LOST, f"lease expired on attempt {ex.attempt} of {allowed}")
+        if task.spec.HasField("retry"):
+            _dead_letter(ctx, task, exec16, f"lease expired on attempt {ex.attempt} of {allowed}")
     else:
         ctx.txn.delete("running", exec16)
         ex.state = common_pb2.EXECUTION_PENDING
@@ -638,6 +723,50 @@ def expire_lease(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         ctx.txn.put("pending", pending_key(ex, exec16), b"")
         ctx.txn.put("execs", exec16, ex.SerializeToString())
     ctx.result.execution.CopyFrom(get_execution(ctx.txn, exec16))
+
+
+def redrive_dead_letters(ctx: Ctx, cmd: commands_pb2.Command) -> None:
+    """Run dead-lettered executions again: the same execution (same id, same nominal time) gets a new
+    budget of attempts; its history is kept."""
+    r = cmd.redrive_dead_letters
+    limit = min(r.limit or 100, 1000)
+    ids = list(r.execution_ids) or retry.dead_letter_ids(ctx.txn, r.task_id, limit)
+    for execution_id in ids[:limit]:
+        letter = retry.take_dead_letter(ctx.txn, execution_id)
+        if letter is None:
+            continue
+        exec16 = id_bytes(execution_id)
+        ex = get_execution(ctx.txn, exec16)
+        task16 = id_bytes(ex.task_id)
+        ex.state = common_pb2.EXECUTION_PENDING
+        ex.dead_lettered = False
+        ex.redrives += 1
+        ex.error = ""
+        ex.worker_id = ""
+        ex.not_before_ms = 0
+        ex.completed_at_ms = 0
+        ctx.txn.put("execs", exec16, ex.SerializeToString())
+        ctx.txn.put("active", firing.active_key(task16, exec16), b"")
+        ctx.txn.put("pending", pending_key(ex, exec16), b"")
+        letter.redriven_as = execution_id
+        ctx.result.dead_letters.append(letter)
+        ctx.result.executions.append(ex)
+
+
+def purge_dead_letters(ctx: Ctx, cmd: commands_pb2.Command) -> None:
+    p = cmd.purge_dead_letters
+    limit = min(p.limit or 1000, 10_000)
+    ids = list(p.execution_ids) or retry.dead_letter_ids(ctx.txn, p.task_id, limit)
+    for execution_id in ids[:limit]:
+        raw = ctx.txn.get("dlq", id_bytes(execution_id, field="execution_ids"))
+        if raw is None:
+            continue
+        letter = common_pb2.DeadLetter()
+        letter.ParseFromString(raw)
+        if p.before_ms and not p.execution_ids and letter.dead_at_ms >= p.before_ms:
+            continue
+        retry.take_dead_letter(ctx.txn, execution_id)
+        ctx.result.dead_letters.append(letter)
 
 
 # ------------------------------------------------------------------------------------- leadership
@@ -712,6 +841,8 @@ HANDLERS: dict[str, Handler] = {
     "complete": complete,
     "expire_lease": expire_lease,
     "cancel_execution": cancel_execution,
+    "redrive_dead_letters": redrive_dead_letters,
+    "purge_dead_letters": purge_dead_letters,
     "put_calendar": put_calendar,
     "delete_calendar": delete_calendar,
 }

@@ -35,7 +35,9 @@ DATABASES: tuple[str, ...] = (
     "active",  # task_id16 + execution_id16 -> b"" : a task's pending, buffered and running executions
     "buffered",  # task_id16 + nominal_ms8 + execution_id16 -> b"" : overlap buffer, oldest first
     "calendars",  # name (utf-8) -> Calendar proto
-    "calendar_refs",  # name + b"\0" + task_id16 (or b"\1" + calendar name) -> b"" : who uses a calendar
+    "calendar_refs",  # name + b"\0T" + task_id16 or name + b"\0C" + calendar -> b"" : who uses a calendar
+    "dlq",  # execution_id16 -> DeadLetter proto : the dead-letter queue
+    "dlq_by_task",  # task_id16 + execution_id16 -> b""
 )
 
 

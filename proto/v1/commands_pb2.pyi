@@ -578,6 +578,7 @@ class CommandResult(_message.Message):
     EXECUTIONS_FIELD_NUMBER: _builtins.int
     CANCELS_FIELD_NUMBER: _builtins.int
     DEAD_LETTERS_FIELD_NUMBER: _builtins.int
+    MISSED_FIELD_NUMBER: _builtins.int
     applied: _builtins.bool
     """false: rejected (see error) or a duplicate answered from the dedup table"""
     error_code: _builtins.str
@@ -601,6 +602,10 @@ class CommandResult(_message.Message):
     def dead_letters(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.DeadLetter]:
         """dead letters created, redriven or purged by this command"""
 
+    @_builtins.property
+    def missed(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.FireRecord]:
+        """nominal times this command recorded as missed_downtime"""
+
     def __init__(
         self,
         *,
@@ -613,10 +618,11 @@ class CommandResult(_message.Message):
         executions: _abc.Iterable[_common_pb2.Execution] | None = ...,
         cancels: _abc.Iterable[Global___CancelRequest] | None = ...,
         dead_letters: _abc.Iterable[_common_pb2.DeadLetter] | None = ...,
+        missed: _abc.Iterable[_common_pb2.FireRecord] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["calendar", b"calendar", "execution", b"execution", "task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "calendar", b"calendar", "cancels", b"cancels", "dead_letters", b"dead_letters", "error", b"error", "error_code", b"error_code", "execution", b"execution", "executions", b"executions", "task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "calendar", b"calendar", "cancels", b"cancels", "dead_letters", b"dead_letters", "error", b"error", "error_code", b"error_code", "execution", b"execution", "executions", b"executions", "missed", b"missed", "task", b"task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

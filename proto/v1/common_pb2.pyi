@@ -1095,6 +1095,7 @@ class Execution(_message.Message):
     DEAD_LETTERED_FIELD_NUMBER: _builtins.int
     RETURN_VALUE_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
+    REDRIVES_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     task_id: _builtins.str
     nominal_time_ms: _builtins.int
@@ -1127,6 +1128,8 @@ class Execution(_message.Message):
     dead_lettered: _builtins.bool
     return_value: _builtins.bytes
     """a handler's return value (JSON, size-capped)"""
+    redrives: _builtins.int
+    """times it was redriven from the dead-letter queue"""
     @_builtins.property
     def token(self) -> Global___FencingToken:
         """the current lease's token"""
@@ -1163,10 +1166,11 @@ class Execution(_message.Message):
         dead_lettered: _builtins.bool = ...,
         return_value: _builtins.bytes = ...,
         attempts: _abc.Iterable[Global___AttemptSummary] | None = ...,
+        redrives: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempts", b"attempts", "cancel_reason", b"cancel_reason", "cancel_requested_at_ms", b"cancel_requested_at_ms", "completed_at_ms", b"completed_at_ms", "dead_lettered", b"dead_lettered", "error", b"error", "execution_id", b"execution_id", "exit_code", b"exit_code", "finished_at_ms", b"finished_at_ms", "fired_at_ms", b"fired_at_ms", "guarantee", b"guarantee", "leased_at_ms", b"leased_at_ms", "manual", b"manual", "nominal_time_ms", b"nominal_time_ms", "not_before_ms", b"not_before_ms", "priority", b"priority", "return_value", b"return_value", "started_at_ms", b"started_at_ms", "state", b"state", "stderr_tail", b"stderr_tail", "stdout_tail", b"stdout_tail", "task_id", b"task_id", "token", b"token", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempts", b"attempts", "cancel_reason", b"cancel_reason", "cancel_requested_at_ms", b"cancel_requested_at_ms", "completed_at_ms", b"completed_at_ms", "dead_lettered", b"dead_lettered", "error", b"error", "execution_id", b"execution_id", "exit_code", b"exit_code", "finished_at_ms", b"finished_at_ms", "fired_at_ms", b"fired_at_ms", "guarantee", b"guarantee", "leased_at_ms", b"leased_at_ms", "manual", b"manual", "nominal_time_ms", b"nominal_time_ms", "not_before_ms", b"not_before_ms", "priority", b"priority", "redrives", b"redrives", "return_value", b"return_value", "started_at_ms", b"started_at_ms", "state", b"state", "stderr_tail", b"stderr_tail", "stdout_tail", b"stdout_tail", "task_id", b"task_id", "token", b"token", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cronraft.daemon.leader import LeaderCore, LeaderSettings
@@ -58,7 +59,17 @@ class RunningAttempt:
 class SimWorker:
     """A worker that 'runs' each lease for `run_ms` and reports success; it can crash or be cut off."""
 
-    def __init__(self, worker_id: str, capacity: int, run_ms: int) -> None:
+    def __init__(
+        self,
+        worker_id: str,
+        capacity: int,
+        run_ms: int,
+        *,
+        labels: dict[str, str] | None = None,
+        exit_code: Callable[[worker_pb2.Lease], int] | None = None,
+    ) -> None:
+        self.labels = labels or {}
+        self.exit_code = exit_code or (lambda _lease: 0)
         self.worker_id = worker_id
         self.capacity = capacity
         self.run_ms = run_ms
@@ -78,10 +89,12 @@ class SimWorker:
         done = [eid for eid, a in self.running.items() if a.finishes_at_mono <= mono]
         for eid in done:
             a = self.running.pop(eid)
+            code = self.exit_code(a.lease)
             self.unacked[eid] = common_pb2.AttemptResult(
                 execution_id=eid,
                 token=a.lease.token,
-                outcome=common_pb2.ATTEMPT_SUCCEEDED,
+                outcome=common_pb2.ATTEMPT_SUCCEEDED if code == 0 else common_pb2.ATTEMPT_FAILED,
+                exit_code=code,
                 started_at_ms=now - self.run_ms,
                 finished_at_ms=now,
                 stdout_tail=f"ran {eid}".encode(),
@@ -157,7 +170,7 @@ class SimCluster:
         self.core.on_epoch_committed(self.clock.now, self.clock.mono)
         for w in self.workers.values():
             if w.alive and w.connected:
-                self.core.worker_connected(w.worker_id, w.capacity, ["default"], {})
+                self.core.worker_connected(w.worker_id, w.capacity, ["default"], w.labels)
 
     def crash_leader(self) -> None:
         """Kill the leader process: its in-memory plan is gone; another reachable node takes over."""
@@ -170,11 +183,19 @@ class SimCluster:
         old.up = True  # restarts as a follower and catches up from the log
         self._catch_up()
 
-    def add_worker(self, worker_id: str, capacity: int = 4, run_ms: int = 500) -> SimWorker:
-        w = SimWorker(worker_id, capacity, run_ms)
+    def add_worker(
+        self,
+        worker_id: str,
+        capacity: int = 4,
+        run_ms: int = 500,
+        *,
+        labels: dict[str, str] | None = None,
+        exit_code: Callable[[worker_pb2.Lease], int] | None = None,
+    ) -> SimWorker:
+        w = SimWorker(worker_id, capacity, run_ms, labels=labels, exit_code=exit_code)
         self.workers[worker_id] = w
         if self.core is not None:
-            self.core.worker_connected(worker_id, capacity, ["default"], {})
+            self.core.worker_connected(worker_id, capacity, ["default"], w.labels)
         return w
 
     # ------------------------------------------------------------------------------------ driving

@@ -26,7 +26,10 @@ def _spec(name: str, schedule: common_pb2.Schedule, **kw: object) -> common_pb2.
         max_attempts=3,
     )
     for k, v in kw.items():
-        setattr(spec, k, v)
+        if hasattr(v, "SerializeToString"):
+            getattr(spec, k).CopyFrom(v)
+        else:
+            setattr(spec, k, v)
     return spec
 
 
