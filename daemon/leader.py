@@ -317,11 +317,10 @@ class LeaderCore:
                         self._next_retry_ms = ex.not_before_ms if nr is None else min(nr, ex.not_before_ms)
                         continue
                     task = sm.read_task(txn, ex.task_id)
-                    if task is not None and task.spec.max_concurrency:
-                        if self._running_by_task.get(ex.task_id, 0) + self._granting_for_task(ex.task_id) >= (
-                            task.spec.max_concurrency
-                        ):
-                            continue
+                    limit = task.spec.max_concurrency if task is not None else 0
+                    busy = self._running_by_task.get(ex.task_id, 0) + self._granting_for_task(ex.task_id)
+                    if limit and busy >= limit:
+                        continue
                     worker = self._pick_worker(queue, task.spec.worker_labels if task else None)
                     if worker is None:
                         continue

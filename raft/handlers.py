@@ -615,7 +615,7 @@ def grant(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     ctx.result.execution.CopyFrom(ex)
 
 
-def _summary(ex: Execution, outcome: int, exit_code: int, started: int, finished: int, error: str) -> None:
+def _summary(ex: Execution, outcome: int, exit_code: int, started: int, finished: int, *, error: str) -> None:
     ex.attempts.append(
         common_pb2.AttemptSummary(
             attempt=ex.attempt,
@@ -649,7 +649,7 @@ def complete(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     ex.stdout_tail = bytes(r.stdout_tail[-MAX_TAIL_BYTES:])
     ex.stderr_tail = bytes(r.stderr_tail[-MAX_TAIL_BYTES:])
     ex.return_value = bytes(r.return_value[:MAX_RETURN_BYTES])
-    _summary(ex, r.outcome, r.exit_code, r.started_at_ms, r.finished_at_ms, r.error)
+    _summary(ex, r.outcome, r.exit_code, r.started_at_ms, r.finished_at_ms, error=r.error)
     state = _OUTCOME_STATE.get(r.outcome, common_pb2.EXECUTION_FAILED)
     if ex.cancel_requested_at_ms and state != common_pb2.EXECUTION_SUCCEEDED:
         finish(ctx, ex, common_pb2.EXECUTION_CANCELLED, r.error or ex.cancel_reason)
@@ -702,7 +702,9 @@ def expire_lease(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     ex = get_current(ctx.txn, exec16, x.token)
     task = _task_of(ctx, ex)
     allowed = retry.attempts_allowed(task, ex, DEFAULT_MAX_ATTEMPTS)
-    _summary(ex, common_pb2.ATTEMPT_OUTCOME_UNSPECIFIED, 0, 0, 0, "lease expired: no renewal from the worker")
+    _summary(
+        ex, common_pb2.ATTEMPT_OUTCOME_UNSPECIFIED, 0, 0, 0, error="lease expired: no renewal from the worker"
+    )
     if ex.cancel_requested_at_ms:
         finish(ctx, ex, common_pb2.EXECUTION_CANCELLED, f"{ex.cancel_reason}; its worker stopped answering")
     elif ex.guarantee == common_pb2.AT_MOST_ONCE:

@@ -3,6 +3,8 @@ redrive, priority order with aging, routing by labels, per-task and cluster-wide
 
 from __future__ import annotations
 
+import itertools
+
 from cronraft.daemon.leader import LeaderSettings
 from cronraft.proto.v1 import commands_pb2, common_pb2, worker_pb2
 from cronraft.raft import retry
@@ -32,7 +34,7 @@ def test_failures_retry_with_exponential_backoff_then_dead_letter_and_redrive() 
     (ex,) = _executions(sim, 0, task.task_id)
     assert ex.state == common_pb2.EXECUTION_FAILED and ex.dead_lettered and ex.attempt == 3
     assert [a.exit_code for a in ex.attempts] == [3, 3, 3]
-    gaps = [b - a for a, b in zip(attempts_at, attempts_at[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(attempts_at)]
     # Backoff 2 s then 6 s, each reduced by at most 20 % jitter (plus the 100 ms run and step).
     assert 1_600 <= gaps[0] <= 2_400 and 4_800 <= gaps[1] <= 6_400, gaps
     with sim.nodes[2].kv.read() as txn:
