@@ -16,7 +16,7 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from cronraft.errors import CronraftError, OutcomeUnknown, Unavailable
+from cronraft.errors import CronraftError, OutcomeUnknown, ResourceExhausted, Unavailable
 from cronraft.proto.v1 import commands_pb2
 from cronraft.raft.replicator import Replicator
 
@@ -40,6 +40,7 @@ class GroupCommitter:
         max_bytes: int = 4 << 20,
         max_inflight: int = 4,
         timeout_s: float = 5.0,
+        max_queued: int = 100_000,
     ) -> None:
         if max_batch < 1 or max_bytes < 1 or max_inflight < 1 or timeout_s <= 0:
             raise ValueError("max_batch, max_bytes, max_inflight and timeout_s must be positive")
@@ -48,6 +49,10 @@ class GroupCommitter:
         self._max_bytes = max_bytes
         self._max_inflight = max_inflight
         self._timeout_s = timeout_s
+        # Pending work is bounded in memory: beyond this many queued commands, callers are refused with
+        # ResourceExhausted (RESOURCE_EXHAUSTED to clients) instead of growing the queue without end.
+        self._max_queued = max_queued
+        self._queued = 0
         self._queue: collections.deque[_Submission] = collections.deque()
         self._wakeup: asyncio.Event | None = None
         self._slots: asyncio.Semaphore | None = None
@@ -96,8 +101,13 @@ class GroupCommitter:
                 f"{len(commands)} commands / {size} bytes exceed one entry "
                 f"(max_batch={self._max_batch}, max_bytes={self._max_bytes})"
             )
+        if self._queued + len(commands) > self._max_queued:
+            raise ResourceExhausted(
+                f"{self._queued} commands wait to be replicated (limit {self._max_queued}); retry later"
+            )
         future: asyncio.Future[list[commands_pb2.CommandResult]] = asyncio.get_running_loop().create_future()
         self._queue.append(_Submission(list(commands), size, future, encoded))
+        self._queued += len(commands)
         self._wakeup.set()
         return await future
 
@@ -123,10 +133,12 @@ class GroupCommitter:
             sub = self._queue[0]
             if sub.future.done():  # the submitter was cancelled: drop its commands before proposing
                 self._queue.popleft()
+                self._queued -= len(sub.commands)
                 continue
             if group and (count + len(sub.commands) > self._max_batch or size + sub.size > self._max_bytes):
                 break
             self._queue.popleft()
+            self._queued -= len(sub.commands)
             group.append(sub)
             count += len(sub.commands)
             size += sub.size
@@ -168,7 +180,9 @@ class GroupCommitter:
 
     def _fail_queue(self, exc: Exception) -> None:
         while self._queue:
-            _fail(self._queue.popleft(), exc)
+            sub = self._queue.popleft()
+            self._queued -= len(sub.commands)
+            _fail(sub, exc)
 
 
 def _fail(sub: _Submission, exc: Exception) -> None:

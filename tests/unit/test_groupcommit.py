@@ -194,3 +194,45 @@ def test_memlog_is_synchronous() -> None:
     assert mem.append(b"x") == (1, b"x")
     assert mem.append(b"y") == (2, b"y")
     assert applied == [1, 2]
+
+
+@pytest.mark.asyncio
+async def test_a_full_queue_refuses_with_resource_exhausted() -> None:
+    import asyncio
+
+    from cronraft.errors import ResourceExhausted
+    from cronraft.proto.v1 import commands_pb2
+    from cronraft.raft.groupcommit import GroupCommitter
+    from cronraft.raft.memreplicator import MemReplicator
+
+    gate = asyncio.Event()
+
+    class Slow(MemReplicator):
+        async def propose(self, payload: bytes, *, timeout_s: float) -> bytes:
+            await gate.wait()
+            return await super().propose(payload, timeout_s=timeout_s)
+
+    def apply(index: int, payload: bytes) -> bytes:
+        from cronraft.raft.codec import decode_batch
+
+        n = len(decode_batch(payload).commands)
+        return commands_pb2.BatchResult(
+            results=[commands_pb2.CommandResult(applied=True)] * n
+        ).SerializeToString()
+
+    rep = Slow(apply)
+    rep.start()
+    gc = GroupCommitter(rep, max_inflight=1, max_queued=5)
+    gc.start()
+    cmd = commands_pb2.Command(stamped_at_ms=1)
+    first = asyncio.ensure_future(gc.submit([cmd]))  # taken into the one in-flight entry
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    queued = [asyncio.ensure_future(gc.submit([cmd])) for _ in range(5)]
+    await asyncio.sleep(0)
+    with pytest.raises(ResourceExhausted):
+        await gc.submit([cmd])
+    gate.set()
+    assert len(await first) == 1
+    assert all(len(r) == 1 for r in await asyncio.gather(*queued))
+    await gc.close()
