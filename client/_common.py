@@ -7,7 +7,9 @@
 - `Router` and `CallPlan` decide, for one logical call, which server to try next, when to follow a leader
   redirect, and how long to back off; the clients only perform the I/O the plan asks for.
 - `error_from_status` maps a gRPC status to the error tree of `cronraft.errors` (one place).
-- `task_to_json`, `execution_to_json`, `status_to_json` are the stable JSON rendering of docs/cli.md.
+- The stable JSON rendering of docs/cli.md lives in `_render` (`task_to_json`, `execution_to_json`, ...);
+  its names are re-exported here, where they used to live. The builders of the execution-semantics parts
+  of a spec (http and handler payloads, retry policy, notify targets) live in `_builders`.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
-from typing import Any, TypeAlias
+from typing import Any, Generic, TypeAlias, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from cronraft.client import _render
 from cronraft.errors import (
     CronraftError,
     DeadlineExceeded,
@@ -34,12 +37,31 @@ from cronraft.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from cronraft.proto.v1 import cluster_pb2, common_pb2, scheduler_pb2
+from cronraft.proto.v1 import common_pb2, scheduler_pb2
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 SERVER_ENV = "CRONRAFT_SERVER"
 LEADER_METADATA_KEY = "cronraft-leader"
 MAX_PAGE_SIZE = 1000
+
+# The JSON renderers (and the time and enum names they use) live in `_render`; these names stay
+# importable from here, where they used to be defined.
+attempt_to_json = _render.attempt_to_json
+dead_letter_to_json = _render.dead_letter_to_json
+enum_name = _render.enum_name
+execution_to_json = _render.execution_to_json
+explain_to_json = _render.explain_to_json
+fire_record_to_json = _render.fire_record_to_json
+format_instant = _render.format_instant
+payload_to_json = _render.payload_to_json
+policy_name = _render.policy_name
+preview_fire_to_json = _render.preview_fire_to_json
+schedule_to_json = _render.schedule_to_json
+spec_to_json = _render.spec_to_json
+status_to_json = _render.status_to_json
+tail_text = _render.tail_text
+task_to_json = _render.task_to_json
+_time_fields = _render.time_fields
 
 Instant: TypeAlias = datetime | str | int
 """An instant: an aware datetime, an RFC 3339 string (see `parse_instant`) or Unix milliseconds."""
@@ -199,11 +221,6 @@ def duration_ms(value: Duration, field: str = "duration") -> int:
     raise InvalidArgument(field, f"expected a timedelta, a duration string or milliseconds, got {value!r}")
 
 
-def format_instant(ms: int) -> str:
-    """RFC 3339 in UTC with milliseconds, e.g. 2025-06-01T09:00:00.000Z."""
-    return (_EPOCH + ms * _MS).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
-
-
 def parse_servers(servers: str | Sequence[str] | None) -> list[str]:
     """Normalise `servers` ("h:p", "h:p,h:p" or a list) into a list; None reads $CRONRAFT_SERVER."""
     if servers is None:
@@ -315,18 +332,6 @@ def parse_overlap(
     """An enum value, or "skip" / "buffer-one" / "buffer-all" / "cancel-other" / "terminate-other" /
     "allow-all"."""
     return common_pb2.OverlapPolicy.ValueType(_parse_overlap(value, field))
-
-
-def enum_name(wrapper: Any, number: int, prefix: str = "") -> str:
-    """Lower-case enum name without `prefix` ("TASK_SCHEDULED" -> "scheduled"); "unspecified" for 0,
-    "unknown_<n>" for a value this client does not know (a newer server)."""
-    if number == 0:
-        return "unspecified"
-    try:
-        name: str = wrapper.Name(number)
-    except ValueError:
-        return f"unknown_{number}"
-    return name.removeprefix(prefix).lower()
 
 
 # --------------------------------------------------------------------------------------------- builders
@@ -539,20 +544,27 @@ def build_spec(
     catchup_window: Duration | None = None,
     max_catchup: int = 0,
     overlap: common_pb2.OverlapPolicy.ValueType | str | None = None,
+    retry: common_pb2.RetryPolicy | None = None,
+    notify: Sequence[common_pb2.NotifyTarget] | None = None,
+    worker_labels: Mapping[str, str] | None = None,
+    max_concurrency: int = 0,
 ) -> common_pb2.TaskSpec:
     """Assemble a `TaskSpec` (the keyword arguments of `Client.create_task`).
 
     `misfire` ("skip" | "fire-once" | "fire-all"; default: fire-all within the catch-up window),
     `catchup_window` (missed times older than this never fire; default 60 s), `max_catchup` (fire-all
     fires at most this many; default 100), `overlap` ("skip" | "buffer-one" | "buffer-all" |
-    "cancel-other" | "terminate-other" | "allow-all"; default allow-all).
+    "cancel-other" | "terminate-other" | "allow-all"; default allow-all). `retry` comes from
+    `retry(...)` (None: the cluster's default backoff), `notify` from `notify_webhook` /
+    `notify_command`; a worker must carry every one of `worker_labels`; `max_concurrency` caps the
+    executions of the task holding a lease at once (0: no limit).
     """
     if max_catchup < 0:
         raise InvalidArgument("spec.max_catchup", "must not be negative")
     catchup_ms = 0 if catchup_window is None else duration_ms(catchup_window, "spec.catchup_window_ms")
     if catchup_ms < 0:
         raise InvalidArgument("spec.catchup_window_ms", "must not be negative")
-    return common_pb2.TaskSpec(
+    spec = common_pb2.TaskSpec(
         name=name,
         tags=dict(tags or {}),
         schedule=schedule,
@@ -567,6 +579,8 @@ def build_spec(
         max_catchup=max_catchup,
         overlap=parse_overlap(overlap) if overlap is not None else common_pb2.OVERLAP_DEFAULT,
     )
+    extra = {"retry": retry, "notify": notify, "worker_labels": worker_labels}
+    return edit_spec(spec, {**extra, "max_concurrency": max_concurrency})
 
 
 # ---------------------------------------------------------------------------------------- schedule flags
@@ -806,6 +820,107 @@ def preview_request(task_id: str, from_: Instant | None, count: int) -> schedule
     )
 
 
+# -------------------------------------------------------------------------------------- dead letters
+
+
+def _dlq_selector(execution_ids: Iterable[str] | str, task_id: str | None) -> tuple[list[str], str]:
+    ids = [execution_ids] if isinstance(execution_ids, str) else list(execution_ids)
+    if any(not isinstance(i, str) or not i.strip() for i in ids):
+        raise InvalidArgument("execution_ids", "an execution id must be a non-empty string")
+    if ids and task_id:
+        raise InvalidArgument("execution_ids", "give execution ids or a task id, not both")
+    if not ids and not task_id:
+        raise InvalidArgument("execution_ids", "give execution ids or a task id")
+    return list(dict.fromkeys(ids)), task_id or ""
+
+
+def list_dead_letters_request(
+    task_id: str | None, page_size: int, page_token: str
+) -> scheduler_pb2.ListDeadLettersRequest:
+    return scheduler_pb2.ListDeadLettersRequest(
+        task_id=task_id or "", page_size=clamp_page_size(page_size), page_token=page_token
+    )
+
+
+def redrive_request(
+    execution_ids: Iterable[str] | str, task_id: str | None, limit: int, request_id: str
+) -> scheduler_pb2.RedriveDeadLettersRequest:
+    """Redrive by ids, or every dead letter of `task_id` (at most `limit`, 0: the cluster's bound)."""
+    ids, task = _dlq_selector(execution_ids, task_id)
+    return scheduler_pb2.RedriveDeadLettersRequest(
+        execution_ids=ids, task_id=task, limit=_non_negative_int(limit, "limit"), request_id=request_id
+    )
+
+
+def purge_request(
+    execution_ids: Iterable[str] | str,
+    task_id: str | None,
+    before: Instant | None,
+    limit: int,
+    request_id: str,
+) -> scheduler_pb2.PurgeDeadLettersRequest:
+    """Purge by ids, or the dead letters of `task_id`; only those dead before `before` if given."""
+    ids, task = _dlq_selector(execution_ids, task_id)
+    return scheduler_pb2.PurgeDeadLettersRequest(
+        execution_ids=ids,
+        task_id=task,
+        before_ms=0 if before is None else instant_ms(before, "before_ms"),
+        limit=_non_negative_int(limit, "limit"),
+        request_id=request_id,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- bulk
+
+_M = TypeVar("_M")
+
+
+@dataclass
+class BulkResult(Generic[_M]):
+    """The outcome of a bulk call: one write per id, each with its own request id, reused on that
+    write's retries and redirects. Not atomic: some ids may succeed while others fail.
+
+    `results` and `errors` are keyed by id, in the order the ids were given; `skipped` lists the ids
+    not tried because the cluster became unreachable (trying them would only wait out the timeout once
+    per id); `request_ids` maps every id to its request id: pass it back as `request_ids=` to retry the
+    failed or skipped ids idempotently.
+    """
+
+    results: dict[str, _M] = field(default_factory=dict)
+    errors: dict[str, CronraftError] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    request_ids: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when every id succeeded."""
+        return not self.errors and not self.skipped
+
+
+def bulk_request_ids(ids: Iterable[str] | str, given: Mapping[str, str] | None) -> dict[str, str]:
+    """One request id per distinct id (in order): the one in `given`, else a fresh one."""
+    items = [ids] if isinstance(ids, str) else list(ids)
+    if any(not isinstance(i, str) or not i.strip() for i in items):
+        raise InvalidArgument("ids", "an id must be a non-empty string")
+    given = given or {}
+    return {i: given.get(i) or new_request_id() for i in dict.fromkeys(items)}
+
+
+def stops_bulk(error: CronraftError) -> bool:
+    """Whether a bulk call gives up on its remaining ids after `error` (the cluster is unreachable)."""
+    return isinstance(error, Unavailable | DeadlineExceeded)
+
+
+def check_task_filter(
+    state: common_pb2.TaskState.ValueType | str | None,
+    tags: Mapping[str, str] | None,
+    name_prefix: str,
+) -> None:
+    """A bulk change by filter needs at least one filter (an empty one would select every task)."""
+    if state is None and not tags and not name_prefix:
+        raise InvalidArgument("filter", "give at least one of state, tags or name_prefix")
+
+
 EDITABLE_FIELDS = (
     "name",
     "schedule",
@@ -820,8 +935,42 @@ EDITABLE_FIELDS = (
     "catchup_window",
     "max_catchup",
     "overlap",
+    "retry",
+    "notify",
+    "worker_labels",
+    "max_concurrency",
 )
 """The keyword arguments of `edit_task`: those of `create_task` plus the policies."""
+
+
+def _string_map(value: Any, field: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and k and isinstance(v, str) for k, v in value.items()
+    ):
+        raise InvalidArgument(field, f"expected a mapping of non-empty strings to strings, got {value!r}")
+    return dict(value)
+
+
+def _set_retry(out: common_pb2.TaskSpec, value: Any) -> None:
+    if value is None:
+        out.ClearField("retry")
+    elif isinstance(value, common_pb2.RetryPolicy):
+        out.retry.CopyFrom(value)
+    else:
+        raise InvalidArgument("spec.retry", "expected a RetryPolicy (from retry(...)) or None")
+
+
+def _set_notify(out: common_pb2.TaskSpec, value: Any) -> None:
+    targets = [value] if isinstance(value, common_pb2.NotifyTarget) else list(value or [])
+    for i, target in enumerate(targets):
+        if not isinstance(target, common_pb2.NotifyTarget) or target.WhichOneof("kind") is None:
+            raise InvalidArgument(
+                f"spec.notify[{i}]", "expected a NotifyTarget (from notify_webhook or notify_command)"
+            )
+    del out.notify[:]
+    out.notify.extend(targets)
 
 
 def _non_negative_int(value: Any, field: str) -> int:
@@ -850,11 +999,17 @@ def edit_spec(spec: common_pb2.TaskSpec, changes: Mapping[str, Any]) -> common_p
             out.schedule.CopyFrom(value)
         elif key == "payload":
             if not isinstance(value, common_pb2.Payload):
-                raise InvalidArgument(field_name, "expected a Payload (from command or shell)")
+                raise InvalidArgument(field_name, "expected a Payload (from command, shell, http or handler)")
             out.payload.CopyFrom(value)
-        elif key == "tags":
-            out.tags.clear()
-            out.tags.update(dict(value or {}))
+        elif key in ("tags", "worker_labels"):
+            getattr(out, key).clear()
+            getattr(out, key).update(_string_map(value, field_name))
+        elif key == "retry":
+            _set_retry(out, value)
+        elif key == "notify":
+            _set_notify(out, value)
+        elif key == "max_concurrency":
+            out.max_concurrency = _non_negative_int(value, field_name)
         elif key in ("name", "queue"):
             if not isinstance(value, str):
                 raise InvalidArgument(field_name, f"expected a string, got {value!r}")
@@ -1283,186 +1438,3 @@ class CallPlan:
         if last.code_name == "DEADLINE_EXCEEDED":
             return DeadlineExceeded(f"deadline exceeded (tried {tried}): {last.details}{outcome}")
         return Unavailable(f"cluster unavailable (tried {tried}): {last.details}{outcome}")
-
-
-# ------------------------------------------------------------------------------------------------- JSON
-
-
-def _time_fields(out: dict[str, Any], name: str, ms: int) -> None:
-    out[f"{name}_ms"] = ms
-    out[name] = format_instant(ms) if ms else None
-
-
-def schedule_to_json(schedule: common_pb2.Schedule) -> dict[str, Any]:
-    kind = schedule.WhichOneof("kind")
-    out: dict[str, Any] = {"kind": kind}
-    if kind == "cron":
-        out["expression"] = schedule.cron.expression
-        out["time_zone"] = schedule.cron.time_zone
-    elif kind == "at":
-        _time_fields(out, "at", schedule.at.at_ms)
-    elif kind == "fixed_rate":
-        out["period_ms"] = schedule.fixed_rate.period_ms
-        _time_fields(out, "anchor", schedule.fixed_rate.anchor_ms)
-    elif kind == "fixed_delay":
-        out["delay_ms"] = schedule.fixed_delay.delay_ms
-        out["stop_on_failure"] = schedule.fixed_delay.stop_on_failure
-    _time_fields(out, "start_at", schedule.start_at_ms)
-    _time_fields(out, "end_at", schedule.end_at_ms)
-    out["max_runs"] = schedule.max_runs
-    out["jitter_ms"] = schedule.jitter_ms
-    out["dst_gap"] = policy_name(common_pb2.DstGapPolicy, schedule.dst_gap, "DST_GAP_")
-    out["dst_fold"] = policy_name(common_pb2.DstFoldPolicy, schedule.dst_fold, "DST_FOLD_")
-    out["calendars"] = list(schedule.calendars)
-    out["calendar_action"] = policy_name(common_pb2.CalendarAction, schedule.calendar_action, "CALENDAR_")
-    return out
-
-
-def payload_to_json(payload: common_pb2.Payload) -> dict[str, Any]:
-    kind = payload.WhichOneof("kind")
-    if kind == "command":
-        return {
-            "kind": "command",
-            "argv": list(payload.command.argv),
-            "env": dict(sorted(payload.command.env.items())),
-            "cwd": payload.command.cwd,
-        }
-    if kind == "shell":
-        return {"kind": "shell", "script": payload.shell.script}
-    return {"kind": None}
-
-
-def spec_to_json(spec: common_pb2.TaskSpec) -> dict[str, Any]:
-    return {
-        "name": spec.name,
-        "tags": dict(sorted(spec.tags.items())),
-        "schedule": schedule_to_json(spec.schedule),
-        "payload": payload_to_json(spec.payload),
-        "queue": spec.queue,
-        "timeout_ms": spec.timeout_ms,
-        "guarantee": enum_name(common_pb2.DeliveryGuarantee, spec.guarantee),
-        "priority": enum_name(common_pb2.Priority, spec.priority),
-        "max_attempts": spec.max_attempts,
-        "misfire": policy_name(common_pb2.MisfirePolicy, spec.misfire, "MISFIRE_"),
-        "catchup_window_ms": spec.catchup_window_ms,
-        "max_catchup": spec.max_catchup,
-        "overlap": policy_name(common_pb2.OverlapPolicy, spec.overlap, "OVERLAP_"),
-    }
-
-
-def task_to_json(task: common_pb2.Task) -> dict[str, Any]:
-    """The JSON object of a task (docs/cli.md, "Task")."""
-    out: dict[str, Any] = {
-        "task_id": task.task_id,
-        "state": enum_name(common_pb2.TaskState, task.state, "TASK_"),
-        "spec": spec_to_json(task.spec),
-    }
-    _time_fields(out, "created_at", task.created_at_ms)
-    _time_fields(out, "updated_at", task.updated_at_ms)
-    _time_fields(out, "next_fire", task.next_fire_ms)
-    _time_fields(out, "last_fired_nominal", task.last_fired_nominal_ms)
-    out["fire_count"] = task.fire_count
-    out["version"] = task.version
-    out["pause_note"] = task.pause_note
-    _time_fields(out, "paused_at", task.paused_at_ms)
-    _time_fields(out, "next_due", task.next_due_ms)
-    out["catchup_fired"] = task.catchup_fired
-    _time_fields(out, "last_finished", task.last_finished_ms)
-    return out
-
-
-def policy_name(wrapper: Any, number: int, prefix: str) -> str:
-    """`enum_name` for the policy enums, whose 0 is a documented default: "default" rather than
-    "unspecified"."""
-    return "default" if number == 0 else enum_name(wrapper, number, prefix)
-
-
-def tail_text(data: bytes) -> str:
-    """Output tails as text: UTF-8, invalid bytes replaced by U+FFFD."""
-    return data.decode("utf-8", errors="replace")
-
-
-def execution_to_json(execution: common_pb2.Execution) -> dict[str, Any]:
-    """The JSON object of an execution (docs/cli.md, "Execution")."""
-    out: dict[str, Any] = {
-        "execution_id": execution.execution_id,
-        "task_id": execution.task_id,
-        "state": enum_name(common_pb2.ExecutionState, execution.state, "EXECUTION_"),
-    }
-    _time_fields(out, "nominal_time", execution.nominal_time_ms)
-    _time_fields(out, "fired_at", execution.fired_at_ms)
-    out["attempt"] = execution.attempt
-    out["worker_id"] = execution.worker_id
-    out["token"] = (
-        {"term": execution.token.term, "index": execution.token.index}
-        if execution.HasField("token")
-        else None
-    )
-    _time_fields(out, "leased_at", execution.leased_at_ms)
-    _time_fields(out, "started_at", execution.started_at_ms)
-    _time_fields(out, "finished_at", execution.finished_at_ms)
-    _time_fields(out, "completed_at", execution.completed_at_ms)
-    out["exit_code"] = execution.exit_code
-    out["stdout_tail"] = tail_text(execution.stdout_tail)
-    out["stderr_tail"] = tail_text(execution.stderr_tail)
-    out["error"] = execution.error
-    out["guarantee"] = enum_name(common_pb2.DeliveryGuarantee, execution.guarantee)
-    out["priority"] = enum_name(common_pb2.Priority, execution.priority)
-    return out
-
-
-def fire_record_to_json(record: common_pb2.FireRecord) -> dict[str, Any]:
-    """The JSON object of a fire-ledger record (docs/cli.md, "Fire record")."""
-    out: dict[str, Any] = {"task_id": record.task_id}
-    _time_fields(out, "nominal_time", record.nominal_time_ms)
-    out["outcome"] = enum_name(common_pb2.FireOutcome, record.outcome)
-    out["reason"] = record.reason
-    out["execution_id"] = record.execution_id
-    _time_fields(out, "committed_at", record.committed_at_ms)
-    out["late_ms"] = record.late_ms
-    _time_fields(out, "actual", record.actual_ms)
-    return out
-
-
-def explain_to_json(response: scheduler_pb2.ExplainTaskResponse) -> dict[str, Any]:
-    """The JSON object of `task explain` (docs/cli.md, "Explain")."""
-    out: dict[str, Any] = {"state": enum_name(common_pb2.TaskState, response.state, "TASK_")}
-    _time_fields(out, "next_fire", response.next_fire_ms)
-    out["note"] = response.note
-    out["records"] = [fire_record_to_json(r) for r in response.records]
-    return out
-
-
-def preview_fire_to_json(fire: scheduler_pb2.PreviewFire) -> dict[str, Any]:
-    """The JSON object of one previewed fire (docs/cli.md, "Preview fire")."""
-    out: dict[str, Any] = {}
-    _time_fields(out, "nominal_time", fire.nominal_time_ms)
-    _time_fields(out, "actual", fire.actual_ms)
-    out["local_time"] = fire.local_time
-    out["notes"] = list(fire.notes)
-    return out
-
-
-def status_to_json(status: cluster_pb2.StatusResponse) -> dict[str, Any]:
-    """The JSON object of `cluster status` (docs/cli.md, "Cluster status")."""
-    return {
-        "node_id": status.node_id,
-        "is_leader": status.is_leader,
-        "leader_id": status.leader_id,
-        "leader_address": status.leader_address,
-        "term": status.term,
-        "epoch_term": status.epoch_term,
-        "commit_index": status.commit_index,
-        "applied_index": status.applied_index,
-        "ready": status.ready,
-        "connected_workers": status.connected_workers,
-        "members": [
-            {
-                "node_id": m.node_id,
-                "raft_address": m.raft_address,
-                "grpc_address": m.grpc_address,
-                "connected": m.connected,
-            }
-            for m in status.members
-        ],
-    }

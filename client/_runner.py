@@ -1,14 +1,22 @@
 """Running one attempt of a lease on this machine: spawn, capture, time out, kill, report.
 
-`AttemptRunner.run()` starts the payload in its own session (so it leads a new process group and the
-whole group can be signalled), feeds its stdout/stderr into bounded tail buffers and an optional live
-sink, and returns the `AttemptResult`. Anyone may call `stop(reason)` at any time to have the group
-killed; the first reason decides the outcome. The runner knows nothing of gRPC or leases' renewal: the
-worker decides *when* to stop, the runner decides *how*.
+Two runners share one contract (`Runner`): `await run()` once, returning the `AttemptResult`; anyone
+may call `stop(reason)` at any time; the first reason decides the outcome. A runner knows nothing of
+gRPC or leases' renewal: the worker decides *when* to stop, the runner decides *how*.
 
-Killing: SIGTERM to the group, wait `kill_grace_s` for the leader process to exit, then SIGKILL to the
-group (which also removes stragglers that outlived the leader). Self-fencing skips the grace and sends
-SIGKILL at once: the lease is already gone locally, and the leader may re-grant it soon (DESIGN.md I5).
+`AttemptRunner` runs argv and shell payloads. It starts the payload in its own session (so it leads a
+new process group and the whole group can be signalled), feeds its stdout/stderr into bounded tail
+buffers and an optional live sink. Killing: SIGTERM to the group, wait `kill_grace_s` for the leader
+process to exit, then SIGKILL to the group (which also removes stragglers that outlived the leader).
+Self-fencing skips the grace and sends SIGKILL at once: the lease is already gone locally, and the
+leader may re-grant it soon (DESIGN.md I5).
+
+`InProcessRunner` runs work inside the worker process (HTTP requests, `_http`; Python handlers,
+`handlers`) as an asyncio task. Stopping sets `InProcessIO.cancelled` and cancels the task, then waits
+up to `kill_grace_s` (none when fenced) for it to unwind; a task that outlives that is abandoned (kept
+referenced, its result ignored): in-process work cannot be killed, only asked to stop.
+Blocking work runs in a daemon thread of its own (`call_in_thread`), never in the loop's default
+executor: an abandoned call that blocks forever must not starve the outbox writes that share that pool.
 """
 
 from __future__ import annotations
@@ -19,10 +27,15 @@ import enum
 import errno
 import os
 import signal
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
+from contextvars import copy_context
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
+
+import structlog
 
 from cronraft.proto.v1 import common_pb2, worker_pb2
 
@@ -34,6 +47,12 @@ _PIPE_DRAIN_S = 1.0
 _READ_SIZE = 64 * 1024
 
 FENCED_ERROR = "lease expired before renewal; attempt killed (self-fenced)"
+# Exit code of an attempt that has none: an in-process attempt stopped, or an HTTP request that got no
+# response.
+NO_EXIT_CODE = -1
+
+_log = structlog.get_logger(__name__)
+_T = TypeVar("_T")
 
 OutputSink = Callable[["worker_pb2.OutputStream.ValueType", bytes], None]
 
@@ -66,13 +85,36 @@ class StopReason(enum.Enum):
     SHUTDOWN = "shutdown"
 
 
+# (outcome, error); `{action}` says what was done to the attempt, `{timeout_ms}` is the lease's timeout.
 _STOP_RESULT: dict[StopReason, tuple[common_pb2.AttemptOutcome.ValueType, str]] = {
-    StopReason.TIMEOUT: (common_pb2.ATTEMPT_TIMED_OUT, ""),  # message built with the timeout
-    StopReason.CANCELLED: (common_pb2.ATTEMPT_CANCELLED, "cancelled; attempt killed"),
-    StopReason.REVOKED: (common_pb2.ATTEMPT_FAILED, "lease revoked by the leader; attempt killed"),
-    StopReason.FENCED: (common_pb2.ATTEMPT_FAILED, FENCED_ERROR),
-    StopReason.SHUTDOWN: (common_pb2.ATTEMPT_FAILED, "worker shut down; attempt killed"),
+    StopReason.TIMEOUT: (common_pb2.ATTEMPT_TIMED_OUT, "timed out after {timeout_ms} ms; {action}"),
+    StopReason.CANCELLED: (common_pb2.ATTEMPT_CANCELLED, "cancelled; {action}"),
+    StopReason.REVOKED: (common_pb2.ATTEMPT_FAILED, "lease revoked by the leader; {action}"),
+    StopReason.FENCED: (common_pb2.ATTEMPT_FAILED, "lease expired before renewal; {action} (self-fenced)"),
+    StopReason.SHUTDOWN: (common_pb2.ATTEMPT_FAILED, "worker shut down; {action}"),
 }
+
+
+def stop_result(
+    reason: StopReason, lease: worker_pb2.Lease, action: str
+) -> tuple[common_pb2.AttemptOutcome.ValueType, str]:
+    """The outcome and error text of an attempt stopped for `reason` (`action`: what was done to it)."""
+    outcome, template = _STOP_RESULT[reason]
+    return outcome, template.format(timeout_ms=lease.timeout_ms, action=action)
+
+
+class Runner(Protocol):
+    """What the worker needs of a runner, whatever the payload kind."""
+
+    @property
+    def lease(self) -> worker_pb2.Lease: ...
+
+    @property
+    def stop_reason(self) -> StopReason | None: ...
+
+    def stop(self, reason: StopReason) -> None: ...
+
+    async def run(self) -> common_pb2.AttemptResult: ...
 
 
 class TailBuffer:
@@ -130,54 +172,39 @@ def _exit_code(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-class AttemptRunner:
-    """One attempt of one lease. Create, `await run()` once; `stop()` from anywhere on the loop."""
+class _RunnerBase:
+    """Stop requests, tails and result building, shared by both runners."""
 
     def __init__(
         self,
         lease: worker_pb2.Lease,
         *,
         clock: Clock,
-        kill_grace_s: float = DEFAULT_KILL_GRACE_S,
-        output_tail_bytes: int = DEFAULT_OUTPUT_TAIL_BYTES,
-        on_output: OutputSink | None = None,
-        base_env: Mapping[str, str] | None = None,
+        kill_grace_s: float,
+        output_tail_bytes: int,
+        on_output: OutputSink | None,
     ) -> None:
         self.lease = lease
         self._clock = clock
         self._kill_grace_s = kill_grace_s
         self._on_output = on_output
-        self._base_env = os.environ if base_env is None else base_env
         self._stdout = TailBuffer(output_tail_bytes)
         self._stderr = TailBuffer(output_tail_bytes)
         self._stop_reason: StopReason | None = None
         self._stop_requested = asyncio.Event()
         self._hard_kill = asyncio.Event()
-        self.pid: int | None = None
 
     @property
     def stop_reason(self) -> StopReason | None:
         return self._stop_reason
 
     def stop(self, reason: StopReason) -> None:
-        """Ask for the process group to be killed. The first reason wins; FENCED always kills at once."""
+        """Ask for the attempt to be stopped. The first reason wins; FENCED always stops at once."""
         if self._stop_reason is None:
             self._stop_reason = reason
             self._stop_requested.set()
         if reason is StopReason.FENCED:
             self._hard_kill.set()
-
-    def _command(self) -> tuple[list[str], str | None] | str:
-        """(argv, cwd), or an error text when the payload cannot be run."""
-        kind = self.lease.payload.WhichOneof("kind")
-        if kind == "command":
-            command = self.lease.payload.command
-            if not command.argv:
-                return "payload.command.argv is empty"
-            return list(command.argv), command.cwd or None
-        if kind == "shell":
-            return ["/bin/sh", "-c", self.lease.payload.shell.script], None
-        return "the lease has no payload"
 
     def _result(
         self,
@@ -186,6 +213,7 @@ class AttemptRunner:
         started_ms: int,
         exit_code: int = 0,
         error: str = "",
+        return_value: bytes = b"",
     ) -> common_pb2.AttemptResult:
         return common_pb2.AttemptResult(
             execution_id=self.lease.execution_id,
@@ -197,7 +225,49 @@ class AttemptRunner:
             stdout_tail=self._stdout.value(),
             stderr_tail=self._stderr.value(),
             error=error,
+            return_value=return_value,
         )
+
+    def _timeout_s(self) -> float | None:
+        return self.lease.timeout_ms / 1000 if self.lease.timeout_ms > 0 else None
+
+
+class AttemptRunner(_RunnerBase):
+    """One attempt of an argv or shell lease. Create, `await run()` once; `stop()` from the loop."""
+
+    def __init__(
+        self,
+        lease: worker_pb2.Lease,
+        *,
+        clock: Clock,
+        kill_grace_s: float = DEFAULT_KILL_GRACE_S,
+        output_tail_bytes: int = DEFAULT_OUTPUT_TAIL_BYTES,
+        on_output: OutputSink | None = None,
+        base_env: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(
+            lease,
+            clock=clock,
+            kill_grace_s=kill_grace_s,
+            output_tail_bytes=output_tail_bytes,
+            on_output=on_output,
+        )
+        self._base_env = os.environ if base_env is None else base_env
+        self.pid: int | None = None
+
+    def _command(self) -> tuple[list[str], str | None] | str:
+        """(argv, cwd), or an error text when the payload cannot be run."""
+        kind = self.lease.payload.WhichOneof("kind")
+        if kind == "command":
+            command = self.lease.payload.command
+            if not command.argv:
+                return "payload.command.argv is empty"
+            return list(command.argv), command.cwd or None
+        if kind == "shell":
+            return ["/bin/sh", "-c", self.lease.payload.shell.script], None
+        if kind is None:
+            return "the lease has no payload"
+        return f"payload kind {kind!r} is not run as a process"
 
     async def run(self) -> common_pb2.AttemptResult:
         started_ms = self._clock.wall_ms()
@@ -240,9 +310,8 @@ class AttemptRunner:
         await asyncio.gather(*readers, return_exceptions=True)
         exit_code = _exit_code(returncode)
         if killed_for is not None:
-            outcome, error = _STOP_RESULT[killed_for]
-            if killed_for is StopReason.TIMEOUT:
-                error = f"timed out after {self.lease.timeout_ms} ms; process group killed"
+            action = "process group killed" if killed_for is StopReason.TIMEOUT else "attempt killed"
+            outcome, error = stop_result(killed_for, self.lease, action)
             return self._result(outcome, started_ms=started_ms, exit_code=exit_code, error=error)
         if returncode == 0:
             return self._result(common_pb2.ATTEMPT_SUCCEEDED, started_ms=started_ms)
@@ -258,7 +327,7 @@ class AttemptRunner:
 
     async def _supervise(self, proc: asyncio.subprocess.Process) -> StopReason | None:
         """Wait for exit, a stop request or the timeout; returns why we killed it (None: it exited)."""
-        timeout = self.lease.timeout_ms / 1000 if self.lease.timeout_ms > 0 else None
+        timeout = self._timeout_s()
         exited = asyncio.create_task(proc.wait())
         stop_wait = asyncio.create_task(self._stop_requested.wait())
         try:
@@ -302,3 +371,182 @@ class AttemptRunner:
             tail.append(data)
             if self._on_output is not None:
                 self._on_output(stream, data)
+
+
+# -- in-process attempts ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkOutcome:
+    """How in-process work ended by itself (a stop is the runner's business)."""
+
+    outcome: common_pb2.AttemptOutcome.ValueType
+    exit_code: int = 0
+    error: str = ""
+    return_value: bytes = b""
+
+
+class InProcessIO:
+    """What in-process work may touch: its output (tails and live sink) and the cancellation flag.
+
+    `write` runs on the loop; threads use `write_threadsafe`, whose writes land in order, before any
+    result the same thread hands back through `call_in_thread`. Writes after the attempt ended are
+    dropped. `cancelled` is set when the attempt is stopped; a thread may poll `cancelled.is_set()`.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        stdout: TailBuffer,
+        stderr: TailBuffer,
+        on_output: OutputSink | None,
+    ) -> None:
+        self.cancelled = asyncio.Event()
+        self._loop = loop
+        self._tails = {worker_pb2.STDOUT: stdout, worker_pb2.STDERR: stderr}
+        self._on_output = on_output
+        self._closed = False
+
+    def write(self, stream: worker_pb2.OutputStream.ValueType, data: bytes) -> None:
+        if self._closed or not data:
+            return
+        self._tails[stream].append(data)
+        if self._on_output is not None:
+            self._on_output(stream, data)
+
+    def write_threadsafe(self, stream: worker_pb2.OutputStream.ValueType, data: bytes) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening any more
+            self._loop.call_soon_threadsafe(self.write, stream, data)
+
+    def close(self) -> None:
+        self._closed = True
+
+
+InProcessWork = Callable[[InProcessIO], Coroutine[Any, Any, WorkOutcome]]
+
+# Tasks of stopped attempts that did not unwind within their grace: referenced until they end, so that
+# they are not garbage-collected mid-flight, and their late exceptions are consumed quietly.
+_abandoned: set[asyncio.Task[WorkOutcome]] = set()
+
+
+def _forget(task: asyncio.Task[WorkOutcome]) -> None:
+    _abandoned.discard(task)
+    if not task.cancelled():
+        task.exception()
+
+
+def _abandon(task: asyncio.Task[WorkOutcome]) -> None:
+    _abandoned.add(task)
+    task.add_done_callback(_forget)
+
+
+class InProcessRunner(_RunnerBase):
+    """One attempt whose work runs inside the worker process (`what` names it in errors)."""
+
+    def __init__(
+        self,
+        lease: worker_pb2.Lease,
+        work: InProcessWork,
+        *,
+        what: str,
+        clock: Clock,
+        kill_grace_s: float = DEFAULT_KILL_GRACE_S,
+        output_tail_bytes: int = DEFAULT_OUTPUT_TAIL_BYTES,
+        on_output: OutputSink | None = None,
+    ) -> None:
+        super().__init__(
+            lease,
+            clock=clock,
+            kill_grace_s=kill_grace_s,
+            output_tail_bytes=output_tail_bytes,
+            on_output=on_output,
+        )
+        self._work = work
+        self._what = what
+
+    async def run(self) -> common_pb2.AttemptResult:
+        started_ms = self._clock.wall_ms()
+        io = InProcessIO(asyncio.get_running_loop(), self._stdout, self._stderr, self._on_output)
+        task = asyncio.create_task(self._work(io), name=f"{self._what} {self.lease.execution_id}")
+        stop_wait = asyncio.create_task(self._stop_requested.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {task, stop_wait}, timeout=self._timeout_s(), return_when=asyncio.FIRST_COMPLETED
+            )
+            if task in done:  # finished, even if a stop raced with it (as a process that exited)
+                ended = task.result()  # an exception here is a bug of ours: the worker reports it
+                return self._result(
+                    ended.outcome,
+                    started_ms=started_ms,
+                    exit_code=ended.exit_code,
+                    error=ended.error,
+                    return_value=ended.return_value,
+                )
+            if self._stop_reason is None:
+                self._stop_reason = StopReason.TIMEOUT
+            reason = self._stop_reason
+            await self._abort(task, io)
+            outcome, error = stop_result(reason, self.lease, f"{self._what} aborted")
+            return self._result(outcome, started_ms=started_ms, exit_code=NO_EXIT_CODE, error=error)
+        finally:
+            stop_wait.cancel()
+            io.close()
+            if not task.done():  # stopped, or we were cancelled ourselves
+                io.cancelled.set()
+                task.cancel()
+                _abandon(task)
+
+    async def _abort(self, task: asyncio.Task[WorkOutcome], io: InProcessIO) -> None:
+        """Cancel the work and give it the kill grace (none when fenced) to unwind."""
+        io.cancelled.set()
+        task.cancel()
+        if self._hard_kill.is_set():
+            return
+        hard = asyncio.create_task(self._hard_kill.wait())
+        try:
+            await asyncio.wait({task, hard}, timeout=self._kill_grace_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            hard.cancel()
+        if not task.done():
+            _log.warning(
+                "in-process attempt did not stop within the grace; abandoned, its result is ignored",
+                execution_id=self.lease.execution_id,
+                what=self._what,
+            )
+
+
+def call_in_thread(fn: Callable[[], _T], *, name: str) -> asyncio.Future[_T]:
+    """Run blocking `fn` in a new daemon thread; the future settles on the loop with its outcome.
+
+    Cancelling the future abandons the thread (Python cannot stop it): it runs on, and its outcome is
+    dropped. A fresh daemon thread, not the default executor, so that abandoned calls neither exhaust
+    a shared pool nor hold up interpreter exit. `fn` runs in a copy of the caller's context.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[_T] = loop.create_future()
+    context = copy_context()
+
+    def settle(value: _T | None, error: BaseException | None) -> None:
+        if future.done():  # cancelled meanwhile: nobody waits for this outcome any more
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)  # type: ignore[arg-type]  # None only with an error
+
+    def target() -> None:
+        try:
+            value = context.run(fn)
+        except Exception as exc:
+            outcome: tuple[_T | None, BaseException | None] = (None, exc)
+        except BaseException as exc:  # SystemExit in a thread must not end the worker's loop
+            wrapped = RuntimeError(f"{type(exc).__name__} raised: {exc}")
+            wrapped.__cause__ = exc
+            outcome = (None, wrapped)
+        else:
+            outcome = (value, None)
+        with contextlib.suppress(RuntimeError):  # the loop is closed
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=target, name=name, daemon=True).start()
+    return future

@@ -33,6 +33,8 @@ def retry_reason(
     """'' when the attempt is retried; else why it is final (for the execution and the dead letter)."""
     if not task.spec.HasField("retry"):
         return "no retry policy"
+    if ex.guarantee == common_pb2.AT_MOST_ONCE:
+        return "at_most_once executions are never run twice"
     policy = task.spec.retry
     allowed = attempts_allowed(task, ex, default_attempts)
     if ex.attempt >= allowed:
