@@ -491,9 +491,10 @@ class InProcessRunner(_RunnerBase):
         finally:
             stop_wait.cancel()
             io.close()
-            if not task.done():  # stopped, or we were cancelled ourselves
-                io.cancelled.set()
-                task.cancel()
+            if not task.done():  # stopped and not unwound, or we were cancelled ourselves
+                if not io.cancelled.is_set():  # cancel once: a second one would hit its cleanup
+                    io.cancelled.set()
+                    task.cancel()
                 _abandon(task)
 
     async def _abort(self, task: asyncio.Task[WorkOutcome], io: InProcessIO) -> None:

@@ -2,8 +2,14 @@
 
 A worker keeps one `WorkerGateway.Connect` stream open to the leader (following `NotLeader` redirects and
 the `cronraft-leader` trailer, else trying the configured servers round robin with capped exponential
-backoff), runs the attempts it is offered (`_runner.AttemptRunner`), renews their leases with one
-heartbeat per interval, and reports results through the durable outbox (`_outbox.Outbox`).
+backoff), runs the attempts it is offered, renews their leases with one heartbeat per interval, and
+reports results through the durable outbox (`_outbox.Outbox`).
+
+Payload kinds (docs/payloads.md): argv commands and shell strings run as process groups
+(`_runner.AttemptRunner`); HTTP requests (`_http`) and Python handlers (`handlers`) run in-process
+(`_runner.InProcessRunner`). Handlers are registered with `@worker.handler(name)`, or on the
+module-level registry (`cronraft.client.handlers.handler`) that every worker falls back on and that
+`schedworker --handlers MODULE` fills by importing MODULE.
 
 Lease deadlines are local and monotonic (DESIGN.md I5): an attempt's deadline starts at receive time +
 TTL and moves to (send time of a heartbeat the leader renewed) + TTL; the TTL is the lease's own
@@ -37,10 +43,10 @@ import signal
 import socket
 import sys
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 # types-grpcio is not in the dev dependencies yet: without it grpc is untyped (Any), with it the ignore
 # is unused; `unused-ignore` keeps mypy strict quiet in both cases.
@@ -48,21 +54,36 @@ import grpc  # type: ignore[import-untyped, unused-ignore]
 import grpc.aio  # type: ignore[import-untyped, unused-ignore]
 import structlog
 
+from cronraft.client import handlers as _handlers
+from cronraft.client._http import run_http
 from cronraft.client._outbox import AttemptKey, Outbox, attempt_key, result_key
 from cronraft.client._runner import (
     DEFAULT_KILL_GRACE_S,
     DEFAULT_OUTPUT_TAIL_BYTES,
     AttemptRunner,
     Clock,
+    InProcessIO,
+    InProcessRunner,
+    OutputSink,
+    Runner,
     StopReason,
     SystemClock,
+    WorkOutcome,
+)
+from cronraft.client.handlers import (
+    MAX_RETURN_VALUE_BYTES,
+    Handler,
+    HandlerContext,
+    HandlerRegistry,
+    run_handler,
 )
 from cronraft.errors import ConfigError
 from cronraft.proto.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 
-__all__ = ["Worker", "WorkerConfig", "main"]
+__all__ = ["HandlerContext", "HandlerRegistry", "Worker", "WorkerConfig", "main"]
 
 _log = structlog.get_logger(__name__)
+_H = TypeVar("_H", bound=Handler)
 
 LEADER_METADATA_KEY = "cronraft-leader"
 DEFAULT_SERVER = "127.0.0.1:50051"
@@ -94,6 +115,7 @@ class WorkerConfig:
     output_flush_interval_s: float = 0.2
     result_resend_s: float = 30.0  # resend results not acknowledged on the same stream after this long
     fence_check_interval_s: float = 0.05
+    max_return_value_bytes: int = MAX_RETURN_VALUE_BYTES  # a handler's JSON return value, at most
 
     def __post_init__(self) -> None:
         if not self.servers or any(not s for s in self.servers):
@@ -110,6 +132,8 @@ class WorkerConfig:
             raise ConfigError(f"shutdown_grace_s: must be >= 0, got {self.shutdown_grace_s}")
         if self.output_tail_bytes < 0:
             raise ConfigError(f"output_tail_bytes: must be >= 0, got {self.output_tail_bytes}")
+        if self.max_return_value_bytes < 0:
+            raise ConfigError(f"max_return_value_bytes: must be >= 0, got {self.max_return_value_bytes}")
         if not 0 < self.backoff_initial_s <= self.backoff_max_s:
             raise ConfigError("backoff: need 0 < backoff_initial_s <= backoff_max_s")
 
@@ -127,7 +151,7 @@ class _State(enum.Enum):
 class _Attempt:
     key: AttemptKey
     lease: worker_pb2.Lease
-    runner: AttemptRunner
+    runner: Runner
     ttl_s: float
     deadline: float  # clock.monotonic() seconds
     task: asyncio.Task[None] | None = None
@@ -176,7 +200,11 @@ class _Session:
 
 
 class Worker:
-    """A worker agent. `await run()` until `stop()`; one instance per process is the normal case."""
+    """A worker agent. `await run()` until `stop()`; one instance per process is the normal case.
+
+    `handlers`: the registry of Python handlers; by default an empty one of this worker's own that falls
+    back on the module-level `cronraft.client.handlers.registry`.
+    """
 
     def __init__(
         self,
@@ -184,8 +212,10 @@ class Worker:
         *,
         clock: Clock | None = None,
         base_env: Mapping[str, str] | None = None,
+        handlers: HandlerRegistry | None = None,
     ) -> None:
         self.config = config
+        self.handlers = handlers if handlers is not None else HandlerRegistry(parent=_handlers.registry)
         self._clock: Clock = clock or SystemClock()
         self._base_env = base_env
         self._log = _log.bind(worker_id=config.worker_id)
@@ -202,6 +232,10 @@ class Worker:
         self.connected = asyncio.Event()  # set while a welcomed stream is open
 
     # -- public -----------------------------------------------------------------------------------
+
+    def handler(self, name: str) -> Callable[[_H], _H]:
+        """Decorator: register an (async or plain) function as this worker's handler `name`."""
+        return self.handlers.handler(name)
 
     def stop(self, *, immediate: bool = False) -> None:
         """Stop taking leases; running attempts get `shutdown_grace_s` (none if `immediate`) to finish."""
@@ -223,6 +257,7 @@ class Worker:
             queues=",".join(self.config.queues),
             outbox=str(self.config.outbox_dir),
             outbox_pending=len(self.outbox),
+            handlers=",".join(self.handlers.names()),
         )
         fence = asyncio.create_task(self._fence_loop(), name="fence")
         connection = asyncio.create_task(self._connection_loop(), name="connection")
@@ -438,18 +473,39 @@ class Worker:
         ttl_s = lease.lease_ttl_ms / 1000 if lease.lease_ttl_ms > 0 else session.lease_ttl_s
         live = _LiveOutput(token=lease.token)
         self._live[key] = live
-        runner = AttemptRunner(
-            lease,
-            clock=self._clock,
-            kill_grace_s=self.config.kill_grace_s,
-            output_tail_bytes=self.config.output_tail_bytes,
-            on_output=functools.partial(self._on_output, live),
-            base_env=self._base_env,
-        )
+        runner = self._runner_for(lease, functools.partial(self._on_output, live))
         attempt = _Attempt(key, lease, runner, ttl_s, deadline=self._clock.monotonic() + ttl_s)
         self._attempts[key] = attempt
         attempt.task = asyncio.create_task(self._run_attempt(attempt), name=f"attempt {lease.execution_id}")
         self._log.debug("attempt started", execution_id=lease.execution_id, attempt=lease.attempt)
+
+    def _runner_for(self, lease: worker_pb2.Lease, on_output: OutputSink) -> Runner:
+        config = self.config
+        kind = lease.payload.WhichOneof("kind")
+        if kind in ("http", "handler"):
+            work = functools.partial(run_http if kind == "http" else self._call_handler, lease)
+            return InProcessRunner(
+                lease,
+                work,
+                what="HTTP request" if kind == "http" else "handler",
+                clock=self._clock,
+                kill_grace_s=config.kill_grace_s,
+                output_tail_bytes=config.output_tail_bytes,
+                on_output=on_output,
+            )
+        return AttemptRunner(
+            lease,
+            clock=self._clock,
+            kill_grace_s=config.kill_grace_s,
+            output_tail_bytes=config.output_tail_bytes,
+            on_output=on_output,
+            base_env=self._base_env,
+        )
+
+    async def _call_handler(self, lease: worker_pb2.Lease, io: InProcessIO) -> WorkOutcome:
+        return await run_handler(
+            self.handlers, lease, io, max_return_value_bytes=self.config.max_return_value_bytes
+        )
 
     def _on_heartbeat_ack(self, session: _Session, ack: worker_pb2.HeartbeatAck) -> None:
         sent: tuple[float, float, frozenset[AttemptKey]] | None = None
@@ -707,6 +763,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="on SIGTERM/SIGINT, how long running attempts may continue before they are killed (default 10s)",
     )
+    parser.add_argument(
+        "--handlers",
+        dest="handler_modules",
+        action="append",
+        metavar="MODULE",
+        help="import MODULE, whose @cronraft.client.handlers.handler functions this worker then serves "
+        "(repeatable; the current directory is on the import path)",
+    )
     parser.add_argument("--log-format", choices=["console", "json"], default="console")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     return parser
@@ -772,6 +836,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config_from_args(args)
     except ConfigError as exc:
         parser.error(str(exc))
+    try:
+        _handlers.import_handler_modules(args.handler_modules or ())
+    except Exception as exc:  # ImportError, or whatever the module raised while loading
+        parser.error(f"--handlers: cannot import handlers: {type(exc).__name__}: {exc}")
     # The stock asyncio loop, not uvloop: uvloop spawns children with fork(), and a fork() while
     # gRPC's threads run crashed payload children with SIGSEGV before exec (seen as exit 139).
     # CPython's subprocess uses vfork()/exec on Linux, which does not run gRPC's fork handlers.

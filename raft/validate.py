@@ -8,6 +8,7 @@ Errors name the offending field as a dotted path (I8).
 
 from __future__ import annotations
 
+import json
 import re
 
 from cronraft.errors import InvalidArgument
@@ -20,6 +21,8 @@ MAX_TAG_LEN = 256
 MAX_ARGV = 4096
 MAX_ATTEMPTS = 100
 MAX_TIMEOUT_MS = 30 * 24 * 3600 * 1000
+_HANDLER_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+_TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}$")
 _QUEUE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
 
@@ -97,8 +100,43 @@ def _validate_payload(spec: common_pb2.TaskSpec) -> None:
             raise InvalidArgument("spec.payload.shell.script", "must not be empty")
         if "\0" in spec.payload.shell.script:
             raise InvalidArgument("spec.payload.shell.script", "contains a NUL byte")
+    elif kind == "http":
+        _validate_http(spec.payload.http)
+    elif kind == "handler":
+        h = spec.payload.handler
+        if not _HANDLER_RE.match(h.name):
+            raise InvalidArgument("spec.payload.handler.name", "must be 1..128 characters of [A-Za-z0-9_.:-]")
+        if h.args_json:
+            try:
+                args = json.loads(h.args_json)
+            except ValueError as e:
+                raise InvalidArgument("spec.payload.handler.args_json", f"not JSON: {e}") from None
+            if not isinstance(args, dict):
+                raise InvalidArgument(
+                    "spec.payload.handler.args_json", "must be a JSON object (keyword arguments)"
+                )
     else:
-        raise InvalidArgument("spec.payload", "exactly one of command, shell must be set")
+        raise InvalidArgument("spec.payload", "exactly one of command, shell, http, handler must be set")
+
+
+def _validate_http(h: common_pb2.HttpPayload) -> None:
+    url = h.url
+    if not (url.startswith("http://") or url.startswith("https://")) or len(url) <= len("https://"):
+        raise InvalidArgument("spec.payload.http.url", "must be an http:// or https:// URL")
+    if any(c in url for c in " \r\n\0"):
+        raise InvalidArgument("spec.payload.http.url", "must not contain spaces or control characters")
+    if h.method and not _TOKEN_RE.match(h.method):
+        raise InvalidArgument("spec.payload.http.method", f"not an HTTP method: {h.method!r}")
+    for name, value in h.headers.items():
+        if not _TOKEN_RE.match(name):
+            raise InvalidArgument("spec.payload.http.headers", f"bad header name {name!r}")
+        if any(c in value for c in "\r\n\0"):
+            raise InvalidArgument(f"spec.payload.http.headers.{name}", "must not contain line breaks")
+    for i, code in enumerate(h.expected_status):
+        if not 100 <= code <= 599:
+            raise InvalidArgument(
+                f"spec.payload.http.expected_status[{i}]", "must be an HTTP status (100..599)"
+            )
 
 
 __all__ = ["validate_spec"]
