@@ -28,7 +28,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
-from cronraft.errors import ConfigError
+from cronraft.daemon.notify import validate_targets
+from cronraft.errors import ConfigError, InvalidArgument
+from cronraft.proto.v1 import common_pb2
 
 __all__ = [
     "DEFAULT_SECRET_ENV",
@@ -122,6 +124,7 @@ class Config:
     raft: RaftConfig
     scheduler: SchedulerConfig
     log: LogConfig
+    notify_targets: tuple[common_pb2.NotifyTarget, ...] = ()  # global notification targets
     source: str = field(default="<embedded default>", compare=False)  # where it was loaded from
 
     @property
@@ -180,7 +183,7 @@ def config_from_dict(
 ) -> Config:
     """Validate a parsed TOML document; `source` names it in error messages."""
     env = os.environ if environ is None else environ
-    root = _Table(data, "", source, ("node", "cluster", "raft", "scheduler", "log"))
+    root = _Table(data, "", source, ("node", "cluster", "raft", "scheduler", "log", "notify"))
     cluster_t = root.table("cluster", ("secret_env", "secret_file", "secret", "durability", "members"))
     members = _members(cluster_t)
     node = _node(root.table("node", ("id", "data_dir")), members)
@@ -197,8 +200,43 @@ def config_from_dict(
         raft=_raft(root.table("raft", _field_names(RaftConfig))),
         scheduler=_scheduler(root.table("scheduler", _field_names(SchedulerConfig))),
         log=_log(root.table("log", _field_names(LogConfig))),
+        notify_targets=_notify(root.table("notify", ("targets",))),
         source=source,
     )
+
+
+def _notify(t: _Table) -> tuple[common_pb2.NotifyTarget, ...]:
+    """[notify] targets = [{webhook_url = "...", events = ["failure"]}, {command = ["..."], events = []}]"""
+    raw = t.data.get("targets", [])
+    if not isinstance(raw, list):
+        raise t.error("targets", "must be an array of tables")
+    out = []
+    for i, item in enumerate(raw):
+        key = f"targets[{i}]"
+        if not isinstance(item, dict) or set(item) - {"webhook_url", "command", "env", "cwd", "events"}:
+            raise t.error(key, "a table with webhook_url or command (plus env, cwd, events)")
+        target = common_pb2.NotifyTarget()
+        if "webhook_url" in item:
+            target.webhook_url = str(item["webhook_url"])
+        elif "command" in item and isinstance(item["command"], list):
+            target.command.argv.extend(str(a) for a in item["command"])
+            target.command.env.update({str(k): str(v) for k, v in dict(item.get("env", {})).items()})
+            target.command.cwd = str(item.get("cwd", ""))
+        else:
+            raise t.error(key, "needs webhook_url (a string) or command (an array of strings)")
+        for name in item.get("events", []):
+            value = getattr(common_pb2, f"NOTIFY_{str(name).upper()}", None)
+            if not isinstance(value, int):
+                raise t.error(
+                    f"{key}.events", f"unknown event {name!r} (failure, timeout, dead_letter, missed)"
+                )
+            target.events.append(common_pb2.NotifyEvent.ValueType(value))
+        out.append(target)
+    try:
+        validate_targets(out, t.key("targets"))
+    except InvalidArgument as e:
+        raise ConfigError(f"{t.source}: {e}") from None
+    return tuple(out)
 
 
 def split_host_port(address: str) -> tuple[str, int]:

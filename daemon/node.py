@@ -19,6 +19,7 @@ from cronraft.daemon.clock import Clock, SystemClock
 from cronraft.daemon.config import Config
 from cronraft.daemon.datadir import claim
 from cronraft.daemon.leader import LeaderSettings
+from cronraft.daemon.notify import Notifier
 from cronraft.daemon.runner import LeaderRunner
 from cronraft.errors import CronraftError, NotLeader, Unavailable
 from cronraft.proto.v1 import (
@@ -71,6 +72,9 @@ class Node:
             rconf, self.sm.apply_entry, self.kv, applied_index=self.sm.last_applied
         )
         self.committer = GroupCommitter(self.replicator)
+        # One notifier per process (not per term), so deliveries in flight survive a step-down.
+        self.notifier = Notifier(global_targets=config.notify_targets)
+        self._notify_task: asyncio.Task[None] | None = None
         s = config.scheduler
         self.settings = LeaderSettings(
             horizon_ms=s.horizon_ms,
@@ -93,6 +97,7 @@ class Node:
         self.replicator.on_state_change(notify)
         self.replicator.start()
         self.committer.start()
+        self._notify_task = asyncio.create_task(self.notifier.run(), name="notifier")
 
         server = grpc.aio.server(
             options=[
@@ -142,6 +147,9 @@ class Node:
         if self._server is not None:
             await self._server.stop(grace=2.0)
         await self.committer.close()
+        await self.notifier.close(drain_s=2.0)
+        if self._notify_task is not None:
+            await self._notify_task
         self.replicator.stop()
         self.kv.close()
         log.info("node stopped", node=self.config.node.id)
@@ -169,6 +177,7 @@ class Node:
                     clock=self.clock,
                     still_leader=lambda: self.replicator.status().is_leader,
                     heartbeat_interval_ms=self.config.scheduler.heartbeat_interval_ms,
+                    notifier=self.notifier,
                 )
                 self.runner.start()
                 log.info("became leader", term=st.term)

@@ -18,8 +18,11 @@ import structlog
 
 from cronraft.daemon.clock import Clock
 from cronraft.daemon.leader import LeaderCore, LeaderSettings
+from cronraft.daemon.notify import Notification, Notifier
+from cronraft.daemon.notify_events import notification_events
 from cronraft.errors import CronraftError
 from cronraft.proto.v1 import commands_pb2, common_pb2, worker_pb2
+from cronraft.raft import state as sm
 from cronraft.raft.codec import make_id
 from cronraft.raft.groupcommit import GroupCommitter
 from cronraft.raft.kv import KV
@@ -58,6 +61,7 @@ class LeaderRunner:
         clock: Clock,
         still_leader: Callable[[], bool],
         heartbeat_interval_ms: int,
+        notifier: Notifier | None = None,
     ) -> None:
         self.core = LeaderCore(kv, settings, node_id=node_id, term=term, new_id=new_id)
         self.term = term
@@ -65,6 +69,8 @@ class LeaderRunner:
         self._clock = clock
         self._still_leader = still_leader
         self._heartbeat_interval_ms = heartbeat_interval_ms
+        self._notifier = notifier
+        self._kv = kv
         self._sessions: dict[str, WorkerSession] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -139,6 +145,7 @@ class LeaderRunner:
             self.core.on_proposal_failed(cmds, self._clock.mono_ms())
         else:
             self.core.on_committed(cmds, results, self._clock.now_ms(), self._clock.mono_ms())
+            self._notify(cmds, results)
         self._flush()
         self._wake.set()
 
@@ -147,7 +154,28 @@ class LeaderRunner:
     ) -> None:
         """Client commands that committed on this leader (tasks created or cancelled) reach the wheel."""
         self.core.on_committed(cmds, results, self._clock.now_ms(), self._clock.mono_ms())
+        self._notify(cmds, results)
         self._wake.set()
+
+    def _notify(
+        self, cmds: Sequence[commands_pb2.Command], results: Sequence[commands_pb2.CommandResult]
+    ) -> None:
+        """Hand the notification events of committed commands to the notifier (leader-side, not replicated)."""
+        if self._notifier is None:
+            return
+        for event in notification_events(cmds, results):
+            with self._kv.read() as txn:
+                task = sm.read_task(txn, event.task_id)
+            if task is not None and (task.spec.notify or self._notifier.has_global_targets):
+                self._notifier.submit(
+                    Notification(
+                        event=event.event,
+                        task=task,
+                        execution=event.execution,
+                        records=event.records,
+                        dead_letter=event.dead_letter,
+                    )
+                )
 
     def _flush(self) -> None:
         out = self.core.drain_outgoing()

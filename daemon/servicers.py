@@ -12,6 +12,7 @@ import grpc
 import structlog
 
 from cronraft import errors
+from cronraft.daemon.notify import validate_targets
 from cronraft.daemon.runner import new_id
 from cronraft.proto.v1 import (
     cluster_pb2,
@@ -394,6 +395,7 @@ def _stamp_defaults(spec: common_pb2.TaskSpec, node: Node) -> None:
     stays free of configuration."""
     cfg = node.config.scheduler
     validate_spec(spec, max_payload_bytes=cfg.max_payload_bytes)
+    validate_targets(spec.notify, "spec.notify")
     spec.queue = spec.queue or "default"
     spec.timeout_ms = spec.timeout_ms or cfg.default_timeout_ms
     spec.max_attempts = spec.max_attempts or cfg.max_attempts

@@ -125,7 +125,13 @@ class Cluster:
         self.wait_leader()
         return self
 
-    def start_worker(self, worker_id: str, capacity: int = 4) -> None:
+    def start_worker(
+        self,
+        worker_id: str,
+        capacity: int = 4,
+        extra_args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
         log = open(self.root / f"{worker_id}.log", "ab")  # noqa: SIM115
         self.workers[worker_id] = subprocess.Popen(
             [
@@ -142,10 +148,11 @@ class Cluster:
                 str(self.root / f"{worker_id}-outbox"),
                 "--log-format",
                 "json",
+                *extra_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=self.env,
+            env={**self.env, **(env or {})},
             cwd=self.root,
         )
         log.close()

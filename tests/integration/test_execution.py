@@ -1,0 +1,192 @@
+"""Execution semantics with real processes: retries into the dead-letter queue with notifications,
+timeouts killing the whole process tree, cancelling a running command, HTTP and handler payloads."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from cronraft.client import Client, at, command, shell
+from cronraft.proto.v1 import common_pb2
+
+from .harness import Cluster, wait_for
+
+pytestmark = pytest.mark.integration
+
+HANDLERS = """
+from cronraft.client.handlers import handler
+
+@handler("greet")
+async def greet(ctx, name):
+    return {"hello": name, "execution": ctx.execution_id}
+"""
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    (tmp_path / "my_handlers.py").write_text(HANDLERS)
+    c = Cluster(tmp_path, n=3)
+    try:
+        c.start()
+        c.start_worker(
+            "w1", capacity=8, extra_args=("--handlers", "my_handlers"), env={"PYTHONPATH": str(tmp_path)}
+        )
+        c.wait_workers(1)
+        yield c
+    except BaseException:
+        print(c.logs())
+        raise
+    finally:
+        c.stop()
+
+
+class Hook:
+    """A local HTTP endpoint on loopback that records what it receives."""
+
+    def __init__(self, status: int = 200, body: bytes = b"ok") -> None:
+        received: list[tuple[str, dict[str, str], bytes]] = []
+        self.received = received
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                n = int(self.headers.get("Content-Length") or 0)
+                received.append((self.command, dict(self.headers), self.rfile.read(n)))
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _soon() -> common_pb2.Schedule:
+    return at(int(time.time() * 1000) + 500)
+
+
+def _final(client: Client, execution_id: str) -> common_pb2.Execution:
+    active = (common_pb2.EXECUTION_PENDING, common_pb2.EXECUTION_RUNNING, common_pb2.EXECUTION_BUFFERED)
+    return wait_for(
+        lambda: (e := client.get_execution(execution_id)).state not in active and e, 60, "a final state"
+    )
+
+
+def _only_execution(client: Client, task_id: str) -> common_pb2.Execution:
+    (ex,) = wait_for(lambda: list(client.list_executions(task_id)), 30, "the execution")
+    return ex
+
+
+def test_failures_retry_then_dead_letter_notify_and_redrive(cluster: Cluster) -> None:
+    hook = Hook()
+    try:
+        with Client(cluster.servers, timeout_s=30) as client:
+            spec = common_pb2.TaskSpec(
+                name="always-fails",
+                schedule=_soon(),
+                payload=command("sh", "-c", "echo boom >&2; exit 3"),
+                max_attempts=2,
+                retry=common_pb2.RetryPolicy(initial_backoff_ms=500),
+            )
+            spec.notify.append(common_pb2.NotifyTarget(webhook_url=hook.url))
+            task = client.create_task_spec(spec)
+            ex = _final(client, _only_execution(client, task.task_id).execution_id)
+            assert ex.state == common_pb2.EXECUTION_FAILED and ex.attempt == 2 and ex.dead_lettered
+            assert [a.exit_code for a in ex.attempts] == [3, 3]
+            letters = list(client.list_dead_letters(task_id=task.task_id))
+            assert [d.execution_id for d in letters] == [ex.execution_id]
+            assert b"boom" in letters[0].stderr_tail
+            events = wait_for(
+                lambda: (
+                    {json.loads(b)["event"] for _, _, b in hook.received} >= {"failure", "dead_letter"}
+                    and hook.received
+                ),
+                30,
+                "the notifications",
+            )
+            body = json.loads(events[0][2])
+            assert (
+                body["task"]["task_id"] == task.task_id
+                and body["execution"]["execution_id"] == ex.execution_id
+            )
+            (again,) = client.redrive_dead_letters([ex.execution_id])
+            assert again.execution_id == ex.execution_id
+            redone = wait_for(
+                lambda: (e := client.get_execution(ex.execution_id)).attempt >= 3 and e,
+                30,
+                "a redriven attempt",
+            )
+            assert redone.redrives == 1
+    finally:
+        hook.close()
+
+
+def test_a_timeout_kills_the_whole_process_tree(cluster: Cluster, tmp_path: Path) -> None:
+    pid_file = tmp_path / "grandchild.pid"
+    script = f"sleep 60 & echo $! > {pid_file}; wait"
+    with Client(cluster.servers, timeout_s=30) as client:
+        task = client.create_task("hangs", _soon(), shell(script), timeout_ms=1_500)
+        ex = _final(client, _only_execution(client, task.task_id).execution_id)
+    assert ex.state == common_pb2.EXECUTION_TIMED_OUT
+    pid = int(pid_file.read_text())
+    wait_for(lambda: not _alive(pid), 10, "the grandchild to be gone")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie waiting for its reaper counts as dead.
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split()[2] != "Z"
+
+
+def test_cancelling_a_running_execution_kills_it(cluster: Cluster, tmp_path: Path) -> None:
+    started = tmp_path / "started"
+    with Client(cluster.servers, timeout_s=30) as client:
+        task = client.create_task("long", _soon(), shell(f"touch {started}; exec sleep 60"))
+        ex = _only_execution(client, task.task_id)
+        wait_for(started.exists, 30, "the command to start")
+        client.cancel_execution(ex.execution_id, reason="not needed")
+        done = _final(client, ex.execution_id)
+    assert done.state == common_pb2.EXECUTION_CANCELLED
+
+
+def test_http_and_handler_payloads_run_on_the_worker(cluster: Cluster) -> None:
+    hook = Hook(body=b"pong")
+    try:
+        with Client(cluster.servers, timeout_s=30) as client:
+            http_payload = common_pb2.Payload(
+                http=common_pb2.HttpPayload(url=hook.url, method="POST", body=b"ping")
+            )
+            t1 = client.create_task("call", _soon(), http_payload)
+            handler_payload = common_pb2.Payload(
+                handler=common_pb2.HandlerPayload(name="greet", args_json='{"name": "ada"}')
+            )
+            t2 = client.create_task("greet", _soon(), handler_payload)
+            e1 = _final(client, _only_execution(client, t1.task_id).execution_id)
+            e2 = _final(client, _only_execution(client, t2.task_id).execution_id)
+        assert e1.state == common_pb2.EXECUTION_SUCCEEDED and e1.stdout_tail.endswith(b"pong")
+        method, headers, body = hook.received[0]
+        assert method == "POST" and body == b"ping" and headers["Cronraft-Execution-Id"] == e1.execution_id
+        assert e2.state == common_pb2.EXECUTION_SUCCEEDED
+        assert json.loads(e2.return_value) == {"hello": "ada", "execution": e2.execution_id}
+    finally:
+        hook.close()
