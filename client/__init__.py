@@ -7,13 +7,19 @@
         print(task.task_id, task.next_fire_ms)
 
 Writes follow the leader (redirects) and are idempotent across retries (one request id per call); reads
-go to any node. Schedules come from `cron`, `at`, `every` (fixed rate) and `delay` (fixed delay); tasks
-are edited with `Client.edit_task`, paused, resumed, triggered, backfilled and explained (the fire
-ledger); calendars are `cronraft.v1.Calendar` messages stored with `Client.put_calendar`.
+go to any node. Schedules come from `cron`, `at`, `every` (fixed rate) and `delay` (fixed delay);
+payloads from `command`, `shell`, `http` and `handler`; run policies from `retry`, `notify_webhook` and
+`notify_command`; tasks are edited with `Client.edit_task`, paused, resumed, triggered, backfilled and
+explained (the fire ledger); calendars are `cronraft.v1.Calendar` messages stored with
+`Client.put_calendar`. Dead letters are listed, shown, redriven and purged (`Client.list_dead_letters`,
+...); `cancel_tasks`, `cancel_tasks_where` and `cancel_executions` cancel in bulk and return a
+`BulkResult`.
 Errors are those of `cronraft.errors`, re-exported here.
 """
 
+from cronraft.client._builders import handler, http, notify_command, notify_webhook, retry
 from cronraft.client._common import (
+    BulkResult,
     Duration,
     Instant,
     at,
@@ -42,6 +48,7 @@ from cronraft.errors import (
 
 __all__ = [
     "AsyncClient",
+    "BulkResult",
     "Client",
     "CronraftError",
     "DeadlineExceeded",
@@ -60,7 +67,12 @@ __all__ = [
     "cron",
     "delay",
     "every",
+    "handler",
+    "http",
+    "notify_command",
+    "notify_webhook",
     "parse_duration",
     "parse_instant",
+    "retry",
     "shell",
 ]

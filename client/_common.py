@@ -593,12 +593,16 @@ _POLICY_HELP = {
 
 
 def parse_when(text: str, field: str = "instant", now_ms: int | None = None) -> int:
-    """A command-line instant in Unix ms: RFC 3339 (see `parse_instant`), "+DURATION" from now, or
-    "now". `now_ms` defaults to the wall clock (injected by tests and by offline previews)."""
+    """A command-line instant in Unix ms: RFC 3339 (see `parse_instant`), "+DURATION" from now,
+    "-DURATION" ago, or "now". `now_ms` defaults to the wall clock (injected by tests and by offline
+    previews)."""
     s = text.strip()
-    if s == "now" or s.startswith("+"):
+    if s == "now" or s[:1] in ("+", "-"):
         now = int(time.time() * 1000) if now_ms is None else now_ms
-        return now if s == "now" else now + parse_duration(s[1:], field)
+        if s == "now":
+            return now
+        delta = parse_duration(s[1:], field)
+        return now + delta if s[0] == "+" else now - delta
     return parse_instant(s, field)
 
 

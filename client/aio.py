@@ -8,7 +8,7 @@ an async context manager, or `await client.close()`, from the loop that used it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -29,6 +29,7 @@ from cronraft.proto.v1 import (
 __all__ = ["AsyncClient"]
 
 _Resp = TypeVar("_Resp")
+_Msg = TypeVar("_Msg")
 
 
 class _AsyncStubs:
@@ -142,6 +143,10 @@ class AsyncClient:
         catchup_window: _common.Duration | None = None,
         max_catchup: int = 0,
         overlap: common_pb2.OverlapPolicy.ValueType | str | None = None,
+        retry: common_pb2.RetryPolicy | None = None,
+        notify: Sequence[common_pb2.NotifyTarget] | None = None,
+        worker_labels: Mapping[str, str] | None = None,
+        max_concurrency: int = 0,
         request_id: str | None = None,
     ) -> common_pb2.Task:
         """Create a task; see `Client.create_task`."""
@@ -159,6 +164,10 @@ class AsyncClient:
             catchup_window=catchup_window,
             max_catchup=max_catchup,
             overlap=overlap,
+            retry=retry,
+            notify=notify,
+            worker_labels=worker_labels,
+            max_concurrency=max_concurrency,
         )
         return await self.create_task_spec(spec, request_id=request_id)
 
@@ -224,6 +233,45 @@ class AsyncClient:
         return await self._invoke(
             lambda s: s.scheduler.CancelTask, request, common_pb2.Task, write=True, request_id=rid
         )
+
+    async def cancel_tasks(
+        self, task_ids: Iterable[str], *, request_ids: Mapping[str, str] | None = None
+    ) -> _common.BulkResult[common_pb2.Task]:
+        """Cancel each task in turn; see `Client.cancel_tasks`."""
+        rids = _common.bulk_request_ids(task_ids, request_ids)
+        return await self._bulk(rids, lambda i, rid: self.cancel_task(i, request_id=rid))
+
+    async def cancel_tasks_where(
+        self,
+        *,
+        state: common_pb2.TaskState.ValueType | str | None = None,
+        tags: Mapping[str, str] | None = None,
+        name_prefix: str = "",
+        request_ids: Mapping[str, str] | None = None,
+    ) -> _common.BulkResult[common_pb2.Task]:
+        """List the tasks matching the filters, then cancel them one by one: not atomic; see
+        `Client.cancel_tasks_where`."""
+        _common.check_task_filter(state, tags, name_prefix)
+        ids = [
+            t.task_id
+            async for t in self.list_tasks(state=state, tags=tags, name_prefix=name_prefix)
+            if t.state != common_pb2.TASK_CANCELLED
+        ]
+        return await self.cancel_tasks(ids, request_ids=request_ids)
+
+    async def _bulk(
+        self, request_ids: Mapping[str, str], call: Callable[[str, str], Awaitable[_Msg]]
+    ) -> _common.BulkResult[_Msg]:
+        result: _common.BulkResult[_Msg] = _common.BulkResult(request_ids=dict(request_ids))
+        for item, rid in request_ids.items():
+            if result.errors and _common.stops_bulk(list(result.errors.values())[-1]):
+                result.skipped.append(item)
+                continue
+            try:
+                result.results[item] = await call(item, rid)
+            except CronraftError as exc:
+                result.errors[item] = exc
+        return result
 
     async def update_task(
         self,
@@ -430,6 +478,85 @@ class AsyncClient:
         return await self._invoke(
             lambda s: s.scheduler.CancelExecution, request, common_pb2.Execution, write=True, request_id=rid
         )
+
+    async def cancel_executions(
+        self, execution_ids: Iterable[str], reason: str = "", *, request_ids: Mapping[str, str] | None = None
+    ) -> _common.BulkResult[common_pb2.Execution]:
+        """Cancel each execution in turn; see `Client.cancel_executions`."""
+        rids = _common.bulk_request_ids(execution_ids, request_ids)
+        return await self._bulk(rids, lambda i, rid: self.cancel_execution(i, reason, request_id=rid))
+
+    # ----------------------------------------------------------------------------------- dead letters
+
+    async def list_dead_letters_page(
+        self, task_id: str | None = None, *, page_size: int = 100, page_token: str = ""
+    ) -> tuple[list[common_pb2.DeadLetter], str]:
+        """One page of dead letters and the next page token; see `Client.list_dead_letters_page`."""
+        request = _common.list_dead_letters_request(task_id, page_size, page_token)
+        response = await self._invoke(
+            lambda s: s.scheduler.ListDeadLetters, request, scheduler_pb2.ListDeadLettersResponse, write=False
+        )
+        return list(response.dead_letters), response.next_page_token
+
+    async def list_dead_letters(
+        self, task_id: str | None = None, *, page_size: int = 100
+    ) -> AsyncIterator[common_pb2.DeadLetter]:
+        """Every dead letter (of `task_id`, or of every task), fetched page by page (`async for`)."""
+        token = ""
+        while True:
+            items, token = await self.list_dead_letters_page(task_id, page_size=page_size, page_token=token)
+            for item in items:
+                yield item
+            if not token:
+                return
+
+    async def get_dead_letter(self, execution_id: str) -> common_pb2.DeadLetter:
+        """The dead letter of `execution_id`; raises `NotFound`."""
+        request = scheduler_pb2.GetDeadLetterRequest(execution_id=execution_id)
+        return await self._invoke(
+            lambda s: s.scheduler.GetDeadLetter, request, common_pb2.DeadLetter, write=False
+        )
+
+    async def redrive_dead_letters(
+        self,
+        execution_ids: Iterable[str] = (),
+        task_id: str | None = None,
+        limit: int = 0,
+        *,
+        request_id: str | None = None,
+    ) -> list[common_pb2.Execution]:
+        """Run dead letters again; see `Client.redrive_dead_letters`."""
+        rid = request_id or _common.new_request_id()
+        request = _common.redrive_request(execution_ids, task_id, limit, rid)
+        response = await self._invoke(
+            lambda s: s.scheduler.RedriveDeadLetters,
+            request,
+            scheduler_pb2.RedriveDeadLettersResponse,
+            write=True,
+            request_id=rid,
+        )
+        return list(response.executions)
+
+    async def purge_dead_letters(
+        self,
+        execution_ids: Iterable[str] = (),
+        task_id: str | None = None,
+        before: _common.Instant | None = None,
+        limit: int = 0,
+        *,
+        request_id: str | None = None,
+    ) -> int:
+        """Delete dead letters; returns how many; see `Client.purge_dead_letters`."""
+        rid = request_id or _common.new_request_id()
+        request = _common.purge_request(execution_ids, task_id, before, limit, rid)
+        response = await self._invoke(
+            lambda s: s.scheduler.PurgeDeadLetters,
+            request,
+            scheduler_pb2.PurgeDeadLettersResponse,
+            write=True,
+            request_id=rid,
+        )
+        return response.purged
 
     # ---------------------------------------------------------------------------------------- cluster
 

@@ -1,5 +1,7 @@
 """`schedctl`: the command line of Cronraft: tasks (create, update, pause, resume, trigger, backfill,
-explain, preview, cancel), calendars, executions, cluster status.
+explain, preview, cancel, by id or by filter), calendars, executions, dead letters, cluster status.
+
+The task flags live in `_flags`, the table output in `_tables`, the JSON in `_render`.
 
 Output is a table (default) or one JSON document (`--output json`, format in docs/cli.md). Errors print
 `error: <message>` on stderr, never a traceback, and set the exit code: 0 ok, 1 a server-side error
@@ -11,26 +13,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import islice
 from typing import Any, NoReturn, TypeVar
 
-from cronraft.client import _common, preview_cli
+from cronraft.client import _common, _flags, _tables, preview_cli
+from cronraft.client._flags import UsageError
 from cronraft.client.sdk import Client
 from cronraft.errors import (
     CronraftError,
     DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
+    NotFound,
     NotLeader,
     OutcomeUnknown,
     Unavailable,
 )
-from cronraft.proto.v1 import cluster_pb2, common_pb2, scheduler_pb2
+from cronraft.proto.v1 import common_pb2
 
-__all__ = ["EXIT_OK", "EXIT_SERVER", "EXIT_UNAVAILABLE", "EXIT_USAGE", "build_parser", "main"]
+__all__ = ["EXIT_OK", "EXIT_SERVER", "EXIT_UNAVAILABLE", "EXIT_USAGE", "UsageError", "build_parser", "main"]
 
 EXIT_OK = 0
 EXIT_SERVER = 1
@@ -38,10 +41,6 @@ EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 
 _T = TypeVar("_T")
-
-
-class UsageError(Exception):
-    """Bad command line (exit code 2)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -111,11 +110,14 @@ def build_parser() -> _Parser:
         parents=[create_opts],
         help="create a task",
         usage="schedctl task create --name NAME (--cron EXPR [--tz ZONE] | --at WHEN | --every DURATION "
-        "[--anchor WHEN] | --delay DURATION [--stop-on-failure]) [options] -- ARGV...",
-        description="Create a task. After `--`: the command's argv (run without a shell), or with --shell "
-        "one shell string run by /bin/sh -c.",
+        "[--anchor WHEN] | --delay DURATION [--stop-on-failure]) [options] "
+        "(-- ARGV... | --shell -- SCRIPT | --http-url URL [http options] "
+        "| --handler NAME [--handler-args JSON])",
+        description="Create a task. The payload is exactly one of: after `--`, the command's argv (run "
+        "without a shell), or with --shell one shell string run by /bin/sh -c; --http-url (an HTTP "
+        "request); --handler (a function registered in the worker).",
     )
-    _spec_arguments(create, update=False)
+    _flags.add_spec_arguments(create, update=False)
     create.set_defaults(handler=_task_create)
 
     update = task_commands.add_parser(
@@ -126,10 +128,11 @@ def build_parser() -> _Parser:
         description="Read the task, change what the flags say, and update it if nobody changed it "
         "meanwhile. A schedule kind flag replaces the schedule's kind (the window, jitter, DST and calendar "
         "settings stay unless given); --tz alone changes the zone of a cron task. `--` ARGV replaces the "
-        "payload. Effective from the next nominal time: never retroactive.",
+        "payload (so do --http-url and --handler; the http and handler options alone change the current "
+        "http or handler payload). Effective from the next nominal time: never retroactive.",
     )
     update.add_argument("task_id", metavar="ID")
-    _spec_arguments(update, update=True)
+    _flags.add_spec_arguments(update, update=True)
     update.set_defaults(handler=_task_update)
 
     get = task_commands.add_parser("get", parents=[opts], help="show a task")
@@ -143,8 +146,21 @@ def build_parser() -> _Parser:
     lst.add_argument("--limit", type=int, default=None, metavar="N", help="show at most N tasks")
     lst.set_defaults(handler=_task_list)
 
-    cancel = task_commands.add_parser("cancel", parents=[opts], help="cancel tasks")
-    cancel.add_argument("task_ids", nargs="+", metavar="ID")
+    cancel = task_commands.add_parser(
+        "cancel",
+        parents=[opts],
+        help="cancel tasks, by id or by filter",
+        usage="schedctl task cancel ID... | schedctl task cancel [--tag KEY=VALUE]... [--name-prefix P] "
+        "[--state STATE] [--yes]",
+        description="Cancel tasks by id, or every task matching the filters (all must match; tasks "
+        "already cancelled are left alone). By filter, the command lists the tasks, asks for confirmation "
+        "on a terminal (or needs --yes), then cancels them one by one: it is not atomic.",
+    )
+    cancel.add_argument("task_ids", nargs="*", metavar="ID")
+    cancel.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="filter (repeatable)")
+    cancel.add_argument("--name-prefix", default="", metavar="P", help="filter on the name's start")
+    cancel.add_argument("--state", help="filter: scheduled | paused | completed")
+    cancel.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     cancel.set_defaults(handler=_task_cancel)
 
     pause = task_commands.add_parser("pause", parents=[opts], help="pause a task (no fire until resumed)")
@@ -273,6 +289,8 @@ def build_parser() -> _Parser:
     execution_cancel.add_argument("--reason", default="", metavar="TEXT", help="recorded with the cancel")
     execution_cancel.set_defaults(handler=_execution_cancel)
 
+    _dlq_parser(commands, opts)
+
     preview_cli.add_preview_parser(commands)  # `schedule preview`: offline, owned by preview_cli
 
     cluster = commands.add_parser("cluster", help="cluster introspection")
@@ -282,38 +300,46 @@ def build_parser() -> _Parser:
     return parser
 
 
-def _spec_arguments(parser: _Parser, *, update: bool) -> None:
-    # The flags of `task create`, shared by `task update` where every one is optional and defaults to
-    # None ("unchanged"); `_task_create` applies the documented defaults.
-    parser.add_argument("--name", required=not update, help="task name")
-    _common.add_schedule_arguments(parser, required=not update)
-    parser.add_argument("--queue", help="worker queue (default: default)")
-    parser.add_argument("--timeout", dest="task_timeout", metavar="DURATION", help="execution timeout")
-    parser.add_argument("--guarantee", help="at-least-once (default) | exactly-once | at-most-once")
-    parser.add_argument("--priority", help="high | medium (default) | low")
-    parser.add_argument("--max-attempts", type=int, metavar="N", help="attempts per execution")
-    parser.add_argument(
-        "--misfire", metavar="POLICY", help="missed times: skip | fire-once | fire-all (default)"
+def _dlq_parser(commands: Any, opts: _Parser) -> None:
+    dlq = commands.add_parser("dlq", help="dead letters: list, show, redrive, purge")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", metavar="SUBCOMMAND", required=True)
+    lst = dlq_commands.add_parser("list", parents=[opts], help="list dead letters")
+    lst.add_argument("--task", metavar="ID", help="only those of this task")
+    lst.add_argument("--limit", type=int, default=None, metavar="N", help="show at most N dead letters")
+    lst.set_defaults(handler=_dlq_list)
+    show = dlq_commands.add_parser(
+        "show", parents=[opts], help="show a dead letter: reason, attempts, output tails"
     )
-    parser.add_argument(
-        "--catchup-window", metavar="DURATION", help="missed times older than this never fire (default 60s)"
+    show.add_argument("execution_id", metavar="EXECUTION_ID")
+    show.set_defaults(handler=_dlq_show)
+    redrive = dlq_commands.add_parser(
+        "redrive",
+        parents=[opts],
+        help="run dead letters again as new executions",
+        usage="schedctl dlq redrive (EXECUTION_ID... | --task ID) [--limit N]",
     )
-    parser.add_argument("--max-catchup", type=int, metavar="N", help="fire-all fires at most N missed times")
-    parser.add_argument(
-        "--overlap",
-        metavar="POLICY",
-        help="a fire while the previous run is on: skip | buffer-one | buffer-all | cancel-other | "
-        "terminate-other | allow-all (default)",
+    redrive.add_argument("execution_ids", nargs="*", metavar="EXECUTION_ID")
+    redrive.add_argument("--task", metavar="ID", help="every dead letter of this task")
+    redrive.add_argument(
+        "--limit", type=int, default=0, metavar="N", help="at most N (default: the cluster's)"
     )
-    tag_help = "set a tag (repeatable)" if update else "a tag (repeatable)"
-    parser.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help=tag_help)
-    if update:
-        parser.add_argument(
-            "--remove-tag", action="append", default=[], metavar="KEY", help="remove a tag (repeatable)"
-        )
-    parser.add_argument("--shell", action="store_true", help="run the one argument after -- with /bin/sh -c")
-    parser.add_argument("--request-id", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("argv", nargs="*", help=argparse.SUPPRESS)
+    redrive.set_defaults(handler=_dlq_redrive)
+    purge = dlq_commands.add_parser(
+        "purge",
+        parents=[opts],
+        help="delete dead letters",
+        usage="schedctl dlq purge (EXECUTION_ID... | --task ID) [--before WHEN] [--limit N] [--yes]",
+        description="Delete dead letters for good. Asks for confirmation on a terminal unless --yes; "
+        "without a terminal, --yes is required.",
+    )
+    purge.add_argument("execution_ids", nargs="*", metavar="EXECUTION_ID")
+    purge.add_argument("--task", metavar="ID", help="the dead letters of this task")
+    purge.add_argument(
+        "--before", metavar="WHEN", help="only those dead before WHEN (RFC 3339, now, or -DURATION ago)"
+    )
+    purge.add_argument("--limit", type=int, default=0, metavar="N", help="at most N (0: the cluster's bound)")
+    purge.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    purge.set_defaults(handler=_dlq_purge)
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -381,64 +407,23 @@ def _emit(args: argparse.Namespace, doc: Any, table: Callable[[], str]) -> None:
 
 def _task_create(client: Client, args: argparse.Namespace) -> None:
     schedule = _common.schedule_from_args(args)
-    payload = _payload(args)
+    payload = _flags.payload_from_args(args)
     assert payload is not None
-    spec = _common.build_spec(args.name, schedule, payload, tags=_tags(args.tag))
-    spec = _common.edit_spec(spec, _spec_changes(args))
+    spec = _common.build_spec(args.name, schedule, payload, tags=_flags.parse_pairs(args.tag, "--tag"))
+    spec = _common.edit_spec(spec, _flags.spec_changes(args))
     task = client.create_task_spec(spec, request_id=args.request_id)
-    _emit(args, _common.task_to_json(task), lambda: _task_detail(task))
-
-
-def _spec_changes(args: argparse.Namespace) -> dict[str, Any]:
-    """The spec fields given on the command line (besides name, schedule, payload and tags)."""
-    changes: dict[str, Any] = {}
-    if args.name is not None:
-        changes["name"] = args.name
-    if args.queue is not None:
-        changes["queue"] = args.queue
-    if args.task_timeout is not None:
-        changes["timeout_ms"] = _common.parse_duration(args.task_timeout, "--timeout")
-    if args.guarantee is not None:
-        changes["guarantee"] = _common.parse_guarantee(args.guarantee, "--guarantee")
-    if args.priority is not None:
-        changes["priority"] = _common.parse_priority(args.priority, "--priority")
-    if args.max_attempts is not None:
-        changes["max_attempts"] = _non_negative(args.max_attempts, "--max-attempts")
-    if args.misfire is not None:
-        changes["misfire"] = _common.parse_misfire(args.misfire, "--misfire")
-    if args.catchup_window is not None:
-        changes["catchup_window"] = _common.parse_duration(args.catchup_window, "--catchup-window")
-    if args.max_catchup is not None:
-        changes["max_catchup"] = _non_negative(args.max_catchup, "--max-catchup")
-    if args.overlap is not None:
-        changes["overlap"] = _common.parse_overlap(args.overlap, "--overlap")
-    return changes
-
-
-def _payload(args: argparse.Namespace, *, required: bool = True) -> common_pb2.Payload | None:
-    """The payload after `--` (None when optional and absent)."""
-    if args.shell:
-        if len(args.argv) != 1:
-            raise UsageError(
-                f"--shell takes exactly one argument after --, the script (quote it); got {len(args.argv)}"
-            )
-        return _common.shell(args.argv[0])
-    if not args.argv:
-        if required:
-            raise UsageError("missing command: put its argv after --, e.g. -- echo hello")
-        return None
-    return _common.command(*args.argv)
+    _emit(args, _common.task_to_json(task), lambda: _tables.task_detail(task))
 
 
 def _task_update(client: Client, args: argparse.Namespace) -> None:
     task = client.get_task(args.task_id)
-    changes = _spec_changes(args)
+    changes = _flags.spec_changes(args, task.spec)
     changes["schedule"] = _common.schedule_from_args(args, task.spec.schedule)
-    payload = _payload(args, required=False)
+    payload = _flags.payload_from_args(args, task.spec.payload, required=False)
     if payload is not None:
         changes["payload"] = payload
     tags = dict(task.spec.tags)
-    tags.update(_tags(args.tag))
+    tags.update(_flags.parse_pairs(args.tag, "--tag"))
     for key in args.remove_tag:
         tags.pop(key, None)
     changes["tags"] = tags
@@ -453,22 +438,22 @@ def _task_update(client: Client, args: argparse.Namespace) -> None:
         if "version" in str(exc).lower():
             raise FailedPrecondition(f"the task changed meanwhile; retry ({exc})") from None
         raise
-    _emit(args, _common.task_to_json(updated), lambda: _task_detail(updated))
+    _emit(args, _common.task_to_json(updated), lambda: _tables.task_detail(updated))
 
 
 def _task_pause(client: Client, args: argparse.Namespace) -> None:
     task = client.pause_task(args.task_id, args.note)
-    _emit(args, _common.task_to_json(task), lambda: _task_detail(task))
+    _emit(args, _common.task_to_json(task), lambda: _tables.task_detail(task))
 
 
 def _task_resume(client: Client, args: argparse.Namespace) -> None:
     task = client.resume_task(args.task_id, args.replay_missed)
-    _emit(args, _common.task_to_json(task), lambda: _task_detail(task))
+    _emit(args, _common.task_to_json(task), lambda: _tables.task_detail(task))
 
 
 def _task_trigger(client: Client, args: argparse.Namespace) -> None:
     execution = client.trigger_task(args.task_id)
-    _emit(args, _common.execution_to_json(execution), lambda: _execution_detail(execution))
+    _emit(args, _common.execution_to_json(execution), lambda: _tables.execution_detail(execution))
 
 
 def _task_backfill(client: Client, args: argparse.Namespace) -> None:
@@ -477,27 +462,29 @@ def _task_backfill(client: Client, args: argparse.Namespace) -> None:
     assert from_ms is not None and to_ms is not None
     if to_ms < from_ms:
         raise InvalidArgument("--to", "must not be before --from")
-    executions = client.backfill_task(args.task_id, from_ms, to_ms, _non_negative(args.max, "--max"))
-    _emit(args, [_common.execution_to_json(e) for e in executions], lambda: _execution_table(executions))
+    executions = client.backfill_task(args.task_id, from_ms, to_ms, _flags.non_negative(args.max, "--max"))
+    _emit(
+        args, [_common.execution_to_json(e) for e in executions], lambda: _tables.execution_table(executions)
+    )
 
 
 def _task_explain(client: Client, args: argparse.Namespace) -> None:
     limit = _limit(args.limit)
     assert limit is not None
     response = client.explain_task(args.task_id, _when(args.from_, "--from"), _when(args.to, "--to"), limit)
-    _emit(args, _common.explain_to_json(response), lambda: _explain_text(response))
+    _emit(args, _common.explain_to_json(response), lambda: _tables.explain_text(response))
 
 
 def _task_preview(client: Client, args: argparse.Namespace) -> None:
     if args.count < 1:
         raise InvalidArgument("--count", f"must be at least 1, got {args.count}")
     fires = client.preview_task(args.task_id, _when(args.from_, "--from"), args.count)
-    _emit(args, [_common.preview_fire_to_json(f) for f in fires], lambda: _preview_table(fires))
+    _emit(args, [_common.preview_fire_to_json(f) for f in fires], lambda: _tables.preview_table(fires))
 
 
 def _task_get(client: Client, args: argparse.Namespace) -> None:
     task = client.get_task(args.task_id)
-    _emit(args, _common.task_to_json(task), lambda: _task_detail(task))
+    _emit(args, _common.task_to_json(task), lambda: _tables.task_detail(task))
 
 
 def _task_list(client: Client, args: argparse.Namespace) -> None:
@@ -507,29 +494,69 @@ def _task_list(client: Client, args: argparse.Namespace) -> None:
     tasks = list(
         _take(
             client.list_tasks(
-                state=state, tags=_tags(args.tag), name_prefix=args.name_prefix, page_size=page_size
+                state=state,
+                tags=_flags.parse_pairs(args.tag, "--tag"),
+                name_prefix=args.name_prefix,
+                page_size=page_size,
             ),
             limit,
         )
     )
-    _emit(args, [_common.task_to_json(t) for t in tasks], lambda: _task_table(tasks))
+    _emit(args, [_common.task_to_json(t) for t in tasks], lambda: _tables.task_table(tasks))
 
 
 def _task_cancel(client: Client, args: argparse.Namespace) -> None:
-    cancelled: list[common_pb2.Task] = []
-    failures: list[CronraftError] = []
-    for task_id in args.task_ids:
-        try:
-            cancelled.append(client.cancel_task(task_id))
-        except CronraftError as exc:
-            _error(f"{task_id}: {exc}")
-            failures.append(exc)
-            if exit_code_for(exc) == EXIT_UNAVAILABLE:
-                break  # the cluster is unreachable: do not wait a full timeout per remaining id
-    if cancelled or args.output == "json":
-        _emit(args, [_common.task_to_json(t) for t in cancelled], lambda: _task_table(cancelled))
-    if failures:
-        raise _Reported(max(exit_code_for(f) for f in failures))
+    filtered = bool(args.tag or args.name_prefix or args.state is not None)
+    if filtered and args.task_ids:
+        raise UsageError("give task ids or filters (--tag, --name-prefix, --state), not both")
+    if not filtered and not args.task_ids:
+        raise UsageError("give task ids, or filters: --tag KEY=VALUE, --name-prefix P, --state STATE")
+    ids = list(args.task_ids)
+    if filtered:
+        state = _common.parse_task_state(args.state, "--state")
+        tags = _flags.parse_pairs(args.tag, "--tag")
+        matching = [
+            t
+            for t in client.list_tasks(state=state or None, tags=tags, name_prefix=args.name_prefix)
+            if t.state != common_pb2.TASK_CANCELLED
+        ]
+        ids = [t.task_id for t in matching]
+        if ids:
+            names = ", ".join(f"{t.task_id} ({t.spec.name})" for t in matching[:5])
+            more = f" and {len(ids) - 5} more" if len(ids) > 5 else ""
+            _confirm(args, f"cancel {len(ids)} task(s): {names}{more}")
+    result = client.cancel_tasks(ids)
+    cancelled = list(result.results.values())
+    if cancelled or args.output == "json" or filtered:
+        _emit(args, [_common.task_to_json(t) for t in cancelled], lambda: _tables.task_table(cancelled))
+    _report_bulk(result)
+
+
+def _report_bulk(result: _common.BulkResult[Any]) -> None:
+    """One `error:` line per failed id and per id not tried; raise the worst exit code, if any."""
+    for item, exc in result.errors.items():
+        _error(f"{item}: {exc}")
+    for item in result.skipped:
+        _error(f"{item}: not tried: the cluster is unreachable")
+    codes = [exit_code_for(e) for e in result.errors.values()]
+    if result.skipped:
+        codes.append(EXIT_UNAVAILABLE)
+    if codes:
+        raise _Reported(max(codes))
+
+
+def _confirm(args: argparse.Namespace, action: str) -> None:
+    """Ask whether to do `action` on a terminal (on stderr, so that stdout stays one document) unless
+    --yes; with no terminal, --yes is required (exit 2). Anything but y/yes aborts (exit 1)."""
+    if args.yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(f"{action}: confirmation needed, but stdin is not a terminal: pass --yes")
+    sys.stderr.write(f"{action}? [y/N] ")
+    sys.stderr.flush()
+    if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+        _error("aborted: nothing was changed")
+        raise _Reported(EXIT_SERVER)
 
 
 class _Reported(Exception):
@@ -545,29 +572,80 @@ def _executions(client: Client, args: argparse.Namespace) -> None:
     state = _common.parse_execution_state(args.state, "--state")
     page_size = min(limit, _common.MAX_PAGE_SIZE) if limit else 100
     executions = list(_take(client.list_executions(args.task_id, state=state, page_size=page_size), limit))
-    _emit(args, [_common.execution_to_json(e) for e in executions], lambda: _execution_table(executions))
+    _emit(
+        args, [_common.execution_to_json(e) for e in executions], lambda: _tables.execution_table(executions)
+    )
 
 
 def _execution_get(client: Client, args: argparse.Namespace) -> None:
     execution = client.get_execution(args.execution_id)
-    _emit(args, _common.execution_to_json(execution), lambda: _execution_detail(execution))
+    _emit(args, _common.execution_to_json(execution), lambda: _tables.execution_detail(execution))
 
 
 def _execution_cancel(client: Client, args: argparse.Namespace) -> None:
-    cancelled: list[common_pb2.Execution] = []
-    failures: list[CronraftError] = []
-    for execution_id in args.execution_ids:
-        try:
-            cancelled.append(client.cancel_execution(execution_id, args.reason))
-        except CronraftError as exc:
-            _error(f"{execution_id}: {exc}")
-            failures.append(exc)
-            if exit_code_for(exc) == EXIT_UNAVAILABLE:
-                break
+    result = client.cancel_executions(args.execution_ids, args.reason)
+    cancelled = list(result.results.values())
     if cancelled or args.output == "json":
-        _emit(args, [_common.execution_to_json(e) for e in cancelled], lambda: _execution_table(cancelled))
-    if failures:
-        raise _Reported(max(exit_code_for(f) for f in failures))
+        _emit(
+            args,
+            [_common.execution_to_json(e) for e in cancelled],
+            lambda: _tables.execution_table(cancelled),
+        )
+    _report_bulk(result)
+
+
+def _dlq_list(client: Client, args: argparse.Namespace) -> None:
+    limit = _limit(args.limit)
+    page_size = min(limit, _common.MAX_PAGE_SIZE) if limit else 100
+    items = list(_take(client.list_dead_letters(args.task, page_size=page_size), limit))
+    _emit(args, [_common.dead_letter_to_json(d) for d in items], lambda: _tables.dead_letter_table(items))
+
+
+def _dlq_show(client: Client, args: argparse.Namespace) -> None:
+    dead = client.get_dead_letter(args.execution_id)
+    execution: common_pb2.Execution | None
+    try:
+        execution = client.get_execution(args.execution_id)
+    except NotFound:  # the execution's history may have been trimmed: the dead letter stands alone
+        execution = None
+    doc = _common.dead_letter_to_json(dead)
+    doc["execution"] = _common.execution_to_json(execution) if execution is not None else None
+    _emit(args, doc, lambda: _tables.dead_letter_detail(dead, execution))
+
+
+def _dlq_selection(args: argparse.Namespace) -> None:
+    if args.execution_ids and args.task:
+        raise UsageError("give EXECUTION_IDs or --task ID, not both")
+    if not args.execution_ids and not args.task:
+        raise UsageError("give EXECUTION_IDs or --task ID")
+    _flags.non_negative(args.limit, "--limit")
+
+
+def _dlq_redrive(client: Client, args: argparse.Namespace) -> None:
+    _dlq_selection(args)
+    executions = client.redrive_dead_letters(args.execution_ids, args.task, args.limit)
+    _emit(
+        args,
+        [_common.execution_to_json(e) for e in executions],
+        lambda: _tables.execution_table(executions) if executions else "nothing redriven",
+    )
+
+
+def _dlq_purge(client: Client, args: argparse.Namespace) -> None:
+    _dlq_selection(args)
+    before = _when(args.before, "--before")
+    what = (
+        f"{len(args.execution_ids)} dead letter(s): {', '.join(args.execution_ids)}"
+        if args.execution_ids
+        else f"the dead letters of task {args.task}"
+    )
+    if before is not None:
+        what += f" dead before {_common.format_instant(before)}"
+    if args.limit:
+        what += f" (at most {args.limit})"
+    _confirm(args, f"purge {what} (this cannot be undone)")
+    purged = client.purge_dead_letters(args.execution_ids, args.task, before, args.limit)
+    _emit(args, {"purged": purged}, lambda: f"purged {purged} dead letter(s)")
 
 
 _RULE_FLAGS = ("date", "holidays", "date_range", "time_of_day", "exclude_cron", "include")
@@ -626,17 +704,17 @@ def _calendar_from_flags(args: argparse.Namespace) -> common_pb2.Calendar:
 
 def _calendar_put(client: Client, args: argparse.Namespace) -> None:
     calendar = client.put_calendar(_calendar_from_flags(args))
-    _emit(args, _common.calendar_to_json(calendar), lambda: _calendar_detail(calendar))
+    _emit(args, _common.calendar_to_json(calendar), lambda: _tables.calendar_detail(calendar))
 
 
 def _calendar_get(client: Client, args: argparse.Namespace) -> None:
     calendar = client.get_calendar(args.name)
-    _emit(args, _common.calendar_to_json(calendar), lambda: _calendar_detail(calendar))
+    _emit(args, _common.calendar_to_json(calendar), lambda: _tables.calendar_detail(calendar))
 
 
 def _calendar_list(client: Client, args: argparse.Namespace) -> None:
     calendars = client.list_calendars()
-    _emit(args, [_common.calendar_to_json(c) for c in calendars], lambda: _calendar_table(calendars))
+    _emit(args, [_common.calendar_to_json(c) for c in calendars], lambda: _tables.calendar_table(calendars))
 
 
 def _calendar_delete(client: Client, args: argparse.Namespace) -> None:
@@ -646,7 +724,7 @@ def _calendar_delete(client: Client, args: argparse.Namespace) -> None:
 
 def _cluster_status(client: Client, args: argparse.Namespace) -> None:
     status = client.cluster_status()
-    _emit(args, _common.status_to_json(status), lambda: _status_detail(status))
+    _emit(args, _common.status_to_json(status), lambda: _tables.status_detail(status))
 
 
 # -------------------------------------------------------------------------------------- argument helpers
@@ -659,22 +737,6 @@ def _when(text: str | None, flag: str) -> int | None:
     return _common.parse_when(text, flag)
 
 
-def _tags(pairs: Iterable[str]) -> dict[str, str]:
-    tags: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise InvalidArgument("--tag", f"expected KEY=VALUE, got {pair!r}")
-        tags[key] = value
-    return tags
-
-
-def _non_negative(value: int, flag: str) -> int:
-    if value < 0:
-        raise InvalidArgument(flag, f"must not be negative, got {value}")
-    return value
-
-
 def _limit(value: int | None) -> int | None:
     if value is not None and value < 1:
         raise InvalidArgument("--limit", f"must be at least 1, got {value}")
@@ -683,306 +745,6 @@ def _limit(value: int | None) -> int | None:
 
 def _take(items: Iterator[_T], limit: int | None) -> Iterator[_T]:
     return items if limit is None else islice(items, limit)
-
-
-# ----------------------------------------------------------------------------------------------- tables
-
-
-def _time(ms: int) -> str:
-    """RFC 3339 UTC to the second for tables; "-" for none."""
-    return _common.format_instant(ms)[:19] + "Z" if ms else "-"
-
-
-def format_duration(ms: int) -> str:
-    """Compact duration: 90000 -> "1m30s", 1500 -> "1s500ms", 0 -> "0s"."""
-    if ms <= 0:
-        return "0s"
-    parts = []
-    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
-        if ms >= size:
-            parts.append(f"{ms // size}{unit}")
-            ms %= size
-    return "".join(parts)
-
-
-def _schedule_text(schedule: common_pb2.Schedule) -> str:
-    kind = schedule.WhichOneof("kind")
-    if kind == "cron":
-        return f"cron {schedule.cron.expression} ({schedule.cron.time_zone or 'UTC'})"
-    if kind == "at":
-        return f"at {_time(schedule.at.at_ms)}"
-    if kind == "fixed_rate":
-        anchor = f" from {_time(schedule.fixed_rate.anchor_ms)}" if schedule.fixed_rate.anchor_ms else ""
-        return f"every {format_duration(schedule.fixed_rate.period_ms)}{anchor}"
-    if kind == "fixed_delay":
-        stop = ", stop on failure" if schedule.fixed_delay.stop_on_failure else ""
-        return f"delay {format_duration(schedule.fixed_delay.delay_ms)}{stop}"
-    return "-"
-
-
-def _window_text(schedule: common_pb2.Schedule) -> str:
-    parts = []
-    if schedule.start_at_ms:
-        parts.append(f"from {_time(schedule.start_at_ms)}")
-    if schedule.end_at_ms:
-        parts.append(f"until {_time(schedule.end_at_ms)}")
-    if schedule.max_runs:
-        parts.append(f"at most {schedule.max_runs} runs")
-    return ", ".join(parts) or "-"
-
-
-def _timing_text(schedule: common_pb2.Schedule) -> str:
-    parts = []
-    if schedule.jitter_ms:
-        parts.append(f"jitter up to {format_duration(schedule.jitter_ms)}")
-    parts.append(f"dst gap {_common.policy_name(common_pb2.DstGapPolicy, schedule.dst_gap, 'DST_GAP_')}")
-    parts.append(f"dst fold {_common.policy_name(common_pb2.DstFoldPolicy, schedule.dst_fold, 'DST_FOLD_')}")
-    return ", ".join(parts)
-
-
-def _calendars_text(schedule: common_pb2.Schedule) -> str:
-    if not schedule.calendars:
-        return "-"
-    action = _common.policy_name(common_pb2.CalendarAction, schedule.calendar_action, "CALENDAR_")
-    return f"{', '.join(schedule.calendars)} ({action})"
-
-
-def _policies_text(spec: common_pb2.TaskSpec) -> str:
-    misfire = _common.policy_name(common_pb2.MisfirePolicy, spec.misfire, "MISFIRE_")
-    overlap = _common.policy_name(common_pb2.OverlapPolicy, spec.overlap, "OVERLAP_")
-    window = format_duration(spec.catchup_window_ms) if spec.catchup_window_ms else "default"
-    cap = str(spec.max_catchup) if spec.max_catchup else "default"
-    return f"misfire {misfire} (catch-up window {window}, max {cap}), overlap {overlap}"
-
-
-def _payload_text(payload: common_pb2.Payload) -> str:
-    kind = payload.WhichOneof("kind")
-    if kind == "command":
-        return shlex.join(payload.command.argv)
-    if kind == "shell":
-        return f"sh -c {shlex.quote(payload.shell.script)}"
-    return "-"
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    lines = [
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in [headers, *rows]
-    ]
-    return "\n".join(lines)
-
-
-def _fields(pairs: Sequence[tuple[str, str]]) -> str:
-    width = max(len(k) for k, _ in pairs) + 1
-    return "\n".join(f"{(k + ':').ljust(width)}  {v}" for k, v in pairs)
-
-
-def _enum(wrapper: Any, number: int, prefix: str = "") -> str:
-    return _common.enum_name(wrapper, number, prefix)
-
-
-def _task_table(tasks: Sequence[common_pb2.Task]) -> str:
-    rows = [
-        [
-            t.task_id,
-            t.spec.name,
-            _enum(common_pb2.TaskState, t.state, "TASK_"),
-            _schedule_text(t.spec.schedule),
-            _time(t.next_fire_ms),
-            str(t.fire_count),
-        ]
-        for t in tasks
-    ]
-    return _table(["TASK_ID", "NAME", "STATE", "SCHEDULE", "NEXT_FIRE", "FIRES"], rows)
-
-
-def _task_detail(task: common_pb2.Task) -> str:
-    spec = task.spec
-    return _fields(
-        [
-            ("task_id", task.task_id),
-            ("name", spec.name),
-            ("state", _enum(common_pb2.TaskState, task.state, "TASK_")),
-            ("schedule", _schedule_text(spec.schedule)),
-            ("window", _window_text(spec.schedule)),
-            ("timing", _timing_text(spec.schedule)),
-            ("calendars", _calendars_text(spec.schedule)),
-            ("policies", _policies_text(spec)),
-            ("payload", _payload_text(spec.payload)),
-            ("tags", ", ".join(f"{k}={v}" for k, v in sorted(spec.tags.items())) or "-"),
-            ("queue", spec.queue or "default"),
-            ("timeout", format_duration(spec.timeout_ms) if spec.timeout_ms else "cluster default"),
-            ("guarantee", _enum(common_pb2.DeliveryGuarantee, spec.guarantee)),
-            ("priority", _enum(common_pb2.Priority, spec.priority)),
-            ("max_attempts", str(spec.max_attempts) if spec.max_attempts else "default"),
-            ("next_fire", _time(task.next_fire_ms)),
-            ("next_due", _time(task.next_due_ms)),
-            ("last_fired", _time(task.last_fired_nominal_ms)),
-            ("fire_count", str(task.fire_count)),
-            ("created_at", _time(task.created_at_ms)),
-            ("updated_at", _time(task.updated_at_ms)),
-            ("version", str(task.version)),
-            *_pause_rows(task),
-        ]
-    )
-
-
-def _pause_rows(task: common_pb2.Task) -> list[tuple[str, str]]:
-    if task.state != common_pb2.TASK_PAUSED and not task.pause_note:
-        return []
-    return [("paused_at", _time(task.paused_at_ms)), ("pause_note", task.pause_note or "-")]
-
-
-def _explain_text(response: scheduler_pb2.ExplainTaskResponse) -> str:
-    head = [
-        ("state", _enum(common_pb2.TaskState, response.state, "TASK_")),
-        ("next_fire", _time(response.next_fire_ms)),
-    ]
-    if response.note:
-        head.append(("pause_note", response.note))
-    head.append(("records", str(len(response.records))))
-    rows = [
-        [
-            _time(r.nominal_time_ms),
-            _enum(common_pb2.FireOutcome, r.outcome),
-            format_duration(r.late_ms) if r.execution_id else "-",
-            r.execution_id or "-",
-            r.reason or "-",
-        ]
-        for r in response.records
-    ]
-    table = _table(["NOMINAL_TIME (UTC)", "OUTCOME", "LATE", "EXECUTION_ID", "REASON"], rows)
-    return _fields(head) + "\n\n" + table
-
-
-def _preview_table(fires: Sequence[scheduler_pb2.PreviewFire]) -> str:
-    rows = [
-        [
-            _time(f.nominal_time_ms),
-            _time(f.actual_ms or f.nominal_time_ms),
-            f.local_time or "-",
-            "; ".join(f.notes) or "-",
-        ]
-        for f in fires
-    ]
-    return _table(["NOMINAL_TIME (UTC)", "DUE (UTC)", "LOCAL_TIME", "NOTES"], rows)
-
-
-def _rule_text(rule: common_pb2.CalendarRule) -> str:
-    kind = rule.WhichOneof("kind")
-    if kind == "dates":
-        return "dates " + ", ".join(rule.dates.dates)
-    if kind == "holidays":
-        sub = f"-{rule.holidays.subdivision}" if rule.holidays.subdivision else ""
-        return f"holidays {rule.holidays.country}{sub}"
-    if kind == "weekdays":
-        return "weekdays " + ",".join(str(d) for d in rule.weekdays.days)
-    if kind == "date_range":
-        return f"date range {getattr(rule.date_range, 'from')}..{rule.date_range.to}"
-    if kind == "time_of_day":
-        return f"time of day {rule.time_of_day.start}-{rule.time_of_day.end}"
-    if kind == "cron":
-        return f"cron {rule.cron}"
-    return "-"
-
-
-def _calendar_detail(calendar: common_pb2.Calendar) -> str:
-    pairs = [
-        ("name", calendar.name),
-        ("time_zone", calendar.time_zone or "UTC"),
-        ("description", calendar.description or "-"),
-        ("include", ", ".join(calendar.include) or "-"),
-        ("version", str(calendar.version)),
-        ("updated_at", _time(calendar.updated_at_ms)),
-    ]
-    rules = [f"  {_rule_text(r)}" for r in calendar.exclude] or ["  (none)"]
-    return _fields(pairs) + "\nexclude:\n" + "\n".join(rules)
-
-
-def _calendar_table(calendars: Sequence[common_pb2.Calendar]) -> str:
-    rows = [
-        [
-            c.name,
-            c.time_zone or "UTC",
-            str(len(c.exclude)),
-            ", ".join(c.include) or "-",
-            str(c.version),
-            c.description or "-",
-        ]
-        for c in calendars
-    ]
-    return _table(["NAME", "TIME_ZONE", "RULES", "INCLUDE", "VERSION", "DESCRIPTION"], rows)
-
-
-def _execution_table(executions: Sequence[common_pb2.Execution]) -> str:
-    rows = [
-        [
-            e.execution_id,
-            _time(e.nominal_time_ms),
-            _enum(common_pb2.ExecutionState, e.state, "EXECUTION_"),
-            str(e.attempt),
-            e.worker_id or "-",
-            str(e.exit_code) if e.finished_at_ms else "-",
-        ]
-        for e in executions
-    ]
-    return _table(["EXECUTION_ID", "NOMINAL_TIME", "STATE", "ATTEMPT", "WORKER", "EXIT_CODE"], rows)
-
-
-def _execution_detail(e: common_pb2.Execution) -> str:
-    token = f"{e.token.term}.{e.token.index}" if e.HasField("token") else "-"
-    head = _fields(
-        [
-            ("execution_id", e.execution_id),
-            ("task_id", e.task_id),
-            ("state", _enum(common_pb2.ExecutionState, e.state, "EXECUTION_")),
-            ("nominal_time", _time(e.nominal_time_ms)),
-            ("fired_at", _time(e.fired_at_ms)),
-            ("attempt", str(e.attempt)),
-            ("worker_id", e.worker_id or "-"),
-            ("token", token),
-            ("leased_at", _time(e.leased_at_ms)),
-            ("started_at", _time(e.started_at_ms)),
-            ("finished_at", _time(e.finished_at_ms)),
-            ("completed_at", _time(e.completed_at_ms)),
-            ("exit_code", str(e.exit_code) if e.finished_at_ms else "-"),
-            ("error", e.error or "-"),
-            ("guarantee", _enum(common_pb2.DeliveryGuarantee, e.guarantee)),
-            ("priority", _enum(common_pb2.Priority, e.priority)),
-        ]
-    )
-    parts = [head]
-    for label, data in (("stdout", e.stdout_tail), ("stderr", e.stderr_tail)):
-        text = _common.tail_text(data)
-        parts.append(f"--- {label} (tail) ---\n{text.rstrip(chr(10)) if text else '(empty)'}")
-    return "\n".join(parts)
-
-
-def _status_detail(status: cluster_pb2.StatusResponse) -> str:
-    head = _fields(
-        [
-            ("node_id", status.node_id),
-            ("is_leader", "yes" if status.is_leader else "no"),
-            ("leader", f"{status.leader_id or '-'} ({status.leader_address or 'address unknown'})"),
-            ("ready", "yes" if status.ready else "no"),
-            ("term", str(status.term)),
-            ("epoch_term", str(status.epoch_term)),
-            ("commit_index", str(status.commit_index)),
-            ("applied_index", str(status.applied_index)),
-            ("connected_workers", str(status.connected_workers)),
-        ]
-    )
-    rows = [
-        [
-            m.node_id,
-            m.grpc_address or "-",
-            m.raft_address or "-",
-            "yes" if m.connected else "no",
-            "yes" if m.node_id == status.leader_id else "",
-        ]
-        for m in status.members
-    ]
-    return head + "\n\n" + _table(["NODE_ID", "GRPC_ADDRESS", "RAFT_ADDRESS", "CONNECTED", "LEADER"], rows)
 
 
 if __name__ == "__main__":

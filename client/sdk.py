@@ -1,6 +1,7 @@
 """The synchronous Cronraft client: one object, one gRPC channel per server address, thread-safe.
 
-Writes (create, update, pause, resume, trigger, backfill, cancel, calendar changes) go to the leader: a
+Writes (create, update, pause, resume, trigger, backfill, cancel, calendar changes, dead-letter redrive
+and purge) go to the leader: a
 follower answers UNAVAILABLE with the leader's address in the `cronraft-leader` trailing metadata, and
 the client retries there and remembers it. Every write carries a
 `request_id` generated once per logical call and reused on each retry, so a retry after an unknown outcome
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -31,6 +32,7 @@ from cronraft.proto.v1 import (
 __all__ = ["Client"]
 
 _Resp = TypeVar("_Resp")
+_Msg = TypeVar("_Msg")
 
 # Reconnect quickly after a node comes back (the gRPC default starts at 1 s and grows to 120 s).
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
@@ -173,6 +175,10 @@ class Client:
         catchup_window: _common.Duration | None = None,
         max_catchup: int = 0,
         overlap: common_pb2.OverlapPolicy.ValueType | str | None = None,
+        retry: common_pb2.RetryPolicy | None = None,
+        notify: Sequence[common_pb2.NotifyTarget] | None = None,
+        worker_labels: Mapping[str, str] | None = None,
+        max_concurrency: int = 0,
         request_id: str | None = None,
     ) -> common_pb2.Task:
         """Create a task; returns it as stored (with `task_id`, `state`, `next_fire_ms`).
@@ -181,8 +187,10 @@ class Client:
         `guarantee` is an enum value or "at-least-once" / "exactly-once" / "at-most-once"; `priority`
         "high" / "medium" / "low". `misfire` ("skip" / "fire-once" / "fire-all"), `catchup_window`,
         `max_catchup` and `overlap` ("skip" / "buffer-one" / "buffer-all" / "cancel-other" /
-        "terminate-other" / "allow-all") are described in `build_spec`. `request_id` (default: a fresh
-        uuid4 hex) makes the call idempotent.
+        "terminate-other" / "allow-all") are described in `build_spec`, as are `retry` (from `retry`),
+        `notify` (from `notify_webhook` / `notify_command`), `worker_labels` and `max_concurrency`.
+        `payload` may also come from `http` or `handler`. `request_id` (default: a fresh uuid4 hex)
+        makes the call idempotent.
         """
         spec = _common.build_spec(
             name,
@@ -198,6 +206,10 @@ class Client:
             catchup_window=catchup_window,
             max_catchup=max_catchup,
             overlap=overlap,
+            retry=retry,
+            notify=notify,
+            worker_labels=worker_labels,
+            max_concurrency=max_concurrency,
         )
         return self.create_task_spec(spec, request_id=request_id)
 
@@ -262,6 +274,48 @@ class Client:
         return self._invoke(
             lambda s: s.scheduler.CancelTask, request, common_pb2.Task, write=True, request_id=rid
         )
+
+    def cancel_tasks(
+        self, task_ids: Iterable[str], *, request_ids: Mapping[str, str] | None = None
+    ) -> _common.BulkResult[common_pb2.Task]:
+        """Cancel each task in turn (one CancelTask per id, each with its own request id, reused on its
+        retries; `request_ids` gives them, e.g. from a previous result). Never raises for one id: see
+        `BulkResult` (`results`, `errors`, `skipped` once the cluster is unreachable)."""
+        rids = _common.bulk_request_ids(task_ids, request_ids)
+        return self._bulk(rids, lambda i, rid: self.cancel_task(i, request_id=rid))
+
+    def cancel_tasks_where(
+        self,
+        *,
+        state: common_pb2.TaskState.ValueType | str | None = None,
+        tags: Mapping[str, str] | None = None,
+        name_prefix: str = "",
+        request_ids: Mapping[str, str] | None = None,
+    ) -> _common.BulkResult[common_pb2.Task]:
+        """Cancel every task matching the filters (at least one is required), skipping those already
+        cancelled. Not atomic: it lists the matching tasks, then cancels them one by one, so a task
+        created or changed meanwhile may be missed or still cancelled. Results as `cancel_tasks`."""
+        _common.check_task_filter(state, tags, name_prefix)
+        ids = [
+            t.task_id
+            for t in self.list_tasks(state=state, tags=tags, name_prefix=name_prefix)
+            if t.state != common_pb2.TASK_CANCELLED
+        ]
+        return self.cancel_tasks(ids, request_ids=request_ids)
+
+    def _bulk(
+        self, request_ids: Mapping[str, str], call: Callable[[str, str], _Msg]
+    ) -> _common.BulkResult[_Msg]:
+        result: _common.BulkResult[_Msg] = _common.BulkResult(request_ids=dict(request_ids))
+        for item, rid in request_ids.items():
+            if result.errors and _common.stops_bulk(list(result.errors.values())[-1]):
+                result.skipped.append(item)
+                continue
+            try:
+                result.results[item] = call(item, rid)
+            except CronraftError as exc:
+                result.errors[item] = exc
+        return result
 
     def update_task(
         self,
@@ -460,6 +514,85 @@ class Client:
         return self._invoke(
             lambda s: s.scheduler.CancelExecution, request, common_pb2.Execution, write=True, request_id=rid
         )
+
+    def cancel_executions(
+        self, execution_ids: Iterable[str], reason: str = "", *, request_ids: Mapping[str, str] | None = None
+    ) -> _common.BulkResult[common_pb2.Execution]:
+        """Cancel each execution in turn (one CancelExecution per id, each with its own request id,
+        reused on its retries). Results as `cancel_tasks`."""
+        rids = _common.bulk_request_ids(execution_ids, request_ids)
+        return self._bulk(rids, lambda i, rid: self.cancel_execution(i, reason, request_id=rid))
+
+    # ----------------------------------------------------------------------------------- dead letters
+
+    def list_dead_letters_page(
+        self, task_id: str | None = None, *, page_size: int = 100, page_token: str = ""
+    ) -> tuple[list[common_pb2.DeadLetter], str]:
+        """One page of dead letters (of `task_id`, or of every task) and the next page token."""
+        request = _common.list_dead_letters_request(task_id, page_size, page_token)
+        response = self._invoke(
+            lambda s: s.scheduler.ListDeadLetters, request, scheduler_pb2.ListDeadLettersResponse, write=False
+        )
+        return list(response.dead_letters), response.next_page_token
+
+    def list_dead_letters(
+        self, task_id: str | None = None, *, page_size: int = 100
+    ) -> Iterator[common_pb2.DeadLetter]:
+        """Every dead letter (of `task_id`, or of every task), fetched page by page."""
+        token = ""
+        while True:
+            items, token = self.list_dead_letters_page(task_id, page_size=page_size, page_token=token)
+            yield from items
+            if not token:
+                return
+
+    def get_dead_letter(self, execution_id: str) -> common_pb2.DeadLetter:
+        """The dead letter of `execution_id` (reason, attempts, output tails); raises `NotFound`."""
+        request = scheduler_pb2.GetDeadLetterRequest(execution_id=execution_id)
+        return self._invoke(lambda s: s.scheduler.GetDeadLetter, request, common_pb2.DeadLetter, write=False)
+
+    def redrive_dead_letters(
+        self,
+        execution_ids: Iterable[str] = (),
+        task_id: str | None = None,
+        limit: int = 0,
+        *,
+        request_id: str | None = None,
+    ) -> list[common_pb2.Execution]:
+        """Run dead letters again as new executions (by ids, or every one of `task_id`, at most `limit`;
+        0: the cluster's bound); returns the new executions. One write: idempotent by `request_id`."""
+        rid = request_id or _common.new_request_id()
+        request = _common.redrive_request(execution_ids, task_id, limit, rid)
+        response = self._invoke(
+            lambda s: s.scheduler.RedriveDeadLetters,
+            request,
+            scheduler_pb2.RedriveDeadLettersResponse,
+            write=True,
+            request_id=rid,
+        )
+        return list(response.executions)
+
+    def purge_dead_letters(
+        self,
+        execution_ids: Iterable[str] = (),
+        task_id: str | None = None,
+        before: _common.Instant | None = None,
+        limit: int = 0,
+        *,
+        request_id: str | None = None,
+    ) -> int:
+        """Delete dead letters (by ids, or those of `task_id`; only those dead before `before` if
+        given; at most `limit`, 0: the cluster's bound); returns how many were deleted."""
+        rid = request_id or _common.new_request_id()
+        request = _common.purge_request(execution_ids, task_id, before, limit, rid)
+        response = self._invoke(
+            lambda s: s.scheduler.PurgeDeadLetters,
+            request,
+            scheduler_pb2.PurgeDeadLettersResponse,
+            write=True,
+            request_id=rid,
+        )
+        return response.purged
 
     # ---------------------------------------------------------------------------------------- cluster
 

@@ -160,7 +160,7 @@ class LeaderRunner:
     def _notify(
         self, cmds: Sequence[commands_pb2.Command], results: Sequence[commands_pb2.CommandResult]
     ) -> None:
-        """Hand the notification events of committed commands to the notifier (leader-side, not replicated)."""
+        """Hand the notification events of committed commands to the notifier (leader side only)."""
         if self._notifier is None:
             return
         for event in notification_events(cmds, results):

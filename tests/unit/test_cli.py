@@ -49,6 +49,10 @@ SPEC_KEYS = {
     "catchup_window_ms",
     "max_catchup",
     "overlap",
+    "retry",
+    "notify",
+    "worker_labels",
+    "max_concurrency",
 }
 EXECUTION_KEYS = {
     "execution_id",
@@ -75,6 +79,15 @@ EXECUTION_KEYS = {
     "error",
     "guarantee",
     "priority",
+    "not_before_ms",
+    "not_before",
+    "dead_lettered",
+    "return_value",
+    "attempts",
+    "cancel_requested_at_ms",
+    "cancel_requested_at",
+    "cancel_reason",
+    "manual",
 }
 
 
@@ -360,7 +373,9 @@ def test_argv_words_without_double_dash(run: Run, cluster: FakeCluster) -> None:
 def test_cancel_stops_when_the_cluster_is_unreachable(run: Run) -> None:
     code, out, err = run("--timeout", "0.3", "task", "cancel", "a", "b", server=dead_address())
     assert code == EXIT_UNAVAILABLE and out == ""
-    assert len(err.splitlines()) == 1 and err.startswith("error: a: cluster unavailable")
+    # a is tried; b is not (it would only wait out the timeout again), and says so.
+    assert err.startswith("error: a: cluster unavailable")
+    assert err.splitlines()[1:] == ["error: b: not tried: the cluster is unreachable"]
 
 
 # ------------------------------------------------------------------------------------------- issue 3
@@ -742,3 +757,330 @@ def test_schedule_preview_is_wired_and_needs_no_server(capsys: pytest.CaptureFix
     assert code == EXIT_OK, err
     assert json.loads(out)  # the document is preview_cli's; here only the wiring is tested
     assert main(["schedule", "preview", "--every", "0s"]) == EXIT_USAGE
+
+
+# ------------------------------------------------------------------------------------------- issue 4
+
+DEAD_LETTER_KEYS = {
+    "execution_id",
+    "task_id",
+    "task_name",
+    "reason",
+    "attempts",
+    "dead_at_ms",
+    "dead_at",
+    "nominal_time_ms",
+    "nominal_time",
+    "stdout_tail",
+    "stderr_tail",
+    "redriven_as",
+}
+
+
+class FakeStdin:
+    """A terminal (or not) on stdin, with the operator's answer."""
+
+    def __init__(self, answer: str, tty: bool = True) -> None:
+        self.answer = answer
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+    def readline(self) -> str:
+        return self.answer
+
+
+def test_create_http_payload_and_every_policy_flag(run: Run, cluster: FakeCluster, tmp_path: Any) -> None:
+    body = tmp_path / "body.json"
+    body.write_bytes(b'{"a": 1}')
+    doc = run.json(
+        "task", "create", "--name", "h", "--every", "5m",
+        "--http-url", "https://example.com/hook", "--http-method", "post",
+        "--http-header", "Content-Type: application/json", "--http-header", "X-Key:v",
+        "--http-body", f"@{body}", "--http-expect", "200,204", "--http-expect", "202",
+        "--retry-initial", "2s", "--retry-multiplier", "1.5", "--retry-max", "10m",
+        "--retry-on-exit", "1,2", "--retry-on-exit", "3", "--no-retry-on-exit", "64",
+        "--no-retry-on-timeout",
+        "--notify-webhook", "https://hooks.example.com/x?a=1,b=2,events=failure+dead-letter",
+        "--notify-webhook", "https://hooks.example.com/all",
+        "--notify-command", "page-ops --team 'db team',events=timeout",
+        "--worker-label", "zone=eu", "--worker-label", "gpu=yes", "--max-concurrency", "2",
+    )  # fmt: skip
+    spec = cluster.store.tasks["t0001"].spec
+    h = spec.payload.http
+    assert (h.method, h.url, h.body) == ("POST", "https://example.com/hook", b'{"a": 1}')
+    assert dict(h.headers) == {"Content-Type": "application/json", "X-Key": "v"}
+    assert list(h.expected_status) == [200, 204, 202]
+    r = spec.retry
+    assert (r.initial_backoff_ms, r.multiplier, r.max_backoff_ms) == (2_000, 1.5, 600_000)
+    assert list(r.retryable_exit_codes) == [1, 2, 3] and list(r.non_retryable_exit_codes) == [64]
+    assert r.no_retry_on_timeout is True
+    assert spec.notify[0].webhook_url == "https://hooks.example.com/x?a=1,b=2"
+    assert list(spec.notify[0].events) == [common_pb2.NOTIFY_FAILURE, common_pb2.NOTIFY_DEAD_LETTER]
+    assert spec.notify[1].webhook_url == "https://hooks.example.com/all" and not spec.notify[1].events
+    assert list(spec.notify[2].command.argv) == ["page-ops", "--team", "db team"]
+    assert list(spec.notify[2].events) == [common_pb2.NOTIFY_TIMEOUT]
+    assert dict(spec.worker_labels) == {"zone": "eu", "gpu": "yes"} and spec.max_concurrency == 2
+    assert set(doc["spec"]) == SPEC_KEYS and doc["spec"]["payload"]["kind"] == "http"
+    assert doc["spec"]["payload"]["headers"] == {"Content-Type": "application/json", "X-Key": "v"}
+    assert doc["spec"]["notify"][2] == {
+        "kind": "command",
+        "argv": ["page-ops", "--team", "db team"],
+        "env": {},
+        "cwd": "",
+        "events": ["timeout"],
+    }
+    code, out, _ = run("task", "get", "t0001")
+    assert code == EXIT_OK and "http POST https://example.com/hook, 2 header(s)" in out
+    assert "backoff 2s x1.5 up to 10m, only exit 1,2,3, never exit 64, no retry on timeout" in out
+    assert "webhook https://hooks.example.com/x?a=1,b=2 on failure+dead_letter" in out
+    assert "worker_labels:" in out and "gpu=yes, zone=eu" in out
+
+
+def test_create_handler_payload_and_literal_body(run: Run, cluster: FakeCluster) -> None:
+    doc = run.json(
+        "task", "create", "--name", "hd", "--cron", "0 * * * *", "--handler", "resize",
+        "--handler-args", '{"width": 640}',
+    )  # fmt: skip
+    assert doc["spec"]["payload"] == {
+        "kind": "handler",
+        "name": "resize",
+        "args": {"width": 640},
+        "args_json": '{"width": 640}',
+    }
+    run.json("task", "create", "--name", "b", "--every", "1m", "--http-url", "http://h", "--http-body", "@@x")
+    assert cluster.store.tasks["t0002"].spec.payload.http.body == b"@x"
+    assert not cluster.store.tasks["t0002"].spec.HasField("retry")  # no retry flag: the cluster default
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--http-url", "http://h", "--", "true"], "give exactly one payload"),
+        (["--handler", "h", "--http-url", "http://h"], "(got --http-url and --handler)"),
+        (["--shell", "--handler", "h", "--", "x"], "give exactly one payload"),
+        (["--http-method", "POST", "--", "true"], "error: --http-method: applies to --http-url only"),
+        (["--handler-args", "{}", "--", "true"], "error: --handler-args: applies to --handler only"),
+        (["--handler", "h", "--handler-args", "[1]"], "error: --handler-args: expected a JSON object"),
+        (["--handler", "h", "--handler-args", "{x"], "error: --handler-args: not JSON"),
+        (["--http-url", "example.com"], "error: --http-url: expected an http:// or https:// URL"),
+        (["--http-url", "http://h", "--http-header", "nocolon"], "error: --http-header: "),
+        (["--http-url", "http://h", "--http-expect", "600"], "error: --http-expect: 600 is out of range"),
+        (["--http-url", "http://h", "--http-body", "@/nonexistent"], "error: --http-body: cannot read"),
+        (["--retry-on-exit", "one", "--", "x"], "error: --retry-on-exit: expected integers"),
+        (["--retry-initial", "0s", "--", "x"], "error: --retry-initial: must be positive"),
+        (["--retry-max", "1s", "--retry-initial", "5s", "--", "x"], "error: --retry-max: "),
+        (["--retry-multiplier", "0.5", "--", "x"], "error: --retry-multiplier: "),
+        (["--retry-on-exit", "1", "--no-retry-on-exit", "1", "--", "x"], "error: --no-retry-on-exit: "),
+        (["--notify-webhook", "https://h,events=sometimes", "--", "x"], "error: --notify-webhook: unknown"),
+        (["--notify-webhook", "https://h,events=", "--", "x"], "error: --notify-webhook: empty events="),
+        (["--notify-command", "'unclosed", "--", "x"], "error: --notify-command: cannot split"),
+        (["--notify-command", ",events=failure", "--", "x"], "error: --notify-command: must not be empty"),
+        (["--worker-label", "zone", "--", "x"], "error: --worker-label: expected KEY=VALUE"),
+        (["--max-concurrency", "-1", "--", "x"], "error: --max-concurrency: must not be negative"),
+    ],
+)
+def test_bad_payload_and_policy_flags_exit_2(
+    run: Run, cluster: FakeCluster, flags: list[str], message: str
+) -> None:
+    code, out, err = run("task", "create", "--name", "x", "--every", "1m", *flags)
+    assert code == EXIT_USAGE and out == "" and message in err, err
+    assert cluster.store.calls == []
+
+
+def test_update_changes_only_the_given_policy_flags(run: Run, cluster: FakeCluster) -> None:
+    run.json(
+        "task", "create", "--name", "u", "--every", "1m", "--http-url", "https://h/a", "--http-header",
+        "A: 1", "--retry-initial", "3s", "--retry-on-exit", "1", "--notify-webhook", "https://n",
+        "--worker-label", "zone=eu", "--worker-label", "gpu=yes",
+    )  # fmt: skip
+    run.json(
+        "task", "update", "t0001", "--retry-max", "1m", "--http-header", "B: 2", "--http-method", "PUT",
+        "--remove-worker-label", "gpu", "--max-concurrency", "3",
+    )  # fmt: skip
+    spec = cluster.store.last("UpdateTask").spec
+    assert spec.retry.initial_backoff_ms == 3_000 and spec.retry.max_backoff_ms == 60_000
+    assert list(spec.retry.retryable_exit_codes) == [1] and spec.retry.multiplier == 2.0
+    assert spec.payload.http.url == "https://h/a" and spec.payload.http.method == "PUT"
+    assert dict(spec.payload.http.headers) == {"A": "1", "B": "2"}
+    assert dict(spec.worker_labels) == {"zone": "eu"} and spec.max_concurrency == 3
+    assert len(spec.notify) == 1
+    run.json("task", "update", "t0001", "--reset-retry", "--no-notify")
+    spec = cluster.store.last("UpdateTask").spec
+    assert not spec.HasField("retry") and not spec.notify and spec.payload.http.method == "PUT"
+    run.json("task", "update", "t0001", "--handler", "h", "--handler-args", '{"n": 1}')
+    run.json("task", "update", "t0001", "--handler-args", '{"n": 2}')  # alone: changes the handler's args
+    assert cluster.store.last("UpdateTask").spec.payload.handler == common_pb2.HandlerPayload(
+        name="h", args_json='{"n": 2}'
+    )
+    code, _, err = run("task", "update", "t0001", "--http-method", "GET")  # not an http payload now
+    assert code == EXIT_USAGE and "error: --http-method: applies to --http-url only" in err
+    code, _, err = run("task", "update", "t0001", "--reset-retry", "--retry-max", "1m")
+    assert code == EXIT_USAGE and "--reset-retry drops the retry policy" in err
+    code, _, err = run("task", "update", "t0001", "--no-notify", "--notify-webhook", "https://n")
+    assert code == EXIT_USAGE and "--no-notify" in err
+
+
+def test_dlq_list_show_table_and_json(run: Run, cluster: FakeCluster) -> None:
+    run.json(*HELLO)
+    cluster.add_dead_letter("t0001", 0)
+    cluster.add_dead_letter("t0001", 1, redriven_as="t0001-m9")
+    cluster.add_dead_letter("t0002", 2, task_name="other")
+    cluster.add_execution(
+        "t0001",
+        0,
+        state=common_pb2.EXECUTION_FAILED,
+        dead_lettered=True,
+        attempt=2,
+        attempts=[
+            common_pb2.AttemptSummary(
+                attempt=1,
+                worker_id="w1",
+                outcome=common_pb2.ATTEMPT_FAILED,
+                exit_code=1,
+                started_at_ms=1_750_000_000_000,
+                finished_at_ms=1_750_000_001_500,
+            ),
+            common_pb2.AttemptSummary(
+                attempt=2, worker_id="w2", outcome=common_pb2.ATTEMPT_TIMED_OUT, error="killed after 1s"
+            ),
+        ],
+    )
+    docs = run.json("dlq", "list")
+    assert [d["execution_id"] for d in docs] == ["t0001-e0", "t0001-e1", "t0002-e2"]
+    assert all(set(d) == DEAD_LETTER_KEYS for d in docs) and docs[0]["stderr_tail"] == "boom\n"
+    assert docs[1]["redriven_as"] == "t0001-m9" and docs[0]["dead_at"] == "2025-06-15T15:06:40.040Z"
+    assert [d["execution_id"] for d in run.json("dlq", "list", "--task", "t0002")] == ["t0002-e2"]
+    assert len(run.json("dlq", "list", "--limit", "2")) == 2
+    code, out, _ = run("dlq", "list")
+    lines = out.splitlines()
+    assert code == EXIT_OK and lines[0].split() == [
+        "EXECUTION_ID",
+        "TASK_ID",
+        "TASK_NAME",
+        "DEAD_AT",
+        "ATTEMPTS",
+        "REDRIVEN_AS",
+        "REASON",
+    ]
+    assert lines[1].split()[:6] == ["t0001-e0", "t0001", "hello", "2025-06-15T15:06:40Z", "3", "-"]
+    assert lines[1].endswith("exit code 1 after 3 attempts") and len(lines) == 4
+    doc = run.json("dlq", "show", "t0001-e0")
+    assert set(doc) == DEAD_LETTER_KEYS | {"execution"} and doc["reason"] == "exit code 1 after 3 attempts"
+    assert [a["outcome"] for a in doc["execution"]["attempts"]] == ["failed", "timed_out"]
+    assert doc["execution"]["dead_lettered"] is True
+    assert run.json("dlq", "show", "t0002-e2")["execution"] is None  # history trimmed: still shown
+    code, out, _ = run("dlq", "show", "t0001-e0")
+    assert code == EXIT_OK and "reason:" in out and "--- attempts ---" in out
+    assert "--- stderr (tail) ---\nboom" in out and "--- stdout (tail) ---\npartial" in out
+    attempts = out.split("--- attempts ---\n")[1].splitlines()
+    assert attempts[0].split() == [
+        "ATTEMPT",
+        "OUTCOME",
+        "EXIT_CODE",
+        "WORKER",
+        "STARTED_AT",
+        "DURATION",
+        "ERROR",
+    ]
+    assert attempts[1].split() == ["1", "failed", "1", "w1", "2025-06-15T15:06:40Z", "1s500ms", "-"]
+    assert attempts[2].split()[:2] == ["2", "timed_out"] and "killed after 1s" in attempts[2]
+    code, out, _ = run("dlq", "show", "t0002-e2")
+    assert "(the execution is no longer stored)" in out
+    code, out, err = run("dlq", "show", "nope")
+    assert code == EXIT_SERVER and out == "" and "not found" in err
+
+
+def test_dlq_redrive(run: Run, cluster: FakeCluster) -> None:
+    run.json(*HELLO)
+    for n in range(3):
+        cluster.add_dead_letter("t0001", n)
+    docs = run.json("dlq", "redrive", "t0001-e0")
+    assert len(docs) == 1 and set(docs[0]) == EXECUTION_KEYS and docs[0]["state"] == "pending"
+    assert list(cluster.store.last("RedriveDeadLetters").execution_ids) == ["t0001-e0"]
+    code, out, _ = run("dlq", "redrive", "--task", "t0001", "--limit", "1")
+    assert code == EXIT_OK and "EXECUTION_ID" in out
+    request = cluster.store.last("RedriveDeadLetters")
+    assert request.task_id == "t0001" and request.limit == 1 and not request.execution_ids
+    code, _, err = run("dlq", "redrive")
+    assert code == EXIT_USAGE and "give EXECUTION_IDs or --task ID" in err
+    code, _, err = run("dlq", "redrive", "a", "--task", "t0001")
+    assert code == EXIT_USAGE and "not both" in err
+    code, _, err = run("dlq", "redrive", "nope")
+    assert code == EXIT_SERVER and "not found" in err
+
+
+def test_dlq_purge_needs_confirmation(
+    run: Run, cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n in range(3):
+        cluster.add_dead_letter("t0001", n)
+    monkeypatch.setattr("sys.stdin", FakeStdin("", tty=False))
+    code, out, err = run("dlq", "purge", "t0001-e0")
+    assert code == EXIT_USAGE and out == ""
+    assert "confirmation needed, but stdin is not a terminal: pass --yes" in err
+    assert "PurgeDeadLetters" not in [m for _, m in cluster.store.calls]
+    monkeypatch.setattr("sys.stdin", FakeStdin("n\n"))
+    code, out, err = run("dlq", "purge", "t0001-e0")
+    assert code == EXIT_SERVER and out == "" and "purge 1 dead letter(s): t0001-e0" in err
+    assert "[y/N]" in err and "aborted: nothing was changed" in err and len(cluster.store.dead_letters) == 3
+    monkeypatch.setattr("sys.stdin", FakeStdin("y\n"))
+    code, out, _ = run("dlq", "purge", "t0001-e0")
+    assert (
+        code == EXIT_OK
+        and out == "purged 1 dead letter(s)\n"
+        and "t0001-e0" not in cluster.store.dead_letters
+    )
+    monkeypatch.setattr("sys.stdin", FakeStdin("", tty=False))
+    doc = run.json("dlq", "purge", "--task", "t0001", "--before", "2025-06-15T15:08:00Z", "--yes")
+    assert doc == {"purged": 1} and cluster.store.last("PurgeDeadLetters").before_ms == 1_750_000_080_000
+    assert list(cluster.store.dead_letters) == ["t0001-e2"]
+    run.json("dlq", "purge", "--task", "t0001", "--before=-1d", "--yes")
+    assert cluster.store.last("PurgeDeadLetters").before_ms > 0
+    code, _, err = run("dlq", "purge", "--yes")
+    assert code == EXIT_USAGE and "give EXECUTION_IDs or --task ID" in err
+    code, _, err = run("dlq", "purge", "--task", "t0001", "--before", "soon", "--yes")
+    assert code == EXIT_USAGE and err.startswith("error: --before: ")
+
+
+def test_task_cancel_by_filter(run: Run, cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    for i in range(4):
+        team = "data" if i < 3 else "ops"
+        run.json("task", "create", "--name", f"etl-{i}", "--every", "5m", "--tag", f"team={team}", "--", "x")
+    run.json("task", "cancel", "t0001")
+    monkeypatch.setattr("sys.stdin", FakeStdin("", tty=False))
+    code, out, err = run("task", "cancel", "--tag", "team=data")
+    assert code == EXIT_USAGE and out == "" and "cancel 2 task(s): t0002 (etl-1), t0003 (etl-2)" in err
+    assert "pass --yes" in err
+    docs = run.json("task", "cancel", "--tag", "team=data", "--name-prefix", "etl-", "--yes")
+    assert [d["task_id"] for d in docs] == ["t0002", "t0003"] and all(d["state"] == "cancelled" for d in docs)
+    assert run.json("task", "cancel", "--tag", "team=data", "--yes") == []  # nothing left to cancel
+    monkeypatch.setattr("sys.stdin", FakeStdin("yes\n"))
+    code, out, err = run("task", "cancel", "--state", "scheduled")
+    assert code == EXIT_OK and "t0004" in out and "cancel 1 task(s): t0004 (etl-3)? [y/N]" in err
+    code, _, err = run("task", "cancel")
+    assert code == EXIT_USAGE and "give task ids, or filters" in err
+    code, _, err = run("task", "cancel", "t0001", "--tag", "a=b")
+    assert code == EXIT_USAGE and "not both" in err
+
+
+def test_execution_get_shows_attempts_retry_and_return_value(run: Run, cluster: FakeCluster) -> None:
+    run.json(*HELLO)
+    cluster.add_execution(
+        "t0001",
+        0,
+        state=common_pb2.EXECUTION_PENDING,
+        attempt=1,
+        not_before_ms=1_750_000_090_000,
+        return_value=b'{"rows": 3}',
+        manual=True,
+        attempts=[common_pb2.AttemptSummary(attempt=1, outcome=common_pb2.ATTEMPT_FAILED, exit_code=3)],
+    )
+    code, out, _ = run("execution", "get", "t0001-e0")
+    assert code == EXIT_OK
+    assert "retry_at:" in out and "2025-06-15T15:08:10Z" in out and '{"rows": 3}' in out
+    assert "dead_lettered:" in out and "manual:" in out and "--- attempts ---\nATTEMPT" in out
+    doc = run.json("execution", "get", "t0001-e0")
+    assert set(doc) == EXECUTION_KEYS and doc["not_before"] == "2025-06-15T15:08:10.000Z"
+    assert doc["attempts"][0]["outcome"] == "failed" and doc["return_value"] == '{"rows": 3}'

@@ -7,6 +7,7 @@ prove that a retry reuses the request id of its logical call.
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -30,6 +31,11 @@ from cronraft.client import (
     cron,
     delay,
     every,
+    handler,
+    http,
+    notify_command,
+    notify_webhook,
+    retry,
     shell,
 )
 from cronraft.client._common import (
@@ -39,6 +45,7 @@ from cronraft.client._common import (
     add_schedule_arguments,
     calendar_from_json,
     calendar_to_json,
+    dead_letter_to_json,
     edit_spec,
     error_from_status,
     execution_to_json,
@@ -79,10 +86,15 @@ class Store:
     outcomes: dict[str, Any] = field(default_factory=dict)  # request_id -> outcome of the new writes
     requests: list[tuple[str, Any]] = field(default_factory=list)  # (method, request) reaching the leader
     race_updates: int = 0  # next N UpdateTask see the task changed by someone else first
+    dead_letters: dict[str, common_pb2.DeadLetter] = field(default_factory=dict)  # by execution id
 
     def last(self, method: str) -> Any:
         """The last request of `method` the leader applied."""
         return [r for m, r in self.requests if m == method][-1]
+
+    def last_spec(self, task_id: str) -> common_pb2.TaskSpec:
+        """The spec of `task_id` as stored."""
+        return self.tasks[task_id].spec
 
 
 def _page(items: list[Any], size: int, token: str) -> tuple[list[Any], str]:
@@ -445,6 +457,79 @@ class FakeScheduler(scheduler_pb2_grpc.SchedulerServicer):
         result: common_pb2.Execution = self._apply("CancelExecution", request, context, body)
         return result
 
+    # ---------------------------------------------------------------- dead letters (issue 4, dict-backed)
+
+    def ListDeadLetters(
+        self, request: scheduler_pb2.ListDeadLettersRequest, context: grpc.ServicerContext
+    ) -> scheduler_pb2.ListDeadLettersResponse:
+        self._read("ListDeadLetters")
+        self.store.requests.append(("ListDeadLetters", request))
+        items = [
+            d
+            for d in sorted(self.store.dead_letters.values(), key=lambda d: d.execution_id)
+            if not request.task_id or d.task_id == request.task_id
+        ]
+        page, token = _page(items, request.page_size, request.page_token)
+        return scheduler_pb2.ListDeadLettersResponse(dead_letters=page, next_page_token=token)
+
+    def GetDeadLetter(
+        self, request: scheduler_pb2.GetDeadLetterRequest, context: grpc.ServicerContext
+    ) -> common_pb2.DeadLetter:
+        self._read("GetDeadLetter")
+        dead = self.store.dead_letters.get(request.execution_id)
+        if dead is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"dead letter {request.execution_id} not found")
+        return dead
+
+    def _selected(self, request: Any, context: grpc.ServicerContext) -> list[common_pb2.DeadLetter]:
+        if bool(request.execution_ids) == bool(request.task_id):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "execution_ids: give ids or a task id")
+        if request.execution_ids:
+            for eid in request.execution_ids:
+                if eid not in self.store.dead_letters:
+                    context.abort(grpc.StatusCode.NOT_FOUND, f"dead letter {eid} not found")
+            chosen = [self.store.dead_letters[e] for e in request.execution_ids]
+        else:
+            chosen = sorted(
+                (d for d in self.store.dead_letters.values() if d.task_id == request.task_id),
+                key=lambda d: d.execution_id,
+            )
+        if isinstance(request, scheduler_pb2.RedriveDeadLettersRequest):
+            chosen = [d for d in chosen if not d.redriven_as]  # redriven once already
+        return chosen[: request.limit] if request.limit else chosen
+
+    def RedriveDeadLetters(
+        self, request: scheduler_pb2.RedriveDeadLettersRequest, context: grpc.ServicerContext
+    ) -> scheduler_pb2.RedriveDeadLettersResponse:
+        def body() -> scheduler_pb2.RedriveDeadLettersResponse:
+            executions = []
+            for dead in self._selected(request, context):
+                execution = self._new_execution(dead.task_id, dead.nominal_time_ms)
+                dead.redriven_as = execution.execution_id
+                executions.append(execution)
+            return scheduler_pb2.RedriveDeadLettersResponse(executions=executions)
+
+        result: scheduler_pb2.RedriveDeadLettersResponse = self._apply(
+            "RedriveDeadLetters", request, context, body
+        )
+        return result
+
+    def PurgeDeadLetters(
+        self, request: scheduler_pb2.PurgeDeadLettersRequest, context: grpc.ServicerContext
+    ) -> scheduler_pb2.PurgeDeadLettersResponse:
+        def body() -> scheduler_pb2.PurgeDeadLettersResponse:
+            purged = 0
+            for dead in self._selected(request, context):
+                if not request.before_ms or dead.dead_at_ms < request.before_ms:
+                    del self.store.dead_letters[dead.execution_id]
+                    purged += 1
+            return scheduler_pb2.PurgeDeadLettersResponse(purged=purged)
+
+        result: scheduler_pb2.PurgeDeadLettersResponse = self._apply(
+            "PurgeDeadLetters", request, context, body
+        )
+        return result
+
 
 class FakeClusterService(cluster_pb2_grpc.ClusterServicer):
     def __init__(self, node: str, is_leader: bool, cluster: FakeCluster) -> None:
@@ -529,6 +614,23 @@ class FakeCluster:
         execution = common_pb2.Execution(**values)
         self.store.executions[execution.execution_id] = execution
         return execution
+
+    def add_dead_letter(self, task_id: str, n: int, **fields: Any) -> common_pb2.DeadLetter:
+        values: dict[str, Any] = {
+            "execution_id": f"{task_id}-e{n}",
+            "task_id": task_id,
+            "task_name": "hello",
+            "reason": "exit code 1 after 3 attempts",
+            "attempts": 3,
+            "dead_at_ms": 1_750_000_000_000 + n * 60_000 + 40,
+            "nominal_time_ms": 1_750_000_000_000 + n * 60_000,
+            "stdout_tail": b"partial\n",
+            "stderr_tail": b"boom\n",
+        }
+        values.update(fields)
+        dead = common_pb2.DeadLetter(**values)
+        self.store.dead_letters[dead.execution_id] = dead
+        return dead
 
     def methods(self, node: str) -> list[str]:
         return [m for n, m in self.store.calls if n == node]
@@ -1311,3 +1413,313 @@ async def test_async_client_new_calls(cluster: FakeCluster) -> None:
         assert cancelled.state == common_pb2.EXECUTION_CANCELLED
     ids = [rid for _, m, rid in cluster.store.write_log if m == "CreateTask"]
     assert len(ids) == 4 and len(set(ids)) == 1  # redirect, lost answer, redirect again: one request id
+
+
+# ------------------------------------------------------------------------------------------- issue 4
+
+
+def test_payload_and_policy_builders() -> None:
+    p = http(
+        "https://example.com/hook",
+        method="post",
+        headers={"X-Key": "v"},
+        body="hi",
+        expected_status=[200, 204, 200],
+    )
+    assert p.WhichOneof("kind") == "http"
+    assert (p.http.method, p.http.url, dict(p.http.headers), p.http.body) == (
+        "POST",
+        "https://example.com/hook",
+        {"X-Key": "v"},
+        b"hi",
+    )
+    assert list(p.http.expected_status) == [200, 204]
+    assert http("http://h").http.method == "GET" and http("http://h").http.body == b""
+    h = handler("resize", width=640, name="x")  # `name` is positional-only: a handler may take `name`
+    assert h.handler.name == "resize" and json.loads(h.handler.args_json) == {"name": "x", "width": 640}
+    assert handler("noargs").handler.args_json == ""
+    r = retry("2s", 3, "1m", retryable=[1, 2], non_retryable=(64,), retry_on_timeout=False)
+    assert (r.initial_backoff_ms, r.multiplier, r.max_backoff_ms) == (2_000, 3.0, 60_000)
+    assert list(r.retryable_exit_codes) == [1, 2] and list(r.non_retryable_exit_codes) == [64]
+    assert r.no_retry_on_timeout is True
+    d = retry()
+    assert (d.initial_backoff_ms, d.multiplier, d.max_backoff_ms, d.no_retry_on_timeout) == (
+        1_000,
+        2.0,
+        300_000,
+        False,
+    )
+    w = notify_webhook("https://hooks.example.com/x", events=["failure", "dead-letter", "failure"])
+    assert w.webhook_url == "https://hooks.example.com/x"
+    assert list(w.events) == [common_pb2.NOTIFY_FAILURE, common_pb2.NOTIFY_DEAD_LETTER]
+    c = notify_command("page", "--team", "db", events="timeout")
+    assert list(c.command.argv) == ["page", "--team", "db"] and list(c.events) == [common_pb2.NOTIFY_TIMEOUT]
+
+
+@pytest.mark.parametrize(
+    ("call", "named"),
+    [
+        (lambda: http("ftp://h"), "payload.http.url"),
+        (lambda: http("https://"), "payload.http.url"),
+        (lambda: http("http://h", method="GE T"), "payload.http.method"),
+        (lambda: http("http://h", expected_status=[99]), "payload.http.expected_status"),
+        (lambda: handler(""), "payload.handler.name"),
+        (lambda: handler("h", when=datetime.now(UTC)), "payload.handler.args_json"),
+        (lambda: retry("0s"), "retry.initial_backoff_ms"),
+        (lambda: retry("1m", 2.0, "1s"), "retry.max_backoff_ms"),
+        (lambda: retry(multiplier=0.5), "retry.multiplier"),
+        (lambda: retry(retryable=[256]), "retry.retryable_exit_codes"),
+        (lambda: retry(retryable=[1], non_retryable=[1]), "retry.non_retryable_exit_codes"),
+        (lambda: notify_webhook("hooks.example.com"), "notify.webhook_url"),
+        (lambda: notify_webhook("http://h", events=["sometimes"]), "notify.events"),
+        (notify_command, "notify.command.argv"),
+    ],
+)
+def test_new_builders_reject_bad_input(call: Callable[[], Any], named: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        call()
+    assert info.value.field == named
+
+
+def test_create_and_edit_take_retry_notify_labels_concurrency(cluster: FakeCluster) -> None:
+    with Client(cluster.follower_address) as client:
+        task = client.create_task(
+            "h",
+            every("5m"),
+            http("https://example.com/ping", expected_status=[200]),
+            retry=retry("1s", 2.0, "30s", non_retryable=[2]),
+            notify=[notify_webhook("https://hooks.example.com/x", ["failure"]), notify_command("page")],
+            worker_labels={"zone": "eu", "gpu": "yes"},
+            max_concurrency=2,
+        )
+        spec = cluster.store.last_spec(task.task_id)
+        assert spec.payload.http.url == "https://example.com/ping" and spec.retry.max_backoff_ms == 30_000
+        assert [n.WhichOneof("kind") for n in spec.notify] == ["webhook_url", "command"]
+        assert dict(spec.worker_labels) == {"zone": "eu", "gpu": "yes"} and spec.max_concurrency == 2
+        edited = client.edit_task(
+            task.task_id, retry=None, notify=[], worker_labels={}, payload=handler("ping", n=1)
+        )
+        assert not edited.spec.HasField("retry") and not edited.spec.notify
+        assert not edited.spec.worker_labels and edited.spec.max_concurrency == 2
+        assert edited.spec.payload.handler.name == "ping"
+        for bad, named in (
+            ({"retry": 3}, "spec.retry"),
+            ({"notify": ["x"]}, "spec.notify[0]"),
+            ({"worker_labels": {"": "x"}}, "spec.worker_labels"),
+            ({"max_concurrency": -1}, "spec.max_concurrency"),
+        ):
+            with pytest.raises(InvalidArgument) as info:
+                client.edit_task(task.task_id, **bad)
+            assert info.value.field == named
+    doc = task_to_json(edited)
+    assert (
+        doc["spec"]["retry"] is None and doc["spec"]["notify"] == [] and doc["spec"]["max_concurrency"] == 2
+    )
+    assert doc["spec"]["payload"] == {
+        "kind": "handler",
+        "name": "ping",
+        "args": {"n": 1},
+        "args_json": '{"n": 1}',
+    }
+    doc = task_to_json(task)
+    assert doc["spec"]["payload"] == {
+        "kind": "http",
+        "method": "GET",
+        "url": "https://example.com/ping",
+        "headers": {},
+        "body": "",
+        "expected_status": [200],
+    }
+    assert doc["spec"]["retry"] == {
+        "initial_backoff_ms": 1_000,
+        "multiplier": 2.0,
+        "max_backoff_ms": 30_000,
+        "retryable_exit_codes": [],
+        "non_retryable_exit_codes": [2],
+        "no_retry_on_timeout": False,
+    }
+    assert doc["spec"]["notify"] == [
+        {"kind": "webhook", "url": "https://hooks.example.com/x", "events": ["failure"]},
+        {"kind": "command", "argv": ["page"], "env": {}, "cwd": "", "events": []},
+    ]
+    assert doc["spec"]["worker_labels"] == {"gpu": "yes", "zone": "eu"}
+
+
+def test_execution_and_dead_letter_json() -> None:
+    execution = common_pb2.Execution(
+        execution_id="e1",
+        state=common_pb2.EXECUTION_PENDING,
+        not_before_ms=1_750_000_002_000,
+        return_value=b'{"ok": true}',
+        manual=True,
+        cancel_requested_at_ms=1_750_000_003_000,
+        cancel_reason="ops",
+        attempts=[
+            common_pb2.AttemptSummary(
+                attempt=1,
+                worker_id="w1",
+                outcome=common_pb2.ATTEMPT_TIMED_OUT,
+                exit_code=-9,
+                started_at_ms=1_750_000_000_000,
+                finished_at_ms=1_750_000_001_000,
+                error="timeout after 1s",
+            )
+        ],
+    )
+    doc = execution_to_json(execution)
+    assert doc["not_before"] == "2025-06-15T15:06:42.000Z" and doc["dead_lettered"] is False
+    assert doc["return_value"] == '{"ok": true}' and doc["manual"] is True and doc["cancel_reason"] == "ops"
+    assert doc["cancel_requested_at_ms"] == 1_750_000_003_000
+    assert doc["attempts"] == [
+        {
+            "attempt": 1,
+            "worker_id": "w1",
+            "outcome": "timed_out",
+            "exit_code": -9,
+            "started_at_ms": 1_750_000_000_000,
+            "started_at": "2025-06-15T15:06:40.000Z",
+            "finished_at_ms": 1_750_000_001_000,
+            "finished_at": "2025-06-15T15:06:41.000Z",
+            "error": "timeout after 1s",
+        }
+    ]
+    dead = common_pb2.DeadLetter(
+        execution_id="e1", task_id="t1", task_name="n", reason="r", attempts=3, stderr_tail=b"\xff"
+    )
+    assert dead_letter_to_json(dead) == {
+        "execution_id": "e1",
+        "task_id": "t1",
+        "task_name": "n",
+        "reason": "r",
+        "attempts": 3,
+        "dead_at_ms": 0,
+        "dead_at": None,
+        "nominal_time_ms": 0,
+        "nominal_time": None,
+        "stdout_tail": "",
+        "stderr_tail": "\ufffd",
+        "redriven_as": "",
+    }
+
+
+def test_dead_letters(cluster: FakeCluster) -> None:
+    for n in range(5):
+        cluster.add_dead_letter("t0001" if n < 3 else "t0002", n)
+    with Client(cluster.follower_address) as client:
+        assert [d.execution_id for d in client.list_dead_letters(page_size=2)] == [
+            "t0001-e0",
+            "t0001-e1",
+            "t0001-e2",
+            "t0002-e3",
+            "t0002-e4",
+        ]
+        page, token = client.list_dead_letters_page("t0002", page_size=1)
+        assert [d.execution_id for d in page] == ["t0002-e3"] and token
+        assert cluster.store.last("ListDeadLetters").task_id == "t0002"
+        assert client.get_dead_letter("t0001-e1").stderr_tail == b"boom\n"
+        with pytest.raises(NotFound):
+            client.get_dead_letter("nope")
+        redriven = client.redrive_dead_letters(["t0001-e0"])
+        assert len(redriven) == 1 and redriven[0].task_id == "t0001"
+        assert client.get_dead_letter("t0001-e0").redriven_as == redriven[0].execution_id
+        assert len(client.redrive_dead_letters(task_id="t0002", limit=1)) == 1
+        assert cluster.store.last("RedriveDeadLetters").limit == 1
+        purged = client.purge_dead_letters(task_id="t0001", before="2025-06-15T15:07:41Z")
+        assert purged == 2 and sorted(cluster.store.dead_letters) == ["t0001-e2", "t0002-e3", "t0002-e4"]
+        assert cluster.store.last("PurgeDeadLetters").before_ms == 1_750_000_061_000
+        assert client.purge_dead_letters("t0002-e4") == 1  # a single id as a string
+        for call, named in (
+            (client.redrive_dead_letters, "execution_ids"),
+            (lambda: client.redrive_dead_letters(["a"], task_id="t1"), "execution_ids"),
+            (lambda: client.purge_dead_letters(task_id="t1", before="yesterday"), "before_ms"),
+            (lambda: client.purge_dead_letters(task_id="t1", limit=-1), "limit"),
+        ):
+            with pytest.raises(InvalidArgument) as info:
+                call()
+            assert info.value.field == named
+
+
+@pytest.mark.parametrize(
+    ("method", "call"),
+    [
+        ("RedriveDeadLetters", lambda c: c.redrive_dead_letters(["t0001-e0"])),
+        ("PurgeDeadLetters", lambda c: c.purge_dead_letters(task_id="t0001")),
+    ],
+)
+def test_dead_letter_writes_follow_redirects_and_reuse_the_request_id(
+    cluster: FakeCluster, method: str, call: Callable[[Client], Any]
+) -> None:
+    cluster.add_dead_letter("t0001", 0)
+    cluster.store.fail_after_apply = 1  # the first answer is lost after the write applied
+    with Client(cluster.follower_address) as client:
+        result = call(client)
+        assert client.leader == cluster.leader_address
+    ids = [(node, rid) for node, m, rid in cluster.store.write_log if m == method]
+    assert [node for node, _ in ids] == ["n2", "n1", "n2", "n1"]
+    assert len({rid for _, rid in ids}) == 1 and len(ids[0][1]) == 32
+    assert len([m for m, _ in cluster.store.requests if m == method]) == 1  # applied once
+    assert result == 1 or len(result) == 1  # the retry got the first outcome, not a second write
+
+
+def test_bulk_cancel_executions_one_request_id_per_id(cluster: FakeCluster) -> None:
+    with Client(cluster.leader_address) as setup:
+        task_id = setup.create_task("b", *_hello()).task_id
+    for n in range(3):
+        cluster.add_execution(task_id, n, state=common_pb2.EXECUTION_RUNNING)
+    cluster.add_execution(task_id, 3)  # already ended
+    cluster.store.fail_after_apply = 1
+    ids = [f"{task_id}-e{n}" for n in range(4)] + ["nope", f"{task_id}-e0"]
+    with Client(cluster.follower_address) as client:
+        result = client.cancel_executions(ids, reason="drain", request_ids={f"{task_id}-e1": "mine"})
+    assert list(result.results) == [f"{task_id}-e0", f"{task_id}-e1", f"{task_id}-e2"]
+    assert all(e.state == common_pb2.EXECUTION_CANCELLED for e in result.results.values())
+    assert isinstance(result.errors[f"{task_id}-e3"], FailedPrecondition)
+    assert isinstance(result.errors["nope"], NotFound) and not result.ok and result.skipped == []
+    assert list(result.request_ids) == ids[:5] and result.request_ids[f"{task_id}-e1"] == "mine"
+    sent = [rid for _, m, rid in cluster.store.write_log if m == "CancelExecution"]
+    # the first id: redirect, lost answer, redirect again -- always its own request id
+    assert sent[:4] == [result.request_ids[f"{task_id}-e0"]] * 4
+    assert set(sent) == set(result.request_ids.values())
+    assert cluster.store.last("CancelExecution").reason == "drain"
+
+
+def test_bulk_cancel_tasks_where_and_skips_when_unreachable(cluster: FakeCluster) -> None:
+    with Client(cluster.follower_address) as client:
+        for i in range(4):
+            client.create_task(f"etl-{i}", *_hello(), tags={"team": "data" if i < 3 else "ops"})
+        client.create_task("other", *_hello(), tags={"team": "data"})
+        client.cancel_task("t0001")
+        with pytest.raises(InvalidArgument) as info:
+            client.cancel_tasks_where()
+        assert info.value.field == "filter"
+        result = client.cancel_tasks_where(tags={"team": "data"}, name_prefix="etl-")
+        assert list(result.results) == ["t0002", "t0003"] and result.ok  # t0001 was already cancelled
+        assert client.cancel_tasks_where(name_prefix="etl-", state="scheduled").results.keys() == {"t0004"}
+    with Client(dead_address(), timeout_s=0.3) as client:
+        result = client.cancel_tasks(["a", "b", "c"])
+    assert isinstance(result.errors["a"], Unavailable) and result.skipped == ["b", "c"] and not result.ok
+
+
+@pytest.mark.asyncio
+async def test_async_client_dead_letters_and_bulk(cluster: FakeCluster) -> None:
+    for n in range(3):
+        cluster.add_dead_letter("t0001", n)
+    cluster.store.fail_after_apply = 1
+    async with AsyncClient(cluster.follower_address) as client:
+        assert [d.execution_id async for d in client.list_dead_letters("t0001", page_size=2)] == [
+            "t0001-e0",
+            "t0001-e1",
+            "t0001-e2",
+        ]
+        assert (await client.get_dead_letter("t0001-e2")).attempts == 3
+        assert len(await client.redrive_dead_letters(task_id="t0001", limit=2)) == 2
+        assert await client.purge_dead_letters(["t0001-e2"]) == 1
+        task = await client.create_task("x", *_hello(), tags={"k": "v"}, max_concurrency=1)
+        result = await client.cancel_tasks_where(tags={"k": "v"})
+        assert list(result.results) == [task.task_id]
+        execution = await client.trigger_task(task.task_id)
+        bulk = await client.cancel_executions([execution.execution_id, "nope"])
+        assert list(bulk.results) == [execution.execution_id] and isinstance(bulk.errors["nope"], NotFound)
+        assert (await client.cancel_tasks([task.task_id])).errors  # already cancelled
+    ids = [rid for _, m, rid in cluster.store.write_log if m == "RedriveDeadLetters"]
+    assert len(ids) == 4 and len(set(ids)) == 1
