@@ -1,0 +1,188 @@
+"""Builders of the execution-semantics parts of a task spec, free of I/O: the `http` and `handler`
+payload kinds, the `retry` policy and the `notify_webhook` / `notify_command` targets.
+
+Like the schedule builders of `_common`, they check form only (a URL starts with http:// or https://, a
+status code is 100..599, an exit code 0..255, a duration parses) and raise `InvalidArgument` naming the
+field; the cluster is the authority on everything else.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from cronraft.client import _common
+from cronraft.errors import InvalidArgument
+from cronraft.proto.v1 import common_pb2
+
+__all__ = [
+    "NOTIFY_EVENTS",
+    "handler",
+    "http",
+    "notify_command",
+    "notify_webhook",
+    "parse_notify_event",
+    "retry",
+]
+
+NOTIFY_EVENTS = ("failure", "timeout", "dead-letter", "missed")
+"""The names `parse_notify_event` accepts (also with `_`)."""
+
+_parse_event = _common._enum_parser(common_pb2.NotifyEvent, "NOTIFY_", "notify event")
+
+NotifyEvents = Iterable[common_pb2.NotifyEvent.ValueType | str]
+
+
+def parse_notify_event(
+    value: common_pb2.NotifyEvent.ValueType | str, field: str = "notify.events"
+) -> common_pb2.NotifyEvent.ValueType:
+    """An enum value, or "failure" / "timeout" / "dead-letter" / "missed"."""
+    return common_pb2.NotifyEvent.ValueType(_parse_event(value, field))
+
+
+def _events(events: NotifyEvents, field: str) -> list[common_pb2.NotifyEvent.ValueType]:
+    if isinstance(events, str):
+        events = [events]
+    out: list[common_pb2.NotifyEvent.ValueType] = []
+    for event in events:
+        number = parse_notify_event(event, field)
+        if number not in out:
+            out.append(number)
+    return out
+
+
+def check_url(url: str, field: str) -> str:
+    """An http:// or https:// URL with a host (form only), returned stripped."""
+    s = url.strip()
+    scheme, sep, rest = s.partition("://")
+    if not sep or scheme.lower() not in ("http", "https") or not rest or rest.startswith("/"):
+        raise InvalidArgument(field, f"expected an http:// or https:// URL, got {url!r}")
+    return s
+
+
+def _int_list(values: Iterable[int], field: str, lo: int, hi: int, what: str) -> list[int]:
+    out: list[int] = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise InvalidArgument(field, f"invalid {what} {v!r}: expected {lo}..{hi}")
+        if v not in out:
+            out.append(v)
+    return out
+
+
+def http(
+    url: str,
+    *,
+    method: str = "GET",
+    headers: Mapping[str, str] | None = None,
+    body: bytes | str = b"",
+    expected_status: Sequence[int] = (),
+) -> common_pb2.Payload:
+    """An HTTP request made by the worker, e.g. `http("https://example.com/hook", method="POST")`.
+
+    The attempt succeeds when the status is one of `expected_status` (default: any 2xx); the response
+    body's tail is the stdout tail. A `str` body is sent as UTF-8.
+    """
+    verb = method.strip().upper()
+    if not verb or not verb.isalpha():
+        raise InvalidArgument("payload.http.method", f"expected an HTTP method such as GET, got {method!r}")
+    header_map = dict(headers or {})
+    for key in header_map:
+        if not key.strip() or ":" in key:
+            raise InvalidArgument("payload.http.headers", f"invalid header name {key!r}")
+    return common_pb2.Payload(
+        http=common_pb2.HttpPayload(
+            method=verb,
+            url=check_url(url, "payload.http.url"),
+            headers=header_map,
+            body=body.encode() if isinstance(body, str) else bytes(body),
+            expected_status=_int_list(
+                expected_status, "payload.http.expected_status", 100, 599, "HTTP status"
+            ),
+        )
+    )
+
+
+def handler(name: str, /, **kwargs: Any) -> common_pb2.Payload:
+    """A Python function registered in a worker with `@worker.handler(name)`, called with `kwargs`
+    (JSON-encoded here: they must be JSON-serialisable), e.g. `handler("resize", width=640)`."""
+    if not name.strip():
+        raise InvalidArgument("payload.handler.name", "must not be empty")
+    try:
+        args_json = json.dumps(kwargs, sort_keys=True, allow_nan=False) if kwargs else ""
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument("payload.handler.args_json", f"arguments are not JSON: {exc}") from None
+    return common_pb2.Payload(handler=common_pb2.HandlerPayload(name=name.strip(), args_json=args_json))
+
+
+def handler_args_json(text: str, field: str) -> str:
+    """Check that `text` is a JSON object (the keyword arguments of a handler); "" stays ""."""
+    if not text.strip():
+        return ""
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise InvalidArgument(field, f"not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise InvalidArgument(field, f"expected a JSON object of keyword arguments, got {text!r}")
+    return text
+
+
+def retry(
+    initial: _common.Duration = "1s",
+    multiplier: float = 2.0,
+    max: _common.Duration = "5m",
+    *,
+    retryable: Iterable[int] = (),
+    non_retryable: Iterable[int] = (),
+    retry_on_timeout: bool = True,
+) -> common_pb2.RetryPolicy:
+    """A retry policy: the n-th retry waits `min(max, initial * multiplier**(n-1))` (plus the cluster's
+    deterministic jitter). `retryable`: when given, only these exit codes are retried;
+    `non_retryable`: exit codes never retried (e.g. 2 for usage errors); `retry_on_timeout=False` makes
+    a timed-out attempt final. How many attempts there are is the task's `max_attempts`.
+    """
+    initial_ms = _common.duration_ms(initial, "retry.initial_backoff_ms")
+    if initial_ms <= 0:
+        raise InvalidArgument("retry.initial_backoff_ms", "must be positive")
+    max_ms = _common.duration_ms(max, "retry.max_backoff_ms")
+    if max_ms < initial_ms:
+        raise InvalidArgument("retry.max_backoff_ms", "must not be less than the initial backoff")
+    if isinstance(multiplier, bool) or not isinstance(multiplier, int | float) or not multiplier >= 1.0:
+        raise InvalidArgument("retry.multiplier", f"must be a number >= 1.0, got {multiplier!r}")
+    yes = _int_list(retryable, "retry.retryable_exit_codes", 0, 255, "exit code")
+    no = _int_list(non_retryable, "retry.non_retryable_exit_codes", 0, 255, "exit code")
+    both = sorted(set(yes) & set(no))
+    if both:
+        raise InvalidArgument(
+            "retry.non_retryable_exit_codes", f"exit code {both[0]} is also listed as retryable"
+        )
+    return common_pb2.RetryPolicy(
+        initial_backoff_ms=initial_ms,
+        multiplier=float(multiplier),
+        max_backoff_ms=max_ms,
+        retryable_exit_codes=yes,
+        non_retryable_exit_codes=no,
+        no_retry_on_timeout=not retry_on_timeout,
+    )
+
+
+def notify_webhook(url: str, events: NotifyEvents = ()) -> common_pb2.NotifyTarget:
+    """An HTTP POST of the notification's JSON body to `url` on `events` ("failure", "timeout",
+    "dead-letter", "missed"; none: every event)."""
+    return common_pb2.NotifyTarget(
+        webhook_url=check_url(url, "notify.webhook_url"), events=_events(events, "notify.events")
+    )
+
+
+def notify_command(
+    *argv: str, events: NotifyEvents = (), env: Mapping[str, str] | None = None, cwd: str = ""
+) -> common_pb2.NotifyTarget:
+    """A command run (without a shell) with the notification's JSON body on stdin, on `events`."""
+    if not argv or not argv[0].strip():
+        raise InvalidArgument("notify.command.argv", "must not be empty")
+    return common_pb2.NotifyTarget(
+        command=common_pb2.CommandPayload(argv=list(argv), env=dict(env or {}), cwd=cwd),
+        events=_events(events, "notify.events"),
+    )

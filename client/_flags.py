@@ -1,0 +1,441 @@
+"""The task flags of `schedctl task create` and `task update` (besides the schedule flags, which live in
+`_common.add_schedule_arguments`), and how they become a payload and spec changes.
+
+Every flag defaults to None or an empty list ("not given"), so that an update changes only what was
+given. Errors are `InvalidArgument` naming the flag, or `UsageError` for a wrong combination; `cli.main`
+turns both into exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+from cronraft.client import _builders, _common
+from cronraft.errors import InvalidArgument
+from cronraft.proto.v1 import common_pb2
+
+
+class UsageError(Exception):
+    """Bad command line (exit code 2)."""
+
+
+PAYLOAD_FLAGS = "-- ARGV, --shell -- SCRIPT, --http-url URL or --handler NAME"
+_HTTP_FLAGS = ("http_method", "http_header", "http_body", "http_expect")
+_RETRY_FLAGS = {
+    "retry_initial": "--retry-initial",
+    "retry_multiplier": "--retry-multiplier",
+    "retry_max": "--retry-max",
+    "retry_on_exit": "--retry-on-exit",
+    "no_retry_on_exit": "--no-retry-on-exit",
+    "retry_on_timeout": "--no-retry-on-timeout",
+}
+# The field a retry error names -> the flag that set it.
+_RETRY_FIELD_FLAG = {
+    "retry.initial_backoff_ms": "--retry-initial",
+    "retry.multiplier": "--retry-multiplier",
+    "retry.max_backoff_ms": "--retry-max",
+    "retry.retryable_exit_codes": "--retry-on-exit",
+    "retry.non_retryable_exit_codes": "--no-retry-on-exit",
+}
+_EVENTS_SUFFIX = re.compile(r"^(?P<target>.*?),events=(?P<events>[A-Za-z_+-]*)$", re.DOTALL)
+
+
+def add_spec_arguments(parser: argparse.ArgumentParser, *, update: bool) -> None:
+    """The flags of `task create`, shared by `task update` where every one is optional and means
+    "unchanged" when absent; `spec_changes` and `payload_from_args` read them."""
+    parser.add_argument("--name", required=not update, help="task name")
+    _common.add_schedule_arguments(parser, required=not update)
+    parser.add_argument("--queue", help="worker queue (default: default)")
+    parser.add_argument("--timeout", dest="task_timeout", metavar="DURATION", help="execution timeout")
+    parser.add_argument("--guarantee", help="at-least-once (default) | exactly-once | at-most-once")
+    parser.add_argument("--priority", help="high | medium (default) | low")
+    parser.add_argument("--max-attempts", type=int, metavar="N", help="attempts per execution")
+    parser.add_argument(
+        "--misfire", metavar="POLICY", help="missed times: skip | fire-once | fire-all (default)"
+    )
+    parser.add_argument(
+        "--catchup-window", metavar="DURATION", help="missed times older than this never fire (default 60s)"
+    )
+    parser.add_argument("--max-catchup", type=int, metavar="N", help="fire-all fires at most N missed times")
+    parser.add_argument(
+        "--overlap",
+        metavar="POLICY",
+        help="a fire while the previous run is on: skip | buffer-one | buffer-all | cancel-other | "
+        "terminate-other | allow-all (default)",
+    )
+    tag_help = "set a tag (repeatable)" if update else "a tag (repeatable)"
+    parser.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help=tag_help)
+    if update:
+        parser.add_argument(
+            "--remove-tag", action="append", default=[], metavar="KEY", help="remove a tag (repeatable)"
+        )
+    parser.add_argument("--shell", action="store_true", help="run the one argument after -- with /bin/sh -c")
+    _payload_arguments(parser)
+    _policy_arguments(parser, update=update)
+    parser.add_argument("--request-id", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("argv", nargs="*", help=argparse.SUPPRESS)
+
+
+def _payload_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("HTTP and handler payloads (instead of -- ARGV)")
+    group.add_argument("--http-url", metavar="URL", help="payload: an HTTP request to URL (http/https)")
+    group.add_argument("--http-method", metavar="METHOD", help="HTTP method (default GET)")
+    group.add_argument(
+        "--http-header",
+        action="append",
+        default=[],
+        metavar="KEY:VALUE",
+        help="a request header (repeatable)",
+    )
+    group.add_argument("--http-body", metavar="TEXT|@FILE", help="request body; @FILE reads a file, @- stdin")
+    group.add_argument(
+        "--http-expect",
+        action="append",
+        default=[],
+        metavar="STATUS",
+        help="a status that counts as success (repeatable, or 200,204; default: any 2xx)",
+    )
+    group.add_argument(
+        "--handler",
+        dest="handler_name",
+        metavar="NAME",
+        help="payload: the worker's handler registered as NAME",
+    )
+    group.add_argument(
+        "--handler-args", metavar="JSON", help="the handler's keyword arguments, a JSON object"
+    )
+
+
+def _policy_arguments(parser: argparse.ArgumentParser, *, update: bool) -> None:
+    group = parser.add_argument_group("retries, notifications, routing")
+    group.add_argument("--retry-initial", metavar="DURATION", help="first retry backoff (default 1s)")
+    group.add_argument("--retry-multiplier", type=float, metavar="X", help="backoff multiplier (default 2.0)")
+    group.add_argument("--retry-max", metavar="DURATION", help="backoff cap (default 5m)")
+    group.add_argument(
+        "--retry-on-exit",
+        action="append",
+        default=[],
+        metavar="CODES",
+        help="retry only these exit codes (repeatable, or 1,2)",
+    )
+    group.add_argument(
+        "--no-retry-on-exit",
+        action="append",
+        default=[],
+        metavar="CODES",
+        help="never retry these exit codes (repeatable, or 2,64)",
+    )
+    group.add_argument(
+        "--retry-on-timeout",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="whether a timed-out attempt is retried (default yes)",
+    )
+    group.add_argument(
+        "--notify-webhook",
+        action="append",
+        default=[],
+        metavar="URL[,events=E+E]",
+        help="POST a JSON notification to URL (repeatable); events: failure, timeout, dead-letter, missed",
+    )
+    group.add_argument(
+        "--notify-command",
+        action="append",
+        default=[],
+        metavar="'ARGV...'[,events=E+E]",
+        help="run ARGV (shell-quoted words, no shell) with the JSON notification on stdin (repeatable)",
+    )
+    group.add_argument(
+        "--worker-label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a label the worker must carry (repeatable)",
+    )
+    group.add_argument(
+        "--max-concurrency", type=int, metavar="N", help="at most N executions leased at once (0: no limit)"
+    )
+    if update:
+        group.add_argument(
+            "--reset-retry", action="store_true", help="drop the retry policy (the cluster default applies)"
+        )
+        group.add_argument("--no-notify", action="store_true", help="remove every notification target")
+        group.add_argument(
+            "--remove-worker-label", action="append", default=[], metavar="KEY", help="remove a worker label"
+        )
+
+
+# -------------------------------------------------------------------------------------------- helpers
+
+
+def parse_pairs(pairs: Iterable[str], flag: str) -> dict[str, str]:
+    """KEY=VALUE flags (`--tag`, `--worker-label`) as a dict; the last one of a key wins."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidArgument(flag, f"expected KEY=VALUE, got {pair!r}")
+        out[key] = value
+    return out
+
+
+def non_negative(value: int, flag: str) -> int:
+    if value < 0:
+        raise InvalidArgument(flag, f"must not be negative, got {value}")
+    return value
+
+
+def parse_codes(values: Iterable[str], flag: str, lo: int, hi: int) -> list[int]:
+    """Integers from repeatable flags, each possibly a comma list ("1,2")."""
+    out: list[int] = []
+    for value in values:
+        for part in value.split(","):
+            try:
+                code = int(part.strip())
+            except ValueError:
+                raise InvalidArgument(flag, f"expected integers such as 1,2, got {value!r}") from None
+            if not lo <= code <= hi:
+                raise InvalidArgument(flag, f"{code} is out of range {lo}..{hi}")
+            if code not in out:
+                out.append(code)
+    return out
+
+
+def _given(args: argparse.Namespace, name: str) -> bool:
+    value = getattr(args, name, None)
+    return value not in (None, [], False)
+
+
+# ------------------------------------------------------------------------------------------- payloads
+
+
+def payload_from_args(
+    args: argparse.Namespace, base: common_pb2.Payload | None = None, *, required: bool = True
+) -> common_pb2.Payload | None:
+    """The payload the flags describe: `-- ARGV`, `--shell -- SCRIPT`, `--http-url URL` (with
+    `--http-method`, `--http-header`, `--http-body`, `--http-expect`) or `--handler NAME` (with
+    `--handler-args`); exactly one kind. With `base` (update), the modifiers of an http or handler
+    payload alone change that payload; None means "unchanged" (and is an error when `required`)."""
+    kinds = []
+    if args.argv or args.shell:
+        kinds.append("--shell -- SCRIPT" if args.shell else "-- ARGV")
+    if args.http_url is not None:
+        kinds.append("--http-url")
+    if args.handler_name is not None:
+        kinds.append("--handler")
+    if len(kinds) > 1:
+        raise UsageError(f"give exactly one payload: {PAYLOAD_FLAGS} (got {' and '.join(kinds)})")
+    base_kind = base.WhichOneof("kind") if base is not None else None
+    if kinds == ["--http-url"] or (not kinds and base_kind == "http" and _http_modifiers(args)):
+        return _http_payload(args, base if not kinds else None)
+    if kinds == ["--handler"] or (not kinds and base_kind == "handler" and args.handler_args is not None):
+        return _handler_payload(args, base if not kinds else None)
+    for name in _HTTP_FLAGS:
+        if _given(args, name):
+            raise InvalidArgument(f"--{name.replace('_', '-')}", "applies to --http-url only")
+    if args.handler_args is not None:
+        raise InvalidArgument("--handler-args", "applies to --handler only")
+    if args.shell:
+        if len(args.argv) != 1:
+            raise UsageError(
+                f"--shell takes exactly one argument after --, the script (quote it); got {len(args.argv)}"
+            )
+        return _common.shell(args.argv[0])
+    if args.argv:
+        return _common.command(*args.argv)
+    if required:
+        raise UsageError(
+            "missing command: put its argv after --, e.g. -- echo hello"
+            " (or give --shell -- SCRIPT, --http-url URL or --handler NAME)"
+        )
+    return None
+
+
+def _http_modifiers(args: argparse.Namespace) -> bool:
+    return any(_given(args, name) for name in _HTTP_FLAGS)
+
+
+def _http_payload(args: argparse.Namespace, base: common_pb2.Payload | None) -> common_pb2.Payload:
+    old = base.http if base is not None else common_pb2.HttpPayload()
+    headers = dict(old.headers)
+    for header in args.http_header:
+        key, sep, value = header.partition(":")
+        if not sep or not key.strip():
+            raise InvalidArgument("--http-header", f"expected KEY:VALUE, got {header!r}")
+        headers[key.strip()] = value.strip()
+    body: bytes = old.body if args.http_body is None else _read_body(args.http_body)
+    expected = (
+        parse_codes(args.http_expect, "--http-expect", 100, 599)
+        if args.http_expect
+        else list(old.expected_status)
+    )
+    url = args.http_url if args.http_url is not None else old.url
+    try:
+        return _builders.http(
+            url,
+            method=args.http_method or old.method or "GET",
+            headers=headers,
+            body=body,
+            expected_status=expected,
+        )
+    except InvalidArgument as exc:
+        flag = {"payload.http.method": "--http-method", "payload.http.headers": "--http-header"}
+        raise InvalidArgument(flag.get(exc.field, "--http-url"), exc.problem) from None
+
+
+def _read_body(text: str) -> bytes:
+    """--http-body: TEXT, @FILE (a file's bytes), @- (stdin), @@TEXT (TEXT starting with @)."""
+    if text.startswith("@@"):
+        return text[1:].encode()
+    if not text.startswith("@"):
+        return text.encode()
+    path = text[1:]
+    try:
+        if path == "-":
+            return sys.stdin.buffer.read()
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise InvalidArgument("--http-body", f"cannot read {path}: {exc.strerror}") from None
+
+
+def _handler_payload(args: argparse.Namespace, base: common_pb2.Payload | None) -> common_pb2.Payload:
+    old = base.handler if base is not None else common_pb2.HandlerPayload()
+    name = args.handler_name if args.handler_name is not None else old.name
+    if not name.strip():
+        raise InvalidArgument("--handler", "must not be empty")
+    if args.handler_args is None:
+        args_json = old.args_json
+    else:
+        args_json = _builders.handler_args_json(args.handler_args, "--handler-args")
+    return common_pb2.Payload(handler=common_pb2.HandlerPayload(name=name.strip(), args_json=args_json))
+
+
+# --------------------------------------------------------------------------------------- spec changes
+
+
+def spec_changes(args: argparse.Namespace, base: common_pb2.TaskSpec | None = None) -> dict[str, Any]:
+    """The spec fields given on the command line (besides name, schedule, payload and tags), as
+    `_common.edit_spec` takes them. `base` is the stored spec of an update (None for a create)."""
+    changes: dict[str, Any] = {}
+    if args.name is not None:
+        changes["name"] = args.name
+    if args.queue is not None:
+        changes["queue"] = args.queue
+    if args.task_timeout is not None:
+        changes["timeout_ms"] = _common.parse_duration(args.task_timeout, "--timeout")
+    if args.guarantee is not None:
+        changes["guarantee"] = _common.parse_guarantee(args.guarantee, "--guarantee")
+    if args.priority is not None:
+        changes["priority"] = _common.parse_priority(args.priority, "--priority")
+    if args.max_attempts is not None:
+        changes["max_attempts"] = non_negative(args.max_attempts, "--max-attempts")
+    if args.misfire is not None:
+        changes["misfire"] = _common.parse_misfire(args.misfire, "--misfire")
+    if args.catchup_window is not None:
+        changes["catchup_window"] = _common.parse_duration(args.catchup_window, "--catchup-window")
+    if args.max_catchup is not None:
+        changes["max_catchup"] = non_negative(args.max_catchup, "--max-catchup")
+    if args.overlap is not None:
+        changes["overlap"] = _common.parse_overlap(args.overlap, "--overlap")
+    if args.max_concurrency is not None:
+        changes["max_concurrency"] = non_negative(args.max_concurrency, "--max-concurrency")
+    _retry_change(args, base, changes)
+    _notify_change(args, changes)
+    labels = dict(base.worker_labels) if base is not None else {}
+    labels.update(parse_pairs(args.worker_label, "--worker-label"))
+    for key in getattr(args, "remove_worker_label", []):
+        labels.pop(key, None)
+    if base is None or labels != dict(base.worker_labels):
+        changes["worker_labels"] = labels
+    return changes
+
+
+def _retry_change(
+    args: argparse.Namespace, base: common_pb2.TaskSpec | None, changes: dict[str, Any]
+) -> None:
+    given = [
+        flag
+        for name, flag in _RETRY_FLAGS.items()
+        if _given(args, name) or (name == "retry_on_timeout" and args.retry_on_timeout is not None)
+    ]
+    if getattr(args, "reset_retry", False):
+        if given:
+            raise UsageError(f"--reset-retry drops the retry policy: do not combine it with {given[0]}")
+        changes["retry"] = None
+        return
+    if not given:
+        return
+    old = base.retry if base is not None and base.HasField("retry") else common_pb2.RetryPolicy()
+    initial = (
+        _common.parse_duration(args.retry_initial, "--retry-initial")
+        if args.retry_initial is not None
+        else old.initial_backoff_ms or 1000
+    )
+    maximum = (
+        _common.parse_duration(args.retry_max, "--retry-max")
+        if args.retry_max is not None
+        else old.max_backoff_ms or 300_000
+    )
+    yes = (
+        parse_codes(args.retry_on_exit, "--retry-on-exit", 0, 255)
+        if args.retry_on_exit
+        else list(old.retryable_exit_codes)
+    )
+    no = (
+        parse_codes(args.no_retry_on_exit, "--no-retry-on-exit", 0, 255)
+        if args.no_retry_on_exit
+        else list(old.non_retryable_exit_codes)
+    )
+    on_timeout = args.retry_on_timeout if args.retry_on_timeout is not None else not old.no_retry_on_timeout
+    try:
+        changes["retry"] = _builders.retry(
+            initial,
+            args.retry_multiplier if args.retry_multiplier is not None else old.multiplier or 2.0,
+            maximum,
+            retryable=yes,
+            non_retryable=no,
+            retry_on_timeout=on_timeout,
+        )
+    except InvalidArgument as exc:
+        raise InvalidArgument(_RETRY_FIELD_FLAG.get(exc.field, "--retry-initial"), exc.problem) from None
+
+
+def _split_events(value: str, flag: str) -> tuple[str, list[str]]:
+    m = _EVENTS_SUFFIX.match(value)
+    if m is None:
+        return value, []
+    events = [e for e in m.group("events").split("+") if e]
+    if not events:
+        raise InvalidArgument(flag, f"empty events= in {value!r} (expected e.g. events=failure+timeout)")
+    return m.group("target"), events
+
+
+def _notify_change(args: argparse.Namespace, changes: dict[str, Any]) -> None:
+    targets: list[common_pb2.NotifyTarget] = []
+    for value in args.notify_webhook:
+        url, events = _split_events(value, "--notify-webhook")
+        try:
+            targets.append(_builders.notify_webhook(url, events))
+        except InvalidArgument as exc:
+            raise InvalidArgument("--notify-webhook", exc.problem) from None
+    for value in args.notify_command:
+        text, events = _split_events(value, "--notify-command")
+        try:
+            argv = shlex.split(text)
+        except ValueError as exc:
+            raise InvalidArgument("--notify-command", f"cannot split {text!r}: {exc}") from None
+        try:
+            targets.append(_builders.notify_command(*argv, events=events))
+        except InvalidArgument as exc:
+            raise InvalidArgument("--notify-command", exc.problem) from None
+    no_notify = getattr(args, "no_notify", False)
+    if no_notify and targets:
+        raise UsageError("--no-notify removes every notification target: do not combine it with --notify-*")
+    if targets or no_notify:
+        changes["notify"] = targets

@@ -1,0 +1,317 @@
+"""The stable JSON rendering of the `cronraft.v1` messages (docs/cli.md, "JSON output"), free of I/O.
+
+Each `*_to_json` builds plain dicts and lists by hand, never through protobuf's JSON mapping, so that the
+keys are explicit and stay stable: snake_case, every key always present, times twice (`<name>_ms` and RFC
+3339 `<name>`, null when unset), enums as lower-case names without their prefix, maps with sorted keys,
+bytes as UTF-8 text (invalid bytes become U+FFFD). `_common` re-exports these names (their old home).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cronraft.proto.v1 import cluster_pb2, common_pb2, scheduler_pb2
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+def format_instant(ms: int) -> str:
+    """RFC 3339 in UTC with milliseconds, e.g. 2025-06-01T09:00:00.000Z."""
+    return (_EPOCH + ms * _MS).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def enum_name(wrapper: Any, number: int, prefix: str = "") -> str:
+    """Lower-case enum name without `prefix` ("TASK_SCHEDULED" -> "scheduled"); "unspecified" for 0,
+    "unknown_<n>" for a value this client does not know (a newer server)."""
+    if number == 0:
+        return "unspecified"
+    try:
+        name: str = wrapper.Name(number)
+    except ValueError:
+        return f"unknown_{number}"
+    return name.removeprefix(prefix).lower()
+
+
+def policy_name(wrapper: Any, number: int, prefix: str) -> str:
+    """`enum_name` for the policy enums, whose 0 is a documented default: "default" rather than
+    "unspecified"."""
+    return "default" if number == 0 else enum_name(wrapper, number, prefix)
+
+
+def tail_text(data: bytes) -> str:
+    """Output tails (and other bytes shown as text): UTF-8, invalid bytes replaced by U+FFFD."""
+    return data.decode("utf-8", errors="replace")
+
+
+def time_fields(out: dict[str, Any], name: str, ms: int) -> None:
+    """Set `<name>_ms` (0 when unset) and `<name>` (RFC 3339, None when unset) in `out`."""
+    out[f"{name}_ms"] = ms
+    out[name] = format_instant(ms) if ms else None
+
+
+# ------------------------------------------------------------------------------------------------ tasks
+
+
+def schedule_to_json(schedule: common_pb2.Schedule) -> dict[str, Any]:
+    kind = schedule.WhichOneof("kind")
+    out: dict[str, Any] = {"kind": kind}
+    if kind == "cron":
+        out["expression"] = schedule.cron.expression
+        out["time_zone"] = schedule.cron.time_zone
+    elif kind == "at":
+        time_fields(out, "at", schedule.at.at_ms)
+    elif kind == "fixed_rate":
+        out["period_ms"] = schedule.fixed_rate.period_ms
+        time_fields(out, "anchor", schedule.fixed_rate.anchor_ms)
+    elif kind == "fixed_delay":
+        out["delay_ms"] = schedule.fixed_delay.delay_ms
+        out["stop_on_failure"] = schedule.fixed_delay.stop_on_failure
+    time_fields(out, "start_at", schedule.start_at_ms)
+    time_fields(out, "end_at", schedule.end_at_ms)
+    out["max_runs"] = schedule.max_runs
+    out["jitter_ms"] = schedule.jitter_ms
+    out["dst_gap"] = policy_name(common_pb2.DstGapPolicy, schedule.dst_gap, "DST_GAP_")
+    out["dst_fold"] = policy_name(common_pb2.DstFoldPolicy, schedule.dst_fold, "DST_FOLD_")
+    out["calendars"] = list(schedule.calendars)
+    out["calendar_action"] = policy_name(common_pb2.CalendarAction, schedule.calendar_action, "CALENDAR_")
+    return out
+
+
+def handler_args(args_json: str) -> Any:
+    """The decoded arguments of a handler payload: {} when empty, None when not valid JSON."""
+    if not args_json.strip():
+        return {}
+    try:
+        return json.loads(args_json)
+    except ValueError:
+        return None
+
+
+def command_to_json(command: common_pb2.CommandPayload) -> dict[str, Any]:
+    return {"argv": list(command.argv), "env": dict(sorted(command.env.items())), "cwd": command.cwd}
+
+
+def payload_to_json(payload: common_pb2.Payload) -> dict[str, Any]:
+    kind = payload.WhichOneof("kind")
+    if kind == "command":
+        return {"kind": "command", **command_to_json(payload.command)}
+    if kind == "shell":
+        return {"kind": "shell", "script": payload.shell.script}
+    if kind == "http":
+        h = payload.http
+        return {
+            "kind": "http",
+            "method": h.method,
+            "url": h.url,
+            "headers": dict(sorted(h.headers.items())),
+            "body": tail_text(h.body),
+            "expected_status": list(h.expected_status),
+        }
+    if kind == "handler":
+        return {
+            "kind": "handler",
+            "name": payload.handler.name,
+            "args": handler_args(payload.handler.args_json),
+            "args_json": payload.handler.args_json,
+        }
+    return {"kind": None}
+
+
+def retry_to_json(retry: common_pb2.RetryPolicy) -> dict[str, Any]:
+    return {
+        "initial_backoff_ms": retry.initial_backoff_ms,
+        "multiplier": retry.multiplier,
+        "max_backoff_ms": retry.max_backoff_ms,
+        "retryable_exit_codes": list(retry.retryable_exit_codes),
+        "non_retryable_exit_codes": list(retry.non_retryable_exit_codes),
+        "no_retry_on_timeout": retry.no_retry_on_timeout,
+    }
+
+
+def notify_to_json(target: common_pb2.NotifyTarget) -> dict[str, Any]:
+    kind = target.WhichOneof("kind")
+    out: dict[str, Any]
+    if kind == "webhook_url":
+        out = {"kind": "webhook", "url": target.webhook_url}
+    elif kind == "command":
+        out = {"kind": "command", **command_to_json(target.command)}
+    else:
+        out = {"kind": None}
+    out["events"] = [enum_name(common_pb2.NotifyEvent, e, "NOTIFY_") for e in target.events]
+    return out
+
+
+def spec_to_json(spec: common_pb2.TaskSpec) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "tags": dict(sorted(spec.tags.items())),
+        "schedule": schedule_to_json(spec.schedule),
+        "payload": payload_to_json(spec.payload),
+        "queue": spec.queue,
+        "timeout_ms": spec.timeout_ms,
+        "guarantee": enum_name(common_pb2.DeliveryGuarantee, spec.guarantee),
+        "priority": enum_name(common_pb2.Priority, spec.priority),
+        "max_attempts": spec.max_attempts,
+        "misfire": policy_name(common_pb2.MisfirePolicy, spec.misfire, "MISFIRE_"),
+        "catchup_window_ms": spec.catchup_window_ms,
+        "max_catchup": spec.max_catchup,
+        "overlap": policy_name(common_pb2.OverlapPolicy, spec.overlap, "OVERLAP_"),
+        "retry": retry_to_json(spec.retry) if spec.HasField("retry") else None,
+        "notify": [notify_to_json(n) for n in spec.notify],
+        "worker_labels": dict(sorted(spec.worker_labels.items())),
+        "max_concurrency": spec.max_concurrency,
+    }
+
+
+def task_to_json(task: common_pb2.Task) -> dict[str, Any]:
+    """The JSON object of a task (docs/cli.md, "Task")."""
+    out: dict[str, Any] = {
+        "task_id": task.task_id,
+        "state": enum_name(common_pb2.TaskState, task.state, "TASK_"),
+        "spec": spec_to_json(task.spec),
+    }
+    time_fields(out, "created_at", task.created_at_ms)
+    time_fields(out, "updated_at", task.updated_at_ms)
+    time_fields(out, "next_fire", task.next_fire_ms)
+    time_fields(out, "last_fired_nominal", task.last_fired_nominal_ms)
+    out["fire_count"] = task.fire_count
+    out["version"] = task.version
+    out["pause_note"] = task.pause_note
+    time_fields(out, "paused_at", task.paused_at_ms)
+    time_fields(out, "next_due", task.next_due_ms)
+    out["catchup_fired"] = task.catchup_fired
+    time_fields(out, "last_finished", task.last_finished_ms)
+    return out
+
+
+# ------------------------------------------------------------------------------------------- executions
+
+
+def attempt_to_json(attempt: common_pb2.AttemptSummary) -> dict[str, Any]:
+    """The JSON object of one finished attempt (docs/cli.md, "Attempt")."""
+    out: dict[str, Any] = {
+        "attempt": attempt.attempt,
+        "worker_id": attempt.worker_id,
+        "outcome": enum_name(common_pb2.AttemptOutcome, attempt.outcome, "ATTEMPT_"),
+        "exit_code": attempt.exit_code,
+    }
+    time_fields(out, "started_at", attempt.started_at_ms)
+    time_fields(out, "finished_at", attempt.finished_at_ms)
+    out["error"] = attempt.error
+    return out
+
+
+def execution_to_json(execution: common_pb2.Execution) -> dict[str, Any]:
+    """The JSON object of an execution (docs/cli.md, "Execution")."""
+    out: dict[str, Any] = {
+        "execution_id": execution.execution_id,
+        "task_id": execution.task_id,
+        "state": enum_name(common_pb2.ExecutionState, execution.state, "EXECUTION_"),
+    }
+    time_fields(out, "nominal_time", execution.nominal_time_ms)
+    time_fields(out, "fired_at", execution.fired_at_ms)
+    out["attempt"] = execution.attempt
+    out["worker_id"] = execution.worker_id
+    out["token"] = (
+        {"term": execution.token.term, "index": execution.token.index}
+        if execution.HasField("token")
+        else None
+    )
+    time_fields(out, "leased_at", execution.leased_at_ms)
+    time_fields(out, "started_at", execution.started_at_ms)
+    time_fields(out, "finished_at", execution.finished_at_ms)
+    time_fields(out, "completed_at", execution.completed_at_ms)
+    out["exit_code"] = execution.exit_code
+    out["stdout_tail"] = tail_text(execution.stdout_tail)
+    out["stderr_tail"] = tail_text(execution.stderr_tail)
+    out["error"] = execution.error
+    out["guarantee"] = enum_name(common_pb2.DeliveryGuarantee, execution.guarantee)
+    out["priority"] = enum_name(common_pb2.Priority, execution.priority)
+    time_fields(out, "not_before", execution.not_before_ms)
+    out["dead_lettered"] = execution.dead_lettered
+    out["return_value"] = tail_text(execution.return_value)
+    out["attempts"] = [attempt_to_json(a) for a in execution.attempts]
+    time_fields(out, "cancel_requested_at", execution.cancel_requested_at_ms)
+    out["cancel_reason"] = execution.cancel_reason
+    out["manual"] = execution.manual
+    return out
+
+
+def dead_letter_to_json(dead_letter: common_pb2.DeadLetter) -> dict[str, Any]:
+    """The JSON object of a dead letter (docs/cli.md, "Dead letter")."""
+    out: dict[str, Any] = {
+        "execution_id": dead_letter.execution_id,
+        "task_id": dead_letter.task_id,
+        "task_name": dead_letter.task_name,
+        "reason": dead_letter.reason,
+        "attempts": dead_letter.attempts,
+    }
+    time_fields(out, "dead_at", dead_letter.dead_at_ms)
+    time_fields(out, "nominal_time", dead_letter.nominal_time_ms)
+    out["stdout_tail"] = tail_text(dead_letter.stdout_tail)
+    out["stderr_tail"] = tail_text(dead_letter.stderr_tail)
+    out["redriven_as"] = dead_letter.redriven_as
+    return out
+
+
+# ---------------------------------------------------------------------------------- ledger and preview
+
+
+def fire_record_to_json(record: common_pb2.FireRecord) -> dict[str, Any]:
+    """The JSON object of a fire-ledger record (docs/cli.md, "Fire record")."""
+    out: dict[str, Any] = {"task_id": record.task_id}
+    time_fields(out, "nominal_time", record.nominal_time_ms)
+    out["outcome"] = enum_name(common_pb2.FireOutcome, record.outcome)
+    out["reason"] = record.reason
+    out["execution_id"] = record.execution_id
+    time_fields(out, "committed_at", record.committed_at_ms)
+    out["late_ms"] = record.late_ms
+    time_fields(out, "actual", record.actual_ms)
+    return out
+
+
+def explain_to_json(response: scheduler_pb2.ExplainTaskResponse) -> dict[str, Any]:
+    """The JSON object of `task explain` (docs/cli.md, "Explain")."""
+    out: dict[str, Any] = {"state": enum_name(common_pb2.TaskState, response.state, "TASK_")}
+    time_fields(out, "next_fire", response.next_fire_ms)
+    out["note"] = response.note
+    out["records"] = [fire_record_to_json(r) for r in response.records]
+    return out
+
+
+def preview_fire_to_json(fire: scheduler_pb2.PreviewFire) -> dict[str, Any]:
+    """The JSON object of one previewed fire (docs/cli.md, "Preview fire")."""
+    out: dict[str, Any] = {}
+    time_fields(out, "nominal_time", fire.nominal_time_ms)
+    time_fields(out, "actual", fire.actual_ms)
+    out["local_time"] = fire.local_time
+    out["notes"] = list(fire.notes)
+    return out
+
+
+def status_to_json(status: cluster_pb2.StatusResponse) -> dict[str, Any]:
+    """The JSON object of `cluster status` (docs/cli.md, "Cluster status")."""
+    return {
+        "node_id": status.node_id,
+        "is_leader": status.is_leader,
+        "leader_id": status.leader_id,
+        "leader_address": status.leader_address,
+        "term": status.term,
+        "epoch_term": status.epoch_term,
+        "commit_index": status.commit_index,
+        "applied_index": status.applied_index,
+        "ready": status.ready,
+        "connected_workers": status.connected_workers,
+        "members": [
+            {
+                "node_id": m.node_id,
+                "raft_address": m.raft_address,
+                "grpc_address": m.grpc_address,
+                "connected": m.connected,
+            }
+            for m in status.members
+        ],
+    }

@@ -1,0 +1,431 @@
+"""The table output of schedctl, free of I/O: aligned columns with an upper-case header, or one
+`key: value` line per field (docs/cli.md, "Table output"). Times are RFC 3339 UTC to the second, "-" when
+unset. Table output is for people; scripts use the JSON of `_render`.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from cronraft.client import _common
+from cronraft.proto.v1 import cluster_pb2, common_pb2, scheduler_pb2
+
+
+def _time(ms: int) -> str:
+    """RFC 3339 UTC to the second for tables; "-" for none."""
+    return _common.format_instant(ms)[:19] + "Z" if ms else "-"
+
+
+def format_duration(ms: int) -> str:
+    """Compact duration: 90000 -> "1m30s", 1500 -> "1s500ms", 0 -> "0s"."""
+    if ms <= 0:
+        return "0s"
+    parts = []
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
+        if ms >= size:
+            parts.append(f"{ms // size}{unit}")
+            ms %= size
+    return "".join(parts)
+
+
+def _schedule_text(schedule: common_pb2.Schedule) -> str:
+    kind = schedule.WhichOneof("kind")
+    if kind == "cron":
+        return f"cron {schedule.cron.expression} ({schedule.cron.time_zone or 'UTC'})"
+    if kind == "at":
+        return f"at {_time(schedule.at.at_ms)}"
+    if kind == "fixed_rate":
+        anchor = f" from {_time(schedule.fixed_rate.anchor_ms)}" if schedule.fixed_rate.anchor_ms else ""
+        return f"every {format_duration(schedule.fixed_rate.period_ms)}{anchor}"
+    if kind == "fixed_delay":
+        stop = ", stop on failure" if schedule.fixed_delay.stop_on_failure else ""
+        return f"delay {format_duration(schedule.fixed_delay.delay_ms)}{stop}"
+    return "-"
+
+
+def _window_text(schedule: common_pb2.Schedule) -> str:
+    parts = []
+    if schedule.start_at_ms:
+        parts.append(f"from {_time(schedule.start_at_ms)}")
+    if schedule.end_at_ms:
+        parts.append(f"until {_time(schedule.end_at_ms)}")
+    if schedule.max_runs:
+        parts.append(f"at most {schedule.max_runs} runs")
+    return ", ".join(parts) or "-"
+
+
+def _timing_text(schedule: common_pb2.Schedule) -> str:
+    parts = []
+    if schedule.jitter_ms:
+        parts.append(f"jitter up to {format_duration(schedule.jitter_ms)}")
+    parts.append(f"dst gap {_common.policy_name(common_pb2.DstGapPolicy, schedule.dst_gap, 'DST_GAP_')}")
+    parts.append(f"dst fold {_common.policy_name(common_pb2.DstFoldPolicy, schedule.dst_fold, 'DST_FOLD_')}")
+    return ", ".join(parts)
+
+
+def _calendars_text(schedule: common_pb2.Schedule) -> str:
+    if not schedule.calendars:
+        return "-"
+    action = _common.policy_name(common_pb2.CalendarAction, schedule.calendar_action, "CALENDAR_")
+    return f"{', '.join(schedule.calendars)} ({action})"
+
+
+def _policies_text(spec: common_pb2.TaskSpec) -> str:
+    misfire = _common.policy_name(common_pb2.MisfirePolicy, spec.misfire, "MISFIRE_")
+    overlap = _common.policy_name(common_pb2.OverlapPolicy, spec.overlap, "OVERLAP_")
+    window = format_duration(spec.catchup_window_ms) if spec.catchup_window_ms else "default"
+    cap = str(spec.max_catchup) if spec.max_catchup else "default"
+    return f"misfire {misfire} (catch-up window {window}, max {cap}), overlap {overlap}"
+
+
+def _payload_text(payload: common_pb2.Payload) -> str:
+    kind = payload.WhichOneof("kind")
+    if kind == "command":
+        return shlex.join(payload.command.argv)
+    if kind == "shell":
+        return f"sh -c {shlex.quote(payload.shell.script)}"
+    if kind == "http":
+        h = payload.http
+        parts = [f"http {h.method or 'GET'} {h.url}"]
+        if h.headers:
+            parts.append(f"{len(h.headers)} header(s)")
+        if h.body:
+            parts.append(f"body {len(h.body)} bytes")
+        if h.expected_status:
+            parts.append("expect " + ",".join(str(c) for c in h.expected_status))
+        return ", ".join(parts)
+    if kind == "handler":
+        return f"handler {payload.handler.name} {payload.handler.args_json or '{}'}"
+    return "-"
+
+
+def _retry_text(spec: common_pb2.TaskSpec) -> str:
+    if not spec.HasField("retry"):
+        return "cluster default"
+    r = spec.retry
+    parts = [
+        f"backoff {format_duration(r.initial_backoff_ms or 1000)} x{r.multiplier or 2.0:g} "
+        f"up to {format_duration(r.max_backoff_ms or 300_000)}"
+    ]
+    if r.retryable_exit_codes:
+        parts.append("only exit " + ",".join(str(c) for c in r.retryable_exit_codes))
+    if r.non_retryable_exit_codes:
+        parts.append("never exit " + ",".join(str(c) for c in r.non_retryable_exit_codes))
+    if r.no_retry_on_timeout:
+        parts.append("no retry on timeout")
+    return ", ".join(parts)
+
+
+def _notify_text(target: common_pb2.NotifyTarget) -> str:
+    kind = target.WhichOneof("kind")
+    what = (
+        f"webhook {target.webhook_url}"
+        if kind == "webhook_url"
+        else f"command {shlex.join(target.command.argv)}"
+        if kind == "command"
+        else "-"
+    )
+    events = [_enum(common_pb2.NotifyEvent, e, "NOTIFY_") for e in target.events]
+    return f"{what} on {'+'.join(events) if events else 'every event'}"
+
+
+def _pairs_text(pairs: Mapping[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(pairs.items())) or "-"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in [headers, *rows]
+    ]
+    return "\n".join(lines)
+
+
+def _fields(pairs: Sequence[tuple[str, str]]) -> str:
+    width = max(len(k) for k, _ in pairs) + 1
+    return "\n".join(f"{(k + ':').ljust(width)}  {v}" for k, v in pairs)
+
+
+def _enum(wrapper: Any, number: int, prefix: str = "") -> str:
+    return _common.enum_name(wrapper, number, prefix)
+
+
+def task_table(tasks: Sequence[common_pb2.Task]) -> str:
+    rows = [
+        [
+            t.task_id,
+            t.spec.name,
+            _enum(common_pb2.TaskState, t.state, "TASK_"),
+            _schedule_text(t.spec.schedule),
+            _time(t.next_fire_ms),
+            str(t.fire_count),
+        ]
+        for t in tasks
+    ]
+    return _table(["TASK_ID", "NAME", "STATE", "SCHEDULE", "NEXT_FIRE", "FIRES"], rows)
+
+
+def task_detail(task: common_pb2.Task) -> str:
+    spec = task.spec
+    return _fields(
+        [
+            ("task_id", task.task_id),
+            ("name", spec.name),
+            ("state", _enum(common_pb2.TaskState, task.state, "TASK_")),
+            ("schedule", _schedule_text(spec.schedule)),
+            ("window", _window_text(spec.schedule)),
+            ("timing", _timing_text(spec.schedule)),
+            ("calendars", _calendars_text(spec.schedule)),
+            ("policies", _policies_text(spec)),
+            ("payload", _payload_text(spec.payload)),
+            ("tags", _pairs_text(spec.tags)),
+            ("queue", spec.queue or "default"),
+            ("timeout", format_duration(spec.timeout_ms) if spec.timeout_ms else "cluster default"),
+            ("guarantee", _enum(common_pb2.DeliveryGuarantee, spec.guarantee)),
+            ("priority", _enum(common_pb2.Priority, spec.priority)),
+            ("max_attempts", str(spec.max_attempts) if spec.max_attempts else "default"),
+            ("retry", _retry_text(spec)),
+            *[("notify", _notify_text(n)) for n in spec.notify],
+            ("worker_labels", _pairs_text(spec.worker_labels)),
+            ("max_concurrency", str(spec.max_concurrency) if spec.max_concurrency else "no limit"),
+            ("next_fire", _time(task.next_fire_ms)),
+            ("next_due", _time(task.next_due_ms)),
+            ("last_fired", _time(task.last_fired_nominal_ms)),
+            ("fire_count", str(task.fire_count)),
+            ("created_at", _time(task.created_at_ms)),
+            ("updated_at", _time(task.updated_at_ms)),
+            ("version", str(task.version)),
+            *_pause_rows(task),
+        ]
+    )
+
+
+def _pause_rows(task: common_pb2.Task) -> list[tuple[str, str]]:
+    if task.state != common_pb2.TASK_PAUSED and not task.pause_note:
+        return []
+    return [("paused_at", _time(task.paused_at_ms)), ("pause_note", task.pause_note or "-")]
+
+
+def explain_text(response: scheduler_pb2.ExplainTaskResponse) -> str:
+    head = [
+        ("state", _enum(common_pb2.TaskState, response.state, "TASK_")),
+        ("next_fire", _time(response.next_fire_ms)),
+    ]
+    if response.note:
+        head.append(("pause_note", response.note))
+    head.append(("records", str(len(response.records))))
+    rows = [
+        [
+            _time(r.nominal_time_ms),
+            _enum(common_pb2.FireOutcome, r.outcome),
+            format_duration(r.late_ms) if r.execution_id else "-",
+            r.execution_id or "-",
+            r.reason or "-",
+        ]
+        for r in response.records
+    ]
+    ledger = _table(["NOMINAL_TIME (UTC)", "OUTCOME", "LATE", "EXECUTION_ID", "REASON"], rows)
+    return _fields(head) + "\n\n" + ledger
+
+
+def preview_table(fires: Sequence[scheduler_pb2.PreviewFire]) -> str:
+    rows = [
+        [
+            _time(f.nominal_time_ms),
+            _time(f.actual_ms or f.nominal_time_ms),
+            f.local_time or "-",
+            "; ".join(f.notes) or "-",
+        ]
+        for f in fires
+    ]
+    return _table(["NOMINAL_TIME (UTC)", "DUE (UTC)", "LOCAL_TIME", "NOTES"], rows)
+
+
+def _rule_text(rule: common_pb2.CalendarRule) -> str:
+    kind = rule.WhichOneof("kind")
+    if kind == "dates":
+        return "dates " + ", ".join(rule.dates.dates)
+    if kind == "holidays":
+        sub = f"-{rule.holidays.subdivision}" if rule.holidays.subdivision else ""
+        return f"holidays {rule.holidays.country}{sub}"
+    if kind == "weekdays":
+        return "weekdays " + ",".join(str(d) for d in rule.weekdays.days)
+    if kind == "date_range":
+        return f"date range {getattr(rule.date_range, 'from')}..{rule.date_range.to}"
+    if kind == "time_of_day":
+        return f"time of day {rule.time_of_day.start}-{rule.time_of_day.end}"
+    if kind == "cron":
+        return f"cron {rule.cron}"
+    return "-"
+
+
+def calendar_detail(calendar: common_pb2.Calendar) -> str:
+    pairs = [
+        ("name", calendar.name),
+        ("time_zone", calendar.time_zone or "UTC"),
+        ("description", calendar.description or "-"),
+        ("include", ", ".join(calendar.include) or "-"),
+        ("version", str(calendar.version)),
+        ("updated_at", _time(calendar.updated_at_ms)),
+    ]
+    rules = [f"  {_rule_text(r)}" for r in calendar.exclude] or ["  (none)"]
+    return _fields(pairs) + "\nexclude:\n" + "\n".join(rules)
+
+
+def calendar_table(calendars: Sequence[common_pb2.Calendar]) -> str:
+    rows = [
+        [
+            c.name,
+            c.time_zone or "UTC",
+            str(len(c.exclude)),
+            ", ".join(c.include) or "-",
+            str(c.version),
+            c.description or "-",
+        ]
+        for c in calendars
+    ]
+    return _table(["NAME", "TIME_ZONE", "RULES", "INCLUDE", "VERSION", "DESCRIPTION"], rows)
+
+
+def execution_table(executions: Sequence[common_pb2.Execution]) -> str:
+    rows = [
+        [
+            e.execution_id,
+            _time(e.nominal_time_ms),
+            _enum(common_pb2.ExecutionState, e.state, "EXECUTION_"),
+            str(e.attempt),
+            e.worker_id or "-",
+            str(e.exit_code) if e.finished_at_ms else "-",
+        ]
+        for e in executions
+    ]
+    return _table(["EXECUTION_ID", "NOMINAL_TIME", "STATE", "ATTEMPT", "WORKER", "EXIT_CODE"], rows)
+
+
+def execution_detail(e: common_pb2.Execution) -> str:
+    token = f"{e.token.term}.{e.token.index}" if e.HasField("token") else "-"
+    rows = [
+        ("execution_id", e.execution_id),
+        ("task_id", e.task_id),
+        ("state", _enum(common_pb2.ExecutionState, e.state, "EXECUTION_")),
+        ("nominal_time", _time(e.nominal_time_ms)),
+        ("fired_at", _time(e.fired_at_ms)),
+        ("manual", "yes" if e.manual else "no"),
+        ("attempt", str(e.attempt)),
+        ("worker_id", e.worker_id or "-"),
+        ("token", token),
+        ("leased_at", _time(e.leased_at_ms)),
+        ("started_at", _time(e.started_at_ms)),
+        ("finished_at", _time(e.finished_at_ms)),
+        ("completed_at", _time(e.completed_at_ms)),
+        ("exit_code", str(e.exit_code) if e.finished_at_ms else "-"),
+        ("error", e.error or "-"),
+        ("retry_at", _time(e.not_before_ms)),
+        ("dead_lettered", "yes" if e.dead_lettered else "no"),
+        ("guarantee", _enum(common_pb2.DeliveryGuarantee, e.guarantee)),
+        ("priority", _enum(common_pb2.Priority, e.priority)),
+    ]
+    if e.cancel_requested_at_ms:
+        rows.append(
+            ("cancel_requested", f"{_time(e.cancel_requested_at_ms)} ({e.cancel_reason or 'no reason'})")
+        )
+    rows.append(("return_value", _common.tail_text(e.return_value) or "-"))
+    parts = [_fields(rows)]
+    if e.attempts:
+        parts.append("--- attempts ---\n" + attempts_table(e.attempts))
+    parts.extend(_tails(e.stdout_tail, e.stderr_tail))
+    return "\n".join(parts)
+
+
+def _tails(stdout: bytes, stderr: bytes) -> list[str]:
+    parts = []
+    for label, data in (("stdout", stdout), ("stderr", stderr)):
+        text = _common.tail_text(data)
+        parts.append(f"--- {label} (tail) ---\n{text.rstrip(chr(10)) if text else '(empty)'}")
+    return parts
+
+
+def attempts_table(attempts: Sequence[common_pb2.AttemptSummary]) -> str:
+    rows = [
+        [
+            str(a.attempt),
+            _enum(common_pb2.AttemptOutcome, a.outcome, "ATTEMPT_"),
+            str(a.exit_code),
+            a.worker_id or "-",
+            _time(a.started_at_ms),
+            format_duration(a.finished_at_ms - a.started_at_ms)
+            if a.finished_at_ms and a.started_at_ms
+            else "-",
+            a.error or "-",
+        ]
+        for a in attempts
+    ]
+    return _table(["ATTEMPT", "OUTCOME", "EXIT_CODE", "WORKER", "STARTED_AT", "DURATION", "ERROR"], rows)
+
+
+def dead_letter_table(items: Sequence[common_pb2.DeadLetter]) -> str:
+    rows = [
+        [
+            d.execution_id,
+            d.task_id,
+            d.task_name or "-",
+            _time(d.dead_at_ms),
+            str(d.attempts),
+            d.redriven_as or "-",
+            d.reason or "-",
+        ]
+        for d in items
+    ]
+    headers = ["EXECUTION_ID", "TASK_ID", "TASK_NAME", "DEAD_AT", "ATTEMPTS", "REDRIVEN_AS", "REASON"]
+    return _table(headers, rows)
+
+
+def dead_letter_detail(d: common_pb2.DeadLetter, execution: common_pb2.Execution | None) -> str:
+    head = _fields(
+        [
+            ("execution_id", d.execution_id),
+            ("task_id", d.task_id),
+            ("task_name", d.task_name or "-"),
+            ("reason", d.reason or "-"),
+            ("attempts", str(d.attempts)),
+            ("nominal_time", _time(d.nominal_time_ms)),
+            ("dead_at", _time(d.dead_at_ms)),
+            ("redriven_as", d.redriven_as or "-"),
+        ]
+    )
+    parts = [head]
+    if execution is not None and execution.attempts:
+        parts.append("--- attempts ---\n" + attempts_table(execution.attempts))
+    elif execution is None:
+        parts.append("--- attempts ---\n(the execution is no longer stored)")
+    parts.extend(_tails(d.stdout_tail, d.stderr_tail))
+    return "\n".join(parts)
+
+
+def status_detail(status: cluster_pb2.StatusResponse) -> str:
+    head = _fields(
+        [
+            ("node_id", status.node_id),
+            ("is_leader", "yes" if status.is_leader else "no"),
+            ("leader", f"{status.leader_id or '-'} ({status.leader_address or 'address unknown'})"),
+            ("ready", "yes" if status.ready else "no"),
+            ("term", str(status.term)),
+            ("epoch_term", str(status.epoch_term)),
+            ("commit_index", str(status.commit_index)),
+            ("applied_index", str(status.applied_index)),
+            ("connected_workers", str(status.connected_workers)),
+        ]
+    )
+    rows = [
+        [
+            m.node_id,
+            m.grpc_address or "-",
+            m.raft_address or "-",
+            "yes" if m.connected else "no",
+            "yes" if m.node_id == status.leader_id else "",
+        ]
+        for m in status.members
+    ]
+    return head + "\n\n" + _table(["NODE_ID", "GRPC_ADDRESS", "RAFT_ADDRESS", "CONNECTED", "LEADER"], rows)
