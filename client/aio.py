@@ -460,6 +460,30 @@ class AsyncClient:
             if not token:
                 return
 
+    async def get_execution_logs(
+        self,
+        execution_id: str,
+        *,
+        attempt: int = 0,
+        stdout_offset: int = 0,
+        stderr_offset: int = 0,
+        max_bytes: int = 0,
+    ) -> scheduler_pb2.GetExecutionLogsResponse:
+        """One read of an attempt's full stdout/stderr from the given offsets (attempt 0: the latest)."""
+        request = scheduler_pb2.GetExecutionLogsRequest(
+            execution_id=execution_id,
+            attempt=attempt,
+            stdout_offset=stdout_offset,
+            stderr_offset=stderr_offset,
+            max_bytes=max_bytes,
+        )
+        return await self._invoke(
+            lambda s: s.scheduler.GetExecutionLogs,
+            request,
+            scheduler_pb2.GetExecutionLogsResponse,
+            write=False,
+        )
+
     async def get_execution(self, execution_id: str) -> common_pb2.Execution:
         """The execution `execution_id`; raises `NotFound`."""
         request = scheduler_pb2.GetExecutionRequest(execution_id=execution_id)

@@ -289,6 +289,15 @@ def build_parser() -> _Parser:
     execution_cancel.add_argument("--reason", default="", metavar="TEXT", help="recorded with the cancel")
     execution_cancel.set_defaults(handler=_execution_cancel)
 
+    logs = commands.add_parser("logs", parents=[opts], help="print an execution's full stdout and stderr")
+    logs.add_argument("execution_id", metavar="EXECUTION_ID")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the attempt ends")
+    logs.add_argument("--attempt", type=int, default=0, metavar="N", help="attempt number (default: latest)")
+    logs.add_argument(
+        "--stream", choices=("both", "stdout", "stderr"), default="both", help="which output to print"
+    )
+    logs.set_defaults(handler=_logs)
+
     _dlq_parser(commands, opts)
 
     preview_cli.add_preview_parser(commands)  # `schedule preview`: offline, owned by preview_cli
@@ -580,6 +589,38 @@ def _executions(client: Client, args: argparse.Namespace) -> None:
 def _execution_get(client: Client, args: argparse.Namespace) -> None:
     execution = client.get_execution(args.execution_id)
     _emit(args, _common.execution_to_json(execution), lambda: _tables.execution_detail(execution))
+
+
+def _logs(client: Client, args: argparse.Namespace) -> None:
+    """Raw bytes to stdout (stderr output to our stderr with --stream both), or one JSON document."""
+    if args.follow:
+        pages = client.follow_execution_logs(args.execution_id, attempt=args.attempt)
+    else:
+        pages = iter([client.get_execution_logs(args.execution_id, attempt=args.attempt, max_bytes=4 << 20)])
+    if args.output == "json":
+        out, err, attempt, truncated = b"", b"", 0, False
+        for page in pages:
+            out, err, attempt = out + page.stdout, err + page.stderr, page.attempt
+            truncated = truncated or page.truncated
+        doc = {
+            "execution_id": args.execution_id,
+            "attempt": attempt,
+            "stdout": out.decode("utf-8", "replace"),
+            "stderr": err.decode("utf-8", "replace"),
+            "truncated": truncated,
+        }
+        sys.stdout.write(json.dumps(doc) + "\n")
+        return
+    for page in pages:
+        if args.stream in ("both", "stdout") and page.stdout:
+            sys.stdout.buffer.write(page.stdout)
+            sys.stdout.flush()
+        if args.stream in ("both", "stderr") and page.stderr:
+            target = sys.stderr if args.stream == "both" else sys.stdout
+            target.buffer.write(page.stderr)
+            target.flush()
+        if page.truncated and page.finished:
+            print("(output truncated: the stored log is capped)", file=sys.stderr)
 
 
 def _execution_cancel(client: Client, args: argparse.Namespace) -> None:

@@ -502,6 +502,47 @@ class Client:
         request = scheduler_pb2.GetExecutionRequest(execution_id=execution_id)
         return self._invoke(lambda s: s.scheduler.GetExecution, request, common_pb2.Execution, write=False)
 
+    def get_execution_logs(
+        self,
+        execution_id: str,
+        *,
+        attempt: int = 0,
+        stdout_offset: int = 0,
+        stderr_offset: int = 0,
+        max_bytes: int = 0,
+    ) -> scheduler_pb2.GetExecutionLogsResponse:
+        """One read of an attempt's full stdout/stderr from the given offsets (attempt 0: the latest)."""
+        request = scheduler_pb2.GetExecutionLogsRequest(
+            execution_id=execution_id,
+            attempt=attempt,
+            stdout_offset=stdout_offset,
+            stderr_offset=stderr_offset,
+            max_bytes=max_bytes,
+        )
+        return self._invoke(
+            lambda s: s.scheduler.GetExecutionLogs,
+            request,
+            scheduler_pb2.GetExecutionLogsResponse,
+            write=False,
+        )
+
+    def follow_execution_logs(
+        self, execution_id: str, *, attempt: int = 0, poll_s: float = 0.5
+    ) -> Iterator[scheduler_pb2.GetExecutionLogsResponse]:
+        """Reads until the attempt ended and everything stored was returned (`schedctl logs -f`)."""
+        out = err = 0
+        while True:
+            page = self.get_execution_logs(
+                execution_id, attempt=attempt, stdout_offset=out, stderr_offset=err
+            )
+            attempt = page.attempt
+            out, err = page.stdout_next_offset, page.stderr_next_offset
+            yield page
+            if page.finished:
+                return
+            if not page.stdout and not page.stderr:
+                time.sleep(poll_s)
+
     def cancel_execution(
         self, execution_id: str, reason: str = "", *, request_id: str | None = None
     ) -> common_pb2.Execution:

@@ -29,6 +29,9 @@ from cronraft.raft.kv import KV
 
 log = structlog.get_logger("cronraft.leader")
 
+OUTPUT_FLUSH_S = 0.3
+OUTPUT_FLUSH_BYTES = 1 << 20
+
 
 def new_id(ms: int) -> str:
     return make_id(ms, os.urandom(10))
@@ -71,6 +74,11 @@ class LeaderRunner:
         self._heartbeat_interval_ms = heartbeat_interval_ms
         self._notifier = notifier
         self._kv = kv
+        # Output pieces from the workers, proposed together every OUTPUT_FLUSH_S (or when large):
+        # logs ride the log like everything else, but never one entry per line.
+        self._output: list[commands_pb2.Command] = []
+        self._output_bytes = 0
+        self._output_flush: asyncio.TimerHandle | None = None
         self._sessions: dict[str, WorkerSession] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -86,6 +94,8 @@ class LeaderRunner:
 
     async def stop(self, leader_address: str = "") -> None:
         self._stopping = True
+        if self._output_flush is not None:
+            self._output_flush.cancel()
         self._wake.set()
         for s in list(self._sessions.values()):
             s.send(worker_pb2.GatewayMessage(not_leader=worker_pb2.NotLeader(leader_address=leader_address)))
@@ -224,6 +234,45 @@ class LeaderRunner:
         cmds = self.core.results(session.worker_id, results, self._clock.now_ms())
         if cmds:
             self._propose(cmds)
+
+    def on_output(self, chunk: worker_pb2.OutputChunk) -> None:
+        if not chunk.data or self._stopping:
+            return
+        self._output.append(
+            commands_pb2.Command(
+                stamped_at_ms=self._clock.now_ms(),
+                append_output=commands_pb2.AppendOutput(
+                    execution_id=chunk.execution_id,
+                    token=chunk.token,
+                    stream=int(chunk.stream),
+                    data=chunk.data,
+                ),
+            )
+        )
+        self._output_bytes += len(chunk.data)
+        if self._output_bytes >= OUTPUT_FLUSH_BYTES:
+            self._flush_output()
+        elif self._output_flush is None:
+            self._output_flush = asyncio.get_running_loop().call_later(OUTPUT_FLUSH_S, self._flush_output)
+
+    def _flush_output(self) -> None:
+        if self._output_flush is not None:
+            self._output_flush.cancel()
+            self._output_flush = None
+        batch, self._output, self._output_bytes = self._output, [], 0
+        if batch and not self._stopping:
+            task = asyncio.create_task(self._propose_output(batch))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+    async def _propose_output(self, batch: list[commands_pb2.Command]) -> None:
+        step = self._committer.max_batch
+        for i in range(0, len(batch), step):
+            try:
+                await self._committer.submit(batch[i : i + step])
+            except CronraftError as e:
+                # Output is best effort: the result's tails are authoritative, these are the full log.
+                log.warning("output not stored", pieces=len(batch[i : i + step]), error=str(e))
 
     @property
     def connected_workers(self) -> int:

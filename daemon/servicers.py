@@ -24,7 +24,7 @@ from cronraft.proto.v1 import (
     worker_pb2,
     worker_pb2_grpc,
 )
-from cronraft.raft import retry
+from cronraft.raft import logs, retry
 from cronraft.raft import state as sm
 from cronraft.raft.firing import preview_stored
 from cronraft.raft.validate import validate_spec
@@ -291,6 +291,27 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
 
         return await _guard(context, run())
 
+    async def GetExecutionLogs(
+        self, request: scheduler_pb2.GetExecutionLogsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> scheduler_pb2.GetExecutionLogsResponse:
+        async def run() -> scheduler_pb2.GetExecutionLogsResponse:
+            max_bytes = request.max_bytes or 256 * 1024
+            if max_bytes < 0 or max_bytes > 4 << 20:
+                raise errors.InvalidArgument("max_bytes", "must be between 1 and 4 MiB")
+            if request.stdout_offset < 0 or request.stderr_offset < 0 or request.attempt < 0:
+                raise errors.InvalidArgument("stdout_offset", "offsets and attempt must not be negative")
+            with self.node.kv.read() as txn:
+                ex = sm.read_execution(txn, request.execution_id)
+                if ex is None:
+                    raise errors.NotFound(f"execution {request.execution_id} not found")
+                if request.attempt > ex.attempt:
+                    raise errors.InvalidArgument("attempt", f"execution has {ex.attempt} attempts")
+                return logs.response(
+                    txn, ex, request.attempt, request.stdout_offset, request.stderr_offset, max_bytes
+                )
+
+        return await _guard(context, run())
+
     # ------------------------------------------------------------------------------- dead letters
 
     async def ListDeadLetters(
@@ -449,7 +470,8 @@ class WorkerGatewayServicer(worker_pb2_grpc.WorkerGatewayServicer):
                         runner.on_heartbeat(session, msg.heartbeat)
                     elif kind == "results":
                         runner.on_results(session, list(msg.results.results))
-                    # Output chunks are accepted and dropped in this slice (`schedctl logs` comes later).
+                    elif kind == "output":
+                        runner.on_output(msg.output)
             except (asyncio.CancelledError, grpc.aio.AioRpcError):
                 pass
             finally:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft import calendar as cal
-from cronraft.raft import firing, retry, schedule
+from cronraft.raft import firing, logs, retry, schedule
 from cronraft.raft.codec import id_bytes, id_text
 from cronraft.raft.kv import Txn
 from cronraft.raft.records import (
@@ -829,6 +829,20 @@ def delete_calendar(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     ctx.result.calendar.CopyFrom(c)
 
 
+def append_output(ctx: Ctx, cmd: commands_pb2.Command) -> None:
+    a = cmd.append_output
+    raw = ctx.txn.get("execs", id_bytes(a.execution_id, field="execution_id"))
+    if raw is None:
+        raise Rejected("not_found", f"execution {a.execution_id} not found")
+    ex = Execution()
+    ex.ParseFromString(raw)
+    if not logs.append(ctx.txn, ex, a.token, a.stream, a.data, ctx.now):
+        ctx.result.applied = False
+        ctx.result.error_code = "refused"
+    if ctx.position == 0:
+        logs.prune(ctx.txn, ctx.now - logs.RETENTION_MS)
+
+
 HANDLERS: dict[str, Handler] = {
     "create_task": create_task,
     "update_task": update_task,
@@ -845,6 +859,7 @@ HANDLERS: dict[str, Handler] = {
     "cancel_execution": cancel_execution,
     "redrive_dead_letters": redrive_dead_letters,
     "purge_dead_letters": purge_dead_letters,
+    "append_output": append_output,
     "put_calendar": put_calendar,
     "delete_calendar": delete_calendar,
 }

@@ -38,6 +38,9 @@ DATABASES: tuple[str, ...] = (
     "calendar_refs",  # name + b"\0T" + task_id16 or name + b"\0C" + calendar -> b"" : who uses a calendar
     "dlq",  # execution_id16 -> DeadLetter proto : the dead-letter queue
     "dlq_by_task",  # task_id16 + execution_id16 -> b""
+    "logs",  # execution_id16 + attempt4 + stream1 + offset8 -> bytes : attempts' full output (capped)
+    "logs_size",  # execution_id16 + attempt4 + stream1 -> u64 bytes stored (cap: truncated)
+    "logs_by_time",  # first_chunk_ms8 + execution_id16 -> b"" : retention
 )
 
 

@@ -68,6 +68,7 @@ class Command(_message.Message):
     CANCEL_EXECUTION_FIELD_NUMBER: _builtins.int
     REDRIVE_DEAD_LETTERS_FIELD_NUMBER: _builtins.int
     PURGE_DEAD_LETTERS_FIELD_NUMBER: _builtins.int
+    APPEND_OUTPUT_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """dedup key: a command whose request_id was applied is answered, not re-applied"""
     stamped_at_ms: _builtins.int
@@ -106,6 +107,8 @@ class Command(_message.Message):
     def redrive_dead_letters(self) -> Global___RedriveDeadLetters: ...
     @_builtins.property
     def purge_dead_letters(self) -> Global___PurgeDeadLetters: ...
+    @_builtins.property
+    def append_output(self) -> Global___AppendOutput: ...
     def __init__(
         self,
         *,
@@ -128,16 +131,51 @@ class Command(_message.Message):
         cancel_execution: Global___CancelExecution | None = ...,
         redrive_dead_letters: Global___RedriveDeadLetters | None = ...,
         purge_dead_letters: Global___PurgeDeadLetters | None = ...,
+        append_output: Global___AppendOutput | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["backfill_task", b"backfill_task", "body", b"body", "cancel_execution", b"cancel_execution", "cancel_task", b"cancel_task", "complete", b"complete", "create_task", b"create_task", "delete_calendar", b"delete_calendar", "epoch", b"epoch", "expire_lease", b"expire_lease", "fire", b"fire", "grant", b"grant", "pause_task", b"pause_task", "purge_dead_letters", b"purge_dead_letters", "put_calendar", b"put_calendar", "redrive_dead_letters", b"redrive_dead_letters", "resume_task", b"resume_task", "trigger_task", b"trigger_task", "update_task", b"update_task"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["append_output", b"append_output", "backfill_task", b"backfill_task", "body", b"body", "cancel_execution", b"cancel_execution", "cancel_task", b"cancel_task", "complete", b"complete", "create_task", b"create_task", "delete_calendar", b"delete_calendar", "epoch", b"epoch", "expire_lease", b"expire_lease", "fire", b"fire", "grant", b"grant", "pause_task", b"pause_task", "purge_dead_letters", b"purge_dead_letters", "put_calendar", b"put_calendar", "redrive_dead_letters", b"redrive_dead_letters", "resume_task", b"resume_task", "trigger_task", b"trigger_task", "update_task", b"update_task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backfill_task", b"backfill_task", "body", b"body", "cancel_execution", b"cancel_execution", "cancel_task", b"cancel_task", "complete", b"complete", "create_task", b"create_task", "delete_calendar", b"delete_calendar", "epoch", b"epoch", "expire_lease", b"expire_lease", "fire", b"fire", "grant", b"grant", "pause_task", b"pause_task", "purge_dead_letters", b"purge_dead_letters", "put_calendar", b"put_calendar", "redrive_dead_letters", b"redrive_dead_letters", "request_id", b"request_id", "resume_task", b"resume_task", "stamped_at_ms", b"stamped_at_ms", "trigger_task", b"trigger_task", "update_task", b"update_task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["append_output", b"append_output", "backfill_task", b"backfill_task", "body", b"body", "cancel_execution", b"cancel_execution", "cancel_task", b"cancel_task", "complete", b"complete", "create_task", b"create_task", "delete_calendar", b"delete_calendar", "epoch", b"epoch", "expire_lease", b"expire_lease", "fire", b"fire", "grant", b"grant", "pause_task", b"pause_task", "purge_dead_letters", b"purge_dead_letters", "put_calendar", b"put_calendar", "redrive_dead_letters", b"redrive_dead_letters", "request_id", b"request_id", "resume_task", b"resume_task", "stamped_at_ms", b"stamped_at_ms", "trigger_task", b"trigger_task", "update_task", b"update_task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["create_task", "cancel_task", "epoch", "fire", "grant", "complete", "expire_lease", "update_task", "pause_task", "resume_task", "trigger_task", "backfill_task", "put_calendar", "delete_calendar", "cancel_execution", "redrive_dead_letters", "purge_dead_letters"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["create_task", "cancel_task", "epoch", "fire", "grant", "complete", "expire_lease", "update_task", "pause_task", "resume_task", "trigger_task", "backfill_task", "put_calendar", "delete_calendar", "cancel_execution", "redrive_dead_letters", "purge_dead_letters", "append_output"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
 Global___Command: _TypeAlias = Command  # noqa: Y015
+
+@_typing.final
+class AppendOutput(_message.Message):
+    """A piece of an attempt's stdout or stderr, as the worker streamed it. Accepted only with the token of
+    the execution's latest attempt (fenced like results), and only up to a per-attempt cap.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    STREAM_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    execution_id: _builtins.str
+    stream: _builtins.int
+    """1 stdout, 2 stderr"""
+    data: _builtins.bytes
+    @_builtins.property
+    def token(self) -> _common_pb2.FencingToken: ...
+    def __init__(
+        self,
+        *,
+        execution_id: _builtins.str = ...,
+        token: _common_pb2.FencingToken | None = ...,
+        stream: _builtins.int = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "execution_id", b"execution_id", "stream", b"stream", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AppendOutput: _TypeAlias = AppendOutput  # noqa: Y015
 
 @_typing.final
 class RedriveDeadLetters(_message.Message):

@@ -20,6 +20,82 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class GetExecutionLogsRequest(_message.Message):
+    """Full stdout/stderr of one attempt, read from a byte offset (to follow a running one, call again with
+    the returned offsets until `finished`).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    STDOUT_OFFSET_FIELD_NUMBER: _builtins.int
+    STDERR_OFFSET_FIELD_NUMBER: _builtins.int
+    MAX_BYTES_FIELD_NUMBER: _builtins.int
+    execution_id: _builtins.str
+    attempt: _builtins.int
+    """0: the latest attempt"""
+    stdout_offset: _builtins.int
+    stderr_offset: _builtins.int
+    max_bytes: _builtins.int
+    """per stream; default 256 KiB, at most 4 MiB"""
+    def __init__(
+        self,
+        *,
+        execution_id: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        stdout_offset: _builtins.int = ...,
+        stderr_offset: _builtins.int = ...,
+        max_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "execution_id", b"execution_id", "max_bytes", b"max_bytes", "stderr_offset", b"stderr_offset", "stdout_offset", b"stdout_offset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetExecutionLogsRequest: _TypeAlias = GetExecutionLogsRequest  # noqa: Y015
+
+@_typing.final
+class GetExecutionLogsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    STDOUT_FIELD_NUMBER: _builtins.int
+    STDERR_FIELD_NUMBER: _builtins.int
+    STDOUT_NEXT_OFFSET_FIELD_NUMBER: _builtins.int
+    STDERR_NEXT_OFFSET_FIELD_NUMBER: _builtins.int
+    FINISHED_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    attempt: _builtins.int
+    stdout: _builtins.bytes
+    stderr: _builtins.bytes
+    stdout_next_offset: _builtins.int
+    stderr_next_offset: _builtins.int
+    finished: _builtins.bool
+    """the attempt ended and everything stored was returned"""
+    truncated: _builtins.bool
+    """the attempt wrote more than the stored cap; the rest was dropped"""
+    def __init__(
+        self,
+        *,
+        attempt: _builtins.int = ...,
+        stdout: _builtins.bytes = ...,
+        stderr: _builtins.bytes = ...,
+        stdout_next_offset: _builtins.int = ...,
+        stderr_next_offset: _builtins.int = ...,
+        finished: _builtins.bool = ...,
+        truncated: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "finished", b"finished", "stderr", b"stderr", "stderr_next_offset", b"stderr_next_offset", "stdout", b"stdout", "stdout_next_offset", b"stdout_next_offset", "truncated", b"truncated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetExecutionLogsResponse: _TypeAlias = GetExecutionLogsResponse  # noqa: Y015
+
+@_typing.final
 class ListDeadLettersRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

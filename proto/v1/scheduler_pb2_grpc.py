@@ -145,6 +145,11 @@ class SchedulerStub:
                 request_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.PurgeDeadLettersRequest.SerializeToString,
                 response_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.PurgeDeadLettersResponse.FromString,
                 _registered_method=True)
+        self.GetExecutionLogs = channel.unary_unary(
+                '/cronraft.v1.Scheduler/GetExecutionLogs',
+                request_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.GetExecutionLogsRequest.SerializeToString,
+                response_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.GetExecutionLogsResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulerServicer:
@@ -282,6 +287,12 @@ class SchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetExecutionLogs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -394,6 +405,11 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.PurgeDeadLetters,
                     request_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.PurgeDeadLettersRequest.FromString,
                     response_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.PurgeDeadLettersResponse.SerializeToString,
+            ),
+            'GetExecutionLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetExecutionLogs,
+                    request_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.GetExecutionLogsRequest.FromString,
+                    response_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.GetExecutionLogsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -990,6 +1006,33 @@ class Scheduler:
             '/cronraft.v1.Scheduler/PurgeDeadLetters',
             cronraft_dot_proto_dot_v1_dot_scheduler__pb2.PurgeDeadLettersRequest.SerializeToString,
             cronraft_dot_proto_dot_v1_dot_scheduler__pb2.PurgeDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetExecutionLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cronraft.v1.Scheduler/GetExecutionLogs',
+            cronraft_dot_proto_dot_v1_dot_scheduler__pb2.GetExecutionLogsRequest.SerializeToString,
+            cronraft_dot_proto_dot_v1_dot_scheduler__pb2.GetExecutionLogsResponse.FromString,
             options,
             channel_credentials,
             insecure,

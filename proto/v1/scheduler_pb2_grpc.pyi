@@ -54,6 +54,7 @@ class SchedulerStub:
     GetDeadLetter: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.GetDeadLetterRequest, _common_pb2.DeadLetter]
     RedriveDeadLetters: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.RedriveDeadLettersRequest, _scheduler_pb2.RedriveDeadLettersResponse]
     PurgeDeadLetters: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.PurgeDeadLettersRequest, _scheduler_pb2.PurgeDeadLettersResponse]
+    GetExecutionLogs: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.GetExecutionLogsRequest, _scheduler_pb2.GetExecutionLogsResponse]
 
 @_typing.type_check_only
 class SchedulerAsyncStub(SchedulerStub):
@@ -80,6 +81,7 @@ class SchedulerAsyncStub(SchedulerStub):
     GetDeadLetter: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.GetDeadLetterRequest, _common_pb2.DeadLetter]  # type: ignore[assignment]
     RedriveDeadLetters: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.RedriveDeadLettersRequest, _scheduler_pb2.RedriveDeadLettersResponse]  # type: ignore[assignment]
     PurgeDeadLetters: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.PurgeDeadLettersRequest, _scheduler_pb2.PurgeDeadLettersResponse]  # type: ignore[assignment]
+    GetExecutionLogs: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.GetExecutionLogsRequest, _scheduler_pb2.GetExecutionLogsResponse]  # type: ignore[assignment]
 
 class SchedulerServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -235,5 +237,12 @@ class SchedulerServicer(metaclass=_abc_1.ABCMeta):
         request: _scheduler_pb2.PurgeDeadLettersRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_scheduler_pb2.PurgeDeadLettersResponse, _abc.Awaitable[_scheduler_pb2.PurgeDeadLettersResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetExecutionLogs(
+        self,
+        request: _scheduler_pb2.GetExecutionLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.GetExecutionLogsResponse, _abc.Awaitable[_scheduler_pb2.GetExecutionLogsResponse]]: ...
 
 def add_SchedulerServicer_to_server(servicer: SchedulerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

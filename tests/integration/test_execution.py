@@ -190,3 +190,40 @@ def test_http_and_handler_payloads_run_on_the_worker(cluster: Cluster) -> None:
         assert json.loads(e2.return_value) == {"hello": "ada", "execution": e2.execution_id}
     finally:
         hook.close()
+
+
+def test_full_output_is_kept_beyond_the_tails_and_followable(cluster: Cluster) -> None:
+    import subprocess
+    import sys
+
+    lines = 20_000  # ~200 KB, far beyond the 64 KiB tail kept with the result
+    script = f"i=0; while [ $i -lt {lines} ]; do echo line-$i; i=$((i+1)); done; echo done >&2"
+    with Client(cluster.servers, timeout_s=30) as client:
+        task = client.create_task("chatty", _soon(), shell(script))
+        ex = _final(client, _only_execution(client, task.task_id).execution_id)
+        assert ex.state == common_pb2.EXECUTION_SUCCEEDED and len(ex.stdout_tail) <= 64 * 1024
+
+        def complete() -> bool:
+            page = client.get_execution_logs(ex.execution_id, max_bytes=4 << 20)
+            return page.stdout.count(b"\n") == lines and page.stderr == b"done\n"
+
+        wait_for(complete, 20, "the full log")  # pieces are proposed a moment after the result
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cronraft.client.cli",
+            "--server",
+            cluster.servers,
+            "logs",
+            "-f",
+            ex.execution_id,
+        ],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.splitlines()
+    assert out[0] == b"line-0" and out[-1] == f"line-{lines - 1}".encode() and len(out) == lines
+    assert proc.stderr == b"done\n"

@@ -1,0 +1,69 @@
+"""Attempts' full output: fenced by token, capped, readable from offsets, pruned after retention."""
+
+from __future__ import annotations
+
+from cronraft.proto.v1 import common_pb2
+from cronraft.raft import logs
+from cronraft.raft.codec import make_id
+from cronraft.raft.kv import MemKV
+
+T0 = 1_767_225_600_000
+
+
+def _ex(attempt: int = 1, token: tuple[int, int] = (1, 10)) -> common_pb2.Execution:
+    return common_pb2.Execution(
+        execution_id=make_id(T0, b"\1" * 10),
+        attempt=attempt,
+        token=common_pb2.FencingToken(term=token[0], index=token[1]),
+        state=common_pb2.EXECUTION_RUNNING,
+    )
+
+
+def test_pieces_concatenate_and_read_from_any_offset() -> None:
+    kv = MemKV()
+    ex = _ex()
+    with kv.write() as txn:
+        for piece in (b"hello ", b"wide ", b"world\n"):
+            assert logs.append(txn, ex, ex.token, logs.STDOUT, piece, T0)
+        assert logs.append(txn, ex, ex.token, logs.STDERR, b"oops", T0)
+    with kv.read() as txn:
+        assert logs.read(txn, ex.execution_id, 1, logs.STDOUT, 0, 100) == (b"hello wide world\n", 17, False)
+        assert logs.read(txn, ex.execution_id, 1, logs.STDOUT, 8, 4) == (b"de w", 12, False)
+        resp = logs.response(txn, ex, 0, 0, 0, 1000)
+    assert resp.stderr == b"oops" and not resp.finished  # still running
+
+
+def test_a_stale_token_cannot_write_into_the_latest_attempt() -> None:
+    kv = MemKV()
+    ex = _ex(attempt=2, token=(2, 20))
+    with kv.write() as txn:
+        assert not logs.append(txn, ex, common_pb2.FencingToken(term=1, index=10), logs.STDOUT, b"old", T0)
+    with kv.read() as txn:
+        assert logs.read(txn, ex.execution_id, 2, logs.STDOUT, 0, 100)[0] == b""
+
+
+def test_each_stream_is_capped_and_marked_truncated() -> None:
+    kv = MemKV()
+    ex = _ex()
+    big = b"x" * (logs.MAX_BYTES_PER_STREAM - 10)
+    with kv.write() as txn:
+        assert logs.append(txn, ex, ex.token, logs.STDOUT, big, T0)
+        assert logs.append(txn, ex, ex.token, logs.STDOUT, b"y" * 100, T0)  # only 10 bytes fit
+        assert not logs.append(txn, ex, ex.token, logs.STDOUT, b"z", T0)
+    with kv.read() as txn:
+        data, nxt, truncated = logs.read(
+            txn, ex.execution_id, 1, logs.STDOUT, 0, 2 * logs.MAX_BYTES_PER_STREAM
+        )
+    assert len(data) == logs.MAX_BYTES_PER_STREAM and data.endswith(b"y" * 10) and truncated
+
+
+def test_logs_older_than_the_retention_are_pruned() -> None:
+    kv = MemKV()
+    ex = _ex()
+    with kv.write() as txn:
+        logs.append(txn, ex, ex.token, logs.STDOUT, b"old", T0)
+    with kv.write() as txn:
+        logs.prune(txn, T0 + 1)
+    with kv.read() as txn:
+        assert logs.read(txn, ex.execution_id, 1, logs.STDOUT, 0, 100)[0] == b""
+        assert list(txn.scan("logs_by_time")) == []
