@@ -307,7 +307,12 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
                 if request.attempt > ex.attempt:
                     raise errors.InvalidArgument("attempt", f"execution has {ex.attempt} attempts")
                 return logs.response(
-                    txn, ex, request.attempt, request.stdout_offset, request.stderr_offset, max_bytes
+                    txn,
+                    ex,
+                    request.attempt,
+                    stdout_offset=request.stdout_offset,
+                    stderr_offset=request.stderr_offset,
+                    max_bytes=max_bytes,
                 )
 
         return await _guard(context, run())

@@ -836,7 +836,7 @@ def append_output(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         raise Rejected("not_found", f"execution {a.execution_id} not found")
     ex = Execution()
     ex.ParseFromString(raw)
-    if not logs.append(ctx.txn, ex, a.token, a.stream, a.data, ctx.now):
+    if not logs.append(ctx.txn, ex, a.token, stream=a.stream, data=a.data, now_ms=ctx.now):
         ctx.result.applied = False
         ctx.result.error_code = "refused"
     if ctx.position == 0:

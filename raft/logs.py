@@ -24,7 +24,13 @@ def _head(exec16: bytes, attempt: int, stream: int) -> bytes:
 
 
 def append(
-    txn: Txn, ex: common_pb2.Execution, token: common_pb2.FencingToken, stream: int, data: bytes, now_ms: int
+    txn: Txn,
+    ex: common_pb2.Execution,
+    token: common_pb2.FencingToken,
+    *,
+    stream: int,
+    data: bytes,
+    now_ms: int,
 ) -> bool:
     """Store a piece of output; False when refused (stale token, unknown stream, or over the cap)."""
     if stream not in (STDOUT, STDERR) or token_tuple(token) != token_tuple(ex.token) or not data:
@@ -49,7 +55,7 @@ def append(
 
 
 def read(
-    txn: Txn, execution_id: str, attempt: int, stream: int, offset: int, max_bytes: int
+    txn: Txn, execution_id: str, attempt: int, stream: int, *, offset: int, max_bytes: int
 ) -> tuple[bytes, int, bool]:
     """(bytes from `offset`, next offset, truncated) of one stream of one attempt."""
     head = _head(id_bytes(execution_id, field="execution_id"), attempt, stream)
@@ -88,11 +94,21 @@ def prune(txn: Txn, before_ms: int) -> None:
 
 
 def response(
-    txn: Txn, ex: common_pb2.Execution, attempt: int, stdout_offset: int, stderr_offset: int, max_bytes: int
+    txn: Txn,
+    ex: common_pb2.Execution,
+    attempt: int,
+    *,
+    stdout_offset: int,
+    stderr_offset: int,
+    max_bytes: int,
 ) -> scheduler_pb2.GetExecutionLogsResponse:
     attempt = attempt or ex.attempt
-    out, out_next, out_trunc = read(txn, ex.execution_id, attempt, STDOUT, stdout_offset, max_bytes)
-    err, err_next, err_trunc = read(txn, ex.execution_id, attempt, STDERR, stderr_offset, max_bytes)
+    out, out_next, out_trunc = read(
+        txn, ex.execution_id, attempt, STDOUT, offset=stdout_offset, max_bytes=max_bytes
+    )
+    err, err_next, err_trunc = read(
+        txn, ex.execution_id, attempt, STDERR, offset=stderr_offset, max_bytes=max_bytes
+    )
     live = attempt == ex.attempt and ex.state == common_pb2.EXECUTION_RUNNING
     return scheduler_pb2.GetExecutionLogsResponse(
         attempt=attempt,

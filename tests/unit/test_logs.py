@@ -24,12 +24,16 @@ def test_pieces_concatenate_and_read_from_any_offset() -> None:
     ex = _ex()
     with kv.write() as txn:
         for piece in (b"hello ", b"wide ", b"world\n"):
-            assert logs.append(txn, ex, ex.token, logs.STDOUT, piece, T0)
-        assert logs.append(txn, ex, ex.token, logs.STDERR, b"oops", T0)
+            assert logs.append(txn, ex, ex.token, stream=logs.STDOUT, data=piece, now_ms=T0)
+        assert logs.append(txn, ex, ex.token, stream=logs.STDERR, data=b"oops", now_ms=T0)
     with kv.read() as txn:
-        assert logs.read(txn, ex.execution_id, 1, logs.STDOUT, 0, 100) == (b"hello wide world\n", 17, False)
-        assert logs.read(txn, ex.execution_id, 1, logs.STDOUT, 8, 4) == (b"de w", 12, False)
-        resp = logs.response(txn, ex, 0, 0, 0, 1000)
+        assert logs.read(txn, ex.execution_id, 1, logs.STDOUT, offset=0, max_bytes=100) == (
+            b"hello wide world\n",
+            17,
+            False,
+        )
+        assert logs.read(txn, ex.execution_id, 1, logs.STDOUT, offset=8, max_bytes=4) == (b"de w", 12, False)
+        resp = logs.response(txn, ex, 0, stdout_offset=0, stderr_offset=0, max_bytes=1000)
     assert resp.stderr == b"oops" and not resp.finished  # still running
 
 
@@ -37,9 +41,11 @@ def test_a_stale_token_cannot_write_into_the_latest_attempt() -> None:
     kv = MemKV()
     ex = _ex(attempt=2, token=(2, 20))
     with kv.write() as txn:
-        assert not logs.append(txn, ex, common_pb2.FencingToken(term=1, index=10), logs.STDOUT, b"old", T0)
+        assert not logs.append(
+            txn, ex, common_pb2.FencingToken(term=1, index=10), stream=logs.STDOUT, data=b"old", now_ms=T0
+        )
     with kv.read() as txn:
-        assert logs.read(txn, ex.execution_id, 2, logs.STDOUT, 0, 100)[0] == b""
+        assert logs.read(txn, ex.execution_id, 2, logs.STDOUT, offset=0, max_bytes=100)[0] == b""
 
 
 def test_each_stream_is_capped_and_marked_truncated() -> None:
@@ -47,12 +53,14 @@ def test_each_stream_is_capped_and_marked_truncated() -> None:
     ex = _ex()
     big = b"x" * (logs.MAX_BYTES_PER_STREAM - 10)
     with kv.write() as txn:
-        assert logs.append(txn, ex, ex.token, logs.STDOUT, big, T0)
-        assert logs.append(txn, ex, ex.token, logs.STDOUT, b"y" * 100, T0)  # only 10 bytes fit
-        assert not logs.append(txn, ex, ex.token, logs.STDOUT, b"z", T0)
+        assert logs.append(txn, ex, ex.token, stream=logs.STDOUT, data=big, now_ms=T0)
+        assert logs.append(
+            txn, ex, ex.token, stream=logs.STDOUT, data=b"y" * 100, now_ms=T0
+        )  # only 10 bytes fit
+        assert not logs.append(txn, ex, ex.token, stream=logs.STDOUT, data=b"z", now_ms=T0)
     with kv.read() as txn:
-        data, nxt, truncated = logs.read(
-            txn, ex.execution_id, 1, logs.STDOUT, 0, 2 * logs.MAX_BYTES_PER_STREAM
+        data, _, truncated = logs.read(
+            txn, ex.execution_id, 1, logs.STDOUT, offset=0, max_bytes=2 * logs.MAX_BYTES_PER_STREAM
         )
     assert len(data) == logs.MAX_BYTES_PER_STREAM and data.endswith(b"y" * 10) and truncated
 
@@ -61,9 +69,9 @@ def test_logs_older_than_the_retention_are_pruned() -> None:
     kv = MemKV()
     ex = _ex()
     with kv.write() as txn:
-        logs.append(txn, ex, ex.token, logs.STDOUT, b"old", T0)
+        logs.append(txn, ex, ex.token, stream=logs.STDOUT, data=b"old", now_ms=T0)
     with kv.write() as txn:
         logs.prune(txn, T0 + 1)
     with kv.read() as txn:
-        assert logs.read(txn, ex.execution_id, 1, logs.STDOUT, 0, 100)[0] == b""
+        assert logs.read(txn, ex.execution_id, 1, logs.STDOUT, offset=0, max_bytes=100)[0] == b""
         assert list(txn.scan("logs_by_time")) == []
