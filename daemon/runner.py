@@ -21,6 +21,7 @@ from cronraft.daemon.leader import LeaderCore, LeaderSettings
 from cronraft.daemon.notify import Notification, Notifier
 from cronraft.daemon.notify_events import notification_events
 from cronraft.errors import CronraftError
+from cronraft.failpoint import failpoint
 from cronraft.proto.v1 import commands_pb2, common_pb2, worker_pb2
 from cronraft.raft import state as sm
 from cronraft.raft.codec import make_id
@@ -194,6 +195,8 @@ class LeaderRunner:
         # I4: a lease leaves only while we still lead; the grant itself committed in our term.
         if not self._still_leader():
             return
+        if any(msg.WhichOneof("kind") == "leases" for _, msg in out):
+            failpoint("leader.after_grant_commit_before_dispatch")
         for worker_id, msg in out:
             s = self._sessions.get(worker_id)
             if s is not None:
