@@ -24,6 +24,12 @@ from cronraft.raft.kv import KV
 from cronraft.timerwheel import TimingWheel
 
 Command = commands_pb2.Command
+
+# Pending executions are checked for a waiting reason and their start deadline this often, at most this
+# many per check, and only once they have waited the grace (most start within milliseconds).
+WAITING_CHECK_MS = 1_000
+WAITING_CHECK_LIMIT = 2_000
+WAITING_GRACE_MS = 1_000
 CommandResult = commands_pb2.CommandResult
 Token = tuple[int, int]
 
@@ -93,6 +99,9 @@ class LeaderCore:
         # nothing while others dispatch.
         self._pending: dict[str, tuple[dict[str, int], ...]] = {}
         self._running_by_task: dict[str, int] = {}
+        self._reasons: dict[str, str] = {}  # execution id -> waiting reason already committed
+        self._expiring_pending: set[str] = set()
+        self._next_waiting_check = 0
         self._next_retry_ms: int | None = None  # earliest backoff end among pending executions
         self._pending_overflow = False  # more pending executions in the store than in memory
         self._granting: set[str] = set()
@@ -247,7 +256,73 @@ class LeaderCore:
                 )
         if len(cmds) < budget:
             cmds.extend(self._grant_pending(now_ms, budget - len(cmds)))
+        if now_ms >= self._next_waiting_check and len(cmds) < budget:
+            self._next_waiting_check = now_ms + WAITING_CHECK_MS
+            cmds.extend(self._check_waiting(now_ms, budget - len(cmds)))
         return cmds
+
+    def _check_waiting(self, now_ms: int, budget: int) -> list[Command]:
+        """Say why pending executions wait (once per reason), and expire those past their start deadline."""
+        cmds: list[Command] = []
+        checked = 0
+        with self.kv.read() as txn:
+            for queue, ranks in self._pending.items():
+                for rank_map in ranks:
+                    for execution_id in list(rank_map):
+                        checked += 1
+                        if checked > WAITING_CHECK_LIMIT or len(cmds) >= budget:
+                            return cmds
+                        ex = sm.read_execution(txn, execution_id)
+                        if ex is None or ex.state != common_pb2.EXECUTION_PENDING:
+                            rank_map.pop(execution_id, None)
+                            continue
+                        task = sm.read_task(txn, ex.task_id)
+                        if task is None or now_ms - ex.fired_at_ms < WAITING_GRACE_MS:
+                            continue
+                        reason = self._why_waiting(queue, ex, task, now_ms)
+                        deadline = task.spec.start_deadline_ms
+                        if deadline and now_ms >= ex.fired_at_ms + deadline:
+                            if execution_id not in self._expiring_pending:
+                                self._expiring_pending.add(execution_id)
+                                cmds.append(
+                                    Command(
+                                        stamped_at_ms=now_ms,
+                                        expire_pending=commands_pb2.ExpirePending(
+                                            execution_id=execution_id, reason=reason
+                                        ),
+                                    )
+                                )
+                        elif reason != ex.waiting_reason and self._reasons.get(execution_id) != reason:
+                            self._reasons[execution_id] = reason
+                            cmds.append(
+                                Command(
+                                    stamped_at_ms=now_ms,
+                                    note_waiting=commands_pb2.NoteWaiting(
+                                        execution_id=execution_id, reason=reason
+                                    ),
+                                )
+                            )
+        return cmds
+
+    def _why_waiting(self, queue: str, ex: common_pb2.Execution, task: common_pb2.Task, now_ms: int) -> str:
+        if ex.not_before_ms > now_ms:
+            return f"retry backoff until {ex.not_before_ms}"
+        serving = [w for w in self.workers.values() if w.connected and queue in w.queues]
+        if not serving:
+            return f"no connected worker serves queue {queue!r}"
+        labels = task.spec.worker_labels
+        eligible = [w for w in serving if all(w.labels.get(k) == v for k, v in labels.items())]
+        if not eligible:
+            wanted = ", ".join(f"{k}={v}" for k, v in sorted(labels.items()))
+            return f"no worker of queue {queue!r} carries labels {wanted}"
+        limit = task.spec.max_concurrency
+        if limit and self._running_by_task.get(ex.task_id, 0) >= limit:
+            return f"task max_concurrency {limit} reached"
+        if self.settings.max_running and len(self.leases) >= self.settings.max_running:
+            return f"cluster max_running {self.settings.max_running} reached"
+        if not any(w.free() > 0 for w in eligible):
+            return f"all {len(eligible)} eligible workers are busy"
+        return "waiting for dispatch"
 
     def _load_horizon(self, now_ms: int) -> None:
         horizon = self.settings.horizon_ms
@@ -364,6 +439,7 @@ class LeaderCore:
     ) -> Command:
         worker.inflight.add(execution_id)
         self._granting.add(execution_id)
+        self._reasons.pop(execution_id, None)
         self._granting_tasks[execution_id] = task_id
         return Command(
             stamped_at_ms=now_ms,
@@ -400,6 +476,9 @@ class LeaderCore:
                     acks.setdefault(worker_id, []).append(eid)
             elif kind == "expire_lease":
                 self._release(cmd.expire_lease.execution_id)
+            elif kind == "expire_pending":
+                self._expiring_pending.discard(cmd.expire_pending.execution_id)
+                self._reasons.pop(cmd.expire_pending.execution_id, None)
             # Whatever the command, its side effects: executions that now wait for a worker (fired,
             # promoted from an overlap buffer, re-queued after an expiry), executions that ended, attempts
             # whose workers must stop, and the task's next due time.
@@ -546,6 +625,10 @@ class LeaderCore:
                 self._adopt_if_running(cmd.grant.execution_id, mono_ms)
             elif kind == "complete":
                 self._retry.append(cmd)
+            elif kind == "expire_pending":
+                self._expiring_pending.discard(cmd.expire_pending.execution_id)
+            elif kind == "note_waiting":
+                self._reasons.pop(cmd.note_waiting.execution_id, None)
             elif kind == "expire_lease":
                 lease = self.leases.get(cmd.expire_lease.execution_id)
                 if lease is not None:

@@ -605,6 +605,7 @@ def grant(ctx: Ctx, cmd: commands_pb2.Command) -> None:
             raise Rejected("concurrency_limit", f"task {ex.task_id} already runs {running} executions")
     ctx.txn.delete("pending", pending_key(ex, exec16))
     ex.state = common_pb2.EXECUTION_RUNNING
+    ex.waiting_reason = ""
     ex.attempt += 1
     ex.worker_id = g.worker_id
     ex.token.term = epoch.term
@@ -843,6 +844,31 @@ def append_output(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         logs.prune(ctx.txn, ctx.now - logs.RETENTION_MS)
 
 
+def note_waiting(ctx: Ctx, cmd: commands_pb2.Command) -> None:
+    n = cmd.note_waiting
+    exec16 = id_bytes(n.execution_id, field="execution_id")
+    ex = get_execution(ctx.txn, exec16)
+    if ex.state != common_pb2.EXECUTION_PENDING:
+        raise Rejected("invalid_state", f"execution {n.execution_id} is not pending")
+    ex.waiting_reason = n.reason[:500]
+    ctx.txn.put("execs", exec16, ex.SerializeToString())
+    ctx.result.execution.CopyFrom(ex)
+
+
+def expire_pending(ctx: Ctx, cmd: commands_pb2.Command) -> None:
+    x = cmd.expire_pending
+    exec16 = id_bytes(x.execution_id, field="execution_id")
+    ex = get_execution(ctx.txn, exec16)
+    if ex.state != common_pb2.EXECUTION_PENDING:
+        raise Rejected("invalid_state", f"execution {x.execution_id} is not pending")
+    task = _task_of(ctx, ex)
+    deadline = task.spec.start_deadline_ms
+    if not deadline or ctx.now < ex.fired_at_ms + deadline:
+        raise Rejected("not_due", f"execution {x.execution_id} is within its start deadline")
+    finish(ctx, ex, common_pb2.EXECUTION_EXPIRED, f"not started within {deadline} ms of its fire: {x.reason}")
+    ctx.result.execution.CopyFrom(get_execution(ctx.txn, exec16))
+
+
 HANDLERS: dict[str, Handler] = {
     "create_task": create_task,
     "update_task": update_task,
@@ -860,6 +886,8 @@ HANDLERS: dict[str, Handler] = {
     "redrive_dead_letters": redrive_dead_letters,
     "purge_dead_letters": purge_dead_letters,
     "append_output": append_output,
+    "note_waiting": note_waiting,
+    "expire_pending": expire_pending,
     "put_calendar": put_calendar,
     "delete_calendar": delete_calendar,
 }

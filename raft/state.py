@@ -52,6 +52,7 @@ TERMINAL_STATES = frozenset(
         common_pb2.EXECUTION_TIMED_OUT,
         common_pb2.EXECUTION_CANCELLED,
         common_pb2.EXECUTION_LOST,
+        common_pb2.EXECUTION_EXPIRED,
     }
 )
 

@@ -283,6 +283,8 @@ class _ExecutionStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Execut
     """lease lost and not retried (at_most_once, or attempts exhausted)"""
     EXECUTION_BUFFERED: _ExecutionState.ValueType  # 8
     """waiting for an earlier execution of its task to end (overlap policy)"""
+    EXECUTION_EXPIRED: _ExecutionState.ValueType  # 9
+    """not started before its start deadline (no eligible worker, limits)"""
 
 class ExecutionState(_ExecutionState, metaclass=_ExecutionStateEnumTypeWrapper): ...
 
@@ -299,6 +301,8 @@ EXECUTION_LOST: ExecutionState.ValueType  # 7
 """lease lost and not retried (at_most_once, or attempts exhausted)"""
 EXECUTION_BUFFERED: ExecutionState.ValueType  # 8
 """waiting for an earlier execution of its task to end (overlap policy)"""
+EXECUTION_EXPIRED: ExecutionState.ValueType  # 9
+"""not started before its start deadline (no eligible worker, limits)"""
 Global___ExecutionState: _TypeAlias = ExecutionState  # noqa: Y015
 
 class _FireOutcome:
@@ -873,6 +877,7 @@ class TaskSpec(_message.Message):
     NOTIFY_FIELD_NUMBER: _builtins.int
     WORKER_LABELS_FIELD_NUMBER: _builtins.int
     MAX_CONCURRENCY_FIELD_NUMBER: _builtins.int
+    START_DEADLINE_MS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     queue: _builtins.str
     """worker queue; "default" when empty"""
@@ -890,6 +895,8 @@ class TaskSpec(_message.Message):
     overlap: Global___OverlapPolicy.ValueType
     max_concurrency: _builtins.int
     """at most this many executions of the task hold a lease (0: no limit)"""
+    start_deadline_ms: _builtins.int
+    """an execution not started this long after its fire ends `expired` (0: none)"""
     @_builtins.property
     def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -924,10 +931,11 @@ class TaskSpec(_message.Message):
         notify: _abc.Iterable[Global___NotifyTarget] | None = ...,
         worker_labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         max_concurrency: _builtins.int = ...,
+        start_deadline_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["payload", b"payload", "retry", b"retry", "schedule", b"schedule"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["catchup_window_ms", b"catchup_window_ms", "guarantee", b"guarantee", "max_attempts", b"max_attempts", "max_catchup", b"max_catchup", "max_concurrency", b"max_concurrency", "misfire", b"misfire", "name", b"name", "notify", b"notify", "overlap", b"overlap", "payload", b"payload", "priority", b"priority", "queue", b"queue", "retry", b"retry", "schedule", b"schedule", "tags", b"tags", "timeout_ms", b"timeout_ms", "worker_labels", b"worker_labels"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["catchup_window_ms", b"catchup_window_ms", "guarantee", b"guarantee", "max_attempts", b"max_attempts", "max_catchup", b"max_catchup", "max_concurrency", b"max_concurrency", "misfire", b"misfire", "name", b"name", "notify", b"notify", "overlap", b"overlap", "payload", b"payload", "priority", b"priority", "queue", b"queue", "retry", b"retry", "schedule", b"schedule", "start_deadline_ms", b"start_deadline_ms", "tags", b"tags", "timeout_ms", b"timeout_ms", "worker_labels", b"worker_labels"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1096,6 +1104,7 @@ class Execution(_message.Message):
     RETURN_VALUE_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     REDRIVES_FIELD_NUMBER: _builtins.int
+    WAITING_REASON_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     task_id: _builtins.str
     nominal_time_ms: _builtins.int
@@ -1130,6 +1139,8 @@ class Execution(_message.Message):
     """a handler's return value (JSON, size-capped)"""
     redrives: _builtins.int
     """times it was redriven from the dead-letter queue"""
+    waiting_reason: _builtins.str
+    """why a pending execution has not started yet (set by the leader)"""
     @_builtins.property
     def token(self) -> Global___FencingToken:
         """the current lease's token"""
@@ -1167,10 +1178,11 @@ class Execution(_message.Message):
         return_value: _builtins.bytes = ...,
         attempts: _abc.Iterable[Global___AttemptSummary] | None = ...,
         redrives: _builtins.int = ...,
+        waiting_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempts", b"attempts", "cancel_reason", b"cancel_reason", "cancel_requested_at_ms", b"cancel_requested_at_ms", "completed_at_ms", b"completed_at_ms", "dead_lettered", b"dead_lettered", "error", b"error", "execution_id", b"execution_id", "exit_code", b"exit_code", "finished_at_ms", b"finished_at_ms", "fired_at_ms", b"fired_at_ms", "guarantee", b"guarantee", "leased_at_ms", b"leased_at_ms", "manual", b"manual", "nominal_time_ms", b"nominal_time_ms", "not_before_ms", b"not_before_ms", "priority", b"priority", "redrives", b"redrives", "return_value", b"return_value", "started_at_ms", b"started_at_ms", "state", b"state", "stderr_tail", b"stderr_tail", "stdout_tail", b"stdout_tail", "task_id", b"task_id", "token", b"token", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempts", b"attempts", "cancel_reason", b"cancel_reason", "cancel_requested_at_ms", b"cancel_requested_at_ms", "completed_at_ms", b"completed_at_ms", "dead_lettered", b"dead_lettered", "error", b"error", "execution_id", b"execution_id", "exit_code", b"exit_code", "finished_at_ms", b"finished_at_ms", "fired_at_ms", b"fired_at_ms", "guarantee", b"guarantee", "leased_at_ms", b"leased_at_ms", "manual", b"manual", "nominal_time_ms", b"nominal_time_ms", "not_before_ms", b"not_before_ms", "priority", b"priority", "redrives", b"redrives", "return_value", b"return_value", "started_at_ms", b"started_at_ms", "state", b"state", "stderr_tail", b"stderr_tail", "stdout_tail", b"stdout_tail", "task_id", b"task_id", "token", b"token", "waiting_reason", b"waiting_reason", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

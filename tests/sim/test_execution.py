@@ -156,3 +156,20 @@ def test_the_cluster_wide_cap_bounds_all_running_executions() -> None:
     _, peak_all = _peaks(sim, task.task_id)
     assert peak_all == 3
     assert len(w.running) <= 3
+
+
+def test_a_fire_without_an_eligible_worker_shows_why_and_expires_at_its_start_deadline() -> None:
+    sim = SimCluster(3, seed=27)
+    sim.add_worker("cpu-1", capacity=2, run_ms=100)
+    sim.clock.advance(1)
+    spec = _spec("needs-tpu", _at(sim, 500), start_deadline_ms=10_000)
+    spec.worker_labels["tpu"] = "v5"
+    task = _create(sim, spec)
+    sim.run_for(4_000)
+    (ex,) = _executions(sim, 1, task.task_id)
+    assert ex.state == common_pb2.EXECUTION_PENDING
+    assert ex.waiting_reason == "no worker of queue 'default' carries labels tpu=v5"
+    sim.run_for(10_000)
+    (ex,) = _executions(sim, 2, task.task_id)
+    assert ex.state == common_pb2.EXECUTION_EXPIRED
+    assert "not started within 10000 ms" in ex.error and "tpu=v5" in ex.error
