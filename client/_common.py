@@ -943,6 +943,7 @@ EDITABLE_FIELDS = (
     "notify",
     "worker_labels",
     "max_concurrency",
+    "start_deadline",
 )
 """The keyword arguments of `edit_task`: those of `create_task` plus the policies."""
 
@@ -1014,6 +1015,8 @@ def edit_spec(spec: common_pb2.TaskSpec, changes: Mapping[str, Any]) -> common_p
             _set_notify(out, value)
         elif key == "max_concurrency":
             out.max_concurrency = _non_negative_int(value, field_name)
+        elif key == "start_deadline":
+            out.start_deadline_ms = duration_ms(value, "spec.start_deadline_ms")
         elif key in ("name", "queue"):
             if not isinstance(value, str):
                 raise InvalidArgument(field_name, f"expected a string, got {value!r}")

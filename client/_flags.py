@@ -160,6 +160,11 @@ def _policy_arguments(parser: argparse.ArgumentParser, *, update: bool) -> None:
     group.add_argument(
         "--max-concurrency", type=int, metavar="N", help="at most N executions leased at once (0: no limit)"
     )
+    group.add_argument(
+        "--start-deadline",
+        metavar="DURATION",
+        help="an execution not started this long after its fire ends `expired` (0: none)",
+    )
     if update:
         group.add_argument(
             "--reset-retry", action="store_true", help="drop the retry policy (the cluster default applies)"
@@ -345,6 +350,8 @@ def spec_changes(args: argparse.Namespace, base: common_pb2.TaskSpec | None = No
         changes["overlap"] = _common.parse_overlap(args.overlap, "--overlap")
     if args.max_concurrency is not None:
         changes["max_concurrency"] = non_negative(args.max_concurrency, "--max-concurrency")
+    if args.start_deadline is not None:
+        changes["start_deadline"] = _common.parse_duration(args.start_deadline, "--start-deadline")
     _retry_change(args, base, changes)
     _notify_change(args, changes)
     labels = dict(base.worker_labels) if base is not None else {}

@@ -163,6 +163,7 @@ def spec_to_json(spec: common_pb2.TaskSpec) -> dict[str, Any]:
         "notify": [notify_to_json(n) for n in spec.notify],
         "worker_labels": dict(sorted(spec.worker_labels.items())),
         "max_concurrency": spec.max_concurrency,
+        "start_deadline_ms": spec.start_deadline_ms,
     }
 
 
@@ -231,6 +232,7 @@ def execution_to_json(execution: common_pb2.Execution) -> dict[str, Any]:
     out["guarantee"] = enum_name(common_pb2.DeliveryGuarantee, execution.guarantee)
     out["priority"] = enum_name(common_pb2.Priority, execution.priority)
     time_fields(out, "not_before", execution.not_before_ms)
+    out["waiting_reason"] = execution.waiting_reason
     out["dead_lettered"] = execution.dead_lettered
     out["return_value"] = tail_text(execution.return_value)
     out["attempts"] = [attempt_to_json(a) for a in execution.attempts]

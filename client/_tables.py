@@ -323,6 +323,7 @@ def execution_detail(e: common_pb2.Execution) -> str:
         ("exit_code", str(e.exit_code) if e.finished_at_ms else "-"),
         ("error", e.error or "-"),
         ("retry_at", _time(e.not_before_ms)),
+        ("waiting", e.waiting_reason or "-"),
         ("dead_lettered", "yes" if e.dead_lettered else "no"),
         ("guarantee", _enum(common_pb2.DeliveryGuarantee, e.guarantee)),
         ("priority", _enum(common_pb2.Priority, e.priority)),

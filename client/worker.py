@@ -78,6 +78,7 @@ from cronraft.client.handlers import (
     run_handler,
 )
 from cronraft.errors import ConfigError
+from cronraft.failpoint import failpoint
 from cronraft.proto.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 
 __all__ = ["HandlerContext", "HandlerRegistry", "Worker", "WorkerConfig", "main"]
@@ -457,6 +458,7 @@ class Worker:
         if key in self._attempts or key in self.outbox or key in self._volatile:
             self._log.debug("duplicate lease offer ignored", execution_id=lease.execution_id)
             return
+        failpoint("worker.lease_received_before_start")
         if any(k[0] == lease.execution_id for k in self._attempts):
             self._log.warning(
                 "another attempt of this execution is still running here",
@@ -584,6 +586,7 @@ class Worker:
             if attempt.revoked:
                 self._log.info("revoked attempt killed; no result reported", execution_id=execution_id)
                 return
+            failpoint("worker.after_finish_before_report")
             try:
                 await asyncio.to_thread(self.outbox.put, result)
             except OSError as exc:
@@ -592,6 +595,7 @@ class Worker:
                     "outbox write failed; result kept in memory", execution_id=execution_id, error=str(exc)
                 )
                 self._volatile[attempt.key] = result
+            failpoint("worker.after_outbox_before_send")
             self._log.debug(
                 "attempt finished",
                 execution_id=execution_id,

@@ -53,6 +53,7 @@ SPEC_KEYS = {
     "notify",
     "worker_labels",
     "max_concurrency",
+    "start_deadline_ms",
 }
 EXECUTION_KEYS = {
     "execution_id",
@@ -81,6 +82,7 @@ EXECUTION_KEYS = {
     "priority",
     "not_before_ms",
     "not_before",
+    "waiting_reason",
     "dead_lettered",
     "return_value",
     "attempts",
