@@ -944,6 +944,8 @@ EDITABLE_FIELDS = (
     "worker_labels",
     "max_concurrency",
     "start_deadline",
+    "depends_on",
+    "dependency_deadline",
 )
 """The keyword arguments of `edit_task`: those of `create_task` plus the policies."""
 
@@ -1017,6 +1019,15 @@ def edit_spec(spec: common_pb2.TaskSpec, changes: Mapping[str, Any]) -> common_p
             out.max_concurrency = _non_negative_int(value, field_name)
         elif key == "start_deadline":
             out.start_deadline_ms = duration_ms(value, "spec.start_deadline_ms")
+        elif key == "dependency_deadline":
+            out.dependency_deadline_ms = duration_ms(value, "spec.dependency_deadline_ms")
+        elif key == "depends_on":
+            del out.depends_on[:]
+            for item in value:
+                task_id, window = (item, 0) if isinstance(item, str) else item
+                out.depends_on.add(
+                    task_id=task_id, window_ms=duration_ms(window, "spec.depends_on.window_ms")
+                )
         elif key in ("name", "queue"):
             if not isinstance(value, str):
                 raise InvalidArgument(field_name, f"expected a string, got {value!r}")

@@ -161,6 +161,18 @@ def _policy_arguments(parser: argparse.ArgumentParser, *, update: bool) -> None:
         "--max-concurrency", type=int, metavar="N", help="at most N executions leased at once (0: no limit)"
     )
     group.add_argument(
+        "--depends-on",
+        action="append",
+        default=[],
+        metavar="TASK_ID[:WINDOW]",
+        help="run only after TASK_ID succeeded for the same logical date (or within WINDOW before)",
+    )
+    group.add_argument(
+        "--dependency-deadline",
+        metavar="DURATION",
+        help="fail a run whose dependencies are still unmet this long after its fire (default: wait)",
+    )
+    group.add_argument(
         "--start-deadline",
         metavar="DURATION",
         help="an execution not started this long after its fire ends `expired` (0: none)",
@@ -352,6 +364,16 @@ def spec_changes(args: argparse.Namespace, base: common_pb2.TaskSpec | None = No
         changes["max_concurrency"] = non_negative(args.max_concurrency, "--max-concurrency")
     if args.start_deadline is not None:
         changes["start_deadline"] = _common.parse_duration(args.start_deadline, "--start-deadline")
+    if args.dependency_deadline is not None:
+        changes["dependency_deadline"] = _common.parse_duration(
+            args.dependency_deadline, "--dependency-deadline"
+        )
+    if args.depends_on:
+        deps = []
+        for item in args.depends_on:
+            task_id, _, window = item.partition(":")
+            deps.append((task_id, _common.parse_duration(window, "--depends-on") if window else 0))
+        changes["depends_on"] = deps
     _retry_change(args, base, changes)
     _notify_change(args, changes)
     labels = dict(base.worker_labels) if base is not None else {}

@@ -164,6 +164,8 @@ def spec_to_json(spec: common_pb2.TaskSpec) -> dict[str, Any]:
         "worker_labels": dict(sorted(spec.worker_labels.items())),
         "max_concurrency": spec.max_concurrency,
         "start_deadline_ms": spec.start_deadline_ms,
+        "depends_on": [{"task_id": d.task_id, "window_ms": d.window_ms} for d in spec.depends_on],
+        "dependency_deadline_ms": spec.dependency_deadline_ms,
     }
 
 

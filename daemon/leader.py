@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cronraft.proto.v1 import commands_pb2, common_pb2, worker_pb2
-from cronraft.raft import firing
+from cronraft.raft import deps, firing
 from cronraft.raft import state as sm
 from cronraft.raft.codec import token_tuple
 from cronraft.raft.kv import KV
@@ -279,9 +279,13 @@ class LeaderCore:
                         task = sm.read_task(txn, ex.task_id)
                         if task is None or now_ms - ex.fired_at_ms < WAITING_GRACE_MS:
                             continue
-                        reason = self._why_waiting(queue, ex, task, now_ms)
+                        unmet = deps.unmet(txn, task, ex.nominal_time_ms) if task.spec.depends_on else ""
+                        reason = unmet or self._why_waiting(queue, ex, task, now_ms)
                         deadline = task.spec.start_deadline_ms
-                        if deadline and now_ms >= ex.fired_at_ms + deadline:
+                        dep_deadline = task.spec.dependency_deadline_ms if unmet else 0
+                        if (deadline and now_ms >= ex.fired_at_ms + deadline) or (
+                            dep_deadline and now_ms >= ex.fired_at_ms + dep_deadline
+                        ):
                             if execution_id not in self._expiring_pending:
                                 self._expiring_pending.add(execution_id)
                                 cmds.append(
@@ -367,7 +371,13 @@ class LeaderCore:
         limited = (
             task.spec.max_concurrency and self._running_by_task.get(task_id, 0) >= task.spec.max_concurrency
         )
-        if worker is not None and not limited and not (cap and len(self.leases) + len(self._granting) >= cap):
+        gated = bool(task.spec.depends_on)  # dependencies are checked where pending work is granted
+        if (
+            worker is not None
+            and not limited
+            and not gated
+            and not (cap and len(self.leases) + len(self._granting) >= cap)
+        ):
             cmds.append(self._grant_command(execution_id, worker, now_ms, task_id=task_id))
         return cmds
 
@@ -392,6 +402,12 @@ class LeaderCore:
                         self._next_retry_ms = ex.not_before_ms if nr is None else min(nr, ex.not_before_ms)
                         continue
                     task = sm.read_task(txn, ex.task_id)
+                    if (
+                        task is not None
+                        and task.spec.depends_on
+                        and deps.unmet(txn, task, ex.nominal_time_ms)
+                    ):
+                        continue  # its upstream runs have not succeeded yet (see _why_waiting)
                     limit = task.spec.max_concurrency if task is not None else 0
                     busy = self._running_by_task.get(ex.task_id, 0) + self._granting_for_task(ex.task_id)
                     if limit and busy >= limit:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft import calendar as cal
-from cronraft.raft import firing, logs, retry, schedule
+from cronraft.raft import deps, firing, logs, retry, schedule
 from cronraft.raft.codec import id_bytes, id_text
 from cronraft.raft.kv import Txn
 from cronraft.raft.records import (
@@ -80,6 +80,7 @@ def create_task(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         raise Rejected("already_exists", f"task {c.task_id} already exists")
     validate_spec(c.spec)
     _check_calendars(ctx.txn, c.spec)
+    deps.check(ctx.txn, c.task_id, c.spec)
     task = Task(
         task_id=c.task_id,
         created_at_ms=ctx.now,
@@ -109,6 +110,7 @@ def update_task(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         )
     validate_spec(u.spec)
     _check_calendars(ctx.txn, u.spec)
+    deps.check(ctx.txn, u.task_id, u.spec)
     task = Task()
     task.CopyFrom(old)
     task.spec.CopyFrom(u.spec)
@@ -595,6 +597,10 @@ def grant(ctx: Ctx, cmd: commands_pb2.Command) -> None:
             "backoff", f"execution {g.execution_id} waits for its retry backoff until {ex.not_before_ms}"
         )
     task = _task_of(ctx, ex)
+    if task.spec.depends_on:
+        waiting = deps.unmet(ctx.txn, task, ex.nominal_time_ms)
+        if waiting:
+            raise Rejected("dependencies_unmet", waiting)
     if task.spec.max_concurrency:
         running = sum(
             1
@@ -852,6 +858,14 @@ def note_waiting(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         raise Rejected("invalid_state", f"execution {n.execution_id} is not pending")
     ex.waiting_reason = n.reason[:500]
     ctx.txn.put("execs", exec16, ex.SerializeToString())
+    # The fire ledger says it too ("why didn't it run?"): the record of that nominal time gets the reason.
+    key = firing.ledger_key(id_bytes(ex.task_id), ex.nominal_time_ms)
+    raw = ctx.txn.get("ledger", key)
+    if raw is not None:
+        rec = common_pb2.FireRecord()
+        rec.ParseFromString(raw)
+        rec.reason = ex.waiting_reason
+        ctx.txn.put("ledger", key, rec.SerializeToString())
     ctx.result.execution.CopyFrom(ex)
 
 
@@ -862,10 +876,17 @@ def expire_pending(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     if ex.state != common_pb2.EXECUTION_PENDING:
         raise Rejected("invalid_state", f"execution {x.execution_id} is not pending")
     task = _task_of(ctx, ex)
-    deadline = task.spec.start_deadline_ms
-    if not deadline or ctx.now < ex.fired_at_ms + deadline:
-        raise Rejected("not_due", f"execution {x.execution_id} is within its start deadline")
-    finish(ctx, ex, common_pb2.EXECUTION_EXPIRED, f"not started within {deadline} ms of its fire: {x.reason}")
+    dep_deadline = task.spec.dependency_deadline_ms
+    unmet = deps.unmet(ctx.txn, task, ex.nominal_time_ms) if task.spec.depends_on else ""
+    if unmet and dep_deadline and ctx.now >= ex.fired_at_ms + dep_deadline:
+        finish(ctx, ex, common_pb2.EXECUTION_FAILED, f"dependencies unmet after {dep_deadline} ms: {unmet}")
+    else:
+        deadline = task.spec.start_deadline_ms
+        if not deadline or ctx.now < ex.fired_at_ms + deadline:
+            raise Rejected("not_due", f"execution {x.execution_id} is within its deadlines")
+        finish(
+            ctx, ex, common_pb2.EXECUTION_EXPIRED, f"not started within {deadline} ms of its fire: {x.reason}"
+        )
     ctx.result.execution.CopyFrom(get_execution(ctx.txn, exec16))
 
 

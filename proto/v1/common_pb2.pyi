@@ -878,6 +878,8 @@ class TaskSpec(_message.Message):
     WORKER_LABELS_FIELD_NUMBER: _builtins.int
     MAX_CONCURRENCY_FIELD_NUMBER: _builtins.int
     START_DEADLINE_MS_FIELD_NUMBER: _builtins.int
+    DEPENDS_ON_FIELD_NUMBER: _builtins.int
+    DEPENDENCY_DEADLINE_MS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     queue: _builtins.str
     """worker queue; "default" when empty"""
@@ -897,6 +899,8 @@ class TaskSpec(_message.Message):
     """at most this many executions of the task hold a lease (0: no limit)"""
     start_deadline_ms: _builtins.int
     """an execution not started this long after its fire ends `expired` (0: none)"""
+    dependency_deadline_ms: _builtins.int
+    """fail a run whose dependencies are unmet this long after its fire (0: wait)"""
     @_builtins.property
     def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -910,6 +914,10 @@ class TaskSpec(_message.Message):
     @_builtins.property
     def worker_labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """a worker must carry every one of these labels"""
+
+    @_builtins.property
+    def depends_on(self) -> _containers.RepeatedCompositeFieldContainer[Global___Dependency]:
+        """upstream tasks that must have succeeded first"""
 
     def __init__(
         self,
@@ -932,14 +940,43 @@ class TaskSpec(_message.Message):
         worker_labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         max_concurrency: _builtins.int = ...,
         start_deadline_ms: _builtins.int = ...,
+        depends_on: _abc.Iterable[Global___Dependency] | None = ...,
+        dependency_deadline_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["payload", b"payload", "retry", b"retry", "schedule", b"schedule"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["catchup_window_ms", b"catchup_window_ms", "guarantee", b"guarantee", "max_attempts", b"max_attempts", "max_catchup", b"max_catchup", "max_concurrency", b"max_concurrency", "misfire", b"misfire", "name", b"name", "notify", b"notify", "overlap", b"overlap", "payload", b"payload", "priority", b"priority", "queue", b"queue", "retry", b"retry", "schedule", b"schedule", "start_deadline_ms", b"start_deadline_ms", "tags", b"tags", "timeout_ms", b"timeout_ms", "worker_labels", b"worker_labels"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["catchup_window_ms", b"catchup_window_ms", "dependency_deadline_ms", b"dependency_deadline_ms", "depends_on", b"depends_on", "guarantee", b"guarantee", "max_attempts", b"max_attempts", "max_catchup", b"max_catchup", "max_concurrency", b"max_concurrency", "misfire", b"misfire", "name", b"name", "notify", b"notify", "overlap", b"overlap", "payload", b"payload", "priority", b"priority", "queue", b"queue", "retry", b"retry", "schedule", b"schedule", "start_deadline_ms", b"start_deadline_ms", "tags", b"tags", "timeout_ms", b"timeout_ms", "worker_labels", b"worker_labels"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TaskSpec: _TypeAlias = TaskSpec  # noqa: Y015
+
+@_typing.final
+class Dependency(_message.Message):
+    """A run of this task starts only after the upstream task succeeded for the same logical date: an upstream
+    execution whose nominal time falls on the same local date (in this task's zone), or, with window_ms,
+    within window_ms before this run's nominal time.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    WINDOW_MS_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    window_ms: _builtins.int
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        window_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["task_id", b"task_id", "window_ms", b"window_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Dependency: _TypeAlias = Dependency  # noqa: Y015
 
 @_typing.final
 class Task(_message.Message):

@@ -173,3 +173,56 @@ def test_a_fire_without_an_eligible_worker_shows_why_and_expires_at_its_start_de
     (ex,) = _executions(sim, 2, task.task_id)
     assert ex.state == common_pb2.EXECUTION_EXPIRED
     assert "not started within 10000 ms" in ex.error and "tpu=v5" in ex.error
+
+
+def test_a_downstream_run_waits_for_its_upstream_on_the_same_logical_date() -> None:
+    sim = SimCluster(3, seed=28)
+    sim.add_worker("w1", capacity=4, run_ms=2_000)
+    sim.clock.advance(1)
+    daily = common_pb2.Schedule(cron=common_pb2.CronSchedule(expression="0 2 * * *", time_zone="UTC"))
+    upstream = _create(sim, _spec("extract", daily))
+    report_spec = _spec("report", common_pb2.Schedule(cron=common_pb2.CronSchedule(expression="0 1 * * *")))
+    report_spec.depends_on.add(task_id=upstream.task_id)
+    report = _create(sim, report_spec)
+    # 01:00 the report fires; it must wait for 02:00's extract run of the same day to succeed.
+    sim.run_for(61 * 60_000 + 5_000, step_ms=1_000)
+    (waiting,) = _executions(sim, 0, report.task_id)
+    assert waiting.state == common_pb2.EXECUTION_PENDING
+    assert waiting.waiting_reason.startswith(f"waiting for extract ({upstream.task_id})")
+    with sim.nodes[1].kv.read() as txn:
+        (rec,) = sm.ledger(txn, report.task_id, 0, 2**62, 10)
+    assert rec.reason == waiting.waiting_reason  # explain says why it did not run
+    sim.run_for(62 * 60_000, step_ms=1_000)
+    (ran,) = _executions(sim, 0, report.task_id)
+    (up,) = _executions(sim, 0, upstream.task_id)
+    assert up.state == ran.state == common_pb2.EXECUTION_SUCCEEDED
+    assert ran.started_at_ms >= up.finished_at_ms
+
+
+def test_dependency_cycles_are_refused_naming_the_cycle_and_deadlines_fail_the_run() -> None:
+    sim = SimCluster(1, seed=29)
+    sim.add_worker("w1")
+    sim.clock.advance(1)
+    far = common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=4_102_444_800_000))
+    a = _create(sim, _spec("a", far))
+    b_spec = _spec("b", far)
+    b_spec.depends_on.add(task_id=a.task_id)
+    b = _create(sim, b_spec)
+    a_spec = _spec("a", far)
+    a_spec.depends_on.add(task_id=b.task_id)
+    (res,) = sim.submit(
+        [
+            commands_pb2.Command(
+                stamped_at_ms=sim.clock.now,
+                update_task=commands_pb2.UpdateTask(task_id=a.task_id, spec=a_spec),
+            )
+        ]
+    )
+    assert not res.applied and "cycle: a" in res.error and f"b ({b.task_id})" in res.error
+
+    c_spec = _spec("c", _at(sim, 500), dependency_deadline_ms=5_000)
+    c_spec.depends_on.add(task_id=a.task_id)
+    c = _create(sim, c_spec)
+    sim.run_for(8_000)
+    (ex,) = _executions(sim, 0, c.task_id)
+    assert ex.state == common_pb2.EXECUTION_FAILED and "dependencies unmet after 5000 ms" in ex.error

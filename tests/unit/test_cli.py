@@ -54,6 +54,8 @@ SPEC_KEYS = {
     "worker_labels",
     "max_concurrency",
     "start_deadline_ms",
+    "depends_on",
+    "dependency_deadline_ms",
 }
 EXECUTION_KEYS = {
     "execution_id",
