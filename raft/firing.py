@@ -31,6 +31,7 @@ DEFAULT_CATCHUP_WINDOW_MS = 60_000
 DEFAULT_MAX_CATCHUP = 100
 # The ledger keeps this many records per task; older ones are pruned as new ones arrive.
 LEDGER_PER_TASK = 1_000
+LEDGER_PRUNE_BATCH = 64
 # Bounds on walks over nominal times inside one apply (calendar skips, missed times recorded).
 MAX_WALK = 10_000
 MAX_RECORDS_PER_COMMAND = 100
@@ -93,13 +94,18 @@ def record(
 
 
 def _prune_ledger(txn: Txn, task16: bytes) -> None:
-    # Counting every insert would cost a scan; prune only when the record 'LEDGER_PER_TASK' places back
-    # from the newest exists, which keeps the ledger within a small constant of the bound.
-    newest = list(txn.scan("ledger", task16, prefix_end(task16), reverse=True))
-    if len(newest) <= LEDGER_PER_TASK:
-        return
-    for k, _ in newest[LEDGER_PER_TASK:][:MAX_RECORDS_PER_COMMAND]:
-        txn.delete("ledger", k)
+    # A count per task makes pruning O(1) amortised: when it passes the bound by a margin, the oldest
+    # records go in one forward scan (never a scan of the whole ledger per record).
+    raw = txn.get("ledger_count", task16)
+    count = (0 if raw is None else from_u64(raw)) + 1
+    if count > LEDGER_PER_TASK + LEDGER_PRUNE_BATCH:
+        excess = range(count - LEDGER_PER_TASK)
+        oldest = txn.scan("ledger", task16, prefix_end(task16))
+        doomed = [key for (key, _), _ in zip(oldest, excess, strict=False)]
+        for k in doomed:
+            txn.delete("ledger", k)
+        count -= len(doomed)
+    txn.put("ledger_count", task16, u64(count))
 
 
 def ledger_range(txn: Txn, task_id: str, from_ms: int, to_ms: int, limit: int) -> list[common_pb2.FireRecord]:
@@ -117,6 +123,7 @@ def ledger_range(txn: Txn, task_id: str, from_ms: int, to_ms: int, limit: int) -
 def drop_ledger(txn: Txn, task16: bytes) -> None:
     for k, _ in list(txn.scan("ledger", task16, prefix_end(task16))):
         txn.delete("ledger", k)
+    txn.delete("ledger_count", task16)
 
 
 # --------------------------------------------------------------------------------------- planning

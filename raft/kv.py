@@ -32,6 +32,7 @@ DATABASES: tuple[str, ...] = (
     "requests",  # request_id (utf-8) -> CommandResult proto : the dedup table
     "requests_by_time",  # stamped_at_ms8 + request_id -> b"" : to prune the dedup table
     "ledger",  # task_id16 + nominal_ms8 -> FireRecord proto : the fire ledger (bounded per task)
+    "ledger_count",  # task_id16 -> u64 : records in a task's ledger (to prune without scanning it)
     "active",  # task_id16 + execution_id16 -> b"" : a task's pending, buffered and running executions
     "buffered",  # task_id16 + nominal_ms8 + execution_id16 -> b"" : overlap buffer, oldest first
     "calendars",  # name (utf-8) -> Calendar proto

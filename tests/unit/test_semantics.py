@@ -442,3 +442,23 @@ def test_the_end_of_the_window_is_explained_in_the_ledger() -> None:
     (f,) = log.apply(fire(tid(1), n0 + MIN, tid(101)))
     assert f.task.state == common_pb2.TASK_COMPLETED
     assert ledger(log, tid(1))[-1] == (n0 + 2 * MIN, "OUTSIDE_WINDOW")
+
+
+def test_the_ledger_is_bounded_per_task() -> None:
+    from cronraft.raft import firing
+
+    log = Log()
+    (c,) = log.apply(create(tid(1), every_minute(overlap=common_pb2.OVERLAP_SKIP)))
+    nominal = c.task.next_fire_ms
+    with log.sm.kv.write() as txn:
+        for i in range(firing.LEDGER_PER_TASK + firing.LEDGER_PRUNE_BATCH + 10):
+            firing.record(txn, bytes.fromhex(log_task16(tid(1))), nominal + i * MIN, common_pb2.FIRED, T0)
+    kept = ledger(log, tid(1))
+    assert firing.LEDGER_PER_TASK <= len(kept) <= firing.LEDGER_PER_TASK + firing.LEDGER_PRUNE_BATCH
+    assert kept[-1][0] == nominal + (firing.LEDGER_PER_TASK + firing.LEDGER_PRUNE_BATCH + 9) * MIN
+
+
+def log_task16(task_id: str) -> str:
+    from cronraft.raft.codec import id_bytes
+
+    return id_bytes(task_id).hex()
