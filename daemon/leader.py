@@ -106,7 +106,8 @@ class LeaderCore:
         self._pending_overflow = False  # more pending executions in the store than in memory
         self._granting: set[str] = set()
         self._granting_tasks: dict[str, str] = {}  # execution id -> task id, for grants in flight
-        self._completing: set[str] = set()
+        # Results being committed: (execution id, token) -> the worker that sent it (who gets the ack).
+        self._completing: dict[tuple[str, Token], str] = {}
         self.workers: dict[str, WorkerState] = {}
         self.leases: dict[str, LeaseState] = {}
         # Lease deadlines on the monotonic clock, in a second wheel: expiry and renewal are O(1) and a
@@ -203,7 +204,7 @@ class LeaderCore:
                     ref.execution_id, mono_ms + self.settings.lease_ttl_ms + self.settings.expiry_grace_ms
                 )
                 ack.renewed.append(ref.execution_id)
-            elif ref.execution_id in self._completing:
+            elif (ref.execution_id, token) in self._completing:
                 ack.renewed.append(ref.execution_id)  # its result is being committed
             else:
                 ack.revoked.append(ref.execution_id)
@@ -215,9 +216,10 @@ class LeaderCore:
         """Complete commands for a worker's results (the ack is sent once they commit)."""
         cmds = []
         for r in results:
-            if r.execution_id in self._completing:
+            key = (r.execution_id, token_tuple(r.token))
+            if key in self._completing:
                 continue
-            self._completing.add(r.execution_id)
+            self._completing[key] = worker_id
             cmds.append(
                 Command(
                     stamped_at_ms=now_ms,
@@ -484,12 +486,16 @@ class LeaderCore:
                     offers.setdefault(cmd.grant.worker_id, []).append(lease)
             elif kind == "complete":
                 eid = cmd.complete.execution_id
-                self._completing.discard(eid)
-                self._release(eid)
-                # Acked whether applied or stale: either way the worker must stop resending it.
-                worker_id = res.execution.worker_id if res.applied else self._worker_of_result(eid)
-                if worker_id:
-                    acks.setdefault(worker_id, []).append(eid)
+                token = token_tuple(cmd.complete.token)
+                sender = self._completing.pop((eid, token), "")
+                held = self.leases.get(eid)
+                # Only the attempt this result belongs to loses its lease: a stale result (an attempt
+                # fenced off earlier) must not take the lease of the attempt running now.
+                if res.applied or (held is not None and held.token == token):
+                    self._release(eid)
+                # Acked, applied or stale, to the worker that sent it: it must stop resending it.
+                if sender:
+                    acks.setdefault(sender, []).append(eid)
             elif kind == "expire_lease":
                 self._release(cmd.expire_lease.execution_id)
             elif kind == "expire_pending":
@@ -524,11 +530,6 @@ class LeaderCore:
             self.outgoing.append(
                 (worker_id, worker_pb2.GatewayMessage(acks=worker_pb2.ResultAcks(execution_ids=ids)))
             )
-
-    def _worker_of_result(self, execution_id: str) -> str:
-        with self.kv.read() as txn:
-            ex = sm.read_execution(txn, execution_id)
-        return ex.worker_id if ex is not None else ""
 
     def _on_grant(self, g: commands_pb2.Grant, res: CommandResult, mono_ms: int) -> worker_pb2.Lease | None:
         self._granting.discard(g.execution_id)
@@ -640,7 +641,7 @@ class LeaderCore:
                     w.inflight.discard(cmd.grant.execution_id)
                 self._adopt_if_running(cmd.grant.execution_id, mono_ms)
             elif kind == "complete":
-                self._retry.append(cmd)
+                self._retry.append(cmd)  # the sender stays recorded in _completing for the ack
             elif kind == "expire_pending":
                 self._expiring_pending.discard(cmd.expire_pending.execution_id)
             elif kind == "note_waiting":

@@ -272,3 +272,35 @@ def test_overlap_skip_holds_across_a_leader_crash() -> None:
         recs = sm.ledger(txn, task.task_id, 0, 2**62, 1000)
     assert sum(r.outcome == common_pb2.SKIPPED_OVERLAP for r in recs) >= 4
     assert len(w.started) == len(ran)
+
+
+def test_a_stale_result_neither_revokes_the_current_attempt_nor_is_acked_to_its_worker() -> None:
+    sim = SimCluster(3, seed=11)
+    w1 = sim.add_worker("w1", capacity=1, run_ms=60_000)
+    sim.clock.advance(1)
+    task = _create(sim, _spec("t", common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=sim.clock.now + 500))))
+    sim.run_for(1_000)
+    old = next(iter(w1.running.values())).lease
+    w1.connected = False
+    sim.core.worker_disconnected("w1")  # type: ignore[union-attr]
+    w2 = sim.add_worker("w2", capacity=1, run_ms=20_000)
+    sim.run_for(sim.settings.lease_ttl_ms + sim.settings.expiry_grace_ms + 1_000)
+    assert len(w2.running) == 1  # attempt 2 runs on w2
+    core = sim.core
+    assert core is not None
+    # w1 comes back and reports its fenced-off attempt: refused as stale...
+    core.worker_connected("w1", 1, ["default"], {})
+    stale = common_pb2.AttemptResult(
+        execution_id=old.execution_id, token=old.token, outcome=common_pb2.ATTEMPT_FAILED
+    )
+    cmds = core.results("w1", [stale], sim.clock.now)
+    sim._run(cmds)
+    acks = [(w, m) for w, m in core.drain_outgoing() if m.WhichOneof("kind") == "acks"]
+    # ...acknowledged to w1 (so it stops resending), not to w2...
+    assert [w for w, _ in acks] == ["w1"]
+    # ...and w2's running attempt keeps its lease: its heartbeat is renewed, not revoked.
+    ack = core.heartbeat("w2", w2.lease_refs(), sim.clock.mono)
+    assert list(ack.renewed) == [old.execution_id] and list(ack.revoked) == []
+    sim.run_for(25_000)
+    (ex,) = _executions(sim, 0, task.task_id)
+    assert ex.state == common_pb2.EXECUTION_SUCCEEDED and ex.worker_id == "w2" and ex.attempt == 2
