@@ -946,6 +946,7 @@ EDITABLE_FIELDS = (
     "start_deadline",
     "depends_on",
     "dependency_deadline",
+    "sensor",
 )
 """The keyword arguments of `edit_task`: those of `create_task` plus the policies."""
 
@@ -1019,6 +1020,13 @@ def edit_spec(spec: common_pb2.TaskSpec, changes: Mapping[str, Any]) -> common_p
             out.max_concurrency = _non_negative_int(value, field_name)
         elif key == "start_deadline":
             out.start_deadline_ms = duration_ms(value, "spec.start_deadline_ms")
+        elif key == "sensor":
+            if value is None:
+                out.ClearField("sensor")
+            elif isinstance(value, common_pb2.Sensor):
+                out.sensor.CopyFrom(value)
+            else:
+                raise InvalidArgument(field_name, "expected a Sensor (or None to remove it)")
         elif key == "dependency_deadline":
             out.dependency_deadline_ms = duration_ms(value, "spec.dependency_deadline_ms")
         elif key == "depends_on":

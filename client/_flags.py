@@ -173,6 +173,15 @@ def _policy_arguments(parser: argparse.ArgumentParser, *, update: bool) -> None:
         help="fail a run whose dependencies are still unmet this long after its fire (default: wait)",
     )
     group.add_argument(
+        "--sensor-command",
+        metavar="'ARGV...'",
+        help="a probe (shell-split, run without a shell) that must exit 0 before the payload runs",
+    )
+    group.add_argument("--sensor-interval", metavar="DURATION", help="how often the probe runs (default 10s)")
+    group.add_argument(
+        "--sensor-timeout", metavar="DURATION", help="give up (the run fails) after this (default 1h)"
+    )
+    group.add_argument(
         "--start-deadline",
         metavar="DURATION",
         help="an execution not started this long after its fire ends `expired` (0: none)",
@@ -364,6 +373,23 @@ def spec_changes(args: argparse.Namespace, base: common_pb2.TaskSpec | None = No
         changes["max_concurrency"] = non_negative(args.max_concurrency, "--max-concurrency")
     if args.start_deadline is not None:
         changes["start_deadline"] = _common.parse_duration(args.start_deadline, "--start-deadline")
+    if args.sensor_command is not None:
+        import shlex
+
+        argv = shlex.split(args.sensor_command)
+        if not argv:
+            raise UsageError("--sensor-command: must not be empty")
+        changes["sensor"] = common_pb2.Sensor(
+            probe=_common.command(*argv),
+            interval_ms=_common.parse_duration(args.sensor_interval, "--sensor-interval")
+            if args.sensor_interval
+            else 0,
+            timeout_ms=_common.parse_duration(args.sensor_timeout, "--sensor-timeout")
+            if args.sensor_timeout
+            else 0,
+        )
+    elif args.sensor_interval is not None or args.sensor_timeout is not None:
+        raise UsageError("--sensor-interval/--sensor-timeout: apply to --sensor-command only")
     if args.dependency_deadline is not None:
         changes["dependency_deadline"] = _common.parse_duration(
             args.dependency_deadline, "--dependency-deadline"

@@ -166,6 +166,15 @@ def spec_to_json(spec: common_pb2.TaskSpec) -> dict[str, Any]:
         "start_deadline_ms": spec.start_deadline_ms,
         "depends_on": [{"task_id": d.task_id, "window_ms": d.window_ms} for d in spec.depends_on],
         "dependency_deadline_ms": spec.dependency_deadline_ms,
+        "sensor": (
+            {
+                "probe": payload_to_json(spec.sensor.probe),
+                "interval_ms": spec.sensor.interval_ms,
+                "timeout_ms": spec.sensor.timeout_ms,
+            }
+            if spec.HasField("sensor")
+            else None
+        ),
     }
 
 

@@ -69,6 +69,7 @@ from cronraft.client._runner import (
     StopReason,
     SystemClock,
     WorkOutcome,
+    stop_result,
 )
 from cronraft.client.handlers import (
     MAX_RETURN_VALUE_BYTES,
@@ -572,7 +573,8 @@ class Worker:
         execution_id = attempt.lease.execution_id
         try:
             try:
-                result = await attempt.runner.run()
+                waited = await self._await_sensor(attempt) if attempt.lease.HasField("sensor") else None
+                result = waited if waited is not None else await attempt.runner.run()
             except Exception as exc:  # a bug of ours: report it rather than lose the attempt
                 self._log.exception("attempt runner failed", execution_id=execution_id)
                 result = common_pb2.AttemptResult(
@@ -610,6 +612,55 @@ class Worker:
                 live.finished = True
                 if self._session is None:
                     del self._live[attempt.key]
+
+    async def _await_sensor(self, attempt: _Attempt) -> common_pb2.AttemptResult | None:
+        """Run the lease's sensor probe every interval until it succeeds (None: go on with the payload)
+        or its timeout passes (the attempt's failed result). The lease is held and renewed meanwhile;
+        a cancel, revoke or self-fence stops the probing like it stops a payload."""
+        lease = attempt.lease
+        sensor = lease.sensor
+        interval_s = (sensor.interval_ms or 10_000) / 1000
+        timeout_ms = sensor.timeout_ms or 3_600_000
+        deadline = self._clock.monotonic() + timeout_ms / 1000
+        main = attempt.runner
+        probes, last = 0, ""
+        try:
+            while True:
+                probes += 1
+                probe = worker_pb2.Lease()
+                probe.CopyFrom(lease)
+                probe.payload.CopyFrom(sensor.probe)
+                probe.ClearField("sensor")
+                remaining_ms = max(1, int((deadline - self._clock.monotonic()) * 1000))
+                probe.timeout_ms = min(remaining_ms, lease.timeout_ms or remaining_ms)
+                runner = self._runner_for(probe, lambda stream, data: None)
+                attempt.runner = runner
+                result = await runner.run()
+                if runner.stop_reason is not None and runner.stop_reason is not StopReason.TIMEOUT:
+                    result.error = f"while waiting for its sensor: {result.error}"
+                    return result
+                if result.outcome == common_pb2.ATTEMPT_SUCCEEDED:
+                    self._log.debug("sensor satisfied", execution_id=lease.execution_id, probes=probes)
+                    return None
+                last = result.error or f"exit code {result.exit_code}"
+                if self._clock.monotonic() + interval_s >= deadline:
+                    result.outcome = common_pb2.ATTEMPT_FAILED
+                    result.error = (
+                        f"sensor not satisfied after {probes} probes in {timeout_ms} ms (last: {last})"
+                    )
+                    return result
+                await asyncio.sleep(interval_s)  # the polling interval itself
+                if runner.stop_reason is not None:  # stopped between two probes
+                    outcome, error = stop_result(runner.stop_reason, lease, "sensor stopped")
+                    return common_pb2.AttemptResult(
+                        execution_id=lease.execution_id,
+                        token=lease.token,
+                        outcome=outcome,
+                        finished_at_ms=self._clock.wall_ms(),
+                        error=f"while waiting for its sensor: {error}",
+                    )
+        finally:
+            attempt.runner = main
 
     async def _fence_loop(self) -> None:
         """Self-fencing (I5): kill every attempt whose lease was not renewed before its local deadline."""

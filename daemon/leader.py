@@ -559,6 +559,7 @@ class LeaderCore:
             timeout_ms=task.spec.timeout_ms,
             lease_ttl_ms=self.settings.lease_ttl_ms,
             guarantee=task.spec.guarantee,
+            sensor=task.spec.sensor if task.spec.HasField("sensor") else None,
         )
 
     def _adopt_if_running(self, execution_id: str, mono_ms: int) -> None:

@@ -44,6 +44,17 @@ def validate_spec(spec: common_pb2.TaskSpec, *, max_payload_bytes: int | None = 
         raise InvalidArgument("spec.schedule", "is required")
     validate_schedule(spec.schedule, field="spec.schedule")
     _validate_payload(spec)
+    if spec.HasField("sensor"):
+        sensor = spec.sensor
+        probe = common_pb2.TaskSpec(payload=sensor.probe)
+        try:
+            _validate_payload(probe)
+        except InvalidArgument as e:
+            raise InvalidArgument(e.field.replace("spec.payload", "spec.sensor.probe"), e.problem) from None
+        if sensor.interval_ms < 0 or (sensor.interval_ms and sensor.interval_ms < 100):
+            raise InvalidArgument("spec.sensor.interval_ms", "must be at least 100 ms (0: default 10 s)")
+        if sensor.timeout_ms < 0:
+            raise InvalidArgument("spec.sensor.timeout_ms", "must not be negative (0: default 1 h)")
     if max_payload_bytes is not None:
         size = spec.payload.ByteSize()
         if size > max_payload_bytes:

@@ -880,6 +880,7 @@ class TaskSpec(_message.Message):
     START_DEADLINE_MS_FIELD_NUMBER: _builtins.int
     DEPENDS_ON_FIELD_NUMBER: _builtins.int
     DEPENDENCY_DEADLINE_MS_FIELD_NUMBER: _builtins.int
+    SENSOR_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     queue: _builtins.str
     """worker queue; "default" when empty"""
@@ -919,6 +920,10 @@ class TaskSpec(_message.Message):
     def depends_on(self) -> _containers.RepeatedCompositeFieldContainer[Global___Dependency]:
         """upstream tasks that must have succeeded first"""
 
+    @_builtins.property
+    def sensor(self) -> Global___Sensor:
+        """a data-availability probe that must succeed before the payload runs"""
+
     def __init__(
         self,
         *,
@@ -942,14 +947,47 @@ class TaskSpec(_message.Message):
         start_deadline_ms: _builtins.int = ...,
         depends_on: _abc.Iterable[Global___Dependency] | None = ...,
         dependency_deadline_ms: _builtins.int = ...,
+        sensor: Global___Sensor | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["payload", b"payload", "retry", b"retry", "schedule", b"schedule"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["payload", b"payload", "retry", b"retry", "schedule", b"schedule", "sensor", b"sensor"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["catchup_window_ms", b"catchup_window_ms", "dependency_deadline_ms", b"dependency_deadline_ms", "depends_on", b"depends_on", "guarantee", b"guarantee", "max_attempts", b"max_attempts", "max_catchup", b"max_catchup", "max_concurrency", b"max_concurrency", "misfire", b"misfire", "name", b"name", "notify", b"notify", "overlap", b"overlap", "payload", b"payload", "priority", b"priority", "queue", b"queue", "retry", b"retry", "schedule", b"schedule", "start_deadline_ms", b"start_deadline_ms", "tags", b"tags", "timeout_ms", b"timeout_ms", "worker_labels", b"worker_labels"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["catchup_window_ms", b"catchup_window_ms", "dependency_deadline_ms", b"dependency_deadline_ms", "depends_on", b"depends_on", "guarantee", b"guarantee", "max_attempts", b"max_attempts", "max_catchup", b"max_catchup", "max_concurrency", b"max_concurrency", "misfire", b"misfire", "name", b"name", "notify", b"notify", "overlap", b"overlap", "payload", b"payload", "priority", b"priority", "queue", b"queue", "retry", b"retry", "schedule", b"schedule", "sensor", b"sensor", "start_deadline_ms", b"start_deadline_ms", "tags", b"tags", "timeout_ms", b"timeout_ms", "worker_labels", b"worker_labels"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TaskSpec: _TypeAlias = TaskSpec  # noqa: Y015
+
+@_typing.final
+class Sensor(_message.Message):
+    """A probe the worker runs (a command, HTTP check or handler) every interval_ms, holding the lease, until
+    it succeeds (then the payload runs) or timeout_ms passes (then the attempt fails with the reason).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROBE_FIELD_NUMBER: _builtins.int
+    INTERVAL_MS_FIELD_NUMBER: _builtins.int
+    TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    interval_ms: _builtins.int
+    """default 10 s"""
+    timeout_ms: _builtins.int
+    """default 1 h"""
+    @_builtins.property
+    def probe(self) -> Global___Payload: ...
+    def __init__(
+        self,
+        *,
+        probe: Global___Payload | None = ...,
+        interval_ms: _builtins.int = ...,
+        timeout_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["probe", b"probe"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interval_ms", b"interval_ms", "probe", b"probe", "timeout_ms", b"timeout_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Sensor: _TypeAlias = Sensor  # noqa: Y015
 
 @_typing.final
 class Dependency(_message.Message):

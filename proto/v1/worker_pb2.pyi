@@ -307,6 +307,7 @@ class Lease(_message.Message):
     LEASE_TTL_MS_FIELD_NUMBER: _builtins.int
     GUARANTEE_FIELD_NUMBER: _builtins.int
     TASK_NAME_FIELD_NUMBER: _builtins.int
+    SENSOR_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     task_id: _builtins.str
     nominal_time_ms: _builtins.int
@@ -319,6 +320,10 @@ class Lease(_message.Message):
     def token(self) -> _common_pb2.FencingToken: ...
     @_builtins.property
     def payload(self) -> _common_pb2.Payload: ...
+    @_builtins.property
+    def sensor(self) -> _common_pb2.Sensor:
+        """set when the task has one: run it first"""
+
     def __init__(
         self,
         *,
@@ -332,10 +337,11 @@ class Lease(_message.Message):
         lease_ttl_ms: _builtins.int = ...,
         guarantee: _common_pb2.DeliveryGuarantee.ValueType = ...,
         task_name: _builtins.str = ...,
+        sensor: _common_pb2.Sensor | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["payload", b"payload", "token", b"token"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["payload", b"payload", "sensor", b"sensor", "token", b"token"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "execution_id", b"execution_id", "guarantee", b"guarantee", "lease_ttl_ms", b"lease_ttl_ms", "nominal_time_ms", b"nominal_time_ms", "payload", b"payload", "task_id", b"task_id", "task_name", b"task_name", "timeout_ms", b"timeout_ms", "token", b"token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "execution_id", b"execution_id", "guarantee", b"guarantee", "lease_ttl_ms", b"lease_ttl_ms", "nominal_time_ms", b"nominal_time_ms", "payload", b"payload", "sensor", b"sensor", "task_id", b"task_id", "task_name", b"task_name", "timeout_ms", b"timeout_ms", "token", b"token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -227,3 +227,39 @@ def test_full_output_is_kept_beyond_the_tails_and_followable(cluster: Cluster) -
     out = proc.stdout.splitlines()
     assert out[0] == b"line-0" and out[-1] == f"line-{lines - 1}".encode() and len(out) == lines
     assert proc.stderr == b"done\n"
+
+
+def test_a_sensor_holds_the_payload_until_its_probe_succeeds_or_times_out(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    ready = tmp_path / "data-ready"
+    ran = tmp_path / "ran"
+    with Client(cluster.servers, timeout_s=30) as client:
+        spec = common_pb2.TaskSpec(
+            name="needs-data",
+            schedule=_soon(),
+            payload=command("sh", "-c", f"date +%s%N > {ran}"),
+            sensor=common_pb2.Sensor(
+                probe=command("test", "-f", str(ready)), interval_ms=200, timeout_ms=30_000
+            ),
+        )
+        task = client.create_task_spec(spec)
+        ex = _only_execution(client, task.task_id)
+        wait_for(
+            lambda: client.get_execution(ex.execution_id).state == common_pb2.EXECUTION_RUNNING, 30, "lease"
+        )
+        assert not ran.exists()  # probing: the payload waits
+        ready.write_text("ok")
+        done = _final(client, ex.execution_id)
+        assert done.state == common_pb2.EXECUTION_SUCCEEDED and ran.exists()
+
+        never = common_pb2.TaskSpec(
+            name="never-ready",
+            schedule=_soon(),
+            payload=command("true"),
+            sensor=common_pb2.Sensor(probe=command("false"), interval_ms=200, timeout_ms=1_500),
+        )
+        t2 = client.create_task_spec(never)
+        failed = _final(client, _only_execution(client, t2.task_id).execution_id)
+    assert failed.state == common_pb2.EXECUTION_FAILED
+    assert "sensor not satisfied" in failed.error

@@ -56,6 +56,7 @@ SPEC_KEYS = {
     "start_deadline_ms",
     "depends_on",
     "dependency_deadline_ms",
+    "sensor",
 }
 EXECUTION_KEYS = {
     "execution_id",
