@@ -26,7 +26,9 @@ import contextlib
 import enum
 import errno
 import os
+import shutil
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping
@@ -232,6 +234,59 @@ class _RunnerBase:
         return self.lease.timeout_ms / 1000 if self.lease.timeout_ms > 0 else None
 
 
+# The guard: runs the payload as its child in the same process group, passes the group's SIGTERM to it
+# (by ignoring it itself), exits with the payload's status, and kills the group when the worker's end
+# of the lifeline pipe closes. Inline and with -I -S so that it starts in milliseconds.
+_GUARD = """
+import os, select, signal, subprocess, sys
+fd = int(sys.argv[1])
+for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    signal.signal(s, lambda *_: None)
+child = subprocess.Popen(sys.argv[3:], restore_signals=True)
+watch = [fd]
+try:
+    watch.append(os.pidfd_open(child.pid))
+except (AttributeError, OSError):
+    pass
+while child.poll() is None:
+    ready, _, _ = select.select(watch, [], [], 0.5)
+    if fd in ready and not os.read(fd, 1):
+        os.killpg(0, signal.SIGKILL)
+code = child.returncode
+if code < 0:
+    try:
+        signal.signal(-code, signal.SIG_DFL)
+    except (OSError, ValueError):
+        pass
+    os.kill(os.getpid(), -code)
+sys.exit(code)
+"""
+
+
+def _guarded(argv: list[str], lifeline_fd: int) -> list[str]:
+    return [sys.executable, "-I", "-S", "-c", _GUARD, str(lifeline_fd), "--", *argv]
+
+
+def _cannot_start(argv: list[str], cwd: str | None, env: Mapping[str, str]) -> tuple[int, str] | None:
+    """(exit code, error) when the payload cannot be started, checked before the guard runs it, so the
+    user sees the same errors as from a direct exec (127: not found, 126: not executable)."""
+    if cwd is not None and not os.path.isdir(cwd):
+        return 127, f"cannot start: cwd {cwd!r} is not a directory"
+    program = argv[0]
+    if "\0" in program:
+        return 126, f"cannot start {program!r}: embedded NUL byte"
+    if "/" in program:
+        path = program if os.path.isabs(program) or cwd is None else os.path.join(cwd, program)
+        if not os.path.exists(path):
+            return 127, f"cannot start {program!r}: No such file or directory"
+        if os.path.isdir(path) or not os.access(path, os.X_OK):
+            return 126, f"cannot start {program!r}: Permission denied"
+        return None
+    if shutil.which(program, path=env.get("PATH", os.defpath)) is None:
+        return 127, f"cannot start {program!r}: No such file or directory (not on PATH)"
+    return None
+
+
 class AttemptRunner(_RunnerBase):
     """One attempt of an argv or shell lease. Create, `await run()` once; `stop()` from the loop."""
 
@@ -277,24 +332,44 @@ class AttemptRunner(_RunnerBase):
                 common_pb2.ATTEMPT_FAILED, started_ms=started_ms, exit_code=127, error=command
             )
         argv, cwd = command
+        env = attempt_env(self.lease, self._base_env)
+        problem = _cannot_start(argv, cwd, env)
+        if problem is not None:
+            code, error = problem
+            return self._result(common_pb2.ATTEMPT_FAILED, started_ms=started_ms, exit_code=code, error=error)
+        # The payload runs under a small guard process that kills the whole process group when this
+        # worker dies (its end of `lifeline` closes): without it, a payload would outlive a crashed worker
+        # and run on while the lease expires and the execution is granted again elsewhere.
+        lifeline_r, lifeline_w = os.pipe()
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv,
+                *_guarded(argv, lifeline_r),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
-                env=attempt_env(self.lease, self._base_env),
+                env=env,
                 cwd=cwd,
                 start_new_session=True,
+                pass_fds=(lifeline_r,),
             )
         except OSError as exc:
+            os.close(lifeline_w)
             code = 127 if exc.errno == errno.ENOENT else 126
             what = f"cwd {cwd!r}" if cwd and exc.filename == cwd else repr(argv[0])
             error = f"cannot start {what}: {exc.strerror or exc}"
             return self._result(common_pb2.ATTEMPT_FAILED, started_ms=started_ms, exit_code=code, error=error)
         except ValueError as exc:  # e.g. a NUL byte in argv or env
+            os.close(lifeline_w)
             error = f"cannot start {argv[0]!r}: {exc}"
             return self._result(common_pb2.ATTEMPT_FAILED, started_ms=started_ms, exit_code=126, error=error)
+        finally:
+            os.close(lifeline_r)
+        try:
+            return await self._watch(proc, started_ms)
+        finally:
+            os.close(lifeline_w)
+
+    async def _watch(self, proc: asyncio.subprocess.Process, started_ms: int) -> common_pb2.AttemptResult:
         self.pid = proc.pid
         assert proc.stdout is not None and proc.stderr is not None
         readers = [
