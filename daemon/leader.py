@@ -28,7 +28,8 @@ Command = commands_pb2.Command
 # Pending executions are checked for a waiting reason and their start deadline this often, at most this
 # many per check, and only once they have waited the grace (most start within milliseconds).
 WAITING_CHECK_MS = 1_000
-WAITING_CHECK_LIMIT = 2_000
+WAITING_CHECK_LIMIT = 1_000
+WAITING_NOTES_PER_CHECK = 100  # reasons are for people: never flood the log with them
 WAITING_GRACE_MS = 1_000
 CommandResult = commands_pb2.CommandResult
 Token = tuple[int, int]
@@ -298,7 +299,11 @@ class LeaderCore:
                                         ),
                                     )
                                 )
-                        elif reason != ex.waiting_reason and self._reasons.get(execution_id) != reason:
+                        elif (
+                            reason != ex.waiting_reason
+                            and self._reasons.get(execution_id) != reason
+                            and sum(1 for c in cmds if c.HasField("note_waiting")) < WAITING_NOTES_PER_CHECK
+                        ):
                             self._reasons[execution_id] = reason
                             cmds.append(
                                 Command(
