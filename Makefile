@@ -20,12 +20,14 @@ define run_pytest
 	if [ $$rc -eq 5 ]; then echo "pytest: no tests collected (ok)"; rc=0; fi; exit $$rc
 endef
 
-.PHONY: help install run cluster test test-slow test-fault bench check check-format check-lint \
+.PHONY: help install run cluster test test-slow test-fault fault soak fault-deps bench check check-format check-lint \
+	bench-full bench-w1 bench-w2 bench-w3 bench-w4 bench-recovery bench-bulk bench-scale bench-concurrency \
+	bench-summary bench-components \
 	check-types check-imports check-proto format proto clean distclean
 
 help: ## list the targets
 	@echo "Cronraft make targets:"
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
 		awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
 
 install: $(STAMP) ## create .venv and install the project with its dev extras (re-runs when pyproject.toml changes)
@@ -48,13 +50,62 @@ test: install ## run the default test suite (unit, simulation, integration)
 test-slow: install ## run the slow tests
 	@$(call run_pytest,-m slow)
 
-test-fault: install ## run the fault-injection tests
-	@$(call run_pytest,-m fault)
+test-fault: fault
 
-bench: install ## run every benchmark in bench/
-	@set -e; shopt -s nullglob; files=(bench/*.py); \
-	if [ $${#files[@]} -eq 0 ]; then echo "no benchmarks in bench/"; fi; \
-	for f in "$${files[@]}"; do echo "== $$f"; $(BIN)/python "$$f"; done
+fault-deps: ## install the apt tools the fault harness uses (nftables, iptables, NFQUEUE headers; needs root)
+	scripts/fault-deps.sh
+
+SCENARIO ?= all
+SEED ?=
+fault: install ## every fault scenario at the CI profile (~3,000 fires each; SCENARIO=S2 SEED=7 to replay one)
+	-@scripts/fault-deps.sh
+	$(BIN)/python -m tests.fault.run --profile ci --scenario $(SCENARIO) $(if $(SEED),--seed $(SEED))
+
+soak: install ## every fault scenario at the soak profile (>= 30,000 fires each: bounds 0.01 % at 95 %)
+	-@scripts/fault-deps.sh
+	$(BIN)/python -m tests.fault.run --profile soak --scenario $(SCENARIO) $(if $(SEED),--seed $(SEED))
+
+# The benchmark suite (bench/README.md): one script per workload, JSON results in bench/results/,
+# `make bench-summary` prints the Markdown table of the latest ones. `make bench` runs the workloads of
+# default size (about 15 minutes on 2 cores); the long ones (bulk 1 M, scale 10 M, 100,000 leases and
+# 10,000 streams) are in `make bench-full`. BENCH_ARGS is passed to every script (e.g. --runs 1).
+BENCH_ARGS ?=
+BENCH_PY = $(BIN)/python bench
+
+bench: bench-w1 bench-w2 bench-w3 bench-w4 bench-recovery bench-summary ## run the benchmark workloads of default size
+
+bench-full: bench bench-bulk bench-scale bench-concurrency bench-summary ## also bulk 1 M, scale 10 M, 100k leases, 10k streams (hours)
+
+bench-w1: install ## W1 burst: 20,000 one-time tasks due at one instant
+	$(BENCH_PY)/w1_burst.py $(BENCH_ARGS)
+
+bench-w2: install ## W2 create latency: 5,000 sequential creates, then 16 concurrent clients
+	$(BENCH_PY)/w2_latency.py $(BENCH_ARGS)
+
+bench-w3: install ## W3 precision: 200 tasks every second for 60 s
+	$(BENCH_PY)/w3_precision.py $(BENCH_ARGS)
+
+bench-w4: install ## W4 queries with 100,000 tasks stored (W4_SIZES=100000,1000000 for both)
+	$(BENCH_PY)/w4_query.py --sizes $(or $(W4_SIZES),100000) $(BENCH_ARGS)
+
+bench-recovery: install ## leader SIGKILL under load: first dispatch, backlog drained
+	$(BENCH_PY)/recovery.py $(BENCH_ARGS)
+
+bench-bulk: install ## bulk import of 1,000,000 tasks (SDK, then schedctl task import)
+	$(BENCH_PY)/bulk_import.py --via sdk $(BENCH_ARGS)
+	$(BENCH_PY)/bulk_import.py --via cli $(BENCH_ARGS)
+
+bench-scale: install ## RSS, disk, create/get latency at 100,000 and 10,000,000 stored tasks
+	$(BENCH_PY)/scale.py $(BENCH_ARGS)
+
+bench-concurrency: install ## 100,000 leases held at once; 10,000 worker streams on one leader
+	$(BENCH_PY)/concurrency.py --part both $(BENCH_ARGS)
+
+bench-summary: ## the Markdown table of the latest result of each workload
+	@$(BIN)/python bench/summary.py
+
+bench-components: install ## the component benchmarks (timing wheel, schedule maths, cluster overview)
+	@set -e; for f in bench/bench_*.py; do echo "== $$f"; $(BIN)/python "$$f"; done
 
 check: check-format check-lint check-types check-imports check-proto ## all static checks (make -k check runs them all)
 

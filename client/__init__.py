@@ -13,11 +13,13 @@ payloads from `command`, `shell`, `http` and `handler`; run policies from `retry
 explained (the fire ledger); calendars are `cronraft.v1.Calendar` messages stored with
 `Client.put_calendar`. Dead letters are listed, shown, redriven and purged (`Client.list_dead_letters`,
 ...); `cancel_tasks`, `cancel_tasks_where` and `cancel_executions` cancel in bulk and return a
-`BulkResult`.
+`BulkResult`. `Client.import_tasks` creates many tasks through the bulk API (batches created whole,
+idempotent per batch) and returns an `ImportResult`.
 Errors are those of `cronraft.errors`, re-exported here.
 """
 
 from cronraft.client._builders import handler, http, notify_command, notify_webhook, retry
+from cronraft.client._bulk import ImportResult
 from cronraft.client._common import (
     BulkResult,
     Duration,
@@ -54,6 +56,7 @@ __all__ = [
     "DeadlineExceeded",
     "Duration",
     "FailedPrecondition",
+    "ImportResult",
     "Instant",
     "InvalidArgument",
     "NotFound",

@@ -307,6 +307,18 @@ def preview_fire_to_json(fire: scheduler_pb2.PreviewFire) -> dict[str, Any]:
 
 def status_to_json(status: cluster_pb2.StatusResponse) -> dict[str, Any]:
     """The JSON object of `cluster status` (docs/cli.md, "Cluster status")."""
+    # A server without clock health (older) sends clock_max_offset_ms 0: its clock keys render as null.
+    clock = status.clock_max_offset_ms > 0
+
+    def member_clock(m: cluster_pb2.Member) -> dict[str, Any]:
+        measured = clock and m.clock_measured
+        peer = measured and m.node_id != status.node_id
+        return {
+            "clock_offset_ms": m.clock_offset_ms if measured else None,
+            "clock_rtt_ms": round(m.clock_rtt_us / 1000, 3) if peer else None,
+            "clock_age_ms": m.clock_age_ms if peer else None,
+        }
+
     return {
         "node_id": status.node_id,
         "is_leader": status.is_leader,
@@ -318,12 +330,18 @@ def status_to_json(status: cluster_pb2.StatusResponse) -> dict[str, Any]:
         "applied_index": status.applied_index,
         "ready": status.ready,
         "connected_workers": status.connected_workers,
+        "clock_offset_ms": status.clock_offset_ms if clock else None,
+        "clock_healthy": status.clock_healthy if clock else None,
+        "clock_measured": status.clock_measured if clock else None,
+        "clock_correction_ms": status.clock_correction_ms if clock else None,
+        "clock_max_offset_ms": status.clock_max_offset_ms if clock else None,
         "members": [
             {
                 "node_id": m.node_id,
                 "raft_address": m.raft_address,
                 "grpc_address": m.grpc_address,
                 "connected": m.connected,
+                **member_clock(m),
             }
             for m in status.members
         ],

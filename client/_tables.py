@@ -405,20 +405,42 @@ def dead_letter_detail(d: common_pb2.DeadLetter, execution: common_pb2.Execution
     return "\n".join(parts)
 
 
+def _offset(ms: int) -> str:
+    return f"{ms:+d}ms"
+
+
 def status_detail(status: cluster_pb2.StatusResponse) -> str:
-    head = _fields(
-        [
-            ("node_id", status.node_id),
-            ("is_leader", "yes" if status.is_leader else "no"),
-            ("leader", f"{status.leader_id or '-'} ({status.leader_address or 'address unknown'})"),
-            ("ready", "yes" if status.ready else "no"),
-            ("term", str(status.term)),
-            ("epoch_term", str(status.epoch_term)),
-            ("commit_index", str(status.commit_index)),
-            ("applied_index", str(status.applied_index)),
-            ("connected_workers", str(status.connected_workers)),
-        ]
-    )
+    clock = status.clock_max_offset_ms > 0  # 0: a server without clock health
+    pairs = [
+        ("node_id", status.node_id),
+        ("is_leader", "yes" if status.is_leader else "no"),
+        ("leader", f"{status.leader_id or '-'} ({status.leader_address or 'address unknown'})"),
+        ("ready", "yes" if status.ready else "no"),
+        ("term", str(status.term)),
+        ("epoch_term", str(status.epoch_term)),
+        ("commit_index", str(status.commit_index)),
+        ("applied_index", str(status.applied_index)),
+        ("connected_workers", str(status.connected_workers)),
+    ]
+    if clock:
+        state = "ok" if status.clock_healthy else "UNHEALTHY"
+        measured = "" if status.clock_measured else ", not measured now (too few peers answer)"
+        correction = _offset(status.clock_correction_ms)
+        pairs.append(
+            (
+                "clock_offset",
+                f"{_offset(status.clock_offset_ms)} from the cluster median ({state}, bound "
+                f"±{status.clock_max_offset_ms}ms, correction {correction}{measured})",
+            )
+        )
+    head = _fields(pairs)
+    if clock and not status.clock_healthy:
+        head += (
+            f"\n\nWARNING: {status.node_id}'s wall clock is {_offset(status.clock_offset_ms)} off the "
+            f"cluster median (bound ±{status.clock_max_offset_ms}ms). Its due times are corrected by "
+            "the measured offset, and while it leads it hands leadership to a follower with a good "
+            "clock. Fix its time synchronisation (NTP/chrony)."
+        )
     rows = [
         [
             m.node_id,
@@ -426,7 +448,12 @@ def status_detail(status: cluster_pb2.StatusResponse) -> str:
             m.raft_address or "-",
             "yes" if m.connected else "no",
             "yes" if m.node_id == status.leader_id else "",
+            _offset(m.clock_offset_ms) if clock and m.clock_measured else "-",
         ]
         for m in status.members
     ]
-    return head + "\n\n" + _table(["NODE_ID", "GRPC_ADDRESS", "RAFT_ADDRESS", "CONNECTED", "LEADER"], rows)
+    return (
+        head
+        + "\n\n"
+        + _table(["NODE_ID", "GRPC_ADDRESS", "RAFT_ADDRESS", "CONNECTED", "LEADER", "CLOCK_OFFSET"], rows)
+    )

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import grpc  # type: ignore[import-untyped, unused-ignore]
 from grpc import aio  # type: ignore[import-untyped, unused-ignore]
 
-from cronraft.client import _common
+from cronraft.client import _bulk, _common
 from cronraft.client.sdk import CHANNEL_OPTIONS, rpc_status
 from cronraft.errors import CronraftError
 from cronraft.proto.v1 import (
@@ -185,6 +185,45 @@ class AsyncClient:
             request_id=rid,
         )
         return response.task
+
+    async def import_tasks(
+        self,
+        specs: Iterable[common_pb2.TaskSpec],
+        *,
+        batch_size: int = _bulk.MAX_BATCH,
+        import_id: str | None = None,
+        on_progress: Callable[[_bulk.ImportResult], None] | None = None,
+        segment_timeout_s: float = 120.0,
+    ) -> _bulk.ImportResult:
+        """Create many tasks through the bulk API; see `Client.import_tasks`."""
+        result = _bulk.ImportResult(import_id=import_id or _common.new_request_id())
+        for segment in _bulk.segments(specs, import_id=result.import_id, batch_size=batch_size):
+            plan = _common.CallPlan(
+                self._router,
+                write=True,
+                timeout_s=max(self.timeout_s, segment_timeout_s),
+                max_redirects=self.max_redirects,
+            )
+            while True:
+                stubs = self._stubs_for(plan.address)
+                try:
+                    response = await stubs.scheduler.ImportTasks(
+                        iter(segment), timeout=plan.attempt_timeout()
+                    )
+                except grpc.RpcError as exc:
+                    code, details, leader = rpc_status(exc)
+                    delay = plan.failed(code, details, leader)
+                    if delay is None:
+                        raise plan.give_up_error(segment[0].request_id) from None
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    continue
+                plan.succeeded()
+                break
+            result.add(response)
+            if on_progress is not None:
+                on_progress(result)
+        return result
 
     async def get_task(self, task_id: str) -> common_pb2.Task:
         """The task `task_id`; raises `NotFound`."""

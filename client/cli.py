@@ -1,5 +1,6 @@
 """`schedctl`: the command line of Cronraft: tasks (create, update, pause, resume, trigger, backfill,
-explain, preview, cancel, by id or by filter), calendars, executions, dead letters, cluster status.
+explain, preview, cancel, by id or by filter, bulk import), calendars, executions, dead letters, cluster
+status.
 
 The task flags live in `_flags`, the table output in `_tables`, the JSON in `_render`.
 
@@ -18,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from itertools import islice
 from typing import Any, NoReturn, TypeVar
 
-from cronraft.client import _common, _flags, _tables, preview_cli
+from cronraft.client import _common, _flags, _tables, import_cli, preview_cli
 from cronraft.client._flags import UsageError
 from cronraft.client.sdk import Client
 from cronraft.errors import (
@@ -210,6 +211,8 @@ def build_parser() -> _Parser:
     preview.add_argument("--from", dest="from_", metavar="WHEN", help="start instant (default: now)")
     preview.add_argument("--count", type=int, default=10, metavar="N", help="how many fires (default 10)")
     preview.set_defaults(handler=_task_preview)
+
+    import_cli.add_import_parser(task_commands, opts).set_defaults(handler=import_cli.run_import)
 
     calendar = commands.add_parser("calendar", help="put, get, list, delete calendars")
     calendar_commands = calendar.add_subparsers(dest="calendar_command", metavar="SUBCOMMAND", required=True)

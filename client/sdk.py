@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 
-from cronraft.client import _common
+from cronraft.client import _bulk, _common
 from cronraft.errors import CronraftError
 from cronraft.proto.v1 import (
     cluster_pb2,
@@ -227,6 +227,51 @@ class Client:
             request_id=rid,
         )
         return response.task
+
+    def import_tasks(
+        self,
+        specs: Iterable[common_pb2.TaskSpec],
+        *,
+        batch_size: int = _bulk.MAX_BATCH,
+        import_id: str | None = None,
+        on_progress: Callable[[_bulk.ImportResult], None] | None = None,
+        segment_timeout_s: float = 120.0,
+    ) -> _bulk.ImportResult:
+        """Create many tasks through the bulk API (`ImportTasks`): `specs` (read lazily) are sent in
+        batches of `batch_size`, each created whole or not at all in one replicated entry.
+
+        Batch n carries the request id `<import_id>-<n>` (`import_id`: a fresh one by default): running
+        the same import again with the same `import_id` creates only the batches that are missing. A bad
+        spec raises `InvalidArgument` naming `batches[b].specs[i].<field>`; the batches acknowledged before
+        it stay created (`on_progress`, called after each acknowledged segment, has seen them).
+        `segment_timeout_s` bounds each call of `SEGMENT_BATCHES` batches, retries included.
+        """
+        result = _bulk.ImportResult(import_id=import_id or _common.new_request_id())
+        for segment in _bulk.segments(specs, import_id=result.import_id, batch_size=batch_size):
+            plan = _common.CallPlan(
+                self._router,
+                write=True,
+                timeout_s=max(self.timeout_s, segment_timeout_s),
+                max_redirects=self.max_redirects,
+            )
+            while True:
+                stubs = self._stubs_for(plan.address)
+                try:
+                    response = stubs.scheduler.ImportTasks(iter(segment), timeout=plan.attempt_timeout())
+                except grpc.RpcError as exc:
+                    code, details, leader = rpc_status(exc)
+                    delay = plan.failed(code, details, leader)
+                    if delay is None:
+                        raise plan.give_up_error(segment[0].request_id) from None
+                    if delay > 0:
+                        time.sleep(delay)
+                    continue
+                plan.succeeded()
+                break
+            result.add(response)
+            if on_progress is not None:
+                on_progress(result)
+        return result
 
     def get_task(self, task_id: str) -> common_pb2.Task:
         """The task `task_id`; raises `NotFound`."""

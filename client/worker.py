@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import enum
 import functools
@@ -194,7 +195,24 @@ class _Session:
         # The leader answers heartbeats in order, so each HeartbeatAck pairs with the oldest entry.
         self.heartbeats: deque[tuple[float, float, frozenset[AttemptKey]]] = deque()
         self.sent: dict[AttemptKey, float] = {}  # results sent on this stream -> loop time
+        self.sent_by_execution: dict[str, set[AttemptKey]] = {}  # the same keys, by execution id
         self._write_lock = asyncio.Lock()
+
+    def mark_sent(self, key: AttemptKey, now: float) -> None:
+        self.sent[key] = now
+        self.sent_by_execution.setdefault(key[0], set()).add(key)
+
+    def sent_keys(self, execution_ids: set[str]) -> list[AttemptKey]:
+        """The results sent on this stream for these executions (what an ack may remove)."""
+        return [k for eid in execution_ids for k in self.sent_by_execution.get(eid, ())]
+
+    def forget_sent(self, key: AttemptKey) -> None:
+        self.sent.pop(key, None)
+        keys = self.sent_by_execution.get(key[0])
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self.sent_by_execution[key[0]]
 
     async def write(self, message: worker_pb2.WorkerMessage) -> None:
         async with self._write_lock:
@@ -224,6 +242,13 @@ class Worker:
         self.outbox = Outbox(config.outbox_dir)
         self._volatile: dict[AttemptKey, common_pb2.AttemptResult] = {}  # results the outbox failed to store
         self._attempts: dict[AttemptKey, _Attempt] = {}
+        self._running_executions: collections.Counter[str] = collections.Counter()  # ids in _attempts
+        # Results stored since the results loop last looked (it sends these without rescanning the
+        # whole outbox, which it does on a new stream and every `result_resend_s`).
+        self._fresh: list[common_pb2.AttemptResult] = []
+        # Results waiting for the outbox write; results that finish together share one write and fsync.
+        self._to_store: list[tuple[common_pb2.AttemptResult, asyncio.Future[None]]] = []
+        self._storing: asyncio.Task[None] | None = None
         self._live: dict[AttemptKey, _LiveOutput] = {}
         self._session: _Session | None = None
         self._state = _State.RUNNING
@@ -460,7 +485,7 @@ class Worker:
             self._log.debug("duplicate lease offer ignored", execution_id=lease.execution_id)
             return
         failpoint("worker.lease_received_before_start")
-        if any(k[0] == lease.execution_id for k in self._attempts):
+        if self._running_executions[lease.execution_id]:
             self._log.warning(
                 "another attempt of this execution is still running here",
                 execution_id=lease.execution_id,
@@ -479,6 +504,7 @@ class Worker:
         runner = self._runner_for(lease, functools.partial(self._on_output, live))
         attempt = _Attempt(key, lease, runner, ttl_s, deadline=self._clock.monotonic() + ttl_s)
         self._attempts[key] = attempt
+        self._running_executions[lease.execution_id] += 1
         attempt.task = asyncio.create_task(self._run_attempt(attempt), name=f"attempt {lease.execution_id}")
         self._log.debug("attempt started", execution_id=lease.execution_id, attempt=lease.attempt)
 
@@ -537,14 +563,13 @@ class Worker:
                 attempt.deadline = max(attempt.deadline, sent[1] + attempt.ttl_s)
 
     async def _on_result_acks(self, session: _Session, execution_ids: Sequence[str]) -> None:
-        ids = set(execution_ids)
         # Only what was sent on this stream: a newer result of the same execution must not be dropped.
-        keys = [k for k in session.sent if k[0] in ids]
+        keys = session.sent_keys(set(execution_ids))
         if not keys:
             return
         await asyncio.to_thread(self.outbox.remove, keys)
         for key in keys:  # only now: until removed, the results loop must not see them as unsent
-            session.sent.pop(key, None)
+            session.forget_sent(key)
             self._volatile.pop(key, None)
         self._acked.set()
 
@@ -590,13 +615,14 @@ class Worker:
                 return
             failpoint("worker.after_finish_before_report")
             try:
-                await asyncio.to_thread(self.outbox.put, result)
+                await self._store(result)
             except OSError as exc:
                 # Not durable, but still delivered if the stream holds: better than dropping it.
                 self._log.error(
                     "outbox write failed; result kept in memory", execution_id=execution_id, error=str(exc)
                 )
                 self._volatile[attempt.key] = result
+            self._fresh.append(result)
             failpoint("worker.after_outbox_before_send")
             self._log.debug(
                 "attempt finished",
@@ -606,12 +632,38 @@ class Worker:
             )
             self._results_ready.set()
         finally:
-            self._attempts.pop(attempt.key, None)
+            if self._attempts.pop(attempt.key, None) is not None:
+                self._running_executions[execution_id] -= 1
+                if self._running_executions[execution_id] <= 0:
+                    del self._running_executions[execution_id]
             live = self._live.get(attempt.key)
             if live is not None:
                 live.finished = True
                 if self._session is None:
                     del self._live[attempt.key]
+
+    async def _store(self, result: common_pb2.AttemptResult) -> None:
+        """Durably store `result` in the outbox (OSError if that failed). Results finishing while a write
+        is in progress wait for the next one and share it: one batch file, one fsync pair."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._to_store.append((result, future))
+        if self._storing is None or self._storing.done():
+            self._storing = asyncio.create_task(self._store_loop(), name="outbox")
+        await future
+
+    async def _store_loop(self) -> None:
+        while self._to_store:
+            batch, self._to_store = self._to_store, []
+            try:
+                await asyncio.to_thread(self.outbox.put_many, [result for result, _ in batch])
+            except OSError as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+            else:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_result(None)
 
     async def _await_sensor(self, attempt: _Attempt) -> common_pb2.AttemptResult | None:
         """Run the lease's sensor probe every interval until it succeeds (None: go on with the payload)
@@ -697,10 +749,18 @@ class Worker:
     async def _results_loop(self, session: _Session) -> None:
         loop = asyncio.get_running_loop()
         resend = self.config.result_resend_s
+        rescan_at = loop.time()  # a new stream sends the whole outbox
         while True:
             self._results_ready.clear()
             now = loop.time()
-            pending = [*self.outbox.pending(), *self._volatile.values()]
+            if now >= rescan_at:
+                # Everything unacknowledged (and not sent on this stream within `resend`); the fresh
+                # list is a subset of it.
+                self._fresh.clear()
+                pending = [*self.outbox.pending(), *self._volatile.values()]
+                rescan_at = now + resend
+            else:
+                pending, self._fresh = self._fresh, []
             batch: list[common_pb2.AttemptResult] = []
             size = 0
             for result in pending:
@@ -713,11 +773,11 @@ class Worker:
                     batch, size = [], 0
                 batch.append(result)
                 size += result.ByteSize()
-                session.sent[key] = now
+                session.mark_sent(key, now)
             if batch:
                 await self._send_results(session, batch)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(resend):
+                async with asyncio.timeout(max(0.0, rescan_at - loop.time())):
                     await self._results_ready.wait()
 
     async def _send_results(self, session: _Session, batch: list[common_pb2.AttemptResult]) -> None:

@@ -24,4 +24,25 @@ class SystemClock:
         return time.monotonic_ns() // 1_000_000
 
 
-__all__ = ["Clock", "SystemClock"]
+class CorrectedClock:
+    """The scheduling clock: another clock's wall time minus this node's measured offset from the
+    cluster median (set by `daemon.clockprobe`), so that due times follow the cluster's time even when
+    this node's wall clock is off. The monotonic time is passed through untouched: leases never see the
+    correction (nor the wall clock at all)."""
+
+    def __init__(self, inner: Clock) -> None:
+        self.inner = inner
+        self.correction_ms = 0
+
+    def now_ms(self) -> int:
+        return self.inner.now_ms() - self.correction_ms
+
+    def mono_ms(self) -> int:
+        return self.inner.mono_ms()
+
+    def raw_now_ms(self) -> int:
+        """The uncorrected wall clock (what the peers measure)."""
+        return self.inner.now_ms()
+
+
+__all__ = ["Clock", "CorrectedClock", "SystemClock"]

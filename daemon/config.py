@@ -34,6 +34,7 @@ from cronraft.proto.v1 import common_pb2
 
 __all__ = [
     "DEFAULT_SECRET_ENV",
+    "ClockConfig",
     "ClusterConfig",
     "Config",
     "Durability",
@@ -41,6 +42,7 @@ __all__ = [
     "LogFormat",
     "LogLevel",
     "Member",
+    "MetricsConfig",
     "NodeConfig",
     "RaftConfig",
     "SchedulerConfig",
@@ -118,6 +120,20 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ClockConfig:
+    # How often every node reads every peer's wall clock (one small gRPC call per peer).
+    probe_interval_ms: int = 1000
+    # A leader whose wall clock is further than this from the cluster median hands leadership away
+    # (its due times are corrected meanwhile; docs/guarantees.md, "Clock skew").
+    max_offset_ms: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    address: str = ""  # host:port of the Prometheus text endpoint (GET /metrics); empty: off
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     node: NodeConfig
     cluster: ClusterConfig
@@ -125,6 +141,8 @@ class Config:
     scheduler: SchedulerConfig
     log: LogConfig
     notify_targets: tuple[common_pb2.NotifyTarget, ...] = ()  # global notification targets
+    clock: ClockConfig = ClockConfig()
+    metrics: MetricsConfig = MetricsConfig()
     source: str = field(default="<embedded default>", compare=False)  # where it was loaded from
 
     @property
@@ -183,7 +201,9 @@ def config_from_dict(
 ) -> Config:
     """Validate a parsed TOML document; `source` names it in error messages."""
     env = os.environ if environ is None else environ
-    root = _Table(data, "", source, ("node", "cluster", "raft", "scheduler", "log", "notify"))
+    root = _Table(
+        data, "", source, ("node", "cluster", "raft", "scheduler", "log", "notify", "clock", "metrics")
+    )
     cluster_t = root.table("cluster", ("secret_env", "secret_file", "secret", "durability", "members"))
     members = _members(cluster_t)
     node = _node(root.table("node", ("id", "data_dir")), members)
@@ -201,6 +221,8 @@ def config_from_dict(
         scheduler=_scheduler(root.table("scheduler", _field_names(SchedulerConfig))),
         log=_log(root.table("log", _field_names(LogConfig))),
         notify_targets=_notify(root.table("notify", ("targets",))),
+        clock=_clock(root.table("clock", _field_names(ClockConfig))),
+        metrics=_metrics(root.table("metrics", _field_names(MetricsConfig))),
         source=source,
     )
 
@@ -501,3 +523,36 @@ def _log(t: _Table) -> LogConfig:
         level=t.choice("level", LOG_LEVELS, d.level),
         format=t.choice("format", LOG_FORMATS, d.format),
     )
+
+
+def _clock(t: _Table) -> ClockConfig:
+    d = ClockConfig()
+    return ClockConfig(
+        probe_interval_ms=t.integer(
+            "probe_interval_ms",
+            d.probe_interval_ms,
+            50,
+            60_000,
+            why="each probe is one gRPC call per peer; a slow probe detects a skewed clock late",
+        ),
+        max_offset_ms=t.integer(
+            "max_offset_ms",
+            d.max_offset_ms,
+            100,
+            why="below 100 ms network noise on the probes could make a healthy leader step down",
+        ),
+    )
+
+
+def _metrics(t: _Table) -> MetricsConfig:
+    if not t.has("address"):
+        return MetricsConfig()
+    address = t.data["address"]
+    if not isinstance(address, str):
+        raise t.error("address", f"expected a string host:port, got {_describe(address)}")
+    if address:
+        try:
+            split_host_port(address)
+        except ValueError as e:
+            raise t.error("address", f"{address!r}: {e}") from None
+    return MetricsConfig(address=address)

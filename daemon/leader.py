@@ -13,14 +13,15 @@ worker only after the Grant committed, and only after its own Epoch committed (`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cronraft.proto.v1 import commands_pb2, common_pb2, worker_pb2
 from cronraft.raft import deps, firing
 from cronraft.raft import state as sm
 from cronraft.raft.codec import token_tuple
-from cronraft.raft.kv import KV
+from cronraft.raft.kv import KV, Txn
 from cronraft.timerwheel import TimingWheel
 
 Command = commands_pb2.Command
@@ -116,6 +117,7 @@ class LeaderCore:
         self.lease_deadlines: TimingWheel[str] = TimingWheel(now_ms=0)
         self.outgoing: list[tuple[str, worker_pb2.GatewayMessage]] = []
         self._retry: list[Command] = []  # commands to propose again after a failed proposal
+        self._txn: Txn | None = None  # the read transaction shared by a batch's lookups (`_reading`)
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -145,9 +147,28 @@ class LeaderCore:
         if w is not None:
             w.inflight.add(ex.execution_id)
 
-    def _pend(self, ex: common_pb2.Execution) -> None:
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """One read transaction for the task lookups of a whole batch (fires of a tick, outcomes of an
+        entry) instead of one per lookup. The snapshot is at least as new as the entry being handled."""
+        if self._txn is not None:
+            yield
+            return
         with self.kv.read() as txn:
-            task = sm.read_task(txn, ex.task_id)
+            self._txn = txn
+            try:
+                yield
+            finally:
+                self._txn = None
+
+    def _read_task(self, task_id: str) -> common_pb2.Task | None:
+        if self._txn is not None:
+            return sm.read_task(self._txn, task_id)
+        with self.kv.read() as txn:
+            return sm.read_task(txn, task_id)
+
+    def _pend(self, ex: common_pb2.Execution) -> None:
+        task = self._read_task(ex.task_id)
         queue = (task.spec.queue if task else "") or "default"
         ranks = self._pending.setdefault(queue, ({}, {}, {}))
         ranks[sm.priority_rank(ex.priority)][ex.execution_id] = ex.fired_at_ms
@@ -239,11 +260,13 @@ class LeaderCore:
         self._retry = []
         budget = self.settings.max_commands_per_tick
         self._load_horizon(now_ms)
-        for task_id, due_ms in self.wheel.advance(now_ms):
-            if task_id in self._firing:
-                continue
-            self._firing.add(task_id)
-            cmds.extend(self._fire_commands(task_id, due_ms, now_ms))
+        due = [(task_id, due_ms) for task_id, due_ms in self.wheel.advance(now_ms)]
+        with self._reading():
+            for task_id, due_ms in due:
+                if task_id in self._firing:
+                    continue
+                self._firing.add(task_id)
+                cmds.extend(self._fire_commands(task_id, due_ms, now_ms))
         for execution_id, _deadline in self.lease_deadlines.advance(mono_ms):
             lease = self.leases.get(execution_id)
             if lease is not None and not lease.expiring:
@@ -353,8 +376,7 @@ class LeaderCore:
         self._loaded_until = until
 
     def _fire_commands(self, task_id: str, due_ms: int, now_ms: int) -> list[Command]:
-        with self.kv.read() as txn:
-            task = sm.read_task(txn, task_id)
+        task = self._read_task(task_id)
         if task is None or task.state != common_pb2.TASK_SCHEDULED or not task.next_fire_ms:
             self._firing.discard(task_id)
             return []
@@ -416,8 +438,10 @@ class LeaderCore:
                     ):
                         continue  # its upstream runs have not succeeded yet (see _why_waiting)
                     limit = task.spec.max_concurrency if task is not None else 0
-                    busy = self._running_by_task.get(ex.task_id, 0) + self._granting_for_task(ex.task_id)
-                    if limit and busy >= limit:
+                    if limit and (
+                        self._running_by_task.get(ex.task_id, 0) + self._granting_for_task(ex.task_id)
+                        >= limit
+                    ):
                         continue
                     worker = self._pick_worker(queue, task.spec.worker_labels if task else None)
                     if worker is None:
@@ -477,6 +501,12 @@ class LeaderCore:
         self, commands: Sequence[Command], results: Sequence[CommandResult], now_ms: int, mono_ms: int
     ) -> None:
         """Act on the outcome of our own proposals (results line up with commands)."""
+        with self._reading():
+            self._on_committed(commands, results, now_ms, mono_ms)
+
+    def _on_committed(
+        self, commands: Sequence[Command], results: Sequence[CommandResult], now_ms: int, mono_ms: int
+    ) -> None:
         offers: dict[str, list[worker_pb2.Lease]] = {}
         acks: dict[str, list[str]] = {}
         for cmd, res in zip(commands, results, strict=True):
@@ -511,7 +541,8 @@ class LeaderCore:
             # whose workers must stop, and the task's next due time.
             for ex in res.executions:
                 if ex.state == common_pb2.EXECUTION_PENDING:
-                    self._pend(ex)
+                    if ex.execution_id not in self._granting:  # else its grant's outcome decides
+                        self._pend(ex)
                 elif ex.state in sm.TERMINAL_STATES:
                     self._release(ex.execution_id)
             if kind == "expire_lease" and res.execution.state == common_pb2.EXECUTION_PENDING:
@@ -527,6 +558,8 @@ class LeaderCore:
                 )
             if res.HasField("task"):
                 self._schedule_in_wheel(res.task)
+            if kind == "import_tasks" and res.applied:
+                self._on_imported(cmd.import_tasks, res)
         for worker_id, leases in offers.items():
             self.outgoing.append(
                 (worker_id, worker_pb2.GatewayMessage(leases=worker_pb2.LeaseOffers(leases=leases)))
@@ -549,8 +582,7 @@ class LeaderCore:
         return self._lease_offer(res.execution)
 
     def _lease_offer(self, ex: common_pb2.Execution) -> worker_pb2.Lease | None:
-        with self.kv.read() as txn:
-            task = sm.read_task(txn, ex.task_id)
+        task = self._read_task(ex.task_id)
         if task is None:
             return None
         return worker_pb2.Lease(
@@ -613,6 +645,15 @@ class LeaderCore:
             self.wheel.add(task.task_id, task.next_fire_ms)
         elif task.task_id in self.wheel:
             self.wheel.cancel(task.task_id)
+
+    def _on_imported(self, imp: commands_pb2.ImportTasks, res: CommandResult) -> None:
+        """Imported tasks due within the loaded horizon go to the wheel. Apply reported those due before
+        `report_due_until_ms`; if the horizon moved past that meanwhile, reload from there (the load adds
+        every task due after `_loaded_until`)."""
+        for task in res.tasks:
+            self._schedule_in_wheel(task)
+        if imp.report_due_until_ms < self._loaded_until:
+            self._loaded_until = imp.report_due_until_ms
 
     def _reschedule_from_store(self, task_id: str) -> None:
         with self.kv.read() as txn:

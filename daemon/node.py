@@ -15,10 +15,12 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from cronraft.daemon.clock import Clock, SystemClock
+from cronraft.daemon.clock import Clock, CorrectedClock, SystemClock
+from cronraft.daemon.clockprobe import ClockMonitor
 from cronraft.daemon.config import Config
 from cronraft.daemon.datadir import claim
 from cronraft.daemon.leader import LeaderSettings
+from cronraft.daemon.metrics import Gauge, MetricsServer
 from cronraft.daemon.notify import Notifier
 from cronraft.daemon.runner import LeaderRunner
 from cronraft.errors import CronraftError, NotLeader, Unavailable
@@ -31,6 +33,7 @@ from cronraft.proto.v1 import (
     worker_pb2,
     worker_pb2_grpc,
 )
+from cronraft.raft.audit import AuditLog
 from cronraft.raft.groupcommit import GroupCommitter
 from cronraft.raft.replicator import RaftMember, RaftStatus, ReplicatorConfig, SyncObjReplicator
 from cronraft.raft.state import StateMachine
@@ -42,7 +45,12 @@ log = structlog.get_logger("cronraft.node")
 class Node:
     def __init__(self, config: Config, *, clock: Clock | None = None) -> None:
         self.config = config
-        self.clock: Clock = clock or SystemClock()
+        # The scheduling clock: wall time corrected by this node's measured offset from the cluster
+        # (daemon.clockprobe); its monotonic time is the inner clock's, untouched.
+        self.clock = CorrectedClock(clock or SystemClock())
+        self.audit = AuditLog.from_env(config.node.id)  # None unless CRONRAFT_AUDIT_DIR is set
+        self._role: tuple[bool, int] | None = None
+        self._waiting_for_clock = False
         self.runner: LeaderRunner | None = None
         self._server: grpc.aio.Server | None = None
         self._watch_task: asyncio.Task[None] | None = None
@@ -56,6 +64,7 @@ class Node:
         fsync = config.cluster.durability == "fsync"
         self.kv = LmdbKV(data / "state", sync=fsync)
         self.sm = StateMachine(self.kv)
+        self.sm.collect_events = self.audit is not None
         self_member = config.self_member
         rconf = ReplicatorConfig(
             self_member=RaftMember(self_member.id, self_member.raft_address),
@@ -69,8 +78,25 @@ class Node:
             fsync=fsync,
         )
         self.replicator = SyncObjReplicator(
-            rconf, self.sm.apply_entry, self.kv, applied_index=self.sm.last_applied
+            rconf,
+            self.sm.apply_entry,
+            self.kv,
+            applied_index=self.sm.last_applied,
+            audit=self.audit,
+            apply_events=self.sm.take_events,
         )
+        self.clock_monitor = ClockMonitor(
+            node_id=config.node.id,
+            peers={m.id: m.grpc_address for m in config.peers},
+            probe_interval_ms=config.clock.probe_interval_ms,
+            max_offset_ms=config.clock.max_offset_ms,
+            clock=self.clock,
+            is_leader=lambda: self.replicator.status().is_leader,
+            connected_peers=self._connected_peers,
+            transfer=self.replicator.transfer_leadership,
+            audit=self.audit,
+        )
+        self.metrics = MetricsServer(config.metrics.address, self.gauges) if config.metrics.address else None
         self.committer = GroupCommitter(self.replicator)
         # One notifier per process (not per term), so deliveries in flight survive a step-down.
         self.notifier = Notifier(global_targets=config.notify_targets)
@@ -91,12 +117,16 @@ class Node:
 
         loop = asyncio.get_running_loop()
 
-        def notify(_st: RaftStatus) -> None:
+        def notify(st: RaftStatus) -> None:
+            self._note_role(st)  # on the Raft thread, at the change: the audit's time is the change's
             loop.call_soon_threadsafe(self._state_changed.set)
 
         self.replicator.on_state_change(notify)
         self.replicator.start()
         self.committer.start()
+        self.clock_monitor.start()
+        if self.metrics is not None:
+            await self.metrics.start()
         self._notify_task = asyncio.create_task(self.notifier.run(), name="notifier")
 
         server = grpc.aio.server(
@@ -144,6 +174,9 @@ class Node:
         if self.runner is not None:
             await self.runner.stop()
             self.runner = None
+        await self.clock_monitor.stop()
+        if self.metrics is not None:
+            await self.metrics.stop()
         if self._server is not None:
             await self._server.stop(grace=2.0)
         await self.committer.close()
@@ -152,6 +185,8 @@ class Node:
             await self._notify_task
         self.replicator.stop()
         self.kv.close()
+        if self.audit is not None:
+            self.audit.close()
         log.info("node stopped", node=self.config.node.id)
 
     async def wait_closed(self) -> None:
@@ -165,7 +200,13 @@ class Node:
         # notification must not leave a stale runner alive.
         while not self._stopping:
             st = self.replicator.status()
-            if st.is_leader and (self.runner is None or self.runner.term != st.term):
+            if st.is_leader and not self.clock_monitor.settled():
+                # No clock estimate yet (just started): due times would follow this node's raw wall
+                # clock, which may be off. Leader duties start once it is measured (a few probes).
+                if not self._waiting_for_clock:
+                    self._waiting_for_clock = True
+                    log.info("leading; waiting for the first clock measurement before leader duties")
+            elif st.is_leader and (self.runner is None or self.runner.term != st.term):
                 if self.runner is not None:
                     await self.runner.stop()
                 self.runner = LeaderRunner(
@@ -178,6 +219,7 @@ class Node:
                     still_leader=lambda: self.replicator.status().is_leader,
                     heartbeat_interval_ms=self.config.scheduler.heartbeat_interval_ms,
                     notifier=self.notifier,
+                    audit=self.audit,
                 )
                 self.runner.start()
                 log.info("became leader", term=st.term)
@@ -188,6 +230,77 @@ class Node:
             self._state_changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._state_changed.wait(), 0.05)
+
+    def _note_role(self, st: RaftStatus) -> None:
+        """Audit each change of (leader?, term) (raft.audit "role")."""
+        role = (st.is_leader, st.term)
+        if role != self._role:
+            self._role = role
+            if self.audit is not None:
+                self.audit.record("role", leader=st.is_leader, term=st.term)
+
+    def _connected_peers(self) -> list[str]:
+        return [peer for peer, up in self.replicator.status().connected.items() if up]
+
+    def gauges(self) -> list[Gauge]:
+        """The metrics endpoint's snapshot (daemon.metrics)."""
+        st = self.replicator.status()
+        health = self.clock_monitor.health
+        runner = self.runner if st.is_leader else None
+        labels = {"node": self.config.node.id}
+        out = [
+            Gauge(
+                "cronraft_clock_offset_seconds",
+                "This node's wall clock minus the cluster median (measured).",
+                health.offset_ms / 1000,
+                labels,
+            ),
+            Gauge(
+                "cronraft_clock_correction_seconds",
+                "Correction applied to this node's scheduling clock.",
+                health.correction_ms / 1000,
+                labels,
+            ),
+            Gauge(
+                "cronraft_clock_healthy",
+                "1 if the wall-clock offset is within [clock] max_offset_ms.",
+                float(health.healthy),
+                labels,
+            ),
+            Gauge("cronraft_is_leader", "1 on the Raft leader.", float(st.is_leader), labels),
+            Gauge("cronraft_raft_term", "Current Raft term.", st.term, labels),
+            Gauge("cronraft_commit_index", "Raft commit index.", st.commit_index, labels),
+            Gauge(
+                "cronraft_applied_index",
+                "Last log index applied to the store.",
+                self.sm.last_applied(),
+                labels,
+            ),
+            Gauge(
+                "cronraft_connected_workers",
+                "Workers connected to this node (the leader).",
+                runner.connected_workers if runner is not None else 0,
+                labels,
+            ),
+            Gauge(
+                "cronraft_clock_leadership_transfers",
+                "Leadership transfers requested because this node's clock was off.",
+                self.clock_monitor.transfers,
+                labels,
+            ),
+        ]
+        for peer in self.clock_monitor.peers:
+            off = self.clock_monitor.estimate.peer_offset(peer)
+            if off is not None:
+                out.append(
+                    Gauge(
+                        "cronraft_clock_peer_offset_seconds",
+                        "A peer's wall clock minus the cluster median, as measured here.",
+                        off / 1000,
+                        {**labels, "peer": peer},
+                    )
+                )
+        return out
 
     def leader_grpc_address(self, st: RaftStatus | None = None) -> str | None:
         st = st or self.replicator.status()

@@ -21,9 +21,11 @@ from cronraft.daemon.leader import LeaderCore, LeaderSettings
 from cronraft.daemon.notify import Notification, Notifier
 from cronraft.daemon.notify_events import notification_events
 from cronraft.errors import CronraftError
+from cronraft.failpoint import enabled as failpoints_enabled
 from cronraft.failpoint import failpoint
 from cronraft.proto.v1 import commands_pb2, common_pb2, worker_pb2
 from cronraft.raft import state as sm
+from cronraft.raft.audit import AuditLog
 from cronraft.raft.codec import make_id
 from cronraft.raft.groupcommit import GroupCommitter
 from cronraft.raft.kv import KV
@@ -66,7 +68,9 @@ class LeaderRunner:
         still_leader: Callable[[], bool],
         heartbeat_interval_ms: int,
         notifier: Notifier | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
+        self._audit = audit
         self.core = LeaderCore(kv, settings, node_id=node_id, term=term, new_id=new_id)
         self.term = term
         self._committer = committer
@@ -196,11 +200,26 @@ class LeaderRunner:
         if not self._still_leader():
             return
         if any(msg.WhichOneof("kind") == "leases" for _, msg in out):
+            self._flush_audit_before_failpoint()
             failpoint("leader.after_grant_commit_before_dispatch")
         for worker_id, msg in out:
             s = self._sessions.get(worker_id)
             if s is not None:
                 s.send(msg)
+                if self._audit is not None and not s.closed and msg.WhichOneof("kind") == "leases":
+                    for lease in msg.leases.leases:
+                        self._audit.record(
+                            "dispatch",
+                            raft_term=self.term,
+                            execution_id=lease.execution_id,
+                            token=f"{lease.token.term}.{lease.token.index}",
+                            worker_id=worker_id,
+                        )
+
+    def _flush_audit_before_failpoint(self) -> None:
+        # A failpoint crash (os._exit) would lose the audit buffer; failpoint runs only (tests).
+        if self._audit is not None and failpoints_enabled():
+            self._audit.flush()
 
     # ------------------------------------------------------------------------------ worker streams
 
@@ -236,6 +255,8 @@ class LeaderRunner:
     def on_results(self, session: WorkerSession, results: Sequence[common_pb2.AttemptResult]) -> None:
         cmds = self.core.results(session.worker_id, results, self._clock.now_ms())
         if cmds:
+            self._flush_audit_before_failpoint()
+            failpoint("leader.before_result_propose")
             self._propose(cmds)
 
     def on_output(self, chunk: worker_pb2.OutputChunk) -> None:

@@ -12,6 +12,7 @@ import grpc
 import structlog
 
 from cronraft import errors
+from cronraft.daemon.bulk import BulkImport
 from cronraft.daemon.notify import validate_targets
 from cronraft.daemon.runner import new_id
 from cronraft.proto.v1 import (
@@ -100,6 +101,14 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         (res,) = await node.propose([cmd])
         _check_result(res)
         return scheduler_pb2.CreateTaskResponse(task=res.task)
+
+    async def ImportTasks(
+        self,
+        request_iterator: AsyncIterator[scheduler_pb2.ImportTasksRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> scheduler_pb2.ImportTasksResponse:
+        bulk = BulkImport(self.node, stamp=_stamp_defaults, request_id=_request_id)
+        return await _guard(context, bulk.run(request_iterator))
 
     async def CancelTask(
         self, request: scheduler_pb2.CancelTaskRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -507,15 +516,27 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
         with node.kv.read() as txn:
             epoch = sm.read_epoch(txn)
         runner = node.runner if st.is_leader else None
-        members = [
-            cluster_pb2.Member(
+        monitor = node.clock_monitor
+        health, est = monitor.health, monitor.estimate
+        now = monitor.now_mono_ms()
+        members = []
+        for m in node.config.cluster.members:
+            member = cluster_pb2.Member(
                 node_id=m.id,
                 raft_address=m.raft_address,
                 grpc_address=m.grpc_address,
                 connected=True if m.id == node.config.node.id else bool(st.connected.get(m.id, False)),
             )
-            for m in node.config.cluster.members
-        ]
+            if m.id == node.config.node.id:
+                member.clock_measured = health.measured
+                member.clock_offset_ms = round(health.offset_ms)
+            elif (reading := monitor.estimator.reading(m.id, now)) is not None:
+                # The peer's offset from the median, as this node sees it (its own reading + our offset).
+                member.clock_measured = True
+                member.clock_offset_ms = round(reading.offset_ms + est.offset_ms)
+                member.clock_rtt_us = min(2**32 - 1, round(reading.rtt_ms * 1000))
+                member.clock_age_ms = min(2**32 - 1, round(reading.age_ms))
+            members.append(member)
         return cluster_pb2.StatusResponse(
             node_id=node.config.node.id,
             is_leader=st.is_leader,
@@ -528,6 +549,20 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
             epoch_term=epoch.term,
             connected_workers=runner.connected_workers if runner is not None else 0,
             ready=(runner.ready if runner is not None else st.ready),
+            clock_offset_ms=round(health.offset_ms),
+            clock_healthy=health.healthy,
+            clock_correction_ms=health.correction_ms,
+            clock_max_offset_ms=node.config.clock.max_offset_ms,
+            clock_measured=health.measured,
+        )
+
+    async def Clock(
+        self, request: cluster_pb2.ClockRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> cluster_pb2.ClockResponse:
+        # The raw wall clock (not the corrected one): the peers measure clocks, not corrections, so
+        # that two nodes' corrections never feed back into each other.
+        return cluster_pb2.ClockResponse(
+            node_id=self.node.config.node.id, wall_us=self.node.clock_monitor.wall_us()
         )
 
 

@@ -45,6 +45,25 @@ def decode_batch(payload: bytes) -> commands_pb2.CommandBatch:
     return batch
 
 
+def message_field(number: int, encoded: bytes) -> bytes:
+    """`encoded` (a serialized message) as one occurrence of the message field `number`: tag, length,
+    bytes. A repeated field is its elements encoded this way one after the other, so a serialized
+    batch or result can be assembled by concatenation instead of copying every message into a
+    container first."""
+    return _varint((number << 3) | 2) + _varint(len(encoded)) + encoded
+
+
+def _varint(n: int) -> bytes:
+    if n < 0x80:
+        return bytes((n,))
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
 def u64(n: int) -> bytes:
     return n.to_bytes(8, "big", signed=False)
 
@@ -62,15 +81,33 @@ def make_id(ms: int, random80: bytes) -> str:
 
 def id_text(raw: bytes) -> str:
     n = int.from_bytes(raw, "big")
-    out = []
-    for _ in range(ID_LEN):
-        out.append(_ALPHABET[n & 31])
-        n >>= 5
-    return "".join(reversed(out))
+    # 26 digits = 13 groups of 10 bits, two characters each from a table.
+    return "".join([_PAIRS[(n >> shift) & 1023] for shift in _PAIR_SHIFTS])
+
+
+# Decoding is on the hot path of apply (several ids per command): Crockford digits are mapped to the
+# digits of Python's int(..., 32) with one bytes.translate; anything else maps to "!", which int()
+# refuses, and the slow loop below then names the bad character.
+_PY_DIGITS = b"0123456789abcdefghijklmnopqrstuv"
+_TO_PY32 = bytes(_PY_DIGITS[_DECODE[chr(b)]] if chr(b) in _DECODE else ord("!") for b in range(256))
+_PAIRS = [_ALPHABET[i >> 5] + _ALPHABET[i & 31] for i in range(1024)]
+_PAIR_SHIFTS = tuple(range(120, -1, -10))
 
 
 def id_bytes(text: str, *, field: str = "id") -> bytes:
     """The 16 key bytes of a text id; InvalidArgument naming `field` when it is not one."""
+    if len(text) == ID_LEN and text.isascii():
+        try:
+            n = int(text.encode().translate(_TO_PY32), 32)
+        except ValueError:
+            pass
+        else:
+            if not n >> 128:
+                return n.to_bytes(16, "big")
+    return _id_bytes_checked(text, field)
+
+
+def _id_bytes_checked(text: str, field: str) -> bytes:
     if len(text) != ID_LEN:
         raise InvalidArgument(field, f"not a valid id (expected {ID_LEN} characters, got {len(text)})")
     n = 0
@@ -101,6 +138,7 @@ __all__ = [
     "id_bytes",
     "id_text",
     "make_id",
+    "message_field",
     "token_tuple",
     "u64",
 ]

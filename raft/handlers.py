@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from cronraft.errors import InvalidArgument
 from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft import calendar as cal
 from cronraft.raft import deps, firing, logs, retry, schedule
@@ -39,6 +41,7 @@ MAX_BACKFILL = 1_000
 MAX_RETURN_BYTES = 64 * 1024
 MAX_ATTEMPT_HISTORY = 20
 
+_OUTCOME_NAMES = frozenset(common_pb2.AttemptOutcome.values())
 _OUTCOME_STATE = {
     common_pb2.ATTEMPT_SUCCEEDED: common_pb2.EXECUTION_SUCCEEDED,
     common_pb2.ATTEMPT_FAILED: common_pb2.EXECUTION_FAILED,
@@ -55,10 +58,25 @@ class Ctx:
     now: int
     result: CommandResult
     _ids: int = 0
+    # Audit events of this command (raft.audit), or None when nobody collects them (one branch each).
+    events: list[dict[str, Any]] | None = None
 
     def new_id(self) -> str:
         self._ids += 1
         return firing.derived_id(self.now, self.index, self.position, self._ids)
+
+    def audit(self, kind: str, **fields: Any) -> None:
+        # Call sites test `ctx.events is not None` first, so that a run without audit builds no fields.
+        if self.events is not None:
+            self.events.append({"ev": "apply", "kind": kind, "index": self.index, **fields})
+
+
+def _token(t: common_pb2.FencingToken) -> str:
+    return f"{t.term}.{t.index}"
+
+
+def _outcome(value: common_pb2.AttemptOutcome.ValueType) -> str:
+    return common_pb2.AttemptOutcome.Name(value) if value in _OUTCOME_NAMES else str(value)
 
 
 Handler = Callable[[Ctx, commands_pb2.Command], None]
@@ -73,26 +91,74 @@ def _check_calendars(txn: Txn, spec: common_pb2.TaskSpec) -> None:
             raise Rejected("invalid_argument", f"spec.schedule.calendars[{i}]: no calendar named {name!r}")
 
 
-def create_task(ctx: Ctx, cmd: commands_pb2.Command) -> None:
-    c = cmd.create_task
-    task16 = id_bytes(c.task_id, field="task_id")
+def _check_new_task(ctx: Ctx, task_id: str, task16: bytes, spec: common_pb2.TaskSpec) -> None:
+    """Every check of a task creation (raises Rejected / InvalidArgument); writes nothing."""
     if ctx.txn.get("tasks", task16) is not None:
-        raise Rejected("already_exists", f"task {c.task_id} already exists")
-    validate_spec(c.spec)
-    _check_calendars(ctx.txn, c.spec)
-    deps.check(ctx.txn, c.task_id, c.spec)
+        raise Rejected("already_exists", f"task {task_id} already exists")
+    validate_spec(spec)
+    _check_calendars(ctx.txn, spec)
+    deps.check(ctx.txn, task_id, spec)
+
+
+def _put_new_task(ctx: Ctx, task_id: str, task16: bytes, spec: common_pb2.TaskSpec) -> Task:
+    """Store a checked new task with its first plan (may record calendar skips in its ledger)."""
     task = Task(
-        task_id=c.task_id,
+        task_id=task_id,
         created_at_ms=ctx.now,
         updated_at_ms=ctx.now,
         version=ctx.index,
         state=common_pb2.TASK_SCHEDULED,
     )
-    task.spec.CopyFrom(c.spec)
-    first = schedule.first_fire(c.spec.schedule, ctx.now)
+    task.spec.CopyFrom(spec)
+    first = schedule.first_fire(spec.schedule, ctx.now)
     firing.set_plan(task, firing.plan_from(ctx.txn, task, first, ctx.now))
     put_task(ctx.txn, task16, task, old=None)
-    ctx.result.task.CopyFrom(task)
+    return task
+
+
+def create_task(ctx: Ctx, cmd: commands_pb2.Command) -> None:
+    c = cmd.create_task
+    task16 = id_bytes(c.task_id, field="task_id")
+    _check_new_task(ctx, c.task_id, task16, c.spec)
+    ctx.result.task.CopyFrom(_put_new_task(ctx, c.task_id, task16, c.spec))
+
+
+MAX_IMPORT_BATCH = 1_000
+
+
+def import_tasks(ctx: Ctx, cmd: commands_pb2.Command) -> None:
+    """Create every task of the batch, or none: all items are checked before the first is written.
+    Item i gets the id `first_task_id + i`; an error names the item (`specs[i].<field>`)."""
+    c = cmd.import_tasks
+    if not c.specs or len(c.specs) > MAX_IMPORT_BATCH:
+        raise InvalidArgument("specs", f"a batch holds 1 to {MAX_IMPORT_BATCH} specs, not {len(c.specs)}")
+    first = int.from_bytes(id_bytes(c.first_task_id, field="first_task_id"), "big")
+    if first + len(c.specs) > 1 << 128:
+        raise InvalidArgument("first_task_id", "too large: the batch's ids would overflow 128 bits")
+    items = []
+    for i, spec in enumerate(c.specs):
+        task16 = (first + i).to_bytes(16, "big")
+        task_id = id_text(task16)
+        try:
+            _check_new_task(ctx, task_id, task16, spec)
+        except InvalidArgument as e:
+            raise InvalidArgument(_item_field(i, e.field), e.problem) from None
+        except Rejected as r:
+            field, sep, problem = str(r).partition(": ")
+            message = f"{_item_field(i, field)}: {problem}" if sep else f"specs[{i}]: {r}"
+            raise Rejected(r.code, message) from None
+        items.append((task_id, task16, spec))
+    for task_id, task16, spec in items:
+        task = _put_new_task(ctx, task_id, task16, spec)
+        if task.state == common_pb2.TASK_SCHEDULED and 0 < firing.due_of(task) < c.report_due_until_ms:
+            ctx.result.tasks.append(task)
+    ctx.result.imported.first_task_id = c.first_task_id
+    ctx.result.imported.count = len(items)
+
+
+def _item_field(i: int, field: str) -> str:
+    """`spec.schedule.at` of item 3 -> `specs[3].schedule.at`."""
+    return f"specs[{i}].{field.removeprefix('spec.')}"
 
 
 def update_task(ctx: Ctx, cmd: commands_pb2.Command) -> None:
@@ -343,8 +409,9 @@ def start_execution(
     txn = ctx.txn
     task16 = id_bytes(task.task_id)
     exec16 = id_bytes(execution_id, field="execution_id")
-    active = firing.active_executions(txn, task16)
     policy = task.spec.overlap or common_pb2.OVERLAP_ALLOW_ALL
+    # Only the other policies look at the active executions: allow_all (the default) skips the scan.
+    active = firing.active_executions(txn, task16) if policy != common_pb2.OVERLAP_ALLOW_ALL else []
     state = common_pb2.EXECUTION_PENDING
     if force_buffer:
         # Backfill: unless overlap is allowed, the runs queue up behind whatever is active.
@@ -418,6 +485,8 @@ def start_execution(
     )
     ctx.result.execution.CopyFrom(ex)
     ctx.result.executions.append(ex)
+    if ctx.events is not None:
+        ctx.audit("fire", execution_id=execution_id, task_id=task.task_id, nominal_ms=nominal, manual=manual)
     return ex
 
 
@@ -526,7 +595,8 @@ def finish(ctx: Ctx, ex: Execution, state: int, error: str = "") -> None:
     task.CopyFrom(old)
     task.last_finished_ms = ctx.now
     others = firing.active_executions(txn, task16)
-    if not any(e.state != common_pb2.EXECUTION_BUFFERED for e in others):
+    # Buffered executions are active ones too: with none active, there is no buffer to look at.
+    if others and not any(e.state != common_pb2.EXECUTION_BUFFERED for e in others):
         key = firing.oldest_buffered(txn, task16)
         if key is not None:
             nxt = get_execution(txn, key[24:40])
@@ -569,6 +639,8 @@ def terminate(ctx: Ctx, ex: Execution, reason: str) -> None:
         ctx.result.cancels.append(
             commands_pb2.CancelRequest(execution_id=ex.execution_id, token=ex.token, worker_id=ex.worker_id)
         )
+        if ctx.events is not None:
+            ctx.audit("revoke", execution_id=ex.execution_id, token=_token(ex.token), reason=reason)
     finish(ctx, ex, common_pb2.EXECUTION_CANCELLED, reason)
 
 
@@ -620,6 +692,16 @@ def grant(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     ctx.txn.put("execs", exec16, ex.SerializeToString())
     ctx.txn.put("running", exec16, b"")
     ctx.result.execution.CopyFrom(ex)
+    if ctx.events is not None:
+        ctx.audit(
+            "grant",
+            execution_id=ex.execution_id,
+            task_id=ex.task_id,
+            nominal_ms=ex.nominal_time_ms,
+            token=_token(ex.token),
+            worker_id=ex.worker_id,
+            attempt=ex.attempt,
+        )
 
 
 def _summary(ex: Execution, outcome: int, exit_code: int, started: int, finished: int, *, error: str) -> None:
@@ -648,8 +730,20 @@ def _task_of(ctx: Ctx, ex: Execution) -> Task:
 def complete(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     c = cmd.complete
     exec16 = id_bytes(c.execution_id, field="execution_id")
-    ex = get_current(ctx.txn, exec16, c.token)
     r = c.result
+    try:
+        ex = get_current(ctx.txn, exec16, c.token)
+    except Rejected as e:
+        if ctx.events is not None:
+            ctx.audit(
+                "complete",
+                execution_id=c.execution_id,
+                token=_token(c.token),
+                accepted=False,
+                reason=e.code,
+                outcome=_outcome(r.outcome),
+            )
+        raise
     ex.exit_code = r.exit_code
     ex.started_at_ms = r.started_at_ms
     ex.finished_at_ms = r.finished_at_ms
@@ -677,9 +771,19 @@ def complete(ctx: Ctx, cmd: commands_pb2.Command) -> None:
             finish(ctx, ex, state, r.error)
             if task.spec.HasField("retry"):
                 _dead_letter(ctx, task, exec16, why)
+                ex = get_execution(ctx.txn, exec16)
     else:
         finish(ctx, ex, state, r.error)
-    ctx.result.execution.CopyFrom(get_execution(ctx.txn, exec16))
+    ctx.result.execution.CopyFrom(ex)  # as stored by finish, the retry or the dead letter
+    if ctx.events is not None:
+        ctx.audit(
+            "complete",
+            execution_id=c.execution_id,
+            token=_token(c.token),
+            accepted=True,
+            reason=common_pb2.ExecutionState.Name(ctx.result.execution.state),
+            outcome=_outcome(r.outcome),
+        )
 
 
 def _dead_letter(ctx: Ctx, task: Task, exec16: bytes, reason: str) -> None:
@@ -706,7 +810,12 @@ def _dead_letter(ctx: Ctx, task: Task, exec16: bytes, reason: str) -> None:
 def expire_lease(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     x = cmd.expire_lease
     exec16 = id_bytes(x.execution_id, field="execution_id")
-    ex = get_current(ctx.txn, exec16, x.token)
+    try:
+        ex = get_current(ctx.txn, exec16, x.token)
+    except Rejected:
+        if ctx.events is not None:
+            ctx.audit("expire", execution_id=x.execution_id, token=_token(x.token), accepted=False)
+        raise
     task = _task_of(ctx, ex)
     allowed = retry.attempts_allowed(task, ex, DEFAULT_MAX_ATTEMPTS)
     _summary(
@@ -732,6 +841,8 @@ def expire_lease(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         ctx.txn.put("pending", pending_key(ex, exec16), b"")
         ctx.txn.put("execs", exec16, ex.SerializeToString())
     ctx.result.execution.CopyFrom(get_execution(ctx.txn, exec16))
+    if ctx.events is not None:
+        ctx.audit("expire", execution_id=x.execution_id, token=_token(x.token), accepted=True)
 
 
 def redrive_dead_letters(ctx: Ctx, cmd: commands_pb2.Command) -> None:
@@ -786,6 +897,8 @@ def epoch(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     if cmd.epoch.term <= cur.term:
         raise Rejected("stale_epoch", f"epoch {cmd.epoch.term} is not newer than {cur.term}")
     ctx.txn.put("meta", META_EPOCH, cmd.epoch.SerializeToString())
+    if ctx.events is not None:
+        ctx.audit("epoch", term=cmd.epoch.term, leader_id=cmd.epoch.leader_id)
 
 
 # -------------------------------------------------------------------------------------- calendars
@@ -892,6 +1005,7 @@ def expire_pending(ctx: Ctx, cmd: commands_pb2.Command) -> None:
 
 HANDLERS: dict[str, Handler] = {
     "create_task": create_task,
+    "import_tasks": import_tasks,
     "update_task": update_task,
     "cancel_task": cancel_task,
     "pause_task": pause_task,

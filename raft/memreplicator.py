@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from cronraft.errors import CronraftError, NotLeader, OutcomeUnknown, Unavailable
+from cronraft.raft.audit import AuditLog
 from cronraft.raft.replicator import RaftStatus
 
 
@@ -38,8 +40,18 @@ class MemLog:
 
 
 class MemReplicator:
-    def __init__(self, apply: Callable[[int, bytes], bytes | None], *, node_id: str = "n1") -> None:
-        self.log = MemLog(apply)
+    def __init__(
+        self,
+        apply: Callable[[int, bytes], bytes | None],
+        *,
+        node_id: str = "n1",
+        audit: AuditLog | None = None,
+        apply_events: Callable[[], list[dict[str, Any]]] | None = None,
+    ) -> None:
+        self.log = MemLog(self._apply_and_audit)
+        self._apply = apply
+        self._audit = audit if apply_events is not None else None
+        self._apply_events = apply_events
         self._node_id = node_id
         self._leader = True
         self._term = 1
@@ -86,6 +98,16 @@ class MemReplicator:
 
     def on_state_change(self, cb: Callable[[RaftStatus], None]) -> None:
         self._callbacks.append(cb)
+
+    async def transfer_leadership(self, target: str | None) -> bool:
+        """One node has nobody to hand leadership to: refused, like pysyncobj with no caught-up peer."""
+        return False
+
+    def _apply_and_audit(self, index: int, payload: bytes) -> bytes | None:
+        result = self._apply(index, payload)
+        if self._audit is not None and self._apply_events is not None:
+            self._audit.write_all(self._apply_events())
+        return result
 
     # --- test controls ---
 

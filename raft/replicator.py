@@ -16,6 +16,11 @@ pysyncobj's camelCase stays inside this module. What it owns:
 - the failure reasons of pysyncobj mapped to the error tree (`error_for_fail_reason`).
 - the bridge from the Raft thread (pysyncobj's auto-tick thread, where `apply` and every callback run) to
   asyncio (`loop.call_soon_threadsafe`).
+- leadership transfer (`transfer_leadership`, Raft's TimeoutNow through pysyncobj's `transferLeadership`,
+  called on the Raft thread): a leader whose wall clock is off hands leadership away (daemon.clockprobe).
+- the audit records of each applied entry (raft.audit), written right after the apply, and two
+  failpoints: `raft.after_apply_before_reply` (leader only: the entry is applied, its proposer not yet
+  answered) and `raft.snapshot_install` (a leader's snapshot received, before it is loaded).
 
 Durability (`ReplicatorConfig.fsync`), precisely:
 - `fsync=False`: the journal is an mmap that pysyncobj never syncs; its meta file (term, vote, commit index)
@@ -60,6 +65,9 @@ from cronraft.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from cronraft.failpoint import enabled as failpoints_enabled
+from cronraft.failpoint import failpoint
+from cronraft.raft.audit import AuditLog
 from cronraft.raft.store import LmdbKV
 
 log = logging.getLogger(__name__)
@@ -125,6 +133,15 @@ class Replicator(Protocol):
 
     def on_state_change(self, cb: Callable[[RaftStatus], None]) -> None:
         """Register `cb`, called from the replicator's thread when leadership, leader or term change."""
+        ...
+
+    async def transfer_leadership(self, target: str | None) -> bool:
+        """Ask this leader to hand leadership to the member `target` (a node id; None: any caught-up one).
+
+        True when the request was sent (Raft's TimeoutNow); the transfer itself completes (or not) later:
+        watch `status()`. False when refused: not the leader, unknown target, or the target is not fully
+        caught up (it could not win the election); retry later.
+        """
         ...
 
 
@@ -302,10 +319,16 @@ class SyncObjReplicator:
         store: LmdbKV,
         *,
         applied_index: Callable[[], int] | None = None,
+        audit: AuditLog | None = None,
+        apply_events: Callable[[], list[dict[str, Any]]] | None = None,
     ) -> None:
         _validate(config)
         self._config = config
         self._apply = apply
+        # Audit (raft.audit): after each apply, `apply_events()` gives the entry's events to write.
+        self._audit = audit if apply_events is not None else None
+        self._apply_events = apply_events
+        self._transfers: list[tuple[str | None, Callable[[Any, int], None]]] = []
         self._store = store
         self._applied_index = applied_index
         self._node: _RaftNode | None = None
@@ -313,6 +336,7 @@ class SyncObjReplicator:
         self._snapshot = config.data_dir / SNAPSHOT_FILE
         self._durability = _Durability(self._journal, config.fsync)
         self._ids = {m.raft_address: m.node_id for m in (config.self_member, *config.peers)}
+        self._addresses = {m.node_id: m.raft_address for m in config.peers}
         self._proposals: collections.deque[tuple[bytes, _ResultCallback]] = collections.deque()
         self._lock = threading.Lock()
         self._callbacks: list[Callable[[RaftStatus], None]] = []
@@ -439,6 +463,9 @@ class SyncObjReplicator:
         with self._lock:
             batch = list(self._proposals)
             self._proposals.clear()
+            transfers, self._transfers = self._transfers, []
+        for address, callback in transfers:  # pysyncobj's state is only safe to touch on this thread
+            node.transferLeadership(address, callback=callback)
         leading = node._isLeader()
         for payload, callback in batch:
             if leading:
@@ -454,7 +481,22 @@ class SyncObjReplicator:
             callback(exc, -1)
 
     def _apply_entry(self, index: int, payload: bytes) -> bytes | None:
-        return self._apply(index, payload)
+        result = self._apply(index, payload)
+        if self._audit is not None and self._apply_events is not None:
+            self._audit.write_all(self._apply_events())
+        node = self._node
+        if node is not None and node._isLeader():
+            # The entry is committed and applied (its LMDB transaction too); pysyncobj resolves the
+            # proposer's callback only after this returns. Only the leader has a proposer to answer.
+            self._flush_audit_before_failpoint()
+            failpoint("raft.after_apply_before_reply")
+        return result
+
+    def _flush_audit_before_failpoint(self) -> None:
+        # A failpoint's crash is os._exit: the audit's buffer would be lost, and with it the record of
+        # the very event under test. Only in failpoint runs (tests); never on the normal hot path.
+        if self._audit is not None and failpoints_enabled():
+            self._audit.flush()
 
     def _on_tick(self) -> None:
         node = self._node
@@ -503,6 +545,10 @@ class SyncObjReplicator:
                 "store at index %d is ahead of snapshot %d: not restored", self._applied_index(), last[1]
             )
         else:
+            if not startup:
+                # A snapshot received from the leader, renamed into place, not yet loaded into the store.
+                self._flush_audit_before_failpoint()
+                failpoint("raft.snapshot_install")
             self._store.replace_from(file_name, offset=offset)
         return last, prev, {TCPNode(a) for a in cluster}
 
@@ -531,10 +577,43 @@ class SyncObjReplicator:
     def on_state_change(self, cb: Callable[[RaftStatus], None]) -> None:
         self._callbacks.append(cb)
 
+    async def transfer_leadership(self, target: str | None) -> bool:
+        node = self._node
+        if node is None or not node._isLeader():
+            return False
+        address: str | None = None
+        if target is not None:
+            address = self._addresses.get(target)
+            if address is None:
+                return False
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+
+        def done(_result: Any, reason: int) -> None:  # Raft thread
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_set_once, future, reason == FAIL_REASON.SUCCESS)
+
+        with self._lock:
+            if self._stopping:
+                return False
+            self._transfers.append((address, done))
+        notifier = self._notifier
+        if notifier is not None:
+            notifier.notify()
+        try:
+            return await asyncio.wait_for(future, 2.0)
+        except TimeoutError:
+            return False
+
     def force_snapshot(self) -> None:
         """Ask for a snapshot (log compaction) at the next tick (tests and the admin CLI)."""
         if self._node is not None:
             self._node.forceLogCompaction()
+
+
+def _set_once(future: asyncio.Future[bool], value: bool) -> None:
+    if not future.done():
+        future.set_result(value)
 
 
 def _resolve(future: asyncio.Future[bytes], result: Any, reason: int) -> None:

@@ -17,11 +17,20 @@ Rules enforced here rather than on the leader, because only the log order is aut
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from cronraft.errors import InvalidArgument
 from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft import firing
-from cronraft.raft.codec import CodecError, decode_batch, from_u64, id_bytes, id_text, u64
+from cronraft.raft.codec import (
+    CodecError,
+    decode_batch,
+    from_u64,
+    id_bytes,
+    id_text,
+    message_field,
+    u64,
+)
 from cronraft.raft.handlers import DEFAULT_MAX_ATTEMPTS, HANDLERS, Ctx
 from cronraft.raft.kv import KV, Txn
 from cronraft.raft.records import (
@@ -41,6 +50,8 @@ CommandResult = commands_pb2.CommandResult
 
 # Requests are remembered this long for deduplication (measured in stamped leader time).
 DEDUP_RETENTION_MS = 24 * 3600 * 1000
+# ListTasks reads at most this many candidate tasks per page (a filter no index answers returns short pages).
+LIST_SCAN_LIMIT = 10_000
 # At most this many expired dedup records are pruned per entry, to bound the cost of one apply.
 DEDUP_PRUNE_PER_ENTRY = 64
 DEFAULT_CATCHUP_WINDOW_MS = firing.DEFAULT_CATCHUP_WINDOW_MS
@@ -152,7 +163,11 @@ def list_tasks(
     page_size: int = 100,
     page_token: str = "",
 ) -> tuple[list[Task], str]:
-    """One page of tasks in id (= creation) order, filtered; the token resumes after the last one."""
+    """One page of tasks in id (= creation) order, filtered; the token resumes after the last one.
+
+    A page reads at most `LIST_SCAN_LIMIT` candidates: a filter that the walked index does not answer
+    (a name prefix, a second tag, a state under a tag) may return a short or even empty page with a
+    next-page token, so that no call scans the whole store (continue with the token)."""
     after = id_bytes(page_token, field="page_token") if page_token else None
     tags = dict(tags or {})
 
@@ -169,8 +184,13 @@ def list_tasks(
         candidates = (k for k, _ in txn.scan("tasks", start))
 
     out: list[Task] = []
-    last = b""
+    last = cursor = b""
+    scanned = 0
     for task16 in candidates:
+        if scanned >= LIST_SCAN_LIMIT:
+            return out, id_text(cursor)
+        scanned += 1
+        cursor = task16
         raw = txn.get("tasks", task16)
         if raw is None:
             continue
@@ -233,37 +253,60 @@ class StateMachine:
     def __init__(self, kv: KV, *, on_applied: Callable[[int], None] | None = None) -> None:
         self.kv = kv
         self._on_applied = on_applied
+        # Audit events (raft.audit): collected only when set, handed out by `take_events` after the
+        # entry's transaction committed (the caller, not this pure module, writes them).
+        self.collect_events = False
+        self._events: list[dict[str, Any]] = []
         with kv.read() as txn:
             self._last_applied = read_last_applied(txn)
 
     def last_applied(self) -> int:
         return self._last_applied
 
+    def take_events(self) -> list[dict[str, Any]]:
+        """The audit events of the last applied entry (empty unless `collect_events`), once."""
+        events, self._events = self._events, []
+        return events
+
     def apply_entry(self, index: int, payload: bytes) -> bytes | None:
         """Apply the batch at log `index`; the serialized `BatchResult`, or None if already applied."""
         if index <= self._last_applied:
             return None
+        events: list[dict[str, Any]] | None = [] if self.collect_events else None
         with self.kv.write() as txn:
             if index <= read_last_applied(txn):  # another instance applied it (restored snapshot)
                 self._last_applied = read_last_applied(txn)
                 return None
-            result = commands_pb2.BatchResult()
+            # The BatchResult is assembled from its serialized results (repeated field 1): appending
+            # each result to a BatchResult message would copy it first.
+            parts: list[bytes] = []
             try:
                 batch = decode_batch(payload)
             except CodecError as e:
                 # Deterministic on every node: the entry is recorded as applied with no effect.
-                result.results.append(CommandResult(applied=False, error_code="codec", error=str(e)))
+                failed = CommandResult(applied=False, error_code="codec", error=str(e))
+                parts.append(message_field(1, failed.SerializeToString()))
             else:
                 for i, cmd in enumerate(batch.commands):
-                    result.results.append(self._apply_command(txn, index, i, cmd))
+                    res = self._apply_command(txn, index, i, cmd, events)
+                    parts.append(message_field(1, res.SerializeToString()))
             txn.put("meta", META_LAST_APPLIED, u64(index))
         self._last_applied = index
+        if events is not None:
+            self._events = events
         if self._on_applied is not None:
             self._on_applied(index)
-        return result.SerializeToString()
+        return b"".join(parts)
 
     # One command. Handlers check everything before writing, so a rejection leaves no partial effect.
-    def _apply_command(self, txn: Txn, index: int, position: int, cmd: commands_pb2.Command) -> CommandResult:
+    def _apply_command(
+        self,
+        txn: Txn,
+        index: int,
+        position: int,
+        cmd: commands_pb2.Command,
+        events: list[dict[str, Any]] | None = None,
+    ) -> CommandResult:
         if cmd.request_id:
             seen = txn.get("requests", cmd.request_id.encode())
             if seen is not None:
@@ -276,7 +319,7 @@ class StateMachine:
         try:
             if handler is None:
                 raise Rejected("unknown_command", f"unknown command {kind!r}")
-            handler(Ctx(txn, index, position, cmd.stamped_at_ms, res), cmd)
+            handler(Ctx(txn, index, position, cmd.stamped_at_ms, res, events=events), cmd)
         except Rejected as r:
             res = CommandResult(applied=False, error_code=r.code, error=str(r))
         except InvalidArgument as e:
@@ -305,6 +348,7 @@ def _prune_requests(txn: Txn, before_ms: int) -> None:
 __all__ = [
     "DEFAULT_CATCHUP_WINDOW_MS",
     "DEFAULT_MAX_ATTEMPTS",
+    "LIST_SCAN_LIMIT",
     "TERMINAL_STATES",
     "Rejected",
     "StateMachine",

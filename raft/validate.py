@@ -24,6 +24,12 @@ MAX_TIMEOUT_MS = 30 * 24 * 3600 * 1000
 _HANDLER_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 _TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}$")
 _QUEUE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+# Enum.values() builds a list on every call; validation runs for every created task on every node.
+_DELIVERYGUARANTEE = frozenset(common_pb2.DeliveryGuarantee.values())
+_PRIORITY = frozenset(common_pb2.Priority.values())
+_MISFIREPOLICY = frozenset(common_pb2.MisfirePolicy.values())
+_OVERLAPPOLICY = frozenset(common_pb2.OverlapPolicy.values())
+_CALENDARACTION = frozenset(common_pb2.CalendarAction.values())
 
 
 def validate_spec(spec: common_pb2.TaskSpec, *, max_payload_bytes: int | None = None) -> None:
@@ -67,13 +73,13 @@ def validate_spec(spec: common_pb2.TaskSpec, *, max_payload_bytes: int | None = 
         raise InvalidArgument("spec.timeout_ms", f"must be between 0 and {MAX_TIMEOUT_MS}")
     if spec.max_attempts < 0 or spec.max_attempts > MAX_ATTEMPTS:
         raise InvalidArgument("spec.max_attempts", f"must be between 0 and {MAX_ATTEMPTS}")
-    if spec.guarantee not in common_pb2.DeliveryGuarantee.values():
+    if spec.guarantee not in _DELIVERYGUARANTEE:
         raise InvalidArgument("spec.guarantee", f"unknown value {spec.guarantee}")
-    if spec.priority not in common_pb2.Priority.values():
+    if spec.priority not in _PRIORITY:
         raise InvalidArgument("spec.priority", f"unknown value {spec.priority}")
-    if spec.misfire not in common_pb2.MisfirePolicy.values():
+    if spec.misfire not in _MISFIREPOLICY:
         raise InvalidArgument("spec.misfire", f"unknown value {spec.misfire}")
-    if spec.overlap not in common_pb2.OverlapPolicy.values():
+    if spec.overlap not in _OVERLAPPOLICY:
         raise InvalidArgument("spec.overlap", f"unknown value {spec.overlap}")
     if spec.catchup_window_ms < 0:
         raise InvalidArgument("spec.catchup_window_ms", "must not be negative")
@@ -82,7 +88,7 @@ def validate_spec(spec: common_pb2.TaskSpec, *, max_payload_bytes: int | None = 
     for i, name in enumerate(spec.schedule.calendars):
         if not name:
             raise InvalidArgument(f"spec.schedule.calendars[{i}]", "must not be empty")
-    if spec.schedule.calendar_action not in common_pb2.CalendarAction.values():
+    if spec.schedule.calendar_action not in _CALENDARACTION:
         raise InvalidArgument(
             "spec.schedule.calendar_action", f"unknown value {spec.schedule.calendar_action}"
         )

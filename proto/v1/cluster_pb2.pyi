@@ -41,11 +41,24 @@ class Member(_message.Message):
     RAFT_ADDRESS_FIELD_NUMBER: _builtins.int
     GRPC_ADDRESS_FIELD_NUMBER: _builtins.int
     CONNECTED_FIELD_NUMBER: _builtins.int
+    CLOCK_MEASURED_FIELD_NUMBER: _builtins.int
+    CLOCK_OFFSET_MS_FIELD_NUMBER: _builtins.int
+    CLOCK_RTT_US_FIELD_NUMBER: _builtins.int
+    CLOCK_AGE_MS_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     raft_address: _builtins.str
     grpc_address: _builtins.str
     connected: _builtins.bool
     """as seen from the answering node"""
+    clock_measured: _builtins.bool
+    """The member's wall-clock offset from the cluster median, as measured by the answering node (for the
+    answering node itself: its own offset). Only meaningful when clock_measured is set.
+    """
+    clock_offset_ms: _builtins.int
+    clock_rtt_us: _builtins.int
+    """round trip of the sample used (the fastest of the recent ones)"""
+    clock_age_ms: _builtins.int
+    """age of that sample"""
     def __init__(
         self,
         *,
@@ -53,10 +66,14 @@ class Member(_message.Message):
         raft_address: _builtins.str = ...,
         grpc_address: _builtins.str = ...,
         connected: _builtins.bool = ...,
+        clock_measured: _builtins.bool = ...,
+        clock_offset_ms: _builtins.int = ...,
+        clock_rtt_us: _builtins.int = ...,
+        clock_age_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connected", b"connected", "grpc_address", b"grpc_address", "node_id", b"node_id", "raft_address", b"raft_address"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clock_age_ms", b"clock_age_ms", "clock_measured", b"clock_measured", "clock_offset_ms", b"clock_offset_ms", "clock_rtt_us", b"clock_rtt_us", "connected", b"connected", "grpc_address", b"grpc_address", "node_id", b"node_id", "raft_address", b"raft_address"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -77,6 +94,11 @@ class StatusResponse(_message.Message):
     EPOCH_TERM_FIELD_NUMBER: _builtins.int
     CONNECTED_WORKERS_FIELD_NUMBER: _builtins.int
     READY_FIELD_NUMBER: _builtins.int
+    CLOCK_OFFSET_MS_FIELD_NUMBER: _builtins.int
+    CLOCK_HEALTHY_FIELD_NUMBER: _builtins.int
+    CLOCK_CORRECTION_MS_FIELD_NUMBER: _builtins.int
+    CLOCK_MAX_OFFSET_MS_FIELD_NUMBER: _builtins.int
+    CLOCK_MEASURED_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     is_leader: _builtins.bool
     leader_id: _builtins.str
@@ -91,6 +113,15 @@ class StatusResponse(_message.Message):
     """on the leader"""
     ready: _builtins.bool
     """leader duties running (leader) or caught up (follower)"""
+    clock_offset_ms: _builtins.int
+    """Clock health of the answering node: its wall clock minus the cluster median (measured), whether that
+    is within clock_max_offset_ms, and the correction its scheduling clock applies (due times).
+    """
+    clock_healthy: _builtins.bool
+    clock_correction_ms: _builtins.int
+    clock_max_offset_ms: _builtins.int
+    clock_measured: _builtins.bool
+    """false while too few peers answered to tell who is off"""
     @_builtins.property
     def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___Member]: ...
     def __init__(
@@ -107,11 +138,59 @@ class StatusResponse(_message.Message):
         epoch_term: _builtins.int = ...,
         connected_workers: _builtins.int = ...,
         ready: _builtins.bool = ...,
+        clock_offset_ms: _builtins.int = ...,
+        clock_healthy: _builtins.bool = ...,
+        clock_correction_ms: _builtins.int = ...,
+        clock_max_offset_ms: _builtins.int = ...,
+        clock_measured: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_index", b"applied_index", "commit_index", b"commit_index", "connected_workers", b"connected_workers", "epoch_term", b"epoch_term", "is_leader", b"is_leader", "leader_address", b"leader_address", "leader_id", b"leader_id", "members", b"members", "node_id", b"node_id", "ready", b"ready", "term", b"term"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_index", b"applied_index", "clock_correction_ms", b"clock_correction_ms", "clock_healthy", b"clock_healthy", "clock_max_offset_ms", b"clock_max_offset_ms", "clock_measured", b"clock_measured", "clock_offset_ms", b"clock_offset_ms", "commit_index", b"commit_index", "connected_workers", b"connected_workers", "epoch_term", b"epoch_term", "is_leader", b"is_leader", "leader_address", b"leader_address", "leader_id", b"leader_id", "members", b"members", "node_id", b"node_id", "ready", b"ready", "term", b"term"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StatusResponse: _TypeAlias = StatusResponse  # noqa: Y015
+
+@_typing.final
+class ClockRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    """the prober (for the logs)"""
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClockRequest: _TypeAlias = ClockRequest  # noqa: Y015
+
+@_typing.final
+class ClockResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    WALL_US_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    wall_us: _builtins.int
+    """raw (uncorrected) wall clock, Unix microseconds"""
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        wall_us: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id", "wall_us", b"wall_us"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClockResponse: _TypeAlias = ClockResponse  # noqa: Y015

@@ -39,6 +39,11 @@ class ClusterStub:
                 request_serializer=cronraft_dot_proto_dot_v1_dot_cluster__pb2.StatusRequest.SerializeToString,
                 response_deserializer=cronraft_dot_proto_dot_v1_dot_cluster__pb2.StatusResponse.FromString,
                 _registered_method=True)
+        self.Clock = channel.unary_unary(
+                '/cronraft.v1.Cluster/Clock',
+                request_serializer=cronraft_dot_proto_dot_v1_dot_cluster__pb2.ClockRequest.SerializeToString,
+                response_deserializer=cronraft_dot_proto_dot_v1_dot_cluster__pb2.ClockResponse.FromString,
+                _registered_method=True)
 
 
 class ClusterServicer:
@@ -50,6 +55,14 @@ class ClusterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Clock(self, request, context):
+        """This node's raw wall clock, for the peers' clock-health probes (one tiny call per peer per
+        probe interval; see docs/guarantees.md, "Clock skew").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -57,6 +70,11 @@ def add_ClusterServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=cronraft_dot_proto_dot_v1_dot_cluster__pb2.StatusRequest.FromString,
                     response_serializer=cronraft_dot_proto_dot_v1_dot_cluster__pb2.StatusResponse.SerializeToString,
+            ),
+            'Clock': grpc.unary_unary_rpc_method_handler(
+                    servicer.Clock,
+                    request_deserializer=cronraft_dot_proto_dot_v1_dot_cluster__pb2.ClockRequest.FromString,
+                    response_serializer=cronraft_dot_proto_dot_v1_dot_cluster__pb2.ClockResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +104,33 @@ class Cluster:
             '/cronraft.v1.Cluster/Status',
             cronraft_dot_proto_dot_v1_dot_cluster__pb2.StatusRequest.SerializeToString,
             cronraft_dot_proto_dot_v1_dot_cluster__pb2.StatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Clock(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cronraft.v1.Cluster/Clock',
+            cronraft_dot_proto_dot_v1_dot_cluster__pb2.ClockRequest.SerializeToString,
+            cronraft_dot_proto_dot_v1_dot_cluster__pb2.ClockResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -32,11 +32,19 @@ class ClusterStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ClusterAsyncStub: ...
     Status: _grpc.UnaryUnaryMultiCallable[_cluster_pb2.StatusRequest, _cluster_pb2.StatusResponse]
+    Clock: _grpc.UnaryUnaryMultiCallable[_cluster_pb2.ClockRequest, _cluster_pb2.ClockResponse]
+    """This node's raw wall clock, for the peers' clock-health probes (one tiny call per peer per
+    probe interval; see docs/guarantees.md, "Clock skew").
+    """
 
 @_typing.type_check_only
 class ClusterAsyncStub(ClusterStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Status: _aio.UnaryUnaryMultiCallable[_cluster_pb2.StatusRequest, _cluster_pb2.StatusResponse]  # type: ignore[assignment]
+    Clock: _aio.UnaryUnaryMultiCallable[_cluster_pb2.ClockRequest, _cluster_pb2.ClockResponse]  # type: ignore[assignment]
+    """This node's raw wall clock, for the peers' clock-health probes (one tiny call per peer per
+    probe interval; see docs/guarantees.md, "Clock skew").
+    """
 
 class ClusterServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -45,5 +53,15 @@ class ClusterServicer(metaclass=_abc_1.ABCMeta):
         request: _cluster_pb2.StatusRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_cluster_pb2.StatusResponse, _abc.Awaitable[_cluster_pb2.StatusResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Clock(
+        self,
+        request: _cluster_pb2.ClockRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_cluster_pb2.ClockResponse, _abc.Awaitable[_cluster_pb2.ClockResponse]]:
+        """This node's raw wall clock, for the peers' clock-health probes (one tiny call per peer per
+        probe interval; see docs/guarantees.md, "Clock skew").
+        """
 
 def add_ClusterServicer_to_server(servicer: ClusterServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -71,6 +71,7 @@ class Command(_message.Message):
     APPEND_OUTPUT_FIELD_NUMBER: _builtins.int
     NOTE_WAITING_FIELD_NUMBER: _builtins.int
     EXPIRE_PENDING_FIELD_NUMBER: _builtins.int
+    IMPORT_TASKS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """dedup key: a command whose request_id was applied is answered, not re-applied"""
     stamped_at_ms: _builtins.int
@@ -115,6 +116,8 @@ class Command(_message.Message):
     def note_waiting(self) -> Global___NoteWaiting: ...
     @_builtins.property
     def expire_pending(self) -> Global___ExpirePending: ...
+    @_builtins.property
+    def import_tasks(self) -> Global___ImportTasks: ...
     def __init__(
         self,
         *,
@@ -140,12 +143,13 @@ class Command(_message.Message):
         append_output: Global___AppendOutput | None = ...,
         note_waiting: Global___NoteWaiting | None = ...,
         expire_pending: Global___ExpirePending | None = ...,
+        import_tasks: Global___ImportTasks | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["append_output", b"append_output", "backfill_task", b"backfill_task", "body", b"body", "cancel_execution", b"cancel_execution", "cancel_task", b"cancel_task", "complete", b"complete", "create_task", b"create_task", "delete_calendar", b"delete_calendar", "epoch", b"epoch", "expire_lease", b"expire_lease", "expire_pending", b"expire_pending", "fire", b"fire", "grant", b"grant", "note_waiting", b"note_waiting", "pause_task", b"pause_task", "purge_dead_letters", b"purge_dead_letters", "put_calendar", b"put_calendar", "redrive_dead_letters", b"redrive_dead_letters", "resume_task", b"resume_task", "trigger_task", b"trigger_task", "update_task", b"update_task"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["append_output", b"append_output", "backfill_task", b"backfill_task", "body", b"body", "cancel_execution", b"cancel_execution", "cancel_task", b"cancel_task", "complete", b"complete", "create_task", b"create_task", "delete_calendar", b"delete_calendar", "epoch", b"epoch", "expire_lease", b"expire_lease", "expire_pending", b"expire_pending", "fire", b"fire", "grant", b"grant", "import_tasks", b"import_tasks", "note_waiting", b"note_waiting", "pause_task", b"pause_task", "purge_dead_letters", b"purge_dead_letters", "put_calendar", b"put_calendar", "redrive_dead_letters", b"redrive_dead_letters", "resume_task", b"resume_task", "trigger_task", b"trigger_task", "update_task", b"update_task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["append_output", b"append_output", "backfill_task", b"backfill_task", "body", b"body", "cancel_execution", b"cancel_execution", "cancel_task", b"cancel_task", "complete", b"complete", "create_task", b"create_task", "delete_calendar", b"delete_calendar", "epoch", b"epoch", "expire_lease", b"expire_lease", "expire_pending", b"expire_pending", "fire", b"fire", "grant", b"grant", "note_waiting", b"note_waiting", "pause_task", b"pause_task", "purge_dead_letters", b"purge_dead_letters", "put_calendar", b"put_calendar", "redrive_dead_letters", b"redrive_dead_letters", "request_id", b"request_id", "resume_task", b"resume_task", "stamped_at_ms", b"stamped_at_ms", "trigger_task", b"trigger_task", "update_task", b"update_task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["append_output", b"append_output", "backfill_task", b"backfill_task", "body", b"body", "cancel_execution", b"cancel_execution", "cancel_task", b"cancel_task", "complete", b"complete", "create_task", b"create_task", "delete_calendar", b"delete_calendar", "epoch", b"epoch", "expire_lease", b"expire_lease", "expire_pending", b"expire_pending", "fire", b"fire", "grant", b"grant", "import_tasks", b"import_tasks", "note_waiting", b"note_waiting", "pause_task", b"pause_task", "purge_dead_letters", b"purge_dead_letters", "put_calendar", b"put_calendar", "redrive_dead_letters", b"redrive_dead_letters", "request_id", b"request_id", "resume_task", b"resume_task", "stamped_at_ms", b"stamped_at_ms", "trigger_task", b"trigger_task", "update_task", b"update_task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["create_task", "cancel_task", "epoch", "fire", "grant", "complete", "expire_lease", "update_task", "pause_task", "resume_task", "trigger_task", "backfill_task", "put_calendar", "delete_calendar", "cancel_execution", "redrive_dead_letters", "purge_dead_letters", "append_output", "note_waiting", "expire_pending"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["create_task", "cancel_task", "epoch", "fire", "grant", "complete", "expire_lease", "update_task", "pause_task", "resume_task", "trigger_task", "backfill_task", "put_calendar", "delete_calendar", "cancel_execution", "redrive_dead_letters", "purge_dead_letters", "append_output", "note_waiting", "expire_pending", "import_tasks"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -526,6 +530,39 @@ class CancelTask(_message.Message):
 Global___CancelTask: _TypeAlias = CancelTask  # noqa: Y015
 
 @_typing.final
+class ImportTasks(_message.Message):
+    """Many tasks created by one entry, all or none (the bulk API, `ImportTasks`). Item i gets the id
+    `first_task_id + i` (ids read as 128-bit integers), so the ids are consecutive and in spec order.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIRST_TASK_ID_FIELD_NUMBER: _builtins.int
+    SPECS_FIELD_NUMBER: _builtins.int
+    REPORT_DUE_UNTIL_MS_FIELD_NUMBER: _builtins.int
+    first_task_id: _builtins.str
+    report_due_until_ms: _builtins.int
+    """The leader's horizon when it proposed: apply reports the created tasks due before this instant
+    (`CommandResult.tasks`), so that the leader can put them in its timing wheel without reading them.
+    """
+    @_builtins.property
+    def specs(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.TaskSpec]: ...
+    def __init__(
+        self,
+        *,
+        first_task_id: _builtins.str = ...,
+        specs: _abc.Iterable[_common_pb2.TaskSpec] | None = ...,
+        report_due_until_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_task_id", b"first_task_id", "report_due_until_ms", b"report_due_until_ms", "specs", b"specs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportTasks: _TypeAlias = ImportTasks  # noqa: Y015
+
+@_typing.final
 class Epoch(_message.Message):
     """A new leader's first command: fences every lease granted later to this term."""
 
@@ -673,6 +710,8 @@ class CommandResult(_message.Message):
     CANCELS_FIELD_NUMBER: _builtins.int
     DEAD_LETTERS_FIELD_NUMBER: _builtins.int
     MISSED_FIELD_NUMBER: _builtins.int
+    IMPORTED_FIELD_NUMBER: _builtins.int
+    TASKS_FIELD_NUMBER: _builtins.int
     applied: _builtins.bool
     """false: rejected (see error) or a duplicate answered from the dedup table"""
     error_code: _builtins.str
@@ -700,6 +739,14 @@ class CommandResult(_message.Message):
     def missed(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.FireRecord]:
         """nominal times this command recorded as missed_downtime"""
 
+    @_builtins.property
+    def imported(self) -> Global___ImportedTasks:
+        """what an ImportTasks created"""
+
+    @_builtins.property
+    def tasks(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Task]:
+        """ImportTasks: the created tasks due before report_due_until_ms"""
+
     def __init__(
         self,
         *,
@@ -713,14 +760,39 @@ class CommandResult(_message.Message):
         cancels: _abc.Iterable[Global___CancelRequest] | None = ...,
         dead_letters: _abc.Iterable[_common_pb2.DeadLetter] | None = ...,
         missed: _abc.Iterable[_common_pb2.FireRecord] | None = ...,
+        imported: Global___ImportedTasks | None = ...,
+        tasks: _abc.Iterable[_common_pb2.Task] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["calendar", b"calendar", "execution", b"execution", "task", b"task"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["calendar", b"calendar", "execution", b"execution", "imported", b"imported", "task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "calendar", b"calendar", "cancels", b"cancels", "dead_letters", b"dead_letters", "error", b"error", "error_code", b"error_code", "execution", b"execution", "executions", b"executions", "missed", b"missed", "task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "calendar", b"calendar", "cancels", b"cancels", "dead_letters", b"dead_letters", "error", b"error", "error_code", b"error_code", "execution", b"execution", "executions", b"executions", "imported", b"imported", "missed", b"missed", "task", b"task", "tasks", b"tasks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CommandResult: _TypeAlias = CommandResult  # noqa: Y015
+
+@_typing.final
+class ImportedTasks(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIRST_TASK_ID_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    first_task_id: _builtins.str
+    """the ids are first_task_id + 0 .. count - 1"""
+    count: _builtins.int
+    def __init__(
+        self,
+        *,
+        first_task_id: _builtins.str = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "first_task_id", b"first_task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportedTasks: _TypeAlias = ImportedTasks  # noqa: Y015
 
 @_typing.final
 class CancelRequest(_message.Message):

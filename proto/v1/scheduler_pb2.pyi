@@ -752,6 +752,98 @@ class CreateTaskResponse(_message.Message):
 Global___CreateTaskResponse: _TypeAlias = CreateTaskResponse  # noqa: Y015
 
 @_typing.final
+class ImportTasksRequest(_message.Message):
+    """One batch of an import: at most 1,000 specs (and 4 MiB). Every spec is validated before anything is
+    proposed; one bad spec rejects its whole batch (INVALID_ARGUMENT naming `batches[b].specs[i].<field>`)
+    and ends the call; batches acknowledged before it stay created. A batch is one replicated entry: it is
+    created whole or not at all.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    SPECS_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Idempotency key of this batch: a retried batch with the same request_id is answered with the
+    first outcome (the same task ids), not created again. The SDK derives it from one import id.
+    """
+    @_builtins.property
+    def specs(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.TaskSpec]: ...
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        specs: _abc.Iterable[_common_pb2.TaskSpec] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "specs", b"specs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportTasksRequest: _TypeAlias = ImportTasksRequest  # noqa: Y015
+
+@_typing.final
+class ImportTasksResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREATED_FIELD_NUMBER: _builtins.int
+    REPLAYED_FIELD_NUMBER: _builtins.int
+    BATCHES_FIELD_NUMBER: _builtins.int
+    created: _builtins.int
+    """tasks created by this call"""
+    replayed: _builtins.int
+    """tasks of batches answered from the dedup table (created earlier)"""
+    @_builtins.property
+    def batches(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImportedBatch]:
+        """one per request, in request order"""
+
+    def __init__(
+        self,
+        *,
+        created: _builtins.int = ...,
+        replayed: _builtins.int = ...,
+        batches: _abc.Iterable[Global___ImportedBatch] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batches", b"batches", "created", b"created", "replayed", b"replayed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportTasksResponse: _TypeAlias = ImportTasksResponse  # noqa: Y015
+
+@_typing.final
+class ImportedBatch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    FIRST_TASK_ID_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    REPLAYED_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    first_task_id: _builtins.str
+    """the batch's ids are first_task_id + 0 .. count - 1 (128-bit ids)"""
+    count: _builtins.int
+    replayed: _builtins.bool
+    """answered from the dedup table: created by an earlier call"""
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        first_task_id: _builtins.str = ...,
+        count: _builtins.int = ...,
+        replayed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "first_task_id", b"first_task_id", "replayed", b"replayed", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportedBatch: _TypeAlias = ImportedBatch  # noqa: Y015
+
+@_typing.final
 class GetTaskRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -830,6 +922,11 @@ Global___ListTasksRequest: _TypeAlias = ListTasksRequest  # noqa: Y015
 
 @_typing.final
 class ListTasksResponse(_message.Message):
+    """A page reads at most 10,000 candidate tasks: with a filter that the walked index does not answer (a
+    name prefix, a second tag), a page may hold fewer than page_size tasks, even none, and still carry a
+    next_page_token. Only an empty token means the end.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TASKS_FIELD_NUMBER: _builtins.int

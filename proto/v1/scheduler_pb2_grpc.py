@@ -40,6 +40,11 @@ class SchedulerStub:
                 request_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.CreateTaskRequest.SerializeToString,
                 response_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.CreateTaskResponse.FromString,
                 _registered_method=True)
+        self.ImportTasks = channel.stream_unary(
+                '/cronraft.v1.Scheduler/ImportTasks',
+                request_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.ImportTasksRequest.SerializeToString,
+                response_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.ImportTasksResponse.FromString,
+                _registered_method=True)
         self.GetTask = channel.unary_unary(
                 '/cronraft.v1.Scheduler/GetTask',
                 request_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.GetTaskRequest.SerializeToString,
@@ -157,6 +162,13 @@ class SchedulerServicer:
 
     def CreateTask(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportTasks(self, request_iterator, context):
+        """Bulk creation (client streaming): each request is one batch, created all or none in one Raft entry.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -301,6 +313,11 @@ def add_SchedulerServicer_to_server(servicer, server):
                     request_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.CreateTaskRequest.FromString,
                     response_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.CreateTaskResponse.SerializeToString,
             ),
+            'ImportTasks': grpc.stream_unary_rpc_method_handler(
+                    servicer.ImportTasks,
+                    request_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.ImportTasksRequest.FromString,
+                    response_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.ImportTasksResponse.SerializeToString,
+            ),
             'GetTask': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTask,
                     request_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.GetTaskRequest.FromString,
@@ -439,6 +456,33 @@ class Scheduler:
             '/cronraft.v1.Scheduler/CreateTask',
             cronraft_dot_proto_dot_v1_dot_scheduler__pb2.CreateTaskRequest.SerializeToString,
             cronraft_dot_proto_dot_v1_dot_scheduler__pb2.CreateTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportTasks(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/cronraft.v1.Scheduler/ImportTasks',
+            cronraft_dot_proto_dot_v1_dot_scheduler__pb2.ImportTasksRequest.SerializeToString,
+            cronraft_dot_proto_dot_v1_dot_scheduler__pb2.ImportTasksResponse.FromString,
             options,
             channel_credentials,
             insecure,

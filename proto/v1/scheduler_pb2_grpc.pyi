@@ -33,6 +33,8 @@ class SchedulerStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> SchedulerAsyncStub: ...
     CreateTask: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.CreateTaskRequest, _scheduler_pb2.CreateTaskResponse]
+    ImportTasks: _grpc.StreamUnaryMultiCallable[_scheduler_pb2.ImportTasksRequest, _scheduler_pb2.ImportTasksResponse]
+    """Bulk creation (client streaming): each request is one batch, created all or none in one Raft entry."""
     GetTask: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.GetTaskRequest, _common_pb2.Task]
     ListTasks: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ListTasksRequest, _scheduler_pb2.ListTasksResponse]
     CancelTask: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.CancelTaskRequest, _common_pb2.Task]
@@ -60,6 +62,8 @@ class SchedulerStub:
 class SchedulerAsyncStub(SchedulerStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateTask: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.CreateTaskRequest, _scheduler_pb2.CreateTaskResponse]  # type: ignore[assignment]
+    ImportTasks: _aio.StreamUnaryMultiCallable[_scheduler_pb2.ImportTasksRequest, _scheduler_pb2.ImportTasksResponse]  # type: ignore[assignment]
+    """Bulk creation (client streaming): each request is one batch, created all or none in one Raft entry."""
     GetTask: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.GetTaskRequest, _common_pb2.Task]  # type: ignore[assignment]
     ListTasks: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ListTasksRequest, _scheduler_pb2.ListTasksResponse]  # type: ignore[assignment]
     CancelTask: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.CancelTaskRequest, _common_pb2.Task]  # type: ignore[assignment]
@@ -90,6 +94,14 @@ class SchedulerServicer(metaclass=_abc_1.ABCMeta):
         request: _scheduler_pb2.CreateTaskRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_scheduler_pb2.CreateTaskResponse, _abc.Awaitable[_scheduler_pb2.CreateTaskResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ImportTasks(
+        self,
+        request_iterator: _MaybeAsyncIterator[_scheduler_pb2.ImportTasksRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.ImportTasksResponse, _abc.Awaitable[_scheduler_pb2.ImportTasksResponse]]:
+        """Bulk creation (client streaming): each request is one batch, created all or none in one Raft entry."""
 
     @_abc_1.abstractmethod
     def GetTask(

@@ -80,6 +80,11 @@ class Cluster:
     nodes: list[NodeProc] = field(default_factory=list)
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
+    # Per node: extra environment (e.g. libfaketime's) and [raft] keys that differ from the defaults.
+    node_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    raft_overrides: dict[str, dict[str, int]] = field(default_factory=dict)
+    extra_toml: str = ""  # appended to every node's config (e.g. a [clock] table)
+    node_toml: dict[str, str] = field(default_factory=dict)  # appended to one node's config
 
     def __post_init__(self) -> None:
         ports = free_ports(2 * self.n)
@@ -93,13 +98,16 @@ class Cluster:
         secret = 'secret_env = "CRONRAFT_CLUSTER_SECRET"\n' if self.n > 1 else ""
         for node_id, grpc_addr, _ in members:
             cfg = self.root / f"{node_id}.toml"
+            raft = {"election_timeout_ms": 1000, "heartbeat_ms": 50, **self.raft_overrides.get(node_id, {})}
+            raft_toml = "".join(f"{k} = {v}\n" for k, v in raft.items())
             cfg.write_text(
                 f'[node]\nid = "{node_id}"\ndata_dir = "{self.root / node_id}"\n\n'
                 f'[cluster]\n{secret}durability = "replicated"\n\n{member_toml}'
-                f"[raft]\nelection_timeout_ms = 1000\nheartbeat_ms = 50\n\n"
+                f"[raft]\n{raft_toml}\n"
                 f"[scheduler]\nlease_ttl_ms = {self.lease_ttl_ms}\n"
                 f"heartbeat_interval_ms = {self.heartbeat_interval_ms}\nhorizon_ms = 5000\n\n"
-                f'[log]\nlevel = "info"\nformat = "json"\n'
+                f'[log]\nlevel = "info"\nformat = "json"\n\n{self.extra_toml}\n'
+                f"{self.node_toml.get(node_id, '')}"
             )
             self.nodes.append(NodeProc(node_id, cfg, grpc_addr, self.root / f"{node_id}.log"))
         self.env = {**os.environ, "CRONRAFT_CLUSTER_SECRET": SECRET, "PYTHONUNBUFFERED": "1"}
@@ -114,7 +122,7 @@ class Cluster:
             [sys.executable, "-m", "cronraft.daemon.main", "--config", str(node.config_path)],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=self.env,
+            env={**self.env, **self.node_env.get(node.node_id, {})},
             cwd=self.root,
         )
         log.close()
@@ -235,3 +243,26 @@ def read_ledger(ledger: Path) -> list[tuple[str, int, int]]:
         eid, nominal, attempt = line.split()
         rows.append((eid, int(nominal), int(attempt)))
     return rows
+
+
+def stamp_command(path: Path) -> list[str]:
+    """A payload that appends `execution_id attempt monotonic_ns` to `path` as its first act.
+
+    CLOCK_MONOTONIC is one clock for every process of the machine (and libfaketime leaves it alone), so
+    the harness compares these stamps with its own `time.monotonic_ns()`."""
+    code = (
+        "import os, time; t = time.monotonic_ns(); "
+        f"f = open({str(path)!r}, 'a'); "
+        "f.write(os.environ['CRONRAFT_EXECUTION_ID'] + ' ' + os.environ['CRONRAFT_ATTEMPT'] + ' ' + str(t) "
+        "+ chr(10)); f.close()"
+    )
+    return [sys.executable, "-c", code]
+
+
+def faketime_env(offset: str) -> dict[str, str]:
+    """The environment that runs a process with its wall clock shifted by `offset` (e.g. "+5s"), its
+    monotonic clock untouched: PyPI libfaketime's bundled build (shared/docs/fault-testing.md 3.5)."""
+    import libfaketime
+
+    _, env = libfaketime.get_reload_information()
+    return {**env, "FAKETIME": offset}

@@ -1,0 +1,1 @@
+"""The benchmark suite of Cronraft (bench/README.md): one script per workload, sharing `common`."""

@@ -1,0 +1,133 @@
+"""W1 burst: N one-time tasks all due at the same instant, executed end to end by the no-op handler.
+
+Figures: tasks/s from the due instant to the last start, start lag (start wall time - nominal time)
+p50/p99/max, missing and duplicated starts, leader CPU during the burst. Definition: bench/README.md.
+
+Usage: .venv/bin/python bench/w1_burst.py [--size 20000] [--runs 3] [--workers 2] [--capacity 2000]
+       [--py-spy FILE]   (record the leader during the first run's burst: py-spy raw/flamegraph file)
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import (
+    BenchCluster,
+    Recorder,
+    base_parser,
+    cpu_seconds,
+    handler_spec,
+    now_ms,
+    summarize,
+)
+from cronraft.client import Client, at
+
+
+def run_once(args: argparse.Namespace, run: int) -> dict[str, object]:
+    size: int = args.size
+    with BenchCluster(nodes=args.nodes, keep=args.keep) as bc:
+        bc.start_workers(args.workers, args.capacity)
+        leader = bc.leader()
+        assert leader.proc is not None
+        # Creation is not measured: the tasks are imported ahead of the due instant (lead time).
+        lead_ms = args.lead_ms or int(4_000 + size / 2.0)
+        due = now_ms() + lead_ms
+        due -= due % 1000
+        template = handler_spec("w1", at(due))
+        specs = []
+        for i in range(size):
+            s = type(template)()
+            s.CopyFrom(template)
+            s.name = f"w1-{i}"
+            specs.append(s)
+        with Client(bc.servers, timeout_s=120) as client:
+            imported = client.import_tasks(specs)
+        created_at = now_ms()
+        ids = set(imported.task_ids())
+        if created_at >= due - 500:
+            raise SystemExit(f"creating {size} tasks overran the due instant by {created_at - due + 500} ms")
+        spy = None
+        if args.py_spy and run == 1:
+            duration = max(5, int(size / 2_000) + 5)
+            spy = subprocess.Popen(
+                [
+                    str(Path(sys.executable).parent / "py-spy"),
+                    "record",
+                    "-p",
+                    str(leader.proc.pid),
+                    "-d",
+                    str(duration),
+                    "-r",
+                    "100",
+                    "--gil",
+                    "-f",
+                    "raw",
+                    "-o",
+                    str(args.py_spy),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        time.sleep(max(0.0, (due - now_ms() - 300) / 1000))
+        cpu0 = cpu_seconds(leader.proc.pid)
+        t0 = time.monotonic()
+        timeout_s = 120 + size / 100
+        rows = bc.wait_ledger(lambda r: len({x.task_id for x in r}) >= size, timeout_s)
+        wall = time.monotonic() - t0
+        leader_cpu = cpu_seconds(leader.proc.pid) - cpu0
+        if spy is not None:
+            spy.wait()
+    ours = [r for r in rows if r.task_id in ids]
+    first: dict[str, int] = {}
+    for r in ours:
+        first[r.task_id] = min(first.get(r.task_id, r.start_ms), r.start_ms)
+    pairs = {(r.task_id, r.nominal_ms) for r in ours}
+    starts = sorted(first.values())
+    last = starts[-1] if starts else due
+    span_s = max(1e-3, (last - due) / 1000)
+    lags = [s - due for s in starts]
+    figures: dict[str, object] = {
+        "tasks": size,
+        "started": len(first),
+        "missing": size - len(first),
+        "duplicates": len(ours) - len(pairs),
+        "tasks_per_s": len(first) / span_s,
+        "last_start_after_due_ms": last - due,
+        **summarize(lags, "start_lag_ms"),
+        "leader_cpu_s": leader_cpu,
+        "leader_cpu_share": leader_cpu / wall if wall else float("nan"),
+        "lead_ms": lead_ms,
+        "import_s": (created_at - (due - lead_ms)) / 1000,
+    }
+    return figures
+
+
+def main() -> None:
+    p = base_parser("W1 burst: N one-time tasks due at one instant")
+    p.add_argument("--size", type=int, default=20_000, help="tasks (default 20,000)")
+    p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    p.add_argument("--capacity", type=int, default=2_000, help="slots per worker (default 2,000)")
+    p.add_argument("--lead-ms", type=int, default=0, help="due instant after start (default 4 s + N/2 ms)")
+    p.add_argument("--py-spy", type=Path, default=None, help="record the leader during run 1 (raw format)")
+    args = p.parse_args()
+    if args.smoke:
+        args.size, args.runs, args.workers, args.capacity = 200, 1, 1, 200
+        args.lead_ms = args.lead_ms or 2_000
+    rec = Recorder(
+        "w1_burst",
+        {"size": args.size, "workers": args.workers, "capacity": args.capacity, "nodes": args.nodes},
+        out_dir=args.out_dir,
+    )
+    for run in range(1, args.runs + 1):
+        rec.add(run_once(args, run))
+    rec.write()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""The fault scenarios as tests: a smoke profile in the default run, every scenario in `make fault`.
+
+The smoke runs (a few hundred fires each) prove the harness end to end - cluster, workload, faults,
+collection, checker - and catch gross breakage of the guarantees; they cannot bound rates (see
+docs/reliability.md for the sample sizes). A failing run keeps its directory under fault-runs/ and
+names it, with the seed that replays it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.fault.cluster import Unsupported
+from tests.fault.run import REPO, run_one
+from tests.fault.scenarios import PROFILES, SCENARIOS
+
+OUT = Path(os.environ.get("CRONRAFT_FAULT_OUT", REPO / "fault-runs"))
+
+
+def _run(key: str, profile: str, seed: int) -> None:
+    try:
+        run_dir, verdict = asyncio.run(run_one(SCENARIOS[key], seed, PROFILES[profile], OUT))
+    except Unsupported as exc:
+        pytest.skip(f"{key}: {exc}")
+    report = (run_dir / "report.md").read_text()
+    assert verdict.ok, f"{key} seed={seed} failed; run kept in {run_dir}\n{report}"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("key", ["S2", "S8"])
+def test_smoke(key: str) -> None:
+    _run(key, "smoke", seed=20261127)
+
+
+@pytest.mark.fault
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("key", list(SCENARIOS))
+def test_ci_profile(key: str) -> None:
+    _run(key, "ci", seed=int(os.environ.get("CRONRAFT_FAULT_SEED", "1")))

@@ -1,0 +1,148 @@
+"""Each benchmark script of bench/ at its smoke size: it runs end to end against real processes and writes
+a JSON result with the expected figures, and bench/summary.py renders the results. This proves the
+harness works; it asserts no timing (benchmarks are never assertions: bench/README.md)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+DOC_KEYS = {
+    "workload",
+    "started_at",
+    "command",
+    "machine",
+    "load_start",
+    "load_end",
+    "params",
+    "runs",
+    "summary",
+}
+MACHINE_KEYS = {"cpu_model", "cores", "mem_total_bytes", "python", "platform", "commit"}
+
+# script, extra arguments, {workload name: figures every run must have}
+SCRIPTS: list[tuple[str, list[str], dict[str, set[str]]]] = [
+    (
+        "w1_burst.py",
+        ["--nodes", "1"],
+        {
+            "w1_burst": {
+                "tasks",
+                "started",
+                "missing",
+                "duplicates",
+                "tasks_per_s",
+                "start_lag_ms_p50",
+                "start_lag_ms_p99",
+                "start_lag_ms_max",
+            }
+        },
+    ),
+    (
+        "w2_latency.py",
+        ["--nodes", "1"],
+        {
+            "w2_latency": {
+                "seq_ms_p50",
+                "seq_ms_p99",
+                "seq_ms_max",
+                "seq_calls_per_s",
+                "conc_ms_p99",
+                "conc_calls_per_s",
+            }
+        },
+    ),
+    (
+        "w3_precision.py",
+        ["--nodes", "1"],
+        {
+            "w3_precision": {
+                "expected_fires",
+                "missed",
+                "duplicates",
+                "within_50ms_pct",
+                "within_100ms_pct",
+                "within_1s_pct",
+                "start_lag_ms_p99",
+            }
+        },
+    ),
+    (
+        "w4_query.py",
+        ["--nodes", "1"],
+        {"w4_query_2000": {"get_ms_p50", "get_ms_p99", "list_tag_ms_p99", "list_prefix_ms_p99"}},
+    ),
+    ("bulk_import.py", ["--nodes", "1"], {"bulk_import_sdk": {"seconds", "tasks_per_s", "created"}}),
+    (
+        "scale.py",
+        ["--nodes", "1"],
+        {"scale": {"stored", "leader_rss_bytes", "disk_bytes_per_task", "create_ms_p99", "get_ms_p99"}},
+    ),
+    (
+        "concurrency.py",
+        ["--nodes", "1"],
+        {
+            "concurrency_leases": {"held_at_once", "leader_cpu_share", "leader_rss_bytes"},
+            "concurrency_streams": {"connected", "leader_cpu_share", "leader_cpu_us_per_heartbeat"},
+        },
+    ),
+    (
+        "recovery.py",
+        [],  # a leader to kill and two nodes to elect another: three nodes
+        {
+            "recovery": {
+                "first_dispatch_after_kill_ms",
+                "backlog_drained_after_kill_ms",
+                "election_ms",
+                "missed",
+                "duplicates",
+            }
+        },
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("bench-results")
+
+
+@pytest.mark.parametrize(("script", "extra", "expected"), SCRIPTS, ids=[s[0] for s in SCRIPTS])
+def test_workload_smoke(script: str, extra: list[str], expected: dict[str, set[str]], results: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, str(REPO / "bench" / script), "--smoke", "--out-dir", str(results), *extra],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    for workload, figures in expected.items():
+        (path,) = results.glob(f"{workload}-*.json")
+        doc = json.loads(path.read_text())
+        assert doc.keys() >= DOC_KEYS
+        assert doc["machine"].keys() >= MACHINE_KEYS
+        assert doc["runs"], "no run recorded"
+        for run in doc["runs"]:
+            assert figures <= run.keys(), figures - run.keys()
+
+
+def test_summary_renders_the_results(results: Path) -> None:
+    if not list(results.glob("*.json")):
+        pytest.skip("no result to render (the workload smoke tests did not run)")
+    out = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "summary.py"), "--results", str(results), "--all-figures"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert out.stdout.count("\n| ") > 5 and "| figure | target |" in out.stdout
