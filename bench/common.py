@@ -144,11 +144,21 @@ def rss_bytes(pid: int) -> int:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_SIZE
 
 
-def peak_rss_bytes(pid: int) -> int:
+def _status_kib(pid: int, key: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(key + ":"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def peak_rss_bytes(pid: int) -> int:
+    return _status_kib(pid, "VmHWM")
+
+
+def rss_split(pid: int) -> dict[str, int]:
+    """RSS split: anonymous (the heap: what the daemon holds) and file-backed (LMDB's memory map: page
+    cache the kernel may drop, shared with every reader of the file)."""
+    return {"rss_anon_bytes": _status_kib(pid, "RssAnon"), "rss_file_bytes": _status_kib(pid, "RssFile")}
 
 
 def du_bytes(path: Path) -> int:
@@ -311,8 +321,11 @@ class BenchCluster:
             out[node.node_id] = {
                 "rss_bytes": rss_bytes(node.proc.pid),
                 "peak_rss_bytes": peak_rss_bytes(node.proc.pid),
+                **rss_split(node.proc.pid),
                 "cpu_s": cpu_seconds(node.proc.pid),
                 "disk_bytes": du_bytes(self.root / node.node_id),
+                "disk_state_bytes": du_bytes(self.root / node.node_id / "state"),  # LMDB
+                "disk_raft_bytes": du_bytes(self.root / node.node_id / "raft"),  # journal + snapshot
             }
         return out
 

@@ -102,6 +102,7 @@ def streams(args: argparse.Namespace) -> dict[str, object]:
         assert leader.proc is not None
         rss0 = rss_bytes(leader.proc.pid)
         cpu0 = cpu_seconds(leader.proc.pid)
+        term0 = leader.status().term
         agents = []
         for p in range(procs_n):
             count = s // procs_n + (1 if p < s % procs_n else 0)
@@ -138,7 +139,9 @@ def streams(args: argparse.Namespace) -> dict[str, object]:
             connect_s = time.monotonic() - t0
         except AssertionError:
             connect_s = float("nan")
-        connected = leader.status(timeout_s=10).connected_workers
+        status = leader.status(timeout_s=10)
+        connected = status.connected_workers
+        still_leader = status.is_leader and status.term == term0  # an overloaded leader may lose its term
         ramp_cpu = cpu_seconds(leader.proc.pid) - cpu0
         with sampled_cpu({"leader": leader.proc.pid}) as cpu:
             time.sleep(args.window_s)
@@ -156,6 +159,7 @@ def streams(args: argparse.Namespace) -> dict[str, object]:
         "streams": s,
         "connected": connected,
         "connect_s": connect_s,
+        "leader_kept_its_term": still_leader,
         "agents_failed": sum(r["failed"] for r in reports),
         "leader_cpu_share": cpu["leader"] / cpu["_wall_s"],
         "leader_cpu_s_during_connect": ramp_cpu,

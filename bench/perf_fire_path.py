@@ -178,6 +178,7 @@ def main() -> None:
     p.add_argument("--no-worker", action="store_true", help="no worker serves the queue: fire path alone")
     p.add_argument("--profile", type=Path, help="py-spy raw profiles of leader/follower/worker into DIR")
     p.add_argument("--timeout-s", type=float, default=120)
+    p.add_argument("--keep", action="store_true", help="keep the cluster's directory (logs) and print it")
     args = p.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="perf-fire-"))
@@ -268,7 +269,10 @@ def main() -> None:
             proc.wait(timeout=30)
     finally:
         cluster.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}")
     print("\n".join(report))
     if args.profile:

@@ -96,9 +96,13 @@ def main() -> None:
                         "load_tasks_per_s": imported / load_s if load_s else 0,
                         "leader_rss_bytes": node["rss_bytes"],
                         "leader_peak_rss_bytes": node["peak_rss_bytes"],
+                        "leader_rss_anon_bytes": node["rss_anon_bytes"],
+                        "leader_rss_file_bytes": node["rss_file_bytes"],
                         "follower_rss_bytes_max": max((f["rss_bytes"] for f in followers), default=0),
                         "disk_bytes_per_node": node["disk_bytes"],
                         "disk_bytes_per_task": node["disk_bytes"] / size,
+                        "disk_lmdb_bytes_per_task": node["disk_state_bytes"] / size,
+                        "disk_raft_bytes_per_task": node["disk_raft_bytes"] / size,
                         **summarize(create_ms, "create_ms"),
                         **summarize(get_ms, "get_ms"),
                     }

@@ -55,11 +55,14 @@ async def agent(stub: worker_pb2_grpc.WorkerGatewayStub, worker_id: str, until: 
         interval = max(0.05, first.welcome.heartbeat_interval_ms / 1000)
 
         async def reader() -> None:
-            while True:
-                msg = await call.read()
-                if not isinstance(msg, worker_pb2.GatewayMessage):
-                    return
-                stats.received += 1
+            try:
+                while True:
+                    msg = await call.read()
+                    if not isinstance(msg, worker_pb2.GatewayMessage):
+                        return
+                    stats.received += 1
+            except grpc.aio.AioRpcError:
+                stats.failed += 1  # the stream broke: the writer stops (read_task is done)
 
         read_task = asyncio.create_task(reader())
         await asyncio.sleep(random.uniform(0, interval))  # spread the heartbeats over the interval

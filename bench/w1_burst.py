@@ -75,12 +75,17 @@ def run_once(args: argparse.Namespace, run: int) -> dict[str, object]:
                 stderr=subprocess.DEVNULL,
             )
         time.sleep(max(0.0, (due - now_ms() - 300) / 1000))
-        cpu0 = cpu_seconds(leader.proc.pid)
+        pids = {n.node_id: n.proc.pid for n in bc.cluster.nodes if n.proc is not None}
+        pids.update({f"worker{i}": pid for i, pid in enumerate(bc.worker_pids())})
+        cpu0 = {k: cpu_seconds(pid) for k, pid in pids.items()}
         t0 = time.monotonic()
         timeout_s = 120 + size / 100
         rows = bc.wait_ledger(lambda r: len({x.task_id for x in r}) >= size, timeout_s)
         wall = time.monotonic() - t0
-        leader_cpu = cpu_seconds(leader.proc.pid) - cpu0
+        cpu = {k: cpu_seconds(pid) - cpu0[k] for k, pid in pids.items()}
+        leader_cpu = cpu[leader.node_id]
+        follower_cpu = sum(v for k, v in cpu.items() if k.startswith("node") and k != leader.node_id)
+        worker_cpu = sum(v for k, v in cpu.items() if k.startswith("worker"))
         if spy is not None:
             spy.wait()
     ours = [r for r in rows if r.task_id in ids]
@@ -102,6 +107,10 @@ def run_once(args: argparse.Namespace, run: int) -> dict[str, object]:
         **summarize(lags, "start_lag_ms"),
         "leader_cpu_s": leader_cpu,
         "leader_cpu_share": leader_cpu / wall if wall else float("nan"),
+        # CPU of the whole system per executed task: what bounds tasks/s when the cores are shared.
+        "leader_cpu_ms_per_task": leader_cpu * 1000 / max(1, len(first)),
+        "followers_cpu_ms_per_task": follower_cpu * 1000 / max(1, len(first)),
+        "workers_cpu_ms_per_task": worker_cpu * 1000 / max(1, len(first)),
         "lead_ms": lead_ms,
         "import_s": (created_at - (due - lead_ms)) / 1000,
     }

@@ -68,12 +68,19 @@ def run_once(args: argparse.Namespace, bc: BenchCluster) -> dict[str, object]:
     leader = bc.leader()
     assert leader.proc is not None
     pids = {"leader": leader.proc.pid}
+    with sampled_cpu(pids) as idle:  # what the leader burns doing nothing (Raft heartbeats, its loop)
+        time.sleep(3.0 if not args.smoke else 0.5)
+    idle_share = idle["leader"] / idle["_wall_s"]
     with sampled_cpu(pids) as cpu:
         lat, rate = sequential(bc.servers, args.warmup, args.calls)
     figures: dict[str, object] = {
         **summarize(lat, "seq_ms"),
         "seq_calls_per_s": rate,
         "seq_leader_cpu_ms_per_call": cpu["leader"] * 1000 / args.calls,
+        "leader_idle_cpu_share": idle_share,
+        "seq_leader_cpu_ms_per_call_above_idle": (cpu["leader"] - idle_share * cpu["_wall_s"])
+        * 1000
+        / args.calls,
     }
     if args.clients > 1:
         with sampled_cpu(pids) as cpu:

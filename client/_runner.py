@@ -194,6 +194,7 @@ class _RunnerBase:
         self._stop_reason: StopReason | None = None
         self._stop_requested = asyncio.Event()
         self._hard_kill = asyncio.Event()
+        self._on_stop: list[Callable[[], None]] = []  # called once, at the first stop request
 
     @property
     def stop_reason(self) -> StopReason | None:
@@ -204,6 +205,8 @@ class _RunnerBase:
         if self._stop_reason is None:
             self._stop_reason = reason
             self._stop_requested.set()
+            for callback in self._on_stop:
+                callback()
         if reason is StopReason.FENCED:
             self._hard_kill.set()
 
@@ -539,14 +542,25 @@ class InProcessRunner(_RunnerBase):
 
     async def run(self) -> common_pb2.AttemptResult:
         started_ms = self._clock.wall_ms()
-        io = InProcessIO(asyncio.get_running_loop(), self._stdout, self._stderr, self._on_output)
-        task = asyncio.create_task(self._work(io), name=f"{self._what} {self.lease.execution_id}")
-        stop_wait = asyncio.create_task(self._stop_requested.wait())
+        loop = asyncio.get_running_loop()
+        io = InProcessIO(loop, self._stdout, self._stderr, self._on_output)
+        task = loop.create_task(self._work(io), name=f"{self._what} {self.lease.execution_id}")
+        # Wait for the work, a stop request or the timeout, whichever comes first: one future that each
+        # of them settles (no helper task and no asyncio.wait per attempt: a busy worker runs thousands).
+        wake: asyncio.Future[None] = loop.create_future()
+
+        def settle(*_: object) -> None:
+            if not wake.done():
+                wake.set_result(None)
+
+        task.add_done_callback(settle)
+        self._on_stop.append(settle)
+        timeout_s = self._timeout_s()
+        timer = loop.call_later(timeout_s, settle) if timeout_s is not None else None
         try:
-            done, _ = await asyncio.wait(
-                {task, stop_wait}, timeout=self._timeout_s(), return_when=asyncio.FIRST_COMPLETED
-            )
-            if task in done:  # finished, even if a stop raced with it (as a process that exited)
+            if self._stop_reason is None:
+                await wake
+            if task.done():  # finished, even if a stop raced with it (as a process that exited)
                 ended = task.result()  # an exception here is a bug of ours: the worker reports it
                 return self._result(
                     ended.outcome,
@@ -562,7 +576,10 @@ class InProcessRunner(_RunnerBase):
             outcome, error = stop_result(reason, self.lease, f"{self._what} aborted")
             return self._result(outcome, started_ms=started_ms, exit_code=NO_EXIT_CODE, error=error)
         finally:
-            stop_wait.cancel()
+            if timer is not None:
+                timer.cancel()
+            task.remove_done_callback(settle)
+            self._on_stop.remove(settle)
             io.close()
             if not task.done():  # stopped and not unwound, or we were cancelled ourselves
                 if not io.cancelled.is_set():  # cancel once: a second one would hit its cleanup

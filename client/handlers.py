@@ -206,7 +206,7 @@ def _arguments(fn: Handler, args_json: str) -> dict[str, Any] | str:
     if not isinstance(kwargs, dict):
         return f"payload.handler.args_json: must be a JSON object, got {type(kwargs).__name__}"
     try:
-        signature = inspect.signature(fn)
+        signature = _signature(fn)
     except (TypeError, ValueError):  # some callables have none: let the call itself decide
         return kwargs
     try:
@@ -216,7 +216,33 @@ def _arguments(fn: Handler, args_json: str) -> dict[str, Any] | str:
     return kwargs
 
 
+# Per handler function, computed once (inspect is slow, and a busy worker calls the same few handlers
+# thousands of times a second). Unhashable callables are inspected on every call.
+_SIGNATURES: dict[Any, inspect.Signature] = {}
+_ASYNC: dict[Any, bool] = {}
+
+
+def _signature(fn: Handler) -> inspect.Signature:
+    try:
+        return _SIGNATURES[fn]
+    except KeyError:
+        signature = _SIGNATURES[fn] = inspect.signature(fn)
+        return signature
+    except TypeError:
+        return inspect.signature(fn)
+
+
 def _is_async(fn: Handler) -> bool:
+    try:
+        return _ASYNC[fn]
+    except KeyError:
+        result = _ASYNC[fn] = _check_async(fn)
+        return result
+    except TypeError:
+        return _check_async(fn)
+
+
+def _check_async(fn: Handler) -> bool:
     # An instance whose class has `async def __call__` is async too.
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
 

@@ -44,6 +44,10 @@ class LeaderSettings:
     # exactly_once the old attempt is dead before a new one is granted.
     expiry_grace_ms: int = 5_000
     max_commands_per_tick: int = 4096
+    # A connected worker not heard from (heartbeat, results) for this long gets no new lease: its stream
+    # may be cut by a partition that sends no reset, and every lease offered into it would only expire
+    # and burn an attempt (found by fault scenario S6, workers cut from the leader). 0: never.
+    worker_silent_ms: int = 0
     pending_load_limit: int = 10_000
     # Cluster-wide cap on executions holding a lease (0: none): beyond it, work waits pending.
     max_running: int = 0
@@ -60,9 +64,11 @@ class WorkerState:
     labels: dict[str, str]
     connected: bool = True
     inflight: set[str] = field(default_factory=set)  # execution ids holding (or about to hold) a slot
+    heard_mono_ms: int | None = None  # when it last sent anything (None: not since it connected)
+    silent: bool = False  # not heard from for settings.worker_silent_ms: offered nothing new
 
     def free(self) -> int:
-        return self.capacity - len(self.inflight) if self.connected else 0
+        return self.capacity - len(self.inflight) if self.connected and not self.silent else 0
 
 
 @dataclass
@@ -188,9 +194,15 @@ class LeaderCore:
     # ------------------------------------------------------------------------------------- workers
 
     def worker_connected(
-        self, worker_id: str, capacity: int, queues: Sequence[str], labels: dict[str, str]
+        self,
+        worker_id: str,
+        capacity: int,
+        queues: Sequence[str],
+        labels: dict[str, str],
+        mono_ms: int | None = None,
     ) -> None:
         w = WorkerState(worker_id, max(1, capacity), frozenset(queues or ["default"]), dict(labels))
+        w.heard_mono_ms = mono_ms
         w.inflight = {eid for eid, lease in self.leases.items() if lease.worker_id == worker_id}
         w.inflight |= {eid for eid in self._granting_for(worker_id)}
         self.workers[worker_id] = w
@@ -205,10 +217,27 @@ class LeaderCore:
         if w is not None:
             w.connected = False
 
+    def heard_from(self, worker_id: str, mono_ms: int) -> None:
+        w = self.workers.get(worker_id)
+        if w is not None:
+            w.heard_mono_ms = mono_ms
+            w.silent = False
+
+    def _mark_silent(self, mono_ms: int) -> None:
+        limit = self.settings.worker_silent_ms
+        if limit <= 0:
+            return
+        for w in self.workers.values():
+            if w.heard_mono_ms is None:
+                w.heard_mono_ms = mono_ms  # connected without a time: its silence counts from now
+            elif w.connected:
+                w.silent = mono_ms - w.heard_mono_ms > limit
+
     def heartbeat(
         self, worker_id: str, leases: Sequence[worker_pb2.LeaseRef], mono_ms: int
     ) -> worker_pb2.HeartbeatAck:
         ack = worker_pb2.HeartbeatAck()
+        self.heard_from(worker_id, mono_ms)
         if not self.ready:
             # The running leases are not loaded yet: renew nothing, revoke nothing. The worker keeps its
             # local deadline, and the next heartbeat (after the epoch commits) renews it.
@@ -281,6 +310,7 @@ class LeaderCore:
                     )
                 )
         if len(cmds) < budget:
+            self._mark_silent(mono_ms)
             cmds.extend(self._grant_pending(now_ms, budget - len(cmds)))
         if now_ms >= self._next_waiting_check and len(cmds) < budget:
             self._next_waiting_check = now_ms + WAITING_CHECK_MS

@@ -106,6 +106,9 @@ class Node:
             horizon_ms=s.horizon_ms,
             lease_ttl_ms=s.lease_ttl_ms,
             expiry_grace_ms=max(1000, s.lease_ttl_ms // 2),
+            # Two missed heartbeats (and at least a second): the worker's own stale-stream limit is
+            # about the same, so both ends give up on a cut stream at once.
+            worker_silent_ms=max(1000, 2 * s.heartbeat_interval_ms + 200),
             max_running=s.max_running,
             aging_step_ms=s.aging_step_ms,
         )

@@ -229,7 +229,9 @@ class LeaderRunner:
             old.send(None)  # a worker reconnecting replaces its old stream
         session = WorkerSession(hello.worker_id)
         self._sessions[hello.worker_id] = session
-        self.core.worker_connected(hello.worker_id, hello.capacity, list(hello.queues), dict(hello.labels))
+        self.core.worker_connected(
+            hello.worker_id, hello.capacity, list(hello.queues), dict(hello.labels), self._clock.mono_ms()
+        )
         session.send(
             worker_pb2.GatewayMessage(
                 welcome=worker_pb2.Welcome(
@@ -253,6 +255,7 @@ class LeaderRunner:
         session.send(worker_pb2.GatewayMessage(heartbeat_ack=ack))
 
     def on_results(self, session: WorkerSession, results: Sequence[common_pb2.AttemptResult]) -> None:
+        self.core.heard_from(session.worker_id, self._clock.mono_ms())
         cmds = self.core.results(session.worker_id, results, self._clock.now_ms())
         if cmds:
             self._flush_audit_before_failpoint()

@@ -38,7 +38,7 @@ class GroupCommitter:
         *,
         max_batch: int = 2048,
         max_bytes: int = 4 << 20,
-        max_inflight: int = 4,
+        max_inflight: int = 1,
         timeout_s: float = 5.0,
         max_queued: int = 100_000,
     ) -> None:

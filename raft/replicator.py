@@ -14,8 +14,15 @@ pysyncobj's camelCase stays inside this module. What it owns:
 - snapshots through the `serializer`/`deserializer` hooks: one file holding pysyncobj's two boundary log
   entries and a compacted LMDB copy (`LmdbKV.copy_to_fd`), restored with `LmdbKV.replace_from`.
 - the failure reasons of pysyncobj mapped to the error tree (`error_for_fail_reason`).
-- the bridge from the Raft thread (pysyncobj's auto-tick thread, where `apply` and every callback run) to
-  asyncio (`loop.call_soon_threadsafe`).
+- the bridge from the Raft thread (pysyncobj's auto-tick thread, where every callback runs) to asyncio
+  (`loop.call_soon_threadsafe`).
+- the apply thread: `applyEntry` (on the Raft thread) only stages the committed entry; at the end of
+  the same tick, after pysyncobj called the proposers' callbacks (which register to wait for that
+  index), the staged entries go to one apply thread, which runs `apply` in log order and answers the
+  proposers. Applying a burst of large entries takes the Raft thread seconds of CPU; done on that thread
+  it kept heartbeats and votes unanswered for as long, and followers started elections in the middle of
+  a fire burst. A snapshot (`_serialize`) waits until the store has applied exactly the snapshot's index;
+  installing one (`_deserialize`) first waits for the entries already handed over.
 - leadership transfer (`transfer_leadership`, Raft's TimeoutNow through pysyncobj's `transferLeadership`,
   called on the Raft thread): a leader whose wall clock is off hands leadership away (daemon.clockprobe).
 - the audit records of each applied entry (raft.audit), written right after the apply, and two
@@ -45,8 +52,10 @@ import collections
 import contextlib
 import logging
 import os
+import queue
 import struct
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +83,8 @@ log = logging.getLogger(__name__)
 
 JOURNAL_FILE = "raft.journal"
 SNAPSHOT_FILE = "raft.snapshot"
+# pysyncobj's appendEntriesBatchSizeBytes: the most entry bytes one append_entries message carries.
+MAX_MESSAGE_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -290,14 +301,27 @@ class _RaftNode(SyncObj):  # type: ignore[misc]
         super().__init__(selfNode, otherNodes, conf, transportClass=_transport_class(owner._durability))
 
     @replicated  # type: ignore[untyped-decorator]
-    def applyEntry(self, payload: bytes) -> bytes | None:
-        return self._owner._apply_entry(self.raftLastApplied + 1, payload)
+    def applyEntry(self, payload: bytes) -> _Applying:
+        return self._owner._stage_entry(self.raftLastApplied + 1, payload)
 
     def _checkCommandsToApply(self) -> None:
-        # Runs on the Raft thread with no message processed in between: hand over our proposals only if we
-        # lead *now*, so that pysyncobj appends them right away instead of forwarding them.
+        # Runs on the Raft thread right after pysyncobj applied the committed entries (and called their
+        # proposers' callbacks): the staged entries go to the apply thread now.
+        self._owner._release_staged()
+        # No message is processed in between: hand over our proposals only if we lead *now*, so that
+        # pysyncobj appends them right away instead of forwarding them.
         self._owner._hand_over_proposals(self)
         super()._checkCommandsToApply()
+
+
+class _Applying:
+    """What `applyEntry` returns to pysyncobj (and so to the proposer's callback): the entry at `index`
+    is committed and queued for the apply thread, which answers the proposer once it is applied."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
 
 
 _ResultCallback = Callable[[Any, int], None]
@@ -345,6 +369,17 @@ class SyncObjReplicator:
         self._startup_restore_pending = False
         self._stopping = False
         self._inflight: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[bytes]]] = set()
+        # The apply thread (module docstring): entries staged during a tick (Raft thread only), then
+        # queued; proposers waiting for an index (under _lock); the last index applied (under _applied_cond).
+        self._staged: list[tuple[int, bytes]] = []
+        self._staged_max = 0
+        self._released = 0
+        self._apply_queue: queue.SimpleQueue[list[tuple[int, bytes]] | None] = queue.SimpleQueue()
+        self._waiters: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Future[bytes]]] = {}
+        self._applied = 0
+        self._applied_cond = threading.Condition()
+        self._apply_thread: threading.Thread | None = None
+        self._apply_stop = False
 
     # --- lifecycle ---
 
@@ -354,6 +389,12 @@ class SyncObjReplicator:
         self._config.data_dir.mkdir(parents=True, exist_ok=True)
         self._startup_restore_pending = self._snapshot.is_file()
         self._stopping = False
+        self._apply_stop = False
+        self._staged, self._staged_max, self._waiters = [], 0, {}
+        self._released = self._applied = self._applied_index() if self._applied_index is not None else 0
+        self._apply_queue = queue.SimpleQueue()
+        self._apply_thread = threading.Thread(target=self._apply_loop, name="raft-apply", daemon=True)
+        self._apply_thread.start()
         node = _RaftNode(
             self,
             self._config.self_member.raft_address,
@@ -367,6 +408,7 @@ class SyncObjReplicator:
         except Exception as exc:
             node.destroy_synchronous()
             self._node = None
+            self._stop_apply_thread()
             raise ConfigError(
                 f"cannot bind the Raft address {self._config.self_member.raft_address}: is it in use, "
                 "or not an address of this host?"
@@ -379,6 +421,9 @@ class SyncObjReplicator:
         if node is None:
             return
         node.destroy_synchronous()
+        # Entries handed over and not applied yet are dropped: they are committed and in the journal, and
+        # the replay at the next start applies them (apply is idempotent by index).
+        self._stop_apply_thread()
         self._fail_queued(Unavailable("the replicator is stopping"))
         with self._lock:
             inflight = list(self._inflight)
@@ -405,6 +450,11 @@ class SyncObjReplicator:
             leaderFallbackTimeout=1.5 * election_s,
             # We coalesce commands into one entry (GroupCommitter); pysyncobj's batching would only add delay.
             appendEntriesUseBatch=False,
+            # Above this size pysyncobj splits an entry into "transmission" chunks; under load that path
+            # lost chunks (followers failed on truncated pickles, answered with resets, and the leader
+            # re-sent and the followers re-truncated their logs). Our entries stay far below it
+            # (GroupCommitter's max_bytes), so an entry always travels whole in one message.
+            appendEntriesBatchSizeBytes=MAX_MESSAGE_BYTES,
             # We only hand proposals over while leading (see _RaftNode); any left over fail fast if no leader.
             commandsWaitLeader=False,
             dynamicMembershipChange=False,
@@ -435,6 +485,12 @@ class SyncObjReplicator:
         future: asyncio.Future[bytes] = loop.create_future()
 
         def on_result(result: Any, reason: int) -> None:  # Raft thread
+            if reason == FAIL_REASON.SUCCESS and isinstance(result, _Applying):
+                # Committed; the apply thread answers once applied. Registered before the entry is
+                # released to the apply thread (same tick), so the answer cannot be missed.
+                with self._lock:
+                    self._waiters[result.index] = (loop, future)
+                return
             with contextlib.suppress(RuntimeError):  # the loop was closed: nobody waits any more
                 loop.call_soon_threadsafe(_resolve, future, result, reason)
 
@@ -479,6 +535,70 @@ class SyncObjReplicator:
             self._proposals.clear()
         for _payload, callback in batch:
             callback(exc, -1)
+
+    def _stage_entry(self, index: int, payload: bytes) -> _Applying:
+        self._staged.append((index, payload))
+        self._staged_max = index
+        return _Applying(index)
+
+    def _release_staged(self) -> None:
+        if self._staged:
+            staged, self._staged = self._staged, []
+            self._released = staged[-1][0]
+            self._apply_queue.put(staged)
+
+    # --- apply thread ---
+
+    def _apply_loop(self) -> None:
+        while True:
+            entries = self._apply_queue.get()
+            if entries is None:
+                return
+            for index, payload in entries:
+                if self._apply_stop:
+                    return
+                result = self._apply_with_retry(index, payload)
+                with self._lock:
+                    waiter = self._waiters.pop(index, None)
+                if waiter is not None:
+                    loop, future = waiter
+                    with contextlib.suppress(RuntimeError):  # the loop was closed: nobody waits any more
+                        loop.call_soon_threadsafe(_resolve, future, result, FAIL_REASON.SUCCESS)
+                with self._applied_cond:
+                    self._applied = max(self._applied, index)
+                    self._applied_cond.notify_all()
+
+    def _apply_with_retry(self, index: int, payload: bytes) -> bytes | None:
+        # An entry is never skipped (the state would diverge): like pysyncobj's tick, an apply that raised
+        # (a bug, the store full) is logged and tried again.
+        while True:
+            try:
+                return self._apply_entry(index, payload)
+            except Exception:
+                log.exception("applying entry %d failed; retrying", index)
+                if self._apply_stop:
+                    return None
+                time.sleep(0.1)
+
+    def _wait_applied(self, index: int) -> None:
+        """Block until the apply thread has applied `index` (or is stopped)."""
+        with self._applied_cond:
+            while self._applied < index and not self._apply_stop:
+                thread = self._apply_thread
+                if thread is None or not thread.is_alive():
+                    return
+                self._applied_cond.wait(0.1)
+
+    def _stop_apply_thread(self) -> None:
+        self._apply_stop = True
+        self._apply_queue.put(None)
+        thread, self._apply_thread = self._apply_thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+        with self._lock:
+            self._waiters.clear()  # their futures are in _inflight: stop() answers them
+        with self._applied_cond:
+            self._applied_cond.notify_all()
 
     def _apply_entry(self, index: int, payload: bytes) -> bytes | None:
         result = self._apply(index, payload)
@@ -525,6 +645,9 @@ class SyncObjReplicator:
         """pysyncobj's serializer: runs synchronously on the Raft thread, right after the entries up to the
         snapshot index were applied, so the store holds exactly the state at that index."""
         last, prev, cluster = raft_data
+        # The store must hold exactly the state at the snapshot's index: every entry handed over so far
+        # (pysyncobj's no-op entries never reach the apply thread, so wait for those, not for `last`).
+        self._wait_applied(self._released)
         header = encode_snapshot_header(last, prev, sorted(n.address for n in cluster))
         fd = os.open(file_name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
@@ -539,6 +662,8 @@ class SyncObjReplicator:
         """pysyncobj's deserializer: at startup (if a snapshot file exists) and when installing a leader's
         snapshot. Returns the data the serializer was given."""
         last, prev, cluster, offset = read_snapshot_header(file_name)
+        # Entries already handed to the apply thread are older than this snapshot: let them finish first.
+        self._wait_applied(self._released)
         startup, self._startup_restore_pending = self._startup_restore_pending, False
         if startup and self._applied_index is not None and self._applied_index() >= last[1]:
             log.info(
@@ -550,6 +675,10 @@ class SyncObjReplicator:
                 self._flush_audit_before_failpoint()
                 failpoint("raft.snapshot_install")
             self._store.replace_from(file_name, offset=offset)
+        with self._applied_cond:  # the store now holds at least the snapshot's index
+            self._applied = max(self._applied, last[1])
+            self._released = max(self._released, last[1])
+            self._applied_cond.notify_all()
         return last, prev, {TCPNode(a) for a in cluster}
 
     # --- status ---
@@ -566,13 +695,22 @@ class SyncObjReplicator:
             leader_id=None if leader is None else self._ids.get(leader.id, leader.id),
             term=int(node.raftCurrentTerm),
             commit_index=int(node.raftCommitIndex),
-            applied_index=int(node.raftLastApplied),
+            applied_index=self._store_applied_index(node),
             connected={
                 p.node_id: bool(node.isNodeConnected(TCPNode(p.raft_address))) for p in self._config.peers
             },
             ready=bool(node.isReady()),
             has_quorum=bool(node.hasQuorum),
         )
+
+    def _store_applied_index(self, node: _RaftNode) -> int:
+        """The last index applied to the store. pysyncobj's own counter runs ahead of the apply thread,
+        but once the apply thread has caught up with every staged entry it is exact (it also counts the
+        no-op entries of new leaders, which never reach `apply`)."""
+        raft_applied = int(node.raftLastApplied)
+        with self._applied_cond:
+            applied = self._applied
+        return raft_applied if applied >= self._staged_max else applied
 
     def on_state_change(self, cb: Callable[[RaftStatus], None]) -> None:
         self._callbacks.append(cb)

@@ -162,10 +162,11 @@ def list_tasks(
     name_prefix: str = "",
     page_size: int = 100,
     page_token: str = "",
+    scan_limit: int = LIST_SCAN_LIMIT,
 ) -> tuple[list[Task], str]:
     """One page of tasks in id (= creation) order, filtered; the token resumes after the last one.
 
-    A page reads at most `LIST_SCAN_LIMIT` candidates: a filter that the walked index does not answer
+    A page reads at most `scan_limit` candidates: a filter that the walked index does not answer
     (a name prefix, a second tag, a state under a tag) may return a short or even empty page with a
     next-page token, so that no call scans the whole store (continue with the token)."""
     after = id_bytes(page_token, field="page_token") if page_token else None
@@ -187,7 +188,7 @@ def list_tasks(
     last = cursor = b""
     scanned = 0
     for task16 in candidates:
-        if scanned >= LIST_SCAN_LIMIT:
+        if scanned >= scan_limit:
             return out, id_text(cursor)
         scanned += 1
         cursor = task16

@@ -912,8 +912,11 @@ def _worker_fault_spans(run: _Run) -> dict[str, list[tuple[int, int]]]:
 
 
 def _holder_faulted(spans: dict[str, list[tuple[int, int]]], start: _Start, until_ns: int) -> bool:
-    """Was the worker holding this attempt's lease under a fault while the attempt ran?"""
-    lo, hi = start.rec.mono_ns, start.end_ns if start.end_ns is not None else until_ns
+    """Was the holder of this attempt's lease under a fault between the attempt's start and the end of
+    its lease (`until_ns`: the expiry's apply)? A result finished just before a cut and never delivered
+    loses the lease as surely as a kill mid-run."""
+    lo = start.rec.mono_ns
+    hi = max(until_ns, start.end_ns or 0)
     return any(a <= hi and lo <= b for a, b in spans.get(start.rec.worker, ()))
 
 
@@ -952,7 +955,8 @@ def _r4(run: _Run) -> RuleResult:
                     # At-least-once by contract: the holder was killed, paused or cut off mid-attempt,
                     # so its lease expired and the execution ran again elsewhere.
                     held = [x for x in ss if (x.rec.execution_id, x.rec.token) == prev]
-                    if held and _holder_faulted(worker_spans, held[0], run.t_end):
+                    until = run.audit.supersede_ns.get((prev[0], prev[1]), run.t_end)
+                    if held and _holder_faulted(worker_spans, held[0], until):
                         cause = "redispatch_after_worker_fault"
             fire_causes.append(cause)
         causes.update(fire_causes)

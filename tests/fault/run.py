@@ -100,7 +100,7 @@ async def run_one(
     scenario: ScenarioDef, seed: int, profile: Profile, out: Path, *, mode: str = "auto", nodes: int = 3
 ) -> tuple[Path, checker.Verdict]:
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    run_dir = out / f"{stamp}-{scenario.key}-{profile.name}-s{seed}"
+    run_dir = out.resolve() / f"{stamp}-{scenario.key}-{profile.name}-s{seed}"  # workers run elsewhere
     run_dir.mkdir(parents=True)
     rng = random.Random(seed)
     cpu0 = _cpu_s()

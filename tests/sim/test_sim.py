@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 
+from cronraft.daemon.leader import LeaderSettings
 from cronraft.errors import OutcomeUnknown
 from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft import state as sm
@@ -304,3 +305,34 @@ def test_a_stale_result_neither_revokes_the_current_attempt_nor_is_acked_to_its_
     sim.run_for(25_000)
     (ex,) = _executions(sim, 0, task.task_id)
     assert ex.state == common_pb2.EXECUTION_SUCCEEDED and ex.worker_id == "w2" and ex.attempt == 2
+
+
+def test_a_silent_worker_is_offered_nothing_and_its_slots_return_when_it_speaks() -> None:
+    """A stream cut without a reset (partition) looks connected; a worker silent past
+    `worker_silent_ms` gets no new lease, so no attempt is burnt on it (fault scenario S6)."""
+    settings = LeaderSettings(
+        horizon_ms=10_000, lease_ttl_ms=5_000, expiry_grace_ms=2_000, worker_silent_ms=1_500
+    )
+    sim = SimCluster(3, seed=5, settings=settings)
+    w1 = sim.add_worker("w1", capacity=4, run_ms=200)
+    sim.add_worker("w2", capacity=4, run_ms=200)
+    sim.clock.advance(1)
+    w1.connected = False  # the leader is not told: no heartbeats arrive, offers vanish
+    sim.run_for(2_000)
+    tasks = [
+        _create(sim, _spec(f"t{i}", common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=sim.clock.now + 500))))
+        for i in range(8)
+    ]
+    sim.run_for(6_000)
+    execs = [ex for t in tasks for ex in _executions(sim, 0, t.task_id)]
+    assert len(execs) == 8
+    assert all(ex.state == common_pb2.EXECUTION_SUCCEEDED for ex in execs)
+    assert {ex.worker_id for ex in execs} == {"w2"} and all(ex.attempt == 1 for ex in execs)
+    assert not w1.started
+    w1.connected = True  # it speaks again: eligible at once
+    more = [
+        _create(sim, _spec(f"u{i}", common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=sim.clock.now + 500))))
+        for i in range(8)
+    ]
+    sim.run_for(3_000)
+    assert {ex.worker_id for t in more for ex in _executions(sim, 0, t.task_id)} == {"w1", "w2"}

@@ -338,3 +338,26 @@ def test_import_line_errors_name_the_line_and_field(line: str, field: str) -> No
     with pytest.raises(InvalidArgument) as err:
         task_spec_from_json_line(line, "line 7")
     assert err.value.field == field
+
+
+# ------------------------------------------------------------------------------ ListTasks at scale
+
+
+def test_a_filtered_page_reads_a_bounded_number_of_tasks_and_resumes() -> None:
+    log = Log()
+    names = [("keep" if i % 7 == 0 else "skip") + f"-{i}" for i in range(300)]
+    log.apply(import_cmd([spec(n) for n in names]))
+    found: list[str] = []
+    token, pages = "", 0
+    with log.sm.kv.read() as txn:
+        while True:
+            page, token = sm.list_tasks(
+                txn, name_prefix="keep", page_size=10, page_token=token, scan_limit=50
+            )
+            pages += 1
+            assert len(page) <= 10
+            found += [t.spec.name for t in page]
+            if not token:
+                break
+    assert found == [n for n in names if n.startswith("keep")]
+    assert pages >= 300 // 50  # short pages: each read at most 50 candidates
