@@ -92,6 +92,15 @@ class ClockEstimator:
         q = self._samples.get(peer)
         if q is None:
             raise KeyError(f"peer {peer!r} is not a cluster member")
+        if q:
+            last = q[-1]
+            # Each offset is off by at most half its round trip, so two honest samples differ by less than
+            # the sum of their round trips. More than that (plus the deadband) is a clock step, ours or
+            # the peer's: the older samples describe a clock that no longer exists, and the min-RTT
+            # filter would keep choosing them for up to max_age_ms (a skewed leader firing early all
+            # that time; found by fault scenario S9's runtime jumps).
+            if abs(sample.offset_ms - last.offset_ms) > sample.rtt_ms + last.rtt_ms + DEADBAND_MS:
+                q.clear()
         q.append(sample)
 
     def reading(self, peer: str, now_mono_ms: float) -> Reading | None:
@@ -105,11 +114,14 @@ class ClockEstimator:
         readings = {p: r for p in self.peers if (r := self.reading(p, now_mono_ms)) is not None}
         median = cluster_median(r.offset_ms for r in readings.values())
         n = len(readings) + 1
-        # Decided when more than half of the readings lie on one side of (or at) the median: the median
-        # is then fixed by a majority and one wrong clock cannot pull it.
-        values = [0.0, *(r.offset_ms for r in readings.values())]
-        within = sum(1 for v in values if abs(v - median) <= DEADBAND_MS)
-        decided = n >= 3 and within * 2 > n
+        # Decided from three clocks on: the median of three or more is fixed by the middle readings, so
+        # one wrong clock cannot pull it. Two clocks (a peer silent in a 3-node cluster) decide nothing:
+        # nobody can tell which one is wrong. Three clocks that all disagree (+5 s, 0, -5 s) still
+        # decide, on the middle one: the issue's rule (offset from the cluster median), and the only
+        # reading that is right when the two wrong clocks err in opposite directions (fault scenario S9;
+        # an earlier rule asking for a majority within the deadband decided nothing there, and the
+        # leader at +5 s fired every task 5 s early).
+        decided = n >= 3
         return Estimate(offset_ms=-median if readings else 0.0, decided=decided, readings=readings)
 
     def all_measured(self, now_mono_ms: float) -> bool:

@@ -259,3 +259,27 @@ async def test_monitor_corrects_the_clock_and_an_unhealthy_leader_hands_over(tmp
     audit.close()
     (rec,) = read_audit(audit.path)
     assert (rec["ev"], rec["offset_ms"], rec["healthy"]) == ("clock", 4990.0, False)
+
+
+def test_a_clock_step_replaces_the_older_samples_at_once() -> None:
+    """A step (ours or the peer's) must show in the next reading, not after the old samples age out."""
+    est = ClockEstimator(["n2", "n3"], max_age_ms=5_000)
+    for i in range(6):  # steady: both peers agree with us, fast round trips
+        for p in ("n2", "n3"):
+            est.add(
+                p,
+                make_sample(
+                    sent_wall_ms=i * 1000,
+                    sent_mono_ms=i * 1000,
+                    recv_mono_ms=i * 1000 + 1,
+                    peer_wall_ms=i * 1000,
+                ),
+            )
+    assert est.estimate(5_001).offset_ms == pytest.approx(0, abs=2)
+    # Our wall clock steps +5 s; the next probe (slower round trip than the old best) sees both peers -5 s.
+    for p in ("n2", "n3"):
+        est.add(
+            p, make_sample(sent_wall_ms=11_000, sent_mono_ms=6_000, recv_mono_ms=6_004, peer_wall_ms=6_002)
+        )
+    e = est.estimate(6_004)
+    assert e.decided and e.offset_ms == pytest.approx(5_000, abs=5)
