@@ -161,18 +161,22 @@ def load_verdict(run_dir: Path) -> Verdict:
     return check(Path(run_dir))
 
 
+def _fmt_s(value: object) -> str:
+    return f"{value:.2f} s" if isinstance(value, (int, float)) else "-"
+
+
 def aggregate(run_dirs: Iterable[Path]) -> str:
     """One Markdown table, a row per run."""
     out = [
-        "| scenario | fires | lost | duplicates (rate, 95 % bound) | stale accepts | on-time % "
-        "| recovery p50/p99/max | verdict |",
-        "|---|---:|---:|---|---:|---:|---|---|",
+        "| scenario | fires | lost | duplicate runs (rate, 95 % bound) | of which unexplained (bound) "
+        "| stale accepts | on-time % | lateness p99 / max | recovery p50/p99/max | verdict |",
+        "|---|---:|---:|---|---|---:|---:|---|---|---|",
     ]
     for d in run_dirs:
         try:
             v = load_verdict(Path(d))
         except (OSError, ValueError, KeyError) as exc:
-            out.append(f"| {_cell(str(d))} | - | - | - | - | - | - | unreadable: {_cell(str(exc))} |")
+            out.append(f"| {_cell(str(d))} | - | - | - | - | - | - | - | - | unreadable: {_cell(str(exc))} |")
             continue
         r1 = v.rules["R1"].counts if "R1" in v.rules else {}
         r3 = v.rules["R3"].counts if "R3" in v.rules else {}
@@ -180,6 +184,9 @@ def aggregate(run_dirs: Iterable[Path]) -> str:
         r8 = v.rules["R8"].counts if "R8" in v.rules else {}
         failed = [k for k, r in v.rules.items() if not r.passed]
         dups = f"{r4.get('dup_exec', '-')} ({_pct(r4.get('rate'))}, ≤ {_pct(r4.get('upper95'))})"
+        unexplained = f"{r4.get('unwanted_dup_exec', '-')} (≤ {_pct(r4.get('unwanted_upper95'))})"
+        late = r1.get("lateness_s")
+        lateness = f"{_fmt_s(late.get('p99'))} / {_fmt_s(late.get('max'))}" if isinstance(late, dict) else "-"
         out.append(
             "| "
             + " | ".join(
@@ -189,8 +196,10 @@ def aggregate(run_dirs: Iterable[Path]) -> str:
                     _num(r1.get("fires")),
                     _num(r1.get("lost")),
                     dups,
+                    unexplained,
                     _num(r3.get("stale_accepts")),
                     _pct(r1.get("on_time_rate")),
+                    lateness,
                     _pcts(r8.get("recovery_s")),
                     "pass" if v.ok else "FAIL " + ",".join(failed),
                 )

@@ -121,6 +121,8 @@ async def run_one(
         "tau_normal_s": 5.0,
         "tau_fault_s": 30.0,
         "recovery_budget_s": 30.0,
+        # Faults that take the leader away when aimed at it: R8 measures the recovery from each.
+        "leader_loss_faults": ["kill", "pause", "isolate", "disk_full"],
     }
     try:
         with cluster:
