@@ -81,6 +81,8 @@ class ClockMonitor:
     # ------------------------------------------------------------------------------------- lifecycle
 
     def start(self) -> None:
+        # With peers to judge it, a step of this node's wall clock is held until measured (clock.py).
+        self.clock.hold_steps = bool(self.peers)
         for peer, address in self.peers.items():
             self._channels[peer] = grpc.aio.insecure_channel(address)
         self._task = asyncio.create_task(self._run(), name="clock-monitor")
@@ -151,8 +153,16 @@ class ClockMonitor:
         before = self.health
         health = self.policy.update(est)
         self.estimate, self.health = est, health
-        if health.correction_ms != before.correction_ms:
+        pending = self.clock.pending_step_since_ms
+        if est.decided and (
+            pending is None or all(self.now_mono_ms() - r.age_ms >= pending for r in est.readings.values())
+        ):
+            # Every reading was taken after any pending step: the correction describes the clock as it
+            # is now, so the scheduling clock may follow the step (corrected).
+            self.clock.confirm(health.correction_ms)
+        elif health.correction_ms != before.correction_ms:
             self.clock.correction_ms = health.correction_ms
+        if health.correction_ms != before.correction_ms:
             log.info(
                 "scheduling clock corrected",
                 correction_ms=health.correction_ms,

@@ -283,3 +283,52 @@ def test_a_clock_step_replaces_the_older_samples_at_once() -> None:
         )
     e = est.estimate(6_004)
     assert e.decided and e.offset_ms == pytest.approx(5_000, abs=5)
+
+
+class _Steppable:
+    def __init__(self) -> None:
+        self.wall = 1_800_000_000_000
+        self.mono = 1_000
+
+    def now_ms(self) -> int:
+        return self.wall
+
+    def mono_ms(self) -> int:
+        return self.mono
+
+    def advance(self, ms: int) -> None:
+        self.wall += ms
+        self.mono += ms
+
+
+def test_a_wall_clock_step_is_held_until_a_measurement_confirms_it() -> None:
+    inner = _Steppable()
+    clock = CorrectedClock(inner, hold_limit_ms=5_000)
+    clock.hold_steps = True
+    t0 = clock.now_ms()
+    inner.advance(1_000)
+    assert clock.now_ms() == t0 + 1_000
+    inner.wall += 5_000  # the wall clock steps +5 s
+    inner.advance(500)
+    assert clock.now_ms() == t0 + 1_500  # held: monotonic from the last trusted reading
+    assert clock.pending_step_since_ms is not None
+    clock.confirm(5_000)  # the peers measured this node at +5 s after the step
+    inner.advance(500)
+    assert clock.now_ms() == t0 + 2_000 and clock.pending_step_since_ms is None
+
+
+def test_an_unconfirmed_step_is_taken_after_the_hold_limit_and_small_drift_is_followed() -> None:
+    inner = _Steppable()
+    clock = CorrectedClock(inner, hold_limit_ms=2_000)
+    clock.hold_steps = True
+    t0 = clock.now_ms()
+    inner.wall += 100  # below the step threshold: followed at once (drift, slew)
+    assert clock.now_ms() == t0 + 100
+    inner.wall -= 3_000  # a backward step nobody confirms (peers silent)
+    assert clock.now_ms() == t0 + 100
+    inner.advance(2_500)
+    assert clock.now_ms() == t0 + 100 - 3_000 + 2_500  # taken after the limit
+    solo = CorrectedClock(_Steppable())  # no peers to judge: steps are never held
+    s0 = solo.now_ms()
+    solo.inner.wall += 5_000  # type: ignore[attr-defined]
+    assert solo.now_ms() == s0 + 5_000
