@@ -60,7 +60,7 @@ def run_once(args: argparse.Namespace) -> dict[str, object]:
         if args.via == "sdk":
             with Client(bc.servers, timeout_s=120) as client:
                 result = client.import_tasks(specs(args.size, due))
-            created = result.created
+            created, retries = result.total, result.retries
         else:
             out = subprocess.run(
                 [
@@ -78,7 +78,8 @@ def run_once(args: argparse.Namespace) -> dict[str, object]:
                 text=True,
                 check=True,
             )
-            created = json.loads(out.stdout)["created"]
+            summary = json.loads(out.stdout)
+            created, retries = summary["total"], summary["retries"]
         seconds = time.perf_counter() - t0
         bc.cluster.wait_converged(timeout_s=300)  # followers may still be applying: count their CPU too
         cpu = {k: cpu_seconds(p) - cpu0[k] for k, p in pids.items()}
@@ -87,6 +88,7 @@ def run_once(args: argparse.Namespace) -> dict[str, object]:
     return {
         "tasks": args.size,
         "created": created,
+        "retried_calls": retries,
         "seconds": seconds,
         "tasks_per_s": created / seconds,
         "leader_cpu_s": cpu[leader.node_id],

@@ -238,7 +238,10 @@ class BenchCluster:
         keep: bool = False,
     ) -> None:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        if root is None:
+        if root is None and keep:
+            root = Path(tempfile.mkdtemp(prefix="cronraft-bench-"))
+            print(f"keeping the cluster's directory: {root}", flush=True)
+        elif root is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="cronraft-bench-", ignore_cleanup_errors=True)
             root = Path(self._tmp.name)
         self.root = root

@@ -1,10 +1,21 @@
 """In-process cost of the fire path on one replica (no network, no Raft): LeaderCore + StateMachine over
 LMDB in a temporary directory, a fake worker that answers every lease at once.
 
-Usage: .venv/bin/python bench/perf_inproc.py [--n 20000] [--profile] [--batch 2048]
+Usage: .venv/bin/python bench/perf_inproc.py [--n 20000] [--profile] [--batch 2048] [--repeat 3]
 Prints microseconds per execution for each phase (create, fire+grant apply, leader bookkeeping, complete
 apply), i.e. the CPU one replica spends per execution; the leader pays all of it, each follower the
 apply part.
+
+       .venv/bin/python bench/perf_inproc.py --per-command [--repeat 5]
+Apply cost of each command kind alone (2048 one-time tasks: create, then one entry of Fire, one of Grant,
+one of Complete), in CPU microseconds per command, fastest of the repeats.
+
+       .venv/bin/python bench/perf_inproc.py --worker [--n 10000] [--repeat 3]
+CPU per in-process handler attempt on the worker side (InProcessRunner + run_handler, async no-op
+handler, all attempts at once), with CPython's default GC thresholds and with schedworker's.
+
+All timings are process CPU time (time.process_time), so that other load on the machine inflates them
+less than wall time; still compare runs taken back to back.
 """
 
 from __future__ import annotations
@@ -53,10 +64,163 @@ def main() -> None:
     p.add_argument("--profile", action="store_true")
     p.add_argument("--followers", type=int, default=0, help="also apply every entry on this many replicas")
     p.add_argument("--repeat", type=int, default=1, help="run this many times; report the fastest run")
+    p.add_argument("--per-command", action="store_true", help="apply cost of each command kind alone")
+    p.add_argument("--worker", action="store_true", help="worker-side CPU per in-process attempt")
     args = p.parse_args()
+    if args.per_command:
+        per_command(args.repeat)
+        return
+    if args.worker:
+        worker_attempts(args.n, args.repeat)
+        return
     runs = [run(args) for _ in range(args.repeat)]
     best = min(runs, key=lambda r: r[0])
     print(best[1])
+
+
+def _spec(due: int) -> common_pb2.TaskSpec:
+    spec = common_pb2.TaskSpec(
+        name="perf",
+        schedule=common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=due)),
+        payload=common_pb2.Payload(handler=common_pb2.HandlerPayload(name="noop")),
+        queue="default",
+        timeout_ms=60_000,
+        max_attempts=3,
+        guarantee=common_pb2.AT_LEAST_ONCE,
+        priority=common_pb2.MEDIUM,
+    )
+    spec.tags["perf"] = "1"
+    return spec
+
+
+def per_command(repeat: int) -> None:
+    best: dict[str, float] = {}
+    for _ in range(max(1, repeat)):
+        for kind, us in _per_command_once().items():
+            best[kind] = min(best.get(kind, us), us)
+    per_execution = best["fire"] + best["grant"] + best["complete"]
+    print(
+        f"apply, CPU us per command (fastest of {max(1, repeat)}): "
+        + ", ".join(f"{k} {v:.1f}" for k, v in best.items())
+        + f"; fire+grant+complete = {per_execution:.1f} us per execution per replica"
+    )
+
+
+def _per_command_once(n: int = 2048) -> dict[str, float]:
+    spent: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        replica = Replica(Path(tmp))
+
+        def timed(kind: str, cmds: list[Command]) -> list[commands_pb2.CommandResult]:
+            before = replica.apply_s
+            res = replica.apply(cmds)
+            spent[kind] = (replica.apply_s - before) / len(cmds) * 1e6
+            return res
+
+        due = T0 + 60_000
+        tids = [make_id(T0, i.to_bytes(10, "big")) for i in range(n)]
+        eids = [make_id(due, (n + i).to_bytes(10, "big")) for i in range(n)]
+        spec = _spec(due)
+        timed(
+            "create",
+            [
+                Command(
+                    request_id=f"c{i}",
+                    stamped_at_ms=T0,
+                    create_task=commands_pb2.CreateTask(task_id=t, spec=spec),
+                )
+                for i, t in enumerate(tids)
+            ],
+        )
+        replica.apply([Command(stamped_at_ms=T0, epoch=commands_pb2.Epoch(term=1, leader_id="n1"))])
+        fire = commands_pb2.Fire
+        timed(
+            "fire",
+            [
+                Command(stamped_at_ms=due, fire=fire(task_id=t, nominal_time_ms=due, execution_id=e))
+                for t, e in zip(tids, eids, strict=True)
+            ],
+        )
+        grant = commands_pb2.Grant
+        res = timed(
+            "grant",
+            [
+                Command(stamped_at_ms=due, grant=grant(execution_id=e, worker_id="w1", lease_ttl_ms=1000))
+                for e in eids
+            ],
+        )
+        tokens = [r.execution.token for r in res]
+        ok = common_pb2.ATTEMPT_SUCCEEDED
+        res = timed(
+            "complete",
+            [
+                Command(
+                    stamped_at_ms=due,
+                    complete=commands_pb2.Complete(
+                        execution_id=e,
+                        token=tk,
+                        result=common_pb2.AttemptResult(
+                            execution_id=e, token=tk, outcome=ok, started_at_ms=due, finished_at_ms=due
+                        ),
+                    ),
+                )
+                for e, tk in zip(eids, tokens, strict=True)
+            ],
+        )
+        assert all(r.applied for r in res)
+        replica.kv.close()
+    return spent
+
+
+def worker_attempts(n: int, repeat: int) -> None:
+    import asyncio
+    import functools
+    import gc
+
+    from cronraft.client import worker as worker_module
+    from cronraft.client._runner import InProcessRunner, SystemClock
+    from cronraft.client.handlers import HandlerRegistry, run_handler
+    from cronraft.proto.v1 import worker_pb2
+
+    registry = HandlerRegistry()
+
+    @registry.handler("noop")
+    async def noop(ctx: object) -> None:
+        return None
+
+    async def attempts() -> float:
+        clock = SystemClock()
+        payload = common_pb2.Payload(handler=common_pb2.HandlerPayload(name="noop"))
+        leases = [
+            worker_pb2.Lease(
+                execution_id=make_id(T0, i.to_bytes(10, "big")),
+                task_id="T",
+                attempt=1,
+                token=common_pb2.FencingToken(term=1, index=i + 1),
+                payload=payload,
+                timeout_ms=60_000,
+            )
+            for i in range(n)
+        ]
+
+        async def one(lease: worker_pb2.Lease) -> common_pb2.AttemptResult:
+            work = functools.partial(run_handler, registry, lease)
+            return await InProcessRunner(lease, work, what="handler", clock=clock).run()
+
+        t = time.process_time()
+        results = await asyncio.gather(*(one(lease) for lease in leases))
+        spent = time.process_time() - t
+        assert all(r.outcome == common_pb2.ATTEMPT_SUCCEEDED for r in results)
+        return spent / n * 1e6
+
+    default = min(asyncio.run(attempts()) for _ in range(max(1, repeat)))
+    gc.freeze()
+    gc.set_threshold(getattr(worker_module, "_GC_THRESHOLD", 700), 20, 20)
+    tuned = min(asyncio.run(attempts()) for _ in range(max(1, repeat)))
+    print(
+        f"worker, CPU us per in-process attempt ({n} at once, fastest of {max(1, repeat)}): "
+        f"{default:.1f} with default GC thresholds, {tuned:.1f} with schedworker's"
+    )
 
 
 def run(args: argparse.Namespace) -> tuple[float, str]:

@@ -122,7 +122,11 @@ def table(docs: dict[str, dict[str, Any]], all_figures: bool) -> str:
             stats = doc["summary"].get(key)
             if stats is None:
                 continue
-            what = f"{label} ({suffix})" if suffix else label
+            size = doc["params"].get("size")
+            tags = [t for t in (suffix, f"n={size:,}" if isinstance(size, int) else "") if t]
+            if isinstance(size, int) and suffix == str(size):
+                tags = [f"n={size:,}"]
+            what = f"{label} ({', '.join(tags)})" if tags else label
             lines.append(
                 f"| {what} | {target} | {cell(stats, unit)} | {stats.get('n', 1)} | "
                 f"{doc['load_start'][0]}/{doc['load_end'][0]} | {doc['_file']} |"

@@ -54,9 +54,12 @@ class ImportResult:
     `first_task_id`, `count`, `replayed`); `task_ids()` lists every id in input order."""
 
     import_id: str
-    created: int = 0  # tasks created by this call
-    replayed: int = 0  # tasks of batches created by an earlier run of the same import (not re-created)
+    created: int = 0  # tasks the cluster created on the answered calls
+    # Tasks of batches the cluster had already created, answered from its dedup table: by an earlier run
+    # of the same import, or by an attempt of this one whose answer was lost (see `retries`).
+    replayed: int = 0
     batches: list[scheduler_pb2.ImportedBatch] = field(default_factory=list)
+    retries: int = 0  # calls sent again after a retryable failure (leader change, timeout)
 
     @property
     def total(self) -> int:

@@ -215,6 +215,7 @@ class AsyncClient:
                     delay = plan.failed(code, details, leader)
                     if delay is None:
                         raise plan.give_up_error(segment[0].request_id) from None
+                    result.retries += 1
                     if delay > 0:
                         await asyncio.sleep(delay)
                     continue

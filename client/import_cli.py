@@ -96,6 +96,7 @@ def summary_json(result: _bulk.ImportResult, seconds: float) -> dict[str, Any]:
         "created": result.created,
         "replayed": result.replayed,
         "total": result.total,
+        "retries": result.retries,
         "seconds": round(seconds, 3),
         "tasks_per_second": round(result.total / seconds, 1) if seconds > 0 else None,
         "batches": [
@@ -114,7 +115,8 @@ def summary_text(result: _bulk.ImportResult, seconds: float) -> str:
     rate = f" ({result.total / seconds:,.0f} tasks/s)" if seconds > 0 else ""
     lines = [
         f"imported {result.total:,} tasks in {seconds:.1f} s{rate}: {result.created:,} created, "
-        f"{result.replayed:,} already imported earlier",
+        f"{result.replayed:,} found already created"
+        + (f" ({result.retries} calls retried)" if result.retries else ""),
         f"import id: {result.import_id}",
     ]
     if result.batches:

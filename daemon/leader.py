@@ -320,7 +320,7 @@ class LeaderCore:
     def _check_waiting(self, now_ms: int, budget: int) -> list[Command]:
         """Say why pending executions wait (once per reason), and expire those past their start deadline."""
         cmds: list[Command] = []
-        checked = 0
+        checked = notes = 0
         with self.kv.read() as txn:
             for queue, ranks in self._pending.items():
                 for rank_map in ranks:
@@ -355,8 +355,9 @@ class LeaderCore:
                         elif (
                             reason != ex.waiting_reason
                             and self._reasons.get(execution_id) != reason
-                            and sum(1 for c in cmds if c.HasField("note_waiting")) < WAITING_NOTES_PER_CHECK
+                            and notes < WAITING_NOTES_PER_CHECK
                         ):
+                            notes += 1
                             self._reasons[execution_id] = reason
                             cmds.append(
                                 Command(
@@ -682,8 +683,7 @@ class LeaderCore:
         every task due after `_loaded_until`)."""
         for task in res.tasks:
             self._schedule_in_wheel(task)
-        if imp.report_due_until_ms < self._loaded_until:
-            self._loaded_until = imp.report_due_until_ms
+        self._loaded_until = min(self._loaded_until, imp.report_due_until_ms)
 
     def _reschedule_from_store(self, task_id: str) -> None:
         with self.kv.read() as txn:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from cronraft.errors import CronraftError, OutcomeUnknown, ResourceExhausted, Unavailable
 from cronraft.proto.v1 import commands_pb2
+from cronraft.raft.codec import message_field
 from cronraft.raft.replicator import Replicator
 
 BATCH_VERSION = 1
@@ -38,7 +39,7 @@ class GroupCommitter:
         *,
         max_batch: int = 2048,
         max_bytes: int = 4 << 20,
-        max_inflight: int = 1,
+        max_inflight: int = 4,
         timeout_s: float = 5.0,
         max_queued: int = 100_000,
     ) -> None:
@@ -149,7 +150,7 @@ class GroupCommitter:
         try:
             # Encode by concatenation: a repeated field is its elements as (tag, length, bytes), in order.
             batch = commands_pb2.CommandBatch(version=BATCH_VERSION).SerializeToString() + b"".join(
-                _field2(e) for sub in group for e in sub.encoded
+                message_field(2, e) for sub in group for e in sub.encoded
             )
             count = sum(len(sub.commands) for sub in group)
             self.entries_proposed += 1
@@ -188,23 +189,6 @@ class GroupCommitter:
 def _fail(sub: _Submission, exc: Exception) -> None:
     if not sub.future.done():
         sub.future.set_exception(exc)
-
-
-def _field2(encoded: bytes) -> bytes:
-    """`encoded` as field 2 (`CommandBatch.commands`), length-delimited."""
-    return b"\x12" + _varint(len(encoded)) + encoded
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        bits = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(bits | 0x80)
-        else:
-            out.append(bits)
-            return bytes(out)
 
 
 __all__ = ["BATCH_VERSION", "GroupCommitter"]

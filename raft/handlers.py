@@ -315,7 +315,11 @@ def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     task.updated_at_ms = ctx.now
     sched = task.spec.schedule
     decision = firing.decide_misfire(old, f.nominal_time_ms, ctx.now)
-    policy = common_pb2.MisfirePolicy.Name(task.spec.misfire or common_pb2.MISFIRE_FIRE_ALL).lower()
+    policy = (
+        common_pb2.MisfirePolicy.Name(task.spec.misfire or common_pb2.MISFIRE_FIRE_ALL).lower()
+        if decision.missed
+        else ""
+    )
     for i, missed in enumerate(decision.missed):
         more = (
             f" (and {decision.missed_more} more)"

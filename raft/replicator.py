@@ -799,6 +799,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 __all__ = [
+    "MAX_MESSAGE_BYTES",
     "RaftMember",
     "RaftStatus",
     "Replicator",

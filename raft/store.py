@@ -102,18 +102,31 @@ class LmdbTxn:
         except KeyError:
             raise KeyError(f"unknown database {db!r}") from None
 
+    # get / put / delete run a few dozen times per applied command: the database handle is looked up
+    # inline (a KeyError falls back on `_db` for its message), and a value is copied only if it is not
+    # `bytes` already (transactions are opened with buffers=False: it always is).
     def get(self, db: str, key: bytes) -> bytes | None:
-        value = self._txn.get(key, db=self._db(db))
-        return None if value is None else bytes(value)  # transactions are opened with buffers=False
+        try:
+            handle = self._dbs[db]
+        except KeyError:
+            handle = self._db(db)
+        value = self._txn.get(key, db=handle)
+        return value if value is None or isinstance(value, bytes) else bytes(value)
 
     def put(self, db: str, key: bytes, value: bytes) -> None:
-        handle = self._db(db)
+        try:
+            handle = self._dbs[db]
+        except KeyError:
+            handle = self._db(db)
         if not self._writable:
             raise PermissionError("read-only transaction")
         self._txn.put(key, value, db=handle)
 
     def delete(self, db: str, key: bytes) -> bool:
-        handle = self._db(db)
+        try:
+            handle = self._dbs[db]
+        except KeyError:
+            handle = self._db(db)
         if not self._writable:
             raise PermissionError("read-only transaction")
         return bool(self._txn.delete(key, db=handle))
