@@ -75,7 +75,9 @@ R7 one dispatcher per term (0 allowed): dispatch records grouped by raft_term na
 R8 recovery: for each nemesis start with was_leader=true whose fault deposes a leader (kill, pause,
    isolate, ...; meta "leader_loss_faults" overrides): recovery = the first dispatch after the fault
    start with raft_term > the fault's term (when the term is null: the target's last known term, and
-   failing that, a dispatch from another node). Backlog drained = the latest first start among the
+   failing that, a dispatch from another node), or, for a fault too short to depose the leader (a
+   pause below the election timeout), its own first dispatch in the same term after the fault
+   stopped. Backlog drained = the latest first start among the
    judged fires due in [start - tau_fault, start + recovery] that first started after the fault
    start; a lost one leaves it undrained. p50/p99/max per fault type. Pass: every leader fault
    recovered and drained, both maxima < recovery_budget_s.
@@ -1178,7 +1180,7 @@ def _r8(run: _Run) -> RuleResult:
     tau_f = int(meta.tau_fault_s * NS_PER_S)
     per_type: dict[str, dict[str, list[float]]] = defaultdict(lambda: {"recovery_s": [], "backlog_s": []})
     unrecovered = undrained = judged = 0
-    for ev, _stop in run.fault_spans:
+    for ev, stop in run.fault_spans:
         if not ev.was_leader or ev.fault not in faults:
             continue
         judged += 1
@@ -1191,8 +1193,12 @@ def _r8(run: _Run) -> RuleResult:
         for k in range(bisect.bisect_right(disp_ns, ev.mono_ns), len(disp)):
             d = disp[k]
             dterm = d.get_int("raft_term")
-            if (term is not None and dterm is not None and dterm > term) or (
-                term is None and d.node != ev.target
+            # A new leader's first dispatch; or, when the fault was too short to depose it (a pause
+            # below the election timeout), the same leader's first dispatch after the fault ended.
+            if (
+                (term is not None and dterm is not None and dterm > term)
+                or (term is None and d.node != ev.target)
+                or (d.node == ev.target and d.mono_ns >= stop and (term is None or dterm == term))
             ):
                 rec_ns = d.mono_ns - ev.mono_ns
                 break
