@@ -117,7 +117,10 @@ class WorkerConfig:
     output_tail_bytes: int = DEFAULT_OUTPUT_TAIL_BYTES
     shutdown_grace_s: float = 10.0
     backoff_initial_s: float = 0.1
-    backoff_max_s: float = 2.0
+    # Short: while no leader is known the worker must find the new one well inside a lease TTL, or its
+    # running attempts self-fence and its finished results arrive after their leases expired (fault
+    # scenario S2 at soak size: reconnects 4-5 s after the new leader was ready, 8 duplicate runs).
+    backoff_max_s: float = 0.5
     output_flush_interval_s: float = 0.2
     result_resend_s: float = 30.0  # resend results not acknowledged on the same stream after this long
     fence_check_interval_s: float = 0.05
