@@ -34,6 +34,12 @@ log = structlog.get_logger("cronraft.leader")
 
 OUTPUT_FLUSH_S = 0.3
 OUTPUT_FLUSH_BYTES = 1 << 20
+# The proposal timeout of the leader's own commands (fires, grants, results). A client gets an answer
+# within the group committer's default; the leader rather waits for the outcome: on a saturated machine a
+# burst's entries can take longer than that to commit and apply, and each "outcome unknown" makes the
+# core re-read and re-propose (a grant that commits after it gave up is only found by the next leader).
+# The runner is stopped when leadership is lost, which ends these waits.
+LEADER_PROPOSAL_TIMEOUT_S = 60.0
 
 
 def new_id(ms: int) -> str:
@@ -149,7 +155,7 @@ class LeaderRunner:
 
     async def _propose_and_apply(self, cmds: list[commands_pb2.Command]) -> None:
         try:
-            results = await self._committer.submit(cmds)
+            results = await self._committer.submit(cmds, timeout_s=LEADER_PROPOSAL_TIMEOUT_S)
         except CronraftError as e:
             log.warning("proposal failed", commands=len(cmds), error=str(e))
             self.core.on_proposal_failed(cmds, self._clock.mono_ms())

@@ -50,12 +50,23 @@ def message_field(number: int, encoded: bytes) -> bytes:
     bytes. A repeated field is its elements encoded this way one after the other, so a serialized
     batch or result can be assembled by concatenation instead of copying every message into a
     container first."""
-    return _varint((number << 3) | 2) + _varint(len(encoded)) + encoded
+    tag = _TAGS.get(number)
+    if tag is None:
+        tag = _TAGS[number] = _varint((number << 3) | 2)
+    return tag + _varint(len(encoded)) + encoded
+
+
+_TAGS: dict[int, bytes] = {}
 
 
 def _varint(n: int) -> bytes:
+    # Unrolled for the sizes of serialized commands and results (under 2 MiB): one bytes() call.
     if n < 0x80:
         return bytes((n,))
+    if n < 0x4000:
+        return bytes(((n & 0x7F) | 0x80, n >> 7))
+    if n < 0x200000:
+        return bytes(((n & 0x7F) | 0x80, ((n >> 7) & 0x7F) | 0x80, n >> 14))
     out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)

@@ -6,6 +6,10 @@ each submitter its slice of the entry's `BatchResult`. Up to `max_inflight` entr
 while they are, new commands queue and leave together in the next entry, so the batch size grows with the
 load and the latency stays about one commit round. A submitter's commands are never split across entries.
 An error from `propose` (NotLeader, OutcomeUnknown, ...) is raised to every submitter of that entry.
+A submitter may ask for a longer proposal timeout than the default (the leader's own Fire/Grant/Complete
+batches do: on a saturated machine an entry can take more than the clients' 5 s to commit and apply, and
+an "outcome unknown" there costs a repair instead of a result); an entry waits as long as the longest
+timeout among its submitters.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ class _Submission:
     size: int
     future: asyncio.Future[list[commands_pb2.CommandResult]]
     encoded: list[bytes] = field(default_factory=list)
+    timeout_s: float = 0.0  # 0: the committer's default
 
 
 class GroupCommitter:
@@ -89,8 +94,11 @@ class GroupCommitter:
         if self._entries:
             await asyncio.gather(*self._entries, return_exceptions=True)
 
-    async def submit(self, commands: Sequence[commands_pb2.Command]) -> list[commands_pb2.CommandResult]:
-        """Replicate `commands` (in order, in one entry) and return their results, one per command."""
+    async def submit(
+        self, commands: Sequence[commands_pb2.Command], *, timeout_s: float | None = None
+    ) -> list[commands_pb2.CommandResult]:
+        """Replicate `commands` (in order, in one entry) and return their results, one per command.
+        `timeout_s`: the proposal timeout for this submission if longer than the default."""
         if self._closed or self._flusher is None or self._wakeup is None:
             raise Unavailable("the group committer is not running")
         if not commands:
@@ -107,7 +115,7 @@ class GroupCommitter:
                 f"{self._queued} commands wait to be replicated (limit {self._max_queued}); retry later"
             )
         future: asyncio.Future[list[commands_pb2.CommandResult]] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Submission(list(commands), size, future, encoded))
+        self._queue.append(_Submission(list(commands), size, future, encoded, timeout_s or 0.0))
         self._queued += len(commands)
         self._wakeup.set()
         return await future
@@ -156,7 +164,8 @@ class GroupCommitter:
             self.entries_proposed += 1
             self.commands_proposed += count
             try:
-                raw = await self._replicator.propose(batch, timeout_s=self._timeout_s)
+                timeout_s = max(self._timeout_s, *(sub.timeout_s for sub in group))
+                raw = await self._replicator.propose(batch, timeout_s=timeout_s)
                 result = commands_pb2.BatchResult.FromString(raw)
                 if len(result.results) != count:
                     raise OutcomeUnknown(

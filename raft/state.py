@@ -118,10 +118,16 @@ def ledger(txn: Txn, task_id: str, from_ms: int, to_ms: int, limit: int) -> list
 
 
 def due_tasks(
-    txn: Txn, until_ms: int, *, after: tuple[int, str] | None = None, limit: int = 10_000
+    txn: Txn,
+    until_ms: int,
+    *,
+    after: tuple[int, str] | None = None,
+    from_ms: int = 0,
+    limit: int = 10_000,
 ) -> list[tuple[int, str]]:
-    """(due_ms, task_id) of tasks whose next fire is <= until_ms, in due order, after `after` if given."""
-    start = b"" if after is None else due_key(after[0], id_bytes(after[1])) + b"\0"
+    """(due_ms, task_id) of tasks whose next fire is in [from_ms, until_ms], in due order, after `after`
+    if given."""
+    start = u64(max(0, from_ms)) if after is None else due_key(after[0], id_bytes(after[1])) + b"\0"
     out: list[tuple[int, str]] = []
     for k, _ in txn.scan("due", start, u64(until_ms + 1)):
         out.append((from_u64(k[:8]), id_text(k[8:24])))

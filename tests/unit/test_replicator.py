@@ -329,7 +329,7 @@ async def test_single_node_needs_no_secret_and_times_out_honestly(tmp_path: Path
         result = commands_pb2.BatchResult.FromString(await node.rep.propose(payload, timeout_s=5))
         assert result.results[0].error.endswith(":x")
         assert node.records()[-1][1] == payload
-        # apply blocks (on the Raft thread) until released: the proposer times out with OutcomeUnknown,
+        # apply blocks (on the apply thread) until released: the proposer times out with OutcomeUnknown,
         # and the entry applies nonetheless
         release = threading.Event()
         node.block_on = release

@@ -1,0 +1,80 @@
+"""The worker outbox's batch files (`Outbox.put_many`): one file and one fsync pair for many results,
+loaded back like single results, deleted only once every result in them was acknowledged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cronraft.client._outbox import Outbox, result_key
+from cronraft.proto.v1 import common_pb2
+
+
+def result(i: int, index: int = 1, outcome: int = common_pb2.ATTEMPT_SUCCEEDED) -> common_pb2.AttemptResult:
+    return common_pb2.AttemptResult(
+        execution_id=f"E{i:03d}",
+        token=common_pb2.FencingToken(term=1, index=index),
+        outcome=common_pb2.AttemptOutcome.ValueType(outcome),
+    )
+
+
+def files(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+def test_a_batch_is_one_file_and_survives_a_restart(tmp_path: Path) -> None:
+    box = Outbox(tmp_path)
+    batch = [result(i) for i in range(5)]
+    box.put_many(batch)
+    assert len(files(tmp_path)) == 1 and files(tmp_path)[0].endswith(".result")
+    assert len(box) == 5 and all(result_key(r) in box for r in batch)
+    reloaded = Outbox(tmp_path)
+    assert sorted(reloaded.pending(), key=lambda r: r.execution_id) == batch
+
+
+def test_a_batch_file_goes_when_its_last_result_is_acknowledged(tmp_path: Path) -> None:
+    box = Outbox(tmp_path)
+    batch = [result(i) for i in range(3)]
+    box.put_many(batch)
+    assert box.remove([result_key(batch[0]), result_key(batch[1])]) == 2
+    assert len(files(tmp_path)) == 1  # one result still unacknowledged
+    # A restart before the last ack loads the whole file again: the acknowledged ones are resent
+    # (the leader acknowledges them again), never lost.
+    assert len(Outbox(tmp_path)) == 3
+    assert box.remove([result_key(batch[2]), ("unknown", 0, 0)]) == 1
+    assert files(tmp_path) == []
+    assert len(Outbox(tmp_path)) == 0
+
+
+def test_one_result_keeps_the_single_file_format(tmp_path: Path) -> None:
+    box = Outbox(tmp_path)
+    box.put_many([result(1)])
+    assert files(tmp_path) == ["E001.1.1.result"]
+    box.put_many([])
+    assert files(tmp_path) == ["E001.1.1.result"]
+
+
+def test_the_newest_copy_of_an_attempt_wins(tmp_path: Path) -> None:
+    box = Outbox(tmp_path)
+    box.put_many([result(1), result(2)])
+    failed = result(1, outcome=common_pb2.ATTEMPT_FAILED)
+    box.put(failed)  # a single file replaces the batch's copy
+    assert Outbox(tmp_path).get(result_key(failed)) == failed
+    newer = result(1, outcome=common_pb2.ATTEMPT_TIMED_OUT)
+    box.put_many([newer, result(3)])  # a later batch replaces the single file (deleted)
+    assert "E001.1.1.result" not in files(tmp_path)
+    reloaded = Outbox(tmp_path)
+    assert reloaded.get(result_key(newer)) == newer
+    assert len(reloaded) == 3
+    # every copy of E001 is superseded or acknowledged: removing the rest empties the directory
+    assert box.remove([result_key(r) for r in (newer, result(2), result(3))]) == 3
+    assert files(tmp_path) == []
+
+
+def test_a_torn_batch_file_is_moved_aside(tmp_path: Path) -> None:
+    box = Outbox(tmp_path)
+    box.put_many([result(1), result(2)])
+    (name,) = files(tmp_path)
+    path = tmp_path / name
+    path.write_bytes(path.read_bytes()[:-3])
+    assert len(Outbox(tmp_path)) == 0
+    assert files(tmp_path) == [name + ".corrupt"]
