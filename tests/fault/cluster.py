@@ -656,20 +656,22 @@ class FaultCluster:
             raise KeyError(f"no {kind or 'process'} named {name!r}")
         return proc
 
-    def _kill(self, name: str, sig: int, timeout_s: float = 15.0) -> None:
-        """Send `sig` and wait for the exit (SIGKILL after `timeout_s` if it does not come)."""
+    def _kill(self, name: str, sig: int, timeout_s: float = 15.0, *, log_fault: bool = True) -> None:
+        """Send `sig` and wait for the exit (SIGKILL after `timeout_s` if it does not come). Logged as a
+        fault unless `log_fault` is false (the harness's own stop at the end of a run)."""
         proc = self._procs[name]
         popen = proc.popen
         if popen is None or popen.poll() is not None:
             return
         fault = "kill" if sig == signal.SIGKILL else "terminate"
-        was_leader, term = self._leader_info({name})
+        was_leader, term = self._leader_info({name}) if log_fault else (False, None)
         with self._lock:
             proc.expect_exit = True
-            proc.down_fault = fault
-            self._log_fault(
-                fault, name, "start", leader=(was_leader, term), args={"signal": signal.Signals(sig).name}
-            )
+            if log_fault:
+                proc.down_fault = fault
+                self._log_fault(
+                    fault, name, "start", leader=(was_leader, term), args={"signal": signal.Signals(sig).name}
+                )
             with contextlib.suppress(ProcessLookupError):
                 popen.send_signal(sig)
                 if proc.paused and sig != signal.SIGKILL:
@@ -688,23 +690,7 @@ class FaultCluster:
         The data directories stay (mounts included) until `close()`, so they can be inspected.
         """
         for name in [*self.worker_ids, *self.node_ids]:
-            proc = self._procs[name]
-            popen = proc.popen
-            if popen is None or popen.poll() is not None:
-                continue
-            with self._lock:
-                proc.expect_exit = True
-                with contextlib.suppress(ProcessLookupError):
-                    popen.send_signal(signal.SIGTERM)
-                    if proc.paused:
-                        popen.send_signal(signal.SIGCONT)
-                proc.paused = False
-            try:
-                popen.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                popen.kill()
-                popen.wait()
-            self._record_exit(proc)
+            self._kill(name, signal.SIGTERM, timeout_s, log_fault=False)
 
     def pause(self, name: str) -> None:
         """SIGSTOP the process (all its threads), by PID."""
