@@ -115,6 +115,8 @@ class Runner(Protocol):
 
     def stop(self, reason: StopReason) -> None: ...
 
+    async def hold(self, delay_s: float) -> bool: ...
+
     async def run(self) -> common_pb2.AttemptResult: ...
 
 
@@ -209,6 +211,29 @@ class _RunnerBase:
                 callback()
         if reason is StopReason.FENCED:
             self._hard_kill.set()
+
+    async def hold(self, delay_s: float) -> bool:
+        """Wait `delay_s` before the start (a lease granted ahead of its due time); True if a stop was
+        requested meanwhile (the attempt must then not start). One future per hold, no helper task."""
+        if self._stop_reason is not None:
+            return True
+        if delay_s <= 0:
+            return False
+        loop = asyncio.get_running_loop()
+        wake: asyncio.Future[None] = loop.create_future()
+
+        def settle() -> None:
+            if not wake.done():
+                wake.set_result(None)
+
+        self._on_stop.append(settle)
+        timer = loop.call_later(delay_s, settle)
+        try:
+            await wake
+        finally:
+            timer.cancel()
+            self._on_stop.remove(settle)
+        return self._stop_reason is not None
 
     def _result(
         self,

@@ -163,6 +163,7 @@ class _Attempt:
     runner: Runner
     ttl_s: float
     deadline: float  # clock.monotonic() seconds
+    start_at: float = 0.0  # clock.monotonic() seconds: the lease's start is held until then
     task: asyncio.Task[None] | None = None
     revoked: bool = False  # the leader revoked the lease: kill, report nothing
     fenced: bool = False  # the local deadline passed: killed at once
@@ -407,6 +408,7 @@ class Worker:
             capacity=self.config.capacity,
             queues=list(self.config.queues),
             labels=dict(self.config.labels),
+            sent_mono_ms=int(self._clock.monotonic() * 1000),
         )
         async with grpc.aio.insecure_channel(address) as channel:
             stub = worker_pb2_grpc.WorkerGatewayStub(channel)
@@ -483,7 +485,7 @@ class Worker:
             kind = message.WhichOneof("kind")
             if kind == "leases":
                 for lease in message.leases.leases:
-                    self._offer(session, lease)
+                    self._offer(session, lease, message.leases.echo_mono_ms)
             elif kind == "heartbeat_ack":
                 self._on_heartbeat_ack(session, message.heartbeat_ack)
             elif kind == "acks":
@@ -495,7 +497,7 @@ class Worker:
             else:
                 self._log.debug("ignored gateway message", kind=kind)
 
-    def _offer(self, session: _Session, lease: worker_pb2.Lease) -> None:
+    def _offer(self, session: _Session, lease: worker_pb2.Lease, echo_ms: int = 0) -> None:
         key = attempt_key(lease.execution_id, lease.token)
         if self._state is _State.DRAINING:
             self._log.warning("shutting down: lease offer ignored", execution_id=lease.execution_id)
@@ -521,7 +523,17 @@ class Worker:
         live = _LiveOutput(token=lease.token)
         self._live[key] = live
         runner = self._runner_for(lease, functools.partial(self._on_output, live))
-        attempt = _Attempt(key, lease, runner, ttl_s, deadline=self._clock.monotonic() + ttl_s)
+        received = self._clock.monotonic()
+        # The lease's clock started at the leader after it had our message stamped `echo_ms` (a time of
+        # our own clock): counting the TTL from there, never from a late receipt, keeps this deadline
+        # before the leader's expiry however long the offer waited (a SIGSTOP, a slow link). Found by
+        # fault scenario S8: an offer read after a 7 s pause ran beside its re-grant.
+        deadline = received + ttl_s
+        if echo_ms > 0:
+            deadline = min(deadline, echo_ms / 1000 + ttl_s)
+        attempt = _Attempt(
+            key, lease, runner, ttl_s, deadline=deadline, start_at=received + lease.start_delay_ms / 1000
+        )
         self._attempts[key] = attempt
         self._running_executions[lease.execution_id] += 1
         attempt.task = asyncio.create_task(self._run_attempt(attempt), name=f"attempt {lease.execution_id}")
@@ -617,7 +629,9 @@ class Worker:
         execution_id = attempt.lease.execution_id
         try:
             try:
-                waited = await self._await_sensor(attempt) if attempt.lease.HasField("sensor") else None
+                waited = await self._await_start(attempt)
+                if waited is None and attempt.lease.HasField("sensor"):
+                    waited = await self._await_sensor(attempt)
                 result = waited if waited is not None else await attempt.runner.run()
             except Exception as exc:  # a bug of ours: report it rather than lose the attempt
                 self._log.exception("attempt runner failed", execution_id=execution_id)
@@ -683,6 +697,30 @@ class Worker:
                 for _, future in batch:
                     if not future.done():
                         future.set_result(None)
+
+    async def _await_start(self, attempt: _Attempt) -> common_pb2.AttemptResult | None:
+        """Hold a lease granted ahead of its due time until then (None: start now). A cancel, revoke or
+        self-fence meanwhile ends the attempt unstarted, with the stop's outcome."""
+        runner = attempt.runner
+        if not await runner.hold(attempt.start_at - self._clock.monotonic()):
+            if self._clock.monotonic() < attempt.deadline:
+                return None
+            # The lease ran out before the start (during the hold, or before the offer was even read)
+            # and the fence loop has not run yet: after a pause (SIGSTOP) they all wake together, and a
+            # start now would run beside the attempt the leader has re-granted elsewhere (found by fault
+            # scenario S8). Fence it unstarted.
+            attempt.fenced = True
+            runner.stop(StopReason.FENCED)
+        reason = runner.stop_reason
+        assert reason is not None
+        outcome, error = stop_result(reason, attempt.lease, "not started")
+        return common_pb2.AttemptResult(
+            execution_id=attempt.lease.execution_id,
+            token=attempt.lease.token,
+            outcome=outcome,
+            finished_at_ms=self._clock.wall_ms(),
+            error=error,
+        )
 
     async def _await_sensor(self, attempt: _Attempt) -> common_pb2.AttemptResult | None:
         """Run the lease's sensor probe every interval until it succeeds (None: go on with the payload)
@@ -761,8 +799,10 @@ class Worker:
             refs = [
                 worker_pb2.LeaseRef(execution_id=a.lease.execution_id, token=a.lease.token) for a in listed
             ]
-            session.heartbeats.append((loop.time(), self._clock.monotonic(), keys))
-            await session.write(worker_pb2.WorkerMessage(heartbeat=worker_pb2.Heartbeat(leases=refs)))
+            sent = self._clock.monotonic()
+            session.heartbeats.append((loop.time(), sent, keys))
+            heartbeat = worker_pb2.Heartbeat(leases=refs, sent_mono_ms=int(sent * 1000))
+            await session.write(worker_pb2.WorkerMessage(heartbeat=heartbeat))
             await asyncio.sleep(session.heartbeat_interval_s)
 
     async def _results_loop(self, session: _Session) -> None:

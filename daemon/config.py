@@ -31,6 +31,7 @@ from typing import Any, Literal, TypeVar, cast
 from cronraft.daemon.notify import validate_targets
 from cronraft.errors import ConfigError, InvalidArgument
 from cronraft.proto.v1 import common_pb2
+from cronraft.raft.firing import MAX_FIRE_LEAD_MS
 
 __all__ = [
     "DEFAULT_SECRET_ENV",
@@ -111,6 +112,8 @@ class SchedulerConfig:
     max_attempts: int = 3
     max_running: int = 0  # cluster-wide cap on executions holding a lease (0: no cap)
     aging_step_ms: int = 60_000  # a pending execution gains one priority level per step waited
+    # Commit fires (and their leases) this long before their due time; workers hold the start until then.
+    fire_lead_ms: int = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -514,6 +517,13 @@ def _scheduler(t: _Table) -> SchedulerConfig:
         max_attempts=t.integer("max_attempts", d.max_attempts, 1),
         max_running=t.integer("max_running", d.max_running, 0),
         aging_step_ms=t.integer("aging_step_ms", d.aging_step_ms, 1),
+        fire_lead_ms=t.integer(
+            "fire_lead_ms",
+            d.fire_lead_ms,
+            0,
+            MAX_FIRE_LEAD_MS,
+            why="a change to a task no longer affects a fire committed ahead; keep the lead short",
+        ),
     )
 
 

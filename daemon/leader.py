@@ -54,6 +54,10 @@ class LeaderSettings:
     # Priority aging: an execution waiting this long counts one priority level higher (so low never
     # starves behind a steady stream of high).
     aging_step_ms: int = 60_000
+    # Fire ahead: commit the Fire and Grant of a task that may fire ahead (firing.may_fire_ahead) up to
+    # this long before its due time; the worker holds the start until the due time (Lease.start_delay_ms),
+    # so the commit and dispatch latency no longer delays the start. 0: fire at the due time.
+    fire_lead_ms: int = 0
 
 
 @dataclass
@@ -66,6 +70,7 @@ class WorkerState:
     inflight: set[str] = field(default_factory=set)  # execution ids holding (or about to hold) a slot
     heard_mono_ms: int | None = None  # when it last sent anything (None: not since it connected)
     silent: bool = False  # not heard from for settings.worker_silent_ms: offered nothing new
+    echo_ms: int = 0  # the worker's own stamp of its latest Hello/Heartbeat received (LeaseOffers.echo)
 
     def free(self) -> int:
         return self.capacity - len(self.inflight) if self.connected and not self.silent else 0
@@ -100,6 +105,10 @@ class LeaderCore:
         self._new_id = new_id
         self.ready = False
         self.wheel: TimingWheel[str] = TimingWheel(now_ms=0)
+        # Tasks due within the lead that may not fire ahead: they wait here for their due time (the main
+        # wheel runs `fire_lead_ms` ahead of the clock).
+        self._held: TimingWheel[str] = TimingWheel(now_ms=0)
+        self._now_ms = 0  # the scheduling clock at the last tick or outcome (for leases offered later)
         self._loaded_until = -1  # due-index loaded into the wheel up to and including this time
         self._firing: set[str] = set()  # task ids with a Fire proposed, not yet answered
         # Executions waiting for a worker: per queue, one insertion-ordered map per priority rank (high
@@ -134,6 +143,7 @@ class LeaderCore:
     def on_epoch_committed(self, now_ms: int, mono_ms: int) -> None:
         """Load what the previous leaders left: running leases (waited out), pending executions."""
         self.wheel = TimingWheel(now_ms=now_ms)
+        self._held = TimingWheel(now_ms=now_ms)
         self.lease_deadlines = TimingWheel(now_ms=mono_ms)
         deadline = mono_ms + self.settings.lease_ttl_ms + self.settings.expiry_grace_ms
         with self.kv.read() as txn:
@@ -200,9 +210,12 @@ class LeaderCore:
         queues: Sequence[str],
         labels: dict[str, str],
         mono_ms: int | None = None,
+        *,
+        echo_ms: int = 0,
     ) -> None:
         w = WorkerState(worker_id, max(1, capacity), frozenset(queues or ["default"]), dict(labels))
         w.heard_mono_ms = mono_ms
+        w.echo_ms = echo_ms
         w.inflight = {eid for eid, lease in self.leases.items() if lease.worker_id == worker_id}
         w.inflight |= {eid for eid in self._granting_for(worker_id)}
         self.workers[worker_id] = w
@@ -234,10 +247,13 @@ class LeaderCore:
                 w.silent = mono_ms - w.heard_mono_ms > limit
 
     def heartbeat(
-        self, worker_id: str, leases: Sequence[worker_pb2.LeaseRef], mono_ms: int
+        self, worker_id: str, leases: Sequence[worker_pb2.LeaseRef], mono_ms: int, echo_ms: int = 0
     ) -> worker_pb2.HeartbeatAck:
         ack = worker_pb2.HeartbeatAck()
         self.heard_from(worker_id, mono_ms)
+        w = self.workers.get(worker_id)
+        if w is not None and echo_ms > w.echo_ms:
+            w.echo_ms = echo_ms
         if not self.ready:
             # The running leases are not loaded yet: renew nothing, revoke nothing. The worker keeps its
             # local deadline, and the next heartbeat (after the epoch commits) renews it.
@@ -287,9 +303,10 @@ class LeaderCore:
             return []
         cmds: list[Command] = self._retry
         self._retry = []
+        self._now_ms = now_ms
         budget = self.settings.max_commands_per_tick
         self._load_horizon(now_ms)
-        due = [(task_id, due_ms) for task_id, due_ms in self.wheel.advance(now_ms)]
+        due = self.wheel.advance(now_ms + self.settings.fire_lead_ms) + self._held.advance(now_ms)
         with self._reading():
             for task_id, due_ms in due:
                 if task_id in self._firing:
@@ -371,7 +388,7 @@ class LeaderCore:
 
     def _why_waiting(self, queue: str, ex: common_pb2.Execution, task: common_pb2.Task, now_ms: int) -> str:
         if ex.not_before_ms > now_ms:
-            return f"retry backoff until {ex.not_before_ms}"
+            return f"retry backoff until {ex.not_before_ms}" if ex.attempt else f"due at {ex.not_before_ms}"
         serving = [w for w in self.workers.values() if w.connected and queue in w.queues]
         if not serving:
             return f"no connected worker serves queue {queue!r}"
@@ -414,16 +431,24 @@ class LeaderCore:
         if task is None or task.state != common_pb2.TASK_SCHEDULED or not task.next_fire_ms:
             self._firing.discard(task_id)
             return []
-        if firing.due_of(task) > now_ms:  # the wheel held an older plan; the store is the truth
+        due = firing.due_of(task)
+        lead = self._lead_for(task)
+        if due > now_ms + lead:
             self._firing.discard(task_id)
-            self._schedule_in_wheel(task)
+            if due > now_ms + self.settings.fire_lead_ms:  # the wheel held an older plan; the store decides
+                self._schedule_in_wheel(task)
+            else:  # due within the lead, but it may not fire ahead: it waits for its due time
+                self._held.add(task_id, due)
             return []
         execution_id = self._new_id(now_ms)
         cmds = [
             Command(
                 stamped_at_ms=now_ms,
                 fire=commands_pb2.Fire(
-                    task_id=task_id, nominal_time_ms=task.next_fire_ms, execution_id=execution_id
+                    task_id=task_id,
+                    nominal_time_ms=task.next_fire_ms,
+                    execution_id=execution_id,
+                    lead_ms=lead if due > now_ms else 0,
                 ),
             )
         ]
@@ -441,8 +466,15 @@ class LeaderCore:
             and not gated
             and not (cap and len(self.leases) + len(self._granting) >= cap)
         ):
-            cmds.append(self._grant_command(execution_id, worker, now_ms, task_id=task_id))
+            cmds.append(self._grant_command(execution_id, worker, now_ms, task_id=task_id, lead_ms=lead))
         return cmds
+
+    def _lead_for(self, task: common_pb2.Task | None) -> int:
+        """How far ahead of its due time a Fire or Grant of `task` is proposed (the state machine checks
+        the same rule, firing.fire_lead)."""
+        if task is None or not self.settings.fire_lead_ms:
+            return 0
+        return firing.fire_lead(task, self.settings.fire_lead_ms)
 
     def _grant_pending(self, now_ms: int, budget: int) -> list[Command]:
         if not self._pending_count() and self._pending_overflow:
@@ -460,11 +492,13 @@ class LeaderCore:
                     if ex is None or ex.state != common_pb2.EXECUTION_PENDING:
                         del rank_map[execution_id]
                         continue
-                    if ex.not_before_ms > now_ms:  # a retry waiting for its backoff
-                        nr: int | None = self._next_retry_ms
-                        self._next_retry_ms = ex.not_before_ms if nr is None else min(nr, ex.not_before_ms)
-                        continue
                     task = sm.read_task(txn, ex.task_id)
+                    lead = self._lead_for(task)
+                    ready_ms = ex.not_before_ms - lead
+                    if ready_ms > now_ms:  # a retry waiting for its backoff, or a fire for its due time
+                        nr: int | None = self._next_retry_ms
+                        self._next_retry_ms = ready_ms if nr is None else min(nr, ready_ms)
+                        continue
                     if (
                         task is not None
                         and task.spec.depends_on
@@ -481,7 +515,9 @@ class LeaderCore:
                     if worker is None:
                         continue
                     del rank_map[execution_id]
-                    cmds.append(self._grant_command(execution_id, worker, now_ms, task_id=ex.task_id))
+                    cmds.append(
+                        self._grant_command(execution_id, worker, now_ms, task_id=ex.task_id, lead_ms=lead)
+                    )
         return cmds
 
     def _by_effective_priority(self, queue: str, now_ms: int) -> list[tuple[dict[str, int], str]]:
@@ -516,7 +552,7 @@ class LeaderCore:
         return best
 
     def _grant_command(
-        self, execution_id: str, worker: WorkerState, now_ms: int, *, task_id: str = ""
+        self, execution_id: str, worker: WorkerState, now_ms: int, *, task_id: str = "", lead_ms: int = 0
     ) -> Command:
         worker.inflight.add(execution_id)
         self._granting.add(execution_id)
@@ -525,7 +561,10 @@ class LeaderCore:
         return Command(
             stamped_at_ms=now_ms,
             grant=commands_pb2.Grant(
-                execution_id=execution_id, worker_id=worker.worker_id, lease_ttl_ms=self.settings.lease_ttl_ms
+                execution_id=execution_id,
+                worker_id=worker.worker_id,
+                lease_ttl_ms=self.settings.lease_ttl_ms,
+                lead_ms=lead_ms,
             ),
         )
 
@@ -535,6 +574,7 @@ class LeaderCore:
         self, commands: Sequence[Command], results: Sequence[CommandResult], now_ms: int, mono_ms: int
     ) -> None:
         """Act on the outcome of our own proposals (results line up with commands)."""
+        self._now_ms = now_ms
         with self._reading():
             self._on_committed(commands, results, now_ms, mono_ms)
 
@@ -595,9 +635,7 @@ class LeaderCore:
             if kind == "import_tasks" and res.applied:
                 self._on_imported(cmd.import_tasks, res)
         for worker_id, leases in offers.items():
-            self.outgoing.append(
-                (worker_id, worker_pb2.GatewayMessage(leases=worker_pb2.LeaseOffers(leases=leases)))
-            )
+            self.outgoing.append((worker_id, self._offers(worker_id, leases)))
         for worker_id, ids in acks.items():
             self.outgoing.append(
                 (worker_id, worker_pb2.GatewayMessage(acks=worker_pb2.ResultAcks(execution_ids=ids)))
@@ -629,9 +667,17 @@ class LeaderCore:
             payload=task.spec.payload,
             timeout_ms=task.spec.timeout_ms,
             lease_ttl_ms=self.settings.lease_ttl_ms,
+            # Granted ahead of its due time (or of a retry's backoff end): the worker waits the rest.
+            start_delay_ms=max(0, ex.not_before_ms - self._now_ms),
             guarantee=task.spec.guarantee,
             sensor=task.spec.sensor if task.spec.HasField("sensor") else None,
         )
+
+    def _offers(self, worker_id: str, leases: list[worker_pb2.Lease]) -> worker_pb2.GatewayMessage:
+        """Leases whose clocks start now, with the echo that bounds the worker's deadline (worker.proto)."""
+        w = self.workers.get(worker_id)
+        echo = w.echo_ms if w is not None else 0
+        return worker_pb2.GatewayMessage(leases=worker_pb2.LeaseOffers(leases=leases, echo_mono_ms=echo))
 
     def _adopt_if_running(self, execution_id: str, mono_ms: int) -> None:
         """A grant whose outcome we lost may have committed. The store says: if it did, in our term, the
@@ -646,12 +692,7 @@ class LeaderCore:
             if ex.token.term == self.term and w is not None and w.connected:
                 lease = self._lease_offer(ex)
                 if lease is not None:
-                    self.outgoing.append(
-                        (
-                            w.worker_id,
-                            worker_pb2.GatewayMessage(leases=worker_pb2.LeaseOffers(leases=[lease])),
-                        )
-                    )
+                    self.outgoing.append((w.worker_id, self._offers(w.worker_id, [lease])))
         elif ex.state == common_pb2.EXECUTION_PENDING:
             self._pend(ex)
 
@@ -739,7 +780,10 @@ class LeaderCore:
         wait = idle_ms
         nd = self.wheel.next_deadline()
         if nd is not None:
-            wait = min(wait, nd - now_ms)
+            wait = min(wait, nd - self.settings.fire_lead_ms - now_ms)
+        hd = self._held.next_deadline()
+        if hd is not None:
+            wait = min(wait, hd - now_ms)
         ld = self.lease_deadlines.next_deadline()
         if ld is not None:
             wait = min(wait, ld - mono_ms)

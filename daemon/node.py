@@ -111,6 +111,7 @@ class Node:
             worker_silent_ms=max(1000, 2 * s.heartbeat_interval_ms + 200),
             max_running=s.max_running,
             aging_step_ms=s.aging_step_ms,
+            fire_lead_ms=s.fire_lead_ms,
         )
 
     # --------------------------------------------------------------------------------- lifecycle

@@ -236,7 +236,12 @@ class LeaderRunner:
         session = WorkerSession(hello.worker_id)
         self._sessions[hello.worker_id] = session
         self.core.worker_connected(
-            hello.worker_id, hello.capacity, list(hello.queues), dict(hello.labels), self._clock.mono_ms()
+            hello.worker_id,
+            hello.capacity,
+            list(hello.queues),
+            dict(hello.labels),
+            self._clock.mono_ms(),
+            echo_ms=hello.sent_mono_ms,
         )
         session.send(
             worker_pb2.GatewayMessage(
@@ -257,7 +262,7 @@ class LeaderRunner:
         session.send(None)
 
     def on_heartbeat(self, session: WorkerSession, hb: worker_pb2.Heartbeat) -> None:
-        ack = self.core.heartbeat(session.worker_id, list(hb.leases), self._clock.mono_ms())
+        ack = self.core.heartbeat(session.worker_id, list(hb.leases), self._clock.mono_ms(), hb.sent_mono_ms)
         session.send(worker_pb2.GatewayMessage(heartbeat_ack=ack))
 
     def on_results(self, session: WorkerSession, results: Sequence[common_pb2.AttemptResult]) -> None:

@@ -36,6 +36,10 @@ LEDGER_PRUNE_BATCH = 64
 MAX_WALK = 10_000
 MAX_RECORDS_PER_COMMAND = 100
 MAX_BUFFERED = 1_000
+# Fire ahead: the longest a Fire or Grant may commit before the instant its execution is due to start.
+# Bounded so that a leader cannot commit far ahead (a change to the task after the commit no longer
+# affects that fire; see may_fire_ahead).
+MAX_FIRE_LEAD_MS = 5_000
 
 ACTIVE_STATES = frozenset(
     {common_pb2.EXECUTION_PENDING, common_pb2.EXECUTION_RUNNING, common_pb2.EXECUTION_BUFFERED}
@@ -234,6 +238,26 @@ def due_of(task: Task) -> int:
     return task.next_due_ms or task.next_fire_ms
 
 
+def may_fire_ahead(task: Task) -> bool:
+    """Whether the fires of `task` may commit (and be leased) before their due time, the worker holding
+    the start until then. Only where the fire's effect cannot depend on what happens in between: with
+    overlap allow_all (no decision about earlier executions that may still end before the due time),
+    no dependencies (upstream runs may still succeed) and no concurrency limit (counted at grant)."""
+    spec = task.spec
+    return (
+        (spec.overlap or common_pb2.OVERLAP_ALLOW_ALL) == common_pb2.OVERLAP_ALLOW_ALL
+        and not spec.depends_on
+        and not spec.max_concurrency
+    )
+
+
+def fire_lead(task: Task, requested_ms: int) -> int:
+    """The lead a Fire or Grant of `task` may use: what the leader asked for, bounded, or none."""
+    if requested_ms <= 0 or not may_fire_ahead(task):
+        return 0
+    return min(requested_ms, MAX_FIRE_LEAD_MS)
+
+
 # ----------------------------------------------------------------------------------------- misfire
 
 
@@ -343,6 +367,7 @@ def buffered_nominal(key: bytes) -> int:
 __all__ = [
     "ACTIVE_STATES",
     "DEFAULT_CATCHUP_WINDOW_MS",
+    "MAX_FIRE_LEAD_MS",
     "MISFIRE_THRESHOLD_MS",
     "MisfireDecision",
     "Planned",
@@ -352,7 +377,9 @@ __all__ = [
     "decide_misfire",
     "derived_id",
     "due_of",
+    "fire_lead",
     "ledger_range",
+    "may_fire_ahead",
     "plan_from",
     "read_calendar",
     "record",

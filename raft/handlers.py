@@ -229,7 +229,17 @@ def cancel_task(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     )
     for ex in waiting:
         finish(ctx, ex, common_pb2.EXECUTION_CANCELLED, "task cancelled before the execution started")
+    _withdraw_fired_ahead(ctx, task16, "task cancelled before the execution's due time")
     ctx.result.task.CopyFrom(get_task(ctx.txn, task16))
+
+
+def _withdraw_fired_ahead(ctx: Ctx, task16: bytes, reason: str) -> None:
+    """End the executions that fired ahead (firing.may_fire_ahead) and whose due time is still to come:
+    a cancel or pause committed before the due time must stop that fire, as it would have without the
+    lead. Their leases end at once (a late result is stale) and their workers are told to drop them."""
+    for ex in firing.active_executions(ctx.txn, task16):
+        if ex.attempt <= 1 and ex.not_before_ms > ctx.now:  # a first attempt held for its due time
+            terminate(ctx, ex, reason)
 
 
 def pause_task(ctx: Ctx, cmd: commands_pb2.Command) -> None:
@@ -237,8 +247,20 @@ def pause_task(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     task16 = id_bytes(p.task_id, field="task_id")
     old = get_task(ctx.txn, task16)
     if old.state not in (common_pb2.TASK_SCHEDULED, common_pb2.TASK_PAUSED):
+        held = [
+            e.execution_id
+            for e in firing.active_executions(ctx.txn, task16)
+            if e.attempt <= 1 and e.not_before_ms > ctx.now
+        ]
+        hint = (
+            f"; its last fire committed ahead of its due time (fire_lead_ms): cancel execution {held[0]} "
+            "to stop it"
+            if held
+            else ""
+        )
         raise Rejected(
-            "invalid_state", f"task {p.task_id} is {common_pb2.TaskState.Name(old.state)}, not scheduled"
+            "invalid_state",
+            f"task {p.task_id} is {common_pb2.TaskState.Name(old.state)}, not scheduled{hint}",
         )
     task = Task()
     task.CopyFrom(old)
@@ -249,7 +271,8 @@ def pause_task(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     task.version = ctx.index
     task.updated_at_ms = ctx.now
     put_task(ctx.txn, task16, task, old=old)
-    ctx.result.task.CopyFrom(task)
+    _withdraw_fired_ahead(ctx, task16, "task paused before the execution's due time")
+    ctx.result.task.CopyFrom(get_task(ctx.txn, task16))
 
 
 def resume_task(ctx: Ctx, cmd: commands_pb2.Command) -> None:
@@ -306,7 +329,7 @@ def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         raise Rejected("already_fired", f"task {f.task_id} already fired at {f.nominal_time_ms}")
     if txn.get("execs", exec16) is not None:
         raise Rejected("already_exists", f"execution {f.execution_id} already exists")
-    if ctx.now < firing.due_of(old):
+    if ctx.now + firing.fire_lead(old, f.lead_ms) < firing.due_of(old):
         raise Rejected("not_due", f"task {f.task_id} is due at {firing.due_of(old)}, not yet at {ctx.now}")
 
     task = Task()
@@ -351,7 +374,17 @@ def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         if decision.catchup:
             reason = (reason + "; " if reason else "") + "catch-up after a misfire"
         task.catchup_fired = old.catchup_fired + 1 if decision.catchup else 0
-        start_execution(ctx, task, nominal, f.execution_id, outcome=outcome, reason=reason, due_ms=due)
+        start_execution(
+            ctx,
+            task,
+            nominal,
+            f.execution_id,
+            outcome=outcome,
+            reason=reason,
+            due_ms=due,
+            # Fired ahead: nobody starts it before its due time.
+            not_before_ms=due if due > ctx.now else 0,
+        )
     if sched.WhichOneof("kind") == "fixed_delay":
         # The next run is planned when this one ends (finish); nothing is due meanwhile.
         task.next_fire_ms = task.next_due_ms = 0
@@ -408,6 +441,7 @@ def start_execution(
     due_ms: int = 0,
     manual: bool = False,
     force_buffer: bool = False,
+    not_before_ms: int = 0,
 ) -> Execution | None:
     """Create the execution of one fire, as the task's overlap policy says; record the outcome."""
     txn = ctx.txn
@@ -467,6 +501,7 @@ def start_execution(
         guarantee=task.spec.guarantee,
         priority=task.spec.priority,
         manual=manual,
+        not_before_ms=not_before_ms,
     )
     txn.put("execs", exec16, ex.SerializeToString())
     txn.put("fires", fire_key(task16, nominal), exec16)
@@ -668,11 +703,9 @@ def grant(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     epoch = read_epoch(ctx.txn)
     if epoch.term == 0:
         raise Rejected("no_epoch", "no leader epoch committed yet")
-    if ex.not_before_ms > ctx.now:
-        raise Rejected(
-            "backoff", f"execution {g.execution_id} waits for its retry backoff until {ex.not_before_ms}"
-        )
     task = _task_of(ctx, ex)
+    if ex.not_before_ms > ctx.now + firing.fire_lead(task, g.lead_ms):
+        raise Rejected("backoff", f"execution {g.execution_id} may not start before {ex.not_before_ms}")
     if task.spec.depends_on:
         waiting = deps.unmet(ctx.txn, task, ex.nominal_time_ms)
         if waiting:

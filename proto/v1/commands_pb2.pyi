@@ -595,19 +595,26 @@ class Fire(_message.Message):
     TASK_ID_FIELD_NUMBER: _builtins.int
     NOMINAL_TIME_MS_FIELD_NUMBER: _builtins.int
     EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    LEAD_MS_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     nominal_time_ms: _builtins.int
     execution_id: _builtins.str
+    lead_ms: _builtins.int
+    """Fire ahead: the entry may commit up to this long (capped by the state machine) before the due time,
+    for a task that may fire ahead (raft/firing.py, may_fire_ahead). The execution then carries the due
+    time as its not_before_ms, and its worker holds the start until then (Lease.start_delay_ms).
+    """
     def __init__(
         self,
         *,
         task_id: _builtins.str = ...,
         nominal_time_ms: _builtins.int = ...,
         execution_id: _builtins.str = ...,
+        lead_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id", "nominal_time_ms", b"nominal_time_ms", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id", "lead_ms", b"lead_ms", "nominal_time_ms", b"nominal_time_ms", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -622,19 +629,23 @@ class Grant(_message.Message):
     EXECUTION_ID_FIELD_NUMBER: _builtins.int
     WORKER_ID_FIELD_NUMBER: _builtins.int
     LEASE_TTL_MS_FIELD_NUMBER: _builtins.int
+    LEAD_MS_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     worker_id: _builtins.str
     lease_ttl_ms: _builtins.int
+    lead_ms: _builtins.int
+    """may commit up to this long before the execution's not_before_ms (Fire.lead_ms)"""
     def __init__(
         self,
         *,
         execution_id: _builtins.str = ...,
         worker_id: _builtins.str = ...,
         lease_ttl_ms: _builtins.int = ...,
+        lead_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id", "lease_ttl_ms", b"lease_ttl_ms", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id", "lead_ms", b"lead_ms", "lease_ttl_ms", b"lease_ttl_ms", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

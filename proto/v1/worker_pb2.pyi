@@ -103,9 +103,12 @@ class Hello(_message.Message):
     CAPACITY_FIELD_NUMBER: _builtins.int
     QUEUES_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    SENT_MONO_MS_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     capacity: _builtins.int
     """slots: attempts it runs at once"""
+    sent_mono_ms: _builtins.int
+    """the worker's monotonic clock when sent (echoed in LeaseOffers)"""
     @_builtins.property
     def queues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """empty: ["default"]"""
@@ -119,10 +122,11 @@ class Hello(_message.Message):
         capacity: _builtins.int = ...,
         queues: _abc.Iterable[_builtins.str] | None = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        sent_mono_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "labels", b"labels", "queues", b"queues", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "labels", b"labels", "queues", b"queues", "sent_mono_ms", b"sent_mono_ms", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -135,16 +139,20 @@ class Heartbeat(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     LEASES_FIELD_NUMBER: _builtins.int
+    SENT_MONO_MS_FIELD_NUMBER: _builtins.int
+    sent_mono_ms: _builtins.int
+    """the worker's monotonic clock when sent (echoed in LeaseOffers)"""
     @_builtins.property
     def leases(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeaseRef]: ...
     def __init__(
         self,
         *,
         leases: _abc.Iterable[Global___LeaseRef] | None = ...,
+        sent_mono_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["leases", b"leases"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["leases", b"leases", "sent_mono_ms", b"sent_mono_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -308,6 +316,7 @@ class Lease(_message.Message):
     GUARANTEE_FIELD_NUMBER: _builtins.int
     TASK_NAME_FIELD_NUMBER: _builtins.int
     SENSOR_FIELD_NUMBER: _builtins.int
+    START_DELAY_MS_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     task_id: _builtins.str
     nominal_time_ms: _builtins.int
@@ -316,6 +325,11 @@ class Lease(_message.Message):
     lease_ttl_ms: _builtins.int
     guarantee: _common_pb2.DeliveryGuarantee.ValueType
     task_name: _builtins.str
+    start_delay_ms: _builtins.int
+    """Hold the start this long after receiving the lease (on the worker's monotonic clock): the lease was
+    granted ahead of the due time so that the start is on time whatever the commit latency. Relative,
+    so that the worker's wall clock plays no part.
+    """
     @_builtins.property
     def token(self) -> _common_pb2.FencingToken: ...
     @_builtins.property
@@ -338,10 +352,11 @@ class Lease(_message.Message):
         guarantee: _common_pb2.DeliveryGuarantee.ValueType = ...,
         task_name: _builtins.str = ...,
         sensor: _common_pb2.Sensor | None = ...,
+        start_delay_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["payload", b"payload", "sensor", b"sensor", "token", b"token"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "execution_id", b"execution_id", "guarantee", b"guarantee", "lease_ttl_ms", b"lease_ttl_ms", "nominal_time_ms", b"nominal_time_ms", "payload", b"payload", "sensor", b"sensor", "task_id", b"task_id", "task_name", b"task_name", "timeout_ms", b"timeout_ms", "token", b"token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "execution_id", b"execution_id", "guarantee", b"guarantee", "lease_ttl_ms", b"lease_ttl_ms", "nominal_time_ms", b"nominal_time_ms", "payload", b"payload", "sensor", b"sensor", "start_delay_ms", b"start_delay_ms", "task_id", b"task_id", "task_name", b"task_name", "timeout_ms", b"timeout_ms", "token", b"token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -352,16 +367,24 @@ class LeaseOffers(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     LEASES_FIELD_NUMBER: _builtins.int
+    ECHO_MONO_MS_FIELD_NUMBER: _builtins.int
+    echo_mono_ms: _builtins.int
+    """The sent_mono_ms of the latest Hello or Heartbeat the leader had received from this worker when it
+    started these leases' clocks (0: none). Each lease was granted after that instant, so the worker
+    bounds its local deadline by echo + lease_ttl_ms: an offer that waited in a socket (a paused
+    worker, a slow link) cannot outlive the lease the leader counts, whatever the delay.
+    """
     @_builtins.property
     def leases(self) -> _containers.RepeatedCompositeFieldContainer[Global___Lease]: ...
     def __init__(
         self,
         *,
         leases: _abc.Iterable[Global___Lease] | None = ...,
+        echo_mono_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["leases", b"leases"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["echo_mono_ms", b"echo_mono_ms", "leases", b"leases"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

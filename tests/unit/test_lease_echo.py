@@ -1,0 +1,104 @@
+"""A lease offer that waited (a paused worker, a slow link) must not outlive the lease the leader counts.
+
+The leader echoes in every LeaseOffers the worker's own stamp of the latest Hello/Heartbeat it had
+received; the worker counts the TTL from that stamp when it is earlier than the receipt, and an attempt
+whose deadline has passed before its start is fenced unstarted (fault scenario S8 found an offer read
+after a 7 s SIGSTOP running beside its re-grant).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from fake_gateway import connected_stream, fake_leader, make_lease, running_worker, worker_config
+
+from cronraft.daemon.leader import LeaderCore, LeaderSettings
+from cronraft.proto.v1 import commands_pb2, common_pb2, worker_pb2
+from cronraft.raft.codec import encode_batch, make_id
+from cronraft.raft.kv import MemKV
+from cronraft.raft.state import StateMachine
+
+PY = sys.executable
+T0 = 1_767_225_600_000
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def wall_ms(self) -> int:
+        return int(self.now * 1000)
+
+
+def test_the_leader_echoes_the_latest_worker_stamp_in_its_offers() -> None:
+    kv = MemKV()
+    sm = StateMachine(kv)
+    spec = common_pb2.TaskSpec(
+        name="t",
+        schedule=common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=T0 + 1_000)),
+        payload=common_pb2.Payload(handler=common_pb2.HandlerPayload(name="noop")),
+    )
+    create = commands_pb2.Command(
+        stamped_at_ms=T0, create_task=commands_pb2.CreateTask(task_id=make_id(T0, b"\x01" * 10), spec=spec)
+    )
+    n = iter(range(1, 1 << 30))
+    core = LeaderCore(
+        kv, LeaderSettings(), node_id="n1", term=1, new_id=lambda ms: make_id(ms, next(n).to_bytes(10, "big"))
+    )
+    index = 1
+    assert sm.apply_entry(index, encode_batch([create, core.epoch_command(T0)])) is not None
+    core.on_epoch_committed(T0, 0)
+    core.worker_connected("w1", 4, ["default"], {}, 0, echo_ms=5_000)
+    core.heartbeat("w1", [], 10, echo_ms=7_500)
+    core.heartbeat("w1", [], 11, echo_ms=7_000)  # reordered or older: the latest stamp stays
+    cmds = core.tick(T0 + 1_000, 20)
+    index += 1
+    raw = sm.apply_entry(index, encode_batch(cmds))
+    assert raw is not None
+    core.on_committed(cmds, list(commands_pb2.BatchResult.FromString(raw).results), T0 + 1_000, 20)
+    ((worker_id, msg),) = core.drain_outgoing()
+    assert worker_id == "w1" and len(msg.leases.leases) == 1
+    assert msg.leases.echo_mono_ms == 7_500
+
+
+@pytest.mark.asyncio
+async def test_an_offer_read_after_its_lease_ran_out_is_fenced_unstarted(tmp_path: Path) -> None:
+    stamps = tmp_path / "stamps"
+    clock = FakeClock()
+    async with fake_leader(lease_ttl_ms=1000) as leader:
+        config = worker_config([leader.address], tmp_path / "o")
+        async with running_worker(config, clock=clock):
+            stream = await connected_stream(leader)
+            code = f"open({str(stamps)!r}, 'w').write('ran')"
+            lease = make_lease("exec-late", argv=[PY, "-c", code])
+            # Stamped by the worker at 1000.0 s; read at 1010 s: 9 s past the TTL counted from there.
+            clock.now = 1010.0
+            offer = worker_pb2.LeaseOffers(leases=[lease], echo_mono_ms=1_000_000)
+            stream.put_nowait(worker_pb2.GatewayMessage(leases=offer))
+            result = await leader.result_for("exec-late")
+    assert result.outcome == common_pb2.ATTEMPT_FAILED
+    assert "not started" in result.error and "self-fenced" in result.error
+    assert not stamps.exists()
+
+
+@pytest.mark.asyncio
+async def test_a_fresh_echo_leaves_the_offer_to_run(tmp_path: Path) -> None:
+    stamps = tmp_path / "stamps"
+    clock = FakeClock()
+    async with fake_leader(lease_ttl_ms=1000) as leader:
+        config = worker_config([leader.address], tmp_path / "o")
+        async with running_worker(config, clock=clock):
+            stream = await connected_stream(leader)
+            code = f"open({str(stamps)!r}, 'w').write('ran')"
+            offer = worker_pb2.LeaseOffers(
+                leases=[make_lease("exec-fresh", argv=[PY, "-c", code])], echo_mono_ms=999_900
+            )
+            stream.put_nowait(worker_pb2.GatewayMessage(leases=offer))
+            result = await leader.result_for("exec-fresh")
+    assert result.outcome == common_pb2.ATTEMPT_SUCCEEDED
+    assert stamps.read_text() == "ran"
