@@ -669,6 +669,7 @@ class LeaderCore:
             lease_ttl_ms=self.settings.lease_ttl_ms,
             # Granted ahead of its due time (or of a retry's backoff end): the worker waits the rest.
             start_delay_ms=max(0, ex.not_before_ms - self._now_ms),
+            start_at_ms=ex.not_before_ms if ex.not_before_ms > self._now_ms else 0,
             guarantee=task.spec.guarantee,
             sensor=task.spec.sensor if task.spec.HasField("sensor") else None,
         )

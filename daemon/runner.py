@@ -261,6 +261,16 @@ class LeaderRunner:
             self.core.worker_disconnected(session.worker_id)
         session.send(None)
 
+    def restamp(self, msg: worker_pb2.GatewayMessage) -> None:
+        """Recompute the start delays of the leases in `msg` as it goes out: the time spent building and
+        queueing the offers would otherwise be added to every held start."""
+        if msg.WhichOneof("kind") != "leases":
+            return
+        now = self._clock.now_ms()
+        for lease in msg.leases.leases:
+            if lease.start_at_ms:
+                lease.start_delay_ms = max(0, lease.start_at_ms - now)
+
     def on_heartbeat(self, session: WorkerSession, hb: worker_pb2.Heartbeat) -> None:
         ack = self.core.heartbeat(session.worker_id, list(hb.leases), self._clock.mono_ms(), hb.sent_mono_ms)
         session.send(worker_pb2.GatewayMessage(heartbeat_ack=ack))

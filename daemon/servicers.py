@@ -497,6 +497,7 @@ class WorkerGatewayServicer(worker_pb2_grpc.WorkerGatewayServicer):
                 out = await session.queue.get()
                 if out is None:
                     break
+                runner.restamp(out)
                 yield out
         finally:
             reader.cancel()

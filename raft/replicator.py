@@ -53,6 +53,7 @@ import contextlib
 import logging
 import os
 import queue
+import random
 import struct
 import threading
 import time
@@ -62,6 +63,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
+from pysyncobj.monotonic import monotonic as raft_monotonic
 from pysyncobj.node import TCPNode
 from pysyncobj.pipe_notifier import PipeNotifier
 from pysyncobj.transport import TCPTransport
@@ -299,6 +301,29 @@ class _RaftNode(SyncObj):  # type: ignore[misc]
     def __init__(self, owner: SyncObjReplicator, selfNode: str, otherNodes: list[str], conf: Any) -> None:
         self._owner = owner  # set first: the tick thread starts inside SyncObj.__init__
         super().__init__(selfNode, otherNodes, conf, transportClass=_transport_class(owner._durability))
+        # Fast failover. pysyncobj's own callback first (it keeps the connected set), then ours. A
+        # callback missed before this line only means the normal election timeout for that one event.
+        transport = self._SyncObj__transport
+        self._pysyncobj_on_disconnected = transport._onNodeDisconnectedCallback
+        transport.setOnNodeDisconnectedCallback(self._on_node_disconnected)
+
+    def _on_node_disconnected(self, node: Any) -> None:
+        """The connection to the leader closed (runs on the Raft thread). A killed leader's kernel closes
+        its sockets at once, yet followers would wait a whole election timeout (1-2 s) of missing
+        heartbeats. Bring the election forward to a short random delay instead: if the leader is alive,
+        pysyncobj reconnects and the next heartbeat pushes the deadline back (every append_entries
+        does), so only a leader that stays unreachable for that long is replaced. A partition that
+        closes nothing still waits the normal timeout. Raft's safety does not depend on timing."""
+        if self._pysyncobj_on_disconnected is not None:
+            self._pysyncobj_on_disconnected(node)
+        if node is None or node != self._getLeader() or self._isLeader():
+            return
+        delay = self._owner._fast_election_delay()
+        deadline = raft_monotonic() + delay
+        current: float = getattr(self, "_SyncObj__raftElectionDeadline")  # noqa: B009 (name-mangled)
+        if deadline < current:
+            self._SyncObj__raftElectionDeadline = deadline
+            log.info("connection to the leader %s closed: election in %.2f s unless it returns", node, delay)
 
     @replicated  # type: ignore[untyped-decorator]
     def applyEntry(self, payload: bytes) -> _Applying:
@@ -434,6 +459,13 @@ class SyncObjReplicator:
                 )
         self._durability.close()
         self._notifier = None
+
+    def _fast_election_delay(self) -> float:
+        """How long a follower waits after losing its connection to the leader before it stands: three
+        heartbeats (time for a live leader to reconnect and be heard), plus a random share of a quarter
+        election timeout so that two followers rarely stand at once."""
+        cfg = self._config
+        return (3 * cfg.heartbeat_ms + random.uniform(0, cfg.election_timeout_ms / 4)) / 1000
 
     def _conf(self) -> Any:
         cfg = self._config

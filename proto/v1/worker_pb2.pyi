@@ -317,6 +317,7 @@ class Lease(_message.Message):
     TASK_NAME_FIELD_NUMBER: _builtins.int
     SENSOR_FIELD_NUMBER: _builtins.int
     START_DELAY_MS_FIELD_NUMBER: _builtins.int
+    START_AT_MS_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     task_id: _builtins.str
     nominal_time_ms: _builtins.int
@@ -329,6 +330,10 @@ class Lease(_message.Message):
     """Hold the start this long after receiving the lease (on the worker's monotonic clock): the lease was
     granted ahead of the due time so that the start is on time whatever the commit latency. Relative,
     so that the worker's wall clock plays no part.
+    """
+    start_at_ms: _builtins.int
+    """The instant the start is held until, on the leader's scheduling clock (0: none). The leader
+    recomputes start_delay_ms from it as the message is written to the stream; workers use the delay.
     """
     @_builtins.property
     def token(self) -> _common_pb2.FencingToken: ...
@@ -353,10 +358,11 @@ class Lease(_message.Message):
         task_name: _builtins.str = ...,
         sensor: _common_pb2.Sensor | None = ...,
         start_delay_ms: _builtins.int = ...,
+        start_at_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["payload", b"payload", "sensor", b"sensor", "token", b"token"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "execution_id", b"execution_id", "guarantee", b"guarantee", "lease_ttl_ms", b"lease_ttl_ms", "nominal_time_ms", b"nominal_time_ms", "payload", b"payload", "sensor", b"sensor", "start_delay_ms", b"start_delay_ms", "task_id", b"task_id", "task_name", b"task_name", "timeout_ms", b"timeout_ms", "token", b"token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "execution_id", b"execution_id", "guarantee", b"guarantee", "lease_ttl_ms", b"lease_ttl_ms", "nominal_time_ms", b"nominal_time_ms", "payload", b"payload", "sensor", b"sensor", "start_at_ms", b"start_at_ms", "start_delay_ms", b"start_delay_ms", "task_id", b"task_id", "task_name", b"task_name", "timeout_ms", b"timeout_ms", "token", b"token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -252,6 +252,7 @@ def test_the_leader_fires_eligible_tasks_ahead_and_holds_the_others_for_their_du
     (lease,) = msg.leases.leases
     assert worker_id == "w1" and lease.task_id == eager
     assert lease.start_delay_ms == LEAD - 40  # what is left of the lead when the offer goes out
+    assert lease.start_at_ms == DUE  # the runner recomputes the delay from it as the message is written
 
     at_due = core.tick(DUE, 3)
     assert [c.fire.task_id for c in at_due if c.HasField("fire")] == [skip]
