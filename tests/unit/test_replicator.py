@@ -401,7 +401,9 @@ def test_snapshot_header_round_trip(tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
-async def test_a_leader_whose_connections_close_is_replaced_before_the_election_timeout(tmp_path: Path) -> None:
+async def test_a_leader_whose_connections_close_is_replaced_before_the_election_timeout(
+    tmp_path: Path,
+) -> None:
     """Fast failover: a stopped (or killed) leader's sockets close, and the followers stand after a few
     heartbeats instead of a whole election timeout of silence (3-6 s here)."""
     nodes = [ToyNode(c) for c in cluster_configs(tmp_path, 3, election_timeout_ms=3000, heartbeat_ms=50)]
