@@ -207,6 +207,7 @@ class _Session:
         self.heartbeats: deque[tuple[float, float, frozenset[AttemptKey]]] = deque()
         self.sent: dict[AttemptKey, float] = {}  # results sent on this stream -> loop time
         self.sent_by_execution: dict[str, set[AttemptKey]] = {}  # the same keys, by execution id
+        self.list_finished = False  # the leader asked for a complete listing in the next heartbeat
         self._write_lock = asyncio.Lock()
 
     def mark_sent(self, key: AttemptKey, now: float) -> None:
@@ -568,6 +569,8 @@ class Worker:
         )
 
     def _on_heartbeat_ack(self, session: _Session, ack: worker_pb2.HeartbeatAck) -> None:
+        if ack.list_finished:
+            session.list_finished = True
         sent: tuple[float, float, frozenset[AttemptKey]] | None = None
         if session.heartbeats:
             sent = session.heartbeats.popleft()
@@ -802,6 +805,13 @@ class Worker:
             sent = self._clock.monotonic()
             session.heartbeats.append((loop.time(), sent, keys))
             heartbeat = worker_pb2.Heartbeat(leases=refs, sent_mono_ms=int(sent * 1000))
+            if session.list_finished:
+                # Finished attempts whose results are not acknowledged (durable or not): with the running
+                # ones, everything this worker holds. Attempts still storing their result are running.
+                session.list_finished = False
+                heartbeat.complete_listing = True
+                for result in [*self.outbox.pending(), *self._volatile.values()]:
+                    heartbeat.finished.add(execution_id=result.execution_id, token=result.token)
             await session.write(worker_pb2.WorkerMessage(heartbeat=heartbeat))
             await asyncio.sleep(session.heartbeat_interval_s)
 

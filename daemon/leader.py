@@ -71,6 +71,7 @@ class WorkerState:
     heard_mono_ms: int | None = None  # when it last sent anything (None: not since it connected)
     silent: bool = False  # not heard from for settings.worker_silent_ms: offered nothing new
     echo_ms: int = 0  # the worker's own stamp of its latest Hello/Heartbeat received (LeaseOffers.echo)
+    reconciled: bool = False  # its complete listing was checked against the leases of earlier terms
 
     def free(self) -> int:
         return self.capacity - len(self.inflight) if self.connected and not self.silent else 0
@@ -247,7 +248,14 @@ class LeaderCore:
                 w.silent = mono_ms - w.heard_mono_ms > limit
 
     def heartbeat(
-        self, worker_id: str, leases: Sequence[worker_pb2.LeaseRef], mono_ms: int, echo_ms: int = 0
+        self,
+        worker_id: str,
+        leases: Sequence[worker_pb2.LeaseRef],
+        mono_ms: int,
+        echo_ms: int = 0,
+        *,
+        finished: Sequence[worker_pb2.LeaseRef] = (),
+        complete_listing: bool = False,
     ) -> worker_pb2.HeartbeatAck:
         ack = worker_pb2.HeartbeatAck()
         self.heard_from(worker_id, mono_ms)
@@ -275,7 +283,29 @@ class LeaderCore:
                 ack.renewed.append(ref.execution_id)  # its result is being committed
             else:
                 ack.revoked.append(ref.execution_id)
+        if w is not None and w.connected and not w.reconciled:
+            if complete_listing:
+                self._reconcile(w, [*leases, *finished], mono_ms)
+            else:
+                ack.list_finished = True
         return ack
+
+    def _reconcile(self, w: WorkerState, held: Sequence[worker_pb2.LeaseRef], mono_ms: int) -> None:
+        """Expire now the leases earlier leaders granted to `w` that it neither runs nor has finished: their
+        offers never reached it (the old leader died between the grant's commit and its dispatch), and
+        waiting out their TTL + grace would hold those fires back for seconds after every failover.
+        Sound because a worker keeps one stream at a time: once it talks to us, no earlier leader can
+        hand it anything, and we never offer leases of earlier terms ourselves (_adopt_if_running)."""
+        w.reconciled = True
+        listed = {(ref.execution_id, token_tuple(ref.token)) for ref in held}
+        for lease in self.leases.values():
+            if (
+                lease.worker_id == w.worker_id
+                and lease.token[0] < self.term
+                and not lease.expiring
+                and (lease.execution_id, lease.token) not in listed
+            ):
+                self.lease_deadlines.add(lease.execution_id, mono_ms)  # expired by the next tick
 
     def results(
         self, worker_id: str, results: Sequence[common_pb2.AttemptResult], now_ms: int

@@ -272,7 +272,14 @@ class LeaderRunner:
                 lease.start_delay_ms = max(0, lease.start_at_ms - now)
 
     def on_heartbeat(self, session: WorkerSession, hb: worker_pb2.Heartbeat) -> None:
-        ack = self.core.heartbeat(session.worker_id, list(hb.leases), self._clock.mono_ms(), hb.sent_mono_ms)
+        ack = self.core.heartbeat(
+            session.worker_id,
+            list(hb.leases),
+            self._clock.mono_ms(),
+            hb.sent_mono_ms,
+            finished=list(hb.finished),
+            complete_listing=hb.complete_listing,
+        )
         session.send(worker_pb2.GatewayMessage(heartbeat_ack=ack))
 
     def on_results(self, session: WorkerSession, results: Sequence[common_pb2.AttemptResult]) -> None:

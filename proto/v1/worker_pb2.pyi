@@ -140,19 +140,30 @@ class Heartbeat(_message.Message):
 
     LEASES_FIELD_NUMBER: _builtins.int
     SENT_MONO_MS_FIELD_NUMBER: _builtins.int
+    COMPLETE_LISTING_FIELD_NUMBER: _builtins.int
+    FINISHED_FIELD_NUMBER: _builtins.int
     sent_mono_ms: _builtins.int
     """the worker's monotonic clock when sent (echoed in LeaseOffers)"""
+    complete_listing: _builtins.bool
+    """Sent when the last HeartbeatAck asked for it (list_finished): the attempts this worker finished
+    whose results the cluster has not acknowledged yet. With `leases`, everything it holds: a lease an
+    earlier leader granted to this worker that is in neither list never reached it.
+    """
     @_builtins.property
     def leases(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeaseRef]: ...
+    @_builtins.property
+    def finished(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeaseRef]: ...
     def __init__(
         self,
         *,
         leases: _abc.Iterable[Global___LeaseRef] | None = ...,
         sent_mono_ms: _builtins.int = ...,
+        complete_listing: _builtins.bool = ...,
+        finished: _abc.Iterable[Global___LeaseRef] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["leases", b"leases", "sent_mono_ms", b"sent_mono_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["complete_listing", b"complete_listing", "finished", b"finished", "leases", b"leases", "sent_mono_ms", b"sent_mono_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -449,6 +460,9 @@ class HeartbeatAck(_message.Message):
 
     RENEWED_FIELD_NUMBER: _builtins.int
     REVOKED_FIELD_NUMBER: _builtins.int
+    LIST_FINISHED_FIELD_NUMBER: _builtins.int
+    list_finished: _builtins.bool
+    """send a complete listing (Heartbeat.complete_listing) next time"""
     @_builtins.property
     def renewed(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -458,10 +472,11 @@ class HeartbeatAck(_message.Message):
         *,
         renewed: _abc.Iterable[_builtins.str] | None = ...,
         revoked: _abc.Iterable[_builtins.str] | None = ...,
+        list_finished: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["renewed", b"renewed", "revoked", b"revoked"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["list_finished", b"list_finished", "renewed", b"renewed", "revoked", b"revoked"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -85,6 +85,7 @@ class FakeLeader(worker_pb2_grpc.WorkerGatewayServicer):
         self.not_leader = not_leader
         self.unavailable_leader = unavailable_leader
         self.answer_heartbeats = True
+        self.list_finished = False  # ask for complete listings in every HeartbeatAck
         self.ack_results = True
         self.revoke: set[str] = set()
         self.first_messages: asyncio.Queue[worker_pb2.WorkerMessage] = asyncio.Queue()
@@ -142,6 +143,7 @@ class FakeLeader(worker_pb2_grpc.WorkerGatewayServicer):
                         ack = worker_pb2.HeartbeatAck(
                             renewed=[i for i in ids if i not in self.revoke],
                             revoked=[i for i in ids if i in self.revoke],
+                            list_finished=self.list_finished,
                         )
                         outbound.put_nowait(worker_pb2.GatewayMessage(heartbeat_ack=ack))
                 elif kind == "results":

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from fake_gateway import connected_stream, fake_leader, make_lease, running_worker, worker_config
+from fake_gateway import connected_stream, fake_leader, get, make_lease, running_worker, worker_config
 
 from cronraft.daemon.leader import LeaderCore, LeaderSettings
 from cronraft.proto.v1 import commands_pb2, common_pb2, worker_pb2
@@ -102,3 +102,104 @@ async def test_a_fresh_echo_leaves_the_offer_to_run(tmp_path: Path) -> None:
             result = await leader.result_for("exec-fresh")
     assert result.outcome == common_pb2.ATTEMPT_SUCCEEDED
     assert stamps.read_text() == "ran"
+
+
+# -- reconciling after a failover ------------------------------------------------------------------
+
+
+def granted_in_term_1(kv: MemKV, sm: StateMachine, worker_id: str, n: int) -> list[str]:
+    """n one-time tasks fired and granted to `worker_id` by a term-1 leader; the execution ids."""
+    cmds = [commands_pb2.Command(stamped_at_ms=T0, epoch=commands_pb2.Epoch(term=1, leader_id="old"))]
+    ids = []
+    for i in range(n):
+        tid, eid = make_id(T0, bytes([1, i]) * 5), make_id(T0, bytes([2, i]) * 5)
+        ids.append(eid)
+        spec = common_pb2.TaskSpec(
+            name=f"t{i}",
+            schedule=common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=T0)),
+            payload=common_pb2.Payload(handler=common_pb2.HandlerPayload(name="noop")),
+        )
+        cmds += [
+            commands_pb2.Command(
+                stamped_at_ms=T0, create_task=commands_pb2.CreateTask(task_id=tid, spec=spec)
+            ),
+            commands_pb2.Command(
+                stamped_at_ms=T0, fire=commands_pb2.Fire(task_id=tid, nominal_time_ms=T0, execution_id=eid)
+            ),
+            commands_pb2.Command(
+                stamped_at_ms=T0,
+                grant=commands_pb2.Grant(execution_id=eid, worker_id=worker_id, lease_ttl_ms=10_000),
+            ),
+        ]
+    raw = sm.apply_entry(1, encode_batch(cmds))
+    assert raw is not None
+    assert all(r.applied for r in commands_pb2.BatchResult.FromString(raw).results)
+    return ids
+
+
+def term_2_leader(kv: MemKV) -> LeaderCore:
+    n = iter(range(1, 1 << 30))
+    core = LeaderCore(
+        kv,
+        LeaderSettings(lease_ttl_ms=10_000, expiry_grace_ms=5_000),
+        node_id="n2",
+        term=2,
+        new_id=lambda ms: make_id(ms, next(n).to_bytes(10, "big")),
+    )
+    core.on_epoch_committed(T0 + 1_000, 1_000)
+    return core
+
+
+def expiries(cmds: list[commands_pb2.Command]) -> list[str]:
+    return [c.expire_lease.execution_id for c in cmds if c.HasField("expire_lease")]
+
+
+def test_a_new_leader_expires_at_once_the_old_leases_a_worker_never_received() -> None:
+    kv = MemKV()
+    sm = StateMachine(kv)
+    running, finished, never = granted_in_term_1(kv, sm, "w1", 3)
+    core = term_2_leader(kv)
+    core.worker_connected("w1", 10, ["default"], {}, 1_000)
+    ack = core.heartbeat("w1", [], 1_010)
+    assert ack.list_finished  # no complete listing yet: it asks for one
+    assert expiries(core.tick(T0 + 1_020, 1_020)) == []  # nothing decided on a partial listing
+    with kv.read() as txn:
+        from cronraft.raft import state as st
+
+        tokens = {e: st.read_execution(txn, e).token for e in (running, finished)}  # type: ignore[union-attr]
+    ack = core.heartbeat(
+        "w1",
+        [worker_pb2.LeaseRef(execution_id=running, token=tokens[running])],
+        1_100,
+        finished=[worker_pb2.LeaseRef(execution_id=finished, token=tokens[finished])],
+        complete_listing=True,
+    )
+    assert not ack.list_finished
+    assert expiries(core.tick(T0 + 1_110, 1_110)) == [never]  # not after TTL + grace (16 s)
+
+
+def test_a_leader_never_expires_early_the_leases_of_its_own_term() -> None:
+    kv = MemKV()
+    sm = StateMachine(kv)
+    (old,) = granted_in_term_1(kv, sm, "w1", 1)
+    core = term_2_leader(kv)
+    core.worker_connected("w1", 10, ["default"], {}, 1_000)
+    core.leases[old].token = (2, core.leases[old].token[1])  # as if granted in this term
+    core.heartbeat("w1", [], 1_100, complete_listing=True)
+    assert expiries(core.tick(T0 + 1_110, 1_110)) == []
+
+
+@pytest.mark.asyncio
+async def test_the_worker_lists_its_unacknowledged_results_when_asked(tmp_path: Path) -> None:
+    async with fake_leader() as leader, running_worker(worker_config([leader.address], tmp_path / "o")):
+        leader.ack_results = False  # the results stay in the outbox
+        stream = await connected_stream(leader)
+        lease = make_lease("exec-done", argv=[PY, "-c", "pass"], token=(1, 9))
+        stream.put_nowait(worker_pb2.GatewayMessage(leases=worker_pb2.LeaseOffers(leases=[lease])))
+        await leader.result_for("exec-done")
+        leader.list_finished = True
+        while True:
+            hb = await get(leader.heartbeats)
+            if hb.complete_listing:
+                break
+    assert [(r.execution_id, r.token.term, r.token.index) for r in hb.finished] == [("exec-done", 1, 9)]
