@@ -207,7 +207,9 @@ class _Session:
         self.heartbeats: deque[tuple[float, float, frozenset[AttemptKey]]] = deque()
         self.sent: dict[AttemptKey, float] = {}  # results sent on this stream -> loop time
         self.sent_by_execution: dict[str, set[AttemptKey]] = {}  # the same keys, by execution id
-        self.list_finished = False  # the leader asked for a complete listing in the next heartbeat
+        # Send a complete listing in the next heartbeat: the first of every stream (a new leader needs one
+        # at once to release the leases its predecessor granted and never delivered), and when asked.
+        self.list_finished = True
         self._write_lock = asyncio.Lock()
 
     def mark_sent(self, key: AttemptKey, now: float) -> None:

@@ -5,6 +5,7 @@ Errors from the one error tree are mapped to gRPC status codes here and only her
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -36,6 +37,11 @@ if TYPE_CHECKING:
 log = structlog.get_logger("cronraft.api")
 
 LEADER_METADATA_KEY = "cronraft-leader"
+# A worker that reaches a node while no leader is known (an election is on) is held this long, and told
+# the new leader the moment this node learns it, instead of being sent away to back off and retry. Below
+# the worker's Hello timeout (3 s) so that the answer always arrives.
+LEADERLESS_HOLD_S = 2.0
+LEADERLESS_POLL_S = 0.02
 MAX_PAGE_SIZE = 1000
 _T = TypeVar("_T")
 
@@ -464,17 +470,21 @@ class WorkerGatewayServicer(worker_pb2_grpc.WorkerGatewayServicer):
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, "hello: the first message must be a Hello with a worker_id"
             )
-        try:
-            runner = self.node.leader_runner()
-        except errors.NotLeader as e:
-            yield worker_pb2.GatewayMessage(
-                not_leader=worker_pb2.NotLeader(leader_address=e.leader_address or "")
-            )
-            return
+        loop = asyncio.get_running_loop()
+        hold_until = loop.time() + LEADERLESS_HOLD_S
+        while True:
+            try:
+                runner = self.node.leader_runner()
+                break
+            except errors.NotLeader as e:
+                if e.leader_address or loop.time() >= hold_until:
+                    yield worker_pb2.GatewayMessage(
+                        not_leader=worker_pb2.NotLeader(leader_address=e.leader_address or "")
+                    )
+                    return
+            await asyncio.sleep(LEADERLESS_POLL_S)  # the Raft thread changes the leader; poll it briefly
         session = runner.attach(first.hello)
         log.info("worker connected", worker=first.hello.worker_id, capacity=first.hello.capacity)
-
-        import asyncio
 
         async def read() -> None:
             try:

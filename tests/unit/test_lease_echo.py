@@ -190,9 +190,11 @@ def test_a_leader_never_expires_early_the_leases_of_its_own_term() -> None:
 
 
 @pytest.mark.asyncio
-async def test_the_worker_lists_its_unacknowledged_results_when_asked(tmp_path: Path) -> None:
+async def test_the_worker_lists_its_unacknowledged_results_first_and_when_asked(tmp_path: Path) -> None:
     async with fake_leader() as leader, running_worker(worker_config([leader.address], tmp_path / "o")):
         leader.ack_results = False  # the results stay in the outbox
+        first = await get(leader.heartbeats)
+        assert first.complete_listing and not first.finished  # every stream starts with a listing
         stream = await connected_stream(leader)
         lease = make_lease("exec-done", argv=[PY, "-c", "pass"], token=(1, 9))
         stream.put_nowait(worker_pb2.GatewayMessage(leases=worker_pb2.LeaseOffers(leases=[lease])))
