@@ -115,7 +115,7 @@ class Runner(Protocol):
 
     def stop(self, reason: StopReason) -> None: ...
 
-    async def hold(self, delay_s: float) -> bool: ...
+    async def hold(self, delay_s: float, until: asyncio.Future[None] | None = None) -> bool: ...
 
     async def run(self) -> common_pb2.AttemptResult: ...
 
@@ -212,27 +212,32 @@ class _RunnerBase:
         if reason is StopReason.FENCED:
             self._hard_kill.set()
 
-    async def hold(self, delay_s: float) -> bool:
-        """Wait `delay_s` before the start (a lease granted ahead of its due time); True if a stop was
-        requested meanwhile (the attempt must then not start). One future per hold, no helper task."""
+    async def hold(self, delay_s: float, until: asyncio.Future[None] | None = None) -> bool:
+        """Wait `delay_s` before the start (a lease granted ahead of its due time), or less if `until`
+        completes first; True if a stop was requested meanwhile (the attempt must then not start). One
+        future per hold, no helper task."""
         if self._stop_reason is not None:
             return True
-        if delay_s <= 0:
+        if delay_s <= 0 or (until is not None and until.done()):
             return False
         loop = asyncio.get_running_loop()
         wake: asyncio.Future[None] = loop.create_future()
 
-        def settle() -> None:
+        def settle(*_: object) -> None:
             if not wake.done():
                 wake.set_result(None)
 
         self._on_stop.append(settle)
         timer = loop.call_later(delay_s, settle)
+        if until is not None:
+            until.add_done_callback(settle)
         try:
             await wake
         finally:
             timer.cancel()
             self._on_stop.remove(settle)
+            if until is not None:
+                until.remove_done_callback(settle)
         return self._stop_reason is not None
 
     def _result(

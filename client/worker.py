@@ -94,6 +94,9 @@ DEFAULT_SERVER = "127.0.0.1:50051"
 # Used only when neither the lease nor the Welcome carries a TTL (a server bug): renew or die in 10 s.
 _FALLBACK_LEASE_TTL_S = 10.0
 _FALLBACK_HEARTBEAT_S = 1.0
+# A held start asks the leader to confirm its lease this long before the start instant (one heartbeat
+# shared by every start of that instant): the answer normally arrives before the start, adding no lag.
+_CONFIRM_AHEAD_S = 0.02
 _HELLO_TIMEOUT_S = 3.0  # short: a node behind a partition must not hold the worker for a lease TTL
 _AVOID_S = 5.0  # after a stream to a node went stale or timed out, try the other nodes first for this long
 _MAX_RESULTS_MESSAGE_BYTES = 1024 * 1024
@@ -164,6 +167,10 @@ class _Attempt:
     ttl_s: float
     deadline: float  # clock.monotonic() seconds
     start_at: float = 0.0  # clock.monotonic() seconds: the lease's start is held until then
+    # A held start waits for the leader to renew the lease with a heartbeat sent at most
+    # _CONFIRM_AHEAD_S before the start (_await_confirmation).
+    confirmed_at: float = float("-inf")  # clock.monotonic() of the latest renewing heartbeat's send
+    confirm_waiter: asyncio.Future[None] | None = None
     task: asyncio.Task[None] | None = None
     revoked: bool = False  # the leader revoked the lease: kill, report nothing
     fenced: bool = False  # the local deadline passed: killed at once
@@ -271,6 +278,7 @@ class Worker:
         self._results_ready = asyncio.Event()
         self._acked = asyncio.Event()
         self.connected = asyncio.Event()  # set while a welcomed stream is open
+        self._heartbeat_now = asyncio.Event()  # send a heartbeat without waiting for the interval
 
     # -- public -----------------------------------------------------------------------------------
 
@@ -538,6 +546,10 @@ class Worker:
             key, lease, runner, ttl_s, deadline=deadline, start_at=received + lease.start_delay_ms / 1000
         )
         self._attempts[key] = attempt
+        if lease.start_delay_ms > 0:
+            # Ask for the heartbeat that confirms this lease just before its start (_await_confirmation).
+            ask_in = max(0.0, attempt.start_at - _CONFIRM_AHEAD_S - received)
+            asyncio.get_running_loop().call_later(ask_in, self._heartbeat_now.set)
         self._running_executions[lease.execution_id] += 1
         attempt.task = asyncio.create_task(self._run_attempt(attempt), name=f"attempt {lease.execution_id}")
         self._log.debug("attempt started", execution_id=lease.execution_id, attempt=lease.attempt)
@@ -597,6 +609,14 @@ class Worker:
             attempt = self._attempts.get(key)
             if key[0] in renewed and attempt is not None and attempt.renewable:
                 attempt.deadline = max(attempt.deadline, sent[1] + attempt.ttl_s)
+                attempt.confirmed_at = max(attempt.confirmed_at, sent[1])
+                waiter = attempt.confirm_waiter
+                if (
+                    waiter is not None
+                    and not waiter.done()
+                    and attempt.confirmed_at >= attempt.start_at - _CONFIRM_AHEAD_S
+                ):
+                    waiter.set_result(None)
 
     async def _on_result_acks(self, session: _Session, execution_ids: Sequence[str]) -> None:
         # Only what was sent on this stream: a newer result of the same execution must not be dropped.
@@ -707,13 +727,15 @@ class Worker:
         """Hold a lease granted ahead of its due time until then (None: start now). A cancel, revoke or
         self-fence meanwhile ends the attempt unstarted, with the stop's outcome."""
         runner = attempt.runner
-        if not await runner.hold(attempt.start_at - self._clock.monotonic()):
-            if self._clock.monotonic() < attempt.deadline:
+        stopped = await runner.hold(attempt.start_at - self._clock.monotonic())
+        confirmed = stopped or attempt.lease.start_delay_ms <= 0 or await self._await_confirmation(attempt)
+        if runner.stop_reason is None:
+            if confirmed and self._clock.monotonic() < attempt.deadline:
                 return None
-            # The lease ran out before the start (during the hold, or before the offer was even read)
-            # and the fence loop has not run yet: after a pause (SIGSTOP) they all wake together, and a
-            # start now would run beside the attempt the leader has re-granted elsewhere (found by fault
-            # scenario S8). Fence it unstarted.
+            # Unconfirmed at its deadline, or the lease ran out before the start (during the hold, or
+            # before the offer was even read) and the fence loop has not run yet: after a pause
+            # (SIGSTOP) they all wake together, and a start now would run beside the attempt the leader
+            # has re-granted elsewhere (found by fault scenario S8). Fence it unstarted.
             attempt.fenced = True
             runner.stop(StopReason.FENCED)
         reason = runner.stop_reason
@@ -726,6 +748,23 @@ class Worker:
             finished_at_ms=self._clock.wall_ms(),
             error=error,
         )
+
+    async def _await_confirmation(self, attempt: _Attempt) -> bool:
+        """A lease held for its due time starts only once the leader has renewed it with a heartbeat sent
+        at most _CONFIRM_AHEAD_S before the start. A worker cut off from the leader meanwhile would
+        otherwise start an attempt it cannot renew: self-fencing kills it and the leader grants it
+        again, a duplicate (fault scenario S6 counted 48 where there were 19 before fire ahead).
+        Unconfirmed at the lease's deadline, it is fenced unstarted: late, but run once. The confirming
+        heartbeat was asked for _CONFIRM_AHEAD_S before the start (_offer), so its answer is normally
+        here already. True once confirmed; False if stopped or still unconfirmed at the deadline."""
+        if attempt.confirmed_at >= attempt.start_at - _CONFIRM_AHEAD_S:
+            return True
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        attempt.confirm_waiter = waiter
+        self._heartbeat_now.set()
+        stopped = await attempt.runner.hold(attempt.deadline - self._clock.monotonic(), until=waiter)
+        attempt.confirm_waiter = None
+        return not stopped and waiter.done()
 
     async def _await_sensor(self, attempt: _Attempt) -> common_pb2.AttemptResult | None:
         """Run the lease's sensor probe every interval until it succeeds (None: go on with the payload)
@@ -799,6 +838,7 @@ class Worker:
         while True:
             if session.heartbeats and loop.time() - session.heartbeats[0][0] > session.stale_after_s:
                 raise _StreamStale(f"no heartbeat answer for {session.stale_after_s:.1f} s")
+            self._heartbeat_now.clear()  # this heartbeat answers every request made before it
             listed = [a for a in self._attempts.values() if a.renewable]
             keys = frozenset(a.key for a in listed)
             refs = [
@@ -815,7 +855,9 @@ class Worker:
                 for result in [*self.outbox.pending(), *self._volatile.values()]:
                     heartbeat.finished.add(execution_id=result.execution_id, token=result.token)
             await session.write(worker_pb2.WorkerMessage(heartbeat=heartbeat))
-            await asyncio.sleep(session.heartbeat_interval_s)
+            # The interval, or less when a held start asks for a confirming heartbeat.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._heartbeat_now.wait(), session.heartbeat_interval_s)
 
     async def _results_loop(self, session: _Session) -> None:
         loop = asyncio.get_running_loop()

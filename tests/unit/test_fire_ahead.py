@@ -19,6 +19,7 @@ import pytest
 from fake_gateway import (
     connected_stream,
     fake_leader,
+    get,
     heartbeat_listing,
     make_lease,
     offers,
@@ -361,3 +362,26 @@ async def test_a_lease_that_ran_out_during_the_hold_is_fenced_unstarted(tmp_path
             result = await leader.result_for("exec-stale")
     assert "not started" in result.error and "self-fenced" in result.error
     assert not stamps.exists()
+
+
+@pytest.mark.asyncio
+async def test_a_held_start_waits_for_the_leader_to_confirm_the_lease(tmp_path: Path) -> None:
+    """Cut off from the leader at its due time, a held lease does not start (it could not be renewed and
+    would run again elsewhere); once the leader renews it, it starts (fault scenario S6)."""
+    stamps = tmp_path / "stamps"
+    async with (
+        fake_leader(lease_ttl_ms=30_000) as leader,
+        running_worker(worker_config([leader.address], tmp_path / "o")),
+    ):
+        stream = await connected_stream(leader)
+        leader.answer_heartbeats = False
+        stream.put_nowait(offers(stamp_lease("exec-unconfirmed", stamps, 100)))
+        await heartbeat_listing(leader, {"exec-unconfirmed"})  # received and held
+        for _ in range(4):  # the next heartbeats, none answered: well past its 100 ms hold
+            hb = await get(leader.heartbeats)
+            assert [ref.execution_id for ref in hb.leases] == ["exec-unconfirmed"]  # still held
+        assert not stamps.exists()
+        leader.answer_heartbeats = True
+        result = await leader.result_for("exec-unconfirmed")
+    assert result.outcome == common_pb2.ATTEMPT_SUCCEEDED
+    assert stamps.exists()
