@@ -96,7 +96,7 @@ _FALLBACK_LEASE_TTL_S = 10.0
 _FALLBACK_HEARTBEAT_S = 1.0
 # A held start asks the leader to confirm its lease this long before the start instant (one heartbeat
 # shared by every start of that instant): the answer normally arrives before the start, adding no lag.
-_CONFIRM_AHEAD_S = 0.02
+_CONFIRM_AHEAD_S = 0.1
 _HELLO_TIMEOUT_S = 3.0  # short: a node behind a partition must not hold the worker for a lease TTL
 _AVOID_S = 5.0  # after a stream to a node went stale or timed out, try the other nodes first for this long
 _MAX_RESULTS_MESSAGE_BYTES = 1024 * 1024
