@@ -322,7 +322,9 @@ def execution_detail(e: common_pb2.Execution) -> str:
         ("completed_at", _time(e.completed_at_ms)),
         ("exit_code", str(e.exit_code) if e.finished_at_ms else "-"),
         ("error", e.error or "-"),
-        ("retry_at", _time(e.not_before_ms)),
+        # not_before: a retry's backoff end, or (no attempt finished yet) the due time of a fire
+        # committed ahead of it (docs/scheduling.md, "Fire ahead").
+        ("retry_at" if e.attempts else "start_at", _time(e.not_before_ms)),
         ("waiting", e.waiting_reason or "-"),
         ("dead_lettered", "yes" if e.dead_lettered else "no"),
         ("guarantee", _enum(common_pb2.DeliveryGuarantee, e.guarantee)),

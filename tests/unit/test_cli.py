@@ -1085,7 +1085,17 @@ def test_execution_get_shows_attempts_retry_and_return_value(run: Run, cluster: 
     code, out, _ = run("execution", "get", "t0001-e0")
     assert code == EXIT_OK
     assert "retry_at:" in out and "2025-06-15T15:08:10Z" in out and '{"rows": 3}' in out
+    assert "start_at:" not in out  # an attempt finished: not_before is a retry's backoff end
     assert "dead_lettered:" in out and "manual:" in out and "--- attempts ---\nATTEMPT" in out
     doc = run.json("execution", "get", "t0001-e0")
     assert set(doc) == EXECUTION_KEYS and doc["not_before"] == "2025-06-15T15:08:10.000Z"
     assert doc["attempts"][0]["outcome"] == "failed" and doc["return_value"] == '{"rows": 3}'
+
+
+def test_execution_get_shows_when_a_fire_committed_ahead_starts(run: Run, cluster: FakeCluster) -> None:
+    cluster.add_execution(
+        "t0001", 0, state=common_pb2.EXECUTION_RUNNING, attempt=1, not_before_ms=1_750_000_090_000
+    )
+    code, out, _ = run("execution", "get", "t0001-e0")
+    assert code == EXIT_OK
+    assert "start_at:" in out and "2025-06-15T15:08:10Z" in out and "retry_at:" not in out
