@@ -32,6 +32,19 @@ async def eventually(predicate: Callable[[], bool], timeout: float = WAIT_S) -> 
             await asyncio.sleep(0.01)
 
 
+class FakeClock:
+    """The worker's clock, moved by hand: `monotonic()` seconds and the wall clock derived from it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def wall_ms(self) -> int:
+        return int(self.now * 1000)
+
+
 def make_lease(
     execution_id: str,
     *,

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from fake_gateway import (
+    FakeClock,
     connected_stream,
     fake_leader,
     get,
@@ -331,17 +332,6 @@ async def test_a_cancel_during_the_hold_ends_the_attempt_unstarted(tmp_path: Pat
     assert result.outcome == common_pb2.ATTEMPT_CANCELLED
     assert "not started" in result.error and result.started_at_ms == 0
     assert not stamps.exists()
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def wall_ms(self) -> int:
-        return int(self.now * 1000)
 
 
 @pytest.mark.asyncio

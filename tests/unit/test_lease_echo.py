@@ -12,7 +12,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from fake_gateway import connected_stream, fake_leader, get, make_lease, running_worker, worker_config
+from fake_gateway import (
+    FakeClock,
+    connected_stream,
+    fake_leader,
+    get,
+    make_lease,
+    running_worker,
+    worker_config,
+)
 
 from cronraft.daemon.leader import LeaderCore, LeaderSettings
 from cronraft.proto.v1 import commands_pb2, common_pb2, worker_pb2
@@ -22,17 +30,6 @@ from cronraft.raft.state import StateMachine
 
 PY = sys.executable
 T0 = 1_767_225_600_000
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def wall_ms(self) -> int:
-        return int(self.now * 1000)
 
 
 def test_the_leader_echoes_the_latest_worker_stamp_in_its_offers() -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from fake_gateway import (
     WAIT_S,
+    FakeClock,
     connected_stream,
     eventually,
     fake_leader,
@@ -273,17 +274,6 @@ async def test_graceful_stop_lets_attempts_finish_within_the_grace_then_kills_th
         assert outcomes["exec-quick"].stdout_tail == b"finished\n"
         assert outcomes["exec-slow"].outcome == common_pb2.ATTEMPT_FAILED
         assert outcomes["exec-slow"].error == "worker shut down; attempt killed"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def wall_ms(self) -> int:
-        return int(self.now * 1000)
 
 
 @pytest.mark.asyncio
