@@ -236,6 +236,7 @@ class BenchCluster:
         heartbeat_interval_ms: int = 2_000,
         root: Path | None = None,
         keep: bool = False,
+        scheduler: dict[str, int] | None = None,
     ) -> None:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if root is None and keep:
@@ -249,7 +250,12 @@ class BenchCluster:
         self.ledger_dir = root / "ledgers"
         self.ledger_dir.mkdir(parents=True, exist_ok=True)
         self.cluster = Cluster(
-            root, n=nodes, lease_ttl_ms=lease_ttl_ms, heartbeat_interval_ms=heartbeat_interval_ms
+            root,
+            n=nodes,
+            lease_ttl_ms=lease_ttl_ms,
+            heartbeat_interval_ms=heartbeat_interval_ms,
+            # The shipped horizon (the test harness loads a shorter one), plus what a workload sets.
+            scheduler_overrides={"horizon_ms": 20_000, **(scheduler or {})},
         )
         self.workers: list[str] = []
 

@@ -33,6 +33,9 @@ from cronraft.errors import ConfigError, InvalidArgument
 from cronraft.proto.v1 import common_pb2
 from cronraft.raft.firing import MAX_FIRE_LEAD_MS
 
+# The ordinary fire lead's bound; only burst staging (stage_lead_ms) goes further, up to MAX_FIRE_LEAD_MS.
+MAX_STEADY_LEAD_MS = 5_000
+
 __all__ = [
     "DEFAULT_SECRET_ENV",
     "ClockConfig",
@@ -104,7 +107,7 @@ class RaftConfig:
 
 @dataclass(frozen=True, slots=True)
 class SchedulerConfig:
-    horizon_ms: int = 10_000  # how far ahead the leader loads due fires into the timing wheel
+    horizon_ms: int = 20_000  # how far ahead the leader loads due fires into the timing wheel
     lease_ttl_ms: int = 10_000
     heartbeat_interval_ms: int = 2_000  # worker heartbeat; < lease_ttl_ms / 2
     default_timeout_ms: int = 3_600_000
@@ -114,6 +117,10 @@ class SchedulerConfig:
     aging_step_ms: int = 60_000  # a pending execution gains one priority level per step waited
     # Commit fires (and their leases) this long before their due time; workers hold the start until then.
     fire_lead_ms: int = 500
+    # Burst staging: when more fires are due than commit within fire_lead_ms at stage_rate per second,
+    # fire up to stage_lead_ms ahead (at most half the horizon: a burst is seen once it is loaded).
+    stage_lead_ms: int = 10_000
+    stage_rate: int = 2_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -502,8 +509,26 @@ def _scheduler(t: _Table) -> SchedulerConfig:
             f"renews at least twice before its lease expires; lower it to at most {(ttl - 1) // 2} "
             "or raise scheduler.lease_ttl_ms",
         )
+    horizon = t.integer("horizon_ms", d.horizon_ms, 100)
+    if t.has("stage_lead_ms"):
+        stage_lead = t.integer(
+            "stage_lead_ms",
+            d.stage_lead_ms,
+            0,
+            MAX_FIRE_LEAD_MS,
+            why="a change to a task no longer affects a fire committed ahead",
+        )
+        if stage_lead > horizon // 2:
+            raise t.error(
+                "stage_lead_ms",
+                f"{stage_lead} must be at most half of scheduler.horizon_ms ({horizon}): the leader sees a "
+                f"burst only once the horizon has loaded it; lower it to at most {horizon // 2} or raise "
+                "scheduler.horizon_ms",
+            )
+    else:  # the default follows a shorter horizon
+        stage_lead = min(d.stage_lead_ms, horizon // 2)
     return SchedulerConfig(
-        horizon_ms=t.integer("horizon_ms", d.horizon_ms, 100),
+        horizon_ms=horizon,
         lease_ttl_ms=ttl,
         heartbeat_interval_ms=heartbeat,
         default_timeout_ms=t.integer("default_timeout_ms", d.default_timeout_ms, 1),
@@ -521,9 +546,11 @@ def _scheduler(t: _Table) -> SchedulerConfig:
             "fire_lead_ms",
             d.fire_lead_ms,
             0,
-            MAX_FIRE_LEAD_MS,
+            MAX_STEADY_LEAD_MS,
             why="a change to a task no longer affects a fire committed ahead; keep the lead short",
         ),
+        stage_lead_ms=stage_lead,
+        stage_rate=t.integer("stage_rate", d.stage_rate, 1),
     )
 
 

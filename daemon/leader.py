@@ -17,6 +17,7 @@ import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from cronraft.daemon import staging
 from cronraft.proto.v1 import commands_pb2, common_pb2, worker_pb2
 from cronraft.raft import deps, firing
 from cronraft.raft import state as sm
@@ -58,6 +59,10 @@ class LeaderSettings:
     # this long before its due time; the worker holds the start until the due time (Lease.start_delay_ms),
     # so the commit and dispatch latency no longer delays the start. 0: fire at the due time.
     fire_lead_ms: int = 0
+    # Burst staging (daemon.staging): when more is due than commits in `fire_lead_ms` at `stage_rate`
+    # fires per second, fire up to `stage_lead_ms` ahead instead. 0: never more than `fire_lead_ms`.
+    stage_lead_ms: int = 0
+    stage_rate: int = 2_000
 
 
 @dataclass
@@ -105,7 +110,9 @@ class LeaderCore:
         self.term = term
         self._new_id = new_id
         self.ready = False
-        self.wheel: TimingWheel[str] = TimingWheel(now_ms=0)
+        self.wheel: staging.CountedWheel[str] = staging.CountedWheel(now_ms=0)
+        # The lead in force since the last tick: `fire_lead_ms`, or more while a burst is staged.
+        self._lead_now = settings.fire_lead_ms
         # Tasks due within the lead that may not fire ahead: they wait here for their due time (the main
         # wheel runs `fire_lead_ms` ahead of the clock).
         self._held: TimingWheel[str] = TimingWheel(now_ms=0)
@@ -143,7 +150,7 @@ class LeaderCore:
 
     def on_epoch_committed(self, now_ms: int, mono_ms: int) -> None:
         """Load what the previous leaders left: running leases (waited out), pending executions."""
-        self.wheel = TimingWheel(now_ms=now_ms)
+        self.wheel = staging.CountedWheel(now_ms=now_ms)
         self._held = TimingWheel(now_ms=now_ms)
         self.lease_deadlines = TimingWheel(now_ms=mono_ms)
         deadline = mono_ms + self.settings.lease_ttl_ms + self.settings.expiry_grace_ms
@@ -336,7 +343,9 @@ class LeaderCore:
         self._now_ms = now_ms
         budget = self.settings.max_commands_per_tick
         self._load_horizon(now_ms)
-        due = self.wheel.advance(now_ms + self.settings.fire_lead_ms) + self._held.advance(now_ms)
+        until = self._stage_until(now_ms)
+        self._lead_now = until - now_ms
+        due = self.wheel.advance(until) + self._held.advance(now_ms)
         with self._reading():
             for task_id, due_ms in due:
                 if task_id in self._firing:
@@ -462,10 +471,10 @@ class LeaderCore:
             self._firing.discard(task_id)
             return []
         due = firing.due_of(task)
-        lead = self._lead_for(task)
+        lead = self._lead_for(task, self._lead_now)
         if due > now_ms + lead:
             self._firing.discard(task_id)
-            if due > now_ms + self.settings.fire_lead_ms:  # the wheel held an older plan; the store decides
+            if due > now_ms + self._lead_now:  # the wheel held an older plan; the store decides
                 self._schedule_in_wheel(task)
             else:  # due within the lead, but it may not fire ahead: it waits for its due time
                 self._held.add(task_id, due)
@@ -499,12 +508,24 @@ class LeaderCore:
             cmds.append(self._grant_command(execution_id, worker, now_ms, task_id=task_id, lead_ms=lead))
         return cmds
 
-    def _lead_for(self, task: common_pb2.Task | None) -> int:
+    def _lead_for(self, task: common_pb2.Task | None, requested_ms: int | None = None) -> int:
         """How far ahead of its due time a Fire or Grant of `task` is proposed (the state machine checks
-        the same rule, firing.fire_lead)."""
-        if task is None or not self.settings.fire_lead_ms:
+        the same rule, firing.fire_lead): `fire_lead_ms`, or the staging lead of a burst."""
+        lead = self.settings.fire_lead_ms if requested_ms is None else requested_ms
+        if task is None or not lead:
             return 0
-        return firing.fire_lead(task, self.settings.fire_lead_ms)
+        return firing.fire_lead(task, lead)
+
+    def _stage_until(self, now_ms: int) -> int:
+        """Fire what is due up to here now: `fire_lead_ms` ahead, more while a burst is staged."""
+        s = self.settings
+        return staging.stage_until(
+            self.wheel.counts,
+            now_ms,
+            fire_lead_ms=s.fire_lead_ms,
+            stage_lead_ms=s.stage_lead_ms,
+            rate_per_s=s.stage_rate,
+        )
 
     def _grant_pending(self, now_ms: int, budget: int) -> list[Command]:
         if not self._pending_count() and self._pending_overflow:
@@ -523,7 +544,9 @@ class LeaderCore:
                         del rank_map[execution_id]
                         continue
                     task = sm.read_task(txn, ex.task_id)
-                    lead = self._lead_for(task)
+                    # A first attempt of a staged burst may be leased as far ahead as it was fired; a
+                    # retry's backoff keeps the ordinary lead.
+                    lead = self._lead_for(task, self._lead_now if ex.attempt <= 1 else None)
                     ready_ms = ex.not_before_ms - lead
                     if ready_ms > now_ms:  # a retry waiting for its backoff, or a fire for its due time
                         nr: int | None = self._next_retry_ms
@@ -812,6 +835,16 @@ class LeaderCore:
         nd = self.wheel.next_deadline()
         if nd is not None:
             wait = min(wait, nd - self.settings.fire_lead_ms - now_ms)
+            s = self.settings
+            st = staging.next_stage_ms(
+                self.wheel.counts,
+                now_ms,
+                fire_lead_ms=s.fire_lead_ms,
+                stage_lead_ms=s.stage_lead_ms,
+                rate_per_s=s.stage_rate,
+            )
+            if st is not None:
+                wait = min(wait, st - now_ms)
         hd = self._held.next_deadline()
         if hd is not None:
             wait = min(wait, hd - now_ms)

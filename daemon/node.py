@@ -112,6 +112,8 @@ class Node:
             max_running=s.max_running,
             aging_step_ms=s.aging_step_ms,
             fire_lead_ms=s.fire_lead_ms,
+            stage_lead_ms=s.stage_lead_ms,
+            stage_rate=s.stage_rate,
         )
 
     # --------------------------------------------------------------------------------- lifecycle

@@ -36,10 +36,11 @@ LEDGER_PRUNE_BATCH = 64
 MAX_WALK = 10_000
 MAX_RECORDS_PER_COMMAND = 100
 MAX_BUFFERED = 1_000
-# Fire ahead: the longest a Fire or Grant may commit before the instant its execution is due to start.
-# Bounded so that a leader cannot commit far ahead (a change to the task after the commit no longer
-# affects that fire; see may_fire_ahead).
-MAX_FIRE_LEAD_MS = 5_000
+# Fire ahead: the longest a Fire or Grant may commit before the instant its execution is due to start
+# (`fire_lead_ms` of an ordinary second, or the staging lead of a burst: daemon.staging). Bounded so
+# that a leader cannot commit far ahead (a change to the task after the commit no longer affects that
+# fire; see may_fire_ahead).
+MAX_FIRE_LEAD_MS = 30_000
 
 ACTIVE_STATES = frozenset(
     {common_pb2.EXECUTION_PENDING, common_pb2.EXECUTION_RUNNING, common_pb2.EXECUTION_BUFFERED}

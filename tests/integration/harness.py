@@ -83,6 +83,7 @@ class Cluster:
     # Per node: extra environment (e.g. libfaketime's) and [raft] keys that differ from the defaults.
     node_env: dict[str, dict[str, str]] = field(default_factory=dict)
     raft_overrides: dict[str, dict[str, int]] = field(default_factory=dict)
+    scheduler_overrides: dict[str, int] = field(default_factory=dict)  # [scheduler] keys, every node
     extra_toml: str = ""  # appended to every node's config (e.g. a [clock] table)
     node_toml: dict[str, str] = field(default_factory=dict)  # appended to one node's config
 
@@ -100,12 +101,18 @@ class Cluster:
             cfg = self.root / f"{node_id}.toml"
             raft = {"election_timeout_ms": 1000, "heartbeat_ms": 50, **self.raft_overrides.get(node_id, {})}
             raft_toml = "".join(f"{k} = {v}\n" for k, v in raft.items())
+            sched = {
+                "lease_ttl_ms": self.lease_ttl_ms,
+                "heartbeat_interval_ms": self.heartbeat_interval_ms,
+                "horizon_ms": 5000,
+                **self.scheduler_overrides,
+            }
+            sched_toml = "".join(f"{k} = {v}\n" for k, v in sched.items())
             cfg.write_text(
                 f'[node]\nid = "{node_id}"\ndata_dir = "{self.root / node_id}"\n\n'
                 f'[cluster]\n{secret}durability = "replicated"\n\n{member_toml}'
                 f"[raft]\n{raft_toml}\n"
-                f"[scheduler]\nlease_ttl_ms = {self.lease_ttl_ms}\n"
-                f"heartbeat_interval_ms = {self.heartbeat_interval_ms}\nhorizon_ms = 5000\n\n"
+                f"[scheduler]\n{sched_toml}\n"
                 f'[log]\nlevel = "info"\nformat = "json"\n\n{self.extra_toml}\n'
                 f"{self.node_toml.get(node_id, '')}"
             )

@@ -275,3 +275,14 @@ def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
     assert "not valid TOML" in config_error(tmp_path, "[node\n")
     with pytest.raises(ConfigError, match=r"nope\.toml: file not found"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_the_staging_lead_must_fit_in_half_the_horizon(tmp_path: Path) -> None:
+    message = config_error(tmp_path, ONE_MEMBER + "[scheduler]\nhorizon_ms = 8000\nstage_lead_ms = 5000\n")
+    assert "scheduler.stage_lead_ms: 5000 must be at most half of scheduler.horizon_ms (8000)" in message
+    assert "at most 4000" in message
+    # Unset, it follows a shorter horizon instead of refusing it.
+    short = load_text(tmp_path, ONE_MEMBER + "[scheduler]\nhorizon_ms = 5000\n")
+    assert short.scheduler.stage_lead_ms == 2500
+    message = config_error(tmp_path, ONE_MEMBER + "[scheduler]\nfire_lead_ms = 6000\n")
+    assert "scheduler.fire_lead_ms: 6000 is too large" in message
