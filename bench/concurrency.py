@@ -154,8 +154,11 @@ def streams(args: argparse.Namespace) -> dict[str, object]:
             lines = [line for line in out.splitlines() if line.startswith("{")]
             if lines:
                 reports.append(json.loads(lines[-1]))
-    heartbeats = connected * args.window_s / (HEARTBEAT_MS / 1000)
+    # Idle agents heartbeat at the leader's idle interval (LeaderSettings: 1,000 workers per interval).
+    idle_ms = HEARTBEAT_MS * max(1, -(-connected // 1_000))
+    heartbeats = connected * args.window_s / (idle_ms / 1000)
     return {
+        "idle_heartbeat_interval_ms": idle_ms,
         "streams": s,
         "connected": connected,
         "connect_s": connect_s,

@@ -2,7 +2,8 @@
 
 Each agent speaks the worker protocol (proto/v1/worker.proto) as `schedworker` does, minus running
 anything: Hello (capacity 1, a queue no task uses), wait for the Welcome, then one Heartbeat (no leases)
-per heartbeat interval the Welcome gives, reading and dropping what the leader sends (heartbeat acks).
+per idle heartbeat interval the Welcome (then each HeartbeatAck) gives, reading and dropping what the
+leader sends (heartbeat acks).
 Agents share a few gRPC channels (HTTP/2 multiplexes the streams). A NotLeader or a failed stream is
 counted, not retried. SIGTERM (or --seconds) ends every stream; the process then prints one JSON line:
 agents welcomed, heartbeats sent, failures.
@@ -52,7 +53,9 @@ async def agent(stub: worker_pb2_grpc.WorkerGatewayStub, worker_id: str, until: 
             stats.not_leader += 1
             return
         stats.welcomed += 1
-        interval = max(0.05, first.welcome.heartbeat_interval_ms / 1000)
+        # An agent holds nothing: it heartbeats at the idle interval, as schedworker does.
+        welcome = first.welcome
+        interval = [max(0.05, (welcome.idle_heartbeat_interval_ms or welcome.heartbeat_interval_ms) / 1000)]
 
         async def reader() -> None:
             try:
@@ -61,17 +64,20 @@ async def agent(stub: worker_pb2_grpc.WorkerGatewayStub, worker_id: str, until: 
                     if not isinstance(msg, worker_pb2.GatewayMessage):
                         return
                     stats.received += 1
+                    idle_ms = msg.heartbeat_ack.idle_heartbeat_interval_ms
+                    if msg.WhichOneof("kind") == "heartbeat_ack" and idle_ms:
+                        interval[0] = idle_ms / 1000
             except grpc.aio.AioRpcError:
                 stats.failed += 1  # the stream broke: the writer stops (read_task is done)
 
         read_task = asyncio.create_task(reader())
-        await asyncio.sleep(random.uniform(0, interval))  # spread the heartbeats over the interval
+        await asyncio.sleep(random.uniform(0, interval[0]))  # spread the heartbeats over the interval
         beat = worker_pb2.WorkerMessage(heartbeat=worker_pb2.Heartbeat())
         while time.monotonic() < until and not read_task.done() and not stats.stop.is_set():
             await call.write(beat)
             stats.heartbeats += 1
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stats.stop.wait(), interval)
+                await asyncio.wait_for(stats.stop.wait(), interval[0])
         read_task.cancel()
     except (grpc.aio.AioRpcError, asyncio.CancelledError):
         stats.failed += 1

@@ -203,6 +203,10 @@ class _Session:
         self.leader_id = welcome.leader_id
         self.heartbeat_interval_s = (welcome.heartbeat_interval_ms or 0) / 1000 or _FALLBACK_HEARTBEAT_S
         self.lease_ttl_s = (welcome.lease_ttl_ms or 0) / 1000 or _FALLBACK_LEASE_TTL_S
+        # Holding nothing, the worker heartbeats this often instead (the leader stretches it when
+        # thousands of workers are connected; HeartbeatAck updates it).
+        self.idle_interval_s = self.heartbeat_interval_s
+        self.set_idle_interval(welcome.idle_heartbeat_interval_ms)
         # A heartbeat unanswered for this long means the stream is dead in practice: reconnect. It must
         # be well inside the TTL: a leader cut off by a partition sends no reset, and waiting a whole TTL
         # would let every running attempt hit its local deadline (self-fencing kills it, and the lease is
@@ -218,6 +222,10 @@ class _Session:
         # at once to release the leases its predecessor granted and never delivered), and when asked.
         self.list_finished = True
         self._write_lock = asyncio.Lock()
+
+    def set_idle_interval(self, ms: int) -> None:
+        if ms > 0:
+            self.idle_interval_s = max(self.heartbeat_interval_s, ms / 1000)
 
     def mark_sent(self, key: AttemptKey, now: float) -> None:
         self.sent[key] = now
@@ -279,6 +287,7 @@ class Worker:
         self._acked = asyncio.Event()
         self.connected = asyncio.Event()  # set while a welcomed stream is open
         self._heartbeat_now = asyncio.Event()  # send a heartbeat without waiting for the interval
+        self._idle_wait = False  # the heartbeat loop waits the idle interval (it held nothing)
 
     # -- public -----------------------------------------------------------------------------------
 
@@ -546,6 +555,8 @@ class Worker:
             key, lease, runner, ttl_s, deadline=deadline, start_at=received + lease.start_delay_ms / 1000
         )
         self._attempts[key] = attempt
+        if self._idle_wait:
+            self._heartbeat_now.set()  # renewals are due at the ordinary interval from now on
         if lease.start_delay_ms > 0:
             # Ask for the heartbeat that confirms this lease just before its start (_await_confirmation).
             ask_in = max(0.0, attempt.start_at - _CONFIRM_AHEAD_S - received)
@@ -583,6 +594,7 @@ class Worker:
         )
 
     def _on_heartbeat_ack(self, session: _Session, ack: worker_pb2.HeartbeatAck) -> None:
+        session.set_idle_interval(ack.idle_heartbeat_interval_ms)
         if ack.list_finished:
             session.list_finished = True
         sent: tuple[float, float, frozenset[AttemptKey]] | None = None
@@ -855,9 +867,18 @@ class Worker:
                 for result in [*self.outbox.pending(), *self._volatile.values()]:
                     heartbeat.finished.add(execution_id=result.execution_id, token=result.token)
             await session.write(worker_pb2.WorkerMessage(heartbeat=heartbeat))
-            # The interval, or less when a held start asks for a confirming heartbeat.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._heartbeat_now.wait(), session.heartbeat_interval_s)
+            # The interval, or less when a held start asks for a confirming heartbeat; the idle interval
+            # when this worker holds nothing (a lease arriving meanwhile ends the wait: _start_attempt).
+            holding = bool(self._attempts or self._volatile or len(self.outbox))
+            self._idle_wait = not holding
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._heartbeat_now.wait(),
+                        session.heartbeat_interval_s if holding else session.idle_interval_s,
+                    )
+            finally:
+                self._idle_wait = False
 
     async def _results_loop(self, session: _Session) -> None:
         loop = asyncio.get_running_loop()

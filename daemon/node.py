@@ -109,6 +109,7 @@ class Node:
             # Two missed heartbeats (and at least a second): the worker's own stale-stream limit is
             # about the same, so both ends give up on a cut stream at once.
             worker_silent_ms=max(1000, 2 * s.heartbeat_interval_ms + 200),
+            heartbeat_interval_ms=s.heartbeat_interval_ms,
             max_running=s.max_running,
             aging_step_ms=s.aging_step_ms,
             fire_lead_ms=s.fire_lead_ms,

@@ -249,6 +249,7 @@ class LeaderRunner:
                     leader_id=self.core.node_id,
                     heartbeat_interval_ms=self._heartbeat_interval_ms,
                     lease_ttl_ms=self.core.settings.lease_ttl_ms,
+                    idle_heartbeat_interval_ms=self.core.idle_heartbeat_ms(),
                 )
             )
         )

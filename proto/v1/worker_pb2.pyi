@@ -292,19 +292,25 @@ class Welcome(_message.Message):
     LEADER_ID_FIELD_NUMBER: _builtins.int
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _builtins.int
     LEASE_TTL_MS_FIELD_NUMBER: _builtins.int
+    IDLE_HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _builtins.int
     leader_id: _builtins.str
     heartbeat_interval_ms: _builtins.int
     lease_ttl_ms: _builtins.int
+    idle_heartbeat_interval_ms: _builtins.int
+    """How often a worker holding nothing (no attempt, no unacknowledged result) heartbeats: the interval,
+    stretched by the leader when thousands of workers are connected. 0: the interval.
+    """
     def __init__(
         self,
         *,
         leader_id: _builtins.str = ...,
         heartbeat_interval_ms: _builtins.int = ...,
         lease_ttl_ms: _builtins.int = ...,
+        idle_heartbeat_interval_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval_ms", b"heartbeat_interval_ms", "leader_id", b"leader_id", "lease_ttl_ms", b"lease_ttl_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval_ms", b"heartbeat_interval_ms", "idle_heartbeat_interval_ms", b"idle_heartbeat_interval_ms", "leader_id", b"leader_id", "lease_ttl_ms", b"lease_ttl_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -461,8 +467,11 @@ class HeartbeatAck(_message.Message):
     RENEWED_FIELD_NUMBER: _builtins.int
     REVOKED_FIELD_NUMBER: _builtins.int
     LIST_FINISHED_FIELD_NUMBER: _builtins.int
+    IDLE_HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _builtins.int
     list_finished: _builtins.bool
     """send a complete listing (Heartbeat.complete_listing) next time"""
+    idle_heartbeat_interval_ms: _builtins.int
+    """the current idle interval (Welcome), 0: unchanged"""
     @_builtins.property
     def renewed(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -473,10 +482,11 @@ class HeartbeatAck(_message.Message):
         renewed: _abc.Iterable[_builtins.str] | None = ...,
         revoked: _abc.Iterable[_builtins.str] | None = ...,
         list_finished: _builtins.bool = ...,
+        idle_heartbeat_interval_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["list_finished", b"list_finished", "renewed", b"renewed", "revoked", b"revoked"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idle_heartbeat_interval_ms", b"idle_heartbeat_interval_ms", "list_finished", b"list_finished", "renewed", b"renewed", "revoked", b"revoked"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
