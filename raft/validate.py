@@ -32,6 +32,15 @@ _OVERLAPPOLICY = frozenset(common_pb2.OverlapPolicy.values())
 _CALENDARACTION = frozenset(common_pb2.CalendarAction.values())
 
 
+# Verdicts on specs already found valid, keyed by everything but the name (the spec serialized without
+# it). A bulk import creates thousands of tasks that differ only in their names, and each spec is
+# validated on the leader and again by apply on every node: that was a third of an import's apply time.
+# Validation is a pure function of the spec (no clock, no state), so the memo never changes a verdict;
+# only valid specs are remembered, and the memo is bounded.
+_VALID: dict[tuple[bytes, int | None], None] = {}
+_VALID_MAX = 4_096
+
+
 def validate_spec(spec: common_pb2.TaskSpec, *, max_payload_bytes: int | None = None) -> None:
     """Raise InvalidArgument naming the first bad field of `spec`."""
     name = spec.name
@@ -39,6 +48,21 @@ def validate_spec(spec: common_pb2.TaskSpec, *, max_payload_bytes: int | None = 
         raise InvalidArgument("spec.name", "must not be empty")
     if len(name) > MAX_NAME_LEN:
         raise InvalidArgument("spec.name", f"longer than {MAX_NAME_LEN} characters")
+    spec.ClearField("name")
+    try:
+        key = (spec.SerializeToString(deterministic=True), max_payload_bytes)
+    finally:
+        spec.name = name
+    if key in _VALID:
+        return
+    _validate_unnamed(spec, max_payload_bytes)
+    if len(_VALID) >= _VALID_MAX:
+        _VALID.clear()
+    _VALID[key] = None
+
+
+def _validate_unnamed(spec: common_pb2.TaskSpec, max_payload_bytes: int | None) -> None:
+    """Every check of `validate_spec` but the name's."""
     if len(spec.tags) > MAX_TAGS:
         raise InvalidArgument("spec.tags", f"more than {MAX_TAGS} tags")
     for k, v in spec.tags.items():

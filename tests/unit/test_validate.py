@@ -71,3 +71,28 @@ def test_bad_policies_name_the_field(field: str, changes: dict[str, int | str]) 
     with pytest.raises(InvalidArgument) as e:
         validate_spec(spec)
     assert e.value.field == field
+
+
+def test_the_memo_of_valid_specs_never_changes_a_verdict() -> None:
+    """validate_spec remembers valid specs by everything but their name (bulk imports)."""
+    spec = _spec(GOOD[0])
+    spec.tags["team"] = "a"
+    validate_spec(spec)
+    same_but_name = common_pb2.TaskSpec()
+    same_but_name.CopyFrom(spec)
+    same_but_name.name = "another"
+    validate_spec(same_but_name)
+    assert same_but_name.name == "another" and spec.name == "t"  # the name is left as it was
+    same_but_name.name = " "
+    with pytest.raises(InvalidArgument) as info:
+        validate_spec(same_but_name)  # the name is checked on every call
+    assert info.value.field == "spec.name"
+    # A bad spec is refused every time, and a limit is part of the verdict.
+    bad = _spec(BAD[1][1])
+    for _ in range(2):
+        with pytest.raises(InvalidArgument):
+            validate_spec(bad)
+    validate_spec(spec, max_payload_bytes=1_000)
+    with pytest.raises(InvalidArgument) as info:
+        validate_spec(spec, max_payload_bytes=1)
+    assert info.value.field == "spec.payload"
