@@ -33,6 +33,7 @@ WAITING_CHECK_MS = 1_000
 WAITING_CHECK_LIMIT = 1_000
 WAITING_NOTES_PER_CHECK = 100  # reasons are for people: never flood the log with them
 WAITING_GRACE_MS = 1_000
+EXACT_PICK = 32  # up to this many workers on a queue, a lease goes to the one with most free slots
 SILENT_CHECK_MS = 200  # how often connected workers are checked for silence (worker_silent_ms)
 CommandResult = commands_pb2.CommandResult
 Token = tuple[int, int]
@@ -143,6 +144,13 @@ class LeaderCore:
         # Results being committed: (execution id, token) -> the worker that sent it (who gets the ack).
         self._completing: dict[tuple[str, Token], str] = {}
         self.workers: dict[str, WorkerState] = {}
+        # Worker ids per queue served (an ordered set), its list form for the rotating pick (rebuilt
+        # after a change), the rotation's position, and the queues found with no free slot in this tick:
+        # with thousands of workers a pass over all of them per fire capped the fire rate.
+        self._serving: dict[str, dict[str, None]] = {}
+        self._serving_list: dict[str, list[str]] = {}
+        self._cursor: dict[str, int] = {}
+        self._full: set[str] = set()
         self.leases: dict[str, LeaseState] = {}
         # Lease deadlines on the monotonic clock, in a second wheel: expiry and renewal are O(1) and a
         # tick does not scan every running lease.
@@ -235,7 +243,13 @@ class LeaderCore:
         w.echo_ms = echo_ms
         w.inflight = {eid for eid, lease in self.leases.items() if lease.worker_id == worker_id}
         w.inflight |= {eid for eid in self._granting_for(worker_id)}
+        old = self.workers.get(worker_id)
+        if old is not None:
+            self._unserve(old)
         self.workers[worker_id] = w
+        for q in w.queues:
+            self._serving.setdefault(q, {})[worker_id] = None
+            self._serving_list.pop(q, None)
 
     def _granting_for(self, worker_id: str) -> set[str]:
         old = self.workers.get(worker_id)
@@ -250,6 +264,14 @@ class LeaderCore:
                 # Nothing to remember (a reconnect rebuilds its state from the leases): worker ids
                 # carry a pid, so a restarted worker would otherwise leave its old state here forever.
                 del self.workers[worker_id]
+                self._unserve(w)
+
+    def _unserve(self, w: WorkerState) -> None:
+        for q in w.queues:
+            ids = self._serving.get(q)
+            if ids is not None:
+                ids.pop(w.worker_id, None)
+                self._serving_list.pop(q, None)
 
     def heard_from(self, worker_id: str, mono_ms: int) -> None:
         w = self.workers.get(worker_id)
@@ -366,6 +388,7 @@ class LeaderCore:
         cmds: list[Command] = self._retry
         self._retry = []
         self._now_ms = now_ms
+        self._full.clear()  # slots are released between ticks (outcomes, disconnects), never during one
         budget = self.settings.max_commands_per_tick
         self._load_horizon(now_ms)
         until = self._stage_until(now_ms)
@@ -559,7 +582,7 @@ class LeaderCore:
             if not self._pending_count():
                 self._next_retry_ms = None
                 return []  # nothing waits: no pass over the workers
-        served = {q for w in self.workers.values() if w.free() > 0 for q in w.queues}
+        served = {q for q, ids in self._serving.items() if ids and q not in self._full}
         cmds: list[Command] = []
         self._next_retry_ms = None
         cap = self.settings.max_running
@@ -621,17 +644,38 @@ class LeaderCore:
         return sum(1 for t in self._granting_tasks.values() if t == task_id)
 
     def _pick_worker(self, queue: str, labels: Mapping[str, str] | None = None) -> WorkerState | None:
-        """The eligible worker (serves the queue, carries every required label) with most free slots."""
+        """An eligible worker (serves the queue, carries every required label) with a free slot: the one
+        with most free slots among up to EXACT_PICK workers of the queue; beyond that, the next in
+        rotation, so that a fire costs O(1) amortised instead of a pass over thousands of workers."""
         queue = queue or "default"
-        best: WorkerState | None = None
-        for w in self.workers.values():
-            if w.free() <= 0 or queue not in w.queues:
+        if queue in self._full:
+            return None
+        ids = self._serving_list.get(queue)
+        if ids is None:
+            ids = self._serving_list[queue] = list(self._serving.get(queue, ()))
+        n = len(ids)
+        workers = self.workers
+        if n <= EXACT_PICK:
+            best: WorkerState | None = None
+            for worker_id in ids:
+                w = workers[worker_id]
+                if w.free() <= 0 or (labels and any(w.labels.get(k) != v for k, v in labels.items())):
+                    continue
+                if best is None or w.free() > best.free():
+                    best = w
+            if best is None and not labels:
+                self._full.add(queue)
+            return best
+        start = self._cursor.get(queue, 0)
+        for step in range(n):
+            w = workers[ids[(start + step) % n]]
+            if w.free() <= 0 or (labels and any(w.labels.get(k) != v for k, v in labels.items())):
                 continue
-            if labels and any(w.labels.get(k) != v for k, v in labels.items()):
-                continue
-            if best is None or w.free() > best.free():
-                best = w
-        return best
+            self._cursor[queue] = (start + step + 1) % n
+            return w
+        if not labels:
+            self._full.add(queue)  # none has a slot: no further pass over them in this tick
+        return None
 
     def _grant_command(
         self, execution_id: str, worker: WorkerState, now_ms: int, *, task_id: str = "", lead_ms: int = 0
