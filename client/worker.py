@@ -38,6 +38,7 @@ import enum
 import functools
 import gc
 import logging
+import math
 import os
 import random
 import re
@@ -97,6 +98,8 @@ _FALLBACK_HEARTBEAT_S = 1.0
 # A held start asks the leader to confirm its lease this long before the start instant (one heartbeat
 # shared by every start of that instant): the answer normally arrives before the start, adding no lag.
 _CONFIRM_AHEAD_S = 0.1
+# Held starts are gated per start instant rounded up to this (a gate never opens before its starts).
+_GATE_S = 0.002
 _HELLO_TIMEOUT_S = 3.0  # short: a node behind a partition must not hold the worker for a lease TTL
 _AVOID_S = 5.0  # after a stream to a node went stale or timed out, try the other nodes first for this long
 _MAX_RESULTS_MESSAGE_BYTES = 1024 * 1024
@@ -287,6 +290,12 @@ class Worker:
         self._acked = asyncio.Event()
         self.connected = asyncio.Event()  # set while a welcomed stream is open
         self._heartbeat_now = asyncio.Event()  # send a heartbeat without waiting for the interval
+        # Held starts wait at one gate per start instant (_start_gate), opened at the instant once a
+        # heartbeat sent at most _CONFIRM_AHEAD_S before it was answered; `_acked_sent` is the clock
+        # time the latest answered heartbeat was sent.
+        self._gates: dict[int, asyncio.Future[None]] = {}
+        self._gates_waiting: set[int] = set()
+        self._acked_sent = float("-inf")
         self._idle_wait = False  # the heartbeat loop waits the idle interval (it held nothing)
 
     # -- public -----------------------------------------------------------------------------------
@@ -557,10 +566,6 @@ class Worker:
         self._attempts[key] = attempt
         if self._idle_wait:
             self._heartbeat_now.set()  # renewals are due at the ordinary interval from now on
-        if lease.start_delay_ms > 0:
-            # Ask for the heartbeat that confirms this lease just before its start (_await_confirmation).
-            ask_in = max(0.0, attempt.start_at - _CONFIRM_AHEAD_S - received)
-            asyncio.get_running_loop().call_later(ask_in, self._heartbeat_now.set)
         self._running_executions[lease.execution_id] += 1
         attempt.task = asyncio.create_task(self._run_attempt(attempt), name=f"attempt {lease.execution_id}")
         self._log.debug("attempt started", execution_id=lease.execution_id, attempt=lease.attempt)
@@ -629,6 +634,9 @@ class Worker:
                     and attempt.confirmed_at >= attempt.start_at - _CONFIRM_AHEAD_S
                 ):
                     waiter.set_result(None)
+        self._acked_sent = max(self._acked_sent, sent[1])
+        if self._gates_waiting:
+            self._open_waiting_gates()
 
     async def _on_result_acks(self, session: _Session, execution_ids: Sequence[str]) -> None:
         # Only what was sent on this stream: a newer result of the same execution must not be dropped.
@@ -739,8 +747,17 @@ class Worker:
         """Hold a lease granted ahead of its due time until then (None: start now). A cancel, revoke or
         self-fence meanwhile ends the attempt unstarted, with the stop's outcome."""
         runner = attempt.runner
-        stopped = await runner.hold(attempt.start_at - self._clock.monotonic())
-        confirmed = stopped or attempt.lease.start_delay_ms <= 0 or await self._await_confirmation(attempt)
+        if attempt.lease.start_delay_ms > 0:
+            # Every start of the instant waits at one gate, and wakes once: when 10,000 held starts
+            # each woke at the instant, found the confirmation not yet read and waited again, the
+            # heartbeat answer queued behind those wake-ups (W1: starts 0.3-1.5 s after the instant).
+            gate = self._start_gate(attempt.start_at)
+            stopped = await runner.hold(attempt.deadline - self._clock.monotonic(), until=gate)
+            stopped = stopped or await runner.hold(attempt.start_at - self._clock.monotonic())
+            confirmed = stopped or await self._await_confirmation(attempt)
+        else:
+            stopped = await runner.hold(attempt.start_at - self._clock.monotonic())
+            confirmed = True
         if runner.stop_reason is None:
             if confirmed and self._clock.monotonic() < attempt.deadline:
                 return None
@@ -760,6 +777,37 @@ class Worker:
             finished_at_ms=self._clock.wall_ms(),
             error=error,
         )
+
+    def _start_gate(self, start_at: float) -> asyncio.Future[None]:
+        """The gate of the starts due at `start_at` (rounded up to _GATE_S). A new gate asks for the
+        confirming heartbeat _CONFIRM_AHEAD_S before its instant and opens at the instant if it has
+        been answered, else when it is (_on_heartbeat_ack)."""
+        key = math.ceil(start_at / _GATE_S)
+        gate = self._gates.get(key)
+        if gate is None:
+            loop = asyncio.get_running_loop()
+            gate = self._gates[key] = loop.create_future()
+            wait = key * _GATE_S - self._clock.monotonic()
+            loop.call_later(max(0.0, wait - _CONFIRM_AHEAD_S), self._heartbeat_now.set)
+            loop.call_later(max(0.0, wait), self._open_gate, key)
+        return gate
+
+    def _open_gate(self, key: int) -> None:
+        gate = self._gates.get(key)
+        if gate is None:
+            return
+        if self._acked_sent >= key * _GATE_S - _CONFIRM_AHEAD_S or gate.done():
+            del self._gates[key]
+            if not gate.done():
+                gate.set_result(None)
+        else:
+            self._gates_waiting.add(key)
+            self._heartbeat_now.set()
+
+    def _open_waiting_gates(self) -> None:
+        for key in [k for k in self._gates_waiting if self._acked_sent >= k * _GATE_S - _CONFIRM_AHEAD_S]:
+            self._gates_waiting.discard(key)
+            self._open_gate(key)
 
     async def _await_confirmation(self, attempt: _Attempt) -> bool:
         """A lease held for its due time starts only once the leader has renewed it with a heartbeat sent
