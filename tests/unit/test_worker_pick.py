@@ -70,3 +70,22 @@ def test_many_workers_labels_and_departures_are_respected() -> None:
     assert not gone & set(worker_of.values())
     # 45 connected workers of one slot each: all 40 fires granted, no worker twice.
     assert len(worker_of) == 40 and len(set(worker_of.values())) == 40
+
+
+def test_a_reconnecting_worker_gets_back_exactly_the_slots_of_its_leases() -> None:
+    s = Store()
+    for i in range(4):
+        s.create(i)
+    core = leader(s)
+    core.worker_connected("w1", 2, ["default"], {})
+    core.worker_connected("w2", 2, ["default"], {})
+    cmds = core.tick(DUE, 1)
+    results = s.apply(cmds)
+    assert all(r.applied for r in results)
+    core.on_committed(cmds, results, DUE + 5, 2)
+    held = {w: set(core.workers[w].inflight) for w in ("w1", "w2")}
+    assert len(held["w1"]) == 2 and len(held["w2"]) == 2
+    core.worker_disconnected("w1")
+    core.worker_connected("w1", 2, ["default"], {})
+    assert core.workers["w1"].inflight == held["w1"] and core.workers["w1"].free() == 0
+    assert core.workers["w2"].inflight == held["w2"]
