@@ -579,14 +579,11 @@ class LeaderCore:
 
     def _stage_until(self, now_ms: int) -> int:
         """Fire what is due up to here now: `fire_lead_ms` ahead, more while a burst is staged."""
+        return staging.stage_until(self.wheel.counts, now_ms, **self._staging_args())
+
+    def _staging_args(self) -> dict[str, int]:
         s = self.settings
-        return staging.stage_until(
-            self.wheel.counts,
-            now_ms,
-            fire_lead_ms=s.fire_lead_ms,
-            stage_lead_ms=s.stage_lead_ms,
-            rate_per_s=s.stage_rate,
-        )
+        return {"fire_lead_ms": s.fire_lead_ms, "stage_lead_ms": s.stage_lead_ms, "rate_per_s": s.stage_rate}
 
     def _grant_pending(self, now_ms: int, budget: int) -> list[Command]:
         if not self._pending_count():
@@ -934,14 +931,7 @@ class LeaderCore:
         nd = self.wheel.next_deadline()
         if nd is not None:
             wait = min(wait, nd - self.settings.fire_lead_ms - now_ms)
-            s = self.settings
-            st = staging.next_stage_ms(
-                self.wheel.counts,
-                now_ms,
-                fire_lead_ms=s.fire_lead_ms,
-                stage_lead_ms=s.stage_lead_ms,
-                rate_per_s=s.stage_rate,
-            )
+            st = staging.next_stage_ms(self.wheel.counts, now_ms, **self._staging_args())
             if st is not None:
                 wait = min(wait, st - now_ms)
         hd = self._held.next_deadline()
