@@ -405,7 +405,8 @@ async def test_a_leader_whose_connections_close_is_replaced_before_the_election_
     tmp_path: Path,
 ) -> None:
     """Fast failover: a stopped (or killed) leader's sockets close, and the followers stand after a few
-    heartbeats instead of a whole election timeout of silence (6-12 s here)."""
+    heartbeats instead of a whole election timeout of silence (6-12 s here). What is ours is the early
+    candidacy; whether its vote wins at once is pysyncobj's (a split vote falls back to the timeout)."""
     nodes = [ToyNode(c) for c in cluster_configs(tmp_path, 3, election_timeout_ms=6000, heartbeat_ms=50)]
     for node in nodes:
         node.start()
@@ -416,15 +417,20 @@ async def test_a_leader_whose_connections_close_is_replaced_before_the_election_
         old.stop()
         rest = [n for n in nodes if n is not old]
 
+        def stood() -> bool:
+            return any(n.rep.status().term > old_term for n in rest)
+
         def replaced() -> bool:
             new = leader_of(rest)
             return new is not None and new.rep.status().term > old_term
 
-        await eventually(replaced, "a new leader", timeout_s=20)
+        await eventually(stood, "a candidate", timeout_s=20)
         took = time.monotonic() - t0
-        # At most 3 heartbeats + a quarter election timeout (1.65 s), plus the vote: the normal path could
-        # not stand before 6 s of silence (the margin is for a loaded machine; it failed once at 2.5 s).
-        assert took < 5.0, f"new leader after {took:.2f} s: the election waited for the timeout"
+        # At most 3 heartbeats + a quarter election timeout (1.65 s): the normal path could not stand
+        # before 6 s of silence (the margin is for a loaded machine).
+        assert took < 5.0, f"first candidacy after {took:.2f} s: the followers waited for the timeout"
+        # Then a leader, at once or, after a split vote (a lost first vote, docs/benchmarks.md), later.
+        await eventually(replaced, "a new leader", timeout_s=30)
     finally:
         for node in nodes:
             node.stop()
