@@ -45,6 +45,7 @@ import re
 import signal
 import socket
 import sys
+import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -300,6 +301,9 @@ class Worker:
         self._gates: dict[int, asyncio.Future[None]] = {}
         self._gates_waiting: set[int] = set()
         self._acked_sent = float("-inf")
+        # This process's incarnation (Hello.incarnation): a leader that finds it not holding a lease
+        # granted to it knows the attempt never began, and grants it again without spending an attempt.
+        self.incarnation = uuid.uuid4().hex
         self._idle_wait = False  # the heartbeat loop waits the idle interval (it held nothing)
 
     # -- public -----------------------------------------------------------------------------------
@@ -442,6 +446,7 @@ class Worker:
             queues=list(self.config.queues),
             labels=dict(self.config.labels),
             sent_mono_ms=int(self._clock.monotonic() * 1000),
+            incarnation=self.incarnation,
         )
         async with grpc.aio.insecure_channel(address) as channel:
             stub = worker_pb2_grpc.WorkerGatewayStub(channel)
@@ -677,22 +682,27 @@ class Worker:
 
     async def _run_attempt(self, attempt: _Attempt) -> None:
         execution_id = attempt.lease.execution_id
+        began = False
         try:
             try:
                 waited = await self._await_start(attempt)
                 if waited is None and attempt.lease.HasField("sensor"):
                     waited = await self._await_sensor(attempt)
+                if waited is None:
+                    began = True
                 result = waited if waited is not None else await attempt.runner.run()
             except Exception as exc:  # a bug of ours: report it rather than lose the attempt
                 self._log.exception("attempt runner failed", execution_id=execution_id)
-                result = common_pb2.AttemptResult(
-                    execution_id=execution_id,
-                    token=attempt.lease.token,
-                    outcome=common_pb2.ATTEMPT_FAILED,
-                    exit_code=126,
-                    finished_at_ms=self._clock.wall_ms(),
-                    error=f"worker error: {exc!r}",
-                )
+                result = self._not_started(attempt, f"worker error before the start: {exc!r}")
+                if began:
+                    result = common_pb2.AttemptResult(
+                        execution_id=execution_id,
+                        token=attempt.lease.token,
+                        outcome=common_pb2.ATTEMPT_FAILED,
+                        exit_code=126,
+                        finished_at_ms=self._clock.wall_ms(),
+                        error=f"worker error: {exc!r}",
+                    )
             if attempt.revoked:
                 self._log.info("revoked attempt killed; no result reported", execution_id=execution_id)
                 return
@@ -751,19 +761,24 @@ class Worker:
                         future.set_result(None)
 
     async def _await_start(self, attempt: _Attempt) -> common_pb2.AttemptResult | None:
-        """Hold a lease granted ahead of its due time until then (None: start now). A cancel, revoke or
-        self-fence meanwhile ends the attempt unstarted, with the stop's outcome."""
+        """Hold a lease granted ahead of its due time until then (None: start now). A cancel, revoke,
+        self-fence or shutdown meanwhile ends the attempt unstarted (ATTEMPT_NOT_STARTED)."""
         runner = attempt.runner
-        if attempt.lease.start_delay_ms > 0:
-            # Every start of the instant waits at one gate, and wakes once: when 10,000 held starts
-            # each woke at the instant, found the confirmation not yet read and waited again, the
-            # heartbeat answer queued behind those wake-ups (W1: starts 0.3-1.5 s after the instant).
-            gate = self._start_gate(attempt.start_at)
-            stopped = await runner.hold(attempt.deadline - self._clock.monotonic(), until=gate)
-            stopped = stopped or await runner.hold(attempt.start_at - self._clock.monotonic())
+        lease = attempt.lease
+        if lease.start_delay_ms > 0 or lease.start_at_ms > 0:
+            # Granted ahead: started only once confirmed (_await_confirmation), even if the offer was
+            # written after its due time (no delay left). The leader counts on that: a held lease it never
+            # confirmed cannot have begun, so its expiry grants it again without spending an attempt.
+            stopped = False
+            if lease.start_delay_ms > 0:
+                # Every start of the instant waits at one gate, and wakes once: when 10,000 held starts
+                # each woke at the instant, found the confirmation not yet read and waited again, the
+                # heartbeat answer queued behind those wake-ups (W1: starts 0.3-1.5 s after the instant).
+                gate = self._start_gate(attempt.start_at)
+                stopped = await runner.hold(attempt.deadline - self._clock.monotonic(), until=gate)
+                stopped = stopped or await runner.hold(attempt.start_at - self._clock.monotonic())
             confirmed = stopped or await self._await_confirmation(attempt)
         else:
-            stopped = await runner.hold(attempt.start_at - self._clock.monotonic())
             confirmed = True
         if runner.stop_reason is None:
             if confirmed and self._clock.monotonic() < attempt.deadline:
@@ -776,11 +791,15 @@ class Worker:
             runner.stop(StopReason.FENCED)
         reason = runner.stop_reason
         assert reason is not None
-        outcome, error = stop_result(reason, attempt.lease, "not started")
+        return self._not_started(attempt, stop_result(reason, lease, "not started")[1])
+
+    def _not_started(self, attempt: _Attempt, error: str) -> common_pb2.AttemptResult:
+        """The result of an attempt that ended before its payload began: nothing ran, so the cluster
+        grants the execution again instead of ending it (a cancel asked for ends it cancelled)."""
         return common_pb2.AttemptResult(
             execution_id=attempt.lease.execution_id,
             token=attempt.lease.token,
-            outcome=outcome,
+            outcome=common_pb2.ATTEMPT_NOT_STARTED,
             finished_at_ms=self._clock.wall_ms(),
             error=error,
         )
@@ -857,8 +876,8 @@ class Worker:
                 attempt.runner = runner
                 result = await runner.run()
                 if runner.stop_reason is not None and runner.stop_reason is not StopReason.TIMEOUT:
-                    result.error = f"while waiting for its sensor: {result.error}"
-                    return result
+                    # Stopped while its sensor probed: the payload itself never began.
+                    return self._not_started(attempt, f"while waiting for its sensor: {result.error}")
                 if result.outcome == common_pb2.ATTEMPT_SUCCEEDED:
                     self._log.debug("sensor satisfied", execution_id=lease.execution_id, probes=probes)
                     return None
@@ -869,16 +888,11 @@ class Worker:
                         f"sensor not satisfied after {probes} probes in {timeout_ms} ms (last: {last})"
                     )
                     return result
-                await asyncio.sleep(interval_s)  # the polling interval itself
-                if runner.stop_reason is not None:  # stopped between two probes
-                    outcome, error = stop_result(runner.stop_reason, lease, "sensor stopped")
-                    return common_pb2.AttemptResult(
-                        execution_id=lease.execution_id,
-                        token=lease.token,
-                        outcome=outcome,
-                        finished_at_ms=self._clock.wall_ms(),
-                        error=f"while waiting for its sensor: {error}",
-                    )
+                # The polling interval, cut short by a stop (the attempt's runner is this probe's until
+                # the next one: a cancel or fence now used to wait out the whole interval).
+                if await runner.hold(interval_s):  # stopped between two probes
+                    error = stop_result(runner.stop_reason, lease, "sensor stopped")[1]
+                    return self._not_started(attempt, f"while waiting for its sensor: {error}")
         finally:
             attempt.runner = main
 

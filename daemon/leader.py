@@ -35,6 +35,12 @@ WAITING_NOTES_PER_CHECK = 100  # reasons are for people: never flood the log wit
 WAITING_GRACE_MS = 1_000
 EXACT_PICK = 32  # up to this many workers on a queue, a lease goes to the one with most free slots
 SILENT_CHECK_MS = 200  # how often connected workers are checked for silence (worker_silent_ms)
+# A worker starts a lease granted ahead of its due time only once a heartbeat it sent at most this long
+# before the start (client/worker.py, _CONFIRM_AHEAD_S) has renewed it. A renewal the leader gives earlier
+# than that (less a margin for the two monotonic clocks' rates over a lead of up to 30 s) cannot be that
+# confirmation; a held lease never renewed later cannot have begun (ExpireLease.unstarted).
+CONFIRM_AHEAD_MS = 100
+CONFIRM_MARGIN_MS = 30
 CommandResult = commands_pb2.CommandResult
 Token = tuple[int, int]
 
@@ -86,6 +92,7 @@ class WorkerState:
     silent: bool = False  # not heard from for settings.worker_silent_ms: offered nothing new
     echo_ms: int = 0  # the worker's own stamp of its latest Hello/Heartbeat received (LeaseOffers.echo)
     reconciled: bool = False  # its complete listing was checked against the leases of earlier terms
+    incarnation: str = ""  # the worker process (Hello.incarnation)
 
     def free(self) -> int:
         return self.capacity - len(self.inflight) if self.connected and not self.silent else 0
@@ -102,6 +109,12 @@ class LeaseState:
     # was armed and is re-armed when it comes due (a wheel operation per renewal cost the leader ~5 µs
     # per lease: 0.1 s for one heartbeat of a worker holding 10,000 leases).
     deadline: int = 0
+    # A start held for its due time: the earliest monotonic time (ours) the worker may start it, from the
+    # offers we wrote (None: not held, or not known to this leader: it may have begun at any time).
+    start_mono: int | None = None
+    confirmed: bool = False  # renewed at or after start_mono - CONFIRM_AHEAD_MS: it may have begun
+    unstarted: bool = False  # its worker's process does not hold it (reconciliation): it never began
+    incarnation: str = ""  # the worker process it was granted to (Execution.worker_incarnation)
 
 
 class LeaderCore:
@@ -192,7 +205,12 @@ class LeaderCore:
             self._forget_lease_of(old)
         self._leases_of.setdefault(ex.worker_id, set()).add(ex.execution_id)
         self.leases[ex.execution_id] = LeaseState(
-            ex.execution_id, token_tuple(ex.token), ex.worker_id, ex.task_id, deadline=deadline_mono
+            ex.execution_id,
+            token_tuple(ex.token),
+            ex.worker_id,
+            ex.task_id,
+            deadline=deadline_mono,
+            incarnation=ex.worker_incarnation,
         )
         self.lease_deadlines.add(ex.execution_id, deadline_mono)
         w = self.workers.get(ex.worker_id)
@@ -248,10 +266,12 @@ class LeaderCore:
         mono_ms: int | None = None,
         *,
         echo_ms: int = 0,
+        incarnation: str = "",
     ) -> None:
         w = WorkerState(worker_id, max(1, capacity), frozenset(queues or ["default"]), dict(labels))
         w.heard_mono_ms = mono_ms
         w.echo_ms = echo_ms
+        w.incarnation = incarnation
         w.inflight = set(self._leases_of.get(worker_id, ()))
         w.inflight |= {eid for eid in self._granting_for(worker_id)}
         old = self.workers.get(worker_id)
@@ -342,6 +362,12 @@ class LeaderCore:
                 and not lease.expiring
             ):
                 lease.deadline = deadline  # re-armed in the wheel when its old entry comes due (tick)
+                if (
+                    not lease.confirmed
+                    and lease.start_mono is not None
+                    and mono_ms >= lease.start_mono - CONFIRM_AHEAD_MS - CONFIRM_MARGIN_MS
+                ):
+                    lease.confirmed = True
                 ack.renewed.append(ref.execution_id)
             elif (ref.execution_id, token) in self._completing:
                 ack.renewed.append(ref.execution_id)  # its result is being committed
@@ -369,6 +395,10 @@ class LeaderCore:
                 and not lease.expiring
                 and (lease.execution_id, lease.token) not in listed
             ):
+                # Granted to this very process (same incarnation), which neither holds nor finished it:
+                # the offer never reached it, so nothing ran. Another process of the same worker id (a
+                # restart) may have begun it before it died: that expiry spends the attempt.
+                lease.unstarted = bool(lease.incarnation) and lease.incarnation == w.incarnation
                 lease.deadline = mono_ms
                 self.lease_deadlines.add(lease.execution_id, mono_ms)  # expired by the next tick
 
@@ -423,6 +453,8 @@ class LeaderCore:
                         expire_lease=commands_pb2.ExpireLease(
                             execution_id=lease.execution_id,
                             token=common_pb2.FencingToken(term=lease.token[0], index=lease.token[1]),
+                            unstarted=lease.unstarted
+                            or (lease.start_mono is not None and not lease.confirmed),
                         ),
                     )
                 )
@@ -701,6 +733,7 @@ class LeaderCore:
                 worker_id=worker.worker_id,
                 lease_ttl_ms=self.settings.lease_ttl_ms,
                 lead_ms=lead_ms,
+                worker_incarnation=worker.incarnation,
             ),
         )
 
@@ -786,8 +819,11 @@ class LeaderCore:
                 worker.inflight.discard(g.execution_id)
             self._adopt_if_running(g.execution_id, mono_ms)
             return None
-        self._track_lease(res.execution, mono_ms + self.settings.lease_ttl_ms + self.settings.expiry_grace_ms)
-        return self._lease_offer(res.execution)
+        ex = res.execution
+        self._track_lease(ex, mono_ms + self.settings.lease_ttl_ms + self.settings.expiry_grace_ms)
+        if ex.not_before_ms > self._now_ms:  # granted ahead: the worker holds it until confirmed
+            self.leases[ex.execution_id].start_mono = mono_ms + ex.not_before_ms - self._now_ms
+        return self._lease_offer(ex)
 
     def _lease_offer(self, ex: common_pb2.Execution) -> worker_pb2.Lease | None:
         task = self._read_task(ex.task_id)
@@ -832,6 +868,14 @@ class LeaderCore:
                     self.outgoing.append((w.worker_id, self._offers(w.worker_id, [lease])))
         elif ex.state == common_pb2.EXECUTION_PENDING:
             self._pend(ex)
+
+    def offered(self, execution_id: str, token: common_pb2.FencingToken, start_mono: int) -> None:
+        """A held lease's offer was written to its worker's stream now, to start no earlier than
+        `start_mono` (our monotonic clock; the runner computes it as it restamps the delay): the worker
+        cannot be confirmed before then, whatever the estimate made at the grant."""
+        lease = self.leases.get(execution_id)
+        if lease is not None and lease.token == token_tuple(token) and lease.start_mono is not None:
+            lease.start_mono = min(lease.start_mono, start_mono)
 
     def _forget_lease_of(self, lease: LeaseState) -> None:
         ids = self._leases_of.get(lease.worker_id)

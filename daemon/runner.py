@@ -242,6 +242,7 @@ class LeaderRunner:
             dict(hello.labels),
             self._clock.mono_ms(),
             echo_ms=hello.sent_mono_ms,
+            incarnation=hello.incarnation,
         )
         session.send(
             worker_pb2.GatewayMessage(
@@ -268,9 +269,11 @@ class LeaderRunner:
         if msg.WhichOneof("kind") != "leases":
             return
         now = self._clock.now_ms()
+        mono = self._clock.mono_ms()
         for lease in msg.leases.leases:
             if lease.start_at_ms:
                 lease.start_delay_ms = max(0, lease.start_at_ms - now)
+                self.core.offered(lease.execution_id, lease.token, mono + lease.start_delay_ms)
 
     def on_heartbeat(self, session: WorkerSession, hb: worker_pb2.Heartbeat) -> None:
         ack = self.core.heartbeat(

@@ -40,6 +40,10 @@ MAX_TAIL_BYTES = 64 * 1024
 MAX_BACKFILL = 1_000
 MAX_RETURN_BYTES = 64 * 1024
 MAX_ATTEMPT_HISTORY = 20
+# An execution whose leases keep ending before the payload began is granted again this many times; past
+# that, such an ending counts as a failed attempt, so that a worker that never starts anything cannot
+# keep one execution cycling forever.
+MAX_REGRANTS = 100
 
 _OUTCOME_NAMES = frozenset(common_pb2.AttemptOutcome.values())
 _OUTCOME_STATE = {
@@ -270,9 +274,56 @@ def pause_task(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     task.pause_note = p.note[:1000]
     task.version = ctx.index
     task.updated_at_ms = ctx.now
+    _unfire_held(ctx, task16, task)
     put_task(ctx.txn, task16, task, old=old)
-    _withdraw_fired_ahead(ctx, task16, "task paused before the execution's due time")
     ctx.result.task.CopyFrom(get_task(ctx.txn, task16))
+
+
+def _unfire_held(ctx: Ctx, task16: bytes, task: Task) -> None:
+    """Undo the fires of a task being paused that committed ahead of their due time (first attempts
+    still held): without the lead they would not have fired yet, so they must not be lost either. Each
+    such execution is removed (its lease ends at once; a late result finds no execution), its nominal
+    time is recorded `paused`, and the task's plan goes back to the earliest of them: a resume before
+    that due time fires it as if nothing had happened, a later one applies the paused rule. (Ending them
+    cancelled, as before, lost that nominal time for good once the task was resumed.)"""
+    txn = ctx.txn
+    held = [
+        e
+        for e in firing.active_executions(txn, task16)
+        if e.attempt <= 1 and e.not_before_ms > ctx.now and not e.manual
+    ]
+    if not held:
+        return
+    for ex in held:
+        exec16 = id_bytes(ex.execution_id)
+        if ex.state == common_pb2.EXECUTION_RUNNING:
+            ctx.result.cancels.append(
+                commands_pb2.CancelRequest(
+                    execution_id=ex.execution_id, token=ex.token, worker_id=ex.worker_id
+                )
+            )
+            txn.delete("running", exec16)
+        elif ex.state == common_pb2.EXECUTION_PENDING:
+            txn.delete("pending", pending_key(ex, exec16))
+        txn.delete("active", firing.active_key(task16, exec16))
+        txn.delete("fires", fire_key(task16, ex.nominal_time_ms))
+        txn.delete("execs", exec16)
+        firing.record(
+            txn, task16, ex.nominal_time_ms, common_pb2.PAUSED, ctx.now, reason="paused before its due time"
+        )
+        task.fire_count = max(0, task.fire_count - 1)
+        gone = Execution()
+        gone.CopyFrom(ex)
+        gone.state = common_pb2.EXECUTION_CANCELLED  # for the leader: its lease and slot are released
+        gone.error = "withdrawn: task paused before its due time"
+        ctx.result.executions.append(gone)
+        if ctx.events is not None:
+            ctx.audit(
+                "unfire", execution_id=ex.execution_id, task_id=ex.task_id, nominal_ms=ex.nominal_time_ms
+            )
+    first = min(e.nominal_time_ms for e in held)
+    task.last_fired_nominal_ms = min(task.last_fired_nominal_ms, first - 1)
+    firing.set_plan(task, firing.plan_from(txn, task, first, ctx.now))
 
 
 def resume_task(ctx: Ctx, cmd: commands_pb2.Command) -> None:
@@ -307,6 +358,14 @@ def resume_task(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         firing.set_plan(task, firing.plan_from(ctx.txn, task, nominal, ctx.now), _max_runs_reached(task))
     elif not old.next_fire_ms and sched.WhichOneof("kind") != "fixed_delay":
         firing.set_plan(task, firing.Planned(None))
+    elif not old.next_fire_ms and not firing.active_executions(ctx.txn, task16):
+        # Fixed delay plans its next run when one ends (finish), but not while paused: a run that ended
+        # during the pause left nothing planned, and the chain stopped for good on resume. The delay
+        # counts from that end; if it passed while paused, the run is due now.
+        nxt = schedule.next_fixed_delay(sched, old.last_finished_ms or ctx.now)
+        if nxt is not None:
+            nxt = max(nxt, ctx.now)
+        firing.set_plan(task, firing.plan_from(ctx.txn, task, nxt, ctx.now), _max_runs_reached(task))
     put_task(ctx.txn, task16, task, old=old)
     ctx.result.task.CopyFrom(task)
 
@@ -723,6 +782,7 @@ def grant(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     ex.waiting_reason = ""
     ex.attempt += 1
     ex.worker_id = g.worker_id
+    ex.worker_incarnation = g.worker_incarnation
     ex.token.term = epoch.term
     ex.token.index = ctx.index
     ex.leased_at_ms = ctx.now
@@ -781,6 +841,20 @@ def complete(ctx: Ctx, cmd: commands_pb2.Command) -> None:
                 outcome=_outcome(r.outcome),
             )
         raise
+    if r.outcome == common_pb2.ATTEMPT_NOT_STARTED and ex.regrants < MAX_REGRANTS:
+        _summary(ex, r.outcome, 0, 0, r.finished_at_ms, error=r.error)
+        _not_started(ctx, ex, exec16, r.error or "ended before its payload began")
+        ctx.result.execution.CopyFrom(get_execution(ctx.txn, exec16))
+        if ctx.events is not None:
+            ctx.audit(
+                "complete",
+                execution_id=c.execution_id,
+                token=_token(c.token),
+                accepted=True,
+                reason=common_pb2.ExecutionState.Name(ctx.result.execution.state),
+                outcome=_outcome(r.outcome),
+            )
+        return
     ex.exit_code = r.exit_code
     ex.started_at_ms = r.started_at_ms
     ex.finished_at_ms = r.finished_at_ms
@@ -800,6 +874,7 @@ def complete(ctx: Ctx, cmd: commands_pb2.Command) -> None:
             ex.state = common_pb2.EXECUTION_PENDING
             ex.error = r.error[:4096]
             ex.worker_id = ""
+            ex.worker_incarnation = ""
             ex.not_before_ms = ctx.now + retry.backoff_ms(task.spec.retry, ex.execution_id, ex.attempt)
             ctx.txn.put("pending", pending_key(ex, exec16), b"")
             ctx.txn.put("execs", exec16, ex.SerializeToString())
@@ -821,6 +896,27 @@ def complete(ctx: Ctx, cmd: commands_pb2.Command) -> None:
             reason=common_pb2.ExecutionState.Name(ctx.result.execution.state),
             outcome=_outcome(r.outcome),
         )
+
+
+def _not_started(ctx: Ctx, ex: Execution, exec16: bytes, why: str) -> None:
+    """The current lease of `ex` ended before its payload began: nothing ran, so this is not an attempt.
+    The execution waits for a new grant (a new token) with the same attempt number, whatever its
+    guarantee (at_most_once too), unless a cancel was asked for, which it now honours. Ending it instead,
+    as a failed or lost attempt, dropped due fires whose held start a fault had left unconfirmed (issue
+    17: a leader isolated, or a worker paused, just before the due instant)."""
+    if ex.cancel_requested_at_ms:
+        finish(ctx, ex, common_pb2.EXECUTION_CANCELLED, f"{ex.cancel_reason} (before it started)")
+        return
+    ctx.txn.delete("running", exec16)
+    ex.state = common_pb2.EXECUTION_PENDING
+    ex.attempt -= 1
+    ex.regrants += 1
+    ex.worker_id = ""
+    ex.worker_incarnation = ""
+    ex.error = why[:4096]
+    ctx.txn.put("pending", pending_key(ex, exec16), b"")
+    ctx.txn.put("execs", exec16, ex.SerializeToString())
+    ctx.result.executions.append(ex)
 
 
 def _dead_letter(ctx: Ctx, task: Task, exec16: bytes, reason: str) -> None:
@@ -855,6 +951,16 @@ def expire_lease(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         raise
     task = _task_of(ctx, ex)
     allowed = retry.attempts_allowed(task, ex, DEFAULT_MAX_ATTEMPTS)
+    if x.unstarted and ex.regrants < MAX_REGRANTS:
+        why = "lease expired before its payload began (never confirmed to the worker)"
+        _summary(ex, common_pb2.ATTEMPT_NOT_STARTED, 0, 0, 0, error=why)
+        _not_started(ctx, ex, exec16, why)
+        ctx.result.execution.CopyFrom(get_execution(ctx.txn, exec16))
+        if ctx.events is not None:
+            ctx.audit(
+                "expire", execution_id=x.execution_id, token=_token(x.token), accepted=True, unstarted=True
+            )
+        return
     _summary(
         ex, common_pb2.ATTEMPT_OUTCOME_UNSPECIFIED, 0, 0, 0, error="lease expired: no renewal from the worker"
     )
@@ -875,6 +981,7 @@ def expire_lease(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         ctx.txn.delete("running", exec16)
         ex.state = common_pb2.EXECUTION_PENDING
         ex.worker_id = ""
+        ex.worker_incarnation = ""
         ctx.txn.put("pending", pending_key(ex, exec16), b"")
         ctx.txn.put("execs", exec16, ex.SerializeToString())
     ctx.result.execution.CopyFrom(get_execution(ctx.txn, exec16))
@@ -900,6 +1007,7 @@ def redrive_dead_letters(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         ex.redrives += 1
         ex.error = ""
         ex.worker_id = ""
+        ex.worker_incarnation = ""
         ex.not_before_ms = 0
         ex.completed_at_ms = 0
         ctx.txn.put("execs", exec16, ex.SerializeToString())

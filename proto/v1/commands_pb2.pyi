@@ -630,11 +630,16 @@ class Grant(_message.Message):
     WORKER_ID_FIELD_NUMBER: _builtins.int
     LEASE_TTL_MS_FIELD_NUMBER: _builtins.int
     LEAD_MS_FIELD_NUMBER: _builtins.int
+    WORKER_INCARNATION_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     worker_id: _builtins.str
     lease_ttl_ms: _builtins.int
     lead_ms: _builtins.int
     """may commit up to this long before the execution's not_before_ms (Fire.lead_ms)"""
+    worker_incarnation: _builtins.str
+    """The incarnation (Hello.incarnation) of the worker's process the lease is granted to: a later leader
+    that finds that same process not holding the lease knows it never began (ExpireLease.unstarted).
+    """
     def __init__(
         self,
         *,
@@ -642,10 +647,11 @@ class Grant(_message.Message):
         worker_id: _builtins.str = ...,
         lease_ttl_ms: _builtins.int = ...,
         lead_ms: _builtins.int = ...,
+        worker_incarnation: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id", "lead_ms", b"lead_ms", "lease_ttl_ms", b"lease_ttl_ms", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id", "lead_ms", b"lead_ms", "lease_ttl_ms", b"lease_ttl_ms", "worker_id", b"worker_id", "worker_incarnation", b"worker_incarnation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -688,7 +694,13 @@ class ExpireLease(_message.Message):
 
     EXECUTION_ID_FIELD_NUMBER: _builtins.int
     TOKEN_FIELD_NUMBER: _builtins.int
+    UNSTARTED_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
+    unstarted: _builtins.bool
+    """The leader knows the attempt never began: a start held for its due time that the leader never
+    confirmed (the worker starts a held lease only after a confirming heartbeat), or a lease the process
+    it was granted to does not hold. The execution is granted again without spending an attempt.
+    """
     @_builtins.property
     def token(self) -> _common_pb2.FencingToken: ...
     def __init__(
@@ -696,10 +708,11 @@ class ExpireLease(_message.Message):
         *,
         execution_id: _builtins.str = ...,
         token: _common_pb2.FencingToken | None = ...,
+        unstarted: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id", "token", b"token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id", "token", b"token", "unstarted", b"unstarted"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -364,6 +364,11 @@ class _AttemptOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Attemp
     """killed after timeout_ms"""
     ATTEMPT_CANCELLED: _AttemptOutcome.ValueType  # 4
     """killed on a Cancel"""
+    ATTEMPT_NOT_STARTED: _AttemptOutcome.ValueType  # 5
+    """Ended before its payload began (a held start unconfirmed at its deadline, revoked, cancelled, fenced
+    or shut down first, or stopped while its sensor waited): nothing ran, so the execution is granted
+    again without spending an attempt (or ends cancelled, if a cancel was asked for).
+    """
 
 class AttemptOutcome(_AttemptOutcome, metaclass=_AttemptOutcomeEnumTypeWrapper):
     """How one attempt ended, as the worker reports it."""
@@ -377,6 +382,11 @@ ATTEMPT_TIMED_OUT: AttemptOutcome.ValueType  # 3
 """killed after timeout_ms"""
 ATTEMPT_CANCELLED: AttemptOutcome.ValueType  # 4
 """killed on a Cancel"""
+ATTEMPT_NOT_STARTED: AttemptOutcome.ValueType  # 5
+"""Ended before its payload began (a held start unconfirmed at its deadline, revoked, cancelled, fenced
+or shut down first, or stopped while its sensor waited): nothing ran, so the execution is granted
+again without spending an attempt (or ends cancelled, if a cancel was asked for).
+"""
 Global___AttemptOutcome: _TypeAlias = AttemptOutcome  # noqa: Y015
 
 @_typing.final
@@ -1180,6 +1190,8 @@ class Execution(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     REDRIVES_FIELD_NUMBER: _builtins.int
     WAITING_REASON_FIELD_NUMBER: _builtins.int
+    REGRANTS_FIELD_NUMBER: _builtins.int
+    WORKER_INCARNATION_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     task_id: _builtins.str
     nominal_time_ms: _builtins.int
@@ -1216,6 +1228,10 @@ class Execution(_message.Message):
     """times it was redriven from the dead-letter queue"""
     waiting_reason: _builtins.str
     """why a pending execution has not started yet (set by the leader)"""
+    regrants: _builtins.int
+    """leases that ended before the payload began, granted again"""
+    worker_incarnation: _builtins.str
+    """the worker process holding the current lease (Hello.incarnation)"""
     @_builtins.property
     def token(self) -> Global___FencingToken:
         """the current lease's token"""
@@ -1254,10 +1270,12 @@ class Execution(_message.Message):
         attempts: _abc.Iterable[Global___AttemptSummary] | None = ...,
         redrives: _builtins.int = ...,
         waiting_reason: _builtins.str = ...,
+        regrants: _builtins.int = ...,
+        worker_incarnation: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempts", b"attempts", "cancel_reason", b"cancel_reason", "cancel_requested_at_ms", b"cancel_requested_at_ms", "completed_at_ms", b"completed_at_ms", "dead_lettered", b"dead_lettered", "error", b"error", "execution_id", b"execution_id", "exit_code", b"exit_code", "finished_at_ms", b"finished_at_ms", "fired_at_ms", b"fired_at_ms", "guarantee", b"guarantee", "leased_at_ms", b"leased_at_ms", "manual", b"manual", "nominal_time_ms", b"nominal_time_ms", "not_before_ms", b"not_before_ms", "priority", b"priority", "redrives", b"redrives", "return_value", b"return_value", "started_at_ms", b"started_at_ms", "state", b"state", "stderr_tail", b"stderr_tail", "stdout_tail", b"stdout_tail", "task_id", b"task_id", "token", b"token", "waiting_reason", b"waiting_reason", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempts", b"attempts", "cancel_reason", b"cancel_reason", "cancel_requested_at_ms", b"cancel_requested_at_ms", "completed_at_ms", b"completed_at_ms", "dead_lettered", b"dead_lettered", "error", b"error", "execution_id", b"execution_id", "exit_code", b"exit_code", "finished_at_ms", b"finished_at_ms", "fired_at_ms", b"fired_at_ms", "guarantee", b"guarantee", "leased_at_ms", b"leased_at_ms", "manual", b"manual", "nominal_time_ms", b"nominal_time_ms", "not_before_ms", b"not_before_ms", "priority", b"priority", "redrives", b"redrives", "regrants", b"regrants", "return_value", b"return_value", "started_at_ms", b"started_at_ms", "state", b"state", "stderr_tail", b"stderr_tail", "stdout_tail", b"stdout_tail", "task_id", b"task_id", "token", b"token", "waiting_reason", b"waiting_reason", "worker_id", b"worker_id", "worker_incarnation", b"worker_incarnation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

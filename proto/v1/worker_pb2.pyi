@@ -104,11 +104,16 @@ class Hello(_message.Message):
     QUEUES_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     SENT_MONO_MS_FIELD_NUMBER: _builtins.int
+    INCARNATION_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     capacity: _builtins.int
     """slots: attempts it runs at once"""
     sent_mono_ms: _builtins.int
     """the worker's monotonic clock when sent (echoed in LeaseOffers)"""
+    incarnation: _builtins.str
+    """Unique to this process of the worker (a restart gets a new one, whatever its worker_id): a leader
+    that finds this process not holding a lease granted to it knows the attempt never began.
+    """
     @_builtins.property
     def queues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """empty: ["default"]"""
@@ -123,10 +128,11 @@ class Hello(_message.Message):
         queues: _abc.Iterable[_builtins.str] | None = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         sent_mono_ms: _builtins.int = ...,
+        incarnation: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "labels", b"labels", "queues", b"queues", "sent_mono_ms", b"sent_mono_ms", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "incarnation", b"incarnation", "labels", b"labels", "queues", b"queues", "sent_mono_ms", b"sent_mono_ms", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -83,9 +83,15 @@ def payload(ledger: Path, started: Path | None = None, sleep_s: float = 0.0) -> 
     return command(sys.executable, "-c", prefix + argv[2])
 
 
-def create(client: Client, guarantee: str, p: common_pb2.Payload, name: str = "cell") -> common_pb2.Execution:
-    """A one-time task due in 300 ms; returns its execution once fired."""
-    task = client.create_task(name, at(int(time.time() * 1000) + 300), p, guarantee=guarantee)
+def create(
+    client: Client, guarantee: str, p: common_pb2.Payload, name: str = "cell", *, held: bool = True
+) -> common_pb2.Execution:
+    """A one-time task due in 300 ms; returns its execution once fired. `held`: it fires ahead (the
+    default lead is 500 ms) and the worker holds the start until confirmed; else (a concurrency limit
+    forbids firing ahead) it fires at its due time and starts as soon as its offer arrives."""
+    task = client.create_task(
+        name, at(int(time.time() * 1000) + 300), p, guarantee=guarantee, max_concurrency=0 if held else 1
+    )
     (ex,) = wait_for(lambda: list(client.list_executions(task.task_id)), 30, "the fire")
     return ex
 
@@ -153,6 +159,18 @@ def assert_lost_never_rerun(ex: common_pb2.Execution) -> None:
     assert "at_most_once" in ex.error
 
 
+def assert_granted_again_unspent(ex: common_pb2.Execution, first: common_pb2.Execution) -> None:
+    """Attempt 1's lease ended before its payload began: granted again (a newer token) as attempt 1,
+    whatever the guarantee, and that run is the recorded outcome (issue 17)."""
+    assert ex.state == common_pb2.EXECUTION_SUCCEEDED, common_pb2.ExecutionState.Name(ex.state)
+    assert ex.attempt == 1 and ex.regrants == 1
+    assert token(ex) > token(first)
+    assert [(a.attempt, a.outcome) for a in ex.attempts] == [
+        (1, common_pb2.ATTEMPT_NOT_STARTED),
+        (1, common_pb2.ATTEMPT_SUCCEEDED),
+    ]
+
+
 def assert_regranted_once(ex: common_pb2.Execution, first: common_pb2.Execution) -> None:
     """Attempt 1's lease expired; attempt 2 (a newer token) ran and is the recorded outcome."""
     assert ex.state == common_pb2.EXECUTION_SUCCEEDED, common_pb2.ExecutionState.Name(ex.state)
@@ -166,23 +184,30 @@ def assert_regranted_once(ex: common_pb2.Execution, first: common_pb2.Execution)
 # -- 1. worker crashes before the payload starts -----------------------------------------------------
 
 
+@pytest.mark.parametrize("held", [True, False], ids=["held", "immediate"])
 @pytest.mark.parametrize("guarantee", GUARANTEES)
 def test_worker_crash_before_the_payload_starts(
-    make_cluster: MakeCluster, tmp_path: Path, guarantee: str
+    make_cluster: MakeCluster, tmp_path: Path, guarantee: str, held: bool
 ) -> None:
+    """Held (fired ahead): the leader never confirmed the start, so it knows nothing began and grants it
+    again without spending an attempt, at_most_once too. Immediate: the worker may have begun it before
+    dying, so the expiry keeps each guarantee's contract."""
     cluster = make_cluster()
     env = failpoint_env(tmp_path, "worker.lease_received_before_start=once-crash")
     cluster.start_worker("w1", env=env)
     cluster.wait_workers(1)
     ledger = tmp_path / "ledger"
     with Client(cluster.servers, timeout_s=30) as client:
-        ex = create(client, guarantee, payload(ledger))
+        ex = create(client, guarantee, payload(ledger), held=held)
         first = running(client, ex.execution_id, 1)
         assert died(cluster, "w1") == 137
         cluster.start_worker("w1", env=env)  # same id; the marker exists, so it passes the failpoint now
         done = final(client, ex.execution_id)
     rows = read_ledger(ledger)
-    if guarantee == AT_MOST_ONCE:
+    if held:
+        assert_granted_again_unspent(done, first)
+        assert rows == [(ex.execution_id, ex.nominal_time_ms, 1)]
+    elif guarantee == AT_MOST_ONCE:
         assert_lost_never_rerun(done)
         assert rows == []
     else:
@@ -407,7 +432,9 @@ def test_leader_crash_between_grant_commit_and_dispatch(
     make_cluster: MakeCluster, tmp_path: Path, guarantee: str
 ) -> None:
     """The leader dies after the grant committed, before the offer left. One marker file for all nodes:
-    only the first leader to reach the failpoint crashes; the next passes it."""
+    only the first leader to reach the failpoint crashes; the next passes it. The worker's process, the
+    one the lease was granted to, lists nothing: the new leader knows the attempt never began and grants
+    it again without spending it, whatever the guarantee (it used to end at_most_once lost)."""
     cluster = make_cluster(
         env=failpoint_env(tmp_path, "leader.after_grant_commit_before_dispatch=once-crash", "leader.marker")
     )
@@ -425,14 +452,10 @@ def test_leader_crash_between_grant_commit_and_dispatch(
         cluster.wait_leader()
         done = final(client, ex.execution_id)
     rows = read_ledger(ledger)
-    assert done.attempts and "lease expired" in done.attempts[0].error
-    if guarantee == AT_MOST_ONCE:
-        assert_lost_never_rerun(done)
-        assert rows == []
-    else:
-        assert done.state == common_pb2.EXECUTION_SUCCEEDED and done.attempt == 2
-        assert [a.attempt for a in done.attempts] == [1, 2]
-        assert rows == [(ex.execution_id, ex.nominal_time_ms, 2)]
+    assert done.attempts and "lease expired before its payload began" in done.attempts[0].error
+    assert done.state == common_pb2.EXECUTION_SUCCEEDED and done.attempt == 1 and done.regrants == 1
+    assert [a.attempt for a in done.attempts] == [1, 1]
+    assert rows == [(ex.execution_id, ex.nominal_time_ms, 1)]
 
 
 # -- 6. whole cluster restart with an attempt running -----------------------------------------------

@@ -78,7 +78,7 @@ async def test_an_offer_read_after_its_lease_ran_out_is_fenced_unstarted(tmp_pat
             offer = worker_pb2.LeaseOffers(leases=[lease], echo_mono_ms=1_000_000)
             stream.put_nowait(worker_pb2.GatewayMessage(leases=offer))
             result = await leader.result_for("exec-late")
-    assert result.outcome == common_pb2.ATTEMPT_FAILED
+    assert result.outcome == common_pb2.ATTEMPT_NOT_STARTED
     assert "not started" in result.error and "self-fenced" in result.error
     assert not stamps.exists()
 

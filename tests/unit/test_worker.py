@@ -105,9 +105,11 @@ async def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
 async def test_cancel_attempt_kills_it_and_reports_cancelled(tmp_path: Path) -> None:
     async with fake_leader() as leader, running_worker(worker_config([leader.address], tmp_path)):
         stream = await connected_stream(leader)
-        lease = make_lease("exec-cancel", argv=["sleep", "30"], token=(2, 7))
+        started = tmp_path / "started"
+        lease = make_lease("exec-cancel", script=f"touch {started}; exec sleep 30", token=(2, 7))
         stream.put_nowait(offers(lease))
         await heartbeat_listing(leader, {"exec-cancel"})
+        await eventually(started.exists)  # a cancel before the start would end it unstarted instead
         cancel = worker_pb2.CancelAttempt(execution_id="exec-cancel", token=lease.token)
         stream.put_nowait(worker_pb2.GatewayMessage(cancel=cancel))
         result = await leader.result_for("exec-cancel")
