@@ -20,7 +20,7 @@ define run_pytest
 	if [ $$rc -eq 5 ]; then echo "pytest: no tests collected (ok)"; rc=0; fi; exit $$rc
 endef
 
-.PHONY: help install run cluster test test-slow test-fault fault soak fault-deps bench check check-format check-lint \
+.PHONY: help install run cluster test test-slow test-fault fault fault-sweep soak fault-deps bench check check-format check-lint \
 	bench-full bench-w1 bench-w2 bench-w3 bench-w4 bench-recovery bench-bulk bench-scale bench-concurrency \
 	bench-summary bench-components \
 	check-types check-imports check-proto format proto clean distclean
@@ -60,6 +60,11 @@ SEED ?=
 fault: install ## every fault scenario at the CI profile (~3,000 fires each; SCENARIO=S2 SEED=7 to replay one)
 	-@scripts/fault-deps.sh
 	$(BIN)/python -m tests.fault.run --profile ci --scenario $(SCENARIO) $(if $(SEED),--seed $(SEED))
+
+SEEDS ?= 5
+fault-sweep: install ## every scenario at the CI profile over SEEDS random seeds (default 5), one table across seeds
+	-@scripts/fault-deps.sh
+	$(BIN)/python -m tests.fault.run --profile ci --scenario $(SCENARIO) --seeds $(SEEDS)
 
 soak: install ## every fault scenario at the soak profile (>= 30,000 fires each: bounds 0.01 % at 95 %)
 	-@scripts/fault-deps.sh

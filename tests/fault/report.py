@@ -209,12 +209,77 @@ def aggregate(run_dirs: Iterable[Path]) -> str:
     return "\n".join(out) + "\n"
 
 
+def sweep(run_dirs: Iterable[Path]) -> str:
+    """One Markdown table, a row per scenario, summed over its runs (seeds): what a sweep reports."""
+    rows: dict[str, dict[str, Any]] = {}
+    for d in run_dirs:
+        try:
+            v = load_verdict(Path(d))
+        except (OSError, ValueError, KeyError):
+            continue
+        row = rows.setdefault(
+            v.scenario,
+            {
+                "seeds": [],
+                "failed": [],
+                "fires": 0,
+                "lost": 0,
+                "dups": 0,
+                "unexplained": 0,
+                "stale": 0,
+                "rec": [],
+            },
+        )
+        r1 = v.rules["R1"].counts if "R1" in v.rules else {}
+        r3 = v.rules["R3"].counts if "R3" in v.rules else {}
+        r4 = v.rules["R4"].counts if "R4" in v.rules else {}
+        r8 = v.rules["R8"].counts if "R8" in v.rules else {}
+        row["seeds"].append(v.seed)
+        if not v.ok:
+            row["failed"].append(f"{v.seed}: " + ",".join(k for k, r in v.rules.items() if not r.passed))
+        row["fires"] += int(r1.get("fires") or 0)
+        row["lost"] += int(r1.get("lost") or 0)
+        row["dups"] += int(r4.get("dup_exec") or 0)
+        row["unexplained"] += int(r4.get("unwanted_dup_exec") or 0)
+        row["stale"] += int(r3.get("stale_accepts") or 0)
+        rec = r8.get("recovery_s")
+        if isinstance(rec, dict) and rec.get("max") is not None:
+            row["rec"].append(float(rec["max"]))
+    out = [
+        "| scenario | runs (seeds) | fires | lost | duplicate runs | of which unexplained | stale accepts "
+        "| recovery max (worst run) | failed runs |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for key in sorted(rows, key=lambda k: int(k[1:]) if k[1:].isdigit() else 0):
+        r = rows[key]
+        out.append(
+            "| "
+            + " | ".join(
+                _cell(str(x))
+                for x in (
+                    key,
+                    f"{len(r['seeds'])} ({', '.join(str(s) for s in r['seeds'])})",
+                    r["fires"],
+                    r["lost"],
+                    r["dups"],
+                    r["unexplained"],
+                    r["stale"],
+                    _fmt_s(max(r["rec"])) if r["rec"] else "-",
+                    "; ".join(r["failed"]) or "none",
+                )
+            )
+            + " |"
+        )
+    return "\n".join(out) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if not args:
         print("usage: python -m tests.fault.report RUN_DIR [RUN_DIR ...]", file=sys.stderr)
         return 2
-    print(aggregate(Path(a) for a in args), end="")
+    dirs = [Path(a) for a in args]
+    print(sweep(dirs) + "\n" + aggregate(dirs), end="")
     return 0
 
 

@@ -2,6 +2,7 @@
 
     .venv/bin/python -m tests.fault.run --scenario S2 --seed 7 --profile ci
     .venv/bin/python -m tests.fault.run --scenario all --profile soak --out fault-runs
+    .venv/bin/python -m tests.fault.run --scenario all --profile ci --seeds 5   # the sweep (make fault-sweep)
 
 One run = start a cluster (tests/fault/cluster.py), start the workload (tests/fault/workload.py) and the
 scenario's faults (tests/fault/scenarios.py) together, heal everything, wait the quiet period, read the
@@ -197,6 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenario", default="S1", help="S1..S14, a comma-separated list, or 'all'")
     ap.add_argument("--profile", default="ci", choices=sorted(PROFILES))
     ap.add_argument("--seed", type=int, default=None, help="default: random (printed, kept in meta.json)")
+    ap.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="run every scenario this many times, each with its own random seed (a sweep: the harness "
+        "must not be tuned to one seed); prints one table across seeds",
+    )
     ap.add_argument("--mode", default="auto", choices=["auto", "netns", "proxy"])
     ap.add_argument("--out", default=str(REPO / "fault-runs"))
     ap.add_argument("--keep", action="store_true", help="keep the whole run directory even when it passes")
@@ -207,27 +215,35 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [k for k in keys if k not in SCENARIOS]
     if unknown:
         ap.error(f"--scenario: unknown {', '.join(unknown)} (known: {', '.join(SCENARIOS)})")
+    if args.seeds < 1 or (args.seeds > 1 and args.seed is not None):
+        ap.error("--seeds: a positive count, and not with --seed (a sweep draws its own seeds)")
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     failed = 0
     dirs = []
-    for key in keys:
-        seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
-        print(f"== {key} ({SCENARIOS[key].title}) profile={args.profile} seed={seed}", flush=True)
-        run_dir, verdict = asyncio.run(
-            run_one(SCENARIOS[key], seed, PROFILES[args.profile], out, mode=args.mode)
-        )
-        dirs.append(run_dir)
-        print((run_dir / "report.md").read_text(), flush=True)
-        if verdict.ok:
-            if not args.keep:
-                _prune(run_dir)
-        else:
-            failed += 1
-            print(f"FAILED: kept {run_dir} (replay with --scenario {key} --seed {seed})", flush=True)
+    # Seed-major: an interrupted sweep has covered every scenario as often as it could.
+    for _ in range(args.seeds):
+        for key in keys:
+            seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
+            print(f"== {key} ({SCENARIOS[key].title}) profile={args.profile} seed={seed}", flush=True)
+            run_dir, verdict = asyncio.run(
+                run_one(SCENARIOS[key], seed, PROFILES[args.profile], out, mode=args.mode)
+            )
+            dirs.append(run_dir)
+            print((run_dir / "report.md").read_text(), flush=True)
+            if verdict.ok:
+                if not args.keep:
+                    _prune(run_dir)
+            else:
+                failed += 1
+                print(f"FAILED: kept {run_dir} (replay with --scenario {key} --seed {seed})", flush=True)
+            if len(dirs) > 1:  # rewritten after every run: a long sweep's table is never lost
+                summary = report.aggregate(dirs)
+                if args.seeds > 1:
+                    summary = report.sweep(dirs) + "\n" + summary
+                (out / "summary.md").write_text(summary)
     if len(dirs) > 1:
-        summary = report.aggregate(dirs)
-        (out / "summary.md").write_text(summary)
-        print(summary)
+        print((out / "summary.md").read_text())
     return 1 if failed else 0
 
 

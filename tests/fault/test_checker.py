@@ -1023,3 +1023,19 @@ def test_report_renders_every_rule(tmp_path: Path) -> None:
     for rule in checker.RULE_TITLES:
         assert f"### {rule} " in md
     assert "recovery p50/p99/max 2.09 / 2.09 / 2.09 s" in md
+
+
+def test_sweep_table_sums_each_scenario_over_its_seeds(tmp_path: Path) -> None:
+    runs = []
+    for name, seed, zombie in (("a", 7, False), ("b", 8, True)):
+        sim, fires = clean_sim(run=not zombie)
+        if zombie:
+            _zombie(sim, fires, judged(fires)[10], late_accepted=True)
+        sim.meta["scenario"] = "S8"
+        sim.meta["seed"] = seed
+        runs.append(sim.write(tmp_path / name))
+    lines = report.sweep(runs).strip().split("\n")
+    assert lines[0].startswith("| scenario | runs (seeds) | fires | lost | duplicate runs |")
+    assert len(lines) == 3  # one row for S8, whatever the number of seeds
+    assert lines[2].startswith("| S8 | 2 (7, 8) | 110 | 0 | 1 | ")
+    assert lines[2].endswith("| 8: R2,R3,R4 |")  # the failed seed, replayable
