@@ -73,6 +73,19 @@ class ResourceExhausted(CronraftError):
     grpc_code = "RESOURCE_EXHAUSTED"
 
 
+class StorageError(ResourceExhausted):
+    """The store failed for a reason of this node's environment (map full, disk full, I/O error), not
+    because of the command: the same write may succeed later, or on another replica. The state machine
+    never records it as a command's outcome; the replicator retries the entry (raft.state)."""
+
+
+class InternalError(CronraftError):
+    """A command failed inside the state machine with an error it did not expect (a bug, or input no check
+    caught): it was not applied, and every node recorded the same outcome (the log moved on)."""
+
+    grpc_code = "INTERNAL"
+
+
 class DeadlineExceeded(CronraftError):
     grpc_code = "DEADLINE_EXCEEDED"
 
@@ -82,11 +95,13 @@ __all__ = [
     "CronraftError",
     "DeadlineExceeded",
     "FailedPrecondition",
+    "InternalError",
     "InvalidArgument",
     "NotFound",
     "NotLeader",
     "OutcomeUnknown",
     "ResourceExhausted",
     "StaleToken",
+    "StorageError",
     "Unavailable",
 ]

@@ -9,6 +9,14 @@ sorted in-memory lists for fast unit and simulation tests. Both give the same co
 - `KV.read()` yields a read-only `Txn` on a consistent snapshot; `put`/`delete` on it raise.
 - Keys and values are bytes; `scan(db, start, end)` yields `(key, value)` with `start <= key < end`
   (`end=None`: to the end of the database) in ascending byte order, or descending with `reverse=True`.
+- `Txn.savepoint()` (write transactions only) opens a nested transaction: a `Savepoint`, itself a `Txn`
+  that sees every write made so far. `release()` keeps its writes in the enclosing transaction (they
+  still commit or abort with it); `rollback()` discards them. While a savepoint is open, the transaction
+  it was opened on must not be used (LMDB's rule for nested transactions; the twin enforces it too), and
+  a savepoint may itself open one. The state machine opens one per command, so that a failing command
+  leaves no partial effect while the other commands of its entry keep theirs.
+- Failures of the store itself (map full, disk full, I/O error) raise `cronraft.errors.StorageError`
+  (the in-memory twin has none); errors of the caller's making keep their own types.
 """
 
 from __future__ import annotations
@@ -56,6 +64,16 @@ class Txn(Protocol):
         self, db: str, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
     ) -> Iterator[tuple[bytes, bytes]]: ...
 
+    def savepoint(self) -> Savepoint: ...
+
+
+class Savepoint(Txn, Protocol):
+    """A nested transaction (see the module docstring); exactly one of `release` / `rollback` ends it."""
+
+    def release(self) -> None: ...
+
+    def rollback(self) -> None: ...
+
 
 class KV(Protocol):
     def write(self) -> AbstractContextManager[Txn]: ...
@@ -87,6 +105,7 @@ class MemTxn:
         self._writable = writable
         self._dbs = kv._dbs  # snapshot of the mapping; databases are copied on first write
         self._copied: dict[str, _MemDb] = {}
+        self._child: _MemSavepoint | None = None  # an open savepoint: this one must not be used meanwhile
 
     def _db(self, db: str, *, for_write: bool) -> _MemDb:
         if db not in self._dbs:
@@ -99,16 +118,49 @@ class MemTxn:
             self._copied[db] = self._dbs[db].copy()
         return self._copied[db]
 
+    def _refuse(self) -> None:
+        raise RuntimeError("a savepoint of this transaction is open: use the savepoint")
+
     def get(self, db: str, key: bytes) -> bytes | None:
-        return self._db(db, for_write=False).values.get(key)
+        if self._child is not None:
+            self._refuse()
+        return self._get(db, key)
 
     def put(self, db: str, key: bytes, value: bytes) -> None:
+        if self._child is not None:
+            self._refuse()
+        self._put(db, key, value)
+
+    def delete(self, db: str, key: bytes) -> bool:
+        if self._child is not None:
+            self._refuse()
+        return self._delete(db, key)
+
+    def scan(
+        self, db: str, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        if self._child is not None:
+            self._refuse()
+        return self._scan(db, start, end, reverse)
+
+    def savepoint(self) -> Savepoint:
+        if self._child is not None:
+            self._refuse()
+        if not self._writable:
+            raise PermissionError("read-only transaction")
+        return _MemSavepoint(self, self)
+
+    # The operations themselves, also used by this transaction's savepoints.
+    def _get(self, db: str, key: bytes) -> bytes | None:
+        return self._db(db, for_write=False).values.get(key)
+
+    def _put(self, db: str, key: bytes, value: bytes) -> None:
         d = self._db(db, for_write=True)
         if key not in d.values:
             bisect.insort(d.keys, key)
         d.values[key] = bytes(value)
 
-    def delete(self, db: str, key: bytes) -> bool:
+    def _delete(self, db: str, key: bytes) -> bool:
         d = self._db(db, for_write=True)
         if key not in d.values:
             return False
@@ -116,9 +168,7 @@ class MemTxn:
         del d.keys[bisect.bisect_left(d.keys, key)]
         return True
 
-    def scan(
-        self, db: str, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
-    ) -> Iterator[tuple[bytes, bytes]]:
+    def _scan(self, db: str, start: bytes, end: bytes | None, reverse: bool) -> Iterator[tuple[bytes, bytes]]:
         d = self._db(db, for_write=False)
         lo = bisect.bisect_left(d.keys, start)
         hi = len(d.keys) if end is None else bisect.bisect_left(d.keys, end)
@@ -135,6 +185,75 @@ class MemTxn:
             merged = dict(self._kv._dbs)
             merged.update(self._copied)
             self._kv._dbs = merged
+
+
+class _MemSavepoint:
+    """A savepoint of a `MemTxn`: writes go straight to the transaction, recorded in an undo log.
+
+    `rollback` replays the undo log backwards; `release` appends it to the enclosing savepoint's (if
+    any), so that rolling that one back also undoes the writes of this one."""
+
+    def __init__(self, root: MemTxn, parent: MemTxn | _MemSavepoint) -> None:
+        self._root = root
+        self._parent = parent
+        self._undo: list[tuple[str, bytes, bytes | None]] = []
+        self._child: _MemSavepoint | None = None
+        self._open = True
+        parent._child = self
+
+    def _check_usable(self) -> None:
+        if not self._open:
+            raise RuntimeError("the savepoint has ended")
+        if self._child is not None:
+            raise RuntimeError("a savepoint of this savepoint is open: use that one")
+
+    def get(self, db: str, key: bytes) -> bytes | None:
+        self._check_usable()
+        return self._root._get(db, key)
+
+    def put(self, db: str, key: bytes, value: bytes) -> None:
+        self._check_usable()
+        root = self._root
+        self._undo.append((db, key, root._get(db, key)))
+        root._put(db, key, value)
+
+    def delete(self, db: str, key: bytes) -> bool:
+        self._check_usable()
+        root = self._root
+        old = root._get(db, key)
+        if old is None:
+            return False
+        self._undo.append((db, key, old))
+        return root._delete(db, key)
+
+    def scan(
+        self, db: str, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        self._check_usable()
+        return self._root._scan(db, start, end, reverse)
+
+    def savepoint(self) -> Savepoint:
+        self._check_usable()
+        return _MemSavepoint(self._root, self)
+
+    def release(self) -> None:
+        self._end()
+        if isinstance(self._parent, _MemSavepoint):
+            self._parent._undo.extend(self._undo)
+
+    def rollback(self) -> None:
+        self._end()
+        root = self._root
+        for db, key, old in reversed(self._undo):
+            if old is None:
+                root._delete(db, key)
+            else:
+                root._put(db, key, old)
+
+    def _end(self) -> None:
+        self._check_usable()
+        self._open = False
+        self._parent._child = None
 
 
 class MemKV:

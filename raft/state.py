@@ -12,14 +12,23 @@ Rules enforced here rather than on the leader, because only the log order is aut
   other token are rejected as stale (I5);
 - client commands with a `request_id` are answered from the dedup table when seen again, which makes
   retrying an "outcome unknown" proposal safe.
+
+Apply is total: every command ends in a recorded `CommandResult`, the same on every replica, and the
+log moves on. A `Rejected` or `InvalidArgument` is answered with its code. Any other exception a handler
+raises is a function of (state, command) as well, so it is recorded as `error_code="internal"` with its
+type and message, and the command leaves no write behind while the other commands of its entry keep
+theirs (the entry is applied again with a savepoint per command: `StateMachine.apply_entry`). Only
+failures of this node's environment (`is_environmental`: a full map or disk, an I/O error, no memory)
+propagate, and the replicator retries the entry: they say nothing about the command.
 """
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from cronraft.errors import InvalidArgument
+from cronraft.errors import InvalidArgument, StorageError
 from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft import firing
 from cronraft.raft.codec import (
@@ -54,6 +63,8 @@ DEDUP_RETENTION_MS = 24 * 3600 * 1000
 LIST_SCAN_LIMIT = 10_000
 # At most this many expired dedup records are pruned per entry, to bound the cost of one apply.
 DEDUP_PRUNE_PER_ENTRY = 64
+# The `error` of a command whose handler raised an unexpected exception is cut to this many characters.
+MAX_INTERNAL_ERROR = 500
 DEFAULT_CATCHUP_WINDOW_MS = firing.DEFAULT_CATCHUP_WINDOW_MS
 
 TERMINAL_STATES = frozenset(
@@ -252,14 +263,57 @@ def list_executions(
 
 # ------------------------------------------------------------------------------------- state machine
 
+# OSError numbers that come from a computation's arguments, not from the machine: on Linux
+# `datetime.fromtimestamp(1e18)` raises OSError(EOVERFLOW). The same on every replica.
+_ARGUMENT_ERRNOS = frozenset({errno.EOVERFLOW, errno.ERANGE, errno.EDOM, errno.EINVAL})
+
+
+def is_environmental(exc: BaseException) -> bool:
+    """Whether an exception raised while applying a command is a failure of this node's environment.
+
+    Environmental failures depend on the node, not on (state, command): the store's map or disk is full,
+    an I/O error, memory ran out (`StorageError` is what the store raises for those; `OSError` and
+    `MemoryError` for the rest of the process). Another replica, or this one a moment later, may apply
+    the same command successfully, so recording the failure as the command's outcome would make the
+    replicas diverge: the entry must be retried instead. Everything else a handler raises (a bug, a
+    `RecursionError`, a `ValueError` from bad data) is the same on every replica, given the same state
+    and command, and is recorded. When unsure an exception counts as environmental: a wrong retry stalls
+    the log, loudly (logged, and seen in the applied index); a wrong record diverges, silently."""
+    if isinstance(exc, OSError):
+        return exc.errno not in _ARGUMENT_ERRNOS
+    return isinstance(exc, (StorageError, MemoryError))
+
+
+def internal_error(exc: BaseException) -> CommandResult:
+    """The recorded outcome of a command whose handler raised `exc` (not environmental)."""
+    text = f"{type(exc).__name__}: {exc}"
+    if len(text) > MAX_INTERNAL_ERROR:
+        text = text[: MAX_INTERNAL_ERROR - 3] + "..."
+    return CommandResult(applied=False, error_code="internal", error=text)
+
+
+class _Unguarded(Exception):
+    """A command failed unexpectedly while its entry was applied without savepoints: raised out of the
+    entry's transaction (which aborts it) so that the entry is applied again, with savepoints."""
+
 
 class StateMachine:
     """Applies log entries to a `KV` store. Single-threaded: the replicator calls `apply_entry` in log
-    order from one thread; readers use `kv.read()` concurrently."""
+    order from one thread; readers use `kv.read()` concurrently.
 
-    def __init__(self, kv: KV, *, on_applied: Callable[[int], None] | None = None) -> None:
+    `fault`, when given, is called with each command just before its handler; whatever it raises counts
+    as the handler's (the `raft.apply` failpoint, in tests). It must behave the same on every replica."""
+
+    def __init__(
+        self,
+        kv: KV,
+        *,
+        on_applied: Callable[[int], None] | None = None,
+        fault: Callable[[commands_pb2.Command], None] | None = None,
+    ) -> None:
         self.kv = kv
         self._on_applied = on_applied
+        self._fault = fault
         # Audit events (raft.audit): collected only when set, handed out by `take_events` after the
         # entry's transaction committed (the caller, not this pure module, writes them).
         self.collect_events = False
@@ -276,9 +330,22 @@ class StateMachine:
         return events
 
     def apply_entry(self, index: int, payload: bytes) -> bytes | None:
-        """Apply the batch at log `index`; the serialized `BatchResult`, or None if already applied."""
+        """Apply the batch at log `index`; the serialized `BatchResult`, or None if already applied.
+
+        Savepoints only when needed: a savepoint per command costs about 15 % of the apply time of a
+        large entry (LMDB copies each page a command touches that the entry already dirtied, and merges
+        dirty lists at each release; bench/perf_inproc.py --per-command). So an entry is applied without
+        them; if a command raises something other than a refusal, the entry's transaction is aborted
+        and the entry applied again with one savepoint per command. Both passes give the same outcome
+        for every command, so every replica records the same results whichever pass it needed."""
         if index <= self._last_applied:
             return None
+        try:
+            return self._apply_entry(index, payload, guarded=False)
+        except _Unguarded:
+            return self._apply_entry(index, payload, guarded=True)
+
+    def _apply_entry(self, index: int, payload: bytes, *, guarded: bool) -> bytes | None:
         events: list[dict[str, Any]] | None = [] if self.collect_events else None
         with self.kv.write() as txn:
             if index <= read_last_applied(txn):  # another instance applied it (restored snapshot)
@@ -295,7 +362,7 @@ class StateMachine:
                 parts.append(message_field(1, failed.SerializeToString()))
             else:
                 for i, cmd in enumerate(batch.commands):
-                    res = self._apply_command(txn, index, i, cmd, events)
+                    res = self._apply_command(txn, index, i, cmd, events, guarded=guarded)
                     parts.append(message_field(1, res.SerializeToString()))
             txn.put("meta", META_LAST_APPLIED, u64(index))
         self._last_applied = index
@@ -305,7 +372,6 @@ class StateMachine:
             self._on_applied(index)
         return b"".join(parts)
 
-    # One command. Handlers check everything before writing, so a rejection leaves no partial effect.
     def _apply_command(
         self,
         txn: Txn,
@@ -313,7 +379,14 @@ class StateMachine:
         position: int,
         cmd: commands_pb2.Command,
         events: list[dict[str, Any]] | None = None,
+        *,
+        guarded: bool = False,
     ) -> CommandResult:
+        """One command. A refusal (`Rejected`, `InvalidArgument`) keeps what the handler wrote before it
+        (handlers check everything before writing: nothing) and its audit events, which tell of the
+        refusal. Any other exception that is not environmental discards the command's writes and events
+        and is recorded as "internal": unguarded, by raising `_Unguarded`; guarded, by rolling back the
+        command's savepoint."""
         if cmd.request_id:
             seen = txn.get("requests", cmd.request_id.encode())
             if seen is not None:
@@ -323,14 +396,37 @@ class StateMachine:
         kind = cmd.WhichOneof("body")
         handler = HANDLERS.get(kind or "")
         res = CommandResult(applied=True)
+        marked = len(events) if events is not None else 0
+        sp = txn.savepoint() if guarded else None
         try:
             if handler is None:
                 raise Rejected("unknown_command", f"unknown command {kind!r}")
-            handler(Ctx(txn, index, position, cmd.stamped_at_ms, res, events=events), cmd)
+            if self._fault is not None:
+                self._fault(cmd)
+            handler(
+                Ctx(txn if sp is None else sp, index, position, cmd.stamped_at_ms, res, events=events), cmd
+            )
         except Rejected as r:
             res = CommandResult(applied=False, error_code=r.code, error=str(r))
         except InvalidArgument as e:
             res = CommandResult(applied=False, error_code="invalid_argument", error=str(e))
+        except Exception as e:
+            if sp is not None:
+                sp.rollback()
+            if is_environmental(e):
+                raise
+            if sp is None:
+                raise _Unguarded from e
+            res = internal_error(e)
+            if events is not None:
+                del events[marked:]
+            sp = None
+        except BaseException:
+            if sp is not None:
+                sp.rollback()
+            raise
+        if sp is not None:
+            sp.release()
         if cmd.request_id:
             txn.put("requests", cmd.request_id.encode(), res.SerializeToString())
             txn.put("requests_by_time", u64(cmd.stamped_at_ms) + cmd.request_id.encode(), b"")
@@ -356,10 +452,13 @@ __all__ = [
     "DEFAULT_CATCHUP_WINDOW_MS",
     "DEFAULT_MAX_ATTEMPTS",
     "LIST_SCAN_LIMIT",
+    "MAX_INTERNAL_ERROR",
     "TERMINAL_STATES",
     "Rejected",
     "StateMachine",
     "due_tasks",
+    "internal_error",
+    "is_environmental",
     "ledger",
     "list_calendars",
     "list_executions",

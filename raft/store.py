@@ -10,6 +10,12 @@ committed transaction survives a crash of the process (it is in the OS page cach
 kernel crash may lose recent transactions and, per LMDB's documentation of MDB_NOSYNC, may corrupt the
 environment; the Raft log is then the source of truth (see `cronraft.raft.replicator`).
 
+Errors: an `lmdb.Error` raised by a transaction becomes `cronraft.errors.StorageError` (the environment:
+map full, disk full, I/O error...), except the few that the caller's data causes on every node alike
+(`_CALLER_ERRORS`: a key or value of a size LMDB does not support), which keep their type. Savepoints
+(`Txn.savepoint`) are LMDB nested transactions (`mdb_txn_begin` with a parent; not available with
+MDB_WRITEMAP, which this store does not use).
+
 Snapshots: `copy_to` writes a consistent, compacted single-file copy (LMDB's `mdb_env_copyfd2` with
 MDB_CP_COMPACT, which runs its own read transaction); `replace_from` swaps such a copy in atomically
 (`rename` of `data.mdb`) while no transaction is open. Every transaction goes through a gate (a shared /
@@ -30,8 +36,8 @@ from typing import Any
 
 import lmdb
 
-from cronraft.errors import Unavailable
-from cronraft.raft.kv import DATABASES, Txn
+from cronraft.errors import StorageError, Unavailable
+from cronraft.raft.kv import DATABASES, Savepoint, Txn
 
 _DATA_FILE = "data.mdb"
 _RESTORE_FILE = "data.mdb.restore"
@@ -40,6 +46,17 @@ _RESTORE_FILE = "data.mdb.restore"
 # a long scan costs one seek per `_SCAN_CHUNK_MAX` entries.
 _SCAN_CHUNK_MIN = 16
 _SCAN_CHUNK_MAX = 1024
+# lmdb errors caused by the caller's data, hence the same on every node: kept as they are, so that the
+# state machine records them as the command's outcome. Every other lmdb.Error is taken as a failure of
+# this node's environment (map or disk full, I/O error, corruption, too many readers) and becomes a
+# StorageError, which the state machine never records: retrying an entry whose failure was really
+# deterministic only stalls the log (loudly), while recording a failure that only this node had would
+# make the replicas diverge (silently).
+_CALLER_ERRORS = (lmdb.BadValsizeError,)
+
+
+def _storage_error(exc: lmdb.Error) -> StorageError:
+    return StorageError(f"store failure: {type(exc).__name__}: {exc}")
 
 
 class _Gate:
@@ -91,10 +108,13 @@ class LmdbTxn:
     transaction has ended (LMDB raises).
     """
 
-    def __init__(self, txn: lmdb.Transaction, dbs: dict[str, Any], *, writable: bool) -> None:
+    def __init__(
+        self, txn: lmdb.Transaction, dbs: dict[str, Any], *, writable: bool, env: lmdb.Environment
+    ) -> None:
         self._txn = txn
         self._dbs = dbs
         self._writable = writable
+        self._env = env
 
     def _db(self, db: str) -> Any:
         try:
@@ -104,13 +124,19 @@ class LmdbTxn:
 
     # get / put / delete run a few dozen times per applied command: the database handle is looked up
     # inline (a KeyError falls back on `_db` for its message), and a value is copied only if it is not
-    # `bytes` already (transactions are opened with buffers=False: it always is).
+    # `bytes` already (transactions are opened with buffers=False: it always is). The `try` blocks cost
+    # nothing until something raises (CPython 3.11's zero-cost exceptions).
     def get(self, db: str, key: bytes) -> bytes | None:
         try:
             handle = self._dbs[db]
         except KeyError:
             handle = self._db(db)
-        value = self._txn.get(key, db=handle)
+        try:
+            value = self._txn.get(key, db=handle)
+        except _CALLER_ERRORS:
+            raise
+        except lmdb.Error as exc:
+            raise _storage_error(exc) from exc
         return value if value is None or isinstance(value, bytes) else bytes(value)
 
     def put(self, db: str, key: bytes, value: bytes) -> None:
@@ -120,7 +146,12 @@ class LmdbTxn:
             handle = self._db(db)
         if not self._writable:
             raise PermissionError("read-only transaction")
-        self._txn.put(key, value, db=handle)
+        try:
+            self._txn.put(key, value, db=handle)
+        except _CALLER_ERRORS:
+            raise
+        except lmdb.Error as exc:
+            raise _storage_error(exc) from exc
 
     def delete(self, db: str, key: bytes) -> bool:
         try:
@@ -129,7 +160,21 @@ class LmdbTxn:
             handle = self._db(db)
         if not self._writable:
             raise PermissionError("read-only transaction")
-        return bool(self._txn.delete(key, db=handle))
+        try:
+            return bool(self._txn.delete(key, db=handle))
+        except _CALLER_ERRORS:
+            raise
+        except lmdb.Error as exc:
+            raise _storage_error(exc) from exc
+
+    def savepoint(self) -> Savepoint:
+        if not self._writable:
+            raise PermissionError("read-only transaction")
+        try:
+            child = self._env.begin(write=True, parent=self._txn)
+        except lmdb.Error as exc:
+            raise _storage_error(exc) from exc
+        return LmdbSavepoint(child, self._dbs, writable=True, env=self._env)
 
     def scan(
         self, db: str, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
@@ -150,6 +195,16 @@ class LmdbTxn:
             chunk_size = min(chunk_size * 2, _SCAN_CHUNK_MAX)
 
     def _read_chunk(
+        self, handle: Any, lo: bytes, hi: bytes | None, reverse: bool, limit: int
+    ) -> list[tuple[bytes, bytes]]:
+        try:
+            return self._read_chunk_unchecked(handle, lo, hi, reverse, limit)
+        except _CALLER_ERRORS:
+            raise
+        except lmdb.Error as exc:
+            raise _storage_error(exc) from exc
+
+    def _read_chunk_unchecked(
         self, handle: Any, lo: bytes, hi: bytes | None, reverse: bool, limit: int
     ) -> list[tuple[bytes, bytes]]:
         out: list[tuple[bytes, bytes]] = []
@@ -176,6 +231,19 @@ class LmdbTxn:
                     out.append((key, bytes(cur.value())))
                     positioned = cur.next()
         return out
+
+
+class LmdbSavepoint(LmdbTxn):
+    """A savepoint: an LMDB nested transaction, committed into its parent by `release`."""
+
+    def release(self) -> None:
+        try:
+            self._txn.commit()
+        except lmdb.Error as exc:
+            raise _storage_error(exc) from exc
+
+    def rollback(self) -> None:
+        self._txn.abort()
 
 
 class LmdbKV:
@@ -223,21 +291,26 @@ class LmdbKV:
     def write(self) -> Iterator[Txn]:
         """A write transaction: committed when the block exits normally, aborted when it raises."""
         with self._gate.shared():
-            txn = self._require_env().begin(write=True)
+            env = self._require_env()
+            txn = env.begin(write=True)
             try:
-                yield LmdbTxn(txn, self._dbs, writable=True)
+                yield LmdbTxn(txn, self._dbs, writable=True, env=env)
             except BaseException:
                 txn.abort()
                 raise
-            txn.commit()
+            try:
+                txn.commit()
+            except lmdb.Error as exc:
+                raise _storage_error(exc) from exc
 
     @contextmanager
     def read(self) -> Iterator[Txn]:
         """A read-only transaction on a consistent snapshot (held until the block exits)."""
         with self._gate.shared():
-            txn = self._require_env().begin(write=False)
+            env = self._require_env()
+            txn = env.begin(write=False)
             try:
-                yield LmdbTxn(txn, self._dbs, writable=False)
+                yield LmdbTxn(txn, self._dbs, writable=False, env=env)
             finally:
                 txn.abort()
 
@@ -329,4 +402,4 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-__all__ = ["LmdbKV", "LmdbTxn"]
+__all__ = ["LmdbKV", "LmdbSavepoint", "LmdbTxn"]
