@@ -402,6 +402,13 @@ class Worker:
         avoid: dict[str, float] = {}  # address -> loop time until which other nodes are tried first
         loop = asyncio.get_running_loop()
         while True:
+            if hint and avoid.get(hint, 0.0) > loop.time():
+                # A redirect to the node whose stream just went silent: the redirecting node has not
+                # learnt of the election yet. Following it held the worker for the hello timeout on a
+                # stopped leader while the new one, not hearing from it, expired its leases (an
+                # unconfirmed held start reported late is a fire lost for at_most_once).
+                self._log.debug("ignoring a redirect to a silent node", leader=hint)
+                hint = None
             if hint:
                 address, hint = hint, None
             else:
