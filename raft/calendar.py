@@ -39,7 +39,7 @@ from __future__ import annotations
 import functools
 import re
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
@@ -54,7 +54,10 @@ from cronraft.raft.schedule import load_zone
 __all__ = [
     "HOLIDAYS_VERSION",
     "MAX_DATES",
+    "MAX_EXPANDED_CALENDARS",
+    "MAX_EXPANDED_RULES",
     "MAX_INCLUDES",
+    "MAX_INCLUDE_DEPTH",
     "MAX_RULES",
     "CalendarSet",
     "resolve",
@@ -64,6 +67,12 @@ __all__ = [
 MAX_RULES = 256  # rules per calendar
 MAX_DATES = 10_000  # dates per `dates` rule
 MAX_INCLUDES = 64  # calendars one calendar includes directly
+# Includes, transitively: the longest chain of includes below a calendar (a calendar that includes
+# nothing has depth 0), and what a calendar expands to: the distinct calendars (itself among them) and
+# their rules, all together. Every walk over includes is iterative and visits each calendar once.
+MAX_INCLUDE_DEPTH = 16
+MAX_EXPANDED_CALENDARS = 256
+MAX_EXPANDED_RULES = 4096
 MAX_DESCRIPTION = 1024
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
@@ -93,13 +102,23 @@ _FIRE = "fire"
 
 
 def validate_calendar(
-    cal: common_pb2.Calendar, *, known: Mapping[str, common_pb2.Calendar], field: str = "calendar"
+    cal: common_pb2.Calendar,
+    *,
+    known: Mapping[str, common_pb2.Calendar],
+    field: str = "calendar",
+    includers: Callable[[str], Iterable[str]] | None = None,
 ) -> None:
     """Raise InvalidArgument naming the first bad field of `cal`, or return None.
 
     `known` holds the calendars already stored (it may hold an older version of `cal` itself, which `cal`
-    replaces). Every included name must be in `known`, and including must not close a cycle.
+    replaces); it is read by name only, so it may load calendars lazily. Every included name must be in
+    `known`, including must not close a cycle, and `cal` must stay within MAX_INCLUDE_DEPTH,
+    MAX_EXPANDED_CALENDARS and MAX_EXPANDED_RULES. With `includers` (the names of the stored calendars
+    that include a given one directly), the calendars that include `cal` must stay within the depth too.
     `version` and `updated_at_ms` are the cluster's to set and are not checked.
+
+    The leader calls this before proposing a PutCalendar and the state machine again when applying it,
+    each with the calendars it has stored (firing.check_calendar).
     """
     if not _NAME.fullmatch(cal.name):
         raise InvalidArgument(f"{field}.name", "must be 1 to 64 characters from A-Z a-z 0-9 _ . -")
@@ -116,11 +135,11 @@ def validate_calendar(
     if len(cal.include) > MAX_INCLUDES:
         raise InvalidArgument(f"{field}.include", f"at most {MAX_INCLUDES} calendars, got {len(cal.include)}")
     for i, name in enumerate(cal.include):
-        if name != cal.name and name not in known:
+        if name != cal.name and known.get(name) is None:
             raise InvalidArgument(f"{field}.include[{i}]", f"no calendar named {name!r}")
-    cycle = _find_cycle(cal, known)
-    if cycle:
-        raise InvalidArgument(f"{field}.include", "cycle " + " -> ".join(cycle))
+    height = _check_expansion(cal, known, f"{field}.include")
+    if includers is not None and height:
+        _check_includers(cal.name, height, includers, f"{field}.include")
 
 
 def _validate_rule(rule: common_pb2.CalendarRule, field: str) -> None:
@@ -212,32 +231,101 @@ def _supported_countries() -> Mapping[str, tuple[str, ...]]:
     return result
 
 
-def _find_cycle(cal: common_pb2.Calendar, known: Mapping[str, common_pb2.Calendar]) -> list[str]:
-    """The names along an include cycle through `cal` (first == last), or [] when there is none.
+def _chain(names: Sequence[str]) -> str:
+    """A chain of calendar names for a message, its middle elided past 8 names."""
+    shown = list(names) if len(names) <= 8 else [*names[:4], "...", *names[-3:]]
+    return " -> ".join(shown)
 
-    The stored calendars are acyclic (each was checked when stored), so a new cycle passes through `cal`.
-    """
 
-    def includes(name: str) -> Sequence[str]:
-        if name == cal.name:
-            return cal.include
-        stored = known.get(name)
-        return stored.include if stored is not None else ()
+def _check_expansion(cal: common_pb2.Calendar, known: Mapping[str, common_pb2.Calendar], field: str) -> int:
+    """Walk the includes below `cal` (iteratively, depth first, each calendar once): refuse a cycle
+    through `cal`, a missing calendar, a chain deeper than MAX_INCLUDE_DEPTH, or an expansion larger than
+    MAX_EXPANDED_CALENDARS / MAX_EXPANDED_RULES. Returns the include depth of `cal`."""
+    children: dict[str, Sequence[str]] = {cal.name: cal.include}
+    height: dict[str, int] = {}  # calendars walked: the depth below each one
+    path = [cal.name]  # the chain from `cal` to the calendar being walked
+    on_path = {cal.name}
+    pending = [iter(cal.include)]
+    calendars, rules = 1, len(cal.exclude)
+    while pending:
+        child = next(pending[-1], None)
+        if child is None:  # every include of path[-1] walked
+            pending.pop()
+            done = path.pop()
+            on_path.discard(done)
+            height[done] = max((height[c] + 1 for c in children[done]), default=0)
+            continue
+        if child in on_path:
+            raise InvalidArgument(field, "cycle " + " -> ".join([*path[path.index(child) :], child]))
+        if child in height:
+            if len(path) + height[child] > MAX_INCLUDE_DEPTH:
+                raise InvalidArgument(
+                    field,
+                    f"include depth above {MAX_INCLUDE_DEPTH}: {_chain([*path, child])} is itself "
+                    f"{height[child]} deep",
+                )
+            continue
+        if len(path) > MAX_INCLUDE_DEPTH:
+            raise InvalidArgument(
+                field,
+                f"include depth above {MAX_INCLUDE_DEPTH}: {_chain([*path, child])} (at most "
+                f"{MAX_INCLUDE_DEPTH} includes from a calendar down to the last one it includes)",
+            )
+        stored = known.get(child)
+        if stored is None:  # only in a store that lost a calendar: stored includes were checked
+            raise InvalidArgument(field, f"no calendar named {child!r} (included by {path[-1]})")
+        calendars += 1
+        rules += len(stored.exclude)
+        if calendars > MAX_EXPANDED_CALENDARS:
+            raise InvalidArgument(
+                field, f"expands to more than {MAX_EXPANDED_CALENDARS} calendars (with its includes)"
+            )
+        if rules > MAX_EXPANDED_RULES:
+            raise InvalidArgument(
+                field, f"expands to more than {MAX_EXPANDED_RULES} rules (with its includes' rules)"
+            )
+        children[child] = stored.include
+        path.append(child)
+        on_path.add(child)
+        pending.append(iter(stored.include))
+    return height[cal.name]
 
-    seen: set[str] = set()
 
-    def walk(name: str, path: list[str]) -> list[str]:
-        for child in includes(name):
-            if child == cal.name:
-                return [*path, child]
-            if child not in seen:
-                seen.add(child)
-                found = walk(child, [*path, child])
-                if found:
-                    return found
-        return []
-
-    return walk(cal.name, [cal.name])
+def _check_includers(name: str, height: int, includers: Callable[[str], Iterable[str]], field: str) -> None:
+    """Refuse when a stored calendar that includes `name` (transitively) would be deeper than
+    MAX_INCLUDE_DEPTH once `name` is `height` deep. Iterative, each includer once; the stored includes are
+    acyclic (a calendar closing a cycle is refused), and a cycle met anyway is not followed."""
+    parents: dict[str, list[str]] = {name: list(includers(name))}
+    above: dict[str, int] = {}  # includers walked: the longest chain of includers above each one
+    via: dict[str, str] = {}  # the direct includer on that chain
+    path, on_path = [name], {name}
+    pending = [iter(parents[name])]
+    while pending:
+        parent = next(pending[-1], None)
+        if parent is None:  # every includer of path[-1] walked
+            pending.pop()
+            done = path.pop()
+            on_path.discard(done)
+            above[done] = 0
+            for p in parents[done]:
+                if p in above and above[p] + 1 > above[done]:
+                    above[done], via[done] = above[p] + 1, p
+            continue
+        if parent in on_path or parent in above:
+            continue
+        parents[parent] = list(includers(parent))
+        path.append(parent)
+        on_path.add(parent)
+        pending.append(iter(parents[parent]))
+    if above[name] + height > MAX_INCLUDE_DEPTH:
+        chain = [name]
+        while chain[-1] in via:
+            chain.append(via[chain[-1]])
+        raise InvalidArgument(
+            field,
+            f"include depth above {MAX_INCLUDE_DEPTH}: {_chain(chain[::-1])} would be "
+            f"{above[name] + height} deep ({name} itself {height})",
+        )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -426,21 +514,21 @@ class CalendarSet:
         self.names: tuple[str, ...] = tuple(names)
         ordered: list[_Compiled] = []
         seen: set[str] = set()
-
-        def visit(name: str, path: str) -> None:
-            if name in seen:  # each calendar once; also ends a cycle a bad store might hold
-                return
+        # Depth first, each calendar once (which also ends a cycle a bad store might hold); iterative:
+        # a stack of (name, who included it), children pushed in reverse to be visited in order.
+        pending: list[tuple[str, str]] = [(name, "") for name in reversed(self.names)]
+        while pending:
+            name, includer = pending.pop()
+            if name in seen:
+                continue
             stored = store.get(name)
             if stored is None:
-                raise InvalidArgument("spec.schedule.calendars", f"no calendar named {name!r}{path}")
+                where = f" (included by {includer})" if includer else ""
+                raise InvalidArgument("spec.schedule.calendars", f"no calendar named {name!r}{where}")
             seen.add(name)
             compiled = _compile_calendar(stored.SerializeToString(deterministic=True))
             ordered.append(compiled)
-            for child in compiled.include:
-                visit(child, f" (included by {name})")
-
-        for name in self.names:
-            visit(name, "")
+            pending.extend((child, name) for child in reversed(compiled.include))
         # Calendars sharing a zone share one UTC -> local conversion; first-seen order is kept.
         groups: dict[tzinfo, list[_Compiled]] = {}
         for compiled in ordered:

@@ -167,6 +167,22 @@ class _CalendarView(Mapping[str, common_pb2.Calendar]):
         return sum(1 for _ in self._txn.scan("calendars"))
 
 
+def check_calendar(txn: Txn, calendar: common_pb2.Calendar) -> None:
+    """Every check of a PutCalendar of `calendar` against the calendars stored in `txn`: its fields, its
+    includes (they exist, close no cycle, stay within the depth and expansion bounds) and the depth of
+    the calendars that include it. Raises InvalidArgument on "calendar...". The leader runs it before
+    proposing, the state machine again when applying: one function, so both agree."""
+    cal.validate_calendar(
+        calendar, known=_CalendarView(txn), field="calendar", includers=lambda name: _includers(txn, name)
+    )
+
+
+def _includers(txn: Txn, name: str) -> list[str]:
+    """The stored calendars that include `name` directly (from the calendar_refs index)."""
+    prefix = name.encode() + b"\0C"
+    return [k[len(prefix) :].decode() for k, _ in txn.scan("calendar_refs", prefix, name.encode() + b"\0D")]
+
+
 def read_calendar(txn: Txn, name: str) -> common_pb2.Calendar | None:
     raw = txn.get("calendars", name.encode())
     if raw is None:
@@ -375,6 +391,7 @@ __all__ = [
     "active_executions",
     "active_key",
     "buffered_key",
+    "check_calendar",
     "decide_misfire",
     "derived_id",
     "due_of",

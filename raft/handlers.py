@@ -13,7 +13,6 @@ from typing import Any
 
 from cronraft.errors import InvalidArgument
 from cronraft.proto.v1 import commands_pb2, common_pb2
-from cronraft.raft import calendar as cal
 from cronraft.raft import deps, firing, logs, retry, schedule
 from cronraft.raft.codec import id_bytes, id_text
 from cronraft.raft.kv import Txn
@@ -1052,9 +1051,7 @@ def epoch(ctx: Ctx, cmd: commands_pb2.Command) -> None:
 def put_calendar(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     c = common_pb2.Calendar()
     c.CopyFrom(cmd.put_calendar.calendar)
-    known = {k.decode(): _calendar(v) for k, v in ctx.txn.scan("calendars")}
-    known.pop(c.name, None)
-    cal.validate_calendar(c, known=known, field="calendar")
+    firing.check_calendar(ctx.txn, c)  # the leader ran the same check before proposing
     old = firing.read_calendar(ctx.txn, c.name)
     c.version = ctx.index
     c.updated_at_ms = ctx.now
@@ -1066,12 +1063,6 @@ def put_calendar(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     ctx.txn.put("calendars", c.name.encode(), c.SerializeToString())
     ctx.result.calendar.CopyFrom(c)
     # Tasks already planned keep their next due instant; the new rules apply from their next planning.
-
-
-def _calendar(raw: bytes) -> common_pb2.Calendar:
-    c = common_pb2.Calendar()
-    c.ParseFromString(raw)
-    return c
 
 
 def delete_calendar(ctx: Ctx, cmd: commands_pb2.Command) -> None:
