@@ -6,12 +6,18 @@ Actions: `crash` (exit at once with status 137, as a SIGKILL would: no cleanup, 
 `sleep:MS` (block the calling thread), `once-crash` (crash only if the marker file given by
 CRONRAFT_FAILPOINT_MARKER does not exist yet; it is created first, so a restarted process passes).
 Read once at import: a failpoint costs one dict lookup when disabled.
+
+`raise:SUBJECT` or `raise:SUBJECT:TEXT` is for `raiser(name)`, which returns a check that raises
+RuntimeError when called with SUBJECT and data containing TEXT. `raft.apply=raise:put_calendar:poison`
+makes the state machine's handler fail for every PutCalendar whose command contains "poison" (a
+deterministic failure: set it on every node, or the nodes diverge on purpose).
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 
 _SPEC = os.environ.get("CRONRAFT_FAILPOINTS", "")
 _ACTIONS: dict[str, str] = dict(
@@ -36,8 +42,24 @@ def failpoint(name: str) -> None:
         time.sleep(int(action.split(":", 1)[1]) / 1000)
 
 
+def raiser(name: str) -> Callable[[str, bytes], None] | None:
+    """For `name=raise:SUBJECT[:TEXT]`, a check `(subject, data)` that raises RuntimeError when `subject`
+    is SUBJECT and `data` contains TEXT; None when `name` is not set to a `raise` action."""
+    action = _ACTIONS.get(name, "")
+    if not action.startswith("raise:"):
+        return None
+    subject, _, text = action[len("raise:") :].partition(":")
+    needle = text.encode()
+
+    def check(given: str, data: bytes) -> None:
+        if given == subject and needle in data:
+            raise RuntimeError(f"failpoint {name}: injected failure for {subject}")
+
+    return check
+
+
 def enabled() -> bool:
     return bool(_ACTIONS)
 
 
-__all__ = ["enabled", "failpoint"]
+__all__ = ["enabled", "failpoint", "raiser"]

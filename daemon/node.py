@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import grpc
 import structlog
@@ -24,6 +24,7 @@ from cronraft.daemon.metrics import Gauge, MetricsServer
 from cronraft.daemon.notify import Notifier
 from cronraft.daemon.runner import LeaderRunner
 from cronraft.errors import CronraftError, NotLeader, Unavailable
+from cronraft.failpoint import raiser
 from cronraft.proto.v1 import (
     cluster_pb2,
     cluster_pb2_grpc,
@@ -40,6 +41,19 @@ from cronraft.raft.state import StateMachine
 from cronraft.raft.store import LmdbKV
 
 log = structlog.get_logger("cronraft.node")
+
+
+def _apply_failpoint() -> Callable[[commands_pb2.Command], None] | None:
+    """The `raft.apply` failpoint (`raise:KIND[:TEXT]`): a handler failure for commands of body KIND whose
+    serialized form contains TEXT; None (no cost at all) unless CRONRAFT_FAILPOINTS sets it."""
+    check = raiser("raft.apply")
+    if check is None:
+        return None
+
+    def fault(cmd: commands_pb2.Command) -> None:
+        check(cmd.WhichOneof("body") or "", cmd.SerializeToString())
+
+    return fault
 
 
 class Node:
@@ -63,7 +77,7 @@ class Node:
         claim(config)  # refuses a data dir of another member or cluster
         fsync = config.cluster.durability == "fsync"
         self.kv = LmdbKV(data / "state", sync=fsync)
-        self.sm = StateMachine(self.kv)
+        self.sm = StateMachine(self.kv, fault=_apply_failpoint())
         self.sm.collect_events = self.audit is not None
         self_member = config.self_member
         rconf = ReplicatorConfig(

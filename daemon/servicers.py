@@ -28,7 +28,7 @@ from cronraft.proto.v1 import (
 )
 from cronraft.raft import logs, retry
 from cronraft.raft import state as sm
-from cronraft.raft.firing import preview_stored
+from cronraft.raft.firing import check_calendar, preview_stored
 from cronraft.raft.validate import validate_spec
 
 if TYPE_CHECKING:
@@ -48,6 +48,11 @@ _T = TypeVar("_T")
 _RESULT_ERRORS: dict[str, Callable[[str], errors.CronraftError]] = {
     "not_found": errors.NotFound,
     "invalid_argument": lambda msg: errors.InvalidArgument(*_split_field(msg)),
+    # A handler raised something unexpected (raft.state): INTERNAL, not INVALID_ARGUMENT, because
+    # nothing says the request was wrong; the reason is passed on, and nothing was applied.
+    "internal": lambda msg: errors.InternalError(
+        f"the command failed when applied and changed nothing: {msg}"
+    ),
 }
 
 
@@ -392,10 +397,16 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
     async def PutCalendar(
         self, request: scheduler_pb2.PutCalendarRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> common_pb2.Calendar:
-        body = commands_pb2.PutCalendar(calendar=request.calendar)
-        return (
-            await _guard(context, self._write("calendar", request.request_id, put_calendar=body))
-        ).calendar
+        async def run() -> common_pb2.Calendar:
+            self.node.leader_runner()
+            # The state machine runs the same check when applying (raft.firing.check_calendar); here it
+            # keeps a calendar it would refuse out of the log.
+            with self.node.kv.read() as txn:
+                check_calendar(txn, request.calendar)
+            body = commands_pb2.PutCalendar(calendar=request.calendar)
+            return (await self._write("calendar", request.request_id, put_calendar=body)).calendar
+
+        return await _guard(context, run())
 
     async def DeleteCalendar(
         self, request: scheduler_pb2.DeleteCalendarRequest, context: grpc.aio.ServicerContext[Any, Any]
