@@ -309,10 +309,18 @@ class LmdbKV:
         with self._gate.shared():
             env = self._require_env()
             txn = env.begin(write=False)
+            view = LmdbTxn(txn, self._dbs, writable=False, env=env)
             try:
-                yield LmdbTxn(txn, self._dbs, writable=False, env=env)
+                yield view
             finally:
                 txn.abort()
+                # py-lmdb keeps an aborted read transaction's reader slot for as long as its Transaction
+                # object lives, and an exception raised in the block keeps this frame and the caller's
+                # (holding `view`) alive in its traceback until the cyclic collector runs (rarely in
+                # schedd). Dropping both references frees the slot now: a stream of refused requests
+                # filled the reader table (MDB_READERS_FULL) and then every read failed.
+                view._txn = None
+                del txn
 
     def copy_to(self, dest_file: str | Path) -> None:
         """Write a consistent, compacted copy of the environment to `dest_file` (a single `data.mdb` image).

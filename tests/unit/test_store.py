@@ -113,6 +113,29 @@ def test_abort_on_exception(kv: KV) -> None:
         assert txn.get("tasks", b"keep") == b"vkeep"
 
 
+def test_an_exception_kept_alive_does_not_hold_a_reader_slot(tmp_path: Path) -> None:
+    """Errors raised in read blocks and kept (as a traceback in a reference cycle is, until the cyclic
+    collector runs) must not keep LMDB reader slots: the table has 126, and filling it stops every read."""
+    kv = LmdbKV(tmp_path / "db", map_size=64 << 20)
+    kept: list[BaseException] = []
+
+    def refuse() -> None:  # its frame, holding `txn`, stays in the kept exception's traceback
+        with kv.read() as txn:
+            txn.get("meta", b"k")
+            raise LookupError("refused")
+
+    try:
+        for _ in range(300):
+            try:
+                refuse()
+            except LookupError as e:
+                kept.append(e)
+        with kv.read() as txn:
+            assert txn.get("meta", b"k") is None
+    finally:
+        kv.close()
+
+
 def test_read_isolation(kv: KV) -> None:
     _fill(kv, "tasks", [b"a"])
     with kv.read() as snap:
