@@ -298,6 +298,12 @@ class Node:
                 labels,
             ),
             Gauge(
+                "cronraft_apply_internal_errors",
+                "Commands this node recorded as failed inside apply (error_code internal) since it started.",
+                self.sm.internal_errors,
+                labels,
+            ),
+            Gauge(
                 "cronraft_connected_workers",
                 "Workers connected to this node (the leader).",
                 runner.connected_workers if runner is not None else 0,

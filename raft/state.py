@@ -318,6 +318,8 @@ class StateMachine:
         # entry's transaction committed (the caller, not this pure module, writes them).
         self.collect_events = False
         self._events: list[dict[str, Any]] = []
+        # Commands recorded as failed with error_code "internal" since this object was made (a metric).
+        self.internal_errors = 0
         with kv.read() as txn:
             self._last_applied = read_last_applied(txn)
 
@@ -385,8 +387,8 @@ class StateMachine:
         """One command. A refusal (`Rejected`, `InvalidArgument`) keeps what the handler wrote before it
         (handlers check everything before writing: nothing) and its audit events, which tell of the
         refusal. Any other exception that is not environmental discards the command's writes and events
-        and is recorded as "internal": unguarded, by raising `_Unguarded`; guarded, by rolling back the
-        command's savepoint."""
+        (one "internal" event takes their place) and is recorded as "internal": unguarded, by raising
+        `_Unguarded`; guarded, by rolling back the command's savepoint."""
         if cmd.request_id:
             seen = txn.get("requests", cmd.request_id.encode())
             if seen is not None:
@@ -418,8 +420,12 @@ class StateMachine:
             if sp is None:
                 raise _Unguarded from e
             res = internal_error(e)
-            if events is not None:
+            self.internal_errors += 1
+            if events is not None:  # the command's own events told of effects now rolled back
                 del events[marked:]
+                events.append(
+                    {"ev": "apply", "kind": "internal", "index": index, "command": kind, "error": res.error}
+                )
             sp = None
         except BaseException:
             if sp is not None:

@@ -203,8 +203,19 @@ def test_a_failing_command_is_recorded_and_leaves_nothing_while_its_neighbours_a
     with kv.read() as txn:
         assert sm.read_task(txn, tid(2)) is None
         assert sm.read_task(txn, tid(1)) is not None and sm.read_task(txn, tid(3)) is not None
-    # Its audit events are gone with it; the others' are kept.
-    assert all(e["kind"] != "poisoned" for e in machine.take_events())
+    # Its audit events are gone with it, replaced by one that tells of the failure.
+    events = machine.take_events()
+    assert all(e["kind"] != "poisoned" for e in events)
+    assert [e for e in events if e["kind"] == "internal"] == [
+        {
+            "ev": "apply",
+            "kind": "internal",
+            "index": 1,
+            "command": "create_task",
+            "error": "RuntimeError: boom",
+        }
+    ]
+    assert machine.internal_errors == 1
     # A retry of the same request is answered from the dedup table, without running the handler.
     monkeypatch.setitem(HANDLERS, "create_task", lambda ctx, cmd: pytest.fail("handler ran again"))
     (again,) = apply(machine, 2, create(2, rid="r2"))
