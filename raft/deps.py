@@ -51,13 +51,19 @@ def check(txn: Txn, task_id: str, spec: common_pb2.TaskSpec) -> None:
 
 
 def _path_to(txn: Txn, start: str, target: str, names: dict[str, str]) -> list[str] | None:
-    """A chain of dependencies from `start` to `target`, following depends_on (depth first)."""
-    stack: list[tuple[str, list[str]]] = [(start, [start])]
+    """A chain of dependencies from `start` to `target`, following depends_on (depth first, iterative,
+    each task once). The chain is rebuilt from each task's predecessor on the walk: carrying a copy of
+    the path with each stacked task cost O(depth^2) on a long chain."""
+    stack = [start]
+    came_from: dict[str, str | None] = {start: None}
     seen: set[str] = set()
     while stack and len(seen) < MAX_GRAPH:
-        node, path = stack.pop()
+        node = stack.pop()
         if node == target:
-            return path
+            path = [node]
+            while (prev := came_from[path[-1]]) is not None:
+                path.append(prev)
+            return path[::-1]
         if node in seen:
             continue
         seen.add(node)
@@ -66,7 +72,9 @@ def _path_to(txn: Txn, start: str, target: str, names: dict[str, str]) -> list[s
             continue
         names[node] = t.spec.name
         for dep in t.spec.depends_on:
-            stack.append((dep.task_id, [*path, dep.task_id]))
+            if dep.task_id not in seen:
+                came_from[dep.task_id] = node
+                stack.append(dep.task_id)
     return None
 
 
