@@ -64,6 +64,8 @@ audit/<node>.audit.jsonl (one file per daemon; records in the order the daemon w
        "reason": str, "outcome": str}   (outcome: an AttemptOutcome name, e.g. "ATTEMPT_SUCCEEDED"
                                           or "SUCCEEDED"; anything ending in SUCCEEDED is success)
       {"ev": "apply", "kind": "expire", "index": int, "execution_id", "token", "accepted": bool}
+      {"ev": "apply", "kind": "internal", "index": int, "command": str, "error": str}  (a command
+                                                  that failed inside its handler: recorded, no effect)
       {"ev": "dispatch", "raft_term": int, "execution_id", "token", "worker_id"}  (a lease offer
                                                                                   sent by a leader)
       {"ev": "role", "leader": bool, "term": int}
