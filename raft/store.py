@@ -319,7 +319,7 @@ class LmdbKV:
                 # (holding `view`) alive in its traceback until the cyclic collector runs (rarely in
                 # schedd). Dropping both references frees the slot now: a stream of refused requests
                 # filled the reader table (MDB_READERS_FULL) and then every read failed.
-                view._txn = None
+                del view._txn
                 del txn
 
     def copy_to(self, dest_file: str | Path) -> None:
