@@ -305,6 +305,7 @@ class Worker:
         # granted to it knows the attempt never began, and grants it again without spending an attempt.
         self.incarnation = uuid.uuid4().hex
         self._idle_wait = False  # the heartbeat loop waits the idle interval (it held nothing)
+        self._declining: set[asyncio.Task[None]] = set()  # offers declined while draining, being reported
 
     # -- public -----------------------------------------------------------------------------------
 
@@ -315,6 +316,7 @@ class Worker:
     def stop(self, *, immediate: bool = False) -> None:
         """Stop taking leases; running attempts get `shutdown_grace_s` (none if `immediate`) to finish."""
         self._state = _State.DRAINING
+        self._heartbeat_now.set()  # tell the leader at once: it offers a draining worker nothing more
         self._stop_requested.set()
         if immediate:
             self._hurry.set()
@@ -545,7 +547,14 @@ class Worker:
     def _offer(self, session: _Session, lease: worker_pb2.Lease, echo_ms: int = 0) -> None:
         key = attempt_key(lease.execution_id, lease.token)
         if self._state is _State.DRAINING:
-            self._log.warning("shutting down: lease offer ignored", execution_id=lease.execution_id)
+            # Reported, not ignored: an ignored offer waited out its lease, and a lease that may have
+            # begun ends at_most_once executions `lost` (issue 17). Nothing ran, so it is granted again.
+            self._log.warning("shutting down: lease offer declined", execution_id=lease.execution_id)
+            if key not in self.outbox and key not in self._volatile:
+                declined = self._not_started(lease, "worker shutting down; not started")
+                task = asyncio.create_task(self._report(declined), name=f"declined {lease.execution_id}")
+                self._declining.add(task)
+                task.add_done_callback(self._declining.discard)
             return
         if key in self._attempts or key in self.outbox or key in self._volatile:
             self._log.debug("duplicate lease offer ignored", execution_id=lease.execution_id)
@@ -700,7 +709,7 @@ class Worker:
                 result = waited if waited is not None else await attempt.runner.run()
             except Exception as exc:  # a bug of ours: report it rather than lose the attempt
                 self._log.exception("attempt runner failed", execution_id=execution_id)
-                result = self._not_started(attempt, f"worker error before the start: {exc!r}")
+                result = self._not_started(attempt.lease, f"worker error before the start: {exc!r}")
                 if began:
                     result = common_pb2.AttemptResult(
                         execution_id=execution_id,
@@ -743,6 +752,15 @@ class Worker:
                     del self._live[attempt.key]
                 else:
                     self._live_dirty.add(attempt.key)
+
+    async def _report(self, result: common_pb2.AttemptResult) -> None:
+        """Store and send a result made without an attempt task (a declined offer)."""
+        try:
+            await self._store(result)
+        except OSError:
+            self._volatile[result_key(result)] = result
+        self._fresh.append(result)
+        self._results_ready.set()
 
     async def _store(self, result: common_pb2.AttemptResult) -> None:
         """Durably store `result` in the outbox (OSError if that failed). Results finishing while a write
@@ -798,14 +816,14 @@ class Worker:
             runner.stop(StopReason.FENCED)
         reason = runner.stop_reason
         assert reason is not None
-        return self._not_started(attempt, stop_result(reason, lease, "not started")[1])
+        return self._not_started(attempt.lease, stop_result(reason, lease, "not started")[1])
 
-    def _not_started(self, attempt: _Attempt, error: str) -> common_pb2.AttemptResult:
+    def _not_started(self, lease: worker_pb2.Lease, error: str) -> common_pb2.AttemptResult:
         """The result of an attempt that ended before its payload began: nothing ran, so the cluster
         grants the execution again instead of ending it (a cancel asked for ends it cancelled)."""
         return common_pb2.AttemptResult(
-            execution_id=attempt.lease.execution_id,
-            token=attempt.lease.token,
+            execution_id=lease.execution_id,
+            token=lease.token,
             outcome=common_pb2.ATTEMPT_NOT_STARTED,
             finished_at_ms=self._clock.wall_ms(),
             error=error,
@@ -884,7 +902,7 @@ class Worker:
                 result = await runner.run()
                 if runner.stop_reason is not None and runner.stop_reason is not StopReason.TIMEOUT:
                     # Stopped while its sensor probed: the payload itself never began.
-                    return self._not_started(attempt, f"while waiting for its sensor: {result.error}")
+                    return self._not_started(attempt.lease, f"while waiting for its sensor: {result.error}")
                 if result.outcome == common_pb2.ATTEMPT_SUCCEEDED:
                     self._log.debug("sensor satisfied", execution_id=lease.execution_id, probes=probes)
                     return None
@@ -899,7 +917,7 @@ class Worker:
                 # the next one: a cancel or fence now used to wait out the whole interval).
                 if await runner.hold(interval_s):  # stopped between two probes
                     error = stop_result(runner.stop_reason, lease, "sensor stopped")[1]
-                    return self._not_started(attempt, f"while waiting for its sensor: {error}")
+                    return self._not_started(attempt.lease, f"while waiting for its sensor: {error}")
         finally:
             attempt.runner = main
 
@@ -934,7 +952,9 @@ class Worker:
             ]
             sent = self._clock.monotonic()
             session.heartbeats.append((loop.time(), sent, keys))
-            heartbeat = worker_pb2.Heartbeat(leases=refs, sent_mono_ms=int(sent * 1000))
+            heartbeat = worker_pb2.Heartbeat(
+                leases=refs, sent_mono_ms=int(sent * 1000), draining=self._state is _State.DRAINING
+            )
             if session.list_finished:
                 # Finished attempts whose results are not acknowledged (durable or not): with the running
                 # ones, everything this worker holds. Attempts still storing their result are running.

@@ -93,9 +93,12 @@ class WorkerState:
     echo_ms: int = 0  # the worker's own stamp of its latest Hello/Heartbeat received (LeaseOffers.echo)
     reconciled: bool = False  # its complete listing was checked against the leases of earlier terms
     incarnation: str = ""  # the worker process (Hello.incarnation)
+    draining: bool = False  # shutting down (Heartbeat.draining): offered nothing more
 
     def free(self) -> int:
-        return self.capacity - len(self.inflight) if self.connected and not self.silent else 0
+        if not self.connected or self.silent or self.draining:
+            return 0
+        return self.capacity - len(self.inflight)
 
 
 @dataclass
@@ -114,6 +117,9 @@ class LeaseState:
     start_mono: int | None = None
     confirmed: bool = False  # renewed at or after start_mono - CONFIRM_AHEAD_MS: it may have begun
     unstarted: bool = False  # its worker's process does not hold it (reconciliation): it never began
+    # Its offer was handed to a worker stream (offered); an offer dropped with a replaced or closed stream
+    # never reached anyone, so its expiry is unstarted. Leases this leader did not grant count as written.
+    written: bool = True
     incarnation: str = ""  # the worker process it was granted to (Execution.worker_incarnation)
 
 
@@ -341,10 +347,13 @@ class LeaderCore:
         *,
         finished: Sequence[worker_pb2.LeaseRef] = (),
         complete_listing: bool = False,
+        draining: bool = False,
     ) -> worker_pb2.HeartbeatAck:
         ack = worker_pb2.HeartbeatAck(idle_heartbeat_interval_ms=self.idle_heartbeat_ms())
         self.heard_from(worker_id, mono_ms)
         w = self.workers.get(worker_id)
+        if w is not None and draining:
+            w.draining = True
         if w is not None and echo_ms > w.echo_ms:
             w.echo_ms = echo_ms
         if not self.ready:
@@ -454,6 +463,7 @@ class LeaderCore:
                             execution_id=lease.execution_id,
                             token=common_pb2.FencingToken(term=lease.token[0], index=lease.token[1]),
                             unstarted=lease.unstarted
+                            or not lease.written
                             or (lease.start_mono is not None and not lease.confirmed),
                         ),
                     )
@@ -821,8 +831,10 @@ class LeaderCore:
             return None
         ex = res.execution
         self._track_lease(ex, mono_ms + self.settings.lease_ttl_ms + self.settings.expiry_grace_ms)
+        lease = self.leases[ex.execution_id]
+        lease.written = False  # until the runner hands the offer to the worker's stream (offered)
         if ex.not_before_ms > self._now_ms:  # granted ahead: the worker holds it until confirmed
-            self.leases[ex.execution_id].start_mono = mono_ms + ex.not_before_ms - self._now_ms
+            lease.start_mono = mono_ms + ex.not_before_ms - self._now_ms
         return self._lease_offer(ex)
 
     def _lease_offer(self, ex: common_pb2.Execution) -> worker_pb2.Lease | None:
@@ -869,12 +881,15 @@ class LeaderCore:
         elif ex.state == common_pb2.EXECUTION_PENDING:
             self._pend(ex)
 
-    def offered(self, execution_id: str, token: common_pb2.FencingToken, start_mono: int) -> None:
-        """A held lease's offer was written to its worker's stream now, to start no earlier than
-        `start_mono` (our monotonic clock; the runner computes it as it restamps the delay): the worker
-        cannot be confirmed before then, whatever the estimate made at the grant."""
+    def offered(self, execution_id: str, token: common_pb2.FencingToken, start_mono: int | None) -> None:
+        """A lease's offer is being written to its worker's stream now; a held one's start is no earlier
+        than `start_mono` (our monotonic clock; the runner computes it as it restamps the delay): the
+        worker cannot be confirmed before then, whatever the estimate made at the grant."""
         lease = self.leases.get(execution_id)
-        if lease is not None and lease.token == token_tuple(token) and lease.start_mono is not None:
+        if lease is None or lease.token != token_tuple(token):
+            return
+        lease.written = True
+        if lease.start_mono is not None and start_mono is not None:
             lease.start_mono = min(lease.start_mono, start_mono)
 
     def _forget_lease_of(self, lease: LeaseState) -> None:

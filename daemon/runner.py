@@ -264,16 +264,19 @@ class LeaderRunner:
         session.send(None)
 
     def restamp(self, msg: worker_pb2.GatewayMessage) -> None:
-        """Recompute the start delays of the leases in `msg` as it goes out: the time spent building and
-        queueing the offers would otherwise be added to every held start."""
+        """Recompute the start delays of the leases in `msg` as it goes out (the time spent building and
+        queueing the offers would otherwise be added to every held start), and tell the leader core the
+        offers reached a stream (an offer dropped with its stream never reached the worker)."""
         if msg.WhichOneof("kind") != "leases":
             return
         now = self._clock.now_ms()
         mono = self._clock.mono_ms()
         for lease in msg.leases.leases:
+            start_mono = None
             if lease.start_at_ms:
                 lease.start_delay_ms = max(0, lease.start_at_ms - now)
-                self.core.offered(lease.execution_id, lease.token, mono + lease.start_delay_ms)
+                start_mono = mono + lease.start_delay_ms
+            self.core.offered(lease.execution_id, lease.token, start_mono)
 
     def on_heartbeat(self, session: WorkerSession, hb: worker_pb2.Heartbeat) -> None:
         ack = self.core.heartbeat(
@@ -283,6 +286,7 @@ class LeaderRunner:
             hb.sent_mono_ms,
             finished=list(hb.finished),
             complete_listing=hb.complete_listing,
+            draining=hb.draining,
         )
         session.send(worker_pb2.GatewayMessage(heartbeat_ack=ack))
 

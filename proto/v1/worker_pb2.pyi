@@ -148,12 +148,17 @@ class Heartbeat(_message.Message):
     SENT_MONO_MS_FIELD_NUMBER: _builtins.int
     COMPLETE_LISTING_FIELD_NUMBER: _builtins.int
     FINISHED_FIELD_NUMBER: _builtins.int
+    DRAINING_FIELD_NUMBER: _builtins.int
     sent_mono_ms: _builtins.int
     """the worker's monotonic clock when sent (echoed in LeaseOffers)"""
     complete_listing: _builtins.bool
     """Sent when the last HeartbeatAck asked for it (list_finished): the attempts this worker finished
     whose results the cluster has not acknowledged yet. With `leases`, everything it holds: a lease an
     earlier leader granted to this worker that is in neither list never reached it.
+    """
+    draining: _builtins.bool
+    """The worker is shutting down: offer it nothing more (an offer that still arrives is reported back
+    as ATTEMPT_NOT_STARTED, so the execution is granted to another worker).
     """
     @_builtins.property
     def leases(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeaseRef]: ...
@@ -166,10 +171,11 @@ class Heartbeat(_message.Message):
         sent_mono_ms: _builtins.int = ...,
         complete_listing: _builtins.bool = ...,
         finished: _abc.Iterable[Global___LeaseRef] | None = ...,
+        draining: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["complete_listing", b"complete_listing", "finished", b"finished", "leases", b"leases", "sent_mono_ms", b"sent_mono_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["complete_listing", b"complete_listing", "draining", b"draining", "finished", b"finished", "leases", b"leases", "sent_mono_ms", b"sent_mono_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

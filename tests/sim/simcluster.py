@@ -275,6 +275,12 @@ class SimCluster:
             kind = msg.WhichOneof("kind")
             if kind == "leases":
                 for lease in msg.leases.leases:
+                    # What the runner does as it writes an offer to a stream (restamp): only an offer
+                    # written may have begun (a dropped one expires as unstarted).
+                    held = lease.start_delay_ms if lease.start_at_ms else None
+                    self.core.offered(
+                        lease.execution_id, lease.token, None if held is None else self.clock.mono + held
+                    )
                     w.offer(lease, self.clock.mono)
             elif kind == "acks":
                 for eid in msg.acks.execution_ids:

@@ -345,3 +345,41 @@ async def test_a_stop_while_the_sensor_waits_reports_not_started(tmp_path: Path)
         result = await leader.result_for("exec-sensor")
     assert result.outcome == common_pb2.ATTEMPT_NOT_STARTED
     assert "while waiting for its sensor" in result.error
+
+
+def immediate_lease(s: Store, core: LeaderCore) -> None:
+    """A task that may not fire ahead (a concurrency limit), fired and granted at its due time."""
+    s.create(1, max_concurrency=1)
+    cmds = core.tick(DUE, 1_000)
+    assert [c.WhichOneof("body") for c in cmds] == ["fire", "grant"]
+    results = s.apply(cmds)
+    assert all(r.applied for r in results), [r.error for r in results]
+    core.on_committed(cmds, results, DUE, 1_000)
+
+
+def test_a_lease_whose_offer_never_reached_a_stream_expires_as_unstarted() -> None:
+    s = Store()
+    core = leader_over(s, LEAD)
+    immediate_lease(s, core)
+    core.drain_outgoing()  # dropped with its stream: never written (the runner never restamped it)
+    assert expiry_of(core, 60_000).unstarted
+
+
+def test_a_lease_written_to_its_stream_and_started_on_receipt_may_have_begun() -> None:
+    s = Store()
+    core = leader_over(s, LEAD)
+    immediate_lease(s, core)
+    ((_, msg),) = core.drain_outgoing()
+    (lease,) = msg.leases.leases
+    assert lease.start_at_ms == 0  # not held: the worker starts it on receipt
+    core.offered(lease.execution_id, lease.token, None)  # the runner writes it
+    assert not expiry_of(core, 60_000).unstarted
+
+
+def test_a_draining_worker_is_offered_nothing_more() -> None:
+    s = Store()
+    core = leader_over(s, LEAD)
+    core.heartbeat("w1", [], 500, draining=True)
+    s.create(1)
+    cmds = core.tick(DUE - LEAD, 1_000)
+    assert [c.WhichOneof("body") for c in cmds] == ["fire"]  # fired, but no grant to a draining worker

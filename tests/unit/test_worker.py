@@ -268,10 +268,16 @@ async def test_graceful_stop_lets_attempts_finish_within_the_grace_then_kills_th
         stream.put_nowait(offers(quick, slow))
         await heartbeat_listing(leader, {"exec-quick", "exec-slow"})
         worker.stop()
+        draining = await get(leader.heartbeats)  # the leader hears at once: it offers nothing more
+        while not draining.draining:
+            draining = await get(leader.heartbeats)
         stream.put_nowait(offers(make_lease("exec-late", argv=["true"])))  # not taken any more
         await asyncio.wait_for(run, WAIT_S)
         outcomes = {r.execution_id: r for r in worker.outbox.pending()}
-        assert outcomes.keys() == {"exec-quick", "exec-slow"}
+        assert outcomes.keys() == {"exec-quick", "exec-slow", "exec-late"}
+        # Declined, not ignored: reported as never begun, so the cluster grants it to another worker.
+        assert outcomes["exec-late"].outcome == common_pb2.ATTEMPT_NOT_STARTED
+        assert outcomes["exec-late"].error == "worker shutting down; not started"
         assert outcomes["exec-quick"].outcome == common_pb2.ATTEMPT_SUCCEEDED
         assert outcomes["exec-quick"].stdout_tail == b"finished\n"
         assert outcomes["exec-slow"].outcome == common_pb2.ATTEMPT_FAILED
