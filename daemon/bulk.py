@@ -110,6 +110,10 @@ class BulkImport:
                 field, sep, problem = res.error.partition(": ")
                 if res.error_code == "invalid_argument" and sep:
                     raise errors.InvalidArgument(f"batches[{number}].{field}", problem)
+                if res.error_code == "internal":  # as in servicers._RESULT_ERRORS
+                    raise errors.InternalError(
+                        f"batches[{number}]: the command failed when applied and changed nothing: {res.error}"
+                    )
                 raise errors.FailedPrecondition(f"batches[{number}]: {res.error}")
             self._batches[number] = scheduler_pb2.ImportedBatch(
                 request_id=cmd.request_id.removeprefix("import:"),
