@@ -371,6 +371,7 @@ class LeaderCore:
                 and not lease.expiring
             ):
                 lease.deadline = deadline  # re-armed in the wheel when its old entry comes due (tick)
+                lease.unstarted = False  # held after all: whatever a listing said, it may begin now
                 if (
                     not lease.confirmed
                     and lease.start_mono is not None
