@@ -13,8 +13,9 @@ sorted in-memory lists for fast unit and simulation tests. Both give the same co
   that sees every write made so far. `release()` keeps its writes in the enclosing transaction (they
   still commit or abort with it); `rollback()` discards them. While a savepoint is open, the transaction
   it was opened on must not be used (LMDB's rule for nested transactions; the twin enforces it too), and
-  a savepoint may itself open one. The state machine opens one per command, so that a failing command
-  leaves no partial effect while the other commands of its entry keep theirs.
+  a savepoint may itself open one. The state machine opens one per command when it applies an entry a
+  second time because a command failed (raft.state), so that the failing command leaves no partial
+  effect while the other commands of its entry keep theirs.
 - Failures of the store itself (map full, disk full, I/O error) raise `cronraft.errors.StorageError`
   (the in-memory twin has none); errors of the caller's making keep their own types.
 """
