@@ -50,7 +50,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 # types-grpcio is not in the dev dependencies yet: without it grpc is untyped (Any), with it the ignore
 # is unused; `unused-ignore` keeps mypy strict quiet in both cases.
@@ -916,7 +916,9 @@ class Worker:
                 # The polling interval, cut short by a stop (the attempt's runner is this probe's until
                 # the next one: a cancel or fence now used to wait out the whole interval).
                 if await runner.hold(interval_s):  # stopped between two probes
-                    error = stop_result(runner.stop_reason, lease, "sensor stopped")[1]
+                    # hold() is True only once a stop set the reason (mypy keeps the narrowing above).
+                    reason = cast(StopReason, runner.stop_reason)
+                    error = stop_result(reason, lease, "sensor stopped")[1]
                     return self._not_started(attempt.lease, f"while waiting for its sensor: {error}")
         finally:
             attempt.runner = main
