@@ -44,11 +44,12 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
 import holidays
-from croniter import croniter
 from holidays.version import __version__ as HOLIDAYS_VERSION
 
 from cronraft.errors import InvalidArgument
 from cronraft.proto.v1 import common_pb2
+from cronraft.raft.cron import CronExpression
+from cronraft.raft.cron import parse as parse_cron
 from cronraft.raft.schedule import load_zone
 
 __all__ = [
@@ -78,16 +79,6 @@ MAX_DESCRIPTION = 1024
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _TIME = re.compile(r"(\d{2}):(\d{2})(?::(\d{2}))?")
-_HASHED_FIELD = re.compile(r"[hr](?:\(|/|$)", re.IGNORECASE)  # croniter's H and R: not deterministic
-_CRON_MACROS = {
-    "@yearly": "0 0 1 1 *",
-    "@annually": "0 0 1 1 *",
-    "@monthly": "0 0 1 * *",
-    "@weekly": "0 0 * * 0",
-    "@daily": "0 0 * * *",
-    "@midnight": "0 0 * * *",
-    "@hourly": "0 * * * *",
-}
 _DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
@@ -348,55 +339,22 @@ def _holiday_table(country: str, subdivision: str, year: int) -> Mapping[int, st
 
 @dataclass(frozen=True, slots=True)
 class _Cron:
-    """A 5-field expression: minutes and hours as sets (None = every), days matched by croniter."""
+    """A 5-field expression or macro (meaning: raft/cron.py, the evaluator schedules use), matched
+    minute by minute on the calendar's wall clock."""
 
-    minutes: frozenset[int] | None
-    hours: frozenset[int] | None
-    day_expression: str  # "0 0 <dom> <month> <dow>": croniter decides L, W, #, and the dom/dow OR
+    expression: CronExpression
     text: str
 
     def matches(self, local: datetime) -> bool:
-        if self.minutes is not None and local.minute not in self.minutes:
-            return False
-        if self.hours is not None and local.hour not in self.hours:
-            return False
-        return _cron_day_matches(self.day_expression, local.toordinal())
+        return self.expression.matches_minute(local.year, local.month, local.day, local.hour, local.minute)
 
 
 @functools.lru_cache(maxsize=1024)
 def _compile_cron(expression: str) -> _Cron:
-    text = expression.strip()
-    if not text:
-        raise ValueError("must not be empty")
-    if not text.isascii():
-        raise ValueError("must be ASCII")
-    if text.startswith("@"):
-        if text.lower() not in _CRON_MACROS:
-            raise ValueError(f"unknown macro {text!r}; use one of {', '.join(sorted(_CRON_MACROS))}")
-        text = _CRON_MACROS[text.lower()]
-    fields = text.split()
-    if len(fields) != 5:
+    fields = expression.split()
+    if fields and not fields[0].startswith("@") and len(fields) != 5:
         raise ValueError(f"expected 5 fields (minute hour day-of-month month day-of-week), got {len(fields)}")
-    for part in fields:
-        if _HASHED_FIELD.match(part):
-            raise ValueError(f"hashed (H) and random (R) fields are not supported: {part!r}")
-    try:
-        if not croniter.is_valid(text):
-            raise ValueError
-        expanded = croniter.expand(text)[0]
-    except Exception:  # croniter raises many types for bad syntax
-        raise ValueError(f"not a valid 5-field cron expression: {expression!r}") from None
-
-    def as_set(values: list[object]) -> frozenset[int] | None:
-        return None if values == ["*"] else frozenset(int(str(v)) for v in values)
-
-    return _Cron(as_set(expanded[0]), as_set(expanded[1]), "0 0 " + " ".join(fields[2:]), expression)
-
-
-@functools.lru_cache(maxsize=65_536)
-def _cron_day_matches(day_expression: str, ordinal: int) -> bool:
-    # croniter.match costs about 200 us; it runs once per expression and local day.
-    return bool(croniter.match(day_expression, datetime.fromordinal(ordinal)))
+    return _Cron(parse_cron(expression), expression)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ What a row says (`PreviewFire`):
 - `nominal_time_ms`: the nominal time (the fire's identity); `local_time`: that instant in RFC 3339 in the
   schedule's zone (UTC for every kind but cron).
 - `actual_ms`: when it would start: the nominal time, or the calendar's rolled instant, plus the jitter
-  offset; 0 for a time that does not fire (a calendar skip, or a DST gap with `dst_gap: skip`).
+  offset; 0 for a time that does not fire (a calendar skip, or a DST gap's time that is skipped: with
+  `dst_gap: skip`, or by default for an elapsed-time job, one whose minute or hour starts with `*`).
 - `notes`: "dst_shifted (...)", "dst_skipped (...)", "dst_fold: ...", "jitter +N ms", the calendar's note.
 
 Counting: `count` counts the rows that fire; rows that do not fire are listed too, and the walk stops
@@ -49,9 +50,10 @@ def preview(
         return []
     kind = schedule.WhichOneof("kind")
     zone = sched.load_zone(schedule.cron.time_zone) if kind == "cron" else UTC
-    skip_gaps = kind == "cron" and schedule.dst_gap == common_pb2.DST_GAP_SKIP
+    # `dst_gap: skip`, and the default for an elapsed-time job (cronie: it follows the new clock).
+    skip_gaps = kind == "cron" and sched.dst_gap_skips(schedule)
     walker = schedule
-    if skip_gaps:  # walk the SHIFT twin: its shifted fires are exactly the times SKIP drops
+    if skip_gaps:  # walk the SHIFT twin: its shifted fires are exactly the times skipping drops
         walker = common_pb2.Schedule()
         walker.CopyFrom(schedule)
         walker.dst_gap = common_pb2.DST_GAP_SHIFT

@@ -9,19 +9,27 @@ The set of nominal fire times F(schedule) is defined once, and the public functi
 - `fixed_delay`: only the first fire is known in advance (created_at, or start_at_ms when later); each
   later one is `next_fixed_delay(s, finished_at)` = the previous execution's final state + delay_ms. So
   `next_fire` of a fixed_delay schedule is None: the caller asks again when the run ends.
-- `cron`: the instants whose local wall time in the schedule's IANA zone matches the expression. Where the
-  zone's offset changes (semantics.md section 3.3), the schedule's DST policies decide:
+- `cron`: the instants whose local wall time in the schedule's IANA zone matches the expression (its
+  meaning, field by field, is raft/cron.py's). Where the zone's offset changes (semantics.md section
+  3.3), the schedule's DST policies decide. cronie tells two kinds of job apart: an "elapsed-time" job,
+  whose minute or hour field starts with `*` (`*/15 * * * *`, `@hourly`, `30 */9 * * *`), follows the
+  new clock; every other job is "fixed-time" (`30 2 * * *`, `0 30 2 * * *`).
   * gap (spring forward, a wall time that does not exist), `dst_gap`:
-    SHIFT (the default, cronie): fire at the first instant after the gap; several matching wall times in
-    one gap collapse into that one instant, which never fires twice (`dst_shifted` tells such a fire).
+    DEFAULT (cronie): SHIFT for a fixed-time job, SKIP for an elapsed-time one.
+    SHIFT: fire at the first instant after the gap; several matching wall times in one gap collapse
+    into that one instant, which never fires twice (`dst_shifted` tells such a fire; cronie would run
+    the job once per matching minute, all at that moment).
     SKIP: a matching wall time inside the gap does not fire at all that day.
   * fold (fall back, a wall time that exists twice), `dst_fold`:
     FIRST: only its first occurrence fires; SECOND: only its repeat; BOTH: both fire.
-    DEFAULT (cronie): FIRST for a fixed-time job such as `30 1 * * *`; BOTH for an "elapsed-time" job, one
-    whose minute or hour field starts with `*` (`*/15 * * * *`, `@hourly`, `*/10 1 * * *`), which keeps
-    its rhythm through the repeated hour. The rule is per wall time, so it is the same in zones with a
-    30-minute change (Australia/Lord_Howe) or a 2-hour one (Antarctica/Troll), in either hemisphere, and
-    for a change of a zone's standard offset. A zone without changes (Asia/Kolkata) has neither case.
+    DEFAULT (cronie): FIRST for a fixed-time job, BOTH for an elapsed-time one, which keeps its rhythm
+    through the repeated hour.
+  The rule is per wall time, so it is the same in zones with a 30-minute change (Australia/Lord_Howe)
+  or a 2-hour one (Antarctica/Troll), at midnight (America/Santiago), in either hemisphere, for a gap
+  of a whole day (Pacific/Apia, 2011), and for a change of a zone's standard offset. A zone without
+  changes (Asia/Kolkata) has neither case. The seconds field of a 6-field expression plays no part in
+  the kind of job: cron has no seconds, and cronsim applies no DST rule to 6-field expressions (it
+  walks elapsed time); we apply cronie's, so `0 30 2 * * *` fires like `30 2 * * *`.
 - The window applies to every kind: F is cut to [start_at_ms, end_at_ms] (0 means unbounded) and to
   instants up to the end of year 9999 (so every result fits the proto's int64 and `datetime`).
   `max_runs` is counted by the caller (it needs the task's fire count).
@@ -34,8 +42,9 @@ Jitter moves the *actual* start, never the nominal time: `jitter_offset_ms(task_
 number in [0, J) from a keyed BLAKE2b hash of (task_id, nominal), so every node and every future leader
 computes the same instant (Temporal's rule), and a fire's identity `(task_id, nominal)` is unchanged.
 
-Determinism: croniter only expands the expression and steps through *naive* wall-clock time; every
-mapping between wall time and UTC is done here, by the small functions under "DST seam". Zones are read
+Determinism: raft/cron.py only steps through *naive* wall-clock time (no croniter: its DST history and
+its reading of `5-5` as `*` are semantics.md 4 and issue 12); every mapping between wall time and UTC is
+done here, by the small functions under "DST seam". Zones are read
 from the pinned `tzdata` package, never from the host's /usr/share/zoneinfo, so nodes with the same
 lockfile agree (`TZDATA_VERSION`).
 
@@ -47,7 +56,6 @@ is read as the next second's `:00`.
 
 from __future__ import annotations
 
-import copy
 import functools
 import hashlib
 import importlib
@@ -55,13 +63,11 @@ import importlib.resources
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Any
 from zoneinfo import ZoneInfo
-
-from croniter import CroniterError, croniter
 
 from cronraft.errors import InvalidArgument
 from cronraft.proto.v1 import common_pb2
+from cronraft.raft import cron
 
 __all__ = [
     "MAX_INSTANT_MS",
@@ -69,6 +75,7 @@ __all__ = [
     "MIN_DELAY_MS",
     "MIN_PERIOD_MS",
     "TZDATA_VERSION",
+    "dst_gap_skips",
     "dst_shifted",
     "first_fire",
     "jitter_offset_ms",
@@ -88,18 +95,6 @@ MAX_INSTANT_MS = 253_402_300_799_999
 TZDATA_VERSION: str = importlib.import_module("tzdata").IANA_VERSION
 
 _EPOCH_NAIVE = datetime(1970, 1, 1)  # wall-clock arithmetic is naive on purpose
-_CRON_FIELDS = (5, 6)
-_MACROS = {
-    "@yearly": "0 0 1 1 *",
-    "@annually": "0 0 1 1 *",
-    "@monthly": "0 0 1 * *",
-    "@weekly": "0 0 * * 0",
-    "@daily": "0 0 * * *",
-    "@midnight": "0 0 * * *",
-    "@hourly": "0 * * * *",
-}
-# croniter's hashed (H) and random (R) fields: R draws from `random` (nodes would disagree).
-_HASHED_FIELD = re.compile(r"[hr](?:\(|/|$)", re.IGNORECASE)
 _ZONE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+\-]*(?:/[A-Za-z0-9_+\-]+)*")
 _UTC_NAMES = frozenset({"", "UTC", "Etc/UTC"})
 _KINDS = "exactly one of cron, at, fixed_rate, fixed_delay must be set"
@@ -239,17 +234,27 @@ def next_fixed_delay(
     return nominal if _in_window(schedule, nominal) else None
 
 
+def dst_gap_skips(schedule: common_pb2.Schedule) -> bool:
+    """True when a cron schedule's wall times inside a spring-forward gap do not fire: `dst_gap` SKIP,
+    or the default for an elapsed-time job (minute or hour field starting with `*`: cronie runs it on
+    the new clock only). False for other kinds and when the gap's times are shifted."""
+    if schedule.WhichOneof("kind") != "cron":
+        return False
+    template, _ = _cron_parts(schedule.cron, "spec.schedule.cron")
+    return not _dst_policy(schedule, template).shift
+
+
 def dst_shifted(schedule: common_pb2.Schedule, nominal_ms: int) -> bool:
     """True when `nominal_ms`, a fire of this schedule (as `next_fire` returned it), exists only because
-    the gap policy SHIFT moved a matching wall time out of a spring-forward gap: it is the first instant
+    the gap policy shifted a matching wall time out of a spring-forward gap: it is the first instant
     after a gap that held a matching wall time, and its own wall time does not match. (When its own wall
     time also matches, e.g. 03:00 for `0 2,3 * * *`, it is an ordinary fire that the gap's times merged
-    into: False.) Always False for other kinds and for SKIP."""
-    if schedule.WhichOneof("kind") != "cron" or schedule.dst_gap == common_pb2.DST_GAP_SKIP:
-        return False
-    if nominal_ms % 1000:
+    into: False.) Always False for other kinds and when the gap's times are skipped (`dst_gap_skips`)."""
+    if schedule.WhichOneof("kind") != "cron" or nominal_ms % 1000:
         return False
     template, zone = _cron_parts(schedule.cron, "spec.schedule.cron")
+    if not _dst_policy(schedule, template).shift:
+        return False
     if zone is UTC:
         return False
     second = nominal_ms // 1000
@@ -343,53 +348,47 @@ class _DstPolicy:
     second: bool
 
 
-_SHIFT_FIRST = _DstPolicy(shift=True, first=True, second=False)
-_SHIFT_BOTH = _DstPolicy(shift=True, first=True, second=True)
+# cronie's two kinds of job (cron.c, find_jobs: MIN_STAR | HR_STAR): a fixed-time job's wall times in
+# a gap run at its end, and its fold times once; an elapsed-time job follows the new clock: nothing for
+# the wall times a gap skips, both passes of a fold.
+_FIXED_TIME = _DstPolicy(shift=True, first=True, second=False)
+_ELAPSED_TIME = _DstPolicy(shift=False, first=True, second=True)
 
 
 def _dst_policy(schedule: common_pb2.Schedule, template: _CronTemplate) -> _DstPolicy:
     gap, fold = schedule.dst_gap, schedule.dst_fold
-    if gap != common_pb2.DST_GAP_SKIP and fold == common_pb2.DST_FOLD_DEFAULT:  # the common case
-        return _SHIFT_BOTH if template.repeat_in_fold else _SHIFT_FIRST
+    if gap == common_pb2.DST_GAP_DEFAULT and fold == common_pb2.DST_FOLD_DEFAULT:  # the common case
+        return _ELAPSED_TIME if template.elapsed else _FIXED_TIME
+    shift = not template.elapsed if gap == common_pb2.DST_GAP_DEFAULT else gap == common_pb2.DST_GAP_SHIFT
     if fold == common_pb2.DST_FOLD_DEFAULT:
-        first, second = True, template.repeat_in_fold
+        first, second = True, template.elapsed
     else:
         first = fold in (common_pb2.DST_FOLD_FIRST, common_pb2.DST_FOLD_BOTH)
         second = fold in (common_pb2.DST_FOLD_SECOND, common_pb2.DST_FOLD_BOTH)
-    return _DstPolicy(shift=gap != common_pb2.DST_GAP_SKIP, first=first, second=second)
+    return _DstPolicy(shift=shift, first=first, second=second)
 
 
 # ---------------------------------------------------------------------------------------------------
-# Cron: parsing (cached) and iteration over naive wall-clock time
+# Cron: parsing (cached, raft/cron.py) and iteration over naive wall-clock time
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)  # eq=False: hashed by identity, a cheap memo key
 class _CronTemplate:
-    """A parsed expression. `iterator` is never advanced in place: each step works on a shallow copy,
-    so one cached template is safe to share between threads."""
+    """A parsed expression (one instance per expression text: `_compile` is memoised)."""
 
-    iterator: Any  # croniter has no type hints
-    repeat_in_fold: (
-        bool  # cronie: a job whose minute or hour field starts with `*` also runs in a fold's repeat
-    )
+    expression: cron.CronExpression
+    elapsed: bool  # cronie: the minute or hour field starts with `*` (the job follows elapsed time)
 
     def next_wall(self, wall_s: int) -> int | None:
         """The first matching wall time (naive epoch seconds) strictly after `wall_s`."""
         return _next_wall(self, wall_s)
 
-    def step(self, wall_s: int) -> int | None:
-        stepper = copy.copy(self.iterator)
-        try:
-            return round(float(stepper.get_next(float, float(wall_s))))
-        except (ValueError, OverflowError):  # CroniterBadDateError (no match in 50 years); year > 9999
-            return None
 
-
-# Many tasks share an expression and hence their next nominal times: memoise the croniter step (about
-# 45 us; a hit costs under 1 us). Pure, so the cache cannot make nodes disagree.
+# Many tasks share an expression and hence their next nominal times: memoise the step. Pure, so the
+# cache cannot make nodes disagree.
 @functools.lru_cache(maxsize=65_536)
 def _next_wall(template: _CronTemplate, wall_s: int) -> int | None:
-    return template.step(wall_s)
+    return template.expression.next_after(wall_s)
 
 
 def load_zone(name: str) -> tzinfo:
@@ -413,37 +412,8 @@ def _cron_parts(cron: common_pb2.CronSchedule, field: str) -> tuple[_CronTemplat
 @functools.lru_cache(maxsize=4096)
 def _compile(expression: str) -> _CronTemplate:
     """Parse a 5-field or 6-field (seconds first) expression or a macro; ValueError says what is wrong."""
-    text = expression.strip()
-    if not text:
-        raise ValueError("must not be empty")
-    if not text.isascii():
-        raise ValueError("must be ASCII")
-    if text.startswith("@"):
-        macro = text.lower()
-        if macro == "@reboot":
-            raise ValueError(
-                "@reboot is not supported: a cluster never boots as a whole; use an `at` schedule"
-            )
-        if macro not in _MACROS:
-            raise ValueError(f"unknown macro {text!r}; use one of {', '.join(sorted(_MACROS))}")
-        text = _MACROS[macro]
-    fields = text.split()
-    if len(fields) not in _CRON_FIELDS:
-        raise ValueError(f"expected 5 or 6 fields, got {len(fields)}")
-    for part in fields:
-        if _HASHED_FIELD.match(part):
-            raise ValueError(f"hashed (H) and random (R) fields are not supported: {part!r}")
-    with_seconds = len(fields) == 6
-    try:
-        iterator = croniter(" ".join(fields), 0.0, ret_type=float, second_at_beginning=with_seconds)
-    except (CroniterError, ValueError, TypeError, KeyError, IndexError) as exc:
-        detail = (str(exc).strip().splitlines() or ["bad syntax"])[-1]
-        raise ValueError(f"not a valid cron expression: {detail}") from None
-    minute, hour = fields[1:3] if with_seconds else fields[0:2]
-    template = _CronTemplate(iterator, minute.startswith("*") or hour.startswith("*"))
-    if template.next_wall(946_684_800) is None:  # from 2000-01-01: e.g. "0 0 30 2 *"
-        raise ValueError("matches no date (check day of month against month)")
-    return template
+    parsed = cron.parse(expression)
+    return _CronTemplate(parsed, parsed.elapsed)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -378,10 +378,11 @@ def test_empty_time_of_day_range() -> None:
         ("", "must not be empty"),
         ("0 9 * * * *", "expected 5 fields"),
         ("0 9 * *", "expected 5 fields"),
-        ("61 9 * * *", "not a valid 5-field cron expression"),
+        ("61 9 * * *", "not a valid cron expression: minute field '61': 61 is out of range 0-59"),
         ("H 9 * * *", "hashed (H) and random (R)"),
         ("R 9 * * *", "hashed (H) and random (R)"),
-        ("@reboot", "unknown macro"),
+        ("@reboot", "@reboot is not supported"),
+        ("@sometimes", "unknown macro"),
     ],
 )
 def test_bad_cron(expression: str, says: str) -> None:

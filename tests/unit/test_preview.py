@@ -159,7 +159,7 @@ def test_formatting_helpers() -> None:
 
 @settings(max_examples=40, deadline=None)
 @given(
-    expression=st.sampled_from(["*/20 * * * *", "30 2 * * *", "0 0 * * *", "15 1 * * 1-5"]),
+    expression=st.sampled_from(["*/20 * * * *", "30 2 * * *", "0 0 * * *", "15 1 * * 1-5", "10,40 * * * *"]),
     zone=st.sampled_from(["Europe/Paris", "America/Santiago", "Australia/Lord_Howe", "UTC"]),
     start=st.integers(86_400_000, 4_102_444_800_000),  # (a fire at instant 0 would read as not firing)
     fold=st.sampled_from([pb.DST_FOLD_DEFAULT, pb.DST_FOLD_SECOND, pb.DST_FOLD_BOTH]),
@@ -167,9 +167,10 @@ def test_formatting_helpers() -> None:
 def test_preview_lists_exactly_what_the_leader_fires(
     expression: str, zone: str, start: int, fold: int
 ) -> None:
-    """With SHIFT the rows are the leader's own walk (first_fire, then next_fire); with SKIP the firing
-    rows are the SKIP walk and the others are all dst_skipped."""
-    for gap in (pb.DST_GAP_SHIFT, pb.DST_GAP_SKIP):
+    """With SHIFT the rows are the leader's own walk (first_fire, then next_fire); with SKIP (and by
+    default for an elapsed-time job) the firing rows are the leader's walk and the others are all
+    dst_skipped."""
+    for gap in (pb.DST_GAP_DEFAULT, pb.DST_GAP_SHIFT, pb.DST_GAP_SKIP):
         schedule = cron(expression, zone, dst_gap=gap, dst_fold=fold)
         fires = preview(schedule, from_ms=start, count=5)
         walk = []

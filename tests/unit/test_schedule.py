@@ -310,7 +310,9 @@ def test_dst_policy_table(
         ("30 2 * * *", "Europe/Paris", "2026-03-29T03:00:00+02:00", True),
         ("30 2 * * *", "Europe/Paris", "2026-03-30T02:30:00+02:00", False),
         ("*/20 * * * *", "Europe/Paris", "2026-03-29T03:00:00+02:00", False),  # 03:00 matches on its own
-        ("10,40 * * * *", "Europe/Paris", "2026-03-29T03:00:00+02:00", True),
+        ("10,40 2 * * *", "Europe/Paris", "2026-03-29T03:00:00+02:00", True),
+        # An elapsed-time job (hour `*`) follows the new clock by default (cronie): nothing is shifted.
+        ("10,40 * * * *", "Europe/Paris", "2026-03-29T03:00:00+02:00", False),
         ("15 2 * * *", "Australia/Lord_Howe", "2026-10-04T02:30:00+11:00", True),
         ("0 0 * * *", "America/Santiago", "2026-09-06T01:00:00-03:00", True),
         ("30 2 * * *", "Europe/Paris", "2026-10-25T02:30:00+01:00", False),  # a fold is not a shift
@@ -321,6 +323,11 @@ def test_dst_policy_table(
 def test_dst_shifted(expression: str, zone: str, local: str, shifted: bool) -> None:
     assert dst_shifted(cron(expression, zone), ms(local)) is shifted
     assert dst_shifted(cron(expression, zone, dst_gap=SKIP), ms(local)) is False
+
+
+def test_dst_shifted_elapsed_time_job_with_explicit_shift() -> None:
+    schedule = cron("10,40 * * * *", "Europe/Paris", dst_gap=SHIFT)
+    assert dst_shifted(schedule, ms("2026-03-29T03:00:00+02:00"))
 
 
 def test_dst_shifted_is_false_for_other_kinds() -> None:
@@ -696,7 +703,8 @@ def oracle(
 
     Rules: an instant fires when its wall time matches, unless it is one of a fold's two copies that the
     fold policy excludes (DEFAULT: the repeat of a fixed-time job, i.e. neither field starts with *);
-    with gap SHIFT, the first instant after a gap also fires when a skipped wall time matches."""
+    with gap SHIFT (DEFAULT: for a fixed-time job), the first instant after a gap also fires when a
+    skipped wall time matches."""
     zone = load_zone(zone_name)
     minutes = values(minute, 60)
     hours = values(hour, 24)
@@ -712,7 +720,8 @@ def oracle(
             matches = False
         before = datetime.fromtimestamp(t - 60, zone)
         skipped = (local.utcoffset() or timedelta()) - (before.utcoffset() or timedelta())
-        if skipped > timedelta(0) and gap != pb.DST_GAP_SKIP:
+        shift = gap == pb.DST_GAP_SHIFT or (gap == pb.DST_GAP_DEFAULT and not elapsed)
+        if skipped > timedelta(0) and shift:
             wall = before.replace(tzinfo=None) + timedelta(minutes=1)
             while wall < local.replace(tzinfo=None):
                 matches = matches or (wall.minute in minutes and wall.hour in hours)
