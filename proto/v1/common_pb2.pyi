@@ -28,21 +28,21 @@ class _DstGapPolicy:
 class _DstGapPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DstGapPolicy.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     DST_GAP_DEFAULT: _DstGapPolicy.ValueType  # 0
-    """= SHIFT"""
+    """cronie: SHIFT for fixed-time jobs, SKIP for jobs whose minute or hour starts with *"""
     DST_GAP_SHIFT: _DstGapPolicy.ValueType  # 1
-    """run at the first instant after the gap (cronie)"""
+    """run at the first instant after the gap (cronie's rule for fixed-time jobs)"""
     DST_GAP_SKIP: _DstGapPolicy.ValueType  # 2
-    """do not run that day"""
+    """do not run that day (cronie's rule for elapsed-time jobs: they follow the new clock)"""
 
 class DstGapPolicy(_DstGapPolicy, metaclass=_DstGapPolicyEnumTypeWrapper):
     """A cron time that falls in a spring-forward gap (e.g. 02:30 on the day clocks jump 02:00 -> 03:00)."""
 
 DST_GAP_DEFAULT: DstGapPolicy.ValueType  # 0
-"""= SHIFT"""
+"""cronie: SHIFT for fixed-time jobs, SKIP for jobs whose minute or hour starts with *"""
 DST_GAP_SHIFT: DstGapPolicy.ValueType  # 1
-"""run at the first instant after the gap (cronie)"""
+"""run at the first instant after the gap (cronie's rule for fixed-time jobs)"""
 DST_GAP_SKIP: DstGapPolicy.ValueType  # 2
-"""do not run that day"""
+"""do not run that day (cronie's rule for elapsed-time jobs: they follow the new clock)"""
 Global___DstGapPolicy: _TypeAlias = DstGapPolicy  # noqa: Y015
 
 class _DstFoldPolicy:
