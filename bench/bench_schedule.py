@@ -1,4 +1,4 @@
-"""Micro-benchmark of the schedule hot path: `next_fire` per call, cold (every call steps croniter) and
+"""Micro-benchmark of the schedule hot path: `next_fire` per call, cold (every call steps the evaluator) and
 warm (many tasks sharing an expression hit the memoised step), per DST policy; and `jitter_offset_ms`.
 Run: .venv/bin/python bench/bench_schedule.py"""
 
