@@ -45,6 +45,7 @@ class Member(_message.Message):
     CLOCK_OFFSET_MS_FIELD_NUMBER: _builtins.int
     CLOCK_RTT_US_FIELD_NUMBER: _builtins.int
     CLOCK_AGE_MS_FIELD_NUMBER: _builtins.int
+    STORAGE_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     raft_address: _builtins.str
     grpc_address: _builtins.str
@@ -59,6 +60,12 @@ class Member(_message.Message):
     """round trip of the sample used (the fastest of the recent ones)"""
     clock_age_ms: _builtins.int
     """age of that sample"""
+    @_builtins.property
+    def storage(self) -> Global___StorageStatus:
+        """The member's storage as it answered the answering node's last clock probe (for the answering node:
+        its own). `measured` is false when no answer is recent.
+        """
+
     def __init__(
         self,
         *,
@@ -70,14 +77,75 @@ class Member(_message.Message):
         clock_offset_ms: _builtins.int = ...,
         clock_rtt_us: _builtins.int = ...,
         clock_age_ms: _builtins.int = ...,
+        storage: Global___StorageStatus | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["storage", b"storage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["clock_age_ms", b"clock_age_ms", "clock_measured", b"clock_measured", "clock_offset_ms", b"clock_offset_ms", "clock_rtt_us", b"clock_rtt_us", "connected", b"connected", "grpc_address", b"grpc_address", "node_id", b"node_id", "raft_address", b"raft_address"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clock_age_ms", b"clock_age_ms", "clock_measured", b"clock_measured", "clock_offset_ms", b"clock_offset_ms", "clock_rtt_us", b"clock_rtt_us", "connected", b"connected", "grpc_address", b"grpc_address", "node_id", b"node_id", "raft_address", b"raft_address", "storage", b"storage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Member: _TypeAlias = Member  # noqa: Y015
+
+@_typing.final
+class StorageStatus(_message.Message):
+    """A node's storage (docs/operations.md, "Storage exhausted"): whether it refuses writes for lack of space
+    (the LMDB map at its maximum, the disk full, an entry it cannot apply), and why.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEASURED_FIELD_NUMBER: _builtins.int
+    EXHAUSTED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REFUSED_FIELD_NUMBER: _builtins.int
+    STUCK_INDEX_FIELD_NUMBER: _builtins.int
+    MAP_SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    MAX_MAP_SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    USED_BYTES_FIELD_NUMBER: _builtins.int
+    DISK_FREE_BYTES_FIELD_NUMBER: _builtins.int
+    JOURNAL_BYTES_FIELD_NUMBER: _builtins.int
+    measured: _builtins.bool
+    exhausted: _builtins.bool
+    """writes are refused with RESOURCE_EXHAUSTED (deletes and cancels are not)"""
+    reason: _builtins.str
+    """what is exhausted and what to do; empty when not exhausted"""
+    refused: _builtins.str
+    """What is refused: "" (nothing), "data" (writes that add data), "all_but_deletes" (the leader's own
+    commands too), "all" (the node cannot apply the entry at stuck_index: nothing can be proposed).
+    """
+    stuck_index: _builtins.int
+    """the log index this node fails to apply (0: none)"""
+    map_size_bytes: _builtins.int
+    """the LMDB map now (it grows up to max_map_size_bytes)"""
+    max_map_size_bytes: _builtins.int
+    used_bytes: _builtins.int
+    """pages holding data in the store"""
+    disk_free_bytes: _builtins.int
+    """free on the data directory's file system (for this process)"""
+    journal_bytes: _builtins.int
+    """the Raft journal's entries since its last compaction"""
+    def __init__(
+        self,
+        *,
+        measured: _builtins.bool = ...,
+        exhausted: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+        refused: _builtins.str = ...,
+        stuck_index: _builtins.int = ...,
+        map_size_bytes: _builtins.int = ...,
+        max_map_size_bytes: _builtins.int = ...,
+        used_bytes: _builtins.int = ...,
+        disk_free_bytes: _builtins.int = ...,
+        journal_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["disk_free_bytes", b"disk_free_bytes", "exhausted", b"exhausted", "journal_bytes", b"journal_bytes", "map_size_bytes", b"map_size_bytes", "max_map_size_bytes", b"max_map_size_bytes", "measured", b"measured", "reason", b"reason", "refused", b"refused", "stuck_index", b"stuck_index", "used_bytes", b"used_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StorageStatus: _TypeAlias = StorageStatus  # noqa: Y015
 
 @_typing.final
 class StatusResponse(_message.Message):
@@ -99,6 +167,7 @@ class StatusResponse(_message.Message):
     CLOCK_CORRECTION_MS_FIELD_NUMBER: _builtins.int
     CLOCK_MAX_OFFSET_MS_FIELD_NUMBER: _builtins.int
     CLOCK_MEASURED_FIELD_NUMBER: _builtins.int
+    STORAGE_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     is_leader: _builtins.bool
     leader_id: _builtins.str
@@ -124,6 +193,10 @@ class StatusResponse(_message.Message):
     """false while too few peers answered to tell who is off"""
     @_builtins.property
     def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___Member]: ...
+    @_builtins.property
+    def storage(self) -> Global___StorageStatus:
+        """the answering node's storage (each member's: members[].storage)"""
+
     def __init__(
         self,
         *,
@@ -143,10 +216,11 @@ class StatusResponse(_message.Message):
         clock_correction_ms: _builtins.int = ...,
         clock_max_offset_ms: _builtins.int = ...,
         clock_measured: _builtins.bool = ...,
+        storage: Global___StorageStatus | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["storage", b"storage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_index", b"applied_index", "clock_correction_ms", b"clock_correction_ms", "clock_healthy", b"clock_healthy", "clock_max_offset_ms", b"clock_max_offset_ms", "clock_measured", b"clock_measured", "clock_offset_ms", b"clock_offset_ms", "commit_index", b"commit_index", "connected_workers", b"connected_workers", "epoch_term", b"epoch_term", "is_leader", b"is_leader", "leader_address", b"leader_address", "leader_id", b"leader_id", "members", b"members", "node_id", b"node_id", "ready", b"ready", "term", b"term"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_index", b"applied_index", "clock_correction_ms", b"clock_correction_ms", "clock_healthy", b"clock_healthy", "clock_max_offset_ms", b"clock_max_offset_ms", "clock_measured", b"clock_measured", "clock_offset_ms", b"clock_offset_ms", "commit_index", b"commit_index", "connected_workers", b"connected_workers", "epoch_term", b"epoch_term", "is_leader", b"is_leader", "leader_address", b"leader_address", "leader_id", b"leader_id", "members", b"members", "node_id", b"node_id", "ready", b"ready", "storage", b"storage", "term", b"term"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -178,18 +252,24 @@ class ClockResponse(_message.Message):
 
     NODE_ID_FIELD_NUMBER: _builtins.int
     WALL_US_FIELD_NUMBER: _builtins.int
+    STORAGE_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     wall_us: _builtins.int
     """raw (uncorrected) wall clock, Unix microseconds"""
+    @_builtins.property
+    def storage(self) -> Global___StorageStatus:
+        """the answering node's storage, so that every node knows its peers'"""
+
     def __init__(
         self,
         *,
         node_id: _builtins.str = ...,
         wall_us: _builtins.int = ...,
+        storage: Global___StorageStatus | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["storage", b"storage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id", "wall_us", b"wall_us"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id", "storage", b"storage", "wall_us", b"wall_us"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

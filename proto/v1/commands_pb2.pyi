@@ -72,6 +72,8 @@ class Command(_message.Message):
     NOTE_WAITING_FIELD_NUMBER: _builtins.int
     EXPIRE_PENDING_FIELD_NUMBER: _builtins.int
     IMPORT_TASKS_FIELD_NUMBER: _builtins.int
+    DELETE_TASK_FIELD_NUMBER: _builtins.int
+    PRUNE_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """dedup key: a command whose request_id was applied is answered, not re-applied"""
     stamped_at_ms: _builtins.int
@@ -118,6 +120,10 @@ class Command(_message.Message):
     def expire_pending(self) -> Global___ExpirePending: ...
     @_builtins.property
     def import_tasks(self) -> Global___ImportTasks: ...
+    @_builtins.property
+    def delete_task(self) -> Global___DeleteTask: ...
+    @_builtins.property
+    def prune(self) -> Global___Prune: ...
     def __init__(
         self,
         *,
@@ -144,16 +150,109 @@ class Command(_message.Message):
         note_waiting: Global___NoteWaiting | None = ...,
         expire_pending: Global___ExpirePending | None = ...,
         import_tasks: Global___ImportTasks | None = ...,
+        delete_task: Global___DeleteTask | None = ...,
+        prune: Global___Prune | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["append_output", b"append_output", "backfill_task", b"backfill_task", "body", b"body", "cancel_execution", b"cancel_execution", "cancel_task", b"cancel_task", "complete", b"complete", "create_task", b"create_task", "delete_calendar", b"delete_calendar", "epoch", b"epoch", "expire_lease", b"expire_lease", "expire_pending", b"expire_pending", "fire", b"fire", "grant", b"grant", "import_tasks", b"import_tasks", "note_waiting", b"note_waiting", "pause_task", b"pause_task", "purge_dead_letters", b"purge_dead_letters", "put_calendar", b"put_calendar", "redrive_dead_letters", b"redrive_dead_letters", "resume_task", b"resume_task", "trigger_task", b"trigger_task", "update_task", b"update_task"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["append_output", b"append_output", "backfill_task", b"backfill_task", "body", b"body", "cancel_execution", b"cancel_execution", "cancel_task", b"cancel_task", "complete", b"complete", "create_task", b"create_task", "delete_calendar", b"delete_calendar", "delete_task", b"delete_task", "epoch", b"epoch", "expire_lease", b"expire_lease", "expire_pending", b"expire_pending", "fire", b"fire", "grant", b"grant", "import_tasks", b"import_tasks", "note_waiting", b"note_waiting", "pause_task", b"pause_task", "prune", b"prune", "purge_dead_letters", b"purge_dead_letters", "put_calendar", b"put_calendar", "redrive_dead_letters", b"redrive_dead_letters", "resume_task", b"resume_task", "trigger_task", b"trigger_task", "update_task", b"update_task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["append_output", b"append_output", "backfill_task", b"backfill_task", "body", b"body", "cancel_execution", b"cancel_execution", "cancel_task", b"cancel_task", "complete", b"complete", "create_task", b"create_task", "delete_calendar", b"delete_calendar", "epoch", b"epoch", "expire_lease", b"expire_lease", "expire_pending", b"expire_pending", "fire", b"fire", "grant", b"grant", "import_tasks", b"import_tasks", "note_waiting", b"note_waiting", "pause_task", b"pause_task", "purge_dead_letters", b"purge_dead_letters", "put_calendar", b"put_calendar", "redrive_dead_letters", b"redrive_dead_letters", "request_id", b"request_id", "resume_task", b"resume_task", "stamped_at_ms", b"stamped_at_ms", "trigger_task", b"trigger_task", "update_task", b"update_task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["append_output", b"append_output", "backfill_task", b"backfill_task", "body", b"body", "cancel_execution", b"cancel_execution", "cancel_task", b"cancel_task", "complete", b"complete", "create_task", b"create_task", "delete_calendar", b"delete_calendar", "delete_task", b"delete_task", "epoch", b"epoch", "expire_lease", b"expire_lease", "expire_pending", b"expire_pending", "fire", b"fire", "grant", b"grant", "import_tasks", b"import_tasks", "note_waiting", b"note_waiting", "pause_task", b"pause_task", "prune", b"prune", "purge_dead_letters", b"purge_dead_letters", "put_calendar", b"put_calendar", "redrive_dead_letters", b"redrive_dead_letters", "request_id", b"request_id", "resume_task", b"resume_task", "stamped_at_ms", b"stamped_at_ms", "trigger_task", b"trigger_task", "update_task", b"update_task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["create_task", "cancel_task", "epoch", "fire", "grant", "complete", "expire_lease", "update_task", "pause_task", "resume_task", "trigger_task", "backfill_task", "put_calendar", "delete_calendar", "cancel_execution", "redrive_dead_letters", "purge_dead_letters", "append_output", "note_waiting", "expire_pending", "import_tasks"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["create_task", "cancel_task", "epoch", "fire", "grant", "complete", "expire_lease", "update_task", "pause_task", "resume_task", "trigger_task", "backfill_task", "put_calendar", "delete_calendar", "cancel_execution", "redrive_dead_letters", "purge_dead_letters", "append_output", "note_waiting", "expire_pending", "import_tasks", "delete_task", "prune"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
 Global___Command: _TypeAlias = Command  # noqa: Y015
+
+@_typing.final
+class DeleteTask(_message.Message):
+    """Delete a task with everything about it: its executions (attempts, output logs, dead letters), its fire
+    ledger and its indexes. Refused while an execution of the task runs, unless `force`: running ones are
+    then terminated (their workers are told to stop; a late result is refused as stale) and deleted too.
+    A task with many executions loses at most a bounded number in this command; the rest go in the next
+    Prune commands (the task is gone for readers at once).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    FORCE_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    force: _builtins.bool
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        force: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["force", b"force", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteTask: _TypeAlias = DeleteTask  # noqa: Y015
+
+@_typing.final
+class RetentionPolicy(_message.Message):
+    """The cluster-wide retention defaults: the leader's [retention] table. 0 in a field: no limit."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEEP_EXECUTIONS_FIELD_NUMBER: _builtins.int
+    EXECUTION_MAX_AGE_MS_FIELD_NUMBER: _builtins.int
+    ENDED_TASK_MAX_AGE_MS_FIELD_NUMBER: _builtins.int
+    LOG_MAX_AGE_MS_FIELD_NUMBER: _builtins.int
+    keep_executions: _builtins.int
+    execution_max_age_ms: _builtins.int
+    ended_task_max_age_ms: _builtins.int
+    log_max_age_ms: _builtins.int
+    """output logs are deleted this long after their first piece"""
+    def __init__(
+        self,
+        *,
+        keep_executions: _builtins.int = ...,
+        execution_max_age_ms: _builtins.int = ...,
+        ended_task_max_age_ms: _builtins.int = ...,
+        log_max_age_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ended_task_max_age_ms", b"ended_task_max_age_ms", "execution_max_age_ms", b"execution_max_age_ms", "keep_executions", b"keep_executions", "log_max_age_ms", b"log_max_age_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetentionPolicy: _TypeAlias = RetentionPolicy  # noqa: Y015
+
+@_typing.final
+class Prune(_message.Message):
+    """One bounded step of retention, proposed by the leader (docs/operations.md, "Retention"): it deletes at
+    most `max_deletes` records and looks at most at `max_visits` tasks, going on from where the previous
+    Prune stopped. Every decision is taken in apply from the command's stamped time and the stored state.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEFAULTS_FIELD_NUMBER: _builtins.int
+    MAX_DELETES_FIELD_NUMBER: _builtins.int
+    MAX_VISITS_FIELD_NUMBER: _builtins.int
+    max_deletes: _builtins.int
+    max_visits: _builtins.int
+    @_builtins.property
+    def defaults(self) -> Global___RetentionPolicy: ...
+    def __init__(
+        self,
+        *,
+        defaults: Global___RetentionPolicy | None = ...,
+        max_deletes: _builtins.int = ...,
+        max_visits: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["defaults", b"defaults"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["defaults", b"defaults", "max_deletes", b"max_deletes", "max_visits", b"max_visits"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Prune: _TypeAlias = Prune  # noqa: Y015
 
 @_typing.final
 class NoteWaiting(_message.Message):
@@ -736,6 +835,7 @@ class CommandResult(_message.Message):
     MISSED_FIELD_NUMBER: _builtins.int
     IMPORTED_FIELD_NUMBER: _builtins.int
     TASKS_FIELD_NUMBER: _builtins.int
+    PRUNED_FIELD_NUMBER: _builtins.int
     applied: _builtins.bool
     """false: rejected (see error) or a duplicate answered from the dedup table"""
     error_code: _builtins.str
@@ -771,6 +871,10 @@ class CommandResult(_message.Message):
     def tasks(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Task]:
         """ImportTasks: the created tasks due before report_due_until_ms"""
 
+    @_builtins.property
+    def pruned(self) -> Global___PruneReport:
+        """Prune and DeleteTask: what was deleted"""
+
     def __init__(
         self,
         *,
@@ -786,14 +890,55 @@ class CommandResult(_message.Message):
         missed: _abc.Iterable[_common_pb2.FireRecord] | None = ...,
         imported: Global___ImportedTasks | None = ...,
         tasks: _abc.Iterable[_common_pb2.Task] | None = ...,
+        pruned: Global___PruneReport | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["calendar", b"calendar", "execution", b"execution", "imported", b"imported", "task", b"task"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["calendar", b"calendar", "execution", b"execution", "imported", b"imported", "pruned", b"pruned", "task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "calendar", b"calendar", "cancels", b"cancels", "dead_letters", b"dead_letters", "error", b"error", "error_code", b"error_code", "execution", b"execution", "executions", b"executions", "imported", b"imported", "missed", b"missed", "task", b"task", "tasks", b"tasks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "calendar", b"calendar", "cancels", b"cancels", "dead_letters", b"dead_letters", "error", b"error", "error_code", b"error_code", "execution", b"execution", "executions", b"executions", "imported", b"imported", "missed", b"missed", "pruned", b"pruned", "task", b"task", "tasks", b"tasks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CommandResult: _TypeAlias = CommandResult  # noqa: Y015
+
+@_typing.final
+class PruneReport(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTIONS_FIELD_NUMBER: _builtins.int
+    TASKS_FIELD_NUMBER: _builtins.int
+    LEDGER_RECORDS_FIELD_NUMBER: _builtins.int
+    LOGS_FIELD_NUMBER: _builtins.int
+    VISITED_FIELD_NUMBER: _builtins.int
+    MORE_FIELD_NUMBER: _builtins.int
+    executions: _builtins.int
+    """executions deleted (with their attempts, logs, dead letters, ledger record)"""
+    tasks: _builtins.int
+    """tasks deleted"""
+    ledger_records: _builtins.int
+    """fire-ledger records deleted on their own (by age)"""
+    logs: _builtins.int
+    """output logs deleted by age (their executions kept)"""
+    visited: _builtins.int
+    """tasks looked at"""
+    more: _builtins.bool
+    """the budget ran out with work left: the next Prune comes soon"""
+    def __init__(
+        self,
+        *,
+        executions: _builtins.int = ...,
+        tasks: _builtins.int = ...,
+        ledger_records: _builtins.int = ...,
+        logs: _builtins.int = ...,
+        visited: _builtins.int = ...,
+        more: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["executions", b"executions", "ledger_records", b"ledger_records", "logs", b"logs", "more", b"more", "tasks", b"tasks", "visited", b"visited"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PruneReport: _TypeAlias = PruneReport  # noqa: Y015
 
 @_typing.final
 class ImportedTasks(_message.Message):

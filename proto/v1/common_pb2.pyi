@@ -891,6 +891,7 @@ class TaskSpec(_message.Message):
     DEPENDS_ON_FIELD_NUMBER: _builtins.int
     DEPENDENCY_DEADLINE_MS_FIELD_NUMBER: _builtins.int
     SENSOR_FIELD_NUMBER: _builtins.int
+    RETENTION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     queue: _builtins.str
     """worker queue; "default" when empty"""
@@ -934,6 +935,10 @@ class TaskSpec(_message.Message):
     def sensor(self) -> Global___Sensor:
         """a data-availability probe that must succeed before the payload runs"""
 
+    @_builtins.property
+    def retention(self) -> Global___Retention:
+        """how long its history is kept (unset: the cluster's [retention])"""
+
     def __init__(
         self,
         *,
@@ -958,14 +963,49 @@ class TaskSpec(_message.Message):
         depends_on: _abc.Iterable[Global___Dependency] | None = ...,
         dependency_deadline_ms: _builtins.int = ...,
         sensor: Global___Sensor | None = ...,
+        retention: Global___Retention | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["payload", b"payload", "retry", b"retry", "schedule", b"schedule", "sensor", b"sensor"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["payload", b"payload", "retention", b"retention", "retry", b"retry", "schedule", b"schedule", "sensor", b"sensor"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["catchup_window_ms", b"catchup_window_ms", "dependency_deadline_ms", b"dependency_deadline_ms", "depends_on", b"depends_on", "guarantee", b"guarantee", "max_attempts", b"max_attempts", "max_catchup", b"max_catchup", "max_concurrency", b"max_concurrency", "misfire", b"misfire", "name", b"name", "notify", b"notify", "overlap", b"overlap", "payload", b"payload", "priority", b"priority", "queue", b"queue", "retry", b"retry", "schedule", b"schedule", "sensor", b"sensor", "start_deadline_ms", b"start_deadline_ms", "tags", b"tags", "timeout_ms", b"timeout_ms", "worker_labels", b"worker_labels"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["catchup_window_ms", b"catchup_window_ms", "dependency_deadline_ms", b"dependency_deadline_ms", "depends_on", b"depends_on", "guarantee", b"guarantee", "max_attempts", b"max_attempts", "max_catchup", b"max_catchup", "max_concurrency", b"max_concurrency", "misfire", b"misfire", "name", b"name", "notify", b"notify", "overlap", b"overlap", "payload", b"payload", "priority", b"priority", "queue", b"queue", "retention", b"retention", "retry", b"retry", "schedule", b"schedule", "sensor", b"sensor", "start_deadline_ms", b"start_deadline_ms", "tags", b"tags", "timeout_ms", b"timeout_ms", "worker_labels", b"worker_labels"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TaskSpec: _TypeAlias = TaskSpec  # noqa: Y015
+
+@_typing.final
+class Retention(_message.Message):
+    """How long a task's history is kept (docs/operations.md, "Retention"). In each field 0 means the
+    cluster's default ([retention] in the config), a negative value no limit, a positive value the limit.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEEP_EXECUTIONS_FIELD_NUMBER: _builtins.int
+    EXECUTION_MAX_AGE_MS_FIELD_NUMBER: _builtins.int
+    ENDED_TASK_MAX_AGE_MS_FIELD_NUMBER: _builtins.int
+    keep_executions: _builtins.int
+    """At most this many executions of the task are kept, the newest (running ones always are); deleting an
+    execution deletes its attempts, output log, dead letter and fire-ledger record with it.
+    """
+    execution_max_age_ms: _builtins.int
+    """An execution is deleted this long after it ended; a fire-ledger record this long after its nominal time."""
+    ended_task_max_age_ms: _builtins.int
+    """The task itself (completed or cancelled) is deleted with all its history this long after it ended."""
+    def __init__(
+        self,
+        *,
+        keep_executions: _builtins.int = ...,
+        execution_max_age_ms: _builtins.int = ...,
+        ended_task_max_age_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ended_task_max_age_ms", b"ended_task_max_age_ms", "execution_max_age_ms", b"execution_max_age_ms", "keep_executions", b"keep_executions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Retention: _TypeAlias = Retention  # noqa: Y015
 
 @_typing.final
 class Sensor(_message.Message):
@@ -1044,6 +1084,7 @@ class Task(_message.Message):
     NEXT_DUE_MS_FIELD_NUMBER: _builtins.int
     CATCHUP_FIRED_FIELD_NUMBER: _builtins.int
     LAST_FINISHED_MS_FIELD_NUMBER: _builtins.int
+    STORED_EXECUTIONS_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     state: Global___TaskState.ValueType
     created_at_ms: _builtins.int
@@ -1063,6 +1104,8 @@ class Task(_message.Message):
     """missed times fired in the current catch-up (bounded by max_catchup)"""
     last_finished_ms: _builtins.int
     """when the last execution reached its final state (fixed_delay)"""
+    stored_executions: _builtins.int
+    """executions of this task in the store (retention bounds it)"""
     @_builtins.property
     def spec(self) -> Global___TaskSpec: ...
     def __init__(
@@ -1082,10 +1125,11 @@ class Task(_message.Message):
         next_due_ms: _builtins.int = ...,
         catchup_fired: _builtins.int = ...,
         last_finished_ms: _builtins.int = ...,
+        stored_executions: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["catchup_fired", b"catchup_fired", "created_at_ms", b"created_at_ms", "fire_count", b"fire_count", "last_finished_ms", b"last_finished_ms", "last_fired_nominal_ms", b"last_fired_nominal_ms", "next_due_ms", b"next_due_ms", "next_fire_ms", b"next_fire_ms", "pause_note", b"pause_note", "paused_at_ms", b"paused_at_ms", "spec", b"spec", "state", b"state", "task_id", b"task_id", "updated_at_ms", b"updated_at_ms", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["catchup_fired", b"catchup_fired", "created_at_ms", b"created_at_ms", "fire_count", b"fire_count", "last_finished_ms", b"last_finished_ms", "last_fired_nominal_ms", b"last_fired_nominal_ms", "next_due_ms", b"next_due_ms", "next_fire_ms", b"next_fire_ms", "pause_note", b"pause_note", "paused_at_ms", b"paused_at_ms", "spec", b"spec", "state", b"state", "stored_executions", b"stored_executions", "task_id", b"task_id", "updated_at_ms", b"updated_at_ms", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

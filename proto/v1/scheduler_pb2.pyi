@@ -972,6 +972,63 @@ class CancelTaskRequest(_message.Message):
 Global___CancelTaskRequest: _TypeAlias = CancelTaskRequest  # noqa: Y015
 
 @_typing.final
+class DeleteTaskRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    FORCE_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    request_id: _builtins.str
+    force: _builtins.bool
+    """also terminate (and delete) the executions that are running"""
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        force: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["force", b"force", "request_id", b"request_id", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteTaskRequest: _TypeAlias = DeleteTaskRequest  # noqa: Y015
+
+@_typing.final
+class DeleteTaskResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_FIELD_NUMBER: _builtins.int
+    EXECUTIONS_DELETED_FIELD_NUMBER: _builtins.int
+    CLEANUP_PENDING_FIELD_NUMBER: _builtins.int
+    executions_deleted: _builtins.int
+    """Executions deleted by this call; the rest of a large history goes in the next retention steps (the
+    task and its executions are no longer listed meanwhile).
+    """
+    cleanup_pending: _builtins.bool
+    @_builtins.property
+    def task(self) -> _common_pb2.Task:
+        """the task as it was (stored_executions: how many executions went)"""
+
+    def __init__(
+        self,
+        *,
+        task: _common_pb2.Task | None = ...,
+        executions_deleted: _builtins.int = ...,
+        cleanup_pending: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cleanup_pending", b"cleanup_pending", "executions_deleted", b"executions_deleted", "task", b"task"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteTaskResponse: _TypeAlias = DeleteTaskResponse  # noqa: Y015
+
+@_typing.final
 class ListExecutionsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

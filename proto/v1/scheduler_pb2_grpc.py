@@ -60,6 +60,11 @@ class SchedulerStub:
                 request_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.CancelTaskRequest.SerializeToString,
                 response_deserializer=cronraft_dot_proto_dot_v1_dot_common__pb2.Task.FromString,
                 _registered_method=True)
+        self.DeleteTask = channel.unary_unary(
+                '/cronraft.v1.Scheduler/DeleteTask',
+                request_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.DeleteTaskRequest.SerializeToString,
+                response_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.DeleteTaskResponse.FromString,
+                _registered_method=True)
         self.ListExecutions = channel.unary_unary(
                 '/cronraft.v1.Scheduler/ListExecutions',
                 request_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.ListExecutionsRequest.SerializeToString,
@@ -187,6 +192,14 @@ class SchedulerServicer:
 
     def CancelTask(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteTask(self, request, context):
+        """Delete a task and its whole history (executions, logs, dead letters, fire ledger). Refused with
+        FAILED_PRECONDITION naming the execution while one runs, unless `force` (it is then terminated).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -332,6 +345,11 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.CancelTask,
                     request_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.CancelTaskRequest.FromString,
                     response_serializer=cronraft_dot_proto_dot_v1_dot_common__pb2.Task.SerializeToString,
+            ),
+            'DeleteTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteTask,
+                    request_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.DeleteTaskRequest.FromString,
+                    response_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.DeleteTaskResponse.SerializeToString,
             ),
             'ListExecutions': grpc.unary_unary_rpc_method_handler(
                     servicer.ListExecutions,
@@ -564,6 +582,33 @@ class Scheduler:
             '/cronraft.v1.Scheduler/CancelTask',
             cronraft_dot_proto_dot_v1_dot_scheduler__pb2.CancelTaskRequest.SerializeToString,
             cronraft_dot_proto_dot_v1_dot_common__pb2.Task.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cronraft.v1.Scheduler/DeleteTask',
+            cronraft_dot_proto_dot_v1_dot_scheduler__pb2.DeleteTaskRequest.SerializeToString,
+            cronraft_dot_proto_dot_v1_dot_scheduler__pb2.DeleteTaskResponse.FromString,
             options,
             channel_credentials,
             insecure,

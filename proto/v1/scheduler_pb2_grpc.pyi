@@ -38,6 +38,10 @@ class SchedulerStub:
     GetTask: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.GetTaskRequest, _common_pb2.Task]
     ListTasks: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ListTasksRequest, _scheduler_pb2.ListTasksResponse]
     CancelTask: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.CancelTaskRequest, _common_pb2.Task]
+    DeleteTask: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.DeleteTaskRequest, _scheduler_pb2.DeleteTaskResponse]
+    """Delete a task and its whole history (executions, logs, dead letters, fire ledger). Refused with
+    FAILED_PRECONDITION naming the execution while one runs, unless `force` (it is then terminated).
+    """
     ListExecutions: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ListExecutionsRequest, _scheduler_pb2.ListExecutionsResponse]
     GetExecution: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.GetExecutionRequest, _common_pb2.Execution]
     UpdateTask: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.UpdateTaskRequest, _common_pb2.Task]
@@ -67,6 +71,10 @@ class SchedulerAsyncStub(SchedulerStub):
     GetTask: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.GetTaskRequest, _common_pb2.Task]  # type: ignore[assignment]
     ListTasks: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ListTasksRequest, _scheduler_pb2.ListTasksResponse]  # type: ignore[assignment]
     CancelTask: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.CancelTaskRequest, _common_pb2.Task]  # type: ignore[assignment]
+    DeleteTask: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.DeleteTaskRequest, _scheduler_pb2.DeleteTaskResponse]  # type: ignore[assignment]
+    """Delete a task and its whole history (executions, logs, dead letters, fire ledger). Refused with
+    FAILED_PRECONDITION naming the execution while one runs, unless `force` (it is then terminated).
+    """
     ListExecutions: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ListExecutionsRequest, _scheduler_pb2.ListExecutionsResponse]  # type: ignore[assignment]
     GetExecution: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.GetExecutionRequest, _common_pb2.Execution]  # type: ignore[assignment]
     UpdateTask: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.UpdateTaskRequest, _common_pb2.Task]  # type: ignore[assignment]
@@ -123,6 +131,16 @@ class SchedulerServicer(metaclass=_abc_1.ABCMeta):
         request: _scheduler_pb2.CancelTaskRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_common_pb2.Task, _abc.Awaitable[_common_pb2.Task]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteTask(
+        self,
+        request: _scheduler_pb2.DeleteTaskRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.DeleteTaskResponse, _abc.Awaitable[_scheduler_pb2.DeleteTaskResponse]]:
+        """Delete a task and its whole history (executions, logs, dead letters, fire ledger). Refused with
+        FAILED_PRECONDITION naming the execution while one runs, unless `force` (it is then terminated).
+        """
 
     @_abc_1.abstractmethod
     def ListExecutions(
