@@ -184,6 +184,17 @@ def test_cron_day_specials_and_day_or() -> None:
     assert nth.excluded(utc("2026-06-08 12:30")) == "cron '30 12 * * 1#2' (calendar c)"
     assert nth.excluded(utc("2026-06-15 12:30")) is None
     assert nth.excluded(utc("2026-06-15 00:00")) == "cron '@daily' (calendar c)"
+    both = one(calendar("c", cron("0 0 */6 * 1")))  # cronie: a day field starting with * means AND
+    assert both.excluded(utc("2026-01-19 00:00")) is not None  # the 19th, a Monday
+    assert both.excluded(utc("2026-01-13 00:00")) is None  # the 13th, a Tuesday
+    assert both.excluded(utc("2026-01-12 00:00")) is None  # a Monday, the 12th
+    single = one(calendar("c", cron("0 5-5 * * 2-2")))  # a-a is the value a (croniter: every value)
+    assert single.excluded(utc("2026-01-06 05:00")) is not None
+    assert single.excluded(utc("2026-01-06 06:00")) is None
+    assert single.excluded(utc("2026-01-07 05:00")) is None
+    last_friday = one(calendar("c", cron("0 0 * * 5L")))
+    assert last_friday.excluded(utc("2026-01-30 00:00")) is not None
+    assert last_friday.excluded(utc("2026-01-23 00:00")) is None
 
 
 # ---------------------------------------------------------------------------------------------------
