@@ -51,6 +51,7 @@ class Command(_message.Message):
 
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     STAMPED_AT_MS_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
     CREATE_TASK_FIELD_NUMBER: _builtins.int
     CANCEL_TASK_FIELD_NUMBER: _builtins.int
     EPOCH_FIELD_NUMBER: _builtins.int
@@ -78,6 +79,13 @@ class Command(_message.Message):
     """dedup key: a command whose request_id was applied is answered, not re-applied"""
     stamped_at_ms: _builtins.int
     """leader wall time at proposal"""
+    @_builtins.property
+    def limits(self) -> Global___Limits:
+        """The quotas in force on the leader that proposed the command ([limits] in its config), for the commands
+        that create something (tasks, calendars, executions): apply enforces these, not its own node's config,
+        so that every replica decides alike. Unset (entries older than quotas): no quota.
+        """
+
     @_builtins.property
     def create_task(self) -> Global___CreateTask: ...
     @_builtins.property
@@ -129,6 +137,7 @@ class Command(_message.Message):
         *,
         request_id: _builtins.str = ...,
         stamped_at_ms: _builtins.int = ...,
+        limits: Global___Limits | None = ...,
         create_task: Global___CreateTask | None = ...,
         cancel_task: Global___CancelTask | None = ...,
         epoch: Global___Epoch | None = ...,
@@ -153,9 +162,9 @@ class Command(_message.Message):
         delete_task: Global___DeleteTask | None = ...,
         prune: Global___Prune | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["append_output", b"append_output", "backfill_task", b"backfill_task", "body", b"body", "cancel_execution", b"cancel_execution", "cancel_task", b"cancel_task", "complete", b"complete", "create_task", b"create_task", "delete_calendar", b"delete_calendar", "delete_task", b"delete_task", "epoch", b"epoch", "expire_lease", b"expire_lease", "expire_pending", b"expire_pending", "fire", b"fire", "grant", b"grant", "import_tasks", b"import_tasks", "note_waiting", b"note_waiting", "pause_task", b"pause_task", "prune", b"prune", "purge_dead_letters", b"purge_dead_letters", "put_calendar", b"put_calendar", "redrive_dead_letters", b"redrive_dead_letters", "resume_task", b"resume_task", "trigger_task", b"trigger_task", "update_task", b"update_task"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["append_output", b"append_output", "backfill_task", b"backfill_task", "body", b"body", "cancel_execution", b"cancel_execution", "cancel_task", b"cancel_task", "complete", b"complete", "create_task", b"create_task", "delete_calendar", b"delete_calendar", "delete_task", b"delete_task", "epoch", b"epoch", "expire_lease", b"expire_lease", "expire_pending", b"expire_pending", "fire", b"fire", "grant", b"grant", "import_tasks", b"import_tasks", "limits", b"limits", "note_waiting", b"note_waiting", "pause_task", b"pause_task", "prune", b"prune", "purge_dead_letters", b"purge_dead_letters", "put_calendar", b"put_calendar", "redrive_dead_letters", b"redrive_dead_letters", "resume_task", b"resume_task", "trigger_task", b"trigger_task", "update_task", b"update_task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["append_output", b"append_output", "backfill_task", b"backfill_task", "body", b"body", "cancel_execution", b"cancel_execution", "cancel_task", b"cancel_task", "complete", b"complete", "create_task", b"create_task", "delete_calendar", b"delete_calendar", "delete_task", b"delete_task", "epoch", b"epoch", "expire_lease", b"expire_lease", "expire_pending", b"expire_pending", "fire", b"fire", "grant", b"grant", "import_tasks", b"import_tasks", "note_waiting", b"note_waiting", "pause_task", b"pause_task", "prune", b"prune", "purge_dead_letters", b"purge_dead_letters", "put_calendar", b"put_calendar", "redrive_dead_letters", b"redrive_dead_letters", "request_id", b"request_id", "resume_task", b"resume_task", "stamped_at_ms", b"stamped_at_ms", "trigger_task", b"trigger_task", "update_task", b"update_task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["append_output", b"append_output", "backfill_task", b"backfill_task", "body", b"body", "cancel_execution", b"cancel_execution", "cancel_task", b"cancel_task", "complete", b"complete", "create_task", b"create_task", "delete_calendar", b"delete_calendar", "delete_task", b"delete_task", "epoch", b"epoch", "expire_lease", b"expire_lease", "expire_pending", b"expire_pending", "fire", b"fire", "grant", b"grant", "import_tasks", b"import_tasks", "limits", b"limits", "note_waiting", b"note_waiting", "pause_task", b"pause_task", "prune", b"prune", "purge_dead_letters", b"purge_dead_letters", "put_calendar", b"put_calendar", "redrive_dead_letters", b"redrive_dead_letters", "request_id", b"request_id", "resume_task", b"resume_task", "stamped_at_ms", b"stamped_at_ms", "trigger_task", b"trigger_task", "update_task", b"update_task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["create_task", "cancel_task", "epoch", "fire", "grant", "complete", "expire_lease", "update_task", "pause_task", "resume_task", "trigger_task", "backfill_task", "put_calendar", "delete_calendar", "cancel_execution", "redrive_dead_letters", "purge_dead_letters", "append_output", "note_waiting", "expire_pending", "import_tasks", "delete_task", "prune"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
@@ -255,24 +264,67 @@ class Prune(_message.Message):
 Global___Prune: _TypeAlias = Prune  # noqa: Y015
 
 @_typing.final
+class Limits(_message.Message):
+    """Quotas (docs/guarantees.md, "Bounds and quotas"). 0 in a field: no limit."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_TASKS_FIELD_NUMBER: _builtins.int
+    MAX_CALENDARS_FIELD_NUMBER: _builtins.int
+    MAX_PENDING_PER_TASK_FIELD_NUMBER: _builtins.int
+    MAX_EXECUTIONS_PER_TASK_FIELD_NUMBER: _builtins.int
+    max_tasks: _builtins.int
+    """tasks stored in the cluster"""
+    max_calendars: _builtins.int
+    """calendars stored in the cluster"""
+    max_pending_per_task: _builtins.int
+    """executions of one task not yet ended (pending, buffered, running)"""
+    max_executions_per_task: _builtins.int
+    """executions of one task stored (Task.stored_executions)"""
+    def __init__(
+        self,
+        *,
+        max_tasks: _builtins.int = ...,
+        max_calendars: _builtins.int = ...,
+        max_pending_per_task: _builtins.int = ...,
+        max_executions_per_task: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_calendars", b"max_calendars", "max_executions_per_task", b"max_executions_per_task", "max_pending_per_task", b"max_pending_per_task", "max_tasks", b"max_tasks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Limits: _TypeAlias = Limits  # noqa: Y015
+
+@_typing.final
 class NoteWaiting(_message.Message):
-    """The leader could not start a pending execution yet, and says why (shown to users)."""
+    """The leader could not start a pending execution yet, and says why (shown to users). Or, with
+    `execution_id` empty, it could not fire `task_id` at `nominal_time_ms` yet (its Fire failed when applied:
+    the leader tries again later): the fire ledger records it as FIRE_FAILED with the reason, until it fires.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     EXECUTION_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    NOMINAL_TIME_MS_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     reason: _builtins.str
+    task_id: _builtins.str
+    nominal_time_ms: _builtins.int
     def __init__(
         self,
         *,
         execution_id: _builtins.str = ...,
         reason: _builtins.str = ...,
+        task_id: _builtins.str = ...,
+        nominal_time_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id", "nominal_time_ms", b"nominal_time_ms", "reason", b"reason", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

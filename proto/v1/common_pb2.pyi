@@ -327,6 +327,14 @@ class _FireOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FireOutco
     """overlap buffer_one already held a waiting execution"""
     MANUAL: _FireOutcome.ValueType  # 10
     """fired by trigger-now or backfill"""
+    SKIPPED_LIMIT: _FireOutcome.ValueType  # 11
+    """No execution: a quota of the task was reached ([limits] max_pending_per_task or
+    max_executions_per_task; the reason names it). The schedule goes on.
+    """
+    FIRE_FAILED: _FireOutcome.ValueType  # 12
+    """Not fired yet: its Fire failed when applied (recorded as internal; the reason says why). The leader
+    tries again with a growing delay; the record is replaced by the outcome once it fires.
+    """
 
 class FireOutcome(_FireOutcome, metaclass=_FireOutcomeEnumTypeWrapper):
     """The outcome of one nominal time of a task: every nominal time gets exactly one (the fire ledger)."""
@@ -347,6 +355,14 @@ BUFFER_DROPPED: FireOutcome.ValueType  # 9
 """overlap buffer_one already held a waiting execution"""
 MANUAL: FireOutcome.ValueType  # 10
 """fired by trigger-now or backfill"""
+SKIPPED_LIMIT: FireOutcome.ValueType  # 11
+"""No execution: a quota of the task was reached ([limits] max_pending_per_task or
+max_executions_per_task; the reason names it). The schedule goes on.
+"""
+FIRE_FAILED: FireOutcome.ValueType  # 12
+"""Not fired yet: its Fire failed when applied (recorded as internal; the reason says why). The leader
+tries again with a growing delay; the record is replaced by the outcome once it fires.
+"""
 Global___FireOutcome: _TypeAlias = FireOutcome  # noqa: Y015
 
 class _AttemptOutcome:

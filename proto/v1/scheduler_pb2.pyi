@@ -637,14 +637,25 @@ Global___GetCalendarRequest: _TypeAlias = GetCalendarRequest  # noqa: Y015
 
 @_typing.final
 class ListCalendarsRequest(_message.Message):
+    """Calendars in name order, a page at a time (a page stops early, with a token, past 4 MiB)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """default 100, at most 1000"""
+    page_token: _builtins.str
+    """from a previous response"""
     def __init__(
         self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -655,16 +666,20 @@ class ListCalendarsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CALENDARS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """empty on the last page"""
     @_builtins.property
     def calendars(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Calendar]: ...
     def __init__(
         self,
         *,
         calendars: _abc.Iterable[_common_pb2.Calendar] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["calendars", b"calendars"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calendars", b"calendars", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
