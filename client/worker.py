@@ -104,6 +104,7 @@ _GATE_S = 0.002
 _HELLO_TIMEOUT_S = 3.0  # short: a node behind a partition must not hold the worker for a lease TTL
 _AVOID_S = 5.0  # after a stream to a node went stale or timed out, try the other nodes first for this long
 _MAX_RESULTS_MESSAGE_BYTES = 1024 * 1024
+_MAX_RESULTS_PER_MESSAGE = 1_000  # well below what a leader accepts (cronraft.bounds)
 # Live output waiting for the next flush, per attempt and stream; older bytes are dropped beyond it
 # (the result's tails are the reliable record; live output is best effort).
 _MAX_LIVE_OUTPUT_BYTES = 256 * 1024
@@ -1000,7 +1001,10 @@ class Worker:
                 sent_at = session.sent.get(key)
                 if sent_at is not None and now - sent_at < resend:
                     continue
-                if batch and size + result.ByteSize() > _MAX_RESULTS_MESSAGE_BYTES:
+                if batch and (
+                    size + result.ByteSize() > _MAX_RESULTS_MESSAGE_BYTES
+                    or len(batch) >= _MAX_RESULTS_PER_MESSAGE
+                ):
                     await self._send_results(session, batch)
                     batch, size = [], 0
                 batch.append(result)

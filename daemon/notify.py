@@ -2,14 +2,16 @@
 dead-letter queue, or when nominal times were missed.
 
 This module owns the notification body (a documented, versioned JSON object: docs/notifications.md),
-the choice of targets for an event, the validation of targets, and the delivery: a bounded queue drained by
-one background task that POSTs to webhooks or runs commands, with retries and exponential backoff.
+the choice of targets for an event, and the delivery: a bounded queue drained by one background task
+that POSTs to webhooks or runs commands, with retries and exponential backoff.
 
 Notifications are side effects of the leader, not replicated state: the leader submits one after the
 command that caused it has committed. Delivery is at least once while this process lives; what is queued or
 in flight when it dies is lost (docs/notifications.md says so). The pure part (`notification_body`,
-`delivery_id`, `targets_for`, `validate_targets`) reads no clock and does no I/O; the I/O sits behind
-`Sender`, whose real implementation (`SystemSender`) uses the standard library only.
+`delivery_id`, `targets_for`) reads no clock and does no I/O; the I/O sits behind
+`Sender`, whose real implementation (`SystemSender`) uses the standard library only. Targets are
+validated with the task spec (`raft.validate.validate_targets`, re-exported here), by the leader and again
+by the state machine.
 """
 
 from __future__ import annotations
@@ -33,16 +35,14 @@ from urllib.parse import unquote, urlsplit
 import structlog
 
 from cronraft.daemon.clock import Clock, SystemClock
-from cronraft.errors import InvalidArgument
 from cronraft.proto.v1 import common_pb2
+from cronraft.raft.validate import validate_targets
 
 log = structlog.get_logger("cronraft.notify")
 
 BODY_VERSION = 1
 TAIL_CAP_BYTES = 4096  # each output tail in a body: its last 4 KiB
 MAX_MISSED = 100  # nominal times listed in a `missed` body (all are counted in `missed_count`)
-MAX_TARGETS = 16  # per task, and in the global list
-MAX_URL_LENGTH = 2048
 USER_AGENT = "cronraft-notify/1"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _RETRYABLE_4XX = frozenset({408, 425, 429})
@@ -199,60 +199,6 @@ def targets_for(
         seen.add(key)
         out.append(target)
     return out
-
-
-def validate_targets(targets: Sequence[common_pb2.NotifyTarget], field: str) -> None:
-    """Raise InvalidArgument naming the first bad field (e.g. "spec.notify[0].webhook_url")."""
-    if len(targets) > MAX_TARGETS:
-        raise InvalidArgument(field, f"at most {MAX_TARGETS} notification targets, got {len(targets)}")
-    for i, target in enumerate(targets):
-        here = f"{field}[{i}]"
-        kind = target.WhichOneof("kind")
-        if kind == "webhook_url":
-            _validate_url(target.webhook_url, f"{here}.webhook_url")
-        elif kind == "command":
-            _validate_command(target.command, f"{here}.command")
-        else:
-            raise InvalidArgument(here, "set one of webhook_url or command")
-        for j, event in enumerate(target.events):
-            if event == common_pb2.NOTIFY_EVENT_UNSPECIFIED or event_name(event).startswith("unknown_"):
-                raise InvalidArgument(
-                    f"{here}.events[{j}]",
-                    f"unknown event {event}; use failure, timeout, dead_letter or missed",
-                )
-
-
-def _validate_url(url: str, field: str) -> None:
-    if not url:
-        raise InvalidArgument(field, "must not be empty")
-    if len(url) > MAX_URL_LENGTH:
-        raise InvalidArgument(field, f"longer than {MAX_URL_LENGTH} characters")
-    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
-        raise InvalidArgument(field, "must not contain spaces or control characters")
-    try:
-        parts = urlsplit(url)
-        _ = parts.port  # raises on a bad port
-    except ValueError as e:
-        raise InvalidArgument(field, f"not a valid URL ({e})") from None
-    if parts.scheme not in ("http", "https"):
-        raise InvalidArgument(field, f"scheme must be http or https, got {parts.scheme or 'none'!r}")
-    if not parts.hostname:
-        raise InvalidArgument(field, "has no host; use e.g. https://hooks.example.com/cronraft")
-    if parts.fragment:
-        raise InvalidArgument(field, "must not have a #fragment")
-
-
-def _validate_command(cmd: common_pb2.CommandPayload, field: str) -> None:
-    if not cmd.argv or not cmd.argv[0]:
-        raise InvalidArgument(f"{field}.argv", "must name a program (argv[0])")
-    for k, arg in enumerate(cmd.argv):
-        if "\0" in arg:
-            raise InvalidArgument(f"{field}.argv[{k}]", "must not contain a NUL character")
-    for key, value in cmd.env.items():
-        if not key or "=" in key or "\0" in key or "\0" in value:
-            raise InvalidArgument(f"{field}.env", f"bad variable {key!r}: no '=' or NUL, not empty")
-    if cmd.cwd and not os.path.isabs(cmd.cwd):
-        raise InvalidArgument(f"{field}.cwd", f"must be an absolute path, got {cmd.cwd!r}")
 
 
 def describe_target(target: common_pb2.NotifyTarget) -> str:

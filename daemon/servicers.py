@@ -12,10 +12,20 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import grpc
 import structlog
 
-from cronraft import errors
+from cronraft import bounds, errors
 from cronraft.daemon.bulk import BulkImport
-from cronraft.daemon.notify import validate_targets
 from cronraft.daemon.runner import new_id
+from cronraft.daemon.wire import (
+    bounded_results,
+    calendar_name,
+    check_id,
+    check_ids,
+    check_length,
+    check_limit,
+    executions_page_token,
+    hello_problem,
+    worker_problem,
+)
 from cronraft.proto.v1 import (
     cluster_pb2,
     cluster_pb2_grpc,
@@ -29,6 +39,7 @@ from cronraft.proto.v1 import (
 from cronraft.raft import logs, retry
 from cronraft.raft import state as sm
 from cronraft.raft.firing import check_calendar, preview_stored
+from cronraft.raft.schedule import MAX_INSTANT_MS
 from cronraft.raft.validate import validate_spec
 
 if TYPE_CHECKING:
@@ -42,7 +53,7 @@ LEADER_METADATA_KEY = "cronraft-leader"
 # the worker's Hello timeout (3 s) so that the answer always arrives.
 LEADERLESS_HOLD_S = 2.0
 LEADERLESS_POLL_S = 0.02
-MAX_PAGE_SIZE = 1000
+MAX_PAGE_SIZE = bounds.MAX_PAGE_SIZE
 _T = TypeVar("_T")
 
 _RESULT_ERRORS: dict[str, Callable[[str], errors.CronraftError]] = {
@@ -53,6 +64,17 @@ _RESULT_ERRORS: dict[str, Callable[[str], errors.CronraftError]] = {
     "internal": lambda msg: errors.InternalError(
         f"the command failed when applied and changed nothing: {msg}"
     ),
+}
+
+
+# The ids each kind of write must name (others are checked only when given).
+_ID_REQUIRED: dict[str, tuple[str, ...]] = {
+    "update": ("task_id",),
+    "pause": ("task_id",),
+    "resume": ("task_id",),
+    "trigger": ("task_id",),
+    "backfill": ("task_id",),
+    "cancel-exec": ("execution_id",),
 }
 
 
@@ -83,8 +105,9 @@ def _check_result(res: commands_pb2.CommandResult) -> None:
 
 
 def _page_size(n: int, field: str) -> int:
+    """A page size or limit: 0 is the default (100), more than MAX_PAGE_SIZE is lowered to it."""
     if n < 0:
-        raise errors.InvalidArgument(field, "must not be negative")
+        raise errors.InvalidArgument(field, f"must be between 0 and {MAX_PAGE_SIZE}")
     return min(n or 100, MAX_PAGE_SIZE)
 
 
@@ -160,6 +183,13 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
 
     async def _list_tasks(self, request: scheduler_pb2.ListTasksRequest) -> scheduler_pb2.ListTasksResponse:
         size = _page_size(request.page_size, "page_size")
+        check_length(request.page_token, "page_token", bounds.MAX_PAGE_TOKEN)
+        check_length(request.name_prefix, "name_prefix", bounds.MAX_NAME_PREFIX)
+        if len(request.tags) > bounds.MAX_FILTER_TAGS:
+            raise errors.InvalidArgument("tags", f"at most {bounds.MAX_FILTER_TAGS} tags to filter on")
+        for k, v in request.tags.items():
+            check_length(k, "tags", bounds.MAX_TAG_LEN)
+            check_length(v, f"tags.{k}", bounds.MAX_TAG_LEN)
         with self.node.kv.read() as txn:
             tasks, token = sm.list_tasks(
                 txn,
@@ -180,6 +210,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         self, request: scheduler_pb2.ListExecutionsRequest
     ) -> scheduler_pb2.ListExecutionsResponse:
         size = _page_size(request.page_size, "page_size")
+        executions_page_token(request.page_token)
         with self.node.kv.read() as txn:
             if sm.read_task(txn, request.task_id) is None:
                 raise errors.NotFound(f"task {request.task_id} not found")
@@ -205,6 +236,13 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
     async def _write(self, kind: str, request_id: str, **body: Any) -> commands_pb2.CommandResult:
         node = self.node
         node.leader_runner()
+        # The ids a write names are checked before it is proposed (the state machine refuses a malformed
+        # one too, but only once it is in the log).
+        (message,) = body.values()
+        for name in ("task_id", "execution_id"):
+            given: str = getattr(message, name, "")
+            if given or name in _ID_REQUIRED.get(kind, ()):
+                check_id(given, name)
         cmd = commands_pb2.Command(
             request_id=_request_id(request_id, kind), stamped_at_ms=node.clock.now_ms(), **body
         )
@@ -231,7 +269,12 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         self, request: scheduler_pb2.PauseTaskRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> common_pb2.Task:
         body = commands_pb2.PauseTask(task_id=request.task_id, note=request.note)
-        return (await _guard(context, self._write("pause", request.request_id, pause_task=body))).task
+
+        async def run() -> commands_pb2.CommandResult:
+            check_length(request.note, "note", bounds.MAX_NOTE)
+            return await self._write("pause", request.request_id, pause_task=body)
+
+        return (await _guard(context, run())).task
 
     async def ResumeTask(
         self, request: scheduler_pb2.ResumeTaskRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -275,14 +318,20 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         self, request: scheduler_pb2.CancelExecutionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> common_pb2.Execution:
         body = commands_pb2.CancelExecution(execution_id=request.execution_id, reason=request.reason)
-        res = await _guard(context, self._write("cancel-exec", request.request_id, cancel_execution=body))
-        return res.execution
+
+        async def run() -> commands_pb2.CommandResult:
+            check_length(request.reason, "reason", bounds.MAX_REASON)
+            return await self._write("cancel-exec", request.request_id, cancel_execution=body)
+
+        return (await _guard(context, run())).execution
 
     async def ExplainTask(
         self, request: scheduler_pb2.ExplainTaskRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> scheduler_pb2.ExplainTaskResponse:
         async def run() -> scheduler_pb2.ExplainTaskResponse:
             limit = _page_size(request.limit, "limit")
+            if request.from_ms < 0 or request.to_ms < 0:
+                raise errors.InvalidArgument("from_ms", "from_ms and to_ms must not be negative")
             to_ms = request.to_ms or self.node.clock.now_ms()
             with self.node.kv.read() as txn:
                 task = sm.read_task(txn, request.task_id)
@@ -302,6 +351,8 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             count = request.count or 10
             if count < 0 or count > 1000:
                 raise errors.InvalidArgument("count", "must be between 1 and 1000")
+            if not 0 <= request.from_ms <= MAX_INSTANT_MS:
+                raise errors.InvalidArgument("from_ms", f"must be between 0 (now) and {MAX_INSTANT_MS}")
             with self.node.kv.read() as txn:
                 task = sm.read_task(txn, request.task_id)
                 if task is None:
@@ -344,6 +395,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
     ) -> scheduler_pb2.ListDeadLettersResponse:
         async def run() -> scheduler_pb2.ListDeadLettersResponse:
             size = _page_size(request.page_size, "page_size")
+            check_length(request.page_token, "page_token", bounds.MAX_PAGE_TOKEN)
             with self.node.kv.read() as txn:
                 letters, token = retry.list_dead_letters(txn, request.task_id, size, request.page_token)
             return scheduler_pb2.ListDeadLettersResponse(dead_letters=letters, next_page_token=token)
@@ -372,6 +424,8 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         async def run() -> scheduler_pb2.RedriveDeadLettersResponse:
             if not request.execution_ids and not request.task_id:
                 raise errors.InvalidArgument("execution_ids", "give execution ids or a task_id")
+            check_ids(request.execution_ids, "execution_ids", bounds.MAX_REDRIVE_IDS)
+            check_limit(request.limit, "limit", bounds.MAX_REDRIVE_IDS)
             body = commands_pb2.RedriveDeadLetters(
                 execution_ids=request.execution_ids, task_id=request.task_id, limit=request.limit
             )
@@ -389,7 +443,15 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             before_ms=request.before_ms,
             limit=request.limit,
         )
-        res = await _guard(context, self._write("purge", request.request_id, purge_dead_letters=body))
+
+        async def run() -> commands_pb2.CommandResult:
+            check_ids(request.execution_ids, "execution_ids", bounds.MAX_PURGE_IDS)
+            check_limit(request.limit, "limit", bounds.MAX_PURGE_IDS)
+            if request.before_ms < 0:
+                raise errors.InvalidArgument("before_ms", "must not be negative (0: any time)")
+            return await self._write("purge", request.request_id, purge_dead_letters=body)
+
+        res = await _guard(context, run())
         return scheduler_pb2.PurgeDeadLettersResponse(purged=len(res.dead_letters))
 
     # ------------------------------------------------------------------------------------ calendars
@@ -412,13 +474,19 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         self, request: scheduler_pb2.DeleteCalendarRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> scheduler_pb2.DeleteCalendarResponse:
         body = commands_pb2.DeleteCalendar(name=request.name)
-        await _guard(context, self._write("calendar-delete", request.request_id, delete_calendar=body))
+
+        async def run() -> commands_pb2.CommandResult:
+            calendar_name(request.name, "name")
+            return await self._write("calendar-delete", request.request_id, delete_calendar=body)
+
+        await _guard(context, run())
         return scheduler_pb2.DeleteCalendarResponse()
 
     async def GetCalendar(
         self, request: scheduler_pb2.GetCalendarRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> common_pb2.Calendar:
         async def run() -> common_pb2.Calendar:
+            calendar_name(request.name, "name")
             with self.node.kv.read() as txn:
                 c = sm.read_calendar(txn, request.name)
             if c is None:
@@ -447,7 +515,6 @@ def _stamp_defaults(spec: common_pb2.TaskSpec, node: Node) -> None:
     stays free of configuration."""
     cfg = node.config.scheduler
     validate_spec(spec, max_payload_bytes=cfg.max_payload_bytes)
-    validate_targets(spec.notify, "spec.notify")
     spec.queue = spec.queue or "default"
     spec.timeout_ms = spec.timeout_ms or cfg.default_timeout_ms
     spec.max_attempts = spec.max_attempts or cfg.max_attempts
@@ -458,8 +525,8 @@ def _stamp_defaults(spec: common_pb2.TaskSpec, node: Node) -> None:
 
 
 def _request_id(given: str, kind: str) -> str:
-    if len(given) > 128:
-        raise errors.InvalidArgument("request_id", "longer than 128 characters")
+    if len(given) > bounds.MAX_REQUEST_ID:
+        raise errors.InvalidArgument("request_id", f"longer than {bounds.MAX_REQUEST_ID} characters")
     # Without a client id the request cannot be deduplicated across retries; give it a unique one.
     return f"{kind}:{given}" if given else ""
 
@@ -481,6 +548,10 @@ class WorkerGatewayServicer(worker_pb2_grpc.WorkerGatewayServicer):
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, "hello: the first message must be a Hello with a worker_id"
             )
+        problem = hello_problem(first.hello)
+        if problem:
+            log.warning("worker refused", problem=problem)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         loop = asyncio.get_running_loop()
         hold_until = loop.time() + LEADERLESS_HOLD_S
         while True:
@@ -496,15 +567,21 @@ class WorkerGatewayServicer(worker_pb2_grpc.WorkerGatewayServicer):
             await asyncio.sleep(LEADERLESS_POLL_S)  # the Raft thread changes the leader; poll it briefly
         session = runner.attach(first.hello)
         log.info("worker connected", worker=first.hello.worker_id, capacity=first.hello.capacity)
+        refused: list[str] = []  # why the stream was ended, if a message broke a bound
 
         async def read() -> None:
             try:
                 async for msg in request_iterator:
+                    problem = worker_problem(msg)
+                    if problem:
+                        refused.append(problem)
+                        log.warning("worker message refused", worker=session.worker_id, problem=problem)
+                        break
                     kind = msg.WhichOneof("kind")
                     if kind == "heartbeat":
                         runner.on_heartbeat(session, msg.heartbeat)
                     elif kind == "results":
-                        runner.on_results(session, list(msg.results.results))
+                        runner.on_results(session, bounded_results(msg.results.results))
                     elif kind == "output":
                         runner.on_output(msg.output)
             except (asyncio.CancelledError, grpc.aio.AioRpcError):
@@ -524,6 +601,8 @@ class WorkerGatewayServicer(worker_pb2_grpc.WorkerGatewayServicer):
             reader.cancel()
             runner.detach(session)
             log.info("worker disconnected", worker=session.worker_id)
+        if refused:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, refused[0])
 
 
 class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
@@ -581,6 +660,10 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
     async def Clock(
         self, request: cluster_pb2.ClockRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> cluster_pb2.ClockResponse:
+        if len(request.node_id) > bounds.MAX_NODE_ID:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"node_id: longer than {bounds.MAX_NODE_ID} characters"
+            )
         # The raw wall clock (not the corrected one): the peers measure clocks, not corrections, so
         # that two nodes' corrections never feed back into each other.
         return cluster_pb2.ClockResponse(

@@ -54,6 +54,7 @@ from cronraft.raft.schedule import load_zone
 
 __all__ = [
     "HOLIDAYS_VERSION",
+    "MAX_CALENDAR_BYTES",
     "MAX_DATES",
     "MAX_EXPANDED_CALENDARS",
     "MAX_EXPANDED_RULES",
@@ -75,6 +76,7 @@ MAX_INCLUDE_DEPTH = 16
 MAX_EXPANDED_CALENDARS = 256
 MAX_EXPANDED_RULES = 4096
 MAX_DESCRIPTION = 1024
+MAX_CALENDAR_BYTES = 1 << 20  # one calendar, serialized (its rules, dates, includes, description)
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -119,6 +121,9 @@ def validate_calendar(
         raise InvalidArgument(f"{field}.time_zone", str(exc)) from None
     if len(cal.description) > MAX_DESCRIPTION:
         raise InvalidArgument(f"{field}.description", f"must be at most {MAX_DESCRIPTION} characters")
+    size = cal.ByteSize()
+    if size > MAX_CALENDAR_BYTES:
+        raise InvalidArgument(field, f"is {size} bytes; a calendar is at most {MAX_CALENDAR_BYTES} bytes")
     if len(cal.exclude) > MAX_RULES:
         raise InvalidArgument(f"{field}.exclude", f"at most {MAX_RULES} rules, got {len(cal.exclude)}")
     for i, rule in enumerate(cal.exclude):
@@ -149,6 +154,8 @@ def _validate_rule(rule: common_pb2.CalendarRule, field: str) -> None:
         days = rule.weekdays.days
         if not days:
             raise InvalidArgument(f"{field}.weekdays.days", "must list at least one day (1 = Mon .. 7 = Sun)")
+        if len(days) > 7:
+            raise InvalidArgument(f"{field}.weekdays.days", f"at most 7 days, got {len(days)}")
         for j, day in enumerate(days):
             if not 1 <= day <= 7:
                 raise InvalidArgument(

@@ -9,8 +9,13 @@ Errors name the offending field as a dotted path (I8).
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
+from collections.abc import Mapping, Sequence
+from urllib.parse import urlsplit
 
+from cronraft.bounds import MAX_CALENDAR_NAME
 from cronraft.errors import InvalidArgument
 from cronraft.proto.v1 import common_pb2
 from cronraft.raft.schedule import validate_schedule
@@ -19,8 +24,31 @@ MAX_NAME_LEN = 200
 MAX_TAGS = 64
 MAX_TAG_LEN = 256
 MAX_ARGV = 4096
+MAX_ENV = 1024  # variables of a command payload
+MAX_CWD = 4096  # characters of a working directory (PATH_MAX)
+MAX_HTTP_URL = 8192
+MAX_HTTP_HEADERS = 100
+MAX_EXPECTED_STATUS = 100
+MAX_JSON_DEPTH = 64  # nesting of a handler's args_json (checked without recursion before it is parsed)
+MAX_LABELS = 64  # spec.worker_labels pairs (keys and values as tags)
+MAX_TASK_CALENDARS = 16  # spec.schedule.calendars
+MAX_EXIT_CODES = 256  # each exit-code list of a retry policy
+MAX_MULTIPLIER = 100.0  # retry.multiplier
 MAX_ATTEMPTS = 100
 MAX_TIMEOUT_MS = 30 * 24 * 3600 * 1000
+# The payload and the sensor's probe together are at most `max_payload_bytes` (scheduler config, 64 KiB
+# by default): the leader checks the configured value; the state machine, which reads no configuration,
+# the ceiling the configuration accepts.
+MAX_PAYLOAD_CEILING = 4 * 1024 * 1024
+# Notification targets (also the global [notify] list of the config).
+MAX_TARGETS = 16
+MAX_URL_LENGTH = 2048
+MAX_NOTIFY_ARGV = 256
+MAX_NOTIFY_ENV = 64
+MAX_NOTIFY_COMMAND_BYTES = 16 * 1024  # a notify command, serialized (argv, env, cwd)
+MAX_NOTIFY_EVENTS = 8
+_NOTIFY_EVENTS = frozenset(common_pb2.NotifyEvent.values()) - {common_pb2.NOTIFY_EVENT_UNSPECIFIED}
+_CALENDAR_NAME = re.compile(rf"[A-Za-z0-9_.\-]{{1,{MAX_CALENDAR_NAME}}}")
 _HANDLER_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 _TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}$")
 _QUEUE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
@@ -37,12 +65,13 @@ _CALENDARACTION = frozenset(common_pb2.CalendarAction.values())
 # validated on the leader and again by apply on every node: that was a third of an import's apply time.
 # Validation is a pure function of the spec (no clock, no state), so the memo never changes a verdict;
 # only valid specs are remembered, and the memo is bounded.
-_VALID: dict[tuple[bytes, int | None], None] = {}
+_VALID: dict[tuple[bytes, int], None] = {}
 _VALID_MAX = 4_096
 
 
-def validate_spec(spec: common_pb2.TaskSpec, *, max_payload_bytes: int | None = None) -> None:
-    """Raise InvalidArgument naming the first bad field of `spec`."""
+def validate_spec(spec: common_pb2.TaskSpec, *, max_payload_bytes: int = MAX_PAYLOAD_CEILING) -> None:
+    """Raise InvalidArgument naming the first bad field of `spec`. The leader passes its configured
+    `max_payload_bytes`; the state machine keeps the default, the largest value a config accepts."""
     name = spec.name
     if not name.strip():
         raise InvalidArgument("spec.name", "must not be empty")
@@ -61,15 +90,10 @@ def validate_spec(spec: common_pb2.TaskSpec, *, max_payload_bytes: int | None = 
     _VALID[key] = None
 
 
-def _validate_unnamed(spec: common_pb2.TaskSpec, max_payload_bytes: int | None) -> None:
+def _validate_unnamed(spec: common_pb2.TaskSpec, max_payload_bytes: int) -> None:
     """Every check of `validate_spec` but the name's."""
-    if len(spec.tags) > MAX_TAGS:
-        raise InvalidArgument("spec.tags", f"more than {MAX_TAGS} tags")
-    for k, v in spec.tags.items():
-        if not k or len(k) > MAX_TAG_LEN or "\0" in k:
-            raise InvalidArgument("spec.tags", f"bad tag key {k!r} (1..{MAX_TAG_LEN} chars, no NUL)")
-        if len(v) > MAX_TAG_LEN or "\0" in v:
-            raise InvalidArgument(f"spec.tags.{k}", f"value longer than {MAX_TAG_LEN} chars or has NUL")
+    _validate_pairs(spec.tags, "spec.tags", MAX_TAGS, "tags")
+    _validate_pairs(spec.worker_labels, "spec.worker_labels", MAX_LABELS, "labels")
     if not spec.HasField("schedule"):
         raise InvalidArgument("spec.schedule", "is required")
     validate_schedule(spec.schedule, field="spec.schedule")
@@ -85,10 +109,15 @@ def _validate_unnamed(spec: common_pb2.TaskSpec, max_payload_bytes: int | None) 
             raise InvalidArgument("spec.sensor.interval_ms", "must be at least 100 ms (0: default 10 s)")
         if sensor.timeout_ms < 0:
             raise InvalidArgument("spec.sensor.timeout_ms", "must not be negative (0: default 1 h)")
-    if max_payload_bytes is not None:
-        size = spec.payload.ByteSize()
-        if size > max_payload_bytes:
-            raise InvalidArgument("spec.payload", f"is {size} bytes; the limit is {max_payload_bytes} bytes")
+    size = spec.payload.ByteSize() + (spec.sensor.probe.ByteSize() if spec.HasField("sensor") else 0)
+    if size > max_payload_bytes:
+        what = " with the sensor's probe" if spec.HasField("sensor") else ""
+        raise InvalidArgument(
+            "spec.payload",
+            f"is {size} bytes{what}; the limit is {max_payload_bytes} bytes (scheduler.max_payload_bytes)",
+        )
+    _validate_retry(spec.retry)
+    validate_targets(spec.notify, "spec.notify")
     if spec.queue and not _QUEUE_RE.match(spec.queue):
         raise InvalidArgument(
             "spec.queue", "must be 1..64 characters of [A-Za-z0-9_.-], not starting with a symbol"
@@ -109,9 +138,17 @@ def _validate_unnamed(spec: common_pb2.TaskSpec, max_payload_bytes: int | None) 
         raise InvalidArgument("spec.catchup_window_ms", "must not be negative")
     if spec.max_catchup < 0 or spec.max_catchup > 100_000:
         raise InvalidArgument("spec.max_catchup", "must be between 0 and 100000")
-    for i, name in enumerate(spec.schedule.calendars):
-        if not name:
-            raise InvalidArgument(f"spec.schedule.calendars[{i}]", "must not be empty")
+    calendars = spec.schedule.calendars
+    if len(calendars) > MAX_TASK_CALENDARS:
+        raise InvalidArgument(
+            "spec.schedule.calendars", f"at most {MAX_TASK_CALENDARS} calendars, got {len(calendars)}"
+        )
+    for i, name in enumerate(calendars):
+        if not _CALENDAR_NAME.fullmatch(name):
+            raise InvalidArgument(
+                f"spec.schedule.calendars[{i}]",
+                f"must be a calendar name: 1 to {MAX_CALENDAR_NAME} characters from A-Z a-z 0-9 _ . -",
+            )
     if spec.schedule.calendar_action not in _CALENDARACTION:
         raise InvalidArgument(
             "spec.schedule.calendar_action", f"unknown value {spec.schedule.calendar_action}"
@@ -133,9 +170,16 @@ def _validate_payload(spec: common_pb2.TaskSpec) -> None:
         for i, a in enumerate(argv):
             if "\0" in a:
                 raise InvalidArgument(f"spec.payload.command.argv[{i}]", "contains a NUL byte")
-        for k in spec.payload.command.env:
+        env = spec.payload.command.env
+        if len(env) > MAX_ENV:
+            raise InvalidArgument("spec.payload.command.env", f"at most {MAX_ENV} variables, got {len(env)}")
+        for k, v in env.items():
             if not k or "=" in k or "\0" in k:
-                raise InvalidArgument("spec.payload.command.env", f"bad variable name {k!r}")
+                raise InvalidArgument("spec.payload.command.env", f"bad variable name {k[:64]!r}")
+            if "\0" in v:
+                raise InvalidArgument(f"spec.payload.command.env.{k}", "contains a NUL byte")
+        if len(spec.payload.command.cwd) > MAX_CWD or "\0" in spec.payload.command.cwd:
+            raise InvalidArgument("spec.payload.command.cwd", f"at most {MAX_CWD} characters, no NUL")
     elif kind == "shell":
         if not spec.payload.shell.script.strip():
             raise InvalidArgument("spec.payload.shell.script", "must not be empty")
@@ -148,6 +192,11 @@ def _validate_payload(spec: common_pb2.TaskSpec) -> None:
         if not _HANDLER_RE.match(h.name):
             raise InvalidArgument("spec.payload.handler.name", "must be 1..128 characters of [A-Za-z0-9_.:-]")
         if h.args_json:
+            depth = json_depth(h.args_json)
+            if depth > MAX_JSON_DEPTH:
+                raise InvalidArgument(
+                    "spec.payload.handler.args_json", f"nested {depth} deep; at most {MAX_JSON_DEPTH} levels"
+                )
             try:
                 args = json.loads(h.args_json)
             except ValueError as e:
@@ -162,6 +211,14 @@ def _validate_payload(spec: common_pb2.TaskSpec) -> None:
 
 def _validate_http(h: common_pb2.HttpPayload) -> None:
     url = h.url
+    if len(url) > MAX_HTTP_URL:
+        raise InvalidArgument("spec.payload.http.url", f"longer than {MAX_HTTP_URL} characters")
+    if len(h.headers) > MAX_HTTP_HEADERS:
+        raise InvalidArgument("spec.payload.http.headers", f"at most {MAX_HTTP_HEADERS} headers")
+    if len(h.expected_status) > MAX_EXPECTED_STATUS:
+        raise InvalidArgument(
+            "spec.payload.http.expected_status", f"at most {MAX_EXPECTED_STATUS} status codes"
+        )
     if not (url.startswith("http://") or url.startswith("https://")) or len(url) <= len("https://"):
         raise InvalidArgument("spec.payload.http.url", "must be an http:// or https:// URL")
     if any(c in url for c in " \r\n\0"):
@@ -170,7 +227,7 @@ def _validate_http(h: common_pb2.HttpPayload) -> None:
         raise InvalidArgument("spec.payload.http.method", f"not an HTTP method: {h.method!r}")
     for name, value in h.headers.items():
         if not _TOKEN_RE.match(name):
-            raise InvalidArgument("spec.payload.http.headers", f"bad header name {name!r}")
+            raise InvalidArgument("spec.payload.http.headers", f"bad header name {name[:64]!r}")
         if any(c in value for c in "\r\n\0"):
             raise InvalidArgument(f"spec.payload.http.headers.{name}", "must not contain line breaks")
     for i, code in enumerate(h.expected_status):
@@ -180,4 +237,121 @@ def _validate_http(h: common_pb2.HttpPayload) -> None:
             )
 
 
-__all__ = ["validate_spec"]
+def _validate_pairs(pairs: Mapping[str, str], field: str, most: int, what: str) -> None:
+    """Tags and worker labels: at most `most` pairs, keys 1..MAX_TAG_LEN characters, values up to it."""
+    if len(pairs) > most:
+        raise InvalidArgument(field, f"more than {most} {what}")
+    for k, v in pairs.items():
+        if not k or len(k) > MAX_TAG_LEN or "\0" in k:
+            raise InvalidArgument(field, f"bad key {k[:64]!r} (1..{MAX_TAG_LEN} chars, no NUL)")
+        if len(v) > MAX_TAG_LEN or "\0" in v:
+            raise InvalidArgument(f"{field}.{k}", f"value longer than {MAX_TAG_LEN} chars or has NUL")
+
+
+def _validate_retry(policy: common_pb2.RetryPolicy) -> None:
+    """Backoffs within the timeout bound and a finite multiplier: the backoff of attempt n (at most
+    MAX_ATTEMPTS) is then a finite number (an unchecked multiplier overflowed inside apply)."""
+    for name in ("initial_backoff_ms", "max_backoff_ms"):
+        value = getattr(policy, name)
+        if not 0 <= value <= MAX_TIMEOUT_MS:
+            raise InvalidArgument(f"spec.retry.{name}", f"must be between 0 and {MAX_TIMEOUT_MS}")
+    m = policy.multiplier
+    if not math.isfinite(m) or not (m == 0 or 1.0 <= m <= MAX_MULTIPLIER):
+        raise InvalidArgument(
+            "spec.retry.multiplier", f"must be between 1 and {MAX_MULTIPLIER:g} (0: default 2)"
+        )
+    for name in ("retryable_exit_codes", "non_retryable_exit_codes"):
+        if len(getattr(policy, name)) > MAX_EXIT_CODES:
+            raise InvalidArgument(f"spec.retry.{name}", f"at most {MAX_EXIT_CODES} exit codes")
+
+
+def json_depth(text: str) -> int:
+    """The deepest nesting of arrays and objects in JSON `text` (a scan, no recursion, no parse): the
+    standard parser recurses once per level and raises RecursionError past about a thousand."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for c in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in "]}":
+            depth -= 1
+    return deepest
+
+
+def validate_targets(targets: Sequence[common_pb2.NotifyTarget], field: str) -> None:
+    """Notification targets (a spec's `notify`, the config's global list): raise InvalidArgument naming
+    the first bad field (e.g. "spec.notify[0].webhook_url")."""
+    if len(targets) > MAX_TARGETS:
+        raise InvalidArgument(field, f"at most {MAX_TARGETS} notification targets, got {len(targets)}")
+    for i, target in enumerate(targets):
+        here = f"{field}[{i}]"
+        kind = target.WhichOneof("kind")
+        if kind == "webhook_url":
+            _validate_url(target.webhook_url, f"{here}.webhook_url")
+        elif kind == "command":
+            _validate_notify_command(target.command, f"{here}.command")
+        else:
+            raise InvalidArgument(here, "set one of webhook_url or command")
+        if len(target.events) > MAX_NOTIFY_EVENTS:
+            raise InvalidArgument(f"{here}.events", f"at most {MAX_NOTIFY_EVENTS} events")
+        for j, event in enumerate(target.events):
+            if event not in _NOTIFY_EVENTS:
+                raise InvalidArgument(
+                    f"{here}.events[{j}]",
+                    f"unknown event {event}; use failure, timeout, dead_letter or missed",
+                )
+
+
+def _validate_url(url: str, field: str) -> None:
+    if not url:
+        raise InvalidArgument(field, "must not be empty")
+    if len(url) > MAX_URL_LENGTH:
+        raise InvalidArgument(field, f"longer than {MAX_URL_LENGTH} characters")
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        raise InvalidArgument(field, "must not contain spaces or control characters")
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises on a bad port
+    except ValueError as e:
+        raise InvalidArgument(field, f"not a valid URL ({e})") from None
+    if parts.scheme not in ("http", "https"):
+        raise InvalidArgument(field, f"scheme must be http or https, got {parts.scheme or 'none'!r}")
+    if not parts.hostname:
+        raise InvalidArgument(field, "has no host; use e.g. https://hooks.example.com/cronraft")
+    if parts.fragment:
+        raise InvalidArgument(field, "must not have a #fragment")
+
+
+def _validate_notify_command(cmd: common_pb2.CommandPayload, field: str) -> None:
+    if not cmd.argv or not cmd.argv[0]:
+        raise InvalidArgument(f"{field}.argv", "must name a program (argv[0])")
+    if len(cmd.argv) > MAX_NOTIFY_ARGV:
+        raise InvalidArgument(f"{field}.argv", f"at most {MAX_NOTIFY_ARGV} arguments, got {len(cmd.argv)}")
+    if len(cmd.env) > MAX_NOTIFY_ENV:
+        raise InvalidArgument(f"{field}.env", f"at most {MAX_NOTIFY_ENV} variables, got {len(cmd.env)}")
+    size = cmd.ByteSize()
+    if size > MAX_NOTIFY_COMMAND_BYTES:
+        raise InvalidArgument(
+            field, f"is {size} bytes; at most {MAX_NOTIFY_COMMAND_BYTES} (argv, env and cwd)"
+        )
+    for k, arg in enumerate(cmd.argv):
+        if "\0" in arg:
+            raise InvalidArgument(f"{field}.argv[{k}]", "must not contain a NUL character")
+    for key, value in cmd.env.items():
+        if not key or "=" in key or "\0" in key or "\0" in value:
+            raise InvalidArgument(f"{field}.env", f"bad variable {key[:64]!r}: no '=' or NUL, not empty")
+    if cmd.cwd and not os.path.isabs(cmd.cwd):
+        raise InvalidArgument(f"{field}.cwd", f"must be an absolute path, got {cmd.cwd[:256]!r}")
+
+
+__all__ = ["json_depth", "validate_spec", "validate_targets"]

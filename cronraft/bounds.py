@@ -1,0 +1,91 @@
+"""Bounds on what clients and workers send that are not part of a task spec or a calendar (issue 11).
+
+Every field a client or a worker can send has a bound. The bounds of a task spec live with its
+validation (`cronraft.raft.validate`, `raft.calendar`, `raft.deps`, `raft.schedule`), checked by the
+leader before it proposes and again by the state machine when it applies; the bounds here are those of
+requests (ids, tokens, filters, lists of ids) and of the worker stream, checked by the servicers before
+anything is proposed. A request over a bound is refused with INVALID_ARGUMENT naming the field and the
+bound, and nothing is changed. docs/guarantees.md ("Bounds and quotas") lists them all with their
+defaults. This module imports nothing of the project, so that every layer (the client and the worker
+too) can use it.
+"""
+
+from __future__ import annotations
+
+# --------------------------------------------------------------------------------------- requests
+
+MAX_REQUEST_ID = 128  # characters of a request id (the idempotency key)
+MAX_PAGE_TOKEN = 64  # characters of a page token (ids are 26; ListExecutions' are up to 20 digits)
+MAX_PAGE_SIZE = 1_000  # page_size / limit of a list call (0: the default; more is lowered to this)
+# A page stops early, with a next_page_token, once its items reach this many bytes (at least one item).
+MAX_PAGE_BYTES = 4 << 20
+MAX_NAME_PREFIX = 200  # ListTasks.name_prefix (a task name is at most 200 characters)
+MAX_FILTER_TAGS = 64  # ListTasks.tags pairs (a task holds at most 64 tags)
+MAX_TAG_LEN = 256  # characters of a tag key or value (as in a spec)
+MAX_NOTE = 1_000  # PauseTask.note
+MAX_REASON = 1_000  # CancelExecution.reason
+MAX_REDRIVE_IDS = 1_000  # RedriveDeadLetters.execution_ids (and its limit)
+MAX_PURGE_IDS = 10_000  # PurgeDeadLetters.execution_ids (and its limit)
+MAX_CALENDAR_NAME = 64  # characters of a calendar name (GetCalendar, DeleteCalendar, a task's calendars)
+MAX_NODE_ID = 64  # ClockRequest.node_id (cluster member ids are at most 63 characters)
+
+# ---------------------------------------------------------------------------------- worker stream
+
+MAX_WORKER_ID = 128  # Hello.worker_id: 1..128 printable characters
+MAX_WORKER_CAPACITY = 100_000  # Hello.capacity
+MAX_WORKER_QUEUES = 64  # Hello.queues (each a queue name as in a spec)
+MAX_WORKER_LABELS = 64  # Hello.labels pairs (keys and values at most MAX_TAG_LEN characters)
+MAX_INCARNATION = 128  # Hello.incarnation
+MAX_HEARTBEAT_LEASES = 100_000  # Heartbeat.leases, and Heartbeat.finished (each)
+MAX_RESULTS_PER_MESSAGE = 10_000  # Results.results (a worker sends at most 1,000)
+MAX_OUTPUT_CHUNK_BYTES = 1 << 20  # OutputChunk.data (a worker sends at most 256 KiB)
+# AttemptResult fields are cut, not refused (a result is the record of a run: never dropped). The state
+# machine keeps the same: the last 64 KiB of each tail, the first 64 KiB of a return value, 4,096
+# characters of an error.
+MAX_RESULT_TAIL_BYTES = 64 * 1024
+MAX_RETURN_VALUE_BYTES = 64 * 1024
+MAX_RESULT_ERROR = 4_096
+
+# -------------------------------------------------------------------------------------------- gRPC
+
+# The largest message a node accepts. A task spec is at most 4 MiB of payload (scheduler.
+# max_payload_bytes, 64 KiB by default) and an import batch 3 MiB; a worker's result message 1 MiB.
+SERVER_MAX_RECEIVE_BYTES = 8 << 20
+# The largest message the SDK, schedctl and schedworker accept: one task or execution (up to about
+# 4.5 MiB) always fits; pages and lease offers are cut well below it (MAX_PAGE_BYTES, MAX_OFFER_BYTES).
+CLIENT_MAX_RECEIVE_BYTES = 64 << 20
+# Lease offers to one worker are split into messages of at most this many bytes (at least one lease).
+MAX_OFFER_BYTES = 4 << 20
+# Concurrent HTTP/2 streams on one connection (worker streams and calls): more wait for a free one.
+MAX_CONCURRENT_STREAMS = 1_000
+
+__all__ = [
+    "CLIENT_MAX_RECEIVE_BYTES",
+    "MAX_CALENDAR_NAME",
+    "MAX_CONCURRENT_STREAMS",
+    "MAX_FILTER_TAGS",
+    "MAX_HEARTBEAT_LEASES",
+    "MAX_INCARNATION",
+    "MAX_NAME_PREFIX",
+    "MAX_NODE_ID",
+    "MAX_NOTE",
+    "MAX_OFFER_BYTES",
+    "MAX_OUTPUT_CHUNK_BYTES",
+    "MAX_PAGE_BYTES",
+    "MAX_PAGE_SIZE",
+    "MAX_PAGE_TOKEN",
+    "MAX_PURGE_IDS",
+    "MAX_REASON",
+    "MAX_REDRIVE_IDS",
+    "MAX_REQUEST_ID",
+    "MAX_RESULTS_PER_MESSAGE",
+    "MAX_RESULT_ERROR",
+    "MAX_RESULT_TAIL_BYTES",
+    "MAX_RETURN_VALUE_BYTES",
+    "MAX_TAG_LEN",
+    "MAX_WORKER_CAPACITY",
+    "MAX_WORKER_ID",
+    "MAX_WORKER_LABELS",
+    "MAX_WORKER_QUEUES",
+    "SERVER_MAX_RECEIVE_BYTES",
+]
