@@ -13,7 +13,7 @@ from typing import Any
 
 from cronraft.errors import InvalidArgument
 from cronraft.proto.v1 import commands_pb2, common_pb2
-from cronraft.raft import deps, firing, logs, retry, schedule
+from cronraft.raft import deps, firing, logs, retention, retry, schedule
 from cronraft.raft.codec import id_bytes, id_text
 from cronraft.raft.kv import Txn
 from cronraft.raft.records import (
@@ -311,6 +311,7 @@ def _unfire_held(ctx: Ctx, task16: bytes, task: Task) -> None:
             txn, task16, ex.nominal_time_ms, common_pb2.PAUSED, ctx.now, reason="paused before its due time"
         )
         task.fire_count = max(0, task.fire_count - 1)
+        task.stored_executions = max(0, task.stored_executions - 1)
         gone = Execution()
         gone.CopyFrom(ex)
         gone.state = common_pb2.EXECUTION_CANCELLED  # for the leader: its lease and slot are released
@@ -570,6 +571,8 @@ def start_execution(
         txn.put("pending", pending_key(ex, exec16), b"")
     task.last_fired_nominal_ms = max(task.last_fired_nominal_ms, nominal)
     task.fire_count += 1
+    task.stored_executions += 1
+    retention.trim_on_fire(txn, task16, task)  # keeps the task within its count of executions
     firing.record(
         txn,
         task16,
@@ -1095,8 +1098,6 @@ def append_output(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     if not logs.append(ctx.txn, ex, a.token, stream=a.stream, data=a.data, now_ms=ctx.now):
         ctx.result.applied = False
         ctx.result.error_code = "refused"
-    if ctx.position == 0:
-        logs.prune(ctx.txn, ctx.now - logs.RETENTION_MS)
 
 
 def note_waiting(ctx: Ctx, cmd: commands_pb2.Command) -> None:
@@ -1139,6 +1140,30 @@ def expire_pending(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     ctx.result.execution.CopyFrom(get_execution(ctx.txn, exec16))
 
 
+# ------------------------------------------------------------------------------------- retention
+
+
+def delete_task(ctx: Ctx, cmd: commands_pb2.Command) -> None:
+    """Delete a task and its history (raft.retention). The deleted task, as it was, is answered in
+    `result.tasks`; `result.task` holds only its id, so that the leader drops it from its wheel."""
+    d = cmd.delete_task
+    task = retention.delete_task(ctx.txn, d.task_id, force=d.force, now_ms=ctx.now, result=ctx.result)
+    ctx.result.tasks.append(task)
+    ctx.result.task.task_id = task.task_id
+    if ctx.events is not None:
+        ctx.audit(
+            "delete_task",
+            task_id=task.task_id,
+            executions=ctx.result.pruned.executions,
+            terminated=len(ctx.result.cancels),
+        )
+
+
+def prune(ctx: Ctx, cmd: commands_pb2.Command) -> None:
+    """One bounded step of retention (raft.retention)."""
+    retention.prune(ctx.txn, cmd.prune, ctx.now, ctx.result.pruned)
+
+
 HANDLERS: dict[str, Handler] = {
     "create_task": create_task,
     "import_tasks": import_tasks,
@@ -1161,6 +1186,8 @@ HANDLERS: dict[str, Handler] = {
     "expire_pending": expire_pending,
     "put_calendar": put_calendar,
     "delete_calendar": delete_calendar,
+    "delete_task": delete_task,
+    "prune": prune,
 }
 
 __all__ = ["DEFAULT_MAX_ATTEMPTS", "HANDLERS", "Ctx", "finish", "start_execution"]

@@ -3,8 +3,15 @@
 Output arrives in pieces (AppendOutput commands the leader batches from the workers' OutputChunks). A
 piece is kept only if it carries the token of the execution's latest attempt, so a fenced-off attempt
 cannot write into its successor's log. Each stream of each attempt is capped at MAX_BYTES_PER_STREAM
-(the rest is dropped and the log marked truncated), and logs older than RETENTION_MS are pruned a few
-executions per entry, so the store does not grow without bound.
+(the rest is dropped and the log marked truncated). An execution's logs go when it is deleted
+(`delete`, from raft.retention) or, earlier, once they are older than the cluster's log retention
+(`prune`, from the Prune command: `[retention] log_max_age_s`).
+
+Keys: `logs` holds the pieces (execution + attempt + stream + offset), `logs_size` the bytes stored per
+stream of each attempt, plus one marker per execution (attempt 0, stream 0: never a real stream) whose
+value is the time of the execution's first piece, which is also its key in `logs_by_time`: so deleting
+an execution finds its `logs_by_time` entry without a scan. (Stores written before the marker have one
+`logs_by_time` entry per attempt and no marker; `prune` still removes those as they age.)
 """
 
 from __future__ import annotations
@@ -14,9 +21,8 @@ from cronraft.raft.codec import from_u64, id_bytes, token_tuple, u64
 from cronraft.raft.kv import Txn
 
 MAX_BYTES_PER_STREAM = 1 << 20
-RETENTION_MS = 7 * 24 * 3600 * 1000
-PRUNE_PER_ENTRY = 8
 STDOUT, STDERR = 1, 2
+_MARKER = b"\0\0\0\0\0"  # attempt 0, stream 0: the execution's first-piece time (module docstring)
 
 
 def _head(exec16: bytes, attempt: int, stream: int) -> bytes:
@@ -39,17 +45,14 @@ def append(
     head = _head(exec16, ex.attempt, stream)
     raw = txn.get("logs_size", head)
     size = 0 if raw is None else from_u64(raw)
-    if raw is None and txn.get("logs_size", _head(exec16, ex.attempt, STDOUT + STDERR - stream)) is None:
-        first_of_attempt = True
-    else:
-        first_of_attempt = False
     room = MAX_BYTES_PER_STREAM - size
     if room <= 0:
         return False
     piece = data[:room]
     txn.put("logs", head + u64(size), piece)
     txn.put("logs_size", head, u64(size + len(piece)))
-    if first_of_attempt:
+    if raw is None and txn.get("logs_size", exec16 + _MARKER) is None:  # the execution's first piece
+        txn.put("logs_size", exec16 + _MARKER, u64(now_ms))
         txn.put("logs_by_time", u64(now_ms) + exec16, b"")
     return True
 
@@ -77,20 +80,28 @@ def read(
     return chunk, offset + len(chunk), size >= MAX_BYTES_PER_STREAM
 
 
-def prune(txn: Txn, before_ms: int) -> None:
-    """Drop the logs of executions whose first output is older than `before_ms` (a few per call)."""
-    if before_ms <= 0:
-        return
-    doomed = [
-        k for k, _ in zip(txn.scan("logs_by_time", b"", u64(before_ms)), range(PRUNE_PER_ENTRY), strict=False)
-    ]
+def delete(txn: Txn, exec16: bytes) -> None:
+    """Remove every piece of an execution's output, its sizes and its `logs_by_time` entry."""
+    first = txn.get("logs_size", exec16 + _MARKER)
+    if first is not None:
+        txn.delete("logs_by_time", first + exec16)
+    for k, _ in list(txn.scan("logs", exec16, exec16 + b"\xff" * 14)):
+        txn.delete("logs", k)
+    for k, _ in list(txn.scan("logs_size", exec16, exec16 + b"\xff" * 6)):
+        txn.delete("logs_size", k)
+
+
+def prune(txn: Txn, before_ms: int, *, limit: int) -> int:
+    """Drop the logs of at most `limit` executions whose first piece is older than `before_ms` (their
+    executions are kept). Returns how many."""
+    if before_ms <= 0 or limit <= 0:
+        return 0
+    doomed = [k for k, _ in zip(txn.scan("logs_by_time", b"", u64(before_ms)), range(limit), strict=False)]
     for key, _ in doomed:
         exec16 = key[8:24]
-        for k, _ in list(txn.scan("logs", exec16, exec16 + b"\xff" * 14)):
-            txn.delete("logs", k)
-        for k, _ in list(txn.scan("logs_size", exec16, exec16 + b"\xff" * 6)):
-            txn.delete("logs_size", k)
-        txn.delete("logs_by_time", key)
+        delete(txn, exec16)
+        txn.delete("logs_by_time", key)  # an entry of a store written before the marker
+    return len(doomed)
 
 
 def response(
@@ -121,4 +132,4 @@ def response(
     )
 
 
-__all__ = ["MAX_BYTES_PER_STREAM", "RETENTION_MS", "append", "prune", "read", "response"]
+__all__ = ["MAX_BYTES_PER_STREAM", "append", "delete", "prune", "read", "response"]

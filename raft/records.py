@@ -120,6 +120,19 @@ def put_task(txn: Txn, task16: bytes, task: Task, *, old: Task | None) -> None:
         txn.put("due", due_key(due_of(task), task16), b"")
 
 
+def remove_task(txn: Txn, task16: bytes, task: Task) -> None:
+    """Delete a task and its own index entries (state, tags, due, calendar refs): `put_task` undone.
+    Its executions and fire ledger are not touched (raft.retention deletes those)."""
+    txn.delete("tasks", task16)
+    txn.delete("tasks_by_state", state_key(task.state, task16))
+    for k, v in task.spec.tags.items():
+        txn.delete("tasks_by_tag", tag_key(k, v, task16))
+    for name in task.spec.schedule.calendars:
+        txn.delete("calendar_refs", calendar_ref_key(name, task16))
+    if due_of(task):
+        txn.delete("due", due_key(due_of(task), task16))
+
+
 __all__ = [
     "META_EPOCH",
     "META_LAST_APPLIED",
@@ -135,6 +148,7 @@ __all__ = [
     "priority_rank",
     "put_task",
     "read_epoch",
+    "remove_task",
     "state_key",
     "tag_key",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cronraft.proto.v1 import common_pb2
 from cronraft.raft import logs
-from cronraft.raft.codec import make_id
+from cronraft.raft.codec import id_bytes, make_id
 from cronraft.raft.kv import MemKV
 
 T0 = 1_767_225_600_000
@@ -71,7 +71,25 @@ def test_logs_older_than_the_retention_are_pruned() -> None:
     with kv.write() as txn:
         logs.append(txn, ex, ex.token, stream=logs.STDOUT, data=b"old", now_ms=T0)
     with kv.write() as txn:
-        logs.prune(txn, T0 + 1)
+        assert logs.prune(txn, T0, limit=10) == 0  # not older than T0
+        assert logs.prune(txn, T0 + 1, limit=10) == 1
     with kv.read() as txn:
         assert logs.read(txn, ex.execution_id, 1, logs.STDOUT, offset=0, max_bytes=100)[0] == b""
         assert list(txn.scan("logs_by_time")) == []
+        assert list(txn.scan("logs_size")) == []
+
+
+def test_delete_removes_every_piece_and_index_entry() -> None:
+    kv = MemKV()
+    ex = _ex()
+    with kv.write() as txn:
+        logs.append(txn, ex, ex.token, stream=logs.STDOUT, data=b"out", now_ms=T0)
+        logs.append(txn, ex, ex.token, stream=logs.STDERR, data=b"err", now_ms=T0 + 5)
+        ex.attempt, ex.token.index = 2, 11
+        logs.append(txn, ex, ex.token, stream=logs.STDOUT, data=b"again", now_ms=T0 + 9)
+    with kv.read() as txn:
+        assert len(list(txn.scan("logs_by_time"))) == 1  # one entry per execution: its first piece
+    with kv.write() as txn:
+        logs.delete(txn, id_bytes(ex.execution_id))
+    with kv.read() as txn:
+        assert all(list(txn.scan(db)) == [] for db in ("logs", "logs_size", "logs_by_time"))

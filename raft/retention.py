@@ -1,0 +1,411 @@
+"""Retention: what the state machine deletes, and when (pure and deterministic, like all of apply).
+
+Nothing here reads a clock or the configuration: the cluster-wide defaults arrive in each `Prune`
+command (the leader's `[retention]` table), the time is the command's stamped time, and every decision
+depends only on the stored state and the command. So every replica deletes exactly the same records.
+
+- `delete_execution` is the one helper that removes an execution with every index entry that names it:
+  `execs`, `fires`, `active`, `pending`, `running`, `buffered`, its output log (`logs`, `logs_size`,
+  `logs_by_time`), its dead letter (`dlq`, `dlq_by_task`) and the fire-ledger record that points to it
+  (`ledger`, `ledger_count`). The dedup table (`requests`) keeps its answers, as it does for any command
+  (a retried request must get the same answer), until they age out after a day.
+- `delete_task` (the DeleteTask command) removes a task, its indexes and its history; a history longer
+  than one command's budget is finished by the next Prune commands (the task is marked "doomed" in meta).
+- `prune` (the Prune command) is one bounded step of retention: first the doomed tasks, then output logs
+  past their age, then a sweep of the tasks from a cursor kept in meta, visiting at most `max_visits`
+  tasks and deleting at most `max_deletes` records. Per task: executions beyond the task's count or past
+  their age (never an active one), fire-ledger records past their age, and the task itself once it has
+  ended (completed or cancelled, nothing active) for longer than its ended-task age.
+- `trim_on_fire` keeps a task within its count as it fires, so that a task firing often does not wait
+  for the sweep to come round (at most `TRIM_PER_FIRE` deletions per new execution).
+
+Each `Retention` field of a task's spec overrides the cluster default: 0 takes the default, a negative
+value means no limit. A default of 0 means no limit. "The newest executions" are those with the latest
+nominal times (a backfill's runs count as old); an execution's age runs from when it ended.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cronraft.proto.v1 import commands_pb2, common_pb2
+from cronraft.raft import firing, logs, retry
+from cronraft.raft.codec import from_u64, id_bytes, u64
+from cronraft.raft.kv import Txn
+from cronraft.raft.records import Rejected, fire_key, get_task, pending_key, remove_task
+
+Task = common_pb2.Task
+Execution = common_pb2.Execution
+
+# Meta keys (the "meta" sub-database): the defaults of the last Prune (read by `trim_on_fire`), the
+# sweep's cursor (the last task visited), and one key per deleted task whose history is still being
+# deleted.
+META_POLICY = b"retention"
+META_CURSOR = b"prune_cursor"
+META_DOOMED = b"doomed:"
+# Bounds on the work of one command, whatever the command asks.
+MAX_PRUNE_DELETES = 10_000
+MAX_PRUNE_VISITS = 100_000
+DELETE_TASK_BUDGET = 1_000  # executions a DeleteTask deletes itself; Prune commands delete the rest
+TRIM_PER_FIRE = 2
+TRIM_SCAN = 16  # executions of a task looked at per trim (active ones are skipped, not counted)
+
+_TERMINAL = frozenset(
+    {
+        common_pb2.EXECUTION_SUCCEEDED,
+        common_pb2.EXECUTION_FAILED,
+        common_pb2.EXECUTION_TIMED_OUT,
+        common_pb2.EXECUTION_CANCELLED,
+        common_pb2.EXECUTION_LOST,
+        common_pb2.EXECUTION_EXPIRED,
+    }
+)
+_ENDED = frozenset({common_pb2.TASK_COMPLETED, common_pb2.TASK_CANCELLED})
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The limits that apply to one task (0: no limit)."""
+
+    keep_executions: int
+    execution_max_age_ms: int
+    ended_task_max_age_ms: int
+
+
+def _pick(own: int, default: int) -> int:
+    if own > 0:
+        return own
+    return 0 if own < 0 else max(0, default)
+
+
+def limits(task: Task, defaults: commands_pb2.RetentionPolicy) -> Limits:
+    """The task's own limits where it sets them, the cluster's defaults elsewhere."""
+    r = task.spec.retention
+    return Limits(
+        keep_executions=_pick(r.keep_executions, defaults.keep_executions),
+        execution_max_age_ms=_pick(r.execution_max_age_ms, defaults.execution_max_age_ms),
+        ended_task_max_age_ms=_pick(r.ended_task_max_age_ms, defaults.ended_task_max_age_ms),
+    )
+
+
+def read_policy(txn: Txn) -> commands_pb2.RetentionPolicy:
+    """The defaults of the last Prune applied (no limit before the first one)."""
+    policy = commands_pb2.RetentionPolicy()
+    raw = txn.get("meta", META_POLICY)
+    if raw is not None:
+        policy.ParseFromString(raw)
+    return policy
+
+
+class Budget:
+    """How many more records one command may delete."""
+
+    def __init__(self, n: int) -> None:
+        self.left = n
+
+    def take(self) -> bool:
+        if self.left <= 0:
+            return False
+        self.left -= 1
+        return True
+
+    @property
+    def spent(self) -> bool:
+        return self.left <= 0
+
+
+# --------------------------------------------------------------------------------------- deletion
+
+
+def delete_execution(txn: Txn, ex: Execution) -> None:
+    """Remove `ex` and every index entry that names it (see the module docstring). The caller keeps the
+    task's `stored_executions` in step, and tells the leader when `ex` was active."""
+    exec16 = id_bytes(ex.execution_id)
+    task16 = id_bytes(ex.task_id)
+    key = fire_key(task16, ex.nominal_time_ms)
+    if txn.get("fires", key) == exec16:
+        txn.delete("fires", key)
+    txn.delete("execs", exec16)
+    txn.delete("active", firing.active_key(task16, exec16))
+    txn.delete("running", exec16)
+    txn.delete("buffered", firing.buffered_key(task16, ex.nominal_time_ms, exec16))
+    txn.delete("pending", pending_key(ex, exec16))
+    retry.take_dead_letter(txn, ex.execution_id)
+    logs.delete(txn, exec16)
+    ledger = firing.ledger_key(task16, ex.nominal_time_ms)
+    raw = txn.get("ledger", ledger)
+    if raw is not None:
+        rec = common_pb2.FireRecord()
+        rec.ParseFromString(raw)
+        if rec.execution_id == ex.execution_id:
+            txn.delete("ledger", ledger)
+            _ledger_count_add(txn, task16, -1)
+
+
+def _ledger_count_add(txn: Txn, task16: bytes, n: int) -> None:
+    raw = txn.get("ledger_count", task16)
+    if raw is None:
+        return
+    count = max(0, from_u64(raw) + n)
+    txn.put("ledger_count", task16, u64(count))
+
+
+def _oldest(txn: Txn, task16: bytes, limit: int) -> list[Execution]:
+    """Up to `limit` of the task's executions, oldest nominal time first. A `fires` entry whose execution
+    is missing is dropped on the way (it names nothing)."""
+    out: list[Execution] = []
+    for key, exec16 in txn.scan("fires", task16, firing.prefix_end(task16)):
+        raw = txn.get("execs", exec16)
+        if raw is None:
+            txn.delete("fires", key)
+            continue
+        e = Execution()
+        e.ParseFromString(raw)
+        out.append(e)
+        if len(out) >= limit:
+            break
+    return out
+
+
+def _delete_history(txn: Txn, task16: bytes, budget: Budget) -> tuple[int, bool]:
+    """Delete a removed task's executions, oldest first, then its fire ledger, within `budget`.
+    Returns (executions deleted, whether nothing is left)."""
+    deleted = 0
+    while batch := _oldest(txn, task16, 256):
+        for ex in batch:
+            if not budget.take():
+                return deleted, False
+            delete_execution(txn, ex)
+            deleted += 1
+    firing.drop_ledger(txn, task16)  # at most about firing.LEDGER_PER_TASK records
+    return deleted, True
+
+
+# -------------------------------------------------------------------------------------- DeleteTask
+
+
+def delete_task(
+    txn: Txn, task_id: str, *, force: bool, now_ms: int, result: commands_pb2.CommandResult
+) -> Task:
+    """The DeleteTask command (see commands.proto); returns the task as it was."""
+    task16 = id_bytes(task_id, field="task_id")
+    task = get_task(txn, task16)
+    active = firing.active_executions(txn, task16)
+    running = [e for e in active if e.state == common_pb2.EXECUTION_RUNNING]
+    if running and not force:
+        e = running[0]
+        more = f" (and {len(running) - 1} more)" if len(running) > 1 else ""
+        raise Rejected(
+            "running",
+            f"task {task_id} has a running execution {e.execution_id} (attempt {e.attempt} on worker "
+            f"{e.worker_id or '?'}){more}: cancel it first (schedctl execution cancel {e.execution_id}) "
+            "and delete once it ended, or delete with force, which terminates it",
+        )
+    # Every check is done: from here on, only writes.
+    for ex in active:
+        if ex.state == common_pb2.EXECUTION_RUNNING:
+            result.cancels.append(
+                commands_pb2.CancelRequest(execution_id=ex.execution_id, token=ex.token, worker_id=ex.worker_id)
+            )
+        delete_execution(txn, ex)
+        gone = Execution()
+        gone.CopyFrom(ex)
+        gone.state = common_pb2.EXECUTION_CANCELLED  # for the leader: its lease, slot or queue place go
+        gone.error = "deleted with its task"
+        gone.completed_at_ms = now_ms
+        result.executions.append(gone)
+    remove_task(txn, task16, task)
+    deleted, done = _delete_history(txn, task16, Budget(DELETE_TASK_BUDGET))
+    if not done:
+        txn.put("meta", META_DOOMED + task16, b"")
+    result.pruned.executions = len(active) + deleted
+    result.pruned.tasks = 1
+    result.pruned.more = not done
+    return task
+
+
+# ------------------------------------------------------------------------------------------- Prune
+
+
+def prune(txn: Txn, p: commands_pb2.Prune, now_ms: int, report: commands_pb2.PruneReport) -> None:
+    """One bounded step of retention (see the module docstring)."""
+    if read_policy(txn) != p.defaults:
+        txn.put("meta", META_POLICY, p.defaults.SerializeToString())
+    budget = Budget(min(p.max_deletes or 1, MAX_PRUNE_DELETES))
+    _finish_doomed(txn, budget, report)
+    if p.defaults.log_max_age_ms > 0 and not budget.spent:
+        report.logs += logs.prune(txn, now_ms - p.defaults.log_max_age_ms + 1, limit=budget.left)
+        budget.left -= report.logs
+    if not budget.spent:
+        _sweep(txn, p, now_ms, budget, report)
+    report.more = budget.spent
+
+
+def _finish_doomed(txn: Txn, budget: Budget, report: commands_pb2.PruneReport) -> None:
+    doomed = [k for k, _ in txn.scan("meta", META_DOOMED, META_DOOMED + b"\xff" * 17)]
+    for key in doomed:
+        if budget.spent:
+            return
+        deleted, done = _delete_history(txn, key[len(META_DOOMED) :], budget)
+        report.executions += deleted
+        if done:
+            txn.delete("meta", key)
+
+
+def _sweep(
+    txn: Txn, p: commands_pb2.Prune, now_ms: int, budget: Budget, report: commands_pb2.PruneReport
+) -> None:
+    cursor = txn.get("meta", META_CURSOR) or b""
+    visits = min(p.max_visits or 1, MAX_PRUNE_VISITS)
+    start = cursor + b"\0" if cursor else b""
+    last = cursor
+    wrapped = True  # the scan reached the end of the tasks: the next sweep starts over
+    for task16, raw in txn.scan("tasks", start):
+        if report.visited >= visits or budget.spent:
+            wrapped = False
+            break
+        report.visited += 1
+        task = Task()
+        task.ParseFromString(raw)
+        if not _visit(txn, task16, task, limits(task, p.defaults), now_ms, budget, report):
+            wrapped = False  # the budget ran out inside this task: resume with it
+            break
+        last = task16
+    txn.put("meta", META_CURSOR, b"" if wrapped else last)
+
+
+def _visit(
+    txn: Txn,
+    task16: bytes,
+    task: Task,
+    lim: Limits,
+    now_ms: int,
+    budget: Budget,
+    report: commands_pb2.PruneReport,
+) -> bool:
+    """Apply the task's limits; False if the budget ran out before it was done."""
+    if task.state in _ENDED and lim.ended_task_max_age_ms:
+        ended_at = max(task.updated_at_ms, task.last_finished_ms)
+        idle = not any(True for _ in txn.scan("active", task16, firing.prefix_end(task16)))
+        if ended_at + lim.ended_task_max_age_ms <= now_ms and idle:
+            if not budget.take():
+                return False
+            remove_task(txn, task16, task)
+            report.tasks += 1
+            deleted, done = _delete_history(txn, task16, budget)
+            report.executions += deleted
+            if not done:
+                txn.put("meta", META_DOOMED + task16, b"")
+            return True  # the task is gone; Prune commands finish its history (doomed)
+    deleted, done = _trim(txn, task16, task, lim, now_ms, budget, scan_limit=budget.left + TRIM_SCAN)
+    if deleted:
+        report.executions += deleted
+        task.stored_executions = max(0, task.stored_executions - deleted)
+        txn.put("tasks", task16, task.SerializeToString())  # no index changes: the counter only
+    if not done:
+        return False
+    if lim.execution_max_age_ms:
+        n, done = _prune_ledger_by_age(txn, task16, now_ms - lim.execution_max_age_ms + 1, budget)
+        report.ledger_records += n
+    return done
+
+
+def _expired(ex: Execution, lim: Limits, now_ms: int) -> bool:
+    ended = ex.completed_at_ms or ex.fired_at_ms
+    return bool(lim.execution_max_age_ms) and ended + lim.execution_max_age_ms <= now_ms
+
+
+def _trim(
+    txn: Txn,
+    task16: bytes,
+    task: Task,
+    lim: Limits,
+    now_ms: int,
+    budget: Budget,
+    *,
+    scan_limit: int,
+) -> tuple[int, bool]:
+    """Delete the task's oldest executions while it holds more than its count, or while they are past
+    their age; active ones are kept and passed over. Returns (deleted, False if the budget ran out)."""
+    if not lim.keep_executions and not lim.execution_max_age_ms:
+        return 0, True
+    deleted = 0
+    scanned = 0
+    for key, exec16 in txn.scan("fires", task16, firing.prefix_end(task16)):
+        if scanned >= scan_limit:
+            break
+        scanned += 1
+        raw = txn.get("execs", exec16)
+        if raw is None:
+            txn.delete("fires", key)
+            continue
+        ex = Execution()
+        ex.ParseFromString(raw)
+        if ex.state not in _TERMINAL:
+            continue
+        over = bool(lim.keep_executions) and task.stored_executions - deleted > lim.keep_executions
+        if not over and not _expired(ex, lim, now_ms):
+            break  # the oldest ended execution it keeps: the newer ones are kept too
+        if not budget.take():
+            return deleted, False
+        delete_execution(txn, ex)
+        deleted += 1
+    return deleted, True
+
+
+def _prune_ledger_by_age(txn: Txn, task16: bytes, before_ms: int, budget: Budget) -> tuple[int, bool]:
+    """Delete the task's fire-ledger records of nominal times before `before_ms`, within `budget`."""
+    if before_ms <= 0:
+        return 0, True
+    doomed = []
+    done = True
+    for key, _ in txn.scan("ledger", task16, firing.ledger_key(task16, before_ms)):
+        if len(doomed) >= budget.left:
+            done = False
+            break
+        doomed.append(key)
+    for key in doomed:
+        budget.take()
+        txn.delete("ledger", key)
+    if doomed:
+        _ledger_count_add(txn, task16, -len(doomed))
+    return len(doomed), done
+
+
+# ------------------------------------------------------------------------------------ at each fire
+
+
+def trim_on_fire(txn: Txn, task16: bytes, task: Task) -> int:
+    """Called when `task` got a new execution (its `stored_executions` already counts it): delete its
+    oldest ended executions beyond its count, at most TRIM_PER_FIRE of them (and `stored_executions`
+    with them). Returns how many."""
+    lim = limits(task, read_policy(txn))
+    if not lim.keep_executions or task.stored_executions <= lim.keep_executions:
+        return 0
+    deleted = 0
+    for ex in _oldest(txn, task16, TRIM_SCAN):
+        if task.stored_executions <= lim.keep_executions or deleted >= TRIM_PER_FIRE:
+            break
+        if ex.state in _TERMINAL:
+            delete_execution(txn, ex)
+            task.stored_executions -= 1
+            deleted += 1
+    return deleted
+
+
+__all__ = [
+    "DELETE_TASK_BUDGET",
+    "MAX_PRUNE_DELETES",
+    "MAX_PRUNE_VISITS",
+    "META_CURSOR",
+    "META_DOOMED",
+    "META_POLICY",
+    "Budget",
+    "Limits",
+    "delete_execution",
+    "delete_task",
+    "limits",
+    "prune",
+    "read_policy",
+    "trim_on_fire",
+]
