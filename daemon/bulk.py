@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from cronraft import errors
 from cronraft.daemon.runner import new_id
 from cronraft.proto.v1 import commands_pb2, common_pb2, scheduler_pb2
+from cronraft.raft import quota
 from cronraft.raft.handlers import MAX_IMPORT_BATCH
 
 if TYPE_CHECKING:
@@ -95,13 +96,15 @@ class BulkImport:
                 raise errors.InvalidArgument(
                     f"{where}.specs[{i}].{e.field.removeprefix('spec.')}", e.problem
                 ) from None
+        with self.node.kv.read() as txn:
+            quota.check_tasks(txn, self.node.limits, count)  # apply checks it again (batches in flight)
         now = self.node.clock.now_ms()
         body = commands_pb2.ImportTasks(
             first_task_id=new_id(now),
             report_due_until_ms=now + 2 * self.node.settings.horizon_ms,
         )
         body.specs.extend(request.specs)
-        return commands_pb2.Command(request_id=rid, stamped_at_ms=now, import_tasks=body)
+        return commands_pb2.Command(request_id=rid, stamped_at_ms=now, limits=self.node.limits, import_tasks=body)
 
     async def _propose(self, number: int, cmd: commands_pb2.Command) -> None:
         try:
@@ -110,6 +113,8 @@ class BulkImport:
                 field, sep, problem = res.error.partition(": ")
                 if res.error_code == "invalid_argument" and sep:
                     raise errors.InvalidArgument(f"batches[{number}].{field}", problem)
+                if res.error_code == "resource_exhausted":
+                    raise errors.ResourceExhausted(f"batches[{number}]: {res.error}")
                 if res.error_code == "internal":  # as in servicers._RESULT_ERRORS
                     raise errors.InternalError(
                         f"batches[{number}]: the command failed when applied and changed nothing: {res.error}"

@@ -44,6 +44,7 @@ __all__ = [
     "Durability",
     "LogConfig",
     "LogFormat",
+    "LimitsConfig",
     "LogLevel",
     "Member",
     "MetricsConfig",
@@ -124,6 +125,19 @@ class SchedulerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """Quotas ([limits]; raft.quota): the leader stamps the four stored-object limits into the commands
+    that create something, and every replica enforces those. Finite, generous defaults."""
+
+    max_tasks: int = 20_000_000  # tasks stored in the cluster
+    max_calendars: int = 10_000  # calendars stored in the cluster
+    max_pending_per_task: int = 10_000  # executions of one task not yet ended (pending, buffered, running)
+    max_executions_per_task: int = 1_000_000  # executions of one task stored (retention keeps fewer)
+    # Calls (worker streams among them) one node serves at once; more are refused RESOURCE_EXHAUSTED.
+    max_concurrent_rpcs: int = 50_000
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     level: LogLevel = "info"
     format: LogFormat = "console"
@@ -153,6 +167,7 @@ class Config:
     notify_targets: tuple[common_pb2.NotifyTarget, ...] = ()  # global notification targets
     clock: ClockConfig = ClockConfig()
     metrics: MetricsConfig = MetricsConfig()
+    limits: LimitsConfig = LimitsConfig()
     source: str = field(default="<embedded default>", compare=False)  # where it was loaded from
 
     @property
@@ -212,7 +227,10 @@ def config_from_dict(
     """Validate a parsed TOML document; `source` names it in error messages."""
     env = os.environ if environ is None else environ
     root = _Table(
-        data, "", source, ("node", "cluster", "raft", "scheduler", "log", "notify", "clock", "metrics")
+        data,
+        "",
+        source,
+        ("node", "cluster", "raft", "scheduler", "log", "notify", "clock", "metrics", "limits"),
     )
     cluster_t = root.table("cluster", ("secret_env", "secret_file", "secret", "durability", "members"))
     members = _members(cluster_t)
@@ -233,6 +251,7 @@ def config_from_dict(
         notify_targets=_notify(root.table("notify", ("targets",))),
         clock=_clock(root.table("clock", _field_names(ClockConfig))),
         metrics=_metrics(root.table("metrics", _field_names(MetricsConfig))),
+        limits=_limits(root.table("limits", _field_names(LimitsConfig))),
         source=source,
     )
 
@@ -577,6 +596,22 @@ def _clock(t: _Table) -> ClockConfig:
             d.max_offset_ms,
             100,
             why="below 100 ms network noise on the probes could make a healthy leader step down",
+        ),
+    )
+
+
+def _limits(t: _Table) -> LimitsConfig:
+    d = LimitsConfig()
+    return LimitsConfig(
+        max_tasks=t.integer("max_tasks", d.max_tasks, 1),
+        max_calendars=t.integer("max_calendars", d.max_calendars, 1),
+        max_pending_per_task=t.integer("max_pending_per_task", d.max_pending_per_task, 1),
+        max_executions_per_task=t.integer("max_executions_per_task", d.max_executions_per_task, 1),
+        max_concurrent_rpcs=t.integer(
+            "max_concurrent_rpcs",
+            d.max_concurrent_rpcs,
+            100,
+            why="every connected worker holds one call (its stream), and clients need room too",
         ),
     )
 

@@ -78,6 +78,10 @@ class LeaderSettings:
     # fires per second, fire up to `stage_lead_ms` ahead instead. 0: never more than `fire_lead_ms`.
     stage_lead_ms: int = 0
     stage_rate: int = 2_000
+    # Quotas of a task's executions ([limits]; raft.quota), stamped into each Fire (0: none). A fire over
+    # one creates no execution (the ledger says skipped_limit) and the schedule goes on.
+    max_pending_per_task: int = 0
+    max_executions_per_task: int = 0
 
 
 @dataclass
@@ -184,6 +188,14 @@ class LeaderCore:
         self.outgoing: list[tuple[str, worker_pb2.GatewayMessage]] = []
         self._retry: list[Command] = []  # commands to propose again after a failed proposal
         self._txn: Txn | None = None  # the read transaction shared by a batch's lookups (`_reading`)
+        self._fire_limits = (
+            commands_pb2.Limits(
+                max_pending_per_task=settings.max_pending_per_task,
+                max_executions_per_task=settings.max_executions_per_task,
+            )
+            if settings.max_pending_per_task or settings.max_executions_per_task
+            else None
+        )
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -587,6 +599,7 @@ class LeaderCore:
         cmds = [
             Command(
                 stamped_at_ms=now_ms,
+                limits=self._fire_limits,
                 fire=commands_pb2.Fire(
                     task_id=task_id,
                     nominal_time_ms=task.next_fire_ms,

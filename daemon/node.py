@@ -129,6 +129,16 @@ class Node:
             fire_lead_ms=s.fire_lead_ms,
             stage_lead_ms=s.stage_lead_ms,
             stage_rate=s.stage_rate,
+            max_pending_per_task=config.limits.max_pending_per_task,
+            max_executions_per_task=config.limits.max_executions_per_task,
+        )
+        # The quotas stamped into every client write this node proposes as leader (raft.quota).
+        lim = config.limits
+        self.limits = commands_pb2.Limits(
+            max_tasks=lim.max_tasks,
+            max_calendars=lim.max_calendars,
+            max_pending_per_task=lim.max_pending_per_task,
+            max_executions_per_task=lim.max_executions_per_task,
         )
 
     # --------------------------------------------------------------------------------- lifecycle

@@ -36,7 +36,7 @@ from cronraft.proto.v1 import (
     worker_pb2,
     worker_pb2_grpc,
 )
-from cronraft.raft import logs, retry
+from cronraft.raft import logs, quota, retry
 from cronraft.raft import state as sm
 from cronraft.raft.firing import check_calendar, preview_stored
 from cronraft.raft.schedule import MAX_INSTANT_MS
@@ -58,6 +58,7 @@ _T = TypeVar("_T")
 
 _RESULT_ERRORS: dict[str, Callable[[str], errors.CronraftError]] = {
     "not_found": errors.NotFound,
+    "resource_exhausted": errors.ResourceExhausted,  # a quota (raft.quota): the message names it
     "invalid_argument": lambda msg: errors.InvalidArgument(*_split_field(msg)),
     # A handler raised something unexpected (raft.state): INTERNAL, not INVALID_ARGUMENT, because
     # nothing says the request was wrong; the reason is passed on, and nothing was applied.
@@ -126,10 +127,13 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         spec = common_pb2.TaskSpec()
         spec.CopyFrom(request.spec)
         _stamp_defaults(spec, node)
+        with node.kv.read() as txn:
+            quota.check_tasks(txn, node.limits)  # apply checks it again, with the same limits
         now = node.clock.now_ms()
         cmd = commands_pb2.Command(
             request_id=_request_id(request.request_id, "create"),
             stamped_at_ms=now,
+            limits=node.limits,
             create_task=commands_pb2.CreateTask(task_id=new_id(now), spec=spec),
         )
         (res,) = await node.propose([cmd])
@@ -244,11 +248,23 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             if given or name in _ID_REQUIRED.get(kind, ()):
                 check_id(given, name)
         cmd = commands_pb2.Command(
-            request_id=_request_id(request_id, kind), stamped_at_ms=node.clock.now_ms(), **body
+            request_id=_request_id(request_id, kind),
+            stamped_at_ms=node.clock.now_ms(),
+            limits=node.limits,
+            **body,
         )
         (res,) = await node.propose([cmd])
         _check_result(res)
         return res
+
+    def _check_room(self, task_id: str) -> None:
+        """The task's quotas allow one more execution (raft.quota; apply checks it again)."""
+        check_id(task_id, "task_id")
+        with self.node.kv.read() as txn:
+            task = sm.read_task(txn, task_id)
+            refusal = None if task is None else quota.execution_refusal(txn, self.node.limits, task)
+        if refusal is not None:
+            raise refusal
 
     async def UpdateTask(
         self, request: scheduler_pb2.UpdateTaskRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -286,6 +302,8 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         self, request: scheduler_pb2.TriggerTaskRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> common_pb2.Execution:
         async def run() -> common_pb2.Execution:
+            self.node.leader_runner()
+            self._check_room(request.task_id)
             body = commands_pb2.TriggerTask(
                 task_id=request.task_id, execution_id=new_id(self.node.clock.now_ms())
             )
@@ -302,6 +320,8 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         async def run() -> scheduler_pb2.BackfillTaskResponse:
             if request.max_fires < 0 or request.max_fires > 1000:
                 raise errors.InvalidArgument("max_fires", "must be between 0 and 1000")
+            self.node.leader_runner()
+            self._check_room(request.task_id)
             body = commands_pb2.BackfillTask(
                 task_id=request.task_id,
                 from_ms=request.from_ms,
@@ -465,6 +485,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             # keeps a calendar it would refuse out of the log.
             with self.node.kv.read() as txn:
                 check_calendar(txn, request.calendar)
+                quota.check_calendar(txn, self.node.limits, request.calendar.name)
             body = commands_pb2.PutCalendar(calendar=request.calendar)
             return (await self._write("calendar", request.request_id, put_calendar=body)).calendar
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from cronraft.errors import InvalidArgument
 from cronraft.proto.v1 import commands_pb2, common_pb2
-from cronraft.raft import deps, firing, logs, retention, retry, schedule
+from cronraft.raft import deps, firing, logs, quota, retention, retry, schedule
 from cronraft.raft.codec import id_bytes, id_text
 from cronraft.raft.kv import Txn
 from cronraft.raft.records import (
@@ -63,6 +63,8 @@ class Ctx:
     _ids: int = 0
     # Audit events of this command (raft.audit), or None when nobody collects them (one branch each).
     events: list[dict[str, Any]] | None = None
+    # The quotas the proposing leader stamped into the command (raft.quota), or None: no quota.
+    limits: commands_pb2.Limits | None = None
 
     def new_id(self) -> str:
         self._ids += 1
@@ -123,6 +125,7 @@ def create_task(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     c = cmd.create_task
     task16 = id_bytes(c.task_id, field="task_id")
     _check_new_task(ctx, c.task_id, task16, c.spec)
+    quota.check_tasks(ctx.txn, ctx.limits)
     ctx.result.task.CopyFrom(_put_new_task(ctx, c.task_id, task16, c.spec))
 
 
@@ -151,6 +154,7 @@ def import_tasks(ctx: Ctx, cmd: commands_pb2.Command) -> None:
             message = f"{_item_field(i, field)}: {problem}" if sep else f"specs[{i}]: {r}"
             raise Rejected(r.code, message) from None
         items.append((task_id, task16, spec))
+    quota.check_tasks(ctx.txn, ctx.limits, len(items))
     for task_id, task16, spec in items:
         task = _put_new_task(ctx, task_id, task16, spec)
         if task.state == common_pb2.TASK_SCHEDULED and 0 < firing.due_of(task) < c.report_due_until_ms:
@@ -304,7 +308,8 @@ def _unfire_held(ctx: Ctx, task16: bytes, task: Task) -> None:
             txn.delete("running", exec16)
         elif ex.state == common_pb2.EXECUTION_PENDING:
             txn.delete("pending", pending_key(ex, exec16))
-        txn.delete("active", firing.active_key(task16, exec16))
+        if txn.delete("active", firing.active_key(task16, exec16)):
+            quota.deactivated(txn, task16)
         txn.delete("fires", fire_key(task16, ex.nominal_time_ms))
         txn.delete("execs", exec16)
         firing.record(
@@ -506,6 +511,12 @@ def start_execution(
     txn = ctx.txn
     task16 = id_bytes(task.task_id)
     exec16 = id_bytes(execution_id, field="execution_id")
+    refusal = quota.execution_refusal(txn, ctx.limits, task)
+    if refusal is not None:
+        # A scheduled fire over a quota creates no execution and the schedule goes on (a client's
+        # trigger or backfill is refused before it gets here).
+        firing.record(txn, task16, nominal, common_pb2.SKIPPED_LIMIT, ctx.now, reason=str(refusal)[:500])
+        return None
     policy = task.spec.overlap or common_pb2.OVERLAP_ALLOW_ALL
     # Only the other policies look at the active executions: allow_all (the default) skips the scan.
     active = firing.active_executions(txn, task16) if policy != common_pb2.OVERLAP_ALLOW_ALL else []
@@ -565,6 +576,7 @@ def start_execution(
     txn.put("execs", exec16, ex.SerializeToString())
     txn.put("fires", fire_key(task16, nominal), exec16)
     txn.put("active", firing.active_key(task16, exec16), b"")
+    quota.activated(txn, task16)
     if state == common_pb2.EXECUTION_BUFFERED:
         txn.put("buffered", firing.buffered_key(task16, nominal, exec16), b"")
     else:
@@ -601,6 +613,9 @@ def trigger_task(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         raise Rejected("invalid_state", f"task {t.task_id} is cancelled")
     if ctx.txn.get("fires", fire_key(task16, ctx.now)) is not None:
         raise Rejected("already_fired", f"task {t.task_id} already fired at {ctx.now}")
+    refusal = quota.execution_refusal(ctx.txn, ctx.limits, old)
+    if refusal is not None:
+        raise refusal
     task = Task()
     task.CopyFrom(old)
     task.version = ctx.index
@@ -645,6 +660,11 @@ def backfill_task(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         steps += 1
         seen = ctx.txn.get("ledger", firing.ledger_key(task16, nominal)) is not None
         if not seen and ctx.txn.get("fires", fire_key(task16, nominal)) is None:
+            refusal = quota.execution_refusal(ctx.txn, ctx.limits, task)
+            if refusal is not None:
+                if not created:
+                    raise refusal
+                break  # what is left has no outcome yet: a later backfill may fire it
             ex = start_execution(
                 ctx,
                 task,
@@ -678,7 +698,8 @@ def finish(ctx: Ctx, ex: Execution, state: int, error: str = "") -> None:
         txn.delete("running", exec16)
     elif ex.state == common_pb2.EXECUTION_BUFFERED:
         txn.delete("buffered", firing.buffered_key(task16, ex.nominal_time_ms, exec16))
-    txn.delete("active", firing.active_key(task16, exec16))
+    if txn.delete("active", firing.active_key(task16, exec16)):
+        quota.deactivated(txn, task16)
     ex.state = common_pb2.ExecutionState.ValueType(state)
     if error:
         ex.error = error[:4096]
@@ -998,6 +1019,13 @@ def redrive_dead_letters(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     limit = min(r.limit or 100, 1000)
     ids = list(r.execution_ids) or retry.dead_letter_ids(ctx.txn, r.task_id, limit)
     for execution_id in ids[:limit]:
+        if ctx.limits is not None and ctx.txn.get("dlq", id_bytes(execution_id, field="execution_ids")):
+            ex = get_execution(ctx.txn, id_bytes(execution_id))
+            refusal = quota.execution_refusal(ctx.txn, ctx.limits, _task_of(ctx, ex), new=False)
+            if refusal is not None:
+                if not ctx.result.executions:
+                    raise refusal
+                break  # those left stay dead letters
         letter = retry.take_dead_letter(ctx.txn, execution_id)
         if letter is None:
             continue
@@ -1014,6 +1042,7 @@ def redrive_dead_letters(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         ex.completed_at_ms = 0
         ctx.txn.put("execs", exec16, ex.SerializeToString())
         ctx.txn.put("active", firing.active_key(task16, exec16), b"")
+        quota.activated(ctx.txn, task16)
         ctx.txn.put("pending", pending_key(ex, exec16), b"")
         letter.redriven_as = execution_id
         ctx.result.dead_letters.append(letter)
@@ -1055,6 +1084,7 @@ def put_calendar(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     c = common_pb2.Calendar()
     c.CopyFrom(cmd.put_calendar.calendar)
     firing.check_calendar(ctx.txn, c)  # the leader ran the same check before proposing
+    quota.check_calendar(ctx.txn, ctx.limits, c.name)
     old = firing.read_calendar(ctx.txn, c.name)
     c.version = ctx.index
     c.updated_at_ms = ctx.now

@@ -7,6 +7,8 @@ sorted in-memory lists for fast unit and simulation tests. Both give the same co
 - `KV.write()` is a context manager yielding a `Txn`; its effects become visible atomically when the
   block exits normally and are discarded when it raises. Only one write transaction runs at a time.
 - `KV.read()` yields a read-only `Txn` on a consistent snapshot; `put`/`delete` on it raise.
+- `count(db)` is the number of keys in a database as this transaction sees it, in O(1) (the quotas on
+  tasks and calendars read it: raft.quota).
 - Keys and values are bytes; `scan(db, start, end)` yields `(key, value)` with `start <= key < end`
   (`end=None`: to the end of the database) in ascending byte order, or descending with `reverse=True`.
 - `Txn.savepoint()` (write transactions only) opens a nested transaction: a `Savepoint`, itself a `Txn`
@@ -60,6 +62,8 @@ class Txn(Protocol):
     def put(self, db: str, key: bytes, value: bytes) -> None: ...
 
     def delete(self, db: str, key: bytes) -> bool: ...
+
+    def count(self, db: str) -> int: ...
 
     def scan(
         self, db: str, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
@@ -136,6 +140,11 @@ class MemTxn:
         if self._child is not None:
             self._refuse()
         return self._delete(db, key)
+
+    def count(self, db: str) -> int:
+        if self._child is not None:
+            self._refuse()
+        return len(self._db(db, for_write=False).keys)
 
     def scan(
         self, db: str, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
@@ -226,6 +235,10 @@ class _MemSavepoint:
             return False
         self._undo.append((db, key, old))
         return root._delete(db, key)
+
+    def count(self, db: str) -> int:
+        self._check_usable()
+        return len(self._root._db(db, for_write=False).keys)
 
     def scan(
         self, db: str, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False

@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cronraft.proto.v1 import commands_pb2, common_pb2
-from cronraft.raft import firing, logs, retry
+from cronraft.raft import firing, logs, quota, retry
 from cronraft.raft.codec import from_u64, id_bytes, u64
 from cronraft.raft.kv import Txn
 from cronraft.raft.records import Rejected, fire_key, get_task, pending_key, remove_task
@@ -126,7 +126,8 @@ def delete_execution(txn: Txn, ex: Execution) -> None:
     if txn.get("fires", key) == exec16:
         txn.delete("fires", key)
     txn.delete("execs", exec16)
-    txn.delete("active", firing.active_key(task16, exec16))
+    if txn.delete("active", firing.active_key(task16, exec16)):
+        quota.deactivated(txn, task16)  # the task's count of executions not yet ended
     txn.delete("running", exec16)
     txn.delete("buffered", firing.buffered_key(task16, ex.nominal_time_ms, exec16))
     txn.delete("pending", pending_key(ex, exec16))

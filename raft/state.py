@@ -405,9 +405,10 @@ class StateMachine:
                 raise Rejected("unknown_command", f"unknown command {kind!r}")
             if self._fault is not None:
                 self._fault(cmd)
-            handler(
-                Ctx(txn if sp is None else sp, index, position, cmd.stamped_at_ms, res, events=events), cmd
-            )
+            ctx = Ctx(txn if sp is None else sp, index, position, cmd.stamped_at_ms, res, events=events)
+            if cmd.HasField("limits"):
+                ctx.limits = cmd.limits
+            handler(ctx, cmd)
         except Rejected as r:
             res = CommandResult(applied=False, error_code=r.code, error=str(r))
         except InvalidArgument as e:

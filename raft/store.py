@@ -167,6 +167,12 @@ class LmdbTxn:
         except lmdb.Error as exc:
             raise _storage_error(exc) from exc
 
+    def count(self, db: str) -> int:
+        try:
+            return int(self._txn.stat(self._db(db))["entries"])
+        except lmdb.Error as exc:
+            raise _storage_error(exc) from exc
+
     def savepoint(self) -> Savepoint:
         if not self._writable:
             raise PermissionError("read-only transaction")
