@@ -104,7 +104,9 @@ class BulkImport:
             report_due_until_ms=now + 2 * self.node.settings.horizon_ms,
         )
         body.specs.extend(request.specs)
-        return commands_pb2.Command(request_id=rid, stamped_at_ms=now, limits=self.node.limits, import_tasks=body)
+        return commands_pb2.Command(
+            request_id=rid, stamped_at_ms=now, limits=self.node.limits, import_tasks=body
+        )
 
     async def _propose(self, number: int, cmd: commands_pb2.Command) -> None:
         try:

@@ -18,7 +18,7 @@ from cronraft.daemon.bulk import BulkImport
 from cronraft.daemon.config import SchedulerConfig
 from cronraft.daemon.leader import LeaderSettings
 from cronraft.daemon.servicers import _request_id, _stamp_defaults
-from cronraft.errors import InvalidArgument
+from cronraft.errors import InvalidArgument, ResourceExhausted
 from cronraft.proto.v1 import commands_pb2, common_pb2, scheduler_pb2
 from cronraft.raft import state as sm
 from cronraft.raft.codec import encode_batch, id_bytes, id_text, make_id
@@ -175,6 +175,7 @@ class MiniNode:
         self.config = _Config()
         self.clock = _Clock()
         self.settings = LeaderSettings(horizon_ms=5_000)
+        self.limits = commands_pb2.Limits()  # no quota (raft.quota)
         self.proposals = 0
 
     def leader_runner(self) -> _Runner:
@@ -230,6 +231,21 @@ def test_bulk_import_rejects_a_bad_batch_before_proposing_it() -> None:
     assert "1 batches of this call were created, 3 tasks" in err.value.problem
     with node.kv.read() as txn:
         assert len(sm.list_tasks(txn)[0]) == 3
+
+
+def test_bulk_import_past_max_tasks_is_refused_with_resource_exhausted() -> None:
+    """The quota is checked before a batch is proposed (and again in apply): the batch that would go past
+    it is refused whole, naming the limit; the batches before it stay created."""
+    node = MiniNode()
+    node.limits = commands_pb2.Limits(max_tasks=5)
+    with pytest.raises(ResourceExhausted) as err:
+        asyncio.run(_run(node, ("q-0", [spec()] * 3), ("q-1", [spec()] * 3)))
+    assert "limits.max_tasks: the cluster stores 3 tasks and this request adds 3; the limit is 5" in str(
+        err.value
+    )
+    assert "1 batches of this call were created, 3 tasks" in str(err.value)
+    with node.kv.read() as txn:
+        assert txn.count("tasks") == 3
 
 
 def test_bulk_import_refuses_an_oversized_batch() -> None:

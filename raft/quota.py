@@ -1,0 +1,143 @@
+"""Quotas (issue 11): at most so many tasks and calendars in the cluster, and so many executions per task.
+
+The limits are the `[limits]` table of the leader's config, stamped into each command that creates
+something (`Command.limits`): apply enforces the limits of the command, never its own node's config, so
+that every replica decides alike (an entry written before quotas carries none: no quota). The counts
+are in the replicated state, kept as things are created and removed, never recomputed by a scan:
+
+- tasks and calendars: the number of keys of their sub-databases (`Txn.count`, O(1) in LMDB);
+- a task's stored executions: `Task.stored_executions` (kept by the handlers and by retention);
+- a task's executions not yet ended (pending, buffered or running): a counter per task in the meta
+  sub-database, moved wherever an execution enters or leaves the `active` index (`activated`,
+  `deactivated`). A store written before this counter existed counts only the executions that became
+  active since (the counter never goes below zero).
+
+The leader runs the same checks before it proposes a client's command (so that a command over a quota
+never enters the log) and apply again. A client's command over a quota is refused with
+RESOURCE_EXHAUSTED (`QuotaExceeded`); a scheduled fire over a task's quota creates no execution and is
+recorded in the fire ledger as `skipped_limit` with the reason, and the schedule goes on.
+"""
+
+from __future__ import annotations
+
+from cronraft.proto.v1 import commands_pb2, common_pb2
+from cronraft.raft.codec import from_u64, id_bytes, u64
+from cronraft.raft.kv import Txn
+from cronraft.raft.records import Rejected
+
+Limits = commands_pb2.Limits
+
+# meta key of a task's count of executions not yet ended: ACTIVE_PREFIX + task_id16 -> u64 (absent: 0).
+ACTIVE_PREFIX = b"active:"
+
+
+class QuotaExceeded(Rejected):
+    """A command would go past a quota; the message names the limit and says how to raise it."""
+
+    grpc_code = "RESOURCE_EXHAUSTED"
+
+    def __init__(self, key: str, situation: str, limit: int, remedy: str) -> None:
+        super().__init__(
+            "resource_exhausted",
+            f"limits.{key}: {situation}; the limit is {limit}. Raise {key} in the [limits] table of "
+            f"every node's config (then restart the nodes), or {remedy}",
+        )
+        self.key = key
+
+
+def check_tasks(txn: Txn, limits: Limits | None, adding: int = 1) -> None:
+    """Raise QuotaExceeded if creating `adding` tasks goes past `max_tasks`."""
+    if limits is None or not limits.max_tasks:
+        return
+    stored = txn.count("tasks")
+    if stored + adding > limits.max_tasks:
+        more = f" and this request adds {adding}" if adding > 1 else ""
+        raise QuotaExceeded(
+            "max_tasks", f"the cluster stores {stored} tasks{more}", limits.max_tasks, "delete tasks"
+        )
+
+
+def check_calendar(txn: Txn, limits: Limits | None, name: str) -> None:
+    """Raise QuotaExceeded if putting calendar `name` adds one past `max_calendars` (replacing one does
+    not)."""
+    if limits is None or not limits.max_calendars or txn.get("calendars", name.encode()) is not None:
+        return
+    stored = txn.count("calendars")
+    if stored >= limits.max_calendars:
+        raise QuotaExceeded(
+            "max_calendars",
+            f"the cluster stores {stored} calendars",
+            limits.max_calendars,
+            "delete calendars",
+        )
+
+
+def execution_refusal(
+    txn: Txn, limits: Limits | None, task: common_pb2.Task, *, new: bool = True
+) -> QuotaExceeded | None:
+    """Why `task` may not get one more execution not yet ended now (None: it may). `new`: a new stored
+    execution too (a fire, a trigger, a backfill), not one that is run again (a redrive)."""
+    if limits is None:
+        return None
+    if limits.max_pending_per_task:
+        active = active_count(txn, task.task_id)
+        if active >= limits.max_pending_per_task:
+            return QuotaExceeded(
+                "max_pending_per_task",
+                f"task {task.task_id} has {active} executions not yet ended (pending, buffered or running)",
+                limits.max_pending_per_task,
+                "cancel some of its executions, or let workers run them",
+            )
+    if new and limits.max_executions_per_task and task.stored_executions >= limits.max_executions_per_task:
+        return QuotaExceeded(
+            "max_executions_per_task",
+            f"task {task.task_id} stores {task.stored_executions} executions",
+            limits.max_executions_per_task,
+            "keep fewer of its executions (its retention: keep_executions, execution_max_age_ms)",
+        )
+    return None
+
+
+def _key(task16: bytes) -> bytes:
+    return ACTIVE_PREFIX + task16
+
+
+def active_count(txn: Txn, task_id: str) -> int:
+    raw = txn.get("meta", _key(id_bytes(task_id, field="task_id")))
+    return 0 if raw is None else from_u64(raw)
+
+
+def activated(txn: Txn, task16: bytes) -> None:
+    """An execution of the task entered the `active` index (call only when its key was not there)."""
+    raw = txn.get("meta", _key(task16))
+    txn.put("meta", _key(task16), u64((0 if raw is None else from_u64(raw)) + 1))
+
+
+def deactivated(txn: Txn, task16: bytes) -> None:
+    """An execution of the task left the `active` index (call only when its key was there)."""
+    key = _key(task16)
+    raw = txn.get("meta", key)
+    left = (0 if raw is None else from_u64(raw)) - 1
+    if left > 0:
+        txn.put("meta", key, u64(left))
+    elif raw is not None:
+        txn.delete("meta", key)
+
+
+def forget(txn: Txn, task16: bytes) -> None:
+    """The task is deleted: drop its counter."""
+    txn.delete("meta", _key(task16))
+
+
+__all__ = [
+    "ACTIVE_PREFIX",
+    "Limits",
+    "QuotaExceeded",
+    "activated",
+    "active_count",
+    "check_calendar",
+    "check_tasks",
+    "deactivated",
+    "execution_refusal",
+    "forget",
+]
