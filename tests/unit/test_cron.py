@@ -6,6 +6,8 @@ tests/unit/test_cron_differential.py."""
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
+from importlib import metadata
+from pathlib import Path
 
 import pytest
 
@@ -284,3 +286,19 @@ def test_bounds_on_length_and_list_items() -> None:
     assert "day-of-week field" in refusal(f"0 0 * * {','.join(['1'] * 65)}")
     long = "0 " * 600 + "* * * *"
     assert refusal(long) == f"longer than {cron.MAX_EXPRESSION_LENGTH} characters ({len(long.strip())})"
+
+
+# --- determinism: the versions that change schedule results -------------------------------------------
+
+
+def test_installed_versions_are_the_pinned_ones(repo_root: Path) -> None:
+    """`make install` installs with constraints.txt; a venv that drifted (another tzdata or holidays)
+    would compute other fires than the cluster's other nodes."""
+    pins = {}
+    for line in (repo_root / "constraints.txt").read_text(encoding="utf-8").splitlines():
+        requirement = line.split("#", 1)[0].strip()
+        if requirement:
+            name, _, version = requirement.partition("==")
+            pins[name] = version
+    assert set(pins) >= {"tzdata", "holidays"}
+    assert {name: metadata.version(name) for name in pins} == pins
