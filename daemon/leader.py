@@ -41,6 +41,12 @@ SILENT_CHECK_MS = 200  # how often connected workers are checked for silence (wo
 # confirmation; a held lease never renewed later cannot have begun (ExpireLease.unstarted).
 CONFIRM_AHEAD_MS = 100
 CONFIRM_MARGIN_MS = 30
+# One of our own commands (a Fire, Grant, Complete or ExpireLease) that apply recorded as "internal" (its
+# handler raised: a bug, or stored data no check caught) fails the same way when proposed again at once:
+# it is retried after a delay that doubles with each failure in a row, up to the maximum (it was put back
+# at once, and a failing Fire was proposed again at every tick: a hot loop of failing entries).
+INTERNAL_RETRY_MS = 1_000
+INTERNAL_RETRY_MAX_MS = 60_000
 CommandResult = commands_pb2.CommandResult
 Token = tuple[int, int]
 
@@ -187,6 +193,11 @@ class LeaderCore:
         self.lease_deadlines: TimingWheel[str] = TimingWheel(now_ms=0)
         self.outgoing: list[tuple[str, worker_pb2.GatewayMessage]] = []
         self._retry: list[Command] = []  # commands to propose again after a failed proposal
+        # Our commands recorded as "internal": (kind, id) -> (failures in a row, retry at, error). The
+        # retry time is on the scheduling clock, but on the monotonic one for lease expiries.
+        self._failing: dict[tuple[str, str], tuple[int, int, str]] = {}
+        # What the driver logs, once per streak of failures: (kind, id, error, retry delay in ms).
+        self.failure_reports: list[tuple[str, str, str, int]] = []
         self._txn: Txn | None = None  # the read transaction shared by a batch's lookups (`_reading`)
         self._fire_limits = (
             commands_pb2.Limits(
@@ -542,6 +553,12 @@ class LeaderCore:
         return cmds
 
     def _why_waiting(self, queue: str, ex: common_pb2.Execution, task: common_pb2.Task, now_ms: int) -> str:
+        failing = self._failing.get(("grant", ex.execution_id))
+        if failing is not None:
+            return (
+                f"granting it failed when applied ({failing[2]}); the leader tries again with a growing "
+                f"delay (at most {INTERNAL_RETRY_MAX_MS // 1000} s)"
+            )[:500]
         if ex.not_before_ms > now_ms:
             return f"retry backoff until {ex.not_before_ms}" if ex.attempt else f"due at {ex.not_before_ms}"
         serving = [w for w in self.workers.values() if w.connected and queue in w.queues]
@@ -582,9 +599,15 @@ class LeaderCore:
         self._loaded_until = until
 
     def _fire_commands(self, task_id: str, due_ms: int, now_ms: int) -> list[Command]:
+        retry_at = self._held_back("fire", task_id, now_ms)
+        if retry_at is not None:  # its last Fire failed inside apply: not before its retry time
+            self._firing.discard(task_id)
+            self.wheel.add(task_id, retry_at)
+            return []
         task = self._read_task(task_id)
         if task is None or task.state != common_pb2.TASK_SCHEDULED or not task.next_fire_ms:
             self._firing.discard(task_id)
+            self._failing.pop(("fire", task_id), None)
             return []
         due = firing.due_of(task)
         lead = self._lead_for(task, self._lead_now)
@@ -657,9 +680,15 @@ class LeaderCore:
                 for rank_map, execution_id in self._by_effective_priority(queue, now_ms):
                     if len(cmds) >= budget or (cap and len(self.leases) + len(self._granting) >= cap):
                         return cmds
+                    held = self._held_back("grant", execution_id, now_ms) if self._failing else None
+                    if held is not None:  # its last Grant failed inside apply
+                        first: int | None = self._next_retry_ms
+                        self._next_retry_ms = held if first is None else min(first, held)
+                        continue
                     ex = sm.read_execution(txn, execution_id)
                     if ex is None or ex.state != common_pb2.EXECUTION_PENDING:
                         del rank_map[execution_id]
+                        self._failing.pop(("grant", execution_id), None)
                         continue
                     task = sm.read_task(txn, ex.task_id)
                     # A first attempt of a staged burst may be leased as far ahead as it was fired; a
@@ -778,11 +807,15 @@ class LeaderCore:
         acks: dict[str, list[str]] = {}
         for cmd, res in zip(commands, results, strict=True):
             kind = cmd.WhichOneof("body")
+            if res.error_code == "internal" and self._failed_inside_apply(cmd, res, now_ms, mono_ms):
+                continue
             if kind == "fire":
                 self._firing.discard(cmd.fire.task_id)
+                self._failing.pop(("fire", cmd.fire.task_id), None)
                 if not res.applied:
                     self._reschedule_from_store(cmd.fire.task_id)
             elif kind == "grant":
+                self._failing.pop(("grant", cmd.grant.execution_id), None)
                 lease = self._on_grant(cmd.grant, res, mono_ms)
                 if lease is not None:
                     offers.setdefault(cmd.grant.worker_id, []).append(lease)
@@ -790,6 +823,7 @@ class LeaderCore:
                 eid = cmd.complete.execution_id
                 token = token_tuple(cmd.complete.token)
                 sender = self._completing.pop((eid, token), "")
+                self._failing.pop(("complete", eid), None)
                 held = self.leases.get(eid)
                 # Only the attempt this result belongs to loses its lease: a stale result (an attempt
                 # fenced off earlier) must not take the lease of the attempt running now.
@@ -799,6 +833,7 @@ class LeaderCore:
                 if sender:
                     acks.setdefault(sender, []).append(eid)
             elif kind == "expire_lease":
+                self._failing.pop(("expire", cmd.expire_lease.execution_id), None)
                 self._release(cmd.expire_lease.execution_id)
             elif kind == "expire_pending":
                 self._expiring_pending.discard(cmd.expire_pending.execution_id)
@@ -833,6 +868,72 @@ class LeaderCore:
             self.outgoing.append(
                 (worker_id, worker_pb2.GatewayMessage(acks=worker_pb2.ResultAcks(execution_ids=ids)))
             )
+
+    def _failed_inside_apply(self, cmd: Command, res: CommandResult, now_ms: int, mono_ms: int) -> bool:
+        """One of our commands was recorded as "internal" (see INTERNAL_RETRY_MS): arrange its retry after
+        a growing delay, and say why where users look. True when handled (nothing else to do for it)."""
+        kind = cmd.WhichOneof("body")
+        if kind == "fire":
+            f = cmd.fire
+            self._firing.discard(f.task_id)
+            delay = self._note_failure("fire", f.task_id, res.error, now_ms)
+            self.wheel.add(f.task_id, now_ms + delay)  # _fire_commands holds it until then, whatever adds it
+            if self._failing["fire", f.task_id][0] == 1:
+                # The fire ledger says it (`schedctl task explain`) until the nominal time fires.
+                self._retry.append(
+                    Command(
+                        stamped_at_ms=now_ms,
+                        note_waiting=commands_pb2.NoteWaiting(
+                            task_id=f.task_id,
+                            nominal_time_ms=f.nominal_time_ms,
+                            reason=f"the fire failed when applied ({res.error}); the leader tries again "
+                            f"with a growing delay (at most {INTERNAL_RETRY_MAX_MS // 1000} s)"[:500],
+                        ),
+                    )
+                )
+            return True
+        if kind == "grant":
+            g = cmd.grant
+            self._granting.discard(g.execution_id)
+            self._granting_tasks.pop(g.execution_id, None)
+            worker = self.workers.get(g.worker_id)
+            if worker is not None:
+                worker.inflight.discard(g.execution_id)
+            self._note_failure("grant", g.execution_id, res.error, now_ms)  # its waiting reason says it
+            self._adopt_if_running(g.execution_id, mono_ms)  # pending again: granted after the delay
+            return True
+        if kind == "complete":
+            # Neither acknowledged nor released: the worker sends the result again later (each resend
+            # is a new try), and if it keeps failing the lease expires and the execution goes on as for
+            # a lost worker.
+            c = cmd.complete
+            self._completing.pop((c.execution_id, token_tuple(c.token)), None)
+            self._note_failure("complete", c.execution_id, res.error, now_ms)
+            return True
+        if kind == "expire_lease":
+            x = cmd.expire_lease
+            delay = self._note_failure("expire", x.execution_id, res.error, mono_ms)
+            lease = self.leases.get(x.execution_id)
+            if lease is not None:
+                lease.expiring = False
+                lease.deadline = mono_ms + delay
+                self.lease_deadlines.add(lease.execution_id, lease.deadline)  # proposed again then
+            return True
+        return False
+
+    def _note_failure(self, kind: str, key: str, error: str, at_ms: int) -> int:
+        """Count one more failure in a row of (kind, key); the delay before its retry (ms)."""
+        failures = self._failing.get((kind, key), (0, 0, ""))[0] + 1
+        delay = min(INTERNAL_RETRY_MAX_MS, INTERNAL_RETRY_MS << min(failures - 1, 16))
+        self._failing[kind, key] = (failures, at_ms + delay, error)
+        if failures == 1:
+            self.failure_reports.append((kind, key, error, delay))
+        return delay
+
+    def _held_back(self, kind: str, key: str, at_ms: int) -> int | None:
+        """When a (kind, key) that failed inside apply may be proposed again, if not yet."""
+        failing = self._failing.get((kind, key))
+        return failing[1] if failing is not None and at_ms < failing[1] else None
 
     def _on_grant(self, g: commands_pb2.Grant, res: CommandResult, mono_ms: int) -> worker_pb2.Lease | None:
         self._granting.discard(g.execution_id)

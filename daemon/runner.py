@@ -167,8 +167,22 @@ class LeaderRunner:
         else:
             self.core.on_committed(cmds, results, self._clock.now_ms(), self._clock.mono_ms())
             self._notify(cmds, results)
+        self._report_failures()
         self._flush()
         self._wake.set()
+
+    def _report_failures(self) -> None:
+        """Log, once per streak, each of our commands that failed inside apply (LeaderCore retries it
+        with a growing delay)."""
+        for kind, key, error, delay_ms in self.core.failure_reports:
+            log.error(
+                "a leader command failed when applied; retrying with a growing delay",
+                command=kind,
+                id=key,
+                error=error,
+                retry_in_ms=delay_ms,
+            )
+        self.core.failure_reports.clear()
 
     def observe(
         self, cmds: Sequence[commands_pb2.Command], results: Sequence[commands_pb2.CommandResult]

@@ -1132,6 +1132,9 @@ def append_output(ctx: Ctx, cmd: commands_pb2.Command) -> None:
 
 def note_waiting(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     n = cmd.note_waiting
+    if not n.execution_id:
+        _note_unfired(ctx, n)
+        return
     exec16 = id_bytes(n.execution_id, field="execution_id")
     ex = get_execution(ctx.txn, exec16)
     if ex.state != common_pb2.EXECUTION_PENDING:
@@ -1147,6 +1150,18 @@ def note_waiting(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         rec.reason = ex.waiting_reason
         ctx.txn.put("ledger", key, rec.SerializeToString())
     ctx.result.execution.CopyFrom(ex)
+
+
+def _note_unfired(ctx: Ctx, n: commands_pb2.NoteWaiting) -> None:
+    """The leader could not fire `n.task_id` at `n.nominal_time_ms` yet (its Fire failed inside apply):
+    the fire ledger records it as fire_failed with the reason, until an outcome replaces it."""
+    task16 = id_bytes(n.task_id, field="task_id")
+    get_task(ctx.txn, task16)
+    if n.nominal_time_ms <= 0:
+        raise InvalidArgument("nominal_time_ms", "must be a time (Unix milliseconds)")
+    if ctx.txn.get("ledger", firing.ledger_key(task16, n.nominal_time_ms)) is not None:
+        raise Rejected("invalid_state", f"task {n.task_id} has an outcome at {n.nominal_time_ms} already")
+    firing.record(ctx.txn, task16, n.nominal_time_ms, common_pb2.FIRE_FAILED, ctx.now, reason=n.reason[:500])
 
 
 def expire_pending(ctx: Ctx, cmd: commands_pb2.Command) -> None:

@@ -1,0 +1,186 @@
+"""The leader's own commands that apply records as "internal" (issue 11): a Fire, Grant, Complete or
+ExpireLease whose handler raises fails the same way when proposed again at once, so the leader retries it
+after a delay that doubles with each failure (1 s, 2 s, 4 s ... at most 60 s) instead of at every tick,
+reports it once per streak, and says why where users look: the fire ledger for a fire, the execution's
+waiting reason for a grant. The failure is injected as the `raft.apply` failpoint does it: a `fault`
+that raises inside apply for one kind of command."""
+
+from __future__ import annotations
+
+import os
+
+from cronraft.daemon.leader import INTERNAL_RETRY_MAX_MS, LeaderCore, LeaderSettings
+from cronraft.proto.v1 import commands_pb2, common_pb2
+from cronraft.raft import state as sm
+from cronraft.raft.codec import encode_batch, make_id
+from cronraft.raft.kv import MemKV
+from cronraft.raft.state import StateMachine
+
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+Command = commands_pb2.Command
+STEP_MS = 10
+
+
+class Rig:
+    """A leader core over one state machine whose handlers fail for the kinds in `poisoned`."""
+
+    def __init__(self) -> None:
+        self.poisoned: set[str] = set()
+        self.kv = MemKV()
+        self.sm = StateMachine(self.kv, fault=self._fault)
+        self.index = 0
+        self.now = T0
+        self.mono = 0
+        self.proposed: list[Command] = []
+        self.apply([Command(stamped_at_ms=T0, epoch=commands_pb2.Epoch(term=1, leader_id="n1"))])
+        self.core = LeaderCore(
+            self.kv,
+            LeaderSettings(horizon_ms=10_000, lease_ttl_ms=5_000, expiry_grace_ms=1_000),
+            node_id="n1",
+            term=1,
+            new_id=lambda ms: make_id(ms, os.urandom(10)),
+        )
+        self.core.on_epoch_committed(self.now, self.mono)
+
+    def _fault(self, cmd: Command) -> None:
+        if cmd.WhichOneof("body") in self.poisoned:
+            raise RuntimeError(f"poisoned {cmd.WhichOneof('body')}")
+
+    def apply(self, cmds: list[Command]) -> list[commands_pb2.CommandResult]:
+        self.index += 1
+        raw = self.sm.apply_entry(self.index, encode_batch(cmds))
+        assert raw is not None
+        return list(commands_pb2.BatchResult.FromString(raw).results)
+
+    def create(self, schedule: common_pb2.Schedule) -> str:
+        task_id = make_id(T0, os.urandom(10))
+        spec = common_pb2.TaskSpec(
+            name="t",
+            schedule=schedule,
+            payload=common_pb2.Payload(command=common_pb2.CommandPayload(argv=["true"])),
+            guarantee=common_pb2.AT_LEAST_ONCE,
+            max_attempts=3,
+            queue="default",
+        )
+        cmd = Command(stamped_at_ms=self.now, create_task=commands_pb2.CreateTask(task_id=task_id, spec=spec))
+        (res,) = self.apply([cmd])
+        assert res.applied, res.error
+        self.core.on_committed([cmd], [res], self.now, self.mono)
+        return task_id
+
+    def run(self, seconds: float) -> None:
+        end = self.now + int(seconds * 1000)
+        while self.now < end:
+            cmds = self.core.tick(self.now, self.mono)
+            if cmds:
+                self.proposed.extend(cmds)
+                self.core.on_committed(cmds, self.apply(cmds), self.now, self.mono)
+            self.now += STEP_MS
+            self.mono += STEP_MS
+
+    def count(self, kind: str) -> int:
+        return sum(1 for c in self.proposed if c.WhichOneof("body") == kind)
+
+
+def test_a_failing_fire_is_retried_with_a_growing_delay_and_shows_in_the_ledger() -> None:
+    rig = Rig()
+    rig.poisoned.add("fire")
+    due = T0 + 1_000
+    task_id = rig.create(common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=due)))
+    rig.run(40)
+    # Failures at about 1, 2, 4, 8, 16 and 32 s after the first (at every 10 ms tick before: 4,000).
+    assert 5 <= rig.count("fire") <= 7, rig.count("fire")
+    assert [(kind, key) for kind, key, _, _ in rig.core.failure_reports] == [("fire", task_id)]
+    _, _, error, delay = rig.core.failure_reports[0]
+    assert error == "RuntimeError: poisoned fire" and delay == 1_000
+    with rig.kv.read() as txn:
+        (record,) = sm.ledger(txn, task_id, 0, 1 << 62, 10)
+    assert record.outcome == common_pb2.FIRE_FAILED and record.nominal_time_ms == due
+    assert record.reason.startswith("the fire failed when applied (RuntimeError: poisoned fire)")
+
+    # Fixed (the failpoint cleared, a new version): the next retry fires it, and the record says so.
+    rig.poisoned.clear()
+    rig.run(INTERNAL_RETRY_MAX_MS / 1000 + 1)
+    with rig.kv.read() as txn:
+        (record,) = sm.ledger(txn, task_id, 0, 1 << 62, 10)
+        task = sm.read_task(txn, task_id)
+    assert record.outcome == common_pb2.FIRED
+    assert task is not None and task.fire_count == 1
+    assert ("fire", task_id) not in rig.core._failing
+
+
+def test_the_delay_is_capped_and_other_tasks_fire_meanwhile() -> None:
+    rig = Rig()
+    rig.poisoned.add("fire")
+    rig.create(common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=T0 + 1_000)))
+    rig.run(200)
+    # 1+2+4+8+16+32 = 63 s, then every 60 s: 8 or 9 tries in 200 s.
+    assert 7 <= rig.count("fire") <= 9, rig.count("fire")
+    rig.poisoned.clear()
+    fine = rig.create(common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=rig.now + 1_000)))
+    rig.run(2)
+    with rig.kv.read() as txn:
+        task = sm.read_task(txn, fine)
+    assert task is not None and task.fire_count == 1
+
+
+def test_a_failing_grant_is_held_back_and_its_waiting_reason_says_why() -> None:
+    rig = Rig()
+    rig.core.worker_connected("w1", 4, ["default"], {}, rig.mono)
+    rig.poisoned.add("grant")
+    task_id = rig.create(common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=T0 + 1_000)))
+    rig.run(20)
+    assert rig.count("fire") == 1
+    assert 3 <= rig.count("grant") <= 6, rig.count("grant")  # 1, 2, 4, 8 s apart (not at every tick)
+    with rig.kv.read() as txn:
+        (ex,) = sm.list_executions(txn, task_id)[0]
+    assert ex.state == common_pb2.EXECUTION_PENDING
+    assert ex.waiting_reason.startswith("granting it failed when applied (RuntimeError: poisoned grant)")
+    rig.poisoned.clear()
+    rig.run(INTERNAL_RETRY_MAX_MS / 1000)
+    with rig.kv.read() as txn:
+        (ex,) = sm.list_executions(txn, task_id)[0]
+    assert ex.state == common_pb2.EXECUTION_RUNNING and ex.waiting_reason == ""
+
+
+def test_a_failing_lease_expiry_keeps_the_lease_and_tries_again_later() -> None:
+    rig = Rig()
+    rig.core.worker_connected("w1", 4, ["default"], {}, rig.mono)
+    task_id = rig.create(common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=T0 + 1_000)))
+    rig.run(2)
+    rig.poisoned.add("expire_lease")
+    rig.run(30)  # never renewed: expires after 6 s, then fails at 1, 2, 4, 8 s...
+    assert 3 <= rig.count("expire_lease") <= 6, rig.count("expire_lease")
+    assert len(rig.core.leases) == 1  # kept (it was forgotten: the execution stayed running for good)
+    rig.poisoned.clear()
+    rig.run(INTERNAL_RETRY_MAX_MS / 1000)
+    with rig.kv.read() as txn:
+        (ex,) = sm.list_executions(txn, task_id)[0]
+    # Expired at last (as unstarted here: its offer never reached a stream), and granted again.
+    assert ex.attempts[0].error.startswith("lease expired")
+    assert ex.regrants >= 1
+
+
+def test_a_failing_result_is_neither_acknowledged_nor_released() -> None:
+    rig = Rig()
+    rig.core.worker_connected("w1", 4, ["default"], {}, rig.mono)
+    rig.create(common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=T0 + 1_000)))
+    rig.run(2)
+    (lease,) = rig.core.leases.values()
+    rig.poisoned.add("complete")
+    rig.core.drain_outgoing()
+    result = common_pb2.AttemptResult(
+        execution_id=lease.execution_id,
+        token=common_pb2.FencingToken(term=lease.token[0], index=lease.token[1]),
+        outcome=common_pb2.ATTEMPT_SUCCEEDED,
+    )
+    cmds = rig.core.results("w1", [result], rig.now)
+    rig.core.on_committed(cmds, rig.apply(cmds), rig.now, rig.mono)
+    assert lease.execution_id in rig.core.leases
+    assert not [m for _, m in rig.core.drain_outgoing() if m.WhichOneof("kind") == "acks"]
+    # The worker sends it again later (a new try), which applies once the handler is fixed.
+    rig.poisoned.clear()
+    cmds = rig.core.results("w1", [result], rig.now)
+    assert cmds
+    rig.core.on_committed(cmds, rig.apply(cmds), rig.now, rig.mono)
+    assert lease.execution_id not in rig.core.leases
