@@ -443,14 +443,20 @@ class AsyncClient:
         )
 
     async def list_calendars(self) -> list[common_pb2.Calendar]:
-        """Every stored calendar."""
-        response = await self._invoke(
-            lambda s: s.scheduler.ListCalendars,
-            scheduler_pb2.ListCalendarsRequest(),
-            scheduler_pb2.ListCalendarsResponse,
-            write=False,
-        )
-        return list(response.calendars)
+        """Every stored calendar, in name order (read a page at a time)."""
+        out: list[common_pb2.Calendar] = []
+        token = ""
+        while True:
+            response = await self._invoke(
+                lambda s: s.scheduler.ListCalendars,
+                scheduler_pb2.ListCalendarsRequest(page_size=1000, page_token=token),
+                scheduler_pb2.ListCalendarsResponse,
+                write=False,
+            )
+            out.extend(response.calendars)
+            token = response.next_page_token
+            if not token:
+                return out
 
     async def delete_calendar(self, name: str, *, request_id: str | None = None) -> None:
         """Delete the calendar `name`; raises `NotFound`, or `FailedPrecondition` while a task or

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 
+from cronraft.bounds import CLIENT_MAX_RECEIVE_BYTES
 from cronraft.client import _bulk, _common
 from cronraft.errors import CronraftError
 from cronraft.proto.v1 import (
@@ -34,11 +35,13 @@ __all__ = ["Client"]
 _Resp = TypeVar("_Resp")
 _Msg = TypeVar("_Msg")
 
-# Reconnect quickly after a node comes back (the gRPC default starts at 1 s and grows to 120 s).
+# Reconnect quickly after a node comes back (the gRPC default starts at 1 s and grows to 120 s). The
+# largest message accepted: one task or execution always fits, pages are cut well below (cronraft.bounds).
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2000),
+    ("grpc.max_receive_message_length", CLIENT_MAX_RECEIVE_BYTES),
 ]
 
 
@@ -487,14 +490,20 @@ class Client:
         return self._invoke(lambda s: s.scheduler.GetCalendar, request, common_pb2.Calendar, write=False)
 
     def list_calendars(self) -> list[common_pb2.Calendar]:
-        """Every stored calendar."""
-        response = self._invoke(
-            lambda s: s.scheduler.ListCalendars,
-            scheduler_pb2.ListCalendarsRequest(),
-            scheduler_pb2.ListCalendarsResponse,
-            write=False,
-        )
-        return list(response.calendars)
+        """Every stored calendar, in name order (read a page at a time)."""
+        out: list[common_pb2.Calendar] = []
+        token = ""
+        while True:
+            response = self._invoke(
+                lambda s: s.scheduler.ListCalendars,
+                scheduler_pb2.ListCalendarsRequest(page_size=1000, page_token=token),
+                scheduler_pb2.ListCalendarsResponse,
+                write=False,
+            )
+            out.extend(response.calendars)
+            token = response.next_page_token
+            if not token:
+                return out
 
     def delete_calendar(self, name: str, *, request_id: str | None = None) -> None:
         """Delete the calendar `name`; raises `NotFound`, or `FailedPrecondition` while a task or

@@ -58,6 +58,7 @@ import grpc  # type: ignore[import-untyped, unused-ignore]
 import grpc.aio  # type: ignore[import-untyped, unused-ignore]
 import structlog
 
+from cronraft.bounds import CLIENT_MAX_RECEIVE_BYTES
 from cronraft.client import handlers as _handlers
 from cronraft.client._http import run_http
 from cronraft.client._outbox import AttemptKey, Outbox, attempt_key, result_key
@@ -458,7 +459,8 @@ class Worker:
             sent_mono_ms=int(self._clock.monotonic() * 1000),
             incarnation=self.incarnation,
         )
-        async with grpc.aio.insecure_channel(address) as channel:
+        options = [("grpc.max_receive_message_length", CLIENT_MAX_RECEIVE_BYTES)]  # lease offers
+        async with grpc.aio.insecure_channel(address, options=options) as channel:
             stub = worker_pb2_grpc.WorkerGatewayStub(channel)
             call = stub.Connect()
             try:

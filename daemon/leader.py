@@ -17,6 +17,7 @@ import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from cronraft.bounds import MAX_OFFER_BYTES
 from cronraft.daemon import staging
 from cronraft.proto.v1 import commands_pb2, common_pb2, worker_pb2
 from cronraft.raft import deps, firing
@@ -863,7 +864,17 @@ class LeaderCore:
             if kind == "import_tasks" and res.applied:
                 self._on_imported(cmd.import_tasks, res)
         for worker_id, leases in offers.items():
-            self.outgoing.append((worker_id, self._offers(worker_id, leases)))
+            # Split so that no message passes MAX_OFFER_BYTES (payloads are up to 4 MiB each).
+            batch: list[worker_pb2.Lease] = []
+            size = 0
+            for lease in leases:
+                n = lease.ByteSize()
+                if batch and size + n > MAX_OFFER_BYTES:
+                    self.outgoing.append((worker_id, self._offers(worker_id, batch)))
+                    batch, size = [], 0
+                batch.append(lease)
+                size += n
+            self.outgoing.append((worker_id, self._offers(worker_id, batch)))
         for worker_id, ids in acks.items():
             self.outgoing.append(
                 (worker_id, worker_pb2.GatewayMessage(acks=worker_pb2.ResultAcks(execution_ids=ids)))

@@ -15,6 +15,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from cronraft import bounds
 from cronraft.daemon.clock import Clock, CorrectedClock, SystemClock
 from cronraft.daemon.clockprobe import ClockMonitor
 from cronraft.daemon.config import Config
@@ -161,13 +162,17 @@ class Node:
         self._notify_task = asyncio.create_task(self.notifier.run(), name="notifier")
 
         server = grpc.aio.server(
+            # Bounds of gRPC itself (cronraft.bounds): the largest message accepted, the streams one
+            # connection may open at once, and the calls served at once (more: RESOURCE_EXHAUSTED).
+            maximum_concurrent_rpcs=self.config.limits.max_concurrent_rpcs,
             options=[
-                ("grpc.max_receive_message_length", 8 << 20),
+                ("grpc.max_receive_message_length", bounds.SERVER_MAX_RECEIVE_BYTES),
+                ("grpc.max_concurrent_streams", bounds.MAX_CONCURRENT_STREAMS),
                 ("grpc.so_reuseport", 0),
                 ("grpc.keepalive_time_ms", 10_000),
                 ("grpc.http2.max_pings_without_data", 0),
                 ("grpc.keepalive_permit_without_calls", 1),
-            ]
+            ],
         )
         scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerServicer(self), server)
         worker_pb2_grpc.add_WorkerGatewayServicer_to_server(WorkerGatewayServicer(self), server)

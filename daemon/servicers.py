@@ -202,6 +202,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
                 name_prefix=request.name_prefix,
                 page_size=size,
                 page_token=request.page_token,
+                max_bytes=bounds.MAX_PAGE_BYTES,
             )
         return scheduler_pb2.ListTasksResponse(tasks=tasks, next_page_token=token)
 
@@ -219,7 +220,12 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             if sm.read_task(txn, request.task_id) is None:
                 raise errors.NotFound(f"task {request.task_id} not found")
             execs, token = sm.list_executions(
-                txn, request.task_id, state=request.state, page_size=size, page_token=request.page_token
+                txn,
+                request.task_id,
+                state=request.state,
+                page_size=size,
+                page_token=request.page_token,
+                max_bytes=bounds.MAX_PAGE_BYTES,
             )
         return scheduler_pb2.ListExecutionsResponse(executions=execs, next_page_token=token)
 
@@ -418,6 +424,12 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             check_length(request.page_token, "page_token", bounds.MAX_PAGE_TOKEN)
             with self.node.kv.read() as txn:
                 letters, token = retry.list_dead_letters(txn, request.task_id, size, request.page_token)
+            total = 0
+            for i, letter in enumerate(letters):  # a page ends past MAX_PAGE_BYTES (tokens: an id)
+                total += letter.ByteSize()
+                if total >= bounds.MAX_PAGE_BYTES and i + 1 < len(letters):
+                    letters, token = letters[: i + 1], letter.execution_id
+                    break
             return scheduler_pb2.ListDeadLettersResponse(dead_letters=letters, next_page_token=token)
 
         return await _guard(context, run())
@@ -519,8 +531,17 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
     async def ListCalendars(
         self, request: scheduler_pb2.ListCalendarsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> scheduler_pb2.ListCalendarsResponse:
-        with self.node.kv.read() as txn:
-            return scheduler_pb2.ListCalendarsResponse(calendars=sm.list_calendars(txn))
+        async def run() -> scheduler_pb2.ListCalendarsResponse:
+            size = _page_size(request.page_size, "page_size")
+            if request.page_token:
+                calendar_name(request.page_token, "page_token")
+            with self.node.kv.read() as txn:
+                calendars, token = sm.calendars_page(
+                    txn, page_size=size, page_token=request.page_token, max_bytes=bounds.MAX_PAGE_BYTES
+                )
+            return scheduler_pb2.ListCalendarsResponse(calendars=calendars, next_page_token=token)
+
+        return await _guard(context, run())
 
 
 def _before(execution_id: str) -> str:

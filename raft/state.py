@@ -124,6 +124,24 @@ def list_calendars(txn: Txn) -> list[common_pb2.Calendar]:
     return out
 
 
+def calendars_page(
+    txn: Txn, *, page_size: int = 100, page_token: str = "", max_bytes: int = 0
+) -> tuple[list[common_pb2.Calendar], str]:
+    """One page of calendars in name order; the token (a name) resumes after the last one. With
+    `max_bytes`, the page also ends once its calendars reach that many bytes (at least one)."""
+    out: list[common_pb2.Calendar] = []
+    size = 0
+    start = page_token.encode() + b"\0" if page_token else b""
+    for key, raw in txn.scan("calendars", start):
+        c = common_pb2.Calendar()
+        c.ParseFromString(raw)
+        out.append(c)
+        size += len(raw)
+        if len(out) >= page_size or (max_bytes and size >= max_bytes):
+            return out, key.decode()
+    return out, ""
+
+
 def ledger(txn: Txn, task_id: str, from_ms: int, to_ms: int, limit: int) -> list[common_pb2.FireRecord]:
     return firing.ledger_range(txn, task_id, from_ms, to_ms, limit)
 
@@ -180,12 +198,14 @@ def list_tasks(
     page_size: int = 100,
     page_token: str = "",
     scan_limit: int = LIST_SCAN_LIMIT,
+    max_bytes: int = 0,
 ) -> tuple[list[Task], str]:
     """One page of tasks in id (= creation) order, filtered; the token resumes after the last one.
 
     A page reads at most `scan_limit` candidates: a filter that the walked index does not answer
     (a name prefix, a second tag, a state under a tag) may return a short or even empty page with a
-    next-page token, so that no call scans the whole store (continue with the token)."""
+    next-page token, so that no call scans the whole store (continue with the token). With `max_bytes`,
+    a page also ends (with a token) once its tasks reach that many bytes (at least one task)."""
     after = id_bytes(page_token, field="page_token") if page_token else None
     tags = dict(tags or {})
 
@@ -203,7 +223,8 @@ def list_tasks(
 
     out: list[Task] = []
     last = cursor = b""
-    scanned = 0
+    scanned = size = 0
+    full = False
     for task16 in candidates:
         if scanned >= scan_limit:
             return out, id_text(cursor)
@@ -222,9 +243,11 @@ def list_tasks(
         if any(t.spec.tags.get(k) != v for k, v in tags.items()):
             continue
         out.append(t)
-        if len(out) >= page_size:
+        size += len(raw)
+        if len(out) >= page_size or (max_bytes and size >= max_bytes):
+            full = True
             break
-    more = len(out) >= page_size and last != b""
+    more = full and last != b""
     return out, (id_text(last) if more else "")
 
 
@@ -236,15 +259,18 @@ def _ids_from_index(txn: Txn, db: str, prefix: bytes, after: bytes | None) -> It
 
 
 def list_executions(
-    txn: Txn, task_id: str, *, state: int = 0, page_size: int = 100, page_token: str = ""
+    txn: Txn, task_id: str, *, state: int = 0, page_size: int = 100, page_token: str = "", max_bytes: int = 0
 ) -> tuple[list[Execution], str]:
-    """One page of a task's executions, newest nominal time first."""
+    """One page of a task's executions, newest nominal time first (with `max_bytes`, the page also ends
+    once its executions reach that many bytes, with at least one)."""
     task16 = id_bytes(task_id, field="task_id")
     if page_token and not page_token.isdigit():
         raise InvalidArgument("page_token", "not a token returned by a previous ListExecutions call")
     end = fire_key(task16, int(page_token)) if page_token else task16 + b"\xff" * 8 + b"\xff"
     out: list[Execution] = []
     last_nominal: int | None = None
+    size = 0
+    full = False
     for k, exec16 in txn.scan("fires", task16, end, reverse=True):
         raw = txn.get("execs", exec16)
         last_nominal = from_u64(k[16:24])
@@ -255,9 +281,11 @@ def list_executions(
         if state and e.state != state:
             continue
         out.append(e)
-        if len(out) >= page_size:
+        size += len(raw)
+        if len(out) >= page_size or (max_bytes and size >= max_bytes):
+            full = True
             break
-    more = len(out) >= page_size and last_nominal is not None
+    more = full and last_nominal is not None
     return out, (str(last_nominal) if more else "")
 
 
@@ -463,6 +491,7 @@ __all__ = [
     "TERMINAL_STATES",
     "Rejected",
     "StateMachine",
+    "calendars_page",
     "due_tasks",
     "internal_error",
     "is_environmental",

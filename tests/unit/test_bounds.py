@@ -243,3 +243,81 @@ def test_results_are_cut_to_what_apply_keeps() -> None:
     assert len(cut.error) == bounds.MAX_RESULT_ERROR
     small = common_pb2.AttemptResult(execution_id="e", stdout_tail=b"ok")
     assert wire.bounded_results([small])[0] is small
+
+
+# ------------------------------------------------------------------------------- pages and messages
+
+
+def _store_with_big_tasks(n: int, payload_bytes: int) -> MemKV:
+    kv = MemKV()
+    sm = StateMachine(kv)
+    for i in range(n):
+        s = spec()
+        s.name = f"big{i}"
+        s.payload.shell.script = "x" * payload_bytes
+        cmd = commands_pb2.Command(
+            stamped_at_ms=T0,
+            create_task=commands_pb2.CreateTask(task_id=make_id(T0, i.to_bytes(10, "big")), spec=s),
+        )
+        sm.apply_entry(i + 1, encode_batch([cmd]))
+    return kv
+
+
+def test_a_page_of_tasks_ends_once_it_reaches_max_bytes() -> None:
+    from cronraft.raft import state as sm
+
+    kv = _store_with_big_tasks(5, 30_000)
+    with kv.read() as txn:
+        first, token = sm.list_tasks(txn, page_size=100, max_bytes=64_000)
+        assert len(first) == 3 and token  # 30 + 30 + 30 KB: past 64 KB with the third
+        rest, end = sm.list_tasks(txn, page_size=100, page_token=token, max_bytes=64_000)
+        assert len(rest) == 2 and end == ""
+        one, token = sm.list_tasks(txn, page_size=100, max_bytes=1)
+        assert len(one) == 1 and token  # always at least one
+
+
+def test_calendars_come_in_pages() -> None:
+    from cronraft.raft import state as sm
+
+    kv = MemKV()
+    machine = StateMachine(kv)
+    for i in range(5):
+        cal_ = common_pb2.Calendar(name=f"c{i}")
+        cal_.exclude.add().weekdays.days.append(6)
+        cmd = commands_pb2.Command(stamped_at_ms=T0, put_calendar=commands_pb2.PutCalendar(calendar=cal_))
+        machine.apply_entry(i + 1, encode_batch([cmd]))
+    names: list[str] = []
+    token = ""
+    with kv.read() as txn:
+        while True:
+            page, token = sm.calendars_page(txn, page_size=2, page_token=token)
+            names += [c.name for c in page]
+            if not token:
+                break
+    assert names == [f"c{i}" for i in range(5)]
+
+
+def test_lease_offers_are_split_below_max_offer_bytes() -> None:
+    from test_leader_backoff import Rig
+
+    rig = Rig()
+    rig.core.worker_connected("w1", 8, ["default"], {}, rig.mono)
+    due = T0 + 1_000
+    for i in range(3):
+        s = spec()
+        s.name = f"big{i}"
+        s.payload.shell.script = "x" * (1_800_000)  # within the 4 MiB ceiling; 3 of them pass 4 MiB
+        s.schedule.at.at_ms = due
+        s.queue = "default"
+        cmd = commands_pb2.Command(
+            stamped_at_ms=rig.now,
+            create_task=commands_pb2.CreateTask(task_id=make_id(T0, bytes([i]) * 10), spec=s),
+        )
+        (res,) = rig.apply([cmd])
+        assert res.applied, res.error
+        rig.core.on_committed([cmd], [res], rig.now, rig.mono)
+    rig.run(2)
+    offers = [m for _, m in rig.core.drain_outgoing() if m.WhichOneof("kind") == "leases"]
+    assert sum(len(m.leases.leases) for m in offers) == 3
+    assert len(offers) >= 2
+    assert all(m.ByteSize() <= bounds.MAX_OFFER_BYTES for m in offers)
