@@ -921,7 +921,9 @@ class CommandResult(_message.Message):
 
     @_builtins.property
     def tasks(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Task]:
-        """ImportTasks: the created tasks due before report_due_until_ms"""
+        """ImportTasks: the created tasks due before report_due_until_ms. DeleteTask: the deleted task, in short
+        (id, name, tags, state, counters: not its spec), while `task` holds only its id.
+        """
 
     @_builtins.property
     def pruned(self) -> Global___PruneReport:

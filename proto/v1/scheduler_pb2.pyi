@@ -1026,7 +1026,9 @@ class DeleteTaskResponse(_message.Message):
     cleanup_pending: _builtins.bool
     @_builtins.property
     def task(self) -> _common_pb2.Task:
-        """the task as it was (stored_executions: how many executions went)"""
+        """The task as it was, in short: id, name, tags, state, times and counters (stored_executions: how many
+        executions it had), not its spec.
+        """
 
     def __init__(
         self,
