@@ -9,16 +9,17 @@
 Writes follow the leader (redirects) and are idempotent across retries (one request id per call); reads
 go to any node. Schedules come from `cron`, `at`, `every` (fixed rate) and `delay` (fixed delay);
 payloads from `command`, `shell`, `http` and `handler`; run policies from `retry`, `notify_webhook` and
-`notify_command`; tasks are edited with `Client.edit_task`, paused, resumed, triggered, backfilled and
-explained (the fire ledger); calendars are `cronraft.v1.Calendar` messages stored with
-`Client.put_calendar`. Dead letters are listed, shown, redriven and purged (`Client.list_dead_letters`,
-...); `cancel_tasks`, `cancel_tasks_where` and `cancel_executions` cancel in bulk and return a
-`BulkResult`. `Client.import_tasks` creates many tasks through the bulk API (batches created whole,
-idempotent per batch) and returns an `ImportResult`.
+`notify_command`; how long a task's history is kept from `retention`. Tasks are edited with
+`Client.edit_task`, paused, resumed, triggered, backfilled and explained (the fire ledger); calendars
+are `cronraft.v1.Calendar` messages stored with `Client.put_calendar`. Dead letters are listed, shown,
+redriven and purged (`Client.list_dead_letters`, ...); `cancel_tasks`, `cancel_tasks_where` and
+`cancel_executions` cancel in bulk, `delete_task`, `delete_tasks` and `delete_tasks_where` delete tasks
+with their history; bulk calls return a `BulkResult`. `Client.import_tasks` creates many tasks through
+the bulk API (batches created whole, idempotent per batch) and returns an `ImportResult`.
 Errors are those of `cronraft.errors`, re-exported here.
 """
 
-from cronraft.client._builders import handler, http, notify_command, notify_webhook, retry
+from cronraft.client._builders import handler, http, notify_command, notify_webhook, retention, retry
 from cronraft.client._bulk import ImportResult
 from cronraft.client._common import (
     BulkResult,
@@ -76,6 +77,7 @@ __all__ = [
     "notify_webhook",
     "parse_duration",
     "parse_instant",
+    "retention",
     "retry",
     "shell",
 ]

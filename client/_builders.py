@@ -23,6 +23,7 @@ __all__ = [
     "notify_command",
     "notify_webhook",
     "parse_notify_event",
+    "retention",
     "retry",
 ]
 
@@ -165,6 +166,38 @@ def retry(
         retryable_exit_codes=yes,
         non_retryable_exit_codes=no,
         no_retry_on_timeout=not retry_on_timeout,
+    )
+
+
+FOREVER = "forever"
+
+
+def retention(
+    keep_executions: int | str | None = None,
+    max_age: _common.Duration | None = None,
+    ended_task_max_age: _common.Duration | None = None,
+) -> common_pb2.Retention:
+    """How long a task's history is kept, overriding the cluster's `[retention]` defaults
+    (docs/operations.md, "Retention"). `keep_executions`: the newest N executions are kept (their
+    attempts, logs, dead letters and fire-ledger records with them); `max_age`: an execution is deleted
+    this long after it ended; `ended_task_max_age`: the task itself, once completed or cancelled, this
+    long after it ended. Each is None for the cluster's default, or "forever" for no limit."""
+
+    def pick(value: Any, field: str, duration: bool) -> int:
+        if value is None:
+            return 0
+        if value == FOREVER:
+            return -1
+        n = _common.duration_ms(value, field) if duration else value
+        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+            what = "a positive duration" if duration else "a positive integer"
+            raise InvalidArgument(field, f"expected {what}, {FOREVER!r} or None, got {value!r}")
+        return n
+
+    return common_pb2.Retention(
+        keep_executions=pick(keep_executions, "retention.keep_executions", False),
+        execution_max_age_ms=pick(max_age, "retention.execution_max_age_ms", True),
+        ended_task_max_age_ms=pick(ended_task_max_age, "retention.ended_task_max_age_ms", True),
     )
 
 

@@ -548,6 +548,7 @@ def build_spec(
     notify: Sequence[common_pb2.NotifyTarget] | None = None,
     worker_labels: Mapping[str, str] | None = None,
     max_concurrency: int = 0,
+    retention: common_pb2.Retention | None = None,
 ) -> common_pb2.TaskSpec:
     """Assemble a `TaskSpec` (the keyword arguments of `Client.create_task`).
 
@@ -557,7 +558,8 @@ def build_spec(
     "cancel-other" | "terminate-other" | "allow-all"; default allow-all). `retry` comes from
     `retry(...)` (None: the cluster's default backoff), `notify` from `notify_webhook` /
     `notify_command`; a worker must carry every one of `worker_labels`; `max_concurrency` caps the
-    executions of the task holding a lease at once (0: no limit).
+    executions of the task holding a lease at once (0: no limit). `retention` (from `retention(...)`;
+    None: the cluster's defaults) says how long the task's history is kept.
     """
     if max_catchup < 0:
         raise InvalidArgument("spec.max_catchup", "must not be negative")
@@ -579,7 +581,7 @@ def build_spec(
         max_catchup=max_catchup,
         overlap=parse_overlap(overlap) if overlap is not None else common_pb2.OVERLAP_DEFAULT,
     )
-    extra = {"retry": retry, "notify": notify, "worker_labels": worker_labels}
+    extra = {"retry": retry, "notify": notify, "worker_labels": worker_labels, "retention": retention}
     return edit_spec(spec, {**extra, "max_concurrency": max_concurrency})
 
 
@@ -947,6 +949,7 @@ EDITABLE_FIELDS = (
     "depends_on",
     "dependency_deadline",
     "sensor",
+    "retention",
 )
 """The keyword arguments of `edit_task`: those of `create_task` plus the policies."""
 
@@ -1020,6 +1023,13 @@ def edit_spec(spec: common_pb2.TaskSpec, changes: Mapping[str, Any]) -> common_p
             out.max_concurrency = _non_negative_int(value, field_name)
         elif key == "start_deadline":
             out.start_deadline_ms = duration_ms(value, "spec.start_deadline_ms")
+        elif key == "retention":
+            if value is None:
+                out.ClearField("retention")  # the cluster's defaults
+            elif isinstance(value, common_pb2.Retention):
+                out.retention.CopyFrom(value)
+            else:
+                raise InvalidArgument(field_name, "expected a Retention (from retention(...)) or None")
         elif key == "sensor":
             if value is None:
                 out.ClearField("sensor")

@@ -186,7 +186,27 @@ def _policy_arguments(parser: argparse.ArgumentParser, *, update: bool) -> None:
         metavar="DURATION",
         help="an execution not started this long after its fire ends `expired` (0: none)",
     )
+    kept = parser.add_argument_group("retention (docs/operations.md; default: the cluster's [retention])")
+    kept.add_argument(
+        "--keep-executions",
+        metavar="N|forever",
+        help="keep the newest N executions of the task (their logs, dead letters, ledger records too)",
+    )
+    kept.add_argument(
+        "--retention",
+        dest="execution_retention",
+        metavar="DURATION|forever",
+        help="delete an execution this long after it ended",
+    )
+    kept.add_argument(
+        "--ended-retention",
+        metavar="DURATION|forever",
+        help="delete the task itself this long after it completed or was cancelled",
+    )
     if update:
+        kept.add_argument(
+            "--reset-retention", action="store_true", help="drop the task's own retention (cluster defaults)"
+        )
         group.add_argument(
             "--reset-retry", action="store_true", help="drop the retry policy (the cluster default applies)"
         )
@@ -402,6 +422,7 @@ def spec_changes(args: argparse.Namespace, base: common_pb2.TaskSpec | None = No
         changes["depends_on"] = deps
     _retry_change(args, base, changes)
     _notify_change(args, changes)
+    _retention_change(args, base, changes)
     labels = dict(base.worker_labels) if base is not None else {}
     labels.update(parse_pairs(args.worker_label, "--worker-label"))
     for key in getattr(args, "remove_worker_label", []):
@@ -409,6 +430,55 @@ def spec_changes(args: argparse.Namespace, base: common_pb2.TaskSpec | None = No
     if base is None or labels != dict(base.worker_labels):
         changes["worker_labels"] = labels
     return changes
+
+
+def _retention_change(
+    args: argparse.Namespace, base: common_pb2.TaskSpec | None, changes: dict[str, Any]
+) -> None:
+    """--keep-executions, --retention, --ended-retention: change only what is given (an update keeps
+    the rest of the task's retention); --reset-retention drops it (the cluster's defaults apply)."""
+    given = {
+        "--keep-executions": args.keep_executions,
+        "--retention": args.execution_retention,
+        "--ended-retention": args.ended_retention,
+    }
+    flags = [flag for flag, value in given.items() if value is not None]
+    if getattr(args, "reset_retention", False):
+        if flags:
+            raise UsageError(
+                f"--reset-retention drops the task's retention: do not combine it with {flags[0]}"
+            )
+        changes["retention"] = None
+        return
+    if not flags:
+        return
+    out = common_pb2.Retention()
+    if base is not None and base.HasField("retention"):
+        out.CopyFrom(base.retention)
+
+    def value(text: str, flag: str, duration: bool) -> int:
+        if text.strip().lower() == _builders.FOREVER:
+            return -1
+        if duration:
+            n = _common.parse_duration(text, flag)
+        else:
+            try:
+                n = int(text)
+            except ValueError:
+                raise InvalidArgument(
+                    flag, f"expected a number or {_builders.FOREVER!r}, got {text!r}"
+                ) from None
+        if n <= 0:
+            raise InvalidArgument(flag, f"must be positive (or {_builders.FOREVER!r}), got {text!r}")
+        return n
+
+    if args.keep_executions is not None:
+        out.keep_executions = value(args.keep_executions, "--keep-executions", False)
+    if args.execution_retention is not None:
+        out.execution_max_age_ms = value(args.execution_retention, "--retention", True)
+    if args.ended_retention is not None:
+        out.ended_task_max_age_ms = value(args.ended_retention, "--ended-retention", True)
+    changes["retention"] = out
 
 
 def _retry_change(

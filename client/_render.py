@@ -175,6 +175,16 @@ def spec_to_json(spec: common_pb2.TaskSpec) -> dict[str, Any]:
             if spec.HasField("sensor")
             else None
         ),
+        "retention": retention_to_json(spec.retention) if spec.HasField("retention") else None,
+    }
+
+
+def retention_to_json(r: common_pb2.Retention) -> dict[str, Any]:
+    """A task's own retention: each value 0 (the cluster's default), -1 (no limit) or the limit."""
+    return {
+        "keep_executions": r.keep_executions,
+        "execution_max_age_ms": r.execution_max_age_ms,
+        "ended_task_max_age_ms": r.ended_task_max_age_ms,
     }
 
 
@@ -190,6 +200,7 @@ def task_to_json(task: common_pb2.Task) -> dict[str, Any]:
     time_fields(out, "next_fire", task.next_fire_ms)
     time_fields(out, "last_fired_nominal", task.last_fired_nominal_ms)
     out["fire_count"] = task.fire_count
+    out["stored_executions"] = task.stored_executions
     out["version"] = task.version
     out["pause_note"] = task.pause_note
     time_fields(out, "paused_at", task.paused_at_ms)
@@ -310,6 +321,21 @@ def status_to_json(status: cluster_pb2.StatusResponse) -> dict[str, Any]:
     # A server without clock health (older) sends clock_max_offset_ms 0: its clock keys render as null.
     clock = status.clock_max_offset_ms > 0
 
+    def storage(s: cluster_pb2.StorageStatus) -> dict[str, Any] | None:
+        if not s.measured:  # a peer that did not answer our node's probes lately, or an older server
+            return None
+        return {
+            "exhausted": s.exhausted,
+            "refused": s.refused,
+            "reason": s.reason,
+            "stuck_index": s.stuck_index,
+            "used_bytes": s.used_bytes,
+            "map_size_bytes": s.map_size_bytes,
+            "max_map_size_bytes": s.max_map_size_bytes,
+            "disk_free_bytes": s.disk_free_bytes,
+            "journal_bytes": s.journal_bytes,
+        }
+
     def member_clock(m: cluster_pb2.Member) -> dict[str, Any]:
         measured = clock and m.clock_measured
         peer = measured and m.node_id != status.node_id
@@ -335,6 +361,7 @@ def status_to_json(status: cluster_pb2.StatusResponse) -> dict[str, Any]:
         "clock_measured": status.clock_measured if clock else None,
         "clock_correction_ms": status.clock_correction_ms if clock else None,
         "clock_max_offset_ms": status.clock_max_offset_ms if clock else None,
+        "storage": storage(status.storage),
         "members": [
             {
                 "node_id": m.node_id,
@@ -342,6 +369,7 @@ def status_to_json(status: cluster_pb2.StatusResponse) -> dict[str, Any]:
                 "grpc_address": m.grpc_address,
                 "connected": m.connected,
                 **member_clock(m),
+                "storage": storage(m.storage),
             }
             for m in status.members
         ],

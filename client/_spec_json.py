@@ -37,6 +37,7 @@ _TASK_KEYS = {
     "last_fired_nominal",
     "last_fired_nominal_ms",
     "fire_count",
+    "stored_executions",
     "version",
     "pause_note",
     "paused_at",
@@ -315,6 +316,7 @@ _SPEC_KEYS = {
     "depends_on",
     "dependency_deadline_ms",
     "sensor",
+    "retention",
 }
 
 
@@ -366,6 +368,16 @@ def spec_from_json(value: Any, field: str = "spec") -> common_pb2.TaskSpec:
         out.sensor.probe.CopyFrom(payload_from_json(sensor.get("probe"), f"{where}.probe"))
         out.sensor.interval_ms = _duration(sensor, "interval_ms", where)
         out.sensor.timeout_ms = _duration(sensor, "timeout_ms", where)
+    if obj.get("retention") is not None:
+        where = f"{field}.retention"
+        kept = _obj(obj["retention"], where)
+        _known(kept, where, {"keep_executions", "execution_max_age_ms", "ended_task_max_age_ms"})
+        # 0: the cluster's default, -1: no limit (as in the proto), else the limit.
+        out.retention.keep_executions = _int(kept, "keep_executions", where)
+        for key in ("execution_max_age_ms", "ended_task_max_age_ms"):
+            value = kept.get(key)
+            ms = -1 if value == -1 else _duration(kept, key, where)
+            setattr(out.retention, key, ms)
     return out
 
 

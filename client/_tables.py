@@ -190,10 +190,12 @@ def task_detail(task: common_pb2.Task) -> str:
             *[("notify", _notify_text(n)) for n in spec.notify],
             ("worker_labels", _pairs_text(spec.worker_labels)),
             ("max_concurrency", str(spec.max_concurrency) if spec.max_concurrency else "no limit"),
+            ("retention", _retention_text(spec)),
             ("next_fire", _time(task.next_fire_ms)),
             ("next_due", _time(task.next_due_ms)),
             ("last_fired", _time(task.last_fired_nominal_ms)),
             ("fire_count", str(task.fire_count)),
+            ("stored_executions", str(task.stored_executions)),
             ("created_at", _time(task.created_at_ms)),
             ("updated_at", _time(task.updated_at_ms)),
             ("version", str(task.version)),
@@ -411,6 +413,35 @@ def _offset(ms: int) -> str:
     return f"{ms:+d}ms"
 
 
+def _retention_text(spec: common_pb2.TaskSpec) -> str:
+    if not spec.HasField("retention"):
+        return "cluster default"
+    r = spec.retention
+
+    def one(value: int, what: str, duration: bool) -> str:
+        if value == 0:
+            return f"{what} default"
+        if value < 0:
+            return f"{what} forever"
+        return f"{what} {format_duration(value) if duration else value}"
+
+    return ", ".join(
+        (
+            one(r.keep_executions, "keep", False),
+            one(r.execution_max_age_ms, "executions", True),
+            one(r.ended_task_max_age_ms, "ended task", True),
+        )
+    )
+
+
+def _storage_cell(s: cluster_pb2.StorageStatus) -> str:
+    if not s.measured:
+        return "-"
+    if not s.exhausted:
+        return f"ok ({s.used_bytes / (1 << 20):.0f}/{s.max_map_size_bytes / (1 << 20):.0f} MiB)"
+    return f"EXHAUSTED ({s.refused})"
+
+
 def status_detail(status: cluster_pb2.StatusResponse) -> str:
     clock = status.clock_max_offset_ms > 0  # 0: a server without clock health
     pairs = [
@@ -451,11 +482,15 @@ def status_detail(status: cluster_pb2.StatusResponse) -> str:
             "yes" if m.connected else "no",
             "yes" if m.node_id == status.leader_id else "",
             _offset(m.clock_offset_ms) if clock and m.clock_measured else "-",
+            _storage_cell(m.storage),
         ]
         for m in status.members
     ]
-    return (
-        head
-        + "\n\n"
-        + _table(["NODE_ID", "GRPC_ADDRESS", "RAFT_ADDRESS", "CONNECTED", "LEADER", "CLOCK_OFFSET"], rows)
-    )
+    for m in status.members:
+        if m.storage.exhausted:
+            head += (
+                f"\n\nWARNING: {m.node_id}'s storage is exhausted: {m.storage.reason}. Writes are refused "
+                f"with RESOURCE_EXHAUSTED ({m.storage.refused}); see docs/operations.md, Storage exhausted."
+            )
+    columns = ["NODE_ID", "GRPC_ADDRESS", "RAFT_ADDRESS", "CONNECTED", "LEADER", "CLOCK_OFFSET", "STORAGE"]
+    return head + "\n\n" + _table(columns, rows)

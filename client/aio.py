@@ -147,6 +147,7 @@ class AsyncClient:
         notify: Sequence[common_pb2.NotifyTarget] | None = None,
         worker_labels: Mapping[str, str] | None = None,
         max_concurrency: int = 0,
+        retention: common_pb2.Retention | None = None,
         request_id: str | None = None,
     ) -> common_pb2.Task:
         """Create a task; see `Client.create_task`."""
@@ -168,6 +169,7 @@ class AsyncClient:
             notify=notify,
             worker_labels=worker_labels,
             max_concurrency=max_concurrency,
+            retention=retention,
         )
         return await self.create_task_spec(spec, request_id=request_id)
 
@@ -298,6 +300,46 @@ class AsyncClient:
             if t.state != common_pb2.TASK_CANCELLED
         ]
         return await self.cancel_tasks(ids, request_ids=request_ids)
+
+    async def delete_task(
+        self, task_id: str, *, force: bool = False, request_id: str | None = None
+    ) -> scheduler_pb2.DeleteTaskResponse:
+        """Delete a task with its whole history; see `Client.delete_task`."""
+        rid = request_id or _common.new_request_id()
+        request = scheduler_pb2.DeleteTaskRequest(task_id=task_id, request_id=rid, force=force)
+        return await self._invoke(
+            lambda s: s.scheduler.DeleteTask,
+            request,
+            scheduler_pb2.DeleteTaskResponse,
+            write=True,
+            request_id=rid,
+        )
+
+    async def delete_tasks(
+        self,
+        task_ids: Iterable[str],
+        *,
+        force: bool = False,
+        request_ids: Mapping[str, str] | None = None,
+    ) -> _common.BulkResult[scheduler_pb2.DeleteTaskResponse]:
+        """Delete each task in turn; see `Client.delete_tasks`."""
+        rids = _common.bulk_request_ids(task_ids, request_ids)
+        return await self._bulk(rids, lambda i, rid: self.delete_task(i, force=force, request_id=rid))
+
+    async def delete_tasks_where(
+        self,
+        *,
+        state: common_pb2.TaskState.ValueType | str | None = None,
+        tags: Mapping[str, str] | None = None,
+        name_prefix: str = "",
+        force: bool = False,
+        request_ids: Mapping[str, str] | None = None,
+    ) -> _common.BulkResult[scheduler_pb2.DeleteTaskResponse]:
+        """List the tasks matching the filters, then delete them one by one: not atomic; see
+        `Client.delete_tasks_where`."""
+        _common.check_task_filter(state, tags, name_prefix)
+        ids = [t.task_id async for t in self.list_tasks(state=state, tags=tags, name_prefix=name_prefix)]
+        return await self.delete_tasks(ids, force=force, request_ids=request_ids)
 
     async def _bulk(
         self, request_ids: Mapping[str, str], call: Callable[[str, str], Awaitable[_Msg]]

@@ -164,6 +164,28 @@ def build_parser() -> _Parser:
     cancel.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     cancel.set_defaults(handler=_task_cancel)
 
+    delete = task_commands.add_parser(
+        "delete",
+        parents=[opts],
+        help="delete tasks with their whole history, by id or by filter",
+        usage="schedctl task delete ID... | schedctl task delete [--tag KEY=VALUE]... [--name-prefix P] "
+        "[--state STATE] [--force] [--yes]",
+        description="Delete tasks with everything about them: executions, attempts, output logs, dead "
+        "letters and the fire ledger. It cannot be undone: the command asks for confirmation on a terminal "
+        "(or needs --yes). By filter, it lists the matching tasks, then deletes them one by one: it is not "
+        "atomic. A task with a running execution is refused, naming the execution, unless --force: running "
+        "executions are then terminated (their workers are told to stop) and deleted too.",
+    )
+    delete.add_argument("task_ids", nargs="*", metavar="ID")
+    delete.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="filter (repeatable)")
+    delete.add_argument("--name-prefix", default="", metavar="P", help="filter on the name's start")
+    delete.add_argument("--state", help="filter: scheduled | paused | completed | cancelled")
+    delete.add_argument(
+        "--force", action="store_true", help="terminate running executions instead of refusing the task"
+    )
+    delete.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    delete.set_defaults(handler=_task_delete)
+
     pause = task_commands.add_parser("pause", parents=[opts], help="pause a task (no fire until resumed)")
     pause.add_argument("task_id", metavar="ID")
     pause.add_argument("--note", default="", metavar="TEXT", help="why it is paused (shown by get/explain)")
@@ -541,6 +563,52 @@ def _task_cancel(client: Client, args: argparse.Namespace) -> None:
     cancelled = list(result.results.values())
     if cancelled or args.output == "json" or filtered:
         _emit(args, [_common.task_to_json(t) for t in cancelled], lambda: _tables.task_table(cancelled))
+    _report_bulk(result)
+
+
+def _task_delete(client: Client, args: argparse.Namespace) -> None:
+    filtered = bool(args.tag or args.name_prefix or args.state is not None)
+    if filtered and args.task_ids:
+        raise UsageError("give task ids or filters (--tag, --name-prefix, --state), not both")
+    if not filtered and not args.task_ids:
+        raise UsageError("give task ids, or filters: --tag KEY=VALUE, --name-prefix P, --state STATE")
+    ids = list(dict.fromkeys(args.task_ids))
+    names: dict[str, str] = {}
+    if filtered:
+        state = _common.parse_task_state(args.state, "--state")
+        tags = _flags.parse_pairs(args.tag, "--tag")
+        for t in client.list_tasks(state=state or None, tags=tags, name_prefix=args.name_prefix):
+            ids.append(t.task_id)
+            names[t.task_id] = t.spec.name
+    if ids:
+        shown = ", ".join(f"{i} ({names[i]})" if i in names else i for i in ids[:5])
+        more = f" and {len(ids) - 5} more" if len(ids) > 5 else ""
+        force = ", terminating running executions" if args.force else ""
+        _confirm(
+            args,
+            f"delete {len(ids)} task(s) with their history{force}: {shown}{more} (this cannot be undone)",
+        )
+    result = client.delete_tasks(ids, force=args.force)
+    deleted = list(result.results.values())
+    doc = [
+        {
+            "task": _common.task_to_json(r.task),
+            "executions_deleted": r.executions_deleted,
+            "cleanup_pending": r.cleanup_pending,
+        }
+        for r in deleted
+    ]
+
+    def text() -> str:
+        lines = [
+            f"deleted {r.task.task_id} ({r.task.spec.name}): {r.executions_deleted} execution(s)"
+            + (", the rest of its history in the next retention steps" if r.cleanup_pending else "")
+            for r in deleted
+        ]
+        return "\n".join(lines) if lines else "nothing deleted"
+
+    if deleted or args.output == "json" or filtered:
+        _emit(args, doc, text)
     _report_bulk(result)
 
 

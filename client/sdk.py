@@ -182,6 +182,7 @@ class Client:
         notify: Sequence[common_pb2.NotifyTarget] | None = None,
         worker_labels: Mapping[str, str] | None = None,
         max_concurrency: int = 0,
+        retention: common_pb2.Retention | None = None,
         request_id: str | None = None,
     ) -> common_pb2.Task:
         """Create a task; returns it as stored (with `task_id`, `state`, `next_fire_ms`).
@@ -191,9 +192,9 @@ class Client:
         "high" / "medium" / "low". `misfire` ("skip" / "fire-once" / "fire-all"), `catchup_window`,
         `max_catchup` and `overlap` ("skip" / "buffer-one" / "buffer-all" / "cancel-other" /
         "terminate-other" / "allow-all") are described in `build_spec`, as are `retry` (from `retry`),
-        `notify` (from `notify_webhook` / `notify_command`), `worker_labels` and `max_concurrency`.
-        `payload` may also come from `http` or `handler`. `request_id` (default: a fresh uuid4 hex)
-        makes the call idempotent.
+        `notify` (from `notify_webhook` / `notify_command`), `worker_labels`, `max_concurrency` and
+        `retention` (from `retention`). `payload` may also come from `http` or `handler`.
+        `request_id` (default: a fresh uuid4 hex) makes the call idempotent.
         """
         spec = _common.build_spec(
             name,
@@ -213,6 +214,7 @@ class Client:
             notify=notify,
             worker_labels=worker_labels,
             max_concurrency=max_concurrency,
+            retention=retention,
         )
         return self.create_task_spec(spec, request_id=request_id)
 
@@ -351,6 +353,51 @@ class Client:
             if t.state != common_pb2.TASK_CANCELLED
         ]
         return self.cancel_tasks(ids, request_ids=request_ids)
+
+    def delete_task(
+        self, task_id: str, *, force: bool = False, request_id: str | None = None
+    ) -> scheduler_pb2.DeleteTaskResponse:
+        """Delete a task with its whole history (executions, attempts, output logs, dead letters, fire
+        ledger); the response holds the task as it was. Raises `NotFound`, or `FailedPrecondition`
+        naming the execution while one runs, unless `force`: running executions are then terminated
+        (their workers are told to stop; a late result is refused) and deleted too. A long history is
+        deleted over the next retention steps (`cleanup_pending`); the task is gone at once."""
+        rid = request_id or _common.new_request_id()
+        request = scheduler_pb2.DeleteTaskRequest(task_id=task_id, request_id=rid, force=force)
+        return self._invoke(
+            lambda s: s.scheduler.DeleteTask,
+            request,
+            scheduler_pb2.DeleteTaskResponse,
+            write=True,
+            request_id=rid,
+        )
+
+    def delete_tasks(
+        self,
+        task_ids: Iterable[str],
+        *,
+        force: bool = False,
+        request_ids: Mapping[str, str] | None = None,
+    ) -> _common.BulkResult[scheduler_pb2.DeleteTaskResponse]:
+        """Delete each task in turn (one DeleteTask per id, each with its own request id, reused on its
+        retries). Never raises for one id: see `BulkResult`."""
+        rids = _common.bulk_request_ids(task_ids, request_ids)
+        return self._bulk(rids, lambda i, rid: self.delete_task(i, force=force, request_id=rid))
+
+    def delete_tasks_where(
+        self,
+        *,
+        state: common_pb2.TaskState.ValueType | str | None = None,
+        tags: Mapping[str, str] | None = None,
+        name_prefix: str = "",
+        force: bool = False,
+        request_ids: Mapping[str, str] | None = None,
+    ) -> _common.BulkResult[scheduler_pb2.DeleteTaskResponse]:
+        """Delete every task matching the filters (at least one is required). Not atomic: it lists the
+        matching tasks, then deletes them one by one. Results as `delete_tasks`."""
+        _common.check_task_filter(state, tags, name_prefix)
+        ids = [t.task_id for t in self.list_tasks(state=state, tags=tags, name_prefix=name_prefix)]
+        return self.delete_tasks(ids, force=force, request_ids=request_ids)
 
     def _bulk(
         self, request_ids: Mapping[str, str], call: Callable[[str, str], _Msg]

@@ -76,7 +76,14 @@ class ResourceExhausted(CronraftError):
 class StorageError(ResourceExhausted):
     """The store failed for a reason of this node's environment (map full, disk full, I/O error), not
     because of the command: the same write may succeed later, or on another replica. The state machine
-    never records it as a command's outcome; the replicator retries the entry (raft.state)."""
+    never records it as a command's outcome; the replicator retries the entry (raft.state).
+
+    `kind` says which: "map_full" (the LMDB map is full: it can grow), "disk_full" (no space left on the
+    file system, or a quota), "io" (anything else: an I/O error, too many readers...)."""
+
+    def __init__(self, message: str, *, kind: str = "io") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class InternalError(CronraftError):

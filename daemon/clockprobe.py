@@ -56,6 +56,7 @@ class ClockMonitor:
         audit: AuditLog | None = None,
         wall_ns: Callable[[], int] = time.time_ns,
         mono_ns: Callable[[], int] = time.monotonic_ns,
+        on_peer_storage: Callable[[str, cluster_pb2.StorageStatus], None] | None = None,
     ) -> None:
         self.node_id = node_id
         self.peers = dict(peers)
@@ -67,6 +68,8 @@ class ClockMonitor:
         self._connected_peers = connected_peers
         self._transfer = transfer
         self._audit = audit
+        # A peer's answer also carries its storage status (daemon.storage): handed on as it arrives.
+        self._on_peer_storage = on_peer_storage
         self._wall_ns = wall_ns
         self._mono_ns = mono_ns
         self._started_ms = mono_ns() / 1e6
@@ -138,6 +141,8 @@ class ClockMonitor:
         except grpc.RpcError:
             return  # a silent peer: its samples age out
         recv_mono = self._mono_ns()
+        if self._on_peer_storage is not None and resp.HasField("storage"):
+            self._on_peer_storage(peer, resp.storage)
         self.estimator.add(
             peer,
             make_sample(

@@ -42,15 +42,17 @@ __all__ = [
     "ClusterConfig",
     "Config",
     "Durability",
+    "LimitsConfig",
     "LogConfig",
     "LogFormat",
-    "LimitsConfig",
     "LogLevel",
     "Member",
     "MetricsConfig",
     "NodeConfig",
     "RaftConfig",
+    "RetentionConfig",
     "SchedulerConfig",
+    "StorageConfig",
     "config_from_dict",
     "default_config",
     "load_config",
@@ -104,6 +106,34 @@ class RaftConfig:
     heartbeat_ms: int = 100
     snapshot_min_entries: int = 100_000
     snapshot_min_time_s: int = 300
+    # Also compact the journal once its entries exceed this many bytes (a bulk import is few, large entries).
+    snapshot_max_bytes: int = 256 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    """[storage] (daemon.storage; docs/operations.md): the store's size and the disk kept for deletes."""
+
+    map_size_bytes: int = 1 << 30  # the LMDB map at start; it grows (doubling) on demand...
+    max_map_size_bytes: int = 64 << 30  # ...up to this: the most the store may hold
+    # Space kept for deletes: writes that add data are refused once the store is within this of its
+    # maximum, or the disk has less than this free; half of it stays allocated ahead of the journal and
+    # half ahead of the store, so that deletes and cancels still apply on a full disk.
+    reserve_bytes: int = 64 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionConfig:
+    """[retention] (raft.retention; docs/operations.md): the cluster-wide defaults of what is kept, which
+    a task's own `retention` overrides. 0: no limit. The leader's table is the one in force."""
+
+    keep_executions: int = 1_000  # executions kept per task, the newest (running ones always are)
+    execution_max_age_s: int = 30 * 86_400  # an execution is deleted this long after it ended
+    ended_task_max_age_s: int = 7 * 86_400  # a completed or cancelled task, this long after it ended
+    log_max_age_s: int = 7 * 86_400  # output logs, this long after their first piece
+    prune_interval_ms: int = 1_000  # the leader proposes one retention step this often...
+    prune_max_deletes: int = 500  # ...deleting at most this many records...
+    prune_max_visits: int = 1_000  # ...and looking at most at this many tasks (sooner while work is left)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +198,8 @@ class Config:
     clock: ClockConfig = ClockConfig()
     metrics: MetricsConfig = MetricsConfig()
     limits: LimitsConfig = LimitsConfig()
+    storage: StorageConfig = StorageConfig()
+    retention: RetentionConfig = RetentionConfig()
     source: str = field(default="<embedded default>", compare=False)  # where it was loaded from
 
     @property
@@ -230,7 +262,19 @@ def config_from_dict(
         data,
         "",
         source,
-        ("node", "cluster", "raft", "scheduler", "log", "notify", "clock", "metrics", "limits"),
+        (
+            "node",
+            "cluster",
+            "raft",
+            "scheduler",
+            "log",
+            "notify",
+            "clock",
+            "metrics",
+            "limits",
+            "storage",
+            "retention",
+        ),
     )
     cluster_t = root.table("cluster", ("secret_env", "secret_file", "secret", "durability", "members"))
     members = _members(cluster_t)
@@ -252,6 +296,8 @@ def config_from_dict(
         clock=_clock(root.table("clock", _field_names(ClockConfig))),
         metrics=_metrics(root.table("metrics", _field_names(MetricsConfig))),
         limits=_limits(root.table("limits", _field_names(LimitsConfig))),
+        storage=_storage(root.table("storage", _field_names(StorageConfig))),
+        retention=_retention(root.table("retention", _field_names(RetentionConfig))),
         source=source,
     )
 
@@ -514,6 +560,52 @@ def _raft(t: _Table) -> RaftConfig:
         heartbeat_ms=heartbeat,
         snapshot_min_entries=t.integer("snapshot_min_entries", d.snapshot_min_entries, 1),
         snapshot_min_time_s=t.integer("snapshot_min_time_s", d.snapshot_min_time_s, 1),
+        snapshot_max_bytes=t.integer(
+            "snapshot_max_bytes",
+            d.snapshot_max_bytes,
+            1 << 20,
+            2 << 30,
+            why="pysyncobj's journal cannot exceed 4 GiB, and each snapshot copies the whole store",
+        ),
+    )
+
+
+def _storage(t: _Table) -> StorageConfig:
+    d = StorageConfig()
+    map_size = t.integer("map_size_bytes", d.map_size_bytes, 1 << 20)
+    largest = t.integer("max_map_size_bytes", max(d.max_map_size_bytes, map_size), 1 << 20)
+    if largest < map_size:
+        raise t.error(
+            "max_map_size_bytes",
+            f"{largest} is below storage.map_size_bytes ({map_size}): the map only grows; raise it to at "
+            f"least {map_size} or lower storage.map_size_bytes",
+        )
+    reserve = t.integer("reserve_bytes", d.reserve_bytes, 1 << 20)
+    if reserve * 2 > largest:
+        raise t.error(
+            "reserve_bytes",
+            f"{reserve} is more than half of storage.max_map_size_bytes ({largest}): little would be left "
+            f"for data; lower it to at most {largest // 2}",
+        )
+    return StorageConfig(map_size_bytes=map_size, max_map_size_bytes=largest, reserve_bytes=reserve)
+
+
+def _retention(t: _Table) -> RetentionConfig:
+    d = RetentionConfig()
+    return RetentionConfig(
+        keep_executions=t.integer("keep_executions", d.keep_executions, 0, why="0 keeps every execution"),
+        execution_max_age_s=t.integer("execution_max_age_s", d.execution_max_age_s, 0),
+        ended_task_max_age_s=t.integer("ended_task_max_age_s", d.ended_task_max_age_s, 0),
+        log_max_age_s=t.integer("log_max_age_s", d.log_max_age_s, 0),
+        prune_interval_ms=t.integer(
+            "prune_interval_ms", d.prune_interval_ms, 10, why="each step is one Raft entry"
+        ),
+        prune_max_deletes=t.integer(
+            "prune_max_deletes", d.prune_max_deletes, 1, 10_000, why="one step is one apply on every node"
+        ),
+        prune_max_visits=t.integer(
+            "prune_max_visits", d.prune_max_visits, 1, 100_000, why="one step is one apply on every node"
+        ),
     )
 
 

@@ -24,6 +24,7 @@ from cronraft.daemon.leader import LeaderSettings
 from cronraft.daemon.metrics import Gauge, MetricsServer
 from cronraft.daemon.notify import Notifier
 from cronraft.daemon.runner import LeaderRunner
+from cronraft.daemon.storage import StorageMonitor
 from cronraft.errors import CronraftError, NotLeader, Unavailable
 from cronraft.failpoint import raiser
 from cronraft.proto.v1 import (
@@ -42,6 +43,9 @@ from cronraft.raft.state import StateMachine
 from cronraft.raft.store import LmdbKV
 
 log = structlog.get_logger("cronraft.node")
+
+# The gRPC health service name that says whether this node's storage accepts writes (daemon.storage).
+STORAGE_HEALTH = "cronraft.storage"
 
 
 def _apply_failpoint() -> Callable[[commands_pb2.Command], None] | None:
@@ -77,7 +81,13 @@ class Node:
         data = config.node.data_dir
         claim(config)  # refuses a data dir of another member or cluster
         fsync = config.cluster.durability == "fsync"
-        self.kv = LmdbKV(data / "state", sync=fsync)
+        storage = config.storage
+        self.kv = LmdbKV(
+            data / "state",
+            map_size=storage.map_size_bytes,
+            max_map_size=storage.max_map_size_bytes,
+            sync=fsync,
+        )
         self.sm = StateMachine(self.kv, fault=_apply_failpoint())
         self.sm.collect_events = self.audit is not None
         self_member = config.self_member
@@ -90,6 +100,8 @@ class Node:
             heartbeat_ms=config.raft.heartbeat_ms,
             snapshot_min_entries=config.raft.snapshot_min_entries,
             snapshot_min_time_s=config.raft.snapshot_min_time_s,
+            snapshot_max_bytes=config.raft.snapshot_max_bytes,
+            journal_reserve_bytes=storage.reserve_bytes // 2,
             fsync=fsync,
         )
         self.replicator = SyncObjReplicator(
@@ -99,6 +111,20 @@ class Node:
             applied_index=self.sm.last_applied,
             audit=self.audit,
             apply_events=self.sm.take_events,
+            # Late-bound: the storage monitor below needs the replicator first.
+            on_apply_failure=lambda index, exc: self.storage.on_apply_failure(index, exc),  # noqa: PLW0108
+            on_apply_recovered=lambda index: self.storage.on_apply_recovered(index),  # noqa: PLW0108
+        )
+        # This node's storage (daemon.storage): what it refuses for lack of space, and why.
+        self.storage = StorageMonitor(
+            kv=self.kv,
+            replicator=self.replicator,
+            data_dir=data,
+            reserve_bytes=storage.reserve_bytes,
+            is_leader=lambda: self.replicator.status().is_leader,
+            connected_peers=self._connected_peers,
+            transfer=self.replicator.transfer_leadership,
+            on_change=self._storage_changed,
         )
         self.clock_monitor = ClockMonitor(
             node_id=config.node.id,
@@ -110,9 +136,10 @@ class Node:
             connected_peers=self._connected_peers,
             transfer=self.replicator.transfer_leadership,
             audit=self.audit,
+            on_peer_storage=self.storage.note_peer,
         )
         self.metrics = MetricsServer(config.metrics.address, self.gauges) if config.metrics.address else None
-        self.committer = GroupCommitter(self.replicator)
+        self.committer = GroupCommitter(self.replicator, admit=self.storage.admit)
         # One notifier per process (not per term), so deliveries in flight survive a step-down.
         self.notifier = Notifier(global_targets=config.notify_targets)
         self._notify_task: asyncio.Task[None] | None = None
@@ -156,6 +183,7 @@ class Node:
         self.replicator.on_state_change(notify)
         self.replicator.start()
         self.committer.start()
+        self.storage.start()
         self.clock_monitor.start()
         if self.metrics is not None:
             await self.metrics.start()
@@ -192,6 +220,7 @@ class Node:
             raise Unavailable(f"cannot bind gRPC address {addr}")
         await server.start()
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await self._storage_changed(bool(self.storage.current().refused))
         self._server = server
         self._watch_task = asyncio.create_task(self._watch_leadership(), name="leadership-watch")
         log.info(
@@ -211,6 +240,7 @@ class Node:
             await self.runner.stop()
             self.runner = None
         await self.clock_monitor.stop()
+        await self.storage.stop()
         if self.metrics is not None:
             await self.metrics.stop()
         if self._server is not None:
@@ -256,6 +286,7 @@ class Node:
                     heartbeat_interval_ms=self.config.scheduler.heartbeat_interval_ms,
                     notifier=self.notifier,
                     audit=self.audit,
+                    retention=self.config.retention,
                 )
                 self.runner.start()
                 log.info("became leader", term=st.term)
@@ -266,6 +297,14 @@ class Node:
             self._state_changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._state_changed.wait(), 0.05)
+
+    async def _storage_changed(self, exhausted: bool) -> None:
+        """The `cronraft.storage` health service: NOT_SERVING while this node's storage refuses writes
+        (the node itself, "", stays SERVING: it still reads, and may still delete)."""
+        health_servicer = getattr(self, "_health", None)
+        if health_servicer is not None:
+            status = health_pb2.HealthCheckResponse
+            await health_servicer.set(STORAGE_HEALTH, status.NOT_SERVING if exhausted else status.SERVING)
 
     def _note_role(self, st: RaftStatus) -> None:
         """Audit each change of (leader?, term) (raft.audit "role")."""
@@ -318,6 +357,7 @@ class Node:
                 self.sm.internal_errors,
                 labels,
             ),
+            *self._storage_gauges(labels),
             Gauge(
                 "cronraft_connected_workers",
                 "Workers connected to this node (the leader).",
@@ -343,6 +383,43 @@ class Node:
                     )
                 )
         return out
+
+    def _storage_gauges(self, labels: dict[str, str]) -> list[Gauge]:
+        st = self.storage.status()
+        return [
+            Gauge(
+                "cronraft_storage_exhausted",
+                "1 while this node refuses writes for lack of space (cluster status says why).",
+                float(st.exhausted),
+                labels,
+            ),
+            Gauge("cronraft_storage_used_bytes", "Bytes of store pages holding data.", st.used_bytes, labels),
+            Gauge("cronraft_storage_map_bytes", "The LMDB map's size now.", st.map_size_bytes, labels),
+            Gauge(
+                "cronraft_storage_max_map_bytes",
+                "The most the LMDB map may grow to (storage.max_map_size_bytes).",
+                st.max_map_size_bytes,
+                labels,
+            ),
+            Gauge(
+                "cronraft_storage_disk_free_bytes",
+                "Free bytes on the data directory's file system.",
+                st.disk_free_bytes,
+                labels,
+            ),
+            Gauge(
+                "cronraft_raft_journal_bytes",
+                "Bytes of entries in the Raft journal since its last compaction.",
+                st.journal_bytes,
+                labels,
+            ),
+            Gauge(
+                "cronraft_storage_stuck_index",
+                "The log index this node cannot apply for lack of space (0: none).",
+                st.stuck_index,
+                labels,
+            ),
+        ]
 
     def leader_grpc_address(self, st: RaftStatus | None = None) -> str | None:
         st = st or self.replicator.status()

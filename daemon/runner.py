@@ -11,16 +11,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
 
+from cronraft.daemon import retention
 from cronraft.daemon.clock import Clock
+from cronraft.daemon.config import RetentionConfig
 from cronraft.daemon.leader import LeaderCore, LeaderSettings
 from cronraft.daemon.notify import Notification, Notifier
 from cronraft.daemon.notify_events import notification_events
-from cronraft.errors import CronraftError
+from cronraft.errors import CronraftError, ResourceExhausted
 from cronraft.failpoint import enabled as failpoints_enabled
 from cronraft.failpoint import failpoint
 from cronraft.proto.v1 import commands_pb2, common_pb2, worker_pb2
@@ -40,6 +43,8 @@ OUTPUT_FLUSH_BYTES = 1 << 20
 # core re-read and re-propose (a grant that commits after it gave up is only found by the next leader).
 # The runner is stopped when leadership is lost, which ends these waits.
 LEADER_PROPOSAL_TIMEOUT_S = 60.0
+# Leader commands refused because this node's storage is exhausted are proposed again after this pause.
+STORAGE_REFUSED_PAUSE_S = 1.0
 
 
 def new_id(ms: int) -> str:
@@ -75,8 +80,11 @@ class LeaderRunner:
         heartbeat_interval_ms: int,
         notifier: Notifier | None = None,
         audit: AuditLog | None = None,
+        retention: RetentionConfig | None = None,
     ) -> None:
         self._audit = audit
+        self._retention = retention  # the retention duty's table (daemon.retention); None: no duty
+        self._refused_logged = -STORAGE_REFUSED_PAUSE_S
         self.core = LeaderCore(kv, settings, node_id=node_id, term=term, new_id=new_id)
         self.term = term
         self._committer = committer
@@ -134,6 +142,13 @@ class LeaderRunner:
             break
         self.core.on_epoch_committed(clock.now_ms(), clock.mono_ms())
         log.info("leader ready", term=self.term, running=len(self.core.leases))
+        if self._retention is not None:
+            duty = asyncio.create_task(
+                retention.run(self._committer.submit, clock, self._retention, stopped=lambda: self._stopping),
+                name=f"retention-term-{self.term}",
+            )
+            self._inflight.add(duty)
+            duty.add_done_callback(self._inflight.discard)
         while not self._stopping:
             cmds = self.core.tick(clock.now_ms(), clock.mono_ms())
             if cmds:
@@ -156,6 +171,14 @@ class LeaderRunner:
     async def _propose_and_apply(self, cmds: list[commands_pb2.Command]) -> None:
         try:
             results = await self._committer.submit(cmds, timeout_s=LEADER_PROPOSAL_TIMEOUT_S)
+        except ResourceExhausted as e:
+            # This node refuses writes for lack of space (daemon.storage): proposing again at once would
+            # only spin. Wait, then let the core redo these commands as it does after any failure.
+            if time.monotonic() - self._refused_logged >= STORAGE_REFUSED_PAUSE_S * 10:
+                self._refused_logged = time.monotonic()
+                log.warning("leader commands refused; retrying", commands=len(cmds), error=str(e))
+            await asyncio.sleep(STORAGE_REFUSED_PAUSE_S)
+            self.core.on_proposal_failed(cmds, self._clock.mono_ms())
         except CronraftError as e:
             log.warning("proposal failed", commands=len(cmds), error=str(e))
             self.core.on_proposal_failed(cmds, self._clock.mono_ms())
@@ -347,6 +370,8 @@ class LeaderRunner:
         for i in range(0, len(batch), step):
             try:
                 await self._committer.submit(batch[i : i + step])
+            except ResourceExhausted:
+                pass  # dropped while storage is exhausted (daemon.storage): best effort, said in the status
             except CronraftError as e:
                 # Output is best effort: the result's tails are authoritative, these are the full log.
                 log.warning("output not stored", pieces=len(batch[i : i + step]), error=str(e))

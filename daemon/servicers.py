@@ -54,6 +54,8 @@ LEADER_METADATA_KEY = "cronraft-leader"
 LEADERLESS_HOLD_S = 2.0
 LEADERLESS_POLL_S = 0.02
 MAX_PAGE_SIZE = bounds.MAX_PAGE_SIZE
+_TASK_STATES = frozenset(common_pb2.TaskState.values())
+_EXECUTION_STATES = frozenset(common_pb2.ExecutionState.values())
 _T = TypeVar("_T")
 
 _RESULT_ERRORS: dict[str, Callable[[str], errors.CronraftError]] = {
@@ -168,6 +170,28 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         _check_result(res)
         return res.task
 
+    async def DeleteTask(
+        self, request: scheduler_pb2.DeleteTaskRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> scheduler_pb2.DeleteTaskResponse:
+        return await _guard(context, self._delete(request))
+
+    async def _delete(self, request: scheduler_pb2.DeleteTaskRequest) -> scheduler_pb2.DeleteTaskResponse:
+        """Delete a task with its history (raft.retention). A running execution refuses it with
+        FAILED_PRECONDITION naming the execution, unless `force` (it is then terminated)."""
+        node = self.node
+        node.leader_runner()
+        check_id(request.task_id, "task_id")
+        with node.kv.read() as txn:
+            if sm.read_task(txn, request.task_id) is None:
+                raise errors.NotFound(f"task {request.task_id} not found")
+        body = commands_pb2.DeleteTask(task_id=request.task_id, force=request.force)
+        res = await self._write("delete", request.request_id, delete_task=body)
+        return scheduler_pb2.DeleteTaskResponse(
+            task=res.tasks[0] if res.tasks else common_pb2.Task(task_id=request.task_id),
+            executions_deleted=res.pruned.executions,
+            cleanup_pending=res.pruned.more,
+        )
+
     async def GetTask(
         self, request: scheduler_pb2.GetTaskRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> common_pb2.Task:
@@ -187,6 +211,8 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
 
     async def _list_tasks(self, request: scheduler_pb2.ListTasksRequest) -> scheduler_pb2.ListTasksResponse:
         size = _page_size(request.page_size, "page_size")
+        if request.state not in _TASK_STATES:
+            raise errors.InvalidArgument("state", f"unknown task state {request.state}")
         check_length(request.page_token, "page_token", bounds.MAX_PAGE_TOKEN)
         check_length(request.name_prefix, "name_prefix", bounds.MAX_NAME_PREFIX)
         if len(request.tags) > bounds.MAX_FILTER_TAGS:
@@ -215,6 +241,8 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         self, request: scheduler_pb2.ListExecutionsRequest
     ) -> scheduler_pb2.ListExecutionsResponse:
         size = _page_size(request.page_size, "page_size")
+        if request.state not in _EXECUTION_STATES:
+            raise errors.InvalidArgument("state", f"unknown execution state {request.state}")
         executions_page_token(request.page_token)
         with self.node.kv.read() as txn:
             if sm.read_task(txn, request.task_id) is None:
@@ -663,12 +691,17 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
         health, est = monitor.health, monitor.estimate
         now = monitor.now_mono_ms()
         members = []
+        storage = node.storage.status()
         for m in node.config.cluster.members:
             member = cluster_pb2.Member(
                 node_id=m.id,
                 raft_address=m.raft_address,
                 grpc_address=m.grpc_address,
                 connected=True if m.id == node.config.node.id else bool(st.connected.get(m.id, False)),
+            )
+            # Its storage: ours, or what the peer's answer to our last clock probe said.
+            member.storage.CopyFrom(
+                storage if m.id == node.config.node.id else node.storage.peer_status(m.id)
             )
             if m.id == node.config.node.id:
                 member.clock_measured = health.measured
@@ -697,6 +730,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
             clock_correction_ms=health.correction_ms,
             clock_max_offset_ms=node.config.clock.max_offset_ms,
             clock_measured=health.measured,
+            storage=storage,
         )
 
     async def Clock(
@@ -709,7 +743,9 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
         # The raw wall clock (not the corrected one): the peers measure clocks, not corrections, so
         # that two nodes' corrections never feed back into each other.
         return cluster_pb2.ClockResponse(
-            node_id=self.node.config.node.id, wall_us=self.node.clock_monitor.wall_us()
+            node_id=self.node.config.node.id,
+            wall_us=self.node.clock_monitor.wall_us(),
+            storage=self.node.storage.status(),  # so that every node knows its peers' (daemon.storage)
         )
 
 

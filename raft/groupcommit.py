@@ -6,6 +6,8 @@ each submitter its slice of the entry's `BatchResult`. Up to `max_inflight` entr
 while they are, new commands queue and leave together in the next entry, so the batch size grows with the
 load and the latency stays about one commit round. A submitter's commands are never split across entries.
 An error from `propose` (NotLeader, OutcomeUnknown, ...) is raised to every submitter of that entry.
+`admit`, if given, is called with each submission's commands before they are queued and may refuse
+them by raising (the daemon refuses writes there while its storage is exhausted: daemon.storage).
 A submitter may ask for a longer proposal timeout than the default (the leader's own Fire/Grant/Complete
 batches do: on a saturated machine an entry can take more than the clients' 5 s to commit and apply, and
 an "outcome unknown" there costs a repair instead of a result); an entry waits as long as the longest
@@ -17,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from cronraft.errors import CronraftError, OutcomeUnknown, ResourceExhausted, Unavailable
@@ -47,10 +49,12 @@ class GroupCommitter:
         max_inflight: int = 4,
         timeout_s: float = 5.0,
         max_queued: int = 100_000,
+        admit: Callable[[Sequence[commands_pb2.Command]], None] | None = None,
     ) -> None:
         if max_batch < 1 or max_bytes < 1 or max_inflight < 1 or timeout_s <= 0:
             raise ValueError("max_batch, max_bytes, max_inflight and timeout_s must be positive")
         self._replicator = replicator
+        self._admit = admit
         self._max_batch = max_batch
         self._max_bytes = max_bytes
         self._max_inflight = max_inflight
@@ -103,6 +107,8 @@ class GroupCommitter:
             raise Unavailable("the group committer is not running")
         if not commands:
             return []
+        if self._admit is not None:
+            self._admit(commands)
         encoded = [c.SerializeToString() for c in commands]
         size = sum(len(e) + 6 for e in encoded)  # + field tag and length prefix, roughly
         if len(commands) > self._max_batch or size > self._max_bytes:

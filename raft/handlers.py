@@ -1189,11 +1189,12 @@ def expire_pending(ctx: Ctx, cmd: commands_pb2.Command) -> None:
 
 
 def delete_task(ctx: Ctx, cmd: commands_pb2.Command) -> None:
-    """Delete a task and its history (raft.retention). The deleted task, as it was, is answered in
-    `result.tasks`; `result.task` holds only its id, so that the leader drops it from its wheel."""
+    """Delete a task and its history (raft.retention). What it was (`retention.summary`: not its whole
+    spec, since the dedup table keeps the answer a day) is answered in `result.tasks`; `result.task`
+    holds only its id, so that the leader drops it from its wheel."""
     d = cmd.delete_task
     task = retention.delete_task(ctx.txn, d.task_id, force=d.force, now_ms=ctx.now, result=ctx.result)
-    ctx.result.tasks.append(task)
+    ctx.result.tasks.append(retention.summary(task))
     ctx.result.task.task_id = task.task_id
     if ctx.events is not None:
         ctx.audit(

@@ -29,6 +29,27 @@ pysyncobj's camelCase stays inside this module. What it owns:
   failpoints: `raft.after_apply_before_reply` (leader only: the entry is applied, its proposer not yet
   answered) and `raft.snapshot_install` (a leader's snapshot received, before it is loaded).
 
+Space (issue 11): a full disk must never kill the node nor wedge the log.
+- The journal is pysyncobj's mmap (`ResizableFile`): it grows the file with ftruncate, which leaves a
+  hole, then writes through the map; on a full disk that write is a SIGBUS and the process dies. So
+  every append goes through `_JournalSpace`: the journal's blocks are allocated (posix_fallocate) before
+  pysyncobj writes into them, `journal_reserve_bytes` ahead of the last entry (kept up each tick), and
+  an append the disk cannot hold raises `JournalFull` (an OSError, ENOSPC) before anything is written:
+  on the leader the proposals are answered RESOURCE_EXHAUSTED before they reach pysyncobj; on a
+  follower, pysyncobj's tick fails before it acknowledges, and the leader sends the entries again later
+  (a follower with a full disk lags, and catches up once space returns). The journal object is made a
+  `_GuardedJournal` by assigning its class, right after pysyncobj created it.
+- The journal is compacted (a snapshot) once its entries exceed `snapshot_max_bytes`, as well as after
+  `snapshot_min_entries` entries or `snapshot_min_time_s` (pysyncobj's own rules): a bulk import is few
+  entries of many bytes. A snapshot that fails (no space for it) is deleted, and the next byte-triggered
+  one waits `_COMPACTION_RETRY_S`.
+- An entry whose apply fails for an environmental reason (the store's map or disk full, an I/O error:
+  raft.state's `is_environmental`) is retried (100 ms, growing to 1 s) after `on_apply_failure` had a go
+  at it (the daemon grows the map there). Meanwhile the node is "stuck": proposers waiting for that entry
+  or a later one are answered at once with RESOURCE_EXHAUSTED naming the cause (the entries are
+  committed and will apply once space returns), `propose` refuses everything (nothing could apply before
+  it), and `stuck()` says so. Reads are never blocked: they read the store as last applied.
+
 Durability (`ReplicatorConfig.fsync`), precisely:
 - `fsync=False`: the journal is an mmap that pysyncobj never syncs; its meta file (term, vote, commit index)
   is rewritten without fsync; the snapshot is renamed without fsync. A crash of the process loses nothing
@@ -50,6 +71,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import errno
 import logging
 import os
 import queue
@@ -63,6 +85,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
+from pysyncobj.journal import FileJournal
 from pysyncobj.monotonic import monotonic as raft_monotonic
 from pysyncobj.node import TCPNode
 from pysyncobj.pipe_notifier import PipeNotifier
@@ -79,6 +102,7 @@ from cronraft.errors import (
 from cronraft.failpoint import enabled as failpoints_enabled
 from cronraft.failpoint import failpoint
 from cronraft.raft.audit import AuditLog
+from cronraft.raft.diskspace import free_bytes, preallocate
 from cronraft.raft.store import LmdbKV
 
 log = logging.getLogger(__name__)
@@ -87,6 +111,16 @@ JOURNAL_FILE = "raft.journal"
 SNAPSHOT_FILE = "raft.snapshot"
 # pysyncobj's appendEntriesBatchSizeBytes: the most entry bytes one append_entries message carries.
 MAX_MESSAGE_BYTES = 16 << 20
+# pysyncobj's FileJournal layout: a 40-byte header whose last 4 bytes (little-endian u32) are the offset
+# past the last record; a record is u32 length, u64 index, u64 term, the command, u32 length again. The
+# u32 offset also caps a journal at 4 GiB: compaction by bytes keeps it far below.
+_JOURNAL_HEADER = 40
+_JOURNAL_OFFSET_AT = 36
+_RECORD_OVERHEAD = 24
+# pysyncobj wraps our payload (the replicated call's id and arguments) before it journals it: a margin.
+_COMMAND_OVERHEAD = 64
+_COMPACTION_RETRY_S = 30.0
+_APPLY_RETRY_S = (0.1, 1.0)  # first and longest pause between tries of an entry that failed
 
 
 @dataclass(frozen=True)
@@ -105,6 +139,10 @@ class ReplicatorConfig:
     heartbeat_ms: int = 100  # pysyncobj's appendEntriesPeriod
     snapshot_min_entries: int = 100_000
     snapshot_min_time_s: int = 300
+    # Also compact once the journal's entries exceed this many bytes (0: entries and time only).
+    snapshot_max_bytes: int = 256 << 20
+    # Disk kept allocated ahead of the journal's last entry (module docstring, "Space").
+    journal_reserve_bytes: int = 32 << 20
     fsync: bool = False
 
 
@@ -297,10 +335,131 @@ def _transport_class(durability: _Durability) -> type:
     return _Transport
 
 
+class JournalFull(OSError):
+    """The disk cannot hold the journal's next entries (raised before pysyncobj writes anything)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(errno.ENOSPC, message)
+
+
+class _JournalSpace:
+    """The journal's disk space, allocated ahead of pysyncobj's writes (module docstring, "Space").
+
+    Used on the Raft thread only (pysyncobj's appends happen there too). `allocated` is the end of the
+    prefix of the file known to be allocated: blocks are allocated past the file's end without changing
+    its size (raft.diskspace), and pysyncobj only ever grows the file, so they stay allocated."""
+
+    def __init__(self, path: Path, reserve: int) -> None:
+        self.path = path
+        self.reserve = max(0, reserve)
+        self.allocated = 0
+        self.low: str | None = None  # why the reserve cannot be kept, while it cannot
+        self._fd: int | None = None
+
+    def open(self) -> None:
+        self._fd = os.open(self.path, os.O_RDWR)
+        self.allocated = self.offset()  # written, hence allocated; nothing assumed past it
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def offset(self) -> int:
+        """The end of the last entry (pysyncobj's own header field)."""
+        if self._fd is None:
+            return 0
+        raw = os.pread(self._fd, 4, _JOURNAL_OFFSET_AT)
+        return struct.unpack("<I", raw)[0] if len(raw) == 4 else 0
+
+    def entry_bytes(self) -> int:
+        return max(0, self.offset() - _JOURNAL_HEADER)
+
+    def ensure(self, nbytes: int) -> None:
+        """Make sure the next `nbytes` of the journal are allocated; JournalFull if the disk cannot."""
+        if self._fd is None:
+            return
+        need = self.offset() + nbytes
+        if need > self.allocated and not self._allocate(need):
+            free = _free_bytes(self.path)
+            raise JournalFull(
+                f"disk full: the Raft journal cannot take {nbytes} more bytes ({free} bytes free on "
+                f"{self.path.parent})"
+            )
+
+    def maintain(self) -> None:
+        """Keep `reserve` bytes allocated past the last entry (each tick; cheap when nothing to do)."""
+        if self._fd is None:
+            return
+        want = self.offset() + self.reserve
+        if want <= self.allocated or self._allocate(want):
+            self.low = None
+        elif self.low is None:
+            self.low = (
+                f"disk full: the Raft journal cannot keep its reserve of {self.reserve} bytes "
+                f"({_free_bytes(self.path)} bytes free on {self.path.parent})"
+            )
+
+    def _allocate(self, end: int) -> bool:
+        assert self._fd is not None
+        if not preallocate(self._fd, self.allocated, end - self.allocated):
+            return False
+        self.allocated = end
+        return True
+
+
+def _free_bytes(path: Path) -> int:
+    return free_bytes(path.parent)
+
+
+class _GuardedJournal(FileJournal):  # type: ignore[misc]
+    """pysyncobj's FileJournal whose appends allocate their space first (see `_JournalSpace`). The
+    journal pysyncobj made becomes one of these by class assignment; `_space` is set on the instance."""
+
+    _space: _JournalSpace
+
+    def add(self, command: bytes, idx: int, term: int) -> None:
+        space = self._space
+        space.ensure(len(command) + _RECORD_OVERHEAD)
+        super().add(command, idx, term)
+
+
+class _QuietTickFailures(logging.Filter):
+    """pysyncobj logs every failed tick with its traceback; on a full disk that is each tick (a
+    follower's appends, the meta file's writes). One such record per `every_s`, per kind of error."""
+
+    def __init__(self, every_s: float = 30.0) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self._last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, OSError) or exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        key = type(exc).__name__
+        now = time.monotonic()
+        if now - self._last.get(key, -self.every_s) < self.every_s:
+            return False
+        self._last[key] = now
+        return True
+
+
+_TICK_FILTER = _QuietTickFailures()
+logging.getLogger("pysyncobj.syncobj").addFilter(_TICK_FILTER)
+
+
 class _RaftNode(SyncObj):  # type: ignore[misc]
     def __init__(self, owner: SyncObjReplicator, selfNode: str, otherNodes: list[str], conf: Any) -> None:
         self._owner = owner  # set first: the tick thread starts inside SyncObj.__init__
         super().__init__(selfNode, otherNodes, conf, transportClass=_transport_class(owner._durability))
+        # Appends allocate their space first (module docstring, "Space"). Before this line only the
+        # journal's first no-op entry can have been written (the tick thread starts with a pause).
+        journal = self._SyncObj__raftLog
+        if isinstance(journal, FileJournal):
+            owner._journal_space.open()
+            journal._space = owner._journal_space
+            journal.__class__ = _GuardedJournal
         # Fast failover. pysyncobj's own callback first (it keeps the connected set), then ours. A
         # callback missed before this line only means the normal election timeout for that one event.
         transport = self._SyncObj__transport
@@ -359,6 +518,11 @@ class SyncObjReplicator:
     `applied_index`, if given, returns the last index that `apply` committed to the store; at startup, a
     snapshot file older than that is not restored (the store is already ahead; the journal replay is then
     skipped by `apply`'s idempotency), which avoids copying the whole store back at every restart.
+
+    `on_apply_failure(index, exc)`, if given, is called on the apply thread each time applying an entry
+    raised (an environmental failure: anything else is recorded by the state machine); it returns True
+    when it fixed the cause (the entry is tried again at once), False to wait before the next try.
+    `on_apply_recovered(index)` is called once the entry applied after failing.
     """
 
     def __init__(
@@ -370,10 +534,17 @@ class SyncObjReplicator:
         applied_index: Callable[[], int] | None = None,
         audit: AuditLog | None = None,
         apply_events: Callable[[], list[dict[str, Any]]] | None = None,
+        on_apply_failure: Callable[[int, BaseException], bool] | None = None,
+        on_apply_recovered: Callable[[int], None] | None = None,
     ) -> None:
         _validate(config)
         self._config = config
         self._apply = apply
+        self._on_apply_failure = on_apply_failure
+        self._on_apply_recovered = on_apply_recovered
+        # (index, why) while the apply thread cannot apply an entry (module docstring, "Space").
+        self._stuck: tuple[int, str] | None = None
+        self._next_byte_compaction = 0.0
         # Audit (raft.audit): after each apply, `apply_events()` gives the entry's events to write.
         self._audit = audit if apply_events is not None else None
         self._apply_events = apply_events
@@ -383,6 +554,7 @@ class SyncObjReplicator:
         self._node: _RaftNode | None = None
         self._journal = config.data_dir / JOURNAL_FILE
         self._snapshot = config.data_dir / SNAPSHOT_FILE
+        self._journal_space = _JournalSpace(self._journal, config.journal_reserve_bytes)
         self._durability = _Durability(self._journal, config.fsync)
         self._ids = {m.raft_address: m.node_id for m in (config.self_member, *config.peers)}
         self._addresses = {m.node_id: m.raft_address for m in config.peers}
@@ -458,6 +630,7 @@ class SyncObjReplicator:
                     _resolve, future, OutcomeUnknown("the replicator stopped before the entry committed"), -1
                 )
         self._durability.close()
+        self._journal_space.close()
         self._notifier = None
 
     def _fast_election_delay(self) -> float:
@@ -513,6 +686,12 @@ class SyncObjReplicator:
             raise Unavailable("the replicator is not running")
         if not node._isLeader():
             raise NotLeader(None)
+        stuck = self._stuck
+        if stuck is not None:  # nothing proposed now could apply before the stuck entry
+            raise ResourceExhausted(
+                f"storage exhausted: this node cannot apply log entry {stuck[0]}: {stuck[1]}; nothing is "
+                "proposed until it applies"
+            )
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bytes] = loop.create_future()
 
@@ -555,6 +734,15 @@ class SyncObjReplicator:
         for address, callback in transfers:  # pysyncobj's state is only safe to touch on this thread
             node.transferLeadership(address, callback=callback)
         leading = node._isLeader()
+        if leading and batch:
+            try:
+                overhead = _COMMAND_OVERHEAD + _RECORD_OVERHEAD
+                self._journal_space.ensure(sum(len(p) + overhead for p, _ in batch))
+            except JournalFull as exc:
+                refused = ResourceExhausted(f"storage exhausted: {exc.strerror}")
+                for _payload, callback in batch:
+                    callback(refused, -1)  # never appended
+                return
         for payload, callback in batch:
             if leading:
                 node.applyEntry(payload, callback=callback)
@@ -601,16 +789,59 @@ class SyncObjReplicator:
                     self._applied_cond.notify_all()
 
     def _apply_with_retry(self, index: int, payload: bytes) -> bytes | None:
-        # An entry is never skipped (the state would diverge): like pysyncobj's tick, an apply that raised
-        # (a bug, the store full) is logged and tried again.
+        # An entry is never skipped (the state would diverge): an apply that raised (the store full, an
+        # I/O error: the state machine records everything else) is tried again until it applies.
+        pause = _APPLY_RETRY_S[0]
+        failures = 0
         while True:
             try:
-                return self._apply_entry(index, payload)
-            except Exception:
-                log.exception("applying entry %d failed; retrying", index)
+                result = self._apply_entry(index, payload)
+            except Exception as exc:
+                failures += 1
+                fixed = self._on_apply_failure(index, exc) if self._on_apply_failure is not None else False
+                if fixed and failures < 100:
+                    continue
+                if failures == 1 or failures % 100 == 0:
+                    log.error("applying entry %d failed (%d times); retrying: %s", index, failures, exc)
+                if failures == 1:
+                    log.debug("the failure", exc_info=True)
+                self._set_stuck(index, exc)
                 if self._apply_stop:
                     return None
-                time.sleep(0.1)
+                time.sleep(pause)
+                pause = min(_APPLY_RETRY_S[1], pause * 2)
+                continue
+            if failures:
+                self._stuck = None
+                log.warning("entry %d applied after %d failed tries", index, failures)
+                if self._on_apply_recovered is not None:
+                    self._on_apply_recovered(index)
+            return result
+
+    def _set_stuck(self, index: int, exc: BaseException) -> None:
+        """Note that `index` cannot apply, and answer everyone waiting for it or a later entry now."""
+        self._stuck = (index, str(exc))
+        why = f"this node cannot apply log entry {index}: {exc}"
+        error = ResourceExhausted(
+            f"storage exhausted: {why}; the command is committed and applies once space is freed "
+            "(retry with the same request id to learn its outcome)"
+        )
+        with self._lock:
+            waiters = [(i, w) for i, w in self._waiters.items() if i >= index]
+            for i, _ in waiters:
+                del self._waiters[i]
+        for _, (loop, future) in waiters:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_resolve, future, error, -1)
+
+    def stuck(self) -> tuple[int, str] | None:
+        """(index, the failure) while this node cannot apply a committed entry (an environmental one)."""
+        return self._stuck
+
+    def journal_status(self) -> tuple[int, str | None]:
+        """(bytes of entries in the journal, why its reserve cannot be kept or None)."""
+        space = self._journal_space
+        return space.entry_bytes(), space.low
 
     def _wait_applied(self, index: int) -> None:
         """Block until the apply thread has applied `index` (or is stopped)."""
@@ -656,6 +887,15 @@ class SyncObjReplicator:
             # Created on the Raft thread: the poller is not thread-safe. Wakes the tick when we propose.
             self._notifier = PipeNotifier(node._poller)
         self._maybe_notify()
+        self._journal_space.maintain()
+        limit = self._config.snapshot_max_bytes
+        if node is not None and limit and self._journal_space.entry_bytes() > limit:
+            now = time.monotonic()
+            if now >= self._next_byte_compaction:
+                # pysyncobj takes it at its next tick, unless a snapshot is being taken; if this one
+                # fails (no room for it), the next byte-triggered try waits a while.
+                self._next_byte_compaction = now + _COMPACTION_RETRY_S
+                node.forceLogCompaction()
 
     def _maybe_notify(self) -> None:
         node = self._node
@@ -687,6 +927,11 @@ class SyncObjReplicator:
             self._store.copy_to_fd(fd)
             if self._config.fsync:
                 os.fsync(fd)
+        except BaseException:
+            # pysyncobj only logs the failure: the partial copy would keep its space (a full disk).
+            with contextlib.suppress(OSError):
+                os.unlink(file_name)
+            raise
         finally:
             os.close(fd)
 
@@ -832,6 +1077,7 @@ def _fsync_dir(path: Path) -> None:
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
+    "JournalFull",
     "RaftMember",
     "RaftStatus",
     "Replicator",

@@ -206,7 +206,9 @@ def delete_task(
     for ex in active:
         if ex.state == common_pb2.EXECUTION_RUNNING:
             result.cancels.append(
-                commands_pb2.CancelRequest(execution_id=ex.execution_id, token=ex.token, worker_id=ex.worker_id)
+                commands_pb2.CancelRequest(
+                    execution_id=ex.execution_id, token=ex.token, worker_id=ex.worker_id
+                )
             )
         delete_execution(txn, ex)
         gone = Execution()
@@ -223,6 +225,23 @@ def delete_task(
     result.pruned.tasks = 1
     result.pruned.more = not done
     return task
+
+
+def summary(task: Task) -> Task:
+    """A deleted task as its DeleteTask answers it: id, name, tags, state, counters and times."""
+    out = Task(
+        task_id=task.task_id,
+        state=task.state,
+        created_at_ms=task.created_at_ms,
+        updated_at_ms=task.updated_at_ms,
+        last_fired_nominal_ms=task.last_fired_nominal_ms,
+        fire_count=task.fire_count,
+        version=task.version,
+        stored_executions=task.stored_executions,
+    )
+    out.spec.name = task.spec.name
+    out.spec.tags.update(task.spec.tags)
+    return out
 
 
 # ------------------------------------------------------------------------------------------- Prune
@@ -268,7 +287,8 @@ def _sweep(
         report.visited += 1
         task = Task()
         task.ParseFromString(raw)
-        if not _visit(txn, task16, task, limits(task, p.defaults), now_ms, budget, report):
+        lim = limits(task, p.defaults)
+        if not _visit(txn, task16, task=task, lim=lim, now_ms=now_ms, budget=budget, report=report):
             wrapped = False  # the budget ran out inside this task: resume with it
             break
         last = task16
@@ -278,6 +298,7 @@ def _sweep(
 def _visit(
     txn: Txn,
     task16: bytes,
+    *,
     task: Task,
     lim: Limits,
     now_ms: int,
@@ -298,7 +319,9 @@ def _visit(
             if not done:
                 txn.put("meta", META_DOOMED + task16, b"")
             return True  # the task is gone; Prune commands finish its history (doomed)
-    deleted, done = _trim(txn, task16, task, lim, now_ms, budget, scan_limit=budget.left + TRIM_SCAN)
+    deleted, done = _trim(
+        txn, task16, task=task, lim=lim, now_ms=now_ms, budget=budget, scan_limit=budget.left + TRIM_SCAN
+    )
     if deleted:
         report.executions += deleted
         task.stored_executions = max(0, task.stored_executions - deleted)
@@ -319,11 +342,11 @@ def _expired(ex: Execution, lim: Limits, now_ms: int) -> bool:
 def _trim(
     txn: Txn,
     task16: bytes,
+    *,
     task: Task,
     lim: Limits,
     now_ms: int,
     budget: Budget,
-    *,
     scan_limit: int,
 ) -> tuple[int, bool]:
     """Delete the task's oldest executions while it holds more than its count, or while they are past
@@ -358,7 +381,7 @@ def _prune_ledger_by_age(txn: Txn, task16: bytes, before_ms: int, budget: Budget
     """Delete the task's fire-ledger records of nominal times before `before_ms`, within `budget`."""
     if before_ms <= 0:
         return 0, True
-    doomed = []
+    doomed: list[bytes] = []
     done = True
     for key, _ in txn.scan("ledger", task16, firing.ledger_key(task16, before_ms)):
         if len(doomed) >= budget.left:
@@ -408,5 +431,6 @@ __all__ = [
     "limits",
     "prune",
     "read_policy",
+    "summary",
     "trim_on_fire",
 ]

@@ -16,6 +16,15 @@ map full, disk full, I/O error...), except the few that the caller's data causes
 (`Txn.savepoint`) are LMDB nested transactions (`mdb_txn_begin` with a parent; not available with
 MDB_WRITEMAP, which this store does not use).
 
+Size: the map (LMDB's `map_size`, address space, not disk) starts at `map_size` and grows on demand up
+to `max_map_size`: before a write transaction once the file's used extent passes 3/4 of the map, and
+when a write failed with MDB_MAP_FULL (`grow`, with no transaction open: `set_mapsize` requires it).
+`usage()` says how full it is. `reserve_disk(n)` keeps `n` bytes of disk allocated past the file's
+used extent, so that the store can still commit that much (deletes, above all) once
+the file system is full: LMDB writes pages with pwrite, and a write into allocated blocks needs no new
+space (a full disk otherwise fails every commit, deletes included: ENOSPC, or EIO on a short write).
+The blocks are allocated past the file's end without changing its size (raft.diskspace).
+
 Snapshots: `copy_to` writes a consistent, compacted single-file copy (LMDB's `mdb_env_copyfd2` with
 MDB_CP_COMPACT, which runs its own read transaction); `replace_from` swaps such a copy in atomically
 (`rename` of `data.mdb`) while no transaction is open. Every transaction goes through a gate (a shared /
@@ -31,12 +40,14 @@ import shutil
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lmdb
 
 from cronraft.errors import StorageError, Unavailable
+from cronraft.raft.diskspace import preallocate
 from cronraft.raft.kv import DATABASES, Savepoint, Txn
 
 _DATA_FILE = "data.mdb"
@@ -55,8 +66,30 @@ _SCAN_CHUNK_MAX = 1024
 _CALLER_ERRORS = (lmdb.BadValsizeError,)
 
 
+# The map grows (by doubling, up to its maximum) once the file's used extent passes this share of it.
+GROW_AT = 0.75
+_DISK_FULL_TEXT = ("No space left", "Disk quota exceeded")
+
+
 def _storage_error(exc: lmdb.Error) -> StorageError:
-    return StorageError(f"store failure: {type(exc).__name__}: {exc}")
+    if isinstance(exc, lmdb.MapFullError):
+        kind = "map_full"
+    elif any(t in str(exc) for t in _DISK_FULL_TEXT):
+        kind = "disk_full"
+    else:
+        kind = "io"
+    return StorageError(f"store failure: {type(exc).__name__}: {exc}", kind=kind)
+
+
+@dataclass(frozen=True)
+class StoreUsage:
+    """How full the store is (bytes)."""
+
+    map_size: int  # the map now
+    max_map_size: int  # what it may grow to
+    high_water: int  # the file's used extent: (last page + 1) x page size
+    used: int  # pages holding data, in every sub-database (pages freed and not yet reused are not)
+    page_size: int
 
 
 class _Gate:
@@ -255,10 +288,20 @@ class LmdbSavepoint(LmdbTxn):
 class LmdbKV:
     """The `KV` contract over LMDB (see the module docstring for durability and snapshot rules)."""
 
-    def __init__(self, path: str | Path, *, map_size: int = 8 << 30, sync: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        map_size: int = 8 << 30,
+        max_map_size: int | None = None,
+        sync: bool = False,
+    ) -> None:
         self._path = Path(path)
         self._map_size = map_size
+        self._max_map_size = max(map_size, max_map_size or map_size)
         self._sync = sync
+        self._grow_lock = threading.Lock()
+        self._page_size = 4096
         self._gate = _Gate()
         self._env: lmdb.Environment | None = None
         self._dbs: dict[str, Any] = {}
@@ -287,15 +330,91 @@ class LmdbKV:
             dbs = {name: env.open_db(name.encode(), txn=txn, create=True) for name in DATABASES}
         self._env = env
         self._dbs = dbs
+        self._map_size = int(env.info()["map_size"])  # LMDB raises it to the data's size if larger
+        self._page_size = int(env.stat()["psize"])
 
     def _require_env(self) -> lmdb.Environment:
         if self._env is None:
             raise Unavailable(f"the store at {self._path} is closed")
         return self._env
 
+    @property
+    def map_size(self) -> int:
+        return self._map_size
+
+    @property
+    def max_map_size(self) -> int:
+        return self._max_map_size
+
+    def usage(self) -> StoreUsage:
+        """How full the store is (a read transaction and one stat per sub-database: cheap)."""
+        with self._gate.shared():
+            env = self._require_env()
+            info = env.info()
+            stat = env.stat()
+            psize = int(stat["psize"])
+            pages = stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]
+            with env.begin(write=False) as txn:
+                for handle in self._dbs.values():
+                    s = txn.stat(handle)
+                    pages += s["branch_pages"] + s["leaf_pages"] + s["overflow_pages"]
+            return StoreUsage(
+                map_size=int(info["map_size"]),
+                max_map_size=self._max_map_size,
+                high_water=(int(info["last_pgno"]) + 1) * psize,
+                used=int(pages) * psize,
+                page_size=psize,
+            )
+
+    def high_water(self) -> int:
+        """The file's used extent, (last page + 1) x page size: at least what `usage().used` says, and
+        much cheaper (no transaction)."""
+        env = self._env
+        if env is None:
+            return 0
+        return (int(env.info()["last_pgno"]) + 1) * self._page_size
+
+    def grow(self, *, need: int = 0) -> bool:
+        """Double the map (at least `need` bytes more), up to its maximum; False if it is there already.
+        Waits for every open transaction to end (LMDB's rule for `set_mapsize`)."""
+        with self._grow_lock:
+            if self._map_size >= self._max_map_size:
+                return False
+            target = min(self._max_map_size, max(2 * self._map_size, self._map_size + need))
+            with self._gate.exclusive():
+                env = self._require_env()
+                try:
+                    env.set_mapsize(target)
+                except lmdb.Error as exc:
+                    raise _storage_error(exc) from exc
+                self._map_size = int(env.info()["map_size"])
+            return True
+
+    def _grow_if_needed(self) -> None:
+        env = self._env
+        if env is None or self._map_size >= self._max_map_size:
+            return
+        info = env.info()
+        if (int(info["last_pgno"]) + 1) * self._page_size >= GROW_AT * self._map_size:
+            self.grow()
+
+    def reserve_disk(self, nbytes: int) -> bool:
+        """Keep `nbytes` of disk allocated past the file's used extent (module docstring). False when the
+        file system has not that much left (what it had is still allocated); True also where the file
+        system cannot preallocate (nothing is reserved there)."""
+        with self._gate.shared():
+            env = self._require_env()
+            start = (int(env.info()["last_pgno"]) + 1) * self._page_size
+            fd = os.open(self._path / _DATA_FILE, os.O_RDWR)
+            try:
+                return preallocate(fd, start, nbytes)
+            finally:
+                os.close(fd)
+
     @contextmanager
     def write(self) -> Iterator[Txn]:
         """A write transaction: committed when the block exits normally, aborted when it raises."""
+        self._grow_if_needed()
         with self._gate.shared():
             env = self._require_env()
             txn = env.begin(write=True)
@@ -416,4 +535,4 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-__all__ = ["LmdbKV", "LmdbSavepoint", "LmdbTxn"]
+__all__ = ["GROW_AT", "LmdbKV", "LmdbSavepoint", "LmdbTxn", "StoreUsage"]

@@ -25,6 +25,7 @@ TASK_KEYS = {
     "last_fired_nominal_ms",
     "last_fired_nominal",
     "fire_count",
+    "stored_executions",
     "version",
     "pause_note",
     "paused_at_ms",
@@ -57,6 +58,7 @@ SPEC_KEYS = {
     "depends_on",
     "dependency_deadline_ms",
     "sensor",
+    "retention",
 }
 EXECUTION_KEYS = {
     "execution_id",
@@ -1068,6 +1070,66 @@ def test_task_cancel_by_filter(run: Run, cluster: FakeCluster, monkeypatch: pyte
     assert code == EXIT_USAGE and "give task ids, or filters" in err
     code, _, err = run("task", "cancel", "t0001", "--tag", "a=b")
     assert code == EXIT_USAGE and "not both" in err
+
+
+def test_task_delete_by_id_and_by_filter(
+    run: Run, cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(4):
+        team = "data" if i < 3 else "ops"
+        run.json("task", "create", "--name", f"etl-{i}", "--every", "5m", "--tag", f"team={team}", "--", "x")
+    cluster.add_execution("t0001", 0, state=common_pb2.EXECUTION_SUCCEEDED, attempt=1)
+    cluster.add_execution("t0002", 0, state=common_pb2.EXECUTION_RUNNING, attempt=1)
+    monkeypatch.setattr("sys.stdin", FakeStdin("", tty=False))
+    code, out, err = run("task", "delete", "t0001")
+    assert code == EXIT_USAGE and out == "" and "delete 1 task(s) with their history: t0001" in err
+    assert "cannot be undone" in err and "pass --yes" in err
+    docs = run.json("task", "delete", "t0001", "--yes")
+    assert (
+        docs == [{"task": docs[0]["task"], "executions_deleted": 1, "cleanup_pending": False}]
+        and docs[0]["task"]["spec"]["name"] == "etl-0"
+    )
+    # A running execution refuses its task, naming it; --force terminates it.
+    code, out, err = run("task", "delete", "--tag", "team=data", "--yes")
+    assert code == EXIT_SERVER and "t0002: task t0002 has a running execution t0002-e0" in err
+    assert "deleted t0003 (etl-2): 0 execution(s)" in out
+    monkeypatch.setattr("sys.stdin", FakeStdin("y\n"))
+    code, out, err = run("task", "delete", "--tag", "team=data", "--force")
+    assert (
+        code == EXIT_OK
+        and "terminating running executions: t0002 (etl-1) (this cannot be undone)? [y/N]" in err
+    )
+    assert "deleted t0002 (etl-1): 1 execution(s)" in out
+    monkeypatch.setattr("sys.stdin", FakeStdin("n\n"))
+    code, _, err = run("task", "delete", "t0004")
+    assert code == EXIT_SERVER and "aborted: nothing was changed" in err
+    assert run.json("task", "get", "t0004")["spec"]["name"] == "etl-3"
+    code, _, err = run("task", "delete", "t0009", "--yes")
+    assert code == EXIT_SERVER and "t0009: task t0009 not found" in err
+    code, _, err = run("task", "delete")
+    assert code == EXIT_USAGE and "give task ids, or filters" in err
+
+
+def test_retention_flags_on_create_and_update(run: Run, cluster: FakeCluster) -> None:
+    doc = run.json(*HELLO[:-3], "--keep-executions", "50", "--retention", "14d", "--", "echo", "hello")
+    assert doc["spec"]["retention"] == {
+        "keep_executions": 50,
+        "execution_max_age_ms": 14 * 86_400_000,
+        "ended_task_max_age_ms": 0,
+    }
+    updated = run.json("task", "update", "t0001", "--ended-retention", "forever")
+    assert updated["spec"]["retention"] == {
+        "keep_executions": 50,
+        "execution_max_age_ms": 14 * 86_400_000,
+        "ended_task_max_age_ms": -1,
+    }
+    code, out, _ = run("task", "get", "t0001")
+    assert "retention:" in out and "keep 50, executions 14d, ended task forever" in out
+    assert run.json("task", "update", "t0001", "--reset-retention")["spec"]["retention"] is None
+    code, _, err = run("task", "update", "t0001", "--keep-executions", "0")
+    assert code == EXIT_USAGE and "--keep-executions: must be positive" in err
+    code, _, err = run("task", "update", "t0001", "--reset-retention", "--retention", "1d")
+    assert code == EXIT_USAGE and "do not combine it with --retention" in err
 
 
 def test_execution_get_shows_attempts_retry_and_return_value(run: Run, cluster: FakeCluster) -> None:

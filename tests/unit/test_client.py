@@ -204,6 +204,31 @@ class FakeScheduler(scheduler_pb2_grpc.SchedulerServicer):
             self.store.results[request.request_id] = task
         return task
 
+    def DeleteTask(
+        self, request: scheduler_pb2.DeleteTaskRequest, context: grpc.ServicerContext
+    ) -> scheduler_pb2.DeleteTaskResponse:
+        self._write("DeleteTask", request.request_id, context)
+        with self.store.lock:
+            task = self.store.tasks.get(request.task_id)
+            if task is None:
+                context.abort(grpc.StatusCode.NOT_FOUND, f"task {request.task_id} not found")
+            running = [
+                e
+                for e in self.store.executions.values()
+                if e.task_id == task.task_id and e.state == common_pb2.EXECUTION_RUNNING
+            ]
+            if running and not request.force:
+                context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"task {task.task_id} has a running execution {running[0].execution_id}: cancel it "
+                    "first, or delete with force",
+                )
+            gone = [e for e in self.store.executions.values() if e.task_id == task.task_id]
+            for e in gone:
+                del self.store.executions[e.execution_id]
+            del self.store.tasks[task.task_id]
+        return scheduler_pb2.DeleteTaskResponse(task=task, executions_deleted=len(gone))
+
     def ListExecutions(
         self, request: scheduler_pb2.ListExecutionsRequest, context: grpc.ServicerContext
     ) -> scheduler_pb2.ListExecutionsResponse:

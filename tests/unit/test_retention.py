@@ -91,7 +91,9 @@ def create(task: str, s: common_pb2.TaskSpec, at: int = T0) -> Command:
 
 
 def trigger(task: str, execution: str, at: int) -> Command:
-    return Command(stamped_at_ms=at, trigger_task=commands_pb2.TriggerTask(task_id=task, execution_id=execution))
+    return Command(
+        stamped_at_ms=at, trigger_task=commands_pb2.TriggerTask(task_id=task, execution_id=execution)
+    )
 
 
 def grant(execution: str, at: int) -> Command:
@@ -103,7 +105,9 @@ def grant(execution: str, at: int) -> Command:
 def complete(
     execution: str, token: common_pb2.FencingToken, at: int, outcome: int = common_pb2.ATTEMPT_SUCCEEDED
 ) -> Command:
-    result = common_pb2.AttemptResult(outcome=outcome, exit_code=0 if outcome == 1 else 3, stdout_tail=b"tail")
+    result = common_pb2.AttemptResult(
+        outcome=outcome, exit_code=0 if outcome == 1 else 3, stdout_tail=b"tail"
+    )
     return Command(
         stamped_at_ms=at, complete=commands_pb2.Complete(execution_id=execution, token=token, result=result)
     )
@@ -330,7 +334,9 @@ def test_ended_tasks_are_deleted_after_their_retention(kv: KV) -> None:
     log.one(trigger(tid(2), eid(1), T0 + 10))
     assert log.one(grant(eid(1), T0 + 11)).applied  # task 2 still runs one when cancelled
     for t in (1, 2, 3):
-        assert log.one(Command(stamped_at_ms=T0 + 100, cancel_task=commands_pb2.CancelTask(task_id=tid(t)))).applied
+        assert log.one(
+            Command(stamped_at_ms=T0 + 100, cancel_task=commands_pb2.CancelTask(task_id=tid(t)))
+        ).applied
     early = log.one(prune(T0 + 100 + DAY - 1, ended_task_max_age_ms=DAY))
     assert early.pruned.tasks == 0
     res = log.one(prune(T0 + 100 + DAY, ended_task_max_age_ms=DAY))
