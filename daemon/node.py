@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import grpc
 import structlog
@@ -25,6 +26,7 @@ from cronraft.daemon.metrics import Gauge, MetricsServer
 from cronraft.daemon.notify import Notifier
 from cronraft.daemon.runner import LeaderRunner
 from cronraft.daemon.storage import StorageMonitor
+from cronraft.daemon.wire import DecodingServer
 from cronraft.errors import CronraftError, NotLeader, Unavailable
 from cronraft.failpoint import raiser
 from cronraft.proto.v1 import (
@@ -202,9 +204,10 @@ class Node:
                 ("grpc.keepalive_permit_without_calls", 1),
             ],
         )
-        scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerServicer(self), server)
-        worker_pb2_grpc.add_WorkerGatewayServicer_to_server(WorkerGatewayServicer(self), server)
-        cluster_pb2_grpc.add_ClusterServicer_to_server(ClusterServicer(self), server)
+        ours: Any = DecodingServer(server)  # undecodable requests: INVALID_ARGUMENT, not UNKNOWN
+        scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerServicer(self), ours)
+        worker_pb2_grpc.add_WorkerGatewayServicer_to_server(WorkerGatewayServicer(self), ours)
+        cluster_pb2_grpc.add_ClusterServicer_to_server(ClusterServicer(self), ours)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         names = (

@@ -4,13 +4,17 @@ The bounds themselves are in `cronraft.bounds` (and, for task specs and calendar
 validation, which the servicers call too). Each check raises `InvalidArgument` naming the field and the
 bound; a worker message over a bound ends its stream with INVALID_ARGUMENT (`worker_problem` says why).
 A worker's results are cut to what the state machine keeps (`bounded_results`), never refused: a result
-is the record of a run.
+is the record of a run. Bytes that do not decode as the request's message are refused as INVALID_ARGUMENT
+(`DecodingServer`), not UNKNOWN.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, NoReturn
+
+import grpc
 
 from cronraft import bounds
 from cronraft.errors import InvalidArgument
@@ -137,13 +141,118 @@ def bounded_results(results: Sequence[common_pb2.AttemptResult]) -> list[common_
     return out
 
 
+# ---------------------------------------------------------------------------------- undecodable bytes
+
+
+class _Undecodable:
+    """A request whose bytes are not a message of its type (what the deserializer hands on instead of
+    raising: gRPC answered those with UNKNOWN "Unexpected DecodeError")."""
+
+    __slots__ = ("problem",)
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+
+def _lenient(deserializer: Callable[[bytes], Any] | None, method: str) -> Callable[[bytes], Any]:
+    def parse(data: bytes) -> Any:
+        if deserializer is None:
+            return data
+        try:
+            return deserializer(data)
+        except Exception as e:  # protobuf's DecodeError and friends
+            return _Undecodable(f"request: the bytes of a {method} request are not a valid message ({e})")
+
+    return parse
+
+
+async def _refuse(context: grpc.aio.ServicerContext[Any, Any], bad: _Undecodable) -> NoReturn:
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, bad.problem)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _checked(
+    requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
+) -> AsyncIterator[Any]:
+    async for request in requests:
+        if isinstance(request, _Undecodable):
+            await _refuse(context, request)
+        yield request
+
+
+def decoded(handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any]:
+    """`handler` with requests that do not decode refused as INVALID_ARGUMENT (naming the request)."""
+    h: Any = handler
+    parse = _lenient(h.request_deserializer, method)
+    if h.unary_unary is not None:
+        inner_uu = h.unary_unary
+
+        async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            if isinstance(request, _Undecodable):
+                await _refuse(context, request)
+            return await inner_uu(request, context)
+
+        return h._replace(request_deserializer=parse, unary_unary=unary_unary)  # type: ignore[no-any-return]
+    if h.stream_unary is not None:
+        inner_su = h.stream_unary
+
+        async def stream_unary(
+            requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
+        ) -> Any:
+            return await inner_su(_checked(requests, context), context)
+
+        return h._replace(request_deserializer=parse, stream_unary=stream_unary)  # type: ignore[no-any-return]
+    if h.stream_stream is not None:
+        inner_ss = h.stream_stream
+
+        async def stream_stream(
+            requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            async for reply in inner_ss(_checked(requests, context), context):
+                yield reply
+
+        return h._replace(request_deserializer=parse, stream_stream=stream_stream)  # type: ignore[no-any-return]
+    return handler  # unary-stream: none in our services
+
+
+class _DecodedGeneric(grpc.GenericRpcHandler):
+    def __init__(self, inner: grpc.GenericRpcHandler) -> None:
+        self._inner = inner
+
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = self._inner.service(handler_call_details)
+        method = str(getattr(handler_call_details, "method", "")).rsplit("/", 1)[-1]
+        return None if handler is None else decoded(handler, method)
+
+
+class DecodingServer:
+    """Stands for a `grpc.aio.Server` in the generated `add_*Servicer_to_server` functions, and adds their
+    handlers with `decoded` requests."""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self._server.add_generic_rpc_handlers(tuple(_DecodedGeneric(h) for h in handlers))
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]
+    ) -> None:
+        wrapped = {name: decoded(h, name) for name, h in handlers.items()}
+        self._server.add_registered_method_handlers(service, wrapped)
+
+
 __all__ = [
+    "DecodingServer",
     "bounded_results",
     "calendar_name",
     "check_id",
     "check_ids",
     "check_length",
     "check_limit",
+    "decoded",
     "executions_page_token",
     "hello_problem",
     "worker_problem",
