@@ -36,13 +36,15 @@ class QuotaExceeded(Rejected):
 
     grpc_code = "RESOURCE_EXHAUSTED"
 
-    def __init__(self, key: str, situation: str, limit: int, remedy: str) -> None:
-        super().__init__(
-            "resource_exhausted",
-            f"limits.{key}: {situation}; the limit is {limit}. Raise {key} in the [limits] table of "
-            f"every node's config (then restart the nodes), or {remedy}",
-        )
-        self.key = key
+    def __init__(self, message: str) -> None:
+        super().__init__("resource_exhausted", message)
+
+
+def _exceeded(key: str, situation: str, limit: int, remedy: str) -> QuotaExceeded:
+    return QuotaExceeded(
+        f"limits.{key}: {situation}; the limit is {limit}. Raise {key} in the [limits] table of every "
+        f"node's config (then restart the nodes), or {remedy}"
+    )
 
 
 def check_tasks(txn: Txn, limits: Limits | None, adding: int = 1) -> None:
@@ -52,7 +54,7 @@ def check_tasks(txn: Txn, limits: Limits | None, adding: int = 1) -> None:
     stored = txn.count("tasks")
     if stored + adding > limits.max_tasks:
         more = f" and this request adds {adding}" if adding > 1 else ""
-        raise QuotaExceeded(
+        raise _exceeded(
             "max_tasks", f"the cluster stores {stored} tasks{more}", limits.max_tasks, "delete tasks"
         )
 
@@ -64,7 +66,7 @@ def check_calendar(txn: Txn, limits: Limits | None, name: str) -> None:
         return
     stored = txn.count("calendars")
     if stored >= limits.max_calendars:
-        raise QuotaExceeded(
+        raise _exceeded(
             "max_calendars",
             f"the cluster stores {stored} calendars",
             limits.max_calendars,
@@ -82,14 +84,14 @@ def execution_refusal(
     if limits.max_pending_per_task:
         active = active_count(txn, task.task_id)
         if active >= limits.max_pending_per_task:
-            return QuotaExceeded(
+            return _exceeded(
                 "max_pending_per_task",
                 f"task {task.task_id} has {active} executions not yet ended (pending, buffered or running)",
                 limits.max_pending_per_task,
                 "cancel some of its executions, or let workers run them",
             )
     if new and limits.max_executions_per_task and task.stored_executions >= limits.max_executions_per_task:
-        return QuotaExceeded(
+        return _exceeded(
             "max_executions_per_task",
             f"task {task.task_id} stores {task.stored_executions} executions",
             limits.max_executions_per_task,
