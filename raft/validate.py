@@ -36,6 +36,7 @@ MAX_EXIT_CODES = 256  # each exit-code list of a retry policy
 MAX_MULTIPLIER = 100.0  # retry.multiplier
 MAX_ATTEMPTS = 100
 MAX_TIMEOUT_MS = 30 * 24 * 3600 * 1000
+MAX_SENSOR_INTERVAL_MS = 24 * 3600 * 1000
 # The payload and the sensor's probe together are at most `max_payload_bytes` (scheduler config, 64 KiB
 # by default): the leader checks the configured value; the state machine, which reads no configuration,
 # the ceiling the configuration accepts.
@@ -107,8 +108,14 @@ def _validate_unnamed(spec: common_pb2.TaskSpec, max_payload_bytes: int) -> None
             raise InvalidArgument(e.field.replace("spec.payload", "spec.sensor.probe"), e.problem) from None
         if sensor.interval_ms < 0 or (sensor.interval_ms and sensor.interval_ms < 100):
             raise InvalidArgument("spec.sensor.interval_ms", "must be at least 100 ms (0: default 10 s)")
-        if sensor.timeout_ms < 0:
-            raise InvalidArgument("spec.sensor.timeout_ms", "must not be negative (0: default 1 h)")
+        if sensor.interval_ms > MAX_SENSOR_INTERVAL_MS:
+            raise InvalidArgument(
+                "spec.sensor.interval_ms", f"must be at most {MAX_SENSOR_INTERVAL_MS} (a day)"
+            )
+        if not 0 <= sensor.timeout_ms <= MAX_TIMEOUT_MS:
+            raise InvalidArgument(
+                "spec.sensor.timeout_ms", f"must be between 0 (default 1 h) and {MAX_TIMEOUT_MS} (30 days)"
+            )
     size = spec.payload.ByteSize() + (spec.sensor.probe.ByteSize() if spec.HasField("sensor") else 0)
     if size > max_payload_bytes:
         what = " with the sensor's probe" if spec.HasField("sensor") else ""
@@ -136,6 +143,9 @@ def _validate_unnamed(spec: common_pb2.TaskSpec, max_payload_bytes: int) -> None
         raise InvalidArgument("spec.overlap", f"unknown value {spec.overlap}")
     if spec.catchup_window_ms < 0:
         raise InvalidArgument("spec.catchup_window_ms", "must not be negative")
+    for name in ("max_concurrency", "start_deadline_ms", "dependency_deadline_ms"):
+        if getattr(spec, name) < 0:
+            raise InvalidArgument(f"spec.{name}", "must not be negative (0: none)")
     if spec.max_catchup < 0 or spec.max_catchup > 100_000:
         raise InvalidArgument("spec.max_catchup", "must be between 0 and 100000")
     calendars = spec.schedule.calendars

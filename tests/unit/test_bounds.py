@@ -66,6 +66,18 @@ def notify_command(**kw: object) -> common_pb2.NotifyTarget:
         ("spec.retry.multiplier", "100", {"retry.multiplier": float("nan")}),
         ("spec.retry.initial_backoff_ms", "2592000000", {"retry.initial_backoff_ms": -1}),
         ("spec.retry.retryable_exit_codes", "256", {"retry.retryable_exit_codes": list(range(257))}),
+        ("spec.max_concurrency", "negative", {"max_concurrency": -1}),
+        ("spec.start_deadline_ms", "negative", {"start_deadline_ms": -1}),
+        (
+            "spec.sensor.timeout_ms",
+            "2592000000",
+            {"sensor.probe.shell.script": "true", "sensor.timeout_ms": 2**62},
+        ),
+        (
+            "spec.sensor.interval_ms",
+            "86400000",
+            {"sensor.probe.shell.script": "true", "sensor.interval_ms": 2**40},
+        ),
     ],
 )
 def test_spec_fields_over_their_bound_are_refused_naming_field_and_bound(
