@@ -21,8 +21,9 @@ What is refused, from the mildest (`refused` in the status; docs/operations.md, 
   as the cause is gone (space freed, the map raised and the node restarted).
 
 Every refusal is RESOURCE_EXHAUSTED with the reason, the same text as `cluster status` and the
-`cronraft.storage` health service. A leader refusing more than "data" hands leadership to a connected
-peer whose storage is fine (peers learn each other's storage from the clock probes).
+`cronraft.storage` health service. A leader that refuses anything for a cause of its own (its disk, an
+entry only it cannot apply; not a store at its maximum, which every node's is) hands leadership to a
+connected peer whose storage refuses nothing (peers learn each other's storage from the clock probes).
 """
 
 from __future__ import annotations
@@ -46,7 +47,6 @@ from cronraft.raft.store import LmdbKV, StoreUsage
 log = structlog.get_logger("cronraft.storage")
 
 REFUSE_NONE, REFUSE_DATA, REFUSE_ALL_BUT_DELETES, REFUSE_ALL = "", "data", "all_but_deletes", "all"
-_LEVEL = {REFUSE_NONE: 0, REFUSE_DATA: 1, REFUSE_ALL_BUT_DELETES: 2, REFUSE_ALL: 3}
 
 # Commands that add data to the store (refused from "data" on).
 ADDS_DATA = frozenset(
@@ -94,6 +94,9 @@ class Replicated(Protocol):
 class Assessment:
     refused: str
     reason: str
+    # The cause is this node's own (its disk, an entry only it fails to apply), not the replicated data
+    # (a store at its maximum is at it on every node): another node may lead with no refusal.
+    local: bool = False
 
 
 def assess(
@@ -112,20 +115,25 @@ def assess(
             REFUSE_ALL,
             f"this node cannot apply log entry {stuck[0]}: {stuck[1]}; nothing is written until it applies "
             "(reads still work; see docs/operations.md, Storage exhausted)",
+            local=True,
         )
     if journal_low is not None:
-        return Assessment(REFUSE_ALL_BUT_DELETES, f"{journal_low}: only deletes and cancels are accepted")
+        return Assessment(
+            REFUSE_ALL_BUT_DELETES, f"{journal_low}: only deletes and cancels are accepted", local=True
+        )
     if not store_reserve_ok:
         return Assessment(
             REFUSE_ALL_BUT_DELETES,
             f"disk full: the store cannot keep its reserve of {_mib(reserve // 2)} ({_mib(disk_free)} free "
             f"on {data_dir}): only deletes and cancels are accepted",
+            local=True,
         )
     if disk_free < reserve:
         return Assessment(
             REFUSE_DATA,
             f"disk almost full: {_mib(disk_free)} free on {data_dir}, less than storage.reserve_bytes "
             f"({_mib(reserve)}): writes that add data are refused; delete tasks or free disk space",
+            local=True,
         )
     if usage is not None and usage.used >= usage.max_map_size - reserve:
         return Assessment(
@@ -251,10 +259,13 @@ class StorageMonitor:
                 f"the store's LMDB map is full at its maximum, storage.max_map_size_bytes "
                 f"({_mib(self.kv.max_map_size)}): raise it and restart this node"
             )
-        if (isinstance(exc, StorageError) and exc.kind == "disk_full") or (
+        free = free_bytes(self.data_dir)
+        full = (isinstance(exc, StorageError) and exc.kind == "disk_full") or (
             isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
-        ):
-            return f"disk full ({_mib(free_bytes(self.data_dir))} free on {self.data_dir}): free disk space"
+        )
+        if full or (isinstance(exc, StorageError) and exc.kind == "io" and free < self.reserve):
+            # LMDB reports a write cut short by a full disk as an I/O error (EIO).
+            return f"disk full ({_mib(free)} free on {self.data_dir}; {fallback}): free disk space"
         return fallback
 
     def current(self) -> Assessment:
@@ -340,9 +351,10 @@ class StorageMonitor:
         return seen[0]
 
     async def _maybe_hand_over(self) -> None:
-        """A leader that cannot write for reasons of its own disk hands leadership to a healthy peer."""
+        """A leader that refuses writes for a reason of its own (its disk, not the replicated data)
+        hands leadership to a connected peer whose storage refuses nothing."""
         a = self._current
-        if self._transfer is None or _LEVEL[a.refused] < _LEVEL[REFUSE_ALL_BUT_DELETES]:
+        if self._transfer is None or not a.refused or not a.local:
             return
         if not self._is_leader():
             return

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 FALLOC_FL_KEEP_SIZE = 1
+FALLOC_FL_PUNCH_HOLE = 2
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 _fallocate = getattr(_libc, "fallocate", None)
@@ -46,6 +47,14 @@ def preallocate(fd: int, offset: int, length: int) -> bool:
     raise OSError(err, os.strerror(err))
 
 
+def release(fd: int, offset: int, length: int) -> bool:
+    """Give back to the file system the blocks of `fd` in [offset, offset + length) (a hole; the size
+    stays). False where the file system cannot."""
+    if length <= 0 or _fallocate is None:
+        return False
+    return bool(_fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) == 0)
+
+
 def free_bytes(path: str | Path) -> int:
     """Bytes available to this process on the file system holding `path` (0 if it cannot be read)."""
     try:
@@ -55,4 +64,4 @@ def free_bytes(path: str | Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
-__all__ = ["free_bytes", "preallocate"]
+__all__ = ["free_bytes", "preallocate", "release"]

@@ -102,7 +102,7 @@ from cronraft.errors import (
 from cronraft.failpoint import enabled as failpoints_enabled
 from cronraft.failpoint import failpoint
 from cronraft.raft.audit import AuditLog
-from cronraft.raft.diskspace import free_bytes, preallocate
+from cronraft.raft.diskspace import free_bytes, preallocate, release
 from cronraft.raft.store import LmdbKV
 
 log = logging.getLogger(__name__)
@@ -120,6 +120,8 @@ _RECORD_OVERHEAD = 24
 # pysyncobj wraps our payload (the replicated call's id and arguments) before it journals it: a margin.
 _COMMAND_OVERHEAD = 64
 _COMPACTION_RETRY_S = 30.0
+# What a failed store of the term and vote frees of the journal's reserve before it tries again.
+_META_ROOM = 64 << 10
 _APPLY_RETRY_S = (0.1, 1.0)  # first and longest pause between tries of an entry that failed
 
 
@@ -407,21 +409,76 @@ class _JournalSpace:
         self.allocated = end
         return True
 
+    def release(self, nbytes: int) -> bool:
+        """Give `nbytes` of the reserve back to the file system (for pysyncobj's small meta file, whose
+        rewrite needs a new block): the last ones allocated, if that leaves the next entry its room."""
+        if self._fd is None:
+            return False
+        start = self.allocated - nbytes
+        if start < self.offset() + _RECORD_OVERHEAD + _COMMAND_OVERHEAD:
+            return False
+        if not release(self._fd, start, nbytes):
+            return False
+        self.allocated = start
+        return True
+
 
 def _free_bytes(path: Path) -> int:
     return free_bytes(path.parent)
 
 
 class _GuardedJournal(FileJournal):  # type: ignore[misc]
-    """pysyncobj's FileJournal whose appends allocate their space first (see `_JournalSpace`). The
-    journal pysyncobj made becomes one of these by class assignment; `_space` is set on the instance."""
+    """pysyncobj's FileJournal whose appends allocate their space first (see `_JournalSpace`), and whose
+    term and vote are never half-stored. The journal pysyncobj made becomes one of these by class
+    assignment; `_space` and `_node` are set on the instance.
+
+    pysyncobj sets its current term and vote in memory, then has the journal store them (a new meta
+    file, renamed over the old one). On a full disk that write fails after the node already acts on the
+    new term: a leader that saw a higher term would go on leading in it, beside the one elected in it
+    (two leaders in one term). So a failed store first frees a little of the journal's reserve and tries
+    again, and if it still fails puts the term and vote back as they were stored, then raises: the node
+    has ignored the message that carried the new term, which Raft allows (a message may be lost)."""
 
     _space: _JournalSpace
+    _node: Any
 
     def add(self, command: bytes, idx: int, term: int) -> None:
         space = self._space
         space.ensure(len(command) + _RECORD_OVERHEAD)
         super().add(command, idx, term)
+
+    def setCurrentTerm(self, term: int, votedForNodeId: Any) -> None:
+        stored = (self.getCurrentTerm(), self.getVotedForNodeId())
+        try:
+            super().setCurrentTerm(term, votedForNodeId)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                self._put_back(stored)
+                raise
+        if self._space.release(_META_ROOM):
+            with contextlib.suppress(OSError):
+                super().setCurrentTerm(term, votedForNodeId)
+                return
+        self._put_back(stored)
+        raise JournalFull(f"disk full: term {term} cannot be stored; ignored until space returns")
+
+    def _put_back(self, stored: tuple[int, Any]) -> None:
+        meta = self._FileJournal__meta
+        meta["currentTerm"], meta["votedForNodeId"] = stored
+        node = self._node
+        if node is not None:
+            node._SyncObj__raftCurrentTerm = max(stored[0], node._SyncObj__getCurrentLogTerm())
+            node._SyncObj__votedForNodeId = stored[1]
+
+    def onOneSecondTimer(self) -> None:
+        # The commit index, stored lazily once a second: not needed for safety (it is recomputed from
+        # the log). On a full disk it waits for space (pysyncobj tries again each second).
+        try:
+            super().onOneSecondTimer()
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
 
 
 class _QuietTickFailures(logging.Filter):
@@ -459,6 +516,7 @@ class _RaftNode(SyncObj):  # type: ignore[misc]
         if isinstance(journal, FileJournal):
             owner._journal_space.open()
             journal._space = owner._journal_space
+            journal._node = self
             journal.__class__ = _GuardedJournal
         # Fast failover. pysyncobj's own callback first (it keeps the connected set), then ours. A
         # callback missed before this line only means the normal election timeout for that one event.
