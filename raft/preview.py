@@ -98,7 +98,10 @@ def _annotate(
     if sched.dst_shifted(walker, nominal):
         before = datetime.fromtimestamp(nominal // 1000 - 1, zone) + timedelta(seconds=1)
         after = datetime.fromtimestamp(nominal // 1000, zone)
-        gap = f"local {before:%H:%M}-{after:%H:%M} does not exist on {after:%Y-%m-%d}"
+        if before.date() == after.date():
+            gap = f"local {before:%H:%M}-{after:%H:%M} does not exist on {after:%Y-%m-%d}"
+        else:  # a gap over midnight, or a whole skipped day (Pacific/Apia, 2011-12-30)
+            gap = f"local {before:%Y-%m-%d %H:%M} to {after:%Y-%m-%d %H:%M} does not exist"
         if skip_gaps:
             row.notes.append(f"dst_skipped ({gap})")
             row.actual_ms = 0

@@ -137,6 +137,19 @@ def test_elapsed_time_job_in_a_gap_is_listed_as_skipped() -> None:
     ]
 
 
+def test_a_whole_skipped_day_shifts_a_fixed_time_job_to_its_end() -> None:
+    """LONG_GAP: Pacific/Apia skipped 2011-12-30; 09:00 that day fires at 2011-12-31 00:00 (cronie
+    would treat the 24-hour jump as a clock correction and run nothing; cronsim agrees with us)."""
+    rows = preview(schedule("0 9 * * *", "Pacific/Apia"), from_ms=ms("2011-12-29T12:00:00-10:00"), count=2)
+    assert [(r.local_time, list(r.notes)) for r in rows] == [
+        (
+            "2011-12-31T00:00:00+14:00",
+            ["dst_shifted (local 2011-12-30 00:00 to 2011-12-31 00:00 does not exist)"],
+        ),
+        ("2011-12-31T09:00:00+14:00", []),
+    ]
+
+
 # --- field forms --------------------------------------------------------------------------------------
 
 

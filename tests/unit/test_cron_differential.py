@@ -398,6 +398,7 @@ def test_preview_agrees_with_cronsim(case: Case) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3 * 3600)  # about 20 minutes on 2 cores
 def test_preview_agrees_with_cronsim_100k() -> None:
     """100,000 cases; prints the agreement and how many cases each rule explained."""
     outcomes: Counter[str] = Counter()
