@@ -947,13 +947,17 @@ class SyncObjReplicator:
         self._maybe_notify()
         self._journal_space.maintain()
         limit = self._config.snapshot_max_bytes
-        if node is not None and limit and self._journal_space.entry_bytes() > limit:
-            now = time.monotonic()
-            if now >= self._next_byte_compaction:
-                # pysyncobj takes it at its next tick, unless a snapshot is being taken; if this one
-                # fails (no room for it), the next byte-triggered try waits a while.
-                self._next_byte_compaction = now + _COMPACTION_RETRY_S
-                node.forceLogCompaction()
+        if node is None or not limit:
+            return
+        if self._journal_space.entry_bytes() <= limit:
+            self._next_byte_compaction = 0.0  # compacted (or never over): the next one may come at once
+            return
+        now = time.monotonic()
+        if now >= self._next_byte_compaction:
+            # pysyncobj takes it at its next tick, unless a snapshot is being taken; if the journal is
+            # still over the limit a while later (no room for the snapshot), it is tried again then.
+            self._next_byte_compaction = now + _COMPACTION_RETRY_S
+            node.forceLogCompaction()
 
     def _maybe_notify(self) -> None:
         node = self._node

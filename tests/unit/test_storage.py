@@ -293,3 +293,60 @@ async def test_an_entry_that_cannot_apply_is_answered_at_once_and_applies_once_s
     assert stuck[0] in apply.applied
     result = await rep.propose(_payload(), timeout_s=5)  # writes go on, without a restart
     assert commands_pb2.BatchResult.FromString(result).results[0].applied
+
+
+# ------------------------------------------------------------------------------ journal by bytes
+
+
+@pytest.mark.asyncio
+async def test_the_journal_is_compacted_once_its_entries_pass_a_size(tmp_path: Path) -> None:
+    """Few entries of many bytes (a bulk import): the entry count (100,000) is far, the byte limit is
+    not. The journal's entries go into a snapshot and the journal starts again."""
+    kv = LmdbKV(tmp_path / "state", map_size=64 * MIB)
+    applied: list[int] = []
+
+    def apply(index: int, payload: bytes) -> bytes:
+        with kv.write() as txn:
+            txn.put("meta", b"last_applied", U64.pack(index))
+        applied.append(index)
+        return commands_pb2.BatchResult(
+            results=[commands_pb2.CommandResult(applied=True)]
+        ).SerializeToString()
+
+    def last_applied() -> int:
+        with kv.read() as txn:
+            raw = txn.get("meta", b"last_applied")
+        return 0 if raw is None else int(U64.unpack(raw)[0])
+
+    rep = SyncObjReplicator(
+        ReplicatorConfig(
+            self_member=RaftMember("n1", f"127.0.0.1:{_port()}"),
+            peers=(),
+            data_dir=tmp_path / "raft",
+            secret=None,
+            election_timeout_ms=300,
+            heartbeat_ms=50,
+            snapshot_max_bytes=1 * MIB,
+            journal_reserve_bytes=1 * MIB,
+        ),
+        apply,
+        kv,
+        applied_index=last_applied,
+    )
+    rep.start()
+    try:
+        await _eventually(lambda: rep.status().is_leader and rep.status().ready, "leadership")
+        big = commands_pb2.CommandBatch(
+            version=1, commands=[commands_pb2.Command(request_id="x" * 100_000, stamped_at_ms=1)]
+        ).SerializeToString()
+        peak = 0
+        for _ in range(30):  # 3 MB of entries
+            await rep.propose(big, timeout_s=5)
+            peak = max(peak, rep.journal_status()[0])
+        await _eventually(lambda: rep.journal_status()[0] < 1 * MIB, "a compaction")
+        assert peak > 1 * MIB  # it did pass the limit before the snapshot
+        assert (tmp_path / "raft" / "raft.snapshot").is_file()
+        assert rep.journal_status()[1] is None  # its reserve is kept
+    finally:
+        rep.stop()
+        kv.close()
