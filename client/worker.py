@@ -58,7 +58,14 @@ import grpc  # type: ignore[import-untyped, unused-ignore]
 import grpc.aio  # type: ignore[import-untyped, unused-ignore]
 import structlog
 
-from cronraft.bounds import CLIENT_MAX_RECEIVE_BYTES
+from cronraft.bounds import (
+    CLIENT_MAX_RECEIVE_BYTES,
+    MAX_TAG_LEN,
+    MAX_WORKER_CAPACITY,
+    MAX_WORKER_ID,
+    MAX_WORKER_LABELS,
+    MAX_WORKER_QUEUES,
+)
 from cronraft.client import handlers as _handlers
 from cronraft.client._http import run_http
 from cronraft.client._outbox import AttemptKey, Outbox, attempt_key, result_key
@@ -140,10 +147,25 @@ class WorkerConfig:
             raise ConfigError("servers: give at least one HOST:PORT (e.g. --server 127.0.0.1:50051)")
         if not self.worker_id:
             raise ConfigError("worker_id: must not be empty (--id)")
-        if self.capacity < 1:
-            raise ConfigError(f"capacity: must be >= 1, got {self.capacity} (--capacity)")
+        # The leader refuses a Hello past these (cronraft.bounds): say so at start, not at each connect.
+        wid = self.worker_id
+        if len(wid) > MAX_WORKER_ID or not wid.isprintable() or any(c.isspace() for c in wid):
+            raise ConfigError(f"worker_id: 1 to {MAX_WORKER_ID} printable characters without spaces (--id)")
+        if not 1 <= self.capacity <= MAX_WORKER_CAPACITY:
+            raise ConfigError(
+                f"capacity: must be between 1 and {MAX_WORKER_CAPACITY}, got {self.capacity} (--capacity)"
+            )
         if not self.queues or any(not q for q in self.queues):
             raise ConfigError("queues: queue names must not be empty (--queue)")
+        if len(self.queues) > MAX_WORKER_QUEUES:
+            raise ConfigError(f"queues: at most {MAX_WORKER_QUEUES} (--queue)")
+        if len(self.labels) > MAX_WORKER_LABELS or any(
+            not k or len(k) > MAX_TAG_LEN or len(v) > MAX_TAG_LEN for k, v in self.labels.items()
+        ):
+            raise ConfigError(
+                f"labels: at most {MAX_WORKER_LABELS}, keys 1 to {MAX_TAG_LEN} characters, values at most "
+                f"{MAX_TAG_LEN} (--label)"
+            )
         if self.kill_grace_s < 0:
             raise ConfigError(f"kill_grace_s: must be >= 0, got {self.kill_grace_s} (--kill-grace)")
         if self.shutdown_grace_s < 0:

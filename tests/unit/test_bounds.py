@@ -5,6 +5,7 @@ apply. The refusals through the real API are in tests/integration/test_limits.py
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -333,3 +334,20 @@ def test_lease_offers_are_split_below_max_offer_bytes() -> None:
     assert sum(len(m.leases.leases) for m in offers) == 3
     assert len(offers) >= 2
     assert all(m.ByteSize() <= bounds.MAX_OFFER_BYTES for m in offers)
+
+
+def test_a_worker_refuses_at_start_what_the_leader_would_refuse_in_its_hello(tmp_path: Path) -> None:
+    from cronraft.client.worker import WorkerConfig
+    from cronraft.errors import ConfigError
+
+    good = {"servers": ("127.0.0.1:1",), "worker_id": "w", "outbox_dir": tmp_path}
+    WorkerConfig(**good)  # type: ignore[arg-type]
+    for change, text in [
+        ({"worker_id": "w" * 129}, "worker_id"),
+        ({"worker_id": "a b"}, "worker_id"),
+        ({"capacity": 100_001}, "capacity"),
+        ({"queues": tuple(f"q{i}" for i in range(65))}, "queues"),
+        ({"labels": {f"k{i}": "" for i in range(65)}}, "labels"),
+    ]:
+        with pytest.raises(ConfigError, match=text):
+            WorkerConfig(**{**good, **change})  # type: ignore[arg-type]
