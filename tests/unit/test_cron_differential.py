@@ -419,5 +419,5 @@ def test_preview_agrees_with_cronsim_100k() -> None:
     exact = outcomes["agree"] + outcomes["refused"]
     print(f"\ncronsim differential: {total} cases, {exact / total:.4%} identical to cronsim")
     for name, count in outcomes.most_common():
-        print(f"  {name:20} {count:7} ({count / total:.3%})")
-    print("  unexplained                0 (every case above passed)")
+        print(f"  {name:45} {count:7} ({count / total:.3%})")
+    print(f"  {'unexplained':45} {0:7} (every case above passed)")
