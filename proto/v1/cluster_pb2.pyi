@@ -46,6 +46,7 @@ class Member(_message.Message):
     CLOCK_RTT_US_FIELD_NUMBER: _builtins.int
     CLOCK_AGE_MS_FIELD_NUMBER: _builtins.int
     STORAGE_FIELD_NUMBER: _builtins.int
+    VERSIONS_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     raft_address: _builtins.str
     grpc_address: _builtins.str
@@ -66,6 +67,12 @@ class Member(_message.Message):
         its own). `measured` is false when no answer is recent.
         """
 
+    @_builtins.property
+    def versions(self) -> Global___ScheduleVersions:
+        """The member's schedule-result versions as it answered the answering node's last clock probe (for the
+        answering node: its own). `measured` is false when no answer is recent.
+        """
+
     def __init__(
         self,
         *,
@@ -78,14 +85,71 @@ class Member(_message.Message):
         clock_rtt_us: _builtins.int = ...,
         clock_age_ms: _builtins.int = ...,
         storage: Global___StorageStatus | None = ...,
+        versions: Global___ScheduleVersions | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["storage", b"storage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["storage", b"storage", "versions", b"versions"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["clock_age_ms", b"clock_age_ms", "clock_measured", b"clock_measured", "clock_offset_ms", b"clock_offset_ms", "clock_rtt_us", b"clock_rtt_us", "connected", b"connected", "grpc_address", b"grpc_address", "node_id", b"node_id", "raft_address", b"raft_address", "storage", b"storage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clock_age_ms", b"clock_age_ms", "clock_measured", b"clock_measured", "clock_offset_ms", b"clock_offset_ms", "clock_rtt_us", b"clock_rtt_us", "connected", b"connected", "grpc_address", b"grpc_address", "node_id", b"node_id", "raft_address", b"raft_address", "storage", b"storage", "versions", b"versions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Member: _TypeAlias = Member  # noqa: Y015
+
+@_typing.final
+class ScheduleVersions(_message.Message):
+    """The versions of everything that changes schedule results on a node (docs/scheduling.md, "Determinism
+    across nodes"). The leader dispatches nothing (no fires, no grants) while a member of the configuration
+    reports other `versions` than its own.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class VersionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    MEASURED_FIELD_NUMBER: _builtins.int
+    VERSIONS_FIELD_NUMBER: _builtins.int
+    CRONRAFT_FIELD_NUMBER: _builtins.int
+    measured: _builtins.bool
+    cronraft: _builtins.str
+    """the project's own version: shown, not compared"""
+    @_builtins.property
+    def versions(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Compared between members: "evaluator" (cronraft.raft.cron.EVALUATOR_VERSION), "tzdata" (the IANA
+        release of the tzdata package the zones are read from), "holidays", "python-dateutil".
+        """
+
+    def __init__(
+        self,
+        *,
+        measured: _builtins.bool = ...,
+        versions: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        cronraft: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cronraft", b"cronraft", "measured", b"measured", "versions", b"versions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScheduleVersions: _TypeAlias = ScheduleVersions  # noqa: Y015
 
 @_typing.final
 class StorageStatus(_message.Message):
@@ -168,6 +232,9 @@ class StatusResponse(_message.Message):
     CLOCK_MAX_OFFSET_MS_FIELD_NUMBER: _builtins.int
     CLOCK_MEASURED_FIELD_NUMBER: _builtins.int
     STORAGE_FIELD_NUMBER: _builtins.int
+    VERSIONS_FIELD_NUMBER: _builtins.int
+    VERSIONS_MISMATCH_FIELD_NUMBER: _builtins.int
+    DISPATCH_HELD_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     is_leader: _builtins.bool
     leader_id: _builtins.str
@@ -191,11 +258,21 @@ class StatusResponse(_message.Message):
     clock_max_offset_ms: _builtins.int
     clock_measured: _builtins.bool
     """false while too few peers answered to tell who is off"""
+    versions_mismatch: _builtins.str
+    """Members whose schedule-result versions differ from the answering node's, naming them and the package
+    (empty: all measured members agree). While it is set on the leader, the leader dispatches nothing.
+    """
+    dispatch_held: _builtins.bool
+    """the leader holds fires and grants back (versions_mismatch says why)"""
     @_builtins.property
     def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___Member]: ...
     @_builtins.property
     def storage(self) -> Global___StorageStatus:
         """the answering node's storage (each member's: members[].storage)"""
+
+    @_builtins.property
+    def versions(self) -> Global___ScheduleVersions:
+        """the answering node's (each member's: members[].versions)"""
 
     def __init__(
         self,
@@ -217,10 +294,13 @@ class StatusResponse(_message.Message):
         clock_max_offset_ms: _builtins.int = ...,
         clock_measured: _builtins.bool = ...,
         storage: Global___StorageStatus | None = ...,
+        versions: Global___ScheduleVersions | None = ...,
+        versions_mismatch: _builtins.str = ...,
+        dispatch_held: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["storage", b"storage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["storage", b"storage", "versions", b"versions"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_index", b"applied_index", "clock_correction_ms", b"clock_correction_ms", "clock_healthy", b"clock_healthy", "clock_max_offset_ms", b"clock_max_offset_ms", "clock_measured", b"clock_measured", "clock_offset_ms", b"clock_offset_ms", "commit_index", b"commit_index", "connected_workers", b"connected_workers", "epoch_term", b"epoch_term", "is_leader", b"is_leader", "leader_address", b"leader_address", "leader_id", b"leader_id", "members", b"members", "node_id", b"node_id", "ready", b"ready", "storage", b"storage", "term", b"term"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_index", b"applied_index", "clock_correction_ms", b"clock_correction_ms", "clock_healthy", b"clock_healthy", "clock_max_offset_ms", b"clock_max_offset_ms", "clock_measured", b"clock_measured", "clock_offset_ms", b"clock_offset_ms", "commit_index", b"commit_index", "connected_workers", b"connected_workers", "dispatch_held", b"dispatch_held", "epoch_term", b"epoch_term", "is_leader", b"is_leader", "leader_address", b"leader_address", "leader_id", b"leader_id", "members", b"members", "node_id", b"node_id", "ready", b"ready", "storage", b"storage", "term", b"term", "versions", b"versions", "versions_mismatch", b"versions_mismatch"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -253,6 +333,7 @@ class ClockResponse(_message.Message):
     NODE_ID_FIELD_NUMBER: _builtins.int
     WALL_US_FIELD_NUMBER: _builtins.int
     STORAGE_FIELD_NUMBER: _builtins.int
+    VERSIONS_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     wall_us: _builtins.int
     """raw (uncorrected) wall clock, Unix microseconds"""
@@ -260,16 +341,21 @@ class ClockResponse(_message.Message):
     def storage(self) -> Global___StorageStatus:
         """the answering node's storage, so that every node knows its peers'"""
 
+    @_builtins.property
+    def versions(self) -> Global___ScheduleVersions:
+        """the answering node's schedule-result versions, likewise"""
+
     def __init__(
         self,
         *,
         node_id: _builtins.str = ...,
         wall_us: _builtins.int = ...,
         storage: Global___StorageStatus | None = ...,
+        versions: Global___ScheduleVersions | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["storage", b"storage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["storage", b"storage", "versions", b"versions"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id", "storage", b"storage", "wall_us", b"wall_us"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id", "storage", b"storage", "versions", b"versions", "wall_us", b"wall_us"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
