@@ -118,7 +118,8 @@ class StorageConfig:
     max_map_size_bytes: int = 64 << 30  # ...up to this: the most the store may hold
     # Space kept for deletes: writes that add data are refused once the store is within this of its
     # maximum, or the disk has less than this free; half of it stays allocated ahead of the journal and
-    # half ahead of the store, so that deletes and cancels still apply on a full disk.
+    # half ahead of the store, so that deletes and cancels still apply on a full disk. At most an eighth
+    # of the data directory's file system (daemon.storage.effective_reserve).
     reserve_bytes: int = 64 << 20
 
 

@@ -25,7 +25,7 @@ from cronraft.daemon.leader import LeaderSettings
 from cronraft.daemon.metrics import Gauge, MetricsServer
 from cronraft.daemon.notify import Notifier
 from cronraft.daemon.runner import LeaderRunner
-from cronraft.daemon.storage import StorageMonitor
+from cronraft.daemon.storage import StorageMonitor, effective_reserve
 from cronraft.daemon.wire import DecodingServer
 from cronraft.errors import CronraftError, NotLeader, Unavailable
 from cronraft.failpoint import raiser
@@ -84,6 +84,7 @@ class Node:
         claim(config)  # refuses a data dir of another member or cluster
         fsync = config.cluster.durability == "fsync"
         storage = config.storage
+        reserve = effective_reserve(storage.reserve_bytes, data)
         self.kv = LmdbKV(
             data / "state",
             map_size=storage.map_size_bytes,
@@ -103,7 +104,7 @@ class Node:
             snapshot_min_entries=config.raft.snapshot_min_entries,
             snapshot_min_time_s=config.raft.snapshot_min_time_s,
             snapshot_max_bytes=config.raft.snapshot_max_bytes,
-            journal_reserve_bytes=storage.reserve_bytes // 2,
+            journal_reserve_bytes=reserve // 2,
             fsync=fsync,
         )
         self.replicator = SyncObjReplicator(
@@ -122,7 +123,7 @@ class Node:
             kv=self.kv,
             replicator=self.replicator,
             data_dir=data,
-            reserve_bytes=storage.reserve_bytes,
+            reserve_bytes=reserve,
             is_leader=lambda: self.replicator.status().is_leader,
             connected_peers=self._connected_peers,
             transfer=self.replicator.transfer_leadership,

@@ -9,9 +9,10 @@ apply thread is stuck on an entry. It keeps `reserve_bytes / 2` of disk allocate
 What is refused, from the mildest (`refused` in the status; docs/operations.md, "Storage exhausted"):
 
 - "data": the store holds more than `max_map_size_bytes - reserve_bytes`, or the disk has less than
-  `reserve_bytes` free. Writes that add data are refused (create, import, update, trigger, backfill,
-  resume, put calendar, redrive; the workers' live output is dropped); deletes, cancels, pauses, purges
-  and the leader's own duties (fires, leases, results) go on, in the reserve.
+  `reserve_bytes` free (the reserve is at most an eighth of the file system: `effective_reserve`).
+  Writes that add data are refused (create, import, update, trigger, backfill, resume, put calendar,
+  redrive; the workers' live output is dropped); deletes, cancels, pauses, purges and the leader's own
+  duties (fires, leases, results) go on, in the reserve.
 - "all_but_deletes": the disk is full: the journal or the store cannot keep its reserve. Only commands
   that free space or stop work (delete and cancel tasks, cancel executions, pause, purge dead letters,
   delete calendars, retention) are proposed; the leader's duties wait (nothing is lost: workers keep
@@ -31,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -143,6 +145,19 @@ def assess(
             "tasks, shorten retention, or raise storage.max_map_size_bytes",
         )
     return Assessment(REFUSE_NONE, "")
+
+
+def effective_reserve(reserve_bytes: int, data_dir: Path) -> int:
+    """`reserve_bytes`, but at most an eighth of the file system holding `data_dir` (so that a small
+    disk is not taken for a full one), and at least 1 MiB."""
+    path = data_dir
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return reserve_bytes
+    return max(1 << 20, min(reserve_bytes, st.f_blocks * st.f_frsize // 8))
 
 
 def _mib(n: int) -> str:
@@ -392,5 +407,6 @@ __all__ = [
     "Assessment",
     "StorageMonitor",
     "assess",
+    "effective_reserve",
     "refuses",
 ]
