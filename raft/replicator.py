@@ -482,8 +482,9 @@ class _GuardedJournal(FileJournal):  # type: ignore[misc]
 
 
 class _QuietTickFailures(logging.Filter):
-    """pysyncobj logs every failed tick with its traceback; on a full disk that is each tick (a
-    follower's appends, the meta file's writes). One such record per `every_s`, per kind of error."""
+    """pysyncobj logs every failed tick with its traceback, and every failed snapshot; on a full disk
+    that is each tick (a follower's appends, the meta file's writes, a snapshot tried again each tick).
+    One such record per `every_s`, per kind."""
 
     def __init__(self, every_s: float = 30.0) -> None:
         super().__init__()
@@ -492,9 +493,12 @@ class _QuietTickFailures(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if not isinstance(exc, OSError) or exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        if record.getMessage() == "Failed to store full dump":
+            key = "snapshot"
+        elif isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            key = type(exc).__name__
+        else:
             return True
-        key = type(exc).__name__
         now = time.monotonic()
         if now - self._last.get(key, -self.every_s) < self.every_s:
             return False
@@ -901,14 +905,16 @@ class SyncObjReplicator:
         space = self._journal_space
         return space.entry_bytes(), space.low
 
-    def _wait_applied(self, index: int) -> None:
-        """Block until the apply thread has applied `index` (or is stopped)."""
+    def _wait_applied(self, index: int) -> bool:
+        """Block until the apply thread has applied `index`; False if it is stopped, or stuck on an entry
+        it cannot apply (it may stay so for long: the Raft thread must not wait for it)."""
         with self._applied_cond:
             while self._applied < index and not self._apply_stop:
                 thread = self._apply_thread
-                if thread is None or not thread.is_alive():
-                    return
+                if thread is None or not thread.is_alive() or self._stuck is not None:
+                    return False
                 self._applied_cond.wait(0.1)
+            return self._applied >= index
 
     def _stop_apply_thread(self) -> None:
         self._apply_stop = True
@@ -981,7 +987,12 @@ class SyncObjReplicator:
         last, prev, cluster = raft_data
         # The store must hold exactly the state at the snapshot's index: every entry handed over so far
         # (pysyncobj's no-op entries never reach the apply thread, so wait for those, not for `last`).
-        self._wait_applied(self._released)
+        if not self._wait_applied(self._released):
+            raise RuntimeError("no snapshot: the store is behind (an entry cannot apply now)")
+        needed = self._store.high_water()
+        if free_bytes(Path(file_name).parent) < needed + self._journal_space.reserve:
+            # A copy that cannot fit would fill the disk, be deleted, and be tried again next tick.
+            raise RuntimeError(f"no snapshot: less than {needed} bytes free for the store's copy")
         header = encode_snapshot_header(last, prev, sorted(n.address for n in cluster))
         fd = os.open(file_name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:

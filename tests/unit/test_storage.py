@@ -288,6 +288,16 @@ async def test_an_entry_that_cannot_apply_is_answered_at_once_and_applies_once_s
     with pytest.raises(ResourceExhausted, match="nothing is proposed until it applies"):
         await rep.propose(_payload(), timeout_s=5)  # refused before it is appended
     assert apply.failures and all(i == stuck[0] for i in apply.failures)
+    # A snapshot asked for meanwhile is not taken (the store is behind) and does not hold the Raft
+    # thread waiting for the apply thread: it keeps ticking.
+    ticks: list[float] = []
+    assert rep._node is not None
+    rep._node.addOnTickCallback(lambda: ticks.append(time.monotonic()))
+    rep.force_snapshot()
+    await asyncio.sleep(1.0)
+    seen = len(ticks)
+    await asyncio.sleep(0.5)
+    assert len(ticks) > seen
     apply.full.clear()  # space returns
     await _eventually(lambda: rep.stuck() is None, "the entry to apply")
     assert stuck[0] in apply.applied
