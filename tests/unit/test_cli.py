@@ -353,8 +353,14 @@ def test_cluster_status(run: Run, cluster: FakeCluster) -> None:
         and doc["leader_address"] == cluster.leader_address
     )
     assert doc["term"] == 3 and [m["node_id"] for m in doc["members"]] == ["n1", "n2"]
+    # Storage, per member: n1 never answered a probe (null), n2 refuses writes that add data.
+    assert doc["members"][0]["storage"] is None and doc["storage"] is None
+    n2 = doc["members"][1]["storage"]
+    assert n2["exhausted"] is True and n2["refused"] == "data" and n2["reason"].startswith("disk almost")
     code, out, _ = run("cluster", "status")
     assert code == EXIT_OK and "NODE_ID" in out and cluster.leader_address in out
+    assert "STORAGE" in out and "EXHAUSTED (data)" in out
+    assert "WARNING: n2's storage is exhausted: disk almost full: 3.0 MiB free on /data/n2" in out
 
 
 def test_unavailable_is_exit_3(run: Run) -> None:

@@ -588,6 +588,14 @@ class FakeClusterService(cluster_pb2_grpc.ClusterServicer):
                     raft_address="127.0.0.1:7002",
                     grpc_address=self.cluster.follower_address,
                     connected=True,
+                    storage=cluster_pb2.StorageStatus(
+                        measured=True,
+                        exhausted=True,
+                        refused="data",
+                        reason="disk almost full: 3.0 MiB free on /data/n2",
+                        used_bytes=10 << 20,
+                        max_map_size_bytes=64 << 30,
+                    ),
                 ),
             ],
         )
