@@ -38,6 +38,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -66,8 +67,10 @@ _SCAN_CHUNK_MAX = 1024
 _CALLER_ERRORS = (lmdb.BadValsizeError,)
 
 
-# The map grows (by doubling, up to its maximum) once the file's used extent passes this share of it.
+# The map grows (by doubling, up to its maximum) once the file's used extent passes this share of it,
+# if the open transactions end within GROW_WAIT_S.
 GROW_AT = 0.75
+GROW_WAIT_S = 0.05
 _DISK_FULL_TEXT = ("No space left", "Disk quota exceeded")
 
 
@@ -115,19 +118,29 @@ class _Gate:
                     self._cond.notify_all()
 
     @contextmanager
-    def exclusive(self) -> Iterator[None]:
+    def exclusive(self, wait_s: float | None = None) -> Iterator[bool]:
+        """Yields True once no transaction is open; with `wait_s`, yields False (and excludes nothing)
+        if open transactions have not ended within that time: new ones only waited that long."""
         with self._cond:
             while self._exclusive:
                 self._cond.wait()
             self._exclusive = True  # new transactions wait from here on
+            deadline = None if wait_s is None else time.monotonic() + wait_s
             while self._users:
-                self._cond.wait()
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    self._exclusive = False
+                    self._cond.notify_all()
+                    break
+                self._cond.wait(left)
+            acquired = self._exclusive
         try:
-            yield
+            yield acquired
         finally:
-            with self._cond:
-                self._exclusive = False
-                self._cond.notify_all()
+            if acquired:
+                with self._cond:
+                    self._exclusive = False
+                    self._cond.notify_all()
 
 
 class LmdbTxn:
@@ -374,14 +387,18 @@ class LmdbKV:
             return 0
         return (int(env.info()["last_pgno"]) + 1) * self._page_size
 
-    def grow(self, *, need: int = 0) -> bool:
+    def grow(self, *, need: int = 0, wait_s: float | None = None) -> bool:
         """Double the map (at least `need` bytes more), up to its maximum; False if it is there already.
-        Waits for every open transaction to end (LMDB's rule for `set_mapsize`)."""
+        Waits for every open transaction to end (LMDB's rule for `set_mapsize`), new ones waiting
+        meanwhile; with `wait_s`, gives up (False) after that long (a snapshot's copy holds a read
+        transaction for seconds, and every reader would wait with it)."""
         with self._grow_lock:
             if self._map_size >= self._max_map_size:
                 return False
             target = min(self._max_map_size, max(2 * self._map_size, self._map_size + need))
-            with self._gate.exclusive():
+            with self._gate.exclusive(wait_s) as acquired:
+                if not acquired:
+                    return False
                 env = self._require_env()
                 try:
                     env.set_mapsize(target)
@@ -396,7 +413,7 @@ class LmdbKV:
             return
         info = env.info()
         if (int(info["last_pgno"]) + 1) * self._page_size >= GROW_AT * self._map_size:
-            self.grow()
+            self.grow(wait_s=GROW_WAIT_S)  # else the next write tries again; a full map grows at any cost
 
     def reserve_disk(self, nbytes: int) -> bool:
         """Keep `nbytes` of disk allocated past the file's used extent (module docstring). False when the

@@ -133,6 +133,31 @@ def test_a_store_larger_than_the_configured_map_opens_and_grows_again(tmp_path: 
         again.close()
 
 
+def test_a_growth_waits_for_open_reads_only_when_asked_to(tmp_path: Path) -> None:
+    kv = LmdbKV(tmp_path / "db", map_size=1 * MIB, max_map_size=8 * MIB)
+    holding, release = threading.Event(), threading.Event()
+
+    def long_read() -> None:  # as a snapshot's copy holds its read transaction
+        with kv.read():
+            holding.set()
+            release.wait(10)
+
+    reader = threading.Thread(target=long_read)
+    reader.start()
+    try:
+        assert holding.wait(5)
+        started = time.monotonic()
+        assert not kv.grow(wait_s=0.05)  # gives up: the reader holds on
+        assert time.monotonic() - started < 2 and kv.map_size == 1 * MIB
+        with kv.read() as txn:  # other readers were held back only that long
+            assert txn.get("tasks", b"x") is None
+    finally:
+        release.set()
+        reader.join()
+    assert kv.grow() and kv.map_size == 2 * MIB
+    kv.close()
+
+
 def test_disk_is_reserved_past_the_store_without_changing_its_size(tmp_path: Path) -> None:
     kv = LmdbKV(tmp_path / "db", map_size=4 * MIB)
     try:
