@@ -336,6 +336,11 @@ def status_to_json(status: cluster_pb2.StatusResponse) -> dict[str, Any]:
             "journal_bytes": s.journal_bytes,
         }
 
+    def versions(v: cluster_pb2.ScheduleVersions) -> dict[str, Any] | None:
+        if not v.measured:  # a peer that did not answer our node's probes lately, or an older server
+            return None
+        return {**dict(sorted(v.versions.items())), "cronraft": v.cronraft}
+
     def member_clock(m: cluster_pb2.Member) -> dict[str, Any]:
         measured = clock and m.clock_measured
         peer = measured and m.node_id != status.node_id
@@ -362,6 +367,9 @@ def status_to_json(status: cluster_pb2.StatusResponse) -> dict[str, Any]:
         "clock_correction_ms": status.clock_correction_ms if clock else None,
         "clock_max_offset_ms": status.clock_max_offset_ms if clock else None,
         "storage": storage(status.storage),
+        "versions": versions(status.versions),
+        "versions_mismatch": status.versions_mismatch or None,
+        "dispatch_held": status.dispatch_held,
         "members": [
             {
                 "node_id": m.node_id,
@@ -370,6 +378,7 @@ def status_to_json(status: cluster_pb2.StatusResponse) -> dict[str, Any]:
                 "connected": m.connected,
                 **member_clock(m),
                 "storage": storage(m.storage),
+                "versions": versions(m.versions),
             }
             for m in status.members
         ],

@@ -442,6 +442,17 @@ def _storage_cell(s: cluster_pb2.StorageStatus) -> str:
     return f"EXHAUSTED ({s.refused})"
 
 
+def _versions_cell(v: cluster_pb2.ScheduleVersions) -> str:
+    """evaluator 1, tzdata 2026f, holidays 0.109, python-dateutil 2.9.0.post0 (cronraft 0.1.0)."""
+    if not v.measured:
+        return "-"
+    order = ["evaluator", "tzdata", "holidays", "python-dateutil"]
+    names = [n for n in order if n in v.versions] + sorted(set(v.versions) - set(order))
+    return ", ".join(f"{n} {v.versions[n]}" for n in names) + (
+        f" (cronraft {v.cronraft})" if v.cronraft else ""
+    )
+
+
 def status_detail(status: cluster_pb2.StatusResponse) -> str:
     clock = status.clock_max_offset_ms > 0  # 0: a server without clock health
     pairs = [
@@ -455,6 +466,8 @@ def status_detail(status: cluster_pb2.StatusResponse) -> str:
         ("applied_index", str(status.applied_index)),
         ("connected_workers", str(status.connected_workers)),
     ]
+    if status.is_leader:
+        pairs.append(("dispatching", "HELD (versions differ)" if status.dispatch_held else "yes"))
     if clock:
         state = "ok" if status.clock_healthy else "UNHEALTHY"
         measured = "" if status.clock_measured else ", not measured now (too few peers answer)"
@@ -483,14 +496,35 @@ def status_detail(status: cluster_pb2.StatusResponse) -> str:
             "yes" if m.node_id == status.leader_id else "",
             _offset(m.clock_offset_ms) if clock and m.clock_measured else "-",
             _storage_cell(m.storage),
+            _versions_cell(m.versions),
         ]
         for m in status.members
     ]
+    if status.versions_mismatch:
+        held = (
+            "The leader dispatches nothing (no fires, no grants) until they agree"
+            if status.is_leader
+            else "The leader dispatches nothing while it sees this too"
+        )
+        head += (
+            f"\n\nERROR: members run other versions of what changes schedule results: "
+            f"{status.versions_mismatch}. {held}: install every node from the same constraints.txt "
+            "(docs/scheduling.md, Determinism across nodes)."
+        )
     for m in status.members:
         if m.storage.exhausted:
             head += (
                 f"\n\nWARNING: {m.node_id}'s storage is exhausted: {m.storage.reason}. Writes are refused "
                 f"with RESOURCE_EXHAUSTED ({m.storage.refused}); see docs/operations.md, Storage exhausted."
             )
-    columns = ["NODE_ID", "GRPC_ADDRESS", "RAFT_ADDRESS", "CONNECTED", "LEADER", "CLOCK_OFFSET", "STORAGE"]
+    columns = [
+        "NODE_ID",
+        "GRPC_ADDRESS",
+        "RAFT_ADDRESS",
+        "CONNECTED",
+        "LEADER",
+        "CLOCK_OFFSET",
+        "STORAGE",
+        "VERSIONS",
+    ]
     return head + "\n\n" + _table(columns, rows)

@@ -57,6 +57,7 @@ class ClockMonitor:
         wall_ns: Callable[[], int] = time.time_ns,
         mono_ns: Callable[[], int] = time.monotonic_ns,
         on_peer_storage: Callable[[str, cluster_pb2.StorageStatus], None] | None = None,
+        on_peer_versions: Callable[[str, cluster_pb2.ScheduleVersions], None] | None = None,
     ) -> None:
         self.node_id = node_id
         self.peers = dict(peers)
@@ -70,6 +71,8 @@ class ClockMonitor:
         self._audit = audit
         # A peer's answer also carries its storage status (daemon.storage): handed on as it arrives.
         self._on_peer_storage = on_peer_storage
+        # ... and its schedule-result versions (daemon.versioncheck).
+        self._on_peer_versions = on_peer_versions
         self._wall_ns = wall_ns
         self._mono_ns = mono_ns
         self._started_ms = mono_ns() / 1e6
@@ -143,6 +146,8 @@ class ClockMonitor:
         recv_mono = self._mono_ns()
         if self._on_peer_storage is not None and resp.HasField("storage"):
             self._on_peer_storage(peer, resp.storage)
+        if self._on_peer_versions is not None:
+            self._on_peer_versions(peer, resp.versions)
         self.estimator.add(
             peer,
             make_sample(

@@ -48,6 +48,8 @@ CONFIRM_MARGIN_MS = 30
 # at once, and a failing Fire was proposed again at every tick: a hot loop of failing entries).
 INTERNAL_RETRY_MS = 1_000
 INTERNAL_RETRY_MAX_MS = 60_000
+# What a hold (LeaderCore.hold) keeps back: fires and grants, also those waiting to be proposed again.
+_HELD_KINDS = frozenset({"fire", "grant"})
 CommandResult = commands_pb2.CommandResult
 Token = tuple[int, int]
 
@@ -153,6 +155,10 @@ class LeaderCore:
         self.term = term
         self._new_id = new_id
         self.ready = False
+        # Why dispatching is held back (empty: it is not): members disagree on the versions that change
+        # schedule results (raft.versions). While held, a tick fires nothing and grants nothing; leases
+        # already handed out are still renewed, expired and completed. Set by the driver.
+        self.hold = ""
         self.wheel: staging.CountedWheel[str] = staging.CountedWheel(now_ms=0)
         # The lead in force since the last tick: `fire_lead_ms`, or more while a burst is staged.
         self._lead_now = settings.fire_lead_ms
@@ -347,6 +353,18 @@ class LeaderCore:
         longest = max(s.max_idle_heartbeat_ms, s.heartbeat_interval_ms)
         return min(longest, s.heartbeat_interval_ms * max(1, stretch))
 
+    def _expire_command(self, lease: LeaseState, now_ms: int) -> Command:
+        return Command(
+            stamped_at_ms=now_ms,
+            expire_lease=commands_pb2.ExpireLease(
+                execution_id=lease.execution_id,
+                token=common_pb2.FencingToken(term=lease.token[0], index=lease.token[1]),
+                unstarted=lease.unstarted
+                or not lease.written
+                or (lease.start_mono is not None and not lease.confirmed),
+            ),
+        )
+
     def _mark_silent(self, mono_ms: int) -> None:
         limit = self.settings.worker_silent_ms
         if limit <= 0 or mono_ms < self._next_silent_check:
@@ -460,6 +478,8 @@ class LeaderCore:
         """Everything due now: fires from the wheel, lease expiries, grants for pending executions."""
         if not self.ready:
             return []
+        if self.hold:
+            return self._held_tick(now_ms, mono_ms)
         cmds: list[Command] = self._retry
         self._retry = []
         self._now_ms = now_ms
@@ -481,24 +501,30 @@ class LeaderCore:
                 self.lease_deadlines.add(execution_id, lease.deadline)  # renewed since it was armed
             elif lease is not None and not lease.expiring:
                 lease.expiring = True
-                cmds.append(
-                    Command(
-                        stamped_at_ms=now_ms,
-                        expire_lease=commands_pb2.ExpireLease(
-                            execution_id=lease.execution_id,
-                            token=common_pb2.FencingToken(term=lease.token[0], index=lease.token[1]),
-                            unstarted=lease.unstarted
-                            or not lease.written
-                            or (lease.start_mono is not None and not lease.confirmed),
-                        ),
-                    )
-                )
+                cmds.append(self._expire_command(lease, now_ms))
         if len(cmds) < budget:
             self._mark_silent(mono_ms)
             cmds.extend(self._grant_pending(now_ms, budget - len(cmds)))
         if now_ms >= self._next_waiting_check and len(cmds) < budget:
             self._next_waiting_check = now_ms + WAITING_CHECK_MS
             cmds.extend(self._check_waiting(now_ms, budget - len(cmds)))
+        return cmds
+
+    def _held_tick(self, now_ms: int, mono_ms: int) -> list[Command]:
+        """A tick while dispatching is held (`hold`): lease expiries and retried results only. Due tasks
+        stay in the wheel and pending executions stay pending; once the hold lifts they fire (late, by
+        their misfire policy) and are granted as after any pause of the leader."""
+        self._now_ms = now_ms
+        keep = [c for c in self._retry if c.WhichOneof("body") in _HELD_KINDS]
+        cmds = [c for c in self._retry if c.WhichOneof("body") not in _HELD_KINDS]
+        self._retry = keep
+        for execution_id, _armed in self.lease_deadlines.advance(mono_ms):
+            lease = self.leases.get(execution_id)
+            if lease is not None and not lease.expiring and lease.deadline > mono_ms:
+                self.lease_deadlines.add(execution_id, lease.deadline)
+            elif lease is not None and not lease.expiring:
+                lease.expiring = True
+                cmds.append(self._expire_command(lease, now_ms))
         return cmds
 
     def _check_waiting(self, now_ms: int, budget: int) -> list[Command]:
@@ -1113,6 +1139,13 @@ class LeaderCore:
     def next_wakeup_ms(self, now_ms: int, mono_ms: int, *, idle_ms: int = 1000) -> int:
         """Milliseconds until the next thing this core must do (bounded by `idle_ms`)."""
         wait = idle_ms
+        if self.hold:  # only lease deadlines and retried results matter (_held_tick)
+            ld = self.lease_deadlines.next_deadline()
+            if ld is not None:
+                wait = min(wait, ld - mono_ms)
+            if any(c.WhichOneof("body") not in _HELD_KINDS for c in self._retry):
+                wait = 0
+            return max(0, wait)
         nd = self.wheel.next_deadline()
         if nd is not None:
             wait = min(wait, nd - self.settings.fire_lead_ms - now_ms)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -18,7 +19,7 @@ from grpc_reflection.v1alpha import reflection
 
 from cronraft import bounds
 from cronraft.daemon.clock import Clock, CorrectedClock, SystemClock
-from cronraft.daemon.clockprobe import ClockMonitor
+from cronraft.daemon.clockprobe import MAX_AGE_INTERVALS, ClockMonitor
 from cronraft.daemon.config import Config
 from cronraft.daemon.datadir import claim
 from cronraft.daemon.leader import LeaderSettings
@@ -26,6 +27,7 @@ from cronraft.daemon.metrics import Gauge, MetricsServer
 from cronraft.daemon.notify import Notifier
 from cronraft.daemon.runner import LeaderRunner
 from cronraft.daemon.storage import StorageMonitor, effective_reserve
+from cronraft.daemon.versioncheck import VersionWatch
 from cronraft.daemon.wire import DecodingServer
 from cronraft.errors import CronraftError, NotLeader, Unavailable
 from cronraft.failpoint import raiser
@@ -43,6 +45,7 @@ from cronraft.raft.groupcommit import GroupCommitter
 from cronraft.raft.replicator import RaftMember, RaftStatus, ReplicatorConfig, SyncObjReplicator
 from cronraft.raft.state import StateMachine
 from cronraft.raft.store import LmdbKV
+from cronraft.raft.versions import OVERRIDE_ENV, schedule_versions
 
 log = structlog.get_logger("cronraft.node")
 
@@ -129,6 +132,17 @@ class Node:
             transfer=self.replicator.transfer_leadership,
             on_change=self._storage_changed,
         )
+        # The versions that change schedule results, this node's and its peers' (raft.versions): a leader
+        # dispatches nothing while a member disagrees. The override is for tests only (OVERRIDE_ENV).
+        override = os.environ.get(OVERRIDE_ENV, "")
+        if override:
+            log.warning("test-only version override in force", variable=OVERRIDE_ENV, value=override)
+        self.versions = VersionWatch(
+            node_id=config.node.id,
+            own=schedule_versions(override),
+            peers=[m.id for m in config.peers],
+            max_age_s=MAX_AGE_INTERVALS * config.clock.probe_interval_ms / 1000,
+        )
         self.clock_monitor = ClockMonitor(
             node_id=config.node.id,
             peers={m.id: m.grpc_address for m in config.peers},
@@ -140,6 +154,7 @@ class Node:
             transfer=self.replicator.transfer_leadership,
             audit=self.audit,
             on_peer_storage=self.storage.note_peer,
+            on_peer_versions=self.versions.note_peer,
         )
         self.metrics = MetricsServer(config.metrics.address, self.gauges) if config.metrics.address else None
         self.committer = GroupCommitter(self.replicator, admit=self.storage.admit)
@@ -292,15 +307,32 @@ class Node:
                     audit=self.audit,
                     retention=self.config.retention,
                 )
+                self._hold_on_versions(True)  # before its first tick
                 self.runner.start()
                 log.info("became leader", term=st.term)
             elif not st.is_leader and self.runner is not None:
                 runner, self.runner = self.runner, None
                 await runner.stop(self.leader_grpc_address(st) or "")
                 log.info("stepped down", term=runner.term, leader=st.leader_id)
+            self._hold_on_versions(st.is_leader)
             self._state_changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._state_changed.wait(), 0.05)
+
+    def _hold_on_versions(self, leading: bool) -> None:
+        """While a member computes schedules with other versions (daemon.versioncheck), the leader runner
+        fires and grants nothing; it resumes by itself once they agree."""
+        mismatch = self.versions.check()
+        runner = self.runner if leading else None
+        if runner is None or mismatch == runner.held:
+            return
+        if mismatch:
+            log.warning(
+                "leader holds dispatching: members disagree on schedule-result versions", mismatch=mismatch
+            )
+        else:
+            log.info("leader dispatches again: members agree on schedule-result versions")
+        runner.hold(mismatch)
 
     async def _storage_changed(self, exhausted: bool) -> None:
         """The `cronraft.storage` health service: NOT_SERVING while this node's storage refuses writes

@@ -108,6 +108,17 @@ class LeaderRunner:
     def ready(self) -> bool:
         return self.core.ready
 
+    @property
+    def held(self) -> str:
+        """Why this leader dispatches nothing now (empty: it dispatches)."""
+        return self.core.hold
+
+    def hold(self, reason: str) -> None:
+        """Hold fires and grants back while `reason` is not empty (LeaderCore.hold); '' resumes."""
+        if reason != self.core.hold:
+            self.core.hold = reason
+            self._wake.set()
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"leader-term-{self.term}")
 

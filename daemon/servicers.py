@@ -703,6 +703,10 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
             member.storage.CopyFrom(
                 storage if m.id == node.config.node.id else node.storage.peer_status(m.id)
             )
+            # Its schedule-result versions: ours, or its answer to our last clock probe (daemon.versioncheck).
+            member.versions.CopyFrom(
+                node.versions.message() if m.id == node.config.node.id else node.versions.peer_message(m.id)
+            )
             if m.id == node.config.node.id:
                 member.clock_measured = health.measured
                 member.clock_offset_ms = round(health.offset_ms)
@@ -731,6 +735,9 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
             clock_max_offset_ms=node.config.clock.max_offset_ms,
             clock_measured=health.measured,
             storage=storage,
+            versions=node.versions.message(),
+            versions_mismatch=node.versions.mismatch(),
+            dispatch_held=bool(runner is not None and runner.held),
         )
 
     async def Clock(
@@ -746,6 +753,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
             node_id=self.node.config.node.id,
             wall_us=self.node.clock_monitor.wall_us(),
             storage=self.node.storage.status(),  # so that every node knows its peers' (daemon.storage)
+            versions=self.node.versions.message(),  # and their schedule-result versions (daemon.versioncheck)
         )
 
 
