@@ -867,17 +867,22 @@ def complete(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     if r.outcome == common_pb2.ATTEMPT_NOT_STARTED and ex.regrants < MAX_REGRANTS:
         _summary(ex, r.outcome, 0, 0, r.finished_at_ms, error=r.error)
         _not_started(ctx, ex, exec16, r.error or "ended before its payload began")
-        ctx.result.execution.CopyFrom(get_execution(ctx.txn, exec16))
-        if ctx.events is not None:
-            ctx.audit(
-                "complete",
-                execution_id=c.execution_id,
-                token=_token(c.token),
-                accepted=True,
-                reason=common_pb2.ExecutionState.Name(ctx.result.execution.state),
-                outcome=_outcome(r.outcome),
-            )
-        return
+    else:
+        ex = _end_attempt(ctx, ex, exec16, r)
+    ctx.result.execution.CopyFrom(ex)  # as stored by finish, the retry, the dead letter or the re-grant
+    if ctx.events is not None:
+        ctx.audit(
+            "complete",
+            execution_id=c.execution_id,
+            token=_token(c.token),
+            accepted=True,
+            reason=common_pb2.ExecutionState.Name(ctx.result.execution.state),
+            outcome=_outcome(r.outcome),
+        )
+
+
+def _end_attempt(ctx: Ctx, ex: Execution, exec16: bytes, r: common_pb2.AttemptResult) -> Execution:
+    """Record the result of an attempt that ran: the execution ends, or waits for its retry."""
     ex.exit_code = r.exit_code
     ex.started_at_ms = r.started_at_ms
     ex.finished_at_ms = r.finished_at_ms
@@ -909,16 +914,7 @@ def complete(ctx: Ctx, cmd: commands_pb2.Command) -> None:
                 ex = get_execution(ctx.txn, exec16)
     else:
         finish(ctx, ex, state, r.error)
-    ctx.result.execution.CopyFrom(ex)  # as stored by finish, the retry or the dead letter
-    if ctx.events is not None:
-        ctx.audit(
-            "complete",
-            execution_id=c.execution_id,
-            token=_token(c.token),
-            accepted=True,
-            reason=common_pb2.ExecutionState.Name(ctx.result.execution.state),
-            outcome=_outcome(r.outcome),
-        )
+    return ex
 
 
 def _not_started(ctx: Ctx, ex: Execution, exec16: bytes, why: str) -> None:
