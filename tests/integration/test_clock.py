@@ -20,7 +20,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -49,19 +48,6 @@ def skewed_cluster(root: Path, max_offset_ms: int, metrics_port: int | None = No
     )
 
 
-@pytest.fixture
-def cleanup(request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]) -> Iterator[list[Cluster]]:
-    made: list[Cluster] = []
-    failed_before = request.session.testsfailed
-    yield made
-    for c in made:
-        c.stop()
-    if request.session.testsfailed > failed_before:
-        with capsys.disabled():
-            for c in made:
-                print(c.logs())
-
-
 def schedctl(server: str, *argv: str) -> str:
     cmd = [sys.executable, "-m", "cronraft.client.cli", "--server", server, *argv]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=True).stdout
@@ -81,12 +67,12 @@ def on_time_start(cluster: Cluster, client: Client, root: Path, lead_s: float = 
     return (int(started) - due_mono) / 1e6
 
 
-def test_a_skewed_node_is_flagged_and_hands_leadership_away(tmp_path: Path, cleanup: list[Cluster]) -> None:
+def test_a_skewed_node_is_flagged_and_hands_leadership_away(tmp_path: Path, clusters: list[Cluster]) -> None:
     metrics_port = free_ports(1)[0]
     cluster = skewed_cluster(tmp_path, max_offset_ms=1000, metrics_port=metrics_port)
     audit_dir = tmp_path / "audit"
     cluster.env["CRONRAFT_AUDIT_DIR"] = str(audit_dir)
-    cleanup.append(cluster)
+    clusters.append(cluster)
     cluster.start()
     node1, node2, node3 = cluster.nodes
 
@@ -160,10 +146,10 @@ def test_a_skewed_node_is_flagged_and_hands_leadership_away(tmp_path: Path, clea
     assert clock and clock[-1]["healthy"] is False
 
 
-def test_a_corrected_leader_fires_on_true_time(tmp_path: Path, cleanup: list[Cluster]) -> None:
+def test_a_corrected_leader_fires_on_true_time(tmp_path: Path, clusters: list[Cluster]) -> None:
     """Bound above the skew: node1 (+5 s) keeps leading; its scheduling clock is corrected."""
     cluster = skewed_cluster(tmp_path, max_offset_ms=10_000)
-    cleanup.append(cluster)
+    clusters.append(cluster)
     cluster.start()
     node1 = cluster.nodes[0]
     assert cluster.wait_leader() is node1, "node1 was expected to win the first election"

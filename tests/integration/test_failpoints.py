@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,21 +28,6 @@ from cronraft.raft.audit import read_audit
 from .harness import Cluster, NodeProc, ledger_command, read_ledger, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def clusters(
-    tmp_path: Path, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]
-) -> Iterator[list[Cluster]]:
-    made: list[Cluster] = []
-    failed_before = request.session.testsfailed
-    yield made
-    for c in made:
-        c.stop()
-    if request.session.testsfailed > failed_before:
-        with capsys.disabled():
-            for c in made:
-                print(c.logs())
 
 
 def make(

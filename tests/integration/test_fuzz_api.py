@@ -18,7 +18,6 @@ from __future__ import annotations
 import random
 import time
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,19 +58,6 @@ DOCUMENTED = {
     grpc.StatusCode.CANCELLED,  # a worker stream we closed first
 }
 INTERNAL_OK = ("the command failed when applied", "Exception deserializing request")
-
-
-@pytest.fixture
-def clusters(request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]) -> Iterator[list[Cluster]]:
-    made: list[Cluster] = []
-    failed_before = request.session.testsfailed
-    yield made
-    for c in made:
-        c.stop()
-    if request.session.testsfailed > failed_before:
-        with capsys.disabled():
-            for c in made:
-                print(c.logs())
 
 
 def seed(cluster: Cluster) -> list[str]:

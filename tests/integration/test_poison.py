@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -33,19 +32,6 @@ from .harness import Cluster, wait_for
 pytestmark = pytest.mark.integration
 
 HOUR_MS = 3_600_000
-
-
-@pytest.fixture
-def clusters(request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]) -> Iterator[list[Cluster]]:
-    made: list[Cluster] = []
-    failed_before = request.session.testsfailed
-    yield made
-    for c in made:
-        c.stop()
-    if request.session.testsfailed > failed_before:
-        with capsys.disabled():
-            for c in made:
-                print(c.logs())
 
 
 def weekend(name: str, include: str = "") -> common_pb2.Calendar:
