@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from tests.fault import exhaust
 from tests.fault.cluster import FaultCluster, Unsupported
 from tests.fault.workload import WorkloadSize
 
@@ -245,6 +246,37 @@ async def s11_disk_full(ctx: Ctx) -> None:
     await _restart_dead_nodes(ctx)
 
 
+async def s12_resource_exhaustion(ctx: Ctx) -> None:
+    """Hostile clients (issue 11): thousands of idle connections and streams, a worker that never reads,
+    a worker flooding output, garbage and oversized requests, then the leader's open-file limit cut to
+    what it uses while connections pour in. Not logged as faults: the workload's fires are judged with
+    the normal tolerance, since none of this may delay scheduling."""
+    soak = ctx.profile.name == "soak"
+    connections, streams = (5_000, 500) if soak else (2_000, 200)
+    t1, t2, t3 = ctx.slots(3)
+    await ctx.until(t1)
+    lead = await ctx.leader()
+    address = ctx.cluster.grpc_address(lead)
+    hold = min(15.0, max(1.0, ctx.left()))
+    notes = list(
+        await asyncio.gather(
+            exhaust.connection_flood(address, connections, streams, hold),
+            exhaust.slow_worker(address, hold),
+            exhaust.junk(address, 50),
+        )
+    )
+    await ctx.until(t2)
+    lead = await ctx.leader()
+    notes.append(await exhaust.output_flood(ctx.cluster.grpc_address(lead), min(15.0, max(1.0, ctx.left()))))
+    await ctx.until(t3)
+    lead = await ctx.leader()
+    pid = ctx.cluster.pid(lead)
+    if pid is not None:
+        hold = min(10.0, max(1.0, ctx.left()))
+        notes.append(await exhaust.fd_limit(pid, ctx.cluster.grpc_address(lead), hold, connections // 2))
+    ctx.notes.extend(f"S12: {n}" for n in notes)
+
+
 async def s13_cascade(ctx: Ctx) -> None:
     """Leader kill; 2 s later the new leader loses the workers; 2 workers die; a follower's disk fills."""
     (t1,) = ctx.slots(1)
@@ -304,6 +336,11 @@ SCENARIOS: dict[str, ScenarioDef] = {
         ),
         ScenarioDef("S10", "lossy and slow links", s10_flaky_network),
         ScenarioDef("S11", "disk full on a follower, then on the leader", s11_disk_full, needs_disk=True),
+        ScenarioDef(
+            "S12",
+            "resource exhaustion: floods of connections, streams and output, junk, fd limit",
+            s12_resource_exhaustion,
+        ),
         ScenarioDef(
             "S13",
             "cascade: leader kill, workers cut, workers killed, disk full",
