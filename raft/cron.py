@@ -12,7 +12,8 @@ Meaning (docs/scheduling.md, "Cron compatibility", has the table next to cronie,
   the one value a: croniter 6/7 reads it as `*`); a step `*/s`, `a-b/s` (a, a+s, ... up to b) or `a/s`
   (a up to the field's maximum, Quartz and cronsim; cronie refuses it). A range whose end is below its
   start wraps (`22-2` is 22,23,0,1,2, croniter's reading; cronie accepts it and never fires).
-- Day of month also takes `L` (last day), `LW` (last weekday, Mon-Fri) and `nW` (the weekday nearest
+- Day of month also takes `L` (last day), `L-n` (n days before the last day, n 1-30: `L-1` is the
+  day before the last; no fire in a month of n days or fewer), `LW` (last weekday, Mon-Fri) and `nW` (the weekday nearest
   day n, never leaving the month: the 1st on a Saturday moves to Monday the 3rd, a last day on a
   Sunday to Friday; no fire in a month shorter than n), Quartz's definitions. Day of week also takes
   `nL` (the last weekday n of the month, e.g. `5L` the last Friday; croniter's `L5` is read the same)
@@ -52,7 +53,7 @@ __all__ = [
 ]
 
 # Bumped whenever a change could move a fire of some expression: nodes must agree on it (like tzdata).
-EVALUATOR_VERSION = "1"
+EVALUATOR_VERSION = "2"  # 2: `L-n` in day-of-month
 MAX_EXPRESSION_LENGTH = 1024  # characters, after a macro is expanded
 MAX_LIST_ITEMS = 64  # items of one field's comma list (a full explicit minute list is 60)
 
@@ -297,6 +298,7 @@ class _DomSpec:
     last: bool  # L
     last_weekday: bool  # LW
     nearest: frozenset[int]  # nW
+    before_last: frozenset[int] = frozenset()  # L-n
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,6 +313,7 @@ def _month_days(first: int, length: int, dom: _DomSpec, dow: _DowSpec, both: boo
     by_dom: set[int] = {d for d in dom.days if d <= length}
     if dom.last:
         by_dom.add(length)
+    by_dom.update(length - n for n in dom.before_last if n < length)
     if dom.last_weekday:
         last = (first + length - 1) % 7
         by_dom.add(length - 1 if last == _SATURDAY else length - 2 if last == _SUNDAY else length)
@@ -349,8 +352,14 @@ def _day_of_month(text: str) -> _DomSpec:
     days: set[int] = set()
     flags = {"L": False, "LW": False}
     nearest: set[int] = set()
+    before_last: set[int] = set()
 
     def term(item: str) -> set[int]:
+        if item.startswith("L-"):
+            if not item[2:].isdigit() or not 1 <= int(item[2:]) <= 30:
+                raise _Bad(f"{item!r}: the days before the last after L- must be 1 to 30")
+            before_last.add(int(item[2:]))
+            return set()
         if item in flags:
             flags[item] = True
             return set()
@@ -363,7 +372,7 @@ def _day_of_month(text: str) -> _DomSpec:
         days = _list(text, _DOM, term)
     except _Bad as exc:
         raise ValueError(f"not a valid cron expression: day-of-month field {text!r}: {exc}") from None
-    return _DomSpec(frozenset(days), flags["L"], flags["LW"], frozenset(nearest))
+    return _DomSpec(frozenset(days), flags["L"], flags["LW"], frozenset(nearest), frozenset(before_last))
 
 
 def _day_of_week(text: str) -> _DowSpec:
@@ -439,5 +448,6 @@ def _number(text: str, field: _Field) -> int:
     else:
         raise _Bad(f"{text!r} is not a number" + (" or a name" if field.names else ""))
     if not field.low <= value <= field.high:
-        raise _Bad(f"{value} is out of range {field.low}-{field.high}")
+        hint = " (0 and 7 are Sunday)" if field is _DOW else ""
+        raise _Bad(f"{value} is out of range {field.low}-{field.high}{hint}")
     return value

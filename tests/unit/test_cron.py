@@ -167,6 +167,8 @@ def test_a_whole_skipped_day_shifts_a_fixed_time_job_to_its_end() -> None:
         # L, LW, n#k
         ("0 0 L * *", "2028-02-01T00:00", ["2028-02-29T00:00:00", "2028-03-31T00:00:00"]),
         ("0 0 LW * *", "2026-05-01T00:00", ["2026-05-29T00:00:00", "2026-06-30T00:00:00"]),
+        ("0 0 L-3 * *", "2028-02-01T00:00", ["2028-02-26T00:00:00", "2028-03-28T00:00:00"]),  # Quartz's L-n
+        ("0 0 L-1,L * *", "2026-04-01T00:00", ["2026-04-29T00:00:00", "2026-04-30T00:00:00"]),
         ("0 0 1,L * *", "2026-04-15T00:00", ["2026-04-30T00:00:00", "2026-05-01T00:00:00"]),
         ("0 0 * * 1#5", "2026-01-01T00:00", ["2026-03-30T00:00:00", "2026-06-29T00:00:00"]),
         ("0 0 * * 0#1,6L", "2026-01-01T00:00", ["2026-01-04T00:00:00", "2026-01-31T00:00:00"]),
@@ -245,6 +247,17 @@ def test_nearest_weekday_matches_its_definition_every_month_for_400_years() -> N
                 assert parsed.days_of(year, month) == expected, (n, year, month)
 
 
+def test_days_before_the_last_match_their_definition_for_400_years() -> None:
+    """`L-n` (Quartz): the day n days before the month's last day, none in a month of n days or fewer."""
+    for n in (1, 3, 27, 28, 30):
+        parsed = cron.parse(f"0 0 L-{n} * *")
+        for year in range(2000, 2400):
+            for month in range(1, 13):
+                first = date(year, month, 1)
+                length = ((first + timedelta(days=32)).replace(day=1) - first).days
+                assert parsed.days_of(year, month) == ((length - n,) if n < length else ()), (n, year, month)
+
+
 def test_search_stops_after_year_9999() -> None:
     parsed = cron.parse("0 0 1 1 *")
     wall = int((datetime(9999, 1, 1) - _EPOCH).total_seconds())
@@ -269,7 +282,9 @@ def refusal(expression: str) -> str:
         ("* 24 * * *", "hour field '24': 24 is out of range 0-23"),
         ("0 0 0 * *", "day-of-month field '0': 0 is out of range 1-31"),
         ("0 0 * 13 *", "month field '13': 13 is out of range 1-12"),
-        ("0 0 * * 8", "day-of-week field '8': 8 is out of range 0-7"),
+        ("0 0 * * 8", "day-of-week field '8': 8 is out of range 0-7 (0 and 7 are Sunday)"),
+        ("0 0 L-31 * *", "the days before the last after L- must be 1 to 30"),
+        ("0 0 L-x * *", "the days before the last after L- must be 1 to 30"),
         ("*/0 * * * *", "the step after / must be a whole number of at least 1"),
         ("0 0 * * 1#6", "the week number after # must be 1 to 5"),
         ("0 0 * * L", "`L` needs a weekday"),
