@@ -964,6 +964,8 @@ class PruneReport(_message.Message):
     LOGS_FIELD_NUMBER: _builtins.int
     VISITED_FIELD_NUMBER: _builtins.int
     MORE_FIELD_NUMBER: _builtins.int
+    WRAPPED_FIELD_NUMBER: _builtins.int
+    NEXT_MS_FIELD_NUMBER: _builtins.int
     executions: _builtins.int
     """executions deleted (with their attempts, logs, dead letters, ledger record)"""
     tasks: _builtins.int
@@ -976,6 +978,12 @@ class PruneReport(_message.Message):
     """tasks looked at"""
     more: _builtins.bool
     """the budget ran out with work left: the next Prune comes soon"""
+    wrapped: _builtins.bool
+    """the sweep reached the last task: the next Prune starts from the first"""
+    next_ms: _builtins.int
+    """The earliest stamped time at which something this step looked at becomes deletable (an execution,
+    a ledger record or a log past its age, an ended task past its retention); 0: nothing it saw will.
+    """
     def __init__(
         self,
         *,
@@ -985,10 +993,12 @@ class PruneReport(_message.Message):
         logs: _builtins.int = ...,
         visited: _builtins.int = ...,
         more: _builtins.bool = ...,
+        wrapped: _builtins.bool = ...,
+        next_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["executions", b"executions", "ledger_records", b"ledger_records", "logs", b"logs", "more", b"more", "tasks", b"tasks", "visited", b"visited"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["executions", b"executions", "ledger_records", b"ledger_records", "logs", b"logs", "more", b"more", "next_ms", b"next_ms", "tasks", b"tasks", "visited", b"visited", "wrapped", b"wrapped"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
