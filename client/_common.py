@@ -27,7 +27,7 @@ from fractions import Fraction
 from typing import Any, Generic, TypeAlias, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from cronraft.client import _render
+from cronraft.client import _cron_text, _render
 from cronraft.errors import (
     CronraftError,
     DeadlineExceeded,
@@ -79,6 +79,53 @@ _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _DURATION_HINT = "expected a duration such as 500ms, 10s, 5m, 1h, 2d or 1h30m"
 
 
+_OTHER_UNITS = re.compile(r"(\d+(?:\.\d+)?)\s*([A-Za-z]+)")
+# A unit people write -> (what to say, the multiplier to our unit, our unit).
+_UNIT_FIXES = {
+    "w": ("weeks are not a unit", 7, "d"),
+    "wk": ("weeks are not a unit", 7, "d"),
+    "week": ("weeks are not a unit", 7, "d"),
+    "weeks": ("weeks are not a unit", 7, "d"),
+    "sec": ("the unit of seconds is s", 1, "s"),
+    "secs": ("the unit of seconds is s", 1, "s"),
+    "second": ("the unit of seconds is s", 1, "s"),
+    "seconds": ("the unit of seconds is s", 1, "s"),
+    "min": ("the unit of minutes is m", 1, "m"),
+    "mins": ("the unit of minutes is m", 1, "m"),
+    "minute": ("the unit of minutes is m", 1, "m"),
+    "minutes": ("the unit of minutes is m", 1, "m"),
+    "hr": ("the unit of hours is h", 1, "h"),
+    "hrs": ("the unit of hours is h", 1, "h"),
+    "hour": ("the unit of hours is h", 1, "h"),
+    "hours": ("the unit of hours is h", 1, "h"),
+    "day": ("the unit of days is d", 1, "d"),
+    "days": ("the unit of days is d", 1, "d"),
+}
+
+
+def _duration_hint(s: str) -> str:
+    """What is wrong with a duration, and the spelling that works."""
+    if s.startswith("-"):
+        return "a duration is not negative"
+    for number, unit in _OTHER_UNITS.findall(s):
+        if unit in _UNIT_MS:
+            continue
+        fix = _UNIT_FIXES.get(unit.lower())
+        if fix is not None:
+            value = Fraction(number) * fix[1]
+            shown = str(value.numerator) if value.denominator == 1 else f"{float(value):g}"
+            return f"{fix[0]}: use {shown}{fix[2]} (units: ms, s, m, h, d)"
+        if unit.lower() in ("mo", "mon", "month", "months", "y", "yr", "year", "years") or unit == "M":
+            return (
+                "months and years are not units (their length varies): use a cron schedule such as "
+                "--cron '0 0 1 * *' (the 1st of each month) (units: ms, s, m, h, d)"
+            )
+        return f"{unit!r} is not a unit: use ms, s, m, h or d (e.g. 1h30m)"
+    if " " in s:
+        return "write it without spaces, e.g. 1h30m"
+    return _DURATION_HINT
+
+
 def parse_duration(text: str, field: str = "duration") -> int:
     """Parse "500ms", "10s", "5m", "1h", "2d", "1h30m" (or "0") into milliseconds.
 
@@ -95,7 +142,7 @@ def parse_duration(text: str, field: str = "duration") -> int:
     while pos < len(s):
         m = _DURATION_PART.match(s, pos)
         if m is None:
-            raise InvalidArgument(field, f"invalid duration {text!r}: {_DURATION_HINT}")
+            raise InvalidArgument(field, f"invalid duration {text!r}: {_duration_hint(s)}")
         total += Fraction(m.group(1)) * _UNIT_MS[m.group(2)]
         pos = m.end()
     if total.denominator != 1:
@@ -619,13 +666,28 @@ def add_schedule_arguments(parser: argparse.ArgumentParser, *, required: bool = 
     default. With `required=False` (updates) the kind is optional, and `--no-calendar` clears the list.
     """
     kind = parser.add_mutually_exclusive_group(required=required)
-    kind.add_argument("--cron", metavar="EXPR", help="cron expression: 5 fields, or 6 with seconds first")
+    kind.add_argument(
+        "--cron", metavar="EXPR", help="cron expression: 5 fields, or 6 with seconds first and --seconds"
+    )
     kind.add_argument("--at", metavar="WHEN", help="one-time: RFC 3339 instant, or +DURATION from now")
     kind.add_argument("--every", metavar="DURATION", help="fixed rate, e.g. 30s, 5m, 1h30m")
     kind.add_argument(
         "--delay", metavar="DURATION", help="fixed delay: due DURATION after the previous run ended"
     )
     parser.add_argument("--tz", metavar="ZONE", help="IANA time zone of --cron (default UTC)")
+    parser.add_argument(
+        "--seconds",
+        action="store_true",
+        default=None,
+        help="the --cron expression has 6 fields, seconds first (required when it also reads as 5 fields)",
+    )
+    parser.add_argument(
+        "--cron-dialect",
+        choices=_cron_text.DIALECTS,
+        default=None,
+        help="unix (default: 0-7 are SUN-SAT, 0 and 7 Sunday) or quartz (1-7 are SUN-SAT, seconds first, "
+        "FRI#L, L-3, LW, 5L); quartz is stored translated to unix",
+    )
     parser.add_argument("--anchor", metavar="WHEN", help="anchor of --every (default: the Unix epoch)")
     parser.add_argument(
         "--stop-on-failure",
@@ -672,14 +734,20 @@ def _flag_instant(text: str | None, flag: str, now_ms: int | None) -> int | None
 
 
 def schedule_from_args(
-    args: argparse.Namespace, base: common_pb2.Schedule | None = None, *, now_ms: int | None = None
+    args: argparse.Namespace,
+    base: common_pb2.Schedule | None = None,
+    *,
+    now_ms: int | None = None,
+    warnings: list[str] | None = None,
 ) -> common_pb2.Schedule:
     """The `Schedule` the flags of `add_schedule_arguments` describe.
 
     Without `base` (create, preview) one kind flag is required. With `base` (update) only the flags
     given change it: a kind flag replaces the kind; `--tz` alone changes the zone of a cron schedule,
     `--anchor` alone the anchor of a fixed-rate one, `--stop-on-failure` alone a fixed-delay one.
-    Errors are `InvalidArgument` naming the flag.
+    Errors are `InvalidArgument` naming the flag. A cron expression is read by `_cron_text.read_cron`
+    (`--seconds`, `--cron-dialect`); its warnings, and what a quartz expression became, are appended
+    to `warnings` when given.
     """
 
     def g(name: str) -> Any:  # a flag absent from the parser reads as not given
@@ -689,18 +757,28 @@ def schedule_from_args(
     if base is not None:
         schedule.CopyFrom(base)
     current = schedule.WhichOneof("kind")
+    if g("tz") is not None:
+        _cron_text.check_zone(g("tz"), "--tz")
     if g("cron") is not None:
-        schedule.cron.CopyFrom(common_pb2.CronSchedule(expression=g("cron"), time_zone=g("tz") or "UTC"))
+        typed = _cron_text.read_cron(
+            g("cron"), seconds=bool(g("seconds")), dialect=g("cron_dialect") or "unix"
+        )
+        if warnings is not None:
+            warnings.extend([typed.translated] if typed.translated else [])
+            warnings.extend(typed.warnings)
+        schedule.cron.CopyFrom(
+            common_pb2.CronSchedule(expression=typed.expression, time_zone=g("tz") or "UTC")
+        )
     elif g("at") is not None:
         schedule.at.CopyFrom(common_pb2.AtSchedule(at_ms=parse_when(g("at"), "--at", now_ms)))
     elif g("every") is not None:
-        period = parse_duration(g("every"), "--every")
+        period = parse_duration(_positive(g("every"), "--every", "a fixed rate"), "--every")
         if period <= 0:
             raise InvalidArgument("--every", "must be positive")
         anchor = _flag_instant(g("anchor"), "--anchor", now_ms) or 0
         schedule.fixed_rate.CopyFrom(common_pb2.FixedRateSchedule(period_ms=period, anchor_ms=anchor))
     elif g("delay") is not None:
-        delay_ms = parse_duration(g("delay"), "--delay")
+        delay_ms = parse_duration(_positive(g("delay"), "--delay", "a fixed delay"), "--delay")
         if delay_ms <= 0:
             raise InvalidArgument("--delay", "must be positive")
         schedule.fixed_delay.CopyFrom(
@@ -716,6 +794,9 @@ def schedule_from_args(
         if g("stop_on_failure") is not None and current == "fixed_delay":
             schedule.fixed_delay.stop_on_failure = g("stop_on_failure")
     kind = schedule.WhichOneof("kind")
+    for flag, attr in (("--seconds", "seconds"), ("--cron-dialect", "cron_dialect")):
+        if g(attr) is not None and g("cron") is None:
+            raise InvalidArgument(flag, "applies to --cron only (give the expression again with it)")
     for flag, attr, needs in (
         ("--tz", "tz", "cron"),
         ("--anchor", "anchor", "fixed_rate"),
@@ -751,6 +832,28 @@ def schedule_from_args(
     if g("calendar_action") is not None:
         schedule.calendar_action = parse_calendar_action(g("calendar_action"), "--calendar-action")
     return schedule
+
+
+_DASH_VALUE = re.compile(r"^-\d")
+
+
+def join_dash_values(argv: Sequence[str]) -> list[str]:
+    """`--every -5m` as `--every=-5m`: argparse takes a value starting with '-' for an option (its
+    "expected one argument"), so a long option followed by `-<digit>...` gets it attached, and the
+    option's own check says what is wrong (or, for `--at -10m`, reads it: ten minutes ago)."""
+    out: list[str] = []
+    for item in argv:
+        if out and _DASH_VALUE.match(item) and out[-1].startswith("--") and "=" not in out[-1]:
+            out[-1] = f"{out[-1]}={item}"
+        else:
+            out.append(item)
+    return out
+
+
+def _positive(text: str, flag: str, what: str) -> str:
+    if text.strip().startswith("-"):
+        raise InvalidArgument(flag, f"must be positive, got {text!r}: {what} runs forward (e.g. {flag} 5m)")
+    return text
 
 
 def new_request_id() -> str:

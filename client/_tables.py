@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
-from cronraft.client import _common
+from cronraft.client import _common, _cron_text
 from cronraft.proto.v1 import cluster_pb2, common_pb2, scheduler_pb2
 
 
@@ -175,6 +176,7 @@ def task_detail(task: common_pb2.Task) -> str:
             ("name", spec.name),
             ("state", _enum(common_pb2.TaskState, task.state, "TASK_")),
             ("schedule", _schedule_text(spec.schedule)),
+            ("meaning", _cron_text.describe(spec.schedule)),
             ("window", _window_text(spec.schedule)),
             ("timing", _timing_text(spec.schedule)),
             ("calendars", _calendars_text(spec.schedule)),
@@ -232,17 +234,26 @@ def explain_text(response: scheduler_pb2.ExplainTaskResponse) -> str:
     return _fields(head) + "\n\n" + ledger
 
 
+def weekday(local_time: str) -> str:
+    """The weekday (Mon..Sun) of an RFC 3339 local time (a `[Zone]` suffix allowed), "-" when none."""
+    try:
+        return datetime.fromisoformat(local_time.partition("[")[0].replace("Z", "+00:00")).strftime("%a")
+    except ValueError:
+        return "-"
+
+
 def preview_table(fires: Sequence[scheduler_pb2.PreviewFire]) -> str:
     rows = [
         [
             _time(f.nominal_time_ms),
             _time(f.actual_ms or f.nominal_time_ms),
             f.local_time or "-",
+            weekday(f.local_time),
             "; ".join(f.notes) or "-",
         ]
         for f in fires
     ]
-    return _table(["NOMINAL_TIME (UTC)", "DUE (UTC)", "LOCAL_TIME", "NOTES"], rows)
+    return _table(["NOMINAL_TIME (UTC)", "DUE (UTC)", "LOCAL_TIME", "DAY", "NOTES"], rows)
 
 
 def _rule_text(rule: common_pb2.CalendarRule) -> str:

@@ -15,11 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from itertools import islice
 from typing import Any, NoReturn, TypeVar
 
-from cronraft.client import _common, _flags, _tables, import_cli, preview_cli
+from cronraft.client import _common, _cron_text, _flags, _tables, import_cli, preview_cli
 from cronraft.client._flags import UsageError
 from cronraft.client.sdk import Client
 from cronraft.errors import (
@@ -387,6 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "--" in args_list:
         i = args_list.index("--")
         args_list, after_dash = args_list[:i], args_list[i + 1 :]
+    args_list = _common.join_dash_values(args_list)  # `--every -5m`: the option's own error, not argparse's
     try:
         args = build_parser().parse_args(args_list)
         if after_dash is not None:
@@ -439,20 +441,34 @@ def _emit(args: argparse.Namespace, doc: Any, table: Callable[[], str]) -> None:
 # -------------------------------------------------------------------------------------------- handlers
 
 
+def _echo_schedule(schedule: common_pb2.Schedule, warnings: list[str]) -> None:
+    """The schedule in words, and its warnings, on stderr before it is stored (issue 19)."""
+    print(f"schedule: {_cron_text.describe(schedule, int(time.time() * 1000))}", file=sys.stderr)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+
+
+def _with_warnings(doc: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
+    return {**doc, "warnings": warnings}
+
+
 def _task_create(client: Client, args: argparse.Namespace) -> None:
-    schedule = _common.schedule_from_args(args)
+    warnings: list[str] = []
+    schedule = _common.schedule_from_args(args, warnings=warnings)
     payload = _flags.payload_from_args(args)
     assert payload is not None
     spec = _common.build_spec(args.name, schedule, payload, tags=_flags.parse_pairs(args.tag, "--tag"))
     spec = _common.edit_spec(spec, _flags.spec_changes(args))
+    _echo_schedule(schedule, warnings)
     task = client.create_task_spec(spec, request_id=args.request_id)
-    _emit(args, _common.task_to_json(task), lambda: _tables.task_detail(task))
+    _emit(args, _with_warnings(_common.task_to_json(task), warnings), lambda: _tables.task_detail(task))
 
 
 def _task_update(client: Client, args: argparse.Namespace) -> None:
     task = client.get_task(args.task_id)
     changes = _flags.spec_changes(args, task.spec)
-    changes["schedule"] = _common.schedule_from_args(args, task.spec.schedule)
+    warnings: list[str] = []
+    changes["schedule"] = _common.schedule_from_args(args, task.spec.schedule, warnings=warnings)
     payload = _flags.payload_from_args(args, task.spec.payload, required=False)
     if payload is not None:
         changes["payload"] = payload
@@ -464,6 +480,8 @@ def _task_update(client: Client, args: argparse.Namespace) -> None:
     spec = _common.edit_spec(task.spec, changes)
     if spec == task.spec:
         raise UsageError("nothing to change: give at least one flag of `task create`, or -- ARGV")
+    if spec.schedule != task.spec.schedule:
+        _echo_schedule(spec.schedule, warnings)
     try:
         updated = client.update_task(
             args.task_id, spec, expected_version=task.version, request_id=args.request_id
@@ -472,7 +490,7 @@ def _task_update(client: Client, args: argparse.Namespace) -> None:
         if "version" in str(exc).lower():
             raise FailedPrecondition(f"the task changed meanwhile; retry ({exc})") from None
         raise
-    _emit(args, _common.task_to_json(updated), lambda: _tables.task_detail(updated))
+    _emit(args, _with_warnings(_common.task_to_json(updated), warnings), lambda: _tables.task_detail(updated))
 
 
 def _task_pause(client: Client, args: argparse.Namespace) -> None:

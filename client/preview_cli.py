@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from datetime import UTC
 from typing import Any
 
-from cronraft.client import _common
+from cronraft.client import _common, _cron_text, _tables
 from cronraft.errors import CronraftError, InvalidArgument
 from cronraft.proto.v1 import common_pb2, scheduler_pb2
 from cronraft.raft import preview as _preview
@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None, *, now_ms: int | None = None) -> int
     _add_arguments(parser)
     parser.add_argument("--output", "-o", choices=["table", "json"], default="table", help="output format")
     try:
-        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+        args = parser.parse_args(_common.join_dash_values(sys.argv[1:] if argv is None else argv))
     except SystemExit as exc:  # --help, or a usage error already printed by argparse
         return exc.code if isinstance(exc.code, int) else _EXIT_OK
     return run_preview(args, now_ms=now_ms)
@@ -97,7 +97,8 @@ def run_preview(args: argparse.Namespace, *, now_ms: int | None = None) -> int:
         from_ms = _common.parse_when(args.from_ or "now", "--from", now)
         if not 1 <= args.count <= MAX_COUNT:
             raise InvalidArgument("--count", f"must be between 1 and {MAX_COUNT}, got {args.count}")
-        schedule = _common.schedule_from_args(args, now_ms=now)
+        warnings: list[str] = []
+        schedule = _common.schedule_from_args(args, now_ms=now, warnings=warnings)
         if schedule.calendars:
             print(
                 "note: calendars are not applied offline (they are stored in the cluster); "
@@ -112,8 +113,13 @@ def run_preview(args: argparse.Namespace, *, now_ms: int | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return _EXIT_USAGE if isinstance(exc, InvalidArgument) else _EXIT_SERVER
     zone = schedule.cron.time_zone if schedule.WhichOneof("kind") == "cron" else ""
+    description = _cron_text.describe(schedule, now)
+    print(f"schedule: {description}", file=sys.stderr)  # the table stays alone on stdout
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if getattr(args, "output", "table") == "json":
         doc = _json(schedule, zone or "UTC", from_ms, fires)
+        doc.update(description=description, warnings=warnings)
         sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
     else:
         sys.stdout.write(_table(zone or "UTC", fires) + "\n")
@@ -158,11 +164,12 @@ def _utc(instant_ms: int) -> str:
 def _table(zone: str, fires: Sequence[scheduler_pb2.PreviewFire]) -> str:
     if not fires:
         return "no fire in the window"
-    headers = ["NOMINAL (UTC)", f"LOCAL ({zone})", "STARTS (UTC)", "NOTES"]
+    headers = ["NOMINAL (UTC)", f"LOCAL ({zone})", "DAY", "STARTS (UTC)", "NOTES"]
     rows = [
         [
             _utc(f.nominal_time_ms),
             f.local_time,
+            _tables.weekday(f.local_time),
             _utc(f.actual_ms) if f.actual_ms else "does not fire",
             "; ".join(f.notes) or "-",
         ]

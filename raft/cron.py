@@ -13,11 +13,12 @@ Meaning (docs/scheduling.md, "Cron compatibility", has the table next to cronie,
   (a up to the field's maximum, Quartz and cronsim; cronie refuses it). A range whose end is below its
   start wraps (`22-2` is 22,23,0,1,2, croniter's reading; cronie accepts it and never fires).
 - Day of month also takes `L` (last day), `L-n` (n days before the last day, n 1-30: `L-1` is the
-  day before the last; no fire in a month of n days or fewer), `LW` (last weekday, Mon-Fri) and `nW` (the weekday nearest
-  day n, never leaving the month: the 1st on a Saturday moves to Monday the 3rd, a last day on a
-  Sunday to Friday; no fire in a month shorter than n), Quartz's definitions. Day of week also takes
-  `nL` (the last weekday n of the month, e.g. `5L` the last Friday; croniter's `L5` is read the same)
-  and `n#k` (the k-th weekday n, k 1-5). `?` in either day field is `*` (Quartz).
+  day before the last; no fire in a month of n days or fewer), `LW` (last weekday, Mon-Fri) and
+  `nW` (the weekday nearest day n, never leaving the month: the 1st on a Saturday moves to Monday
+  the 3rd, a last day on a Sunday to Friday; no fire in a month shorter than n), Quartz's
+  definitions. Day of week also takes `nL` (the last weekday n of the month, e.g. `5L` the last
+  Friday; croniter's `L5` is read the same) and `n#k` (the k-th weekday n, k 1-5). `?` in either
+  day field is `*` (Quartz).
 - Day of month and day of week combine as in cronie (and Vixie cron, and cronsim): when either field
   starts with `*` (or `?`) a day must match both; otherwise it matches when either matches. So
   `0 0 */6 * 1` is the Mondays among the 1st, 7th, 13th...; `0 0 1 * 1` is the 1st and every Monday.

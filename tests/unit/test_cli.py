@@ -146,7 +146,7 @@ HELLO = [
 
 def test_create_the_documented_example(run: Run, cluster: FakeCluster) -> None:
     doc = run.json(*HELLO)
-    assert set(doc) == TASK_KEYS and set(doc["spec"]) == SPEC_KEYS
+    assert set(doc) == TASK_KEYS | {"warnings"} and set(doc["spec"]) == SPEC_KEYS  # create: issue 19
     assert doc["state"] == "scheduled" and doc["task_id"] == "t0001"
     assert doc["spec"]["schedule"]["kind"] == "cron"
     assert doc["spec"]["schedule"]["expression"] == "*/1 * * * *"
@@ -223,11 +223,12 @@ def test_shell_takes_one_string(run: Run, cluster: FakeCluster) -> None:
     assert len(cluster.store.tasks) == 1
 
 
-def test_bad_cron_is_validated_by_the_server(run: Run, cluster: FakeCluster) -> None:
+def test_bad_cron_is_refused_before_any_call(run: Run, cluster: FakeCluster) -> None:
+    # schedctl reads --cron with the leader's own evaluator (issue 19: errors in the user's terms).
     code, out, err = run("task", "create", "--name", "bad", "--cron", "* * *", "--", "true")
     assert code == EXIT_USAGE and out == ""
-    assert err == "error: spec.schedule.cron.expression: expected 5 or 6 fields, got 3\n"
-    assert ("n1", "CreateTask") in cluster.store.calls  # it reached the leader: no client-side cron parser
+    assert err.startswith("error: --cron: expected 5 or 6 fields, got 3 in '* * *': write minute hour")
+    assert cluster.store.calls == []
 
 
 @pytest.mark.parametrize(
@@ -432,7 +433,7 @@ def test_create_parses_every_new_flag(run: Run, cluster: FakeCluster) -> None:
     assert s.calendar_action == common_pb2.CALENDAR_ROLL_PRECEDING
     assert spec.misfire == common_pb2.MISFIRE_FIRE_ALL and spec.catchup_window_ms == 3_600_000
     assert spec.max_catchup == 4 and spec.overlap == common_pb2.OVERLAP_BUFFER_ONE
-    assert set(doc) == TASK_KEYS and set(doc["spec"]) == SPEC_KEYS
+    assert set(doc) == TASK_KEYS | {"warnings"} and set(doc["spec"]) == SPEC_KEYS  # create: issue 19
     assert doc["spec"]["misfire"] == "fire_all" and doc["spec"]["overlap"] == "buffer_one"
     assert doc["spec"]["schedule"]["calendar_action"] == "roll_preceding"
     assert doc["spec"]["schedule"]["dst_gap"] == "skip" and doc["spec"]["schedule"]["calendars"] == [
@@ -645,6 +646,7 @@ def test_preview_json_and_table(run: Run, cluster: FakeCluster) -> None:
         "DUE",
         "(UTC)",
         "LOCAL_TIME",
+        "DAY",
         "NOTES",
     ]
     assert len(lines) == 3 and "jittered 1s" in lines[2] and "[Europe/Paris]" in lines[1]
