@@ -162,6 +162,7 @@ def test_no_warning_when_a_day_field_is_unrestricted_or_starts_with_a_star(expre
         ("0 0 9 ? * 1,7", "0 9 ? * 0,6", "at 09:00, on Sunday and Saturday, UTC"),
         ("0 0 9 ? * MON *", "0 9 ? * MON", "at 09:00, on Monday, UTC"),
         ("30 0 9 ? * 1", "30 0 9 ? * 0", "at 09:00:30, on Sunday, UTC"),
+        ("0 0 9 ? * L", "0 9 ? * 6", "at 09:00, on Saturday, UTC"),
     ],
 )
 def test_quartz_is_stored_as_unix(quartz: str, unix: str, words: str) -> None:
