@@ -84,6 +84,7 @@ class LeaderRunner:
     ) -> None:
         self._audit = audit
         self._retention = retention  # the retention duty's table (daemon.retention); None: no duty
+        self._activity = asyncio.Event()  # set when a command other than Prune commits (the duty's idle)
         self._refused_logged = -STORAGE_REFUSED_PAUSE_S
         self.core = LeaderCore(kv, settings, node_id=node_id, term=term, new_id=new_id)
         self.term = term
@@ -155,7 +156,13 @@ class LeaderRunner:
         log.info("leader ready", term=self.term, running=len(self.core.leases))
         if self._retention is not None:
             duty = asyncio.create_task(
-                retention.run(self._committer.submit, clock, self._retention, stopped=lambda: self._stopping),
+                retention.run(
+                    self._committer.submit,
+                    clock,
+                    self._retention,
+                    stopped=lambda: self._stopping,
+                    activity=self._activity,
+                ),
                 name=f"retention-term-{self.term}",
             )
             self._inflight.add(duty)
@@ -201,6 +208,7 @@ class LeaderRunner:
         else:
             self.core.on_committed(cmds, results, self._clock.now_ms(), self._clock.mono_ms())
             self._notify(cmds, results)
+            self._activity.set()
         self._report_failures()
         self._flush()
         self._wake.set()
@@ -222,6 +230,7 @@ class LeaderRunner:
         self, cmds: Sequence[commands_pb2.Command], results: Sequence[commands_pb2.CommandResult]
     ) -> None:
         """Client commands that committed on this leader (tasks created or cancelled) reach the wheel."""
+        self._activity.set()
         self.core.on_committed(cmds, results, self._clock.now_ms(), self._clock.mono_ms())
         self._notify(cmds, results)
         self._wake.set()

@@ -256,9 +256,18 @@ def prune(txn: Txn, p: commands_pb2.Prune, now_ms: int, report: commands_pb2.Pru
     if p.defaults.log_max_age_ms > 0 and not budget.spent:
         report.logs += logs.prune(txn, now_ms - p.defaults.log_max_age_ms + 1, limit=budget.left)
         budget.left -= report.logs
+        for key, _ in txn.scan("logs_by_time"):  # the oldest log left: when it becomes deletable
+            _note_next(report, from_u64(key[:8]) + p.defaults.log_max_age_ms)
+            break
     if not budget.spent:
         _sweep(txn, p, now_ms, budget, report)
     report.more = budget.spent
+
+
+def _note_next(report: commands_pb2.PruneReport, at_ms: int) -> None:
+    """Something seen becomes deletable at `at_ms` (PruneReport.next_ms keeps the earliest)."""
+    if at_ms > 0 and (not report.next_ms or at_ms < report.next_ms):
+        report.next_ms = at_ms
 
 
 def _finish_doomed(txn: Txn, budget: Budget, report: commands_pb2.PruneReport) -> None:
@@ -293,6 +302,7 @@ def _sweep(
             break
         last = task16
     txn.put("meta", META_CURSOR, b"" if wrapped else last)
+    report.wrapped = wrapped
 
 
 def _visit(
@@ -309,6 +319,8 @@ def _visit(
     if task.state in _ENDED and lim.ended_task_max_age_ms:
         ended_at = max(task.updated_at_ms, task.last_finished_ms)
         idle = not any(True for _ in txn.scan("active", task16, firing.prefix_end(task16)))
+        if idle and ended_at + lim.ended_task_max_age_ms > now_ms:
+            _note_next(report, ended_at + lim.ended_task_max_age_ms)
         if ended_at + lim.ended_task_max_age_ms <= now_ms and idle:
             if not budget.take():
                 return False
@@ -320,7 +332,14 @@ def _visit(
                 txn.put("meta", META_DOOMED + task16, b"")
             return True  # the task is gone; Prune commands finish its history (doomed)
     deleted, done = _trim(
-        txn, task16, task=task, lim=lim, now_ms=now_ms, budget=budget, scan_limit=budget.left + TRIM_SCAN
+        txn,
+        task16,
+        task=task,
+        lim=lim,
+        now_ms=now_ms,
+        budget=budget,
+        scan_limit=budget.left + TRIM_SCAN,
+        report=report,
     )
     if deleted:
         report.executions += deleted
@@ -331,6 +350,9 @@ def _visit(
     if lim.execution_max_age_ms:
         n, done = _prune_ledger_by_age(txn, task16, now_ms - lim.execution_max_age_ms + 1, budget)
         report.ledger_records += n
+        for key, _ in txn.scan("ledger", task16, firing.prefix_end(task16)):  # the oldest one left
+            _note_next(report, from_u64(key[16:24]) + lim.execution_max_age_ms)
+            break
     return done
 
 
@@ -348,6 +370,7 @@ def _trim(
     now_ms: int,
     budget: Budget,
     scan_limit: int,
+    report: commands_pb2.PruneReport,
 ) -> tuple[int, bool]:
     """Delete the task's oldest executions while it holds more than its count, or while they are past
     their age; active ones are kept and passed over. Returns (deleted, False if the budget ran out)."""
@@ -369,7 +392,9 @@ def _trim(
             continue
         over = bool(lim.keep_executions) and task.stored_executions - deleted > lim.keep_executions
         if not over and not _expired(ex, lim, now_ms):
-            break  # the oldest ended execution it keeps: the newer ones are kept too
+            if lim.execution_max_age_ms:  # the oldest ended execution it keeps goes first, then
+                _note_next(report, (ex.completed_at_ms or ex.fired_at_ms) + lim.execution_max_age_ms)
+            break  # the newer ones are kept too
         if not budget.take():
             return deleted, False
         delete_execution(txn, ex)

@@ -286,6 +286,8 @@ def test_executions_and_ledger_records_go_once_past_their_age(kv: KV) -> None:
     run(log, tid(1), eid(2), T0 + DAY)
     still = log.one(prune(T0 + 1003 + DAY - 1, execution_max_age_ms=DAY))
     assert still.pruned.executions == 0 and still.pruned.visited == 1
+    # The sweep went round, and says when the next thing it saw becomes deletable (the execution).
+    assert still.pruned.wrapped and still.pruned.next_ms == T0 + 1003 + DAY
     gone = log.one(prune(T0 + 1003 + DAY, execution_max_age_ms=DAY))
     assert gone.pruned.executions == 1 and not gone.pruned.more
     assert executions_of(log, tid(1)) == [eid(2)]
