@@ -271,3 +271,19 @@ def test_missed_fires_within_the_catchup_window_all_fire(late_ms: int) -> None:
         assert nxt == first + 60_000
     else:
         assert nxt >= first + late_ms - sm.DEFAULT_CATCHUP_WINDOW_MS
+
+
+def test_a_leader_proposing_its_epoch_again_is_answered_applied() -> None:
+    """A leader whose epoch proposal timed out retries it; if the first one did apply, the retry must
+    not be refused (the leader stepped back while still leading the Raft group: no dispatch until the
+    next election). Another leader's claim to the same term is still refused."""
+    log = Log()
+    (first,) = log.apply(Command(stamped_at_ms=T0, epoch=commands_pb2.Epoch(term=15, leader_id="n1")))
+    (again,) = log.apply(Command(stamped_at_ms=T0 + 5_000, epoch=commands_pb2.Epoch(term=15, leader_id="n1")))
+    (other,) = log.apply(Command(stamped_at_ms=T0 + 5_001, epoch=commands_pb2.Epoch(term=15, leader_id="n2")))
+    (older,) = log.apply(Command(stamped_at_ms=T0 + 5_002, epoch=commands_pb2.Epoch(term=14, leader_id="n1")))
+    assert first.applied and again.applied
+    assert not other.applied and other.error_code == "stale_epoch"
+    assert not older.applied and older.error_code == "stale_epoch"
+    with log.sm.kv.read() as txn:
+        assert sm.read_epoch(txn) == commands_pb2.Epoch(term=15, leader_id="n1")
