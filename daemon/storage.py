@@ -10,9 +10,9 @@ What is refused, from the mildest (`refused` in the status; docs/operations.md, 
 
 - "data": the store holds more than `max_map_size_bytes - reserve_bytes`, or the disk has less than
   `reserve_bytes` free (the reserve is at most an eighth of the file system: `effective_reserve`).
-  Writes that add data are refused (create, import, update, trigger, backfill, resume, put calendar,
-  redrive; the workers' live output is dropped); deletes, cancels, pauses, purges and the leader's own
-  duties (fires, leases, results) go on, in the reserve.
+  Writes that add data are refused (create, import, trigger, backfill, resume, put calendar, redrive;
+  the workers' live output is dropped); deletes, cancels, pauses, purges, updates (a task's retention
+  can be lowered) and the leader's own duties (fires, leases, results) go on, in the reserve.
 - "all_but_deletes": the disk is full: the journal or the store cannot keep its reserve. Only commands
   that free space or stop work (delete and cancel tasks, cancel executions, pause, purge dead letters,
   delete calendars, retention) are proposed; the leader's duties wait (nothing is lost: workers keep
@@ -50,12 +50,12 @@ log = structlog.get_logger("cronraft.storage")
 
 REFUSE_NONE, REFUSE_DATA, REFUSE_ALL_BUT_DELETES, REFUSE_ALL = "", "data", "all_but_deletes", "all"
 
-# Commands that add data to the store (refused from "data" on).
+# Commands that add data to the store (refused from "data" on). An update is not among them: it replaces
+# a task (about the same size), and it is how a task's retention is lowered to make room.
 ADDS_DATA = frozenset(
     {
         "create_task",
         "import_tasks",
-        "update_task",
         "trigger_task",
         "backfill_task",
         "resume_task",

@@ -86,6 +86,7 @@ def test_what_each_level_refuses() -> None:
     assert not refuses("", "create_task")
     assert refuses("data", "create_task") and refuses("data", "append_output")
     assert not refuses("data", "fire") and not refuses("data", "delete_task")
+    assert not refuses("data", "update_task")  # how a task's retention is lowered to make room
     assert refuses("all_but_deletes", "fire") and refuses("all_but_deletes", "complete")
     for kind in ("delete_task", "prune", "cancel_task", "purge_dead_letters", "epoch"):
         assert not refuses("all_but_deletes", kind)
