@@ -37,19 +37,6 @@ BALLAST = "ballast"
 
 
 @pytest.fixture
-def clusters(request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]) -> Iterator[list[Cluster]]:
-    made: list[Cluster] = []
-    failed_before = request.session.testsfailed
-    yield made
-    for c in made:
-        c.stop()
-    if request.session.testsfailed > failed_before:
-        with capsys.disabled():
-            for c in made:
-                print(c.logs())
-
-
-@pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[list[Path]]:
     """Mount points made on demand (`mount(path, mib)`); unmounted at the end."""
     mounted: list[Path] = []
