@@ -131,6 +131,10 @@ def validate_calendar(
     if len(cal.include) > MAX_INCLUDES:
         raise InvalidArgument(f"{field}.include", f"at most {MAX_INCLUDES} calendars, got {len(cal.include)}")
     for i, name in enumerate(cal.include):
+        if not _NAME.fullmatch(name):  # before any lookup: LMDB refuses an empty key (fuzz, issue 11)
+            raise InvalidArgument(
+                f"{field}.include[{i}]", "must be a calendar name: 1 to 64 characters from A-Z a-z 0-9 _ . -"
+            )
         if name != cal.name and known.get(name) is None:
             raise InvalidArgument(f"{field}.include[{i}]", f"no calendar named {name!r}")
     height = _check_expansion(cal, known, f"{field}.include")

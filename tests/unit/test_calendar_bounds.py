@@ -157,3 +157,20 @@ def test_the_state_machine_refuses_a_deep_chain_the_leader_would_have_refused() 
     assert (res.applied, res.error_code) == (False, "invalid_argument")
     assert res.error.startswith("calendar.include: include depth above 16")
     assert m.put(calendar("fine", f"c{MAX_INCLUDE_DEPTH - 1}")).applied  # the log moved on
+
+
+@pytest.mark.parametrize("bad", ["", "a b", "é", "x" * 65])
+def test_an_include_that_is_no_calendar_name_is_refused_before_any_lookup(bad: str) -> None:
+    """The gRPC fuzzer's find: an empty include name reached LMDB, which refuses an empty key
+    (BadValsizeError, answered UNKNOWN)."""
+    looked_up: list[str] = []
+
+    class Spy(dict[str, pb.Calendar]):
+        def get(self, key: str, default: object = None) -> pb.Calendar | None:  # type: ignore[override]
+            looked_up.append(key)
+            return None
+
+    cal = pb.Calendar(name="c1", include=[bad])
+    with pytest.raises(InvalidArgument) as err:
+        validate_calendar(cal, known=Spy())
+    assert err.value.field == "calendar.include[0]" and looked_up == []
