@@ -7,79 +7,27 @@ that raises inside apply for one kind of command."""
 
 from __future__ import annotations
 
-import os
+from leader_rig import LeaderRig
 
-from cronraft.daemon.leader import INTERNAL_RETRY_MAX_MS, LeaderCore, LeaderSettings
+from cronraft.daemon.leader import INTERNAL_RETRY_MAX_MS
 from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft import state as sm
-from cronraft.raft.codec import encode_batch, make_id
-from cronraft.raft.kv import MemKV
-from cronraft.raft.state import StateMachine
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 Command = commands_pb2.Command
 STEP_MS = 10
 
 
-class Rig:
+class Rig(LeaderRig):
     """A leader core over one state machine whose handlers fail for the kinds in `poisoned`."""
 
     def __init__(self) -> None:
         self.poisoned: set[str] = set()
-        self.kv = MemKV()
-        self.sm = StateMachine(self.kv, fault=self._fault)
-        self.index = 0
-        self.now = T0
-        self.mono = 0
-        self.proposed: list[Command] = []
-        self.apply([Command(stamped_at_ms=T0, epoch=commands_pb2.Epoch(term=1, leader_id="n1"))])
-        self.core = LeaderCore(
-            self.kv,
-            LeaderSettings(horizon_ms=10_000, lease_ttl_ms=5_000, expiry_grace_ms=1_000),
-            node_id="n1",
-            term=1,
-            new_id=lambda ms: make_id(ms, os.urandom(10)),
-        )
-        self.core.on_epoch_committed(self.now, self.mono)
+        super().__init__(fault=self._fault)
 
     def _fault(self, cmd: Command) -> None:
         if cmd.WhichOneof("body") in self.poisoned:
             raise RuntimeError(f"poisoned {cmd.WhichOneof('body')}")
-
-    def apply(self, cmds: list[Command]) -> list[commands_pb2.CommandResult]:
-        self.index += 1
-        raw = self.sm.apply_entry(self.index, encode_batch(cmds))
-        assert raw is not None
-        return list(commands_pb2.BatchResult.FromString(raw).results)
-
-    def create(self, schedule: common_pb2.Schedule) -> str:
-        task_id = make_id(T0, os.urandom(10))
-        spec = common_pb2.TaskSpec(
-            name="t",
-            schedule=schedule,
-            payload=common_pb2.Payload(command=common_pb2.CommandPayload(argv=["true"])),
-            guarantee=common_pb2.AT_LEAST_ONCE,
-            max_attempts=3,
-            queue="default",
-        )
-        cmd = Command(stamped_at_ms=self.now, create_task=commands_pb2.CreateTask(task_id=task_id, spec=spec))
-        (res,) = self.apply([cmd])
-        assert res.applied, res.error
-        self.core.on_committed([cmd], [res], self.now, self.mono)
-        return task_id
-
-    def run(self, seconds: float) -> None:
-        end = self.now + int(seconds * 1000)
-        while self.now < end:
-            cmds = self.core.tick(self.now, self.mono)
-            if cmds:
-                self.proposed.extend(cmds)
-                self.core.on_committed(cmds, self.apply(cmds), self.now, self.mono)
-            self.now += STEP_MS
-            self.mono += STEP_MS
-
-    def count(self, kind: str) -> int:
-        return sum(1 for c in self.proposed if c.WhichOneof("body") == kind)
 
 
 def test_a_failing_fire_is_retried_with_a_growing_delay_and_shows_in_the_ledger() -> None:
