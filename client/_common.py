@@ -428,6 +428,7 @@ def cron(
     expression: str,
     time_zone: str = "UTC",
     *,
+    seconds: bool | None = None,
     start_at: Instant | None = None,
     end_at: Instant | None = None,
     max_runs: int = 0,
@@ -439,6 +440,12 @@ def cron(
 ) -> common_pb2.Schedule:
     """A cron schedule: 5 fields, or 6 with seconds first, evaluated in the IANA `time_zone`.
 
+    The expression is checked here first (InvalidArgument naming `expression`): a year field
+    (`0 9 * * * 2027`) is refused with the window to use instead, and a malformed field is named in
+    cron's terms. `seconds=True` / `seconds=False` say which form is meant, and an expression with the
+    other number of fields is refused; that catches `"0 9 * * * *"` (one `*` too many, which would fire
+    hourly at :09) written where daily at 09:00 was meant. Without it, 6 fields are seconds first.
+
     The expression and the zone are validated by the cluster (INVALID_ARGUMENT naming
     `spec.schedule.cron.expression` or `spec.schedule.cron.time_zone`). The keyword arguments are those
     of every builder: the window (`start_at`, `end_at`, `max_runs`), `jitter` (fires are delayed by up
@@ -446,6 +453,7 @@ def cron(
     ("first" | "second" | "both"), `calendars` (names of stored calendars) and `calendar_action`
     ("skip" | "roll-following" | "roll-preceding" | "roll-modified-following").
     """
+    _cron_text.check_cron(expression, "expression", seconds=seconds)
     schedule = common_pb2.Schedule(cron=common_pb2.CronSchedule(expression=expression, time_zone=time_zone))
     _window(
         schedule,

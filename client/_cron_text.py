@@ -33,7 +33,7 @@ from cronraft.errors import InvalidArgument
 from cronraft.proto.v1 import common_pb2
 from cronraft.raft import cron as _cron
 
-__all__ = ["DIALECTS", "CronInput", "check_zone", "describe", "describe_cron", "read_cron"]
+__all__ = ["DIALECTS", "CronInput", "check_cron", "check_zone", "describe", "describe_cron", "read_cron"]
 
 DIALECTS = ("unix", "quartz")
 _FLAG = "--cron"
@@ -103,6 +103,34 @@ def read_cron(text: str, *, seconds: bool = False, dialect: str = "unix") -> Cro
             _refuse_ambiguous(fields, source)
     _parse(stored, source)
     return CronInput(stored, tuple(_warnings(fields, dialect)), translated)
+
+
+def check_cron(text: str, field: str, *, seconds: bool | None = None) -> str:
+    """The SDK's and `task import`'s check of an expression built in code or read from a file.
+
+    A year field and a malformed expression are refused in the user's terms, naming `field`. 6 fields
+    mean seconds first there (the stored format, and what `task get --output json` exports); with
+    `seconds` given (the SDK's `cron(..., seconds=...)`), the field count must agree with it, and an
+    expression that also reads as 5 fields with one too many needs `seconds=True` to be accepted."""
+    source = text.strip()
+    try:
+        if source.startswith("@"):
+            _parse(source, source)
+            return source
+        fields = source.split()
+        _refuse_year(fields, source)
+        if seconds is not None and len(fields) in (5, 6) and (len(fields) == 6) != seconds:
+            raise InvalidArgument(
+                field,
+                f"{source!r} has {len(fields)} fields but seconds={seconds}: "
+                + ("write 6 fields, seconds first" if seconds else "pass seconds=True for seconds first"),
+            )
+        _parse(source, source)
+        return source
+    except InvalidArgument as exc:
+        if exc.field == field:
+            raise
+        raise InvalidArgument(field, exc.problem) from None
 
 
 def _parse(expression: str, typed: str) -> _cron.CronExpression:

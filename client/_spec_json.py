@@ -19,7 +19,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from cronraft.client import _builders, _common
+from cronraft.client import _builders, _common, _cron_text
 from cronraft.errors import InvalidArgument
 from cronraft.proto.v1 import common_pb2
 
@@ -179,7 +179,7 @@ def schedule_from_json(value: Any, field: str = "spec.schedule") -> common_pb2.S
     kind = obj.get("kind")
     out = common_pb2.Schedule()
     if kind == "cron":
-        out.cron.expression = _str(obj, "expression", field)
+        out.cron.expression = _cron_text.check_cron(_str(obj, "expression", field), f"{field}.expression")
         out.cron.time_zone = _str(obj, "time_zone", field)
     elif kind == "at":
         out.at.at_ms = _instant(obj, "at", field)

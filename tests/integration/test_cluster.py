@@ -112,7 +112,14 @@ def test_killing_the_leader_loses_no_due_fire_and_doubles_none(cluster: Cluster,
 
 def test_bad_input_is_invalid_argument_naming_the_field(cluster: Cluster) -> None:
     cases = [
-        ("spec.schedule.cron.expression", dict(schedule=cron("61 * * * *"), payload=command("true"))),
+        # A raw message: the SDK's `cron()` refuses this one before it is sent (the server must too).
+        (
+            "spec.schedule.cron.expression",
+            dict(
+                schedule=common_pb2.Schedule(cron=common_pb2.CronSchedule(expression="61 * * * *")),
+                payload=command("true"),
+            ),
+        ),
         (
             "spec.schedule.cron.time_zone",
             dict(schedule=cron("* * * * *", "Mars/Olympus"), payload=command("true")),

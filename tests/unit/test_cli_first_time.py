@@ -280,3 +280,39 @@ def test_create_stores_quartz_as_unix(run: Run) -> None:  # noqa: F811
     )
     assert doc["spec"]["schedule"]["expression"] == "0 9 ? * 5#3"
     assert doc["warnings"] == ["quartz '0 0 9 ? * 6#3' is stored as unix '0 9 ? * 5#3'"]
+
+
+# --------------------------------------------------------------------- the SDK and `task import`
+
+
+def test_sdk_cron_refuses_a_year_field_and_names_expression() -> None:
+    with pytest.raises(InvalidArgument) as err:
+        _common.cron("0 9 * * * 2027")
+    assert err.value.field == "expression"
+    assert "--start-at 2027-01-01" in err.value.problem
+
+
+def test_sdk_cron_seconds_flag_must_agree_with_the_field_count() -> None:
+    with pytest.raises(InvalidArgument, match="seconds=True"):
+        _common.cron("0 9 * * * *", seconds=False)  # one `*` too many for daily at 09:00
+    with pytest.raises(InvalidArgument, match="write 6 fields"):
+        _common.cron("0 9 * * *", seconds=True)
+    assert _common.cron("0 0 9 * * *", seconds=True).cron.expression == "0 0 9 * * *"
+    # Without `seconds`, 6 fields keep their documented meaning (seconds first).
+    assert _common.cron("*/2 * * * * *").cron.expression == "*/2 * * * * *"
+
+
+def test_sdk_cron_names_the_bad_field_in_cron_terms() -> None:
+    with pytest.raises(InvalidArgument, match="day-of-week: 8 is out of range") as err:
+        _common.cron("0 9 * * 1-8")
+    assert err.value.field == "expression"
+
+
+def test_import_refuses_a_year_field_naming_the_json_field() -> None:
+    from cronraft.client._spec_json import schedule_from_json
+
+    with pytest.raises(InvalidArgument) as err:
+        schedule_from_json({"kind": "cron", "expression": "0 9 * * * 2027", "time_zone": "UTC"})
+    assert err.value.field == "spec.schedule.expression"
+    # 6 fields are the stored (exported) form: seconds first, accepted as they are.
+    assert schedule_from_json({"kind": "cron", "expression": "0 0 9 * * *", "time_zone": "UTC"}).cron.expression

@@ -909,7 +909,9 @@ def test_request_id_reused_across_redirect_and_explicit_id_kept(cluster: FakeClu
 def test_server_errors_are_mapped(cluster: FakeCluster) -> None:
     with Client(cluster.follower_address) as client:
         with pytest.raises(InvalidArgument) as info:
-            client.create_task("bad", cron("* * *"), command("true"))
+            # A raw message: the SDK's `cron()` would refuse this before sending it.
+            bad = common_pb2.Schedule(cron=common_pb2.CronSchedule(expression="* * *", time_zone="UTC"))
+            client.create_task("bad", bad, command("true"))
         assert info.value.field == "spec.schedule.cron.expression"
         assert info.value.problem == "expected 5 or 6 fields, got 3"
         with pytest.raises(NotFound, match="t9999"):
@@ -1051,7 +1053,8 @@ async def test_async_client_redirect_reads_and_errors(cluster: FakeCluster) -> N
         with pytest.raises(NotFound):
             await client.get_task("missing")
         with pytest.raises(InvalidArgument) as info:
-            await client.create_task("bad", cron("* *"), command("true"))
+            bad = common_pb2.Schedule(cron=common_pb2.CronSchedule(expression="* *", time_zone="UTC"))
+            await client.create_task("bad", bad, command("true"))
         assert info.value.field == "spec.schedule.cron.expression"
         cancelled = await client.cancel_task(task.task_id)
         assert cancelled.state == common_pb2.TASK_CANCELLED
