@@ -385,6 +385,10 @@ class _AttemptOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Attemp
     or shut down first, or stopped while its sensor waited): nothing ran, so the execution is granted
     again without spending an attempt (or ends cancelled, if a cancel was asked for).
     """
+    ATTEMPT_REFUSED: _AttemptOutcome.ValueType  # 6
+    """The worker's policy refused the lease (a payload kind, program, secret or address it does not
+    allow): nothing ran. Final: the execution ends failed with the reason, never retried.
+    """
 
 class AttemptOutcome(_AttemptOutcome, metaclass=_AttemptOutcomeEnumTypeWrapper):
     """How one attempt ended, as the worker reports it."""
@@ -402,6 +406,10 @@ ATTEMPT_NOT_STARTED: AttemptOutcome.ValueType  # 5
 """Ended before its payload began (a held start unconfirmed at its deadline, revoked, cancelled, fenced
 or shut down first, or stopped while its sensor waited): nothing ran, so the execution is granted
 again without spending an attempt (or ends cancelled, if a cancel was asked for).
+"""
+ATTEMPT_REFUSED: AttemptOutcome.ValueType  # 6
+"""The worker's policy refused the lease (a payload kind, program, secret or address it does not
+allow): nothing ran. Final: the execution ends failed with the reason, never retried.
 """
 Global___AttemptOutcome: _TypeAlias = AttemptOutcome  # noqa: Y015
 
@@ -742,12 +750,19 @@ class NotifyTarget(_message.Message):
 
     WEBHOOK_URL_FIELD_NUMBER: _builtins.int
     COMMAND_FIELD_NUMBER: _builtins.int
+    NOTIFIER_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
     webhook_url: _builtins.str
-    """HTTP POST of the documented JSON body (docs/notifications.md)"""
+    """HTTP POST of the documented JSON body (docs/notifications.md). In a task spec, the URL's host must
+    be in the nodes' [notify] webhook_hosts (refused at the API otherwise; docs/security.md).
+    """
+    notifier: _builtins.str
+    """A notifier the operator defined in the nodes' config ([notifiers.NAME]: a webhook or a command)."""
     @_builtins.property
     def command(self) -> Global___CommandPayload:
-        """run on the leader with the JSON body on stdin"""
+        """Run on the leader with the JSON body on stdin. Only the node config's [notify] targets may hold
+        one: a task spec holding it is refused at the API, and one stored before that rule is never run.
+        """
 
     @_builtins.property
     def events(self) -> _containers.RepeatedScalarFieldContainer[Global___NotifyEvent.ValueType]:
@@ -758,13 +773,14 @@ class NotifyTarget(_message.Message):
         *,
         webhook_url: _builtins.str = ...,
         command: Global___CommandPayload | None = ...,
+        notifier: _builtins.str = ...,
         events: _abc.Iterable[Global___NotifyEvent.ValueType] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "kind", b"kind", "webhook_url", b"webhook_url"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "kind", b"kind", "notifier", b"notifier", "webhook_url", b"webhook_url"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "events", b"events", "kind", b"kind", "webhook_url", b"webhook_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "events", b"events", "kind", b"kind", "notifier", b"notifier", "webhook_url", b"webhook_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["webhook_url", "command"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["webhook_url", "command", "notifier"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
