@@ -50,6 +50,7 @@ _OUTCOME_STATE = {
     common_pb2.ATTEMPT_FAILED: common_pb2.EXECUTION_FAILED,
     common_pb2.ATTEMPT_TIMED_OUT: common_pb2.EXECUTION_TIMED_OUT,
     common_pb2.ATTEMPT_CANCELLED: common_pb2.EXECUTION_CANCELLED,
+    common_pb2.ATTEMPT_REFUSED: common_pb2.EXECUTION_FAILED,
 }
 
 
@@ -895,7 +896,12 @@ def _end_attempt(ctx: Ctx, ex: Execution, exec16: bytes, r: common_pb2.AttemptRe
         finish(ctx, ex, common_pb2.EXECUTION_CANCELLED, r.error or ex.cancel_reason)
     elif state in (common_pb2.EXECUTION_FAILED, common_pb2.EXECUTION_TIMED_OUT):
         task = _task_of(ctx, ex)
-        why = retry.retry_reason(task, ex, r.outcome, r.exit_code, DEFAULT_MAX_ATTEMPTS)
+        # A refusal by the worker's policy is final: the same payload would be refused again (issue 13).
+        why = (
+            "refused by the worker's policy"
+            if r.outcome == common_pb2.ATTEMPT_REFUSED
+            else retry.retry_reason(task, ex, r.outcome, r.exit_code, DEFAULT_MAX_ATTEMPTS)
+        )
         if not why:
             # A retry is a replicated decision: the execution waits for its backoff, then any worker.
             ctx.txn.delete("running", exec16)
