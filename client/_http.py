@@ -14,6 +14,13 @@ Output: the response body streams to stdout (its tail is the result's `stdout_ta
 summary of the exchange (request line and headers, then status line and headers) goes to stderr, with
 credentials (Authorization, Cookie, ...) redacted.
 
+With a worker policy (`_policy.WorkerPolicy`): header values `secret:NAME` are resolved on the worker
+(and shown redacted in the summary), and the host is resolved once, each address checked against the
+policy's egress rules (loopback, link-local, private and metadata addresses refused unless allowed), and
+the connection made to a checked address, with the URL's name kept for the Host header and TLS (SNI and
+certificate check): a name that resolves differently on the second lookup cannot slip past the check. A
+refusal ends the attempt ATTEMPT_REFUSED (final: the execution fails with the reason).
+
 The attempt's identity travels as request headers (they override the payload's own of the same name):
 `Cronraft-Execution-Id` (the idempotency key), `Cronraft-Task-Id`, `Cronraft-Attempt`,
 `Cronraft-Nominal-Time` (RFC 3339, UTC) and `Cronraft-Fencing-Token` (`term.index`).
@@ -30,8 +37,10 @@ import re
 import socket
 import ssl
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from cronraft.client._policy import PolicyRefusal, WorkerPolicy
 from cronraft.client._runner import (
     NO_EXIT_CODE,
     InProcessIO,
@@ -64,6 +73,7 @@ class HttpRequest:
     headers: tuple[tuple[str, str], ...]
     body: bytes
     url: str  # for messages: the URL without its password
+    secret_headers: frozenset[str] = frozenset()  # lower-case names whose values came from secrets
 
 
 def identity_headers(lease: worker_pb2.Lease) -> dict[str, str]:
@@ -76,8 +86,9 @@ def identity_headers(lease: worker_pb2.Lease) -> dict[str, str]:
     }
 
 
-def build_request(lease: worker_pb2.Lease) -> HttpRequest | str:
-    """The request of `lease`'s http payload, or an error text naming the field to fix."""
+def build_request(lease: worker_pb2.Lease, policy: WorkerPolicy | None = None) -> HttpRequest | str:
+    """The request of `lease`'s http payload, or an error text naming the field to fix. PolicyRefusal
+    when a `secret:NAME` header value cannot be resolved."""
     payload = lease.payload.http
     method = (payload.method or "GET").upper()
     if not _TOKEN.match(method):
@@ -101,7 +112,12 @@ def build_request(lease: worker_pb2.Lease) -> HttpRequest | str:
     if parts.username is not None:  # user:password@host: HTTP basic authentication
         credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
         headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
-    headers.update(payload.headers)
+    secret_headers: set[str] = set()
+    for name, given in payload.headers.items():
+        value = given if policy is None else policy.resolve_value(given, f"payload.http.headers[{name!r}]")
+        if value != given:
+            secret_headers.add(name.lower())
+        headers[name] = value
     # Ours win over the payload's, matched without regard to case.
     ours = identity_headers(lease)
     headers = {k: v for k, v in headers.items() if k.lower() not in {o.lower() for o in ours}}
@@ -126,6 +142,7 @@ def build_request(lease: worker_pb2.Lease) -> HttpRequest | str:
         headers=tuple(headers.items()),
         body=payload.body,
         url=f"{scheme}://{netloc}{target}",
+        secret_headers=frozenset(secret_headers),
     )
 
 
@@ -137,15 +154,20 @@ def status_ok(status: int, expected: list[int]) -> bool:
     return status in expected if expected else 200 <= status < 300
 
 
-def _header_lines(prefix: str, headers: list[tuple[str, str]] | tuple[tuple[str, str], ...]) -> str:
+def _header_lines(
+    prefix: str,
+    headers: list[tuple[str, str]] | tuple[tuple[str, str], ...],
+    secret: frozenset[str] = frozenset(),
+) -> str:
     return "".join(
-        f"{prefix} {name}: {'<redacted>' if name.lower() in _REDACTED else value}\n"
+        f"{prefix} {name}: {'<redacted>' if name.lower() in _REDACTED or name.lower() in secret else value}\n"
         for name, value in headers
     )
 
 
 def request_summary(request: HttpRequest) -> str:
-    text = f"> {request.method} {request.url} HTTP/1.1\n" + _header_lines(">", request.headers)
+    text = f"> {request.method} {request.url} HTTP/1.1\n"
+    text += _header_lines(">", request.headers, request.secret_headers)
     if request.body:
         text += f"> ({len(request.body)} bytes of body)\n"
     return text + "\n"
@@ -157,11 +179,58 @@ class _Response:
     reason: str
 
 
+class EgressRefused(Exception):
+    """The policy refuses every address the URL's host resolved to."""
+
+
+def checked_addresses(host: str, port: int, policy: WorkerPolicy) -> list[tuple[Any, ...]]:
+    """The socket addresses `host` resolves to (one lookup) that `policy` allows; EgressRefused naming
+    the first refused one when none is allowed."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    allowed, refusals = [], []
+    for family, _, _, _, sockaddr in infos:
+        if family not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        why = policy.egress_refusal(str(sockaddr[0]))
+        if why is None:
+            allowed.append(sockaddr)
+        else:
+            refusals.append(why)
+    if not allowed:
+        reason = refusals[0] if refusals else "no IPv4 or IPv6 address"
+        raise EgressRefused(f"payload.http.url: host {host!r}: {reason}")
+    return allowed
+
+
+def _connector(addresses: list[tuple[Any, ...]]) -> Any:
+    """A replacement for http.client's `socket.create_connection` that connects to the checked
+    addresses only (in order), whatever (host, port) it is given."""
+
+    def create(_address: object, timeout: object = None, source_address: object = None) -> socket.socket:
+        error: OSError | None = None
+        for sockaddr in addresses:
+            try:
+                return socket.create_connection(sockaddr[:2], timeout, source_address)  # type: ignore[arg-type]
+            except OSError as exc:
+                error = exc
+        assert error is not None
+        raise error
+
+    return create
+
+
 class _Exchange:
     """One request/response, run in a thread; `abort()` (from any thread) makes it fail promptly."""
 
-    def __init__(self, request: HttpRequest, io: InProcessIO, timeout_s: float | None) -> None:
+    def __init__(
+        self,
+        request: HttpRequest,
+        io: InProcessIO,
+        timeout_s: float | None,
+        policy: WorkerPolicy | None = None,
+    ) -> None:
         self._request = request
+        self._policy = policy
         self._io = io
         self._timeout_s = timeout_s + _SOCKET_TIMEOUT_SLACK_S if timeout_s is not None else None
         self._conn: http.client.HTTPConnection | None = None
@@ -192,6 +261,11 @@ class _Exchange:
             )
         else:
             conn = http.client.HTTPConnection(request.host, request.port, timeout=self._timeout_s)
+        if self._policy is not None:
+            port = request.port or (443 if request.https else 80)
+            addresses = checked_addresses(request.host, port, self._policy)
+            # The URL's name stays the connection's host: the Host header and TLS (SNI, certificate).
+            conn._create_connection = _connector(addresses)  # type: ignore[attr-defined]
         self._conn = conn
         try:
             self._check()
@@ -219,19 +293,26 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-async def run_http(lease: worker_pb2.Lease, io: InProcessIO) -> WorkOutcome:
+async def run_http(
+    lease: worker_pb2.Lease, io: InProcessIO, policy: WorkerPolicy | None = None
+) -> WorkOutcome:
     """Make the request of `lease`; the runner bounds and stops it (see the module docstring)."""
-    request = build_request(lease)
+    try:
+        request = build_request(lease, policy)
+    except PolicyRefusal as exc:
+        return WorkOutcome(common_pb2.ATTEMPT_REFUSED, exit_code=NO_EXIT_CODE, error=str(exc))
     if isinstance(request, str):
         return WorkOutcome(common_pb2.ATTEMPT_FAILED, exit_code=CANNOT_SEND_EXIT_CODE, error=request)
     io.write(worker_pb2.STDERR, request_summary(request).encode("utf-8", "replace"))
     timeout_s = lease.timeout_ms / 1000 if lease.timeout_ms > 0 else None
-    exchange = _Exchange(request, io, timeout_s)
+    exchange = _Exchange(request, io, timeout_s, policy)
     try:
         response = await call_in_thread(exchange.perform, name=f"http {lease.execution_id}")
     except asyncio.CancelledError:
         exchange.abort()
         raise
+    except EgressRefused as exc:
+        return WorkOutcome(common_pb2.ATTEMPT_REFUSED, exit_code=NO_EXIT_CODE, error=str(exc))
     except (OSError, http.client.HTTPException, ValueError) as exc:
         # OSError covers refused/reset connections, DNS (gaierror), TLS (SSLError) and socket timeouts.
         return WorkOutcome(

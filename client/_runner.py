@@ -9,7 +9,11 @@ new process group and the whole group can be signalled), feeds its stdout/stderr
 buffers and an optional live sink. Killing: SIGTERM to the group, wait `kill_grace_s` for the leader
 process to exit, then SIGKILL to the group (which also removes stragglers that outlived the leader).
 Self-fencing skips the grace and sends SIGKILL at once: the lease is already gone locally, and the
-leader may re-grant it soon (DESIGN.md I5).
+leader may re-grant it soon (DESIGN.md I5). With a worker policy (`_policy.WorkerPolicy`), the payload
+gets only the environment the policy lets it inherit, its program must be on the executable allowlist (it
+is then run by the absolute path that was checked), it runs as the policy's user and group when the
+worker is root, and the policy's resource limits are set on the guard (prlimit) before the guard starts
+the payload, which inherits them.
 
 `InProcessRunner` runs work inside the worker process (HTTP requests, `_http`; Python handlers,
 `handlers`) as an asyncio task. Stopping sets `InProcessIO.cancelled` and cancels the task, then waits
@@ -38,6 +42,7 @@ from typing import Any, Protocol, TypeVar
 
 import structlog
 
+from cronraft.client._policy import PolicyRefusal, WorkerPolicy
 from cronraft.proto.v1 import common_pb2, worker_pb2
 
 DEFAULT_OUTPUT_TAIL_BYTES = 64 * 1024
@@ -147,11 +152,18 @@ def rfc3339_utc(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def attempt_env(lease: worker_pb2.Lease, base_env: Mapping[str, str]) -> dict[str, str]:
-    """The attempt's environment: worker env, then the payload's env, then ours (which always win)."""
-    env = dict(base_env)
-    if lease.payload.WhichOneof("kind") == "command":
-        env.update(lease.payload.command.env)
+def attempt_env(
+    lease: worker_pb2.Lease, base_env: Mapping[str, str], policy: WorkerPolicy | None = None
+) -> dict[str, str]:
+    """The attempt's environment: worker env (only what `policy` lets a payload inherit), then the
+    payload's env (its `secret:NAME` values resolved by `policy`), then ours (which always win). Raises
+    PolicyRefusal when a secret cannot be resolved."""
+    command_env = lease.payload.command.env if lease.payload.WhichOneof("kind") == "command" else {}
+    if policy is None:
+        env = dict(base_env)
+        env.update(command_env)
+    else:
+        env = policy.payload_env(command_env, base_env)
     env.update(
         {
             "CRONRAFT_EXECUTION_ID": lease.execution_id,  # the idempotency key
@@ -295,8 +307,25 @@ exit "$code"
 """
 
 
-def _guarded(argv: list[str]) -> list[str]:
-    return ["/bin/sh", "-c", _GUARD, "cronraft-guard", *argv]
+# The same guard, first waiting for one line on the lifeline: the worker writes it once it has set the
+# policy's resource limits on the guard (prlimit), so that the payload starts with them. EOF instead (the
+# worker died meanwhile): nothing starts.
+_GUARD_AFTER_GO = "read -r _ || exit 125\n" + _GUARD
+
+
+def _guarded(argv: list[str], *, wait_for_go: bool = False) -> list[str]:
+    return ["/bin/sh", "-c", _GUARD_AFTER_GO if wait_for_go else _GUARD, "cronraft-guard", *argv]
+
+
+def _set_limits(pid: int, limits: list[tuple[int, int]]) -> None:
+    """Set each (resource, value) as both soft and hard limit of process `pid` (never above the hard
+    limit it already has: only root may raise that)."""
+    import resource
+
+    for which, wanted in limits:
+        _, hard = resource.prlimit(pid, which)
+        value = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.prlimit(pid, which, (value, value))
 
 
 def _cannot_start(argv: list[str], cwd: str | None, env: Mapping[str, str]) -> tuple[int, str] | None:
@@ -319,6 +348,15 @@ def _cannot_start(argv: list[str], cwd: str | None, env: Mapping[str, str]) -> t
     return None
 
 
+@dataclass(frozen=True)
+class ProcessIdentity:
+    """Who process payloads run as (a root worker's policy [run_as]): ids and the variables that say so."""
+
+    uid: int
+    gid: int
+    env: Mapping[str, str]  # HOME, USER, LOGNAME of that user
+
+
 class AttemptRunner(_RunnerBase):
     """One attempt of an argv or shell lease. Create, `await run()` once; `stop()` from the loop."""
 
@@ -331,6 +369,8 @@ class AttemptRunner(_RunnerBase):
         output_tail_bytes: int = DEFAULT_OUTPUT_TAIL_BYTES,
         on_output: OutputSink | None = None,
         base_env: Mapping[str, str] | None = None,
+        policy: WorkerPolicy | None = None,
+        identity: ProcessIdentity | None = None,
     ) -> None:
         super().__init__(
             lease,
@@ -340,6 +380,8 @@ class AttemptRunner(_RunnerBase):
             on_output=on_output,
         )
         self._base_env = os.environ if base_env is None else base_env
+        self._policy = policy
+        self._identity = identity
         self.pid: int | None = None
 
     def _command(self) -> tuple[list[str], str | None] | str:
@@ -364,7 +406,19 @@ class AttemptRunner(_RunnerBase):
                 common_pb2.ATTEMPT_FAILED, started_ms=started_ms, exit_code=127, error=command
             )
         argv, cwd = command
-        env = attempt_env(self.lease, self._base_env)
+        limits: list[tuple[int, int]] = []
+        spawn: dict[str, Any] = {}
+        try:
+            env = attempt_env(self.lease, self._base_env, self._policy)
+            if self._policy is not None:
+                if self.lease.payload.WhichOneof("kind") == "command":
+                    argv = self._policy.resolve_program(argv, cwd, env)
+                limits = self._policy.limits.rlimits()
+            if self._identity is not None:
+                env.update(self._identity.env)
+                spawn = {"user": self._identity.uid, "group": self._identity.gid, "extra_groups": []}
+        except PolicyRefusal as exc:
+            return self._result(common_pb2.ATTEMPT_REFUSED, started_ms=started_ms, error=str(exc))
         problem = _cannot_start(argv, cwd, env)
         if problem is not None:
             code, error = problem
@@ -375,13 +429,14 @@ class AttemptRunner(_RunnerBase):
         lifeline_r, lifeline_w = os.pipe()
         try:
             proc = await asyncio.create_subprocess_exec(
-                *_guarded(argv),
+                *_guarded(argv, wait_for_go=bool(limits)),
                 stdin=lifeline_r,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 env=env,
                 cwd=cwd,
                 start_new_session=True,
+                **spawn,
             )
         except OSError as exc:
             os.close(lifeline_w)
@@ -395,6 +450,18 @@ class AttemptRunner(_RunnerBase):
             return self._result(common_pb2.ATTEMPT_FAILED, started_ms=started_ms, exit_code=126, error=error)
         finally:
             os.close(lifeline_r)
+        if limits:
+            try:
+                _set_limits(proc.pid, limits)
+                os.write(lifeline_w, b"go\n")
+            except (OSError, ValueError) as exc:  # the guard waits on: closing the lifeline ends it
+                os.close(lifeline_w)
+                with contextlib.suppress(ProcessLookupError):
+                    await proc.wait()
+                error = f"cannot set the policy's resource limits: {exc}"
+                return self._result(
+                    common_pb2.ATTEMPT_FAILED, started_ms=started_ms, exit_code=126, error=error
+                )
         try:
             return await self._watch(proc, started_ms)
         finally:

@@ -15,6 +15,7 @@ from typing import Any
 import grpc  # type: ignore[import-untyped, unused-ignore]
 import grpc.aio  # type: ignore[import-untyped, unused-ignore]
 
+from cronraft.client._policy import policy_from_dict
 from cronraft.client.worker import Worker, WorkerConfig
 from cronraft.proto.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 
@@ -204,6 +205,9 @@ def worker_config(servers: list[str], outbox_dir: Path, **overrides: Any) -> Wor
         "backoff_max_s": 0.2,
         "output_flush_interval_s": 0.05,
         "fence_check_interval_s": 0.01,
+        # These tests run shell payloads and HTTP servers on loopback: allowed explicitly (the default
+        # policy refuses both; tests/unit/test_policy.py tests the defaults).
+        "policy": policy_from_dict({}, allow_shell=True, allow_http_loopback=True),
     }
     settings.update(overrides)
     return WorkerConfig(**settings)
