@@ -11,6 +11,11 @@ Payload kinds (docs/payloads.md): argv commands and shell strings run as process
 module-level registry (`cronraft.client.handlers.handler`) that every worker falls back on and that
 `schedworker --handlers MODULE` fills by importing MODULE.
 
+The worker's policy (`_policy.WorkerPolicy`: `schedworker --policy FILE`, `--allow-shell`,
+`--allow-http-loopback`) decides what it runs at all: a lease it refuses (a payload kind it does not
+accept, a program off its allowlist, a secret it does not hold, an address its egress rules refuse) is
+reported ATTEMPT_REFUSED with the reason, before anything starts, and its execution ends failed.
+
 Lease deadlines are local and monotonic (DESIGN.md I5): an attempt's deadline starts at receive time +
 TTL and moves to (send time of a heartbeat the leader renewed) + TTL; the TTL is the lease's own
 `lease_ttl_ms`, else the Welcome's. The send time, not the ack time, is used because the leader renewed
@@ -34,6 +39,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import enum
 import functools
 import gc
@@ -69,6 +75,7 @@ from cronraft.bounds import (
 from cronraft.client import handlers as _handlers
 from cronraft.client._http import run_http
 from cronraft.client._outbox import AttemptKey, Outbox, attempt_key, result_key
+from cronraft.client._policy import WorkerPolicy, load_policy
 from cronraft.client._runner import (
     DEFAULT_KILL_GRACE_S,
     DEFAULT_OUTPUT_TAIL_BYTES,
@@ -77,6 +84,7 @@ from cronraft.client._runner import (
     InProcessIO,
     InProcessRunner,
     OutputSink,
+    ProcessIdentity,
     Runner,
     StopReason,
     SystemClock,
@@ -141,6 +149,9 @@ class WorkerConfig:
     result_resend_s: float = 30.0  # resend results not acknowledged on the same stream after this long
     fence_check_interval_s: float = 0.05
     max_return_value_bytes: int = MAX_RETURN_VALUE_BYTES  # a handler's JSON return value, at most
+    # What this worker agrees to run (client/_policy.py); the default refuses shell payloads, HTTP to
+    # loopback/private/link-local/metadata addresses, and passes payloads only a few variables.
+    policy: WorkerPolicy = field(default_factory=WorkerPolicy)
 
     def __post_init__(self) -> None:
         if not self.servers or any(not s for s in self.servers):
@@ -296,6 +307,7 @@ class Worker:
         self.handlers = handlers if handlers is not None else HandlerRegistry(parent=_handlers.registry)
         self._clock: Clock = clock or SystemClock()
         self._base_env = base_env
+        self._identity = process_identity(config.policy)
         self._log = _log.bind(worker_id=config.worker_id)
         self.outbox = Outbox(config.outbox_dir)
         self._volatile: dict[AttemptKey, common_pb2.AttemptResult] = {}  # results the outbox failed to store
@@ -359,7 +371,12 @@ class Worker:
             outbox=str(self.config.outbox_dir),
             outbox_pending=len(self.outbox),
             handlers=",".join(self.handlers.names()),
+            **self.config.policy.describe(),
         )
+        if self._identity is None and os.geteuid() == 0:
+            self._log.warning("running as root with no [run_as] in the policy: payloads run as root")
+        if "shell" in self.config.policy.kinds:
+            self._log.warning("shell payloads are enabled: any task can run any command on this worker")
         fence = asyncio.create_task(self._fence_loop(), name="fence")
         connection = asyncio.create_task(self._connection_loop(), name="connection")
         try:
@@ -624,7 +641,11 @@ class Worker:
         config = self.config
         kind = lease.payload.WhichOneof("kind")
         if kind in ("http", "handler"):
-            work = functools.partial(run_http if kind == "http" else self._call_handler, lease)
+            work = (
+                functools.partial(run_http, lease, policy=config.policy)
+                if kind == "http"
+                else functools.partial(self._call_handler, lease)
+            )
             return InProcessRunner(
                 lease,
                 work,
@@ -641,6 +662,8 @@ class Worker:
             output_tail_bytes=config.output_tail_bytes,
             on_output=on_output,
             base_env=self._base_env,
+            policy=config.policy,
+            identity=self._identity,
         )
 
     async def _call_handler(self, lease: worker_pb2.Lease, io: InProcessIO) -> WorkOutcome:
@@ -726,7 +749,9 @@ class Worker:
         began = False
         try:
             try:
-                waited = await self._await_start(attempt)
+                waited = self._refused(attempt.lease)
+                if waited is None:
+                    waited = await self._await_start(attempt)
                 if waited is None and attempt.lease.HasField("sensor"):
                     waited = await self._await_sensor(attempt)
                 if waited is None:
@@ -843,6 +868,22 @@ class Worker:
         assert reason is not None
         return self._not_started(attempt.lease, stop_result(reason, lease, "not started")[1])
 
+    def _refused(self, lease: worker_pb2.Lease) -> common_pb2.AttemptResult | None:
+        """The result of a lease this worker's policy refuses (nothing starts), or None."""
+        environ = os.environ if self._base_env is None else self._base_env
+        refusal = self.config.policy.refusal(lease, environ)
+        if refusal is None:
+            return None
+        self._log.warning("lease refused by the policy", execution_id=lease.execution_id, reason=refusal)
+        return common_pb2.AttemptResult(
+            execution_id=lease.execution_id,
+            token=lease.token,
+            outcome=common_pb2.ATTEMPT_REFUSED,
+            exit_code=-1,
+            finished_at_ms=self._clock.wall_ms(),
+            error=f"refused by worker {self.config.worker_id}: {refusal}",
+        )
+
     def _not_started(self, lease: worker_pb2.Lease, error: str) -> common_pb2.AttemptResult:
         """The result of an attempt that ended before its payload began: nothing ran, so the cluster
         grants the execution again instead of ending it (a cancel asked for ends it cancelled)."""
@@ -931,6 +972,8 @@ class Worker:
                 if result.outcome == common_pb2.ATTEMPT_SUCCEEDED:
                     self._log.debug("sensor satisfied", execution_id=lease.execution_id, probes=probes)
                     return None
+                if result.outcome == common_pb2.ATTEMPT_REFUSED:
+                    return result  # it would be refused at every probe: final
                 last = result.error or f"exit code {result.exit_code}"
                 if self._clock.monotonic() + interval_s >= deadline:
                     result.outcome = common_pb2.ATTEMPT_FAILED
@@ -1150,6 +1193,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="import MODULE, whose @cronraft.client.handlers.handler functions this worker then serves "
         "(repeatable; the current directory is on the import path)",
     )
+    parser.add_argument(
+        "--policy",
+        type=Path,
+        metavar="FILE",
+        help="the worker's policy (TOML): payload kinds, executables, environment, run_as, limits, HTTP "
+        "egress, secrets (docs/operations.md, 'Worker policy'); default: the secure defaults",
+    )
+    parser.add_argument(
+        "--allow-shell",
+        action="store_true",
+        help="also run shell payloads (off by default: a shell payload runs whatever its task says)",
+    )
+    parser.add_argument(
+        "--allow-http-loopback",
+        action="store_true",
+        help="let HTTP payloads reach loopback addresses (127.0.0.0/8, ::1); refused by default",
+    )
     parser.add_argument("--log-format", choices=["console", "json"], default="console")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     return parser
@@ -1170,7 +1230,50 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None
         labels=dict(args.labels or ()),
         kill_grace_s=args.kill_grace,
         shutdown_grace_s=args.shutdown_grace,
+        policy=policy_from_args(args),
     )
+
+
+def policy_from_args(args: argparse.Namespace) -> WorkerPolicy:
+    """--policy FILE (or the defaults), with what --allow-shell and --allow-http-loopback add."""
+    path = getattr(args, "policy", None)
+    policy = load_policy(path) if path is not None else WorkerPolicy()
+    if getattr(args, "allow_shell", False):
+        policy = dataclasses.replace(policy, kinds=policy.kinds | {"shell"})
+    if getattr(args, "allow_http_loopback", False):
+        policy = dataclasses.replace(policy, http=dataclasses.replace(policy.http, allow_loopback=True))
+    return policy
+
+
+def process_identity(policy: WorkerPolicy) -> ProcessIdentity | None:
+    """Who process payloads run as: the policy's run_as user and group (ConfigError when unknown, or
+    when the worker is not root and they are not its own); None: as the worker itself."""
+    import grp
+    import pwd
+
+    if policy.run_as_user is None:
+        return None
+    name = policy.run_as_user
+    try:
+        entry = pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+    except (KeyError, OverflowError):
+        raise ConfigError(f"{policy.source}: run_as.user: no user {name!r} on this machine") from None
+    gid = entry.pw_gid
+    if policy.run_as_group is not None:
+        group = policy.run_as_group
+        try:
+            gid = grp.getgrgid(int(group)).gr_gid if group.isdigit() else grp.getgrnam(group).gr_gid
+        except (KeyError, OverflowError):
+            raise ConfigError(f"{policy.source}: run_as.group: no group {group!r} on this machine") from None
+    if os.geteuid() != 0:
+        if (entry.pw_uid, gid) == (os.geteuid(), os.getegid()):
+            return None  # already that user
+        raise ConfigError(
+            f"{policy.source}: run_as: the worker runs as uid {os.geteuid()}, not root: it cannot switch "
+            f"to {name!r}; start it as root, or remove [run_as]"
+        )
+    env = {"HOME": entry.pw_dir, "USER": entry.pw_name, "LOGNAME": entry.pw_name}
+    return ProcessIdentity(uid=entry.pw_uid, gid=gid, env=env)
 
 
 def configure_logging(log_format: str, level: str = "info") -> None:
@@ -1213,6 +1316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_format, args.log_level)
     try:
         config = config_from_args(args)
+        process_identity(config.policy)  # an unknown run_as user is a start-up error, not an attempt's
     except ConfigError as exc:
         parser.error(str(exc))
     try:
