@@ -45,8 +45,11 @@ done
 
 wait_for_leader "$SERVERS"
 
-echo "starting schedworker --server $SERVERS --id $WORKER_ID (log: data/logs/worker.log)"
-start_bg data/logs/worker.log "$BIN/schedworker" --server "$SERVERS" --id "$WORKER_ID"
+# A development worker: it also runs shell payloads (--allow-shell), which a worker refuses by default
+# (docs/security.md, "What runs where"). Never start a production worker like this.
+echo "starting schedworker --server $SERVERS --id $WORKER_ID --allow-shell (log: data/logs/worker.log)"
+echo "NOTE: this development worker runs shell payloads (--allow-shell); a production worker should not"
+start_bg data/logs/worker.log "$BIN/schedworker" --server "$SERVERS" --id "$WORKER_ID" --allow-shell
 WORKER_PID=$LAST_PID
 
 echo

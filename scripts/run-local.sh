@@ -21,8 +21,11 @@ SCHEDD_PID=$LAST_PID
 
 wait_for_leader "$SERVER" "$SCHEDD_PID" data/logs/schedd.log
 
-echo "starting schedworker --server $SERVER --id $WORKER_ID (log: data/logs/worker.log)"
-start_bg data/logs/worker.log "$BIN/schedworker" --server "$SERVER" --id "$WORKER_ID"
+# A development worker: it also runs shell payloads (--allow-shell), which a worker refuses by default
+# (docs/security.md, "What runs where"). Never start a production worker like this.
+echo "starting schedworker --server $SERVER --id $WORKER_ID --allow-shell (log: data/logs/worker.log)"
+echo "NOTE: this development worker runs shell payloads (--allow-shell); a production worker should not"
+start_bg data/logs/worker.log "$BIN/schedworker" --server "$SERVER" --id "$WORKER_ID" --allow-shell
 
 CTL="$BIN/schedctl --server $SERVER"
 cat <<EOF

@@ -146,7 +146,10 @@ class Cluster:
         capacity: int = 4,
         extra_args: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
+        policy_args: tuple[str, ...] = ("--allow-shell", "--allow-http-loopback"),
     ) -> None:
+        """`policy_args`: by default these workers run shell payloads and HTTP payloads to loopback (the
+        tests' servers), both refused by a worker's default policy; pass () for the defaults."""
         log = open(self.root / f"{worker_id}.log", "ab")  # noqa: SIM115
         self.workers[worker_id] = subprocess.Popen(
             [
@@ -163,6 +166,7 @@ class Cluster:
                 str(self.root / f"{worker_id}-outbox"),
                 "--log-format",
                 "json",
+                *policy_args,
                 *extra_args,
             ],
             stdout=log,
