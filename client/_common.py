@@ -27,14 +27,16 @@ from fractions import Fraction
 from typing import Any, Generic, TypeAlias, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from cronraft.client import _cron_text, _render
+from cronraft.client import _argnames, _cron_text, _render
 from cronraft.errors import (
     CronraftError,
     DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     ResourceExhausted,
+    Unauthenticated,
     Unavailable,
 )
 from cronraft.proto.v1 import common_pb2, scheduler_pb2
@@ -664,73 +666,99 @@ def parse_when(text: str, field: str = "instant", now_ms: int | None = None) -> 
 
 
 def add_schedule_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
-    """Add the schedule flags shared by `task create`, `task update` and `schedule preview`:
+    """Add the schedule flags shared by `task create`, `task update` and `schedule preview`, in a
+    "schedule" help group:
 
     `--cron EXPR [--tz ZONE] | --at WHEN | --every DURATION [--anchor WHEN] | --delay DURATION
     [--stop-on-failure]`, `--start-at WHEN`, `--end-at WHEN`, `--max-runs N`, `--jitter DURATION`,
     `--dst-gap`, `--dst-fold`, `--calendar NAME` (repeatable), `--calendar-action`.
 
     Every flag defaults to None ("not given"), so that `schedule_from_args` can tell an edit from a
-    default. With `required=False` (updates) the kind is optional, and `--no-calendar` clears the list.
+    default. With `required=False` (updates) the kind is optional, and the removals are added:
+    `--clear-calendars` (old spelling `--no-calendar`), `--clear-start-at`, `--clear-end-at` (which
+    mean what `--start-at none` / `--end-at none` mean, and still do).
     """
-    kind = parser.add_mutually_exclusive_group(required=required)
+    group = parser.add_argument_group("schedule (one of --cron, --at, --every, --delay)")
+    kind = group.add_mutually_exclusive_group(required=required)
     kind.add_argument(
         "--cron", metavar="EXPR", help="cron expression: 5 fields, or 6 with seconds first and --seconds"
     )
-    kind.add_argument("--at", metavar="WHEN", help="one-time: RFC 3339 instant, or +DURATION from now")
+    kind.add_argument("--at", metavar="WHEN", help=f"one-time: {_AT_HELP}")
     kind.add_argument("--every", metavar="DURATION", help="fixed rate, e.g. 30s, 5m, 1h30m")
     kind.add_argument(
         "--delay", metavar="DURATION", help="fixed delay: due DURATION after the previous run ended"
     )
-    parser.add_argument("--tz", metavar="ZONE", help="IANA time zone of --cron (default UTC)")
-    parser.add_argument(
+    group.add_argument("--tz", metavar="ZONE", help="IANA time zone of --cron (default UTC)")
+    group.add_argument(
         "--seconds",
         action="store_true",
         default=None,
         help="the --cron expression has 6 fields, seconds first (required when it also reads as 5 fields)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--cron-dialect",
         choices=_cron_text.DIALECTS,
         default=None,
         help="unix (default: 0-7 are SUN-SAT, 0 and 7 Sunday) or quartz (1-7 are SUN-SAT, seconds first, "
         "FRI#L, L-3, LW, 5L); quartz is stored translated to unix",
     )
-    parser.add_argument("--anchor", metavar="WHEN", help="anchor of --every (default: the Unix epoch)")
-    parser.add_argument(
+    group.add_argument("--anchor", metavar="WHEN", help="anchor of --every (default: the Unix epoch)")
+    group.add_argument(
         "--stop-on-failure",
         action=argparse.BooleanOptionalAction,
         default=None,
         help="with --delay: a run that did not succeed completes the task",
     )
-    parser.add_argument("--start-at", metavar="WHEN", help="no fire before this instant ('none': no bound)")
-    parser.add_argument("--end-at", metavar="WHEN", help="no fire after this instant ('none': no bound)")
-    parser.add_argument(
+    _window_arguments(group, required=required)
+    group.add_argument(
         "--max-runs", type=int, default=None, metavar="N", help="stop after N fires (0: no limit)"
     )
-    parser.add_argument(
+    group.add_argument(
         "--jitter", metavar="DURATION", help="delay each fire by up to DURATION (hash of task and time)"
     )
-    parser.add_argument("--dst-gap", metavar="POLICY", help=f"time in a DST gap: {_POLICY_HELP['dst_gap']}")
-    parser.add_argument(
-        "--dst-fold", metavar="POLICY", help=f"time in a DST fold: {_POLICY_HELP['dst_fold']}"
-    )
-    parser.add_argument(
+    group.add_argument("--dst-gap", metavar="POLICY", help=f"time in a DST gap: {_POLICY_HELP['dst_gap']}")
+    group.add_argument("--dst-fold", metavar="POLICY", help=f"time in a DST fold: {_POLICY_HELP['dst_fold']}")
+    group.add_argument(
         "--calendar",
         action="append",
         default=None,
         metavar="NAME",
         help="exclude the times of a stored calendar (repeatable)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--calendar-action",
         metavar="ACTION",
         help=f"what an excluded time does: {_POLICY_HELP['calendar_action']}",
     )
     if not required:
-        parser.add_argument(
-            "--no-calendar", action="store_true", default=False, help="remove every calendar of the task"
+        clear = group.add_argument(
+            "--clear-calendars",
+            dest="no_calendar",
+            action="store_true",
+            default=False,
+            help="remove every calendar of the task",
         )
+        _argnames.add_alias(group, "--no-calendar", clear)
+
+
+# What a past --at does, said once for the help, the docs (docs/scheduling.md) and the preview note.
+_AT_HELP = "RFC 3339 instant, or +DURATION from now (a past instant fires at once, never dropped)"
+
+
+def _window_arguments(group: Any, *, required: bool) -> None:
+    """--start-at/--end-at; on an update also --clear-start-at/--clear-end-at, each exclusive with its
+    flag. A clear flag stores 'none', the value `--start-at none` has always meant (no bound)."""
+    for bound, text in (("start", "no fire before this instant"), ("end", "no fire after this instant")):
+        target = group.add_mutually_exclusive_group() if not required else group
+        target.add_argument(f"--{bound}-at", metavar="WHEN", help=f"{text} ('none': no bound)")
+        if not required:
+            target.add_argument(
+                f"--clear-{bound}-at",
+                dest=f"{bound}_at",
+                action="store_const",
+                const="none",
+                help=f"remove the task's --{bound}-at bound",
+            )
 
 
 def _flag_instant(text: str | None, flag: str, now_ms: int | None) -> int | None:
@@ -1418,6 +1446,8 @@ def error_from_status(code_name: str, details: str | None) -> CronraftError:
         "RESOURCE_EXHAUSTED": ResourceExhausted,
         "UNAVAILABLE": Unavailable,
         "DEADLINE_EXCEEDED": DeadlineExceeded,
+        "UNAUTHENTICATED": Unauthenticated,
+        "PERMISSION_DENIED": PermissionDenied,
     }
     cls = classes.get(code_name)
     if cls is None:

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
-from cronraft.client import _builders, _common
+from cronraft.client import _argnames, _builders, _common
 from cronraft.errors import InvalidArgument
 from cronraft.proto.v1 import common_pb2
 
@@ -29,68 +29,80 @@ _HTTP_FLAGS = ("http_method", "http_header", "http_body", "http_expect")
 _RETRY_FLAGS = {
     "retry_initial": "--retry-initial",
     "retry_multiplier": "--retry-multiplier",
-    "retry_max": "--retry-max",
+    "retry_max": "--retry-max-backoff",
     "retry_on_exit": "--retry-on-exit",
-    "no_retry_on_exit": "--no-retry-on-exit",
+    "no_retry_on_exit": "--retry-never-on-exit",
     "retry_on_timeout": "--no-retry-on-timeout",
 }
 # The field a retry error names -> the flag that set it.
 _RETRY_FIELD_FLAG = {
     "retry.initial_backoff_ms": "--retry-initial",
     "retry.multiplier": "--retry-multiplier",
-    "retry.max_backoff_ms": "--retry-max",
+    "retry.max_backoff_ms": "--retry-max-backoff",
     "retry.retryable_exit_codes": "--retry-on-exit",
-    "retry.non_retryable_exit_codes": "--no-retry-on-exit",
+    "retry.non_retryable_exit_codes": "--retry-never-on-exit",
 }
 _EVENTS_SUFFIX = re.compile(r"^(?P<target>.*?),events=(?P<events>[A-Za-z_+-]*)$", re.DOTALL)
 
 
 def add_spec_arguments(parser: argparse.ArgumentParser, *, update: bool) -> None:
     """The flags of `task create`, shared by `task update` where every one is optional and means
-    "unchanged" when absent; `spec_changes` and `payload_from_args` read them."""
-    parser.add_argument("--name", required=not update, help="task name")
-    _common.add_schedule_arguments(parser, required=not update)
-    parser.add_argument("--queue", help="worker queue (default: default)")
-    parser.add_argument("--timeout", dest="task_timeout", metavar="DURATION", help="execution timeout")
-    parser.add_argument("--guarantee", help="at-least-once (default) | exactly-once | at-most-once")
-    parser.add_argument("--priority", help="high | medium (default) | low")
-    parser.add_argument("--max-attempts", type=int, metavar="N", help="attempts per execution")
-    parser.add_argument(
-        "--misfire", metavar="POLICY", help="missed times: skip | fire-once | fire-all (default)"
-    )
-    parser.add_argument(
-        "--catchup-window", metavar="DURATION", help="missed times older than this never fire (default 60s)"
-    )
-    parser.add_argument("--max-catchup", type=int, metavar="N", help="fire-all fires at most N missed times")
-    parser.add_argument(
-        "--overlap",
-        metavar="POLICY",
-        help="a fire while the previous run is on: skip | buffer-one | buffer-all | cancel-other | "
-        "terminate-other | allow-all (default)",
-    )
+    "unchanged" when absent; `spec_changes` and `payload_from_args` read them. They are shown in help
+    groups (task, schedule, payload, run policy, retries, notifications, placement, retention); the old
+    spellings of issue 19's naming scheme stay as deprecated aliases (`_argnames.add_alias`)."""
+    task = parser.add_argument_group("task")
+    task.add_argument("--name", required=not update, help="task name")
     tag_help = "set a tag (repeatable)" if update else "a tag (repeatable)"
-    parser.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help=tag_help)
+    task.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        type=_argnames.key_value("--tag"),
+        metavar=_argnames.KEY_VALUE,
+        help=tag_help,
+    )
     if update:
-        parser.add_argument(
-            "--remove-tag", action="append", default=[], metavar="KEY", help="remove a tag (repeatable)"
+        _clear(
+            task,
+            "--clear-tag",
+            dest="remove_tag",
+            text="remove a tag (repeatable)",
+            old="--remove-tag",
+            key=True,
         )
-    parser.add_argument("--shell", action="store_true", help="run the one argument after -- with /bin/sh -c")
+    _common.add_schedule_arguments(parser, required=not update)
     _payload_arguments(parser)
-    _policy_arguments(parser, update=update)
+    _run_policy_arguments(parser)
+    _retry_arguments(parser, update=update)
+    _notify_arguments(parser, update=update)
+    _placement_arguments(parser, update=update)
+    _retention_arguments(parser, update=update)
     parser.add_argument("--request-id", default=None, help=argparse.SUPPRESS)
     parser.add_argument("argv", nargs="*", help=argparse.SUPPRESS)
 
 
+def _clear(group: Any, flag: str, *, dest: str, text: str, old: str, key: bool = False) -> None:
+    """A `--clear-X` flag, with its old spelling kept as a deprecated alias: with `key`, a repeatable
+    `--clear-X KEY` removing one key of a map; else one that drops a whole setting."""
+    if key:
+        action = group.add_argument(flag, dest=dest, action="append", default=[], metavar="KEY", help=text)
+    else:
+        action = group.add_argument(flag, dest=dest, action="store_true", help=text)
+    _argnames.add_alias(group, old, action)
+
+
 def _payload_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("HTTP and handler payloads (instead of -- ARGV)")
+    group = parser.add_argument_group(f"payload (exactly one: {PAYLOAD_FLAGS})")
+    group.add_argument("--shell", action="store_true", help="run the one argument after -- with /bin/sh -c")
     group.add_argument("--http-url", metavar="URL", help="payload: an HTTP request to URL (http/https)")
     group.add_argument("--http-method", metavar="METHOD", help="HTTP method (default GET)")
     group.add_argument(
         "--http-header",
         action="append",
         default=[],
-        metavar="KEY:VALUE",
-        help="a request header (repeatable)",
+        type=_argnames.key_value("--http-header", "=:"),
+        metavar=_argnames.KEY_VALUE,
+        help="a request header (repeatable; KEY:VALUE also accepted)",
     )
     group.add_argument("--http-body", metavar="TEXT|@FILE", help="request body; @FILE reads a file, @- stdin")
     group.add_argument(
@@ -111,54 +123,35 @@ def _payload_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _policy_arguments(parser: argparse.ArgumentParser, *, update: bool) -> None:
-    group = parser.add_argument_group("retries, notifications, routing")
-    group.add_argument("--retry-initial", metavar="DURATION", help="first retry backoff (default 1s)")
-    group.add_argument("--retry-multiplier", type=float, metavar="X", help="backoff multiplier (default 2.0)")
-    group.add_argument("--retry-max", metavar="DURATION", help="backoff cap (default 5m)")
+def _run_policy_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("run policy")
+    timeout = group.add_argument(
+        "--exec-timeout", dest="task_timeout", metavar="DURATION", help="execution timeout of one attempt"
+    )
+    # `--timeout` after `task create`/`update` always meant the execution timeout: kept so.
+    _argnames.add_alias(group, "--timeout", timeout)
+    group.add_argument("--guarantee", help="at-least-once (default) | exactly-once | at-most-once")
+    group.add_argument("--priority", help="high | medium (default) | low")
     group.add_argument(
-        "--retry-on-exit",
-        action="append",
-        default=[],
-        metavar="CODES",
-        help="retry only these exit codes (repeatable, or 1,2)",
+        "--misfire", metavar="POLICY", help="missed times: skip | fire-once | fire-all (default)"
     )
     group.add_argument(
-        "--no-retry-on-exit",
-        action="append",
-        default=[],
-        metavar="CODES",
-        help="never retry these exit codes (repeatable, or 2,64)",
+        "--catchup-window", metavar="DURATION", help="missed times older than this never fire (default 60s)"
     )
+    group.add_argument("--max-catchup", type=int, metavar="N", help="fire-all fires at most N missed times")
     group.add_argument(
-        "--retry-on-timeout",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="whether a timed-out attempt is retried (default yes)",
-    )
-    group.add_argument(
-        "--notify-webhook",
-        action="append",
-        default=[],
-        metavar="URL[,events=E+E]",
-        help="POST a JSON notification to URL (repeatable); events: failure, timeout, dead-letter, missed",
-    )
-    group.add_argument(
-        "--notify-command",
-        action="append",
-        default=[],
-        metavar="'ARGV...'[,events=E+E]",
-        help="run ARGV (shell-quoted words, no shell) with the JSON notification on stdin (repeatable)",
-    )
-    group.add_argument(
-        "--worker-label",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a label the worker must carry (repeatable)",
+        "--overlap",
+        metavar="POLICY",
+        help="a fire while the previous run is on: skip | buffer-one | buffer-all | cancel-other | "
+        "terminate-other | allow-all (default)",
     )
     group.add_argument(
         "--max-concurrency", type=int, metavar="N", help="at most N executions leased at once (0: no limit)"
+    )
+    group.add_argument(
+        "--start-deadline",
+        metavar="DURATION",
+        help="an execution not started this long after its fire ends `expired` (0: none)",
     )
     group.add_argument(
         "--depends-on",
@@ -181,11 +174,86 @@ def _policy_arguments(parser: argparse.ArgumentParser, *, update: bool) -> None:
     group.add_argument(
         "--sensor-timeout", metavar="DURATION", help="give up (the run fails) after this (default 1h)"
     )
-    group.add_argument(
-        "--start-deadline",
-        metavar="DURATION",
-        help="an execution not started this long after its fire ends `expired` (0: none)",
+
+
+def _retry_arguments(parser: argparse.ArgumentParser, *, update: bool) -> None:
+    group = parser.add_argument_group("retries")
+    attempts = group.add_argument(
+        "--retry-attempts", dest="max_attempts", type=int, metavar="N", help="attempts per execution"
     )
+    _argnames.add_alias(group, "--max-attempts", attempts)
+    group.add_argument("--retry-initial", metavar="DURATION", help="first retry backoff (default 1s)")
+    group.add_argument("--retry-multiplier", type=float, metavar="X", help="backoff multiplier (default 2.0)")
+    cap = group.add_argument(
+        "--retry-max-backoff", dest="retry_max", metavar="DURATION", help="backoff cap (default 5m)"
+    )
+    _argnames.add_alias(group, "--retry-max", cap)
+    group.add_argument(
+        "--retry-on-exit",
+        action="append",
+        default=[],
+        metavar="CODES",
+        help="retry only these exit codes (repeatable, or 1,2)",
+    )
+    never = group.add_argument(
+        "--retry-never-on-exit",
+        dest="no_retry_on_exit",
+        action="append",
+        default=[],
+        metavar="CODES",
+        help="never retry these exit codes (repeatable, or 2,64)",
+    )
+    _argnames.add_alias(group, "--no-retry-on-exit", never)
+    group.add_argument(
+        "--retry-on-timeout",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="whether a timed-out attempt is retried (default yes)",
+    )
+    if update:
+        text = "drop the retry policy (the cluster default applies)"
+        _clear(group, "--clear-retry", dest="reset_retry", text=text, old="--reset-retry")
+
+
+def _notify_arguments(parser: argparse.ArgumentParser, *, update: bool) -> None:
+    group = parser.add_argument_group("notifications")
+    group.add_argument(
+        "--notify-webhook",
+        action="append",
+        default=[],
+        metavar="URL[,events=E+E]",
+        help="POST a JSON notification to URL (repeatable); events: failure, timeout, dead-letter, missed",
+    )
+    group.add_argument(
+        "--notify-command",
+        action="append",
+        default=[],
+        metavar="'ARGV...'[,events=E+E]",
+        help="run ARGV (shell-quoted words, no shell) with the JSON notification on stdin (repeatable)",
+    )
+    if update:
+        text = "remove every notification target"
+        _clear(group, "--clear-notify", dest="no_notify", text=text, old="--no-notify")
+
+
+def _placement_arguments(parser: argparse.ArgumentParser, *, update: bool) -> None:
+    group = parser.add_argument_group("placement")
+    group.add_argument("--queue", help="worker queue (default: default)")
+    group.add_argument(
+        "--worker-label",
+        action="append",
+        default=[],
+        type=_argnames.key_value("--worker-label"),
+        metavar=_argnames.KEY_VALUE,
+        help="a label the worker must carry (schedworker --worker-label; repeatable)",
+    )
+    if update:
+        text = "remove a worker label (repeatable)"
+        old = "--remove-worker-label"
+        _clear(group, "--clear-worker-label", dest="remove_worker_label", text=text, old=old, key=True)
+
+
+def _retention_arguments(parser: argparse.ArgumentParser, *, update: bool) -> None:
     kept = parser.add_argument_group("retention (docs/operations.md; default: the cluster's [retention])")
     kept.add_argument(
         "--keep-executions",
@@ -204,16 +272,8 @@ def _policy_arguments(parser: argparse.ArgumentParser, *, update: bool) -> None:
         help="delete the task itself this long after it completed or was cancelled",
     )
     if update:
-        kept.add_argument(
-            "--reset-retention", action="store_true", help="drop the task's own retention (cluster defaults)"
-        )
-        group.add_argument(
-            "--reset-retry", action="store_true", help="drop the retry policy (the cluster default applies)"
-        )
-        group.add_argument("--no-notify", action="store_true", help="remove every notification target")
-        group.add_argument(
-            "--remove-worker-label", action="append", default=[], metavar="KEY", help="remove a worker label"
-        )
+        text = "drop the task's own retention (the cluster's defaults apply)"
+        _clear(kept, "--clear-retention", dest="reset_retention", text=text, old="--reset-retention")
 
 
 # -------------------------------------------------------------------------------------------- helpers
@@ -226,7 +286,7 @@ def parse_pairs(pairs: Iterable[str], flag: str) -> dict[str, str]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise InvalidArgument(flag, f"expected KEY=VALUE, got {pair!r}")
-        out[key] = value
+        out[key] = value  # not stripped: a tag value is stored as typed
     return out
 
 
@@ -310,10 +370,10 @@ def _http_payload(args: argparse.Namespace, base: common_pb2.Payload | None) -> 
     old = base.http if base is not None else common_pb2.HttpPayload()
     headers = dict(old.headers)
     for header in args.http_header:
-        key, sep, value = header.partition(":")
-        if not sep or not key.strip():
-            raise InvalidArgument("--http-header", f"expected KEY:VALUE, got {header!r}")
-        headers[key.strip()] = value.strip()
+        pair = _argnames.split_pair(header, "=:")  # KEY=VALUE as every flag, or KEY:VALUE as HTTP
+        if pair is None:
+            raise InvalidArgument("--http-header", f"expected KEY=VALUE or KEY:VALUE, got {header!r}")
+        headers[pair[0]] = pair[1]
     body: bytes = old.body if args.http_body is None else _read_body(args.http_body)
     expected = (
         parse_codes(args.http_expect, "--http-expect", 100, 599)
@@ -374,13 +434,13 @@ def spec_changes(args: argparse.Namespace, base: common_pb2.TaskSpec | None = No
     if args.queue is not None:
         changes["queue"] = args.queue
     if args.task_timeout is not None:
-        changes["timeout_ms"] = _common.parse_duration(args.task_timeout, "--timeout")
+        changes["timeout_ms"] = _common.parse_duration(args.task_timeout, "--exec-timeout")
     if args.guarantee is not None:
         changes["guarantee"] = _common.parse_guarantee(args.guarantee, "--guarantee")
     if args.priority is not None:
         changes["priority"] = _common.parse_priority(args.priority, "--priority")
     if args.max_attempts is not None:
-        changes["max_attempts"] = non_negative(args.max_attempts, "--max-attempts")
+        changes["max_attempts"] = non_negative(args.max_attempts, "--retry-attempts")
     if args.misfire is not None:
         changes["misfire"] = _common.parse_misfire(args.misfire, "--misfire")
     if args.catchup_window is not None:
@@ -446,7 +506,7 @@ def _retention_change(
     if getattr(args, "reset_retention", False):
         if flags:
             raise UsageError(
-                f"--reset-retention drops the task's retention: do not combine it with {flags[0]}"
+                f"--clear-retention drops the task's retention: do not combine it with {flags[0]}"
             )
         changes["retention"] = None
         return
@@ -491,7 +551,7 @@ def _retry_change(
     ]
     if getattr(args, "reset_retry", False):
         if given:
-            raise UsageError(f"--reset-retry drops the retry policy: do not combine it with {given[0]}")
+            raise UsageError(f"--clear-retry drops the retry policy: do not combine it with {given[0]}")
         changes["retry"] = None
         return
     if not given:
@@ -503,7 +563,7 @@ def _retry_change(
         else old.initial_backoff_ms or 1000
     )
     maximum = (
-        _common.parse_duration(args.retry_max, "--retry-max")
+        _common.parse_duration(args.retry_max, "--retry-max-backoff")
         if args.retry_max is not None
         else old.max_backoff_ms or 300_000
     )
@@ -513,7 +573,7 @@ def _retry_change(
         else list(old.retryable_exit_codes)
     )
     no = (
-        parse_codes(args.no_retry_on_exit, "--no-retry-on-exit", 0, 255)
+        parse_codes(args.no_retry_on_exit, "--retry-never-on-exit", 0, 255)
         if args.no_retry_on_exit
         else list(old.non_retryable_exit_codes)
     )
@@ -561,6 +621,8 @@ def _notify_change(args: argparse.Namespace, changes: dict[str, Any]) -> None:
             raise InvalidArgument("--notify-command", exc.problem) from None
     no_notify = getattr(args, "no_notify", False)
     if no_notify and targets:
-        raise UsageError("--no-notify removes every notification target: do not combine it with --notify-*")
+        raise UsageError(
+            "--clear-notify removes every notification target: do not combine it with --notify-*"
+        )
     if targets or no_notify:
         changes["notify"] = targets

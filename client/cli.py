@@ -20,9 +20,11 @@ from collections.abc import Callable, Iterator, Sequence
 from itertools import islice
 from typing import Any, NoReturn, TypeVar
 
-from cronraft.client import _common, _cron_text, _flags, _tables, import_cli, preview_cli
+from cronraft.client import _argnames, _common, _cron_text, _flags, _tables, import_cli, preview_cli
 from cronraft.client._flags import UsageError
+from cronraft.client._transport import add_transport_arguments, transport_from_args
 from cronraft.client.sdk import Client
+from cronraft.client.security_cli import add_security_commands
 from cronraft.errors import (
     CronraftError,
     DeadlineExceeded,
@@ -31,22 +33,40 @@ from cronraft.errors import (
     NotFound,
     NotLeader,
     OutcomeUnknown,
+    PermissionDenied,
+    Unauthenticated,
     Unavailable,
 )
 from cronraft.proto.v1 import common_pb2
 
-__all__ = ["EXIT_OK", "EXIT_SERVER", "EXIT_UNAVAILABLE", "EXIT_USAGE", "UsageError", "build_parser", "main"]
+__all__ = [
+    "EXIT_AUTH",
+    "EXIT_OK",
+    "EXIT_SERVER",
+    "EXIT_UNAVAILABLE",
+    "EXIT_USAGE",
+    "UsageError",
+    "build_parser",
+    "main",
+    "parse_args",
+]
 
 EXIT_OK = 0
 EXIT_SERVER = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
+EXIT_AUTH = 4  # UNAUTHENTICATED or PERMISSION_DENIED (docs/security.md)
 
 _T = TypeVar("_T")
 
 
 class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser that raises instead of printing and exiting, so that `main` owns the output."""
+    """An ArgumentParser that raises instead of printing and exiting, so that `main` owns the output;
+    its help wraps paragraphs but keeps the Examples as written (`_argnames.HelpFormatter`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _argnames.HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message}\n{self.format_usage().rstrip()}")
@@ -56,6 +76,8 @@ def exit_code_for(error: CronraftError) -> int:
     """The exit code of an error of the SDK."""
     if isinstance(error, InvalidArgument):
         return EXIT_USAGE
+    if isinstance(error, Unauthenticated | PermissionDenied):
+        return EXIT_AUTH
     if isinstance(error, Unavailable | DeadlineExceeded | OutcomeUnknown | NotLeader):
         return EXIT_UNAVAILABLE
     return EXIT_SERVER
@@ -63,20 +85,55 @@ def exit_code_for(error: CronraftError) -> int:
 
 # ---------------------------------------------------------------------------------------------- parser
 
+GLOBAL_OPTIONS_TITLE = "global options (also accepted before the command)"
+_SERVER_HELP = f"servers to contact (default: $CRONRAFT_SERVER, else {_common.DEFAULT_SERVER})"
+_RPC_TIMEOUT_HELP = "bound on each command's calls, retries included (e.g. 10s; a bare number is seconds)"
 
-def _common_options(with_timeout: bool) -> _Parser:
-    # Repeated on every sub-command (default SUPPRESS: the top-level value stands unless given again), so
-    # that `schedctl task list --output json` works as well as `schedctl --output json task list`.
-    parent = _Parser(add_help=False)
-    parent.add_argument("--server", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    parent.add_argument(
-        "--output", "-o", choices=["table", "json"], default=argparse.SUPPRESS, help=argparse.SUPPRESS
+
+def _add_global_options(parser: argparse.ArgumentParser, *, subcommand: bool, timeout_alias: bool) -> None:
+    """--server, --output and --rpc-timeout (old spelling --timeout), on the top-level parser with their
+    defaults, and repeated on every subcommand with SUPPRESS defaults: the top-level value stands unless
+    given again, so `schedctl task list -o json` works as well as `schedctl -o json task list`. On
+    `task create`/`update`, `--timeout` keeps its old meaning there, the execution timeout
+    (`timeout_alias=False`)."""
+    group = parser.add_argument_group(GLOBAL_OPTIONS_TITLE) if subcommand else parser
+    default: Callable[[Any], Any] = (lambda _value: argparse.SUPPRESS) if subcommand else (lambda v: v)
+    added = [
+        group.add_argument(
+            "--server", default=default(None), metavar="HOST:PORT[,HOST:PORT...]", help=_SERVER_HELP
+        ),
+        group.add_argument(
+            "--output", "-o", choices=["table", "json"], default=default("table"), help="output format"
+        ),
+    ]
+    rpc_timeout = group.add_argument(
+        "--rpc-timeout", default=default("10s"), metavar="DURATION", help=_RPC_TIMEOUT_HELP
     )
-    if with_timeout:
-        parent.add_argument(
-            "--timeout", dest="rpc_timeout", default=argparse.SUPPRESS, help=argparse.SUPPRESS
-        )
+    added.append(rpc_timeout)
+    added += add_transport_arguments(group, suppress=subcommand)  # --tls-ca, --tls-cert, --tls-key, --token
+    if timeout_alias:
+        added.append(_argnames.add_alias(group, "--timeout", rpc_timeout))
+    if subcommand:
+        for action in added:
+            _argnames.mark_global(action)
+
+
+def _global_parent(*, timeout_alias: bool = True) -> _Parser:
+    parent = _Parser(add_help=False)
+    _add_global_options(parent, subcommand=True, timeout_alias=timeout_alias)
     return parent
+
+
+def _examples(*lines: str) -> str:
+    """An epilog: the Examples section of a command's help (tests/unit/test_documented_commands.py
+    parses every line of it)."""
+    return "Examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+_CREATE_USAGE = (
+    "schedctl task create --name NAME (--cron EXPR | --at WHEN | --every DURATION | --delay DURATION)\n"
+    "       [options] (-- ARGV... | --shell -- SCRIPT | --http-url URL | --handler NAME)"
+)
 
 
 def build_parser() -> _Parser:
@@ -84,40 +141,51 @@ def build_parser() -> _Parser:
     parser = _Parser(
         prog="schedctl",
         description="Manage tasks of a Cronraft cluster.",
-        epilog="Exit codes: 0 ok, 1 server-side error, 2 usage or invalid argument, 3 cluster unavailable.",
+        epilog="Exit codes: 0 ok, 1 server-side error, 2 usage or invalid argument, 3 cluster unavailable, "
+        "4 not authenticated or not allowed.",
     )
-    parser.add_argument(
-        "--server",
-        default=None,
-        metavar="HOST:PORT[,HOST:PORT...]",
-        help=f"servers to contact (default: $CRONRAFT_SERVER, else {_common.DEFAULT_SERVER})",
-    )
-    parser.add_argument("--output", "-o", choices=["table", "json"], default="table", help="output format")
-    parser.add_argument(
-        "--timeout",
-        dest="rpc_timeout",
-        default="10s",
-        metavar="DURATION",
-        help="bound on each command's calls, retries included (e.g. 10s; a bare number is seconds)",
-    )
-    opts = _common_options(with_timeout=True)
-    create_opts = _common_options(with_timeout=False)
+    _add_global_options(parser, subcommand=False, timeout_alias=True)
+    opts = _global_parent()
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
     task = commands.add_parser("task", help="create, change, inspect and cancel tasks")
     task_commands = task.add_subparsers(dest="task_command", metavar="SUBCOMMAND", required=True)
+    _task_write_parsers(task_commands)
+    _task_read_parsers(task_commands, opts)
+    _task_bulk_parsers(task_commands, opts)
+    _task_fire_parsers(task_commands, opts)
+    import_cli.add_import_parser(task_commands, opts).set_defaults(handler=import_cli.run_import)
+    _calendar_parsers(commands, opts)
+    _execution_parsers(commands, opts)
+    _dlq_parser(commands, opts)
+    preview_cli.add_preview_parser(commands)  # `schedule preview`: offline, owned by preview_cli
+    cluster = commands.add_parser("cluster", help="cluster introspection")
+    cluster_commands = cluster.add_subparsers(dest="cluster_command", metavar="SUBCOMMAND", required=True)
+    status = cluster_commands.add_parser("status", parents=[opts], help="show the cluster's status")
+    status.set_defaults(handler=_cluster_status)
+    add_security_commands(commands, [opts])  # tls init, token create (offline)
+    return parser
 
+
+def _task_write_parsers(task_commands: Any) -> None:
+    # `--timeout` after create/update is the execution timeout (its old meaning): no RPC alias here.
+    create_opts = _global_parent(timeout_alias=False)
     create = task_commands.add_parser(
         "create",
         parents=[create_opts],
         help="create a task",
-        usage="schedctl task create --name NAME (--cron EXPR [--tz ZONE] | --at WHEN | --every DURATION "
-        "[--anchor WHEN] | --delay DURATION [--stop-on-failure]) [options] "
-        "(-- ARGV... | --shell -- SCRIPT | --http-url URL [http options] "
-        "| --handler NAME [--handler-args JSON])",
+        usage=_CREATE_USAGE,
         description="Create a task. The payload is exactly one of: after `--`, the command's argv (run "
         "without a shell), or with --shell one shell string run by /bin/sh -c; --http-url (an HTTP "
-        "request); --handler (a function registered in the worker).",
+        "request); --handler (a function registered in the worker). The schedule is printed back in "
+        "words on stderr before the task is stored.",
+        epilog=_examples(
+            'schedctl task create --name hello --cron "0 9 * * MON-FRI" --tz Europe/Paris -- echo hello',
+            "schedctl task create --name once --at +10m -- /usr/local/bin/report",
+            "schedctl task create --name tick --every 5m --exec-timeout 1m --retry-attempts 3 -- ./poll.sh",
+            "schedctl task create --name nightly --cron '0 2 * * *' --shell -- 'make report | mail ops'",
+            "schedctl task create --name ping --every 1m --http-url https://example.com/health \\",
+            "    --http-header 'Authorization=Bearer xyz' --http-expect 200",
+        ),
     )
     _flags.add_spec_arguments(create, update=False)
     create.set_defaults(handler=_task_create)
@@ -126,28 +194,93 @@ def build_parser() -> _Parser:
         "update",
         parents=[create_opts],
         help="change a task (only the given flags change)",
-        usage="schedctl task update ID [any flag of task create] [-- ARGV...]",
+        usage="schedctl task update ID [any flag of task create] [--clear-X ...] [-- ARGV...]",
         description="Read the task, change what the flags say, and update it if nobody changed it "
         "meanwhile. A schedule kind flag replaces the schedule's kind (the window, jitter, DST and calendar "
         "settings stay unless given); --tz alone changes the zone of a cron task. `--` ARGV replaces the "
         "payload (so do --http-url and --handler; the http and handler options alone change the current "
-        "http or handler payload). Effective from the next nominal time: never retroactive.",
+        "http or handler payload). The --clear-X flags remove a setting. Effective from the next nominal "
+        "time: never retroactive.",
+        epilog=_examples(
+            "schedctl task update t0001 --tz Asia/Tokyo --jitter 30s",
+            "schedctl task update t0001 --tag team=data --clear-tag owner --clear-end-at",
+            "schedctl task update t0001 --retry-attempts 5 --retry-max-backoff 10m",
+            "schedctl task update t0001 --clear-retry --clear-notify -- /usr/local/bin/etl --v2",
+        ),
     )
     update.add_argument("task_id", metavar="ID")
     _flags.add_spec_arguments(update, update=True)
     update.set_defaults(handler=_task_update)
 
-    get = task_commands.add_parser("get", parents=[opts], help="show a task")
+
+def _task_read_parsers(task_commands: Any, opts: _Parser) -> None:
+    get = task_commands.add_parser(
+        "get", parents=[opts], help="show a task", epilog=_examples("schedctl task get t0001 -o json")
+    )
     get.add_argument("task_id", metavar="ID")
     get.set_defaults(handler=_task_get)
 
-    lst = task_commands.add_parser("list", parents=[opts], help="list tasks")
+    lst = task_commands.add_parser(
+        "list",
+        parents=[opts],
+        help="list tasks",
+        epilog=_examples(
+            "schedctl task list --tag team=ops --state scheduled",
+            "schedctl task list --name-prefix nightly- --limit 20 -o json",
+        ),
+    )
     lst.add_argument("--state", help="scheduled | paused | completed | cancelled")
-    lst.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="filter (repeatable)")
+    _tag_filter(lst)
     lst.add_argument("--name-prefix", default="", metavar="P", help="filter on the name's start")
     lst.add_argument("--limit", type=int, default=None, metavar="N", help="show at most N tasks")
     lst.set_defaults(handler=_task_list)
 
+    explain = task_commands.add_parser(
+        "explain",
+        parents=[opts],
+        help="why did (or didn't) a task run: its fire ledger",
+        epilog=_examples(
+            "schedctl task explain t0001",
+            "schedctl task explain t0001 --from 2025-06-01T00:00:00Z --to 2025-06-02T00:00:00Z --limit 50",
+        ),
+    )
+    explain.add_argument("task_id", metavar="ID")
+    explain.add_argument(
+        "--from", dest="from_", metavar="WHEN", help="first nominal time (default: oldest kept)"
+    )
+    explain.add_argument("--to", metavar="WHEN", help="last nominal time (default: now)")
+    explain.add_argument(
+        "--limit", type=int, default=100, metavar="N", help="at most N records (default 100)"
+    )
+    explain.set_defaults(handler=_task_explain)
+
+    preview = task_commands.add_parser(
+        "preview",
+        parents=[opts],
+        help="the next fires of a stored task",
+        epilog=_examples("schedctl task preview t0001 --limit 5", "schedctl task preview t0001 --from +1d"),
+    )
+    preview.add_argument("task_id", metavar="ID")
+    preview.add_argument("--from", dest="from_", metavar="WHEN", help="start instant (default: now)")
+    count = preview.add_argument(
+        "--limit", type=int, default=10, metavar="N", help="how many fires (default 10)"
+    )
+    _argnames.add_alias(preview, "--count", count)
+    preview.set_defaults(handler=_task_preview)
+
+
+def _tag_filter(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        type=_argnames.key_value("--tag"),
+        metavar=_argnames.KEY_VALUE,
+        help="filter (repeatable; all must match)",
+    )
+
+
+def _task_bulk_parsers(task_commands: Any, opts: _Parser) -> None:
     cancel = task_commands.add_parser(
         "cancel",
         parents=[opts],
@@ -157,9 +290,10 @@ def build_parser() -> _Parser:
         description="Cancel tasks by id, or every task matching the filters (all must match; tasks "
         "already cancelled are left alone). By filter, the command lists the tasks, asks for confirmation "
         "on a terminal (or needs --yes), then cancels them one by one: it is not atomic.",
+        epilog=_examples("schedctl task cancel t0001 t0002", "schedctl task cancel --tag team=legacy --yes"),
     )
     cancel.add_argument("task_ids", nargs="*", metavar="ID")
-    cancel.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="filter (repeatable)")
+    _tag_filter(cancel)
     cancel.add_argument("--name-prefix", default="", metavar="P", help="filter on the name's start")
     cancel.add_argument("--state", help="filter: scheduled | paused | completed")
     cancel.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
@@ -176,9 +310,13 @@ def build_parser() -> _Parser:
         "(or needs --yes). By filter, it lists the matching tasks, then deletes them one by one: it is not "
         "atomic. A task with a running execution is refused, naming the execution, unless --force: running "
         "executions are then terminated (their workers are told to stop) and deleted too.",
+        epilog=_examples(
+            "schedctl task delete t0001 --yes",
+            "schedctl task delete --state cancelled --tag team=legacy --yes",
+        ),
     )
     delete.add_argument("task_ids", nargs="*", metavar="ID")
-    delete.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="filter (repeatable)")
+    _tag_filter(delete)
     delete.add_argument("--name-prefix", default="", metavar="P", help="filter on the name's start")
     delete.add_argument("--state", help="filter: scheduled | paused | completed | cancelled")
     delete.add_argument(
@@ -187,12 +325,24 @@ def build_parser() -> _Parser:
     delete.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     delete.set_defaults(handler=_task_delete)
 
-    pause = task_commands.add_parser("pause", parents=[opts], help="pause a task (no fire until resumed)")
+
+def _task_fire_parsers(task_commands: Any, opts: _Parser) -> None:
+    pause = task_commands.add_parser(
+        "pause",
+        parents=[opts],
+        help="pause a task (no fire until resumed)",
+        epilog=_examples('schedctl task pause t0001 --note "db migration until Friday"'),
+    )
     pause.add_argument("task_id", metavar="ID")
     pause.add_argument("--note", default="", metavar="TEXT", help="why it is paused (shown by get/explain)")
     pause.set_defaults(handler=_task_pause)
 
-    resume = task_commands.add_parser("resume", parents=[opts], help="resume a paused task")
+    resume = task_commands.add_parser(
+        "resume",
+        parents=[opts],
+        help="resume a paused task",
+        epilog=_examples("schedctl task resume t0001", "schedctl task resume t0001 --replay-missed"),
+    )
     resume.add_argument("task_id", metavar="ID")
     resume.add_argument(
         "--replay-missed",
@@ -201,42 +351,31 @@ def build_parser() -> _Parser:
     )
     resume.set_defaults(handler=_task_resume)
 
-    trigger = task_commands.add_parser("trigger", parents=[opts], help="fire a task now")
+    trigger = task_commands.add_parser(
+        "trigger", parents=[opts], help="fire a task now", epilog=_examples("schedctl task trigger t0001")
+    )
     trigger.add_argument("task_id", metavar="ID")
     trigger.set_defaults(handler=_task_trigger)
 
     backfill = task_commands.add_parser(
-        "backfill", parents=[opts], help="fire the nominal times of a past time range now"
+        "backfill",
+        parents=[opts],
+        help="fire the nominal times of a past time range now",
+        epilog=_examples(
+            "schedctl task backfill t0001 --from 2025-06-01T00:00:00Z --to 2025-06-02T00:00:00Z --limit 24"
+        ),
     )
     backfill.add_argument("task_id", metavar="ID")
     backfill.add_argument("--from", dest="from_", required=True, metavar="WHEN", help="first instant")
     backfill.add_argument("--to", required=True, metavar="WHEN", help="last instant (inclusive)")
-    backfill.add_argument(
-        "--max", type=int, default=0, metavar="N", help="fire at most N times (default 100, at most 1000)"
+    cap = backfill.add_argument(
+        "--limit", type=int, default=0, metavar="N", help="fire at most N times (default 100, at most 1000)"
     )
+    _argnames.add_alias(backfill, "--max", cap)
     backfill.set_defaults(handler=_task_backfill)
 
-    explain = task_commands.add_parser(
-        "explain", parents=[opts], help="why did (or didn't) a task run: its fire ledger"
-    )
-    explain.add_argument("task_id", metavar="ID")
-    explain.add_argument(
-        "--from", dest="from_", metavar="WHEN", help="first nominal time (default: oldest kept)"
-    )
-    explain.add_argument("--to", metavar="WHEN", help="last nominal time (default: now)")
-    explain.add_argument(
-        "--limit", type=int, default=100, metavar="N", help="at most N records (default 100)"
-    )
-    explain.set_defaults(handler=_task_explain)
 
-    preview = task_commands.add_parser("preview", parents=[opts], help="the next fires of a stored task")
-    preview.add_argument("task_id", metavar="ID")
-    preview.add_argument("--from", dest="from_", metavar="WHEN", help="start instant (default: now)")
-    preview.add_argument("--count", type=int, default=10, metavar="N", help="how many fires (default 10)")
-    preview.set_defaults(handler=_task_preview)
-
-    import_cli.add_import_parser(task_commands, opts).set_defaults(handler=import_cli.run_import)
-
+def _calendar_parsers(commands: Any, opts: _Parser) -> None:
     calendar = commands.add_parser("calendar", help="put, get, list, delete calendars")
     calendar_commands = calendar.add_subparsers(dest="calendar_command", metavar="SUBCOMMAND", required=True)
     put = calendar_commands.add_parser(
@@ -244,9 +383,14 @@ def build_parser() -> _Parser:
         parents=[opts],
         help="create or replace a calendar",
         usage="schedctl calendar put NAME [--tz ZONE] [--description TEXT] [rule flags...] "
-        "[--include NAME]... | schedctl calendar put NAME --file CAL.json",
+        "[--include NAME]...\n       schedctl calendar put NAME --file CAL.json",
         description="Create or replace the calendar NAME. Its excluded times are the union of its rules and "
         "of the calendars it includes. Dates and times of day are read in --tz (default UTC).",
+        epilog=_examples(
+            "schedctl calendar put fr-business --tz Europe/Paris --holidays FR --weekdays 6,7",
+            "schedctl calendar put night --time-of-day 22:00-06:00 --include fr-business",
+            "schedctl calendar put fr-business --file fr-business.json",
+        ),
     )
     put.add_argument("name", metavar="NAME")
     put.add_argument(
@@ -284,16 +428,30 @@ def build_parser() -> _Parser:
         "--include", action="append", default=[], metavar="NAME", help="also exclude what NAME excludes"
     )
     put.set_defaults(handler=_calendar_put)
-    cal_get = calendar_commands.add_parser("get", parents=[opts], help="show a calendar")
+    cal_get = calendar_commands.add_parser(
+        "get", parents=[opts], help="show a calendar", epilog=_examples("schedctl calendar get fr-business")
+    )
     cal_get.add_argument("name", metavar="NAME")
     cal_get.set_defaults(handler=_calendar_get)
     cal_list = calendar_commands.add_parser("list", parents=[opts], help="list calendars")
     cal_list.set_defaults(handler=_calendar_list)
-    cal_delete = calendar_commands.add_parser("delete", parents=[opts], help="delete a calendar")
+    cal_delete = calendar_commands.add_parser(
+        "delete",
+        parents=[opts],
+        help="delete a calendar",
+        epilog=_examples("schedctl calendar delete fr-business"),
+    )
     cal_delete.add_argument("name", metavar="NAME")
     cal_delete.set_defaults(handler=_calendar_delete)
 
-    executions = commands.add_parser("executions", parents=[opts], help="list the executions of a task")
+
+def _execution_parsers(commands: Any, opts: _Parser) -> None:
+    executions = commands.add_parser(
+        "executions",
+        parents=[opts],
+        help="list the executions of a task",
+        epilog=_examples("schedctl executions t0001", "schedctl executions t0001 --state failed --limit 5"),
+    )
     executions.add_argument("task_id", metavar="TASK_ID")
     executions.add_argument(
         "--state", help="pending | buffered | running | succeeded | failed | timed-out | cancelled | lost"
@@ -301,21 +459,40 @@ def build_parser() -> _Parser:
     executions.add_argument("--limit", type=int, default=None, metavar="N", help="show at most N executions")
     executions.set_defaults(handler=_executions)
 
-    execution = commands.add_parser("execution", help="show an execution")
+    execution = commands.add_parser("execution", help="show or cancel an execution")
     execution_commands = execution.add_subparsers(
         dest="execution_command", metavar="SUBCOMMAND", required=True
     )
     execution_get = execution_commands.add_parser(
-        "get", parents=[opts], help="show an execution and its output"
+        "get",
+        parents=[opts],
+        help="show an execution and its output",
+        epilog=_examples("schedctl execution get e42"),
     )
     execution_get.add_argument("execution_id", metavar="ID")
     execution_get.set_defaults(handler=_execution_get)
-    execution_cancel = execution_commands.add_parser("cancel", parents=[opts], help="cancel executions")
+    execution_cancel = execution_commands.add_parser(
+        "cancel",
+        parents=[opts],
+        help="cancel executions",
+        epilog=_examples('schedctl execution cancel e42 e43 --reason "bad input file"'),
+    )
     execution_cancel.add_argument("execution_ids", nargs="+", metavar="ID")
     execution_cancel.add_argument("--reason", default="", metavar="TEXT", help="recorded with the cancel")
     execution_cancel.set_defaults(handler=_execution_cancel)
 
-    logs = commands.add_parser("logs", parents=[opts], help="print an execution's full stdout and stderr")
+    logs = commands.add_parser(
+        "logs",
+        parents=[opts],
+        help="print an execution's full stdout and stderr (takes an execution id, not a task id)",
+        description="Print the output of one execution. It takes an EXECUTION id (e42), not a task id: "
+        "`schedctl executions TASK_ID` lists a task's executions with their ids.",
+        epilog=_examples(
+            "schedctl executions t0001 --limit 1     # the newest execution's id, e.g. e42",
+            "schedctl logs e42 -f",
+            "schedctl logs e42 --attempt 1 --stream stderr",
+        ),
+    )
     logs.add_argument("execution_id", metavar="EXECUTION_ID")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the attempt ends")
     logs.add_argument("--attempt", type=int, default=0, metavar="N", help="attempt number (default: latest)")
@@ -324,26 +501,21 @@ def build_parser() -> _Parser:
     )
     logs.set_defaults(handler=_logs)
 
-    _dlq_parser(commands, opts)
-
-    preview_cli.add_preview_parser(commands)  # `schedule preview`: offline, owned by preview_cli
-
-    cluster = commands.add_parser("cluster", help="cluster introspection")
-    cluster_commands = cluster.add_subparsers(dest="cluster_command", metavar="SUBCOMMAND", required=True)
-    status = cluster_commands.add_parser("status", parents=[opts], help="show the cluster's status")
-    status.set_defaults(handler=_cluster_status)
-    return parser
-
 
 def _dlq_parser(commands: Any, opts: _Parser) -> None:
     dlq = commands.add_parser("dlq", help="dead letters: list, show, redrive, purge")
     dlq_commands = dlq.add_subparsers(dest="dlq_command", metavar="SUBCOMMAND", required=True)
-    lst = dlq_commands.add_parser("list", parents=[opts], help="list dead letters")
+    lst = dlq_commands.add_parser(
+        "list", parents=[opts], help="list dead letters", epilog=_examples("schedctl dlq list --task t0001")
+    )
     lst.add_argument("--task", metavar="ID", help="only those of this task")
     lst.add_argument("--limit", type=int, default=None, metavar="N", help="show at most N dead letters")
     lst.set_defaults(handler=_dlq_list)
     show = dlq_commands.add_parser(
-        "show", parents=[opts], help="show a dead letter: reason, attempts, output tails"
+        "show",
+        parents=[opts],
+        help="show a dead letter: reason, attempts, output tails",
+        epilog=_examples("schedctl dlq show e42"),
     )
     show.add_argument("execution_id", metavar="EXECUTION_ID")
     show.set_defaults(handler=_dlq_show)
@@ -352,6 +524,7 @@ def _dlq_parser(commands: Any, opts: _Parser) -> None:
         parents=[opts],
         help="run dead letters again as new executions",
         usage="schedctl dlq redrive (EXECUTION_ID... | --task ID) [--limit N]",
+        epilog=_examples("schedctl dlq redrive e42 e43", "schedctl dlq redrive --task t0001 --limit 10"),
     )
     redrive.add_argument("execution_ids", nargs="*", metavar="EXECUTION_ID")
     redrive.add_argument("--task", metavar="ID", help="every dead letter of this task")
@@ -366,6 +539,9 @@ def _dlq_parser(commands: Any, opts: _Parser) -> None:
         usage="schedctl dlq purge (EXECUTION_ID... | --task ID) [--before WHEN] [--limit N] [--yes]",
         description="Delete dead letters for good. Asks for confirmation on a terminal unless --yes; "
         "without a terminal, --yes is required.",
+        epilog=_examples(
+            "schedctl dlq purge e42 --yes", "schedctl dlq purge --task t0001 --before=-30d --yes"
+        ),
     )
     purge.add_argument("execution_ids", nargs="*", metavar="EXECUTION_ID")
     purge.add_argument("--task", metavar="ID", help="the dead letters of this task")
@@ -380,26 +556,35 @@ def _dlq_parser(commands: Any, opts: _Parser) -> None:
 # ------------------------------------------------------------------------------------------------ main
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run schedctl with `argv` (default: sys.argv[1:]); returns the exit code."""
-    args_list = list(sys.argv[1:] if argv is None else argv)
-    # Everything after the first "--" is the payload of `task create`, never an option of schedctl.
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """schedctl's command line as `main` reads it (without running it): everything after the first
+    `--` is the payload of `task create`/`update`, never an option; `--every -5m` is the option's own
+    error, not argparse's. Raises UsageError (also for --help: SystemExit)."""
+    args_list = list(argv)
     after_dash: list[str] | None = None
     if "--" in args_list:
         i = args_list.index("--")
         args_list, after_dash = args_list[:i], args_list[i + 1 :]
-    args_list = _common.join_dash_values(args_list)  # `--every -5m`: the option's own error, not argparse's
+    args = build_parser().parse_args(_common.join_dash_values(args_list))
+    if after_dash is not None:
+        if args.handler not in (_task_create, _task_update):
+            raise UsageError("arguments after -- are only taken by `task create` and `task update`")
+        args.argv = [*args.argv, *after_dash]
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run schedctl with `argv` (default: sys.argv[1:]); returns the exit code."""
     try:
-        args = build_parser().parse_args(args_list)
-        if after_dash is not None:
-            if args.handler not in (_task_create, _task_update):
-                raise UsageError("arguments after -- are only taken by `task create` and `task update`")
-            args.argv = [*args.argv, *after_dash]
+        args = parse_args(sys.argv[1:] if argv is None else argv)
         if args.handler is preview_cli.run_preview:  # offline: no server, no Client
             code: int = preview_cli.run_preview(args)
             return code
+        if getattr(args, "offline", False):  # tls init, token create: files only, no Client
+            offline: int = args.handler(args)
+            return offline
         timeout_s = _rpc_timeout(args.rpc_timeout)
-        with Client(args.server, timeout_s=timeout_s) as client:
+        with Client(args.server, timeout_s=timeout_s, transport=transport_from_args(args)) as client:
             args.handler(client, args)
     except SystemExit as exc:  # --help, --version
         return exc.code if isinstance(exc.code, int) else EXIT_OK
@@ -424,9 +609,9 @@ def _rpc_timeout(text: str) -> float:
     try:
         seconds = float(text)
     except ValueError:
-        seconds = _common.parse_duration(text, "--timeout") / 1000
+        seconds = _common.parse_duration(text, "--rpc-timeout") / 1000
     if not seconds > 0:
-        raise InvalidArgument("--timeout", f"must be positive, got {text!r}")
+        raise InvalidArgument("--rpc-timeout", f"must be positive, got {text!r}")
     return seconds
 
 
@@ -474,7 +659,7 @@ def _task_update(client: Client, args: argparse.Namespace) -> None:
         changes["payload"] = payload
     tags = dict(task.spec.tags)
     tags.update(_flags.parse_pairs(args.tag, "--tag"))
-    for key in args.remove_tag:
+    for key in args.remove_tag:  # --clear-tag
         tags.pop(key, None)
     changes["tags"] = tags
     spec = _common.edit_spec(task.spec, changes)
@@ -514,7 +699,9 @@ def _task_backfill(client: Client, args: argparse.Namespace) -> None:
     assert from_ms is not None and to_ms is not None
     if to_ms < from_ms:
         raise InvalidArgument("--to", "must not be before --from")
-    executions = client.backfill_task(args.task_id, from_ms, to_ms, _flags.non_negative(args.max, "--max"))
+    executions = client.backfill_task(
+        args.task_id, from_ms, to_ms, _flags.non_negative(args.limit, "--limit")
+    )
     _emit(
         args, [_common.execution_to_json(e) for e in executions], lambda: _tables.execution_table(executions)
     )
@@ -528,9 +715,9 @@ def _task_explain(client: Client, args: argparse.Namespace) -> None:
 
 
 def _task_preview(client: Client, args: argparse.Namespace) -> None:
-    if args.count < 1:
-        raise InvalidArgument("--count", f"must be at least 1, got {args.count}")
-    fires = client.preview_task(args.task_id, _when(args.from_, "--from"), args.count)
+    if args.limit < 1:
+        raise InvalidArgument("--limit", f"must be at least 1, got {args.limit}")
+    fires = client.preview_task(args.task_id, _when(args.from_, "--from"), args.limit)
     _emit(args, [_common.preview_fire_to_json(f) for f in fires], lambda: _tables.preview_table(fires))
 
 

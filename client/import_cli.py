@@ -37,6 +37,10 @@ def add_import_parser(task_commands: Any, parent: argparse.ArgumentParser) -> ar
         description="Create one task per line of FILE (`-`: standard input). A line is a task object as "
         "`task get --output json` prints it, or its `spec` object alone. Batches are created whole or not "
         "at all; re-running with --import-id creates only what is missing.",
+        epilog="Examples:\n"
+        "  schedctl task import tasks.jsonl\n"
+        "  schedctl task list -o json | jq -c '.[]' > tasks.jsonl\n"
+        "  schedctl task import tasks.jsonl --import-id 5f1c2a --quiet",
     )
     imp.add_argument("file", metavar="FILE", help="JSON Lines file, or - for standard input")
     imp.add_argument(

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from datetime import UTC
 from typing import Any
 
-from cronraft.client import _common, _cron_text, _tables
+from cronraft.client import _argnames, _common, _cron_text, _tables
 from cronraft.errors import CronraftError, InvalidArgument
 from cronraft.proto.v1 import common_pb2, scheduler_pb2
 from cronraft.raft import preview as _preview
@@ -51,10 +51,14 @@ _FLAGS = {
     "dst_fold": "--dst-fold",
 }
 _USAGE = (
-    "schedctl schedule preview (--cron EXPR [--tz ZONE] | --at WHEN | --every DURATION [--anchor WHEN] "
-    "| --delay DURATION) [--start-at WHEN] [--end-at WHEN] [--max-runs N] [--jitter DURATION] "
-    "[--dst-gap shift|skip] [--dst-fold first|second|both] [--from WHEN] [--count N] [--output table|json]"
+    "schedctl schedule preview (--cron EXPR [--tz ZONE] | --at WHEN | --every DURATION | --delay DURATION)\n"
+    "       [schedule options] [--from WHEN] [--limit N] [--output table|json]"
 )
+_EPILOG = """Examples:
+  schedctl schedule preview --cron "0 9 1-7 * MON" --tz Europe/Paris
+  schedctl schedule preview --cron "0 0 9 ? * 6#3" --cron-dialect quartz --limit 3
+  schedctl schedule preview --every 90m --anchor 2025-01-01T00:00:00Z --from 2025-06-01T00:00:00Z
+  schedctl schedule preview --at +10m -o json"""
 
 
 def add_preview_parser(subparsers: Any) -> None:
@@ -68,10 +72,13 @@ def add_preview_parser(subparsers: Any) -> None:
         description="Print the next fire instants of a schedule given with the flags of `task create`, "
         "in UTC and in the schedule's zone, with DST and jitter notes. Computed locally by the leader's "
         "own schedule functions: no server needed. Calendars are not applied offline.",
+        epilog=_EPILOG,
     )
     _add_arguments(parser)
-    # SUPPRESS: `schedctl --output json schedule preview ...` keeps the top-level value.
-    parser.add_argument(
+    # The one global option that means something offline. SUPPRESS: `schedctl --output json schedule
+    # preview ...` keeps the top-level value.
+    shared = parser.add_argument_group("global options (also accepted before the command)")
+    shared.add_argument(
         "--output", "-o", choices=["table", "json"], default=argparse.SUPPRESS, help="output format"
     )
     parser.set_defaults(handler=run_preview)
@@ -79,7 +86,12 @@ def add_preview_parser(subparsers: Any) -> None:
 
 def main(argv: Sequence[str] | None = None, *, now_ms: int | None = None) -> int:
     """Run the preview alone (as `schedctl schedule preview` would) with `argv`; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="schedctl schedule preview", usage=_USAGE)
+    parser = argparse.ArgumentParser(
+        prog="schedctl schedule preview",
+        usage=_USAGE,
+        epilog=_EPILOG,
+        formatter_class=_argnames.HelpFormatter,
+    )
     _add_arguments(parser)
     parser.add_argument("--output", "-o", choices=["table", "json"], default="table", help="output format")
     try:
@@ -95,8 +107,8 @@ def run_preview(args: argparse.Namespace, *, now_ms: int | None = None) -> int:
     now = int(time.time() * 1000) if now_ms is None else now_ms
     try:
         from_ms = _common.parse_when(args.from_ or "now", "--from", now)
-        if not 1 <= args.count <= MAX_COUNT:
-            raise InvalidArgument("--count", f"must be between 1 and {MAX_COUNT}, got {args.count}")
+        if not 1 <= args.limit <= MAX_COUNT:
+            raise InvalidArgument("--limit", f"must be between 1 and {MAX_COUNT}, got {args.limit}")
         warnings: list[str] = []
         schedule = _common.schedule_from_args(args, now_ms=now, warnings=warnings)
         if schedule.calendars:
@@ -108,7 +120,7 @@ def run_preview(args: argparse.Namespace, *, now_ms: int | None = None) -> int:
             del schedule.calendars[:]
             schedule.calendar_action = common_pb2.CALENDAR_ACTION_DEFAULT
         _validate(schedule, from_ms)
-        fires = _preview.preview(schedule, from_ms=from_ms, count=args.count)
+        fires = _preview.preview(schedule, from_ms=from_ms, count=args.limit)
     except CronraftError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return _EXIT_USAGE if isinstance(exc, InvalidArgument) else _EXIT_SERVER
@@ -134,13 +146,14 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--from", dest="from_", metavar="WHEN", help="preview from this instant (default: now)"
     )
-    parser.add_argument(
-        "--count",
+    limit = parser.add_argument(
+        "--limit",
         type=int,
         default=DEFAULT_COUNT,
         metavar="N",
         help=f"fires to show (default {DEFAULT_COUNT}, at most {MAX_COUNT})",
     )
+    _argnames.add_alias(parser, "--count", limit)  # a result cap is --limit everywhere (issue 19)
 
 
 def _validate(schedule: common_pb2.Schedule, from_ms: int) -> None:

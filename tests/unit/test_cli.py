@@ -235,7 +235,7 @@ def test_bad_cron_is_refused_before_any_call(run: Run, cluster: FakeCluster) -> 
     ("flags", "named"),
     [
         (["--every", "5x"], "--every"),
-        (["--cron", "* * * * *", "--timeout", "ten"], "--timeout"),
+        (["--cron", "* * * * *", "--exec-timeout", "ten"], "--exec-timeout"),
         (["--at", "2025-06-01T09:00:00"], "--at"),
         (["--cron", "* * * * *", "--end-at", "soon"], "--end-at"),
         (["--cron", "* * * * *", "--tag", "novalue"], "--tag"),
@@ -263,8 +263,8 @@ def test_usage_errors(run: Run) -> None:
     assert code == EXIT_USAGE and "only taken by `task create` and `task update`" in err
     code, _, err = run("bogus")
     assert code == EXIT_USAGE and "invalid choice" in err
-    code, _, err = run("--timeout", "0", "cluster", "status")
-    assert code == EXIT_USAGE and "--timeout" in err
+    code, _, err = run("--rpc-timeout", "0", "cluster", "status")
+    assert code == EXIT_USAGE and "--rpc-timeout" in err
 
 
 def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
@@ -365,9 +365,9 @@ def test_cluster_status(run: Run, cluster: FakeCluster) -> None:
 
 
 def test_unavailable_is_exit_3(run: Run) -> None:
-    code, out, err = run("--timeout", "0.3", "task", "list", server=f"{dead_address()},{dead_address()}")
+    code, out, err = run("--rpc-timeout", "0.3", "task", "list", server=f"{dead_address()},{dead_address()}")
     assert code == EXIT_UNAVAILABLE and out == "" and err.startswith("error: cluster unavailable")
-    code, _, err = run("--timeout", "300ms", *HELLO, server=dead_address())
+    code, _, err = run("--rpc-timeout", "300ms", *HELLO, server=dead_address())
     assert code == EXIT_UNAVAILABLE and "Traceback" not in err
 
 
@@ -385,7 +385,7 @@ def test_argv_words_without_double_dash(run: Run, cluster: FakeCluster) -> None:
 
 
 def test_cancel_stops_when_the_cluster_is_unreachable(run: Run) -> None:
-    code, out, err = run("--timeout", "0.3", "task", "cancel", "a", "b", server=dead_address())
+    code, out, err = run("--rpc-timeout", "0.3", "task", "cancel", "a", "b", server=dead_address())
     assert code == EXIT_UNAVAILABLE and out == ""
     # a is tried; b is not (it would only wait out the timeout again), and says so.
     assert err.startswith("error: a: cluster unavailable")
@@ -627,7 +627,7 @@ def test_explain_json_and_table(run: Run, cluster: FakeCluster) -> None:
 
 def test_preview_json_and_table(run: Run, cluster: FakeCluster) -> None:
     run.json(*HELLO)
-    docs = run.json("task", "preview", "t0001", "--from", "2025-06-15T15:06:40Z", "--count", "3")
+    docs = run.json("task", "preview", "t0001", "--from", "2025-06-15T15:06:40Z", "--limit", "3")
     assert cluster.store.last("PreviewTask").count == 3
     assert len(docs) == 3 and set(docs[0]) == {
         "nominal_time_ms",
@@ -638,7 +638,7 @@ def test_preview_json_and_table(run: Run, cluster: FakeCluster) -> None:
         "notes",
     }
     assert docs[1]["actual"] == "2025-06-15T16:06:41.000Z" and docs[1]["notes"] == ["jittered 1s"]
-    code, out, _ = run("task", "preview", "t0001", "--count", "2")
+    code, out, _ = run("task", "preview", "t0001", "--limit", "2")
     lines = out.splitlines()
     assert code == EXIT_OK and lines[0].split() == [
         "NOMINAL_TIME",
@@ -650,8 +650,8 @@ def test_preview_json_and_table(run: Run, cluster: FakeCluster) -> None:
         "NOTES",
     ]
     assert len(lines) == 3 and "jittered 1s" in lines[2] and "[Europe/Paris]" in lines[1]
-    code, _, err = run("task", "preview", "t0001", "--count", "0")
-    assert code == EXIT_USAGE and err.startswith("error: --count:")
+    code, _, err = run("task", "preview", "t0001", "--limit", "0")
+    assert code == EXIT_USAGE and err.startswith("error: --limit:")
 
 
 def test_calendar_put_from_flags(run: Run, cluster: FakeCluster) -> None:
@@ -885,9 +885,9 @@ def test_create_handler_payload_and_literal_body(run: Run, cluster: FakeCluster)
         (["--http-url", "http://h", "--http-body", "@/nonexistent"], "error: --http-body: cannot read"),
         (["--retry-on-exit", "one", "--", "x"], "error: --retry-on-exit: expected integers"),
         (["--retry-initial", "0s", "--", "x"], "error: --retry-initial: must be positive"),
-        (["--retry-max", "1s", "--retry-initial", "5s", "--", "x"], "error: --retry-max: "),
+        (["--retry-max-backoff", "1s", "--retry-initial", "5s", "--", "x"], "error: --retry-max-backoff: "),
         (["--retry-multiplier", "0.5", "--", "x"], "error: --retry-multiplier: "),
-        (["--retry-on-exit", "1", "--no-retry-on-exit", "1", "--", "x"], "error: --no-retry-on-exit: "),
+        (["--retry-on-exit", "1", "--retry-never-on-exit", "1", "--", "x"], "error: --retry-never-on-exit: "),
         (["--notify-webhook", "https://h,events=sometimes", "--", "x"], "error: --notify-webhook: unknown"),
         (["--notify-webhook", "https://h,events=", "--", "x"], "error: --notify-webhook: empty events="),
         (["--notify-command", "'unclosed", "--", "x"], "error: --notify-command: cannot split"),
@@ -911,8 +911,8 @@ def test_update_changes_only_the_given_policy_flags(run: Run, cluster: FakeClust
         "--worker-label", "zone=eu", "--worker-label", "gpu=yes",
     )  # fmt: skip
     run.json(
-        "task", "update", "t0001", "--retry-max", "1m", "--http-header", "B: 2", "--http-method", "PUT",
-        "--remove-worker-label", "gpu", "--max-concurrency", "3",
+        "task", "update", "t0001", "--retry-max-backoff", "1m", "--http-header", "B: 2",
+        "--http-method", "PUT", "--clear-worker-label", "gpu", "--max-concurrency", "3",
     )  # fmt: skip
     spec = cluster.store.last("UpdateTask").spec
     assert spec.retry.initial_backoff_ms == 3_000 and spec.retry.max_backoff_ms == 60_000
@@ -921,7 +921,7 @@ def test_update_changes_only_the_given_policy_flags(run: Run, cluster: FakeClust
     assert dict(spec.payload.http.headers) == {"A": "1", "B": "2"}
     assert dict(spec.worker_labels) == {"zone": "eu"} and spec.max_concurrency == 3
     assert len(spec.notify) == 1
-    run.json("task", "update", "t0001", "--reset-retry", "--no-notify")
+    run.json("task", "update", "t0001", "--clear-retry", "--clear-notify")
     spec = cluster.store.last("UpdateTask").spec
     assert not spec.HasField("retry") and not spec.notify and spec.payload.http.method == "PUT"
     run.json("task", "update", "t0001", "--handler", "h", "--handler-args", '{"n": 1}')
@@ -931,10 +931,10 @@ def test_update_changes_only_the_given_policy_flags(run: Run, cluster: FakeClust
     )
     code, _, err = run("task", "update", "t0001", "--http-method", "GET")  # not an http payload now
     assert code == EXIT_USAGE and "error: --http-method: applies to --http-url only" in err
-    code, _, err = run("task", "update", "t0001", "--reset-retry", "--retry-max", "1m")
-    assert code == EXIT_USAGE and "--reset-retry drops the retry policy" in err
-    code, _, err = run("task", "update", "t0001", "--no-notify", "--notify-webhook", "https://n")
-    assert code == EXIT_USAGE and "--no-notify" in err
+    code, _, err = run("task", "update", "t0001", "--clear-retry", "--retry-max-backoff", "1m")
+    assert code == EXIT_USAGE and "--clear-retry drops the retry policy" in err
+    code, _, err = run("task", "update", "t0001", "--clear-notify", "--notify-webhook", "https://n")
+    assert code == EXIT_USAGE and "--clear-notify" in err
 
 
 def test_dlq_list_show_table_and_json(run: Run, cluster: FakeCluster) -> None:

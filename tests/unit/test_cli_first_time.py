@@ -88,7 +88,7 @@ def test_six_fields_without_seconds_are_refused_with_both_readings(
 
 
 def test_six_fields_with_seconds_are_read_seconds_first(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = preview(capsys, "--cron", "0 9 * * * *", "--seconds", "--count", "2")
+    code, out, err = preview(capsys, "--cron", "0 9 * * * *", "--seconds", "--limit", "2")
     assert code == EXIT_OK, err
     assert err.startswith("schedule: at minute 9 of every hour, every day, UTC\n")
     assert "2026-01-01T00:09:00Z  Thu" in out and "2026-01-01T01:09:00Z  Thu" in out
@@ -96,7 +96,7 @@ def test_six_fields_with_seconds_are_read_seconds_first(capsys: pytest.CaptureFi
 
 def test_six_fields_with_only_a_seconds_reading_need_no_flag(capsys: pytest.CaptureFixture[str]) -> None:
     # As 5 fields, hour 30 does not exist: seconds first is the only reading.
-    code, _out, err = preview(capsys, "--cron", "0 30 9 * * *", "--count", "1")
+    code, _out, err = preview(capsys, "--cron", "0 30 9 * * *", "--limit", "1")
     assert code == EXIT_OK, err
     assert err.startswith("schedule: at 09:30, every day, UTC\n")
     # A non-zero first field is not enough: `30 9 * * * *` also reads as minute 30.
@@ -125,19 +125,19 @@ def test_a_year_field_says_to_use_start_and_end(
 def test_restricted_day_of_month_and_week_warn_about_the_or_rule(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    code, out, err = preview(capsys, "--cron", "0 9 1-7 * MON", "--tz", "Europe/Paris", "--count", "3")
+    code, out, err = preview(capsys, "--cron", "0 9 1-7 * MON", "--tz", "Europe/Paris", "--limit", "3")
     assert code == EXIT_OK
     assert "warning: day-of-month '1-7' and day-of-week 'MON' are both restricted, so cron's OR rule" in err
     assert "write day-of-week as the first Monday: '0 9 * * MON#1'" in err
     assert "schedule: at 09:00, on day-of-month 1-7 or on Monday, Europe/Paris\n" in err
     assert out.splitlines()[0].split()[:5] == ["NOMINAL", "(UTC)", "LOCAL", "(Europe/Paris)", "DAY"]
     assert "2026-01-01T08:00:00Z  2026-01-01T09:00:00+01:00  Thu" in out  # day 1 (a Thursday) fires
-    code, out, err = preview(capsys, "--cron", "0 9 1-7 * MON", "--output", "json", "--count", "1")
+    code, out, err = preview(capsys, "--cron", "0 9 1-7 * MON", "--output", "json", "--limit", "1")
     doc = json.loads(out)
     assert doc["description"] == "at 09:00, on day-of-month 1-7 or on Monday, UTC"
     assert len(doc["warnings"]) == 1 and "OR rule" in doc["warnings"][0]
     # The AND alternative is what it says: only first Mondays.
-    code, out, err = preview(capsys, "--cron", "0 9 * * MON#1", "--count", "2")
+    code, out, err = preview(capsys, "--cron", "0 9 * * MON#1", "--limit", "2")
     assert code == EXIT_OK and "warning" not in err
     assert "2026-01-05T09:00:00Z  Mon" in out and "2026-02-02T09:00:00Z  Mon" in out
 
@@ -173,7 +173,7 @@ def test_quartz_is_stored_as_unix(quartz: str, unix: str, words: str) -> None:
 
 
 def test_quartz_third_friday_fires_on_third_fridays(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = preview(capsys, "--cron", "0 0 9 ? * 6#3", "--cron-dialect", "quartz", "--count", "2")
+    code, out, err = preview(capsys, "--cron", "0 0 9 ? * 6#3", "--cron-dialect", "quartz", "--limit", "2")
     assert code == EXIT_OK
     assert "quartz '0 0 9 ? * 6#3' is stored as unix '0 9 ? * 5#3'" in err
     assert "2026-01-16T09:00:00Z  Fri" in out and "2026-02-20T09:00:00Z  Fri" in out
@@ -209,7 +209,7 @@ def test_cron_errors_name_the_field_token_and_range(
 
 
 def test_lowercase_letters_are_accepted(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = preview(capsys, "--cron", "0 9 * * 5l", "--count", "1")
+    code, out, err = preview(capsys, "--cron", "0 9 * * 5l", "--limit", "1")
     assert code == EXIT_OK and "on the last Friday of the month" in err and "Fri" in out
 
 

@@ -194,7 +194,7 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 
 
 def test_cli_table(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(["--cron", "30 2 * * *", "--tz", "Europe/Paris", "--count", "3"], capsys)
+    code, out, _ = run(["--cron", "30 2 * * *", "--tz", "Europe/Paris", "--limit", "3"], capsys)
     assert code == 0
     lines = out.splitlines()
     assert re.split(r"\s{2,}", lines[0]) == [
@@ -210,7 +210,7 @@ def test_cli_table(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["--cron", "30 2 * * *", "--tz", "Europe/Paris", "--dst-gap", "skip", "--count", "2"]
+    argv = ["--cron", "30 2 * * *", "--tz", "Europe/Paris", "--dst-gap", "skip", "--limit", "2"]
     code, out, _ = run([*argv, "--from", "+1d", "--output", "json"], capsys)
     assert code == 0
     doc = json.loads(out)
@@ -250,7 +250,7 @@ def test_cli_kinds(argv: list[str], first_local: str, capsys: pytest.CaptureFixt
         (["--delay", "500ms"], "error: --delay: must be at least 1000"),
         (["--every", "1h", "--dst-gap", "skip"], "error: --dst-gap: applies to cron schedules only"),
         (["--cron", "0 0 * * *", "--dst-fold", "sometimes"], "error: --dst-fold:"),
-        (["--cron", "0 0 * * *", "--count", "0"], "error: --count: must be between 1 and 1000"),
+        (["--cron", "0 0 * * *", "--limit", "0"], "error: --limit: must be between 1 and 1000"),
         (["--cron", "0 0 * * *", "--end-at", "2026-01-01T00:00:00Z"], "error: --end-at: is in the past"),
         (["--every", "1h", "--tz", "Europe/Paris"], "error: --tz: applies to --cron only"),
     ],
@@ -262,7 +262,7 @@ def test_cli_errors_name_the_flag(argv: list[str], message: str, capsys: pytest.
 
 
 def test_cli_calendar_is_not_applied_offline(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(["--cron", "0 0 * * *", "--calendar", "fr-holidays", "--count", "1"], capsys)
+    code, out, err = run(["--cron", "0 0 * * *", "--calendar", "fr-holidays", "--limit", "1"], capsys)
     assert code == 0 and "calendars are not applied offline" in err
     assert "2026-03-28T00:00:00Z" in out
 
@@ -281,6 +281,6 @@ def test_hook_into_a_schedctl_style_parser(capsys: pytest.CaptureFixture[str]) -
         assert args.handler is preview_cli.run_preview
         assert preview_cli.run_preview(args, now_ms=NOW) == 0
         assert len(json.loads(capsys.readouterr().out)["fires"]) == preview_cli.DEFAULT_COUNT
-    args = parser.parse_args(["schedule", "preview", "--every", "1h", "--count", "2"])
+    args = parser.parse_args(["schedule", "preview", "--every", "1h", "--limit", "2"])
     assert preview_cli.run_preview(args, now_ms=NOW) == 0
     assert capsys.readouterr().out.splitlines()[1].startswith("2026-03-28T00:00:00Z")
