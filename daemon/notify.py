@@ -5,6 +5,13 @@ This module owns the notification body (a documented, versioned JSON object: doc
 the choice of targets for an event, and the delivery: a bounded queue drained by one background task
 that POSTs to webhooks or runs commands, with retries and exponential backoff.
 
+What runs where (issue 13; docs/security.md): a node runs only what its operators configured. A task's
+target either names a notifier of the config (`[notifiers.NAME]`: a webhook or a command), or is a
+webhook whose host is in `[notify] webhook_hosts`; the API refuses anything else in new specs
+(`raft.validate.check_new_targets`). Targets stored before that rule (a task's notify command, a webhook
+to a host not allowed, a notifier since removed from the config) are skipped here and logged: never run.
+The config's global `[notify] targets` are the operator's and delivered as they are.
+
 Notifications are side effects of the leader, not replicated state: the leader submits one after the
 command that caused it has committed. Delivery is at least once while this process lives; what is queued or
 in flight when it dies is lost (docs/notifications.md says so). The pure part (`notification_body`,
@@ -36,7 +43,7 @@ import structlog
 
 from cronraft.daemon.clock import Clock, SystemClock
 from cronraft.proto.v1 import common_pb2
-from cronraft.raft.validate import validate_targets
+from cronraft.raft.validate import host_allowed, validate_targets
 
 log = structlog.get_logger("cronraft.notify")
 
@@ -185,14 +192,62 @@ def _identity(target: common_pb2.NotifyTarget) -> bytes:
     return bare.SerializeToString(deterministic=True)
 
 
+def task_target(
+    target: common_pb2.NotifyTarget,
+    notifiers: Mapping[str, common_pb2.NotifyTarget],
+    webhook_hosts: Sequence[str],
+) -> common_pb2.NotifyTarget | str:
+    """What a task's target delivers to: a named notifier's configured target (with the task's event
+    filter), or an allowed webhook; a text saying why it is skipped when the config does not allow it
+    (a notify command stored in a task is never run)."""
+    kind = target.WhichOneof("kind")
+    if kind == "notifier":
+        configured = notifiers.get(target.notifier)
+        if configured is None:
+            return f"notifier {target.notifier!r} is not in this node's config ([notifiers])"
+        out = common_pb2.NotifyTarget()
+        out.CopyFrom(configured)
+        del out.events[:]
+        out.events.extend(target.events)
+        return out
+    if kind == "command":
+        return "a notify command stored in a task is never run (issue 13): name a [notifiers] entry instead"
+    if kind == "webhook_url":
+        try:
+            host = urlsplit(target.webhook_url).hostname or ""
+        except ValueError:
+            host = ""
+        if not host_allowed(host, webhook_hosts):
+            return f"webhook host {host!r} is not in this node's [notify] webhook_hosts"
+        return target
+    return "no target kind this node knows"
+
+
 def targets_for(
-    task: common_pb2.Task, event: int, global_targets: Sequence[common_pb2.NotifyTarget]
+    task: common_pb2.Task,
+    event: int,
+    global_targets: Sequence[common_pb2.NotifyTarget],
+    *,
+    notifiers: Mapping[str, common_pb2.NotifyTarget] | None = None,
+    webhook_hosts: Sequence[str] = (),
+    skipped: list[str] | None = None,
 ) -> list[common_pb2.NotifyTarget]:
-    """The task's targets that subscribe to `event` (no events listed: all), then the global ones that do;
-    a destination listed twice is delivered to once."""
+    """The task's targets that subscribe to `event` (no events listed: all), resolved by `task_target`
+    (the reasons for those skipped are appended to `skipped`), then the global ones that do; a
+    destination listed twice is delivered to once."""
+    resolved: list[common_pb2.NotifyTarget] = []
+    for target in task.spec.notify:
+        if not _wants(target, event):
+            continue
+        got = task_target(target, notifiers or {}, webhook_hosts)
+        if isinstance(got, str):
+            if skipped is not None:
+                skipped.append(got)
+            continue
+        resolved.append(got)
     out: list[common_pb2.NotifyTarget] = []
     seen: set[bytes] = set()
-    for target in (*task.spec.notify, *global_targets):
+    for target in (*resolved, *global_targets):
         key = _identity(target)
         if key in seen or not _wants(target, event) or target.WhichOneof("kind") is None:
             continue
@@ -356,6 +411,8 @@ class Notifier:
         self,
         *,
         global_targets: Sequence[common_pb2.NotifyTarget] = (),
+        notifiers: Mapping[str, common_pb2.NotifyTarget] | None = None,
+        webhook_hosts: Sequence[str] = (),
         max_queue: int = 10_000,
         max_attempts: int = 5,
         initial_backoff_s: float = 1.0,
@@ -370,6 +427,9 @@ class Notifier:
         if max_queue < 1 or max_attempts < 1 or max_concurrency < 1:
             raise ValueError("max_queue, max_attempts and max_concurrency must be at least 1")
         self._global = tuple(global_targets)
+        self._notifiers = dict(notifiers or {})
+        self._webhook_hosts = tuple(webhook_hosts)
+        self._skip_warned: set[tuple[str, str]] = set()  # (task id, reason) already logged
         self._max_queue = max_queue
         self._max_attempts = max_attempts
         self._initial_backoff_s = initial_backoff_s
@@ -404,7 +464,17 @@ class Notifier:
     def submit(self, n: Notification) -> bool:
         """Queue `n` for each target that wants its event. False (and a drop counted) when the queue has no
         room for all of them, or after close(); True otherwise, including when no target wants it."""
-        targets = targets_for(n.task, n.event, self._global)
+        skipped: list[str] = []
+        targets = targets_for(
+            n.task,
+            n.event,
+            self._global,
+            notifiers=self._notifiers,
+            webhook_hosts=self._webhook_hosts,
+            skipped=skipped,
+        )
+        for reason in skipped:
+            self._warn_skipped(n.task.task_id, reason)
         if not targets:
             return True
         if self._closed or self._queue.qsize() + len(targets) > self._max_queue:
@@ -424,6 +494,16 @@ class Notifier:
         for target in targets:
             self._queue.put_nowait(_Job(template, target, n.event, n.task.task_id, execution_id))
         return True
+
+    def _warn_skipped(self, task_id: str, reason: str) -> None:
+        """Log a target skipped by the config's rules, once per task and reason (bounded memory)."""
+        key = (task_id, reason)
+        if key in self._skip_warned:
+            return
+        if len(self._skip_warned) >= 10_000:
+            self._skip_warned.clear()
+        self._skip_warned.add(key)
+        log.warning("notification target skipped", task_id=task_id, reason=reason)
 
     async def run(self) -> None:
         """Deliver until close() (then it returns) or until cancelled. Run it once."""
@@ -572,5 +652,6 @@ __all__ = [
     "event_name",
     "notification_body",
     "targets_for",
+    "task_target",
     "validate_targets",
 ]

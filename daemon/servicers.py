@@ -40,7 +40,7 @@ from cronraft.raft import logs, quota, retry
 from cronraft.raft import state as sm
 from cronraft.raft.firing import check_calendar, preview_stored
 from cronraft.raft.schedule import MAX_INSTANT_MS
-from cronraft.raft.validate import validate_spec
+from cronraft.raft.validate import check_new_targets, validate_spec
 
 if TYPE_CHECKING:
     from cronraft.daemon.node import Node
@@ -585,6 +585,14 @@ def _stamp_defaults(spec: common_pb2.TaskSpec, node: Node) -> None:
     stays free of configuration."""
     cfg = node.config.scheduler
     validate_spec(spec, max_payload_bytes=cfg.max_payload_bytes)
+    # Issue 13, for new specs only (apply() keeps accepting what it accepted: committed entries replay
+    # the same): no notify command, only configured notifiers, webhooks to allowed hosts.
+    check_new_targets(
+        spec.notify,
+        "spec.notify",
+        notifiers=node.config.notifiers.keys(),
+        webhook_hosts=node.config.webhook_hosts,
+    )
     spec.queue = spec.queue or "default"
     spec.timeout_ms = spec.timeout_ms or cfg.default_timeout_ms
     spec.max_attempts = spec.max_attempts or cfg.max_attempts

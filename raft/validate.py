@@ -12,7 +12,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from cronraft.bounds import MAX_CALENDAR_NAME
@@ -48,6 +48,7 @@ MAX_NOTIFY_ARGV = 256
 MAX_NOTIFY_ENV = 64
 MAX_NOTIFY_COMMAND_BYTES = 16 * 1024  # a notify command, serialized (argv, env, cwd)
 MAX_NOTIFY_EVENTS = 8
+NOTIFIER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")  # [notifiers.NAME] of the config
 _NOTIFY_EVENTS = frozenset(common_pb2.NotifyEvent.values()) - {common_pb2.NOTIFY_EVENT_UNSPECIFIED}
 _CALENDAR_NAME = re.compile(rf"[A-Za-z0-9_.\-]{{1,{MAX_CALENDAR_NAME}}}")
 _HANDLER_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
@@ -310,8 +311,13 @@ def validate_targets(targets: Sequence[common_pb2.NotifyTarget], field: str) -> 
             _validate_url(target.webhook_url, f"{here}.webhook_url")
         elif kind == "command":
             _validate_notify_command(target.command, f"{here}.command")
+        elif kind == "notifier":
+            if not NOTIFIER_NAME.match(target.notifier):
+                raise InvalidArgument(
+                    f"{here}.notifier", "1-64 characters of [A-Za-z0-9_.-], starting with a letter or digit"
+                )
         else:
-            raise InvalidArgument(here, "set one of webhook_url or command")
+            raise InvalidArgument(here, "set one of notifier, webhook_url or command")
         if len(target.events) > MAX_NOTIFY_EVENTS:
             raise InvalidArgument(f"{here}.events", f"at most {MAX_NOTIFY_EVENTS} events")
         for j, event in enumerate(target.events):
@@ -319,6 +325,55 @@ def validate_targets(targets: Sequence[common_pb2.NotifyTarget], field: str) -> 
                 raise InvalidArgument(
                     f"{here}.events[{j}]",
                     f"unknown event {event}; use failure, timeout, dead_letter or missed",
+                )
+
+
+def host_allowed(host: str, allowed: Collection[str]) -> bool:
+    """Whether `host` is one of `allowed`: a host name or address (exact, case-insensitive), or
+    `*.example.com`, which matches the names under example.com (not example.com itself)."""
+    host = host.lower().rstrip(".")
+    for given in allowed:
+        entry = given.lower().rstrip(".")
+        if entry.startswith("*.") and host.endswith(entry[1:]) and len(host) > len(entry) - 1:
+            return True
+        if host == entry:
+            return True
+    return False
+
+
+def check_new_targets(
+    targets: Sequence[common_pb2.NotifyTarget],
+    field: str,
+    *,
+    notifiers: Collection[str],
+    webhook_hosts: Collection[str],
+) -> None:
+    """The rules of issue 13 for targets a client sends in a new or updated task spec (the API checks
+    them; apply() does not, so that entries committed before these rules apply as they did): a notify
+    command is refused (the control plane runs only commands its operators configured); a notifier must
+    be one the config defines; a webhook's host must be in [notify] webhook_hosts. InvalidArgument names
+    the field and the fix."""
+    for i, target in enumerate(targets):
+        here = f"{field}[{i}]"
+        kind = target.WhichOneof("kind")
+        if kind == "command":
+            raise InvalidArgument(
+                f"{here}.command",
+                "a task may not carry a notify command (the leader would run it): name a notifier an "
+                "operator defined in the nodes' config ([notifiers.NAME]; schedctl --notify NAME)",
+            )
+        if kind == "notifier" and target.notifier not in notifiers:
+            known = ", ".join(sorted(notifiers)[:20]) or "none are defined"
+            raise InvalidArgument(
+                f"{here}.notifier", f"no notifier {target.notifier!r} in the cluster's config ({known})"
+            )
+        if kind == "webhook_url":
+            host = urlsplit(target.webhook_url).hostname or ""
+            if not host_allowed(host, webhook_hosts):
+                raise InvalidArgument(
+                    f"{here}.webhook_url",
+                    f"host {host!r} is not in the cluster's [notify] webhook_hosts; an operator may add "
+                    "it, or define a webhook notifier ([notifiers.NAME]) that tasks name",
                 )
 
 
@@ -364,4 +419,4 @@ def _validate_notify_command(cmd: common_pb2.CommandPayload, field: str) -> None
         raise InvalidArgument(f"{field}.cwd", f"must be an absolute path, got {cmd.cwd[:256]!r}")
 
 
-__all__ = ["json_depth", "validate_spec", "validate_targets"]
+__all__ = ["check_new_targets", "host_allowed", "json_depth", "validate_spec", "validate_targets"]

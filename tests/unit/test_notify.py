@@ -33,6 +33,7 @@ from cronraft.daemon.notify import (
 )
 from cronraft.errors import InvalidArgument
 from cronraft.proto.v1 import common_pb2
+from cronraft.raft.validate import host_allowed
 
 WAIT_S = 10.0
 NOW_MS = 1_750_000_000_123
@@ -55,6 +56,11 @@ class Sleeps:
 
     async def __call__(self, seconds: float) -> None:
         self.waits.append(seconds)
+
+
+# The hosts the tests' task webhooks name: a node delivers a task's own webhook only to a host in its
+# [notify] webhook_hosts (issue 13).
+HOSTS = ("127.0.0.1", "*.example")
 
 
 def webhook(url: str, *events: int) -> common_pb2.NotifyTarget:
@@ -255,21 +261,42 @@ def test_targets_for_filters_by_event_and_appends_global_targets() -> None:
     glob_missed = webhook("https://ops.example/all", common_pb2.NOTIFY_MISSED)
     glob_all = webhook("https://ops.example/pager")
 
-    assert targets_for(task, common_pb2.NOTIFY_FAILURE, [glob_missed, glob_all]) == [
-        all_events,
-        cmd,
-        glob_all,
-    ]
-    assert targets_for(task, common_pb2.NOTIFY_DEAD_LETTER, [glob_missed]) == [all_events, only_dl]
-    assert targets_for(task, common_pb2.NOTIFY_MISSED, [glob_missed]) == [all_events, glob_missed]
-    assert targets_for(make_task(), common_pb2.NOTIFY_FAILURE, []) == []
+    skipped: list[str] = []
+    # The task's notify command (stored before issue 13) is never run: skipped, with the reason.
+    assert targets_for(
+        task, common_pb2.NOTIFY_FAILURE, [glob_missed, glob_all], webhook_hosts=HOSTS, skipped=skipped
+    ) == [all_events, glob_all]
+    assert len(skipped) == 1 and "never run" in skipped[0]
+    hosts = {"webhook_hosts": HOSTS}
+    assert targets_for(task, common_pb2.NOTIFY_DEAD_LETTER, [glob_missed], **hosts) == [all_events, only_dl]
+    assert targets_for(task, common_pb2.NOTIFY_MISSED, [glob_missed], **hosts) == [all_events, glob_missed]
+    assert targets_for(make_task(), common_pb2.NOTIFY_FAILURE, [], **hosts) == []
+
+
+def test_a_task_names_a_configured_notifier_and_keeps_its_own_event_filter() -> None:
+    page = command_target(["/usr/local/bin/page"])
+    named = common_pb2.NotifyTarget(notifier="page", events=[common_pb2.NOTIFY_TIMEOUT])
+    gone = common_pb2.NotifyTarget(notifier="removed-since")
+    task = make_task(named, gone, webhook("https://not-allowed.example.org/x"))
+    skipped: list[str] = []
+    got = targets_for(
+        task, common_pb2.NOTIFY_TIMEOUT, [], notifiers={"page": page}, webhook_hosts=(), skipped=skipped
+    )
+    assert got == [command_target(["/usr/local/bin/page"], common_pb2.NOTIFY_TIMEOUT)]
+    assert targets_for(task, common_pb2.NOTIFY_FAILURE, [], notifiers={"page": page}) == []
+    assert len(skipped) == 2
+    assert "removed-since" in skipped[0] and "not in this node's config" in skipped[0]
+    assert "webhook_hosts" in skipped[1]
+    assert host_allowed("a.example", ["*.example"]) and not host_allowed("example", ["*.example"])
+    assert host_allowed("HOOKS.example.com.", ["hooks.example.com"])
+    assert not host_allowed("evil-hooks.example.com", ["hooks.example.com"])
 
 
 def test_targets_for_delivers_once_to_a_destination_listed_twice() -> None:
     task = make_task(webhook("https://a.example/hook", common_pb2.NOTIFY_FAILURE))
     glob = webhook("https://a.example/hook")
-    assert targets_for(task, common_pb2.NOTIFY_FAILURE, [glob]) == [task.spec.notify[0]]
-    assert targets_for(task, common_pb2.NOTIFY_TIMEOUT, [glob]) == [glob]
+    assert targets_for(task, common_pb2.NOTIFY_FAILURE, [glob], webhook_hosts=HOSTS) == [task.spec.notify[0]]
+    assert targets_for(task, common_pb2.NOTIFY_TIMEOUT, [glob], webhook_hosts=HOSTS) == [glob]
 
 
 # ------------------------------------------------------------------------------------------ validation
@@ -387,7 +414,9 @@ async def test_webhook_retries_after_500_with_the_same_delivery_id(hook_factory:
     hook_factory.append(hook)
     sleeps = Sleeps()
     n = failure(make_task(webhook(hook.url + "/hooks/cron?k=v")))
-    notifier = Notifier(clock=FixedClock(), sleep=sleeps, initial_backoff_s=1.0, timeout_s=5.0)
+    notifier = Notifier(
+        webhook_hosts=HOSTS, clock=FixedClock(), sleep=sleeps, initial_backoff_s=1.0, timeout_s=5.0
+    )
     task = start(notifier)
     try:
         assert notifier.submit(n)
@@ -414,7 +443,7 @@ async def test_webhook_credentials_in_the_url_become_basic_auth(hook_factory: li
     hook = Hook(asyncio.get_running_loop(), [204])
     hook_factory.append(hook)
     url = hook.url.replace("http://", "http://us%40er:p%3Aw@") + "/h"
-    notifier = Notifier(sleep=Sleeps(), timeout_s=5.0)
+    notifier = Notifier(webhook_hosts=HOSTS, sleep=Sleeps(), timeout_s=5.0)
     task = start(notifier)
     try:
         assert notifier.submit(failure(make_task(webhook(url))))
@@ -439,8 +468,10 @@ async def test_command_target_gets_the_body_on_stdin(tmp_path: Path) -> None:
     )
     target = command_target([sys.executable, "-c", script], cwd=str(tmp_path))
     target.command.env["MY_VAR"] = "1"
-    n = failure(make_task(target))
-    notifier = Notifier(clock=FixedClock(), sleep=Sleeps(), timeout_s=WAIT_S, base_env={})
+    n = failure(make_task(common_pb2.NotifyTarget(notifier="run")))  # the config's command, by name
+    notifier = Notifier(
+        notifiers={"run": target}, clock=FixedClock(), sleep=Sleeps(), timeout_s=WAIT_S, base_env={}
+    )
     task = start(notifier)
     try:
         assert notifier.submit(n)
@@ -461,11 +492,13 @@ async def test_command_target_gets_the_body_on_stdin(tmp_path: Path) -> None:
 async def test_command_is_killed_after_the_timeout_and_retried() -> None:
     hang = command_target([sys.executable, "-c", "import time; time.sleep(60)"])
     sleeps = Sleeps()
-    notifier = Notifier(sleep=sleeps, timeout_s=0.3, max_attempts=2, initial_backoff_s=0.5)
+    notifier = Notifier(
+        notifiers={"hang": hang}, sleep=sleeps, timeout_s=0.3, max_attempts=2, initial_backoff_s=0.5
+    )
     task = start(notifier)
     with structlog.testing.capture_logs() as logs:
         try:
-            assert notifier.submit(failure(make_task(hang)))
+            assert notifier.submit(failure(make_task(common_pb2.NotifyTarget(notifier="hang"))))
             await asyncio.wait_for(notifier.join(), WAIT_S)
         finally:
             await stop(notifier, task)
@@ -483,7 +516,7 @@ async def test_real_sender_counts_a_refused_connection_as_a_failed_attempt() -> 
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    notifier = Notifier(sleep=Sleeps(), max_attempts=1, timeout_s=5.0)
+    notifier = Notifier(webhook_hosts=HOSTS, sleep=Sleeps(), max_attempts=1, timeout_s=5.0)
     task = start(notifier)
     with structlog.testing.capture_logs() as logs:
         try:
@@ -532,7 +565,14 @@ class FakeSender:
 async def test_gives_up_after_max_attempts_with_exponential_backoff() -> None:
     sender = FakeSender([503])
     sleeps = Sleeps()
-    notifier = Notifier(sender=sender, sleep=sleeps, max_attempts=5, initial_backoff_s=1.0, max_backoff_s=5.0)
+    notifier = Notifier(
+        webhook_hosts=HOSTS,
+        sender=sender,
+        sleep=sleeps,
+        max_attempts=5,
+        initial_backoff_s=1.0,
+        max_backoff_s=5.0,
+    )
     task = start(notifier)
     with structlog.testing.capture_logs() as logs:
         try:
@@ -550,7 +590,7 @@ async def test_gives_up_after_max_attempts_with_exponential_backoff() -> None:
 @pytest.mark.asyncio
 async def test_a_client_error_is_not_retried_but_429_is() -> None:
     gone = FakeSender([404])
-    notifier = Notifier(sender=gone, sleep=Sleeps(), max_attempts=5)
+    notifier = Notifier(webhook_hosts=HOSTS, sender=gone, sleep=Sleeps(), max_attempts=5)
     task = start(notifier)
     try:
         notifier.submit(failure())
@@ -560,7 +600,7 @@ async def test_a_client_error_is_not_retried_but_429_is() -> None:
     assert (len(gone.posts), notifier.stats.failed) == (1, 1)
 
     busy = FakeSender([429, 429, 204])
-    notifier = Notifier(sender=busy, sleep=Sleeps(), max_attempts=5)
+    notifier = Notifier(webhook_hosts=HOSTS, sender=busy, sleep=Sleeps(), max_attempts=5)
     task = start(notifier)
     try:
         notifier.submit(failure())
@@ -574,7 +614,9 @@ async def test_a_client_error_is_not_retried_but_429_is() -> None:
 async def test_each_target_is_one_delivery_and_global_targets_get_it_too() -> None:
     sender = FakeSender([200])
     task_hook = webhook("https://task.example/hook")
-    notifier = Notifier(sender=sender, sleep=Sleeps(), global_targets=[webhook("https://ops.example/")])
+    notifier = Notifier(
+        webhook_hosts=HOSTS, sender=sender, sleep=Sleeps(), global_targets=[webhook("https://ops.example/")]
+    )
     task = start(notifier)
     try:
         notifier.submit(failure(make_task(task_hook)))
@@ -587,7 +629,9 @@ async def test_each_target_is_one_delivery_and_global_targets_get_it_too() -> No
 
 @pytest.mark.asyncio
 async def test_a_full_queue_drops_and_counts_and_a_notification_without_targets_is_not_queued() -> None:
-    notifier = Notifier(sender=FakeSender(), max_queue=3)  # not running: nothing leaves the queue
+    notifier = Notifier(
+        webhook_hosts=HOSTS, sender=FakeSender(), max_queue=3
+    )  # not running: nothing leaves the queue
     two = make_task(webhook("https://a.example/"), webhook("https://b.example/"))
     with structlog.testing.capture_logs() as logs:
         assert notifier.submit(failure(two))
@@ -607,7 +651,7 @@ async def test_a_full_queue_drops_and_counts_and_a_notification_without_targets_
 @pytest.mark.asyncio
 async def test_close_stops_promptly_and_abandons_what_is_in_flight() -> None:
     sender = FakeSender(hang=True)
-    notifier = Notifier(sender=sender, sleep=Sleeps(), max_concurrency=1)
+    notifier = Notifier(webhook_hosts=HOSTS, sender=sender, sleep=Sleeps(), max_concurrency=1)
     task = start(notifier)
     assert notifier.submit(failure())
     assert notifier.submit(failure(execution_id="e2"))  # waits for the one slot
@@ -625,7 +669,7 @@ async def test_close_stops_promptly_and_abandons_what_is_in_flight() -> None:
 @pytest.mark.asyncio
 async def test_close_with_drain_waits_for_pending_deliveries() -> None:
     sender = FakeSender([200])
-    notifier = Notifier(sender=sender, sleep=Sleeps())
+    notifier = Notifier(webhook_hosts=HOSTS, sender=sender, sleep=Sleeps())
     task = start(notifier)
     for i in range(5):
         assert notifier.submit(failure(execution_id=f"e{i}"))
@@ -637,7 +681,7 @@ async def test_close_with_drain_waits_for_pending_deliveries() -> None:
 
 @pytest.mark.asyncio
 async def test_cancelling_run_is_a_cancellation() -> None:
-    notifier = Notifier(sender=FakeSender())
+    notifier = Notifier(webhook_hosts=HOSTS, sender=FakeSender())
     task = start(notifier)
     await asyncio.sleep(0)  # let run() start waiting on its queue
     task.cancel()
