@@ -19,9 +19,11 @@ port can run code in the daemon (see shared/docs/fault-testing.md, section 4.2).
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -32,6 +34,7 @@ from cronraft.daemon.notify import validate_targets
 from cronraft.errors import ConfigError, InvalidArgument
 from cronraft.proto.v1 import common_pb2
 from cronraft.raft.firing import MAX_FIRE_LEAD_MS
+from cronraft.raft.validate import NOTIFIER_NAME
 
 # The ordinary fire lead's bound; only burst staging (stage_lead_ms) goes further, up to MAX_FIRE_LEAD_MS.
 MAX_STEADY_LEAD_MS = 5_000
@@ -201,6 +204,10 @@ class Config:
     limits: LimitsConfig = LimitsConfig()
     storage: StorageConfig = StorageConfig()
     retention: RetentionConfig = RetentionConfig()
+    # [notifiers.NAME]: the notifiers tasks may name (NotifyTarget.notifier), each a webhook_url or a
+    # command target; [notify] webhook_hosts: the hosts a task's own webhook_url may name (docs/security.md).
+    notifiers: Mapping[str, common_pb2.NotifyTarget] = field(default_factory=dict)
+    webhook_hosts: tuple[str, ...] = ()
     source: str = field(default="<embedded default>", compare=False)  # where it was loaded from
 
     @property
@@ -270,6 +277,7 @@ def config_from_dict(
             "scheduler",
             "log",
             "notify",
+            "notifiers",
             "clock",
             "metrics",
             "limits",
@@ -293,7 +301,9 @@ def config_from_dict(
         raft=_raft(root.table("raft", _field_names(RaftConfig))),
         scheduler=_scheduler(root.table("scheduler", _field_names(SchedulerConfig))),
         log=_log(root.table("log", _field_names(LogConfig))),
-        notify_targets=_notify(root.table("notify", ("targets",))),
+        notify_targets=_notify(root.table("notify", ("targets", "webhook_hosts"))),
+        notifiers=_notifiers(root),
+        webhook_hosts=_webhook_hosts(root.table("notify", ("targets", "webhook_hosts"))),
         clock=_clock(root.table("clock", _field_names(ClockConfig))),
         metrics=_metrics(root.table("metrics", _field_names(MetricsConfig))),
         limits=_limits(root.table("limits", _field_names(LimitsConfig))),
@@ -335,6 +345,65 @@ def _notify(t: _Table) -> tuple[common_pb2.NotifyTarget, ...]:
     except InvalidArgument as e:
         raise ConfigError(f"{t.source}: {e}") from None
     return tuple(out)
+
+
+_NOTIFIER_KEYS = {"webhook": ("kind", "url"), "command": ("kind", "argv", "env", "cwd")}
+
+
+def _notifiers(root: _Table) -> dict[str, common_pb2.NotifyTarget]:
+    """[notifiers.NAME] tables: kind = "webhook" (url) or kind = "command" (argv, env, cwd). Tasks name
+    them (NotifyTarget.notifier); only these commands, the operator's, are ever run by a node."""
+    raw = root.data.get("notifiers", {})
+    if not isinstance(raw, Mapping):
+        raise root.error("notifiers", "expected tables [notifiers.NAME]")
+    if len(raw) > 256:
+        raise root.error("notifiers", "at most 256 notifiers")
+    out: dict[str, common_pb2.NotifyTarget] = {}
+    for name, item in raw.items():
+        key = f"notifiers.{name}"
+        if not NOTIFIER_NAME.match(name):
+            raise root.error(key, "a notifier name is 1-64 characters of [A-Za-z0-9_.-]")
+        kind = item.get("kind") if isinstance(item, Mapping) else None
+        if kind not in _NOTIFIER_KEYS:
+            raise root.error(f"{key}.kind", 'set kind = "webhook" (with url) or kind = "command" (with argv)')
+        t = _Table(item, key, root.source, _NOTIFIER_KEYS[kind])
+        target = common_pb2.NotifyTarget()
+        if kind == "webhook":
+            target.webhook_url = t.string("url")
+        else:
+            argv = t.data.get("argv")
+            if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+                raise t.error(
+                    "argv", "expected a non-empty array of strings (no shell: argv[0] is the program)"
+                )
+            env = t.data.get("env", {})
+            if not isinstance(env, Mapping) or not all(isinstance(v, str) for v in env.values()):
+                raise t.error("env", 'expected a table of NAME = "value" strings')
+            target.command.argv.extend(argv)
+            target.command.env.update(env)
+            target.command.cwd = t.string("cwd", "/") if t.has("cwd") else ""
+        try:
+            validate_targets([target], key)
+        except InvalidArgument as e:
+            field_name = e.field.replace(f"{key}[0].webhook_url", f"{key}.url")
+            field_name = field_name.replace(f"{key}[0].command", key)
+            raise ConfigError(f"{root.source}: {field_name}: {e.problem}") from None
+        out[name] = target
+    return out
+
+
+def _webhook_hosts(t: _Table) -> tuple[str, ...]:
+    """[notify] webhook_hosts = ["hooks.example.com", "*.example.org"]: the hosts a task's own
+    webhook_url may name (none by default: tasks name [notifiers.NAME] instead)."""
+    raw = t.data.get("webhook_hosts", [])
+    if not isinstance(raw, list) or len(raw) > 1024:
+        raise t.error("webhook_hosts", "expected an array of at most 1024 host names")
+    for i, host in enumerate(raw):
+        if not isinstance(host, str) or not re.fullmatch(r"(\*\.)?[A-Za-z0-9.\-:\[\]]{1,253}", host):
+            raise t.error(
+                f"webhook_hosts[{i}]", f"{host!r}: a host name or address, or *.domain for the names under it"
+            )
+    return tuple(raw)
 
 
 def split_host_port(address: str) -> tuple[str, int]:
@@ -534,6 +603,14 @@ def _secret(cluster: _Table, n_members: int, environ: Mapping[str, str]) -> tupl
     if kind == "secret_file":
         raw_path = Path(cluster.string("secret_file")).expanduser()
         path = raw_path if raw_path.is_absolute() else Path.cwd() / raw_path
+        with contextlib.suppress(OSError):  # a missing file: the read below says so
+            mode = path.stat().st_mode
+            if mode & (stat.S_IRWXG | stat.S_IRWXO):
+                raise cluster.error(
+                    "secret_file",
+                    f"{path} may be read by group or others (mode {stat.S_IMODE(mode):03o}); "
+                    f"run `chmod 600 {path}`",
+                )
         try:
             value = path.read_text(encoding="utf-8").strip()
         except OSError as e:
