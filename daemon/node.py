@@ -159,7 +159,11 @@ class Node:
         self.metrics = MetricsServer(config.metrics.address, self.gauges) if config.metrics.address else None
         self.committer = GroupCommitter(self.replicator, admit=self.storage.admit)
         # One notifier per process (not per term), so deliveries in flight survive a step-down.
-        self.notifier = Notifier(global_targets=config.notify_targets)
+        self.notifier = Notifier(
+            global_targets=config.notify_targets,
+            notifiers=config.notifiers,
+            webhook_hosts=config.webhook_hosts,
+        )
         self._notify_task: asyncio.Task[None] | None = None
         s = config.scheduler
         self.settings = LeaderSettings(
