@@ -252,6 +252,9 @@ def test_secret_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     text = '[node]\nid = "a"\n[cluster]\nsecret_file = "secret.txt"\n' + THREE_MEMBERS
     assert "cluster.secret_file: cannot read " in config_error(tmp_path, text)
     (tmp_path / "secret.txt").write_text("")
+    (tmp_path / "secret.txt").chmod(0o644)  # a secret others may read is refused (issue 13)
+    assert "may be read by group or others (mode 644); run `chmod 600 " in config_error(tmp_path, text)
+    (tmp_path / "secret.txt").chmod(0o600)
     assert "cluster.secret_file: " in config_error(tmp_path, text)
     (tmp_path / "secret.txt").write_text("from-file\n")
     cluster = load_text(tmp_path, text).cluster
