@@ -13,9 +13,9 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
-from grpc import aio  # type: ignore[import-untyped, unused-ignore]
 
 from cronraft.client import _bulk, _common
+from cronraft.client._transport import Transport
 from cronraft.client.sdk import CHANNEL_OPTIONS, rpc_status
 from cronraft.errors import CronraftError
 from cronraft.proto.v1 import (
@@ -49,8 +49,10 @@ class AsyncClient:
         timeout_s: float = 10.0,
         attempt_timeout_s: float | None = None,
         max_redirects: int = 5,
+        transport: Transport | None = None,
     ) -> None:
         self._router = _common.Router(_common.parse_servers(servers))
+        self._transport = transport if transport is not None else Transport.from_env()
         self.timeout_s = timeout_s
         self.attempt_timeout_s = attempt_timeout_s
         self.max_redirects = max_redirects
@@ -89,7 +91,7 @@ class AsyncClient:
             raise CronraftError("client is closed")
         stubs = self._stubs.get(address)
         if stubs is None:
-            stubs = _AsyncStubs(aio.insecure_channel(address, options=CHANNEL_OPTIONS))
+            stubs = _AsyncStubs(self._transport.aio_channel(address, CHANNEL_OPTIONS))
             self._stubs[address] = stubs
         return stubs
 

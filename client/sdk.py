@@ -21,6 +21,7 @@ import grpc  # type: ignore[import-untyped, unused-ignore]
 
 from cronraft.bounds import CLIENT_MAX_RECEIVE_BYTES
 from cronraft.client import _bulk, _common
+from cronraft.client._transport import Transport
 from cronraft.errors import CronraftError
 from cronraft.proto.v1 import (
     cluster_pb2,
@@ -67,7 +68,8 @@ class Client:
     `servers` is "host:port", several comma separated, or a sequence of them; None (the default) reads
     $CRONRAFT_SERVER, else 127.0.0.1:50051. `timeout_s` bounds each logical call, retries included;
     `attempt_timeout_s` bounds one attempt (default: half of `timeout_s`) so that a hung node leaves time
-    to try another. Use as a context manager, or call `close()`.
+    to try another. `transport` carries TLS settings and the bearer token (default: from the environment,
+    `client._transport`). Use as a context manager, or call `close()`.
 
     Errors raised are those of `cronraft.errors`: `InvalidArgument` (with `.field`), `NotFound`,
     `FailedPrecondition`, `ResourceExhausted`, `Unavailable` (retries exhausted), `DeadlineExceeded`,
@@ -81,8 +83,11 @@ class Client:
         timeout_s: float = 10.0,
         attempt_timeout_s: float | None = None,
         max_redirects: int = 5,
+        transport: Transport | None = None,
     ) -> None:
         self._router = _common.Router(_common.parse_servers(servers))
+        # TLS and token (client._transport); None: from $CRONRAFT_TLS_* and $CRONRAFT_TOKEN.
+        self._transport = transport if transport is not None else Transport.from_env()
         self.timeout_s = timeout_s
         self.attempt_timeout_s = attempt_timeout_s
         self.max_redirects = max_redirects
@@ -124,7 +129,7 @@ class Client:
                 raise CronraftError("client is closed")
             stubs = self._stubs.get(address)
             if stubs is None:
-                stubs = _Stubs(grpc.insecure_channel(address, options=CHANNEL_OPTIONS))
+                stubs = _Stubs(self._transport.channel(address, CHANNEL_OPTIONS))
                 self._stubs[address] = stubs
             return stubs
 

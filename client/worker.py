@@ -91,6 +91,7 @@ from cronraft.client._runner import (
     WorkOutcome,
     stop_result,
 )
+from cronraft.client._transport import Transport, add_transport_arguments, transport_from_args
 from cronraft.client.handlers import (
     MAX_RETURN_VALUE_BYTES,
     Handler,
@@ -98,7 +99,7 @@ from cronraft.client.handlers import (
     HandlerRegistry,
     run_handler,
 )
-from cronraft.errors import ConfigError
+from cronraft.errors import ConfigError, InvalidArgument
 from cronraft.failpoint import failpoint
 from cronraft.proto.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 
@@ -152,6 +153,7 @@ class WorkerConfig:
     # What this worker agrees to run (client/_policy.py); the default refuses shell payloads, HTTP to
     # loopback/private/link-local/metadata addresses, and passes payloads only a few variables.
     policy: WorkerPolicy = field(default_factory=WorkerPolicy)
+    transport: Transport = field(default_factory=Transport)  # TLS and token (client._transport)
 
     def __post_init__(self) -> None:
         if not self.servers or any(not s for s in self.servers):
@@ -499,7 +501,7 @@ class Worker:
             incarnation=self.incarnation,
         )
         options = [("grpc.max_receive_message_length", CLIENT_MAX_RECEIVE_BYTES)]  # lease offers
-        async with grpc.aio.insecure_channel(address, options=options) as channel:
+        async with self.config.transport.aio_channel(address, options) as channel:
             stub = worker_pb2_grpc.WorkerGatewayStub(channel)
             call = stub.Connect()
             try:
@@ -1212,6 +1214,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-format", choices=["console", "json"], default="console")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    add_transport_arguments(parser)
     return parser
 
 
@@ -1231,6 +1234,7 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None
         kill_grace_s=args.kill_grace,
         shutdown_grace_s=args.shutdown_grace,
         policy=policy_from_args(args),
+        transport=transport_from_args(args, env),
     )
 
 
@@ -1317,7 +1321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = config_from_args(args)
         process_identity(config.policy)  # an unknown run_as user is a start-up error, not an attempt's
-    except ConfigError as exc:
+    except (ConfigError, InvalidArgument) as exc:  # InvalidArgument: the transport flags
         parser.error(str(exc))
     try:
         _handlers.import_handler_modules(args.handler_modules or ())

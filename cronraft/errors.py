@@ -97,6 +97,19 @@ class DeadlineExceeded(CronraftError):
     grpc_code = "DEADLINE_EXCEEDED"
 
 
+class Unauthenticated(CronraftError):
+    """The call carried no credentials, or ones the node does not accept (unknown, expired, badly signed
+    token; a client certificate it cannot map to a principal). docs/security.md."""
+
+    grpc_code = "UNAUTHENTICATED"
+
+
+class PermissionDenied(CronraftError):
+    """The caller is known but lacks the role the method needs; the message names that role."""
+
+    grpc_code = "PERMISSION_DENIED"
+
+
 __all__ = [
     "ConfigError",
     "CronraftError",
@@ -107,8 +120,10 @@ __all__ = [
     "NotFound",
     "NotLeader",
     "OutcomeUnknown",
+    "PermissionDenied",
     "ResourceExhausted",
     "StaleToken",
     "StorageError",
+    "Unauthenticated",
     "Unavailable",
 ]

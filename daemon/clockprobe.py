@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Mapping
 import grpc
 import structlog
 
+from cronraft.client._transport import Transport
 from cronraft.daemon.clock import CorrectedClock
 from cronraft.daemon.clockhealth import ClockEstimator, ClockPolicy, Estimate, Health, make_sample
 from cronraft.proto.v1 import cluster_pb2, cluster_pb2_grpc
@@ -58,7 +59,9 @@ class ClockMonitor:
         mono_ns: Callable[[], int] = time.monotonic_ns,
         on_peer_storage: Callable[[str, cluster_pb2.StorageStatus], None] | None = None,
         on_peer_versions: Callable[[str, cluster_pb2.ScheduleVersions], None] | None = None,
+        transport: Transport | None = None,  # TLS and the member token (daemon.security); None: plaintext
     ) -> None:
+        self._transport = transport or Transport()
         self.node_id = node_id
         self.peers = dict(peers)
         self.interval_s = probe_interval_ms / 1000
@@ -90,7 +93,7 @@ class ClockMonitor:
         # With peers to judge it, a step of this node's wall clock is held until measured (clock.py).
         self.clock.hold_steps = bool(self.peers)
         for peer, address in self.peers.items():
-            self._channels[peer] = grpc.aio.insecure_channel(address)
+            self._channels[peer] = self._transport.aio_channel(address)
         self._task = asyncio.create_task(self._run(), name="clock-monitor")
 
     async def stop(self) -> None:

@@ -14,13 +14,21 @@ configs work from the repository root (`./data/node1`). They are made absolute a
 The cluster secret is resolved at load (from `cluster.secret_env`, `cluster.secret_file` or, discouraged,
 the literal `cluster.secret`) and is required as soon as the cluster has more than one member:
 pysyncobj unpickles whatever arrives on the Raft port, so without a password anyone who can reach that
-port can run code in the daemon (see shared/docs/fault-testing.md, section 4.2).
+port can run code in the daemon (see shared/docs/fault-testing.md, section 4.2). It is also required
+when this node's Raft address is not loopback (one node included), and must be at least
+MIN_SECRET_CHARS characters long.
+
+Security (docs/security.md): `[tls]` (this node's certificate, the CAs it trusts) and `[auth]` (token
+file, JWT key, client-certificate identities) are validated for shape here; their files are read when
+the node starts (daemon.security). A node whose gRPC address is not loopback refuses to start without
+both TLS and authentication unless the file says `insecure = true` at its top.
 """
 
 from __future__ import annotations
 
 import contextlib
 import difflib
+import ipaddress
 import os
 import re
 import stat
@@ -35,12 +43,15 @@ from cronraft.errors import ConfigError, InvalidArgument
 from cronraft.proto.v1 import common_pb2
 from cronraft.raft.firing import MAX_FIRE_LEAD_MS
 from cronraft.raft.validate import NOTIFIER_NAME
+from cronraft.tokenfile import check_principal, check_roles
 
 # The ordinary fire lead's bound; only burst staging (stage_lead_ms) goes further, up to MAX_FIRE_LEAD_MS.
 MAX_STEADY_LEAD_MS = 5_000
 
 __all__ = [
     "DEFAULT_SECRET_ENV",
+    "MIN_SECRET_CHARS",
+    "AuthConfig",
     "ClockConfig",
     "ClusterConfig",
     "Config",
@@ -56,8 +67,10 @@ __all__ = [
     "RetentionConfig",
     "SchedulerConfig",
     "StorageConfig",
+    "TlsConfig",
     "config_from_dict",
     "default_config",
+    "is_loopback",
     "load_config",
     "split_host_port",
 ]
@@ -71,6 +84,10 @@ LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
 LOG_FORMATS: tuple[LogFormat, ...] = ("console", "json")
 
 DEFAULT_SECRET_ENV = "CRONRAFT_CLUSTER_SECRET"
+# The cluster secret keys pysyncobj's encryption through PBKDF2 with a fixed salt: a short one could be
+# guessed offline from captured Raft traffic. 16 random characters are ~96 bits or more (docs/security.md).
+MIN_SECRET_CHARS = 16
+JWT_ALGORITHMS = ("HS256", "EdDSA")
 
 # gRPC's default maximum message size; a payload must fit in one request and one Raft entry.
 MAX_PAYLOAD_LIMIT = 4 * 1024 * 1024
@@ -192,6 +209,42 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """[tls] (daemon.security): TLS on this node's gRPC listener and on its clock probes to peers."""
+
+    cert: Path | None = None  # this node's certificate chain (PEM); TLS is on when set
+    key: Path | None = None  # its private key (PEM)
+    ca: Path | None = None  # the CA that signed the members' certificates (probes verify peers with it)
+    client_ca: Path | None = None  # verifies client certificates (mutual TLS)
+    require_client_cert: bool = False  # refuse a TLS handshake without a valid client certificate
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert is not None
+
+    @property
+    def peer_ca(self) -> Path | None:
+        return self.ca or self.client_ca
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """[auth] (daemon.security): who may call, and with which roles."""
+
+    token_file: Path | None = None  # hashed bearer tokens (cronraft.tokenfile), reloaded on change
+    jwt_key_file: Path | None = None  # HS256: the shared key; EdDSA: the issuer's public key (PEM)
+    jwt_algorithm: str = "HS256"
+    jwt_issuer: str = ""  # when set, a JWT's `iss` must equal it
+    jwt_audience: str = ""  # when set, a JWT's `aud` must contain it
+    # Client-certificate identities (a SAN, or the CN) -> roles; needs tls.require_client_cert.
+    cert_roles: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        return self.token_file is not None or self.jwt_key_file is not None or bool(self.cert_roles)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     node: NodeConfig
     cluster: ClusterConfig
@@ -208,6 +261,10 @@ class Config:
     # command target; [notify] webhook_hosts: the hosts a task's own webhook_url may name (docs/security.md).
     notifiers: Mapping[str, common_pb2.NotifyTarget] = field(default_factory=dict)
     webhook_hosts: tuple[str, ...] = ()
+    tls: TlsConfig = TlsConfig()
+    auth: AuthConfig = AuthConfig()
+    # Serve a non-loopback gRPC address without TLS or authentication (logged loudly at every start).
+    insecure: bool = False
     source: str = field(default="<embedded default>", compare=False)  # where it was loaded from
 
     @property
@@ -283,12 +340,30 @@ def config_from_dict(
             "limits",
             "storage",
             "retention",
+            "tls",
+            "auth",
+            "insecure",
         ),
     )
     cluster_t = root.table("cluster", ("secret_env", "secret_file", "secret", "durability", "members"))
     members = _members(cluster_t)
     node = _node(root.table("node", ("id", "data_dir")), members)
     secret, secret_source = _secret(cluster_t, len(members), env)
+    self_index = next(i for i, m in enumerate(members) if m.id == node.id)
+    raft_address = members[self_index].raft_address
+    if secret is None and not is_loopback(split_host_port(raft_address)[0]):
+        raise cluster_t.error(
+            "secret",
+            f"this node's raft address {raft_address} is not loopback, so a secret is required even for one "
+            "member (set cluster.secret_env or cluster.secret_file); pysyncobj executes pickled commands "
+            "from anyone who can reach the raft port",
+        )
+    insecure = root.data.get("insecure", False)
+    if not isinstance(insecure, bool):
+        raise root.error("insecure", f"expected true or false, got {_describe(insecure)}")
+    tls = _tls(root.table("tls", _field_names(TlsConfig)))
+    auth = _auth(root.table("auth", _field_names(AuthConfig)), tls)
+    _check_exposure(root, members[self_index].grpc_address, self_index, tls=tls, auth=auth, insecure=insecure)
     cluster = ClusterConfig(
         secret=secret,
         durability=cluster_t.choice("durability", DURABILITIES, "replicated"),
@@ -309,6 +384,9 @@ def config_from_dict(
         limits=_limits(root.table("limits", _field_names(LimitsConfig))),
         storage=_storage(root.table("storage", _field_names(StorageConfig))),
         retention=_retention(root.table("retention", _field_names(RetentionConfig))),
+        tls=tls,
+        auth=auth,
+        insecure=insecure,
         source=source,
     )
 
@@ -599,6 +677,7 @@ def _secret(cluster: _Table, n_members: int, environ: Mapping[str, str]) -> tupl
                 f"environment variable {var} is unset or empty; export it with the cluster secret "
                 "(the same on every member), or use cluster.secret_file",
             )
+        _check_strength(cluster, "secret_env", value, f"the secret in {var}")
         return value, f"env:{var}"
     if kind == "secret_file":
         raw_path = Path(cluster.string("secret_file")).expanduser()
@@ -617,8 +696,120 @@ def _secret(cluster: _Table, n_members: int, environ: Mapping[str, str]) -> tupl
             raise cluster.error("secret_file", f"cannot read {path}: {e.strerror or e}") from None
         if not value:
             raise cluster.error("secret_file", f"{path} is empty; write the cluster secret into it")
+        _check_strength(cluster, "secret_file", value, f"the secret in {path}")
         return value, f"file:{path}"
-    return cluster.string("secret").strip(), "literal"
+    value = cluster.string("secret").strip()
+    _check_strength(cluster, "secret", value, "the secret")
+    return value, "literal"
+
+
+def _check_strength(cluster: _Table, key: str, value: str, what: str) -> None:
+    if len(value) < MIN_SECRET_CHARS:
+        raise cluster.error(
+            key,
+            f"{what} has {len(value)} characters; use at least {MIN_SECRET_CHARS} random ones (e.g. "
+            "`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`): it keys the raft "
+            "encryption, and a short one can be guessed from captured traffic",
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (from split_host_port) can only be reached from this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name other than localhost, or a wildcard: reachable from elsewhere
+
+
+def _path(t: _Table, name: str) -> Path | None:
+    if not t.has(name):
+        return None
+    raw = Path(t.string(name)).expanduser()
+    return raw if raw.is_absolute() else Path.cwd() / raw
+
+
+def _tls(t: _Table) -> TlsConfig:
+    cert, key = _path(t, "cert"), _path(t, "key")
+    if (cert is None) != (key is None):
+        given, missing = ("cert", "key") if cert is not None else ("key", "cert")
+        raise t.error(missing, f"missing: tls.{given} is set, so set tls.{missing} too (PEM files)")
+    client_ca = _path(t, "client_ca")
+    require = t.data.get("require_client_cert", False)
+    if not isinstance(require, bool):
+        raise t.error("require_client_cert", f"expected true or false, got {_describe(require)}")
+    if require and client_ca is None:
+        raise t.error("require_client_cert", "needs tls.client_ca (the CA that signs client certificates)")
+    if client_ca is not None and not require:
+        # gRPC Python does not request a client certificate unless it requires one: an optional
+        # certificate would never be seen, let alone verified.
+        raise t.error(
+            "client_ca",
+            "client certificates are checked only with tls.require_client_cert = true; set it, or remove "
+            "tls.client_ca (use tls.ca for the CA of the members' certificates)",
+        )
+    if cert is None and (client_ca is not None or t.has("ca")):
+        raise t.error("cert", "missing: set tls.cert and tls.key (this node's certificate) to turn TLS on")
+    return TlsConfig(cert=cert, key=key, ca=_path(t, "ca"), client_ca=client_ca, require_client_cert=require)
+
+
+def _auth(t: _Table, tls: TlsConfig) -> AuthConfig:
+    algorithm = t.choice("jwt_algorithm", JWT_ALGORITHMS, "HS256")
+    jwt_key = _path(t, "jwt_key_file")
+    for name in ("jwt_algorithm", "jwt_issuer", "jwt_audience"):
+        if t.has(name) and jwt_key is None:
+            raise t.error(name, "only used with auth.jwt_key_file; set that too, or remove this key")
+    issuer = t.string("jwt_issuer") if t.has("jwt_issuer") else ""
+    audience = t.string("jwt_audience") if t.has("jwt_audience") else ""
+    raw_roles = t.data.get("cert_roles", {})
+    if not isinstance(raw_roles, Mapping):
+        raise t.error("cert_roles", 'expected a table: identity = ["role", ...]')
+    cert_roles: list[tuple[str, tuple[str, ...]]] = []
+    for identity, roles in raw_roles.items():
+        try:
+            check_principal(identity, t.key(f"cert_roles.{identity}"))
+            check_roles(roles, t.key(f"cert_roles.{identity}"))
+        except InvalidArgument as e:
+            raise ConfigError(f"{t.source}: {e}") from None
+        cert_roles.append((identity, tuple(roles)))
+    if cert_roles and not tls.require_client_cert:
+        raise t.error(
+            "cert_roles",
+            "client certificates are verified only with tls.client_ca and tls.require_client_cert = true",
+        )
+    return AuthConfig(
+        token_file=_path(t, "token_file"),
+        jwt_key_file=jwt_key,
+        jwt_algorithm=algorithm,
+        jwt_issuer=issuer,
+        jwt_audience=audience,
+        cert_roles=tuple(cert_roles),
+    )
+
+
+def _check_exposure(
+    root: _Table, address: str, index: int, *, tls: TlsConfig, auth: AuthConfig, insecure: bool
+) -> None:
+    """A gRPC address others can reach needs TLS and authentication, unless `insecure = true`."""
+    if insecure or is_loopback(split_host_port(address)[0]):
+        return
+    missing = [
+        what
+        for what, ok in (
+            ("TLS ([tls] cert, key)", tls.enabled),
+            ("authentication ([auth] token_file, jwt_key_file or cert_roles)", auth.enabled),
+        )
+        if not ok
+    ]
+    if missing:
+        raise root.error(
+            f"cluster.members[{index}].grpc_address",
+            f"{address!r} is not a loopback address and this node has no {' and no '.join(missing)}: "
+            "anyone who reaches it could run commands on the workers. Configure them (docs/security.md, "
+            "`schedctl tls init`, `schedctl token create`), or write `insecure = true` at the top of the "
+            "file to serve it unprotected anyway",
+        )
 
 
 def _raft(t: _Table) -> RaftConfig:

@@ -34,6 +34,7 @@ async def _serve(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, node.security.reload)  # re-read the token file
     await node.start()
     # What startup allocated (modules, config, the node's long-lived objects) is never garbage: frozen,
     # the cyclic collector no longer walks it. Collections of the young generation run every

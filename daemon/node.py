@@ -18,6 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from cronraft import bounds
+from cronraft.client._transport import Transport
 from cronraft.daemon.clock import Clock, CorrectedClock, SystemClock
 from cronraft.daemon.clockprobe import MAX_AGE_INTERVALS, ClockMonitor
 from cronraft.daemon.config import Config
@@ -26,6 +27,7 @@ from cronraft.daemon.leader import LeaderSettings
 from cronraft.daemon.metrics import Gauge, MetricsServer
 from cronraft.daemon.notify import Notifier
 from cronraft.daemon.runner import LeaderRunner
+from cronraft.daemon.security import ServerSecurity
 from cronraft.daemon.storage import StorageMonitor, effective_reserve
 from cronraft.daemon.versioncheck import VersionWatch
 from cronraft.daemon.wire import DecodingServer
@@ -83,6 +85,9 @@ class Node:
         self._by_raft = {m.raft_address: m for m in config.cluster.members}
         self._by_id = {m.id: m for m in config.cluster.members}
 
+        # TLS credentials, token file, JWT key (daemon.security): read before anything is opened, so
+        # that a missing or bad file refuses the start (ConfigError) with nothing half started.
+        self.security = ServerSecurity(config)
         data = config.node.data_dir
         claim(config)  # refuses a data dir of another member or cluster
         fsync = config.cluster.durability == "fsync"
@@ -155,6 +160,7 @@ class Node:
             audit=self.audit,
             on_peer_storage=self.storage.note_peer,
             on_peer_versions=self.versions.note_peer,
+            transport=self._probe_transport(),
         )
         self.metrics = MetricsServer(config.metrics.address, self.gauges) if config.metrics.address else None
         self.committer = GroupCommitter(self.replicator, admit=self.storage.admit)
@@ -191,6 +197,20 @@ class Node:
             max_executions_per_task=lim.max_executions_per_task,
         )
 
+    def _probe_transport(self) -> Transport:
+        """How this node's clock probe reaches its peers: their CA, its own certificate when the
+        members require client certificates, and the member token when they authenticate."""
+        sec = self.security
+        if not self.config.tls.enabled:
+            return Transport(token=sec.probe_token())
+        pair = sec.probe_client_cert()
+        return Transport(
+            ca=sec.peer_ca,
+            cert=pair[0] if pair else None,
+            key=pair[1] if pair else None,
+            token=sec.probe_token(),
+        )
+
     # --------------------------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
@@ -212,6 +232,7 @@ class Node:
         self._notify_task = asyncio.create_task(self.notifier.run(), name="notifier")
 
         server = grpc.aio.server(
+            interceptors=self.security.interceptors,  # authentication and roles (daemon.security)
             # Bounds of gRPC itself (cronraft.bounds): the largest message accepted, the streams one
             # connection may open at once, and the calls served at once (more: RESOURCE_EXHAUSTED).
             maximum_concurrent_rpcs=self.config.limits.max_concurrent_rpcs,
@@ -239,8 +260,11 @@ class Node:
         )
         reflection.enable_server_reflection(names, server)
         addr = self.config.self_member.grpc_address
-        if server.add_insecure_port(addr) == 0:
+        creds = self.security.credentials
+        port = server.add_secure_port(addr, creds) if creds is not None else server.add_insecure_port(addr)
+        if port == 0:
             raise Unavailable(f"cannot bind gRPC address {addr}")
+        self.security.announce()
         await server.start()
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self._storage_changed(bool(self.storage.current().refused))

@@ -102,10 +102,10 @@ def test_embedded_default_is_single_node_toml(monkeypatch: pytest.MonkeyPatch) -
 def test_defaults_and_properties(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     config = load_text(
-        tmp_path, '[node]\nid = "b"\n[cluster]\nsecret_env = "S"\n' + THREE_MEMBERS, {"S": " tok \n"}
+        tmp_path, '[node]\nid = "b"\n[cluster]\nsecret_env = "S"\n' + THREE_MEMBERS, {"S": " tok-0123456789abcdef \n"}
     )
     assert config.node.data_dir == tmp_path / "data" / "b"
-    assert config.cluster.secret == "tok"
+    assert config.cluster.secret == "tok-0123456789abcdef"
     assert config.cluster.secret_source == "env:S"
     assert config.cluster.durability == "replicated"
     assert config.self_member.raft_address == "127.0.0.1:7102"
@@ -113,7 +113,7 @@ def test_defaults_and_properties(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert config.raft.election_timeout_ms == 1000
     assert config.scheduler.heartbeat_interval_ms == 2000
     assert config.log.format == "console"
-    assert "tok" not in repr(config)
+    assert "tok-0123456789abcdef" not in repr(config)
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.node.id = "x"  # type: ignore[misc]
 
@@ -256,9 +256,9 @@ def test_secret_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert "may be read by group or others (mode 644); run `chmod 600 " in config_error(tmp_path, text)
     (tmp_path / "secret.txt").chmod(0o600)
     assert "cluster.secret_file: " in config_error(tmp_path, text)
-    (tmp_path / "secret.txt").write_text("from-file\n")
+    (tmp_path / "secret.txt").write_text("from-file-0123456789\n")
     cluster = load_text(tmp_path, text).cluster
-    assert (cluster.secret, cluster.secret_source) == ("from-file", f"file:{tmp_path / 'secret.txt'}")
+    assert (cluster.secret, cluster.secret_source) == ("from-file-0123456789", f"file:{tmp_path / 'secret.txt'}")
 
 
 def test_only_one_secret_source(tmp_path: Path) -> None:
