@@ -19,7 +19,15 @@ the bulk API (batches created whole, idempotent per batch) and returns an `Impor
 Errors are those of `cronraft.errors`, re-exported here.
 """
 
-from cronraft.client._builders import handler, http, notify_command, notify_webhook, retention, retry
+from cronraft.client._builders import (
+    handler,
+    http,
+    notifier,
+    notify_command,
+    notify_webhook,
+    retention,
+    retry,
+)
 from cronraft.client._bulk import ImportResult
 from cronraft.client._common import (
     BulkResult,
@@ -73,6 +81,7 @@ __all__ = [
     "every",
     "handler",
     "http",
+    "notifier",
     "notify_command",
     "notify_webhook",
     "parse_duration",

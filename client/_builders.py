@@ -9,6 +9,7 @@ field; the cluster is the authority on everything else.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ __all__ = [
     "NOTIFY_EVENTS",
     "handler",
     "http",
+    "notifier",
     "notify_command",
     "notify_webhook",
     "parse_notify_event",
@@ -209,10 +211,26 @@ def notify_webhook(url: str, events: NotifyEvents = ()) -> common_pb2.NotifyTarg
     )
 
 
+# The names [notifiers.NAME] may have (raft.validate.NOTIFIER_NAME; the client does not import raft).
+_NOTIFIER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+
+
+def notifier(name: str, events: NotifyEvents = ()) -> common_pb2.NotifyTarget:
+    """The notifier `name` an operator defined in the nodes' config ([notifiers.NAME]: a webhook or a
+    command), on `events` (none: every event). A cluster refuses a name its config does not define."""
+    if not _NOTIFIER_NAME.match(name):
+        raise InvalidArgument("notify.notifier", f"{name!r}: 1-64 characters of [A-Za-z0-9_.-]")
+    return common_pb2.NotifyTarget(notifier=name, events=_events(events, "notify.events"))
+
+
 def notify_command(
     *argv: str, events: NotifyEvents = (), env: Mapping[str, str] | None = None, cwd: str = ""
 ) -> common_pb2.NotifyTarget:
-    """A command run (without a shell) with the notification's JSON body on stdin, on `events`."""
+    """A command run (without a shell) with the notification's JSON body on stdin, on `events`.
+
+    Only a node's config may hold one ([notify] targets, [notifiers.NAME]): a cluster refuses a task
+    spec that does (issue 13; name a configured notifier with `notifier(name)` instead). Kept to build
+    such targets for tools that write configs, and to read old specs."""
     if not argv or not argv[0].strip():
         raise InvalidArgument("notify.command.argv", "must not be empty")
     return common_pb2.NotifyTarget(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import shlex
 import sys
 from collections.abc import Iterable
 from typing import Any
@@ -218,19 +217,24 @@ def _retry_arguments(parser: argparse.ArgumentParser, *, update: bool) -> None:
 def _notify_arguments(parser: argparse.ArgumentParser, *, update: bool) -> None:
     group = parser.add_argument_group("notifications")
     group.add_argument(
+        "--notify",
+        dest="notify_names",
+        action="append",
+        default=[],
+        metavar="NAME[,events=E+E]",
+        help="notify through NAME, a notifier defined in the nodes' config ([notifiers.NAME]; repeatable); "
+        "events: failure, timeout, dead-letter, missed",
+    )
+    group.add_argument(
         "--notify-webhook",
         action="append",
         default=[],
         metavar="URL[,events=E+E]",
-        help="POST a JSON notification to URL (repeatable); events: failure, timeout, dead-letter, missed",
+        help="POST a JSON notification to URL, whose host the nodes' [notify] webhook_hosts must allow "
+        "(repeatable)",
     )
-    group.add_argument(
-        "--notify-command",
-        action="append",
-        default=[],
-        metavar="'ARGV...'[,events=E+E]",
-        help="run ARGV (shell-quoted words, no shell) with the JSON notification on stdin (repeatable)",
-    )
+    # Removed (issue 13): a task may not make the leader run a command. Kept hidden to say so.
+    group.add_argument("--notify-command", action="append", default=[], help=argparse.SUPPRESS)
     if update:
         text = "remove every notification target"
         _clear(group, "--clear-notify", dest="no_notify", text=text, old="--no-notify")
@@ -609,16 +613,18 @@ def _notify_change(args: argparse.Namespace, changes: dict[str, Any]) -> None:
             targets.append(_builders.notify_webhook(url, events))
         except InvalidArgument as exc:
             raise InvalidArgument("--notify-webhook", exc.problem) from None
-    for value in args.notify_command:
-        text, events = _split_events(value, "--notify-command")
+    for value in args.notify_names:
+        name, events = _split_events(value, "--notify")
         try:
-            argv = shlex.split(text)
-        except ValueError as exc:
-            raise InvalidArgument("--notify-command", f"cannot split {text!r}: {exc}") from None
-        try:
-            targets.append(_builders.notify_command(*argv, events=events))
+            targets.append(_builders.notifier(name, events))
         except InvalidArgument as exc:
-            raise InvalidArgument("--notify-command", exc.problem) from None
+            raise InvalidArgument("--notify", exc.problem) from None
+    if args.notify_command:
+        raise InvalidArgument(
+            "--notify-command",
+            "removed: a task may not make the cluster run a command; use --notify NAME with a notifier "
+            "an operator defined in the nodes' config ([notifiers.NAME], docs/notifications.md)",
+        )
     no_notify = getattr(args, "no_notify", False)
     if no_notify and targets:
         raise UsageError(

@@ -136,6 +136,8 @@ def notify_to_json(target: common_pb2.NotifyTarget) -> dict[str, Any]:
     out: dict[str, Any]
     if kind == "webhook_url":
         out = {"kind": "webhook", "url": target.webhook_url}
+    elif kind == "notifier":
+        out = {"kind": "notifier", "name": target.notifier}
     elif kind == "command":
         out = {"kind": "command", **command_to_json(target.command)}
     else:

@@ -284,11 +284,14 @@ def _notify(value: Any, field: str) -> common_pb2.NotifyTarget:
     if kind == "webhook":
         _known(obj, field, {"kind", "url", "events"})
         out.webhook_url = _str(obj, "url", field)
+    elif kind == "notifier":
+        _known(obj, field, {"kind", "name", "events"})
+        out.notifier = _str(obj, "name", field)
     elif kind == "command":
         _known(obj, field, {"kind", "argv", "env", "cwd", "events"})
         out.command.CopyFrom(_command(obj, field))
     else:
-        raise InvalidArgument(f"{field}.kind", f"expected webhook or command, got {_short(kind)}")
+        raise InvalidArgument(f"{field}.kind", f"expected notifier, webhook or command, got {_short(kind)}")
     for i, event in enumerate(_str_list(obj, "events", field)):
         out.events.append(_builders.parse_notify_event(event, f"{field}.events[{i}]"))
     return out

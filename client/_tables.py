@@ -124,6 +124,8 @@ def _notify_text(target: common_pb2.NotifyTarget) -> str:
     what = (
         f"webhook {target.webhook_url}"
         if kind == "webhook_url"
+        else f"notifier {target.notifier}"
+        if kind == "notifier"
         else f"command {shlex.join(target.command.argv)}"
         if kind == "command"
         else "-"

@@ -819,7 +819,7 @@ def test_create_http_payload_and_every_policy_flag(run: Run, cluster: FakeCluste
         "--no-retry-on-timeout",
         "--notify-webhook", "https://hooks.example.com/x?a=1,b=2,events=failure+dead-letter",
         "--notify-webhook", "https://hooks.example.com/all",
-        "--notify-command", "page-ops --team 'db team',events=timeout",
+        "--notify", "page-ops,events=timeout",
         "--worker-label", "zone=eu", "--worker-label", "gpu=yes", "--max-concurrency", "2",
     )  # fmt: skip
     spec = cluster.store.tasks["t0001"].spec
@@ -834,18 +834,12 @@ def test_create_http_payload_and_every_policy_flag(run: Run, cluster: FakeCluste
     assert spec.notify[0].webhook_url == "https://hooks.example.com/x?a=1,b=2"
     assert list(spec.notify[0].events) == [common_pb2.NOTIFY_FAILURE, common_pb2.NOTIFY_DEAD_LETTER]
     assert spec.notify[1].webhook_url == "https://hooks.example.com/all" and not spec.notify[1].events
-    assert list(spec.notify[2].command.argv) == ["page-ops", "--team", "db team"]
+    assert spec.notify[2].notifier == "page-ops"
     assert list(spec.notify[2].events) == [common_pb2.NOTIFY_TIMEOUT]
     assert dict(spec.worker_labels) == {"zone": "eu", "gpu": "yes"} and spec.max_concurrency == 2
     assert set(doc["spec"]) == SPEC_KEYS and doc["spec"]["payload"]["kind"] == "http"
     assert doc["spec"]["payload"]["headers"] == {"Content-Type": "application/json", "X-Key": "v"}
-    assert doc["spec"]["notify"][2] == {
-        "kind": "command",
-        "argv": ["page-ops", "--team", "db team"],
-        "env": {},
-        "cwd": "",
-        "events": ["timeout"],
-    }
+    assert doc["spec"]["notify"][2] == {"kind": "notifier", "name": "page-ops", "events": ["timeout"]}
     code, out, _ = run("task", "get", "t0001")
     assert code == EXIT_OK and "http POST https://example.com/hook, 2 header(s)" in out
     assert "backoff 2s x1.5 up to 10m, only exit 1,2,3, never exit 64, no retry on timeout" in out
@@ -890,8 +884,8 @@ def test_create_handler_payload_and_literal_body(run: Run, cluster: FakeCluster)
         (["--retry-on-exit", "1", "--retry-never-on-exit", "1", "--", "x"], "error: --retry-never-on-exit: "),
         (["--notify-webhook", "https://h,events=sometimes", "--", "x"], "error: --notify-webhook: unknown"),
         (["--notify-webhook", "https://h,events=", "--", "x"], "error: --notify-webhook: empty events="),
-        (["--notify-command", "'unclosed", "--", "x"], "error: --notify-command: cannot split"),
-        (["--notify-command", ",events=failure", "--", "x"], "error: --notify-command: must not be empty"),
+        (["--notify-command", "page", "--", "x"], "error: --notify-command: removed: a task may not make"),
+        (["--notify", "bad name", "--", "x"], "error: --notify: 'bad name': 1-64 characters"),
         (["--worker-label", "zone", "--", "x"], "error: --worker-label: expected KEY=VALUE"),
         (["--max-concurrency", "-1", "--", "x"], "error: --max-concurrency: must not be negative"),
     ],
