@@ -468,6 +468,10 @@ class FaultCluster:
             },
             "log": {"level": "info", "format": "json"},
         }
+        if self._net is not None:
+            # The network namespaces' addresses are not loopback: a lab cluster without TLS or tokens
+            # must say so (daemon.config; docs/security.md).
+            cfg["insecure"] = True
         self.config_path(nid).write_text(toml_dumps(_merge(cfg, self._config_extra)))
 
     def _write_clock(self, name: str, offset_s: float) -> None:
