@@ -318,7 +318,7 @@ class LmdbKV:
         self._gate = _Gate()
         self._env: lmdb.Environment | None = None
         self._dbs: dict[str, Any] = {}
-        self._path.mkdir(parents=True, exist_ok=True)
+        self._path.mkdir(mode=0o700, parents=True, exist_ok=True)  # private: it holds every payload
         self._open()
 
     @property
@@ -338,6 +338,7 @@ class LmdbKV:
             metasync=self._sync,
             readahead=False,  # random access into a store that may be larger than RAM
             max_spare_txns=4,
+            mode=0o600,  # data.mdb and lock.mdb: private (issue 13; LMDB's default is 0644)
         )
         with env.begin(write=True) as txn:
             dbs = {name: env.open_db(name.encode(), txn=txn, create=True) for name in DATABASES}

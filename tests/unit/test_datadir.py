@@ -37,3 +37,26 @@ def test_a_non_empty_unclaimed_folder_is_refused(tmp_path: Path) -> None:
     cfg = replace(cfg, node=replace(cfg.node, data_dir=tmp_path))
     with pytest.raises(ConfigError, match="not empty"):
         claim(cfg)
+
+
+def test_claim_makes_the_data_directory_private(tmp_path: Path) -> None:
+    """Issue 13: 0700 folders, no group/other bits on files, also for a directory made before the rule;
+    files created after the claim are private by the umask."""
+    data = tmp_path / "node1"
+    (data / "state").mkdir(parents=True, mode=0o755)
+    data.chmod(0o755)
+    (data / "state" / "data.mdb").write_bytes(b"x")
+    (data / "state" / "data.mdb").chmod(0o644)
+    (data / IDENTITY_FILE).write_text("{}")
+    config = default_config()
+    config = replace(config, node=replace(config.node, data_dir=data))
+    with pytest.raises(ConfigError):  # another identity; the modes are fixed first all the same
+        claim(config)
+    assert (data.stat().st_mode & 0o777, (data / "state").stat().st_mode & 0o777) == (0o700, 0o700)
+    assert (data / "state" / "data.mdb").stat().st_mode & 0o777 == 0o600
+    fresh = tmp_path / "fresh"
+    claim(replace(config, node=replace(config.node, data_dir=fresh)))
+    (fresh / "journal").write_bytes(b"")
+    assert fresh.stat().st_mode & 0o777 == 0o700
+    assert (fresh / IDENTITY_FILE).stat().st_mode & 0o777 == 0o600
+    assert (fresh / "journal").stat().st_mode & 0o777 == 0o600
