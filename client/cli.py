@@ -285,8 +285,8 @@ def _task_bulk_parsers(task_commands: Any, opts: _Parser) -> None:
         "cancel",
         parents=[opts],
         help="cancel tasks, by id or by filter",
-        usage="schedctl task cancel ID... | schedctl task cancel [--tag KEY=VALUE]... [--name-prefix P] "
-        "[--state STATE] [--yes]",
+        usage="schedctl task cancel ID...\n"
+        "       schedctl task cancel [--tag KEY=VALUE]... [--name-prefix P] [--state STATE] [--yes]",
         description="Cancel tasks by id, or every task matching the filters (all must match; tasks "
         "already cancelled are left alone). By filter, the command lists the tasks, asks for confirmation "
         "on a terminal (or needs --yes), then cancels them one by one: it is not atomic.",
@@ -303,8 +303,9 @@ def _task_bulk_parsers(task_commands: Any, opts: _Parser) -> None:
         "delete",
         parents=[opts],
         help="delete tasks with their whole history, by id or by filter",
-        usage="schedctl task delete ID... | schedctl task delete [--tag KEY=VALUE]... [--name-prefix P] "
-        "[--state STATE] [--force] [--yes]",
+        usage="schedctl task delete ID... [--force] [--yes]\n"
+        "       schedctl task delete [--tag KEY=VALUE]... [--name-prefix P] [--state STATE] "
+        "[--force] [--yes]",
         description="Delete tasks with everything about them: executions, attempts, output logs, dead "
         "letters and the fire ledger. It cannot be undone: the command asks for confirmation on a terminal "
         "(or needs --yes). By filter, it lists the matching tasks, then deletes them one by one: it is not "
