@@ -64,6 +64,50 @@ start_bg() {
   CHILDREN+=("$LAST_PID")
 }
 
+# secure_cluster DATA_DIR SERVERS WORKER_ID CONFIG... : on first start, the development PKI (DATA_DIR/tls),
+# an admin and a worker token (DATA_DIR/tokens.toml holds their hashes) and DATA_DIR/client.env; exports
+# the client settings for this script's own schedctl calls and sets CLIENT_ENV and WORKER_TOKEN.
+secure_cluster() {
+  local data=$1 servers=$2 worker=$3
+  shift 3
+  mkdir -p "$data"
+  chmod 700 "$data"
+  if [[ ! -s $data/tls/ca.pem ]]; then
+    local args=()
+    for cfg in "$@"; do args+=(--config "$cfg"); done
+    "$BIN/schedctl" tls init "$data/tls" "${args[@]}" --worker "$worker" --force >/dev/null
+    echo "generated development certificates into $data/tls"
+  fi
+  CLIENT_ENV=$data/client.env
+  if [[ ! -s $CLIENT_ENV || ! -s $data/worker.env || ! -s $data/tokens.toml ]]; then
+    rm -f "$data/tokens.toml"
+    local admin worker_token
+    admin=$("$BIN/schedctl" token create --principal admin --role admin --file "$data/tokens.toml" 2>/dev/null)
+    worker_token=$("$BIN/schedctl" token create --principal "$worker" --role worker --file "$data/tokens.toml" 2>/dev/null)
+    (
+      umask 077
+      printf 'export CRONRAFT_TOKEN=%q\n' "$worker_token" >"$data/worker.env"
+      {
+        echo "# Cronraft client settings for $data (made by run-cluster.sh): source this file."
+        printf 'export CRONRAFT_SERVER=%q\n' "$servers"
+        printf 'export CRONRAFT_TLS_CA=%q\n' "$PWD/$data/tls/ca.pem"
+        printf 'export CRONRAFT_TOKEN=%q\n' "$admin"
+        echo "# mutual TLS is off in the shipped configs; with it on, also:"
+        printf '# export CRONRAFT_TLS_CERT=%q CRONRAFT_TLS_KEY=%q\n' "$PWD/$data/tls/client.pem" "$PWD/$data/tls/client-key.pem"
+      } >"$CLIENT_ENV"
+    )
+    echo "generated an admin token and a worker token ($data/tokens.toml holds their hashes)"
+  fi
+  # shellcheck disable=SC1090
+  source "$CLIENT_ENV"
+  WORKER_TOKEN=$(
+    # shellcheck disable=SC1091
+    source "$data/worker.env"
+    printf '%s' "$CRONRAFT_TOKEN"
+  )
+  echo "client settings: source $CLIENT_ENV"
+}
+
 # status_json HOST:PORT : one node's `schedctl cluster status` as JSON (empty when it does not answer).
 status_json() {
   "$BIN/schedctl" --server "$1" --output json cluster status 2>/dev/null || true

@@ -4,8 +4,10 @@
 # `make cluster`. Ctrl-C (or SIGTERM) stops everything.
 #
 # The cluster secret comes from $CRONRAFT_CLUSTER_SECRET; when it is unset, one is generated once into
-# ./data/cluster-secret (mode 600) and reused by later runs. Environment: WORKER_ID (default
-# cluster-worker), READY_TIMEOUT_S (default 60).
+# ./data/cluster-secret (mode 600) and reused by later runs. TLS and tokens (docs/security.md): on first
+# start, a development CA and node certificates go to ./data/<cluster>/tls, an admin and a worker token
+# to ./data/<cluster>/tokens.toml (hashed), and what a client needs to ./data/<cluster>/client.env
+# (`source` it). Environment: WORKER_ID (default cluster-worker), READY_TIMEOUT_S (default 60).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -32,6 +34,7 @@ fi
 CONFIGS=("$DIR"/node*.toml)
 SERVERS=$(config_grpc_addresses "${CONFIGS[@]}")
 refuse_if_listening "$SERVERS"
+secure_cluster "data/$1" "$SERVERS" "$WORKER_ID" "${CONFIGS[@]}"
 
 declare -A NODE_PID NODE_ADDRESS
 IFS=, read -r -a ADDRESSES <<<"$SERVERS"
@@ -49,7 +52,8 @@ wait_for_leader "$SERVERS"
 # (docs/security.md, "What runs where"). Never start a production worker like this.
 echo "starting schedworker --server $SERVERS --id $WORKER_ID --allow-shell (log: data/logs/worker.log)"
 echo "NOTE: this development worker runs shell payloads (--allow-shell); a production worker should not"
-start_bg data/logs/worker.log "$BIN/schedworker" --server "$SERVERS" --id "$WORKER_ID" --allow-shell
+# The worker's own token (role worker), not the admin's in client.env; in its environment, not argv.
+CRONRAFT_TOKEN=$WORKER_TOKEN start_bg data/logs/worker.log "$BIN/schedworker" --server "$SERVERS" --id "$WORKER_ID" --allow-shell
 WORKER_PID=$LAST_PID
 
 echo
@@ -65,7 +69,9 @@ LEADER_PID=${NODE_PID[$LEADER_ID]:-PID}
 
 cat <<EOF
 
-Cronraft $1 is running; worker $WORKER_ID (pid $WORKER_PID) is connected to $SERVERS.
+Cronraft $1 is running with TLS and tokens; worker $WORKER_ID (pid $WORKER_PID) is connected to $SERVERS.
+First, in your shell, take the client settings (server list, CA, an admin token):
+  source $CLIENT_ENV
   $BIN/schedctl --server $SERVERS cluster status
   $BIN/schedctl --server $SERVERS task create --name hello --cron "*/1 * * * *" --tz Europe/Paris -- echo hello
 Watch a failover: kill the leader ($LEADER_ID), then ask the others who leads now:
