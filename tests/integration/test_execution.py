@@ -32,7 +32,9 @@ async def greet(ctx, name):
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
     (tmp_path / "my_handlers.py").write_text(HANDLERS)
-    c = Cluster(tmp_path, n=3)
+    # The dead-letter test's task webhook is a loopback server: a node delivers a task's webhook only to
+    # a host of its [notify] webhook_hosts (issue 13).
+    c = Cluster(tmp_path, n=3, extra_toml='[notify]\nwebhook_hosts = ["127.0.0.1"]\n')
     try:
         c.start()
         c.start_worker(
