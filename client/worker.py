@@ -759,6 +759,9 @@ class Worker:
                 if waited is None:
                     began = True
                 result = waited if waited is not None else await attempt.runner.run()
+                if result.outcome == common_pb2.ATTEMPT_REFUSED and not result.error.startswith("refused"):
+                    # Refused while starting (an address, a secret gone since the check): say by whom.
+                    result.error = f"refused by worker {self.config.worker_id}: {result.error}"
             except Exception as exc:  # a bug of ours: report it rather than lose the attempt
                 self._log.exception("attempt runner failed", execution_id=execution_id)
                 result = self._not_started(attempt.lease, f"worker error before the start: {exc!r}")
