@@ -742,7 +742,7 @@ def add_schedule_arguments(parser: argparse.ArgumentParser, *, required: bool = 
 
 
 # What a past --at does, said once for the help, the docs (docs/scheduling.md) and the preview note.
-_AT_HELP = "RFC 3339 instant, or +DURATION from now (a past instant fires at once, never dropped)"
+_AT_HELP = "RFC 3339 instant, or +DURATION from now (a past one fires as soon as possible, never dropped)"
 
 
 def _window_arguments(group: Any, *, required: bool) -> None:

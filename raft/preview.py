@@ -92,7 +92,7 @@ def _annotate(
     nominal = row.nominal_time_ms
     kind = schedule.WhichOneof("kind")
     if kind == "at" and nominal < from_ms:
-        row.notes.append("in the past: the misfire policy decides whether it still fires")
+        row.notes.append("in the past: fires as soon as possible, never dropped (no misfire policy for --at)")
     if kind != "cron":
         return True
     if sched.dst_shifted(walker, nominal):
