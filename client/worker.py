@@ -72,6 +72,7 @@ from cronraft.bounds import (
     MAX_WORKER_LABELS,
     MAX_WORKER_QUEUES,
 )
+from cronraft.client import _argnames
 from cronraft.client import handlers as _handlers
 from cronraft.client._http import run_http
 from cronraft.client._outbox import AttemptKey, Outbox, attempt_key, result_key
@@ -1170,9 +1171,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--queue", dest="queues", action="append", metavar="Q", help="queue to take work from (repeatable)"
     )
-    parser.add_argument(
-        "--label", dest="labels", action="append", type=_parse_label, metavar="K=V", help="label (repeatable)"
+    # --worker-label, the flag `schedctl task create` requires labels with (one name on both, issue 19).
+    label = parser.add_argument(
+        "--worker-label",
+        dest="labels",
+        action="append",
+        type=_parse_label,
+        metavar=_argnames.KEY_VALUE,
+        help="a label of this worker, which tasks can require (repeatable)",
     )
+    _argnames.add_alias(parser, "--label", label)
     parser.add_argument(
         "--outbox-dir", type=Path, help="durable result outbox (default ./data/worker-<id>/outbox)"
     )
