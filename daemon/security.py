@@ -111,6 +111,7 @@ RPC_ROLES: dict[str, str | None] = {
     # load balancers and orchestrators probe health without credentials; reflection shows the schema
     "/grpc.health.v1.Health/Check": PUBLIC,
     "/grpc.health.v1.Health/Watch": PUBLIC,
+    "/grpc.health.v1.Health/List": PUBLIC,
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": "reader",
 }
 
