@@ -138,9 +138,8 @@ def test_the_api_refuses_notify_commands_and_unconfigured_targets(cluster: Clust
         spec.payload.CopyFrom(command("false"))
         task = client.create_task_spec(spec)
         assert _final(client, task.task_id).state == common_pb2.EXECUTION_FAILED
-    body = wait_for(
-        lambda: (tmp_path / "paged.json").exists() and (tmp_path / "paged.json").read_bytes(), 30, "page"
-    )
+    paged = tmp_path / "paged.json"
+    body: bytes = wait_for(lambda: paged.read_bytes() if paged.exists() else None, 30, "the page command")
     assert json.loads(body)["task"]["task_id"] == task.task_id
 
 

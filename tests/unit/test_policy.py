@@ -3,10 +3,14 @@ the executable allowlist, the inherited environment and secrets. Real processes:
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -277,3 +281,64 @@ def test_run_as_unknown_user_is_a_start_error() -> None:
 
 def test_policy_file_mode_constant_sanity() -> None:
     assert stat.S_IRWXG | stat.S_IRWXO == 0o077 and sys.platform.startswith("linux")
+
+
+# ------------------------------------------------------------------------------------------ HTTP egress
+
+
+def _serve() -> tuple[ThreadingHTTPServer, list[dict[str, str]]]:
+    seen: list[dict[str, str]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(dict(self.headers))
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    return server, seen
+
+
+async def _request(
+    url: str, policy: WorkerPolicy, headers: dict[str, str] | None = None
+) -> tuple[Any, bytes]:
+    from cronraft.client._http import run_http
+    from cronraft.client._runner import InProcessIO, TailBuffer
+
+    stdout, stderr = TailBuffer(1 << 16), TailBuffer(1 << 16)
+    io = InProcessIO(asyncio.get_running_loop(), stdout, stderr, None)
+    payload = common_pb2.Payload(http=common_pb2.HttpPayload(url=url, headers=headers or {}))
+    outcome = await run_http(
+        worker_pb2.Lease(execution_id="e1", payload=payload, timeout_ms=5000), io, policy
+    )
+    await asyncio.sleep(0.05)  # the thread's writes land on the loop
+    return outcome, stderr.value()
+
+
+@pytest.mark.asyncio
+async def test_http_to_a_name_resolving_to_loopback_is_refused_before_connecting() -> None:
+    server, seen = _serve()
+    try:
+        url = f"http://localhost:{server.server_address[1]}/x"
+        outcome, _ = await _request(url, WorkerPolicy())
+        assert outcome.outcome == common_pb2.ATTEMPT_REFUSED
+        assert "payload.http.url: host 'localhost': " in outcome.error and "loopback" in outcome.error
+        assert seen == []
+        allowed = policy_from_dict(
+            {"secrets": {"values": {"tok": "Bearer s3cret"}}}, allow_http_loopback=True
+        )
+        outcome, stderr = await _request(url, allowed, {"Authorization-Token": "secret:tok"})
+        assert outcome.outcome == common_pb2.ATTEMPT_SUCCEEDED, outcome.error
+        # Connected to the checked address, with the URL's name kept for the Host header.
+        assert seen[0]["Host"] == f"localhost:{server.server_address[1]}"
+        assert seen[0]["Authorization-Token"] == "Bearer s3cret"
+        assert b"s3cret" not in stderr and b"Authorization-Token: <redacted>" in stderr
+    finally:
+        server.shutdown()
+        server.server_close()
