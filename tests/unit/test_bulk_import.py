@@ -153,6 +153,8 @@ class _Runner:
 @dataclass
 class _Config:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    notifiers: dict[str, object] = field(default_factory=dict)  # [notifiers] (issue 13): none
+    webhook_hosts: tuple[str, ...] = ()
 
 
 class _Clock:
