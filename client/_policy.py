@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 import ipaddress
 import os
 import re
@@ -261,15 +262,15 @@ class WorkerPolicy:
             )
         return [real, *argv[1:]]
 
+    @functools.cached_property
+    def _inherit(self) -> re.Pattern[str]:
+        """env.inherit as one expression (every attempt filters the worker's environment with it)."""
+        return re.compile("|".join(fnmatch.translate(p) for p in self.env_inherit) or "(?!)")
+
     def inherited_env(self, environ: Mapping[str, str]) -> dict[str, str]:
         """The worker's variables a payload inherits: those env.inherit names, never CRONRAFT_*."""
-        out = {}
-        for name, value in environ.items():
-            if name.startswith("CRONRAFT_"):
-                continue
-            if any(fnmatch.fnmatchcase(name, pattern) for pattern in self.env_inherit):
-                out[name] = value
-        return out
+        match = self._inherit.match
+        return {k: v for k, v in environ.items() if not k.startswith("CRONRAFT_") and match(k)}
 
     def payload_env(
         self, task_env: Mapping[str, str], environ: Mapping[str, str], where: str = "payload.command.env"
