@@ -76,7 +76,7 @@ from cronraft.client import _argnames
 from cronraft.client import handlers as _handlers
 from cronraft.client._http import run_http
 from cronraft.client._outbox import AttemptKey, Outbox, attempt_key, result_key
-from cronraft.client._policy import WorkerPolicy, load_policy
+from cronraft.client._policy import WorkerPolicy, load_policy, policy_from_dict
 from cronraft.client._runner import (
     DEFAULT_KILL_GRACE_S,
     DEFAULT_OUTPUT_TAIL_BYTES,
@@ -104,7 +104,16 @@ from cronraft.errors import ConfigError, InvalidArgument
 from cronraft.failpoint import failpoint
 from cronraft.proto.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 
-__all__ = ["HandlerContext", "HandlerRegistry", "Worker", "WorkerConfig", "main"]
+__all__ = [
+    "HandlerContext",
+    "HandlerRegistry",
+    "Worker",
+    "WorkerConfig",
+    "WorkerPolicy",
+    "load_policy",
+    "main",
+    "policy_from_dict",
+]
 
 _log = structlog.get_logger(__name__)
 _H = TypeVar("_H", bound=Handler)
