@@ -395,7 +395,7 @@ def _time_words(second: str | None, minute: str, hour: str) -> str:
         if words[-1].startswith("at "):
             words[-1] += " of every hour"
     elif hour.startswith("*/") and hour[2:].isdigit():
-        words.append(f"every {hour[2:]} hours")
+        words.append(_unit_words(hour, "hour"))
     else:
         words.append(f"in hour{'' if hour.isdigit() else 's'} {hour}")
     return ", ".join(words)
@@ -405,7 +405,7 @@ def _unit_words(text: str, unit: str) -> str:
     if text == "*":
         return f"every {unit}"
     if text.startswith("*/") and text[2:].isdigit():
-        return f"every {text[2:]} {unit}s"
+        return f"every {unit}" if int(text[2:]) == 1 else f"every {text[2:]} {unit}s"
     return f"at {unit} {text}" if text.isdigit() else f"at {unit}s {text}"
 
 
