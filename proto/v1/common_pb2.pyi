@@ -924,6 +924,7 @@ class TaskSpec(_message.Message):
     DEPENDENCY_DEADLINE_MS_FIELD_NUMBER: _builtins.int
     SENSOR_FIELD_NUMBER: _builtins.int
     RETENTION_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     queue: _builtins.str
     """worker queue; "default" when empty"""
@@ -945,6 +946,11 @@ class TaskSpec(_message.Message):
     """an execution not started this long after its fire ends `expired` (0: none)"""
     dependency_deadline_ms: _builtins.int
     """fail a run whose dependencies are unmet this long after its fire (0: wait)"""
+    namespace: _builtins.str
+    """The namespace the task belongs to (docs/security.md, "Namespaces"); empty or "default": the default
+    namespace (stored empty). Its executions and dead letters belong to it too, and its schedule's
+    calendars are resolved in it. Fixed at creation: an update cannot move a task to another namespace.
+    """
     @_builtins.property
     def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -996,10 +1002,11 @@ class TaskSpec(_message.Message):
         dependency_deadline_ms: _builtins.int = ...,
         sensor: Global___Sensor | None = ...,
         retention: Global___Retention | None = ...,
+        namespace: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["payload", b"payload", "retention", b"retention", "retry", b"retry", "schedule", b"schedule", "sensor", b"sensor"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["catchup_window_ms", b"catchup_window_ms", "dependency_deadline_ms", b"dependency_deadline_ms", "depends_on", b"depends_on", "guarantee", b"guarantee", "max_attempts", b"max_attempts", "max_catchup", b"max_catchup", "max_concurrency", b"max_concurrency", "misfire", b"misfire", "name", b"name", "notify", b"notify", "overlap", b"overlap", "payload", b"payload", "priority", b"priority", "queue", b"queue", "retention", b"retention", "retry", b"retry", "schedule", b"schedule", "sensor", b"sensor", "start_deadline_ms", b"start_deadline_ms", "tags", b"tags", "timeout_ms", b"timeout_ms", "worker_labels", b"worker_labels"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["catchup_window_ms", b"catchup_window_ms", "dependency_deadline_ms", b"dependency_deadline_ms", "depends_on", b"depends_on", "guarantee", b"guarantee", "max_attempts", b"max_attempts", "max_catchup", b"max_catchup", "max_concurrency", b"max_concurrency", "misfire", b"misfire", "name", b"name", "namespace", b"namespace", "notify", b"notify", "overlap", b"overlap", "payload", b"payload", "priority", b"priority", "queue", b"queue", "retention", b"retention", "retry", b"retry", "schedule", b"schedule", "sensor", b"sensor", "start_deadline_ms", b"start_deadline_ms", "tags", b"tags", "timeout_ms", b"timeout_ms", "worker_labels", b"worker_labels"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1268,6 +1275,7 @@ class Execution(_message.Message):
     WAITING_REASON_FIELD_NUMBER: _builtins.int
     REGRANTS_FIELD_NUMBER: _builtins.int
     WORKER_INCARNATION_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     task_id: _builtins.str
     nominal_time_ms: _builtins.int
@@ -1308,6 +1316,8 @@ class Execution(_message.Message):
     """leases that ended before the payload began, granted again"""
     worker_incarnation: _builtins.str
     """the worker process holding the current lease (Hello.incarnation)"""
+    namespace: _builtins.str
+    """its task's namespace: set on read by the API, not stored"""
     @_builtins.property
     def token(self) -> Global___FencingToken:
         """the current lease's token"""
@@ -1348,10 +1358,11 @@ class Execution(_message.Message):
         waiting_reason: _builtins.str = ...,
         regrants: _builtins.int = ...,
         worker_incarnation: _builtins.str = ...,
+        namespace: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempts", b"attempts", "cancel_reason", b"cancel_reason", "cancel_requested_at_ms", b"cancel_requested_at_ms", "completed_at_ms", b"completed_at_ms", "dead_lettered", b"dead_lettered", "error", b"error", "execution_id", b"execution_id", "exit_code", b"exit_code", "finished_at_ms", b"finished_at_ms", "fired_at_ms", b"fired_at_ms", "guarantee", b"guarantee", "leased_at_ms", b"leased_at_ms", "manual", b"manual", "nominal_time_ms", b"nominal_time_ms", "not_before_ms", b"not_before_ms", "priority", b"priority", "redrives", b"redrives", "regrants", b"regrants", "return_value", b"return_value", "started_at_ms", b"started_at_ms", "state", b"state", "stderr_tail", b"stderr_tail", "stdout_tail", b"stdout_tail", "task_id", b"task_id", "token", b"token", "waiting_reason", b"waiting_reason", "worker_id", b"worker_id", "worker_incarnation", b"worker_incarnation"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempts", b"attempts", "cancel_reason", b"cancel_reason", "cancel_requested_at_ms", b"cancel_requested_at_ms", "completed_at_ms", b"completed_at_ms", "dead_lettered", b"dead_lettered", "error", b"error", "execution_id", b"execution_id", "exit_code", b"exit_code", "finished_at_ms", b"finished_at_ms", "fired_at_ms", b"fired_at_ms", "guarantee", b"guarantee", "leased_at_ms", b"leased_at_ms", "manual", b"manual", "namespace", b"namespace", "nominal_time_ms", b"nominal_time_ms", "not_before_ms", b"not_before_ms", "priority", b"priority", "redrives", b"redrives", "regrants", b"regrants", "return_value", b"return_value", "started_at_ms", b"started_at_ms", "state", b"state", "stderr_tail", b"stderr_tail", "stdout_tail", b"stdout_tail", "task_id", b"task_id", "token", b"token", "waiting_reason", b"waiting_reason", "worker_id", b"worker_id", "worker_incarnation", b"worker_incarnation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1410,6 +1421,7 @@ class DeadLetter(_message.Message):
     STDERR_TAIL_FIELD_NUMBER: _builtins.int
     NOMINAL_TIME_MS_FIELD_NUMBER: _builtins.int
     REDRIVEN_AS_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     task_id: _builtins.str
     task_name: _builtins.str
@@ -1421,6 +1433,8 @@ class DeadLetter(_message.Message):
     nominal_time_ms: _builtins.int
     redriven_as: _builtins.str
     """the new execution's id once redriven"""
+    namespace: _builtins.str
+    """its task's namespace: set on read by the API, not stored"""
     def __init__(
         self,
         *,
@@ -1434,10 +1448,11 @@ class DeadLetter(_message.Message):
         stderr_tail: _builtins.bytes = ...,
         nominal_time_ms: _builtins.int = ...,
         redriven_as: _builtins.str = ...,
+        namespace: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "dead_at_ms", b"dead_at_ms", "execution_id", b"execution_id", "nominal_time_ms", b"nominal_time_ms", "reason", b"reason", "redriven_as", b"redriven_as", "stderr_tail", b"stderr_tail", "stdout_tail", b"stdout_tail", "task_id", b"task_id", "task_name", b"task_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "dead_at_ms", b"dead_at_ms", "execution_id", b"execution_id", "namespace", b"namespace", "nominal_time_ms", b"nominal_time_ms", "reason", b"reason", "redriven_as", b"redriven_as", "stderr_tail", b"stderr_tail", "stdout_tail", b"stdout_tail", "task_id", b"task_id", "task_name", b"task_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1506,6 +1521,7 @@ class Calendar(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     UPDATED_AT_MS_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     time_zone: _builtins.str
     """IANA zone; UTC when empty"""
@@ -1514,6 +1530,10 @@ class Calendar(_message.Message):
     """log index of the last change (set by the cluster)"""
     updated_at_ms: _builtins.int
     """set by the cluster"""
+    namespace: _builtins.str
+    """The namespace the calendar belongs to (empty or "default": the default one, stored empty). Names are
+    unique per namespace; `include` and the tasks that name it resolve in the same namespace.
+    """
     @_builtins.property
     def exclude(self) -> _containers.RepeatedCompositeFieldContainer[Global___CalendarRule]: ...
     @_builtins.property
@@ -1530,10 +1550,11 @@ class Calendar(_message.Message):
         description: _builtins.str = ...,
         version: _builtins.int = ...,
         updated_at_ms: _builtins.int = ...,
+        namespace: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "exclude", b"exclude", "include", b"include", "name", b"name", "time_zone", b"time_zone", "updated_at_ms", b"updated_at_ms", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "exclude", b"exclude", "include", b"include", "name", b"name", "namespace", b"namespace", "time_zone", b"time_zone", "updated_at_ms", b"updated_at_ms", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

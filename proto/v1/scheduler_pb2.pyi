@@ -102,20 +102,28 @@ class ListDeadLettersRequest(_message.Message):
     TASK_ID_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    ALL_NAMESPACES_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
-    """filter (empty: every task)"""
+    """filter (empty: every task of the namespace)"""
     page_size: _builtins.int
     page_token: _builtins.str
+    namespace: _builtins.str
+    """without task_id: the namespace listed (empty: default)"""
+    all_namespaces: _builtins.bool
+    """without task_id: every namespace (needs reader in "*")"""
     def __init__(
         self,
         *,
         task_id: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+        all_namespaces: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_namespaces", b"all_namespaces", "namespace", b"namespace", "page_size", b"page_size", "page_token", b"page_token", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -165,6 +173,8 @@ Global___GetDeadLetterRequest: _TypeAlias = GetDeadLetterRequest  # noqa: Y015
 
 @_typing.final
 class RedriveDeadLettersRequest(_message.Message):
+    """By ids, every id must belong to one namespace; by task_id, the task's namespace is the one acted in."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EXECUTION_IDS_FIELD_NUMBER: _builtins.int
@@ -219,6 +229,10 @@ Global___RedriveDeadLettersResponse: _TypeAlias = RedriveDeadLettersResponse  # 
 
 @_typing.final
 class PurgeDeadLettersRequest(_message.Message):
+    """By ids, every id must belong to one namespace; by task_id, the task's; with neither, the dead letters
+    of `namespace` (empty: default), never of another one.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EXECUTION_IDS_FIELD_NUMBER: _builtins.int
@@ -226,10 +240,12 @@ class PurgeDeadLettersRequest(_message.Message):
     BEFORE_MS_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     before_ms: _builtins.int
     limit: _builtins.int
     request_id: _builtins.str
+    namespace: _builtins.str
     @_builtins.property
     def execution_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -240,10 +256,11 @@ class PurgeDeadLettersRequest(_message.Message):
         before_ms: _builtins.int = ...,
         limit: _builtins.int = ...,
         request_id: _builtins.str = ...,
+        namespace: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["before_ms", b"before_ms", "execution_ids", b"execution_ids", "limit", b"limit", "request_id", b"request_id", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["before_ms", b"before_ms", "execution_ids", b"execution_ids", "limit", b"limit", "namespace", b"namespace", "request_id", b"request_id", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -621,15 +638,19 @@ class GetCalendarRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    namespace: _builtins.str
+    """empty: default"""
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
+        namespace: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "namespace", b"namespace"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -643,19 +664,27 @@ class ListCalendarsRequest(_message.Message):
 
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    ALL_NAMESPACES_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """default 100, at most 1000"""
     page_token: _builtins.str
     """from a previous response"""
+    namespace: _builtins.str
+    """the namespace listed (empty: default)"""
+    all_namespaces: _builtins.bool
+    """every namespace (needs reader in "*")"""
     def __init__(
         self,
         *,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+        all_namespaces: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_namespaces", b"all_namespaces", "namespace", b"namespace", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -691,17 +720,21 @@ class DeleteCalendarRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     request_id: _builtins.str
+    namespace: _builtins.str
+    """empty: default"""
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        namespace: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "namespace", b"namespace", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -906,6 +939,8 @@ class ListTasksRequest(_message.Message):
     NAME_PREFIX_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    ALL_NAMESPACES_FIELD_NUMBER: _builtins.int
     state: _common_pb2.TaskState.ValueType
     """filter (UNSPECIFIED: any)"""
     name_prefix: _builtins.str
@@ -914,6 +949,10 @@ class ListTasksRequest(_message.Message):
     """default 100, at most 1000"""
     page_token: _builtins.str
     """from a previous response"""
+    namespace: _builtins.str
+    """the namespace listed (empty: default)"""
+    all_namespaces: _builtins.bool
+    """every namespace (needs reader in "*"); `namespace` is then ignored"""
     @_builtins.property
     def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """filter: every pair must match"""
@@ -926,10 +965,12 @@ class ListTasksRequest(_message.Message):
         name_prefix: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+        all_namespaces: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name_prefix", b"name_prefix", "page_size", b"page_size", "page_token", b"page_token", "state", b"state", "tags", b"tags"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_namespaces", b"all_namespaces", "name_prefix", b"name_prefix", "namespace", b"namespace", "page_size", b"page_size", "page_token", b"page_token", "state", b"state", "tags", b"tags"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -938,7 +979,7 @@ Global___ListTasksRequest: _TypeAlias = ListTasksRequest  # noqa: Y015
 @_typing.final
 class ListTasksResponse(_message.Message):
     """A page reads at most 10,000 candidate tasks: with a filter that the walked index does not answer (a
-    name prefix, a second tag), a page may hold fewer than page_size tasks, even none, and still carry a
+    name prefix, a second tag, a namespace), a page may hold fewer than page_size tasks, even none, and still carry a
     next_page_token. Only an empty token means the end.
     """
 
