@@ -6,6 +6,7 @@ The leader stamps time and ids into each command; apply() never reads a clock or
 """
 
 from collections import abc as _abc
+from cronraft.proto.v1 import audit_pb2 as _audit_pb2
 from cronraft.proto.v1 import common_pb2 as _common_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -52,6 +53,7 @@ class Command(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     STAMPED_AT_MS_FIELD_NUMBER: _builtins.int
     LIMITS_FIELD_NUMBER: _builtins.int
+    AUDIT_FIELD_NUMBER: _builtins.int
     CREATE_TASK_FIELD_NUMBER: _builtins.int
     CANCEL_TASK_FIELD_NUMBER: _builtins.int
     EPOCH_FIELD_NUMBER: _builtins.int
@@ -84,6 +86,12 @@ class Command(_message.Message):
         """The quotas in force on the leader that proposed the command ([limits] in its config), for the commands
         that create something (tasks, calendars, executions): apply enforces these, not its own node's config,
         so that every replica decides alike. Unset (entries older than quotas): no quota.
+        """
+
+    @_builtins.property
+    def audit(self) -> _audit_pb2.AuditMeta:
+        """Who asked (the audit trail, raft/audit_trail.py): set by the servicer on the commands it proposes for
+        a client RPC, unset on the leader's own commands. Apply writes one AuditRecord per command carrying it.
         """
 
     @_builtins.property
@@ -138,6 +146,7 @@ class Command(_message.Message):
         request_id: _builtins.str = ...,
         stamped_at_ms: _builtins.int = ...,
         limits: Global___Limits | None = ...,
+        audit: _audit_pb2.AuditMeta | None = ...,
         create_task: Global___CreateTask | None = ...,
         cancel_task: Global___CancelTask | None = ...,
         epoch: Global___Epoch | None = ...,
@@ -162,9 +171,9 @@ class Command(_message.Message):
         delete_task: Global___DeleteTask | None = ...,
         prune: Global___Prune | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["append_output", b"append_output", "backfill_task", b"backfill_task", "body", b"body", "cancel_execution", b"cancel_execution", "cancel_task", b"cancel_task", "complete", b"complete", "create_task", b"create_task", "delete_calendar", b"delete_calendar", "delete_task", b"delete_task", "epoch", b"epoch", "expire_lease", b"expire_lease", "expire_pending", b"expire_pending", "fire", b"fire", "grant", b"grant", "import_tasks", b"import_tasks", "limits", b"limits", "note_waiting", b"note_waiting", "pause_task", b"pause_task", "prune", b"prune", "purge_dead_letters", b"purge_dead_letters", "put_calendar", b"put_calendar", "redrive_dead_letters", b"redrive_dead_letters", "resume_task", b"resume_task", "trigger_task", b"trigger_task", "update_task", b"update_task"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["append_output", b"append_output", "audit", b"audit", "backfill_task", b"backfill_task", "body", b"body", "cancel_execution", b"cancel_execution", "cancel_task", b"cancel_task", "complete", b"complete", "create_task", b"create_task", "delete_calendar", b"delete_calendar", "delete_task", b"delete_task", "epoch", b"epoch", "expire_lease", b"expire_lease", "expire_pending", b"expire_pending", "fire", b"fire", "grant", b"grant", "import_tasks", b"import_tasks", "limits", b"limits", "note_waiting", b"note_waiting", "pause_task", b"pause_task", "prune", b"prune", "purge_dead_letters", b"purge_dead_letters", "put_calendar", b"put_calendar", "redrive_dead_letters", b"redrive_dead_letters", "resume_task", b"resume_task", "trigger_task", b"trigger_task", "update_task", b"update_task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["append_output", b"append_output", "backfill_task", b"backfill_task", "body", b"body", "cancel_execution", b"cancel_execution", "cancel_task", b"cancel_task", "complete", b"complete", "create_task", b"create_task", "delete_calendar", b"delete_calendar", "delete_task", b"delete_task", "epoch", b"epoch", "expire_lease", b"expire_lease", "expire_pending", b"expire_pending", "fire", b"fire", "grant", b"grant", "import_tasks", b"import_tasks", "limits", b"limits", "note_waiting", b"note_waiting", "pause_task", b"pause_task", "prune", b"prune", "purge_dead_letters", b"purge_dead_letters", "put_calendar", b"put_calendar", "redrive_dead_letters", b"redrive_dead_letters", "request_id", b"request_id", "resume_task", b"resume_task", "stamped_at_ms", b"stamped_at_ms", "trigger_task", b"trigger_task", "update_task", b"update_task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["append_output", b"append_output", "audit", b"audit", "backfill_task", b"backfill_task", "body", b"body", "cancel_execution", b"cancel_execution", "cancel_task", b"cancel_task", "complete", b"complete", "create_task", b"create_task", "delete_calendar", b"delete_calendar", "delete_task", b"delete_task", "epoch", b"epoch", "expire_lease", b"expire_lease", "expire_pending", b"expire_pending", "fire", b"fire", "grant", b"grant", "import_tasks", b"import_tasks", "limits", b"limits", "note_waiting", b"note_waiting", "pause_task", b"pause_task", "prune", b"prune", "purge_dead_letters", b"purge_dead_letters", "put_calendar", b"put_calendar", "redrive_dead_letters", b"redrive_dead_letters", "request_id", b"request_id", "resume_task", b"resume_task", "stamped_at_ms", b"stamped_at_ms", "trigger_task", b"trigger_task", "update_task", b"update_task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["create_task", "cancel_task", "epoch", "fire", "grant", "complete", "expire_lease", "update_task", "pause_task", "resume_task", "trigger_task", "backfill_task", "put_calendar", "delete_calendar", "cancel_execution", "redrive_dead_letters", "purge_dead_letters", "append_output", "note_waiting", "expire_pending", "import_tasks", "delete_task", "prune"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
@@ -211,11 +220,17 @@ class RetentionPolicy(_message.Message):
     EXECUTION_MAX_AGE_MS_FIELD_NUMBER: _builtins.int
     ENDED_TASK_MAX_AGE_MS_FIELD_NUMBER: _builtins.int
     LOG_MAX_AGE_MS_FIELD_NUMBER: _builtins.int
+    AUDIT_MAX_AGE_MS_FIELD_NUMBER: _builtins.int
+    AUDIT_MAX_RECORDS_FIELD_NUMBER: _builtins.int
     keep_executions: _builtins.int
     execution_max_age_ms: _builtins.int
     ended_task_max_age_ms: _builtins.int
     log_max_age_ms: _builtins.int
     """output logs are deleted this long after their first piece"""
+    audit_max_age_ms: _builtins.int
+    """audit records are deleted this long after their stamped time"""
+    audit_max_records: _builtins.int
+    """at most this many audit records are kept (the oldest go first)"""
     def __init__(
         self,
         *,
@@ -223,10 +238,12 @@ class RetentionPolicy(_message.Message):
         execution_max_age_ms: _builtins.int = ...,
         ended_task_max_age_ms: _builtins.int = ...,
         log_max_age_ms: _builtins.int = ...,
+        audit_max_age_ms: _builtins.int = ...,
+        audit_max_records: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ended_task_max_age_ms", b"ended_task_max_age_ms", "execution_max_age_ms", b"execution_max_age_ms", "keep_executions", b"keep_executions", "log_max_age_ms", b"log_max_age_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_max_age_ms", b"audit_max_age_ms", "audit_max_records", b"audit_max_records", "ended_task_max_age_ms", b"ended_task_max_age_ms", "execution_max_age_ms", b"execution_max_age_ms", "keep_executions", b"keep_executions", "log_max_age_ms", b"log_max_age_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -970,6 +987,7 @@ class PruneReport(_message.Message):
     MORE_FIELD_NUMBER: _builtins.int
     WRAPPED_FIELD_NUMBER: _builtins.int
     NEXT_MS_FIELD_NUMBER: _builtins.int
+    AUDIT_RECORDS_FIELD_NUMBER: _builtins.int
     executions: _builtins.int
     """executions deleted (with their attempts, logs, dead letters, ledger record)"""
     tasks: _builtins.int
@@ -988,6 +1006,8 @@ class PruneReport(_message.Message):
     """The earliest stamped time at which something this step looked at becomes deletable (an execution,
     a ledger record or a log past its age, an ended task past its retention); 0: nothing it saw will.
     """
+    audit_records: _builtins.int
+    """audit records deleted (by age or count)"""
     def __init__(
         self,
         *,
@@ -999,10 +1019,11 @@ class PruneReport(_message.Message):
         more: _builtins.bool = ...,
         wrapped: _builtins.bool = ...,
         next_ms: _builtins.int = ...,
+        audit_records: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["executions", b"executions", "ledger_records", b"ledger_records", "logs", b"logs", "more", b"more", "next_ms", b"next_ms", "tasks", b"tasks", "visited", b"visited", "wrapped", b"wrapped"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_records", b"audit_records", "executions", b"executions", "ledger_records", b"ledger_records", "logs", b"logs", "more", b"more", "next_ms", b"next_ms", "tasks", b"tasks", "visited", b"visited", "wrapped", b"wrapped"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
