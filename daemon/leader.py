@@ -50,6 +50,9 @@ INTERNAL_RETRY_MS = 1_000
 INTERNAL_RETRY_MAX_MS = 60_000
 # What a hold (LeaderCore.hold) keeps back: fires and grants, also those waiting to be proposed again.
 _HELD_KINDS = frozenset({"fire", "grant"})
+# Results that arrive before the running leases are loaded (an outbox resent to a new leader before its
+# Epoch commits) wait for them, up to this many; beyond it they are dropped and the workers resend them.
+MAX_EARLY_RESULTS = 10_000
 CommandResult = commands_pb2.CommandResult
 Token = tuple[int, int]
 
@@ -91,6 +94,24 @@ class LeaderSettings:
     # one creates no execution (the ledger says skipped_limit) and the schedule goes on.
     max_pending_per_task: int = 0
     max_executions_per_task: int = 0
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A worker message about a lease another worker holds, with that lease's very token: a forgery
+    (the token was read somewhere), never a stale message. Dropped; the driver logs it and ends the
+    sender's stream (issue 13)."""
+
+    worker_id: str  # who sent it
+    execution_id: str
+    kind: str  # "result", "output" or "renewal"
+    holder: str  # the worker holding the lease
+
+    def message(self) -> str:
+        return (
+            f"{self.kind} for execution {self.execution_id}: its lease is held by worker {self.holder!r}, "
+            f"not {self.worker_id!r}; a worker may only report on its own leases"
+        )
 
 
 @dataclass
@@ -183,6 +204,10 @@ class LeaderCore:
         self._granting_tasks: dict[str, str] = {}  # execution id -> task id, for grants in flight
         # Results being committed: (execution id, token) -> the worker that sent it (who gets the ack).
         self._completing: dict[tuple[str, Token], str] = {}
+        # Results received before `ready` (sender, result): checked and proposed by the first ticks.
+        self._early_results: list[tuple[str, common_pb2.AttemptResult]] = []
+        # Messages refused as forged (Refusal), for the driver to log and act on; it clears the list.
+        self.refusals: list[Refusal] = []
         self.workers: dict[str, WorkerState] = {}
         # Worker ids per queue served (an ordered set), its list form for the rotating pick (rebuilt
         # after a change), the rotation's position, and the queues found with no free slot in this tick:
@@ -406,7 +431,12 @@ class LeaderCore:
         for ref in leases:
             lease = self.leases.get(ref.execution_id)
             token = token_tuple(ref.token)
-            if (
+            if lease is not None and lease.token == token and lease.worker_id != worker_id:
+                # Another worker's lease with its own token: never renewed for this sender (revoked in
+                # this ack, which reaches the sender only), and reported as forged.
+                self.refusals.append(Refusal(worker_id, ref.execution_id, "renewal", lease.worker_id))
+                ack.revoked.append(ref.execution_id)
+            elif (
                 lease is not None
                 and lease.token == token
                 and lease.worker_id == worker_id
@@ -457,11 +487,30 @@ class LeaderCore:
     def results(
         self, worker_id: str, results: Sequence[common_pb2.AttemptResult], now_ms: int
     ) -> list[Command]:
-        """Complete commands for a worker's results (the ack is sent once they commit)."""
+        """Complete commands for a worker's results (the ack is sent once they commit).
+
+        A result is proposed only when the lease of its execution is held by `worker_id` (issue 13: the
+        fencing token alone, which readers could see, is not enough). A result about a lease held by
+        another worker with the same token is forged: dropped, never acknowledged, and reported in
+        `refusals`. A result about no lease of this worker otherwise (its attempt was fenced off, the
+        execution ended) is stale: the state machine would reject it, so it is acknowledged at once
+        without being proposed (the worker stops resending it, and nothing is applied). Before `ready`
+        the running leases are not loaded: results wait for them (MAX_EARLY_RESULTS)."""
+        if not self.ready:
+            room = max(0, MAX_EARLY_RESULTS - len(self._early_results))
+            self._early_results.extend((worker_id, r) for r in results[:room])
+            return []
         cmds = []
+        stale: list[str] = []
         for r in results:
             key = (r.execution_id, token_tuple(r.token))
             if key in self._completing:
+                continue
+            verdict = self.lease_check(worker_id, r.execution_id, key[1], "result")
+            if verdict == "stale":
+                stale.append(r.execution_id)
+                continue
+            if verdict:
                 continue
             self._completing[key] = worker_id
             cmds.append(
@@ -470,6 +519,45 @@ class LeaderCore:
                     complete=commands_pb2.Complete(execution_id=r.execution_id, token=r.token, result=r),
                 )
             )
+        if stale:
+            self.outgoing.append(
+                (worker_id, worker_pb2.GatewayMessage(acks=worker_pb2.ResultAcks(execution_ids=stale)))
+            )
+        return cmds
+
+    def lease_check(self, worker_id: str, execution_id: str, token: Token, kind: str) -> str:
+        """Whether a message of `worker_id` about the lease (`execution_id`, `token`) may be acted on:
+        "" when the lease is this worker's (the state machine then checks the token), "stale" when it
+        is not a lease of this worker (an attempt fenced off, an execution that ended), "forged" when
+        another worker holds (or held) that very lease (recorded in `refusals`).
+
+        Once `ready`, the lease table holds every running lease: a worker learns a token only from an
+        offer sent after its Grant committed and was tracked here, so a result about no lease in the
+        table is stale. Output may trail its result (the worker flushes it periodically) and arrives
+        before `ready` too: for output the store says who held the lease with that token."""
+        lease = self.leases.get(execution_id)
+        if lease is not None and (lease.token == token or kind == "result"):
+            holder, held = lease.worker_id, lease.token
+        elif kind == "result" and self.ready:
+            return "stale"
+        else:
+            with self.kv.read() as txn:
+                ex = sm.read_execution(txn, execution_id)
+            if ex is None or token_tuple(ex.token) != token:
+                return "stale"  # the state machine would refuse it: not the execution's current token
+            holder, held = ex.worker_id or (ex.attempts[-1].worker_id if ex.attempts else ""), token
+        if holder == worker_id:
+            return ""
+        if held == token:
+            self.refusals.append(Refusal(worker_id, execution_id, kind, holder))
+            return "forged"
+        return "stale"
+
+    def _take_early_results(self, now_ms: int) -> list[Command]:
+        early, self._early_results = self._early_results, []
+        cmds: list[Command] = []
+        for worker_id, r in early:
+            cmds.extend(self.results(worker_id, [r], now_ms))
         return cmds
 
     # ---------------------------------------------------------------------------------------- tick
@@ -482,6 +570,8 @@ class LeaderCore:
             return self._held_tick(now_ms, mono_ms)
         cmds: list[Command] = self._retry
         self._retry = []
+        if self._early_results:
+            cmds.extend(self._take_early_results(now_ms))
         self._now_ms = now_ms
         self._full.clear()  # slots are released between ticks (outcomes, disconnects), never during one
         budget = self.settings.max_commands_per_tick
@@ -518,6 +608,8 @@ class LeaderCore:
         keep = [c for c in self._retry if c.WhichOneof("body") in _HELD_KINDS]
         cmds = [c for c in self._retry if c.WhichOneof("body") not in _HELD_KINDS]
         self._retry = keep
+        if self._early_results:
+            cmds.extend(self._take_early_results(now_ms))
         for execution_id, _armed in self.lease_deadlines.advance(mono_ms):
             lease = self.leases.get(execution_id)
             if lease is not None and not lease.expiring and lease.deadline > mono_ms:
@@ -1143,7 +1235,9 @@ class LeaderCore:
             ld = self.lease_deadlines.next_deadline()
             if ld is not None:
                 wait = min(wait, ld - mono_ms)
-            if any(c.WhichOneof("body") not in _HELD_KINDS for c in self._retry):
+            if (self._early_results and self.ready) or any(
+                c.WhichOneof("body") not in _HELD_KINDS for c in self._retry
+            ):
                 wait = 0
             return max(0, wait)
         nd = self.wheel.next_deadline()
@@ -1160,7 +1254,7 @@ class LeaderCore:
             wait = min(wait, ld - mono_ms)
         if self._next_retry_ms is not None:
             wait = min(wait, self._next_retry_ms - now_ms)
-        if self._retry:
+        if self._retry or (self._early_results and self.ready):
             wait = 0
         return max(0, wait)
 
@@ -1169,4 +1263,4 @@ class LeaderCore:
         return out
 
 
-__all__ = ["LeaderCore", "LeaderSettings", "LeaseState", "WorkerState"]
+__all__ = ["MAX_EARLY_RESULTS", "LeaderCore", "LeaderSettings", "LeaseState", "Refusal", "WorkerState"]

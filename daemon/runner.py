@@ -29,7 +29,7 @@ from cronraft.failpoint import failpoint
 from cronraft.proto.v1 import commands_pb2, common_pb2, worker_pb2
 from cronraft.raft import state as sm
 from cronraft.raft.audit import AuditLog
-from cronraft.raft.codec import make_id
+from cronraft.raft.codec import make_id, token_tuple
 from cronraft.raft.groupcommit import GroupCommitter
 from cronraft.raft.kv import KV
 
@@ -58,12 +58,19 @@ class WorkerSession:
     worker_id: str
     queue: asyncio.Queue[worker_pb2.GatewayMessage | None] = field(default_factory=asyncio.Queue)
     closed: bool = False
+    refusal: str = ""  # why the leader ended this stream (a forged message): PERMISSION_DENIED
 
     def send(self, msg: worker_pb2.GatewayMessage | None) -> None:
         if not self.closed:
             self.queue.put_nowait(msg)
             if msg is None:
                 self.closed = True
+
+    def refuse(self, problem: str) -> None:
+        """End the stream with PERMISSION_DENIED saying `problem` (the gateway reads `refusal`)."""
+        if not self.refusal:
+            self.refusal = problem
+        self.send(None)
 
 
 class LeaderRunner:
@@ -100,6 +107,9 @@ class LeaderRunner:
         self._output_bytes = 0
         self._output_flush: asyncio.TimerHandle | None = None
         self._sessions: dict[str, WorkerSession] = {}
+        # Worker messages dropped (issue 13), by kind: "superseded" (on a stream the worker replaced),
+        # "stale_output" (output for no lease of its sender), and result/output/renewal forged.
+        self.dropped: dict[str, int] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
@@ -153,6 +163,7 @@ class LeaderRunner:
                 return
             break
         self.core.on_epoch_committed(clock.now_ms(), clock.mono_ms())
+        self._wake.set()  # results that arrived before now are checked and proposed by the next tick
         log.info("leader ready", term=self.term, running=len(self.core.leases))
         if self._retention is not None:
             duty = asyncio.create_task(
@@ -169,6 +180,7 @@ class LeaderRunner:
             duty.add_done_callback(self._inflight.discard)
         while not self._stopping:
             cmds = self.core.tick(clock.now_ms(), clock.mono_ms())
+            self._act_on_refusals()
             if cmds:
                 self._propose(cmds)
             self._flush()
@@ -335,7 +347,35 @@ class LeaderRunner:
                 start_mono = mono + lease.start_delay_ms
             self.core.offered(lease.execution_id, lease.token, start_mono)
 
+    def _current(self, session: WorkerSession, kind: str) -> bool:
+        """Whether `session` is its worker's stream now: a message still arriving on a stream the
+        worker replaced (it reconnected) is dropped; the worker resends what matters on the new one."""
+        if self._sessions.get(session.worker_id) is session:
+            return True
+        self.dropped["superseded"] = self.dropped.get("superseded", 0) + 1
+        log.debug("worker message on a replaced stream dropped", worker=session.worker_id, kind=kind)
+        return False
+
+    def _act_on_refusals(self) -> None:
+        """Log and count the forged messages the core refused, and end each sender's stream with
+        PERMISSION_DENIED (issue 13: a worker reports only on its own leases)."""
+        for r in self.core.refusals:
+            self.dropped[r.kind] = self.dropped.get(r.kind, 0) + 1
+            log.warning(
+                "forged worker message refused",
+                worker=r.worker_id,
+                execution_id=r.execution_id,
+                kind=r.kind,
+                holder=r.holder,
+            )
+            s = self._sessions.get(r.worker_id)
+            if s is not None:
+                s.refuse(r.message())
+        self.core.refusals.clear()
+
     def on_heartbeat(self, session: WorkerSession, hb: worker_pb2.Heartbeat) -> None:
+        if not self._current(session, "heartbeat"):
+            return
         ack = self.core.heartbeat(
             session.worker_id,
             list(hb.leases),
@@ -346,17 +386,33 @@ class LeaderRunner:
             draining=hb.draining,
         )
         session.send(worker_pb2.GatewayMessage(heartbeat_ack=ack))
+        self._act_on_refusals()
 
     def on_results(self, session: WorkerSession, results: Sequence[common_pb2.AttemptResult]) -> None:
+        if not self._current(session, "results"):
+            return
         self.core.heard_from(session.worker_id, self._clock.mono_ms())
         cmds = self.core.results(session.worker_id, results, self._clock.now_ms())
+        self._act_on_refusals()
         if cmds:
             self._flush_audit_before_failpoint()
             failpoint("leader.before_result_propose")
             self._propose(cmds)
+        self._flush()  # stale results are acknowledged at once, without a proposal
 
-    def on_output(self, chunk: worker_pb2.OutputChunk) -> None:
-        if not chunk.data or self._stopping:
+    def on_output(self, session: WorkerSession, chunk: worker_pb2.OutputChunk) -> None:
+        """Buffer a piece of output for the log, if its execution's lease is the sender's (the token
+        alone is not enough: issue 13). Output for no lease of the sender (a fenced-off attempt) is
+        dropped and counted; output for another worker's lease is refused as forged."""
+        if not chunk.data or self._stopping or not self._current(session, "output"):
+            return
+        verdict = self.core.lease_check(
+            session.worker_id, chunk.execution_id, token_tuple(chunk.token), "output"
+        )
+        if verdict:
+            if verdict == "stale":
+                self.dropped["stale_output"] = self.dropped.get("stale_output", 0) + 1
+            self._act_on_refusals()
             return
         self._output.append(
             commands_pb2.Command(

@@ -15,6 +15,7 @@ import structlog
 from cronraft import bounds, errors
 from cronraft.daemon.bulk import BulkImport
 from cronraft.daemon.runner import new_id
+from cronraft.daemon.security import current_principal
 from cronraft.daemon.wire import (
     bounded_results,
     calendar_name,
@@ -24,6 +25,7 @@ from cronraft.daemon.wire import (
     check_limit,
     executions_page_token,
     hello_problem,
+    worker_identity_problem,
     worker_problem,
 )
 from cronraft.proto.v1 import (
@@ -630,6 +632,10 @@ class WorkerGatewayServicer(worker_pb2_grpc.WorkerGatewayServicer):
         if problem:
             log.warning("worker refused", problem=problem)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        problem = worker_identity_problem(first.hello, current_principal())
+        if problem:
+            log.warning("worker refused", problem=problem, peer=context.peer())
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, problem)
         loop = asyncio.get_running_loop()
         hold_until = loop.time() + LEADERLESS_HOLD_S
         while True:
@@ -661,7 +667,7 @@ class WorkerGatewayServicer(worker_pb2_grpc.WorkerGatewayServicer):
                     elif kind == "results":
                         runner.on_results(session, bounded_results(msg.results.results))
                     elif kind == "output":
-                        runner.on_output(msg.output)
+                        runner.on_output(session, msg.output)
             except (asyncio.CancelledError, grpc.aio.AioRpcError):
                 pass
             finally:
@@ -681,6 +687,8 @@ class WorkerGatewayServicer(worker_pb2_grpc.WorkerGatewayServicer):
             log.info("worker disconnected", worker=session.worker_id)
         if refused:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, refused[0])
+        if session.refusal:  # a forged message (daemon.leader.Refusal)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, session.refusal)
 
 
 class ClusterServicer(cluster_pb2_grpc.ClusterServicer):

@@ -2,7 +2,8 @@
 
 The bounds themselves are in `cronraft.bounds` (and, for task specs and calendars, in the state machine's
 validation, which the servicers call too). Each check raises `InvalidArgument` naming the field and the
-bound; a worker message over a bound ends its stream with INVALID_ARGUMENT (`worker_problem` says why).
+bound; a worker message over a bound ends its stream with INVALID_ARGUMENT (`worker_problem` says why),
+and a Hello under another id than its sender's principal with PERMISSION_DENIED (`worker_identity_problem`).
 A worker's results are cut to what the state machine keeps (`bounded_results`), never refused: a result
 is the record of a run. Bytes that do not decode as the request's message are refused as INVALID_ARGUMENT
 (`DecodingServer`), not UNKNOWN.
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 
@@ -20,6 +21,9 @@ from cronraft import bounds
 from cronraft.errors import InvalidArgument
 from cronraft.proto.v1 import common_pb2, worker_pb2
 from cronraft.raft.codec import id_bytes
+
+if TYPE_CHECKING:
+    from cronraft.daemon.security import Principal
 
 _CALENDAR_NAME = re.compile(rf"[A-Za-z0-9_.\-]{{1,{bounds.MAX_CALENDAR_NAME}}}")
 _QUEUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
@@ -89,6 +93,20 @@ def hello_problem(hello: worker_pb2.Hello) -> str:
     if len(hello.incarnation) > bounds.MAX_INCARNATION:
         return f"hello.incarnation: longer than {bounds.MAX_INCARNATION} characters"
     return ""
+
+
+def worker_identity_problem(hello: worker_pb2.Hello, principal: Principal) -> str:
+    """Why a Hello is refused for who sent it ("" if it is not): with authentication on, a worker's id is
+    its principal's name (the token's principal or JWT subject, the certificate's identity), so that a
+    worker credential connects as that one worker only and receives only its leases. With it off (the
+    loopback single node: every caller is the anonymous principal), any id goes, as before."""
+    if principal.source == "none" or hello.worker_id == principal.name:
+        return ""
+    return (
+        f"hello.worker_id: {hello.worker_id!r} is not this stream's principal {principal.name!r}; a worker "
+        f"connects under its own name: start it with --id {principal.name}, or give it the credential "
+        f"of worker {hello.worker_id!r}"
+    )
 
 
 def worker_problem(msg: worker_pb2.WorkerMessage) -> str:
@@ -255,5 +273,6 @@ __all__ = [
     "decoded",
     "executions_page_token",
     "hello_problem",
+    "worker_identity_problem",
     "worker_problem",
 ]

@@ -56,8 +56,9 @@ def _secure_cluster(tmp_path: Path) -> tuple[SecureCluster, dict[str, str], Path
     init_pki(pki, [Leaf("node1", ("127.0.0.1",), server=True), Leaf("client"), Leaf("w1")])
     tokens_file = tmp_path / "tokens.toml"
     now_ms = int(time.time() * 1000)
+    # A worker's principal is its worker id (docs/security.md, "Workers"): the worker token is w1's.
     tokens = {
-        role: add_token(tokens_file, f"{role}-user", [role], now_ms=now_ms)
+        role: add_token(tokens_file, "w1" if role == "worker" else f"{role}-user", [role], now_ms=now_ms)
         for role in ("reader", "submitter", "admin", "worker")
     }
     tokens["expired"] = add_token(tokens_file, "late", ["admin"], expires_ms=now_ms - 1000, now_ms=now_ms)
