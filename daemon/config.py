@@ -152,6 +152,8 @@ class RetentionConfig:
     execution_max_age_s: int = 30 * 86_400  # an execution is deleted this long after it ended
     ended_task_max_age_s: int = 7 * 86_400  # a completed or cancelled task, this long after it ended
     log_max_age_s: int = 7 * 86_400  # output logs, this long after their first piece
+    audit_max_age_s: int = 90 * 86_400  # audit records (raft.audit_trail), this long after their time...
+    audit_max_records: int = 100_000  # ...and at most this many, the newest
     prune_interval_ms: int = 1_000  # the leader proposes one retention step this often...
     prune_max_deletes: int = 500  # ...deleting at most this many records...
     prune_max_visits: int = 1_000  # ...and looking at most at this many tasks (sooner while work is left)
@@ -866,6 +868,8 @@ def _retention(t: _Table) -> RetentionConfig:
         execution_max_age_s=t.integer("execution_max_age_s", d.execution_max_age_s, 0),
         ended_task_max_age_s=t.integer("ended_task_max_age_s", d.ended_task_max_age_s, 0),
         log_max_age_s=t.integer("log_max_age_s", d.log_max_age_s, 0),
+        audit_max_age_s=t.integer("audit_max_age_s", d.audit_max_age_s, 0),
+        audit_max_records=t.integer("audit_max_records", d.audit_max_records, 0),
         prune_interval_ms=t.integer(
             "prune_interval_ms", d.prune_interval_ms, 10, why="each step is one Raft entry"
         ),

@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection
 
 from cronraft import bounds
 from cronraft.client._transport import Transport
+from cronraft.daemon import audit_api
 from cronraft.daemon.clock import Clock, CorrectedClock, SystemClock
 from cronraft.daemon.clockprobe import MAX_AGE_INTERVALS, ClockMonitor
 from cronraft.daemon.config import Config
@@ -34,6 +35,8 @@ from cronraft.daemon.wire import DecodingServer
 from cronraft.errors import CronraftError, NotLeader, Unavailable
 from cronraft.failpoint import raiser
 from cronraft.proto.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
     cluster_pb2,
     cluster_pb2_grpc,
     commands_pb2,
@@ -232,7 +235,8 @@ class Node:
         self._notify_task = asyncio.create_task(self.notifier.run(), name="notifier")
 
         server = grpc.aio.server(
-            interceptors=self.security.interceptors,  # authentication and roles (daemon.security)
+            # authentication and roles (daemon.security), then who calls what for the audit trail
+            interceptors=[*self.security.interceptors, audit_api.CallInterceptor()],
             # Bounds of gRPC itself (cronraft.bounds): the largest message accepted, the streams one
             # connection may open at once, and the calls served at once (more: RESOURCE_EXHAUSTED).
             maximum_concurrent_rpcs=self.config.limits.max_concurrent_rpcs,
@@ -249,12 +253,14 @@ class Node:
         scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerServicer(self), ours)
         worker_pb2_grpc.add_WorkerGatewayServicer_to_server(WorkerGatewayServicer(self), ours)
         cluster_pb2_grpc.add_ClusterServicer_to_server(ClusterServicer(self), ours)
+        audit_pb2_grpc.add_AuditServicer_to_server(audit_api.AuditServicer(self), ours)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         names = (
             scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"].full_name,
             worker_pb2.DESCRIPTOR.services_by_name["WorkerGateway"].full_name,
             cluster_pb2.DESCRIPTOR.services_by_name["Cluster"].full_name,
+            audit_pb2.DESCRIPTOR.services_by_name["Audit"].full_name,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         )
@@ -502,6 +508,7 @@ class Node:
     async def propose(self, cmds: Sequence[commands_pb2.Command]) -> list[commands_pb2.CommandResult]:
         """Propose client commands on the leader and let the leader runner see their outcome."""
         runner = self.leader_runner()
+        audit_api.stamp(cmds)  # who asked: the audit trail's record is written at apply
         try:
             results = await self.committer.submit(list(cmds))
         except CronraftError:

@@ -45,6 +45,8 @@ def policy(cfg: RetentionConfig) -> commands_pb2.RetentionPolicy:
         execution_max_age_ms=cfg.execution_max_age_s * 1000,
         ended_task_max_age_ms=cfg.ended_task_max_age_s * 1000,
         log_max_age_ms=cfg.log_max_age_s * 1000,
+        audit_max_age_ms=cfg.audit_max_age_s * 1000,
+        audit_max_records=cfg.audit_max_records,
     )
 
 
@@ -95,13 +97,14 @@ async def run(
                     activity.clear()
         now = time.monotonic()
         if now - last_summary >= SUMMARY_EVERY_S:
-            if totals.executions or totals.tasks or totals.ledger_records or totals.logs:
+            if _deleted(totals):
                 log.info(
                     "retention deleted",
                     executions=totals.executions,
                     tasks=totals.tasks,
                     ledger_records=totals.ledger_records,
                     logs=totals.logs,
+                    audit_records=totals.audit_records,
                     seconds=round(now - last_summary),
                 )
             totals = commands_pb2.PruneReport()
@@ -113,11 +116,16 @@ async def run(
                 await asyncio.wait_for(activity.wait(), pause)
 
 
+def _deleted(p: commands_pb2.PruneReport) -> int:
+    return p.executions + p.tasks + p.ledger_records + p.logs + p.audit_records
+
+
 def _add(totals: commands_pb2.PruneReport, p: commands_pb2.PruneReport) -> None:
     totals.executions += p.executions
     totals.tasks += p.tasks
     totals.ledger_records += p.ledger_records
     totals.logs += p.logs
+    totals.audit_records += p.audit_records
 
 
 class _Cycle:
@@ -128,7 +136,7 @@ class _Cycle:
         self.next_ms = 0
 
     def add(self, p: commands_pb2.PruneReport) -> None:
-        self.deleted += p.executions + p.tasks + p.ledger_records + p.logs
+        self.deleted += _deleted(p)
         if p.next_ms and (not self.next_ms or p.next_ms < self.next_ms):
             self.next_ms = p.next_ms
 

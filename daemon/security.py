@@ -104,6 +104,7 @@ RPC_ROLES: dict[str, str | None] = {
     _S + "PurgeDeadLetters": "operator",
     # admin: the cluster itself
     "/cronraft.v1.Cluster/Status": "admin",
+    "/cronraft.v1.Audit/ListAudit": "admin",  # the audit trail (daemon.audit_api)
     # the members' clock probe (daemon.clockprobe), with the token derived from the cluster secret
     "/cronraft.v1.Cluster/Clock": NODE_ROLE,
     # workers

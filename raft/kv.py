@@ -53,6 +53,7 @@ DATABASES: tuple[str, ...] = (
     "logs",  # execution_id16 + attempt4 + stream1 + offset8 -> bytes : attempts' full output (capped)
     "logs_size",  # execution_id16 + attempt4 + stream1 -> u64 bytes stored (cap: truncated)
     "logs_by_time",  # first_chunk_ms8 + execution_id16 -> b"" : retention
+    "audit",  # stamped_ms8 + index8 + position4 -> AuditRecord proto : the audit trail (raft.audit_trail)
 )
 
 

@@ -16,6 +16,8 @@ depends only on the stored state and the command. So every replica deletes exact
   tasks and deleting at most `max_deletes` records. Per task: executions beyond the task's count or past
   their age (never an active one), fire-ledger records past their age, and the task itself once it has
   ended (completed or cancelled, nothing active) for longer than its ended-task age.
+- the audit trail (raft.audit_trail) loses its records past `audit_max_age_ms` or beyond
+  `audit_max_records`, oldest first, in each Prune before the sweep.
 - `trim_on_fire` keeps a task within its count as it fires, so that a task firing often does not wait
   for the sweep to come round (at most `TRIM_PER_FIRE` deletions per new execution).
 
@@ -29,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cronraft.proto.v1 import commands_pb2, common_pb2
-from cronraft.raft import firing, logs, quota, retry
+from cronraft.raft import audit_trail, firing, logs, quota, retry
 from cronraft.raft.codec import from_u64, id_bytes, u64
 from cronraft.raft.kv import Txn
 from cronraft.raft.records import Rejected, fire_key, get_task, pending_key, remove_task
@@ -259,6 +261,13 @@ def prune(txn: Txn, p: commands_pb2.Prune, now_ms: int, report: commands_pb2.Pru
         for key, _ in txn.scan("logs_by_time"):  # the oldest log left: when it becomes deletable
             _note_next(report, from_u64(key[:8]) + p.defaults.log_max_age_ms)
             break
+    if not budget.spent:  # the audit trail: by age and count (raft.audit_trail)
+        deleted, next_ms = audit_trail.prune(
+            txn, now_ms, p.defaults.audit_max_age_ms, p.defaults.audit_max_records, budget.left
+        )
+        report.audit_records += deleted
+        budget.left -= deleted
+        _note_next(report, next_ms)
     if not budget.spent:
         _sweep(txn, p, now_ms, budget, report)
     report.more = budget.spent

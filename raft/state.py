@@ -30,7 +30,7 @@ from typing import Any
 
 from cronraft.errors import InvalidArgument, StorageError
 from cronraft.proto.v1 import commands_pb2, common_pb2
-from cronraft.raft import firing
+from cronraft.raft import audit_trail, firing
 from cronraft.raft.codec import (
     CodecError,
     decode_batch,
@@ -412,8 +412,25 @@ class StateMachine:
         *,
         guarded: bool = False,
     ) -> CommandResult:
-        """One command. A refusal (`Rejected`, `InvalidArgument`) keeps what the handler wrote before it
-        (handlers check everything before writing: nothing) and its audit events, which tell of the
+        """One command, and its audit record when it carries `audit` (a client's command: raft.audit_trail),
+        written with its outcome whatever that is (a duplicate's is the answer it gets)."""
+        res = self._apply_body(txn, index, position, cmd, events, guarded=guarded)
+        if cmd.HasField("audit"):
+            audit_trail.record(txn, index, position, cmd, res)
+        return res
+
+    def _apply_body(
+        self,
+        txn: Txn,
+        index: int,
+        position: int,
+        cmd: commands_pb2.Command,
+        events: list[dict[str, Any]] | None,
+        *,
+        guarded: bool,
+    ) -> CommandResult:
+        """The command's effect. A refusal (`Rejected`, `InvalidArgument`) keeps what the handler wrote
+        before it (handlers check everything before writing: nothing) and its audit events, which tell of the
         refusal. Any other exception that is not environmental discards the command's writes and events
         (one "internal" event takes their place) and is recorded as "internal": unguarded, by raising
         `_Unguarded`; guarded, by rolling back the command's savepoint."""

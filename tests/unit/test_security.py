@@ -27,7 +27,7 @@ from cronraft.daemon.security import (
     node_token,
 )
 from cronraft.errors import ConfigError, PermissionDenied, Unauthenticated
-from cronraft.proto.v1 import cluster_pb2, scheduler_pb2, worker_pb2
+from cronraft.proto.v1 import audit_pb2, cluster_pb2, scheduler_pb2, worker_pb2
 from cronraft.tokenfile import add_token, hash_token, parse_token_file
 
 NOW_MS = 1_800_000_000_000
@@ -36,7 +36,7 @@ NOW_MS = 1_800_000_000_000
 def test_every_rpc_of_the_proto_services_has_a_role() -> None:
     methods = {
         f"/{service.full_name}/{method.name}"
-        for module in (scheduler_pb2, worker_pb2, cluster_pb2, health_pb2)
+        for module in (scheduler_pb2, worker_pb2, cluster_pb2, audit_pb2, health_pb2)
         for service in module.DESCRIPTOR.services_by_name.values()
         for method in service.methods
     }
@@ -46,6 +46,7 @@ def test_every_rpc_of_the_proto_services_has_a_role() -> None:
     assert RPC_ROLES["/cronraft.v1.Scheduler/PurgeDeadLetters"] == "operator"
     assert RPC_ROLES["/cronraft.v1.WorkerGateway/Connect"] == "worker"
     assert RPC_ROLES["/cronraft.v1.Cluster/Status"] == "admin"
+    assert RPC_ROLES["/cronraft.v1.Audit/ListAudit"] == "admin"
 
 
 def _authenticator(tmp_path: Path, **kw: Any) -> tuple[Authenticator, dict[str, str]]:

@@ -1,0 +1,119 @@
+"""The daemon's side of the audit trail (raft/audit_trail.py; docs/security.md, "Audit trail").
+
+- `CallInterceptor` remembers, for the mutating RPCs, which method is being served and for which peer
+  (a context variable; the authenticated principal is `daemon.security.current_principal()`).
+- `stamp` puts that into each command `Node.propose` sends for a client (`Command.audit`): the leader
+  stamps it before proposing, so that apply writes the same record on every node from the entry alone.
+- `AuditServicer` serves `Audit.ListAudit` from this node's own store (admin role: RPC_ROLES).
+
+Requests refused before they are proposed (authentication, roles, validation) never reach the log and are
+not in the trail; the interceptor of daemon.security logs refused authentication and roles on the node.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+
+from cronraft import bounds, errors
+from cronraft.daemon.security import RPC_ROLES, current_principal
+from cronraft.daemon.wire import check_length
+from cronraft.proto.v1 import audit_pb2, audit_pb2_grpc, commands_pb2
+from cronraft.raft import audit_trail
+
+__all__ = ["AuditServicer", "CallInterceptor", "audited_method", "stamp"]
+
+MAX_FILTER = 256  # characters of a principal, method or target filter
+# (method name, peer) of the RPC being served, for the methods `audited_method` selects.
+_call: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar("cronraft_call", default=None)
+_READ_ROLES = frozenset({None, "reader", "worker", "node"})
+
+
+def audited_method(method: str) -> bool:
+    """Whether the interceptor tracks `method`: the cluster's RPCs that may change something (every
+    method whose role is above reader; workers' streams and the clock probe are not client writes)."""
+    return method.startswith("/cronraft.v1.") and RPC_ROLES.get(method, None) not in _READ_ROLES
+
+
+def stamp(cmds: Sequence[commands_pb2.Command]) -> None:
+    """Set `Command.audit` on commands proposed for the client being served (Node.propose)."""
+    call = _call.get()
+    method, peer = call if call is not None else ("", "")
+    meta = audit_pb2.AuditMeta(principal=current_principal().name, peer=peer, method=method)
+    for cmd in cmds:
+        cmd.audit.CopyFrom(meta)
+
+
+class CallInterceptor(grpc.aio.ServerInterceptor):
+    """Sets the (method, peer) context variable around the audited methods' behaviours (unary and
+    client-streaming ones: the mutating RPCs are those); every other method passes untouched."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        method = str(getattr(handler_call_details, "method", ""))
+        if handler is None or not audited_method(method):
+            return handler
+        name = method.rsplit("/", 1)[-1]
+        if handler.unary_unary is not None:
+            inner_uu = handler.unary_unary
+
+            async def unary_unary(request: Any, context: Any) -> Any:
+                _call.set((name, context.peer()))
+                return await inner_uu(request, context)
+
+            return handler._replace(unary_unary=unary_unary)
+        if handler.stream_unary is not None:
+            inner_su = handler.stream_unary
+
+            async def stream_unary(requests: Any, context: Any) -> Any:
+                _call.set((name, context.peer()))
+                return await inner_su(requests, context)
+
+            return handler._replace(stream_unary=stream_unary)
+        return handler
+
+
+class AuditServicer(audit_pb2_grpc.AuditServicer):
+    """`Audit.ListAudit`: this node's copy of the trail (the same on every node that applied as far)."""
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+
+    async def ListAudit(
+        self, request: audit_pb2.ListAuditRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> audit_pb2.ListAuditResponse:
+        try:
+            return self._list(request)
+        except errors.CronraftError as e:
+            await context.abort(getattr(grpc.StatusCode, e.grpc_code, grpc.StatusCode.INTERNAL), str(e))
+            raise  # not reached: abort raises
+
+    def _list(self, request: audit_pb2.ListAuditRequest) -> audit_pb2.ListAuditResponse:
+        if request.page_size < 0:
+            raise errors.InvalidArgument("page_size", f"must be between 0 and {bounds.MAX_PAGE_SIZE}")
+        size = min(request.page_size or 100, bounds.MAX_PAGE_SIZE)
+        if request.since_ms < 0 or request.until_ms < 0:
+            raise errors.InvalidArgument("since_ms", "since_ms and until_ms must not be negative (0: open)")
+        for field in ("principal", "method", "target_id"):
+            check_length(getattr(request, field), field, MAX_FILTER)
+        check_length(request.page_token, "page_token", bounds.MAX_PAGE_TOKEN)
+        with self.node.kv.read() as txn:
+            records, token = audit_trail.list_records(
+                txn,
+                principal=request.principal,
+                method=request.method,
+                since_ms=request.since_ms,
+                until_ms=request.until_ms,
+                target_id=request.target_id,
+                page_size=size,
+                page_token=request.page_token,
+                max_bytes=bounds.MAX_PAGE_BYTES,
+            )
+        return audit_pb2.ListAuditResponse(records=records, next_page_token=token)
