@@ -14,7 +14,7 @@ from typing import Any
 from cronraft.client import _common
 from cronraft.client._pki import Leaf, init_pki, nodes_from_configs, parse_node_flag
 from cronraft.errors import InvalidArgument
-from cronraft.tokenfile import ROLES, add_token
+from cronraft.tokenfile import ALL_NAMESPACES, ROLES, add_token, parse_role
 
 __all__ = ["add_security_commands"]
 
@@ -52,7 +52,13 @@ def add_security_commands(commands: Any, parents: list[argparse.ArgumentParser])
         "reload the file within a second, or on SIGHUP.",
     )
     create.add_argument("--principal", required=True, metavar="NAME", help="who the token stands for")
-    create.add_argument("--role", action="append", required=True, choices=ROLES, help="a role (repeatable)")
+    create.add_argument(
+        "--role",
+        action="append",
+        required=True,
+        metavar="ROLE[@NAMESPACE]",
+        help=f"a role ({', '.join(ROLES)}) in every namespace, or @NAMESPACE in that one only (repeatable)",
+    )
     create.add_argument(
         "--expires", metavar="DURATION", help="valid for this long (e.g. 90d); default: no expiry"
     )
@@ -85,7 +91,16 @@ def _token_create(args: argparse.Namespace) -> int:
         expires_ms = now_ms + _common.parse_duration(args.expires, "--expires")
     token = add_token(Path(args.file), args.principal, list(args.role), expires_ms=expires_ms, now_ms=now_ms)
     if getattr(args, "output", "table") == "json":
-        doc = {"principal": args.principal, "roles": args.role, "expires_ms": expires_ms, "token": token}
+        roles: dict[str, list[str]] = {}
+        for text in args.role:
+            namespace, role = parse_role(text)
+            roles.setdefault(namespace, []).append(role)
+        doc = {
+            "principal": args.principal,
+            "roles": roles.get(ALL_NAMESPACES, []) if set(roles) == {ALL_NAMESPACES} else roles,
+            "expires_ms": expires_ms,
+            "token": token,
+        }
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     else:
         print(token)

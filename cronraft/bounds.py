@@ -28,6 +28,11 @@ MAX_REDRIVE_IDS = 1_000  # RedriveDeadLetters.execution_ids (and its limit)
 MAX_PURGE_IDS = 10_000  # PurgeDeadLetters.execution_ids (and its limit)
 MAX_CALENDAR_NAME = 64  # characters of a calendar name (GetCalendar, DeleteCalendar, a task's calendars)
 MAX_NODE_ID = 64  # ClockRequest.node_id (cluster member ids are at most 63 characters)
+# Namespaces (docs/security.md, "Namespaces"): a DNS-label-like name; empty means the default one, which
+# is stored empty (so that data from before namespaces reads as `default` and hashes the same).
+MAX_NAMESPACE = 63
+NAMESPACE_PATTERN = r"[a-z0-9][a-z0-9-]{0,62}"
+DEFAULT_NAMESPACE = "default"
 
 # ---------------------------------------------------------------------------------- worker stream
 
@@ -61,11 +66,13 @@ MAX_CONCURRENT_STREAMS = 1_000
 
 __all__ = [
     "CLIENT_MAX_RECEIVE_BYTES",
+    "DEFAULT_NAMESPACE",
     "MAX_CALENDAR_NAME",
     "MAX_CONCURRENT_STREAMS",
     "MAX_FILTER_TAGS",
     "MAX_HEARTBEAT_LEASES",
     "MAX_INCARNATION",
+    "MAX_NAMESPACE",
     "MAX_NAME_PREFIX",
     "MAX_NODE_ID",
     "MAX_NOTE",
@@ -87,5 +94,6 @@ __all__ = [
     "MAX_WORKER_ID",
     "MAX_WORKER_LABELS",
     "MAX_WORKER_QUEUES",
+    "NAMESPACE_PATTERN",
     "SERVER_MAX_RECEIVE_BYTES",
 ]

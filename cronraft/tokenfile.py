@@ -8,14 +8,17 @@ Format (TOML), one table per token:
 
     [[token]]
     principal = "alice"                 # who the token stands for (1-128 printable, no spaces)
-    roles = ["operator"]                # or per namespace: roles = { "*" = ["operator"] }
+    roles = ["operator"]                # every namespace; or per namespace (docs/security.md):
+                                        # roles = { "team-a" = ["submitter"], "*" = ["reader"] }
     sha256 = "9f86d0...(64 hex)"        # SHA-256 of the whole clear token
     expires = 2026-06-01T00:00:00Z      # optional; a token past it is refused UNAUTHENTICATED
     created = 2025-12-06T10:00:00Z      # informational
 
 Why a plain SHA-256 and no salt or slow hash: every token is 256 random bits made by `new_token`, so
 the hash cannot be reversed by guessing; a slow hash protects low-entropy passwords, which these are not.
-Namespaces are not enforced yet: roles given as a list mean namespace "*" (all of them).
+Roles given as a list mean namespace "*" (every namespace, the default one included); a table gives
+roles per namespace, "*" standing for all of them. `schedctl token create --role ROLE[@NAMESPACE]`
+writes either form.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cronraft.bounds import MAX_NAMESPACE, NAMESPACE_PATTERN
 from cronraft.errors import ConfigError, InvalidArgument
 
 __all__ = [
@@ -46,6 +50,7 @@ __all__ = [
     "check_roles",
     "hash_token",
     "new_token",
+    "parse_role",
     "parse_token_file",
     "read_token_file",
 ]
@@ -60,6 +65,7 @@ MAX_TOKEN_CHARS = 256  # a clear opaque token (JWTs have their own bound: daemon
 MAX_PRINCIPAL_CHARS = 128
 _PRINCIPAL = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._@:/+-]{{0,{MAX_PRINCIPAL_CHARS - 1}}}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_NAMESPACE = re.compile(NAMESPACE_PATTERN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,14 +102,24 @@ def check_roles(roles: Any, field: str) -> dict[str, frozenset[str]]:
         raise InvalidArgument(field, 'give a list of roles, e.g. ["reader"], or a table namespace -> list')
     out: dict[str, frozenset[str]] = {}
     for namespace, names in table.items():
-        if not isinstance(namespace, str) or not namespace or len(namespace) > 64:
-            raise InvalidArgument(field, f"namespace {namespace!r}: 1 to 64 characters")
+        if not isinstance(namespace, str) or not (
+            namespace == ALL_NAMESPACES or _NAMESPACE.fullmatch(namespace)
+        ):
+            raise InvalidArgument(
+                field,
+                f'namespace {str(namespace)[: MAX_NAMESPACE + 1]!r}: "*" (every namespace) or 1 to '
+                f"{MAX_NAMESPACE} characters of a-z 0-9 and -, starting with a letter or digit",
+            )
         if not isinstance(names, list | tuple) or not names:
             raise InvalidArgument(f"{field}.{namespace}", "give a non-empty list of roles")
         for name in names:
             if name not in ROLES:
                 known = ", ".join(ROLES)
                 raise InvalidArgument(f"{field}.{namespace}", f"unknown role {name!r}; use {known}")
+            if name == "worker" and namespace != ALL_NAMESPACES:
+                raise InvalidArgument(
+                    f"{field}.{namespace}", 'the worker role is cluster-wide: give it in "*" (no @NAMESPACE)'
+                )
         out[namespace] = frozenset(names)
     return out
 
@@ -171,13 +187,41 @@ def _toml_instant(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_role(text: str, field: str = "--role") -> tuple[str, str]:
+    """`ROLE` or `ROLE@NAMESPACE` -> (namespace, role); namespace "*" (every one) when not given."""
+    role, sep, namespace = text.partition("@")
+    if sep and not namespace:
+        raise InvalidArgument(field, f"{text!r}: give ROLE or ROLE@NAMESPACE")
+    if role not in ROLES:
+        raise InvalidArgument(field, f"{text!r}: unknown role {role!r}; use {', '.join(ROLES)}")
+    check_roles({namespace or ALL_NAMESPACES: [role]}, field)
+    return namespace or ALL_NAMESPACES, role
+
+
+def _roles_toml(roles: list[str]) -> str:
+    """The `roles` value for ROLE[@NAMESPACE] flags: a list when every role is for every namespace (the
+    form files had before namespaces), else a table namespace -> roles."""
+    table: dict[str, list[str]] = {}
+    for text in roles:
+        namespace, role = parse_role(text)
+        if role not in table.setdefault(namespace, []):
+            table[namespace].append(role)
+    if set(table) == {ALL_NAMESPACES}:
+        return "[" + ", ".join(_toml_string(r) for r in table[ALL_NAMESPACES]) + "]"
+    parts = (f"{_toml_string(ns)} = [{', '.join(_toml_string(r) for r in rs)}]" for ns, rs in table.items())
+    return "{ " + ", ".join(parts) + " }"
+
+
 def add_token(
     path: Path, principal: str, roles: list[str], *, expires_ms: int | None = None, now_ms: int
 ) -> str:
     """Append a new token for `principal` to the file at `path` (created 0600 if absent; replaced
-    atomically, so that a node reloading it never reads half an entry); return the clear token."""
+    atomically, so that a node reloading it never reads half an entry); return the clear token. `roles`
+    are ROLE or ROLE@NAMESPACE (parse_role)."""
     check_principal(principal, "--principal")
-    check_roles(list(roles), "--role")
+    if not roles:
+        raise InvalidArgument("--role", "give at least one role")
+    roles_toml = _roles_toml(list(roles))
     existing = b""
     if path.exists():
         existing = path.read_bytes()
@@ -187,7 +231,7 @@ def add_token(
         "",
         "[[token]]",
         f"principal = {_toml_string(principal)}",
-        "roles = [" + ", ".join(_toml_string(r) for r in roles) + "]",
+        f"roles = {roles_toml}",
         f'sha256 = "{hash_token(token)}"',
         f"created = {_toml_instant(now_ms)}",
     ]

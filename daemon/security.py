@@ -5,8 +5,14 @@ checked in one server interceptor. docs/security.md is the operator's side of th
 - `RPC_ROLES` is the one table method -> role (tests/unit/test_security.py holds it complete against the
   proto services). Roles nest: admin > operator > submitter > reader; `worker` (WorkerGateway) and `node`
   (the members' clock probe) stand apart.
-- A `Principal` holds roles per namespace (`"*"` today: namespaces come later); the interceptor puts it
-  in a context variable that servicers read with `current_principal()`.
+- A `Principal` holds roles per namespace (`"*"`: every namespace); the interceptor puts it in a context
+  variable that servicers read with `current_principal()`.
+- Namespaces (docs/security.md, "Namespaces"): the interceptor admits a Scheduler call when the caller
+  holds the method's role in *some* namespace; the servicer, which knows the namespace (the request's
+  for a create or a list, the stored object's for a call by id), then checks the role there with
+  `require_role` (`hide=`: NOT_FOUND, not PERMISSION_DENIED, for an object in a namespace the caller
+  cannot read, so that its existence does not leak) or `require_all_namespaces`. Other services
+  (Cluster, WorkerGateway) are cluster-wide: their role must be held in "*".
 - With no `[auth]`, no interceptor is installed and every caller is `ANONYMOUS`, which holds every role
   (the loopback single node, as before). `daemon.config` refuses a non-loopback address in that state.
 - The token file is re-read when it changes (checked at most once a second) and on SIGHUP; a file that
@@ -34,8 +40,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from cronraft.bounds import DEFAULT_NAMESPACE
 from cronraft.daemon.config import AuthConfig, Config, TlsConfig
-from cronraft.errors import ConfigError, PermissionDenied, Unauthenticated
+from cronraft.errors import ConfigError, NotFound, PermissionDenied, Unauthenticated
 from cronraft.tokenfile import (
     ALL_NAMESPACES,
     TokenEntry,
@@ -57,6 +64,9 @@ __all__ = [
     "TokenStore",
     "current_principal",
     "node_token",
+    "readable",
+    "require_all_namespaces",
+    "require_role",
     "role_satisfies",
 ]
 
@@ -72,6 +82,9 @@ JWT_LEEWAY_S = 30  # clock difference tolerated on exp and nbf
 _NODE_TOKEN_PREFIX = "crn1_"
 
 _S = "/cronraft.v1.Scheduler/"
+# Methods whose role the interceptor accepts held in any one namespace: the servicer checks the
+# namespace the call acts in (every Scheduler method; reflection only describes the schema).
+_REFLECTION = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
 # The one table method -> role. Keep every RPC of the proto services here (a test checks it).
 RPC_ROLES: dict[str, str | None] = {
     # reader: look, never change
@@ -113,8 +126,14 @@ RPC_ROLES: dict[str, str | None] = {
     "/grpc.health.v1.Health/Check": PUBLIC,
     "/grpc.health.v1.Health/Watch": PUBLIC,
     "/grpc.health.v1.Health/List": PUBLIC,
-    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": "reader",
+    _REFLECTION: "reader",
 }
+
+
+def namespaced(method: str) -> bool:
+    """Whether `method` (a full gRPC method name) acts in a namespace that its servicer checks."""
+    return method.startswith(_S) or method == _REFLECTION
+
 
 # What each role may do besides its own name (the nesting).
 _IMPLIES: dict[str, frozenset[str]] = {
@@ -134,7 +153,7 @@ def role_satisfies(held: str, needed: str) -> bool:
 @dataclass(frozen=True)
 class Principal:
     """An authenticated caller. `roles` maps a namespace to the roles held there; "*" is every
-    namespace (the only one used until namespaces exist)."""
+    namespace."""
 
     name: str
     roles: Mapping[str, frozenset[str]]
@@ -142,8 +161,16 @@ class Principal:
     expires_ms: int | None = field(default=None, compare=False)
 
     def has(self, needed: str, namespace: str = ALL_NAMESPACES) -> bool:
-        held = self.roles.get(namespace, frozenset()) | self.roles.get(ALL_NAMESPACES, frozenset())
+        """The role `needed` (or one above it) in `namespace` (a name, "" meaning the default one), held
+        there or in "*". With `namespace` "*": held in "*" only (every namespace)."""
+        held = self.roles.get(namespace or DEFAULT_NAMESPACE, frozenset()) | self.roles.get(
+            ALL_NAMESPACES, frozenset()
+        )
         return any(role_satisfies(r, needed) for r in held)
+
+    def has_somewhere(self, needed: str) -> bool:
+        """The role `needed` (or one above it) in at least one namespace."""
+        return any(role_satisfies(r, needed) for held in self.roles.values() for r in held)
 
     def describe_roles(self) -> str:
         parts = [
@@ -160,6 +187,45 @@ _current: contextvars.ContextVar[Principal] = contextvars.ContextVar("cronraft_p
 def current_principal() -> Principal:
     """The caller of the RPC being served (ANONYMOUS when authentication is off)."""
     return _current.get()
+
+
+def _method_role(method: str) -> str:
+    role = RPC_ROLES[_S + method]
+    assert role is not None
+    return role
+
+
+def readable(namespace: str) -> bool:
+    """Whether the caller may see objects of `namespace` (stored form: "" is the default one)."""
+    return current_principal().has("reader", namespace)
+
+
+def require_role(method: str, namespace: str, *, hide: str | None = None) -> None:
+    """Before Scheduler `method` (its short name, e.g. "CancelTask") acts in `namespace` (stored form: ""
+    is the default one): PermissionDenied unless the caller holds the method's role (RPC_ROLES) there.
+    With `hide`, the call names a stored object: NotFound(hide) instead when the caller cannot even read
+    that namespace, the answer it would get if the object did not exist."""
+    principal = current_principal()
+    if hide is not None and not principal.has("reader", namespace):
+        raise NotFound(hide)
+    needed = _method_role(method)
+    if not principal.has(needed, namespace):
+        raise PermissionDenied(
+            f"{method} needs role {needed} (or one above it) in namespace {namespace or DEFAULT_NAMESPACE}; "
+            f"{principal.name} has {principal.describe_roles()}"
+        )
+
+
+def require_all_namespaces(method: str) -> None:
+    """Before Scheduler `method` acts across every namespace (a list with all_namespaces): its role
+    must be held in "*"."""
+    principal = current_principal()
+    needed = _method_role(method)
+    if not principal.has(needed, ALL_NAMESPACES):
+        raise PermissionDenied(
+            f'{method} over all namespaces needs role {needed} (or one above it) in namespace "*"; '
+            f"{principal.name} has {principal.describe_roles()}"
+        )
 
 
 def node_token(secret: str) -> str:
@@ -451,10 +517,17 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             principal = self.authenticator.authenticate(metadata, auth_context)
         except Unauthenticated as e:
             raise Unauthenticated(f"{_short(method)} needs role {needed}: {e}") from None
-        if not principal.has(needed):
+        if namespaced(method):
+            # The servicer checks the namespace it acts in (require_role); here, any namespace will do.
+            if not principal.has_somewhere(needed):
+                raise PermissionDenied(
+                    f"{_short(method)} needs role {needed} (or one above it) in some namespace; "
+                    f"{principal.name} has {principal.describe_roles()}"
+                )
+        elif not principal.has(needed):
             raise PermissionDenied(
-                f"{_short(method)} needs role {needed} (or one above it); {principal.name} has "
-                f"{principal.describe_roles()}"
+                f'{_short(method)} needs role {needed} (or one above it) in every namespace ("*"); '
+                f"{principal.name} has {principal.describe_roles()}"
             )
         return principal
 

@@ -20,6 +20,7 @@ from cronraft.raft import calendar as cal
 from cronraft.raft import schedule
 from cronraft.raft.codec import from_u64, id_bytes, id_text, make_id, u64
 from cronraft.raft.kv import Txn
+from cronraft.raft.validate import check_namespace, stored_namespace
 
 Task = common_pb2.Task
 Execution = common_pb2.Execution
@@ -141,30 +142,48 @@ class Planned:
     rolled_from: str = ""  # calendar reason when the due instant was rolled
 
 
-def calendar_set(txn: Txn, names: list[str]) -> cal.CalendarSet | None:
+def calendar_key(namespace: str, name: str) -> str:
+    """The stored key of calendar `name` of `namespace` (also in the calendar_refs index): the bare name
+    in the default namespace, as before namespaces existed (stores written then keep their keys and
+    digest), `namespace/name` in another one (a calendar name holds no "/"). Calendar names are unique
+    per namespace, and a name is always resolved in the namespace of whoever names it (a task's schedule,
+    another calendar's include)."""
+    namespace = stored_namespace(namespace)
+    return f"{namespace}/{name}" if namespace else name
+
+
+def calendar_set(txn: Txn, names: list[str], namespace: str = "") -> cal.CalendarSet | None:
     if not names:
         return None
-    return cal.CalendarSet(names, _CalendarView(txn))
+    return cal.CalendarSet(names, _CalendarView(txn, namespace))
 
 
 class _CalendarView(Mapping[str, common_pb2.Calendar]):
-    """A read-only mapping of stored calendars for `CalendarSet` (loaded lazily, by name)."""
+    """A read-only mapping of the stored calendars of one namespace for `CalendarSet` (loaded lazily, by
+    name)."""
 
-    def __init__(self, txn: Txn) -> None:
+    def __init__(self, txn: Txn, namespace: str = "") -> None:
         self._txn = txn
+        self._namespace = namespace
 
     def __getitem__(self, name: str) -> common_pb2.Calendar:
-        c = read_calendar(self._txn, name)
+        c = read_calendar(self._txn, name, self._namespace)
         if c is None:
             raise KeyError(name)
         return c
 
     def __iter__(self) -> Iterator[str]:
-        for k, _ in self._txn.scan("calendars"):
-            yield k.decode()
+        prefix = calendar_key(self._namespace, "")
+        if prefix:  # "ns/": its keys sort together, up to "ns0"
+            for k, _ in self._txn.scan("calendars", prefix.encode(), prefix[:-1].encode() + b"0"):
+                yield k.decode()[len(prefix) :]
+        else:
+            for k, _ in self._txn.scan("calendars"):
+                if b"/" not in k:
+                    yield k.decode()
 
     def __len__(self) -> int:
-        return sum(1 for _ in self._txn.scan("calendars"))
+        return sum(1 for _ in self)
 
 
 def check_calendar(txn: Txn, calendar: common_pb2.Calendar) -> None:
@@ -172,19 +191,25 @@ def check_calendar(txn: Txn, calendar: common_pb2.Calendar) -> None:
     includes (they exist, close no cycle, stay within the depth and expansion bounds) and the depth of
     the calendars that include it. Raises InvalidArgument on "calendar...". The leader runs it before
     proposing, the state machine again when applying: one function, so both agree."""
+    namespace = check_namespace(calendar.namespace, "calendar.namespace")
     cal.validate_calendar(
-        calendar, known=_CalendarView(txn), field="calendar", includers=lambda name: _includers(txn, name)
+        calendar,
+        known=_CalendarView(txn, namespace),
+        field="calendar",
+        includers=lambda name: _includers(txn, namespace, name),
     )
 
 
-def _includers(txn: Txn, name: str) -> list[str]:
-    """The stored calendars that include `name` directly (from the calendar_refs index)."""
-    prefix = name.encode() + b"\0C"
-    return [k[len(prefix) :].decode() for k, _ in txn.scan("calendar_refs", prefix, name.encode() + b"\0D")]
+def _includers(txn: Txn, namespace: str, name: str) -> list[str]:
+    """The stored calendars of `namespace` that include `name` directly (from the calendar_refs index)."""
+    key = calendar_key(namespace, name).encode()
+    prefix, skip = key + b"\0C", len(calendar_key(namespace, ""))
+    return [k[len(prefix) :].decode()[skip:] for k, _ in txn.scan("calendar_refs", prefix, key + b"\0D")]
 
 
-def read_calendar(txn: Txn, name: str) -> common_pb2.Calendar | None:
-    raw = txn.get("calendars", name.encode())
+def read_calendar(txn: Txn, name: str, namespace: str = "") -> common_pb2.Calendar | None:
+    """Calendar `name` of `namespace` ("" or "default": the default one), or None."""
+    raw = txn.get("calendars", calendar_key(namespace, name).encode())
     if raw is None:
         return None
     c = common_pb2.Calendar()
@@ -204,7 +229,7 @@ def plan_from(
     times a calendar excludes (action skip) are recorded in the ledger and passed over."""
     sched = task.spec.schedule
     task16 = id_bytes(task.task_id)
-    cals = calendar_set(txn, list(sched.calendars))
+    cals = calendar_set(txn, list(sched.calendars), task.spec.namespace)
     nominal = first_nominal
     steps = 0
     while nominal is not None and steps < MAX_WALK:
@@ -391,6 +416,7 @@ __all__ = [
     "active_executions",
     "active_key",
     "buffered_key",
+    "calendar_key",
     "check_calendar",
     "decide_misfire",
     "derived_id",
@@ -410,7 +436,7 @@ def preview_stored(txn: Txn, task: Task, from_ms: int, count: int) -> list[sched
     from cronraft.raft.preview import preview
 
     sched = task.spec.schedule
-    cals = calendar_set(txn, list(sched.calendars))
+    cals = calendar_set(txn, list(sched.calendars), task.spec.namespace)
     resolve = None
     if cals is not None:
         zone = _zone_of(sched)

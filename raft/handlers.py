@@ -28,7 +28,7 @@ from cronraft.raft.records import (
     put_task,
     read_epoch,
 )
-from cronraft.raft.validate import validate_spec
+from cronraft.raft.validate import stored_namespace, validate_spec
 
 Task = common_pb2.Task
 Execution = common_pb2.Execution
@@ -91,10 +91,20 @@ Handler = Callable[[Ctx, commands_pb2.Command], None]
 # ------------------------------------------------------------------------------------------ tasks
 
 
+def _in_namespace(namespace: str) -> str:
+    """The words " in namespace NS" for messages about a namespace other than the default one; none for
+    it, so that its messages read as before namespaces (results are stored for dedup)."""
+    return f" in namespace {namespace}" if stored_namespace(namespace) else ""
+
+
 def _check_calendars(txn: Txn, spec: common_pb2.TaskSpec) -> None:
+    """The calendars a task names exist in the task's own namespace."""
     for i, name in enumerate(spec.schedule.calendars):
-        if firing.read_calendar(txn, name) is None:
-            raise Rejected("invalid_argument", f"spec.schedule.calendars[{i}]: no calendar named {name!r}")
+        if firing.read_calendar(txn, name, spec.namespace) is None:
+            raise Rejected(
+                "invalid_argument",
+                f"spec.schedule.calendars[{i}]: no calendar named {name!r}{_in_namespace(spec.namespace)}",
+            )
 
 
 def _check_new_task(ctx: Ctx, task_id: str, task16: bytes, spec: common_pb2.TaskSpec) -> None:
@@ -1092,37 +1102,43 @@ def put_calendar(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     c = common_pb2.Calendar()
     c.CopyFrom(cmd.put_calendar.calendar)
     firing.check_calendar(ctx.txn, c)  # the leader ran the same check before proposing
-    quota.check_calendar(ctx.txn, ctx.limits, c.name)
-    old = firing.read_calendar(ctx.txn, c.name)
+    c.namespace = stored_namespace(c.namespace)  # the default namespace is stored empty
+    # Names are unique per namespace, and includes resolve in the calendar's own (firing.calendar_key).
+    key = firing.calendar_key(c.namespace, c.name)
+    quota.check_calendar(ctx.txn, ctx.limits, key)
+    old = firing.read_calendar(ctx.txn, c.name, c.namespace)
     c.version = ctx.index
     c.updated_at_ms = ctx.now
     if old is not None:
         for name in set(old.include) - set(c.include):
-            ctx.txn.delete("calendar_refs", calendar_include_key(name, old.name))
+            ctx.txn.delete("calendar_refs", calendar_include_key(firing.calendar_key(c.namespace, name), key))
     for name in c.include:
-        ctx.txn.put("calendar_refs", calendar_include_key(name, c.name), b"")
-    ctx.txn.put("calendars", c.name.encode(), c.SerializeToString())
+        ctx.txn.put("calendar_refs", calendar_include_key(firing.calendar_key(c.namespace, name), key), b"")
+    ctx.txn.put("calendars", key.encode(), c.SerializeToString())
     ctx.result.calendar.CopyFrom(c)
     # Tasks already planned keep their next due instant; the new rules apply from their next planning.
 
 
 def delete_calendar(ctx: Ctx, cmd: commands_pb2.Command) -> None:
-    name = cmd.delete_calendar.name
-    c = firing.read_calendar(ctx.txn, name)
+    name, namespace = cmd.delete_calendar.name, cmd.delete_calendar.namespace
+    c = firing.read_calendar(ctx.txn, name, namespace)
     if c is None:
-        raise Rejected("not_found", f"calendar {name!r} not found")
-    prefix = name.encode() + b"\0"
+        raise Rejected("not_found", f"calendar {name!r} not found{_in_namespace(namespace)}")
+    key = firing.calendar_key(namespace, name)
+    prefix, skip = key.encode() + b"\0", len(firing.calendar_key(namespace, ""))
     users = []
     for k, _ in ctx.txn.scan("calendar_refs", prefix, prefix + b"\xff" * 65):
         rest = k[len(prefix) :]
-        users.append(f"calendar {rest[1:].decode()}" if rest[:1] == b"C" else f"task {id_text(rest[1:])}")
+        users.append(
+            f"calendar {rest[1:].decode()[skip:]}" if rest[:1] == b"C" else f"task {id_text(rest[1:])}"
+        )
         if len(users) >= 5:
             break
     if users:
         raise Rejected("in_use", f"calendar {name!r} is used by {', '.join(users)}")
     for inc in c.include:
-        ctx.txn.delete("calendar_refs", calendar_include_key(inc, name))
-    ctx.txn.delete("calendars", name.encode())
+        ctx.txn.delete("calendar_refs", calendar_include_key(firing.calendar_key(namespace, inc), key))
+    ctx.txn.delete("calendars", key.encode())
     ctx.result.calendar.CopyFrom(c)
 
 

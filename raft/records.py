@@ -6,7 +6,7 @@ from __future__ import annotations
 from cronraft.errors import CronraftError
 from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft.codec import id_text, token_tuple, u64
-from cronraft.raft.firing import due_of
+from cronraft.raft.firing import calendar_key, due_of
 from cronraft.raft.kv import Txn
 
 Task = common_pb2.Task
@@ -45,12 +45,19 @@ def pending_key(ex: Execution, exec16: bytes) -> bytes:
 
 
 def calendar_ref_key(name: str, task16: bytes) -> bytes:
-    """A task that uses calendar `name` (see `calendar_include_key` for calendars that include it)."""
+    """A task that uses calendar `name` (see `calendar_include_key` for calendars that include it).
+    `name` is the calendar's stored key (firing.calendar_key: qualified by its namespace)."""
     return name.encode() + b"\0T" + task16
 
 
 def calendar_include_key(name: str, includer: str) -> bytes:
+    """Calendar `includer` includes `name` (both stored keys: firing.calendar_key)."""
     return name.encode() + b"\0C" + includer.encode()
+
+
+def _calendar_keys(task: Task) -> set[str]:
+    """The stored keys of the calendars a task's schedule names: resolved in the task's namespace."""
+    return {calendar_key(task.spec.namespace, name) for name in task.spec.schedule.calendars}
 
 
 def priority_rank(p: int) -> int:
@@ -108,13 +115,13 @@ def put_task(txn: Txn, task16: bytes, task: Task, *, old: Task | None) -> None:
         for k, v in old.spec.tags.items():
             if task.spec.tags.get(k) != v:
                 txn.delete("tasks_by_tag", tag_key(k, v, task16))
-        for name in set(old.spec.schedule.calendars) - set(task.spec.schedule.calendars):
+        for name in _calendar_keys(old) - _calendar_keys(task):
             txn.delete("calendar_refs", calendar_ref_key(name, task16))
     txn.put("tasks", task16, task.SerializeToString())
     txn.put("tasks_by_state", state_key(task.state, task16), b"")
     for k, v in task.spec.tags.items():
         txn.put("tasks_by_tag", tag_key(k, v, task16), b"")
-    for name in task.spec.schedule.calendars:
+    for name in _calendar_keys(task):
         txn.put("calendar_refs", calendar_ref_key(name, task16), b"")
     if task.state == common_pb2.TASK_SCHEDULED and due_of(task):
         txn.put("due", due_key(due_of(task), task16), b"")
@@ -127,7 +134,7 @@ def remove_task(txn: Txn, task16: bytes, task: Task) -> None:
     txn.delete("tasks_by_state", state_key(task.state, task16))
     for k, v in task.spec.tags.items():
         txn.delete("tasks_by_tag", tag_key(k, v, task16))
-    for name in task.spec.schedule.calendars:
+    for name in _calendar_keys(task):
         txn.delete("calendar_refs", calendar_ref_key(name, task16))
     if due_of(task):
         txn.delete("due", due_key(due_of(task), task16))

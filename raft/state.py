@@ -52,6 +52,7 @@ from cronraft.raft.records import (
     read_epoch,
     tag_key,
 )
+from cronraft.raft.validate import stored_namespace
 
 Task = common_pb2.Task
 Execution = common_pb2.Execution
@@ -111,8 +112,8 @@ def read_last_applied(txn: Txn) -> int:
     return 0 if raw is None else from_u64(raw)
 
 
-def read_calendar(txn: Txn, name: str) -> common_pb2.Calendar | None:
-    return firing.read_calendar(txn, name)
+def read_calendar(txn: Txn, name: str, namespace: str = "") -> common_pb2.Calendar | None:
+    return firing.read_calendar(txn, name, namespace)
 
 
 def list_calendars(txn: Txn) -> list[common_pb2.Calendar]:
@@ -125,14 +126,27 @@ def list_calendars(txn: Txn) -> list[common_pb2.Calendar]:
 
 
 def calendars_page(
-    txn: Txn, *, page_size: int = 100, page_token: str = "", max_bytes: int = 0
+    txn: Txn,
+    *,
+    page_size: int = 100,
+    page_token: str = "",
+    max_bytes: int = 0,
+    namespace: str | None = "",
 ) -> tuple[list[common_pb2.Calendar], str]:
-    """One page of calendars in name order; the token (a name) resumes after the last one. With
-    `max_bytes`, the page also ends once its calendars reach that many bytes (at least one)."""
+    """One page of the calendars of `namespace` ("": the default one; None: every namespace) in stored-key
+    order (firing.calendar_key); the token (a stored key) resumes after the last one. With `max_bytes`,
+    the page also ends once its calendars reach that many bytes (at least one)."""
     out: list[common_pb2.Calendar] = []
     size = 0
     start = page_token.encode() + b"\0" if page_token else b""
-    for key, raw in txn.scan("calendars", start):
+    namespace = None if namespace is None else stored_namespace(namespace)
+    prefix = "" if namespace is None else firing.calendar_key(namespace, "")
+    end = None
+    if prefix:  # "ns/": its keys sort together, up to "ns0"
+        start, end = max(start, prefix.encode()), prefix[:-1].encode() + b"0"
+    for key, raw in txn.scan("calendars", start, end):
+        if namespace == "" and b"/" in key:
+            continue  # another namespace's (a bounded walk: calendars are few, max_calendars)
         c = common_pb2.Calendar()
         c.ParseFromString(raw)
         out.append(c)
@@ -195,6 +209,7 @@ def list_tasks(
     state: int = 0,
     tags: dict[str, str] | None = None,
     name_prefix: str = "",
+    namespace: str | None = None,
     page_size: int = 100,
     page_token: str = "",
     scan_limit: int = LIST_SCAN_LIMIT,
@@ -203,7 +218,8 @@ def list_tasks(
     """One page of tasks in id (= creation) order, filtered; the token resumes after the last one.
 
     A page reads at most `scan_limit` candidates: a filter that the walked index does not answer
-    (a name prefix, a second tag, a state under a tag) may return a short or even empty page with a
+    (a name prefix, a second tag, a state under a tag, a namespace: None is every one, "" the default
+    one, stored empty) may return a short or even empty page with a
     next-page token, so that no call scans the whole store (continue with the token). With `max_bytes`,
     a page also ends (with a token) once its tasks reach that many bytes (at least one task)."""
     after = id_bytes(page_token, field="page_token") if page_token else None
@@ -239,6 +255,8 @@ def list_tasks(
         if state and t.state != state:
             continue
         if name_prefix and not t.spec.name.startswith(name_prefix):
+            continue
+        if namespace is not None and stored_namespace(t.spec.namespace) != stored_namespace(namespace):
             continue
         if any(t.spec.tags.get(k) != v for k, v in tags.items()):
             continue

@@ -15,7 +15,7 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from urllib.parse import urlsplit
 
-from cronraft.bounds import MAX_CALENDAR_NAME
+from cronraft.bounds import DEFAULT_NAMESPACE, MAX_CALENDAR_NAME, MAX_NAMESPACE, NAMESPACE_PATTERN
 from cronraft.errors import InvalidArgument
 from cronraft.proto.v1 import common_pb2
 from cronraft.raft.schedule import validate_schedule
@@ -51,6 +51,7 @@ MAX_NOTIFY_EVENTS = 8
 NOTIFIER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")  # [notifiers.NAME] of the config
 _NOTIFY_EVENTS = frozenset(common_pb2.NotifyEvent.values()) - {common_pb2.NOTIFY_EVENT_UNSPECIFIED}
 _CALENDAR_NAME = re.compile(rf"[A-Za-z0-9_.\-]{{1,{MAX_CALENDAR_NAME}}}")
+_NAMESPACE = re.compile(NAMESPACE_PATTERN)
 _HANDLER_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 _TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}$")
 _QUEUE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
@@ -92,8 +93,31 @@ def validate_spec(spec: common_pb2.TaskSpec, *, max_payload_bytes: int = MAX_PAY
     _VALID[key] = None
 
 
+def check_namespace(namespace: str, field: str) -> str:
+    """Raise InvalidArgument unless `namespace` is empty (the default one) or a namespace name; return
+    its stored form: "" for the default namespace (also when spelled "default"), else the name."""
+    if namespace and not _NAMESPACE.fullmatch(namespace):
+        raise InvalidArgument(
+            field,
+            f"{namespace[: MAX_NAMESPACE + 1]!r} is not a namespace: 1 to {MAX_NAMESPACE} characters of "
+            "a-z 0-9 and -, starting with a letter or digit (empty: default)",
+        )
+    return stored_namespace(namespace)
+
+
+def stored_namespace(namespace: str) -> str:
+    """The stored form of a (valid) namespace: "" for the default one, however spelled."""
+    return "" if namespace == DEFAULT_NAMESPACE else namespace
+
+
+def namespace_name(namespace: str) -> str:
+    """The name shown for a stored namespace: "default" for the empty one."""
+    return namespace or DEFAULT_NAMESPACE
+
+
 def _validate_unnamed(spec: common_pb2.TaskSpec, max_payload_bytes: int) -> None:
     """Every check of `validate_spec` but the name's."""
+    check_namespace(spec.namespace, "spec.namespace")
     _validate_pairs(spec.tags, "spec.tags", MAX_TAGS, "tags")
     _validate_pairs(spec.worker_labels, "spec.worker_labels", MAX_LABELS, "labels")
     if not spec.HasField("schedule"):
@@ -419,4 +443,13 @@ def _validate_notify_command(cmd: common_pb2.CommandPayload, field: str) -> None
         raise InvalidArgument(f"{field}.cwd", f"must be an absolute path, got {cmd.cwd[:256]!r}")
 
 
-__all__ = ["check_new_targets", "host_allowed", "json_depth", "validate_spec", "validate_targets"]
+__all__ = [
+    "check_namespace",
+    "check_new_targets",
+    "host_allowed",
+    "json_depth",
+    "namespace_name",
+    "stored_namespace",
+    "validate_spec",
+    "validate_targets",
+]
