@@ -13,9 +13,15 @@ import grpc
 import structlog
 
 from cronraft import bounds, errors
+from cronraft.daemon import redact
 from cronraft.daemon.bulk import BulkImport
 from cronraft.daemon.runner import new_id
-from cronraft.daemon.security import current_principal
+from cronraft.daemon.security import (
+    current_principal,
+    readable,
+    require_all_namespaces,
+    require_role,
+)
 from cronraft.daemon.wire import (
     bounded_results,
     calendar_name,
@@ -42,7 +48,8 @@ from cronraft.raft import logs, quota, retry
 from cronraft.raft import state as sm
 from cronraft.raft.firing import check_calendar, preview_stored
 from cronraft.raft.schedule import MAX_INSTANT_MS
-from cronraft.raft.validate import check_new_targets, validate_spec
+from cronraft.raft.kv import Txn
+from cronraft.raft.validate import check_namespace, check_new_targets, validate_spec
 
 if TYPE_CHECKING:
     from cronraft.daemon.node import Node
@@ -130,8 +137,11 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         node.leader_runner()  # redirect before doing any work
         spec = common_pb2.TaskSpec()
         spec.CopyFrom(request.spec)
+        spec.namespace = check_namespace(spec.namespace, "spec.namespace")
+        require_role("CreateTask", spec.namespace)
         _stamp_defaults(spec, node)
         with node.kv.read() as txn:
+            _check_upstreams(txn, spec)
             quota.check_tasks(txn, node.limits)  # apply checks it again, with the same limits
         now = node.clock.now_ms()
         cmd = commands_pb2.Command(
@@ -149,7 +159,14 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         request_iterator: AsyncIterator[scheduler_pb2.ImportTasksRequest],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> scheduler_pb2.ImportTasksResponse:
-        bulk = BulkImport(self.node, stamp=_stamp_defaults, request_id=_request_id)
+        def stamp(spec: common_pb2.TaskSpec, node: Node) -> None:
+            spec.namespace = check_namespace(spec.namespace, "spec.namespace")
+            require_role("ImportTasks", spec.namespace)  # each spec's own namespace
+            _stamp_defaults(spec, node)
+            with node.kv.read() as txn:
+                _check_upstreams(txn, spec)
+
+        bulk = BulkImport(self.node, stamp=stamp, request_id=_request_id)
         return await _guard(context, bulk.run(request_iterator))
 
     async def CancelTask(
@@ -161,8 +178,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         node = self.node
         node.leader_runner()
         with node.kv.read() as txn:
-            if sm.read_task(txn, request.task_id) is None:
-                raise errors.NotFound(f"task {request.task_id} not found")
+            _task_for(txn, request.task_id, "CancelTask")
         cmd = commands_pb2.Command(
             request_id=_request_id(request.request_id, "cancel"),
             stamped_at_ms=node.clock.now_ms(),
@@ -184,8 +200,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         node.leader_runner()
         check_id(request.task_id, "task_id")
         with node.kv.read() as txn:
-            if sm.read_task(txn, request.task_id) is None:
-                raise errors.NotFound(f"task {request.task_id} not found")
+            _task_for(txn, request.task_id, "DeleteTask")
         body = commands_pb2.DeleteTask(task_id=request.task_id, force=request.force)
         res = await self._write("delete", request.request_id, delete_task=body)
         return scheduler_pb2.DeleteTaskResponse(
@@ -201,9 +216,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
 
     async def _get_task(self, request: scheduler_pb2.GetTaskRequest) -> common_pb2.Task:
         with self.node.kv.read() as txn:
-            task = sm.read_task(txn, request.task_id)
-        if task is None:
-            raise errors.NotFound(f"task {request.task_id} not found")
+            task = _task_for(txn, request.task_id, "GetTask")
         return task
 
     async def ListTasks(
@@ -222,12 +235,14 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         for k, v in request.tags.items():
             check_length(k, "tags", bounds.MAX_TAG_LEN)
             check_length(v, f"tags.{k}", bounds.MAX_TAG_LEN)
+        namespace = _list_namespace("ListTasks", request.namespace, request.all_namespaces)
         with self.node.kv.read() as txn:
             tasks, token = sm.list_tasks(
                 txn,
                 state=request.state,
                 tags=dict(request.tags),
                 name_prefix=request.name_prefix,
+                namespace=namespace,
                 page_size=size,
                 page_token=request.page_token,
                 max_bytes=bounds.MAX_PAGE_BYTES,
@@ -247,8 +262,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             raise errors.InvalidArgument("state", f"unknown execution state {request.state}")
         executions_page_token(request.page_token)
         with self.node.kv.read() as txn:
-            if sm.read_task(txn, request.task_id) is None:
-                raise errors.NotFound(f"task {request.task_id} not found")
+            task = _task_for(txn, request.task_id, "ListExecutions")
             execs, token = sm.list_executions(
                 txn,
                 request.task_id,
@@ -257,6 +271,8 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
                 page_token=request.page_token,
                 max_bytes=bounds.MAX_PAGE_BYTES,
             )
+        for ex in execs:
+            ex.namespace = task.spec.namespace
         return scheduler_pb2.ListExecutionsResponse(executions=execs, next_page_token=token)
 
     async def GetExecution(
@@ -266,9 +282,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
 
     async def _get_execution(self, request: scheduler_pb2.GetExecutionRequest) -> common_pb2.Execution:
         with self.node.kv.read() as txn:
-            ex = sm.read_execution(txn, request.execution_id)
-        if ex is None:
-            raise errors.NotFound(f"execution {request.execution_id} not found")
+            ex = _execution_for(txn, request.execution_id, "GetExecution")
         return ex
 
     # ----------------------------------------------------------------------- edits and lifecycle
@@ -309,6 +323,11 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             self.node.leader_runner()
             spec = common_pb2.TaskSpec()
             spec.CopyFrom(request.spec)
+            with self.node.kv.read() as txn:
+                # A task stays in the namespace it was created in (empty here: the task's).
+                spec.namespace = _same_namespace(_task_for(txn, request.task_id, "UpdateTask"), spec)
+                _check_upstreams(txn, spec)
+            _keep_secrets(spec, self.node, request.task_id)
             _stamp_defaults(spec, self.node)
             update = commands_pb2.UpdateTask(
                 task_id=request.task_id, spec=spec, expected_version=request.expected_version
@@ -582,11 +601,20 @@ def _before(execution_id: str) -> str:
     return id_text(max(0, n - 1).to_bytes(16, "big"))
 
 
+def _keep_secrets(spec: common_pb2.TaskSpec, node: Node, task_id: str) -> None:
+    """An update sending back "<redacted>" (a read-modify-write by a caller shown redacted values) keeps
+    the stored values there, while the payload around them is unchanged (daemon.redact.restore)."""
+    with node.kv.read() as txn:
+        stored = sm.read_task(txn, task_id) if task_id else None
+    redact.restore(spec, stored.spec if stored is not None else None)
+
+
 def _stamp_defaults(spec: common_pb2.TaskSpec, node: Node) -> None:
     """Validate a spec and fill its defaults. Defaults are stamped here, on the leader, so that apply()
     stays free of configuration."""
     cfg = node.config.scheduler
     validate_spec(spec, max_payload_bytes=cfg.max_payload_bytes)
+    redact.refuse_placeholders(spec)  # "<redacted>" is what readers see, not a value (daemon.redact)
     # Issue 13, for new specs only (apply() keeps accepting what it accepted: committed entries replay
     # the same): no notify command, only configured notifiers, webhooks to allowed hosts.
     check_new_targets(

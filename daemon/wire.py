@@ -6,7 +6,8 @@ bound; a worker message over a bound ends its stream with INVALID_ARGUMENT (`wor
 and a Hello under another id than its sender's principal with PERMISSION_DENIED (`worker_identity_problem`).
 A worker's results are cut to what the state machine keeps (`bounded_results`), never refused: a result
 is the record of a run. Bytes that do not decode as the request's message are refused as INVALID_ARGUMENT
-(`DecodingServer`), not UNKNOWN.
+(`DecodingServer`), not UNKNOWN. What leaves is checked too: unary replies are redacted for the caller
+(`daemon.redact`).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
+from google.protobuf.message import Message
 
 from cronraft import bounds
+from cronraft.daemon.redact import for_caller
 from cronraft.errors import InvalidArgument
 from cronraft.proto.v1 import common_pb2, worker_pb2
 from cronraft.raft.codec import id_bytes
@@ -198,8 +201,16 @@ async def _checked(
         yield request
 
 
+def _for_caller(reply: Any) -> Any:
+    # A servicer that aborted returns None; anything else is a message.
+    return for_caller(reply) if isinstance(reply, Message) else reply
+
+
 def decoded(handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any]:
-    """`handler` with requests that do not decode refused as INVALID_ARGUMENT (naming the request)."""
+    """`handler` with requests that do not decode refused as INVALID_ARGUMENT (naming the request), and
+    its unary replies redacted for the caller (`daemon.redact.for_caller`: secret values of task specs
+    and fencing tokens, for callers without the `secrets` permission). Streamed replies are not: the
+    only streaming reply is the worker stream, whose leases must carry the payload as stored."""
     h: Any = handler
     parse = _lenient(h.request_deserializer, method)
     if h.unary_unary is not None:
@@ -208,7 +219,7 @@ def decoded(handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMe
         async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             if isinstance(request, _Undecodable):
                 await _refuse(context, request)
-            return await inner_uu(request, context)
+            return _for_caller(await inner_uu(request, context))
 
         return h._replace(request_deserializer=parse, unary_unary=unary_unary)  # type: ignore[no-any-return]
     if h.stream_unary is not None:
@@ -217,7 +228,7 @@ def decoded(handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMe
         async def stream_unary(
             requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
         ) -> Any:
-            return await inner_su(_checked(requests, context), context)
+            return _for_caller(await inner_su(_checked(requests, context), context))
 
         return h._replace(request_deserializer=parse, stream_unary=stream_unary)  # type: ignore[no-any-return]
     if h.stream_stream is not None:
