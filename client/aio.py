@@ -14,11 +14,13 @@ from typing import Any, TypeVar
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 
-from cronraft.client import _bulk, _common
+from cronraft.client import _audit, _bulk, _common
 from cronraft.client._transport import Transport
 from cronraft.client.sdk import CHANNEL_OPTIONS, rpc_status
 from cronraft.errors import CronraftError
 from cronraft.proto.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
     cluster_pb2,
     cluster_pb2_grpc,
     common_pb2,
@@ -37,6 +39,7 @@ class _AsyncStubs:
         self.channel = channel
         self.scheduler = scheduler_pb2_grpc.SchedulerStub(channel)
         self.cluster = cluster_pb2_grpc.ClusterStub(channel)
+        self.audit = audit_pb2_grpc.AuditStub(channel)
 
 
 class AsyncClient:
@@ -466,6 +469,32 @@ class AsyncClient:
             lambda s: s.scheduler.PreviewTask, request, scheduler_pb2.PreviewTaskResponse, write=False
         )
         return list(response.fires)
+
+    # ------------------------------------------------------------------------------------- audit trail
+
+    async def list_audit(
+        self,
+        *,
+        principal: str = "",
+        method: str = "",
+        since: _common.Instant | None = None,
+        until: _common.Instant | None = None,
+        target_id: str = "",
+        limit: int | None = 100,
+    ) -> list[audit_pb2.AuditRecord]:
+        """The audit trail, filtered, oldest first, at most `limit` (None: all): see `Client.list_audit`."""
+        request = _audit.request(principal, method, since, until, target_id)
+        out: list[audit_pb2.AuditRecord] = []
+        while limit is None or len(out) < limit:
+            request.page_size = 1000 if limit is None else min(1000, limit - len(out))
+            response = await self._invoke(
+                lambda s: s.audit.ListAudit, request, audit_pb2.ListAuditResponse, write=False
+            )
+            out.extend(response.records)
+            if not response.next_page_token:
+                break
+            request.page_token = response.next_page_token
+        return out
 
     # ------------------------------------------------------------------------------------- calendars
 

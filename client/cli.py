@@ -23,6 +23,7 @@ from typing import Any, NoReturn, TypeVar
 from cronraft.client import _argnames, _common, _cron_text, _flags, _tables, import_cli, preview_cli
 from cronraft.client._flags import UsageError
 from cronraft.client._transport import add_transport_arguments, transport_from_args
+from cronraft.client.audit_cli import add_audit_parser
 from cronraft.client.sdk import Client
 from cronraft.client.security_cli import add_security_commands
 from cronraft.errors import (
@@ -163,6 +164,7 @@ def build_parser() -> _Parser:
     status = cluster_commands.add_parser("status", parents=[opts], help="show the cluster's status")
     status.set_defaults(handler=_cluster_status)
     add_security_commands(commands, [opts])  # tls init, token create (offline)
+    add_audit_parser(commands, opts)  # audit list (client/audit_cli.py)
     return parser
 
 

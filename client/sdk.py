@@ -20,10 +20,12 @@ from typing import Any, TypeVar
 import grpc  # type: ignore[import-untyped, unused-ignore]
 
 from cronraft.bounds import CLIENT_MAX_RECEIVE_BYTES
-from cronraft.client import _bulk, _common
+from cronraft.client import _audit, _bulk, _common
 from cronraft.client._transport import Transport
 from cronraft.errors import CronraftError
 from cronraft.proto.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
     cluster_pb2,
     cluster_pb2_grpc,
     common_pb2,
@@ -51,6 +53,7 @@ class _Stubs:
         self.channel = channel
         self.scheduler = scheduler_pb2_grpc.SchedulerStub(channel)
         self.cluster = cluster_pb2_grpc.ClusterStub(channel)
+        self.audit = audit_pb2_grpc.AuditStub(channel)
 
 
 def rpc_status(exc: BaseException) -> tuple[str, str, str | None]:
@@ -523,6 +526,35 @@ class Client:
             lambda s: s.scheduler.PreviewTask, request, scheduler_pb2.PreviewTaskResponse, write=False
         )
         return list(response.fires)
+
+    # ------------------------------------------------------------------------------------- audit trail
+
+    def list_audit(
+        self,
+        *,
+        principal: str = "",
+        method: str = "",
+        since: _common.Instant | None = None,
+        until: _common.Instant | None = None,
+        target_id: str = "",
+        limit: int | None = 100,
+    ) -> list[audit_pb2.AuditRecord]:
+        """The audit trail (docs/security.md, "Audit trail"): records of the writes, oldest first, filtered
+        by principal, RPC name (e.g. "CreateTask"), stamped time in [since, until) and a target id or
+        calendar name; at most `limit` (None: all). Read from the node the client reaches: every node
+        holds the same trail up to the entry it applied. Needs the admin role."""
+        request = _audit.request(principal, method, since, until, target_id)
+        out: list[audit_pb2.AuditRecord] = []
+        while limit is None or len(out) < limit:
+            request.page_size = 1000 if limit is None else min(1000, limit - len(out))
+            response = self._invoke(
+                lambda s: s.audit.ListAudit, request, audit_pb2.ListAuditResponse, write=False
+            )
+            out.extend(response.records)
+            if not response.next_page_token:
+                break
+            request.page_token = response.next_page_token
+        return out
 
     # ------------------------------------------------------------------------------------- calendars
 

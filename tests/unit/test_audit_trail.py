@@ -291,3 +291,62 @@ def test_the_interceptor_tracks_the_writes_only() -> None:
     assert not audit_api.audited_method("/cronraft.v1.WorkerGateway/Connect")
     assert not audit_api.audited_method("/cronraft.v1.Cluster/Clock")
     assert not audit_api.audited_method("/grpc.health.v1.Health/Check")
+
+
+# ------------------------------------------------------------------------------------------ client
+
+
+class _FakeClient:
+    def __init__(self, records: list[audit_pb2.AuditRecord]) -> None:
+        self.records = records
+        self.asked: dict[str, object] = {}
+
+    def list_audit(self, **kw: object) -> list[audit_pb2.AuditRecord]:
+        self.asked = kw
+        return self.records
+
+
+def test_schedctl_audit_list_passes_the_filters_and_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from cronraft.client import audit_cli
+    from cronraft.client.cli import parse_args
+
+    rec = audit_pb2.AuditRecord(
+        time_ms=T0, raft_index=7, principal="alice", method="DeleteTask", target_ids=[tid(1)], outcome="ok"
+    )
+    fake = _FakeClient([rec])
+    args = parse_args(
+        [
+            "audit",
+            "list",
+            "--principal",
+            "alice",
+            "--since",
+            "2026-01-01T00:00:00Z",
+            "--limit",
+            "5",
+            "-o",
+            "json",
+        ]
+    )
+    assert args.handler is audit_cli.run_list
+    audit_cli.run_list(fake, args)
+    assert fake.asked == {
+        "principal": "alice",
+        "method": "",
+        "since": T0,
+        "until": None,
+        "target_id": "",
+        "limit": 5,
+    }
+    (doc,) = json.loads(capsys.readouterr().out)
+    assert (doc["time"], doc["principal"], doc["method"], doc["targets"]) == (
+        "2026-01-01T00:00:00.000Z",
+        "alice",
+        "DeleteTask",
+        [tid(1)],
+    )
+    args = parse_args(["audit", "list"])
+    audit_cli.run_list(fake, args)
+    assert "DeleteTask" in capsys.readouterr().out
