@@ -21,7 +21,7 @@ from typing import Any
 import grpc  # type: ignore[import-untyped, unused-ignore]
 from grpc import aio  # type: ignore[import-untyped, unused-ignore]
 
-from cronraft.errors import InvalidArgument
+from cronraft.errors import InvalidArgument, Unavailable
 
 __all__ = [
     "ENV_CA",
@@ -30,9 +30,11 @@ __all__ = [
     "ENV_TOKEN",
     "MAX_PEM_BYTES",
     "MAX_TOKEN_CHARS",
+    "TLS_HINT",
     "Transport",
     "add_transport_arguments",
     "transport_from_args",
+    "with_tls_hint",
 ]
 
 ENV_CA = "CRONRAFT_TLS_CA"
@@ -204,6 +206,30 @@ class _AioBearer(
 
     async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
         return await continuation(self._details(details), requests)
+
+
+# ------------------------------------------------------------------------------------------ the hint
+
+# What gRPC says when a plaintext channel reaches a TLS listener: the node reads the HTTP/2 preface as
+# a bad TLS record and closes the connection ("... ipv4:127.0.0.1:50051: Socket closed"). A node that is
+# down says "Connection refused" instead, and gets no hint.
+_TLS_REFUSAL_SIGNS = ("Socket closed", "Connection reset by peer")
+TLS_HINT = f"the server may require TLS: set --tls-ca / {ENV_CA}"
+
+
+def with_tls_hint(error: BaseException, transport: Transport) -> BaseException:
+    """`error` with a hint appended when a plaintext channel failed the way a TLS listener makes it fail
+    (UNAVAILABLE, "Socket closed"): the same type, the message first, then the hint. Anything else (a
+    TLS channel, another failure) is returned as it is: the hint never stands in for the cause."""
+    message = str(error)
+    if (
+        transport.tls
+        or type(error) is not Unavailable
+        or not any(sign in message for sign in _TLS_REFUSAL_SIGNS)
+        or TLS_HINT in message
+    ):
+        return error
+    return Unavailable(f"{message} ({TLS_HINT})")
 
 
 # ------------------------------------------------------------------------------------------ the flags

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import grpc  # type: ignore[import-untyped, unused-ignore]
 
 from cronraft.client import _audit, _bulk, _common
-from cronraft.client._transport import Transport
+from cronraft.client._transport import Transport, with_tls_hint
 from cronraft.client.sdk import CHANNEL_OPTIONS, rpc_status
 from cronraft.errors import CronraftError
 from cronraft.proto.v1 import (
@@ -121,7 +121,7 @@ class AsyncClient:
                 code, details, leader = rpc_status(exc)
                 delay = plan.failed(code, details, leader)
                 if delay is None:
-                    raise plan.give_up_error(request_id) from None
+                    raise with_tls_hint(plan.give_up_error(request_id), self._transport) from None
                 if delay > 0:
                     await asyncio.sleep(delay)
                 continue
@@ -221,7 +221,9 @@ class AsyncClient:
                     code, details, leader = rpc_status(exc)
                     delay = plan.failed(code, details, leader)
                     if delay is None:
-                        raise plan.give_up_error(segment[0].request_id) from None
+                        raise with_tls_hint(
+                            plan.give_up_error(segment[0].request_id), self._transport
+                        ) from None
                     result.retries += 1
                     if delay > 0:
                         await asyncio.sleep(delay)

@@ -21,7 +21,7 @@ import grpc  # type: ignore[import-untyped, unused-ignore]
 
 from cronraft.bounds import CLIENT_MAX_RECEIVE_BYTES
 from cronraft.client import _audit, _bulk, _common
-from cronraft.client._transport import Transport
+from cronraft.client._transport import Transport, with_tls_hint
 from cronraft.errors import CronraftError
 from cronraft.proto.v1 import (
     audit_pb2,
@@ -159,7 +159,7 @@ class Client:
                 code, details, leader = rpc_status(exc)
                 delay = plan.failed(code, details, leader)
                 if delay is None:
-                    raise plan.give_up_error(request_id) from None
+                    raise with_tls_hint(plan.give_up_error(request_id), self._transport) from None
                 if delay > 0:
                     time.sleep(delay)
                 continue
@@ -275,7 +275,9 @@ class Client:
                     code, details, leader = rpc_status(exc)
                     delay = plan.failed(code, details, leader)
                     if delay is None:
-                        raise plan.give_up_error(segment[0].request_id) from None
+                        raise with_tls_hint(
+                            plan.give_up_error(segment[0].request_id), self._transport
+                        ) from None
                     result.retries += 1
                     if delay > 0:
                         time.sleep(delay)
