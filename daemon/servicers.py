@@ -46,10 +46,12 @@ from cronraft.proto.v1 import (
 )
 from cronraft.raft import logs, quota, retry
 from cronraft.raft import state as sm
-from cronraft.raft.firing import check_calendar, preview_stored
-from cronraft.raft.schedule import MAX_INSTANT_MS
+from cronraft.raft.deps import MAX_DEPENDENCIES
+from cronraft.raft.firing import calendar_key, check_calendar, preview_stored
 from cronraft.raft.kv import Txn
+from cronraft.raft.schedule import MAX_INSTANT_MS
 from cronraft.raft.validate import check_namespace, check_new_targets, validate_spec
+from cronraft.tokenfile import ALL_NAMESPACES
 
 if TYPE_CHECKING:
     from cronraft.daemon.node import Node
@@ -287,7 +289,9 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
 
     # ----------------------------------------------------------------------- edits and lifecycle
 
-    async def _write(self, kind: str, request_id: str, **body: Any) -> commands_pb2.CommandResult:
+    async def _write(
+        self, kind: str, request_id: str, _namespace: str | None = None, **body: Any
+    ) -> commands_pb2.CommandResult:
         node = self.node
         node.leader_runner()
         # The ids a write names are checked before it is proposed (the state machine refuses a malformed
@@ -297,6 +301,16 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             given: str = getattr(message, name, "")
             if given or name in _ID_REQUIRED.get(kind, ()):
                 check_id(given, name)
+        # The caller's role in the namespace of the task or execution the write names (NOT_FOUND when it
+        # cannot read that namespace); `_namespace` when the caller checked it already.
+        namespace = _namespace
+        method = _KIND_METHOD.get(kind)
+        if method is not None and namespace is None:
+            with node.kv.read() as txn:
+                if getattr(message, "task_id", ""):
+                    namespace = _task_for(txn, message.task_id, method).spec.namespace
+                elif kind == "cancel-exec":
+                    namespace = _execution_for(txn, message.execution_id, method).namespace
         cmd = commands_pb2.Command(
             request_id=_request_id(request_id, kind),
             stamped_at_ms=node.clock.now_ms(),
@@ -305,13 +319,18 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         )
         (res,) = await node.propose([cmd])
         _check_result(res)
+        if namespace is not None:
+            for ex in (res.execution, *res.executions):
+                ex.namespace = namespace
+            for letter in res.dead_letters:
+                letter.namespace = namespace
         return res
 
-    def _check_room(self, task_id: str) -> None:
+    def _check_room(self, task_id: str, method: str) -> None:
         """The task's quotas allow one more execution (raft.quota; apply checks it again)."""
         check_id(task_id, "task_id")
         with self.node.kv.read() as txn:
-            task = sm.read_task(txn, task_id)
+            task = _task_for(txn, task_id, method)
             refusal = None if task is None else quota.execution_refusal(txn, self.node.limits, task)
         if refusal is not None:
             raise refusal
@@ -358,7 +377,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
     ) -> common_pb2.Execution:
         async def run() -> common_pb2.Execution:
             self.node.leader_runner()
-            self._check_room(request.task_id)
+            self._check_room(request.task_id, "TriggerTask")
             body = commands_pb2.TriggerTask(
                 task_id=request.task_id, execution_id=new_id(self.node.clock.now_ms())
             )
@@ -376,7 +395,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             if request.max_fires < 0 or request.max_fires > 1000:
                 raise errors.InvalidArgument("max_fires", "must be between 0 and 1000")
             self.node.leader_runner()
-            self._check_room(request.task_id)
+            self._check_room(request.task_id, "BackfillTask")
             body = commands_pb2.BackfillTask(
                 task_id=request.task_id,
                 from_ms=request.from_ms,
@@ -409,9 +428,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
                 raise errors.InvalidArgument("from_ms", "from_ms and to_ms must not be negative")
             to_ms = request.to_ms or self.node.clock.now_ms()
             with self.node.kv.read() as txn:
-                task = sm.read_task(txn, request.task_id)
-                if task is None:
-                    raise errors.NotFound(f"task {request.task_id} not found")
+                task = _task_for(txn, request.task_id, "ExplainTask")
                 records = sm.ledger(txn, request.task_id, request.from_ms, to_ms, limit)
             return scheduler_pb2.ExplainTaskResponse(
                 records=records, next_fire_ms=task.next_fire_ms, state=task.state, note=task.pause_note
@@ -429,9 +446,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             if not 0 <= request.from_ms <= MAX_INSTANT_MS:
                 raise errors.InvalidArgument("from_ms", f"must be between 0 (now) and {MAX_INSTANT_MS}")
             with self.node.kv.read() as txn:
-                task = sm.read_task(txn, request.task_id)
-                if task is None:
-                    raise errors.NotFound(f"task {request.task_id} not found")
+                task = _task_for(txn, request.task_id, "PreviewTask")
                 fires = preview_stored(txn, task, request.from_ms or self.node.clock.now_ms(), count)
             return scheduler_pb2.PreviewTaskResponse(fires=fires)
 
@@ -447,9 +462,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             if request.stdout_offset < 0 or request.stderr_offset < 0 or request.attempt < 0:
                 raise errors.InvalidArgument("stdout_offset", "offsets and attempt must not be negative")
             with self.node.kv.read() as txn:
-                ex = sm.read_execution(txn, request.execution_id)
-                if ex is None:
-                    raise errors.NotFound(f"execution {request.execution_id} not found")
+                ex = _execution_for(txn, request.execution_id, "GetExecutionLogs")
                 if request.attempt > ex.attempt:
                     raise errors.InvalidArgument("attempt", f"execution has {ex.attempt} attempts")
                 return logs.response(
@@ -472,7 +485,14 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             size = _page_size(request.page_size, "page_size")
             check_length(request.page_token, "page_token", bounds.MAX_PAGE_TOKEN)
             with self.node.kv.read() as txn:
-                letters, token = retry.list_dead_letters(txn, request.task_id, size, request.page_token)
+                if request.task_id:  # the task's namespace
+                    task = _task_for(txn, request.task_id, "ListDeadLetters")
+                    letters, token = retry.list_dead_letters(txn, request.task_id, size, request.page_token)
+                    for letter in letters:
+                        letter.namespace = task.spec.namespace
+                else:
+                    namespace = _list_namespace("ListDeadLetters", request.namespace, request.all_namespaces)
+                    letters, token = _letters_page(txn, namespace, size, request.page_token)
             total = 0
             for i, letter in enumerate(letters):  # a page ends past MAX_PAGE_BYTES (tokens: an id)
                 total += letter.ByteSize()
@@ -493,8 +513,12 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
                     for d in retry.list_dead_letters(txn, "", 1, _before(request.execution_id))[0]
                     if d.execution_id == request.execution_id
                 ]
-            if not letters:
-                raise errors.NotFound(f"no dead letter for execution {request.execution_id}")
+                missing = f"no dead letter for execution {request.execution_id}"
+                if not letters:
+                    raise errors.NotFound(missing)
+                namespace = _task_namespace(txn, letters[0].task_id)
+            require_role("GetDeadLetter", namespace, hide=missing)
+            letters[0].namespace = "" if namespace == ALL_NAMESPACES else namespace
             return letters[0]
 
         return await _guard(context, run())
@@ -507,10 +531,18 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
                 raise errors.InvalidArgument("execution_ids", "give execution ids or a task_id")
             check_ids(request.execution_ids, "execution_ids", bounds.MAX_REDRIVE_IDS)
             check_limit(request.limit, "limit", bounds.MAX_REDRIVE_IDS)
+            ids, namespace = list(request.execution_ids), None
+            if ids:
+                with self.node.kv.read() as txn:
+                    ids, namespace = _ids_in_one_namespace(txn, ids, "RedriveDeadLetters")
+                if not ids:  # none the caller can see: as if none existed (an empty list means "all")
+                    return scheduler_pb2.RedriveDeadLettersResponse()
             body = commands_pb2.RedriveDeadLetters(
-                execution_ids=request.execution_ids, task_id=request.task_id, limit=request.limit
+                execution_ids=ids, task_id=request.task_id, limit=request.limit
             )
-            res = await self._write("redrive", request.request_id, redrive_dead_letters=body)
+            res = await self._write(
+                "redrive", request.request_id, _namespace=namespace, redrive_dead_letters=body
+            )
             return scheduler_pb2.RedriveDeadLettersResponse(executions=res.executions)
 
         return await _guard(context, run())
@@ -530,7 +562,30 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             check_limit(request.limit, "limit", bounds.MAX_PURGE_IDS)
             if request.before_ms < 0:
                 raise errors.InvalidArgument("before_ms", "must not be negative (0: any time)")
-            return await self._write("purge", request.request_id, purge_dead_letters=body)
+            namespace = None
+            if request.execution_ids or not request.task_id:
+                # By ids: the ids' one namespace. With no filter: the request's namespace only, never
+                # the whole queue (the state machine's "every task" is not offered to clients).
+                with self.node.kv.read() as txn:
+                    if request.execution_ids:
+                        ids, namespace = _ids_in_one_namespace(
+                            txn, list(request.execution_ids), "PurgeDeadLetters"
+                        )
+                    else:
+                        namespace = check_namespace(request.namespace, "namespace")
+                        require_role("PurgeDeadLetters", namespace)
+                        limit = min(request.limit or 1000, bounds.MAX_PURGE_IDS)
+                        letters, _ = _letters_page(
+                            txn, namespace, limit, "", before_ms=request.before_ms, scan_limit=None
+                        )
+                        ids = [d.execution_id for d in letters]
+                if not ids:  # an empty list would mean "every task": nothing to purge
+                    return commands_pb2.CommandResult()
+                del body.execution_ids[:]
+                body.execution_ids.extend(ids)
+            return await self._write(
+                "purge", request.request_id, _namespace=namespace, purge_dead_letters=body
+            )
 
         res = await _guard(context, run())
         return scheduler_pb2.PurgeDeadLettersResponse(purged=len(res.dead_letters))
@@ -542,12 +597,16 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
     ) -> common_pb2.Calendar:
         async def run() -> common_pb2.Calendar:
             self.node.leader_runner()
+            calendar = common_pb2.Calendar()
+            calendar.CopyFrom(request.calendar)
+            calendar.namespace = check_namespace(calendar.namespace, "calendar.namespace")
+            require_role("PutCalendar", calendar.namespace)
             # The state machine runs the same check when applying (raft.firing.check_calendar); here it
             # keeps a calendar it would refuse out of the log.
             with self.node.kv.read() as txn:
-                check_calendar(txn, request.calendar)
-                quota.check_calendar(txn, self.node.limits, request.calendar.name)
-            body = commands_pb2.PutCalendar(calendar=request.calendar)
+                check_calendar(txn, calendar)
+                quota.check_calendar(txn, self.node.limits, calendar_key(calendar.namespace, calendar.name))
+            body = commands_pb2.PutCalendar(calendar=calendar)
             return (await self._write("calendar", request.request_id, put_calendar=body)).calendar
 
         return await _guard(context, run())
@@ -555,10 +614,12 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
     async def DeleteCalendar(
         self, request: scheduler_pb2.DeleteCalendarRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> scheduler_pb2.DeleteCalendarResponse:
-        body = commands_pb2.DeleteCalendar(name=request.name)
+        body = commands_pb2.DeleteCalendar(name=request.name, namespace=request.namespace)
 
         async def run() -> commands_pb2.CommandResult:
             calendar_name(request.name, "name")
+            body.namespace = check_namespace(request.namespace, "namespace")
+            require_role("DeleteCalendar", body.namespace)
             return await self._write("calendar-delete", request.request_id, delete_calendar=body)
 
         await _guard(context, run())
@@ -569,10 +630,13 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
     ) -> common_pb2.Calendar:
         async def run() -> common_pb2.Calendar:
             calendar_name(request.name, "name")
+            namespace = check_namespace(request.namespace, "namespace")
+            require_role("GetCalendar", namespace)
             with self.node.kv.read() as txn:
-                c = sm.read_calendar(txn, request.name)
+                c = sm.read_calendar(txn, request.name, namespace)
             if c is None:
-                raise errors.NotFound(f"calendar {request.name!r} not found")
+                where = f" in namespace {namespace}" if namespace else ""
+                raise errors.NotFound(f"calendar {request.name!r} not found{where}")
             return c
 
         return await _guard(context, run())
@@ -582,15 +646,169 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
     ) -> scheduler_pb2.ListCalendarsResponse:
         async def run() -> scheduler_pb2.ListCalendarsResponse:
             size = _page_size(request.page_size, "page_size")
-            if request.page_token:
-                calendar_name(request.page_token, "page_token")
+            if request.page_token:  # a stored key: NAME, or NAMESPACE/NAME (raft.firing.calendar_key)
+                token_ns, _, token_name = request.page_token.rpartition("/")
+                calendar_name(token_name, "page_token")
+                check_namespace(token_ns, "page_token")
+            namespace = _list_namespace("ListCalendars", request.namespace, request.all_namespaces)
             with self.node.kv.read() as txn:
                 calendars, token = sm.calendars_page(
-                    txn, page_size=size, page_token=request.page_token, max_bytes=bounds.MAX_PAGE_BYTES
+                    txn,
+                    page_size=size,
+                    page_token=request.page_token,
+                    max_bytes=bounds.MAX_PAGE_BYTES,
+                    namespace=namespace,
                 )
             return scheduler_pb2.ListCalendarsResponse(calendars=calendars, next_page_token=token)
 
         return await _guard(context, run())
+
+
+# ------------------------------------------------------------------------------------- namespaces
+# The namespace checks happen here, at the API, before anything is proposed: apply() acts on what the
+# entry holds. A task never changes namespace and ids are never reused, so a check made on the stored
+# object stays true until the command applies.
+
+# The Scheduler method of each kind of `_write`, for the role check in the named object's namespace.
+_KIND_METHOD = {
+    "update": "UpdateTask",
+    "pause": "PauseTask",
+    "resume": "ResumeTask",
+    "trigger": "TriggerTask",
+    "backfill": "BackfillTask",
+    "cancel-exec": "CancelExecution",
+    "delete": "DeleteTask",
+    "redrive": "RedriveDeadLetters",
+    "purge": "PurgeDeadLetters",
+}
+_LETTER_CHUNK = 256
+
+
+def _task_for(txn: Txn, task_id: str, method: str) -> common_pb2.Task:
+    """The stored task `task_id`, for Scheduler `method`: NotFound when it does not exist or lies in a
+    namespace the caller cannot read (the same answer: existence does not leak); PermissionDenied when
+    the caller reads that namespace but lacks the method's role there."""
+    missing = f"task {task_id} not found"
+    task = sm.read_task(txn, task_id)
+    if task is None:
+        raise errors.NotFound(missing)
+    require_role(method, task.spec.namespace, hide=missing)
+    return task
+
+
+def _task_namespace(txn: Txn, task_id: str) -> str:
+    """The namespace of a stored task (stored form), or "*" for a task that is gone: the executions and
+    dead letters of a deleted task, until retention removes them, are seen only by principals holding
+    their roles in every namespace."""
+    task = sm.read_task(txn, task_id)
+    return ALL_NAMESPACES if task is None else task.spec.namespace
+
+
+def _execution_for(txn: Txn, execution_id: str, method: str) -> common_pb2.Execution:
+    """The stored execution, checked like `_task_for` in its task's namespace (which it carries back)."""
+    missing = f"execution {execution_id} not found"
+    ex = sm.read_execution(txn, execution_id)
+    if ex is None:
+        raise errors.NotFound(missing)
+    namespace = _task_namespace(txn, ex.task_id)
+    require_role(method, namespace, hide=missing)
+    ex.namespace = "" if namespace == ALL_NAMESPACES else namespace
+    return ex
+
+
+def _ids_in_one_namespace(txn: Txn, ids: list[str], method: str) -> tuple[list[str], str | None]:
+    """The execution ids of a redrive or purge that the caller may act on, and their one namespace. Ids
+    that do not exist, or lie in a namespace the caller cannot read, are left out (the state machine
+    skips unknown ids alike); PermissionDenied for a namespace read but not operated; ids from two
+    namespaces are refused (a bulk action stays in one)."""
+    kept: list[str] = []
+    namespace: str | None = None
+    for i, execution_id in enumerate(ids):
+        ex = sm.read_execution(txn, execution_id)
+        if ex is None:
+            continue
+        ns = _task_namespace(txn, ex.task_id)
+        if not readable(ns):
+            continue
+        require_role(method, ns)
+        if namespace is not None and ns != namespace:
+            raise errors.InvalidArgument(
+                f"execution_ids[{i}]",
+                f"in namespace {ns or 'default'}, not {namespace or 'default'}: a call acts in one namespace",
+            )
+        namespace = ns
+        kept.append(execution_id)
+    return kept, namespace
+
+
+def _letters_page(
+    txn: Txn,
+    namespace: str | None,
+    size: int,
+    token: str,
+    *,
+    before_ms: int = 0,
+    scan_limit: int | None = sm.LIST_SCAN_LIMIT,
+) -> tuple[list[common_pb2.DeadLetter], str]:
+    """Dead letters of `namespace` (None: every one) in execution-id order, each with its namespace,
+    dead before `before_ms` if given. Reads at most `scan_limit` letters (None: no bound, for a purge,
+    whose size bounds it): a page may be short, even empty, and still carry a token."""
+    out: list[common_pb2.DeadLetter] = []
+    namespaces: dict[str, str] = {}
+    scanned = 0
+    while True:
+        chunk, following = retry.list_dead_letters(txn, "", _LETTER_CHUNK, token)
+        for letter in chunk:
+            scanned += 1
+            token = letter.execution_id
+            ns = namespaces.get(letter.task_id)
+            if ns is None:
+                ns = namespaces[letter.task_id] = _task_namespace(txn, letter.task_id)
+            wanted = namespace is None or ns == namespace
+            if wanted and not (before_ms and letter.dead_at_ms >= before_ms):
+                letter.namespace = "" if ns == ALL_NAMESPACES else ns
+                out.append(letter)
+                if len(out) >= size:
+                    return out, letter.execution_id
+            if scan_limit is not None and scanned >= scan_limit:
+                return out, token
+        if not following:
+            return out, ""
+        token = following
+
+
+def _list_namespace(method: str, namespace: str, all_namespaces: bool) -> str | None:
+    """The namespace a list call reads (stored form), after the role check; None: every namespace."""
+    if all_namespaces:
+        require_all_namespaces(method)
+        return None
+    stored = check_namespace(namespace, "namespace")
+    require_role(method, stored)
+    return stored
+
+
+def _same_namespace(task: common_pb2.Task, spec: common_pb2.TaskSpec) -> str:
+    """The namespace of an update's spec: the task's (a task cannot move; empty means the task's)."""
+    given = check_namespace(spec.namespace, "spec.namespace")
+    if spec.namespace and given != task.spec.namespace:
+        raise errors.InvalidArgument(
+            "spec.namespace",
+            f"task {task.task_id} is in namespace {task.spec.namespace or 'default'}; a task cannot move "
+            "to another namespace (create it there instead)",
+        )
+    return task.spec.namespace
+
+
+def _check_upstreams(txn: Txn, spec: common_pb2.TaskSpec) -> None:
+    """A task depends only on tasks of its own namespace; one elsewhere reads as missing (no leak)."""
+    for i, dep in enumerate(spec.depends_on[:MAX_DEPENDENCIES]):
+        try:
+            upstream = sm.read_task(txn, dep.task_id)
+        except errors.InvalidArgument:
+            continue  # a malformed id: the state machine names it
+        if upstream is not None and upstream.spec.namespace != spec.namespace:
+            where = f" in namespace {spec.namespace}" if spec.namespace else ""
+            raise errors.InvalidArgument(f"spec.depends_on[{i}].task_id", f"no task {dep.task_id}{where}")
 
 
 def _before(execution_id: str) -> str:
