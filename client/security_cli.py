@@ -32,6 +32,9 @@ def add_security_commands(commands: Any, parents: list[argparse.ArgumentParser])
         "DIR/WORKER.pem, each with a -key.pem (mode 0600). Nodes come from --config files (every member "
         "listed, its gRPC host as SAN) and/or --node ID=HOST[,HOST...]. Production: bring your own PKI "
         "(docs/security.md).",
+        epilog="Examples:\n"
+        "  schedctl tls init data/three-node/tls --config cluster-configs/three-node/node1.toml --worker w1\n"
+        "  schedctl tls init /tmp/pki --node n1=10.0.0.1,n1.example.com --node n2=10.0.0.2",
     )
     init.add_argument("directory", metavar="DIR")
     init.add_argument("--config", action="append", default=[], metavar="FILE", help="a schedd config file")
@@ -50,6 +53,9 @@ def add_security_commands(commands: Any, parents: list[argparse.ArgumentParser])
         description="Append a new token for PRINCIPAL with the given roles to the token file (its SHA-256 "
         "only; created 0600 if absent) and print the clear token on stdout: it is shown this once. Nodes "
         "reload the file within a second, or on SIGHUP.",
+        epilog="Examples:\n"
+        "  schedctl token create --principal alice --role operator --file data/three-node/tokens.toml\n"
+        "  schedctl token create --principal w1 --role worker --expires 90d --file tokens.toml",
     )
     create.add_argument("--principal", required=True, metavar="NAME", help="who the token stands for")
     create.add_argument(

@@ -28,7 +28,7 @@ GLOBAL_OPTIONS = ("--server", "--output", "--rpc-timeout")
 OLD_REMOVAL_PREFIXES = ("--remove-", "--reset-", "--unset-", "--delete-", "--drop-")
 MAX_USAGE_LINE = 120
 # Commands added by the security work (tls init, token create) without an Examples section yet.
-NO_EXAMPLES_YET = frozenset({"tls init", "token create"})
+NO_EXAMPLES_YET: frozenset[str] = frozenset()
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
