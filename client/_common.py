@@ -1322,6 +1322,7 @@ def calendar_to_json(calendar: common_pb2.Calendar) -> dict[str, Any]:
     """The JSON object of a calendar (docs/cli.md, "Calendar"); `calendar_from_json` reads it back."""
     out: dict[str, Any] = {
         "name": calendar.name,
+        "namespace": calendar.namespace or "default",
         "time_zone": calendar.time_zone,
         "description": calendar.description,
         "exclude": [rule_to_json(r) for r in calendar.exclude],
@@ -1388,11 +1389,13 @@ def rule_from_json(obj: Any, field: str) -> common_pb2.CalendarRule:
 
 def calendar_from_json(obj: Any, name: str | None = None) -> common_pb2.Calendar:
     """A `Calendar` from the JSON of `calendar_to_json` (version and updated_at are ignored: the
-    cluster sets them). `name`, when given, is used and must agree with a name in the document."""
+    cluster sets them; so is namespace: the client's namespace, --namespace, is where it is put).
+    `name`, when given, is used and must agree with a name in the document."""
     if not isinstance(obj, dict):
         raise InvalidArgument("calendar", "expected a JSON object")
     known = {
         "name",
+        "namespace",
         "time_zone",
         "description",
         "exclude",

@@ -147,7 +147,10 @@ def notify_to_json(target: common_pb2.NotifyTarget) -> dict[str, Any]:
 
 
 def spec_to_json(spec: common_pb2.TaskSpec) -> dict[str, Any]:
+    # "namespace" only when the spec names one: a spec read back without it (task import) goes to the
+    # client's namespace (--namespace), one with it to that namespace.
     return {
+        **({"namespace": spec.namespace} if spec.namespace else {}),
         "name": spec.name,
         "tags": dict(sorted(spec.tags.items())),
         "schedule": schedule_to_json(spec.schedule),
@@ -194,6 +197,7 @@ def task_to_json(task: common_pb2.Task) -> dict[str, Any]:
     """The JSON object of a task (docs/cli.md, "Task")."""
     out: dict[str, Any] = {
         "task_id": task.task_id,
+        "namespace": task.spec.namespace or "default",
         "state": enum_name(common_pb2.TaskState, task.state, "TASK_"),
         "spec": spec_to_json(task.spec),
     }
@@ -234,6 +238,7 @@ def execution_to_json(execution: common_pb2.Execution) -> dict[str, Any]:
     out: dict[str, Any] = {
         "execution_id": execution.execution_id,
         "task_id": execution.task_id,
+        "namespace": execution.namespace or "default",
         "state": enum_name(common_pb2.ExecutionState, execution.state, "EXECUTION_"),
     }
     time_fields(out, "nominal_time", execution.nominal_time_ms)
@@ -271,6 +276,7 @@ def dead_letter_to_json(dead_letter: common_pb2.DeadLetter) -> dict[str, Any]:
     out: dict[str, Any] = {
         "execution_id": dead_letter.execution_id,
         "task_id": dead_letter.task_id,
+        "namespace": dead_letter.namespace or "default",
         "task_name": dead_letter.task_name,
         "reason": dead_letter.reason,
         "attempts": dead_letter.attempts,

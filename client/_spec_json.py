@@ -25,8 +25,9 @@ from cronraft.proto.v1 import common_pb2
 
 __all__ = ["spec_from_json", "task_spec_from_json_line"]
 
-_TASK_KEYS = {
+_TASK_KEYS = {  # the keys of a task object (task get -o json) besides its spec, read past
     "task_id",
+    "namespace",  # shown; the spec's own "namespace" (present unless it is the default) is what counts
     "state",
     "created_at",
     "created_at_ms",
@@ -298,6 +299,7 @@ def _notify(value: Any, field: str) -> common_pb2.NotifyTarget:
 
 
 _SPEC_KEYS = {
+    "namespace",
     "name",
     "tags",
     "schedule",
@@ -332,6 +334,7 @@ def spec_from_json(value: Any, field: str = "spec") -> common_pb2.TaskSpec:
     if "payload" not in obj:
         raise InvalidArgument(f"{field}.payload", "is required")
     out = common_pb2.TaskSpec(
+        namespace=_str(obj, "namespace", field),  # empty: the client's namespace (--namespace)
         name=_str(obj, "name", field),
         tags=_map(obj, "tags", field),
         schedule=schedule_from_json(obj["schedule"], f"{field}.schedule"),

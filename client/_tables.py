@@ -155,7 +155,17 @@ def _enum(wrapper: Any, number: int, prefix: str = "") -> str:
     return _common.enum_name(wrapper, number, prefix)
 
 
-def task_table(tasks: Sequence[common_pb2.Task]) -> str:
+def _with_namespace(
+    headers: list[str], rows: list[list[str]], namespaces: Sequence[str], shown: bool
+) -> tuple[list[str], list[list[str]]]:
+    """A NAMESPACE column first, when a list spans namespaces (--all-namespaces)."""
+    if not shown:
+        return headers, rows
+    named = [[ns or "default", *row] for ns, row in zip(namespaces, rows, strict=True)]
+    return ["NAMESPACE", *headers], named
+
+
+def task_table(tasks: Sequence[common_pb2.Task], *, namespaces: bool = False) -> str:
     rows = [
         [
             t.task_id,
@@ -167,7 +177,8 @@ def task_table(tasks: Sequence[common_pb2.Task]) -> str:
         ]
         for t in tasks
     ]
-    return _table(["TASK_ID", "NAME", "STATE", "SCHEDULE", "NEXT_FIRE", "FIRES"], rows)
+    headers = ["TASK_ID", "NAME", "STATE", "SCHEDULE", "NEXT_FIRE", "FIRES"]
+    return _table(*_with_namespace(headers, rows, [t.spec.namespace for t in tasks], namespaces))
 
 
 def task_detail(task: common_pb2.Task) -> str:
@@ -175,6 +186,7 @@ def task_detail(task: common_pb2.Task) -> str:
     return _fields(
         [
             ("task_id", task.task_id),
+            ("namespace", spec.namespace or "default"),
             ("name", spec.name),
             ("state", _enum(common_pb2.TaskState, task.state, "TASK_")),
             ("schedule", _schedule_text(spec.schedule)),
@@ -279,6 +291,7 @@ def _rule_text(rule: common_pb2.CalendarRule) -> str:
 def calendar_detail(calendar: common_pb2.Calendar) -> str:
     pairs = [
         ("name", calendar.name),
+        ("namespace", calendar.namespace or "default"),
         ("time_zone", calendar.time_zone or "UTC"),
         ("description", calendar.description or "-"),
         ("include", ", ".join(calendar.include) or "-"),
@@ -289,7 +302,7 @@ def calendar_detail(calendar: common_pb2.Calendar) -> str:
     return _fields(pairs) + "\nexclude:\n" + "\n".join(rules)
 
 
-def calendar_table(calendars: Sequence[common_pb2.Calendar]) -> str:
+def calendar_table(calendars: Sequence[common_pb2.Calendar], *, namespaces: bool = False) -> str:
     rows = [
         [
             c.name,
@@ -301,7 +314,8 @@ def calendar_table(calendars: Sequence[common_pb2.Calendar]) -> str:
         ]
         for c in calendars
     ]
-    return _table(["NAME", "TIME_ZONE", "RULES", "INCLUDE", "VERSION", "DESCRIPTION"], rows)
+    headers = ["NAME", "TIME_ZONE", "RULES", "INCLUDE", "VERSION", "DESCRIPTION"]
+    return _table(*_with_namespace(headers, rows, [c.namespace for c in calendars], namespaces))
 
 
 def execution_table(executions: Sequence[common_pb2.Execution]) -> str:
@@ -324,6 +338,7 @@ def execution_detail(e: common_pb2.Execution) -> str:
     rows = [
         ("execution_id", e.execution_id),
         ("task_id", e.task_id),
+        ("namespace", e.namespace or "default"),
         ("state", _enum(common_pb2.ExecutionState, e.state, "EXECUTION_")),
         ("nominal_time", _time(e.nominal_time_ms)),
         ("fired_at", _time(e.fired_at_ms)),
@@ -383,7 +398,7 @@ def attempts_table(attempts: Sequence[common_pb2.AttemptSummary]) -> str:
     return _table(["ATTEMPT", "OUTCOME", "EXIT_CODE", "WORKER", "STARTED_AT", "DURATION", "ERROR"], rows)
 
 
-def dead_letter_table(items: Sequence[common_pb2.DeadLetter]) -> str:
+def dead_letter_table(items: Sequence[common_pb2.DeadLetter], *, namespaces: bool = False) -> str:
     rows = [
         [
             d.execution_id,
@@ -397,7 +412,7 @@ def dead_letter_table(items: Sequence[common_pb2.DeadLetter]) -> str:
         for d in items
     ]
     headers = ["EXECUTION_ID", "TASK_ID", "TASK_NAME", "DEAD_AT", "ATTEMPTS", "REDRIVEN_AS", "REASON"]
-    return _table(headers, rows)
+    return _table(*_with_namespace(headers, rows, [d.namespace for d in items], namespaces))
 
 
 def dead_letter_detail(d: common_pb2.DeadLetter, execution: common_pb2.Execution | None) -> str:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 
-from cronraft.client import _audit, _bulk, _common
+from cronraft.client import _audit, _bulk, _common, _namespace
 from cronraft.client._transport import Transport, with_tls_hint
 from cronraft.client.sdk import CHANNEL_OPTIONS, rpc_status
 from cronraft.errors import CronraftError
@@ -53,12 +53,15 @@ class AsyncClient:
         attempt_timeout_s: float | None = None,
         max_redirects: int = 5,
         transport: Transport | None = None,
+        namespace: str = _namespace.DEFAULT_NAMESPACE,
     ) -> None:
         self._router = _common.Router(_common.parse_servers(servers))
         self._transport = transport if transport is not None else Transport.from_env()
         self.timeout_s = timeout_s
         self.attempt_timeout_s = attempt_timeout_s
         self.max_redirects = max_redirects
+        # Creates, puts, lists and bulk calls act in this namespace unless told otherwise (client._namespace).
+        self.namespace = _namespace.check(namespace)
         self._stubs: dict[str, _AsyncStubs] = {}
         self._closed = False
 
@@ -183,6 +186,7 @@ class AsyncClient:
     ) -> common_pb2.Task:
         """Create a task from a complete `TaskSpec`."""
         rid = request_id or _common.new_request_id()
+        spec = _namespace.spec_in(spec, self.namespace)  # the client's namespace unless the spec names one
         request = scheduler_pb2.CreateTaskRequest(spec=spec, request_id=rid)
         response = await self._invoke(
             lambda s: s.scheduler.CreateTask,
@@ -204,7 +208,8 @@ class AsyncClient:
     ) -> _bulk.ImportResult:
         """Create many tasks through the bulk API; see `Client.import_tasks`."""
         result = _bulk.ImportResult(import_id=import_id or _common.new_request_id())
-        for segment in _bulk.segments(specs, import_id=result.import_id, batch_size=batch_size):
+        in_namespace = (_namespace.spec_in(spec, self.namespace) for spec in specs)
+        for segment in _bulk.segments(in_namespace, import_id=result.import_id, batch_size=batch_size):
             plan = _common.CallPlan(
                 self._router,
                 write=True,
@@ -248,9 +253,15 @@ class AsyncClient:
         name_prefix: str = "",
         page_size: int = 100,
         page_token: str = "",
+        namespace: str | None = None,
+        all_namespaces: bool = False,
     ) -> tuple[list[common_pb2.Task], str]:
         """One page of tasks and the token of the next page ("" after the last)."""
         request = _common.list_tasks_request(state, tags, name_prefix, page_size, page_token)
+        # The client's namespace, `namespace`, or every one (which needs reader in "*").
+        request.namespace, request.all_namespaces = _namespace.list_scope(
+            namespace, self.namespace, all_namespaces
+        )
         response = await self._invoke(
             lambda s: s.scheduler.ListTasks, request, scheduler_pb2.ListTasksResponse, write=False
         )
@@ -263,12 +274,20 @@ class AsyncClient:
         tags: Mapping[str, str] | None = None,
         name_prefix: str = "",
         page_size: int = 100,
+        namespace: str | None = None,
+        all_namespaces: bool = False,
     ) -> AsyncIterator[common_pb2.Task]:
         """Every task matching the filters, fetched page by page (`async for`)."""
         token = ""
         while True:
             tasks, token = await self.list_tasks_page(
-                state=state, tags=tags, name_prefix=name_prefix, page_size=page_size, page_token=token
+                state=state,
+                tags=tags,
+                name_prefix=name_prefix,
+                page_size=page_size,
+                page_token=token,
+                namespace=namespace,
+                all_namespaces=all_namespaces,
             )
             for task in tasks:
                 yield task
@@ -297,13 +316,16 @@ class AsyncClient:
         tags: Mapping[str, str] | None = None,
         name_prefix: str = "",
         request_ids: Mapping[str, str] | None = None,
+        namespace: str | None = None,
     ) -> _common.BulkResult[common_pb2.Task]:
         """List the tasks matching the filters, then cancel them one by one: not atomic; see
         `Client.cancel_tasks_where`."""
         _common.check_task_filter(state, tags, name_prefix)
         ids = [
             t.task_id
-            async for t in self.list_tasks(state=state, tags=tags, name_prefix=name_prefix)
+            async for t in self.list_tasks(
+                state=state, tags=tags, name_prefix=name_prefix, namespace=namespace
+            )
             if t.state != common_pb2.TASK_CANCELLED
         ]
         return await self.cancel_tasks(ids, request_ids=request_ids)
@@ -341,11 +363,17 @@ class AsyncClient:
         name_prefix: str = "",
         force: bool = False,
         request_ids: Mapping[str, str] | None = None,
+        namespace: str | None = None,
     ) -> _common.BulkResult[scheduler_pb2.DeleteTaskResponse]:
         """List the tasks matching the filters, then delete them one by one: not atomic; see
         `Client.delete_tasks_where`."""
         _common.check_task_filter(state, tags, name_prefix)
-        ids = [t.task_id async for t in self.list_tasks(state=state, tags=tags, name_prefix=name_prefix)]
+        ids = [
+            t.task_id
+            async for t in self.list_tasks(
+                state=state, tags=tags, name_prefix=name_prefix, namespace=namespace
+            )
+        ]
         return await self.delete_tasks(ids, force=force, request_ids=request_ids)
 
     async def _bulk(
@@ -505,26 +533,35 @@ class AsyncClient:
     ) -> common_pb2.Calendar:
         """Create or replace the calendar `calendar.name`; returns it with its new version."""
         rid = request_id or _common.new_request_id()
-        request = scheduler_pb2.PutCalendarRequest(calendar=calendar, request_id=rid)
+        request = scheduler_pb2.PutCalendarRequest(
+            calendar=_namespace.calendar_in(calendar, self.namespace), request_id=rid
+        )
         return await self._invoke(
             lambda s: s.scheduler.PutCalendar, request, common_pb2.Calendar, write=True, request_id=rid
         )
 
-    async def get_calendar(self, name: str) -> common_pb2.Calendar:
+    async def get_calendar(self, name: str, *, namespace: str | None = None) -> common_pb2.Calendar:
         """The calendar `name`; raises `NotFound`."""
-        request = scheduler_pb2.GetCalendarRequest(name=name)
+        request = scheduler_pb2.GetCalendarRequest(
+            name=name, namespace=_namespace.wire(namespace or self.namespace)
+        )
         return await self._invoke(
             lambda s: s.scheduler.GetCalendar, request, common_pb2.Calendar, write=False
         )
 
-    async def list_calendars(self) -> list[common_pb2.Calendar]:
+    async def list_calendars(
+        self, *, namespace: str | None = None, all_namespaces: bool = False
+    ) -> list[common_pb2.Calendar]:
         """Every stored calendar, in name order (read a page at a time)."""
         out: list[common_pb2.Calendar] = []
+        scope, every = _namespace.list_scope(namespace, self.namespace, all_namespaces)
         token = ""
         while True:
             response = await self._invoke(
                 lambda s: s.scheduler.ListCalendars,
-                scheduler_pb2.ListCalendarsRequest(page_size=1000, page_token=token),
+                scheduler_pb2.ListCalendarsRequest(
+                    page_size=1000, page_token=token, namespace=scope, all_namespaces=every
+                ),
                 scheduler_pb2.ListCalendarsResponse,
                 write=False,
             )
@@ -533,11 +570,15 @@ class AsyncClient:
             if not token:
                 return out
 
-    async def delete_calendar(self, name: str, *, request_id: str | None = None) -> None:
+    async def delete_calendar(
+        self, name: str, *, request_id: str | None = None, namespace: str | None = None
+    ) -> None:
         """Delete the calendar `name`; raises `NotFound`, or `FailedPrecondition` while a task or
         another calendar uses it."""
         rid = request_id or _common.new_request_id()
-        request = scheduler_pb2.DeleteCalendarRequest(name=name, request_id=rid)
+        request = scheduler_pb2.DeleteCalendarRequest(
+            name=name, request_id=rid, namespace=_namespace.wire(namespace or self.namespace)
+        )
         await self._invoke(
             lambda s: s.scheduler.DeleteCalendar,
             request,
@@ -634,22 +675,43 @@ class AsyncClient:
     # ----------------------------------------------------------------------------------- dead letters
 
     async def list_dead_letters_page(
-        self, task_id: str | None = None, *, page_size: int = 100, page_token: str = ""
+        self,
+        task_id: str | None = None,
+        *,
+        page_size: int = 100,
+        page_token: str = "",
+        namespace: str | None = None,
+        all_namespaces: bool = False,
     ) -> tuple[list[common_pb2.DeadLetter], str]:
         """One page of dead letters and the next page token; see `Client.list_dead_letters_page`."""
         request = _common.list_dead_letters_request(task_id, page_size, page_token)
+        if not task_id:  # a task's dead letters are in the task's namespace
+            request.namespace, request.all_namespaces = _namespace.list_scope(
+                namespace, self.namespace, all_namespaces
+            )
         response = await self._invoke(
             lambda s: s.scheduler.ListDeadLetters, request, scheduler_pb2.ListDeadLettersResponse, write=False
         )
         return list(response.dead_letters), response.next_page_token
 
     async def list_dead_letters(
-        self, task_id: str | None = None, *, page_size: int = 100
+        self,
+        task_id: str | None = None,
+        *,
+        page_size: int = 100,
+        namespace: str | None = None,
+        all_namespaces: bool = False,
     ) -> AsyncIterator[common_pb2.DeadLetter]:
         """Every dead letter (of `task_id`, or of every task), fetched page by page (`async for`)."""
         token = ""
         while True:
-            items, token = await self.list_dead_letters_page(task_id, page_size=page_size, page_token=token)
+            items, token = await self.list_dead_letters_page(
+                task_id,
+                page_size=page_size,
+                page_token=token,
+                namespace=namespace,
+                all_namespaces=all_namespaces,
+            )
             for item in items:
                 yield item
             if not token:
@@ -690,10 +752,14 @@ class AsyncClient:
         limit: int = 0,
         *,
         request_id: str | None = None,
+        namespace: str | None = None,
     ) -> int:
         """Delete dead letters; returns how many; see `Client.purge_dead_letters`."""
         rid = request_id or _common.new_request_id()
         request = _common.purge_request(execution_ids, task_id, before, limit, rid)
+        request.namespace = _namespace.wire(
+            namespace or self.namespace
+        )  # without ids or a task: this namespace only
         response = await self._invoke(
             lambda s: s.scheduler.PurgeDeadLetters,
             request,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -89,6 +90,11 @@ def exit_code_for(error: CronraftError) -> int:
 GLOBAL_OPTIONS_TITLE = "global options (also accepted before the command)"
 _SERVER_HELP = f"servers to contact (default: $CRONRAFT_SERVER, else {_common.DEFAULT_SERVER})"
 _RPC_TIMEOUT_HELP = "bound on each command's calls, retries included (e.g. 10s; a bare number is seconds)"
+NAMESPACE_ENV = "CRONRAFT_NAMESPACE"
+_NAMESPACE_HELP = (
+    f"the namespace of creates, lists, calendars and bulk commands (default: ${NAMESPACE_ENV}, else default);"
+    " commands by id act in the object's own"
+)
 
 
 def _add_global_options(parser: argparse.ArgumentParser, *, subcommand: bool, timeout_alias: bool) -> None:
@@ -111,6 +117,10 @@ def _add_global_options(parser: argparse.ArgumentParser, *, subcommand: bool, ti
         "--rpc-timeout", default=default("10s"), metavar="DURATION", help=_RPC_TIMEOUT_HELP
     )
     added.append(rpc_timeout)
+    namespace = group.add_argument(
+        "--namespace", "-n", default=default(None), metavar="NS", help=_NAMESPACE_HELP
+    )
+    added.append(namespace)
     added += add_transport_arguments(group, suppress=subcommand)  # --tls-ca, --tls-cert, --tls-key, --token
     if timeout_alias:
         added.append(_argnames.add_alias(group, "--timeout", rpc_timeout))
@@ -123,6 +133,15 @@ def _global_parent(*, timeout_alias: bool = True) -> _Parser:
     parent = _Parser(add_help=False)
     _add_global_options(parent, subcommand=True, timeout_alias=timeout_alias)
     return parent
+
+
+def _all_namespaces(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--all-namespaces",
+        "-A",
+        action="store_true",
+        help=f"{what} of every namespace, with a NAMESPACE column (needs the reader role in every namespace)",
+    )
 
 
 def _examples(*lines: str) -> str:
@@ -235,6 +254,7 @@ def _task_read_parsers(task_commands: Any, opts: _Parser) -> None:
     _tag_filter(lst)
     lst.add_argument("--name-prefix", default="", metavar="P", help="filter on the name's start")
     lst.add_argument("--limit", type=int, default=None, metavar="N", help="show at most N tasks")
+    _all_namespaces(lst, "tasks")
     lst.set_defaults(handler=_task_list)
 
     explain = task_commands.add_parser(
@@ -436,7 +456,13 @@ def _calendar_parsers(commands: Any, opts: _Parser) -> None:
     )
     cal_get.add_argument("name", metavar="NAME")
     cal_get.set_defaults(handler=_calendar_get)
-    cal_list = calendar_commands.add_parser("list", parents=[opts], help="list calendars")
+    cal_list = calendar_commands.add_parser(
+        "list",
+        parents=[opts],
+        help="list calendars",
+        epilog=_examples("schedctl calendar list", "schedctl calendar list --all-namespaces -o json"),
+    )
+    _all_namespaces(cal_list, "calendars")
     cal_list.set_defaults(handler=_calendar_list)
     cal_delete = calendar_commands.add_parser(
         "delete",
@@ -513,6 +539,7 @@ def _dlq_parser(commands: Any, opts: _Parser) -> None:
     )
     lst.add_argument("--task", metavar="ID", help="only those of this task")
     lst.add_argument("--limit", type=int, default=None, metavar="N", help="show at most N dead letters")
+    _all_namespaces(lst, "dead letters")
     lst.set_defaults(handler=_dlq_list)
     show = dlq_commands.add_parser(
         "show",
@@ -587,7 +614,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             offline: int = args.handler(args)
             return offline
         timeout_s = _rpc_timeout(args.rpc_timeout)
-        with Client(args.server, timeout_s=timeout_s, transport=transport_from_args(args)) as client:
+        namespace = getattr(args, "namespace", None) or os.environ.get(NAMESPACE_ENV) or "default"
+        with Client(
+            args.server, timeout_s=timeout_s, transport=transport_from_args(args), namespace=namespace
+        ) as client:
             args.handler(client, args)
     except SystemExit as exc:  # --help, --version
         return exc.code if isinstance(exc.code, int) else EXIT_OK
@@ -740,11 +770,16 @@ def _task_list(client: Client, args: argparse.Namespace) -> None:
                 tags=_flags.parse_pairs(args.tag, "--tag"),
                 name_prefix=args.name_prefix,
                 page_size=page_size,
+                all_namespaces=args.all_namespaces,
             ),
             limit,
         )
     )
-    _emit(args, [_common.task_to_json(t) for t in tasks], lambda: _tables.task_table(tasks))
+    _emit(
+        args,
+        [_common.task_to_json(t) for t in tasks],
+        lambda: _tables.task_table(tasks, namespaces=args.all_namespaces),
+    )
 
 
 def _task_cancel(client: Client, args: argparse.Namespace) -> None:
@@ -917,8 +952,13 @@ def _execution_cancel(client: Client, args: argparse.Namespace) -> None:
 def _dlq_list(client: Client, args: argparse.Namespace) -> None:
     limit = _limit(args.limit)
     page_size = min(limit, _common.MAX_PAGE_SIZE) if limit else 100
-    items = list(_take(client.list_dead_letters(args.task, page_size=page_size), limit))
-    _emit(args, [_common.dead_letter_to_json(d) for d in items], lambda: _tables.dead_letter_table(items))
+    every = args.all_namespaces
+    items = list(_take(client.list_dead_letters(args.task, page_size=page_size, all_namespaces=every), limit))
+    _emit(
+        args,
+        [_common.dead_letter_to_json(d) for d in items],
+        lambda: _tables.dead_letter_table(items, namespaces=every),
+    )
 
 
 def _dlq_show(client: Client, args: argparse.Namespace) -> None:
@@ -1033,8 +1073,13 @@ def _calendar_get(client: Client, args: argparse.Namespace) -> None:
 
 
 def _calendar_list(client: Client, args: argparse.Namespace) -> None:
-    calendars = client.list_calendars()
-    _emit(args, [_common.calendar_to_json(c) for c in calendars], lambda: _tables.calendar_table(calendars))
+    every = args.all_namespaces
+    calendars = client.list_calendars(all_namespaces=every)
+    _emit(
+        args,
+        [_common.calendar_to_json(c) for c in calendars],
+        lambda: _tables.calendar_table(calendars, namespaces=every),
+    )
 
 
 def _calendar_delete(client: Client, args: argparse.Namespace) -> None:

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import grpc  # type: ignore[import-untyped, unused-ignore]
 
 from cronraft.bounds import CLIENT_MAX_RECEIVE_BYTES
-from cronraft.client import _audit, _bulk, _common
+from cronraft.client import _audit, _bulk, _common, _namespace
 from cronraft.client._transport import Transport, with_tls_hint
 from cronraft.errors import CronraftError
 from cronraft.proto.v1 import (
@@ -72,7 +72,9 @@ class Client:
     $CRONRAFT_SERVER, else 127.0.0.1:50051. `timeout_s` bounds each logical call, retries included;
     `attempt_timeout_s` bounds one attempt (default: half of `timeout_s`) so that a hung node leaves time
     to try another. `transport` carries TLS settings and the bearer token (default: from the environment,
-    `client._transport`). Use as a context manager, or call `close()`.
+    `client._transport`). `namespace` is where creates, imports, calendar calls, lists and bulk calls act
+    unless a call or a spec names another (calls by id act in the object's own namespace; docs/security.md,
+    "Namespaces"). Use as a context manager, or call `close()`.
 
     Errors raised are those of `cronraft.errors`: `InvalidArgument` (with `.field`), `NotFound`,
     `FailedPrecondition`, `ResourceExhausted`, `Unavailable` (retries exhausted), `DeadlineExceeded`,
@@ -87,6 +89,7 @@ class Client:
         attempt_timeout_s: float | None = None,
         max_redirects: int = 5,
         transport: Transport | None = None,
+        namespace: str = _namespace.DEFAULT_NAMESPACE,
     ) -> None:
         self._router = _common.Router(_common.parse_servers(servers))
         # TLS and token (client._transport); None: from $CRONRAFT_TLS_* and $CRONRAFT_TOKEN.
@@ -94,6 +97,8 @@ class Client:
         self.timeout_s = timeout_s
         self.attempt_timeout_s = attempt_timeout_s
         self.max_redirects = max_redirects
+        # Creates, puts, lists and bulk calls act in this namespace unless told otherwise (client._namespace).
+        self.namespace = _namespace.check(namespace)
         self._stubs: dict[str, _Stubs] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -231,6 +236,7 @@ class Client:
     ) -> common_pb2.Task:
         """Create a task from a complete `TaskSpec`."""
         rid = request_id or _common.new_request_id()
+        spec = _namespace.spec_in(spec, self.namespace)  # the client's namespace unless the spec names one
         request = scheduler_pb2.CreateTaskRequest(spec=spec, request_id=rid)
         response = self._invoke(
             lambda s: s.scheduler.CreateTask,
@@ -260,7 +266,8 @@ class Client:
         `segment_timeout_s` bounds each call of `SEGMENT_BATCHES` batches, retries included.
         """
         result = _bulk.ImportResult(import_id=import_id or _common.new_request_id())
-        for segment in _bulk.segments(specs, import_id=result.import_id, batch_size=batch_size):
+        in_namespace = (_namespace.spec_in(spec, self.namespace) for spec in specs)
+        for segment in _bulk.segments(in_namespace, import_id=result.import_id, batch_size=batch_size):
             plan = _common.CallPlan(
                 self._router,
                 write=True,
@@ -302,9 +309,15 @@ class Client:
         name_prefix: str = "",
         page_size: int = 100,
         page_token: str = "",
+        namespace: str | None = None,
+        all_namespaces: bool = False,
     ) -> tuple[list[common_pb2.Task], str]:
         """One page of tasks and the token of the next page ("" after the last)."""
         request = _common.list_tasks_request(state, tags, name_prefix, page_size, page_token)
+        # The client's namespace, `namespace`, or every one (which needs reader in "*").
+        request.namespace, request.all_namespaces = _namespace.list_scope(
+            namespace, self.namespace, all_namespaces
+        )
         response = self._invoke(
             lambda s: s.scheduler.ListTasks, request, scheduler_pb2.ListTasksResponse, write=False
         )
@@ -317,12 +330,20 @@ class Client:
         tags: Mapping[str, str] | None = None,
         name_prefix: str = "",
         page_size: int = 100,
+        namespace: str | None = None,
+        all_namespaces: bool = False,
     ) -> Iterator[common_pb2.Task]:
         """Every task matching the filters (all `tags` pairs must match), fetched page by page."""
         token = ""
         while True:
             tasks, token = self.list_tasks_page(
-                state=state, tags=tags, name_prefix=name_prefix, page_size=page_size, page_token=token
+                state=state,
+                tags=tags,
+                name_prefix=name_prefix,
+                page_size=page_size,
+                page_token=token,
+                namespace=namespace,
+                all_namespaces=all_namespaces,
             )
             yield from tasks
             if not token:
@@ -352,6 +373,7 @@ class Client:
         tags: Mapping[str, str] | None = None,
         name_prefix: str = "",
         request_ids: Mapping[str, str] | None = None,
+        namespace: str | None = None,
     ) -> _common.BulkResult[common_pb2.Task]:
         """Cancel every task matching the filters (at least one is required), skipping those already
         cancelled. Not atomic: it lists the matching tasks, then cancels them one by one, so a task
@@ -359,7 +381,7 @@ class Client:
         _common.check_task_filter(state, tags, name_prefix)
         ids = [
             t.task_id
-            for t in self.list_tasks(state=state, tags=tags, name_prefix=name_prefix)
+            for t in self.list_tasks(state=state, tags=tags, name_prefix=name_prefix, namespace=namespace)
             if t.state != common_pb2.TASK_CANCELLED
         ]
         return self.cancel_tasks(ids, request_ids=request_ids)
@@ -402,11 +424,15 @@ class Client:
         name_prefix: str = "",
         force: bool = False,
         request_ids: Mapping[str, str] | None = None,
+        namespace: str | None = None,
     ) -> _common.BulkResult[scheduler_pb2.DeleteTaskResponse]:
         """Delete every task matching the filters (at least one is required). Not atomic: it lists the
         matching tasks, then deletes them one by one. Results as `delete_tasks`."""
         _common.check_task_filter(state, tags, name_prefix)
-        ids = [t.task_id for t in self.list_tasks(state=state, tags=tags, name_prefix=name_prefix)]
+        ids = [
+            t.task_id
+            for t in self.list_tasks(state=state, tags=tags, name_prefix=name_prefix, namespace=namespace)
+        ]
         return self.delete_tasks(ids, force=force, request_ids=request_ids)
 
     def _bulk(
@@ -565,24 +591,33 @@ class Client:
     ) -> common_pb2.Calendar:
         """Create or replace the calendar `calendar.name`; returns it with its new version."""
         rid = request_id or _common.new_request_id()
-        request = scheduler_pb2.PutCalendarRequest(calendar=calendar, request_id=rid)
+        request = scheduler_pb2.PutCalendarRequest(
+            calendar=_namespace.calendar_in(calendar, self.namespace), request_id=rid
+        )
         return self._invoke(
             lambda s: s.scheduler.PutCalendar, request, common_pb2.Calendar, write=True, request_id=rid
         )
 
-    def get_calendar(self, name: str) -> common_pb2.Calendar:
+    def get_calendar(self, name: str, *, namespace: str | None = None) -> common_pb2.Calendar:
         """The calendar `name`; raises `NotFound`."""
-        request = scheduler_pb2.GetCalendarRequest(name=name)
+        request = scheduler_pb2.GetCalendarRequest(
+            name=name, namespace=_namespace.wire(namespace or self.namespace)
+        )
         return self._invoke(lambda s: s.scheduler.GetCalendar, request, common_pb2.Calendar, write=False)
 
-    def list_calendars(self) -> list[common_pb2.Calendar]:
+    def list_calendars(
+        self, *, namespace: str | None = None, all_namespaces: bool = False
+    ) -> list[common_pb2.Calendar]:
         """Every stored calendar, in name order (read a page at a time)."""
         out: list[common_pb2.Calendar] = []
+        scope, every = _namespace.list_scope(namespace, self.namespace, all_namespaces)
         token = ""
         while True:
             response = self._invoke(
                 lambda s: s.scheduler.ListCalendars,
-                scheduler_pb2.ListCalendarsRequest(page_size=1000, page_token=token),
+                scheduler_pb2.ListCalendarsRequest(
+                    page_size=1000, page_token=token, namespace=scope, all_namespaces=every
+                ),
                 scheduler_pb2.ListCalendarsResponse,
                 write=False,
             )
@@ -591,11 +626,15 @@ class Client:
             if not token:
                 return out
 
-    def delete_calendar(self, name: str, *, request_id: str | None = None) -> None:
+    def delete_calendar(
+        self, name: str, *, request_id: str | None = None, namespace: str | None = None
+    ) -> None:
         """Delete the calendar `name`; raises `NotFound`, or `FailedPrecondition` while a task or
         another calendar uses it."""
         rid = request_id or _common.new_request_id()
-        request = scheduler_pb2.DeleteCalendarRequest(name=name, request_id=rid)
+        request = scheduler_pb2.DeleteCalendarRequest(
+            name=name, request_id=rid, namespace=_namespace.wire(namespace or self.namespace)
+        )
         self._invoke(
             lambda s: s.scheduler.DeleteCalendar,
             request,
@@ -708,22 +747,43 @@ class Client:
     # ----------------------------------------------------------------------------------- dead letters
 
     def list_dead_letters_page(
-        self, task_id: str | None = None, *, page_size: int = 100, page_token: str = ""
+        self,
+        task_id: str | None = None,
+        *,
+        page_size: int = 100,
+        page_token: str = "",
+        namespace: str | None = None,
+        all_namespaces: bool = False,
     ) -> tuple[list[common_pb2.DeadLetter], str]:
         """One page of dead letters (of `task_id`, or of every task) and the next page token."""
         request = _common.list_dead_letters_request(task_id, page_size, page_token)
+        if not task_id:  # a task's dead letters are in the task's namespace
+            request.namespace, request.all_namespaces = _namespace.list_scope(
+                namespace, self.namespace, all_namespaces
+            )
         response = self._invoke(
             lambda s: s.scheduler.ListDeadLetters, request, scheduler_pb2.ListDeadLettersResponse, write=False
         )
         return list(response.dead_letters), response.next_page_token
 
     def list_dead_letters(
-        self, task_id: str | None = None, *, page_size: int = 100
+        self,
+        task_id: str | None = None,
+        *,
+        page_size: int = 100,
+        namespace: str | None = None,
+        all_namespaces: bool = False,
     ) -> Iterator[common_pb2.DeadLetter]:
         """Every dead letter (of `task_id`, or of every task), fetched page by page."""
         token = ""
         while True:
-            items, token = self.list_dead_letters_page(task_id, page_size=page_size, page_token=token)
+            items, token = self.list_dead_letters_page(
+                task_id,
+                page_size=page_size,
+                page_token=token,
+                namespace=namespace,
+                all_namespaces=all_namespaces,
+            )
             yield from items
             if not token:
                 return
@@ -762,11 +822,15 @@ class Client:
         limit: int = 0,
         *,
         request_id: str | None = None,
+        namespace: str | None = None,
     ) -> int:
         """Delete dead letters (by ids, or those of `task_id`; only those dead before `before` if
         given; at most `limit`, 0: the cluster's bound); returns how many were deleted."""
         rid = request_id or _common.new_request_id()
         request = _common.purge_request(execution_ids, task_id, before, limit, rid)
+        request.namespace = _namespace.wire(
+            namespace or self.namespace
+        )  # without ids or a task: this namespace only
         response = self._invoke(
             lambda s: s.scheduler.PurgeDeadLetters,
             request,

@@ -14,6 +14,7 @@ from cronraft.proto.v1 import common_pb2
 
 TASK_KEYS = {
     "task_id",
+    "namespace",
     "state",
     "spec",
     "created_at_ms",
@@ -62,6 +63,7 @@ SPEC_KEYS = {
 }
 EXECUTION_KEYS = {
     "execution_id",
+    "namespace",
     "task_id",
     "state",
     "nominal_time_ms",
@@ -409,6 +411,7 @@ FIRE_RECORD_KEYS = {
 }
 CALENDAR_KEYS = {
     "name",
+    "namespace",
     "time_zone",
     "description",
     "exclude",
@@ -778,6 +781,7 @@ def test_schedule_preview_is_wired_and_needs_no_server(capsys: pytest.CaptureFix
 
 DEAD_LETTER_KEYS = {
     "execution_id",
+    "namespace",
     "task_id",
     "task_name",
     "reason",

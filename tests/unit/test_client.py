@@ -1625,6 +1625,7 @@ def test_execution_and_dead_letter_json() -> None:
     assert dead_letter_to_json(dead) == {
         "execution_id": "e1",
         "task_id": "t1",
+        "namespace": "default",
         "task_name": "n",
         "reason": "r",
         "attempts": 3,
