@@ -441,6 +441,16 @@ class Node:
                 labels,
             ),
         ]
+        for reason, count in sorted((runner.dropped if runner is not None else {}).items()):
+            out.append(
+                Gauge(
+                    "cronraft_worker_messages_dropped",
+                    "Worker messages the leader dropped in its term (issue 13), by reason: result, output or "
+                    "renewal (forged: another worker's lease), stale_output, superseded (a replaced stream).",
+                    count,
+                    {**labels, "reason": reason},
+                )
+            )
         for peer in self.clock_monitor.peers:
             off = self.clock_monitor.estimate.peer_offset(peer)
             if off is not None:
