@@ -22,7 +22,7 @@ _USAGE = (
     "       [--limit N] [--output table|json]"
 )
 _EPILOG = """Examples:
-  schedctl audit list --since -1h
+  schedctl audit list --since=-1h
   schedctl audit list --principal alice --method DeleteTask --limit 20
   schedctl audit list --target 01JF3Z6V8W2B1X9K4M7N5P0Q3R -o json"""
 
