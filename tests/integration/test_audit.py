@@ -107,6 +107,11 @@ def test_the_audit_trail_is_the_same_on_every_node_and_bounded(
     with alice, bob:
         task = alice.create_task("nightly", every("1h"), command("true"), request_id="alice-create-1")
         alice.pause_task(task.task_id, "maintenance")
+        specs = [common_pb2.TaskSpec(), common_pb2.TaskSpec()]
+        for i, spec in enumerate(specs):
+            spec.CopyFrom(task.spec)
+            spec.name = f"imported-{i}"
+        (batch,) = alice.import_tasks(specs, import_id="bulk").batches  # one batch: one record
         alice.resume_task(task.task_id)
         with pytest.raises(FailedPrecondition):
             alice.resume_task(task.task_id)  # proposed, refused when applied: recorded with its error code
@@ -115,17 +120,19 @@ def test_the_audit_trail_is_the_same_on_every_node_and_bounded(
         bob.put_calendar(common_pb2.Calendar(name="holidays"))
         bob.delete_task(task.task_id)
 
-        trail = _same_on_every_node(c, admin, 6)
+        trail = _same_on_every_node(c, admin, 7)
         t = (task.task_id,)
         assert _summary(trail) == [
             ("alice", "CreateTask", t, "ok"),
             ("alice", "PauseTask", t, "ok"),
+            ("alice", "ImportTasks", (batch.first_task_id,), "ok"),
             ("alice", "ResumeTask", t, "ok"),
             ("alice", "ResumeTask", t, "invalid_state"),
             ("bob", "PutCalendar", ("holidays",), "ok"),
             ("bob", "DeleteTask", t, "ok"),
         ]
-        assert "not paused" in trail[3].error
+        assert "not paused" in trail[4].error
+        assert (trail[2].request_id, trail[2].targets_omitted) == ("bulk-0", 1)
         assert trail[0].request_id == "alice-create-1"
         assert all(r.peer.startswith("ipv4:127.0.0.1:") for r in trail)
         assert [r.raft_index for r in trail] == sorted(r.raft_index for r in trail)
@@ -133,7 +140,7 @@ def test_the_audit_trail_is_the_same_on_every_node_and_bounded(
 
         # Filters, on one node.
         with Client(c.nodes[1].grpc_address, timeout_s=10, transport=admin) as root:
-            assert root.list_audit(principal="alice") == trail[:4]
+            assert root.list_audit(principal="alice") == trail[:5]
             assert [r.method for r in root.list_audit(target_id=task.task_id)] == [
                 "CreateTask",
                 "PauseTask",
@@ -141,9 +148,9 @@ def test_the_audit_trail_is_the_same_on_every_node_and_bounded(
                 "ResumeTask",
                 "DeleteTask",
             ]
-            assert root.list_audit(method="PutCalendar") == trail[4:5]
-            assert root.list_audit(since=trail[2].time_ms, until=trail[3].time_ms) == [
-                r for r in trail if trail[2].time_ms <= r.time_ms < trail[3].time_ms
+            assert root.list_audit(method="PutCalendar") == trail[5:6]
+            assert root.list_audit(since=trail[3].time_ms, until=trail[4].time_ms) == [
+                r for r in trail if trail[3].time_ms <= r.time_ms < trail[4].time_ms
             ]
             assert root.list_audit(since=trail[-1].time_ms + 1) == []
 
@@ -158,7 +165,7 @@ def test_the_audit_trail_is_the_same_on_every_node_and_bounded(
         # Past audit_max_records: the oldest go, on every node alike.
         for n in range(4):
             bob.put_calendar(common_pb2.Calendar(name=f"cal{n}"))
-        trail = _same_on_every_node(c, admin, KEEP)  # alice's first two records were the oldest
+        trail = _same_on_every_node(c, admin, KEEP)  # alice's first three records were the oldest
         assert [r.method for r in trail[:4]] == ["ResumeTask", "ResumeTask", "PutCalendar", "DeleteTask"]
         assert [r.target_ids[0] for r in trail[4:]] == [f"cal{n}" for n in range(4)]
 

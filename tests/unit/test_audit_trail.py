@@ -350,3 +350,32 @@ def test_schedctl_audit_list_passes_the_filters_and_prints_json(capsys: pytest.C
     args = parse_args(["audit", "list"])
     audit_cli.run_list(fake, args)
     assert "DeleteTask" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------ snapshot and digest
+
+
+def test_a_snapshot_carries_the_trail_and_the_digest_covers_it(tmp_path: Path) -> None:
+    from cronraft.raft.digest import digest
+
+    source = Log(LmdbKV(tmp_path / "a", map_size=64 << 20))
+    source.apply(create(1, T0), pause(1, T0 + 1))
+    image = tmp_path / "snapshot.mdb"
+    assert isinstance(source.sm.kv, LmdbKV)
+    source.sm.kv.copy_to(image)
+    restored = LmdbKV(tmp_path / "b", map_size=64 << 20)
+    restored.replace_from(image)
+    with source.sm.kv.read() as a, restored.read() as b:
+        assert list(a.scan(audit_trail.DB)) == list(b.scan(audit_trail.DB))
+        assert len(list(b.scan(audit_trail.DB))) == 2
+    restored.close()
+    before = digest(tmp_path / "b")
+    # The same state but one audit record less: another digest.
+    other = Log(LmdbKV(tmp_path / "c", map_size=64 << 20))
+    unaudited = pause(1, T0 + 1)
+    unaudited.ClearField("audit")
+    other.apply(create(1, T0), unaudited)
+    other.sm.kv.close()
+    source.sm.kv.close()
+    assert digest(tmp_path / "a") == before
+    assert digest(tmp_path / "c")["digest"] != before["digest"]
