@@ -1,0 +1,6 @@
+"""Test support shared by every tier (unit, sim, integration, fault): import it as `tests.support.X`.
+
+- `ports`: loopback TCP ports no other concurrent test process is handed (a cross-process reservation).
+- `wait`: `wait_until` / `wait_until_async`, the one bounded poll for a condition with no event.
+- `clock`: `FakeClock`, hand-moved wall and monotonic time in every clock shape the code reads.
+"""
