@@ -55,6 +55,9 @@ DATABASES: tuple[str, ...] = (
     "logs_by_time",  # first_chunk_ms8 + execution_id16 -> b"" : retention
     "audit",  # stamped_ms8 + index8 + position4 -> AuditRecord proto : the audit trail (raft.audit_trail)
 )
+# Sub-databases that a snapshot image made by an older version lacks: such an image is accepted, and they
+# are created empty when the store opens it (a rolling upgrade installs the old leader's snapshots).
+ADDED_LATER: frozenset[str] = frozenset({"audit"})
 
 
 class Txn(Protocol):

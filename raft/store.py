@@ -49,7 +49,7 @@ import lmdb
 
 from cronraft.errors import StorageError, Unavailable
 from cronraft.raft.diskspace import preallocate
-from cronraft.raft.kv import DATABASES, Savepoint, Txn
+from cronraft.raft.kv import ADDED_LATER, DATABASES, Savepoint, Txn
 
 _DATA_FILE = "data.mdb"
 _RESTORE_FILE = "data.mdb.restore"
@@ -537,7 +537,8 @@ def _check_image(image: Path, map_size: int) -> None:
         try:
             with env.begin() as txn:
                 for name in DATABASES:
-                    env.open_db(name.encode(), txn=txn, create=False)
+                    if name not in ADDED_LATER:
+                        env.open_db(name.encode(), txn=txn, create=False)
         finally:
             env.close()
     except lmdb.Error as exc:

@@ -379,3 +379,24 @@ def test_a_snapshot_carries_the_trail_and_the_digest_covers_it(tmp_path: Path) -
     source.sm.kv.close()
     assert digest(tmp_path / "a") == before
     assert digest(tmp_path / "c")["digest"] != before["digest"]
+
+
+def test_a_snapshot_image_of_an_older_version_without_the_trail_is_installed(tmp_path: Path) -> None:
+    import lmdb
+
+    from cronraft.raft.kv import ADDED_LATER, DATABASES
+
+    old = tmp_path / "old"
+    old.mkdir()
+    env = lmdb.open(str(old), max_dbs=len(DATABASES), map_size=64 << 20)
+    with env.begin(write=True) as txn:
+        for name in DATABASES:
+            if name not in ADDED_LATER:
+                env.open_db(name.encode(), txn=txn, create=True)
+    env.copy(str(tmp_path), compact=True)  # writes tmp_path/data.mdb
+    env.close()
+    store = LmdbKV(tmp_path / "new", map_size=64 << 20)
+    store.replace_from(tmp_path / "data.mdb")
+    with store.read() as txn:
+        assert list(txn.scan(audit_trail.DB)) == []  # created empty on open
+    store.close()
