@@ -204,8 +204,8 @@ class LeaderCore:
         self._granting_tasks: dict[str, str] = {}  # execution id -> task id, for grants in flight
         # Results being committed: (execution id, token) -> the worker that sent it (who gets the ack).
         self._completing: dict[tuple[str, Token], str] = {}
-        # Results received before `ready` (sender, result): checked and proposed by the first ticks.
-        self._early_results: list[tuple[str, common_pb2.AttemptResult]] = []
+        # Results received before `ready` (sender, result, bound): checked and proposed by the first ticks.
+        self._early_results: list[tuple[str, common_pb2.AttemptResult, bool]] = []
         # Messages refused as forged (Refusal), for the driver to log and act on; it clears the list.
         self.refusals: list[Refusal] = []
         self.workers: dict[str, WorkerState] = {}
@@ -485,7 +485,12 @@ class LeaderCore:
                 self.lease_deadlines.add(lease.execution_id, mono_ms)  # expired by the next tick
 
     def results(
-        self, worker_id: str, results: Sequence[common_pb2.AttemptResult], now_ms: int
+        self,
+        worker_id: str,
+        results: Sequence[common_pb2.AttemptResult],
+        now_ms: int,
+        *,
+        bound: bool = True,
     ) -> list[Command]:
         """Complete commands for a worker's results (the ack is sent once they commit).
 
@@ -495,10 +500,14 @@ class LeaderCore:
         `refusals`. A result about no lease of this worker otherwise (its attempt was fenced off, the
         execution ended) is stale: the state machine would reject it, so it is acknowledged at once
         without being proposed (the worker stops resending it, and nothing is applied). Before `ready`
-        the running leases are not loaded: results wait for them (MAX_EARLY_RESULTS)."""
+        the running leases are not loaded: results wait for them (MAX_EARLY_RESULTS).
+
+        `bound=False` (authentication off: a worker id is only a claim) skips the holder check, as
+        before issue 13: the state machine checks the token. A worker restarted under another id with
+        its predecessor's outbox then still reports its predecessor's results."""
         if not self.ready:
             room = max(0, MAX_EARLY_RESULTS - len(self._early_results))
-            self._early_results.extend((worker_id, r) for r in results[:room])
+            self._early_results.extend((worker_id, r, bound) for r in results[:room])
             return []
         cmds = []
         stale: list[str] = []
@@ -506,7 +515,7 @@ class LeaderCore:
             key = (r.execution_id, token_tuple(r.token))
             if key in self._completing:
                 continue
-            verdict = self.lease_check(worker_id, r.execution_id, key[1], "result")
+            verdict = self.lease_check(worker_id, r.execution_id, key[1], "result") if bound else ""
             if verdict == "stale":
                 stale.append(r.execution_id)
                 continue
@@ -556,8 +565,8 @@ class LeaderCore:
     def _take_early_results(self, now_ms: int) -> list[Command]:
         early, self._early_results = self._early_results, []
         cmds: list[Command] = []
-        for worker_id, r in early:
-            cmds.extend(self.results(worker_id, [r], now_ms))
+        for worker_id, r, bound in early:
+            cmds.extend(self.results(worker_id, [r], now_ms, bound=bound))
         return cmds
 
     # ---------------------------------------------------------------------------------------- tick

@@ -895,7 +895,7 @@ class WorkerGatewayServicer(worker_pb2_grpc.WorkerGatewayServicer):
                     )
                     return
             await asyncio.sleep(LEADERLESS_POLL_S)  # the Raft thread changes the leader; poll it briefly
-        session = runner.attach(first.hello)
+        session = runner.attach(first.hello, bound=current_principal().source != "none")
         log.info("worker connected", worker=first.hello.worker_id, capacity=first.hello.capacity)
         refused: list[str] = []  # why the stream was ended, if a message broke a bound
 

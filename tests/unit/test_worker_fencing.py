@@ -123,3 +123,18 @@ def test_results_before_the_epoch_commits_wait_for_the_lease_table() -> None:
     completes = [c.complete for c in cmds if c.WhichOneof("body") == "complete"]
     assert [c.result.outcome for c in completes] == [common_pb2.ATTEMPT_SUCCEEDED]
     assert [r.worker_id for r in rig.core.refusals] == [_other(holder)]
+
+
+def test_with_authentication_off_a_worker_id_is_a_claim_and_only_the_token_is_checked() -> None:
+    """As before issue 13: a worker restarted under another id with its predecessor's outbox still
+    reports its predecessor's results (the state machine checks the token)."""
+    rig = LeaderRig()
+    execution_id, token = _running(rig)
+    other = _other(rig.core.leases[execution_id].worker_id)
+    result = common_pb2.AttemptResult(
+        execution_id=execution_id, token=token, outcome=common_pb2.ATTEMPT_SUCCEEDED
+    )
+    cmds = rig.core.results(other, [result], rig.now, bound=False)
+    assert [c.WhichOneof("body") for c in cmds] == ["complete"] and not rig.core.refusals
+    rig.core.on_committed(cmds, rig.apply(cmds), rig.now, rig.mono)
+    assert execution_id not in rig.core.leases
