@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from cronraft.bounds import MAX_OFFER_BYTES
 from cronraft.daemon import staging
+from cronraft.errors import InvalidArgument
 from cronraft.proto.v1 import commands_pb2, common_pb2, worker_pb2
 from cronraft.raft import deps, firing
 from cronraft.raft import state as sm
@@ -550,8 +551,11 @@ class LeaderCore:
         elif kind == "result" and self.ready:
             return "stale"
         else:
-            with self.kv.read() as txn:
-                ex = sm.read_execution(txn, execution_id)
+            try:
+                with self.kv.read() as txn:
+                    ex = sm.read_execution(txn, execution_id)
+            except InvalidArgument:  # not an execution id: nothing to act on
+                ex = None
             if ex is None or token_tuple(ex.token) != token:
                 return "stale"  # the state machine would refuse it: not the execution's current token
             holder, held = ex.worker_id or (ex.attempts[-1].worker_id if ex.attempts else ""), token

@@ -88,6 +88,7 @@ def test_output_and_renewals_are_checked_the_same_way() -> None:
     assert rig.core.lease_check(holder, execution_id, key, "output") == ""
     assert rig.core.lease_check(thief, execution_id, key, "output") == "forged"
     assert rig.core.lease_check(thief, execution_id, (token.term, token.index - 1), "output") == "stale"
+    assert rig.core.lease_check(thief, "not-an-id", key, "output") == "stale"
     ack = rig.core.heartbeat(thief, [worker_pb2.LeaseRef(execution_id=execution_id, token=token)], rig.mono)
     assert list(ack.revoked) == [execution_id] and not ack.renewed
     assert [(r.kind, r.worker_id) for r in rig.core.refusals] == [("output", thief), ("renewal", thief)]
