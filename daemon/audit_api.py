@@ -6,17 +6,22 @@
   stamps it before proposing, so that apply writes the same record on every node from the entry alone.
 - `AuditServicer` serves `Audit.ListAudit` from this node's own store (admin role: RPC_ROLES).
 
-Requests refused before they are proposed (authentication, roles, validation) never reach the log and are
-not in the trail; the interceptor of daemon.security logs refused authentication and roles on the node.
+Requests refused before they are proposed never reach the log and are not in the trail. The node that
+refused one logs it (info, this node's log only): daemon.security's interceptor logs `call refused` for
+authentication and roles, and `CallInterceptor` logs `write refused` for a write that failed before
+anything was proposed (invalid argument, not found, a namespace's role, a quota; not a redirect to the
+leader).
 """
 
 from __future__ import annotations
 
 import contextvars
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import structlog
 
 from cronraft import bounds, errors
 from cronraft.daemon.security import RPC_ROLES, current_principal
@@ -26,10 +31,25 @@ from cronraft.raft import audit_trail
 
 __all__ = ["AuditServicer", "CallInterceptor", "audited_method", "stamp"]
 
+log = structlog.get_logger("cronraft.audit")
+
 MAX_FILTER = 256  # characters of a principal, method or target filter
-# (method name, peer) of the RPC being served, for the methods `audited_method` selects.
-_call: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar("cronraft_call", default=None)
 _READ_ROLES = frozenset({None, "reader", "worker", "node"})
+# Codes of a failed write that are not a refusal of the request: the client tries again (elsewhere).
+_NOT_REFUSALS = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+)
+
+
+@dataclass(slots=True)
+class _Call:
+    method: str  # the RPC's name, e.g. "CreateTask"
+    peer: str
+    proposed: bool = False  # `stamp` ran: the write is in the log, hence in the trail
+
+
+# The RPC being served, for the methods `audited_method` selects.
+_call: contextvars.ContextVar[_Call | None] = contextvars.ContextVar("cronraft_call", default=None)
 
 
 def audited_method(method: str) -> bool:
@@ -41,15 +61,21 @@ def audited_method(method: str) -> bool:
 def stamp(cmds: Sequence[commands_pb2.Command]) -> None:
     """Set `Command.audit` on commands proposed for the client being served (Node.propose)."""
     call = _call.get()
-    method, peer = call if call is not None else ("", "")
-    meta = audit_pb2.AuditMeta(principal=current_principal().name, peer=peer, method=method)
+    if call is not None:
+        call.proposed = True
+    meta = audit_pb2.AuditMeta(
+        principal=current_principal().name,
+        peer=call.peer if call is not None else "",
+        method=call.method if call is not None else "",
+    )
     for cmd in cmds:
         cmd.audit.CopyFrom(meta)
 
 
 class CallInterceptor(grpc.aio.ServerInterceptor):
-    """Sets the (method, peer) context variable around the audited methods' behaviours (unary and
-    client-streaming ones: the mutating RPCs are those); every other method passes untouched."""
+    """Sets the call's context variable around the audited methods' behaviours (unary and
+    client-streaming ones: the mutating RPCs are those), and logs a write refused before it was proposed;
+    every other method passes untouched."""
 
     async def intercept_service(
         self,
@@ -65,19 +91,49 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             inner_uu = handler.unary_unary
 
             async def unary_unary(request: Any, context: Any) -> Any:
-                _call.set((name, context.peer()))
-                return await inner_uu(request, context)
+                call = _Call(name, context.peer())
+                _call.set(call)
+                try:
+                    return await inner_uu(request, context)
+                except BaseException:
+                    _note_refusal(call, context)
+                    raise
 
             return handler._replace(unary_unary=unary_unary)
         if handler.stream_unary is not None:
             inner_su = handler.stream_unary
 
             async def stream_unary(requests: Any, context: Any) -> Any:
-                _call.set((name, context.peer()))
-                return await inner_su(requests, context)
+                call = _Call(name, context.peer())
+                _call.set(call)
+                try:
+                    return await inner_su(requests, context)
+                except BaseException:
+                    _note_refusal(call, context)
+                    raise
 
             return handler._replace(stream_unary=stream_unary)
         return handler
+
+
+def _note_refusal(call: _Call, context: Any) -> None:
+    """Log a write that ended in an error before anything was proposed (it is not in the trail)."""
+    if call.proposed:
+        return
+    try:
+        code, details = context.code(), context.details()
+    except Exception:  # a context without them (not grpc.aio's): nothing to say, and the call's own error
+        return  # is the one to raise
+    if code is None or code in _NOT_REFUSALS or code == grpc.StatusCode.OK:
+        return
+    log.info(
+        "write refused",
+        principal=current_principal().name,
+        method=call.method,
+        peer=call.peer,
+        code=getattr(code, "name", str(code)),
+        problem=details.decode(errors="replace") if isinstance(details, bytes) else str(details or ""),
+    )
 
 
 class AuditServicer(audit_pb2_grpc.AuditServicer):

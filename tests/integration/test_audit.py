@@ -19,7 +19,7 @@ import pytest
 from cronraft.client import Client, command, every
 from cronraft.client._pki import Leaf, init_pki
 from cronraft.client._transport import Transport
-from cronraft.errors import FailedPrecondition, PermissionDenied
+from cronraft.errors import FailedPrecondition, NotFound, PermissionDenied
 from cronraft.proto.v1 import audit_pb2, cluster_pb2, cluster_pb2_grpc, common_pb2
 from cronraft.tokenfile import add_token
 
@@ -28,6 +28,7 @@ from .harness import Cluster, NodeProc, wait_for
 pytestmark = pytest.mark.integration
 
 KEEP = 8  # [retention] audit_max_records of the cluster
+UNKNOWN = "01JF3Z6V8W2B1X9K4M7N5P0Q3R"  # a task id nobody created
 
 
 class SecureCluster(Cluster):
@@ -71,6 +72,10 @@ def _trail(node: NodeProc, transport: Transport) -> list[audit_pb2.AuditRecord]:
     """The trail as this one node holds it (a client of that node alone)."""
     with Client(node.grpc_address, timeout_s=10, transport=transport) as client:
         return client.list_audit(limit=None)
+
+
+def _log_lines(node: NodeProc) -> list[str]:
+    return node.log_path.read_text(errors="replace").splitlines()
 
 
 def _summary(records: list[audit_pb2.AuditRecord]) -> list[tuple[str, str, tuple[str, ...], str]]:
@@ -118,6 +123,8 @@ def test_the_audit_trail_is_the_same_on_every_node_and_bounded(
         with pytest.raises(PermissionDenied):
             alice.delete_task(task.task_id)  # refused by the role check: never proposed, not recorded
         bob.put_calendar(common_pb2.Calendar(name="holidays"))
+        with pytest.raises(NotFound):
+            bob.pause_task(UNKNOWN)  # refused before it was proposed: not in the trail, in the leader's log
         bob.delete_task(task.task_id)
 
         trail = _same_on_every_node(c, admin, 7)
@@ -137,6 +144,9 @@ def test_the_audit_trail_is_the_same_on_every_node_and_bounded(
         assert all(r.peer.startswith("ipv4:127.0.0.1:") for r in trail)
         assert [r.raft_index for r in trail] == sorted(r.raft_index for r in trail)
         assert trail[0].time_ms == task.created_at_ms  # the leader's stamped time, the task's too
+
+        refusals = [line for node in c.nodes for line in _log_lines(node) if '"write refused"' in line]
+        assert len(refusals) == 1 and all(w in refusals[0] for w in ('"bob"', '"PauseTask"', '"NOT_FOUND"'))
 
         # Filters, on one node.
         with Client(c.nodes[1].grpc_address, timeout_s=10, transport=admin) as root:
