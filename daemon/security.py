@@ -21,8 +21,10 @@ checked in one server interceptor. docs/security.md is the operator's side of th
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import contextvars
 import hashlib
 import hmac
@@ -554,6 +556,10 @@ async def _refuse(context: grpc.aio.ServicerContext[Any, Any], e: Unauthenticate
     await context.abort(code, str(e))
 
 
+# How long a refused streaming call waits for the client's first message before its status is sent.
+_FIRST_MESSAGE_WAIT_S = 2.0
+
+
 def _guarded(handler: Any, check: Callable[[Any], Principal]) -> Any:
     """`handler` whose behaviour first runs `check(context)` and sets the principal for the servicer."""
 
@@ -572,11 +578,23 @@ def _guarded(handler: Any, check: Callable[[Any], Principal]) -> Any:
             return await inner_uu(request, context)
 
         return handler._replace(unary_unary=unary_unary)
+    async def admit_stream(requests: Any, context: Any) -> None:
+        """`admit` for a call whose client streams: a refusal first takes the client's first message.
+        Aborting before it arrives races the client's write, and grpc.aio's client then reports its
+        failed write as INTERNAL "Internal error from Core" instead of our status (grpc/grpc#36066):
+        a worker refused for its token would log a meaningless error."""
+        try:
+            _current.set(check(context))
+        except (Unauthenticated, PermissionDenied) as e:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(anext(aiter(requests)), _FIRST_MESSAGE_WAIT_S)
+            await _refuse(context, e)
+
     if handler.stream_unary is not None:
         inner_su = handler.stream_unary
 
         async def stream_unary(requests: Any, context: Any) -> Any:
-            await admit(context)
+            await admit_stream(requests, context)
             return await inner_su(requests, context)
 
         return handler._replace(stream_unary=stream_unary)
@@ -592,7 +610,7 @@ def _guarded(handler: Any, check: Callable[[Any], Principal]) -> Any:
     inner_ss = handler.stream_stream
 
     async def stream_stream(requests: Any, context: Any) -> AsyncIterator[Any]:
-        await admit(context)
+        await admit_stream(requests, context)
         async for reply in _replies(inner_ss(requests, context)):
             yield reply
 
