@@ -578,6 +578,7 @@ def _guarded(handler: Any, check: Callable[[Any], Principal]) -> Any:
             return await inner_uu(request, context)
 
         return handler._replace(unary_unary=unary_unary)
+
     async def admit_stream(requests: Any, context: Any) -> None:
         """`admit` for a call whose client streams: a refusal first takes the client's first message.
         Aborting before it arrives races the client's write, and grpc.aio's client then reports its

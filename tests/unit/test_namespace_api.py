@@ -236,3 +236,21 @@ def test_bad_namespaces_are_refused_naming_the_field() -> None:
             assert str(err.value).startswith(f"INVALID_ARGUMENT: {field}: ")
 
     run(body)
+
+
+def test_an_import_is_checked_spec_by_spec_in_each_specs_namespace() -> None:
+    async def specs(*namespaces: str) -> Any:
+        yield S.ImportTasksRequest(
+            request_id="imp", specs=[spec(f"i-{ns}", namespace=ns) for ns in namespaces]
+        )
+
+    async def body(w: World) -> None:
+        with pytest.raises(Aborted) as err:
+            await w.call(ALICE, "ImportTasks", specs("team-a", "team-b"))
+        assert err.value.code == grpc.StatusCode.PERMISSION_DENIED and "team-b" in str(err.value)
+        done = await w.call(ALICE, "ImportTasks", specs("team-a", "team-a"))
+        assert done.created == 2
+        listed = await w.call(ALICE, "ListTasks", S.ListTasksRequest(namespace="team-a", name_prefix="i-"))
+        assert [t.spec.namespace for t in listed.tasks] == ["team-a", "team-a"]
+
+    run(body)
