@@ -4,11 +4,15 @@ namespaces keep their keys and digest), and per-namespace role checks (daemon.se
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+from pathlib import Path
+
 import pytest
 
 from cronraft.daemon import security
 from cronraft.daemon.security import Principal, readable, require_all_namespaces, require_role
-from cronraft.errors import InvalidArgument, NotFound, PermissionDenied
+from cronraft.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft import state as sm
 from cronraft.raft.firing import calendar_key
@@ -203,3 +207,19 @@ def test_token_roles_per_namespace() -> None:
             parse_role(bad)
     with pytest.raises(InvalidArgument, match="namespace 'a_b'"):
         check_roles({"a_b": ["reader"]}, "roles")
+
+
+def test_a_jwt_carries_roles_per_namespace(tmp_path: Path) -> None:
+    from test_security import NOW_MS, _hs256, _jwt
+
+    verifier, key = _hs256(tmp_path)
+
+    def sign(data: bytes) -> bytes:
+        return hmac.new(key, data, hashlib.sha256).digest()
+
+    claims = {"sub": "ci", "roles": {"team-a": ["submitter"], "*": ["reader"]}, "exp": NOW_MS / 1000 + 60}
+    p = verifier.verify(_jwt({"alg": "HS256"}, claims, sign))
+    assert p.has("submitter", "team-a") and not p.has("submitter", "team-b") and p.has("reader", "team-b")
+    bad = {**claims, "roles": {"Team A": ["reader"]}}
+    with pytest.raises(Unauthenticated, match="namespace 'Team A'"):
+        verifier.verify(_jwt({"alg": "HS256"}, bad, sign))
