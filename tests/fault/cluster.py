@@ -31,7 +31,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -49,6 +48,7 @@ import grpc
 from cronraft.proto.v1 import cluster_pb2, cluster_pb2_grpc
 from tests.fault.netns import NetnsError, NetnsTopology, env_args, kill_namespace_pids, netns_usable, run
 from tests.fault.proxy import ProxyNet, Rules
+from tests.support.ports import free_ports, release
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REGISTRY = Path("/run/cronraft-fault")
@@ -66,18 +66,6 @@ class Unsupported(Exception):
 
 
 # --- small helpers -------------------------------------------------------------------------------
-
-
-def _free_ports(n: int) -> list[int]:
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _start_time(pid: int) -> str | None:
@@ -338,8 +326,9 @@ class FaultCluster:
         if node_disk_mb is not None and os.geteuid() != 0:
             raise Unsupported("node_disk_mb needs root to mount a tmpfs")
         self._proxy: ProxyNet | None = None
+        self._ports: list[int] = []  # reserved (tests.support.ports) until close()
         if self._net is None:
-            ports = _free_ports(3 * nodes)
+            ports = self._ports = free_ports(3 * nodes)
             self._grpc_ports = dict(zip(self.node_ids, ports[:nodes], strict=True))
             self._raft_bind_ports = dict(zip(self.node_ids, ports[nodes : 2 * nodes], strict=True))
             self._raft_proxy_ports: dict[str, int] = {}
@@ -1176,6 +1165,7 @@ class FaultCluster:
                 _umount(mount)
             self._mounts.clear()
             self._registry.remove()
+            release(self._ports)
 
     def _stop_processes(self) -> None:
         running = [p for p in self._procs.values() if p.popen is not None and p.popen.poll() is None]

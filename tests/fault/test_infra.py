@@ -20,9 +20,9 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -30,24 +30,14 @@ from tests.fault.cluster import REGISTRY, FaultCluster, Unsupported, reap_stale,
 from tests.fault.nemesis import Fault, Nemesis, Step, random_schedule
 from tests.fault.netns import netns_usable
 from tests.fault.proxy import ProxyNet
+from tests.support.wait import wait_until
 
-T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
 NETNS_REASON = netns_usable()
 needs_netns = pytest.mark.skipif(NETNS_REASON is not None, reason=f"network namespaces: {NETNS_REASON}")
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (tmpfs mounts)")
 
 WALL_AND_MONO = "import time; print(time.time(), time.monotonic())"
-
-
-def wait_for(cond: Callable[[], T | None], timeout_s: float, what: str) -> T:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -212,14 +202,14 @@ def test_isolating_the_leader_fails_over_and_heals(netns_cluster: FaultCluster) 
     old = c.wait_leader()
     t0 = time.monotonic()
     c.isolate(old)
-    new = wait_for(lambda: (lead := c.leader()) and lead[0] != old and lead, 10.0, "a new leader")
+    new = wait_until(lambda: (lead := c.leader()) and lead[0] != old and lead, 10.0, "a new leader")
     elected_s = time.monotonic() - t0
 
     def old_stepped_down() -> bool:
         st = c.status(old, timeout_s=0.5)  # the harness still reaches the isolated node
         return st is not None and not (st.is_leader and st.ready)
 
-    wait_for(old_stepped_down, 5.0, f"isolated {old} to stop reporting a ready leader")
+    wait_until(old_stepped_down, 5.0, f"isolated {old} to stop reporting a ready leader")
     stepped_s = time.monotonic() - t0
     print(f"new leader {new} after {elected_s:.2f}s; {old} not ready-leader after {stepped_s:.2f}s")
     c.heal(old)
@@ -336,8 +326,8 @@ def test_netns_cut_link_loss_delay_and_process_faults(tmp_path: Path) -> None:
         pid = c.pid(f1)
         assert pid is not None
         os.kill(pid, signal.SIGSEGV)
-        wait_for(lambda: not c.alive(f1), 10.0, "the crash")
-        exits = wait_for(
+        wait_until(lambda: not c.alive(f1), 10.0, "the crash")
+        exits = wait_until(
             lambda: [e for e in read_jsonl(c.run_dir / "exits.jsonl") if e["pid"] == pid], 5, "exit"
         )
         assert exits[0]["signal"] == "SIGSEGV" and exits[0]["expected"] is False
@@ -359,8 +349,8 @@ def test_proxy_mode_fails_over_cuts_and_heals(tmp_path: Path) -> None:
         assert c.mode == "proxy" and c.servers.startswith("127.0.0.1:")
         old = c.wait_leader()
         c.isolate(old)
-        wait_for(lambda: (lead := c.leader()) and lead[0] != old, 10.0, "a new leader")
-        wait_for(
+        wait_until(lambda: (lead := c.leader()) and lead[0] != old, 10.0, "a new leader")
+        wait_until(
             lambda: (st := c.status(old)) is not None and not (st.is_leader and st.ready), 5.0, "step down"
         )
         c.heal(old)
@@ -459,7 +449,7 @@ def test_harness_killed_leaves_nothing_behind(tmp_path: Path, sig: signal.Signal
             assert prefix in reap_stale()
         assert not {ns for ns in namespaces() if ns.startswith(prefix)}
         assert mounts_under(tmp_path) == []
-        wait_for(lambda: not any(pid_alive(p) for p in pids), 5.0, "the processes to be gone")
+        wait_until(lambda: not any(pid_alive(p) for p in pids), 5.0, "the processes to be gone")
         assert not (REGISTRY / f"{prefix}.json").exists()
     finally:
         if proc.poll() is None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,36 +19,16 @@ from typing import TypeVar
 import grpc
 
 from cronraft.proto.v1 import cluster_pb2, cluster_pb2_grpc
+from tests.support.ports import free_ports
+from tests.support.wait import wait_until
 
 T = TypeVar("T")
 SECRET = "integration-test-secret"
 
 
-def free_ports(n: int) -> list[int]:
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
-
-
 def wait_for(cond: Callable[[], T | None], timeout_s: float, what: str, interval_s: float = 0.05) -> T:
-    deadline = time.monotonic() + timeout_s
-    last_exc: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = cond()
-        except Exception as e:  # the condition may fail while processes start
-            last_exc = e
-            value = None
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last error: {last_exc})")
+    """`wait_until`, every exception of the condition counted as "not yet" (processes are starting)."""
+    return wait_until(cond, timeout_s, what, interval=interval_s, ignore=Exception)
 
 
 @dataclass

@@ -26,8 +26,9 @@ from cronraft.client._transport import Transport
 from cronraft.errors import PermissionDenied, Unauthenticated, Unavailable
 from cronraft.proto.v1 import cluster_pb2, cluster_pb2_grpc
 from cronraft.tokenfile import add_token
+from tests.support.ports import free_ports
 
-from .harness import Cluster, NodeProc, free_ports, wait_for
+from .harness import Cluster, NodeProc, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import grpc.aio  # type: ignore[import-untyped, unused-ignore]
 from cronraft.client._policy import policy_from_dict
 from cronraft.client.worker import Worker, WorkerConfig
 from cronraft.proto.v1 import common_pb2, worker_pb2, worker_pb2_grpc
+from tests.support.clock import FakeClock
 
 WAIT_S = 10.0
 
@@ -26,24 +27,10 @@ async def get(queue: asyncio.Queue[Any], timeout: float = WAIT_S) -> Any:
     return await asyncio.wait_for(queue.get(), timeout)
 
 
-async def eventually(predicate: Callable[[], bool], timeout: float = WAIT_S) -> None:
-    """Poll a condition the worker exposes no event for (process death, outbox emptied by an ack)."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.01)
-
-
-class FakeClock:
-    """The worker's clock, moved by hand: `monotonic()` seconds and the wall clock derived from it."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def wall_ms(self) -> int:
-        return int(self.now * 1000)
+def worker_clock() -> FakeClock:
+    """The worker's clock for these tests: 1000 s monotonic, the wall clock at 1,000,000 ms; tests move
+    it with `advance_to(seconds)` (both clocks move, as real time passing does)."""
+    return FakeClock(wall=1_000_000, mono=1_000_000)
 
 
 def make_lease(

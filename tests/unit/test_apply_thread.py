@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import socket
 import struct
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +26,8 @@ from cronraft.raft.replicator import (
     SyncObjReplicator,
 )
 from cronraft.raft.store import LmdbKV
+from tests.support.ports import free_ports
+from tests.support.wait import wait_until_async
 
 U64 = struct.Struct(">Q")
 ELECTION_MS = 300
@@ -63,19 +63,9 @@ class _Node:
         return 0 if raw is None else int(U64.unpack(raw)[0])
 
 
-def _ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [int(s.getsockname()[1]) for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 @pytest.fixture
 def nodes(tmp_path: Path) -> Iterator[list[_Node]]:
-    members = [RaftMember(f"n{i + 1}", f"127.0.0.1:{p}") for i, p in enumerate(_ports(3))]
+    members = [RaftMember(f"n{i + 1}", f"127.0.0.1:{p}") for i, p in enumerate(free_ports(3))]
     out = [
         _Node(
             ReplicatorConfig(
@@ -98,14 +88,6 @@ def nodes(tmp_path: Path) -> Iterator[list[_Node]]:
         n.store.close()
 
 
-async def _eventually(check: Callable[[], object], what: str, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 def _leader(nodes: list[_Node]) -> _Node | None:
     leaders = [n for n in nodes if n.rep.status().is_leader]
     if len(leaders) != 1:
@@ -122,7 +104,7 @@ def _payload(i: int) -> bytes:
 
 @pytest.mark.asyncio
 async def test_a_slow_apply_does_not_stall_raft(nodes: list[_Node]) -> None:
-    await _eventually(lambda: _leader(nodes), "a leader")
+    await wait_until_async(lambda: _leader(nodes), 15.0, "a leader")
     leader = _leader(nodes)
     assert leader is not None
     term = leader.rep.status().term
@@ -133,7 +115,9 @@ async def test_a_slow_apply_does_not_stall_raft(nodes: list[_Node]) -> None:
         n.gate.clear()
     proposals = [asyncio.create_task(leader.rep.propose(_payload(i), timeout_s=30)) for i in range(1, 6)]
     commit0 = leader.rep.status().commit_index
-    await _eventually(lambda: leader.rep.status().commit_index >= commit0 + 5, "the entries to commit")
+    await wait_until_async(
+        lambda: leader.rep.status().commit_index >= commit0 + 5, 15.0, "the entries to commit"
+    )
     await asyncio.sleep(8 * ELECTION_MS / 1000)
     for n in nodes:  # nobody started an election meanwhile: heartbeats kept flowing
         st = n.rep.status()
@@ -148,8 +132,8 @@ async def test_a_slow_apply_does_not_stall_raft(nodes: list[_Node]) -> None:
     indexes = [int(commands_pb2.BatchResult.FromString(r).results[0].error) for r in results]
     assert indexes == sorted(indexes)  # answered with their own entry's result, in log order
     target = leader.rep.status().commit_index
-    await _eventually(
-        lambda: all(n.rep.status().applied_index >= target for n in nodes), "every node to apply"
+    await wait_until_async(
+        lambda: all(n.rep.status().applied_index >= target for n in nodes), 15.0, "every node to apply"
     )
     for n in nodes:
         assert n.applied == sorted(set(n.applied))  # each entry once, in order

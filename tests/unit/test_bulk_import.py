@@ -26,6 +26,7 @@ from cronraft.raft.groupcommit import GroupCommitter
 from cronraft.raft.kv import MemKV
 from cronraft.raft.memreplicator import MemReplicator
 from cronraft.raft.state import StateMachine
+from tests.support.clock import FakeClock
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 FIRST = make_id(T0, b"\x00" * 9 + b"\xfe")  # the batch's ids cross a byte boundary
@@ -157,14 +158,6 @@ class _Config:
     webhook_hosts: tuple[str, ...] = ()
 
 
-class _Clock:
-    def now_ms(self) -> int:
-        return T0
-
-    def mono_ms(self) -> int:
-        return 0
-
-
 class MiniNode:
     """What BulkImport needs of `daemon.node.Node`, over the in-memory replicator."""
 
@@ -175,7 +168,7 @@ class MiniNode:
         self.committer = GroupCommitter(self.replicator)
         self.runner = _Runner()
         self.config = _Config()
-        self.clock = _Clock()
+        self.clock = FakeClock(wall=T0)
         self.settings = LeaderSettings(horizon_ms=5_000)
         self.limits = commands_pb2.Limits()  # no quota (raft.quota)
         self.proposals = 0

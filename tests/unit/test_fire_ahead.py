@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 from fake_gateway import (
-    FakeClock,
     connected_stream,
     fake_leader,
     get,
@@ -25,6 +24,7 @@ from fake_gateway import (
     make_lease,
     offers,
     running_worker,
+    worker_clock,
     worker_config,
 )
 
@@ -333,7 +333,7 @@ async def test_a_lease_that_ran_out_during_the_hold_is_fenced_unstarted(tmp_path
     """After a SIGSTOP the hold's timer and the fence check wake together; the start must not win (fault
     scenario S8 saw the paused worker start an attempt the leader had already granted elsewhere)."""
     stamps = tmp_path / "stamps"
-    clock = FakeClock()
+    clock = worker_clock()
     async with fake_leader(lease_ttl_ms=1000) as leader:
         # No pass of the fence loop after the first: only the check at the start can catch it.
         config = worker_config([leader.address], tmp_path / "o", fence_check_interval_s=3600.0)
@@ -342,7 +342,7 @@ async def test_a_lease_that_ran_out_during_the_hold_is_fenced_unstarted(tmp_path
             stream.put_nowait(offers(stamp_lease("exec-stale", stamps, 300)))
             await heartbeat_listing(leader, {"exec-stale"})  # held (listed as running), not started
             leader.answer_heartbeats = False
-            clock.now = 1010.0  # the local deadline (about 1001) passed during the hold
+            clock.advance_to(1010.0)  # the local deadline (about 1001) passed during the hold
             result = await leader.result_for("exec-stale")
     assert result.outcome == common_pb2.ATTEMPT_NOT_STARTED
     assert "not started" in result.error and "self-fenced" in result.error

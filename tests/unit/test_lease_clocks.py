@@ -21,25 +21,14 @@ from fake_gateway import (
 )
 
 from cronraft.client._runner import FENCED_ERROR
+from tests.support.clock import FakeClock
 
 HOUR_MS = 3_600_000
 
 
-class SplitClock:
-    def __init__(self) -> None:
-        self.mono = 1000.0
-        self.wall = 1_767_225_600_000
-
-    def monotonic(self) -> float:
-        return self.mono
-
-    def wall_ms(self) -> int:
-        return self.wall
-
-
 @pytest.mark.asyncio
 async def test_wall_steps_never_fence_and_monotonic_time_does(tmp_path: Path) -> None:
-    clock = SplitClock()
+    clock = FakeClock(wall=1_767_225_600_000, mono=1_000_000)
     async with fake_leader(heartbeat_interval_ms=20, lease_ttl_ms=1000) as leader:
         config = worker_config([leader.address], tmp_path)
         async with running_worker(config, clock=clock) as worker:
@@ -52,6 +41,6 @@ async def test_wall_steps_never_fence_and_monotonic_time_does(tmp_path: Path) ->
                     await heartbeat_listing(leader, {"exec-wall"})
                 assert [lease.execution_id for lease in worker.running] == ["exec-wall"], step
             leader.answer_heartbeats = False
-            clock.mono += 10  # past the local deadline; the wall clock does not move
+            clock.mono += 10_000  # past the local deadline; the wall clock does not move
             result = await leader.result_for("exec-wall")
             assert result.error == FENCED_ERROR

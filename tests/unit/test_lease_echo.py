@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 from fake_gateway import (
-    FakeClock,
     connected_stream,
     fake_leader,
     get,
     make_lease,
     running_worker,
+    worker_clock,
     worker_config,
 )
 
@@ -66,7 +66,7 @@ def test_the_leader_echoes_the_latest_worker_stamp_in_its_offers() -> None:
 @pytest.mark.asyncio
 async def test_an_offer_read_after_its_lease_ran_out_is_fenced_unstarted(tmp_path: Path) -> None:
     stamps = tmp_path / "stamps"
-    clock = FakeClock()
+    clock = worker_clock()
     async with fake_leader(lease_ttl_ms=1000) as leader:
         config = worker_config([leader.address], tmp_path / "o")
         async with running_worker(config, clock=clock):
@@ -74,7 +74,7 @@ async def test_an_offer_read_after_its_lease_ran_out_is_fenced_unstarted(tmp_pat
             code = f"open({str(stamps)!r}, 'w').write('ran')"
             lease = make_lease("exec-late", argv=[PY, "-c", code])
             # Stamped by the worker at 1000.0 s; read at 1010 s: 9 s past the TTL counted from there.
-            clock.now = 1010.0
+            clock.advance_to(1010.0)
             offer = worker_pb2.LeaseOffers(leases=[lease], echo_mono_ms=1_000_000)
             stream.put_nowait(worker_pb2.GatewayMessage(leases=offer))
             result = await leader.result_for("exec-late")
@@ -86,7 +86,7 @@ async def test_an_offer_read_after_its_lease_ran_out_is_fenced_unstarted(tmp_pat
 @pytest.mark.asyncio
 async def test_a_fresh_echo_leaves_the_offer_to_run(tmp_path: Path) -> None:
     stamps = tmp_path / "stamps"
-    clock = FakeClock()
+    clock = worker_clock()
     async with fake_leader(lease_ttl_ms=1000) as leader:
         config = worker_config([leader.address], tmp_path / "o")
         async with running_worker(config, clock=clock):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import tomllib
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 from cronraft.daemon.config import ClockConfig, MetricsConfig, config_from_dict
 from cronraft.daemon.metrics import Gauge, MetricsServer, render
 from cronraft.errors import ConfigError
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,12 +39,6 @@ def test_render_is_the_text_exposition_format() -> None:
     )
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def _request(port: int, raw: bytes) -> bytes:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(raw)
@@ -57,7 +51,7 @@ async def _request(port: int, raw: bytes) -> bytes:
 
 @pytest.mark.asyncio
 async def test_server_answers_get_metrics_and_refuses_the_rest() -> None:
-    port = _port()
+    port = free_port()
     calls = []
 
     def collect() -> list[Gauge]:

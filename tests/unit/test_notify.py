@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import socket
 import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -34,6 +33,7 @@ from cronraft.daemon.notify import (
 from cronraft.errors import InvalidArgument
 from cronraft.proto.v1 import common_pb2
 from cronraft.raft.validate import host_allowed
+from tests.support.ports import free_port
 
 WAIT_S = 10.0
 NOW_MS = 1_750_000_000_123
@@ -513,9 +513,7 @@ async def test_command_is_killed_after_the_timeout_and_retried() -> None:
 
 @pytest.mark.asyncio
 async def test_real_sender_counts_a_refused_connection_as_a_failed_attempt() -> None:
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # reserved for this process, so nobody listens on it
     notifier = Notifier(webhook_hosts=HOSTS, sleep=Sleeps(), max_attempts=1, timeout_s=5.0)
     task = start(notifier)
     with structlog.testing.capture_logs() as logs:

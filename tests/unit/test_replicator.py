@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -39,6 +38,8 @@ from cronraft.raft.replicator import (
     read_snapshot_header,
 )
 from cronraft.raft.store import LmdbKV
+from tests.support.ports import free_ports
+from tests.support.wait import wait_until_async
 
 SECRET = "test-cluster-secret"
 U64 = struct.Struct(">Q")
@@ -108,16 +109,6 @@ class ToyNode:
             self.store = None
 
 
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def cluster_configs(tmp_path: Path, n: int, **overrides: object) -> list[ReplicatorConfig]:
     members = [RaftMember(f"n{i + 1}", f"127.0.0.1:{port}") for i, port in enumerate(free_ports(n))]
     return [
@@ -142,15 +133,6 @@ def cluster(tmp_path: Path) -> Iterator[list[ToyNode]]:
         node.stop()
 
 
-async def eventually(check: Callable[[], bool], what: str, timeout_s: float = 15.0) -> None:
-    """Poll `check` until true (bounded): the synchronisation point of these tests."""
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 def leader_of(nodes: list[ToyNode]) -> ToyNode | None:
     running = [n for n in nodes if n.replicator is not None]
     leaders = [n for n in running if n.rep.status().is_leader]
@@ -167,7 +149,7 @@ def leader_of(nodes: list[ToyNode]) -> ToyNode | None:
 
 
 async def elect(nodes: list[ToyNode]) -> ToyNode:
-    await eventually(lambda: leader_of(nodes) is not None, "a leader")
+    await wait_until_async(lambda: leader_of(nodes) is not None, 15.0, "a leader")
     leader = leader_of(nodes)
     assert leader is not None
     return leader
@@ -191,8 +173,8 @@ async def converge(nodes: list[ToyNode]) -> list[tuple[int, bytes]]:
     leader = await elect(nodes)
     target = leader.rep.status().commit_index
     running = [n for n in nodes if n.replicator is not None]
-    await eventually(
-        lambda: all(n.rep.status().applied_index >= target for n in running), "every node applied"
+    await wait_until_async(
+        lambda: all(n.rep.status().applied_index >= target for n in running), 15.0, "every node applied"
     )
     records = leader.records()
     for n in running:
@@ -245,8 +227,10 @@ async def test_three_nodes_apply_the_same_entries_and_a_follower_catches_up(clus
     leader.stop()
     new_leader = await elect(cluster)
     assert new_leader.rep.status().term > old_term
-    await eventually(
-        lambda: any(s.leader_id == new_leader.config.self_member.node_id for s in states), "a state callback"
+    await wait_until_async(
+        lambda: any(s.leader_id == new_leader.config.self_member.node_id for s in states),
+        15.0,
+        "a state callback",
     )
     assert any(s.term > old_term for s in states)
     await propose_all(new_leader, ["t0"])
@@ -260,8 +244,10 @@ async def test_snapshot_restart_and_snapshot_install(cluster: list[ToyNode]) -> 
     await converge(cluster)
     for n in cluster:
         n.rep.force_snapshot()
-    await eventually(
-        lambda: all((n.config.data_dir / "raft.snapshot").is_file() for n in cluster), "snapshots on disk"
+    await wait_until_async(
+        lambda: all((n.config.data_dir / "raft.snapshot").is_file() for n in cluster),
+        15.0,
+        "snapshots on disk",
     )
     snap_index = {
         n.config.self_member.node_id: read_snapshot_header(n.config.data_dir / "raft.snapshot")[0][1]
@@ -296,11 +282,12 @@ async def test_snapshot_restart_and_snapshot_install(cluster: list[ToyNode]) -> 
     shutil.rmtree(blank.config.data_dir)
     await propose_all(leader, [f"c{i}" for i in range(5)])
     leader.rep.force_snapshot()
-    await eventually(
+    await wait_until_async(
         lambda: (
             read_snapshot_header(leader.config.data_dir / "raft.snapshot")[0][1]
             > snap_index[leader.config.self_member.node_id]
         ),
+        15.0,
         "a new leader snapshot",
     )
     leader_snap = read_snapshot_header(leader.config.data_dir / "raft.snapshot")[0][1]
@@ -320,8 +307,8 @@ async def test_single_node_needs_no_secret_and_times_out_honestly(tmp_path: Path
     node = ToyNode(config)
     node.start()
     try:
-        await eventually(
-            lambda: node.rep.status().is_leader and node.rep.status().ready, "single-node leader"
+        await wait_until_async(
+            lambda: node.rep.status().is_leader and node.rep.status().ready, 15.0, "single-node leader"
         )
         payload = commands_pb2.CommandBatch(version=1, commands=[cmd("x")]).SerializeToString()
         result = commands_pb2.BatchResult.FromString(await node.rep.propose(payload, timeout_s=5))
@@ -334,11 +321,11 @@ async def test_single_node_needs_no_secret_and_times_out_honestly(tmp_path: Path
         with pytest.raises(OutcomeUnknown):
             await node.rep.propose(payload, timeout_s=0.2)
         release.set()
-        await eventually(lambda: len(node.records()) == 2, "the timed-out entry applied")
+        await wait_until_async(lambda: len(node.records()) == 2, 15.0, "the timed-out entry applied")
         # snapshot, more entries (journal only), then restart without the store: the snapshot and the
         # journal tail (kept by pysyncobj because the snapshot's boundary entries match) rebuild it
         node.rep.force_snapshot()
-        await eventually((config.data_dir / "raft.snapshot").is_file, "a snapshot")
+        await wait_until_async((config.data_dir / "raft.snapshot").is_file, 15.0, "a snapshot")
         for i in range(5):
             one = commands_pb2.CommandBatch(version=1, commands=[cmd(f"tail{i}")]).SerializeToString()
             await node.rep.propose(one, timeout_s=5)
@@ -346,7 +333,9 @@ async def test_single_node_needs_no_secret_and_times_out_honestly(tmp_path: Path
         node.stop()
         shutil.rmtree(config.data_dir / "state")
         node.start()
-        await eventually(lambda: node.last_applied() >= records[-1][0], "the journal tail re-applied")
+        await wait_until_async(
+            lambda: node.last_applied() >= records[-1][0], 15.0, "the journal tail re-applied"
+        )
         assert node.records() == records
         snap = read_snapshot_header(config.data_dir / "raft.snapshot")[0][1]
         assert node.applied_now == [i for i, _ in records if i > snap] and len(node.applied_now) == 5
@@ -424,13 +413,13 @@ async def test_a_leader_whose_connections_close_is_replaced_before_the_election_
             new = leader_of(rest)
             return new is not None and new.rep.status().term > old_term
 
-        await eventually(stood, "a candidate", timeout_s=20)
+        await wait_until_async(stood, 20, "a candidate")
         took = time.monotonic() - t0
         # At most 3 heartbeats + a quarter election timeout (1.65 s): the normal path could not stand
         # before 6 s of silence (the margin is for a loaded machine).
         assert took < 5.0, f"first candidacy after {took:.2f} s: the followers waited for the timeout"
         # Then a leader, at once or, after a split vote (a lost first vote, docs/benchmarks.md), later.
-        await eventually(replaced, "a new leader", timeout_s=30)
+        await wait_until_async(replaced, 30, "a new leader")
     finally:
         for node in nodes:
             node.stop()

@@ -15,14 +15,7 @@ import pytest
 from cronraft.daemon import retention
 from cronraft.daemon.config import RetentionConfig
 from cronraft.proto.v1 import commands_pb2
-
-
-class _Clock:
-    def now_ms(self) -> int:
-        return 1_000_000
-
-    def mono_ms(self) -> int:
-        return 0
+from tests.support.clock import FakeClock
 
 
 class _Steps:
@@ -45,7 +38,7 @@ CFG = RetentionConfig(prune_interval_ms=20, prune_max_deletes=7, prune_max_visit
 async def _run_for(steps: _Steps, seconds: float, activity: asyncio.Event, *, poke_at: float = -1) -> None:
     stop = False
     task = asyncio.create_task(
-        retention.run(steps, _Clock(), CFG, stopped=lambda: stop, activity=activity)  # type: ignore[arg-type]
+        retention.run(steps, FakeClock(wall=1_000_000), CFG, stopped=lambda: stop, activity=activity)  # type: ignore[arg-type]
     )
     if poke_at >= 0:
         await asyncio.sleep(poke_at)
@@ -90,7 +83,7 @@ async def test_work_left_or_done_keeps_the_pace() -> None:
 
 @pytest.mark.asyncio
 async def test_an_idle_duty_wakes_when_the_next_deadline_comes() -> None:
-    due = commands_pb2.PruneReport(wrapped=True, next_ms=_Clock().now_ms() + 150)  # due in 150 ms
+    due = commands_pb2.PruneReport(wrapped=True, next_ms=1_000_000 + 150)  # due in 150 ms
     steps = _Steps([due])
     await _run_for(steps, 0.6, asyncio.Event())
     assert len(steps.steps) == 2  # the one that saw the deadline, the one at the deadline; then idle

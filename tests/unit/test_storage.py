@@ -8,11 +8,10 @@ The real full disk (a small tmpfs) and full map with real processes: tests/integ
 from __future__ import annotations
 
 import asyncio
-import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,8 @@ from cronraft.raft.groupcommit import GroupCommitter
 from cronraft.raft.memreplicator import MemReplicator
 from cronraft.raft.replicator import RaftMember, ReplicatorConfig, SyncObjReplicator
 from cronraft.raft.store import LmdbKV, StoreUsage
+from tests.support.ports import free_port
+from tests.support.wait import wait_until_async
 
 MIB = 1 << 20
 U64 = struct.Struct(">Q")
@@ -226,14 +227,6 @@ async def test_the_committer_refuses_what_the_node_cannot_store(tmp_path: Path) 
 # -------------------------------------------------------------------------- an entry that fails
 
 
-def _port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = int(s.getsockname()[1])
-    s.close()
-    return port
-
-
 class _FailingApply:
     """An apply whose store is "full" while `full` is set (raises StorageError like LMDB's)."""
 
@@ -270,7 +263,7 @@ def single(tmp_path: Path) -> Iterator[tuple[SyncObjReplicator, _FailingApply]]:
     apply.failures = failures
     rep = SyncObjReplicator(
         ReplicatorConfig(
-            self_member=RaftMember("n1", f"127.0.0.1:{_port()}"),
+            self_member=RaftMember("n1", f"127.0.0.1:{free_port()}"),
             peers=(),
             data_dir=tmp_path / "raft",
             secret=None,
@@ -288,20 +281,12 @@ def single(tmp_path: Path) -> Iterator[tuple[SyncObjReplicator, _FailingApply]]:
     kv.close()
 
 
-async def _eventually(check: Callable[[], object], what: str, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 @pytest.mark.asyncio
 async def test_an_entry_that_cannot_apply_is_answered_at_once_and_applies_once_space_returns(
     single: tuple[SyncObjReplicator, _FailingApply],
 ) -> None:
     rep, apply = single
-    await _eventually(lambda: rep.status().is_leader and rep.status().ready, "leadership")
+    await wait_until_async(lambda: rep.status().is_leader and rep.status().ready, 15.0, "leadership")
     await rep.propose(_payload(), timeout_s=5)
     apply.full.set()
     started = time.monotonic()
@@ -325,7 +310,7 @@ async def test_an_entry_that_cannot_apply_is_answered_at_once_and_applies_once_s
     await asyncio.sleep(0.5)
     assert len(ticks) > seen
     apply.full.clear()  # space returns
-    await _eventually(lambda: rep.stuck() is None, "the entry to apply")
+    await wait_until_async(lambda: rep.stuck() is None, 15.0, "the entry to apply")
     assert stuck[0] in apply.applied
     result = await rep.propose(_payload(), timeout_s=5)  # writes go on, without a restart
     assert commands_pb2.BatchResult.FromString(result).results[0].applied
@@ -356,7 +341,7 @@ async def test_the_journal_is_compacted_once_its_entries_pass_a_size(tmp_path: P
 
     rep = SyncObjReplicator(
         ReplicatorConfig(
-            self_member=RaftMember("n1", f"127.0.0.1:{_port()}"),
+            self_member=RaftMember("n1", f"127.0.0.1:{free_port()}"),
             peers=(),
             data_dir=tmp_path / "raft",
             secret=None,
@@ -371,7 +356,7 @@ async def test_the_journal_is_compacted_once_its_entries_pass_a_size(tmp_path: P
     )
     rep.start()
     try:
-        await _eventually(lambda: rep.status().is_leader and rep.status().ready, "leadership")
+        await wait_until_async(lambda: rep.status().is_leader and rep.status().ready, 15.0, "leadership")
         big = commands_pb2.CommandBatch(
             version=1, commands=[commands_pb2.Command(request_id="x" * 100_000, stamped_at_ms=1)]
         ).SerializeToString()
@@ -379,7 +364,7 @@ async def test_the_journal_is_compacted_once_its_entries_pass_a_size(tmp_path: P
         for _ in range(30):  # 3 MB of entries
             await rep.propose(big, timeout_s=5)
             peak = max(peak, rep.journal_status()[0])
-        await _eventually(lambda: rep.journal_status()[0] < 1 * MIB, "a compaction")
+        await wait_until_async(lambda: rep.journal_status()[0] < 1 * MIB, 15.0, "a compaction")
         assert peak > 1 * MIB  # it did pass the limit before the snapshot
         assert (tmp_path / "raft" / "raft.snapshot").is_file()
         assert rep.journal_status()[1] is None  # its reserve is kept

@@ -3,30 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from cronraft.raft.replicator import RaftMember, ReplicatorConfig, SyncObjReplicator
 from cronraft.raft.store import LmdbKV
-
-
-def _ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [int(s.getsockname()[1]) for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+from tests.support.ports import free_ports
+from tests.support.wait import wait_until_async
 
 
 @pytest.fixture
 def replicators(tmp_path: Path) -> Iterator[list[SyncObjReplicator]]:
-    members = [RaftMember(f"n{i + 1}", f"127.0.0.1:{p}") for i, p in enumerate(_ports(3))]
+    members = [RaftMember(f"n{i + 1}", f"127.0.0.1:{p}") for i, p in enumerate(free_ports(3))]
     stores, reps = [], []
     for m in members:
         store = LmdbKV(tmp_path / m.node_id / "state", map_size=16 << 20)
@@ -49,14 +39,6 @@ def replicators(tmp_path: Path) -> Iterator[list[SyncObjReplicator]]:
         store.close()
 
 
-async def _eventually(check: Callable[[], object], what: str, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 def _leader(reps: list[SyncObjReplicator]) -> SyncObjReplicator | None:
     leaders = [r for r in reps if r.status().is_leader]
     if len(leaders) != 1:
@@ -68,7 +50,7 @@ def _leader(reps: list[SyncObjReplicator]) -> SyncObjReplicator | None:
 
 @pytest.mark.asyncio
 async def test_transfer_to_a_named_follower(replicators: list[SyncObjReplicator]) -> None:
-    await _eventually(lambda: _leader(replicators), "a leader")
+    await wait_until_async(lambda: _leader(replicators), 15.0, "a leader")
     leader = _leader(replicators)
     assert leader is not None
     follower = next(r for r in replicators if r is not leader)
@@ -85,6 +67,8 @@ async def test_transfer_to_a_named_follower(replicators: list[SyncObjReplicator]
             break
         await asyncio.sleep(0.05)
     assert sent
-    await _eventually(lambda: (lead := _leader(replicators)) is follower and lead, "the target to lead")
+    await wait_until_async(
+        lambda: (lead := _leader(replicators)) is follower and lead, 15.0, "the target to lead"
+    )
     assert follower.status().term > term
     assert not leader.status().is_leader

@@ -15,15 +15,14 @@ from typing import Any
 import pytest
 from fake_gateway import (
     WAIT_S,
-    FakeClock,
     connected_stream,
-    eventually,
     fake_leader,
     get,
     heartbeat_listing,
     make_lease,
     offers,
     running_worker,
+    worker_clock,
     worker_config,
 )
 
@@ -31,6 +30,7 @@ from cronraft.client._outbox import Outbox, result_key
 from cronraft.client._runner import FENCED_ERROR, AttemptRunner, StopReason, SystemClock, TailBuffer
 from cronraft.client.worker import Worker, build_parser, config_from_args, parse_duration
 from cronraft.proto.v1 import common_pb2, worker_pb2
+from tests.support.wait import wait_until_async
 
 PY = sys.executable
 
@@ -71,7 +71,8 @@ async def test_hello_first_then_a_lease_succeeds_with_its_token_and_idempotency_
         assert lines[0] == "exec-ok"
         assert lines[1] == "3.42 2023-11-14T22:13:20.000Z 1 yes"
         assert 0 < result.started_at_ms <= result.finished_at_ms
-        await eventually(lambda: len(worker.outbox) == 0)  # acked -> deleted
+        # acked -> deleted
+        await wait_until_async(lambda: len(worker.outbox) == 0, WAIT_S, "the outbox emptied")
         assert not list(tmp_path.iterdir())
 
 
@@ -98,7 +99,7 @@ async def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
         assert result.outcome == common_pb2.ATTEMPT_TIMED_OUT
         assert "timed out after 300 ms" in result.error
         grandchild = int(result.stdout_tail.split()[0])
-        await eventually(lambda: process_gone(grandchild))
+        await wait_until_async(lambda: process_gone(grandchild), WAIT_S, "the grandchild gone")
 
 
 @pytest.mark.asyncio
@@ -109,7 +110,8 @@ async def test_cancel_attempt_kills_it_and_reports_cancelled(tmp_path: Path) -> 
         lease = make_lease("exec-cancel", script=f"touch {started}; exec sleep 30", token=(2, 7))
         stream.put_nowait(offers(lease))
         await heartbeat_listing(leader, {"exec-cancel"})
-        await eventually(started.exists)  # a cancel before the start would end it unstarted instead
+        # a cancel before the start would end it unstarted instead
+        await wait_until_async(started.exists, WAIT_S, "the payload started")
         cancel = worker_pb2.CancelAttempt(execution_id="exec-cancel", token=lease.token)
         stream.put_nowait(worker_pb2.GatewayMessage(cancel=cancel))
         result = await leader.result_for("exec-cancel")
@@ -131,11 +133,13 @@ async def test_heartbeats_list_running_leases_and_a_revoked_one_is_killed_silent
             ("exec-keep", 1, 10),
             ("exec-doomed", 1, 11),
         }
-        await eventually(lambda: pid_file.exists() and pid_file.read_text().strip() != "")
+        await wait_until_async(
+            lambda: pid_file.exists() and pid_file.read_text().strip() != "", WAIT_S, "the pid file"
+        )
         pid = int(pid_file.read_text())
         leader.revoke.add("exec-doomed")
         await heartbeat_listing(leader, {"exec-keep"})  # no longer renewed, no longer listed
-        await eventually(lambda: process_gone(pid))
+        await wait_until_async(lambda: process_gone(pid), WAIT_S, "the process gone")
         # Finish the other one: the only result the leader ever sees is exec-keep's.
         stream.put_nowait(
             worker_pb2.GatewayMessage(cancel=worker_pb2.CancelAttempt(execution_id="exec-keep"))
@@ -155,7 +159,11 @@ async def test_live_output_is_streamed_in_chunks(tmp_path: Path) -> None:
         stream.put_nowait(offers(make_lease("exec-out", argv=[PY, "-c", code])))
         result = await leader.result_for("exec-out")
         assert result.stdout_tail == b"hello\n"
-        await eventually(lambda: {c.stream for c in leader.outputs} == {worker_pb2.STDOUT, worker_pb2.STDERR})
+        await wait_until_async(
+            lambda: {c.stream for c in leader.outputs} == {worker_pb2.STDOUT, worker_pb2.STDERR},
+            WAIT_S,
+            "output on both streams",
+        )
         out = b"".join(c.data for c in leader.outputs if c.stream == worker_pb2.STDOUT)
         assert out == b"hello\n"
         assert all(c.execution_id == "exec-out" and c.token.index == 1 for c in leader.outputs)
@@ -180,7 +188,7 @@ async def test_result_is_in_the_outbox_before_it_is_sent_and_survives_a_restart(
         async with running_worker(worker_config([leader.address], outbox_dir)) as worker:
             redelivered = await leader.result_for("exec-durable")
             assert redelivered == sent
-            await eventually(lambda: len(worker.outbox) == 0)
+            await wait_until_async(lambda: len(worker.outbox) == 0, WAIT_S, "the outbox emptied")
         assert marker.read_text() == "run\n"
         assert not [p for p in outbox_dir.iterdir() if p.suffix == ".result"]
 
@@ -251,7 +259,9 @@ async def test_self_fencing_kills_an_attempt_whose_lease_is_not_renewed(tmp_path
             assert result.outcome == common_pb2.ATTEMPT_FAILED
             assert result.error == FENCED_ERROR
             assert result.exit_code == 128 + 9  # no grace: SIGKILL at the deadline
-            await eventually(lambda: process_gone(int(pid_file.read_text())))
+            await wait_until_async(
+                lambda: process_gone(int(pid_file.read_text())), WAIT_S, "the process gone"
+            )
 
 
 @pytest.mark.asyncio
@@ -286,23 +296,23 @@ async def test_graceful_stop_lets_attempts_finish_within_the_grace_then_kills_th
 
 @pytest.mark.asyncio
 async def test_renewal_moves_the_deadline_to_heartbeat_send_time_plus_ttl(tmp_path: Path) -> None:
-    clock = FakeClock()
+    clock = worker_clock()
     async with fake_leader(heartbeat_interval_ms=20, lease_ttl_ms=1000) as leader:
         config = worker_config([leader.address], tmp_path)
         async with running_worker(config, clock=clock) as worker:
             stream = await connected_stream(leader)
             stream.put_nowait(offers(make_lease("exec-renew", argv=["sleep", "30"])))  # deadline 1001
             await heartbeat_listing(leader, {"exec-renew"})
-            clock.now = 1000.9
+            clock.advance_to(1000.9)
             # Two round trips after the clock moved: a heartbeat sent at 1000.9 has been renewed.
             for _ in range(3):
                 await heartbeat_listing(leader, {"exec-renew"})
-            clock.now = 1001.5  # past the first deadline, before 1000.9 + 1
+            clock.advance_to(1001.5)  # past the first deadline, before 1000.9 + 1
             for _ in range(3):
                 await heartbeat_listing(leader, {"exec-renew"})
             assert [lease.execution_id for lease in worker.running] == ["exec-renew"]
             leader.answer_heartbeats = False
-            clock.now = 1010.0
+            clock.advance_to(1010.0)
             result = await leader.result_for("exec-renew")
             assert result.error == FENCED_ERROR
 
@@ -369,7 +379,7 @@ async def test_output_tails_are_bounded() -> None:
 async def test_stop_before_exit_uses_the_first_reason() -> None:
     runner = AttemptRunner(make_lease("s", argv=["sleep", "30"]), clock=SystemClock(), kill_grace_s=1)
     task = asyncio.create_task(runner.run())
-    await eventually(lambda: runner.pid is not None)
+    await wait_until_async(lambda: runner.pid is not None, WAIT_S, "the runner's process")
     runner.stop(StopReason.CANCELLED)
     runner.stop(StopReason.TIMEOUT)
     result = await asyncio.wait_for(task, WAIT_S)

@@ -9,9 +9,10 @@ import pytest
 
 from cronraft.client.handlers import HandlerContext, HandlerRegistry
 from cronraft.proto.v1 import common_pb2
+from tests.support.wait import wait_until_async
 from tests.unit.fake_gateway import (
+    WAIT_S,
     connected_stream,
-    eventually,
     fake_leader,
     get,
     make_lease,
@@ -53,5 +54,5 @@ async def test_a_burst_of_handler_attempts_is_stored_and_reported_in_batches(tmp
             assert sorted(started) == sorted(lease.execution_id for lease in leases)
             assert sum(writes) == N
             assert len(writes) < N // 10  # results that finish together share one write
-            await eventually(lambda: len(worker.outbox) == 0)  # every one acknowledged and removed
+            await wait_until_async(lambda: len(worker.outbox) == 0, WAIT_S, "every result acked and removed")
             assert not [p for p in (tmp_path / "outbox").iterdir() if p.name.endswith(".result")]
