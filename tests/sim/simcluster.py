@@ -24,18 +24,9 @@ from cronraft.proto.v1 import commands_pb2, common_pb2, worker_pb2
 from cronraft.raft.codec import encode_batch, make_id
 from cronraft.raft.kv import MemKV
 from cronraft.raft.state import StateMachine
+from tests.support.clock import FakeClock
 
 Command = commands_pb2.Command
-
-
-class FakeClock:
-    def __init__(self, now_ms: int) -> None:
-        self.now = now_ms
-        self.mono = 1_000_000
-
-    def advance(self, ms: int) -> None:
-        self.now += ms
-        self.mono += ms
 
 
 @dataclass
@@ -116,7 +107,7 @@ class SimCluster:
         drop_rate: float = 0.0,
     ) -> None:
         self.rng = random.Random(seed)
-        self.clock = FakeClock(start_ms)
+        self.clock = FakeClock(wall=start_ms, mono=1_000_000)
         self.nodes = [SimNode(f"n{i + 1}") for i in range(n)]
         self.log: list[bytes] = []
         self.settings = settings or LeaderSettings(
@@ -164,10 +155,10 @@ class SimCluster:
             new_id=lambda ms: make_id(ms, ids.randbytes(10)),
         )
         try:
-            self._run([self.core.epoch_command(self.clock.now)])
+            self._run([self.core.epoch_command(self.clock.wall)])
         except OutcomeUnknown:
             return
-        self.core.on_epoch_committed(self.clock.now, self.clock.mono)
+        self.core.on_epoch_committed(self.clock.wall, self.clock.mono)
         for w in self.workers.values():
             if w.alive and w.connected:
                 self.core.worker_connected(w.worker_id, w.capacity, ["default"], w.labels)
@@ -204,7 +195,7 @@ class SimCluster:
         """A client write through the leader (the leader sees its outcome, as the node's servicer does)."""
         assert self.core is not None
         results = self._apply_and_answer(cmds)
-        self.core.on_committed(cmds, results, self.clock.now, self.clock.mono)
+        self.core.on_committed(cmds, results, self.clock.wall, self.clock.mono)
         return results
 
     def _apply_and_answer(self, cmds: list[Command]) -> list[commands_pb2.CommandResult]:
@@ -233,14 +224,14 @@ class SimCluster:
         except OutcomeUnknown:
             self.core.on_proposal_failed(cmds, self.clock.mono)
             raise
-        self.core.on_committed(cmds, results, self.clock.now, self.clock.mono)
+        self.core.on_committed(cmds, results, self.clock.wall, self.clock.mono)
 
     def step(self, ms: int = 100) -> None:
         self.clock.advance(ms)
         core = self.core
         if core is None:
             return
-        now, mono = self.clock.now, self.clock.mono
+        now, mono = self.clock.wall, self.clock.mono
         if not core.ready:
             try:
                 self._run([core.epoch_command(now)])

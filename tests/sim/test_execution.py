@@ -15,7 +15,7 @@ from .test_sim import _create, _executions, _spec
 
 
 def _at(sim: SimCluster, delay_ms: int) -> common_pb2.Schedule:
-    return common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=sim.clock.now + delay_ms))
+    return common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=sim.clock.wall + delay_ms))
 
 
 def test_failures_retry_with_exponential_backoff_then_dead_letter_and_redrive() -> None:
@@ -23,7 +23,7 @@ def test_failures_retry_with_exponential_backoff_then_dead_letter_and_redrive() 
     attempts_at: list[int] = []
 
     def failing(lease: worker_pb2.Lease) -> int:
-        attempts_at.append(sim.clock.now)
+        attempts_at.append(sim.clock.wall)
         return 3
 
     sim.add_worker("w1", capacity=2, run_ms=100, exit_code=failing)
@@ -47,7 +47,7 @@ def test_failures_retry_with_exponential_backoff_then_dead_letter_and_redrive() 
     sim.submit(
         [
             commands_pb2.Command(
-                stamped_at_ms=sim.clock.now,
+                stamped_at_ms=sim.clock.wall,
                 redrive_dead_letters=commands_pb2.RedriveDeadLetters(execution_ids=[ex.execution_id]),
             )
         ]
@@ -213,7 +213,7 @@ def test_dependency_cycles_are_refused_naming_the_cycle_and_deadlines_fail_the_r
     (res,) = sim.submit(
         [
             commands_pb2.Command(
-                stamped_at_ms=sim.clock.now,
+                stamped_at_ms=sim.clock.wall,
                 update_task=commands_pb2.UpdateTask(task_id=a.task_id, spec=a_spec),
             )
         ]

@@ -36,10 +36,10 @@ def _spec(name: str, schedule: common_pb2.Schedule, **kw: object) -> common_pb2.
 
 def _create(sim: SimCluster, spec: common_pb2.TaskSpec, request_id: str = "") -> common_pb2.Task:
     """Create through the leader, retrying an unknown outcome with the same request id (as the SDK)."""
-    task_id = make_id(sim.clock.now, sim.rng.randbytes(10))
+    task_id = make_id(sim.clock.wall, sim.rng.randbytes(10))
     cmd = commands_pb2.Command(
         request_id=request_id or f"create:{task_id}",
-        stamped_at_ms=sim.clock.now,
+        stamped_at_ms=sim.clock.wall,
         create_task=commands_pb2.CreateTask(task_id=task_id, spec=spec),
     )
     for _ in range(50):
@@ -69,7 +69,7 @@ def test_every_due_fire_runs_once_across_leader_crashes() -> None:
     sim.clock.advance(1)
     task = _create(sim, _spec("every-minute", _cron("* * * * *")))
     one_time = _create(
-        sim, _spec("once", common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=sim.clock.now + 90_000)))
+        sim, _spec("once", common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=sim.clock.wall + 90_000)))
     )
 
     for minute in range(30):
@@ -99,7 +99,7 @@ def test_worker_crash_expires_lease_and_retries_with_a_newer_token() -> None:
     w1 = sim.add_worker("w1", capacity=1, run_ms=60_000)
     sim.clock.advance(1)
     task = _create(
-        sim, _spec("long", common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=sim.clock.now + 1_000)))
+        sim, _spec("long", common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=sim.clock.wall + 1_000)))
     )
     sim.run_for(2_000)
     assert len(w1.running) == 1
@@ -120,7 +120,7 @@ def test_stale_token_result_is_rejected() -> None:
     w1 = sim.add_worker("w1", capacity=1, run_ms=60_000)
     sim.clock.advance(1)
     task = _create(
-        sim, _spec("t", common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=sim.clock.now + 1_000)))
+        sim, _spec("t", common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=sim.clock.wall + 1_000)))
     )
     sim.run_for(2_000)
     old_lease = next(iter(w1.running.values())).lease
@@ -132,7 +132,7 @@ def test_stale_token_result_is_rejected() -> None:
     assert ex.state == common_pb2.EXECUTION_SUCCEEDED and ex.worker_id == "w2"
     # The partitioned worker's late result carries the old token: the state machine refuses it.
     late = commands_pb2.Command(
-        stamped_at_ms=sim.clock.now,
+        stamped_at_ms=sim.clock.wall,
         complete=commands_pb2.Complete(
             execution_id=ex.execution_id,
             token=old_lease.token,
@@ -175,7 +175,7 @@ def test_at_most_once_lost_lease_is_not_redispatched() -> None:
         sim,
         _spec(
             "amo",
-            common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=sim.clock.now + 1_000)),
+            common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=sim.clock.wall + 1_000)),
             guarantee=common_pb2.AT_MOST_ONCE,
         ),
     )
@@ -194,7 +194,7 @@ def test_nothing_is_dispatched_before_the_epoch_and_the_grant_commit() -> None:
     sim = SimCluster(3, seed=6)
     sim.add_worker("w1")
     sim.clock.advance(1)
-    _create(sim, _spec("t", common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=sim.clock.now + 500))))
+    _create(sim, _spec("t", common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=sim.clock.wall + 500))))
     # Partition two followers: the leader has no quorum, so nothing commits and nothing goes out.
     sim.partitioned = {"n2", "n3"}
     sim.run_for(5_000)
@@ -208,7 +208,7 @@ def test_new_leader_waits_out_old_leases_before_redispatch() -> None:
     sim = SimCluster(3, seed=7)
     w1 = sim.add_worker("w1", capacity=1, run_ms=8_000)
     sim.clock.advance(1)
-    task = _create(sim, _spec("t", common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=sim.clock.now + 500))))
+    task = _create(sim, _spec("t", common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=sim.clock.wall + 500))))
     sim.run_for(1_000)
     assert len(w1.running) == 1
     sim.crash_leader()
@@ -229,7 +229,8 @@ def test_wheel_holds_only_the_horizon(n_far: int) -> None:
         _create(sim, _spec(f"far{i}", common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=far + i))))
     for i in range(3):
         _create(
-            sim, _spec(f"near{i}", common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=sim.clock.now + 2_000)))
+            sim,
+            _spec(f"near{i}", common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=sim.clock.wall + 2_000))),
         )
     sim.step(100)
     assert sim.core is not None
@@ -240,7 +241,7 @@ def test_a_heartbeat_before_the_epoch_commits_revokes_nothing() -> None:
     sim = SimCluster(3, seed=9)
     w1 = sim.add_worker("w1", capacity=1, run_ms=8_000)
     sim.clock.advance(1)
-    _create(sim, _spec("t", common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=sim.clock.now + 500))))
+    _create(sim, _spec("t", common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=sim.clock.wall + 500))))
     sim.run_for(1_000)
     (lease,) = [a.lease for a in w1.running.values()]
     # A new leader whose epoch has not committed yet (no quorum) hears the worker's heartbeat first.
@@ -279,7 +280,7 @@ def test_a_stale_result_neither_revokes_the_current_attempt_nor_is_acked_to_its_
     sim = SimCluster(3, seed=11)
     w1 = sim.add_worker("w1", capacity=1, run_ms=60_000)
     sim.clock.advance(1)
-    task = _create(sim, _spec("t", common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=sim.clock.now + 500))))
+    task = _create(sim, _spec("t", common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=sim.clock.wall + 500))))
     sim.run_for(1_000)
     old = next(iter(w1.running.values())).lease
     w1.connected = False
@@ -294,7 +295,7 @@ def test_a_stale_result_neither_revokes_the_current_attempt_nor_is_acked_to_its_
     stale = common_pb2.AttemptResult(
         execution_id=old.execution_id, token=old.token, outcome=common_pb2.ATTEMPT_FAILED
     )
-    cmds = core.results("w1", [stale], sim.clock.now)
+    cmds = core.results("w1", [stale], sim.clock.wall)
     sim._run(cmds)
     acks = [(w, m) for w, m in core.drain_outgoing() if m.WhichOneof("kind") == "acks"]
     # ...acknowledged to w1 (so it stops resending), not to w2...
@@ -320,7 +321,9 @@ def test_a_silent_worker_is_offered_nothing_and_its_slots_return_when_it_speaks(
     w1.connected = False  # the leader is not told: no heartbeats arrive, offers vanish
     sim.run_for(2_000)
     tasks = [
-        _create(sim, _spec(f"t{i}", common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=sim.clock.now + 500))))
+        _create(
+            sim, _spec(f"t{i}", common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=sim.clock.wall + 500)))
+        )
         for i in range(8)
     ]
     sim.run_for(6_000)
@@ -331,7 +334,9 @@ def test_a_silent_worker_is_offered_nothing_and_its_slots_return_when_it_speaks(
     assert not w1.started
     w1.connected = True  # it speaks again: eligible at once
     more = [
-        _create(sim, _spec(f"u{i}", common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=sim.clock.now + 500))))
+        _create(
+            sim, _spec(f"u{i}", common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=sim.clock.wall + 500)))
+        )
         for i in range(8)
     ]
     sim.run_for(3_000)
