@@ -315,4 +315,6 @@ def test_import_refuses_a_year_field_naming_the_json_field() -> None:
         schedule_from_json({"kind": "cron", "expression": "0 9 * * * 2027", "time_zone": "UTC"})
     assert err.value.field == "spec.schedule.expression"
     # 6 fields are the stored (exported) form: seconds first, accepted as they are.
-    assert schedule_from_json({"kind": "cron", "expression": "0 0 9 * * *", "time_zone": "UTC"}).cron.expression
+    assert schedule_from_json(
+        {"kind": "cron", "expression": "0 0 9 * * *", "time_zone": "UTC"}
+    ).cron.expression

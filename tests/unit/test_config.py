@@ -102,7 +102,9 @@ def test_embedded_default_is_single_node_toml(monkeypatch: pytest.MonkeyPatch) -
 def test_defaults_and_properties(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     config = load_text(
-        tmp_path, '[node]\nid = "b"\n[cluster]\nsecret_env = "S"\n' + THREE_MEMBERS, {"S": " tok-0123456789abcdef \n"}
+        tmp_path,
+        '[node]\nid = "b"\n[cluster]\nsecret_env = "S"\n' + THREE_MEMBERS,
+        {"S": " tok-0123456789abcdef \n"},
     )
     assert config.node.data_dir == tmp_path / "data" / "b"
     assert config.cluster.secret == "tok-0123456789abcdef"
@@ -258,7 +260,10 @@ def test_secret_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert "cluster.secret_file: " in config_error(tmp_path, text)
     (tmp_path / "secret.txt").write_text("from-file-0123456789\n")
     cluster = load_text(tmp_path, text).cluster
-    assert (cluster.secret, cluster.secret_source) == ("from-file-0123456789", f"file:{tmp_path / 'secret.txt'}")
+    assert (cluster.secret, cluster.secret_source) == (
+        "from-file-0123456789",
+        f"file:{tmp_path / 'secret.txt'}",
+    )
 
 
 def test_only_one_secret_source(tmp_path: Path) -> None:

@@ -215,7 +215,7 @@ def test_the_pending_count_is_the_same_on_both_stores_and_drops_to_no_key(tmp_pa
 def test_limits_config() -> None:
     assert default_config().limits == LimitsConfig()
     base = {
-        "cluster": {"members": [{"id": "n", "grpc_address": "h:1", "raft_address": "h:2"}]},
+        "cluster": {"members": [{"id": "n", "grpc_address": "127.0.0.1:1", "raft_address": "127.0.0.1:2"}]},
         "node": {"id": "n"},
     }
     cfg = config_from_dict({**base, "limits": {"max_tasks": 5, "max_calendars": 2}}, "t.toml")
