@@ -1,13 +1,12 @@
-"""schedctl against the in-process fake cluster of test_client.py: exit codes, JSON keys, tables, argv."""
+"""schedctl against the in-process fake cluster of fake_cluster.py: exit codes, JSON keys, tables, argv."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from test_client import FakeCluster, dead_address
+from fake_cluster import FakeCluster, cluster_fixture, dead_address
 
 from cronraft.client.cli import EXIT_OK, EXIT_SERVER, EXIT_UNAVAILABLE, EXIT_USAGE, main
 from cronraft.proto.v1 import common_pb2
@@ -100,13 +99,7 @@ EXECUTION_KEYS = {
 }
 
 
-@pytest.fixture
-def cluster() -> Iterator[FakeCluster]:
-    fake = FakeCluster()
-    try:
-        yield fake
-    finally:
-        fake.stop()
+cluster = cluster_fixture  # the `cluster` fixture, also for `from test_cli import cluster`
 
 
 class Run:

@@ -5,8 +5,9 @@ NAMESPACE column, and the namespace in JSON (task import reads it back)."""
 from __future__ import annotations
 
 import pytest
+from fake_cluster import FakeCluster
+from fake_cluster import cluster_fixture as cluster  # noqa: F401  (the `cluster` fixture)
 from test_cli import HELLO, Run, run  # noqa: F401  (the `run` fixture)
-from test_client import FakeCluster, cluster  # noqa: F401  (the `cluster` fixture)
 
 from cronraft.client import Client, _namespace, _tables
 from cronraft.client._render import spec_to_json, task_to_json
