@@ -26,8 +26,9 @@ import pytest
 
 from cronraft.client import Client, at, command
 from cronraft.raft.audit import read_audit
+from tests.support.ports import free_ports
 
-from .harness import Cluster, NodeProc, faketime_env, free_ports, stamp_command, wait_for
+from .harness import Cluster, NodeProc, faketime_env, stamp_command, wait_for
 
 pytestmark = pytest.mark.integration
 
