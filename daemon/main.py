@@ -11,7 +11,7 @@ import sys
 
 import structlog
 
-from cronraft.daemon import logs
+from cronraft.daemon import logging_setup
 from cronraft.daemon.config import Config, default_config, load_config
 from cronraft.errors import ConfigError, CronraftError
 
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"schedd: config error: {e}", file=sys.stderr)
         return 2
-    logs.configure(args.log_level or config.log.level, args.log_format or config.log.format)
+    logging_setup.configure(args.log_level or config.log.level, args.log_format or config.log.format)
     try:
         import uvloop
 

@@ -44,7 +44,7 @@ from cronraft.proto.v1 import (
     worker_pb2,
     worker_pb2_grpc,
 )
-from cronraft.raft import logs, quota, retry
+from cronraft.raft import output, quota, retry
 from cronraft.raft import state as sm
 from cronraft.raft.deps import MAX_DEPENDENCIES
 from cronraft.raft.firing import calendar_key, check_calendar, preview_stored
@@ -465,7 +465,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
                 ex = _execution_for(txn, request.execution_id, "GetExecutionLogs")
                 if request.attempt > ex.attempt:
                     raise errors.InvalidArgument("attempt", f"execution has {ex.attempt} attempts")
-                return logs.response(
+                return output.response(
                     txn,
                     ex,
                     request.attempt,

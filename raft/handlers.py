@@ -13,7 +13,7 @@ from typing import Any
 
 from cronraft.errors import InvalidArgument
 from cronraft.proto.v1 import commands_pb2, common_pb2
-from cronraft.raft import deps, firing, logs, quota, retention, retry, schedule
+from cronraft.raft import deps, firing, output, quota, retention, retry, schedule
 from cronraft.raft.codec import id_bytes, id_text
 from cronraft.raft.kv import Txn
 from cronraft.raft.records import (
@@ -1149,7 +1149,7 @@ def append_output(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         raise Rejected("not_found", f"execution {a.execution_id} not found")
     ex = Execution()
     ex.ParseFromString(raw)
-    if not logs.append(ctx.txn, ex, a.token, stream=a.stream, data=a.data, now_ms=ctx.now):
+    if not output.append(ctx.txn, ex, a.token, stream=a.stream, data=a.data, now_ms=ctx.now):
         ctx.result.applied = False
         ctx.result.error_code = "refused"
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cronraft.proto.v1 import commands_pb2, common_pb2
-from cronraft.raft import audit_trail, firing, logs, quota, retry
+from cronraft.raft import audit_trail, firing, output, quota, retry
 from cronraft.raft.codec import from_u64, id_bytes, u64
 from cronraft.raft.kv import Txn
 from cronraft.raft.records import Rejected, fire_key, get_task, pending_key, remove_task
@@ -134,7 +134,7 @@ def delete_execution(txn: Txn, ex: Execution) -> None:
     txn.delete("buffered", firing.buffered_key(task16, ex.nominal_time_ms, exec16))
     txn.delete("pending", pending_key(ex, exec16))
     retry.take_dead_letter(txn, ex.execution_id)
-    logs.delete(txn, exec16)
+    output.delete(txn, exec16)
     ledger = firing.ledger_key(task16, ex.nominal_time_ms)
     raw = txn.get("ledger", ledger)
     if raw is not None:
@@ -256,7 +256,7 @@ def prune(txn: Txn, p: commands_pb2.Prune, now_ms: int, report: commands_pb2.Pru
     budget = Budget(min(p.max_deletes or 1, MAX_PRUNE_DELETES))
     _finish_doomed(txn, budget, report)
     if p.defaults.log_max_age_ms > 0 and not budget.spent:
-        report.logs += logs.prune(txn, now_ms - p.defaults.log_max_age_ms + 1, limit=budget.left)
+        report.logs += output.prune(txn, now_ms - p.defaults.log_max_age_ms + 1, limit=budget.left)
         budget.left -= report.logs
         for key, _ in txn.scan("logs_by_time"):  # the oldest log left: when it becomes deletable
             _note_next(report, from_u64(key[:8]) + p.defaults.log_max_age_ms)
