@@ -8,10 +8,10 @@ replay applying something twice would show.
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import struct
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -391,7 +391,7 @@ def test_snapshot_header_round_trip(tmp_path: Path) -> None:
 
 @pytest.mark.asyncio
 async def test_a_leader_whose_connections_close_is_replaced_before_the_election_timeout(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Fast failover: a stopped (or killed) leader's sockets close, and the followers stand after a few
     heartbeats instead of a whole election timeout of silence (6-12 s here). What is ours is the early
@@ -402,7 +402,7 @@ async def test_a_leader_whose_connections_close_is_replaced_before_the_election_
     try:
         old = await elect(nodes)
         old_term = old.rep.status().term
-        t0 = time.monotonic()
+        caplog.set_level(logging.INFO, logger="cronraft.raft.replicator")
         old.stop()
         rest = [n for n in nodes if n is not old]
 
@@ -414,10 +414,14 @@ async def test_a_leader_whose_connections_close_is_replaced_before_the_election_
             return new is not None and new.rep.status().term > old_term
 
         await wait_until_async(stood, 20, "a candidate")
-        took = time.monotonic() - t0
-        # At most 3 heartbeats + a quarter election timeout (1.65 s): the normal path could not stand
-        # before 6 s of silence (the margin is for a loaded machine).
-        assert took < 5.0, f"first candidacy after {took:.2f} s: the followers waited for the timeout"
+        # The fast path is a decision, asserted as such (how soon the Raft thread then acts depends on
+        # the machine's load): a follower saw the leader's connection close and brought its election
+        # forward to 3 heartbeats + at most a quarter election timeout (1.65 s), not the 6-12 s of
+        # silence of the normal path.
+        forward = [r for r in caplog.records if r.getMessage().startswith("connection to the leader")]
+        assert forward, "no follower brought its election forward when the leader's connection closed"
+        delays = [float(r.args[1]) for r in forward]  # type: ignore[index]  # (leader, delay_s)
+        assert all(0.15 <= d <= 1.65 for d in delays), delays
         # Then a leader, at once or, after a split vote (a lost first vote, docs/benchmarks.md), later.
         await wait_until_async(replaced, 30, "a new leader")
     finally:
