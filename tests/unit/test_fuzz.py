@@ -1,7 +1,8 @@
 """S16: bad input never crashes or hangs the parsers, and a model of the lease table holds.
 
 - The schedule, duration and instant parsers, fed arbitrary text, either accept it or raise
-  `InvalidArgument` naming the field - never another exception, never more than a second.
+  `InvalidArgument` naming the field - never another exception (never more than a second: a
+  benchmark, `-m bench`).
 - Arbitrary bytes as a task spec or a log entry: the spec is refused with `InvalidArgument` (or does not
   decode), the entry is recorded as applied with no effect.
 - A hypothesis state machine drives the real replicated state machine (over the in-memory KV) with a
@@ -13,8 +14,8 @@
 from __future__ import annotations
 
 import contextlib
-import time
 
+import pytest
 from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -33,53 +34,70 @@ CRON_ALPHABET = "0123456789*/,-?LW# abcdefghijklmnopqrstuvwxyzJANFEBMONSUN@"
 Command = commands_pb2.Command
 
 
-def _bounded(fn: object, *args: object, **kw: object) -> object:
-    t0 = time.perf_counter()
-    try:
-        return fn(*args, **kw)  # type: ignore[operator]
-    finally:
-        assert time.perf_counter() - t0 < 1.0, f"{fn} took more than 1 s on {args!r}"
+CRON_TEXT = st.one_of(st.text(CRON_ALPHABET, max_size=40), st.text(max_size=40))
+ZONES = st.sampled_from(["", "UTC", "Europe/Paris", "Australia/Lord_Howe", "Nowhere/Else", "../../etc"])
 
 
-@settings(max_examples=400, deadline=None)
-@given(
-    expression=st.one_of(st.text(CRON_ALPHABET, max_size=40), st.text(max_size=40)),
-    zone=st.sampled_from(["", "UTC", "Europe/Paris", "Australia/Lord_Howe", "Nowhere/Else", "../../etc"]),
-)
-def test_cron_text_is_accepted_or_refused_with_the_field(expression: str, zone: str) -> None:
+def _cron_text(expression: str, zone: str) -> None:
     schedule = common_pb2.Schedule(cron=common_pb2.CronSchedule(expression=expression, time_zone=zone))
     try:
-        _bounded(validate_schedule, schedule, field="spec.schedule")
+        validate_schedule(schedule, field="spec.schedule")
     except InvalidArgument as e:
         assert "spec.schedule" in str(e)
         return
-    nxt = _bounded(next_fire, schedule, T0)
+    nxt = next_fire(schedule, T0)
     assert nxt is None or (isinstance(nxt, int) and nxt > T0)
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.text(max_size=30))
-def test_duration_and_instant_text(text: str) -> None:
+def _duration_and_instant(text: str) -> None:
     for parse in (parse_duration, parse_instant):
         try:
-            _bounded(parse, text, field="f")
+            parse(text, field="f")
         except InvalidArgument as e:
             assert "f" in str(e)
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=300))
-def test_random_bytes_as_a_spec_or_a_log_entry(raw: bytes) -> None:
+def _spec_or_log_entry(raw: bytes) -> None:
     try:
         spec = common_pb2.TaskSpec.FromString(raw)
     except DecodeError:
         pass
     else:
         with contextlib.suppress(InvalidArgument):
-            _bounded(validate_spec, spec)
+            validate_spec(spec)
     machine = StateMachine(MemKV())
     out = machine.apply_entry(1, raw)
     assert out is not None and machine.last_applied() == 1
+
+
+@settings(max_examples=400, deadline=None)
+@given(expression=CRON_TEXT, zone=ZONES)
+def test_cron_text_is_accepted_or_refused_with_the_field(expression: str, zone: str) -> None:
+    _cron_text(expression, zone)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=30))
+def test_duration_and_instant_text(text: str) -> None:
+    _duration_and_instant(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_random_bytes_as_a_spec_or_a_log_entry(raw: bytes) -> None:
+    _spec_or_log_entry(raw)
+
+
+# "Never more than a second" is a timing, so a benchmark, not in the default run (a loaded machine made
+# the old per-call assertion fail): `pytest -m bench tests/unit/test_fuzz.py`. Hypothesis's deadline fails
+# an example that takes longer, after running it again to rule out a one-off pause.
+@pytest.mark.bench
+@settings(max_examples=400, deadline=1000)
+@given(expression=CRON_TEXT, zone=ZONES, text=st.text(max_size=30), raw=st.binary(max_size=300))
+def test_no_input_takes_a_parser_a_second(expression: str, zone: str, text: str, raw: bytes) -> None:
+    _cron_text(expression, zone)
+    _duration_and_instant(text)
+    _spec_or_log_entry(raw)
 
 
 def _token_key(token: common_pb2.FencingToken) -> tuple[int, int]:
