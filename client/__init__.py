@@ -39,8 +39,6 @@ from cronraft.client._common import (
     cron,
     delay,
     every,
-    parse_duration,
-    parse_instant,
     shell,
 )
 from cronraft.client.aio import AsyncClient
@@ -56,6 +54,7 @@ from cronraft.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from cronraft.timefmt import parse_duration, parse_instant
 
 __all__ = [
     "AsyncClient",

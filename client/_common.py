@@ -3,7 +3,7 @@
 - Spec builders (`cron`, `at`, `every`, `command`, `shell`, `build_spec`) turn Python values into the
   `cronraft.v1` messages. They check only form (a duration parses, a datetime is aware); the cluster is the
   authority on meaning (a cron expression, a time zone) and answers INVALID_ARGUMENT naming the field.
-- `parse_duration` / `parse_instant` read the human forms used by the SDK and `schedctl`.
+- `parse_duration` / `parse_instant` (the one grammar, `cronraft.timefmt`) read the human forms.
 - `Router` and `CallPlan` decide, for one logical call, which server to try next, when to follow a leader
   redirect, and how long to back off; the clients only perform the I/O the plan asks for.
 - `error_from_status` maps a gRPC status to the error tree of `cronraft.errors` (one place).
@@ -23,9 +23,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from fractions import Fraction
 from typing import Any, Generic, TypeAlias, TypeVar
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronraft.client import _argnames, _cron_text, _render
 from cronraft.errors import (
@@ -40,6 +38,7 @@ from cronraft.errors import (
     Unavailable,
 )
 from cronraft.proto.v1 import common_pb2, scheduler_pb2
+from cronraft.timefmt import parse_duration, parse_instant
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 SERVER_ENV = "CRONRAFT_SERVER"
@@ -75,170 +74,6 @@ _MS = timedelta(milliseconds=1)
 
 
 # --------------------------------------------------------------------------------------------- parsing
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-_DURATION_HINT = "expected a duration such as 500ms, 10s, 5m, 1h, 2d or 1h30m"
-
-
-_OTHER_UNITS = re.compile(r"(\d+(?:\.\d+)?)\s*([A-Za-z]+)")
-# A unit people write -> (what to say, the multiplier to our unit, our unit).
-_UNIT_FIXES = {
-    "w": ("weeks are not a unit", 7, "d"),
-    "wk": ("weeks are not a unit", 7, "d"),
-    "week": ("weeks are not a unit", 7, "d"),
-    "weeks": ("weeks are not a unit", 7, "d"),
-    "sec": ("the unit of seconds is s", 1, "s"),
-    "secs": ("the unit of seconds is s", 1, "s"),
-    "second": ("the unit of seconds is s", 1, "s"),
-    "seconds": ("the unit of seconds is s", 1, "s"),
-    "min": ("the unit of minutes is m", 1, "m"),
-    "mins": ("the unit of minutes is m", 1, "m"),
-    "minute": ("the unit of minutes is m", 1, "m"),
-    "minutes": ("the unit of minutes is m", 1, "m"),
-    "hr": ("the unit of hours is h", 1, "h"),
-    "hrs": ("the unit of hours is h", 1, "h"),
-    "hour": ("the unit of hours is h", 1, "h"),
-    "hours": ("the unit of hours is h", 1, "h"),
-    "day": ("the unit of days is d", 1, "d"),
-    "days": ("the unit of days is d", 1, "d"),
-}
-
-
-def _duration_hint(s: str) -> str:
-    """What is wrong with a duration, and the spelling that works."""
-    if s.startswith("-"):
-        return "a duration is not negative"
-    for number, unit in _OTHER_UNITS.findall(s):
-        if unit in _UNIT_MS:
-            continue
-        fix = _UNIT_FIXES.get(unit.lower())
-        if fix is not None:
-            value = Fraction(number) * fix[1]
-            shown = str(value.numerator) if value.denominator == 1 else f"{float(value):g}"
-            return f"{fix[0]}: use {shown}{fix[2]} (units: ms, s, m, h, d)"
-        if unit.lower() in ("mo", "mon", "month", "months", "y", "yr", "year", "years") or unit == "M":
-            return (
-                "months and years are not units (their length varies): use a cron schedule such as "
-                "--cron '0 0 1 * *' (the 1st of each month) (units: ms, s, m, h, d)"
-            )
-        return f"{unit!r} is not a unit: use ms, s, m, h or d (e.g. 1h30m)"
-    if " " in s:
-        return "write it without spaces, e.g. 1h30m"
-    return _DURATION_HINT
-
-
-def parse_duration(text: str, field: str = "duration") -> int:
-    """Parse "500ms", "10s", "5m", "1h", "2d", "1h30m" (or "0") into milliseconds.
-
-    Parts are a number (decimals allowed) and a unit among ms, s, m, h, d, written without spaces.
-    The total must be a whole number of milliseconds. Raises `InvalidArgument(field, ...)`.
-    """
-    s = text.strip()
-    if s == "0":
-        return 0
-    if not s:
-        raise InvalidArgument(field, f"empty duration: {_DURATION_HINT}")
-    total = Fraction(0)
-    pos = 0
-    while pos < len(s):
-        m = _DURATION_PART.match(s, pos)
-        if m is None:
-            raise InvalidArgument(field, f"invalid duration {text!r}: {_duration_hint(s)}")
-        total += Fraction(m.group(1)) * _UNIT_MS[m.group(2)]
-        pos = m.end()
-    if total.denominator != 1:
-        raise InvalidArgument(field, f"invalid duration {text!r}: finer than a millisecond")
-    return int(total)
-
-
-_INSTANT = re.compile(
-    r"(?P<y>\d{4})-(?P<mo>\d{2})-(?P<d>\d{2})[Tt ](?P<h>\d{2}):(?P<mi>\d{2}):(?P<s>\d{2})"
-    r"(?:\.(?P<frac>\d{1,9}))?"
-    r"(?P<off>[Zz]|[+-]\d{2}:\d{2})?"
-    r"(?:\[!?(?P<zone>[^\]\s]+)\])?"
-)
-_INSTANT_HINT = (
-    "expected RFC 3339 such as 2025-06-01T09:00:00Z, 2025-06-01T11:00:00+02:00"
-    " or 2025-06-01T11:00:00[Europe/Paris]"
-)
-
-
-def parse_instant(text: str, field: str = "instant") -> int:
-    """Parse an RFC 3339 instant into Unix milliseconds (POSIX time, fraction truncated to the ms).
-
-    Accepted: `2025-06-01T09:00:00Z`, `...+02:00`, `...-05:30`, fractional seconds, and an RFC 9557 zone
-    suffix `[Europe/Paris]`, either after an offset (which must then agree with the zone) or alone, in
-    which case the local time is read in that zone (a local time inside a DST gap is rejected; one in a
-    DST overlap is the earlier of the two instants). A time without offset or zone is naive and rejected.
-    A leap second (second 60) is read as the start of the next second, as POSIX time has no leap seconds.
-    """
-    m = _INSTANT.fullmatch(text.strip())
-    if m is None:
-        raise InvalidArgument(field, f"invalid instant {text!r}: {_INSTANT_HINT}")
-    off, zone_name = m.group("off"), m.group("zone")
-    if off is None and zone_name is None:
-        raise InvalidArgument(
-            field, f"naive time {text!r}: add Z, an offset such as +02:00, or a zone such as [Europe/Paris]"
-        )
-    second = int(m.group("s"))
-    leap = second == 60
-    frac = m.group("frac") or ""
-    try:
-        naive = datetime(
-            int(m.group("y")),
-            int(m.group("mo")),
-            int(m.group("d")),
-            int(m.group("h")),
-            int(m.group("mi")),
-            59 if leap else second,
-            0 if leap else int(frac[:6].ljust(6, "0")),
-        )
-    except ValueError as exc:
-        raise InvalidArgument(field, f"invalid instant {text!r}: {exc}") from None
-    zone = _zone(zone_name, field) if zone_name else None
-    if off is not None:
-        offset = _offset(off, text, field)
-        instant = naive.replace(tzinfo=UTC) - offset
-        if zone is not None:
-            zone_offset = instant.astimezone(zone).utcoffset()
-            if zone_offset != offset:
-                raise InvalidArgument(
-                    field, f"offset {off} in {text!r} does not match {zone_name} ({_fmt_offset(zone_offset)})"
-                )
-    else:
-        assert zone is not None
-        local = naive.replace(tzinfo=zone)
-        if local.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != naive:
-            raise InvalidArgument(field, f"{text!r} does not exist in {zone_name} (skipped by a DST change)")
-        instant = local.astimezone(UTC)
-    if leap:
-        instant += timedelta(seconds=1)
-    return (instant - _EPOCH) // _MS
-
-
-def _zone(name: str, field: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidArgument(field, f"unknown time zone {name!r}") from None
-
-
-def _offset(off: str, text: str, field: str) -> timedelta:
-    if off in ("Z", "z"):
-        return timedelta(0)
-    hours, minutes = int(off[1:3]), int(off[4:6])
-    if hours > 23 or minutes > 59:
-        raise InvalidArgument(field, f"invalid offset {off} in {text!r}")
-    delta = timedelta(hours=hours, minutes=minutes)
-    return -delta if off[0] == "-" else delta
-
-
-def _fmt_offset(delta: timedelta | None) -> str:
-    minutes = int((delta or timedelta(0)).total_seconds()) // 60
-    sign = "-" if minutes < 0 else "+"
-    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
-
 
 def instant_ms(value: Instant, field: str = "instant") -> int:
     """Unix milliseconds of an aware datetime, an RFC 3339 string or an int (already milliseconds)."""

@@ -44,14 +44,14 @@ computes the same instant (Temporal's rule), and a fire's identity `(task_id, no
 
 Determinism: raft/cron.py only steps through *naive* wall-clock time (no croniter: its DST history and
 its reading of `5-5` as `*` are semantics.md 4 and issue 12); every mapping between wall time and UTC is
-done here, by the small functions under "DST seam". Zones are read
-from the pinned `tzdata` package, never from the host's /usr/share/zoneinfo, so nodes with the same
-lockfile agree (`TZDATA_VERSION`).
+done here, by the small functions under "DST seam". Zones are read (`load_zone`, from
+`cronraft.timefmt`) from the pinned `tzdata` package, never from the host's /usr/share/zoneinfo, so
+nodes with the same lockfile agree (`TZDATA_VERSION`).
 
 Leap seconds: all times are POSIX time (a day is 86,400 s; a leap second repeats or smears a second of
 the clock but adds no instant), so cron and fixed_rate fires around one are neither lost nor doubled:
-there is nothing to do here. A leap second written as `:60` in `parse_instant` (an `at`, a window bound)
-is read as the next second's `:00`.
+there is nothing to do here. A leap second written as `:60` in an instant (`cronraft.timefmt`, where the
+text forms of durations, instants and the pinned zones live) is read as the next second's `:00`.
 """
 
 from __future__ import annotations
@@ -59,15 +59,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib
-import importlib.resources
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
-from zoneinfo import ZoneInfo
 
 from cronraft.errors import InvalidArgument
 from cronraft.proto.v1 import common_pb2
 from cronraft.raft import cron
+from cronraft.timefmt import load_zone
 
 __all__ = [
     "MAX_INSTANT_MS",
@@ -82,8 +80,6 @@ __all__ = [
     "load_zone",
     "next_fire",
     "next_fixed_delay",
-    "parse_duration",
-    "parse_instant",
     "validate_schedule",
 ]
 
@@ -95,8 +91,6 @@ MAX_INSTANT_MS = 253_402_300_799_999
 TZDATA_VERSION: str = importlib.import_module("tzdata").IANA_VERSION
 
 _EPOCH_NAIVE = datetime(1970, 1, 1)  # wall-clock arithmetic is naive on purpose
-_ZONE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+\-]*(?:/[A-Za-z0-9_+\-]+)*")
-_UTC_NAMES = frozenset({"", "UTC", "Etc/UTC"})
 _KINDS = "exactly one of cron, at, fixed_rate, fixed_delay must be set"
 _GAP_POLICIES = frozenset(common_pb2.DstGapPolicy.values())
 _FOLD_POLICIES = frozenset(common_pb2.DstFoldPolicy.values())
@@ -391,19 +385,13 @@ def _next_wall(template: _CronTemplate, wall_s: int) -> int | None:
     return template.expression.next_after(wall_s)
 
 
-def load_zone(name: str) -> tzinfo:
-    """The zone schedules use for `name` (UTC for ''), from the pinned tzdata package. ValueError when
-    unknown. Use it wherever a time is shown in a task's zone, so the display agrees with the fires."""
-    return _zone(name)
-
-
 def _cron_parts(cron: common_pb2.CronSchedule, field: str) -> tuple[_CronTemplate, tzinfo]:
     try:
         template = _compile(cron.expression)
     except ValueError as exc:
         raise InvalidArgument(f"{field}.expression", str(exc)) from None
     try:
-        zone = _zone(cron.time_zone)
+        zone = load_zone(cron.time_zone)
     except ValueError as exc:
         raise InvalidArgument(f"{field}.time_zone", str(exc)) from None
     return template, zone
@@ -414,26 +402,6 @@ def _compile(expression: str) -> _CronTemplate:
     """Parse a 5-field or 6-field (seconds first) expression or a macro; ValueError says what is wrong."""
     parsed = cron.parse(expression)
     return _CronTemplate(parsed, parsed.elapsed)
-
-
-@functools.lru_cache(maxsize=4096)
-def _zone(name: str) -> tzinfo:
-    """The IANA zone `name` from the pinned tzdata package; UTC for ''. ValueError when unknown."""
-    if name in _UTC_NAMES:
-        return UTC
-    if not _ZONE_NAME.fullmatch(name) or name not in _known_zones():
-        raise ValueError(f"unknown time zone {name!r}; use an IANA name such as 'Europe/Paris'")
-    resource = importlib.resources.files("tzdata").joinpath("zoneinfo")
-    for part in name.split("/"):
-        resource = resource.joinpath(part)
-    with resource.open("rb") as data:
-        return ZoneInfo.from_file(data, key=name)
-
-
-@functools.cache
-def _known_zones() -> frozenset[str]:
-    listing = importlib.resources.files("tzdata").joinpath("zones").read_text(encoding="utf-8")
-    return frozenset(line.strip() for line in listing.splitlines() if line.strip())
 
 
 def _cron_next_s(template: _CronTemplate, zone: tzinfo, after: int, policy: _DstPolicy) -> int | None:
@@ -521,108 +489,3 @@ def _transition_after(zone: tzinfo, low: int, high: int) -> int:
         else:
             high = middle
     return high
-
-
-# ---------------------------------------------------------------------------------------------------
-# Text forms shared with the CLI: durations and instants
-
-_DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d)")
-_UNIT_MS = {"d": 86_400_000, "h": 3_600_000, "m": 60_000, "s": 1_000, "ms": 1}
-_UNIT_ORDER = ("d", "h", "m", "s", "ms")
-_INT64_MAX = 2**63 - 1
-
-
-def parse_duration(text: str, *, field: str) -> int:
-    """Milliseconds of a duration such as "500ms", "10s", "5m", "1h", "2d" or "1h30m" (whole numbers,
-    units from largest to smallest, each at most once)."""
-    hint = "use whole numbers with units d, h, m, s, ms from largest to smallest, e.g. '90s' or '1h30m'"
-    if not text:
-        raise InvalidArgument(field, f"must not be empty; {hint}")
-    if text.startswith("-"):
-        raise InvalidArgument(field, f"must not be negative, got {text!r}")
-    total, position, last_rank = 0, 0, -1
-    while position < len(text):
-        part = _DURATION_PART.match(text, position)
-        if part is None:
-            raise InvalidArgument(field, f"{text!r} is not a duration; {hint}")
-        rank = _UNIT_ORDER.index(part.group(2))
-        if rank <= last_rank:
-            raise InvalidArgument(field, f"{text!r} is not a duration; {hint}")
-        total += int(part.group(1)) * _UNIT_MS[part.group(2)]
-        position, last_rank = part.end(), rank
-    if total > _INT64_MAX:
-        raise InvalidArgument(field, f"{text!r} is too long")
-    return total
-
-
-_INSTANT = re.compile(
-    r"(?P<date>\d{4}-\d{2}-\d{2})[Tt ](?P<hour>\d{2}):(?P<minute>\d{2})"
-    r"(?::(?P<second>\d{2})(?:\.(?P<fraction>\d{1,9}))?)?"
-    r"(?P<offset>[Zz]|[+-]\d{2}:\d{2})?"
-    r"(?:\[!?(?P<zone>[^\]]+)\])?"
-)
-
-
-def parse_instant(text: str, *, field: str) -> int:
-    """Unix milliseconds of an RFC 3339 time with 'Z' or an offset ("2026-12-01T09:00:00+01:00"), or
-    with a bracketed IANA zone instead ("2026-12-01T09:00:00[Europe/Paris]", RFC 9557). With both, they
-    must agree. Seconds are optional; digits below the millisecond are dropped. A leap second (":60")
-    reads as the next second's ":00" (POSIX time has no leap seconds). A zoned wall time that occurs twice
-    (fall back) reads as the first occurrence; one that does not exist (spring forward) is rejected.
-    """
-    match = _INSTANT.fullmatch(text.strip())
-    if match is None:
-        raise InvalidArgument(field, f"{text!r} is not a time; use RFC 3339, e.g. '2026-12-01T09:00:00Z'")
-    offset, zone_name = match["offset"], match["zone"]
-    if offset is None and zone_name is None:
-        raise InvalidArgument(
-            field,
-            f"{text!r} has no time zone; add 'Z', an offset such as '+01:00'"
-            " or a zone such as '[Europe/Paris]'",
-        )
-    second = int(match["second"] or 0)
-    leap = second == 60
-    try:
-        wall = datetime.fromisoformat(
-            f"{match['date']}T{match['hour']}:{match['minute']}:{59 if leap else second:02d}"
-        )
-    except ValueError as exc:
-        raise InvalidArgument(field, f"{text!r} is not a valid date or time ({exc})") from None
-    millis = 1000 if leap else int((match["fraction"] or "0").ljust(3, "0")[:3])
-    wall_ms = int((wall - _EPOCH_NAIVE) / timedelta(milliseconds=1)) + millis
-
-    zone_offset_ms: int | None = None
-    repeat_offset_ms: int | None = None
-    if zone_name is not None:
-        try:
-            zone = _zone(zone_name)
-        except ValueError as exc:
-            raise InvalidArgument(field, str(exc)) from None
-        first, repeat, in_gap = _instants_of(zone, wall_ms // 1000)
-        if in_gap:
-            raise InvalidArgument(
-                field, f"{text!r} does not exist in {zone_name} (skipped by a daylight-saving change)"
-            )
-        zone_offset_ms = (wall_ms // 1000 - first) * 1000
-        repeat_offset_ms = None if repeat is None else (wall_ms // 1000 - repeat) * 1000
-    if offset is not None:
-        offset_ms = _parse_offset_ms(offset, text, field)
-        if zone_offset_ms is not None and offset_ms not in (zone_offset_ms, repeat_offset_ms):
-            raise InvalidArgument(field, f"{text!r}: the offset does not match {zone_name} at that time")
-    else:
-        assert zone_offset_ms is not None
-        offset_ms = zone_offset_ms
-    instant = wall_ms - offset_ms
-    if instant < 0:
-        raise InvalidArgument(field, f"{text!r} is before 1970-01-01T00:00:00Z")
-    return instant
-
-
-def _parse_offset_ms(offset: str, text: str, field: str) -> int:
-    if offset in ("Z", "z"):
-        return 0
-    hours, minutes = int(offset[1:3]), int(offset[4:6])
-    if hours > 23 or minutes > 59:
-        raise InvalidArgument(field, f"{text!r} has an invalid offset {offset!r}")
-    sign = -1 if offset[0] == "-" else 1
-    return sign * (hours * 3600 + minutes * 60) * 1000

@@ -15,7 +15,8 @@ from cronraft.errors import InvalidArgument
 from cronraft.proto.v1 import common_pb2 as pb
 from cronraft.raft import cron
 from cronraft.raft.preview import preview
-from cronraft.raft.schedule import load_zone, parse_instant, validate_schedule
+from cronraft.raft.schedule import load_zone, validate_schedule
+from cronraft.timefmt import parse_instant
 
 _EPOCH = datetime(1970, 1, 1)
 

@@ -25,9 +25,10 @@ from cronraft.errors import InvalidArgument
 from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft.codec import encode_batch, make_id
 from cronraft.raft.kv import MemKV
-from cronraft.raft.schedule import next_fire, parse_duration, parse_instant, validate_schedule
+from cronraft.raft.schedule import next_fire, validate_schedule
 from cronraft.raft.state import StateMachine
 from cronraft.raft.validate import validate_spec
+from cronraft.timefmt import parse_duration, parse_instant
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 CRON_ALPHABET = "0123456789*/,-?LW# abcdefghijklmnopqrstuvwxyzJANFEBMONSUN@"

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from cronraft.client import preview_cli
 from cronraft.proto.v1 import common_pb2 as pb
 from cronraft.raft.preview import format_duration, preview, rfc3339
-from cronraft.raft.schedule import first_fire, jitter_offset_ms, load_zone, next_fire, parse_instant
+from cronraft.raft.schedule import first_fire, jitter_offset_ms, load_zone, next_fire
+from cronraft.timefmt import parse_instant
 
 
 def ms(text: str) -> int:

@@ -21,10 +21,9 @@ from cronraft.raft.schedule import (
     load_zone,
     next_fire,
     next_fixed_delay,
-    parse_duration,
-    parse_instant,
     validate_schedule,
 )
+from cronraft.timefmt import parse_instant
 
 JITTER_PIN_A, JITTER_PIN_B, JITTER_PIN_C = 7_269, 75_681_014, 740
 
@@ -591,66 +590,7 @@ def test_valid_schedules_pass(schedule: pb.Schedule) -> None:
     validate_schedule(schedule, now_ms=ms("2026-01-01T00:00:00Z"))
 
 
-# --- parse_duration / parse_instant ----------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("500ms", 500),
-        ("10s", 10_000),
-        ("5m", 300_000),
-        ("1h", 3_600_000),
-        ("2d", 172_800_000),
-        ("1h30m", 5_400_000),
-    ],
-)
-def test_parse_duration(text: str, expected: int) -> None:
-    assert parse_duration(text, field="--every") == expected
-
-
-@pytest.mark.parametrize("text", ["", "10", "1.5h", "-5s", "5 m", "30m1h", "1m1m", "5x", "h", "10us"])
-def test_parse_duration_rejects(text: str) -> None:
-    with pytest.raises(InvalidArgument) as info:
-        parse_duration(text, field="--every")
-    assert info.value.field == "--every"
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("2026-12-01T09:00:00+01:00", ms("2026-12-01T08:00:00Z")),
-        ("2026-12-01T09:00:00[Europe/Paris]", ms("2026-12-01T08:00:00Z")),
-        ("2026-12-01T09:00:00+01:00[Europe/Paris]", ms("2026-12-01T08:00:00Z")),
-        ("2026-12-01T09:00:00.123456z", 1_796_115_600_123),
-        ("2026-12-01T09:00Z", 1_796_115_600_000),
-        ("2016-12-31T23:59:60Z", ms("2017-01-01T00:00:00Z")),  # leap second: next second's :00
-        ("2026-10-25T02:30:00[Europe/Paris]", ms("2026-10-25T00:30:00Z")),  # fold: first occurrence
-        ("2026-10-25T02:30:00+01:00[Europe/Paris]", ms("2026-10-25T01:30:00Z")),  # offset picks the repeat
-    ],
-)
-def test_parse_instant(text: str, expected: int) -> None:
-    assert parse_instant(text, field="--at") == expected
-
-
-@pytest.mark.parametrize(
-    ("text", "problem"),
-    [
-        ("2026-12-01T09:00:00", "has no time zone"),
-        ("tomorrow", "is not a time"),
-        ("2026-02-30T00:00:00Z", "not a valid date"),
-        ("2026-03-29T02:30:00[Europe/Paris]", "does not exist in Europe/Paris"),
-        ("2026-12-01T09:00:00+02:00[Europe/Paris]", "offset does not match"),
-        ("2026-12-01T09:00:00[Mars/Base]", "unknown time zone"),
-        ("2026-12-01T09:00:00+24:00", "invalid offset"),
-        ("1969-12-31T23:59:59Z", "before 1970"),
-    ],
-)
-def test_parse_instant_rejects(text: str, problem: str) -> None:
-    with pytest.raises(InvalidArgument) as info:
-        parse_instant(text, field="--at")
-    assert info.value.field == "--at"
-    assert problem in info.value.problem
+# The text forms of durations and instants are tested in test_timefmt.py.
 
 
 # --- properties --------------------------------------------------------------------------------------
