@@ -40,10 +40,11 @@ def weekend(name: str, include: str = "") -> common_pb2.Calendar:
     return cal
 
 
-def create_within_a_second(client: Client, name: str) -> common_pb2.Task:
-    start = time.monotonic()
+def create_goes_through(client: Client, name: str) -> common_pb2.Task:
+    """A write after the poison commits and is read back (a stuck log answers it with a timeout instead,
+    the client's deadline: the outcome is asserted, not how long it took)."""
     task = client.create_task(name, at(int(time.time() * 1000) + HOUR_MS), command("true"))
-    assert time.monotonic() - start < 1.0
+    assert client.get_task(task.task_id).spec.name == name
     return task
 
 
@@ -78,7 +79,7 @@ def test_a_thousand_calendar_include_chain_is_refused_and_the_node_keeps_writing
         )
         assert {e.field for _, e in refusals[1:]} == {"calendar.include[0]"}
         assert client.get_calendar(f"c{MAX_INCLUDE_DEPTH}").include == [f"c{MAX_INCLUDE_DEPTH - 1}"]
-        create_within_a_second(client, "after-the-chain")
+        create_goes_through(client, "after-the-chain")
 
 
 def test_a_handler_exception_is_recorded_on_every_replica_and_the_log_moves_on(
@@ -110,7 +111,7 @@ def test_a_handler_exception_is_recorded_on_every_replica_and_the_log_moves_on(
                 poison.result()
             assert [f.result().name for f in fine] == [f"fine-{i}" for i in range(4)]
             assert len({t.result().task_id for t in tasks}) == 8
-        create_within_a_second(client, "after-the-poison")
+        create_goes_through(client, "after-the-poison")
         assert sorted(c.name for c in client.list_calendars()) == [f"fine-{i}" for i in range(4)]
     cluster.wait_converged()
     cluster.stop()
@@ -122,7 +123,7 @@ def test_a_handler_exception_is_recorded_on_every_replica_and_the_log_moves_on(
     shutil.rmtree(cluster.root / "node3" / "state")
     cluster.start()
     with Client(cluster.servers, timeout_s=10) as client:
-        create_within_a_second(client, "after-the-replay")
+        create_goes_through(client, "after-the-replay")
     wait_for(
         lambda: (
             len({n.status().applied_index for n in cluster.nodes}) == 1
