@@ -15,10 +15,10 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 from cronraft import errors
-from cronraft.daemon.runner import new_id
+from cronraft.daemon.leader_runner import new_id
 from cronraft.proto.v1 import commands_pb2, common_pb2, scheduler_pb2
 from cronraft.raft import quota
-from cronraft.raft.handlers import MAX_IMPORT_BATCH
+from cronraft.raft.commands import MAX_IMPORT_BATCH
 
 if TYPE_CHECKING:
     from cronraft.daemon.node import Node

@@ -4,7 +4,9 @@ Pure and deterministic like the rest of the state machine: it reads the store th
 comes from the command being applied. It owns
 - planning: the next nominal time of a task and the instant it is due (jitter, calendar skip or roll);
 - misfire: what a fire committed late does (skip / fire_once / fire_all within the catch-up window);
-- overlap: what a fire does while an earlier execution of the task is pending, buffered or running;
+- overlap: what a fire does while an earlier execution of the task is pending, buffered or running, as
+  decided by the pure `raft.overlap.decide_overlap` (beside `decide_misfire` here; carried out by
+  `raft.commands.fires.start_execution`);
 - the fire ledger: one record per nominal time, with its outcome and reason (bounded per task).
 """
 
@@ -36,7 +38,6 @@ LEDGER_PRUNE_BATCH = 64
 # Bounds on walks over nominal times inside one apply (calendar skips, missed times recorded).
 MAX_WALK = 10_000
 MAX_RECORDS_PER_COMMAND = 100
-MAX_BUFFERED = 1_000
 # Fire ahead: the longest a Fire or Grant may commit before the instant its execution is due to start
 # (`fire_lead_ms` of an ordinary second, or the staging lead of a burst: daemon.staging). Bounded so
 # that a leader cannot commit far ahead (a change to the task after the commit no longer affects that

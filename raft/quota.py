@@ -23,7 +23,7 @@ from __future__ import annotations
 from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft.codec import from_u64, id_bytes, u64
 from cronraft.raft.kv import Txn
-from cronraft.raft.records import Rejected
+from cronraft.raft.rejection import Code, Rejected
 
 Limits = commands_pb2.Limits
 
@@ -37,7 +37,7 @@ class QuotaExceeded(Rejected):
     grpc_code = "RESOURCE_EXHAUSTED"
 
     def __init__(self, message: str) -> None:
-        super().__init__("resource_exhausted", message)
+        super().__init__(Code.RESOURCE_EXHAUSTED, message)
 
 
 def _exceeded(key: str, situation: str, limit: int, remedy: str) -> QuotaExceeded:

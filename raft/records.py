@@ -3,25 +3,17 @@ task's or an execution's indexes in step with it. Used by the state machine's ha
 
 from __future__ import annotations
 
-from cronraft.errors import CronraftError
 from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft.codec import id_text, token_tuple, u64
 from cronraft.raft.firing import calendar_key, due_of
 from cronraft.raft.kv import Txn
+from cronraft.raft.rejection import Code, Rejected
 
 Task = common_pb2.Task
 Execution = common_pb2.Execution
 
 META_LAST_APPLIED = b"last_applied"
 META_EPOCH = b"epoch"
-
-
-class Rejected(CronraftError):
-    """A command that is well-formed but not applicable to the current state (answered, not applied)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def due_key(due_ms: int, task16: bytes) -> bytes:
@@ -70,7 +62,7 @@ def priority_rank(p: int) -> int:
 def get_task(txn: Txn, task16: bytes) -> Task:
     raw = txn.get("tasks", task16)
     if raw is None:
-        raise Rejected("not_found", f"task {id_text(task16)} not found")
+        raise Rejected(Code.NOT_FOUND, f"task {id_text(task16)} not found")
     t = Task()
     t.ParseFromString(raw)
     return t
@@ -79,7 +71,7 @@ def get_task(txn: Txn, task16: bytes) -> Task:
 def get_execution(txn: Txn, exec16: bytes) -> Execution:
     raw = txn.get("execs", exec16)
     if raw is None:
-        raise Rejected("not_found", f"execution {id_text(exec16)} not found")
+        raise Rejected(Code.NOT_FOUND, f"execution {id_text(exec16)} not found")
     e = Execution()
     e.ParseFromString(raw)
     return e
@@ -90,7 +82,7 @@ def get_current(txn: Txn, exec16: bytes, token: common_pb2.FencingToken) -> Exec
     ex = get_execution(txn, exec16)
     if ex.state != common_pb2.EXECUTION_RUNNING or token_tuple(token) != token_tuple(ex.token):
         raise Rejected(
-            "stale_token",
+            Code.STALE_TOKEN,
             f"token {token_tuple(token)} is not the current lease of execution {ex.execution_id} "
             f"(current {token_tuple(ex.token)}, state {common_pb2.ExecutionState.Name(ex.state)})",
         )

@@ -34,7 +34,8 @@ from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft import audit_trail, firing, output, quota, retry
 from cronraft.raft.codec import from_u64, id_bytes, u64
 from cronraft.raft.kv import Txn
-from cronraft.raft.records import Rejected, fire_key, get_task, pending_key, remove_task
+from cronraft.raft.records import fire_key, get_task, pending_key, remove_task
+from cronraft.raft.rejection import Code, Rejected
 
 Task = common_pb2.Task
 Execution = common_pb2.Execution
@@ -199,7 +200,7 @@ def delete_task(
         e = running[0]
         more = f" (and {len(running) - 1} more)" if len(running) > 1 else ""
         raise Rejected(
-            "running",
+            Code.RUNNING,
             f"task {task_id} has a running execution {e.execution_id} (attempt {e.attempt} on worker "
             f"{e.worker_id or '?'}){more}: cancel it first (schedctl execution cancel {e.execution_id}) "
             "and delete once it ended, or delete with force, which terminates it",

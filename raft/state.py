@@ -14,7 +14,8 @@ Rules enforced here rather than on the leader, because only the log order is aut
   retrying an "outcome unknown" proposal safe.
 
 Apply is total: every command ends in a recorded `CommandResult`, the same on every replica, and the
-log moves on. A `Rejected` or `InvalidArgument` is answered with its code. Any other exception a handler
+log moves on. A `Rejected` or `InvalidArgument` is answered with its `Rejection` (raft.rejection): its code
+and text. The handlers are `raft.commands.HANDLERS`, one per command kind. Any other exception a handler
 raises is a function of (state, command) as well, so it is recorded as `error_code="internal"` with its
 type and message, and the command leaves no write behind while the other commands of its entry keep
 theirs (the entry is applied again with a savepoint per command: `StateMachine.apply_entry`). Only
@@ -40,11 +41,10 @@ from cronraft.raft.codec import (
     message_field,
     u64,
 )
-from cronraft.raft.handlers import DEFAULT_MAX_ATTEMPTS, HANDLERS, Ctx
+from cronraft.raft.commands import DEFAULT_MAX_ATTEMPTS, HANDLERS, Ctx
 from cronraft.raft.kv import KV, Txn
 from cronraft.raft.records import (
     META_LAST_APPLIED,
-    Rejected,
     due_key,
     fire_key,
     get_execution,
@@ -52,6 +52,7 @@ from cronraft.raft.records import (
     read_epoch,
     tag_key,
 )
+from cronraft.raft.rejection import Code, Rejected, Rejection, invalid_argument
 from cronraft.raft.validate import stored_namespace
 
 Task = common_pb2.Task
@@ -335,7 +336,7 @@ def internal_error(exc: BaseException) -> CommandResult:
     text = f"{type(exc).__name__}: {exc}"
     if len(text) > MAX_INTERNAL_ERROR:
         text = text[: MAX_INTERNAL_ERROR - 3] + "..."
-    return CommandResult(applied=False, error_code="internal", error=text)
+    return Rejection(Code.INTERNAL, text).result()
 
 
 class _Unguarded(Exception):
@@ -406,7 +407,7 @@ class StateMachine:
                 batch = decode_batch(payload)
             except CodecError as e:
                 # Deterministic on every node: the entry is recorded as applied with no effect.
-                failed = CommandResult(applied=False, error_code="codec", error=str(e))
+                failed = Rejection(Code.CODEC, str(e)).result()
                 parts.append(message_field(1, failed.SerializeToString()))
             else:
                 for i, cmd in enumerate(batch.commands):
@@ -465,7 +466,7 @@ class StateMachine:
         sp = txn.savepoint() if guarded else None
         try:
             if handler is None:
-                raise Rejected("unknown_command", f"unknown command {kind!r}")
+                raise Rejected(Code.UNKNOWN_COMMAND, f"unknown command {kind!r}")
             if self._fault is not None:
                 self._fault(cmd)
             ctx = Ctx(txn if sp is None else sp, index, position, cmd.stamped_at_ms, res, events=events)
@@ -473,9 +474,9 @@ class StateMachine:
                 ctx.limits = cmd.limits
             handler(ctx, cmd)
         except Rejected as r:
-            res = CommandResult(applied=False, error_code=r.code, error=str(r))
+            res = r.rejection.result()
         except InvalidArgument as e:
-            res = CommandResult(applied=False, error_code="invalid_argument", error=str(e))
+            res = invalid_argument(e).result()
         except Exception as e:
             if sp is not None:
                 sp.rollback()

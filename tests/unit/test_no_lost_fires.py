@@ -34,7 +34,7 @@ from cronraft.daemon.leader import CONFIRM_AHEAD_MS, CONFIRM_MARGIN_MS, LeaderCo
 from cronraft.proto.v1 import commands_pb2, common_pb2, worker_pb2
 from cronraft.raft import state as sm
 from cronraft.raft.codec import make_id
-from cronraft.raft.handlers import MAX_REGRANTS
+from cronraft.raft.commands import MAX_REGRANTS
 
 PY = sys.executable
 GUARANTEES = [common_pb2.AT_MOST_ONCE, common_pb2.AT_LEAST_ONCE, common_pb2.EXACTLY_ONCE]

@@ -21,7 +21,7 @@ from cronraft.errors import StorageError
 from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft import state as sm
 from cronraft.raft.codec import encode_batch, id_bytes, make_id
-from cronraft.raft.handlers import HANDLERS, Ctx
+from cronraft.raft.commands import HANDLERS, Ctx
 from cronraft.raft.kv import DATABASES, KV, MemKV
 from cronraft.raft.state import StateMachine
 from cronraft.raft.store import LmdbKV

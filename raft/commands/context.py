@@ -1,0 +1,93 @@
+"""What every command handler works with: the apply context `Ctx`, and helpers shared by the subjects.
+
+A handler is `handler(ctx, cmd)`: it reads and writes the store through `ctx.txn` (the entry's write
+transaction, or a savepoint of it), fills `ctx.result`, and refuses by raising `Rejected` (raft.rejection)
+or `InvalidArgument` before its first write. Time and ids come from the command (`ctx.now`) or are derived
+from the log position (`ctx.new_id`); nothing here reads a clock or a random source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from cronraft.proto.v1 import commands_pb2, common_pb2
+from cronraft.raft import firing, schedule
+from cronraft.raft.codec import id_bytes
+from cronraft.raft.kv import Txn
+from cronraft.raft.validate import stored_namespace
+
+Task = common_pb2.Task
+Execution = common_pb2.Execution
+CommandResult = commands_pb2.CommandResult
+
+
+@dataclass
+class Ctx:
+    txn: Txn
+    index: int
+    position: int
+    now: int
+    result: CommandResult
+    _ids: int = 0
+    # Audit events of this command (raft.audit), or None when nobody collects them (one branch each).
+    events: list[dict[str, Any]] | None = None
+    # The quotas the proposing leader stamped into the command (raft.quota), or None: no quota.
+    limits: commands_pb2.Limits | None = None
+
+    def new_id(self) -> str:
+        self._ids += 1
+        return firing.derived_id(self.now, self.index, self.position, self._ids)
+
+    def audit(self, kind: str, **fields: Any) -> None:
+        # Call sites test `ctx.events is not None` first, so that a run without audit builds no fields.
+        if self.events is not None:
+            self.events.append({"ev": "apply", "kind": kind, "index": self.index, **fields})
+
+
+def token_text(t: common_pb2.FencingToken) -> str:
+    """A fencing token as audit events write it: "term.index"."""
+    return f"{t.term}.{t.index}"
+
+
+def task_of(ctx: Ctx, ex: Execution) -> Task:
+    """The task of `ex` (an empty one if it was deleted meanwhile)."""
+    raw = ctx.txn.get("tasks", id_bytes(ex.task_id))
+    task = Task()
+    if raw is not None:
+        task.ParseFromString(raw)
+    return task
+
+
+def in_namespace(namespace: str) -> str:
+    """The words " in namespace NS" for messages about a namespace other than the default one; none for
+    it, so that its messages read as before namespaces (results are stored for dedup)."""
+    return f" in namespace {namespace}" if stored_namespace(namespace) else ""
+
+
+def max_runs_reached(task: Task) -> bool:
+    m = task.spec.schedule.max_runs
+    return bool(m) and task.fire_count >= m
+
+
+def plan_fixed_delay(ctx: Ctx, task: Task, finished_at: int) -> None:
+    """Plan a fixed-delay task's next run, `finished_at` + its delay."""
+    nxt = schedule.next_fixed_delay(task.spec.schedule, finished_at)
+    firing.set_plan(task, firing.plan_from(ctx.txn, task, nxt, ctx.now), max_runs_reached(task))
+
+
+Handler = Callable[[Ctx, commands_pb2.Command], None]
+
+__all__ = [
+    "CommandResult",
+    "Ctx",
+    "Execution",
+    "Handler",
+    "Task",
+    "in_namespace",
+    "max_runs_reached",
+    "plan_fixed_delay",
+    "task_of",
+    "token_text",
+]

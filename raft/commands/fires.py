@@ -1,0 +1,299 @@
+"""Fire commands: Fire (the leader's, at a task's nominal time), TriggerTask and BackfillTask (a client's).
+
+A fire `(task_id, nominal)` commits at most once (I3): Fire must name the task's current `next_fire_ms`.
+Misfire (firing.decide_misfire) decides which late nominal times still fire; overlap
+(overlap.decide_overlap) decides what the new execution does beside the active ones; `start_execution`
+carries both out and records the outcome in the fire ledger.
+"""
+
+from __future__ import annotations
+
+from cronraft.proto.v1 import commands_pb2, common_pb2
+from cronraft.raft import firing, quota, retention, schedule
+from cronraft.raft.codec import id_bytes
+from cronraft.raft.commands.context import Ctx, Execution, Task, max_runs_reached, plan_fixed_delay
+from cronraft.raft.commands.executions import finish, request_cancel, terminate
+from cronraft.raft.overlap import decide_overlap, superseded_order
+from cronraft.raft.records import fire_key, get_task, pending_key, put_task
+from cronraft.raft.rejection import Code, Rejected, Rejection
+
+MAX_BACKFILL = 1_000
+
+
+def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
+    f = cmd.fire
+    txn = ctx.txn
+    task16 = id_bytes(f.task_id, field="task_id")
+    exec16 = id_bytes(f.execution_id, field="execution_id")
+    old = get_task(txn, task16)
+    if old.state != common_pb2.TASK_SCHEDULED:
+        raise Rejected(Code.INVALID_STATE, f"task {f.task_id} is not scheduled")
+    if f.nominal_time_ms != old.next_fire_ms:
+        # Already fired (a retried or duplicated proposal) or rescheduled meanwhile: I3.
+        raise Rejected(Code.NOT_DUE, f"task {f.task_id} is not due at {f.nominal_time_ms}")
+    if txn.get("fires", fire_key(task16, f.nominal_time_ms)) is not None:
+        raise Rejected(Code.ALREADY_FIRED, f"task {f.task_id} already fired at {f.nominal_time_ms}")
+    if txn.get("execs", exec16) is not None:
+        raise Rejected(Code.ALREADY_EXISTS, f"execution {f.execution_id} already exists")
+    if ctx.now + firing.fire_lead(old, f.lead_ms) < firing.due_of(old):
+        raise Rejected(Code.NOT_DUE, f"task {f.task_id} is due at {firing.due_of(old)}, not yet at {ctx.now}")
+
+    task = Task()
+    task.CopyFrom(old)
+    task.version = ctx.index
+    task.updated_at_ms = ctx.now
+    sched = task.spec.schedule
+    decision = firing.decide_misfire(old, f.nominal_time_ms, ctx.now)
+    policy = (
+        common_pb2.MisfirePolicy.Name(task.spec.misfire or common_pb2.MISFIRE_FIRE_ALL).lower()
+        if decision.missed
+        else ""
+    )
+    for i, missed in enumerate(decision.missed):
+        more = (
+            f" (and {decision.missed_more} more)"
+            if decision.missed_more and i == len(decision.missed) - 1
+            else ""
+        )
+        firing.record(
+            txn,
+            task16,
+            missed,
+            common_pb2.MISSED_DOWNTIME,
+            ctx.now,
+            reason=f"not fired in time; {policy}{more}",
+        )
+        ctx.result.missed.append(
+            common_pb2.FireRecord(
+                task_id=f.task_id, nominal_time_ms=missed, outcome=common_pb2.MISSED_DOWNTIME
+            )
+        )
+    due = firing.due_of(old)
+    if decision.fire_nominal is not None:
+        nominal = decision.fire_nominal
+        outcome = common_pb2.FIRED
+        reason = ""
+        if nominal == f.nominal_time_ms and sched.calendars and due != nominal:
+            outcome, reason = common_pb2.ROLLED, "rolled by calendar"
+        elif sched.WhichOneof("kind") == "cron" and schedule.dst_shifted(sched, nominal):
+            outcome, reason = common_pb2.DST_SHIFTED, "moved out of a DST gap"
+        if decision.catchup:
+            reason = (reason + "; " if reason else "") + "catch-up after a misfire"
+        task.catchup_fired = old.catchup_fired + 1 if decision.catchup else 0
+        start_execution(
+            ctx,
+            task,
+            nominal,
+            f.execution_id,
+            outcome=outcome,
+            reason=reason,
+            due_ms=due,
+            # Fired ahead: nobody starts it before its due time.
+            not_before_ms=due if due > ctx.now else 0,
+        )
+    if sched.WhichOneof("kind") == "fixed_delay":
+        # The next run is planned when this one ends (finish); nothing is due meanwhile.
+        task.next_fire_ms = task.next_due_ms = 0
+        if decision.fire_nominal is None or not ctx.result.HasField("execution"):
+            plan_fixed_delay(ctx, task, ctx.now)
+    else:
+        nxt = schedule.next_fire(sched, decision.resume_after)
+        plan = firing.plan_from(txn, task, nxt, ctx.now, not_before_ms=due)
+        firing.set_plan(task, plan, max_runs_reached(task))
+        if task.state == common_pb2.TASK_COMPLETED:
+            _record_window_end(ctx, task16, task, decision.resume_after)
+    put_task(txn, task16, task, old=old)
+    ctx.result.task.CopyFrom(task)
+
+
+def _record_window_end(ctx: Ctx, task16: bytes, task: Task, after: int) -> None:
+    """The task completed because its window or run budget ended: the first nominal time it would
+    have had next is recorded as outside_window, so `explain` says why it stopped."""
+    sched = task.spec.schedule
+    if sched.WhichOneof("kind") not in ("cron", "fixed_rate"):
+        return
+    unbounded = common_pb2.Schedule()
+    unbounded.CopyFrom(sched)
+    unbounded.end_at_ms = 0
+    unbounded.max_runs = 0
+    nxt = schedule.next_fire(unbounded, after)
+    if nxt is None:
+        return
+    if sched.max_runs and task.fire_count >= sched.max_runs:
+        why = f"max_runs {sched.max_runs} reached"
+    else:
+        why = f"after end_at {sched.end_at_ms}"
+    firing.record(ctx.txn, task16, nxt, common_pb2.OUTSIDE_WINDOW, ctx.now, reason=why)
+
+
+def start_execution(
+    ctx: Ctx,
+    task: Task,
+    nominal: int,
+    execution_id: str,
+    *,
+    outcome: int,
+    reason: str = "",
+    due_ms: int = 0,
+    manual: bool = False,
+    force_buffer: bool = False,
+    not_before_ms: int = 0,
+) -> Execution | None:
+    """Create the execution of one fire, as the task's overlap policy says; record the outcome."""
+    txn = ctx.txn
+    task16 = id_bytes(task.task_id)
+    exec16 = id_bytes(execution_id, field="execution_id")
+    refusal = quota.execution_refusal(txn, ctx.limits, task)
+    if refusal is not None:
+        # A scheduled fire over a quota creates no execution and the schedule goes on (a client's
+        # trigger or backfill is refused before it gets here).
+        firing.record(txn, task16, nominal, common_pb2.SKIPPED_LIMIT, ctx.now, reason=str(refusal)[:500])
+        return None
+    policy = task.spec.overlap or common_pb2.OVERLAP_ALLOW_ALL
+    # Only the other policies look at the active executions: allow_all (the default) skips the scan.
+    active = firing.active_executions(txn, task16) if policy != common_pb2.OVERLAP_ALLOW_ALL else []
+    decision = decide_overlap(policy, active, force_buffer=force_buffer)
+    if decision.state is None:
+        firing.record(txn, task16, nominal, decision.outcome, ctx.now, reason=decision.reason)
+        return None
+    if decision.supersede:
+        # Ask the running ones to stop; waiting ones are superseded (the new one waits its turn).
+        for e in superseded_order(active):
+            if e.state == common_pb2.EXECUTION_RUNNING:
+                request_cancel(ctx, e, "cancelled by a newer fire (overlap cancel_other)")
+            else:
+                finish(
+                    ctx,
+                    e,
+                    common_pb2.EXECUTION_CANCELLED,
+                    "superseded by a newer fire (overlap cancel_other)",
+                )
+    elif decision.terminate:
+        for e in superseded_order(active):
+            terminate(ctx, e, "terminated by a newer fire (overlap terminate_other)")
+    state = common_pb2.ExecutionState.ValueType(decision.state)
+    ex = Execution(
+        execution_id=execution_id,
+        task_id=task.task_id,
+        nominal_time_ms=nominal,
+        fired_at_ms=ctx.now,
+        state=state,
+        guarantee=task.spec.guarantee,
+        priority=task.spec.priority,
+        manual=manual,
+        not_before_ms=not_before_ms,
+    )
+    txn.put("execs", exec16, ex.SerializeToString())
+    txn.put("fires", fire_key(task16, nominal), exec16)
+    txn.put("active", firing.active_key(task16, exec16), b"")
+    quota.activated(txn, task16)
+    if state == common_pb2.EXECUTION_BUFFERED:
+        txn.put("buffered", firing.buffered_key(task16, nominal, exec16), b"")
+    else:
+        txn.put("pending", pending_key(ex, exec16), b"")
+    task.last_fired_nominal_ms = max(task.last_fired_nominal_ms, nominal)
+    task.fire_count += 1
+    task.stored_executions += 1
+    retention.trim_on_fire(txn, task16, task)  # keeps the task within its count of executions
+    firing.record(
+        txn,
+        task16,
+        nominal,
+        outcome,
+        ctx.now,
+        reason=reason,
+        execution_id=execution_id,
+        actual_ms=due_ms or nominal,
+    )
+    ctx.result.execution.CopyFrom(ex)
+    ctx.result.executions.append(ex)
+    if ctx.events is not None:
+        ctx.audit("fire", execution_id=execution_id, task_id=task.task_id, nominal_ms=nominal, manual=manual)
+    return ex
+
+
+def trigger_task(ctx: Ctx, cmd: commands_pb2.Command) -> None:
+    """Fire now, outside the schedule (the next scheduled fire is unchanged). Overlap rules apply:
+    a manual run does not bypass them (a known Dkron complaint)."""
+    t = cmd.trigger_task
+    task16 = id_bytes(t.task_id, field="task_id")
+    id_bytes(t.execution_id, field="execution_id")
+    old = get_task(ctx.txn, task16)
+    if old.state == common_pb2.TASK_CANCELLED:
+        raise Rejected(Code.INVALID_STATE, f"task {t.task_id} is cancelled")
+    if ctx.txn.get("fires", fire_key(task16, ctx.now)) is not None:
+        raise Rejected(Code.ALREADY_FIRED, f"task {t.task_id} already fired at {ctx.now}")
+    refusal = quota.execution_refusal(ctx.txn, ctx.limits, old)
+    if refusal is not None:
+        raise refusal
+    task = Task()
+    task.CopyFrom(old)
+    task.version = ctx.index
+    task.updated_at_ms = ctx.now
+    ex = start_execution(
+        ctx, task, ctx.now, t.execution_id, outcome=common_pb2.MANUAL, reason="trigger", manual=True
+    )
+    if ex is None:
+        # The overlap policy said no: recorded in the ledger, answered (applied) without an execution.
+        skipped = Rejection(
+            Code.SKIPPED_OVERLAP,
+            f"task {t.task_id}: an earlier execution is still active and the overlap policy skips",
+        )
+        ctx.result.error_code, ctx.result.error = str(skipped.code), skipped.message
+    put_task(ctx.txn, task16, task, old=old)
+    ctx.result.task.CopyFrom(task)
+
+
+def backfill_task(ctx: Ctx, cmd: commands_pb2.Command) -> None:
+    """Fire every nominal time in [from, to] that has no ledger outcome yet, oldest first. Unless the
+    task allows overlap, they run one after another (buffered)."""
+    b = cmd.backfill_task
+    task16 = id_bytes(b.task_id, field="task_id")
+    old = get_task(ctx.txn, task16)
+    if old.state == common_pb2.TASK_CANCELLED:
+        raise Rejected(Code.INVALID_STATE, f"task {b.task_id} is cancelled")
+    if b.from_ms <= 0 or b.to_ms < b.from_ms:
+        raise Rejected(Code.INVALID_ARGUMENT, "must be >= from_ms > 0", field="to_ms")
+    if b.to_ms > ctx.now:
+        raise Rejected(Code.INVALID_ARGUMENT, "a backfill covers the past only", field="to_ms")
+    limit = min(b.max_fires or 100, MAX_BACKFILL)
+    sched = old.spec.schedule
+    if sched.WhichOneof("kind") == "fixed_delay":
+        raise Rejected(
+            Code.INVALID_ARGUMENT, "a fixed-delay task has no nominal times to backfill", field="task"
+        )
+    task = Task()
+    task.CopyFrom(old)
+    task.version = ctx.index
+    task.updated_at_ms = ctx.now
+    nominal = schedule.next_fire(sched, b.from_ms - 1)
+    created = 0
+    steps = 0
+    while nominal is not None and nominal <= b.to_ms and created < limit and steps < firing.MAX_WALK:
+        steps += 1
+        seen = ctx.txn.get("ledger", firing.ledger_key(task16, nominal)) is not None
+        if not seen and ctx.txn.get("fires", fire_key(task16, nominal)) is None:
+            refusal = quota.execution_refusal(ctx.txn, ctx.limits, task)
+            if refusal is not None:
+                if not created:
+                    raise refusal
+                break  # what is left has no outcome yet: a later backfill may fire it
+            ex = start_execution(
+                ctx,
+                task,
+                nominal,
+                ctx.new_id(),
+                outcome=common_pb2.MANUAL,
+                reason="backfill",
+                manual=True,
+                force_buffer=True,
+            )
+            created += ex is not None
+        nominal = schedule.next_fire(sched, nominal)
+    # Backfill must not move the schedule: last_fired_nominal tracks scheduled fires only.
+    task.last_fired_nominal_ms = old.last_fired_nominal_ms
+    put_task(ctx.txn, task16, task, old=old)
+    ctx.result.task.CopyFrom(task)
+
+
+__all__ = ["MAX_BACKFILL", "backfill_task", "fire", "start_execution", "trigger_task"]

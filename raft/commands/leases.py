@@ -1,0 +1,267 @@
+"""Lease commands: Grant (an attempt starts on a worker, with a fencing token), Complete (its result),
+ExpireLease (no renewal came). Results and expiries carrying a token that is not the current one are
+rejected `stale_token` (I5: records.get_current).
+
+An attempt that failed is retried after its backoff (raft.retry) or ends the execution, as a dead letter
+when the task has a retry policy; a lease that ended before its payload began is granted again with the
+same attempt number (`_not_started`).
+"""
+
+from __future__ import annotations
+
+from cronraft.proto.v1 import commands_pb2, common_pb2
+from cronraft.raft import deps, firing, retry
+from cronraft.raft.codec import id_bytes
+from cronraft.raft.commands.context import Ctx, Execution, task_of, token_text
+from cronraft.raft.commands.dead_letters import dead_letter
+from cronraft.raft.commands.executions import finish
+from cronraft.raft.records import get_current, get_execution, pending_key, read_epoch
+from cronraft.raft.rejection import Code, Rejected
+
+DEFAULT_MAX_ATTEMPTS = 3
+
+
+MAX_TAIL_BYTES = 64 * 1024
+
+
+MAX_RETURN_BYTES = 64 * 1024
+
+
+MAX_ATTEMPT_HISTORY = 20
+
+
+# An execution whose leases keep ending before the payload began is granted again this many times; past
+# that, such an ending counts as a failed attempt, so that a worker that never starts anything cannot
+# keep one execution cycling forever.
+MAX_REGRANTS = 100
+
+
+_OUTCOME_NAMES = frozenset(common_pb2.AttemptOutcome.values())
+
+
+_OUTCOME_STATE = {
+    common_pb2.ATTEMPT_SUCCEEDED: common_pb2.EXECUTION_SUCCEEDED,
+    common_pb2.ATTEMPT_FAILED: common_pb2.EXECUTION_FAILED,
+    common_pb2.ATTEMPT_TIMED_OUT: common_pb2.EXECUTION_TIMED_OUT,
+    common_pb2.ATTEMPT_CANCELLED: common_pb2.EXECUTION_CANCELLED,
+    common_pb2.ATTEMPT_REFUSED: common_pb2.EXECUTION_FAILED,
+}
+
+
+def _outcome(value: common_pb2.AttemptOutcome.ValueType) -> str:
+    return common_pb2.AttemptOutcome.Name(value) if value in _OUTCOME_NAMES else str(value)
+
+
+def grant(ctx: Ctx, cmd: commands_pb2.Command) -> None:
+    g = cmd.grant
+    exec16 = id_bytes(g.execution_id, field="execution_id")
+    ex = get_execution(ctx.txn, exec16)
+    if ex.state != common_pb2.EXECUTION_PENDING:
+        raise Rejected(Code.INVALID_STATE, f"execution {g.execution_id} is not pending")
+    epoch = read_epoch(ctx.txn)
+    if epoch.term == 0:
+        raise Rejected(Code.NO_EPOCH, "no leader epoch committed yet")
+    task = task_of(ctx, ex)
+    if ex.not_before_ms > ctx.now + firing.fire_lead(task, g.lead_ms):
+        raise Rejected(Code.BACKOFF, f"execution {g.execution_id} may not start before {ex.not_before_ms}")
+    if task.spec.depends_on:
+        waiting = deps.unmet(ctx.txn, task, ex.nominal_time_ms)
+        if waiting:
+            raise Rejected(Code.DEPENDENCIES_UNMET, waiting)
+    if task.spec.max_concurrency:
+        running = sum(
+            1
+            for e in firing.active_executions(ctx.txn, id_bytes(ex.task_id))
+            if e.state == common_pb2.EXECUTION_RUNNING
+        )
+        if running >= task.spec.max_concurrency:
+            raise Rejected(Code.CONCURRENCY_LIMIT, f"task {ex.task_id} already runs {running} executions")
+    ctx.txn.delete("pending", pending_key(ex, exec16))
+    ex.state = common_pb2.EXECUTION_RUNNING
+    ex.waiting_reason = ""
+    ex.attempt += 1
+    ex.worker_id = g.worker_id
+    ex.worker_incarnation = g.worker_incarnation
+    ex.token.term = epoch.term
+    ex.token.index = ctx.index
+    ex.leased_at_ms = ctx.now
+    ctx.txn.put("execs", exec16, ex.SerializeToString())
+    ctx.txn.put("running", exec16, b"")
+    ctx.result.execution.CopyFrom(ex)
+    if ctx.events is not None:
+        ctx.audit(
+            "grant",
+            execution_id=ex.execution_id,
+            task_id=ex.task_id,
+            nominal_ms=ex.nominal_time_ms,
+            token=token_text(ex.token),
+            worker_id=ex.worker_id,
+            attempt=ex.attempt,
+        )
+
+
+def complete(ctx: Ctx, cmd: commands_pb2.Command) -> None:
+    c = cmd.complete
+    exec16 = id_bytes(c.execution_id, field="execution_id")
+    r = c.result
+    try:
+        ex = get_current(ctx.txn, exec16, c.token)
+    except Rejected as e:
+        if ctx.events is not None:
+            ctx.audit(
+                "complete",
+                execution_id=c.execution_id,
+                token=token_text(c.token),
+                accepted=False,
+                reason=e.code,
+                outcome=_outcome(r.outcome),
+            )
+        raise
+    if r.outcome == common_pb2.ATTEMPT_NOT_STARTED and ex.regrants < MAX_REGRANTS:
+        _summary(ex, r.outcome, 0, 0, r.finished_at_ms, error=r.error)
+        _not_started(ctx, ex, exec16, r.error or "ended before its payload began")
+    else:
+        ex = _end_attempt(ctx, ex, exec16, r)
+    ctx.result.execution.CopyFrom(ex)  # as stored by finish, the retry, the dead letter or the re-grant
+    if ctx.events is not None:
+        ctx.audit(
+            "complete",
+            execution_id=c.execution_id,
+            token=token_text(c.token),
+            accepted=True,
+            reason=common_pb2.ExecutionState.Name(ctx.result.execution.state),
+            outcome=_outcome(r.outcome),
+        )
+
+
+def _end_attempt(ctx: Ctx, ex: Execution, exec16: bytes, r: common_pb2.AttemptResult) -> Execution:
+    """Record the result of an attempt that ran: the execution ends, or waits for its retry."""
+    ex.exit_code = r.exit_code
+    ex.started_at_ms = r.started_at_ms
+    ex.finished_at_ms = r.finished_at_ms
+    ex.stdout_tail = bytes(r.stdout_tail[-MAX_TAIL_BYTES:])
+    ex.stderr_tail = bytes(r.stderr_tail[-MAX_TAIL_BYTES:])
+    ex.return_value = bytes(r.return_value[:MAX_RETURN_BYTES])
+    _summary(ex, r.outcome, r.exit_code, r.started_at_ms, r.finished_at_ms, error=r.error)
+    state = _OUTCOME_STATE.get(r.outcome, common_pb2.EXECUTION_FAILED)
+    if ex.cancel_requested_at_ms and state != common_pb2.EXECUTION_SUCCEEDED:
+        finish(ctx, ex, common_pb2.EXECUTION_CANCELLED, r.error or ex.cancel_reason)
+    elif state in (common_pb2.EXECUTION_FAILED, common_pb2.EXECUTION_TIMED_OUT):
+        task = task_of(ctx, ex)
+        # A refusal by the worker's policy is final: the same payload would be refused again (issue 13).
+        why = (
+            "refused by the worker's policy"
+            if r.outcome == common_pb2.ATTEMPT_REFUSED
+            else retry.retry_reason(task, ex, r.outcome, r.exit_code, DEFAULT_MAX_ATTEMPTS)
+        )
+        if not why:
+            # A retry is a replicated decision: the execution waits for its backoff, then any worker.
+            ctx.txn.delete("running", exec16)
+            ex.state = common_pb2.EXECUTION_PENDING
+            ex.error = r.error[:4096]
+            ex.worker_id = ""
+            ex.worker_incarnation = ""
+            ex.not_before_ms = ctx.now + retry.backoff_ms(task.spec.retry, ex.execution_id, ex.attempt)
+            ctx.txn.put("pending", pending_key(ex, exec16), b"")
+            ctx.txn.put("execs", exec16, ex.SerializeToString())
+            ctx.result.executions.append(ex)
+        else:
+            finish(ctx, ex, state, r.error)
+            if task.spec.HasField("retry"):
+                dead_letter(ctx, task, exec16, why)
+                ex = get_execution(ctx.txn, exec16)
+    else:
+        finish(ctx, ex, state, r.error)
+    return ex
+
+
+def _not_started(ctx: Ctx, ex: Execution, exec16: bytes, why: str) -> None:
+    """The current lease of `ex` ended before its payload began: nothing ran, so this is not an attempt.
+    The execution waits for a new grant (a new token) with the same attempt number, whatever its
+    guarantee (at_most_once too), unless a cancel was asked for, which it now honours. Ending it instead,
+    as a failed or lost attempt, dropped due fires whose held start a fault had left unconfirmed (issue
+    17: a leader isolated, or a worker paused, just before the due instant)."""
+    if ex.cancel_requested_at_ms:
+        finish(ctx, ex, common_pb2.EXECUTION_CANCELLED, f"{ex.cancel_reason} (before it started)")
+        return
+    ctx.txn.delete("running", exec16)
+    ex.state = common_pb2.EXECUTION_PENDING
+    ex.attempt -= 1
+    ex.regrants += 1
+    ex.worker_id = ""
+    ex.worker_incarnation = ""
+    ex.error = why[:4096]
+    ctx.txn.put("pending", pending_key(ex, exec16), b"")
+    ctx.txn.put("execs", exec16, ex.SerializeToString())
+    ctx.result.executions.append(ex)
+
+
+def _summary(ex: Execution, outcome: int, exit_code: int, started: int, finished: int, *, error: str) -> None:
+    ex.attempts.append(
+        common_pb2.AttemptSummary(
+            attempt=ex.attempt,
+            worker_id=ex.worker_id,
+            outcome=common_pb2.AttemptOutcome.ValueType(outcome),
+            exit_code=exit_code,
+            started_at_ms=started,
+            finished_at_ms=finished,
+            error=error[:500],
+        )
+    )
+    del ex.attempts[: max(0, len(ex.attempts) - MAX_ATTEMPT_HISTORY)]
+
+
+def expire_lease(ctx: Ctx, cmd: commands_pb2.Command) -> None:
+    x = cmd.expire_lease
+    exec16 = id_bytes(x.execution_id, field="execution_id")
+    try:
+        ex = get_current(ctx.txn, exec16, x.token)
+    except Rejected:
+        if ctx.events is not None:
+            ctx.audit("expire", execution_id=x.execution_id, token=token_text(x.token), accepted=False)
+        raise
+    task = task_of(ctx, ex)
+    allowed = retry.attempts_allowed(task, ex, DEFAULT_MAX_ATTEMPTS)
+    if x.unstarted and ex.regrants < MAX_REGRANTS:
+        why = "lease expired before its payload began (never confirmed to the worker)"
+        _summary(ex, common_pb2.ATTEMPT_NOT_STARTED, 0, 0, 0, error=why)
+        _not_started(ctx, ex, exec16, why)
+        ctx.result.execution.CopyFrom(get_execution(ctx.txn, exec16))
+        if ctx.events is not None:
+            ctx.audit(
+                "expire",
+                execution_id=x.execution_id,
+                token=token_text(x.token),
+                accepted=True,
+                unstarted=True,
+            )
+        return
+    _summary(
+        ex, common_pb2.ATTEMPT_OUTCOME_UNSPECIFIED, 0, 0, 0, error="lease expired: no renewal from the worker"
+    )
+    if ex.cancel_requested_at_ms:
+        finish(ctx, ex, common_pb2.EXECUTION_CANCELLED, f"{ex.cancel_reason}; its worker stopped answering")
+    elif ex.guarantee == common_pb2.AT_MOST_ONCE:
+        finish(
+            ctx,
+            ex,
+            common_pb2.EXECUTION_LOST,
+            "lease expired; at_most_once executions are never re-dispatched",
+        )
+    elif ex.attempt >= allowed:
+        finish(ctx, ex, common_pb2.EXECUTION_LOST, f"lease expired on attempt {ex.attempt} of {allowed}")
+        if task.spec.HasField("retry"):
+            dead_letter(ctx, task, exec16, f"lease expired on attempt {ex.attempt} of {allowed}")
+    else:
+        ctx.txn.delete("running", exec16)
+        ex.state = common_pb2.EXECUTION_PENDING
+        ex.worker_id = ""
+        ex.worker_incarnation = ""
+        ctx.txn.put("pending", pending_key(ex, exec16), b"")
+        ctx.txn.put("execs", exec16, ex.SerializeToString())
+    ctx.result.execution.CopyFrom(get_execution(ctx.txn, exec16))
+    if ctx.events is not None:
+        ctx.audit("expire", execution_id=x.execution_id, token=token_text(x.token), accepted=True)
+
+
+__all__ = ["DEFAULT_MAX_ATTEMPTS", "MAX_REGRANTS", "complete", "expire_lease", "grant"]
