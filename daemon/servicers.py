@@ -15,7 +15,7 @@ import structlog
 from cronraft import bounds, errors
 from cronraft.daemon import redact
 from cronraft.daemon.bulk import BulkImport
-from cronraft.daemon.runner import new_id
+from cronraft.daemon.leader_runner import new_id
 from cronraft.daemon.security import (
     current_principal,
     readable,

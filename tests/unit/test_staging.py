@@ -15,7 +15,7 @@ import pytest
 from test_fire_ahead import DUE, Store
 
 from cronraft.daemon.leader import LeaderCore, LeaderSettings
-from cronraft.daemon.staging import CountedWheel, next_stage_ms, stage_until
+from cronraft.daemon.leader.staging import CountedWheel, next_stage_ms, stage_until
 from cronraft.proto.v1 import common_pb2
 from cronraft.raft.codec import make_id
 

@@ -1,0 +1,611 @@
+"""The leader core: composes the fire planner, worker pool, lease keeper and pending queue.
+
+`LeaderCore` does no I/O but reads the store (its `kv`, an in-memory twin in tests) and reads no clock.
+Its driver (daemon.leader_runner, or the deterministic simulation in tests/sim) feeds it events with the
+current wall time (`now_ms`, for nominal fire times) and monotonic time (`mono_ms`, for lease deadlines),
+proposes the commands it returns, reports back what committed (`on_committed`) or failed
+(`on_proposal_failed`), and delivers the worker messages it queues in `outgoing`.
+
+Safety rests on the state machine, not on this core: a duplicated Fire is rejected by I3, a stale
+result by the fencing token. The core's job is liveness and timeliness, and I4: it hands a lease to a
+worker only after the Grant committed, and only after its own Epoch committed (`ready`).
+
+Its parts (docs/architecture.md, "The leader"): `FirePlanner` (planner.py), `WorkerPool` (workers.py),
+`LeaseKeeper` (leases.py), `PendingQueue` (pending.py), `InternalRetries` (retries.py); outcomes of
+committed commands are handled in outcomes.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+
+from cronraft.daemon.leader import outcomes
+from cronraft.daemon.leader.leases import LeaseKeeper, LeaseState, Refusal
+from cronraft.daemon.leader.pending import PendingQueue, waiting_commands
+from cronraft.daemon.leader.planner import FirePlanner
+from cronraft.daemon.leader.retries import INTERNAL_RETRY_MAX_MS, InternalRetries
+from cronraft.daemon.leader.settings import LeaderSettings
+from cronraft.daemon.leader.staging import CountedWheel
+from cronraft.daemon.leader.workers import WorkerPool, WorkerState
+from cronraft.errors import InvalidArgument
+from cronraft.proto.v1 import commands_pb2, common_pb2, worker_pb2
+from cronraft.raft import deps, firing
+from cronraft.raft import state as sm
+from cronraft.raft.codec import token_tuple
+from cronraft.raft.kv import KV, Txn
+from cronraft.timerwheel import TimingWheel
+
+Command = commands_pb2.Command
+CommandResult = commands_pb2.CommandResult
+Token = tuple[int, int]
+
+# What the dispatch hold (LeaderCore.hold) keeps back: fires and grants, also those waiting to be proposed
+# again. Everything else (renewals, expiries, results) goes on during a hold.
+_KEPT_BACK_BY_HOLD = frozenset({"fire", "grant"})
+# Results that arrive before the running leases are loaded (an outbox resent to a new leader before its
+# Epoch commits) wait for them, up to this many; beyond it they are dropped and the workers resend them.
+MAX_EARLY_RESULTS = 10_000
+
+
+class LeaderCore:
+    """The leader's in-memory plan. Memory is bounded by the horizon and by running executions, not by
+    the number of stored tasks (I6): only tasks due within `horizon_ms` sit in the wheel."""
+
+    def __init__(
+        self,
+        kv: KV,
+        settings: LeaderSettings,
+        *,
+        node_id: str,
+        term: int,
+        new_id: Callable[[int], str],
+    ) -> None:
+        self.kv = kv
+        self.settings = settings
+        self.node_id = node_id
+        self.term = term
+        self._new_id = new_id
+        self.ready = False
+        # The dispatch hold: why dispatching is held back (empty: it is not): members disagree on the
+        # versions that change schedule results (raft.versions). During a hold a tick fires nothing and
+        # grants nothing; leases already handed out are still renewed, expired and completed. Set by the
+        # driver.
+        self.hold = ""
+        self.planner = FirePlanner(settings)
+        self.pool = WorkerPool(settings)
+        self.keeper = LeaseKeeper()
+        self.pending = PendingQueue()
+        self.retries = InternalRetries()
+        self.now_ms = 0  # the scheduling clock at the last tick or outcome (for leases offered later)
+        # Grants in flight (proposed, not answered): execution id -> task id.
+        self.granting: dict[str, str] = {}
+        # Results being committed: (execution id, token) -> the worker that sent it (who gets the ack).
+        self.completing: dict[tuple[str, Token], str] = {}
+        # Results received before `ready` (sender, result, bound): checked and proposed by the first ticks.
+        self._early_results: list[tuple[str, common_pb2.AttemptResult, bool]] = []
+        # Messages refused as forged (Refusal), for the driver to log and act on; it clears the list.
+        self.refusals: list[Refusal] = []
+        self.outgoing: list[tuple[str, worker_pb2.GatewayMessage]] = []
+        self.retry: list[Command] = []  # commands to propose again after a failed proposal
+        self._txn: Txn | None = None  # the read transaction shared by a batch's lookups (`_reading`)
+        self._fire_limits = (
+            commands_pb2.Limits(
+                max_pending_per_task=settings.max_pending_per_task,
+                max_executions_per_task=settings.max_executions_per_task,
+            )
+            if settings.max_pending_per_task or settings.max_executions_per_task
+            else None
+        )
+
+    # The components' state under the names the driver and the tests read.
+    @property
+    def workers(self) -> dict[str, WorkerState]:
+        return self.pool.workers
+
+    @property
+    def leases(self) -> dict[str, LeaseState]:
+        return self.keeper.leases
+
+    @property
+    def wheel(self) -> CountedWheel[str]:
+        return self.planner.wheel
+
+    @property
+    def lease_deadlines(self) -> TimingWheel[str]:
+        return self.keeper.deadlines
+
+    @property
+    def failure_reports(self) -> list[tuple[str, str, str, int]]:
+        return self.retries.reports
+
+    @property
+    def _failing(self) -> dict[tuple[str, str], tuple[int, int, str]]:
+        return self.retries.failing
+
+    def _pending_count(self) -> int:
+        return len(self.pending)
+
+    # ------------------------------------------------------------------------------------ lifecycle
+
+    def epoch_command(self, now_ms: int) -> Command:
+        """The first command of a new leader; nothing is dispatched before it commits (I4)."""
+        return Command(stamped_at_ms=now_ms, epoch=commands_pb2.Epoch(term=self.term, leader_id=self.node_id))
+
+    def on_epoch_committed(self, now_ms: int, mono_ms: int) -> None:
+        """Load what the previous leaders left: running leases (waited out), pending executions."""
+        self.planner.reset_clock(now_ms)
+        self.keeper.reset_clock(mono_ms)
+        deadline = mono_ms + self.settings.lease_ttl_ms + self.settings.expiry_grace_ms
+        with self.kv.read() as txn:
+            for ex in sm.running_executions(txn):
+                self.track_lease(ex, deadline)
+        self._refill_pending()
+        self.ready = True
+
+    def lease_deadline(self, mono_ms: int) -> int:
+        return mono_ms + self.settings.lease_ttl_ms + self.settings.expiry_grace_ms
+
+    def track_lease(self, ex: common_pb2.Execution, deadline_mono: int) -> LeaseState:
+        lease = self.keeper.track(ex, deadline_mono)
+        self.pool.take_slot(ex.worker_id, ex.execution_id)
+        return lease
+
+    def release(self, execution_id: str) -> None:
+        lease = self.keeper.release(execution_id)
+        if lease is not None and lease.worker_id in self.pool.workers:
+            self.pool.release_slot(lease.worker_id, execution_id)
+        elif execution_id in self.granting:
+            # A slot is held only by a lease or by a grant in flight; without either (the common case:
+            # an execution that ended after its lease was released) no worker holds it, and a pass over
+            # thousands of workers per ended execution is saved.
+            self.pool.release_anywhere(execution_id)
+
+    def end_grant(self, execution_id: str, worker_id: str) -> None:
+        """A grant in flight was answered (or failed): it no longer holds its worker's slot."""
+        self.granting.pop(execution_id, None)
+        self.pool.release_slot(worker_id, execution_id)
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """One read transaction for the task lookups of a whole batch (fires of a tick, outcomes of an
+        entry) instead of one per lookup. The snapshot is at least as new as the entry being handled."""
+        if self._txn is not None:
+            yield
+            return
+        with self.kv.read() as txn:
+            self._txn = txn
+            try:
+                yield
+            finally:
+                self._txn = None
+
+    def read_task(self, task_id: str) -> common_pb2.Task | None:
+        if self._txn is not None:
+            return sm.read_task(self._txn, task_id)
+        with self.kv.read() as txn:
+            return sm.read_task(txn, task_id)
+
+    def pend(self, ex: common_pb2.Execution) -> None:
+        task = self.read_task(ex.task_id)
+        queue = (task.spec.queue if task else "") or "default"
+        self.pending.add(queue, ex.execution_id, sm.priority_rank(ex.priority), ex.fired_at_ms)
+
+    def _refill_pending(self) -> None:
+        limit = self.settings.pending_load_limit
+        with self.kv.read() as txn:
+            found = sm.pending_executions(txn, limit=limit + 1)
+        self.pending.overflow = len(found) > limit
+        for ex in found[:limit]:
+            if ex.execution_id not in self.granting:
+                self.pend(ex)
+
+    # ------------------------------------------------------------------------------------- workers
+
+    def worker_connected(
+        self,
+        worker_id: str,
+        capacity: int,
+        queues: Sequence[str],
+        labels: dict[str, str],
+        mono_ms: int | None = None,
+        *,
+        echo_ms: int = 0,
+        incarnation: str = "",
+    ) -> None:
+        self.pool.connect(
+            worker_id,
+            capacity,
+            queues,
+            labels,
+            mono_ms,
+            echo_ms=echo_ms,
+            incarnation=incarnation,
+            leases=self.keeper.of_worker(worker_id),
+            granting=self.granting,
+        )
+
+    def worker_disconnected(self, worker_id: str) -> None:
+        self.pool.disconnect(worker_id)
+
+    def heard_from(self, worker_id: str, mono_ms: int) -> None:
+        self.pool.heard_from(worker_id, mono_ms)
+
+    def idle_heartbeat_ms(self) -> int:
+        """How often a worker holding nothing heartbeats now (Welcome, HeartbeatAck)."""
+        return self.pool.idle_heartbeat_ms()
+
+    def heartbeat(
+        self,
+        worker_id: str,
+        leases: Sequence[worker_pb2.LeaseRef],
+        mono_ms: int,
+        echo_ms: int = 0,
+        *,
+        finished: Sequence[worker_pb2.LeaseRef] = (),
+        complete_listing: bool = False,
+        draining: bool = False,
+    ) -> worker_pb2.HeartbeatAck:
+        ack = worker_pb2.HeartbeatAck(idle_heartbeat_interval_ms=self.idle_heartbeat_ms())
+        self.pool.heard_from(worker_id, mono_ms)
+        w = self.pool.get(worker_id)
+        if w is not None and draining:
+            w.draining = True
+        if w is not None and echo_ms > w.echo_ms:
+            w.echo_ms = echo_ms
+        if not self.ready:
+            # The running leases are not loaded yet: renew nothing, revoke nothing. The worker keeps its
+            # local deadline, and the next heartbeat (after the epoch commits) renews it.
+            return ack
+        verdict = self.keeper.renew(worker_id, leases, mono_ms, self.lease_deadline(mono_ms), self.completing)
+        self.refusals.extend(verdict.forged)
+        ack.renewed.extend(verdict.renewed)
+        ack.revoked.extend(verdict.revoked)
+        if w is not None and w.connected and not w.reconciled:
+            if complete_listing:
+                w.reconciled = True
+                self.keeper.reconcile(w.worker_id, w.incarnation, [*leases, *finished], self.term, mono_ms)
+            else:
+                ack.list_finished = True
+        return ack
+
+    # ------------------------------------------------------------------------------------- results
+
+    def results(
+        self,
+        worker_id: str,
+        results: Sequence[common_pb2.AttemptResult],
+        now_ms: int,
+        *,
+        bound: bool = True,
+    ) -> list[Command]:
+        """Complete commands for a worker's results (the ack is sent once they commit).
+
+        A result is proposed only when the lease of its execution is held by `worker_id` (issue 13: the
+        fencing token alone, which readers could see, is not enough). A result about a lease held by
+        another worker with the same token is forged: dropped, never acknowledged, and reported in
+        `refusals`. A result about no lease of this worker otherwise (its attempt was fenced off, the
+        execution ended) is stale: the state machine would reject it, so it is acknowledged at once
+        without being proposed (the worker stops resending it, and nothing is applied). Before `ready`
+        the running leases are not loaded: results wait for them (MAX_EARLY_RESULTS).
+
+        `bound=False` (authentication off: a worker id is only a claim) skips the holder check, as
+        before issue 13: the state machine checks the token. A worker restarted under another id with
+        its predecessor's outbox then still reports its predecessor's results."""
+        if not self.ready:
+            room = max(0, MAX_EARLY_RESULTS - len(self._early_results))
+            self._early_results.extend((worker_id, r, bound) for r in results[:room])
+            return []
+        cmds = []
+        stale: list[str] = []
+        for r in results:
+            key = (r.execution_id, token_tuple(r.token))
+            if key in self.completing:
+                continue
+            verdict = self.lease_check(worker_id, r.execution_id, key[1], "result") if bound else ""
+            if verdict == "stale":
+                stale.append(r.execution_id)
+                continue
+            if verdict:
+                continue
+            self.completing[key] = worker_id
+            cmds.append(
+                Command(
+                    stamped_at_ms=now_ms,
+                    complete=commands_pb2.Complete(execution_id=r.execution_id, token=r.token, result=r),
+                )
+            )
+        if stale:
+            self.outgoing.append(
+                (worker_id, worker_pb2.GatewayMessage(acks=worker_pb2.ResultAcks(execution_ids=stale)))
+            )
+        return cmds
+
+    def lease_check(self, worker_id: str, execution_id: str, token: Token, kind: str) -> str:
+        """Whether a message of `worker_id` about the lease (`execution_id`, `token`) may be acted on:
+        "" when the lease is this worker's (the state machine then checks the token), "stale" when it
+        is not a lease of this worker (an attempt fenced off, an execution that ended), "forged" when
+        another worker holds (or held) that very lease (recorded in `refusals`).
+
+        Once `ready`, the lease table holds every running lease: a worker learns a token only from an
+        offer sent after its Grant committed and was tracked here, so a result about no lease in the
+        table is stale. Output may trail its result (the worker flushes it periodically) and arrives
+        before `ready` too: for output the store says who held the lease with that token."""
+        lease = self.keeper.get(execution_id)
+        if lease is not None and (lease.token == token or kind == "result"):
+            holder, held = lease.worker_id, lease.token
+        elif kind == "result" and self.ready:
+            return "stale"
+        else:
+            try:
+                with self.kv.read() as txn:
+                    ex = sm.read_execution(txn, execution_id)
+            except InvalidArgument:  # not an execution id: nothing to act on
+                ex = None
+            if ex is None or token_tuple(ex.token) != token:
+                return "stale"  # the state machine would refuse it: not the execution's current token
+            holder, held = ex.worker_id or (ex.attempts[-1].worker_id if ex.attempts else ""), token
+        if holder == worker_id:
+            return ""
+        if held == token:
+            self.refusals.append(Refusal(worker_id, execution_id, kind, holder))
+            return "forged"
+        return "stale"
+
+    def _take_early_results(self, now_ms: int) -> list[Command]:
+        early, self._early_results = self._early_results, []
+        cmds: list[Command] = []
+        for worker_id, r, bound in early:
+            cmds.extend(self.results(worker_id, [r], now_ms, bound=bound))
+        return cmds
+
+    # ---------------------------------------------------------------------------------------- tick
+
+    def tick(self, now_ms: int, mono_ms: int) -> list[Command]:
+        """Everything due now: fires from the wheel, lease expiries, grants for pending executions."""
+        if not self.ready:
+            return []
+        if self.hold:
+            return self._tick_during_hold(now_ms, mono_ms)
+        cmds: list[Command] = self.retry
+        self.retry = []
+        if self._early_results:
+            cmds.extend(self._take_early_results(now_ms))
+        self.now_ms = now_ms
+        self.pool.new_tick()
+        budget = self.settings.max_commands_per_tick
+        self._load_horizon(now_ms)
+        with self._reading():
+            for task_id, _due_ms in self.planner.take_due(now_ms):
+                if self.planner.start_firing(task_id):
+                    cmds.extend(self._fire_commands(task_id, now_ms))
+        cmds.extend(self.keeper.expire_command(lease, now_ms) for lease in self.keeper.due(mono_ms))
+        if len(cmds) < budget:
+            self.pool.mark_silent(mono_ms)
+            cmds.extend(self._grant_pending(now_ms, budget - len(cmds)))
+        if len(cmds) < budget and self.pending.waiting_check_due(now_ms):
+            with self.kv.read() as txn:
+                cmds.extend(
+                    waiting_commands(
+                        self.pending, txn, self._why_waiting_for_worker, now_ms, budget - len(cmds)
+                    )
+                )
+        return cmds
+
+    def _tick_during_hold(self, now_ms: int, mono_ms: int) -> list[Command]:
+        """A tick during the dispatch hold (`hold`): lease expiries and retried results only. Due tasks
+        stay in the wheel and pending executions stay pending; once the hold lifts they fire (late, by
+        their misfire policy) and are granted as after any pause of the leader."""
+        self.now_ms = now_ms
+        keep = [c for c in self.retry if c.WhichOneof("body") in _KEPT_BACK_BY_HOLD]
+        cmds = [c for c in self.retry if c.WhichOneof("body") not in _KEPT_BACK_BY_HOLD]
+        self.retry = keep
+        if self._early_results:
+            cmds.extend(self._take_early_results(now_ms))
+        cmds.extend(self.keeper.expire_command(lease, now_ms) for lease in self.keeper.due(mono_ms))
+        return cmds
+
+    def _why_waiting_for_worker(
+        self, queue: str, ex: common_pb2.Execution, task: common_pb2.Task, now_ms: int
+    ) -> str:
+        error = self.retries.error("grant", ex.execution_id)
+        if error is not None:
+            return (
+                f"granting it failed when applied ({error}); the leader tries again with a growing "
+                f"delay (at most {INTERNAL_RETRY_MAX_MS // 1000} s)"
+            )[:500]
+        if ex.not_before_ms > now_ms:
+            return f"retry backoff until {ex.not_before_ms}" if ex.attempt else f"due at {ex.not_before_ms}"
+        labels = task.spec.worker_labels
+        unserved = self.pool.unserved_reason(queue, labels)
+        if unserved:
+            return unserved
+        limit = task.spec.max_concurrency
+        if limit and self.keeper.running(ex.task_id) >= limit:
+            return f"task max_concurrency {limit} reached"
+        if self.settings.max_running and len(self.keeper) >= self.settings.max_running:
+            return f"cluster max_running {self.settings.max_running} reached"
+        return self.pool.busy_reason(queue, labels) or "waiting for dispatch"
+
+    def _load_horizon(self, now_ms: int) -> None:
+        span = self.planner.horizon_to_load(now_ms)
+        if span is None:
+            return
+        from_ms, until = span
+        with self.kv.read() as txn:
+            after: tuple[int, str] | None = None
+            while True:
+                batch = sm.due_tasks(txn, until, after=after, from_ms=from_ms, limit=10_000)
+                self.planner.load(batch)
+                if len(batch) < 10_000:
+                    break
+                after = batch[-1]
+        self.planner.loaded(until)
+
+    def _fire_commands(self, task_id: str, now_ms: int) -> list[Command]:
+        retry_at = self.retries.retry_at("fire", task_id, now_ms)
+        if retry_at is not None:  # its last Fire failed inside apply: not before its retry time
+            self.planner.retry_later(task_id, retry_at)
+            return []
+        task = self.read_task(task_id)
+        if not FirePlanner.scheduled(task):
+            self.retries.succeeded("fire", task_id)
+        lead = self.planner.plan(task, task_id, now_ms)
+        if lead is None or task is None:
+            return []
+        execution_id = self._new_id(now_ms)
+        cmds = [
+            Command(
+                stamped_at_ms=now_ms,
+                limits=self._fire_limits,
+                fire=commands_pb2.Fire(
+                    task_id=task_id,
+                    nominal_time_ms=task.next_fire_ms,
+                    execution_id=execution_id,
+                    lead_ms=lead if firing.due_of(task) > now_ms else 0,
+                ),
+            )
+        ]
+        # Fire and Grant share one entry when a worker is free: one commit before the lease goes out.
+        # (If the overlap policy buffers the execution, the grant is refused and the slot released.)
+        worker = self.pool.pick(task.spec.queue, task.spec.worker_labels)
+        cap = self.settings.max_running
+        limited = task.spec.max_concurrency and self.keeper.running(task_id) >= task.spec.max_concurrency
+        gated = bool(task.spec.depends_on)  # dependencies are checked where pending work is granted
+        if (
+            worker is not None
+            and not limited
+            and not gated
+            and not (cap and len(self.keeper) + len(self.granting) >= cap)
+        ):
+            cmds.append(self._grant_command(execution_id, worker, now_ms, task_id=task_id, lead_ms=lead))
+        return cmds
+
+    def _grant_pending(self, now_ms: int, budget: int) -> list[Command]:
+        pending = self.pending
+        if not len(pending):
+            if pending.overflow:
+                self._refill_pending()
+            if not len(pending):
+                pending.next_ready_ms = None
+                return []  # nothing waits: no pass over the workers
+        served = self.pool.served_queues()
+        cmds: list[Command] = []
+        pending.next_ready_ms = None
+        cap = self.settings.max_running
+        with self.kv.read() as txn:
+            for queue in served & pending.queues():
+                for rank, execution_id in pending.dispatch_order(queue, now_ms, self.settings.aging_step_ms):
+                    if len(cmds) >= budget or (cap and len(self.keeper) + len(self.granting) >= cap):
+                        return cmds
+                    retry_at = self.retries.retry_at("grant", execution_id, now_ms) if self.retries else None
+                    if retry_at is not None:  # its last Grant failed inside apply
+                        pending.note_ready_at(retry_at)
+                        continue
+                    ex = sm.read_execution(txn, execution_id)
+                    if ex is None or ex.state != common_pb2.EXECUTION_PENDING:
+                        pending.remove(queue, rank, execution_id)
+                        self.retries.succeeded("grant", execution_id)
+                        continue
+                    task = sm.read_task(txn, ex.task_id)
+                    # A first attempt of a staged burst may be leased as far ahead as it was fired; a
+                    # retry's backoff keeps the ordinary lead.
+                    lead = self.planner.lead_for(task, self.planner.lead_now if ex.attempt <= 1 else None)
+                    ready_ms = ex.not_before_ms - lead
+                    if ready_ms > now_ms:  # a retry waiting for its backoff, or a fire for its due time
+                        pending.note_ready_at(ready_ms)
+                        continue
+                    if (
+                        task is not None
+                        and task.spec.depends_on
+                        and deps.unmet(txn, task, ex.nominal_time_ms)
+                    ):
+                        continue  # its upstream runs have not succeeded yet (see _why_waiting_for_worker)
+                    limit = task.spec.max_concurrency if task is not None else 0
+                    if (
+                        limit
+                        and self.keeper.running(ex.task_id) + self._granting_for_task(ex.task_id) >= limit
+                    ):
+                        continue
+                    worker = self.pool.pick(queue, task.spec.worker_labels if task else None)
+                    if worker is None:
+                        continue
+                    pending.remove(queue, rank, execution_id)
+                    cmds.append(
+                        self._grant_command(execution_id, worker, now_ms, task_id=ex.task_id, lead_ms=lead)
+                    )
+        return cmds
+
+    def _granting_for_task(self, task_id: str) -> int:
+        return sum(1 for t in self.granting.values() if t == task_id)
+
+    def _grant_command(
+        self, execution_id: str, worker: WorkerState, now_ms: int, *, task_id: str = "", lead_ms: int = 0
+    ) -> Command:
+        worker.inflight.add(execution_id)
+        self.granting[execution_id] = task_id
+        self.pending.reasons.pop(execution_id, None)
+        return Command(
+            stamped_at_ms=now_ms,
+            grant=commands_pb2.Grant(
+                execution_id=execution_id,
+                worker_id=worker.worker_id,
+                lease_ttl_ms=self.settings.lease_ttl_ms,
+                lead_ms=lead_ms,
+                worker_incarnation=worker.incarnation,
+            ),
+        )
+
+    # ------------------------------------------------------------------------------ commit outcomes
+
+    def on_committed(
+        self, commands: Sequence[Command], results: Sequence[CommandResult], now_ms: int, mono_ms: int
+    ) -> None:
+        """Act on the outcome of our own proposals (results line up with commands), and on client
+        commands that committed on this leader (tasks created, changed or cancelled reach the wheel)."""
+        self.now_ms = now_ms
+        with self._reading():
+            outcomes.on_committed(self, commands, results, now_ms, mono_ms)
+
+    def on_proposal_failed(self, commands: Sequence[Command], mono_ms: int) -> None:
+        """The outcome of these commands is unknown (or they were refused). Make every one safe to redo:
+        fires go back to the wheel (I3 drops a duplicate), grants are re-checked against the store,
+        completes and expiries are proposed again."""
+        outcomes.on_proposal_failed(self, commands, mono_ms)
+
+    def offered(self, execution_id: str, token: common_pb2.FencingToken, start_mono: int | None) -> None:
+        """A lease's offer is being written to its worker's stream now; a deferred start is no earlier
+        than `start_mono` (our monotonic clock; the runner computes it as it restamps the delay): the
+        worker cannot be confirmed before then, whatever the estimate made at the grant."""
+        self.keeper.offered(execution_id, token_tuple(token), start_mono)
+
+    # ------------------------------------------------------------------------------------- timing
+
+    def next_wakeup_ms(self, now_ms: int, mono_ms: int, *, idle_ms: int = 1000) -> int:
+        """Milliseconds until the next thing this core must do (bounded by `idle_ms`)."""
+        wait = idle_ms
+        if self.hold:  # only lease deadlines and retried results matter (_tick_during_hold)
+            ld = self.keeper.deadlines.next_deadline()
+            if ld is not None:
+                wait = min(wait, ld - mono_ms)
+            if (self._early_results and self.ready) or any(
+                c.WhichOneof("body") not in _KEPT_BACK_BY_HOLD for c in self.retry
+            ):
+                wait = 0
+            return max(0, wait)
+        wait = self.planner.wait_ms(now_ms, wait)
+        ld = self.keeper.deadlines.next_deadline()
+        if ld is not None:
+            wait = min(wait, ld - mono_ms)
+        if self.pending.next_ready_ms is not None:
+            wait = min(wait, self.pending.next_ready_ms - now_ms)
+        if self.retry or (self._early_results and self.ready):
+            wait = 0
+        return max(0, wait)
+
+    def drain_outgoing(self) -> list[tuple[str, worker_pb2.GatewayMessage]]:
+        out, self.outgoing = self.outgoing, []
+        return out
+
+
+__all__ = ["MAX_EARLY_RESULTS", "LeaderCore"]

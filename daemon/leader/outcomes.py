@@ -1,0 +1,249 @@
+"""What the leader core does with the outcome of a proposal: committed (`on_committed`), failed inside
+apply (recorded as "internal": retried with a growing delay, retries.py), or unknown
+(`on_proposal_failed`: every command is made safe to redo).
+
+A committed Grant becomes a lease offer to its worker (I4: never before); a committed Complete acks
+the worker that sent it; the side effects of any command (executions now pending or ended, attempts to
+cancel, a task's next due time) reach the pending queue, the lease keeper and the fire planner.
+Functions of `LeaderCore` (core.py), kept here so that each module does one job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from cronraft.bounds import MAX_OFFER_BYTES
+from cronraft.daemon.leader.retries import INTERNAL_RETRY_MAX_MS
+from cronraft.proto.v1 import commands_pb2, common_pb2, worker_pb2
+from cronraft.raft import state as sm
+from cronraft.raft.codec import token_tuple
+
+if TYPE_CHECKING:
+    from cronraft.daemon.leader.core import LeaderCore
+
+Command = commands_pb2.Command
+CommandResult = commands_pb2.CommandResult
+
+
+def on_committed(
+    core: LeaderCore, commands: Sequence[Command], results: Sequence[CommandResult], now_ms: int, mono_ms: int
+) -> None:
+    offers: dict[str, list[worker_pb2.Lease]] = {}
+    acks: dict[str, list[str]] = {}
+    planner, retries = core.planner, core.retries
+    for cmd, res in zip(commands, results, strict=True):
+        kind = cmd.WhichOneof("body")
+        if res.error_code == "internal" and _failed_inside_apply(core, cmd, res, now_ms, mono_ms):
+            continue
+        if kind == "fire":
+            planner.done_firing(cmd.fire.task_id)
+            retries.succeeded("fire", cmd.fire.task_id)
+            if not res.applied:
+                _reschedule_from_store(core, cmd.fire.task_id)
+        elif kind == "grant":
+            retries.succeeded("grant", cmd.grant.execution_id)
+            lease = _on_grant(core, cmd.grant, res, mono_ms)
+            if lease is not None:
+                offers.setdefault(cmd.grant.worker_id, []).append(lease)
+        elif kind == "complete":
+            eid = cmd.complete.execution_id
+            token = token_tuple(cmd.complete.token)
+            sender = core.completing.pop((eid, token), "")
+            retries.succeeded("complete", eid)
+            current = core.keeper.get(eid)
+            # Only the attempt this result belongs to loses its lease: a stale result (an attempt
+            # fenced off earlier) must not take the lease of the attempt running now.
+            if res.applied or (current is not None and current.token == token):
+                core.release(eid)
+            # Acked, applied or stale, to the worker that sent it: it must stop resending it.
+            if sender:
+                acks.setdefault(sender, []).append(eid)
+        elif kind == "expire_lease":
+            retries.succeeded("expire", cmd.expire_lease.execution_id)
+            core.release(cmd.expire_lease.execution_id)
+        elif kind == "expire_pending":
+            core.pending.expiring.discard(cmd.expire_pending.execution_id)
+            core.pending.reasons.pop(cmd.expire_pending.execution_id, None)
+        # Whatever the command, its side effects: executions that now wait for a worker (fired,
+        # promoted from an overlap buffer, re-queued after an expiry), executions that ended, attempts
+        # whose workers must stop, and the task's next due time.
+        for ex in res.executions:
+            if ex.state == common_pb2.EXECUTION_PENDING:
+                if ex.execution_id not in core.granting:  # else its grant's outcome decides
+                    core.pend(ex)
+            elif ex.state in sm.TERMINAL_STATES:
+                core.release(ex.execution_id)
+        if kind == "expire_lease" and res.execution.state == common_pb2.EXECUTION_PENDING:
+            core.pend(res.execution)
+        for c in res.cancels:
+            cancel = worker_pb2.CancelAttempt(execution_id=c.execution_id, token=c.token)
+            core.outgoing.append((c.worker_id, worker_pb2.GatewayMessage(cancel=cancel)))
+        if res.HasField("task"):
+            planner.schedule(res.task)
+        if kind == "import_tasks" and res.applied:
+            planner.imported(res.tasks, cmd.import_tasks.report_due_until_ms)
+    for worker_id, leases in offers.items():
+        # Split so that no message passes MAX_OFFER_BYTES (payloads are up to 4 MiB each).
+        batch: list[worker_pb2.Lease] = []
+        size = 0
+        for lease in leases:
+            n = lease.ByteSize()
+            if batch and size + n > MAX_OFFER_BYTES:
+                core.outgoing.append((worker_id, _offers(core, worker_id, batch)))
+                batch, size = [], 0
+            batch.append(lease)
+            size += n
+        core.outgoing.append((worker_id, _offers(core, worker_id, batch)))
+    for worker_id, ids in acks.items():
+        core.outgoing.append(
+            (worker_id, worker_pb2.GatewayMessage(acks=worker_pb2.ResultAcks(execution_ids=ids)))
+        )
+
+
+def _failed_inside_apply(
+    core: LeaderCore, cmd: Command, res: CommandResult, now_ms: int, mono_ms: int
+) -> bool:
+    """One of our commands was recorded as "internal" (retries.py): arrange its retry after a growing
+    delay, and say why where users look. True when handled (nothing else to do for it)."""
+    kind = cmd.WhichOneof("body")
+    retries = core.retries
+    if kind == "fire":
+        f = cmd.fire
+        core.planner.done_firing(f.task_id)
+        delay = retries.note_failure("fire", f.task_id, res.error, now_ms)
+        core.planner.wheel.add(f.task_id, now_ms + delay)  # _fire_commands holds it until then
+        if retries.failures("fire", f.task_id) == 1:
+            # The fire ledger says it (`schedctl task explain`) until the nominal time fires.
+            core.retry.append(
+                Command(
+                    stamped_at_ms=now_ms,
+                    note_waiting=commands_pb2.NoteWaiting(
+                        task_id=f.task_id,
+                        nominal_time_ms=f.nominal_time_ms,
+                        reason=f"the fire failed when applied ({res.error}); the leader tries again "
+                        f"with a growing delay (at most {INTERNAL_RETRY_MAX_MS // 1000} s)"[:500],
+                    ),
+                )
+            )
+        return True
+    if kind == "grant":
+        g = cmd.grant
+        core.end_grant(g.execution_id, g.worker_id)
+        retries.note_failure("grant", g.execution_id, res.error, now_ms)  # its waiting reason says it
+        _adopt_if_running(core, g.execution_id, mono_ms)  # pending again: granted after the delay
+        return True
+    if kind == "complete":
+        # Neither acknowledged nor released: the worker sends the result again later (each resend is a
+        # new try), and if it keeps failing the lease expires and the execution goes on as for a lost
+        # worker.
+        c = cmd.complete
+        core.completing.pop((c.execution_id, token_tuple(c.token)), None)
+        retries.note_failure("complete", c.execution_id, res.error, now_ms)
+        return True
+    if kind == "expire_lease":
+        x = cmd.expire_lease
+        delay = retries.note_failure("expire", x.execution_id, res.error, mono_ms)
+        core.keeper.expire_at(x.execution_id, mono_ms + delay)  # proposed again then
+        return True
+    return False
+
+
+def _on_grant(
+    core: LeaderCore, g: commands_pb2.Grant, res: CommandResult, mono_ms: int
+) -> worker_pb2.Lease | None:
+    core.granting.pop(g.execution_id, None)
+    if not res.applied:
+        core.pool.release_slot(g.worker_id, g.execution_id)
+        _adopt_if_running(core, g.execution_id, mono_ms)
+        return None
+    ex = res.execution
+    lease = core.track_lease(ex, core.lease_deadline(mono_ms))
+    lease.written = False  # until the runner hands the offer to the worker's stream (offered)
+    if ex.not_before_ms > core.now_ms:  # a deferred start: the worker starts it once confirmed
+        lease.start_mono = mono_ms + ex.not_before_ms - core.now_ms
+    return _lease_offer(core, ex)
+
+
+def _lease_offer(core: LeaderCore, ex: common_pb2.Execution) -> worker_pb2.Lease | None:
+    task = core.read_task(ex.task_id)
+    if task is None:
+        return None
+    now_ms = core.now_ms
+    return worker_pb2.Lease(
+        execution_id=ex.execution_id,
+        task_id=ex.task_id,
+        task_name=task.spec.name,
+        nominal_time_ms=ex.nominal_time_ms,
+        attempt=ex.attempt,
+        token=ex.token,
+        payload=task.spec.payload,
+        timeout_ms=task.spec.timeout_ms,
+        lease_ttl_ms=core.settings.lease_ttl_ms,
+        # Granted ahead of its due time (or of a retry's backoff end): the worker waits the rest.
+        start_delay_ms=max(0, ex.not_before_ms - now_ms),
+        start_at_ms=ex.not_before_ms if ex.not_before_ms > now_ms else 0,
+        guarantee=task.spec.guarantee,
+        sensor=task.spec.sensor if task.spec.HasField("sensor") else None,
+    )
+
+
+def _offers(core: LeaderCore, worker_id: str, leases: list[worker_pb2.Lease]) -> worker_pb2.GatewayMessage:
+    """Leases whose clocks start now, with the echo that bounds the worker's deadline (worker.proto)."""
+    w = core.pool.get(worker_id)
+    echo = w.echo_ms if w is not None else 0
+    return worker_pb2.GatewayMessage(leases=worker_pb2.LeaseOffers(leases=leases, echo_mono_ms=echo))
+
+
+def _adopt_if_running(core: LeaderCore, execution_id: str, mono_ms: int) -> None:
+    """A grant whose outcome we lost may have committed. The store says: if it did, in our term, the
+    lease is valid (its grant committed, I4) and is dispatched now; otherwise it waits in pending."""
+    with core.kv.read() as txn:
+        ex = sm.read_execution(txn, execution_id)
+    if ex is None:
+        return
+    if ex.state == common_pb2.EXECUTION_RUNNING and execution_id not in core.keeper.leases:
+        core.track_lease(ex, core.lease_deadline(mono_ms))
+        w = core.pool.get(ex.worker_id)
+        if ex.token.term == core.term and w is not None and w.connected:
+            lease = _lease_offer(core, ex)
+            if lease is not None:
+                core.outgoing.append((w.worker_id, _offers(core, w.worker_id, [lease])))
+    elif ex.state == common_pb2.EXECUTION_PENDING:
+        core.pend(ex)
+
+
+def _reschedule_from_store(core: LeaderCore, task_id: str) -> None:
+    with core.kv.read() as txn:
+        task = sm.read_task(txn, task_id)
+    if task is not None:
+        core.planner.schedule(task)
+
+
+def on_proposal_failed(core: LeaderCore, commands: Sequence[Command], mono_ms: int) -> None:
+    for cmd in commands:
+        kind = cmd.WhichOneof("body")
+        if kind == "fire":
+            f = cmd.fire
+            core.planner.done_firing(f.task_id)
+            with core.kv.read() as txn:
+                fired = sm.read_fire(txn, f.task_id, f.nominal_time_ms)
+                task = sm.read_task(txn, f.task_id)
+            if fired is not None and fired.state == common_pb2.EXECUTION_PENDING:
+                core.pend(fired)
+            # Not committed (yet): fire again; if it commits meanwhile, I3 rejects the copy.
+            core.planner.refire(task, f.nominal_time_ms)
+        elif kind == "grant":
+            core.end_grant(cmd.grant.execution_id, cmd.grant.worker_id)
+            _adopt_if_running(core, cmd.grant.execution_id, mono_ms)
+        elif kind == "complete":
+            core.retry.append(cmd)  # the sender stays recorded in `completing` for the ack
+        elif kind == "expire_pending":
+            core.pending.expiring.discard(cmd.expire_pending.execution_id)
+        elif kind == "note_waiting":
+            core.pending.reasons.pop(cmd.note_waiting.execution_id, None)
+        elif kind == "expire_lease":
+            core.keeper.expire_at(cmd.expire_lease.execution_id, mono_ms)  # propose it again
+
+
+__all__ = ["on_committed", "on_proposal_failed"]
