@@ -47,9 +47,10 @@ from cronraft.proto.v1 import (
 )
 from cronraft.raft.audit import AuditLog
 from cronraft.raft.groupcommit import GroupCommitter
-from cronraft.raft.replicator import RaftMember, RaftStatus, ReplicatorConfig, SyncObjReplicator
+from cronraft.raft.replicator import RaftMember, RaftStatus, ReplicatorConfig
 from cronraft.raft.state import StateMachine
 from cronraft.raft.store import LmdbKV
+from cronraft.raft.syncobj_replicator import SyncObjReplicator
 from cronraft.raft.versions import OVERRIDE_ENV, schedule_versions
 
 log = structlog.get_logger("cronraft.node")

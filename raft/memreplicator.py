@@ -1,11 +1,12 @@
 """The in-memory twin of the replicator: one node, no network, no thread.
 
-`MemReplicator` implements `Replicator` for a single node: `propose` applies the payload at once, at the next
-index, through the same `apply(index, payload)` callback the real replicator uses. Tests steer it:
-`set_leader(False)` makes `propose` raise `NotLeader`, `bump_term()` simulates a new term, and
-`fail_next(exc)` makes the next proposal fail with `exc` (with `applied=True` the entry is applied first,
-the way a real `OutcomeUnknown` may hide a commit). `MemLog` is the pure, synchronous core (index
-bookkeeping and apply), reusable by the deterministic simulation.
+`MemReplicator` implements `Replicator` (raft.replicator; declared as its base, so mypy checks it) for a
+single node: `propose` applies the payload at once, at the next index, through the same
+`apply(index, payload)` callback the real replicator uses. Tests steer it: `set_leader(False)` makes
+`propose` raise `NotLeader`, `bump_term()` simulates a new term, and `fail_next(exc)` makes the next
+proposal fail with `exc` (with `applied=True` the entry is applied first, the way a real `OutcomeUnknown`
+may hide a commit). `MemLog` is the pure, synchronous core (index bookkeeping and apply), reusable by
+the deterministic simulation.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from cronraft.errors import CronraftError, NotLeader, OutcomeUnknown, Unavailable
 from cronraft.raft.audit import AuditLog
-from cronraft.raft.replicator import RaftStatus
+from cronraft.raft.replicator import RaftStatus, Replicator
 
 
 @dataclass
@@ -39,7 +40,7 @@ class MemLog:
             fn(i, payload)
 
 
-class MemReplicator:
+class MemReplicator(Replicator):
     def __init__(
         self,
         apply: Callable[[int, bytes], bytes | None],

@@ -26,7 +26,7 @@ from typing import Any
 
 def _patch_raft(bind: str | None, source: str | None) -> None:
     if bind:
-        from cronraft.raft import replicator
+        from cronraft.raft import syncobj_replicator as replicator
 
         original = replicator.SyncObjReplicator._conf
 

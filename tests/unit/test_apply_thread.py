@@ -19,13 +19,10 @@ import pytest
 
 from cronraft.proto.v1 import commands_pb2
 from cronraft.raft.groupcommit import GroupCommitter
-from cronraft.raft.replicator import (
-    MAX_MESSAGE_BYTES,
-    RaftMember,
-    ReplicatorConfig,
-    SyncObjReplicator,
-)
+from cronraft.raft.pysyncobj_adapter import MAX_MESSAGE_BYTES
+from cronraft.raft.replicator import RaftMember, ReplicatorConfig
 from cronraft.raft.store import LmdbKV
+from cronraft.raft.syncobj_replicator import SyncObjReplicator
 from tests.support.ports import free_ports
 from tests.support.wait import wait_until_async
 

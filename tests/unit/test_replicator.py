@@ -27,17 +27,11 @@ from cronraft.errors import (
 )
 from cronraft.proto.v1 import commands_pb2
 from cronraft.raft.groupcommit import GroupCommitter
-from cronraft.raft.replicator import (
-    RaftMember,
-    RaftStatus,
-    ReplicatorConfig,
-    SyncObjReplicator,
-    encode_snapshot_header,
-    error_for_fail_reason,
-    fail_reason_names,
-    read_snapshot_header,
-)
+from cronraft.raft.pysyncobj_adapter import error_for_fail_reason, fail_reason_names
+from cronraft.raft.replicator import RaftMember, RaftStatus, ReplicatorConfig
+from cronraft.raft.snapshot_file import encode_snapshot_header, read_snapshot_header
 from cronraft.raft.store import LmdbKV
+from cronraft.raft.syncobj_replicator import SyncObjReplicator
 from tests.support.ports import free_ports
 from tests.support.wait import wait_until_async
 
@@ -402,7 +396,7 @@ async def test_a_leader_whose_connections_close_is_replaced_before_the_election_
     try:
         old = await elect(nodes)
         old_term = old.rep.status().term
-        caplog.set_level(logging.INFO, logger="cronraft.raft.replicator")
+        caplog.set_level(logging.INFO, logger="cronraft.raft.pysyncobj_adapter")
         old.stop()
         rest = [n for n in nodes if n is not old]
 

@@ -22,8 +22,9 @@ from cronraft.errors import ResourceExhausted, StorageError
 from cronraft.proto.v1 import commands_pb2
 from cronraft.raft.groupcommit import GroupCommitter
 from cronraft.raft.memreplicator import MemReplicator
-from cronraft.raft.replicator import RaftMember, ReplicatorConfig, SyncObjReplicator
+from cronraft.raft.replicator import RaftMember, ReplicatorConfig
 from cronraft.raft.store import LmdbKV, StoreUsage
+from cronraft.raft.syncobj_replicator import SyncObjReplicator
 from tests.support.ports import free_port
 from tests.support.wait import wait_until_async
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from cronraft.raft.replicator import RaftMember, ReplicatorConfig, SyncObjReplicator
+from cronraft.raft.replicator import RaftMember, ReplicatorConfig
 from cronraft.raft.store import LmdbKV
+from cronraft.raft.syncobj_replicator import SyncObjReplicator
 from tests.support.ports import free_ports
 from tests.support.wait import wait_until_async
 

@@ -1,0 +1,238 @@
+"""The apply thread: committed entries are applied off the Raft thread, in log order, and proposers answered.
+
+Why: applying a burst of large entries takes seconds of CPU; done on the Raft thread (pysyncobj's tick
+thread) it kept heartbeats and votes unanswered for as long, and followers started elections in the
+middle of a fire burst. So the replicated call only *stages* the committed entry (`stage`, Raft thread);
+at the end of the same tick, after pysyncobj called the proposers' callbacks (which register to wait for
+that index: `wait_for`), the staged entries are handed to this thread (`release_staged`), which runs
+`apply` in log order and answers the proposers. A snapshot waits until the store has applied exactly the
+snapshot's index (`wait_applied(released)`); installing one first waits for the entries already handed
+over, then records the snapshot's index (`restored`).
+
+An entry whose apply fails for an environmental reason (the store's map or disk full, an I/O error:
+raft.state's `is_environmental`) is retried (100 ms, growing to 1 s) after `on_apply_failure` had a go
+at it (the daemon grows the map there). Meanwhile the node is "stuck": proposers waiting for that entry
+or a later one are answered at once with RESOURCE_EXHAUSTED naming the cause (the entries are committed
+and will apply once space returns), and `stuck` says so; the replicator then refuses new proposals.
+Knows nothing of the Raft library: entries are `(index, payload)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from cronraft.errors import CronraftError, OutcomeUnknown, ResourceExhausted
+
+log = logging.getLogger(__name__)
+
+_APPLY_RETRY_S = (0.1, 1.0)  # first and longest pause between tries of an entry that failed
+
+Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[bytes]"]
+
+
+class Applying:
+    """What the replicated call returns to the Raft library (and so to the proposer's callback): the entry
+    at `index` is committed and queued for the apply thread, which answers the proposer once applied."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+
+def settle(future: asyncio.Future[bytes], result: Any, error: CronraftError | None) -> None:
+    """Answer a proposer (on its event loop): `result` is apply's bytes, None ("already applied"), or a
+    CronraftError raised by us before the entry reached the log; `error` is the log's failure, if any."""
+    if future.done():
+        return
+    if isinstance(result, CronraftError):  # failed by us before it reached the log
+        future.set_exception(result)
+    elif error is not None:
+        future.set_exception(error)
+    elif result is None:
+        # apply() said "already applied": only if the store is ahead of the log (e.g. after a power loss
+        # without fsync); the original result is not known.
+        future.set_exception(OutcomeUnknown("the entry's index was already applied; its result is unknown"))
+    else:
+        future.set_result(bytes(result))
+
+
+def answer(waiter: Waiter, result: Any) -> None:
+    """Settle a waiting proposer from any thread (nothing if its loop is closed: nobody waits any more)."""
+    loop, future = waiter
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(settle, future, result, None)
+
+
+class ApplyThread:
+    """One thread applying handed-over entries in order (module docstring). `apply_entry(index, payload)`
+    returns the result bytes or None (already applied); `on_apply_failure(index, exc)` returns True when it
+    fixed the cause (tried again at once); `on_apply_recovered(index)` after an entry applied late."""
+
+    def __init__(
+        self,
+        apply_entry: Callable[[int, bytes], bytes | None],
+        *,
+        on_apply_failure: Callable[[int, BaseException], bool] | None = None,
+        on_apply_recovered: Callable[[int], None] | None = None,
+    ) -> None:
+        self._apply_entry = apply_entry
+        self._on_apply_failure = on_apply_failure
+        self._on_apply_recovered = on_apply_recovered
+        # (index, why) while an entry cannot apply.
+        self.stuck: tuple[int, str] | None = None
+        # Staged during a tick (Raft thread only), then queued; proposers waiting for an index (under
+        # _lock); the last index applied (under _applied_cond).
+        self._staged: list[tuple[int, bytes]] = []
+        self.staged_max = 0
+        self.released = 0
+        self._queue: queue.SimpleQueue[list[tuple[int, bytes]] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._waiters: dict[int, Waiter] = {}
+        self._applied = 0
+        self._applied_cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stop = False
+
+    def start(self, applied: int) -> None:
+        """Start the thread; the store has applied up to `applied`."""
+        self._stop = False
+        self._staged, self.staged_max = [], 0
+        with self._lock:
+            self._waiters = {}
+        self.released = self._applied = applied
+        self._queue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="raft-apply", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop after the entry being applied; entries not applied yet are dropped (they are committed,
+        and the journal replay at the next start applies them). Waiters are forgotten, not answered."""
+        self._stop = True
+        self._queue.put(None)
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+        with self._lock:
+            self._waiters.clear()
+        with self._applied_cond:
+            self._applied_cond.notify_all()
+
+    # --- Raft thread ---
+
+    def stage(self, index: int, payload: bytes) -> Applying:
+        self._staged.append((index, payload))
+        self.staged_max = index
+        return Applying(index)
+
+    def wait_for(self, index: int, waiter: Waiter) -> None:
+        """Answer `waiter` once `index` is applied. Called before the entry is released (same tick), so
+        the answer cannot be missed."""
+        with self._lock:
+            self._waiters[index] = waiter
+
+    def release_staged(self) -> None:
+        if self._staged:
+            staged, self._staged = self._staged, []
+            self.released = staged[-1][0]
+            self._queue.put(staged)
+
+    def wait_applied(self, index: int) -> bool:
+        """Block until `index` is applied; False if the thread is stopped, or stuck on an entry it cannot
+        apply (it may stay so for long: the Raft thread must not wait for it)."""
+        with self._applied_cond:
+            while self._applied < index and not self._stop:
+                thread = self._thread
+                if thread is None or not thread.is_alive() or self.stuck is not None:
+                    return False
+                self._applied_cond.wait(0.1)
+            return self._applied >= index
+
+    def restored(self, index: int) -> None:
+        """The store was replaced by a snapshot at `index`: it holds at least that index."""
+        with self._applied_cond:
+            self._applied = max(self._applied, index)
+            self.released = max(self.released, index)
+            self._applied_cond.notify_all()
+
+    def applied_index(self, raft_applied: int) -> int:
+        """The last index applied to the store. The Raft library's own counter (`raft_applied`) runs ahead
+        of this thread, but once every staged entry is applied it is exact (it also counts the no-op
+        entries of new leaders, which never reach `apply`)."""
+        with self._applied_cond:
+            applied = self._applied
+        return raft_applied if applied >= self.staged_max else applied
+
+    # --- the thread ---
+
+    def _loop(self) -> None:
+        while True:
+            entries = self._queue.get()
+            if entries is None:
+                return
+            for index, payload in entries:
+                if self._stop:
+                    return
+                result = self._apply_with_retry(index, payload)
+                with self._lock:
+                    waiter = self._waiters.pop(index, None)
+                if waiter is not None:
+                    answer(waiter, result)
+                with self._applied_cond:
+                    self._applied = max(self._applied, index)
+                    self._applied_cond.notify_all()
+
+    def _apply_with_retry(self, index: int, payload: bytes) -> bytes | None:
+        # An entry is never skipped (the state would diverge): an apply that raised (the store full, an
+        # I/O error: the state machine records everything else) is tried again until it applies.
+        pause = _APPLY_RETRY_S[0]
+        failures = 0
+        while True:
+            try:
+                result = self._apply_entry(index, payload)
+            except Exception as exc:
+                failures += 1
+                fixed = self._on_apply_failure(index, exc) if self._on_apply_failure is not None else False
+                if fixed and failures < 100:
+                    continue
+                if failures == 1 or failures % 100 == 0:
+                    log.error("applying entry %d failed (%d times); retrying: %s", index, failures, exc)
+                if failures == 1:
+                    log.debug("the failure", exc_info=True)
+                self._set_stuck(index, exc)
+                if self._stop:
+                    return None
+                time.sleep(pause)
+                pause = min(_APPLY_RETRY_S[1], pause * 2)
+                continue
+            if failures:
+                self.stuck = None
+                log.warning("entry %d applied after %d failed tries", index, failures)
+                if self._on_apply_recovered is not None:
+                    self._on_apply_recovered(index)
+            return result
+
+    def _set_stuck(self, index: int, exc: BaseException) -> None:
+        """Note that `index` cannot apply, and answer everyone waiting for it or a later entry now."""
+        self.stuck = (index, str(exc))
+        why = f"this node cannot apply log entry {index}: {exc}"
+        error = ResourceExhausted(
+            f"storage exhausted: {why}; the command is committed and applies once space is freed "
+            "(retry with the same request id to learn its outcome)"
+        )
+        with self._lock:
+            waiters = [(i, w) for i, w in self._waiters.items() if i >= index]
+            for i, _ in waiters:
+                del self._waiters[i]
+        for _, waiter in waiters:
+            answer(waiter, error)
+
+
+__all__ = ["ApplyThread", "Applying", "Waiter", "answer", "settle"]

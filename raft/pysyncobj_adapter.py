@@ -1,0 +1,436 @@
+"""The pysyncobj adapter: the only module that imports pysyncobj, calls its camelCase API or touches its
+private attributes. Everything else (raft.syncobj_replicator above all) talks to `RaftNode`'s snake_case
+methods, `make_conf` and the error mapping here.
+
+Checked against pysyncobj 0.3.17, the version pinned in pyproject.toml (`PINNED_VERSION`; `start` logs
+a warning when another one is installed): every private name below must be re-checked on an upgrade.
+
+What it owns:
+- `RaftNode`, the `SyncObj` subclass with the one `@replicated` entry point (`applyEntry`) taking opaque
+  payload bytes (a serialized `CommandBatch`; never a pickled object of ours). The log index of the entry
+  being applied is `raftLastApplied + 1`: pysyncobj's `__applyLogEntries` walks the committed entries in
+  order from `raftLastApplied + 1` and increments `raftLastApplied` after each one (no-op entries
+  included), and `__loadDumpFile` sets it to the snapshot's index. (The one exception, a `VERSION` entry
+  that this code cannot run, never occurs: we never call `setCodeVersion`.)
+- proposals only from the leader: the host's proposals are handed to pysyncobj on the Raft thread, inside
+  `_checkCommandsToApply`, right after pysyncobj applied the committed entries, where the host checks
+  leadership, so pysyncobj never forwards them to another node; the transport also drops any
+  `apply_command` message.
+- the configuration (`make_conf`), including the `serializer`/`deserializer` hooks, translated from and
+  to pysyncobj's `(last entry, entry before, set of TCPNode)`.
+- the failure reasons of pysyncobj mapped to the error tree (`error_for_fail_reason`).
+- which messages rely on the log (for raft.durability's fsync), pysyncobj's journal file layout
+  (`FILE_JOURNAL_LAYOUT`, for raft.durability's `JournalSpace`), and `_GuardedJournal`.
+- faster elections when the connection to the leader closes (`_on_node_disconnected`).
+
+Private parts of pysyncobj touched, and why:
+- `SyncObj._checkCommandsToApply` (overridden): the one point of each tick after committed entries were
+  applied and before new commands are appended: staged entries go to the apply thread, our proposals are
+  appended while leading (never forwarded), leadership transfers are started on the Raft thread.
+- `SyncObj._isLeader`, `SyncObj._getLeader`: leadership and the leader's address (no public accessor
+  that is safe on the Raft thread).
+- `SyncObj._poller`: a `PipeNotifier` on it wakes the tick when we propose from another thread.
+- `SyncObj.__raftLog` (`_SyncObj__raftLog`): the journal, made a `_GuardedJournal` by class assignment
+  so that appends allocate their disk space first and a term/vote that cannot be stored is put back.
+- `SyncObj.__transport` (`_SyncObj__transport`) and `TCPTransport._onNodeDisconnectedCallback`: our
+  disconnect callback is chained after pysyncobj's own.
+- `SyncObj.__raftElectionDeadline`: brought forward when the leader's connection closes.
+- `SyncObj.__raftCurrentTerm`, `SyncObj.__votedForNodeId`, `SyncObj.__getCurrentLogTerm` and
+  `FileJournal.__meta`: put back as stored when storing a new term/vote failed (disk full).
+- `FileJournal`'s file layout (header, end offset, record size) and the `.meta` file name: disk space
+  and fsync (raft.durability).
+- the message dicts' `type`, `entries`, `transmission` keys in `TCPTransport.send`: fsync before the
+  messages that rely on the log; drop forwarded proposals.
+- the logger `pysyncobj.syncobj`: a filter rate-limits its per-tick tracebacks on a full disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
+from pysyncobj.journal import FileJournal
+from pysyncobj.monotonic import monotonic as raft_monotonic
+from pysyncobj.node import TCPNode
+from pysyncobj.pipe_notifier import PipeNotifier
+from pysyncobj.transport import TCPTransport
+from pysyncobj.version import VERSION as _INSTALLED_VERSION
+
+from cronraft.errors import CronraftError, NotLeader, OutcomeUnknown, ResourceExhausted, Unavailable
+from cronraft.raft.durability import Durability, JournalFull, JournalLayout, JournalSpace
+from cronraft.raft.replicator import ReplicatorConfig
+from cronraft.raft.snapshot_file import LogEntry
+
+log = logging.getLogger(__name__)
+
+PINNED_VERSION = "0.3.17"  # pyproject.toml pins pysyncobj==0.3.17; the private names above are its own
+
+# pysyncobj's appendEntriesBatchSizeBytes: the most entry bytes one append_entries message carries.
+MAX_MESSAGE_BYTES = 16 << 20
+# pysyncobj's FileJournal layout: a 40-byte header whose last 4 bytes (little-endian u32) are the offset
+# past the last record; a record is u32 length, u64 index, u64 term, the command, u32 length again. The
+# u32 offset also caps a journal at 4 GiB: compaction by bytes keeps it far below. pysyncobj wraps our
+# payload (the replicated call's id and arguments) before it journals it: a margin of 64 bytes.
+FILE_JOURNAL_LAYOUT = JournalLayout(header=40, end_offset_at=36, record_overhead=24, command_overhead=64)
+# What a failed store of the term and vote frees of the journal's reserve before it tries again.
+_META_ROOM = 64 << 10
+
+
+def version_problem() -> str | None:
+    """Why the installed pysyncobj is not the one this adapter was checked against, or None."""
+    if _INSTALLED_VERSION == PINNED_VERSION:
+        return None
+    return (
+        f"pysyncobj {_INSTALLED_VERSION} is installed, but raft.pysyncobj_adapter was checked against "
+        f"{PINNED_VERSION} (it uses private parts of pysyncobj): install pysyncobj=={PINNED_VERSION}"
+    )
+
+
+def journal_meta_path(journal: Path) -> Path:
+    """pysyncobj's FileJournal keeps term, vote and commit index in `<journal>.meta`."""
+    return Path(str(journal) + ".meta")
+
+
+# --- failure reasons -----------------------------------------------------------------------------------
+
+_FAIL_REASON_NAMES: dict[int, str] = {
+    value: name for name, value in vars(FAIL_REASON).items() if not name.startswith("_")
+}
+
+
+def fail_reason_names() -> dict[str, int]:
+    """Every pysyncobj FAIL_REASON by name (so that tests can check the mapping is complete)."""
+    return {name: value for value, name in _FAIL_REASON_NAMES.items()}
+
+
+def error_for_fail_reason(reason: int) -> CronraftError | None:
+    """The one mapping from a pysyncobj FAIL_REASON to the error tree (None for SUCCESS)."""
+    name = _FAIL_REASON_NAMES.get(reason, f"unknown({reason})")
+    if reason == FAIL_REASON.SUCCESS:
+        return None
+    if reason == FAIL_REASON.QUEUE_FULL:
+        return ResourceExhausted("the Raft command queue is full; retry later")
+    if reason == FAIL_REASON.MISSING_LEADER:
+        return Unavailable("no Raft leader (election in progress or no quorum); retry later")
+    if reason == FAIL_REASON.NOT_LEADER:
+        # Only on forwarding or our own refusal on the Raft thread: the entry was never appended here.
+        return NotLeader(None)
+    if reason == FAIL_REASON.REQUEST_DENIED:
+        # Only membership and leadership-transfer requests are denied; we send neither as a proposal.
+        return Unavailable("the Raft leader denied the request")
+    if reason in (FAIL_REASON.DISCARDED, FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME):
+        # DISCARDED: another entry took this index, so this one did not apply *there*; we still report
+        # "unknown" so that every post-append failure has one retry rule (same request ids, deduplicated).
+        return OutcomeUnknown(f"leadership changed before the entry committed ({name}); it may apply")
+    return OutcomeUnknown(f"unexpected pysyncobj failure reason {name}")
+
+
+# --- transport, journal, logging -----------------------------------------------------------------------
+
+_SYNC_LOG = frozenset({"next_node_idx", "request_vote", "response_vote"})
+_SYNC_META = frozenset({"request_vote", "response_vote"})
+
+
+def _transport_class(durability: Durability) -> type:
+    class _Transport(TCPTransport):  # type: ignore[misc]
+        def send(self, node: Any, message: Any) -> bool:
+            kind = message.get("type")
+            if kind == "apply_command":
+                # We never forward proposals (see `RaftNode._checkCommandsToApply`); a stray one is dropped
+                # and its caller times out with OutcomeUnknown. Never happens in practice.
+                log.warning("dropped a proposal that pysyncobj tried to forward to %s", node)
+                return False
+            if durability.enabled:
+                carries = kind == "append_entries" and bool(
+                    message.get("entries") or message.get("transmission")
+                )
+                durability.before_send(sync_log=carries or kind in _SYNC_LOG, sync_meta=kind in _SYNC_META)
+            return bool(super().send(node, message))
+
+    return _Transport
+
+
+class _GuardedJournal(FileJournal):  # type: ignore[misc]
+    """pysyncobj's FileJournal whose appends allocate their space first (raft.durability `JournalSpace`),
+    and whose term and vote are never half-stored. The journal pysyncobj made becomes one of these by
+    class assignment; `_space` and `_node` are set on the instance.
+
+    pysyncobj sets its current term and vote in memory, then has the journal store them (a new meta
+    file, renamed over the old one). On a full disk that write fails after the node already acts on the
+    new term: a leader that saw a higher term would go on leading in it, beside the one elected in it
+    (two leaders in one term). So a failed store first frees a little of the journal's reserve and tries
+    again, and if it still fails puts the term and vote back as they were stored, then raises: the node
+    has ignored the message that carried the new term, which Raft allows (a message may be lost)."""
+
+    _space: JournalSpace
+    _node: Any
+
+    def add(self, command: bytes, idx: int, term: int) -> None:
+        space = self._space
+        space.ensure(len(command) + space.layout.record_overhead)
+        super().add(command, idx, term)
+
+    def setCurrentTerm(self, term: int, votedForNodeId: Any) -> None:
+        stored = (self.getCurrentTerm(), self.getVotedForNodeId())
+        try:
+            super().setCurrentTerm(term, votedForNodeId)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                self._put_back(stored)
+                raise
+        if self._space.release(_META_ROOM):
+            with contextlib.suppress(OSError):
+                super().setCurrentTerm(term, votedForNodeId)
+                return
+        self._put_back(stored)
+        raise JournalFull(f"disk full: term {term} cannot be stored; ignored until space returns")
+
+    def _put_back(self, stored: tuple[int, Any]) -> None:
+        meta = self._FileJournal__meta
+        meta["currentTerm"], meta["votedForNodeId"] = stored
+        node = self._node
+        if node is not None:
+            node._SyncObj__raftCurrentTerm = max(stored[0], node._SyncObj__getCurrentLogTerm())
+            node._SyncObj__votedForNodeId = stored[1]
+
+    def onOneSecondTimer(self) -> None:
+        # The commit index, stored lazily once a second: not needed for safety (it is recomputed from
+        # the log). On a full disk it waits for space (pysyncobj tries again each second).
+        try:
+            super().onOneSecondTimer()
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+
+
+class _QuietTickFailures(logging.Filter):
+    """pysyncobj logs every failed tick with its traceback, and every failed snapshot; on a full disk
+    that is each tick (a follower's appends, the meta file's writes, a snapshot tried again each tick).
+    One such record per `every_s`, per kind."""
+
+    def __init__(self, every_s: float = 30.0) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self._last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if record.getMessage() == "Failed to store full dump":
+            key = "snapshot"
+        elif isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            key = type(exc).__name__
+        else:
+            return True
+        now = time.monotonic()
+        if now - self._last.get(key, -self.every_s) < self.every_s:
+            return False
+        self._last[key] = now
+        return True
+
+
+_TICK_FILTER = _QuietTickFailures()
+logging.getLogger("pysyncobj.syncobj").addFilter(_TICK_FILTER)
+
+
+# --- the node ------------------------------------------------------------------------------------------
+
+Outcome = Callable[[Any, CronraftError | None], None]  # (result, the mapped failure reason or None)
+
+
+class RaftHost(Protocol):
+    """What `RaftNode` needs of the replicator that owns it (all called on the Raft thread)."""
+
+    durability: Durability
+    journal_space: JournalSpace
+
+    def fast_election_delay(self) -> float: ...
+
+    def stage_entry(self, index: int, payload: bytes) -> object: ...
+
+    def before_new_commands(self, node: RaftNode) -> None: ...
+
+
+class RaftNode(SyncObj):  # type: ignore[misc]
+    """pysyncobj's node with our one replicated entry point, and a snake_case face for the replicator."""
+
+    def __init__(self, host: RaftHost, self_address: str, peers: list[str], conf: Any) -> None:
+        self._host = host  # set first: the tick thread starts inside SyncObj.__init__
+        super().__init__(self_address, peers, conf, transportClass=_transport_class(host.durability))
+        # Appends allocate their space first (raft.durability, "Space"). Before this line only the
+        # journal's first no-op entry can have been written (the tick thread starts with a pause).
+        journal = self._SyncObj__raftLog
+        if isinstance(journal, FileJournal):
+            host.journal_space.open()
+            journal._space = host.journal_space
+            journal._node = self
+            journal.__class__ = _GuardedJournal
+        # Fast failover. pysyncobj's own callback first (it keeps the connected set), then ours. A
+        # callback missed before this line only means the normal election timeout for that one event.
+        transport = self._SyncObj__transport
+        self._pysyncobj_on_disconnected = transport._onNodeDisconnectedCallback
+        transport.setOnNodeDisconnectedCallback(self._on_node_disconnected)
+
+    def _on_node_disconnected(self, node: Any) -> None:
+        """The connection to the leader closed (runs on the Raft thread). A killed leader's kernel closes
+        its sockets at once, yet followers would wait a whole election timeout (1-2 s) of missing
+        heartbeats. Bring the election forward to a short random delay instead: if the leader is alive,
+        pysyncobj reconnects and the next heartbeat pushes the deadline back (every append_entries
+        does), so only a leader that stays unreachable for that long is replaced. A partition that
+        closes nothing still waits the normal timeout. Raft's safety does not depend on timing."""
+        if self._pysyncobj_on_disconnected is not None:
+            self._pysyncobj_on_disconnected(node)
+        if node is None or node != self._getLeader() or self._isLeader():
+            return
+        delay = self._host.fast_election_delay()
+        deadline = raft_monotonic() + delay
+        current: float = getattr(self, "_SyncObj__raftElectionDeadline")  # noqa: B009 (name-mangled)
+        if deadline < current:
+            self._SyncObj__raftElectionDeadline = deadline
+            log.info("connection to the leader %s closed: election in %.2f s unless it returns", node, delay)
+
+    @replicated  # type: ignore[untyped-decorator]
+    def applyEntry(self, payload: bytes) -> object:
+        return self._host.stage_entry(self.raftLastApplied + 1, payload)
+
+    def _checkCommandsToApply(self) -> None:
+        # Runs on the Raft thread right after pysyncobj applied the committed entries (and called their
+        # proposers' callbacks). No message is processed in between: the host hands over its proposals
+        # only if we lead *now*, so that pysyncobj appends them right away instead of forwarding them.
+        self._host.before_new_commands(self)
+        super()._checkCommandsToApply()
+
+    # --- the replicator's face (snake_case); the state ones are safe on the Raft thread only, or as a
+    # racy read for status ---
+
+    def append(self, payload: bytes, on_done: Outcome) -> None:
+        """Append `payload` (Raft thread, while leading); `on_done(result, error)` once applied or failed."""
+        self.applyEntry(
+            payload, callback=lambda result, reason: on_done(result, error_for_fail_reason(reason))
+        )
+
+    def start_transfer(self, address: str | None, on_done: Callable[[bool], None]) -> None:
+        """Raft's TimeoutNow to `address` (None: any caught-up peer); Raft thread only."""
+        self.transferLeadership(
+            address, callback=lambda _result, reason: on_done(reason == FAIL_REASON.SUCCESS)
+        )
+
+    def is_leader(self) -> bool:
+        return bool(self._isLeader())
+
+    def leader_address(self) -> str | None:
+        leader = self._getLeader()
+        return None if leader is None else str(leader.id)
+
+    def current_term(self) -> int:
+        return int(self.raftCurrentTerm)
+
+    def commit_index(self) -> int:
+        return int(self.raftCommitIndex)
+
+    def last_applied(self) -> int:
+        """pysyncobj's applied counter (ahead of the apply thread; counts no-op entries)."""
+        return int(self.raftLastApplied)
+
+    def is_connected(self, address: str) -> bool:
+        return bool(self.isNodeConnected(TCPNode(address)))
+
+    def is_ready(self) -> bool:
+        return bool(self.isReady())
+
+    def quorum(self) -> bool:
+        return bool(self.hasQuorum)
+
+    def force_compaction(self) -> None:
+        self.forceLogCompaction()
+
+    def add_tick_callback(self, callback: Callable[[], None]) -> None:
+        self.addOnTickCallback(callback)
+
+    def new_notifier(self) -> PipeNotifier:
+        """A notifier whose `notify()` wakes the tick. Create it on the Raft thread (the poller is not
+        thread-safe)."""
+        return PipeNotifier(self._poller)
+
+    def wait_bound(self) -> None:
+        self.waitBinded()
+
+    def close(self) -> None:
+        """Stop the tick thread and close the connections; returns once the thread is gone."""
+        self.destroy_synchronous()
+
+
+def make_conf(
+    config: ReplicatorConfig,
+    *,
+    journal: Path,
+    snapshot: Path,
+    write_snapshot: Callable[[str, LogEntry, LogEntry, list[str]], None],
+    load_snapshot: Callable[[str], tuple[LogEntry, LogEntry, list[str]]],
+    on_state_changed: Callable[[], None],
+) -> Any:
+    """pysyncobj's configuration for `config`. The snapshot hooks see addresses, not TCPNodes."""
+    election_s = config.election_timeout_ms / 1000
+
+    def serializer(file_name: str, raft_data: Any) -> None:
+        last, prev, cluster = raft_data
+        write_snapshot(file_name, last, prev, sorted(n.address for n in cluster))
+
+    def deserializer(file_name: str) -> tuple[LogEntry, LogEntry, set[Any]]:
+        last, prev, cluster = load_snapshot(file_name)
+        return last, prev, {TCPNode(a) for a in cluster}
+
+    return SyncObjConf(
+        password=config.secret,
+        bindAddress=config.self_member.raft_address,  # never pysyncobj's default 0.0.0.0
+        raftMinTimeout=election_s,
+        raftMaxTimeout=2 * election_s,  # randomised in [T, 2T] to split votes rarely
+        appendEntriesPeriod=config.heartbeat_ms / 1000,
+        connectionTimeout=max(3.5, 2 * election_s),
+        connectionRetryTime=min(5.0, election_s),
+        # An isolated leader steps down after 1.5 election timeouts, not pysyncobj's 30 s (DESIGN.md).
+        leaderFallbackTimeout=1.5 * election_s,
+        # We coalesce commands into one entry (GroupCommitter); pysyncobj's batching would only add delay.
+        appendEntriesUseBatch=False,
+        # Above this size pysyncobj splits an entry into "transmission" chunks; under load that path
+        # lost chunks (followers failed on truncated pickles, answered with resets, and the leader
+        # re-sent and the followers re-truncated their logs). Our entries stay far below it
+        # (GroupCommitter's max_bytes), so an entry always travels whole in one message.
+        appendEntriesBatchSizeBytes=MAX_MESSAGE_BYTES,
+        # We only hand proposals over while leading (see RaftNode); any left over fail fast if no leader.
+        commandsWaitLeader=False,
+        dynamicMembershipChange=False,
+        journalFile=str(journal),
+        fullDumpFile=str(snapshot),
+        logCompactionMinEntries=max(2, config.snapshot_min_entries),
+        logCompactionMinTime=max(1, config.snapshot_min_time_s),
+        # With a custom serializer pysyncobj never forks (serializer.py: `useFork and serializer is
+        # None`); we say so explicitly: the LMDB handle must not cross a fork, and the copy must be
+        # taken at the exact applied index, which only the Raft thread (where apply runs) can do.
+        useFork=False,
+        serializer=serializer,
+        deserializer=deserializer,
+        onStateChanged=lambda _old, _new: on_state_changed(),
+        bindRetryTime=0.2,
+        maxBindRetries=10,
+    )
+
+
+__all__ = [
+    "FILE_JOURNAL_LAYOUT",
+    "MAX_MESSAGE_BYTES",
+    "PINNED_VERSION",
+    "RaftHost",
+    "RaftNode",
+    "error_for_fail_reason",
+    "fail_reason_names",
+    "journal_meta_path",
+    "make_conf",
+    "version_problem",
+]
