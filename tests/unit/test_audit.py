@@ -18,6 +18,7 @@ from cronraft.raft.kv import MemKV
 from cronraft.raft.memreplicator import MemReplicator
 from cronraft.raft.state import StateMachine
 from cronraft.raft.store import LmdbKV
+from tests.support.wait import wait_until
 
 T0 = 1_767_225_600_000
 Command = commands_pb2.Command
@@ -144,10 +145,9 @@ def test_writer_stamps_flushes_on_its_own_and_on_close(tmp_path: Path) -> None:
     audit = AuditLog(path, "n1", flush_s=0.05)
     before = time.monotonic_ns()
     audit.record("role", leader=True, term=3)
-    deadline = time.monotonic() + 5
-    while not (path.exists() and path.read_text()):  # the flusher writes it without close()
-        assert time.monotonic() < deadline, "not flushed"
-        time.sleep(0.01)
+    wait_until(
+        lambda: path.exists() and path.read_text(), 5, "the flusher to write without close()", interval=0.01
+    )
     (rec,) = read_audit(path)
     assert list(rec)[:3] == ["node", "mono_ns", "ev"]
     assert rec["node"] == "n1" and rec["ev"] == "role" and rec["leader"] is True and rec["term"] == 3
