@@ -1,9 +1,12 @@
-"""The asyncio driver of `LeaderCore` for one leadership term.
+"""The asyncio driver of the leader core (daemon.leader, pure) for one leadership term: its I/O edge.
 
 It commits the term's Epoch first (I4: no lease leaves before that), then loops: tick the core at the
 time it asks for, propose what it returns through the group committer, feed the outcomes back, and
-push the worker messages it queues onto the worker streams. Worker streams attach here (`attach`) and
-are closed with NotLeader when the term ends.
+push the worker messages it queues onto the worker streams (the dispatcher of DESIGN.md). Worker
+streams attach here (`attach`) and are closed with NotLeader when the term ends. The events it feeds
+the core, each with the clock's wall and monotonic times: connections, heartbeats, results, output
+checks, offers written (`restamp`), commits of our own and of clients' commands, and failed proposals.
+(Named leader_runner, not runner: client/_runner.py runs payloads on a worker.)
 """
 
 from __future__ import annotations
@@ -337,7 +340,7 @@ class LeaderRunner:
 
     def restamp(self, msg: worker_pb2.GatewayMessage) -> None:
         """Recompute the start delays of the leases in `msg` as it goes out (the time spent building and
-        queueing the offers would otherwise be added to every held start), and tell the leader core the
+        queueing the offers would otherwise be added to every deferred start), and tell the leader core the
         offers reached a stream (an offer dropped with its stream never reached the worker)."""
         if msg.WhichOneof("kind") != "leases":
             return

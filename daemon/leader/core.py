@@ -20,15 +20,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 
-from cronraft.daemon.leader import outcomes
+from cronraft.daemon.leader import messages, outcomes
 from cronraft.daemon.leader.leases import LeaseKeeper, LeaseState, Refusal
+from cronraft.daemon.leader.messages import MAX_EARLY_RESULTS
 from cronraft.daemon.leader.pending import PendingQueue, waiting_commands
 from cronraft.daemon.leader.planner import FirePlanner
 from cronraft.daemon.leader.retries import INTERNAL_RETRY_MAX_MS, InternalRetries
 from cronraft.daemon.leader.settings import LeaderSettings
 from cronraft.daemon.leader.staging import CountedWheel
 from cronraft.daemon.leader.workers import WorkerPool, WorkerState
-from cronraft.errors import InvalidArgument
 from cronraft.proto.v1 import commands_pb2, common_pb2, worker_pb2
 from cronraft.raft import deps, firing
 from cronraft.raft import state as sm
@@ -43,9 +43,6 @@ Token = tuple[int, int]
 # What the dispatch hold (LeaderCore.hold) keeps back: fires and grants, also those waiting to be proposed
 # again. Everything else (renewals, expiries, results) goes on during a hold.
 _KEPT_BACK_BY_HOLD = frozenset({"fire", "grant"})
-# Results that arrive before the running leases are loaded (an outbox resent to a new leader before its
-# Epoch commits) wait for them, up to this many; beyond it they are dropped and the workers resend them.
-MAX_EARLY_RESULTS = 10_000
 
 
 class LeaderCore:
@@ -83,7 +80,7 @@ class LeaderCore:
         # Results being committed: (execution id, token) -> the worker that sent it (who gets the ack).
         self.completing: dict[tuple[str, Token], str] = {}
         # Results received before `ready` (sender, result, bound): checked and proposed by the first ticks.
-        self._early_results: list[tuple[str, common_pb2.AttemptResult, bool]] = []
+        self.early_results: list[tuple[str, common_pb2.AttemptResult, bool]] = []
         # Messages refused as forged (Refusal), for the driver to log and act on; it clears the list.
         self.refusals: list[Refusal] = []
         self.outgoing: list[tuple[str, worker_pb2.GatewayMessage]] = []
@@ -246,28 +243,17 @@ class LeaderCore:
         complete_listing: bool = False,
         draining: bool = False,
     ) -> worker_pb2.HeartbeatAck:
-        ack = worker_pb2.HeartbeatAck(idle_heartbeat_interval_ms=self.idle_heartbeat_ms())
-        self.pool.heard_from(worker_id, mono_ms)
-        w = self.pool.get(worker_id)
-        if w is not None and draining:
-            w.draining = True
-        if w is not None and echo_ms > w.echo_ms:
-            w.echo_ms = echo_ms
-        if not self.ready:
-            # The running leases are not loaded yet: renew nothing, revoke nothing. The worker keeps its
-            # local deadline, and the next heartbeat (after the epoch commits) renews it.
-            return ack
-        verdict = self.keeper.renew(worker_id, leases, mono_ms, self.lease_deadline(mono_ms), self.completing)
-        self.refusals.extend(verdict.forged)
-        ack.renewed.extend(verdict.renewed)
-        ack.revoked.extend(verdict.revoked)
-        if w is not None and w.connected and not w.reconciled:
-            if complete_listing:
-                w.reconciled = True
-                self.keeper.reconcile(w.worker_id, w.incarnation, [*leases, *finished], self.term, mono_ms)
-            else:
-                ack.list_finished = True
-        return ack
+        """Renew the listed leases of `worker_id` (messages.heartbeat)."""
+        return messages.heartbeat(
+            self,
+            worker_id,
+            leases,
+            mono_ms,
+            echo_ms,
+            finished=finished,
+            complete_listing=complete_listing,
+            draining=draining,
+        )
 
     # ------------------------------------------------------------------------------------- results
 
@@ -279,85 +265,12 @@ class LeaderCore:
         *,
         bound: bool = True,
     ) -> list[Command]:
-        """Complete commands for a worker's results (the ack is sent once they commit).
-
-        A result is proposed only when the lease of its execution is held by `worker_id` (issue 13: the
-        fencing token alone, which readers could see, is not enough). A result about a lease held by
-        another worker with the same token is forged: dropped, never acknowledged, and reported in
-        `refusals`. A result about no lease of this worker otherwise (its attempt was fenced off, the
-        execution ended) is stale: the state machine would reject it, so it is acknowledged at once
-        without being proposed (the worker stops resending it, and nothing is applied). Before `ready`
-        the running leases are not loaded: results wait for them (MAX_EARLY_RESULTS).
-
-        `bound=False` (authentication off: a worker id is only a claim) skips the holder check, as
-        before issue 13: the state machine checks the token. A worker restarted under another id with
-        its predecessor's outbox then still reports its predecessor's results."""
-        if not self.ready:
-            room = max(0, MAX_EARLY_RESULTS - len(self._early_results))
-            self._early_results.extend((worker_id, r, bound) for r in results[:room])
-            return []
-        cmds = []
-        stale: list[str] = []
-        for r in results:
-            key = (r.execution_id, token_tuple(r.token))
-            if key in self.completing:
-                continue
-            verdict = self.lease_check(worker_id, r.execution_id, key[1], "result") if bound else ""
-            if verdict == "stale":
-                stale.append(r.execution_id)
-                continue
-            if verdict:
-                continue
-            self.completing[key] = worker_id
-            cmds.append(
-                Command(
-                    stamped_at_ms=now_ms,
-                    complete=commands_pb2.Complete(execution_id=r.execution_id, token=r.token, result=r),
-                )
-            )
-        if stale:
-            self.outgoing.append(
-                (worker_id, worker_pb2.GatewayMessage(acks=worker_pb2.ResultAcks(execution_ids=stale)))
-            )
-        return cmds
+        """Complete commands for a worker's results (messages.results: the ack is sent once they commit)."""
+        return messages.results(self, worker_id, results, now_ms, bound=bound)
 
     def lease_check(self, worker_id: str, execution_id: str, token: Token, kind: str) -> str:
-        """Whether a message of `worker_id` about the lease (`execution_id`, `token`) may be acted on:
-        "" when the lease is this worker's (the state machine then checks the token), "stale" when it
-        is not a lease of this worker (an attempt fenced off, an execution that ended), "forged" when
-        another worker holds (or held) that very lease (recorded in `refusals`).
-
-        Once `ready`, the lease table holds every running lease: a worker learns a token only from an
-        offer sent after its Grant committed and was tracked here, so a result about no lease in the
-        table is stale. Output may trail its result (the worker flushes it periodically) and arrives
-        before `ready` too: for output the store says who held the lease with that token."""
-        lease = self.keeper.get(execution_id)
-        if lease is not None and (lease.token == token or kind == "result"):
-            holder, held = lease.worker_id, lease.token
-        elif kind == "result" and self.ready:
-            return "stale"
-        else:
-            try:
-                with self.kv.read() as txn:
-                    ex = sm.read_execution(txn, execution_id)
-            except InvalidArgument:  # not an execution id: nothing to act on
-                ex = None
-            if ex is None or token_tuple(ex.token) != token:
-                return "stale"  # the state machine would refuse it: not the execution's current token
-            holder, held = ex.worker_id or (ex.attempts[-1].worker_id if ex.attempts else ""), token
-        if holder == worker_id:
-            return ""
-        if held == token:
-            self.refusals.append(Refusal(worker_id, execution_id, kind, holder))
-            return "forged"
-        return "stale"
-
-    def _take_early_results(self, now_ms: int) -> list[Command]:
-        early, self._early_results = self._early_results, []
-        cmds: list[Command] = []
-        for worker_id, r, bound in early:
-            cmds.extend(self.results(worker_id, [r], now_ms, bound=bound))
-        return cmds
+        """ "" (act on it), "stale" or "forged": a worker's message about a lease (messages.lease_check)."""
+        return messages.lease_check(self, worker_id, execution_id, token, kind)
 
     # ---------------------------------------------------------------------------------------- tick
 
@@ -369,8 +282,8 @@ class LeaderCore:
             return self._tick_during_hold(now_ms, mono_ms)
         cmds: list[Command] = self.retry
         self.retry = []
-        if self._early_results:
-            cmds.extend(self._take_early_results(now_ms))
+        if self.early_results:
+            cmds.extend(messages.take_early_results(self, now_ms))
         self.now_ms = now_ms
         self.pool.new_tick()
         budget = self.settings.max_commands_per_tick
@@ -400,8 +313,8 @@ class LeaderCore:
         keep = [c for c in self.retry if c.WhichOneof("body") in _KEPT_BACK_BY_HOLD]
         cmds = [c for c in self.retry if c.WhichOneof("body") not in _KEPT_BACK_BY_HOLD]
         self.retry = keep
-        if self._early_results:
-            cmds.extend(self._take_early_results(now_ms))
+        if self.early_results:
+            cmds.extend(messages.take_early_results(self, now_ms))
         cmds.extend(self.keeper.expire_command(lease, now_ms) for lease in self.keeper.due(mono_ms))
         return cmds
 
@@ -588,7 +501,7 @@ class LeaderCore:
             ld = self.keeper.deadlines.next_deadline()
             if ld is not None:
                 wait = min(wait, ld - mono_ms)
-            if (self._early_results and self.ready) or any(
+            if (self.early_results and self.ready) or any(
                 c.WhichOneof("body") not in _KEPT_BACK_BY_HOLD for c in self.retry
             ):
                 wait = 0
@@ -599,7 +512,7 @@ class LeaderCore:
             wait = min(wait, ld - mono_ms)
         if self.pending.next_ready_ms is not None:
             wait = min(wait, self.pending.next_ready_ms - now_ms)
-        if self.retry or (self._early_results and self.ready):
+        if self.retry or (self.early_results and self.ready):
             wait = 0
         return max(0, wait)
 

@@ -3,7 +3,7 @@
 Inputs: leases granted (a committed Grant, or running executions loaded at the Epoch), offers written to
 a worker's stream, heartbeats (renewals), a worker's complete listing (reconciliation), and the
 monotonic time. Outputs: the leases to expire now (`due`), their ExpireLease commands, the verdict on a
-worker's message about a lease (`holder_of`), and the forged messages seen (`Refusal`).
+renewals a heartbeat gets (`renew`), and the forged renewals seen (`Refusal`).
 
 A **deferred start**: a lease granted ahead of its due time (fire ahead, or a retry's backoff) that the
 worker starts only at the due time, and only once a heartbeat near that time renewed it (the start is
@@ -219,7 +219,9 @@ class LeaseKeeper:
                 out.revoked.append(ref.execution_id)
             elif lease is not None and lease.token == token and not lease.expiring:
                 lease.deadline = deadline  # re-armed in the wheel when its old entry comes due (due)
-                lease.unstarted = False  # held after all: whatever a listing said, it may begin now
+                lease.unstarted = (
+                    False  # the worker has it after all: whatever a listing said, it may begin now
+                )
                 if (
                     not lease.confirmed
                     and lease.start_mono is not None

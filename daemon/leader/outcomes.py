@@ -112,7 +112,7 @@ def _failed_inside_apply(
         f = cmd.fire
         core.planner.done_firing(f.task_id)
         delay = retries.note_failure("fire", f.task_id, res.error, now_ms)
-        core.planner.wheel.add(f.task_id, now_ms + delay)  # _fire_commands holds it until then
+        core.planner.wheel.add(f.task_id, now_ms + delay)  # and never fired earlier (core._fire_commands)
         if retries.failures("fire", f.task_id) == 1:
             # The fire ledger says it (`schedctl task explain`) until the nominal time fires.
             core.retry.append(

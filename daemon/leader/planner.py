@@ -113,7 +113,7 @@ class FirePlanner:
         lead = self.lead_for(task, self.lead_now)
         if due > now_ms + lead:
             self.firing.discard(task_id)
-            if due > now_ms + self.lead_now:  # the wheel held an older plan; the store decides
+            if due > now_ms + self.lead_now:  # the wheel had an older plan; the store decides
                 self.schedule(task)
             else:  # due within the lead, but it may not fire ahead: it waits for its due time
                 self.on_time.add(task_id, due)
