@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cronraft.client._outbox import Outbox, result_key
+from cronraft.client.worker.outbox import Outbox, result_key
 from cronraft.proto.v1 import common_pb2
 
 

@@ -113,5 +113,5 @@ def test_wheel_contents(tmp_path: Path) -> None:
     assert scripts == {
         "schedd": "cronraft.daemon.main:main",
         "schedctl": "cronraft.client.cli:main",
-        "schedworker": "cronraft.client.worker:main",
+        "schedworker": "cronraft.client.worker.cli:main",
     }

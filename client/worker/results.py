@@ -1,0 +1,135 @@
+"""Results on their way to the leader: stored durably in the outbox (client/worker/outbox.py) before
+they are sent, sent in batches, resent on every new stream and every `result_resend_s`, and removed only
+on the leader's `ResultAcks` for what was sent on the same stream. A result the outbox failed to store is
+kept in memory (`volatile`) and still delivered if the stream holds. A restarted worker loads its outbox:
+results made before the restart are delivered, not re-run."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+from cronraft.client.worker.outbox import AttemptKey, Outbox, result_key
+from cronraft.client.worker.session import Session
+from cronraft.proto.v1 import common_pb2, worker_pb2
+
+MAX_RESULTS_MESSAGE_BYTES = 1024 * 1024
+MAX_RESULTS_PER_MESSAGE = 1_000  # well below what a leader accepts (cronraft.bounds)
+
+
+def not_started(lease: worker_pb2.Lease, error: str, wall_ms: int) -> common_pb2.AttemptResult:
+    """The result of an attempt that ended before its payload began: nothing ran, so the cluster
+    grants the execution again instead of ending it (a cancel asked for ends it cancelled)."""
+    return common_pb2.AttemptResult(
+        execution_id=lease.execution_id,
+        token=lease.token,
+        outcome=common_pb2.ATTEMPT_NOT_STARTED,
+        finished_at_ms=wall_ms,
+        error=error,
+    )
+
+
+class Results:
+    """The worker's unacknowledged results: the outbox, the ones it failed to store, and the sending."""
+
+    def __init__(self, outbox: Outbox, resend_s: float, log: Any) -> None:
+        self.outbox = outbox
+        self.volatile: dict[AttemptKey, common_pb2.AttemptResult] = {}  # results the outbox failed to store
+        self._resend_s = resend_s
+        self._log = log
+        # Results stored since the send loop last looked (it sends these without rescanning the whole
+        # outbox, which it does on a new stream and every `resend_s`).
+        self._fresh: list[common_pb2.AttemptResult] = []
+        # Results waiting for the outbox write; results that finish together share one write and fsync.
+        self._to_store: list[tuple[common_pb2.AttemptResult, asyncio.Future[None]]] = []
+        self._storing: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()  # something to send
+        self.acked = asyncio.Event()  # an acknowledgement removed results
+
+    def holds(self, key: AttemptKey) -> bool:
+        """A result of this attempt is waiting for its acknowledgement."""
+        return key in self.outbox or key in self.volatile
+
+    def unacknowledged(self) -> list[common_pb2.AttemptResult]:
+        return [*self.outbox.pending(), *self.volatile.values()]
+
+    def add_fresh(self, result: common_pb2.AttemptResult) -> None:
+        """`result` is stored (or volatile): send it without waiting for a rescan."""
+        self._fresh.append(result)
+
+    async def store(self, result: common_pb2.AttemptResult) -> None:
+        """Durably store `result` in the outbox (OSError if that failed). Results finishing while a write
+        is in progress wait for the next one and share it: one batch file, one fsync pair."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._to_store.append((result, future))
+        if self._storing is None or self._storing.done():
+            self._storing = asyncio.create_task(self._store_loop(), name="outbox")
+        await future
+
+    async def _store_loop(self) -> None:
+        while self._to_store:
+            batch, self._to_store = self._to_store, []
+            try:
+                await asyncio.to_thread(self.outbox.put_many, [result for result, _ in batch])
+            except OSError as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+            else:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_result(None)
+
+    async def on_acks(self, session: Session, execution_ids: Sequence[str]) -> None:
+        # Only what was sent on this stream: a newer result of the same execution must not be dropped.
+        keys = session.sent_keys(set(execution_ids))
+        if not keys:
+            return
+        await asyncio.to_thread(self.outbox.remove, keys)
+        for key in keys:  # only now: until removed, the send loop must not see them as unsent
+            session.forget_sent(key)
+            self.volatile.pop(key, None)
+        self.acked.set()
+
+    async def send_loop(self, session: Session) -> None:
+        loop = asyncio.get_running_loop()
+        resend = self._resend_s
+        rescan_at = loop.time()  # a new stream sends the whole outbox
+        while True:
+            self.ready.clear()
+            now = loop.time()
+            if now >= rescan_at:
+                # Everything unacknowledged (and not sent on this stream within `resend`); the fresh
+                # list is a subset of it.
+                self._fresh.clear()
+                pending = self.unacknowledged()
+                rescan_at = now + resend
+            else:
+                pending, self._fresh = self._fresh, []
+            batch: list[common_pb2.AttemptResult] = []
+            size = 0
+            for result in pending:
+                key = result_key(result)
+                sent_at = session.sent.get(key)
+                if sent_at is not None and now - sent_at < resend:
+                    continue
+                if batch and (
+                    size + result.ByteSize() > MAX_RESULTS_MESSAGE_BYTES
+                    or len(batch) >= MAX_RESULTS_PER_MESSAGE
+                ):
+                    await self._send(session, batch)
+                    batch, size = [], 0
+                batch.append(result)
+                size += result.ByteSize()
+                session.mark_sent(key, now)
+            if batch:
+                await self._send(session, batch)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, rescan_at - loop.time())):
+                    await self.ready.wait()
+
+    async def _send(self, session: Session, batch: list[common_pb2.AttemptResult]) -> None:
+        await session.write(worker_pb2.WorkerMessage(results=worker_pb2.Results(results=batch)))
+        self._log.debug("results sent", count=len(batch))

@@ -1,0 +1,79 @@
+"""One welcomed `WorkerGateway.Connect` stream: the timings the leader's Welcome set, the heartbeats
+awaiting their answer, and the results sent on it (what a `ResultAcks` may remove from the outbox)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+import grpc.aio  # type: ignore[import-untyped, unused-ignore]
+
+from cronraft.client.worker.config import FALLBACK_HEARTBEAT_S, FALLBACK_LEASE_TTL_S
+from cronraft.client.worker.outbox import AttemptKey
+from cronraft.proto.v1 import worker_pb2
+
+# A sent heartbeat: (loop time, clock time of its send, the attempts it listed).
+SentHeartbeat = tuple[float, float, frozenset[AttemptKey]]
+
+
+class StreamStale(Exception):
+    """The leader stopped answering heartbeats on an open stream."""
+
+
+class Session:
+    """One welcomed stream."""
+
+    def __init__(
+        self,
+        call: grpc.aio.StreamStreamCall[worker_pb2.WorkerMessage, worker_pb2.GatewayMessage],
+        welcome: worker_pb2.Welcome,
+        address: str,
+    ) -> None:
+        self.call = call
+        self.address = address
+        self.leader_id = welcome.leader_id
+        self.heartbeat_interval_s = (welcome.heartbeat_interval_ms or 0) / 1000 or FALLBACK_HEARTBEAT_S
+        self.lease_ttl_s = (welcome.lease_ttl_ms or 0) / 1000 or FALLBACK_LEASE_TTL_S
+        # Holding nothing, the worker heartbeats this often instead (the leader stretches it when
+        # thousands of workers are connected; HeartbeatAck updates it).
+        self.idle_interval_s = self.heartbeat_interval_s
+        self.set_idle_interval(welcome.idle_heartbeat_interval_ms)
+        # A heartbeat unanswered for this long means the stream is dead in practice: reconnect. It must
+        # be well inside the TTL: a leader cut off by a partition sends no reset, and waiting a whole TTL
+        # would let every running attempt hit its local deadline (self-fencing kills it, and the lease is
+        # re-granted: a duplicate run) before the worker even tried the new leader (found by fault
+        # scenario S4, leader partitioned).
+        self.stale_after_s = min(max(1.5 * self.heartbeat_interval_s, 1.0), self.lease_ttl_s / 3)
+        # Heartbeats sent and not yet answered, oldest first: (loop time, clock time, attempts listed).
+        # The leader answers heartbeats in order, so each HeartbeatAck pairs with the oldest entry.
+        self.heartbeats: deque[SentHeartbeat] = deque()
+        self.sent: dict[AttemptKey, float] = {}  # results sent on this stream -> loop time
+        self.sent_by_execution: dict[str, set[AttemptKey]] = {}  # the same keys, by execution id
+        # Send a complete listing in the next heartbeat: the first of every stream (a new leader needs one
+        # at once to release the leases its predecessor granted and never delivered), and when asked.
+        self.list_finished = True
+        self._write_lock = asyncio.Lock()
+
+    def set_idle_interval(self, ms: int) -> None:
+        if ms > 0:
+            self.idle_interval_s = max(self.heartbeat_interval_s, ms / 1000)
+
+    def mark_sent(self, key: AttemptKey, now: float) -> None:
+        self.sent[key] = now
+        self.sent_by_execution.setdefault(key[0], set()).add(key)
+
+    def sent_keys(self, execution_ids: set[str]) -> list[AttemptKey]:
+        """The results sent on this stream for these executions (what an ack may remove)."""
+        return [k for eid in execution_ids for k in self.sent_by_execution.get(eid, ())]
+
+    def forget_sent(self, key: AttemptKey) -> None:
+        self.sent.pop(key, None)
+        keys = self.sent_by_execution.get(key[0])
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self.sent_by_execution[key[0]]
+
+    async def write(self, message: worker_pb2.WorkerMessage) -> None:
+        async with self._write_lock:
+            await self.call.write(message)

@@ -1,0 +1,199 @@
+"""What must hold before an attempt's payload begins, beyond the policy (checked first, `refusal`):
+
+- a lease granted ahead of its due time (fire ahead) is held until then, at one gate per start instant,
+  and starts only once the leader confirmed it (`StartGates.await_start`);
+- a lease with a sensor runs the sensor's probe every interval until it succeeds (`await_sensor`).
+
+An attempt that ends here (cancel, revoke, self-fence, shutdown) never began: its result is
+ATTEMPT_NOT_STARTED and the cluster grants it again without spending an attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable, Mapping
+from typing import Any, cast
+
+from cronraft.client._policy import WorkerPolicy
+from cronraft.client._runner import Clock, OutputSink, Runner, StopReason, stop_result
+from cronraft.client.worker.leases import CONFIRM_AHEAD_S, Attempt
+from cronraft.client.worker.results import not_started
+from cronraft.proto.v1 import common_pb2, worker_pb2
+
+# Held starts are gated per start instant rounded up to this (a gate never opens before its starts).
+GATE_S = 0.002
+
+
+def refusal(
+    policy: WorkerPolicy,
+    lease: worker_pb2.Lease,
+    *,
+    environ: Mapping[str, str],
+    worker_id: str,
+    clock: Clock,
+    log: Any,
+) -> common_pb2.AttemptResult | None:
+    """The result of a lease this worker's policy refuses (nothing starts), or None."""
+    reason = policy.refusal(lease, environ)
+    if reason is None:
+        return None
+    log.warning("lease refused by the policy", execution_id=lease.execution_id, reason=reason)
+    return common_pb2.AttemptResult(
+        execution_id=lease.execution_id,
+        token=lease.token,
+        outcome=common_pb2.ATTEMPT_REFUSED,
+        exit_code=-1,
+        finished_at_ms=clock.wall_ms(),
+        error=f"refused by worker {worker_id}: {reason}",
+    )
+
+
+class StartGates:
+    """Held starts wait at one gate per start instant, opened at the instant once a heartbeat sent at most
+    CONFIRM_AHEAD_S before it was answered. `ask_heartbeat()` asks the worker for a heartbeat now;
+    `acked(sent)` tells the gates that the heartbeat sent at `sent` was answered."""
+
+    def __init__(self, clock: Clock, ask_heartbeat: Callable[[], None]) -> None:
+        self._clock = clock
+        self._ask_heartbeat = ask_heartbeat
+        self._gates: dict[int, asyncio.Future[None]] = {}
+        self._waiting: set[int] = set()
+        self._acked_sent = float("-inf")  # clock time the latest answered heartbeat was sent
+
+    def acked(self, sent: float) -> None:
+        self._acked_sent = max(self._acked_sent, sent)
+        if self._waiting:
+            self._open_waiting()
+
+    def gate(self, start_at: float) -> asyncio.Future[None]:
+        """The gate of the starts due at `start_at` (rounded up to GATE_S). A new gate asks for the
+        confirming heartbeat CONFIRM_AHEAD_S before its instant and opens at the instant if it has
+        been answered, else when it is (`acked`)."""
+        key = math.ceil(start_at / GATE_S)
+        gate = self._gates.get(key)
+        if gate is None:
+            loop = asyncio.get_running_loop()
+            gate = self._gates[key] = loop.create_future()
+            wait = key * GATE_S - self._clock.monotonic()
+            loop.call_later(max(0.0, wait - CONFIRM_AHEAD_S), self._ask_heartbeat)
+            loop.call_later(max(0.0, wait), self._open, key)
+        return gate
+
+    def _open(self, key: int) -> None:
+        gate = self._gates.get(key)
+        if gate is None:
+            return
+        if self._acked_sent >= key * GATE_S - CONFIRM_AHEAD_S or gate.done():
+            del self._gates[key]
+            if not gate.done():
+                gate.set_result(None)
+        else:
+            self._waiting.add(key)
+            self._ask_heartbeat()
+
+    def _open_waiting(self) -> None:
+        for key in [k for k in self._waiting if self._acked_sent >= k * GATE_S - CONFIRM_AHEAD_S]:
+            self._waiting.discard(key)
+            self._open(key)
+
+    async def await_start(self, attempt: Attempt) -> common_pb2.AttemptResult | None:
+        """Hold a lease granted ahead of its due time until then (None: start now). A cancel, revoke,
+        self-fence or shutdown meanwhile ends the attempt unstarted (ATTEMPT_NOT_STARTED)."""
+        runner = attempt.runner
+        lease = attempt.lease
+        if lease.start_delay_ms > 0 or lease.start_at_ms > 0:
+            # Granted ahead: started only once confirmed (await_confirmation), even if the offer was
+            # written after its due time (no delay left). The leader counts on that: a held lease it never
+            # confirmed cannot have begun, so its expiry grants it again without spending an attempt.
+            stopped = False
+            if lease.start_delay_ms > 0:
+                # Every start of the instant waits at one gate, and wakes once: when 10,000 held starts
+                # each woke at the instant, found the confirmation not yet read and waited again, the
+                # heartbeat answer queued behind those wake-ups (W1: starts 0.3-1.5 s after the instant).
+                gate = self.gate(attempt.start_at)
+                stopped = await runner.hold(attempt.deadline - self._clock.monotonic(), until=gate)
+                stopped = stopped or await runner.hold(attempt.start_at - self._clock.monotonic())
+            confirmed = stopped or await self.await_confirmation(attempt)
+        else:
+            confirmed = True
+        if runner.stop_reason is None:
+            if confirmed and self._clock.monotonic() < attempt.deadline:
+                return None
+            # Unconfirmed at its deadline, or the lease ran out before the start (during the hold, or
+            # before the offer was even read) and the fence loop has not run yet: after a pause
+            # (SIGSTOP) they all wake together, and a start now would run beside the attempt the leader
+            # has re-granted elsewhere (found by fault scenario S8). Fence it unstarted.
+            attempt.fenced = True
+            runner.stop(StopReason.FENCED)
+        reason = runner.stop_reason
+        assert reason is not None
+        return not_started(attempt.lease, stop_result(reason, lease, "not started")[1], self._clock.wall_ms())
+
+    async def await_confirmation(self, attempt: Attempt) -> bool:
+        """A lease held for its due time starts only once the leader has renewed it with a heartbeat sent
+        at most CONFIRM_AHEAD_S before the start. A worker cut off from the leader meanwhile would
+        otherwise start an attempt it cannot renew: self-fencing kills it and the leader grants it
+        again, a duplicate (fault scenario S6 counted 48 where there were 19 before fire ahead).
+        Unconfirmed at the lease's deadline, it is fenced unstarted: late, but run once. The confirming
+        heartbeat was asked for CONFIRM_AHEAD_S before the start (`gate`), so its answer is normally
+        here already. True once confirmed; False if stopped or still unconfirmed at the deadline."""
+        if attempt.confirmed:
+            return True
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        attempt.confirm_waiter = waiter
+        self._ask_heartbeat()
+        stopped = await attempt.runner.hold(attempt.deadline - self._clock.monotonic(), until=waiter)
+        attempt.confirm_waiter = None
+        return not stopped and waiter.done()
+
+
+async def await_sensor(
+    attempt: Attempt, runner_for: Callable[[worker_pb2.Lease, OutputSink], Runner], clock: Clock, log: Any
+) -> common_pb2.AttemptResult | None:
+    """Run the lease's sensor probe every interval until it succeeds (None: go on with the payload)
+    or its timeout passes (the attempt's failed result). The lease is held and renewed meanwhile;
+    a cancel, revoke or self-fence stops the probing like it stops a payload."""
+    lease = attempt.lease
+    sensor = lease.sensor
+    interval_s = (sensor.interval_ms or 10_000) / 1000
+    timeout_ms = sensor.timeout_ms or 3_600_000
+    deadline = clock.monotonic() + timeout_ms / 1000
+    main = attempt.runner
+    probes, last = 0, ""
+    try:
+        while True:
+            probes += 1
+            probe = worker_pb2.Lease()
+            probe.CopyFrom(lease)
+            probe.payload.CopyFrom(sensor.probe)
+            probe.ClearField("sensor")
+            remaining_ms = max(1, int((deadline - clock.monotonic()) * 1000))
+            probe.timeout_ms = min(remaining_ms, lease.timeout_ms or remaining_ms)
+            runner = runner_for(probe, lambda stream, data: None)
+            attempt.runner = runner
+            result = await runner.run()
+            if runner.stop_reason is not None and runner.stop_reason is not StopReason.TIMEOUT:
+                # Stopped while its sensor probed: the payload itself never began.
+                return not_started(
+                    attempt.lease, f"while waiting for its sensor: {result.error}", clock.wall_ms()
+                )
+            if result.outcome == common_pb2.ATTEMPT_SUCCEEDED:
+                log.debug("sensor satisfied", execution_id=lease.execution_id, probes=probes)
+                return None
+            if result.outcome == common_pb2.ATTEMPT_REFUSED:
+                return result  # it would be refused at every probe: final
+            last = result.error or f"exit code {result.exit_code}"
+            if clock.monotonic() + interval_s >= deadline:
+                result.outcome = common_pb2.ATTEMPT_FAILED
+                result.error = f"sensor not satisfied after {probes} probes in {timeout_ms} ms (last: {last})"
+                return result
+            # The polling interval, cut short by a stop (the attempt's runner is this probe's until
+            # the next one: a cancel or fence now used to wait out the whole interval).
+            if await runner.hold(interval_s):  # stopped between two probes
+                # hold() is True only once a stop set the reason (mypy keeps the narrowing above).
+                reason = cast(StopReason, runner.stop_reason)
+                error = stop_result(reason, lease, "sensor stopped")[1]
+                return not_started(attempt.lease, f"while waiting for its sensor: {error}", clock.wall_ms())
+    finally:
+        attempt.runner = main
