@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from cronraft import errors
 from cronraft.daemon.leader_runner import new_id
+from cronraft.daemon.rejections import check_result
 from cronraft.proto.v1 import commands_pb2, common_pb2, scheduler_pb2
 from cronraft.raft import quota
 from cronraft.raft.commands import MAX_IMPORT_BATCH
@@ -111,17 +112,7 @@ class BulkImport:
     async def _propose(self, number: int, cmd: commands_pb2.Command) -> None:
         try:
             (res,) = await self.node.propose([cmd])
-            if not res.applied:
-                field, sep, problem = res.error.partition(": ")
-                if res.error_code == "invalid_argument" and sep:
-                    raise errors.InvalidArgument(f"batches[{number}].{field}", problem)
-                if res.error_code == "resource_exhausted":
-                    raise errors.ResourceExhausted(f"batches[{number}]: {res.error}")
-                if res.error_code == "internal":  # as in servicers._RESULT_ERRORS
-                    raise errors.InternalError(
-                        f"batches[{number}]: the command failed when applied and changed nothing: {res.error}"
-                    )
-                raise errors.FailedPrecondition(f"batches[{number}]: {res.error}")
+            check_result(res, where=f"batches[{number}]")
             self._batches[number] = scheduler_pb2.ImportedBatch(
                 request_id=cmd.request_id.removeprefix("import:"),
                 first_task_id=res.imported.first_task_id,

@@ -1,12 +1,13 @@
 """gRPC servicers: Scheduler (tasks and executions), WorkerGateway (worker streams), Cluster (status).
 
-Errors from the one error tree are mapped to gRPC status codes here and only here (`_abort`).
+Errors from the one error tree are mapped to gRPC status codes here and only here (`_abort`); a command's
+recorded rejection becomes such an error in daemon/rejections.py (`check_result`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import grpc
@@ -16,6 +17,7 @@ from cronraft import bounds, errors
 from cronraft.daemon import redact
 from cronraft.daemon.bulk import BulkImport
 from cronraft.daemon.leader_runner import new_id
+from cronraft.daemon.rejections import check_result, error_for
 from cronraft.daemon.security import (
     current_principal,
     readable,
@@ -49,6 +51,7 @@ from cronraft.raft import state as sm
 from cronraft.raft.deps import MAX_DEPENDENCIES
 from cronraft.raft.firing import calendar_key, check_calendar, preview_stored
 from cronraft.raft.kv import Txn
+from cronraft.raft.rejection import Code, Rejection
 from cronraft.raft.schedule import MAX_INSTANT_MS
 from cronraft.raft.validate import check_namespace, check_new_targets, validate_spec
 from cronraft.tokenfile import ALL_NAMESPACES
@@ -69,18 +72,6 @@ _TASK_STATES = frozenset(common_pb2.TaskState.values())
 _EXECUTION_STATES = frozenset(common_pb2.ExecutionState.values())
 _T = TypeVar("_T")
 
-_RESULT_ERRORS: dict[str, Callable[[str], errors.CronraftError]] = {
-    "not_found": errors.NotFound,
-    "resource_exhausted": errors.ResourceExhausted,  # a quota (raft.quota): the message names it
-    "invalid_argument": lambda msg: errors.InvalidArgument(*_split_field(msg)),
-    # A handler raised something unexpected (raft.state): INTERNAL, not INVALID_ARGUMENT, because
-    # nothing says the request was wrong; the reason is passed on, and nothing was applied.
-    "internal": lambda msg: errors.InternalError(
-        f"the command failed when applied and changed nothing: {msg}"
-    ),
-}
-
-
 # The ids each kind of write must name (others are checked only when given).
 _ID_REQUIRED: dict[str, tuple[str, ...]] = {
     "update": ("task_id",),
@@ -90,11 +81,6 @@ _ID_REQUIRED: dict[str, tuple[str, ...]] = {
     "backfill": ("task_id",),
     "cancel-exec": ("execution_id",),
 }
-
-
-def _split_field(msg: str) -> tuple[str, str]:
-    field, _, problem = msg.partition(": ")
-    return (field, problem) if problem else ("request", msg)
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], e: errors.CronraftError) -> NoReturn:
@@ -109,13 +95,6 @@ async def _guard(context: grpc.aio.ServicerContext[Any, Any], call: Awaitable[_T
         return await call
     except errors.CronraftError as e:
         await _abort(context, e)
-
-
-def _check_result(res: commands_pb2.CommandResult) -> None:
-    if res.applied:
-        return
-    make = _RESULT_ERRORS.get(res.error_code, errors.FailedPrecondition)
-    raise make(res.error)
 
 
 def _page_size(n: int, field: str) -> int:
@@ -153,7 +132,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             create_task=commands_pb2.CreateTask(task_id=new_id(now), spec=spec),
         )
         (res,) = await node.propose([cmd])
-        _check_result(res)
+        check_result(res)
         return scheduler_pb2.CreateTaskResponse(task=res.task)
 
     async def ImportTasks(
@@ -187,7 +166,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             cancel_task=commands_pb2.CancelTask(task_id=request.task_id),
         )
         (res,) = await node.propose([cmd])
-        _check_result(res)
+        check_result(res)
         return res.task
 
     async def DeleteTask(
@@ -318,7 +297,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             **body,
         )
         (res,) = await node.propose([cmd])
-        _check_result(res)
+        check_result(res)
         if namespace is not None:
             for ex in (res.execution, *res.executions):
                 ex.namespace = namespace
@@ -382,8 +361,8 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
                 task_id=request.task_id, execution_id=new_id(self.node.clock.now_ms())
             )
             res = await self._write("trigger", request.request_id, trigger_task=body)
-            if res.error_code == "skipped_overlap":
-                raise errors.FailedPrecondition(res.error)
+            if res.error_code == Code.SKIPPED_OVERLAP:  # applied, but no execution: refused all the same
+                raise error_for(Rejection(Code.SKIPPED_OVERLAP, res.error))
             return res.execution
 
         return await _guard(context, run())
