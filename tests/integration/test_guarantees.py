@@ -484,11 +484,15 @@ def test_whole_cluster_restart_while_an_attempt_runs(
     for node in cluster.nodes:
         cluster.start_node(node)
     cluster.wait_leader()
-    back_after_s = time.monotonic() - down_at
-    assert back_after_s < 9, f"the cluster took {back_after_s:.1f} s to come back: past the worker's deadline"
+    back_after_s = time.monotonic() - down_at  # a diagnostic for the message below, not an assertion
     with Client(cluster.servers, timeout_s=30) as client:
         done = final(client, ex.execution_id)
-    assert done.state == common_pb2.EXECUTION_SUCCEEDED, common_pb2.ExecutionState.Name(done.state)
+    # The outcome says whether the cluster came back before the worker's deadline: a late one makes the
+    # worker fence itself (FAILED, another token) instead of succeeding with its first lease.
+    assert done.state == common_pb2.EXECUTION_SUCCEEDED, (
+        f"{common_pb2.ExecutionState.Name(done.state)}; the cluster was back after {back_after_s:.1f} s "
+        "(the worker's deadline: 10 s after its last renewal)"
+    )
     assert done.attempt == 1 and token(done) == token(first)
     assert [a.attempt for a in done.attempts] == [1]
     assert read_ledger(ledger) == [(ex.execution_id, ex.nominal_time_ms, 1)]
