@@ -16,7 +16,7 @@ change to make), and the pure decisions built on it:
   checked is the address connected to.
 
 A refused lease ends its execution `failed` with the reason (ATTEMPT_REFUSED: final, never retried:
-raft/handlers.py). The reference is docs/operations.md, "Worker policy"; docs/security.md says why.
+raft/commands/leases.py). The reference is docs/operations.md, "Worker policy"; docs/security.md says why.
 """
 
 from __future__ import annotations

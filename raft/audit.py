@@ -7,7 +7,7 @@ site costs one `is not None` branch.
 Every record carries `node`, `mono_ns` (`time.monotonic_ns()` when the event was recorded: CLOCK_MONOTONIC
 is shared by every process of the machine and untouched by libfaketime, so the checker can order events
 of all nodes and the harness on one time line) and `ev` (apply, dispatch, role, clock). The records of one
-apply are the state machine's own (`raft.handlers.Ctx.audit`), written after its transaction committed.
+apply are the state machine's own (`raft.commands.Ctx.audit`), written after its transaction committed.
 
 Cost on the hot path (the Raft thread applying entries): one dict and a list append under a lock. The
 JSON encoding and the writes happen on a flusher thread every `FLUSH_S`, and at `close()` (the daemon's
