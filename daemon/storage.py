@@ -2,7 +2,7 @@
 
 The monitor looks every `interval_s` (and the apply thread tells it at once when an entry fails) at:
 the store (LMDB: its map, growing up to `[storage] max_map_size_bytes`, and the pages holding data),
-the disk of the data directory, the Raft journal's reserve (raft.replicator, "Space") and whether the
+the disk of the data directory, the Raft journal's reserve (raft.durability, "Space") and whether the
 apply thread is stuck on an entry. It keeps `reserve_bytes / 2` of disk allocated ahead of the store
 (the journal keeps the other half ahead of itself), so that deletes still commit once the disk is full.
 
@@ -85,7 +85,7 @@ QUICK_MEASURE_S = 0.05
 
 
 class Replicated(Protocol):
-    """What the monitor reads of the replicator (raft.replicator.SyncObjReplicator)."""
+    """What the monitor reads of the replicator (raft.syncobj_replicator.SyncObjReplicator)."""
 
     def stuck(self) -> tuple[int, str] | None: ...
 

@@ -8,7 +8,7 @@ Durability: `sync=True` fsyncs every write transaction at commit (data and meta 
 durability mode "fsync"). `sync=False` opens the environment with LMDB's `sync` and `metasync` off: a
 committed transaction survives a crash of the process (it is in the OS page cache), but a power loss or
 kernel crash may lose recent transactions and, per LMDB's documentation of MDB_NOSYNC, may corrupt the
-environment; the Raft log is then the source of truth (see `cronraft.raft.replicator`).
+environment; the Raft log is then the source of truth (see `cronraft.raft.durability`).
 
 Errors: an `lmdb.Error` raised by a transaction becomes `cronraft.errors.StorageError` (the environment:
 map full, disk full, I/O error...), except the few that the caller's data causes on every node alike
