@@ -28,7 +28,6 @@ import contextlib
 import importlib.util
 import json
 import os
-import re
 import secrets
 import signal
 import subprocess
@@ -48,6 +47,7 @@ import grpc
 from cronraft.proto.v1 import cluster_pb2, cluster_pb2_grpc
 from tests.fault.netns import NetnsError, NetnsTopology, env_args, kill_namespace_pids, netns_usable, run
 from tests.fault.proxy import ProxyNet, Rules
+from tests.support.nodeconfig import merge, node_config, toml_dumps
 from tests.support.ports import free_ports, release
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -75,53 +75,6 @@ def _start_time(pid: int) -> str | None:
     except OSError:
         return None
     return stat.rsplit(")", 1)[1].split()[19]
-
-
-def _toml_key(k: str) -> str:
-    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
-    raise TypeError(f"cannot write {type(v).__name__} as TOML")
-
-
-def _is_table_array(v: Any) -> bool:
-    return isinstance(v, list) and bool(v) and all(isinstance(x, dict) for x in v)
-
-
-def toml_dumps(data: Mapping[str, Any], path: str = "") -> str:
-    """A small TOML writer: enough for node configs (tables, arrays of tables, scalars, arrays)."""
-    out = [
-        f"{_toml_key(k)} = {_toml_value(v)}"
-        for k, v in data.items()
-        if not isinstance(v, dict) and not _is_table_array(v)
-    ]
-    for k, v in data.items():
-        sub = f"{path}.{_toml_key(k)}" if path else _toml_key(k)
-        items = [v] if isinstance(v, dict) else v if _is_table_array(v) else []
-        for item in items:
-            out.append(f"\n[{sub}]" if isinstance(v, dict) else f"\n[[{sub}]]")
-            body = toml_dumps(item, sub).strip("\n")
-            if body:
-                out.append(body)
-    return "\n".join(out).strip("\n") + "\n"
-
-
-def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def _append_jsonl(path: Path, lock: threading.Lock, record: Mapping[str, Any]) -> None:
@@ -437,31 +390,22 @@ class FaultCluster:
         return f"127.0.0.1:{self._grpc_ports[nid]}", f"127.0.0.1:{self._raft_proxy_ports[nid]}"
 
     def _write_config(self, nid: str) -> None:
-        members = []
-        for m in self.node_ids:
-            g, r = self._member_addresses(m)
-            members.append({"id": m, "grpc_address": g, "raft_address": r})
         election = self.election_timeout_ms
-        cfg: dict[str, Any] = {
-            "node": {"id": nid, "data_dir": str(self.data_dir(nid))},
-            "cluster": {
-                "secret_env": "CRONRAFT_CLUSTER_SECRET",
-                "durability": "replicated",
-                "members": members,
-            },
-            "raft": {"election_timeout_ms": election, "heartbeat_ms": max(10, min(100, election // 20))},
-            "scheduler": {
+        cfg = node_config(
+            nid,
+            self.data_dir(nid),
+            [(m, *self._member_addresses(m)) for m in self.node_ids],
+            raft={"election_timeout_ms": election, "heartbeat_ms": max(10, min(100, election // 20))},
+            scheduler={
                 "lease_ttl_ms": self.lease_ttl_ms,
                 "heartbeat_interval_ms": self.heartbeat_interval_ms,
                 "horizon_ms": 5000,
             },
-            "log": {"level": "info", "format": "json"},
-        }
-        if self._net is not None:
             # The network namespaces' addresses are not loopback: a lab cluster without TLS or tokens
             # must say so (daemon.config; docs/security.md).
-            cfg["insecure"] = True
-        self.config_path(nid).write_text(toml_dumps(_merge(cfg, self._config_extra)))
+            insecure=self._net is not None,
+        )
+        self.config_path(nid).write_text(toml_dumps(merge(cfg, self._config_extra)))
 
     def _write_clock(self, name: str, offset_s: float) -> None:
         path = self.clock_path(name)

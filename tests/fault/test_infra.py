@@ -26,10 +26,11 @@ from typing import Any
 
 import pytest
 
-from tests.fault.cluster import REGISTRY, FaultCluster, Unsupported, reap_stale, toml_dumps
+from tests.fault.cluster import REGISTRY, FaultCluster, Unsupported, reap_stale
 from tests.fault.nemesis import Fault, Nemesis, Step, random_schedule
 from tests.fault.netns import netns_usable
 from tests.fault.proxy import ProxyNet
+from tests.support.nodeconfig import toml_dumps
 from tests.support.wait import wait_until
 
 REPO = Path(__file__).resolve().parents[2]

@@ -19,6 +19,7 @@ from typing import TypeVar
 import grpc
 
 from cronraft.proto.v1 import cluster_pb2, cluster_pb2_grpc
+from tests.support.nodeconfig import node_config, toml_dumps
 from tests.support.ports import free_ports
 from tests.support.wait import wait_until
 
@@ -71,30 +72,27 @@ class Cluster:
         members = [
             (f"node{i + 1}", f"127.0.0.1:{ports[i]}", f"127.0.0.1:{ports[self.n + i]}") for i in range(self.n)
         ]
-        member_toml = "".join(
-            f'[[cluster.members]]\nid = "{m}"\ngrpc_address = "{g}"\nraft_address = "{r}"\n\n'
-            for m, g, r in members
-        )
-        secret = 'secret_env = "CRONRAFT_CLUSTER_SECRET"\n' if self.n > 1 else ""
         for node_id, grpc_addr, _ in members:
             cfg = self.root / f"{node_id}.toml"
-            raft = {"election_timeout_ms": 1000, "heartbeat_ms": 50, **self.raft_overrides.get(node_id, {})}
-            raft_toml = "".join(f"{k} = {v}\n" for k, v in raft.items())
-            sched = {
-                "lease_ttl_ms": self.lease_ttl_ms,
-                "heartbeat_interval_ms": self.heartbeat_interval_ms,
-                "horizon_ms": 5000,
-                **self.scheduler_overrides,
-            }
-            sched_toml = "".join(f"{k} = {v}\n" for k, v in sched.items())
-            cfg.write_text(
-                f'[node]\nid = "{node_id}"\ndata_dir = "{self.root / node_id}"\n\n'
-                f'[cluster]\n{secret}durability = "replicated"\n\n{member_toml}'
-                f"[raft]\n{raft_toml}\n"
-                f"[scheduler]\n{sched_toml}\n"
-                f'[log]\nlevel = "info"\nformat = "json"\n\n{self.extra_toml}\n'
-                f"{self.node_toml.get(node_id, '')}"
+            base = node_config(
+                node_id,
+                self.root / node_id,
+                members,
+                raft={
+                    "election_timeout_ms": 1000,
+                    "heartbeat_ms": 50,
+                    **self.raft_overrides.get(node_id, {}),
+                },
+                scheduler={
+                    "lease_ttl_ms": self.lease_ttl_ms,
+                    "heartbeat_interval_ms": self.heartbeat_interval_ms,
+                    "horizon_ms": 5000,
+                    **self.scheduler_overrides,
+                },
+                secret_env="CRONRAFT_CLUSTER_SECRET" if self.n > 1 else None,
             )
+            # The extra tables are TOML text, appended as written.
+            cfg.write_text(f"{toml_dumps(base)}\n{self.extra_toml}\n{self.node_toml.get(node_id, '')}")
             self.nodes.append(NodeProc(node_id, cfg, grpc_addr, self.root / f"{node_id}.log"))
         self.env = {**os.environ, "CRONRAFT_CLUSTER_SECRET": SECRET, "PYTHONUNBUFFERED": "1"}
 

@@ -3,4 +3,5 @@
 - `ports`: loopback TCP ports no other concurrent test process is handed (a cross-process reservation).
 - `wait`: `wait_until` / `wait_until_async`, the one bounded poll for a condition with no event.
 - `clock`: `FakeClock`, hand-moved wall and monotonic time in every clock shape the code reads.
+- `nodeconfig`: the `schedd` config both real-process harnesses write (`node_config`, `toml_dumps`).
 """

@@ -15,6 +15,7 @@ import pytest
 
 from tests.support import ports
 from tests.support.clock import FakeClock
+from tests.support.nodeconfig import merge, node_config, toml_dumps
 from tests.support.wait import wait_until, wait_until_async
 
 REPO = Path(__file__).resolve().parents[2]
@@ -126,3 +127,28 @@ def test_fake_clock_shapes() -> None:
     assert (clock.mono, clock.wall) == (10_000, 1_005_000)
     clock.wall -= 3_600_000  # a step of the wall clock alone
     assert clock.monotonic() == 10.0
+
+
+def test_node_config_renders_the_layout_both_harnesses_write() -> None:
+    cfg = node_config(
+        "n1",
+        "/data/n1",
+        [("n1", "127.0.0.1:1", "127.0.0.1:2"), ("n2", "127.0.0.1:3", "127.0.0.1:4")],
+        raft={"election_timeout_ms": 1000, "heartbeat_ms": 50},
+        scheduler={"horizon_ms": 5000},
+        insecure=True,
+    )
+    extra = {"scheduler": {"horizon_ms": 2000}, "clock": {"probe_interval_ms": 100}}
+    assert toml_dumps(merge(cfg, extra)) == (
+        "insecure = true\n\n"
+        '[node]\nid = "n1"\ndata_dir = "/data/n1"\n\n'
+        '[cluster]\nsecret_env = "CRONRAFT_CLUSTER_SECRET"\ndurability = "replicated"\n\n'
+        '[[cluster.members]]\nid = "n1"\ngrpc_address = "127.0.0.1:1"\nraft_address = "127.0.0.1:2"\n\n'
+        '[[cluster.members]]\nid = "n2"\ngrpc_address = "127.0.0.1:3"\nraft_address = "127.0.0.1:4"\n\n'
+        "[raft]\nelection_timeout_ms = 1000\nheartbeat_ms = 50\n\n"
+        "[scheduler]\nhorizon_ms = 2000\n\n"
+        '[log]\nlevel = "info"\nformat = "json"\n\n'
+        "[clock]\nprobe_interval_ms = 100\n"
+    )
+    single = node_config("n1", "/d", [("n1", "a:1", "a:2")], raft={}, scheduler={}, secret_env=None)
+    assert "secret_env" not in single["cluster"] and "insecure" not in single
