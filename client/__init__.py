@@ -29,18 +29,9 @@ from cronraft.client._builders import (
     retry,
 )
 from cronraft.client._bulk import ImportResult
-from cronraft.client._common import (
-    BulkResult,
-    Duration,
-    Instant,
-    at,
-    build_spec,
-    command,
-    cron,
-    delay,
-    every,
-    shell,
-)
+from cronraft.client._parsing import Duration, Instant
+from cronraft.client._requests import BulkResult
+from cronraft.client._specs import at, build_spec, command, cron, delay, every, shell
 from cronraft.client.aio import AsyncClient
 from cronraft.client.sdk import Client
 from cronraft.errors import (

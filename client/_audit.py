@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cronraft.client._common import Instant, instant_ms
+from cronraft.client._parsing import Instant, instant_ms
 from cronraft.client._render import format_instant
 from cronraft.proto.v1 import audit_pb2
 

@@ -1,7 +1,7 @@
 """Builders of the execution-semantics parts of a task spec, free of I/O: the `http` and `handler`
 payload kinds, the `retry` policy and the `notify_webhook` / `notify_command` targets.
 
-Like the schedule builders of `_common`, they check form only (a URL starts with http:// or https://, a
+Like the schedule builders of `_specs`, they check form only (a URL starts with http:// or https://, a
 status code is 100..599, an exit code 0..255, a duration parses) and raise `InvalidArgument` naming the
 field; the cluster is the authority on everything else.
 """
@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from cronraft.client import _common
+from cronraft.client import _parsing
 from cronraft.errors import InvalidArgument
 from cronraft.proto.v1 import common_pb2
 
@@ -32,7 +32,7 @@ __all__ = [
 NOTIFY_EVENTS = ("failure", "timeout", "dead-letter", "missed")
 """The names `parse_notify_event` accepts (also with `_`)."""
 
-_parse_event = _common._enum_parser(common_pb2.NotifyEvent, "NOTIFY_", "notify event")
+_parse_event = _parsing._enum_parser(common_pb2.NotifyEvent, "NOTIFY_", "notify event")
 
 NotifyEvents = Iterable[common_pb2.NotifyEvent.ValueType | str]
 
@@ -133,9 +133,9 @@ def handler_args_json(text: str, field: str) -> str:
 
 
 def retry(
-    initial: _common.Duration = "1s",
+    initial: _parsing.Duration = "1s",
     multiplier: float = 2.0,
-    max: _common.Duration = "5m",
+    max: _parsing.Duration = "5m",
     *,
     retryable: Iterable[int] = (),
     non_retryable: Iterable[int] = (),
@@ -146,10 +146,10 @@ def retry(
     `non_retryable`: exit codes never retried (e.g. 2 for usage errors); `retry_on_timeout=False` makes
     a timed-out attempt final. How many attempts there are is the task's `max_attempts`.
     """
-    initial_ms = _common.duration_ms(initial, "retry.initial_backoff_ms")
+    initial_ms = _parsing.duration_ms(initial, "retry.initial_backoff_ms")
     if initial_ms <= 0:
         raise InvalidArgument("retry.initial_backoff_ms", "must be positive")
-    max_ms = _common.duration_ms(max, "retry.max_backoff_ms")
+    max_ms = _parsing.duration_ms(max, "retry.max_backoff_ms")
     if max_ms < initial_ms:
         raise InvalidArgument("retry.max_backoff_ms", "must not be less than the initial backoff")
     if isinstance(multiplier, bool) or not isinstance(multiplier, int | float) or not multiplier >= 1.0:
@@ -176,8 +176,8 @@ FOREVER = "forever"
 
 def retention(
     keep_executions: int | str | None = None,
-    max_age: _common.Duration | None = None,
-    ended_task_max_age: _common.Duration | None = None,
+    max_age: _parsing.Duration | None = None,
+    ended_task_max_age: _parsing.Duration | None = None,
 ) -> common_pb2.Retention:
     """How long a task's history is kept, overriding the cluster's `[retention]` defaults
     (docs/operations.md, "Retention"). `keep_executions`: the newest N executions are kept (their
@@ -190,7 +190,7 @@ def retention(
             return 0
         if value == FOREVER:
             return -1
-        n = _common.duration_ms(value, field) if duration else value
+        n = _parsing.duration_ms(value, field) if duration else value
         if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
             what = "a positive duration" if duration else "a positive integer"
             raise InvalidArgument(field, f"expected {what}, {FOREVER!r} or None, got {value!r}")

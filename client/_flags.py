@@ -1,5 +1,5 @@
 """The task flags of `schedctl task create` and `task update` (besides the schedule flags, which live in
-`_common.add_schedule_arguments`), and how they become a payload and spec changes.
+`_schedule_flags.add_schedule_arguments`), and how they become a payload and spec changes.
 
 Every flag defaults to None or an empty list ("not given"), so that an update changes only what was
 given. Errors are `InvalidArgument` naming the flag, or `UsageError` for a wrong combination; `cli.main`
@@ -14,7 +14,8 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
-from cronraft.client import _argnames, _builders, _common
+from cronraft import timefmt
+from cronraft.client import _argnames, _builders, _parsing, _schedule_flags, _specs
 from cronraft.errors import InvalidArgument
 from cronraft.proto.v1 import common_pb2
 
@@ -69,7 +70,7 @@ def add_spec_arguments(parser: argparse.ArgumentParser, *, update: bool) -> None
             old="--remove-tag",
             key=True,
         )
-    _common.add_schedule_arguments(parser, required=not update)
+    _schedule_flags.add_schedule_arguments(parser, required=not update)
     _payload_arguments(parser)
     _run_policy_arguments(parser)
     _retry_arguments(parser, update=update)
@@ -355,9 +356,9 @@ def payload_from_args(
             raise UsageError(
                 f"--shell takes exactly one argument after --, the script (quote it); got {len(args.argv)}"
             )
-        return _common.shell(args.argv[0])
+        return _specs.shell(args.argv[0])
     if args.argv:
-        return _common.command(*args.argv)
+        return _specs.command(*args.argv)
     if required:
         raise UsageError(
             "missing command: put its argv after --, e.g. -- echo hello"
@@ -431,32 +432,32 @@ def _handler_payload(args: argparse.Namespace, base: common_pb2.Payload | None) 
 
 def spec_changes(args: argparse.Namespace, base: common_pb2.TaskSpec | None = None) -> dict[str, Any]:
     """The spec fields given on the command line (besides name, schedule, payload and tags), as
-    `_common.edit_spec` takes them. `base` is the stored spec of an update (None for a create)."""
+    `_specs.edit_spec` takes them. `base` is the stored spec of an update (None for a create)."""
     changes: dict[str, Any] = {}
     if args.name is not None:
         changes["name"] = args.name
     if args.queue is not None:
         changes["queue"] = args.queue
     if args.task_timeout is not None:
-        changes["timeout_ms"] = _common.parse_duration(args.task_timeout, "--exec-timeout")
+        changes["timeout_ms"] = timefmt.parse_duration(args.task_timeout, "--exec-timeout")
     if args.guarantee is not None:
-        changes["guarantee"] = _common.parse_guarantee(args.guarantee, "--guarantee")
+        changes["guarantee"] = _parsing.parse_guarantee(args.guarantee, "--guarantee")
     if args.priority is not None:
-        changes["priority"] = _common.parse_priority(args.priority, "--priority")
+        changes["priority"] = _parsing.parse_priority(args.priority, "--priority")
     if args.max_attempts is not None:
         changes["max_attempts"] = non_negative(args.max_attempts, "--retry-attempts")
     if args.misfire is not None:
-        changes["misfire"] = _common.parse_misfire(args.misfire, "--misfire")
+        changes["misfire"] = _parsing.parse_misfire(args.misfire, "--misfire")
     if args.catchup_window is not None:
-        changes["catchup_window"] = _common.parse_duration(args.catchup_window, "--catchup-window")
+        changes["catchup_window"] = timefmt.parse_duration(args.catchup_window, "--catchup-window")
     if args.max_catchup is not None:
         changes["max_catchup"] = non_negative(args.max_catchup, "--max-catchup")
     if args.overlap is not None:
-        changes["overlap"] = _common.parse_overlap(args.overlap, "--overlap")
+        changes["overlap"] = _parsing.parse_overlap(args.overlap, "--overlap")
     if args.max_concurrency is not None:
         changes["max_concurrency"] = non_negative(args.max_concurrency, "--max-concurrency")
     if args.start_deadline is not None:
-        changes["start_deadline"] = _common.parse_duration(args.start_deadline, "--start-deadline")
+        changes["start_deadline"] = timefmt.parse_duration(args.start_deadline, "--start-deadline")
     if args.sensor_command is not None:
         import shlex
 
@@ -464,25 +465,25 @@ def spec_changes(args: argparse.Namespace, base: common_pb2.TaskSpec | None = No
         if not argv:
             raise UsageError("--sensor-command: must not be empty")
         changes["sensor"] = common_pb2.Sensor(
-            probe=_common.command(*argv),
-            interval_ms=_common.parse_duration(args.sensor_interval, "--sensor-interval")
+            probe=_specs.command(*argv),
+            interval_ms=timefmt.parse_duration(args.sensor_interval, "--sensor-interval")
             if args.sensor_interval
             else 0,
-            timeout_ms=_common.parse_duration(args.sensor_timeout, "--sensor-timeout")
+            timeout_ms=timefmt.parse_duration(args.sensor_timeout, "--sensor-timeout")
             if args.sensor_timeout
             else 0,
         )
     elif args.sensor_interval is not None or args.sensor_timeout is not None:
         raise UsageError("--sensor-interval/--sensor-timeout: apply to --sensor-command only")
     if args.dependency_deadline is not None:
-        changes["dependency_deadline"] = _common.parse_duration(
+        changes["dependency_deadline"] = timefmt.parse_duration(
             args.dependency_deadline, "--dependency-deadline"
         )
     if args.depends_on:
         deps = []
         for item in args.depends_on:
             task_id, _, window = item.partition(":")
-            deps.append((task_id, _common.parse_duration(window, "--depends-on") if window else 0))
+            deps.append((task_id, timefmt.parse_duration(window, "--depends-on") if window else 0))
         changes["depends_on"] = deps
     _retry_change(args, base, changes)
     _notify_change(args, changes)
@@ -524,7 +525,7 @@ def _retention_change(
         if text.strip().lower() == _builders.FOREVER:
             return -1
         if duration:
-            n = _common.parse_duration(text, flag)
+            n = timefmt.parse_duration(text, flag)
         else:
             try:
                 n = int(text)
@@ -562,12 +563,12 @@ def _retry_change(
         return
     old = base.retry if base is not None and base.HasField("retry") else common_pb2.RetryPolicy()
     initial = (
-        _common.parse_duration(args.retry_initial, "--retry-initial")
+        timefmt.parse_duration(args.retry_initial, "--retry-initial")
         if args.retry_initial is not None
         else old.initial_backoff_ms or 1000
     )
     maximum = (
-        _common.parse_duration(args.retry_max, "--retry-max-backoff")
+        timefmt.parse_duration(args.retry_max, "--retry-max-backoff")
         if args.retry_max is not None
         else old.max_backoff_ms or 300_000
     )

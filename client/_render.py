@@ -3,7 +3,7 @@
 Each `*_to_json` builds plain dicts and lists by hand, never through protobuf's JSON mapping, so that the
 keys are explicit and stay stable: snake_case, every key always present, times twice (`<name>_ms` and RFC
 3339 `<name>`, null when unset), enums as lower-case names without their prefix, maps with sorted keys,
-bytes as UTF-8 text (invalid bytes become U+FFFD). `_common` re-exports these names (their old home).
+bytes as UTF-8 text (invalid bytes become U+FFFD). The JSON of calendars is in `_calendars`.
 """
 
 from __future__ import annotations

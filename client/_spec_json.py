@@ -19,7 +19,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from cronraft.client import _builders, _common, _cron_text
+from cronraft.client import _builders, _cron_text, _parsing
 from cronraft.errors import InvalidArgument
 from cronraft.proto.v1 import common_pb2
 
@@ -99,7 +99,7 @@ def _duration(obj: Mapping[str, Any], key: str, field: str) -> int:
     value = obj.get(key)
     if value is None:
         return 0
-    ms = _common.duration_ms(value, f"{field}.{key}")
+    ms = _parsing.duration_ms(value, f"{field}.{key}")
     if ms < 0:
         raise InvalidArgument(f"{field}.{key}", "must not be negative")
     return ms
@@ -109,11 +109,11 @@ def _instant(obj: Mapping[str, Any], name: str, field: str) -> int:
     """`<name>_ms` (Unix ms) or `<name>` (RFC 3339); 0 when neither is set."""
     ms = obj.get(f"{name}_ms")
     if ms is not None and ms != 0:
-        return _common.instant_ms(ms, f"{field}.{name}_ms")
+        return _parsing.instant_ms(ms, f"{field}.{name}_ms")
     text = obj.get(name)
     if text is None or text == "":
         return 0
-    return _common.instant_ms(text, f"{field}.{name}")
+    return _parsing.instant_ms(text, f"{field}.{name}")
 
 
 def _str_list(obj: Mapping[str, Any], key: str, field: str) -> list[str]:
@@ -198,10 +198,10 @@ def schedule_from_json(value: Any, field: str = "spec.schedule") -> common_pb2.S
     out.end_at_ms = _instant(obj, "end_at", field)
     out.max_runs = _int(obj, "max_runs", field)
     out.jitter_ms = _duration(obj, "jitter_ms", field)
-    out.dst_gap = _enum(obj, "dst_gap", field, _common.parse_dst_gap)
-    out.dst_fold = _enum(obj, "dst_fold", field, _common.parse_dst_fold)
+    out.dst_gap = _enum(obj, "dst_gap", field, _parsing.parse_dst_gap)
+    out.dst_fold = _enum(obj, "dst_fold", field, _parsing.parse_dst_fold)
     out.calendars.extend(_str_list(obj, "calendars", field))
-    out.calendar_action = _enum(obj, "calendar_action", field, _common.parse_calendar_action)
+    out.calendar_action = _enum(obj, "calendar_action", field, _parsing.parse_calendar_action)
     return out
 
 
@@ -341,13 +341,13 @@ def spec_from_json(value: Any, field: str = "spec") -> common_pb2.TaskSpec:
         payload=payload_from_json(obj["payload"], f"{field}.payload"),
         queue=_str(obj, "queue", field),
         timeout_ms=_duration(obj, "timeout_ms", field),
-        guarantee=_enum(obj, "guarantee", field, _common.parse_guarantee),
-        priority=_enum(obj, "priority", field, _common.parse_priority),
+        guarantee=_enum(obj, "guarantee", field, _parsing.parse_guarantee),
+        priority=_enum(obj, "priority", field, _parsing.parse_priority),
         max_attempts=_int(obj, "max_attempts", field),
-        misfire=_enum(obj, "misfire", field, _common.parse_misfire),
+        misfire=_enum(obj, "misfire", field, _parsing.parse_misfire),
         catchup_window_ms=_duration(obj, "catchup_window_ms", field),
         max_catchup=_int(obj, "max_catchup", field),
-        overlap=_enum(obj, "overlap", field, _common.parse_overlap),
+        overlap=_enum(obj, "overlap", field, _parsing.parse_overlap),
         worker_labels=_map(obj, "worker_labels", field),
         max_concurrency=_int(obj, "max_concurrency", field),
         start_deadline_ms=_duration(obj, "start_deadline_ms", field),

@@ -10,13 +10,13 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from cronraft.client import _common, _cron_text
+from cronraft.client import _cron_text, _render
 from cronraft.proto.v1 import cluster_pb2, common_pb2, scheduler_pb2
 
 
 def _time(ms: int) -> str:
     """RFC 3339 UTC to the second for tables; "-" for none."""
-    return _common.format_instant(ms)[:19] + "Z" if ms else "-"
+    return _render.format_instant(ms)[:19] + "Z" if ms else "-"
 
 
 def format_duration(ms: int) -> str:
@@ -61,21 +61,21 @@ def _timing_text(schedule: common_pb2.Schedule) -> str:
     parts = []
     if schedule.jitter_ms:
         parts.append(f"jitter up to {format_duration(schedule.jitter_ms)}")
-    parts.append(f"dst gap {_common.policy_name(common_pb2.DstGapPolicy, schedule.dst_gap, 'DST_GAP_')}")
-    parts.append(f"dst fold {_common.policy_name(common_pb2.DstFoldPolicy, schedule.dst_fold, 'DST_FOLD_')}")
+    parts.append(f"dst gap {_render.policy_name(common_pb2.DstGapPolicy, schedule.dst_gap, 'DST_GAP_')}")
+    parts.append(f"dst fold {_render.policy_name(common_pb2.DstFoldPolicy, schedule.dst_fold, 'DST_FOLD_')}")
     return ", ".join(parts)
 
 
 def _calendars_text(schedule: common_pb2.Schedule) -> str:
     if not schedule.calendars:
         return "-"
-    action = _common.policy_name(common_pb2.CalendarAction, schedule.calendar_action, "CALENDAR_")
+    action = _render.policy_name(common_pb2.CalendarAction, schedule.calendar_action, "CALENDAR_")
     return f"{', '.join(schedule.calendars)} ({action})"
 
 
 def _policies_text(spec: common_pb2.TaskSpec) -> str:
-    misfire = _common.policy_name(common_pb2.MisfirePolicy, spec.misfire, "MISFIRE_")
-    overlap = _common.policy_name(common_pb2.OverlapPolicy, spec.overlap, "OVERLAP_")
+    misfire = _render.policy_name(common_pb2.MisfirePolicy, spec.misfire, "MISFIRE_")
+    overlap = _render.policy_name(common_pb2.OverlapPolicy, spec.overlap, "OVERLAP_")
     window = format_duration(spec.catchup_window_ms) if spec.catchup_window_ms else "default"
     cap = str(spec.max_catchup) if spec.max_catchup else "default"
     return f"misfire {misfire} (catch-up window {window}, max {cap}), overlap {overlap}"
@@ -152,7 +152,7 @@ def _fields(pairs: Sequence[tuple[str, str]]) -> str:
 
 
 def _enum(wrapper: Any, number: int, prefix: str = "") -> str:
-    return _common.enum_name(wrapper, number, prefix)
+    return _render.enum_name(wrapper, number, prefix)
 
 
 def _with_namespace(
@@ -364,7 +364,7 @@ def execution_detail(e: common_pb2.Execution) -> str:
         rows.append(
             ("cancel_requested", f"{_time(e.cancel_requested_at_ms)} ({e.cancel_reason or 'no reason'})")
         )
-    rows.append(("return_value", _common.tail_text(e.return_value) or "-"))
+    rows.append(("return_value", _render.tail_text(e.return_value) or "-"))
     parts = [_fields(rows)]
     if e.attempts:
         parts.append("--- attempts ---\n" + attempts_table(e.attempts))
@@ -375,7 +375,7 @@ def execution_detail(e: common_pb2.Execution) -> str:
 def _tails(stdout: bytes, stderr: bytes) -> list[str]:
     parts = []
     for label, data in (("stdout", stdout), ("stderr", stderr)):
-        text = _common.tail_text(data)
+        text = _render.tail_text(data)
         parts.append(f"--- {label} (tail) ---\n{text.rstrip(chr(10)) if text else '(empty)'}")
     return parts
 

@@ -1,7 +1,7 @@
 """The asyncio Cronraft client (grpc.aio): the methods of `Client`, as coroutines and async iterators.
 
 Routing, leader redirects, request-id reuse, retries and error mapping are those of the sync client (they
-live in `_common.CallPlan`). Channels are created lazily inside the running event loop; use the client as
+live in `_routing.CallPlan`). Channels are created lazily inside the running event loop; use the client as
 an async context manager, or `await client.close()`, from the loop that used it.
 """
 
@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 
-from cronraft.client import _audit, _bulk, _common, _namespace
+from cronraft.client import _audit, _bulk, _namespace, _parsing, _requests, _routing, _specs
 from cronraft.client._transport import Transport, with_tls_hint
 from cronraft.client.sdk import CHANNEL_OPTIONS, rpc_status
 from cronraft.errors import CronraftError
@@ -55,7 +55,7 @@ class AsyncClient:
         transport: Transport | None = None,
         namespace: str = _namespace.DEFAULT_NAMESPACE,
     ) -> None:
-        self._router = _common.Router(_common.parse_servers(servers))
+        self._router = _routing.Router(_routing.parse_servers(servers))
         self._transport = transport if transport is not None else Transport.from_env()
         self.timeout_s = timeout_s
         self.attempt_timeout_s = attempt_timeout_s
@@ -110,7 +110,7 @@ class AsyncClient:
         write: bool,
         request_id: str | None = None,
     ) -> _Resp:
-        plan = _common.CallPlan(
+        plan = _routing.CallPlan(
             self._router,
             write=write,
             timeout_s=self.timeout_s,
@@ -148,7 +148,7 @@ class AsyncClient:
         priority: common_pb2.Priority.ValueType | str = common_pb2.MEDIUM,
         max_attempts: int = 0,
         misfire: common_pb2.MisfirePolicy.ValueType | str | None = None,
-        catchup_window: _common.Duration | None = None,
+        catchup_window: _parsing.Duration | None = None,
         max_catchup: int = 0,
         overlap: common_pb2.OverlapPolicy.ValueType | str | None = None,
         retry: common_pb2.RetryPolicy | None = None,
@@ -159,7 +159,7 @@ class AsyncClient:
         request_id: str | None = None,
     ) -> common_pb2.Task:
         """Create a task; see `Client.create_task`."""
-        spec = _common.build_spec(
+        spec = _specs.build_spec(
             name,
             schedule,
             payload,
@@ -185,7 +185,7 @@ class AsyncClient:
         self, spec: common_pb2.TaskSpec, *, request_id: str | None = None
     ) -> common_pb2.Task:
         """Create a task from a complete `TaskSpec`."""
-        rid = request_id or _common.new_request_id()
+        rid = request_id or _requests.new_request_id()
         spec = _namespace.spec_in(spec, self.namespace)  # the client's namespace unless the spec names one
         request = scheduler_pb2.CreateTaskRequest(spec=spec, request_id=rid)
         response = await self._invoke(
@@ -207,10 +207,10 @@ class AsyncClient:
         segment_timeout_s: float = 120.0,
     ) -> _bulk.ImportResult:
         """Create many tasks through the bulk API; see `Client.import_tasks`."""
-        result = _bulk.ImportResult(import_id=import_id or _common.new_request_id())
+        result = _bulk.ImportResult(import_id=import_id or _requests.new_request_id())
         in_namespace = (_namespace.spec_in(spec, self.namespace) for spec in specs)
         for segment in _bulk.segments(in_namespace, import_id=result.import_id, batch_size=batch_size):
-            plan = _common.CallPlan(
+            plan = _routing.CallPlan(
                 self._router,
                 write=True,
                 timeout_s=max(self.timeout_s, segment_timeout_s),
@@ -257,7 +257,7 @@ class AsyncClient:
         all_namespaces: bool = False,
     ) -> tuple[list[common_pb2.Task], str]:
         """One page of tasks and the token of the next page ("" after the last)."""
-        request = _common.list_tasks_request(state, tags, name_prefix, page_size, page_token)
+        request = _requests.list_tasks_request(state, tags, name_prefix, page_size, page_token)
         # The client's namespace, `namespace`, or every one (which needs reader in "*").
         request.namespace, request.all_namespaces = _namespace.list_scope(
             namespace, self.namespace, all_namespaces
@@ -296,7 +296,7 @@ class AsyncClient:
 
     async def cancel_task(self, task_id: str, *, request_id: str | None = None) -> common_pb2.Task:
         """Cancel a task; see `Client.cancel_task`."""
-        rid = request_id or _common.new_request_id()
+        rid = request_id or _requests.new_request_id()
         request = scheduler_pb2.CancelTaskRequest(task_id=task_id, request_id=rid)
         return await self._invoke(
             lambda s: s.scheduler.CancelTask, request, common_pb2.Task, write=True, request_id=rid
@@ -304,9 +304,9 @@ class AsyncClient:
 
     async def cancel_tasks(
         self, task_ids: Iterable[str], *, request_ids: Mapping[str, str] | None = None
-    ) -> _common.BulkResult[common_pb2.Task]:
+    ) -> _requests.BulkResult[common_pb2.Task]:
         """Cancel each task in turn; see `Client.cancel_tasks`."""
-        rids = _common.bulk_request_ids(task_ids, request_ids)
+        rids = _requests.bulk_request_ids(task_ids, request_ids)
         return await self._bulk(rids, lambda i, rid: self.cancel_task(i, request_id=rid))
 
     async def cancel_tasks_where(
@@ -317,10 +317,10 @@ class AsyncClient:
         name_prefix: str = "",
         request_ids: Mapping[str, str] | None = None,
         namespace: str | None = None,
-    ) -> _common.BulkResult[common_pb2.Task]:
+    ) -> _requests.BulkResult[common_pb2.Task]:
         """List the tasks matching the filters, then cancel them one by one: not atomic; see
         `Client.cancel_tasks_where`."""
-        _common.check_task_filter(state, tags, name_prefix)
+        _requests.check_task_filter(state, tags, name_prefix)
         ids = [
             t.task_id
             async for t in self.list_tasks(
@@ -334,7 +334,7 @@ class AsyncClient:
         self, task_id: str, *, force: bool = False, request_id: str | None = None
     ) -> scheduler_pb2.DeleteTaskResponse:
         """Delete a task with its whole history; see `Client.delete_task`."""
-        rid = request_id or _common.new_request_id()
+        rid = request_id or _requests.new_request_id()
         request = scheduler_pb2.DeleteTaskRequest(task_id=task_id, request_id=rid, force=force)
         return await self._invoke(
             lambda s: s.scheduler.DeleteTask,
@@ -350,9 +350,9 @@ class AsyncClient:
         *,
         force: bool = False,
         request_ids: Mapping[str, str] | None = None,
-    ) -> _common.BulkResult[scheduler_pb2.DeleteTaskResponse]:
+    ) -> _requests.BulkResult[scheduler_pb2.DeleteTaskResponse]:
         """Delete each task in turn; see `Client.delete_tasks`."""
-        rids = _common.bulk_request_ids(task_ids, request_ids)
+        rids = _requests.bulk_request_ids(task_ids, request_ids)
         return await self._bulk(rids, lambda i, rid: self.delete_task(i, force=force, request_id=rid))
 
     async def delete_tasks_where(
@@ -364,10 +364,10 @@ class AsyncClient:
         force: bool = False,
         request_ids: Mapping[str, str] | None = None,
         namespace: str | None = None,
-    ) -> _common.BulkResult[scheduler_pb2.DeleteTaskResponse]:
+    ) -> _requests.BulkResult[scheduler_pb2.DeleteTaskResponse]:
         """List the tasks matching the filters, then delete them one by one: not atomic; see
         `Client.delete_tasks_where`."""
-        _common.check_task_filter(state, tags, name_prefix)
+        _requests.check_task_filter(state, tags, name_prefix)
         ids = [
             t.task_id
             async for t in self.list_tasks(
@@ -378,10 +378,10 @@ class AsyncClient:
 
     async def _bulk(
         self, request_ids: Mapping[str, str], call: Callable[[str, str], Awaitable[_Msg]]
-    ) -> _common.BulkResult[_Msg]:
-        result: _common.BulkResult[_Msg] = _common.BulkResult(request_ids=dict(request_ids))
+    ) -> _requests.BulkResult[_Msg]:
+        result: _requests.BulkResult[_Msg] = _requests.BulkResult(request_ids=dict(request_ids))
         for item, rid in request_ids.items():
-            if result.errors and _common.stops_bulk(list(result.errors.values())[-1]):
+            if result.errors and _requests.stops_bulk(list(result.errors.values())[-1]):
                 result.skipped.append(item)
                 continue
             try:
@@ -403,7 +403,7 @@ class AsyncClient:
         With `expected_version` (a `Task.version` you read) the update applies only if the task has not
         changed since: else `FailedPrecondition`. 0 updates unconditionally.
         """
-        rid = request_id or _common.new_request_id()
+        rid = request_id or _requests.new_request_id()
         request = scheduler_pb2.UpdateTaskRequest(
             task_id=task_id, spec=spec, expected_version=expected_version, request_id=rid
         )
@@ -414,19 +414,19 @@ class AsyncClient:
     async def edit_task(
         self, task_id: str, *, request_id: str | None = None, **changes: Any
     ) -> common_pb2.Task:
-        """Read the task, apply `changes` (keyword arguments named in `_common.EDITABLE_FIELDS`, e.g.
+        """Read the task, apply `changes` (keyword arguments named in `_specs.EDITABLE_FIELDS`, e.g.
         `schedule=cron(...)`, `tags={...}`, `overlap="skip"`) and update it with
         `expected_version=task.version`: a concurrent change makes it fail with `FailedPrecondition`
         instead of being overwritten."""
         task = await self.get_task(task_id)
-        spec = _common.edit_spec(task.spec, changes)
+        spec = _specs.edit_spec(task.spec, changes)
         return await self.update_task(task_id, spec, expected_version=task.version, request_id=request_id)
 
     async def pause_task(
         self, task_id: str, note: str = "", *, request_id: str | None = None
     ) -> common_pb2.Task:
         """Pause a task: no fire until resumed (its nominal times are recorded as `paused`)."""
-        rid = request_id or _common.new_request_id()
+        rid = request_id or _requests.new_request_id()
         request = scheduler_pb2.PauseTaskRequest(task_id=task_id, note=note, request_id=rid)
         return await self._invoke(
             lambda s: s.scheduler.PauseTask, request, common_pb2.Task, write=True, request_id=rid
@@ -437,7 +437,7 @@ class AsyncClient:
     ) -> common_pb2.Task:
         """Resume a paused task. The paused period is not replayed unless `replay_missed` (then the
         misfire policy applies to it)."""
-        rid = request_id or _common.new_request_id()
+        rid = request_id or _requests.new_request_id()
         request = scheduler_pb2.ResumeTaskRequest(
             task_id=task_id, replay_missed=replay_missed, request_id=rid
         )
@@ -447,7 +447,7 @@ class AsyncClient:
 
     async def trigger_task(self, task_id: str, *, request_id: str | None = None) -> common_pb2.Execution:
         """Fire the task now, outside its schedule; returns the new execution."""
-        rid = request_id or _common.new_request_id()
+        rid = request_id or _requests.new_request_id()
         request = scheduler_pb2.TriggerTaskRequest(task_id=task_id, request_id=rid)
         return await self._invoke(
             lambda s: s.scheduler.TriggerTask, request, common_pb2.Execution, write=True, request_id=rid
@@ -456,16 +456,16 @@ class AsyncClient:
     async def backfill_task(
         self,
         task_id: str,
-        from_: _common.Instant,
-        to: _common.Instant,
+        from_: _parsing.Instant,
+        to: _parsing.Instant,
         max_fires: int = 0,
         *,
         request_id: str | None = None,
     ) -> list[common_pb2.Execution]:
         """Fire the nominal times of the task in [from_, to] now; returns the executions created
         (`max_fires` 0: the cluster default, 100; at most 1000)."""
-        rid = request_id or _common.new_request_id()
-        request = _common.backfill_request(task_id, from_, to, max_fires, rid)
+        rid = request_id or _requests.new_request_id()
+        request = _requests.backfill_request(task_id, from_, to, max_fires, rid)
         response = await self._invoke(
             lambda s: s.scheduler.BackfillTask,
             request,
@@ -478,23 +478,23 @@ class AsyncClient:
     async def explain_task(
         self,
         task_id: str,
-        from_: _common.Instant | None = None,
-        to: _common.Instant | None = None,
+        from_: _parsing.Instant | None = None,
+        to: _parsing.Instant | None = None,
         limit: int = 100,
     ) -> scheduler_pb2.ExplainTaskResponse:
         """The fire ledger of the task between `from_` and `to` (default: now), oldest first: one
         record per nominal time with its outcome and reason, plus the task's state and next fire."""
-        request = _common.explain_request(task_id, from_, to, limit)
+        request = _requests.explain_request(task_id, from_, to, limit)
         return await self._invoke(
             lambda s: s.scheduler.ExplainTask, request, scheduler_pb2.ExplainTaskResponse, write=False
         )
 
     async def preview_task(
-        self, task_id: str, from_: _common.Instant | None = None, count: int = 10
+        self, task_id: str, from_: _parsing.Instant | None = None, count: int = 10
     ) -> list[scheduler_pb2.PreviewFire]:
         """The next `count` fires of the stored task after `from_` (default: now), computed by the
         function the leader uses."""
-        request = _common.preview_request(task_id, from_, count)
+        request = _requests.preview_request(task_id, from_, count)
         response = await self._invoke(
             lambda s: s.scheduler.PreviewTask, request, scheduler_pb2.PreviewTaskResponse, write=False
         )
@@ -507,8 +507,8 @@ class AsyncClient:
         *,
         principal: str = "",
         method: str = "",
-        since: _common.Instant | None = None,
-        until: _common.Instant | None = None,
+        since: _parsing.Instant | None = None,
+        until: _parsing.Instant | None = None,
         target_id: str = "",
         limit: int | None = 100,
     ) -> list[audit_pb2.AuditRecord]:
@@ -532,7 +532,7 @@ class AsyncClient:
         self, calendar: common_pb2.Calendar, *, request_id: str | None = None
     ) -> common_pb2.Calendar:
         """Create or replace the calendar `calendar.name`; returns it with its new version."""
-        rid = request_id or _common.new_request_id()
+        rid = request_id or _requests.new_request_id()
         request = scheduler_pb2.PutCalendarRequest(
             calendar=_namespace.calendar_in(calendar, self.namespace), request_id=rid
         )
@@ -575,7 +575,7 @@ class AsyncClient:
     ) -> None:
         """Delete the calendar `name`; raises `NotFound`, or `FailedPrecondition` while a task or
         another calendar uses it."""
-        rid = request_id or _common.new_request_id()
+        rid = request_id or _requests.new_request_id()
         request = scheduler_pb2.DeleteCalendarRequest(
             name=name, request_id=rid, namespace=_namespace.wire(namespace or self.namespace)
         )
@@ -598,7 +598,7 @@ class AsyncClient:
         page_token: str = "",
     ) -> tuple[list[common_pb2.Execution], str]:
         """One page of the executions of `task_id` and the next page token ("" after the last)."""
-        request = _common.list_executions_request(task_id, state, page_size, page_token)
+        request = _requests.list_executions_request(task_id, state, page_size, page_token)
         response = await self._invoke(
             lambda s: s.scheduler.ListExecutions, request, scheduler_pb2.ListExecutionsResponse, write=False
         )
@@ -657,7 +657,7 @@ class AsyncClient:
         self, execution_id: str, reason: str = "", *, request_id: str | None = None
     ) -> common_pb2.Execution:
         """Cancel one execution; see `Client.cancel_execution`."""
-        rid = request_id or _common.new_request_id()
+        rid = request_id or _requests.new_request_id()
         request = scheduler_pb2.CancelExecutionRequest(
             execution_id=execution_id, reason=reason, request_id=rid
         )
@@ -667,9 +667,9 @@ class AsyncClient:
 
     async def cancel_executions(
         self, execution_ids: Iterable[str], reason: str = "", *, request_ids: Mapping[str, str] | None = None
-    ) -> _common.BulkResult[common_pb2.Execution]:
+    ) -> _requests.BulkResult[common_pb2.Execution]:
         """Cancel each execution in turn; see `Client.cancel_executions`."""
-        rids = _common.bulk_request_ids(execution_ids, request_ids)
+        rids = _requests.bulk_request_ids(execution_ids, request_ids)
         return await self._bulk(rids, lambda i, rid: self.cancel_execution(i, reason, request_id=rid))
 
     # ----------------------------------------------------------------------------------- dead letters
@@ -684,7 +684,7 @@ class AsyncClient:
         all_namespaces: bool = False,
     ) -> tuple[list[common_pb2.DeadLetter], str]:
         """One page of dead letters and the next page token; see `Client.list_dead_letters_page`."""
-        request = _common.list_dead_letters_request(task_id, page_size, page_token)
+        request = _requests.list_dead_letters_request(task_id, page_size, page_token)
         if not task_id:  # a task's dead letters are in the task's namespace
             request.namespace, request.all_namespaces = _namespace.list_scope(
                 namespace, self.namespace, all_namespaces
@@ -733,8 +733,8 @@ class AsyncClient:
         request_id: str | None = None,
     ) -> list[common_pb2.Execution]:
         """Run dead letters again; see `Client.redrive_dead_letters`."""
-        rid = request_id or _common.new_request_id()
-        request = _common.redrive_request(execution_ids, task_id, limit, rid)
+        rid = request_id or _requests.new_request_id()
+        request = _requests.redrive_request(execution_ids, task_id, limit, rid)
         response = await self._invoke(
             lambda s: s.scheduler.RedriveDeadLetters,
             request,
@@ -748,15 +748,15 @@ class AsyncClient:
         self,
         execution_ids: Iterable[str] = (),
         task_id: str | None = None,
-        before: _common.Instant | None = None,
+        before: _parsing.Instant | None = None,
         limit: int = 0,
         *,
         request_id: str | None = None,
         namespace: str | None = None,
     ) -> int:
         """Delete dead letters; returns how many; see `Client.purge_dead_letters`."""
-        rid = request_id or _common.new_request_id()
-        request = _common.purge_request(execution_ids, task_id, before, limit, rid)
+        rid = request_id or _requests.new_request_id()
+        request = _requests.purge_request(execution_ids, task_id, before, limit, rid)
         request.namespace = _namespace.wire(
             namespace or self.namespace
         )  # without ids or a task: this namespace only

@@ -10,7 +10,7 @@ import json
 import sys
 from typing import Any
 
-from cronraft.client import _audit, _common
+from cronraft.client import _audit, _parsing
 from cronraft.client._render import format_instant
 from cronraft.errors import InvalidArgument
 from cronraft.proto.v1 import audit_pb2
@@ -53,8 +53,8 @@ def add_audit_parser(commands: Any, opts: argparse.ArgumentParser) -> None:
 def run_list(client: Any, args: argparse.Namespace) -> None:
     if args.limit < 1:
         raise InvalidArgument("--limit", f"must be at least 1, got {args.limit}")
-    since = None if args.since is None else _common.parse_when(args.since, "--since")
-    until = None if args.until is None else _common.parse_when(args.until, "--until")
+    since = None if args.since is None else _parsing.parse_when(args.since, "--since")
+    until = None if args.until is None else _parsing.parse_when(args.until, "--until")
     records = client.list_audit(
         principal=args.principal,
         method=args.method,

@@ -21,7 +21,22 @@ from collections.abc import Callable, Iterator, Sequence
 from itertools import islice
 from typing import Any, NoReturn, TypeVar
 
-from cronraft.client import _argnames, _common, _cron_text, _flags, _tables, import_cli, preview_cli
+from cronraft import timefmt
+from cronraft.client import (
+    _argnames,
+    _calendars,
+    _cron_text,
+    _flags,
+    _parsing,
+    _render,
+    _requests,
+    _routing,
+    _schedule_flags,
+    _specs,
+    _tables,
+    import_cli,
+    preview_cli,
+)
 from cronraft.client._flags import UsageError
 from cronraft.client._transport import add_transport_arguments, transport_from_args
 from cronraft.client.audit_cli import add_audit_parser
@@ -88,7 +103,7 @@ def exit_code_for(error: CronraftError) -> int:
 # ---------------------------------------------------------------------------------------------- parser
 
 GLOBAL_OPTIONS_TITLE = "global options (also accepted before the command)"
-_SERVER_HELP = f"servers to contact (default: $CRONRAFT_SERVER, else {_common.DEFAULT_SERVER})"
+_SERVER_HELP = f"servers to contact (default: $CRONRAFT_SERVER, else {_routing.DEFAULT_SERVER})"
 _RPC_TIMEOUT_HELP = "bound on each command's calls, retries included (e.g. 10s; a bare number is seconds)"
 NAMESPACE_ENV = "CRONRAFT_NAMESPACE"
 _NAMESPACE_HELP = (
@@ -595,7 +610,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     if "--" in args_list:
         i = args_list.index("--")
         args_list, after_dash = args_list[:i], args_list[i + 1 :]
-    args = build_parser().parse_args(_common.join_dash_values(args_list))
+    args = build_parser().parse_args(_schedule_flags.join_dash_values(args_list))
     if after_dash is not None:
         if args.handler not in (_task_create, _task_update):
             raise UsageError("arguments after -- are only taken by `task create` and `task update`")
@@ -642,7 +657,7 @@ def _rpc_timeout(text: str) -> float:
     try:
         seconds = float(text)
     except ValueError:
-        seconds = _common.parse_duration(text, "--rpc-timeout") / 1000
+        seconds = timefmt.parse_duration(text, "--rpc-timeout") / 1000
     if not seconds > 0:
         raise InvalidArgument("--rpc-timeout", f"must be positive, got {text!r}")
     return seconds
@@ -672,21 +687,21 @@ def _with_warnings(doc: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
 
 def _task_create(client: Client, args: argparse.Namespace) -> None:
     warnings: list[str] = []
-    schedule = _common.schedule_from_args(args, warnings=warnings)
+    schedule = _schedule_flags.schedule_from_args(args, warnings=warnings)
     payload = _flags.payload_from_args(args)
     assert payload is not None
-    spec = _common.build_spec(args.name, schedule, payload, tags=_flags.parse_pairs(args.tag, "--tag"))
-    spec = _common.edit_spec(spec, _flags.spec_changes(args))
+    spec = _specs.build_spec(args.name, schedule, payload, tags=_flags.parse_pairs(args.tag, "--tag"))
+    spec = _specs.edit_spec(spec, _flags.spec_changes(args))
     _echo_schedule(schedule, warnings)
     task = client.create_task_spec(spec, request_id=args.request_id)
-    _emit(args, _with_warnings(_common.task_to_json(task), warnings), lambda: _tables.task_detail(task))
+    _emit(args, _with_warnings(_render.task_to_json(task), warnings), lambda: _tables.task_detail(task))
 
 
 def _task_update(client: Client, args: argparse.Namespace) -> None:
     task = client.get_task(args.task_id)
     changes = _flags.spec_changes(args, task.spec)
     warnings: list[str] = []
-    changes["schedule"] = _common.schedule_from_args(args, task.spec.schedule, warnings=warnings)
+    changes["schedule"] = _schedule_flags.schedule_from_args(args, task.spec.schedule, warnings=warnings)
     payload = _flags.payload_from_args(args, task.spec.payload, required=False)
     if payload is not None:
         changes["payload"] = payload
@@ -695,7 +710,7 @@ def _task_update(client: Client, args: argparse.Namespace) -> None:
     for key in args.remove_tag:  # --clear-tag
         tags.pop(key, None)
     changes["tags"] = tags
-    spec = _common.edit_spec(task.spec, changes)
+    spec = _specs.edit_spec(task.spec, changes)
     if spec == task.spec:
         raise UsageError("nothing to change: give at least one flag of `task create`, or -- ARGV")
     if spec.schedule != task.spec.schedule:
@@ -708,22 +723,22 @@ def _task_update(client: Client, args: argparse.Namespace) -> None:
         if "version" in str(exc).lower():
             raise FailedPrecondition(f"the task changed meanwhile; retry ({exc})") from None
         raise
-    _emit(args, _with_warnings(_common.task_to_json(updated), warnings), lambda: _tables.task_detail(updated))
+    _emit(args, _with_warnings(_render.task_to_json(updated), warnings), lambda: _tables.task_detail(updated))
 
 
 def _task_pause(client: Client, args: argparse.Namespace) -> None:
     task = client.pause_task(args.task_id, args.note)
-    _emit(args, _common.task_to_json(task), lambda: _tables.task_detail(task))
+    _emit(args, _render.task_to_json(task), lambda: _tables.task_detail(task))
 
 
 def _task_resume(client: Client, args: argparse.Namespace) -> None:
     task = client.resume_task(args.task_id, args.replay_missed)
-    _emit(args, _common.task_to_json(task), lambda: _tables.task_detail(task))
+    _emit(args, _render.task_to_json(task), lambda: _tables.task_detail(task))
 
 
 def _task_trigger(client: Client, args: argparse.Namespace) -> None:
     execution = client.trigger_task(args.task_id)
-    _emit(args, _common.execution_to_json(execution), lambda: _tables.execution_detail(execution))
+    _emit(args, _render.execution_to_json(execution), lambda: _tables.execution_detail(execution))
 
 
 def _task_backfill(client: Client, args: argparse.Namespace) -> None:
@@ -736,7 +751,7 @@ def _task_backfill(client: Client, args: argparse.Namespace) -> None:
         args.task_id, from_ms, to_ms, _flags.non_negative(args.limit, "--limit")
     )
     _emit(
-        args, [_common.execution_to_json(e) for e in executions], lambda: _tables.execution_table(executions)
+        args, [_render.execution_to_json(e) for e in executions], lambda: _tables.execution_table(executions)
     )
 
 
@@ -744,25 +759,25 @@ def _task_explain(client: Client, args: argparse.Namespace) -> None:
     limit = _limit(args.limit)
     assert limit is not None
     response = client.explain_task(args.task_id, _when(args.from_, "--from"), _when(args.to, "--to"), limit)
-    _emit(args, _common.explain_to_json(response), lambda: _tables.explain_text(response))
+    _emit(args, _render.explain_to_json(response), lambda: _tables.explain_text(response))
 
 
 def _task_preview(client: Client, args: argparse.Namespace) -> None:
     if args.limit < 1:
         raise InvalidArgument("--limit", f"must be at least 1, got {args.limit}")
     fires = client.preview_task(args.task_id, _when(args.from_, "--from"), args.limit)
-    _emit(args, [_common.preview_fire_to_json(f) for f in fires], lambda: _tables.preview_table(fires))
+    _emit(args, [_render.preview_fire_to_json(f) for f in fires], lambda: _tables.preview_table(fires))
 
 
 def _task_get(client: Client, args: argparse.Namespace) -> None:
     task = client.get_task(args.task_id)
-    _emit(args, _common.task_to_json(task), lambda: _tables.task_detail(task))
+    _emit(args, _render.task_to_json(task), lambda: _tables.task_detail(task))
 
 
 def _task_list(client: Client, args: argparse.Namespace) -> None:
     limit = _limit(args.limit)
-    state = _common.parse_task_state(args.state, "--state")
-    page_size = min(limit, _common.MAX_PAGE_SIZE) if limit else 100
+    state = _parsing.parse_task_state(args.state, "--state")
+    page_size = min(limit, _requests.MAX_PAGE_SIZE) if limit else 100
     tasks = list(
         _take(
             client.list_tasks(
@@ -777,7 +792,7 @@ def _task_list(client: Client, args: argparse.Namespace) -> None:
     )
     _emit(
         args,
-        [_common.task_to_json(t) for t in tasks],
+        [_render.task_to_json(t) for t in tasks],
         lambda: _tables.task_table(tasks, namespaces=args.all_namespaces),
     )
 
@@ -790,7 +805,7 @@ def _task_cancel(client: Client, args: argparse.Namespace) -> None:
         raise UsageError("give task ids, or filters: --tag KEY=VALUE, --name-prefix P, --state STATE")
     ids = list(args.task_ids)
     if filtered:
-        state = _common.parse_task_state(args.state, "--state")
+        state = _parsing.parse_task_state(args.state, "--state")
         tags = _flags.parse_pairs(args.tag, "--tag")
         matching = [
             t
@@ -805,7 +820,7 @@ def _task_cancel(client: Client, args: argparse.Namespace) -> None:
     result = client.cancel_tasks(ids)
     cancelled = list(result.results.values())
     if cancelled or args.output == "json" or filtered:
-        _emit(args, [_common.task_to_json(t) for t in cancelled], lambda: _tables.task_table(cancelled))
+        _emit(args, [_render.task_to_json(t) for t in cancelled], lambda: _tables.task_table(cancelled))
     _report_bulk(result)
 
 
@@ -818,7 +833,7 @@ def _task_delete(client: Client, args: argparse.Namespace) -> None:
     ids = list(dict.fromkeys(args.task_ids))
     names: dict[str, str] = {}
     if filtered:
-        state = _common.parse_task_state(args.state, "--state")
+        state = _parsing.parse_task_state(args.state, "--state")
         tags = _flags.parse_pairs(args.tag, "--tag")
         for t in client.list_tasks(state=state or None, tags=tags, name_prefix=args.name_prefix):
             ids.append(t.task_id)
@@ -835,7 +850,7 @@ def _task_delete(client: Client, args: argparse.Namespace) -> None:
     deleted = list(result.results.values())
     doc = [
         {
-            "task": _common.task_to_json(r.task),
+            "task": _render.task_to_json(r.task),
             "executions_deleted": r.executions_deleted,
             "cleanup_pending": r.cleanup_pending,
         }
@@ -855,7 +870,7 @@ def _task_delete(client: Client, args: argparse.Namespace) -> None:
     _report_bulk(result)
 
 
-def _report_bulk(result: _common.BulkResult[Any]) -> None:
+def _report_bulk(result: _requests.BulkResult[Any]) -> None:
     """One `error:` line per failed id and per id not tried; raise the worst exit code, if any."""
     for item, exc in result.errors.items():
         _error(f"{item}: {exc}")
@@ -892,17 +907,17 @@ class _Reported(Exception):
 
 def _executions(client: Client, args: argparse.Namespace) -> None:
     limit = _limit(args.limit)
-    state = _common.parse_execution_state(args.state, "--state")
-    page_size = min(limit, _common.MAX_PAGE_SIZE) if limit else 100
+    state = _parsing.parse_execution_state(args.state, "--state")
+    page_size = min(limit, _requests.MAX_PAGE_SIZE) if limit else 100
     executions = list(_take(client.list_executions(args.task_id, state=state, page_size=page_size), limit))
     _emit(
-        args, [_common.execution_to_json(e) for e in executions], lambda: _tables.execution_table(executions)
+        args, [_render.execution_to_json(e) for e in executions], lambda: _tables.execution_table(executions)
     )
 
 
 def _execution_get(client: Client, args: argparse.Namespace) -> None:
     execution = client.get_execution(args.execution_id)
-    _emit(args, _common.execution_to_json(execution), lambda: _tables.execution_detail(execution))
+    _emit(args, _render.execution_to_json(execution), lambda: _tables.execution_detail(execution))
 
 
 def _logs(client: Client, args: argparse.Namespace) -> None:
@@ -943,7 +958,7 @@ def _execution_cancel(client: Client, args: argparse.Namespace) -> None:
     if cancelled or args.output == "json":
         _emit(
             args,
-            [_common.execution_to_json(e) for e in cancelled],
+            [_render.execution_to_json(e) for e in cancelled],
             lambda: _tables.execution_table(cancelled),
         )
     _report_bulk(result)
@@ -951,12 +966,12 @@ def _execution_cancel(client: Client, args: argparse.Namespace) -> None:
 
 def _dlq_list(client: Client, args: argparse.Namespace) -> None:
     limit = _limit(args.limit)
-    page_size = min(limit, _common.MAX_PAGE_SIZE) if limit else 100
+    page_size = min(limit, _requests.MAX_PAGE_SIZE) if limit else 100
     every = args.all_namespaces
     items = list(_take(client.list_dead_letters(args.task, page_size=page_size, all_namespaces=every), limit))
     _emit(
         args,
-        [_common.dead_letter_to_json(d) for d in items],
+        [_render.dead_letter_to_json(d) for d in items],
         lambda: _tables.dead_letter_table(items, namespaces=every),
     )
 
@@ -968,8 +983,8 @@ def _dlq_show(client: Client, args: argparse.Namespace) -> None:
         execution = client.get_execution(args.execution_id)
     except NotFound:  # the execution's history may have been trimmed: the dead letter stands alone
         execution = None
-    doc = _common.dead_letter_to_json(dead)
-    doc["execution"] = _common.execution_to_json(execution) if execution is not None else None
+    doc = _render.dead_letter_to_json(dead)
+    doc["execution"] = _render.execution_to_json(execution) if execution is not None else None
     _emit(args, doc, lambda: _tables.dead_letter_detail(dead, execution))
 
 
@@ -986,7 +1001,7 @@ def _dlq_redrive(client: Client, args: argparse.Namespace) -> None:
     executions = client.redrive_dead_letters(args.execution_ids, args.task, args.limit)
     _emit(
         args,
-        [_common.execution_to_json(e) for e in executions],
+        [_render.execution_to_json(e) for e in executions],
         lambda: _tables.execution_table(executions) if executions else "nothing redriven",
     )
 
@@ -1000,7 +1015,7 @@ def _dlq_purge(client: Client, args: argparse.Namespace) -> None:
         else f"the dead letters of task {args.task}"
     )
     if before is not None:
-        what += f" dead before {_common.format_instant(before)}"
+        what += f" dead before {_render.format_instant(before)}"
     if args.limit:
         what += f" (at most {args.limit})"
     _confirm(args, f"purge {what} (this cannot be undone)")
@@ -1032,17 +1047,17 @@ def _calendar_from_flags(args: argparse.Namespace) -> common_pb2.Calendar:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:
             raise InvalidArgument("--file", f"{args.file} is not JSON: {exc}") from None
-        return _common.calendar_from_json(doc, args.name)
+        return _calendars.calendar_from_json(doc, args.name)
     rules: list[common_pb2.CalendarRule] = []
     if args.date:
-        dates = [_common.check_date(d, "--date") for d in args.date]
+        dates = [_calendars.check_date(d, "--date") for d in args.date]
         rules.append(common_pb2.CalendarRule(dates=common_pb2.DateList(dates=dates)))
-    rules.extend(_common.holidays_rule(h, "--holidays") for h in args.holidays)
+    rules.extend(_calendars.holidays_rule(h, "--holidays") for h in args.holidays)
     if args.weekdays is not None:
-        days = _common.parse_weekdays(args.weekdays, "--weekdays")
+        days = _calendars.parse_weekdays(args.weekdays, "--weekdays")
         rules.append(common_pb2.CalendarRule(weekdays=common_pb2.WeekdaySet(days=days)))
-    rules.extend(_common.date_range_rule(r, "--date-range") for r in args.date_range)
-    rules.extend(_common.time_of_day_rule(r, "--time-of-day") for r in args.time_of_day)
+    rules.extend(_calendars.date_range_rule(r, "--date-range") for r in args.date_range)
+    rules.extend(_calendars.time_of_day_rule(r, "--time-of-day") for r in args.time_of_day)
     for expression in args.exclude_cron:
         if not expression.strip():
             raise InvalidArgument("--exclude-cron", "must not be empty")
@@ -1064,12 +1079,12 @@ def _calendar_from_flags(args: argparse.Namespace) -> common_pb2.Calendar:
 
 def _calendar_put(client: Client, args: argparse.Namespace) -> None:
     calendar = client.put_calendar(_calendar_from_flags(args))
-    _emit(args, _common.calendar_to_json(calendar), lambda: _tables.calendar_detail(calendar))
+    _emit(args, _calendars.calendar_to_json(calendar), lambda: _tables.calendar_detail(calendar))
 
 
 def _calendar_get(client: Client, args: argparse.Namespace) -> None:
     calendar = client.get_calendar(args.name)
-    _emit(args, _common.calendar_to_json(calendar), lambda: _tables.calendar_detail(calendar))
+    _emit(args, _calendars.calendar_to_json(calendar), lambda: _tables.calendar_detail(calendar))
 
 
 def _calendar_list(client: Client, args: argparse.Namespace) -> None:
@@ -1077,7 +1092,7 @@ def _calendar_list(client: Client, args: argparse.Namespace) -> None:
     calendars = client.list_calendars(all_namespaces=every)
     _emit(
         args,
-        [_common.calendar_to_json(c) for c in calendars],
+        [_calendars.calendar_to_json(c) for c in calendars],
         lambda: _tables.calendar_table(calendars, namespaces=every),
     )
 
@@ -1089,7 +1104,7 @@ def _calendar_delete(client: Client, args: argparse.Namespace) -> None:
 
 def _cluster_status(client: Client, args: argparse.Namespace) -> None:
     status = client.cluster_status()
-    _emit(args, _common.status_to_json(status), lambda: _tables.status_detail(status))
+    _emit(args, _render.status_to_json(status), lambda: _tables.status_detail(status))
 
 
 # -------------------------------------------------------------------------------------- argument helpers
@@ -1099,7 +1114,7 @@ def _when(text: str | None, flag: str) -> int | None:
     """An RFC 3339 instant, "+DURATION" from now, or "now"; in Unix ms."""
     if text is None:
         return None
-    return _common.parse_when(text, flag)
+    return _parsing.parse_when(text, flag)
 
 
 def _limit(value: int | None) -> int | None:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from typing import IO, Any
 
-from cronraft.client import _bulk, _common
+from cronraft.client import _bulk, _requests
 from cronraft.client._spec_json import task_spec_from_json_line
 from cronraft.client.sdk import Client
 from cronraft.errors import CronraftError
@@ -134,7 +134,7 @@ def summary_text(result: _bulk.ImportResult, seconds: float) -> str:
 
 
 def run_import(client: Client, args: argparse.Namespace) -> None:
-    import_id = args.import_id or _common.new_request_id()
+    import_id = args.import_id or _requests.new_request_id()
     progress = _Progress(sys.stderr, args.quiet)
     seen: list[_bulk.ImportResult] = []
 

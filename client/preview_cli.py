@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from datetime import UTC
 from typing import Any
 
-from cronraft.client import _argnames, _common, _cron_text, _tables
+from cronraft.client import _argnames, _cron_text, _parsing, _render, _schedule_flags, _tables
 from cronraft.errors import CronraftError, InvalidArgument
 from cronraft.proto.v1 import common_pb2, scheduler_pb2
 from cronraft.raft import preview as _preview
@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None, *, now_ms: int | None = None) -> int
     _add_arguments(parser)
     parser.add_argument("--output", "-o", choices=["table", "json"], default="table", help="output format")
     try:
-        args = parser.parse_args(_common.join_dash_values(sys.argv[1:] if argv is None else argv))
+        args = parser.parse_args(_schedule_flags.join_dash_values(sys.argv[1:] if argv is None else argv))
     except SystemExit as exc:  # --help, or a usage error already printed by argparse
         return exc.code if isinstance(exc.code, int) else _EXIT_OK
     return run_preview(args, now_ms=now_ms)
@@ -106,11 +106,11 @@ def run_preview(args: argparse.Namespace, *, now_ms: int | None = None) -> int:
     `now_ms` (default: the wall clock) is what `--from` defaults to and what `+DURATION` counts from."""
     now = int(time.time() * 1000) if now_ms is None else now_ms
     try:
-        from_ms = _common.parse_when(args.from_ or "now", "--from", now)
+        from_ms = _parsing.parse_when(args.from_ or "now", "--from", now)
         if not 1 <= args.limit <= MAX_COUNT:
             raise InvalidArgument("--limit", f"must be between 1 and {MAX_COUNT}, got {args.limit}")
         warnings: list[str] = []
-        schedule = _common.schedule_from_args(args, now_ms=now, warnings=warnings)
+        schedule = _schedule_flags.schedule_from_args(args, now_ms=now, warnings=warnings)
         if schedule.calendars:
             print(
                 "note: calendars are not applied offline (they are stored in the cluster); "
@@ -142,7 +142,7 @@ def run_preview(args: argparse.Namespace, *, now_ms: int | None = None) -> int:
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    _common.add_schedule_arguments(parser)  # the schedule flags of `task create`, parsed the same way
+    _schedule_flags.add_schedule_arguments(parser)  # the schedule flags of `task create`, parsed the same way
     parser.add_argument(
         "--from", dest="from_", metavar="WHEN", help="preview from this instant (default: now)"
     )
@@ -198,7 +198,7 @@ def _json(
     schedule: common_pb2.Schedule, zone: str, from_ms: int, fires: Sequence[scheduler_pb2.PreviewFire]
 ) -> dict[str, Any]:
     return {
-        "schedule": _common.schedule_to_json(schedule),
+        "schedule": _render.schedule_to_json(schedule),
         "time_zone": zone,
         "tzdata": _schedule.TZDATA_VERSION,
         "from_ms": from_ms,

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import grpc  # type: ignore[import-untyped, unused-ignore]
 
 from cronraft.bounds import CLIENT_MAX_RECEIVE_BYTES
-from cronraft.client import _audit, _bulk, _common, _namespace
+from cronraft.client import _audit, _bulk, _namespace, _parsing, _requests, _routing, _specs
 from cronraft.client._transport import Transport, with_tls_hint
 from cronraft.errors import CronraftError
 from cronraft.proto.v1 import (
@@ -61,7 +61,7 @@ def rpc_status(exc: BaseException) -> tuple[str, str, str | None]:
     if isinstance(exc, grpc.Call | grpc.aio.AioRpcError):
         code = exc.code()
         name = code.name if code is not None else "UNKNOWN"
-        return name, exc.details() or "", _common.leader_from_metadata(exc.trailing_metadata())
+        return name, exc.details() or "", _routing.leader_from_metadata(exc.trailing_metadata())
     return "UNKNOWN", str(exc), None
 
 
@@ -91,7 +91,7 @@ class Client:
         transport: Transport | None = None,
         namespace: str = _namespace.DEFAULT_NAMESPACE,
     ) -> None:
-        self._router = _common.Router(_common.parse_servers(servers))
+        self._router = _routing.Router(_routing.parse_servers(servers))
         # TLS and token (client._transport); None: from $CRONRAFT_TLS_* and $CRONRAFT_TOKEN.
         self._transport = transport if transport is not None else Transport.from_env()
         self.timeout_s = timeout_s
@@ -150,7 +150,7 @@ class Client:
         write: bool,
         request_id: str | None = None,
     ) -> _Resp:
-        plan = _common.CallPlan(
+        plan = _routing.CallPlan(
             self._router,
             write=write,
             timeout_s=self.timeout_s,
@@ -188,7 +188,7 @@ class Client:
         priority: common_pb2.Priority.ValueType | str = common_pb2.MEDIUM,
         max_attempts: int = 0,
         misfire: common_pb2.MisfirePolicy.ValueType | str | None = None,
-        catchup_window: _common.Duration | None = None,
+        catchup_window: _parsing.Duration | None = None,
         max_catchup: int = 0,
         overlap: common_pb2.OverlapPolicy.ValueType | str | None = None,
         retry: common_pb2.RetryPolicy | None = None,
@@ -209,7 +209,7 @@ class Client:
         `retention` (from `retention`). `payload` may also come from `http` or `handler`.
         `request_id` (default: a fresh uuid4 hex) makes the call idempotent.
         """
-        spec = _common.build_spec(
+        spec = _specs.build_spec(
             name,
             schedule,
             payload,
@@ -235,7 +235,7 @@ class Client:
         self, spec: common_pb2.TaskSpec, *, request_id: str | None = None
     ) -> common_pb2.Task:
         """Create a task from a complete `TaskSpec`."""
-        rid = request_id or _common.new_request_id()
+        rid = request_id or _requests.new_request_id()
         spec = _namespace.spec_in(spec, self.namespace)  # the client's namespace unless the spec names one
         request = scheduler_pb2.CreateTaskRequest(spec=spec, request_id=rid)
         response = self._invoke(
@@ -265,10 +265,10 @@ class Client:
         it stay created (`on_progress`, called after each acknowledged segment, has seen them).
         `segment_timeout_s` bounds each call of `SEGMENT_BATCHES` batches, retries included.
         """
-        result = _bulk.ImportResult(import_id=import_id or _common.new_request_id())
+        result = _bulk.ImportResult(import_id=import_id or _requests.new_request_id())
         in_namespace = (_namespace.spec_in(spec, self.namespace) for spec in specs)
         for segment in _bulk.segments(in_namespace, import_id=result.import_id, batch_size=batch_size):
-            plan = _common.CallPlan(
+            plan = _routing.CallPlan(
                 self._router,
                 write=True,
                 timeout_s=max(self.timeout_s, segment_timeout_s),
@@ -313,7 +313,7 @@ class Client:
         all_namespaces: bool = False,
     ) -> tuple[list[common_pb2.Task], str]:
         """One page of tasks and the token of the next page ("" after the last)."""
-        request = _common.list_tasks_request(state, tags, name_prefix, page_size, page_token)
+        request = _requests.list_tasks_request(state, tags, name_prefix, page_size, page_token)
         # The client's namespace, `namespace`, or every one (which needs reader in "*").
         request.namespace, request.all_namespaces = _namespace.list_scope(
             namespace, self.namespace, all_namespaces
@@ -351,7 +351,7 @@ class Client:
 
     def cancel_task(self, task_id: str, *, request_id: str | None = None) -> common_pb2.Task:
         """Cancel a task (no further fire); returns it. Raises `NotFound`, or `FailedPrecondition`."""
-        rid = request_id or _common.new_request_id()
+        rid = request_id or _requests.new_request_id()
         request = scheduler_pb2.CancelTaskRequest(task_id=task_id, request_id=rid)
         return self._invoke(
             lambda s: s.scheduler.CancelTask, request, common_pb2.Task, write=True, request_id=rid
@@ -359,11 +359,11 @@ class Client:
 
     def cancel_tasks(
         self, task_ids: Iterable[str], *, request_ids: Mapping[str, str] | None = None
-    ) -> _common.BulkResult[common_pb2.Task]:
+    ) -> _requests.BulkResult[common_pb2.Task]:
         """Cancel each task in turn (one CancelTask per id, each with its own request id, reused on its
         retries; `request_ids` gives them, e.g. from a previous result). Never raises for one id: see
         `BulkResult` (`results`, `errors`, `skipped` once the cluster is unreachable)."""
-        rids = _common.bulk_request_ids(task_ids, request_ids)
+        rids = _requests.bulk_request_ids(task_ids, request_ids)
         return self._bulk(rids, lambda i, rid: self.cancel_task(i, request_id=rid))
 
     def cancel_tasks_where(
@@ -374,11 +374,11 @@ class Client:
         name_prefix: str = "",
         request_ids: Mapping[str, str] | None = None,
         namespace: str | None = None,
-    ) -> _common.BulkResult[common_pb2.Task]:
+    ) -> _requests.BulkResult[common_pb2.Task]:
         """Cancel every task matching the filters (at least one is required), skipping those already
         cancelled. Not atomic: it lists the matching tasks, then cancels them one by one, so a task
         created or changed meanwhile may be missed or still cancelled. Results as `cancel_tasks`."""
-        _common.check_task_filter(state, tags, name_prefix)
+        _requests.check_task_filter(state, tags, name_prefix)
         ids = [
             t.task_id
             for t in self.list_tasks(state=state, tags=tags, name_prefix=name_prefix, namespace=namespace)
@@ -394,7 +394,7 @@ class Client:
         naming the execution while one runs, unless `force`: running executions are then terminated
         (their workers are told to stop; a late result is refused) and deleted too. A long history is
         deleted over the next retention steps (`cleanup_pending`); the task is gone at once."""
-        rid = request_id or _common.new_request_id()
+        rid = request_id or _requests.new_request_id()
         request = scheduler_pb2.DeleteTaskRequest(task_id=task_id, request_id=rid, force=force)
         return self._invoke(
             lambda s: s.scheduler.DeleteTask,
@@ -410,10 +410,10 @@ class Client:
         *,
         force: bool = False,
         request_ids: Mapping[str, str] | None = None,
-    ) -> _common.BulkResult[scheduler_pb2.DeleteTaskResponse]:
+    ) -> _requests.BulkResult[scheduler_pb2.DeleteTaskResponse]:
         """Delete each task in turn (one DeleteTask per id, each with its own request id, reused on its
         retries). Never raises for one id: see `BulkResult`."""
-        rids = _common.bulk_request_ids(task_ids, request_ids)
+        rids = _requests.bulk_request_ids(task_ids, request_ids)
         return self._bulk(rids, lambda i, rid: self.delete_task(i, force=force, request_id=rid))
 
     def delete_tasks_where(
@@ -425,10 +425,10 @@ class Client:
         force: bool = False,
         request_ids: Mapping[str, str] | None = None,
         namespace: str | None = None,
-    ) -> _common.BulkResult[scheduler_pb2.DeleteTaskResponse]:
+    ) -> _requests.BulkResult[scheduler_pb2.DeleteTaskResponse]:
         """Delete every task matching the filters (at least one is required). Not atomic: it lists the
         matching tasks, then deletes them one by one. Results as `delete_tasks`."""
-        _common.check_task_filter(state, tags, name_prefix)
+        _requests.check_task_filter(state, tags, name_prefix)
         ids = [
             t.task_id
             for t in self.list_tasks(state=state, tags=tags, name_prefix=name_prefix, namespace=namespace)
@@ -437,10 +437,10 @@ class Client:
 
     def _bulk(
         self, request_ids: Mapping[str, str], call: Callable[[str, str], _Msg]
-    ) -> _common.BulkResult[_Msg]:
-        result: _common.BulkResult[_Msg] = _common.BulkResult(request_ids=dict(request_ids))
+    ) -> _requests.BulkResult[_Msg]:
+        result: _requests.BulkResult[_Msg] = _requests.BulkResult(request_ids=dict(request_ids))
         for item, rid in request_ids.items():
-            if result.errors and _common.stops_bulk(list(result.errors.values())[-1]):
+            if result.errors and _requests.stops_bulk(list(result.errors.values())[-1]):
                 result.skipped.append(item)
                 continue
             try:
@@ -462,7 +462,7 @@ class Client:
         With `expected_version` (a `Task.version` you read) the update applies only if the task has not
         changed since: else `FailedPrecondition`. 0 updates unconditionally.
         """
-        rid = request_id or _common.new_request_id()
+        rid = request_id or _requests.new_request_id()
         request = scheduler_pb2.UpdateTaskRequest(
             task_id=task_id, spec=spec, expected_version=expected_version, request_id=rid
         )
@@ -471,17 +471,17 @@ class Client:
         )
 
     def edit_task(self, task_id: str, *, request_id: str | None = None, **changes: Any) -> common_pb2.Task:
-        """Read the task, apply `changes` (keyword arguments named in `_common.EDITABLE_FIELDS`, e.g.
+        """Read the task, apply `changes` (keyword arguments named in `_specs.EDITABLE_FIELDS`, e.g.
         `schedule=cron(...)`, `tags={...}`, `overlap="skip"`) and update it with
         `expected_version=task.version`: a concurrent change makes it fail with `FailedPrecondition`
         instead of being overwritten."""
         task = self.get_task(task_id)
-        spec = _common.edit_spec(task.spec, changes)
+        spec = _specs.edit_spec(task.spec, changes)
         return self.update_task(task_id, spec, expected_version=task.version, request_id=request_id)
 
     def pause_task(self, task_id: str, note: str = "", *, request_id: str | None = None) -> common_pb2.Task:
         """Pause a task: no fire until resumed (its nominal times are recorded as `paused`)."""
-        rid = request_id or _common.new_request_id()
+        rid = request_id or _requests.new_request_id()
         request = scheduler_pb2.PauseTaskRequest(task_id=task_id, note=note, request_id=rid)
         return self._invoke(
             lambda s: s.scheduler.PauseTask, request, common_pb2.Task, write=True, request_id=rid
@@ -492,7 +492,7 @@ class Client:
     ) -> common_pb2.Task:
         """Resume a paused task. The paused period is not replayed unless `replay_missed` (then the
         misfire policy applies to it)."""
-        rid = request_id or _common.new_request_id()
+        rid = request_id or _requests.new_request_id()
         request = scheduler_pb2.ResumeTaskRequest(
             task_id=task_id, replay_missed=replay_missed, request_id=rid
         )
@@ -502,7 +502,7 @@ class Client:
 
     def trigger_task(self, task_id: str, *, request_id: str | None = None) -> common_pb2.Execution:
         """Fire the task now, outside its schedule; returns the new execution."""
-        rid = request_id or _common.new_request_id()
+        rid = request_id or _requests.new_request_id()
         request = scheduler_pb2.TriggerTaskRequest(task_id=task_id, request_id=rid)
         return self._invoke(
             lambda s: s.scheduler.TriggerTask, request, common_pb2.Execution, write=True, request_id=rid
@@ -511,16 +511,16 @@ class Client:
     def backfill_task(
         self,
         task_id: str,
-        from_: _common.Instant,
-        to: _common.Instant,
+        from_: _parsing.Instant,
+        to: _parsing.Instant,
         max_fires: int = 0,
         *,
         request_id: str | None = None,
     ) -> list[common_pb2.Execution]:
         """Fire the nominal times of the task in [from_, to] now; returns the executions created
         (`max_fires` 0: the cluster default, 100; at most 1000)."""
-        rid = request_id or _common.new_request_id()
-        request = _common.backfill_request(task_id, from_, to, max_fires, rid)
+        rid = request_id or _requests.new_request_id()
+        request = _requests.backfill_request(task_id, from_, to, max_fires, rid)
         response = self._invoke(
             lambda s: s.scheduler.BackfillTask,
             request,
@@ -533,23 +533,23 @@ class Client:
     def explain_task(
         self,
         task_id: str,
-        from_: _common.Instant | None = None,
-        to: _common.Instant | None = None,
+        from_: _parsing.Instant | None = None,
+        to: _parsing.Instant | None = None,
         limit: int = 100,
     ) -> scheduler_pb2.ExplainTaskResponse:
         """The fire ledger of the task between `from_` and `to` (default: now), oldest first: one
         record per nominal time with its outcome and reason, plus the task's state and next fire."""
-        request = _common.explain_request(task_id, from_, to, limit)
+        request = _requests.explain_request(task_id, from_, to, limit)
         return self._invoke(
             lambda s: s.scheduler.ExplainTask, request, scheduler_pb2.ExplainTaskResponse, write=False
         )
 
     def preview_task(
-        self, task_id: str, from_: _common.Instant | None = None, count: int = 10
+        self, task_id: str, from_: _parsing.Instant | None = None, count: int = 10
     ) -> list[scheduler_pb2.PreviewFire]:
         """The next `count` fires of the stored task after `from_` (default: now), computed by the
         function the leader uses."""
-        request = _common.preview_request(task_id, from_, count)
+        request = _requests.preview_request(task_id, from_, count)
         response = self._invoke(
             lambda s: s.scheduler.PreviewTask, request, scheduler_pb2.PreviewTaskResponse, write=False
         )
@@ -562,8 +562,8 @@ class Client:
         *,
         principal: str = "",
         method: str = "",
-        since: _common.Instant | None = None,
-        until: _common.Instant | None = None,
+        since: _parsing.Instant | None = None,
+        until: _parsing.Instant | None = None,
         target_id: str = "",
         limit: int | None = 100,
     ) -> list[audit_pb2.AuditRecord]:
@@ -590,7 +590,7 @@ class Client:
         self, calendar: common_pb2.Calendar, *, request_id: str | None = None
     ) -> common_pb2.Calendar:
         """Create or replace the calendar `calendar.name`; returns it with its new version."""
-        rid = request_id or _common.new_request_id()
+        rid = request_id or _requests.new_request_id()
         request = scheduler_pb2.PutCalendarRequest(
             calendar=_namespace.calendar_in(calendar, self.namespace), request_id=rid
         )
@@ -631,7 +631,7 @@ class Client:
     ) -> None:
         """Delete the calendar `name`; raises `NotFound`, or `FailedPrecondition` while a task or
         another calendar uses it."""
-        rid = request_id or _common.new_request_id()
+        rid = request_id or _requests.new_request_id()
         request = scheduler_pb2.DeleteCalendarRequest(
             name=name, request_id=rid, namespace=_namespace.wire(namespace or self.namespace)
         )
@@ -654,7 +654,7 @@ class Client:
         page_token: str = "",
     ) -> tuple[list[common_pb2.Execution], str]:
         """One page of the executions of `task_id` and the next page token ("" after the last)."""
-        request = _common.list_executions_request(task_id, state, page_size, page_token)
+        request = _requests.list_executions_request(task_id, state, page_size, page_token)
         response = self._invoke(
             lambda s: s.scheduler.ListExecutions, request, scheduler_pb2.ListExecutionsResponse, write=False
         )
@@ -728,7 +728,7 @@ class Client:
     ) -> common_pb2.Execution:
         """Cancel one execution: a pending or buffered one ends at once, a running one is killed by
         its worker. Raises `NotFound`, or `FailedPrecondition` if it already ended."""
-        rid = request_id or _common.new_request_id()
+        rid = request_id or _requests.new_request_id()
         request = scheduler_pb2.CancelExecutionRequest(
             execution_id=execution_id, reason=reason, request_id=rid
         )
@@ -738,10 +738,10 @@ class Client:
 
     def cancel_executions(
         self, execution_ids: Iterable[str], reason: str = "", *, request_ids: Mapping[str, str] | None = None
-    ) -> _common.BulkResult[common_pb2.Execution]:
+    ) -> _requests.BulkResult[common_pb2.Execution]:
         """Cancel each execution in turn (one CancelExecution per id, each with its own request id,
         reused on its retries). Results as `cancel_tasks`."""
-        rids = _common.bulk_request_ids(execution_ids, request_ids)
+        rids = _requests.bulk_request_ids(execution_ids, request_ids)
         return self._bulk(rids, lambda i, rid: self.cancel_execution(i, reason, request_id=rid))
 
     # ----------------------------------------------------------------------------------- dead letters
@@ -756,7 +756,7 @@ class Client:
         all_namespaces: bool = False,
     ) -> tuple[list[common_pb2.DeadLetter], str]:
         """One page of dead letters (of `task_id`, or of every task) and the next page token."""
-        request = _common.list_dead_letters_request(task_id, page_size, page_token)
+        request = _requests.list_dead_letters_request(task_id, page_size, page_token)
         if not task_id:  # a task's dead letters are in the task's namespace
             request.namespace, request.all_namespaces = _namespace.list_scope(
                 namespace, self.namespace, all_namespaces
@@ -803,8 +803,8 @@ class Client:
     ) -> list[common_pb2.Execution]:
         """Run dead letters again as new executions (by ids, or every one of `task_id`, at most `limit`;
         0: the cluster's bound); returns the new executions. One write: idempotent by `request_id`."""
-        rid = request_id or _common.new_request_id()
-        request = _common.redrive_request(execution_ids, task_id, limit, rid)
+        rid = request_id or _requests.new_request_id()
+        request = _requests.redrive_request(execution_ids, task_id, limit, rid)
         response = self._invoke(
             lambda s: s.scheduler.RedriveDeadLetters,
             request,
@@ -818,7 +818,7 @@ class Client:
         self,
         execution_ids: Iterable[str] = (),
         task_id: str | None = None,
-        before: _common.Instant | None = None,
+        before: _parsing.Instant | None = None,
         limit: int = 0,
         *,
         request_id: str | None = None,
@@ -826,8 +826,8 @@ class Client:
     ) -> int:
         """Delete dead letters (by ids, or those of `task_id`; only those dead before `before` if
         given; at most `limit`, 0: the cluster's bound); returns how many were deleted."""
-        rid = request_id or _common.new_request_id()
-        request = _common.purge_request(execution_ids, task_id, before, limit, rid)
+        rid = request_id or _requests.new_request_id()
+        request = _requests.purge_request(execution_ids, task_id, before, limit, rid)
         request.namespace = _namespace.wire(
             namespace or self.namespace
         )  # without ids or a task: this namespace only

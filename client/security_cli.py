@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cronraft.client import _common
+from cronraft import timefmt
 from cronraft.client._pki import Leaf, init_pki, nodes_from_configs, parse_node_flag
 from cronraft.errors import InvalidArgument
 from cronraft.tokenfile import ALL_NAMESPACES, ROLES, add_token, parse_role
@@ -94,7 +94,7 @@ def _token_create(args: argparse.Namespace) -> int:
     now_ms = int(time.time() * 1000)
     expires_ms = None
     if args.expires:
-        expires_ms = now_ms + _common.parse_duration(args.expires, "--expires")
+        expires_ms = now_ms + timefmt.parse_duration(args.expires, "--expires")
     token = add_token(Path(args.file), args.principal, list(args.role), expires_ms=expires_ms, now_ms=now_ms)
     if getattr(args, "output", "table") == "json":
         roles: dict[str, list[str]] = {}

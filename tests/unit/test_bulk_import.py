@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from cronraft.client import _bulk
-from cronraft.client._common import at, command, cron, every
+from cronraft.client import _bulk, at, command, cron, every
 from cronraft.client._render import spec_to_json
 from cronraft.client._spec_json import spec_from_json, task_spec_from_json_line
 from cronraft.daemon.bulk import BulkImport

@@ -9,7 +9,8 @@ import pytest
 from test_cli import Run, cluster, run  # noqa: F401  (fixtures)
 from test_client import FakeCluster
 
-from cronraft.client import _common, _cron_text, preview_cli
+from cronraft import timefmt
+from cronraft.client import _cron_text, _specs, preview_cli
 from cronraft.client.cli import EXIT_OK, EXIT_USAGE
 from cronraft.errors import InvalidArgument
 from cronraft.proto.v1 import common_pb2
@@ -234,7 +235,7 @@ def test_an_unknown_zone_suggests_the_nearest(capsys: pytest.CaptureFixture[str]
 )
 def test_durations_say_which_units_exist(text: str, says: str) -> None:
     with pytest.raises(InvalidArgument, match=says):
-        _common.parse_duration(text, "--every")
+        timefmt.parse_duration(text, "--every")
 
 
 @pytest.mark.parametrize("flag", ["--every", "--delay"])
@@ -287,24 +288,24 @@ def test_create_stores_quartz_as_unix(run: Run) -> None:  # noqa: F811
 
 def test_sdk_cron_refuses_a_year_field_and_names_expression() -> None:
     with pytest.raises(InvalidArgument) as err:
-        _common.cron("0 9 * * * 2027")
+        _specs.cron("0 9 * * * 2027")
     assert err.value.field == "expression"
     assert "--start-at 2027-01-01" in err.value.problem
 
 
 def test_sdk_cron_seconds_flag_must_agree_with_the_field_count() -> None:
     with pytest.raises(InvalidArgument, match="seconds=True"):
-        _common.cron("0 9 * * * *", seconds=False)  # one `*` too many for daily at 09:00
+        _specs.cron("0 9 * * * *", seconds=False)  # one `*` too many for daily at 09:00
     with pytest.raises(InvalidArgument, match="write 6 fields"):
-        _common.cron("0 9 * * *", seconds=True)
-    assert _common.cron("0 0 9 * * *", seconds=True).cron.expression == "0 0 9 * * *"
+        _specs.cron("0 9 * * *", seconds=True)
+    assert _specs.cron("0 0 9 * * *", seconds=True).cron.expression == "0 0 9 * * *"
     # Without `seconds`, 6 fields keep their documented meaning (seconds first).
-    assert _common.cron("*/2 * * * * *").cron.expression == "*/2 * * * * *"
+    assert _specs.cron("*/2 * * * * *").cron.expression == "*/2 * * * * *"
 
 
 def test_sdk_cron_names_the_bad_field_in_cron_terms() -> None:
     with pytest.raises(InvalidArgument, match="day-of-week: 8 is out of range") as err:
-        _common.cron("0 9 * * 1-8")
+        _specs.cron("0 9 * * 1-8")
     assert err.value.field == "expression"
 
 

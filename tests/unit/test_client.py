@@ -30,29 +30,22 @@ from cronraft.client import (
     retry,
     shell,
 )
-from cronraft.client._common import (
-    Backoff,
-    CallPlan,
-    Router,
-    add_schedule_arguments,
-    calendar_from_json,
-    calendar_to_json,
+from cronraft.client._calendars import calendar_from_json, calendar_to_json
+from cronraft.client._render import (
     dead_letter_to_json,
-    edit_spec,
-    error_from_status,
     execution_to_json,
     explain_to_json,
-    leader_from_metadata,
-    parse_duration,
-    parse_instant,
     preview_fire_to_json,
-    schedule_from_args,
     task_to_json,
 )
+from cronraft.client._routing import Backoff, CallPlan, Router, error_from_status, leader_from_metadata
+from cronraft.client._schedule_flags import add_schedule_arguments, schedule_from_args
+from cronraft.client._specs import edit_spec
 from cronraft.errors import DeadlineExceeded, ResourceExhausted
 from cronraft.proto.v1 import (
     common_pb2,
 )
+from cronraft.timefmt import parse_duration, parse_instant
 from tests.support.clock import FakeClock
 
 
