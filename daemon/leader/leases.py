@@ -26,9 +26,9 @@ Command = commands_pb2.Command
 Token = tuple[int, int]
 
 # A worker starts a deferred start only once a heartbeat it sent at most this long before the start
-# (client/worker, _CONFIRM_AHEAD_S) has renewed it. A renewal the leader gives earlier than that (less a
-# margin for the two monotonic clocks' rates over a lead of up to 30 s) cannot be that confirmation; a
-# deferred start never renewed later cannot have begun (ExpireLease.unstarted).
+# (client/worker/leases.py, CONFIRM_AHEAD_S) has renewed it. A renewal the leader gives earlier than
+# that (less a margin for the two monotonic clocks' rates over a lead of up to 30 s) cannot be that
+# confirmation; a deferred start never renewed later cannot have begun (ExpireLease.unstarted).
 CONFIRM_AHEAD_MS = 100
 CONFIRM_MARGIN_MS = 30
 
