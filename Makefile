@@ -23,7 +23,7 @@ endef
 .PHONY: help install run cluster test test-slow test-fault fault fault-sweep soak fault-deps bench check check-format check-lint \
 	bench-full bench-w1 bench-w2 bench-w3 bench-w4 bench-recovery bench-bulk bench-scale bench-concurrency \
 	bench-summary bench-components \
-	check-types check-imports check-proto format proto clean distclean
+	check-types check-imports check-proto check-clients clients format proto clean distclean
 
 help: ## list the targets
 	@echo "Cronraft make targets:"
@@ -112,7 +112,7 @@ bench-summary: ## the Markdown table of the latest result of each workload
 bench-components: install ## the component benchmarks (timing wheel, schedule maths, cluster overview)
 	@set -e; for f in bench/bench_*.py; do echo "== $$f"; $(BIN)/python "$$f"; done
 
-check: check-format check-lint check-types check-imports check-proto ## all static checks (make -k check runs them all)
+check: check-format check-lint check-types check-imports check-proto check-clients ## all static checks (make -k check runs them all)
 
 check-format: install
 	$(BIN)/ruff format --check .
@@ -129,12 +129,18 @@ check-imports: install
 check-proto: install
 	$(BIN)/python scripts/gen_proto.py --check
 
+check-clients: install
+	$(BIN)/python scripts/gen_sync_client.py --check
+
 format: install ## reformat and autofix with ruff
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
 proto: install ## regenerate the checked-in protobuf code in proto/v1
 	$(BIN)/python scripts/gen_proto.py
+
+clients: install ## regenerate the sync client (client/sdk.py) from the asyncio one (client/aio.py)
+	$(BIN)/python scripts/gen_sync_client.py
 
 clean: ## remove data/ and build/tool artefacts (keeps .venv)
 	rm -rf data build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .import_linter_cache

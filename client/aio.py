@@ -1,13 +1,25 @@
-"""The asyncio Cronraft client (grpc.aio): the methods of `Client`, as coroutines and async iterators.
+"""The asyncio Cronraft client (grpc.aio), and the one source of both clients.
 
-Routing, leader redirects, request-id reuse, retries and error mapping are those of the sync client (they
-live in `_routing.CallPlan`). Channels are created lazily inside the running event loop; use the client as
-an async context manager, or `await client.close()`, from the loop that used it.
+`client/sdk.py` (`Client`, the synchronous client) is generated from this file by
+scripts/gen_sync_client.py (`make clients`; `make check` fails when it is stale), the way httpcore
+generates its sync code with unasync: `async def` -> `def`, `await x` -> `x`, `asyncio.sleep` ->
+`time.sleep`, `AsyncIterator` -> `Iterator`, `aio_channel` -> `channel`, `AsyncClient` -> `Client`. So the
+two clients have the same methods, arguments, docstrings and behaviour; write a method here only.
+
+Writes (create, update, pause, resume, trigger, backfill, cancel, calendar changes, dead-letter redrive
+and purge) go to the leader: a follower answers UNAVAILABLE with the leader's address in the
+`cronraft-leader` trailing metadata, and the client retries there and remembers it. Every write carries a
+`request_id` generated once per logical call and reused on each retry, so a retry after an unknown outcome
+is safe (the cluster deduplicates). Reads go to any reachable node. UNAVAILABLE and DEADLINE_EXCEEDED are
+retried over the configured servers with capped exponential backoff, within the client's `timeout_s`
+(`_routing.CallPlan`). Channels are created lazily inside the running event loop; use the client from the
+loop that created its channels.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
@@ -15,18 +27,10 @@ from typing import Any, TypeVar
 import grpc  # type: ignore[import-untyped, unused-ignore]
 
 from cronraft.client import _audit, _bulk, _namespace, _parsing, _requests, _routing, _specs
+from cronraft.client._channels import CHANNEL_OPTIONS, Stubs, rpc_status
 from cronraft.client._transport import Transport, with_tls_hint
-from cronraft.client.sdk import CHANNEL_OPTIONS, rpc_status
 from cronraft.errors import CronraftError
-from cronraft.proto.v1 import (
-    audit_pb2,
-    audit_pb2_grpc,
-    cluster_pb2,
-    cluster_pb2_grpc,
-    common_pb2,
-    scheduler_pb2,
-    scheduler_pb2_grpc,
-)
+from cronraft.proto.v1 import audit_pb2, cluster_pb2, common_pb2, scheduler_pb2
 
 __all__ = ["AsyncClient"]
 
@@ -34,16 +38,21 @@ _Resp = TypeVar("_Resp")
 _Msg = TypeVar("_Msg")
 
 
-class _AsyncStubs:
-    def __init__(self, channel: Any) -> None:
-        self.channel = channel
-        self.scheduler = scheduler_pb2_grpc.SchedulerStub(channel)
-        self.cluster = cluster_pb2_grpc.ClusterStub(channel)
-        self.audit = audit_pb2_grpc.AuditStub(channel)
-
-
 class AsyncClient:
-    """An asyncio client of a Cronraft cluster; arguments and errors as for `Client`."""
+    """An asyncio client of a Cronraft cluster.
+
+    `servers` is "host:port", several comma separated, or a sequence of them; None (the default) reads
+    $CRONRAFT_SERVER, else 127.0.0.1:50051. `timeout_s` bounds each logical call, retries included;
+    `attempt_timeout_s` bounds one attempt (default: half of `timeout_s`) so that a hung node leaves time
+    to try another. `transport` carries TLS settings and the bearer token (default: from the environment,
+    `client._transport`). `namespace` is where creates, imports, calendar calls, lists and bulk calls act
+    unless a call or a spec names another (calls by id act in the object's own namespace; docs/security.md,
+    "Namespaces"). Use it as a context manager (`async with`), or `await close()`.
+
+    Errors raised are those of `cronraft.errors`: `InvalidArgument` (with `.field`), `NotFound`,
+    `FailedPrecondition`, `ResourceExhausted`, `Unavailable` (retries exhausted), `DeadlineExceeded`,
+    else `CronraftError`.
+    """
 
     def __init__(
         self,
@@ -56,13 +65,15 @@ class AsyncClient:
         namespace: str = _namespace.DEFAULT_NAMESPACE,
     ) -> None:
         self._router = _routing.Router(_routing.parse_servers(servers))
+        # TLS and token (client._transport); None: from $CRONRAFT_TLS_* and $CRONRAFT_TOKEN.
         self._transport = transport if transport is not None else Transport.from_env()
         self.timeout_s = timeout_s
         self.attempt_timeout_s = attempt_timeout_s
         self.max_redirects = max_redirects
         # Creates, puts, lists and bulk calls act in this namespace unless told otherwise (client._namespace).
         self.namespace = _namespace.check(namespace)
-        self._stubs: dict[str, _AsyncStubs] = {}
+        self._stubs: dict[str, Stubs] = {}
+        self._lock = threading.Lock()  # the sync client is shared between threads
         self._closed = False
 
     @property
@@ -79,8 +90,9 @@ class AsyncClient:
 
     async def close(self) -> None:
         """Close every channel. Idempotent."""
-        self._closed = True
-        stubs, self._stubs = list(self._stubs.values()), {}
+        with self._lock:
+            self._closed = True
+            stubs, self._stubs = list(self._stubs.values()), {}
         for s in stubs:
             await s.channel.close()
 
@@ -92,18 +104,19 @@ class AsyncClient:
     ) -> None:
         await self.close()
 
-    def _stubs_for(self, address: str) -> _AsyncStubs:
-        if self._closed:
-            raise CronraftError("client is closed")
-        stubs = self._stubs.get(address)
-        if stubs is None:
-            stubs = _AsyncStubs(self._transport.aio_channel(address, CHANNEL_OPTIONS))
-            self._stubs[address] = stubs
-        return stubs
+    def _stubs_for(self, address: str) -> Stubs:
+        with self._lock:
+            if self._closed:
+                raise CronraftError("client is closed")
+            stubs = self._stubs.get(address)
+            if stubs is None:
+                stubs = Stubs(self._transport.aio_channel(address, CHANNEL_OPTIONS))
+                self._stubs[address] = stubs
+            return stubs
 
     async def _invoke(
         self,
-        pick: Callable[[_AsyncStubs], Callable[..., Any]],
+        pick: Callable[[Stubs], Callable[..., Any]],
         request: Any,
         response_type: type[_Resp],
         *,
@@ -158,7 +171,17 @@ class AsyncClient:
         retention: common_pb2.Retention | None = None,
         request_id: str | None = None,
     ) -> common_pb2.Task:
-        """Create a task; see `Client.create_task`."""
+        """Create a task; returns it as stored (with `task_id`, `state`, `next_fire_ms`).
+
+        `schedule` comes from `cron`, `at`, `every` or `delay`; `payload` from `command` or `shell`.
+        `guarantee` is an enum value or "at-least-once" / "exactly-once" / "at-most-once"; `priority`
+        "high" / "medium" / "low". `misfire` ("skip" / "fire-once" / "fire-all"), `catchup_window`,
+        `max_catchup` and `overlap` ("skip" / "buffer-one" / "buffer-all" / "cancel-other" /
+        "terminate-other" / "allow-all") are described in `build_spec`, as are `retry` (from `retry`),
+        `notify` (from `notify_webhook` / `notify_command`), `worker_labels`, `max_concurrency` and
+        `retention` (from `retention`). `payload` may also come from `http` or `handler`.
+        `request_id` (default: a fresh uuid4 hex) makes the call idempotent.
+        """
         spec = _specs.build_spec(
             name,
             schedule,
@@ -206,7 +229,15 @@ class AsyncClient:
         on_progress: Callable[[_bulk.ImportResult], None] | None = None,
         segment_timeout_s: float = 120.0,
     ) -> _bulk.ImportResult:
-        """Create many tasks through the bulk API; see `Client.import_tasks`."""
+        """Create many tasks through the bulk API (`ImportTasks`): `specs` (read lazily) are sent in
+        batches of `batch_size`, each created whole or not at all in one replicated entry.
+
+        Batch n carries the request id `<import_id>-<n>` (`import_id`: a fresh one by default): running
+        the same import again with the same `import_id` creates only the batches that are missing. A bad
+        spec raises `InvalidArgument` naming `batches[b].specs[i].<field>`; the batches acknowledged before
+        it stay created (`on_progress`, called after each acknowledged segment, has seen them).
+        `segment_timeout_s` bounds each call of `SEGMENT_BATCHES` batches, retries included.
+        """
         result = _bulk.ImportResult(import_id=import_id or _requests.new_request_id())
         in_namespace = (_namespace.spec_in(spec, self.namespace) for spec in specs)
         for segment in _bulk.segments(in_namespace, import_id=result.import_id, batch_size=batch_size):
@@ -277,7 +308,7 @@ class AsyncClient:
         namespace: str | None = None,
         all_namespaces: bool = False,
     ) -> AsyncIterator[common_pb2.Task]:
-        """Every task matching the filters, fetched page by page (`async for`)."""
+        """Every task matching the filters (all `tags` pairs must match), fetched page by page."""
         token = ""
         while True:
             tasks, token = await self.list_tasks_page(
@@ -295,7 +326,7 @@ class AsyncClient:
                 return
 
     async def cancel_task(self, task_id: str, *, request_id: str | None = None) -> common_pb2.Task:
-        """Cancel a task; see `Client.cancel_task`."""
+        """Cancel a task (no further fire); returns it. Raises `NotFound`, or `FailedPrecondition`."""
         rid = request_id or _requests.new_request_id()
         request = scheduler_pb2.CancelTaskRequest(task_id=task_id, request_id=rid)
         return await self._invoke(
@@ -305,7 +336,9 @@ class AsyncClient:
     async def cancel_tasks(
         self, task_ids: Iterable[str], *, request_ids: Mapping[str, str] | None = None
     ) -> _requests.BulkResult[common_pb2.Task]:
-        """Cancel each task in turn; see `Client.cancel_tasks`."""
+        """Cancel each task in turn (one CancelTask per id, each with its own request id, reused on its
+        retries; `request_ids` gives them, e.g. from a previous result). Never raises for one id: see
+        `BulkResult` (`results`, `errors`, `skipped` once the cluster is unreachable)."""
         rids = _requests.bulk_request_ids(task_ids, request_ids)
         return await self._bulk(rids, lambda i, rid: self.cancel_task(i, request_id=rid))
 
@@ -318,8 +351,9 @@ class AsyncClient:
         request_ids: Mapping[str, str] | None = None,
         namespace: str | None = None,
     ) -> _requests.BulkResult[common_pb2.Task]:
-        """List the tasks matching the filters, then cancel them one by one: not atomic; see
-        `Client.cancel_tasks_where`."""
+        """Cancel every task matching the filters (at least one is required), skipping those already
+        cancelled. Not atomic: it lists the matching tasks, then cancels them one by one, so a task
+        created or changed meanwhile may be missed or still cancelled. Results as `cancel_tasks`."""
         _requests.check_task_filter(state, tags, name_prefix)
         ids = [
             t.task_id
@@ -333,7 +367,11 @@ class AsyncClient:
     async def delete_task(
         self, task_id: str, *, force: bool = False, request_id: str | None = None
     ) -> scheduler_pb2.DeleteTaskResponse:
-        """Delete a task with its whole history; see `Client.delete_task`."""
+        """Delete a task with its whole history (executions, attempts, output logs, dead letters, fire
+        ledger); the response holds the task as it was. Raises `NotFound`, or `FailedPrecondition`
+        naming the execution while one runs, unless `force`: running executions are then terminated
+        (their workers are told to stop; a late result is refused) and deleted too. A long history is
+        deleted over the next retention steps (`cleanup_pending`); the task is gone at once."""
         rid = request_id or _requests.new_request_id()
         request = scheduler_pb2.DeleteTaskRequest(task_id=task_id, request_id=rid, force=force)
         return await self._invoke(
@@ -351,7 +389,8 @@ class AsyncClient:
         force: bool = False,
         request_ids: Mapping[str, str] | None = None,
     ) -> _requests.BulkResult[scheduler_pb2.DeleteTaskResponse]:
-        """Delete each task in turn; see `Client.delete_tasks`."""
+        """Delete each task in turn (one DeleteTask per id, each with its own request id, reused on its
+        retries). Never raises for one id: see `BulkResult`."""
         rids = _requests.bulk_request_ids(task_ids, request_ids)
         return await self._bulk(rids, lambda i, rid: self.delete_task(i, force=force, request_id=rid))
 
@@ -365,8 +404,8 @@ class AsyncClient:
         request_ids: Mapping[str, str] | None = None,
         namespace: str | None = None,
     ) -> _requests.BulkResult[scheduler_pb2.DeleteTaskResponse]:
-        """List the tasks matching the filters, then delete them one by one: not atomic; see
-        `Client.delete_tasks_where`."""
+        """Delete every task matching the filters (at least one is required). Not atomic: it lists the
+        matching tasks, then deletes them one by one. Results as `delete_tasks`."""
         _requests.check_task_filter(state, tags, name_prefix)
         ids = [
             t.task_id
@@ -512,7 +551,10 @@ class AsyncClient:
         target_id: str = "",
         limit: int | None = 100,
     ) -> list[audit_pb2.AuditRecord]:
-        """The audit trail, filtered, oldest first, at most `limit` (None: all): see `Client.list_audit`."""
+        """The audit trail (docs/security.md, "Audit trail"): records of the writes, oldest first, filtered
+        by principal, RPC name (e.g. "CreateTask"), stamped time in [since, until) and a target id or
+        calendar name; at most `limit` (None: all). Read from the node the client reaches: every node
+        holds the same trail up to the entry it applied. Needs the admin role."""
         request = _audit.request(principal, method, since, until, target_id)
         out: list[audit_pb2.AuditRecord] = []
         while limit is None or len(out) < limit:
@@ -611,7 +653,7 @@ class AsyncClient:
         state: common_pb2.ExecutionState.ValueType | str | None = None,
         page_size: int = 100,
     ) -> AsyncIterator[common_pb2.Execution]:
-        """Every execution of `task_id` (optionally in `state`), fetched page by page (`async for`)."""
+        """Every execution of `task_id` (optionally in `state`), fetched page by page."""
         token = ""
         while True:
             executions, token = await self.list_executions_page(
@@ -646,8 +688,25 @@ class AsyncClient:
             write=False,
         )
 
+    async def follow_execution_logs(
+        self, execution_id: str, *, attempt: int = 0, poll_s: float = 0.5
+    ) -> AsyncIterator[scheduler_pb2.GetExecutionLogsResponse]:
+        """Reads until the attempt ended and everything stored was returned (`schedctl logs -f`)."""
+        out = err = 0
+        while True:
+            page = await self.get_execution_logs(
+                execution_id, attempt=attempt, stdout_offset=out, stderr_offset=err
+            )
+            attempt = page.attempt
+            out, err = page.stdout_next_offset, page.stderr_next_offset
+            yield page
+            if page.finished:
+                return
+            if not page.stdout and not page.stderr:
+                await asyncio.sleep(poll_s)
+
     async def get_execution(self, execution_id: str) -> common_pb2.Execution:
-        """The execution `execution_id`; raises `NotFound`."""
+        """The execution `execution_id` (with its stdout/stderr tails); raises `NotFound`."""
         request = scheduler_pb2.GetExecutionRequest(execution_id=execution_id)
         return await self._invoke(
             lambda s: s.scheduler.GetExecution, request, common_pb2.Execution, write=False
@@ -656,7 +715,8 @@ class AsyncClient:
     async def cancel_execution(
         self, execution_id: str, reason: str = "", *, request_id: str | None = None
     ) -> common_pb2.Execution:
-        """Cancel one execution; see `Client.cancel_execution`."""
+        """Cancel one execution: a pending or buffered one ends at once, a running one is killed by
+        its worker. Raises `NotFound`, or `FailedPrecondition` if it already ended."""
         rid = request_id or _requests.new_request_id()
         request = scheduler_pb2.CancelExecutionRequest(
             execution_id=execution_id, reason=reason, request_id=rid
@@ -668,7 +728,8 @@ class AsyncClient:
     async def cancel_executions(
         self, execution_ids: Iterable[str], reason: str = "", *, request_ids: Mapping[str, str] | None = None
     ) -> _requests.BulkResult[common_pb2.Execution]:
-        """Cancel each execution in turn; see `Client.cancel_executions`."""
+        """Cancel each execution in turn (one CancelExecution per id, each with its own request id,
+        reused on its retries). Results as `cancel_tasks`."""
         rids = _requests.bulk_request_ids(execution_ids, request_ids)
         return await self._bulk(rids, lambda i, rid: self.cancel_execution(i, reason, request_id=rid))
 
@@ -683,7 +744,7 @@ class AsyncClient:
         namespace: str | None = None,
         all_namespaces: bool = False,
     ) -> tuple[list[common_pb2.DeadLetter], str]:
-        """One page of dead letters and the next page token; see `Client.list_dead_letters_page`."""
+        """One page of dead letters (of `task_id`, or of every task) and the next page token."""
         request = _requests.list_dead_letters_request(task_id, page_size, page_token)
         if not task_id:  # a task's dead letters are in the task's namespace
             request.namespace, request.all_namespaces = _namespace.list_scope(
@@ -702,7 +763,7 @@ class AsyncClient:
         namespace: str | None = None,
         all_namespaces: bool = False,
     ) -> AsyncIterator[common_pb2.DeadLetter]:
-        """Every dead letter (of `task_id`, or of every task), fetched page by page (`async for`)."""
+        """Every dead letter (of `task_id`, or of every task), fetched page by page."""
         token = ""
         while True:
             items, token = await self.list_dead_letters_page(
@@ -718,7 +779,7 @@ class AsyncClient:
                 return
 
     async def get_dead_letter(self, execution_id: str) -> common_pb2.DeadLetter:
-        """The dead letter of `execution_id`; raises `NotFound`."""
+        """The dead letter of `execution_id` (reason, attempts, output tails); raises `NotFound`."""
         request = scheduler_pb2.GetDeadLetterRequest(execution_id=execution_id)
         return await self._invoke(
             lambda s: s.scheduler.GetDeadLetter, request, common_pb2.DeadLetter, write=False
@@ -732,7 +793,8 @@ class AsyncClient:
         *,
         request_id: str | None = None,
     ) -> list[common_pb2.Execution]:
-        """Run dead letters again; see `Client.redrive_dead_letters`."""
+        """Run dead letters again as new executions (by ids, or every one of `task_id`, at most `limit`;
+        0: the cluster's bound); returns the new executions. One write: idempotent by `request_id`."""
         rid = request_id or _requests.new_request_id()
         request = _requests.redrive_request(execution_ids, task_id, limit, rid)
         response = await self._invoke(
@@ -754,7 +816,8 @@ class AsyncClient:
         request_id: str | None = None,
         namespace: str | None = None,
     ) -> int:
-        """Delete dead letters; returns how many; see `Client.purge_dead_letters`."""
+        """Delete dead letters (by ids, or those of `task_id`; only those dead before `before` if
+        given; at most `limit`, 0: the cluster's bound); returns how many were deleted."""
         rid = request_id or _requests.new_request_id()
         request = _requests.purge_request(execution_ids, task_id, before, limit, rid)
         request.namespace = _namespace.wire(

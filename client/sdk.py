@@ -1,12 +1,16 @@
 """The synchronous Cronraft client: one object, one gRPC channel per server address, thread-safe.
 
+GENERATED from client/aio.py by scripts/gen_sync_client.py: edit client/aio.py, then run `make clients`
+(`make check` fails when this file is stale). The methods, arguments, docstrings and behaviour are those
+of `AsyncClient`, without `await`.
+
 Writes (create, update, pause, resume, trigger, backfill, cancel, calendar changes, dead-letter redrive
-and purge) go to the leader: a
-follower answers UNAVAILABLE with the leader's address in the `cronraft-leader` trailing metadata, and
-the client retries there and remembers it. Every write carries a
+and purge) go to the leader: a follower answers UNAVAILABLE with the leader's address in the
+`cronraft-leader` trailing metadata, and the client retries there and remembers it. Every write carries a
 `request_id` generated once per logical call and reused on each retry, so a retry after an unknown outcome
 is safe (the cluster deduplicates). Reads go to any reachable node. UNAVAILABLE and DEADLINE_EXCEEDED are
-retried over the configured servers with capped exponential backoff, within the client's `timeout_s`.
+retried over the configured servers with capped exponential backoff, within the client's `timeout_s`
+(`_routing.CallPlan`).
 """
 
 from __future__ import annotations
@@ -19,50 +23,16 @@ from typing import Any, TypeVar
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 
-from cronraft.bounds import CLIENT_MAX_RECEIVE_BYTES
 from cronraft.client import _audit, _bulk, _namespace, _parsing, _requests, _routing, _specs
+from cronraft.client._channels import CHANNEL_OPTIONS, Stubs, rpc_status
 from cronraft.client._transport import Transport, with_tls_hint
 from cronraft.errors import CronraftError
-from cronraft.proto.v1 import (
-    audit_pb2,
-    audit_pb2_grpc,
-    cluster_pb2,
-    cluster_pb2_grpc,
-    common_pb2,
-    scheduler_pb2,
-    scheduler_pb2_grpc,
-)
+from cronraft.proto.v1 import audit_pb2, cluster_pb2, common_pb2, scheduler_pb2
 
 __all__ = ["Client"]
 
 _Resp = TypeVar("_Resp")
 _Msg = TypeVar("_Msg")
-
-# Reconnect quickly after a node comes back (the gRPC default starts at 1 s and grows to 120 s). The
-# largest message accepted: one task or execution always fits, pages are cut well below (cronraft.bounds).
-CHANNEL_OPTIONS: list[tuple[str, Any]] = [
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 2000),
-    ("grpc.max_receive_message_length", CLIENT_MAX_RECEIVE_BYTES),
-]
-
-
-class _Stubs:
-    def __init__(self, channel: Any) -> None:
-        self.channel = channel
-        self.scheduler = scheduler_pb2_grpc.SchedulerStub(channel)
-        self.cluster = cluster_pb2_grpc.ClusterStub(channel)
-        self.audit = audit_pb2_grpc.AuditStub(channel)
-
-
-def rpc_status(exc: BaseException) -> tuple[str, str, str | None]:
-    """(code name, details, leader address from trailing metadata) of a failed gRPC call."""
-    if isinstance(exc, grpc.Call | grpc.aio.AioRpcError):
-        code = exc.code()
-        name = code.name if code is not None else "UNKNOWN"
-        return name, exc.details() or "", _routing.leader_from_metadata(exc.trailing_metadata())
-    return "UNKNOWN", str(exc), None
 
 
 class Client:
@@ -74,7 +44,7 @@ class Client:
     to try another. `transport` carries TLS settings and the bearer token (default: from the environment,
     `client._transport`). `namespace` is where creates, imports, calendar calls, lists and bulk calls act
     unless a call or a spec names another (calls by id act in the object's own namespace; docs/security.md,
-    "Namespaces"). Use as a context manager, or call `close()`.
+    "Namespaces"). Use it as a context manager (`with`), or `close()`.
 
     Errors raised are those of `cronraft.errors`: `InvalidArgument` (with `.field`), `NotFound`,
     `FailedPrecondition`, `ResourceExhausted`, `Unavailable` (retries exhausted), `DeadlineExceeded`,
@@ -99,8 +69,8 @@ class Client:
         self.max_redirects = max_redirects
         # Creates, puts, lists and bulk calls act in this namespace unless told otherwise (client._namespace).
         self.namespace = _namespace.check(namespace)
-        self._stubs: dict[str, _Stubs] = {}
-        self._lock = threading.Lock()
+        self._stubs: dict[str, Stubs] = {}
+        self._lock = threading.Lock()  # the sync client is shared between threads
         self._closed = False
 
     @property
@@ -131,19 +101,19 @@ class Client:
     ) -> None:
         self.close()
 
-    def _stubs_for(self, address: str) -> _Stubs:
+    def _stubs_for(self, address: str) -> Stubs:
         with self._lock:
             if self._closed:
                 raise CronraftError("client is closed")
             stubs = self._stubs.get(address)
             if stubs is None:
-                stubs = _Stubs(self._transport.channel(address, CHANNEL_OPTIONS))
+                stubs = Stubs(self._transport.channel(address, CHANNEL_OPTIONS))
                 self._stubs[address] = stubs
             return stubs
 
     def _invoke(
         self,
-        pick: Callable[[_Stubs], Callable[..., Any]],
+        pick: Callable[[Stubs], Callable[..., Any]],
         request: Any,
         response_type: type[_Resp],
         *,
@@ -677,11 +647,6 @@ class Client:
             if not token:
                 return
 
-    def get_execution(self, execution_id: str) -> common_pb2.Execution:
-        """The execution `execution_id` (with its stdout/stderr tails); raises `NotFound`."""
-        request = scheduler_pb2.GetExecutionRequest(execution_id=execution_id)
-        return self._invoke(lambda s: s.scheduler.GetExecution, request, common_pb2.Execution, write=False)
-
     def get_execution_logs(
         self,
         execution_id: str,
@@ -722,6 +687,11 @@ class Client:
                 return
             if not page.stdout and not page.stderr:
                 time.sleep(poll_s)
+
+    def get_execution(self, execution_id: str) -> common_pb2.Execution:
+        """The execution `execution_id` (with its stdout/stderr tails); raises `NotFound`."""
+        request = scheduler_pb2.GetExecutionRequest(execution_id=execution_id)
+        return self._invoke(lambda s: s.scheduler.GetExecution, request, common_pb2.Execution, write=False)
 
     def cancel_execution(
         self, execution_id: str, reason: str = "", *, request_id: str | None = None

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from both_clients import MakeClient, make_client_fixture  # noqa: F401  (the `make_client` fixture)
 from fake_cluster import FakeCluster, cluster_fixture, dead_address  # noqa: F401  (the `cluster` fixture)
 
 from cronraft.client import (
@@ -225,8 +226,10 @@ def test_call_plan_deadline_on_write_says_outcome_unknown() -> None:
 # ------------------------------------------------------------------------------ sync client, fake cluster
 
 
-def test_create_follows_redirect_and_remembers_the_leader(cluster: FakeCluster) -> None:
-    with Client(cluster.follower_address) as client:
+def test_create_follows_redirect_and_remembers_the_leader(
+    cluster: FakeCluster, make_client: MakeClient
+) -> None:
+    with make_client(cluster.follower_address) as client:
         task = client.create_task("hello", *_hello(), tags={"team": "ops"})
         assert task.task_id == "t0001" and task.spec.name == "hello"
         assert task.spec.payload.command.argv == ["echo", "hello"]
@@ -239,17 +242,19 @@ def test_create_follows_redirect_and_remembers_the_leader(cluster: FakeCluster) 
     assert cluster.methods("n1") == ["CreateTask", "CreateTask", "CancelTask"]
 
 
-def test_retry_reuses_the_request_id(cluster: FakeCluster) -> None:
+def test_retry_reuses_the_request_id(cluster: FakeCluster, make_client: MakeClient) -> None:
     cluster.store.fail_after_apply = 1  # the first attempt applies, then its answer is lost
-    with Client(cluster.leader_address) as client:
+    with make_client(cluster.leader_address) as client:
         task = client.create_task("once", *_hello())
     ids = [rid for node, method, rid in cluster.store.write_log if method == "CreateTask"]
     assert len(ids) == 2 and ids[0] == ids[1] and len(ids[0]) == 32
     assert list(cluster.store.tasks) == [task.task_id]  # deduplicated: one task
 
 
-def test_request_id_reused_across_redirect_and_explicit_id_kept(cluster: FakeCluster) -> None:
-    with Client([cluster.follower_address]) as client:
+def test_request_id_reused_across_redirect_and_explicit_id_kept(
+    cluster: FakeCluster, make_client: MakeClient
+) -> None:
+    with make_client([cluster.follower_address]) as client:
         client.create_task("x", *_hello(), request_id="my-key")
         again = client.create_task("x", *_hello(), request_id="my-key")
     assert {rid for _, _, rid in cluster.store.write_log} == {"my-key"}
@@ -261,8 +266,8 @@ def test_request_id_reused_across_redirect_and_explicit_id_kept(cluster: FakeClu
     assert len(cluster.store.tasks) == 1 and again.task_id == "t0001"
 
 
-def test_server_errors_are_mapped(cluster: FakeCluster) -> None:
-    with Client(cluster.follower_address) as client:
+def test_server_errors_are_mapped(cluster: FakeCluster, make_client: MakeClient) -> None:
+    with make_client(cluster.follower_address) as client:
         with pytest.raises(InvalidArgument) as info:
             # A raw message: the SDK's `cron()` would refuse this before sending it.
             bad = common_pb2.Schedule(cron=common_pb2.CronSchedule(expression="* * *", time_zone="UTC"))
@@ -280,8 +285,8 @@ def test_server_errors_are_mapped(cluster: FakeCluster) -> None:
         assert client.get_task(task.task_id).state == common_pb2.TASK_CANCELLED
 
 
-def test_list_tasks_follows_page_tokens(cluster: FakeCluster) -> None:
-    with Client(cluster.leader_address) as client:
+def test_list_tasks_follows_page_tokens(cluster: FakeCluster, make_client: MakeClient) -> None:
+    with make_client(cluster.leader_address) as client:
         for i in range(7):
             client.create_task(f"job-{i}", *_hello(), tags={"parity": "even" if i % 2 == 0 else "odd"})
         client.create_task("other", *_hello())
@@ -301,8 +306,8 @@ def test_list_tasks_follows_page_tokens(cluster: FakeCluster) -> None:
             list(client.list_tasks(state="sleeping"))
 
 
-def test_executions(cluster: FakeCluster) -> None:
-    with Client(cluster.follower_address) as client:  # reads are served by any node
+def test_executions(cluster: FakeCluster, make_client: MakeClient) -> None:
+    with make_client(cluster.follower_address) as client:  # reads are served by any node
         task = client.create_task("e", *_hello())
         for n in range(5):
             cluster.add_execution(task.task_id, n, stdout_tail=b"hello\n")
@@ -316,32 +321,36 @@ def test_executions(cluster: FakeCluster) -> None:
             client.get_execution("nope")
 
 
-def test_cluster_status_and_failover_to_the_next_server(cluster: FakeCluster) -> None:
+def test_cluster_status_and_failover_to_the_next_server(
+    cluster: FakeCluster, make_client: MakeClient
+) -> None:
     servers = f"{dead_address()},{cluster.follower_address}"
-    with Client(servers, timeout_s=5) as client:
+    with make_client(servers, timeout_s=5) as client:
         status = client.cluster_status()
         assert status.node_id == "n2" and status.leader_address == cluster.leader_address
         task = client.create_task("failover", *_hello())  # dead -> follower -> redirect -> leader
         assert client.get_task(task.task_id).spec.name == "failover"
 
 
-def test_unreachable_cluster_raises_unavailable() -> None:
-    with Client([dead_address(), dead_address()], timeout_s=0.5) as client:
+def test_unreachable_cluster_raises_unavailable(make_client: MakeClient) -> None:
+    with make_client([dead_address(), dead_address()], timeout_s=0.5) as client:
         with pytest.raises(Unavailable, match="cluster unavailable"):
             client.get_task("t1")
         with pytest.raises(Unavailable):
             client.create_task("x", *_hello())
 
 
-def test_servers_from_environment(cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_servers_from_environment(
+    cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch, make_client: MakeClient
+) -> None:
     monkeypatch.setenv("CRONRAFT_SERVER", f" {cluster.leader_address} ,")
-    with Client() as client:
+    with make_client() as client:
         assert client.servers == [cluster.leader_address]
         assert client.cluster_status().is_leader
 
 
-def test_closed_client_refuses_calls(cluster: FakeCluster) -> None:
-    client = Client(cluster.leader_address)
+def test_closed_client_refuses_calls(cluster: FakeCluster, make_client: MakeClient) -> None:
+    client = make_client(cluster.leader_address)
     client.close()
     client.close()
     with pytest.raises(Exception, match="closed"):
@@ -351,8 +360,8 @@ def test_closed_client_refuses_calls(cluster: FakeCluster) -> None:
 # ------------------------------------------------------------------------------------------------- JSON
 
 
-def test_json_rendering_is_explicit_and_stable(cluster: FakeCluster) -> None:
-    with Client(cluster.leader_address) as client:
+def test_json_rendering_is_explicit_and_stable(cluster: FakeCluster, make_client: MakeClient) -> None:
+    with make_client(cluster.leader_address) as client:
         task = client.create_task(
             "j",
             every("5m", anchor="2025-01-01T00:00:00Z"),
@@ -567,8 +576,8 @@ def test_edit_spec_applies_named_changes_only() -> None:
 # ------------------------------------------------------------------------------- issue 3: SDK calls
 
 
-def test_create_task_takes_the_policies(cluster: FakeCluster) -> None:
-    with Client(cluster.leader_address) as client:
+def test_create_task_takes_the_policies(cluster: FakeCluster, make_client: MakeClient) -> None:
+    with make_client(cluster.leader_address) as client:
         task = client.create_task(
             "p",
             delay("5m"),
@@ -583,8 +592,10 @@ def test_create_task_takes_the_policies(cluster: FakeCluster) -> None:
     assert spec.max_catchup == 3 and spec.overlap == common_pb2.OVERLAP_TERMINATE_OTHER
 
 
-def test_edit_task_sends_expected_version_and_detects_a_concurrent_change(cluster: FakeCluster) -> None:
-    with Client(cluster.follower_address) as client:
+def test_edit_task_sends_expected_version_and_detects_a_concurrent_change(
+    cluster: FakeCluster, make_client: MakeClient
+) -> None:
+    with make_client(cluster.follower_address) as client:
         task = client.create_task("e", *_hello())
         edited = client.edit_task(task.task_id, schedule=every("1h"), overlap="skip", tags={"a": "b"})
         request = cluster.store.last("UpdateTask")
@@ -615,12 +626,12 @@ def test_edit_task_sends_expected_version_and_detects_a_concurrent_change(cluste
     ],
 )
 def test_new_writes_follow_redirects_and_reuse_the_request_id(
-    cluster: FakeCluster, method: str, call: Callable[[Client, str], Any]
+    cluster: FakeCluster, method: str, call: Callable[[Client, str], Any], make_client: MakeClient
 ) -> None:
-    with Client(cluster.leader_address) as setup:
+    with make_client(cluster.leader_address) as setup:
         task_id = setup.create_task("w", *_hello()).task_id
     cluster.store.fail_after_apply = 1  # the first answer is lost after the write applied
-    with Client(cluster.follower_address) as client:
+    with make_client(cluster.follower_address) as client:
         call(client, task_id)
         assert client.leader == cluster.leader_address
     ids = [(node, rid) for node, m, rid in cluster.store.write_log if m == method]
@@ -630,8 +641,10 @@ def test_new_writes_follow_redirects_and_reuse_the_request_id(
     assert len([m for m, _ in cluster.store.requests if m == method]) == 1  # applied once
 
 
-def test_pause_resume_trigger_backfill_cancel_execution(cluster: FakeCluster) -> None:
-    with Client(cluster.follower_address) as client:
+def test_pause_resume_trigger_backfill_cancel_execution(
+    cluster: FakeCluster, make_client: MakeClient
+) -> None:
+    with make_client(cluster.follower_address) as client:
         task = client.create_task("p", *_hello())
         paused = client.pause_task(task.task_id, note="db migration")
         assert paused.state == common_pb2.TASK_PAUSED and paused.pause_note == "db migration"
@@ -665,8 +678,8 @@ def test_pause_resume_trigger_backfill_cancel_execution(cluster: FakeCluster) ->
             client.cancel_execution("nope")
 
 
-def test_explain_and_preview(cluster: FakeCluster) -> None:
-    with Client(cluster.follower_address) as client:
+def test_explain_and_preview(cluster: FakeCluster, make_client: MakeClient) -> None:
+    with make_client(cluster.follower_address) as client:
         task = client.create_task("x", *_hello())
         cluster.store.ledger[task.task_id] = [
             common_pb2.FireRecord(
@@ -719,7 +732,7 @@ def test_explain_and_preview(cluster: FakeCluster) -> None:
     }
 
 
-def test_calendars(cluster: FakeCluster) -> None:
+def test_calendars(cluster: FakeCluster, make_client: MakeClient) -> None:
     calendar = calendar_from_json(
         {
             "name": "fr-business",
@@ -735,7 +748,7 @@ def test_calendars(cluster: FakeCluster) -> None:
             ],
         }
     )
-    with Client(cluster.follower_address) as client:
+    with make_client(cluster.follower_address) as client:
         stored = client.put_calendar(calendar)
         assert stored.version > 0 and stored.exclude[0].holidays.country == "FR"
         assert client.get_calendar("fr-business") == stored
@@ -872,8 +885,10 @@ def test_new_builders_reject_bad_input(call: Callable[[], Any], named: str) -> N
     assert info.value.field == named
 
 
-def test_create_and_edit_take_retry_notify_labels_concurrency(cluster: FakeCluster) -> None:
-    with Client(cluster.follower_address) as client:
+def test_create_and_edit_take_retry_notify_labels_concurrency(
+    cluster: FakeCluster, make_client: MakeClient
+) -> None:
+    with make_client(cluster.follower_address) as client:
         task = client.create_task(
             "h",
             every("5m"),
@@ -994,10 +1009,10 @@ def test_execution_and_dead_letter_json() -> None:
     }
 
 
-def test_dead_letters(cluster: FakeCluster) -> None:
+def test_dead_letters(cluster: FakeCluster, make_client: MakeClient) -> None:
     for n in range(5):
         cluster.add_dead_letter("t0001" if n < 3 else "t0002", n)
-    with Client(cluster.follower_address) as client:
+    with make_client(cluster.follower_address) as client:
         assert [d.execution_id for d in client.list_dead_letters(page_size=2)] == [
             "t0001-e0",
             "t0001-e1",
@@ -1039,11 +1054,11 @@ def test_dead_letters(cluster: FakeCluster) -> None:
     ],
 )
 def test_dead_letter_writes_follow_redirects_and_reuse_the_request_id(
-    cluster: FakeCluster, method: str, call: Callable[[Client], Any]
+    cluster: FakeCluster, method: str, call: Callable[[Client], Any], make_client: MakeClient
 ) -> None:
     cluster.add_dead_letter("t0001", 0)
     cluster.store.fail_after_apply = 1  # the first answer is lost after the write applied
-    with Client(cluster.follower_address) as client:
+    with make_client(cluster.follower_address) as client:
         result = call(client)
         assert client.leader == cluster.leader_address
     ids = [(node, rid) for node, m, rid in cluster.store.write_log if m == method]
@@ -1053,15 +1068,15 @@ def test_dead_letter_writes_follow_redirects_and_reuse_the_request_id(
     assert result == 1 or len(result) == 1  # the retry got the first outcome, not a second write
 
 
-def test_bulk_cancel_executions_one_request_id_per_id(cluster: FakeCluster) -> None:
-    with Client(cluster.leader_address) as setup:
+def test_bulk_cancel_executions_one_request_id_per_id(cluster: FakeCluster, make_client: MakeClient) -> None:
+    with make_client(cluster.leader_address) as setup:
         task_id = setup.create_task("b", *_hello()).task_id
     for n in range(3):
         cluster.add_execution(task_id, n, state=common_pb2.EXECUTION_RUNNING)
     cluster.add_execution(task_id, 3)  # already ended
     cluster.store.fail_after_apply = 1
     ids = [f"{task_id}-e{n}" for n in range(4)] + ["nope", f"{task_id}-e0"]
-    with Client(cluster.follower_address) as client:
+    with make_client(cluster.follower_address) as client:
         result = client.cancel_executions(ids, reason="drain", request_ids={f"{task_id}-e1": "mine"})
     assert list(result.results) == [f"{task_id}-e0", f"{task_id}-e1", f"{task_id}-e2"]
     assert all(e.state == common_pb2.EXECUTION_CANCELLED for e in result.results.values())
@@ -1075,8 +1090,10 @@ def test_bulk_cancel_executions_one_request_id_per_id(cluster: FakeCluster) -> N
     assert cluster.store.last("CancelExecution").reason == "drain"
 
 
-def test_bulk_cancel_tasks_where_and_skips_when_unreachable(cluster: FakeCluster) -> None:
-    with Client(cluster.follower_address) as client:
+def test_bulk_cancel_tasks_where_and_skips_when_unreachable(
+    cluster: FakeCluster, make_client: MakeClient
+) -> None:
+    with make_client(cluster.follower_address) as client:
         for i in range(4):
             client.create_task(f"etl-{i}", *_hello(), tags={"team": "data" if i < 3 else "ops"})
         client.create_task("other", *_hello(), tags={"team": "data"})
@@ -1087,7 +1104,7 @@ def test_bulk_cancel_tasks_where_and_skips_when_unreachable(cluster: FakeCluster
         result = client.cancel_tasks_where(tags={"team": "data"}, name_prefix="etl-")
         assert list(result.results) == ["t0002", "t0003"] and result.ok  # t0001 was already cancelled
         assert client.cancel_tasks_where(name_prefix="etl-", state="scheduled").results.keys() == {"t0004"}
-    with Client(dead_address(), timeout_s=0.3) as client:
+    with make_client(dead_address(), timeout_s=0.3) as client:
         result = client.cancel_tasks(["a", "b", "c"])
     assert isinstance(result.errors["a"], Unavailable) and result.skipped == ["b", "c"] and not result.ok
 
