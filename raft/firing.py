@@ -39,7 +39,7 @@ LEDGER_PRUNE_BATCH = 64
 MAX_WALK = 10_000
 MAX_RECORDS_PER_COMMAND = 100
 # Fire ahead: the longest a Fire or Grant may commit before the instant its execution is due to start
-# (`fire_lead_ms` of an ordinary second, or the staging lead of a burst: daemon.staging). Bounded so
+# (`fire_lead_ms` of an ordinary second, or the staging lead of a burst: daemon.leader.staging). Bounded so
 # that a leader cannot commit far ahead (a change to the task after the commit no longer affects that
 # fire; see may_fire_ahead).
 MAX_FIRE_LEAD_MS = 30_000
