@@ -25,9 +25,9 @@ from cronraft.daemon.clockprobe import MAX_AGE_INTERVALS, ClockMonitor
 from cronraft.daemon.config import Config
 from cronraft.daemon.datadir import claim
 from cronraft.daemon.leader import LeaderSettings
+from cronraft.daemon.leader_runner import LeaderRunner
 from cronraft.daemon.metrics import Gauge, MetricsServer
 from cronraft.daemon.notify import Notifier
-from cronraft.daemon.leader_runner import LeaderRunner
 from cronraft.daemon.security import ServerSecurity
 from cronraft.daemon.storage import StorageMonitor, effective_reserve
 from cronraft.daemon.versioncheck import VersionWatch
