@@ -26,6 +26,7 @@ The package (docs/architecture.md, "The worker"):
 - `start_gate`: the policy check, held starts (fire ahead) and sensors, before a payload begins;
 - `results`, `outbox`: results stored durably before they are sent, removed on acknowledgement;
 - `live_output`: running attempts' output forwarded while a stream is open;
+- `payloads`: the runner for a lease's payload kind (process group or in-process);
 - `cli`: `schedworker`'s flags and `main`.
 """
 

@@ -3,8 +3,8 @@ it is offered, and the loops of a stream (reading, heartbeats, results, live out
 
 The parts live beside it: where the stream goes (`routing`), one welcomed stream (`session`), lease
 deadlines and self-fencing (`leases`), what must hold before a payload begins (`start_gate`), results
-and the durable outbox (`results`, `outbox`), live output (`live_output`). Payloads run in
-`client._runner` (processes) and `client._http` / `client.handlers` (in-process).
+and the durable outbox (`results`, `outbox`), live output (`live_output`), the runner for each payload
+kind (`payloads`).
 
 Python 3.11's `asyncio.wait_for` can swallow a cancellation that races with completion (CPython
 gh-86296, fixed in 3.12), which would leave a cancelled loop running: this package uses
@@ -17,7 +17,6 @@ import asyncio
 import collections
 import contextlib
 import enum
-import functools
 import logging
 import os
 import random
@@ -33,24 +32,18 @@ import structlog
 
 from cronraft.bounds import CLIENT_MAX_RECEIVE_BYTES
 from cronraft.client import handlers as _handlers
-from cronraft.client._http import run_http
 from cronraft.client._runner import (
-    AttemptRunner,
     Clock,
-    InProcessIO,
-    InProcessRunner,
-    OutputSink,
-    Runner,
     StopReason,
     SystemClock,
-    WorkOutcome,
 )
-from cronraft.client.handlers import Handler, HandlerRegistry, run_handler
+from cronraft.client.handlers import Handler, HandlerRegistry
 from cronraft.client.worker import leases
 from cronraft.client.worker.config import WorkerConfig, process_identity
 from cronraft.client.worker.leases import Attempt
 from cronraft.client.worker.live_output import LiveOutput
 from cronraft.client.worker.outbox import AttemptKey, Outbox, attempt_key, result_key
+from cronraft.client.worker.payloads import Runners
 from cronraft.client.worker.results import Results, not_started
 from cronraft.client.worker.routing import ServerRotation, leader_hint
 from cronraft.client.worker.session import Session, StreamStale
@@ -89,6 +82,9 @@ class Worker:
         self._clock: Clock = clock or SystemClock()
         self._base_env = base_env
         self._identity = process_identity(config.policy)
+        self._runners = Runners(
+            config, self._clock, base_env=base_env, identity=self._identity, handlers=lambda: self.handlers
+        )
         self._log = _log.bind(worker_id=config.worker_id)
         self.outbox = Outbox(config.outbox_dir)
         self._results = Results(self.outbox, config.result_resend_s, self._log)
@@ -354,7 +350,7 @@ class Worker:
                 capacity=self.config.capacity,
             )
         ttl_s = lease.lease_ttl_ms / 1000 if lease.lease_ttl_ms > 0 else session.lease_ttl_s
-        runner = self._runner_for(lease, self._live.open(key, lease.token))
+        runner = self._runners.for_lease(lease, self._live.open(key, lease.token))
         received = self._clock.monotonic()
         deadline = leases.offer_deadline(received, ttl_s, echo_ms)
         attempt = Attempt(
@@ -366,40 +362,6 @@ class Worker:
         self._running_executions[lease.execution_id] += 1
         attempt.task = asyncio.create_task(self._run_attempt(attempt), name=f"attempt {lease.execution_id}")
         self._log.debug("attempt started", execution_id=lease.execution_id, attempt=lease.attempt)
-
-    def _runner_for(self, lease: worker_pb2.Lease, on_output: OutputSink) -> Runner:
-        config = self.config
-        kind = lease.payload.WhichOneof("kind")
-        if kind in ("http", "handler"):
-            work = (
-                functools.partial(run_http, lease, policy=config.policy)
-                if kind == "http"
-                else functools.partial(self._call_handler, lease)
-            )
-            return InProcessRunner(
-                lease,
-                work,
-                what="HTTP request" if kind == "http" else "handler",
-                clock=self._clock,
-                kill_grace_s=config.kill_grace_s,
-                output_tail_bytes=config.output_tail_bytes,
-                on_output=on_output,
-            )
-        return AttemptRunner(
-            lease,
-            clock=self._clock,
-            kill_grace_s=config.kill_grace_s,
-            output_tail_bytes=config.output_tail_bytes,
-            on_output=on_output,
-            base_env=self._base_env,
-            policy=config.policy,
-            identity=self._identity,
-        )
-
-    async def _call_handler(self, lease: worker_pb2.Lease, io: InProcessIO) -> WorkOutcome:
-        return await run_handler(
-            self.handlers, lease, io, max_return_value_bytes=self.config.max_return_value_bytes
-        )
 
     def _on_heartbeat_ack(self, session: Session, ack: worker_pb2.HeartbeatAck) -> None:
         session.set_idle_interval(ack.idle_heartbeat_interval_ms)
@@ -441,7 +403,7 @@ class Worker:
                 if waited is None:
                     waited = await self._gates.await_start(attempt)
                 if waited is None and attempt.lease.HasField("sensor"):
-                    waited = await await_sensor(attempt, self._runner_for, self._clock, self._log)
+                    waited = await await_sensor(attempt, self._runners.for_lease, self._clock, self._log)
                 if waited is None:
                     began = True
                 result = waited if waited is not None else await attempt.runner.run()
