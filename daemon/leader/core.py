@@ -34,7 +34,6 @@ from cronraft.raft import deps, firing
 from cronraft.raft import state as sm
 from cronraft.raft.codec import token_tuple
 from cronraft.raft.kv import KV, Txn
-from cronraft.timerwheel import TimingWheel
 
 Command = commands_pb2.Command
 CommandResult = commands_pb2.CommandResult
@@ -95,7 +94,7 @@ class LeaderCore:
             else None
         )
 
-    # The components' state under the names the driver and the tests read.
+    # The components' state under the names the driver, the simulation and the tests read.
     @property
     def workers(self) -> dict[str, WorkerState]:
         return self.pool.workers
@@ -109,13 +108,10 @@ class LeaderCore:
         return self.planner.wheel
 
     @property
-    def lease_deadlines(self) -> TimingWheel[str]:
-        return self.keeper.deadlines
-
-    @property
     def failure_reports(self) -> list[tuple[str, str, str, int]]:
         return self.retries.reports
 
+    # Read by tests written against the single-class core (test_leader_backoff, test_leader_batching).
     @property
     def _failing(self) -> dict[tuple[str, str], tuple[int, int, str]]:
         return self.retries.failing
@@ -269,7 +265,8 @@ class LeaderCore:
         return messages.results(self, worker_id, results, now_ms, bound=bound)
 
     def lease_check(self, worker_id: str, execution_id: str, token: Token, kind: str) -> str:
-        """ "" (act on it), "stale" or "forged": a worker's message about a lease (messages.lease_check)."""
+        """Whether to act on a worker's message about a lease: "" (yes), "stale" or "forged" (see
+        messages.lease_check)."""
         return messages.lease_check(self, worker_id, execution_id, token, kind)
 
     # ---------------------------------------------------------------------------------------- tick
