@@ -8,7 +8,6 @@ import dataclasses
 import gc
 import logging
 import os
-import re
 import signal
 import socket
 import sys
@@ -26,19 +25,10 @@ from cronraft.client._transport import add_transport_arguments, transport_from_a
 from cronraft.client.worker.agent import Worker
 from cronraft.client.worker.config import DEFAULT_SERVER, WorkerConfig, process_identity
 from cronraft.errors import ConfigError, InvalidArgument
+from cronraft.timefmt import seconds_arg
 
+parse_duration = seconds_arg  # --kill-grace, --shutdown-grace: the one grammar; a bare number is seconds
 _GC_THRESHOLD = 50_000  # allocations between two young-generation collections (CPython's default: 700)
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(text: str) -> float:
-    """'500ms', '5s', '2m', '1h' or a plain number of seconds -> seconds."""
-    match = _DURATION.match(text)
-    if match is None:
-        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: use e.g. 500ms, 5s, 2m")
-    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
 
 
 def _parse_label(text: str) -> tuple[str, str]:
