@@ -43,6 +43,6 @@ class FakeClock:
     def wall_ms(self) -> int:
         return self.wall
 
-    # a call plan's clock (client._common.CallPlan): monotonic seconds
+    # a call plan's clock (client._routing.CallPlan): monotonic seconds
     def __call__(self) -> float:
         return self.monotonic()
