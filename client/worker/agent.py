@@ -19,7 +19,6 @@ import contextlib
 import enum
 import logging
 import os
-import random
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -45,7 +44,7 @@ from cronraft.client.worker.live_output import LiveOutput
 from cronraft.client.worker.outbox import AttemptKey, Outbox, attempt_key, result_key
 from cronraft.client.worker.payloads import Runners
 from cronraft.client.worker.results import Results, not_started
-from cronraft.client.worker.routing import ServerRotation, leader_hint
+from cronraft.client.worker.routing import ServerRotation, leader_hint, stream_backoff
 from cronraft.client.worker.session import Session, StreamStale
 from cronraft.client.worker.start_gate import StartGates, await_sensor, refusal
 from cronraft.failpoint import failpoint
@@ -199,7 +198,7 @@ class Worker:
 
     async def _connection_loop(self) -> None:
         servers = ServerRotation(self.config.servers, self._log)
-        backoff = self.config.backoff_initial_s
+        backoff = stream_backoff(self.config.backoff_initial_s, self.config.backoff_max_s)
         failures = 0
         loop = asyncio.get_running_loop()
         while True:
@@ -220,15 +219,14 @@ class Worker:
             except Exception:  # a bug must not leave the worker running without a stream
                 self._log.exception("stream failed unexpectedly", address=address)
             if welcomed:
-                backoff = self.config.backoff_initial_s
+                backoff = stream_backoff(self.config.backoff_initial_s, self.config.backoff_max_s)
                 failures = 0
             if failure is not None:
                 # The first failure of a streak is worth a warning; the retries that follow are not.
                 level = logging.WARNING if failures == 0 else logging.DEBUG
                 self._log.log(level, "stream failed; retrying", address=address, **failure)
                 failures += 1
-            await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
-            backoff = min(backoff * 2, self.config.backoff_max_s)
+            await asyncio.sleep(backoff.next())
 
     async def _connect(self, address: str) -> tuple[str | None, bool]:
         """One stream to `address`; returns (leader address hint, whether it was welcomed)."""

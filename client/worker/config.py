@@ -16,12 +16,12 @@ from cronraft.bounds import (
     MAX_WORKER_QUEUES,
 )
 from cronraft.client._policy import WorkerPolicy
+from cronraft.client._routing import DEFAULT_SERVER
 from cronraft.client._runner import DEFAULT_KILL_GRACE_S, DEFAULT_OUTPUT_TAIL_BYTES, ProcessIdentity
 from cronraft.client._transport import Transport
 from cronraft.client.handlers import MAX_RETURN_VALUE_BYTES
 from cronraft.errors import ConfigError
 
-DEFAULT_SERVER = "127.0.0.1:50051"
 # Used only when neither the lease nor the Welcome carries a TTL (a server bug): renew or die in 10 s.
 FALLBACK_LEASE_TTL_S = 10.0
 FALLBACK_HEARTBEAT_S = 1.0
@@ -119,3 +119,12 @@ def process_identity(policy: WorkerPolicy) -> ProcessIdentity | None:
         )
     env = {"HOME": entry.pw_dir, "USER": entry.pw_name, "LOGNAME": entry.pw_name}
     return ProcessIdentity(uid=entry.pw_uid, gid=gid, env=env)
+
+
+__all__ = [
+    "DEFAULT_SERVER",  # the SDK's (client._routing), for schedworker --server
+    "FALLBACK_HEARTBEAT_S",
+    "FALLBACK_LEASE_TTL_S",
+    "WorkerConfig",
+    "process_identity",
+]

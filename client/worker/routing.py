@@ -1,9 +1,10 @@
 """Which node the worker's stream goes to next: the leader a node named (a `NotLeader` message or the
 `cronraft-leader` trailer), else the configured servers round robin, trying last the nodes whose stream
-recently went silent.
+recently went silent; and the backoff between two tries.
 
-This is the worker's own copy of leader routing: the SDK's (client/_common.py) follows the same
-trailer for unary calls; the two are not shared yet (issue 14).
+The trailer, the backoff and the server defaults are the SDK's (client/_routing.py). The order of the
+nodes is the worker's own: a stream lives long and a node that went silent (partitioned, stopped) is
+worth avoiding for a while, where the SDK's `CallPlan` routes one call and its retries.
 """
 
 from __future__ import annotations
@@ -13,18 +14,15 @@ from typing import Any
 
 import grpc.aio  # type: ignore[import-untyped, unused-ignore]
 
-LEADER_METADATA_KEY = "cronraft-leader"
+from cronraft.client._routing import Backoff, leader_from_metadata
+
 # After a stream to a node went stale or timed out, try the other nodes first for this long.
 AVOID_S = 5.0
 
 
 def leader_hint(exc: grpc.aio.AioRpcError) -> str | None:
     """The leader address a refusing node put in its trailers, if any."""
-    for key, value in exc.trailing_metadata() or ():
-        if key == LEADER_METADATA_KEY:
-            text = value.decode() if isinstance(value, bytes) else str(value)
-            return text or None
-    return None
+    return leader_from_metadata(exc.trailing_metadata())
 
 
 class ServerRotation:
@@ -64,3 +62,9 @@ class ServerRotation:
             address = servers[self._index % len(servers)]
             self._index += 1
         return address
+
+
+def stream_backoff(initial_s: float, max_s: float) -> Backoff:
+    """The pause between two tries: `initial_s` doubling up to `max_s`, times 0.5 to 1 (a new one after
+    each welcomed stream)."""
+    return Backoff(initial_s=initial_s, cap_s=max_s)
