@@ -44,6 +44,13 @@ MAX_INCARNATION = 128  # Hello.incarnation
 MAX_HEARTBEAT_LEASES = 100_000  # Heartbeat.leases, and Heartbeat.finished (each)
 MAX_RESULTS_PER_MESSAGE = 10_000  # Results.results (a worker sends at most 1,000)
 MAX_OUTPUT_CHUNK_BYTES = 1 << 20  # OutputChunk.data (a worker sends at most 256 KiB)
+# Live output a node reads from one worker stream: past this rate (after a burst) it stops reading the
+# stream for a while, and gRPC's flow control makes the sender wait. Receiving is what costs the node:
+# a stream pushing 1 MiB chunks as fast as it could (S12) took the leader's CPU from its Raft thread
+# until it lost leadership. A worker flushes at most 256 KiB per attempt and stream every 0.2 s, and
+# output is replicated through the log, so more than this would swamp the cluster anyway.
+MAX_OUTPUT_BYTES_PER_S = 8 << 20
+MAX_OUTPUT_BURST_BYTES = 16 << 20
 # AttemptResult fields are cut, not refused (a result is the record of a run: never dropped). The state
 # machine keeps the same: the last 64 KiB of each tail, the first 64 KiB of a return value, 4,096
 # characters of an error.
@@ -77,6 +84,8 @@ __all__ = [
     "MAX_NODE_ID",
     "MAX_NOTE",
     "MAX_OFFER_BYTES",
+    "MAX_OUTPUT_BURST_BYTES",
+    "MAX_OUTPUT_BYTES_PER_S",
     "MAX_OUTPUT_CHUNK_BYTES",
     "MAX_PAGE_BYTES",
     "MAX_PAGE_SIZE",

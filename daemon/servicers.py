@@ -25,6 +25,7 @@ from cronraft.daemon.security import (
     require_role,
 )
 from cronraft.daemon.wire import (
+    ByteBudget,
     bounded_results,
     calendar_name,
     check_id,
@@ -878,6 +879,8 @@ class WorkerGatewayServicer(worker_pb2_grpc.WorkerGatewayServicer):
         log.info("worker connected", worker=first.hello.worker_id, capacity=first.hello.capacity)
         refused: list[str] = []  # why the stream was ended, if a message broke a bound
 
+        output_budget = ByteBudget(bounds.MAX_OUTPUT_BYTES_PER_S, bounds.MAX_OUTPUT_BURST_BYTES, loop.time())
+
         async def read() -> None:
             try:
                 async for msg in request_iterator:
@@ -893,6 +896,9 @@ class WorkerGatewayServicer(worker_pb2_grpc.WorkerGatewayServicer):
                         runner.on_results(session, bounded_results(msg.results.results))
                     elif kind == "output":
                         runner.on_output(session, msg.output)
+                        pause = output_budget.charge(len(msg.output.data), loop.time())
+                        if pause > 0:  # read nothing for a while: flow control then holds the sender
+                            await asyncio.sleep(pause)
             except (asyncio.CancelledError, grpc.aio.AioRpcError):
                 pass
             finally:

@@ -137,6 +137,23 @@ def worker_problem(msg: worker_pb2.WorkerMessage) -> str:
     return ""
 
 
+class ByteBudget:
+    """A token bucket of bytes per second: `charge(n, now_s)` says how long to wait before reading
+    more (0.0 while within the rate and its burst). Pure: the caller passes the time."""
+
+    def __init__(self, rate_bytes_s: float, burst_bytes: float, now_s: float) -> None:
+        self.rate = rate_bytes_s
+        self.burst = burst_bytes
+        self._level = burst_bytes
+        self._at = now_s
+
+    def charge(self, n: int, now_s: float) -> float:
+        self._level = min(self.burst, self._level + (now_s - self._at) * self.rate)
+        self._at = now_s
+        self._level -= n
+        return 0.0 if self._level >= 0 else -self._level / self.rate
+
+
 def bounded_results(results: Sequence[common_pb2.AttemptResult]) -> list[common_pb2.AttemptResult]:
     """The results cut to what the state machine keeps of them (the last MAX_RESULT_TAIL_BYTES of each
     tail, the first MAX_RETURN_VALUE_BYTES of a return value, MAX_RESULT_ERROR characters of an error),
@@ -274,6 +291,7 @@ class DecodingServer:
 
 
 __all__ = [
+    "ByteBudget",
     "DecodingServer",
     "bounded_results",
     "calendar_name",
