@@ -37,6 +37,14 @@ REPO = Path(__file__).resolve().parents[2]
 LEASE_TTL_MS = 3000
 
 
+# Each node's tmpfs in the disk scenarios (S11, S13). It only has to hold what the run writes: its size
+# sets how much ballast fills it. 48 MiB holds a CI run; a soak run writes ~1.7 KiB per fire (store and
+# Raft journal), and at 48 MiB every node filled up 4.5 minutes into S13's soak (seed 362670133): the
+# cluster then refused fires by design, which measures the tmpfs, not the scenario.
+def _disk_mb(profile: Profile) -> int:
+    return 256 if profile.name == "soak" else 48
+
+
 def _cpu_s() -> float:
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return ru.ru_utime + ru.ru_stime
@@ -111,7 +119,7 @@ async def run_one(
         workers=4,
         mode=mode,  # type: ignore[arg-type]
         lease_ttl_ms=LEASE_TTL_MS,
-        node_disk_mb=48 if scenario.needs_disk else None,
+        node_disk_mb=_disk_mb(profile) if scenario.needs_disk else None,
     )
     meta: dict[str, Any] = {
         "scenario": scenario.key,
