@@ -94,7 +94,7 @@ def test_wheel_contents(tmp_path: Path) -> None:
     assert dist_info.startswith("cronraft-")
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
 
-    expected = {"cronraft/py.typed", "cronraft/errors.py", "cronraft/daemon/config.py"}
+    expected = {"cronraft/py.typed", "cronraft/errors.py", "cronraft/daemon/config/__init__.py"}
     for proto in sorted((REPO_ROOT / "proto" / "v1").glob("*.proto")):
         stem = f"cronraft/proto/v1/{proto.stem}"
         expected |= {
