@@ -19,7 +19,6 @@ from grpc_reflection.v1alpha import reflection
 
 from cronraft import bounds
 from cronraft.client._transport import Transport
-from cronraft.daemon import audit_api
 from cronraft.daemon.clock import Clock, CorrectedClock, SystemClock
 from cronraft.daemon.clockprobe import MAX_AGE_INTERVALS, ClockMonitor
 from cronraft.daemon.config import Config
@@ -29,6 +28,7 @@ from cronraft.daemon.leader_runner import LeaderRunner
 from cronraft.daemon.metrics import Gauge, MetricsServer
 from cronraft.daemon.notify import Notifier
 from cronraft.daemon.security import ServerSecurity
+from cronraft.daemon.services import audit as audit_api
 from cronraft.daemon.storage import StorageMonitor, effective_reserve
 from cronraft.daemon.versioncheck import VersionWatch
 from cronraft.daemon.wire import DecodingServer
@@ -218,7 +218,7 @@ class Node:
     # --------------------------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        from cronraft.daemon.servicers import ClusterServicer, SchedulerServicer, WorkerGatewayServicer
+        from cronraft.daemon.services import ClusterServicer, SchedulerServicer, WorkerGatewayServicer
 
         loop = asyncio.get_running_loop()
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from cronraft.daemon import audit_api
 from cronraft.daemon import retention as duty
 from cronraft.daemon.config import RetentionConfig
+from cronraft.daemon.services import audit as audit_api
 from cronraft.errors import InvalidArgument
 from cronraft.proto.v1 import audit_pb2, commands_pb2, common_pb2
 from cronraft.raft import audit_trail

@@ -10,8 +10,8 @@ from typing import Any, cast
 import pytest
 
 from cronraft import errors
-from cronraft.daemon import servicers
-from cronraft.daemon.servicers import WorkerGatewayServicer
+from cronraft.daemon.services import WorkerGatewayServicer
+from cronraft.daemon.services import tasks as servicers
 from cronraft.proto.v1 import worker_pb2
 
 

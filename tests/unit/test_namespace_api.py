@@ -16,7 +16,7 @@ from test_bulk_import import MiniNode, spec
 
 from cronraft.daemon import security
 from cronraft.daemon.security import Principal
-from cronraft.daemon.servicers import SchedulerServicer
+from cronraft.daemon.services import SchedulerServicer
 from cronraft.proto.v1 import commands_pb2, common_pb2, scheduler_pb2
 from cronraft.raft.codec import make_id
 from cronraft.tokenfile import check_roles
