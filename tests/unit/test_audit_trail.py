@@ -309,7 +309,7 @@ class _FakeClient:
 def test_schedctl_audit_list_passes_the_filters_and_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
-    from cronraft.client import audit_cli
+    from cronraft.client.cli import audit as audit_cli
     from cronraft.client.cli import parse_args
 
     rec = audit_pb2.AuditRecord(

@@ -10,8 +10,9 @@ from test_cli import Run, cluster, run  # noqa: F401  (fixtures)
 from test_client import FakeCluster
 
 from cronraft import timefmt
-from cronraft.client import _cron_text, _specs, preview_cli
+from cronraft.client import _cron_text, _specs
 from cronraft.client.cli import EXIT_OK, EXIT_USAGE
+from cronraft.client.cli import preview as preview_cli
 from cronraft.errors import InvalidArgument
 from cronraft.proto.v1 import common_pb2
 

@@ -40,8 +40,8 @@ from cronraft.client._render import (
     task_to_json,
 )
 from cronraft.client._routing import Backoff, CallPlan, Router, error_from_status, leader_from_metadata
-from cronraft.client._schedule_flags import add_schedule_arguments, schedule_from_args
 from cronraft.client._specs import edit_spec
+from cronraft.client.cli.schedule_flags import add_schedule_arguments, schedule_from_args
 from cronraft.errors import DeadlineExceeded, ResourceExhausted
 from cronraft.proto.v1 import (
     common_pb2,

@@ -1,5 +1,5 @@
 """Tests of cronraft.raft.preview (the pure preview) and of `schedctl schedule preview`
-(cronraft.client.preview_cli), which runs it offline."""
+(cronraft.client.cli.preview), which runs it offline."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cronraft.client import preview_cli
+from cronraft.client.cli import preview as preview_cli
 from cronraft.proto.v1 import common_pb2 as pb
 from cronraft.raft.preview import format_duration, preview, rfc3339
 from cronraft.raft.schedule import first_fire, jitter_offset_ms, load_zone, next_fire

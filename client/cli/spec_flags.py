@@ -15,7 +15,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from cronraft import timefmt
-from cronraft.client import _argnames, _builders, _parsing, _schedule_flags, _specs
+from cronraft.client import _argnames, _builders, _parsing, _specs
+from cronraft.client.cli import schedule_flags as _schedule_flags
 from cronraft.errors import InvalidArgument
 from cronraft.proto.v1 import common_pb2
 

@@ -26,22 +26,22 @@ from cronraft.client import (
     _argnames,
     _calendars,
     _cron_text,
-    _flags,
     _parsing,
     _render,
     _requests,
     _routing,
-    _schedule_flags,
     _specs,
     _tables,
-    import_cli,
-    preview_cli,
 )
-from cronraft.client._flags import UsageError
 from cronraft.client._transport import add_transport_arguments, transport_from_args
-from cronraft.client.audit_cli import add_audit_parser
+from cronraft.client.cli import imports as import_cli
+from cronraft.client.cli import preview as preview_cli
+from cronraft.client.cli import schedule_flags as _schedule_flags
+from cronraft.client.cli import spec_flags as _flags
+from cronraft.client.cli.audit import add_audit_parser
+from cronraft.client.cli.security import add_security_commands
+from cronraft.client.cli.spec_flags import UsageError
 from cronraft.client.sdk import Client
-from cronraft.client.security_cli import add_security_commands
 from cronraft.errors import (
     CronraftError,
     DeadlineExceeded,
@@ -1125,7 +1125,3 @@ def _limit(value: int | None) -> int | None:
 
 def _take(items: Iterator[_T], limit: int | None) -> Iterator[_T]:
     return items if limit is None else islice(items, limit)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

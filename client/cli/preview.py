@@ -22,7 +22,8 @@ from collections.abc import Sequence
 from datetime import UTC
 from typing import Any
 
-from cronraft.client import _argnames, _cron_text, _parsing, _render, _schedule_flags, _tables
+from cronraft.client import _argnames, _cron_text, _parsing, _render, _tables
+from cronraft.client.cli import schedule_flags as _schedule_flags
 from cronraft.errors import CronraftError, InvalidArgument
 from cronraft.proto.v1 import common_pb2, scheduler_pb2
 from cronraft.raft import preview as _preview
