@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from fake_cluster import FakeCluster
 from test_cli import Run, cluster, run  # noqa: F401  (fixtures)
-from test_client import FakeCluster
 
 from cronraft import timefmt
 from cronraft.client import _cron_text, _specs
