@@ -1,5 +1,5 @@
 """The one mapping from a command's recorded rejection (raft.rejection) to the error tree, hence to a gRPC
-status (each error class names its status code; servicers._abort sets it).
+status (each error class names its status code; daemon.services.common._abort sets it).
 
 | code | error | status |
 |---|---|---|

@@ -1,6 +1,14 @@
-"""The node's gRPC services (proto/v1), one module per service; this step only moves daemon/servicers.py
-here as tasks.py and daemon/audit_api.py as audit.py, so that `git log --follow` keeps their history."""
+"""The node's gRPC services (proto/v1), one module per service; node.py registers the servicers below.
 
-from cronraft.daemon.services.tasks import ClusterServicer, SchedulerServicer, WorkerGatewayServicer
+- `scheduler`: the Scheduler service, put together from `tasks`, `executions`, `dead_letters` and
+  `calendars` on `common` (the node, `_write`, the namespace checks, and `_abort`: the one place an error
+  becomes a gRPC status).
+- `worker_gateway`: WorkerGateway, the workers' streams. `cluster`: Cluster (status, the clock probe).
+- `audit`: the Audit service, and the call tracking that stamps who asked into each command.
+"""
+
+from cronraft.daemon.services.cluster import ClusterServicer
+from cronraft.daemon.services.scheduler import SchedulerServicer
+from cronraft.daemon.services.worker_gateway import WorkerGatewayServicer
 
 __all__ = ["ClusterServicer", "SchedulerServicer", "WorkerGatewayServicer"]

@@ -25,6 +25,7 @@ import structlog
 
 from cronraft import bounds, errors
 from cronraft.daemon.security import RPC_ROLES, current_principal
+from cronraft.daemon.services.common import _abort
 from cronraft.daemon.wire import check_length
 from cronraft.proto.v1 import audit_pb2, audit_pb2_grpc, commands_pb2
 from cronraft.raft import audit_trail
@@ -148,8 +149,7 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
         try:
             return self._list(request)
         except errors.CronraftError as e:
-            await context.abort(getattr(grpc.StatusCode, e.grpc_code, grpc.StatusCode.INTERNAL), str(e))
-            raise  # not reached: abort raises
+            await _abort(context, e)
 
     def _list(self, request: audit_pb2.ListAuditRequest) -> audit_pb2.ListAuditResponse:
         if request.page_size < 0:

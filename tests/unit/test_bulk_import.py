@@ -16,7 +16,8 @@ from cronraft.client._spec_json import spec_from_json, task_spec_from_json_line
 from cronraft.daemon.bulk import BulkImport
 from cronraft.daemon.config import SchedulerConfig
 from cronraft.daemon.leader import LeaderSettings
-from cronraft.daemon.services.tasks import _request_id, _stamp_defaults
+from cronraft.daemon.services.common import _request_id
+from cronraft.daemon.services.tasks import _stamp_defaults
 from cronraft.errors import InvalidArgument, ResourceExhausted
 from cronraft.proto.v1 import commands_pb2, common_pb2, scheduler_pb2
 from cronraft.raft import state as sm

@@ -10,8 +10,7 @@ from typing import Any, cast
 import pytest
 
 from cronraft import errors
-from cronraft.daemon.services import WorkerGatewayServicer
-from cronraft.daemon.services import tasks as servicers
+from cronraft.daemon.services import WorkerGatewayServicer, worker_gateway
 from cronraft.proto.v1 import worker_pb2
 
 
@@ -42,7 +41,7 @@ async def test_a_worker_is_held_until_the_new_leader_is_known() -> None:
     servicer = WorkerGatewayServicer(cast(Any, node))
     answer = asyncio.create_task(first_answer(servicer))
     while node.asked < 3:  # held: asking again and again, nothing answered yet
-        await asyncio.sleep(servicers.LEADERLESS_POLL_S)
+        await asyncio.sleep(worker_gateway.LEADERLESS_POLL_S)
     assert not answer.done()
     node.leader_address = "127.0.0.1:7001"
     msg = await asyncio.wait_for(answer, 5)
@@ -53,6 +52,6 @@ async def test_a_worker_is_held_until_the_new_leader_is_known() -> None:
 async def test_without_a_leader_the_worker_is_sent_away_after_the_hold(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(servicers, "LEADERLESS_HOLD_S", 0.1)
+    monkeypatch.setattr(worker_gateway, "LEADERLESS_HOLD_S", 0.1)
     msg = await asyncio.wait_for(first_answer(WorkerGatewayServicer(cast(Any, ElectingNode()))), 5)
     assert msg.WhichOneof("kind") == "not_leader" and msg.not_leader.leader_address == ""

@@ -1,0 +1,100 @@
+"""The Cluster service: `Status` (this node's view of the cluster: members, leader, clocks, storage,
+versions) and `Clock`, the members' clock probe (daemon.clockprobe)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from cronraft import bounds
+from cronraft.proto.v1 import cluster_pb2, cluster_pb2_grpc
+from cronraft.raft import state as sm
+
+if TYPE_CHECKING:
+    from cronraft.daemon.node import Node
+
+
+class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def Status(
+        self, request: cluster_pb2.StatusRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> cluster_pb2.StatusResponse:
+        node = self.node
+        st = node.replicator.status()
+        with node.kv.read() as txn:
+            epoch = sm.read_epoch(txn)
+        runner = node.runner if st.is_leader else None
+        monitor = node.clock_monitor
+        health, est = monitor.health, monitor.estimate
+        now = monitor.now_mono_ms()
+        members = []
+        storage = node.storage.status()
+        for m in node.config.cluster.members:
+            member = cluster_pb2.Member(
+                node_id=m.id,
+                raft_address=m.raft_address,
+                grpc_address=m.grpc_address,
+                connected=True if m.id == node.config.node.id else bool(st.connected.get(m.id, False)),
+            )
+            # Its storage: ours, or what the peer's answer to our last clock probe said.
+            member.storage.CopyFrom(
+                storage if m.id == node.config.node.id else node.storage.peer_status(m.id)
+            )
+            # Its schedule-result versions: ours, or its answer to our last clock probe (daemon.versioncheck).
+            member.versions.CopyFrom(
+                node.versions.message() if m.id == node.config.node.id else node.versions.peer_message(m.id)
+            )
+            if m.id == node.config.node.id:
+                member.clock_measured = health.measured
+                member.clock_offset_ms = round(health.offset_ms)
+            elif (reading := monitor.estimator.reading(m.id, now)) is not None:
+                # The peer's offset from the median, as this node sees it (its own reading + our offset).
+                member.clock_measured = True
+                member.clock_offset_ms = round(reading.offset_ms + est.offset_ms)
+                member.clock_rtt_us = min(2**32 - 1, round(reading.rtt_ms * 1000))
+                member.clock_age_ms = min(2**32 - 1, round(reading.age_ms))
+            members.append(member)
+        return cluster_pb2.StatusResponse(
+            node_id=node.config.node.id,
+            is_leader=st.is_leader,
+            leader_id=st.leader_id or "",
+            leader_address=node.leader_grpc_address(st) or "",
+            term=st.term,
+            commit_index=st.commit_index,
+            applied_index=node.sm.last_applied(),
+            members=members,
+            epoch_term=epoch.term,
+            connected_workers=runner.connected_workers if runner is not None else 0,
+            ready=(runner.ready if runner is not None else st.ready),
+            clock_offset_ms=round(health.offset_ms),
+            clock_healthy=health.healthy,
+            clock_correction_ms=health.correction_ms,
+            clock_max_offset_ms=node.config.clock.max_offset_ms,
+            clock_measured=health.measured,
+            storage=storage,
+            versions=node.versions.message(),
+            versions_mismatch=node.versions.mismatch(),
+            dispatch_held=bool(runner is not None and runner.held),
+        )
+
+    async def Clock(
+        self, request: cluster_pb2.ClockRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> cluster_pb2.ClockResponse:
+        if len(request.node_id) > bounds.MAX_NODE_ID:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"node_id: longer than {bounds.MAX_NODE_ID} characters"
+            )
+        # The raw wall clock (not the corrected one): the peers measure clocks, not corrections, so
+        # that two nodes' corrections never feed back into each other.
+        return cluster_pb2.ClockResponse(
+            node_id=self.node.config.node.id,
+            wall_us=self.node.clock_monitor.wall_us(),
+            storage=self.node.storage.status(),  # so that every node knows its peers' (daemon.storage)
+            versions=self.node.versions.message(),  # and their schedule-result versions (daemon.versioncheck)
+        )
+
+
+__all__ = ["ClusterServicer"]

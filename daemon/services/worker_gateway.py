@@ -1,0 +1,121 @@
+"""The WorkerGateway service: one `Connect` stream per worker, attached to this term's leader runner
+(daemon.leader_runner), which hands out leases and takes heartbeats, results and output."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import structlog
+
+from cronraft import bounds, errors
+from cronraft.daemon.security import current_principal
+from cronraft.daemon.wire import (
+    ByteBudget,
+    bounded_results,
+    hello_problem,
+    worker_identity_problem,
+    worker_problem,
+)
+from cronraft.proto.v1 import worker_pb2, worker_pb2_grpc
+
+if TYPE_CHECKING:
+    from cronraft.daemon.node import Node
+
+log = structlog.get_logger("cronraft.api")
+
+# A worker that reaches a node while no leader is known (an election is on) is held this long, and told
+# the new leader the moment this node learns it, instead of being sent away to back off and retry. Below
+# the worker's Hello timeout (3 s) so that the answer always arrives.
+LEADERLESS_HOLD_S = 2.0
+LEADERLESS_POLL_S = 0.02
+
+
+class WorkerGatewayServicer(worker_pb2_grpc.WorkerGatewayServicer):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def Connect(
+        self,
+        request_iterator: AsyncIterator[worker_pb2.WorkerMessage],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[worker_pb2.GatewayMessage]:
+        try:
+            first = await request_iterator.__anext__()
+        except StopAsyncIteration:
+            return
+        if first.WhichOneof("kind") != "hello" or not first.hello.worker_id:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "hello: the first message must be a Hello with a worker_id"
+            )
+        problem = hello_problem(first.hello)
+        if problem:
+            log.warning("worker refused", problem=problem)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        problem = worker_identity_problem(first.hello, current_principal())
+        if problem:
+            log.warning("worker refused", problem=problem, peer=context.peer())
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, problem)
+        loop = asyncio.get_running_loop()
+        hold_until = loop.time() + LEADERLESS_HOLD_S
+        while True:
+            try:
+                runner = self.node.leader_runner()
+                break
+            except errors.NotLeader as e:
+                if e.leader_address or loop.time() >= hold_until:
+                    yield worker_pb2.GatewayMessage(
+                        not_leader=worker_pb2.NotLeader(leader_address=e.leader_address or "")
+                    )
+                    return
+            await asyncio.sleep(LEADERLESS_POLL_S)  # the Raft thread changes the leader; poll it briefly
+        session = runner.attach(first.hello, bound=current_principal().source != "none")
+        log.info("worker connected", worker=first.hello.worker_id, capacity=first.hello.capacity)
+        refused: list[str] = []  # why the stream was ended, if a message broke a bound
+
+        output_budget = ByteBudget(bounds.MAX_OUTPUT_BYTES_PER_S, bounds.MAX_OUTPUT_BURST_BYTES, loop.time())
+
+        async def read() -> None:
+            try:
+                async for msg in request_iterator:
+                    problem = worker_problem(msg)
+                    if problem:
+                        refused.append(problem)
+                        log.warning("worker message refused", worker=session.worker_id, problem=problem)
+                        break
+                    kind = msg.WhichOneof("kind")
+                    if kind == "heartbeat":
+                        runner.on_heartbeat(session, msg.heartbeat)
+                    elif kind == "results":
+                        runner.on_results(session, bounded_results(msg.results.results))
+                    elif kind == "output":
+                        runner.on_output(session, msg.output)
+                        pause = output_budget.charge(len(msg.output.data), loop.time())
+                        if pause > 0:  # read nothing for a while: flow control then holds the sender
+                            await asyncio.sleep(pause)
+            except (asyncio.CancelledError, grpc.aio.AioRpcError):
+                pass
+            finally:
+                runner.detach(session)
+
+        reader = asyncio.create_task(read())
+        try:
+            while True:
+                out = await session.queue.get()
+                if out is None:
+                    break
+                runner.restamp(out)
+                yield out
+        finally:
+            reader.cancel()
+            runner.detach(session)
+            log.info("worker disconnected", worker=session.worker_id)
+        if refused:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, refused[0])
+        if session.refusal:  # a forged message (daemon.leader.Refusal)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, session.refusal)
+
+
+__all__ = ["LEADERLESS_HOLD_S", "LEADERLESS_POLL_S", "WorkerGatewayServicer"]
