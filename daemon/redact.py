@@ -174,7 +174,7 @@ def redact_reply(reply: Message, reveal: Reveal) -> Message:
 
 def for_caller(reply: Message) -> Message:
     """`reply` redacted for the principal of the RPC being served (daemon.security.current_principal)."""
-    from cronraft.daemon.security import current_principal  # the servicer side only
+    from cronraft.daemon.security.authn import current_principal  # the servicer side only
 
     principal = current_principal()
     if principal.source == "none":

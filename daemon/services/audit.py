@@ -24,7 +24,7 @@ import grpc
 import structlog
 
 from cronraft import bounds, errors
-from cronraft.daemon.security import RPC_ROLES, current_principal
+from cronraft.daemon.security.authn import RPC_ROLES, current_principal
 from cronraft.daemon.services.common import _abort
 from cronraft.daemon.wire import check_length
 from cronraft.proto.v1 import audit_pb2, audit_pb2_grpc, commands_pb2

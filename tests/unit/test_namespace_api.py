@@ -14,8 +14,8 @@ import grpc
 import pytest
 from test_bulk_import import MiniNode, spec
 
-from cronraft.daemon import security
-from cronraft.daemon.security import Principal
+from cronraft.daemon.security import authn as security
+from cronraft.daemon.security.authn import Principal
 from cronraft.daemon.services import SchedulerServicer
 from cronraft.proto.v1 import commands_pb2, common_pb2, scheduler_pb2
 from cronraft.raft.codec import make_id

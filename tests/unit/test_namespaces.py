@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cronraft.daemon import security
-from cronraft.daemon.security import Principal, readable, require_all_namespaces, require_role
+from cronraft.daemon.security import authn as security
+from cronraft.daemon.security.authn import Principal, readable, require_all_namespaces, require_role
 from cronraft.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft import state as sm

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from grpc_health.v1 import health_pb2
 
 from cronraft.daemon.config import AuthConfig, config_from_dict
-from cronraft.daemon.security import (
+from cronraft.daemon.security.authn import (
     ANONYMOUS,
     RPC_ROLES,
     Authenticator,
