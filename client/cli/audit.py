@@ -1,6 +1,7 @@
 """`schedctl audit list`: the audit trail (docs/security.md, "Audit trail"; docs/cli.md).
 
-`cli.py` hooks it in with `add_audit_parser(commands, opts)`; the handler takes a Client like the others.
+`parser.build_parser` hooks it in with `add_audit_parser(commands, opts)`; the handler takes a Client like
+the others.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ it never imports the raft adapters (LMDB, pysyncobj).
 Not shown offline: calendars (they are stored in the cluster; preview a stored task through the
 PreviewTask API for them) and the exact jitter offset of a task not yet created (it hashes the task id).
 
-`cli.py` hooks it in with `add_preview_parser(commands)` and, before it opens a client,
-`if args.handler is run_preview: return run_preview(args)`.
+`parser.build_parser` hooks it in with `add_preview_parser(commands)`; `main` runs it before it would open
+a client (`if args.handler is run_preview: return run_preview(args)`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The schedule flags of `schedctl` (`task create`, `task update`, `schedule preview`): the argparse
 group (`add_schedule_arguments`) and the `Schedule` it describes (`schedule_from_args`), plus
-`join_dash_values` (so that `--at -10m` reaches its flag). The rest of the CLI's flags are in `_flags`.
+`join_dash_values` (so that `--at -10m` reaches its flag). The other task flags are in `spec_flags`.
 """
 
 from __future__ import annotations

@@ -269,7 +269,7 @@ def test_cli_calendar_is_not_applied_offline(capsys: pytest.CaptureFixture[str])
 
 
 def test_hook_into_a_schedctl_style_parser(capsys: pytest.CaptureFixture[str]) -> None:
-    """What cli.py does: `add_preview_parser(commands)`, then `run_preview(args)` without a client; the
+    """What schedctl does: `add_preview_parser(commands)`, then `run_preview(args)` without a client; the
     top-level `--output` holds unless the sub-command gives its own."""
     parser = argparse.ArgumentParser(prog="schedctl")
     parser.add_argument("--output", "-o", choices=["table", "json"], default="table")
