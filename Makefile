@@ -139,7 +139,7 @@ format: install ## reformat and autofix with ruff
 proto: install ## regenerate the checked-in protobuf code in proto/v1
 	$(BIN)/python scripts/gen_proto.py
 
-clients: install ## regenerate the sync client (client/sdk.py) from the asyncio one (client/aio.py)
+clients: install ## regenerate the sync client (client/sdk.py, client/_sync_*.py) from the asyncio one (client/aio.py, client/_aio_*.py)
 	$(BIN)/python scripts/gen_sync_client.py
 
 clean: ## remove data/ and build/tool artefacts (keeps .venv)

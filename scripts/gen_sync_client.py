@@ -1,12 +1,32 @@
-"""Generate the synchronous client (client/sdk.py) from the asyncio one (client/aio.py), unasync-style.
+"""Generate the synchronous client from the asyncio one, unasync-style: one sync module per async module.
 
 Usage: python scripts/gen_sync_client.py [--check]
-  --check  generate in memory and fail (exit 1) when the checked-in client/sdk.py differs.
+  --check  generate in memory and fail (exit 1) when a checked-in sync module differs, is missing, or
+           is left over from an async module that is gone.
 
-The clients are written once, as coroutines (client/aio.py); the sync one is the same text with the
-asyncio words replaced (httpcore does the same with unasync: https://github.com/encode/httpcore, its
-scripts/unasync.py). Each rule must match at least once, so that a rule made useless by an edit of
-aio.py is noticed. The output is formatted with ruff (isort and format), as `make format` would.
+The clients are written once, as coroutines; the sync one is the same text with the asyncio words
+replaced (httpcore does the same with unasync: https://github.com/encode/httpcore, its
+scripts/unasync.py). The pairs, all under client/:
+
+  aio.py             -> sdk.py               `AsyncClient` -> `Client`: constructor, routing, close
+  _aio_<subject>.py  -> _sync_<subject>.py   a subject's mixin: `Async<Subject>Calls` -> `<Subject>Calls`
+
+Each `_aio_*.py` found is generated; nothing here lists them. Each rule must match at least once over
+all the sources, so that a rule made useless by an edit is noticed, and no asyncio word may be left in
+the output. The output is formatted with ruff (isort and format), as `make format` would.
+
+A new call goes in the `_aio_*` module of its subject, then `make clients`. A module that would grow
+past ~500 lines is split, as is a new subject (say, "stats"):
+  1. write client/_aio_stats.py: a module docstring whose first paragraph names the subject and
+     `AsyncClient` (it becomes the sync twin's, rewritten by the rules, so it may name no other
+     asyncio word; the other paragraphs, which speak of the async module, are dropped), and one class
+     `AsyncStatsCalls(AsyncClientBase)` (from `_aio_base`; subclass another subject's mixin instead if
+     its calls use that subject's, as `AsyncBulkCalls(AsyncTaskCalls)` does);
+  2. add `AsyncStatsCalls` to the bases of `AsyncClient` in client/aio.py;
+  3. run `make clients`: it writes client/_sync_stats.py (`StatsCalls`) and the new sdk.py, whose
+     `Client` has the new base; `git add` both files.
+What a call may use of the client (`namespace`, `timeout_s`, `_invoke`, `_bulk`, ...) is declared in
+`_aio_base.AsyncClientBase`; a new need is declared there, and defined in aio.py if it is per client.
 """
 
 from __future__ import annotations
@@ -17,14 +37,16 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCE = ROOT / "client" / "aio.py"
-TARGET = ROOT / "client" / "sdk.py"
+CLIENT = ROOT / "client"
+CLIENT_SOURCE = CLIENT / "aio.py"
+CLIENT_TARGET = CLIENT / "sdk.py"
 
 HEADER = '''"""The synchronous Cronraft client: one object, one gRPC channel per server address, thread-safe.
 
 GENERATED from client/aio.py by scripts/gen_sync_client.py: edit client/aio.py, then run `make clients`
 (`make check` fails when this file is stale). The methods, arguments, docstrings and behaviour are those
-of `AsyncClient`, without `await`.
+of `AsyncClient`, without `await`. Its calls are in the generated `_sync_*` modules, one per subject, as
+those of `AsyncClient` are in the `_aio_*` modules.
 
 Writes (create, update, pause, resume, trigger, backfill, cancel, calendar changes, dead-letter redrive
 and purge) go to the leader: a follower answers UNAVAILABLE with the leader's address in the
@@ -35,14 +57,21 @@ retried over the configured servers with capped exponential backoff, within the 
 (`_routing.CallPlan`).
 """'''
 
-# (pattern, replacement), applied in order; plain strings unless compiled.
+# The second paragraph of a subject module's docstring (its first is the async one's, rewritten).
+GENERATED = """GENERATED from client/{source} by scripts/gen_sync_client.py: edit that file,
+then run `make clients` (`make check` fails when this file is stale)."""
+PLACEHOLDER = "@@GENERATED@@"
+
+# (pattern, replacement), applied in order to every source; plain strings unless compiled.
 RULES: list[tuple[str | re.Pattern[str], str]] = [
     ("import asyncio\n", "import time\n"),
     ("await asyncio.sleep(", "time.sleep("),
     ("AsyncIterator", "Iterator"),
     (re.compile(r"Awaitable\[(\w+)\]"), r"\1"),
     ("Awaitable, ", ""),
-    ("AsyncClient", "Client"),
+    ("AsyncClient", "Client"),  # and AsyncClientBase -> ClientBase
+    (re.compile(r"\bAsync(\w+Calls)\b"), r"\1"),  # the subject mixins
+    ("_aio_", "_sync_"),  # the imports of one module by another, and the comments naming them
     ("An asyncio client of a Cronraft cluster.", "A synchronous client of a Cronraft cluster."),
     ("__aenter__", "__enter__"),
     ("__aexit__", "__exit__"),
@@ -54,33 +83,73 @@ RULES: list[tuple[str | re.Pattern[str], str]] = [
     # An async generator cannot `yield from`; the sync one should (ruff UP028).
     (re.compile(r"^( +)for (\w+) in (\w+):\n\1    yield \2\n", re.M), r"\1yield from \3\n"),
 ]
+LEFTOVER = re.compile(r"\b(async|await|asyncio|aio|Async\w*)\b")
 
 
-def generate() -> str:
-    text = SOURCE.read_text(encoding="utf-8")
-    docstring = re.match(r'"""(?:.|\n)*?"""', text)
-    if docstring is None:
-        sys.exit(f"{SOURCE}: no module docstring")
-    text = text[docstring.end() :]
-    for pattern, replacement in RULES:
-        if isinstance(pattern, re.Pattern):
-            text, n = pattern.subn(replacement, text)
+def pairs() -> list[tuple[Path, Path]]:
+    """(async source, sync target) of every generated module: aio.py first, then each `_aio_*.py`."""
+    subjects = sorted(CLIENT.glob("_aio_*.py"))
+    return [(CLIENT_SOURCE, CLIENT_TARGET)] + [
+        (source, CLIENT / source.name.replace("_aio_", "_sync_", 1)) for source in subjects
+    ]
+
+
+def generate() -> dict[Path, str]:
+    """The text of every sync module, by path."""
+    matched = dict.fromkeys(range(len(RULES)), 0)
+    out: dict[Path, str] = {}
+    for source, target in pairs():
+        text = source.read_text(encoding="utf-8")
+        docstring = re.match(r'"""((?:.|\n)*?)"""', text)
+        if docstring is None:
+            sys.exit(f"{source.relative_to(ROOT)}: no module docstring")
+        if source == CLIENT_SOURCE:  # sdk.py has its own docstring (HEADER), written for it
+            text = text[docstring.end() :]
+        else:  # the first paragraph is rewritten like the code; the rest speaks of the async module
+            summary = docstring.group(1).split("\n\n")[0].rstrip()
+            text = f'"""{summary}\n\n{PLACEHOLDER}\n"""' + text[docstring.end() :]
+        for i, (pattern, replacement) in enumerate(RULES):
+            if isinstance(pattern, re.Pattern):
+                text, n = pattern.subn(replacement, text)
+            else:
+                n = text.count(pattern)
+                text = text.replace(pattern, replacement)
+            matched[i] += n
+        leftover = LEFTOVER.search(text)
+        if leftover is not None:
+            line = text[: leftover.start()].count("\n") + 1
+            sys.exit(
+                f"gen_sync_client: {leftover.group()!r} left at line {line} of the sync "
+                f"{source.relative_to(ROOT)} (after its docstring, for aio.py)"
+            )
+        if source == CLIENT_SOURCE:
+            text = HEADER + text
         else:
-            n = text.count(pattern)
-            text = text.replace(pattern, replacement)
+            text = text.replace(PLACEHOLDER, GENERATED.format(source=source.name))
+        text = _ruff(text, target, "check", "--fix", "--select", "I", "--quiet")
+        out[target] = _ruff(text, target, "format")
+    for i, n in matched.items():
         if n == 0:
-            sys.exit(f"gen_sync_client: the rule {pattern!r} matched nothing in {SOURCE}")
-    leftover = re.search(r"\b(async|await|asyncio|aio)\b", text)
-    if leftover is not None:
-        line = text[: leftover.start()].count("\n") + 1
-        sys.exit(f"gen_sync_client: {leftover.group()!r} left at line {line} after the docstring")
-    text = HEADER + text
-    return _ruff(_ruff(text, "check", "--fix", "--select", "I", "--quiet"), "format")
+            sys.exit(f"gen_sync_client: the rule {RULES[i][0]!r} matched nothing in the async client")
+    return out
 
 
-def _ruff(text: str, *args: str) -> str:
+def orphans(generated: dict[Path, str]) -> list[Path]:
+    """Generated sync modules whose async source is gone (a `_sync_*.py` not generated is left alone)."""
+    return [
+        path
+        for path in sorted(CLIENT.glob("_sync_*.py"))
+        if path not in generated and "GENERATED from client/_aio_" in path.read_text(encoding="utf-8")
+    ]
+
+
+def _same(path: Path, text: str) -> bool:
+    return path.exists() and path.read_text(encoding="utf-8") == text
+
+
+def _ruff(text: str, target: Path, *args: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "ruff", *args, "--stdin-filename", str(TARGET), "-"],
+        [sys.executable, "-m", "ruff", *args, "--stdin-filename", str(target), "-"],
         input=text,
         capture_output=True,
         text=True,
@@ -88,20 +157,30 @@ def _ruff(text: str, *args: str) -> str:
         check=False,
     )
     if done.returncode != 0:
-        sys.exit(f"ruff {' '.join(args)} failed:\n{done.stderr}{done.stdout}")
+        sys.exit(f"ruff {' '.join(args)} failed on {target.relative_to(ROOT)}:\n{done.stderr}{done.stdout}")
     return done.stdout
 
 
 def main() -> int:
-    text = generate()
+    generated = generate()
+    left = orphans(generated)
     if "--check" in sys.argv[1:]:
-        if TARGET.read_text(encoding="utf-8") != text:
-            print(f"{TARGET.relative_to(ROOT)} is stale: run `make clients`", file=sys.stderr)
+        stale = [p for p, text in generated.items() if not _same(p, text)]
+        for path in stale:
+            print(f"{path.relative_to(ROOT)} is stale or missing: run `make clients`", file=sys.stderr)
+        for path in left:
+            print(f"{path.relative_to(ROOT)} has no async source: run `make clients`", file=sys.stderr)
+        if stale or left:
             return 1
-        print(f"{TARGET.relative_to(ROOT)} is up to date")
+        print(f"the sync client is up to date ({len(generated)} modules)")
         return 0
-    TARGET.write_text(text, encoding="utf-8")
-    print(f"wrote {TARGET.relative_to(ROOT)}")
+    for path, text in generated.items():
+        if not _same(path, text):
+            path.write_text(text, encoding="utf-8")
+            print(f"wrote {path.relative_to(ROOT)}")
+    for path in left:
+        path.unlink()
+        print(f"removed {path.relative_to(ROOT)} (its async source is gone)")
     return 0
 
 

@@ -1,0 +1,76 @@
+"""The calendar calls of `AsyncClient`: put, get, list, delete.
+
+`AsyncCalendarCalls` is one of the subject mixins `AsyncClient` (client/aio.py) is composed of; the sync
+twin, `_sync_calendars.py`, is generated from this file by scripts/gen_sync_client.py.
+"""
+
+from __future__ import annotations
+
+from cronraft.client import _namespace, _requests
+from cronraft.client._aio_base import AsyncClientBase
+from cronraft.proto.v1 import common_pb2, scheduler_pb2
+
+__all__ = ["AsyncCalendarCalls"]
+
+
+class AsyncCalendarCalls(AsyncClientBase):
+    """The calls on stored calendars (named in a namespace)."""
+
+    async def put_calendar(
+        self, calendar: common_pb2.Calendar, *, request_id: str | None = None
+    ) -> common_pb2.Calendar:
+        """Create or replace the calendar `calendar.name`; returns it with its new version."""
+        rid = request_id or _requests.new_request_id()
+        request = scheduler_pb2.PutCalendarRequest(
+            calendar=_namespace.calendar_in(calendar, self.namespace), request_id=rid
+        )
+        return await self._invoke(
+            lambda s: s.scheduler.PutCalendar, request, common_pb2.Calendar, write=True, request_id=rid
+        )
+
+    async def get_calendar(self, name: str, *, namespace: str | None = None) -> common_pb2.Calendar:
+        """The calendar `name`; raises `NotFound`."""
+        request = scheduler_pb2.GetCalendarRequest(
+            name=name, namespace=_namespace.wire(namespace or self.namespace)
+        )
+        return await self._invoke(
+            lambda s: s.scheduler.GetCalendar, request, common_pb2.Calendar, write=False
+        )
+
+    async def list_calendars(
+        self, *, namespace: str | None = None, all_namespaces: bool = False
+    ) -> list[common_pb2.Calendar]:
+        """Every stored calendar, in name order (read a page at a time)."""
+        out: list[common_pb2.Calendar] = []
+        scope, every = _namespace.list_scope(namespace, self.namespace, all_namespaces)
+        token = ""
+        while True:
+            response = await self._invoke(
+                lambda s: s.scheduler.ListCalendars,
+                scheduler_pb2.ListCalendarsRequest(
+                    page_size=1000, page_token=token, namespace=scope, all_namespaces=every
+                ),
+                scheduler_pb2.ListCalendarsResponse,
+                write=False,
+            )
+            out.extend(response.calendars)
+            token = response.next_page_token
+            if not token:
+                return out
+
+    async def delete_calendar(
+        self, name: str, *, request_id: str | None = None, namespace: str | None = None
+    ) -> None:
+        """Delete the calendar `name`; raises `NotFound`, or `FailedPrecondition` while a task or
+        another calendar uses it."""
+        rid = request_id or _requests.new_request_id()
+        request = scheduler_pb2.DeleteCalendarRequest(
+            name=name, request_id=rid, namespace=_namespace.wire(namespace or self.namespace)
+        )
+        await self._invoke(
+            lambda s: s.scheduler.DeleteCalendar,
+            request,
+            scheduler_pb2.DeleteCalendarResponse,
+            write=True,
+            request_id=rid,
+        )

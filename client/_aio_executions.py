@@ -1,0 +1,122 @@
+"""The execution calls of `AsyncClient`: list, get, read or follow the output logs, cancel one or many.
+
+`AsyncExecutionCalls` is one of the subject mixins `AsyncClient` (client/aio.py) is composed of; the sync
+twin, `_sync_executions.py`, is generated from this file by scripts/gen_sync_client.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Mapping
+
+from cronraft.client import _requests
+from cronraft.client._aio_base import AsyncClientBase
+from cronraft.proto.v1 import common_pb2, scheduler_pb2
+
+__all__ = ["AsyncExecutionCalls"]
+
+
+class AsyncExecutionCalls(AsyncClientBase):
+    """The calls on executions (the runs of a task)."""
+
+    async def list_executions_page(
+        self,
+        task_id: str,
+        *,
+        state: common_pb2.ExecutionState.ValueType | str | None = None,
+        page_size: int = 100,
+        page_token: str = "",
+    ) -> tuple[list[common_pb2.Execution], str]:
+        """One page of the executions of `task_id` and the next page token ("" after the last)."""
+        request = _requests.list_executions_request(task_id, state, page_size, page_token)
+        response = await self._invoke(
+            lambda s: s.scheduler.ListExecutions, request, scheduler_pb2.ListExecutionsResponse, write=False
+        )
+        return list(response.executions), response.next_page_token
+
+    async def list_executions(
+        self,
+        task_id: str,
+        *,
+        state: common_pb2.ExecutionState.ValueType | str | None = None,
+        page_size: int = 100,
+    ) -> AsyncIterator[common_pb2.Execution]:
+        """Every execution of `task_id` (optionally in `state`), fetched page by page."""
+        token = ""
+        while True:
+            executions, token = await self.list_executions_page(
+                task_id, state=state, page_size=page_size, page_token=token
+            )
+            for execution in executions:
+                yield execution
+            if not token:
+                return
+
+    async def get_execution_logs(
+        self,
+        execution_id: str,
+        *,
+        attempt: int = 0,
+        stdout_offset: int = 0,
+        stderr_offset: int = 0,
+        max_bytes: int = 0,
+    ) -> scheduler_pb2.GetExecutionLogsResponse:
+        """One read of an attempt's full stdout/stderr from the given offsets (attempt 0: the latest)."""
+        request = scheduler_pb2.GetExecutionLogsRequest(
+            execution_id=execution_id,
+            attempt=attempt,
+            stdout_offset=stdout_offset,
+            stderr_offset=stderr_offset,
+            max_bytes=max_bytes,
+        )
+        return await self._invoke(
+            lambda s: s.scheduler.GetExecutionLogs,
+            request,
+            scheduler_pb2.GetExecutionLogsResponse,
+            write=False,
+        )
+
+    async def follow_execution_logs(
+        self, execution_id: str, *, attempt: int = 0, poll_s: float = 0.5
+    ) -> AsyncIterator[scheduler_pb2.GetExecutionLogsResponse]:
+        """Reads until the attempt ended and everything stored was returned (`schedctl logs -f`)."""
+        out = err = 0
+        while True:
+            page = await self.get_execution_logs(
+                execution_id, attempt=attempt, stdout_offset=out, stderr_offset=err
+            )
+            attempt = page.attempt
+            out, err = page.stdout_next_offset, page.stderr_next_offset
+            yield page
+            if page.finished:
+                return
+            if not page.stdout and not page.stderr:
+                await asyncio.sleep(poll_s)
+
+    async def get_execution(self, execution_id: str) -> common_pb2.Execution:
+        """The execution `execution_id` (with its stdout/stderr tails); raises `NotFound`."""
+        request = scheduler_pb2.GetExecutionRequest(execution_id=execution_id)
+        return await self._invoke(
+            lambda s: s.scheduler.GetExecution, request, common_pb2.Execution, write=False
+        )
+
+    async def cancel_execution(
+        self, execution_id: str, reason: str = "", *, request_id: str | None = None
+    ) -> common_pb2.Execution:
+        """Cancel one execution: a pending or buffered one ends at once, a running one is killed by
+        its worker. Raises `NotFound`, or `FailedPrecondition` if it already ended."""
+        rid = request_id or _requests.new_request_id()
+        request = scheduler_pb2.CancelExecutionRequest(
+            execution_id=execution_id, reason=reason, request_id=rid
+        )
+        return await self._invoke(
+            lambda s: s.scheduler.CancelExecution, request, common_pb2.Execution, write=True, request_id=rid
+        )
+
+    async def cancel_executions(
+        self, execution_ids: Iterable[str], reason: str = "", *, request_ids: Mapping[str, str] | None = None
+    ) -> _requests.BulkResult[common_pb2.Execution]:
+        """Cancel each execution in turn (one CancelExecution per id, each with its own request id,
+        reused on its retries). Results as `cancel_tasks`."""
+        rids = _requests.bulk_request_ids(execution_ids, request_ids)
+        return await self._bulk(rids, lambda i, rid: self.cancel_execution(i, reason, request_id=rid))

@@ -1,0 +1,119 @@
+"""The execution calls of `Client`: list, get, read or follow the output logs, cancel one or many.
+
+GENERATED from client/_aio_executions.py by scripts/gen_sync_client.py: edit that file,
+then run `make clients` (`make check` fails when this file is stale).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping
+
+from cronraft.client import _requests
+from cronraft.client._sync_base import ClientBase
+from cronraft.proto.v1 import common_pb2, scheduler_pb2
+
+__all__ = ["ExecutionCalls"]
+
+
+class ExecutionCalls(ClientBase):
+    """The calls on executions (the runs of a task)."""
+
+    def list_executions_page(
+        self,
+        task_id: str,
+        *,
+        state: common_pb2.ExecutionState.ValueType | str | None = None,
+        page_size: int = 100,
+        page_token: str = "",
+    ) -> tuple[list[common_pb2.Execution], str]:
+        """One page of the executions of `task_id` and the next page token ("" after the last)."""
+        request = _requests.list_executions_request(task_id, state, page_size, page_token)
+        response = self._invoke(
+            lambda s: s.scheduler.ListExecutions, request, scheduler_pb2.ListExecutionsResponse, write=False
+        )
+        return list(response.executions), response.next_page_token
+
+    def list_executions(
+        self,
+        task_id: str,
+        *,
+        state: common_pb2.ExecutionState.ValueType | str | None = None,
+        page_size: int = 100,
+    ) -> Iterator[common_pb2.Execution]:
+        """Every execution of `task_id` (optionally in `state`), fetched page by page."""
+        token = ""
+        while True:
+            executions, token = self.list_executions_page(
+                task_id, state=state, page_size=page_size, page_token=token
+            )
+            yield from executions
+            if not token:
+                return
+
+    def get_execution_logs(
+        self,
+        execution_id: str,
+        *,
+        attempt: int = 0,
+        stdout_offset: int = 0,
+        stderr_offset: int = 0,
+        max_bytes: int = 0,
+    ) -> scheduler_pb2.GetExecutionLogsResponse:
+        """One read of an attempt's full stdout/stderr from the given offsets (attempt 0: the latest)."""
+        request = scheduler_pb2.GetExecutionLogsRequest(
+            execution_id=execution_id,
+            attempt=attempt,
+            stdout_offset=stdout_offset,
+            stderr_offset=stderr_offset,
+            max_bytes=max_bytes,
+        )
+        return self._invoke(
+            lambda s: s.scheduler.GetExecutionLogs,
+            request,
+            scheduler_pb2.GetExecutionLogsResponse,
+            write=False,
+        )
+
+    def follow_execution_logs(
+        self, execution_id: str, *, attempt: int = 0, poll_s: float = 0.5
+    ) -> Iterator[scheduler_pb2.GetExecutionLogsResponse]:
+        """Reads until the attempt ended and everything stored was returned (`schedctl logs -f`)."""
+        out = err = 0
+        while True:
+            page = self.get_execution_logs(
+                execution_id, attempt=attempt, stdout_offset=out, stderr_offset=err
+            )
+            attempt = page.attempt
+            out, err = page.stdout_next_offset, page.stderr_next_offset
+            yield page
+            if page.finished:
+                return
+            if not page.stdout and not page.stderr:
+                time.sleep(poll_s)
+
+    def get_execution(self, execution_id: str) -> common_pb2.Execution:
+        """The execution `execution_id` (with its stdout/stderr tails); raises `NotFound`."""
+        request = scheduler_pb2.GetExecutionRequest(execution_id=execution_id)
+        return self._invoke(lambda s: s.scheduler.GetExecution, request, common_pb2.Execution, write=False)
+
+    def cancel_execution(
+        self, execution_id: str, reason: str = "", *, request_id: str | None = None
+    ) -> common_pb2.Execution:
+        """Cancel one execution: a pending or buffered one ends at once, a running one is killed by
+        its worker. Raises `NotFound`, or `FailedPrecondition` if it already ended."""
+        rid = request_id or _requests.new_request_id()
+        request = scheduler_pb2.CancelExecutionRequest(
+            execution_id=execution_id, reason=reason, request_id=rid
+        )
+        return self._invoke(
+            lambda s: s.scheduler.CancelExecution, request, common_pb2.Execution, write=True, request_id=rid
+        )
+
+    def cancel_executions(
+        self, execution_ids: Iterable[str], reason: str = "", *, request_ids: Mapping[str, str] | None = None
+    ) -> _requests.BulkResult[common_pb2.Execution]:
+        """Cancel each execution in turn (one CancelExecution per id, each with its own request id,
+        reused on its retries). Results as `cancel_tasks`."""
+        rids = _requests.bulk_request_ids(execution_ids, request_ids)
+        return self._bulk(rids, lambda i, rid: self.cancel_execution(i, reason, request_id=rid))
