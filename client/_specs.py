@@ -11,7 +11,7 @@ notify, retention) are built in `_builders`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from cronraft.client import _cron_text
 from cronraft.client._parsing import (
@@ -34,18 +34,37 @@ from cronraft.errors import (
 from cronraft.proto.v1 import common_pb2
 
 
-def _window(
-    schedule: common_pb2.Schedule,
-    start_at: Instant | None,
-    end_at: Instant | None,
-    max_runs: int,
-    *,
-    jitter: Duration | None = None,
-    dst_gap: common_pb2.DstGapPolicy.ValueType | str | None = None,
-    dst_fold: common_pb2.DstFoldPolicy.ValueType | str | None = None,
-    calendars: Sequence[str] | None = None,
-    calendar_action: common_pb2.CalendarAction.ValueType | str | None = None,
-) -> None:
+class Window(TypedDict, total=False):
+    """The keyword arguments every schedule builder (`cron`, `at`, `every`, `delay`) takes, all optional:
+    the window (`start_at`, `end_at`, `max_runs`, default 0: no limit), `jitter`, the DST policies and
+    the calendars (described in `cron`)."""
+
+    start_at: Instant | None
+    end_at: Instant | None
+    max_runs: int
+    jitter: Duration | None
+    dst_gap: common_pb2.DstGapPolicy.ValueType | str | None
+    dst_fold: common_pb2.DstFoldPolicy.ValueType | str | None
+    calendars: Sequence[str] | None
+    calendar_action: common_pb2.CalendarAction.ValueType | str | None
+
+
+_WINDOW_KEYS = frozenset(Window.__annotations__)
+
+
+def _check_window(builder: str, window: Window) -> None:
+    """Refuse a keyword `Window` does not name, as Python refuses one a signature does not name (mypy
+    catches it before; `**window` would take it at run time), before any other check."""
+    for key in window:
+        if key not in _WINDOW_KEYS:
+            raise TypeError(f"{builder}() got an unexpected keyword argument {key!r}")
+
+
+def _window(schedule: common_pb2.Schedule, window: Window) -> None:
+    start_at, end_at = window.get("start_at"), window.get("end_at")
+    max_runs, jitter = window.get("max_runs", 0), window.get("jitter")
+    dst_gap, dst_fold = window.get("dst_gap"), window.get("dst_fold")
+    calendars, calendar_action = window.get("calendars"), window.get("calendar_action")
     if start_at is not None:
         schedule.start_at_ms = instant_ms(start_at, "schedule.start_at_ms")
     if end_at is not None:
@@ -75,18 +94,7 @@ def _window(
 
 
 def cron(
-    expression: str,
-    time_zone: str = "UTC",
-    *,
-    seconds: bool | None = None,
-    start_at: Instant | None = None,
-    end_at: Instant | None = None,
-    max_runs: int = 0,
-    jitter: Duration | None = None,
-    dst_gap: common_pb2.DstGapPolicy.ValueType | str | None = None,
-    dst_fold: common_pb2.DstFoldPolicy.ValueType | str | None = None,
-    calendars: Sequence[str] | None = None,
-    calendar_action: common_pb2.CalendarAction.ValueType | str | None = None,
+    expression: str, time_zone: str = "UTC", *, seconds: bool | None = None, **window: Unpack[Window]
 ) -> common_pb2.Schedule:
     """A cron schedule: 5 fields, or 6 with seconds first, evaluated in the IANA `time_zone`.
 
@@ -103,64 +111,24 @@ def cron(
     ("first" | "second" | "both"), `calendars` (names of stored calendars) and `calendar_action`
     ("skip" | "roll-following" | "roll-preceding" | "roll-modified-following").
     """
+    _check_window("cron", window)
     _cron_text.check_cron(expression, "expression", seconds=seconds)
     schedule = common_pb2.Schedule(cron=common_pb2.CronSchedule(expression=expression, time_zone=time_zone))
-    _window(
-        schedule,
-        start_at,
-        end_at,
-        max_runs,
-        jitter=jitter,
-        dst_gap=dst_gap,
-        dst_fold=dst_fold,
-        calendars=calendars,
-        calendar_action=calendar_action,
-    )
+    _window(schedule, window)
     return schedule
 
 
-def at(
-    when: Instant,
-    *,
-    start_at: Instant | None = None,
-    end_at: Instant | None = None,
-    max_runs: int = 0,
-    jitter: Duration | None = None,
-    dst_gap: common_pb2.DstGapPolicy.ValueType | str | None = None,
-    dst_fold: common_pb2.DstFoldPolicy.ValueType | str | None = None,
-    calendars: Sequence[str] | None = None,
-    calendar_action: common_pb2.CalendarAction.ValueType | str | None = None,
-) -> common_pb2.Schedule:
+def at(when: Instant, **window: Unpack[Window]) -> common_pb2.Schedule:
     """A one-time schedule at `when`: an aware datetime, an RFC 3339 string or Unix milliseconds."""
+    _check_window("at", window)
     schedule = common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=instant_ms(when, "schedule.at.at_ms")))
-    _window(
-        schedule,
-        start_at,
-        end_at,
-        max_runs,
-        jitter=jitter,
-        dst_gap=dst_gap,
-        dst_fold=dst_fold,
-        calendars=calendars,
-        calendar_action=calendar_action,
-    )
+    _window(schedule, window)
     return schedule
 
 
-def every(
-    period: Duration,
-    anchor: Instant | None = None,
-    *,
-    start_at: Instant | None = None,
-    end_at: Instant | None = None,
-    max_runs: int = 0,
-    jitter: Duration | None = None,
-    dst_gap: common_pb2.DstGapPolicy.ValueType | str | None = None,
-    dst_fold: common_pb2.DstFoldPolicy.ValueType | str | None = None,
-    calendars: Sequence[str] | None = None,
-    calendar_action: common_pb2.CalendarAction.ValueType | str | None = None,
-) -> common_pb2.Schedule:
+def every(period: Duration, anchor: Instant | None = None, **window: Unpack[Window]) -> common_pb2.Schedule:
     """A fixed-rate schedule firing at `anchor + n * period` (anchor: the Unix epoch when None)."""
+    _check_window("every", window)
     period_ms = duration_ms(period, "schedule.fixed_rate.period_ms")
     if period_ms <= 0:
         raise InvalidArgument("schedule.fixed_rate.period_ms", "must be positive")
@@ -168,53 +136,22 @@ def every(
     schedule = common_pb2.Schedule(
         fixed_rate=common_pb2.FixedRateSchedule(period_ms=period_ms, anchor_ms=anchor_ms)
     )
-    _window(
-        schedule,
-        start_at,
-        end_at,
-        max_runs,
-        jitter=jitter,
-        dst_gap=dst_gap,
-        dst_fold=dst_fold,
-        calendars=calendars,
-        calendar_action=calendar_action,
-    )
+    _window(schedule, window)
     return schedule
 
 
-def delay(
-    duration: Duration,
-    stop_on_failure: bool = False,
-    *,
-    start_at: Instant | None = None,
-    end_at: Instant | None = None,
-    max_runs: int = 0,
-    jitter: Duration | None = None,
-    dst_gap: common_pb2.DstGapPolicy.ValueType | str | None = None,
-    dst_fold: common_pb2.DstFoldPolicy.ValueType | str | None = None,
-    calendars: Sequence[str] | None = None,
-    calendar_action: common_pb2.CalendarAction.ValueType | str | None = None,
-) -> common_pb2.Schedule:
+def delay(duration: Duration, stop_on_failure: bool = False, **window: Unpack[Window]) -> common_pb2.Schedule:
     """A fixed-delay schedule: each run is due `duration` after the previous run reached its final state
     (every final state counts; with `stop_on_failure` a run that did not succeed completes the task).
     The first run is due at creation (or `start_at`)."""
+    _check_window("delay", window)
     delay_ms = duration_ms(duration, "schedule.fixed_delay.delay_ms")
     if delay_ms <= 0:
         raise InvalidArgument("schedule.fixed_delay.delay_ms", "must be positive")
     schedule = common_pb2.Schedule(
         fixed_delay=common_pb2.FixedDelaySchedule(delay_ms=delay_ms, stop_on_failure=stop_on_failure)
     )
-    _window(
-        schedule,
-        start_at,
-        end_at,
-        max_runs,
-        jitter=jitter,
-        dst_gap=dst_gap,
-        dst_fold=dst_fold,
-        calendars=calendars,
-        calendar_action=calendar_action,
-    )
+    _window(schedule, window)
     return schedule
 
 
