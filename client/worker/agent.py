@@ -41,6 +41,7 @@ from cronraft.client.worker import leases
 from cronraft.client.worker.config import WorkerConfig, process_identity
 from cronraft.client.worker.leases import Attempt
 from cronraft.client.worker.live_output import LiveOutput
+from cronraft.client.worker.metrics import WorkerMetrics
 from cronraft.client.worker.outbox import AttemptKey, Outbox, attempt_key, result_key
 from cronraft.client.worker.payloads import Runners
 from cronraft.client.worker.results import Results, not_started
@@ -75,8 +76,14 @@ class Worker:
         clock: Clock | None = None,
         base_env: Mapping[str, str] | None = None,
         handlers: HandlerRegistry | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.config = config
+        # Prometheus metrics (client.worker.metrics, --metrics-address): told of starts and ends here,
+        # the rest read from this worker at scrape time.
+        self._metrics = metrics
+        if metrics is not None:
+            metrics.bind(self)
         self.handlers = handlers if handlers is not None else HandlerRegistry(parent=_handlers.registry)
         self._clock: Clock = clock or SystemClock()
         self._base_env = base_env
@@ -121,6 +128,19 @@ class Worker:
     def running(self) -> list[worker_pb2.Lease]:
         """Leases of the attempts still running."""
         return [a.lease for a in self._attempts.values()]
+
+    @property
+    def attempts_running(self) -> int:
+        """Attempts held now (read by the metrics from another thread: a count, never an iteration)."""
+        return len(self._attempts)
+
+    @property
+    def results_sent(self) -> int:
+        return self._results.sent
+
+    @property
+    def results_acknowledged(self) -> int:
+        return self._results.acknowledged
 
     async def run(self) -> None:
         self._log.info(
@@ -404,6 +424,8 @@ class Worker:
                     waited = await await_sensor(attempt, self._runners.for_lease, self._clock, self._log)
                 if waited is None:
                     began = True
+                    if self._metrics is not None:
+                        self._metrics.attempt_started(self._clock.monotonic() - attempt.start_at)
                 result = waited if waited is not None else await attempt.runner.run()
                 if result.outcome == common_pb2.ATTEMPT_REFUSED and not result.error.startswith("refused"):
                     # Refused while starting (an address, a secret gone since the check): say by whom.
@@ -425,6 +447,8 @@ class Worker:
             if attempt.revoked:
                 self._log.info("revoked attempt killed; no result reported", execution_id=execution_id)
                 return
+            if self._metrics is not None:
+                self._metrics.attempt_finished(result.outcome)
             failpoint("worker.after_finish_before_report")
             try:
                 await self._results.store(result)

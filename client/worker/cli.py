@@ -24,6 +24,7 @@ from cronraft.client._runner import DEFAULT_KILL_GRACE_S
 from cronraft.client._transport import add_transport_arguments, transport_from_args
 from cronraft.client.worker.agent import Worker
 from cronraft.client.worker.config import DEFAULT_SERVER, WorkerConfig, process_identity
+from cronraft.client.worker.metrics import WorkerMetrics, parse_address
 from cronraft.errors import ConfigError, InvalidArgument
 from cronraft.timefmt import seconds_arg
 
@@ -120,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="let HTTP payloads reach loopback addresses (127.0.0.0/8, ::1); refused by default",
     )
+    parser.add_argument(
+        "--metrics-address",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics (GET /metrics, no TLS, no authentication) on this address, e.g. "
+        "127.0.0.1:9470 (default: off; docs/monitoring.md)",
+    )
     parser.add_argument("--log-format", choices=["console", "json"], default="console")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     add_transport_arguments(parser)
@@ -176,8 +183,12 @@ def configure_logging(log_format: str, level: str = "info") -> None:
     )
 
 
-async def _amain(config: WorkerConfig) -> None:
-    worker = Worker(config)
+async def _amain(config: WorkerConfig, metrics_address: str | None = None) -> None:
+    metrics = WorkerMetrics() if metrics_address else None
+    worker = Worker(config, metrics=metrics)
+    endpoint = metrics.serve(metrics_address) if metrics is not None and metrics_address else None
+    if endpoint is not None:
+        structlog.get_logger("cronraft.client.worker").info("metrics endpoint listening", port=endpoint.port)
     loop = asyncio.get_running_loop()
     signals = 0
 
@@ -188,7 +199,11 @@ async def _amain(config: WorkerConfig) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
-    await worker.run()
+    try:
+        await worker.run()
+    finally:
+        if endpoint is not None:
+            endpoint.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -197,6 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_format, args.log_level)
     try:
         config = config_from_args(args)
+        if args.metrics_address:
+            parse_address(args.metrics_address)  # a malformed address is a usage error, before anything runs
         process_identity(config.policy)  # an unknown run_as user is a start-up error, not an attempt's
     except (ConfigError, InvalidArgument) as exc:  # InvalidArgument: the transport flags
         parser.error(str(exc))
@@ -214,5 +231,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     # gRPC's threads run crashed payload children with SIGSEGV before exec (seen as exit 139).
     # CPython's subprocess uses vfork()/exec on Linux, which does not run gRPC's fork handlers.
     with asyncio.Runner() as runner:
-        runner.run(_amain(config))
+        runner.run(_amain(config, args.metrics_address))
     return 0

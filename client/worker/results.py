@@ -47,6 +47,8 @@ class Results:
         self._storing: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()  # something to send
         self.acked = asyncio.Event()  # an acknowledgement removed results
+        self.sent = 0  # results written to a stream, resends included (metrics)
+        self.acknowledged = 0  # results removed on an acknowledgement (metrics)
 
     def holds(self, key: AttemptKey) -> bool:
         """A result of this attempt is waiting for its acknowledgement."""
@@ -91,6 +93,7 @@ class Results:
         for key in keys:  # only now: until removed, the send loop must not see them as unsent
             session.forget_sent(key)
             self.volatile.pop(key, None)
+        self.acknowledged += len(keys)
         self.acked.set()
 
     async def send_loop(self, session: Session) -> None:
@@ -132,4 +135,5 @@ class Results:
 
     async def _send(self, session: Session, batch: list[common_pb2.AttemptResult]) -> None:
         await session.write(worker_pb2.WorkerMessage(results=worker_pb2.Results(results=batch)))
+        self.sent += len(batch)
         self._log.debug("results sent", count=len(batch))
