@@ -47,6 +47,7 @@ class Member(_message.Message):
     CLOCK_AGE_MS_FIELD_NUMBER: _builtins.int
     STORAGE_FIELD_NUMBER: _builtins.int
     VERSIONS_FIELD_NUMBER: _builtins.int
+    HTTP_ADDRESS_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     raft_address: _builtins.str
     grpc_address: _builtins.str
@@ -61,6 +62,11 @@ class Member(_message.Message):
     """round trip of the sample used (the fastest of the recent ones)"""
     clock_age_ms: _builtins.int
     """age of that sample"""
+    http_address: _builtins.str
+    """The member's HTTP listener ([http] address: /metrics, /healthz, /readyz, the dashboard), as its
+    answer to the answering node's last clock probe said (for the answering node: its own config). Empty:
+    none, or not known yet.
+    """
     @_builtins.property
     def storage(self) -> Global___StorageStatus:
         """The member's storage as it answered the answering node's last clock probe (for the answering node:
@@ -86,10 +92,11 @@ class Member(_message.Message):
         clock_age_ms: _builtins.int = ...,
         storage: Global___StorageStatus | None = ...,
         versions: Global___ScheduleVersions | None = ...,
+        http_address: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["storage", b"storage", "versions", b"versions"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["clock_age_ms", b"clock_age_ms", "clock_measured", b"clock_measured", "clock_offset_ms", b"clock_offset_ms", "clock_rtt_us", b"clock_rtt_us", "connected", b"connected", "grpc_address", b"grpc_address", "node_id", b"node_id", "raft_address", b"raft_address", "storage", b"storage", "versions", b"versions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clock_age_ms", b"clock_age_ms", "clock_measured", b"clock_measured", "clock_offset_ms", b"clock_offset_ms", "clock_rtt_us", b"clock_rtt_us", "connected", b"connected", "grpc_address", b"grpc_address", "http_address", b"http_address", "node_id", b"node_id", "raft_address", b"raft_address", "storage", b"storage", "versions", b"versions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -334,9 +341,12 @@ class ClockResponse(_message.Message):
     WALL_US_FIELD_NUMBER: _builtins.int
     STORAGE_FIELD_NUMBER: _builtins.int
     VERSIONS_FIELD_NUMBER: _builtins.int
+    HTTP_ADDRESS_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     wall_us: _builtins.int
     """raw (uncorrected) wall clock, Unix microseconds"""
+    http_address: _builtins.str
+    """the answering node's HTTP listener ("" : none), likewise"""
     @_builtins.property
     def storage(self) -> Global___StorageStatus:
         """the answering node's storage, so that every node knows its peers'"""
@@ -352,10 +362,11 @@ class ClockResponse(_message.Message):
         wall_us: _builtins.int = ...,
         storage: Global___StorageStatus | None = ...,
         versions: Global___ScheduleVersions | None = ...,
+        http_address: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["storage", b"storage", "versions", b"versions"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id", "storage", b"storage", "versions", b"versions", "wall_us", b"wall_us"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["http_address", b"http_address", "node_id", b"node_id", "storage", b"storage", "versions", b"versions", "wall_us", b"wall_us"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
