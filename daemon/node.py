@@ -27,7 +27,7 @@ from cronraft.daemon.leader import LeaderSettings
 from cronraft.daemon.leader_runner import LeaderRunner
 from cronraft.daemon.metrics import Gauge, MetricsServer
 from cronraft.daemon.notify import Notifier
-from cronraft.daemon.security.authn import ServerSecurity
+from cronraft.daemon.security.server import ServerSecurity
 from cronraft.daemon.services import audit as audit_api
 from cronraft.daemon.storage import StorageMonitor, effective_reserve
 from cronraft.daemon.versioncheck import VersionWatch

@@ -173,8 +173,8 @@ def redact_reply(reply: Message, reveal: Reveal) -> Message:
 
 
 def for_caller(reply: Message) -> Message:
-    """`reply` redacted for the principal of the RPC being served (daemon.security.current_principal)."""
-    from cronraft.daemon.security.authn import current_principal  # the servicer side only
+    """`reply` redacted for the principal of the RPC being served (daemon.security.authz)."""
+    from cronraft.daemon.security.authz import current_principal  # the servicer side only
 
     principal = current_principal()
     if principal.source == "none":

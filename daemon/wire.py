@@ -26,7 +26,7 @@ from cronraft.proto.v1 import common_pb2, worker_pb2
 from cronraft.raft.codec import id_bytes
 
 if TYPE_CHECKING:
-    from cronraft.daemon.security.authn import Principal
+    from cronraft.daemon.security.authz import Principal
 
 _CALENDAR_NAME = re.compile(rf"[A-Za-z0-9_.\-]{{1,{bounds.MAX_CALENDAR_NAME}}}")
 _QUEUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")

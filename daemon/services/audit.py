@@ -1,13 +1,13 @@
 """The daemon's side of the audit trail (raft/audit_trail.py; docs/security.md, "Audit trail").
 
 - `CallInterceptor` remembers, for the mutating RPCs, which method is being served and for which peer
-  (a context variable; the authenticated principal is `daemon.security.current_principal()`).
+  (a context variable; the authenticated principal is `daemon.security.authz.current_principal()`).
 - `stamp` puts that into each command `Node.propose` sends for a client (`Command.audit`): the leader
   stamps it before proposing, so that apply writes the same record on every node from the entry alone.
 - `AuditServicer` serves `Audit.ListAudit` from this node's own store (admin role: RPC_ROLES).
 
 Requests refused before they are proposed never reach the log and are not in the trail. The node that
-refused one logs it (info, this node's log only): daemon.security's interceptor logs `call refused` for
+refused one logs it (info, this node's log only): daemon.security.interceptor logs `call refused` for
 authentication and roles, and `CallInterceptor` logs `write refused` for a write that failed before
 anything was proposed (invalid argument, not found, a namespace's role, a quota; not a redirect to the
 leader).
@@ -24,7 +24,7 @@ import grpc
 import structlog
 
 from cronraft import bounds, errors
-from cronraft.daemon.security.authn import RPC_ROLES, current_principal
+from cronraft.daemon.security.authz import RPC_ROLES, current_principal
 from cronraft.daemon.services.common import _abort
 from cronraft.daemon.wire import check_length
 from cronraft.proto.v1 import audit_pb2, audit_pb2_grpc, commands_pb2

@@ -8,7 +8,7 @@ from typing import Any
 import grpc
 
 from cronraft import bounds, errors
-from cronraft.daemon.security.authn import require_role
+from cronraft.daemon.security.authz import require_role
 from cronraft.daemon.services.common import SchedulerBase, _guard, _list_namespace, _page_size
 from cronraft.daemon.wire import calendar_name
 from cronraft.proto.v1 import commands_pb2, common_pb2, scheduler_pb2

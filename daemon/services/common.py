@@ -16,7 +16,7 @@ import grpc
 
 from cronraft import bounds, errors
 from cronraft.daemon.rejections import check_result
-from cronraft.daemon.security.authn import require_all_namespaces, require_role
+from cronraft.daemon.security.authz import require_all_namespaces, require_role
 from cronraft.daemon.wire import check_id
 from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft import state as sm

@@ -8,7 +8,7 @@ from typing import Any
 import grpc
 
 from cronraft import bounds, errors
-from cronraft.daemon.security.authn import readable, require_role
+from cronraft.daemon.security.authz import readable, require_role
 from cronraft.daemon.services.common import (
     SchedulerBase,
     _guard,

@@ -13,7 +13,7 @@ from cronraft.daemon import redact
 from cronraft.daemon.bulk import BulkImport
 from cronraft.daemon.leader_runner import new_id
 from cronraft.daemon.rejections import check_result, error_for
-from cronraft.daemon.security.authn import require_role
+from cronraft.daemon.security.authz import require_role
 from cronraft.daemon.services.common import (
     SchedulerBase,
     _guard,

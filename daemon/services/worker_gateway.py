@@ -11,7 +11,7 @@ import grpc
 import structlog
 
 from cronraft import bounds, errors
-from cronraft.daemon.security.authn import current_principal
+from cronraft.daemon.security.authz import current_principal
 from cronraft.daemon.wire import (
     ByteBudget,
     bounded_results,

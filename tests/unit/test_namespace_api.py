@@ -14,8 +14,8 @@ import grpc
 import pytest
 from test_bulk_import import MiniNode, spec
 
-from cronraft.daemon.security import authn as security
-from cronraft.daemon.security.authn import Principal
+from cronraft.daemon.security import authz
+from cronraft.daemon.security.authz import Principal
 from cronraft.daemon.services import SchedulerServicer
 from cronraft.proto.v1 import commands_pb2, common_pb2, scheduler_pb2
 from cronraft.raft.codec import make_id
@@ -89,11 +89,11 @@ class World:
         return eid
 
     async def call(self, principal: Principal, method: str, request: Any) -> Any:
-        token = security._current.set(principal)
+        token = authz._current.set(principal)
         try:
             return await getattr(self.api, method)(request, Context())
         finally:
-            security._current.reset(token)
+            authz._current.reset(token)
 
 
 def run(body: Callable[[World], Awaitable[None]]) -> None:
@@ -231,7 +231,7 @@ def test_bad_namespaces_are_refused_naming_the_field() -> None:
             ("GetCalendar", S.GetCalendarRequest(name="hol", namespace="x/y"), "namespace"),
         ]:
             with pytest.raises(Aborted) as err:
-                await w.call(security.ANONYMOUS, method, request)
+                await w.call(authz.ANONYMOUS, method, request)
             assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
             assert str(err.value).startswith(f"INVALID_ARGUMENT: {field}: ")
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cronraft.daemon.security import authn as security
-from cronraft.daemon.security.authn import Principal, readable, require_all_namespaces, require_role
+from cronraft.daemon.security import authz
+from cronraft.daemon.security.authz import Principal, readable, require_all_namespaces, require_role
 from cronraft.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft import state as sm
@@ -149,7 +149,7 @@ RITA = Principal("rita", check_roles({"*": ["reader"], "team-a": ["operator"]}, 
 
 
 def test_roles_per_namespace() -> None:
-    token = security._current.set(ALICE)
+    token = authz._current.set(ALICE)
     try:
         require_role("CreateTask", "team-a")
         require_role("GetTask", "team-a", hide="task x not found")
@@ -166,11 +166,11 @@ def test_roles_per_namespace() -> None:
         with pytest.raises(PermissionDenied, match=r'over all namespaces needs role reader .*"\*"'):
             require_all_namespaces("ListTasks")
     finally:
-        security._current.reset(token)
+        authz._current.reset(token)
 
 
 def test_a_star_reader_reads_everywhere_and_acts_where_granted() -> None:
-    token = security._current.set(RITA)
+    token = authz._current.set(RITA)
     try:
         require_all_namespaces("ListTasks")
         require_role("GetTask", "team-b", hide="x")
@@ -178,20 +178,20 @@ def test_a_star_reader_reads_everywhere_and_acts_where_granted() -> None:
         with pytest.raises(PermissionDenied):  # visible, so PERMISSION_DENIED, not NOT_FOUND
             require_role("CancelTask", "team-b", hide="x")
     finally:
-        security._current.reset(token)
+        authz._current.reset(token)
 
 
 def test_anonymous_holds_every_role_everywhere() -> None:
-    assert security.current_principal() is security.ANONYMOUS
+    assert authz.current_principal() is authz.ANONYMOUS
     require_role("DeleteTask", "team-z", hide="x")
     require_all_namespaces("ListDeadLetters")
 
 
 def test_interceptor_admits_a_role_held_in_some_namespace_only_for_scheduler_methods() -> None:
     assert ALICE.has_somewhere("submitter") and not ALICE.has("submitter")
-    assert security.namespaced("/cronraft.v1.Scheduler/CreateTask")
-    assert not security.namespaced("/cronraft.v1.Cluster/Status")
-    assert not security.namespaced("/cronraft.v1.WorkerGateway/Connect")
+    assert authz.namespaced("/cronraft.v1.Scheduler/CreateTask")
+    assert not authz.namespaced("/cronraft.v1.Cluster/Status")
+    assert not authz.namespaced("/cronraft.v1.WorkerGateway/Connect")
 
 
 def test_token_roles_per_namespace() -> None:

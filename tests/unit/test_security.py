@@ -17,15 +17,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from grpc_health.v1 import health_pb2
 
 from cronraft.daemon.config import AuthConfig, config_from_dict
-from cronraft.daemon.security.authn import (
-    ANONYMOUS,
-    RPC_ROLES,
-    Authenticator,
-    AuthInterceptor,
-    JwtVerifier,
-    TokenStore,
-    node_token,
-)
+from cronraft.daemon.security.authn import Authenticator, JwtVerifier, TokenStore, node_token
+from cronraft.daemon.security.authz import ANONYMOUS, RPC_ROLES
+from cronraft.daemon.security.interceptor import AuthInterceptor
 from cronraft.errors import ConfigError, PermissionDenied, Unauthenticated
 from cronraft.proto.v1 import audit_pb2, cluster_pb2, scheduler_pb2, worker_pb2
 from cronraft.tokenfile import add_token, hash_token, parse_token_file
@@ -41,7 +35,7 @@ def test_every_rpc_of_the_proto_services_has_a_role() -> None:
         for method in service.methods
     }
     missing = methods - set(RPC_ROLES)
-    assert not missing, f"add these to daemon.security.RPC_ROLES: {sorted(missing)}"
+    assert not missing, f"add these to daemon.security.authz.RPC_ROLES: {sorted(missing)}"
     assert RPC_ROLES["/cronraft.v1.Scheduler/CreateTask"] == "submitter"
     assert RPC_ROLES["/cronraft.v1.Scheduler/PurgeDeadLetters"] == "operator"
     assert RPC_ROLES["/cronraft.v1.WorkerGateway/Connect"] == "worker"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from leader_rig import T0, LeaderRig
 
-from cronraft.daemon.security.authn import ANONYMOUS, Principal
+from cronraft.daemon.security.authz import ANONYMOUS, Principal
 from cronraft.daemon.wire import worker_identity_problem
 from cronraft.proto.v1 import common_pb2, worker_pb2
 from cronraft.tokenfile import ALL_NAMESPACES
