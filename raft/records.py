@@ -4,6 +4,7 @@ task's or an execution's indexes in step with it. Used by the state machine's ha
 from __future__ import annotations
 
 from cronraft.proto.v1 import commands_pb2, common_pb2
+from cronraft.raft import stats
 from cronraft.raft.codec import id_text, token_tuple, u64
 from cronraft.raft.firing import calendar_key, due_of
 from cronraft.raft.kv import Txn
@@ -120,9 +121,11 @@ def put_task(txn: Txn, task16: bytes, task: Task, *, old: Task | None) -> None:
 
 
 def remove_task(txn: Txn, task16: bytes, task: Task) -> None:
-    """Delete a task and its own index entries (state, tags, due, calendar refs): `put_task` undone.
-    Its executions and fire ledger are not touched (raft.retention deletes those)."""
+    """Delete a task and its own index entries (state, tags, due, calendar refs): `put_task` undone, and
+    its statistics (raft.stats). Its executions and fire ledger are not touched (raft.retention deletes
+    those)."""
     txn.delete("tasks", task16)
+    stats.drop_task(txn, task16)
     txn.delete("tasks_by_state", state_key(task.state, task16))
     for k, v in task.spec.tags.items():
         txn.delete("tasks_by_tag", tag_key(k, v, task16))

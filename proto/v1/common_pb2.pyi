@@ -1124,6 +1124,9 @@ class Task(_message.Message):
     CATCHUP_FIRED_FIELD_NUMBER: _builtins.int
     LAST_FINISHED_MS_FIELD_NUMBER: _builtins.int
     STORED_EXECUTIONS_FIELD_NUMBER: _builtins.int
+    LAST_OUTCOME_FIELD_NUMBER: _builtins.int
+    OUTCOMES_FIELD_NUMBER: _builtins.int
+    LAST_EXECUTION_ID_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     state: Global___TaskState.ValueType
     created_at_ms: _builtins.int
@@ -1145,8 +1148,16 @@ class Task(_message.Message):
     """when the last execution reached its final state (fixed_delay)"""
     stored_executions: _builtins.int
     """executions of this task in the store (retention bounds it)"""
+    last_outcome: Global___ExecutionState.ValueType
+    """the final state of its execution that ended last (0: none yet)"""
+    last_execution_id: _builtins.str
+    """its execution that ended last"""
     @_builtins.property
     def spec(self) -> Global___TaskSpec: ...
+    @_builtins.property
+    def outcomes(self) -> Global___OutcomeCounts:
+        """its executions that ended, by final state (raft/stats.py)"""
+
     def __init__(
         self,
         *,
@@ -1165,14 +1176,57 @@ class Task(_message.Message):
         catchup_fired: _builtins.int = ...,
         last_finished_ms: _builtins.int = ...,
         stored_executions: _builtins.int = ...,
+        last_outcome: Global___ExecutionState.ValueType = ...,
+        outcomes: Global___OutcomeCounts | None = ...,
+        last_execution_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["outcomes", b"outcomes", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["catchup_fired", b"catchup_fired", "created_at_ms", b"created_at_ms", "fire_count", b"fire_count", "last_finished_ms", b"last_finished_ms", "last_fired_nominal_ms", b"last_fired_nominal_ms", "next_due_ms", b"next_due_ms", "next_fire_ms", b"next_fire_ms", "pause_note", b"pause_note", "paused_at_ms", b"paused_at_ms", "spec", b"spec", "state", b"state", "stored_executions", b"stored_executions", "task_id", b"task_id", "updated_at_ms", b"updated_at_ms", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["catchup_fired", b"catchup_fired", "created_at_ms", b"created_at_ms", "fire_count", b"fire_count", "last_execution_id", b"last_execution_id", "last_finished_ms", b"last_finished_ms", "last_fired_nominal_ms", b"last_fired_nominal_ms", "last_outcome", b"last_outcome", "next_due_ms", b"next_due_ms", "next_fire_ms", b"next_fire_ms", "outcomes", b"outcomes", "pause_note", b"pause_note", "paused_at_ms", b"paused_at_ms", "spec", b"spec", "state", b"state", "stored_executions", b"stored_executions", "task_id", b"task_id", "updated_at_ms", b"updated_at_ms", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Task: _TypeAlias = Task  # noqa: Y015
+
+@_typing.final
+class OutcomeCounts(_message.Message):
+    """How many executions reached each final state. A redriven dead letter that ends again counts again."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUNS_FIELD_NUMBER: _builtins.int
+    SUCCEEDED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    TIMED_OUT_FIELD_NUMBER: _builtins.int
+    CANCELLED_FIELD_NUMBER: _builtins.int
+    LOST_FIELD_NUMBER: _builtins.int
+    EXPIRED_FIELD_NUMBER: _builtins.int
+    runs: _builtins.int
+    """executions that reached a final state: the sum of the fields below"""
+    succeeded: _builtins.int
+    failed: _builtins.int
+    timed_out: _builtins.int
+    cancelled: _builtins.int
+    lost: _builtins.int
+    expired: _builtins.int
+    def __init__(
+        self,
+        *,
+        runs: _builtins.int = ...,
+        succeeded: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        timed_out: _builtins.int = ...,
+        cancelled: _builtins.int = ...,
+        lost: _builtins.int = ...,
+        expired: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled", b"cancelled", "expired", b"expired", "failed", b"failed", "lost", b"lost", "runs", b"runs", "succeeded", b"succeeded", "timed_out", b"timed_out"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OutcomeCounts: _TypeAlias = OutcomeCounts  # noqa: Y015
 
 @_typing.final
 class FencingToken(_message.Message):

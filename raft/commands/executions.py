@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from cronraft.errors import InvalidArgument
 from cronraft.proto.v1 import commands_pb2, common_pb2
-from cronraft.raft import deps, firing, quota
+from cronraft.raft import deps, firing, quota, stats
 from cronraft.raft.codec import id_bytes
 from cronraft.raft.commands.context import Ctx, Execution, Task, plan_fixed_delay, task_of, token_text
 from cronraft.raft.records import get_execution, get_task, pending_key, put_task
@@ -17,8 +17,9 @@ from cronraft.raft.rejection import Code, Rejected
 
 
 def finish(ctx: Ctx, ex: Execution, state: int, error: str = "") -> None:
-    """Move an execution to a final state and keep its task in step: leave the active set, promote the
-    oldest buffered execution once nothing else runs, and plan a fixed-delay task's next run."""
+    """Move an execution to a final state and keep its task in step: leave the active set, count the
+    outcome (raft.stats), promote the oldest buffered execution once nothing else runs, and plan a
+    fixed-delay task's next run."""
     txn = ctx.txn
     exec16 = id_bytes(ex.execution_id)
     task16 = id_bytes(ex.task_id)
@@ -39,12 +40,14 @@ def finish(ctx: Ctx, ex: Execution, state: int, error: str = "") -> None:
 
     raw = txn.get("tasks", task16)
     if raw is None:
+        stats.record_outcome(txn, ex, None)
         return
     old = Task()
     old.ParseFromString(raw)
     task = Task()
     task.CopyFrom(old)
     task.last_finished_ms = ctx.now
+    stats.record_outcome(txn, ex, task)
     others = firing.active_executions(txn, task16)
     # Buffered executions are active ones too: with none active, there is no buffer to look at.
     if others and not any(e.state != common_pb2.EXECUTION_BUFFERED for e in others):

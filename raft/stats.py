@@ -1,0 +1,480 @@
+"""Statistics of executions, per task and cluster-wide, kept incrementally by apply (issue 15).
+
+When an execution reaches its final state (`commands.executions.finish`, the one place that sets one),
+`record_outcome` adds it to these records (proto/v1/stats.proto), never recomputed from the history
+(retention deletes executions; the statistics outlive them):
+
+- its task's totals, in the Task itself (`outcomes`, `last_outcome`, `last_execution_id`; the task is
+  rewritten by `finish` anyway, so they cost no extra record);
+- its task's hour, `task_stats_hours`: task16 + hour8 -> StatsHour: the outcome counts of that hour and
+  two histograms, the run's duration and its lateness (nominal time to the start of its first attempt
+  that began; scheduled executions only);
+- the cluster's hour, `cluster_stats`: hour8 -> ClusterHour (outcome counts, the two histograms, the
+  executions ended in each of its minutes, and the rankings below).
+
+A task keeps at most WINDOW_HOURS hours (older ones are deleted when a newer one is written, and all of
+them with the task: `drop_task`), and so does the cluster. So a reader's
+window (`--since`) is whole hours, at most WINDOW_HOURS of them, and every read is bounded: a task's
+figures merge at most WINDOW_HOURS records; the cluster's merge at most WINDOW_HOURS records plus the
+candidates of the rankings below.
+
+**Histograms** are sparse counts on fixed log-scale buckets (`bucket_of`: exact below 8 ms, then 8
+buckets per power of two): bounded (at most 500 buckets, in practice a handful), mergeable (counts add),
+and integer arithmetic only, so every replica stores the same bytes. A quantile read from one is the
+middle of its bucket, clamped to the observed min and max: within 6.25 % of the true value.
+
+**Cluster-wide rankings** (top failing, slowest) are kept incrementally, not computed by walking the
+tasks (a read must not visit a million task records): each cluster hour keeps the TOP_K tasks with the
+most failures in that hour and with the longest run in that hour. Both values only grow within an hour,
+so each hour's ranking is exact (a task outside it has at most its smallest value: it was below it when
+last updated, and the smallest only grows). Over a window of several hours, `cluster_stats` takes the
+union of the hours' rankings as candidates and computes each candidate's exact figures over the window
+from its own hour records; a task that never made any hour's ranking is missed (approximate across
+hours, by design). A ranking may name a task deleted since: readers skip it.
+
+Deterministic: the times are the execution's own (`completed_at_ms`, stamped by the leader; the start
+and finish its worker reported); readers take `now_ms` from their caller. No clock is read here.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import TypeVar
+
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
+from google.protobuf.message import Message
+
+from cronraft.proto.v1 import common_pb2, stats_pb2
+from cronraft.raft.codec import id_bytes, u64
+from cronraft.raft.kv import Txn
+
+Execution = common_pb2.Execution
+Task = common_pb2.Task
+OutcomeCounts = common_pb2.OutcomeCounts
+Histogram = stats_pb2.Histogram
+
+MINUTE_MS = 60_000
+HOUR_MS = 3_600_000
+WINDOW_HOURS = 168  # a week of hours, per task and for the cluster
+THROUGHPUT_MINUTES = 60  # the cluster's throughput is answered per minute over the last hour
+TOP_K = 20  # tasks in each hour's rankings (and at most this many answered)
+# Buckets per power of two (2**SUB_BITS): a bucket is at most 1/8 of its lower bound wide.
+SUB_BITS = 3
+SUB = 1 << SUB_BITS
+
+FAILURE_STATES = frozenset(
+    {
+        common_pb2.EXECUTION_FAILED,
+        common_pb2.EXECUTION_TIMED_OUT,
+        common_pb2.EXECUTION_LOST,
+        common_pb2.EXECUTION_EXPIRED,
+    }
+)
+_COUNT_FIELD: dict[int, str] = {
+    common_pb2.EXECUTION_SUCCEEDED: "succeeded",
+    common_pb2.EXECUTION_FAILED: "failed",
+    common_pb2.EXECUTION_TIMED_OUT: "timed_out",
+    common_pb2.EXECUTION_CANCELLED: "cancelled",
+    common_pb2.EXECUTION_LOST: "lost",
+    common_pb2.EXECUTION_EXPIRED: "expired",
+}
+_M = TypeVar("_M", bound=Message)
+
+
+# ---------------------------------------------------------------------------------------- histograms
+
+
+def bucket_of(value_ms: int) -> int:
+    """The histogram bucket of a value (negative values count as 0)."""
+    if value_ms < SUB:
+        return max(0, value_ms)
+    e = value_ms.bit_length() - 1  # >= SUB_BITS
+    return SUB + (e - SUB_BITS) * SUB + ((value_ms >> (e - SUB_BITS)) & (SUB - 1))
+
+
+def bucket_bounds(bucket: int) -> tuple[int, int]:
+    """[low, high) of the values in `bucket` (`bucket_of` inverted)."""
+    if bucket < SUB:
+        return bucket, bucket + 1
+    shift = (bucket - SUB) // SUB
+    sub = (bucket - SUB) % SUB
+    return (SUB + sub) << shift, (SUB + sub + 1) << shift
+
+
+def hist_add(h: Histogram, value_ms: int) -> None:
+    # On the apply path of every execution that ends: each field is read once (upb attribute reads
+    # are not free).
+    if value_ms < SUB:
+        value_ms = max(0, value_ms)
+        b = value_ms
+    else:
+        e = value_ms.bit_length() - 1
+        b = SUB + (e - SUB_BITS) * SUB + ((value_ms >> (e - SUB_BITS)) & (SUB - 1))
+    buckets = h.buckets
+    i = bisect.bisect_left(buckets, b)
+    if i < len(buckets) and buckets[i] == b:
+        h.counts[i] += 1
+    else:
+        buckets.insert(i, b)
+        h.counts.insert(i, 1)
+    samples = h.samples
+    if not samples or value_ms < h.min_ms:
+        h.min_ms = value_ms
+    h.max_ms = max(h.max_ms, value_ms)
+    h.samples = samples + 1
+    h.sum_ms += value_ms
+
+
+def hist_merge(into: Histogram, other: Histogram) -> None:
+    """Add `other`'s samples to `into` (both stay sparse and sorted)."""
+    if not other.samples:
+        return
+    counts = dict(zip(into.buckets, into.counts, strict=True))
+    for b, c in zip(other.buckets, other.counts, strict=True):
+        counts[b] = counts.get(b, 0) + c
+    order = sorted(counts)
+    del into.buckets[:]
+    del into.counts[:]
+    into.buckets.extend(order)
+    into.counts.extend(counts[b] for b in order)
+    into.min_ms = other.min_ms if not into.samples else min(into.min_ms, other.min_ms)
+    into.max_ms = max(into.max_ms, other.max_ms)
+    into.samples += other.samples
+    into.sum_ms += other.sum_ms
+
+
+def quantile(h: Histogram, per_mille: int) -> int:
+    """The value at `per_mille`/1000 of the samples: the middle of its bucket, within [min, max]."""
+    if not h.samples:
+        return 0
+    rank = max(1, -(-per_mille * h.samples // 1000))  # ceil, in integers
+    seen = 0
+    for b, c in zip(h.buckets, h.counts, strict=True):
+        seen += c
+        if seen >= rank:
+            lo, hi = bucket_bounds(b)
+            return min(max((lo + hi - 1) // 2, h.min_ms), h.max_ms)
+    return h.max_ms
+
+
+def quantiles(h: Histogram) -> stats_pb2.Quantiles:
+    if not h.samples:
+        return stats_pb2.Quantiles()
+    return stats_pb2.Quantiles(
+        samples=h.samples,
+        p50_ms=quantile(h, 500),
+        p95_ms=quantile(h, 950),
+        p99_ms=quantile(h, 990),
+        max_ms=h.max_ms,
+        min_ms=h.min_ms,
+        mean_ms=h.sum_ms // h.samples,
+    )
+
+
+# ------------------------------------------------------------------------------------------- counts
+
+
+def count(c: OutcomeCounts, state: int, n: int = 1) -> None:
+    field = _COUNT_FIELD.get(state)
+    if field is None:
+        return
+    setattr(c, field, getattr(c, field) + n)
+    c.runs += n
+
+
+def add_counts(into: OutcomeCounts, other: OutcomeCounts) -> None:
+    into.runs += other.runs
+    for field in _COUNT_FIELD.values():
+        setattr(into, field, getattr(into, field) + getattr(other, field))
+
+
+def failures(c: OutcomeCounts) -> int:
+    return c.failed + c.timed_out + c.lost + c.expired
+
+
+def rates(c: OutcomeCounts) -> tuple[float, float]:
+    """(success rate, failure rate) of `c` (0 without runs)."""
+    if not c.runs:
+        return 0.0, 0.0
+    return c.succeeded / c.runs, failures(c) / c.runs
+
+
+def duration_of(ex: Execution) -> int | None:
+    """How long the last attempt ran, by its worker's clock; None if no attempt reported a run."""
+    if ex.started_at_ms > 0 and ex.finished_at_ms >= ex.started_at_ms:
+        return ex.finished_at_ms - ex.started_at_ms
+    return None
+
+
+def lateness_of(ex: Execution) -> int | None:
+    """From the nominal time to the start of the first attempt that began (None: a trigger or backfill,
+    whose nominal time is not a promise, or no attempt began). Early starts count as 0."""
+    if ex.manual or ex.nominal_time_ms <= 0:
+        return None
+    start = ex.started_at_ms
+    attempts = ex.attempts
+    if len(attempts) > 1:  # retried: the first attempt that began (0 in a summary: it never began)
+        start = min((a.started_at_ms for a in attempts if a.started_at_ms > 0), default=start)
+    if start <= 0:
+        return None
+    return max(0, start - ex.nominal_time_ms)
+
+
+def hour_of(ms: int) -> int:
+    return max(0, ms) - max(0, ms) % HOUR_MS
+
+
+def minute_of(ms: int) -> int:
+    return max(0, ms) - max(0, ms) % MINUTE_MS
+
+
+# ------------------------------------------------------------------------------------------ writing
+
+
+def _read(txn: Txn, db: str, key: bytes, message: type[_M]) -> _M:
+    out = message()
+    raw = txn.get(db, key)
+    if raw is not None:
+        out.ParseFromString(raw)
+    return out
+
+
+def record_outcome(txn: Txn, ex: Execution, task: Task | None) -> None:
+    """Count `ex`, which just reached its final state at `ex.completed_at_ms` (see the module docstring).
+    `task` is its task as the caller is about to store it (its totals are updated here), or None when
+    the task was deleted meanwhile: then only the cluster's figures count it."""
+    at = max(0, ex.completed_at_ms)
+    hour = hour_of(at)
+    state = ex.state
+    duration = duration_of(ex)
+    lateness = lateness_of(ex)
+    failed = state in FAILURE_STATES
+    hour_failures = hour_longest = 0
+    if task is not None:
+        count(task.outcomes, state)
+        task.last_outcome = common_pb2.ExecutionState.ValueType(state)
+        task.last_execution_id = ex.execution_id
+        task16 = id_bytes(ex.task_id)
+        key = task16 + u64(hour)
+        h = stats_pb2.StatsHour()
+        raw = txn.get("task_stats_hours", key)
+        if raw is None:  # a new hour: the oldest one kept may go
+            _trim(txn, "task_stats_hours", task16, hour - (WINDOW_HOURS - 1) * HOUR_MS)
+        else:
+            h.ParseFromString(raw)
+        count(h.counts, state)
+        if duration is not None:
+            hist_add(h.duration, duration)
+            hour_longest = h.duration.max_ms
+        if lateness is not None:
+            hist_add(h.lateness, lateness)
+        txn.put("task_stats_hours", key, h.SerializeToString())
+        hour_failures = failures(h.counts)
+
+    key = u64(hour)
+    ch = stats_pb2.ClusterHour()
+    raw = txn.get("cluster_stats", key)
+    if raw is None:
+        _trim(txn, "cluster_stats", b"", hour - (WINDOW_HOURS - 1) * HOUR_MS)
+    else:
+        ch.ParseFromString(raw)
+    count(ch.counts, state)
+    if duration is not None:
+        hist_add(ch.duration, duration)
+    if lateness is not None:
+        hist_add(ch.lateness, lateness)
+    if task is not None:
+        if failed:
+            _rank(ch.most_failures, ex.task_id, hour_failures)
+        if duration is not None:
+            _rank(ch.slowest, ex.task_id, hour_longest)
+    if not ch.minute_runs:
+        ch.minute_runs.extend([0] * 60)
+        ch.minute_failures.extend([0] * 60)
+    minute = (at - hour) // MINUTE_MS
+    ch.minute_runs[minute] += 1
+    if failed:
+        ch.minute_failures[minute] += 1
+    txn.put("cluster_stats", key, ch.SerializeToString())
+
+
+def _trim(txn: Txn, db: str, prefix: bytes, keep_from_ms: int) -> None:
+    """Delete the records of `prefix` older than `keep_from_ms`. Called when a new hour or minute record
+    is about to be written, so only a handful are ever older."""
+    if keep_from_ms <= 0:
+        return
+    doomed = [k for k, _ in txn.scan(db, prefix + u64(0), prefix + u64(keep_from_ms))]
+    for k in doomed:
+        txn.delete(db, k)
+
+
+def _rank(ranking: RepeatedCompositeFieldContainer[stats_pb2.RankedTask], task_id: str, value: int) -> None:
+    """Put `task_id` with `value` (which only grows) in a ranking, largest first, at most TOP_K long;
+    among equal values the earlier entrant stays first."""
+    n = len(ranking)
+    if n >= TOP_K and value <= ranking[n - 1].value:
+        return  # the common case, decided without looking further
+    pos = next((i for i in range(n) if ranking[i].task_id == task_id), None)
+    if pos is None:
+        if n >= TOP_K:
+            pos = n - 1  # the smallest makes room
+        else:
+            ranking.add()
+            pos = n
+    elif value <= ranking[pos].value:
+        return
+    # Move up past the smaller values, then put it there.
+    while pos > 0 and ranking[pos - 1].value < value:
+        ranking[pos].task_id = ranking[pos - 1].task_id
+        ranking[pos].value = ranking[pos - 1].value
+        pos -= 1
+    ranking[pos].task_id = task_id
+    ranking[pos].value = value
+
+
+def drop_task(txn: Txn, task16: bytes) -> None:
+    """Delete a task's hours of statistics (at most WINDOW_HOURS records; its totals are in its Task)."""
+    doomed = [k for k, _ in txn.scan("task_stats_hours", task16, task16 + b"\xff" * 8 + b"\xff")]
+    for k in doomed:
+        txn.delete("task_stats_hours", k)
+
+
+# ------------------------------------------------------------------------------------------ reading
+
+
+def window(since_ms: int, now_ms: int) -> tuple[int, int]:
+    """The window of whole hours a reader gets for `since_ms`: [start, end), start on the hour at or
+    before `since_ms` but not before the oldest hour kept, end after the hour of `now_ms`."""
+    end = hour_of(now_ms) + HOUR_MS
+    oldest = end - WINDOW_HOURS * HOUR_MS
+    return max(hour_of(since_ms), oldest, 0), end
+
+
+def _task_window(txn: Txn, task16: bytes, start: int, end: int) -> tuple[OutcomeCounts, Histogram, Histogram]:
+    counts, duration, lateness = OutcomeCounts(), Histogram(), Histogram()
+    for _, raw in txn.scan("task_stats_hours", task16 + u64(start), task16 + u64(end)):
+        h = stats_pb2.StatsHour.FromString(raw)
+        add_counts(counts, h.counts)
+        hist_merge(duration, h.duration)
+        hist_merge(lateness, h.lateness)
+    return counts, duration, lateness
+
+
+def task_stats(txn: Txn, task: Task, *, since_ms: int, now_ms: int) -> stats_pb2.TaskStats:
+    """`task`'s statistics over the hours from `since_ms` to `now_ms` (see `window`), and its totals."""
+    task16 = id_bytes(task.task_id)
+    start, end = window(since_ms, now_ms)
+    counts, duration, lateness = _task_window(txn, task16, start, end)
+    success, failure = rates(counts)
+    return stats_pb2.TaskStats(
+        task_id=task.task_id,
+        name=task.spec.name,
+        namespace=task.spec.namespace,
+        since_ms=start,
+        until_ms=end,
+        window=counts,
+        success_rate=success,
+        failure_rate=failure,
+        duration=quantiles(duration),
+        lateness=quantiles(lateness),
+        total=task.outcomes,
+        last_outcome=task.last_outcome,
+        last_outcome_at_ms=task.last_finished_ms if task.last_outcome else 0,
+        last_execution_id=task.last_execution_id,
+    )
+
+
+def cluster_stats(txn: Txn, *, since_ms: int, now_ms: int, limit: int = 10) -> stats_pb2.ClusterStats:
+    """The cluster's statistics over the hours from `since_ms` to `now_ms` (see `window`): outcomes,
+    quantiles, executions ended per minute over the last THROUGHPUT_MINUTES minutes (whatever the window),
+    and the `limit` (at most TOP_K) tasks with the most failures and with the longest runs in the window
+    (see the module docstring)."""
+    start, end = window(since_ms, now_ms)
+    limit = max(0, min(limit, TOP_K))
+    out = stats_pb2.ClusterStats(since_ms=start, until_ms=end)
+    failing: set[str] = set()
+    slow: set[str] = set()
+    duration, lateness = Histogram(), Histogram()
+    for _, raw in txn.scan("cluster_stats", u64(start), u64(end)):
+        ch = stats_pb2.ClusterHour.FromString(raw)
+        add_counts(out.window, ch.counts)
+        hist_merge(duration, ch.duration)
+        hist_merge(lateness, ch.lateness)
+        failing.update(r.task_id for r in ch.most_failures)
+        slow.update(r.task_id for r in ch.slowest)
+    out.success_rate, out.failure_rate = rates(out.window)
+    out.duration.CopyFrom(quantiles(duration))
+    out.lateness.CopyFrom(quantiles(lateness))
+
+    first = minute_of(now_ms) - (THROUGHPUT_MINUTES - 1) * MINUTE_MS
+    hours: dict[int, stats_pb2.ClusterHour] = {}
+    for minute in range(first, first + THROUGHPUT_MINUTES * MINUTE_MS, MINUTE_MS):
+        if minute < 0:
+            continue
+        hour = hour_of(minute)
+        if hour not in hours:
+            stored = txn.get("cluster_stats", u64(hour))
+            hours[hour] = stats_pb2.ClusterHour.FromString(stored or b"")
+        ch = hours[hour]
+        i = (minute - hour) // MINUTE_MS
+        point = out.throughput.add(minute_ms=minute)
+        if ch.minute_runs:
+            point.runs, point.failures = ch.minute_runs[i], ch.minute_failures[i]
+
+    if limit:
+        ranked = [s for s in (_candidate(txn, t, start, end) for t in sorted(failing)) if s is not None]
+        ranked = [s for s in ranked if failures(s.window)]
+        ranked.sort(key=lambda s: (-failures(s.window), s.task_id))
+        out.top_failing.extend(ranked[:limit])
+        ranked = [s for s in (_candidate(txn, t, start, end) for t in sorted(slow)) if s is not None]
+        ranked = [s for s in ranked if s.duration.samples]
+        ranked.sort(key=lambda s: (-s.duration.max_ms, s.task_id))
+        out.slowest.extend(ranked[:limit])
+    return out
+
+
+def _candidate(txn: Txn, task_id: str, start: int, end: int) -> stats_pb2.TaskStats | None:
+    """A ranked task's exact figures over the window (None: deleted since)."""
+    task16 = id_bytes(task_id)
+    raw = txn.get("tasks", task16)
+    if raw is None:
+        return None
+    task = Task.FromString(raw)
+    counts, duration, _ = _task_window(txn, task16, start, end)
+    success, failure = rates(counts)
+    return stats_pb2.TaskStats(
+        task_id=task_id,
+        name=task.spec.name,
+        namespace=task.spec.namespace,
+        since_ms=start,
+        until_ms=end,
+        window=counts,
+        success_rate=success,
+        failure_rate=failure,
+        duration=quantiles(duration),
+    )
+
+
+__all__ = [
+    "FAILURE_STATES",
+    "HOUR_MS",
+    "MINUTE_MS",
+    "THROUGHPUT_MINUTES",
+    "TOP_K",
+    "WINDOW_HOURS",
+    "bucket_bounds",
+    "bucket_of",
+    "cluster_stats",
+    "count",
+    "drop_task",
+    "duration_of",
+    "failures",
+    "hist_add",
+    "hist_merge",
+    "lateness_of",
+    "quantile",
+    "quantiles",
+    "record_outcome",
+    "task_stats",
+    "window",
+]
