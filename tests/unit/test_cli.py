@@ -766,7 +766,7 @@ def test_schedule_preview_is_wired_and_needs_no_server(capsys: pytest.CaptureFix
     code = main([*argv, "--anchor", "2025-01-01T00:00:00Z", "--from", "2025-01-01T00:30:00Z", "--count", "2"])
     out, err = capsys.readouterr()
     assert code == EXIT_OK, err
-    assert json.loads(out)  # the document is preview_cli's; here only the wiring is tested
+    assert json.loads(out)  # the document is cli/preview.py's; here only the wiring is tested
     assert main(["schedule", "preview", "--every", "0s"]) == EXIT_USAGE
 
 
