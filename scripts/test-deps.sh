@@ -3,6 +3,8 @@
 #   chromium, chromium-driver  the dashboard's browser tests (tests/integration/test_dashboard_browser.py)
 #                              and scripts/dashboard-screenshots.py: headless Chromium driven by Selenium
 #   fonts-dejavu-core          a font for the pages Chromium renders (its other recommends are not needed)
+#   prometheus                 promtool, which checks a real node's /metrics exposition
+#                              (tests/integration/test_monitoring.py)
 # Each tool's tests skip with a reason when it is missing, so this script is never fatal in CI.
 # Idempotent: installs only what is missing; needs root (apt-get).
 # Add a tool: one `need COMMAND PACKAGE` (or `need_package PACKAGE`) line below.
@@ -22,6 +24,7 @@ need_package() {  # need_package PACKAGE: install PACKAGE unless dpkg has it
 need /usr/bin/chromium chromium
 need /usr/bin/chromedriver chromium-driver
 need_package fonts-dejavu-core
+need promtool prometheus
 
 if [ ${#missing[@]} -eq 0 ]; then
     echo "test-deps: nothing to install"
