@@ -300,19 +300,24 @@ class Api:
         )
 
     async def task_stats(self, request: web.Request) -> web.StreamResponse:
-        """The task's statistics (the stats RPC, issue 15); 501 on a node without it."""
+        """The statistics the cluster keeps for the task (issue 15), over the last `hours` (default 24);
+        501 on a node whose version does not serve them."""
         request_class = getattr(S, "GetTaskStatsRequest", None)
         if request_class is None:
             raise CallFailed(
                 grpc.StatusCode.UNIMPLEMENTED, "task statistics: not served by this node's version"
             )
-        from google.protobuf.json_format import MessageToDict
-
         q = Query.of(request)
         message = request_class(task_id=request.match_info["task_id"])
-        if q.text("since_ms") and hasattr(message, "since_ms"):
-            message.since_ms = q.integer("since_ms", 0, low=0)
+        hours = q.integer("hours", 24, low=1, high=24 * 7)
+        if hasattr(message, "since_ms"):
+            message.since_ms = max(0, int(time.time() * 1000) - hours * 3_600_000)
         resp = await self.rpc(request, "Scheduler/GetTaskStats", message)
+        to_json = getattr(render, "task_stats_to_json", None)  # schedctl task stats -o json, if it has one
+        if to_json is not None:
+            return json_response(to_json(getattr(resp, "stats", resp)))
+        from google.protobuf.json_format import MessageToDict
+
         return json_response(MessageToDict(resp, preserving_proto_field_name=True))
 
     async def pause(self, request: web.Request) -> web.StreamResponse:

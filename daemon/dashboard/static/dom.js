@@ -84,8 +84,8 @@ export function shortId(id) {
   return id ? id.slice(0, 10) + "…" : "";
 }
 
-export function dl(pairs) {
-  const out = h("dl", { class: "kv" });
+export function dl(pairs, { two = false } = {}) {
+  const out = h("dl", { class: two ? "kv two" : "kv" });
   for (const [k, v] of pairs) {
     if (v === undefined) continue;
     out.append(h("dt", {}, k), h("dd", {}, v === null || v === "" ? h("span", { class: "muted" }, "—") : v));

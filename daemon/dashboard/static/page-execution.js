@@ -2,7 +2,7 @@
 // stderr of an attempt followed live while it runs (GetExecutionLogs from the last offsets, every
 // second), its return value and stored result.
 import * as api from "./api.js";
-import { h, clear, badge, card, dl, duration, table, when } from "./dom.js";
+import { h, clear, badge, dl, duration, table, when } from "./dom.js";
 import { confirmAction, errorBanner, notice, every } from "./ui.js";
 import { timeline } from "./chart.js";
 
@@ -74,7 +74,7 @@ export async function executionPage(main, { args }) {
         ["Cancel requested", ex.cancel_requested_at_ms ? [when(ex.cancel_requested_at, ex.cancel_requested_at_ms), ex.cancel_reason ? ` — ${ex.cancel_reason}` : ""] : undefined],
         ["Dead-lettered", ex.dead_lettered ? badge("bad", "yes") : undefined],
         ["Guarantee / priority", `${ex.guarantee} / ${ex.priority}`],
-      ]),
+      ], { two: true }),
     );
     const line = timeline(ex);
     clear(attempts).append(

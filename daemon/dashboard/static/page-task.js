@@ -2,7 +2,7 @@
 // next fires with their DST and calendar notes (PreviewTask), statistics and charts of recent runs, the
 // fire ledger (ExplainTask) and its executions.
 import * as api from "./api.js";
-import { h, clear, badge, card, dl, duration, schedule, table, when } from "./dom.js";
+import { h, append, clear, badge, dl, duration, schedule, table, when } from "./dom.js";
 import { confirmAction, errorBanner, notice, Pager } from "./ui.js";
 import { durationChart, legend, outcomeChart } from "./chart.js";
 
@@ -95,7 +95,7 @@ export async function taskPage(main, { args, params, go }) {
         ["Created", when(t.created_at, t.created_at_ms)],
         ["Updated", when(t.updated_at, t.updated_at_ms)],
         ["Version", String(t.version)],
-      ]),
+      ], { two: true }),
       h("details", {}, h("summary", {}, "Spec (JSON, as schedctl task get -o json shows it)"), h("pre", { class: "json" }, JSON.stringify(t.spec, null, 2))),
     );
   };
@@ -168,8 +168,9 @@ async function drawStats(area, base, go) {
   const ok = recent.filter((e) => e.state === "succeeded").length;
   const failed = recent.filter((e) => ["failed", "lost", "expired", "timed_out"].includes(e.state)).length;
   const ended = recent.filter((e) => !["pending", "running", "buffered"].includes(e.state)).length;
+  if (server) area.append(serverStats(server));
   area.append(
-    h("p", { class: "muted small" }, `The last ${recent.length} executions:`),
+    h("p", { class: "muted small" }, `The last ${recent.length} executions (the charts below):`),
     h("div", { class: "grid" },
       stat("Runs", String(recent.length)),
       stat("Success rate", ended ? `${Math.round((100 * ok) / ended)} %` : "—"),
@@ -179,9 +180,6 @@ async function drawStats(area, base, go) {
       stat("Max", duration(ds.length ? ds[ds.length - 1] : null)),
     ),
   );
-  if (server) {
-    area.append(h("details", { open: true }, h("summary", {}, "Statistics kept by the cluster"), dl(flatten(server))));
-  }
   if (points.length) {
     area.append(
       h("h2", {}, "Duration over time"),
@@ -193,6 +191,32 @@ async function drawStats(area, base, go) {
   } else {
     area.append(h("p", { class: "empty" }, "No execution yet."));
   }
+}
+
+// The statistics the cluster keeps (every run since the task was created, and a window of hours), as
+// `schedctl task stats` shows them; an answer of another shape is listed key by key.
+function serverStats(st) {
+  const num = (v) => Number(v || 0);
+  const rate = (v) => `${Math.round(100 * num(v))} %`;
+  const q = (x, k) => (x && x[k] !== undefined ? duration(num(x[k])) : "—");
+  const box = h("div", { id: "cluster-stats" }, h("h2", {}, "Kept by the cluster (last 24 h)"));
+  if (!st.window || !st.duration) return append(box, dl(flatten(st)));
+  const w = st.window;
+  box.append(
+    h("div", { class: "grid" },
+      stat("Runs", String(num(w.runs))),
+      stat("Succeeded", String(num(w.succeeded))),
+      stat("Failed / timed out", `${num(w.failed)} / ${num(w.timed_out)}`),
+      stat("Success rate", rate(st.success_rate)),
+      stat("Failure rate", rate(st.failure_rate)),
+      stat("Duration p50 / p95 / p99", `${q(st.duration, "p50_ms")} / ${q(st.duration, "p95_ms")} / ${q(st.duration, "p99_ms")}`),
+      stat("Longest run", q(st.duration, "max_ms")),
+      stat("Lateness p95", q(st.lateness, "p95_ms")),
+      stat("All runs since created", st.total ? String(num(st.total.runs)) : "—"),
+      stat("Last outcome", st.last_outcome ? badge(String(st.last_outcome).toLowerCase().replace(/^execution_/, "")) : "—"),
+    ),
+  );
+  return box;
 }
 
 function flatten(obj, prefix = "") {
