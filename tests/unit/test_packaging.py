@@ -95,6 +95,11 @@ def test_wheel_contents(tmp_path: Path) -> None:
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
 
     expected = {"cronraft/py.typed", "cronraft/errors.py", "cronraft/daemon/config/__init__.py"}
+    # The dashboard's page, styles and scripts are package data (served from the installed package).
+    expected |= {
+        f"cronraft/daemon/dashboard/static/{p.name}"
+        for p in (REPO_ROOT / "daemon/dashboard/static").iterdir()
+    }
     for proto in sorted((REPO_ROOT / "proto" / "v1").glob("*.proto")):
         stem = f"cronraft/proto/v1/{proto.stem}"
         expected |= {
