@@ -38,6 +38,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from contextvars import copy_context
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import structlog
@@ -61,6 +62,21 @@ _log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
 
 OutputSink = Callable[["worker_pb2.OutputStream.ValueType", bytes], None]
+
+# The variable naming a process attempt's result file (client/worker/result_files.py).
+RESULT_FILE_ENV = "CRONRAFT_RESULT_FILE"
+
+
+class ResultFileLike(Protocol):
+    """Where a process attempt may write its result, and how the runner takes it once the payload
+    exited: (data, "") or (b"", why it is refused). `discard` removes it unread."""
+
+    @property
+    def path(self) -> Path: ...
+
+    def take(self) -> tuple[bytes, str]: ...
+
+    def discard(self) -> None: ...
 
 
 class Clock(Protocol):
@@ -153,11 +169,16 @@ def rfc3339_utc(ms: int) -> str:
 
 
 def attempt_env(
-    lease: worker_pb2.Lease, base_env: Mapping[str, str], policy: WorkerPolicy | None = None
+    lease: worker_pb2.Lease,
+    base_env: Mapping[str, str],
+    policy: WorkerPolicy | None = None,
+    *,
+    result_file: Path | None = None,
 ) -> dict[str, str]:
     """The attempt's environment: worker env (only what `policy` lets a payload inherit), then the
-    payload's env (its `secret:NAME` values resolved by `policy`), then ours (which always win). Raises
-    PolicyRefusal when a secret cannot be resolved."""
+    payload's env (its `secret:NAME` values resolved by `policy`), then ours (which always win), with
+    `CRONRAFT_RESULT_FILE` when the attempt has a result file. Raises PolicyRefusal when a secret cannot
+    be resolved."""
     command_env = lease.payload.command.env if lease.payload.WhichOneof("kind") == "command" else {}
     if policy is None:
         env = dict(base_env)
@@ -175,6 +196,10 @@ def attempt_env(
             "CRONRAFT_FENCING_TOKEN": format_token(lease.token),
         }
     )
+    if result_file is not None:
+        env[RESULT_FILE_ENV] = str(result_file)
+    else:
+        env.pop(RESULT_FILE_ENV, None)  # never one inherited from the worker's or the payload's env
     return env
 
 
@@ -260,6 +285,7 @@ class _RunnerBase:
         exit_code: int = 0,
         error: str = "",
         return_value: bytes = b"",
+        result: bytes = b"",
     ) -> common_pb2.AttemptResult:
         return common_pb2.AttemptResult(
             execution_id=self.lease.execution_id,
@@ -272,6 +298,7 @@ class _RunnerBase:
             stderr_tail=self._stderr.value(),
             error=error,
             return_value=return_value,
+            result=result,
         )
 
     def _timeout_s(self) -> float | None:
@@ -371,6 +398,7 @@ class AttemptRunner(_RunnerBase):
         base_env: Mapping[str, str] | None = None,
         policy: WorkerPolicy | None = None,
         identity: ProcessIdentity | None = None,
+        result_file: Callable[[], ResultFileLike] | None = None,
     ) -> None:
         super().__init__(
             lease,
@@ -382,6 +410,9 @@ class AttemptRunner(_RunnerBase):
         self._base_env = os.environ if base_env is None else base_env
         self._policy = policy
         self._identity = identity
+        # Makes the attempt's result file, just before the payload starts (client/worker/result_files).
+        self._new_result_file = result_file
+        self._result_file: ResultFileLike | None = None
         self.pid: int | None = None
 
     def _command(self) -> tuple[list[str], str | None] | str:
@@ -399,6 +430,13 @@ class AttemptRunner(_RunnerBase):
         return f"payload kind {kind!r} is not run as a process"
 
     async def run(self) -> common_pb2.AttemptResult:
+        try:
+            return await self._run()
+        finally:
+            if self._result_file is not None:  # taken already when the payload exited by itself
+                self._result_file.discard()
+
+    async def _run(self) -> common_pb2.AttemptResult:
         started_ms = self._clock.wall_ms()
         command = self._command()
         if isinstance(command, str):
@@ -408,8 +446,17 @@ class AttemptRunner(_RunnerBase):
         argv, cwd = command
         limits: list[tuple[int, int]] = []
         spawn: dict[str, Any] = {}
+        if self._new_result_file is not None:
+            try:
+                self._result_file = self._new_result_file()
+            except OSError as exc:
+                error = f"cannot create the result file ({RESULT_FILE_ENV}): {exc}"
+                return self._result(
+                    common_pb2.ATTEMPT_FAILED, started_ms=started_ms, exit_code=126, error=error
+                )
         try:
-            env = attempt_env(self.lease, self._base_env, self._policy)
+            result_path = self._result_file.path if self._result_file is not None else None
+            env = attempt_env(self.lease, self._base_env, self._policy, result_file=result_path)
             if self._policy is not None:
                 if self.lease.payload.WhichOneof("kind") == "command":
                     argv = self._policy.resolve_program(argv, cwd, env)
@@ -486,17 +533,26 @@ class AttemptRunner(_RunnerBase):
             action = "process group killed" if killed_for is StopReason.TIMEOUT else "attempt killed"
             outcome, error = stop_result(killed_for, self.lease, action)
             return self._result(outcome, started_ms=started_ms, exit_code=exit_code, error=error)
-        if returncode == 0:
-            return self._result(common_pb2.ATTEMPT_SUCCEEDED, started_ms=started_ms)
-        error = f"exit code {returncode}"
+        # It exited by itself: what it wrote to its result file is its result, whatever its exit code.
+        data, refused = self._take_result()
+        if returncode == 0 and not refused:
+            return self._result(common_pb2.ATTEMPT_SUCCEEDED, started_ms=started_ms, result=data)
+        error = f"exit code {returncode}" if returncode else ""
         if returncode < 0:
             try:
                 error = f"killed by signal {signal.Signals(-returncode).name}"
             except ValueError:
                 error = f"killed by signal {-returncode}"
+        error = f"{error}; {refused}" if error and refused else error or refused
         return self._result(
-            common_pb2.ATTEMPT_FAILED, started_ms=started_ms, exit_code=exit_code, error=error
+            common_pb2.ATTEMPT_FAILED, started_ms=started_ms, exit_code=exit_code, error=error, result=data
         )
+
+    def _take_result(self) -> tuple[bytes, str]:
+        if self._result_file is None:
+            return b"", ""
+        taken, self._result_file = self._result_file, None
+        return taken.take()
 
     async def _supervise(self, proc: asyncio.subprocess.Process) -> StopReason | None:
         """Wait for exit, a stop request or the timeout; returns why we killed it (None: it exited)."""

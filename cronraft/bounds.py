@@ -57,6 +57,12 @@ MAX_OUTPUT_BURST_BYTES = 16 << 20
 MAX_RESULT_TAIL_BYTES = 64 * 1024
 MAX_RETURN_VALUE_BYTES = 64 * 1024
 MAX_RESULT_ERROR = 4_096
+# An attempt's result ($CRONRAFT_RESULT_FILE) is never cut: past the cluster's `[limits] max_result_bytes`
+# (1 MiB by default) the worker fails the attempt saying so, and the state machine refuses the same. The
+# key may not exceed MAX_RESULT_BYTES: a Complete carrying the result, its tails and its return value must
+# fit one Raft entry (4 MiB, raft.groupcommit) and a worker's message (SERVER_MAX_RECEIVE_BYTES).
+DEFAULT_RESULT_BYTES = 1 << 20
+MAX_RESULT_BYTES = 3 << 20
 
 # -------------------------------------------------------------------------------------------- gRPC
 
@@ -74,6 +80,7 @@ MAX_CONCURRENT_STREAMS = 1_000
 __all__ = [
     "CLIENT_MAX_RECEIVE_BYTES",
     "DEFAULT_NAMESPACE",
+    "DEFAULT_RESULT_BYTES",
     "MAX_CALENDAR_NAME",
     "MAX_CONCURRENT_STREAMS",
     "MAX_FILTER_TAGS",
@@ -95,6 +102,7 @@ __all__ = [
     "MAX_REDRIVE_IDS",
     "MAX_REQUEST_ID",
     "MAX_RESULTS_PER_MESSAGE",
+    "MAX_RESULT_BYTES",
     "MAX_RESULT_ERROR",
     "MAX_RESULT_TAIL_BYTES",
     "MAX_RETURN_VALUE_BYTES",

@@ -55,11 +55,12 @@ DATABASES: tuple[str, ...] = (
     "logs_by_time",  # first_chunk_ms8 + execution_id16 -> b"" : retention
     "audit",  # stamped_ms8 + index8 + position4 -> AuditRecord proto : the audit trail (raft.audit_trail)
     "task_stats_hours",  # task_id16 + hour8 -> StatsHour proto : a task's outcomes per hour (raft.stats)
-    "cluster_stats",  # b"h" + hour8 -> ClusterHour, b"m" + minute8 -> OutcomeCounts (raft.stats)
+    "cluster_stats",  # hour8 -> ClusterHour : the cluster's outcomes per hour (raft.stats)
+    "results",  # execution_id16 -> bytes : the result its last attempt handed back ($CRONRAFT_RESULT_FILE)
 )
 # Sub-databases that a snapshot image made by an older version lacks: such an image is accepted, and they
 # are created empty when the store opens it (a rolling upgrade installs the old leader's snapshots).
-ADDED_LATER: frozenset[str] = frozenset({"audit", "task_stats_hours", "cluster_stats"})
+ADDED_LATER: frozenset[str] = frozenset({"audit", "task_stats_hours", "cluster_stats", "results"})
 
 
 class Txn(Protocol):

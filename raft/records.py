@@ -90,6 +90,11 @@ def get_current(txn: Txn, exec16: bytes, token: common_pb2.FencingToken) -> Exec
     return ex
 
 
+def read_result(txn: Txn, exec16: bytes) -> bytes | None:
+    """The result an execution's last attempt handed back (None: none kept)."""
+    return txn.get("results", exec16)
+
+
 def read_epoch(txn: Txn) -> commands_pb2.Epoch:
     raw = txn.get("meta", META_EPOCH)
     ep = commands_pb2.Epoch()
@@ -150,6 +155,7 @@ __all__ = [
     "priority_rank",
     "put_task",
     "read_epoch",
+    "read_result",
     "remove_task",
     "state_key",
     "tag_key",

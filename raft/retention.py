@@ -6,9 +6,10 @@ depends only on the stored state and the command. So every replica deletes exact
 
 - `delete_execution` is the one helper that removes an execution with every index entry that names it:
   `execs`, `fires`, `active`, `pending`, `running`, `buffered`, its output log (`logs`, `logs_size`,
-  `logs_by_time`), its dead letter (`dlq`, `dlq_by_task`) and the fire-ledger record that points to it
-  (`ledger`, `ledger_count`). The dedup table (`requests`) keeps its answers, as it does for any command
-  (a retried request must get the same answer), until they age out after a day.
+  `logs_by_time`), its result (`results`), its dead letter (`dlq`, `dlq_by_task`) and the fire-ledger
+  record that points to it (`ledger`, `ledger_count`). The dedup table (`requests`) keeps its answers,
+  as it does for any command (a retried request must get the same answer), until they age out after a
+  day.
 - `delete_task` (the DeleteTask command) removes a task, its indexes and its history; a history longer
   than one command's budget is finished by the next Prune commands (the task is marked "doomed" in meta).
 - `prune` (the Prune command) is one bounded step of retention: first the doomed tasks, then output logs
@@ -136,6 +137,7 @@ def delete_execution(txn: Txn, ex: Execution) -> None:
     txn.delete("pending", pending_key(ex, exec16))
     retry.take_dead_letter(txn, ex.execution_id)
     output.delete(txn, exec16)
+    txn.delete("results", exec16)
     ledger = firing.ledger_key(task16, ex.nominal_time_ms)
     raw = txn.get("ledger", ledger)
     if raw is not None:

@@ -169,6 +169,7 @@ class Worker:
             await asyncio.gather(connection, fence, return_exceptions=True)
             # Cancelled from outside: leave no process behind.
             await self._kill_all(StopReason.SHUTDOWN, wait_s=self.config.kill_grace_s + 2)
+            self._runners.result_files.close()
         self._log.info("worker stopped", outbox_pending=len(self.outbox) + len(self._results.volatile))
 
     # -- shutdown ---------------------------------------------------------------------------------
@@ -275,6 +276,7 @@ class Worker:
                     self._log.warning("expected Welcome first; reconnecting", address=address, got=kind)
                     return None, False
                 session = Session(call, first.welcome, address)
+                self._runners.cluster_max_result_bytes = first.welcome.max_result_bytes
                 self._session = session
                 self.connected.set()
                 self._log.info(

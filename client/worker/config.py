@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cronraft.bounds import (
+    DEFAULT_RESULT_BYTES,
+    MAX_RESULT_BYTES,
     MAX_TAG_LEN,
     MAX_WORKER_CAPACITY,
     MAX_WORKER_ID,
@@ -49,6 +51,9 @@ class WorkerConfig:
     result_resend_s: float = 30.0  # resend results not acknowledged on the same stream after this long
     fence_check_interval_s: float = 0.05
     max_return_value_bytes: int = MAX_RETURN_VALUE_BYTES  # a handler's JSON return value, at most
+    # A process payload's result ($CRONRAFT_RESULT_FILE), at most: larger fails the attempt. The leader's
+    # bound ([limits] max_result_bytes, told in its Welcome) applies when smaller.
+    max_result_bytes: int = DEFAULT_RESULT_BYTES
     # What this worker agrees to run (client/_policy.py); the default refuses shell payloads, HTTP to
     # loopback/private/link-local/metadata addresses, and passes payloads only a few variables.
     policy: WorkerPolicy = field(default_factory=WorkerPolicy)
@@ -86,6 +91,10 @@ class WorkerConfig:
             raise ConfigError(f"output_tail_bytes: must be >= 0, got {self.output_tail_bytes}")
         if self.max_return_value_bytes < 0:
             raise ConfigError(f"max_return_value_bytes: must be >= 0, got {self.max_return_value_bytes}")
+        if not 0 <= self.max_result_bytes <= MAX_RESULT_BYTES:
+            raise ConfigError(
+                f"max_result_bytes: must be between 0 and {MAX_RESULT_BYTES}, got {self.max_result_bytes}"
+            )
         if not 0 < self.backoff_initial_s <= self.backoff_max_s:
             raise ConfigError("backoff: need 0 < backoff_initial_s <= backoff_max_s")
 

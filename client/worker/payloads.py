@@ -1,6 +1,7 @@
 """The runner for a lease's payload kind (docs/payloads.md): argv commands and shell strings run as
-process groups (`client._runner.AttemptRunner`, as the policy's run_as user); HTTP requests
-(`client._http`) and Python handlers (`client.handlers`) run in-process (`InProcessRunner`)."""
+process groups (`client._runner.AttemptRunner`, as the policy's run_as user, each with its result file:
+`result_files`); HTTP requests (`client._http`) and Python handlers (`client.handlers`) run in-process
+(`InProcessRunner`)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from cronraft.client._runner import (
 )
 from cronraft.client.handlers import HandlerRegistry, run_handler
 from cronraft.client.worker.config import WorkerConfig
+from cronraft.client.worker.result_files import ResultFiles
 from cronraft.proto.v1 import worker_pb2
 
 
@@ -40,6 +42,14 @@ class Runners:
         self._base_env = base_env
         self._identity = identity
         self._handlers = handlers
+        self.result_files = ResultFiles(identity)
+        # The leader's bound on results (Welcome.max_result_bytes; 0: none told), set on each stream.
+        self.cluster_max_result_bytes = 0
+
+    @property
+    def max_result_bytes(self) -> int:
+        own, cluster = self._config.max_result_bytes, self.cluster_max_result_bytes
+        return min(own, cluster) if cluster > 0 else own
 
     def for_lease(self, lease: worker_pb2.Lease, on_output: OutputSink) -> Runner:
         config = self._config
@@ -68,6 +78,7 @@ class Runners:
             base_env=self._base_env,
             policy=config.policy,
             identity=self._identity,
+            result_file=functools.partial(self.result_files.new, lease.execution_id, self.max_result_bytes),
         )
 
     async def _call_handler(self, lease: worker_pb2.Lease, io: InProcessIO) -> WorkOutcome:

@@ -103,6 +103,7 @@ def results(
             Command(
                 stamped_at_ms=now_ms,
                 complete=commands_pb2.Complete(execution_id=r.execution_id, token=r.token, result=r),
+                limits=commands_pb2.Limits(max_result_bytes=core.settings.max_result_bytes),
             )
         )
     if stale:

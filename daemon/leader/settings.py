@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cronraft.bounds import DEFAULT_RESULT_BYTES
+
 
 @dataclass(frozen=True)
 class LeaderSettings:
@@ -43,6 +45,9 @@ class LeaderSettings:
     # one creates no execution (the ledger says skipped_limit) and the schedule goes on.
     max_pending_per_task: int = 0
     max_executions_per_task: int = 0
+    # The largest result an attempt may hand back ([limits] max_result_bytes): told to workers in the
+    # Welcome and stamped into each Complete, whose apply keeps nothing larger (raft.commands.leases).
+    max_result_bytes: int = DEFAULT_RESULT_BYTES
 
 
 __all__ = ["LeaderSettings"]

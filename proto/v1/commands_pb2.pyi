@@ -290,6 +290,7 @@ class Limits(_message.Message):
     MAX_CALENDARS_FIELD_NUMBER: _builtins.int
     MAX_PENDING_PER_TASK_FIELD_NUMBER: _builtins.int
     MAX_EXECUTIONS_PER_TASK_FIELD_NUMBER: _builtins.int
+    MAX_RESULT_BYTES_FIELD_NUMBER: _builtins.int
     max_tasks: _builtins.int
     """tasks stored in the cluster"""
     max_calendars: _builtins.int
@@ -298,6 +299,8 @@ class Limits(_message.Message):
     """executions of one task not yet ended (pending, buffered, running)"""
     max_executions_per_task: _builtins.int
     """executions of one task stored (Task.stored_executions)"""
+    max_result_bytes: _builtins.int
+    """an attempt's result (AttemptResult.result), stamped in Complete"""
     def __init__(
         self,
         *,
@@ -305,10 +308,11 @@ class Limits(_message.Message):
         max_calendars: _builtins.int = ...,
         max_pending_per_task: _builtins.int = ...,
         max_executions_per_task: _builtins.int = ...,
+        max_result_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_calendars", b"max_calendars", "max_executions_per_task", b"max_executions_per_task", "max_pending_per_task", b"max_pending_per_task", "max_tasks", b"max_tasks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_calendars", b"max_calendars", "max_executions_per_task", b"max_executions_per_task", "max_pending_per_task", b"max_pending_per_task", "max_result_bytes", b"max_result_bytes", "max_tasks", b"max_tasks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1330,6 +1330,7 @@ class Execution(_message.Message):
     REGRANTS_FIELD_NUMBER: _builtins.int
     WORKER_INCARNATION_FIELD_NUMBER: _builtins.int
     NAMESPACE_FIELD_NUMBER: _builtins.int
+    RESULT_SIZE_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     task_id: _builtins.str
     nominal_time_ms: _builtins.int
@@ -1372,6 +1373,8 @@ class Execution(_message.Message):
     """the worker process holding the current lease (Hello.incarnation)"""
     namespace: _builtins.str
     """its task's namespace: set on read by the API, not stored"""
+    result_size: _builtins.int
+    """bytes of the result its last attempt handed back (0: none)"""
     @_builtins.property
     def token(self) -> Global___FencingToken:
         """the current lease's token"""
@@ -1413,10 +1416,11 @@ class Execution(_message.Message):
         regrants: _builtins.int = ...,
         worker_incarnation: _builtins.str = ...,
         namespace: _builtins.str = ...,
+        result_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempts", b"attempts", "cancel_reason", b"cancel_reason", "cancel_requested_at_ms", b"cancel_requested_at_ms", "completed_at_ms", b"completed_at_ms", "dead_lettered", b"dead_lettered", "error", b"error", "execution_id", b"execution_id", "exit_code", b"exit_code", "finished_at_ms", b"finished_at_ms", "fired_at_ms", b"fired_at_ms", "guarantee", b"guarantee", "leased_at_ms", b"leased_at_ms", "manual", b"manual", "namespace", b"namespace", "nominal_time_ms", b"nominal_time_ms", "not_before_ms", b"not_before_ms", "priority", b"priority", "redrives", b"redrives", "regrants", b"regrants", "return_value", b"return_value", "started_at_ms", b"started_at_ms", "state", b"state", "stderr_tail", b"stderr_tail", "stdout_tail", b"stdout_tail", "task_id", b"task_id", "token", b"token", "waiting_reason", b"waiting_reason", "worker_id", b"worker_id", "worker_incarnation", b"worker_incarnation"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempts", b"attempts", "cancel_reason", b"cancel_reason", "cancel_requested_at_ms", b"cancel_requested_at_ms", "completed_at_ms", b"completed_at_ms", "dead_lettered", b"dead_lettered", "error", b"error", "execution_id", b"execution_id", "exit_code", b"exit_code", "finished_at_ms", b"finished_at_ms", "fired_at_ms", b"fired_at_ms", "guarantee", b"guarantee", "leased_at_ms", b"leased_at_ms", "manual", b"manual", "namespace", b"namespace", "nominal_time_ms", b"nominal_time_ms", "not_before_ms", b"not_before_ms", "priority", b"priority", "redrives", b"redrives", "regrants", b"regrants", "result_size", b"result_size", "return_value", b"return_value", "started_at_ms", b"started_at_ms", "state", b"state", "stderr_tail", b"stderr_tail", "stdout_tail", b"stdout_tail", "task_id", b"task_id", "token", b"token", "waiting_reason", b"waiting_reason", "worker_id", b"worker_id", "worker_incarnation", b"worker_incarnation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1526,6 +1530,7 @@ class AttemptResult(_message.Message):
     STDERR_TAIL_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     RETURN_VALUE_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     outcome: Global___AttemptOutcome.ValueType
     exit_code: _builtins.int
@@ -1536,6 +1541,11 @@ class AttemptResult(_message.Message):
     error: _builtins.str
     return_value: _builtins.bytes
     """handler payloads: the JSON return value (size-capped)"""
+    result: _builtins.bytes
+    """What a command or shell payload wrote to the file named by $CRONRAFT_RESULT_FILE (docs/payloads.md),
+    read by the worker once the payload exited; at most the cluster's max_result_bytes, else the attempt
+    failed and this is empty. Stored apart from the execution (GetExecutionResult), never cut.
+    """
     @_builtins.property
     def token(self) -> Global___FencingToken: ...
     def __init__(
@@ -1551,10 +1561,11 @@ class AttemptResult(_message.Message):
         stderr_tail: _builtins.bytes = ...,
         error: _builtins.str = ...,
         return_value: _builtins.bytes = ...,
+        result: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "execution_id", b"execution_id", "exit_code", b"exit_code", "finished_at_ms", b"finished_at_ms", "outcome", b"outcome", "return_value", b"return_value", "started_at_ms", b"started_at_ms", "stderr_tail", b"stderr_tail", "stdout_tail", b"stdout_tail", "token", b"token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "execution_id", b"execution_id", "exit_code", b"exit_code", "finished_at_ms", b"finished_at_ms", "outcome", b"outcome", "result", b"result", "return_value", b"return_value", "started_at_ms", b"started_at_ms", "stderr_tail", b"stderr_tail", "stdout_tail", b"stdout_tail", "token", b"token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from cronraft.proto.v1 import common_pb2 as cronraft_dot_proto_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63ronraft/proto/v1/worker.proto\x12\x0b\x63ronraft.v1\x1a\x1e\x63ronraft/proto/v1/common.proto\"\xbe\x01\n\rWorkerMessage\x12#\n\x05hello\x18\x01 \x01(\x0b\x32\x12.cronraft.v1.HelloH\x00\x12+\n\theartbeat\x18\x02 \x01(\x0b\x32\x16.cronraft.v1.HeartbeatH\x00\x12*\n\x06output\x18\x03 \x01(\x0b\x32\x18.cronraft.v1.OutputChunkH\x00\x12\'\n\x07results\x18\x04 \x01(\x0b\x32\x14.cronraft.v1.ResultsH\x00\x42\x06\n\x04kind\"\xc6\x01\n\x05Hello\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\x05\x12\x0e\n\x06queues\x18\x03 \x03(\t\x12.\n\x06labels\x18\x04 \x03(\x0b\x32\x1e.cronraft.v1.Hello.LabelsEntry\x12\x14\n\x0csent_mono_ms\x18\x05 \x01(\x03\x12\x13\n\x0bincarnation\x18\x06 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9d\x01\n\tHeartbeat\x12%\n\x06leases\x18\x01 \x03(\x0b\x32\x15.cronraft.v1.LeaseRef\x12\x14\n\x0csent_mono_ms\x18\x02 \x01(\x03\x12\x18\n\x10\x63omplete_listing\x18\x03 \x01(\x08\x12\'\n\x08\x66inished\x18\x04 \x03(\x0b\x32\x15.cronraft.v1.LeaseRef\x12\x10\n\x08\x64raining\x18\x05 \x01(\x08\"J\n\x08LeaseRef\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12(\n\x05token\x18\x02 \x01(\x0b\x32\x19.cronraft.v1.FencingToken\"\x86\x01\n\x0bOutputChunk\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12(\n\x05token\x18\x02 \x01(\x0b\x32\x19.cronraft.v1.FencingToken\x12)\n\x06stream\x18\x03 \x01(\x0e\x32\x19.cronraft.v1.OutputStream\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"6\n\x07Results\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.cronraft.v1.AttemptResult\"\xa6\x02\n\x0eGatewayMessage\x12\'\n\x07welcome\x18\x01 \x01(\x0b\x32\x14.cronraft.v1.WelcomeH\x00\x12*\n\x06leases\x18\x02 \x01(\x0b\x32\x18.cronraft.v1.LeaseOffersH\x00\x12,\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x1a.cronraft.v1.CancelAttemptH\x00\x12\'\n\x04\x61\x63ks\x18\x04 \x01(\x0b\x32\x17.cronraft.v1.ResultAcksH\x00\x12,\n\nnot_leader\x18\x05 \x01(\x0b\x32\x16.cronraft.v1.NotLeaderH\x00\x12\x32\n\rheartbeat_ack\x18\x06 \x01(\x0b\x32\x19.cronraft.v1.HeartbeatAckH\x00\x42\x06\n\x04kind\"u\n\x07Welcome\x12\x11\n\tleader_id\x18\x01 \x01(\t\x12\x1d\n\x15heartbeat_interval_ms\x18\x02 \x01(\x03\x12\x14\n\x0clease_ttl_ms\x18\x03 \x01(\x03\x12\"\n\x1aidle_heartbeat_interval_ms\x18\x04 \x01(\x03\"\xeb\x02\n\x05Lease\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x17\n\x0fnominal_time_ms\x18\x03 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12(\n\x05token\x18\x05 \x01(\x0b\x32\x19.cronraft.v1.FencingToken\x12%\n\x07payload\x18\x06 \x01(\x0b\x32\x14.cronraft.v1.Payload\x12\x12\n\ntimeout_ms\x18\x07 \x01(\x03\x12\x14\n\x0clease_ttl_ms\x18\x08 \x01(\x03\x12\x31\n\tguarantee\x18\t \x01(\x0e\x32\x1e.cronraft.v1.DeliveryGuarantee\x12\x11\n\ttask_name\x18\n \x01(\t\x12#\n\x06sensor\x18\x0b \x01(\x0b\x32\x13.cronraft.v1.Sensor\x12\x16\n\x0estart_delay_ms\x18\x0c \x01(\x03\x12\x13\n\x0bstart_at_ms\x18\r \x01(\x03\"G\n\x0bLeaseOffers\x12\"\n\x06leases\x18\x01 \x03(\x0b\x32\x12.cronraft.v1.Lease\x12\x14\n\x0c\x65\x63ho_mono_ms\x18\x02 \x01(\x03\"O\n\rCancelAttempt\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12(\n\x05token\x18\x02 \x01(\x0b\x32\x19.cronraft.v1.FencingToken\"#\n\nResultAcks\x12\x15\n\rexecution_ids\x18\x01 \x03(\t\"k\n\x0cHeartbeatAck\x12\x0f\n\x07renewed\x18\x01 \x03(\t\x12\x0f\n\x07revoked\x18\x02 \x03(\t\x12\x15\n\rlist_finished\x18\x03 \x01(\x08\x12\"\n\x1aidle_heartbeat_interval_ms\x18\x04 \x01(\x03\"#\n\tNotLeader\x12\x16\n\x0eleader_address\x18\x01 \x01(\t*E\n\x0cOutputStream\x12\x1d\n\x19OUTPUT_STREAM_UNSPECIFIED\x10\x00\x12\n\n\x06STDOUT\x10\x01\x12\n\n\x06STDERR\x10\x02\x32W\n\rWorkerGateway\x12\x46\n\x07\x43onnect\x12\x1a.cronraft.v1.WorkerMessage\x1a\x1b.cronraft.v1.GatewayMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63ronraft/proto/v1/worker.proto\x12\x0b\x63ronraft.v1\x1a\x1e\x63ronraft/proto/v1/common.proto\"\xbe\x01\n\rWorkerMessage\x12#\n\x05hello\x18\x01 \x01(\x0b\x32\x12.cronraft.v1.HelloH\x00\x12+\n\theartbeat\x18\x02 \x01(\x0b\x32\x16.cronraft.v1.HeartbeatH\x00\x12*\n\x06output\x18\x03 \x01(\x0b\x32\x18.cronraft.v1.OutputChunkH\x00\x12\'\n\x07results\x18\x04 \x01(\x0b\x32\x14.cronraft.v1.ResultsH\x00\x42\x06\n\x04kind\"\xc6\x01\n\x05Hello\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\x05\x12\x0e\n\x06queues\x18\x03 \x03(\t\x12.\n\x06labels\x18\x04 \x03(\x0b\x32\x1e.cronraft.v1.Hello.LabelsEntry\x12\x14\n\x0csent_mono_ms\x18\x05 \x01(\x03\x12\x13\n\x0bincarnation\x18\x06 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9d\x01\n\tHeartbeat\x12%\n\x06leases\x18\x01 \x03(\x0b\x32\x15.cronraft.v1.LeaseRef\x12\x14\n\x0csent_mono_ms\x18\x02 \x01(\x03\x12\x18\n\x10\x63omplete_listing\x18\x03 \x01(\x08\x12\'\n\x08\x66inished\x18\x04 \x03(\x0b\x32\x15.cronraft.v1.LeaseRef\x12\x10\n\x08\x64raining\x18\x05 \x01(\x08\"J\n\x08LeaseRef\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12(\n\x05token\x18\x02 \x01(\x0b\x32\x19.cronraft.v1.FencingToken\"\x86\x01\n\x0bOutputChunk\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12(\n\x05token\x18\x02 \x01(\x0b\x32\x19.cronraft.v1.FencingToken\x12)\n\x06stream\x18\x03 \x01(\x0e\x32\x19.cronraft.v1.OutputStream\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"6\n\x07Results\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.cronraft.v1.AttemptResult\"\xa6\x02\n\x0eGatewayMessage\x12\'\n\x07welcome\x18\x01 \x01(\x0b\x32\x14.cronraft.v1.WelcomeH\x00\x12*\n\x06leases\x18\x02 \x01(\x0b\x32\x18.cronraft.v1.LeaseOffersH\x00\x12,\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x1a.cronraft.v1.CancelAttemptH\x00\x12\'\n\x04\x61\x63ks\x18\x04 \x01(\x0b\x32\x17.cronraft.v1.ResultAcksH\x00\x12,\n\nnot_leader\x18\x05 \x01(\x0b\x32\x16.cronraft.v1.NotLeaderH\x00\x12\x32\n\rheartbeat_ack\x18\x06 \x01(\x0b\x32\x19.cronraft.v1.HeartbeatAckH\x00\x42\x06\n\x04kind\"\x8f\x01\n\x07Welcome\x12\x11\n\tleader_id\x18\x01 \x01(\t\x12\x1d\n\x15heartbeat_interval_ms\x18\x02 \x01(\x03\x12\x14\n\x0clease_ttl_ms\x18\x03 \x01(\x03\x12\"\n\x1aidle_heartbeat_interval_ms\x18\x04 \x01(\x03\x12\x18\n\x10max_result_bytes\x18\x05 \x01(\x03\"\xeb\x02\n\x05Lease\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x17\n\x0fnominal_time_ms\x18\x03 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12(\n\x05token\x18\x05 \x01(\x0b\x32\x19.cronraft.v1.FencingToken\x12%\n\x07payload\x18\x06 \x01(\x0b\x32\x14.cronraft.v1.Payload\x12\x12\n\ntimeout_ms\x18\x07 \x01(\x03\x12\x14\n\x0clease_ttl_ms\x18\x08 \x01(\x03\x12\x31\n\tguarantee\x18\t \x01(\x0e\x32\x1e.cronraft.v1.DeliveryGuarantee\x12\x11\n\ttask_name\x18\n \x01(\t\x12#\n\x06sensor\x18\x0b \x01(\x0b\x32\x13.cronraft.v1.Sensor\x12\x16\n\x0estart_delay_ms\x18\x0c \x01(\x03\x12\x13\n\x0bstart_at_ms\x18\r \x01(\x03\"G\n\x0bLeaseOffers\x12\"\n\x06leases\x18\x01 \x03(\x0b\x32\x12.cronraft.v1.Lease\x12\x14\n\x0c\x65\x63ho_mono_ms\x18\x02 \x01(\x03\"O\n\rCancelAttempt\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12(\n\x05token\x18\x02 \x01(\x0b\x32\x19.cronraft.v1.FencingToken\"#\n\nResultAcks\x12\x15\n\rexecution_ids\x18\x01 \x03(\t\"k\n\x0cHeartbeatAck\x12\x0f\n\x07renewed\x18\x01 \x03(\t\x12\x0f\n\x07revoked\x18\x02 \x03(\t\x12\x15\n\rlist_finished\x18\x03 \x01(\x08\x12\"\n\x1aidle_heartbeat_interval_ms\x18\x04 \x01(\x03\"#\n\tNotLeader\x12\x16\n\x0eleader_address\x18\x01 \x01(\t*E\n\x0cOutputStream\x12\x1d\n\x19OUTPUT_STREAM_UNSPECIFIED\x10\x00\x12\n\n\x06STDOUT\x10\x01\x12\n\n\x06STDERR\x10\x02\x32W\n\rWorkerGateway\x12\x46\n\x07\x43onnect\x12\x1a.cronraft.v1.WorkerMessage\x1a\x1b.cronraft.v1.GatewayMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_HELLO_LABELSENTRY']._loaded_options = None
   _globals['_HELLO_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_OUTPUTSTREAM']._serialized_start=2021
-  _globals['_OUTPUTSTREAM']._serialized_end=2090
+  _globals['_OUTPUTSTREAM']._serialized_start=2048
+  _globals['_OUTPUTSTREAM']._serialized_end=2117
   _globals['_WORKERMESSAGE']._serialized_start=80
   _globals['_WORKERMESSAGE']._serialized_end=270
   _globals['_HELLO']._serialized_start=273
@@ -52,20 +52,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESULTS']._serialized_end=900
   _globals['_GATEWAYMESSAGE']._serialized_start=903
   _globals['_GATEWAYMESSAGE']._serialized_end=1197
-  _globals['_WELCOME']._serialized_start=1199
-  _globals['_WELCOME']._serialized_end=1316
-  _globals['_LEASE']._serialized_start=1319
-  _globals['_LEASE']._serialized_end=1682
-  _globals['_LEASEOFFERS']._serialized_start=1684
-  _globals['_LEASEOFFERS']._serialized_end=1755
-  _globals['_CANCELATTEMPT']._serialized_start=1757
-  _globals['_CANCELATTEMPT']._serialized_end=1836
-  _globals['_RESULTACKS']._serialized_start=1838
-  _globals['_RESULTACKS']._serialized_end=1873
-  _globals['_HEARTBEATACK']._serialized_start=1875
-  _globals['_HEARTBEATACK']._serialized_end=1982
-  _globals['_NOTLEADER']._serialized_start=1984
-  _globals['_NOTLEADER']._serialized_end=2019
-  _globals['_WORKERGATEWAY']._serialized_start=2092
-  _globals['_WORKERGATEWAY']._serialized_end=2179
+  _globals['_WELCOME']._serialized_start=1200
+  _globals['_WELCOME']._serialized_end=1343
+  _globals['_LEASE']._serialized_start=1346
+  _globals['_LEASE']._serialized_end=1709
+  _globals['_LEASEOFFERS']._serialized_start=1711
+  _globals['_LEASEOFFERS']._serialized_end=1782
+  _globals['_CANCELATTEMPT']._serialized_start=1784
+  _globals['_CANCELATTEMPT']._serialized_end=1863
+  _globals['_RESULTACKS']._serialized_start=1865
+  _globals['_RESULTACKS']._serialized_end=1900
+  _globals['_HEARTBEATACK']._serialized_start=1902
+  _globals['_HEARTBEATACK']._serialized_end=2009
+  _globals['_NOTLEADER']._serialized_start=2011
+  _globals['_NOTLEADER']._serialized_end=2046
+  _globals['_WORKERGATEWAY']._serialized_start=2119
+  _globals['_WORKERGATEWAY']._serialized_end=2206
 # @@protoc_insertion_point(module_scope)

@@ -305,12 +305,17 @@ class Welcome(_message.Message):
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _builtins.int
     LEASE_TTL_MS_FIELD_NUMBER: _builtins.int
     IDLE_HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _builtins.int
+    MAX_RESULT_BYTES_FIELD_NUMBER: _builtins.int
     leader_id: _builtins.str
     heartbeat_interval_ms: _builtins.int
     lease_ttl_ms: _builtins.int
     idle_heartbeat_interval_ms: _builtins.int
     """How often a worker holding nothing (no attempt, no unacknowledged result) heartbeats: the interval,
     stretched by the leader when thousands of workers are connected. 0: the interval.
+    """
+    max_result_bytes: _builtins.int
+    """The largest result ($CRONRAFT_RESULT_FILE) the cluster keeps ([limits] max_result_bytes): the worker
+    fails an attempt whose result is larger, with a message saying so. 0: the worker's own bound.
     """
     def __init__(
         self,
@@ -319,10 +324,11 @@ class Welcome(_message.Message):
         heartbeat_interval_ms: _builtins.int = ...,
         lease_ttl_ms: _builtins.int = ...,
         idle_heartbeat_interval_ms: _builtins.int = ...,
+        max_result_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval_ms", b"heartbeat_interval_ms", "idle_heartbeat_interval_ms", b"idle_heartbeat_interval_ms", "leader_id", b"leader_id", "lease_ttl_ms", b"lease_ttl_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval_ms", b"heartbeat_interval_ms", "idle_heartbeat_interval_ms", b"idle_heartbeat_interval_ms", "leader_id", b"leader_id", "lease_ttl_ms", b"lease_ttl_ms", "max_result_bytes", b"max_result_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

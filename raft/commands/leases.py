@@ -9,6 +9,7 @@ same attempt number (`_not_started`).
 
 from __future__ import annotations
 
+from cronraft import bounds
 from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft import deps, firing, retry
 from cronraft.raft.codec import id_bytes
@@ -142,23 +143,28 @@ def _end_attempt(ctx: Ctx, ex: Execution, exec16: bytes, r: common_pb2.AttemptRe
     ex.stdout_tail = bytes(r.stdout_tail[-MAX_TAIL_BYTES:])
     ex.stderr_tail = bytes(r.stderr_tail[-MAX_TAIL_BYTES:])
     ex.return_value = bytes(r.return_value[:MAX_RETURN_BYTES])
-    _summary(ex, r.outcome, r.exit_code, r.started_at_ms, r.finished_at_ms, error=r.error)
-    state = _OUTCOME_STATE.get(r.outcome, common_pb2.EXECUTION_FAILED)
+    outcome, error = r.outcome, r.error
+    refused = _keep_result(ctx, ex, exec16, r.result)
+    if refused:  # the worker should have said so already; a result is never cut, so the attempt failed
+        outcome = common_pb2.ATTEMPT_FAILED if outcome == common_pb2.ATTEMPT_SUCCEEDED else outcome
+        error = f"{error}; {refused}" if error else refused
+    _summary(ex, outcome, r.exit_code, r.started_at_ms, r.finished_at_ms, error=error)
+    state = _OUTCOME_STATE.get(outcome, common_pb2.EXECUTION_FAILED)
     if ex.cancel_requested_at_ms and state != common_pb2.EXECUTION_SUCCEEDED:
-        finish(ctx, ex, common_pb2.EXECUTION_CANCELLED, r.error or ex.cancel_reason)
+        finish(ctx, ex, common_pb2.EXECUTION_CANCELLED, error or ex.cancel_reason)
     elif state in (common_pb2.EXECUTION_FAILED, common_pb2.EXECUTION_TIMED_OUT):
         task = task_of(ctx, ex)
         # A refusal by the worker's policy is final: the same payload would be refused again (issue 13).
         why = (
             "refused by the worker's policy"
-            if r.outcome == common_pb2.ATTEMPT_REFUSED
-            else retry.retry_reason(task, ex, r.outcome, r.exit_code, DEFAULT_MAX_ATTEMPTS)
+            if outcome == common_pb2.ATTEMPT_REFUSED
+            else retry.retry_reason(task, ex, outcome, r.exit_code, DEFAULT_MAX_ATTEMPTS)
         )
         if not why:
             # A retry is a replicated decision: the execution waits for its backoff, then any worker.
             ctx.txn.delete("running", exec16)
             ex.state = common_pb2.EXECUTION_PENDING
-            ex.error = r.error[:4096]
+            ex.error = error[:4096]
             ex.worker_id = ""
             ex.worker_incarnation = ""
             ex.not_before_ms = ctx.now + retry.backoff_ms(task.spec.retry, ex.execution_id, ex.attempt)
@@ -166,13 +172,33 @@ def _end_attempt(ctx: Ctx, ex: Execution, exec16: bytes, r: common_pb2.AttemptRe
             ctx.txn.put("execs", exec16, ex.SerializeToString())
             ctx.result.executions.append(ex)
         else:
-            finish(ctx, ex, state, r.error)
+            finish(ctx, ex, state, error)
             if task.spec.HasField("retry"):
                 dead_letter(ctx, task, exec16, why)
                 ex = get_execution(ctx.txn, exec16)
     else:
-        finish(ctx, ex, state, r.error)
+        finish(ctx, ex, state, error)
     return ex
+
+
+def _keep_result(ctx: Ctx, ex: Execution, exec16: bytes, data: bytes) -> str:
+    """Store what the attempt handed back ($CRONRAFT_RESULT_FILE) in `results`, in place of an earlier
+    attempt's: an execution's result is its last attempt's. Over the bound stamped by the leader
+    (`[limits] max_result_bytes`; the hard bound without one), nothing is kept and the refusal is
+    returned."""
+    bound = bounds.MAX_RESULT_BYTES
+    if ctx.limits is not None and 0 < ctx.limits.max_result_bytes < bound:
+        bound = ctx.limits.max_result_bytes
+    refused = ""
+    if len(data) > bound:
+        refused = f"result of {len(data)} bytes is over max_result_bytes ({bound}): not kept"
+        data = b""
+    if data:
+        ctx.txn.put("results", exec16, data)
+    elif ex.result_size:
+        ctx.txn.delete("results", exec16)
+    ex.result_size = len(data)
+    return refused
 
 
 def _not_started(ctx: Ctx, ex: Execution, exec16: bytes, why: str) -> None:

@@ -87,6 +87,7 @@ def complete(
     *,
     started: int = 0,
     finished: int = 0,
+    result: bytes = b"",
 ) -> Command:
     r = common_pb2.AttemptResult(
         execution_id=execution,
@@ -95,6 +96,7 @@ def complete(
         exit_code=0 if outcome == common_pb2.ATTEMPT_SUCCEEDED else 3,
         started_at_ms=started,
         finished_at_ms=finished,
+        result=result,
     )
     return Command(
         stamped_at_ms=at, complete=commands_pb2.Complete(execution_id=execution, token=token, result=r)
@@ -110,6 +112,7 @@ def run(
     outcome: int = common_pb2.ATTEMPT_SUCCEEDED,
     duration: int = 10,
     worker: str = "w1",
+    result: bytes = b"",
 ) -> common_pb2.CommandResult:
     """Trigger, grant and complete one execution of `task` at `at` that ran `duration` ms."""
     log.ok(trigger(task, execution, at))
@@ -122,5 +125,6 @@ def run(
             outcome,
             started=at + 2,
             finished=at + 2 + duration,
+            result=result,
         )
     )
