@@ -383,6 +383,7 @@ def status_to_json(status: cluster_pb2.StatusResponse) -> dict[str, Any]:
                 "node_id": m.node_id,
                 "raft_address": m.raft_address,
                 "grpc_address": m.grpc_address,
+                "http": m.http_address or None,  # its HTTP listener ([http] address), when known
                 "connected": m.connected,
                 **member_clock(m),
                 "storage": storage(m.storage),

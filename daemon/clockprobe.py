@@ -59,6 +59,7 @@ class ClockMonitor:
         mono_ns: Callable[[], int] = time.monotonic_ns,
         on_peer_storage: Callable[[str, cluster_pb2.StorageStatus], None] | None = None,
         on_peer_versions: Callable[[str, cluster_pb2.ScheduleVersions], None] | None = None,
+        on_peer_http: Callable[[str, str], None] | None = None,  # a peer's [http] address (cluster status)
         transport: Transport | None = None,  # TLS and the member token (daemon.security); None: plaintext
     ) -> None:
         self._transport = transport or Transport()
@@ -76,6 +77,7 @@ class ClockMonitor:
         self._on_peer_storage = on_peer_storage
         # ... and its schedule-result versions (daemon.versioncheck).
         self._on_peer_versions = on_peer_versions
+        self._on_peer_http = on_peer_http
         self._wall_ns = wall_ns
         self._mono_ns = mono_ns
         self._started_ms = mono_ns() / 1e6
@@ -151,6 +153,8 @@ class ClockMonitor:
             self._on_peer_storage(peer, resp.storage)
         if self._on_peer_versions is not None:
             self._on_peer_versions(peer, resp.versions)
+        if self._on_peer_http is not None:
+            self._on_peer_http(peer, resp.http_address)
         self.estimator.add(
             peer,
             make_sample(

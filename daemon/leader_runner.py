@@ -94,8 +94,13 @@ class LeaderRunner:
         notifier: Notifier | None = None,
         audit: AuditLog | None = None,
         retention: RetentionConfig | None = None,
+        on_committed: Callable[[Sequence[commands_pb2.Command], Sequence[commands_pb2.CommandResult]], None]
+        | None = None,
     ) -> None:
         self._audit = audit
+        # Told of every batch of commands committed in this term, the leader's and its clients' (the
+        # node's metrics count their outcomes: daemon.metrics.NodeMetrics.observe_committed).
+        self._on_committed = on_committed
         self._retention = retention  # the retention duty's table (daemon.retention); None: no duty
         self._activity = asyncio.Event()  # set when a command other than Prune commits (the duty's idle)
         self._refused_logged = -STORAGE_REFUSED_PAUSE_S
@@ -226,6 +231,7 @@ class LeaderRunner:
         else:
             self.core.on_committed(cmds, results, self._clock.now_ms(), self._clock.mono_ms())
             self._notify(cmds, results)
+            self._observed(cmds, results)
             self._activity.set()
         self._report_failures()
         self._flush()
@@ -251,7 +257,17 @@ class LeaderRunner:
         self._activity.set()
         self.core.on_committed(cmds, results, self._clock.now_ms(), self._clock.mono_ms())
         self._notify(cmds, results)
+        self._observed(cmds, results)
         self._wake.set()
+
+    def _observed(
+        self, cmds: Sequence[commands_pb2.Command], results: Sequence[commands_pb2.CommandResult]
+    ) -> None:
+        if self._on_committed is not None:
+            try:
+                self._on_committed(cmds, results)
+            except Exception:  # metrics must never break the leader's loop
+                log.exception("counting committed outcomes failed", commands=len(cmds))
 
     def _notify(
         self, cmds: Sequence[commands_pb2.Command], results: Sequence[commands_pb2.CommandResult]

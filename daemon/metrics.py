@@ -1,108 +1,257 @@
-"""A minimal Prometheus endpoint: `GET /metrics` in the text exposition format (version 0.0.4).
+"""This node's Prometheus metrics: its registry and the instruments the daemon updates as it sees things
+happen. docs/monitoring.md lists every family with its labels.
 
-Off unless `[metrics] address = "host:port"` is set. Plain asyncio, no dependency: one short-lived
-connection per scrape, the request line and headers read with a size and time bound, the answer built
-from a snapshot of gauges taken at scrape time (nothing is computed between scrapes).
+One `CollectorRegistry` per `NodeMetrics` (never prometheus_client's global default), so that a test can
+run several nodes in one process. Label sets are bounded: states, guarantees, policies, reasons, gRPC
+methods and codes; never a task, an execution or a worker id.
+
+Who counts what:
+- **Outcomes of executions** (finished by state and guarantee, fire lateness, attempt duration, retries,
+  re-grants, dead letters, misfires, fires): `observe_committed`, called by the leader runner with each
+  batch of commands it committed, its own and its clients'. Each outcome is counted once, by the leader
+  that committed it, so the cluster's total is the *sum* over the nodes. A command whose outcome its
+  leader never learned (it lost leadership between the commit and the answer) is not counted.
+- **Apply latency and entry size**: every node, on its apply thread (`timed_apply`).
+- **gRPC calls**: the server interceptor of daemon.http.grpc_metrics, with this registry.
+- **Everything read from the node's state at scrape time** (Raft, storage, queues, workers, clock,
+  notifier): daemon.http.collector, registered here by the node.
+
+The lateness and duration times are the worker's clock (`started_at_ms`, `finished_at_ms` of its result)
+against the leader's (the nominal time): the clock-health bound (docs/guarantees.md, "Clock skew") bounds
+the error.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import math
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable, Sequence
 
-import structlog
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 
-from cronraft.daemon.config import split_host_port
+from cronraft.proto.v1 import commands_pb2, common_pb2
 
-log = structlog.get_logger("cronraft.metrics")
+# Seconds, from a few milliseconds (an on-time fire) to an hour (a misfire caught up).
+LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
+# Seconds, from a no-op to a long batch job.
+DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
+APPLY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+ENTRY_COMMANDS_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
-MAX_REQUEST_BYTES = 8192
-READ_TIMEOUT_S = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class Gauge:
-    name: str
-    help: str
-    value: float
-    labels: dict[str, str] = field(default_factory=dict)
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _number(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(int(value)) if float(value).is_integer() and abs(value) < 2**53 else repr(float(value))
-
-
-def render(gauges: Iterable[Gauge]) -> str:
-    """The text format: one HELP/TYPE header per metric name, then its samples, in first-seen order."""
-    by_name: dict[str, list[Gauge]] = {}
-    for g in gauges:
-        by_name.setdefault(g.name, []).append(g)
-    lines = []
-    for name, samples in by_name.items():
-        lines.append(f"# HELP {name} {samples[0].help}")
-        lines.append(f"# TYPE {name} gauge")
-        for g in samples:
-            labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(g.labels.items()))
-            lines.append(f"{name}{{{labels}}} {_number(g.value)}" if labels else f"{name} {_number(g.value)}")
-    return "\n".join(lines) + "\n"
+FINAL_STATES = {
+    common_pb2.EXECUTION_SUCCEEDED: "succeeded",
+    common_pb2.EXECUTION_FAILED: "failed",
+    common_pb2.EXECUTION_TIMED_OUT: "timed_out",
+    common_pb2.EXECUTION_CANCELLED: "cancelled",
+    common_pb2.EXECUTION_LOST: "lost",
+    common_pb2.EXECUTION_EXPIRED: "expired",
+}
+GUARANTEES = {
+    common_pb2.DELIVERY_GUARANTEE_UNSPECIFIED: "at_least_once",
+    common_pb2.AT_LEAST_ONCE: "at_least_once",
+    common_pb2.EXACTLY_ONCE: "exactly_once",
+    common_pb2.AT_MOST_ONCE: "at_most_once",
+}
+MISFIRE_POLICIES = {
+    common_pb2.MISFIRE_DEFAULT: "fire_all",
+    common_pb2.MISFIRE_FIRE_ALL: "fire_all",
+    common_pb2.MISFIRE_SKIP: "skip",
+    common_pb2.MISFIRE_FIRE_ONCE: "fire_once",
+}
+# Why an execution went back to pending for another attempt.
+_RETRY_REASONS = {
+    common_pb2.ATTEMPT_FAILED: "failed",
+    common_pb2.ATTEMPT_TIMED_OUT: "timed_out",
+}
+_OUTCOME_KINDS = frozenset({"complete", "expire_lease"})
 
 
-class MetricsServer:
-    def __init__(self, address: str, collect: Callable[[], Iterable[Gauge]]) -> None:
-        self.address = address
-        self._collect = collect
-        self._server: asyncio.Server | None = None
+class NodeMetrics:
+    """The registry of one node process and the instruments it updates (module docstring)."""
 
-    async def start(self) -> None:
-        host, port = split_host_port(self.address)
-        self._server = await asyncio.start_server(
-            self._handle, host, port, reuse_address=True, limit=MAX_REQUEST_BYTES
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # No `_created` series: a start time per counter and histogram doubles the exposition and says
+        # nothing a restart's reset does not (a process-wide setting of prometheus_client).
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus-client
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.executions_finished = Counter(
+            "cronraft_executions_finished",
+            "Executions that reached a final state, by that state and the task's delivery guarantee "
+            "(counted by the leader that committed it: sum over the nodes).",
+            ["state", "guarantee"],
+            registry=r,
         )
-        log.info("metrics endpoint listening", address=self.address)
+        self.fires = Counter(
+            "cronraft_fires",
+            "Scheduled fires committed that created an execution (not triggers or backfills).",
+            registry=r,
+        )
+        self.fire_lateness = Histogram(
+            "cronraft_fire_lateness_seconds",
+            "From a scheduled execution's nominal time to the start of its first attempt on a worker "
+            "(observed when that attempt's result commits; jitter counts as lateness).",
+            buckets=LATENESS_BUCKETS,
+            registry=r,
+        )
+        self.attempt_duration = Histogram(
+            "cronraft_attempt_duration_seconds",
+            "Run time of attempts that ran (the worker's start to finish), observed as their results commit.",
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.retries = Counter(
+            "cronraft_retries",
+            "Executions sent back to pending for another attempt, by why the attempt ended "
+            "(failed, timed_out, lease_expired).",
+            ["reason"],
+            registry=r,
+        )
+        self.regrants = Counter(
+            "cronraft_regrants",
+            "Leases that ended before their payload began, granted again without spending an attempt.",
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "cronraft_executions_dead_lettered",
+            "Executions that exhausted their retries and became dead letters.",
+            registry=r,
+        )
+        self.misfires = Counter(
+            "cronraft_misfires",
+            "Nominal times that passed with no leader to fire them, by misfire policy and what it did: "
+            "missed (recorded missed_downtime) or caught_up (fired late).",
+            ["policy", "outcome"],
+            registry=r,
+        )
+        self.apply_seconds = Histogram(
+            "cronraft_apply_seconds",
+            "Time to apply one committed log entry to the store (every node).",
+            buckets=APPLY_BUCKETS,
+            registry=r,
+        )
+        self.entry_commands = Histogram(
+            "cronraft_apply_entry_commands",
+            "Commands in each log entry applied (group commit's batch size).",
+            buckets=ENTRY_COMMANDS_BUCKETS,
+            registry=r,
+        )
+        # The label values known in advance exist from the start (at 0), so that rate() and absent()
+        # behave before the first event.
+        for state in FINAL_STATES.values():
+            for guarantee in ("at_least_once", "exactly_once", "at_most_once"):
+                self.executions_finished.labels(state, guarantee)
+        for reason in ("failed", "timed_out", "lease_expired"):
+            self.retries.labels(reason)
+        for policy in ("fire_all", "skip", "fire_once"):
+            for outcome in ("missed", "caught_up"):
+                self.misfires.labels(policy, outcome)
 
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            with contextlib.suppress(Exception):
-                await self._server.wait_closed()
-            self._server = None
+    # ------------------------------------------------------------------------------------ apply
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT_S)
-            method, path, *_ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
-            if method != "GET":
-                status, body = "405 Method Not Allowed", "only GET\n"
-            elif path.split("?", 1)[0] != "/metrics":
-                status, body = "404 Not Found", "try /metrics\n"
+    def timed_apply(
+        self, apply: Callable[[int, bytes], bytes | None]
+    ) -> Callable[[int, bytes], bytes | None]:
+        """`apply` (the state machine's `apply_entry`), timed, with its entry's command count observed."""
+
+        def timed(index: int, payload: bytes) -> bytes | None:
+            t0 = time.perf_counter()
+            out = apply(index, payload)
+            if out is not None:
+                self.apply_seconds.observe(time.perf_counter() - t0)
+                self.entry_commands.observe(count_results(out))
+            return out
+
+        return timed
+
+    # ------------------------------------------------------------------------- committed commands
+
+    def observe_committed(
+        self, cmds: Sequence[commands_pb2.Command], results: Sequence[commands_pb2.CommandResult]
+    ) -> None:
+        """Count the outcomes a batch of committed commands recorded (module docstring)."""
+        for cmd, res in zip(cmds, results, strict=True):
+            if not res.applied:
+                continue
+            kind = cmd.WhichOneof("body")
+            if kind == "fire":
+                self._fired(cmd, res)
+            elif kind in _OUTCOME_KINDS and res.HasField("execution"):
+                self._attempt_ended(kind, res)
+                if res.dead_letters:
+                    self.dead_letters.inc(len(res.dead_letters))
+            if res.executions:
+                self._finished(cmd.stamped_at_ms, res.executions)
+
+    def _finished(self, stamped_at_ms: int, executions: Sequence[common_pb2.Execution]) -> None:
+        # A handler lists an execution it ended (raft.commands.executions.finish) in `executions`, with
+        # completed_at_ms = the command's time; anything else listed there (created, re-queued) is not.
+        ended: dict[str, common_pb2.Execution] = {}
+        for ex in executions:
+            if ex.state in FINAL_STATES and ex.completed_at_ms == stamped_at_ms:
+                ended[ex.execution_id] = ex
+        for ex in ended.values():
+            self.executions_finished.labels(
+                FINAL_STATES[ex.state], GUARANTEES.get(ex.guarantee, "other")
+            ).inc()
+
+    def _attempt_ended(self, kind: str, res: commands_pb2.CommandResult) -> None:
+        ex = res.execution
+        last = ex.attempts[-1] if ex.attempts else None
+        if last is None:
+            return
+        if ex.state == common_pb2.EXECUTION_PENDING:
+            if last.outcome == common_pb2.ATTEMPT_NOT_STARTED:
+                self.regrants.inc()
             else:
-                status, body = "200 OK", render(self._collect())
-            data = body.encode()
-            writer.write(
-                f"HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
-                f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode()
-                + data
-            )
-            await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
-            pass  # a slow, truncated or oversized request: just close
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+                reason = (
+                    "lease_expired" if kind == "expire_lease" else _RETRY_REASONS.get(last.outcome, "failed")
+                )
+                self.retries.labels(reason).inc()
+        if kind != "complete" or last.started_at_ms <= 0:
+            return
+        if last.finished_at_ms >= last.started_at_ms:
+            self.attempt_duration.observe((last.finished_at_ms - last.started_at_ms) / 1000)
+        # The first attempt that ran (a re-grant keeps the attempt number) of a scheduled execution.
+        if last.attempt == 1 and not ex.manual:
+            self.fire_lateness.observe(max(0, last.started_at_ms - ex.nominal_time_ms) / 1000)
+
+    def _fired(self, cmd: commands_pb2.Command, res: commands_pb2.CommandResult) -> None:
+        created = res.HasField("execution")
+        if created:
+            self.fires.inc()
+        task = res.task
+        policy = MISFIRE_POLICIES.get(task.spec.misfire, "fire_all")
+        if res.missed:
+            self.misfires.labels(policy, "missed").inc(len(res.missed))
+        # raft.firing.decide_misfire: fire_all counts its late fires in catchup_fired; fire_once fires
+        # the latest missed time instead of the one proposed, and records the others missed.
+        caught_up = task.catchup_fired > 0 or (
+            policy == "fire_once"
+            and created
+            and (bool(res.missed) or res.execution.nominal_time_ms != cmd.fire.nominal_time_ms)
+        )
+        if created and caught_up:
+            self.misfires.labels(policy, "caught_up").inc()
 
 
-__all__ = ["Gauge", "MetricsServer", "render"]
+def count_results(batch_result: bytes) -> int:
+    """The number of results in a serialized `BatchResult` (repeated field 1), without parsing them: a
+    result holds whole tasks and executions, and this runs on the apply thread for every entry."""
+    count = 0
+    pos, end = 0, len(batch_result)
+    while pos < end:
+        pos += 1  # the tag of field 1, length-delimited: one byte (0x0a)
+        length, shift = 0, 0
+        while True:
+            byte = batch_result[pos]
+            pos += 1
+            length |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                break
+            shift += 7
+        pos += length
+        count += 1
+    return count
+
+
+__all__ = ["FINAL_STATES", "GUARANTEES", "MISFIRE_POLICIES", "NodeMetrics", "count_results"]

@@ -23,9 +23,13 @@ from cronraft.daemon.clock import Clock, CorrectedClock, SystemClock
 from cronraft.daemon.clockprobe import MAX_AGE_INTERVALS, ClockMonitor
 from cronraft.daemon.config import Config
 from cronraft.daemon.datadir import claim
+from cronraft.daemon.http import HttpServer, Readiness, build_app, default_mounts, evaluate
+from cronraft.daemon.http.collector import NodeCollector
+from cronraft.daemon.http.grpc_metrics import GrpcMetrics
+from cronraft.daemon.http.server import server_ssl_context
 from cronraft.daemon.leader import LeaderSettings
 from cronraft.daemon.leader_runner import LeaderRunner
-from cronraft.daemon.metrics import Gauge, MetricsServer
+from cronraft.daemon.metrics import NodeMetrics
 from cronraft.daemon.notify import Notifier
 from cronraft.daemon.security.server import ServerSecurity
 from cronraft.daemon.services import audit as audit_api
@@ -88,6 +92,10 @@ class Node:
         self._stopping = False
         self._by_raft = {m.raft_address: m for m in config.cluster.members}
         self._by_id = {m.id: m for m in config.cluster.members}
+        # This node's metrics registry (daemon.metrics); the apply below is timed into it.
+        self.metrics = NodeMetrics()
+        self._serving: bool | None = None  # the gRPC health's "" status last set (daemon.http.readiness)
+        self._peer_http: dict[str, str] = {}  # peers' HTTP listeners, from their answers to our probes
 
         # TLS credentials, token file, JWT key (daemon.security): read before anything is opened, so
         # that a missing or bad file refuses the start (ConfigError) with nothing half started.
@@ -121,7 +129,7 @@ class Node:
         )
         self.replicator = SyncObjReplicator(
             rconf,
-            self.sm.apply_entry,
+            self.metrics.timed_apply(self.sm.apply_entry),
             self.kv,
             applied_index=self.sm.last_applied,
             audit=self.audit,
@@ -164,9 +172,9 @@ class Node:
             audit=self.audit,
             on_peer_storage=self.storage.note_peer,
             on_peer_versions=self.versions.note_peer,
+            on_peer_http=self._peer_http.__setitem__,
             transport=self._probe_transport(),
         )
-        self.metrics = MetricsServer(config.metrics.address, self.gauges) if config.metrics.address else None
         self.committer = GroupCommitter(self.replicator, admit=self.storage.admit)
         # One notifier per process (not per term), so deliveries in flight survive a step-down.
         self.notifier = Notifier(
@@ -175,6 +183,17 @@ class Node:
             webhook_hosts=config.webhook_hosts,
         )
         self._notify_task: asyncio.Task[None] | None = None
+        self.metrics.registry.register(NodeCollector(self))
+        # The HTTP listener (daemon.http): /metrics, /healthz, /readyz and the mounts (the dashboard).
+        self.http = (
+            HttpServer(
+                build_app(self, mounts=default_mounts()),
+                config.http.address,
+                ssl_context=server_ssl_context(config.tls),
+            )
+            if config.http.address
+            else None
+        )
         s = config.scheduler
         self.settings = LeaderSettings(
             horizon_ms=s.horizon_ms,
@@ -221,6 +240,8 @@ class Node:
         from cronraft.daemon.services import ClusterServicer, SchedulerServicer, WorkerGatewayServicer
 
         loop = asyncio.get_running_loop()
+        for warning in self.config.deprecations:
+            log.warning("deprecated config key", problem=warning)
 
         def notify(st: RaftStatus) -> None:
             self._note_role(st)  # on the Raft thread, at the change: the audit's time is the change's
@@ -231,13 +252,16 @@ class Node:
         self.committer.start()
         self.storage.start()
         self.clock_monitor.start()
-        if self.metrics is not None:
-            await self.metrics.start()
         self._notify_task = asyncio.create_task(self.notifier.run(), name="notifier")
 
         server = grpc.aio.server(
-            # authentication and roles (daemon.security), then who calls what for the audit trail
-            interceptors=[*self.security.interceptors, audit_api.CallInterceptor()],
+            # calls counted (first, so that refused ones are too), authentication and roles
+            # (daemon.security), then who calls what for the audit trail
+            interceptors=[
+                GrpcMetrics(self.metrics.registry),
+                *self.security.interceptors,
+                audit_api.CallInterceptor(),
+            ],
             # Bounds of gRPC itself (cronraft.bounds): the largest message accepted, the streams one
             # connection may open at once, and the calls served at once (more: RESOURCE_EXHAUSTED).
             maximum_concurrent_rpcs=self.config.limits.max_concurrent_rpcs,
@@ -273,9 +297,11 @@ class Node:
             raise Unavailable(f"cannot bind gRPC address {addr}")
         self.security.announce()
         await server.start()
-        await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await self._publish_readiness()
         await self._storage_changed(bool(self.storage.current().refused))
         self._server = server
+        if self.http is not None:
+            await self.http.start()
         self._watch_task = asyncio.create_task(self._watch_leadership(), name="leadership-watch")
         log.info(
             "node started", node=self.config.node.id, grpc=addr, raft=self.config.self_member.raft_address
@@ -295,8 +321,8 @@ class Node:
             self.runner = None
         await self.clock_monitor.stop()
         await self.storage.stop()
-        if self.metrics is not None:
-            await self.metrics.stop()
+        if self.http is not None:
+            await self.http.stop()
         if self._server is not None:
             await self._server.stop(grace=2.0)
         await self.committer.close()
@@ -341,6 +367,7 @@ class Node:
                     notifier=self.notifier,
                     audit=self.audit,
                     retention=self.config.retention,
+                    on_committed=self.metrics.observe_committed,
                 )
                 self._hold_on_versions(True)  # before its first tick
                 self.runner.start()
@@ -350,6 +377,7 @@ class Node:
                 await runner.stop(self.leader_grpc_address(st) or "")
                 log.info("stepped down", term=runner.term, leader=st.leader_id)
             self._hold_on_versions(st.is_leader)
+            await self._publish_readiness()
             self._state_changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._state_changed.wait(), 0.05)
@@ -369,9 +397,46 @@ class Node:
             log.info("leader dispatches again: members agree on schedule-result versions")
         runner.hold(mismatch)
 
+    def readiness(self, st: RaftStatus | None = None) -> Readiness:
+        """Whether this node is ready (daemon.http.readiness): /readyz, the gRPC health's "" status and
+        the `cronraft_ready` metric all say this."""
+        st = st or self.replicator.status()
+        storage = self.storage.current()
+        return evaluate(
+            st,
+            applied_index=self.sm.last_applied(),
+            storage_refused=storage.refused,
+            storage_reason=storage.reason,
+        )
+
+    async def _publish_readiness(self) -> None:
+        """The gRPC health service's overall status ("") follows readiness: SERVING only while this node
+        is ready (a known leader, a quorum, caught up, storage accepting writes), NOT_SERVING otherwise,
+        so that a load balancer's or Kubernetes' gRPC probe sends nothing to a node that cannot serve.
+        Checked at every turn of the leadership watch (50 ms at most)."""
+        health_servicer = getattr(self, "_health", None)
+        if health_servicer is None or self._stopping:
+            return
+        readiness = self.readiness()
+        if readiness.ready == self._serving:
+            return
+        self._serving = readiness.ready
+        status = health_pb2.HealthCheckResponse
+        await health_servicer.set("", status.SERVING if readiness.ready else status.NOT_SERVING)
+        if readiness.ready:
+            log.info("ready: health SERVING")
+        else:
+            log.warning("not ready: health NOT_SERVING", failed=readiness.failed)
+
+    def peer_http_address(self, node_id: str) -> str:
+        """A member's HTTP listener: ours from the config, a peer's from its answer to our clock probe."""
+        if node_id == self.config.node.id:
+            return self.config.http.address
+        return self._peer_http.get(node_id, "")
+
     async def _storage_changed(self, exhausted: bool) -> None:
-        """The `cronraft.storage` health service: NOT_SERVING while this node's storage refuses writes
-        (the node itself, "", stays SERVING: it still reads, and may still delete)."""
+        """The `cronraft.storage` health service: NOT_SERVING while this node's storage refuses writes.
+        (The overall status, "", is readiness, which storage is part of: `_publish_readiness`.)"""
         health_servicer = getattr(self, "_health", None)
         if health_servicer is not None:
             status = health_pb2.HealthCheckResponse
@@ -387,120 +452,6 @@ class Node:
 
     def _connected_peers(self) -> list[str]:
         return [peer for peer, up in self.replicator.status().connected.items() if up]
-
-    def gauges(self) -> list[Gauge]:
-        """The metrics endpoint's snapshot (daemon.metrics)."""
-        st = self.replicator.status()
-        health = self.clock_monitor.health
-        runner = self.runner if st.is_leader else None
-        labels = {"node": self.config.node.id}
-        out = [
-            Gauge(
-                "cronraft_clock_offset_seconds",
-                "This node's wall clock minus the cluster median (measured).",
-                health.offset_ms / 1000,
-                labels,
-            ),
-            Gauge(
-                "cronraft_clock_correction_seconds",
-                "Correction applied to this node's scheduling clock.",
-                health.correction_ms / 1000,
-                labels,
-            ),
-            Gauge(
-                "cronraft_clock_healthy",
-                "1 if the wall-clock offset is within [clock] max_offset_ms.",
-                float(health.healthy),
-                labels,
-            ),
-            Gauge("cronraft_is_leader", "1 on the Raft leader.", float(st.is_leader), labels),
-            Gauge("cronraft_raft_term", "Current Raft term.", st.term, labels),
-            Gauge("cronraft_commit_index", "Raft commit index.", st.commit_index, labels),
-            Gauge(
-                "cronraft_applied_index",
-                "Last log index applied to the store.",
-                self.sm.last_applied(),
-                labels,
-            ),
-            Gauge(
-                "cronraft_apply_internal_errors",
-                "Commands this node recorded as failed inside apply (error_code internal) since it started.",
-                self.sm.internal_errors,
-                labels,
-            ),
-            *self._storage_gauges(labels),
-            Gauge(
-                "cronraft_connected_workers",
-                "Workers connected to this node (the leader).",
-                runner.connected_workers if runner is not None else 0,
-                labels,
-            ),
-            Gauge(
-                "cronraft_clock_leadership_transfers",
-                "Leadership transfers requested because this node's clock was off.",
-                self.clock_monitor.transfers,
-                labels,
-            ),
-        ]
-        for reason, count in sorted((runner.dropped if runner is not None else {}).items()):
-            out.append(
-                Gauge(
-                    "cronraft_worker_messages_dropped",
-                    "Worker messages the leader dropped in its term (issue 13), by reason: result, output or "
-                    "renewal (forged: another worker's lease), stale_output, superseded (a replaced stream).",
-                    count,
-                    {**labels, "reason": reason},
-                )
-            )
-        for peer in self.clock_monitor.peers:
-            off = self.clock_monitor.estimate.peer_offset(peer)
-            if off is not None:
-                out.append(
-                    Gauge(
-                        "cronraft_clock_peer_offset_seconds",
-                        "A peer's wall clock minus the cluster median, as measured here.",
-                        off / 1000,
-                        {**labels, "peer": peer},
-                    )
-                )
-        return out
-
-    def _storage_gauges(self, labels: dict[str, str]) -> list[Gauge]:
-        st = self.storage.status()
-        return [
-            Gauge(
-                "cronraft_storage_exhausted",
-                "1 while this node refuses writes for lack of space (cluster status says why).",
-                float(st.exhausted),
-                labels,
-            ),
-            Gauge("cronraft_storage_used_bytes", "Bytes of store pages holding data.", st.used_bytes, labels),
-            Gauge("cronraft_storage_map_bytes", "The LMDB map's size now.", st.map_size_bytes, labels),
-            Gauge(
-                "cronraft_storage_max_map_bytes",
-                "The most the LMDB map may grow to (storage.max_map_size_bytes).",
-                st.max_map_size_bytes,
-                labels,
-            ),
-            Gauge(
-                "cronraft_storage_disk_free_bytes",
-                "Free bytes on the data directory's file system.",
-                st.disk_free_bytes,
-                labels,
-            ),
-            Gauge(
-                "cronraft_raft_journal_bytes",
-                "Bytes of entries in the Raft journal since its last compaction.",
-                st.journal_bytes,
-                labels,
-            ),
-            Gauge(
-                "cronraft_storage_stuck_index",
-                "The log index this node cannot apply for lack of space (0: none).",
-                st.stuck_index,
-                labels,
-            ),
-        ]
 
     def leader_grpc_address(self, st: RaftStatus | None = None) -> str | None:
         st = st or self.replicator.status()

@@ -367,12 +367,14 @@ async def _talk(proc: asyncio.subprocess.Process, stdin: bytes) -> bytes:
 class NotifierStats:
     """Counters. `delivered` / `failed`: (notification, target) deliveries that succeeded / were given up.
     `dropped`: notifications refused by a full queue (or after close). `abandoned`: deliveries still queued
-    or in flight when the notifier closed."""
+    or in flight when the notifier closed. `attempts_failed`: attempts that failed, retried or not (the
+    metrics read these: daemon.http.collector)."""
 
     delivered: int = 0
     failed: int = 0
     dropped: int = 0
     abandoned: int = 0
+    attempts_failed: int = 0
 
 
 @dataclass(frozen=True)
@@ -589,6 +591,7 @@ class Notifier:
                 self.stats.delivered += 1
                 log.debug("notification delivered", target=where, notify_event=event, attempt=attempt)
                 return
+            self.stats.attempts_failed += 1
             log.debug("notification attempt failed", target=where, attempt=attempt, error=result.detail)
             if result.permanent or attempt == self._max_attempts:
                 break

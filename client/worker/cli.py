@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import prometheus_client
 import structlog
 
 from cronraft.client import _argnames
@@ -184,6 +185,9 @@ def configure_logging(log_format: str, level: str = "info") -> None:
 
 
 async def _amain(config: WorkerConfig, metrics_address: str | None = None) -> None:
+    if metrics_address:
+        # No `_created` series (a process-wide setting, so only here, never in the library's Worker).
+        prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     metrics = WorkerMetrics() if metrics_address else None
     worker = Worker(config, metrics=metrics)
     endpoint = metrics.serve(metrics_address) if metrics is not None and metrics_address else None

@@ -21,12 +21,13 @@ MIN_SECRET_CHARS characters long.
 Security (docs/security.md): `[tls]` (this node's certificate, the CAs it trusts) and `[auth]` (token
 file, JWT key, client-certificate identities) are validated for shape here; their files are read when
 the node starts (daemon.security). A node whose gRPC address is not loopback refuses to start without
-both TLS and authentication unless the file says `insecure = true` at its top.
+both TLS and authentication unless the file says `insecure = true` at its top; so does its HTTP listener
+(`[http] address`, daemon.http) on a non-loopback address.
 
 The package, one job a module: `model` (the frozen dataclasses), `reader` (`_Table`: reading a table with
 errors that name the field), `loader` (`load_config`, `config_from_dict`, `default_config`), `cluster`
 ([node], [cluster], the secret), `security` ([tls], [auth], exposure), `notify` ([notify], [notifiers]),
-`tables` (the tunables: [raft], [storage], [retention], [scheduler], [log], [clock], [limits], [metrics])
+`tables` (the tunables: [raft], [storage], [retention], [scheduler], [log], [clock], [limits], [http])
 and `addresses` (`split_host_port`, `is_loopback`).
 """
 
@@ -40,12 +41,12 @@ from cronraft.daemon.config.model import (
     ClusterConfig,
     Config,
     Durability,
+    HttpConfig,
     LimitsConfig,
     LogConfig,
     LogFormat,
     LogLevel,
     Member,
-    MetricsConfig,
     NodeConfig,
     RaftConfig,
     RetentionConfig,
@@ -62,12 +63,12 @@ __all__ = [
     "ClusterConfig",
     "Config",
     "Durability",
+    "HttpConfig",
     "LimitsConfig",
     "LogConfig",
     "LogFormat",
     "LogLevel",
     "Member",
-    "MetricsConfig",
     "NodeConfig",
     "RaftConfig",
     "RetentionConfig",

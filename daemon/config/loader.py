@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from cronraft.daemon.config.addresses import split_host_port
 from cronraft.daemon.config.cluster import _members, _node, _require_secret_off_loopback, _secret
 from cronraft.daemon.config.model import (
     DURABILITIES,
@@ -16,9 +17,9 @@ from cronraft.daemon.config.model import (
     ClockConfig,
     ClusterConfig,
     Config,
+    HttpConfig,
     LimitsConfig,
     LogConfig,
-    MetricsConfig,
     RaftConfig,
     RetentionConfig,
     SchedulerConfig,
@@ -30,9 +31,9 @@ from cronraft.daemon.config.reader import _describe, _field_names, _Table
 from cronraft.daemon.config.security import _auth, _check_exposure, _tls
 from cronraft.daemon.config.tables import (
     _clock,
+    _http,
     _limits,
     _log,
-    _metrics,
     _raft,
     _retention,
     _scheduler,
@@ -53,6 +54,9 @@ durability = "replicated"
 id = "node1"
 grpc_address = "127.0.0.1:50051"
 raft_address = "127.0.0.1:50061"
+
+[http]
+address = "127.0.0.1:50071"
 """
 
 
@@ -95,6 +99,7 @@ def config_from_dict(
             "notify",
             "notifiers",
             "clock",
+            "http",
             "metrics",
             "limits",
             "storage",
@@ -115,7 +120,16 @@ def config_from_dict(
         raise root.error("insecure", f"expected true or false, got {_describe(insecure)}")
     tls = _tls(root.table("tls", _field_names(TlsConfig)))
     auth = _auth(root.table("auth", _field_names(AuthConfig)), tls)
-    _check_exposure(root, members[self_index].grpc_address, self_index, tls=tls, auth=auth, insecure=insecure)
+    me = members[self_index]
+    key = f"cluster.members[{self_index}].grpc_address"
+    _check_exposure(root, me.grpc_address, key, tls=tls, auth=auth, insecure=insecure)
+    deprecations: list[str] = []
+    http_t = root.table("http", _field_names(HttpConfig))
+    http = _http(http_t, root.table("metrics", ("address",)), deprecations)
+    if http.address:
+        key = "http.address" if http_t.has("address") else "metrics.address"
+        _check_exposure(root, http.address, key, tls=tls, auth=auth, insecure=insecure)
+        _check_distinct(root, key, http.address, me.grpc_address, me.raft_address)
     cluster = ClusterConfig(
         secret=secret,
         durability=cluster_t.choice("durability", DURABILITIES, "replicated"),
@@ -132,7 +146,7 @@ def config_from_dict(
         notifiers=_notifiers(root),
         webhook_hosts=_webhook_hosts(root.table("notify", ("targets", "webhook_hosts"))),
         clock=_clock(root.table("clock", _field_names(ClockConfig))),
-        metrics=_metrics(root.table("metrics", _field_names(MetricsConfig))),
+        http=http,
         limits=_limits(root.table("limits", _field_names(LimitsConfig))),
         storage=_storage(root.table("storage", _field_names(StorageConfig))),
         retention=_retention(root.table("retention", _field_names(RetentionConfig))),
@@ -140,4 +154,12 @@ def config_from_dict(
         auth=auth,
         insecure=insecure,
         source=source,
+        deprecations=tuple(deprecations),
     )
+
+
+def _check_distinct(root: _Table, key: str, address: str, grpc_address: str, raft_address: str) -> None:
+    """The HTTP listener cannot share this node's gRPC or Raft address."""
+    for other, name in ((grpc_address, "gRPC"), (raft_address, "Raft")):
+        if split_host_port(address) == split_host_port(other):
+            raise root.error(key, f"{address!r} is this node's {name} address too: give it a port of its own")

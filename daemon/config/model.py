@@ -135,8 +135,10 @@ class ClockConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class MetricsConfig:
-    address: str = ""  # host:port of the Prometheus text endpoint (GET /metrics); empty: off
+class HttpConfig:
+    """[http] (daemon.http): the node's HTTP listener: /metrics, /healthz, /readyz and the dashboard."""
+
+    address: str = ""  # host:port; empty: no listener. Every shipped config sets one on loopback.
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +186,7 @@ class Config:
     log: LogConfig
     notify_targets: tuple[common_pb2.NotifyTarget, ...] = ()  # global notification targets
     clock: ClockConfig = ClockConfig()
-    metrics: MetricsConfig = MetricsConfig()
+    http: HttpConfig = HttpConfig()
     limits: LimitsConfig = LimitsConfig()
     storage: StorageConfig = StorageConfig()
     retention: RetentionConfig = RetentionConfig()
@@ -197,6 +199,8 @@ class Config:
     # Serve a non-loopback gRPC address without TLS or authentication (logged loudly at every start).
     insecure: bool = False
     source: str = field(default="<embedded default>", compare=False)  # where it was loaded from
+    # Deprecated keys the file used, each with what to write instead: the node logs them as warnings.
+    deprecations: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def self_member(self) -> Member:

@@ -73,9 +73,10 @@ def _auth(t: _Table, tls: TlsConfig) -> AuthConfig:
 
 
 def _check_exposure(
-    root: _Table, address: str, index: int, *, tls: TlsConfig, auth: AuthConfig, insecure: bool
+    root: _Table, address: str, key: str, *, tls: TlsConfig, auth: AuthConfig, insecure: bool
 ) -> None:
-    """A gRPC address others can reach needs TLS and authentication, unless `insecure = true`."""
+    """An address others can reach (gRPC, or the HTTP listener at `key`) needs TLS and authentication,
+    unless `insecure = true`."""
     if insecure or is_loopback(split_host_port(address)[0]):
         return
     missing = [
@@ -88,7 +89,7 @@ def _check_exposure(
     ]
     if missing:
         raise root.error(
-            f"cluster.members[{index}].grpc_address",
+            key,
             f"{address!r} is not a loopback address and this node has no {' and no '.join(missing)}: "
             "anyone who reaches it could run commands on the workers. Configure them (docs/security.md, "
             "`schedctl tls init`, `schedctl token create`), or write `insecure = true` at the top of the "

@@ -1,5 +1,6 @@
 """The tunables' tables, one parser each: [raft], [storage], [retention], [scheduler], [log], [clock],
-[limits], [metrics]. Each checks its keys' ranges and the relations between them."""
+[limits], [http] (and [metrics], its deprecated alias). Each checks its keys' ranges and the relations
+between them."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from cronraft.daemon.config.model import (
     LOG_FORMATS,
     LOG_LEVELS,
     ClockConfig,
+    HttpConfig,
     LimitsConfig,
     LogConfig,
-    MetricsConfig,
     RaftConfig,
     RetentionConfig,
     SchedulerConfig,
@@ -193,9 +194,10 @@ def _limits(t: _Table) -> LimitsConfig:
     )
 
 
-def _metrics(t: _Table) -> MetricsConfig:
+def _address(t: _Table) -> str | None:
+    """The table's `address` (host:port, or "" for none); None when the key is absent."""
     if not t.has("address"):
-        return MetricsConfig()
+        return None
     address = t.data["address"]
     if not isinstance(address, str):
         raise t.error("address", f"expected a string host:port, got {_describe(address)}")
@@ -204,4 +206,21 @@ def _metrics(t: _Table) -> MetricsConfig:
             split_host_port(address)
         except ValueError as e:
             raise t.error("address", f"{address!r}: {e}") from None
-    return MetricsConfig(address=address)
+    return address
+
+
+def _http(http: _Table, metrics: _Table, deprecations: list[str]) -> HttpConfig:
+    """[http] address, or the deprecated [metrics] address (the endpoint it named now serves all of the
+    listener's routes) when [http] has none."""
+    address, old = _address(http), _address(metrics)
+    if old is not None:
+        if address is not None:
+            raise metrics.error(
+                "address", "deprecated, and http.address is set too: remove the [metrics] table"
+            )
+        deprecations.append(
+            f"{metrics.source}: metrics.address is deprecated: write [http] address = {old!r} instead "
+            "(the same listener now serves /metrics, /healthz, /readyz and the dashboard)"
+        )
+        address = old
+    return HttpConfig(address=address or "")

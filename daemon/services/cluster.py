@@ -38,6 +38,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
                 raft_address=m.raft_address,
                 grpc_address=m.grpc_address,
                 connected=True if m.id == node.config.node.id else bool(st.connected.get(m.id, False)),
+                http_address=node.peer_http_address(m.id),
             )
             # Its storage: ours, or what the peer's answer to our last clock probe said.
             member.storage.CopyFrom(
@@ -94,6 +95,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
             wall_us=self.node.clock_monitor.wall_us(),
             storage=self.node.storage.status(),  # so that every node knows its peers' (daemon.storage)
             versions=self.node.versions.message(),  # and their schedule-result versions (daemon.versioncheck)
+            http_address=self.node.config.http.address,  # and its HTTP listener (cluster status)
         )
 
 
