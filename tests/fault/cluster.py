@@ -1,6 +1,7 @@
-"""The fault harness's cluster: topology, process supervisor and fault primitives.
+"""The fault harness's cluster: topology, fault primitives and the cleanup of what a run changes.
 
-`FaultCluster` starts `schedd` nodes n1..nN and `schedworker` agents w1..wM and injects faults into them
+`FaultCluster` is the one real-process harness (tests/support/cluster.py, `ProcessCluster`: processes,
+logs, `Cluster.Status` polls and waits) with nodes n1..nN and workers w1..wM, into which it injects faults
 (shared/docs/fault-testing.md, section 2.2). Two modes:
 
 - "netns" (root): every process in its own network namespace on a private bridge
@@ -18,12 +19,12 @@ exit to run_dir/exits.jsonl (every start to run_dir/starts.jsonl).
 Cleanup is done by `close()` (idempotent; also from atexit and on SIGTERM of the harness, which is
 turned into SystemExit): processes by PID (SIGTERM, then SIGKILL), nfq daemons, namespaces (with any
 process left in them), the root veth, tmpfs mounts. A harness that was SIGKILLed leaves a record in
-/run/cronraft-fault/ that the next FaultCluster (or `python -m tests.fault.cluster --reap`) cleans up.
+/run/cronraft-fault/ that the next FaultCluster (or `python -m tests.fault.cluster --reap`) cleans up
+(tests/fault/registry.py).
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import importlib.util
 import json
@@ -35,26 +36,36 @@ import sys
 import threading
 import time
 import tomllib
-import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType, TracebackType
-from typing import Any, Literal
+from types import TracebackType
+from typing import Any, Literal, cast
 
 import grpc
 
-from cronraft.proto.v1 import cluster_pb2, cluster_pb2_grpc
-from tests.fault.netns import NetnsError, NetnsTopology, env_args, kill_namespace_pids, netns_usable, run
+from cronraft.proto.v1 import cluster_pb2
+from tests.fault.netns import NetnsError, NetnsTopology, env_args, netns_usable, run
 from tests.fault.proxy import ProxyNet, Rules
+from tests.fault.registry import (
+    REGISTRY,
+    Registry,
+    install_exit_hooks,
+    is_mountpoint,
+    reap_stale,
+    start_time,
+    track,
+    umount,
+    untrack,
+)
+from tests.support.cluster import Proc, ProcessCluster, libfaketime_env, node_argv, worker_argv
 from tests.support.nodeconfig import merge, node_config, toml_dumps
 from tests.support.ports import free_ports, release
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-REGISTRY = Path("/run/cronraft-fault")
 BALLAST = "ballast"
 
-__all__ = ["FaultCluster", "Unsupported", "reap_stale"]
+__all__ = ["REGISTRY", "FaultCluster", "Unsupported", "reap_stale"]
 
 
 class Unsupported(Exception):
@@ -65,18 +76,6 @@ class Unsupported(Exception):
         self.reason = reason
 
 
-# --- small helpers -------------------------------------------------------------------------------
-
-
-def _start_time(pid: int) -> str | None:
-    """The kernel's start time of a process (tells a live process from a reused PID)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
 def _append_jsonl(path: Path, lock: threading.Lock, record: Mapping[str, Any]) -> None:
     line = json.dumps(record, separators=(",", ":")) + "\n"
     with lock, open(path, "a") as f:
@@ -84,114 +83,16 @@ def _append_jsonl(path: Path, lock: threading.Lock, record: Mapping[str, Any]) -
 
 
 @dataclass
-class _Proc:
-    name: str
-    kind: Literal["node", "worker"]
-    popen: subprocess.Popen[bytes] | None = None
-    paused: bool = False
-    expect_exit: bool = False
+class _Proc(Proc):
     exit_recorded: bool = True
     down_fault: str | None = None  # the nemesis fault that took it down (its restart logs the stop)
     starts: int = 0
 
 
-@dataclass
-class _Registry:
-    """What a run created outside its run dir, for a later cleanup if the harness died (SIGKILL)."""
-
-    path: Path | None
-    data: dict[str, Any] = field(default_factory=dict)
-
-    def save(self) -> None:
-        if self.path is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data))
-        os.replace(tmp, self.path)
-
-    def remove(self) -> None:
-        if self.path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
-            with contextlib.suppress(OSError):  # still used by another run: keep it
-                self.path.parent.rmdir()
-
-
-def _umount(path: str) -> None:
-    if run(["umount", path], check=False) and _is_mountpoint(path):
-        run(["umount", "-l", path], check=False)
-    if _is_mountpoint(path):
-        run(["umount", "-l", path], check=False)
-
-
-def _is_mountpoint(path: str) -> bool:
-    return os.path.ismount(path)
-
-
-def reap_stale() -> list[str]:
-    """Clean up after fault runs whose harness died without cleaning (owner PID gone). Returns prefixes."""
-    reaped: list[str] = []
-    if not REGISTRY.is_dir():
-        return reaped
-    for record in sorted(REGISTRY.glob("*.json")):
-        try:
-            data = json.loads(record.read_text())
-        except (OSError, ValueError):
-            continue
-        if _start_time(int(data.get("owner_pid", 0))) == data.get("owner_start"):
-            continue  # its harness is alive
-        for pid, start in data.get("pids", []):
-            if _start_time(pid) == start:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        for ns in data.get("namespaces", []):
-            kill_namespace_pids(ns)
-            run(["ip", "netns", "del", ns], check=False)
-        if data.get("root_veth"):
-            run(["ip", "link", "del", data["root_veth"]], check=False)
-        for mount in data.get("mounts", []):
-            if _is_mountpoint(mount):
-                _umount(mount)
-        with contextlib.suppress(FileNotFoundError):
-            record.unlink()
-        reaped.append(str(data.get("prefix", record.stem)))
-    return reaped
-
-
-_LIVE: weakref.WeakSet[FaultCluster] = weakref.WeakSet()
-_HOOKS_INSTALLED = False
-
-
-def _close_all() -> None:
-    for cluster in list(_LIVE):
-        with contextlib.suppress(Exception):
-            cluster.close()
-
-
-def _on_sigterm(signum: int, _frame: FrameType | None) -> None:
-    # Unwind the stack so that `with`/finally blocks run close(); atexit closes whatever is left.
-    raise SystemExit(128 + signum)
-
-
-def _install_hooks() -> None:
-    global _HOOKS_INSTALLED
-    if _HOOKS_INSTALLED:
-        return
-    _HOOKS_INSTALLED = True
-    atexit.register(_close_all)
-    main = threading.current_thread() is threading.main_thread()
-    if main and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
-        signal.signal(signal.SIGTERM, _on_sigterm)
-
-
 # --- the cluster ---------------------------------------------------------------------------------
 
 
-class FaultCluster:
-    NODE_MODULE = "cronraft.daemon.main"
-    WORKER_MODULE = "cronraft.client.worker"
-
+class FaultCluster(ProcessCluster):
     def __init__(
         self,
         run_dir: Path,
@@ -217,6 +118,7 @@ class FaultCluster:
         file at most this often (0 = on every clock read, ~10x dearer per time.time() call; see README).
         `observer_exempt`: the harness's own traffic is never faulted (netns mode; always so in proxy)."""
         self.run_dir = Path(run_dir).resolve()
+        super().__init__(self.run_dir, new_session=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         for sub in ("logs", "clock", "audit"):
             (self.run_dir / sub).mkdir(exist_ok=True)
@@ -234,17 +136,11 @@ class FaultCluster:
         self.skew_cache_s = skew_cache_s
         self.observer_exempt = observer_exempt
         self.secret = secrets.token_hex(16)
-        self._procs: dict[str, _Proc] = {n: _Proc(n, "node") for n in self.node_ids}
-        self._procs.update({w: _Proc(w, "worker") for w in self.worker_ids})
-        self._lock = threading.RLock()
         self._log_lock = threading.Lock()
         self._rules = Rules()
         self._skews: dict[str, float] = {}
         self._filled: set[str] = set()
         self._mounts: list[str] = []
-        self._channels: dict[str, grpc.Channel] = {}
-        self._channel_lock = threading.Lock()
-        self._last_leader: tuple[str, int] | None = None
         self._started = False
         self._closed = False
         self._stop_supervisor = threading.Event()
@@ -255,9 +151,7 @@ class FaultCluster:
         self._faketime_env: dict[str, str] | None = None
         if skew is not False:
             try:
-                import libfaketime  # type: ignore[import-not-found,import-untyped,unused-ignore]
-
-                self._faketime_env = dict(libfaketime.get_reload_information()[1])
+                self._faketime_env = libfaketime_env()
             except ImportError:
                 if skew:
                     raise Unsupported("libfaketime is not installed (pip install libfaketime)") from None
@@ -288,21 +182,17 @@ class FaultCluster:
             self._worker_proxy_ports: dict[tuple[str, str], int] = {}
             self._source_ips = {n: f"127.0.0.{10 + i}" for i, n in enumerate(self.node_ids, 1)}
         self.harness_host: str = self._net.harness_ip if self._net is not None else "127.0.0.1"
+        for nid in self.node_ids:
+            address = (
+                self._net.grpc_address(nid) if self._net is not None else f"127.0.0.1:{self._grpc_ports[nid]}"
+            )
+            self.add(_Proc(nid, "node", self.log_path(nid)), address)
+        for wid in self.worker_ids:
+            self.add(_Proc(wid, "worker", self.log_path(wid)))
         tag = self._net.prefix if self._net is not None else f"proxy{os.getpid()}x{secrets.token_hex(2)}"
-        self._registry = _Registry(REGISTRY / f"{tag}.json" if os.geteuid() == 0 else None)
+        self._registry = Registry(REGISTRY / f"{tag}.json" if os.geteuid() == 0 else None)
 
-    # --- addresses -------------------------------------------------------------------------------
-
-    def grpc_address(self, nid: str) -> str:
-        """The node's gRPC address as the harness dials it."""
-        if self._net is not None:
-            return self._net.grpc_address(nid)
-        return f"127.0.0.1:{self._grpc_ports[nid]}"
-
-    @property
-    def servers(self) -> str:
-        """Comma-separated gRPC addresses of all nodes, reachable from the harness process."""
-        return ",".join(self.grpc_address(n) for n in self.node_ids)
+    # --- paths -----------------------------------------------------------------------------------
 
     def data_dir(self, nid: str) -> Path:
         return self.run_dir / nid / "data"
@@ -328,16 +218,19 @@ class FaultCluster:
     def mono_ns() -> int:
         return time.monotonic_ns()
 
+    def _proc(self, name: str, kind: str | None = None) -> _Proc:
+        return cast(_Proc, self._check(name, kind))
+
     # --- setup -----------------------------------------------------------------------------------
 
     def _setup(self) -> None:
         with contextlib.suppress(Exception):
             reap_stale()
-        _install_hooks()
-        _LIVE.add(self)
+        install_exit_hooks()
+        track(self)
         self._registry.data = {
             "owner_pid": os.getpid(),
-            "owner_start": _start_time(os.getpid()),
+            "owner_start": start_time(os.getpid()),
             "prefix": self.prefix,
             "run_dir": str(self.run_dir),
             "namespaces": [],
@@ -358,7 +251,7 @@ class FaultCluster:
         for nid in self.node_ids:
             data = self.data_dir(nid)
             data.mkdir(parents=True, exist_ok=True)
-            if self.node_disk_mb is not None and not _is_mountpoint(str(data)):
+            if self.node_disk_mb is not None and not is_mountpoint(str(data)):
                 tag = f"{self.prefix or 'crproxy'}_{nid}"
                 run(["mount", "-t", "tmpfs", "-o", f"size={self.node_disk_mb}m,mode=0755", tag, str(data)])
                 self._mounts.append(str(data))
@@ -385,9 +278,13 @@ class FaultCluster:
                 )
 
     def _member_addresses(self, nid: str) -> tuple[str, str]:
-        if self._net is not None:
-            return self._net.grpc_address(nid), self._net.raft_address(nid)
-        return f"127.0.0.1:{self._grpc_ports[nid]}", f"127.0.0.1:{self._raft_proxy_ports[nid]}"
+        """(gRPC, Raft) address of a member as the nodes know it (Raft: its proxy, in proxy mode)."""
+        raft = (
+            self._net.raft_address(nid)
+            if self._net is not None
+            else f"127.0.0.1:{self._raft_proxy_ports[nid]}"
+        )
+        return self.grpc_address(nid), raft
 
     def _write_config(self, nid: str) -> None:
         election = self.election_timeout_ms
@@ -427,7 +324,7 @@ class FaultCluster:
             "CRONRAFT_AUDIT_DIR": str(self.run_dir / "audit"),
             "CRONRAFT_FAULT_NAME": name,
         }
-        proc = self._procs[name]
+        proc = self._proc(name)
         if proc.kind == "worker":
             extra["CRONRAFT_FAULT_WORKER"] = name
         if self._faketime_env is not None:
@@ -454,23 +351,20 @@ class FaultCluster:
         return base, extra
 
     def _argv(self, name: str) -> list[str]:
-        proc = self._procs[name]
-        if proc.kind == "node":
-            module, args = self.NODE_MODULE, ["--config", str(self.config_path(name))]
+        if self._proc(name).kind == "node":
+            argv = node_argv(self.config_path(name))
         else:
             if self._net is not None:
                 servers = self.servers
             else:
                 servers = ",".join(f"127.0.0.1:{self._worker_proxy_ports[name, n]}" for n in self.node_ids)
-            outbox = self.run_dir / name / "outbox"
-            module = self.WORKER_MODULE
-            args = [
-                "--server", servers, "--id", name, "--capacity", str(self.worker_capacity),
-                "--outbox-dir", str(outbox), "--log-format", "json", *self.worker_args,
-            ]  # fmt: skip
+            argv = worker_argv(
+                name, servers, self.worker_capacity, self.run_dir / name / "outbox", self.worker_args
+            )
         if self._net is None:
-            return [sys.executable, "-m", "tests.fault._shim", module, *args]
-        return [sys.executable, "-m", module, *args]
+            # `python -m MODULE ARGS` runs as `python -m tests.fault._shim MODULE ARGS` (its patches).
+            return [*argv[:2], "tests.fault._shim", *argv[2:]]
+        return argv
 
     def _command(self, name: str, argv: Sequence[str]) -> tuple[list[str], dict[str, str]]:
         """Full argv and Popen environment to run `argv` as process `name` would run."""
@@ -484,28 +378,17 @@ class FaultCluster:
             raise RuntimeError("call start() first")
         if self._closed:
             raise RuntimeError("the cluster is closed")
-        proc = self._procs[name]
+        proc = self._proc(name)
         with self._lock:
             if proc.popen is not None and proc.popen.poll() is None:
                 raise RuntimeError(f"{name} is already running (pid {proc.popen.pid})")
             argv, env = self._command(name, self._argv(name))
             (self.run_dir / name).mkdir(exist_ok=True)
-            with open(self.log_path(name), "ab") as log:
-                popen = subprocess.Popen(
-                    argv,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    cwd=self.run_dir,
-                    start_new_session=True,
-                )
-            proc.popen = popen
-            proc.paused = False
-            proc.expect_exit = False
+            popen = self.spawn(name, argv, env)
             proc.exit_recorded = False
             proc.starts += 1
-            pids = [[p, s] for p, s in self._registry.data.get("pids", []) if _start_time(p) == s]
-            pids.append([popen.pid, _start_time(popen.pid)])
+            pids = [[p, s] for p, s in self._registry.data.get("pids", []) if start_time(p) == s]
+            pids.append([popen.pid, start_time(popen.pid)])
             self._registry.data["pids"] = pids
             self._registry.save()
             down, proc.down_fault = proc.down_fault, None
@@ -519,17 +402,20 @@ class FaultCluster:
 
     def _supervise(self) -> None:
         while not self._stop_supervisor.wait(0.05):
-            for proc in list(self._procs.values()):
+            for name in list(self._procs):
+                proc = self._proc(name)
                 popen = proc.popen
                 if popen is not None and not proc.exit_recorded and popen.poll() is not None:
-                    self._record_exit(proc)
+                    self._exited(proc)
 
-    def _record_exit(self, proc: _Proc) -> None:
+    def _exited(self, proc: Proc) -> None:
+        """Record the exit in exits.jsonl, once (called by the supervisor, kill and close)."""
+        fproc = cast(_Proc, proc)
         with self._lock:
-            popen = proc.popen
-            if popen is None or proc.exit_recorded or popen.returncode is None:
+            popen = fproc.popen
+            if popen is None or fproc.exit_recorded or popen.returncode is None:
                 return
-            proc.exit_recorded = True
+            fproc.exit_recorded = True
             rc = popen.returncode
         # `ip netns exec` and `env` exec the daemon, so the Popen is the daemon itself: a signal death is
         # a negative code; a shell-style 128+N can only come from the process itself.
@@ -539,13 +425,13 @@ class FaultCluster:
             self._log_lock,
             {
                 "mono_ns": self.mono_ns(),
-                "name": proc.name,
+                "name": fproc.name,
                 "pid": popen.pid,
                 "returncode": rc,
                 "signal": signal.Signals(sig).name
                 if sig and sig in signal.Signals._value2member_map_
                 else None,
-                "expected": proc.expect_exit,
+                "expected": fproc.expect_exit,
             },
         )
 
@@ -587,39 +473,24 @@ class FaultCluster:
         self._check(wid, "worker")
         self._kill(wid, sig)
 
-    def _check(self, name: str, kind: str | None = None) -> _Proc:
-        proc = self._procs.get(name)
-        if proc is None or (kind is not None and proc.kind != kind):
-            raise KeyError(f"no {kind or 'process'} named {name!r}")
-        return proc
-
     def _kill(self, name: str, sig: int, timeout_s: float = 15.0, *, log_fault: bool = True) -> None:
         """Send `sig` and wait for the exit (SIGKILL after `timeout_s` if it does not come). Logged as a
         fault unless `log_fault` is false (the harness's own stop at the end of a run)."""
-        proc = self._procs[name]
-        popen = proc.popen
-        if popen is None or popen.poll() is not None:
+        proc = self._proc(name)
+        if not proc.alive:
             return
         fault = "kill" if sig == signal.SIGKILL else "terminate"
-        was_leader, term = self._leader_info({name}) if log_fault else (False, None)
-        with self._lock:
-            proc.expect_exit = True
-            if log_fault:
+        before: Callable[[], None] | None = None
+        if log_fault:
+            leader = self._leader_info({name})
+
+            def before() -> None:
                 proc.down_fault = fault
                 self._log_fault(
-                    fault, name, "start", leader=(was_leader, term), args={"signal": signal.Signals(sig).name}
+                    fault, name, "start", leader=leader, args={"signal": signal.Signals(sig).name}
                 )
-            with contextlib.suppress(ProcessLookupError):
-                popen.send_signal(sig)
-                if proc.paused and sig != signal.SIGKILL:
-                    popen.send_signal(signal.SIGCONT)  # a stopped process handles SIGTERM only once resumed
-            proc.paused = False
-        try:
-            popen.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            popen.kill()
-            popen.wait()
-        self._record_exit(proc)
+
+        self.kill(name, sig, timeout_s, before=before)
 
     def stop_all(self, timeout_s: float = 15.0) -> None:
         """SIGTERM every process (workers first) and wait: the end of a run, so no fault is logged.
@@ -629,37 +500,25 @@ class FaultCluster:
         for name in [*self.worker_ids, *self.node_ids]:
             self._kill(name, signal.SIGTERM, timeout_s, log_fault=False)
 
-    def pause(self, name: str) -> None:
-        """SIGSTOP the process (all its threads), by PID."""
+    def pause(self, name: str, *, before: Callable[[], None] | None = None) -> bool:
+        """SIGSTOP the process (all its threads), by PID; logged as a fault."""
         proc = self._check(name)
-        if proc.popen is None or proc.popen.poll() is not None or proc.paused:
-            return
-        was_leader, term = self._leader_info({name})
-        with self._lock:
-            self._log_fault("pause", name, "start", leader=(was_leader, term))
-            proc.popen.send_signal(signal.SIGSTOP)
-            proc.paused = True
+        if not proc.alive or proc.paused:
+            return False
+        leader = self._leader_info({name})
 
-    def resume(self, name: str) -> None:
-        proc = self._check(name)
-        if proc.popen is None or not proc.paused:
-            return
-        with self._lock:
-            if proc.popen.poll() is None:
-                proc.popen.send_signal(signal.SIGCONT)
-            proc.paused = False
+        def log() -> None:
+            self._log_fault("pause", name, "start", leader=leader)
+            if before is not None:
+                before()
+
+        return super().pause(name, before=log)
+
+    def resume(self, name: str) -> bool:
+        if not super().resume(name):
+            return False
         self._log_fault("pause", name, "stop")
-
-    def alive(self, name: str) -> bool:
-        popen = self._check(name).popen
-        return popen is not None and popen.poll() is None
-
-    def paused(self, name: str) -> bool:
-        return self._check(name).paused
-
-    def pid(self, name: str) -> int | None:
-        popen = self._check(name).popen
-        return popen.pid if popen is not None and popen.poll() is None else None
+        return True
 
     def exec_in(
         self, name: str, argv: Sequence[str], *, timeout_s: float = 30.0, input: str | None = None
@@ -678,138 +537,17 @@ class FaultCluster:
             check=False,
         )
 
-    # --- status ----------------------------------------------------------------------------------
+    # --- status (ProcessCluster's, never after close) ---------------------------------------------
 
     def _channel(self, nid: str) -> grpc.Channel:
         if self._closed:
             raise RuntimeError("the cluster is closed: its addresses must not be dialled any more")
-        with self._channel_lock:
-            return self._channels.get(nid) or self._new_channel(nid)
+        return super()._channel(nid)
 
-    def _new_channel(self, nid: str) -> grpc.Channel:
-        ch = self._channels.get(nid)
-        if ch is None:
-            ch = grpc.insecure_channel(
-                self.grpc_address(nid),
-                options=[
-                    ("grpc.initial_reconnect_backoff_ms", 100),
-                    ("grpc.min_reconnect_backoff_ms", 100),
-                    ("grpc.max_reconnect_backoff_ms", 500),
-                ],
-            )
-            self._channels[nid] = ch
-        return ch
-
-    def _poll(self, nids: Iterable[str], timeout_s: float) -> dict[str, cluster_pb2.StatusResponse | None]:
-        """Status of several nodes in parallel (None: no answer in time)."""
+    def poll(self, nids: Iterable[str], timeout_s: float) -> dict[str, cluster_pb2.StatusResponse | None]:
         if self._closed or not self._started:
             return dict.fromkeys(nids)
-        futures = {}
-        for nid in nids:
-            stub = cluster_pb2_grpc.ClusterStub(self._channel(nid))
-            futures[nid] = stub.Status.future(cluster_pb2.StatusRequest(), timeout=timeout_s)
-        out: dict[str, cluster_pb2.StatusResponse | None] = {}
-        for nid, fut in futures.items():
-            try:
-                out[nid] = fut.result()
-            except grpc.RpcError:
-                out[nid] = None
-        return out
-
-    def status(self, nid: str, timeout_s: float = 1.0) -> cluster_pb2.StatusResponse | None:
-        self._check(nid, "node")
-        if not self.alive(nid):
-            return None
-        return self._poll([nid], timeout_s)[nid]
-
-    def _responsive(self) -> list[str]:
-        return [n for n in self.node_ids if self.alive(n) and not self._procs[n].paused]
-
-    def leader(self, timeout_s: float = 1.0) -> tuple[str, int] | None:
-        """(node id, Raft term) of the node that reports is_leader and ready (the highest term if two do)."""
-        found = [
-            (st.term, nid)
-            for nid, st in self._poll(self._responsive(), timeout_s).items()
-            if st is not None and st.is_leader and st.ready
-        ]
-        if not found:
-            return None
-        term, nid = max(found)
-        self._last_leader = (nid, int(term))
-        return nid, int(term)
-
-    def wait_leader(self, timeout_s: float = 30.0) -> str:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            lead = self.leader(timeout_s=min(1.0, max(0.1, deadline - time.monotonic())))
-            if lead is not None:
-                return lead[0]
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"no ready leader within {timeout_s}s ({self._describe()})")
-            time.sleep(0.05)
-
-    def wait_ready(self, timeout_s: float = 30.0) -> None:
-        """Wait until every live node answers and reports ready (leader duties running, or caught up)."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            got = self._poll(self._responsive(), 1.0)
-            if got and all(st is not None and st.ready for st in got.values()):
-                return
-            if time.monotonic() >= deadline:
-                not_ready = sorted(n for n, st in got.items() if st is None or not st.ready)
-                raise TimeoutError(f"nodes {not_ready} not ready within {timeout_s}s ({self._describe()})")
-            time.sleep(0.1)
-
-    def wait_workers(self, count: int, timeout_s: float = 30.0) -> None:
-        """Wait until the leader reports at least `count` connected workers."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            lead = self.leader()
-            if lead is not None:
-                st = self.status(lead[0])
-                if st is not None and st.connected_workers >= count:
-                    return
-            time.sleep(0.1)
-        raise TimeoutError(f"fewer than {count} workers connected after {timeout_s}s ({self._describe()})")
-
-    def wait_converged(self, timeout_s: float = 30.0) -> None:
-        """Wait until every live (running, not paused) node reports the same applied_index."""
-        deadline = time.monotonic() + timeout_s
-        last: dict[str, int | None] = {}
-        while True:
-            nodes = self._responsive()
-            statuses = self._poll(nodes, 1.0)
-            last = {n: (st.applied_index if st is not None else None) for n, st in statuses.items()}
-            values = set(last.values())
-            if nodes and None not in values and len(values) == 1:
-                return
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"nodes did not converge within {timeout_s}s: applied_index {last}")
-            time.sleep(0.1)
-
-    def wait_caught_up(self, timeout_s: float = 30.0) -> None:
-        """Weaker than wait_converged, for a cluster under load: every live node has applied at least
-        the leader's commit index as it was when this call started."""
-        deadline = time.monotonic() + timeout_s
-        lead = self.wait_leader(timeout_s)
-        st = self.status(lead)
-        if st is None:
-            raise TimeoutError(f"leader {lead} stopped answering")
-        target = st.commit_index
-        while True:
-            got = {n: s.applied_index if s else None for n, s in self._poll(self._responsive(), 1.0).items()}
-            if all(v is not None and v >= target for v in got.values()):
-                return
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"nodes did not reach index {target} within {timeout_s}s: {got}")
-            time.sleep(0.1)
-
-    def _describe(self) -> str:
-        parts = []
-        for name, proc in self._procs.items():
-            state = "paused" if proc.paused else ("up" if self.alive(name) else "down")
-            parts.append(f"{name}={state}")
-        return ", ".join(parts)
+        return super().poll(nids, timeout_s)
 
     # --- nemesis log -----------------------------------------------------------------------------
 
@@ -818,7 +556,7 @@ class FaultCluster:
         lead: tuple[str, int] | None = None
         cached = self._last_leader
         if cached is not None and cached[0] in self._responsive():
-            st = self._poll([cached[0]], 0.3)[cached[0]]
+            st = self.poll([cached[0]], 0.3)[cached[0]]
             if st is not None and st.is_leader and st.ready:
                 lead = (cached[0], int(st.term))
                 self._last_leader = lead
@@ -1072,7 +810,7 @@ class FaultCluster:
         if not self._started or self._closed:
             return
         for name in [*self.node_ids, *self.worker_ids]:
-            if self._procs[name].paused:
+            if self.paused(name):
                 self.resume(name)
         for name in sorted(self._rules.isolated):
             self.heal(name)
@@ -1092,44 +830,21 @@ class FaultCluster:
             if self._closed:
                 return
             self._closed = True
-        _LIVE.discard(self)
+        untrack(self)
         self._stop_supervisor.set()
         try:
-            self._stop_processes()
+            self.terminate_all(8.0)
         finally:
-            for ch in self._channels.values():
-                with contextlib.suppress(Exception):
-                    ch.close()
-            self._channels.clear()
+            self.close_channels()
             if self._proxy is not None:
                 self._proxy.close()
             if self._net is not None:
                 self._net.teardown()
             for mount in reversed(self._mounts):
-                _umount(mount)
+                umount(mount)
             self._mounts.clear()
             self._registry.remove()
             release(self._ports)
-
-    def _stop_processes(self) -> None:
-        running = [p for p in self._procs.values() if p.popen is not None and p.popen.poll() is None]
-        for proc in running:
-            assert proc.popen is not None
-            proc.expect_exit = True
-            with contextlib.suppress(ProcessLookupError):
-                proc.popen.send_signal(signal.SIGTERM)
-                if proc.paused:
-                    proc.popen.send_signal(signal.SIGCONT)
-                proc.paused = False
-        deadline = time.monotonic() + 8.0
-        for proc in running:
-            assert proc.popen is not None
-            try:
-                proc.popen.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.popen.kill()
-                proc.popen.wait()
-            self._record_exit(proc)
 
     def __enter__(self) -> FaultCluster:
         return self

@@ -1,7 +1,10 @@
 """Real processes on loopback: `schedd` nodes and `schedworker` agents, each with its own data directory.
 
-Waits are polls of a condition with a deadline (the condition is the event: a leader elected, an
-execution recorded), never fixed sleeps standing in for synchronisation.
+The integration tests' view of the one real-process harness (tests/support/cluster.py): `Cluster` keeps
+the per-test options (node count, lease and Raft timings, extra config tables, environment) and hands
+out `NodeProc` objects; spawning, signals, status polls and waits are `ProcessCluster`'s, the config is
+tests/support/nodeconfig.py's. Waits are polls of a condition with a deadline (the condition is the
+event: a leader elected, an execution recorded), never fixed sleeps standing in for synchronisation.
 """
 
 from __future__ import annotations
@@ -10,15 +13,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-import grpc
-
-from cronraft.proto.v1 import cluster_pb2, cluster_pb2_grpc
+from cronraft.proto.v1 import cluster_pb2
+from tests.support.cluster import Proc, ProcessCluster, libfaketime_env, node_argv, tail_logs, worker_argv
 from tests.support.nodeconfig import node_config, toml_dumps
 from tests.support.ports import free_ports
 from tests.support.wait import wait_until
@@ -39,12 +40,12 @@ class NodeProc:
     grpc_address: str
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    core: ProcessCluster | None = field(default=None, repr=False, compare=False)
 
     def status(self, timeout_s: float = 1.0) -> cluster_pb2.StatusResponse:
-        with grpc.insecure_channel(self.grpc_address) as ch:
-            stub = cluster_pb2_grpc.ClusterStub(ch)
-            resp: cluster_pb2.StatusResponse = stub.Status(cluster_pb2.StatusRequest(), timeout=timeout_s)
-            return resp
+        """Its Cluster.Status; raises grpc.RpcError if it does not answer in time."""
+        assert self.core is not None, "a NodeProc of a Cluster"
+        return self.core.status_call(self.node_id, timeout_s)
 
     @property
     def alive(self) -> bool:
@@ -66,8 +67,10 @@ class Cluster:
     scheduler_overrides: dict[str, int] = field(default_factory=dict)  # [scheduler] keys, every node
     extra_toml: str = ""  # appended to every node's config (e.g. a [clock] table)
     node_toml: dict[str, str] = field(default_factory=dict)  # appended to one node's config
+    core: ProcessCluster = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self.core = ProcessCluster(self.root)
         ports = free_ports(2 * self.n)
         members = [
             (f"node{i + 1}", f"127.0.0.1:{ports[i]}", f"127.0.0.1:{ports[self.n + i]}") for i in range(self.n)
@@ -93,23 +96,18 @@ class Cluster:
             )
             # The extra tables are TOML text, appended as written.
             cfg.write_text(f"{toml_dumps(base)}\n{self.extra_toml}\n{self.node_toml.get(node_id, '')}")
-            self.nodes.append(NodeProc(node_id, cfg, grpc_addr, self.root / f"{node_id}.log"))
+            log = self.root / f"{node_id}.log"
+            self.core.add(Proc(node_id, "node", log), grpc_addr)
+            self.nodes.append(NodeProc(node_id, cfg, grpc_addr, log, core=self.core))
         self.env = {**os.environ, "CRONRAFT_CLUSTER_SECRET": SECRET, "PYTHONUNBUFFERED": "1"}
 
     @property
     def servers(self) -> str:
-        return ",".join(n.grpc_address for n in self.nodes)
+        return self.core.servers
 
     def start_node(self, node: NodeProc) -> None:
-        log = open(node.log_path, "ab")  # noqa: SIM115 - owned by the process
-        node.proc = subprocess.Popen(
-            [sys.executable, "-m", "cronraft.daemon.main", "--config", str(node.config_path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**self.env, **self.node_env.get(node.node_id, {})},
-            cwd=self.root,
-        )
-        log.close()
+        env = {**self.env, **self.node_env.get(node.node_id, {})}
+        node.proc = self.core.spawn(node.node_id, node_argv(node.config_path), env)
 
     def start(self) -> Cluster:
         for node in self.nodes:
@@ -127,89 +125,39 @@ class Cluster:
     ) -> None:
         """`policy_args`: by default these workers run shell payloads and HTTP payloads to loopback (the
         tests' servers), both refused by a worker's default policy; pass () for the defaults."""
-        log = open(self.root / f"{worker_id}.log", "ab")  # noqa: SIM115
-        self.workers[worker_id] = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "cronraft.client.worker",
-                "--server",
-                self.servers,
-                "--id",
-                worker_id,
-                "--capacity",
-                str(capacity),
-                "--outbox-dir",
-                str(self.root / f"{worker_id}-outbox"),
-                "--log-format",
-                "json",
-                *policy_args,
-                *extra_args,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**self.env, **(env or {})},
-            cwd=self.root,
-        )
-        log.close()
+        if worker_id not in self.workers:
+            self.core.add(Proc(worker_id, "worker", self.root / f"{worker_id}.log"))
+        outbox = self.root / f"{worker_id}-outbox"
+        argv = worker_argv(worker_id, self.servers, capacity, outbox, (*policy_args, *extra_args))
+        self.workers[worker_id] = self.core.spawn(worker_id, argv, {**self.env, **(env or {})})
+
+    def _node(self, node_id: str) -> NodeProc:
+        return next(n for n in self.nodes if n.node_id == node_id)
 
     def leader(self) -> NodeProc | None:
-        for node in self.nodes:
-            if not node.alive:
-                continue
-            try:
-                st = node.status()
-            except grpc.RpcError:
-                continue
-            if st.is_leader and st.ready:
-                return node
-        return None
+        lead = self.core.leader()
+        return self._node(lead[0]) if lead is not None else None
 
     def wait_leader(self, timeout_s: float = 30.0) -> NodeProc:
         return wait_for(self.leader, timeout_s, "a ready leader")
 
     def wait_workers(self, count: int, timeout_s: float = 20.0) -> None:
-        def enough() -> bool:
-            leader = self.leader()
-            return leader is not None and leader.status().connected_workers >= count
-
-        wait_for(enough, timeout_s, f"{count} connected workers")
+        self.core.wait_workers(count, timeout_s)
 
     def kill(self, node: NodeProc, sig: int = signal.SIGKILL) -> None:
         assert node.proc is not None
-        node.proc.send_signal(sig)
-        node.proc.wait(timeout=10)
+        self.core.kill(node.node_id, sig, timeout_s=10, escalate=False)
 
     def wait_converged(self, timeout_s: float = 20.0) -> None:
         """Every live node has applied the same index."""
-
-        def same() -> bool:
-            idx = {n.status().applied_index for n in self.nodes if n.alive}
-            return len(idx) == 1
-
-        wait_for(same, timeout_s, "all nodes to apply the same index")
+        self.core.wait_converged(timeout_s)
 
     def stop(self) -> None:
-        for w in self.workers.values():
-            if w.poll() is None:
-                w.send_signal(signal.SIGTERM)
-        for node in self.nodes:
-            if node.alive:
-                assert node.proc is not None
-                node.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for p in [*self.workers.values(), *(n.proc for n in self.nodes if n.proc is not None)]:
-            try:
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        self.core.terminate_all(10)
+        self.core.close_channels()
 
     def logs(self) -> str:
-        out = []
-        for path in sorted(self.root.glob("*.log")):
-            out.append(f"==== {path.name}\n{path.read_text(errors='replace')[-4000:]}")
-        return "\n".join(out)
+        return tail_logs(sorted(self.root.glob("*.log")))
 
 
 def ledger_command(ledger: Path) -> list[str]:
@@ -250,7 +198,4 @@ def stamp_command(path: Path) -> list[str]:
 def faketime_env(offset: str) -> dict[str, str]:
     """The environment that runs a process with its wall clock shifted by `offset` (e.g. "+5s"), its
     monotonic clock untouched: PyPI libfaketime's bundled build (shared/docs/fault-testing.md 3.5)."""
-    import libfaketime
-
-    _, env = libfaketime.get_reload_information()
-    return {**env, "FAKETIME": offset}
+    return {**libfaketime_env(), "FAKETIME": offset}

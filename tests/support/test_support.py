@@ -1,10 +1,13 @@
-"""The shared test support: the port reservation across processes, the bounded waits, the fake clock."""
+"""The shared test support: the port reservation across processes, the bounded waits, the fake clock, the
+node config and the process table of the real-process harness (its status polls and waits are exercised
+by the integration and fault tests, which start real nodes)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -15,8 +18,9 @@ import pytest
 
 from tests.support import ports
 from tests.support.clock import FakeClock
+from tests.support.cluster import Proc, ProcessCluster
 from tests.support.nodeconfig import merge, node_config, toml_dumps
-from tests.support.wait import wait_until, wait_until_async
+from tests.support.wait import WaitTimeout, wait_until, wait_until_async
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -99,6 +103,12 @@ def test_wait_until_returns_the_value_or_names_what_and_the_last_value() -> None
         wait_until(lambda: count[0], 0.05, "the count")
 
 
+def test_a_timed_out_wait_is_a_failed_assertion_and_a_timeout() -> None:
+    with pytest.raises(WaitTimeout) as caught:
+        wait_until(lambda: None, 0.01, "nothing")
+    assert isinstance(caught.value, AssertionError) and isinstance(caught.value, TimeoutError)
+
+
 def test_wait_until_ignores_only_the_errors_it_is_told_to() -> None:
     def boom() -> int:
         raise ConnectionError("refused")
@@ -152,3 +162,50 @@ def test_node_config_renders_the_layout_both_harnesses_write() -> None:
     )
     single = node_config("n1", "/d", [("n1", "a:1", "a:2")], raft={}, scheduler={}, secret_env=None)
     assert "secret_env" not in single["cluster"] and "insecure" not in single
+
+
+# A child that says it started, then ignores SIGTERM when told to (a process that will not stop).
+_SLEEPER = """
+import signal, sys, time
+if sys.argv[1:] == ["stubborn"]:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("started", flush=True)
+time.sleep(60)
+"""
+
+
+def _sleeper(tmp_path: Path, *names: str) -> ProcessCluster:
+    table = ProcessCluster(tmp_path)
+    for name in names:
+        table.add(Proc(name, "worker", tmp_path / "logs" / f"{name}.log"))
+    return table
+
+
+def test_the_process_table_spawns_pauses_resumes_and_kills_by_name(tmp_path: Path) -> None:
+    table = _sleeper(tmp_path, "w1")
+    log = tmp_path / "logs" / "w1.log"
+    try:
+        table.spawn("w1", [sys.executable, "-c", _SLEEPER], dict(os.environ))
+        wait_until(lambda: "started" in log.read_text(), 20, "the child's first line in its log")
+        assert table.alive("w1") and table.pid("w1") is not None
+        assert table.pause("w1") and table.paused("w1") and not table.pause("w1")
+        assert table.resume("w1") and not table.paused("w1") and not table.resume("w1")
+        assert table.pause("w1")
+        assert table.kill("w1", signal.SIGTERM)  # SIGCONT follows, or a stopped child would not exit
+        assert not table.alive("w1") and table.pid("w1") is None and not table.kill("w1")
+        table.spawn("w1", [sys.executable, "-c", _SLEEPER], dict(os.environ))  # the log is appended to
+        wait_until(lambda: log.read_text().count("started") == 2, 20, "the second run's line")
+        assert "==== w1.log\nstarted\nstarted\n" in table.logs()
+    finally:
+        table.terminate_all(5)
+
+
+def test_terminate_all_kills_what_does_not_stop_in_time(tmp_path: Path) -> None:
+    table = _sleeper(tmp_path, "w1", "w2")
+    for name, args in (("w1", []), ("w2", ["stubborn"])):
+        table.spawn(name, [sys.executable, "-c", _SLEEPER, *args], dict(os.environ))
+    logs = [tmp_path / "logs" / f"{name}.log" for name in ("w1", "w2")]
+    wait_until(lambda: all("started" in p.read_text() for p in logs), 20, "both children to start")
+    table.terminate_all(0.5)
+    codes = {name: table._check(name).popen.returncode for name in ("w1", "w2")}  # type: ignore[union-attr]
+    assert codes == {"w1": -signal.SIGTERM, "w2": -signal.SIGKILL}

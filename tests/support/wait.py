@@ -2,8 +2,8 @@
 
 Prefer an event (a queue, an asyncio.Event, a process exit) when the code under test offers one; poll
 only what it does not expose (a leader elected in another process, a file written, an outbox emptied).
-On timeout the failure names what was awaited and the last value (or error) the condition gave, so a
-failed run says how far things got.
+On timeout the failure (`WaitTimeout`) names what was awaited and the last value (or error) the
+condition gave, so a failed run says how far things got.
 """
 
 from __future__ import annotations
@@ -13,11 +13,16 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-__all__ = ["wait_until", "wait_until_async"]
+__all__ = ["WaitTimeout", "wait_until", "wait_until_async"]
 
 T = TypeVar("T")
 
 _Ignored = type[Exception] | tuple[type[Exception], ...]
+
+
+class WaitTimeout(AssertionError, TimeoutError):
+    """A bounded wait ran out: a failed assertion to pytest, a TimeoutError to code that retries (the
+    fault harness's nemesis, when no leader comes)."""
 
 
 def wait_until(
@@ -31,7 +36,7 @@ def wait_until(
     """Call `predicate` every `interval` seconds until it returns a truthy value, and return that value.
 
     `ignore`: exceptions that count as "not yet" (e.g. `grpc.RpcError` while processes start); any other
-    exception propagates. Raises AssertionError naming `what` after `timeout` seconds."""
+    exception propagates. Raises WaitTimeout naming `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     last = _Last()
     while True:
@@ -44,7 +49,7 @@ def wait_until(
                 return value
             last.value = value
         if time.monotonic() >= deadline:
-            raise AssertionError(last.message(timeout, what))
+            raise WaitTimeout(last.message(timeout, what))
         time.sleep(interval)
 
 
@@ -69,7 +74,7 @@ async def wait_until_async(
                 return value
             last.value = value
         if time.monotonic() >= deadline:
-            raise AssertionError(last.message(timeout, what))
+            raise WaitTimeout(last.message(timeout, what))
         await asyncio.sleep(interval)
 
 
