@@ -40,6 +40,24 @@ except ConfigError as e:
 PYEOF
 }
 
+# config_http_urls FILE... : the base URL of each node's HTTP listener ([http] address; https with [tls]),
+# comma-separated in file order ("" for a node without one): /metrics, /healthz, /readyz, the dashboard.
+config_http_urls() {
+  "$PY" - "$@" <<'PYEOF'
+import sys
+from cronraft.daemon.config import load_config
+from cronraft.errors import ConfigError
+urls = []
+try:
+    for path in sys.argv[1:]:
+        c = load_config(path)
+        urls.append(f"{'https' if c.tls.enabled else 'http'}://{c.http.address}" if c.http.address else "")
+except ConfigError as e:
+    sys.exit(f"invalid config: {e}")
+print(",".join(urls))
+PYEOF
+}
+
 # refuse_if_listening HOST:PORT[,...] : fail early when something already answers on one of the ports.
 refuse_if_listening() {
   "$PY" - "$1" <<'PYEOF'

@@ -33,17 +33,20 @@ fi
 
 CONFIGS=("$DIR"/node*.toml)
 SERVERS=$(config_grpc_addresses "${CONFIGS[@]}")
+HTTP_URLS=$(config_http_urls "${CONFIGS[@]}")
 refuse_if_listening "$SERVERS"
 secure_cluster "data/$1" "$SERVERS" "$WORKER_ID" "${CONFIGS[@]}"
 
-declare -A NODE_PID NODE_ADDRESS
+declare -A NODE_PID NODE_ADDRESS NODE_HTTP
 IFS=, read -r -a ADDRESSES <<<"$SERVERS"
+IFS=, read -r -a URLS <<<"$HTTP_URLS"
 for i in "${!CONFIGS[@]}"; do
   node=$(basename "${CONFIGS[$i]}" .toml)
   echo "starting $node: schedd --config ${CONFIGS[$i]} (log: data/logs/$node.log)"
   start_bg "data/logs/$node.log" "$BIN/schedd" --config "${CONFIGS[$i]}"
   NODE_PID[$node]=$LAST_PID
   NODE_ADDRESS[$node]=${ADDRESSES[$i]}
+  NODE_HTTP[$node]=${URLS[$i]:-}
 done
 
 wait_for_leader "$SERVERS"
@@ -57,13 +60,14 @@ CRONRAFT_TOKEN=$WORKER_TOKEN start_bg data/logs/worker.log "$BIN/schedworker" --
 WORKER_PID=$LAST_PID
 
 echo
-printf '%-8s %-18s %-8s %s\n' NODE GRPC PID ROLE
+printf '%-8s %-18s %-8s %-9s %s\n' NODE GRPC PID ROLE HTTP
 for node in $(printf '%s\n' "${!NODE_PID[@]}" | sort -V); do
   json=$(status_json "${NODE_ADDRESS[$node]}")
   role=follower
   [[ -z $json ]] && role="not answering"
   [[ $(json_get "$json" is_leader) == true ]] && role=leader
-  printf '%-8s %-18s %-8s %s\n' "$node" "${NODE_ADDRESS[$node]}" "${NODE_PID[$node]}" "$role"
+  printf '%-8s %-18s %-8s %-9s %s\n' "$node" "${NODE_ADDRESS[$node]}" "${NODE_PID[$node]}" "$role" \
+    "${NODE_HTTP[$node]:--}"
 done
 LEADER_PID=${NODE_PID[$LEADER_ID]:-PID}
 
@@ -77,6 +81,7 @@ First, in your shell, take the client settings (server list, CA, an admin token)
 Watch a failover: kill the leader ($LEADER_ID), then ask the others who leads now:
   kill $LEADER_PID          # or kill -9 $LEADER_PID for a crash
   $BIN/schedctl --server $SERVERS cluster status
+Each node's HTTP listener (the HTTP column above): /metrics, /healthz, /readyz (docs/monitoring.md).
 Logs:  tail -f data/logs/*.log
 Stop:  Ctrl-C here (stops every node and the worker; data stays in ./data, \`make clean\` removes it)
 EOF

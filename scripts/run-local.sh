@@ -11,9 +11,10 @@ source scripts/_run-common.sh
 CONFIG=${CONFIG:-cluster-configs/single-node.toml}
 WORKER_ID=${WORKER_ID:-local-worker}
 SERVER=$(config_grpc_addresses "$CONFIG")
+HTTP_URL=$(config_http_urls "$CONFIG")
 
 mkdir -p data/logs
-refuse_if_listening "$SERVER"
+refuse_if_listening "$SERVER${HTTP_URL:+,${HTTP_URL#*://}}"
 
 echo "starting schedd --config $CONFIG (log: data/logs/schedd.log)"
 start_bg data/logs/schedd.log "$BIN/schedd" --config "$CONFIG"
@@ -37,6 +38,11 @@ Next steps, in another terminal (add $BIN to PATH or use the full path):
   $CTL executions TASK_ID              # its executions, from the next minute on
   $CTL execution get EXECUTION_ID      # status, attempts and output of one execution
   $CTL cluster status
+EOF
+if [[ -n $HTTP_URL ]]; then
+  echo "Web:   $HTTP_URL/ (metrics: $HTTP_URL/metrics, readiness: $HTTP_URL/readyz; docs/monitoring.md)"
+fi
+cat <<EOF
 Logs:  tail -f data/logs/schedd.log data/logs/worker.log
 Stop:  Ctrl-C here (stops the worker and schedd; data stays in ./data, \`make clean\` removes it)
 EOF
