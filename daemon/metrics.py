@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 
 from cronraft.proto.v1 import commands_pb2, common_pb2
+from cronraft.raft.firing import MISFIRE_THRESHOLD_MS
 
 # Seconds, from a few milliseconds (an on-time fire) to an hour (a misfire caught up).
 LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
@@ -168,28 +169,40 @@ class NodeMetrics:
     def observe_committed(
         self, cmds: Sequence[commands_pb2.Command], results: Sequence[commands_pb2.CommandResult]
     ) -> None:
-        """Count the outcomes a batch of committed commands recorded (module docstring)."""
+        """Count the outcomes a batch of committed commands recorded (module docstring). It runs on the
+        leader's loop for every batch: about 1 µs a command (bench: a batch of 1,000 fires)."""
+        fires = 0
         for cmd, res in zip(cmds, results, strict=True):
             if not res.applied:
                 continue
             kind = cmd.WhichOneof("body")
             if kind == "fire":
-                self._fired(cmd, res)
+                created = res.HasField("execution")
+                fires += created
+                # Only a fire committed past the misfire threshold can be a misfire (decide_misfire).
+                if cmd.stamped_at_ms - cmd.fire.nominal_time_ms > MISFIRE_THRESHOLD_MS:
+                    self._misfired(cmd, res, created)
             elif kind in _OUTCOME_KINDS and res.HasField("execution"):
                 self._attempt_ended(kind, res)
                 if res.dead_letters:
                     self.dead_letters.inc(len(res.dead_letters))
-            if res.executions:
-                self._finished(cmd.stamped_at_ms, res.executions)
+            executions = res.executions
+            # A fire lists the execution it created there; more only when it ended others (overlap).
+            if len(executions) > (1 if kind == "fire" else 0):
+                self._finished(cmd.stamped_at_ms, executions)
+        if fires:
+            self.fires.inc(fires)
 
     def _finished(self, stamped_at_ms: int, executions: Sequence[common_pb2.Execution]) -> None:
         # A handler lists an execution it ended (raft.commands.executions.finish) in `executions`, with
         # completed_at_ms = the command's time; anything else listed there (created, re-queued) is not.
-        ended: dict[str, common_pb2.Execution] = {}
+        ended: dict[str, common_pb2.Execution] | None = None
         for ex in executions:
-            if ex.state in FINAL_STATES and ex.completed_at_ms == stamped_at_ms:
+            if ex.completed_at_ms == stamped_at_ms and ex.state in FINAL_STATES:
+                if ended is None:
+                    ended = {}
                 ended[ex.execution_id] = ex
-        for ex in ended.values():
+        for ex in (ended or {}).values():
             self.executions_finished.labels(
                 FINAL_STATES[ex.state], GUARANTEES.get(ex.guarantee, "other")
             ).inc()
@@ -215,10 +228,7 @@ class NodeMetrics:
         if last.attempt == 1 and not ex.manual:
             self.fire_lateness.observe(max(0, last.started_at_ms - ex.nominal_time_ms) / 1000)
 
-    def _fired(self, cmd: commands_pb2.Command, res: commands_pb2.CommandResult) -> None:
-        created = res.HasField("execution")
-        if created:
-            self.fires.inc()
+    def _misfired(self, cmd: commands_pb2.Command, res: commands_pb2.CommandResult, created: bool) -> None:
         task = res.task
         policy = MISFIRE_POLICIES.get(task.spec.misfire, "fire_all")
         if res.missed:

@@ -131,6 +131,16 @@ def test_exhausted_retries_end_failed_as_a_dead_letter_and_a_lost_lease_by_its_g
     assert value(m, "cronraft_regrants_total") == 0
 
 
+def test_executions_a_fire_ends_by_its_overlap_policy_are_counted() -> None:
+    rig = Rig()
+    m = rig.metrics.registry
+    every_s = common_pb2.Schedule(fixed_rate=common_pb2.FixedRateSchedule(period_ms=1_000, anchor_ms=rig.now))
+    rig.create_spec(spec(every_s, overlap=common_pb2.OVERLAP_TERMINATE_OTHER))
+    rig.run(3.5)  # each fire terminates the one before, still running (nobody reports a result)
+    assert value(m, "cronraft_fires_total") >= 3
+    assert value(m, "cronraft_executions_finished_total", state="cancelled", guarantee="at_least_once") >= 2
+
+
 def test_misfires_are_counted_by_policy_and_outcome() -> None:
     rig = Rig()
     m = rig.metrics.registry
