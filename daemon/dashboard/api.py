@@ -144,15 +144,15 @@ class Api:
         )
 
     def leader_of(self, failure: CallFailed) -> dict[str, str] | None:
-        """A follower's answer to a write: the leader's node id, gRPC address and HTTP address (when the
-        config names members' HTTP listeners), for the page's "go to the leader" link."""
+        """A follower's answer to a write: the leader's node id, gRPC address and HTTP address (learnt
+        from its answers to the clock probes; "" until one came), for the page's "go to the leader"."""
         if failure.code != grpc.StatusCode.UNAVAILABLE or failure.leader is None:
             return None
         out = {"grpc_address": failure.leader, "node_id": "", "http_address": ""}
         for m in self.node.config.cluster.members:
             if m.grpc_address == failure.leader:
                 out["node_id"] = m.id
-                out["http_address"] = str(getattr(m, "http_address", "") or "")
+                out["http_address"] = self.node.peer_http_address(m.id)
         return out
 
     def wrap(self, handler: Handler) -> Handler:

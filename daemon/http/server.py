@@ -52,7 +52,9 @@ SHUTDOWN_GRACE_S = 2.0
 
 def default_mounts() -> list[Mount]:
     """What every node serves beside /metrics, /healthz and /readyz (module docstring)."""
-    return []
+    from cronraft.daemon import dashboard  # the web dashboard: /, /static/*, /api/v1/... (docs/dashboard.md)
+
+    return [dashboard.mount]
 
 
 def build_app(
