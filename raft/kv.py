@@ -57,10 +57,34 @@ DATABASES: tuple[str, ...] = (
     "task_stats_hours",  # task_id16 + hour8 -> StatsHour proto : a task's outcomes per hour (raft.stats)
     "cluster_stats",  # hour8 -> ClusterHour : the cluster's outcomes per hour (raft.stats)
     "results",  # execution_id16 -> bytes : the result its last attempt handed back ($CRONRAFT_RESULT_FILE)
+    # Search indexes (raft.records, read by raft.search):
+    "tasks_by_kind",  # kind1 + task_id16 -> b"" : schedule kind (records.SCHEDULE_KINDS)
+    "tasks_by_name",  # name + b"\0" + task_id16 -> b""
+    "tasks_by_outcome",  # state1 + task_id16 -> b"" : the final state of the task's last execution
+    "execs_by_state",  # state1 + execution_id16 -> task_id16 : every execution, by its current state
+    "execs_by_worker",  # worker_id + b"\0" + execution_id16 -> task_id16 : its current or last lease's
+    "execs_ended",  # completed_ms8 + execution_id16 -> state1 + task_id16 : ended executions
+    "tasks_by_namespace",  # namespace + b"\0" + task_id16 -> b"" : the default namespace is ""
+    "execs_by_namespace",  # namespace + b"\0" + execution_id16 -> task_id16
 )
 # Sub-databases that a snapshot image made by an older version lacks: such an image is accepted, and they
 # are created empty when the store opens it (a rolling upgrade installs the old leader's snapshots).
-ADDED_LATER: frozenset[str] = frozenset({"audit", "task_stats_hours", "cluster_stats", "results"})
+ADDED_LATER: frozenset[str] = frozenset(
+    {
+        "audit",
+        "task_stats_hours",
+        "cluster_stats",
+        "results",
+        "tasks_by_kind",
+        "tasks_by_name",
+        "tasks_by_outcome",
+        "execs_by_state",
+        "execs_by_worker",
+        "execs_ended",
+        "tasks_by_namespace",
+        "execs_by_namespace",
+    }
+)
 
 
 class Txn(Protocol):

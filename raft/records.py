@@ -1,11 +1,24 @@
 """Stored records and their secondary indexes: the key layout and the read/write helpers that keep a
-task's or an execution's indexes in step with it. Used by the state machine's handlers and readers."""
+task's or an execution's indexes in step with it. Used by the state machine's handlers and readers.
+
+Search indexes (issue 15; read by raft.search):
+- tasks by schedule kind (`tasks_by_kind`), by name (`tasks_by_name`), by the final state of their last
+  execution (`tasks_by_outcome`), by namespace (`tasks_by_namespace`), kept by `put_task` /
+  `remove_task` beside the older ones (state, tags, due, calendar refs);
+- executions by state (`execs_by_state`, every execution), by the worker of their current or last lease
+  (`execs_by_worker`), by when they ended (`execs_ended`) and by namespace (`execs_by_namespace`: an
+  execution stores its task's namespace, which never changes), kept by `put_execution` (every write of
+  an execution goes through it: it compares with the stored one) and `drop_execution`.
+A store made by a version without them has the databases empty (kv.ADDED_LATER); `META_INDEXED` is set by
+the first entry a fresh store applies (raft.state), and the searches that need these indexes fall back to
+bounded walks without it (raft.search)."""
 
 from __future__ import annotations
 
+from cronraft.bounds import DEFAULT_NAMESPACE
 from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft import stats
-from cronraft.raft.codec import id_text, token_tuple, u64
+from cronraft.raft.codec import id_bytes, id_text, token_tuple, u64
 from cronraft.raft.firing import calendar_key, due_of
 from cronraft.raft.kv import Txn
 from cronraft.raft.rejection import Code, Rejected
@@ -15,6 +28,20 @@ Execution = common_pb2.Execution
 
 META_LAST_APPLIED = b"last_applied"
 META_EPOCH = b"epoch"
+META_INDEXED = b"search_indexes"  # set in a store whose search indexes are complete (see above)
+
+TERMINAL_STATES = frozenset(
+    {
+        common_pb2.EXECUTION_SUCCEEDED,
+        common_pb2.EXECUTION_FAILED,
+        common_pb2.EXECUTION_TIMED_OUT,
+        common_pb2.EXECUTION_CANCELLED,
+        common_pb2.EXECUTION_LOST,
+        common_pb2.EXECUTION_EXPIRED,
+    }
+)
+# Schedule kinds in `tasks_by_kind` (the Schedule oneof's field numbers).
+SCHEDULE_KINDS = {"cron": 1, "at": 2, "fixed_rate": 3, "fixed_delay": 4}
 
 
 def due_key(due_ms: int, task16: bytes) -> bytes:
@@ -35,6 +62,31 @@ def fire_key(task16: bytes, nominal_ms: int) -> bytes:
 
 def pending_key(ex: Execution, exec16: bytes) -> bytes:
     return bytes([priority_rank(ex.priority)]) + u64(ex.fired_at_ms) + exec16
+
+
+def name_key(name: str, task16: bytes) -> bytes:
+    return name.encode() + b"\0" + task16
+
+
+def kind_code(task: Task) -> int:
+    """The task's schedule kind as stored in `tasks_by_kind` (0: none)."""
+    return SCHEDULE_KINDS.get(task.spec.schedule.WhichOneof("kind") or "", 0)
+
+
+def namespace_key(namespace: str, id16: bytes) -> bytes:
+    """A task's or an execution's entry in its namespace's index (the default one stored as "")."""
+    return ("" if namespace == DEFAULT_NAMESPACE else namespace).encode() + b"\0" + id16
+
+
+def worker_key(worker_id: str, exec16: bytes) -> bytes:
+    return worker_id.encode() + b"\0" + exec16
+
+
+def worker_of(ex: Execution) -> str:
+    """The worker of the execution's current lease, else of its last attempt ("" : never leased)."""
+    if ex.worker_id:
+        return ex.worker_id
+    return ex.attempts[-1].worker_id if ex.attempts else ""
 
 
 def calendar_ref_key(name: str, task16: bytes) -> bytes:
@@ -104,7 +156,9 @@ def read_epoch(txn: Txn) -> commands_pb2.Epoch:
 
 
 def put_task(txn: Txn, task16: bytes, task: Task, *, old: Task | None) -> None:
-    """Write a task and keep its secondary indexes (state, tags, due, calendar refs) in step."""
+    """Write a task and keep its secondary indexes (state, tags, due, calendar refs, and the search
+    indexes: kind, name, last outcome) in step."""
+    _put_search_keys(txn, task16, task, old)
     if old is not None:
         if old.state != task.state:
             txn.delete("tasks_by_state", state_key(old.state, task16))
@@ -125,12 +179,100 @@ def put_task(txn: Txn, task16: bytes, task: Task, *, old: Task | None) -> None:
         txn.put("due", due_key(due_of(task), task16), b"")
 
 
+def _put_search_keys(txn: Txn, task16: bytes, task: Task, old: Task | None) -> None:
+    kind, name, outcome = kind_code(task), task.spec.name, task.last_outcome
+    if old is None or old.spec.namespace != task.spec.namespace:  # set once: a task never moves
+        if old is not None:
+            txn.delete("tasks_by_namespace", namespace_key(old.spec.namespace, task16))
+        txn.put("tasks_by_namespace", namespace_key(task.spec.namespace, task16), b"")
+    if old is not None:
+        old_kind = kind_code(old)
+        if old_kind == kind and old.spec.name == name and old.last_outcome == outcome:
+            return  # the usual case (a fire, a finish): nothing searched for changed
+        if old_kind != kind and old_kind:
+            txn.delete("tasks_by_kind", bytes([old_kind]) + task16)
+        if old.spec.name != name:
+            txn.delete("tasks_by_name", name_key(old.spec.name, task16))
+        if old.last_outcome != outcome and old.last_outcome:
+            txn.delete("tasks_by_outcome", bytes([old.last_outcome]) + task16)
+    if kind:
+        txn.put("tasks_by_kind", bytes([kind]) + task16, b"")
+    txn.put("tasks_by_name", name_key(name, task16), b"")
+    if outcome:
+        txn.put("tasks_by_outcome", bytes([outcome]) + task16, b"")
+
+
+Indexed = tuple[int, str, int, str]
+_READ = (-1, "", 0, "")  # put_execution's default: read what is stored
+
+
+def indexed(ex: Execution) -> Indexed:
+    """What an execution's search-index entries depend on: (state, worker, ended at or 0, namespace)."""
+    state = ex.state
+    return state, worker_of(ex), ex.completed_at_ms if state in TERMINAL_STATES else 0, ex.namespace
+
+
+def _set_exec_keys(txn: Txn, exec16: bytes, task16: bytes, old: Indexed | None, new: Indexed | None) -> None:
+    """Move an execution's index entries from `old` (None: none) to `new` (None: none)."""
+    o_state, o_worker, o_ended, o_ns = old or (0, "", 0, None)
+    n_state, n_worker, n_ended, n_ns = new or (0, "", 0, None)
+    if o_state != n_state:
+        if o_state:
+            txn.delete("execs_by_state", bytes([o_state]) + exec16)
+        if n_state:
+            txn.put("execs_by_state", bytes([n_state]) + exec16, task16)
+    if o_worker != n_worker:
+        if o_worker:
+            txn.delete("execs_by_worker", worker_key(o_worker, exec16))
+        if n_worker:
+            txn.put("execs_by_worker", worker_key(n_worker, exec16), task16)
+    if (o_ended, o_state) != (n_ended, n_state) and (o_ended or n_ended):
+        if o_ended:
+            txn.delete("execs_ended", u64(o_ended) + exec16)
+        if n_ended:
+            txn.put("execs_ended", u64(n_ended) + exec16, bytes([n_state]) + task16)
+    if o_ns != n_ns:
+        if o_ns is not None:
+            txn.delete("execs_by_namespace", namespace_key(o_ns, exec16))
+        if n_ns is not None:
+            txn.put("execs_by_namespace", namespace_key(n_ns, exec16), task16)
+
+
+def put_execution(txn: Txn, exec16: bytes, ex: Execution, before: Indexed | None = _READ) -> None:
+    """Write an execution and keep its search indexes in step with what was stored before: `before` is
+    `indexed()` of the stored one when the caller knows it (the hot paths: fire, grant, finish; None: a
+    new execution), else it is read."""
+    new = indexed(ex)
+    old = before
+    if old is _READ:
+        raw = txn.get("execs", exec16)
+        old = None if raw is None else indexed(Execution.FromString(raw))
+    if old != new:
+        _set_exec_keys(txn, exec16, id_bytes(ex.task_id), old, new)
+    txn.put("execs", exec16, ex.SerializeToString())
+
+
+def drop_execution(txn: Txn, exec16: bytes, ex: Execution) -> None:
+    """Delete an execution's record and its search-index entries (its other index entries are the
+    caller's: raft.retention.delete_execution)."""
+    raw = txn.get("execs", exec16)
+    stored = Execution.FromString(raw) if raw is not None else ex
+    _set_exec_keys(txn, exec16, b"", indexed(stored), None)
+    txn.delete("execs", exec16)
+
+
 def remove_task(txn: Txn, task16: bytes, task: Task) -> None:
     """Delete a task and its own index entries (state, tags, due, calendar refs): `put_task` undone, and
     its statistics (raft.stats). Its executions and fire ledger are not touched (raft.retention deletes
     those)."""
     txn.delete("tasks", task16)
     stats.drop_task(txn, task16)
+    if kind_code(task):
+        txn.delete("tasks_by_kind", bytes([kind_code(task)]) + task16)
+    txn.delete("tasks_by_name", name_key(task.spec.name, task16))
+    txn.delete("tasks_by_namespace", namespace_key(task.spec.namespace, task16))
+    if task.last_outcome:
+        txn.delete("tasks_by_outcome", bytes([task.last_outcome]) + task16)
     txn.delete("tasks_by_state", state_key(task.state, task16))
     for k, v in task.spec.tags.items():
         txn.delete("tasks_by_tag", tag_key(k, v, task16))
@@ -142,21 +284,32 @@ def remove_task(txn: Txn, task16: bytes, task: Task) -> None:
 
 __all__ = [
     "META_EPOCH",
+    "META_INDEXED",
     "META_LAST_APPLIED",
+    "SCHEDULE_KINDS",
+    "TERMINAL_STATES",
     "Rejected",
     "calendar_include_key",
     "calendar_ref_key",
+    "drop_execution",
     "due_key",
     "fire_key",
     "get_current",
     "get_execution",
     "get_task",
+    "indexed",
+    "kind_code",
+    "name_key",
+    "namespace_key",
     "pending_key",
     "priority_rank",
+    "put_execution",
     "put_task",
     "read_epoch",
     "read_result",
     "remove_task",
     "state_key",
     "tag_key",
+    "worker_key",
+    "worker_of",
 ]

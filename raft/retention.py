@@ -35,7 +35,7 @@ from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft import audit_trail, firing, output, quota, retry
 from cronraft.raft.codec import from_u64, id_bytes, u64
 from cronraft.raft.kv import Txn
-from cronraft.raft.records import fire_key, get_task, pending_key, remove_task
+from cronraft.raft.records import drop_execution, fire_key, get_task, pending_key, remove_task
 from cronraft.raft.rejection import Code, Rejected
 
 Task = common_pb2.Task
@@ -129,7 +129,7 @@ def delete_execution(txn: Txn, ex: Execution) -> None:
     key = fire_key(task16, ex.nominal_time_ms)
     if txn.get("fires", key) == exec16:
         txn.delete("fires", key)
-    txn.delete("execs", exec16)
+    drop_execution(txn, exec16, ex)
     if txn.delete("active", firing.active_key(task16, exec16)):
         quota.deactivated(txn, task16)  # the task's count of executions not yet ended
     txn.delete("running", exec16)

@@ -31,7 +31,7 @@ from typing import Any
 
 from cronraft.errors import InvalidArgument, StorageError
 from cronraft.proto.v1 import commands_pb2, common_pb2
-from cronraft.raft import audit_trail, firing
+from cronraft.raft import audit_trail, firing, search
 from cronraft.raft.codec import (
     CodecError,
     decode_batch,
@@ -44,13 +44,13 @@ from cronraft.raft.codec import (
 from cronraft.raft.commands import DEFAULT_MAX_ATTEMPTS, HANDLERS, Ctx
 from cronraft.raft.kv import KV, Txn
 from cronraft.raft.records import (
+    META_INDEXED,
     META_LAST_APPLIED,
     due_key,
     fire_key,
     get_execution,
     priority_rank,
     read_epoch,
-    tag_key,
 )
 from cronraft.raft.rejection import Code, Rejected, Rejection, invalid_argument
 from cronraft.raft.validate import stored_namespace
@@ -215,97 +215,40 @@ def list_tasks(
     page_token: str = "",
     scan_limit: int = LIST_SCAN_LIMIT,
     max_bytes: int = 0,
+    kind: str = "",
+    next_after_ms: int = 0,
+    next_before_ms: int = 0,
+    last_outcomes: frozenset[int] = frozenset(),
 ) -> tuple[list[Task], str]:
-    """One page of tasks in id (= creation) order, filtered; the token resumes after the last one.
-
-    A page reads at most `scan_limit` candidates: a filter that the walked index does not answer
-    (a name prefix, a second tag, a state under a tag, a namespace: None is every one, "" the default
-    one, stored empty) may return a short or even empty page with a
-    next-page token, so that no call scans the whole store (continue with the token). With `max_bytes`,
-    a page also ends (with a token) once its tasks reach that many bytes (at least one task)."""
-    after = id_bytes(page_token, field="page_token") if page_token else None
-    tags = dict(tags or {})
-
-    # Walk the narrowest index: one tag's index, else the state index, else every task.
-    candidates: Iterator[bytes]
-    if tags:
-        k0, v0 = sorted(tags.items())[0]
-        prefix = tag_key(k0, v0, b"")
-        candidates = _ids_from_index(txn, "tasks_by_tag", prefix, after)
-    elif state:
-        candidates = _ids_from_index(txn, "tasks_by_state", bytes([state]), after)
-    else:
-        start = after + b"\0" if after else b""
-        candidates = (k for k, _ in txn.scan("tasks", start))
-
-    out: list[Task] = []
-    last = cursor = b""
-    scanned = size = 0
-    full = False
-    for task16 in candidates:
-        if scanned >= scan_limit:
-            return out, id_text(cursor)
-        scanned += 1
-        cursor = task16
-        raw = txn.get("tasks", task16)
-        if raw is None:
-            continue
-        t = Task()
-        t.ParseFromString(raw)
-        last = task16
-        if state and t.state != state:
-            continue
-        if name_prefix and not t.spec.name.startswith(name_prefix):
-            continue
-        if namespace is not None and stored_namespace(t.spec.namespace) != stored_namespace(namespace):
-            continue
-        if any(t.spec.tags.get(k) != v for k, v in tags.items()):
-            continue
-        out.append(t)
-        size += len(raw)
-        if len(out) >= page_size or (max_bytes and size >= max_bytes):
-            full = True
-            break
-    more = full and last != b""
-    return out, (id_text(last) if more else "")
-
-
-def _ids_from_index(txn: Txn, db: str, prefix: bytes, after: bytes | None) -> Iterator[bytes]:
-    start = prefix + after + b"\0" if after else prefix
-    end = prefix[:-1] + bytes([prefix[-1] + 1]) if prefix else None
-    for k, _ in txn.scan(db, start, end):
-        yield k[-16:]
+    """One page of tasks, filtered (raft.search.search_tasks: the order and the token depend on the
+    filters; by id, i.e. creation, without a name prefix or a next-fire window). A page reads at most
+    `scan_limit` candidates: a filter that the walked index does not answer may return a short or even
+    empty page with a next-page token, so that no call scans the whole store (continue with the token).
+    `namespace`: None is every one, "" the default one (stored empty). With `max_bytes`, a page also ends
+    (with a token) once its tasks reach that many bytes (at least one task)."""
+    q = search.TaskQuery(
+        state=state,
+        tags=tuple(sorted((tags or {}).items())),
+        name_prefix=name_prefix,
+        namespace=namespace,
+        kind=kind,
+        next_after_ms=next_after_ms,
+        next_before_ms=next_before_ms,
+        last_outcomes=last_outcomes,
+    )
+    return search.search_tasks(
+        txn, q, page_size=page_size, page_token=page_token, scan_limit=scan_limit, max_bytes=max_bytes
+    )
 
 
 def list_executions(
     txn: Txn, task_id: str, *, state: int = 0, page_size: int = 100, page_token: str = "", max_bytes: int = 0
 ) -> tuple[list[Execution], str]:
     """One page of a task's executions, newest nominal time first (with `max_bytes`, the page also ends
-    once its executions reach that many bytes, with at least one)."""
-    task16 = id_bytes(task_id, field="task_id")
-    if page_token and not page_token.isdigit():
-        raise InvalidArgument("page_token", "not a token returned by a previous ListExecutions call")
-    end = fire_key(task16, int(page_token)) if page_token else task16 + b"\xff" * 8 + b"\xff"
-    out: list[Execution] = []
-    last_nominal: int | None = None
-    size = 0
-    full = False
-    for k, exec16 in txn.scan("fires", task16, end, reverse=True):
-        raw = txn.get("execs", exec16)
-        last_nominal = from_u64(k[16:24])
-        if raw is None:
-            continue
-        e = Execution()
-        e.ParseFromString(raw)
-        if state and e.state != state:
-            continue
-        out.append(e)
-        size += len(raw)
-        if len(out) >= page_size or (max_bytes and size >= max_bytes):
-            full = True
-            break
-    more = full and last_nominal is not None
-    return out, (str(last_nominal) if more else "")
+    once its executions reach that many bytes, with at least one). raft.search.search_executions finds
+    executions across tasks."""
+    q = search.ExecutionQuery(task_id=task_id, states=frozenset({state}) if state else frozenset())
+    return search.search_executions(txn, q, page_size=page_size, page_token=page_token, max_bytes=max_bytes)
 
 
 # ------------------------------------------------------------------------------------- state machine
@@ -397,9 +340,12 @@ class StateMachine:
     def _apply_entry(self, index: int, payload: bytes, *, guarded: bool) -> bytes | None:
         events: list[dict[str, Any]] | None = [] if self.collect_events else None
         with self.kv.write() as txn:
-            if index <= read_last_applied(txn):  # another instance applied it (restored snapshot)
-                self._last_applied = read_last_applied(txn)
+            applied = read_last_applied(txn)
+            if index <= applied:  # another instance applied it (restored snapshot)
+                self._last_applied = applied
                 return None
+            if not applied:  # a fresh store: its search indexes are complete from the start
+                txn.put("meta", META_INDEXED, b"1")
             # The BatchResult is assembled from its serialized results (repeated field 1): appending
             # each result to a BatchResult message would copy it first.
             parts: list[bytes] = []

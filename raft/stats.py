@@ -28,9 +28,11 @@ tasks (a read must not visit a million task records): each cluster hour keeps th
 most failures in that hour and with the longest run in that hour. Both values only grow within an hour,
 so each hour's ranking is exact (a task outside it has at most its smallest value: it was below it when
 last updated, and the smallest only grows). Over a window of several hours, `cluster_stats` takes the
-union of the hours' rankings as candidates and computes each candidate's exact figures over the window
-from its own hour records; a task that never made any hour's ranking is missed (approximate across
-hours, by design). A ranking may name a task deleted since: readers skip it.
+union of the hours' rankings as candidates, scores them from the rankings (failures summed over the hours
+where ranked, the longest run in them), and computes the exact figures over the window of the best
+scored (CANDIDATES_PER_RANK per place asked for) from their own hour records; a task that never made an
+hour's ranking, or scored below those, is missed (approximate across hours, by design). A ranking may
+name a task deleted since: readers skip it.
 
 Deterministic: the times are the execution's own (`completed_at_ms`, stamped by the leader; the start
 and finish its worker reported); readers take `now_ms` from their caller. No clock is read here.
@@ -58,6 +60,9 @@ HOUR_MS = 3_600_000
 WINDOW_HOURS = 168  # a week of hours, per task and for the cluster
 THROUGHPUT_MINUTES = 60  # the cluster's throughput is answered per minute over the last hour
 TOP_K = 20  # tasks in each hour's rankings (and at most this many answered)
+# A ranking's candidates over a window are scored from the hours' rankings; this many per place asked for
+# get their exact figures computed (each reads at most WINDOW_HOURS records).
+CANDIDATES_PER_RANK = 3
 # Buckets per power of two (2**SUB_BITS): a bucket is at most 1/8 of its lower bound wide.
 SUB_BITS = 3
 SUB = 1 << SUB_BITS
@@ -392,16 +397,18 @@ def cluster_stats(txn: Txn, *, since_ms: int, now_ms: int, limit: int = 10) -> s
     start, end = window(since_ms, now_ms)
     limit = max(0, min(limit, TOP_K))
     out = stats_pb2.ClusterStats(since_ms=start, until_ms=end)
-    failing: set[str] = set()
-    slow: set[str] = set()
+    failing: dict[str, int] = {}  # candidate -> failures in the hours it was ranked (a lower bound)
+    slow: dict[str, int] = {}  # candidate -> its longest run in those hours
     duration, lateness = Histogram(), Histogram()
     for _, raw in txn.scan("cluster_stats", u64(start), u64(end)):
         ch = stats_pb2.ClusterHour.FromString(raw)
         add_counts(out.window, ch.counts)
         hist_merge(duration, ch.duration)
         hist_merge(lateness, ch.lateness)
-        failing.update(r.task_id for r in ch.most_failures)
-        slow.update(r.task_id for r in ch.slowest)
+        for r in ch.most_failures:
+            failing[r.task_id] = failing.get(r.task_id, 0) + r.value
+        for r in ch.slowest:
+            slow[r.task_id] = max(slow.get(r.task_id, 0), r.value)
     out.success_rate, out.failure_rate = rates(out.window)
     out.duration.CopyFrom(quantiles(duration))
     out.lateness.CopyFrom(quantiles(lateness))
@@ -422,15 +429,21 @@ def cluster_stats(txn: Txn, *, since_ms: int, now_ms: int, limit: int = 10) -> s
             point.runs, point.failures = ch.minute_runs[i], ch.minute_failures[i]
 
     if limit:
-        ranked = [s for s in (_candidate(txn, t, start, end) for t in sorted(failing)) if s is not None]
-        ranked = [s for s in ranked if failures(s.window)]
+        ranked = [s for s in _candidates(txn, failing, limit, start, end) if failures(s.window)]
         ranked.sort(key=lambda s: (-failures(s.window), s.task_id))
         out.top_failing.extend(ranked[:limit])
-        ranked = [s for s in (_candidate(txn, t, start, end) for t in sorted(slow)) if s is not None]
-        ranked = [s for s in ranked if s.duration.samples]
+        ranked = [s for s in _candidates(txn, slow, limit, start, end) if s.duration.samples]
         ranked.sort(key=lambda s: (-s.duration.max_ms, s.task_id))
         out.slowest.extend(ranked[:limit])
     return out
+
+
+def _candidates(
+    txn: Txn, scores: dict[str, int], limit: int, start: int, end: int
+) -> list[stats_pb2.TaskStats]:
+    """The exact figures of the CANDIDATES_PER_RANK * `limit` best-scored candidates (bounded work)."""
+    best = sorted(scores, key=lambda t: (-scores[t], t))[: CANDIDATES_PER_RANK * limit]
+    return [s for s in (_candidate(txn, t, start, end) for t in best) if s is not None]
 
 
 def _candidate(txn: Txn, task_id: str, start: int, end: int) -> stats_pb2.TaskStats | None:

@@ -1372,7 +1372,9 @@ class Execution(_message.Message):
     worker_incarnation: _builtins.str
     """the worker process holding the current lease (Hello.incarnation)"""
     namespace: _builtins.str
-    """its task's namespace: set on read by the API, not stored"""
+    """Its task's namespace ("" for the default one when stored; the API sets it on read, for executions
+    stored before it was kept too).
+    """
     result_size: _builtins.int
     """bytes of the result its last attempt handed back (0: none)"""
     @_builtins.property

@@ -8,13 +8,13 @@ from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft import firing, quota, retry
 from cronraft.raft.codec import id_bytes
 from cronraft.raft.commands.context import Ctx, Task, task_of
-from cronraft.raft.records import get_execution, pending_key
+from cronraft.raft.records import get_execution, pending_key, put_execution
 
 
 def dead_letter(ctx: Ctx, task: Task, exec16: bytes, reason: str) -> None:
     ex = get_execution(ctx.txn, exec16)
     ex.dead_lettered = True
-    ctx.txn.put("execs", exec16, ex.SerializeToString())
+    put_execution(ctx.txn, exec16, ex)
     letter = common_pb2.DeadLetter(
         execution_id=ex.execution_id,
         task_id=ex.task_id,
@@ -60,7 +60,7 @@ def redrive_dead_letters(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         ex.worker_incarnation = ""
         ex.not_before_ms = 0
         ex.completed_at_ms = 0
-        ctx.txn.put("execs", exec16, ex.SerializeToString())
+        put_execution(ctx.txn, exec16, ex)
         ctx.txn.put("active", firing.active_key(task16, exec16), b"")
         quota.activated(ctx.txn, task16)
         ctx.txn.put("pending", pending_key(ex, exec16), b"")

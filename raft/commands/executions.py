@@ -12,7 +12,7 @@ from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft import deps, firing, quota, stats
 from cronraft.raft.codec import id_bytes
 from cronraft.raft.commands.context import Ctx, Execution, Task, plan_fixed_delay, task_of, token_text
-from cronraft.raft.records import get_execution, get_task, pending_key, put_task
+from cronraft.raft.records import get_execution, get_task, indexed, pending_key, put_execution, put_task
 from cronraft.raft.rejection import Code, Rejected
 
 
@@ -23,6 +23,7 @@ def finish(ctx: Ctx, ex: Execution, state: int, error: str = "") -> None:
     txn = ctx.txn
     exec16 = id_bytes(ex.execution_id)
     task16 = id_bytes(ex.task_id)
+    before = indexed(ex)  # `ex` is as stored: every caller read it in this command and changed no state
     if ex.state == common_pb2.EXECUTION_PENDING:
         txn.delete("pending", pending_key(ex, exec16))
     elif ex.state == common_pb2.EXECUTION_RUNNING:
@@ -35,7 +36,7 @@ def finish(ctx: Ctx, ex: Execution, state: int, error: str = "") -> None:
     if error:
         ex.error = error[:4096]
     ex.completed_at_ms = ctx.now
-    txn.put("execs", exec16, ex.SerializeToString())
+    put_execution(txn, exec16, ex, before)
     ctx.result.executions.append(ex)
 
     raw = txn.get("tasks", task16)
@@ -56,7 +57,7 @@ def finish(ctx: Ctx, ex: Execution, state: int, error: str = "") -> None:
             nxt = get_execution(txn, key[24:40])
             txn.delete("buffered", key)
             nxt.state = common_pb2.EXECUTION_PENDING
-            txn.put("execs", key[24:40], nxt.SerializeToString())
+            put_execution(txn, key[24:40], nxt)
             txn.put("pending", pending_key(nxt, key[24:40]), b"")
             ctx.result.executions.append(nxt)
     sched = task.spec.schedule
@@ -79,7 +80,7 @@ def request_cancel(ctx: Ctx, ex: Execution, reason: str) -> None:
     if not ex.cancel_requested_at_ms:
         ex.cancel_requested_at_ms = ctx.now
         ex.cancel_reason = reason
-        ctx.txn.put("execs", id_bytes(ex.execution_id), ex.SerializeToString())
+        put_execution(ctx.txn, id_bytes(ex.execution_id), ex)
     ctx.result.cancels.append(
         commands_pb2.CancelRequest(execution_id=ex.execution_id, token=ex.token, worker_id=ex.worker_id)
     )
@@ -119,7 +120,7 @@ def note_waiting(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     if ex.state != common_pb2.EXECUTION_PENDING:
         raise Rejected(Code.INVALID_STATE, f"execution {n.execution_id} is not pending")
     ex.waiting_reason = n.reason[:500]
-    ctx.txn.put("execs", exec16, ex.SerializeToString())
+    put_execution(ctx.txn, exec16, ex)
     # The fire ledger says it too ("why didn't it run?"): the record of that nominal time gets the reason.
     key = firing.ledger_key(id_bytes(ex.task_id), ex.nominal_time_ms)
     raw = ctx.txn.get("ledger", key)

@@ -14,7 +14,7 @@ from cronraft.raft.codec import id_bytes
 from cronraft.raft.commands.context import Ctx, Execution, Task, max_runs_reached, plan_fixed_delay
 from cronraft.raft.commands.executions import finish, request_cancel, terminate
 from cronraft.raft.overlap import decide_overlap, superseded_order
-from cronraft.raft.records import fire_key, get_task, pending_key, put_task
+from cronraft.raft.records import fire_key, get_task, pending_key, put_execution, put_task
 from cronraft.raft.rejection import Code, Rejected, Rejection
 
 MAX_BACKFILL = 1_000
@@ -182,8 +182,9 @@ def start_execution(
         priority=task.spec.priority,
         manual=manual,
         not_before_ms=not_before_ms,
+        namespace=task.spec.namespace,  # its task's, which never changes (records: execs_by_namespace)
     )
-    txn.put("execs", exec16, ex.SerializeToString())
+    put_execution(txn, exec16, ex, None)  # a new execution (I3: one fire, one new id)
     txn.put("fires", fire_key(task16, nominal), exec16)
     txn.put("active", firing.active_key(task16, exec16), b"")
     quota.activated(txn, task16)

@@ -16,7 +16,14 @@ from cronraft.raft.codec import id_bytes
 from cronraft.raft.commands.context import Ctx, Execution, task_of, token_text
 from cronraft.raft.commands.dead_letters import dead_letter
 from cronraft.raft.commands.executions import finish
-from cronraft.raft.records import get_current, get_execution, pending_key, read_epoch
+from cronraft.raft.records import (
+    get_current,
+    get_execution,
+    indexed,
+    pending_key,
+    put_execution,
+    read_epoch,
+)
 from cronraft.raft.rejection import Code, Rejected
 
 DEFAULT_MAX_ATTEMPTS = 3
@@ -78,6 +85,7 @@ def grant(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         if running >= task.spec.max_concurrency:
             raise Rejected(Code.CONCURRENCY_LIMIT, f"task {ex.task_id} already runs {running} executions")
     ctx.txn.delete("pending", pending_key(ex, exec16))
+    before = indexed(ex)
     ex.state = common_pb2.EXECUTION_RUNNING
     ex.waiting_reason = ""
     ex.attempt += 1
@@ -86,7 +94,7 @@ def grant(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     ex.token.term = epoch.term
     ex.token.index = ctx.index
     ex.leased_at_ms = ctx.now
-    ctx.txn.put("execs", exec16, ex.SerializeToString())
+    put_execution(ctx.txn, exec16, ex, before)
     ctx.txn.put("running", exec16, b"")
     ctx.result.execution.CopyFrom(ex)
     if ctx.events is not None:
@@ -169,7 +177,7 @@ def _end_attempt(ctx: Ctx, ex: Execution, exec16: bytes, r: common_pb2.AttemptRe
             ex.worker_incarnation = ""
             ex.not_before_ms = ctx.now + retry.backoff_ms(task.spec.retry, ex.execution_id, ex.attempt)
             ctx.txn.put("pending", pending_key(ex, exec16), b"")
-            ctx.txn.put("execs", exec16, ex.SerializeToString())
+            put_execution(ctx.txn, exec16, ex)
             ctx.result.executions.append(ex)
         else:
             finish(ctx, ex, state, error)
@@ -218,7 +226,7 @@ def _not_started(ctx: Ctx, ex: Execution, exec16: bytes, why: str) -> None:
     ex.worker_incarnation = ""
     ex.error = why[:4096]
     ctx.txn.put("pending", pending_key(ex, exec16), b"")
-    ctx.txn.put("execs", exec16, ex.SerializeToString())
+    put_execution(ctx.txn, exec16, ex)
     ctx.result.executions.append(ex)
 
 
@@ -284,7 +292,7 @@ def expire_lease(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         ex.worker_id = ""
         ex.worker_incarnation = ""
         ctx.txn.put("pending", pending_key(ex, exec16), b"")
-        ctx.txn.put("execs", exec16, ex.SerializeToString())
+        put_execution(ctx.txn, exec16, ex)
     ctx.result.execution.CopyFrom(get_execution(ctx.txn, exec16))
     if ctx.events is not None:
         ctx.audit("expire", execution_id=x.execution_id, token=token_text(x.token), accepted=True)

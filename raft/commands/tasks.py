@@ -15,7 +15,7 @@ from cronraft.raft.codec import id_bytes, id_text
 from cronraft.raft.commands.context import Ctx, Execution, Task, in_namespace, max_runs_reached
 from cronraft.raft.commands.executions import finish, terminate
 from cronraft.raft.kv import Txn
-from cronraft.raft.records import fire_key, get_task, pending_key, put_task
+from cronraft.raft.records import drop_execution, fire_key, get_task, pending_key, put_task
 from cronraft.raft.rejection import Code, Rejected
 from cronraft.raft.validate import validate_spec
 
@@ -246,7 +246,7 @@ def _unfire_held(ctx: Ctx, task16: bytes, task: Task) -> None:
         if txn.delete("active", firing.active_key(task16, exec16)):
             quota.deactivated(txn, task16)
         txn.delete("fires", fire_key(task16, ex.nominal_time_ms))
-        txn.delete("execs", exec16)
+        drop_execution(txn, exec16, ex)
         firing.record(
             txn, task16, ex.nominal_time_ms, common_pb2.PAUSED, ctx.now, reason="paused before its due time"
         )
