@@ -119,3 +119,22 @@ class Browser:
 
     def screenshot(self, path: Path) -> None:
         self.driver.save_screenshot(str(path))
+
+    def emulate(self, width: int, height: int, *, mobile: bool = False) -> None:
+        """Lay the page out at exactly `width` x `height` CSS pixels (a phone's width included, which a
+        window cannot be made as narrow as), through the DevTools protocol."""
+        metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile}
+        self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+
+    def page_screenshot(
+        self, path: Path, *, width: int, mobile: bool = False, max_height: int = 3000
+    ) -> None:
+        """The whole page at `width`, as tall as its content (at most `max_height`)."""
+        self.emulate(width, 600, mobile=mobile)
+        time.sleep(0.3)
+        height = int(
+            self.driver.execute_script("return Math.ceil(document.body.getBoundingClientRect().bottom)")
+        )
+        self.emulate(width, min(max(height + 16, 400), max_height), mobile=mobile)
+        time.sleep(0.3)
+        self.driver.save_screenshot(str(path))

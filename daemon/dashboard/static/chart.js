@@ -113,7 +113,7 @@ export function legend() {
 export function timeline(ex, { width = 640 } = {}) {
   const rows = ex.attempts.length + 1;
   const height = 26 * rows + 30;
-  const m = { l: 90, r: 12, t: 8, b: 24 };
+  const m = { l: 100, r: 12, t: 8, b: 24 };
   const f = frame(width, height, m);
   const now = Date.now();
   const times = [ex.fired_at_ms, ex.leased_at_ms, ex.started_at_ms, ex.finished_at_ms, ...ex.attempts.flatMap((a) => [a.started_at_ms, a.finished_at_ms])].filter(Boolean);

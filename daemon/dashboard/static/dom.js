@@ -37,7 +37,9 @@ export function badge(state, text) {
 export function when(iso, ms) {
   if (!ms) return h("span", { class: "muted" }, "—");
   const d = new Date(ms);
-  return h("span", { title: iso || d.toISOString(), class: "nowrap" }, `${formatLocal(d)} (${relative(ms)})`);
+  // The absolute time goes on a phone's width; the relative one stays (app.css).
+  return h("span", { title: iso || d.toISOString(), class: "when" },
+    h("span", { class: "abs" }, formatLocal(d)), " ", h("span", { class: "rel" }, relative(ms)));
 }
 
 export function formatLocal(d) {
@@ -48,6 +50,7 @@ export function formatLocal(d) {
 export function relative(ms, now = Date.now()) {
   const s = Math.round((ms - now) / 1000);
   const a = Math.abs(s);
+  if (a < 1) return "now";
   const text = a < 60 ? `${a} s` : a < 3600 ? `${Math.round(a / 60)} min` : a < 172800 ? `${Math.round(a / 3600)} h` : `${Math.round(a / 86400)} d`;
   return s >= 0 ? `in ${text}` : `${text} ago`;
 }
@@ -56,9 +59,14 @@ export function duration(ms) {
   if (ms === null || ms === undefined || Number.isNaN(ms)) return "—";
   if (ms < 1000) return `${Math.round(ms)} ms`;
   const s = ms / 1000;
-  if (s < 60) return `${s.toFixed(s < 10 ? 2 : 1)} s`;
-  if (s < 3600) return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
-  return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;
+  if (s < 60) return Number.isInteger(s) ? `${s} s` : `${s.toFixed(s < 10 ? 2 : 1)} s`;
+  const parts = [];
+  const whole = Math.round(s);
+  const [hours, mins, secs] = [Math.floor(whole / 3600), Math.floor((whole % 3600) / 60), whole % 60];
+  if (hours) parts.push(`${hours} h`);
+  if (mins) parts.push(`${mins} min`);
+  if (secs && hours < 10) parts.push(`${secs} s`);
+  return parts.join(" ");
 }
 
 export function bytes(n) {

@@ -76,7 +76,7 @@ export async function executionPage(main, { args }) {
         ["Guarantee / priority", `${ex.guarantee} / ${ex.priority}`],
       ], { two: true }),
     );
-    const line = timeline(ex);
+    const line = timeline(ex, { width: Math.max(300, Math.round(attempts.getBoundingClientRect().width) - 34) });
     clear(attempts).append(
       h("h2", {}, "Attempts"),
       line,

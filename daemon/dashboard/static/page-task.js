@@ -181,11 +181,13 @@ async function drawStats(area, base, go) {
     ),
   );
   if (points.length) {
+    // Drawn at the width they are shown at, so that their text keeps its size (a phone's, a wide screen's).
+    const width = Math.max(300, Math.round(area.getBoundingClientRect().width) - 34);
     area.append(
       h("h2", {}, "Duration over time"),
-      durationChart(points, { onPoint: (p) => go("execution", [p.id]) }),
+      durationChart(points, { onPoint: (p) => go("execution", [p.id]), width }),
       h("h2", {}, "Outcomes over time"),
-      outcomeChart(points),
+      outcomeChart(points, { width }),
       legend(),
     );
   } else {

@@ -54,7 +54,7 @@ export async function tasksPage(main, { params, go }) {
             { title: "Schedule", cell: (t) => h("code", {}, schedule(t.spec.schedule)) },
             { title: "Next fire", cell: (t) => when(t.next_fire, t.next_fire_ms), sort: (t) => t.next_fire_ms || Infinity },
             { title: "Last finished", cell: (t) => when(t.last_finished, t.last_finished_ms), class: "wide-only", sort: (t) => t.last_finished_ms },
-            { title: "Fires", cell: (t) => String(t.fire_count), class: "num", sort: (t) => t.fire_count },
+            { title: "Fires", cell: (t) => String(t.fire_count), class: "num wide-only", sort: (t) => t.fire_count },
             { title: "Tags", cell: (t) => Object.entries(t.spec.tags || {}).map(([k, v]) => `${k}=${v}`).join(", "), class: "wide-only" },
           ],
           page.tasks,
