@@ -106,6 +106,37 @@ def execution_state(name: str) -> common_pb2.ExecutionState.ValueType:
     )
 
 
+def _counts(c: Any) -> dict[str, int]:
+    return {
+        k: int(getattr(c, k))
+        for k in ("runs", "succeeded", "failed", "timed_out", "cancelled", "lost", "expired")
+    }
+
+
+def _quantiles(q: Any) -> dict[str, int]:
+    return {
+        k: int(getattr(q, k))
+        for k in ("samples", "p50_ms", "p95_ms", "p99_ms", "max_ms", "min_ms", "mean_ms")
+    }
+
+
+def task_stats_json(st: Any) -> dict[str, Any]:
+    """A task's statistics (proto/v1/stats.proto TaskStats) as JSON, in docs/cli.md's manner."""
+    out: dict[str, Any] = {"task_id": st.task_id, "name": st.name, "namespace": st.namespace or "default"}
+    render.time_fields(out, "since", st.since_ms)
+    render.time_fields(out, "until", st.until_ms)
+    out["window"] = _counts(st.window)
+    out["success_rate"] = st.success_rate
+    out["failure_rate"] = st.failure_rate
+    out["duration"] = _quantiles(st.duration)
+    out["lateness"] = _quantiles(st.lateness)
+    out["total"] = _counts(st.total)
+    out["last_outcome"] = render.enum_name(common_pb2.ExecutionState, st.last_outcome, "EXECUTION_")
+    render.time_fields(out, "last_outcome_at", st.last_outcome_at_ms)
+    out["last_execution_id"] = st.last_execution_id
+    return out
+
+
 def execution_row(ex: common_pb2.Execution) -> dict[str, Any]:
     """An execution in a list: the JSON of docs/cli.md without its output tails and return value (up to
     64 KiB each: a page of 50 would weigh megabytes); the execution's own endpoint has them."""
@@ -313,12 +344,7 @@ class Api:
         if hasattr(message, "since_ms"):
             message.since_ms = max(0, int(time.time() * 1000) - hours * 3_600_000)
         resp = await self.rpc(request, "Scheduler/GetTaskStats", message)
-        to_json = getattr(render, "task_stats_to_json", None)  # schedctl task stats -o json, if it has one
-        if to_json is not None:
-            return json_response(to_json(getattr(resp, "stats", resp)))
-        from google.protobuf.json_format import MessageToDict
-
-        return json_response(MessageToDict(resp, preserving_proto_field_name=True))
+        return json_response(task_stats_json(resp.stats))
 
     async def pause(self, request: web.Request) -> web.StreamResponse:
         body = await read_body(request)
@@ -392,8 +418,15 @@ class Api:
             )
         message = request_class(execution_id=request.match_info["execution_id"])
         resp = await self.rpc(request, "Scheduler/GetExecutionResult", message)
-        data = bytes(getattr(resp, "result", b"") or getattr(resp, "data", b""))
-        return json_response({"size": len(data), "text": render.tail_text(data[:LOG_MAX_BYTES])})
+        data = bytes(resp.result)
+        return json_response(
+            {
+                "size": len(data),
+                "text": render.tail_text(data[:LOG_MAX_BYTES]),
+                "truncated": len(data) > LOG_MAX_BYTES,
+                "return_value": bool(getattr(resp, "return_value", False)),
+            }
+        )
 
     async def cancel_execution(self, request: web.Request) -> web.StreamResponse:
         body = await read_body(request)

@@ -165,14 +165,23 @@ export async function executionPage(main, { args }) {
 
   const drawResult = async () => {
     clear(result).append(h("h2", {}, "Result"));
-    if (ex.return_value) result.append(h("p", { class: "muted small" }, "Return value (first 64 KiB):"), h("pre", { class: "json", id: "return-value" }, ex.return_value));
+    let r = null;
     try {
-      const r = await api.get(`${path}/result`);
-      result.append(h("p", { class: "muted small" }, `Stored result, ${r.size} bytes:`), h("pre", { class: "json", id: "result" }, r.text));
+      r = await api.get(`${path}/result`);
     } catch (err) {
       if (err.status === 401) throw err;
       if (err.status !== 501 && err.status !== 404) result.append(errorBanner(err));
-      if (!ex.return_value) result.append(h("p", { class: "empty" }, "No result."));
+    }
+    if (r && r.size) {
+      const what = r.return_value ? "The handler's return value" : "The result file ($CRONRAFT_RESULT_FILE)";
+      result.append(
+        h("p", { class: "muted small" }, `${what}, ${r.size} bytes${r.truncated ? " (the first 256 KiB shown; schedctl execution result prints it whole)" : ""}:`),
+        h("pre", { class: "json", id: "result" }, r.text),
+      );
+    } else if (!r && ex.return_value) { // a node without the result RPC: the return value it stores
+      result.append(h("p", { class: "muted small" }, "Return value (first 64 KiB):"), h("pre", { class: "json", id: "return-value" }, ex.return_value));
+    } else {
+      result.append(h("p", { class: "empty" }, LIVE.has(ex.state) ? "Not finished yet." : "No result kept."));
     }
   };
   await drawResult();
