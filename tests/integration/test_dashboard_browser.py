@@ -3,8 +3,9 @@ single-node cluster (schedd and schedworker as processes) whose HTTP listener se
 
 - authentication off: the tasks page renders tasks created through the API; the name, tag and state
   filters narrow the list; pausing a task in the page shows as paused in `schedctl task get`; a trigger
-  from the page runs on the worker and its execution page shows the output; the cluster page shows the
-  member and the worker.
+  from the page runs on the worker and its execution page shows the output; a running execution's output
+  shows before it ends; a dead letter is redriven and the queue purged from the page; the cluster page
+  shows the member and the worker.
 - authentication on (a token file): the page asks for a token and the API refuses without one; an
   unknown token is refused; a reader's token lists tasks but its pause is refused (403 shown, naming the
   role); an operator's pause works.
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from cronraft.client import Client, command, cron
+from cronraft.client import Client, command, cron, retry
 from cronraft.client._transport import Transport
 from cronraft.tokenfile import add_token
 from tests.support import browser as chromium
@@ -37,6 +38,12 @@ pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(chromium.missing() is not None, reason=str(chromium.missing())),
 ]
+
+
+# Prints a line every half second for six seconds: the execution page shows the first before the last.
+SLOW = (
+    "import time\nfor i in range(12):\n    print(f'tick {i}', flush=True)\n    time.sleep(0.5)\nprint('done')"
+)
 
 
 @pytest.fixture
@@ -81,7 +88,7 @@ def names(b: chromium.Browser) -> list[str]:
     return [e.text for e in b.css("#tasks-area a.task-name")]
 
 
-def test_tasks_render_filter_pause_and_trigger_without_auth(
+def test_tasks_filters_actions_live_output_and_dead_letters_without_auth(
     tmp_path: Path, clusters: list[Cluster], browser: chromium.Browser
 ) -> None:
     c, url = start(tmp_path, clusters)
@@ -91,10 +98,14 @@ def test_tasks_render_filter_pause_and_trigger_without_auth(
     alpha = client.create_task("dash-alpha", cron("0 3 * * *", "Europe/Paris"), hello, tags={"team": "data"})
     client.create_task("dash-beta", cron("*/5 * * * *"), hello, tags={"team": "web"})
     client.create_task("other", cron("0 0 1 1 *"), hello)
+    slow = client.create_task("slow-printer", cron("0 0 1 1 *"), command(sys.executable, "-c", SLOW))
+    exit_3 = command(sys.executable, "-c", "import sys; sys.exit(3)")
+    failing = client.create_task("failing-job", cron("0 0 1 1 *"), exit_3, max_attempts=1, retry=retry("1s"))
     c.wait_workers(1)
 
     browser.get(f"{url}/#/tasks")
-    browser.wait(lambda: set(names(browser)) == {"dash-alpha", "dash-beta", "other"}, "the three tasks")
+    every_task = {"dash-alpha", "dash-beta", "other", "slow-printer", "failing-job"}
+    browser.wait(lambda: set(names(browser)) == every_task, "the tasks")
     assert browser.console_errors() == []
 
     browser.fill("#f-name", "dash-")
@@ -128,6 +139,27 @@ def test_tasks_render_filter_pause_and_trigger_without_auth(
     browser.wait_text("#execution-state", "succeeded", timeout_s=30)
     browser.wait_text("#stdout", "hello from the dashboard")
     assert browser.css("#execution-attempts svg.timeline")
+
+    # A running execution's output is followed live: lines show before it ends.
+    running = client.trigger_task(slow.task_id)
+    browser.get(f"{url}/#/execution/{running.execution_id}")
+    browser.wait(lambda: "tick" in (t := browser.text("#stdout")) and "done" not in t, "output while it runs")
+    browser.wait_text("#stdout", "done", timeout_s=30)
+    browser.wait_text("#execution-state", "succeeded")
+
+    # Dead letters: redrive one, then purge the namespace's, each confirmed.
+    for _ in range(2):
+        client.trigger_task(failing.task_id)
+    wait_for(lambda: len(list(client.list_dead_letters())) == 2, 30, "two dead letters")
+    browser.get(f"{url}/#/dead-letters")
+    browser.wait(lambda: len(browser.css("#dl-area .dl-pick")) == 2, "the two dead letters")
+    browser.css("#dl-area .dl-pick")[0].click()
+    browser.click("#dl-redrive")
+    browser.confirm()
+    browser.wait_text("#messages", "Redriven: 1 new execution")
+    browser.click("#dl-purge-all")
+    browser.confirm()
+    browser.wait_text("#messages", "Purged")
 
     browser.get(f"{url}/#/cluster")
     browser.wait_text("main", "w1")
