@@ -172,12 +172,19 @@ class _CallDetails:
 Behaviour = Callable[[Any, Any], Awaitable[Any]]
 
 
+MAX_IN_FLIGHT = 256  # dashboard calls served at once; more are refused 429 (gRPC has its own bound)
+
+
 class InProcessCalls:
     """Runs servicer methods as the gRPC server would, behind `interceptors` (the node's list, outermost
-    first: authentication and roles, then the audit call tracking)."""
+    first: authentication and roles, then the audit call tracking), at most `max_in_flight` at once."""
 
-    def __init__(self, interceptors: Sequence[grpc.aio.ServerInterceptor]) -> None:
+    def __init__(
+        self, interceptors: Sequence[grpc.aio.ServerInterceptor], *, max_in_flight: int = MAX_IN_FLIGHT
+    ) -> None:
         self.interceptors = tuple(interceptors)
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
 
     async def call(
         self,
@@ -203,9 +210,15 @@ class InProcessCalls:
             handler = await resolve(0, details)
             return await handler.unary_unary(request, context)
 
+        if self.in_flight >= self.max_in_flight:
+            raise CallFailed(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the dashboard serves at most {self.max_in_flight} calls at once; try again shortly",
+            )
         # A task of its own, as grpc.aio serves each RPC: the principal and the audit call the
         # interceptors set in context variables stay in that task (an HTTP connection's task serves the
         # next request too).
+        self.in_flight += 1
         try:
             return await asyncio.create_task(run())
         except CallFailed:
@@ -216,3 +229,5 @@ class InProcessCalls:
             ) from None
         except errors.CronraftError as e:  # raised past a servicer's guard (a bug): the same mapping
             raise CallFailed.of(e) from e
+        finally:
+            self.in_flight -= 1

@@ -296,3 +296,24 @@ def test_client_certificates_read_like_grpcs_auth_context(cert: Any, expected: d
     from cronraft.daemon.dashboard.calls import auth_context
 
     assert auth_context(cert) == expected
+
+
+def test_calls_past_the_in_flight_bound_are_refused_429() -> None:
+    from cronraft.daemon.dashboard.calls import CallFailed, InProcessCalls, PeerInfo
+
+    async def behaviour(request: Any, context: Any) -> str:
+        return "served"
+
+    async def main() -> None:
+        calls = InProcessCalls([], max_in_flight=1)
+        peer = PeerInfo("ipv4:127.0.0.1:1")
+        assert (
+            await calls.call("/cronraft.v1.Scheduler/GetTask", behaviour, None, peer=peer, authorization=None)
+            == "served"
+        )  # type: ignore[arg-type]
+        calls.in_flight = 1  # one call already being served
+        with pytest.raises(CallFailed) as refused:
+            await calls.call("/cronraft.v1.Scheduler/GetTask", behaviour, None, peer=peer, authorization=None)  # type: ignore[arg-type]
+        assert refused.value.status == 429 and "at most 1 calls at once" in refused.value.message
+
+    asyncio.run(main())
