@@ -417,7 +417,11 @@ class Node:
         health_servicer = getattr(self, "_health", None)
         if health_servicer is None or self._stopping:
             return
-        readiness = self.readiness()
+        try:
+            readiness = self.readiness()
+        except Exception:  # never let the leadership watch die of it
+            log.exception("readiness check failed")
+            return
         if readiness.ready == self._serving:
             return
         self._serving = readiness.ready
