@@ -1,4 +1,4 @@
-"""The cluster calls of `AsyncClient`: its status, and its audit trail.
+"""The cluster calls of `AsyncClient`: its status, its statistics, and its audit trail.
 
 `AsyncClusterCalls` is one of the subject mixins `AsyncClient` (client/aio.py) is composed of; the sync
 twin, `_sync_cluster.py`, is generated from this file by scripts/gen_sync_client.py.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from cronraft.client import _audit, _parsing
 from cronraft.client._aio_base import AsyncClientBase
-from cronraft.proto.v1 import audit_pb2, cluster_pb2
+from cronraft.proto.v1 import audit_pb2, cluster_pb2, scheduler_pb2, stats_pb2
 
 __all__ = ["AsyncClusterCalls"]
 
@@ -21,6 +21,20 @@ class AsyncClusterCalls(AsyncClientBase):
         return await self._invoke(
             lambda s: s.cluster.Status, cluster_pb2.StatusRequest(), cluster_pb2.StatusResponse, write=False
         )
+
+    async def cluster_stats(
+        self, *, since: _parsing.Instant | None = None, limit: int = 10
+    ) -> stats_pb2.ClusterStats:
+        """The cluster's statistics over whole hours from `since` (None: the last 24 hours): outcomes,
+        rates, quantiles, executions ended per minute over the last hour, and the `limit` (at most 20)
+        tasks failing most and running longest. Needs reader in every namespace ("*")."""
+        request = scheduler_pb2.GetClusterStatsRequest(
+            since_ms=0 if since is None else _parsing.instant_ms(since, "since"), limit=limit
+        )
+        response = await self._invoke(
+            lambda s: s.scheduler.GetClusterStats, request, scheduler_pb2.GetClusterStatsResponse, write=False
+        )
+        return response.stats
 
     async def list_audit(
         self,

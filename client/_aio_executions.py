@@ -1,4 +1,5 @@
-"""The execution calls of `AsyncClient`: list, get, read or follow the output logs, cancel one or many.
+"""The execution calls of `AsyncClient`: list a task's, search across tasks, get one, read or follow the
+output logs, read the result, cancel one or many.
 
 `AsyncExecutionCalls` is one of the subject mixins `AsyncClient` (client/aio.py) is composed of; the sync
 twin, `_sync_executions.py`, is generated from this file by scripts/gen_sync_client.py.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable, Mapping
 
-from cronraft.client import _requests
+from cronraft.client import _namespace, _parsing, _requests
 from cronraft.client._aio_base import AsyncClientBase
 from cronraft.proto.v1 import common_pb2, scheduler_pb2
 
@@ -51,6 +52,97 @@ class AsyncExecutionCalls(AsyncClientBase):
                 yield execution
             if not token:
                 return
+
+    async def search_executions_page(
+        self,
+        *,
+        task_id: str = "",
+        states: Iterable[common_pb2.ExecutionState.ValueType | str] = (),
+        since: _parsing.Instant | None = None,
+        until: _parsing.Instant | None = None,
+        by_completed: bool = False,
+        worker_id: str = "",
+        tags: Mapping[str, str] | None = None,
+        namespace: str | None = None,
+        all_namespaces: bool = False,
+        page_size: int = 100,
+        page_token: str = "",
+    ) -> tuple[list[common_pb2.Execution], str]:
+        """One page of executions across tasks (or of `task_id`) and the next page token ("" after the
+        last). Every filter given must match: any of `states`; fired in [since, until) (ended, with
+        `by_completed`: then only ended ones); the worker of the current or last attempt; every `tags`
+        pair on the task. Newest first (fire time, or end time with `by_completed`; a task's executions by
+        nominal time). A page may be short, even empty, and still carry a token: the cluster reads a
+        bounded number of index entries per page. Without `task_id`, the client's namespace,
+        `namespace`, or every one (which needs reader in "*")."""
+        request = _requests.search_executions_request(
+            task_id=task_id,
+            states=states,
+            since=since,
+            until=until,
+            by_completed=by_completed,
+            worker_id=worker_id,
+            tags=tags,
+            page_size=page_size,
+            page_token=page_token,
+        )
+        if not task_id:
+            request.namespace, request.all_namespaces = _namespace.list_scope(
+                namespace, self.namespace, all_namespaces
+            )
+        response = await self._invoke(
+            lambda s: s.scheduler.ListExecutions, request, scheduler_pb2.ListExecutionsResponse, write=False
+        )
+        return list(response.executions), response.next_page_token
+
+    async def search_executions(
+        self,
+        *,
+        task_id: str = "",
+        states: Iterable[common_pb2.ExecutionState.ValueType | str] = (),
+        since: _parsing.Instant | None = None,
+        until: _parsing.Instant | None = None,
+        by_completed: bool = False,
+        worker_id: str = "",
+        tags: Mapping[str, str] | None = None,
+        namespace: str | None = None,
+        all_namespaces: bool = False,
+        page_size: int = 100,
+    ) -> AsyncIterator[common_pb2.Execution]:
+        """Every execution `search_executions_page` finds, fetched page by page."""
+        states = list(states)
+        token = ""
+        while True:
+            executions, token = await self.search_executions_page(
+                task_id=task_id,
+                states=states,
+                since=since,
+                until=until,
+                by_completed=by_completed,
+                worker_id=worker_id,
+                tags=tags,
+                namespace=namespace,
+                all_namespaces=all_namespaces,
+                page_size=page_size,
+                page_token=token,
+            )
+            for execution in executions:
+                yield execution
+            if not token:
+                return
+
+    async def get_execution_result(self, execution_id: str) -> bytes:
+        """What the execution's last attempt handed back: the bytes its payload wrote to
+        $CRONRAFT_RESULT_FILE, or a handler's JSON return value; b"" when none was kept. Raises
+        `NotFound`."""
+        request = scheduler_pb2.GetExecutionResultRequest(execution_id=execution_id)
+        response = await self._invoke(
+            lambda s: s.scheduler.GetExecutionResult,
+            request,
+            scheduler_pb2.GetExecutionResultResponse,
+            write=False,
+        )
+        return bytes(response.result)
 
     async def get_execution_logs(
         self,

@@ -7,12 +7,12 @@ twin, `_sync_tasks.py`, is generated from this file by scripts/gen_sync_client.p
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
 from cronraft.client import _namespace, _parsing, _requests, _specs
 from cronraft.client._aio_base import AsyncClientBase
-from cronraft.proto.v1 import common_pb2, scheduler_pb2
+from cronraft.proto.v1 import common_pb2, scheduler_pb2, stats_pb2
 
 __all__ = ["AsyncTaskCalls"]
 
@@ -107,9 +107,25 @@ class AsyncTaskCalls(AsyncClientBase):
         page_token: str = "",
         namespace: str | None = None,
         all_namespaces: bool = False,
+        kind: str = "",
+        next_after: _parsing.Instant | None = None,
+        next_before: _parsing.Instant | None = None,
+        last_outcomes: Iterable[common_pb2.ExecutionState.ValueType | str] = (),
     ) -> tuple[list[common_pb2.Task], str]:
-        """One page of tasks and the token of the next page ("" after the last)."""
-        request = _requests.list_tasks_request(state, tags, name_prefix, page_size, page_token)
+        """One page of tasks and the token of the next page ("" after the last). Filters: `kind` of
+        schedule ("cron", "at", "fixed_rate", "fixed_delay"), next fire (its due time) in
+        [next_after, next_before), the final state of the last execution any of `last_outcomes`."""
+        request = _requests.list_tasks_request(
+            state,
+            tags,
+            name_prefix,
+            page_size,
+            page_token,
+            kind=kind,
+            next_after=next_after,
+            next_before=next_before,
+            last_outcomes=last_outcomes,
+        )
         # The client's namespace, `namespace`, or every one (which needs reader in "*").
         request.namespace, request.all_namespaces = _namespace.list_scope(
             namespace, self.namespace, all_namespaces
@@ -128,8 +144,13 @@ class AsyncTaskCalls(AsyncClientBase):
         page_size: int = 100,
         namespace: str | None = None,
         all_namespaces: bool = False,
+        kind: str = "",
+        next_after: _parsing.Instant | None = None,
+        next_before: _parsing.Instant | None = None,
+        last_outcomes: Iterable[common_pb2.ExecutionState.ValueType | str] = (),
     ) -> AsyncIterator[common_pb2.Task]:
         """Every task matching the filters (all `tags` pairs must match), fetched page by page."""
+        last_outcomes = list(last_outcomes)
         token = ""
         while True:
             tasks, token = await self.list_tasks_page(
@@ -140,11 +161,29 @@ class AsyncTaskCalls(AsyncClientBase):
                 page_token=token,
                 namespace=namespace,
                 all_namespaces=all_namespaces,
+                kind=kind,
+                next_after=next_after,
+                next_before=next_before,
+                last_outcomes=last_outcomes,
             )
             for task in tasks:
                 yield task
             if not token:
                 return
+
+    async def get_task_stats(
+        self, task_id: str, *, since: _parsing.Instant | None = None
+    ) -> stats_pb2.TaskStats:
+        """The statistics the cluster keeps for `task_id` over whole hours from `since` (at most 7 days
+        back; None: the last 24 hours): outcomes, rates, duration and lateness quantiles, totals and the
+        last outcome. Raises `NotFound`."""
+        request = scheduler_pb2.GetTaskStatsRequest(
+            task_id=task_id, since_ms=0 if since is None else _parsing.instant_ms(since, "since")
+        )
+        response = await self._invoke(
+            lambda s: s.scheduler.GetTaskStats, request, scheduler_pb2.GetTaskStatsResponse, write=False
+        )
+        return response.stats
 
     async def cancel_task(self, task_id: str, *, request_id: str | None = None) -> common_pb2.Task:
         """Cancel a task (no further fire); returns it. Raises `NotFound`, or `FailedPrecondition`."""

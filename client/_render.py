@@ -8,11 +8,12 @@ bytes as UTF-8 text (invalid bytes become U+FFFD). The JSON of calendars is in `
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cronraft.proto.v1 import cluster_pb2, common_pb2, scheduler_pb2
+from cronraft.proto.v1 import cluster_pb2, common_pb2, scheduler_pb2, stats_pb2
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
@@ -213,6 +214,9 @@ def task_to_json(task: common_pb2.Task) -> dict[str, Any]:
     time_fields(out, "next_due", task.next_due_ms)
     out["catchup_fired"] = task.catchup_fired
     time_fields(out, "last_finished", task.last_finished_ms)
+    out["last_outcome"] = enum_name(common_pb2.ExecutionState, task.last_outcome, "EXECUTION_")
+    out["last_execution_id"] = task.last_execution_id
+    out["outcomes"] = counts_to_json(task.outcomes)
     return out
 
 
@@ -268,7 +272,19 @@ def execution_to_json(execution: common_pb2.Execution) -> dict[str, Any]:
     time_fields(out, "cancel_requested_at", execution.cancel_requested_at_ms)
     out["cancel_reason"] = execution.cancel_reason
     out["manual"] = execution.manual
+    out["result_size"] = execution.result_size
     return out
+
+
+def result_to_json(execution_id: str, data: bytes) -> dict[str, Any]:
+    """An execution's result (`schedctl execution result -o json`): its size, the bytes as text, and
+    base64 (exact whatever the bytes)."""
+    return {
+        "execution_id": execution_id,
+        "size": len(data),
+        "text": tail_text(data),
+        "base64": base64.b64encode(data).decode("ascii"),
+    }
 
 
 def dead_letter_to_json(dead_letter: common_pb2.DeadLetter) -> dict[str, Any]:
@@ -392,3 +408,71 @@ def status_to_json(status: cluster_pb2.StatusResponse) -> dict[str, Any]:
             for m in status.members
         ],
     }
+
+
+# ------------------------------------------------------------------------------------------ statistics
+
+
+def counts_to_json(c: common_pb2.OutcomeCounts) -> dict[str, int]:
+    return {
+        "runs": c.runs,
+        "succeeded": c.succeeded,
+        "failed": c.failed,
+        "timed_out": c.timed_out,
+        "cancelled": c.cancelled,
+        "lost": c.lost,
+        "expired": c.expired,
+    }
+
+
+def quantiles_to_json(q: stats_pb2.Quantiles) -> dict[str, int]:
+    return {
+        "samples": q.samples,
+        "p50_ms": q.p50_ms,
+        "p95_ms": q.p95_ms,
+        "p99_ms": q.p99_ms,
+        "max_ms": q.max_ms,
+        "min_ms": q.min_ms,
+        "mean_ms": q.mean_ms,
+    }
+
+
+def task_stats_to_json(s: stats_pb2.TaskStats) -> dict[str, Any]:
+    """A task's statistics (`schedctl task stats -o json`, docs/cli.md)."""
+    out: dict[str, Any] = {"task_id": s.task_id, "name": s.name, "namespace": s.namespace or "default"}
+    time_fields(out, "since", s.since_ms)
+    time_fields(out, "until", s.until_ms)
+    out["window"] = counts_to_json(s.window)
+    out["success_rate"] = s.success_rate
+    out["failure_rate"] = s.failure_rate
+    out["duration"] = quantiles_to_json(s.duration)
+    out["lateness"] = quantiles_to_json(s.lateness)
+    out["total"] = counts_to_json(s.total)
+    out["last_outcome"] = enum_name(common_pb2.ExecutionState, s.last_outcome, "EXECUTION_")
+    time_fields(out, "last_outcome_at", s.last_outcome_at_ms)
+    out["last_execution_id"] = s.last_execution_id
+    return out
+
+
+def cluster_stats_to_json(s: stats_pb2.ClusterStats) -> dict[str, Any]:
+    """The cluster's statistics (`schedctl stats -o json`, docs/cli.md)."""
+    out: dict[str, Any] = {}
+    time_fields(out, "since", s.since_ms)
+    time_fields(out, "until", s.until_ms)
+    out["window"] = counts_to_json(s.window)
+    out["success_rate"] = s.success_rate
+    out["failure_rate"] = s.failure_rate
+    out["duration"] = quantiles_to_json(s.duration)
+    out["lateness"] = quantiles_to_json(s.lateness)
+    out["throughput"] = [
+        {
+            "minute": format_instant(p.minute_ms),
+            "minute_ms": p.minute_ms,
+            "runs": p.runs,
+            "failures": p.failures,
+        }
+        for p in s.throughput
+    ]
+    out["top_failing"] = [task_stats_to_json(t) for t in s.top_failing]
+    out["slowest"] = [task_stats_to_json(t) for t in s.slowest]
+    return out

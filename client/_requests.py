@@ -47,11 +47,48 @@ def list_tasks_request(
     name_prefix: str,
     page_size: int,
     page_token: str,
+    *,
+    kind: str = "",
+    next_after: Instant | None = None,
+    next_before: Instant | None = None,
+    last_outcomes: Iterable[common_pb2.ExecutionState.ValueType | str] = (),
 ) -> scheduler_pb2.ListTasksRequest:
     return scheduler_pb2.ListTasksRequest(
         state=parse_task_state(state),
         tags=dict(tags or {}),
         name_prefix=name_prefix,
+        page_size=clamp_page_size(page_size),
+        page_token=page_token,
+        kind=kind,
+        next_after_ms=0 if next_after is None else instant_ms(next_after, "next_after"),
+        next_before_ms=0 if next_before is None else instant_ms(next_before, "next_before"),
+        last_outcomes=[parse_execution_state(s, "last_outcomes") for s in last_outcomes],
+    )
+
+
+def search_executions_request(
+    *,
+    task_id: str,
+    states: Iterable[common_pb2.ExecutionState.ValueType | str],
+    since: Instant | None,
+    until: Instant | None,
+    by_completed: bool,
+    worker_id: str,
+    tags: Mapping[str, str] | None,
+    page_size: int,
+    page_token: str,
+) -> scheduler_pb2.ListExecutionsRequest:
+    parsed = [parse_execution_state(s, "states") for s in states]
+    return scheduler_pb2.ListExecutionsRequest(
+        task_id=task_id,
+        # One state goes in `state`, which every version of the server reads.
+        state=parsed[0] if len(parsed) == 1 else common_pb2.EXECUTION_STATE_UNSPECIFIED,
+        states=parsed if len(parsed) > 1 else [],
+        since_ms=0 if since is None else instant_ms(since, "since"),
+        until_ms=0 if until is None else instant_ms(until, "until"),
+        by_completed=by_completed,
+        worker_id=worker_id,
+        tags=dict(tags or {}),
         page_size=clamp_page_size(page_size),
         page_token=page_token,
     )

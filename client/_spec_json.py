@@ -48,6 +48,9 @@ _TASK_KEYS = {  # the keys of a task object (task get -o json) besides its spec,
     "catchup_fired",
     "last_finished",
     "last_finished_ms",
+    "last_outcome",
+    "last_execution_id",
+    "outcomes",
 }
 
 

@@ -1,4 +1,5 @@
-"""The execution calls of `Client`: list, get, read or follow the output logs, cancel one or many.
+"""The execution calls of `Client`: list a task's, search across tasks, get one, read or follow the
+output logs, read the result, cancel one or many.
 
 GENERATED from client/_aio_executions.py by scripts/gen_sync_client.py: edit that file,
 then run `make clients` (`make check` fails when this file is stale).
@@ -9,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator, Mapping
 
-from cronraft.client import _requests
+from cronraft.client import _namespace, _parsing, _requests
 from cronraft.client._sync_base import ClientBase
 from cronraft.proto.v1 import common_pb2, scheduler_pb2
 
@@ -50,6 +51,96 @@ class ExecutionCalls(ClientBase):
             yield from executions
             if not token:
                 return
+
+    def search_executions_page(
+        self,
+        *,
+        task_id: str = "",
+        states: Iterable[common_pb2.ExecutionState.ValueType | str] = (),
+        since: _parsing.Instant | None = None,
+        until: _parsing.Instant | None = None,
+        by_completed: bool = False,
+        worker_id: str = "",
+        tags: Mapping[str, str] | None = None,
+        namespace: str | None = None,
+        all_namespaces: bool = False,
+        page_size: int = 100,
+        page_token: str = "",
+    ) -> tuple[list[common_pb2.Execution], str]:
+        """One page of executions across tasks (or of `task_id`) and the next page token ("" after the
+        last). Every filter given must match: any of `states`; fired in [since, until) (ended, with
+        `by_completed`: then only ended ones); the worker of the current or last attempt; every `tags`
+        pair on the task. Newest first (fire time, or end time with `by_completed`; a task's executions by
+        nominal time). A page may be short, even empty, and still carry a token: the cluster reads a
+        bounded number of index entries per page. Without `task_id`, the client's namespace,
+        `namespace`, or every one (which needs reader in "*")."""
+        request = _requests.search_executions_request(
+            task_id=task_id,
+            states=states,
+            since=since,
+            until=until,
+            by_completed=by_completed,
+            worker_id=worker_id,
+            tags=tags,
+            page_size=page_size,
+            page_token=page_token,
+        )
+        if not task_id:
+            request.namespace, request.all_namespaces = _namespace.list_scope(
+                namespace, self.namespace, all_namespaces
+            )
+        response = self._invoke(
+            lambda s: s.scheduler.ListExecutions, request, scheduler_pb2.ListExecutionsResponse, write=False
+        )
+        return list(response.executions), response.next_page_token
+
+    def search_executions(
+        self,
+        *,
+        task_id: str = "",
+        states: Iterable[common_pb2.ExecutionState.ValueType | str] = (),
+        since: _parsing.Instant | None = None,
+        until: _parsing.Instant | None = None,
+        by_completed: bool = False,
+        worker_id: str = "",
+        tags: Mapping[str, str] | None = None,
+        namespace: str | None = None,
+        all_namespaces: bool = False,
+        page_size: int = 100,
+    ) -> Iterator[common_pb2.Execution]:
+        """Every execution `search_executions_page` finds, fetched page by page."""
+        states = list(states)
+        token = ""
+        while True:
+            executions, token = self.search_executions_page(
+                task_id=task_id,
+                states=states,
+                since=since,
+                until=until,
+                by_completed=by_completed,
+                worker_id=worker_id,
+                tags=tags,
+                namespace=namespace,
+                all_namespaces=all_namespaces,
+                page_size=page_size,
+                page_token=token,
+            )
+            yield from executions
+            if not token:
+                return
+
+    def get_execution_result(self, execution_id: str) -> bytes:
+        """What the execution's last attempt handed back: the bytes its payload wrote to
+        $CRONRAFT_RESULT_FILE, or a handler's JSON return value; b"" when none was kept. Raises
+        `NotFound`."""
+        request = scheduler_pb2.GetExecutionResultRequest(execution_id=execution_id)
+        response = self._invoke(
+            lambda s: s.scheduler.GetExecutionResult,
+            request,
+            scheduler_pb2.GetExecutionResultResponse,
+            write=False,
+        )
+        return bytes(response.result)
 
     def get_execution_logs(
         self,

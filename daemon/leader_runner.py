@@ -342,6 +342,7 @@ class LeaderRunner:
                     heartbeat_interval_ms=self._heartbeat_interval_ms,
                     lease_ttl_ms=self.core.settings.lease_ttl_ms,
                     idle_heartbeat_interval_ms=self.core.idle_heartbeat_ms(),
+                    max_result_bytes=self.core.settings.max_result_bytes,
                 )
             )
         )

@@ -1,5 +1,6 @@
-"""`schedctl executions TASK_ID`, `execution get`, `execution cancel` and `logs`: a task's executions
-and their output; the argparse sub-parsers and the handlers."""
+"""`schedctl executions [TASK_ID]` (a task's, or a search across tasks), `execution get`, `execution
+result`, `execution cancel` and `logs`: executions, their output and their result; the argparse
+sub-parsers and the handlers."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ import json
 import sys
 from typing import Any
 
-from cronraft.client import _parsing, _render, _requests, _tables
-from cronraft.client.cli.common import emit, limit_arg, report_bulk, take
-from cronraft.client.cli.options import Parser, examples
+from cronraft.client import _argnames, _parsing, _render, _requests, _tables
+from cronraft.client.cli.common import UsageError, emit, limit_arg, parse_pairs, report_bulk, take
+from cronraft.client.cli.options import Parser, all_namespaces, examples
 from cronraft.client.sdk import Client
+from cronraft.errors import InvalidArgument
 
-__all__ = ["add_execution_parsers"]
+__all__ = ["add_execution_parsers", "when_arg"]
 
 
 def add_execution_parsers(commands: Any, opts: Parser) -> None:
@@ -21,14 +23,44 @@ def add_execution_parsers(commands: Any, opts: Parser) -> None:
     executions = commands.add_parser(
         "executions",
         parents=[opts],
-        help="list the executions of a task",
-        epilog=examples("schedctl executions t0001", "schedctl executions t0001 --state failed --limit 5"),
+        help="list a task's executions, or search executions across tasks",
+        description="Executions newest first: of one task (TASK_ID or --task), or of every task of the "
+        "namespace matching the filters (every filter given must match). --since/--until bound the fire "
+        "time, or the end time with --completed (then only executions that ended).",
+        epilog=examples(
+            "schedctl executions t0001",
+            "schedctl executions t0001 --state failed --limit 5",
+            "schedctl executions --state failed --state timed-out --since 6h",
+            "schedctl executions --worker w1 --tag team=ops --completed --since 2026-01-01T00:00:00Z",
+        ),
     )
-    executions.add_argument("task_id", metavar="TASK_ID")
+    executions.add_argument("task_id", nargs="?", default="", metavar="TASK_ID")
+    executions.add_argument("--task", default="", metavar="ID", help="the executions of this task")
     executions.add_argument(
-        "--state", help="pending | buffered | running | succeeded | failed | timed-out | cancelled | lost"
+        "--state",
+        action="append",
+        default=[],
+        help="pending | buffered | running | succeeded | failed | timed-out | cancelled | lost | expired "
+        "(repeatable: any of them)",
+    )
+    executions.add_argument(
+        "--since", metavar="WHEN", help="fired (or ended) at or after WHEN: RFC 3339, DURATION ago (6h), now"
+    )
+    executions.add_argument("--until", metavar="WHEN", help="fired (or ended) before WHEN")
+    executions.add_argument(
+        "--completed", action="store_true", help="--since/--until bound the end time: ended executions only"
+    )
+    executions.add_argument("--worker", default="", metavar="ID", help="ran (or runs) on this worker")
+    executions.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        type=_argnames.key_value("--tag"),
+        metavar=_argnames.KEY_VALUE,
+        help="its task has this tag (repeatable; all must match)",
     )
     executions.add_argument("--limit", type=int, default=None, metavar="N", help="show at most N executions")
+    all_namespaces(executions, "executions")
     executions.set_defaults(handler=_executions)
 
     execution = commands.add_parser("execution", help="show or cancel an execution")
@@ -43,6 +75,16 @@ def add_execution_parsers(commands: Any, opts: Parser) -> None:
     )
     execution_get.add_argument("execution_id", metavar="ID")
     execution_get.set_defaults(handler=_execution_get)
+    execution_result = execution_commands.add_parser(
+        "result",
+        parents=[opts],
+        help="print the result an execution handed back (raw bytes)",
+        description="Print what the execution's last attempt wrote to $CRONRAFT_RESULT_FILE (or a "
+        "handler's return value), byte for byte; nothing when none was kept.",
+        epilog=examples("schedctl execution result e42 > report.csv"),
+    )
+    execution_result.add_argument("execution_id", metavar="ID")
+    execution_result.set_defaults(handler=_execution_result)
     execution_cancel = execution_commands.add_parser(
         "cancel",
         parents=[opts],
@@ -77,14 +119,52 @@ def add_execution_parsers(commands: Any, opts: Parser) -> None:
 # -------------------------------------------------------------------------------------------- handlers
 
 
+def when_arg(text: str | None, flag: str) -> int | None:
+    """A WHEN of the search and stats flags: what `parse_when` takes (RFC 3339, +/-DURATION, now), or a
+    bare DURATION meaning that long ago (`--since 6h`)."""
+    if text is None:
+        return None
+    s = text.strip()
+    if s[:1].isdigit():
+        try:
+            return _parsing.parse_when("-" + s, flag)
+        except InvalidArgument:
+            pass  # not a duration: an instant
+    return _parsing.parse_when(s, flag)
+
+
 def _executions(client: Client, args: argparse.Namespace) -> None:
+    if args.task_id and args.task and args.task_id != args.task:
+        raise UsageError(f"two tasks given: {args.task_id} and --task {args.task}")
     limit = limit_arg(args.limit)
-    state = _parsing.parse_execution_state(args.state, "--state")
+    states = [_parsing.parse_execution_state(s, "--state") for s in args.state]
     page_size = min(limit, _requests.MAX_PAGE_SIZE) if limit else 100
-    executions = list(take(client.list_executions(args.task_id, state=state, page_size=page_size), limit))
+    found = client.search_executions(
+        task_id=args.task_id or args.task,
+        states=states,
+        since=when_arg(args.since, "--since"),
+        until=when_arg(args.until, "--until"),
+        by_completed=args.completed,
+        worker_id=args.worker,
+        tags=parse_pairs(args.tag, "--tag"),
+        all_namespaces=args.all_namespaces,
+        page_size=page_size,
+    )
+    executions = list(take(found, limit))
     emit(
         args, [_render.execution_to_json(e) for e in executions], lambda: _tables.execution_table(executions)
     )
+
+
+def _execution_result(client: Client, args: argparse.Namespace) -> None:
+    """Raw bytes to stdout, as stored; with -o json, one document (the bytes as text, invalid UTF-8
+    replaced, and base64)."""
+    data = client.get_execution_result(args.execution_id)
+    if args.output == "json":
+        sys.stdout.write(json.dumps(_render.result_to_json(args.execution_id, data)) + "\n")
+        return
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()
 
 
 def _execution_get(client: Client, args: argparse.Namespace) -> None:

@@ -12,6 +12,7 @@ from cronraft.client.cli import (
     imports,
     preview,
     security,
+    stats,
     tasks,
 )
 from cronraft.client.cli.options import Parser, add_global_options, global_parent
@@ -34,11 +35,13 @@ def build_parser() -> Parser:
     task_commands = task.add_subparsers(dest="task_command", metavar="SUBCOMMAND", required=True)
     tasks.add_task_parsers(task_commands, opts)
     imports.add_import_parser(task_commands, opts).set_defaults(handler=imports.run_import)
+    stats.add_task_stats_parser(task_commands, opts)  # task stats
     calendars.add_calendar_parser(commands, opts)
     executions.add_execution_parsers(commands, opts)
     dlq.add_dlq_parser(commands, opts)
     preview.add_preview_parser(commands)  # `schedule preview`: offline, no client
     cluster.add_cluster_parser(commands, opts)
+    stats.add_cluster_stats_parser(commands, opts)  # stats
     security.add_security_commands(commands, [opts])  # tls init, token create (offline)
     audit.add_audit_parser(commands, opts)  # audit list
     return parser

@@ -111,11 +111,27 @@ def _task_read_parsers(task_commands: Any, opts: Parser) -> None:
         epilog=examples(
             "schedctl task list --tag team=ops --state scheduled",
             "schedctl task list --name-prefix nightly- --limit 20 -o json",
+            "schedctl task list --last-outcome failed --last-outcome timed-out",
+            "schedctl task list --kind cron --next-after now --next-before +1h",
         ),
     )
     lst.add_argument("--state", help="scheduled | paused | completed | cancelled")
     _tag_filter(lst)
-    lst.add_argument("--name-prefix", default="", metavar="P", help="filter on the name's start")
+    lst.add_argument("--name-prefix", default="", metavar="P", help="filter on the name's start (name order)")
+    lst.add_argument("--kind", default="", help="schedule kind: cron | at | fixed_rate | fixed_delay")
+    lst.add_argument(
+        "--next-after",
+        metavar="WHEN",
+        help="next fire at or after WHEN (RFC 3339, +DURATION, now; soonest first)",
+    )
+    lst.add_argument("--next-before", metavar="WHEN", help="next fire before WHEN")
+    lst.add_argument(
+        "--last-outcome",
+        action="append",
+        default=[],
+        metavar="STATE",
+        help="its last execution ended so: succeeded | failed | timed-out | ... (repeatable: any of them)",
+    )
     lst.add_argument("--limit", type=int, default=None, metavar="N", help="show at most N tasks")
     all_namespaces(lst, "tasks")
     lst.set_defaults(handler=_task_list)
@@ -376,6 +392,18 @@ def _task_list(client: Client, args: argparse.Namespace) -> None:
                 name_prefix=args.name_prefix,
                 page_size=page_size,
                 all_namespaces=args.all_namespaces,
+                kind=args.kind.replace("-", "_"),
+                next_after=None
+                if args.next_after is None
+                else _parsing.parse_when(args.next_after, "--next-after"),
+                next_before=(
+                    None
+                    if args.next_before is None
+                    else _parsing.parse_when(args.next_before, "--next-before")
+                ),
+                last_outcomes=[
+                    _parsing.parse_execution_state(s, "--last-outcome") for s in args.last_outcome
+                ],
             ),
             limit,
         )

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from cronraft.bounds import DEFAULT_RESULT_BYTES
 from cronraft.proto.v1 import common_pb2
 
 Durability = Literal["replicated", "fsync"]
@@ -117,6 +118,9 @@ class LimitsConfig:
     max_executions_per_task: int = 1_000_000  # executions of one task stored (retention keeps fewer)
     # Calls (worker streams among them) one node serves at once; more are refused RESOURCE_EXHAUSTED.
     max_concurrent_rpcs: int = 50_000
+    # The largest result ($CRONRAFT_RESULT_FILE) an attempt may hand back: workers are told (Welcome), and
+    # a larger one fails its attempt, saying so (at most cronraft.bounds.MAX_RESULT_BYTES: one Raft entry).
+    max_result_bytes: int = DEFAULT_RESULT_BYTES
 
 
 @dataclass(frozen=True, slots=True)

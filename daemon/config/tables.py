@@ -4,6 +4,7 @@ between them."""
 
 from __future__ import annotations
 
+from cronraft.bounds import MAX_RESULT_BYTES
 from cronraft.daemon.config.addresses import split_host_port
 from cronraft.daemon.config.model import (
     LOG_FORMATS,
@@ -190,6 +191,13 @@ def _limits(t: _Table) -> LimitsConfig:
             d.max_concurrent_rpcs,
             100,
             why="every connected worker holds one call (its stream), and clients need room too",
+        ),
+        max_result_bytes=t.integer(
+            "max_result_bytes",
+            d.max_result_bytes,
+            1,
+            MAX_RESULT_BYTES,
+            why="a result travels in one Raft entry with its attempt's output tails",
         ),
     )
 

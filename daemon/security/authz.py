@@ -56,6 +56,9 @@ RPC_ROLES: dict[str, str | None] = {
     _S + "ListExecutions": "reader",
     _S + "GetExecution": "reader",
     _S + "GetExecutionLogs": "reader",
+    _S + "GetExecutionResult": "reader",  # as its logs: reader in its task's namespace
+    _S + "GetTaskStats": "reader",
+    _S + "GetClusterStats": "reader",  # in "*": its rankings name tasks of every namespace
     _S + "ExplainTask": "reader",
     _S + "PreviewTask": "reader",
     _S + "GetCalendar": "reader",

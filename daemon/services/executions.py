@@ -1,5 +1,5 @@
-"""The Scheduler service's execution methods: list a task's executions, read one and its output, cancel
-one."""
+"""The Scheduler service's execution methods: list or search executions (raft.search), read one, its
+output and its result, cancel one."""
 
 from __future__ import annotations
 
@@ -8,13 +8,52 @@ from typing import Any
 import grpc
 
 from cronraft import bounds, errors
-from cronraft.daemon.services.common import SchedulerBase, _execution_for, _guard, _page_size, _task_for
+from cronraft.daemon.services.common import (
+    SchedulerBase,
+    _execution_for,
+    _guard,
+    _list_namespace,
+    _page_size,
+    _task_for,
+    _task_namespace,
+)
 from cronraft.daemon.wire import check_length, executions_page_token
 from cronraft.proto.v1 import commands_pb2, common_pb2, scheduler_pb2
-from cronraft.raft import output
-from cronraft.raft import state as sm
+from cronraft.raft import output, search
+from cronraft.raft.codec import id_bytes
+from cronraft.raft.records import read_result
+from cronraft.raft.schedule import MAX_INSTANT_MS
+from cronraft.tokenfile import ALL_NAMESPACES
 
 _EXECUTION_STATES = frozenset(common_pb2.ExecutionState.values())
+
+
+def check_window(since_ms: int, until_ms: int, since: str, until: str) -> None:
+    """A time window's bounds: instants (0: none), the end after the start."""
+    for value, field in ((since_ms, since), (until_ms, until)):
+        if not 0 <= value <= MAX_INSTANT_MS:
+            raise errors.InvalidArgument(field, f"must be a time in Unix milliseconds (0: none), not {value}")
+    if since_ms and until_ms and until_ms <= since_ms:
+        raise errors.InvalidArgument(until, f"must be after {since} ({since_ms}), not {until_ms}")
+
+
+def check_tags(tags: dict[str, str], field: str = "tags") -> None:
+    if len(tags) > bounds.MAX_FILTER_TAGS:
+        raise errors.InvalidArgument(field, f"at most {bounds.MAX_FILTER_TAGS} tags to filter on")
+    for k, v in tags.items():
+        check_length(k, field, bounds.MAX_TAG_LEN)
+        check_length(v, f"{field}.{k}", bounds.MAX_TAG_LEN)
+
+
+def _states(request: scheduler_pb2.ListExecutionsRequest) -> frozenset[int]:
+    if len(request.states) > len(_EXECUTION_STATES):
+        raise errors.InvalidArgument("states", f"at most {len(_EXECUTION_STATES)} states")
+    for i, s in enumerate([request.state, *request.states]):
+        if s not in _EXECUTION_STATES:
+            raise errors.InvalidArgument(
+                "state" if i == 0 else f"states[{i - 1}]", f"unknown execution state {s}"
+            )
+    return frozenset(s for s in (request.state, *request.states) if s)
 
 
 class ExecutionMethods(SchedulerBase):
@@ -28,23 +67,61 @@ class ExecutionMethods(SchedulerBase):
     async def _list_executions(
         self, request: scheduler_pb2.ListExecutionsRequest
     ) -> scheduler_pb2.ListExecutionsResponse:
+        """A task's executions (`task_id`), or a search across the tasks of a namespace (or of every one):
+        raft.search picks the index; every filter is bounded here first."""
         size = _page_size(request.page_size, "page_size")
-        if request.state not in _EXECUTION_STATES:
-            raise errors.InvalidArgument("state", f"unknown execution state {request.state}")
-        executions_page_token(request.page_token)
+        states = _states(request)
+        check_window(request.since_ms, request.until_ms, "since_ms", "until_ms")
+        check_length(request.worker_id, "worker_id", bounds.MAX_WORKER_ID)
+        check_tags(dict(request.tags))
+        if request.task_id:
+            executions_page_token(request.page_token)
+        else:
+            check_length(request.page_token, "page_token", bounds.MAX_PAGE_TOKEN)
         with self.node.kv.read() as txn:
-            task = _task_for(txn, request.task_id, "ListExecutions")
-            execs, token = sm.list_executions(
-                txn,
-                request.task_id,
-                state=request.state,
-                page_size=size,
-                page_token=request.page_token,
-                max_bytes=bounds.MAX_PAGE_BYTES,
+            if request.task_id:
+                namespace: str | None = _task_for(txn, request.task_id, "ListExecutions").spec.namespace
+            else:
+                namespace = _list_namespace("ListExecutions", request.namespace, request.all_namespaces)
+            q = search.ExecutionQuery(
+                task_id=request.task_id,
+                states=states,
+                since_ms=request.since_ms,
+                until_ms=request.until_ms,
+                by_completed=request.by_completed,
+                worker_id=request.worker_id,
+                tags=tuple(sorted(request.tags.items())),
+                namespace=None if request.task_id else namespace,
             )
-        for ex in execs:
-            ex.namespace = task.spec.namespace
+            execs, token = search.search_executions(
+                txn, q, page_size=size, page_token=request.page_token, max_bytes=bounds.MAX_PAGE_BYTES
+            )
+            seen: dict[str, str] = {}
+            for ex in execs:  # executions stored before they kept it: their task's (the redaction reads it)
+                if namespace is not None:
+                    ex.namespace = namespace
+                elif not ex.namespace:
+                    if ex.task_id not in seen:
+                        ns = _task_namespace(txn, ex.task_id)
+                        seen[ex.task_id] = "" if ns == ALL_NAMESPACES else ns
+                    ex.namespace = seen[ex.task_id]
         return scheduler_pb2.ListExecutionsResponse(executions=execs, next_page_token=token)
+
+    async def GetExecutionResult(
+        self, request: scheduler_pb2.GetExecutionResultRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> scheduler_pb2.GetExecutionResultResponse:
+        return await _guard(context, self._get_result(request))
+
+    async def _get_result(
+        self, request: scheduler_pb2.GetExecutionResultRequest
+    ) -> scheduler_pb2.GetExecutionResultResponse:
+        """Who may read an execution's logs may read its result (reader in its task's namespace)."""
+        with self.node.kv.read() as txn:
+            ex = _execution_for(txn, request.execution_id, "GetExecutionResult")
+            data = read_result(txn, id_bytes(request.execution_id))
+        if data is None and ex.return_value:
+            return scheduler_pb2.GetExecutionResultResponse(result=ex.return_value, return_value=True)
+        return scheduler_pb2.GetExecutionResultResponse(result=data or b"")
 
     async def GetExecution(
         self, request: scheduler_pb2.GetExecutionRequest, context: grpc.aio.ServicerContext[Any, Any]

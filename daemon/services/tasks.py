@@ -22,6 +22,7 @@ from cronraft.daemon.services.common import (
     _request_id,
     _task_for,
 )
+from cronraft.daemon.services.executions import check_tags, check_window
 from cronraft.daemon.wire import check_id, check_length
 from cronraft.proto.v1 import commands_pb2, common_pb2, scheduler_pb2
 from cronraft.raft import quota
@@ -29,6 +30,7 @@ from cronraft.raft import state as sm
 from cronraft.raft.deps import MAX_DEPENDENCIES
 from cronraft.raft.firing import preview_stored
 from cronraft.raft.kv import Txn
+from cronraft.raft.records import TERMINAL_STATES
 from cronraft.raft.rejection import Code, Rejection
 from cronraft.raft.schedule import MAX_INSTANT_MS
 from cronraft.raft.validate import check_namespace, check_new_targets, validate_spec
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
     from cronraft.daemon.node import Node
 
 _TASK_STATES = frozenset(common_pb2.TaskState.values())
+_FINAL_STATES = TERMINAL_STATES
 
 
 class TaskMethods(SchedulerBase):
@@ -145,11 +148,14 @@ class TaskMethods(SchedulerBase):
             raise errors.InvalidArgument("state", f"unknown task state {request.state}")
         check_length(request.page_token, "page_token", bounds.MAX_PAGE_TOKEN)
         check_length(request.name_prefix, "name_prefix", bounds.MAX_NAME_PREFIX)
-        if len(request.tags) > bounds.MAX_FILTER_TAGS:
-            raise errors.InvalidArgument("tags", f"at most {bounds.MAX_FILTER_TAGS} tags to filter on")
-        for k, v in request.tags.items():
-            check_length(k, "tags", bounds.MAX_TAG_LEN)
-            check_length(v, f"tags.{k}", bounds.MAX_TAG_LEN)
+        check_tags(dict(request.tags))
+        check_window(request.next_after_ms, request.next_before_ms, "next_after_ms", "next_before_ms")
+        check_length(request.kind, "kind", 16)  # the kind itself is raft.search's to check
+        if len(request.last_outcomes) > len(_FINAL_STATES):
+            raise errors.InvalidArgument("last_outcomes", f"at most {len(_FINAL_STATES)} states")
+        for i, s in enumerate(request.last_outcomes):
+            if s not in _FINAL_STATES:
+                raise errors.InvalidArgument(f"last_outcomes[{i}]", f"not a final execution state: {s}")
         namespace = _list_namespace("ListTasks", request.namespace, request.all_namespaces)
         with self.node.kv.read() as txn:
             tasks, token = sm.list_tasks(
@@ -161,6 +167,10 @@ class TaskMethods(SchedulerBase):
                 page_size=size,
                 page_token=request.page_token,
                 max_bytes=bounds.MAX_PAGE_BYTES,
+                kind=request.kind,
+                next_after_ms=request.next_after_ms,
+                next_before_ms=request.next_before_ms,
+                last_outcomes=frozenset(request.last_outcomes),
             )
         return scheduler_pb2.ListTasksResponse(tasks=tasks, next_page_token=token)
 

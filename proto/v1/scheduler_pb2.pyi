@@ -5,6 +5,7 @@ The user-facing API: create, read, list and cancel tasks; read executions."""
 
 from collections import abc as _abc
 from cronraft.proto.v1 import common_pb2 as _common_pb2
+from cronraft.proto.v1 import stats_pb2 as _stats_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
@@ -18,6 +19,136 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+@_typing.final
+class GetExecutionResultRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    execution_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        execution_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetExecutionResultRequest: _TypeAlias = GetExecutionResultRequest  # noqa: Y015
+
+@_typing.final
+class GetExecutionResultResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULT_FIELD_NUMBER: _builtins.int
+    RETURN_VALUE_FIELD_NUMBER: _builtins.int
+    result: _builtins.bytes
+    """at most the cluster's max_result_bytes (1 MiB by default)"""
+    return_value: _builtins.bool
+    """`result` is a handler's JSON return value, not a result file"""
+    def __init__(
+        self,
+        *,
+        result: _builtins.bytes = ...,
+        return_value: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["result", b"result", "return_value", b"return_value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetExecutionResultResponse: _TypeAlias = GetExecutionResultResponse  # noqa: Y015
+
+@_typing.final
+class GetTaskStatsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    SINCE_MS_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    since_ms: _builtins.int
+    """The window starts on the hour at or before this instant, at most 7 days back; 0: the last 24 hours."""
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        since_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["since_ms", b"since_ms", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTaskStatsRequest: _TypeAlias = GetTaskStatsRequest  # noqa: Y015
+
+@_typing.final
+class GetTaskStatsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def stats(self) -> _stats_pb2.TaskStats: ...
+    def __init__(
+        self,
+        *,
+        stats: _stats_pb2.TaskStats | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTaskStatsResponse: _TypeAlias = GetTaskStatsResponse  # noqa: Y015
+
+@_typing.final
+class GetClusterStatsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SINCE_MS_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    since_ms: _builtins.int
+    """as GetTaskStatsRequest.since_ms"""
+    limit: _builtins.int
+    """tasks in each ranking: default 10, at most 20"""
+    def __init__(
+        self,
+        *,
+        since_ms: _builtins.int = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "since_ms", b"since_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetClusterStatsRequest: _TypeAlias = GetClusterStatsRequest  # noqa: Y015
+
+@_typing.final
+class GetClusterStatsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def stats(self) -> _stats_pb2.ClusterStats: ...
+    def __init__(
+        self,
+        *,
+        stats: _stats_pb2.ClusterStats | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetClusterStatsResponse: _TypeAlias = GetClusterStatsResponse  # noqa: Y015
 
 @_typing.final
 class GetExecutionLogsRequest(_message.Message):
@@ -941,21 +1072,36 @@ class ListTasksRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     NAMESPACE_FIELD_NUMBER: _builtins.int
     ALL_NAMESPACES_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    NEXT_AFTER_MS_FIELD_NUMBER: _builtins.int
+    NEXT_BEFORE_MS_FIELD_NUMBER: _builtins.int
+    LAST_OUTCOMES_FIELD_NUMBER: _builtins.int
     state: _common_pb2.TaskState.ValueType
     """filter (UNSPECIFIED: any)"""
     name_prefix: _builtins.str
-    """filter"""
+    """filter (tasks in name order)"""
     page_size: _builtins.int
     """default 100, at most 1000"""
     page_token: _builtins.str
-    """from a previous response"""
+    """from a previous response (with the same filters)"""
     namespace: _builtins.str
     """the namespace listed (empty: default)"""
     all_namespaces: _builtins.bool
     """every namespace (needs reader in "*"); `namespace` is then ignored"""
+    kind: _builtins.str
+    """filter: schedule kind, "cron", "at", "fixed_rate" or "fixed_delay" """
+    next_after_ms: _builtins.int
+    """Filter: next fire (its due time: Task.next_due_ms) in [next_after_ms, next_before_ms), either bound
+    0 for none; scheduled tasks only, soonest first.
+    """
+    next_before_ms: _builtins.int
     @_builtins.property
     def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """filter: every pair must match"""
+
+    @_builtins.property
+    def last_outcomes(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.ExecutionState.ValueType]:
+        """filter: the final state of its last execution, any of"""
 
     def __init__(
         self,
@@ -967,10 +1113,14 @@ class ListTasksRequest(_message.Message):
         page_token: _builtins.str = ...,
         namespace: _builtins.str = ...,
         all_namespaces: _builtins.bool = ...,
+        kind: _builtins.str = ...,
+        next_after_ms: _builtins.int = ...,
+        next_before_ms: _builtins.int = ...,
+        last_outcomes: _abc.Iterable[_common_pb2.ExecutionState.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_namespaces", b"all_namespaces", "name_prefix", b"name_prefix", "namespace", b"namespace", "page_size", b"page_size", "page_token", b"page_token", "state", b"state", "tags", b"tags"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_namespaces", b"all_namespaces", "kind", b"kind", "last_outcomes", b"last_outcomes", "name_prefix", b"name_prefix", "namespace", b"namespace", "next_after_ms", b"next_after_ms", "next_before_ms", b"next_before_ms", "page_size", b"page_size", "page_token", b"page_token", "state", b"state", "tags", b"tags"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -978,9 +1128,10 @@ Global___ListTasksRequest: _TypeAlias = ListTasksRequest  # noqa: Y015
 
 @_typing.final
 class ListTasksResponse(_message.Message):
-    """A page reads at most 10,000 candidate tasks: with a filter that the walked index does not answer (a
-    name prefix, a second tag, a namespace), a page may hold fewer than page_size tasks, even none, and still carry a
-    next_page_token. Only an empty token means the end.
+    """Each page walks one index (raft/search.py: a next-fire window, else the first tag, a name prefix, the
+    namespace, last outcomes, kind, state; id order but for the first two and a name prefix) and reads at most
+    10,000 of its entries: with a filter that index does not answer, a page may hold fewer than page_size
+    tasks, even none, and still carry a next_page_token. Only an empty token means the end.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -1088,17 +1239,73 @@ Global___DeleteTaskResponse: _TypeAlias = DeleteTaskResponse  # noqa: Y015
 
 @_typing.final
 class ListExecutionsRequest(_message.Message):
+    """Executions of one task (`task_id`: newest nominal time first) or across tasks (newest fire first, or
+    latest end first with `by_completed`), filtered: every filter given must match. Each page walks one
+    index and reads at most 10,000 entries (raft/search.py): a page may be short, even empty, and still
+    carry a next_page_token; only an empty token means the end.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class TagsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     TASK_ID_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    STATES_FIELD_NUMBER: _builtins.int
+    SINCE_MS_FIELD_NUMBER: _builtins.int
+    UNTIL_MS_FIELD_NUMBER: _builtins.int
+    BY_COMPLETED_FIELD_NUMBER: _builtins.int
+    WORKER_ID_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    ALL_NAMESPACES_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
+    """filter (empty: every task the caller may read)"""
     state: _common_pb2.ExecutionState.ValueType
-    """filter (UNSPECIFIED: any)"""
+    """filter (UNSPECIFIED: any); with `states`, any of them"""
     page_size: _builtins.int
     page_token: _builtins.str
+    """from a previous response (with the same filters)"""
+    since_ms: _builtins.int
+    """filter: fired (or ended, with by_completed) at or after (0: no bound)"""
+    until_ms: _builtins.int
+    """... and before (0: no bound)"""
+    by_completed: _builtins.bool
+    """the window is on end times: only executions that ended match"""
+    worker_id: _builtins.str
+    """filter: the worker of its current or last attempt"""
+    namespace: _builtins.str
+    """without task_id: the namespace searched (empty: default)"""
+    all_namespaces: _builtins.bool
+    """without task_id: every namespace (needs reader in "*")"""
+    @_builtins.property
+    def states(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.ExecutionState.ValueType]:
+        """filter: any of these states (at most 9)"""
+
+    @_builtins.property
+    def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """filter: its task carries every pair (at most 64)"""
+
     def __init__(
         self,
         *,
@@ -1106,10 +1313,18 @@ class ListExecutionsRequest(_message.Message):
         state: _common_pb2.ExecutionState.ValueType = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        states: _abc.Iterable[_common_pb2.ExecutionState.ValueType] | None = ...,
+        since_ms: _builtins.int = ...,
+        until_ms: _builtins.int = ...,
+        by_completed: _builtins.bool = ...,
+        worker_id: _builtins.str = ...,
+        tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        namespace: _builtins.str = ...,
+        all_namespaces: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "state", b"state", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_namespaces", b"all_namespaces", "by_completed", b"by_completed", "namespace", b"namespace", "page_size", b"page_size", "page_token", b"page_token", "since_ms", b"since_ms", "state", b"state", "states", b"states", "tags", b"tags", "task_id", b"task_id", "until_ms", b"until_ms", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

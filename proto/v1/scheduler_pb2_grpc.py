@@ -160,6 +160,21 @@ class SchedulerStub:
                 request_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.GetExecutionLogsRequest.SerializeToString,
                 response_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.GetExecutionLogsResponse.FromString,
                 _registered_method=True)
+        self.GetExecutionResult = channel.unary_unary(
+                '/cronraft.v1.Scheduler/GetExecutionResult',
+                request_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.GetExecutionResultRequest.SerializeToString,
+                response_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.GetExecutionResultResponse.FromString,
+                _registered_method=True)
+        self.GetTaskStats = channel.unary_unary(
+                '/cronraft.v1.Scheduler/GetTaskStats',
+                request_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.GetTaskStatsRequest.SerializeToString,
+                response_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.GetTaskStatsResponse.FromString,
+                _registered_method=True)
+        self.GetClusterStats = channel.unary_unary(
+                '/cronraft.v1.Scheduler/GetClusterStats',
+                request_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.GetClusterStatsRequest.SerializeToString,
+                response_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.GetClusterStatsResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulerServicer:
@@ -318,6 +333,28 @@ class SchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetExecutionResult(self, request, context):
+        """What the execution's last attempt handed back ($CRONRAFT_RESULT_FILE; a handler's return value when
+        it wrote none). NOT_FOUND: no such execution; an empty result: none kept.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTaskStats(self, request, context):
+        """Statistics kept by the cluster as executions end (proto/v1/stats.proto), over whole hours.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetClusterStats(self, request, context):
+        """Cluster-wide: needs reader in every namespace ("*").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -445,6 +482,21 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.GetExecutionLogs,
                     request_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.GetExecutionLogsRequest.FromString,
                     response_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.GetExecutionLogsResponse.SerializeToString,
+            ),
+            'GetExecutionResult': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetExecutionResult,
+                    request_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.GetExecutionResultRequest.FromString,
+                    response_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.GetExecutionResultResponse.SerializeToString,
+            ),
+            'GetTaskStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTaskStats,
+                    request_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.GetTaskStatsRequest.FromString,
+                    response_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.GetTaskStatsResponse.SerializeToString,
+            ),
+            'GetClusterStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetClusterStats,
+                    request_deserializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.GetClusterStatsRequest.FromString,
+                    response_serializer=cronraft_dot_proto_dot_v1_dot_scheduler__pb2.GetClusterStatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1122,6 +1174,87 @@ class Scheduler:
             '/cronraft.v1.Scheduler/GetExecutionLogs',
             cronraft_dot_proto_dot_v1_dot_scheduler__pb2.GetExecutionLogsRequest.SerializeToString,
             cronraft_dot_proto_dot_v1_dot_scheduler__pb2.GetExecutionLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetExecutionResult(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cronraft.v1.Scheduler/GetExecutionResult',
+            cronraft_dot_proto_dot_v1_dot_scheduler__pb2.GetExecutionResultRequest.SerializeToString,
+            cronraft_dot_proto_dot_v1_dot_scheduler__pb2.GetExecutionResultResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTaskStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cronraft.v1.Scheduler/GetTaskStats',
+            cronraft_dot_proto_dot_v1_dot_scheduler__pb2.GetTaskStatsRequest.SerializeToString,
+            cronraft_dot_proto_dot_v1_dot_scheduler__pb2.GetTaskStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetClusterStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cronraft.v1.Scheduler/GetClusterStats',
+            cronraft_dot_proto_dot_v1_dot_scheduler__pb2.GetClusterStatsRequest.SerializeToString,
+            cronraft_dot_proto_dot_v1_dot_scheduler__pb2.GetClusterStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -61,6 +61,14 @@ class SchedulerStub:
     RedriveDeadLetters: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.RedriveDeadLettersRequest, _scheduler_pb2.RedriveDeadLettersResponse]
     PurgeDeadLetters: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.PurgeDeadLettersRequest, _scheduler_pb2.PurgeDeadLettersResponse]
     GetExecutionLogs: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.GetExecutionLogsRequest, _scheduler_pb2.GetExecutionLogsResponse]
+    GetExecutionResult: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.GetExecutionResultRequest, _scheduler_pb2.GetExecutionResultResponse]
+    """What the execution's last attempt handed back ($CRONRAFT_RESULT_FILE; a handler's return value when
+    it wrote none). NOT_FOUND: no such execution; an empty result: none kept.
+    """
+    GetTaskStats: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.GetTaskStatsRequest, _scheduler_pb2.GetTaskStatsResponse]
+    """Statistics kept by the cluster as executions end (proto/v1/stats.proto), over whole hours."""
+    GetClusterStats: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.GetClusterStatsRequest, _scheduler_pb2.GetClusterStatsResponse]
+    """Cluster-wide: needs reader in every namespace ("*")."""
 
 @_typing.type_check_only
 class SchedulerAsyncStub(SchedulerStub):
@@ -94,6 +102,14 @@ class SchedulerAsyncStub(SchedulerStub):
     RedriveDeadLetters: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.RedriveDeadLettersRequest, _scheduler_pb2.RedriveDeadLettersResponse]  # type: ignore[assignment]
     PurgeDeadLetters: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.PurgeDeadLettersRequest, _scheduler_pb2.PurgeDeadLettersResponse]  # type: ignore[assignment]
     GetExecutionLogs: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.GetExecutionLogsRequest, _scheduler_pb2.GetExecutionLogsResponse]  # type: ignore[assignment]
+    GetExecutionResult: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.GetExecutionResultRequest, _scheduler_pb2.GetExecutionResultResponse]  # type: ignore[assignment]
+    """What the execution's last attempt handed back ($CRONRAFT_RESULT_FILE; a handler's return value when
+    it wrote none). NOT_FOUND: no such execution; an empty result: none kept.
+    """
+    GetTaskStats: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.GetTaskStatsRequest, _scheduler_pb2.GetTaskStatsResponse]  # type: ignore[assignment]
+    """Statistics kept by the cluster as executions end (proto/v1/stats.proto), over whole hours."""
+    GetClusterStats: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.GetClusterStatsRequest, _scheduler_pb2.GetClusterStatsResponse]  # type: ignore[assignment]
+    """Cluster-wide: needs reader in every namespace ("*")."""
 
 class SchedulerServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -274,5 +290,31 @@ class SchedulerServicer(metaclass=_abc_1.ABCMeta):
         request: _scheduler_pb2.GetExecutionLogsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_scheduler_pb2.GetExecutionLogsResponse, _abc.Awaitable[_scheduler_pb2.GetExecutionLogsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetExecutionResult(
+        self,
+        request: _scheduler_pb2.GetExecutionResultRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.GetExecutionResultResponse, _abc.Awaitable[_scheduler_pb2.GetExecutionResultResponse]]:
+        """What the execution's last attempt handed back ($CRONRAFT_RESULT_FILE; a handler's return value when
+        it wrote none). NOT_FOUND: no such execution; an empty result: none kept.
+        """
+
+    @_abc_1.abstractmethod
+    def GetTaskStats(
+        self,
+        request: _scheduler_pb2.GetTaskStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.GetTaskStatsResponse, _abc.Awaitable[_scheduler_pb2.GetTaskStatsResponse]]:
+        """Statistics kept by the cluster as executions end (proto/v1/stats.proto), over whole hours."""
+
+    @_abc_1.abstractmethod
+    def GetClusterStats(
+        self,
+        request: _scheduler_pb2.GetClusterStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.GetClusterStatsResponse, _abc.Awaitable[_scheduler_pb2.GetClusterStatsResponse]]:
+        """Cluster-wide: needs reader in every namespace ("*")."""
 
 def add_SchedulerServicer_to_server(servicer: SchedulerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

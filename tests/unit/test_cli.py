@@ -35,6 +35,9 @@ TASK_KEYS = {
     "catchup_fired",
     "last_finished_ms",
     "last_finished",
+    "last_outcome",
+    "last_execution_id",
+    "outcomes",
 }
 SPEC_KEYS = {
     "name",
@@ -96,6 +99,7 @@ EXECUTION_KEYS = {
     "cancel_requested_at",
     "cancel_reason",
     "manual",
+    "result_size",
 }
 
 

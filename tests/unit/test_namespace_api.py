@@ -123,6 +123,8 @@ BY_ID: dict[str, Callable[[dict[str, str]], Any]] = {
     "ListExecutions": lambda b: S.ListExecutionsRequest(task_id=b["task"]),
     "GetExecution": lambda b: S.GetExecutionRequest(execution_id=b["exec"]),
     "GetExecutionLogs": lambda b: S.GetExecutionLogsRequest(execution_id=b["exec"]),
+    "GetExecutionResult": lambda b: S.GetExecutionResultRequest(execution_id=b["exec"]),
+    "GetTaskStats": lambda b: S.GetTaskStatsRequest(task_id=b["task"]),
     "CancelExecution": lambda b: S.CancelExecutionRequest(execution_id=b["exec"]),
     "GetDeadLetter": lambda b: S.GetDeadLetterRequest(execution_id=b["exec"]),
     "ListDeadLetters": lambda b: S.ListDeadLettersRequest(task_id=b["task"]),
@@ -138,8 +140,9 @@ def test_another_namespaces_object_is_not_found(method: str) -> None:
             await w.call(ALICE, method, BY_ID[method](w.ids["team-b"]))
         assert err.value.code == grpc.StatusCode.NOT_FOUND, str(err.value)
         # A reader of team-b sees it, and is refused the write with PERMISSION_DENIED instead.
-        if method not in ("GetTask", "ExplainTask", "PreviewTask", "ListExecutions", "ListDeadLetters"):
-            if method in ("GetExecution", "GetExecutionLogs", "GetDeadLetter"):
+        reads = ("GetTask", "ExplainTask", "PreviewTask", "ListExecutions", "ListDeadLetters", "GetTaskStats")
+        if method not in reads:
+            if method in ("GetExecution", "GetExecutionLogs", "GetExecutionResult", "GetDeadLetter"):
                 return
             with pytest.raises(Aborted) as err:
                 await w.call(RITA, method, BY_ID[method](w.ids["team-b"]))
@@ -151,7 +154,7 @@ def test_another_namespaces_object_is_not_found(method: str) -> None:
 def test_every_scheduler_rpc_is_covered() -> None:
     """Each Scheduler method is in BY_ID or tested below (a new RPC must get its namespace check)."""
     below = {"CreateTask", "ImportTasks", "ListTasks", "PutCalendar", "GetCalendar", "ListCalendars"}
-    below |= {"DeleteCalendar"}
+    below |= {"DeleteCalendar", "GetClusterStats"}
     methods = set(S.DESCRIPTOR.services_by_name["Scheduler"].methods_by_name)
     assert methods == set(BY_ID) | below
 
