@@ -210,6 +210,7 @@ class Node:
             stage_rate=s.stage_rate,
             max_pending_per_task=config.limits.max_pending_per_task,
             max_executions_per_task=config.limits.max_executions_per_task,
+            max_result_bytes=config.limits.max_result_bytes,  # told to workers, stamped in Completes
         )
         # The quotas stamped into every client write this node proposes as leader (raft.quota).
         lim = config.limits
