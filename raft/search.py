@@ -4,7 +4,8 @@ Each search picks its *plan* from the query (a pure function of it: the same que
 same index, so its page tokens stay valid from page to page), walks that one index from the page token,
 and checks the query's other filters on what it reads. A page reads at most `scan_limit` index entries:
 a filter the walked index does not answer can leave a page short, even empty, with a next-page token
-(only an empty token means the end), so that no call walks a million entries. The indexes are
+(only an empty token means the end), so that no call walks a million entries (EXEC_SCAN_LIMIT entries
+for executions, SCAN_LIMIT for tasks). The indexes are
 raft.records' (kept by apply); nothing here writes.
 
 Executions (`search_executions`), newest first. Plans, the first that applies:
@@ -57,7 +58,10 @@ from cronraft.raft.validate import stored_namespace
 Task = common_pb2.Task
 Execution = common_pb2.Execution
 
-SCAN_LIMIT = 10_000  # index entries one page may read
+SCAN_LIMIT = 10_000  # index entries one page of tasks may read
+# Index entries one page of executions may read: an execution's filters cost more to check (a task's tags
+# and namespace, then the record), and the indexes hold many more executions than tasks.
+EXEC_SCAN_LIMIT = 5_000
 ID_SLACK_MS = 10 * 60_000  # an execution id's time may precede its fire time by this much
 _MAX_MS = (1 << 48) - 1  # the largest time an id holds
 _NOT_OURS = "not a token returned by a previous call with the same filters"
@@ -129,7 +133,7 @@ def search_executions(
     *,
     page_size: int = 100,
     page_token: str = "",
-    scan_limit: int = SCAN_LIMIT,
+    scan_limit: int = EXEC_SCAN_LIMIT,
     max_bytes: int = 0,
 ) -> tuple[list[Execution], str]:
     """One page of the executions matching `q` (see the module docstring for the order and the token).
@@ -140,10 +144,10 @@ def search_executions(
     want_task = id_bytes(q.task_id, field="task_id") if q.task_id else b""
     out: list[Execution] = []
     size = scanned = 0
-    cursor = ""
+    cursor = b""
     for position, exec16, task16, state, stored in walk:
         if scanned >= scan_limit:
-            return out, cursor
+            return out, _exec_token(plan, cursor)
         scanned += 1
         cursor = position
         if state is not None and q.states and state not in q.states:
@@ -161,8 +165,17 @@ def search_executions(
         out.append(ex)
         size += len(raw)
         if len(out) >= page_size or (max_bytes and size >= max_bytes):
-            return out, cursor
+            return out, _exec_token(plan, cursor)
     return out, ""
+
+
+def _exec_token(plan: str, position: bytes) -> str:
+    """The page token resuming after `position` (the key a walk yielded last; made only once a page)."""
+    if plan == "task":
+        return str(from_u64(position))
+    if plan == "ended":
+        return "c" + position.hex()
+    return id_text(position)
 
 
 def _execution_matches(ex: Execution, q: ExecutionQuery, want_task: bytes) -> bool:
@@ -178,9 +191,10 @@ def _execution_matches(ex: Execution, q: ExecutionQuery, want_task: bytes) -> bo
     return not ((q.since_ms and at < q.since_ms) or (q.until_ms and at >= q.until_ms))
 
 
-# A walk yields (page token of this position, execution id16, task id16 or None, state or None, the
-# stored execution or None); the task and state come from the index when it holds them.
-_Walk = Iterator[tuple[str, bytes, bytes | None, int | None, bytes | None]]
+# A walk yields (its position: what `_exec_token` makes the page token of, execution id16, task id16 or
+# None, state or None, the stored execution or None); the task and state come from the index when it
+# holds them.
+_Walk = Iterator[tuple[bytes, bytes, bytes | None, int | None, bytes | None]]
 
 
 def _execution_walk(txn: Txn, q: ExecutionQuery, plan: str, token: str) -> _Walk:
@@ -195,10 +209,7 @@ def _execution_walk(txn: Txn, q: ExecutionQuery, plan: str, token: str) -> _Walk
         db = "execs_by_worker" if plan == "worker" else "execs_by_namespace"
         prefix = worker_key(q.worker_id, b"") if plan == "worker" else namespace_key(q.namespace or "", b"")
         end = prefix + hi if hi else _after(prefix)
-        return (
-            (id_text(k[-16:]), k[-16:], v, None, None)
-            for k, v in txn.scan(db, prefix + lo, end, reverse=True)
-        )
+        return ((k[-16:], k[-16:], v, None, None) for k, v in txn.scan(db, prefix + lo, end, reverse=True))
     if plan in ("state", "tagged"):
         states = sorted(q.states) if plan == "state" else sorted(common_pb2.ExecutionState.values())[1:]
         walks = [
@@ -211,8 +222,8 @@ def _execution_walk(txn: Txn, q: ExecutionQuery, plan: str, token: str) -> _Walk
             for s in states
         ]
         merged = heapq.merge(*walks, key=lambda item: item[0], reverse=True)
-        return ((id_text(e), e, t, s, None) for e, t, s in merged)
-    return ((id_text(k), k, None, None, v) for k, v in txn.scan("execs", lo, hi or None, reverse=True))
+        return ((e, e, t, s, None) for e, t, s in merged)
+    return ((k, k, None, None, v) for k, v in txn.scan("execs", lo, hi or None, reverse=True))
 
 
 def _id_range(q: ExecutionQuery) -> tuple[bytes, bytes]:
@@ -239,7 +250,7 @@ def _task_walk(txn: Txn, q: ExecutionQuery, token: str) -> _Walk:
         raise InvalidArgument("page_token", "not a token returned by a previous call with this task filter")
     end = fire_key(task16, int(token)) if token else task16 + b"\xff" * 9
     for k, exec16 in txn.scan("fires", task16, end, reverse=True):
-        yield str(from_u64(k[16:24])), exec16, task16, None, None
+        yield k[16:24], exec16, task16, None, None
 
 
 def _ended_walk(txn: Txn, q: ExecutionQuery, token: str) -> _Walk:
@@ -253,7 +264,7 @@ def _ended_walk(txn: Txn, q: ExecutionQuery, token: str) -> _Walk:
         except ValueError:
             raise InvalidArgument("page_token", _NOT_OURS) from None
     for k, v in txn.scan("execs_ended", lo, hi, reverse=True):
-        yield "c" + k.hex(), k[8:24], v[1:17], v[0], None
+        yield k, k[8:24], v[1:17], v[0], None
 
 
 class _TaskFilter:
@@ -418,6 +429,7 @@ def _by_id(txn: Txn, db: str, prefixes: list[bytes], after: bytes | None) -> Ite
 
 
 __all__ = [
+    "EXEC_SCAN_LIMIT",
     "ID_SLACK_MS",
     "SCAN_LIMIT",
     "ExecutionQuery",

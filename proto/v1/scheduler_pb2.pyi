@@ -1241,7 +1241,7 @@ Global___DeleteTaskResponse: _TypeAlias = DeleteTaskResponse  # noqa: Y015
 class ListExecutionsRequest(_message.Message):
     """Executions of one task (`task_id`: newest nominal time first) or across tasks (newest fire first, or
     latest end first with `by_completed`), filtered: every filter given must match. Each page walks one
-    index and reads at most 10,000 entries (raft/search.py): a page may be short, even empty, and still
+    index and reads at most 5,000 entries (raft/search.py): a page may be short, even empty, and still
     carry a next_page_token; only an empty token means the end.
     """
 

@@ -243,7 +243,7 @@ def test_every_execution_query_pages_through_exactly_what_matches(history: Log, 
             copy.delete("meta", META_INDEXED)
     for q in _exec_queries(tasks):
         want = sorted((e for e in execs if _exec_matches(e, q, by_id)), key=_exec_order(q, indexes))
-        for size, scan in ((3, 7), (1000, search.SCAN_LIMIT)):
+        for size, scan in ((3, 7), (1000, search.EXEC_SCAN_LIMIT)):
             with log.sm.kv.read() as txn:
                 got = _all_pages(
                     lambda tok, txn=txn, q=q, size=size, scan=scan: search.search_executions(
