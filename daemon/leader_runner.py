@@ -202,12 +202,25 @@ class LeaderRunner:
                     await asyncio.wait_for(self._wake.wait(), delay / 1000)
 
     def _propose(self, cmds: Sequence[commands_pb2.Command]) -> None:
-        # One submission must fit one entry; a burst of due fires is split into several.
-        step = self._committer.max_batch
-        for i in range(0, len(cmds), step):
-            task = asyncio.create_task(self._propose_and_apply(list(cmds[i : i + step])))
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
+        # One submission must fit one entry, in commands and in bytes: a burst of due fires is split into
+        # several, and so are results carrying large attempt results (up to 3 MiB each: issue 15).
+        most, room = self._committer.max_batch, self._committer.max_bytes
+        chunk: list[commands_pb2.Command] = []
+        size = 0
+        for cmd in cmds:
+            n = cmd.ByteSize() + 6
+            if chunk and (len(chunk) >= most or size + n > room):
+                self._submit(chunk)
+                chunk, size = [], 0
+            chunk.append(cmd)
+            size += n
+        if chunk:
+            self._submit(chunk)
+
+    def _submit(self, cmds: list[commands_pb2.Command]) -> None:
+        task = asyncio.create_task(self._propose_and_apply(cmds))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
 
     async def _propose_and_apply(self, cmds: list[commands_pb2.Command]) -> None:
         try:

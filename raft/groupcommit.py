@@ -77,6 +77,11 @@ class GroupCommitter:
         """The most commands one submission may carry."""
         return self._max_batch
 
+    @property
+    def max_bytes(self) -> int:
+        """The most serialized bytes one submission may carry (each command counted + 6, as `submit`)."""
+        return self._max_bytes
+
     def start(self) -> None:
         """Start the flusher on the running event loop (called from inside it)."""
         if self._flusher is not None:
