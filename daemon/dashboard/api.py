@@ -106,37 +106,6 @@ def execution_state(name: str) -> common_pb2.ExecutionState.ValueType:
     )
 
 
-def _counts(c: Any) -> dict[str, int]:
-    return {
-        k: int(getattr(c, k))
-        for k in ("runs", "succeeded", "failed", "timed_out", "cancelled", "lost", "expired")
-    }
-
-
-def _quantiles(q: Any) -> dict[str, int]:
-    return {
-        k: int(getattr(q, k))
-        for k in ("samples", "p50_ms", "p95_ms", "p99_ms", "max_ms", "min_ms", "mean_ms")
-    }
-
-
-def task_stats_json(st: Any) -> dict[str, Any]:
-    """A task's statistics (proto/v1/stats.proto TaskStats) as JSON, in docs/cli.md's manner."""
-    out: dict[str, Any] = {"task_id": st.task_id, "name": st.name, "namespace": st.namespace or "default"}
-    render.time_fields(out, "since", st.since_ms)
-    render.time_fields(out, "until", st.until_ms)
-    out["window"] = _counts(st.window)
-    out["success_rate"] = st.success_rate
-    out["failure_rate"] = st.failure_rate
-    out["duration"] = _quantiles(st.duration)
-    out["lateness"] = _quantiles(st.lateness)
-    out["total"] = _counts(st.total)
-    out["last_outcome"] = render.enum_name(common_pb2.ExecutionState, st.last_outcome, "EXECUTION_")
-    render.time_fields(out, "last_outcome_at", st.last_outcome_at_ms)
-    out["last_execution_id"] = st.last_execution_id
-    return out
-
-
 def execution_row(ex: common_pb2.Execution) -> dict[str, Any]:
     """An execution in a list: the JSON of docs/cli.md without its output tails and return value (up to
     64 KiB each: a page of 50 would weigh megabytes); the execution's own endpoint has them."""
@@ -203,6 +172,7 @@ class Api:
         table: list[tuple[str, str, Handler]] = [
             ("GET", "/whoami", self.whoami),
             ("GET", "/cluster", self.cluster),
+            ("GET", "/stats", self.cluster_stats),
             ("GET", "/tasks", self.list_tasks),
             ("GET", "/tasks/{task_id}", self.get_task),
             ("GET", "/tasks/{task_id}/preview", self.preview),
@@ -213,6 +183,7 @@ class Api:
             ("POST", "/tasks/{task_id}/resume", self.resume),
             ("POST", "/tasks/{task_id}/trigger", self.trigger),
             ("POST", "/tasks/{task_id}/cancel", self.cancel_task),
+            ("GET", "/executions", self.search_executions),
             ("GET", "/executions/{execution_id}", self.get_execution),
             ("GET", "/executions/{execution_id}/logs", self.logs),
             ("GET", "/executions/{execution_id}/result", self.result),
@@ -279,6 +250,10 @@ class Api:
             page_token=q.text("page_token"),
             namespace=q.text("namespace"),
             all_namespaces=q.flag("all_namespaces"),
+            kind=q.text("kind"),
+            next_after_ms=q.integer("next_after_ms", 0, low=0),
+            next_before_ms=q.integer("next_before_ms", 0, low=0),
+            last_outcomes=[execution_state(v) for v in q.all("last_outcome")],
         )
         resp = await self.rpc(request, "Scheduler/ListTasks", message)
         return json_response(
@@ -331,20 +306,27 @@ class Api:
         )
 
     async def task_stats(self, request: web.Request) -> web.StreamResponse:
-        """The statistics the cluster keeps for the task (issue 15), over the last `hours` (default 24);
-        501 on a node whose version does not serve them."""
-        request_class = getattr(S, "GetTaskStatsRequest", None)
-        if request_class is None:
-            raise CallFailed(
-                grpc.StatusCode.UNIMPLEMENTED, "task statistics: not served by this node's version"
-            )
+        """The statistics the cluster keeps for the task, over the last `hours` (default 24, at most a
+        week): `schedctl task stats -o json`."""
         q = Query.of(request)
-        message = request_class(task_id=request.match_info["task_id"])
         hours = q.integer("hours", 24, low=1, high=24 * 7)
-        if hasattr(message, "since_ms"):
-            message.since_ms = max(0, int(time.time() * 1000) - hours * 3_600_000)
+        message = S.GetTaskStatsRequest(
+            task_id=request.match_info["task_id"],
+            since_ms=max(0, int(time.time() * 1000) - hours * 3_600_000),
+        )
         resp = await self.rpc(request, "Scheduler/GetTaskStats", message)
-        return json_response(task_stats_json(resp.stats))
+        return json_response(render.task_stats_to_json(resp.stats))
+
+    async def cluster_stats(self, request: web.Request) -> web.StreamResponse:
+        """The cluster's statistics (reader in every namespace): `schedctl stats -o json`."""
+        q = Query.of(request)
+        hours = q.integer("hours", 24, low=1, high=24 * 7)
+        message = S.GetClusterStatsRequest(
+            since_ms=max(0, int(time.time() * 1000) - hours * 3_600_000),
+            limit=q.integer("limit", 10, low=1, high=20),
+        )
+        resp = await self.rpc(request, "Scheduler/GetClusterStats", message)
+        return json_response(render.cluster_stats_to_json(resp.stats))
 
     async def pause(self, request: web.Request) -> web.StreamResponse:
         body = await read_body(request)
@@ -379,6 +361,31 @@ class Api:
 
     # ---------------------------------------------------------------------------------- executions
 
+    async def search_executions(self, request: web.Request) -> web.StreamResponse:
+        """Executions across tasks (ListExecutions without a task: by states, a fire or end window,
+        worker, tags, namespace), newest first, a page at a time."""
+        q = Query.of(request)
+        message = S.ListExecutionsRequest(
+            task_id=q.text("task_id"),
+            states=[execution_state(v) for v in q.all("state") if v],
+            since_ms=q.integer("since_ms", 0, low=0),
+            until_ms=q.integer("until_ms", 0, low=0),
+            by_completed=q.flag("by_completed"),
+            worker_id=q.text("worker_id"),
+            tags=q.pairs("tag"),
+            namespace=q.text("namespace"),
+            all_namespaces=q.flag("all_namespaces"),
+            page_size=q.page_size(),
+            page_token=q.text("page_token"),
+        )
+        resp = await self.rpc(request, "Scheduler/ListExecutions", message)
+        return json_response(
+            {
+                "executions": [execution_row(e) for e in resp.executions],
+                "next_page_token": resp.next_page_token,
+            }
+        )
+
     async def get_execution(self, request: web.Request) -> web.StreamResponse:
         message = S.GetExecutionRequest(execution_id=request.match_info["execution_id"])
         return json_response(
@@ -410,13 +417,9 @@ class Api:
         )
 
     async def result(self, request: web.Request) -> web.StreamResponse:
-        """The execution's stored result (the result RPC, issue 15) as text; 501 on a node without it."""
-        request_class = getattr(S, "GetExecutionResultRequest", None)
-        if request_class is None:
-            raise CallFailed(
-                grpc.StatusCode.UNIMPLEMENTED, "execution results: not served by this node's version"
-            )
-        message = request_class(execution_id=request.match_info["execution_id"])
+        """The execution's stored result (a result file, or a handler's return value) as text, its first
+        256 KiB (`schedctl execution result` prints it whole)."""
+        message = S.GetExecutionResultRequest(execution_id=request.match_info["execution_id"])
         resp = await self.rpc(request, "Scheduler/GetExecutionResult", message)
         data = bytes(resp.result)
         return json_response(
@@ -424,7 +427,7 @@ class Api:
                 "size": len(data),
                 "text": render.tail_text(data[:LOG_MAX_BYTES]),
                 "truncated": len(data) > LOG_MAX_BYTES,
-                "return_value": bool(getattr(resp, "return_value", False)),
+                "return_value": resp.return_value,
             }
         )
 

@@ -161,6 +161,17 @@ def test_tasks_filters_actions_live_output_and_dead_letters_without_auth(
     browser.confirm()
     browser.wait_text("#messages", "Purged")
 
+    # Search: the tasks whose last run failed; failed executions across tasks.
+    browser.get(f"{url}/#/tasks?last=failed")
+    browser.wait(lambda: names(browser) == ["failing-job"], "the tasks whose last run failed")
+    browser.get(f"{url}/#/executions?state=failures")
+
+    def failed_rows() -> bool:
+        rows = [r.text for r in browser.css("#executions-area tbody tr")]
+        return len(rows) >= 2 and all("failed" in r for r in rows)
+
+    browser.wait(failed_rows, "the failed executions")
+
     browser.get(f"{url}/#/cluster")
     browser.wait_text("main", "w1")
     assert "node1" in browser.text("main") and "leader" in browser.text("main")

@@ -317,3 +317,32 @@ def test_calls_past_the_in_flight_bound_are_refused_429() -> None:
         assert refused.value.status == 429 and "at most 1 calls at once" in refused.value.message
 
     asyncio.run(main())
+
+
+def test_search_statistics_and_results_endpoints(tmp_path: Path) -> None:
+    async def body(w: World, c: TestClient[Any, Any]) -> None:
+        async def get(path: str, who: str | None = "rita", **params: Any) -> tuple[int, Any]:
+            resp = await c.get(path, params=params, headers=w.headers(who))
+            return resp.status, await resp.json()
+
+        tid = w.task_ids["alpha"]
+        status, page = await get("/api/v1/tasks", kind="at", last_outcome="failed")
+        assert status == 200 and page["tasks"] == []  # nothing ran yet
+        status, page = await get("/api/v1/tasks", kind="at", next_after_ms="1")
+        assert status == 200 and {t["spec"]["name"] for t in page["tasks"]} == {"alpha", "beta"}
+        status, err = await get("/api/v1/tasks", last_outcome="running")
+        assert status == 400 and err["error"]["field"] == "last_outcomes[0]"
+        status, page = await get("/api/v1/executions", state="failed", since_ms="1", tag="team=data")
+        assert status == 200 and page == {"executions": [], "next_page_token": ""}
+        status, err = await get("/api/v1/executions", state="bogus")
+        assert status == 400 and err["error"]["field"] == "state"
+        status, stats = await get(f"/api/v1/tasks/{tid}/stats", hours="48")
+        assert status == 200 and stats["task_id"] == tid and stats["window"]["runs"] == 0
+        status, stats = await get("/api/v1/stats")
+        assert status == 200 and stats["window"]["runs"] == 0 and stats["top_failing"] == []
+        status, err = await get("/api/v1/stats", who="alice")  # reader in one namespace only
+        assert status == 403 and "GetClusterStats" in err["error"]["message"]
+        status, err = await get("/api/v1/executions/01ARZ3NDEKTSV4RRFFQ69G5FAV/result")
+        assert status == 404
+
+    run(tmp_path, body, auth=True)

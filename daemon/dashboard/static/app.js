@@ -6,6 +6,7 @@ import { clusterPage } from "./page-cluster.js";
 import { tasksPage } from "./page-tasks.js";
 import { taskPage } from "./page-task.js";
 import { executionPage } from "./page-execution.js";
+import { executionsPage } from "./page-executions.js";
 import { deadLettersPage } from "./page-dead-letters.js";
 import { auditPage } from "./page-audit.js";
 
@@ -14,6 +15,7 @@ const routes = {
   tasks: tasksPage,
   task: taskPage,
   execution: executionPage,
+  executions: executionsPage,
   "dead-letters": deadLettersPage,
   audit: auditPage,
 };

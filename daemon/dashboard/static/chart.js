@@ -153,3 +153,29 @@ export function timeline(ex, { width = 640 } = {}) {
   }
   return svg;
 }
+
+// Executions ended per minute (the cluster's last hour): a bar per minute, its failures drawn over it.
+export function throughputChart(points, { width = 640, height = 140 } = {}) {
+  const m = { l: 44, r: 12, t: 8, b: 24 };
+  const f = frame(width, height, m);
+  const svg = h("svg:svg", { class: "chart throughput-chart", viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": "Executions ended per minute" });
+  const top = niceMax(Math.max(1, ...points.map((p) => p.runs)));
+  const bw = f.w / Math.max(1, points.length);
+  for (const v of [0, top / 2, top]) {
+    const yy = m.t + f.hgt - (v / top) * f.hgt;
+    svg.append(h("svg:line", { class: v ? "grid" : "axis", x1: m.l, x2: m.l + f.w, y1: yy, y2: yy }));
+    svg.append(h("svg:text", { x: m.l - 6, y: yy + 4, "text-anchor": "end" }, String(v)));
+  }
+  points.forEach((p, i) => {
+    const x = (m.l + i * bw + 0.5).toFixed(1);
+    const w = Math.max(1, bw - 1).toFixed(1);
+    const tip = `${formatLocal(new Date(p.minute_ms)).slice(11, 16)}: ${p.runs} ended, ${p.failures} failed`;
+    for (const [n, colour] of [[p.runs, COLOURS.ok], [p.failures, COLOURS.bad]]) {
+      if (!n) continue;
+      const hh = (n / top) * f.hgt;
+      svg.append(h("svg:rect", { x, y: (m.t + f.hgt - hh).toFixed(1), width: w, height: hh.toFixed(1), fill: colour }, h("svg:title", {}, tip)));
+    }
+  });
+  if (points.length) timeAxis(svg, f, points[0].minute_ms, points[points.length - 1].minute_ms, height);
+  return svg;
+}

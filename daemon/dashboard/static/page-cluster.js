@@ -1,20 +1,21 @@
 // Cluster: this node's view of the members, the leader, terms, indexes, clocks, storage, and the
 // workers connected to the leader with their load. Refreshed every 5 s. Needs role admin (Cluster.Status).
 import * as api from "./api.js";
-import { h, clear, badge, bytes, card, dl, table } from "./dom.js";
+import { h, append, clear, badge, bytes, card, dl, duration, table } from "./dom.js";
 import { errorBanner, every } from "./ui.js";
+import { throughputChart } from "./chart.js";
 
 export async function clusterPage(main) {
   const area = h("div");
-  main.append(h("div", { class: "row spread" }, h("h1", {}, "Cluster"), h("span", { class: "muted small" }, "refreshed every 5 s")), area);
+  const statsArea = h("section", { class: "card", id: "cluster-stats" });
+  main.append(h("div", { class: "row spread" }, h("h1", {}, "Cluster"), h("span", { class: "muted small" }, "refreshed every 5 s")), area, statsArea);
   const draw = async () => {
-    try {
-      const st = await api.get("/cluster");
-      clear(area).append(...view(st));
-    } catch (err) {
-      if (err.status === 401) throw err;
-      clear(area).append(errorBanner(err));
-    }
+    const [st, stats] = await Promise.allSettled([api.get("/cluster"), api.get("/stats")]);
+    if (st.status === "fulfilled") append(clear(area), view(st.value));
+    else if (st.reason.status !== 401) clear(area).append(errorBanner(st.reason));
+    clear(statsArea).append(h("h2", {}, "Executions, last 24 h"));
+    if (stats.status === "fulfilled") append(statsArea, statsView(stats.value, statsArea));
+    else if (stats.reason.status !== 401) statsArea.append(errorBanner(stats.reason));
   };
   await draw();
   return every(5000, draw);
@@ -77,6 +78,40 @@ function view(st) {
     card("Members", members),
     card(`Workers (${st.workers ? st.workers.length : st.connected_workers})`, workers),
     st.versions ? card("Schedule-result versions", dl(Object.entries(st.versions).map(([k, v]) => [k, h("code", {}, v)]))) : null,
+  ];
+}
+
+// GetClusterStats (reader in every namespace): what ended in the window, runs per minute over the last
+// hour, the tasks failing most and the slowest.
+function statsView(s, container) {
+  const rate = (v) => `${Math.round(100 * v)} %`;
+  const w = s.window;
+  const ranked = (rows, value, title) => table(
+    [
+      { title: "Task", cell: (t) => h("a", { href: `#/task/${encodeURIComponent(t.task_id)}` }, t.name || t.task_id) },
+      { title: "Namespace", cell: (t) => t.namespace, class: "wide-only" },
+      { title, cell: value, class: "num" },
+      { title: "Runs", cell: (t) => String(t.window.runs), class: "num" },
+      { title: "Success", cell: (t) => rate(t.success_rate), class: "num" },
+    ],
+    rows,
+    { empty: "None." },
+  );
+  const width = Math.max(300, Math.round(container.getBoundingClientRect().width) - 34);
+  return [
+    h("div", { class: "grid" },
+      stat("Ended", String(w.runs)),
+      stat("Succeeded", String(w.succeeded)),
+      stat("Failed / timed out / lost", `${w.failed} / ${w.timed_out} / ${w.lost}`),
+      stat("Success rate", w.runs ? rate(s.success_rate) : "—"),
+      stat("Duration p50 / p95", w.runs ? `${duration(s.duration.p50_ms)} / ${duration(s.duration.p95_ms)}` : "—"),
+      stat("Lateness p95", s.lateness.samples ? duration(s.lateness.p95_ms) : "—"),
+    ),
+    s.throughput.length ? [h("h2", {}, "Ended per minute, last hour (failures in red)"), throughputChart(s.throughput, { width })] : null,
+    h("div", { class: "panes" },
+      h("div", {}, h("h2", {}, "Most failures"), ranked(s.top_failing.filter((t) => t.failure_rate > 0), (t) => String(t.window.failed + t.window.timed_out + t.window.lost + t.window.expired), "Failures")),
+      h("div", {}, h("h2", {}, "Slowest"), ranked(s.slowest, (t) => duration(t.duration.max_ms), "Longest run")),
+    ),
   ];
 }
 

@@ -2,7 +2,7 @@
 // stderr of an attempt followed live while it runs (GetExecutionLogs from the last offsets, every
 // second), its return value and stored result.
 import * as api from "./api.js";
-import { h, clear, badge, dl, duration, table, when } from "./dom.js";
+import { h, append, clear, badge, dl, duration, table, when } from "./dom.js";
 import { confirmAction, errorBanner, notice, every } from "./ui.js";
 import { timeline } from "./chart.js";
 
@@ -77,7 +77,7 @@ export async function executionPage(main, { args }) {
       ], { two: true }),
     );
     const line = timeline(ex, { width: Math.max(300, Math.round(attempts.getBoundingClientRect().width) - 34) });
-    clear(attempts).append(
+    append(clear(attempts), [
       h("h2", {}, "Attempts"),
       line,
       table(
@@ -93,7 +93,7 @@ export async function executionPage(main, { args }) {
         ex.attempts,
         { empty: LIVE.has(ex.state) ? "No attempt has finished yet." : "No attempt ran." },
       ),
-    );
+    ]);
   };
   draw();
 
