@@ -1,12 +1,18 @@
 """Each benchmark script of bench/ at its smoke size: it runs end to end against real processes and writes
 a JSON result with the expected figures, and bench/summary.py renders the results. This proves the
-harness works; it asserts no timing (benchmarks are never assertions: bench/README.md)."""
+harness works; it asserts no timing (benchmarks are never assertions: bench/README.md).
+
+The scripts run PARALLEL at a time, from the module's first test on, longest first: at smoke size they
+mostly wait (a recovery window, leases held, fires due), and one after the other they were about a
+minute of the default run. Each test then checks its own script's result."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -109,14 +115,19 @@ SCRIPTS: list[tuple[str, list[str], dict[str, set[str]]]] = [
 ]
 
 
+# Scripts running at once. Their own seconds at smoke size, one at a time on 2 cores: recovery 23 (three
+# nodes and a kill), concurrency 13, w3 8, w1 7, the others 3-4 each.
+PARALLEL = 3
+LONGEST_FIRST = ["recovery.py", "concurrency.py", "w3_precision.py", "w1_burst.py"]
+
+
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("bench-results")
 
 
-@pytest.mark.parametrize(("script", "extra", "expected"), SCRIPTS, ids=[s[0] for s in SCRIPTS])
-def test_workload_smoke(script: str, extra: list[str], expected: dict[str, set[str]], results: Path) -> None:
-    out = subprocess.run(
+def _run(script: str, extra: list[str], results: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, str(REPO / "bench" / script), "--smoke", "--out-dir", str(results), *extra],
         capture_output=True,
         text=True,
@@ -124,6 +135,36 @@ def test_workload_smoke(script: str, extra: list[str], expected: dict[str, set[s
         cwd=REPO,
         check=False,
     )
+
+
+@pytest.fixture(scope="module")
+def runs(
+    results: Path, request: pytest.FixtureRequest
+) -> Iterator[dict[str, Future[subprocess.CompletedProcess[str]]]]:
+    """The scripts whose tests were selected, started in the background (PARALLEL at a time), by name."""
+    mine = [i for i in request.session.items if i.nodeid.startswith(f"{request.node.nodeid}::")]
+    selected = {spec.params["script"] for i in mine if (spec := getattr(i, "callspec", None))}
+    order = sorted(SCRIPTS, key=lambda s: LONGEST_FIRST.index(s[0]) if s[0] in LONGEST_FIRST else 99)
+    pool = ThreadPoolExecutor(PARALLEL)
+    try:
+        yield {
+            script: pool.submit(_run, script, extra, results)
+            for script, extra, _ in order
+            if script in selected
+        }
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.mark.parametrize(("script", "extra", "expected"), SCRIPTS, ids=[s[0] for s in SCRIPTS])
+def test_workload_smoke(
+    script: str,
+    extra: list[str],
+    expected: dict[str, set[str]],
+    results: Path,
+    runs: dict[str, Future[subprocess.CompletedProcess[str]]],
+) -> None:
+    out = runs[script].result()
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     for workload, figures in expected.items():
         (path,) = results.glob(f"{workload}-*.json")
@@ -135,7 +176,11 @@ def test_workload_smoke(script: str, extra: list[str], expected: dict[str, set[s
             assert figures <= run.keys(), figures - run.keys()
 
 
-def test_summary_renders_the_results(results: Path) -> None:
+def test_summary_renders_the_results(
+    results: Path, runs: dict[str, Future[subprocess.CompletedProcess[str]]]
+) -> None:
+    for run in runs.values():
+        run.result()  # every selected script has ended (passed or not)
     if not list(results.glob("*.json")):
         pytest.skip("no result to render (the workload smoke tests did not run)")
     out = subprocess.run(
