@@ -3,7 +3,8 @@ HTTP listener (daemon.http), with the gRPC API's authentication, roles and names
 
 - `site`: the static page, its CSS and JS (in `static/`, shipped in the package), the security
   headers, and the host and origin checks.
-- `api`: `/api/v1/...`, each endpoint one RPC of the gRPC API, rendered as docs/cli.md's JSON.
+- `api`: `/api/v1/...`, each endpoint one RPC of the gRPC API, rendered as docs/cli.md's JSON;
+  `responses`: what the endpoints share (JSON answers and errors, the caller's address, state names).
 - `calls`: how an endpoint runs that RPC in process, through the node's interceptors, so that who may
   do what is decided by the very code that decides it for gRPC.
 - `params`: query parameters and JSON bodies, with bounds, every problem naming its field.
