@@ -84,6 +84,8 @@ RPC_ROLES: dict[str, str | None] = {
     # admin: the cluster itself
     "/cronraft.v1.Cluster/Status": "admin",
     "/cronraft.v1.Audit/ListAudit": "admin",  # the audit trail (daemon.services.audit)
+    "/cronraft.v1.Cluster/AddNode": "admin",  # membership changes (daemon.services.cluster)
+    "/cronraft.v1.Cluster/RemoveNode": "admin",
     # the members' clock probe (daemon.clockprobe), with the token derived from the cluster secret
     "/cronraft.v1.Cluster/Clock": NODE_ROLE,
     # workers

@@ -4,6 +4,7 @@ isort:skip_file
 Cluster introspection."""
 
 from collections import abc as _abc
+from cronraft.proto.v1 import membership_pb2 as _membership_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
@@ -48,6 +49,7 @@ class Member(_message.Message):
     STORAGE_FIELD_NUMBER: _builtins.int
     VERSIONS_FIELD_NUMBER: _builtins.int
     HTTP_ADDRESS_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     raft_address: _builtins.str
     grpc_address: _builtins.str
@@ -66,6 +68,10 @@ class Member(_message.Message):
     """The member's HTTP listener ([http] address: /metrics, /healthz, /readyz, the dashboard), as its
     answer to the answering node's last clock probe said (for the answering node: its own config). Empty:
     none, or not known yet.
+    """
+    role: _builtins.str
+    """"voter"; "joining" (its addition is in flight: not counted until the Raft configuration takes it);
+    "leaving" (its removal is in flight).
     """
     @_builtins.property
     def storage(self) -> Global___StorageStatus:
@@ -93,10 +99,11 @@ class Member(_message.Message):
         storage: Global___StorageStatus | None = ...,
         versions: Global___ScheduleVersions | None = ...,
         http_address: _builtins.str = ...,
+        role: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["storage", b"storage", "versions", b"versions"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["clock_age_ms", b"clock_age_ms", "clock_measured", b"clock_measured", "clock_offset_ms", b"clock_offset_ms", "clock_rtt_us", b"clock_rtt_us", "connected", b"connected", "grpc_address", b"grpc_address", "http_address", b"http_address", "node_id", b"node_id", "raft_address", b"raft_address", "storage", b"storage", "versions", b"versions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clock_age_ms", b"clock_age_ms", "clock_measured", b"clock_measured", "clock_offset_ms", b"clock_offset_ms", "clock_rtt_us", b"clock_rtt_us", "connected", b"connected", "grpc_address", b"grpc_address", "http_address", b"http_address", "node_id", b"node_id", "raft_address", b"raft_address", "role", b"role", "storage", b"storage", "versions", b"versions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -242,6 +249,9 @@ class StatusResponse(_message.Message):
     VERSIONS_FIELD_NUMBER: _builtins.int
     VERSIONS_MISMATCH_FIELD_NUMBER: _builtins.int
     DISPATCH_HELD_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    MEMBERSHIP_CHANGE_FIELD_NUMBER: _builtins.int
+    MEMBERSHIP_VERSION_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     is_leader: _builtins.bool
     leader_id: _builtins.str
@@ -271,6 +281,13 @@ class StatusResponse(_message.Message):
     """
     dispatch_held: _builtins.bool
     """the leader holds fires and grants back (versions_mismatch says why)"""
+    role: _builtins.str
+    """Membership (docs/operations.md, "Membership changes"). This node's part: "voter", "learner" (started
+    with --join: catching up from the leader, not voting, not yet a member), "removed" (no longer a
+    member: it serves nothing but reads of what it had).
+    """
+    membership_version: _builtins.int
+    """Membership.version as this node applied it (0: none stored)"""
     @_builtins.property
     def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___Member]: ...
     @_builtins.property
@@ -280,6 +297,10 @@ class StatusResponse(_message.Message):
     @_builtins.property
     def versions(self) -> Global___ScheduleVersions:
         """the answering node's (each member's: members[].versions)"""
+
+    @_builtins.property
+    def membership_change(self) -> _membership_pb2.MembershipChange:
+        """the change in flight as this node applied it (unset: none)"""
 
     def __init__(
         self,
@@ -304,10 +325,13 @@ class StatusResponse(_message.Message):
         versions: Global___ScheduleVersions | None = ...,
         versions_mismatch: _builtins.str = ...,
         dispatch_held: _builtins.bool = ...,
+        role: _builtins.str = ...,
+        membership_change: _membership_pb2.MembershipChange | None = ...,
+        membership_version: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["storage", b"storage", "versions", b"versions"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["membership_change", b"membership_change", "storage", b"storage", "versions", b"versions"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_index", b"applied_index", "clock_correction_ms", b"clock_correction_ms", "clock_healthy", b"clock_healthy", "clock_max_offset_ms", b"clock_max_offset_ms", "clock_measured", b"clock_measured", "clock_offset_ms", b"clock_offset_ms", "commit_index", b"commit_index", "connected_workers", b"connected_workers", "dispatch_held", b"dispatch_held", "epoch_term", b"epoch_term", "is_leader", b"is_leader", "leader_address", b"leader_address", "leader_id", b"leader_id", "members", b"members", "node_id", b"node_id", "ready", b"ready", "storage", b"storage", "term", b"term", "versions", b"versions", "versions_mismatch", b"versions_mismatch"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_index", b"applied_index", "clock_correction_ms", b"clock_correction_ms", "clock_healthy", b"clock_healthy", "clock_max_offset_ms", b"clock_max_offset_ms", "clock_measured", b"clock_measured", "clock_offset_ms", b"clock_offset_ms", "commit_index", b"commit_index", "connected_workers", b"connected_workers", "dispatch_held", b"dispatch_held", "epoch_term", b"epoch_term", "is_leader", b"is_leader", "leader_address", b"leader_address", "leader_id", b"leader_id", "members", b"members", "membership_change", b"membership_change", "membership_version", b"membership_version", "node_id", b"node_id", "ready", b"ready", "role", b"role", "storage", b"storage", "term", b"term", "versions", b"versions", "versions_mismatch", b"versions_mismatch"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -318,16 +342,20 @@ class ClockRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NODE_ID_FIELD_NUMBER: _builtins.int
+    RAFT_ADDRESS_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     """the prober (for the logs)"""
+    raft_address: _builtins.str
+    """the prober's, so that the answer can say whether it is still a member"""
     def __init__(
         self,
         *,
         node_id: _builtins.str = ...,
+        raft_address: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id", "raft_address", b"raft_address"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -342,11 +370,23 @@ class ClockResponse(_message.Message):
     STORAGE_FIELD_NUMBER: _builtins.int
     VERSIONS_FIELD_NUMBER: _builtins.int
     HTTP_ADDRESS_FIELD_NUMBER: _builtins.int
+    APPLIED_INDEX_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    MEMBERSHIP_VERSION_FIELD_NUMBER: _builtins.int
+    PROBER_MEMBERSHIP_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     wall_us: _builtins.int
     """raw (uncorrected) wall clock, Unix microseconds"""
     http_address: _builtins.str
     """the answering node's HTTP listener ("" : none), likewise"""
+    applied_index: _builtins.int
+    """Membership, for a joining node's leader and a removed node: the answering node's applied index and
+    role (as in StatusResponse), its Membership.version, and whether the prober (node id and Raft address
+    of the request) is a member as of that version: "member", "not_member", or "" (no list stored yet).
+    """
+    role: _builtins.str
+    membership_version: _builtins.int
+    prober_membership: _builtins.str
     @_builtins.property
     def storage(self) -> Global___StorageStatus:
         """the answering node's storage, so that every node knows its peers'"""
@@ -363,11 +403,90 @@ class ClockResponse(_message.Message):
         storage: Global___StorageStatus | None = ...,
         versions: Global___ScheduleVersions | None = ...,
         http_address: _builtins.str = ...,
+        applied_index: _builtins.int = ...,
+        role: _builtins.str = ...,
+        membership_version: _builtins.int = ...,
+        prober_membership: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["storage", b"storage", "versions", b"versions"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["http_address", b"http_address", "node_id", b"node_id", "storage", b"storage", "versions", b"versions", "wall_us", b"wall_us"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_index", b"applied_index", "http_address", b"http_address", "membership_version", b"membership_version", "node_id", b"node_id", "prober_membership", b"prober_membership", "role", b"role", "storage", b"storage", "versions", b"versions", "wall_us", b"wall_us"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ClockResponse: _TypeAlias = ClockResponse  # noqa: Y015
+
+@_typing.final
+class AddNodeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    GRPC_ADDRESS_FIELD_NUMBER: _builtins.int
+    RAFT_ADDRESS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    grpc_address: _builtins.str
+    """host:port clients, workers and the members dial"""
+    raft_address: _builtins.str
+    """host:port of its Raft port"""
+    request_id: _builtins.str
+    """idempotency key (a retry with the same id is answered, not redone)"""
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        grpc_address: _builtins.str = ...,
+        raft_address: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["grpc_address", b"grpc_address", "node_id", b"node_id", "raft_address", b"raft_address", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddNodeRequest: _TypeAlias = AddNodeRequest  # noqa: Y015
+
+@_typing.final
+class RemoveNodeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    request_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveNodeRequest: _TypeAlias = RemoveNodeRequest  # noqa: Y015
+
+@_typing.final
+class MembershipResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMBERSHIP_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def membership(self) -> _membership_pb2.Membership:
+        """as stored once the change began"""
+
+    def __init__(
+        self,
+        *,
+        membership: _membership_pb2.Membership | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["membership", b"membership"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["membership", b"membership"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MembershipResponse: _TypeAlias = MembershipResponse  # noqa: Y015

@@ -44,6 +44,16 @@ class ClusterStub:
                 request_serializer=cronraft_dot_proto_dot_v1_dot_cluster__pb2.ClockRequest.SerializeToString,
                 response_deserializer=cronraft_dot_proto_dot_v1_dot_cluster__pb2.ClockResponse.FromString,
                 _registered_method=True)
+        self.AddNode = channel.unary_unary(
+                '/cronraft.v1.Cluster/AddNode',
+                request_serializer=cronraft_dot_proto_dot_v1_dot_cluster__pb2.AddNodeRequest.SerializeToString,
+                response_deserializer=cronraft_dot_proto_dot_v1_dot_cluster__pb2.MembershipResponse.FromString,
+                _registered_method=True)
+        self.RemoveNode = channel.unary_unary(
+                '/cronraft.v1.Cluster/RemoveNode',
+                request_serializer=cronraft_dot_proto_dot_v1_dot_cluster__pb2.RemoveNodeRequest.SerializeToString,
+                response_deserializer=cronraft_dot_proto_dot_v1_dot_cluster__pb2.MembershipResponse.FromString,
+                _registered_method=True)
 
 
 class ClusterServicer:
@@ -63,6 +73,21 @@ class ClusterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddNode(self, request, context):
+        """Membership changes (docs/operations.md, "Membership changes"): admin only, on the leader, one change
+        at a time (FAILED_PRECONDITION while another is in flight). Each answers once the change has begun
+        (recorded in the log); the leader then carries it through: watch `membership_change` in Status.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveNode(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +100,16 @@ def add_ClusterServicer_to_server(servicer, server):
                     servicer.Clock,
                     request_deserializer=cronraft_dot_proto_dot_v1_dot_cluster__pb2.ClockRequest.FromString,
                     response_serializer=cronraft_dot_proto_dot_v1_dot_cluster__pb2.ClockResponse.SerializeToString,
+            ),
+            'AddNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddNode,
+                    request_deserializer=cronraft_dot_proto_dot_v1_dot_cluster__pb2.AddNodeRequest.FromString,
+                    response_serializer=cronraft_dot_proto_dot_v1_dot_cluster__pb2.MembershipResponse.SerializeToString,
+            ),
+            'RemoveNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveNode,
+                    request_deserializer=cronraft_dot_proto_dot_v1_dot_cluster__pb2.RemoveNodeRequest.FromString,
+                    response_serializer=cronraft_dot_proto_dot_v1_dot_cluster__pb2.MembershipResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -131,6 +166,60 @@ class Cluster:
             '/cronraft.v1.Cluster/Clock',
             cronraft_dot_proto_dot_v1_dot_cluster__pb2.ClockRequest.SerializeToString,
             cronraft_dot_proto_dot_v1_dot_cluster__pb2.ClockResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cronraft.v1.Cluster/AddNode',
+            cronraft_dot_proto_dot_v1_dot_cluster__pb2.AddNodeRequest.SerializeToString,
+            cronraft_dot_proto_dot_v1_dot_cluster__pb2.MembershipResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cronraft.v1.Cluster/RemoveNode',
+            cronraft_dot_proto_dot_v1_dot_cluster__pb2.RemoveNodeRequest.SerializeToString,
+            cronraft_dot_proto_dot_v1_dot_cluster__pb2.MembershipResponse.FromString,
             options,
             channel_credentials,
             insecure,

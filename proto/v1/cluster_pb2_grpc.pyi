@@ -36,6 +36,12 @@ class ClusterStub:
     """This node's raw wall clock, for the peers' clock-health probes (one tiny call per peer per
     probe interval; see docs/guarantees.md, "Clock skew").
     """
+    AddNode: _grpc.UnaryUnaryMultiCallable[_cluster_pb2.AddNodeRequest, _cluster_pb2.MembershipResponse]
+    """Membership changes (docs/operations.md, "Membership changes"): admin only, on the leader, one change
+    at a time (FAILED_PRECONDITION while another is in flight). Each answers once the change has begun
+    (recorded in the log); the leader then carries it through: watch `membership_change` in Status.
+    """
+    RemoveNode: _grpc.UnaryUnaryMultiCallable[_cluster_pb2.RemoveNodeRequest, _cluster_pb2.MembershipResponse]
 
 @_typing.type_check_only
 class ClusterAsyncStub(ClusterStub):
@@ -45,6 +51,12 @@ class ClusterAsyncStub(ClusterStub):
     """This node's raw wall clock, for the peers' clock-health probes (one tiny call per peer per
     probe interval; see docs/guarantees.md, "Clock skew").
     """
+    AddNode: _aio.UnaryUnaryMultiCallable[_cluster_pb2.AddNodeRequest, _cluster_pb2.MembershipResponse]  # type: ignore[assignment]
+    """Membership changes (docs/operations.md, "Membership changes"): admin only, on the leader, one change
+    at a time (FAILED_PRECONDITION while another is in flight). Each answers once the change has begun
+    (recorded in the log); the leader then carries it through: watch `membership_change` in Status.
+    """
+    RemoveNode: _aio.UnaryUnaryMultiCallable[_cluster_pb2.RemoveNodeRequest, _cluster_pb2.MembershipResponse]  # type: ignore[assignment]
 
 class ClusterServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -63,5 +75,23 @@ class ClusterServicer(metaclass=_abc_1.ABCMeta):
         """This node's raw wall clock, for the peers' clock-health probes (one tiny call per peer per
         probe interval; see docs/guarantees.md, "Clock skew").
         """
+
+    @_abc_1.abstractmethod
+    def AddNode(
+        self,
+        request: _cluster_pb2.AddNodeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_cluster_pb2.MembershipResponse, _abc.Awaitable[_cluster_pb2.MembershipResponse]]:
+        """Membership changes (docs/operations.md, "Membership changes"): admin only, on the leader, one change
+        at a time (FAILED_PRECONDITION while another is in flight). Each answers once the change has begun
+        (recorded in the log); the leader then carries it through: watch `membership_change` in Status.
+        """
+
+    @_abc_1.abstractmethod
+    def RemoveNode(
+        self,
+        request: _cluster_pb2.RemoveNodeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_cluster_pb2.MembershipResponse, _abc.Awaitable[_cluster_pb2.MembershipResponse]]: ...
 
 def add_ClusterServicer_to_server(servicer: ClusterServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

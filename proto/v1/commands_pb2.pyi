@@ -8,6 +8,7 @@ The leader stamps time and ids into each command; apply() never reads a clock or
 from collections import abc as _abc
 from cronraft.proto.v1 import audit_pb2 as _audit_pb2
 from cronraft.proto.v1 import common_pb2 as _common_pb2
+from cronraft.proto.v1 import membership_pb2 as _membership_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
@@ -77,6 +78,7 @@ class Command(_message.Message):
     IMPORT_TASKS_FIELD_NUMBER: _builtins.int
     DELETE_TASK_FIELD_NUMBER: _builtins.int
     PRUNE_FIELD_NUMBER: _builtins.int
+    CHANGE_MEMBERSHIP_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """dedup key: a command whose request_id was applied is answered, not re-applied"""
     stamped_at_ms: _builtins.int
@@ -140,6 +142,10 @@ class Command(_message.Message):
     def delete_task(self) -> Global___DeleteTask: ...
     @_builtins.property
     def prune(self) -> Global___Prune: ...
+    @_builtins.property
+    def change_membership(self) -> _membership_pb2.ChangeMembership:
+        """membership.proto"""
+
     def __init__(
         self,
         *,
@@ -170,12 +176,13 @@ class Command(_message.Message):
         import_tasks: Global___ImportTasks | None = ...,
         delete_task: Global___DeleteTask | None = ...,
         prune: Global___Prune | None = ...,
+        change_membership: _membership_pb2.ChangeMembership | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["append_output", b"append_output", "audit", b"audit", "backfill_task", b"backfill_task", "body", b"body", "cancel_execution", b"cancel_execution", "cancel_task", b"cancel_task", "complete", b"complete", "create_task", b"create_task", "delete_calendar", b"delete_calendar", "delete_task", b"delete_task", "epoch", b"epoch", "expire_lease", b"expire_lease", "expire_pending", b"expire_pending", "fire", b"fire", "grant", b"grant", "import_tasks", b"import_tasks", "limits", b"limits", "note_waiting", b"note_waiting", "pause_task", b"pause_task", "prune", b"prune", "purge_dead_letters", b"purge_dead_letters", "put_calendar", b"put_calendar", "redrive_dead_letters", b"redrive_dead_letters", "resume_task", b"resume_task", "trigger_task", b"trigger_task", "update_task", b"update_task"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["append_output", b"append_output", "audit", b"audit", "backfill_task", b"backfill_task", "body", b"body", "cancel_execution", b"cancel_execution", "cancel_task", b"cancel_task", "change_membership", b"change_membership", "complete", b"complete", "create_task", b"create_task", "delete_calendar", b"delete_calendar", "delete_task", b"delete_task", "epoch", b"epoch", "expire_lease", b"expire_lease", "expire_pending", b"expire_pending", "fire", b"fire", "grant", b"grant", "import_tasks", b"import_tasks", "limits", b"limits", "note_waiting", b"note_waiting", "pause_task", b"pause_task", "prune", b"prune", "purge_dead_letters", b"purge_dead_letters", "put_calendar", b"put_calendar", "redrive_dead_letters", b"redrive_dead_letters", "resume_task", b"resume_task", "trigger_task", b"trigger_task", "update_task", b"update_task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["append_output", b"append_output", "audit", b"audit", "backfill_task", b"backfill_task", "body", b"body", "cancel_execution", b"cancel_execution", "cancel_task", b"cancel_task", "complete", b"complete", "create_task", b"create_task", "delete_calendar", b"delete_calendar", "delete_task", b"delete_task", "epoch", b"epoch", "expire_lease", b"expire_lease", "expire_pending", b"expire_pending", "fire", b"fire", "grant", b"grant", "import_tasks", b"import_tasks", "limits", b"limits", "note_waiting", b"note_waiting", "pause_task", b"pause_task", "prune", b"prune", "purge_dead_letters", b"purge_dead_letters", "put_calendar", b"put_calendar", "redrive_dead_letters", b"redrive_dead_letters", "request_id", b"request_id", "resume_task", b"resume_task", "stamped_at_ms", b"stamped_at_ms", "trigger_task", b"trigger_task", "update_task", b"update_task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["append_output", b"append_output", "audit", b"audit", "backfill_task", b"backfill_task", "body", b"body", "cancel_execution", b"cancel_execution", "cancel_task", b"cancel_task", "change_membership", b"change_membership", "complete", b"complete", "create_task", b"create_task", "delete_calendar", b"delete_calendar", "delete_task", b"delete_task", "epoch", b"epoch", "expire_lease", b"expire_lease", "expire_pending", b"expire_pending", "fire", b"fire", "grant", b"grant", "import_tasks", b"import_tasks", "limits", b"limits", "note_waiting", b"note_waiting", "pause_task", b"pause_task", "prune", b"prune", "purge_dead_letters", b"purge_dead_letters", "put_calendar", b"put_calendar", "redrive_dead_letters", b"redrive_dead_letters", "request_id", b"request_id", "resume_task", b"resume_task", "stamped_at_ms", b"stamped_at_ms", "trigger_task", b"trigger_task", "update_task", b"update_task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["create_task", "cancel_task", "epoch", "fire", "grant", "complete", "expire_lease", "update_task", "pause_task", "resume_task", "trigger_task", "backfill_task", "put_calendar", "delete_calendar", "cancel_execution", "redrive_dead_letters", "purge_dead_letters", "append_output", "note_waiting", "expire_pending", "import_tasks", "delete_task", "prune"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["create_task", "cancel_task", "epoch", "fire", "grant", "complete", "expire_lease", "update_task", "pause_task", "resume_task", "trigger_task", "backfill_task", "put_calendar", "delete_calendar", "cancel_execution", "redrive_dead_letters", "purge_dead_letters", "append_output", "note_waiting", "expire_pending", "import_tasks", "delete_task", "prune", "change_membership"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
