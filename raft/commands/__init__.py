@@ -16,6 +16,7 @@ a refused command leaves no partial effect in the entry's transaction.
 | output_chunks | append_output |
 | leadership | epoch |
 | pruning | delete_task, prune (retention) |
+| membership | change_membership (the member list; daemon.membership drives it) |
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from cronraft.raft.commands import (
     fires,
     leadership,
     leases,
+    membership,
     output_chunks,
     pruning,
     tasks,
@@ -63,6 +65,7 @@ HANDLERS: dict[str, Handler] = {
     "delete_calendar": calendars.delete_calendar,
     "delete_task": pruning.delete_task,
     "prune": pruning.prune,
+    "change_membership": membership.change_membership,
 }
 
 __all__ = [
