@@ -22,6 +22,19 @@ What it owns:
 - which messages rely on the log (for raft.durability's fsync), pysyncobj's journal file layout
   (`FILE_JOURNAL_LAYOUT`, for raft.durability's `JournalSpace`), and `_GuardedJournal`.
 - faster elections when the connection to the leader closes (`_on_node_disconnected`).
+- membership (docs/operations.md, "Membership changes"): `dynamicMembershipChange` is on; a change is
+  pysyncobj's own log entry (`change_cluster`: `addNodeToCluster` / `removeNodeFromCluster`, appended
+  on the Raft thread while leading), which counts from its append on every node that has it (Raft's
+  single-server change), is undone if that entry is truncated, and is carried in snapshots (the cluster
+  set of `serializer`). A learner is pysyncobj's read-only node (`SyncObj(None, ...)`): it connects to
+  the members, the leader replicates the log (or a snapshot) to it, and it never votes, stands, or binds
+  a port; it becomes a voter by being closed and started again with its address (same journal). What
+  pysyncobj does not do, the replicator does: one change at a time (pysyncobj's own check,
+  `__changeClusterIDx`, is never set, so it lets a second change through), learners promoted in place
+  (issue bakwc/PySyncObj#50, open: "connect as a readonly one, sync journal, then add itself"), and
+  keeping a node that is not (or no longer) in the configuration from standing (`postpone_election`).
+  A node outside the configuration cannot disturb it anyway: the members' transports drop a connection
+  whose first message names an address they do not know, and pysyncobj stands only while connected.
 
 Private parts of pysyncobj touched, and why:
 - `SyncObj._checkCommandsToApply` (overridden): the one point of each tick after committed entries were
@@ -34,7 +47,9 @@ Private parts of pysyncobj touched, and why:
   so that appends allocate their disk space first and a term/vote that cannot be stored is put back.
 - `SyncObj.__transport` (`_SyncObj__transport`) and `TCPTransport._onNodeDisconnectedCallback`: our
   disconnect callback is chained after pysyncobj's own.
-- `SyncObj.__raftElectionDeadline`: brought forward when the leader's connection closes.
+- `SyncObj.__raftElectionDeadline`: brought forward when the leader's connection closes; pushed back each
+  tick while the replicator holds elections (a promoted learner not yet in the configuration, a removed
+  node).
 - `SyncObj.__raftCurrentTerm`, `SyncObj.__votedForNodeId`, `SyncObj.__getCurrentLogTerm` and
   `FileJournal.__meta`: put back as stored when storing a new term/vote failed (disk full).
 - `FileJournal`'s file layout (header, end offset, record size) and the `.meta` file name: disk space
@@ -42,6 +57,8 @@ Private parts of pysyncobj touched, and why:
 - the message dicts' `type`, `entries`, `transmission` keys in `TCPTransport.send`: fsync before the
   messages that rely on the log; drop forwarded proposals.
 - the logger `pysyncobj.syncobj`: a filter rate-limits its per-tick tracebacks on a full disk.
+- `_COMMAND_TYPE.NO_OP` and `FileJournal`: the journal of a store restored from a backup (`seed_journal`)
+  starts with two no-op entries at the backup's index, as a journal compacted there would.
 """
 
 from __future__ import annotations
@@ -59,10 +76,18 @@ from pysyncobj.journal import FileJournal
 from pysyncobj.monotonic import monotonic as raft_monotonic
 from pysyncobj.node import TCPNode
 from pysyncobj.pipe_notifier import PipeNotifier
+from pysyncobj.syncobj import _COMMAND_TYPE
 from pysyncobj.transport import TCPTransport
 from pysyncobj.version import VERSION as _INSTALLED_VERSION
 
-from cronraft.errors import CronraftError, NotLeader, OutcomeUnknown, ResourceExhausted, Unavailable
+from cronraft.errors import (
+    CronraftError,
+    FailedPrecondition,
+    NotLeader,
+    OutcomeUnknown,
+    ResourceExhausted,
+    Unavailable,
+)
 from cronraft.raft.durability import Durability, JournalFull, JournalLayout, JournalSpace
 from cronraft.raft.replicator import ReplicatorConfig
 from cronraft.raft.snapshot_file import LogEntry
@@ -80,6 +105,26 @@ MAX_MESSAGE_BYTES = 16 << 20
 FILE_JOURNAL_LAYOUT = JournalLayout(header=40, end_offset_at=36, record_overhead=24, command_overhead=64)
 # What a failed store of the term and vote frees of the journal's reserve before it tries again.
 _META_ROOM = 64 << 10
+
+
+# The command of pysyncobj's no-op entries (a new leader's first entry); never applied by us.
+NO_OP_COMMAND = bytes([_COMMAND_TYPE.NO_OP])
+
+
+def seed_journal(journal: Path, entries: list[LogEntry], term: int) -> None:
+    """Create pysyncobj's journal (and its `.meta`) holding `entries`, current term `term`, no vote: the
+    Raft files of a store seeded from a backup (raft.backup_image), written with pysyncobj's own
+    FileJournal so that its layout is pysyncobj's. The caller syncs the files."""
+    created = FileJournal(str(journal))
+    try:
+        if len(created):
+            raise ValueError(f"{journal} already holds entries")
+        created.setCurrentTerm(term, None)
+        for command, index, entry_term in entries:
+            created.add(command, index, entry_term)
+        created.flush()
+    finally:
+        created._destroy()
 
 
 def version_problem() -> str | None:
@@ -258,9 +303,11 @@ class RaftHost(Protocol):
 
 
 class RaftNode(SyncObj):  # type: ignore[misc]
-    """pysyncobj's node with our one replicated entry point, and a snake_case face for the replicator."""
+    """pysyncobj's node with our one replicated entry point, and a snake_case face for the replicator.
 
-    def __init__(self, host: RaftHost, self_address: str, peers: list[str], conf: Any) -> None:
+    `self_address` None: a learner (pysyncobj's read-only node; module docstring)."""
+
+    def __init__(self, host: RaftHost, self_address: str | None, peers: list[str], conf: Any) -> None:
         self._host = host  # set first: the tick thread starts inside SyncObj.__init__
         super().__init__(self_address, peers, conf, transportClass=_transport_class(host.durability))
         # Appends allocate their space first (raft.durability, "Space"). Before this line only the
@@ -321,6 +368,44 @@ class RaftNode(SyncObj):  # type: ignore[misc]
             address, callback=lambda _result, reason: on_done(reason == FAIL_REASON.SUCCESS)
         )
 
+    def change_cluster(
+        self, add: bool, address: str, on_done: Callable[[CronraftError | None], None]
+    ) -> None:
+        """Append pysyncobj's membership entry adding (or removing) the voter at `address` (Raft thread,
+        while leading); `on_done(None)` once it committed, else with the failure. It counts from its append.
+        """
+
+        def done(_result: Any, reason: int) -> None:
+            if reason == FAIL_REASON.SUCCESS:
+                on_done(None)
+            elif reason == FAIL_REASON.REQUEST_DENIED:
+                # pysyncobj refuses a change before the leader's first entry of its term applied, an
+                # addition of a voter it has, a removal of one it does not have, and removing itself.
+                on_done(
+                    FailedPrecondition(
+                        f"the Raft configuration refused to {'add' if add else 'remove'} {address}"
+                    )
+                )
+            else:
+                on_done(error_for_fail_reason(reason))
+
+        if add:
+            self.addNodeToCluster(address, callback=done)
+        else:
+            self.removeNodeFromCluster(address, callback=done)
+
+    def voters(self) -> frozenset[str]:
+        """The Raft addresses of the configuration as this node has it (itself included unless a learner)."""
+        me = self.selfNode
+        found = {n.address for n in self.otherNodes}
+        if me is not None:
+            found.add(me.address)
+        return frozenset(found)
+
+    def postpone_election(self) -> None:
+        """No election from this node for a whole (longest) election timeout from now (Raft thread)."""
+        self._SyncObj__raftElectionDeadline = raft_monotonic() + self.conf.raftMaxTimeout
+
     def is_leader(self) -> bool:
         return bool(self._isLeader())
 
@@ -380,7 +465,8 @@ def make_conf(
 
     def serializer(file_name: str, raft_data: Any) -> None:
         last, prev, cluster = raft_data
-        write_snapshot(file_name, last, prev, sorted(n.address for n in cluster))
+        # A learner's own entry in pysyncobj's cluster set is None (it has no address yet).
+        write_snapshot(file_name, last, prev, sorted(n.address for n in cluster if n is not None))
 
     def deserializer(file_name: str) -> tuple[LogEntry, LogEntry, set[Any]]:
         last, prev, cluster = load_snapshot(file_name)
@@ -405,7 +491,8 @@ def make_conf(
         appendEntriesBatchSizeBytes=MAX_MESSAGE_BYTES,
         # We only hand proposals over while leading (see RaftNode); any left over fail fast if no leader.
         commandsWaitLeader=False,
-        dynamicMembershipChange=False,
+        # Membership changes through the log (module docstring); the replicator allows one at a time.
+        dynamicMembershipChange=True,
         journalFile=str(journal),
         fullDumpFile=str(snapshot),
         logCompactionMinEntries=max(2, config.snapshot_min_entries),
@@ -425,6 +512,7 @@ def make_conf(
 __all__ = [
     "FILE_JOURNAL_LAYOUT",
     "MAX_MESSAGE_BYTES",
+    "NO_OP_COMMAND",
     "PINNED_VERSION",
     "RaftHost",
     "RaftNode",
@@ -432,5 +520,6 @@ __all__ = [
     "fail_reason_names",
     "journal_meta_path",
     "make_conf",
+    "seed_journal",
     "version_problem",
 ]

@@ -40,6 +40,13 @@ class ReplicatorConfig:
     journal_reserve_bytes: int = 32 << 20
     # Sync the journal before acknowledging (raft.durability says exactly what each setting promises).
     fsync: bool = False
+    # Start as a learner (docs/operations.md, "Membership changes"): receive the log from the leader
+    # without voting, standing or counting for a majority, until promoted (`Reconfigurable.promote`).
+    # `peers` are then the members to connect to, and `self_member` the address it will vote from.
+    learner: bool = False
+    # Stand for no election until a leader was heard from (a voter that may be outside the configuration
+    # yet: a learner promoted before the leader added it; the replicator's `_hold_or_release`).
+    hold_elections: bool = False
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,8 @@ class RaftStatus:
     connected: dict[str, bool] = field(default_factory=dict)  # peer node id -> connected
     ready: bool = False
     has_quorum: bool = False
+    # This node's part: "voter", "learner" (not voting yet), "removed" (no longer a member: Raft stopped).
+    role: str = "voter"
 
 
 class Replicator(Protocol):
@@ -92,4 +101,42 @@ class Replicator(Protocol):
         ...
 
 
-__all__ = ["RaftMember", "RaftStatus", "Replicator", "ReplicatorConfig"]
+class Reconfigurable(Protocol):
+    """Membership changes of the Raft configuration (docs/operations.md, "Membership changes"), which the
+    real replicator offers besides `Replicator`. The member list the rest of the node sees is the state
+    machine's (raft.commands.membership); this is only the voting configuration underneath it.
+
+    One change at a time is the caller's rule (the state machine's change in flight): the Raft library
+    does not enforce it.
+    """
+
+    def voters(self) -> frozenset[str]:
+        """The Raft addresses of the voting configuration as this node has it (a change counts from the
+        moment its entry is appended, not committed); empty while not started."""
+        ...
+
+    async def change_voters(self, member: RaftMember, *, add: bool, timeout_s: float) -> None:
+        """On the leader: add `member` to (or remove it from) the voting configuration and wait until the
+        change committed. Raises `NotLeader` (nothing appended), `FailedPrecondition` (refused: this
+        leader's term has not applied its first entry yet, or the configuration already has (or lacks)
+        that address, or the leader itself is to be removed: transfer leadership first),
+        `OutcomeUnknown` (appended, not known to have committed: read `voters()` again)."""
+        ...
+
+    def set_members(self, members: tuple[RaftMember, ...]) -> None:
+        """The ids of the members' addresses as the member list now says (status and transfers name ids)."""
+        ...
+
+    def promote(self, peers: tuple[RaftMember, ...]) -> None:
+        """A learner becomes a voter: Raft restarts with this node's address and `peers` on the same
+        journal. It holds its elections until it has heard from a leader (until the leader added it to the
+        configuration, it is outside it). Blocks for about a tick; call from the node's thread."""
+        ...
+
+    def leave(self) -> None:
+        """This node was removed from the configuration: Raft stops for good (no election, no port); the
+        store stays readable. `status().role` is then "removed"."""
+        ...
+
+
+__all__ = ["RaftMember", "RaftStatus", "Reconfigurable", "Replicator", "ReplicatorConfig"]

@@ -15,6 +15,12 @@ adapter's `RaftNode` does, and gives it snake_case methods). What it owns:
   is already ahead.
 - leadership transfer (`transfer_leadership`, Raft's TimeoutNow, started on the Raft thread): a leader
   whose wall clock is off hands leadership away (daemon.clockprobe).
+- membership (raft.replicator `Reconfigurable`; docs/operations.md, "Membership changes"): changes of
+  the voting configuration handed to the adapter on the Raft thread while leading (`change_voters`), the
+  configuration as this node has it (`voters`, read each tick), learners (`ReplicatorConfig.learner`:
+  pysyncobj's read-only node) promoted in place (`promote`: closed and started again as a voter on the
+  same journal, its elections held until a leader is heard from), and a removed node's Raft stopped for
+  good (`leave`).
 - the audit records of each applied entry (raft.audit), written right after the apply, and two
   failpoints: `raft.after_apply_before_reply` (leader only: the entry is applied, its proposer not yet
   answered) and `raft.snapshot_install` (a leader's snapshot received, before it is loaded).
@@ -40,6 +46,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +71,7 @@ from cronraft.raft.pysyncobj_adapter import (
     make_conf,
     version_problem,
 )
-from cronraft.raft.replicator import RaftStatus, Replicator, ReplicatorConfig
+from cronraft.raft.replicator import RaftMember, RaftStatus, Reconfigurable, Replicator, ReplicatorConfig
 from cronraft.raft.snapshot_file import LogEntry, encode_snapshot_header, read_snapshot_header, write_snapshot
 from cronraft.raft.store import LmdbKV
 
@@ -75,9 +82,10 @@ SNAPSHOT_FILE = "raft.snapshot"
 _COMPACTION_RETRY_S = 30.0
 
 _ResultCallback = Callable[[Any, CronraftError | None], None]
+_ChangeCallback = Callable[[CronraftError | None], None]
 
 
-class SyncObjReplicator(Replicator):
+class SyncObjReplicator(Replicator, Reconfigurable):
     """`Replicator` over pysyncobj. `start()` must run on a thread that lives as long as the replicator
     (pysyncobj's tick thread stops when the thread that created it ends): the daemon's main thread.
 
@@ -118,8 +126,14 @@ class SyncObjReplicator(Replicator):
         self._snapshot = config.data_dir / SNAPSHOT_FILE
         self.journal_space = JournalSpace(self._journal, config.journal_reserve_bytes, FILE_JOURNAL_LAYOUT)
         self.durability = Durability(self._journal, journal_meta_path(self._journal), config.fsync)
-        self._ids = {m.raft_address: m.node_id for m in (config.self_member, *config.peers)}
-        self._addresses = {m.node_id: m.raft_address for m in config.peers}
+        self._peers: tuple[RaftMember, ...] = ()
+        self._ids: dict[str, str] = {}
+        self._addresses: dict[str, str] = {}
+        self.set_members(config.peers)
+        self._changes: list[tuple[bool, str, _ChangeCallback]] = []
+        self._voters: frozenset[str] = frozenset()  # the configuration as of the last tick
+        self._hold_elections = config.hold_elections
+        self._removed = False
         self._proposals: collections.deque[tuple[bytes, _ResultCallback]] = collections.deque()
         self._lock = threading.Lock()
         self._callbacks: list[Callable[[RaftStatus], None]] = []
@@ -144,14 +158,20 @@ class SyncObjReplicator(Replicator):
         self._startup_restore_pending = self._snapshot.is_file()
         self._stopping = False
         self._applier.start(self._applied_index() if self._applied_index is not None else 0)
+        learner = self._config.learner
         node = RaftNode(
             self,
-            self._config.self_member.raft_address,
+            None if learner else self._config.self_member.raft_address,
             [p.raft_address for p in self._config.peers],
             self._conf(),
         )
         self._node = node
         node.add_tick_callback(self._on_tick)
+        if learner:
+            log.info(
+                "started as a learner: receiving the log from %s", [p.node_id for p in self._config.peers]
+            )
+            return  # a read-only node binds no port
         try:
             node.wait_bound()
         except Exception as exc:
@@ -265,9 +285,15 @@ class SyncObjReplicator(Replicator):
             batch = list(self._proposals)
             self._proposals.clear()
             transfers, self._transfers = self._transfers, []
+            changes, self._changes = self._changes, []
         for address, done in transfers:  # pysyncobj's state is only safe to touch on this thread
             node.start_transfer(address, done)
         leading = node.is_leader()
+        for add, address, on_done in changes:  # appended right away, never forwarded (as proposals)
+            if leading:
+                node.change_cluster(add, address, on_done)
+            else:
+                on_done(NotLeader(None))
         if leading and batch:
             try:
                 self.journal_space.ensure(sum(self.journal_space.entry_cost(len(p)) for p, _ in batch))
@@ -294,6 +320,10 @@ class SyncObjReplicator(Replicator):
         if self._notifier is None and node is not None:
             # Created on the Raft thread: the poller is not thread-safe. Wakes the tick when we propose.
             self._notifier = node.new_notifier()
+        if node is not None:
+            self._voters = node.voters()
+            if self._hold_elections:
+                self._hold_or_release(node)
         self._maybe_notify()
         self.journal_space.maintain()
         limit = self._config.snapshot_max_bytes
@@ -308,6 +338,16 @@ class SyncObjReplicator(Replicator):
             # still over the limit a while later (no room for the snapshot), it is tried again then.
             self._next_byte_compaction = now + _COMPACTION_RETRY_S
             node.force_compaction()
+
+    def _hold_or_release(self, node: RaftNode) -> None:
+        """A voter that may be outside the configuration (a promoted learner the leader has not added
+        yet) stands for no election until it has heard from a leader: its term would otherwise climb in
+        isolation, and the first message carrying it once added would unseat the leader."""
+        if node.leader_address() is not None:
+            self._hold_elections = False
+            log.info("heard from the leader: this voter may stand in elections")
+        else:
+            node.postpone_election()
 
     def _maybe_notify(self) -> None:
         node = self._node
@@ -393,8 +433,10 @@ class SyncObjReplicator(Replicator):
     def status(self) -> RaftStatus:
         node = self._node
         me = self._config.self_member.node_id
+        role = "removed" if self._removed else "learner" if self._config.learner else "voter"
+        peers = self._peers
         if node is None:
-            return RaftStatus(me, False, None, 0, 0, 0, {p.node_id: False for p in self._config.peers})
+            return RaftStatus(me, False, None, 0, 0, 0, {p.node_id: False for p in peers}, role=role)
         leader = node.leader_address()
         return RaftStatus(
             node_id=me,
@@ -403,9 +445,10 @@ class SyncObjReplicator(Replicator):
             term=node.current_term(),
             commit_index=node.commit_index(),
             applied_index=self._applier.applied_index(node.last_applied()),
-            connected={p.node_id: node.is_connected(p.raft_address) for p in self._config.peers},
+            connected={p.node_id: node.is_connected(p.raft_address) for p in peers},
             ready=node.is_ready(),
             has_quorum=node.quorum(),
+            role=role,
         )
 
     def on_state_change(self, cb: Callable[[RaftStatus], None]) -> None:
@@ -439,10 +482,72 @@ class SyncObjReplicator(Replicator):
         except TimeoutError:
             return False
 
+    # --- membership (raft.replicator `Reconfigurable`) ---
+
+    def voters(self) -> frozenset[str]:
+        return self._voters if self._node is not None else frozenset()
+
+    def set_members(self, members: tuple[RaftMember, ...]) -> None:
+        me = self._config.self_member
+        peers = tuple(m for m in members if m.node_id != me.node_id)
+        self._ids = {m.raft_address: m.node_id for m in (me, *peers)}
+        self._addresses = {m.node_id: m.raft_address for m in peers}
+        self._peers = peers
+
+    async def change_voters(self, member: RaftMember, *, add: bool, timeout_s: float) -> None:
+        node = self._node
+        if node is None or not node.is_leader():
+            raise NotLeader(None)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+
+        def done(error: CronraftError | None) -> None:  # Raft thread
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle_change, future, error)
+
+        with self._lock:
+            if self._stopping:
+                raise Unavailable("the replicator is stopping")
+            self._changes.append((add, member.raft_address, done))
+        notifier = self._notifier
+        if notifier is not None:
+            notifier.notify()
+        try:
+            await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            raise OutcomeUnknown(
+                f"the configuration change for {member.node_id} did not commit within {timeout_s:g} s"
+            ) from None
+
+    def promote(self, peers: tuple[RaftMember, ...]) -> None:
+        if not self._config.learner:
+            return
+        log.info("promoted: restarting Raft as a voter with %s", [p.node_id for p in peers])
+        self.stop()
+        self._config = replace(self._config, learner=False, peers=peers, hold_elections=True)
+        self._hold_elections = True
+        self.set_members(peers)
+        self.start()
+
+    def leave(self) -> None:
+        if not self._removed:
+            log.warning("removed from the cluster: Raft stopped for good on this node")
+        self._removed = True
+        self.stop()
+
     def force_snapshot(self) -> None:
         """Ask for a snapshot (log compaction) at the next tick (tests and the admin CLI)."""
         if self._node is not None:
             self._node.force_compaction()
+
+
+def _settle_change(future: asyncio.Future[None], error: CronraftError | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
 
 
 def _set_once(future: asyncio.Future[bool], value: bool) -> None:
@@ -465,6 +570,8 @@ def _validate(config: ReplicatorConfig) -> None:
         host, sep, port = m.raft_address.rpartition(":")
         if not sep or not host or not port.isdigit():
             raise ConfigError(f"raft address {m.raft_address!r} of {m.node_id} must be host:port")
+    if config.learner and not config.peers:
+        raise ConfigError("a learner joins a cluster: list its members (cluster.members) besides this node")
     if config.heartbeat_ms <= 0 or config.election_timeout_ms <= 3 * config.heartbeat_ms:
         raise ConfigError("raft.election_timeout_ms must be more than 3 x raft.heartbeat_ms (and both > 0)")
 
