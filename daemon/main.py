@@ -1,5 +1,6 @@
 """`schedd`: run one Cronraft node. `schedd --config FILE`; without --config, the embedded default
-(a single node, data under ./data, gRPC on 127.0.0.1:50051)."""
+(a single node, data under ./data, gRPC on 127.0.0.1:50051). `schedd restore FILE --config FILE` seeds a
+new node's data directory from a backup instead (daemon.restore)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,12 @@ GC_THRESHOLD = 50_000  # allocations between two young-generation collections (C
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="schedd", description="Run one Cronraft scheduler node.")
+    p = argparse.ArgumentParser(
+        prog="schedd",
+        description="Run one Cronraft scheduler node.",
+        epilog="schedd restore FILE --config FILE: seed a new node's data directory from a backup "
+        "(schedd restore --help).",
+    )
     p.add_argument("--config", help="TOML config file (default: the embedded single-node config)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="override log.level")
     p.add_argument("--log-format", choices=["console", "json"], help="override log.format")
@@ -50,6 +56,11 @@ async def _serve(config: Config) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["restore"]:
+        from cronraft.daemon import restore
+
+        return restore.main(argv[1:])
     args = _parse(argv)
     try:
         config = load_config(args.config) if args.config else default_config()

@@ -86,6 +86,7 @@ RPC_ROLES: dict[str, str | None] = {
     "/cronraft.v1.Audit/ListAudit": "admin",  # the audit trail (daemon.services.audit)
     "/cronraft.v1.Cluster/AddNode": "admin",  # membership changes (daemon.services.cluster)
     "/cronraft.v1.Cluster/RemoveNode": "admin",
+    "/cronraft.v1.Cluster/Backup": "admin",  # the whole store, every namespace (daemon.backup)
     # the members' clock probe (daemon.clockprobe), with the token derived from the cluster secret
     "/cronraft.v1.Cluster/Clock": NODE_ROLE,
     # workers

@@ -1,13 +1,20 @@
 """The Cluster service: `Status` (this node's view of the cluster: members, leader, clocks, storage,
-versions) and `Clock`, the members' clock probe (daemon.clockprobe)."""
+versions), `Clock`, the members' clock probe (daemon.clockprobe), and `Backup`, a consistent copy of
+this node's store (daemon.backup)."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from cronraft import bounds
+from cronraft.daemon.backup import BackupSource, Origin
+from cronraft.daemon.clusterid import read_cluster_id
+from cronraft.daemon.services.common import _abort
+from cronraft.errors import CronraftError
 from cronraft.proto.v1 import cluster_pb2, cluster_pb2_grpc
 from cronraft.raft import state as sm
 
@@ -18,6 +25,7 @@ if TYPE_CHECKING:
 class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
     def __init__(self, node: Node) -> None:
         self.node = node
+        self._backups: BackupSource | None = None  # made at the first backup: one per node
 
     async def Status(
         self, request: cluster_pb2.StatusRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -97,6 +105,42 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
             versions=self.node.versions.message(),  # and their schedule-result versions (daemon.versioncheck)
             http_address=self.node.config.http.address,  # and its HTTP listener (cluster status)
         )
+
+    # --- Backup (daemon.backup) ---
+
+    async def Backup(
+        self, request: cluster_pb2.BackupRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[cluster_pb2.BackupChunk]:
+        source = self._backup_source()
+        try:
+            # aclosing: a client that goes away ends the stream here, and the spool goes with it at once
+            async with contextlib.aclosing(source.stream(request.max_bytes_per_s)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+        except CronraftError as e:
+            await _abort(context, e)
+
+    def _backup_source(self) -> BackupSource:
+        if self._backups is None:
+            node = self.node
+            data_dir = node.config.node.data_dir
+
+            def origin() -> Origin:
+                return Origin(
+                    cluster_id=read_cluster_id(data_dir),
+                    node_id=node.config.node.id,
+                    term=node.replicator.status().term,
+                    versions=node.versions.own,
+                )
+
+            self._backups = BackupSource(
+                node.kv,
+                data_dir,
+                origin=origin,
+                reserve_bytes=node.storage.reserve,
+                wall_ms=node.clock.now_ms,
+            )
+        return self._backups
 
 
 __all__ = ["ClusterServicer"]

@@ -490,3 +490,186 @@ class MembershipResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MembershipResponse: _TypeAlias = MembershipResponse  # noqa: Y015
+
+@_typing.final
+class BackupRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_BYTES_PER_S_FIELD_NUMBER: _builtins.int
+    max_bytes_per_s: _builtins.int
+    """The most body bytes a second the node sends (0: the node's default, 64 MiB/s; more is lowered to it)."""
+    def __init__(
+        self,
+        *,
+        max_bytes_per_s: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_bytes_per_s", b"max_bytes_per_s"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BackupRequest: _TypeAlias = BackupRequest  # noqa: Y015
+
+@_typing.final
+class BackupInfo(_message.Message):
+    """What a backup holds, as its file's header says (raft/backup_file.py)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class VersionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    FORMAT_FIELD_NUMBER: _builtins.int
+    CLUSTER_ID_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    APPLIED_INDEX_FIELD_NUMBER: _builtins.int
+    TERM_FIELD_NUMBER: _builtins.int
+    EPOCH_TERM_FIELD_NUMBER: _builtins.int
+    CREATED_MS_FIELD_NUMBER: _builtins.int
+    CRONRAFT_VERSION_FIELD_NUMBER: _builtins.int
+    VERSIONS_FIELD_NUMBER: _builtins.int
+    BODY_BYTES_FIELD_NUMBER: _builtins.int
+    format: _builtins.int
+    """the backup file format's version"""
+    cluster_id: _builtins.str
+    node_id: _builtins.str
+    """the node that served it"""
+    applied_index: _builtins.int
+    """its store is exactly the log up to this index"""
+    term: _builtins.int
+    """that node's Raft term when the copy was taken"""
+    epoch_term: _builtins.int
+    """the stored leader epoch's term"""
+    created_ms: _builtins.int
+    cronraft_version: _builtins.str
+    body_bytes: _builtins.int
+    @_builtins.property
+    def versions(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """the schedule-result versions (raft/versions.py)"""
+
+    def __init__(
+        self,
+        *,
+        format: _builtins.int = ...,
+        cluster_id: _builtins.str = ...,
+        node_id: _builtins.str = ...,
+        applied_index: _builtins.int = ...,
+        term: _builtins.int = ...,
+        epoch_term: _builtins.int = ...,
+        created_ms: _builtins.int = ...,
+        cronraft_version: _builtins.str = ...,
+        versions: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        body_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_index", b"applied_index", "body_bytes", b"body_bytes", "cluster_id", b"cluster_id", "created_ms", b"created_ms", "cronraft_version", b"cronraft_version", "epoch_term", b"epoch_term", "format", b"format", "node_id", b"node_id", "term", b"term", "versions", b"versions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BackupInfo: _TypeAlias = BackupInfo  # noqa: Y015
+
+@_typing.final
+class BackupChunk(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    """the body, in order, each at most 1 MiB"""
+    @_builtins.property
+    def start(self) -> Global___BackupStart:
+        """first"""
+
+    @_builtins.property
+    def end(self) -> Global___BackupEnd:
+        """last"""
+
+    def __init__(
+        self,
+        *,
+        start: Global___BackupStart | None = ...,
+        data: _builtins.bytes = ...,
+        end: Global___BackupEnd | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "end", b"end", "part", b"part", "start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "end", b"end", "part", b"part", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["start", "data", "end"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___BackupChunk: _TypeAlias = BackupChunk  # noqa: Y015
+
+@_typing.final
+class BackupStart(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    INFO_FIELD_NUMBER: _builtins.int
+    header: _builtins.bytes
+    """the file's first bytes, verbatim"""
+    @_builtins.property
+    def info(self) -> Global___BackupInfo:
+        """what they say"""
+
+    def __init__(
+        self,
+        *,
+        header: _builtins.bytes = ...,
+        info: Global___BackupInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["info", b"info"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "info", b"info"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BackupStart: _TypeAlias = BackupStart  # noqa: Y015
+
+@_typing.final
+class BackupEnd(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRAILER_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    BODY_BYTES_FIELD_NUMBER: _builtins.int
+    trailer: _builtins.bytes
+    """the file's last bytes, verbatim"""
+    sha256: _builtins.bytes
+    """of the header and every data chunk, in order (the trailer holds it too)"""
+    body_bytes: _builtins.int
+    def __init__(
+        self,
+        *,
+        trailer: _builtins.bytes = ...,
+        sha256: _builtins.bytes = ...,
+        body_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body_bytes", b"body_bytes", "sha256", b"sha256", "trailer", b"trailer"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BackupEnd: _TypeAlias = BackupEnd  # noqa: Y015

@@ -54,6 +54,11 @@ class ClusterStub:
                 request_serializer=cronraft_dot_proto_dot_v1_dot_cluster__pb2.RemoveNodeRequest.SerializeToString,
                 response_deserializer=cronraft_dot_proto_dot_v1_dot_cluster__pb2.MembershipResponse.FromString,
                 _registered_method=True)
+        self.Backup = channel.unary_stream(
+                '/cronraft.v1.Cluster/Backup',
+                request_serializer=cronraft_dot_proto_dot_v1_dot_cluster__pb2.BackupRequest.SerializeToString,
+                response_deserializer=cronraft_dot_proto_dot_v1_dot_cluster__pb2.BackupChunk.FromString,
+                _registered_method=True)
 
 
 class ClusterServicer:
@@ -88,6 +93,16 @@ class ClusterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Backup(self, request, context):
+        """A consistent copy of this node's store, streamed as the bytes of a backup file (docs/operations.md,
+        "Backup and restore"): one BackupChunk with `start` (the file's header), then `data` chunks (its
+        body), then one with `end` (its trailer and checksum). One backup at a time per node (a second is
+        refused RESOURCE_EXHAUSTED). Admin only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +125,11 @@ def add_ClusterServicer_to_server(servicer, server):
                     servicer.RemoveNode,
                     request_deserializer=cronraft_dot_proto_dot_v1_dot_cluster__pb2.RemoveNodeRequest.FromString,
                     response_serializer=cronraft_dot_proto_dot_v1_dot_cluster__pb2.MembershipResponse.SerializeToString,
+            ),
+            'Backup': grpc.unary_stream_rpc_method_handler(
+                    servicer.Backup,
+                    request_deserializer=cronraft_dot_proto_dot_v1_dot_cluster__pb2.BackupRequest.FromString,
+                    response_serializer=cronraft_dot_proto_dot_v1_dot_cluster__pb2.BackupChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -220,6 +240,33 @@ class Cluster:
             '/cronraft.v1.Cluster/RemoveNode',
             cronraft_dot_proto_dot_v1_dot_cluster__pb2.RemoveNodeRequest.SerializeToString,
             cronraft_dot_proto_dot_v1_dot_cluster__pb2.MembershipResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Backup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/cronraft.v1.Cluster/Backup',
+            cronraft_dot_proto_dot_v1_dot_cluster__pb2.BackupRequest.SerializeToString,
+            cronraft_dot_proto_dot_v1_dot_cluster__pb2.BackupChunk.FromString,
             options,
             channel_credentials,
             insecure,

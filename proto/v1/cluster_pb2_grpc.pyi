@@ -42,6 +42,12 @@ class ClusterStub:
     (recorded in the log); the leader then carries it through: watch `membership_change` in Status.
     """
     RemoveNode: _grpc.UnaryUnaryMultiCallable[_cluster_pb2.RemoveNodeRequest, _cluster_pb2.MembershipResponse]
+    Backup: _grpc.UnaryStreamMultiCallable[_cluster_pb2.BackupRequest, _cluster_pb2.BackupChunk]
+    """A consistent copy of this node's store, streamed as the bytes of a backup file (docs/operations.md,
+    "Backup and restore"): one BackupChunk with `start` (the file's header), then `data` chunks (its
+    body), then one with `end` (its trailer and checksum). One backup at a time per node (a second is
+    refused RESOURCE_EXHAUSTED). Admin only.
+    """
 
 @_typing.type_check_only
 class ClusterAsyncStub(ClusterStub):
@@ -57,6 +63,12 @@ class ClusterAsyncStub(ClusterStub):
     (recorded in the log); the leader then carries it through: watch `membership_change` in Status.
     """
     RemoveNode: _aio.UnaryUnaryMultiCallable[_cluster_pb2.RemoveNodeRequest, _cluster_pb2.MembershipResponse]  # type: ignore[assignment]
+    Backup: _aio.UnaryStreamMultiCallable[_cluster_pb2.BackupRequest, _cluster_pb2.BackupChunk]  # type: ignore[assignment]
+    """A consistent copy of this node's store, streamed as the bytes of a backup file (docs/operations.md,
+    "Backup and restore"): one BackupChunk with `start` (the file's header), then `data` chunks (its
+    body), then one with `end` (its trailer and checksum). One backup at a time per node (a second is
+    refused RESOURCE_EXHAUSTED). Admin only.
+    """
 
 class ClusterServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -93,5 +105,17 @@ class ClusterServicer(metaclass=_abc_1.ABCMeta):
         request: _cluster_pb2.RemoveNodeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_cluster_pb2.MembershipResponse, _abc.Awaitable[_cluster_pb2.MembershipResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Backup(
+        self,
+        request: _cluster_pb2.BackupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_cluster_pb2.BackupChunk], _abc.AsyncIterator[_cluster_pb2.BackupChunk]]:
+        """A consistent copy of this node's store, streamed as the bytes of a backup file (docs/operations.md,
+        "Backup and restore"): one BackupChunk with `start` (the file's header), then `data` chunks (its
+        body), then one with `end` (its trailer and checksum). One backup at a time per node (a second is
+        refused RESOURCE_EXHAUSTED). Admin only.
+        """
 
 def add_ClusterServicer_to_server(servicer: ClusterServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
