@@ -106,6 +106,7 @@ class Membership(_message.Message):
     MEMBERS_FIELD_NUMBER: _builtins.int
     PENDING_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    FOUNDERS_FIELD_NUMBER: _builtins.int
     version: _builtins.int
     """steps applied (BEGIN and FINISH each count one)"""
     @_builtins.property
@@ -116,16 +117,23 @@ class Membership(_message.Message):
     def pending(self) -> Global___MembershipChange:
         """the change in flight (unset: none)"""
 
+    @_builtins.property
+    def founders(self) -> _containers.RepeatedCompositeFieldContainer[Global___ClusterMember]:
+        """The founding members (the list the first change began from): what a member's data directory records
+        as the cluster's identity (daemon.datadir), the same on members that joined later.
+        """
+
     def __init__(
         self,
         *,
         members: _abc.Iterable[Global___ClusterMember] | None = ...,
         pending: Global___MembershipChange | None = ...,
         version: _builtins.int = ...,
+        founders: _abc.Iterable[Global___ClusterMember] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["pending", b"pending"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["members", b"members", "pending", b"pending", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["founders", b"founders", "members", b"members", "pending", b"pending", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

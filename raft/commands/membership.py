@@ -81,7 +81,7 @@ def change_membership(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     if stored is None:
         if not body.base:
             raise Rejected(Code.INVALID_STATE, "no member list is stored yet and the command carries none")
-        stored = Membership(members=body.base)
+        stored = Membership(members=body.base, founders=body.base)
     if body.step == ChangeMembership.BEGIN:
         _begin(ctx, stored, body.change)
     elif body.step == ChangeMembership.FINISH:

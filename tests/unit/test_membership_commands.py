@@ -58,13 +58,14 @@ def test_an_addition_begins_then_finishes_and_the_first_change_takes_the_leaders
     (res,) = log.apply(begin(Change.ADD, member(4)))
     assert res.applied and not res.error_code
     m = stored(log)
-    assert ids(m) == ["node1", "node2", "node3"] and m.version == 1
+    assert ids(m) == ["node1", "node2", "node3"] and m.version == 1 and list(m.founders) == BASE
     assert m.pending.kind == Change.ADD and m.pending.member == member(4)
     assert m.pending.began_index == log.index and m.pending.began_at_ms == T0
     (res,) = log.apply(finish(m.pending))
     assert res.applied, res.error
     m = stored(log)
     assert ids(m) == ["node1", "node2", "node3", "node4"] and not m.HasField("pending") and m.version == 2
+    assert list(m.founders) == BASE
 
 
 def test_a_second_change_is_refused_while_one_is_in_flight_and_changes_nothing() -> None:
