@@ -43,7 +43,6 @@ SANDBOX = {
     "ProtectHome": "yes",
     "PrivateTmp": "yes",
     "RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX",
-    "SystemCallFilter": "@system-service",
     "StateDirectoryMode": "0700",
     "Restart": "on-failure",
     "KillMode": "mixed",
@@ -103,6 +102,8 @@ def test_sandbox(unit: Path) -> None:
     for key, want in SANDBOX.items():
         assert svc.get(key) == want, f"{unit.name}: {key}={svc.get(key)!r}, want {want!r}"
     assert int(svc["LimitNOFILE"]) >= 65536
+    filters = [v for s, k, v in unit_entries(unit) if k == "SystemCallFilter"]
+    assert filters[0] == "@system-service", filters  # an allow list first; deny lists may follow
     assert svc["ExecStart"].startswith(INSTALL_BIN)
     assert svc["StateDirectory"].startswith("cronraft")
 
@@ -123,6 +124,7 @@ def test_schedd_unit() -> None:
     assert svc["RestartPreventExitStatus"] == "2"
     assert svc["ExecReload"] == "/bin/kill -HUP $MAINPID"  # main.py: SIGHUP re-reads the token file
     assert svc["MemoryDenyWriteExecute"] == "yes"
+    assert svc["PrivateUsers"] == "yes"
 
 
 def test_worker_unit_stops_after_its_grace() -> None:
