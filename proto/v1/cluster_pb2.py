@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from cronraft.proto.v1 import membership_pb2 as cronraft_dot_proto_dot_v1_dot_membership__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63ronraft/proto/v1/cluster.proto\x12\x0b\x63ronraft.v1\x1a\"cronraft/proto/v1/membership.proto\"\x0f\n\rStatusRequest\"\xb7\x02\n\x06Member\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0craft_address\x18\x02 \x01(\t\x12\x14\n\x0cgrpc_address\x18\x03 \x01(\t\x12\x11\n\tconnected\x18\x04 \x01(\x08\x12\x16\n\x0e\x63lock_measured\x18\x05 \x01(\x08\x12\x17\n\x0f\x63lock_offset_ms\x18\x06 \x01(\x03\x12\x14\n\x0c\x63lock_rtt_us\x18\x07 \x01(\r\x12\x14\n\x0c\x63lock_age_ms\x18\x08 \x01(\r\x12+\n\x07storage\x18\t \x01(\x0b\x32\x1a.cronraft.v1.StorageStatus\x12/\n\x08versions\x18\n \x01(\x0b\x32\x1d.cronraft.v1.ScheduleVersions\x12\x14\n\x0chttp_address\x18\x0b \x01(\t\x12\x0c\n\x04role\x18\x14 \x01(\t\"\xa6\x01\n\x10ScheduleVersions\x12\x10\n\x08measured\x18\x01 \x01(\x08\x12=\n\x08versions\x18\x02 \x03(\x0b\x32+.cronraft.v1.ScheduleVersions.VersionsEntry\x12\x10\n\x08\x63ronraft\x18\x03 \x01(\t\x1a/\n\rVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe2\x01\n\rStorageStatus\x12\x10\n\x08measured\x18\x01 \x01(\x08\x12\x11\n\texhausted\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07refused\x18\x04 \x01(\t\x12\x13\n\x0bstuck_index\x18\x05 \x01(\x04\x12\x16\n\x0emap_size_bytes\x18\x06 \x01(\x04\x12\x1a\n\x12max_map_size_bytes\x18\x07 \x01(\x04\x12\x12\n\nused_bytes\x18\x08 \x01(\x04\x12\x17\n\x0f\x64isk_free_bytes\x18\t \x01(\x04\x12\x15\n\rjournal_bytes\x18\n \x01(\x04\"\xf4\x04\n\x0eStatusResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\tis_leader\x18\x02 \x01(\x08\x12\x11\n\tleader_id\x18\x03 \x01(\t\x12\x16\n\x0eleader_address\x18\x04 \x01(\t\x12\x0c\n\x04term\x18\x05 \x01(\x04\x12\x14\n\x0c\x63ommit_index\x18\x06 \x01(\x04\x12\x15\n\rapplied_index\x18\x07 \x01(\x04\x12$\n\x07members\x18\x08 \x03(\x0b\x32\x13.cronraft.v1.Member\x12\x12\n\nepoch_term\x18\t \x01(\x04\x12\x19\n\x11\x63onnected_workers\x18\n \x01(\x05\x12\r\n\x05ready\x18\x0b \x01(\x08\x12\x17\n\x0f\x63lock_offset_ms\x18\x0c \x01(\x03\x12\x15\n\rclock_healthy\x18\r \x01(\x08\x12\x1b\n\x13\x63lock_correction_ms\x18\x0e \x01(\x03\x12\x1b\n\x13\x63lock_max_offset_ms\x18\x0f \x01(\x03\x12\x16\n\x0e\x63lock_measured\x18\x10 \x01(\x08\x12+\n\x07storage\x18\x11 \x01(\x0b\x32\x1a.cronraft.v1.StorageStatus\x12/\n\x08versions\x18\x12 \x01(\x0b\x32\x1d.cronraft.v1.ScheduleVersions\x12\x19\n\x11versions_mismatch\x18\x13 \x01(\t\x12\x15\n\rdispatch_held\x18\x14 \x01(\x08\x12\x0c\n\x04role\x18\x1e \x01(\t\x12\x38\n\x11membership_change\x18\x1f \x01(\x0b\x32\x1d.cronraft.v1.MembershipChange\x12\x1a\n\x12membership_version\x18  \x01(\x04\"5\n\x0c\x43lockRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0craft_address\x18\x14 \x01(\t\"\x81\x02\n\rClockResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07wall_us\x18\x02 \x01(\x03\x12+\n\x07storage\x18\x03 \x01(\x0b\x32\x1a.cronraft.v1.StorageStatus\x12/\n\x08versions\x18\x04 \x01(\x0b\x32\x1d.cronraft.v1.ScheduleVersions\x12\x14\n\x0chttp_address\x18\x05 \x01(\t\x12\x15\n\rapplied_index\x18\x14 \x01(\x04\x12\x0c\n\x04role\x18\x15 \x01(\t\x12\x1a\n\x12membership_version\x18\x16 \x01(\x04\x12\x19\n\x11prober_membership\x18\x17 \x01(\t\"a\n\x0e\x41\x64\x64NodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0cgrpc_address\x18\x02 \x01(\t\x12\x14\n\x0craft_address\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"8\n\x11RemoveNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"A\n\x12MembershipResponse\x12+\n\nmembership\x18\x01 \x01(\x0b\x32\x17.cronraft.v1.Membership\"(\n\rBackupRequest\x12\x17\n\x0fmax_bytes_per_s\x18\x01 \x01(\x04\"\xa6\x02\n\nBackupInfo\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\r\x12\x12\n\ncluster_id\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x15\n\rapplied_index\x18\x04 \x01(\x04\x12\x0c\n\x04term\x18\x05 \x01(\x04\x12\x12\n\nepoch_term\x18\x06 \x01(\x04\x12\x12\n\ncreated_ms\x18\x07 \x01(\x03\x12\x18\n\x10\x63ronraft_version\x18\x08 \x01(\t\x12\x37\n\x08versions\x18\t \x03(\x0b\x32%.cronraft.v1.BackupInfo.VersionsEntry\x12\x12\n\nbody_bytes\x18\n \x01(\x04\x1a/\n\rVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"w\n\x0b\x42\x61\x63kupChunk\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x18.cronraft.v1.BackupStartH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x12%\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x16.cronraft.v1.BackupEndH\x00\x42\x06\n\x04part\"D\n\x0b\x42\x61\x63kupStart\x12\x0e\n\x06header\x18\x01 \x01(\x0c\x12%\n\x04info\x18\x02 \x01(\x0b\x32\x17.cronraft.v1.BackupInfo\"@\n\tBackupEnd\x12\x0f\n\x07trailer\x18\x01 \x01(\x0c\x12\x0e\n\x06sha256\x18\x02 \x01(\x0c\x12\x12\n\nbody_bytes\x18\x03 \x01(\x04\x32\xe6\x02\n\x07\x43luster\x12\x41\n\x06Status\x12\x1a.cronraft.v1.StatusRequest\x1a\x1b.cronraft.v1.StatusResponse\x12>\n\x05\x43lock\x12\x19.cronraft.v1.ClockRequest\x1a\x1a.cronraft.v1.ClockResponse\x12G\n\x07\x41\x64\x64Node\x12\x1b.cronraft.v1.AddNodeRequest\x1a\x1f.cronraft.v1.MembershipResponse\x12M\n\nRemoveNode\x12\x1e.cronraft.v1.RemoveNodeRequest\x1a\x1f.cronraft.v1.MembershipResponse\x12@\n\x06\x42\x61\x63kup\x12\x1a.cronraft.v1.BackupRequest\x1a\x18.cronraft.v1.BackupChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63ronraft/proto/v1/cluster.proto\x12\x0b\x63ronraft.v1\x1a\"cronraft/proto/v1/membership.proto\"\x0f\n\rStatusRequest\"\xb7\x02\n\x06Member\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0craft_address\x18\x02 \x01(\t\x12\x14\n\x0cgrpc_address\x18\x03 \x01(\t\x12\x11\n\tconnected\x18\x04 \x01(\x08\x12\x16\n\x0e\x63lock_measured\x18\x05 \x01(\x08\x12\x17\n\x0f\x63lock_offset_ms\x18\x06 \x01(\x03\x12\x14\n\x0c\x63lock_rtt_us\x18\x07 \x01(\r\x12\x14\n\x0c\x63lock_age_ms\x18\x08 \x01(\r\x12+\n\x07storage\x18\t \x01(\x0b\x32\x1a.cronraft.v1.StorageStatus\x12/\n\x08versions\x18\n \x01(\x0b\x32\x1d.cronraft.v1.ScheduleVersions\x12\x14\n\x0chttp_address\x18\x0b \x01(\t\x12\x0c\n\x04role\x18\x14 \x01(\t\"\xb8\x01\n\x10ScheduleVersions\x12\x10\n\x08measured\x18\x01 \x01(\x08\x12=\n\x08versions\x18\x02 \x03(\x0b\x32+.cronraft.v1.ScheduleVersions.VersionsEntry\x12\x10\n\x08\x63ronraft\x18\x03 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x04 \x03(\t\x1a/\n\rVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe2\x01\n\rStorageStatus\x12\x10\n\x08measured\x18\x01 \x01(\x08\x12\x11\n\texhausted\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07refused\x18\x04 \x01(\t\x12\x13\n\x0bstuck_index\x18\x05 \x01(\x04\x12\x16\n\x0emap_size_bytes\x18\x06 \x01(\x04\x12\x1a\n\x12max_map_size_bytes\x18\x07 \x01(\x04\x12\x12\n\nused_bytes\x18\x08 \x01(\x04\x12\x17\n\x0f\x64isk_free_bytes\x18\t \x01(\x04\x12\x15\n\rjournal_bytes\x18\n \x01(\x04\"\xa0\x05\n\x0eStatusResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\tis_leader\x18\x02 \x01(\x08\x12\x11\n\tleader_id\x18\x03 \x01(\t\x12\x16\n\x0eleader_address\x18\x04 \x01(\t\x12\x0c\n\x04term\x18\x05 \x01(\x04\x12\x14\n\x0c\x63ommit_index\x18\x06 \x01(\x04\x12\x15\n\rapplied_index\x18\x07 \x01(\x04\x12$\n\x07members\x18\x08 \x03(\x0b\x32\x13.cronraft.v1.Member\x12\x12\n\nepoch_term\x18\t \x01(\x04\x12\x19\n\x11\x63onnected_workers\x18\n \x01(\x05\x12\r\n\x05ready\x18\x0b \x01(\x08\x12\x17\n\x0f\x63lock_offset_ms\x18\x0c \x01(\x03\x12\x15\n\rclock_healthy\x18\r \x01(\x08\x12\x1b\n\x13\x63lock_correction_ms\x18\x0e \x01(\x03\x12\x1b\n\x13\x63lock_max_offset_ms\x18\x0f \x01(\x03\x12\x16\n\x0e\x63lock_measured\x18\x10 \x01(\x08\x12+\n\x07storage\x18\x11 \x01(\x0b\x32\x1a.cronraft.v1.StorageStatus\x12/\n\x08versions\x18\x12 \x01(\x0b\x32\x1d.cronraft.v1.ScheduleVersions\x12\x19\n\x11versions_mismatch\x18\x13 \x01(\t\x12\x15\n\rdispatch_held\x18\x14 \x01(\x08\x12\x10\n\x08\x66\x65\x61tures\x18\x15 \x03(\t\x12\x18\n\x10\x66\x65\x61tures_waiting\x18\x16 \x01(\t\x12\x0c\n\x04role\x18\x1e \x01(\t\x12\x38\n\x11membership_change\x18\x1f \x01(\x0b\x32\x1d.cronraft.v1.MembershipChange\x12\x1a\n\x12membership_version\x18  \x01(\x04\"5\n\x0c\x43lockRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0craft_address\x18\x14 \x01(\t\"\x81\x02\n\rClockResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07wall_us\x18\x02 \x01(\x03\x12+\n\x07storage\x18\x03 \x01(\x0b\x32\x1a.cronraft.v1.StorageStatus\x12/\n\x08versions\x18\x04 \x01(\x0b\x32\x1d.cronraft.v1.ScheduleVersions\x12\x14\n\x0chttp_address\x18\x05 \x01(\t\x12\x15\n\rapplied_index\x18\x14 \x01(\x04\x12\x0c\n\x04role\x18\x15 \x01(\t\x12\x1a\n\x12membership_version\x18\x16 \x01(\x04\x12\x19\n\x11prober_membership\x18\x17 \x01(\t\"a\n\x0e\x41\x64\x64NodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0cgrpc_address\x18\x02 \x01(\t\x12\x14\n\x0craft_address\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"8\n\x11RemoveNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"A\n\x12MembershipResponse\x12+\n\nmembership\x18\x01 \x01(\x0b\x32\x17.cronraft.v1.Membership\"(\n\rBackupRequest\x12\x17\n\x0fmax_bytes_per_s\x18\x01 \x01(\x04\"\xa6\x02\n\nBackupInfo\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\r\x12\x12\n\ncluster_id\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x15\n\rapplied_index\x18\x04 \x01(\x04\x12\x0c\n\x04term\x18\x05 \x01(\x04\x12\x12\n\nepoch_term\x18\x06 \x01(\x04\x12\x12\n\ncreated_ms\x18\x07 \x01(\x03\x12\x18\n\x10\x63ronraft_version\x18\x08 \x01(\t\x12\x37\n\x08versions\x18\t \x03(\x0b\x32%.cronraft.v1.BackupInfo.VersionsEntry\x12\x12\n\nbody_bytes\x18\n \x01(\x04\x1a/\n\rVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"w\n\x0b\x42\x61\x63kupChunk\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x18.cronraft.v1.BackupStartH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x12%\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x16.cronraft.v1.BackupEndH\x00\x42\x06\n\x04part\"D\n\x0b\x42\x61\x63kupStart\x12\x0e\n\x06header\x18\x01 \x01(\x0c\x12%\n\x04info\x18\x02 \x01(\x0b\x32\x17.cronraft.v1.BackupInfo\"@\n\tBackupEnd\x12\x0f\n\x07trailer\x18\x01 \x01(\x0c\x12\x0e\n\x06sha256\x18\x02 \x01(\x0c\x12\x12\n\nbody_bytes\x18\x03 \x01(\x04\x32\xe6\x02\n\x07\x43luster\x12\x41\n\x06Status\x12\x1a.cronraft.v1.StatusRequest\x1a\x1b.cronraft.v1.StatusResponse\x12>\n\x05\x43lock\x12\x19.cronraft.v1.ClockRequest\x1a\x1a.cronraft.v1.ClockResponse\x12G\n\x07\x41\x64\x64Node\x12\x1b.cronraft.v1.AddNodeRequest\x1a\x1f.cronraft.v1.MembershipResponse\x12M\n\nRemoveNode\x12\x1e.cronraft.v1.RemoveNodeRequest\x1a\x1f.cronraft.v1.MembershipResponse\x12@\n\x06\x42\x61\x63kup\x12\x1a.cronraft.v1.BackupRequest\x1a\x18.cronraft.v1.BackupChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,35 +41,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MEMBER']._serialized_start=102
   _globals['_MEMBER']._serialized_end=413
   _globals['_SCHEDULEVERSIONS']._serialized_start=416
-  _globals['_SCHEDULEVERSIONS']._serialized_end=582
-  _globals['_SCHEDULEVERSIONS_VERSIONSENTRY']._serialized_start=535
-  _globals['_SCHEDULEVERSIONS_VERSIONSENTRY']._serialized_end=582
-  _globals['_STORAGESTATUS']._serialized_start=585
-  _globals['_STORAGESTATUS']._serialized_end=811
-  _globals['_STATUSRESPONSE']._serialized_start=814
-  _globals['_STATUSRESPONSE']._serialized_end=1442
-  _globals['_CLOCKREQUEST']._serialized_start=1444
-  _globals['_CLOCKREQUEST']._serialized_end=1497
-  _globals['_CLOCKRESPONSE']._serialized_start=1500
-  _globals['_CLOCKRESPONSE']._serialized_end=1757
-  _globals['_ADDNODEREQUEST']._serialized_start=1759
-  _globals['_ADDNODEREQUEST']._serialized_end=1856
-  _globals['_REMOVENODEREQUEST']._serialized_start=1858
-  _globals['_REMOVENODEREQUEST']._serialized_end=1914
-  _globals['_MEMBERSHIPRESPONSE']._serialized_start=1916
-  _globals['_MEMBERSHIPRESPONSE']._serialized_end=1981
-  _globals['_BACKUPREQUEST']._serialized_start=1983
-  _globals['_BACKUPREQUEST']._serialized_end=2023
-  _globals['_BACKUPINFO']._serialized_start=2026
-  _globals['_BACKUPINFO']._serialized_end=2320
-  _globals['_BACKUPINFO_VERSIONSENTRY']._serialized_start=535
-  _globals['_BACKUPINFO_VERSIONSENTRY']._serialized_end=582
-  _globals['_BACKUPCHUNK']._serialized_start=2322
-  _globals['_BACKUPCHUNK']._serialized_end=2441
-  _globals['_BACKUPSTART']._serialized_start=2443
-  _globals['_BACKUPSTART']._serialized_end=2511
-  _globals['_BACKUPEND']._serialized_start=2513
-  _globals['_BACKUPEND']._serialized_end=2577
-  _globals['_CLUSTER']._serialized_start=2580
-  _globals['_CLUSTER']._serialized_end=2938
+  _globals['_SCHEDULEVERSIONS']._serialized_end=600
+  _globals['_SCHEDULEVERSIONS_VERSIONSENTRY']._serialized_start=553
+  _globals['_SCHEDULEVERSIONS_VERSIONSENTRY']._serialized_end=600
+  _globals['_STORAGESTATUS']._serialized_start=603
+  _globals['_STORAGESTATUS']._serialized_end=829
+  _globals['_STATUSRESPONSE']._serialized_start=832
+  _globals['_STATUSRESPONSE']._serialized_end=1504
+  _globals['_CLOCKREQUEST']._serialized_start=1506
+  _globals['_CLOCKREQUEST']._serialized_end=1559
+  _globals['_CLOCKRESPONSE']._serialized_start=1562
+  _globals['_CLOCKRESPONSE']._serialized_end=1819
+  _globals['_ADDNODEREQUEST']._serialized_start=1821
+  _globals['_ADDNODEREQUEST']._serialized_end=1918
+  _globals['_REMOVENODEREQUEST']._serialized_start=1920
+  _globals['_REMOVENODEREQUEST']._serialized_end=1976
+  _globals['_MEMBERSHIPRESPONSE']._serialized_start=1978
+  _globals['_MEMBERSHIPRESPONSE']._serialized_end=2043
+  _globals['_BACKUPREQUEST']._serialized_start=2045
+  _globals['_BACKUPREQUEST']._serialized_end=2085
+  _globals['_BACKUPINFO']._serialized_start=2088
+  _globals['_BACKUPINFO']._serialized_end=2382
+  _globals['_BACKUPINFO_VERSIONSENTRY']._serialized_start=553
+  _globals['_BACKUPINFO_VERSIONSENTRY']._serialized_end=600
+  _globals['_BACKUPCHUNK']._serialized_start=2384
+  _globals['_BACKUPCHUNK']._serialized_end=2503
+  _globals['_BACKUPSTART']._serialized_start=2505
+  _globals['_BACKUPSTART']._serialized_end=2573
+  _globals['_BACKUPEND']._serialized_start=2575
+  _globals['_BACKUPEND']._serialized_end=2639
+  _globals['_CLUSTER']._serialized_start=2642
+  _globals['_CLUSTER']._serialized_end=3000
 # @@protoc_insertion_point(module_scope)

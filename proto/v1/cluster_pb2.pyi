@@ -141,6 +141,7 @@ class ScheduleVersions(_message.Message):
     MEASURED_FIELD_NUMBER: _builtins.int
     VERSIONS_FIELD_NUMBER: _builtins.int
     CRONRAFT_FIELD_NUMBER: _builtins.int
+    FEATURES_FIELD_NUMBER: _builtins.int
     measured: _builtins.bool
     cronraft: _builtins.str
     """the project's own version: shown, not compared"""
@@ -150,16 +151,23 @@ class ScheduleVersions(_message.Message):
         release of the tzdata package the zones are read from), "holidays", "python-dateutil".
         """
 
+    @_builtins.property
+    def features(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The features this node's build supports (raft/features.py): the cluster's feature level is raised to
+        what every member supports (docs/operations.md, "Upgrades"). Empty from a node older than the gate.
+        """
+
     def __init__(
         self,
         *,
         measured: _builtins.bool = ...,
         versions: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         cronraft: _builtins.str = ...,
+        features: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cronraft", b"cronraft", "measured", b"measured", "versions", b"versions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cronraft", b"cronraft", "features", b"features", "measured", b"measured", "versions", b"versions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -249,6 +257,8 @@ class StatusResponse(_message.Message):
     VERSIONS_FIELD_NUMBER: _builtins.int
     VERSIONS_MISMATCH_FIELD_NUMBER: _builtins.int
     DISPATCH_HELD_FIELD_NUMBER: _builtins.int
+    FEATURES_FIELD_NUMBER: _builtins.int
+    FEATURES_WAITING_FIELD_NUMBER: _builtins.int
     ROLE_FIELD_NUMBER: _builtins.int
     MEMBERSHIP_CHANGE_FIELD_NUMBER: _builtins.int
     MEMBERSHIP_VERSION_FIELD_NUMBER: _builtins.int
@@ -281,6 +291,7 @@ class StatusResponse(_message.Message):
     """
     dispatch_held: _builtins.bool
     """the leader holds fires and grants back (versions_mismatch says why)"""
+    features_waiting: _builtins.str
     role: _builtins.str
     """Membership (docs/operations.md, "Membership changes"). This node's part: "voter", "learner" (started
     with --join: catching up from the leader, not voting, not yet a member), "removed" (no longer a
@@ -297,6 +308,12 @@ class StatusResponse(_message.Message):
     @_builtins.property
     def versions(self) -> Global___ScheduleVersions:
         """the answering node's (each member's: members[].versions)"""
+
+    @_builtins.property
+    def features(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The cluster's feature level as this node applied it (raft/features.py; never lowered), and, when this
+        node supports features that are not in it yet, why not (e.g. "node3 does not announce results").
+        """
 
     @_builtins.property
     def membership_change(self) -> _membership_pb2.MembershipChange:
@@ -325,13 +342,15 @@ class StatusResponse(_message.Message):
         versions: Global___ScheduleVersions | None = ...,
         versions_mismatch: _builtins.str = ...,
         dispatch_held: _builtins.bool = ...,
+        features: _abc.Iterable[_builtins.str] | None = ...,
+        features_waiting: _builtins.str = ...,
         role: _builtins.str = ...,
         membership_change: _membership_pb2.MembershipChange | None = ...,
         membership_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["membership_change", b"membership_change", "storage", b"storage", "versions", b"versions"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_index", b"applied_index", "clock_correction_ms", b"clock_correction_ms", "clock_healthy", b"clock_healthy", "clock_max_offset_ms", b"clock_max_offset_ms", "clock_measured", b"clock_measured", "clock_offset_ms", b"clock_offset_ms", "commit_index", b"commit_index", "connected_workers", b"connected_workers", "dispatch_held", b"dispatch_held", "epoch_term", b"epoch_term", "is_leader", b"is_leader", "leader_address", b"leader_address", "leader_id", b"leader_id", "members", b"members", "membership_change", b"membership_change", "membership_version", b"membership_version", "node_id", b"node_id", "ready", b"ready", "role", b"role", "storage", b"storage", "term", b"term", "versions", b"versions", "versions_mismatch", b"versions_mismatch"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_index", b"applied_index", "clock_correction_ms", b"clock_correction_ms", "clock_healthy", b"clock_healthy", "clock_max_offset_ms", b"clock_max_offset_ms", "clock_measured", b"clock_measured", "clock_offset_ms", b"clock_offset_ms", "commit_index", b"commit_index", "connected_workers", b"connected_workers", "dispatch_held", b"dispatch_held", "epoch_term", b"epoch_term", "features", b"features", "features_waiting", b"features_waiting", "is_leader", b"is_leader", "leader_address", b"leader_address", "leader_id", b"leader_id", "members", b"members", "membership_change", b"membership_change", "membership_version", b"membership_version", "node_id", b"node_id", "ready", b"ready", "role", b"role", "storage", b"storage", "term", b"term", "versions", b"versions", "versions_mismatch", b"versions_mismatch"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -55,6 +55,7 @@ class Command(_message.Message):
     STAMPED_AT_MS_FIELD_NUMBER: _builtins.int
     LIMITS_FIELD_NUMBER: _builtins.int
     AUDIT_FIELD_NUMBER: _builtins.int
+    PLAN_FIELD_NUMBER: _builtins.int
     CREATE_TASK_FIELD_NUMBER: _builtins.int
     CANCEL_TASK_FIELD_NUMBER: _builtins.int
     EPOCH_FIELD_NUMBER: _builtins.int
@@ -79,6 +80,7 @@ class Command(_message.Message):
     DELETE_TASK_FIELD_NUMBER: _builtins.int
     PRUNE_FIELD_NUMBER: _builtins.int
     CHANGE_MEMBERSHIP_FIELD_NUMBER: _builtins.int
+    RAISE_FEATURES_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """dedup key: a command whose request_id was applied is answered, not re-applied"""
     stamped_at_ms: _builtins.int
@@ -94,6 +96,14 @@ class Command(_message.Message):
     def audit(self) -> _audit_pb2.AuditMeta:
         """Who asked (the audit trail, raft/audit_trail.py): set by the servicer on the commands it proposes for
         a client RPC, unset on the leader's own commands. Apply writes one AuditRecord per command carrying it.
+        """
+
+    @_builtins.property
+    def plan(self) -> Global___Plan:
+        """Schedule results computed once by the leader (raft/fireplan.py): apply uses them instead of computing
+        them with its own tzdata, holidays and cron evaluator, so that replicas with other versions cannot
+        diverge. Set only once the cluster's feature level has "schedule_plans" (raft/features.py); unset
+        (older leaders, or before the gate): every replica computes them itself, as before.
         """
 
     @_builtins.property
@@ -146,6 +156,8 @@ class Command(_message.Message):
     def change_membership(self) -> _membership_pb2.ChangeMembership:
         """membership.proto"""
 
+    @_builtins.property
+    def raise_features(self) -> Global___RaiseFeatures: ...
     def __init__(
         self,
         *,
@@ -153,6 +165,7 @@ class Command(_message.Message):
         stamped_at_ms: _builtins.int = ...,
         limits: Global___Limits | None = ...,
         audit: _audit_pb2.AuditMeta | None = ...,
+        plan: Global___Plan | None = ...,
         create_task: Global___CreateTask | None = ...,
         cancel_task: Global___CancelTask | None = ...,
         epoch: Global___Epoch | None = ...,
@@ -177,16 +190,240 @@ class Command(_message.Message):
         delete_task: Global___DeleteTask | None = ...,
         prune: Global___Prune | None = ...,
         change_membership: _membership_pb2.ChangeMembership | None = ...,
+        raise_features: Global___RaiseFeatures | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["append_output", b"append_output", "audit", b"audit", "backfill_task", b"backfill_task", "body", b"body", "cancel_execution", b"cancel_execution", "cancel_task", b"cancel_task", "change_membership", b"change_membership", "complete", b"complete", "create_task", b"create_task", "delete_calendar", b"delete_calendar", "delete_task", b"delete_task", "epoch", b"epoch", "expire_lease", b"expire_lease", "expire_pending", b"expire_pending", "fire", b"fire", "grant", b"grant", "import_tasks", b"import_tasks", "limits", b"limits", "note_waiting", b"note_waiting", "pause_task", b"pause_task", "prune", b"prune", "purge_dead_letters", b"purge_dead_letters", "put_calendar", b"put_calendar", "redrive_dead_letters", b"redrive_dead_letters", "resume_task", b"resume_task", "trigger_task", b"trigger_task", "update_task", b"update_task"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["append_output", b"append_output", "audit", b"audit", "backfill_task", b"backfill_task", "body", b"body", "cancel_execution", b"cancel_execution", "cancel_task", b"cancel_task", "change_membership", b"change_membership", "complete", b"complete", "create_task", b"create_task", "delete_calendar", b"delete_calendar", "delete_task", b"delete_task", "epoch", b"epoch", "expire_lease", b"expire_lease", "expire_pending", b"expire_pending", "fire", b"fire", "grant", b"grant", "import_tasks", b"import_tasks", "limits", b"limits", "note_waiting", b"note_waiting", "pause_task", b"pause_task", "plan", b"plan", "prune", b"prune", "purge_dead_letters", b"purge_dead_letters", "put_calendar", b"put_calendar", "raise_features", b"raise_features", "redrive_dead_letters", b"redrive_dead_letters", "resume_task", b"resume_task", "trigger_task", b"trigger_task", "update_task", b"update_task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["append_output", b"append_output", "audit", b"audit", "backfill_task", b"backfill_task", "body", b"body", "cancel_execution", b"cancel_execution", "cancel_task", b"cancel_task", "change_membership", b"change_membership", "complete", b"complete", "create_task", b"create_task", "delete_calendar", b"delete_calendar", "delete_task", b"delete_task", "epoch", b"epoch", "expire_lease", b"expire_lease", "expire_pending", b"expire_pending", "fire", b"fire", "grant", b"grant", "import_tasks", b"import_tasks", "limits", b"limits", "note_waiting", b"note_waiting", "pause_task", b"pause_task", "prune", b"prune", "purge_dead_letters", b"purge_dead_letters", "put_calendar", b"put_calendar", "redrive_dead_letters", b"redrive_dead_letters", "request_id", b"request_id", "resume_task", b"resume_task", "stamped_at_ms", b"stamped_at_ms", "trigger_task", b"trigger_task", "update_task", b"update_task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["append_output", b"append_output", "audit", b"audit", "backfill_task", b"backfill_task", "body", b"body", "cancel_execution", b"cancel_execution", "cancel_task", b"cancel_task", "change_membership", b"change_membership", "complete", b"complete", "create_task", b"create_task", "delete_calendar", b"delete_calendar", "delete_task", b"delete_task", "epoch", b"epoch", "expire_lease", b"expire_lease", "expire_pending", b"expire_pending", "fire", b"fire", "grant", b"grant", "import_tasks", b"import_tasks", "limits", b"limits", "note_waiting", b"note_waiting", "pause_task", b"pause_task", "plan", b"plan", "prune", b"prune", "purge_dead_letters", b"purge_dead_letters", "put_calendar", b"put_calendar", "raise_features", b"raise_features", "redrive_dead_letters", b"redrive_dead_letters", "request_id", b"request_id", "resume_task", b"resume_task", "stamped_at_ms", b"stamped_at_ms", "trigger_task", b"trigger_task", "update_task", b"update_task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["create_task", "cancel_task", "epoch", "fire", "grant", "complete", "expire_lease", "update_task", "pause_task", "resume_task", "trigger_task", "backfill_task", "put_calendar", "delete_calendar", "cancel_execution", "redrive_dead_letters", "purge_dead_letters", "append_output", "note_waiting", "expire_pending", "import_tasks", "delete_task", "prune", "change_membership"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["create_task", "cancel_task", "epoch", "fire", "grant", "complete", "expire_lease", "update_task", "pause_task", "resume_task", "trigger_task", "backfill_task", "put_calendar", "delete_calendar", "cancel_execution", "redrive_dead_letters", "purge_dead_letters", "append_output", "note_waiting", "expire_pending", "import_tasks", "delete_task", "prune", "change_membership", "raise_features"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
 Global___Command: _TypeAlias = Command  # noqa: Y015
+
+@_typing.final
+class RaiseFeatures(_message.Message):
+    """Raise the cluster's feature level (raft/features.py; docs/operations.md, "Upgrades"): the features are
+    added to the set the state machine keeps, never removed. Proposed by the leader only once every member
+    announced that it supports them (their clock-probe answers), so that no replica ever applies a command
+    that uses a feature it does not have.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEATURES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def features(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        features: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["features", b"features"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RaiseFeatures: _TypeAlias = RaiseFeatures  # noqa: Y015
+
+@_typing.final
+class Plan(_message.Message):
+    """What the leader computed for the schedules a command's apply evaluates (raft/fireplan.py): each apply
+    answers from here what it would otherwise compute, and computes what is not here (as before plans).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASKS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskPlan]: ...
+    def __init__(
+        self,
+        *,
+        tasks: _abc.Iterable[Global___TaskPlan] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tasks", b"tasks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Plan: _TypeAlias = Plan  # noqa: Y015
+
+@_typing.final
+class TaskPlan(_message.Message):
+    """The answers for one task's schedule, valid only for that schedule and those calendars: apply ignores
+    them when `schedule_digest` or `calendars_digest` do not match what it reads (the task or a calendar
+    changed between the leader's read and the apply).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class CronNextEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.int
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.int = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class DstShiftedEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.int
+        value: _builtins.bool
+        def __init__(
+            self,
+            *,
+            key: _builtins.int = ...,
+            value: _builtins.bool = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class LogicalDayEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.int
+        @_builtins.property
+        def value(self) -> Global___DayBounds: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.int = ...,
+            value: Global___DayBounds | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    SCHEDULE_DIGEST_FIELD_NUMBER: _builtins.int
+    CALENDARS_DIGEST_FIELD_NUMBER: _builtins.int
+    CRON_NEXT_FIELD_NUMBER: _builtins.int
+    DST_SHIFTED_FIELD_NUMBER: _builtins.int
+    CALENDAR_FIELD_NUMBER: _builtins.int
+    LOGICAL_DAY_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    schedule_digest: _builtins.bytes
+    """BLAKE2b-64 of the Schedule (deterministic serialization)"""
+    calendars_digest: _builtins.bytes
+    """BLAKE2b-64 of the calendars it names and includes (names, versions)"""
+    @_builtins.property
+    def cron_next(self) -> _containers.ScalarMap[_builtins.int, _builtins.int]:
+        """The cron expression's next nominal time in its zone strictly after each key (window not applied):
+        raft/schedule.py's cron step. -1: none (beyond year 9999).
+        """
+
+    @_builtins.property
+    def dst_shifted(self) -> _containers.ScalarMap[_builtins.int, _builtins.bool]:
+        """Nominal times for which raft/schedule.py `dst_shifted` answered, with its answer."""
+
+    @_builtins.property
+    def calendar(self) -> _containers.RepeatedCompositeFieldContainer[Global___CalendarAnswer]:
+        """raft/calendar.py `resolve`, per (nominal, not_before)"""
+
+    @_builtins.property
+    def logical_day(self) -> _containers.MessageMap[_builtins.int, Global___DayBounds]:
+        """raft/deps.py: the logical date of a nominal time, in the zone"""
+
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        schedule_digest: _builtins.bytes = ...,
+        calendars_digest: _builtins.bytes = ...,
+        cron_next: _abc.Mapping[_builtins.int, _builtins.int] | None = ...,
+        dst_shifted: _abc.Mapping[_builtins.int, _builtins.bool] | None = ...,
+        calendar: _abc.Iterable[Global___CalendarAnswer] | None = ...,
+        logical_day: _abc.Mapping[_builtins.int, Global___DayBounds] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calendar", b"calendar", "calendars_digest", b"calendars_digest", "cron_next", b"cron_next", "dst_shifted", b"dst_shifted", "logical_day", b"logical_day", "schedule_digest", b"schedule_digest", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskPlan: _TypeAlias = TaskPlan  # noqa: Y015
+
+@_typing.final
+class CalendarAnswer(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOMINAL_MS_FIELD_NUMBER: _builtins.int
+    NOT_BEFORE_MS_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    INSTANT_MS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    nominal_ms: _builtins.int
+    not_before_ms: _builtins.int
+    outcome: _builtins.str
+    """"fire", "skip" or "roll" """
+    instant_ms: _builtins.int
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        nominal_ms: _builtins.int = ...,
+        not_before_ms: _builtins.int = ...,
+        outcome: _builtins.str = ...,
+        instant_ms: _builtins.int = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instant_ms", b"instant_ms", "nominal_ms", b"nominal_ms", "not_before_ms", b"not_before_ms", "outcome", b"outcome", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CalendarAnswer: _TypeAlias = CalendarAnswer  # noqa: Y015
+
+@_typing.final
+class DayBounds(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_MS_FIELD_NUMBER: _builtins.int
+    END_MS_FIELD_NUMBER: _builtins.int
+    start_ms: _builtins.int
+    end_ms: _builtins.int
+    def __init__(
+        self,
+        *,
+        start_ms: _builtins.int = ...,
+        end_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_ms", b"end_ms", "start_ms", b"start_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DayBounds: _TypeAlias = DayBounds  # noqa: Y015
 
 @_typing.final
 class DeleteTask(_message.Message):

@@ -105,6 +105,8 @@ class Hello(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     SENT_MONO_MS_FIELD_NUMBER: _builtins.int
     INCARNATION_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    FEATURES_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     capacity: _builtins.int
     """slots: attempts it runs at once"""
@@ -114,12 +116,18 @@ class Hello(_message.Message):
     """Unique to this process of the worker (a restart gets a new one, whatever its worker_id): a leader
     that finds this process not holding a lease granted to it knows the attempt never began.
     """
+    version: _builtins.str
+    """The worker's package version and the features it supports (raft/features.py WORKER_FEATURES): shown by
+    the leader's log; empty from a worker older than both.
+    """
     @_builtins.property
     def queues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """empty: ["default"]"""
 
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def features(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
@@ -129,10 +137,12 @@ class Hello(_message.Message):
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         sent_mono_ms: _builtins.int = ...,
         incarnation: _builtins.str = ...,
+        version: _builtins.str = ...,
+        features: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "incarnation", b"incarnation", "labels", b"labels", "queues", b"queues", "sent_mono_ms", b"sent_mono_ms", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "features", b"features", "incarnation", b"incarnation", "labels", b"labels", "queues", b"queues", "sent_mono_ms", b"sent_mono_ms", "version", b"version", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
