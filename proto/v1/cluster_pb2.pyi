@@ -262,6 +262,7 @@ class StatusResponse(_message.Message):
     ROLE_FIELD_NUMBER: _builtins.int
     MEMBERSHIP_CHANGE_FIELD_NUMBER: _builtins.int
     MEMBERSHIP_VERSION_FIELD_NUMBER: _builtins.int
+    MEMBERSHIP_PROGRESS_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     is_leader: _builtins.bool
     leader_id: _builtins.str
@@ -299,6 +300,10 @@ class StatusResponse(_message.Message):
     """
     membership_version: _builtins.int
     """Membership.version as this node applied it (0: none stored)"""
+    membership_progress: _builtins.str
+    """On the leader, where the change in flight stands ("waiting for node4 to catch up: applied 120 of 150",
+    "adding node4 to the Raft configuration", ...); "" when none is in flight or elsewhere.
+    """
     @_builtins.property
     def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___Member]: ...
     @_builtins.property
@@ -347,10 +352,11 @@ class StatusResponse(_message.Message):
         role: _builtins.str = ...,
         membership_change: _membership_pb2.MembershipChange | None = ...,
         membership_version: _builtins.int = ...,
+        membership_progress: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["membership_change", b"membership_change", "storage", b"storage", "versions", b"versions"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_index", b"applied_index", "clock_correction_ms", b"clock_correction_ms", "clock_healthy", b"clock_healthy", "clock_max_offset_ms", b"clock_max_offset_ms", "clock_measured", b"clock_measured", "clock_offset_ms", b"clock_offset_ms", "commit_index", b"commit_index", "connected_workers", b"connected_workers", "dispatch_held", b"dispatch_held", "epoch_term", b"epoch_term", "features", b"features", "features_waiting", b"features_waiting", "is_leader", b"is_leader", "leader_address", b"leader_address", "leader_id", b"leader_id", "members", b"members", "membership_change", b"membership_change", "membership_version", b"membership_version", "node_id", b"node_id", "ready", b"ready", "role", b"role", "storage", b"storage", "term", b"term", "versions", b"versions", "versions_mismatch", b"versions_mismatch"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_index", b"applied_index", "clock_correction_ms", b"clock_correction_ms", "clock_healthy", b"clock_healthy", "clock_max_offset_ms", b"clock_max_offset_ms", "clock_measured", b"clock_measured", "clock_offset_ms", b"clock_offset_ms", "commit_index", b"commit_index", "connected_workers", b"connected_workers", "dispatch_held", b"dispatch_held", "epoch_term", b"epoch_term", "features", b"features", "features_waiting", b"features_waiting", "is_leader", b"is_leader", "leader_address", b"leader_address", "leader_id", b"leader_id", "members", b"members", "membership_change", b"membership_change", "membership_progress", b"membership_progress", "membership_version", b"membership_version", "node_id", b"node_id", "ready", b"ready", "role", b"role", "storage", b"storage", "term", b"term", "versions", b"versions", "versions_mismatch", b"versions_mismatch"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
