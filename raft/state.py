@@ -31,7 +31,7 @@ from typing import Any
 
 from cronraft.errors import InvalidArgument, StorageError
 from cronraft.proto.v1 import commands_pb2, common_pb2
-from cronraft.raft import audit_trail, firing, search
+from cronraft.raft import audit_trail, features, firing, search
 from cronraft.raft.codec import (
     CodecError,
     decode_batch,
@@ -346,6 +346,7 @@ class StateMachine:
                 return None
             if not applied:  # a fresh store: its search indexes are complete from the start
                 txn.put("meta", META_INDEXED, b"1")
+                features.mark_fresh(txn)  # ... and it uses every feature this build has (raft.features)
             # The BatchResult is assembled from its serialized results (repeated field 1): appending
             # each result to a BatchResult message would copy it first.
             parts: list[bytes] = []

@@ -47,6 +47,7 @@ from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from google.protobuf.message import Message
 
 from cronraft.proto.v1 import common_pb2, stats_pb2
+from cronraft.raft import features
 from cronraft.raft.codec import id_bytes, u64
 from cronraft.raft.kv import Txn
 
@@ -247,7 +248,11 @@ def _read(txn: Txn, db: str, key: bytes, message: type[_M]) -> _M:
 def record_outcome(txn: Txn, ex: Execution, task: Task | None) -> None:
     """Count `ex`, which just reached its final state at `ex.completed_at_ms` (see the module docstring).
     `task` is its task as the caller is about to store it (its totals are updated here), or None when
-    the task was deleted meanwhile: then only the cluster's figures count it."""
+    the task was deleted meanwhile: then only the cluster's figures count it. Nothing is counted while
+    the cluster's feature level lacks "stats" (raft.features: a rolling upgrade from a release without
+    statistics), so that every replica counts from the same entry on."""
+    if not features.is_active(txn, features.STATS):
+        return
     at = max(0, ex.completed_at_ms)
     hour = hour_of(at)
     state = ex.state

@@ -15,6 +15,7 @@ a refused command leaves no partial effect in the entry's transaction.
 | calendars | put_calendar, delete_calendar |
 | output_chunks | append_output |
 | leadership | epoch |
+| features | raise_features (the cluster's feature level: raft.features) |
 | pruning | delete_task, prune (retention) |
 | membership | change_membership (the member list; daemon.membership drives it) |
 """
@@ -25,6 +26,7 @@ from cronraft.raft.commands import (
     calendars,
     dead_letters,
     executions,
+    features,
     fires,
     leadership,
     leases,
@@ -66,6 +68,7 @@ HANDLERS: dict[str, Handler] = {
     "delete_task": pruning.delete_task,
     "prune": pruning.prune,
     "change_membership": membership.change_membership,
+    "raise_features": features.raise_features,
 }
 
 __all__ = [

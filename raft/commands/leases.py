@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from cronraft import bounds
 from cronraft.proto.v1 import commands_pb2, common_pb2
-from cronraft.raft import deps, firing, retry
+from cronraft.raft import deps, features, firing, retry
 from cronraft.raft.codec import id_bytes
 from cronraft.raft.commands.context import Ctx, Execution, task_of, token_text
 from cronraft.raft.commands.dead_letters import dead_letter
@@ -193,7 +193,10 @@ def _keep_result(ctx: Ctx, ex: Execution, exec16: bytes, data: bytes) -> str:
     """Store what the attempt handed back ($CRONRAFT_RESULT_FILE) in `results`, in place of an earlier
     attempt's: an execution's result is its last attempt's. Over the bound stamped by the leader
     (`[limits] max_result_bytes`; the hard bound without one), nothing is kept and the refusal is
-    returned."""
+    returned. Nothing is kept, nor refused, while the cluster's feature level lacks "results" (raft.features:
+    a release without results ignores them; an older leader may still forward a newer worker's)."""
+    if not features.is_active(ctx.txn, features.RESULTS):
+        return ""
     bound = bounds.MAX_RESULT_BYTES
     if ctx.limits is not None and 0 < ctx.limits.max_result_bytes < bound:
         bound = ctx.limits.max_result_bytes

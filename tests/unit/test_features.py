@@ -1,0 +1,116 @@
+"""The cluster's feature level (raft/features.py, raft/commands/features.py; docs/operations.md, "Upgrades"):
+what the leader may raise and when, a fresh store against one an older release wrote, RaiseFeatures, and
+apply behaving as the older release for a feature not in force yet (results, statistics)."""
+
+from __future__ import annotations
+
+import pytest
+
+from cronraft.errors import FailedPrecondition
+from cronraft.proto.v1 import commands_pb2, common_pb2
+from cronraft.raft import features
+from cronraft.raft.codec import id_bytes
+from cronraft.raft.features import RESULTS, STATS, SUPPORTED, raisable
+from cronraft.raft.records import read_result
+from cronraft.raft.state import read_execution, read_task
+from tests.unit.statelog import T0, Command, Log, create, eid, epoch, run, spec, tid
+
+
+def raise_cmd(*names: str) -> Command:
+    return Command(stamped_at_ms=T0, raise_features=commands_pb2.RaiseFeatures(features=list(names)))
+
+
+def old_store() -> Log:
+    """A store as the release before the gate left it: entries applied, no feature level recorded."""
+    log = Log()
+    log.ok(epoch())
+    with log.sm.kv.write() as txn:
+        txn.delete("meta", features.META_FEATURES)
+    return log
+
+
+def level(log: Log) -> frozenset[str]:
+    with log.sm.kv.read() as txn:
+        return features.level(txn)
+
+
+# ----------------------------------------------------------------------------------------- the gate
+
+
+def test_raised_only_what_every_member_supports() -> None:
+    own = {"a", "b"}
+    assert raisable(set(), own, {"n2": {"a", "b"}, "n3": {"a", "b", "c"}}) == (frozenset(own), "")
+    got, why = raisable(set(), own, {"n2": {"a", "b"}, "n3": {"a"}})
+    assert got == {"a"} and why == "n3 does not support b"
+    # An older release announces nothing: nothing is raised, and the reason names it.
+    assert raisable(set(), own, {"n2": set(), "n3": {"a", "b"}}) == (frozenset(), "n2 does not support a, b")
+
+
+def test_a_member_without_a_recent_answer_holds_every_feature_back() -> None:
+    got, why = raisable(set(), {"a"}, {"n2": {"a"}, "n3": None})
+    assert got == frozenset() and why == "n3 has not answered lately"
+
+
+def test_nothing_to_raise_once_in_force() -> None:
+    assert raisable({"a", "b"}, {"a", "b"}, {"n2": None}) == (frozenset(), "")
+    # A node rolled back below the level: what is in force that it lacks.
+    assert features.unsupported({"a", "x"}, {"a"}) == {"x"}
+
+
+# ----------------------------------------------------------------------------------------- the store
+
+
+def test_a_fresh_store_uses_every_feature_of_its_build() -> None:
+    log = Log()
+    log.ok(epoch())
+    assert level(log) == SUPPORTED
+
+
+def test_a_store_an_older_release_wrote_has_none_until_raised_and_never_lowered() -> None:
+    log = old_store()
+    assert level(log) == frozenset()
+    with log.sm.kv.read() as txn, pytest.raises(FailedPrecondition, match="'stats'"):
+        features.require(txn, STATS, "GetTaskStats")
+    log.ok(raise_cmd(RESULTS))
+    assert level(log) == {RESULTS}
+    log.ok(raise_cmd(STATS, "from_a_newer_release"))  # kept as well: the set is the log's
+    assert level(log) == {RESULTS, STATS, "from_a_newer_release"}
+    log.ok(raise_cmd(RESULTS))
+    assert level(log) == {RESULTS, STATS, "from_a_newer_release"}
+    with log.sm.kv.read() as txn:
+        features.require(txn, STATS, "GetTaskStats")
+
+
+@pytest.mark.parametrize("names", [[], ["Bad-Name"], [""]])
+def test_a_malformed_raise_is_refused_and_changes_nothing(names: list[str]) -> None:
+    log = old_store()
+    res = log.one(Command(stamped_at_ms=T0, raise_features=commands_pb2.RaiseFeatures(features=names)))
+    assert not res.applied and res.error_code == "invalid_argument"
+    assert level(log) == frozenset()
+
+
+# ------------------------------------------------------------------------ apply as the older release
+
+
+def test_results_and_statistics_wait_for_their_features() -> None:
+    """Below the gate a Complete's result is neither kept nor refused and nothing is counted, as the
+    release before them applied it; from the RaiseFeatures entry on, both are."""
+    log = old_store()
+    log.ok(create(tid(1), spec("r")))
+    run(log, tid(1), eid(1), T0, result=b"x" * 5000)
+    with log.sm.kv.read() as txn:
+        ex = read_execution(txn, eid(1))
+        task = read_task(txn, tid(1))
+        assert read_result(txn, id_bytes(eid(1))) is None
+        assert txn.count("task_stats_hours") == txn.count("cluster_stats") == 0
+    assert ex is not None and ex.result_size == 0 and ex.state == common_pb2.EXECUTION_SUCCEEDED
+    assert task is not None and task.outcomes.runs == 0 and not task.last_outcome
+
+    log.ok(raise_cmd(RESULTS, STATS))
+    run(log, tid(1), eid(2), T0 + 10_000, result=b"kept")
+    with log.sm.kv.read() as txn:
+        ex = read_execution(txn, eid(2))
+        task = read_task(txn, tid(1))
+        assert read_result(txn, id_bytes(eid(2))) == b"kept"
+    assert ex is not None and ex.result_size == 4
+    assert task is not None and task.outcomes.runs == 1 and task.last_execution_id == eid(2)
