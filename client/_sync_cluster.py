@@ -1,4 +1,4 @@
-"""The cluster calls of `Client`: its status, its statistics, and its audit trail.
+"""The cluster calls of `Client`: its status, its statistics, its audit trail, and backups.
 
 GENERATED from client/_aio_cluster.py by scripts/gen_sync_client.py: edit that file,
 then run `make clients` (`make check` fails when this file is stale).
@@ -6,8 +6,16 @@ then run `make clients` (`make check` fails when this file is stale).
 
 from __future__ import annotations
 
-from cronraft.client import _audit, _parsing
+import time
+from collections.abc import Callable
+from typing import BinaryIO
+
+import grpc  # type: ignore[import-untyped, unused-ignore]
+
+from cronraft.client import _audit, _backup, _parsing, _routing
+from cronraft.client._channels import rpc_status
 from cronraft.client._sync_base import ClientBase
+from cronraft.client._transport import with_tls_hint
 from cronraft.proto.v1 import audit_pb2, cluster_pb2, scheduler_pb2, stats_pb2
 
 __all__ = ["ClusterCalls"]
@@ -62,3 +70,46 @@ class ClusterCalls(ClientBase):
                 break
             request.page_token = response.next_page_token
         return out
+
+    def backup(
+        self,
+        sink: BinaryIO,
+        *,
+        max_bytes_per_s: int = 0,
+        timeout_s: float | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> _backup.BackupReceipt:
+        """Take a backup (docs/operations.md, "Backup and restore"): a consistent copy of the store of the
+        first reachable node (a follower spares the leader: give the client that node only), written to
+        `sink` as the bytes of a backup file as they arrive; `schedd restore` seeds a new cluster from it.
+        `max_bytes_per_s` paces the node (0: its default, 64 MiB/s; more is lowered to it). `timeout_s`
+        bounds the whole stream (None: unbounded; finding a node that answers is bounded by the client's
+        `timeout_s`); `progress(bytes written)` is called after each chunk. The checksum is checked as the
+        bytes arrive: a damaged stream raises `InternalError`. After an error, what was written to `sink`
+        is no backup (discard it). Needs the admin role; one backup at a time per node
+        (`ResourceExhausted`)."""
+        request = cluster_pb2.BackupRequest(max_bytes_per_s=max_bytes_per_s)
+        plan = _routing.CallPlan(
+            self._router, write=False, timeout_s=self.timeout_s, max_redirects=self.max_redirects
+        )
+        while True:
+            address = plan.address
+            writer = _backup.BackupWriter(sink, progress)
+            call = self._stubs_for(address).cluster.Backup(request, timeout=timeout_s)
+            try:
+                for chunk in call:
+                    writer.take(chunk)
+            except grpc.RpcError as exc:
+                code, details, leader = rpc_status(exc)
+                if writer.written:  # part of a file is out: no retry can continue it
+                    raise with_tls_hint(_routing.error_from_status(code, details), self._transport) from None
+                delay = plan.failed(code, details, leader)
+                if delay is None:
+                    raise with_tls_hint(plan.give_up_error(), self._transport) from None
+                if delay > 0:
+                    time.sleep(delay)
+                continue
+            finally:
+                call.cancel()  # a no-op once it ended; else (the sink or the checks failed) the node stops
+            plan.succeeded()
+            return writer.finish(address)
