@@ -10,6 +10,12 @@ A member whose versions are not known does not block: one never heard from yet, 
 longer than `max_age_s` (down, or cut off). A silent member applies nothing, and when it comes back it
 answers the next probe, blocking again if it still disagrees; keeping a dead member's versions would
 hold a whole cluster back for a node that may never return.
+
+The same answers carry the features each member's build supports (raft.features): `raisable` tells the
+leader which features it may add to the cluster's level, which it does with a RaiseFeatures command
+(daemon.leader_runner). Here the rule is the opposite: a member that cannot be judged holds every feature
+back, since it may come back running an older release. `watch_level` logs the level as it changes, and
+loudly when this node's build lacks a feature in force (it was rolled back: docs/operations.md).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 import structlog
 
 from cronraft.proto.v1 import cluster_pb2
+from cronraft.raft import features as rf
 from cronraft.raft import versions as rv
 
 log = structlog.get_logger("cronraft.versions")
@@ -34,39 +41,94 @@ class VersionWatch:
         peers: Sequence[str],
         max_age_s: float,
         mono: Callable[[], float] = time.monotonic,
+        features: frozenset[str] = rf.SUPPORTED,
     ) -> None:
         self.node_id = node_id
         self.own = dict(own)
+        self.features = features  # what this node's build supports (raft.features)
         self.peers = tuple(peers)
         self.max_age_s = max_age_s
         self._mono = mono
-        self._seen: dict[str, tuple[dict[str, str], str, float]] = {}  # peer -> (versions, cronraft, at)
+        # peer -> (versions, cronraft, features, at)
+        self._seen: dict[str, tuple[dict[str, str], str, frozenset[str], float]] = {}
         self._last = ""  # the mismatch last logged
+        self._level: frozenset[str] | None = None  # the cluster's feature level last logged
 
     def message(self) -> cluster_pb2.ScheduleVersions:
         """This node's versions, for the peers' probes and the status."""
         compared = {k: v for k, v in self.own.items() if k != "cronraft"}
         return cluster_pb2.ScheduleVersions(
-            measured=True, versions=compared, cronraft=self.own.get("cronraft", "")
+            measured=True,
+            versions=compared,
+            cronraft=self.own.get("cronraft", ""),
+            features=sorted(self.features),
         )
 
     def note_peer(self, peer: str, msg: cluster_pb2.ScheduleVersions) -> None:
         """A peer's answer to our clock probe. An answer without versions (an older node) says nothing
         about them: its versions count as unknown for the comparison (raft.versions.differences)."""
         if peer in self.peers:
-            self._seen[peer] = (dict(msg.versions), msg.cronraft, self._mono())
+            self._seen[peer] = (dict(msg.versions), msg.cronraft, frozenset(msg.features), self._mono())
+
+    def _recent(self, peer: str) -> tuple[dict[str, str], str, frozenset[str], float] | None:
+        seen = self._seen.get(peer)
+        if seen is None or self._mono() - seen[3] > self.max_age_s:
+            return None
+        return seen
 
     def peer(self, peer: str) -> dict[str, str] | None:
-        seen = self._seen.get(peer)
-        if seen is None or self._mono() - seen[2] > self.max_age_s:
-            return None
-        return seen[0]
+        seen = self._recent(peer)
+        return None if seen is None else seen[0]
+
+    def peer_features(self, peer: str) -> frozenset[str] | None:
+        """The features `peer` announced in its last recent answer (empty: an older release), or None."""
+        seen = self._recent(peer)
+        return None if seen is None else seen[2]
 
     def peer_message(self, peer: str) -> cluster_pb2.ScheduleVersions:
-        seen = self._seen.get(peer)
-        if seen is None or self._mono() - seen[2] > self.max_age_s:
+        seen = self._recent(peer)
+        if seen is None:
             return cluster_pb2.ScheduleVersions(measured=False)
-        return cluster_pb2.ScheduleVersions(measured=True, versions=seen[0], cronraft=seen[1])
+        return cluster_pb2.ScheduleVersions(
+            measured=True, versions=seen[0], cronraft=seen[1], features=sorted(seen[2])
+        )
+
+    # ------------------------------------------------------------------------------------- features
+
+    def raisable(self, active: frozenset[str]) -> tuple[frozenset[str], str]:
+        """The features the leader may add to `active` now, and why the others of this build wait."""
+        return rf.raisable(active, self.features, {p: self.peer_features(p) for p in self.peers})
+
+    def features_waiting(self, active: frozenset[str]) -> str:
+        """Why features of this build are not in the cluster's level yet, or what it lacks ('' : neither):
+        `StatusResponse.features_waiting`."""
+        lacking = rf.unsupported(active, self.features)
+        if lacking:
+            return f"this node's release lacks {', '.join(sorted(lacking))}, which the cluster uses"
+        pending = self.features - active
+        if not pending:
+            return ""
+        _, why = self.raisable(active)
+        return f"{', '.join(sorted(pending))} not in use yet: " + (why or "the leader turns them on")
+
+    def watch_level(self, active: frozenset[str]) -> None:
+        """Log the cluster's feature level when it changes (as this node applied it), and an error while
+        it holds a feature this node's build lacks (a rollback below the level)."""
+        if active == self._level:
+            return
+        if self._level is None:
+            log.info("cluster feature level", features=sorted(active))
+        else:
+            added = sorted(active - self._level)
+            log.info("cluster feature level raised", added=added, features=sorted(active))
+        lacking = rf.unsupported(active, self.features)
+        if lacking:
+            log.error(
+                "this node's release lacks features the cluster uses: it may apply entries differently; "
+                "run a release that supports them (docs/operations.md, Upgrades: rollback)",
+                lacking=sorted(lacking),
+            )
+        self._level = active
 
     def mismatch(self) -> str:
         """The members (with a recent answer) whose compared versions differ from ours, and how; ''."""

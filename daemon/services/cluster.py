@@ -16,6 +16,7 @@ from cronraft.daemon.clusterid import read_cluster_id
 from cronraft.daemon.services.common import _abort
 from cronraft.errors import CronraftError
 from cronraft.proto.v1 import cluster_pb2, cluster_pb2_grpc
+from cronraft.raft import features
 from cronraft.raft import state as sm
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
         st = node.replicator.status()
         with node.kv.read() as txn:
             epoch = sm.read_epoch(txn)
+            level = features.level(txn)  # the cluster's feature level as applied here (raft.features)
         runner = node.runner if st.is_leader else None
         monitor = node.clock_monitor
         health, est = monitor.health, monitor.estimate
@@ -87,6 +89,8 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
             versions=node.versions.message(),
             versions_mismatch=node.versions.mismatch(),
             dispatch_held=bool(runner is not None and runner.held),
+            features=sorted(level),
+            features_waiting=node.versions.features_waiting(level),
         )
 
     async def Clock(

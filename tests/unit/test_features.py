@@ -114,3 +114,35 @@ def test_results_and_statistics_wait_for_their_features() -> None:
         assert read_result(txn, id_bytes(eid(2))) == b"kept"
     assert ex is not None and ex.result_size == 4
     assert task is not None and task.outcomes.runs == 1 and task.last_execution_id == eid(2)
+
+
+# ------------------------------------------------------------------------- announced in clock probes
+
+
+def test_members_announce_their_features_and_the_watch_tells_what_may_be_raised() -> None:
+    from cronraft.daemon.versioncheck import VersionWatch
+    from cronraft.proto.v1 import cluster_pb2
+
+    now = [0.0]
+    watch = VersionWatch(
+        node_id="n1", own={"tzdata": "x"}, peers=["n2", "n3"], max_age_s=5, mono=lambda: now[0]
+    )
+    assert set(watch.message().features) == SUPPORTED
+    assert watch.raisable(frozenset()) == (
+        frozenset(),
+        "n2 has not answered lately; n3 has not answered lately",
+    )
+    new = cluster_pb2.ScheduleVersions(measured=True, versions={"tzdata": "x"}, features=sorted(SUPPORTED))
+    old = cluster_pb2.ScheduleVersions(measured=True, versions={"tzdata": "x"})  # the release before the gate
+    watch.note_peer("n2", new)
+    watch.note_peer("n3", old)
+    got, why = watch.raisable(frozenset())
+    assert got == frozenset() and why.startswith("n3 does not support ")
+    assert watch.features_waiting(frozenset()).endswith(why)
+    assert watch.peer_message("n3").features == [] and set(watch.peer_message("n2").features) == SUPPORTED
+    watch.note_peer("n3", new)
+    assert watch.raisable(frozenset()) == (SUPPORTED, "")
+    assert watch.features_waiting(SUPPORTED) == ""
+    assert "lacks from_a_newer_release" in watch.features_waiting(SUPPORTED | {"from_a_newer_release"})
+    now[0] = 6.0  # n2 and n3 silent since: nothing may be raised until they answer again
+    assert watch.raisable(frozenset({RESULTS}))[0] == frozenset()
