@@ -86,7 +86,13 @@ class ClockEstimator:
             raise ValueError("max_age_ms: must be positive")
         self.peers = tuple(peers)
         self.max_age_ms = max_age_ms
+        self._window = window
         self._samples: dict[str, deque[Sample]] = {p: deque(maxlen=window) for p in self.peers}
+
+    def set_peers(self, peers: Sequence[str]) -> None:
+        """The members changed (daemon.membership): a kept peer keeps its samples."""
+        self.peers = tuple(peers)
+        self._samples = {p: self._samples.get(p) or deque(maxlen=self._window) for p in self.peers}
 
     def add(self, peer: str, sample: Sample) -> None:
         q = self._samples.get(peer)

@@ -98,6 +98,18 @@ class ClockMonitor:
             self._channels[peer] = self._transport.aio_channel(address)
         self._task = asyncio.create_task(self._run(), name="clock-monitor")
 
+    def set_peers(self, peers: Mapping[str, str]) -> None:
+        """The members changed (daemon.membership): probe these peers from the next round on."""
+        new = dict(peers)
+        for peer in [p for p in self._channels if new.get(p) != self.peers.get(p)]:
+            asyncio.get_running_loop().create_task(self._channels.pop(peer).close())
+        if self._task is not None:
+            for peer, address in new.items():
+                if peer not in self._channels:
+                    self._channels[peer] = self._transport.aio_channel(address)
+        self.peers = new
+        self.estimator.set_peers(list(new))
+
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
@@ -149,6 +161,8 @@ class ClockMonitor:
         except grpc.RpcError:
             return  # a silent peer: its samples age out
         recv_mono = self._mono_ns()
+        if peer not in self.peers:  # no longer a member (set_peers) while the probe was out
+            return
         if self._on_peer_storage is not None and resp.HasField("storage"):
             self._on_peer_storage(peer, resp.storage)
         if self._on_peer_versions is not None:

@@ -7,7 +7,8 @@ A node is ready when every check passes:
 - `synced`: its Raft log caught up with the leader's once since it started (pysyncobj's "ready");
 - `storage`: its storage refuses no writes (daemon.storage; a node that refuses some writes for lack
   of space still reads, and deletes, but is not ready: `cronraft.storage` health says why too);
-- `apply_lag`: its applied index is at most `max_apply_lag` entries behind its commit index.
+- `apply_lag`: its applied index is at most `max_apply_lag` entries behind its commit index;
+- `member`: it is a voting member (not a learner catching up to join, not removed: daemon.membership).
 
 A leader whose duties have not started yet (its term's first entry not committed, its clock not measured)
 is ready by these checks: clients' writes wait in the group committer meanwhile, as on any leader.
@@ -28,7 +29,7 @@ MAX_APPLY_LAG = 1000
 
 @dataclass(frozen=True)
 class Readiness:
-    CHECKS: ClassVar[tuple[str, ...]] = ("leader", "quorum", "synced", "storage", "apply_lag")
+    CHECKS: ClassVar[tuple[str, ...]] = ("leader", "quorum", "synced", "storage", "apply_lag", "member")
 
     failed: dict[str, str] = field(default_factory=dict)  # check -> why it fails, in CHECKS order
 
@@ -65,6 +66,10 @@ def evaluate(
             f"applied index {applied_index} is {lag} entries behind commit index {st.commit_index} "
             f"(at most {max_apply_lag})"
         )
+    if st.role == "learner":
+        failed["member"] = "a learner: catching up to join the cluster, a member once its addition is done"
+    elif st.role != "voter":
+        failed["member"] = f"{st.role}: not a member of the cluster"
     return Readiness(failed)
 
 
