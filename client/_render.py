@@ -394,6 +394,19 @@ def status_to_json(status: cluster_pb2.StatusResponse) -> dict[str, Any]:
         "versions": versions(status.versions),
         "versions_mismatch": status.versions_mismatch or None,
         "dispatch_held": status.dispatch_held,
+        # membership (docs/operations.md, "Membership changes"); "voter" from a server without it
+        "role": status.role or "voter",
+        "membership_version": status.membership_version,
+        "membership_change": (
+            {
+                "kind": "add" if status.membership_change.kind == 1 else "remove",
+                "node_id": status.membership_change.member.node_id,
+                "began_index": status.membership_change.began_index,
+                "progress": status.membership_progress or None,
+            }
+            if status.HasField("membership_change")
+            else None
+        ),
         "members": [
             {
                 "node_id": m.node_id,
@@ -401,6 +414,7 @@ def status_to_json(status: cluster_pb2.StatusResponse) -> dict[str, Any]:
                 "grpc_address": m.grpc_address,
                 "http": m.http_address or None,  # its HTTP listener ([http] address), when known
                 "connected": m.connected,
+                "role": m.role or "voter",
                 **member_clock(m),
                 "storage": storage(m.storage),
                 "versions": versions(m.versions),

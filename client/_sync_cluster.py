@@ -1,4 +1,5 @@
-"""The cluster calls of `Client`: its status, its statistics, its audit trail, and backups.
+"""The cluster calls of `Client`: its status, its statistics, its audit trail, backups, and membership
+changes.
 
 GENERATED from client/_aio_cluster.py by scripts/gen_sync_client.py: edit that file,
 then run `make clients` (`make check` fails when this file is stale).
@@ -12,11 +13,11 @@ from typing import BinaryIO
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 
-from cronraft.client import _audit, _backup, _parsing, _routing
+from cronraft.client import _audit, _backup, _parsing, _requests, _routing
 from cronraft.client._channels import rpc_status
 from cronraft.client._sync_base import ClientBase
 from cronraft.client._transport import with_tls_hint
-from cronraft.proto.v1 import audit_pb2, cluster_pb2, scheduler_pb2, stats_pb2
+from cronraft.proto.v1 import audit_pb2, cluster_pb2, membership_pb2, scheduler_pb2, stats_pb2
 
 __all__ = ["ClusterCalls"]
 
@@ -29,6 +30,35 @@ class ClusterCalls(ClientBase):
         return self._invoke(
             lambda s: s.cluster.Status, cluster_pb2.StatusRequest(), cluster_pb2.StatusResponse, write=False
         )
+
+    def add_node(
+        self, node_id: str, *, grpc_address: str, raft_address: str, request_id: str | None = None
+    ) -> membership_pb2.Membership:
+        """Begin adding the member `node_id` (docs/operations.md, "Membership changes"): start it first
+        with `schedd --join` and an empty data directory. Returns the member list once the addition began
+        (`pending`); the leader then carries it through: watch `cluster_status().membership_change`.
+        Raises `FailedPrecondition` while another change is in flight. Needs the admin role."""
+        rid = request_id or _requests.new_request_id()
+        request = cluster_pb2.AddNodeRequest(
+            node_id=node_id, grpc_address=grpc_address, raft_address=raft_address, request_id=rid
+        )
+        response = self._invoke(
+            lambda s: s.cluster.AddNode, request, cluster_pb2.MembershipResponse, write=True, request_id=rid
+        )
+        return response.membership
+
+    def remove_node(self, node_id: str, *, request_id: str | None = None) -> membership_pb2.Membership:
+        """Begin removing the member `node_id` (or cancel its addition in flight); as `add_node`."""
+        rid = request_id or _requests.new_request_id()
+        request = cluster_pb2.RemoveNodeRequest(node_id=node_id, request_id=rid)
+        response = self._invoke(
+            lambda s: s.cluster.RemoveNode,
+            request,
+            cluster_pb2.MembershipResponse,
+            write=True,
+            request_id=rid,
+        )
+        return response.membership
 
     def cluster_stats(
         self, *, since: _parsing.Instant | None = None, limit: int = 10

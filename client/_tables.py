@@ -496,6 +496,13 @@ def status_detail(status: cluster_pb2.StatusResponse) -> str:
     ]
     if status.is_leader:
         pairs.append(("dispatching", "HELD (versions differ)" if status.dispatch_held else "yes"))
+    if status.role and status.role != "voter":
+        pairs.append(("role", status.role))
+    if status.HasField("membership_change"):
+        change = status.membership_change
+        verb = "adding" if change.kind == 1 else "removing"
+        progress = f": {status.membership_progress}" if status.membership_progress else ""
+        pairs.append(("membership", f"{verb} {change.member.node_id} in flight{progress}"))
     if clock:
         state = "ok" if status.clock_healthy else "UNHEALTHY"
         measured = "" if status.clock_measured else ", not measured now (too few peers answer)"
@@ -522,6 +529,7 @@ def status_detail(status: cluster_pb2.StatusResponse) -> str:
             m.raft_address or "-",
             m.http_address or "-",
             "yes" if m.connected else "no",
+            m.role or "voter",
             "yes" if m.node_id == status.leader_id else "",
             _offset(m.clock_offset_ms) if clock and m.clock_measured else "-",
             _storage_cell(m.storage),
@@ -552,6 +560,7 @@ def status_detail(status: cluster_pb2.StatusResponse) -> str:
         "RAFT_ADDRESS",
         "HTTP_ADDRESS",
         "CONNECTED",
+        "ROLE",
         "LEADER",
         "CLOCK_OFFSET",
         "STORAGE",

@@ -17,6 +17,7 @@ from cronraft import timefmt
 from cronraft.client import _render, _tables
 from cronraft.client._backup import BackupReceipt
 from cronraft.client.cli.common import UsageError, emit
+from cronraft.client.cli.membership import add_membership_parsers
 from cronraft.client.cli.options import Parser, examples
 from cronraft.client.sdk import Client
 from cronraft.errors import InvalidArgument
@@ -25,12 +26,14 @@ __all__ = ["add_backup_parser", "add_cluster_parser", "backup_to_json", "rate_ar
 
 
 def add_cluster_parser(commands: Any, opts: Parser) -> None:
-    """Add `cluster status` and `cluster backup` to schedctl's sub-command action."""
+    """Add `cluster status`, `cluster backup`, `cluster add-node` and `cluster remove-node` to schedctl's
+    sub-command action."""
     cluster = commands.add_parser("cluster", help="cluster introspection")
     cluster_commands = cluster.add_subparsers(dest="cluster_command", metavar="SUBCOMMAND", required=True)
     status = cluster_commands.add_parser("status", parents=[opts], help="show the cluster's status")
     status.set_defaults(handler=_cluster_status)
     add_backup_parser(cluster_commands, opts)
+    add_membership_parsers(cluster_commands, opts)
 
 
 def _cluster_status(client: Client, args: argparse.Namespace) -> None:
