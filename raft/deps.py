@@ -8,6 +8,7 @@ the answer depends only on the replicated state, so every leader gives the same 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from cronraft.errors import InvalidArgument
@@ -78,7 +79,9 @@ def _path_to(txn: Txn, start: str, target: str, names: dict[str, str]) -> list[s
     return None
 
 
-def _day_bounds(sched: common_pb2.Schedule, nominal_ms: int) -> tuple[int, int]:
+def day_bounds(sched: common_pb2.Schedule, nominal_ms: int) -> tuple[int, int]:
+    """The logical date of a run at `nominal_ms`: its local day in the schedule's zone (UTC but for cron),
+    as [start, end) instants. Depends on tzdata: a leader's plan answers it for replicas (raft.answers)."""
     zone = schedule.load_zone(sched.cron.time_zone if sched.WhichOneof("kind") == "cron" else "UTC")
     local = datetime.fromtimestamp(nominal_ms / 1000, zone)
     start = datetime(local.year, local.month, local.day, tzinfo=zone)
@@ -89,14 +92,21 @@ def _day_bounds(sched: common_pb2.Schedule, nominal_ms: int) -> tuple[int, int]:
     )
 
 
-def unmet(txn: Txn, task: common_pb2.Task, nominal_ms: int) -> str:
-    """'' when every dependency of this run succeeded; else what it waits for."""
+def unmet(
+    txn: Txn,
+    task: common_pb2.Task,
+    nominal_ms: int,
+    *,
+    days: Callable[[common_pb2.Schedule, int], tuple[int, int]] = day_bounds,
+) -> str:
+    """'' when every dependency of this run succeeded; else what it waits for. `days` gives the logical
+    date's bounds (apply passes its plan's answers: raft.answers)."""
     for dep in task.spec.depends_on:
         if dep.window_ms:
             lo, hi = nominal_ms - dep.window_ms, nominal_ms + 1
             when = f"within {dep.window_ms} ms before"
         else:
-            lo, hi = _day_bounds(task.spec.schedule, nominal_ms)
+            lo, hi = days(task.spec.schedule, nominal_ms)
             when = "for the same logical date"
         up16 = id_bytes(dep.task_id)
         ok = False
@@ -116,4 +126,4 @@ def unmet(txn: Txn, task: common_pb2.Task, nominal_ms: int) -> str:
     return ""
 
 
-__all__ = ["MAX_DEPENDENCIES", "check", "unmet"]
+__all__ = ["MAX_DEPENDENCIES", "check", "day_bounds", "unmet"]

@@ -20,6 +20,7 @@ from datetime import tzinfo
 from cronraft.proto.v1 import common_pb2, scheduler_pb2
 from cronraft.raft import calendar as cal
 from cronraft.raft import schedule
+from cronraft.raft.answers import LOCAL, Answers
 from cronraft.raft.codec import from_u64, id_bytes, id_text, make_id, u64
 from cronraft.raft.kv import Txn
 from cronraft.raft.validate import check_namespace, stored_namespace
@@ -224,10 +225,17 @@ def _zone_of(sched: common_pb2.Schedule) -> tzinfo:
 
 
 def plan_from(
-    txn: Txn, task: Task, first_nominal: int | None, now_ms: int, *, not_before_ms: int = 0
+    txn: Txn,
+    task: Task,
+    first_nominal: int | None,
+    now_ms: int,
+    *,
+    not_before_ms: int = 0,
+    answers: Answers = LOCAL,
 ) -> Planned:
     """Starting at `first_nominal`, the first nominal time that will fire and its due instant; nominal
-    times a calendar excludes (action skip) are recorded in the ledger and passed over."""
+    times a calendar excludes (action skip) are recorded in the ledger and passed over. `answers`: the
+    command's plan (raft.answers), else computed here."""
     sched = task.spec.schedule
     task16 = id_bytes(task.task_id)
     cals = calendar_set(txn, list(sched.calendars), task.spec.namespace)
@@ -238,17 +246,13 @@ def plan_from(
         due = nominal
         rolled = ""
         if cals is not None:
-            outcome, rolled_ms, reason = cal.resolve(
-                cals,
-                sched.calendar_action,
-                nominal,
-                _zone_of(sched),
-                not_before_ms=not_before_ms,
+            outcome, rolled_ms, reason = answers.resolve(
+                cals, sched.calendar_action, nominal, _zone_of(sched), not_before_ms
             )
             if outcome == "skip":
                 if steps <= MAX_RECORDS_PER_COMMAND:
                     record(txn, task16, nominal, common_pb2.SKIPPED_CALENDAR, now_ms, reason=reason)
-                nominal = schedule.next_fire(sched, nominal)
+                nominal = answers.next_fire(sched, nominal)
                 continue
             if outcome == "roll":
                 due, rolled = rolled_ms, reason
@@ -260,7 +264,7 @@ def plan_from(
             if steps <= MAX_RECORDS_PER_COMMAND:
                 why = f"merged into the fire due at {not_before_ms}" + (f" ({rolled})" if rolled else "")
                 record(txn, task16, nominal, common_pb2.SKIPPED_CALENDAR, now_ms, reason=why)
-            nominal = schedule.next_fire(sched, nominal)
+            nominal = answers.next_fire(sched, nominal)
             continue
         return Planned(nominal, due, rolled)
     return Planned(None)
@@ -314,8 +318,9 @@ class MisfireDecision:
     last_seen: int = 0  # the latest missed nominal time the walk reached
 
 
-def decide_misfire(task: Task, nominal_ms: int, now_ms: int) -> MisfireDecision:
-    """What a fire of `nominal_ms` committed at `now_ms` does, per the task's misfire policy."""
+def decide_misfire(task: Task, nominal_ms: int, now_ms: int, answers: Answers = LOCAL) -> MisfireDecision:
+    """What a fire of `nominal_ms` committed at `now_ms` does, per the task's misfire policy (`answers`:
+    the command's plan, raft.answers)."""
     spec = task.spec
     sched = spec.schedule
     late = now_ms - (task.next_due_ms or nominal_ms)
@@ -336,11 +341,11 @@ def decide_misfire(task: Task, nominal_ms: int, now_ms: int) -> MisfireDecision:
         decision = MisfireDecision(None, nominal_ms, missed=[nominal_ms])
         if task.catchup_fired >= max_catchup:
             oldest = now_ms  # budget spent: everything up to now is missed
-        _walk_missed(sched, start, oldest, decision)
+        _walk_missed(sched, start, oldest, decision, answers)
         return decision
     # skip / fire_once: every missed time up to now is missed, except (fire_once) the latest one.
     decision = MisfireDecision(None, nominal_ms, missed=[nominal_ms])
-    _walk_missed(sched, nominal_ms, now_ms, decision)
+    _walk_missed(sched, nominal_ms, now_ms, decision, answers)
     if policy == common_pb2.MISFIRE_FIRE_ONCE:
         latest = decision.last_seen or nominal_ms
         if decision.missed and decision.missed[-1] == latest:
@@ -352,10 +357,12 @@ def decide_misfire(task: Task, nominal_ms: int, now_ms: int) -> MisfireDecision:
     return decision
 
 
-def _walk_missed(sched: common_pb2.Schedule, start: int, until: int, decision: MisfireDecision) -> None:
+def _walk_missed(
+    sched: common_pb2.Schedule, start: int, until: int, decision: MisfireDecision, answers: Answers
+) -> None:
     """Extend `decision.missed` with the nominal times after `start` that are < `until` (bounded)."""
     decision.last_seen = start
-    nxt = schedule.next_fire(sched, start)
+    nxt = answers.next_fire(sched, start)
     steps = 0
     while nxt is not None and nxt < until and steps < MAX_WALK:
         if len(decision.missed) < MAX_RECORDS_PER_COMMAND:
@@ -364,7 +371,7 @@ def _walk_missed(sched: common_pb2.Schedule, start: int, until: int, decision: M
             decision.missed_more += 1
         decision.resume_after = nxt
         decision.last_seen = nxt
-        nxt = schedule.next_fire(sched, nxt)
+        nxt = answers.next_fire(sched, nxt)
         steps += 1
     if steps >= MAX_WALK and nxt is not None and nxt < until:
         # Beyond the walk bound, jump: the first nominal time at or after `until` comes next.

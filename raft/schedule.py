@@ -59,6 +59,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 
@@ -73,6 +74,8 @@ __all__ = [
     "MIN_DELAY_MS",
     "MIN_PERIOD_MS",
     "TZDATA_VERSION",
+    "CronStep",
+    "cron_step",
     "dst_gap_skips",
     "dst_shifted",
     "first_fire",
@@ -166,7 +169,11 @@ def validate_schedule(
 
 
 def first_fire(
-    schedule: common_pb2.Schedule, created_at_ms: int, *, field: str = "spec.schedule"
+    schedule: common_pb2.Schedule,
+    created_at_ms: int,
+    *,
+    field: str = "spec.schedule",
+    step: CronStep | None = None,
 ) -> int | None:
     """The nominal time (ms) of the first fire of a task created at `created_at_ms`, or None.
 
@@ -181,24 +188,43 @@ def first_fire(
     if kind == "fixed_delay":
         first = max(created_at_ms, schedule.start_at_ms, 0)
         return first if _in_window(schedule, first) else None
-    return next_fire(schedule, max(created_at_ms, schedule.start_at_ms) - 1, field=field)
+    return next_fire(schedule, max(created_at_ms, schedule.start_at_ms) - 1, field=field, step=step)
 
 
-def next_fire(schedule: common_pb2.Schedule, after_ms: int, *, field: str = "spec.schedule") -> int | None:
+def cron_step(schedule: common_pb2.Schedule, after_ms: int, *, field: str = "spec.schedule") -> int | None:
+    """The cron expression's first instant strictly after `after_ms` in its zone with its DST policies,
+    before the window is applied (None: none before year 10000). The only part of `next_fire` that depends
+    on the versions a node runs (the evaluator, tzdata: raft.versions), hence the one a leader's plan
+    answers for its replicas (raft.answers, `step=`)."""
+    template, zone = _cron_parts(schedule.cron, f"{field}.cron")
+    second = _cron_next_s(template, zone, after_ms // 1000, _dst_policy(schedule, template))
+    return None if second is None else second * 1000
+
+
+# `cron_step`'s shape: a replacement answers from a plan what it can (raft.answers.Answers.cron_step).
+CronStep = Callable[[common_pb2.Schedule, int], int | None]
+
+
+def next_fire(
+    schedule: common_pb2.Schedule,
+    after_ms: int,
+    *,
+    field: str = "spec.schedule",
+    step: CronStep | None = None,
+) -> int | None:
     """The first nominal time strictly after `after_ms` (normally the previous nominal time), or None
     when there is none (an `at` already due, past end_at_ms, or beyond year 9999). Hot path.
 
     Always None for fixed_delay: its next nominal time is only known when the current run reaches its
-    final state; ask `next_fixed_delay` then."""
+    final state; ask `next_fixed_delay` then. `step`, when given, replaces `cron_step` (a plan's answers,
+    raft.answers); it is asked with `after_ms` clamped to the window's start."""
     after_ms = max(after_ms, schedule.start_at_ms - 1, -1)  # F holds no instant before 1970
     if after_ms >= MAX_INSTANT_MS:
         return None
     kind = schedule.WhichOneof("kind")
     nominal: int | None
     if kind == "cron":
-        template, zone = _cron_parts(schedule.cron, f"{field}.cron")
-        second = _cron_next_s(template, zone, after_ms // 1000, _dst_policy(schedule, template))
-        nominal = None if second is None else second * 1000
+        nominal = cron_step(schedule, after_ms, field=field) if step is None else step(schedule, after_ms)
     elif kind == "fixed_rate":
         nominal = _fixed_rate_next(schedule.fixed_rate, after_ms)
     elif kind == "at":

@@ -42,6 +42,7 @@ from cronraft.raft.codec import (
     u64,
 )
 from cronraft.raft.commands import DEFAULT_MAX_ATTEMPTS, HANDLERS, Ctx
+from cronraft.raft.fireplan import PlanIndex
 from cronraft.raft.kv import KV, Txn
 from cronraft.raft.records import (
     META_INDEXED,
@@ -419,6 +420,8 @@ class StateMachine:
             ctx = Ctx(txn if sp is None else sp, index, position, cmd.stamped_at_ms, res, events=events)
             if cmd.HasField("limits"):
                 ctx.limits = cmd.limits
+            if cmd.HasField("plan"):  # the leader's schedule answers (raft.fireplan)
+                ctx.plans = PlanIndex(cmd.plan)
             handler(ctx, cmd)
         except Rejected as r:
             res = r.rejection.result()

@@ -14,7 +14,9 @@ from typing import Any
 
 from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft import firing, schedule
+from cronraft.raft.answers import LOCAL, Answers
 from cronraft.raft.codec import id_bytes
+from cronraft.raft.fireplan import PlanBuilder, PlanIndex
 from cronraft.raft.kv import Txn
 from cronraft.raft.validate import stored_namespace
 
@@ -35,10 +37,19 @@ class Ctx:
     events: list[dict[str, Any]] | None = None
     # The quotas the proposing leader stamped into the command (raft.quota), or None: no quota.
     limits: commands_pb2.Limits | None = None
+    # The command's plan (raft.fireplan: the leader's schedule answers), or, on the leader, the plan being
+    # recorded for a command not proposed yet; None: every answer is computed here.
+    plans: PlanIndex | PlanBuilder | None = None
 
     def new_id(self) -> str:
         self._ids += 1
         return firing.derived_id(self.now, self.index, self.position, self._ids)
+
+    def answers(self, task_id: str, spec: common_pb2.TaskSpec) -> Answers:
+        """The schedule answers for `task_id` with `spec` (raft.answers): the plan's when it matches."""
+        if self.plans is None:
+            return LOCAL
+        return self.plans.answers(self.txn, task_id, spec)
 
     def audit(self, kind: str, **fields: Any) -> None:
         # Call sites test `ctx.events is not None` first, so that a run without audit builds no fields.
@@ -74,7 +85,8 @@ def max_runs_reached(task: Task) -> bool:
 def plan_fixed_delay(ctx: Ctx, task: Task, finished_at: int) -> None:
     """Plan a fixed-delay task's next run, `finished_at` + its delay."""
     nxt = schedule.next_fixed_delay(task.spec.schedule, finished_at)
-    firing.set_plan(task, firing.plan_from(ctx.txn, task, nxt, ctx.now), max_runs_reached(task))
+    plan = firing.plan_from(ctx.txn, task, nxt, ctx.now, answers=ctx.answers(task.task_id, task.spec))
+    firing.set_plan(task, plan, max_runs_reached(task))
 
 
 Handler = Callable[[Ctx, commands_pb2.Command], None]

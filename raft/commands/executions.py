@@ -152,7 +152,8 @@ def expire_pending(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         raise Rejected(Code.INVALID_STATE, f"execution {x.execution_id} is not pending")
     task = task_of(ctx, ex)
     dep_deadline = task.spec.dependency_deadline_ms
-    unmet = deps.unmet(ctx.txn, task, ex.nominal_time_ms) if task.spec.depends_on else ""
+    days = ctx.answers(ex.task_id, task.spec).day_bounds
+    unmet = deps.unmet(ctx.txn, task, ex.nominal_time_ms, days=days) if task.spec.depends_on else ""
     if unmet and dep_deadline and ctx.now >= ex.fired_at_ms + dep_deadline:
         finish(ctx, ex, common_pb2.EXECUTION_FAILED, f"dependencies unmet after {dep_deadline} ms: {unmet}")
     else:

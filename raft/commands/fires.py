@@ -9,7 +9,8 @@ carries both out and records the outcome in the fire ledger.
 from __future__ import annotations
 
 from cronraft.proto.v1 import commands_pb2, common_pb2
-from cronraft.raft import firing, quota, retention, schedule
+from cronraft.raft import firing, quota, retention
+from cronraft.raft.answers import Answers
 from cronraft.raft.codec import id_bytes
 from cronraft.raft.commands.context import Ctx, Execution, Task, max_runs_reached, plan_fixed_delay
 from cronraft.raft.commands.executions import finish, request_cancel, terminate
@@ -43,7 +44,8 @@ def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     task.version = ctx.index
     task.updated_at_ms = ctx.now
     sched = task.spec.schedule
-    decision = firing.decide_misfire(old, f.nominal_time_ms, ctx.now)
+    ans = ctx.answers(f.task_id, old.spec)  # the leader's instants when the command carries them
+    decision = firing.decide_misfire(old, f.nominal_time_ms, ctx.now, ans)
     policy = (
         common_pb2.MisfirePolicy.Name(task.spec.misfire or common_pb2.MISFIRE_FIRE_ALL).lower()
         if decision.missed
@@ -75,7 +77,7 @@ def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         reason = ""
         if nominal == f.nominal_time_ms and sched.calendars and due != nominal:
             outcome, reason = common_pb2.ROLLED, "rolled by calendar"
-        elif sched.WhichOneof("kind") == "cron" and schedule.dst_shifted(sched, nominal):
+        elif sched.WhichOneof("kind") == "cron" and ans.dst_shifted(sched, nominal):
             outcome, reason = common_pb2.DST_SHIFTED, "moved out of a DST gap"
         if decision.catchup:
             reason = (reason + "; " if reason else "") + "catch-up after a misfire"
@@ -97,16 +99,16 @@ def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         if decision.fire_nominal is None or not ctx.result.HasField("execution"):
             plan_fixed_delay(ctx, task, ctx.now)
     else:
-        nxt = schedule.next_fire(sched, decision.resume_after)
-        plan = firing.plan_from(txn, task, nxt, ctx.now, not_before_ms=due)
+        nxt = ans.next_fire(sched, decision.resume_after)
+        plan = firing.plan_from(txn, task, nxt, ctx.now, not_before_ms=due, answers=ans)
         firing.set_plan(task, plan, max_runs_reached(task))
         if task.state == common_pb2.TASK_COMPLETED:
-            _record_window_end(ctx, task16, task, decision.resume_after)
+            _record_window_end(ctx, task16, task, decision.resume_after, ans)
     put_task(txn, task16, task, old=old)
     ctx.result.task.CopyFrom(task)
 
 
-def _record_window_end(ctx: Ctx, task16: bytes, task: Task, after: int) -> None:
+def _record_window_end(ctx: Ctx, task16: bytes, task: Task, after: int, ans: Answers) -> None:
     """The task completed because its window or run budget ended: the first nominal time it would
     have had next is recorded as outside_window, so `explain` says why it stopped."""
     sched = task.spec.schedule
@@ -116,7 +118,7 @@ def _record_window_end(ctx: Ctx, task16: bytes, task: Task, after: int) -> None:
     unbounded.CopyFrom(sched)
     unbounded.end_at_ms = 0
     unbounded.max_runs = 0
-    nxt = schedule.next_fire(unbounded, after)
+    nxt = ans.next_fire(unbounded, after)  # the same cron steps as the schedule's: one plan answers both
     if nxt is None:
         return
     if sched.max_runs and task.fire_count >= sched.max_runs:
@@ -267,7 +269,8 @@ def backfill_task(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     task.CopyFrom(old)
     task.version = ctx.index
     task.updated_at_ms = ctx.now
-    nominal = schedule.next_fire(sched, b.from_ms - 1)
+    ans = ctx.answers(b.task_id, old.spec)
+    nominal = ans.next_fire(sched, b.from_ms - 1)
     created = 0
     steps = 0
     while nominal is not None and nominal <= b.to_ms and created < limit and steps < firing.MAX_WALK:
@@ -290,7 +293,7 @@ def backfill_task(ctx: Ctx, cmd: commands_pb2.Command) -> None:
                 force_buffer=True,
             )
             created += ex is not None
-        nominal = schedule.next_fire(sched, nominal)
+        nominal = ans.next_fire(sched, nominal)
     # Backfill must not move the schedule: last_fired_nominal tracks scheduled fires only.
     task.last_fired_nominal_ms = old.last_fired_nominal_ms
     put_task(ctx.txn, task16, task, old=old)

@@ -73,7 +73,9 @@ def grant(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     if ex.not_before_ms > ctx.now + firing.fire_lead(task, g.lead_ms):
         raise Rejected(Code.BACKOFF, f"execution {g.execution_id} may not start before {ex.not_before_ms}")
     if task.spec.depends_on:
-        waiting = deps.unmet(ctx.txn, task, ex.nominal_time_ms)
+        waiting = deps.unmet(
+            ctx.txn, task, ex.nominal_time_ms, days=ctx.answers(ex.task_id, task.spec).day_bounds
+        )
         if waiting:
             raise Rejected(Code.DEPENDENCIES_UNMET, waiting)
     if task.spec.max_concurrency:

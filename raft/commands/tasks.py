@@ -53,8 +53,9 @@ def _put_new_task(ctx: Ctx, task_id: str, task16: bytes, spec: common_pb2.TaskSp
         state=common_pb2.TASK_SCHEDULED,
     )
     task.spec.CopyFrom(spec)
-    first = schedule.first_fire(spec.schedule, ctx.now)
-    firing.set_plan(task, firing.plan_from(ctx.txn, task, first, ctx.now))
+    ans = ctx.answers(task_id, spec)  # the leader's instants when the command carries them
+    first = ans.first_fire(spec.schedule, ctx.now)
+    firing.set_plan(task, firing.plan_from(ctx.txn, task, first, ctx.now, answers=ans))
     put_task(ctx.txn, task16, task, old=None)
     return task
 
@@ -130,6 +131,7 @@ def update_task(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     if task.state == common_pb2.TASK_SCHEDULED:
         after = max(ctx.now, old.last_fired_nominal_ms)
         sched = u.spec.schedule
+        ans = ctx.answers(u.task_id, u.spec)
         if sched.WhichOneof("kind") == "fixed_delay":
             first: int | None = (
                 schedule.next_fixed_delay(sched, old.last_finished_ms or ctx.now)
@@ -138,10 +140,12 @@ def update_task(ctx: Ctx, cmd: commands_pb2.Command) -> None:
             )
             task.next_fire_ms = 0
         elif sched.WhichOneof("kind") == "at" and not old.last_fired_nominal_ms:
-            first = schedule.first_fire(sched, ctx.now)
+            first = ans.first_fire(sched, ctx.now)
         else:
-            first = schedule.next_fire(sched, after)
-        plan = firing.plan_from(ctx.txn, task, first, ctx.now, not_before_ms=old.last_fired_nominal_ms)
+            first = ans.next_fire(sched, after)
+        plan = firing.plan_from(
+            ctx.txn, task, first, ctx.now, not_before_ms=old.last_fired_nominal_ms, answers=ans
+        )
         if first is None and sched.WhichOneof("kind") == "fixed_delay":
             task.next_fire_ms = task.next_due_ms = 0  # waits for the running execution to end
         else:
@@ -263,7 +267,8 @@ def _unfire_held(ctx: Ctx, task16: bytes, task: Task) -> None:
             )
     first = min(e.nominal_time_ms for e in held)
     task.last_fired_nominal_ms = min(task.last_fired_nominal_ms, first - 1)
-    firing.set_plan(task, firing.plan_from(txn, task, first, ctx.now))
+    ans = ctx.answers(task.task_id, task.spec)
+    firing.set_plan(task, firing.plan_from(txn, task, first, ctx.now, answers=ans))
 
 
 def resume_task(ctx: Ctx, cmd: commands_pb2.Command) -> None:
@@ -283,6 +288,7 @@ def resume_task(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     task.updated_at_ms = ctx.now
     task.catchup_fired = 0
     sched = task.spec.schedule
+    ans = ctx.answers(r.task_id, task.spec)  # the leader's instants when the command carries them
     if not r.replay_missed and old.next_fire_ms and firing.due_of(old) < ctx.now:
         nominal: int | None = old.next_fire_ms
         recorded = 0
@@ -292,10 +298,11 @@ def resume_task(ctx: Ctx, cmd: commands_pb2.Command) -> None:
                     ctx.txn, task16, nominal, common_pb2.PAUSED, ctx.now, reason=old.pause_note or "paused"
                 )
             recorded += 1
-            nominal = schedule.next_fire(sched, nominal)
+            nominal = ans.next_fire(sched, nominal)
         if nominal is not None and nominal < ctx.now:
-            nominal = schedule.next_fire(sched, ctx.now)
-        firing.set_plan(task, firing.plan_from(ctx.txn, task, nominal, ctx.now), max_runs_reached(task))
+            nominal = ans.next_fire(sched, ctx.now)
+        plan = firing.plan_from(ctx.txn, task, nominal, ctx.now, answers=ans)
+        firing.set_plan(task, plan, max_runs_reached(task))
     elif not old.next_fire_ms and sched.WhichOneof("kind") != "fixed_delay":
         firing.set_plan(task, firing.Planned(None))
     elif not old.next_fire_ms and not firing.active_executions(ctx.txn, task16):
@@ -305,7 +312,8 @@ def resume_task(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         nxt = schedule.next_fixed_delay(sched, old.last_finished_ms or ctx.now)
         if nxt is not None:
             nxt = max(nxt, ctx.now)
-        firing.set_plan(task, firing.plan_from(ctx.txn, task, nxt, ctx.now), max_runs_reached(task))
+        plan = firing.plan_from(ctx.txn, task, nxt, ctx.now, answers=ans)
+        firing.set_plan(task, plan, max_runs_reached(task))
     put_task(ctx.txn, task16, task, old=old)
     ctx.result.task.CopyFrom(task)
 
