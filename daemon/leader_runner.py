@@ -30,6 +30,7 @@ from cronraft.errors import CronraftError, ResourceExhausted
 from cronraft.failpoint import enabled as failpoints_enabled
 from cronraft.failpoint import failpoint
 from cronraft.proto.v1 import commands_pb2, common_pb2, worker_pb2
+from cronraft.raft import leaderplan
 from cronraft.raft import state as sm
 from cronraft.raft.audit import AuditLog
 from cronraft.raft.codec import make_id, token_tuple
@@ -125,6 +126,7 @@ class LeaderRunner:
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self._raising: asyncio.Task[None] | None = None  # a RaiseFeatures in flight (raise_features)
 
     @property
     def ready(self) -> bool:
@@ -140,6 +142,37 @@ class LeaderRunner:
         if reason != self.core.hold:
             self.core.hold = reason
             self._wake.set()
+
+    def raise_features(self, names: frozenset[str]) -> None:
+        """Propose RaiseFeatures for `names`, which every member announced it supports (the node found them
+        with daemon.versioncheck: raft.features.raisable); one at a time, from the epoch's commit on."""
+        if not names or self._raising is not None or self._stopping or not self.core.ready:
+            return
+        cmd = commands_pb2.Command(
+            stamped_at_ms=self._clock.now_ms(),
+            raise_features=commands_pb2.RaiseFeatures(features=sorted(names)),
+        )
+        self._raising = asyncio.create_task(self._propose_raise(cmd), name=f"raise-features-{self.term}")
+
+    async def _propose_raise(self, cmd: commands_pb2.Command) -> None:
+        try:
+            (res,) = await self._committer.submit([cmd])
+            if res.applied:
+                log.info("cluster feature level raised", features=list(cmd.raise_features.features))
+            else:
+                log.warning("raising the feature level refused", error=res.error)
+                await asyncio.sleep(1.0)
+        except CronraftError as e:
+            log.warning("raising the feature level failed; retrying", error=str(e))
+            await asyncio.sleep(1.0)
+        finally:
+            self._raising = None
+
+    def prepare(self, cmds: Sequence[commands_pb2.Command]) -> None:
+        """Give each command the schedule answers its apply needs (raft.leaderplan: fire instants
+        computed here, once, not by each replica with its own tzdata), once the cluster uses plans."""
+        with self._kv.read() as txn:
+            leaderplan.attach_all(txn, cmds)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"leader-term-{self.term}")
@@ -159,6 +192,8 @@ class LeaderRunner:
                 await self._task
         for t in list(self._inflight):
             t.cancel()
+        if self._raising is not None:
+            self._raising.cancel()
 
     async def _run(self) -> None:
         clock = self._clock
@@ -204,6 +239,7 @@ class LeaderRunner:
     def _propose(self, cmds: Sequence[commands_pb2.Command]) -> None:
         # One submission must fit one entry, in commands and in bytes: a burst of due fires is split into
         # several, and so are results carrying large attempt results (up to 3 MiB each: issue 15).
+        self.prepare(cmds)
         most, room = self._committer.max_batch, self._committer.max_bytes
         chunk: list[commands_pb2.Command] = []
         size = 0

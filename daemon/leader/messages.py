@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from cronraft.daemon.leader.leases import Refusal
 from cronraft.errors import InvalidArgument
 from cronraft.proto.v1 import commands_pb2, common_pb2, worker_pb2
+from cronraft.raft import features
 from cronraft.raft import state as sm
 from cronraft.raft.codec import token_tuple
 
@@ -88,6 +89,10 @@ def results(
         return []
     cmds = []
     stale: list[str] = []
+    with core.kv.read() as txn:
+        # Until the cluster uses results (raft.features: a rolling upgrade from a release without them),
+        # a Complete carries neither the result nor its bound, as that release's leader proposed it.
+        keep_results = features.is_active(txn, features.RESULTS)
     for r in results:
         key = (r.execution_id, token_tuple(r.token))
         if key in core.completing:
@@ -99,13 +104,15 @@ def results(
         if verdict:
             continue
         core.completing[key] = worker_id
-        cmds.append(
-            Command(
-                stamped_at_ms=now_ms,
-                complete=commands_pb2.Complete(execution_id=r.execution_id, token=r.token, result=r),
-                limits=commands_pb2.Limits(max_result_bytes=core.settings.max_result_bytes),
-            )
+        cmd = Command(
+            stamped_at_ms=now_ms,
+            complete=commands_pb2.Complete(execution_id=r.execution_id, token=r.token, result=r),
         )
+        if keep_results:
+            cmd.limits.max_result_bytes = core.settings.max_result_bytes
+        else:
+            cmd.complete.result.ClearField("result")
+        cmds.append(cmd)
     if stale:
         core.outgoing.append(
             (worker_id, worker_pb2.GatewayMessage(acks=worker_pb2.ResultAcks(execution_ids=stale)))

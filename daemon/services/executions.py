@@ -19,7 +19,7 @@ from cronraft.daemon.services.common import (
 )
 from cronraft.daemon.wire import check_length, executions_page_token
 from cronraft.proto.v1 import commands_pb2, common_pb2, scheduler_pb2
-from cronraft.raft import output, search
+from cronraft.raft import features, output, search
 from cronraft.raft.codec import id_bytes
 from cronraft.raft.records import read_result
 from cronraft.raft.schedule import MAX_INSTANT_MS
@@ -118,6 +118,7 @@ class ExecutionMethods(SchedulerBase):
         """Who may read an execution's logs may read its result (reader in its task's namespace)."""
         with self.node.kv.read() as txn:
             ex = _execution_for(txn, request.execution_id, "GetExecutionResult")
+            features.require(txn, features.RESULTS, "GetExecutionResult")  # none kept before (upgrades)
             data = read_result(txn, id_bytes(request.execution_id))
         if data is None and ex.return_value:
             return scheduler_pb2.GetExecutionResultResponse(result=ex.return_value, return_value=True)

@@ -13,7 +13,7 @@ from cronraft.daemon.services.common import SchedulerBase, _guard, _task_for
 from cronraft.daemon.services.executions import check_window
 from cronraft.daemon.wire import check_id, check_limit
 from cronraft.proto.v1 import scheduler_pb2
-from cronraft.raft import stats
+from cronraft.raft import features, stats
 
 DEFAULT_WINDOW_MS = 24 * stats.HOUR_MS
 
@@ -34,6 +34,7 @@ class StatsMethods(SchedulerBase):
             since = self._since(request.since_ms, now)
             with self.node.kv.read() as txn:
                 task = _task_for(txn, request.task_id, "GetTaskStats")
+                features.require(txn, features.STATS, "GetTaskStats")  # none counted before (upgrades)
                 return scheduler_pb2.GetTaskStatsResponse(
                     stats=stats.task_stats(txn, task, since_ms=since, now_ms=now)
                 )
@@ -50,6 +51,7 @@ class StatsMethods(SchedulerBase):
             now = self.node.clock.now_ms()
             since = self._since(request.since_ms, now)
             with self.node.kv.read() as txn:
+                features.require(txn, features.STATS, "GetClusterStats")
                 figures = stats.cluster_stats(txn, since_ms=since, now_ms=now, limit=request.limit or 10)
             return scheduler_pb2.GetClusterStatsResponse(stats=figures)
 

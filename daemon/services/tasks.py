@@ -25,7 +25,7 @@ from cronraft.daemon.services.common import (
 from cronraft.daemon.services.executions import check_tags, check_window
 from cronraft.daemon.wire import check_id, check_length
 from cronraft.proto.v1 import commands_pb2, common_pb2, scheduler_pb2
-from cronraft.raft import quota
+from cronraft.raft import features, quota
 from cronraft.raft import state as sm
 from cronraft.raft.deps import MAX_DEPENDENCIES
 from cronraft.raft.firing import preview_stored
@@ -158,6 +158,8 @@ class TaskMethods(SchedulerBase):
                 raise errors.InvalidArgument(f"last_outcomes[{i}]", f"not a final execution state: {s}")
         namespace = _list_namespace("ListTasks", request.namespace, request.all_namespaces)
         with self.node.kv.read() as txn:
+            if request.last_outcomes:  # last outcomes are kept with the statistics (raft.features)
+                features.require(txn, features.STATS, "ListTasks with last_outcomes")
             tasks, token = sm.list_tasks(
                 txn,
                 state=request.state,

@@ -146,3 +146,69 @@ def test_members_announce_their_features_and_the_watch_tells_what_may_be_raised(
     assert "lacks from_a_newer_release" in watch.features_waiting(SUPPORTED | {"from_a_newer_release"})
     now[0] = 6.0  # n2 and n3 silent since: nothing may be raised until they answer again
     assert watch.raisable(frozenset({RESULTS}))[0] == frozenset()
+
+
+# ----------------------------------------------------------------------------- what the leader emits
+
+
+@pytest.mark.parametrize("gate", [False, True])
+def test_the_leader_proposes_results_only_once_the_cluster_keeps_them(gate: bool) -> None:
+    """Below the gate a Complete carries neither the worker's result nor the leader's bound, as the release
+    before results proposed it; from the gate on, both."""
+    from tests.unit.leader_rig import T0 as RIG_T0
+    from tests.unit.leader_rig import LeaderRig
+
+    rig = LeaderRig()
+    if not gate:
+        with rig.kv.write() as txn:
+            txn.delete("meta", features.META_FEATURES)
+    rig.core.worker_connected("w1", 4, ["default"], {}, rig.mono)
+    rig.create(common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=RIG_T0 + 1_000)))
+    rig.run(2)
+    (lease,) = rig.core.leases.values()
+    result = common_pb2.AttemptResult(
+        execution_id=lease.execution_id,
+        token=common_pb2.FencingToken(term=lease.token[0], index=lease.token[1]),
+        outcome=common_pb2.ATTEMPT_SUCCEEDED,
+        result=b"42",
+    )
+    (cmd,) = rig.core.results("w1", [result], rig.now)
+    assert cmd.complete.result.result == (b"42" if gate else b"")
+    assert cmd.HasField("limits") == gate
+    (res,) = rig.apply([cmd])
+    assert res.applied and res.execution.result_size == (2 if gate else 0)
+
+
+# --------------------------------------------------------------------- refused through the API before
+
+
+def test_requests_needing_a_feature_are_refused_naming_it_until_the_cluster_has_it() -> None:
+    """On a store an older release wrote, the RPCs that read what only the new features keep answer
+    FAILED_PRECONDITION naming the feature (not an empty or partial answer that differs by node); once
+    RaiseFeatures applied, they answer."""
+    import grpc
+    from test_namespace_api import ALICE, RITA, Aborted, World, run
+
+    from cronraft.proto.v1 import scheduler_pb2 as S
+
+    async def body(w: World) -> None:
+        with w.node.kv.write() as txn:
+            txn.delete("meta", features.META_FEATURES)
+        task, execution = w.ids["team-a"]["task"], w.ids["team-a"]["exec"]
+        calls = [
+            (ALICE, "GetExecutionResult", S.GetExecutionResultRequest(execution_id=execution), RESULTS),
+            (ALICE, "GetTaskStats", S.GetTaskStatsRequest(task_id=task), STATS),
+            (RITA, "GetClusterStats", S.GetClusterStatsRequest(), STATS),
+            (ALICE, "ListTasks", S.ListTasksRequest(namespace="team-a", last_outcomes=[3]), STATS),
+        ]
+        for who, method, request, feature in calls:
+            with pytest.raises(Aborted) as err:
+                await w.call(who, method, request)
+            assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION, method
+            assert f"needs the cluster feature {feature!r}" in str(err.value), method
+        (res,) = await w.node.propose([raise_cmd(RESULTS, STATS)])
+        assert res.applied
+        for who, method, request, _ in calls:
+            await w.call(who, method, request)
+
+    run(body)
