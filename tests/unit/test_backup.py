@@ -21,10 +21,11 @@ from cronraft.daemon.datadir import IDENTITY_FILE
 from cronraft.daemon.main import main as schedd_main
 from cronraft.daemon.restore import restore
 from cronraft.errors import ConfigError, FailedPrecondition, InvalidArgument, ResourceExhausted
-from cronraft.proto.v1 import cluster_pb2, commands_pb2, common_pb2
+from cronraft.proto.v1 import cluster_pb2, commands_pb2, common_pb2, membership_pb2
 from cronraft.raft import backup_file
 from cronraft.raft.backup_file import BackupHeader, encode_header, encode_trailer, verify
 from cronraft.raft.codec import encode_batch, make_id
+from cronraft.raft.commands.membership import META_MEMBERSHIP
 from cronraft.raft.digest import digest
 from cronraft.raft.snapshot_file import read_snapshot_header
 from cronraft.raft.state import StateMachine
@@ -351,3 +352,20 @@ def test_a_cluster_never_restored_has_the_id_of_its_member_list(tmp_path: Path) 
     (tmp_path / IDENTITY_FILE).write_text('{"node_id": "a", "members": [["b", "h:2"], ["a", "h:1"]]}')
     assert read_cluster_id(tmp_path) == derived_cluster_id([("a", "h:1"), ("b", "h:2")])
     assert read_cluster_id(tmp_path / "nothing-here") == ""
+
+
+def test_a_stored_member_list_other_than_the_configs_is_reported(tmp_path: Path) -> None:
+    data = tmp_path / "src"
+    kv = LmdbKV(data / "state", map_size=64 << 20)
+    _fill(kv, 3)
+    stored = membership_pb2.Membership(
+        members=[membership_pb2.ClusterMember(node_id="old1", raft_address="10.0.0.1:7001")], version=2
+    )
+    with kv.write() as txn:  # as a cluster that changed its membership keeps it (raft.commands.membership)
+        txn.put("meta", META_MEMBERSHIP, stored.SerializeToString())
+    asyncio.run(_collect(_source(kv, data).stream(), tmp_path / "b"))
+    kv.close()
+    done = restore(tmp_path / "b", load_config(_config(tmp_path, "node1")))
+    (warning,) = [w for w in done.warnings if "member list" in w]
+    assert "old1 10.0.0.1:7001" in warning and "node1 127.0.0.1:42001" in warning
+    assert digest(done.data_dir) == digest(data)  # restored as it is
