@@ -21,7 +21,7 @@ define run_pytest
 endef
 
 .PHONY: help install run cluster test test-slow test-fault fault fault-sweep soak fault-deps bench check check-format check-lint \
-	bench-full bench-w1 bench-w2 bench-w3 bench-w4 bench-recovery bench-bulk bench-scale bench-concurrency \
+	bench-full bench-w1 bench-w2 bench-w3 bench-w4 bench-w5 bench-recovery bench-bulk bench-scale bench-concurrency \
 	bench-summary bench-components \
 	check-types check-imports check-proto check-clients clients format proto clean distclean
 
@@ -72,12 +72,12 @@ soak: install ## every fault scenario at the soak profile (>= 30,000 fires each:
 
 # The benchmark suite (bench/README.md): one script per workload, JSON results in bench/results/,
 # `make bench-summary` prints the Markdown table of the latest ones. `make bench` runs the workloads of
-# default size (about 15 minutes on 2 cores); the long ones (bulk 1 M, scale 10 M, 100,000 leases and
+# default size (about 25 minutes on 2 cores); the long ones (bulk 1 M, scale 10 M, 100,000 leases and
 # 10,000 streams) are in `make bench-full`. BENCH_ARGS is passed to every script (e.g. --runs 1).
 BENCH_ARGS ?=
 BENCH_PY = $(BIN)/python bench
 
-bench: bench-w1 bench-w2 bench-w3 bench-w4 bench-recovery bench-summary ## run the benchmark workloads of default size
+bench: bench-w1 bench-w2 bench-w3 bench-w4 bench-w5 bench-recovery bench-summary ## run the benchmark workloads of default size
 
 bench-full: bench bench-bulk bench-scale bench-concurrency bench-summary ## also bulk 1 M, scale 10 M, 100k leases, 10k streams (hours)
 
@@ -92,6 +92,9 @@ bench-w3: install ## W3 precision: 200 tasks every second for 60 s
 
 bench-w4: install ## W4 queries with 100,000 tasks stored (W4_SIZES=100000,1000000 for both)
 	$(BENCH_PY)/w4_query.py --sizes $(or $(W4_SIZES),100000) $(BENCH_ARGS)
+
+bench-w5: install ## W5 sustained: 10,000 tasks every second for 60 s (3 runs), then the ramp of rates
+	$(BENCH_PY)/w5_sustained.py --mode both $(BENCH_ARGS)
 
 bench-recovery: install ## leader SIGKILL under load: first dispatch, backlog drained
 	$(BENCH_PY)/recovery.py $(BENCH_ARGS)

@@ -100,6 +100,26 @@ SCRIPTS: list[tuple[str, list[str], dict[str, set[str]]]] = [
         },
     ),
     (
+        "w5_sustained.py",
+        ["--nodes", "1", "--mode", "both"],  # at smoke size both in one cluster: a window, then 2 steps
+        {
+            "w5_sustained": {
+                "expected_fires",
+                "started",
+                "lost",
+                "duplicates",
+                "within_1s_pct",
+                "lateness_ms_p50",
+                "lateness_ms_p99",
+                "lateness_ms_max",
+                "leader_cpu_ms_per_fire",
+                "followers_cpu_ms_per_fire",
+                "slot_utilisation_pct",
+            },
+            "w5_ramp": {"held_rate_per_s", "steps_run", "steps"},
+        },
+    ),
+    (
         "recovery.py",
         [],  # a leader to kill and two nodes to elect another: three nodes
         {
@@ -116,9 +136,9 @@ SCRIPTS: list[tuple[str, list[str], dict[str, set[str]]]] = [
 
 
 # Scripts running at once. Their own seconds at smoke size, one at a time on 2 cores: recovery 23 (three
-# nodes and a kill), concurrency 13, w3 8, w1 7, the others 3-4 each.
+# nodes and a kill), concurrency 13, w5 10 (a window and a 2-step ramp), w3 8, w1 7, the others 3-4 each.
 PARALLEL = 3
-LONGEST_FIRST = ["recovery.py", "concurrency.py", "w3_precision.py", "w1_burst.py"]
+LONGEST_FIRST = ["recovery.py", "concurrency.py", "w5_sustained.py", "w3_precision.py", "w1_burst.py"]
 
 
 @pytest.fixture(scope="module")
