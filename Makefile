@@ -22,7 +22,7 @@ endef
 
 .PHONY: help install run cluster test test-slow test-fault fault fault-sweep soak fault-deps bench check check-format check-lint \
 	bench-full bench-w1 bench-w2 bench-w3 bench-w4 bench-w5 bench-recovery bench-bulk bench-scale bench-concurrency \
-	bench-summary bench-components \
+	bench-summary bench-components bench-worker \
 	check-types check-imports check-proto check-clients clients format proto clean distclean
 
 help: ## list the targets
@@ -72,12 +72,12 @@ soak: install ## every fault scenario at the soak profile (>= 30,000 fires each:
 
 # The benchmark suite (bench/README.md): one script per workload, JSON results in bench/results/,
 # `make bench-summary` prints the Markdown table of the latest ones. `make bench` runs the workloads of
-# default size (about 25 minutes on 2 cores); the long ones (bulk 1 M, scale 10 M, 100,000 leases and
+# default size (about 30 minutes on 2 cores); the long ones (bulk 1 M, scale 10 M, 100,000 leases and
 # 10,000 streams) are in `make bench-full`. BENCH_ARGS is passed to every script (e.g. --runs 1).
 BENCH_ARGS ?=
 BENCH_PY = $(BIN)/python bench
 
-bench: bench-w1 bench-w2 bench-w3 bench-w4 bench-w5 bench-recovery bench-summary ## run the benchmark workloads of default size
+bench: bench-w1 bench-w2 bench-w3 bench-w4 bench-w5 bench-recovery bench-worker bench-summary ## run the benchmark workloads of default size
 
 bench-full: bench bench-bulk bench-scale bench-concurrency bench-summary ## also bulk 1 M, scale 10 M, 100k leases, 10k streams (hours)
 
@@ -108,6 +108,9 @@ bench-scale: install ## RSS, disk, create/get latency at 100,000 and 10,000,000 
 
 bench-concurrency: install ## 100,000 leases held at once; 10,000 worker streams on one leader
 	$(BENCH_PY)/concurrency.py --part both $(BENCH_ARGS)
+
+bench-worker: install ## argv executions/s one worker sustains (/bin/true, --slots 1,4,16,64)
+	$(BENCH_PY)/worker_exec.py $(BENCH_ARGS)
 
 bench-summary: ## the Markdown table of the latest result of each workload
 	@$(BIN)/python bench/summary.py

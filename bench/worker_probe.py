@@ -26,7 +26,7 @@ from pathlib import Path
 from bench.common import CLK_TCK, LEDGER_ENV, REPO, BenchCluster
 from tests.support.ports import free_ports
 
-__all__ = ["SlotSampler", "cpu_with_children", "scrape", "start_metered_workers"]
+__all__ = ["SlotSampler", "attempts_ended", "cpu_with_children", "scrape", "start_metered_workers"]
 
 SCRAPE_TIMEOUT_S = 2.0
 
@@ -61,7 +61,8 @@ def start_metered_workers(
         )
         bc.cluster.start_worker(worker_id, capacity=capacity, extra_args=args, env=env, policy_args=policy)
         bc.workers.append(worker_id)
-    bc.cluster.wait_workers(len(bc.workers), timeout_s=60)
+    alive = sum(1 for w in bc.cluster.workers.values() if w.poll() is None)  # a bench may stop some
+    bc.cluster.wait_workers(alive, timeout_s=60)
     return ports
 
 

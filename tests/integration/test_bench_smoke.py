@@ -120,6 +120,11 @@ SCRIPTS: list[tuple[str, list[str], dict[str, set[str]]]] = [
         },
     ),
     (
+        "worker_exec.py",
+        [],  # one node by default: the worker is what is measured
+        {"worker_exec": {"best_execs_per_s", "best_slots", "worker_cpu_ms_per_exec", "failed", "per_slots"}},
+    ),
+    (
         "recovery.py",
         [],  # a leader to kill and two nodes to elect another: three nodes
         {
@@ -136,7 +141,8 @@ SCRIPTS: list[tuple[str, list[str], dict[str, set[str]]]] = [
 
 
 # Scripts running at once. Their own seconds at smoke size, one at a time on 2 cores: recovery 23 (three
-# nodes and a kill), concurrency 13, w5 10 (a window and a 2-step ramp), w3 8, w1 7, the others 3-4 each.
+# nodes and a kill), concurrency 13, w5 10 (a window and a 2-step ramp), w3 8, w1 7, worker_exec 6, the
+# others 3-4 each.
 PARALLEL = 3
 LONGEST_FIRST = ["recovery.py", "concurrency.py", "w5_sustained.py", "w3_precision.py", "w1_burst.py"]
 
