@@ -22,14 +22,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
 
 import structlog
 
 from cronraft.proto.v1 import cluster_pb2
 from cronraft.raft import features as rf
 from cronraft.raft import versions as rv
+from cronraft.raft.kv import KV
 
 log = structlog.get_logger("cronraft.versions")
+
+
+class FeatureRaiser(Protocol):
+    """What proposes RaiseFeatures: the leader runner (daemon.leader_runner.LeaderRunner.raise_features)."""
+
+    def raise_features(self, names: frozenset[str]) -> None: ...
 
 
 class VersionWatch:
@@ -110,6 +118,16 @@ class VersionWatch:
             return ""
         _, why = self.raisable(active)
         return f"{', '.join(sorted(pending))} not in use yet: " + (why or "the leader turns them on")
+
+    def gate(self, kv: KV, runner: FeatureRaiser | None) -> None:
+        """Once per leadership-watch round (daemon.node): log the cluster's feature level as it changes
+        and, on the leader (`runner`), propose to raise it to what every member now supports."""
+        with kv.read() as txn:
+            active = rf.level(txn)
+        self.watch_level(active)
+        if runner is not None:
+            names, _ = self.raisable(active)
+            runner.raise_features(names)
 
     def watch_level(self, active: frozenset[str]) -> None:
         """Log the cluster's feature level when it changes (as this node applied it), and an error while
