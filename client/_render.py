@@ -394,6 +394,9 @@ def status_to_json(status: cluster_pb2.StatusResponse) -> dict[str, Any]:
         "versions": versions(status.versions),
         "versions_mismatch": status.versions_mismatch or None,
         "dispatch_held": status.dispatch_held,
+        # the cluster's feature level as this node applied it (docs/operations.md, "Upgrades")
+        "features": list(status.features),
+        "features_waiting": status.features_waiting or None,
         # membership (docs/operations.md, "Membership changes"); "voter" from a server without it
         "role": status.role or "voter",
         "membership_version": status.membership_version,
@@ -418,6 +421,8 @@ def status_to_json(status: cluster_pb2.StatusResponse) -> dict[str, Any]:
                 **member_clock(m),
                 "storage": storage(m.storage),
                 "versions": versions(m.versions),
+                # the features its release supports, as its last answer said (None: not measured)
+                "features": list(m.versions.features) if m.versions.measured else None,
             }
             for m in status.members
         ],

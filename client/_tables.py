@@ -496,6 +496,10 @@ def status_detail(status: cluster_pb2.StatusResponse) -> str:
     ]
     if status.is_leader:
         pairs.append(("dispatching", "HELD (versions differ)" if status.dispatch_held else "yes"))
+    # The cluster's feature level as this node applied it (docs/operations.md, "Upgrades").
+    pairs.append(("features", ", ".join(status.features) or "none"))
+    if status.features_waiting:
+        pairs.append(("features_waiting", status.features_waiting))
     if status.role and status.role != "voter":
         pairs.append(("role", status.role))
     if status.HasField("membership_change"):

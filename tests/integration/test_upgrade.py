@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import json
+import re
 import shutil
 import signal
 import subprocess
@@ -220,6 +222,11 @@ def test_a_rolling_upgrade_from_the_previous_release_loses_and_doubles_nothing(
         )
         assert gate
         gate_after_s = time.monotonic() - last_start
+        out = _schedctl(leader.grpc_address, "cluster", "status")
+        assert re.search(rf"\nfeatures: +{', '.join(sorted(SUPPORTED))}\n", out), out
+        doc = json.loads(_schedctl(leader.grpc_address, "--output", "json", "cluster", "status"))
+        assert set(doc["features"]) == SUPPORTED and doc["features_waiting"] is None
+        assert all(set(m["features"]) == SUPPORTED for m in doc["members"])
 
         # Then the worker.
         cluster.core.kill("w1", signal.SIGTERM, timeout_s=30)
@@ -257,6 +264,11 @@ def test_a_rolling_upgrade_from_the_previous_release_loses_and_doubles_nothing(
             assert contents[name] == base[name], f"{node_id}: {name} differs from node1's"
     features = dict(base["meta"]).get(b"features", b"")
     assert set(features.decode().split(",")) == SUPPORTED
+
+
+def _schedctl(server: str, *argv: str) -> str:
+    cmd = [sys.executable, "-m", "cronraft.client.cli", "--server", server, *argv]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=True).stdout
 
 
 def _any_execution(client: Client, task_id: str) -> str:
