@@ -61,6 +61,7 @@ class VersionWatch:
         self._seen: dict[str, tuple[dict[str, str], str, frozenset[str], float]] = {}
         self._last = ""  # the mismatch last logged
         self._level: frozenset[str] | None = None  # the cluster's feature level last logged
+        self._behind = ""  # the members last logged as lacking features in use
 
     def message(self) -> cluster_pb2.ScheduleVersions:
         """This node's versions, for the peers' probes and the status."""
@@ -107,12 +108,25 @@ class VersionWatch:
         """The features the leader may add to `active` now, and why the others of this build wait."""
         return rf.raisable(active, self.features, {p: self.peer_features(p) for p in self.peers})
 
+    def behind(self, active: frozenset[str]) -> str:
+        """The members (with a recent answer) whose release lacks features the cluster uses: rolled back
+        after the gate, they apply entries differently ('' : none). Logged by `gate` as it changes."""
+        parts = []
+        for peer in self.peers:
+            theirs = self.peer_features(peer)
+            if theirs is not None and active - theirs:
+                parts.append(f"{peer} lacks {', '.join(sorted(active - theirs))}")
+        return "; ".join(parts)
+
     def features_waiting(self, active: frozenset[str]) -> str:
-        """Why features of this build are not in the cluster's level yet, or what it lacks ('' : neither):
-        `StatusResponse.features_waiting`."""
+        """Why features of this build are not in the cluster's level yet, or who lacks some in use ('' :
+        neither): `StatusResponse.features_waiting`."""
         lacking = rf.unsupported(active, self.features)
         if lacking:
             return f"this node's release lacks {', '.join(sorted(lacking))}, which the cluster uses"
+        behind = self.behind(active)
+        if behind:
+            return f"{behind}, which the cluster uses: run this release there (docs/operations.md, Upgrades)"
         pending = self.features - active
         if not pending:
             return ""
@@ -125,6 +139,15 @@ class VersionWatch:
         with kv.read() as txn:
             active = rf.level(txn)
         self.watch_level(active)
+        behind = self.behind(active) if active else ""
+        if behind != self._behind:
+            if behind:
+                log.error(
+                    "members run a release without features the cluster uses: they apply entries "
+                    "differently; run this release there (docs/operations.md, Upgrades: rollback)",
+                    members=behind,
+                )
+            self._behind = behind
         if runner is not None:
             names, _ = self.raisable(active)
             runner.raise_features(names)

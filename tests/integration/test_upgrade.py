@@ -177,8 +177,9 @@ def test_a_rolling_upgrade_from_the_previous_release_loses_and_doubles_nothing(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     started = time.monotonic()
+    old_tree = cluster.node_env["node1"]["PYTHONPATH"]
     cluster.start()
-    cluster.start_worker("w1", capacity=4, env={"PYTHONPATH": cluster.node_env["node1"]["PYTHONPATH"]})
+    cluster.start_worker("w1", capacity=4, env={"PYTHONPATH": old_tree})
     cluster.wait_workers(1)
     leader = cluster.wait_leader()
     assert not leader.status().versions.features  # an old node announces none
@@ -201,6 +202,15 @@ def test_a_rolling_upgrade_from_the_previous_release_loses_and_doubles_nothing(
                 first_new.get_task_stats(t_fixed)
             with pytest.raises(FailedPrecondition, match="needs the cluster feature 'results'"):
                 first_new.get_execution_result(_any_execution(client, t_fixed))
+        # Before the gate a node may go back to the previous release, on the store the new one wrote.
+        cluster.kill(order[0], signal.SIGTERM)
+        cluster.node_env[order[0].node_id] = {"PYTHONPATH": old_tree}
+        cluster.start_node(order[0])
+        wait_for(
+            lambda: order[0].status().ready and not order[0].status().versions.features, 30, "a rollback"
+        )
+        cluster.core.wait_caught_up(30)
+        upgrade(cluster, order[0])
         upgrade(cluster, order[1])
         seen.append(levels(cluster))
         # The leader last: while it is down the new leader cannot judge it, and nothing is raised.

@@ -212,3 +212,16 @@ def test_requests_needing_a_feature_are_refused_naming_it_until_the_cluster_has_
             await w.call(who, method, request)
 
     run(body)
+
+
+def test_a_member_rolled_back_below_the_level_is_named() -> None:
+    from cronraft.daemon.versioncheck import VersionWatch
+    from cronraft.proto.v1 import cluster_pb2
+
+    watch = VersionWatch(node_id="n1", own={}, peers=["n2"], max_age_s=5, mono=lambda: 0.0)
+    watch.note_peer("n2", cluster_pb2.ScheduleVersions(measured=True, features=[RESULTS]))
+    assert watch.behind(SUPPORTED).startswith("n2 lacks ")
+    assert "stats" in watch.features_waiting(
+        SUPPORTED
+    ) and "run this release there" in watch.features_waiting(SUPPORTED)
+    assert watch.behind(frozenset({RESULTS})) == ""
