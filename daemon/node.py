@@ -31,6 +31,7 @@ from cronraft.daemon.leader import LeaderSettings
 from cronraft.daemon.leader_runner import LeaderRunner
 from cronraft.daemon.metrics import NodeMetrics
 from cronraft.daemon.notify import Notifier
+from cronraft.daemon.relay import Relay, WriteForwarder
 from cronraft.daemon.security.server import ServerSecurity
 from cronraft.daemon.services import audit as audit_api
 from cronraft.daemon.storage import StorageMonitor, effective_reserve
@@ -176,6 +177,17 @@ class Node:
             transport=self._probe_transport(),
         )
         self.committer = GroupCommitter(self.replicator, admit=self.storage.admit)
+        # A follower relays workers' streams and clients' writes to the leader (daemon.relay).
+        self.relay = Relay(
+            node_id=config.node.id,
+            own_address=self_member.grpc_address,
+            enabled=config.cluster.relay,
+            max_streams=config.cluster.relay_max_streams,
+            max_writes=config.cluster.relay_max_writes,
+            status=self.replicator.status,
+            leader_address=self.leader_grpc_address,
+            transport=self._probe_transport(),
+        )
         # One notifier per process (not per term), so deliveries in flight survive a step-down.
         self.notifier = Notifier(
             global_targets=config.notify_targets,
@@ -262,6 +274,7 @@ class Node:
                 GrpcMetrics(self.metrics.registry),
                 *self.security.interceptors,
                 audit_api.CallInterceptor(),
+                WriteForwarder(self.relay),  # a follower's writes go to the leader (daemon.relay)
             ],
             # Bounds of gRPC itself (cronraft.bounds): the largest message accepted, the streams one
             # connection may open at once, and the calls served at once (more: RESOURCE_EXHAUSTED).
@@ -321,6 +334,7 @@ class Node:
             await self.runner.stop()
             self.runner = None
         await self.clock_monitor.stop()
+        await self.relay.close()
         await self.storage.stop()
         if self.http is not None:
             await self.http.stop()

@@ -1,5 +1,6 @@
-"""[node] and [cluster]: the members and their addresses, this node's id and data directory, and the
-cluster secret (where it comes from, its strength, and when it is required)."""
+"""[node] and [cluster]: the members and their addresses, this node's id and data directory, the
+cluster secret (where it comes from, its strength, and when it is required), relaying (daemon.relay) and
+the preferred leaders."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import re
 import stat
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from cronraft.daemon.config.addresses import is_loopback, split_host_port
 from cronraft.daemon.config.model import MIN_SECRET_CHARS, Member, NodeConfig
-from cronraft.daemon.config.reader import _Table
+from cronraft.daemon.config.reader import _describe, _Table
 
 _MEMBER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "*", ""})
@@ -152,3 +154,33 @@ def _require_secret_off_loopback(cluster: _Table, secret: str | None, raft_addre
             "member (set cluster.secret_env or cluster.secret_file); pysyncobj executes pickled commands "
             "from anyone who can reach the raft port",
         )
+
+
+# The [cluster] keys of relaying (daemon.relay) and of the preferred leaders (docs/multi-region.md).
+RELAY_KEYS = ("relay", "relay_max_streams", "relay_max_writes", "preferred_leader")
+
+
+def _relay(cluster: _Table, members: tuple[Member, ...]) -> dict[str, Any]:
+    """`relay`, its bounds, and `preferred_leader` (member ids), as ClusterConfig's keyword arguments."""
+    relay = cluster.data.get("relay", True)
+    if not isinstance(relay, bool):
+        raise cluster.error("relay", f"expected true or false, got {_describe(relay)}")
+    raw = cluster.data.get("preferred_leader", [])
+    if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+        raise cluster.error("preferred_leader", f"expected an array of member ids, got {_describe(raw)}")
+    ids = [m.id for m in members]
+    for member_id in raw:
+        if member_id not in ids:
+            raise cluster.error(
+                "preferred_leader", f"{member_id!r} is not one of the cluster.members ids {ids}"
+            )
+    if len(set(raw)) != len(raw):
+        raise cluster.error("preferred_leader", "a member id is listed twice")
+    return {
+        "relay": relay,
+        "relay_max_streams": cluster.integer(
+            "relay_max_streams", 10_000, 1, why="each relayed stream is one call here and one on the leader"
+        ),
+        "relay_max_writes": cluster.integer("relay_max_writes", 1_000, 1),
+        "preferred_leader": tuple(raw),
+    }

@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from cronraft.daemon.config.addresses import split_host_port
-from cronraft.daemon.config.cluster import _members, _node, _require_secret_off_loopback, _secret
+from cronraft.daemon.config.cluster import (
+    RELAY_KEYS,
+    _members,
+    _node,
+    _relay,
+    _require_secret_off_loopback,
+    _secret,
+)
 from cronraft.daemon.config.model import (
     DURABILITIES,
     AuthConfig,
@@ -109,7 +116,9 @@ def config_from_dict(
             "insecure",
         ),
     )
-    cluster_t = root.table("cluster", ("secret_env", "secret_file", "secret", "durability", "members"))
+    cluster_t = root.table(
+        "cluster", ("secret_env", "secret_file", "secret", "durability", "members", *RELAY_KEYS)
+    )
     members = _members(cluster_t)
     node = _node(root.table("node", ("id", "data_dir")), members)
     secret, secret_source = _secret(cluster_t, len(members), env)
@@ -135,6 +144,7 @@ def config_from_dict(
         durability=cluster_t.choice("durability", DURABILITIES, "replicated"),
         members=members,
         secret_source=secret_source,
+        **_relay(cluster_t, members),
     )
     return Config(
         node=node,

@@ -48,6 +48,14 @@ class ClusterConfig:
     members: tuple[Member, ...]
     # Where the secret came from, safe to log: "env:NAME", "file:/abs/path", "literal" or None.
     secret_source: str | None = None
+    # A follower relays workers' streams and clients' writes to the leader (daemon.relay); false: it
+    # answers them with a redirect to the leader, as before relaying existed.
+    relay: bool = True
+    relay_max_streams: int = 10_000  # worker streams one follower relays at once (more: RESOURCE_EXHAUSTED)
+    relay_max_writes: int = 1_000  # client writes one follower has forwarded and not yet answered
+    # Member ids that should lead when they are healthy (docs/multi-region.md): a leader outside the list
+    # hands leadership to one of them once it is connected and caught up. Empty: any member may lead.
+    preferred_leader: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,7 @@
 """Who is calling: a call's credentials (a bearer token from the token file, a signed JWT, the members'
 probe token derived from the cluster secret, or a client certificate's identity) turned into a
-`Principal` (daemon.security.authz), or Unauthenticated saying why.
+`Principal` (daemon.security.authz), or Unauthenticated saying why. A call a member relays for a caller
+(daemon.security.relayed) authenticates that caller, and only when the call itself is a member's.
 
 The token file is re-read when it changes (checked at most once a second) and on SIGHUP; a file that no
 longer parses keeps the previous table in force and logs an error.
@@ -26,6 +27,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from cronraft.daemon.config import AuthConfig
 from cronraft.daemon.security.authz import NODE_ROLE, Principal
+from cronraft.daemon.security.relayed import RelayedCredential, relayed_credential
 from cronraft.errors import ConfigError, Unauthenticated
 from cronraft.tokenfile import (
     ALL_NAMESPACES,
@@ -260,6 +262,9 @@ class Authenticator:
         self, metadata: Sequence[tuple[str, Any]] | None, auth_context: Mapping[str, Sequence[bytes]]
     ) -> Principal:
         token = _bearer(metadata)
+        relayed = relayed_credential(metadata)
+        if relayed is not None:
+            return self._relayed(token, relayed)
         if token is not None:
             return self._from_token(token)
         identity = self._from_cert(auth_context)
@@ -269,6 +274,27 @@ class Authenticator:
         if self._cert_roles:
             how.append("a client certificate whose identity auth.cert_roles lists")
         raise Unauthenticated(f"no credentials: send {' or '.join(how)}")
+
+    def _relayed(self, token: str | None, relayed: RelayedCredential) -> Principal:
+        """The caller a member relays (daemon.security.relayed): honoured only when the call itself
+        authenticates as a member; its credential is then checked here as if the caller had sent it,
+        and a certificate identity gets this node's own `auth.cert_roles`, never roles from the relay."""
+        member = (
+            token is not None
+            and self._node_token is not None
+            and hmac.compare_digest(token.encode(), self._node_token.encode())
+        )
+        if not member:
+            raise Unauthenticated("only a cluster member (its member token) may relay a caller's identity")
+        kind, value = relayed
+        if kind == "bearer":
+            if value.startswith(_NODE_TOKEN_PREFIX):
+                raise Unauthenticated("a member token is never relayed")
+            return self._from_token(value)
+        roles = self._cert_roles.get(value)
+        if roles is None:
+            raise Unauthenticated(f"the relayed client certificate ({value}) is not in auth.cert_roles")
+        return Principal(value, roles, "cert")
 
     def _from_token(self, token: str) -> Principal:
         if self._node_token is not None and token.startswith(_NODE_TOKEN_PREFIX):

@@ -1,5 +1,7 @@
 """The WorkerGateway service: one `Connect` stream per worker, attached to this term's leader runner
-(daemon.leader_runner), which hands out leases and takes heartbeats, results and output."""
+(daemon.leader_runner), which hands out leases and takes heartbeats, results and output. On a follower
+the stream is relayed to the leader (daemon.relay), or, with `[cluster] relay = false`, answered with a
+NotLeader naming the leader."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import grpc
 import structlog
 
 from cronraft import bounds, errors
+from cronraft.daemon.relay import relay_worker
 from cronraft.daemon.security.authz import current_principal
 from cronraft.daemon.wire import (
     ByteBudget,
@@ -60,11 +63,23 @@ class WorkerGatewayServicer(worker_pb2_grpc.WorkerGatewayServicer):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, problem)
         loop = asyncio.get_running_loop()
         hold_until = loop.time() + LEADERLESS_HOLD_S
+        relay = self.node.relay
         while True:
             try:
                 runner = self.node.leader_runner()
                 break
             except errors.NotLeader as e:
+                if (
+                    e.leader_address
+                    and relay.enabled
+                    and relay.relays(context.invocation_metadata())
+                    and relay.target()
+                ):
+                    # A follower relays the stream to the leader (daemon.relay) instead of sending the
+                    # worker away: a worker needs only a node it can reach.
+                    async for relayed in relay_worker(relay, first, request_iterator, context):
+                        yield relayed
+                    return
                 if e.leader_address or loop.time() >= hold_until:
                     yield worker_pb2.GatewayMessage(
                         not_leader=worker_pb2.NotLeader(leader_address=e.leader_address or "")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -20,6 +21,7 @@ class ElectingNode:
     def __init__(self) -> None:
         self.leader_address = ""
         self.asked = 0
+        self.relay = SimpleNamespace(enabled=False)  # [cluster] relay = false: the redirect (daemon.relay)
 
     def leader_runner(self) -> Any:
         self.asked += 1
