@@ -7,7 +7,6 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -29,24 +28,30 @@ async def greet(ctx, name):
 """
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    (tmp_path / "my_handlers.py").write_text(HANDLERS)
+@pytest.fixture(scope="module")
+def module_cluster(tmp_path_factory: pytest.TempPathFactory, module_clusters: list[Cluster]) -> Cluster:
+    """One cluster for the module: each test uses its own task names and leaves every node running."""
+    root = tmp_path_factory.mktemp("execution")
+    (root / "my_handlers.py").write_text(HANDLERS)
     # The dead-letter test's task webhook is a loopback server: a node delivers a task's webhook only to
     # a host of its [notify] webhook_hosts (issue 13).
-    c = Cluster(tmp_path, n=3, extra_toml='[notify]\nwebhook_hosts = ["127.0.0.1"]\n')
+    c = Cluster(root, n=3, extra_toml='[notify]\nwebhook_hosts = ["127.0.0.1"]\n')
+    module_clusters.append(c)
     try:
         c.start()
         c.start_worker(
-            "w1", capacity=8, extra_args=("--handlers", "my_handlers"), env={"PYTHONPATH": str(tmp_path)}
+            "w1", capacity=8, extra_args=("--handlers", "my_handlers"), env={"PYTHONPATH": str(root)}
         )
         c.wait_workers(1)
-        yield c
     except BaseException:
         print(c.logs())
         raise
-    finally:
-        c.stop()
+    return c
+
+
+@pytest.fixture
+def cluster(module_cluster: Cluster, module_cluster_logs: None) -> Cluster:
+    return module_cluster
 
 
 class Hook:

@@ -17,19 +17,38 @@ from .harness import Cluster, ledger_command, read_ledger, wait_for
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path, n=3)
+def _start(c: Cluster) -> Cluster:
     try:
         c.start()
         c.start_worker("w1", capacity=8)
         c.wait_workers(1)
-        yield c
     except BaseException:
         print(c.logs())
         raise
+    return c
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """A cluster of the test's own, for a test that stops its nodes."""
+    c = Cluster(tmp_path, n=3)
+    try:
+        yield _start(c)
     finally:
         c.stop()
+
+
+@pytest.fixture(scope="module")
+def module_cluster(tmp_path_factory: pytest.TempPathFactory, module_clusters: list[Cluster]) -> Cluster:
+    """One cluster for the tests that leave it running (each with its own task names)."""
+    c = Cluster(tmp_path_factory.mktemp("scheduling"), n=3)
+    module_clusters.append(c)
+    return _start(c)
+
+
+@pytest.fixture
+def shared_cluster(module_cluster: Cluster, module_cluster_logs: None) -> Cluster:
+    return module_cluster
 
 
 def _outcomes(client: Client, task_id: str, lo: int, hi: int) -> dict[int, str]:
@@ -82,8 +101,8 @@ def test_each_misfire_policy_after_the_whole_cluster_was_down(cluster: Cluster, 
     assert len(everything) >= expected_missed and set(everything.values()) == {"FIRED"}, everything
 
 
-def test_an_edit_during_a_run_keeps_the_run_and_applies_from_the_next_time(cluster: Cluster) -> None:
-    with Client(cluster.servers, timeout_s=30) as client:
+def test_an_edit_during_a_run_keeps_the_run_and_applies_from_the_next_time(shared_cluster: Cluster) -> None:
+    with Client(shared_cluster.servers, timeout_s=30) as client:
         task = client.create_task("slow", cron("*/2 * * * * *"), command("sleep", "3"), overlap="skip")
         running = wait_for(
             lambda: [
@@ -108,10 +127,10 @@ def test_an_edit_during_a_run_keeps_the_run_and_applies_from_the_next_time(clust
 
 
 def test_pause_resume_and_trigger_with_the_ledger_explaining_each_time(
-    cluster: Cluster, tmp_path: Path
+    shared_cluster: Cluster, tmp_path: Path
 ) -> None:
     ledger = tmp_path / "ledger"
-    with Client(cluster.servers, timeout_s=30) as client:
+    with Client(shared_cluster.servers, timeout_s=30) as client:
         task = client.create_task("tick", cron("* * * * * *"), command(*ledger_command(ledger)))
         wait_for(lambda: len(read_ledger(ledger)) >= 1, 30, "a first run")
         paused = client.pause_task(task.task_id, note="maintenance window")

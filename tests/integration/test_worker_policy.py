@@ -11,7 +11,6 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
@@ -27,8 +26,10 @@ STRICT = "strict"  # the queue of a worker with the default policy
 CONFIGURED = "configured"  # the queue of a worker with a policy file
 
 
-@pytest.fixture
-def cluster(tmp_path: Path, clusters: list[Cluster]) -> Cluster:
+@pytest.fixture(scope="module")
+def module_cluster(tmp_path_factory: pytest.TempPathFactory, module_clusters: list[Cluster]) -> Cluster:
+    """One node and its two workers for the module: each test uses its own task names."""
+    tmp_path = tmp_path_factory.mktemp("worker-policy")
     marker = tmp_path / "paged.json"
     page = [sys.executable, "-c", f"import sys; open({str(marker)!r}, 'wb').write(sys.stdin.buffer.read())"]
     toml = (
@@ -39,7 +40,7 @@ def cluster(tmp_path: Path, clusters: list[Cluster]) -> Cluster:
         f"argv = {json.dumps(page)}\n"
     )
     c = Cluster(tmp_path, n=1, extra_toml=toml)
-    clusters.append(c)
+    module_clusters.append(c)
     c.start()
     # The default policy: no flags at all (the harness's default flags enable shell and loopback HTTP).
     c.start_worker("strict-worker", extra_args=("--queue", STRICT), policy_args=())
@@ -61,6 +62,11 @@ def cluster(tmp_path: Path, clusters: list[Cluster]) -> Cluster:
     )
     c.wait_workers(2)
     return c
+
+
+@pytest.fixture
+def cluster(module_cluster: Cluster, module_cluster_logs: None) -> Cluster:
+    return module_cluster
 
 
 class Hook:
@@ -113,7 +119,7 @@ def _run(
     return _final(client, task.task_id)
 
 
-def test_the_api_refuses_notify_commands_and_unconfigured_targets(cluster: Cluster, tmp_path: Path) -> None:
+def test_the_api_refuses_notify_commands_and_unconfigured_targets(cluster: Cluster) -> None:
     with Client(cluster.servers, timeout_s=30) as client:
         spec = common_pb2.TaskSpec(name="sneaky", schedule=_soon(), payload=command("true"), queue=STRICT)
         spec.notify.add().command.argv.extend(["/bin/sh", "-c", "id > /tmp/pwned"])
@@ -138,7 +144,7 @@ def test_the_api_refuses_notify_commands_and_unconfigured_targets(cluster: Clust
         spec.payload.CopyFrom(command("false"))
         task = client.create_task_spec(spec)
         assert _final(client, task.task_id).state == common_pb2.EXECUTION_FAILED
-    paged = tmp_path / "paged.json"
+    paged = cluster.root / "paged.json"  # written by the notifier command of the cluster's config
     body: bytes = wait_for(lambda: paged.read_bytes() if paged.exists() else None, 30, "the page command")
     assert json.loads(body)["task"]["task_id"] == task.task_id
 
