@@ -127,6 +127,7 @@ class LeaderRunner:
         self._inflight: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._raising: asyncio.Task[None] | None = None  # a RaiseFeatures in flight (raise_features)
+        self._raise_with_epoch: frozenset[str] = frozenset()  # offered before the epoch: proposed with it
 
     @property
     def ready(self) -> bool:
@@ -146,7 +147,11 @@ class LeaderRunner:
     def raise_features(self, names: frozenset[str]) -> None:
         """Propose RaiseFeatures for `names`, which every member announced it supports (the node found them
         with daemon.versioncheck: raft.features.raisable); one at a time, from the epoch's commit on."""
-        if not names or self._raising is not None or self._stopping or not self.core.ready:
+        if not self.core.ready:
+            # Proposed in the epoch's entry: a new cluster then uses its features from its first entry.
+            self._raise_with_epoch = names
+            return
+        if not names or self._raising is not None or self._stopping:
             return
         cmd = commands_pb2.Command(
             stamped_at_ms=self._clock.now_ms(),
@@ -198,8 +203,16 @@ class LeaderRunner:
     async def _run(self) -> None:
         clock = self._clock
         while not self._stopping:
+            cmds = [self.core.epoch_command(clock.now_ms())]
+            if self._raise_with_epoch:
+                cmds.append(
+                    commands_pb2.Command(
+                        stamped_at_ms=clock.now_ms(),
+                        raise_features=commands_pb2.RaiseFeatures(features=sorted(self._raise_with_epoch)),
+                    )
+                )
             try:
-                results = await self._committer.submit([self.core.epoch_command(clock.now_ms())])
+                results = await self._committer.submit(cmds)
             except CronraftError as e:
                 log.warning("epoch proposal failed; retrying", term=self.term, error=str(e))
                 await asyncio.sleep(0.2)

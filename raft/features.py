@@ -14,11 +14,14 @@ node ignores, or a new rule in apply would make the replicas differ. So every su
 - the set is never lowered: a node whose build lacks an active feature must not rejoin (the rollback
   rules in docs/operations.md), and says so in its status and log (`unsupported`).
 
-A store begins with a set: a fresh one (made by this build) takes every feature this build supports at
-its first entry (`mark_fresh`, from raft.state), because its whole log is written by members of this
-release or later; a store written by an older release has none, whatever it is opened by now, until the
-log raises them. An API request that needs a feature the cluster does not have yet is refused with
-FAILED_PRECONDITION naming it (`require`), rather than answered or applied differently by the replicas.
+A store begins with none, whatever release opens it, and the log raises them: a node's level comes from
+RaiseFeatures entries only (or a snapshot), so that a fresh node replaying a log an older release began
+applies it as that release did. A new cluster's first leader proposes RaiseFeatures with its Epoch, in the
+same entry, when every member supports the features (daemon.leader_runner): a cluster of one release uses
+them from its first entry. (A state machine made in process, by tests and benchmarks, starts with every
+feature of its build: raft.state's `fresh_features`.) An API request that needs a feature the cluster
+does not have yet is refused with FAILED_PRECONDITION naming it (`require`), rather than answered or
+applied differently by the replicas.
 """
 
 from __future__ import annotations
@@ -41,7 +44,6 @@ __all__ = [
     "encode",
     "is_active",
     "level",
-    "mark_fresh",
     "raisable",
     "raise_level",
     "require",
@@ -85,12 +87,6 @@ def level(txn: Txn) -> frozenset[str]:
 
 def is_active(txn: Txn, name: str) -> bool:
     return name in level(txn)
-
-
-def mark_fresh(txn: Txn) -> None:
-    """A fresh store (its first entry is being applied) starts with every feature this build supports:
-    no older node wrote its log. Called by raft.state, like the search indexes' mark."""
-    txn.put("meta", META_FEATURES, encode(SUPPORTED))
 
 
 def raise_level(txn: Txn, names: Iterable[str]) -> frozenset[str]:

@@ -301,8 +301,13 @@ class StateMachine:
         *,
         on_applied: Callable[[int], None] | None = None,
         fault: Callable[[commands_pb2.Command], None] | None = None,
+        fresh_features: frozenset[str] = features.SUPPORTED,
     ) -> None:
         self.kv = kv
+        # The feature level a fresh store starts with (raft.features). A node passes none: its level comes
+        # from the log alone (RaiseFeatures), so that a fresh node replaying a log an older release began
+        # applies it as that release did. In-process uses (tests, benchmarks) start with every feature.
+        self._fresh_features = fresh_features
         self._on_applied = on_applied
         self._fault = fault
         # Audit events (raft.audit): collected only when set, handed out by `take_events` after the
@@ -347,7 +352,8 @@ class StateMachine:
                 return None
             if not applied:  # a fresh store: its search indexes are complete from the start
                 txn.put("meta", META_INDEXED, b"1")
-                features.mark_fresh(txn)  # ... and it uses every feature this build has (raft.features)
+                if self._fresh_features:  # ... and the features it starts with (raft.features)
+                    features.raise_level(txn, self._fresh_features)
             # The BatchResult is assembled from its serialized results (repeated field 1): appending
             # each result to a BatchResult message would copy it first.
             parts: list[bytes] = []

@@ -66,6 +66,24 @@ def test_a_fresh_store_uses_every_feature_of_its_build() -> None:
     assert level(log) == SUPPORTED
 
 
+def test_a_nodes_store_takes_its_level_from_the_log_alone() -> None:
+    """A node's state machine starts with no feature: a fresh node replaying a log an older release began
+    applies it as that release did; a new cluster's first leader raises the level in its epoch's entry."""
+    from cronraft.raft.codec import encode_batch
+    from cronraft.raft.kv import MemKV
+    from cronraft.raft.state import StateMachine
+
+    replaying = Log(MemKV())
+    replaying.sm = StateMachine(replaying.sm.kv, fresh_features=frozenset())
+    replaying.ok(epoch())  # an older leader's first entry
+    assert level(replaying) == frozenset()
+    new = StateMachine(MemKV(), fresh_features=frozenset())
+    raw = new.apply_entry(1, encode_batch([epoch(), raise_cmd(*SUPPORTED)]))
+    assert raw is not None
+    with new.kv.read() as txn:
+        assert features.level(txn) == SUPPORTED
+
+
 def test_a_store_an_older_release_wrote_has_none_until_raised_and_never_lowered() -> None:
     log = old_store()
     assert level(log) == frozenset()
