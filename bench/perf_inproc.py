@@ -177,9 +177,10 @@ def worker_attempts(n: int, repeat: int) -> None:
     import functools
     import gc
 
-    from cronraft.client._runner import InProcessRunner, SystemClock
+    from cronraft.client._runner import InProcessRunner
     from cronraft.client.handlers import HandlerRegistry, run_handler
     from cronraft.client.worker import cli as worker_module
+    from cronraft.clock import SystemClock
     from cronraft.proto.v1 import worker_pb2
 
     registry = HandlerRegistry()

@@ -33,7 +33,6 @@ import os
 import shutil
 import signal
 import threading
-import time
 from collections.abc import Callable, Coroutine, Mapping
 from contextvars import copy_context
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from typing import Any, Protocol, TypeVar
 import structlog
 
 from cronraft.client._policy import PolicyRefusal, WorkerPolicy
+from cronraft.clock import Clock
 from cronraft.proto.v1 import common_pb2, worker_pb2
 
 DEFAULT_OUTPUT_TAIL_BYTES = 64 * 1024
@@ -77,26 +77,6 @@ class ResultFileLike(Protocol):
     def take(self) -> tuple[bytes, str]: ...
 
     def discard(self) -> None: ...
-
-
-class Clock(Protocol):
-    """The worker's view of time: a monotonic clock for deadlines, a wall clock for reports."""
-
-    def monotonic(self) -> float:
-        """Seconds, monotonic, arbitrary origin."""
-        ...
-
-    def wall_ms(self) -> int:
-        """Unix time in milliseconds."""
-        ...
-
-
-class SystemClock:
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def wall_ms(self) -> int:
-        return time.time_ns() // 1_000_000
 
 
 class StopReason(enum.Enum):
@@ -293,7 +273,7 @@ class _RunnerBase:
             outcome=outcome,
             exit_code=exit_code,
             started_at_ms=started_ms,
-            finished_at_ms=self._clock.wall_ms(),
+            finished_at_ms=self._clock.now_ms(),
             stdout_tail=self._stdout.value(),
             stderr_tail=self._stderr.value(),
             error=error,
@@ -437,7 +417,7 @@ class AttemptRunner(_RunnerBase):
                 self._result_file.discard()
 
     async def _run(self) -> common_pb2.AttemptResult:
-        started_ms = self._clock.wall_ms()
+        started_ms = self._clock.now_ms()
         command = self._command()
         if isinstance(command, str):
             return self._result(
@@ -694,7 +674,7 @@ class InProcessRunner(_RunnerBase):
         self._what = what
 
     async def run(self) -> common_pb2.AttemptResult:
-        started_ms = self._clock.wall_ms()
+        started_ms = self._clock.now_ms()
         loop = asyncio.get_running_loop()
         io = InProcessIO(loop, self._stdout, self._stderr, self._on_output)
         task = loop.create_task(self._work(io), name=f"{self._what} {self.lease.execution_id}")

@@ -1,28 +1,9 @@
-"""The daemon's one real clock. Everything else receives time as arguments (or a `Clock` in tests)."""
+"""The daemon's scheduling clock (`CorrectedClock`). The clock shape and the real clock are
+`cronraft.clock`'s (`Clock`, `SystemClock`), re-exported here for the daemon's modules."""
 
 from __future__ import annotations
 
-import time
-from typing import Protocol
-
-
-class Clock(Protocol):
-    def now_ms(self) -> int:
-        """Wall time, Unix milliseconds (POSIX: no leap seconds). Nominal fire times use it."""
-        ...
-
-    def mono_ms(self) -> int:
-        """Monotonic milliseconds. Lease deadlines use it: immune to wall-clock steps and skew."""
-        ...
-
-
-class SystemClock:
-    def now_ms(self) -> int:
-        return time.time_ns() // 1_000_000
-
-    def mono_ms(self) -> int:
-        return time.monotonic_ns() // 1_000_000
-
+from cronraft.clock import Clock, SystemClock
 
 # A change of (wall - monotonic) larger than this between two readings is a step of the wall clock, not
 # drift or an NTP slew (which move it by microseconds per second).

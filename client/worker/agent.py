@@ -32,9 +32,7 @@ import structlog
 from cronraft.bounds import CLIENT_MAX_RECEIVE_BYTES
 from cronraft.client import handlers as _handlers
 from cronraft.client._runner import (
-    Clock,
     StopReason,
-    SystemClock,
 )
 from cronraft.client.handlers import Handler, HandlerRegistry
 from cronraft.client.worker import leases
@@ -48,6 +46,7 @@ from cronraft.client.worker.results import Results, not_started
 from cronraft.client.worker.routing import ServerRotation, leader_hint, stream_backoff
 from cronraft.client.worker.session import Session, StreamStale
 from cronraft.client.worker.start_gate import StartGates, await_sensor, refusal
+from cronraft.clock import Clock, SystemClock, mono_s
 from cronraft.failpoint import failpoint
 from cronraft.proto.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 
@@ -256,7 +255,7 @@ class Worker:
             capacity=self.config.capacity,
             queues=list(self.config.queues),
             labels=dict(self.config.labels),
-            sent_mono_ms=int(self._clock.monotonic() * 1000),
+            sent_mono_ms=int(mono_s(self._clock) * 1000),
             incarnation=self.incarnation,
         )
         options = [("grpc.max_receive_message_length", CLIENT_MAX_RECEIVE_BYTES)]  # lease offers
@@ -347,7 +346,7 @@ class Worker:
             # begun ends at_most_once executions `lost` (issue 17). Nothing ran, so it is granted again.
             self._log.warning("shutting down: lease offer declined", execution_id=lease.execution_id)
             if not self._results.holds(key):
-                declined = not_started(lease, "worker shutting down; not started", self._clock.wall_ms())
+                declined = not_started(lease, "worker shutting down; not started", self._clock.now_ms())
                 task = asyncio.create_task(self._report(declined), name=f"declined {lease.execution_id}")
                 self._declining.add(task)
                 task.add_done_callback(self._declining.discard)
@@ -371,7 +370,7 @@ class Worker:
             )
         ttl_s = lease.lease_ttl_ms / 1000 if lease.lease_ttl_ms > 0 else session.lease_ttl_s
         runner = self._runners.for_lease(lease, self._live.open(key, lease.token))
-        received = self._clock.monotonic()
+        received = mono_s(self._clock)
         deadline = leases.offer_deadline(received, ttl_s, echo_ms)
         attempt = Attempt(
             key, lease, runner, ttl_s, deadline=deadline, start_at=received + lease.start_delay_ms / 1000
@@ -427,7 +426,7 @@ class Worker:
                 if waited is None:
                     began = True
                     if self._metrics is not None:
-                        self._metrics.attempt_started(self._clock.monotonic() - attempt.start_at)
+                        self._metrics.attempt_started(mono_s(self._clock) - attempt.start_at)
                 result = waited if waited is not None else await attempt.runner.run()
                 if result.outcome == common_pb2.ATTEMPT_REFUSED and not result.error.startswith("refused"):
                     # Refused while starting (an address, a secret gone since the check): say by whom.
@@ -435,7 +434,7 @@ class Worker:
             except Exception as exc:  # a bug of ours: report it rather than lose the attempt
                 self._log.exception("attempt runner failed", execution_id=execution_id)
                 result = not_started(
-                    attempt.lease, f"worker error before the start: {exc!r}", self._clock.wall_ms()
+                    attempt.lease, f"worker error before the start: {exc!r}", self._clock.now_ms()
                 )
                 if began:
                     result = common_pb2.AttemptResult(
@@ -443,7 +442,7 @@ class Worker:
                         token=attempt.lease.token,
                         outcome=common_pb2.ATTEMPT_FAILED,
                         exit_code=126,
-                        finished_at_ms=self._clock.wall_ms(),
+                        finished_at_ms=self._clock.now_ms(),
                         error=f"worker error: {exc!r}",
                     )
             if attempt.revoked:
@@ -488,7 +487,7 @@ class Worker:
     async def _fence_loop(self) -> None:
         """Self-fencing (I5): kill every attempt whose lease was not renewed before its local deadline."""
         while True:
-            leases.fence_overdue(self._attempts.values(), self._clock.monotonic(), self._log)
+            leases.fence_overdue(self._attempts.values(), mono_s(self._clock), self._log)
             await asyncio.sleep(self.config.fence_check_interval_s)
 
     # -- sending ----------------------------------------------------------------------------------
@@ -504,7 +503,7 @@ class Worker:
             refs = [
                 worker_pb2.LeaseRef(execution_id=a.lease.execution_id, token=a.lease.token) for a in listed
             ]
-            sent = self._clock.monotonic()
+            sent = mono_s(self._clock)
             session.heartbeats.append((loop.time(), sent, keys))
             heartbeat = worker_pb2.Heartbeat(
                 leases=refs, sent_mono_ms=int(sent * 1000), draining=self._state is _State.DRAINING

@@ -8,7 +8,7 @@ the heartbeat. When a deadline passes (partition, slow leader), the worker kills
 (SIGKILL, no grace) and records a FAILED result: the leader may already have re-granted the execution
 elsewhere. Attempts keep running while the stream is down; only their leases decide their fate.
 
-Times are `Clock.monotonic()` seconds; nothing here reads a clock.
+Times are monotonic seconds (`cronraft.clock.mono_s`); nothing here reads a clock.
 """
 
 from __future__ import annotations
@@ -34,11 +34,11 @@ class Attempt:
     lease: worker_pb2.Lease
     runner: Runner
     ttl_s: float
-    deadline: float  # clock.monotonic() seconds
-    start_at: float = 0.0  # clock.monotonic() seconds: the lease's start is held until then
+    deadline: float  # mono_s(clock) seconds
+    start_at: float = 0.0  # mono_s(clock) seconds: the lease's start is held until then
     # A held start waits for the leader to renew the lease with a heartbeat sent at most
     # CONFIRM_AHEAD_S before the start (start_gate.await_confirmation).
-    confirmed_at: float = float("-inf")  # clock.monotonic() of the latest renewing heartbeat's send
+    confirmed_at: float = float("-inf")  # mono_s(clock) of the latest renewing heartbeat's send
     confirm_waiter: asyncio.Future[None] | None = None
     task: asyncio.Task[None] | None = None
     revoked: bool = False  # the leader revoked the lease: kill, report nothing

@@ -11,7 +11,6 @@ from collections.abc import Callable, Mapping
 from cronraft.client._http import run_http
 from cronraft.client._runner import (
     AttemptRunner,
-    Clock,
     InProcessIO,
     InProcessRunner,
     OutputSink,
@@ -22,6 +21,7 @@ from cronraft.client._runner import (
 from cronraft.client.handlers import HandlerRegistry, run_handler
 from cronraft.client.worker.config import WorkerConfig
 from cronraft.client.worker.result_files import ResultFiles
+from cronraft.clock import Clock
 from cronraft.proto.v1 import worker_pb2
 
 

@@ -16,9 +16,10 @@ from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 from cronraft.client._policy import WorkerPolicy
-from cronraft.client._runner import Clock, OutputSink, Runner, StopReason, stop_result
+from cronraft.client._runner import OutputSink, Runner, StopReason, stop_result
 from cronraft.client.worker.leases import CONFIRM_AHEAD_S, Attempt
 from cronraft.client.worker.results import not_started
+from cronraft.clock import Clock, mono_s
 from cronraft.proto.v1 import common_pb2, worker_pb2
 
 # Held starts are gated per start instant rounded up to this (a gate never opens before its starts).
@@ -44,7 +45,7 @@ def refusal(
         token=lease.token,
         outcome=common_pb2.ATTEMPT_REFUSED,
         exit_code=-1,
-        finished_at_ms=clock.wall_ms(),
+        finished_at_ms=clock.now_ms(),
         error=f"refused by worker {worker_id}: {reason}",
     )
 
@@ -75,7 +76,7 @@ class StartGates:
         if gate is None:
             loop = asyncio.get_running_loop()
             gate = self._gates[key] = loop.create_future()
-            wait = key * GATE_S - self._clock.monotonic()
+            wait = key * GATE_S - mono_s(self._clock)
             loop.call_later(max(0.0, wait - CONFIRM_AHEAD_S), self._ask_heartbeat)
             loop.call_later(max(0.0, wait), self._open, key)
         return gate
@@ -112,13 +113,13 @@ class StartGates:
                 # each woke at the instant, found the confirmation not yet read and waited again, the
                 # heartbeat answer queued behind those wake-ups (W1: starts 0.3-1.5 s after the instant).
                 gate = self.gate(attempt.start_at)
-                stopped = await runner.hold(attempt.deadline - self._clock.monotonic(), until=gate)
-                stopped = stopped or await runner.hold(attempt.start_at - self._clock.monotonic())
+                stopped = await runner.hold(attempt.deadline - mono_s(self._clock), until=gate)
+                stopped = stopped or await runner.hold(attempt.start_at - mono_s(self._clock))
             confirmed = stopped or await self.await_confirmation(attempt)
         else:
             confirmed = True
         if runner.stop_reason is None:
-            if confirmed and self._clock.monotonic() < attempt.deadline:
+            if confirmed and mono_s(self._clock) < attempt.deadline:
                 return None
             # Unconfirmed at its deadline, or the lease ran out before the start (during the hold, or
             # before the offer was even read) and the fence loop has not run yet: after a pause
@@ -128,7 +129,7 @@ class StartGates:
             runner.stop(StopReason.FENCED)
         reason = runner.stop_reason
         assert reason is not None
-        return not_started(attempt.lease, stop_result(reason, lease, "not started")[1], self._clock.wall_ms())
+        return not_started(attempt.lease, stop_result(reason, lease, "not started")[1], self._clock.now_ms())
 
     async def await_confirmation(self, attempt: Attempt) -> bool:
         """A lease held for its due time starts only once the leader has renewed it with a heartbeat sent
@@ -143,7 +144,7 @@ class StartGates:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         attempt.confirm_waiter = waiter
         self._ask_heartbeat()
-        stopped = await attempt.runner.hold(attempt.deadline - self._clock.monotonic(), until=waiter)
+        stopped = await attempt.runner.hold(attempt.deadline - mono_s(self._clock), until=waiter)
         attempt.confirm_waiter = None
         return not stopped and waiter.done()
 
@@ -158,7 +159,7 @@ async def await_sensor(
     sensor = lease.sensor
     interval_s = (sensor.interval_ms or 10_000) / 1000
     timeout_ms = sensor.timeout_ms or 3_600_000
-    deadline = clock.monotonic() + timeout_ms / 1000
+    deadline = mono_s(clock) + timeout_ms / 1000
     main = attempt.runner
     probes, last = 0, ""
     try:
@@ -168,7 +169,7 @@ async def await_sensor(
             probe.CopyFrom(lease)
             probe.payload.CopyFrom(sensor.probe)
             probe.ClearField("sensor")
-            remaining_ms = max(1, int((deadline - clock.monotonic()) * 1000))
+            remaining_ms = max(1, int((deadline - mono_s(clock)) * 1000))
             probe.timeout_ms = min(remaining_ms, lease.timeout_ms or remaining_ms)
             runner = runner_for(probe, lambda stream, data: None)
             attempt.runner = runner
@@ -176,7 +177,7 @@ async def await_sensor(
             if runner.stop_reason is not None and runner.stop_reason is not StopReason.TIMEOUT:
                 # Stopped while its sensor probed: the payload itself never began.
                 return not_started(
-                    attempt.lease, f"while waiting for its sensor: {result.error}", clock.wall_ms()
+                    attempt.lease, f"while waiting for its sensor: {result.error}", clock.now_ms()
                 )
             if result.outcome == common_pb2.ATTEMPT_SUCCEEDED:
                 log.debug("sensor satisfied", execution_id=lease.execution_id, probes=probes)
@@ -184,7 +185,7 @@ async def await_sensor(
             if result.outcome == common_pb2.ATTEMPT_REFUSED:
                 return result  # it would be refused at every probe: final
             last = result.error or f"exit code {result.exit_code}"
-            if clock.monotonic() + interval_s >= deadline:
+            if mono_s(clock) + interval_s >= deadline:
                 result.outcome = common_pb2.ATTEMPT_FAILED
                 result.error = f"sensor not satisfied after {probes} probes in {timeout_ms} ms (last: {last})"
                 return result
@@ -194,6 +195,6 @@ async def await_sensor(
                 # hold() is True only once a stop set the reason (mypy keeps the narrowing above).
                 reason = cast(StopReason, runner.stop_reason)
                 error = stop_result(reason, lease, "sensor stopped")[1]
-                return not_started(attempt.lease, f"while waiting for its sensor: {error}", clock.wall_ms())
+                return not_started(attempt.lease, f"while waiting for its sensor: {error}", clock.now_ms())
     finally:
         attempt.runner = main

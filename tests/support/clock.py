@@ -1,9 +1,8 @@
 """`FakeClock`: time that moves only when a test moves it.
 
-One object answers in each shape the code under test reads time:
-- the daemon's `daemon.clock.Clock`: `now_ms()` (wall) and `mono_ms()` (monotonic), milliseconds;
-- the worker's `client._runner.Clock`: `monotonic()` seconds and `wall_ms()`;
-- a client call plan's `clock` (`Callable[[], float]`): calling the clock gives monotonic seconds.
+It has the one clock shape, `cronraft.clock.Clock`: `now_ms()` (wall) and `mono_ms()` (monotonic),
+milliseconds, read by the daemon and the worker alike; and a client call plan's `clock`
+(`Callable[[], float]`): calling the clock gives monotonic seconds.
 
 Wall and monotonic time are two fields in milliseconds, `wall` and `mono`. `advance` moves both, as real
 time passing does; assigning one of them alone is a clock step or a frozen clock (what the lease tests
@@ -29,20 +28,13 @@ class FakeClock:
         """Time passes until the monotonic clock reads `mono_s` seconds (the wall clock follows)."""
         self.advance(round(mono_s * 1000) - self.mono)
 
-    # daemon.clock.Clock
+    # cronraft.clock.Clock
     def now_ms(self) -> int:
         return self.wall
 
     def mono_ms(self) -> int:
         return self.mono
 
-    # client._runner.Clock (the worker)
-    def monotonic(self) -> float:
-        return self.mono / 1000
-
-    def wall_ms(self) -> int:
-        return self.wall
-
     # a call plan's clock (client._routing.CallPlan): monotonic seconds
     def __call__(self) -> float:
-        return self.monotonic()
+        return self.mono / 1000

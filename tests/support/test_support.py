@@ -131,12 +131,12 @@ async def test_wait_until_async_lets_the_loop_run() -> None:
 def test_fake_clock_shapes() -> None:
     clock = FakeClock(wall=1_000_000, mono=5_000)
     clock.advance(1500)
-    assert (clock.now_ms(), clock.mono_ms(), clock.wall_ms()) == (1_001_500, 6_500, 1_001_500)
-    assert clock.monotonic() == clock() == 6.5
+    assert (clock.now_ms(), clock.mono_ms()) == (1_001_500, 6_500)
+    assert clock() == 6.5
     clock.advance_to(10.0)
     assert (clock.mono, clock.wall) == (10_000, 1_005_000)
     clock.wall -= 3_600_000  # a step of the wall clock alone
-    assert clock.monotonic() == 10.0
+    assert clock() == 10.0
 
 
 def test_node_config_renders_the_layout_both_harnesses_write() -> None:

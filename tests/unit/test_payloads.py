@@ -34,9 +34,10 @@ from fake_gateway import (
 
 from cronraft.client import handlers
 from cronraft.client._http import build_request
-from cronraft.client._runner import InProcessRunner, StopReason, SystemClock
+from cronraft.client._runner import InProcessRunner, StopReason
 from cronraft.client.handlers import HandlerContext, HandlerRegistry, run_handler
 from cronraft.client.worker import Worker, build_parser
+from cronraft.clock import SystemClock
 from cronraft.proto.v1 import common_pb2, worker_pb2
 
 # -- an HTTP server to call -----------------------------------------------------------------------------

@@ -26,9 +26,10 @@ from fake_gateway import (
     worker_config,
 )
 
-from cronraft.client._runner import FENCED_ERROR, AttemptRunner, StopReason, SystemClock, TailBuffer
+from cronraft.client._runner import FENCED_ERROR, AttemptRunner, StopReason, TailBuffer
 from cronraft.client.worker import Worker, build_parser, config_from_args, parse_duration
 from cronraft.client.worker.outbox import Outbox, result_key
+from cronraft.clock import SystemClock
 from cronraft.proto.v1 import common_pb2, worker_pb2
 from tests.support.wait import wait_until_async
 
