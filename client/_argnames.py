@@ -1,7 +1,7 @@
 """The naming scheme of the `schedctl` and `schedworker` flags (docs/cli.md, "Naming scheme", issue 19),
 and the argparse pieces that keep it: deprecated aliases, KEY=VALUE values, the help formatter.
 
-The scheme, which tests/unit/test_cli_naming.py checks over every parser:
+The scheme, which tests/unit/test_cli_flags_and_help.py checks over every parser:
 - a removal is `--clear-X` (`--clear-tag KEY`, `--clear-retry`, ...); `--no-X` is only the negative of
   a yes/no flag `--X`;
 - every retry setting is `--retry-*`, the attempt count included (`--retry-attempts`);

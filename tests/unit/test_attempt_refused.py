@@ -1,4 +1,4 @@
-"""ATTEMPT_REFUSED (issue 13): a worker's policy refused the lease, nothing ran. The state machine ends the
+"""ATTEMPT_REFUSED: a worker's policy refused the lease, nothing ran. The state machine ends the
 execution failed with the worker's reason, whatever the retry policy: the payload would be refused again.
 A failed attempt with the same retry policy is retried (the contrast)."""
 
