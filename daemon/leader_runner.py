@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from cronraft import __version__ as CRONRAFT_VERSION
 from cronraft.daemon import retention
 from cronraft.daemon.clock import Clock
 from cronraft.daemon.config import RetentionConfig
@@ -30,7 +31,7 @@ from cronraft.errors import CronraftError, ResourceExhausted
 from cronraft.failpoint import enabled as failpoints_enabled
 from cronraft.failpoint import failpoint
 from cronraft.proto.v1 import commands_pb2, common_pb2, worker_pb2
-from cronraft.raft import leaderplan
+from cronraft.raft import features, leaderplan
 from cronraft.raft import state as sm
 from cronraft.raft.audit import AuditLog
 from cronraft.raft.codec import make_id, token_tuple
@@ -388,6 +389,14 @@ class LeaderRunner:
             old.send(None)  # a worker reconnecting replaces its old stream
         session = WorkerSession(hello.worker_id, bound=bound)
         self._sessions[hello.worker_id] = session
+        if hello.version != CRONRAFT_VERSION or frozenset(hello.features) != features.WORKER_FEATURES:
+            # Mixed releases are fine (nothing a worker sends depends on the feature gate); say which.
+            log.info(
+                "worker runs another release",
+                worker=hello.worker_id,
+                version=hello.version or "unknown (a release before the feature gate)",
+                features=sorted(hello.features),
+            )
         self.core.worker_connected(
             hello.worker_id,
             hello.capacity,

@@ -29,6 +29,7 @@ import grpc  # type: ignore[import-untyped, unused-ignore]
 import grpc.aio  # type: ignore[import-untyped, unused-ignore]
 import structlog
 
+from cronraft import __version__ as CRONRAFT_VERSION
 from cronraft.bounds import CLIENT_MAX_RECEIVE_BYTES
 from cronraft.client import handlers as _handlers
 from cronraft.client._runner import (
@@ -54,6 +55,10 @@ _log = structlog.get_logger("cronraft.client.worker")
 _H = TypeVar("_H", bound=Handler)
 
 _HELLO_TIMEOUT_S = 3.0  # short: a node behind a partition must not hold the worker for a lease TTL
+
+# What this worker does that a release before the feature gate's did not (raft.features.WORKER_FEATURES,
+# which the client may not import): it hands a payload's result file back.
+WORKER_FEATURES = ("results",)
 
 
 class _State(enum.Enum):
@@ -257,6 +262,8 @@ class Worker:
             labels=dict(self.config.labels),
             sent_mono_ms=int(mono_s(self._clock) * 1000),
             incarnation=self.incarnation,
+            version=CRONRAFT_VERSION,  # its release, shown by the leader (docs/operations.md, Upgrades)
+            features=list(WORKER_FEATURES),
         )
         options = [("grpc.max_receive_message_length", CLIENT_MAX_RECEIVE_BYTES)]  # lease offers
         async with self.config.transport.aio_channel(address, options) as channel:
