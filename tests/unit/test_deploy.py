@@ -122,7 +122,7 @@ def test_schedd_unit() -> None:
     assert args.config == "/etc/cronraft/node.toml"
     # schedd exits 2 on a config error (daemon/main.py): no restart loop on it.
     assert svc["RestartPreventExitStatus"] == "2"
-    assert svc["ExecReload"] == "/bin/kill -HUP $MAINPID"  # main.py: SIGHUP re-reads the token file
+    assert svc["ExecReload"] == "/bin/sh -c 'kill -HUP $MAINPID'"  # main.py: SIGHUP re-reads the token file
     assert svc["MemoryDenyWriteExecute"] == "yes"
     assert svc["PrivateUsers"] == "yes"
 
