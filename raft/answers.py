@@ -98,12 +98,12 @@ class Carried(Answers):
     did not foresee: the result is then what this node computes, as without a plan)."""
 
     def __init__(self, plan: commands_pb2.TaskPlan) -> None:
-        self._next = dict(plan.cron_next)
-        self._dst = dict(plan.dst_shifted)
-        self._cal = {
-            (a.nominal_ms, a.not_before_ms): (a.outcome, a.instant_ms, a.reason) for a in plan.calendar
-        }
-        self._days = {k: (v.start_ms, v.end_ms) for k, v in plan.logical_day.items()}
+        # The plan's maps are read in place (a fire asks one or two questions: copying them cost more).
+        self._next = plan.cron_next
+        self._dst = plan.dst_shifted
+        self._days = plan.logical_day
+        self._calendar = plan.calendar
+        self._cal: dict[tuple[int, int], Resolution] | None = None
         self.misses = 0
 
     def _miss(self, question: str, key: int) -> None:
@@ -126,6 +126,10 @@ class Carried(Answers):
     def resolve(
         self, cals: cal.CalendarSet, action: int, nominal_ms: int, zone: tzinfo, not_before_ms: int
     ) -> Resolution:
+        if self._cal is None:
+            self._cal = {
+                (a.nominal_ms, a.not_before_ms): (a.outcome, a.instant_ms, a.reason) for a in self._calendar
+            }
         got = self._cal.get((nominal_ms, not_before_ms))
         if got is None:
             self._miss("resolve", nominal_ms)
@@ -133,8 +137,8 @@ class Carried(Answers):
         return got
 
     def day_bounds(self, sched: Schedule, nominal_ms: int) -> tuple[int, int]:
-        got = self._days.get(nominal_ms)
-        if got is None:
+        day = self._days.get(nominal_ms)
+        if day is None:
             self._miss("day_bounds", nominal_ms)
             return super().day_bounds(sched, nominal_ms)
-        return got
+        return day.start_ms, day.end_ms

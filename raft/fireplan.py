@@ -92,9 +92,9 @@ class PlanIndex:
 class PlanBuilder:
     """The leader's side: a plan being filled by `Recorder`s, one TaskPlan per (task, schedule)."""
 
-    def __init__(self, txn: Txn) -> None:
+    def __init__(self, txn: Txn, plan: commands_pb2.Plan | None = None) -> None:
         self.txn = txn
-        self.plan = commands_pb2.Plan()
+        self.plan = commands_pb2.Plan() if plan is None else plan
         self._recorders: dict[tuple[str, bytes], Recorder] = {}
 
     def answers(self, txn: Txn, task_id: str, spec: common_pb2.TaskSpec) -> Answers:

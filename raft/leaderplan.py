@@ -47,15 +47,15 @@ def attach(txn: Txn, cmd: Command) -> bool:
     build = _LEADER.get(kind) or (_dry_run if kind in _CLIENT else None)
     if build is None:
         return False
-    builder = PlanBuilder(txn)
+    cmd.ClearField("plan")
+    builder = PlanBuilder(txn, cmd.plan)  # recorded into the command itself
     # A command its apply will refuse (a bad spec, a task gone), or a planning path that raises: what was
     # recorded so far is kept, and apply computes the rest as without a plan.
     with contextlib.suppress(Exception):
         build(builder, cmd)
-    if not builder.plan.tasks:
+    if not cmd.plan.tasks:
         cmd.ClearField("plan")
         return False
-    cmd.plan.CopyFrom(builder.plan)
     return True
 
 
