@@ -19,13 +19,15 @@ from cronraft.daemon.security.relayed import identity_metadata, relayed_hop
 from cronraft.errors import ResourceExhausted
 from cronraft.raft.replicator import RaftStatus
 
-__all__ = ["CHANNEL_OPTIONS", "WATCH_S", "Relay", "forwarded_method"]
+__all__ = ["CHANNEL_OPTIONS", "HOLD_S", "WATCH_S", "Relay", "forwarded_method"]
 
 log = structlog.get_logger("cronraft.relay")
 
 _SCHEDULER = "/cronraft.v1.Scheduler/"
 # How often the relay looks for a new leader (one poll of the node's Raft status for every stream).
 WATCH_S = 0.05
+# How long a write waits on a follower that knows no leader (an election), at most half its deadline.
+HOLD_S = 2.0
 # The relay's channels to the leader: a quick reconnect after a leader change, and the largest message a
 # direct client (a worker: its lease offers) accepts, so that nothing fits directly that does not fit
 # relayed. What the follower accepts from its callers is its server's bound, the leader's too.
@@ -95,6 +97,18 @@ class Relay:
             return None
         address = self._leader_address(st)
         return address if address and address != self.own_address else None
+
+    async def settle(self, hold_s: float) -> str | None:
+        """`target()`, waiting up to `hold_s` while no leader is known (an election: a write held this
+        briefly is answered by the new leader, where an immediate UNAVAILABLE would send the client to
+        back off and retry elsewhere)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + hold_s
+        while True:
+            target = self.target()
+            if target is not None or self.leading() or loop.time() >= deadline:
+                return target
+            await asyncio.sleep(WATCH_S)
 
     def leading(self) -> bool:
         return self._status().is_leader

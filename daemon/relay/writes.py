@@ -1,8 +1,10 @@
 """`WriteForwarder`: on a follower, the Scheduler methods that change something (`forwarded_method`) are
 forwarded to the leader as they came, for their caller (daemon.security.relayed), and the leader's
 answer (its status, details and redirect trailer too) is the caller's answer. On the leader, with
-relaying off, while no leader is known, and for a call another member relayed, the servicer runs as
-before: a follower's servicer answers UNAVAILABLE with the leader's address (the redirect).
+relaying off, and for a call another member relayed, the servicer runs as before: a follower's servicer
+answers UNAVAILABLE with the leader's address (the redirect). While no leader is known, or the leader
+answers that it is not (yet) the leader, which means it proposed nothing, a write waits and goes again
+for up to HOLD_S (half its deadline at most); then the last answer is the caller's.
 
 The request id travels unchanged, so a client's retry after a timeout is deduplicated by the cluster as
 if it had called the leader itself. The caller's deadline is the forwarded call's.
@@ -10,6 +12,7 @@ if it had called the leader itself. The caller's deadline is the forwarded call'
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -18,7 +21,7 @@ import structlog
 from google.protobuf import message_factory
 from google.protobuf.message import Message
 
-from cronraft.daemon.relay.core import Relay, forwarded_method
+from cronraft.daemon.relay.core import HOLD_S, WATCH_S, Relay, forwarded_method
 from cronraft.errors import CronraftError
 from cronraft.proto.v1 import scheduler_pb2
 
@@ -64,33 +67,54 @@ class WriteForwarder(grpc.aio.ServerInterceptor):
             inner_uu = handler.unary_unary
 
             async def unary_unary(request: Any, context: Any) -> Any:
-                target = relay.target()
+                hold_until = _hold_until(context)
+                target = await relay.settle(hold_until - _now())
                 if target is None:
                     return await inner_uu(request, context)
-                call = relay.channel(target).unary_unary(
-                    method, request_serializer=_serialize, response_deserializer=response.FromString
-                )
-                return await _forward(
-                    relay, target, context, lambda md, t: call(request, metadata=md, timeout=t)
-                )
+
+                def call(ch: Any, md: Metadata, timeout: float | None) -> Any:
+                    stub = ch.unary_unary(
+                        method, request_serializer=_serialize, response_deserializer=response.FromString
+                    )
+                    return stub(request, metadata=md, timeout=timeout)
+
+                return await _forward(relay, target, hold_until, context, call)
 
             return handler._replace(unary_unary=unary_unary)
-        if handler.stream_unary is not None:  # ImportTasks
+        if handler.stream_unary is not None:  # ImportTasks: its stream is read once, never retried here
             inner_su = handler.stream_unary
 
             async def stream_unary(requests: Any, context: Any) -> Any:
-                target = relay.target()
+                hold_until = _hold_until(context)
+                target = await relay.settle(hold_until - _now())
                 if target is None:
                     return await inner_su(requests, context)
-                call = relay.channel(target).stream_unary(
-                    method, request_serializer=_serialize, response_deserializer=response.FromString
-                )
-                return await _forward(
-                    relay, target, context, lambda md, t: call(_copy(requests), metadata=md, timeout=t)
-                )
+
+                def call(ch: Any, md: Metadata, timeout: float | None) -> Any:
+                    stub = ch.stream_unary(
+                        method, request_serializer=_serialize, response_deserializer=response.FromString
+                    )
+                    return stub(_copy(requests), metadata=md, timeout=timeout)
+
+                return await _forward(relay, target, 0.0, context, call)
 
             return handler._replace(stream_unary=stream_unary)
         return handler
+
+
+Metadata = list[tuple[str, str | bytes]]
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()
+
+
+def _hold_until(context: Any) -> float:
+    """Until when a write may wait for a leader to be known or ready: HOLD_S, or half the caller's
+    remaining deadline."""
+    remaining = context.time_remaining()
+    hold = HOLD_S if remaining is None else max(0.0, min(HOLD_S, remaining / 2))
+    return _now() + hold
 
 
 async def _copy(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
@@ -98,22 +122,42 @@ async def _copy(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         yield request
 
 
+def _redirect(e: grpc.aio.AioRpcError) -> list[tuple[str, Any]]:
+    return [(k, v) for k, v in (e.trailing_metadata() or ()) if k == LEADER_METADATA_KEY]
+
+
 async def _forward(
     relay: Relay,
     target: str,
+    hold_until: float,
     context: Any,
-    invoke: Callable[[list[tuple[str, str | bytes]], float | None], Any],
+    call: Callable[[Any, Metadata, float | None], Any],
 ) -> Any:
-    """Run one forwarded call with the caller's identity and deadline; its failure is the caller's."""
+    """Run one forwarded call with the caller's identity and deadline; its failure is the caller's. A
+    leader that answers NotLeader proposed nothing (a new leader not ready yet, or one that just
+    stepped down): the call goes again, to the leader this node knows then, until `hold_until`."""
     try:
         with relay.write_slot():
             metadata = relay.metadata(context)
-            return await invoke(metadata, context.time_remaining())  # None: no deadline, as the caller
-    except CronraftError as e:  # the bound, or a caller that is not relayed
-        await context.abort(getattr(grpc.StatusCode, e.grpc_code, grpc.StatusCode.INTERNAL), str(e))
-    except grpc.aio.AioRpcError as e:
-        code, details = e.code(), e.details() or ""
-        trailers = [(k, v) for k, v in (e.trailing_metadata() or ()) if k == LEADER_METADATA_KEY]
+            while True:
+                try:
+                    return await call(relay.channel(target), metadata, context.time_remaining())
+                except grpc.aio.AioRpcError as e:
+                    if not (e.code() == grpc.StatusCode.UNAVAILABLE and _redirect(e)) or _now() >= hold_until:
+                        raise
+                    last = e
+                await asyncio.sleep(WATCH_S)
+                again = await relay.settle(hold_until - _now())
+                if again is None:  # this node leads now, or no leader: the leader's answer stands
+                    raise _Last(last)
+                target = again
+    except CronraftError as refused:  # the bound, or a caller that is not relayed
+        code = getattr(grpc.StatusCode, refused.grpc_code, grpc.StatusCode.INTERNAL)
+        await context.abort(code, str(refused))
+    except (grpc.aio.AioRpcError, _Last) as failure:
+        err = failure.error if isinstance(failure, _Last) else failure
+        code, details = err.code(), err.details() or ""
+        trailers = _redirect(err)
         if code == grpc.StatusCode.UNAVAILABLE and not trailers:
             # The leader did not answer us: the redirect this node gave before relaying, so that the
             # client may still reach the leader itself.
@@ -122,3 +166,11 @@ async def _forward(
             log.info("forwarded write failed", leader=target, code=code.name)
         context.set_trailing_metadata(tuple(trailers))
         await context.abort(code, details)
+
+
+class _Last(Exception):
+    """The leader's last answer, kept when no other leader is known to ask."""
+
+    def __init__(self, error: grpc.aio.AioRpcError) -> None:
+        super().__init__(error.details())
+        self.error = error
