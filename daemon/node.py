@@ -31,6 +31,7 @@ from cronraft.daemon.leader import LeaderSettings
 from cronraft.daemon.leader_runner import LeaderRunner
 from cronraft.daemon.metrics import NodeMetrics
 from cronraft.daemon.notify import Notifier
+from cronraft.daemon.preferred_leader import PreferredLeader, ProposalGate
 from cronraft.daemon.relay import Relay, WriteForwarder
 from cronraft.daemon.security.server import ServerSecurity
 from cronraft.daemon.services import audit as audit_api
@@ -176,7 +177,23 @@ class Node:
             on_peer_http=self._peer_http.__setitem__,
             transport=self._probe_transport(),
         )
-        self.committer = GroupCommitter(self.replicator, admit=self.storage.admit)
+        # Proposals pass a gate a leader closes for a moment while it hands leadership to a preferred
+        # member ([cluster] preferred_leader; daemon.preferred_leader).
+        self.gate = ProposalGate(self.replicator)
+        self.committer = GroupCommitter(self.gate, admit=self.storage.admit)
+        self.preferred = (
+            PreferredLeader(
+                node_id=config.node.id,
+                preferred=config.cluster.preferred_leader,
+                status=self.replicator.status,
+                healthy=lambda peer: (s := self.storage.peer_status(peer)).measured and not s.exhausted,
+                transfer=self.replicator.transfer_leadership,
+                gate=self.gate,
+            )
+            if config.cluster.preferred_leader
+            else None
+        )
+        self._preferred_task: asyncio.Task[None] | None = None
         # A follower relays workers' streams and clients' writes to the leader (daemon.relay).
         self.relay = Relay(
             node_id=config.node.id,
@@ -266,6 +283,8 @@ class Node:
         self.storage.start()
         self.clock_monitor.start()
         self._notify_task = asyncio.create_task(self.notifier.run(), name="notifier")
+        if self.preferred is not None:
+            self._preferred_task = asyncio.create_task(self.preferred.run(), name="preferred-leader")
 
         server = grpc.aio.server(
             # calls counted (first, so that refused ones are too), authentication and roles
@@ -335,6 +354,10 @@ class Node:
             self.runner = None
         await self.clock_monitor.stop()
         await self.relay.close()
+        if self._preferred_task is not None:
+            self._preferred_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._preferred_task
         await self.storage.stop()
         if self.http is not None:
             await self.http.stop()
