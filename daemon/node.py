@@ -113,7 +113,8 @@ class Node:
             max_map_size=storage.max_map_size_bytes,
             sync=fsync,
         )
-        self.sm = StateMachine(self.kv, fault=_apply_failpoint())
+        # Its feature level comes from the log alone (raft.features: RaiseFeatures), never from its build.
+        self.sm = StateMachine(self.kv, fault=_apply_failpoint(), fresh_features=frozenset())
         self.sm.collect_events = self.audit is not None
         self_member = config.self_member
         rconf = ReplicatorConfig(
@@ -425,6 +426,7 @@ class Node:
         fires and grants nothing; it resumes by itself once they agree."""
         mismatch = self.versions.check()
         runner = self.runner if leading else None
+        self.versions.gate(self.kv, runner)  # the cluster's feature level: logged, raised (raft.features)
         if runner is None or mismatch == runner.held:
             return
         if mismatch:
@@ -513,6 +515,7 @@ class Node:
         """Propose client commands on the leader and let the leader runner see their outcome."""
         runner = self.leader_runner()
         audit_api.stamp(cmds)  # who asked: the audit trail's record is written at apply
+        runner.prepare(cmds)  # the fire instants their apply needs, computed once here (raft.leaderplan)
         try:
             results = await self.committer.submit(list(cmds))
         except CronraftError:
