@@ -3,7 +3,8 @@ bearer token sent with each call. The one place where channels are made (SDK syn
 schedworker, the daemon's clock probe).
 
 Settings come from flags (`--tls-ca`, `--tls-cert`, `--tls-key`, `--token`) or, when a flag is absent,
-from the environment (`CRONRAFT_TLS_CA`, `CRONRAFT_TLS_CERT`, `CRONRAFT_TLS_KEY`, `CRONRAFT_TOKEN`).
+from the environment (`CRONRAFT_TLS_CA`, `CRONRAFT_TLS_CERT`, `CRONRAFT_TLS_KEY`, `CRONRAFT_TOKEN` or
+`CRONRAFT_TOKEN_FILE`).
 TLS is on as soon as a CA or a client certificate is given (a certificate without `--tls-ca` is checked
 against the system's roots). A token rides as `authorization: Bearer <token>`: as call credentials on a
 TLS channel, by an interceptor on a plaintext one (a loopback node with authentication but no TLS).
@@ -28,6 +29,7 @@ __all__ = [
     "ENV_CERT",
     "ENV_KEY",
     "ENV_TOKEN",
+    "ENV_TOKEN_FILE",
     "MAX_PEM_BYTES",
     "MAX_TOKEN_CHARS",
     "TLS_HINT",
@@ -41,6 +43,7 @@ ENV_CA = "CRONRAFT_TLS_CA"
 ENV_CERT = "CRONRAFT_TLS_CERT"
 ENV_KEY = "CRONRAFT_TLS_KEY"
 ENV_TOKEN = "CRONRAFT_TOKEN"
+ENV_TOKEN_FILE = "CRONRAFT_TOKEN_FILE"  # a file holding the token (a mounted secret), read once
 MAX_PEM_BYTES = 1 << 20  # a CA bundle, a certificate chain or a key, at most
 MAX_TOKEN_CHARS = 8192  # an opaque token or a JWT (the nodes refuse longer ones too)
 AUTH_METADATA_KEY = "authorization"
@@ -57,6 +60,22 @@ def _read_pem(path: str, field_name: str) -> bytes:
     if b"-----BEGIN " not in data:
         raise InvalidArgument(field_name, f"{path} is not a PEM file (no -----BEGIN line)")
     return data
+
+
+def _read_token_file(path: str, field_name: str) -> str:
+    """The token kept in a file (a mounted secret, so that it is in no process's environment)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_TOKEN_CHARS + 2)
+    except OSError as e:
+        raise InvalidArgument(field_name, f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        text = data.decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise InvalidArgument(field_name, f"{path} does not hold a token (not ASCII)") from None
+    if not text:
+        raise InvalidArgument(field_name, f"{path} is empty")
+    return _check_token(text, field_name)
 
 
 def _check_token(token: str, field_name: str) -> str:
@@ -109,8 +128,8 @@ class Transport:
             env.get(ENV_CA) or None,
             env.get(ENV_CERT) or None,
             env.get(ENV_KEY) or None,
-            env.get(ENV_TOKEN) or None,
-            names=(ENV_CA, ENV_CERT, ENV_KEY, ENV_TOKEN),
+            env.get(ENV_TOKEN) or _token_from_file_env(env),
+            names=(ENV_CA, ENV_CERT, ENV_KEY, ENV_TOKEN if env.get(ENV_TOKEN) else ENV_TOKEN_FILE),
         )
 
     # ------------------------------------------------------------------------------------- channels
@@ -239,14 +258,17 @@ _FLAG_HELP = (
     ("--tls-ca", f"CA bundle (PEM) that signed the nodes' certificates; turns TLS on (default: ${ENV_CA})"),
     ("--tls-cert", f"client certificate (PEM) for mutual TLS (default: ${ENV_CERT})"),
     ("--tls-key", f"the client certificate's private key (PEM) (default: ${ENV_KEY})"),
-    ("--token", f"bearer token sent with every call (default: ${ENV_TOKEN})"),
+    (
+        "--token",
+        f"bearer token sent with every call (default: ${ENV_TOKEN}, else the file ${ENV_TOKEN_FILE} names)",
+    ),
 )
 
 
 def add_transport_arguments(parser: Any, *, suppress: bool = False) -> list[argparse.Action]:
     """Add --tls-ca, --tls-cert, --tls-key, --token to `parser` (or an argument group); return them.
-    With `suppress`, an absent flag leaves no attribute (options repeated on sub-commands, where the
-    top-level value must stand)."""
+    With `suppress`, an absent flag leaves no attribute (options repeated on sub-commands,
+    where the top-level value must stand)."""
     default = argparse.SUPPRESS if suppress else None
     return [
         parser.add_argument(
@@ -256,8 +278,16 @@ def add_transport_arguments(parser: Any, *, suppress: bool = False) -> list[argp
     ]
 
 
+def _token_from_file_env(env: Mapping[str, str]) -> str | None:
+    path = env.get(ENV_TOKEN_FILE)
+    return _read_token_file(path, ENV_TOKEN_FILE) if path else None
+
+
 def transport_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Transport:
-    """The flags, each falling back to its environment variable."""
+    """The flags, each falling back to its environment variable; the token to $CRONRAFT_TOKEN, else to
+    the file $CRONRAFT_TOKEN_FILE names (a mounted secret: the environment then holds no token). There is
+    no --token-file flag: any second global flag starting `--to` would make argparse's prefix matching
+    refuse `--to`, which `task explain` and `task backfill` take."""
     env = os.environ if environ is None else environ
     pairs = (("tls_ca", ENV_CA), ("tls_cert", ENV_CERT), ("tls_key", ENV_KEY), ("token", ENV_TOKEN))
     values = []
@@ -266,4 +296,6 @@ def transport_from_args(args: argparse.Namespace, environ: Mapping[str, str] | N
         flag = getattr(args, attr, None)
         values.append(flag or env.get(var) or None)
         names.append(f"--{attr.replace('_', '-')}" if flag else var)
+    if values[3] is None and env.get(ENV_TOKEN_FILE):
+        values[3], names[3] = _token_from_file_env(env), ENV_TOKEN_FILE
     return Transport.from_settings(*values, names=(names[0], names[1], names[2], names[3]))

@@ -363,6 +363,14 @@ async def _talk(proc: asyncio.subprocess.Process, stdin: bytes) -> bytes:
     return bytes(tail)
 
 
+def notifier_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """What a notifier command inherits from schedd: its environment without any `CRONRAFT_*` variable,
+    which may hold the cluster secret (`CRONRAFT_CLUSTER_SECRET`, the default `secret_env`) or a token.
+    The worker keeps the same rule for payloads (client._policy). A secret kept under another name is
+    inherited: keep it in `secret_file` or name it `CRONRAFT_*` (docs/security.md)."""
+    return {k: v for k, v in environ.items() if not k.startswith("CRONRAFT_")}
+
+
 @dataclass
 class NotifierStats:
     """Counters. `delivered` / `failed`: (notification, target) deliveries that succeeded / were given up.
@@ -445,7 +453,7 @@ class Notifier:
         self._sender: Sender = sender
         self._clock: Clock = clock or SystemClock()
         self._sleep = sleep
-        self._base_env = os.environ if base_env is None else base_env
+        self._base_env = notifier_environment(os.environ) if base_env is None else base_env
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()  # bounded by submit(), which counts targets
         self._inflight: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(max_concurrency)
