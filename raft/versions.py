@@ -17,7 +17,8 @@ Each is read from the module actually imported (its `__version__` / `IANA_VERSIO
 metadata, which could describe another copy than the one on sys.path. The project's own version
 ("cronraft") is reported beside them but not compared: the state machine's rules carry no version of
 their own (a log entry of a newer codec is refused by `raft.codec`), and comparing the release would hold
-dispatching back for the whole of every rolling upgrade.
+dispatching back for the whole of every rolling upgrade. What a release adds to the state machine is
+announced beside these, as named features (raft.features: the feature gate).
 
 `schedule_versions(override)` takes the test-only override (the daemon reads it from
 CRONRAFT_TEST_VERSION_OVERRIDE, "tzdata=2099z,holidays=0.1"): integration tests use it to fake another
