@@ -27,15 +27,22 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "(schedd restore --help).",
     )
     p.add_argument("--config", help="TOML config file (default: the embedded single-node config)")
+    p.add_argument(
+        "--join",
+        action="store_true",
+        help="join a running cluster: with an empty data directory, start as a learner (catch up, no vote) "
+        "until `schedctl cluster add-node` adds this node; the config lists the current members and this "
+        "node (docs/operations.md, Membership changes)",
+    )
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="override log.level")
     p.add_argument("--log-format", choices=["console", "json"], help="override log.format")
     return p.parse_args(argv)
 
 
-async def _serve(config: Config) -> None:
+async def _serve(config: Config, *, join: bool = False) -> None:
     from cronraft.daemon.node import Node
 
-    node = Node(config)
+    node = Node(config, join=join)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -72,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         import uvloop
 
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(_serve(config))
+            runner.run(_serve(config, join=args.join))
     except ConfigError as e:
         print(f"schedd: config error: {e}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -22,13 +23,15 @@ from cronraft.client._transport import Transport
 from cronraft.daemon.clock import Clock, CorrectedClock, SystemClock
 from cronraft.daemon.clockprobe import MAX_AGE_INTERVALS, ClockMonitor
 from cronraft.daemon.config import Config
-from cronraft.daemon.datadir import claim
+from cronraft.daemon.config.model import Member
+from cronraft.daemon.datadir import claim, record_membership
 from cronraft.daemon.http import HttpServer, Readiness, build_app, default_mounts, evaluate
 from cronraft.daemon.http.collector import NodeCollector
 from cronraft.daemon.http.grpc_metrics import GrpcMetrics
 from cronraft.daemon.http.server import server_ssl_context
 from cronraft.daemon.leader import LeaderSettings
 from cronraft.daemon.leader_runner import LeaderRunner
+from cronraft.daemon.membership import MembershipManager, initial_role
 from cronraft.daemon.metrics import NodeMetrics
 from cronraft.daemon.notify import Notifier
 from cronraft.daemon.preferred_leader import PreferredLeader, ProposalGate
@@ -52,6 +55,7 @@ from cronraft.proto.v1 import (
     worker_pb2_grpc,
 )
 from cronraft.raft.audit import AuditLog
+from cronraft.raft.commands.membership import read_membership
 from cronraft.raft.groupcommit import GroupCommitter
 from cronraft.raft.replicator import RaftMember, RaftStatus, ReplicatorConfig
 from cronraft.raft.state import StateMachine
@@ -79,7 +83,7 @@ def _apply_failpoint() -> Callable[[commands_pb2.Command], None] | None:
 
 
 class Node:
-    def __init__(self, config: Config, *, clock: Clock | None = None) -> None:
+    def __init__(self, config: Config, *, clock: Clock | None = None, join: bool = False) -> None:
         self.config = config
         # The scheduling clock: wall time corrected by this node's measured offset from the cluster
         # (daemon.clockprobe); its monotonic time is the inner clock's, untouched.
@@ -103,7 +107,12 @@ class Node:
         # that a missing or bad file refuses the start (ConfigError) with nothing half started.
         self.security = ServerSecurity(config)
         data = config.node.data_dir
-        claim(config)  # refuses a data dir of another member or cluster
+        # Refuses a data dir of another member or cluster; says which members to start from (the list
+        # recorded as membership changes were applied, daemon.datadir) and whether this node is joining.
+        claimed = claim(config, join=join)
+        config = self.config = _with_members(config, claimed.members)
+        self._by_raft = {m.raft_address: m for m in config.cluster.members}
+        self._by_id = {m.id: m for m in config.cluster.members}
         fsync = config.cluster.durability == "fsync"
         storage = config.storage
         reserve = effective_reserve(storage.reserve_bytes, data)
@@ -117,6 +126,8 @@ class Node:
         self.sm = StateMachine(self.kv, fault=_apply_failpoint(), fresh_features=frozenset())
         self.sm.collect_events = self.audit is not None
         self_member = config.self_member
+        with self.kv.read() as txn:  # a joining node is a learner until its addition began
+            learner, hold_elections = initial_role(claimed, read_membership(txn), self_member)
         rconf = ReplicatorConfig(
             self_member=RaftMember(self_member.id, self_member.raft_address),
             peers=tuple(RaftMember(m.id, m.raft_address) for m in config.peers),
@@ -129,6 +140,8 @@ class Node:
             snapshot_max_bytes=config.raft.snapshot_max_bytes,
             journal_reserve_bytes=reserve // 2,
             fsync=fsync,
+            learner=learner,
+            hold_elections=hold_elections,
         )
         self.replicator = SyncObjReplicator(
             rconf,
@@ -182,6 +195,22 @@ class Node:
         # member ([cluster] preferred_leader; daemon.preferred_leader).
         self.gate = ProposalGate(self.replicator)
         self.committer = GroupCommitter(self.gate, admit=self.storage.admit)
+        # The member list this node sees, and the membership duties (daemon.membership).
+        self.membership = MembershipManager(
+            me=self_member,
+            claim=claimed,
+            kv=self.kv,
+            replicator=self.replicator,
+            on_members=self._members_changed,
+            record=lambda members, version, state, founders: record_membership(
+                self.config, members, version=version, state=state, founders=founders
+            ),
+            transport=self._probe_transport(),
+            election_timeout_ms=config.raft.election_timeout_ms,
+            propose=self.committer.submit,
+            leading=lambda: self.runner is not None and self.replicator.status().is_leader,
+            now_ms=self.clock.now_ms,
+        )
         self.preferred = (
             PreferredLeader(
                 node_id=config.node.id,
@@ -283,6 +312,7 @@ class Node:
         self.committer.start()
         self.storage.start()
         self.clock_monitor.start()
+        self.membership.start()
         self._notify_task = asyncio.create_task(self.notifier.run(), name="notifier")
         if self.preferred is not None:
             self._preferred_task = asyncio.create_task(self.preferred.run(), name="preferred-leader")
@@ -353,6 +383,7 @@ class Node:
         if self.runner is not None:
             await self.runner.stop()
             self.runner = None
+        await self.membership.stop()
         await self.clock_monitor.stop()
         await self.relay.close()
         if self._preferred_task is not None:
@@ -494,6 +525,16 @@ class Node:
             if self.audit is not None:
                 self.audit.record("role", leader=st.is_leader, term=st.term)
 
+    def _members_changed(self, members: tuple[Member, ...]) -> None:
+        """The member list changed (daemon.membership): what this node shows, probes and hints follows."""
+        self.config = _with_members(self.config, members)
+        self._by_raft = {m.raft_address: m for m in self.config.cluster.members}
+        self._by_id = {m.id: m for m in self.config.cluster.members}
+        peers = self.config.peers
+        self.clock_monitor.set_peers({m.id: m.grpc_address for m in peers})
+        self.versions.peers = tuple(m.id for m in peers)
+        log.info("members", members=[m.id for m in self.config.cluster.members])
+
     def _connected_peers(self) -> list[str]:
         return [peer for peer, up in self.replicator.status().connected.items() if up]
 
@@ -522,6 +563,16 @@ class Node:
             raise
         runner.observe(cmds, results)
         return results
+
+
+def _with_members(config: Config, members: Sequence[Member]) -> Config:
+    """`config` with the member list `members` (this node's own entry kept if the list lacks it: a
+    learner, a removed node)."""
+    me = config.self_member
+    listed = tuple(members)
+    if all(m.id != me.id for m in listed):
+        listed = (*listed, me)
+    return replace(config, cluster=replace(config.cluster, members=listed))
 
 
 __all__ = ["Node"]

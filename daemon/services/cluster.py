@@ -14,6 +14,7 @@ from cronraft import bounds
 from cronraft.daemon.backup import BackupSource, Origin
 from cronraft.daemon.clusterid import read_cluster_id
 from cronraft.daemon.services.common import _abort
+from cronraft.daemon.services.membership import MembershipMethods
 from cronraft.errors import CronraftError
 from cronraft.proto.v1 import cluster_pb2, cluster_pb2_grpc
 from cronraft.raft import features
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from cronraft.daemon.node import Node
 
 
-class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
+class ClusterServicer(MembershipMethods, cluster_pb2_grpc.ClusterServicer):
     def __init__(self, node: Node) -> None:
         self.node = node
         self._backups: BackupSource | None = None  # made at the first backup: one per node
@@ -42,13 +43,15 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
         now = monitor.now_mono_ms()
         members = []
         storage = node.storage.status()
-        for m in node.config.cluster.members:
+        membership = node.membership
+        for m in membership.members():  # the replicated list (daemon.membership)
             member = cluster_pb2.Member(
                 node_id=m.id,
                 raft_address=m.raft_address,
                 grpc_address=m.grpc_address,
                 connected=True if m.id == node.config.node.id else bool(st.connected.get(m.id, False)),
                 http_address=node.peer_http_address(m.id),
+                role=membership.role_of(m.id),
             )
             # Its storage: ours, or what the peer's answer to our last clock probe said.
             member.storage.CopyFrom(
@@ -91,6 +94,10 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
             dispatch_held=bool(runner is not None and runner.held),
             features=sorted(level),
             features_waiting=node.versions.features_waiting(level),
+            role=st.role,
+            membership_change=membership.pending(),
+            membership_version=membership.version,
+            membership_progress=membership.progress if st.is_leader else "",
         )
 
     async def Clock(
@@ -108,6 +115,11 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
             storage=self.node.storage.status(),  # so that every node knows its peers' (daemon.storage)
             versions=self.node.versions.message(),  # and their schedule-result versions (daemon.versioncheck)
             http_address=self.node.config.http.address,  # and its HTTP listener (cluster status)
+            # and its membership: a joining node's progress for the leader, a removed one's answer
+            applied_index=self.node.sm.last_applied(),
+            role=self.node.replicator.status().role,
+            membership_version=self.node.membership.version,
+            prober_membership=self.node.membership.prober_membership(request.node_id, request.raft_address),
         )
 
     # --- Backup (daemon.backup) ---
