@@ -22,7 +22,7 @@ endef
 
 .PHONY: help install run cluster test test-slow test-fault fault fault-sweep soak fault-deps bench check check-format check-lint \
 	bench-full bench-w1 bench-w2 bench-w3 bench-w4 bench-w5 bench-recovery bench-bulk bench-scale bench-concurrency \
-	bench-summary bench-components bench-worker \
+	bench-summary bench-components bench-worker bench-peers bench-deps \
 	check-types check-imports check-proto check-clients clients format proto clean distclean
 
 help: ## list the targets
@@ -111,6 +111,12 @@ bench-concurrency: install ## 100,000 leases held at once; 10,000 worker streams
 
 bench-worker: install ## argv executions/s one worker sustains (/bin/true, --slots 1,4,16,64)
 	$(BENCH_PY)/worker_exec.py $(BENCH_ARGS)
+
+bench-deps: ## install what bench-peers needs: Debian's redis-server and the [bench] extra (celery, redis-py; root for apt)
+	scripts/bench-deps.sh
+
+bench-peers: install bench-deps ## Cronraft vs Celery 5 + Redis on W1 and W3, same machine, same run (Redis started here)
+	$(BIN)/python bench/peers/compare.py $(BENCH_ARGS)
 
 bench-summary: ## the Markdown table of the latest result of each workload
 	@$(BIN)/python bench/summary.py

@@ -9,6 +9,7 @@ minute of the default run. Each test then checks its own script's result."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -217,3 +218,32 @@ def test_summary_renders_the_results(
         check=True,
     )
     assert out.stdout.count("\n| ") > 5 and "| figure | target |" in out.stdout
+
+
+@pytest.mark.bench
+def test_peers_celery_smoke(tmp_path: Path) -> None:
+    """`make bench-peers` at smoke size: Cronraft's W1 and W3 and the same on Celery 5 + Redis, the JSON
+    result with every pair and ratio, the Markdown table. Not in the default run (marked `bench`); runs
+    only where scripts/bench-deps.sh installed Celery and redis-server."""
+    pytest.importorskip("celery", reason="the [bench] extra is not installed: scripts/bench-deps.sh")
+    pytest.importorskip("redis", reason="the [bench] extra is not installed: scripts/bench-deps.sh")
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed: scripts/bench-deps.sh")
+    out = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "peers" / "compare.py"), "--smoke", "--out-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    (path,) = tmp_path.glob("peers_celery-*.json")
+    doc = json.loads(path.read_text())
+    assert doc.keys() >= DOC_KEYS | {"markdown"}
+    (run,) = doc["runs"]
+    for side in ("cronraft", "celery", "ratio"):
+        for key in ("w1_tasks_per_s", "w1_start_lag_ms_p99", "w3_within_50ms_pct", "w3_missed"):
+            assert f"{side}_{key}" in run
+    assert run["celery_w1_missing"] == 0, "every Celery task of the burst started"
+    assert "### Cronraft vs Celery, same machine, same run" in out.stdout
