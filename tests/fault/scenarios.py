@@ -1,4 +1,5 @@
-"""Scenarios S1-S14 of docs/reliability.md (fault-testing.md §2.4), and the profiles they run at.
+"""Scenarios S1-S14 of docs/reliability.md (fault-testing.md §2.4), S17-S20 of docs/multi-region.md (5 nodes
+over 3 regions: tests/fault/regions.py), and the profiles they run at.
 
 A scenario is a coroutine that applies faults to a running `FaultCluster` while the workload runs.
 Every fault is healed inside the judged window, at the latest `tail_s` before its end, so fires due
@@ -9,6 +10,8 @@ from the run's seeded `random.Random`: a failed run is replayed with its seed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import random
 import signal
 import time
@@ -18,6 +21,8 @@ from typing import Any, TypeVar
 
 from tests.fault import exhaust
 from tests.fault.cluster import FaultCluster, Unsupported
+from tests.fault.placement import LeaderFirstCluster
+from tests.fault.regions import HOME, RegionCluster, percentiles, probe_writes, region_of
 from tests.fault.workload import WorkloadSize
 
 T = TypeVar("T")
@@ -314,6 +319,153 @@ async def s14_whole_cluster_restart(ctx: Ctx) -> None:
             await ctx.call(ctx.cluster.start_node, n)
 
 
+# --- regions (tests/fault/regions.py: 5 nodes over A, B, C with inter-region delay) ----------------
+
+
+class _LeaderWatch:
+    """The leader over time (seconds after t0, node), polled while a region scenario runs."""
+
+    def __init__(self, ctx: Ctx) -> None:
+        self.ctx = ctx
+        self.changes: list[tuple[float, str | None]] = []
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        last: str | None = "?"
+        while True:
+            lead = await self.ctx.call(self.ctx.cluster.leader, 1.0)
+            now = round(time.monotonic() - self.ctx.t0_mono, 2)
+            node = lead[0] if lead is not None else None
+            if node != last:
+                self.changes.append((now, node))
+                last = node
+            await asyncio.sleep(0.25)
+
+    def first_after(self, t: float, where: Callable[[str], bool]) -> float | None:
+        """Seconds from `t` until a leader for which `where` holds was first seen after `t`."""
+        for at, node in self.changes:
+            if at >= t and node is not None and where(node):
+                return round(at - t, 2)
+        return None
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+async def _probes(ctx: Ctx, workers: list[str], label: str) -> dict[str, Any]:
+    """Create latency from each of these workers' regions, measured at once (tests/fault/regions.py)."""
+    cluster = ctx.cluster
+    assert isinstance(cluster, RegionCluster)
+    results = await asyncio.gather(*(ctx.call(probe_writes, cluster, w, 15) for w in workers))
+    out: dict[str, Any] = {}
+    for w, r in zip(workers, results, strict=True):
+        out[f"{region_of(w)} via {HOME[w]}"] = {
+            "create_ms": percentiles(r.get("create_ms", [])),
+            "delete_ms": percentiles(r.get("delete_ms", [])),
+            "errors": r.get("errors") or r.get("error"),
+        }
+    ctx.notes.append(f"{label}: " + json.dumps({k: v["create_ms"] for k, v in out.items()}))
+    return out
+
+
+def _record(ctx: Ctx, watch: _LeaderWatch, **figures: Any) -> None:
+    figures["leaders"] = watch.changes
+    (ctx.cluster.run_dir / "regions.json").write_text(json.dumps(figures, indent=2))
+
+
+async def s17_regions_baseline(ctx: Ctx) -> None:
+    """5 nodes over 3 regions, no fault: create latency from each region, fires as usual."""
+    watch = _LeaderWatch(ctx)
+    try:
+        await ctx.until(ctx.profile.warmup_s + 3)
+        probes = await _probes(ctx, list(HOME), "create latency")
+        await ctx.until(ctx.fault_end)
+    finally:
+        await watch.stop()
+    _record(ctx, watch, probes=probes)
+
+
+async def s18_preferred_region_cut(ctx: Ctx) -> None:
+    """The preferred region (A, the leader's) cut from B and C for 20 s: B and C elect a leader; once A is
+    back and caught up, leadership returns to it."""
+    cluster = ctx.cluster
+    assert isinstance(cluster, RegionCluster)
+    watch = _LeaderWatch(ctx)
+    figures: dict[str, Any] = {}
+    try:
+        await ctx.until(ctx.profile.warmup_s + 3)
+        figures["before"] = await _probes(ctx, list(HOME), "create latency before")
+        (t1,) = ctx.slots(1)
+        await ctx.until(max(t1, time.monotonic() - ctx.t0_mono))
+        cut_at = time.monotonic() - ctx.t0_mono
+        await ctx.call(cluster.partition, "A")
+        await asyncio.sleep(min(6.0, max(0.5, ctx.left())))
+        figures["during"] = await _probes(ctx, ["w3", "w4"], "create latency with A cut")
+        await asyncio.sleep(max(0.5, min(20.0 - (time.monotonic() - ctx.t0_mono - cut_at), ctx.left())))
+        healed_at = time.monotonic() - ctx.t0_mono
+        await ctx.call(cluster.heal_partition, "A")
+        await ctx.until(ctx.fault_end)
+        figures["failover_s"] = watch.first_after(cut_at, lambda n: region_of(n) != "A")
+        figures["back_to_A_s"] = watch.first_after(healed_at, lambda n: region_of(n) == "A")
+        figures["cut_at_s"], figures["healed_at_s"] = round(cut_at, 2), round(healed_at, 2)
+        ctx.notes.append(
+            f"region A cut at {cut_at:.1f} s: a leader outside A after {figures['failover_s']} s; "
+            f"healed at {healed_at:.1f} s: leader back in A after {figures['back_to_A_s']} s"
+        )
+    finally:
+        await watch.stop()
+    _record(ctx, watch, **figures)
+
+
+async def s19_minority_region_cut(ctx: Ctx) -> None:
+    """Region C (one node, one worker) cut from A and B for 20 s: no leader change; C's worker loses the
+    cluster and its leases; writes from the rest go on."""
+    cluster = ctx.cluster
+    assert isinstance(cluster, RegionCluster)
+    watch = _LeaderWatch(ctx)
+    figures: dict[str, Any] = {}
+    try:
+        (t1,) = ctx.slots(1)
+        await ctx.until(t1)
+        await ctx.call(cluster.partition, "C")
+        await asyncio.sleep(min(5.0, max(0.5, ctx.left())))
+        figures["during"] = await _probes(ctx, ["w1", "w3"], "create latency with C cut")
+        await asyncio.sleep(max(0.5, min(12.0, ctx.left())))
+        await ctx.call(cluster.heal_partition, "C")
+        await ctx.until(ctx.fault_end)
+    finally:
+        await watch.stop()
+    _record(ctx, watch, **figures)
+
+
+async def s20_region_lost(ctx: Ctx) -> None:
+    """Region B lost (its two nodes and its worker killed) for 20 s, then restarted: the quorum is A and
+    C, so every commit waits for C's round trip."""
+    cluster = ctx.cluster
+    assert isinstance(cluster, RegionCluster)
+    watch = _LeaderWatch(ctx)
+    figures: dict[str, Any] = {}
+    victims = cluster.members("B")
+    try:
+        await ctx.until(ctx.profile.warmup_s + 3)
+        figures["before"] = await _probes(ctx, ["w1", "w4"], "create latency before")
+        (t1,) = ctx.slots(1)
+        await ctx.until(max(t1, time.monotonic() - ctx.t0_mono))
+        for name in victims:
+            await ctx.call(cluster.kill_node if name in cluster.node_ids else cluster.kill_worker, name)
+        await asyncio.sleep(min(3.0, max(0.5, ctx.left())))
+        figures["during"] = await _probes(ctx, ["w1", "w4"], "create latency with B lost")
+        await asyncio.sleep(max(0.5, min(12.0, ctx.left())))
+        for name in victims:
+            await ctx.call(cluster.start_node if name in cluster.node_ids else cluster.start_worker, name)
+        await ctx.until(ctx.fault_end)
+    finally:
+        await watch.stop()
+    _record(ctx, watch, **figures)
+
+
 @dataclass(frozen=True)
 class ScenarioDef:
     key: str
@@ -321,6 +473,11 @@ class ScenarioDef:
     fn: Scenario
     needs_disk: bool = False
     needs_skew: bool = False
+    # The harness's cluster class and size for this scenario (run.py): by default a FaultCluster of
+    # 3 nodes. `config`: TOML laid over every node's config (FaultCluster's node_config_extra).
+    cluster: type[FaultCluster] = FaultCluster
+    nodes: int = 3
+    config: str = ""
 
 
 SCENARIOS: dict[str, ScenarioDef] = {
@@ -331,7 +488,14 @@ SCENARIOS: dict[str, ScenarioDef] = {
         ScenarioDef("S3", "SIGSTOP the leader below/near/above the lease TTL", s3_leader_pause),
         ScenarioDef("S4", "leader partitioned from the majority and the workers", s4_leader_isolated),
         ScenarioDef("S5", "per-link partitions (leader-follower, follower-follower)", s5_link_cuts),
-        ScenarioDef("S6", "workers partitioned from the leader only", s6_workers_cut_from_leader),
+        # Every worker starts on the leader (it lists it first): with relaying, a worker on a follower
+        # would never notice the cut (tests/fault/placement.py).
+        ScenarioDef(
+            "S6",
+            "workers partitioned from the leader only",
+            s6_workers_cut_from_leader,
+            cluster=LeaderFirstCluster,
+        ),
         ScenarioDef("S7", "workers killed mid-task (1, 2, half)", s7_worker_kills),
         ScenarioDef("S8", "worker paused beyond its lease TTL (zombie)", s8_zombie_worker),
         ScenarioDef(
@@ -351,5 +515,34 @@ SCENARIOS: dict[str, ScenarioDef] = {
             needs_disk=True,
         ),
         ScenarioDef("S14", "whole-cluster kill -9 and restart", s14_whole_cluster_restart),
+        # S15 (power loss) is not implemented; S16 (bad input) is tests/unit/test_fuzz.py.
+        ScenarioDef(
+            "S17",
+            "regions: 5 nodes over 3 regions, no fault",
+            s17_regions_baseline,
+            cluster=RegionCluster,
+            nodes=5,
+        ),
+        ScenarioDef(
+            "S18",
+            "regions: the preferred (leader's) region cut off, then back",
+            s18_preferred_region_cut,
+            cluster=RegionCluster,
+            nodes=5,
+        ),
+        ScenarioDef(
+            "S19",
+            "regions: a one-node region cut off",
+            s19_minority_region_cut,
+            cluster=RegionCluster,
+            nodes=5,
+        ),
+        ScenarioDef(
+            "S20",
+            "regions: a two-node region lost, then restarted",
+            s20_region_lost,
+            cluster=RegionCluster,
+            nodes=5,
+        ),
     ]
 }
