@@ -12,6 +12,7 @@ import grpc
 from cronraft.daemon.rejections import check_result, error_for
 from cronraft.daemon.services.common import _guard, _request_id
 from cronraft.proto.v1 import cluster_pb2, commands_pb2, membership_pb2
+from cronraft.raft import features
 from cronraft.raft.commands.membership import check_member
 from cronraft.raft.rejection import Rejected
 
@@ -45,6 +46,8 @@ class MembershipMethods:
     ) -> cluster_pb2.MembershipResponse:
         node = self.node
         node.leader_runner()  # NotLeader, with the leader's address, on a follower
+        with node.kv.read() as txn:  # a release before membership changes cannot apply them (upgrades)
+            features.require(txn, features.MEMBERSHIP, what)
         try:  # a malformed id or address is refused before anything is proposed (apply checks it too)
             check_member(member, addresses=kind == Change.ADD)
         except Rejected as e:

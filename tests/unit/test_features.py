@@ -217,7 +217,12 @@ def test_requests_needing_a_feature_are_refused_naming_it_until_the_cluster_has_
             (ALICE, "GetExecutionResult", S.GetExecutionResultRequest(execution_id=execution), RESULTS),
             (ALICE, "GetTaskStats", S.GetTaskStatsRequest(task_id=task), STATS),
             (RITA, "GetClusterStats", S.GetClusterStatsRequest(), STATS),
-            (ALICE, "ListTasks", S.ListTasksRequest(namespace="team-a", last_outcomes=[3]), STATS),
+            (
+                ALICE,
+                "ListTasks",
+                S.ListTasksRequest(namespace="team-a", last_outcomes=[common_pb2.EXECUTION_SUCCEEDED]),
+                STATS,
+            ),
         ]
         for who, method, request, feature in calls:
             with pytest.raises(Aborted) as err:
@@ -243,3 +248,30 @@ def test_a_member_rolled_back_below_the_level_is_named() -> None:
         SUPPORTED
     ) and "run this release there" in watch.features_waiting(SUPPORTED)
     assert watch.behind(frozenset({RESULTS})) == ""
+
+
+def test_a_membership_change_waits_for_its_feature() -> None:
+    """AddNode and RemoveNode are refused, before anything is proposed, until every member's release
+    can apply a ChangeMembership (a release before it records it as an unknown command)."""
+    import asyncio
+
+    from cronraft.daemon.services.membership import MembershipMethods
+    from cronraft.proto.v1 import membership_pb2
+
+    log = old_store()
+
+    class Node:
+        kv = log.sm.kv
+
+        def leader_runner(self) -> None:
+            return None
+
+        async def propose(self, cmds: object) -> object:
+            raise AssertionError("nothing is proposed below the gate")
+
+    methods = MembershipMethods()
+    methods.node = Node()  # type: ignore[assignment]
+    member = membership_pb2.ClusterMember(node_id="node4", grpc_address="h:1", raft_address="h:2")
+    change = membership_pb2.MembershipChange.ADD
+    with pytest.raises(FailedPrecondition, match="add-node needs the cluster feature 'membership'"):
+        asyncio.run(methods._begin(change, member, "", "add-node"))
