@@ -7,7 +7,9 @@ node1 is made to win the first election on purpose: node2 and node3 get a 4 s el
   healthy; `schedctl cluster status` warns; the metrics endpoint says so;
 - with the default bound (1 s) node1 hands leadership away (and is not the leader once settled);
 - with a bound above 5 s node1 keeps leading, and its due times are corrected: a one-time task due at a
-  true instant T starts within ±500 ms of T by the harness's clock (not 5 s early).
+  true instant T starts no earlier than T - 500 ms by the harness's clock (uncorrected: 5 s early) and
+  before T + 4.5 s (corrected twice: 5 s late). How late after T is the machine's load: a benchmark
+  figure (bench/w3_precision.py), not asserted here.
 
 Start times are compared on CLOCK_MONOTONIC, one clock for every process of the machine (the payload
 stamps `time.monotonic_ns()` as its first act).
@@ -34,7 +36,9 @@ pytestmark = pytest.mark.integration
 
 SKEW_MS = 5000
 TOLERANCE_MS = 300  # measured offsets (loopback: the error is well under 10 ms)
-ON_TIME_MS = 500  # fault-testing.md 2.3, R1: 0.5 s early tolerance; we hold lateness to the same
+ON_TIME_MS = 500  # fault-testing.md 2.3, R1: 0.5 s early tolerance
+# A start this late means a clock wrong by the skew (corrected twice), not a loaded machine.
+SKEW_LATE_MS = SKEW_MS - ON_TIME_MS
 
 
 def skewed_cluster(root: Path, max_offset_ms: int, metrics_port: int | None = None) -> Cluster:
@@ -139,7 +143,7 @@ def test_a_skewed_node_is_flagged_and_hands_leadership_away(tmp_path: Path, clus
     cluster.wait_workers(1)
     with Client(cluster.servers, timeout_s=30) as client:
         late = on_time_start(cluster, client, tmp_path)
-    assert -ON_TIME_MS <= late <= ON_TIME_MS, f"started {late:.0f} ms after its due time"
+    assert -ON_TIME_MS <= late < SKEW_LATE_MS, f"started {late:.0f} ms after its due time"
 
     cluster.stop()
     roles = [r for r in read_audit(audit_dir / "node1.audit.jsonl") if r["ev"] == "role"]
@@ -165,4 +169,4 @@ def test_a_corrected_leader_fires_on_true_time(tmp_path: Path, clusters: list[Cl
         late = on_time_start(cluster, client, tmp_path)
     assert cluster.leader() is node1
     # Uncorrected, node1 would have started it 5 s early.
-    assert -ON_TIME_MS <= late <= ON_TIME_MS, f"started {late:.0f} ms after its due time"
+    assert -ON_TIME_MS <= late < SKEW_LATE_MS, f"started {late:.0f} ms after its due time"
