@@ -345,10 +345,14 @@ class MembershipManager:
         if resp.node_id != m.node_id:
             return False, f"the node at {m.grpc_address} is {resp.node_id!r}, not {m.node_id}"
         if resp.role == "learner":
-            return (
-                False,
-                f"waiting for {m.node_id} to catch up: applied {resp.applied_index} of {began_index}",
+            # A learner hears only from a leader it is connected to: the members its config lists.
+            hint = (
+                ""
+                if resp.applied_index
+                else " (its config must list the current members, the leader among them)"
             )
+            why = f"waiting for {m.node_id} to catch up: applied {resp.applied_index} of {began_index}{hint}"
+            return False, why
         if resp.role == "removed" or resp.applied_index < began_index:
             # A voter promoted from learner has applied the entry that began its addition: this one was
             # started without --join (or with another data directory).

@@ -30,22 +30,27 @@ class GrowingCluster(Cluster):
     """The harness's cluster, plus nodes started later with `schedd --join` (what this test needed beyond
     the public API: a node whose config lists the current members and itself, started with a flag)."""
 
-    def raft_address(self, name: str) -> str:
-        """The Raft address of the node the harness calls `name`, as its own config file says."""
+    def member(self, name: str) -> tuple[str, str, str]:
+        """(node id, gRPC address, Raft address) of the node the harness calls `name`, as its config says."""
         cfg = tomllib.loads(self._node(name).config_path.read_text())
         me = cfg["node"]["id"]
-        return str(next(m["raft_address"] for m in cfg["cluster"]["members"] if m["id"] == me))
+        raft = next(m["raft_address"] for m in cfg["cluster"]["members"] if m["id"] == me)
+        return str(me), self._node(name).grpc_address, str(raft)
+
+    def raft_address(self, name: str) -> str:
+        return self.member(name)[2]
 
     def add_joining(
         self, node_id: str, members: list[str], *, name: str | None = None, start: bool = True
     ) -> NodeProc:
-        """Node `node_id` with an empty data directory, its config listing `members` and itself, started
-        with `--join` (`start`: now; else `start_joining` later). `name`: the harness's name for the
-        process, when another one (dead) has `node_id`."""
+        """Node `node_id` with an empty data directory, its config listing `members` (the harness's names
+        of the current members: the learner receives the log from the leader, so the list must hold it)
+        and itself, started with `--join` (`start`: now; else `start_joining` later). `name`: the
+        harness's name for the process, when another one (dead) has `node_id`."""
         name = name or node_id
         grpc_port, raft_port = free_ports(2)
         grpc_address, raft_address = f"127.0.0.1:{grpc_port}", f"127.0.0.1:{raft_port}"
-        listed = [(m, self._node(m).grpc_address, self.raft_address(m)) for m in members]
+        listed = [self.member(m) for m in members]
         cfg = self.root / f"{name}.toml"
         base = node_config(
             node_id,
@@ -69,6 +74,13 @@ class GrowingCluster(Cluster):
 
     def start_joining(self, node: NodeProc) -> None:
         node.proc = self.core.spawn(node.node_id, [*node_argv(node.config_path), "--join"], self.env)
+
+
+def start(cluster: Cluster) -> None:
+    """Start the cluster and wait until it uses membership changes (the leader raises the 'membership'
+    feature once every member said it supports it: raft/features.py)."""
+    cluster.start()
+    wait_for(lambda: "membership" in leader_status(cluster).features, 30, "the membership feature")
 
 
 def leader_status(cluster: Cluster) -> cluster_pb2.StatusResponse:
@@ -101,7 +113,7 @@ def test_three_to_five_to_three_members_while_a_task_fires_every_second(
 ) -> None:
     cluster = GrowingCluster(tmp_path, n=3)
     clusters.append(cluster)
-    cluster.start()
+    start(cluster)
     cluster.start_worker("w1", capacity=8)
     cluster.wait_workers(1)
     ledger = tmp_path / "ledger"
@@ -191,7 +203,7 @@ def test_a_killed_member_is_replaced_with_the_same_id_then_with_a_new_one(
 ) -> None:
     cluster = GrowingCluster(tmp_path, n=3)
     clusters.append(cluster)
-    cluster.start()
+    start(cluster)
     with Client(cluster.servers, timeout_s=30) as client:
         before = client.create_task("before", cron("0 0 1 1 *"), command("true"))
 
@@ -219,7 +231,7 @@ def test_a_killed_member_is_replaced_with_the_same_id_then_with_a_new_one(
 
         # node2 dies; a new id replaces it: added first (it counts once caught up), then node2 removed.
         cluster.kill(cluster._node("node2"))
-        node4 = cluster.add_joining("node4", ["node1", "node2", "node3"])
+        node4 = cluster.add_joining("node4", ["node1", "node2", "node3b"])
         client.add_node("node4", grpc_address=node4.grpc_address, raft_address=cluster.raft_address("node4"))
         wait_members(cluster, {"node1", "node2", "node3", "node4"})
         client.remove_node("node2")
