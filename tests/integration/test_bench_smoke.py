@@ -9,6 +9,7 @@ minute of the default run. Each test then checks its own script's result."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -164,23 +165,48 @@ def _run(script: str, extra: list[str], results: Path) -> subprocess.CompletedPr
     )
 
 
+class Runs:
+    """The scripts' runs, by name: those of the selected tests started in the background at once
+    (PARALLEL at a time), any other when a test asks for it."""
+
+    def __init__(self, results: Path, prefetch: set[str]) -> None:
+        self.results = results
+        self.pool = ThreadPoolExecutor(PARALLEL)
+        self.started: dict[str, Future[subprocess.CompletedProcess[str]]] = {}
+        for script, extra, _ in sorted(SCRIPTS, key=_longest_first):
+            if script in prefetch:
+                self.start(script, extra)
+
+    def start(self, script: str, extra: list[str]) -> Future[subprocess.CompletedProcess[str]]:
+        if script not in self.started:
+            self.started[script] = self.pool.submit(_run, script, extra, self.results)
+        return self.started[script]
+
+
+def _longest_first(entry: tuple[str, list[str], dict[str, set[str]]]) -> int:
+    return LONGEST_FIRST.index(entry[0]) if entry[0] in LONGEST_FIRST else len(LONGEST_FIRST)
+
+
+def _whole_module_here(config: pytest.Config) -> bool:
+    """Whether this process runs every selected test of a module: yes, but under pytest-xdist only with
+    --dist loadscope or loadfile (otherwise a worker is handed tests one by one, and its session's
+    items are every test collected, most of which it will not run)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return True
+    return config.getoption("dist", "no") in ("loadscope", "loadfile")
+
+
 @pytest.fixture(scope="module")
-def runs(
-    results: Path, request: pytest.FixtureRequest
-) -> Iterator[dict[str, Future[subprocess.CompletedProcess[str]]]]:
-    """The scripts whose tests were selected, started in the background (PARALLEL at a time), by name."""
-    mine = [i for i in request.session.items if i.nodeid.startswith(f"{request.node.nodeid}::")]
-    selected = {spec.params["script"] for i in mine if (spec := getattr(i, "callspec", None))}
-    order = sorted(SCRIPTS, key=lambda s: LONGEST_FIRST.index(s[0]) if s[0] in LONGEST_FIRST else 99)
-    pool = ThreadPoolExecutor(PARALLEL)
+def runs(results: Path, request: pytest.FixtureRequest) -> Iterator[Runs]:
+    prefetch: set[str] = set()
+    if _whole_module_here(request.config):
+        mine = [i for i in request.session.items if i.nodeid.startswith(f"{request.node.nodeid}::")]
+        prefetch = {spec.params["script"] for i in mine if (spec := getattr(i, "callspec", None))}
+    made = Runs(results, prefetch)
     try:
-        yield {
-            script: pool.submit(_run, script, extra, results)
-            for script, extra, _ in order
-            if script in selected
-        }
+        yield made
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        made.pool.shutdown(wait=True, cancel_futures=True)
 
 
 @pytest.mark.parametrize(("script", "extra", "expected"), SCRIPTS, ids=[s[0] for s in SCRIPTS])
@@ -189,9 +215,9 @@ def test_workload_smoke(
     extra: list[str],
     expected: dict[str, set[str]],
     results: Path,
-    runs: dict[str, Future[subprocess.CompletedProcess[str]]],
+    runs: Runs,
 ) -> None:
-    out = runs[script].result()
+    out = runs.start(script, extra).result()
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     for workload, figures in expected.items():
         (path,) = results.glob(f"{workload}-*.json")
@@ -203,11 +229,9 @@ def test_workload_smoke(
             assert figures <= run.keys(), figures - run.keys()
 
 
-def test_summary_renders_the_results(
-    results: Path, runs: dict[str, Future[subprocess.CompletedProcess[str]]]
-) -> None:
-    for run in runs.values():
-        run.result()  # every selected script has ended (passed or not)
+def test_summary_renders_the_results(results: Path, runs: Runs) -> None:
+    for run in runs.started.values():
+        run.result()  # every script started here has ended (passed or not)
     if not list(results.glob("*.json")):
         pytest.skip("no result to render (the workload smoke tests did not run)")
     out = subprocess.run(
