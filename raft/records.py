@@ -102,7 +102,11 @@ def calendar_include_key(name: str, includer: str) -> bytes:
 
 def _calendar_keys(task: Task) -> set[str]:
     """The stored keys of the calendars a task's schedule names: resolved in the task's namespace."""
-    return {calendar_key(task.spec.namespace, name) for name in task.spec.schedule.calendars}
+    spec = task.spec
+    names = spec.schedule.calendars
+    if not names:  # most tasks
+        return set()
+    return {calendar_key(spec.namespace, name) for name in names}
 
 
 def priority_rank(p: int) -> int:
@@ -157,30 +161,62 @@ def read_epoch(txn: Txn) -> commands_pb2.Epoch:
 
 def put_task(txn: Txn, task16: bytes, task: Task, *, old: Task | None) -> None:
     """Write a task and keep its secondary indexes (state, tags, due, calendar refs, and the search
-    indexes: kind, name, last outcome) in step."""
-    _put_search_keys(txn, task16, task, old)
-    if old is not None:
-        if old.state != task.state:
-            txn.delete("tasks_by_state", state_key(old.state, task16))
-        if due_of(old) and (due_of(old) != due_of(task) or task.state != common_pb2.TASK_SCHEDULED):
-            txn.delete("due", due_key(due_of(old), task16))
-        for k, v in old.spec.tags.items():
-            if task.spec.tags.get(k) != v:
+    indexes: kind, name, last outcome) in step.
+
+    With `old` (the stored task), only the index entries that change are written: the others are in the
+    store already (every write of a task goes through here), so writing them again would change no byte.
+    That keeps a fire or a finish, which change neither the spec nor usually the state, to the task record
+    and its due entry (bench/perf_inproc.py --per-command). An entry that may be missing is written as
+    before (the search indexes of a store older than them: `_put_search_keys`)."""
+    if old is None:
+        _put_search_keys(txn, task16, task, None)
+        txn.put("tasks", task16, task.SerializeToString())
+        txn.put("tasks_by_state", state_key(task.state, task16), b"")
+        for k, v in task.spec.tags.items():
+            txn.put("tasks_by_tag", tag_key(k, v, task16), b"")
+        for name in _calendar_keys(task):
+            txn.put("calendar_refs", calendar_ref_key(name, task16), b"")
+        if task.state == common_pb2.TASK_SCHEDULED and due_of(task):
+            txn.put("due", due_key(due_of(task), task16), b"")
+        return
+    same_spec = old.spec == task.spec  # a fire, a grant's finish: tags, calendars, kind, name unchanged
+    _put_search_keys(txn, task16, task, old, same_spec=same_spec)
+    old_state, state = old.state, task.state
+    if old_state != state:
+        txn.delete("tasks_by_state", state_key(old_state, task16))
+    old_due, due = due_of(old), due_of(task)
+    scheduled = state == common_pb2.TASK_SCHEDULED
+    if old_due and (old_due != due or not scheduled):
+        txn.delete("due", due_key(old_due, task16))
+    if not same_spec:
+        old_tags, tags = old.spec.tags, task.spec.tags
+        for k, v in old_tags.items():
+            if tags.get(k) != v:
                 txn.delete("tasks_by_tag", tag_key(k, v, task16))
-        for name in _calendar_keys(old) - _calendar_keys(task):
+        old_cals, cals = _calendar_keys(old), _calendar_keys(task)
+        for name in old_cals - cals:
             txn.delete("calendar_refs", calendar_ref_key(name, task16))
     txn.put("tasks", task16, task.SerializeToString())
-    txn.put("tasks_by_state", state_key(task.state, task16), b"")
-    for k, v in task.spec.tags.items():
-        txn.put("tasks_by_tag", tag_key(k, v, task16), b"")
-    for name in _calendar_keys(task):
-        txn.put("calendar_refs", calendar_ref_key(name, task16), b"")
-    if task.state == common_pb2.TASK_SCHEDULED and due_of(task):
-        txn.put("due", due_key(due_of(task), task16), b"")
+    if old_state != state:
+        txn.put("tasks_by_state", state_key(state, task16), b"")
+    if not same_spec:
+        for k, v in tags.items():
+            if old_tags.get(k) != v:
+                txn.put("tasks_by_tag", tag_key(k, v, task16), b"")
+        for name in cals - old_cals:
+            txn.put("calendar_refs", calendar_ref_key(name, task16), b"")
+    # Stored while the task was scheduled with the same due time: the entry is there already.
+    if scheduled and due and not (old_state == common_pb2.TASK_SCHEDULED and old_due == due):
+        txn.put("due", due_key(due, task16), b"")
 
 
-def _put_search_keys(txn: Txn, task16: bytes, task: Task, old: Task | None) -> None:
-    kind, name, outcome = kind_code(task), task.spec.name, task.last_outcome
+def _put_search_keys(
+    txn: Txn, task16: bytes, task: Task, old: Task | None, *, same_spec: bool = False
+) -> None:
+    outcome = task.last_outcome
+    if same_spec and old is not None and old.last_outcome == outcome:
+        return  # the usual case (a fire, a finish): nothing searched for changed
+    kind, name = kind_code(task), task.spec.name
     if old is None or old.spec.namespace != task.spec.namespace:  # set once: a task never moves
         if old is not None:
             txn.delete("tasks_by_namespace", namespace_key(old.spec.namespace, task16))
@@ -188,7 +224,7 @@ def _put_search_keys(txn: Txn, task16: bytes, task: Task, old: Task | None) -> N
     if old is not None:
         old_kind = kind_code(old)
         if old_kind == kind and old.spec.name == name and old.last_outcome == outcome:
-            return  # the usual case (a fire, a finish): nothing searched for changed
+            return  # nothing searched for changed
         if old_kind != kind and old_kind:
             txn.delete("tasks_by_kind", bytes([old_kind]) + task16)
         if old.spec.name != name:
