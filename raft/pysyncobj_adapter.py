@@ -47,6 +47,9 @@ Private parts of pysyncobj touched, and why:
   so that appends allocate their disk space first and a term/vote that cannot be stored is put back.
 - `SyncObj.__transport` (`_SyncObj__transport`) and `TCPTransport._onNodeDisconnectedCallback`: our
   disconnect callback is chained after pysyncobj's own.
+- `SyncObj.__onMessageReceived` (overridden as `_SyncObj__onMessageReceived`) and `SyncObj.__raftNextIndex`:
+  a success acknowledgement no longer moves the leader's next index to a follower back (RaftNode's
+  override says why: long round trips).
 - `SyncObj.__raftElectionDeadline`: brought forward when the leader's connection closes; pushed back each
   tick while the replicator holds elections (a promoted learner not yet in the configuration, a removed
   node).
@@ -341,6 +344,26 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         if deadline < current:
             self._SyncObj__raftElectionDeadline = deadline
             log.info("connection to the leader %s closed: election in %.2f s unless it returns", node, delay)
+
+    def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:
+        """pysyncobj's handler of every message (it registers `self.__onMessageReceived`, which finds this),
+        with one change: a follower's acknowledgement never moves the leader's next index to it back.
+        pysyncobj sets it to the acknowledged position + 1 although the entries after it are already on
+        their way (it advances it as it sends): over a link whose round trip is longer than the time
+        between two entries, every acknowledgement sent them again, and the follower, given entries it
+        already had, truncated its log there, applied entries included, and re-appended. A follower 80 ms
+        away (docs/multi-region.md) kept doing so until it stopped applying altogether. A follower that
+        lacks what the leader assumes answers `reset`, which still moves the index back."""
+        acked = (
+            isinstance(message, dict)
+            and message.get("type") == "next_node_idx"
+            and message.get("success")
+            and not message.get("reset")
+        )
+        ahead = self._SyncObj__raftNextIndex.get(node) if acked else None
+        SyncObj._SyncObj__onMessageReceived(self, node, message)
+        if ahead is not None and self._SyncObj__raftNextIndex.get(node, ahead) < ahead:
+            self._SyncObj__raftNextIndex[node] = ahead
 
     @replicated  # type: ignore[untyped-decorator]
     def applyEntry(self, payload: bytes) -> object:
