@@ -60,6 +60,9 @@ class Claim:
     members: tuple[Member, ...]  # the members to start from: the recorded current list (or the config's)
     state: str  # MEMBER or JOINING
     version: int  # the Membership.version of `members` (0: founding, or none recorded)
+    # The cluster's founding members as (id, Raft address) pairs; None for a joining node that has not
+    # learnt them yet.
+    founders: tuple[tuple[str, str], ...] | None = None
 
 
 def _pairs(members: Sequence[Member]) -> list[list[str]]:
@@ -91,7 +94,7 @@ def claim(config: Config, *, join: bool = False) -> Claim:
             current=[[m.id, m.grpc_address, m.raft_address] for m in members], state=state, joined=True
         )
     _write(path, record)
-    return Claim(members, state, 0)
+    return Claim(members, state, 0, None if join else tuple(sorted((m.id, m.raft_address) for m in members)))
 
 
 def _read(config: Config, path: Path) -> dict[str, Any]:
@@ -138,7 +141,10 @@ def _check(config: Config, path: Path, join: bool) -> Claim:
         )
     if join and state == MEMBER:
         log.info("--join ignored: this data directory is already a member's", node=config.node.id)
-    return Claim(current, state, int(have.get("version", 0)))
+    version = int(have.get("version", 0))
+    joined_unknown = have.get("joined") and not version  # a joining node learns them from its store
+    founders = None if joined_unknown else tuple(sorted((str(i), str(r)) for i, r in have["members"]))
+    return Claim(current, state, version, founders)
 
 
 def record_membership(

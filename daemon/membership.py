@@ -41,7 +41,7 @@ from cronraft.daemon.config.model import Member
 from cronraft.daemon.datadir import JOINING, MEMBER, REMOVED, Claim
 from cronraft.errors import CronraftError
 from cronraft.proto.v1 import cluster_pb2, cluster_pb2_grpc, commands_pb2, membership_pb2
-from cronraft.raft.commands.membership import describe, read_membership
+from cronraft.raft.commands.membership import describe, pairs, read_membership
 from cronraft.raft.kv import KV
 from cronraft.raft.replicator import RaftMember, RaftStatus, Reconfigurable
 
@@ -132,6 +132,8 @@ class MembershipManager:
         self._leading = leading
         self._now_ms = now_ms
         self._recorded = tuple(claim.members)  # the list to go by until the store holds one
+        self._founders = claim.founders  # None: a joining node learns them from the store
+        self._foreign_version = -1
         self._stored: Membership | None = None
         self._state = claim.state
         self._seen_me = claim.state == MEMBER  # this node was (or is being made) a member of a stored list
@@ -188,6 +190,10 @@ class MembershipManager:
         """The voters, as a BEGIN carries them (the state machine's current list if it has none yet)."""
         return [to_cluster_member(m) for m in self.voters()]
 
+    def founders(self) -> list[ClusterMember]:
+        """The founding members this node's data directory records, as a BEGIN carries them."""
+        return [ClusterMember(node_id=i, raft_address=r) for i, r in self._founders or ()]
+
     def prober_membership(self, node_id: str, raft_address: str) -> str:
         """Whether the node (id, Raft address) is a member as of this node's list: "member", "not_member",
         or "" before the cluster's first change (the founding list is the config's: not ours to judge)."""
@@ -236,7 +242,16 @@ class MembershipManager:
             stored = read_membership(txn)
         if stored is None or (self._stored is not None and stored.version == self._stored.version):
             return
+        if self._founders is not None and stored.founders and pairs(stored.founders) != list(self._founders):
+            # A store restored into another configuration (schedd restore) keeps its cluster's list: not
+            # this cluster's. The next change starts from this one's (raft.commands.membership).
+            if stored.version != self._foreign_version:
+                self._foreign_version = stored.version
+                log.warning("the stored member list is another configuration's (a restored store): ignored")
+            return
         self._stored = stored
+        if self._founders is None:
+            self._founders = tuple(pairs(stored.founders))
         me = self.me
         is_voter = any(_same(m, me) for m in stored.members)
         adding = _adding(stored, me)

@@ -137,8 +137,8 @@ def _member_warnings(stored: list[tuple[str, str]] | None, config: list[tuple[st
         return []
     return [
         f"the backup's replicated member list ({', '.join(f'{i} {a}' for i, a in stored)}) is not this "
-        f"config's ({', '.join(f'{i} {a}' for i, a in sorted(config))}): `schedctl cluster status` shows the "
-        "stored one until the next membership change"
+        f"config's ({', '.join(f'{i} {a}' for i, a in sorted(config))}): the restored cluster goes by this "
+        "config's (the stored one is replaced at its first membership change)"
     ]
 
 

@@ -60,6 +60,7 @@ class MembershipMethods:
         body.change.kind = kind
         body.change.member.CopyFrom(member)
         body.base.extend(node.membership.base())
+        body.founders.extend(node.membership.founders())
         (res,) = await node.propose([cmd])
         check_result(res)
         node.membership.refresh()

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"cronraft/proto/v1/membership.proto\x12\x0b\x63ronraft.v1\"L\n\rClusterMember\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0cgrpc_address\x18\x02 \x01(\t\x12\x14\n\x0craft_address\x18\x03 \x01(\t\"\xcd\x01\n\x10MembershipChange\x12\x30\n\x04kind\x18\x01 \x01(\x0e\x32\".cronraft.v1.MembershipChange.Kind\x12*\n\x06member\x18\x02 \x01(\x0b\x32\x1a.cronraft.v1.ClusterMember\x12\x13\n\x0b\x62\x65gan_index\x18\x03 \x01(\x04\x12\x13\n\x0b\x62\x65gan_at_ms\x18\x04 \x01(\x03\"1\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x07\n\x03\x41\x44\x44\x10\x01\x12\n\n\x06REMOVE\x10\x02\"\xa8\x01\n\nMembership\x12+\n\x07members\x18\x01 \x03(\x0b\x32\x1a.cronraft.v1.ClusterMember\x12.\n\x07pending\x18\x02 \x01(\x0b\x32\x1d.cronraft.v1.MembershipChange\x12\x0f\n\x07version\x18\x03 \x01(\x04\x12,\n\x08\x66ounders\x18\x04 \x03(\x0b\x32\x1a.cronraft.v1.ClusterMember\"\xd2\x01\n\x10\x43hangeMembership\x12\x30\n\x04step\x18\x01 \x01(\x0e\x32\".cronraft.v1.ChangeMembership.Step\x12-\n\x06\x63hange\x18\x02 \x01(\x0b\x32\x1d.cronraft.v1.MembershipChange\x12(\n\x04\x62\x61se\x18\x03 \x03(\x0b\x32\x1a.cronraft.v1.ClusterMember\"3\n\x04Step\x12\x14\n\x10STEP_UNSPECIFIED\x10\x00\x12\t\n\x05\x42\x45GIN\x10\x01\x12\n\n\x06\x46INISH\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"cronraft/proto/v1/membership.proto\x12\x0b\x63ronraft.v1\"L\n\rClusterMember\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0cgrpc_address\x18\x02 \x01(\t\x12\x14\n\x0craft_address\x18\x03 \x01(\t\"\xcd\x01\n\x10MembershipChange\x12\x30\n\x04kind\x18\x01 \x01(\x0e\x32\".cronraft.v1.MembershipChange.Kind\x12*\n\x06member\x18\x02 \x01(\x0b\x32\x1a.cronraft.v1.ClusterMember\x12\x13\n\x0b\x62\x65gan_index\x18\x03 \x01(\x04\x12\x13\n\x0b\x62\x65gan_at_ms\x18\x04 \x01(\x03\"1\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x07\n\x03\x41\x44\x44\x10\x01\x12\n\n\x06REMOVE\x10\x02\"\xa8\x01\n\nMembership\x12+\n\x07members\x18\x01 \x03(\x0b\x32\x1a.cronraft.v1.ClusterMember\x12.\n\x07pending\x18\x02 \x01(\x0b\x32\x1d.cronraft.v1.MembershipChange\x12\x0f\n\x07version\x18\x03 \x01(\x04\x12,\n\x08\x66ounders\x18\x04 \x03(\x0b\x32\x1a.cronraft.v1.ClusterMember\"\x80\x02\n\x10\x43hangeMembership\x12\x30\n\x04step\x18\x01 \x01(\x0e\x32\".cronraft.v1.ChangeMembership.Step\x12-\n\x06\x63hange\x18\x02 \x01(\x0b\x32\x1d.cronraft.v1.MembershipChange\x12(\n\x04\x62\x61se\x18\x03 \x03(\x0b\x32\x1a.cronraft.v1.ClusterMember\x12,\n\x08\x66ounders\x18\x04 \x03(\x0b\x32\x1a.cronraft.v1.ClusterMember\"3\n\x04Step\x12\x14\n\x10STEP_UNSPECIFIED\x10\x00\x12\t\n\x05\x42\x45GIN\x10\x01\x12\n\n\x06\x46INISH\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,7 +40,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MEMBERSHIP']._serialized_start=338
   _globals['_MEMBERSHIP']._serialized_end=506
   _globals['_CHANGEMEMBERSHIP']._serialized_start=509
-  _globals['_CHANGEMEMBERSHIP']._serialized_end=719
-  _globals['_CHANGEMEMBERSHIP_STEP']._serialized_start=668
-  _globals['_CHANGEMEMBERSHIP_STEP']._serialized_end=719
+  _globals['_CHANGEMEMBERSHIP']._serialized_end=765
+  _globals['_CHANGEMEMBERSHIP_STEP']._serialized_start=714
+  _globals['_CHANGEMEMBERSHIP_STEP']._serialized_end=765
 # @@protoc_insertion_point(module_scope)

@@ -167,6 +167,7 @@ class ChangeMembership(_message.Message):
     STEP_FIELD_NUMBER: _builtins.int
     CHANGE_FIELD_NUMBER: _builtins.int
     BASE_FIELD_NUMBER: _builtins.int
+    FOUNDERS_FIELD_NUMBER: _builtins.int
     step: Global___ChangeMembership.Step.ValueType
     @_builtins.property
     def change(self) -> Global___MembershipChange:
@@ -178,16 +179,24 @@ class ChangeMembership(_message.Message):
         yet (the cluster's first change).
         """
 
+    @_builtins.property
+    def founders(self) -> _containers.RepeatedCompositeFieldContainer[Global___ClusterMember]:
+        """BEGIN only: the founding members the proposing leader's data directory records. A stored list with
+        other founders came with a store restored into another configuration (schedd restore): the change
+        starts from `base` instead, as a first change does.
+        """
+
     def __init__(
         self,
         *,
         step: Global___ChangeMembership.Step.ValueType = ...,
         change: Global___MembershipChange | None = ...,
         base: _abc.Iterable[Global___ClusterMember] | None = ...,
+        founders: _abc.Iterable[Global___ClusterMember] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "change", b"change", "step", b"step"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "change", b"change", "founders", b"founders", "step", b"step"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -9,12 +9,15 @@ change in flight is replicated state, not the proposing leader's memory.
 
 The list is stored (meta "membership") from the cluster's first change on. Before it, the members are
 the founding config's, which every member shares (daemon.datadir checks it at each start): that first
-BEGIN carries them (`base`) and apply takes them as the current list.
+BEGIN carries them (`base`) and apply takes them as the current list. A BEGIN also carries the founders
+its leader's data directory records: a stored list with other founders came with a store restored into
+another configuration (`schedd restore`), and the change starts from `base` as a first change does.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from cronraft.proto.v1 import commands_pb2, membership_pb2
 from cronraft.raft.commands.context import Ctx
@@ -75,13 +78,21 @@ def check_member(m: ClusterMember, *, addresses: bool) -> None:
             raise Rejected(Code.INVALID_ARGUMENT, f"{value!r}: expected host:port", field=name)
 
 
+def pairs(members: Iterable[ClusterMember]) -> list[tuple[str, str]]:
+    """The (node id, Raft address) pairs of `members`, sorted: what identifies a member list."""
+    return sorted((m.node_id, m.raft_address) for m in members)
+
+
 def change_membership(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     body = cmd.change_membership
     stored = read_membership(ctx.txn)
+    if stored is not None and body.founders and pairs(stored.founders) != pairs(body.founders):
+        # Restored into another configuration: the stored list names the backup's members.
+        stored = Membership(members=body.base, founders=body.founders, version=stored.version)
     if stored is None:
         if not body.base:
             raise Rejected(Code.INVALID_STATE, "no member list is stored yet and the command carries none")
-        stored = Membership(members=body.base, founders=body.base)
+        stored = Membership(members=body.base, founders=body.founders or body.base)
     if body.step == ChangeMembership.BEGIN:
         _begin(ctx, stored, body.change)
     elif body.step == ChangeMembership.FINISH:
@@ -173,5 +184,6 @@ __all__ = [
     "change_membership",
     "check_member",
     "describe",
+    "pairs",
     "read_membership",
 ]

@@ -141,3 +141,24 @@ def test_a_stale_finish_after_a_newer_change_began_is_refused() -> None:
     (res,) = log.apply(finish(first))  # a retried FINISH of the addition
     assert res.error_code == "invalid_state" and "no such membership change in flight" in res.error
     assert stored(log).pending.kind == Change.REMOVE
+
+
+def test_a_store_restored_into_another_configuration_starts_its_first_change_from_the_leaders_list() -> None:
+    """`schedd restore` keeps the backup's store, member list included: a BEGIN whose leader records other
+    founders starts from its own list (the version goes on counting)."""
+    log = Log()
+    log.apply(begin(Change.ADD, member(4)))
+    log.apply(finish(stored(log).pending))
+    assert stored(log).version == 2
+    restored = [member(7), member(8), member(9)]
+    cmd = begin(Change.REMOVE, member(9), base=False)
+    cmd.change_membership.base.extend(restored)
+    cmd.change_membership.founders.extend(restored)
+    (res,) = log.apply(cmd)
+    assert res.applied, res.error
+    m = stored(log)
+    assert ids(m) == ["node7", "node8", "node9"] and list(m.founders) == restored and m.version == 3
+    same = begin(Change.REMOVE, member(8), base=False)  # founders as stored: the stored list goes on
+    same.change_membership.founders.extend(restored)
+    (res,) = log.apply(same)
+    assert res.error_code == "invalid_state" and "in flight (removing node9" in res.error

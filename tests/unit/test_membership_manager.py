@@ -82,7 +82,7 @@ class Rig:
         self.seen: list[tuple[str, ...]] = []
         self.manager = MembershipManager(
             me=me,
-            claim=Claim((m(1), m(2), m(3)), state, 0),
+            claim=Claim((m(1), m(2), m(3)), state, 0, None if state == JOINING else FOUNDERS),
             kv=self.sm.kv,
             replicator=self.rep,
             on_members=lambda members: self.seen.append(tuple(x.id for x in members)),
@@ -116,6 +116,7 @@ class Rig:
         cmd.change_membership.change.kind = kind  # type: ignore[assignment]
         cmd.change_membership.change.member.CopyFrom(member)
         cmd.change_membership.base.extend(self.manager.base())
+        cmd.change_membership.founders.extend(self.manager.founders())
         (res,) = await self.propose([cmd])
         return res
 
@@ -124,6 +125,9 @@ class Rig:
             got = read_membership(txn)
         assert got is not None
         return got
+
+
+FOUNDERS = tuple(sorted((m(i).id, m(i).raft_address) for i in (1, 2, 3)))
 
 
 def voter_answer(node_id: str, applied: int, role: str = "voter") -> cluster_pb2.ClockResponse:
@@ -237,3 +241,23 @@ async def test_a_leaderless_voter_asks_the_members_and_leaves_when_told_it_was_r
     rig.manager._last_ask = 0.0
     await rig.manager._ask_if_removed()
     assert rig.manager.removed and rig.rep.calls[-1] == "leave" and rig.records[-1][2] == REMOVED
+
+
+@pytest.mark.asyncio
+async def test_a_restored_stores_list_of_another_configuration_is_not_taken_for_this_ones() -> None:
+    """`schedd restore` into new machines keeps the backup's member list in the store: this node is not in
+    it, yet it was not removed; the list is ignored, and the next change starts from this one's."""
+    rig = Rig(m(1))
+    foreign = commands_pb2.Command(stamped_at_ms=1)
+    foreign.change_membership.step = membership_pb2.ChangeMembership.BEGIN
+    foreign.change_membership.change.kind = Change.REMOVE
+    foreign.change_membership.change.member.CopyFrom(cm(9))
+    foreign.change_membership.base.extend([cm(7), cm(8), cm(9)])
+    await rig.propose([foreign])  # what the backup's store held
+    rig.manager.refresh()
+    assert rig.manager.stored() is None and not rig.manager.removed and "leave" not in rig.rep.calls
+    assert rig.manager.members() == (m(1), m(2), m(3))
+    res = await rig.begin(Change.ADD, cm(4))  # the first change here starts from this cluster's list
+    assert res.applied, res.error
+    rig.manager.refresh()
+    assert rig.manager.members() == (m(1), m(2), m(3), m(4)) and rig.stored().version == 2
