@@ -31,7 +31,7 @@ from typing import Any
 
 from cronraft.errors import InvalidArgument, StorageError
 from cronraft.proto.v1 import commands_pb2, common_pb2
-from cronraft.raft import audit_trail, features, firing, search
+from cronraft.raft import audit_trail, features, firing, search, stats
 from cronraft.raft.codec import (
     CodecError,
     decode_batch,
@@ -69,6 +69,22 @@ DEDUP_PRUNE_PER_ENTRY = 64
 # The `error` of a command whose handler raised an unexpected exception is cut to this many characters.
 MAX_INTERNAL_ERROR = 500
 DEFAULT_CATCHUP_WINDOW_MS = firing.DEFAULT_CATCHUP_WINDOW_MS
+
+# Command kinds applied with the entry's statistics batch (raft.stats.Batch): none of them deletes a task's
+# statistics (drop_task) or raises the feature level. Before any other kind the batch is written out, and
+# that command counts its outcomes at once.
+_STATS_BATCHED = frozenset(
+    {
+        "fire",
+        "grant",
+        "complete",
+        "expire_lease",
+        "append_output",
+        "note_waiting",
+        "expire_pending",
+        "cancel_execution",
+    }
+)
 
 TERMINAL_STATES = frozenset(
     {
@@ -364,9 +380,17 @@ class StateMachine:
                 failed = Rejection(Code.CODEC, str(e)).result()
                 parts.append(message_field(1, failed.SerializeToString()))
             else:
+                # Savepoints (guarded) roll a command back: its counts must go with it, so no batch then.
+                counts = None if guarded else stats.Batch()
                 for i, cmd in enumerate(batch.commands):
-                    res = self._apply_command(txn, index, i, cmd, events, guarded=guarded)
+                    batched = counts
+                    if counts is not None and cmd.WhichOneof("body") not in _STATS_BATCHED:
+                        counts.flush(txn)
+                        batched = None
+                    res = self._apply_command(txn, index, i, cmd, events, guarded=guarded, counts=batched)
                     parts.append(message_field(1, res.SerializeToString()))
+                if counts is not None:
+                    counts.flush(txn)
             txn.put("meta", META_LAST_APPLIED, u64(index))
         self._last_applied = index
         if events is not None:
@@ -384,10 +408,11 @@ class StateMachine:
         events: list[dict[str, Any]] | None = None,
         *,
         guarded: bool = False,
+        counts: stats.Batch | None = None,
     ) -> CommandResult:
         """One command, and its audit record when it carries `audit` (a client's command: raft.audit_trail),
         written with its outcome whatever that is (a duplicate's is the answer it gets)."""
-        res = self._apply_body(txn, index, position, cmd, events, guarded=guarded)
+        res = self._apply_body(txn, index, position, cmd, events, guarded=guarded, counts=counts)
         if cmd.HasField("audit"):
             audit_trail.record(txn, index, position, cmd, res)
         return res
@@ -401,6 +426,7 @@ class StateMachine:
         events: list[dict[str, Any]] | None,
         *,
         guarded: bool,
+        counts: stats.Batch | None = None,
     ) -> CommandResult:
         """The command's effect. A refusal (`Rejected`, `InvalidArgument`) keeps what the handler wrote
         before it (handlers check everything before writing: nothing) and its audit events, which tell of the
@@ -423,7 +449,15 @@ class StateMachine:
                 raise Rejected(Code.UNKNOWN_COMMAND, f"unknown command {kind!r}")
             if self._fault is not None:
                 self._fault(cmd)
-            ctx = Ctx(txn if sp is None else sp, index, position, cmd.stamped_at_ms, res, events=events)
+            ctx = Ctx(
+                txn if sp is None else sp,
+                index,
+                position,
+                cmd.stamped_at_ms,
+                res,
+                events=events,
+                stats=counts,
+            )
             if cmd.HasField("limits"):
                 ctx.limits = cmd.limits
             if cmd.HasField("plan"):  # the leader's schedule answers (raft.fireplan)

@@ -245,13 +245,162 @@ def _read(txn: Txn, db: str, key: bytes, message: type[_M]) -> _M:
     return out
 
 
-def record_outcome(txn: Txn, ex: Execution, task: Task | None) -> None:
+class _HistDelta:
+    """Values added to a histogram within one entry, merged into the stored one when the entry ends: the
+    same histogram as adding them one by one (counts add; min, max, samples and sum are order-free)."""
+
+    __slots__ = ("counts", "max_ms", "min_ms", "samples", "sum_ms")
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = {}
+        self.samples = self.sum_ms = self.min_ms = self.max_ms = 0
+
+    def add(self, value_ms: int) -> None:
+        value_ms = max(0, value_ms)  # as hist_add stores it
+        b = bucket_of(value_ms)
+        self.counts[b] = self.counts.get(b, 0) + 1
+        if not self.samples or value_ms < self.min_ms:
+            self.min_ms = value_ms
+        self.max_ms = max(self.max_ms, value_ms)
+        self.samples += 1
+        self.sum_ms += value_ms
+
+    def merge_into(self, h: Histogram) -> None:
+        if not self.samples:
+            return
+        order = sorted(self.counts)
+        delta = Histogram(
+            buckets=order,
+            counts=[self.counts[b] for b in order],
+            samples=self.samples,
+            sum_ms=self.sum_ms,
+            min_ms=self.min_ms,
+            max_ms=self.max_ms,
+        )
+        hist_merge(h, delta)
+
+
+class _ClusterDelta:
+    """One cluster hour within an entry: the stored record (its rankings kept up to date command by
+    command, since a ranking depends on the order of its updates) and the order-free sums added to it when
+    the entry ends."""
+
+    __slots__ = ("duration", "lateness", "minute_failures", "minute_runs", "record", "states")
+
+    def __init__(self, record: stats_pb2.ClusterHour) -> None:
+        self.record = record
+        self.states: dict[int, int] = {}
+        self.duration, self.lateness = _HistDelta(), _HistDelta()
+        self.minute_runs: dict[int, int] = {}
+        self.minute_failures: dict[int, int] = {}
+
+    def apply(self) -> stats_pb2.ClusterHour:
+        ch = self.record
+        for state, n in self.states.items():
+            count(ch.counts, state, n)
+        self.duration.merge_into(ch.duration)
+        self.lateness.merge_into(ch.lateness)
+        if self.minute_runs and not ch.minute_runs:
+            ch.minute_runs.extend([0] * 60)
+            ch.minute_failures.extend([0] * 60)
+        for minute, n in self.minute_runs.items():
+            ch.minute_runs[minute] += n
+        for minute, n in self.minute_failures.items():
+            ch.minute_failures[minute] += n
+        return ch
+
+
+class Batch:
+    """The statistics records one log entry touches, read once, kept in memory between its commands and
+    written once when the entry ends (`flush`): an entry of 2,000 Completes reads, parses, serializes and
+    writes the cluster's hour once instead of 2,000 times, and adds its histogram samples as integers.
+    The stored bytes are those of writing each outcome as it came (`record_outcome` without a batch).
+
+    The caller (raft.state) flushes before any command that may read or delete statistics records another
+    way (`drop_task`, a feature raised) and uses no batch for those, nor when an entry is applied with
+    savepoints (a command rolled back must take its counts with it)."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[bytes, dict[int, stats_pb2.StatsHour]] = {}  # task16 -> hour -> record
+        self._cluster: dict[int, _ClusterDelta] = {}  # hour -> record
+        self._active: bool | None = None
+
+    def active(self, txn: Txn) -> bool:
+        if self._active is None:
+            self._active = features.is_active(txn, features.STATS)
+        return self._active
+
+    def task_hour(self, txn: Txn, task16: bytes, hour: int) -> stats_pb2.StatsHour:
+        hours = self._tasks.get(task16)
+        h = None if hours is None else hours.get(hour)
+        if h is None:
+            h = _load_hour(
+                txn,
+                "task_stats_hours",
+                task16 + u64(hour),
+                prefix=task16,
+                hour=hour,
+                message=stats_pb2.StatsHour,
+                batch=self,
+            )
+            self._tasks.setdefault(task16, {})[hour] = h
+        return h
+
+    def cluster_hour(self, txn: Txn, hour: int) -> _ClusterDelta:
+        d = self._cluster.get(hour)
+        if d is None:
+            ch = _load_hour(
+                txn,
+                "cluster_stats",
+                u64(hour),
+                prefix=b"",
+                hour=hour,
+                message=stats_pb2.ClusterHour,
+                batch=self,
+            )
+            d = self._cluster[hour] = _ClusterDelta(ch)
+        return d
+
+    def forget(self, db: str, prefix: bytes, before_ms: int) -> None:
+        """Drop the records of `prefix` (a task16, or b"": the cluster) older than `before_ms`: `_trim`
+        deleted them from the store."""
+        hours = self._cluster if db == "cluster_stats" else self._tasks.get(prefix)
+        if hours:
+            for hour in [h for h in hours if h < before_ms]:
+                del hours[hour]
+
+    def flush(self, txn: Txn) -> None:
+        for task16, hours in self._tasks.items():
+            for hour, h in hours.items():
+                txn.put("task_stats_hours", task16 + u64(hour), h.SerializeToString())
+        for hour, d in self._cluster.items():
+            txn.put("cluster_stats", u64(hour), d.apply().SerializeToString())
+        self._tasks.clear()
+        self._cluster.clear()
+        self._active = None
+
+
+def _load_hour(
+    txn: Txn, db: str, key: bytes, *, prefix: bytes, hour: int, message: type[_M], batch: Batch | None
+) -> _M:
+    """The stored hour record `key` (empty if none: then the oldest hour kept may go, `_trim`)."""
+    out = message()
+    raw = txn.get(db, key)
+    if raw is None:  # a new hour: the oldest one kept may go
+        _trim(txn, db, prefix, hour - (WINDOW_HOURS - 1) * HOUR_MS, batch)
+    else:
+        out.ParseFromString(raw)
+    return out
+
+
+def record_outcome(txn: Txn, ex: Execution, task: Task | None, batch: Batch | None = None) -> None:
     """Count `ex`, which just reached its final state at `ex.completed_at_ms` (see the module docstring).
     `task` is its task as the caller is about to store it (its totals are updated here), or None when
     the task was deleted meanwhile: then only the cluster's figures count it. Nothing is counted while
     the cluster's feature level lacks "stats" (raft.features: a rolling upgrade from a release without
-    statistics), so that every replica counts from the same entry on."""
-    if not features.is_active(txn, features.STATS):
+    statistics), so that every replica counts from the same entry on. With `batch`, the hour records are
+    written when the entry ends (`Batch`); without, at once."""
+    if not (features.is_active(txn, features.STATS) if batch is None else batch.active(txn)):
         return
     at = max(0, ex.completed_at_ms)
     hour = hour_of(at)
@@ -265,50 +414,66 @@ def record_outcome(txn: Txn, ex: Execution, task: Task | None) -> None:
         task.last_outcome = common_pb2.ExecutionState.ValueType(state)
         task.last_execution_id = ex.execution_id
         task16 = id_bytes(ex.task_id)
-        key = task16 + u64(hour)
-        h = stats_pb2.StatsHour()
-        raw = txn.get("task_stats_hours", key)
-        if raw is None:  # a new hour: the oldest one kept may go
-            _trim(txn, "task_stats_hours", task16, hour - (WINDOW_HOURS - 1) * HOUR_MS)
+        if batch is None:
+            key = task16 + u64(hour)
+            h = _load_hour(
+                txn,
+                "task_stats_hours",
+                key,
+                prefix=task16,
+                hour=hour,
+                message=stats_pb2.StatsHour,
+                batch=None,
+            )
         else:
-            h.ParseFromString(raw)
+            h = batch.task_hour(txn, task16, hour)
         count(h.counts, state)
         if duration is not None:
             hist_add(h.duration, duration)
             hour_longest = h.duration.max_ms
         if lateness is not None:
             hist_add(h.lateness, lateness)
-        txn.put("task_stats_hours", key, h.SerializeToString())
+        if batch is None:
+            txn.put("task_stats_hours", key, h.SerializeToString())
         hour_failures = failures(h.counts)
 
-    key = u64(hour)
-    ch = stats_pb2.ClusterHour()
-    raw = txn.get("cluster_stats", key)
-    if raw is None:
-        _trim(txn, "cluster_stats", b"", hour - (WINDOW_HOURS - 1) * HOUR_MS)
+    minute = (at - hour) // MINUTE_MS
+    if batch is not None:
+        d = batch.cluster_hour(txn, hour)
+        d.states[state] = d.states.get(state, 0) + 1
+        if duration is not None:
+            d.duration.add(duration)
+        if lateness is not None:
+            d.lateness.add(lateness)
+        d.minute_runs[minute] = d.minute_runs.get(minute, 0) + 1
+        if failed:
+            d.minute_failures[minute] = d.minute_failures.get(minute, 0) + 1
+        ch = d.record
     else:
-        ch.ParseFromString(raw)
-    count(ch.counts, state)
-    if duration is not None:
-        hist_add(ch.duration, duration)
-    if lateness is not None:
-        hist_add(ch.lateness, lateness)
+        ch = _load_hour(
+            txn, "cluster_stats", u64(hour), prefix=b"", hour=hour, message=stats_pb2.ClusterHour, batch=None
+        )
+        count(ch.counts, state)
+        if duration is not None:
+            hist_add(ch.duration, duration)
+        if lateness is not None:
+            hist_add(ch.lateness, lateness)
+        if not ch.minute_runs:
+            ch.minute_runs.extend([0] * 60)
+            ch.minute_failures.extend([0] * 60)
+        ch.minute_runs[minute] += 1
+        if failed:
+            ch.minute_failures[minute] += 1
     if task is not None:
         if failed:
             _rank(ch.most_failures, ex.task_id, hour_failures)
         if duration is not None:
             _rank(ch.slowest, ex.task_id, hour_longest)
-    if not ch.minute_runs:
-        ch.minute_runs.extend([0] * 60)
-        ch.minute_failures.extend([0] * 60)
-    minute = (at - hour) // MINUTE_MS
-    ch.minute_runs[minute] += 1
-    if failed:
-        ch.minute_failures[minute] += 1
-    txn.put("cluster_stats", key, ch.SerializeToString())
+    if batch is None:
+        txn.put("cluster_stats", u64(hour), ch.SerializeToString())
 
 
-def _trim(txn: Txn, db: str, prefix: bytes, keep_from_ms: int) -> None:
+def _trim(txn: Txn, db: str, prefix: bytes, keep_from_ms: int, batch: Batch | None = None) -> None:
     """Delete the records of `prefix` older than `keep_from_ms`. Called when a new hour or minute record
     is about to be written, so only a handful are ever older."""
     if keep_from_ms <= 0:
@@ -316,6 +481,8 @@ def _trim(txn: Txn, db: str, prefix: bytes, keep_from_ms: int) -> None:
     doomed = [k for k, _ in txn.scan(db, prefix + u64(0), prefix + u64(keep_from_ms))]
     for k in doomed:
         txn.delete(db, k)
+    if batch is not None:
+        batch.forget(db, prefix, keep_from_ms)
 
 
 def _rank(ranking: RepeatedCompositeFieldContainer[stats_pb2.RankedTask], task_id: str, value: int) -> None:
@@ -480,6 +647,7 @@ __all__ = [
     "THROUGHPUT_MINUTES",
     "TOP_K",
     "WINDOW_HOURS",
+    "Batch",
     "bucket_bounds",
     "bucket_of",
     "cluster_stats",

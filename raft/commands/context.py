@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cronraft.proto.v1 import commands_pb2, common_pb2
-from cronraft.raft import firing, schedule
+from cronraft.raft import firing, schedule, stats
 from cronraft.raft.answers import LOCAL, Answers
 from cronraft.raft.codec import id_bytes
 from cronraft.raft.fireplan import PlanBuilder, PlanIndex
@@ -40,6 +40,8 @@ class Ctx:
     # The command's plan (raft.fireplan: the leader's schedule answers), or, on the leader, the plan being
     # recorded for a command not proposed yet; None: every answer is computed here.
     plans: PlanIndex | PlanBuilder | None = None
+    # The entry's statistics records, written when the entry ends (raft.stats.Batch), or None: at once.
+    stats: stats.Batch | None = None
 
     def new_id(self) -> str:
         self._ids += 1

@@ -41,14 +41,14 @@ def finish(ctx: Ctx, ex: Execution, state: int, error: str = "") -> None:
 
     raw = txn.get("tasks", task16)
     if raw is None:
-        stats.record_outcome(txn, ex, None)
+        stats.record_outcome(txn, ex, None, ctx.stats)
         return
     old = Task()
     old.ParseFromString(raw)
     task = Task()
     task.CopyFrom(old)
     task.last_finished_ms = ctx.now
-    stats.record_outcome(txn, ex, task)
+    stats.record_outcome(txn, ex, task, ctx.stats)
     others = firing.active_executions(txn, task16)
     # Buffered executions are active ones too: with none active, there is no buffer to look at.
     if others and not any(e.state != common_pb2.EXECUTION_BUFFERED for e in others):

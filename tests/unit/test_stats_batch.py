@@ -1,0 +1,88 @@
+"""raft.stats.Batch (issue 16): an entry's outcomes counted in memory and written when it ends leave the
+store byte for byte as counting each outcome at once, including hours trimmed from the window meanwhile,
+tasks whose hour records are deleted, and rankings, whose result depends on the order of the updates."""
+
+from __future__ import annotations
+
+import random
+
+from cronraft.proto.v1 import common_pb2
+from cronraft.raft import features, stats
+from cronraft.raft.codec import id_bytes, make_id
+from cronraft.raft.kv import MemKV, Txn
+
+HOUR = stats.HOUR_MS
+T0 = 1_767_225_600_000
+STATES = (
+    common_pb2.EXECUTION_SUCCEEDED,
+    common_pb2.EXECUTION_SUCCEEDED,
+    common_pb2.EXECUTION_FAILED,
+    common_pb2.EXECUTION_TIMED_OUT,
+    common_pb2.EXECUTION_LOST,
+    common_pb2.EXECUTION_CANCELLED,
+)
+
+
+def _entries(seed: int) -> list[list[tuple[str, common_pb2.Execution, bool]]]:
+    """Entries of (kind, execution, task kept) steps: outcomes spread over more hours than the window,
+    several per task and hour, and now and then a task's statistics dropped between two of them."""
+    rnd = random.Random(seed)
+    tasks = [make_id(T0, bytes([i]) * 10) for i in range(12)]
+    out = []
+    at = T0
+    for _ in range(60):
+        entry = []
+        for _ in range(rnd.randrange(1, 40)):
+            at += rnd.choice([0, 1_000, 61_000, HOUR // 2, 5 * HOUR, 0, 0, 0, 0, 0, 0, 0, 0, 90 * HOUR])
+            started = at - rnd.randrange(0, 600_000)
+            ex = common_pb2.Execution(
+                execution_id=make_id(at, rnd.randbytes(10)),
+                task_id=rnd.choice(tasks),
+                state=rnd.choice(STATES),
+                nominal_time_ms=started - rnd.randrange(-5, 90_000),
+                started_at_ms=started if rnd.random() < 0.9 else 0,
+                finished_at_ms=started + rnd.randrange(0, 3 * 600_000),
+                completed_at_ms=at,
+                manual=rnd.random() < 0.1,
+            )
+            entry.append(("drop" if rnd.random() < 0.05 else "outcome", ex, rnd.random() < 0.9))
+        out.append(entry)
+    return out
+
+
+def _apply(txn: Txn, entry: list[tuple[str, common_pb2.Execution, bool]], batched: bool) -> None:
+    # As raft.state does: a batch per entry, written out before anything else touches the records.
+    batch = stats.Batch() if batched else None
+    for kind, ex, kept in entry:
+        if kind == "drop":
+            if batch is not None:
+                batch.flush(txn)
+            stats.drop_task(txn, id_bytes(ex.task_id))
+            continue
+        task = common_pb2.Task(task_id=ex.task_id) if kept else None
+        stats.record_outcome(txn, ex, task, batch)
+    if batch is not None:
+        batch.flush(txn)
+
+
+def test_a_batch_writes_what_counting_each_outcome_at_once_writes() -> None:
+    for seed in range(5):
+        stores = []
+        for batched in (False, True):
+            kv = MemKV()
+            with kv.write() as txn:
+                features.raise_level(txn, [features.STATS])
+            for entry in _entries(seed):
+                with kv.write() as txn:
+                    _apply(txn, entry, batched)
+            stores.append(kv.dump())
+        assert stores[0]["cluster_stats"], "the workload counted something"
+        assert len(stores[0]["cluster_stats"]) <= stats.WINDOW_HOURS  # hours were trimmed
+        assert stores[0] == stores[1], f"seed {seed}"
+
+
+def test_a_batch_counts_nothing_without_the_feature() -> None:
+    kv = MemKV()
+    with kv.write() as txn:
+        _apply(txn, _entries(1)[0], batched=True)
+    assert not kv.dump()["cluster_stats"]
