@@ -261,3 +261,19 @@ async def test_a_restored_stores_list_of_another_configuration_is_not_taken_for_
     assert res.applied, res.error
     rig.manager.refresh()
     assert rig.manager.members() == (m(1), m(2), m(3), m(4)) and rig.stored().version == 2
+
+
+def test_a_learner_and_a_removed_node_are_not_ready() -> None:
+    from cronraft.daemon.http.readiness import evaluate
+
+    def status(role: str) -> RaftStatus:
+        return RaftStatus(
+            "node4", False, "node1", 3, 10, 10, {"node1": True}, ready=True, has_quorum=True, role=role
+        )
+
+    assert evaluate(status("voter"), applied_index=10).ready
+    learner = evaluate(status("learner"), applied_index=10)
+    assert list(learner.failed) == ["member"] and "a learner" in learner.failed["member"]
+    assert evaluate(status("removed"), applied_index=10).failed == {
+        "member": "removed: not a member of the cluster"
+    }
