@@ -12,6 +12,7 @@ import pytest
 
 from cronraft.daemon.config.model import Member
 from cronraft.daemon.datadir import JOINING, MEMBER, REMOVED, Claim
+from cronraft.daemon.http.readiness import evaluate
 from cronraft.daemon.membership import MembershipManager, initial_role
 from cronraft.errors import FailedPrecondition
 from cronraft.proto.v1 import cluster_pb2, commands_pb2, membership_pb2
@@ -264,8 +265,6 @@ async def test_a_restored_stores_list_of_another_configuration_is_not_taken_for_
 
 
 def test_a_learner_and_a_removed_node_are_not_ready() -> None:
-    from cronraft.daemon.http.readiness import evaluate
-
     def status(role: str) -> RaftStatus:
         return RaftStatus(
             "node4", False, "node1", 3, 10, 10, {"node1": True}, ready=True, has_quorum=True, role=role
