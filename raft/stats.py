@@ -116,6 +116,13 @@ def hist_add(h: Histogram, value_ms: int) -> None:
     else:
         e = value_ms.bit_length() - 1
         b = SUB + (e - SUB_BITS) * SUB + ((value_ms >> (e - SUB_BITS)) & (SUB - 1))
+    samples = h.samples
+    if not samples:  # a new hour's first sample (every task's, in a burst of one-time tasks)
+        h.buckets.append(b)
+        h.counts.append(1)
+        h.min_ms = h.max_ms = h.sum_ms = value_ms
+        h.samples = 1
+        return
     buckets = h.buckets
     i = bisect.bisect_left(buckets, b)
     if i < len(buckets) and buckets[i] == b:
@@ -123,9 +130,7 @@ def hist_add(h: Histogram, value_ms: int) -> None:
     else:
         buckets.insert(i, b)
         h.counts.insert(i, 1)
-    samples = h.samples
-    if not samples or value_ms < h.min_ms:
-        h.min_ms = value_ms
+    h.min_ms = min(h.min_ms, value_ms)
     h.max_ms = max(h.max_ms, value_ms)
     h.samples = samples + 1
     h.sum_ms += value_ms
@@ -323,12 +328,14 @@ class Batch:
     def __init__(self) -> None:
         self._tasks: dict[bytes, dict[int, stats_pb2.StatsHour]] = {}  # task16 -> hour -> record
         self._cluster: dict[int, _ClusterDelta] = {}  # hour -> record
-        self._active: bool | None = None
+        self._level: frozenset[str] | None = None
 
-    def active(self, txn: Txn) -> bool:
-        if self._active is None:
-            self._active = features.is_active(txn, features.STATS)
-        return self._active
+    def has(self, txn: Txn, feature: str) -> bool:
+        """Whether `feature` is in force (raft.features), read once per batch: no batched command raises
+        the level."""
+        if self._level is None:
+            self._level = features.level(txn)
+        return feature in self._level
 
     def task_hour(self, txn: Txn, task16: bytes, hour: int) -> stats_pb2.StatsHour:
         hours = self._tasks.get(task16)
@@ -377,7 +384,7 @@ class Batch:
             txn.put("cluster_stats", u64(hour), d.apply().SerializeToString())
         self._tasks.clear()
         self._cluster.clear()
-        self._active = None
+        self._level = None
 
 
 def _load_hour(
@@ -400,7 +407,7 @@ def record_outcome(txn: Txn, ex: Execution, task: Task | None, batch: Batch | No
     the cluster's feature level lacks "stats" (raft.features: a rolling upgrade from a release without
     statistics), so that every replica counts from the same entry on. With `batch`, the hour records are
     written when the entry ends (`Batch`); without, at once."""
-    if not (features.is_active(txn, features.STATS) if batch is None else batch.active(txn)):
+    if not (features.is_active(txn, features.STATS) if batch is None else batch.has(txn, features.STATS)):
         return
     at = max(0, ex.completed_at_ms)
     hour = hour_of(at)

@@ -197,7 +197,12 @@ def _keep_result(ctx: Ctx, ex: Execution, exec16: bytes, data: bytes) -> str:
     (`[limits] max_result_bytes`; the hard bound without one), nothing is kept and the refusal is
     returned. Nothing is kept, nor refused, while the cluster's feature level lacks "results" (raft.features:
     a release without results ignores them; an older leader may still forward a newer worker's)."""
-    if not features.is_active(ctx.txn, features.RESULTS):
+    active = (
+        features.is_active(ctx.txn, features.RESULTS)
+        if ctx.stats is None
+        else ctx.stats.has(ctx.txn, features.RESULTS)
+    )
+    if not active:
         return ""
     bound = bounds.MAX_RESULT_BYTES
     if ctx.limits is not None and 0 < ctx.limits.max_result_bytes < bound:
