@@ -251,36 +251,43 @@ def _read(txn: Txn, db: str, key: bytes, message: type[_M]) -> _M:
 
 
 class _HistDelta:
-    """Values added to a histogram within one entry, merged into the stored one when the entry ends: the
-    same histogram as adding them one by one (counts add; min, max, samples and sum are order-free)."""
+    """Values added to a histogram within one entry, added to the stored one when the entry ends: one by
+    one when they are few (a small entry: `hist_add` is cheaper than a merge), else summed per bucket and
+    merged. Either way the same histogram as adding them as they came (counts add; min, max, samples and
+    sum are order-free)."""
 
-    __slots__ = ("counts", "max_ms", "min_ms", "samples", "sum_ms")
+    __slots__ = ("values",)
+
+    # Up to this many values are added one by one.
+    ONE_BY_ONE = 32
 
     def __init__(self) -> None:
-        self.counts: dict[int, int] = {}
-        self.samples = self.sum_ms = self.min_ms = self.max_ms = 0
-
-    def add(self, value_ms: int) -> None:
-        value_ms = max(0, value_ms)  # as hist_add stores it
-        b = bucket_of(value_ms)
-        self.counts[b] = self.counts.get(b, 0) + 1
-        if not self.samples or value_ms < self.min_ms:
-            self.min_ms = value_ms
-        self.max_ms = max(self.max_ms, value_ms)
-        self.samples += 1
-        self.sum_ms += value_ms
+        self.values: list[int] = []
 
     def merge_into(self, h: Histogram) -> None:
-        if not self.samples:
+        values = self.values
+        if len(values) <= self.ONE_BY_ONE:
+            for v in values:
+                hist_add(h, v)
             return
-        order = sorted(self.counts)
+        counts: dict[int, int] = {}
+        low = high = total = 0
+        for i, value in enumerate(values):
+            v = max(0, value)  # as hist_add stores it
+            b = bucket_of(v)
+            counts[b] = counts.get(b, 0) + 1
+            if not i or v < low:
+                low = v
+            high = max(high, v)
+            total += v
+        order = sorted(counts)
         delta = Histogram(
             buckets=order,
-            counts=[self.counts[b] for b in order],
-            samples=self.samples,
-            sum_ms=self.sum_ms,
-            min_ms=self.min_ms,
-            max_ms=self.max_ms,
+            counts=[counts[b] for b in order],
+            samples=len(values),
+            sum_ms=total,
+            min_ms=low,
+            max_ms=high,
         )
         hist_merge(h, delta)
 
@@ -449,9 +456,9 @@ def record_outcome(txn: Txn, ex: Execution, task: Task | None, batch: Batch | No
         d = batch.cluster_hour(txn, hour)
         d.states[state] = d.states.get(state, 0) + 1
         if duration is not None:
-            d.duration.add(duration)
+            d.duration.values.append(duration)
         if lateness is not None:
-            d.lateness.add(lateness)
+            d.lateness.values.append(lateness)
         d.minute_runs[minute] = d.minute_runs.get(minute, 0) + 1
         if failed:
             d.minute_failures[minute] = d.minute_failures.get(minute, 0) + 1
