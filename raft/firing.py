@@ -96,7 +96,7 @@ def record(
         late_ms=max(0, now_ms - (actual_ms or nominal_ms)) if execution_id else 0,
         actual_ms=actual_ms,
     )
-    txn.put("ledger", key, rec.SerializeToString())
+    txn.put("ledger", key, rec.SerializeToString(deterministic=True))
     if is_new:
         _prune_ledger(txn, task16)
 

@@ -170,7 +170,7 @@ def put_task(txn: Txn, task16: bytes, task: Task, *, old: Task | None) -> None:
     before (the search indexes of a store older than them: `_put_search_keys`)."""
     if old is None:
         _put_search_keys(txn, task16, task, None)
-        txn.put("tasks", task16, task.SerializeToString())
+        txn.put("tasks", task16, task.SerializeToString(deterministic=True))
         txn.put("tasks_by_state", state_key(task.state, task16), b"")
         for k, v in task.spec.tags.items():
             txn.put("tasks_by_tag", tag_key(k, v, task16), b"")
@@ -196,7 +196,7 @@ def put_task(txn: Txn, task16: bytes, task: Task, *, old: Task | None) -> None:
         old_cals, cals = _calendar_keys(old), _calendar_keys(task)
         for name in old_cals - cals:
             txn.delete("calendar_refs", calendar_ref_key(name, task16))
-    txn.put("tasks", task16, task.SerializeToString())
+    txn.put("tasks", task16, task.SerializeToString(deterministic=True))
     if old_state != state:
         txn.put("tasks_by_state", state_key(state, task16), b"")
     if not same_spec:
@@ -285,7 +285,7 @@ def put_execution(txn: Txn, exec16: bytes, ex: Execution, before: Indexed | None
         old = None if raw is None else indexed(Execution.FromString(raw))
     if old != new:
         _set_exec_keys(txn, exec16, id_bytes(ex.task_id), old, new)
-    txn.put("execs", exec16, ex.SerializeToString())
+    txn.put("execs", exec16, ex.SerializeToString(deterministic=True))
 
 
 def drop_execution(txn: Txn, exec16: bytes, ex: Execution) -> None:

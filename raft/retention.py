@@ -255,7 +255,7 @@ def summary(task: Task) -> Task:
 def prune(txn: Txn, p: commands_pb2.Prune, now_ms: int, report: commands_pb2.PruneReport) -> None:
     """One bounded step of retention (see the module docstring)."""
     if read_policy(txn) != p.defaults:
-        txn.put("meta", META_POLICY, p.defaults.SerializeToString())
+        txn.put("meta", META_POLICY, p.defaults.SerializeToString(deterministic=True))
     budget = Budget(min(p.max_deletes or 1, MAX_PRUNE_DELETES))
     _finish_doomed(txn, budget, report)
     if p.defaults.log_max_age_ms > 0 and not budget.spent:
@@ -356,7 +356,7 @@ def _visit(
     if deleted:
         report.executions += deleted
         task.stored_executions = max(0, task.stored_executions - deleted)
-        txn.put("tasks", task16, task.SerializeToString())  # no index changes: the counter only
+        txn.put("tasks", task16, task.SerializeToString(deterministic=True))  # no index changes: the counter only
     if not done:
         return False
     if lim.execution_max_age_ms:

@@ -61,7 +61,7 @@ def backoff_ms(policy: common_pb2.RetryPolicy, execution_id: str, attempt: int) 
 
 def put_dead_letter(txn: Txn, letter: common_pb2.DeadLetter) -> None:
     exec16 = id_bytes(letter.execution_id)
-    txn.put("dlq", exec16, letter.SerializeToString())
+    txn.put("dlq", exec16, letter.SerializeToString(deterministic=True))
     txn.put("dlq_by_task", id_bytes(letter.task_id) + exec16, b"")
 
 

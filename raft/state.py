@@ -378,7 +378,7 @@ class StateMachine:
             except CodecError as e:
                 # Deterministic on every node: the entry is recorded as applied with no effect.
                 failed = Rejection(Code.CODEC, str(e)).result()
-                parts.append(message_field(1, failed.SerializeToString()))
+                parts.append(message_field(1, failed.SerializeToString(deterministic=True)))
             else:
                 # Savepoints (guarded) roll a command back: its counts must go with it, so no batch then.
                 counts = None if guarded else stats.Batch()
@@ -388,7 +388,7 @@ class StateMachine:
                         counts.flush(txn)
                         batched = None
                     res = self._apply_command(txn, index, i, cmd, events, guarded=guarded, counts=batched)
-                    parts.append(message_field(1, res.SerializeToString()))
+                    parts.append(message_field(1, res.SerializeToString(deterministic=True)))
                 if counts is not None:
                     counts.flush(txn)
             txn.put("meta", META_LAST_APPLIED, u64(index))
@@ -489,7 +489,7 @@ class StateMachine:
         if sp is not None:
             sp.release()
         if cmd.request_id:
-            txn.put("requests", cmd.request_id.encode(), res.SerializeToString())
+            txn.put("requests", cmd.request_id.encode(), res.SerializeToString(deterministic=True))
             txn.put("requests_by_time", u64(cmd.stamped_at_ms) + cmd.request_id.encode(), b"")
             if position == 0:
                 _prune_requests(txn, cmd.stamped_at_ms - DEDUP_RETENTION_MS)

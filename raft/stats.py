@@ -386,9 +386,9 @@ class Batch:
     def flush(self, txn: Txn) -> None:
         for task16, hours in self._tasks.items():
             for hour, h in hours.items():
-                txn.put("task_stats_hours", task16 + u64(hour), h.SerializeToString())
+                txn.put("task_stats_hours", task16 + u64(hour), h.SerializeToString(deterministic=True))
         for hour, d in self._cluster.items():
-            txn.put("cluster_stats", u64(hour), d.apply().SerializeToString())
+            txn.put("cluster_stats", u64(hour), d.apply().SerializeToString(deterministic=True))
         self._tasks.clear()
         self._cluster.clear()
         self._level = None
@@ -448,7 +448,7 @@ def record_outcome(txn: Txn, ex: Execution, task: Task | None, batch: Batch | No
         if lateness is not None:
             hist_add(h.lateness, lateness)
         if batch is None:
-            txn.put("task_stats_hours", key, h.SerializeToString())
+            txn.put("task_stats_hours", key, h.SerializeToString(deterministic=True))
         hour_failures = failures(h.counts)
 
     minute = (at - hour) // MINUTE_MS
@@ -484,7 +484,7 @@ def record_outcome(txn: Txn, ex: Execution, task: Task | None, batch: Batch | No
         if duration is not None:
             _rank(ch.slowest, ex.task_id, hour_longest)
     if batch is None:
-        txn.put("cluster_stats", u64(hour), ch.SerializeToString())
+        txn.put("cluster_stats", u64(hour), ch.SerializeToString(deterministic=True))
 
 
 def _trim(txn: Txn, db: str, prefix: bytes, keep_from_ms: int, batch: Batch | None = None) -> None:

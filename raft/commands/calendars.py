@@ -29,7 +29,7 @@ def put_calendar(ctx: Ctx, cmd: commands_pb2.Command) -> None:
             ctx.txn.delete("calendar_refs", calendar_include_key(firing.calendar_key(c.namespace, name), key))
     for name in c.include:
         ctx.txn.put("calendar_refs", calendar_include_key(firing.calendar_key(c.namespace, name), key), b"")
-    ctx.txn.put("calendars", key.encode(), c.SerializeToString())
+    ctx.txn.put("calendars", key.encode(), c.SerializeToString(deterministic=True))
     ctx.result.calendar.CopyFrom(c)
 
 

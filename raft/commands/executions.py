@@ -128,7 +128,7 @@ def note_waiting(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         rec = common_pb2.FireRecord()
         rec.ParseFromString(raw)
         rec.reason = ex.waiting_reason
-        ctx.txn.put("ledger", key, rec.SerializeToString())
+        ctx.txn.put("ledger", key, rec.SerializeToString(deterministic=True))
     ctx.result.execution.CopyFrom(ex)
 
 

@@ -18,7 +18,7 @@ def epoch(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         return
     if cmd.epoch.term <= cur.term:
         raise Rejected(Code.STALE_EPOCH, f"epoch {cmd.epoch.term} is not newer than {cur.term}")
-    ctx.txn.put("meta", META_EPOCH, cmd.epoch.SerializeToString())
+    ctx.txn.put("meta", META_EPOCH, cmd.epoch.SerializeToString(deterministic=True))
     if ctx.events is not None:
         ctx.audit("epoch", term=cmd.epoch.term, leader_id=cmd.epoch.leader_id)
 

@@ -100,7 +100,7 @@ def change_membership(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     else:
         raise Rejected(Code.INVALID_ARGUMENT, f"unknown step {body.step}", field="step")
     stored.version += 1
-    ctx.txn.put("meta", META_MEMBERSHIP, stored.SerializeToString())
+    ctx.txn.put("meta", META_MEMBERSHIP, stored.SerializeToString(deterministic=True))
 
 
 def _begin(ctx: Ctx, stored: Membership, change: MembershipChange) -> None:
