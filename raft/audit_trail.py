@@ -96,7 +96,11 @@ def record(
 ) -> None:
     """Write the audit record of one applied command (the state machine calls this for every command
     carrying `audit`, after its outcome is known, in the entry's transaction)."""
-    txn.put(DB, key(cmd.stamped_at_ms, index, position), build(index, position, cmd, res).SerializeToString(deterministic=True))
+    txn.put(
+        DB,
+        key(cmd.stamped_at_ms, index, position),
+        build(index, position, cmd, res).SerializeToString(deterministic=True),
+    )
 
 
 # --------------------------------------------------------------------------------------- retention

@@ -356,7 +356,9 @@ def _visit(
     if deleted:
         report.executions += deleted
         task.stored_executions = max(0, task.stored_executions - deleted)
-        txn.put("tasks", task16, task.SerializeToString(deterministic=True))  # no index changes: the counter only
+        txn.put(
+            "tasks", task16, task.SerializeToString(deterministic=True)
+        )  # no index changes: the counter only
     if not done:
         return False
     if lim.execution_max_age_ms:
