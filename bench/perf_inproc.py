@@ -177,7 +177,7 @@ def worker_attempts(n: int, repeat: int) -> None:
     import functools
     import gc
 
-    from cronraft.client._runner import InProcessRunner
+    from cronraft.client._inprocess_runner import InProcessRunner
     from cronraft.client.handlers import HandlerRegistry, run_handler
     from cronraft.client.worker import cli as worker_module
     from cronraft.clock import SystemClock

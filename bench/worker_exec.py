@@ -1,11 +1,11 @@
 """Worker exec rate: how many argv executions per second one `schedworker` sustains, by its slots.
 
 Real processes, as an operator runs them: the worker's default policy (argv payloads of any program, no
-shell), the payload `command("/bin/true")`, which the worker starts under its guard (/bin/sh: the
-payload's own process group and the lifeline watcher, client/_runner.py) and waits for, then stores its
-result in the durable outbox and reports it. For each `--slots` value in turn, one worker of that many
-slots (on a queue of its own) gets N one-time tasks all due at one instant; the cluster stages what it
-can onto the free slots and grants the rest as slots free up, so the worker is never short of work.
+shell), the payload `command("/bin/true")`, which the worker starts under its guard (/bin/sh: the payload's
+own process group and the lifeline watcher, client/_process_runner.py) and waits for, then stores its result
+in the durable outbox and reports it. For each `--slots` value in turn, one worker of that many slots (on a
+queue of its own) gets N one-time tasks all due at one instant; the cluster stages what it can onto the free
+slots and grants the rest as slots free up, so the worker is never short of work.
 
 Figures per slots value, from the worker's Prometheus counters (`cronraft_worker_attempts_total`,
 sampled every 100 ms) and /proc:

@@ -1,14 +1,14 @@
 """HTTP payloads: the request a worker makes for a lease whose payload is `http` (docs/payloads.md).
 
-`run_http` is `InProcessWork` for `_runner.InProcessRunner`: the runner owns the timeout (the lease's
-`timeout_ms` bounds the whole request: DNS, connect, TLS, sending, reading the response) and stops
+`run_http` is `InProcessWork` for `_inprocess_runner.InProcessRunner`: the runner owns the timeout (the
+lease's `timeout_ms` bounds the whole request: DNS, connect, TLS, sending, reading the response) and stops
 (cancel, revoke, self-fence, shutdown), which abort the request by shutting its socket down.
 
 The request is made with the standard library (`http.client`) in a daemon thread of its own
-(`_runner.call_in_thread`). No redirect is followed; TLS certificates are always verified. Success is a
-status among `expected_status` (default: any 2xx). The attempt's `exit_code` is the HTTP status whenever
-a response arrived (also on success), `NO_EXIT_CODE` (-1) when none did (connection refused, DNS, TLS,
-a malformed response), and 126 when the payload itself cannot be sent (bad URL, method or header).
+(`_inprocess_runner.call_in_thread`). No redirect is followed; TLS certificates are always verified. Success
+is a status among `expected_status` (default: any 2xx). The attempt's `exit_code` is the HTTP status whenever
+a response arrived (also on success), `NO_EXIT_CODE` (-1) when none did (connection refused, DNS, TLS, a
+malformed response), and 126 when the payload itself cannot be sent (bad URL, method or header).
 
 Output: the response body streams to stdout (its tail is the result's `stdout_tail`); a curl-like
 summary of the exchange (request line and headers, then status line and headers) goes to stderr, with
@@ -40,15 +40,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from cronraft.client._inprocess_runner import InProcessIO, WorkOutcome, call_in_thread
 from cronraft.client._policy import PolicyRefusal, WorkerPolicy
-from cronraft.client._runner import (
-    NO_EXIT_CODE,
-    InProcessIO,
-    WorkOutcome,
-    call_in_thread,
-    format_token,
-    rfc3339_utc,
-)
+from cronraft.client._runner import NO_EXIT_CODE, format_token, rfc3339_utc
 from cronraft.proto.v1 import common_pb2, worker_pb2
 
 CANNOT_SEND_EXIT_CODE = 126

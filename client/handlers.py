@@ -60,7 +60,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from cronraft.client._runner import InProcessIO, WorkOutcome, call_in_thread, format_token
+from cronraft.client._inprocess_runner import InProcessIO, WorkOutcome, call_in_thread
+from cronraft.client._runner import format_token
 from cronraft.proto.v1 import common_pb2, worker_pb2
 
 __all__ = [
@@ -265,7 +266,7 @@ async def run_handler(
     *,
     max_return_value_bytes: int = MAX_RETURN_VALUE_BYTES,
 ) -> WorkOutcome:
-    """Call the handler of `lease`'s payload (`InProcessWork` for `_runner.InProcessRunner`)."""
+    """Call the handler of `lease`'s payload (`InProcessWork` for `_inprocess_runner.InProcessRunner`)."""
     name = lease.payload.handler.name
     fn = handlers.get(name)
     if fn is None:

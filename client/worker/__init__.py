@@ -6,8 +6,8 @@ backoff), runs the attempts it is offered, renews their leases with one heartbea
 reports results through the durable outbox.
 
 Payload kinds (docs/payloads.md): argv commands and shell strings run as process groups
-(`_runner.AttemptRunner`); HTTP requests (`_http`) and Python handlers (`handlers`) run in-process
-(`_runner.InProcessRunner`). Handlers are registered with `@worker.handler(name)`, or on the
+(`_process_runner.AttemptRunner`); HTTP requests (`_http`) and Python handlers (`handlers`) run in-process
+(`_inprocess_runner.InProcessRunner`). Handlers are registered with `@worker.handler(name)`, or on the
 module-level registry (`cronraft.client.handlers.handler`) that every worker falls back on and that
 `schedworker --handlers MODULE` fills by importing MODULE.
 

@@ -18,8 +18,9 @@ from cronraft.bounds import (
     MAX_WORKER_QUEUES,
 )
 from cronraft.client._policy import WorkerPolicy
+from cronraft.client._process_runner import ProcessIdentity
 from cronraft.client._routing import DEFAULT_SERVER
-from cronraft.client._runner import DEFAULT_KILL_GRACE_S, DEFAULT_OUTPUT_TAIL_BYTES, ProcessIdentity
+from cronraft.client._runner import DEFAULT_KILL_GRACE_S, DEFAULT_OUTPUT_TAIL_BYTES
 from cronraft.client._transport import Transport
 from cronraft.client.handlers import MAX_RETURN_VALUE_BYTES
 from cronraft.errors import ConfigError

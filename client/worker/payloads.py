@@ -1,5 +1,5 @@
-"""The runner for a lease's payload kind (docs/payloads.md): argv commands and shell strings run as
-process groups (`client._runner.AttemptRunner`, as the policy's run_as user, each with its result file:
+"""The runner for a lease's payload kind (docs/payloads.md): argv commands and shell strings run as process
+groups (`client._process_runner.AttemptRunner`, as the policy's run_as user, each with its result file:
 `result_files`); HTTP requests (`client._http`) and Python handlers (`client.handlers`) run in-process
 (`InProcessRunner`)."""
 
@@ -9,15 +9,9 @@ import functools
 from collections.abc import Callable, Mapping
 
 from cronraft.client._http import run_http
-from cronraft.client._runner import (
-    AttemptRunner,
-    InProcessIO,
-    InProcessRunner,
-    OutputSink,
-    ProcessIdentity,
-    Runner,
-    WorkOutcome,
-)
+from cronraft.client._inprocess_runner import InProcessIO, InProcessRunner, WorkOutcome
+from cronraft.client._process_runner import AttemptRunner, ProcessIdentity
+from cronraft.client._runner import OutputSink, Runner
 from cronraft.client.handlers import HandlerRegistry, run_handler
 from cronraft.client.worker.config import WorkerConfig
 from cronraft.client.worker.result_files import ResultFiles

@@ -25,8 +25,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from cronraft.client._runner import RESULT_FILE_ENV as ENV_NAME
-from cronraft.client._runner import ProcessIdentity
+from cronraft.client._process_runner import RESULT_FILE_ENV as ENV_NAME
+from cronraft.client._process_runner import ProcessIdentity
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,8 @@ from fake_gateway import (
 
 from cronraft.client import handlers
 from cronraft.client._http import build_request
-from cronraft.client._runner import InProcessRunner, StopReason
+from cronraft.client._inprocess_runner import InProcessRunner
+from cronraft.client._runner import StopReason
 from cronraft.client.handlers import HandlerContext, HandlerRegistry, run_handler
 from cronraft.client.worker import Worker, build_parser
 from cronraft.clock import SystemClock

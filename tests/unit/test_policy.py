@@ -309,7 +309,8 @@ async def _request(
     url: str, policy: WorkerPolicy, headers: dict[str, str] | None = None
 ) -> tuple[Any, bytes]:
     from cronraft.client._http import run_http
-    from cronraft.client._runner import InProcessIO, TailBuffer
+    from cronraft.client._inprocess_runner import InProcessIO
+    from cronraft.client._runner import TailBuffer
 
     stdout, stderr = TailBuffer(1 << 16), TailBuffer(1 << 16)
     io = InProcessIO(asyncio.get_running_loop(), stdout, stderr, None)

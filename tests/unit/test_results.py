@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from fake_gateway import connected_stream, fake_leader, make_lease, offers, running_worker, worker_config
 
-from cronraft.client._runner import AttemptRunner
+from cronraft.client._process_runner import AttemptRunner
 from cronraft.client.worker.result_files import ResultFiles
 from cronraft.clock import SystemClock
 from cronraft.proto.v1 import commands_pb2, common_pb2

@@ -26,7 +26,8 @@ from fake_gateway import (
     worker_config,
 )
 
-from cronraft.client._runner import FENCED_ERROR, AttemptRunner, StopReason, TailBuffer
+from cronraft.client._process_runner import AttemptRunner
+from cronraft.client._runner import FENCED_ERROR, StopReason, TailBuffer
 from cronraft.client.worker import Worker, build_parser, config_from_args, parse_duration
 from cronraft.client.worker.outbox import Outbox, result_key
 from cronraft.clock import SystemClock
