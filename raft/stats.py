@@ -18,10 +18,8 @@ window (`--since`) is whole hours, at most WINDOW_HOURS of them, and every read 
 figures merge at most WINDOW_HOURS records; the cluster's merge at most WINDOW_HOURS records plus the
 candidates of the rankings below.
 
-**Histograms** are sparse counts on fixed log-scale buckets (`bucket_of`: exact below 8 ms, then 8
-buckets per power of two): bounded (at most 500 buckets, in practice a handful), mergeable (counts add),
-and integer arithmetic only, so every replica stores the same bytes. A quantile read from one is the
-middle of its bucket, clamped to the observed min and max: within 6.25 % of the true value.
+**Histograms** (`stats_hist`: the durations and lateness) and **outcome counts** (`stats_counts`) are
+the maths of one record; both are re-exported here.
 
 **Cluster-wide rankings** (top failing, slowest) are kept incrementally, not computed by walking the
 tasks (a read must not visit a million task records): each cluster hour keeps the TOP_K tasks with the
@@ -40,7 +38,6 @@ and finish its worker reported); readers take `now_ms` from their caller. No clo
 
 from __future__ import annotations
 
-import bisect
 from typing import TypeVar
 
 from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
@@ -50,193 +47,42 @@ from cronraft.proto.v1 import common_pb2, stats_pb2
 from cronraft.raft import features
 from cronraft.raft.codec import id_bytes, u64
 from cronraft.raft.kv import Txn
+from cronraft.raft.stats_counts import (
+    FAILURE_STATES,
+    HOUR_MS,
+    MINUTE_MS,
+    add_counts,
+    count,
+    duration_of,
+    failures,
+    hour_of,
+    lateness_of,
+    minute_of,
+    rates,
+)
+from cronraft.raft.stats_hist import (
+    HistDelta,
+    bucket_bounds,
+    bucket_of,
+    hist_add,
+    hist_merge,
+    quantile,
+    quantiles,
+)
 
 Execution = common_pb2.Execution
 Task = common_pb2.Task
 OutcomeCounts = common_pb2.OutcomeCounts
 Histogram = stats_pb2.Histogram
 
-MINUTE_MS = 60_000
-HOUR_MS = 3_600_000
 WINDOW_HOURS = 168  # a week of hours, per task and for the cluster
 THROUGHPUT_MINUTES = 60  # the cluster's throughput is answered per minute over the last hour
 TOP_K = 20  # tasks in each hour's rankings (and at most this many answered)
 # A ranking's candidates over a window are scored from the hours' rankings; this many per place asked for
 # get their exact figures computed (each reads at most WINDOW_HOURS records).
 CANDIDATES_PER_RANK = 3
-# Buckets per power of two (2**SUB_BITS): a bucket is at most 1/8 of its lower bound wide.
-SUB_BITS = 3
-SUB = 1 << SUB_BITS
 
-FAILURE_STATES = frozenset(
-    {
-        common_pb2.EXECUTION_FAILED,
-        common_pb2.EXECUTION_TIMED_OUT,
-        common_pb2.EXECUTION_LOST,
-        common_pb2.EXECUTION_EXPIRED,
-    }
-)
-_COUNT_FIELD: dict[int, str] = {
-    common_pb2.EXECUTION_SUCCEEDED: "succeeded",
-    common_pb2.EXECUTION_FAILED: "failed",
-    common_pb2.EXECUTION_TIMED_OUT: "timed_out",
-    common_pb2.EXECUTION_CANCELLED: "cancelled",
-    common_pb2.EXECUTION_LOST: "lost",
-    common_pb2.EXECUTION_EXPIRED: "expired",
-}
 _M = TypeVar("_M", bound=Message)
-
-
-# ---------------------------------------------------------------------------------------- histograms
-
-
-def bucket_of(value_ms: int) -> int:
-    """The histogram bucket of a value (negative values count as 0)."""
-    if value_ms < SUB:
-        return max(0, value_ms)
-    e = value_ms.bit_length() - 1  # >= SUB_BITS
-    return SUB + (e - SUB_BITS) * SUB + ((value_ms >> (e - SUB_BITS)) & (SUB - 1))
-
-
-def bucket_bounds(bucket: int) -> tuple[int, int]:
-    """[low, high) of the values in `bucket` (`bucket_of` inverted)."""
-    if bucket < SUB:
-        return bucket, bucket + 1
-    shift = (bucket - SUB) // SUB
-    sub = (bucket - SUB) % SUB
-    return (SUB + sub) << shift, (SUB + sub + 1) << shift
-
-
-def hist_add(h: Histogram, value_ms: int) -> None:
-    # On the apply path of every execution that ends: each field is read once (upb attribute reads
-    # are not free).
-    if value_ms < SUB:
-        value_ms = max(0, value_ms)
-        b = value_ms
-    else:
-        e = value_ms.bit_length() - 1
-        b = SUB + (e - SUB_BITS) * SUB + ((value_ms >> (e - SUB_BITS)) & (SUB - 1))
-    samples = h.samples
-    if not samples:  # a new hour's first sample (every task's, in a burst of one-time tasks)
-        h.buckets.append(b)
-        h.counts.append(1)
-        h.min_ms = h.max_ms = h.sum_ms = value_ms
-        h.samples = 1
-        return
-    buckets = h.buckets
-    i = bisect.bisect_left(buckets, b)
-    if i < len(buckets) and buckets[i] == b:
-        h.counts[i] += 1
-    else:
-        buckets.insert(i, b)
-        h.counts.insert(i, 1)
-    h.min_ms = min(h.min_ms, value_ms)
-    h.max_ms = max(h.max_ms, value_ms)
-    h.samples = samples + 1
-    h.sum_ms += value_ms
-
-
-def hist_merge(into: Histogram, other: Histogram) -> None:
-    """Add `other`'s samples to `into` (both stay sparse and sorted)."""
-    if not other.samples:
-        return
-    counts = dict(zip(into.buckets, into.counts, strict=True))
-    for b, c in zip(other.buckets, other.counts, strict=True):
-        counts[b] = counts.get(b, 0) + c
-    order = sorted(counts)
-    del into.buckets[:]
-    del into.counts[:]
-    into.buckets.extend(order)
-    into.counts.extend(counts[b] for b in order)
-    into.min_ms = other.min_ms if not into.samples else min(into.min_ms, other.min_ms)
-    into.max_ms = max(into.max_ms, other.max_ms)
-    into.samples += other.samples
-    into.sum_ms += other.sum_ms
-
-
-def quantile(h: Histogram, per_mille: int) -> int:
-    """The value at `per_mille`/1000 of the samples: the middle of its bucket, within [min, max]."""
-    if not h.samples:
-        return 0
-    rank = max(1, -(-per_mille * h.samples // 1000))  # ceil, in integers
-    seen = 0
-    for b, c in zip(h.buckets, h.counts, strict=True):
-        seen += c
-        if seen >= rank:
-            lo, hi = bucket_bounds(b)
-            return min(max((lo + hi - 1) // 2, h.min_ms), h.max_ms)
-    return h.max_ms
-
-
-def quantiles(h: Histogram) -> stats_pb2.Quantiles:
-    if not h.samples:
-        return stats_pb2.Quantiles()
-    return stats_pb2.Quantiles(
-        samples=h.samples,
-        p50_ms=quantile(h, 500),
-        p95_ms=quantile(h, 950),
-        p99_ms=quantile(h, 990),
-        max_ms=h.max_ms,
-        min_ms=h.min_ms,
-        mean_ms=h.sum_ms // h.samples,
-    )
-
-
-# ------------------------------------------------------------------------------------------- counts
-
-
-def count(c: OutcomeCounts, state: int, n: int = 1) -> None:
-    field = _COUNT_FIELD.get(state)
-    if field is None:
-        return
-    setattr(c, field, getattr(c, field) + n)
-    c.runs += n
-
-
-def add_counts(into: OutcomeCounts, other: OutcomeCounts) -> None:
-    into.runs += other.runs
-    for field in _COUNT_FIELD.values():
-        setattr(into, field, getattr(into, field) + getattr(other, field))
-
-
-def failures(c: OutcomeCounts) -> int:
-    return c.failed + c.timed_out + c.lost + c.expired
-
-
-def rates(c: OutcomeCounts) -> tuple[float, float]:
-    """(success rate, failure rate) of `c` (0 without runs)."""
-    if not c.runs:
-        return 0.0, 0.0
-    return c.succeeded / c.runs, failures(c) / c.runs
-
-
-def duration_of(ex: Execution) -> int | None:
-    """How long the last attempt ran, by its worker's clock; None if no attempt reported a run."""
-    if ex.started_at_ms > 0 and ex.finished_at_ms >= ex.started_at_ms:
-        return ex.finished_at_ms - ex.started_at_ms
-    return None
-
-
-def lateness_of(ex: Execution) -> int | None:
-    """From the nominal time to the start of the first attempt that began (None: a trigger or backfill,
-    whose nominal time is not a promise, or no attempt began). Early starts count as 0."""
-    if ex.manual or ex.nominal_time_ms <= 0:
-        return None
-    start = ex.started_at_ms
-    attempts = ex.attempts
-    if len(attempts) > 1:  # retried: the first attempt that began (0 in a summary: it never began)
-        start = min((a.started_at_ms for a in attempts if a.started_at_ms > 0), default=start)
-    if start <= 0:
-        return None
-    return max(0, start - ex.nominal_time_ms)
-
-
-def hour_of(ms: int) -> int:
-    return max(0, ms) - max(0, ms) % HOUR_MS
-
-
-def minute_of(ms: int) -> int:
-    return max(0, ms) - max(0, ms) % MINUTE_MS
 
 
 # ------------------------------------------------------------------------------------------ writing
@@ -250,48 +96,6 @@ def _read(txn: Txn, db: str, key: bytes, message: type[_M]) -> _M:
     return out
 
 
-class _HistDelta:
-    """Values added to a histogram within one entry, added to the stored one when the entry ends: one by
-    one when they are few (a small entry: `hist_add` is cheaper than a merge), else summed per bucket and
-    merged. Either way the same histogram as adding them as they came (counts add; min, max, samples and
-    sum are order-free)."""
-
-    __slots__ = ("values",)
-
-    # Up to this many values are added one by one.
-    ONE_BY_ONE = 32
-
-    def __init__(self) -> None:
-        self.values: list[int] = []
-
-    def merge_into(self, h: Histogram) -> None:
-        values = self.values
-        if len(values) <= self.ONE_BY_ONE:
-            for v in values:
-                hist_add(h, v)
-            return
-        counts: dict[int, int] = {}
-        low = high = total = 0
-        for i, value in enumerate(values):
-            v = max(0, value)  # as hist_add stores it
-            b = bucket_of(v)
-            counts[b] = counts.get(b, 0) + 1
-            if not i or v < low:
-                low = v
-            high = max(high, v)
-            total += v
-        order = sorted(counts)
-        delta = Histogram(
-            buckets=order,
-            counts=[counts[b] for b in order],
-            samples=len(values),
-            sum_ms=total,
-            min_ms=low,
-            max_ms=high,
-        )
-        hist_merge(h, delta)
-
-
 class _ClusterDelta:
     """One cluster hour within an entry: the stored record (its rankings kept up to date command by
     command, since a ranking depends on the order of its updates) and the order-free sums added to it when
@@ -302,7 +106,7 @@ class _ClusterDelta:
     def __init__(self, record: stats_pb2.ClusterHour) -> None:
         self.record = record
         self.states: dict[int, int] = {}
-        self.duration, self.lateness = _HistDelta(), _HistDelta()
+        self.duration, self.lateness = HistDelta(), HistDelta()
         self.minute_runs: dict[int, int] = {}
         self.minute_failures: dict[int, int] = {}
 
