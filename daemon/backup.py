@@ -30,7 +30,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from cronraft.errors import InternalError, ResourceExhausted
+from cronraft.errors import InternalError, InvalidArgument, ResourceExhausted
 from cronraft.proto.v1 import cluster_pb2
 from cronraft.raft.backup_file import BackupHeader, encode_header, encode_trailer
 from cronraft.raft.backup_image import ImageFacts, image_facts
@@ -41,6 +41,11 @@ SPOOL_DIR = "backup-spool"
 SPOOL_FILE = "store.mdb"
 CHUNK_BYTES = 1 << 20
 DEFAULT_MAX_BYTES_PER_S = 64 << 20
+# The slowest pace a backup may ask for: slower would hold the node's one backup slot (and its spool)
+# for hours. A paced stream sends chunks of about a quarter second of its rate (at least MIN_CHUNK_BYTES),
+# so that a slow backup still moves every second or so instead of once per megabyte.
+MIN_BYTES_PER_S = 32 << 10
+MIN_CHUNK_BYTES = 16 << 10
 
 
 @dataclass(frozen=True)
@@ -84,12 +89,20 @@ class BackupSource:
         return self._running is not None
 
     def rate(self, asked: int) -> int:
-        """The body bytes a second a stream asking for `asked` gets (0: the default)."""
+        """The body bytes a second a stream asking for `asked` gets (0: the default); a positive rate
+        under MIN_BYTES_PER_S is refused naming the field."""
+        if 0 < asked < MIN_BYTES_PER_S:
+            raise InvalidArgument(
+                "max_bytes_per_s",
+                f"{asked} bytes a second is under the minimum, {MIN_BYTES_PER_S} (32 KiB/s)",
+            )
         return self._max_rate if asked <= 0 else min(asked, self._max_rate)
 
     async def stream(self, max_bytes_per_s: int = 0) -> AsyncGenerator[cluster_pb2.BackupChunk, None]:
         """The backup as `BackupChunk`s: start, data..., end. Close it (`aclose`, or `contextlib.aclosing`)
         to stop early: the spool is deleted and the next backup may start."""
+        rate = self.rate(max_bytes_per_s)  # refused before anything starts
+        chunk_bytes = min(CHUNK_BYTES, max(MIN_CHUNK_BYTES, rate // 4))
         origin = self._origin()
         if self._running is not None:
             raise ResourceExhausted(
@@ -115,10 +128,9 @@ class BackupSource:
             digest = hashlib.sha256(head)
             yield cluster_pb2.BackupChunk(start=cluster_pb2.BackupStart(header=head, info=_info(header)))
             sent = 0
-            rate = self.rate(max_bytes_per_s)
             started = self._monotonic()
             with open(spool, "rb") as f:
-                while data := await asyncio.to_thread(f.read, CHUNK_BYTES):
+                while data := await asyncio.to_thread(f.read, chunk_bytes):
                     digest.update(data)
                     sent += len(data)
                     yield cluster_pb2.BackupChunk(data=data)
@@ -173,4 +185,4 @@ def _info(header: BackupHeader) -> cluster_pb2.BackupInfo:
     )
 
 
-__all__ = ["CHUNK_BYTES", "DEFAULT_MAX_BYTES_PER_S", "SPOOL_DIR", "BackupSource", "Origin"]
+__all__ = ["CHUNK_BYTES", "DEFAULT_MAX_BYTES_PER_S", "MIN_BYTES_PER_S", "SPOOL_DIR", "BackupSource", "Origin"]

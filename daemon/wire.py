@@ -12,6 +12,7 @@ is the record of a run. Bytes that do not decode as the request's message are re
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -227,7 +228,8 @@ def decoded(handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMe
     """`handler` with requests that do not decode refused as INVALID_ARGUMENT (naming the request), and
     its unary replies redacted for the caller (`daemon.redact.for_caller`: secret values of task specs
     and fencing tokens, for callers without the `secrets` permission). Streamed replies are not: the
-    only streaming reply is the worker stream, whose leases must carry the payload as stored."""
+    worker stream's leases must carry the payload as stored, and a backup's chunks are the store's bytes
+    (admin only)."""
     h: Any = handler
     parse = _lenient(h.request_deserializer, method)
     if h.unary_unary is not None:
@@ -258,7 +260,21 @@ def decoded(handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMe
                 yield reply
 
         return h._replace(request_deserializer=parse, stream_stream=stream_stream)  # type: ignore[no-any-return]
-    return handler  # unary-stream: none in our services
+    if h.unary_stream is not None:  # Cluster.Backup: its chunks are the store's bytes, never redacted
+        inner_us = h.unary_stream
+
+        async def unary_stream(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            if isinstance(request, _Undecodable):
+                await _refuse(context, request)
+            # aclosing: a caller that hangs up closes the servicer's generator now (a backup's spool)
+            async with contextlib.aclosing(inner_us(request, context)) as replies:
+                async for reply in replies:
+                    yield reply
+
+        return h._replace(request_deserializer=parse, unary_stream=unary_stream)  # type: ignore[no-any-return]
+    return handler
 
 
 class _DecodedGeneric(grpc.GenericRpcHandler):

@@ -188,6 +188,13 @@ class Caller:
             elif method.client_streaming:
                 call = self.channel.stream_unary(path, serialize, out_cls.FromString)
                 call(iter(self._stream_of(request)), timeout=self.timeout_s)
+            elif method.server_streaming:  # e.g. Cluster.Backup: take a few replies, then hang up
+                replies = self.channel.unary_stream(path, serialize, out_cls.FromString)(
+                    request, timeout=self.timeout_s
+                )
+                for _ in zip(range(3), replies, strict=False):
+                    pass
+                replies.cancel()
             else:
                 unary = self.channel.unary_unary(path, serialize, out_cls.FromString)
                 unary(request, timeout=self.timeout_s)

@@ -192,9 +192,13 @@ def test_a_backup_stream_is_a_verified_file_of_the_store_at_its_applied_index(
     assert (info.applied_index, info.body_bytes, info.cluster_id) == (202, f.body_bytes, "c-src")
     # Paced: the body at 64 KiB a second, whatever the chunks (the clock advanced by the sleeps only).
     assert sum(clock.slept) == pytest.approx(f.body_bytes / (64 << 10), rel=0.01)
-    assert all(len(c.data) <= 1 << 20 for c in chunks[1:-1])
+    # Chunks of a quarter second of the rate (16 KiB at least): a slow backup moves every second or so.
+    assert all(len(c.data) <= 16 << 10 for c in chunks[1:-1]) and len(chunks) > 3
     assert not (data / SPOOL_DIR).exists()  # the spool is gone once the stream ended
-    assert backups.rate(0) == 64 << 10 and backups.rate(1 << 40) == 64 << 10 and backups.rate(1000) == 1000
+    assert backups.rate(0) == 64 << 10 and backups.rate(1 << 40) == 64 << 10
+    assert backups.rate(40_000) == 40_000
+    with pytest.raises(InvalidArgument, match="max_bytes_per_s: 1000 bytes a second is under the minimum"):
+        backups.rate(1000)
 
 
 def test_one_backup_at_a_time_and_the_spool_goes_when_a_client_leaves(
