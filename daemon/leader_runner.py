@@ -490,6 +490,11 @@ class LeaderRunner:
         cmds = self.core.results(session.worker_id, results, self._clock.now_ms(), bound=session.bound)
         self._act_on_refusals()
         if cmds:
+            # The output buffered so far goes first (its task is created first, so it reaches the group
+            # committer first): an attempt's last lines are stored before the result that ends its lease,
+            # after which apply refuses them (the token is no longer current).
+            if self._output:
+                self._flush_output()
             self._flush_audit_before_failpoint()
             failpoint("leader.before_result_propose")
             self._propose(cmds)

@@ -309,7 +309,7 @@ class Worker:
         tasks = {
             reader,
             asyncio.create_task(self._heartbeat_loop(session), name="heartbeat"),
-            asyncio.create_task(self._results.send_loop(session), name="results"),
+            asyncio.create_task(self._results.send_loop(session, self._live.flush_finished), name="results"),
             asyncio.create_task(self._live.flush_loop(session), name="output"),
         }
         try:

@@ -78,16 +78,28 @@ class LiveOutput:
         while True:
             await asyncio.sleep(self._flush_interval_s)
             dirty, self._dirty = self._dirty, set()
-            for key in dirty:
-                live = self._live.get(key)
-                if live is None:
-                    continue
-                for stream, buf in list(live.buffers.items()):  # grows while we await
-                    if buf:
-                        chunk = worker_pb2.OutputChunk(
-                            execution_id=key[0], token=live.token, stream=stream, data=bytes(buf)
-                        )
-                        buf.clear()
-                        await session.write(worker_pb2.WorkerMessage(output=chunk))
-                if live.finished:
-                    del self._live[key]
+            await self._flush(session, dirty)
+
+    async def flush_finished(self, session: Session) -> None:
+        """Send now what ended attempts left unflushed: called before their results are sent, so that
+        an attempt's last lines reach the leader before the result that ends its lease (after which
+        the cluster refuses them: the token is no longer current)."""
+        done = {key for key in self._dirty if (live := self._live.get(key)) is not None and live.finished}
+        if done:
+            self._dirty -= done
+            await self._flush(session, done)
+
+    async def _flush(self, session: Session, keys: set[AttemptKey]) -> None:
+        for key in keys:
+            live = self._live.get(key)
+            if live is None:
+                continue
+            for stream, buf in list(live.buffers.items()):  # grows while we await
+                if buf:
+                    chunk = worker_pb2.OutputChunk(
+                        execution_id=key[0], token=live.token, stream=stream, data=bytes(buf)
+                    )
+                    buf.clear()
+                    await session.write(worker_pb2.WorkerMessage(output=chunk))
+            if live.finished:
+                self._live.pop(key, None)

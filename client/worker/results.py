@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from cronraft.client.worker.outbox import AttemptKey, Outbox, result_key
@@ -96,7 +96,11 @@ class Results:
         self.acknowledged += len(keys)
         self.acked.set()
 
-    async def send_loop(self, session: Session) -> None:
+    async def send_loop(
+        self, session: Session, before_send: Callable[[Session], Awaitable[None]] | None = None
+    ) -> None:
+        """Send fresh results as they come, and everything unacknowledged every `resend_s`.
+        `before_send` runs before each round's results go (the worker flushes ended attempts' output)."""
         loop = asyncio.get_running_loop()
         resend = self._resend_s
         rescan_at = loop.time()  # a new stream sends the whole outbox
@@ -111,6 +115,8 @@ class Results:
                 rescan_at = now + resend
             else:
                 pending, self._fresh = self._fresh, []
+            if pending and before_send is not None:
+                await before_send(session)
             batch: list[common_pb2.AttemptResult] = []
             size = 0
             for result in pending:
