@@ -42,8 +42,15 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
 def forwarded_method(method: str) -> bool:
     """Whether a follower forwards `method` (a full gRPC method name) to the leader: the Scheduler methods
     that change something (a role above reader: they all propose). Reads are served by every node from
-    its own store; the Cluster service is about the node that answers (its status, its clock)."""
+    its own store; the Cluster service is about the node that answers (its status, its clock).
+
+    Not ImportTasks: a client stream relayed while the leader refuses it mid-stream comes back from
+    grpc.aio as INTERNAL "Internal error from Core" (the write racing the abort, grpc/grpc#36066), which
+    the caller cannot act on; a follower answers it with the redirect instead, which every client
+    follows (found by tests/integration/test_fuzz_api.py on three nodes)."""
     role = RPC_ROLES.get(method)
+    if method == _SCHEDULER + "ImportTasks":
+        return False
     return method.startswith(_SCHEDULER) and role is not None and role != "reader"
 
 

@@ -44,9 +44,10 @@ CONNECT = "/cronraft.v1.WorkerGateway/Connect"
 def test_every_scheduler_write_is_forwarded_and_nothing_else() -> None:
     for method, role in RPC_ROLES.items():
         writes = method.startswith("/cronraft.v1.Scheduler/") and role not in (None, "reader")
+        writes = writes and not method.endswith("/ImportTasks")  # redirected instead (below)
         assert forwarded_method(method) is writes, method
     assert forwarded_method(CREATE)
-    assert forwarded_method("/cronraft.v1.Scheduler/ImportTasks")  # the client stream too
+    assert not forwarded_method("/cronraft.v1.Scheduler/ImportTasks")  # redirected: grpc/grpc#36066
     assert not forwarded_method("/cronraft.v1.Scheduler/GetTask")
     assert not forwarded_method("/cronraft.v1.Cluster/Status")  # about the node that answers
     assert not forwarded_method(CONNECT)  # relayed as a stream (daemon.relay.stream), not forwarded
