@@ -13,41 +13,22 @@ import sys
 import time
 from pathlib import Path
 
-import grpc
 import pytest
 
 from cronraft.client import Client, command, every
 from cronraft.client._pki import Leaf, init_pki
 from cronraft.client._transport import Transport
 from cronraft.errors import FailedPrecondition, NotFound, PermissionDenied
-from cronraft.proto.v1 import audit_pb2, cluster_pb2, cluster_pb2_grpc, common_pb2
+from cronraft.proto.v1 import audit_pb2, common_pb2
 from cronraft.tokenfile import add_token
 
 from .harness import Cluster, NodeProc, wait_for
+from .test_security_transport import SecureCluster
 
 pytestmark = pytest.mark.integration
 
 KEEP = 8  # [retention] audit_max_records of the cluster
 UNKNOWN = "01JF3Z6V8W2B1X9K4M7N5P0Q3R"  # a task id nobody created
-
-
-class SecureCluster(Cluster):
-    """The harness's cluster, with its leader found over TLS with an admin token."""
-
-    admin: Transport = Transport()
-
-    def leader(self) -> NodeProc | None:
-        for node in self.nodes:
-            if not node.alive:
-                continue
-            try:
-                with self.admin.channel(node.grpc_address) as ch:
-                    st = cluster_pb2_grpc.ClusterStub(ch).Status(cluster_pb2.StatusRequest(), timeout=1)
-            except grpc.RpcError:
-                continue
-            if st.is_leader and st.ready:
-                return node
-        return None
 
 
 def _cluster(tmp_path: Path) -> tuple[SecureCluster, dict[str, str], bytes]:

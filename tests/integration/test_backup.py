@@ -28,14 +28,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 
 from cronraft.client import Client, command, cron
 from cronraft.client._pki import Leaf, init_pki
 from cronraft.client._transport import Transport
 from cronraft.errors import PermissionDenied, ResourceExhausted
-from cronraft.proto.v1 import cluster_pb2, cluster_pb2_grpc, common_pb2
+from cronraft.proto.v1 import common_pb2
 from cronraft.raft.backup_file import verify
 from cronraft.raft.backup_image import image_facts
 from cronraft.raft.digest import digest
@@ -44,6 +43,7 @@ from cronraft.raft.store import LmdbKV
 from cronraft.tokenfile import add_token
 
 from .harness import Cluster, NodeProc, ledger_command, read_ledger, wait_for
+from .test_security_transport import SecureCluster
 
 pytestmark = pytest.mark.integration
 
@@ -285,25 +285,6 @@ def _exists(client: Client, task_id: str) -> bool:
     except Exception:
         return False
     return True
-
-
-class SecureCluster(Cluster):
-    """The harness's cluster, its leader found over TLS with an admin token."""
-
-    admin: Transport = Transport()
-
-    def leader(self) -> NodeProc | None:
-        for node in self.nodes:
-            if not node.alive:
-                continue
-            try:
-                with self.admin.channel(node.grpc_address) as ch:
-                    st = cluster_pb2_grpc.ClusterStub(ch).Status(cluster_pb2.StatusRequest(), timeout=1)
-            except grpc.RpcError:
-                continue
-            if st.is_leader and st.ready:
-                return node
-        return None
 
 
 def test_only_an_admin_backs_up_and_a_single_node_restores(tmp_path: Path, clusters: list[Cluster]) -> None:
