@@ -22,6 +22,7 @@ from google.protobuf import message_factory
 from google.protobuf.message import Message
 
 from cronraft.daemon.relay.core import HOLD_S, WATCH_S, Relay, forwarded_method
+from cronraft.daemon.services import audit
 from cronraft.errors import CronraftError
 from cronraft.proto.v1 import scheduler_pb2
 
@@ -139,6 +140,7 @@ async def _forward(
     try:
         with relay.write_slot():
             metadata = relay.metadata(context)
+            audit.forwarded()  # from here a refusal is the leader's, logged there, not by this node
             while True:
                 try:
                     return await call(relay.channel(target), metadata, context.time_remaining())

@@ -30,7 +30,7 @@ from cronraft.daemon.wire import check_length
 from cronraft.proto.v1 import audit_pb2, audit_pb2_grpc, commands_pb2
 from cronraft.raft import audit_trail
 
-__all__ = ["AuditServicer", "CallInterceptor", "audited_method", "stamp"]
+__all__ = ["AuditServicer", "CallInterceptor", "audited_method", "forwarded", "stamp"]
 
 log = structlog.get_logger("cronraft.audit")
 
@@ -47,6 +47,7 @@ class _Call:
     method: str  # the RPC's name, e.g. "CreateTask"
     peer: str
     proposed: bool = False  # `stamp` ran: the write is in the log, hence in the trail
+    forwarded: bool = False  # `forwarded` ran: the leader served it, and logs its refusal itself
 
 
 # The RPC being served, for the methods `audited_method` selects.
@@ -71,6 +72,14 @@ def stamp(cmds: Sequence[commands_pb2.Command]) -> None:
     )
     for cmd in cmds:
         cmd.audit.CopyFrom(meta)
+
+
+def forwarded() -> None:
+    """Note that the call being served went to the leader (daemon.relay.writes): a refusal is the
+    leader's, logged there, and this follower does not log it a second time."""
+    call = _call.get()
+    if call is not None:
+        call.forwarded = True
 
 
 class CallInterceptor(grpc.aio.ServerInterceptor):
@@ -119,7 +128,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
 
 def _note_refusal(call: _Call, context: Any) -> None:
     """Log a write that ended in an error before anything was proposed (it is not in the trail)."""
-    if call.proposed:
+    if call.proposed or call.forwarded:
         return
     try:
         code, details = context.code(), context.details()

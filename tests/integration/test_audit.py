@@ -104,8 +104,16 @@ def test_the_audit_trail_is_the_same_on_every_node_and_bounded(
         with pytest.raises(PermissionDenied):
             alice.delete_task(task.task_id)  # refused by the role check: never proposed, not recorded
         bob.put_calendar(common_pb2.Calendar(name="holidays"))
-        with pytest.raises(NotFound):
-            bob.pause_task(UNKNOWN)  # refused before it was proposed: not in the trail, in the leader's log
+        # Refused before it was proposed: not in the trail, in the log of the node that refused it. Sent
+        # to a follower, which forwards it: the leader refuses it and logs it, the follower does not.
+        leader = c.wait_leader()
+        follower = next(node for node in c.nodes if node is not leader)
+        bob_transport = Transport(ca=ca, token=tokens["bob"])
+        with (
+            Client(follower.grpc_address, timeout_s=10, transport=bob_transport) as via,
+            pytest.raises(NotFound),
+        ):
+            via.pause_task(UNKNOWN)
         bob.delete_task(task.task_id)
 
         trail = _same_on_every_node(c, admin, 7)
@@ -128,6 +136,7 @@ def test_the_audit_trail_is_the_same_on_every_node_and_bounded(
 
         refusals = [line for node in c.nodes for line in _log_lines(node) if '"write refused"' in line]
         assert len(refusals) == 1 and all(w in refusals[0] for w in ('"bob"', '"PauseTask"', '"NOT_FOUND"'))
+        assert refusals[0] in _log_lines(leader)
 
         # Filters, on one node.
         with Client(c.nodes[1].grpc_address, timeout_s=10, transport=admin) as root:
