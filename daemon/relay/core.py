@@ -142,7 +142,9 @@ class Relay:
 
     def metadata(self, context: grpc.aio.ServicerContext[Any, Any]) -> list[tuple[str, str | bytes]]:
         """The metadata of a call relayed for the caller of `context` (daemon.security.relayed)."""
-        return identity_metadata(current_principal(), context.invocation_metadata(), self.node_id)
+        return identity_metadata(
+            current_principal(), context.invocation_metadata(), self.node_id, str(context.peer() or "")
+        )
 
     def channel(self, address: str) -> aio.Channel:
         """The channel to `address` (one per member, kept: a leader change needs no new handshake when

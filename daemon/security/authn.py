@@ -17,6 +17,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from cronraft.daemon.config import AuthConfig
 from cronraft.daemon.security.authz import NODE_ROLE, Principal
-from cronraft.daemon.security.relayed import RelayedCredential, relayed_credential
+from cronraft.daemon.security.relayed import RelayedCredential, relayed_credential, relayed_via
 from cronraft.errors import ConfigError, Unauthenticated
 from cronraft.tokenfile import (
     ALL_NAMESPACES,
@@ -264,7 +265,7 @@ class Authenticator:
         token = _bearer(metadata)
         relayed = relayed_credential(metadata)
         if relayed is not None:
-            return self._relayed(token, relayed)
+            return replace(self._relayed(token, relayed), via=relayed_via(metadata))
         if token is not None:
             return self._from_token(token)
         identity = self._from_cert(auth_context)

@@ -128,6 +128,9 @@ class Principal:
     roles: Mapping[str, frozenset[str]]
     source: str  # "token", "jwt", "cert", "node" or "none" (authentication off)
     expires_ms: int | None = field(default=None, compare=False)
+    # Where a call a member relayed came from: "<the caller's peer> via <member>" (daemon.security.relayed),
+    # "" for a direct call. The audit trail's peer.
+    via: str = field(default="", compare=False)
 
     def has(self, needed: str, namespace: str = ALL_NAMESPACES) -> bool:
         """The role `needed` (or one above it) in `namespace` (a name, "" meaning the default one), held

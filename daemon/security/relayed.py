@@ -17,7 +17,8 @@ with the cluster secret, so trusting its assertion widens nothing.
 
 `cronraft-relay-hop` names the relaying member. It grants nothing (anyone may send it): a node never
 relays a call that carries it, so that two nodes with stale views of the leader cannot bounce a call
-between them.
+between them. `cronraft-relay-peer` is the caller's address as the relaying member saw it; the leader's
+audit trail names it (with the member) on a call it honours as relayed, and ignores it on any other.
 """
 
 from __future__ import annotations
@@ -32,15 +33,19 @@ __all__ = [
     "RELAY_BEARER",
     "RELAY_CERT",
     "RELAY_HOP",
+    "RELAY_PEER",
     "RelayedCredential",
     "identity_metadata",
     "relayed_credential",
     "relayed_hop",
+    "relayed_via",
 ]
 
 RELAY_BEARER = "cronraft-relay-bearer"
 RELAY_CERT = "cronraft-relay-cert-bin"  # binary metadata: an identity is UTF-8, not always ASCII
 RELAY_HOP = "cronraft-relay-hop"
+RELAY_PEER = "cronraft-relay-peer"
+MAX_PEER_CHARS = 256  # a peer address ("ipv6:[...]:port" and the like); longer ones are cut
 MAX_RELAYED_CHARS = 8192  # a bearer token or an identity (the nodes refuse longer tokens anyway)
 
 # (kind, value): ("bearer", token) or ("cert", identity).
@@ -75,6 +80,17 @@ def relayed_hop(metadata: Iterable[tuple[str, Any]] | None) -> str | None:
     return _text(hops[0]) if hops else None
 
 
+def relayed_via(metadata: Iterable[tuple[str, Any]] | None) -> str:
+    """Where a relayed call came from, for the audit trail: "<caller's peer> via <member>" ("" if the
+    call carries no hop). Call it only for a call honoured as relayed: the keys are the member's word."""
+    hop = relayed_hop(metadata)
+    if hop is None:
+        return ""
+    peers = _values(metadata, RELAY_PEER)
+    peer = _text(peers[0])[:MAX_PEER_CHARS] if peers else "unknown"
+    return f"{peer} via {hop[:MAX_PEER_CHARS]}"
+
+
 def _caller_bearer(metadata: Iterable[tuple[str, Any]] | None) -> str | None:
     for value in _values(metadata, "authorization"):
         scheme, _, token = _text(value).partition(" ")
@@ -84,12 +100,15 @@ def _caller_bearer(metadata: Iterable[tuple[str, Any]] | None) -> str | None:
 
 
 def identity_metadata(
-    principal: Principal, metadata: Iterable[tuple[str, Any]] | None, hop: str
+    principal: Principal, metadata: Iterable[tuple[str, Any]] | None, hop: str, peer: str = ""
 ) -> list[tuple[str, str | bytes]]:
     """What a relaying member adds to the call it makes for `principal` (the caller it authenticated;
-    `metadata`: the caller's own call metadata): the hop, and the caller's credential as above. With
-    authentication off (`source` "none") only the hop: the leader has no one to check either."""
+    `metadata`: the caller's own call metadata; `peer`: the caller's address): the hop and the peer, and
+    the caller's credential as above. With authentication off (`source` "none") only the hop and the
+    peer: the leader has no one to check either."""
     out: list[tuple[str, str | bytes]] = [(RELAY_HOP, hop)]
+    if peer:
+        out.append((RELAY_PEER, peer[:MAX_PEER_CHARS]))
     if principal.source == "none":
         return out
     if principal.source in ("token", "jwt"):

@@ -25,6 +25,7 @@ import structlog
 
 from cronraft import bounds, errors
 from cronraft.daemon.security.authz import RPC_ROLES, current_principal
+from cronraft.daemon.security.relayed import relayed_via
 from cronraft.daemon.services.common import _abort
 from cronraft.daemon.wire import check_length
 from cronraft.proto.v1 import audit_pb2, audit_pb2_grpc, commands_pb2
@@ -101,7 +102,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             inner_uu = handler.unary_unary
 
             async def unary_unary(request: Any, context: Any) -> Any:
-                call = _Call(name, context.peer())
+                call = _Call(name, _peer(context))
                 _call.set(call)
                 try:
                     return await inner_uu(request, context)
@@ -114,7 +115,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             inner_su = handler.stream_unary
 
             async def stream_unary(requests: Any, context: Any) -> Any:
-                call = _Call(name, context.peer())
+                call = _Call(name, _peer(context))
                 _call.set(call)
                 try:
                     return await inner_su(requests, context)
@@ -124,6 +125,19 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
 
             return handler._replace(stream_unary=stream_unary)
         return handler
+
+
+def _peer(context: Any) -> str:
+    """The caller's address for the trail: for a call a member relayed, the caller's own with the
+    member's name (Principal.via; with authentication off, the relay's word, as everything there is)."""
+    principal = current_principal()
+    if principal.via:
+        return principal.via
+    if principal.source == "none":
+        via = relayed_via(context.invocation_metadata())
+        if via:
+            return via
+    return str(context.peer())
 
 
 def _note_refusal(call: _Call, context: Any) -> None:

@@ -103,17 +103,17 @@ def test_the_audit_trail_is_the_same_on_every_node_and_bounded(
             alice.resume_task(task.task_id)  # proposed, refused when applied: recorded with its error code
         with pytest.raises(PermissionDenied):
             alice.delete_task(task.task_id)  # refused by the role check: never proposed, not recorded
-        bob.put_calendar(common_pb2.Calendar(name="holidays"))
-        # Refused before it was proposed: not in the trail, in the log of the node that refused it. Sent
-        # to a follower, which forwards it: the leader refuses it and logs it, the follower does not.
+        # Through a follower, which forwards bob's writes to the leader: the trail names bob's own address
+        # and the follower. Refused before it was proposed: not in the trail, in the log of the node that
+        # refused it (the leader), not in the follower's as well.
         leader = c.wait_leader()
         follower = next(node for node in c.nodes if node is not leader)
-        bob_transport = Transport(ca=ca, token=tokens["bob"])
-        with (
-            Client(follower.grpc_address, timeout_s=10, transport=bob_transport) as via,
-            pytest.raises(NotFound),
-        ):
-            via.pause_task(UNKNOWN)
+        with Client(
+            follower.grpc_address, timeout_s=10, transport=Transport(ca=ca, token=tokens["bob"])
+        ) as via:
+            via.put_calendar(common_pb2.Calendar(name="holidays"))
+            with pytest.raises(NotFound):
+                via.pause_task(UNKNOWN)
         bob.delete_task(task.task_id)
 
         trail = _same_on_every_node(c, admin, 7)
@@ -131,6 +131,7 @@ def test_the_audit_trail_is_the_same_on_every_node_and_bounded(
         assert (trail[2].request_id, trail[2].targets_omitted) == ("bulk-0", 1)
         assert trail[0].request_id == "alice-create-1"
         assert all(r.peer.startswith("ipv4:127.0.0.1:") for r in trail)
+        assert trail[5].peer.endswith(f" via {follower.node_id}") and " via " not in trail[4].peer
         assert [r.raft_index for r in trail] == sorted(r.raft_index for r in trail)
         assert trail[0].time_ms == task.created_at_ms  # the leader's stamped time, the task's too
 

@@ -23,6 +23,7 @@ from cronraft.daemon.security.relayed import (
     RELAY_BEARER,
     RELAY_CERT,
     RELAY_HOP,
+    RELAY_PEER,
     identity_metadata,
     relayed_credential,
     relayed_hop,
@@ -164,8 +165,11 @@ def _member(*extra: tuple[str, Any]) -> list[tuple[str, Any]]:
 def test_a_member_carries_a_callers_token_and_the_leader_verifies_it_again(tmp_path: Path) -> None:
     authn, tokens = _authenticator(tmp_path)
     check = AuthInterceptor(authn).check
-    p = check(CONNECT, _member((RELAY_BEARER, tokens["worker"]), (RELAY_HOP, "n2")), {})
+    p = check(
+        CONNECT, _member((RELAY_BEARER, tokens["worker"]), (RELAY_HOP, "n2"), (RELAY_PEER, "ipv4:1:2")), {}
+    )
     assert (p.name, p.source) == ("w1", "token")  # the worker itself: its stream is bound to w1
+    assert p.via == "ipv4:1:2 via n2"  # where the audit trail says the call came from
     # The leader's verdict is the caller's: a reader's write is refused, an expired token too.
     with pytest.raises(PermissionDenied, match="needs role submitter"):
         check(CREATE, _member((RELAY_BEARER, tokens["reader"])), {})
@@ -190,11 +194,11 @@ def test_only_a_member_may_carry_an_identity(tmp_path: Path) -> None:
         check(CONNECT, _member((RELAY_BEARER, tokens["worker"]), (RELAY_CERT, b"w-cert")), {})
     with pytest.raises(Unauthenticated, match="exactly one"):
         check(CONNECT, _member((RELAY_BEARER, tokens["worker"]), (RELAY_BEARER, tokens["worker"])), {})
-    # The hop alone grants nothing: the caller's own credentials decide.
-    assert (
-        check(CREATE, [("authorization", f"Bearer {tokens['submitter']}"), (RELAY_HOP, "n9")], {}).name
-        == "sam"
+    # The hop alone grants nothing: the caller's own credentials decide, and its address is its own.
+    p = check(
+        CREATE, [("authorization", f"Bearer {tokens['submitter']}"), (RELAY_HOP, "n9"), (RELAY_PEER, "x")], {}
     )
+    assert (p.name, p.via) == ("sam", "")
 
 
 def test_a_relayed_certificate_identity_gets_this_nodes_roles_only(tmp_path: Path) -> None:
@@ -217,6 +221,10 @@ def test_what_a_relaying_member_sends_for_each_kind_of_caller() -> None:
     cert = Principal("wörker", {"*": frozenset({"worker"})}, "cert")
     assert identity_metadata(cert, [], "n2") == [(RELAY_HOP, "n2"), (RELAY_CERT, "wörker".encode())]
     assert identity_metadata(ANONYMOUS, [], "n2") == [(RELAY_HOP, "n2")]  # authentication off
+    assert identity_metadata(ANONYMOUS, [], "n2", "ipv4:127.0.0.1:5") == [
+        (RELAY_HOP, "n2"),
+        (RELAY_PEER, "ipv4:127.0.0.1:5"),
+    ]
     node = Principal("cluster-member", {"*": frozenset({"node"})}, "node")
     with pytest.raises(PermissionDenied):
         identity_metadata(node, caller, "n2")
