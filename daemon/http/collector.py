@@ -22,6 +22,7 @@ from cronraft.daemon.clockhealth import Health
 from cronraft.daemon.http.readiness import Readiness
 from cronraft.daemon.leader import LeaderCore
 from cronraft.daemon.notify import Notifier
+from cronraft.daemon.relay import Relay
 from cronraft.proto.v1 import cluster_pb2
 from cronraft.raft.kv import Txn
 from cronraft.raft.replicator import RaftStatus
@@ -286,6 +287,36 @@ def proposal_families(entries: int, commands: int) -> Iterator[Metric]:
     yield _counter("cronraft_proposed_commands", "Commands in the entries this node proposed.", commands)
 
 
+def relay_families(relay: Relay) -> Iterator[Metric]:
+    """What this node relays to the leader (daemon.relay; zero on the leader and with relaying off)."""
+    yield _labelled(
+        GaugeMetricFamily(
+            "cronraft_relay_active",
+            "Calls this node relays to the leader now, by kind: streams (workers' streams), writes "
+            "(clients' writes forwarded and not answered yet).",
+            labels=["kind"],
+        ),
+        [("streams", relay.streams), ("writes", relay.writes)],
+    )
+    yield _labelled(
+        CounterMetricFamily(
+            "cronraft_relayed",
+            "Calls this node relayed to the leader since it started, by kind.",
+            labels=["kind"],
+        ),
+        [("streams", relay.streams_total), ("writes", relay.writes_total)],
+    )
+    yield _labelled(
+        CounterMetricFamily(
+            "cronraft_relay_refused",
+            "Calls this node refused to relay for a bound ([cluster] relay_max_streams, relay_max_writes), "
+            "by kind.",
+            labels=["kind"],
+        ),
+        sorted(relay.refused.items()),
+    )
+
+
 class NodeCollector(Collector):
     """Reads `node` at each scrape (registered in the node's registry by `Node`)."""
 
@@ -317,6 +348,7 @@ class NodeCollector(Collector):
         )
         yield from notifier_families(node.notifier)
         yield from proposal_families(node.committer.entries_proposed, node.committer.commands_proposed)
+        yield from relay_families(node.relay)
 
 
 __all__ = [
@@ -327,6 +359,7 @@ __all__ = [
     "notifier_families",
     "proposal_families",
     "raft_families",
+    "relay_families",
     "state_families",
     "storage_families",
 ]

@@ -14,12 +14,14 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
+from cronraft.client._transport import Transport
 from cronraft.daemon.clockhealth import Health
 from cronraft.daemon.config import HttpConfig, config_from_dict
 from cronraft.daemon.http import collector as families
 from cronraft.daemon.http.readiness import evaluate
 from cronraft.daemon.metrics import NodeMetrics, count_results
 from cronraft.daemon.notify import Notifier
+from cronraft.daemon.relay import Relay
 from cronraft.errors import ConfigError
 from cronraft.proto.v1 import cluster_pb2, commands_pb2, common_pb2
 from cronraft.raft.codec import encode_batch, make_id
@@ -190,6 +192,20 @@ class Families(Collector):
         yield from self.metrics
 
 
+def _relay() -> Relay:
+    """A follower's relay, never started (its counters are all the families read)."""
+    return Relay(
+        node_id="n2",
+        own_address="n2:1",
+        enabled=True,
+        max_streams=2,
+        max_writes=1,
+        status=lambda: RaftStatus("n2", False, None, 0, 0, 0),
+        leader_address=lambda st: None,
+        transport=Transport(),
+    )
+
+
 def registry_of(*groups: Iterator[Metric]) -> CollectorRegistry:
     reg = CollectorRegistry()
     reg.register(Families(*groups))
@@ -254,6 +270,8 @@ def test_state_leader_and_notifier_families() -> None:
     rig.run(2)
     rig.core.worker_connected("w2", 2, ["default"], {}, rig.mono)
     rig.core.hold = "node2 runs tzdata 2025a"
+    relay = _relay()
+    relay.streams, relay.writes_total, relay.refused["writes"] = 1, 7, 2
     with rig.kv.read() as txn:
         state = list(families.state_families(txn, max_tasks=100, max_calendars=10))
     reg = registry_of(
@@ -261,6 +279,7 @@ def test_state_leader_and_notifier_families() -> None:
         families.leader_families(rig.core, {"superseded": 2}),
         families.notifier_families(Notifier()),
         families.proposal_families(5, 12),
+        families.relay_families(relay),
     )
     assert value(reg, "cronraft_executions", state="leased") == 1
     assert value(reg, "cronraft_executions", state="pending") == 0
@@ -278,6 +297,9 @@ def test_state_leader_and_notifier_families() -> None:
     assert value(reg, "cronraft_notifications_total", outcome="delivered") == 0
     assert value(reg, "cronraft_notifications_pending") == 0
     assert value(reg, "cronraft_proposed_commands_total") == 12
+    assert value(reg, "cronraft_relay_active", kind="streams") == 1
+    assert value(reg, "cronraft_relayed_total", kind="writes") == 7
+    assert value(reg, "cronraft_relay_refused_total", kind="writes") == 2
 
     follower = registry_of(families.leader_families(None, {}))
     assert value(follower, "cronraft_workers", status="ready") == 0
