@@ -3,11 +3,13 @@
     root ns: <P>h 10.213.X.254/24 ── bridge br0 in ns <P>sw ── eth0 10.213.X.i in ns <P>n<i> (nodes)
                                                             └── eth0 10.213.X.(100+j) in ns <P>w<j> (workers)
 
-<P> is "cr" + 4 random hex digits per run, X a /24 not routed in the root namespace yet, so concurrent
-runs do not collide. The root namespace gets one veth into the bridge with the .254 address and a
-connected /24 route (nothing else: no default route change), so that the harness's gRPC clients reach
-the nodes. Faults are nftables rules in the victim's namespace, one `inet chaos` table per namespace,
-rebuilt from the whole fault state on each change (one `nft -f` transaction; deleting the table heals).
+X is a /24 this process claimed (tests/fault/netclaim.py: a lock file held for the topology's life, so
+that harnesses started at once never pick the same X) and that the root namespace does not route yet;
+<P> is "cr" + X in hex + 2 random hex digits, unique among live runs because X is. The root namespace
+gets one veth into the bridge with the .254 address and a connected /24 route (nothing else: no default
+route change), so that the harness's gRPC clients reach the nodes. Faults are nftables rules in the
+victim's namespace, one `inet chaos` table per namespace, rebuilt from the whole fault state on each
+change (one `nft -f` transaction; deleting the table heals).
 The harness's own address is accepted before any fault rule, so the harness keeps observing partitioned
 nodes (like a Jepsen client that reaches every node). Delay uses iptables' NFQUEUE target in the mangle
 table (this kernel has no nft `queue` expression and no netem) and tests/fault/nfq_delay.py.
@@ -26,6 +28,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from tests.fault.netclaim import NoFreeSubnet, SubnetClaim, claim_subnet
 from tests.fault.proxy import Rules
 
 NFQ_SCRIPT = Path(__file__).with_name("nfq_delay.py")
@@ -67,32 +70,34 @@ def netns_usable() -> str | None:
     return None
 
 
-def _pick_subnet(rng: random.Random) -> str:
-    """A 10.213.X prefix that no root-namespace address or non-default route covers yet."""
+def _root_uses(x: int) -> bool:
+    """Whether a root-namespace address or non-default route covers 10.213.`x` (someone else's network,
+    or the leftover of a dead harness that `registry.reap_stale` has not removed)."""
+    seen = run(["ip", "-4", "-o", "route", "show", "table", "all"]) + run(["ip", "-4", "-o", "addr"])
+    if re.search(rf"\b10\.213\.{x}\.", seen):
+        return True
+    covering = run(["ip", "-4", "-o", "route", "show", "match", f"10.213.{x}.1"]).splitlines()
+    return any(line.strip() and not line.startswith("default") for line in covering)
+
+
+def _claim_subnet(rng: random.Random) -> SubnetClaim:
     routes = run(["ip", "-4", "-o", "route", "show", "table", "all"])
     addrs = run(["ip", "-4", "-o", "addr"])
-    used = {int(x) for x in re.findall(r"\b10\.213\.(\d+)\.", routes + addrs)}
-    candidates = [x for x in range(1, 255) if x not in used]
-    rng.shuffle(candidates)
-    for x in candidates[:20]:
-        covering = [
-            line
-            for line in run(["ip", "-4", "-o", "route", "show", "match", f"10.213.{x}.1"]).splitlines()
-            if line.strip() and not line.startswith("default")
-        ]
-        if not covering:
-            return f"10.213.{x}"
-    raise NetnsError("no free 10.213.X.0/24 subnet in the root namespace")
+    used = frozenset(int(x) for x in re.findall(r"\b10\.213\.(\d+)\.", routes + addrs))
+    try:
+        return claim_subnet(rng, _root_uses, skip=used)
+    except (NoFreeSubnet, OSError) as e:
+        raise NetnsError(str(e)) from e
 
 
 class NetnsTopology:
     def __init__(
         self, nodes: Sequence[str], workers: Sequence[str], log_dir: Path, *, observer_exempt: bool = True
     ) -> None:
-        rng = random.Random()
         self.log_dir = log_dir
-        self.prefix = "cr" + "".join(rng.choice("0123456789abcdef") for _ in range(4))
-        self.subnet = _pick_subnet(rng)
+        self.claim = _claim_subnet(random.Random())  # released by teardown
+        self.prefix = self.claim.prefix
+        self.subnet = self.claim.subnet
         self.harness_ip = f"{self.subnet}.254"
         self.root_veth = f"{self.prefix}h"
         self.observer_exempt = observer_exempt
@@ -176,6 +181,7 @@ class NetnsTopology:
             run(["ip", "link", "del", self.root_veth], check=False)
         self._tables.clear()
         self._mangle.clear()
+        self.claim.release()  # last: the subnet is free for another harness once the veth is gone
 
     # -- faults -----------------------------------------------------------------------------------
 
