@@ -113,12 +113,12 @@ def test_compose_members_agree(compose: dict[str, Any], tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["worker1", "worker2"])
 def test_compose_worker(name: str, compose: dict[str, Any], tmp_path: Path) -> None:
     service = compose["services"][name]
-    # The token goes through the environment, read from the worker's own secrets volume.
-    script = service["command"][-1]
-    prefix, _, rest = script.partition(" exec ")
+    # The token is read from the worker's own secrets volume ($CRONRAFT_TOKEN_FILE), never in argv.
     worker_id = f"w{name[-1]}"
-    assert prefix == f"CRONRAFT_TOKEN=$$(cat /etc/cronraft/secrets/{worker_id}.token)"
-    args = worker_cli.build_parser().parse_args(rest.split()[1:])
+    assert service["environment"] == {"CRONRAFT_TOKEN_FILE": f"/etc/cronraft/secrets/{worker_id}.token"}
+    argv = service["command"].split()
+    assert argv[0] == "schedworker"
+    args = worker_cli.build_parser().parse_args(argv[1:])
     assert args.worker_id == worker_id
     assert args.tls_ca == "/etc/cronraft/secrets/ca.pem" and args.token is None
     assert mounts(service)["/etc/cronraft/secrets"] == "worker-secrets"  # never node-secrets
@@ -329,8 +329,15 @@ def test_kube_worker(kube: dict[tuple[str, str], dict[str, Any]], tmp_path: Path
     pod = spec["template"]["spec"]
     container = pod["containers"][0]
     args = worker_cli.build_parser().parse_args(container["args"][1:])
-    token = next(e for e in container["env"] if e["name"] == "CRONRAFT_TOKEN")
-    assert token["valueFrom"]["secretKeyRef"] == {"name": "cronraft-worker-tokens", "key": args.worker_id}
+    # Its own token, from a mounted file ($CRONRAFT_TOKEN_FILE), readable through the pod's group.
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert "CRONRAFT_TOKEN" not in env
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "token")
+    assert env["CRONRAFT_TOKEN_FILE"] == f"{mount['mountPath']}/token"
+    token = next(v for v in pod["volumes"] if v["name"] == "token")["secret"]
+    assert token["secretName"] == "cronraft-worker-tokens"
+    assert token["items"] == [{"key": args.worker_id, "path": "token"}]
+    assert token["defaultMode"] == 0o440 and pod["securityContext"]["fsGroup"] == 10001
     members = next(iter(node_configs(kube, tmp_path).values())).cluster.members
     assert args.server == [",".join(m.grpc_address for m in members)]
     assert not args.allow_shell
