@@ -99,16 +99,28 @@ def hello_problem(hello: worker_pb2.Hello) -> str:
     return ""
 
 
+# Between a worker credential's principal and one instance's name in a worker id (`w1#pod-7f9c`).
+INSTANCE_SEPARATOR = "#"
+
+
 def worker_identity_problem(hello: worker_pb2.Hello, principal: Principal) -> str:
     """Why a Hello is refused for who sent it ("" if it is not): with authentication on, a worker's id is
     its principal's name (the token's principal or JWT subject, the certificate's identity), so that a
     worker credential connects as that one worker only and receives only its leases. With it off (the
-    loopback single node: every caller is the anonymous principal), any id goes, as before."""
+    loopback single node: every caller is the anonymous principal), any id goes, as before.
+
+    One credential may serve several worker processes (replicas of one Deployment): each connects as
+    `PRINCIPAL#INSTANCE`, e.g. `w1#pod-7f9c`. `#` is not a principal character (cronraft.tokenfile), so
+    such an id belongs to that principal alone; each instance is its own worker with its own leases."""
     if principal.source == "none" or hello.worker_id == principal.name:
+        return ""
+    name, hash_, instance = hello.worker_id.partition(INSTANCE_SEPARATOR)
+    if hash_ and name == principal.name and instance and INSTANCE_SEPARATOR not in instance:
         return ""
     return (
         f"hello.worker_id: {hello.worker_id!r} is not this stream's principal {principal.name!r}; a worker "
-        f"connects under its own name: start it with --id {principal.name}, or give it the credential "
+        f"connects under its own name: start it with --id {principal.name} (or --id "
+        f"{principal.name}{INSTANCE_SEPARATOR}INSTANCE for one of several), or give it the credential "
         f"of worker {hello.worker_id!r}"
     )
 

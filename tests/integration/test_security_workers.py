@@ -87,8 +87,16 @@ def test_a_worker_token_connects_as_its_own_worker_id_only(tmp_path: Path, clust
     # Under its own id it is welcomed.
     honest = RawWorker(address, ca, tokens["worker"], "w1")
     honest.welcomed()
-    honest._out.put(None)
-    honest._channel.close()
+    # Two instances of the credential at once (replicas of one Deployment): each its own worker.
+    replicas = [RawWorker(address, ca, tokens["worker"], f"w1#pod-{i}") for i in range(2)]
+    for replica in replicas:
+        replica.welcomed()
+    # An instance of another principal is not this credential's.
+    e = RawWorker(address, ca, tokens["worker"], "w2#pod-0").end()
+    assert e.code() == grpc.StatusCode.PERMISSION_DENIED and "'w2#pod-0'" in str(e.details())
+    for worker in (honest, *replicas):
+        worker._out.put(None)
+        worker._channel.close()
     # A real schedworker started under another id than its token's is refused and says why.
     c.start_worker("w9", extra_args=("--tls-ca", str(ca)), env={"CRONRAFT_TOKEN": tokens["worker"]})
     log = tmp_path / "w9.log"

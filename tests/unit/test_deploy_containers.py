@@ -24,6 +24,9 @@ import yaml
 
 from cronraft.client.worker import cli as worker_cli
 from cronraft.daemon.config import Config, config_from_dict, split_host_port
+from cronraft.daemon.security.authz import Principal
+from cronraft.daemon.wire import worker_identity_problem
+from cronraft.proto.v1 import worker_pb2
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKER = REPO_ROOT / "deploy" / "docker"
@@ -324,11 +327,18 @@ def test_kube_pdb_and_client_service(kube: dict[tuple[str, str], dict[str, Any]]
 def test_kube_worker(kube: dict[tuple[str, str], dict[str, Any]], tmp_path: Path) -> None:
     deployment = kube["Deployment", "cronraft-worker-w1"]
     spec = deployment["spec"]
-    # One worker id per Deployment (the id is the token's principal): never two pods of it at once.
-    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    # Several pods share the credential w1, each its own worker: w1#<pod name> (daemon.wire).
+    assert spec["replicas"] >= 2
     pod = spec["template"]["spec"]
     container = pod["containers"][0]
     args = worker_cli.build_parser().parse_args(container["args"][1:])
+    principal, _, instance = args.worker_id.partition("#")
+    assert instance == "$(POD_NAME)"
+    pod_name = next(e for e in container["env"] if e["name"] == "POD_NAME")
+    assert pod_name["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert [e["name"] for e in container["env"]].index("POD_NAME") == 0  # defined before it is used
+    hello = worker_pb2.Hello(worker_id=f"{principal}#cronraft-worker-w1-5d8f-x2x9q")
+    assert worker_identity_problem(hello, Principal(principal, {"*": frozenset({"worker"})}, "token")) == ""
     # Its own token, from a mounted file ($CRONRAFT_TOKEN_FILE), readable through the pod's group.
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert "CRONRAFT_TOKEN" not in env
@@ -336,7 +346,7 @@ def test_kube_worker(kube: dict[tuple[str, str], dict[str, Any]], tmp_path: Path
     assert env["CRONRAFT_TOKEN_FILE"] == f"{mount['mountPath']}/token"
     token = next(v for v in pod["volumes"] if v["name"] == "token")["secret"]
     assert token["secretName"] == "cronraft-worker-tokens"
-    assert token["items"] == [{"key": args.worker_id, "path": "token"}]
+    assert token["items"] == [{"key": principal, "path": "token"}]
     assert token["defaultMode"] == 0o440 and pod["securityContext"]["fsGroup"] == 10001
     members = next(iter(node_configs(kube, tmp_path).values())).cluster.members
     assert args.server == [",".join(m.grpc_address for m in members)]

@@ -21,6 +21,10 @@ def test_a_worker_connects_under_its_principal_name_only() -> None:
     problem = worker_identity_problem(worker_pb2.Hello(worker_id="w2"), _worker("w1"))
     assert problem.startswith("hello.worker_id: 'w2' is not this stream's principal 'w1'")
     assert "--id w1" in problem
+    # Several processes with one credential: each an instance of it, none another principal's.
+    assert worker_identity_problem(worker_pb2.Hello(worker_id="w1#pod-7f9c"), _worker("w1")) == ""
+    for forged in ("w2#pod-7f9c", "w1#", "w1#a#b", "w11#x", "w#1"):
+        assert worker_identity_problem(worker_pb2.Hello(worker_id=forged), _worker("w1")), forged
     # Authentication off (the loopback single node): any id, as before.
     assert worker_identity_problem(worker_pb2.Hello(worker_id="w2"), ANONYMOUS) == ""
 
