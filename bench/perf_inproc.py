@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cronraft.daemon.leader import LeaderCore, LeaderSettings
 from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft.codec import encode_batch, make_id
-from cronraft.raft.state import StateMachine
+from cronraft.raft.state import StateMachine, read_execution
 from cronraft.raft.store import LmdbKV
 
 T0 = 1_767_225_600_000
@@ -56,6 +56,22 @@ class Replica:
         assert raw is not None
         return list(commands_pb2.BatchResult.FromString(raw).results)
 
+    def apply_group(
+        self, entries: list[list[Command]], *, unread: bool = False
+    ) -> list[commands_pb2.CommandResult]:
+        """`entries` applied in one write transaction (StateMachine.apply_entries); their results."""
+        first = self.index + 1
+        self.index += len(entries)
+        batch = [(first + i, encode_batch(cmds)) for i, cmds in enumerate(entries)]
+        t = time.process_time()
+        raws = self.sm.apply_entries(batch, unread=range(first, self.index + 1) if unread else ())
+        self.apply_s += time.process_time() - t
+        out: list[commands_pb2.CommandResult] = []
+        for raw in raws:
+            assert raw is not None
+            out.extend(commands_pb2.BatchResult.FromString(raw).results)
+        return out
+
 
 def main() -> None:
     p = argparse.ArgumentParser()
@@ -66,9 +82,26 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=1, help="run this many times; report the fastest run")
     p.add_argument("--per-command", action="store_true", help="apply cost of each command kind alone")
     p.add_argument("--worker", action="store_true", help="worker-side CPU per in-process attempt")
+    p.add_argument(
+        "--group",
+        type=int,
+        default=1,
+        help="with --per-command: apply this many entries per write transaction (StateMachine.apply_entries)",
+    )
+    p.add_argument(
+        "--unread",
+        action="store_true",
+        help="with --per-command: results nobody reads, as on a follower (apply_entries(unread=...))",
+    )
+    p.add_argument(
+        "--per-entry",
+        type=int,
+        default=0,
+        help="with --per-command: this many commands per log entry (default: all 2,048 of a kind in one)",
+    )
     args = p.parse_args()
     if args.per_command:
-        per_command(args.repeat)
+        per_command(args.repeat, args.per_entry, group=args.group, unread=args.unread, profile=args.profile)
         return
     if args.worker:
         worker_attempts(args.n, args.repeat)
@@ -93,27 +126,61 @@ def _spec(due: int) -> common_pb2.TaskSpec:
     return spec
 
 
-def per_command(repeat: int) -> None:
+def per_command(
+    repeat: int, per_entry: int = 0, *, group: int = 1, unread: bool = False, profile: bool = False
+) -> None:
     best: dict[str, float] = {}
+    prof = cProfile.Profile() if profile else None
     for _ in range(max(1, repeat)):
-        for kind, us in _per_command_once().items():
+        once = _per_command_once(per_entry=per_entry, group=group, unread=unread, prof=prof)
+        for kind, us in once.items():
             best[kind] = min(best.get(kind, us), us)
     per_execution = best["fire"] + best["grant"] + best["complete"]
+    if prof:
+        stats = pstats.Stats(prof)
+        stats.sort_stats("tottime").print_stats(30)
+        stats.sort_stats("cumulative").print_stats(40)
+    size = f"{per_entry} per entry" if per_entry else "2,048 per entry"
+    if group > 1:
+        size += f", {group} entries per transaction"
+    if unread:
+        size += ", results unread"
     print(
-        f"apply, CPU us per command (fastest of {max(1, repeat)}): "
+        f"apply, CPU us per command ({size}, fastest of {max(1, repeat)}): "
         + ", ".join(f"{k} {v:.1f}" for k, v in best.items())
         + f"; fire+grant+complete = {per_execution:.1f} us per execution per replica"
     )
 
 
-def _per_command_once(n: int = 2048) -> dict[str, float]:
+def _per_command_once(
+    n: int = 2048,
+    *,
+    per_entry: int = 0,
+    group: int = 1,
+    unread: bool = False,
+    prof: cProfile.Profile | None = None,
+) -> dict[str, float]:
+    """Apply cost per command of each kind; `per_entry` commands per entry (0: all `n` in one), `group`
+    entries per write transaction, results read (a leader's) or not (`unread`, a follower's: the grant
+    tokens are then taken from the stored executions). The create entry is not profiled."""
     spent: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         replica = Replica(Path(tmp))
 
         def timed(kind: str, cmds: list[Command]) -> list[commands_pb2.CommandResult]:
             before = replica.apply_s
-            res = replica.apply(cmds)
+            size = per_entry if per_entry > 0 and kind != "create" else len(cmds)
+            res: list[commands_pb2.CommandResult] = []
+            if prof and kind != "create":
+                prof.enable()
+            entries = [cmds[i : i + size] for i in range(0, len(cmds), size)]
+            for i in range(0, len(entries), group):
+                if group == 1 and not unread:  # as a node applies today: one transaction per entry
+                    res += replica.apply(entries[i])
+                else:
+                    res += replica.apply_group(entries[i : i + group], unread=unread and kind != "create")
+            if prof and kind != "create":
+                prof.disable()
             spent[kind] = (replica.apply_s - before) / len(cmds) * 1e6
             return res
 
@@ -149,7 +216,8 @@ def _per_command_once(n: int = 2048) -> dict[str, float]:
                 for e in eids
             ],
         )
-        tokens = [r.execution.token for r in res]
+        with replica.kv.read() as txn:
+            tokens = [read_execution(txn, e).token for e in eids]  # type: ignore[union-attr]
         ok = common_pb2.ATTEMPT_SUCCEEDED
         res = timed(
             "complete",
@@ -167,7 +235,9 @@ def _per_command_once(n: int = 2048) -> dict[str, float]:
                 for e, tk in zip(eids, tokens, strict=True)
             ],
         )
-        assert all(r.applied for r in res)
+        assert unread or all(r.applied for r in res)
+        with replica.kv.read() as txn:
+            assert all(read_execution(txn, e).state == common_pb2.EXECUTION_SUCCEEDED for e in eids)  # type: ignore[union-attr]
         replica.kv.close()
     return spent
 

@@ -15,6 +15,14 @@ at it (the daemon grows the map there). Meanwhile the node is "stuck": proposers
 or a later one are answered at once with RESOURCE_EXHAUSTED naming the cause (the entries are committed
 and will apply once space returns), and `stuck` says so; the replicator then refuses new proposals.
 Knows nothing of the Raft library: entries are `(index, payload)`.
+
+Groups: given `apply_entries` (the state machine's `apply_entries`, wrapped as `apply_entry` is), the thread
+applies the consecutive entries waiting for it in one call, up to GROUP_MAX_ENTRIES entries or
+GROUP_MAX_BYTES of payload, so one store transaction (raft.state) carries several small entries; it tells
+which of them nobody waits for (their results are left empty: only a proposer reads them, so a follower
+never does), and answers the proposers once the group is applied. A group that raises is applied again
+entry by entry, each retried as above. Entries are grouped only when they are already waiting: an idle
+node applies each entry as it arrives, a busy one catches up in groups.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container, Sequence
 from typing import Any
 
 from cronraft.errors import CronraftError, OutcomeUnknown, ResourceExhausted
@@ -33,6 +41,14 @@ from cronraft.errors import CronraftError, OutcomeUnknown, ResourceExhausted
 log = logging.getLogger(__name__)
 
 _APPLY_RETRY_S = (0.1, 1.0)  # first and longest pause between tries of an entry that failed
+# A group (module docstring) ends at this many entries or once its payloads reach this many bytes: its first
+# proposer waits for all of it (64 KiB of commands apply in about 20 ms on our 2-core machines).
+GROUP_MAX_ENTRIES = 64
+GROUP_MAX_BYTES = 64 << 10
+
+# apply_entries(entries, unread): the results of each entry (None: already applied); `unread` are the
+# indexes whose results nobody reads.
+ApplyEntries = Callable[[Sequence[tuple[int, bytes]], Container[int]], list[bytes | None]]
 
 Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[bytes]"]
 
@@ -73,17 +89,20 @@ def answer(waiter: Waiter, result: Any) -> None:
 
 class ApplyThread:
     """One thread applying handed-over entries in order (module docstring). `apply_entry(index, payload)`
-    returns the result bytes or None (already applied); `on_apply_failure(index, exc)` returns True when it
+    returns the result bytes or None (already applied); `apply_entries`, if given, applies a group of
+    consecutive entries at once (`ApplyEntries`); `on_apply_failure(index, exc)` returns True when it
     fixed the cause (tried again at once); `on_apply_recovered(index)` after an entry applied late."""
 
     def __init__(
         self,
         apply_entry: Callable[[int, bytes], bytes | None],
         *,
+        apply_entries: ApplyEntries | None = None,
         on_apply_failure: Callable[[int, BaseException], bool] | None = None,
         on_apply_recovered: Callable[[int], None] | None = None,
     ) -> None:
         self._apply_entry = apply_entry
+        self._apply_entries = apply_entries
         self._on_apply_failure = on_apply_failure
         self._on_apply_recovered = on_apply_recovered
         # (index, why) while an entry cannot apply.
@@ -173,21 +192,84 @@ class ApplyThread:
     # --- the thread ---
 
     def _loop(self) -> None:
+        backlog: list[tuple[int, bytes]] = []
         while True:
-            entries = self._queue.get()
-            if entries is None:
+            if not backlog:
+                entries = self._queue.get()
+                if entries is None:
+                    return
+                backlog = entries
+            if self._apply_entries is None:
+                group, backlog = backlog[:1], backlog[1:]
+            else:
+                group, backlog, stopping = self._take_group(backlog)
+                if stopping:
+                    self._queue.put(None)  # seen again once the entries taken before it are applied
+            if self._stop:
                 return
-            for index, payload in entries:
+            if len(group) == 1:
+                index, payload = group[0]
+                self._applied_one(index, self._apply_with_retry(index, payload))
+            else:
+                self._apply_group(group)
+
+    def _take_group(
+        self, backlog: list[tuple[int, bytes]]
+    ) -> tuple[list[tuple[int, bytes]], list[tuple[int, bytes]], bool]:
+        """The next group from `backlog` and the entries already queued behind it (module docstring):
+        (the group, what is left, whether the stop marker was met)."""
+        size = taken = 0
+        while True:
+            while taken < len(backlog) and taken < GROUP_MAX_ENTRIES and size < GROUP_MAX_BYTES:
+                size += len(backlog[taken][1])
+                taken += 1
+            if taken < len(backlog) or taken >= GROUP_MAX_ENTRIES or size >= GROUP_MAX_BYTES:
+                return backlog[:taken], backlog[taken:], False
+            try:
+                more = self._queue.get_nowait()
+            except queue.Empty:
+                return backlog, [], False
+            if more is None:
+                return backlog, [], True
+            backlog = backlog + more
+
+    def _apply_group(self, group: list[tuple[int, bytes]]) -> None:
+        assert self._apply_entries is not None
+        with self._lock:
+            unread = frozenset(index for index, _ in group if index not in self._waiters)
+        try:
+            results = self._apply_entries(group, unread)
+        except Exception as exc:  # the group's transaction was dropped: entry by entry, retried as ever
+            log.debug("applying entries %d-%d together failed: %s", group[0][0], group[-1][0], exc)
+            for index, payload in group:
                 if self._stop:
                     return
-                result = self._apply_with_retry(index, payload)
-                with self._lock:
-                    waiter = self._waiters.pop(index, None)
+                self._applied_one(index, self._apply_with_retry(index, payload))
+            return
+        waiters: list[tuple[Waiter, Any]] = []
+        with self._lock:
+            for (index, _), result in zip(group, results, strict=True):
+                waiter = self._waiters.pop(index, None)
                 if waiter is not None:
-                    answer(waiter, result)
-                with self._applied_cond:
-                    self._applied = max(self._applied, index)
-                    self._applied_cond.notify_all()
+                    # A proposer that came after its entry was applied (never: `wait_for`) would get empty
+                    # results; it gets "unknown" instead, which a retry with its request id resolves.
+                    late = OutcomeUnknown(f"the result of entry {index} was not kept")
+                    waiters.append((waiter, late if index in unread else result))
+        for waiter, result in waiters:
+            answer(waiter, result)
+        with self._applied_cond:
+            self._applied = max(self._applied, group[-1][0])
+            self._applied_cond.notify_all()
+
+    def _applied_one(self, index: int, result: bytes | None) -> None:
+        """`index` is applied: its proposer answered, `wait_applied` told."""
+        with self._lock:
+            waiter = self._waiters.pop(index, None)
+        if waiter is not None:
+            answer(waiter, result)
+        with self._applied_cond:
+            self._applied = max(self._applied, index)
+            self._applied_cond.notify_all()
 
     def _apply_with_retry(self, index: int, payload: bytes) -> bytes | None:
         # An entry is never skipped (the state would diverge): an apply that raised (the store full, an
@@ -235,4 +317,13 @@ class ApplyThread:
             answer(waiter, error)
 
 
-__all__ = ["ApplyThread", "Applying", "Waiter", "answer", "settle"]
+__all__ = [
+    "GROUP_MAX_BYTES",
+    "GROUP_MAX_ENTRIES",
+    "ApplyEntries",
+    "ApplyThread",
+    "Applying",
+    "Waiter",
+    "answer",
+    "settle",
+]

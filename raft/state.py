@@ -26,7 +26,7 @@ propagate, and the replicator retries the entry: they say nothing about the comm
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator, Sequence
 from typing import Any
 
 from cronraft.errors import InvalidArgument, StorageError
@@ -85,6 +85,10 @@ _STATS_BATCHED = frozenset(
         "cancel_execution",
     }
 )
+
+# The result of a command nobody reads (`apply_entry(wanted=False)`): an empty CommandResult as an element
+# of a BatchResult, so that the entry's result still counts its commands (daemon.metrics.count_results).
+UNREAD_RESULT = message_field(1, b"")
 
 TERMINAL_STATES = frozenset(
     {
@@ -339,12 +343,16 @@ class StateMachine:
         return self._last_applied
 
     def take_events(self) -> list[dict[str, Any]]:
-        """The audit events of the last applied entry (empty unless `collect_events`), once."""
+        """The audit events of the entries the last `apply_entry` or `apply_entries` applied (empty unless
+        `collect_events`), once."""
         events, self._events = self._events, []
         return events
 
-    def apply_entry(self, index: int, payload: bytes) -> bytes | None:
+    def apply_entry(self, index: int, payload: bytes, *, wanted: bool = True) -> bytes | None:
         """Apply the batch at log `index`; the serialized `BatchResult`, or None if already applied.
+        `wanted=False`: nobody reads the results (a follower's: only the proposer waits for them), so
+        each is left empty (`UNREAD_RESULT`); the entry's effects, dedup records and audit trail are the
+        same.
 
         Savepoints only when needed: a savepoint per command costs about 15 % of the apply time of a
         large entry (LMDB copies each page a command touches that the entry already dirtied, and merges
@@ -354,49 +362,106 @@ class StateMachine:
         for every command, so every replica records the same results whichever pass it needed."""
         if index <= self._last_applied:
             return None
+        entry = [(index, payload)]
+        unread = frozenset() if wanted else frozenset({index})
         try:
-            return self._apply_entry(index, payload, guarded=False)
+            return self._apply_entries(entry, unread, guarded=False)[0]
         except _Unguarded:
-            return self._apply_entry(index, payload, guarded=True)
+            return self._apply_entries(entry, unread, guarded=True)[0]
 
-    def _apply_entry(self, index: int, payload: bytes, *, guarded: bool) -> bytes | None:
+    def apply_entries(
+        self, entries: Sequence[tuple[int, bytes]], *, unread: Container[int] = frozenset()
+    ) -> list[bytes | None]:
+        """Apply consecutive log entries `(index, payload)`, in log order, in one write transaction; the
+        result of each as `apply_entry` gives it (None: already applied; an index in `unread`: results
+        nobody reads, left empty).
+
+        Why: a write transaction's commit and the first write to each page it touches cost about as
+        much as applying a few commands (bench/perf_inproc.py --per-entry), and most entries are small.
+        Nothing stored changes: each entry is applied exactly as alone (its own dedup pruning, its own
+        `last_applied` check), the statistics batch (raft.stats.Batch) spans the entries as it spans the
+        commands of one entry, and `last_applied` is the last index, written in the same transaction, so
+        a crash keeps all of them or none (I2). If a command needs the savepoint pass (`apply_entry`),
+        the whole transaction is dropped and every entry applied alone."""
+        if not entries:
+            return []
+        try:
+            return self._apply_entries(entries, unread, guarded=False)
+        except _Unguarded:
+            return [self.apply_entry(i, p, wanted=i not in unread) for i, p in entries]
+
+    def _apply_entries(
+        self, entries: Sequence[tuple[int, bytes]], unread: Container[int], *, guarded: bool
+    ) -> list[bytes | None]:
         events: list[dict[str, Any]] | None = [] if self.collect_events else None
+        out: list[bytes | None] = []
+        done: list[int] = []
         with self.kv.write() as txn:
-            applied = read_last_applied(txn)
-            if index <= applied:  # another instance applied it (restored snapshot)
-                self._last_applied = applied
-                return None
-            if not applied:  # a fresh store: its search indexes are complete from the start
-                txn.put("meta", META_INDEXED, b"1")
-                if self._fresh_features:  # ... and the features it starts with (raft.features)
-                    features.raise_level(txn, self._fresh_features)
-            # The BatchResult is assembled from its serialized results (repeated field 1): appending
-            # each result to a BatchResult message would copy it first.
-            parts: list[bytes] = []
-            try:
-                batch = decode_batch(payload)
-            except CodecError as e:
-                # Deterministic on every node: the entry is recorded as applied with no effect.
-                failed = Rejection(Code.CODEC, str(e)).result()
-                parts.append(message_field(1, failed.SerializeToString(deterministic=True)))
-            else:
-                # Savepoints (guarded) roll a command back: its counts must go with it, so no batch then.
-                counts = None if guarded else stats.Batch()
-                for i, cmd in enumerate(batch.commands):
-                    batched = counts
-                    if counts is not None and cmd.WhichOneof("body") not in _STATS_BATCHED:
-                        counts.flush(txn)
-                        batched = None
-                    res = self._apply_command(txn, index, i, cmd, events, guarded=guarded, counts=batched)
-                    parts.append(message_field(1, res.SerializeToString(deterministic=True)))
-                if counts is not None:
-                    counts.flush(txn)
-            txn.put("meta", META_LAST_APPLIED, u64(index))
-        self._last_applied = index
+            applied = stored = read_last_applied(txn)
+            # Savepoints (guarded) roll a command back: its counts must go with it, so no batch then.
+            counts = None if guarded else stats.Batch()
+            for index, payload in entries:
+                if index <= applied:  # another instance applied it (restored snapshot)
+                    out.append(None)
+                    continue
+                if not applied:  # a fresh store: its search indexes are complete from the start
+                    txn.put("meta", META_INDEXED, b"1")
+                    if self._fresh_features:  # ... and the features it starts with (raft.features)
+                        features.raise_level(txn, self._fresh_features)
+                out.append(
+                    self._apply_payload(
+                        txn,
+                        index,
+                        payload,
+                        events=events,
+                        counts=counts,
+                        guarded=guarded,
+                        wanted=index not in unread,
+                    )
+                )
+                applied = index
+                done.append(index)
+            if counts is not None:
+                counts.flush(txn)
+            if applied != stored:
+                txn.put("meta", META_LAST_APPLIED, u64(applied))
+        self._last_applied = applied
         if events is not None:
             self._events = events
         if self._on_applied is not None:
-            self._on_applied(index)
+            for index in done:
+                self._on_applied(index)
+        return out
+
+    def _apply_payload(
+        self,
+        txn: Txn,
+        index: int,
+        payload: bytes,
+        *,
+        events: list[dict[str, Any]] | None,
+        counts: stats.Batch | None,
+        guarded: bool,
+        wanted: bool,
+    ) -> bytes:
+        """One entry's commands; its `BatchResult`, assembled from the serialized results (repeated field
+        1): appending each result to a BatchResult message would copy it first."""
+        parts: list[bytes] = []
+        try:
+            batch = decode_batch(payload)
+        except CodecError as e:
+            # Deterministic on every node: the entry is recorded as applied with no effect.
+            failed = Rejection(Code.CODEC, str(e)).result()
+            return message_field(1, failed.SerializeToString(deterministic=True))
+        for i, cmd in enumerate(batch.commands):
+            batched = counts
+            if counts is not None and cmd.WhichOneof("body") not in _STATS_BATCHED:
+                counts.flush(txn)
+                batched = None
+            res = self._apply_command(txn, index, i, cmd, events, guarded=guarded, counts=batched)
+            parts.append(
+                message_field(1, res.SerializeToString(deterministic=True)) if wanted else UNREAD_RESULT
+            )
         return b"".join(parts)
 
     def _apply_command(
@@ -515,6 +580,7 @@ __all__ = [
     "LIST_SCAN_LIMIT",
     "MAX_INTERNAL_ERROR",
     "TERMINAL_STATES",
+    "UNREAD_RESULT",
     "Rejected",
     "StateMachine",
     "calendars_page",
