@@ -48,6 +48,12 @@ def test_import_5000_tasks(cluster: Cluster) -> None:
         assert result.created == 5_000 and len(result.batches) == 5
         ids = list(result.task_ids())
         assert len(set(ids)) == 5_000
+        # Any node answers reads from its own store, a follower perhaps behind the leader that
+        # acknowledged the import (docs/multi-region.md, "Where clients and workers connect"); which node
+        # this client reads from is the SDK's routing (a relayed write is answered by the follower, which
+        # has not necessarily applied it: NotFound once, when ImportTasks was relayed). So every node
+        # first applies what the leader has committed, then the reads may go anywhere.
+        cluster.core.wait_caught_up()
         task = client.get_task(ids[4_321])
         assert task.spec.name == "bulk-4321" and task.next_fire_ms == far
         listed = [t.task_id for t in client.list_tasks(tags={"import": "big"}, page_size=1000)]
