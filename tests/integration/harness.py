@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+import grpc
+
 from cronraft.proto.v1 import cluster_pb2
 from tests.support.cluster import Proc, ProcessCluster, libfaketime_env, node_argv, tail_logs, worker_argv
 from tests.support.nodeconfig import node_config, toml_dumps
@@ -112,8 +114,30 @@ class Cluster:
     def start(self) -> Cluster:
         for node in self.nodes:
             self.start_node(node)
-        self.wait_leader()
+        self.wait_features()
         return self
+
+    def status_of(self, node: NodeProc) -> cluster_pb2.StatusResponse:
+        """`node`'s Cluster.Status (a cluster with TLS and tokens overrides this)."""
+        return node.status()
+
+    def wait_features(self, timeout_s: float = 30.0) -> NodeProc:
+        """A ready leader that has every feature of its build in the cluster's level (raft.features). A
+        leader proposes its first epoch at once; if its peers' first clock-probe answers (which say what
+        they support) come after that, it raises the level a moment later, and until then a request that
+        needs a feature (statistics, results) is refused FAILED_PRECONDITION. A node of an older release
+        has no `features_waiting` (""): a cluster of those is settled as soon as it has a leader."""
+
+        def settled() -> NodeProc | None:
+            lead = self.leader()
+            if lead is None:
+                return None
+            try:
+                return lead if self.status_of(lead).features_waiting == "" else None
+            except grpc.RpcError:
+                return None
+
+        return wait_for(settled, timeout_s, "a leader with every feature of its release in use")
 
     def start_worker(
         self,

@@ -38,13 +38,16 @@ class SecureCluster(Cluster):
 
     admin: Transport = Transport()
 
+    def status_of(self, node: NodeProc) -> cluster_pb2.StatusResponse:
+        with self.admin.channel(node.grpc_address) as ch:
+            return cluster_pb2_grpc.ClusterStub(ch).Status(cluster_pb2.StatusRequest(), timeout=1)
+
     def leader(self) -> NodeProc | None:
         for node in self.nodes:
             if not node.alive:
                 continue
             try:
-                with self.admin.channel(node.grpc_address) as ch:
-                    st = cluster_pb2_grpc.ClusterStub(ch).Status(cluster_pb2.StatusRequest(), timeout=1)
+                st = self.status_of(node)
             except grpc.RpcError:
                 continue
             if st.is_leader and st.ready:
