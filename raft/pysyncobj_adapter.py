@@ -47,9 +47,18 @@ Private parts of pysyncobj touched, and why:
   so that appends allocate their disk space first and a term/vote that cannot be stored is put back.
 - `SyncObj.__transport` (`_SyncObj__transport`) and `TCPTransport._onNodeDisconnectedCallback`: our
   disconnect callback is chained after pysyncobj's own.
-- `SyncObj.__onMessageReceived` (overridden as `_SyncObj__onMessageReceived`) and `SyncObj.__raftNextIndex`:
-  a success acknowledgement no longer moves the leader's next index to a follower back (RaftNode's
-  override says why: long round trips).
+- `SyncObj.__onMessageReceived` (overridden as `_SyncObj__onMessageReceived`), `SyncObj.__sendAppendEntries`
+  (overridden) and `SyncObj._onTick` (extended): the log's flow to followers, a follower's handling of
+  an append, and pre-vote are ours (raft.append_flow says why: S18/S19 over long round
+  trips, docs/multi-region.md). They read and write pysyncobj's
+  `__raftNextIndex`, `__raftMatchIndex`, `__lastResponseTime`, `__raftCommitIndex`,
+  `__leaderCommitIndex`, `__raftState`, `__raftCurrentTerm`, `__connectedNodes`, `__otherNodes`,
+  `__readonlyNodes`, `__serializer`, `__transferInProgress`, `__newAppendEntriesTime`, and call its
+  `__getEntries`, `__deleteEntriesFrom`, `__parseChangeClusterRequest`, `__doChangeCluster`,
+  `__getCurrentLogIndex`/`Term`, `__generateRaftTimeout`, `__connectedToAnyone`; pysyncobj's own
+  handler still does an append's bookkeeping (term, leader, state, election deadline) and steps down
+  on a higher term. Our messages (`cr_pre_vote`, `cr_pre_vote_answer`, `cr_term`, and the
+  `cr_epoch` key) are ignored by a node of an older release.
 - `SyncObj.__raftElectionDeadline`: brought forward when the leader's connection closes; pushed back each
   tick while the replicator holds elections (a promoted learner not yet in the configuration, a removed
   node).
@@ -68,6 +77,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -79,7 +89,7 @@ from pysyncobj.journal import FileJournal
 from pysyncobj.monotonic import monotonic as raft_monotonic
 from pysyncobj.node import TCPNode
 from pysyncobj.pipe_notifier import PipeNotifier
-from pysyncobj.syncobj import _COMMAND_TYPE
+from pysyncobj.syncobj import _COMMAND_TYPE, _RAFT_STATE
 from pysyncobj.transport import TCPTransport
 from pysyncobj.version import VERSION as _INSTALLED_VERSION
 
@@ -91,6 +101,14 @@ from cronraft.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from cronraft.raft.append_flow import (
+    FlowLimits,
+    PeerFlow,
+    PreVote,
+    batch_size,
+    grants_pre_vote,
+    plan_append,
+)
 from cronraft.raft.durability import Durability, JournalFull, JournalLayout, JournalSpace
 from cronraft.raft.replicator import ReplicatorConfig
 from cronraft.raft.snapshot_file import LogEntry
@@ -99,8 +117,18 @@ log = logging.getLogger(__name__)
 
 PINNED_VERSION = "0.3.17"  # pyproject.toml pins pysyncobj==0.3.17; the private names above are its own
 
-# pysyncobj's appendEntriesBatchSizeBytes: the most entry bytes one append_entries message carries.
+# pysyncobj's appendEntriesBatchSizeBytes. Our own sender (`RaftNode._SyncObj__sendAppendEntries`) bounds
+# messages by `FLOW_LIMITS` and never uses pysyncobj's split transmission; this stays above the largest
+# entry so that nothing of pysyncobj's ever takes that path.
 MAX_MESSAGE_BYTES = 16 << 20
+# The log's flow to each follower (raft.append_flow): a message carries at most 256 KiB of entries (or one
+# larger entry) and at most 1 MiB is unacknowledged, so a heartbeat waits behind at most that much on a
+# slow link (docs/multi-region.md: 30-80 ms one way).
+FLOW_LIMITS = FlowLimits()
+# The kernel's socket buffers of the Raft connections (pysyncobj's 64 KiB capped a connection at about
+# 64 KiB per round trip: 0.4 MiB/s over a 160 ms round trip, a catch-up of megabytes took tens of
+# seconds). 1 MiB (the kernel doubles it) carries the flow window in about one round trip.
+SOCKET_BUFFER_BYTES = 1 << 20
 # pysyncobj's FileJournal layout: a 40-byte header whose last 4 bytes (little-endian u32) are the offset
 # past the last record; a record is u32 length, u64 index, u64 term, the command, u32 length again. The
 # u32 offset also caps a journal at 4 GiB: compaction by bytes keeps it far below. pysyncobj wraps our
@@ -311,7 +339,13 @@ class RaftNode(SyncObj):  # type: ignore[misc]
     `self_address` None: a learner (pysyncobj's read-only node; module docstring)."""
 
     def __init__(self, host: RaftHost, self_address: str | None, peers: list[str], conf: Any) -> None:
-        self._host = host  # set first: the tick thread starts inside SyncObj.__init__
+        # Set first: the tick thread starts inside SyncObj.__init__ and runs the overrides below.
+        self._host = host
+        self._flows: dict[Any, PeerFlow] = {}
+        self._epochs = itertools.count(1)
+        self._pre_vote = PreVote()
+        self._stand_now = False
+        self._leader_heard_at = float("-inf")
         super().__init__(self_address, peers, conf, transportClass=_transport_class(host.durability))
         # Appends allocate their space first (raft.durability, "Space"). Before this line only the
         # journal's first no-op entry can have been written (the tick thread starts with a pause).
@@ -345,25 +379,288 @@ class RaftNode(SyncObj):  # type: ignore[misc]
             self._SyncObj__raftElectionDeadline = deadline
             log.info("connection to the leader %s closed: election in %.2f s unless it returns", node, delay)
 
+    # --- messages: the log's flow, pre-vote (raft.append_flow says why) ---
+
     def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:
-        """pysyncobj's handler of every message (it registers `self.__onMessageReceived`, which finds this),
-        with one change: a follower's acknowledgement never moves the leader's next index to it back.
-        pysyncobj sets it to the acknowledged position + 1 although the entries after it are already on
-        their way (it advances it as it sends): over a link whose round trip is longer than the time
-        between two entries, every acknowledgement sent them again, and the follower, given entries it
-        already had, truncated its log there, applied entries included, and re-appended. A follower 80 ms
-        away (docs/multi-region.md) kept doing so until it stopped applying altogether. A follower that
-        lacks what the leader assumes answers `reset`, which still moves the index back."""
-        acked = (
-            isinstance(message, dict)
-            and message.get("type") == "next_node_idx"
-            and message.get("success")
-            and not message.get("reset")
-        )
-        ahead = self._SyncObj__raftNextIndex.get(node) if acked else None
+        """pysyncobj's handler of every message (it registers `self.__onMessageReceived`, which finds this).
+        Ours: a leader's handling of a follower's answer, a follower's handling of an append (not a
+        snapshot's), pre-vote, a stale leader's notice; the rest is pysyncobj's."""
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "append_entries" and message["term"] >= self._SyncObj__raftCurrentTerm:
+            self._leader_heard_at = raft_monotonic()
+            if "prevLogIdx" in message and message.get("transmission") is None:
+                self._on_append(node, message)
+                return
+        elif kind == "append_entries" and self.selfNode is not None:
+            # A leader of a term we have passed: tell it, or it would go on leading (pysyncobj answers
+            # nothing) while pre-vote keeps this node from ever standing against it.
+            self._SyncObj__transport.send(node, {"type": "cr_term", "term": self._SyncObj__raftCurrentTerm})
+            return
+        elif kind == "next_node_idx":
+            if self._isLeader():
+                self._on_follower_answer(node, message)
+            return
+        elif kind == "cr_pre_vote":
+            self._on_pre_vote(node, message)
+            return
+        elif kind == "cr_pre_vote_answer":
+            self._on_pre_vote_answer(node, message)
+            return
+        elif kind == "cr_term":
+            if self.selfNode is not None and message["term"] > self._SyncObj__raftCurrentTerm:
+                # Step down to that term through pysyncobj's own handling of a higher term (a vote
+                # request whose log position can win no vote).
+                stale = {
+                    "type": "request_vote",
+                    "term": message["term"],
+                    "last_log_index": -1,
+                    "last_log_term": -1,
+                }
+                SyncObj._SyncObj__onMessageReceived(self, node, stale)
+            return
         SyncObj._SyncObj__onMessageReceived(self, node, message)
-        if ahead is not None and self._SyncObj__raftNextIndex.get(node, ahead) < ahead:
-            self._SyncObj__raftNextIndex[node] = ahead
+
+    def _term_at(self, index: int) -> int:
+        log_ = self._SyncObj__raftLog
+        return int(log_[index - log_[0][1]][2])
+
+    def _on_append(self, node: Any, message: dict[str, Any]) -> None:
+        """A follower's (or learner's) handling of an append of the current term or a later one
+        (raft.append_flow `plan_append`): never deletes entries that match the leader's, answers a
+        conflict with where the conflicting term began, and echoes the leader's epoch."""
+        log_ = self._SyncObj__raftLog
+        entries = message.get("entries") or []
+        commit = self._SyncObj__raftCommitIndex
+        # pysyncobj's bookkeeping of an append (term, leader, state, election deadline), without the log
+        # part and with the commit index unchanged: the log is ours below.
+        SyncObj._SyncObj__onMessageReceived(
+            self, node, {"type": "append_entries", "term": message["term"], "commit_index": commit}
+        )
+        plan = plan_append(
+            log_first=log_[0][1],
+            log_last=log_[-1][1],
+            term_at=self._term_at,
+            prev_index=message["prevLogIdx"],
+            prev_term=message["prevLogTerm"],
+            entries=[(entry[1], entry[2]) for entry in entries],
+            commit_index=commit,
+        )
+        if plan.accepted:
+            membership = self.conf.dynamicMembershipChange
+            if plan.truncate_from is not None:
+                if plan.truncate_from <= self.raftLastApplied:
+                    log.critical(
+                        "the leader's log conflicts with applied entries from index %d (last applied %d)",
+                        plan.truncate_from,
+                        self.raftLastApplied,
+                    )
+                if membership:  # undo the configuration changes of the deleted entries, newest first
+                    for entry in reversed(self._SyncObj__getEntries(plan.truncate_from)):
+                        change = self._SyncObj__parseChangeClusterRequest(entry[0])
+                        if change is not None:
+                            self._SyncObj__doChangeCluster(change, reverse=True)
+                self._SyncObj__deleteEntriesFrom(plan.truncate_from)
+            added = entries[plan.first_new :]
+            for entry in added:
+                log_.add(*entry)
+            if membership:
+                for entry in added:
+                    change = self._SyncObj__parseChangeClusterRequest(entry[0])
+                    if change is not None:
+                        self._SyncObj__doChangeCluster(change)
+            last = log_[-1][1]
+            commit = min(self._SyncObj__raftCommitIndex, last)
+            commit = max(commit, min(message["commit_index"], plan.last_new, last))
+            if commit != self._SyncObj__raftCommitIndex:
+                setattr(self, "_SyncObj__raftCommitIndex", commit)  # noqa: B010 (name-mangled)
+                log_.setRaftCommitIndex(commit)
+        self._SyncObj__leaderCommitIndex = message["commit_index"]
+        answer = {
+            "type": "next_node_idx",
+            "next_node_idx": plan.next_index,
+            "reset": not plan.accepted,
+            "success": plan.accepted,
+        }
+        if "cr_epoch" in message:
+            answer["cr_epoch"] = message["cr_epoch"]
+        self._SyncObj__transport.send(node, answer)
+
+    def _flow(self, node: Any) -> PeerFlow:
+        term = self._SyncObj__raftCurrentTerm
+        flow = self._flows.get(node)
+        if flow is None or flow.term != term:
+            flow = self._flows[node] = PeerFlow(self._epochs.__next__, term)
+        return flow
+
+    def _on_follower_answer(self, node: Any, message: dict[str, Any]) -> None:
+        """The leader's handling of a follower's answer (replaces pysyncobj's): an acknowledgement moves
+        the match and next indexes forward only; a refusal moves the next index back only if it answers
+        an append of the current epoch (raft.append_flow `PeerFlow`)."""
+        self._SyncObj__lastResponseTime[node] = raft_monotonic()
+        flow = self._flow(node)
+        epoch = message.get("cr_epoch")
+        next_index = message["next_node_idx"]
+        if message["success"]:
+            if not flow.counts_ack(epoch):
+                return
+            matched = self._SyncObj__raftMatchIndex
+            if matched.get(node, 0) < next_index - 1:
+                matched[node] = next_index - 1
+            nexts = self._SyncObj__raftNextIndex
+            if nexts.get(node, 0) < next_index:
+                nexts[node] = next_index
+            flow.acked(next_index - 1)
+        elif message["reset"] and flow.counts_reject(epoch):
+            self._SyncObj__raftNextIndex[node] = next_index
+            flow.rewind()
+
+    def _SyncObj__sendAppendEntries(self) -> None:
+        """The leader's appends and heartbeats to every connected follower (replaces pysyncobj's, which sent
+        all a follower lacks at once): whole entries in messages bounded by `FLOW_LIMITS`, at most a
+        window of them unacknowledged, one message at least (a heartbeat) per call, the epoch attached.
+        A follower behind the log's start gets the snapshot, as pysyncobj sends it."""
+        conf = self.conf
+        started = raft_monotonic()
+        self._SyncObj__newAppendEntriesTime = started + conf.appendEntriesPeriod
+        log_ = self._SyncObj__raftLog
+        transport = self._SyncObj__transport
+        connected = self._SyncObj__connectedNodes
+        nexts = self._SyncObj__raftNextIndex
+        for node in self._SyncObj__otherNodes | self._SyncObj__readonlyNodes:
+            flow = self._flow(node)
+            if node not in connected:
+                self._SyncObj__serializer.cancelTransmisstion(node)
+                flow.dropped()
+                continue
+            if nexts[node] <= log_[0][1]:
+                self._send_snapshot(node, started)
+                continue
+            sent = False
+            while node in connected:
+                next_index = min(nexts[node], log_[-1][1] + 1)
+                entries = self._SyncObj__getEntries(next_index, FLOW_LIMITS.message_entries)
+                sizes = [len(entry[0]) for entry in entries]
+                count = batch_size(
+                    sizes, FLOW_LIMITS, flight_bytes=flow.flight_bytes, flight_entries=flow.flight_entries
+                )
+                if count == 0 and sent:
+                    break
+                batch = entries[:count]
+                message = {
+                    "type": "append_entries",
+                    "term": self._SyncObj__raftCurrentTerm,
+                    "commit_index": self._SyncObj__raftCommitIndex,
+                    "entries": batch,
+                    "prevLogIdx": next_index - 1,
+                    "prevLogTerm": self._term_at(next_index - 1),
+                    "cr_epoch": flow.epoch,
+                }
+                transport.send(node, message)
+                sent = True
+                if batch:
+                    nexts[node] = batch[-1][1] + 1
+                    flow.sent(batch[-1][1], count, sum(sizes[:count]))
+                if not batch or raft_monotonic() - started > conf.appendEntriesPeriod:
+                    break
+
+    def _send_snapshot(self, node: Any, started: float) -> None:
+        """pysyncobj's snapshot transmission to a follower behind the log's start (its own code's logic)."""
+        serializer = self._SyncObj__serializer
+        transport = self._SyncObj__transport
+        connected = self._SyncObj__connectedNodes
+        while node in connected:
+            data = serializer.getTransmissionData(node)
+            message = {
+                "type": "append_entries",
+                "term": self._SyncObj__raftCurrentTerm,
+                "commit_index": self._SyncObj__raftCommitIndex,
+                "serialized": data,
+            }
+            transport.send(node, message)
+            if data is None or node not in connected:
+                return
+            if data[2]:  # the last chunk
+                self._SyncObj__raftNextIndex[node] = self._SyncObj__raftLog[1][1] + 1
+                return
+            if raft_monotonic() - started > self.conf.appendEntriesPeriod:
+                return
+
+    # --- pre-vote (raft.append_flow `PreVote`) ---
+
+    def _onTick(self, timeToWait: float = 0.0) -> None:
+        self._guard_election()
+        super()._onTick(timeToWait)
+
+    def _guard_election(self) -> None:
+        """Runs before pysyncobj's tick, which stands once the election deadline passed: hold that with a
+        pre-vote round first, unless a round was just won or the leader asked (TimeoutNow)."""
+        if self._stand_now:  # a round was won: pysyncobj stands in this tick (its deadline is 0)
+            self._stand_now = False
+            return
+        if self.selfNode is None:
+            return
+        if self._SyncObj__raftState == _RAFT_STATE.LEADER:
+            self._pre_vote.stop()
+            return
+        now = raft_monotonic()
+        if self._SyncObj__raftElectionDeadline >= now or not self._SyncObj__connectedToAnyone():
+            return
+        others = self._SyncObj__otherNodes
+        if not others or self._SyncObj__transferInProgress:
+            return
+        voters = len(others) + 1
+        connected = [n.id for n in others if n in self._SyncObj__connectedNodes]
+        round_ = self._pre_vote
+        if round_.won_at_end(voters, connected):
+            round_.stop()
+            return  # pysyncobj stands in this tick
+        term = self._SyncObj__raftCurrentTerm + 1
+        round_.start(term)
+        self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
+        ask = {
+            "type": "cr_pre_vote",
+            "term": term,
+            "last_log_index": self._SyncObj__getCurrentLogIndex(),
+            "last_log_term": self._SyncObj__getCurrentLogTerm(),
+        }
+        transport = self._SyncObj__transport
+        for node in others:
+            transport.send(node, ask)
+
+    def _hears_leader(self) -> bool:
+        """A leader was heard within the shortest election timeout over a connection still open (a killed
+        leader's connections close at once: then the fast failover needs no timeout)."""
+        if self._isLeader():
+            return True
+        leader = self._getLeader()
+        return (
+            leader is not None
+            and leader in self._SyncObj__connectedNodes
+            and raft_monotonic() - self._leader_heard_at < self.conf.raftMinTimeout
+        )
+
+    def _on_pre_vote(self, node: Any, message: dict[str, Any]) -> None:
+        if self.selfNode is None:
+            return
+        granted = grants_pre_vote(
+            candidate_term=message["term"],
+            candidate_last=(message["last_log_term"], message["last_log_index"]),
+            own_term=self._SyncObj__raftCurrentTerm,
+            own_last=(self._SyncObj__getCurrentLogTerm(), self._SyncObj__getCurrentLogIndex()),
+            hears_leader=self._hears_leader(),
+        )
+        self._SyncObj__transport.send(
+            node, {"type": "cr_pre_vote_answer", "term": message["term"], "granted": granted}
+        )
+
+    def _on_pre_vote_answer(self, node: Any, message: dict[str, Any]) -> None:
+        round_ = self._pre_vote
+        round_.answer(node.id, message["term"], bool(message["granted"]))
+        if round_.won(len(self._SyncObj__otherNodes) + 1):
+            round_.stop()
+            if self._SyncObj__raftState != _RAFT_STATE.LEADER:
+                self._stand_now = True
+                self._SyncObj__raftElectionDeadline = 0
 
     @replicated  # type: ignore[untyped-decorator]
     def applyEntry(self, payload: bytes) -> object:
@@ -512,6 +809,8 @@ def make_conf(
         # re-sent and the followers re-truncated their logs). Our entries stay far below it
         # (GroupCommitter's max_bytes), so an entry always travels whole in one message.
         appendEntriesBatchSizeBytes=MAX_MESSAGE_BYTES,
+        sendBufferSize=SOCKET_BUFFER_BYTES,
+        recvBufferSize=SOCKET_BUFFER_BYTES,
         # We only hand proposals over while leading (see RaftNode); any left over fail fast if no leader.
         commandsWaitLeader=False,
         # Membership changes through the log (module docstring); the replicator allows one at a time.
