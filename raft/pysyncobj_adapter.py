@@ -49,15 +49,15 @@ Private parts of pysyncobj touched, and why:
   disconnect callback is chained after pysyncobj's own.
 - `SyncObj.__onMessageReceived` (overridden as `_SyncObj__onMessageReceived`), `SyncObj.__sendAppendEntries`
   (overridden) and `SyncObj._onTick` (extended): the log's flow to followers, a follower's handling of
-  an append, and pre-vote are ours (raft.append_flow says why: S18/S19 over long round
-  trips, docs/multi-region.md). They read and write pysyncobj's
+  an append, pre-vote and keepalives are ours (raft.append_flow says why: S18/S19 over long round
+  trips, docs/multi-region.md; the lost first vote, issue 16). They read and write pysyncobj's
   `__raftNextIndex`, `__raftMatchIndex`, `__lastResponseTime`, `__raftCommitIndex`,
   `__leaderCommitIndex`, `__raftState`, `__raftCurrentTerm`, `__connectedNodes`, `__otherNodes`,
   `__readonlyNodes`, `__serializer`, `__transferInProgress`, `__newAppendEntriesTime`, and call its
   `__getEntries`, `__deleteEntriesFrom`, `__parseChangeClusterRequest`, `__doChangeCluster`,
   `__getCurrentLogIndex`/`Term`, `__generateRaftTimeout`, `__connectedToAnyone`; pysyncobj's own
   handler still does an append's bookkeeping (term, leader, state, election deadline) and steps down
-  on a higher term. Our messages (`cr_pre_vote`, `cr_pre_vote_answer`, `cr_term`, and the
+  on a higher term. Our messages (`cr_pre_vote`, `cr_pre_vote_answer`, `cr_term`, `cr_ping`, and the
   `cr_epoch` key) are ignored by a node of an older release.
 - `SyncObj.__raftElectionDeadline`: brought forward when the leader's connection closes; pushed back each
   tick while the replicator holds elections (a promoted learner not yet in the configuration, a removed
@@ -129,6 +129,11 @@ FLOW_LIMITS = FlowLimits()
 # 64 KiB per round trip: 0.4 MiB/s over a 160 ms round trip, a catch-up of megabytes took tens of
 # seconds). 1 MiB (the kernel doubles it) carries the flow window in about one round trip.
 SOCKET_BUFFER_BYTES = 1 << 20
+# Every connection carries a message at least this often. pysyncobj closes a connection that has read
+# nothing for `connectionTimeout` as soon as it next sends or reads on it: the link between two
+# followers is idle between elections, so the first vote request after a leader's death closed it
+# unread (issue 16, "the lost first vote") and the election waited for a second timeout.
+KEEPALIVE_S = 1.0
 # pysyncobj's FileJournal layout: a 40-byte header whose last 4 bytes (little-endian u32) are the offset
 # past the last record; a record is u32 length, u64 index, u64 term, the command, u32 length again. The
 # u32 offset also caps a journal at 4 GiB: compaction by bytes keeps it far below. pysyncobj wraps our
@@ -346,6 +351,7 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         self._pre_vote = PreVote()
         self._stand_now = False
         self._leader_heard_at = float("-inf")
+        self._next_keepalive = 0.0
         super().__init__(self_address, peers, conf, transportClass=_transport_class(host.durability))
         # Appends allocate their space first (raft.durability, "Space"). Before this line only the
         # journal's first no-op entry can have been written (the tick thread starts with a pause).
@@ -360,6 +366,7 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         transport = self._SyncObj__transport
         self._pysyncobj_on_disconnected = transport._onNodeDisconnectedCallback
         transport.setOnNodeDisconnectedCallback(self._on_node_disconnected)
+        self.addOnTickCallback(self._keep_alive)
 
     def _on_node_disconnected(self, node: Any) -> None:
         """The connection to the leader closed (runs on the Raft thread). A killed leader's kernel closes
@@ -379,12 +386,12 @@ class RaftNode(SyncObj):  # type: ignore[misc]
             self._SyncObj__raftElectionDeadline = deadline
             log.info("connection to the leader %s closed: election in %.2f s unless it returns", node, delay)
 
-    # --- messages: the log's flow, pre-vote (raft.append_flow says why) ---
+    # --- messages: the log's flow, pre-vote, keepalive (raft.append_flow says why) ---
 
     def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:
         """pysyncobj's handler of every message (it registers `self.__onMessageReceived`, which finds this).
         Ours: a leader's handling of a follower's answer, a follower's handling of an append (not a
-        snapshot's), pre-vote, a stale leader's notice; the rest is pysyncobj's."""
+        snapshot's), pre-vote, a stale leader's notice, keepalives; the rest is pysyncobj's."""
         kind = message.get("type") if isinstance(message, dict) else None
         if kind == "append_entries" and message["term"] >= self._SyncObj__raftCurrentTerm:
             self._leader_heard_at = raft_monotonic()
@@ -417,6 +424,8 @@ class RaftNode(SyncObj):  # type: ignore[misc]
                     "last_log_term": -1,
                 }
                 SyncObj._SyncObj__onMessageReceived(self, node, stale)
+            return
+        elif kind == "cr_ping":
             return
         SyncObj._SyncObj__onMessageReceived(self, node, message)
 
@@ -661,6 +670,16 @@ class RaftNode(SyncObj):  # type: ignore[misc]
             if self._SyncObj__raftState != _RAFT_STATE.LEADER:
                 self._stand_now = True
                 self._SyncObj__raftElectionDeadline = 0
+
+    def _keep_alive(self) -> None:
+        """A tick callback: a message on every connection at least every KEEPALIVE_S (see there)."""
+        now = raft_monotonic()
+        if now < self._next_keepalive:
+            return
+        self._next_keepalive = now + KEEPALIVE_S
+        transport = self._SyncObj__transport
+        for node in list(self._SyncObj__connectedNodes):
+            transport.send(node, {"type": "cr_ping"})
 
     @replicated  # type: ignore[untyped-decorator]
     def applyEntry(self, payload: bytes) -> object:
