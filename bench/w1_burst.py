@@ -63,9 +63,13 @@ def run_once(args: argparse.Namespace, run: int) -> dict[str, object]:
         ids = set(imported.task_ids())
         if created_at >= due - 500:
             raise SystemExit(f"creating {size} tasks overran the due instant by {created_at - due + 500} ms")
+        time.sleep(max(0.0, (due - now_ms() - 300) / 1000))
+        cpu_due = {k: cpu_seconds(pid) for k, pid in pids.items()}  # the burst alone, without the idle wait
         spy = None
         if args.py_spy and run == 1:
-            duration = max(5, int(size / 2_000) + 5)
+            # From just before the due instant (the import and the idle wait would dilute the profile),
+            # for the burst's expected length unless --py-spy-s says.
+            duration = args.py_spy_s or max(5, int(size / 2_000) + 3)
             spy = subprocess.Popen(
                 [
                     str(Path(sys.executable).parent / "py-spy"),
@@ -75,7 +79,7 @@ def run_once(args: argparse.Namespace, run: int) -> dict[str, object]:
                     "-d",
                     str(duration),
                     "-r",
-                    "100",
+                    str(args.py_spy_rate),
                     "--gil",
                     "-f",
                     "raw",
@@ -83,14 +87,13 @@ def run_once(args: argparse.Namespace, run: int) -> dict[str, object]:
                     str(args.py_spy),
                 ],
                 stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
             )
-        time.sleep(max(0.0, (due - now_ms() - 300) / 1000))
         timeout_s = 120 + size / 100
         rows = bc.wait_ledger(lambda r: len({x.task_id for x in r}) >= size, timeout_s)
         wall = time.monotonic() - cpu_t0  # the CPU window: from the end of the import
         cpu = {k: cpu_seconds(pid) - cpu0[k] for k, pid in pids.items()}
         leader_cpu = cpu[leader.node_id]
+        leader_burst_cpu = cpu_seconds(pids[leader.node_id]) - cpu_due[leader.node_id]
         follower_cpu = sum(v for k, v in cpu.items() if k.startswith("node") and k != leader.node_id)
         worker_cpu = sum(v for k, v in cpu.items() if k.startswith("worker"))
         if spy is not None:
@@ -116,6 +119,7 @@ def run_once(args: argparse.Namespace, run: int) -> dict[str, object]:
         "leader_cpu_share": leader_cpu / wall if wall else float("nan"),
         # CPU of the whole system per executed task: what bounds tasks/s when the cores are shared.
         "leader_cpu_ms_per_task": leader_cpu * 1000 / max(1, len(first)),
+        "leader_burst_cpu_ms_per_task": leader_burst_cpu * 1000 / max(1, len(first)),
         "followers_cpu_ms_per_task": follower_cpu * 1000 / max(1, len(first)),
         "workers_cpu_ms_per_task": worker_cpu * 1000 / max(1, len(first)),
         "lead_ms": lead_ms,
@@ -133,6 +137,10 @@ def main() -> None:
     p.add_argument("--stage-rate", type=int, default=None, help="[scheduler] stage_rate")
     p.add_argument("--lead-ms", type=int, default=0, help="due instant after start (default 4 s + N/2 ms)")
     p.add_argument("--py-spy", type=Path, default=None, help="record the leader during run 1 (raw format)")
+    p.add_argument(
+        "--py-spy-s", type=int, default=0, help="py-spy seconds from the due instant (0: N/2000 + 3)"
+    )
+    p.add_argument("--py-spy-rate", type=int, default=100, help="py-spy samples per second (default 100)")
     args = p.parse_args()
     if args.smoke:
         args.size, args.runs, args.workers, args.capacity = 200, 1, 1, 200
