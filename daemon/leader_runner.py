@@ -176,9 +176,12 @@ class LeaderRunner:
 
     def prepare(self, cmds: Sequence[commands_pb2.Command]) -> None:
         """Give each command the schedule answers its apply needs (raft.leaderplan: fire instants
-        computed here, once, not by each replica with its own tzdata), once the cluster uses plans."""
-        with self._kv.read() as txn:
-            leaderplan.attach_all(txn, cmds)
+        computed here, once, not by each replica with its own tzdata), once the cluster uses plans; but
+        not to those the leader core knows need none (LeaderCore.needing_plans)."""
+        need = self.core.needing_plans(cmds)
+        if need:
+            with self._kv.read() as txn:
+                leaderplan.attach_all(txn, need)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"leader-term-{self.term}")
@@ -292,8 +295,8 @@ class LeaderRunner:
             log.exception("proposal crashed", commands=len(cmds))
             self.core.on_proposal_failed(cmds, self._clock.mono_ms())
         else:
-            self.core.on_committed(cmds, results, self._clock.now_ms(), self._clock.mono_ms())
-            self._notify(cmds, results)
+            if self.core.on_committed(cmds, results, self._clock.now_ms(), self._clock.mono_ms()):
+                self._notify(cmds, results)
             self._observed(cmds, results)
             self._activity.set()
         self._report_failures()
@@ -318,8 +321,8 @@ class LeaderRunner:
     ) -> None:
         """Client commands that committed on this leader (tasks created or cancelled) reach the wheel."""
         self._activity.set()
-        self.core.on_committed(cmds, results, self._clock.now_ms(), self._clock.mono_ms())
-        self._notify(cmds, results)
+        if self.core.on_committed(cmds, results, self._clock.now_ms(), self._clock.mono_ms()):
+            self._notify(cmds, results)
         self._observed(cmds, results)
         self._wake.set()
 
@@ -434,12 +437,15 @@ class LeaderRunner:
             return
         now = self._clock.now_ms()
         mono = self._clock.mono_ms()
+        offered = self.core.keeper.offered  # LeaderCore.offered, one call less per lease
         for lease in msg.leases.leases:
             start_mono = None
-            if lease.start_at_ms:
-                lease.start_delay_ms = max(0, lease.start_at_ms - now)
-                start_mono = mono + lease.start_delay_ms
-            self.core.offered(lease.execution_id, lease.token, start_mono)
+            start_at = lease.start_at_ms
+            if start_at:
+                lease.start_delay_ms = delay = max(0, start_at - now)
+                start_mono = mono + delay
+            t = lease.token
+            offered(lease.execution_id, (t.term, t.index), start_mono)
 
     def _current(self, session: WorkerSession, kind: str) -> bool:
         """Whether `session` is its worker's stream now: a message still arriving on a stream the

@@ -33,6 +33,7 @@ from cronraft.proto.v1 import commands_pb2, common_pb2, worker_pb2
 from cronraft.raft import deps, firing
 from cronraft.raft import state as sm
 from cronraft.raft.codec import token_tuple
+from cronraft.raft.fireplan import needs_plan
 from cronraft.raft.kv import KV, Txn
 
 Command = commands_pb2.Command
@@ -85,6 +86,16 @@ class LeaderCore:
         self.outgoing: list[tuple[str, worker_pb2.GatewayMessage]] = []
         self.retry: list[Command] = []  # commands to propose again after a failed proposal
         self._txn: Txn | None = None  # the read transaction shared by a batch's lookups (`_reading`)
+        # Schedule plans (raft.leaderplan) this core knows are not needed, so the driver skips computing
+        # them (reading the execution and the task again for every command): the Fire and Grant made by
+        # the last tick from a task whose spec asks nothing version-dependent (raft.fireplan.needs_plan),
+        # and the Complete or ExpireLease of a lease whose task's spec asked nothing at its grant
+        # (LeaseState.plan_free), unless an UpdateTask (the only command changing a spec) was seen since:
+        # `spec_changes` counts those, prepared or committed. A plan skipped wrongly is no fault (apply
+        # computes what a plan lacks, as when the state changed since the plan was made), only a wider
+        # window for that case.
+        self.spec_changes = 0
+        self._unplanned: set[str] = set()
         self._fire_limits = (
             commands_pb2.Limits(
                 max_pending_per_task=settings.max_pending_per_task,
@@ -364,6 +375,8 @@ class LeaderCore:
         if lead is None or task is None:
             return []
         execution_id = self._new_id(now_ms)
+        if not needs_plan(task.spec):
+            self._unplanned.add(execution_id)
         cmds = [
             Command(
                 stamped_at_ms=now_ms,
@@ -441,6 +454,8 @@ class LeaderCore:
                     if worker is None:
                         continue
                     pending.remove(queue, rank, execution_id)
+                    if task is not None and not needs_plan(task.spec):
+                        self._unplanned.add(execution_id)
                     cmds.append(
                         self._grant_command(execution_id, worker, now_ms, task_id=ex.task_id, lead_ms=lead)
                     )
@@ -466,16 +481,43 @@ class LeaderCore:
             ),
         )
 
+    # ------------------------------------------------------------------------------ schedule plans
+
+    def needing_plans(self, cmds: Sequence[Command]) -> list[Command]:
+        """The commands of `cmds` (about to be proposed) whose schedule plan is to be computed: all but
+        those this core knows need none (`spec_changes`). Called once per proposal, right after the tick
+        or the results that made them."""
+        unplanned, self._unplanned = self._unplanned, set()
+        leases = self.keeper.leases
+        out: list[Command] = []
+        for cmd in cmds:
+            kind = cmd.WhichOneof("body")
+            if kind == "fire":
+                if cmd.fire.execution_id in unplanned:
+                    continue
+            elif kind == "grant":
+                if cmd.grant.execution_id in unplanned:
+                    continue
+            elif kind in {"complete", "expire_lease"}:
+                lease = leases.get(getattr(cmd, kind).execution_id)
+                if lease is not None and lease.plan_free == self.spec_changes:
+                    continue
+            elif kind == "update_task":
+                self.spec_changes += 1
+            out.append(cmd)
+        return out
+
     # ------------------------------------------------------------------------------ commit outcomes
 
     def on_committed(
         self, commands: Sequence[Command], results: Sequence[CommandResult], now_ms: int, mono_ms: int
-    ) -> None:
+    ) -> bool:
         """Act on the outcome of our own proposals (results line up with commands), and on client
-        commands that committed on this leader (tasks created, changed or cancelled reach the wheel)."""
+        commands that committed on this leader (tasks created, changed or cancelled reach the wheel).
+        True when the batch may hold notification events (daemon.notify_events; False: it holds none)."""
         self.now_ms = now_ms
         with self._reading():
-            outcomes.on_committed(self, commands, results, now_ms, mono_ms)
+            return outcomes.on_committed(self, commands, results, now_ms, mono_ms)
 
     def on_proposal_failed(self, commands: Sequence[Command], mono_ms: int) -> None:
         """The outcome of these commands is unknown (or they were refused). Make every one safe to redo:

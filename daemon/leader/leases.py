@@ -71,6 +71,9 @@ class LeaseState:
     # never reached anyone, so its expiry is unstarted. Leases this leader did not grant count as written.
     written: bool = True
     incarnation: str = ""  # the worker process it was granted to (Execution.worker_incarnation)
+    # Its Complete or ExpireLease needs no schedule plan while LeaderCore.spec_changes equals this: its
+    # task's spec at the grant planned nothing when an execution ends (-1: not known).
+    plan_free: int = -1
 
     def never_began(self) -> bool:
         """Whether this leader knows the attempt never began (ExpireLease.unstarted)."""

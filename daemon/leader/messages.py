@@ -93,25 +93,31 @@ def results(
         # Until the cluster uses results (raft.features: a rolling upgrade from a release without them),
         # a Complete carries neither the result nor its bound, as that release's leader proposed it.
         keep_results = features.is_active(txn, features.RESULTS)
+    limits = commands_pb2.Limits(max_result_bytes=core.settings.max_result_bytes) if keep_results else None
+    completing, leases = core.completing, core.keeper.leases
     for r in results:
-        key = (r.execution_id, token_tuple(r.token))
-        if key in core.completing:
+        execution_id = r.execution_id
+        t = r.token
+        key = (execution_id, (t.term, t.index))
+        if key in completing:
             continue
-        verdict = lease_check(core, worker_id, r.execution_id, key[1], "result") if bound else ""
-        if verdict == "stale":
-            stale.append(r.execution_id)
-            continue
-        if verdict:
-            continue
-        core.completing[key] = worker_id
-        cmd = Command(
-            stamped_at_ms=now_ms,
-            complete=commands_pb2.Complete(execution_id=r.execution_id, token=r.token, result=r),
-        )
-        if keep_results:
-            cmd.limits.max_result_bytes = core.settings.max_result_bytes
-        else:
-            cmd.complete.result.ClearField("result")
+        if bound:
+            # The common case first: the lease is this worker's (what lease_check says then, cheaper).
+            lease = leases.get(execution_id)
+            if lease is None or lease.worker_id != worker_id:
+                verdict = lease_check(core, worker_id, execution_id, key[1], "result")
+                if verdict == "stale":
+                    stale.append(execution_id)
+                if verdict:
+                    continue
+        completing[key] = worker_id
+        cmd = Command(stamped_at_ms=now_ms, limits=limits)
+        c = cmd.complete
+        c.execution_id = execution_id
+        c.token.CopyFrom(t)
+        c.result.CopyFrom(r)
+        if limits is None:
+            c.result.ClearField("result")
         cmds.append(cmd)
     if stale:
         core.outgoing.append(

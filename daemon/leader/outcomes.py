@@ -18,70 +18,107 @@ from cronraft.daemon.leader.retries import INTERNAL_RETRY_MAX_MS
 from cronraft.proto.v1 import commands_pb2, common_pb2, worker_pb2
 from cronraft.raft import state as sm
 from cronraft.raft.codec import token_tuple
+from cronraft.raft.fireplan import needs_plan
 
 if TYPE_CHECKING:
     from cronraft.daemon.leader.core import LeaderCore
 
 Command = commands_pb2.Command
 CommandResult = commands_pb2.CommandResult
+# The final states a notification can be about (daemon.notify_events: failure, timeout).
+_NOTIFIED_STATES = frozenset(
+    {common_pb2.EXECUTION_FAILED, common_pb2.EXECUTION_LOST, common_pb2.EXECUTION_TIMED_OUT}
+)
 
 
 def on_committed(
     core: LeaderCore, commands: Sequence[Command], results: Sequence[CommandResult], now_ms: int, mono_ms: int
-) -> None:
+) -> bool:
+    """Act on committed commands (LeaderCore.on_committed). True when the batch may hold notification
+    events (an execution ended failed, lost or timed out, a dead letter, a missed fire): without one, the
+    driver need not look for them."""
+    notable = False
     offers: dict[str, list[worker_pb2.Lease]] = {}
     acks: dict[str, list[str]] = {}
+    # Tasks as a Fire of this batch left them (its result carries the task): the offer of the Grant that
+    # follows it in the same entry is built from it instead of a read and parse of the stored task. Any
+    # other command of the batch carrying a task (an update, a delete) drops it: the store says then.
+    fired: dict[str, common_pb2.Task] = {}
     planner, retries = core.planner, core.retries
+    pending_state, terminal = common_pb2.EXECUTION_PENDING, sm.TERMINAL_STATES
     for cmd, res in zip(commands, results, strict=True):
         kind = cmd.WhichOneof("body")
-        if res.error_code == "internal" and _failed_inside_apply(core, cmd, res, now_ms, mono_ms):
+        applied = res.applied
+        # A command that failed inside apply is recorded not applied, with error_code "internal".
+        if (
+            not applied
+            and res.error_code == "internal"
+            and _failed_inside_apply(core, cmd, res, now_ms, mono_ms)
+        ):
             continue
-        if kind == "fire":
-            planner.done_firing(cmd.fire.task_id)
-            retries.succeeded("fire", cmd.fire.task_id)
-            if not res.applied:
-                _reschedule_from_store(core, cmd.fire.task_id)
-        elif kind == "grant":
-            retries.succeeded("grant", cmd.grant.execution_id)
-            lease = _on_grant(core, cmd.grant, res, mono_ms)
+        if kind == "grant":
+            g = cmd.grant
+            retries.succeeded("grant", g.execution_id)
+            lease = _on_grant(core, g, res, mono_ms, fired)
             if lease is not None:
-                offers.setdefault(cmd.grant.worker_id, []).append(lease)
+                offers.setdefault(g.worker_id, []).append(lease)
         elif kind == "complete":
-            eid = cmd.complete.execution_id
-            token = token_tuple(cmd.complete.token)
+            c = cmd.complete
+            eid = c.execution_id
+            t = c.token
+            token = (t.term, t.index)
             sender = core.completing.pop((eid, token), "")
             retries.succeeded("complete", eid)
             current = core.keeper.get(eid)
             # Only the attempt this result belongs to loses its lease: a stale result (an attempt
             # fenced off earlier) must not take the lease of the attempt running now.
-            if res.applied or (current is not None and current.token == token):
+            if applied or (current is not None and current.token == token):
                 core.release(eid)
             # Acked, applied or stale, to the worker that sent it: it must stop resending it.
             if sender:
                 acks.setdefault(sender, []).append(eid)
+        elif kind == "fire":
+            task_id = cmd.fire.task_id
+            planner.done_firing(task_id)
+            retries.succeeded("fire", task_id)
+            if not applied:
+                _reschedule_from_store(core, task_id)
         elif kind == "expire_lease":
             retries.succeeded("expire", cmd.expire_lease.execution_id)
             core.release(cmd.expire_lease.execution_id)
         elif kind == "expire_pending":
             core.pending.expiring.discard(cmd.expire_pending.execution_id)
             core.pending.reasons.pop(cmd.expire_pending.execution_id, None)
+        elif kind == "update_task":
+            core.spec_changes += 1  # the plans known not needed are known no longer (needing_plans)
         # Whatever the command, its side effects: executions that now wait for a worker (fired,
         # promoted from an overlap buffer, re-queued after an expiry), executions that ended, attempts
         # whose workers must stop, and the task's next due time.
         for ex in res.executions:
-            if ex.state == common_pb2.EXECUTION_PENDING:
+            state = ex.state
+            if state == pending_state:
                 if ex.execution_id not in core.granting:  # else its grant's outcome decides
                     core.pend(ex)
-            elif ex.state in sm.TERMINAL_STATES:
+            elif state in terminal:
                 core.release(ex.execution_id)
-        if kind == "expire_lease" and res.execution.state == common_pb2.EXECUTION_PENDING:
+                if state in _NOTIFIED_STATES:
+                    notable = True
+        if res.dead_letters or res.missed:
+            notable = True
+        if kind == "expire_lease" and res.execution.state == pending_state:
             core.pend(res.execution)
-        for c in res.cancels:
-            cancel = worker_pb2.CancelAttempt(execution_id=c.execution_id, token=c.token)
-            core.outgoing.append((c.worker_id, worker_pb2.GatewayMessage(cancel=cancel)))
+        if res.cancels:
+            for stop in res.cancels:
+                cancel = worker_pb2.CancelAttempt(execution_id=stop.execution_id, token=stop.token)
+                core.outgoing.append((stop.worker_id, worker_pb2.GatewayMessage(cancel=cancel)))
         if res.HasField("task"):
-            planner.schedule(res.task)
-        if kind == "import_tasks" and res.applied:
+            task = res.task
+            planner.schedule(task)
+            if kind == "fire":
+                fired[task.task_id] = task
+            else:
+                fired.pop(task.task_id, None)
+        if kind == "import_tasks" and applied:
             planner.imported(res.tasks, cmd.import_tasks.report_due_until_ms)
     for worker_id, leases in offers.items():
         # Split so that no message passes MAX_OFFER_BYTES (payloads are up to 4 MiB each).
@@ -99,6 +136,7 @@ def on_committed(
         core.outgoing.append(
             (worker_id, worker_pb2.GatewayMessage(acks=worker_pb2.ResultAcks(execution_ids=ids)))
         )
+    return notable
 
 
 def _failed_inside_apply(
@@ -150,7 +188,11 @@ def _failed_inside_apply(
 
 
 def _on_grant(
-    core: LeaderCore, g: commands_pb2.Grant, res: CommandResult, mono_ms: int
+    core: LeaderCore,
+    g: commands_pb2.Grant,
+    res: CommandResult,
+    mono_ms: int,
+    fired: dict[str, common_pb2.Task] | None = None,
 ) -> worker_pb2.Lease | None:
     core.granting.pop(g.execution_id, None)
     if not res.applied:
@@ -162,30 +204,47 @@ def _on_grant(
     lease.written = False  # until the runner hands the offer to the worker's stream (offered)
     if ex.not_before_ms > core.now_ms:  # a deferred start: the worker starts it once confirmed
         lease.start_mono = mono_ms + ex.not_before_ms - core.now_ms
-    return _lease_offer(core, ex)
-
-
-def _lease_offer(core: LeaderCore, ex: common_pb2.Execution) -> worker_pb2.Lease | None:
-    task = core.read_task(ex.task_id)
+    task = (fired.get(ex.task_id) if fired else None) or core.read_task(ex.task_id)
     if task is None:
         return None
+    spec = task.spec
+    # Its end plans the task's next run only for a fixed delay (raft.leaderplan): no plan otherwise.
+    if spec.schedule.WhichOneof("kind") != "fixed_delay" or not needs_plan(spec):
+        lease.plan_free = core.spec_changes
+    return _lease_offer(core, ex, task)
+
+
+def _lease_offer(
+    core: LeaderCore, ex: common_pb2.Execution, task: common_pb2.Task | None = None
+) -> worker_pb2.Lease | None:
+    """The offer of a granted lease; `task` as the entry left it if the caller has it (else read)."""
+    if task is None:
+        task = core.read_task(ex.task_id)
+        if task is None:
+            return None
     now_ms = core.now_ms
-    return worker_pb2.Lease(
+    spec = task.spec
+    not_before = ex.not_before_ms
+    # Scalars as keywords, messages copied in place: building the Lease with the payload and token as
+    # keywords cost about twice as much (a submessage keyword is converted, then copied).
+    lease = worker_pb2.Lease(
         execution_id=ex.execution_id,
         task_id=ex.task_id,
-        task_name=task.spec.name,
+        task_name=spec.name,
         nominal_time_ms=ex.nominal_time_ms,
         attempt=ex.attempt,
-        token=ex.token,
-        payload=task.spec.payload,
-        timeout_ms=task.spec.timeout_ms,
+        timeout_ms=spec.timeout_ms,
         lease_ttl_ms=core.settings.lease_ttl_ms,
         # Granted ahead of its due time (or of a retry's backoff end): the worker waits the rest.
-        start_delay_ms=max(0, ex.not_before_ms - now_ms),
-        start_at_ms=ex.not_before_ms if ex.not_before_ms > now_ms else 0,
-        guarantee=task.spec.guarantee,
-        sensor=task.spec.sensor if task.spec.HasField("sensor") else None,
+        start_delay_ms=max(0, not_before - now_ms),
+        start_at_ms=not_before if not_before > now_ms else 0,
+        guarantee=spec.guarantee,
     )
+    lease.token.CopyFrom(ex.token)
+    lease.payload.CopyFrom(spec.payload)
+    if spec.HasField("sensor"):
+        lease.sensor.CopyFrom(spec.sensor)
+    return lease
 
 
 def _offers(core: LeaderCore, worker_id: str, leases: list[worker_pb2.Lease]) -> worker_pb2.GatewayMessage:
