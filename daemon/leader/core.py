@@ -364,43 +364,39 @@ class LeaderCore:
         self.planner.loaded(until)
 
     def _fire_commands(self, task_id: str, now_ms: int) -> list[Command]:
-        retry_at = self.retries.retry_at("fire", task_id, now_ms)
+        retries = self.retries
+        retry_at = retries.retry_at("fire", task_id, now_ms) if retries.failing else None
         if retry_at is not None:  # its last Fire failed inside apply: not before its retry time
             self.planner.retry_later(task_id, retry_at)
             return []
         task = self.read_task(task_id)
-        if not FirePlanner.scheduled(task):
-            self.retries.succeeded("fire", task_id)
+        if retries.failing and not FirePlanner.scheduled(task):
+            retries.succeeded("fire", task_id)
         lead = self.planner.plan(task, task_id, now_ms)
         if lead is None or task is None:
             return []
+        spec = task.spec
         execution_id = self._new_id(now_ms)
-        if not needs_plan(task.spec):
+        if not needs_plan(spec):
             self._unplanned.add(execution_id)
-        cmds = [
-            Command(
-                stamped_at_ms=now_ms,
-                limits=self._fire_limits,
-                fire=commands_pb2.Fire(
-                    task_id=task_id,
-                    nominal_time_ms=task.next_fire_ms,
-                    execution_id=execution_id,
-                    lead_ms=lead if firing.due_of(task) > now_ms else 0,
-                ),
-            )
-        ]
+        # Built in place: nested messages as keywords are converted, then copied (twice the cost).
+        cmd = Command(stamped_at_ms=now_ms, limits=self._fire_limits)
+        fire = cmd.fire
+        fire.task_id = task_id
+        fire.nominal_time_ms = task.next_fire_ms
+        fire.execution_id = execution_id
+        fire.lead_ms = lead if firing.due_of(task) > now_ms else 0
+        cmds = [cmd]
         # Fire and Grant share one entry when a worker is free: one commit before the lease goes out.
         # (If the overlap policy buffers the execution, the grant is refused and the slot released.)
-        worker = self.pool.pick(task.spec.queue, task.spec.worker_labels)
+        worker = self.pool.pick(spec.queue, spec.worker_labels)
+        if worker is None:
+            return cmds
         cap = self.settings.max_running
-        limited = task.spec.max_concurrency and self.keeper.running(task_id) >= task.spec.max_concurrency
-        gated = bool(task.spec.depends_on)  # dependencies are checked where pending work is granted
-        if (
-            worker is not None
-            and not limited
-            and not gated
-            and not (cap and len(self.keeper) + len(self.granting) >= cap)
-        ):
+        limit = spec.max_concurrency
+        limited = limit and self.keeper.running(task_id) >= limit
+        gated = bool(spec.depends_on)  # dependencies are checked where pending work is granted
+        if not limited and not gated and not (cap and len(self.keeper) + len(self.granting) >= cap):
             cmds.append(self._grant_command(execution_id, worker, now_ms, task_id=task_id, lead_ms=lead))
         return cmds
 
@@ -470,16 +466,14 @@ class LeaderCore:
         worker.inflight.add(execution_id)
         self.granting[execution_id] = task_id
         self.pending.reasons.pop(execution_id, None)
-        return Command(
-            stamped_at_ms=now_ms,
-            grant=commands_pb2.Grant(
-                execution_id=execution_id,
-                worker_id=worker.worker_id,
-                lease_ttl_ms=self.settings.lease_ttl_ms,
-                lead_ms=lead_ms,
-                worker_incarnation=worker.incarnation,
-            ),
-        )
+        cmd = Command(stamped_at_ms=now_ms)  # built in place, as a Fire (_fire_commands)
+        grant = cmd.grant
+        grant.execution_id = execution_id
+        grant.worker_id = worker.worker_id
+        grant.lease_ttl_ms = self.settings.lease_ttl_ms
+        grant.lead_ms = lead_ms
+        grant.worker_incarnation = worker.incarnation
+        return cmd
 
     # ------------------------------------------------------------------------------ schedule plans
 

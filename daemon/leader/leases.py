@@ -51,7 +51,7 @@ class Refusal:
         )
 
 
-@dataclass
+@dataclass(slots=True)  # one per running execution: slots make it smaller and quicker to make
 class LeaseState:
     execution_id: str
     token: Token
@@ -126,9 +126,10 @@ class LeaseKeeper:
         elif old.worker_id != ex.worker_id:
             self._forget_lease_of(old)
         self._leases_of.setdefault(ex.worker_id, set()).add(ex.execution_id)
+        t = ex.token
         lease = self.leases[ex.execution_id] = LeaseState(
             ex.execution_id,
-            token_tuple(ex.token),
+            (t.term, t.index),
             ex.worker_id,
             ex.task_id,
             deadline=deadline_mono,

@@ -38,7 +38,10 @@ def on_committed(
     events (an execution ended failed, lost or timed out, a dead letter, a missed fire): without one, the
     driver need not look for them."""
     notable = False
-    offers: dict[str, list[worker_pb2.Lease]] = {}
+    # Offers per worker, built in place in their messages (a standalone Lease then copied into its message
+    # cost about twice as much); more than one message when they would pass MAX_OFFER_BYTES.
+    offers: dict[str, list[worker_pb2.GatewayMessage]] = {}
+    sizes: dict[str, int] = {}
     acks: dict[str, list[str]] = {}
     # Tasks as a Fire of this batch left them (its result carries the task): the offer of the Grant that
     # follows it in the same entry is built from it instead of a read and parse of the stored task. Any
@@ -59,9 +62,9 @@ def on_committed(
         if kind == "grant":
             g = cmd.grant
             retries.succeeded("grant", g.execution_id)
-            lease = _on_grant(core, g, res, mono_ms, fired)
-            if lease is not None:
-                offers.setdefault(g.worker_id, []).append(lease)
+            task = _on_grant(core, g, res, mono_ms, fired)
+            if task is not None:
+                _offer_into(core, offers, sizes, worker_id=g.worker_id, ex=res.execution, task=task)
         elif kind == "complete":
             c = cmd.complete
             eid = c.execution_id
@@ -120,18 +123,8 @@ def on_committed(
                 fired.pop(task.task_id, None)
         if kind == "import_tasks" and applied:
             planner.imported(res.tasks, cmd.import_tasks.report_due_until_ms)
-    for worker_id, leases in offers.items():
-        # Split so that no message passes MAX_OFFER_BYTES (payloads are up to 4 MiB each).
-        batch: list[worker_pb2.Lease] = []
-        size = 0
-        for lease in leases:
-            n = lease.ByteSize()
-            if batch and size + n > MAX_OFFER_BYTES:
-                core.outgoing.append((worker_id, _offers(core, worker_id, batch)))
-                batch, size = [], 0
-            batch.append(lease)
-            size += n
-        core.outgoing.append((worker_id, _offers(core, worker_id, batch)))
+    for worker_id, msgs in offers.items():
+        core.outgoing.extend((worker_id, msg) for msg in msgs)
     for worker_id, ids in acks.items():
         core.outgoing.append(
             (worker_id, worker_pb2.GatewayMessage(acks=worker_pb2.ResultAcks(execution_ids=ids)))
@@ -193,7 +186,8 @@ def _on_grant(
     res: CommandResult,
     mono_ms: int,
     fired: dict[str, common_pb2.Task] | None = None,
-) -> worker_pb2.Lease | None:
+) -> common_pb2.Task | None:
+    """Track the lease of a committed Grant; its task, whose offer is to go out (None: no offer)."""
     core.granting.pop(g.execution_id, None)
     if not res.applied:
         core.pool.release_slot(g.worker_id, g.execution_id)
@@ -211,7 +205,35 @@ def _on_grant(
     # Its end plans the task's next run only for a fixed delay (raft.leaderplan): no plan otherwise.
     if spec.schedule.WhichOneof("kind") != "fixed_delay" or not needs_plan(spec):
         lease.plan_free = core.spec_changes
-    return _lease_offer(core, ex, task)
+    return task
+
+
+def _offer_into(
+    core: LeaderCore,
+    offers: dict[str, list[worker_pb2.GatewayMessage]],
+    sizes: dict[str, int],
+    *,
+    worker_id: str,
+    ex: common_pb2.Execution,
+    task: common_pb2.Task,
+) -> None:
+    """Add the offer of `ex` to the last of `worker_id`'s messages in `offers`, or to a new one if it
+    would pass MAX_OFFER_BYTES (payloads are up to 4 MiB each)."""
+    msgs = offers.get(worker_id)
+    if msgs is None:
+        msgs = offers[worker_id] = [_offers(core, worker_id, [])]
+    leases = msgs[-1].leases.leases
+    lease = leases.add()
+    _fill_offer(core, lease, ex, task)
+    n = lease.ByteSize()
+    size = sizes.get(worker_id, 0)
+    if len(leases) > 1 and size + n > MAX_OFFER_BYTES:
+        following = _offers(core, worker_id, [])
+        following.leases.leases.add().CopyFrom(lease)
+        del leases[-1]
+        msgs.append(following)
+        size = 0
+    sizes[worker_id] = size + n
 
 
 def _lease_offer(
@@ -222,29 +244,33 @@ def _lease_offer(
         task = core.read_task(ex.task_id)
         if task is None:
             return None
+    lease = worker_pb2.Lease()
+    _fill_offer(core, lease, ex, task)
+    return lease
+
+
+def _fill_offer(
+    core: LeaderCore, lease: worker_pb2.Lease, ex: common_pb2.Execution, task: common_pb2.Task
+) -> None:
     now_ms = core.now_ms
     spec = task.spec
     not_before = ex.not_before_ms
-    # Scalars as keywords, messages copied in place: building the Lease with the payload and token as
-    # keywords cost about twice as much (a submessage keyword is converted, then copied).
-    lease = worker_pb2.Lease(
-        execution_id=ex.execution_id,
-        task_id=ex.task_id,
-        task_name=spec.name,
-        nominal_time_ms=ex.nominal_time_ms,
-        attempt=ex.attempt,
-        timeout_ms=spec.timeout_ms,
-        lease_ttl_ms=core.settings.lease_ttl_ms,
-        # Granted ahead of its due time (or of a retry's backoff end): the worker waits the rest.
-        start_delay_ms=max(0, not_before - now_ms),
-        start_at_ms=not_before if not_before > now_ms else 0,
-        guarantee=spec.guarantee,
-    )
+    lease.execution_id = ex.execution_id
+    lease.task_id = ex.task_id
+    lease.task_name = spec.name
+    lease.nominal_time_ms = ex.nominal_time_ms
+    lease.attempt = ex.attempt
     lease.token.CopyFrom(ex.token)
     lease.payload.CopyFrom(spec.payload)
+    lease.timeout_ms = spec.timeout_ms
+    lease.lease_ttl_ms = core.settings.lease_ttl_ms
+    # Granted ahead of its due time (or of a retry's backoff end): the worker waits the rest.
+    if not_before > now_ms:
+        lease.start_delay_ms = not_before - now_ms
+        lease.start_at_ms = not_before
+    lease.guarantee = spec.guarantee
     if spec.HasField("sensor"):
         lease.sensor.CopyFrom(spec.sensor)
-    return lease
 
 
 def _offers(core: LeaderCore, worker_id: str, leases: list[worker_pb2.Lease]) -> worker_pb2.GatewayMessage:
