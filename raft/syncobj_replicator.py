@@ -21,8 +21,9 @@ adapter's `RaftNode` does, and gives it snake_case methods). What it owns:
   pysyncobj's read-only node) promoted in place (`promote`: closed and started again as a voter on the
   same journal, its elections held until a leader is heard from), and a removed node's Raft stopped for
   good (`leave`).
-- the audit records of each applied entry (raft.audit), written right after the apply, and two
-  failpoints: `raft.after_apply_before_reply` (leader only: the entry is applied, its proposer not yet
+- the audit records of each applied entry (raft.audit), written right after the apply, and three
+  failpoints: `raft.before_apply` (every entry, before it is applied: `sleep:MS` makes a lagging
+  replica), `raft.after_apply_before_reply` (leader only: the entry is applied, its proposer not yet
   answered) and `raft.snapshot_install` (a leader's snapshot received, before it is loaded).
 - durability and space (raft.durability): fsync before acknowledging with `fsync=True`; the journal's
   disk allocated ahead of its appends. On the leader, proposals the journal's disk cannot hold are
@@ -367,6 +368,7 @@ class SyncObjReplicator(Replicator, Reconfigurable):
     # --- apply thread ---
 
     def _apply_entry(self, index: int, payload: bytes) -> bytes | None:
+        failpoint("raft.before_apply")  # `sleep:MS`: a replica that applies late (tests of reads)
         result = self._apply(index, payload)
         if self._audit is not None and self._apply_events is not None:
             self._audit.write_all(self._apply_events())

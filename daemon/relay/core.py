@@ -120,6 +120,10 @@ class Relay:
     def leading(self) -> bool:
         return self._status().is_leader
 
+    def applied_index(self) -> int:
+        """The last log index this node applied to its store."""
+        return self._status().applied_index
+
     def on_move(self, wake: Callable[[], None]) -> Callable[[], None]:
         """Call `wake` when the leader this node relays to changes (it moved, this node leads now, or no
         leader is known); returns the function that cancels it. One watch serves every stream."""

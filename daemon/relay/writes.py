@@ -8,6 +8,12 @@ for up to HOLD_S (half its deadline at most); then the last answer is the caller
 
 The request id travels unchanged, so a client's retry after a timeout is deduplicated by the cluster as
 if it had called the leader itself. The caller's deadline is the forwarded call's.
+
+Read-your-writes through a follower: the leader answers a relayed write with the index it has applied
+(`cronraft-applied-index`, at least the write's own), and the follower answers its caller only once it
+has applied that far itself (up to APPLIED_WAIT_S, within the caller's deadline), since the SDK sends the
+caller's next read to the node that answered. A follower that cannot catch up in that time answers
+anyway: the write is done; a read may then not see it yet.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from google.protobuf import message_factory
 from google.protobuf.message import Message
 
 from cronraft.daemon.relay.core import HOLD_S, WATCH_S, Relay, forwarded_method
+from cronraft.daemon.security.relayed import relayed_hop
 from cronraft.daemon.services import audit
 from cronraft.errors import CronraftError
 from cronraft.proto.v1 import scheduler_pb2
@@ -31,6 +38,8 @@ __all__ = ["LEADER_METADATA_KEY", "WriteForwarder"]
 log = structlog.get_logger("cronraft.relay")
 
 LEADER_METADATA_KEY = "cronraft-leader"  # the redirect trailer (daemon.services.common)
+APPLIED_METADATA_KEY = "cronraft-applied-index"  # the leader's applied index, answering a relayed write
+APPLIED_WAIT_S = 2.0  # how long a follower waits to apply a relayed write before answering its caller
 _SERVICE = scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"]
 
 
@@ -62,6 +71,8 @@ class WriteForwarder(grpc.aio.ServerInterceptor):
             return handler
         relay = self.relay
         if not relay.relays(handler_call_details.invocation_metadata):
+            if relayed_hop(handler_call_details.invocation_metadata) is not None:
+                return _answer_applied(handler, relay)  # the leader, for a follower's caller
             return handler
         response = _response_type(method)
         if handler.unary_unary is not None:
@@ -110,6 +121,55 @@ def _now() -> float:
     return asyncio.get_running_loop().time()
 
 
+def _answer_applied(handler: Any, relay: Relay) -> Any:
+    """`handler` answering a relayed write, once it succeeded, with this node's applied index (which
+    includes the write: the leader answers a write once it applied it)."""
+
+    def trailer(context: Any) -> None:
+        context.set_trailing_metadata(((APPLIED_METADATA_KEY, str(relay.applied_index())),))
+
+    if handler.unary_unary is not None:
+        inner_uu = handler.unary_unary
+
+        async def unary_unary(request: Any, context: Any) -> Any:
+            response = await inner_uu(request, context)
+            trailer(context)
+            return response
+
+        return handler._replace(unary_unary=unary_unary)
+    if handler.stream_unary is not None:
+        inner_su = handler.stream_unary
+
+        async def stream_unary(requests: Any, context: Any) -> Any:
+            response = await inner_su(requests, context)
+            trailer(context)
+            return response
+
+        return handler._replace(stream_unary=stream_unary)
+    return handler
+
+
+async def _caught_up(relay: Relay, call: Any, context: Any) -> None:
+    """Wait until this node has applied what the leader had when it answered `call` (its trailer), for at
+    most APPLIED_WAIT_S and never past the caller's deadline."""
+    try:
+        trailers = await call.trailing_metadata()
+    except Exception:  # a call object without them (a test's fake): nothing to wait for
+        return
+    index = next((v for k, v in trailers or () if k == APPLIED_METADATA_KEY), None)
+    if index is None or not str(index).isdigit():
+        return  # a leader of an older release: no read-your-writes through the relay
+    target = int(index)
+    remaining = context.time_remaining()
+    limit = APPLIED_WAIT_S if remaining is None else min(APPLIED_WAIT_S, remaining * 0.8)
+    deadline = _now() + max(0.0, limit)
+    while relay.applied_index() < target:
+        if _now() >= deadline:
+            log.info("relayed write answered before this node applied it", index=target)
+            return
+        await asyncio.sleep(0.005)
+
+
 def _hold_until(context: Any) -> float:
     """Until when a write may wait for a leader to be known or ready: HOLD_S, or half the caller's
     remaining deadline."""
@@ -143,7 +203,10 @@ async def _forward(
             audit.forwarded()  # from here a refusal is the leader's, logged there, not by this node
             while True:
                 try:
-                    return await call(relay.channel(target), metadata, context.time_remaining())
+                    pending = call(relay.channel(target), metadata, context.time_remaining())
+                    response = await pending
+                    await _caught_up(relay, pending, context)
+                    return response
                 except grpc.aio.AioRpcError as e:
                     if not (e.code() == grpc.StatusCode.UNAVAILABLE and _redirect(e)) or _now() >= hold_until:
                         raise

@@ -158,6 +158,32 @@ def test_relay_on_a_follower_answers_a_write_itself(tmp_path: Path, clusters: li
         assert "name" in (info.value.details() or "")
 
 
+def test_a_follower_answers_a_relayed_write_once_it_applied_it(
+    tmp_path: Path, clusters: list[Cluster]
+) -> None:
+    """Read-your-writes through a follower: the SDK reads from the node that answered the write, so the
+    follower answers only once it has applied the write itself. The followers apply every entry 150 ms
+    late (failpoint raft.before_apply); node3 leads (the fastest election timer)."""
+    slow = {"CRONRAFT_FAILPOINTS": "raft.before_apply=sleep:150"}
+    c = Cluster(
+        tmp_path,
+        n=3,
+        node_env={"node1": slow, "node2": slow},
+        raft_overrides={"node1": {"election_timeout_ms": 3000}, "node2": {"election_timeout_ms": 3000}},
+    )
+    clusters.append(c)
+    c.start()
+    follower = _follower(c)
+    assert follower.node_id != "node3" and c.wait_leader().node_id == "node3"
+    with grpc.insecure_channel(follower.grpc_address) as ch:
+        stub = scheduler_pb2_grpc.SchedulerStub(ch)
+        for i in range(8):
+            spec = common_pb2.TaskSpec(name=f"ryw-{i}", schedule=at(_in(3600)), payload=command("true"))
+            made = stub.CreateTask(scheduler_pb2.CreateTaskRequest(spec=spec), timeout=10)
+            got = stub.GetTask(scheduler_pb2.GetTaskRequest(task_id=made.task.task_id), timeout=10)
+            assert got.spec.name == f"ryw-{i}"
+
+
 def _mtls_cluster(tmp_path: Path) -> tuple[Cluster, Path, dict[str, str]]:
     """Three nodes with mutual TLS, a token file and certificate identities: w1 (a worker by certificate)
     and tokens for a worker w2, a submitter and a reader."""
