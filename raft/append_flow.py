@@ -190,16 +190,30 @@ def plan_append(
 
 def grants_pre_vote(
     *,
+    candidate: str,
     candidate_term: int,
     candidate_last: tuple[int, int],
+    own_id: str,
     own_term: int,
+    own_vote: str | None,
     own_last: tuple[int, int],
     hears_leader: bool,
+    own_round: int | None = None,
+    promised_to: str | None = None,
 ) -> bool:
-    """Would this node vote for a candidate standing at `candidate_term` whose log ends at
-    `candidate_last` (term, index)? Not while it hears a leader, not for a term it has passed, and not
-    for a log behind its own (Raft's up-to-date rule)."""
+    """Would this node vote for `candidate` standing at `candidate_term` whose log ends at
+    `candidate_last` (term, index)? Not while it hears a leader, not in a term it has passed or in which
+    it voted for another (itself included: it stands), not for a log behind its own (Raft's up-to-date
+    rule). And, so that two nodes asking at once do not both stand and split the real vote: not if it
+    promised this term's pre-vote to another (`promised_to`), and not to a higher id while its own round
+    for the same term (`own_round`) is open (the lower id goes first)."""
     if hears_leader or candidate_term < own_term:
+        return False
+    if candidate_term == own_term and own_vote not in (None, candidate):
+        return False
+    if promised_to not in (None, candidate):
+        return False
+    if own_round == candidate_term and candidate > own_id:
         return False
     return candidate_last >= own_last
 

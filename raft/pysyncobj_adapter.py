@@ -349,6 +349,7 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         self._flows: dict[Any, PeerFlow] = {}
         self._epochs = itertools.count(1)
         self._pre_vote = PreVote()
+        self._pre_vote_promise: tuple[int, str | None, float] = (0, None, 0.0)  # term, to whom, until
         self._stand_now = False
         self._leader_heard_at = float("-inf")
         self._next_keepalive = 0.0
@@ -621,9 +622,11 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         connected = [n.id for n in others if n in self._SyncObj__connectedNodes]
         round_ = self._pre_vote
         if round_.won_at_end(voters, connected):
+            log.info("pre-vote for term %s: members that never answered one presumed to grant", round_.term)
             round_.stop()
             return  # pysyncobj stands in this tick
         term = self._SyncObj__raftCurrentTerm + 1
+        log.info("no leader heard: pre-vote for term %d", term)
         round_.start(term)
         self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
         ask = {
@@ -651,21 +654,41 @@ class RaftNode(SyncObj):  # type: ignore[misc]
     def _on_pre_vote(self, node: Any, message: dict[str, Any]) -> None:
         if self.selfNode is None:
             return
-        granted = grants_pre_vote(
-            candidate_term=message["term"],
+        now = raft_monotonic()
+        term = message["term"]
+        promise_term, promised_to, promise_until = self._pre_vote_promise
+        granted = not self._stand_now and grants_pre_vote(
+            candidate=node.id,
+            candidate_term=term,
             candidate_last=(message["last_log_term"], message["last_log_index"]),
+            own_id=self.selfNode.id,
             own_term=self._SyncObj__raftCurrentTerm,
+            own_vote=self._SyncObj__votedForNodeId,
             own_last=(self._SyncObj__getCurrentLogTerm(), self._SyncObj__getCurrentLogIndex()),
             hears_leader=self._hears_leader(),
+            own_round=self._pre_vote.term,
+            promised_to=promised_to if promise_term == term and now < promise_until else None,
         )
-        self._SyncObj__transport.send(
-            node, {"type": "cr_pre_vote_answer", "term": message["term"], "granted": granted}
-        )
+        if granted:
+            # As Raft resets its election timer when it grants a vote: give that candidate the time to
+            # stand before this node stands too. The two followers of a killed leader stand within a few
+            # ms of each other (the fast failover): both winning their pre-votes split the real vote
+            # (each voting for itself), and the next election waited a whole timeout (1-2 s).
+            self._pre_vote_promise = (term, node.id, now + self.conf.raftMinTimeout)
+            postponed = now + self._SyncObj__generateRaftTimeout() / 4
+            if self._pre_vote.term is not None:
+                self._pre_vote.stop()
+                self._SyncObj__raftElectionDeadline = postponed
+            else:
+                self._SyncObj__raftElectionDeadline = max(self._SyncObj__raftElectionDeadline, postponed)
+        log.debug("pre-vote for %s in term %d: %s", node.id, term, granted)
+        self._SyncObj__transport.send(node, {"type": "cr_pre_vote_answer", "term": term, "granted": granted})
 
     def _on_pre_vote_answer(self, node: Any, message: dict[str, Any]) -> None:
         round_ = self._pre_vote
         round_.answer(node.id, message["term"], bool(message["granted"]))
         if round_.won(len(self._SyncObj__otherNodes) + 1):
+            log.info("pre-vote for term %s won: standing", round_.term)
             round_.stop()
             if self._SyncObj__raftState != _RAFT_STATE.LEADER:
                 self._stand_now = True

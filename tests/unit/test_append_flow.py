@@ -161,17 +161,56 @@ def test_non_consecutive_entries_are_refused() -> None:
         )
 
 
-def test_a_node_that_hears_a_leader_grants_no_pre_vote() -> None:
-    common = {"candidate_term": 8, "own_term": 7, "own_last": (7, 100)}
-    assert grants_pre_vote(candidate_last=(7, 100), hears_leader=False, **common)  # type: ignore[arg-type]
-    assert not grants_pre_vote(candidate_last=(7, 100), hears_leader=True, **common)  # type: ignore[arg-type]
-    # A log behind ours: refused, as the vote would be.
-    assert not grants_pre_vote(candidate_last=(7, 99), hears_leader=False, **common)  # type: ignore[arg-type]
-    assert not grants_pre_vote(candidate_last=(6, 500), hears_leader=False, **common)  # type: ignore[arg-type]
-    # A term we have passed.
-    assert not grants_pre_vote(
-        candidate_term=6, candidate_last=(7, 100), own_term=7, own_last=(7, 100), hears_leader=False
+def _grants(
+    *,
+    candidate_term: int = 8,
+    candidate_last: tuple[int, int] = (7, 100),
+    own_term: int = 7,
+    own_vote: str | None = None,
+    hears_leader: bool = False,
+    candidate: str = "a",
+    own_round: int | None = None,
+    promised_to: str | None = None,
+) -> bool:
+    return grants_pre_vote(
+        candidate=candidate,
+        candidate_term=candidate_term,
+        candidate_last=candidate_last,
+        own_id="b",
+        own_term=own_term,
+        own_vote=own_vote,
+        own_last=(7, 100),
+        hears_leader=hears_leader,
+        own_round=own_round,
+        promised_to=promised_to,
     )
+
+
+def test_a_node_that_hears_a_leader_grants_no_pre_vote() -> None:
+    assert _grants()
+    assert not _grants(hears_leader=True)
+
+
+def test_a_pre_vote_follows_the_vote_s_rules() -> None:
+    # A log behind ours: refused, as the vote would be.
+    assert not _grants(candidate_last=(7, 99))
+    assert not _grants(candidate_last=(6, 500))
+    assert _grants(candidate_last=(8, 1))
+    # A term we have passed, or one in which we voted for another (ourselves: we stand in it).
+    assert not _grants(candidate_term=6)
+    assert not _grants(candidate_term=7, own_vote="b")
+    assert _grants(candidate_term=7, own_vote="a")
+    assert _grants(candidate_term=8, own_vote="b")
+
+
+def test_two_nodes_asking_at_once_do_not_both_win() -> None:
+    # b's own round for term 8 is open: it yields to a lower id, not to a higher one.
+    assert _grants(candidate="a", own_round=8)
+    assert not _grants(candidate="c", own_round=8)
+    assert _grants(candidate="c", own_round=7)
+    # One promise per term: c asking after a was granted is refused.
+    assert not _grants(candidate="c", promised_to="a")
+    assert _grants(candidate="a", promised_to="a")
 
 
 def test_a_pre_vote_round_is_won_by_a_majority_of_grants() -> None:
