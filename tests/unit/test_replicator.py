@@ -275,16 +275,22 @@ async def test_snapshot_restart_and_snapshot_install(cluster: list[ToyNode]) -> 
     blank.stop()
     shutil.rmtree(blank.config.data_dir)
     await propose_all(leader, [f"c{i}" for i in range(5)])
-    leader.rep.force_snapshot()
+    # Both live nodes compact past the new entries: whichever leads when `blank` comes back (on a loaded
+    # machine leadership can move) has only a snapshot to send it for them.
+    live = [n for n in cluster if n is not blank]
+    await converge(live)
+    for n in live:
+        n.rep.force_snapshot()
     await wait_until_async(
-        lambda: (
-            read_snapshot_header(leader.config.data_dir / "raft.snapshot")[0][1]
-            > snap_index[leader.config.self_member.node_id]
+        lambda: all(
+            read_snapshot_header(n.config.data_dir / "raft.snapshot")[0][1]
+            > snap_index[n.config.self_member.node_id]
+            for n in live
         ),
         15.0,
-        "a new leader snapshot",
+        "new snapshots on both live nodes",
     )
-    leader_snap = read_snapshot_header(leader.config.data_dir / "raft.snapshot")[0][1]
+    leader_snap = min(read_snapshot_header(n.config.data_dir / "raft.snapshot")[0][1] for n in live)
     blank.start()
     records = await converge(cluster)
     # it got the state up to the snapshot by installing it, not by applying the entries
