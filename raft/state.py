@@ -388,7 +388,13 @@ class StateMachine:
         try:
             return self._apply_entries(entries, unread, guarded=False)
         except _Unguarded:
-            return [self.apply_entry(i, p, wanted=i not in unread) for i, p in entries]
+            out: list[bytes | None] = []
+            events: list[dict[str, Any]] = []
+            for index, payload in entries:
+                out.append(self.apply_entry(index, payload, wanted=index not in unread))
+                events += self.take_events()  # each entry's, kept for the group's `take_events`
+            self._events = events
+            return out
 
     def _apply_entries(
         self, entries: Sequence[tuple[int, bytes]], unread: Container[int], *, guarded: bool

@@ -174,8 +174,13 @@ def test_a_command_failing_in_its_handler_sends_the_group_back_to_one_entry_at_a
     alone, together = StateMachine(kv_factory()), StateMachine(kv_factory())
     alone.collect_events = together.collect_events = True
     log = entries()
-    expected = one_by_one(alone, log, 1)
+    expected, alone_events = [], []
+    for i, cmds in enumerate(log):
+        expected.append(alone.apply_entry(i + 1, encode_batch(cmds)))
+        alone_events += alone.take_events()
     assert grouped(together, log, 1, len(log)) == expected
+    assert together.take_events() == alone_events  # every entry's events, the failed command's included
+    assert any(e["kind"] == "internal" for e in alone_events)
     failed = commands_pb2.BatchResult.FromString(expected[3] or b"").results[0]
     assert failed.error_code == "internal" and "poisoned" in failed.error
     assert dump(together.kv) == dump(alone.kv)
