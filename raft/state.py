@@ -90,6 +90,10 @@ _STATS_BATCHED = frozenset(
 # of a BatchResult, so that the entry's result still counts its commands (daemon.metrics.count_results).
 UNREAD_RESULT = message_field(1, b"")
 
+# Command kinds whose handlers skip filling a result nobody reads (Ctx.unread): the hot path of a
+# follower. Their results are stored nowhere unless the command has a request id or an audit record.
+_UNREAD_SKIPS = frozenset({"fire", "grant", "complete"})
+
 TERMINAL_STATES = frozenset(
     {
         common_pb2.EXECUTION_SUCCEEDED,
@@ -464,7 +468,9 @@ class StateMachine:
             if counts is not None and cmd.WhichOneof("body") not in _STATS_BATCHED:
                 counts.flush(txn)
                 batched = None
-            res = self._apply_command(txn, index, i, cmd, events, guarded=guarded, counts=batched)
+            res = self._apply_command(
+                txn, index, i, cmd, events, guarded=guarded, counts=batched, wanted=wanted
+            )
             parts.append(
                 message_field(1, res.SerializeToString(deterministic=True)) if wanted else UNREAD_RESULT
             )
@@ -480,10 +486,13 @@ class StateMachine:
         *,
         guarded: bool = False,
         counts: stats.Batch | None = None,
+        wanted: bool = True,
     ) -> CommandResult:
         """One command, and its audit record when it carries `audit` (a client's command: raft.audit_trail),
         written with its outcome whatever that is (a duplicate's is the answer it gets)."""
-        res = self._apply_body(txn, index, position, cmd, events, guarded=guarded, counts=counts)
+        res = self._apply_body(
+            txn, index, position, cmd, events, guarded=guarded, counts=counts, wanted=wanted
+        )
         if cmd.HasField("audit"):
             audit_trail.record(txn, index, position, cmd, res)
         return res
@@ -498,6 +507,7 @@ class StateMachine:
         *,
         guarded: bool,
         counts: stats.Batch | None = None,
+        wanted: bool = True,
     ) -> CommandResult:
         """The command's effect. A refusal (`Rejected`, `InvalidArgument`) keeps what the handler wrote
         before it (handlers check everything before writing: nothing) and its audit events, which tell of the
@@ -533,6 +543,8 @@ class StateMachine:
                 ctx.limits = cmd.limits
             if cmd.HasField("plan"):  # the leader's schedule answers (raft.fireplan)
                 ctx.plans = PlanIndex(cmd.plan)
+            if not wanted and kind in _UNREAD_SKIPS and not cmd.request_id and not cmd.HasField("audit"):
+                ctx.unread = True
             handler(ctx, cmd)
         except Rejected as r:
             res = r.rejection.result()

@@ -42,6 +42,10 @@ class Ctx:
     plans: PlanIndex | PlanBuilder | None = None
     # The entry's statistics records, written when the entry ends (raft.stats.Batch), or None: at once.
     stats: stats.Batch | None = None
+    # Nobody reads this command's result (a follower's Fire, Grant or Complete: raft.state's `unread`),
+    # so the hot paths skip copying tasks and executions into it. Never set for a command whose result
+    # is stored (a request id's dedup record, an audit record) nor for a handler that reads its result.
+    unread: bool = False
 
     def new_id(self) -> str:
         self._ids += 1

@@ -37,7 +37,8 @@ def finish(ctx: Ctx, ex: Execution, state: int, error: str = "") -> None:
         ex.error = error[:4096]
     ex.completed_at_ms = ctx.now
     put_execution(txn, exec16, ex, before)
-    ctx.result.executions.append(ex)
+    if not ctx.unread:
+        ctx.result.executions.append(ex)
 
     raw = txn.get("tasks", task16)
     if raw is None:

@@ -71,6 +71,7 @@ def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
             )
         )
     due = firing.due_of(old)
+    started: Execution | None = None
     if decision.fire_nominal is not None:
         nominal = decision.fire_nominal
         outcome = common_pb2.FIRED
@@ -82,7 +83,7 @@ def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         if decision.catchup:
             reason = (reason + "; " if reason else "") + "catch-up after a misfire"
         task.catchup_fired = old.catchup_fired + 1 if decision.catchup else 0
-        start_execution(
+        started = start_execution(
             ctx,
             task,
             nominal,
@@ -96,7 +97,7 @@ def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     if sched.WhichOneof("kind") == "fixed_delay":
         # The next run is planned when this one ends (finish); nothing is due meanwhile.
         task.next_fire_ms = task.next_due_ms = 0
-        if decision.fire_nominal is None or not ctx.result.HasField("execution"):
+        if decision.fire_nominal is None or started is None:
             plan_fixed_delay(ctx, task, ctx.now)
     else:
         nxt = ans.next_fire(sched, decision.resume_after)
@@ -105,7 +106,8 @@ def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         if task.state == common_pb2.TASK_COMPLETED:
             _record_window_end(ctx, task16, task, decision.resume_after, ans)
     put_task(txn, task16, task, old=old)
-    ctx.result.task.CopyFrom(task)
+    if not ctx.unread:
+        ctx.result.task.CopyFrom(task)
 
 
 def _record_window_end(ctx: Ctx, task16: bytes, task: Task, after: int, ans: Answers) -> None:
@@ -208,8 +210,9 @@ def start_execution(
         execution_id=execution_id,
         actual_ms=due_ms or nominal,
     )
-    ctx.result.execution.CopyFrom(ex)
-    ctx.result.executions.append(ex)
+    if not ctx.unread:
+        ctx.result.execution.CopyFrom(ex)
+        ctx.result.executions.append(ex)
     if ctx.events is not None:
         ctx.audit("fire", execution_id=execution_id, task_id=task.task_id, nominal_ms=nominal, manual=manual)
     return ex

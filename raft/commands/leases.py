@@ -98,7 +98,8 @@ def grant(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     ex.leased_at_ms = ctx.now
     put_execution(ctx.txn, exec16, ex, before)
     ctx.txn.put("running", exec16, b"")
-    ctx.result.execution.CopyFrom(ex)
+    if not ctx.unread:
+        ctx.result.execution.CopyFrom(ex)
     if ctx.events is not None:
         ctx.audit(
             "grant",
@@ -133,14 +134,15 @@ def complete(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         _not_started(ctx, ex, exec16, r.error or "ended before its payload began")
     else:
         ex = _end_attempt(ctx, ex, exec16, r)
-    ctx.result.execution.CopyFrom(ex)  # as stored by finish, the retry, the dead letter or the re-grant
+    if not ctx.unread:
+        ctx.result.execution.CopyFrom(ex)  # as stored by finish, the retry, the dead letter or the re-grant
     if ctx.events is not None:
         ctx.audit(
             "complete",
             execution_id=c.execution_id,
             token=token_text(c.token),
             accepted=True,
-            reason=common_pb2.ExecutionState.Name(ctx.result.execution.state),
+            reason=common_pb2.ExecutionState.Name(ex.state),
             outcome=_outcome(r.outcome),
         )
 
