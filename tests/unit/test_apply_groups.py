@@ -156,6 +156,13 @@ def test_unread_results_are_empty_but_count_the_commands(kv_factory: Callable[[]
         assert mine == UNREAD_RESULT * n
         assert count_results(mine or b"") == count_results(theirs or b"") == n
     assert dump(follower.kv) == dump(leader.kv)  # dedup records keep the real results
+    done = [(len(log) + 1 + i, encode_batch(cmds)) for i, cmds in enumerate(completes(leader.kv, 3))]
+    leader.collect_events = follower.collect_events = True
+    assert all(r is not None for r in leader.apply_entries(done))
+    assert follower.apply_entries(done, unread=[i for i, _ in done]) == [UNREAD_RESULT] * len(done)
+    assert dump(follower.kv) == dump(leader.kv)  # handlers that skip filling results store the same
+    assert follower.take_events() == leader.take_events()  # and tell the same (raft.audit)
+    log.extend(done)
     assert follower.apply_entry(len(log) + 1, encode_batch([create(12)]), wanted=False) == UNREAD_RESULT
 
 
