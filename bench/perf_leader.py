@@ -271,7 +271,12 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--profile", type=str, default="", help="cProfile of the first run's burst (pstats file)")
     p.add_argument("--py-spy", type=str, default="", help="py-spy of the first run's burst (raw stacks)")
+    p.add_argument("--asyncio", action="store_true", help="the default event loop, not uvloop (schedd's)")
     args = p.parse_args()
+    if not args.asyncio:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     runs = []
     for i in range(args.repeat):
         with tempfile.TemporaryDirectory() as tmp:

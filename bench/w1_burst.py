@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
+    CLK_TCK,
     BenchCluster,
     Recorder,
     base_parser,
@@ -28,6 +29,20 @@ from bench.common import (
     summarize,
 )
 from cronraft.client import Client, at
+
+
+def thread_cpu(pid: int) -> dict[str, tuple[float, float]]:
+    """User and system CPU seconds of each thread of `pid`: "main" (the event loop) and the others by
+    thread id (their names are all "python")."""
+    out: dict[str, tuple[float, float]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended
+            continue
+        name = "main" if task.name == str(pid) else task.name
+        out[name] = (int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK)
+    return out
 
 
 def run_once(args: argparse.Namespace, run: int) -> dict[str, object]:
@@ -65,6 +80,7 @@ def run_once(args: argparse.Namespace, run: int) -> dict[str, object]:
             raise SystemExit(f"creating {size} tasks overran the due instant by {created_at - due + 500} ms")
         time.sleep(max(0.0, (due - now_ms() - 300) / 1000))
         cpu_due = {k: cpu_seconds(pid) for k, pid in pids.items()}  # the burst alone, without the idle wait
+        threads_due = thread_cpu(pids[leader.node_id]) if args.threads else {}
         spy = None
         if args.py_spy and run == 1:
             # From just before the due instant (the import and the idle wait would dilute the profile),
@@ -94,6 +110,21 @@ def run_once(args: argparse.Namespace, run: int) -> dict[str, object]:
         cpu = {k: cpu_seconds(pid) - cpu0[k] for k, pid in pids.items()}
         leader_cpu = cpu[leader.node_id]
         leader_burst_cpu = cpu_seconds(pids[leader.node_id]) - cpu_due[leader.node_id]
+        threads: dict[str, float] = {}
+        if args.threads:  # the leader's CPU in the burst: its main thread, then the others by CPU spent
+            spent = [
+                (
+                    name,
+                    user - threads_due.get(name, (0.0, 0.0))[0],
+                    system - threads_due.get(name, (0.0, 0.0))[1],
+                )
+                for name, (user, system) in thread_cpu(pids[leader.node_id]).items()
+            ]
+            spent.sort(key=lambda t: (t[0] != "main", -(t[1] + t[2])))
+            for rank, (name, user, system) in enumerate(spent[:4]):
+                key = "main" if name == "main" else f"other{rank}"
+                threads[f"leader_thread_{key}_user_ms_per_task"] = user * 1000 / size
+                threads[f"leader_thread_{key}_sys_ms_per_task"] = system * 1000 / size
         follower_cpu = sum(v for k, v in cpu.items() if k.startswith("node") and k != leader.node_id)
         worker_cpu = sum(v for k, v in cpu.items() if k.startswith("worker"))
         if spy is not None:
@@ -123,6 +154,7 @@ def run_once(args: argparse.Namespace, run: int) -> dict[str, object]:
         "followers_cpu_ms_per_task": follower_cpu * 1000 / max(1, len(first)),
         "workers_cpu_ms_per_task": worker_cpu * 1000 / max(1, len(first)),
         "lead_ms": lead_ms,
+        **threads,
         "import_s": (created_at - (due - lead_ms)) / 1000,
     }
     return figures
@@ -140,6 +172,7 @@ def main() -> None:
     p.add_argument(
         "--py-spy-s", type=int, default=0, help="py-spy seconds from the due instant (0: N/2000 + 3)"
     )
+    p.add_argument("--threads", action="store_true", help="the leader's burst CPU by thread (user / sys)")
     p.add_argument("--py-spy-rate", type=int, default=100, help="py-spy samples per second (default 100)")
     args = p.parse_args()
     if args.smoke:
