@@ -48,20 +48,24 @@ def on_committed(
     # other command of the batch carrying a task (an update, a delete) drops it: the store says then.
     fired: dict[str, common_pb2.Task] = {}
     planner, retries = core.planner, core.retries
+    failing = bool(retries.failing)  # none of our commands is being retried: nothing to clear
     pending_state, terminal = common_pb2.EXECUTION_PENDING, sm.TERMINAL_STATES
     for cmd, res in zip(commands, results, strict=True):
         kind = cmd.WhichOneof("body")
         applied = res.applied
+        released = ""
         # A command that failed inside apply is recorded not applied, with error_code "internal".
         if (
             not applied
             and res.error_code == "internal"
             and _failed_inside_apply(core, cmd, res, now_ms, mono_ms)
         ):
+            failing = True
             continue
         if kind == "grant":
             g = cmd.grant
-            retries.succeeded("grant", g.execution_id)
+            if failing:
+                retries.succeeded("grant", g.execution_id)
             task = _on_grant(core, g, res, mono_ms, fired)
             if task is not None:
                 _offer_into(core, offers, sizes, worker_id=g.worker_id, ex=res.execution, task=task)
@@ -71,19 +75,22 @@ def on_committed(
             t = c.token
             token = (t.term, t.index)
             sender = core.completing.pop((eid, token), "")
-            retries.succeeded("complete", eid)
+            if failing:
+                retries.succeeded("complete", eid)
             current = core.keeper.get(eid)
             # Only the attempt this result belongs to loses its lease: a stale result (an attempt
             # fenced off earlier) must not take the lease of the attempt running now.
             if applied or (current is not None and current.token == token):
                 core.release(eid)
+                released = eid  # its ending, listed in the result's executions, needs no second release
             # Acked, applied or stale, to the worker that sent it: it must stop resending it.
             if sender:
                 acks.setdefault(sender, []).append(eid)
         elif kind == "fire":
             task_id = cmd.fire.task_id
             planner.done_firing(task_id)
-            retries.succeeded("fire", task_id)
+            if failing:
+                retries.succeeded("fire", task_id)
             if not applied:
                 _reschedule_from_store(core, task_id)
         elif kind == "expire_lease":
@@ -103,7 +110,8 @@ def on_committed(
                 if ex.execution_id not in core.granting:  # else its grant's outcome decides
                     core.pend(ex)
             elif state in terminal:
-                core.release(ex.execution_id)
+                if ex.execution_id != released:
+                    core.release(ex.execution_id)
                 if state in _NOTIFIED_STATES:
                     notable = True
         if res.dead_letters or res.missed:
