@@ -25,7 +25,10 @@ raft.pysyncobj_adapter wires these into pysyncobj, whose own versions failed ove
   position with the follower's last index.
 - **Pre-vote** (`grants_pre_vote`, `PreVote`; Ongaro's thesis, section 9.6). A node stands (increments
   its term) only after a majority said it would vote for it: a node that hears a leader refuses, so a
-  minority cut off and healed (S18: terms 21 to 98 in 100 s) no longer deposes a working leader.
+  minority cut off and healed (S18: terms 21 to 98 in 100 s) no longer deposes a working leader. A
+  node that grants a pre-vote promises it to that candidate for the term and postpones its own
+  election, and of two nodes asking at once the higher id yields: the followers of a killed leader ask
+  within a few ms of each other, and both winning split the real vote (issue 16).
 """
 
 from __future__ import annotations
@@ -77,7 +80,16 @@ class PeerFlow:
 
     `next_epoch` gives node-wide increasing numbers, so that no epoch is reused across leaderships."""
 
-    __slots__ = ("_flight", "_next_epoch", "epoch", "first_epoch", "flight_bytes", "flight_entries", "term")
+    __slots__ = (
+        "_flight",
+        "_next_epoch",
+        "epoch",
+        "first_epoch",
+        "flight_bytes",
+        "flight_entries",
+        "sent_at",
+        "term",
+    )
 
     def __init__(self, next_epoch: Callable[[], int], term: int) -> None:
         self._next_epoch = next_epoch
@@ -85,6 +97,7 @@ class PeerFlow:
         self.flight_bytes = 0
         self.flight_entries = 0
         self.term = term
+        self.sent_at = float("-inf")  # when the leader last sent this follower anything (its clock)
         self.epoch = self.first_epoch = next_epoch()
 
     def sent(self, last_index: int, entries: int, payload_bytes: int) -> None:

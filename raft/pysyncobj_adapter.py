@@ -553,7 +553,11 @@ class RaftNode(SyncObj):  # type: ignore[misc]
                 count = batch_size(
                     sizes, FLOW_LIMITS, flight_bytes=flow.flight_bytes, flight_entries=flow.flight_entries
                 )
-                if count == 0 and sent:
+                if count == 0 and (sent or started - flow.sent_at < conf.appendEntriesPeriod):
+                    # Nothing new, or no room: a heartbeat only if nothing went out for a heartbeat
+                    # period. pysyncobj sent one on every call (each tick that applied entries), which
+                    # doubled the traffic of a slow link that was already the bottleneck (S20: the
+                    # link to region C carried ~30 KB/s and its queue held 20 s of messages).
                     break
                 batch = entries[:count]
                 message = {
@@ -567,6 +571,7 @@ class RaftNode(SyncObj):  # type: ignore[misc]
                 }
                 transport.send(node, message)
                 sent = True
+                flow.sent_at = started
                 if batch:
                     nexts[node] = batch[-1][1] + 1
                     flow.sent(batch[-1][1], count, sum(sizes[:count]))
