@@ -214,9 +214,11 @@ class LeaseKeeper:
         whose result is being committed (`completing`); another worker's lease with its own token is
         revoked and reported as forged. A renewal near a deferred start confirms it."""
         out = Renewals([], [], [])
+        leases = self.leases
         for ref in refs:
-            lease = self.leases.get(ref.execution_id)
-            token = token_tuple(ref.token)
+            lease = leases.get(ref.execution_id)
+            t = ref.token
+            token = (t.term, t.index)  # token_tuple, inline: once per lease per heartbeat
             if lease is not None and lease.token == token and lease.worker_id != worker_id:
                 # Never renewed for this sender (revoked in this ack, which reaches the sender only).
                 out.forged.append(Refusal(worker_id, ref.execution_id, "renewal", lease.worker_id))
