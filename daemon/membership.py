@@ -21,8 +21,9 @@ does this for a change its predecessor began: the step it finds done in the conf
 
 A removed node that missed the end of its removal (the leader stops replicating to it once the
 configuration drops it) learns it from the members: while it has heard no leader for a few election
-timeouts, it asks them (`Cluster.Clock` with its id and Raft address); an answer that it is not a member
-as of a newer membership version than its own means it was removed.
+timeouts (it knows none, or is not connected to the one it names), it asks them (`Cluster.Clock` with
+its id and Raft address); an answer that it is not a member as of a newer membership version than its
+own means it was removed.
 """
 
 from __future__ import annotations
@@ -392,9 +393,12 @@ class MembershipManager:
     # ------------------------------------------------------------------------------------- removed?
 
     async def _ask_if_removed(self) -> None:
-        """A voter that has heard no leader for a while asks the members whether it is still one."""
+        """A voter that has heard no leader for a while asks the members whether it is still one. Naming a
+        leader is not hearing from it: a removed node can keep the id of the last leader it knew (a
+        candidate whose pre-votes fail stays a follower), so only a leader it is connected to counts."""
         st = self._replicator.status()
-        if self.removed or st.role != "voter" or st.leader_id is not None:
+        led = st.leader_id is not None and st.connected.get(st.leader_id, False)
+        if self.removed or st.role != "voter" or led:
             self._leaderless_since = None
             return
         now = time.monotonic()

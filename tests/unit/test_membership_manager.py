@@ -42,11 +42,15 @@ class FakeReplicator:
     def __init__(self, me: Member, role: str, voters: set[str]) -> None:
         self.me, self.role, self.config = me, role, voters
         self.leader: str | None = "node1"
+        self.leader_connected = True  # False: it names a leader it has no connection to (a stale id)
         self.calls: list[str] = []
         self.refuse: str | None = None
 
     def status(self) -> RaftStatus:
-        return RaftStatus(self.me.id, self.leader == self.me.id, self.leader, 1, 0, 0, role=self.role)
+        connected = {self.leader: self.leader_connected} if self.leader is not None else {}
+        return RaftStatus(
+            self.me.id, self.leader == self.me.id, self.leader, 1, 0, 0, connected, role=self.role
+        )
 
     def voters(self) -> frozenset[str]:
         return frozenset(self.config)
@@ -242,6 +246,32 @@ async def test_a_leaderless_voter_asks_the_members_and_leaves_when_told_it_was_r
     rig.manager._last_ask = 0.0
     await rig.manager._ask_if_removed()
     assert rig.manager.removed and rig.rep.calls[-1] == "leave" and rig.records[-1][2] == REMOVED
+
+
+@pytest.mark.asyncio
+async def test_a_voter_naming_a_leader_it_is_not_connected_to_asks_too() -> None:
+    """A removed ex-leader that handed leadership over can keep the new leader's id while no longer
+    connected to it (seen in test_membership: it never learnt it was removed)."""
+    rig = Rig(m(3))
+    rig.rep.leader_connected = False
+    rig.answers = {
+        m(1).grpc_address: cluster_pb2.ClockResponse(
+            node_id="node1", prober_membership="not_member", membership_version=4
+        )
+    }
+    await rig.manager._ask_if_removed()  # starts the clock
+    await asyncio.sleep(0.05)  # three election timeouts of 10 ms
+    await rig.manager._ask_if_removed()
+    assert rig.manager.removed and rig.rep.calls[-1] == "leave"
+    # Connected to the leader it names: it heard from one, and asks nobody.
+    rig = Rig(m(3))
+    rig.answers = {
+        m(1).grpc_address: cluster_pb2.ClockResponse(prober_membership="not_member", membership_version=4)
+    }
+    await rig.manager._ask_if_removed()
+    await asyncio.sleep(0.05)
+    await rig.manager._ask_if_removed()
+    assert not rig.manager.removed
 
 
 @pytest.mark.asyncio
