@@ -153,6 +153,9 @@ class Node:
             # Late-bound: the storage monitor below needs the replicator first.
             on_apply_failure=lambda index, exc: self.storage.on_apply_failure(index, exc),  # noqa: PLW0108
             on_apply_recovered=lambda index: self.storage.on_apply_recovered(index),  # noqa: PLW0108
+            apply_many=self.metrics.timed_apply_many(
+                lambda entries, unread: self.sm.apply_entries(entries, unread=unread)
+            ),
         )
         # This node's storage (daemon.storage): what it refuses for lack of space, and why.
         self.storage = StorageMonitor(

@@ -46,7 +46,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -61,7 +61,7 @@ from cronraft.errors import (
 )
 from cronraft.failpoint import enabled as failpoints_enabled
 from cronraft.failpoint import failpoint
-from cronraft.raft.apply_thread import Applying, ApplyThread, Waiter, settle
+from cronraft.raft.apply_thread import ApplyEntries, Applying, ApplyThread, Waiter, settle
 from cronraft.raft.audit import AuditLog
 from cronraft.raft.diskspace import free_bytes
 from cronraft.raft.durability import Durability, JournalFull, JournalSpace
@@ -111,10 +111,14 @@ class SyncObjReplicator(Replicator, Reconfigurable):
         apply_events: Callable[[], list[dict[str, Any]]] | None = None,
         on_apply_failure: Callable[[int, BaseException], bool] | None = None,
         on_apply_recovered: Callable[[int], None] | None = None,
+        apply_many: ApplyEntries | None = None,
     ) -> None:
         _validate(config)
         self._config = config
         self._apply = apply
+        # Several committed entries in one store transaction (raft.apply_thread's groups): the state
+        # machine's `apply_entries`, wrapped as `apply` is.
+        self._apply_many = apply_many
         self._next_byte_compaction = 0.0
         # Audit (raft.audit): after each apply, `apply_events()` gives the entry's events to write.
         self._audit = audit if apply_events is not None else None
@@ -144,7 +148,10 @@ class SyncObjReplicator(Replicator, Reconfigurable):
         self._stopping = False
         self._inflight: set[Waiter] = set()
         self._applier = ApplyThread(
-            self._apply_entry, on_apply_failure=on_apply_failure, on_apply_recovered=on_apply_recovered
+            self._apply_entry,
+            apply_entries=None if apply_many is None else self._apply_entries,
+            on_apply_failure=on_apply_failure,
+            on_apply_recovered=on_apply_recovered,
         )
 
     # --- lifecycle ---
@@ -379,6 +386,21 @@ class SyncObjReplicator(Replicator, Reconfigurable):
             self._flush_audit_before_failpoint()
             failpoint("raft.after_apply_before_reply")
         return result
+
+    def _apply_entries(
+        self, entries: Sequence[tuple[int, bytes]], unread: Container[int]
+    ) -> list[bytes | None]:
+        """`_apply_entry` for a group of entries applied in one store transaction (raft.apply_thread)."""
+        assert self._apply_many is not None
+        failpoint("raft.before_apply")
+        results = self._apply_many(entries, unread)
+        if self._audit is not None and self._apply_events is not None:
+            self._audit.write_all(self._apply_events())
+        node = self._node
+        if node is not None and node.is_leader():
+            self._flush_audit_before_failpoint()
+            failpoint("raft.after_apply_before_reply")
+        return results
 
     def _flush_audit_before_failpoint(self) -> None:
         # A failpoint's crash is os._exit: the audit's buffer would be lost, and with it the record of
