@@ -50,6 +50,10 @@ OUTPUT_FLUSH_BYTES = 1 << 20
 LEADER_PROPOSAL_TIMEOUT_S = 60.0
 # Leader commands refused because this node's storage is exhausted are proposed again after this pause.
 STORAGE_REFUSED_PAUSE_S = 1.0
+# A brand-new cluster's first leader waits this long at most for every member's first clock-probe
+# answer (which says what it supports) before proposing its first epoch, so that the epoch turns every
+# feature on (`_first_features`).
+FIRST_FEATURES_WAIT_S = 3.0
 
 
 class _IdSource:
@@ -230,8 +234,24 @@ class LeaderRunner:
         if self._raising is not None:
             self._raising.cancel()
 
+    async def _first_features(self) -> None:
+        """On a brand-new cluster (no epoch ever committed, no feature in force), wait up to
+        FIRST_FEATURES_WAIT_S until every member announced this build's features (`raise_features`
+        offers them), so that they go in with the first epoch. Otherwise, when the election beats the
+        first probe answers, the level rises a moment later and requests that need a feature (statistics,
+        results, membership changes) are refused FAILED_PRECONDITION in between."""
+        with self._kv.read() as txn:
+            fresh = sm.read_epoch(txn).term == 0 and not features.level(txn)
+        deadline = time.monotonic() + FIRST_FEATURES_WAIT_S
+        while fresh and not self._stopping and not self._raise_with_epoch >= features.SUPPORTED:
+            if time.monotonic() >= deadline:
+                log.info("first epoch without every feature: members not heard from yet", term=self.term)
+                return
+            await asyncio.sleep(0.05)
+
     async def _run(self) -> None:
         clock = self._clock
+        await self._first_features()
         while not self._stopping:
             cmds = [self.core.epoch_command(clock.now_ms())]
             if self._raise_with_epoch:
