@@ -4,14 +4,16 @@ scrape time (daemon.http.collector), and the [http] config keys (with [metrics],
 from __future__ import annotations
 
 import os
+import threading
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from leader_rig import LeaderRig
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import Metric
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.registry import Collector
 
 from cronraft.client._transport import Transport
@@ -19,7 +21,15 @@ from cronraft.daemon.clockhealth import Health
 from cronraft.daemon.config import HttpConfig, config_from_dict
 from cronraft.daemon.http import collector as families
 from cronraft.daemon.http.readiness import evaluate
-from cronraft.daemon.metrics import NodeMetrics, count_results
+from cronraft.daemon.metrics import (
+    DURATION_BUCKETS,
+    NodeMetrics,
+    PlainCounter,
+    PlainExporter,
+    PlainHistogram,
+    PlainLabelledCounter,
+    count_results,
+)
 from cronraft.daemon.notify import Notifier
 from cronraft.daemon.relay import Relay
 from cronraft.errors import ConfigError
@@ -180,6 +190,69 @@ def test_timed_apply_observes_each_applied_entry_once() -> None:
     assert value(reg, "cronraft_apply_seconds_count") == 1
     assert value(reg, "cronraft_apply_entry_commands_sum") == 3
 
+    apply_many = metrics.timed_apply_many(lambda entries, unread: sm.apply_entries(entries, unread=unread))
+    out = apply_many([(1, encode_batch([epoch])), (2, encode_batch([epoch, epoch]))], ())
+    assert out[0] is None and out[1] is not None  # index 1 applied already: only index 2 observed
+    assert value(reg, "cronraft_apply_seconds_count") == 2
+    assert value(reg, "cronraft_apply_entry_commands_sum") == 5
+
+
+def test_plain_instruments_write_what_prometheus_clients_own_would() -> None:
+    """The plain instruments (no lock, no label lookup per event) expose the same text, in both formats,
+    as prometheus_client's Counter and Histogram fed the same events: bounds included in their bucket."""
+    ref = CollectorRegistry()
+    c_ref = Counter("c", "A counter.", ["a", "b"], registry=ref)
+    n_ref = Counter("n", "No labels.", registry=ref)
+    h_ref = Histogram("h_seconds", "A histogram.", buckets=DURATION_BUCKETS, registry=ref)
+    c, n, h = PlainLabelledCounter(["a", "b"]), PlainCounter(), PlainHistogram(DURATION_BUCKETS)
+    plain = CollectorRegistry()
+    plain.register(
+        PlainExporter([("c", "A counter.", c), ("n", "No labels.", n), ("h_seconds", "A histogram.", h)])
+    )
+    for labels in (("x", "y"), ("x", "z"), ("x", "y")):
+        c_ref.labels(*labels).inc()
+        c.labels(*labels).inc()
+    n_ref.inc(3)
+    n.inc(3)
+    for v in (0, 0.01, 0.011, 0.5, 3600, 86_400, 86_401, 1e-9):
+        h_ref.observe(v)
+        h.observe(v)
+    h_ref.observe(0.25)
+    h_ref.observe(0.25)
+    h.observe_many(0.25, 2)
+    assert generate_latest(plain) == generate_latest(ref)
+    assert generate_openmetrics(plain) == generate_openmetrics(ref)
+
+
+def test_a_scrape_during_observations_on_another_thread_is_consistent() -> None:
+    """The apply thread observes while a scrape reads: every scrape's buckets are cumulative, its count is
+    its +Inf bucket, and no count goes down from one scrape to the next."""
+    metrics = NodeMetrics()
+    hist = metrics.apply_seconds
+    total = 200_000
+
+    def observe() -> None:
+        for i in range(total):
+            hist.observe((i % 7) / 1000)
+
+    thread = threading.Thread(target=observe)
+    thread.start()
+    last = 0.0
+    while True:
+        alive = thread.is_alive()
+        (family,) = [
+            f for f in metrics.registry.collect() if f.name == "cronraft_apply_seconds"
+        ]  # one scrape
+        buckets = [s.value for s in family.samples if s.name.endswith("_bucket")]
+        (count,) = [s.value for s in family.samples if s.name.endswith("_count")]
+        assert len(buckets) == len(hist.les) and buckets == sorted(buckets)
+        assert count == buckets[-1] >= last
+        last = count
+        if not alive:
+            break
+    thread.join()
+    assert last == total
+
 
 # --------------------------------------------------------------------------- scrape-time families
 
@@ -309,8 +382,10 @@ def test_state_leader_and_notifier_families() -> None:
 def test_two_nodes_in_one_process_keep_their_own_registries() -> None:
     a, b = NodeMetrics(), NodeMetrics()
     a.fires.inc()
+    a.fire_lateness.observe(1)
     assert value(a.registry, "cronraft_fires_total") == 1
     assert value(b.registry, "cronraft_fires_total") == 0
+    assert value(b.registry, "cronraft_fire_lateness_seconds_count") == 0
 
 
 # ----------------------------------------------------------------------------------- readiness
