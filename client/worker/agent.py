@@ -45,7 +45,7 @@ from cronraft.client.worker.outbox import AttemptKey, Outbox, attempt_key, resul
 from cronraft.client.worker.payloads import Runners
 from cronraft.client.worker.results import Results, not_started
 from cronraft.client.worker.routing import ServerRotation, leader_hint, stream_backoff
-from cronraft.client.worker.session import Session, StreamStale
+from cronraft.client.worker.session import Session, StreamStale, open_stream
 from cronraft.client.worker.start_gate import StartGates, await_sensor, refusal
 from cronraft.clock import Clock, SystemClock, mono_s
 from cronraft.failpoint import failpoint
@@ -270,10 +270,8 @@ class Worker:
             stub = worker_pb2_grpc.WorkerGatewayStub(channel)
             call = stub.Connect()
             try:
-                await call.write(worker_pb2.WorkerMessage(hello=hello))
-                async with asyncio.timeout(_HELLO_TIMEOUT_S):
-                    first = await call.read()
-                if not isinstance(first, worker_pb2.GatewayMessage):  # EOF: ended without a status error
+                first = await open_stream(call, worker_pb2.WorkerMessage(hello=hello), _HELLO_TIMEOUT_S)
+                if first is None:  # EOF: ended without a status error
                     return None, False
                 kind = first.WhichOneof("kind")
                 if kind == "not_leader":

@@ -1,6 +1,7 @@
 """Which node the worker's stream goes to next: the leader a node named (a `NotLeader` message or the
 `cronraft-leader` trailer), else the configured servers round robin, trying last the nodes whose stream
-recently went silent; and the backoff between two tries.
+recently went silent (and starting from the first listed again after one did); and the backoff between
+two tries.
 
 The trailer, the backoff and the server defaults are the SDK's (client/_routing.py). The order of the
 nodes is the worker's own: a stream lives long and a node that went silent (partitioned, stopped) is
@@ -38,7 +39,12 @@ class ServerRotation:
         self.hint: str | None = None
 
     def avoid(self, address: str, now: float) -> None:
+        """`address` went silent: try the others first for AVOID_S, from the top of the list again. The
+        first listed nodes are the worker's own (its region's: they relay it to wherever the leader is
+        now); going on round robin sent a worker of region C whose leader's region A was cut to A's other
+        node next (fault scenario S18), which was just as silent."""
         self._avoid[address] = now + AVOID_S
+        self._index = 0
 
     def next(self, now: float) -> str:
         """The hint (consumed), unless it names a node marked silent; else the next configured server,

@@ -77,3 +77,21 @@ class Session:
     async def write(self, message: worker_pb2.WorkerMessage) -> None:
         async with self._write_lock:
             await self.call.write(message)
+
+
+async def open_stream(
+    call: grpc.aio.StreamStreamCall[worker_pb2.WorkerMessage, worker_pb2.GatewayMessage],
+    hello: worker_pb2.WorkerMessage,
+    timeout_s: float,
+) -> worker_pb2.GatewayMessage | None:
+    """Send the Hello and read the node's first answer, both within `timeout_s` (TimeoutError past it);
+    None if the stream ended without a message.
+
+    The write is inside the bound too: on a channel still connecting, grpc.aio's first write waits for
+    the connection, and a node behind a partition (its SYNs dropped) holds it for gRPC's connect timeout
+    (20 s). In fault scenario S18 a worker whose leader's region was cut tried a node of that region next
+    and spent those 20 s there, while the new leader expired its leases and ran its fires again."""
+    async with asyncio.timeout(timeout_s):
+        await call.write(hello)
+        first = await call.read()
+    return first if isinstance(first, worker_pb2.GatewayMessage) else None

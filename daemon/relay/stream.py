@@ -212,8 +212,14 @@ async def _open(
             continue
         call = worker_pb2_grpc.WorkerGatewayStub(relay.channel(target)).Connect(metadata=metadata)
         try:
-            await call.write(first)
+            # Bounded like the reply: the first write on a channel still connecting waits for the
+            # connection, up to gRPC's connect timeout for a leader behind a partition.
+            async with asyncio.timeout(max(0.0, deadline - loop.time())):
+                await call.write(first)
             reply = await _first_reply(relay, call, target, deadline)
+        except TimeoutError:
+            call.cancel()
+            break
         except grpc.aio.AioRpcError as e:
             call.cancel()
             if e.code() in _REFUSALS:  # the leader refused the worker: as if it had asked directly

@@ -15,6 +15,7 @@ import pytest
 from cronraft.client._transport import Transport
 from cronraft.daemon.config import AuthConfig, config_from_dict
 from cronraft.daemon.relay import Relay, forwarded_method
+from cronraft.daemon.relay import stream as relay_stream
 from cronraft.daemon.relay.stream import STALE_SHARE, stale_after_s
 from cronraft.daemon.security.authn import Authenticator, TokenStore, node_token
 from cronraft.daemon.security.authz import ANONYMOUS, RPC_ROLES, Principal
@@ -140,6 +141,58 @@ def test_a_relayed_heartbeat_waits_less_than_the_worker_would() -> None:
     # The defaults (2 s, 10 s): the worker gives up after 3 s.
     welcome = worker_pb2.Welcome(heartbeat_interval_ms=2000, lease_ttl_ms=10_000)
     assert stale_after_s(welcome) == pytest.approx(STALE_SHARE * 3.0)
+
+
+class _StalledChannel:
+    """A channel to a leader behind a partition whose connection never completes: the first write of a
+    call waits (grpc.aio waits for the connection, up to gRPC's connect timeout, 20 s)."""
+
+    def __init__(self) -> None:
+        self.calls: list[_StalledCall] = []
+
+    def stream_stream(self, *_: Any, **__: Any) -> Any:
+        def connect(**_: Any) -> _StalledCall:
+            self.calls.append(_StalledCall())
+            return self.calls[-1]
+
+        return connect
+
+
+class _StalledCall:
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    async def write(self, _: Any) -> None:
+        await asyncio.sleep(20.0)
+
+    async def read(self) -> Any:
+        await asyncio.sleep(20.0)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+def test_a_relayed_hello_to_an_unreachable_leader_is_answered_within_the_hello_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Fault scenario S18: the leader's region is cut while this follower still names it. The worker must
+    # hear from the relay before its own Hello timeout (3 s), never after gRPC's connect timeout.
+    monkeypatch.setattr(relay_stream, "HELLO_S", 0.3)
+    relay = _relay(FakeRaft("n1"))
+    channel = _StalledChannel()
+    monkeypatch.setattr(relay, "channel", lambda _address: channel)
+    first = worker_pb2.WorkerMessage(hello=worker_pb2.Hello(worker_id="w4"))
+
+    async def scenario() -> tuple[Any, float]:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        opened = await relay_stream._open(relay, first, [])
+        return opened, loop.time() - started
+
+    opened, took = asyncio.run(scenario())
+    assert isinstance(opened, worker_pb2.GatewayMessage) and opened.WhichOneof("kind") == "not_leader"
+    assert took < 1.0
+    assert channel.calls and all(call.cancelled for call in channel.calls)
 
 
 # ------------------------------------------------------------------------------------ the identity
