@@ -203,6 +203,7 @@ async def _open(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + HELLO_S
     hint = ""
+    first_target = relay.target()
     while loop.time() < deadline:
         target = relay.target()
         if target is None:
@@ -212,14 +213,7 @@ async def _open(
             continue
         call = worker_pb2_grpc.WorkerGatewayStub(relay.channel(target)).Connect(metadata=metadata)
         try:
-            # Bounded like the reply: the first write on a channel still connecting waits for the
-            # connection, up to gRPC's connect timeout for a leader behind a partition.
-            async with asyncio.timeout(max(0.0, deadline - loop.time())):
-                await call.write(first)
-            reply = await _first_reply(relay, call, target, deadline)
-        except TimeoutError:
-            call.cancel()
-            break
+            reply = await _first_reply(relay, call, first, target, deadline)
         except grpc.aio.AioRpcError as e:
             call.cancel()
             if e.code() in _REFUSALS:  # the leader refused the worker: as if it had asked directly
@@ -236,17 +230,31 @@ async def _open(
         if reply is not None and reply.WhichOneof("kind") == "not_leader":
             hint = reply.not_leader.leader_address  # our view is stale: it updates within an election
             await asyncio.sleep(WATCH_S)
-    # No leader answered in time: the worker tries its other nodes (or the leader named), as it did
-    # before relaying existed.
+    # No leader answered in time. If this node learnt of a new leader meanwhile (the old one was cut
+    # off: S18), the worker comes back here at once and is relayed to it: the connection to it may just
+    # need longer than what was left (a new channel over a long round trip). Sending it to its other
+    # nodes instead sent a worker of region C to a node of the cut region A, silent for its whole Hello
+    # timeout (3 s), while the new leader expired its leases. Else the worker tries its other nodes (or
+    # the leader named), as it did before relaying existed.
+    now_target = relay.target()
+    if not hint and now_target is not None and now_target != first_target:
+        return _not_leader(relay.own_address)
     return _not_leader(hint)
 
 
 async def _first_reply(
-    relay: Relay, call: Any, target: str, deadline: float
+    relay: Relay, call: Any, first: worker_pb2.WorkerMessage, target: str, deadline: float
 ) -> worker_pb2.GatewayMessage | None:
-    """The leader's first message; None if the stream ended, the leader moved or the deadline passed."""
+    """Send the Hello `first`; the leader's first message; None if the stream ended, the leader moved or
+    the deadline passed. The write is watched too: on a channel still connecting, grpc.aio's first write
+    waits for the connection, up to gRPC's connect timeout (20 s) for a leader behind a partition."""
     loop = asyncio.get_running_loop()
-    read = asyncio.ensure_future(call.read())
+
+    async def hello() -> Any:
+        await call.write(first)
+        return await call.read()
+
+    read = asyncio.ensure_future(hello())
     try:
         while not read.done():
             await asyncio.wait({read}, timeout=min(WATCH_S * 4, max(0.0, deadline - loop.time())))

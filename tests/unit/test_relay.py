@@ -191,8 +191,31 @@ def test_a_relayed_hello_to_an_unreachable_leader_is_answered_within_the_hello_b
 
     opened, took = asyncio.run(scenario())
     assert isinstance(opened, worker_pb2.GatewayMessage) and opened.WhichOneof("kind") == "not_leader"
+    assert opened.not_leader.leader_address == ""  # no other leader known: the worker tries its other nodes
     assert took < 1.0
     assert channel.calls and all(call.cancelled for call in channel.calls)
+
+
+def test_a_worker_comes_back_to_the_relay_that_learnt_of_a_new_leader_during_its_hello(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # S18: the follower still names the cut-off leader n1 when the worker's Hello comes, learns of n3
+    # meanwhile, and n3 does not answer within what is left of HELLO_S (a new connection over a 160 ms
+    # round trip). The worker is sent back here, not to its other nodes (in S18: the cut region's).
+    monkeypatch.setattr(relay_stream, "HELLO_S", 0.4)
+    raft = FakeRaft("n1")
+    relay = _relay(raft)
+    channels: dict[str, _StalledChannel] = {}
+    monkeypatch.setattr(relay, "channel", lambda address: channels.setdefault(address, _StalledChannel()))
+    first = worker_pb2.WorkerMessage(hello=worker_pb2.Hello(worker_id="w4"))
+
+    async def scenario() -> Any:
+        asyncio.get_running_loop().call_later(0.1, lambda: setattr(raft, "leader", "n3"))
+        return await relay_stream._open(relay, first, [])
+
+    opened = asyncio.run(scenario())
+    assert opened.WhichOneof("kind") == "not_leader" and opened.not_leader.leader_address == relay.own_address
+    assert set(channels) == {"n1:1", "n3:1"}  # it followed the move within the Hello
 
 
 # ------------------------------------------------------------------------------------ the identity
