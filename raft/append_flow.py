@@ -243,6 +243,11 @@ class PreVote:
         self.answered: set[str] = set()
         self.speakers: set[str] = set()  # voters that ever answered a pre-vote: this release or later
 
+    def heard_from(self, voter: str) -> None:
+        """`voter` sent a message only this release (or a later one) sends (a keepalive): it speaks
+        pre-vote, so its silence is never presumed a grant."""
+        self.speakers.add(voter)
+
     def start(self, term: int) -> None:
         self.term = term
         self.granted = set()

@@ -427,6 +427,10 @@ class RaftNode(SyncObj):  # type: ignore[misc]
                 SyncObj._SyncObj__onMessageReceived(self, node, stale)
             return
         elif kind == "cr_ping":
+            # Only this release (or a later one) sends keepalives: the sender speaks pre-vote, and its
+            # silence in a round is never presumed a grant (a member cut off with its connections still
+            # open would otherwise stand on grants it never got: S19, n5 deposed the leader after the heal).
+            self._pre_vote.heard_from(node.id)
             return
         SyncObj._SyncObj__onMessageReceived(self, node, message)
 

@@ -236,3 +236,15 @@ def test_a_silent_voter_of_an_older_release_is_presumed_to_grant_at_the_round_s_
     round_.answer("c", 5, False)
     round_.start(6)
     assert not round_.won_at_end(3, connected=["c"])  # c answers pre-votes: its silence is no grant
+
+
+def test_a_voter_heard_keeping_alive_is_this_release_and_its_silence_no_grant() -> None:
+    """A node cut off with its connections still open (S19: n5) must not stand on presumed grants from
+    members of this release that simply cannot reach it: their keepalives said which release they run."""
+    round_ = PreVote()
+    round_.heard_from("b")
+    round_.heard_from("c")
+    round_.start(7)
+    assert not round_.won_at_end(3, connected=["b", "c"])
+    round_.answer("b", 7, True)
+    assert round_.won(3)
