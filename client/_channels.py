@@ -16,9 +16,12 @@ from cronraft.proto.v1 import audit_pb2_grpc, cluster_pb2_grpc, scheduler_pb2_gr
 
 # Reconnect quickly after a node comes back (the gRPC default starts at 1 s and grows to 120 s). The
 # largest message accepted: one task or execution always fits, pages are cut well below (cronraft.bounds).
+# `min_reconnect_backoff_ms` is gRPC's minimum connect timeout (one attempt's TCP, TLS and HTTP/2
+# handshakes), not a pause: at 100 ms an attempt to a node a long round trip away was abandoned before its
+# handshakes completed (daemon.relay.core says how S18 found it); the calls' own deadlines bound the waits.
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 2000),
     ("grpc.max_reconnect_backoff_ms", 2000),
     ("grpc.max_receive_message_length", CLIENT_MAX_RECEIVE_BYTES),
 ]
