@@ -377,14 +377,7 @@ class SyncObjReplicator(Replicator, Reconfigurable):
     def _apply_entry(self, index: int, payload: bytes) -> bytes | None:
         failpoint("raft.before_apply")  # `sleep:MS`: a replica that applies late (tests of reads)
         result = self._apply(index, payload)
-        if self._audit is not None and self._apply_events is not None:
-            self._audit.write_all(self._apply_events())
-        node = self._node
-        if node is not None and node.is_leader():
-            # The entry is committed and applied (its LMDB transaction too); the apply thread answers
-            # the proposer only after this returns. Only the leader has a proposer to answer.
-            self._flush_audit_before_failpoint()
-            failpoint("raft.after_apply_before_reply")
+        self._after_apply()
         return result
 
     def _apply_entries(
@@ -394,13 +387,19 @@ class SyncObjReplicator(Replicator, Reconfigurable):
         assert self._apply_many is not None
         failpoint("raft.before_apply")
         results = self._apply_many(entries, unread)
+        self._after_apply()
+        return results
+
+    def _after_apply(self) -> None:
+        """The applied entries' audit events; on the leader, the failpoint before its proposers are
+        answered (the entries are committed and applied, their LMDB transaction too; the apply thread
+        answers only after this returns, and only the leader has proposers to answer)."""
         if self._audit is not None and self._apply_events is not None:
             self._audit.write_all(self._apply_events())
         node = self._node
         if node is not None and node.is_leader():
             self._flush_audit_before_failpoint()
             failpoint("raft.after_apply_before_reply")
-        return results
 
     def _flush_audit_before_failpoint(self) -> None:
         # A failpoint's crash is os._exit: the audit's buffer would be lost, and with it the record of
