@@ -123,30 +123,18 @@ def _now() -> float:
 
 def _answer_applied(handler: Any, relay: Relay) -> Any:
     """`handler` answering a relayed write, once it succeeded, with this node's applied index (which
-    includes the write: the leader answers a write once it applied it)."""
+    includes the write: the leader answers a write once it applied it). Unary writes only: the one
+    client-streaming write, ImportTasks, is redirected, never relayed (daemon.relay.core)."""
+    if handler.unary_unary is None:
+        return handler
+    inner = handler.unary_unary
 
-    def trailer(context: Any) -> None:
+    async def unary_unary(request: Any, context: Any) -> Any:
+        response = await inner(request, context)
         context.set_trailing_metadata(((APPLIED_METADATA_KEY, str(relay.applied_index())),))
+        return response
 
-    if handler.unary_unary is not None:
-        inner_uu = handler.unary_unary
-
-        async def unary_unary(request: Any, context: Any) -> Any:
-            response = await inner_uu(request, context)
-            trailer(context)
-            return response
-
-        return handler._replace(unary_unary=unary_unary)
-    if handler.stream_unary is not None:
-        inner_su = handler.stream_unary
-
-        async def stream_unary(requests: Any, context: Any) -> Any:
-            response = await inner_su(requests, context)
-            trailer(context)
-            return response
-
-        return handler._replace(stream_unary=stream_unary)
-    return handler
+    return handler._replace(unary_unary=unary_unary)
 
 
 async def _caught_up(relay: Relay, call: Any, context: Any) -> None:
