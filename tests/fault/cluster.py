@@ -59,7 +59,7 @@ from tests.fault.registry import (
     untrack,
 )
 from tests.support.cluster import Proc, ProcessCluster, libfaketime_env, node_argv, worker_argv
-from tests.support.nodeconfig import merge, node_config, toml_dumps
+from tests.support.nodeconfig import TEST_STORAGE, merge, node_config, toml_dumps
 from tests.support.ports import free_ports, release
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -301,6 +301,8 @@ class FaultCluster(ProcessCluster):
             # The network namespaces' addresses are not loopback: a lab cluster without TLS or tokens
             # must say so (daemon.config; docs/security.md).
             insecure=self._net is not None,
+            # A small tmpfs per node (disk scenarios) keeps the node's own reserve (an eighth of it).
+            storage=TEST_STORAGE if self.node_disk_mb is None else None,
         )
         self.config_path(nid).write_text(toml_dumps(merge(cfg, self._config_extra)))
 

@@ -22,7 +22,7 @@ import grpc
 
 from cronraft.proto.v1 import cluster_pb2
 from tests.support.cluster import Proc, ProcessCluster, libfaketime_env, node_argv, tail_logs, worker_argv
-from tests.support.nodeconfig import node_config, toml_dumps
+from tests.support.nodeconfig import TEST_STORAGE, node_config, toml_dumps
 from tests.support.ports import free_ports
 from tests.support.wait import wait_until
 
@@ -79,6 +79,7 @@ class Cluster:
         ]
         for node_id, grpc_addr, _ in members:
             cfg = self.root / f"{node_id}.toml"
+            own_toml = f"{self.extra_toml}\n{self.node_toml.get(node_id, '')}"
             base = node_config(
                 node_id,
                 self.root / node_id,
@@ -95,9 +96,11 @@ class Cluster:
                     **self.scheduler_overrides,
                 },
                 secret_env="CRONRAFT_CLUSTER_SECRET" if self.n > 1 else None,
+                # A test's own [storage] table replaces the small test reserve (TOML has one table each).
+                storage=None if "[storage]" in own_toml else TEST_STORAGE,
             )
             # The extra tables are TOML text, appended as written.
-            cfg.write_text(f"{toml_dumps(base)}\n{self.extra_toml}\n{self.node_toml.get(node_id, '')}")
+            cfg.write_text(f"{toml_dumps(base)}\n{own_toml}")
             log = self.root / f"{node_id}.log"
             self.core.add(Proc(node_id, "node", log), grpc_addr)
             self.nodes.append(NodeProc(node_id, cfg, grpc_addr, log, core=self.core))

@@ -16,7 +16,7 @@ from cronraft.client import Client, command, cron
 from cronraft.errors import FailedPrecondition, NotFound, PermissionDenied
 from cronraft.proto.v1 import cluster_pb2, common_pb2
 from tests.support.cluster import Proc, node_argv
-from tests.support.nodeconfig import node_config, toml_dumps
+from tests.support.nodeconfig import TEST_STORAGE, node_config, toml_dumps
 from tests.support.ports import free_ports
 
 from .harness import Cluster, NodeProc, ledger_command, read_ledger, wait_for
@@ -62,6 +62,7 @@ class GrowingCluster(Cluster):
                 "heartbeat_interval_ms": self.heartbeat_interval_ms,
                 "horizon_ms": 5000,
             },
+            storage=TEST_STORAGE,
         )
         cfg.write_text(toml_dumps(base))
         log = self.root / f"{name}.log"

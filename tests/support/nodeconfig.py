@@ -16,9 +16,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Member", "merge", "node_config", "toml_dumps"]
+__all__ = ["TEST_STORAGE", "Member", "merge", "node_config", "toml_dumps"]
 
 Member = tuple[str, str, str]  # (node id, gRPC address, Raft address)
+
+# The disk a test node sets aside ahead of its writes (daemon.storage): the default 64 MiB is allocated
+# for real (fallocate), so a 3-node test cluster held 192 MiB and the suite tens of GB (CI ran out of
+# disk). 4 MiB (2 for the journal, 2 for the store) is ample for a test's writes; tests of the reserve
+# itself set their own [storage] table.
+TEST_STORAGE: dict[str, Any] = {"reserve_bytes": 4 << 20}
 
 
 def node_config(
@@ -30,12 +36,14 @@ def node_config(
     scheduler: Mapping[str, Any],
     secret_env: str | None = "CRONRAFT_CLUSTER_SECRET",
     insecure: bool = False,
+    storage: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One node's config as a table: a replicated cluster of `members`, JSON logs at info level.
 
     `secret_env`: the variable holding the cluster secret (None: no secret, e.g. a single node).
     `insecure`: the node listens on non-loopback addresses without TLS or tokens and must say so
-    (daemon.config; docs/security.md)."""
+    (daemon.config; docs/security.md).
+    `storage`: a [storage] table (e.g. `TEST_STORAGE`), or None for the node's defaults."""
     cluster: dict[str, Any] = {} if secret_env is None else {"secret_env": secret_env}
     cluster["durability"] = "replicated"
     cluster["members"] = [{"id": m, "grpc_address": g, "raft_address": r} for m, g, r in members]
@@ -46,6 +54,8 @@ def node_config(
         "scheduler": dict(scheduler),
         "log": {"level": "info", "format": "json"},
     }
+    if storage is not None:
+        cfg["storage"] = dict(storage)
     if insecure:
         cfg["insecure"] = True
     return cfg
