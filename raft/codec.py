@@ -105,8 +105,18 @@ _PAIRS = [_ALPHABET[i >> 5] + _ALPHABET[i & 31] for i in range(1024)]
 _PAIR_SHIFTS = tuple(range(120, -1, -10))
 
 
+# The ids decoded lately: one execution's id is decoded by its Fire, Grant and Complete (each several
+# times), its task's by every command about it, and a dict look-up costs a tenth of decoding. Bounded: it
+# is emptied when full (a burst's ids are decoded again once, nothing more).
+_ID_CACHE: dict[str, bytes] = {}
+_ID_CACHE_MAX = 1 << 14
+
+
 def id_bytes(text: str, *, field: str = "id") -> bytes:
     """The 16 key bytes of a text id; InvalidArgument naming `field` when it is not one."""
+    raw = _ID_CACHE.get(text)
+    if raw is not None:
+        return raw
     if len(text) == ID_LEN and text.isascii():
         try:
             n = int(text.encode().translate(_TO_PY32), 32)
@@ -114,7 +124,11 @@ def id_bytes(text: str, *, field: str = "id") -> bytes:
             pass
         else:
             if not n >> 128:
-                return n.to_bytes(16, "big")
+                raw = n.to_bytes(16, "big")
+                if len(_ID_CACHE) >= _ID_CACHE_MAX:
+                    _ID_CACHE.clear()
+                _ID_CACHE[text] = raw
+                return raw
     return _id_bytes_checked(text, field)
 
 
