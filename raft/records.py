@@ -210,6 +210,43 @@ def put_task(txn: Txn, task16: bytes, task: Task, *, old: Task | None) -> None:
         txn.put("due", due_key(due, task16), b"")
 
 
+TaskIndexed = tuple[int, int, int]
+
+
+def task_indexed(task: Task) -> TaskIndexed:
+    """What a task's index entries depend on besides its spec: (state, due time, last outcome)."""
+    return task.state, task.next_due_ms or task.next_fire_ms, task.last_outcome
+
+
+def put_task_same_spec(txn: Txn, task16: bytes, task: Task, before: TaskIndexed) -> None:
+    """`put_task(txn, task16, task, old=stored)` for a task whose spec did not change since it was read
+    (a fire, a finish), `before` being `task_indexed(stored)`: the same writes, in the same order, without
+    a copy of the stored task to compare with (a copy and a spec comparison cost about as much as parsing
+    the task)."""
+    old_state, old_due, old_outcome = before
+    state, outcome = task.state, task.last_outcome
+    if old_outcome != outcome:  # `_put_search_keys` with the kind, the name and the namespace unchanged
+        if old_outcome:
+            txn.delete("tasks_by_outcome", bytes([old_outcome]) + task16)
+        kind = kind_code(task)
+        if kind:
+            txn.put("tasks_by_kind", bytes([kind]) + task16, b"")
+        txn.put("tasks_by_name", name_key(task.spec.name, task16), b"")
+        if outcome:
+            txn.put("tasks_by_outcome", bytes([outcome]) + task16, b"")
+    if old_state != state:
+        txn.delete("tasks_by_state", state_key(old_state, task16))
+    due = task.next_due_ms or task.next_fire_ms
+    scheduled = state == common_pb2.TASK_SCHEDULED
+    if old_due and (old_due != due or not scheduled):
+        txn.delete("due", due_key(old_due, task16))
+    txn.put("tasks", task16, task.SerializeToString(deterministic=True))
+    if old_state != state:
+        txn.put("tasks_by_state", state_key(state, task16), b"")
+    if scheduled and due and not (old_state == common_pb2.TASK_SCHEDULED and old_due == due):
+        txn.put("due", due_key(due, task16), b"")
+
+
 def _put_search_keys(
     txn: Txn, task16: bytes, task: Task, old: Task | None, *, same_spec: bool = False
 ) -> None:
@@ -341,11 +378,13 @@ __all__ = [
     "priority_rank",
     "put_execution",
     "put_task",
+    "put_task_same_spec",
     "read_epoch",
     "read_result",
     "remove_task",
     "state_key",
     "tag_key",
+    "task_indexed",
     "worker_key",
     "worker_of",
 ]

@@ -12,7 +12,15 @@ from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft import deps, firing, quota, stats
 from cronraft.raft.codec import id_bytes
 from cronraft.raft.commands.context import Ctx, Execution, Task, plan_fixed_delay, task_of, token_text
-from cronraft.raft.records import get_execution, get_task, indexed, pending_key, put_execution, put_task
+from cronraft.raft.records import (
+    get_execution,
+    get_task,
+    indexed,
+    pending_key,
+    put_execution,
+    put_task_same_spec,
+    task_indexed,
+)
 from cronraft.raft.rejection import Code, Rejected
 
 
@@ -44,10 +52,8 @@ def finish(ctx: Ctx, ex: Execution, state: int, error: str = "") -> None:
     if raw is None:
         stats.record_outcome(txn, ex, None, ctx.stats)
         return
-    old = Task()
-    old.ParseFromString(raw)
-    task = Task()
-    task.CopyFrom(old)
+    task = Task.FromString(raw)
+    before = task_indexed(task)  # no copy to compare with: the spec does not change here
     task.last_finished_ms = ctx.now
     stats.record_outcome(txn, ex, task, ctx.stats)
     others = firing.active_executions(txn, task16)
@@ -72,7 +78,7 @@ def finish(ctx: Ctx, ex: Execution, state: int, error: str = "") -> None:
             firing.set_plan(task, firing.Planned(None))
         else:
             plan_fixed_delay(ctx, task, ctx.now)
-    put_task(txn, task16, task, old=old)
+    put_task_same_spec(txn, task16, task, before)
 
 
 def request_cancel(ctx: Ctx, ex: Execution, reason: str) -> None:

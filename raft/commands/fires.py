@@ -15,7 +15,15 @@ from cronraft.raft.codec import id_bytes
 from cronraft.raft.commands.context import Ctx, Execution, Task, max_runs_reached, plan_fixed_delay
 from cronraft.raft.commands.executions import finish, request_cancel, terminate
 from cronraft.raft.overlap import decide_overlap, superseded_order
-from cronraft.raft.records import fire_key, get_task, pending_key, put_execution, put_task
+from cronraft.raft.records import (
+    fire_key,
+    get_task,
+    pending_key,
+    put_execution,
+    put_task,
+    put_task_same_spec,
+    task_indexed,
+)
 from cronraft.raft.rejection import Code, Rejected, Rejection
 
 MAX_BACKFILL = 1_000
@@ -39,13 +47,16 @@ def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     if ctx.now + firing.fire_lead(old, f.lead_ms) < firing.due_of(old):
         raise Rejected(Code.NOT_DUE, f"task {f.task_id} is due at {firing.due_of(old)}, not yet at {ctx.now}")
 
-    task = Task()
-    task.CopyFrom(old)
+    # The stored task read is the one changed and stored (no copy): what the fire needs of it as stored,
+    # it reads before changing it, and its index entries move from `before` (records.put_task_same_spec).
+    before = task_indexed(old)
+    ans = ctx.answers(f.task_id, old.spec)  # the leader's instants when the command carries them
+    decision = firing.decide_misfire(old, f.nominal_time_ms, ctx.now, ans)
+    due = firing.due_of(old)
+    task = old
     task.version = ctx.index
     task.updated_at_ms = ctx.now
     sched = task.spec.schedule
-    ans = ctx.answers(f.task_id, old.spec)  # the leader's instants when the command carries them
-    decision = firing.decide_misfire(old, f.nominal_time_ms, ctx.now, ans)
     policy = (
         common_pb2.MisfirePolicy.Name(task.spec.misfire or common_pb2.MISFIRE_FIRE_ALL).lower()
         if decision.missed
@@ -70,7 +81,6 @@ def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
                 task_id=f.task_id, nominal_time_ms=missed, outcome=common_pb2.MISSED_DOWNTIME
             )
         )
-    due = firing.due_of(old)
     started: Execution | None = None
     if decision.fire_nominal is not None:
         nominal = decision.fire_nominal
@@ -82,7 +92,7 @@ def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
             outcome, reason = common_pb2.DST_SHIFTED, "moved out of a DST gap"
         if decision.catchup:
             reason = (reason + "; " if reason else "") + "catch-up after a misfire"
-        task.catchup_fired = old.catchup_fired + 1 if decision.catchup else 0
+        task.catchup_fired = task.catchup_fired + 1 if decision.catchup else 0
         started = start_execution(
             ctx,
             task,
@@ -105,7 +115,7 @@ def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         firing.set_plan(task, plan, max_runs_reached(task))
         if task.state == common_pb2.TASK_COMPLETED:
             _record_window_end(ctx, task16, task, decision.resume_after, ans)
-    put_task(txn, task16, task, old=old)
+    put_task_same_spec(txn, task16, task, before)
     if not ctx.unread:
         ctx.result.task.CopyFrom(task)
 
