@@ -148,18 +148,23 @@ class Batch:
             self._level = features.level(txn)
         return feature in self._level
 
-    def task_hour(self, txn: Txn, task16: bytes, hour: int) -> stats_pb2.StatsHour:
+    def task_hour(self, txn: Txn, task16: bytes, hour: int, *, fresh: bool = False) -> stats_pb2.StatsHour:
+        """The task's record of `hour`; `fresh`: the task has none yet (`record_outcome`)."""
         hours = self._tasks.get(task16)
         h = None if hours is None else hours.get(hour)
         if h is None:
-            h = _load_hour(
-                txn,
-                "task_stats_hours",
-                task16 + u64(hour),
-                prefix=task16,
-                hour=hour,
-                message=stats_pb2.StatsHour,
-                batch=self,
+            h = (
+                stats_pb2.StatsHour()
+                if fresh
+                else _load_hour(
+                    txn,
+                    "task_stats_hours",
+                    task16 + u64(hour),
+                    prefix=task16,
+                    hour=hour,
+                    message=stats_pb2.StatsHour,
+                    batch=self,
+                )
             )
             self._tasks.setdefault(task16, {})[hour] = h
         return h
@@ -228,23 +233,32 @@ def record_outcome(txn: Txn, ex: Execution, task: Task | None, batch: Batch | No
     failed = state in FAILURE_STATES
     hour_failures = hour_longest = 0
     if task is not None:
-        count(task.outcomes, state)
+        outcomes = task.outcomes
+        # A task that never counted an outcome has no hour records (each one written here counted one in
+        # `outcomes` too, `count`: every final state counts): none to read, none older to trim (a
+        # one-time task's only execution, the burst of issue 16).
+        fresh = not outcomes.runs
+        count(outcomes, state)
         task.last_outcome = common_pb2.ExecutionState.ValueType(state)
         task.last_execution_id = ex.execution_id
         task16 = id_bytes(ex.task_id)
         if batch is None:
             key = task16 + u64(hour)
-            h = _load_hour(
-                txn,
-                "task_stats_hours",
-                key,
-                prefix=task16,
-                hour=hour,
-                message=stats_pb2.StatsHour,
-                batch=None,
+            h = (
+                stats_pb2.StatsHour()
+                if fresh
+                else _load_hour(
+                    txn,
+                    "task_stats_hours",
+                    key,
+                    prefix=task16,
+                    hour=hour,
+                    message=stats_pb2.StatsHour,
+                    batch=None,
+                )
             )
         else:
-            h = batch.task_hour(txn, task16, hour)
+            h = batch.task_hour(txn, task16, hour, fresh=fresh)
         count(h.counts, state)
         if duration is not None:
             hist_add(h.duration, duration)

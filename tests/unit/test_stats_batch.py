@@ -50,16 +50,23 @@ def _entries(seed: int) -> list[list[tuple[str, common_pb2.Execution, bool]]]:
     return out
 
 
-def _apply(txn: Txn, entry: list[tuple[str, common_pb2.Execution, bool]], batched: bool) -> None:
-    # As raft.state does: a batch per entry, written out before anything else touches the records.
+def _apply(
+    txn: Txn,
+    entry: list[tuple[str, common_pb2.Execution, bool]],
+    batched: bool,
+    tasks: dict[str, common_pb2.Task],
+) -> None:
+    # As raft.state does: a batch per entry, written out before anything else touches the records. Each
+    # task keeps its totals from one outcome to the next, as the stored task does (a dropped one: deleted).
     batch = stats.Batch() if batched else None
     for kind, ex, kept in entry:
         if kind == "drop":
             if batch is not None:
                 batch.flush(txn)
             stats.drop_task(txn, id_bytes(ex.task_id))
+            tasks.pop(ex.task_id, None)
             continue
-        task = common_pb2.Task(task_id=ex.task_id) if kept else None
+        task = tasks.setdefault(ex.task_id, common_pb2.Task(task_id=ex.task_id)) if kept else None
         stats.record_outcome(txn, ex, task, batch)
     if batch is not None:
         batch.flush(txn)
@@ -72,9 +79,10 @@ def test_a_batch_writes_what_counting_each_outcome_at_once_writes() -> None:
             kv = MemKV()
             with kv.write() as txn:
                 features.raise_level(txn, [features.STATS])
+            tasks: dict[str, common_pb2.Task] = {}
             for entry in _entries(seed):
                 with kv.write() as txn:
-                    _apply(txn, entry, batched)
+                    _apply(txn, entry, batched, tasks)
             stores.append(kv.dump())
         assert stores[0]["cluster_stats"], "the workload counted something"
         assert len(stores[0]["cluster_stats"]) <= stats.WINDOW_HOURS  # hours were trimmed
@@ -84,5 +92,5 @@ def test_a_batch_writes_what_counting_each_outcome_at_once_writes() -> None:
 def test_a_batch_counts_nothing_without_the_feature() -> None:
     kv = MemKV()
     with kv.write() as txn:
-        _apply(txn, _entries(1)[0], batched=True)
+        _apply(txn, _entries(1)[0], batched=True, tasks={})
     assert not kv.dump()["cluster_stats"]
