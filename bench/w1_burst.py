@@ -5,7 +5,8 @@ p50/p99/max, missing and duplicated starts, leader CPU during the burst. Definit
 
 Usage: .venv/bin/python bench/w1_burst.py [--size 20000] [--runs 3] [--workers 2] [--capacity 10000]
        [--stage-lead-ms MS] [--stage-rate N]   ([scheduler] keys; default: the shipped defaults)
-       [--py-spy FILE]   (record the leader during the first run's burst: py-spy raw/flamegraph file)
+       [--py-spy FILE] [--py-spy-node leader|follower]   (record a node during the first run's burst:
+       py-spy raw file)
 """
 
 from __future__ import annotations
@@ -83,6 +84,9 @@ def run_once(args: argparse.Namespace, run: int) -> dict[str, object]:
         threads_due = thread_cpu(pids[leader.node_id]) if args.threads else {}
         spy = None
         if args.py_spy and run == 1:
+            spied = leader.proc.pid
+            if args.py_spy_node == "follower":
+                spied = next(pid for k, pid in pids.items() if k.startswith("node") and k != leader.node_id)
             # From just before the due instant (the import and the idle wait would dilute the profile),
             # for the burst's expected length unless --py-spy-s says.
             duration = args.py_spy_s or max(5, int(size / 2_000) + 3)
@@ -91,7 +95,7 @@ def run_once(args: argparse.Namespace, run: int) -> dict[str, object]:
                     str(Path(sys.executable).parent / "py-spy"),
                     "record",
                     "-p",
-                    str(leader.proc.pid),
+                    str(spied),
                     "-d",
                     str(duration),
                     "-r",
@@ -174,6 +178,9 @@ def main() -> None:
     )
     p.add_argument("--threads", action="store_true", help="the leader's burst CPU by thread (user / sys)")
     p.add_argument("--py-spy-rate", type=int, default=100, help="py-spy samples per second (default 100)")
+    p.add_argument(
+        "--py-spy-node", choices=("leader", "follower"), default="leader", help="the node --py-spy records"
+    )
     args = p.parse_args()
     if args.smoke:
         args.size, args.runs, args.workers, args.capacity = 200, 1, 1, 200
