@@ -245,7 +245,11 @@ def run(steps: int, root: Path) -> list[bytes]:
         if step % 6 == 2 and grants:
             POISON.add(("grant", grants[0].grant.execution_id))
         # Entry C: the fires, some granted and completed in the same entry (the token's index is the entry's).
-        first_fire_index = index + 1 + (1 if completes else 0) + (1 if grants else 0)
+        # At steps 16 and 26 the misc entry (a new epoch, a prune) comes before the grants and fires of its
+        # transaction: what apply reads once per transaction must be read again after it.
+        misc = _misc(step, now, task_ids, pending, running, ids, audit)
+        misc_first = step in {16, 26}
+        first_fire_index = index + 1 + sum(1 for e in (completes, grants, misc if misc_first else []) if e)
         fires: list[C] = []
         for j, (_, t) in enumerate(due):
             task = tasks[t]
@@ -272,9 +276,10 @@ def run(steps: int, root: Path) -> list[bytes]:
                     n_complete += 1
                     token = common_pb2.FencingToken(term=1, index=first_fire_index)
                     fires.append(complete(e, token, now, n_complete))
-        misc = _misc(step, now, task_ids, pending, running, ids, audit)
         group = step % 3 != 0
-        feed([completes, grants, fires, misc], group=group)
+        feed(
+            [completes, misc, grants, fires] if misc_first else [completes, grants, fires, misc], group=group
+        )
     lines = []
     for name, r in (("read", reader), ("unread", follower)):
         lines.append(b"== store " + name.encode())
@@ -342,6 +347,8 @@ def _misc(  # noqa: PLR0917 (one call site, every argument named by position the
         out.append(
             C(stamped_at_ms=now, cancel_execution=commands_pb2.CancelExecution(execution_id=ex.execution_id))
         )
+    if step == 16:
+        out.append(C(stamped_at_ms=now, epoch=commands_pb2.Epoch(term=2, leader_id="n2")))
     if step == 18:
         out.append(C(stamped_at_ms=now, delete_task=commands_pb2.DeleteTask(task_id=task_ids[4], force=True)))
     if step % 4 == 2 and running:

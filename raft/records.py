@@ -151,8 +151,10 @@ def read_result(txn: Txn, exec16: bytes) -> bytes | None:
     return txn.get("results", exec16)
 
 
-def read_epoch(txn: Txn) -> commands_pb2.Epoch:
-    raw = txn.get("meta", META_EPOCH)
+def read_epoch(txn: Txn, batch: stats.Batch | None = None) -> commands_pb2.Epoch:
+    """The epoch committed last (read once per `batch`, when given: only an Epoch command, never batched,
+    writes it)."""
+    raw = txn.get("meta", META_EPOCH) if batch is None else batch.settled_meta(txn, META_EPOCH)
     ep = commands_pb2.Epoch()
     if raw is not None:
         ep.ParseFromString(raw)

@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cronraft.proto.v1 import commands_pb2, common_pb2
-from cronraft.raft import audit_trail, firing, output, quota, retry
+from cronraft.raft import audit_trail, firing, output, quota, retry, stats
 from cronraft.raft.codec import from_u64, id_bytes, u64
 from cronraft.raft.kv import Txn
 from cronraft.raft.records import drop_execution, fire_key, get_task, pending_key, remove_task
@@ -92,10 +92,11 @@ def limits(task: Task, defaults: commands_pb2.RetentionPolicy) -> Limits:
     )
 
 
-def read_policy(txn: Txn) -> commands_pb2.RetentionPolicy:
-    """The defaults of the last Prune applied (no limit before the first one)."""
+def read_policy(txn: Txn, batch: stats.Batch | None = None) -> commands_pb2.RetentionPolicy:
+    """The defaults of the last Prune applied (no limit before the first one); read once per `batch`, when
+    given (only a Prune, never batched, writes them)."""
     policy = commands_pb2.RetentionPolicy()
-    raw = txn.get("meta", META_POLICY)
+    raw = txn.get("meta", META_POLICY) if batch is None else batch.settled_meta(txn, META_POLICY)
     if raw is not None:
         policy.ParseFromString(raw)
     return policy
@@ -438,16 +439,16 @@ def _prune_ledger_by_age(txn: Txn, task16: bytes, before_ms: int, budget: Budget
 # ------------------------------------------------------------------------------------ at each fire
 
 
-def trim_on_fire(txn: Txn, task16: bytes, task: Task) -> int:
+def trim_on_fire(txn: Txn, task16: bytes, task: Task, batch: stats.Batch | None = None) -> int:
     """Called when `task` got a new execution (its `stored_executions` already counts it): delete its
     oldest ended executions beyond its count, at most TRIM_PER_FIRE of them (and `stored_executions`
-    with them). Returns how many."""
-    lim = limits(task, read_policy(txn))
-    if not lim.keep_executions or task.stored_executions <= lim.keep_executions:
+    with them). Returns how many. `batch`: the entry's (raft.stats.Batch), which reads the defaults once."""
+    keep = _pick(task.spec.retention.keep_executions, read_policy(txn, batch).keep_executions)
+    if not keep or task.stored_executions <= keep:
         return 0
     deleted = 0
     for ex in _oldest(txn, task16, TRIM_SCAN):
-        if task.stored_executions <= lim.keep_executions or deleted >= TRIM_PER_FIRE:
+        if task.stored_executions <= keep or deleted >= TRIM_PER_FIRE:
             break
         if ex.state in _TERMINAL:
             delete_execution(txn, ex)

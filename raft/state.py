@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable, Container, Iterator, Sequence
+from itertools import islice
 from typing import Any
 
 from cronraft.errors import InvalidArgument, StorageError
@@ -464,12 +465,13 @@ class StateMachine:
             failed = Rejection(Code.CODEC, str(e)).result()
             return message_field(1, failed.SerializeToString(deterministic=True))
         for i, cmd in enumerate(batch.commands):
+            kind = cmd.WhichOneof("body")  # read once per command: each protobuf read costs
             batched = counts
-            if counts is not None and cmd.WhichOneof("body") not in _STATS_BATCHED:
+            if counts is not None and kind not in _STATS_BATCHED:
                 counts.flush(txn)
                 batched = None
             res = self._apply_command(
-                txn, index, i, cmd, events, guarded=guarded, counts=batched, wanted=wanted
+                txn, index, i, cmd, events, guarded=guarded, counts=batched, wanted=wanted, kind=kind
             )
             parts.append(
                 message_field(1, res.SerializeToString(deterministic=True)) if wanted else UNREAD_RESULT
@@ -487,11 +489,12 @@ class StateMachine:
         guarded: bool = False,
         counts: stats.Batch | None = None,
         wanted: bool = True,
+        kind: str | None = None,
     ) -> CommandResult:
         """One command, and its audit record when it carries `audit` (a client's command: raft.audit_trail),
         written with its outcome whatever that is (a duplicate's is the answer it gets)."""
         res = self._apply_body(
-            txn, index, position, cmd, events, guarded=guarded, counts=counts, wanted=wanted
+            txn, index, position, cmd, events, guarded=guarded, counts=counts, wanted=wanted, kind=kind
         )
         if cmd.HasField("audit"):
             audit_trail.record(txn, index, position, cmd, res)
@@ -508,19 +511,19 @@ class StateMachine:
         guarded: bool,
         counts: stats.Batch | None = None,
         wanted: bool = True,
+        kind: str | None = None,
     ) -> CommandResult:
         """The command's effect. A refusal (`Rejected`, `InvalidArgument`) keeps what the handler wrote
         before it (handlers check everything before writing: nothing) and its audit events, which tell of the
         refusal. Any other exception that is not environmental discards the command's writes and events
         (one "internal" event takes their place) and is recorded as "internal": unguarded, by raising
         `_Unguarded`; guarded, by rolling back the command's savepoint."""
-        if cmd.request_id:
-            seen = txn.get("requests", cmd.request_id.encode())
+        request_id = cmd.request_id
+        if request_id:
+            seen = txn.get("requests", request_id.encode())
             if seen is not None:
-                prior = CommandResult()
-                prior.ParseFromString(seen)
-                return prior
-        kind = cmd.WhichOneof("body")
+                return CommandResult.FromString(seen)
+        kind = kind or cmd.WhichOneof("body")
         handler = HANDLERS.get(kind or "")
         res = CommandResult(applied=True)
         marked = len(events) if events is not None else 0
@@ -543,8 +546,7 @@ class StateMachine:
                 ctx.limits = cmd.limits
             if cmd.HasField("plan"):  # the leader's schedule answers (raft.fireplan)
                 ctx.plans = PlanIndex(cmd.plan)
-            if not wanted and kind in _UNREAD_SKIPS and not cmd.request_id and not cmd.HasField("audit"):
-                ctx.unread = True
+            ctx.unread = not wanted and kind in _UNREAD_SKIPS and not request_id and not cmd.HasField("audit")
             handler(ctx, cmd)
         except Rejected as r:
             res = r.rejection.result()
@@ -571,9 +573,9 @@ class StateMachine:
             raise
         if sp is not None:
             sp.release()
-        if cmd.request_id:
-            txn.put("requests", cmd.request_id.encode(), res.SerializeToString(deterministic=True))
-            txn.put("requests_by_time", u64(cmd.stamped_at_ms) + cmd.request_id.encode(), b"")
+        if request_id:
+            txn.put("requests", request_id.encode(), res.SerializeToString(deterministic=True))
+            txn.put("requests_by_time", u64(cmd.stamped_at_ms) + request_id.encode(), b"")
             if position == 0:
                 _prune_requests(txn, cmd.stamped_at_ms - DEDUP_RETENTION_MS)
         return res
@@ -582,11 +584,7 @@ class StateMachine:
 def _prune_requests(txn: Txn, before_ms: int) -> None:
     if before_ms <= 0:
         return
-    doomed = []
-    for k, _ in txn.scan("requests_by_time", b"", u64(before_ms)):
-        doomed.append(k)
-        if len(doomed) >= DEDUP_PRUNE_PER_ENTRY:
-            break
+    doomed = [k for k, _ in islice(txn.scan("requests_by_time", b"", u64(before_ms)), DEDUP_PRUNE_PER_ENTRY)]
     for k in doomed:
         txn.delete("requests_by_time", k)
         txn.delete("requests", k[8:])

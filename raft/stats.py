@@ -140,6 +140,16 @@ class Batch:
         self._tasks: dict[bytes, dict[int, stats_pb2.StatsHour]] = {}  # task16 -> hour -> record
         self._cluster: dict[int, _ClusterDelta] = {}  # hour -> record
         self._level: frozenset[str] | None = None
+        self._meta: dict[bytes, bytes | None] = {}
+
+    def settled_meta(self, txn: Txn, key: bytes) -> bytes | None:
+        """A `meta` record that no batched command writes (the epoch, the retention defaults, whether the
+        search indexes are complete), read once per batch like the feature level."""
+        try:
+            return self._meta[key]
+        except KeyError:
+            raw = self._meta[key] = txn.get("meta", key)
+            return raw
 
     def has(self, txn: Txn, feature: str) -> bool:
         """Whether `feature` is in force (raft.features), read once per batch: no batched command raises
@@ -201,6 +211,7 @@ class Batch:
         self._tasks.clear()
         self._cluster.clear()
         self._level = None
+        self._meta.clear()
 
 
 def _load_hour(

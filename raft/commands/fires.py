@@ -209,7 +209,7 @@ def start_execution(
     task.last_fired_nominal_ms = max(task.last_fired_nominal_ms, nominal)
     task.fire_count += 1
     task.stored_executions += 1
-    retention.trim_on_fire(txn, task16, task)  # keeps the task within its count of executions
+    retention.trim_on_fire(txn, task16, task, ctx.stats)  # keeps the task within its count of executions
     firing.record(
         txn,
         task16,

@@ -66,7 +66,7 @@ def grant(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     ex = get_execution(ctx.txn, exec16)
     if ex.state != common_pb2.EXECUTION_PENDING:
         raise Rejected(Code.INVALID_STATE, f"execution {g.execution_id} is not pending")
-    epoch = read_epoch(ctx.txn)
+    epoch = read_epoch(ctx.txn, ctx.stats)
     if epoch.term == 0:
         raise Rejected(Code.NO_EPOCH, "no leader epoch committed yet")
     task = task_of(ctx, ex)
