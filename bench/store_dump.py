@@ -1,7 +1,7 @@
 """A deterministic workload through StateMachine on fresh LMDB stores, and a dump of what it stored: to prove
 that a change to the apply path leaves every stored byte (and every result) as it was.
 
-Usage: .venv/bin/python bench/store_dump.py OUT.txt [--steps 40]
+Usage: .venv/bin/python bench/store_dump.py OUT.txt [--steps 40] [--old-store]
 Run it at two revisions (e.g. a `git worktree` of the older one, with PYTHONPATH set to it) and compare the
 two files (`cmp`). The file holds, for each of two replicas fed the same log (one whose results are read,
 as a leader's, one whose results nobody reads, as a follower's), every key and value of every database,
@@ -29,6 +29,7 @@ from cronraft.raft import commands as command_table
 from cronraft.raft import state
 from cronraft.raft.codec import encode_batch, make_id
 from cronraft.raft.kv import DATABASES
+from cronraft.raft.records import META_INDEXED
 from cronraft.raft.store import LmdbKV
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -36,6 +37,16 @@ MINUTE = 60_000
 C = commands_pb2.Command
 S = common_pb2.Schedule
 
+SEARCH_INDEXES = (
+    "tasks_by_kind",
+    "tasks_by_name",
+    "tasks_by_outcome",
+    "tasks_by_namespace",
+    "execs_by_state",
+    "execs_by_worker",
+    "execs_ended",
+    "execs_by_namespace",
+)
 # (kind, execution id) of commands whose handler raises after its writes (see _poisoned).
 POISON: set[tuple[str, str]] = set()
 
@@ -182,7 +193,7 @@ class Replica:
         return lines
 
 
-def run(steps: int, root: Path) -> list[bytes]:
+def run(steps: int, root: Path, *, old_store: bool = False) -> list[bytes]:
     reader = Replica(root / "read", unread=False)
     follower = Replica(root / "unread", unread=True)
     ids = Ids()
@@ -218,6 +229,13 @@ def run(steps: int, root: Path) -> list[bytes]:
         ],
         group=False,
     )
+    if old_store:  # as a store made before the search indexes: none of them, and META_INDEXED unset
+        for r in (reader, follower):
+            with r.kv.write() as txn:
+                txn.delete("meta", META_INDEXED)
+                for db in SEARCH_INDEXES:
+                    for k in [k for k, _ in txn.scan(db)]:
+                        txn.delete(db, k)
     for step in range(1, steps + 1):
         now = T0 + step * MINUTE + 7
         POISON.clear()
@@ -430,9 +448,10 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("out")
     p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--old-store", action="store_true", help="as if the store predated the search indexes")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        lines = run(args.steps, Path(tmp))
+        lines = run(args.steps, Path(tmp), old_store=args.old_store)
     data = b"\n".join(lines) + b"\n"
     Path(args.out).write_bytes(data)
     print(f"{state.__file__}: {len(lines)} lines, sha256 {hashlib.sha256(data).hexdigest()}")

@@ -220,20 +220,24 @@ def task_indexed(task: Task) -> TaskIndexed:
     return task.state, task.next_due_ms or task.next_fire_ms, task.last_outcome
 
 
-def put_task_same_spec(txn: Txn, task16: bytes, task: Task, before: TaskIndexed) -> None:
+def put_task_same_spec(
+    txn: Txn, task16: bytes, task: Task, before: TaskIndexed, *, indexed: bool = False
+) -> None:
     """`put_task(txn, task16, task, old=stored)` for a task whose spec did not change since it was read
     (a fire, a finish), `before` being `task_indexed(stored)`: the same writes, in the same order, without
     a copy of the stored task to compare with (a copy and a spec comparison cost about as much as parsing
-    the task)."""
+    the task). `indexed`: the store's search indexes are complete (META_INDEXED), so the task's kind and
+    name entries are there already and are not written again when its last outcome changes."""
     old_state, old_due, old_outcome = before
     state, outcome = task.state, task.last_outcome
     if old_outcome != outcome:  # `_put_search_keys` with the kind, the name and the namespace unchanged
         if old_outcome:
             txn.delete("tasks_by_outcome", bytes([old_outcome]) + task16)
-        kind = kind_code(task)
-        if kind:
-            txn.put("tasks_by_kind", bytes([kind]) + task16, b"")
-        txn.put("tasks_by_name", name_key(task.spec.name, task16), b"")
+        if not indexed:  # a store older than the search indexes gets them as before
+            kind = kind_code(task)
+            if kind:
+                txn.put("tasks_by_kind", bytes([kind]) + task16, b"")
+            txn.put("tasks_by_name", name_key(task.spec.name, task16), b"")
         if outcome:
             txn.put("tasks_by_outcome", bytes([outcome]) + task16, b"")
     if old_state != state:

@@ -13,6 +13,7 @@ from cronraft.raft import deps, firing, quota, stats
 from cronraft.raft.codec import id_bytes
 from cronraft.raft.commands.context import Ctx, Execution, Task, plan_fixed_delay, task_of, token_text
 from cronraft.raft.records import (
+    META_INDEXED,
     get_execution,
     get_task,
     indexed,
@@ -78,7 +79,9 @@ def finish(ctx: Ctx, ex: Execution, state: int, error: str = "") -> None:
             firing.set_plan(task, firing.Planned(None))
         else:
             plan_fixed_delay(ctx, task, ctx.now)
-    put_task_same_spec(txn, task16, task, before)
+    # The search indexes' state is read once per transaction (raft.stats.Batch), or not at all (savepoints).
+    searchable = ctx.stats is not None and ctx.stats.settled_meta(txn, META_INDEXED) is not None
+    put_task_same_spec(txn, task16, task, before, indexed=searchable)
 
 
 def request_cancel(ctx: Ctx, ex: Execution, reason: str) -> None:
