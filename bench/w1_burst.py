@@ -81,7 +81,8 @@ def run_once(args: argparse.Namespace, run: int) -> dict[str, object]:
             raise SystemExit(f"creating {size} tasks overran the due instant by {created_at - due + 500} ms")
         time.sleep(max(0.0, (due - now_ms() - 300) / 1000))
         cpu_due = {k: cpu_seconds(pid) for k, pid in pids.items()}  # the burst alone, without the idle wait
-        threads_due = thread_cpu(pids[leader.node_id]) if args.threads else {}
+        follower_id = next(k for k in pids if k.startswith("node") and k != leader.node_id)
+        threads_due = {n: thread_cpu(pids[n]) for n in (leader.node_id, follower_id)} if args.threads else {}
         spy = None
         if args.py_spy and run == 1:
             spied = leader.proc.pid
@@ -115,20 +116,21 @@ def run_once(args: argparse.Namespace, run: int) -> dict[str, object]:
         leader_cpu = cpu[leader.node_id]
         leader_burst_cpu = cpu_seconds(pids[leader.node_id]) - cpu_due[leader.node_id]
         threads: dict[str, float] = {}
-        if args.threads:  # the leader's CPU in the burst: its main thread, then the others by CPU spent
-            spent = [
-                (
-                    name,
-                    user - threads_due.get(name, (0.0, 0.0))[0],
-                    system - threads_due.get(name, (0.0, 0.0))[1],
-                )
-                for name, (user, system) in thread_cpu(pids[leader.node_id]).items()
-            ]
-            spent.sort(key=lambda t: (t[0] != "main", -(t[1] + t[2])))
-            for rank, (name, user, system) in enumerate(spent[:4]):
-                key = "main" if name == "main" else f"other{rank}"
-                threads[f"leader_thread_{key}_user_ms_per_task"] = user * 1000 / size
-                threads[f"leader_thread_{key}_sys_ms_per_task"] = system * 1000 / size
+        if args.threads:  # the burst's CPU by thread, the leader's and one follower's: main thread first
+            for role, node in (("leader", leader.node_id), ("follower", follower_id)):
+                spent = [
+                    (
+                        name,
+                        user - threads_due[node].get(name, (0.0, 0.0))[0],
+                        system - threads_due[node].get(name, (0.0, 0.0))[1],
+                    )
+                    for name, (user, system) in thread_cpu(pids[node]).items()
+                ]
+                spent.sort(key=lambda t: (t[0] != "main", -(t[1] + t[2])))
+                for rank, (name, user, system) in enumerate(spent[:4]):
+                    key = "main" if name == "main" else f"other{rank}"
+                    threads[f"{role}_thread_{key}_user_ms_per_task"] = user * 1000 / size
+                    threads[f"{role}_thread_{key}_sys_ms_per_task"] = system * 1000 / size
         follower_cpu = sum(v for k, v in cpu.items() if k.startswith("node") and k != leader.node_id)
         worker_cpu = sum(v for k, v in cpu.items() if k.startswith("worker"))
         if spy is not None:
@@ -176,7 +178,7 @@ def main() -> None:
     p.add_argument(
         "--py-spy-s", type=int, default=0, help="py-spy seconds from the due instant (0: N/2000 + 3)"
     )
-    p.add_argument("--threads", action="store_true", help="the leader's burst CPU by thread (user / sys)")
+    p.add_argument("--threads", action="store_true", help="the burst CPU by thread (user / sys) of the leader and one follower")
     p.add_argument("--py-spy-rate", type=int, default=100, help="py-spy samples per second (default 100)")
     p.add_argument(
         "--py-spy-node", choices=("leader", "follower"), default="leader", help="the node --py-spy records"
