@@ -5,7 +5,7 @@ p50/p99/max, missing and duplicated starts, leader CPU during the burst. Definit
 
 Usage: .venv/bin/python bench/w1_burst.py [--size 20000] [--runs 3] [--workers 2] [--capacity 10000]
        [--stage-lead-ms MS] [--stage-rate N]   ([scheduler] keys; default: the shipped defaults)
-       [--py-spy FILE] [--py-spy-node leader|follower]   (record a node during the first run's burst:
+       [--py-spy FILE] [--py-spy-node leader|follower|worker]   (record a node during the first run's burst:
        py-spy raw file)
 """
 
@@ -88,6 +88,8 @@ def run_once(args: argparse.Namespace, run: int) -> dict[str, object]:
             spied = leader.proc.pid
             if args.py_spy_node == "follower":
                 spied = next(pid for k, pid in pids.items() if k.startswith("node") and k != leader.node_id)
+            elif args.py_spy_node == "worker":
+                spied = pids["worker0"]
             # From just before the due instant (the import and the idle wait would dilute the profile),
             # for the burst's expected length unless --py-spy-s says.
             duration = args.py_spy_s or max(5, int(size / 2_000) + 3)
@@ -178,10 +180,17 @@ def main() -> None:
     p.add_argument(
         "--py-spy-s", type=int, default=0, help="py-spy seconds from the due instant (0: N/2000 + 3)"
     )
-    p.add_argument("--threads", action="store_true", help="the burst CPU by thread (user / sys) of the leader and one follower")
+    p.add_argument(
+        "--threads",
+        action="store_true",
+        help="the burst CPU by thread (user / sys) of the leader and one follower",
+    )
     p.add_argument("--py-spy-rate", type=int, default=100, help="py-spy samples per second (default 100)")
     p.add_argument(
-        "--py-spy-node", choices=("leader", "follower"), default="leader", help="the node --py-spy records"
+        "--py-spy-node",
+        choices=("leader", "follower", "worker"),
+        default="leader",
+        help="the process --py-spy records (worker: the first worker)",
     )
     args = p.parse_args()
     if args.smoke:
