@@ -91,9 +91,14 @@ def make_id(ms: int, random80: bytes) -> str:
 
 
 def id_text(raw: bytes) -> str:
+    text = _TEXT_CACHE.get(raw)
+    if text is not None:
+        return text
     n = int.from_bytes(raw, "big")
     # 26 digits = 13 groups of 10 bits, two characters each from a table.
-    return "".join([_PAIRS[(n >> shift) & 1023] for shift in _PAIR_SHIFTS])
+    text = "".join([_PAIRS[(n >> shift) & 1023] for shift in _PAIR_SHIFTS])
+    _remember(text, raw)
+    return text
 
 
 # Decoding is on the hot path of apply (several ids per command): Crockford digits are mapped to the
@@ -101,15 +106,29 @@ def id_text(raw: bytes) -> str:
 # refuses, and the slow loop below then names the bad character.
 _PY_DIGITS = b"0123456789abcdefghijklmnopqrstuv"
 _TO_PY32 = bytes(_PY_DIGITS[_DECODE[chr(b)]] if chr(b) in _DECODE else ord("!") for b in range(256))
+# The same for the canonical digits only (what id_text writes): an id written so is its own id_text.
+_CANON_TO_PY32 = bytes(
+    _PY_DIGITS[_ALPHABET.index(chr(b))] if chr(b) in _ALPHABET else ord("!") for b in range(256)
+)
 _PAIRS = [_ALPHABET[i >> 5] + _ALPHABET[i & 31] for i in range(1024)]
 _PAIR_SHIFTS = tuple(range(120, -1, -10))
 
 
-# The ids decoded lately: one execution's id is decoded by its Fire, Grant and Complete (each several
-# times), its task's by every command about it, and a dict look-up costs a tenth of decoding. Bounded: it
-# is emptied when full (a burst's ids are decoded again once, nothing more).
+# The ids decoded and encoded lately, both ways: one execution's id is decoded by its Fire, Grant and
+# Complete (each several times), its task's by every command about it, a fire's ledger record holds its
+# task's id as text, and a dict look-up costs a tenth of decoding (a thirtieth of encoding). Bounded: both
+# are emptied when full (a burst's ids are decoded again once, nothing more).
 _ID_CACHE: dict[str, bytes] = {}
+_TEXT_CACHE: dict[bytes, str] = {}  # only canonical texts: id_text's own
 _ID_CACHE_MAX = 1 << 14
+
+
+def _remember(text: str, raw: bytes) -> None:
+    if len(_ID_CACHE) >= _ID_CACHE_MAX:
+        _ID_CACHE.clear()
+        _TEXT_CACHE.clear()
+    _ID_CACHE[text] = raw
+    _TEXT_CACHE[raw] = text
 
 
 def id_bytes(text: str, *, field: str = "id") -> bytes:
@@ -118,16 +137,21 @@ def id_bytes(text: str, *, field: str = "id") -> bytes:
     if raw is not None:
         return raw
     if len(text) == ID_LEN and text.isascii():
+        encoded = text.encode()
         try:
-            n = int(text.encode().translate(_TO_PY32), 32)
-        except ValueError:
-            pass
+            n = int(encoded.translate(_CANON_TO_PY32), 32)
+        except ValueError:  # not canonical (lower case, look-alikes) or not an id
+            try:
+                n = int(encoded.translate(_TO_PY32), 32)
+            except ValueError:
+                pass
+            else:
+                if not n >> 128:
+                    return n.to_bytes(16, "big")
         else:
             if not n >> 128:
                 raw = n.to_bytes(16, "big")
-                if len(_ID_CACHE) >= _ID_CACHE_MAX:
-                    _ID_CACHE.clear()
-                _ID_CACHE[text] = raw
+                _remember(text, raw)
                 return raw
     return _id_bytes_checked(text, field)
 
