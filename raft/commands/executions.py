@@ -54,7 +54,7 @@ def finish(ctx: Ctx, ex: Execution, state: int, error: str = "") -> None:
         stats.record_outcome(txn, ex, None, ctx.stats)
         return
     task = Task.FromString(raw)
-    before = task_indexed(task)  # no copy to compare with: the spec does not change here
+    task_before = task_indexed(task)  # no copy to compare with: the spec does not change here
     task.last_finished_ms = ctx.now
     stats.record_outcome(txn, ex, task, ctx.stats)
     others = firing.active_executions(txn, task16)
@@ -81,7 +81,7 @@ def finish(ctx: Ctx, ex: Execution, state: int, error: str = "") -> None:
             plan_fixed_delay(ctx, task, ctx.now)
     # The search indexes' state is read once per transaction (raft.stats.Batch), or not at all (savepoints).
     searchable = ctx.stats is not None and ctx.stats.settled_meta(txn, META_INDEXED) is not None
-    put_task_same_spec(txn, task16, task, before, indexed=searchable)
+    put_task_same_spec(txn, task16, task, task_before, indexed=searchable)
 
 
 def request_cancel(ctx: Ctx, ex: Execution, reason: str) -> None:
