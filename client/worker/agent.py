@@ -61,6 +61,10 @@ _HELLO_TIMEOUT_S = 3.0  # short: a node behind a partition must not hold the wor
 WORKER_FEATURES = ("results",)
 
 
+# AttemptOutcome.Name without its cost, for the debug line of every attempt (computed even when filtered).
+_OUTCOME_NAMES = {number: name for name, number in common_pb2.AttemptOutcome.items()}
+
+
 class _State(enum.Enum):
     RUNNING = "running"
     DRAINING = "draining"
@@ -360,7 +364,8 @@ class Worker:
             self._log.debug("duplicate lease offer ignored", execution_id=lease.execution_id)
             return
         failpoint("worker.lease_received_before_start")
-        if self._running_executions[lease.execution_id]:
+        running = self._running_executions
+        if running.get(lease.execution_id):  # get: a Counter's miss is a Python call (__missing__)
             self._log.warning(
                 "another attempt of this execution is still running here",
                 execution_id=lease.execution_id,
@@ -383,7 +388,7 @@ class Worker:
         self._attempts[key] = attempt
         if self._idle_wait:
             self._heartbeat_now.set()  # renewals are due at the ordinary interval from now on
-        self._running_executions[lease.execution_id] += 1
+        running[lease.execution_id] = running.get(lease.execution_id, 0) + 1
         attempt.task = asyncio.create_task(self._run_attempt(attempt), name=f"attempt {lease.execution_id}")
         self._log.debug("attempt started", execution_id=lease.execution_id, attempt=lease.attempt)
 
@@ -469,7 +474,7 @@ class Worker:
             self._log.debug(
                 "attempt finished",
                 execution_id=execution_id,
-                outcome=common_pb2.AttemptOutcome.Name(result.outcome),
+                outcome=_OUTCOME_NAMES.get(result.outcome, result.outcome),
                 exit_code=result.exit_code,
             )
             self._results.ready.set()

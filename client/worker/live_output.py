@@ -61,7 +61,8 @@ class LiveOutput:
         live = self._live.get(key)
         if live is not None:
             live.finished = True
-            if not self._connected():
+            # Nothing left to flush (most attempts print nothing): forget it now, not on a flush pass.
+            if not self._connected() or (key not in self._dirty and not any(live.buffers.values())):
                 del self._live[key]
             else:
                 self._dirty.add(key)

@@ -124,14 +124,12 @@ class Results:
                 sent_at = session.sent.get(key)
                 if sent_at is not None and now - sent_at < resend:
                     continue
-                if batch and (
-                    size + result.ByteSize() > MAX_RESULTS_MESSAGE_BYTES
-                    or len(batch) >= MAX_RESULTS_PER_MESSAGE
-                ):
+                n = result.ByteSize()  # as costly as serializing it (upb): once
+                if batch and (size + n > MAX_RESULTS_MESSAGE_BYTES or len(batch) >= MAX_RESULTS_PER_MESSAGE):
                     await self._send(session, batch)
                     batch, size = [], 0
                 batch.append(result)
-                size += result.ByteSize()
+                size += n
                 session.mark_sent(key, now)
             if batch:
                 await self._send(session, batch)

@@ -1,0 +1,175 @@
+"""In-process CPU of a worker (issue 16): the whole agent (client.worker.Worker) per execution, from a lease
+offer read off its stream to the result's acknowledgement, with the no-op handler (as W1 runs it).
+
+One process, the stock asyncio loop (schedworker's), schedworker's GC settings. The stream is a fake
+`Connect` call: offers arrive as a leader sends them (serialized GatewayMessages of up to --per-message
+leases, parsed on read as gRPC would), and the fake leader answers every message the worker writes as a
+leader does: results with their acks, heartbeats with an ack renewing every lease listed. The fake
+leader's own work is counted apart and subtracted.
+
+Usage: .venv/bin/python bench/perf_worker.py [--n 10000] [--per-message 1000] [--repeat 3]
+       [--profile FILE]   (cProfile of the first run; pstats file)
+Prints worker CPU microseconds per execution (process CPU time, fake leader subtracted; the outbox's
+writes in their threads included) and the fastest of the repeats. Compare runs taken back to back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import gc
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cronraft.client.handlers import HandlerContext, HandlerRegistry
+from cronraft.client.worker import cli as worker_cli
+from cronraft.client.worker.agent import Worker
+from cronraft.client.worker.config import WorkerConfig
+from cronraft.client.worker.session import Session
+from cronraft.proto.v1 import common_pb2, worker_pb2
+
+EOF = object()
+
+
+class FakeCall:
+    """A `WorkerGateway.Connect` call: reads what the fake leader queued, writes answered at once."""
+
+    def __init__(self) -> None:
+        self.inbox: asyncio.Queue[bytes | object] = asyncio.Queue()
+        self.own_s = 0.0  # the fake leader's CPU
+        self.results = 0
+        self.done = asyncio.Event()
+        self.expected = 0
+
+    async def read(self) -> worker_pb2.GatewayMessage | object:
+        raw = await self.inbox.get()
+        if raw is EOF:
+            return EOF
+        assert isinstance(raw, bytes)
+        return worker_pb2.GatewayMessage.FromString(raw)
+
+    async def write(self, message: worker_pb2.WorkerMessage) -> None:
+        raw = message.SerializeToString()
+        t = time.process_time()
+        msg = worker_pb2.WorkerMessage.FromString(raw)
+        kind = msg.WhichOneof("kind")
+        if kind == "results":
+            ids = [r.execution_id for r in msg.results.results]
+            self.results += len(ids)
+            out = worker_pb2.GatewayMessage(acks=worker_pb2.ResultAcks(execution_ids=ids))
+            self.inbox.put_nowait(out.SerializeToString())
+            if self.results >= self.expected:
+                self.done.set()
+        elif kind == "heartbeat":
+            ack = worker_pb2.HeartbeatAck(renewed=[ref.execution_id for ref in msg.heartbeat.leases])
+            self.inbox.put_nowait(worker_pb2.GatewayMessage(heartbeat_ack=ack).SerializeToString())
+        self.own_s += time.process_time() - t
+
+    def cancel(self) -> None:
+        pass
+
+
+def offers(n: int, per_message: int, offset: int) -> list[bytes]:
+    payload = common_pb2.Payload(handler=common_pb2.HandlerPayload(name="bench.noop"))
+    now = time.time_ns() // 1_000_000
+    out = []
+    for start in range(0, n, per_message):
+        msg = worker_pb2.GatewayMessage()
+        for i in range(start, min(n, start + per_message)):
+            lease = msg.leases.leases.add()
+            lease.execution_id = f"01JEXEC{offset + i:019d}"
+            lease.task_id = f"01JTASK{offset + i:019d}"
+            lease.attempt = 1
+            lease.token.term = 2
+            lease.token.index = 1000 + offset + i
+            lease.payload.CopyFrom(payload)
+            lease.timeout_ms = 60_000
+            lease.nominal_time_ms = now
+            lease.lease_ttl_ms = 30_000
+            lease.guarantee = common_pb2.AT_LEAST_ONCE
+        out.append(msg.SerializeToString())
+    return out
+
+
+async def run(args: argparse.Namespace, root: Path, profile: cProfile.Profile | None) -> dict[str, float]:
+    registry = HandlerRegistry()
+    count = 0
+
+    @registry.handler("bench.noop")
+    async def noop(ctx: HandlerContext) -> None:
+        nonlocal count
+        count += 1
+
+    config = WorkerConfig(
+        servers=("127.0.0.1:1",), worker_id="w1", outbox_dir=root / "outbox", capacity=args.n
+    )
+    worker = Worker(config, handlers=registry)
+    call = FakeCall()
+    welcome = worker_pb2.Welcome(
+        leader_id="n1", heartbeat_interval_ms=1_000, lease_ttl_ms=30_000, idle_heartbeat_interval_ms=1_000
+    )
+    session = Session(call, welcome, "fake")  # type: ignore[arg-type]
+    worker._session = session
+    worker.connected.set()
+    serving = asyncio.create_task(worker._serve(session))
+    fence = asyncio.create_task(worker._fence_loop())
+    await asyncio.sleep(0.2)  # the first heartbeat and its answer
+    n = args.n
+    raws = offers(n, args.per_message, 0)
+    call.expected = n
+    own0 = call.own_s
+    t0, wall0 = time.process_time(), time.monotonic()
+    if profile is not None:
+        profile.enable()
+    for raw in raws:
+        call.inbox.put_nowait(raw)
+    await call.done.wait()
+    while len(worker.outbox) or worker._attempts:  # the acks removed every result
+        await asyncio.sleep(0.001)
+    if profile is not None:
+        profile.disable()
+    cpu = time.process_time() - t0
+    wall = time.monotonic() - wall0
+    own = call.own_s - own0
+    assert count == n, (count, n)
+    call.inbox.put_nowait(EOF)
+    await serving
+    fence.cancel()
+    await asyncio.gather(fence, return_exceptions=True)
+    worker._runners.result_files.close()
+    return {"worker_us": (cpu - own) / n * 1e6, "leader_us": own / n * 1e6, "wall_s": wall}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--n", type=int, default=10_000)
+    p.add_argument("--per-message", type=int, default=1_000, help="leases per offers message")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--profile", type=str, default="", help="cProfile of the first run (pstats file)")
+    args = p.parse_args()
+    worker_cli.configure_logging("json", "info")  # as the benchmarks start schedworker
+    gc.freeze()  # as schedworker does once started (client.worker.cli)
+    gc.set_threshold(worker_cli._GC_THRESHOLD, 20, 20)
+    runs = []
+    for i in range(args.repeat):
+        profile = cProfile.Profile() if args.profile and i == 0 else None
+        with tempfile.TemporaryDirectory() as tmp, asyncio.Runner() as runner:
+            r = runner.run(run(args, Path(tmp), profile))
+        if profile is not None:
+            profile.dump_stats(args.profile)
+        runs.append(r)
+        print(
+            f"run {i + 1}: worker {r['worker_us']:.1f} us/execution, fake leader {r['leader_us']:.1f}; "
+            f"{r['wall_s']:.2f} s"
+        )
+    best = min(runs, key=lambda r: r["worker_us"])
+    print(f"best of {len(runs)}: worker {best['worker_us']:.1f} us/execution")
+
+
+if __name__ == "__main__":
+    main()
