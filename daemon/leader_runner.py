@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from cronraft.daemon import retention
 from cronraft.daemon.clock import Clock
 from cronraft.daemon.config import RetentionConfig
 from cronraft.daemon.leader import LeaderCore, LeaderSettings
+from cronraft.daemon.leader_ids import new_id
 from cronraft.daemon.notify import Notification, Notifier
 from cronraft.daemon.notify_events import notification_events
 from cronraft.errors import CronraftError, ResourceExhausted
@@ -34,7 +34,7 @@ from cronraft.proto.v1 import commands_pb2, common_pb2, worker_pb2
 from cronraft.raft import features, leaderplan
 from cronraft.raft import state as sm
 from cronraft.raft.audit import AuditLog
-from cronraft.raft.codec import make_id, token_tuple
+from cronraft.raft.codec import token_tuple
 from cronraft.raft.groupcommit import GroupCommitter
 from cronraft.raft.kv import KV
 
@@ -54,36 +54,6 @@ STORAGE_REFUSED_PAUSE_S = 1.0
 # answer (which says what it supports) before proposing its first epoch, so that the epoch turns every
 # feature on (`_first_features`).
 FIRST_FEATURES_WAIT_S = 3.0
-
-
-class _IdSource:
-    """Ids as raft.codec.make_id makes them (26 Crockford digits: 2 zero bits and the 48-bit millisecond
-    time in the first 10, 80 random bits in the last 16), made faster: the time's digits once per
-    millisecond, the random digits straight from random bytes (each byte's low 5 bits: uniform, as 256 is
-    a multiple of 32) read from the OS 256 ids at a time. Used on the event loop's thread only."""
-
-    _CHUNK = 16 * 256
-    _DIGIT = bytes(b"0123456789ABCDEFGHJKMNPQRSTVWXYZ"[b & 31] for b in range(256))
-
-    def __init__(self) -> None:
-        self._ms = -1
-        self._prefix = ""
-        self._digits = ""
-        self._pos = self._CHUNK
-
-    def __call__(self, ms: int) -> str:
-        if ms != self._ms:
-            self._prefix = make_id(ms, bytes(10))[:10]
-            self._ms = ms
-        pos = self._pos
-        if pos >= self._CHUNK:
-            self._digits = os.urandom(self._CHUNK).translate(self._DIGIT).decode()
-            pos = 0
-        self._pos = pos + 16
-        return self._prefix + self._digits[pos : pos + 16]
-
-
-new_id = _IdSource()  # new_id(ms): a new execution or task id for the millisecond `ms`
 
 
 @dataclass
@@ -301,29 +271,32 @@ class LeaderRunner:
 
     def _propose(self, cmds: Sequence[commands_pb2.Command]) -> None:
         # One submission must fit one entry, in commands and in bytes: a burst of due fires is split into
-        # several, and so are results carrying large attempt results (up to 3 MiB each: issue 15).
+        # several, and so are results carrying large attempt results (up to 3 MiB each: issue 15). Each
+        # command is serialized once, here (upb's ByteSize costs as much), and handed on encoded.
         self.prepare(cmds)
         most, room = self._committer.max_batch, self._committer.max_bytes
         chunk: list[commands_pb2.Command] = []
+        encoded: list[bytes] = []
         size = 0
         for cmd in cmds:
-            n = cmd.ByteSize() + 6
-            if chunk and (len(chunk) >= most or size + n > room):
-                self._submit(chunk)
-                chunk, size = [], 0
+            raw = cmd.SerializeToString()
+            if chunk and (len(chunk) >= most or size + len(raw) + 6 > room):
+                self._submit(chunk, encoded)
+                chunk, encoded, size = [], [], 0
             chunk.append(cmd)
-            size += n
+            encoded.append(raw)
+            size += len(raw) + 6
         if chunk:
-            self._submit(chunk)
+            self._submit(chunk, encoded)
 
-    def _submit(self, cmds: list[commands_pb2.Command]) -> None:
-        task = asyncio.create_task(self._propose_and_apply(cmds))
+    def _submit(self, cmds: list[commands_pb2.Command], encoded: list[bytes]) -> None:
+        task = asyncio.create_task(self._propose_and_apply(cmds, encoded))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
 
-    async def _propose_and_apply(self, cmds: list[commands_pb2.Command]) -> None:
+    async def _propose_and_apply(self, cmds: list[commands_pb2.Command], encoded: list[bytes]) -> None:
         try:
-            results = await self._committer.submit(cmds, timeout_s=LEADER_PROPOSAL_TIMEOUT_S)
+            results = await self._committer.submit(cmds, timeout_s=LEADER_PROPOSAL_TIMEOUT_S, encoded=encoded)
         except ResourceExhausted as e:
             # This node refuses writes for lack of space (daemon.storage): proposing again at once would
             # only spin. Wait, then let the core redo these commands as it does after any failure.

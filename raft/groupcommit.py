@@ -104,17 +104,23 @@ class GroupCommitter:
             await asyncio.gather(*self._entries, return_exceptions=True)
 
     async def submit(
-        self, commands: Sequence[commands_pb2.Command], *, timeout_s: float | None = None
+        self,
+        commands: Sequence[commands_pb2.Command],
+        *,
+        timeout_s: float | None = None,
+        encoded: Sequence[bytes] | None = None,
     ) -> list[commands_pb2.CommandResult]:
         """Replicate `commands` (in order, in one entry) and return their results, one per command.
-        `timeout_s`: the proposal timeout for this submission if longer than the default."""
+        `timeout_s`: the proposal timeout for this submission if longer than the default. `encoded`: the
+        commands already serialized, if the caller has them (the leader sizes its batches by them)."""
         if self._closed or self._flusher is None or self._wakeup is None:
             raise Unavailable("the group committer is not running")
         if not commands:
             return []
         if self._admit is not None:
             self._admit(commands)
-        encoded = [c.SerializeToString() for c in commands]
+        if encoded is None or len(encoded) != len(commands):
+            encoded = [c.SerializeToString() for c in commands]
         size = sum(len(e) + 6 for e in encoded)  # + field tag and length prefix, roughly
         if len(commands) > self._max_batch or size > self._max_bytes:
             raise ValueError(
@@ -126,7 +132,7 @@ class GroupCommitter:
                 f"{self._queued} commands wait to be replicated (limit {self._max_queued}); retry later"
             )
         future: asyncio.Future[list[commands_pb2.CommandResult]] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Submission(list(commands), size, future, encoded, timeout_s or 0.0))
+        self._queue.append(_Submission(list(commands), size, future, list(encoded), timeout_s or 0.0))
         self._queued += len(commands)
         self._wakeup.set()
         return await future
