@@ -36,7 +36,7 @@ from cronraft.client._runner import (
     StopReason,
 )
 from cronraft.client.handlers import Handler, HandlerRegistry
-from cronraft.client.worker import leases
+from cronraft.client.worker import heartbeat_plan, leases
 from cronraft.client.worker.config import WorkerConfig, process_identity
 from cronraft.client.worker.leases import Attempt
 from cronraft.client.worker.live_output import LiveOutput
@@ -503,22 +503,33 @@ class Worker:
     # -- sending ----------------------------------------------------------------------------------
 
     async def _heartbeat_loop(self, session: Session) -> None:
+        """Full heartbeats every interval, confirming ones between them when a held start asks
+        (heartbeat_plan: what each lists, and their spacing)."""
         loop = asyncio.get_running_loop()
+        last_full = last_sent = float("-inf")  # mono_s(clock) of the latest full / any heartbeat
+        asked = False  # this heartbeat was asked for (_heartbeat_now), not sent by the interval's timer
         while True:
             if session.heartbeats and loop.time() - session.heartbeats[0][0] > session.stale_after_s:
                 raise StreamStale(f"no heartbeat answer for {session.stale_after_s:.1f} s")
+            wait = heartbeat_plan.spacing_wait(mono_s(self._clock), last_sent)
+            if wait > 0:
+                await asyncio.sleep(wait)
             self._heartbeat_now.clear()  # this heartbeat answers every request made before it
-            listed = [a for a in self._attempts.values() if a.renewable]
+            sent = mono_s(self._clock)
+            interval = session.heartbeat_interval_s
+            full = heartbeat_plan.is_full_due(
+                sent, last_full, interval, asked=asked, list_finished=session.list_finished
+            )
+            listed = heartbeat_plan.to_list(self._attempts.values(), sent, full=full)
             keys = frozenset(a.key for a in listed)
             refs = [
                 worker_pb2.LeaseRef(execution_id=a.lease.execution_id, token=a.lease.token) for a in listed
             ]
-            sent = mono_s(self._clock)
             session.heartbeats.append((loop.time(), sent, keys))
             heartbeat = worker_pb2.Heartbeat(
                 leases=refs, sent_mono_ms=int(sent * 1000), draining=self._state is _State.DRAINING
             )
-            if session.list_finished:
+            if full and session.list_finished:
                 # Finished attempts whose results are not acknowledged (durable or not): with the running
                 # ones, everything this worker holds. Attempts still storing their result are running.
                 session.list_finished = False
@@ -526,15 +537,24 @@ class Worker:
                 for result in self._results.unacknowledged():
                     heartbeat.finished.add(execution_id=result.execution_id, token=result.token)
             await session.write(worker_pb2.WorkerMessage(heartbeat=heartbeat))
-            # The interval, or less when a held start asks for a confirming heartbeat; the idle interval
-            # when this worker holds nothing (a lease arriving meanwhile ends the wait: _start_attempt).
+            last_sent = sent
+            if full:
+                last_full = sent
+            # Until the next full heartbeat, or less when a held start asks for a confirming one; the idle
+            # interval when this worker holds nothing (a lease arriving meanwhile ends the wait:
+            # _start_attempt).
             holding = bool(self._attempts or self._results.volatile or len(self.outbox))
             self._idle_wait = not holding
+            timeout = (
+                max(0.0, last_full + interval - mono_s(self._clock)) if holding else session.idle_interval_s
+            )
+            asked = False
             try:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for may swallow the cancellation that stops
+                # this loop when it races with the event (module docstring); stop() sets the event.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._heartbeat_now.wait(),
-                        session.heartbeat_interval_s if holding else session.idle_interval_s,
-                    )
+                    async with asyncio.timeout(timeout):
+                        await self._heartbeat_now.wait()
+                        asked = True
             finally:
                 self._idle_wait = False
