@@ -112,6 +112,7 @@ class Worker:
         self.connected = asyncio.Event()  # set while a welcomed stream is open
         self._heartbeat_now = asyncio.Event()  # send a heartbeat without waiting for the interval
         self._gates = StartGates(self._clock, self._heartbeat_now.set)
+        self._held = heartbeat_plan.HeldStarts()  # what confirming heartbeats list
         # This process's incarnation (Hello.incarnation): a leader that finds it not holding a lease
         # granted to it knows the attempt never began, and grants it again without spending an attempt.
         self.incarnation = uuid.uuid4().hex
@@ -386,6 +387,7 @@ class Worker:
             key, lease, runner, ttl_s, deadline=deadline, start_at=received + lease.start_delay_ms / 1000
         )
         self._attempts[key] = attempt
+        self._held.add(attempt)
         if self._idle_wait:
             self._heartbeat_now.set()  # renewals are due at the ordinary interval from now on
         running[lease.execution_id] = running.get(lease.execution_id, 0) + 1
@@ -520,7 +522,11 @@ class Worker:
             full = heartbeat_plan.is_full_due(
                 sent, last_full, interval, asked=asked, list_finished=session.list_finished
             )
-            listed = heartbeat_plan.to_list(self._attempts.values(), sent, full=full)
+            listed = (
+                heartbeat_plan.to_list(self._attempts.values(), sent, full=True)
+                if full
+                else self._held.confirming(self._attempts, sent)
+            )
             keys = frozenset(a.key for a in listed)
             refs = [
                 worker_pb2.LeaseRef(execution_id=a.lease.execution_id, token=a.lease.token) for a in listed

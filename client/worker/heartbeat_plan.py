@@ -25,9 +25,11 @@ Pure: no clock, no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import heapq
+from collections.abc import Iterable, Mapping
 
 from cronraft.client.worker.leases import CONFIRM_AHEAD_S, Attempt
+from cronraft.client.worker.outbox import AttemptKey
 
 # At most 100 heartbeats a second per worker, however many start instants it holds.
 CONFIRM_SPACING_S = 0.01
@@ -51,6 +53,41 @@ def to_list(attempts: Iterable[Attempt], sent: float, *, full: bool) -> list[Att
     ]
 
 
+class HeldStarts:
+    """The held starts not yet confirmed, by start instant: a confirming heartbeat takes what it lists
+    from here instead of walking every attempt (thousands held ahead at 10,000 fires/s, up to 100
+    confirming heartbeats a second). An attempt enters with its lease (`add`), becomes listable
+    CONFIRM_AHEAD_S before its start, and leaves once confirmed, revoked, fenced or gone."""
+
+    def __init__(self) -> None:
+        self._ahead: list[tuple[float, int, Attempt]] = []  # a heap by start instant
+        self._seq = 0  # ties broken by arrival, never by comparing attempts
+        self._listable: dict[AttemptKey, Attempt] = {}
+
+    def __len__(self) -> int:
+        return len(self._ahead) + len(self._listable)
+
+    def add(self, attempt: Attempt) -> None:
+        if held(attempt):
+            heapq.heappush(self._ahead, (attempt.start_at, self._seq, attempt))
+            self._seq += 1
+
+    def confirming(self, attempts: Mapping[AttemptKey, Attempt], sent: float) -> list[Attempt]:
+        """What a confirming heartbeat sent at `sent` lists (as `to_list(..., full=False)` over
+        `attempts`, the worker's current ones)."""
+        ahead = self._ahead
+        while ahead and ahead[0][0] - CONFIRM_AHEAD_S <= sent:
+            attempt = heapq.heappop(ahead)[2]
+            self._listable[attempt.key] = attempt
+        out: list[Attempt] = []
+        for key, attempt in list(self._listable.items()):
+            if attempts.get(key) is not attempt or not attempt.renewable or attempt.confirmed:
+                del self._listable[key]
+            else:
+                out.append(attempt)
+        return out
+
+
 def is_full_due(now: float, last_full: float, interval_s: float, *, asked: bool, list_finished: bool) -> bool:
     """Whether the heartbeat sent at `now` must be full: it was not `asked` for (the interval's timer
     sent it), the interval since the last full one has passed, or the leader asked for a complete
@@ -63,4 +100,4 @@ def spacing_wait(now: float, last_sent: float) -> float:
     return max(0.0, last_sent + CONFIRM_SPACING_S - now)
 
 
-__all__ = ["CONFIRM_SPACING_S", "held", "is_full_due", "spacing_wait", "to_list"]
+__all__ = ["CONFIRM_SPACING_S", "HeldStarts", "held", "is_full_due", "spacing_wait", "to_list"]

@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fake_gateway import connected_stream, fake_leader, get, make_lease, offers, running_worker, worker_config
 
-from cronraft.client.worker.heartbeat_plan import CONFIRM_SPACING_S, is_full_due, spacing_wait, to_list
+from cronraft.client.worker.heartbeat_plan import (
+    CONFIRM_SPACING_S,
+    HeldStarts,
+    is_full_due,
+    spacing_wait,
+    to_list,
+)
 from cronraft.client.worker.leases import CONFIRM_AHEAD_S, Attempt
 from cronraft.proto.v1 import common_pb2, worker_pb2
 
@@ -45,6 +52,31 @@ def test_a_confirming_heartbeat_lists_only_the_held_starts_it_confirms() -> None
     fenced.fenced = True
     listed = to_list([due_now, later, done, running, fenced], sent, full=False)
     assert [x.key[0] for x in listed] == ["due"]
+
+
+def test_the_held_starts_index_lists_what_a_walk_of_every_attempt_would() -> None:
+    rng = random.Random(7)
+    attempts: dict[Any, Attempt] = {}
+    index = HeldStarts()
+    for step in range(400):
+        now = step * 0.005
+        for _ in range(rng.randint(0, 3)):  # new leases, held or not, starting up to 0.5 s ahead
+            a = attempt(
+                f"e{len(attempts)}-{step}", start_at=now + rng.uniform(0, 0.5), held=rng.random() < 0.8
+            )
+            attempts[a.key] = a
+            index.add(a)
+        for a in list(attempts.values()):  # some end, some are confirmed by an answer, some fenced
+            r = rng.random()
+            if r < 0.02:
+                del attempts[a.key]
+            elif r < 0.04:
+                a.confirmed_at = now
+            elif r < 0.045:
+                a.fenced = True
+        walked = to_list(attempts.values(), now, full=False)
+        assert sorted(x.key for x in index.confirming(attempts, now)) == sorted(x.key for x in walked)
+    assert len(index) < len(attempts) + 50  # ended and confirmed attempts leave the index
 
 
 def test_full_heartbeats_keep_their_interval_and_complete_listings_are_full() -> None:
