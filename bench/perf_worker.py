@@ -7,7 +7,7 @@ leases, parsed on read as gRPC would), and the fake leader answers every message
 leader does: results with their acks, heartbeats with an ack renewing every lease listed. The fake
 leader's own work is counted apart and subtracted.
 
-Usage: .venv/bin/python bench/perf_worker.py [--n 10000] [--per-message 1000] [--repeat 3]
+Usage: .venv/bin/python bench/perf_worker.py [--n 10000] [--per-message 1000] [--interval-ms 0] [--repeat 3]
        [--profile FILE]   (cProfile of the first run; pstats file)
 Prints worker CPU microseconds per execution (process CPU time, fake leader subtracted; the outbox's
 writes in their threads included) and the fastest of the repeats. Compare runs taken back to back.
@@ -128,6 +128,8 @@ async def run(args: argparse.Namespace, root: Path, profile: cProfile.Profile | 
         profile.enable()
     for raw in raws:
         call.inbox.put_nowait(raw)
+        if args.interval_ms:
+            await asyncio.sleep(args.interval_ms / 1000)
     await call.done.wait()
     while len(worker.outbox) or worker._attempts:  # the acks removed every result
         await asyncio.sleep(0.001)
@@ -151,10 +153,14 @@ def main() -> None:
     p.add_argument("--per-message", type=int, default=1_000, help="leases per offers message")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--profile", type=str, default="", help="cProfile of the first run (pstats file)")
+    p.add_argument(
+        "--interval-ms", type=float, default=0, help="between two offers messages (0: all at once)"
+    )
+    p.add_argument("--gc-threshold", type=int, default=0, help="gen0 threshold (0: schedworker's)")
     args = p.parse_args()
     worker_cli.configure_logging("json", "info")  # as the benchmarks start schedworker
     gc.freeze()  # as schedworker does once started (client.worker.cli)
-    gc.set_threshold(worker_cli._GC_THRESHOLD, 20, 20)
+    gc.set_threshold(args.gc_threshold or worker_cli._GC_THRESHOLD, 20, 20)
     runs = []
     for i in range(args.repeat):
         profile = cProfile.Profile() if args.profile and i == 0 else None

@@ -118,6 +118,8 @@ class Worker:
         self.incarnation = uuid.uuid4().hex
         self._idle_wait = False  # the heartbeat loop waits the idle interval (it held nothing)
         self._declining: set[asyncio.Task[None]] = set()  # offers declined while draining, being reported
+        # No attempt's deadline comes before this (the fence loop's next pass; offers may bring it nearer).
+        self._fence_due = 0.0
 
     # -- public -----------------------------------------------------------------------------------
 
@@ -387,6 +389,7 @@ class Worker:
             key, lease, runner, ttl_s, deadline=deadline, start_at=received + lease.start_delay_ms / 1000
         )
         self._attempts[key] = attempt
+        self._fence_due = min(self._fence_due, deadline)
         self._held.add(attempt)
         if self._idle_wait:
             self._heartbeat_now.set()  # renewals are due at the ordinary interval from now on
@@ -499,7 +502,9 @@ class Worker:
     async def _fence_loop(self) -> None:
         """Self-fencing (I5): kill every attempt whose lease was not renewed before its local deadline."""
         while True:
-            leases.fence_overdue(self._attempts.values(), mono_s(self._clock), self._log)
+            now = mono_s(self._clock)
+            if now >= self._fence_due:  # else no deadline can have passed: no pass over every attempt
+                self._fence_due = leases.fence_overdue(self._attempts.values(), now, self._log)
             await asyncio.sleep(self.config.fence_check_interval_s)
 
     # -- sending ----------------------------------------------------------------------------------

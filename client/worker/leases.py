@@ -14,6 +14,7 @@ Times are monotonic seconds (`cronraft.clock.mono_s`); nothing here reads a cloc
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -102,15 +103,25 @@ def renew(attempts: Mapping[AttemptKey, Attempt], sent: SentHeartbeat, renewed: 
                 waiter.set_result(None)
 
 
-def fence_overdue(attempts: Iterable[Attempt], now: float, log: Any) -> None:
-    """Self-fencing (I5): kill every attempt whose lease was not renewed before its local deadline."""
+def fence_overdue(attempts: Iterable[Attempt], now: float, log: Any) -> float:
+    """Self-fencing (I5): kill every attempt whose lease was not renewed before its local deadline.
+    Returns the earliest deadline of the attempts left unfenced (inf: none): until then, and until an
+    attempt with an earlier deadline arrives, no attempt can come due (renewals only move deadlines
+    later), so the caller need not look again."""
+    earliest = math.inf
     for attempt in list(attempts):
+        if attempt.fenced:
+            continue
+        deadline = attempt.deadline
         # Also a revoked attempt still dying within its kill grace: no process outlives its lease.
-        if now >= attempt.deadline and not attempt.fenced:
+        if now >= deadline:
             attempt.fenced = True
             log.warning(
                 "lease not renewed before its deadline; killing attempt",
                 execution_id=attempt.lease.execution_id,
-                overdue_s=round(now - attempt.deadline, 3),
+                overdue_s=round(now - deadline, 3),
             )
             attempt.runner.stop(StopReason.FENCED)
+        elif deadline < earliest:
+            earliest = deadline
+    return earliest

@@ -61,14 +61,15 @@ class Results:
         """`result` is stored (or volatile): send it without waiting for a rescan."""
         self._fresh.append(result)
 
-    async def store(self, result: common_pb2.AttemptResult) -> None:
-        """Durably store `result` in the outbox (OSError if that failed). Results finishing while a write
-        is in progress wait for the next one and share it: one batch file, one fsync pair."""
+    def store(self, result: common_pb2.AttemptResult) -> asyncio.Future[None]:
+        """Durably store `result` in the outbox: await the future returned (OSError if that failed).
+        Results finishing while a write is in progress wait for the next one and share it: one batch
+        file, one fsync pair. (A future, not a coroutine: one coroutine less per attempt.)"""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._to_store.append((result, future))
         if self._storing is None or self._storing.done():
             self._storing = asyncio.create_task(self._store_loop(), name="outbox")
-        await future
+        return future
 
     async def _store_loop(self) -> None:
         while self._to_store:
