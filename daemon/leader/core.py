@@ -380,7 +380,10 @@ class LeaderCore:
         if not needs_plan(spec):
             self._unplanned.add(execution_id)
         # Built in place: nested messages as keywords are converted, then copied (twice the cost).
-        cmd = Command(stamped_at_ms=now_ms, limits=self._fire_limits)
+        cmd = Command()
+        cmd.stamped_at_ms = now_ms
+        if self._fire_limits is not None:
+            cmd.limits.CopyFrom(self._fire_limits)
         fire = cmd.fire
         fire.task_id = task_id
         fire.nominal_time_ms = task.next_fire_ms
@@ -466,7 +469,8 @@ class LeaderCore:
         worker.inflight.add(execution_id)
         self.granting[execution_id] = task_id
         self.pending.reasons.pop(execution_id, None)
-        cmd = Command(stamped_at_ms=now_ms)  # built in place, as a Fire (_fire_commands)
+        cmd = Command()  # built in place, as a Fire (_fire_commands)
+        cmd.stamped_at_ms = now_ms
         grant = cmd.grant
         grant.execution_id = execution_id
         grant.worker_id = worker.worker_id

@@ -111,7 +111,10 @@ def results(
                 if verdict:
                     continue
         completing[key] = worker_id
-        cmd = Command(stamped_at_ms=now_ms, limits=limits)
+        cmd = Command()  # fields set, not keywords: a message keyword is converted, then copied
+        cmd.stamped_at_ms = now_ms
+        if limits is not None:
+            cmd.limits.CopyFrom(limits)
         c = cmd.complete
         c.execution_id = execution_id
         c.token.CopyFrom(t)
