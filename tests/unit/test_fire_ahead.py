@@ -29,6 +29,7 @@ from fake_gateway import (
 )
 
 from cronraft.daemon.leader import LeaderCore, LeaderSettings
+from cronraft.daemon.leader.planner import FIRE_COALESCE_MS
 from cronraft.proto.v1 import commands_pb2, common_pb2, worker_pb2
 from cronraft.raft.codec import encode_batch, make_id
 from cronraft.raft.firing import MAX_FIRE_LEAD_MS
@@ -61,10 +62,10 @@ class Store:
         assert raw is not None
         return list(commands_pb2.BatchResult.FromString(raw).results)
 
-    def create(self, i: int, **spec_fields: object) -> str:
+    def create(self, i: int, *, due: int = DUE, **spec_fields: object) -> str:
         spec = common_pb2.TaskSpec(
             name=f"t{i}",
-            schedule=common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=DUE)),
+            schedule=common_pb2.Schedule(at=common_pb2.AtSchedule(at_ms=due)),
             payload=common_pb2.Payload(handler=common_pb2.HandlerPayload(name="noop")),
             queue="default",
             **spec_fields,  # type: ignore[arg-type]
@@ -231,14 +232,16 @@ def test_the_leader_fires_eligible_tasks_ahead_and_holds_the_others_for_their_du
     eager = s.create(1)
     skip = s.create(2, overlap=common_pb2.OVERLAP_SKIP)
     core = leader_over(s, LEAD)
-    assert core.tick(DUE - LEAD - 1, 1) == []
-    assert core.next_wakeup_ms(DUE - LEAD - 1, 1) == 1  # wakes for the lead, not for the due time
+    # Fires due within FIRE_COALESCE_MS after the lead go in the same tick (one entry, not one each).
+    assert core.tick(DUE - LEAD - FIRE_COALESCE_MS - 1, 1) == []
+    # Wakes for the lead, not for the due time.
+    assert core.next_wakeup_ms(DUE - LEAD - FIRE_COALESCE_MS - 1, 1) == FIRE_COALESCE_MS + 1
 
     cmds = core.tick(DUE - LEAD, 2)
     fires = [c.fire for c in cmds if c.HasField("fire")]
     grants = [c.grant for c in cmds if c.HasField("grant")]
-    assert [f.task_id for f in fires] == [eager] and fires[0].lead_ms == LEAD
-    assert len(grants) == 1 and grants[0].lead_ms == LEAD
+    assert [f.task_id for f in fires] == [eager] and fires[0].lead_ms == LEAD + FIRE_COALESCE_MS
+    assert len(grants) == 1 and grants[0].lead_ms == LEAD + FIRE_COALESCE_MS
     assert core.next_wakeup_ms(DUE - LEAD, 2) == LEAD  # the skip task is held for its due time
 
     results = s.apply(cmds)
@@ -260,6 +263,25 @@ def test_the_leader_fires_eligible_tasks_ahead_and_holds_the_others_for_their_du
     assert [x.start_delay_ms for x in msg.leases.leases] == [0]
 
 
+def test_fires_due_close_together_are_proposed_in_one_tick() -> None:
+    """60 tasks due 1 ms apart (start instants spread over the second, as W5's): the leader, waking when
+    it must, fires them in 3 ticks, not 60 (each tick's commands leave in one entry), each ahead."""
+    s = Store()
+    n = 60
+    for i in range(n):
+        s.create(i + 1, due=DUE + i)
+    core = leader_over(s, LEAD)
+    now, ticks, fired = DUE - LEAD - 100, 0, 0
+    while fired < n:
+        fires = [c.fire for c in core.tick(now, now) if c.HasField("fire")]
+        if fires:
+            ticks += 1
+            fired += len(fires)
+            assert all(f.lead_ms >= LEAD for f in fires)  # every one still ahead of its due time
+        now += max(1, core.next_wakeup_ms(now, now))
+    assert ticks == 3  # 21 fires each (a 20 ms window: both ends included), not 60 ticks
+
+
 def test_without_a_lead_nothing_fires_before_its_due_time() -> None:
     s = Store()
     s.create(1)
@@ -279,7 +301,7 @@ def test_a_fire_ahead_waiting_for_a_worker_is_granted_ahead_when_one_comes() -> 
     core.on_committed(cmds, results, DUE - LEAD, 1)
     core.worker_connected("w2", 1, ["default"], {})
     grants = [c for c in core.tick(DUE - 200, 2) if c.HasField("grant")]
-    assert len(grants) == 1 and grants[0].grant.lead_ms == LEAD
+    assert len(grants) == 1 and grants[0].grant.lead_ms == LEAD + FIRE_COALESCE_MS
     results = s.apply(grants)
     assert results[0].applied, results[0].error
     core.on_committed(grants, results, DUE - 200, 3)
