@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Protocol
@@ -119,9 +120,16 @@ class RunnerBase:
         self._stdout = TailBuffer(output_tail_bytes)
         self._stderr = TailBuffer(output_tail_bytes)
         self._stop_reason: StopReason | None = None
-        self._stop_requested = asyncio.Event()
-        self._hard_kill = asyncio.Event()
         self._on_stop: list[Callable[[], None]] = []  # called once, at the first stop request
+
+    # Made when first used: most attempts are never stopped (two Events per attempt cost a busy worker).
+    @functools.cached_property
+    def _stop_requested(self) -> asyncio.Event:
+        return asyncio.Event()
+
+    @functools.cached_property
+    def _hard_kill(self) -> asyncio.Event:
+        return asyncio.Event()
 
     @property
     def stop_reason(self) -> StopReason | None:

@@ -210,17 +210,31 @@ def _arguments(fn: Handler, args_json: str) -> dict[str, Any] | str:
         signature = _signature(fn)
     except (TypeError, ValueError):  # some callables have none: let the call itself decide
         return kwargs
+    if kwargs:
+        problem = _bind_problem(signature, kwargs)
+    else:  # the usual call (no arguments): checked once per handler, as its signature is read once
+        try:
+            problem = _ALONE[fn]
+        except KeyError:
+            problem = _ALONE[fn] = _bind_problem(signature, kwargs)
+        except TypeError:
+            problem = _bind_problem(signature, kwargs)
+    return problem or kwargs
+
+
+def _bind_problem(signature: inspect.Signature, kwargs: dict[str, Any]) -> str:
     try:
         signature.bind(None, **kwargs)
     except TypeError as exc:
         return f"args_json does not fit its parameters: {exc}"
-    return kwargs
+    return ""
 
 
 # Per handler function, computed once (inspect is slow, and a busy worker calls the same few handlers
 # thousands of times a second). Unhashable callables are inspected on every call.
 _SIGNATURES: dict[Any, inspect.Signature] = {}
 _ASYNC: dict[Any, bool] = {}
+_ALONE: dict[Any, str] = {}  # why a call with no arguments does not fit, "" if it does
 
 
 def _signature(fn: Handler) -> inspect.Signature:
@@ -246,6 +260,9 @@ def _is_async(fn: Handler) -> bool:
 def _check_async(fn: Handler) -> bool:
     # An instance whose class has `async def __call__` is async too.
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
+
+
+_NULL = b"null"  # None as encode_return_value encodes it
 
 
 def encode_return_value(value: Any, limit: int) -> bytes | str:
@@ -300,6 +317,8 @@ async def run_handler(
         raise
     except BaseException as exc:  # SystemExit and friends too: they must not end the worker's loop
         return _raised(name, exc, io)
+    if value is None and max_return_value_bytes >= len(_NULL):  # most handlers return nothing
+        return WorkOutcome(common_pb2.ATTEMPT_SUCCEEDED, return_value=_NULL)
     encoded = encode_return_value(value, max_return_value_bytes)
     if isinstance(encoded, str):
         return _failed(HANDLER_FAILED_EXIT_CODE, f"handler {name!r}: {encoded}")
