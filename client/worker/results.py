@@ -17,6 +17,19 @@ from cronraft.proto.v1 import common_pb2, worker_pb2
 
 MAX_RESULTS_MESSAGE_BYTES = 1024 * 1024
 MAX_RESULTS_PER_MESSAGE = 1_000  # well below what a leader accepts (cronraft.bounds)
+# Under load, a fresh result waits this long for others to join its message: the leader proposes a
+# message's results as one submission, so with start instants spread over the second (W5), sending each
+# at once made one message, one Raft entry and one apply transaction per result on every node. Only
+# when results were sent within the last RESULT_BUSY_S: a lone result (a fixed-delay chain counts its
+# delay from the commit of its result) leaves at once.
+RESULT_LINGER_S = 0.01
+RESULT_BUSY_S = 0.05
+
+
+def linger_s(now: float, last_sent: float) -> float:
+    """How long a fresh result waits for others before its message goes (`last_sent`: when the latest
+    results message went)."""
+    return RESULT_LINGER_S if now - last_sent < RESULT_BUSY_S else 0.0
 
 
 def not_started(lease: worker_pb2.Lease, error: str, wall_ms: int) -> common_pb2.AttemptResult:
@@ -105,6 +118,7 @@ class Results:
         loop = asyncio.get_running_loop()
         resend = self._resend_s
         rescan_at = loop.time()  # a new stream sends the whole outbox
+        last_sent = float("-inf")  # loop time of the latest results message
         while True:
             self.ready.clear()
             now = loop.time()
@@ -134,9 +148,14 @@ class Results:
                 session.mark_sent(key, now)
             if batch:
                 await self._send(session, batch)
+                last_sent = loop.time()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, rescan_at - loop.time())):
                     await self.ready.wait()
+            if self.ready.is_set():
+                wait = linger_s(loop.time(), last_sent)
+                if wait:
+                    await asyncio.sleep(wait)
 
     async def _send(self, session: Session, batch: list[common_pb2.AttemptResult]) -> None:
         await session.write(worker_pb2.WorkerMessage(results=worker_pb2.Results(results=batch)))
