@@ -81,13 +81,16 @@ def run_once(args: argparse.Namespace, run: int) -> dict[str, object]:
             raise SystemExit(f"creating {size} tasks overran the due instant by {created_at - due + 500} ms")
         time.sleep(max(0.0, (due - now_ms() - 300) / 1000))
         cpu_due = {k: cpu_seconds(pid) for k, pid in pids.items()}  # the burst alone, without the idle wait
-        follower_id = next(k for k in pids if k.startswith("node") and k != leader.node_id)
-        threads_due = {n: thread_cpu(pids[n]) for n in (leader.node_id, follower_id)} if args.threads else {}
+        # One follower's threads too (--threads), and py-spy on it (--py-spy-node follower); a single
+        # node (--smoke, --nodes 1) has none.
+        follower_id = next((k for k in pids if k.startswith("node") and k != leader.node_id), None)
+        watched = [("leader", leader.node_id)] + ([("follower", follower_id)] if follower_id else [])
+        threads_due = {n: thread_cpu(pids[n]) for _, n in watched} if args.threads else {}
         spy = None
         if args.py_spy and run == 1:
             spied = leader.proc.pid
-            if args.py_spy_node == "follower":
-                spied = next(pid for k, pid in pids.items() if k.startswith("node") and k != leader.node_id)
+            if args.py_spy_node == "follower" and follower_id is not None:
+                spied = pids[follower_id]
             elif args.py_spy_node == "worker":
                 spied = pids["worker0"]
             # From just before the due instant (the import and the idle wait would dilute the profile),
@@ -119,7 +122,7 @@ def run_once(args: argparse.Namespace, run: int) -> dict[str, object]:
         leader_burst_cpu = cpu_seconds(pids[leader.node_id]) - cpu_due[leader.node_id]
         threads: dict[str, float] = {}
         if args.threads:  # the burst's CPU by thread, the leader's and one follower's: main thread first
-            for role, node in (("leader", leader.node_id), ("follower", follower_id)):
+            for role, node in watched:
                 spent = [
                     (
                         name,
