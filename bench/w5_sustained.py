@@ -96,12 +96,14 @@ class Load:
         ended0 = sum(attempts_ended(scrape(p)) for p in self.ports)
         cpu0 = {k: cpu_seconds(p) for k, p in nodes.items()}
         wcpu0 = [cpu_with_children(p) for p in workers]
+        index0 = self.client.cluster_status().commit_index  # Raft entries committed in the window
         sampler = SlotSampler(self.ports).start()
         time.sleep(max(0.0, (end - now_ms()) / 1000))
         sampler.stop()
         cpu = {k: cpu_seconds(p) - cpu0[k] for k, p in nodes.items()}
         worker_cpu = sum(cpu_with_children(p) - c for p, c in zip(workers, wcpu0, strict=True))
         ended = sum(attempts_ended(scrape(p)) for p in self.ports) - ended0
+        entries = self.client.cluster_status().commit_index - index0
         after = self.bc.cluster.leader()
         probes = {
             "leader": leader.node_id,
@@ -111,6 +113,7 @@ class Load:
             "workers_cpu_s": worker_cpu,
             "leader_cpu_share": cpu[leader.node_id] / sampler.wall_s,
             "worker_attempts_succeeded": ended,
+            "raft_entries": entries,
             "slot_utilisation_pct": sampler.utilisation() * 100,
             "slots_busy_mean": sampler.busy_slot_s / sampler.wall_s if sampler.wall_s else float("nan"),
             "slots_busy_peak": sampler.peak_running,
@@ -142,6 +145,8 @@ def figures(book: FireBook, window: Window, probes: dict[str, Any]) -> dict[str,
     for part in ("leader", "followers", "workers"):
         out[f"{part}_cpu_ms_per_fire"] = out[f"{part}_cpu_s"] * 1000 / n
     out["nodes_cpu_ms_per_fire"] = out["leader_cpu_ms_per_fire"] + out["followers_cpu_ms_per_fire"]
+    # Each entry costs every node a fixed price (a Raft round, a journal append, an apply transaction).
+    out["raft_entries_per_fire"] = out["raft_entries"] / n
     out["held"] = out["lateness_ms_p99"] < HELD_P99_MS and out["lost"] == 0
     return out
 
