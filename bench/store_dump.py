@@ -29,7 +29,7 @@ from cronraft.raft import commands as command_table
 from cronraft.raft import state
 from cronraft.raft.codec import encode_batch, make_id
 from cronraft.raft.kv import DATABASES
-from cronraft.raft.records import META_INDEXED
+from cronraft.raft.records import META_INDEXED, SEARCH_INDEXES
 from cronraft.raft.store import LmdbKV
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -37,16 +37,6 @@ MINUTE = 60_000
 C = commands_pb2.Command
 S = common_pb2.Schedule
 
-SEARCH_INDEXES = (
-    "tasks_by_kind",
-    "tasks_by_name",
-    "tasks_by_outcome",
-    "tasks_by_namespace",
-    "execs_by_state",
-    "execs_by_worker",
-    "execs_ended",
-    "execs_by_namespace",
-)
 # (kind, execution id) of commands whose handler raises after its writes (see _poisoned).
 POISON: set[tuple[str, str]] = set()
 

@@ -23,6 +23,19 @@ from cronraft.raft.firing import calendar_key, due_of
 from cronraft.raft.kv import Txn
 from cronraft.raft.rejection import Code, Rejected
 
+# The search indexes (the tables above): derived from the tasks and executions, kept by put_task and
+# put_execution; a store older than them builds them once (META_INDEXED).
+SEARCH_INDEXES: tuple[str, ...] = (
+    "tasks_by_kind",
+    "tasks_by_name",
+    "tasks_by_outcome",
+    "tasks_by_namespace",
+    "execs_by_state",
+    "execs_by_worker",
+    "execs_ended",
+    "execs_by_namespace",
+)
+
 Task = common_pb2.Task
 Execution = common_pb2.Execution
 
@@ -366,6 +379,7 @@ __all__ = [
     "META_INDEXED",
     "META_LAST_APPLIED",
     "SCHEDULE_KINDS",
+    "SEARCH_INDEXES",
     "TERMINAL_STATES",
     "Rejected",
     "calendar_include_key",

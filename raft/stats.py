@@ -163,19 +163,7 @@ class Batch:
         hours = self._tasks.get(task16)
         h = None if hours is None else hours.get(hour)
         if h is None:
-            h = (
-                stats_pb2.StatsHour()
-                if fresh
-                else _load_hour(
-                    txn,
-                    "task_stats_hours",
-                    task16 + u64(hour),
-                    prefix=task16,
-                    hour=hour,
-                    message=stats_pb2.StatsHour,
-                    batch=self,
-                )
-            )
+            h = _task_hour(txn, task16, hour, fresh=fresh, batch=self)
             self._tasks.setdefault(task16, {})[hour] = h
         return h
 
@@ -227,6 +215,24 @@ def _load_hour(
     return out
 
 
+def _task_hour(
+    txn: Txn, task16: bytes, hour: int, *, fresh: bool, batch: Batch | None
+) -> stats_pb2.StatsHour:
+    """The task's stored record of `hour` (trimming older ones: `_load_hour`); `fresh`: the task never
+    counted an outcome, so it has none to read."""
+    if fresh:
+        return stats_pb2.StatsHour()
+    return _load_hour(
+        txn,
+        "task_stats_hours",
+        task16 + u64(hour),
+        prefix=task16,
+        hour=hour,
+        message=stats_pb2.StatsHour,
+        batch=batch,
+    )
+
+
 def record_outcome(txn: Txn, ex: Execution, task: Task | None, batch: Batch | None = None) -> None:
     """Count `ex`, which just reached its final state at `ex.completed_at_ms` (see the module docstring).
     `task` is its task as the caller is about to store it (its totals are updated here), or None when
@@ -255,19 +261,7 @@ def record_outcome(txn: Txn, ex: Execution, task: Task | None, batch: Batch | No
         task16 = id_bytes(ex.task_id)
         if batch is None:
             key = task16 + u64(hour)
-            h = (
-                stats_pb2.StatsHour()
-                if fresh
-                else _load_hour(
-                    txn,
-                    "task_stats_hours",
-                    key,
-                    prefix=task16,
-                    hour=hour,
-                    message=stats_pb2.StatsHour,
-                    batch=None,
-                )
-            )
+            h = _task_hour(txn, task16, hour, fresh=fresh, batch=None)
         else:
             h = batch.task_hour(txn, task16, hour, fresh=fresh)
         count(h.counts, state)

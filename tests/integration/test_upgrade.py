@@ -42,6 +42,7 @@ import pytest
 
 from cronraft.client import Client, FailedPrecondition, at, command, cron, every
 from cronraft.proto.v1 import common_pb2
+from cronraft.raft import records
 from cronraft.raft.digest import store_path
 from cronraft.raft.features import SUPPORTED
 from cronraft.raft.kv import DATABASES
@@ -53,18 +54,7 @@ pytestmark = pytest.mark.integration
 PREVIOUS = "baa42d0"  # the release before the feature gate (docs/operations.md, "Upgrades")
 REPO = Path(__file__).resolve().parents[2]
 # Derived data each node keeps from its own upgrade on (raft/records.py; kv.ADDED_LATER): not compared.
-SEARCH_INDEXES = frozenset(
-    {
-        "tasks_by_kind",
-        "tasks_by_name",
-        "tasks_by_outcome",
-        "tasks_by_namespace",
-        "execs_by_state",
-        "execs_by_worker",
-        "execs_ended",
-        "execs_by_namespace",
-    }
-)
+SEARCH_INDEXES = frozenset(records.SEARCH_INDEXES)
 
 
 def _pins(text: str) -> dict[str, str]:
