@@ -11,6 +11,12 @@ Usage: .venv/bin/python bench/perf_worker.py [--n 10000] [--per-message 1000] [-
        [--profile FILE]   (cProfile of the first run; pstats file)
 Prints worker CPU microseconds per execution (process CPU time, fake leader subtracted; the outbox's
 writes in their threads included) and the fastest of the repeats. Compare runs taken back to back.
+
+       .venv/bin/python bench/perf_worker.py --rate 500 [--n 5000] [--lead-ms 70] [--every-ms 20]
+W5's pattern instead (held starts): every `--every-ms` an offers message of the leases whose start
+instants fall in the next `--every-ms`, each granted `--lead-ms` ahead of its instant, instants spread
+evenly at `--rate` per second (as the leader's coalesced fires of spread fixed-rate tasks arrive); each
+start waits for its confirming heartbeat. Same figures; wall time is then n / rate.
 """
 
 from __future__ import annotations
@@ -75,6 +81,10 @@ class FakeCall:
 
 
 def offers(n: int, per_message: int, offset: int) -> list[bytes]:
+    return [msg.SerializeToString() for msg in _offer_messages(n, per_message, offset)]
+
+
+def _offer_messages(n: int, per_message: int, offset: int) -> list[worker_pb2.GatewayMessage]:
     payload = common_pb2.Payload(handler=common_pb2.HandlerPayload(name="bench.noop"))
     now = time.time_ns() // 1_000_000
     out = []
@@ -92,8 +102,32 @@ def offers(n: int, per_message: int, offset: int) -> list[bytes]:
             lease.nominal_time_ms = now
             lease.lease_ttl_ms = 30_000
             lease.guarantee = common_pb2.AT_LEAST_ONCE
-        out.append(msg.SerializeToString())
+        out.append(msg)
     return out
+
+
+async def _offer_held(call: FakeCall, args: argparse.Namespace) -> None:
+    """W5's pattern: every `every_ms`, the leases whose instants fall in the next `every_ms`, offered
+    `lead_ms` ahead of their instants (spread at `rate` per second)."""
+    leases = [lease for msg in _offer_messages(args.n, args.n, 0) for lease in msg.leases.leases]
+    loop = asyncio.get_running_loop()
+    t0 = loop.time() + args.lead_ms / 1000
+    gap = 1 / args.rate
+    i = 0
+    while i < len(leases):
+        now = loop.time()
+        msg = worker_pb2.GatewayMessage()
+        horizon = now + (args.lead_ms + args.every_ms) / 1000
+        while i < len(leases) and t0 + i * gap < horizon:
+            lease = msg.leases.leases.add()
+            lease.CopyFrom(leases[i])
+            start_at = t0 + i * gap
+            lease.start_delay_ms = max(1, int((start_at - now) * 1000))
+            lease.start_at_ms = time.time_ns() // 1_000_000 + lease.start_delay_ms
+            i += 1
+        if msg.leases.leases:
+            call.inbox.put_nowait(msg.SerializeToString())
+        await asyncio.sleep(args.every_ms / 1000)
 
 
 async def run(args: argparse.Namespace, root: Path, profile: cProfile.Profile | None) -> dict[str, float]:
@@ -120,12 +154,14 @@ async def run(args: argparse.Namespace, root: Path, profile: cProfile.Profile | 
     fence = asyncio.create_task(worker._fence_loop())
     await asyncio.sleep(0.2)  # the first heartbeat and its answer
     n = args.n
-    raws = offers(n, args.per_message, 0)
+    raws = [] if args.rate else offers(n, args.per_message, 0)
     call.expected = n
     own0 = call.own_s
     t0, wall0 = time.process_time(), time.monotonic()
     if profile is not None:
         profile.enable()
+    if args.rate:
+        await _offer_held(call, args)
     for raw in raws:
         call.inbox.put_nowait(raw)
         if args.interval_ms:
@@ -156,6 +192,9 @@ def main() -> None:
     p.add_argument(
         "--interval-ms", type=float, default=0, help="between two offers messages (0: all at once)"
     )
+    p.add_argument("--rate", type=float, default=0, help="held starts per second, W5's pattern (0: off)")
+    p.add_argument("--lead-ms", type=int, default=70, help="with --rate: leases offered this far ahead")
+    p.add_argument("--every-ms", type=int, default=20, help="with --rate: one offers message this often")
     p.add_argument("--gc-threshold", type=int, default=0, help="gen0 threshold (0: schedworker's)")
     args = p.parse_args()
     worker_cli.configure_logging("json", "info")  # as the benchmarks start schedworker

@@ -24,12 +24,18 @@ MAX_RESULTS_PER_MESSAGE = 1_000  # well below what a leader accepts (cronraft.bo
 # delay from the commit of its result) leaves at once.
 RESULT_LINGER_S = 0.01
 RESULT_BUSY_S = 0.05
+# Likewise a result waits this long for others to share its outbox write when a write began within the
+# last RESULT_BUSY_S. Results that finished while a write was in progress already shared the next one,
+# but with spread start instants (W5) a write held one or two: each write is a thread hop, a file, two
+# fsyncs and later an unlink, and that cost more CPU (half of it in the kernel) than running the
+# attempt (bench/perf_worker.py --rate). A lone result is still written at once.
+STORE_LINGER_S = 0.02
 
 
-def linger_s(now: float, last_sent: float) -> float:
-    """How long a fresh result waits for others before its message goes (`last_sent`: when the latest
-    results message went)."""
-    return RESULT_LINGER_S if now - last_sent < RESULT_BUSY_S else 0.0
+def linger_s(now: float, last_sent: float, linger: float = RESULT_LINGER_S) -> float:
+    """How long a fresh result waits for others before its message goes, or its outbox write
+    (`last_sent`: when the latest results message went, or the latest write began)."""
+    return linger if now - last_sent < RESULT_BUSY_S else 0.0
 
 
 def not_started(lease: worker_pb2.Lease, error: str, wall_ms: int) -> common_pb2.AttemptResult:
@@ -58,6 +64,7 @@ class Results:
         # Results waiting for the outbox write; results that finish together share one write and fsync.
         self._to_store: list[tuple[common_pb2.AttemptResult, asyncio.Future[None]]] = []
         self._storing: asyncio.Task[None] | None = None
+        self._last_store = float("-inf")  # loop time the latest outbox write began
         self.ready = asyncio.Event()  # something to send
         self.acked = asyncio.Event()  # an acknowledgement removed results
         self.sent = 0  # results written to a stream, resends included (metrics)
@@ -85,7 +92,12 @@ class Results:
         return future
 
     async def _store_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while self._to_store:
+            wait = linger_s(loop.time(), self._last_store, STORE_LINGER_S)
+            if wait:
+                await asyncio.sleep(wait)
+            self._last_store = loop.time()
             batch, self._to_store = self._to_store, []
             try:
                 await asyncio.to_thread(self.outbox.put_many, [result for result, _ in batch])

@@ -3,9 +3,14 @@ loaded back like single results, deleted only once every result in them was ackn
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
 from cronraft.client.worker.outbox import Outbox, result_key
+from cronraft.client.worker.results import STORE_LINGER_S, Results
 from cronraft.proto.v1 import common_pb2
 
 
@@ -78,3 +83,34 @@ def test_a_torn_batch_file_is_moved_aside(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes()[:-3])
     assert len(Outbox(tmp_path)) == 0
     assert files(tmp_path) == [name + ".corrupt"]
+
+
+class CountingOutbox(Outbox):
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.writes: list[int] = []
+
+    def put_many(self, results: Sequence[common_pb2.AttemptResult]) -> None:
+        self.writes.append(len(results))
+        super().put_many(results)
+
+
+@pytest.mark.asyncio
+async def test_results_ending_apart_under_load_share_an_outbox_write(tmp_path: Path) -> None:
+    """With spread start instants results end one by one, each a write of its own (a thread hop, two
+    fsyncs, a file, an unlink): under load (a write began within RESULT_BUSY_S) a result waits up to
+    STORE_LINGER_S for others; the first, lone, one is written at once. All stay durable before they
+    are acknowledged as stored."""
+    box = CountingOutbox(tmp_path)
+    results = Results(box, resend_s=60.0, log=None)
+    stored = [results.store(result(0))]
+    await stored[0]
+    assert box.writes == [1]  # alone: at once
+    gap = 0.002
+    assert 8 * gap < STORE_LINGER_S
+    for i in range(1, 9):  # eight results ending 2 ms apart, within one linger
+        stored.append(results.store(result(i)))
+        await asyncio.sleep(gap)
+    await asyncio.gather(*stored)
+    assert sum(box.writes) == 9 and len(box.writes) <= 3, box.writes
+    assert len(Outbox(tmp_path)) == 9  # on disk, not only in memory
