@@ -6,7 +6,15 @@ for `--n` one-time tasks, with `--in-flight` proposals outstanding, so that the 
 arrive as a node does under load. Each apply thread's CPU (time.thread_time, around the state machine's
 apply only) is summed per node and divided by the executions.
 
+Beside it, each node's whole threads: its Raft thread (pysyncobj's tick: messages, journal, commit) and its
+apply thread (hand-off, grouping, answers, and the apply), read with `time.pthread_getcpuclockid` before
+and after the measured window. "around apply" is both threads' CPU less the apply itself: what a node
+spends per execution on the path around the state machine (issue 16). The proposing event loop (this
+script's main thread, shared) is reported apart. `--idle-s S` first measures S seconds with nothing
+proposed: each node's CPU per second for heartbeats, keepalives and ticks.
+
 Usage: .venv/bin/python bench/perf_replicas.py [--n 4096] [--per-entry 1] [--in-flight 64] [--no-groups]
+    [--idle-s 0]
 
 `--no-groups` applies one entry per store transaction (the replicator without `apply_many`). Grouping
 (raft.apply_thread) needs the replicator to accept `apply_many`; where it does not, the script says so and
@@ -23,6 +31,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Container, Sequence
+from contextlib import suppress
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -54,6 +63,15 @@ class Node:
         self.rep = SyncObjReplicator(
             config, self.apply, self.kv, applied_index=self.sm.last_applied, **kwargs
         )
+
+    def thread_cpu(self) -> dict[str, float]:
+        """CPU seconds so far of this node's threads, by role (raft, apply)."""
+        found = {}
+        for role, thread in self.rep.threads().items():
+            if thread.ident is not None:
+                with suppress(OSError):
+                    found[role] = time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+        return found
 
     def apply(self, index: int, payload: bytes) -> bytes | None:
         t = time.thread_time()
@@ -137,6 +155,21 @@ async def run(args: argparse.Namespace, groups: bool) -> str:
             await _settle(nodes, leader)
             for node in nodes:
                 node.cpu_s, node.entries, node.calls = 0.0, 0, 0
+            idle = ""
+            if args.idle_s > 0:  # heartbeats, keepalives and ticks only: what a node pays per second
+                start = [node.thread_cpu() for node in nodes]
+                await asyncio.sleep(args.idle_s)
+                ends = [node.thread_cpu() for node in nodes]
+                per_s = [
+                    sum(e[r] - s0.get(r, 0.0) for r in e) / args.idle_s * 1e3
+                    for s0, e in zip(start, ends, strict=True)
+                ]
+                idle = "\n  idle: " + ", ".join(
+                    f"{node.rep.status().node_id} {ms:.2f}" for node, ms in zip(nodes, per_s, strict=True)
+                )
+                idle += " ms of CPU per second (Raft and apply threads)"
+            before = [node.thread_cpu() for node in nodes]
+            main_before = time.thread_time()
 
             def chunks(cmds: list[Command]) -> list[list[Command]]:
                 return [cmds[i : i + k] for i in range(0, len(cmds), k)]
@@ -176,21 +209,32 @@ async def run(args: argparse.Namespace, groups: bool) -> str:
             results = await _propose_all(leader, chunks(done), args.in_flight)
             assert all(r.applied for raw in results for r in commands_pb2.BatchResult.FromString(raw).results)
             await _settle(nodes, leader)
+            main_cpu = time.thread_time() - main_before
+            after = [node.thread_cpu() for node in nodes]
             with nodes[1].kv.read() as txn:
                 assert all(
                     read_execution(txn, e).state == common_pb2.EXECUTION_SUCCEEDED  # type: ignore[union-attr]
                     for e in eids
                 )
-            parts = []
-            for node in nodes:
+            lines = []
+            for node, b, a in zip(nodes, before, after, strict=True):
                 role = "leader" if node is leader else "follower"
-                parts.append(
-                    f"{node.rep.status().node_id} ({role}) {node.cpu_s / n * 1e6:.0f} us/execution, "
+                used = {r: (a[r] - b.get(r, 0.0)) / n * 1e6 for r in a}
+                whole = sum(used.values())
+                lines.append(
+                    f"  {node.rep.status().node_id} ({role}): apply {node.cpu_s / n * 1e6:.0f} us, "
+                    f"raft thread {used.get('raft', 0.0):.0f} us, apply thread {used.get('apply', 0.0):.0f}"
+                    f" us, around apply {whole - node.cpu_s / n * 1e6:.0f} us per execution; "
                     f"{node.entries / max(1, node.calls):.1f} entries per transaction"
                 )
             total = sum(node.cpu_s for node in nodes) / n * 1e6
             mode = "groups" if groups else "one entry per transaction"
-            return f"{mode}, {k} per entry: " + "; ".join(parts) + f"; all three {total:.0f} us/execution"
+            return (
+                f"{mode}, {k} per entry, {n} executions ({3 * -(-n // k)} entries):\n"
+                + "\n".join(lines)
+                + f"\n  all three apply {total:.0f} us/execution; proposing loop {main_cpu / n * 1e6:.0f} us"
+                + idle
+            )
         finally:
             for node in nodes:
                 node.rep.stop()
@@ -212,6 +256,7 @@ def main() -> None:
     p.add_argument("--per-entry", type=int, default=1, help="commands per log entry")
     p.add_argument("--in-flight", type=int, default=64, help="proposals outstanding at once")
     p.add_argument("--no-groups", action="store_true", help="one entry per store transaction")
+    p.add_argument("--idle-s", type=float, default=0.0, help="also measure this long with nothing proposed")
     args = p.parse_args()
     groups = not args.no_groups
     if groups and "apply_many" not in inspect.signature(SyncObjReplicator).parameters:

@@ -120,6 +120,11 @@ class ApplyThread:
         self._thread: threading.Thread | None = None
         self._stop = False
 
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The applying thread while started."""
+        return self._thread
+
     def start(self, applied: int) -> None:
         """Start the thread; the store has applied up to `applied`."""
         self._stop = False

@@ -79,6 +79,7 @@ import contextlib
 import errno
 import itertools
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -816,6 +817,11 @@ class RaftNode(SyncObj):  # type: ignore[misc]
 
     def wait_bound(self) -> None:
         self.waitBinded()
+
+    def tick_thread(self) -> threading.Thread | None:
+        """pysyncobj's auto-tick thread (the Raft thread), for per-thread CPU accounting (benchmarks)."""
+        thread = getattr(self, "_SyncObj__thread", None)
+        return thread if isinstance(thread, threading.Thread) else None
 
     def close(self) -> None:
         """Stop the tick thread and close the connections; returns once the thread is gone."""

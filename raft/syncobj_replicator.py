@@ -407,6 +407,19 @@ class SyncObjReplicator(Replicator, Reconfigurable):
         if self._audit is not None and failpoints_enabled():
             self._audit.flush()
 
+    def threads(self) -> dict[str, threading.Thread]:
+        """This replicator's own threads by role ("raft": pysyncobj's tick thread, "apply"), while running:
+        for per-thread CPU accounting (bench/perf_replicas.py)."""
+        found: dict[str, threading.Thread] = {}
+        node = self._node
+        tick = node.tick_thread() if node is not None else None
+        if tick is not None:
+            found["raft"] = tick
+        apply = self._applier.thread
+        if apply is not None:
+            found["apply"] = apply
+        return found
+
     def stuck(self) -> tuple[int, str] | None:
         """(index, the failure) while this node cannot apply a committed entry (an environmental one)."""
         return self._applier.stuck

@@ -135,6 +135,9 @@ async def test_a_slow_apply_does_not_stall_raft(nodes: list[_Node]) -> None:
     for n in nodes:
         assert n.applied == sorted(set(n.applied))  # each entry once, in order
         assert n.threads == {"raft-apply"}  # never on pysyncobj's tick thread
+        running = n.rep.threads()  # what the benchmarks account CPU by
+        assert running["apply"].name == "raft-apply" and running["raft"].is_alive()
+        assert running["raft"] is not running["apply"]
 
 
 def test_an_entry_always_travels_in_one_append_entries_message() -> None:
