@@ -65,7 +65,9 @@ Private parts of pysyncobj touched, and why:
 - `SyncObj.__raftCurrentTerm`, `SyncObj.__votedForNodeId`, `SyncObj.__getCurrentLogTerm` and
   `FileJournal.__meta`: put back as stored when storing a new term/vote failed (disk full).
 - `FileJournal`'s file layout (header, end offset, record size) and the `.meta` file name: disk space
-  and fsync (raft.durability).
+  and fsync (raft.durability); `FileJournal.__currentOffset` (the end offset as kept in memory, read
+  instead of the file's header) and `FileJournal.__journalFile`, whose `ResizableFile` becomes a
+  `_SizedFile` (its `__mm`'s size kept rather than asked for at each write).
 - the message dicts' `type`, `entries`, `transmission` keys in `TCPTransport.send`: fsync before the
   messages that rely on the log; drop forwarded proposals.
 - the logger `pysyncobj.syncobj`: a filter rate-limits its per-tick tracebacks on a full disk.
@@ -86,7 +88,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
-from pysyncobj.journal import FileJournal
+from pysyncobj.journal import FileJournal, ResizableFile
 from pysyncobj.monotonic import monotonic as raft_monotonic
 from pysyncobj.node import TCPNode
 from pysyncobj.pipe_notifier import PipeNotifier
@@ -282,6 +284,10 @@ class _GuardedJournal(FileJournal):  # type: ignore[misc]
             node._SyncObj__raftCurrentTerm = max(stored[0], node._SyncObj__getCurrentLogTerm())
             node._SyncObj__votedForNodeId = stored[1]
 
+    def end_offset(self) -> int:
+        """The end of the last entry in the file, as the journal keeps it in memory (its header's field)."""
+        return int(self._FileJournal__currentOffset)
+
     def onOneSecondTimer(self) -> None:
         # The commit index, stored lazily once a second: not needed for safety (it is recomputed from
         # the log). On a full disk it waits for space (pysyncobj tries again each second).
@@ -290,6 +296,38 @@ class _GuardedJournal(FileJournal):  # type: ignore[misc]
         except OSError as exc:
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
+
+
+def guard_journal(journal: Any, space: JournalSpace, node: Any) -> None:
+    """Make pysyncobj's FileJournal `journal` a `_GuardedJournal` whose appends take their space from
+    `space` (opened here; it reads the journal's end from memory), over a `_SizedFile`. `node`: the
+    RaftNode whose term and vote are put back when storing them fails (None: none)."""
+    space.open()
+    journal._space = space
+    journal._node = node
+    journal.__class__ = _GuardedJournal
+    space.track(journal.end_offset)
+    mapped = journal._FileJournal__journalFile
+    if type(mapped) is ResizableFile:
+        mapped._size = mapped._ResizableFile__mm.size()
+        mapped.__class__ = _SizedFile
+
+
+class _SizedFile(ResizableFile):  # type: ignore[misc]
+    """pysyncobj's mmap of the journal file, knowing its size: `ResizableFile.write` asks the map for its
+    size (an fstat, a system call on the Raft thread) before each write, twice per appended entry. The
+    size changes only when `write` grows the map, so it is kept (`_size`) and read again only then. The
+    journal's file becomes one of these by class assignment (`RaftNode.__init__`)."""
+
+    _size: int
+
+    def write(self, offset: int, values: bytes) -> None:
+        end = offset + len(values)
+        if end > self._size:
+            super().write(offset, values)  # grows the map (or the file), then writes
+            self._size = self._ResizableFile__mm.size()
+            return
+        self._ResizableFile__mm[offset:end] = values
 
 
 class _QuietTickFailures(logging.Filter):
@@ -359,10 +397,7 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         # journal's first no-op entry can have been written (the tick thread starts with a pause).
         journal = self._SyncObj__raftLog
         if isinstance(journal, FileJournal):
-            host.journal_space.open()
-            journal._space = host.journal_space
-            journal._node = self
-            journal.__class__ = _GuardedJournal
+            guard_journal(journal, host.journal_space, self)
         # Fast failover. pysyncobj's own callback first (it keeps the connected set), then ours. A
         # callback missed before this line only means the normal election timeout for that one event.
         transport = self._SyncObj__transport
@@ -897,6 +932,7 @@ __all__ = [
     "RaftNode",
     "error_for_fail_reason",
     "fail_reason_names",
+    "guard_journal",
     "journal_meta_path",
     "make_conf",
     "seed_journal",
