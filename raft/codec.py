@@ -12,9 +12,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from cronraft.errors import InvalidArgument
-from cronraft.proto.v1 import commands_pb2
+from cronraft.proto.v1 import commands_pb2, common_pb2, stats_pb2
 
 CODEC_VERSION = 1
+
+# Stored messages that hold no map field at any depth (tests/unit/test_codec.py checks it). Protobuf's
+# deterministic serialization only orders map entries (and extensions, which proto3 has none of), so
+# these serialize to the same bytes without `deterministic=True`, which costs the parsing of a keyword
+# argument on every call: the hot paths of apply (an execution, a fire-ledger record, the statistics'
+# hour records) call `SerializeToString()` on them. A message with a map (a Task: its tags; a
+# CommandResult, which holds a Task) keeps `deterministic=True`.
+MAPLESS = (common_pb2.Execution, common_pb2.FireRecord, stats_pb2.StatsHour, stats_pb2.ClusterHour)
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _DECODE = {c: i for i, c in enumerate(_ALPHABET)}
@@ -52,14 +60,15 @@ def message_field(number: int, encoded: bytes) -> bytes:
     container first."""
     tag = _TAGS.get(number)
     if tag is None:
-        tag = _TAGS[number] = _varint((number << 3) | 2)
-    return tag + _varint(len(encoded)) + encoded
+        tag = _TAGS[number] = varint((number << 3) | 2)
+    return tag + varint(len(encoded)) + encoded
 
 
 _TAGS: dict[int, bytes] = {}
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
+    """The protobuf varint encoding of `n` (n >= 0)."""
     # Unrolled for the sizes of serialized commands and results (under 2 MiB): one bytes() call.
     if n < 0x80:
         return bytes((n,))
@@ -180,6 +189,7 @@ def token_tuple(token: object) -> tuple[int, int]:
 __all__ = [
     "CODEC_VERSION",
     "ID_LEN",
+    "MAPLESS",
     "CodecError",
     "decode_batch",
     "encode_batch",
@@ -190,4 +200,5 @@ __all__ = [
     "message_field",
     "token_tuple",
     "u64",
+    "varint",
 ]

@@ -41,6 +41,7 @@ from cronraft.raft.codec import (
     id_text,
     message_field,
     u64,
+    varint,
 )
 from cronraft.raft.commands import DEFAULT_MAX_ATTEMPTS, HANDLERS, Ctx
 from cronraft.raft.fireplan import PlanIndex
@@ -90,6 +91,7 @@ _STATS_BATCHED = frozenset(
 # The result of a command nobody reads (`apply_entry(wanted=False)`): an empty CommandResult as an element
 # of a BatchResult, so that the entry's result still counts its commands (daemon.metrics.count_results).
 UNREAD_RESULT = message_field(1, b"")
+_RESULT_TAG = UNREAD_RESULT[:1]  # BatchResult.results (field 1, length-delimited)
 
 # Command kinds whose handlers skip filling a result nobody reads (Ctx.unread): the hot path of a
 # follower. Their results are stored nowhere unless the command has a request id or an audit record.
@@ -470,35 +472,20 @@ class StateMachine:
             if counts is not None and kind not in _STATS_BATCHED:
                 counts.flush(txn)
                 batched = None
-            res = self._apply_command(
+            res = self._apply_body(
                 txn, index, i, cmd, events, guarded=guarded, counts=batched, wanted=wanted, kind=kind
             )
-            parts.append(
-                message_field(1, res.SerializeToString(deterministic=True)) if wanted else UNREAD_RESULT
-            )
+            # A client's command carries `audit`: its audit record (raft.audit_trail), written with its
+            # outcome whatever that is (a duplicate's is the answer it gets).
+            if cmd.HasField("audit"):
+                audit_trail.record(txn, index, i, cmd, res)
+            if wanted:
+                # message_field(1, encoded), without the call: tag, length, bytes (joined below)
+                encoded = res.SerializeToString(deterministic=True)
+                parts += (_RESULT_TAG, varint(len(encoded)), encoded)
+            else:
+                parts.append(UNREAD_RESULT)
         return b"".join(parts)
-
-    def _apply_command(
-        self,
-        txn: Txn,
-        index: int,
-        position: int,
-        cmd: commands_pb2.Command,
-        events: list[dict[str, Any]] | None = None,
-        *,
-        guarded: bool = False,
-        counts: stats.Batch | None = None,
-        wanted: bool = True,
-        kind: str | None = None,
-    ) -> CommandResult:
-        """One command, and its audit record when it carries `audit` (a client's command: raft.audit_trail),
-        written with its outcome whatever that is (a duplicate's is the answer it gets)."""
-        res = self._apply_body(
-            txn, index, position, cmd, events, guarded=guarded, counts=counts, wanted=wanted, kind=kind
-        )
-        if cmd.HasField("audit"):
-            audit_trail.record(txn, index, position, cmd, res)
-        return res
 
     def _apply_body(
         self,

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from cronraft.errors import InvalidArgument
-from cronraft.proto.v1 import commands_pb2
+from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft.codec import (
     CODEC_VERSION,
+    MAPLESS,
     CodecError,
     decode_batch,
     encode_batch,
@@ -57,3 +60,29 @@ def test_bad_ids_name_the_field(bad: str) -> None:
     with pytest.raises(InvalidArgument) as e:
         id_bytes(bad, field="task_id")
     assert e.value.field == "task_id"
+
+
+def _holds_map(descriptor: Any, seen: set[str]) -> bool:
+    if descriptor.full_name in seen:
+        return False
+    seen.add(descriptor.full_name)
+    if descriptor.extension_ranges:
+        return True  # extensions are ordered by `deterministic` too
+    for f in descriptor.fields:
+        if f.message_type is not None and (
+            f.message_type.GetOptions().map_entry or _holds_map(f.message_type, seen)
+        ):
+            return True
+    return False
+
+
+@pytest.mark.parametrize("message", MAPLESS, ids=lambda m: m.DESCRIPTOR.name)
+def test_mapless_messages_hold_no_map_so_deterministic_serialization_changes_nothing(message: Any) -> None:
+    # The hot paths serialize these without `deterministic=True` (codec.MAPLESS): a map added to one of
+    # them (at any depth) must move it out of MAPLESS and back to deterministic serialization.
+    assert not _holds_map(message.DESCRIPTOR, set())
+
+
+def test_a_task_holds_maps_so_it_is_not_mapless() -> None:
+    assert _holds_map(common_pb2.Task.DESCRIPTOR, set())
+    assert _holds_map(commands_pb2.CommandResult.DESCRIPTOR, set())
