@@ -141,6 +141,7 @@ class Batch:
         self._cluster: dict[int, _ClusterDelta] = {}  # hour -> record
         self._level: frozenset[str] | None = None
         self._meta: dict[bytes, bytes | None] = {}
+        self._parsed: dict[bytes, Message] = {}
 
     def settled_meta(self, txn: Txn, key: bytes) -> bytes | None:
         """A `meta` record that no batched command writes (the epoch, the retention defaults, whether the
@@ -150,6 +151,20 @@ class Batch:
         except KeyError:
             raw = self._meta[key] = txn.get("meta", key)
             return raw
+
+    def settled(self, txn: Txn, key: bytes, message: type[_M]) -> _M:
+        """`settled_meta(key)` parsed as `message` (empty if absent), once per batch: every caller gets the
+        same object, to read, never to change (the epoch of every Grant, the retention defaults of every
+        Fire)."""
+        try:
+            out = self._parsed[key]
+        except KeyError:
+            out = self._parsed[key] = message()
+            raw = self.settled_meta(txn, key)
+            if raw is not None:
+                out.ParseFromString(raw)
+        assert isinstance(out, message)
+        return out
 
     def has(self, txn: Txn, feature: str) -> bool:
         """Whether `feature` is in force (raft.features), read once per batch: no batched command raises
@@ -191,15 +206,18 @@ class Batch:
                 del hours[hour]
 
     def flush(self, txn: Txn) -> None:
+        # StatsHour and ClusterHour hold no map (codec.MAPLESS): serialized without `deterministic`, the
+        # same bytes, cheaper.
         for task16, hours in self._tasks.items():
             for hour, h in hours.items():
-                txn.put("task_stats_hours", task16 + u64(hour), h.SerializeToString(deterministic=True))
+                txn.put("task_stats_hours", task16 + hour.to_bytes(8, "big"), h.SerializeToString())
         for hour, d in self._cluster.items():
-            txn.put("cluster_stats", u64(hour), d.apply().SerializeToString(deterministic=True))
+            txn.put("cluster_stats", u64(hour), d.apply().SerializeToString())
         self._tasks.clear()
         self._cluster.clear()
         self._level = None
         self._meta.clear()
+        self._parsed.clear()
 
 
 def _load_hour(
@@ -242,8 +260,10 @@ def record_outcome(txn: Txn, ex: Execution, task: Task | None, batch: Batch | No
     written when the entry ends (`Batch`); without, at once."""
     if not (features.is_active(txn, features.STATS) if batch is None else batch.has(txn, features.STATS)):
         return
+    # On the apply path of every execution that ends: each protobuf field is read once where it can be
+    # (upb attribute reads are not free), and what only a failure needs is computed only for one.
     at = max(0, ex.completed_at_ms)
-    hour = hour_of(at)
+    hour = at - at % HOUR_MS  # hour_of(at)
     state = ex.state
     duration = duration_of(ex)
     lateness = lateness_of(ex)
@@ -256,7 +276,7 @@ def record_outcome(txn: Txn, ex: Execution, task: Task | None, batch: Batch | No
         # one-time task's only execution, the burst of issue 16).
         fresh = not outcomes.runs
         count(outcomes, state)
-        task.last_outcome = common_pb2.ExecutionState.ValueType(state)
+        task.last_outcome = state
         task.last_execution_id = ex.execution_id
         task16 = id_bytes(ex.task_id)
         if batch is None:
@@ -264,25 +284,30 @@ def record_outcome(txn: Txn, ex: Execution, task: Task | None, batch: Batch | No
             h = _task_hour(txn, task16, hour, fresh=fresh, batch=None)
         else:
             h = batch.task_hour(txn, task16, hour, fresh=fresh)
-        count(h.counts, state)
+        hour_counts = h.counts
+        count(hour_counts, state)
         if duration is not None:
-            hist_add(h.duration, duration)
-            hour_longest = h.duration.max_ms
+            hd = h.duration
+            hist_add(hd, duration)
+            hour_longest = hd.max_ms
         if lateness is not None:
             hist_add(h.lateness, lateness)
         if batch is None:
             txn.put("task_stats_hours", key, h.SerializeToString(deterministic=True))
-        hour_failures = failures(h.counts)
+        if failed:  # only a failure moves the failures ranking (below)
+            hour_failures = failures(hour_counts)
 
     minute = (at - hour) // MINUTE_MS
     if batch is not None:
         d = batch.cluster_hour(txn, hour)
-        d.states[state] = d.states.get(state, 0) + 1
+        states = d.states
+        states[state] = states.get(state, 0) + 1
         if duration is not None:
             d.duration.values.append(duration)
         if lateness is not None:
             d.lateness.values.append(lateness)
-        d.minute_runs[minute] = d.minute_runs.get(minute, 0) + 1
+        runs = d.minute_runs
+        runs[minute] = runs.get(minute, 0) + 1
         if failed:
             d.minute_failures[minute] = d.minute_failures.get(minute, 0) + 1
         ch = d.record

@@ -18,6 +18,8 @@ Histogram = stats_pb2.Histogram
 SUB_BITS = 3
 SUB = 1 << SUB_BITS
 
+_bisect_left = bisect.bisect_left
+
 
 def bucket_of(value_ms: int) -> int:
     """The histogram bucket of a value (negative values count as 0)."""
@@ -53,14 +55,17 @@ def hist_add(h: Histogram, value_ms: int) -> None:
         h.samples = 1
         return
     buckets = h.buckets
-    i = bisect.bisect_left(buckets, b)
+    i = _bisect_left(buckets, b)
     if i < len(buckets) and buckets[i] == b:
         h.counts[i] += 1
     else:
         buckets.insert(i, b)
         h.counts.insert(i, 1)
-    h.min_ms = min(h.min_ms, value_ms)
-    h.max_ms = max(h.max_ms, value_ms)
+    # A field is written only when it changes (min and max rarely do): a write costs more than a read.
+    if value_ms < h.min_ms:  # noqa: PLR1730 (min() would write every time)
+        h.min_ms = value_ms
+    if value_ms > h.max_ms:  # noqa: PLR1730
+        h.max_ms = value_ms
     h.samples = samples + 1
     h.sum_ms += value_ms
 
