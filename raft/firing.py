@@ -27,6 +27,7 @@ from cronraft.raft.validate import check_namespace, stored_namespace
 
 Task = common_pb2.Task
 Execution = common_pb2.Execution
+_FireRecord = common_pb2.FireRecord
 
 # A fire committed more than this after its due instant is a misfire (the cluster could not fire it in
 # time: downtime, failover); below it, it is just late and fires normally.
@@ -84,19 +85,23 @@ def record(
     actual_ms: int = 0,
 ) -> None:
     """Write the ledger record of one nominal time (the last outcome wins) and prune the oldest."""
-    key = ledger_key(task16, nominal_ms)
+    key = task16 + nominal_ms.to_bytes(8, "big")  # ledger_key
     is_new = txn.get("ledger", key) is None
-    rec = common_pb2.FireRecord(
+    late = 0
+    if execution_id:
+        late = max(0, now_ms - (actual_ms or nominal_ms))
+    rec = _FireRecord(
         task_id=id_text(task16),
         nominal_time_ms=nominal_ms,
         outcome=common_pb2.FireOutcome.ValueType(outcome),
         reason=reason[:500],
         execution_id=execution_id,
         committed_at_ms=now_ms,
-        late_ms=max(0, now_ms - (actual_ms or nominal_ms)) if execution_id else 0,
+        late_ms=late,
         actual_ms=actual_ms,
     )
-    txn.put("ledger", key, rec.SerializeToString(deterministic=True))
+    # A FireRecord holds no map (codec.MAPLESS): the bytes of `deterministic=True`, cheaper.
+    txn.put("ledger", key, rec.SerializeToString())
     if is_new:
         _prune_ledger(txn, task16)
 
@@ -105,7 +110,7 @@ def _prune_ledger(txn: Txn, task16: bytes) -> None:
     # A count per task makes pruning O(1) amortised: when it passes the bound by a margin, the oldest
     # records go in one forward scan (never a scan of the whole ledger per record).
     raw = txn.get("ledger_count", task16)
-    count = (0 if raw is None else from_u64(raw)) + 1
+    count = (0 if raw is None else int.from_bytes(raw[:8], "big")) + 1  # from_u64
     if count > LEDGER_PER_TASK + LEDGER_PRUNE_BATCH:
         excess = range(count - LEDGER_PER_TASK)
         oldest = txn.scan("ledger", task16, prefix_end(task16))
@@ -113,7 +118,7 @@ def _prune_ledger(txn: Txn, task16: bytes) -> None:
         for k in doomed:
             txn.delete("ledger", k)
         count -= len(doomed)
-    txn.put("ledger_count", task16, u64(count))
+    txn.put("ledger_count", task16, count.to_bytes(8, "big"))  # u64
 
 
 def ledger_range(txn: Txn, task_id: str, from_ms: int, to_ms: int, limit: int) -> list[common_pb2.FireRecord]:
@@ -237,8 +242,16 @@ def plan_from(
     times a calendar excludes (action skip) are recorded in the ledger and passed over. `answers`: the
     command's plan (raft.answers), else computed here."""
     sched = task.spec.schedule
+    names = sched.calendars  # most tasks name none: no list, no task id decoded (every fire plans)
+    if not names:
+        if first_nominal is None:
+            return Planned(None)
+        due = first_nominal
+        if sched.jitter_ms:
+            due += schedule.jitter_offset_ms(task.task_id, first_nominal, sched.jitter_ms)
+        return Planned(first_nominal, due, "")
     task16 = id_bytes(task.task_id)
-    cals = calendar_set(txn, list(sched.calendars), task.spec.namespace)
+    cals = calendar_set(txn, list(names), task.spec.namespace)
     nominal = first_nominal
     steps = 0
     while nominal is not None and steps < MAX_WALK:

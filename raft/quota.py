@@ -21,7 +21,7 @@ recorded in the fire ledger as `skipped_limit` with the reason, and the schedule
 from __future__ import annotations
 
 from cronraft.proto.v1 import commands_pb2, common_pb2
-from cronraft.raft.codec import from_u64, id_bytes, u64
+from cronraft.raft.codec import from_u64, id_bytes
 from cronraft.raft.kv import Txn
 from cronraft.raft.rejection import Code, Rejected
 
@@ -109,20 +109,27 @@ def active_count(txn: Txn, task_id: str) -> int:
     return 0 if raw is None else from_u64(raw)
 
 
+# activated / deactivated run for every fire and every end of an execution: the key and the count are
+# encoded inline (`_key`, codec.u64 / from_u64, without the calls).
+
+
 def activated(txn: Txn, task16: bytes) -> None:
     """An execution of the task entered the `active` index (call only when its key was not there)."""
-    raw = txn.get("meta", _key(task16))
-    txn.put("meta", _key(task16), u64((0 if raw is None else from_u64(raw)) + 1))
+    key = ACTIVE_PREFIX + task16
+    raw = txn.get("meta", key)
+    txn.put("meta", key, ((0 if raw is None else int.from_bytes(raw[:8], "big")) + 1).to_bytes(8, "big"))
 
 
 def deactivated(txn: Txn, task16: bytes) -> None:
     """An execution of the task left the `active` index (call only when its key was there)."""
-    key = _key(task16)
+    key = ACTIVE_PREFIX + task16
     raw = txn.get("meta", key)
-    left = (0 if raw is None else from_u64(raw)) - 1
+    if raw is None:
+        return  # the count is 0 already (a store older than it): it stays absent
+    left = int.from_bytes(raw[:8], "big") - 1
     if left > 0:
-        txn.put("meta", key, u64(left))
-    elif raw is not None:
+        txn.put("meta", key, left.to_bytes(8, "big"))
+    else:
         txn.delete("meta", key)
 
 

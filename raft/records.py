@@ -18,7 +18,7 @@ from __future__ import annotations
 from cronraft.bounds import DEFAULT_NAMESPACE
 from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft import stats
-from cronraft.raft.codec import id_bytes, id_text, token_tuple, u64
+from cronraft.raft.codec import id_bytes, id_text, token_tuple
 from cronraft.raft.firing import calendar_key, due_of
 from cronraft.raft.kv import Txn
 from cronraft.raft.rejection import Code, Rejected
@@ -56,13 +56,20 @@ TERMINAL_STATES = frozenset(
 # Schedule kinds in `tasks_by_kind` (the Schedule oneof's field numbers).
 SCHEDULE_KINDS = {"cron": 1, "at": 2, "fixed_rate": 3, "fixed_delay": 4}
 
+# The keys below are built on the apply path of every command: a one-byte prefix is looked up
+# (`bytes([n])` builds a list first), and a time is encoded inline (`codec.u64`, without the call).
+_BYTE = tuple(bytes((i,)) for i in range(256))
+# priority_rank(p) as a key's first byte (anything but HIGH and LOW ranks as MEDIUM).
+_RANK_BYTE = {common_pb2.HIGH: b"\x00", common_pb2.LOW: b"\x02"}
+_MEDIUM_BYTE = b"\x01"
+
 
 def due_key(due_ms: int, task16: bytes) -> bytes:
-    return u64(due_ms) + task16
+    return due_ms.to_bytes(8, "big") + task16
 
 
 def state_key(state: int, task16: bytes) -> bytes:
-    return bytes([state]) + task16
+    return _BYTE[state] + task16
 
 
 def tag_key(k: str, v: str, task16: bytes) -> bytes:
@@ -70,11 +77,12 @@ def tag_key(k: str, v: str, task16: bytes) -> bytes:
 
 
 def fire_key(task16: bytes, nominal_ms: int) -> bytes:
-    return task16 + u64(nominal_ms)
+    return task16 + nominal_ms.to_bytes(8, "big")
 
 
 def pending_key(ex: Execution, exec16: bytes) -> bytes:
-    return bytes([priority_rank(ex.priority)]) + u64(ex.fired_at_ms) + exec16
+    # bytes([priority_rank(ex.priority)]) + u64(ex.fired_at_ms) + exec16
+    return _RANK_BYTE.get(ex.priority, _MEDIUM_BYTE) + ex.fired_at_ms.to_bytes(8, "big") + exec16
 
 
 def name_key(name: str, task16: bytes) -> bytes:
@@ -150,7 +158,9 @@ def get_execution(txn: Txn, exec16: bytes) -> Execution:
 def get_current(txn: Txn, exec16: bytes, token: common_pb2.FencingToken) -> Execution:
     """The execution, if `token` is its current lease's token and it is running; else Rejected."""
     ex = get_execution(txn, exec16)
-    if ex.state != common_pb2.EXECUTION_RUNNING or token_tuple(token) != token_tuple(ex.token):
+    current = ex.token
+    # token_tuple(token) != token_tuple(current), field by field (a Complete's every time)
+    if ex.state != common_pb2.EXECUTION_RUNNING or token.term != current.term or token.index != current.index:
         raise Rejected(
             Code.STALE_TOKEN,
             f"token {token_tuple(token)} is not the current lease of execution {ex.execution_id} "
@@ -165,9 +175,11 @@ def read_result(txn: Txn, exec16: bytes) -> bytes | None:
 
 
 def read_epoch(txn: Txn, batch: stats.Batch | None = None) -> commands_pb2.Epoch:
-    """The epoch committed last (read once per `batch`, when given: only an Epoch command, never batched,
-    writes it)."""
-    raw = txn.get("meta", META_EPOCH) if batch is None else batch.settled_meta(txn, META_EPOCH)
+    """The epoch committed last (read and parsed once per `batch`, when given: only an Epoch command, never
+    batched, writes it; then the caller gets the batch's copy, to read only)."""
+    if batch is not None:
+        return batch.settled(txn, META_EPOCH, commands_pb2.Epoch)
+    raw = txn.get("meta", META_EPOCH)
     ep = commands_pb2.Epoch()
     if raw is not None:
         ep.ParseFromString(raw)
@@ -245,25 +257,25 @@ def put_task_same_spec(
     state, outcome = task.state, task.last_outcome
     if old_outcome != outcome:  # `_put_search_keys` with the kind, the name and the namespace unchanged
         if old_outcome:
-            txn.delete("tasks_by_outcome", bytes([old_outcome]) + task16)
+            txn.delete("tasks_by_outcome", _BYTE[old_outcome] + task16)
         if not indexed:  # a store older than the search indexes gets them as before
             kind = kind_code(task)
             if kind:
-                txn.put("tasks_by_kind", bytes([kind]) + task16, b"")
+                txn.put("tasks_by_kind", _BYTE[kind] + task16, b"")
             txn.put("tasks_by_name", name_key(task.spec.name, task16), b"")
         if outcome:
-            txn.put("tasks_by_outcome", bytes([outcome]) + task16, b"")
+            txn.put("tasks_by_outcome", _BYTE[outcome] + task16, b"")
     if old_state != state:
-        txn.delete("tasks_by_state", state_key(old_state, task16))
+        txn.delete("tasks_by_state", _BYTE[old_state] + task16)
     due = task.next_due_ms or task.next_fire_ms
     scheduled = state == common_pb2.TASK_SCHEDULED
     if old_due and (old_due != due or not scheduled):
-        txn.delete("due", due_key(old_due, task16))
-    txn.put("tasks", task16, task.SerializeToString(deterministic=True))
+        txn.delete("due", old_due.to_bytes(8, "big") + task16)
+    txn.put("tasks", task16, task.SerializeToString(deterministic=True))  # a Task holds maps (its tags)
     if old_state != state:
-        txn.put("tasks_by_state", state_key(state, task16), b"")
+        txn.put("tasks_by_state", _BYTE[state] + task16, b"")
     if scheduled and due and not (old_state == common_pb2.TASK_SCHEDULED and old_due == due):
-        txn.put("due", due_key(due, task16), b"")
+        txn.put("due", due.to_bytes(8, "big") + task16, b"")
 
 
 def _put_search_keys(
@@ -301,7 +313,8 @@ _READ = (-1, "", 0, "")  # put_execution's default: read what is stored
 def indexed(ex: Execution) -> Indexed:
     """What an execution's search-index entries depend on: (state, worker, ended at or 0, namespace)."""
     state = ex.state
-    return state, worker_of(ex), ex.completed_at_ms if state in TERMINAL_STATES else 0, ex.namespace
+    worker = ex.worker_id or worker_of(ex)  # worker_of's usual case inline (called for every write)
+    return state, worker, ex.completed_at_ms if state in TERMINAL_STATES else 0, ex.namespace
 
 
 def _set_exec_keys(txn: Txn, exec16: bytes, task16: bytes, old: Indexed | None, new: Indexed | None) -> None:
@@ -310,9 +323,9 @@ def _set_exec_keys(txn: Txn, exec16: bytes, task16: bytes, old: Indexed | None, 
     n_state, n_worker, n_ended, n_ns = new or (0, "", 0, None)
     if o_state != n_state:
         if o_state:
-            txn.delete("execs_by_state", bytes([o_state]) + exec16)
+            txn.delete("execs_by_state", _BYTE[o_state] + exec16)
         if n_state:
-            txn.put("execs_by_state", bytes([n_state]) + exec16, task16)
+            txn.put("execs_by_state", _BYTE[n_state] + exec16, task16)
     if o_worker != n_worker:
         if o_worker:
             txn.delete("execs_by_worker", worker_key(o_worker, exec16))
@@ -320,9 +333,9 @@ def _set_exec_keys(txn: Txn, exec16: bytes, task16: bytes, old: Indexed | None, 
             txn.put("execs_by_worker", worker_key(n_worker, exec16), task16)
     if (o_ended, o_state) != (n_ended, n_state) and (o_ended or n_ended):
         if o_ended:
-            txn.delete("execs_ended", u64(o_ended) + exec16)
+            txn.delete("execs_ended", o_ended.to_bytes(8, "big") + exec16)
         if n_ended:
-            txn.put("execs_ended", u64(n_ended) + exec16, bytes([n_state]) + task16)
+            txn.put("execs_ended", n_ended.to_bytes(8, "big") + exec16, _BYTE[n_state] + task16)
     if o_ns != n_ns:
         if o_ns is not None:
             txn.delete("execs_by_namespace", namespace_key(o_ns, exec16))
@@ -341,7 +354,8 @@ def put_execution(txn: Txn, exec16: bytes, ex: Execution, before: Indexed | None
         old = None if raw is None else indexed(Execution.FromString(raw))
     if old != new:
         _set_exec_keys(txn, exec16, id_bytes(ex.task_id), old, new)
-    txn.put("execs", exec16, ex.SerializeToString(deterministic=True))
+    # An Execution holds no map (codec.MAPLESS): the bytes of `deterministic=True`, cheaper.
+    txn.put("execs", exec16, ex.SerializeToString())
 
 
 def drop_execution(txn: Txn, exec16: bytes, ex: Execution) -> None:

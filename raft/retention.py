@@ -93,10 +93,13 @@ def limits(task: Task, defaults: commands_pb2.RetentionPolicy) -> Limits:
 
 
 def read_policy(txn: Txn, batch: stats.Batch | None = None) -> commands_pb2.RetentionPolicy:
-    """The defaults of the last Prune applied (no limit before the first one); read once per `batch`, when
-    given (only a Prune, never batched, writes them)."""
+    """The defaults of the last Prune applied (no limit before the first one); read and parsed once per
+    `batch`, when given (only a Prune, never batched, writes them; then the caller gets the batch's copy,
+    to read only)."""
+    if batch is not None:
+        return batch.settled(txn, META_POLICY, commands_pb2.RetentionPolicy)
     policy = commands_pb2.RetentionPolicy()
-    raw = txn.get("meta", META_POLICY) if batch is None else batch.settled_meta(txn, META_POLICY)
+    raw = txn.get("meta", META_POLICY)
     if raw is not None:
         policy.ParseFromString(raw)
     return policy
