@@ -122,8 +122,9 @@ async def _offer_held(call: FakeCall, args: argparse.Namespace) -> None:
             lease = msg.leases.leases.add()
             lease.CopyFrom(leases[i])
             start_at = t0 + i * gap
-            lease.start_delay_ms = max(1, int((start_at - now) * 1000))
-            lease.start_at_ms = time.time_ns() // 1_000_000 + lease.start_delay_ms
+            if not args.unheld:
+                lease.start_delay_ms = max(1, int((start_at - now) * 1000))
+                lease.start_at_ms = time.time_ns() // 1_000_000 + lease.start_delay_ms
             i += 1
         if msg.leases.leases:
             call.inbox.put_nowait(msg.SerializeToString())
@@ -195,6 +196,7 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=0, help="held starts per second, W5's pattern (0: off)")
     p.add_argument("--lead-ms", type=int, default=70, help="with --rate: leases offered this far ahead")
     p.add_argument("--every-ms", type=int, default=20, help="with --rate: one offers message this often")
+    p.add_argument("--unheld", action="store_true", help="with --rate: started when offered, not held")
     p.add_argument("--gc-threshold", type=int, default=0, help="gen0 threshold (0: schedworker's)")
     args = p.parse_args()
     worker_cli.configure_logging("json", "info")  # as the benchmarks start schedworker
