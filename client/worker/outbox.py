@@ -250,7 +250,7 @@ class Outbox:
                 else:
                     doomed.append(_file_name(key))
         if doomed:
-            self._unlink(doomed)
+            self._unlink(doomed, durable=False)
         return removed
 
     def _drop_from_batch(self, key: AttemptKey) -> str | None:
@@ -266,7 +266,12 @@ class Outbox:
                 return name
         return None
 
-    def _unlink(self, names: Iterable[str]) -> None:
+    def _unlink(self, names: Iterable[str], *, durable: bool = True) -> None:
+        """Delete files; `durable`: fsync the directory after. A superseded file must not come back
+        after a crash (on load, a single-result file would win over the newer batch). An acknowledged
+        one may: its results are resent and acknowledged again (stale), so `remove` skips the fsync,
+        which cost a millisecond per acknowledgement (Results.on_acks deletes small ones on the loop)."""
         for name in names:
             (self.directory / name).unlink(missing_ok=True)
-        _fsync_dir(self.directory)
+        if durable:
+            _fsync_dir(self.directory)
