@@ -39,7 +39,8 @@ What it owns:
 Private parts of pysyncobj touched, and why:
 - `SyncObj._checkCommandsToApply` (overridden): the one point of each tick after committed entries were
   applied and before new commands are appended: staged entries go to the apply thread, our proposals are
-  appended while leading (never forwarded), leadership transfers are started on the Raft thread.
+  appended while leading (never forwarded), leadership transfers are started on the Raft thread; the
+  entries it appends are sent once it is done, together (pysyncobj sent a message per entry).
 - `SyncObj._isLeader`, `SyncObj._getLeader`: leadership and the leader's address (no public accessor
   that is safe on the Raft thread).
 - `SyncObj._poller`: a `PipeNotifier` on it wakes the tick when we propose from another thread.
@@ -392,6 +393,8 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         self._stand_now = False
         self._leader_heard_at = float("-inf")
         self._next_keepalive = 0.0
+        self._holding_appends = False  # while pysyncobj appends a tick's commands (`_checkCommandsToApply`)
+        self._appends_held = False
         super().__init__(self_address, peers, conf, transportClass=_transport_class(host.durability))
         # Appends allocate their space first (raft.durability, "Space"). Before this line only the
         # journal's first no-op entry can have been written (the tick thread starts with a pause).
@@ -569,6 +572,9 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         all a follower lacks at once): whole entries in messages bounded by `FLOW_LIMITS`, at most a
         window of them unacknowledged, one message at least (a heartbeat) per call, the epoch attached.
         A follower behind the log's start gets the snapshot, as pysyncobj sends it."""
+        if self._holding_appends:
+            self._appends_held = True
+            return
         conf = self.conf
         started = raft_monotonic()
         self._SyncObj__newAppendEntriesTime = started + conf.appendEntriesPeriod
@@ -758,7 +764,17 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         # proposers' callbacks). No message is processed in between: the host hands over its proposals
         # only if we lead *now*, so that pysyncobj appends them right away instead of forwarding them.
         self._host.before_new_commands(self)
-        super()._checkCommandsToApply()
+        # pysyncobj sends the followers each command as it appends it: one message (a pickle, a system
+        # call, an answer from each follower, each a few tens of us on every node) per entry. The entries
+        # it appends here leave together once it is done, in this same tick.
+        self._holding_appends = True
+        try:
+            super()._checkCommandsToApply()
+        finally:
+            self._holding_appends = False
+        if self._appends_held:
+            self._appends_held = False
+            self._SyncObj__sendAppendEntries()
 
     # --- the replicator's face (snake_case); the state ones are safe on the Raft thread only, or as a
     # racy read for status ---
