@@ -11,10 +11,13 @@ apply thread (hand-off, grouping, answers, and the apply), read with `time.pthre
 and after the measured window. "around apply" is both threads' CPU less the apply itself: what a node
 spends per execution on the path around the state machine (issue 16). The proposing event loop (this
 script's main thread, shared) is reported apart. `--idle-s S` first measures S seconds with nothing
-proposed: each node's CPU per second for heartbeats, keepalives and ticks.
+proposed: each node's CPU per second for heartbeats, keepalives and ticks. `--rate R` paces the proposals
+at R entries a second, as a leader under a steady load (W5 at 1,000 fires/s: about 70 entries a second
+of ~14 fires' commands each: `--per-entry 16 --rate 70 --in-flight 4`), so that each entry travels and
+applies alone, with the ticks and heartbeats between entries counted.
 
 Usage: .venv/bin/python bench/perf_replicas.py [--n 4096] [--per-entry 1] [--in-flight 64] [--no-groups]
-    [--idle-s 0]
+    [--idle-s 0] [--rate 0]
 
 `--no-groups` applies one entry per store transaction (the replicator without `apply_many`). Grouping
 (raft.apply_thread) needs the replicator to accept `apply_many`; where it does not, the script says so and
@@ -103,14 +106,22 @@ def _spec() -> common_pb2.TaskSpec:
     return spec
 
 
-async def _propose_all(leader: Node, entries: list[list[Command]], in_flight: int) -> list[bytes]:
+async def _propose_all(
+    leader: Node, entries: list[list[Command]], in_flight: int, rate: float = 0.0
+) -> list[bytes]:
+    """Propose `entries`, at most `in_flight` outstanding; with `rate`, at most that many a second (the
+    i-th no earlier than i / rate seconds in), as a leader under a steady load proposes them."""
     sem = asyncio.Semaphore(in_flight)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
 
-    async def one(cmds: list[Command]) -> bytes:
+    async def one(i: int, cmds: list[Command]) -> bytes:
+        if rate > 0:
+            await asyncio.sleep(max(0.0, start + i / rate - loop.time()))
         async with sem:
             return await leader.rep.propose(encode_batch(cmds), timeout_s=120)
 
-    return list(await asyncio.gather(*(one(c) for c in entries)))
+    return list(await asyncio.gather(*(one(i, c) for i, c in enumerate(entries))))
 
 
 async def run(args: argparse.Namespace, groups: bool) -> str:
@@ -181,7 +192,7 @@ async def run(args: argparse.Namespace, groups: bool) -> str:
                 )
                 for t, e in zip(tids, eids, strict=True)
             ]
-            await _propose_all(leader, chunks(fire), args.in_flight)
+            await _propose_all(leader, chunks(fire), args.in_flight, args.rate)
             grant = [
                 Command(
                     stamped_at_ms=DUE,
@@ -189,7 +200,7 @@ async def run(args: argparse.Namespace, groups: bool) -> str:
                 )
                 for e in eids
             ]
-            await _propose_all(leader, chunks(grant), args.in_flight)
+            await _propose_all(leader, chunks(grant), args.in_flight, args.rate)
             with leader.kv.read() as txn:
                 tokens = [read_execution(txn, e).token for e in eids]  # type: ignore[union-attr]
             ok = common_pb2.ATTEMPT_SUCCEEDED
@@ -206,7 +217,7 @@ async def run(args: argparse.Namespace, groups: bool) -> str:
                 )
                 for e, tk in zip(eids, tokens, strict=True)
             ]
-            results = await _propose_all(leader, chunks(done), args.in_flight)
+            results = await _propose_all(leader, chunks(done), args.in_flight, args.rate)
             assert all(r.applied for raw in results for r in commands_pb2.BatchResult.FromString(raw).results)
             await _settle(nodes, leader)
             main_cpu = time.thread_time() - main_before
@@ -230,7 +241,9 @@ async def run(args: argparse.Namespace, groups: bool) -> str:
             total = sum(node.cpu_s for node in nodes) / n * 1e6
             mode = "groups" if groups else "one entry per transaction"
             return (
-                f"{mode}, {k} per entry, {n} executions ({3 * -(-n // k)} entries):\n"
+                f"{mode}, {k} per entry, {n} executions ({3 * -(-n // k)} entries"
+                + (f" at {args.rate:g}/s" if args.rate else "")
+                + "):\n"
                 + "\n".join(lines)
                 + f"\n  all three apply {total:.0f} us/execution; proposing loop {main_cpu / n * 1e6:.0f} us"
                 + idle
@@ -257,6 +270,7 @@ def main() -> None:
     p.add_argument("--in-flight", type=int, default=64, help="proposals outstanding at once")
     p.add_argument("--no-groups", action="store_true", help="one entry per store transaction")
     p.add_argument("--idle-s", type=float, default=0.0, help="also measure this long with nothing proposed")
+    p.add_argument("--rate", type=float, default=0.0, help="entries proposed per second (default: at once)")
     args = p.parse_args()
     groups = not args.no_groups
     if groups and "apply_many" not in inspect.signature(SyncObjReplicator).parameters:
