@@ -33,6 +33,7 @@ from cronraft.raft.kv import Txn
 
 __all__ = [
     "FEATURES",
+    "FIRE_GRANT",
     "MEMBERSHIP",
     "META_FEATURES",
     "RESULTS",
@@ -54,6 +55,7 @@ RESULTS = "results"
 STATS = "stats"
 SCHEDULE_PLANS = "schedule_plans"
 MEMBERSHIP = "membership"
+FIRE_GRANT = "fire_grant"
 
 # Every feature this build knows, with what it changes (status, the docs, the refusal's message). The
 # release before the gate (baa42d0) had none of them: each was added after it.
@@ -62,6 +64,7 @@ FEATURES: Mapping[str, str] = {
     STATS: "execution statistics counted by apply (Task.outcomes, per-hour task and cluster statistics)",
     SCHEDULE_PLANS: "fire instants computed by the leader and carried in commands (Command.plan)",
     MEMBERSHIP: "membership changes through the log (ChangeMembership)",
+    FIRE_GRANT: "a fire's lease granted by the Fire itself (Fire.grant), not by a Grant after it",
 }
 SUPPORTED: frozenset[str] = frozenset(FEATURES)
 # What a worker of this build announces in its Hello: it hands results back ($CRONRAFT_RESULT_FILE).

@@ -30,7 +30,7 @@ from cronraft.daemon.leader.settings import LeaderSettings
 from cronraft.daemon.leader.staging import CountedWheel
 from cronraft.daemon.leader.workers import WorkerPool, WorkerState
 from cronraft.proto.v1 import commands_pb2, common_pb2, worker_pb2
-from cronraft.raft import deps, firing
+from cronraft.raft import deps, features, firing
 from cronraft.raft import state as sm
 from cronraft.raft.codec import token_tuple
 from cronraft.raft.fireplan import needs_plan
@@ -96,6 +96,7 @@ class LeaderCore:
         # window for that case.
         self.spec_changes = 0
         self._unplanned: set[str] = set()
+        self._fire_grants = False  # the cluster's level has "fire_grant" (read at each tick)
         self._fire_limits = (
             commands_pb2.Limits(
                 max_pending_per_task=settings.max_pending_per_task,
@@ -297,6 +298,8 @@ class LeaderCore:
         budget = self.settings.max_commands_per_tick
         self._load_horizon(now_ms)
         with self._reading():
+            assert self._txn is not None
+            self._fire_grants = features.is_active(self._txn, features.FIRE_GRANT)
             for task_id, _due_ms in self.planner.take_due(now_ms):
                 if self.planner.start_firing(task_id):
                     cmds.extend(self._fire_commands(task_id, now_ms))
@@ -400,7 +403,13 @@ class LeaderCore:
         limited = limit and self.keeper.running(task_id) >= limit
         gated = bool(spec.depends_on)  # dependencies are checked where pending work is granted
         if not limited and not gated and not (cap and len(self.keeper) + len(self.granting) >= cap):
-            cmds.append(self._grant_command(execution_id, worker, now_ms, task_id=task_id, lead_ms=lead))
+            if self._fire_grants:
+                # One command instead of two (cluster feature "fire_grant"): the Fire leases what it
+                # makes, as the Grant after it would; on_committed reads the grant's outcome from the
+                # Fire's result (outcomes.py).
+                self._fill_grant(fire.grant, execution_id, worker, task_id=task_id, lead_ms=lead)
+            else:
+                cmds.append(self._grant_command(execution_id, worker, now_ms, task_id=task_id, lead_ms=lead))
         return cmds
 
     def _grant_pending(self, now_ms: int, budget: int) -> list[Command]:
@@ -466,18 +475,23 @@ class LeaderCore:
     def _grant_command(
         self, execution_id: str, worker: WorkerState, now_ms: int, *, task_id: str = "", lead_ms: int = 0
     ) -> Command:
+        cmd = Command()  # built in place, as a Fire (_fire_commands)
+        cmd.stamped_at_ms = now_ms
+        self._fill_grant(cmd.grant, execution_id, worker, task_id=task_id, lead_ms=lead_ms)
+        return cmd
+
+    def _fill_grant(
+        self, grant: commands_pb2.Grant, execution_id: str, worker: WorkerState, *, task_id: str, lead_ms: int
+    ) -> None:
+        """A grant of `execution_id` to `worker`, in flight from now (its slot taken until its outcome)."""
         worker.inflight.add(execution_id)
         self.granting[execution_id] = task_id
         self.pending.reasons.pop(execution_id, None)
-        cmd = Command()  # built in place, as a Fire (_fire_commands)
-        cmd.stamped_at_ms = now_ms
-        grant = cmd.grant
         grant.execution_id = execution_id
         grant.worker_id = worker.worker_id
         grant.lease_ttl_ms = self.settings.lease_ttl_ms
         grant.lead_ms = lead_ms
         grant.worker_incarnation = worker.incarnation
-        return cmd
 
     # ------------------------------------------------------------------------------ schedule plans
 

@@ -93,6 +93,11 @@ def on_committed(
                 retries.succeeded("fire", task_id)
             if not applied:
                 _reschedule_from_store(core, task_id)
+            if cmd.fire.HasField("grant"):
+                task = _on_fire_grant(core, cmd.fire.grant, res, mono_ms)
+                if task is not None:
+                    g = cmd.fire.grant
+                    _offer_into(core, offers, sizes, worker_id=g.worker_id, ex=res.execution, task=task)
         elif kind == "expire_lease":
             retries.succeeded("expire", cmd.expire_lease.execution_id)
             core.release(cmd.expire_lease.execution_id)
@@ -149,6 +154,8 @@ def _failed_inside_apply(
     retries = core.retries
     if kind == "fire":
         f = cmd.fire
+        if f.HasField("grant"):
+            core.end_grant(f.grant.execution_id, f.grant.worker_id)
         core.planner.done_firing(f.task_id)
         delay = retries.note_failure("fire", f.task_id, res.error, now_ms)
         core.planner.wheel.add(f.task_id, now_ms + delay)  # and never fired earlier (core._fire_commands)
@@ -214,6 +221,19 @@ def _on_grant(
     if spec.schedule.WhichOneof("kind") != "fixed_delay" or not needs_plan(spec):
         lease.plan_free = core.spec_changes
     return task
+
+
+def _on_fire_grant(
+    core: LeaderCore, g: commands_pb2.Grant, res: CommandResult, mono_ms: int
+) -> common_pb2.Task | None:
+    """The grant a Fire carried (feature "fire_grant"): leased if the Fire's execution is running (then
+    as a committed Grant: its task, whose offer is to go out), else its slot is released and the
+    execution, if the Fire made it, waits pending (on_committed's loop over the result's executions)."""
+    ex = res.execution
+    if not (res.applied and ex.execution_id == g.execution_id and ex.state == common_pb2.EXECUTION_RUNNING):
+        core.end_grant(g.execution_id, g.worker_id)
+        return None
+    return _on_grant(core, g, res, mono_ms, {res.task.task_id: res.task} if res.HasField("task") else None)
 
 
 def _offer_into(
@@ -319,11 +339,15 @@ def on_proposal_failed(core: LeaderCore, commands: Sequence[Command], mono_ms: i
         if kind == "fire":
             f = cmd.fire
             core.planner.done_firing(f.task_id)
+            if f.HasField("grant"):
+                core.end_grant(f.grant.execution_id, f.grant.worker_id)
             with core.kv.read() as txn:
                 fired = sm.read_fire(txn, f.task_id, f.nominal_time_ms)
                 task = sm.read_task(txn, f.task_id)
             if fired is not None and fired.state == common_pb2.EXECUTION_PENDING:
                 core.pend(fired)
+            elif fired is not None and f.HasField("grant") and fired.state == common_pb2.EXECUTION_RUNNING:
+                _adopt_if_running(core, fired.execution_id, mono_ms)  # its grant committed: valid (I4)
             # Not committed (yet): fire again; if it commits meanwhile, I3 rejects the copy.
             core.planner.refire(task, f.nominal_time_ms)
         elif kind == "grant":

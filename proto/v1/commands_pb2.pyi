@@ -1016,6 +1016,7 @@ class Fire(_message.Message):
     NOMINAL_TIME_MS_FIELD_NUMBER: _builtins.int
     EXECUTION_ID_FIELD_NUMBER: _builtins.int
     LEAD_MS_FIELD_NUMBER: _builtins.int
+    GRANT_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     nominal_time_ms: _builtins.int
     execution_id: _builtins.str
@@ -1024,6 +1025,14 @@ class Fire(_message.Message):
     for a task that may fire ahead (raft/firing.py, may_fire_ahead). The execution then carries the due
     time as its not_before_ms, and its worker holds the start until then (Lease.start_delay_ms).
     """
+    @_builtins.property
+    def grant(self) -> Global___Grant:
+        """The lease of the execution this fire makes, granted in the same command (cluster feature
+        "fire_grant", raft/features.py): as a Grant of that execution right after the Fire in the same
+        entry (its execution_id and lead_ms unused: the Fire's), without the pending state's writes. Not
+        granted (left pending for a Grant) when a Grant would have been refused.
+        """
+
     def __init__(
         self,
         *,
@@ -1031,10 +1040,11 @@ class Fire(_message.Message):
         nominal_time_ms: _builtins.int = ...,
         execution_id: _builtins.str = ...,
         lead_ms: _builtins.int = ...,
+        grant: Global___Grant | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["grant", b"grant"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id", "lead_ms", b"lead_ms", "nominal_time_ms", b"nominal_time_ms", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id", "grant", b"grant", "lead_ms", b"lead_ms", "nominal_time_ms", b"nominal_time_ms", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -9,11 +9,12 @@ carries both out and records the outcome in the fire ledger.
 from __future__ import annotations
 
 from cronraft.proto.v1 import commands_pb2, common_pb2
-from cronraft.raft import firing, quota, retention
+from cronraft.raft import features, firing, quota, retention
 from cronraft.raft.answers import Answers
 from cronraft.raft.codec import id_bytes
 from cronraft.raft.commands.context import Ctx, Execution, Task, max_runs_reached, plan_fixed_delay
 from cronraft.raft.commands.executions import finish, request_cancel, terminate
+from cronraft.raft.commands.leases import grant_refusal, lease, leased
 from cronraft.raft.overlap import decide_overlap, superseded_order
 from cronraft.raft.records import (
     fire_key,
@@ -22,6 +23,7 @@ from cronraft.raft.records import (
     put_execution,
     put_task,
     put_task_same_spec,
+    read_epoch,
     task_indexed,
 )
 from cronraft.raft.rejection import Code, Rejected, Rejection
@@ -103,6 +105,8 @@ def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
             due_ms=due,
             # Fired ahead: nobody starts it before its due time.
             not_before_ms=due if due > ctx.now else 0,
+            lease_to=f.grant if f.HasField("grant") and _fire_grants(ctx) else None,
+            lead_ms=f.lead_ms,
         )
     if sched.WhichOneof("kind") == "fixed_delay":
         # The next run is planned when this one ends (finish); nothing is due meanwhile.
@@ -118,6 +122,14 @@ def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     put_task_same_spec(txn, task16, task, before)
     if not ctx.unread:
         ctx.result.task.CopyFrom(task)
+
+
+def _fire_grants(ctx: Ctx) -> bool:
+    """Whether the cluster's level has "fire_grant" (raft.features): without it Fire.grant is ignored,
+    as a release without it does."""
+    if ctx.stats is None:
+        return features.is_active(ctx.txn, features.FIRE_GRANT)
+    return ctx.stats.has(ctx.txn, features.FIRE_GRANT)
 
 
 def _record_window_end(ctx: Ctx, task16: bytes, task: Task, after: int, ans: Answers) -> None:
@@ -152,8 +164,13 @@ def start_execution(
     manual: bool = False,
     force_buffer: bool = False,
     not_before_ms: int = 0,
+    lease_to: commands_pb2.Grant | None = None,
+    lead_ms: int = 0,
 ) -> Execution | None:
-    """Create the execution of one fire, as the task's overlap policy says; record the outcome."""
+    """Create the execution of one fire, as the task's overlap policy says; record the outcome.
+    `lease_to` (Fire.grant): a pending execution is leased at once, as a Grant of it (with `lead_ms`)
+    right after this command would lease it, if that Grant would be accepted; same stored result,
+    without writing the pending state first."""
     txn = ctx.txn
     task16 = id_bytes(task.task_id)
     exec16 = id_bytes(execution_id, field="execution_id")
@@ -198,13 +215,19 @@ def start_execution(
         not_before_ms=not_before_ms,
         namespace=task.spec.namespace,  # its task's, which never changes (records: execs_by_namespace)
     )
+    granted = False
+    if lease_to is not None and state == common_pb2.EXECUTION_PENDING:
+        term = read_epoch(txn, ctx.stats).term
+        if term and grant_refusal(ctx, ex, task, lead_ms) is None:
+            lease(ctx, ex, lease_to, term)
+            granted = True
     put_execution(txn, exec16, ex, None)  # a new execution (I3: one fire, one new id)
     txn.put("fires", fire_key(task16, nominal), exec16)
     txn.put("active", firing.active_key(task16, exec16), b"")
     quota.activated(txn, task16)
     if state == common_pb2.EXECUTION_BUFFERED:
         txn.put("buffered", firing.buffered_key(task16, nominal, exec16), b"")
-    else:
+    elif not granted:
         txn.put("pending", pending_key(ex, exec16), b"")
     task.last_fired_nominal_ms = max(task.last_fired_nominal_ms, nominal)
     task.fire_count += 1
@@ -225,6 +248,8 @@ def start_execution(
         ctx.result.executions.append(ex)
     if ctx.events is not None:
         ctx.audit("fire", execution_id=execution_id, task_id=task.task_id, nominal_ms=nominal, manual=manual)
+    if granted:
+        leased(ctx, ex, exec16)
     return ex
 
 

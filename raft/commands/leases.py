@@ -66,18 +66,31 @@ def grant(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     ex = get_execution(ctx.txn, exec16)
     if ex.state != common_pb2.EXECUTION_PENDING:
         raise Rejected(Code.INVALID_STATE, f"execution {g.execution_id} is not pending")
-    epoch = read_epoch(ctx.txn, ctx.stats)
-    if epoch.term == 0:
+    term = read_epoch(ctx.txn, ctx.stats).term
+    if term == 0:
         raise Rejected(Code.NO_EPOCH, "no leader epoch committed yet")
     task = task_of(ctx, ex)
-    if ex.not_before_ms > ctx.now + firing.fire_lead(task, g.lead_ms):
-        raise Rejected(Code.BACKOFF, f"execution {g.execution_id} may not start before {ex.not_before_ms}")
+    refusal = grant_refusal(ctx, ex, task, g.lead_ms)
+    if refusal is not None:
+        raise refusal
+    ctx.txn.delete("pending", pending_key(ex, exec16))
+    before = indexed(ex)
+    lease(ctx, ex, g, term)
+    put_execution(ctx.txn, exec16, ex, before)
+    leased(ctx, ex, exec16)
+
+
+def grant_refusal(ctx: Ctx, ex: Execution, task: common_pb2.Task, lead_ms: int) -> Rejected | None:
+    """Why the pending execution `ex` of `task` may not be leased now, an epoch being in force (None:
+    it may)."""
+    if ex.not_before_ms > ctx.now + firing.fire_lead(task, lead_ms):
+        return Rejected(Code.BACKOFF, f"execution {ex.execution_id} may not start before {ex.not_before_ms}")
     if task.spec.depends_on:
         waiting = deps.unmet(
             ctx.txn, task, ex.nominal_time_ms, days=ctx.answers(ex.task_id, task.spec).day_bounds
         )
         if waiting:
-            raise Rejected(Code.DEPENDENCIES_UNMET, waiting)
+            return Rejected(Code.DEPENDENCIES_UNMET, waiting)
     if task.spec.max_concurrency:
         running = sum(
             1
@@ -85,18 +98,25 @@ def grant(ctx: Ctx, cmd: commands_pb2.Command) -> None:
             if e.state == common_pb2.EXECUTION_RUNNING
         )
         if running >= task.spec.max_concurrency:
-            raise Rejected(Code.CONCURRENCY_LIMIT, f"task {ex.task_id} already runs {running} executions")
-    ctx.txn.delete("pending", pending_key(ex, exec16))
-    before = indexed(ex)
+            return Rejected(Code.CONCURRENCY_LIMIT, f"task {ex.task_id} already runs {running} executions")
+    return None
+
+
+def lease(ctx: Ctx, ex: Execution, g: commands_pb2.Grant, term: int) -> None:
+    """The next attempt of `ex` (pending, allowed: grant_refusal) leased to `g`'s worker, token (the
+    epoch's `term`, this entry's index): the execution changed in memory; the caller stores it."""
     ex.state = common_pb2.EXECUTION_RUNNING
     ex.waiting_reason = ""
     ex.attempt += 1
     ex.worker_id = g.worker_id
     ex.worker_incarnation = g.worker_incarnation
-    ex.token.term = epoch.term
+    ex.token.term = term
     ex.token.index = ctx.index
     ex.leased_at_ms = ctx.now
-    put_execution(ctx.txn, exec16, ex, before)
+
+
+def leased(ctx: Ctx, ex: Execution, exec16: bytes) -> None:
+    """After `lease`, with `ex` stored: its `running` entry, the result, the audit record."""
     ctx.txn.put("running", exec16, b"")
     if not ctx.unread:
         ctx.result.execution.CopyFrom(ex)

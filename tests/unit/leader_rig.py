@@ -11,6 +11,7 @@ from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft.codec import encode_batch, make_id
 from cronraft.raft.kv import MemKV
 from cronraft.raft.state import StateMachine
+from tests.support.grants import grants_in
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 STEP_MS = 10
@@ -77,4 +78,8 @@ class LeaderRig:
             self.mono += STEP_MS
 
     def count(self, kind: str) -> int:
+        """Proposed commands of `kind`; "grant" counts grants carried by Fires too (feature
+        "fire_grant")."""
+        if kind == "grant":
+            return len(grants_in(self.proposed))
         return sum(1 for c in self.proposed if c.WhichOneof("body") == kind)

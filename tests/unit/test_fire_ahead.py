@@ -35,6 +35,7 @@ from cronraft.raft.codec import encode_batch, make_id
 from cronraft.raft.firing import MAX_FIRE_LEAD_MS
 from cronraft.raft.kv import MemKV
 from cronraft.raft.state import StateMachine
+from tests.support.grants import grants_in
 
 T0 = 1_767_225_600_000
 DUE = T0 + 60_000
@@ -239,7 +240,7 @@ def test_the_leader_fires_eligible_tasks_ahead_and_holds_the_others_for_their_du
 
     cmds = core.tick(DUE - LEAD, 2)
     fires = [c.fire for c in cmds if c.HasField("fire")]
-    grants = [c.grant for c in cmds if c.HasField("grant")]
+    grants = grants_in(cmds)
     assert [f.task_id for f in fires] == [eager] and fires[0].lead_ms == LEAD + FIRE_COALESCE_MS
     assert len(grants) == 1 and grants[0].lead_ms == LEAD + FIRE_COALESCE_MS
     assert core.next_wakeup_ms(DUE - LEAD, 2) == LEAD  # the skip task is held for its due time

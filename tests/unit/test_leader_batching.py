@@ -9,9 +9,11 @@ from contextlib import contextmanager
 
 from cronraft.daemon.leader import LeaderCore, LeaderSettings
 from cronraft.proto.v1 import commands_pb2, common_pb2
+from cronraft.raft import features
 from cronraft.raft.codec import encode_batch, make_id
 from cronraft.raft.kv import MemKV, Txn
 from cronraft.raft.state import StateMachine
+from tests.support.grants import grants_in
 
 T0 = 1_767_225_600_000
 DUE = T0 + 60_000
@@ -64,9 +66,10 @@ class CountingKV:
 class Cluster:
     """One state machine and a leader core over it; entries are applied as the core proposes them."""
 
-    def __init__(self, tasks: int) -> None:
+    def __init__(self, tasks: int, *, fire_grant: bool = True) -> None:
         self.kv = CountingKV()
-        self.sm = StateMachine(self.kv.kv)
+        fresh = features.SUPPORTED if fire_grant else features.SUPPORTED - {features.FIRE_GRANT}
+        self.sm = StateMachine(self.kv.kv, fresh_features=fresh)
         self.index = 0
         spec = common_pb2.TaskSpec(
             name="t",
@@ -109,7 +112,7 @@ def test_one_read_transaction_per_tick_and_per_committed_batch() -> None:
     reads = c.kv.reads
     cmds = c.core.tick(DUE, 1)
     assert sum(1 for cmd in cmds if cmd.HasField("fire")) == 200
-    assert sum(1 for cmd in cmds if cmd.HasField("grant")) == 200
+    assert len(grants_in(cmds)) == 200
     # horizon load, the fires' task lookups, pending grants, waiting check: a few, not one per task
     assert c.kv.reads - reads <= 4
     results = c.apply(cmds)
@@ -122,7 +125,8 @@ def test_one_read_transaction_per_tick_and_per_committed_batch() -> None:
 
 
 def test_a_fire_whose_grant_is_refused_waits_in_pending() -> None:
-    c = Cluster(3)
+    """As a release without "fire_grant" proposes them: a Grant after each Fire."""
+    c = Cluster(3, fire_grant=False)
     c.core.worker_connected("w1", 10, ["default"], {})
     cmds = c.core.tick(DUE, 1)
     fires = [cmd for cmd in cmds if cmd.HasField("fire")]
@@ -134,6 +138,26 @@ def test_a_fire_whose_grant_is_refused_waits_in_pending() -> None:
     c.core.on_committed([*fires, *grants], [*results, *refused], DUE, 1)
     assert c.core._pending_count() == 3
     assert c.core.drain_outgoing() == []
+
+
+def test_a_fire_whose_carried_grant_is_refused_waits_in_pending() -> None:
+    """With "fire_grant": the Fire carries the grant; applied but not granted (say, a rejection the core
+    did not foresee), its execution is pending in the result: the slot is freed, it waits in pending."""
+    c = Cluster(3)
+    c.core.worker_connected("w1", 3, ["default"], {})
+    cmds = c.core.tick(DUE, 1)
+    assert [cmd.WhichOneof("body") for cmd in cmds] == ["fire"] * 3 and len(grants_in(cmds)) == 3
+    results = c.apply(cmds)
+    assert all(r.execution.state == common_pb2.EXECUTION_RUNNING for r in results)
+    for r in results:  # as apply answers a Fire whose grant it refused
+        r.execution.state = common_pb2.EXECUTION_PENDING
+        r.execution.ClearField("worker_id")
+        del r.executions[:]
+        r.executions.append(r.execution)
+    c.core.on_committed(cmds, results, DUE, 1)
+    assert c.core._pending_count() == 3 and not c.core.granting and not c.core.leases
+    assert c.core.drain_outgoing() == []
+    assert c.core.pool.get("w1").free() == 3  # type: ignore[union-attr]
 
 
 def test_the_horizon_loader_does_not_rescan_overdue_tasks() -> None:

@@ -9,6 +9,7 @@ from cronraft.daemon.leader_runner import new_id
 from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft import leaderplan
 from cronraft.raft.codec import id_bytes, make_id
+from tests.support.grants import granted_executions, grants_in
 from tests.unit.leader_rig import T0, LeaderRig
 
 Command = commands_pb2.Command
@@ -57,9 +58,9 @@ def test_offer_built_from_the_fire_result_is_the_offer_read_from_the_store() -> 
     read_task = rig.core.read_task
     rig.core.read_task = lambda task_id: reads.append(task_id) or read_task(task_id)  # type: ignore[method-assign]
     cmds, results = _tick_and_commit(rig)
-    assert [c.WhichOneof("body") for c in cmds] == ["fire", "grant"]
+    assert [c.WhichOneof("body") for c in cmds] == ["fire"] and len(grants_in(cmds)) == 1  # it carries it
     (offer,) = _offers(rig)
-    grant_res = results[1]
+    grant_res = results[0]
     assert reads.count(grant_res.execution.task_id) == 1  # the tick's read for the Fire; none for the offer
     # The store's task gives the same offer (the long way, as before).
     assert offer == outcomes._lease_offer(rig.core, grant_res.execution)
@@ -71,7 +72,8 @@ def test_plans_skipped_only_where_the_core_knows_none_is_needed() -> None:
     one_time = rig.create(_at(T0 + 1_000))
     _, results = _tick_and_commit(rig)
     core = rig.core
-    ex = results[1].execution
+    ex = results[0].execution  # the Fire's, which leased it (feature "fire_grant")
+    assert ex.state == common_pb2.EXECUTION_RUNNING
     result = common_pb2.AttemptResult(
         execution_id=ex.execution_id, token=ex.token, outcome=common_pb2.ATTEMPT_SUCCEEDED
     )
@@ -96,7 +98,7 @@ def test_a_cron_fire_and_its_grant_get_plans() -> None:
             break
         rig.now += 10
         rig.mono += 10
-    assert [c.WhichOneof("body") for c in cmds] == ["fire", "grant"]
+    assert [c.WhichOneof("body") for c in cmds] == ["fire"] and len(grants_in(cmds)) == 1
     # Its Fire asks version-dependent questions (leaderplan gives it a plan): not skipped.
     assert rig.core.needing_plans(cmds) == cmds
     with rig.kv.read() as txn:
@@ -122,7 +124,8 @@ def test_committed_batches_are_flagged_when_they_may_notify() -> None:
     rig.create(_at(T0 + 1_000))
     rig.create(_at(T0 + 1_000))
     cmds, results = _tick_and_commit(rig)
-    grants = [r.execution for c, r in zip(cmds, results, strict=True) if c.WhichOneof("body") == "grant"]
+    leased = set(granted_executions(cmds, results))
+    grants = [r.execution for r in results if r.execution.execution_id in leased]
     assert len(grants) == 2
     ok, bad = (
         common_pb2.AttemptResult(execution_id=ex.execution_id, token=ex.token, outcome=outcome)

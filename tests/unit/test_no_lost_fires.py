@@ -35,6 +35,7 @@ from cronraft.proto.v1 import commands_pb2, common_pb2, worker_pb2
 from cronraft.raft import state as sm
 from cronraft.raft.codec import make_id
 from cronraft.raft.commands import MAX_REGRANTS
+from tests.support.grants import grants_in
 
 PY = sys.executable
 GUARANTEES = [common_pb2.AT_MOST_ONCE, common_pb2.AT_LEAST_ONCE, common_pb2.EXACTLY_ONCE]
@@ -227,8 +228,8 @@ def leased(s: Store, core: LeaderCore, incarnation: str = "inc-1") -> tuple[work
     """Fire and grant a one-time task ahead through the leader core; the lease and its start (mono)."""
     core.worker_connected("w1", 10, ["default"], {}, 0, incarnation=incarnation)
     cmds = core.tick(DUE - LEAD, 1_000)  # the fire and its grant
-    grants = [c for c in cmds if c.HasField("grant")]
-    assert grants and grants[0].grant.worker_incarnation == incarnation
+    grants = grants_in(cmds)
+    assert grants and grants[0].worker_incarnation == incarnation
     results = s.apply(cmds)
     assert all(r.applied for r in results), [r.error for r in results]
     core.on_committed(cmds, results, DUE - LEAD, 1_000)
@@ -351,7 +352,7 @@ def immediate_lease(s: Store, core: LeaderCore) -> None:
     """A task that may not fire ahead (a concurrency limit), fired and granted at its due time."""
     s.create(1, max_concurrency=1)
     cmds = core.tick(DUE, 1_000)
-    assert [c.WhichOneof("body") for c in cmds] == ["fire", "grant"]
+    assert [c.WhichOneof("body") for c in cmds] == ["fire"] and len(grants_in(cmds)) == 1  # carried
     results = s.apply(cmds)
     assert all(r.applied for r in results), [r.error for r in results]
     core.on_committed(cmds, results, DUE, 1_000)
@@ -383,3 +384,4 @@ def test_a_draining_worker_is_offered_nothing_more() -> None:
     s.create(1)
     cmds = core.tick(DUE - LEAD, 1_000)
     assert [c.WhichOneof("body") for c in cmds] == ["fire"]  # fired, but no grant to a draining worker
+    assert grants_in(cmds) == []

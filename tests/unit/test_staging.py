@@ -18,6 +18,7 @@ from cronraft.daemon.leader import LeaderCore, LeaderSettings
 from cronraft.daemon.leader.staging import CountedWheel, next_stage_ms, stage_until
 from cronraft.proto.v1 import common_pb2
 from cronraft.raft.codec import make_id
+from tests.support.grants import grants_in
 
 D = 1_000_000_000  # a due instant on a second boundary
 KW = {"fire_lead_ms": 500, "stage_lead_ms": 10_000, "rate_per_s": 2_000}
@@ -135,7 +136,7 @@ def test_the_leader_stages_a_burst_and_the_leases_hold_every_start_until_the_due
 
     cmds = core.tick(start, 2)
     fires = [c.fire for c in cmds if c.HasField("fire")]
-    grants = [c.grant for c in cmds if c.HasField("grant")]
+    grants = grants_in(cmds)
     assert {f.task_id for f in fires} == eager and len(grants) == size
     assert {f.lead_ms for f in fires} == {grants[0].lead_ms} and grants[0].lead_ms >= DUE - start
     results = s.apply(cmds)

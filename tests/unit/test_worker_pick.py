@@ -11,6 +11,7 @@ from test_fire_ahead import DUE, Store
 
 from cronraft.daemon.leader import EXACT_PICK, LeaderCore, LeaderSettings
 from cronraft.raft.codec import make_id
+from tests.support.grants import grants_in
 
 
 def leader(s: Store) -> LeaderCore:
@@ -27,7 +28,7 @@ def leader(s: Store) -> LeaderCore:
 
 
 def granted(core: LeaderCore, now_ms: int) -> Counter[str]:
-    return Counter(c.grant.worker_id for c in core.tick(now_ms, 1) if c.HasField("grant"))
+    return Counter(g.worker_id for g in grants_in(core.tick(now_ms, 1)))
 
 
 def test_few_workers_the_one_with_most_free_slots() -> None:
@@ -65,7 +66,7 @@ def test_many_workers_labels_and_departures_are_respected() -> None:
         core.worker_disconnected(worker_id)
     cmds = core.tick(DUE, 1)
     task_of = {c.fire.execution_id: c.fire.task_id for c in cmds if c.HasField("fire")}
-    worker_of = {task_of[c.grant.execution_id]: c.grant.worker_id for c in cmds if c.HasField("grant")}
+    worker_of = {task_of[g.execution_id]: g.worker_id for g in grants_in(cmds)}
     assert worker_of[gpu_task] == "w7"
     assert not gone & set(worker_of.values())
     # 45 connected workers of one slot each: all 40 fires granted, no worker twice.
