@@ -10,11 +10,12 @@ Beside it, each node's whole threads: its Raft thread (pysyncobj's tick: message
 apply thread (hand-off, grouping, answers, and the apply), read with `time.pthread_getcpuclockid` before
 and after the measured window. "around apply" is both threads' CPU less the apply itself: what a node
 spends per execution on the path around the state machine (issue 16). The proposing event loop (this
-script's main thread, shared) is reported apart. `--idle-s S` first measures S seconds with nothing
-proposed: each node's CPU per second for heartbeats, keepalives and ticks. `--rate R` paces the proposals
-at R entries a second, as a leader under a steady load (W5 at 1,000 fires/s: about 70 entries a second
-of ~14 fires' commands each: `--per-entry 16 --rate 70 --in-flight 4`), so that each entry travels and
-applies alone, with the ticks and heartbeats between entries counted.
+script's main thread, shared) is reported apart. At the end the three stores must hold the same bytes,
+however each grouped its entries. `--idle-s S` first measures S seconds with nothing proposed: each
+node's CPU per second for heartbeats, keepalives and ticks. `--rate R` paces the proposals at R entries a
+second, as a leader under a steady load (W5 at 1,000 fires/s: about 70 entries a second of ~14 fires'
+commands each: `--per-entry 16 --rate 70 --in-flight 4`), so that each entry travels and applies alone,
+with the ticks and heartbeats between entries counted.
 
 Usage: .venv/bin/python bench/perf_replicas.py [--n 4096] [--per-entry 1] [--in-flight 64] [--no-groups]
     [--idle-s 0] [--rate 0]
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import inspect
 import sys
 import tempfile
@@ -41,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft.codec import encode_batch, make_id
+from cronraft.raft.kv import DATABASES
 from cronraft.raft.replicator import RaftMember, ReplicatorConfig
 from cronraft.raft.state import StateMachine, read_execution
 from cronraft.raft.store import LmdbKV
@@ -75,6 +78,15 @@ class Node:
                 with suppress(OSError):
                     found[role] = time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
         return found
+
+    def digest(self) -> str:
+        """A digest of every key and value of every database (the same on every replica)."""
+        h = hashlib.sha256()
+        with self.kv.read() as txn:
+            for db in DATABASES:
+                for k, v in txn.scan(db):
+                    h.update(b"%s %d %d " % (db.encode(), len(k), len(v)) + k + v)
+        return h.hexdigest()
 
     def apply(self, index: int, payload: bytes) -> bytes | None:
         t = time.thread_time()
@@ -222,6 +234,8 @@ async def run(args: argparse.Namespace, groups: bool) -> str:
             await _settle(nodes, leader)
             main_cpu = time.thread_time() - main_before
             after = [node.thread_cpu() for node in nodes]
+            digests = {node.digest() for node in nodes}
+            assert len(digests) == 1, "the replicas' stores differ"
             with nodes[1].kv.read() as txn:
                 assert all(
                     read_execution(txn, e).state == common_pb2.EXECUTION_SUCCEEDED  # type: ignore[union-attr]

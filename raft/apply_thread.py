@@ -21,8 +21,12 @@ applies the consecutive entries waiting for it in one call, up to GROUP_MAX_ENTR
 GROUP_MAX_BYTES of payload, so one store transaction (raft.state) carries several small entries; it tells
 which of them nobody waits for (their results are left empty: only a proposer reads them, so a follower
 never does), and answers the proposers once the group is applied. A group that raises is applied again
-entry by entry, each retried as above. Entries are grouped only when they are already waiting: an idle
-node applies each entry as it arrives, a busy one catches up in groups.
+entry by entry, each retried as above. Entries are grouped when they are already waiting: a busy node
+catches up in groups. Given `linger_s`, a group nobody waits for (a follower's: its proposers are on the
+leader) also waits up to that long after its first entry was taken for more to join it: under a steady
+load entries arrive one at a time (W5 at 1,000 fires/s: ~70 a second), and a follower applied each in its
+own store transaction, where a few together cost a quarter less CPU per command. A group with a proposer
+waiting for one of its entries never lingers, nor while a snapshot waits for the store (`wait_applied`).
 """
 
 from __future__ import annotations
@@ -91,7 +95,8 @@ class ApplyThread:
     """One thread applying handed-over entries in order (module docstring). `apply_entry(index, payload)`
     returns the result bytes or None (already applied); `apply_entries`, if given, applies a group of
     consecutive entries at once (`ApplyEntries`); `on_apply_failure(index, exc)` returns True when it
-    fixed the cause (tried again at once); `on_apply_recovered(index)` after an entry applied late."""
+    fixed the cause (tried again at once); `on_apply_recovered(index)` after an entry applied late;
+    `linger_s`: how long a group nobody waits for may wait for more entries (module docstring)."""
 
     def __init__(
         self,
@@ -100,9 +105,12 @@ class ApplyThread:
         apply_entries: ApplyEntries | None = None,
         on_apply_failure: Callable[[int, BaseException], bool] | None = None,
         on_apply_recovered: Callable[[int], None] | None = None,
+        linger_s: float = 0.0,
     ) -> None:
         self._apply_entry = apply_entry
         self._apply_entries = apply_entries
+        self._linger_s = linger_s
+        self._hurry = 0  # callers of wait_applied: no lingering meanwhile
         self._on_apply_failure = on_apply_failure
         self._on_apply_recovered = on_apply_recovered
         # (index, why) while an entry cannot apply.
@@ -112,6 +120,7 @@ class ApplyThread:
         self._staged: list[tuple[int, bytes]] = []
         self.staged_max = 0
         self.released = 0
+        # Lists of entries (an empty one only wakes a lingering group), None to stop.
         self._queue: queue.SimpleQueue[list[tuple[int, bytes]] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._waiters: dict[int, Waiter] = {}
@@ -172,12 +181,21 @@ class ApplyThread:
         """Block until `index` is applied; False if the thread is stopped, or stuck on an entry it cannot
         apply (it may stay so for long: the Raft thread must not wait for it)."""
         with self._applied_cond:
-            while self._applied < index and not self._stop:
-                thread = self._thread
-                if thread is None or not thread.is_alive() or self.stuck is not None:
-                    return False
-                self._applied_cond.wait(0.1)
-            return self._applied >= index
+            if self._applied >= index:
+                return True
+            self._hurry += 1
+        self._queue.put([])  # a group lingering for more entries stops waiting
+        try:
+            with self._applied_cond:
+                while self._applied < index and not self._stop:
+                    thread = self._thread
+                    if thread is None or not thread.is_alive() or self.stuck is not None:
+                        return False
+                    self._applied_cond.wait(0.1)
+                return self._applied >= index
+        finally:
+            with self._applied_cond:
+                self._hurry -= 1
 
     def restored(self, index: int) -> None:
         """The store was replaced by a snapshot at `index`: it holds at least that index."""
@@ -204,6 +222,8 @@ class ApplyThread:
                 if entries is None:
                     return
                 backlog = entries
+                if not backlog:
+                    continue
             if self._apply_entries is None:
                 group, backlog = backlog[:1], backlog[1:]
             else:
@@ -224,6 +244,7 @@ class ApplyThread:
         """The next group from `backlog` and the entries already queued behind it (module docstring):
         (the group, what is left, whether the stop marker was met)."""
         size = taken = 0
+        until = time.monotonic() + self._linger_s if self._linger_s > 0 else 0.0
         while True:
             while taken < len(backlog) and taken < GROUP_MAX_ENTRIES and size < GROUP_MAX_BYTES:
                 size += len(backlog[taken][1])
@@ -231,12 +252,24 @@ class ApplyThread:
             if taken < len(backlog) or taken >= GROUP_MAX_ENTRIES or size >= GROUP_MAX_BYTES:
                 return backlog[:taken], backlog[taken:], False
             try:
-                more = self._queue.get_nowait()
+                wait = until - time.monotonic() if until else 0.0
+                if wait > 0 and self._may_linger(backlog):
+                    more = self._queue.get(timeout=wait)
+                else:
+                    more = self._queue.get_nowait()
             except queue.Empty:
                 return backlog, [], False
             if more is None:
                 return backlog, [], True
             backlog = backlog + more
+
+    def _may_linger(self, backlog: list[tuple[int, bytes]]) -> bool:
+        """Nobody waits for these entries, nor for the store (`wait_applied`)."""
+        if self._hurry or self._stop:
+            return False
+        with self._lock:
+            waiters = self._waiters
+            return not any(index in waiters for index, _ in backlog)
 
     def _apply_group(self, group: list[tuple[int, bytes]]) -> None:
         assert self._apply_entries is not None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Container, Iterator, Sequence
 from pathlib import Path
 
@@ -331,3 +332,71 @@ def test_a_proposer_registered_too_late_for_its_result_is_told_unknown() -> None
     got = asyncio.run(run())
     assert rec.calls == [("many", [1, 2, 3], frozenset({1, 2, 3}))]
     assert isinstance(got, OutcomeUnknown)
+
+
+def _trickle(thread: ApplyThread, count: int, every_s: float, waited: Container[int] = ()) -> None:
+    """Entries released one per tick, `every_s` apart, as a steady load brings them to a follower."""
+    loop = asyncio.new_event_loop()
+    try:
+        for index in range(1, count + 1):
+            thread.stage(index, b"x" * 100)
+            if index in waited:
+                thread.wait_for(index, (loop, loop.create_future()))
+            thread.release_staged()
+            time.sleep(every_s)
+    finally:
+        loop.close()
+
+
+def test_a_follower_lingers_for_entries_to_apply_together() -> None:
+    rec = _Recorder()
+    rec.gate.set()
+    thread = ApplyThread(rec.one, apply_entries=rec.many, linger_s=0.2)
+    thread.start(0)
+    try:
+        _trickle(thread, 12, 0.01)
+        assert thread.wait_applied(12)
+    finally:
+        thread.stop()
+    assert [i for _, indexes, _ in rec.calls for i in indexes] == list(range(1, 13))
+    assert len(rec.calls) <= 3  # without lingering: one call per entry (each arrived to an idle thread)
+
+
+def test_a_group_a_proposer_waits_for_does_not_linger() -> None:
+    rec = _Recorder()
+    rec.gate.set()
+    thread = ApplyThread(rec.one, apply_entries=rec.many, linger_s=5.0)
+    thread.start(0)
+    try:
+        _trickle(thread, 4, 0.01, waited=range(1, 5))  # the leader's entries: each has its proposer
+        began = time.monotonic()
+        assert thread.applied_index(4) == 4 or _applied_within(thread, 4, 2.0)
+        assert time.monotonic() - began < 2.0  # applied as they came, not after a 5 s linger
+    finally:
+        thread.stop()
+    assert [i for _, indexes, _ in rec.calls for i in indexes] == [1, 2, 3, 4]
+
+
+def test_waiting_for_the_store_cuts_a_linger_short() -> None:
+    rec = _Recorder()
+    rec.gate.set()
+    thread = ApplyThread(rec.one, apply_entries=rec.many, linger_s=30.0)
+    thread.start(0)
+    try:
+        _trickle(thread, 3, 0.0)
+        began = time.monotonic()
+        assert thread.wait_applied(3)  # as a snapshot waits for the store: not after a 30 s linger
+        assert time.monotonic() - began < 2.0
+    finally:
+        thread.stop()
+    assert [i for _, indexes, _ in rec.calls for i in indexes] == [1, 2, 3]
+
+
+def _applied_within(thread: ApplyThread, index: int, seconds: float) -> bool:
+    """Applied up to `index` within `seconds`, watched without `wait_applied` (which cuts a linger short)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if thread.applied_index(index) >= index:
+            return True
+        time.sleep(0.005)
+    return False
