@@ -129,16 +129,15 @@ class InProcessRunner(RunnerBase):
         started_ms = self._clock.now_ms()
         loop = asyncio.get_running_loop()
         io = InProcessIO(loop, self._stdout, self._stderr, self._on_output)
-        task = loop.create_task(self._work(io), name=f"{self._what} {self.lease.execution_id}")
         # Wait for the work, a stop request or the timeout, whichever comes first: one future that each
         # of them settles (no helper task and no asyncio.wait per attempt: a busy worker runs thousands).
         wake: asyncio.Future[None] = loop.create_future()
+        task = loop.create_task(self._work_then(io, wake), name=f"{self._what} {self.lease.execution_id}")
 
         def settle(*_: object) -> None:
             if not wake.done():
                 wake.set_result(None)
 
-        task.add_done_callback(settle)
         self._on_stop.append(settle)
         timeout_s = self._timeout_s()
         timer = loop.call_later(timeout_s, settle) if timeout_s is not None else None
@@ -163,7 +162,6 @@ class InProcessRunner(RunnerBase):
         finally:
             if timer is not None:
                 timer.cancel()
-            task.remove_done_callback(settle)
             self._on_stop.remove(settle)
             io.close()
             if not task.done():  # stopped and not unwound, or we were cancelled ourselves
@@ -171,6 +169,18 @@ class InProcessRunner(RunnerBase):
                     io.cancelled.set()
                     task.cancel()
                 _abandon(task)
+
+    async def _work_then(self, io: InProcessIO, wake: asyncio.Future[None]) -> WorkOutcome:
+        """The work, then `run` woken from its last step: a done callback of its task woke it one loop
+        iteration later, and a start alone at its instant (bench/perf_worker.py --rate) paid that
+        iteration. The task is done when `run` resumes (it ends in the step that sets `wake`). Only
+        `run` cancels this task, and never waits for `wake` after that: a cancel before the first step
+        (which skips this `finally`) leaves nobody waiting."""
+        try:
+            return await self._work(io)
+        finally:
+            if not wake.done():
+                wake.set_result(None)
 
     async def _abort(self, task: asyncio.Task[WorkOutcome], io: InProcessIO) -> None:
         """Cancel the work and give it the kill grace (none when fenced) to unwind."""

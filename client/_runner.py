@@ -71,6 +71,8 @@ class Runner(Protocol):
 
     async def hold(self, delay_s: float, until: asyncio.Future[None] | None = None) -> bool: ...
 
+    async def hold_on(self, wake: asyncio.Future[None], delay_s: float) -> bool: ...
+
     async def run(self) -> common_pb2.AttemptResult: ...
 
 
@@ -153,24 +155,41 @@ class RunnerBase:
             return True
         if delay_s <= 0 or (until is not None and until.done()):
             return False
-        loop = asyncio.get_running_loop()
-        wake: asyncio.Future[None] = loop.create_future()
+        wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if until is None:
+            return await self.hold_on(wake, delay_s)
+
+        def forward(_: object) -> None:
+            if not wake.done():
+                wake.set_result(None)
+
+        until.add_done_callback(forward)
+        try:
+            return await self.hold_on(wake, delay_s)
+        finally:
+            until.remove_done_callback(forward)
+
+    async def hold_on(self, wake: asyncio.Future[None], delay_s: float) -> bool:
+        """`hold`, ended by `wake`: a future of the caller's own (nobody else awaits it) that whoever
+        ends the hold completes directly, and this completes on a stop or after `delay_s`. The attempt
+        resumes in the loop's next iteration, where `hold(until=...)` takes one more (the done callback
+        that forwards `until`): a start gate wakes its held starts this way (start_gate.StartGates)."""
+        if self._stop_reason is not None:
+            return True
+        if delay_s <= 0 or wake.done():
+            return False
 
         def settle(*_: object) -> None:
             if not wake.done():
                 wake.set_result(None)
 
         self._on_stop.append(settle)
-        timer = loop.call_later(delay_s, settle)
-        if until is not None:
-            until.add_done_callback(settle)
+        timer = asyncio.get_running_loop().call_later(delay_s, settle)
         try:
             await wake
         finally:
             timer.cancel()
             self._on_stop.remove(settle)
-            if until is not None:
-                until.remove_done_callback(settle)
         return self._stop_reason is not None
 
     def _result(

@@ -53,12 +53,17 @@ def refusal(
 class StartGates:
     """Held starts wait at one gate per start instant, opened at the instant once a heartbeat sent at most
     CONFIRM_AHEAD_S before it was answered. `ask_heartbeat()` asks the worker for a heartbeat now;
-    `acked(sent)` tells the gates that the heartbeat sent at `sent` was answered."""
+    `acked(sent)` tells the gates that the heartbeat sent at `sent` was answered.
+
+    A gate holds one future per start (`join`), each its attempt's own, and completes them itself when
+    it opens: the attempt resumes in the next loop iteration. (A future shared by the gate's starts woke
+    each through a done callback: one iteration more per start, and with start instants spread over the
+    second each start is alone at its gate, so each paid it; bench/perf_worker.py --rate.)"""
 
     def __init__(self, clock: Clock, ask_heartbeat: Callable[[], None]) -> None:
         self._clock = clock
         self._ask_heartbeat = ask_heartbeat
-        self._gates: dict[int, asyncio.Future[None]] = {}
+        self._gates: dict[int, list[asyncio.Future[None]]] = {}  # gate -> the futures of its starts
         self._waiting: set[int] = set()
         self._acked_sent = float("-inf")  # clock time the latest answered heartbeat was sent
 
@@ -67,28 +72,35 @@ class StartGates:
         if self._waiting:
             self._open_waiting()
 
-    def gate(self, start_at: float) -> asyncio.Future[None]:
-        """The gate of the starts due at `start_at` (rounded up to GATE_S). A new gate asks for the
-        confirming heartbeat CONFIRM_AHEAD_S before its instant and opens at the instant if it has
-        been answered, else when it is (`acked`)."""
+    def join(self, start_at: float) -> asyncio.Future[None]:
+        """A future completed when the gate of the starts due at `start_at` (rounded up to GATE_S) opens.
+        A new gate asks for the confirming heartbeat CONFIRM_AHEAD_S before its instant (at once when
+        that has passed) and opens at the instant if it has been answered, else when it is (`acked`)."""
         key = math.ceil(start_at / GATE_S)
-        gate = self._gates.get(key)
-        if gate is None:
-            loop = asyncio.get_running_loop()
-            gate = self._gates[key] = loop.create_future()
-            wait = key * GATE_S - mono_s(self._clock)
-            loop.call_later(max(0.0, wait - CONFIRM_AHEAD_S), self._ask_heartbeat)
-            loop.call_later(max(0.0, wait), self._open, key)
-        return gate
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        starts = self._gates.get(key)
+        if starts is not None:
+            starts.append(future)
+            return future
+        self._gates[key] = [future]
+        wait = key * GATE_S - mono_s(self._clock)
+        if wait > CONFIRM_AHEAD_S:
+            loop.call_later(wait - CONFIRM_AHEAD_S, self._ask_heartbeat)
+        else:  # offered less than CONFIRM_AHEAD_S ahead (W5: 70 ms): no timer for it
+            self._ask_heartbeat()
+        loop.call_later(max(0.0, wait), self._open, key)
+        return future
 
     def _open(self, key: int) -> None:
-        gate = self._gates.get(key)
-        if gate is None:
+        starts = self._gates.get(key)
+        if starts is None:
             return
-        if self._acked_sent >= key * GATE_S - CONFIRM_AHEAD_S or gate.done():
+        if self._acked_sent >= key * GATE_S - CONFIRM_AHEAD_S:
             del self._gates[key]
-            if not gate.done():
-                gate.set_result(None)
+            for future in starts:
+                if not future.done():  # stopped meanwhile (RunnerBase.hold_on), or its task cancelled
+                    future.set_result(None)
         else:
             self._waiting.add(key)
             self._ask_heartbeat()
@@ -112,8 +124,8 @@ class StartGates:
                 # Every start of the instant waits at one gate, and wakes once: when 10,000 held starts
                 # each woke at the instant, found the confirmation not yet read and waited again, the
                 # heartbeat answer queued behind those wake-ups (W1: starts 0.3-1.5 s after the instant).
-                gate = self.gate(attempt.start_at)
-                stopped = await runner.hold(attempt.deadline - mono_s(self._clock), until=gate)
+                gate = self.join(attempt.start_at)
+                stopped = await runner.hold_on(gate, attempt.deadline - mono_s(self._clock))
                 stopped = stopped or await runner.hold(attempt.start_at - mono_s(self._clock))
             confirmed = stopped or await self.await_confirmation(attempt)
         else:
@@ -137,7 +149,7 @@ class StartGates:
         otherwise start an attempt it cannot renew: self-fencing kills it and the leader grants it
         again, a duplicate (fault scenario S6 counted 48 where there were 19 before fire ahead).
         Unconfirmed at the lease's deadline, it is fenced unstarted: late, but run once. The confirming
-        heartbeat was asked for CONFIRM_AHEAD_S before the start (`gate`), so its answer is normally
+        heartbeat was asked for CONFIRM_AHEAD_S before the start (`join`), so its answer is normally
         here already. True once confirmed; False if stopped or still unconfirmed at the deadline."""
         if attempt.confirmed:
             return True
