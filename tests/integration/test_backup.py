@@ -19,14 +19,11 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
-import shutil
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -38,9 +35,8 @@ from cronraft.proto.v1 import common_pb2
 from cronraft.raft.backup_file import verify
 from cronraft.raft.backup_image import image_facts
 from cronraft.raft.digest import digest
-from cronraft.raft.state import StateMachine
-from cronraft.raft.store import LmdbKV
 from cronraft.tokenfile import add_token
+from tests.support.replay import state_at
 
 from .harness import Cluster, NodeProc, ledger_command, read_ledger, wait_for
 from .test_security_transport import SecureCluster
@@ -80,38 +76,6 @@ def _restore(backup: Path, cluster: Cluster, node: NodeProc, *extra: str) -> sub
         timeout=120,
         env=cluster.env,  # the cluster secret's variable: the config is loaded whole
     )
-
-
-def _state_at(data_dir: Path, index: int, scratch: Path, start: Path | None = None) -> dict[str, Any]:
-    """The digest of the state at `index`, rebuilt from a stopped node's own Raft journal (never
-    compacted in this test) through the state machine: from index 1, or from `start`, a store image
-    (a restored node: its journal begins at the backup's index, `start` is the backup's store)."""
-    from pysyncobj.journal import FileJournal  # tests only: the journal's reader
-
-    scratch.mkdir()
-    shutil.copy(data_dir / "raft" / "raft.journal", scratch / "journal")
-    if start is not None:
-        (scratch / "state").mkdir()
-        shutil.copy(start / "data.mdb", scratch / "state" / "data.mdb")
-    journal = FileJournal(str(scratch / "journal"))
-    kv = LmdbKV(scratch / "state", map_size=256 << 20)
-    sm = StateMachine(kv)
-    try:
-        first = sm.last_applied() + 1
-        assert journal[0][1] <= first, "the journal was compacted: no replay from the store's index"
-        for i in range(len(journal)):
-            entry, at, _term = journal[i]
-            if at > index:
-                break
-            if at < first or entry[0] != 0:  # pysyncobj's no-op and membership entries never reach our apply
-                continue
-            call = pickle.loads(entry[1:])  # pysyncobj's (method id, args[, kwargs]): args[0] is ours
-            sm.apply_entry(at, call[1][0])
-        assert sm.last_applied() == index
-    finally:
-        journal._destroy()
-        kv.close()
-    return digest(scratch / "state")
 
 
 def _root(path: Path) -> Path:
@@ -215,7 +179,7 @@ def test_backup_under_load_restores_into_a_fresh_cluster(
     body.mkdir()
     (body / "data.mdb").write_bytes(b"".join(backup_file.read_body()))
     assert image_facts(body / "data.mdb").applied_index == index
-    expected = _state_at(tmp_path / "a" / "node1", index, tmp_path / "replay")
+    expected = state_at(tmp_path / "a" / "node1", index, tmp_path / "replay")
     assert digest(body) == expected
 
     # A corrupted copy is refused, naming the checksum, and creates nothing.
@@ -289,7 +253,7 @@ def test_backup_under_load_restores_into_a_fresh_cluster(
     lowest = min(d["applied_index"] for d in stores.values())
     assert lowest > index
     rebuilt = {
-        nid: _state_at(tmp_path / "b" / nid, lowest, tmp_path / f"replay-{nid}", start=body) for nid in stores
+        nid: state_at(tmp_path / "b" / nid, lowest, tmp_path / f"replay-{nid}", start=body) for nid in stores
     }
     stopped_there = [d for d in stores.values() if d["applied_index"] == lowest]
     assert len({json.dumps(d) for d in [*rebuilt.values(), *stopped_there]}) == 1, (stores, rebuilt)
