@@ -140,7 +140,20 @@ class InProcessRunner(RunnerBase):
 
         self._on_stop.append(settle)
         timeout_s = self._timeout_s()
-        timer = loop.call_later(timeout_s, settle) if timeout_s is not None else None
+        timer: asyncio.TimerHandle | None = None
+        if timeout_s is not None:
+            due = loop.time() + timeout_s
+
+            # The timeout's timer is armed after the work's first step, in the same loop iteration (the
+            # loop runs its callbacks in the order scheduled: the task's step, then this), and only if
+            # that step did not end it: work that ends at once (most handlers) costs no timer, and a
+            # timer armed and cancelled stays in the loop's heap until swept. Due at the same instant.
+            def arm() -> None:
+                nonlocal timer
+                if not wake.done():
+                    timer = loop.call_at(due, settle)
+
+            loop.call_soon(arm)
         try:
             if self._stop_reason is None:
                 await wake
@@ -160,6 +173,7 @@ class InProcessRunner(RunnerBase):
             outcome, error = stop_result(reason, self.lease, f"{self._what} aborted")
             return self._result(outcome, started_ms=started_ms, exit_code=NO_EXIT_CODE, error=error)
         finally:
+            settle()  # run() is over: a timer not yet armed never will be
             if timer is not None:
                 timer.cancel()
             self._on_stop.remove(settle)

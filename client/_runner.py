@@ -71,7 +71,7 @@ class Runner(Protocol):
 
     async def hold(self, delay_s: float, until: asyncio.Future[None] | None = None) -> bool: ...
 
-    async def hold_on(self, wake: asyncio.Future[None], delay_s: float) -> bool: ...
+    async def hold_on(self, wake: asyncio.Future[None], delay_s: float | None = None) -> bool: ...
 
     async def run(self) -> common_pb2.AttemptResult: ...
 
@@ -169,14 +169,15 @@ class RunnerBase:
         finally:
             until.remove_done_callback(forward)
 
-    async def hold_on(self, wake: asyncio.Future[None], delay_s: float) -> bool:
+    async def hold_on(self, wake: asyncio.Future[None], delay_s: float | None = None) -> bool:
         """`hold`, ended by `wake`: a future of the caller's own (nobody else awaits it) that whoever
-        ends the hold completes directly, and this completes on a stop or after `delay_s`. The attempt
-        resumes in the loop's next iteration, where `hold(until=...)` takes one more (the done callback
-        that forwards `until`): a start gate wakes its held starts this way (start_gate.StartGates)."""
+        ends the hold completes directly, and this completes on a stop or after `delay_s` (None: no
+        timer; whoever holds `wake` ends the hold). The attempt resumes in the loop's next iteration,
+        where `hold(until=...)` takes one more (the done callback that forwards `until`): a start gate
+        wakes its held starts this way (start_gate.StartGates)."""
         if self._stop_reason is not None:
             return True
-        if delay_s <= 0 or wake.done():
+        if wake.done() or (delay_s is not None and delay_s <= 0):
             return False
 
         def settle(*_: object) -> None:
@@ -184,11 +185,12 @@ class RunnerBase:
                 wake.set_result(None)
 
         self._on_stop.append(settle)
-        timer = asyncio.get_running_loop().call_later(delay_s, settle)
+        timer = None if delay_s is None else asyncio.get_running_loop().call_later(delay_s, settle)
         try:
             await wake
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
             self._on_stop.remove(settle)
         return self._stop_reason is not None
 

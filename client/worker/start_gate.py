@@ -55,16 +55,19 @@ class StartGates:
     CONFIRM_AHEAD_S before it was answered. `ask_heartbeat()` asks the worker for a heartbeat now;
     `acked(sent)` tells the gates that the heartbeat sent at `sent` was answered.
 
-    A gate holds one future per start (`join`), each its attempt's own, and completes them itself when
-    it opens: the attempt resumes in the next loop iteration. (A future shared by the gate's starts woke
-    each through a done callback: one iteration more per start, and with start instants spread over the
-    second each start is alone at its gate, so each paid it; bench/perf_worker.py --rate.)"""
+    A gate holds one future per start (`join`), each its attempt's own, and completes them itself: when
+    it opens, or for a start whose lease deadline passes while the gate waits unconfirmed past its
+    instant. The attempt then resumes in the next loop iteration. (A future shared by the gate's starts
+    woke each through a done callback, one iteration more, and each hold had a deadline timer of its
+    own; with start instants spread over the second each start is alone at its gate and paid both:
+    bench/perf_worker.py --rate.)"""
 
     def __init__(self, clock: Clock, ask_heartbeat: Callable[[], None]) -> None:
         self._clock = clock
         self._ask_heartbeat = ask_heartbeat
-        self._gates: dict[int, list[asyncio.Future[None]]] = {}  # gate -> the futures of its starts
-        self._waiting: set[int] = set()
+        # gate -> its starts: each one's future and its lease deadline as it joined (mono_s(clock))
+        self._gates: dict[int, list[tuple[asyncio.Future[None], float]]] = {}
+        self._waiting: dict[int, asyncio.TimerHandle | None] = {}  # unconfirmed -> its deadline timer
         self._acked_sent = float("-inf")  # clock time the latest answered heartbeat was sent
 
     def acked(self, sent: float) -> None:
@@ -72,19 +75,27 @@ class StartGates:
         if self._waiting:
             self._open_waiting()
 
-    def join(self, start_at: float) -> asyncio.Future[None]:
-        """A future completed when the gate of the starts due at `start_at` (rounded up to GATE_S) opens.
-        A new gate asks for the confirming heartbeat CONFIRM_AHEAD_S before its instant (at once when
-        that has passed) and opens at the instant if it has been answered, else when it is (`acked`)."""
+    def join(self, start_at: float, deadline: float) -> asyncio.Future[None]:
+        """A future completed when the gate of the starts due at `start_at` (rounded up to GATE_S) opens,
+        or once `deadline` has passed and the gate is still closed past its instant (unconfirmed: the
+        caller fences the start); at once if `deadline` has passed already. A new gate asks for the
+        confirming heartbeat CONFIRM_AHEAD_S before its instant (at once when that has passed) and opens
+        at the instant if it has been answered, else when it is (`acked`)."""
         key = math.ceil(start_at / GATE_S)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
+        now = mono_s(self._clock)
+        if deadline <= now:
+            future.set_result(None)
+            return future
         starts = self._gates.get(key)
         if starts is not None:
-            starts.append(future)
+            starts.append((future, deadline))
+            if key in self._waiting:
+                self._expire(key)  # the deadline timer may need to come sooner
             return future
-        self._gates[key] = [future]
-        wait = key * GATE_S - mono_s(self._clock)
+        self._gates[key] = [(future, deadline)]
+        wait = key * GATE_S - now
         if wait > CONFIRM_AHEAD_S:
             loop.call_later(wait - CONFIRM_AHEAD_S, self._ask_heartbeat)
         else:  # offered less than CONFIRM_AHEAD_S ahead (W5: 70 ms): no timer for it
@@ -98,17 +109,42 @@ class StartGates:
             return
         if self._acked_sent >= key * GATE_S - CONFIRM_AHEAD_S:
             del self._gates[key]
-            for future in starts:
+            for future, _ in starts:
                 if not future.done():  # stopped meanwhile (RunnerBase.hold_on), or its task cancelled
                     future.set_result(None)
         else:
-            self._waiting.add(key)
+            self._waiting[key] = None
             self._ask_heartbeat()
+            self._expire(key)
 
     def _open_waiting(self) -> None:
         for key in [k for k in self._waiting if self._acked_sent >= k * GATE_S - CONFIRM_AHEAD_S]:
-            self._waiting.discard(key)
+            timer = self._waiting.pop(key)
+            if timer is not None:
+                timer.cancel()
             self._open(key)
+
+    def _expire(self, key: int) -> None:
+        """The gate `key` waits unconfirmed past its instant: let go the starts whose deadline passed
+        (StartGates.await_start fences them unstarted), and come back at the earliest one left."""
+        timer = self._waiting.get(key)
+        if timer is not None:
+            timer.cancel()
+        now = mono_s(self._clock)
+        left = []
+        for future, deadline in self._gates[key]:
+            if future.done():  # stopped meanwhile, or its task cancelled
+                continue
+            if deadline <= now:
+                future.set_result(None)
+            else:
+                left.append((future, deadline))
+        if not left:
+            del self._gates[key], self._waiting[key]
+            return
+        self._gates[key] = left
+        due = min(deadline for _, deadline in left)
+        self._waiting[key] = asyncio.get_running_loop().call_later(due - now, self._expire, key)
 
     async def await_start(self, attempt: Attempt) -> common_pb2.AttemptResult | None:
         """Hold a lease granted ahead of its due time until then (None: start now). A cancel, revoke,
@@ -124,8 +160,8 @@ class StartGates:
                 # Every start of the instant waits at one gate, and wakes once: when 10,000 held starts
                 # each woke at the instant, found the confirmation not yet read and waited again, the
                 # heartbeat answer queued behind those wake-ups (W1: starts 0.3-1.5 s after the instant).
-                gate = self.join(attempt.start_at)
-                stopped = await runner.hold_on(gate, attempt.deadline - mono_s(self._clock))
+                gate = self.join(attempt.start_at, attempt.deadline)
+                stopped = await runner.hold_on(gate)
                 stopped = stopped or await runner.hold(attempt.start_at - mono_s(self._clock))
             confirmed = stopped or await self.await_confirmation(attempt)
         else:
