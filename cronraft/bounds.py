@@ -41,6 +41,8 @@ MAX_WORKER_CAPACITY = 100_000  # Hello.capacity
 MAX_WORKER_QUEUES = 64  # Hello.queues (each a queue name as in a spec)
 MAX_WORKER_LABELS = 64  # Hello.labels pairs (keys and values at most MAX_TAG_LEN characters)
 MAX_INCARNATION = 128  # Hello.incarnation
+MAX_HELLO_DIRECT = 64  # Hello.direct: addresses, each at most MAX_ADDRESS characters
+MAX_ADDRESS = 512
 MAX_HEARTBEAT_LEASES = 100_000  # Heartbeat.leases, and Heartbeat.finished (each)
 MAX_RESULTS_PER_MESSAGE = 10_000  # Results.results (a worker sends at most 1,000)
 MAX_OUTPUT_CHUNK_BYTES = 1 << 20  # OutputChunk.data (a worker sends at most 256 KiB)
@@ -84,7 +86,9 @@ __all__ = [
     "MAX_CALENDAR_NAME",
     "MAX_CONCURRENT_STREAMS",
     "MAX_FILTER_TAGS",
+    "MAX_ADDRESS",
     "MAX_HEARTBEAT_LEASES",
+    "MAX_HELLO_DIRECT",
     "MAX_INCARNATION",
     "MAX_NAMESPACE",
     "MAX_NAME_PREFIX",

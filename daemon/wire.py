@@ -96,6 +96,10 @@ def hello_problem(hello: worker_pb2.Hello) -> str:
             return f"hello.labels: keys 1 to {most} characters, values at most {most}"
     if len(hello.incarnation) > bounds.MAX_INCARNATION:
         return f"hello.incarnation: longer than {bounds.MAX_INCARNATION} characters"
+    if len(hello.direct) > bounds.MAX_HELLO_DIRECT:
+        return f"hello.direct: at most {bounds.MAX_HELLO_DIRECT} addresses, got {len(hello.direct)}"
+    if any(len(a) > bounds.MAX_ADDRESS for a in hello.direct):
+        return f"hello.direct: an address longer than {bounds.MAX_ADDRESS} characters"
     return ""
 
 

@@ -20,7 +20,7 @@ import enum
 import logging
 import os
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 # types-grpcio is not in the dev dependencies yet: without it grpc is untyped (Any), with it the ignore
@@ -238,7 +238,7 @@ class Worker:
             welcomed = False
             failure: dict[str, Any] | None = None
             try:
-                servers.hint, welcomed = await self._connect(address)
+                servers.hint, welcomed = await self._connect(address, servers.reachable(loop.time()))
                 if servers.hint:
                     self._log.info("redirected to the leader", address=address, leader=servers.hint)
             except grpc.aio.AioRpcError as exc:
@@ -260,8 +260,9 @@ class Worker:
                 failures += 1
             await asyncio.sleep(backoff.next())
 
-    async def _connect(self, address: str) -> tuple[str | None, bool]:
-        """One stream to `address`; returns (leader address hint, whether it was welcomed)."""
+    async def _connect(self, address: str, direct: Sequence[str] = ()) -> tuple[str | None, bool]:
+        """One stream to `address`; returns (leader address hint, whether it was welcomed). `direct`: the
+        servers this worker can reach now (a follower sends it to the leader if it is among them)."""
         hello = worker_pb2.Hello(
             worker_id=self.config.worker_id,
             capacity=self.config.capacity,
@@ -271,6 +272,7 @@ class Worker:
             incarnation=self.incarnation,
             version=CRONRAFT_VERSION,  # its release, shown by the leader (docs/operations.md, Upgrades)
             features=list(WORKER_FEATURES),
+            direct=list(direct),
         )
         options = [("grpc.max_receive_message_length", CLIENT_MAX_RECEIVE_BYTES)]  # lease offers
         async with self.config.transport.aio_channel(address, options) as channel:

@@ -46,6 +46,11 @@ class ServerRotation:
         self._avoid[address] = now + AVOID_S
         self._index = 0
 
+    def reachable(self, now: float) -> list[str]:
+        """The configured servers not marked silent (Hello.direct: a follower sends the worker to the
+        leader when it is among them, rather than relaying its stream)."""
+        return [a for a in self._servers if self._avoid.get(a, 0.0) <= now]
+
     def next(self, now: float) -> str:
         """The hint (consumed), unless it names a node marked silent; else the next configured server,
         skipping silent ones while another is left."""

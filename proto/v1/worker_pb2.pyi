@@ -107,6 +107,7 @@ class Hello(_message.Message):
     INCARNATION_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     FEATURES_FIELD_NUMBER: _builtins.int
+    DIRECT_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     capacity: _builtins.int
     """slots: attempts it runs at once"""
@@ -128,6 +129,14 @@ class Hello(_message.Message):
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
     def features(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def direct(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The servers this worker can reach now, as it dials them (its configured ones, less those whose stream
+        went silent lately): a follower whose leader's address is among them answers NotLeader naming it
+        instead of relaying the stream, so that a worker that can reach the leader talks to it directly, one
+        hop fewer. Empty (an older worker, or none listed): relayed as before (docs/multi-region.md).
+        """
+
     def __init__(
         self,
         *,
@@ -139,10 +148,11 @@ class Hello(_message.Message):
         incarnation: _builtins.str = ...,
         version: _builtins.str = ...,
         features: _abc.Iterable[_builtins.str] | None = ...,
+        direct: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "features", b"features", "incarnation", b"incarnation", "labels", b"labels", "queues", b"queues", "sent_mono_ms", b"sent_mono_ms", "version", b"version", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "direct", b"direct", "features", b"features", "incarnation", b"incarnation", "labels", b"labels", "queues", b"queues", "sent_mono_ms", b"sent_mono_ms", "version", b"version", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -139,6 +139,35 @@ def test_with_relay_off_a_follower_redirects_writes_and_workers(
         assert first.not_leader.leader_address == leader.grpc_address
 
 
+def test_a_worker_that_can_reach_the_leader_is_sent_there_not_relayed(
+    tmp_path: Path, clusters: list[Cluster]
+) -> None:
+    """A worker listing a follower first and the leader after it: the follower sends it to the leader
+    (Hello.direct), one hop fewer; a raw Hello without `direct` (an older worker) is relayed as before,
+    and so is one whose `direct` lacks the leader."""
+    c = Cluster(tmp_path, n=3)
+    clusters.append(c)
+    c.start()
+    leader = c.wait_leader()
+    follower = _follower(c)
+    _start_worker_on(c, "w1", f"{follower.grpc_address},{leader.grpc_address}")
+    c.wait_workers(1)
+    log = c.root / "w1.log"
+    wait_for(lambda: _log_has(log, "redirected to the leader"), 10, "the redirect")
+    connected = [json.loads(line) for line in log.read_text().splitlines() if '"connected"' in line]
+    assert [line["address"] for line in connected] == [leader.grpc_address]
+    assert not _log_has(follower.log_path, "worker stream relayed")
+    with grpc.insecure_channel(follower.grpc_address) as ch:
+        stub = worker_pb2_grpc.WorkerGatewayStub(ch)
+        for direct in ([], [follower.grpc_address, "127.0.0.1:1"]):
+            hello = worker_pb2.Hello(worker_id=f"raw-{len(direct)}", capacity=1, direct=direct)
+            first = next(iter(stub.Connect(iter([worker_pb2.WorkerMessage(hello=hello)]), timeout=5)))
+            assert first.WhichOneof("kind") == "welcome", first  # relayed: the leader's Welcome
+        hello = worker_pb2.Hello(worker_id="raw-direct", capacity=1, direct=[leader.grpc_address])
+        first = next(iter(stub.Connect(iter([worker_pb2.WorkerMessage(hello=hello)]), timeout=5)))
+        assert first.not_leader.leader_address == leader.grpc_address
+
+
 def test_relay_on_a_follower_answers_a_write_itself(tmp_path: Path, clusters: list[Cluster]) -> None:
     c = Cluster(tmp_path, n=3)
     clusters.append(c)

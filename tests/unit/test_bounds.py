@@ -212,6 +212,8 @@ def test_request_checks() -> None:
         (worker_pb2.Hello(worker_id="w", labels={f"k{i}": "" for i in range(65)}), "hello.labels"),
         (worker_pb2.Hello(worker_id="w", labels={"k": "v" * 257}), "hello.labels"),
         (worker_pb2.Hello(worker_id="w", incarnation="i" * 129), "hello.incarnation"),
+        (worker_pb2.Hello(worker_id="w", direct=["127.0.0.1:1"] * 65), "hello.direct"),
+        (worker_pb2.Hello(worker_id="w", direct=["h" * 513]), "hello.direct"),
     ],
 )
 def test_hello_bounds(hello: worker_pb2.Hello, field: str) -> None:

@@ -49,6 +49,16 @@ def test_a_silent_first_node_is_skipped_until_its_avoidance_ends() -> None:
     assert servers.next(AVOID_S + 0.2) == N5
 
 
+def test_the_servers_a_worker_says_it_can_reach_leave_out_the_silent_ones() -> None:
+    """Hello.direct: a follower sends the worker to the leader only if it is among these; a leader whose
+    stream went silent is left out, so the worker is relayed instead of sent back to it."""
+    servers = _rotation()
+    assert servers.reachable(0.0) == SERVERS
+    servers.avoid(N1, 1.0)
+    assert servers.reachable(1.0) == [N5, N2, N3, N4]
+    assert servers.reachable(1.0 + AVOID_S) == SERVERS
+
+
 class _Call:
     """A stream whose first write waits `write_s` (grpc.aio's first write on a channel still connecting
     waits for the connection) and whose first read answers `reply` after `read_s`."""
