@@ -63,6 +63,9 @@ class WorkerMetrics:
         )
         for outcome in OUTCOMES:
             self.attempts.labels(outcome)
+        # The counter of each outcome (AttemptOutcome number), found once: labels() takes a lock and
+        # looks up its label values, and the outcome's name costs an enum lookup, per attempt.
+        self._attempts_by_outcome: dict[int, Counter] = {}
         self.start_delay = Histogram(
             "cronraft_worker_start_delay_seconds",
             "How late a payload began after the instant it was meant to (its lease's held start, else "
@@ -85,7 +88,10 @@ class WorkerMetrics:
         self.start_delay.observe(max(0.0, delay_s))
 
     def attempt_finished(self, outcome: int) -> None:
-        self.attempts.labels(outcome_name(outcome)).inc()
+        counter = self._attempts_by_outcome.get(outcome)
+        if counter is None:
+            counter = self._attempts_by_outcome[outcome] = self.attempts.labels(outcome_name(outcome))
+        counter.inc()
 
     def serve(self, address: str) -> MetricsEndpoint:
         """Start answering `GET /metrics` on `address` (HOST:PORT; port 0: a free one)."""

@@ -105,3 +105,18 @@ def test_two_workers_in_one_process_keep_their_own_registries() -> None:
     assert sample(a.registry, "cronraft_worker_attempts_total", {"outcome": "succeeded"}) == 1
     assert sample(b.registry, "cronraft_worker_attempts_total", {"outcome": "succeeded"}) == 0
     assert b.registry.get_sample_value("cronraft_worker_attempts_running") is None  # no worker bound
+
+
+def test_each_outcome_counts_on_its_own_counter_every_time() -> None:
+    """attempt_finished finds each outcome's counter once and keeps it: later attempts still count, each
+    on its own outcome's counter, and an outcome number without a name counts as unspecified."""
+    metrics = WorkerMetrics()
+    for outcome in (common_pb2.ATTEMPT_SUCCEEDED, common_pb2.ATTEMPT_SUCCEEDED, common_pb2.ATTEMPT_FAILED):
+        metrics.attempt_finished(outcome)
+    metrics.attempt_finished(999)
+    metrics.attempt_finished(common_pb2.ATTEMPT_SUCCEEDED)
+    counts = {
+        name: sample(metrics.registry, "cronraft_worker_attempts_total", {"outcome": name})
+        for name in ("succeeded", "failed", "timed_out", "unspecified")
+    }
+    assert counts == {"succeeded": 3, "failed": 1, "timed_out": 0, "unspecified": 1}
