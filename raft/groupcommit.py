@@ -8,6 +8,11 @@ load and the latency stays about one commit round. A submitter's commands are ne
 An error from `propose` (NotLeader, OutcomeUnknown, ...) is raised to every submitter of that entry.
 `admit`, if given, is called with each submission's commands before they are queued and may refuse
 them by raising (the daemon refuses writes there while its storage is exhausted: daemon.storage).
+Under a steady load (an entry proposed within the last `busy_s`) the flusher lingers `linger_s` before
+taking a group, so that the submissions of a few milliseconds share an entry: with max_inflight entries
+in flight and commits of a few milliseconds, nearly every submission (a tick's fires, a worker's results
+message) left alone, and every entry costs each node a Raft round, a journal append and an apply
+transaction (W5 at 1,000 fires/s: 0.17-0.27 entries per fire). A lone submission is proposed at once.
 A submitter may ask for a longer proposal timeout than the default (the leader's own Fire/Grant/Complete
 batches do: on a saturated machine an entry can take more than the clients' 5 s to commit and apply, and
 an "outcome unknown" there costs a repair instead of a result); an entry waits as long as the longest
@@ -28,6 +33,10 @@ from cronraft.raft.codec import message_field
 from cronraft.raft.replicator import Replicator
 
 BATCH_VERSION = 1
+# The flusher lingers LINGER_S before taking a group when an entry was proposed within BUSY_S (module
+# docstring).
+LINGER_S = 0.005
+BUSY_S = 0.02
 
 
 @dataclass
@@ -50,6 +59,8 @@ class GroupCommitter:
         timeout_s: float = 5.0,
         max_queued: int = 100_000,
         admit: Callable[[Sequence[commands_pb2.Command]], None] | None = None,
+        linger_s: float = LINGER_S,
+        busy_s: float = BUSY_S,
     ) -> None:
         if max_batch < 1 or max_bytes < 1 or max_inflight < 1 or timeout_s <= 0:
             raise ValueError("max_batch, max_bytes, max_inflight and timeout_s must be positive")
@@ -69,6 +80,9 @@ class GroupCommitter:
         self._flusher: asyncio.Task[None] | None = None
         self._entries: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._linger_s = linger_s
+        self._busy_s = busy_s
+        self._last_proposed = float("-inf")  # loop time the latest entry was proposed
         self.entries_proposed = 0  # counters for metrics and tests
         self.commands_proposed = 0
 
@@ -139,15 +153,19 @@ class GroupCommitter:
 
     async def _run(self) -> None:
         assert self._wakeup is not None and self._slots is not None
+        loop = asyncio.get_running_loop()
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue:
                 await self._slots.acquire()  # while all slots are busy, the queue keeps growing
+                if self._linger_s and loop.time() - self._last_proposed < self._busy_s:
+                    await asyncio.sleep(self._linger_s)  # a steady load: let a few more join this entry
                 group = self._take_group()
                 if not group:
                     self._slots.release()
                     continue
+                self._last_proposed = loop.time()
                 task = asyncio.get_running_loop().create_task(self._propose(group))
                 self._entries.add(task)
                 task.add_done_callback(self._entries.discard)
@@ -217,4 +235,4 @@ def _fail(sub: _Submission, exc: Exception) -> None:
         sub.future.set_exception(exc)
 
 
-__all__ = ["BATCH_VERSION", "GroupCommitter"]
+__all__ = ["BATCH_VERSION", "BUSY_S", "LINGER_S", "GroupCommitter"]

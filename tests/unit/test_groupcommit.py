@@ -9,7 +9,7 @@ import pytest
 
 from cronraft.errors import NotLeader, OutcomeUnknown, Unavailable
 from cronraft.proto.v1 import commands_pb2
-from cronraft.raft.groupcommit import GroupCommitter
+from cronraft.raft.groupcommit import BUSY_S, LINGER_S, GroupCommitter
 from cronraft.raft.memreplicator import MemLog, MemReplicator
 from cronraft.raft.replicator import RaftStatus
 
@@ -84,7 +84,7 @@ async def test_each_submitter_gets_its_slice() -> None:
 async def test_submitters_coalesce_while_entries_are_in_flight() -> None:
     entries: list[tuple[int, list[str]]] = []
     rep = GatedReplicator(echo_apply(entries))
-    gc = GroupCommitter(rep, max_inflight=2, max_batch=100)
+    gc = GroupCommitter(rep, max_inflight=2, max_batch=100, linger_s=0)  # (the linger: below)
     gc.start()
     tasks = [asyncio.create_task(gc.submit([cmd(str(i))])) for i in range(300)]
     for _ in range(20):
@@ -99,6 +99,30 @@ async def test_submitters_coalesce_while_entries_are_in_flight() -> None:
     assert gc.entries_proposed == len(entries) and gc.commands_proposed == 300
     # the order of commands in the log is the order of submission
     assert [i for _, ids in entries for i in ids] == [str(i) for i in range(300)]
+    await gc.close()
+
+
+@pytest.mark.asyncio
+async def test_under_a_steady_load_submissions_share_entries_and_a_lone_one_goes_at_once() -> None:
+    """Submissions 1 ms apart, each committed at once (no entry waits for another): without the linger
+    each would be an entry of its own. With it, those of LINGER_S share one; the first (nothing proposed
+    lately) is proposed without waiting."""
+    entries: list[tuple[int, list[str]]] = []
+    rep = GatedReplicator(echo_apply(entries))
+    rep.gate.set()
+    gc = GroupCommitter(rep, max_inflight=4, linger_s=LINGER_S, busy_s=BUSY_S)
+    gc.start()
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    await gc.submit([cmd("lone")])
+    assert loop.time() - t0 < LINGER_S / 2 and len(entries) == 1  # at once
+    tasks = []
+    for i in range(40):
+        tasks.append(asyncio.create_task(gc.submit([cmd(str(i))])))
+        await asyncio.sleep(0.001)
+    await asyncio.gather(*tasks)
+    assert [i for _, ids in entries[1:] for i in ids] == [str(i) for i in range(40)]
+    assert len(entries) - 1 <= 40 / 3, [len(ids) for _, ids in entries]
     await gc.close()
 
 
