@@ -17,18 +17,15 @@ from cronraft.proto.v1 import common_pb2, worker_pb2
 
 MAX_RESULTS_MESSAGE_BYTES = 1024 * 1024
 MAX_RESULTS_PER_MESSAGE = 1_000  # well below what a leader accepts (cronraft.bounds)
-# Under load, a fresh result waits this long for others to join its message: the leader proposes a
-# message's results as one submission, so with start instants spread over the second (W5), sending each
-# at once made one message, one Raft entry and one apply transaction per result on every node. Only
-# when results were sent within the last RESULT_BUSY_S: a lone result (a fixed-delay chain counts its
-# delay from the commit of its result) leaves at once.
-RESULT_LINGER_S = 0.01
+# Under load (an outbox write began within the last RESULT_BUSY_S) a fresh result waits STORE_LINGER_S
+# for others to share its outbox write, and so its results message: the leader proposes a message's
+# results as one submission. With start instants spread over the second (W5), results ended one by
+# one: each was a write (a thread hop, a file, two fsyncs, later an unlink, which cost more CPU than
+# running the attempt: bench/perf_worker.py --rate) and a message, a Raft entry and an apply
+# transaction on every node. A lone result (a fixed-delay chain counts its delay from the commit of
+# its result) is written and sent at once. (The send loop lingered 10 ms of its own too; with the
+# writes grouped it only added a wake-up per message: 12 us per execution.)
 RESULT_BUSY_S = 0.05
-# Likewise a result waits this long for others to share its outbox write when a write began within the
-# last RESULT_BUSY_S. Results that finished while a write was in progress already shared the next one,
-# but with spread start instants (W5) a write held one or two: each write is a thread hop, a file, two
-# fsyncs and later an unlink, and that cost more CPU (half of it in the kernel) than running the
-# attempt (bench/perf_worker.py --rate). A lone result is still written at once.
 STORE_LINGER_S = 0.02
 # An acknowledgement of this many results or fewer deletes their outbox files on the loop: at most that
 # many unlinks (no fsync), where a hop to a thread and back cost more (bench/perf_worker.py --rate 500:
@@ -36,10 +33,10 @@ STORE_LINGER_S = 0.02
 INLINE_REMOVE_MAX = 16
 
 
-def linger_s(now: float, last_sent: float, linger: float = RESULT_LINGER_S) -> float:
-    """How long a fresh result waits for others before its message goes, or its outbox write
-    (`last_sent`: when the latest results message went, or the latest write began)."""
-    return linger if now - last_sent < RESULT_BUSY_S else 0.0
+def linger_s(now: float, last_write: float, linger: float = STORE_LINGER_S) -> float:
+    """How long a fresh result waits for others before its outbox write (`last_write`: when the latest
+    write began)."""
+    return linger if now - last_write < RESULT_BUSY_S else 0.0
 
 
 def not_started(lease: worker_pb2.Lease, error: str, wall_ms: int) -> common_pb2.AttemptResult:
@@ -98,7 +95,7 @@ class Results:
     async def _store_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while self._to_store:
-            wait = linger_s(loop.time(), self._last_store, STORE_LINGER_S)
+            wait = linger_s(loop.time(), self._last_store)
             if wait:
                 await asyncio.sleep(wait)
             self._last_store = loop.time()
@@ -137,7 +134,6 @@ class Results:
         loop = asyncio.get_running_loop()
         resend = self._resend_s
         rescan_at = loop.time()  # a new stream sends the whole outbox
-        last_sent = float("-inf")  # loop time of the latest results message
         while True:
             self.ready.clear()
             now = loop.time()
@@ -167,14 +163,9 @@ class Results:
                 session.mark_sent(key, now)
             if batch:
                 await self._send(session, batch)
-                last_sent = loop.time()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, rescan_at - loop.time())):
                     await self.ready.wait()
-            if self.ready.is_set():
-                wait = linger_s(loop.time(), last_sent)
-                if wait:
-                    await asyncio.sleep(wait)
 
     async def _send(self, session: Session, batch: list[common_pb2.AttemptResult]) -> None:
         await session.write(worker_pb2.WorkerMessage(results=worker_pb2.Results(results=batch)))

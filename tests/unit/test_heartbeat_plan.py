@@ -23,7 +23,7 @@ from cronraft.client.worker.heartbeat_plan import (
     to_list,
 )
 from cronraft.client.worker.leases import CONFIRM_AHEAD_S, Attempt
-from cronraft.client.worker.results import RESULT_BUSY_S, RESULT_LINGER_S, linger_s
+from cronraft.client.worker.results import RESULT_BUSY_S, STORE_LINGER_S, linger_s
 from cronraft.proto.v1 import common_pb2, worker_pb2
 
 
@@ -127,8 +127,9 @@ async def test_held_starts_on_many_instants_are_confirmed_without_listing_every_
 
 
 def test_a_fresh_result_waits_for_others_only_while_results_flow() -> None:
-    """Under load a result waits RESULT_LINGER_S so that those ending close together share a message (the
-    leader proposes each message's results as one Raft entry); a lone result leaves at once."""
-    assert linger_s(100.0, 100.0 - RESULT_BUSY_S / 2) == RESULT_LINGER_S
+    """Under load a result waits STORE_LINGER_S so that those ending close together share an outbox
+    write and a message (the leader proposes each message's results as one Raft entry); a lone result
+    is written and sent at once."""
+    assert linger_s(100.0, 100.0 - RESULT_BUSY_S / 2) == STORE_LINGER_S
     assert linger_s(100.0, 100.0 - 2 * RESULT_BUSY_S) == 0.0
     assert linger_s(100.0, float("-inf")) == 0.0
