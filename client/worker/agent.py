@@ -244,6 +244,10 @@ class Worker:
             except grpc.aio.AioRpcError as exc:
                 servers.hint = leader_hint(exc)
                 failure = {"code": exc.code().name, "details": exc.details(), "leader": servers.hint or ""}
+                if exc.code() == grpc.StatusCode.UNAVAILABLE and not servers.hint:
+                    # Gone or unreachable (a killed leader's stream breaks so): try the others first,
+                    # rather than coming back to it after the next backoff.
+                    servers.avoid(address, loop.time())
             except (StreamStale, asyncio.InvalidStateError, TimeoutError) as exc:
                 failure = {"error": str(exc) or type(exc).__name__}
                 if not isinstance(exc, asyncio.InvalidStateError):
@@ -258,6 +262,8 @@ class Worker:
                 level = logging.WARNING if failures == 0 else logging.DEBUG
                 self._log.log(level, "stream failed; retrying", address=address, **failure)
                 failures += 1
+            if servers.follow_at_once():
+                continue
             await asyncio.sleep(backoff.next())
 
     async def _connect(self, address: str, direct: Sequence[str] = ()) -> tuple[str | None, bool]:

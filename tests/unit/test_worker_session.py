@@ -59,6 +59,20 @@ def test_the_servers_a_worker_says_it_can_reach_leave_out_the_silent_ones() -> N
     assert servers.reachable(1.0 + AVOID_S) == SERVERS
 
 
+def test_a_redirect_is_followed_at_once_but_not_twice_in_a_row() -> None:
+    """A follower sending the worker to the leader (Hello.direct) is followed without the backoff, which
+    delayed failovers; a second redirect right after (two nodes naming each other) waits for it."""
+    servers = _rotation()
+    assert not servers.follow_at_once()  # no redirect: the backoff
+    servers.hint = N1
+    assert servers.follow_at_once()
+    assert servers.next(0.0) == N1
+    servers.hint = N2  # N1 redirected again
+    assert not servers.follow_at_once()
+    servers.hint = N1
+    assert servers.follow_at_once()  # a fresh redirect after a backoff step
+
+
 class _Call:
     """A stream whose first write waits `write_s` (grpc.aio's first write on a channel still connecting
     waits for the connection) and whose first read answers `reply` after `read_s`."""
