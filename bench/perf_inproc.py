@@ -73,6 +73,25 @@ class Replica:
         return out
 
 
+def answer_offers(core: LeaderCore, now: int) -> list[common_pb2.AttemptResult]:
+    """A fake worker: a success at `now` for every lease the core has offered since the last call."""
+    out = []
+    for _worker, msg in core.drain_outgoing():
+        if msg.WhichOneof("kind") == "leases":
+            for lease in msg.leases.leases:
+                out.append(
+                    common_pb2.AttemptResult(
+                        execution_id=lease.execution_id,
+                        token=lease.token,
+                        outcome=common_pb2.ATTEMPT_SUCCEEDED,
+                        started_at_ms=now,
+                        finished_at_ms=now,
+                        return_value=b"null",
+                    )
+                )
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, default=20_000)
@@ -375,19 +394,7 @@ def run(args: argparse.Namespace) -> tuple[float, str]:
                     1 for c, r in zip(chunk, res, strict=True) if c.HasField("complete") and r.applied
                 )
             t = time.process_time()
-            for _worker, msg in core.drain_outgoing():
-                if msg.WhichOneof("kind") == "leases":
-                    for lease in msg.leases.leases:
-                        pending_results.append(
-                            common_pb2.AttemptResult(
-                                execution_id=lease.execution_id,
-                                token=lease.token,
-                                outcome=common_pb2.ATTEMPT_SUCCEEDED,
-                                started_at_ms=now,
-                                finished_at_ms=now,
-                                return_value=b"null",
-                            )
-                        )
+            pending_results += answer_offers(core, now)
             results_s += time.process_time() - t
         total_s = time.process_time() - t_all
         if prof:

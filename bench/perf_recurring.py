@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.perf_inproc import T0, Command, Replica
+from bench.perf_inproc import T0, Command, Replica, answer_offers
 from cronraft.daemon.leader import LeaderCore, LeaderSettings
 from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft.codec import make_id
@@ -110,19 +110,7 @@ def run(args: argparse.Namespace, prof: cProfile.Profile | None) -> tuple[float,
                     1 for c, r in zip(chunk, res, strict=True) if c.HasField("complete") and r.applied
                 )
             t = time.process_time()
-            for _worker, msg in core.drain_outgoing():
-                if msg.WhichOneof("kind") == "leases":
-                    for lease in msg.leases.leases:
-                        pending.append(
-                            common_pb2.AttemptResult(
-                                execution_id=lease.execution_id,
-                                token=lease.token,
-                                outcome=common_pb2.ATTEMPT_SUCCEEDED,
-                                started_at_ms=now,
-                                finished_at_ms=now,
-                                return_value=b"null",
-                            )
-                        )
+            pending += answer_offers(core, now)
             ph.results += time.process_time() - t
 
         warm_end = now + args.warm * 1000
