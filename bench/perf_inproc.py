@@ -92,6 +92,26 @@ def answer_offers(core: LeaderCore, now: int) -> list[common_pb2.AttemptResult]:
     return out
 
 
+class ReplicaSet:
+    """A leader replica and `followers` more under `root`; `apply` gives every one each entry and returns
+    the leader's results."""
+
+    def __init__(self, root: Path, followers: int) -> None:
+        self.leader = Replica(root / "leader")
+        self.followers = [Replica(root / f"f{i}") for i in range(followers)]
+        self.all = [self.leader, *self.followers]
+
+    def apply(self, cmds: list[Command]) -> list[commands_pb2.CommandResult]:
+        out = self.leader.apply(cmds)
+        for f in self.followers:
+            f.apply(cmds)
+        return out
+
+    def close(self) -> None:
+        for r in self.all:
+            r.kv.close()
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, default=20_000)
@@ -315,15 +335,8 @@ def worker_attempts(n: int, repeat: int) -> None:
 
 def run(args: argparse.Namespace) -> tuple[float, str]:
     with tempfile.TemporaryDirectory() as tmp:
-        leader = Replica(Path(tmp) / "leader")
-        followers = [Replica(Path(tmp) / f"f{i}") for i in range(args.followers)]
-        replicas = [leader, *followers]
-
-        def apply(cmds: list[Command]) -> list[commands_pb2.CommandResult]:
-            out = leader.apply(cmds)
-            for f in followers:
-                f.apply(cmds)
-            return out
+        rs = ReplicaSet(Path(tmp), args.followers)
+        leader, followers, replicas, apply = rs.leader, rs.followers, rs.all, rs.apply
 
         due = T0 + 60_000
         spec = common_pb2.TaskSpec(

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.perf_inproc import T0, Command, Replica, answer_offers
+from bench.perf_inproc import T0, Command, ReplicaSet, answer_offers
 from cronraft.daemon.leader import LeaderCore, LeaderSettings
 from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft.codec import make_id
@@ -53,15 +53,8 @@ class Phases:
 
 def run(args: argparse.Namespace, prof: cProfile.Profile | None) -> tuple[float, str]:
     with tempfile.TemporaryDirectory() as tmp:
-        leader = Replica(Path(tmp) / "leader")
-        followers = [Replica(Path(tmp) / f"f{i}") for i in range(args.followers)]
-        replicas = [leader, *followers]
-
-        def apply(cmds: list[Command]) -> list[commands_pb2.CommandResult]:
-            out = leader.apply(cmds)
-            for f in followers:
-                f.apply(cmds)
-            return out
+        rs = ReplicaSet(Path(tmp), args.followers)
+        leader, followers, replicas, apply = rs.leader, rs.followers, rs.all, rs.apply
 
         n = args.tasks
         for start in range(0, n, 1024):
