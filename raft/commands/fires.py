@@ -249,7 +249,7 @@ def start_execution(
     if ctx.events is not None:
         ctx.audit("fire", execution_id=execution_id, task_id=task.task_id, nominal_ms=nominal, manual=manual)
     if granted:
-        leased(ctx, ex, exec16)
+        leased(ctx, ex, exec16, result=False)  # the result above holds it leased already
     return ex
 
 

@@ -115,10 +115,11 @@ def lease(ctx: Ctx, ex: Execution, g: commands_pb2.Grant, term: int) -> None:
     ex.leased_at_ms = ctx.now
 
 
-def leased(ctx: Ctx, ex: Execution, exec16: bytes) -> None:
-    """After `lease`, with `ex` stored: its `running` entry, the result, the audit record."""
+def leased(ctx: Ctx, ex: Execution, exec16: bytes, *, result: bool = True) -> None:
+    """After `lease`, with `ex` stored: its `running` entry, the result (unless the caller already put
+    `ex` there: `result=False`), the audit record."""
     ctx.txn.put("running", exec16, b"")
-    if not ctx.unread:
+    if result and not ctx.unread:
         ctx.result.execution.CopyFrom(ex)
     if ctx.events is not None:
         ctx.audit(
