@@ -40,6 +40,10 @@ class OverlapDecision:
     terminate: bool = False
 
 
+# The usual decision, made once (a decision is frozen): building one costs about a microsecond.
+_START = OverlapDecision(PENDING)
+
+
 def decide_overlap(
     policy: int, active: Sequence[Execution], *, force_buffer: bool = False
 ) -> OverlapDecision:
@@ -48,7 +52,7 @@ def decide_overlap(
     whatever is active, whatever the policy."""
     policy = policy or common_pb2.OVERLAP_ALLOW_ALL
     if not active or policy == common_pb2.OVERLAP_ALLOW_ALL:
-        return OverlapDecision(PENDING)
+        return _START  # every fire of a task with overlap allow_all, or with nothing active
     if force_buffer:
         return OverlapDecision(BUFFERED)
     busy = f"execution {active[0].execution_id} is {common_pb2.ExecutionState.Name(active[0].state).lower()}"
@@ -69,7 +73,7 @@ def decide_overlap(
         return OverlapDecision(BUFFERED if running else PENDING, supersede=True)
     if policy == common_pb2.OVERLAP_TERMINATE_OTHER:
         return OverlapDecision(PENDING, terminate=True)
-    return OverlapDecision(PENDING)  # a policy this version does not know: as allow_all
+    return _START  # a policy this version does not know: as allow_all
 
 
 def superseded_order(active: Sequence[Execution]) -> list[Execution]:

@@ -343,17 +343,19 @@ def _set_exec_keys(txn: Txn, exec16: bytes, task16: bytes, old: Indexed | None, 
             txn.put("execs_by_namespace", namespace_key(n_ns, exec16), task16)
 
 
-def put_execution(txn: Txn, exec16: bytes, ex: Execution, before: Indexed | None = _READ) -> None:
+def put_execution(
+    txn: Txn, exec16: bytes, ex: Execution, before: Indexed | None = _READ, task16: bytes | None = None
+) -> None:
     """Write an execution and keep its search indexes in step with what was stored before: `before` is
     `indexed()` of the stored one when the caller knows it (the hot paths: fire, grant, finish; None: a
-    new execution), else it is read."""
+    new execution), else it is read. `task16`: its task's key bytes, when the caller has them."""
     new = indexed(ex)
     old = before
     if old is _READ:
         raw = txn.get("execs", exec16)
         old = None if raw is None else indexed(Execution.FromString(raw))
     if old != new:
-        _set_exec_keys(txn, exec16, id_bytes(ex.task_id), old, new)
+        _set_exec_keys(txn, exec16, id_bytes(ex.task_id) if task16 is None else task16, old, new)
     # An Execution holds no map (codec.MAPLESS): the bytes of `deterministic=True`, cheaper.
     txn.put("execs", exec16, ex.SerializeToString())
 

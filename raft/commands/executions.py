@@ -45,7 +45,7 @@ def finish(ctx: Ctx, ex: Execution, state: int, error: str = "") -> None:
     if error:
         ex.error = error[:4096]
     ex.completed_at_ms = ctx.now
-    put_execution(txn, exec16, ex, before)
+    put_execution(txn, exec16, ex, before, task16)
     if not ctx.unread:
         ctx.result.executions.append(ex)
 
@@ -57,11 +57,13 @@ def finish(ctx: Ctx, ex: Execution, state: int, error: str = "") -> None:
     task_before = task_indexed(task)  # no copy to compare with: the spec does not change here
     task.last_finished_ms = ctx.now
     stats.record_outcome(txn, ex, task, ctx.stats)
-    others = firing.active_executions(txn, task16)
-    # Buffered executions are active ones too: with none active, there is no buffer to look at.
-    if others and not any(e.state != common_pb2.EXECUTION_BUFFERED for e in others):
-        key = firing.oldest_buffered(txn, task16)
-        if key is not None:
+    # The oldest buffered execution is promoted once every active one is buffered. The buffer is looked
+    # at first: it is empty for most tasks (overlap allow_all never buffers), and then the active ones
+    # need no reading, let alone parsing (every finish of every execution comes here).
+    key = firing.oldest_buffered(txn, task16)
+    if key is not None:
+        others = firing.active_executions(txn, task16)
+        if others and not any(e.state != common_pb2.EXECUTION_BUFFERED for e in others):
             nxt = get_execution(txn, key[24:40])
             txn.delete("buffered", key)
             nxt.state = common_pb2.EXECUTION_PENDING

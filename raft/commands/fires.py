@@ -46,19 +46,21 @@ def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         raise Rejected(Code.ALREADY_FIRED, f"task {f.task_id} already fired at {f.nominal_time_ms}")
     if txn.get("execs", exec16) is not None:
         raise Rejected(Code.ALREADY_EXISTS, f"execution {f.execution_id} already exists")
-    if ctx.now + firing.fire_lead(old, f.lead_ms) < firing.due_of(old):
-        raise Rejected(Code.NOT_DUE, f"task {f.task_id} is due at {firing.due_of(old)}, not yet at {ctx.now}")
+    due = firing.due_of(old)
+    lead = firing.fire_lead(old, f.lead_ms)  # the task's spec does not change here: computed once
+    if ctx.now + lead < due:
+        raise Rejected(Code.NOT_DUE, f"task {f.task_id} is due at {due}, not yet at {ctx.now}")
 
     # The stored task read is the one changed and stored (no copy): what the fire needs of it as stored,
     # it reads before changing it, and its index entries move from `before` (records.put_task_same_spec).
     before = task_indexed(old)
     ans = ctx.answers(f.task_id, old.spec)  # the leader's instants when the command carries them
     decision = firing.decide_misfire(old, f.nominal_time_ms, ctx.now, ans)
-    due = firing.due_of(old)
     task = old
     task.version = ctx.index
     task.updated_at_ms = ctx.now
     sched = task.spec.schedule
+    kind = sched.WhichOneof("kind")
     policy = (
         common_pb2.MisfirePolicy.Name(task.spec.misfire or common_pb2.MISFIRE_FIRE_ALL).lower()
         if decision.missed
@@ -90,7 +92,7 @@ def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         reason = ""
         if nominal == f.nominal_time_ms and sched.calendars and due != nominal:
             outcome, reason = common_pb2.ROLLED, "rolled by calendar"
-        elif sched.WhichOneof("kind") == "cron" and ans.dst_shifted(sched, nominal):
+        elif kind == "cron" and ans.dst_shifted(sched, nominal):
             outcome, reason = common_pb2.DST_SHIFTED, "moved out of a DST gap"
         if decision.catchup:
             reason = (reason + "; " if reason else "") + "catch-up after a misfire"
@@ -107,8 +109,10 @@ def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
             not_before_ms=due if due > ctx.now else 0,
             lease_to=f.grant if f.HasField("grant") and _fire_grants(ctx) else None,
             lead_ms=f.lead_ms,
+            lead=lead,
+            ids=(task16, exec16),
         )
-    if sched.WhichOneof("kind") == "fixed_delay":
+    if kind == "fixed_delay":
         # The next run is planned when this one ends (finish); nothing is due meanwhile.
         task.next_fire_ms = task.next_due_ms = 0
         if decision.fire_nominal is None or started is None:
@@ -166,21 +170,28 @@ def start_execution(
     not_before_ms: int = 0,
     lease_to: commands_pb2.Grant | None = None,
     lead_ms: int = 0,
+    lead: int | None = None,
+    ids: tuple[bytes, bytes] | None = None,
 ) -> Execution | None:
     """Create the execution of one fire, as the task's overlap policy says; record the outcome.
     `lease_to` (Fire.grant): a pending execution is leased at once, as a Grant of it (with `lead_ms`)
     right after this command would lease it, if that Grant would be accepted; same stored result,
-    without writing the pending state first."""
+    without writing the pending state first. A caller that has them already passes `lead`
+    (`firing.fire_lead(task, lead_ms)`) and `ids` (the task's and the execution's key bytes)."""
     txn = ctx.txn
-    task16 = id_bytes(task.task_id)
-    exec16 = id_bytes(execution_id, field="execution_id")
+    if ids is None:
+        task16 = id_bytes(task.task_id)
+        exec16 = id_bytes(execution_id, field="execution_id")
+    else:
+        task16, exec16 = ids
     refusal = quota.execution_refusal(txn, ctx.limits, task)
     if refusal is not None:
         # A scheduled fire over a quota creates no execution and the schedule goes on (a client's
         # trigger or backfill is refused before it gets here).
         firing.record(txn, task16, nominal, common_pb2.SKIPPED_LIMIT, ctx.now, reason=str(refusal)[:500])
         return None
-    policy = task.spec.overlap or common_pb2.OVERLAP_ALLOW_ALL
+    spec = task.spec
+    policy = spec.overlap or common_pb2.OVERLAP_ALLOW_ALL
     # Only the other policies look at the active executions: allow_all (the default) skips the scan.
     active = firing.active_executions(txn, task16) if policy != common_pb2.OVERLAP_ALLOW_ALL else []
     decision = decide_overlap(policy, active, force_buffer=force_buffer)
@@ -209,19 +220,19 @@ def start_execution(
         nominal_time_ms=nominal,
         fired_at_ms=ctx.now,
         state=state,
-        guarantee=task.spec.guarantee,
-        priority=task.spec.priority,
+        guarantee=spec.guarantee,
+        priority=spec.priority,
         manual=manual,
         not_before_ms=not_before_ms,
-        namespace=task.spec.namespace,  # its task's, which never changes (records: execs_by_namespace)
+        namespace=spec.namespace,  # its task's, which never changes (records: execs_by_namespace)
     )
     granted = False
     if lease_to is not None and state == common_pb2.EXECUTION_PENDING:
         term = read_epoch(txn, ctx.stats).term
-        if term and grant_refusal(ctx, ex, task, lead_ms) is None:
+        if term and grant_refusal(ctx, ex, task, lead_ms, lead=lead) is None:
             lease(ctx, ex, lease_to, term)
             granted = True
-    put_execution(txn, exec16, ex, None)  # a new execution (I3: one fire, one new id)
+    put_execution(txn, exec16, ex, None, task16)  # a new execution (I3: one fire, one new id)
     txn.put("fires", fire_key(task16, nominal), exec16)
     txn.put("active", firing.active_key(task16, exec16), b"")
     quota.activated(txn, task16)

@@ -80,24 +80,27 @@ def grant(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     leased(ctx, ex, exec16)
 
 
-def grant_refusal(ctx: Ctx, ex: Execution, task: common_pb2.Task, lead_ms: int) -> Rejected | None:
+def grant_refusal(
+    ctx: Ctx, ex: Execution, task: common_pb2.Task, lead_ms: int, *, lead: int | None = None
+) -> Rejected | None:
     """Why the pending execution `ex` of `task` may not be leased now, an epoch being in force (None:
-    it may)."""
-    if ex.not_before_ms > ctx.now + firing.fire_lead(task, lead_ms):
+    it may). `lead`: `firing.fire_lead(task, lead_ms)` when the caller has it already (a Fire)."""
+    if lead is None:
+        lead = firing.fire_lead(task, lead_ms)
+    if ex.not_before_ms > ctx.now + lead:
         return Rejected(Code.BACKOFF, f"execution {ex.execution_id} may not start before {ex.not_before_ms}")
-    if task.spec.depends_on:
-        waiting = deps.unmet(
-            ctx.txn, task, ex.nominal_time_ms, days=ctx.answers(ex.task_id, task.spec).day_bounds
-        )
+    spec = task.spec
+    if spec.depends_on:
+        waiting = deps.unmet(ctx.txn, task, ex.nominal_time_ms, days=ctx.answers(ex.task_id, spec).day_bounds)
         if waiting:
             return Rejected(Code.DEPENDENCIES_UNMET, waiting)
-    if task.spec.max_concurrency:
+    if spec.max_concurrency:
         running = sum(
             1
             for e in firing.active_executions(ctx.txn, id_bytes(ex.task_id))
             if e.state == common_pb2.EXECUTION_RUNNING
         )
-        if running >= task.spec.max_concurrency:
+        if running >= spec.max_concurrency:
             return Rejected(Code.CONCURRENCY_LIMIT, f"task {ex.task_id} already runs {running} executions")
     return None
 
@@ -264,18 +267,19 @@ def _not_started(ctx: Ctx, ex: Execution, exec16: bytes, why: str) -> None:
 
 
 def _summary(ex: Execution, outcome: int, exit_code: int, started: int, finished: int, *, error: str) -> None:
-    ex.attempts.append(
-        common_pb2.AttemptSummary(
-            attempt=ex.attempt,
-            worker_id=ex.worker_id,
-            outcome=common_pb2.AttemptOutcome.ValueType(outcome),
-            exit_code=exit_code,
-            started_at_ms=started,
-            finished_at_ms=finished,
-            error=error[:500],
-        )
+    # Built in place (`add`), not built then copied in (`append`): every Complete adds one.
+    attempts = ex.attempts
+    attempts.add(
+        attempt=ex.attempt,
+        worker_id=ex.worker_id,
+        outcome=common_pb2.AttemptOutcome.ValueType(outcome),
+        exit_code=exit_code,
+        started_at_ms=started,
+        finished_at_ms=finished,
+        error=error[:500],
     )
-    del ex.attempts[: max(0, len(ex.attempts) - MAX_ATTEMPT_HISTORY)]
+    if len(attempts) > MAX_ATTEMPT_HISTORY:
+        del attempts[: len(attempts) - MAX_ATTEMPT_HISTORY]
 
 
 def expire_lease(ctx: Ctx, cmd: commands_pb2.Command) -> None:
