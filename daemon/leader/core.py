@@ -96,7 +96,11 @@ class LeaderCore:
         # window for that case.
         self.spec_changes = 0
         self._unplanned: set[str] = set()
-        self._fire_grants = False  # the cluster's level has "fire_grant" (read at each tick)
+        # Features the cluster's level has (raft.features), read until found on: a level is never
+        # lowered, so once on they stay on for the term, and the steady state reads no meta record (a
+        # read transaction and a parse of the level per results message, cut for issue 16).
+        self._fire_grants = False  # "fire_grant" (read at each tick until on)
+        self.results_kept = False  # "results" (read for each results message until on: messages.results)
         self._fire_limits = (
             commands_pb2.Limits(
                 max_pending_per_task=settings.max_pending_per_task,
@@ -299,7 +303,8 @@ class LeaderCore:
         self._load_horizon(now_ms)
         with self._reading():
             assert self._txn is not None
-            self._fire_grants = features.is_active(self._txn, features.FIRE_GRANT)
+            if not self._fire_grants:
+                self._fire_grants = features.is_active(self._txn, features.FIRE_GRANT)
             for task_id, _due_ms in self.planner.take_due(now_ms):
                 if self.planner.start_firing(task_id):
                     cmds.extend(self._fire_commands(task_id, now_ms))

@@ -89,10 +89,13 @@ def results(
         return []
     cmds = []
     stale: list[str] = []
-    with core.kv.read() as txn:
-        # Until the cluster uses results (raft.features: a rolling upgrade from a release without them),
-        # a Complete carries neither the result nor its bound, as that release's leader proposed it.
-        keep_results = features.is_active(txn, features.RESULTS)
+    # Until the cluster uses results (raft.features: a rolling upgrade from a release without them), a
+    # Complete carries neither the result nor its bound, as that release's leader proposed it. Read until
+    # found on (a level is never lowered: LeaderCore.results_kept).
+    keep_results = core.results_kept
+    if not keep_results:
+        with core.kv.read() as txn:
+            keep_results = core.results_kept = features.is_active(txn, features.RESULTS)
     limits = commands_pb2.Limits(max_result_bytes=core.settings.max_result_bytes) if keep_results else None
     completing, leases = core.completing, core.keeper.leases
     for r in results:
