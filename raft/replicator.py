@@ -4,7 +4,7 @@ Owns the `Replicator` protocol and its value types (`RaftMember`, `ReplicatorCon
 imports no Raft library. Two implementations satisfy it (mypy checks both):
 
 - `raft.syncobj_replicator.SyncObjReplicator`, the real one, on pysyncobj. Around it:
-  `raft.pysyncobj_adapter` (the only module that imports pysyncobj or touches its private parts),
+  `raft.pysyncobj_adapter` (the only package that imports pysyncobj or touches its private parts),
   `raft.apply_thread` (committed entries applied off the Raft thread), `raft.snapshot_file` (the snapshot
   file format) and `raft.durability` (fsync before acknowledging, the journal's disk space);
 - `raft.memreplicator.MemReplicator`, the in-memory twin for tests: one node, no network, no thread.
