@@ -17,6 +17,7 @@ import asyncio
 import collections
 import contextlib
 import enum
+import functools
 import logging
 import os
 import uuid
@@ -204,6 +205,7 @@ class Worker:
         tasks = {a.task for a in self._attempts.values() if a.task is not None}
         await self._wait_or_hurry(tasks, self.config.shutdown_grace_s)
         await self._kill_all(StopReason.SHUTDOWN, wait_s=self.config.kill_grace_s + 2)
+        await self._results.stored()  # an attempt's task ends before its result is in the outbox
         # Give the leader a moment to acknowledge what was just sent; the outbox keeps the rest.
         ack_wait = min(1.0, max(0.0, deadline - loop.time()))
         while ack_wait > 0:
@@ -431,6 +433,7 @@ class Worker:
     async def _run_attempt(self, attempt: Attempt) -> None:
         execution_id = attempt.lease.execution_id
         began = False
+        handed = False  # the result went to the outbox's writer: `_stored` ends the attempt
         try:
             try:
                 environ = os.environ if self._base_env is None else self._base_env
@@ -474,29 +477,44 @@ class Worker:
             if self._metrics is not None:
                 self._metrics.attempt_finished(result.outcome)
             failpoint("worker.after_finish_before_report")
-            try:
-                await self._results.store(result)
-            except OSError as exc:
+            # The attempt stays held (heartbeats list it as running) until its result is stored.
+            self._results.store_then(result, attempt.key, functools.partial(self._stored, attempt, result))
+            handed = True
+        finally:
+            if not handed:
+                self._end(attempt)
+
+    def _stored(self, attempt: Attempt, result: common_pb2.AttemptResult, error: OSError | None) -> None:
+        """The outbox write of `attempt`'s result is done (`error`: it failed): send it; the attempt
+        is over."""
+        try:
+            if error is not None:
                 # Not durable, but still delivered if the stream holds: better than dropping it.
                 self._log.error(
-                    "outbox write failed; result kept in memory", execution_id=execution_id, error=str(exc)
+                    "outbox write failed; result kept in memory",
+                    execution_id=result.execution_id,
+                    error=str(error),
                 )
                 self._results.volatile[attempt.key] = result
             self._results.add_fresh(result)
             failpoint("worker.after_outbox_before_send")
             self._log.debug(
                 "attempt finished",
-                execution_id=execution_id,
+                execution_id=result.execution_id,
                 outcome=_OUTCOME_NAMES.get(result.outcome, result.outcome),
                 exit_code=result.exit_code,
             )
             self._results.ready.set()
         finally:
-            if self._attempts.pop(attempt.key, None) is not None:
-                self._running_executions[execution_id] -= 1
-                if self._running_executions[execution_id] <= 0:
-                    del self._running_executions[execution_id]
-            self._live.finish(attempt.key)
+            self._end(attempt)
+
+    def _end(self, attempt: Attempt) -> None:
+        if self._attempts.pop(attempt.key, None) is not None:
+            execution_id = attempt.key[0]
+            self._running_executions[execution_id] -= 1
+            if self._running_executions[execution_id] <= 0:
+                del self._running_executions[execution_id]
+        self._live.finish(attempt.key)
 
     async def _report(self, result: common_pb2.AttemptResult) -> None:
         """Store and send a result made without an attempt task (a declined offer)."""

@@ -24,6 +24,7 @@ The class does blocking file I/O; the asyncio worker calls `put` and `remove` th
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import os
@@ -97,9 +98,12 @@ def _file_name(key: AttemptKey) -> str:
     return f"{name}.{term}.{index}{_SUFFIX}"
 
 
-def _write_durably(final: Path, data: bytes) -> None:
-    """Write `data` to a temporary file, fsync it, rename it to `final`, fsync the directory."""
-    tmp = final.with_name(final.name + f".{os.getpid()}.{threading.get_ident()}{_TMP_SUFFIX}")
+# Paths are strings from here on: pathlib's joins and conversions were 16 of the writer thread's 49 samples
+# (py-spy --gil, bench/perf_worker.py --rate 500).
+def _write_durably(directory: str, name: str, data: bytes) -> None:
+    """Write `data` to a temporary file, fsync it, rename it to `name`, fsync the directory."""
+    final = os.path.join(directory, name)
+    tmp = f"{final}.{os.getpid()}.{threading.get_ident()}{_TMP_SUFFIX}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         view = memoryview(data)
@@ -110,10 +114,10 @@ def _write_durably(final: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, final)
-    _fsync_dir(final.parent)
+    _fsync_dir(directory)
 
 
-def _fsync_dir(directory: Path) -> None:
+def _fsync_dir(directory: str) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -129,6 +133,7 @@ class Outbox:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self._dir = str(directory)
         self._lock = threading.Lock()
         self._entries: dict[AttemptKey, common_pb2.AttemptResult] = {}
         # Results stored in batch files: key -> file name, and each batch file's unacknowledged keys.
@@ -196,10 +201,12 @@ class Outbox:
         with self._lock:
             return self._entries.get(key)
 
-    def put(self, result: common_pb2.AttemptResult) -> None:
-        """Durably store `result` (replacing any entry of the same attempt). Returns after the fsyncs."""
-        key = result_key(result)
-        _write_durably(self.directory / _file_name(key), result.SerializeToString())
+    def put(self, result: common_pb2.AttemptResult, key: AttemptKey | None = None) -> None:
+        """Durably store `result` (replacing any entry of the same attempt; `key`: its key, when the
+        caller has it). Returns after the fsyncs."""
+        if key is None:
+            key = result_key(result)
+        _write_durably(self._dir, _file_name(key), result.SerializeToString())
         with self._lock:
             self._entries[key] = result
             # A stale copy may stay in a batch file until that batch is deleted: on load, this file wins.
@@ -207,21 +214,25 @@ class Outbox:
         if emptied:
             self._unlink([emptied])
 
-    def put_many(self, results: Sequence[common_pb2.AttemptResult]) -> None:
+    def put_many(
+        self, results: Sequence[common_pb2.AttemptResult], keys: Sequence[AttemptKey] | None = None
+    ) -> None:
         """Durably store `results` in one batch file (one write, one pair of fsyncs); same contract as
-        `put` for each result. Returns after the fsyncs."""
+        `put` for each result (`keys`: theirs, in the same order, when the caller has them). Returns
+        after the fsyncs."""
+        if keys is None:
+            keys = [result_key(result) for result in results]
         if len(results) <= 1:
-            for result in results:
-                self.put(result)
+            for result, key in zip(results, keys, strict=True):
+                self.put(result, key)
             return
         name = f"{_BATCH_PREFIX}{time.time_ns():020d}-{os.getpid()}-{next(self._seq)}{_SUFFIX}"
-        _write_durably(self.directory / name, _encode_batch(results))
+        _write_durably(self._dir, name, _encode_batch(results))
         singles = []
         emptied = []
         with self._lock:
             members = self._batches.setdefault(name, set())
-            for result in results:
-                key = result_key(result)
+            for result, key in zip(results, keys, strict=True):
                 if key in self._entries and key not in self._batch_of:
                     singles.append(_file_name(key))  # superseded: on load a single file would win
                 emptied_batch = self._drop_from_batch(key)
@@ -271,7 +282,9 @@ class Outbox:
         after a crash (on load, a single-result file would win over the newer batch). An acknowledged
         one may: its results are resent and acknowledged again (stale), so `remove` skips the fsync,
         which cost a millisecond per acknowledgement (Results.on_acks deletes small ones on the loop)."""
+        directory = self._dir
         for name in names:
-            (self.directory / name).unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(directory, name))
         if durable:
-            _fsync_dir(self.directory)
+            _fsync_dir(directory)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cronraft.client.worker.outbox import Outbox, result_key
+from cronraft.client.worker.outbox import AttemptKey, Outbox, result_key
 from cronraft.client.worker.results import STORE_LINGER_S, Results
 from cronraft.proto.v1 import common_pb2
 
@@ -90,9 +90,11 @@ class CountingOutbox(Outbox):
         super().__init__(directory)
         self.writes: list[int] = []
 
-    def put_many(self, results: Sequence[common_pb2.AttemptResult]) -> None:
+    def put_many(
+        self, results: Sequence[common_pb2.AttemptResult], keys: Sequence[AttemptKey] | None = None
+    ) -> None:
         self.writes.append(len(results))
-        super().put_many(results)
+        super().put_many(results, keys)
 
 
 @pytest.mark.asyncio

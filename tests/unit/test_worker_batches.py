@@ -4,6 +4,7 @@ the outbox a batch at a time (not one fsync pair each) and all reach the leader 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,9 +42,9 @@ async def test_a_burst_of_handler_attempts_is_stored_and_reported_in_batches(tmp
             writes: list[int] = []
             put_many = worker.outbox.put_many
 
-            def counting(results: list[common_pb2.AttemptResult]) -> None:
+            def counting(results: list[common_pb2.AttemptResult], keys: Any = None) -> None:
                 writes.append(len(results))
-                put_many(results)
+                put_many(results, keys)
 
             worker.outbox.put_many = counting  # type: ignore[method-assign]
             stream = await connected_stream(leader)
