@@ -157,7 +157,7 @@ class LeaderCore:
 
     def track_lease(self, ex: common_pb2.Execution, deadline_mono: int) -> LeaseState:
         lease = self.keeper.track(ex, deadline_mono)
-        self.pool.take_slot(ex.worker_id, ex.execution_id)
+        self.pool.take_slot(lease.worker_id, lease.execution_id)  # its fields, decoded once (by track)
         return lease
 
     def release(self, execution_id: str) -> None:

@@ -85,18 +85,23 @@ def on_committed(
                 released = eid  # its ending, listed in the result's executions, needs no second release
             # Acked, applied or stale, to the worker that sent it: it must stop resending it.
             if sender:
-                acks.setdefault(sender, []).append(eid)
+                sent = acks.get(sender)
+                if sent is None:
+                    acks[sender] = [eid]
+                else:
+                    sent.append(eid)
         elif kind == "fire":
-            task_id = cmd.fire.task_id
+            f = cmd.fire
+            task_id = f.task_id
             planner.done_firing(task_id)
             if failing:
                 retries.succeeded("fire", task_id)
             if not applied:
                 _reschedule_from_store(core, task_id)
-            if cmd.fire.HasField("grant"):
-                task = _on_fire_grant(core, cmd.fire.grant, res, mono_ms)
+            if f.HasField("grant"):
+                g = f.grant
+                task = _on_fire_grant(core, g, res, mono_ms)
                 if task is not None:
-                    g = cmd.fire.grant
                     _offer_into(core, offers, sizes, worker_id=g.worker_id, ex=res.execution, task=task)
         elif kind == "expire_lease":
             retries.succeeded("expire", cmd.expire_lease.execution_id)
@@ -119,7 +124,7 @@ def on_committed(
                     core.release(ex.execution_id)
                 if state in _NOTIFIED_STATES:
                     notable = True
-        if res.dead_letters or res.missed:
+        if not notable and (res.dead_letters or res.missed):
             notable = True
         if kind == "expire_lease" and res.execution.state == pending_state:
             core.pend(res.execution)
@@ -201,21 +206,29 @@ def _on_grant(
     res: CommandResult,
     mono_ms: int,
     fired: dict[str, common_pb2.Task] | None = None,
+    *,
+    task: common_pb2.Task | None = None,
 ) -> common_pb2.Task | None:
-    """Track the lease of a committed Grant; its task, whose offer is to go out (None: no offer)."""
-    core.granting.pop(g.execution_id, None)
+    """Track the lease of a committed Grant; its task, whose offer is to go out (None: no offer).
+    `task`: the task of the granted execution as the entry left it, when the caller has it (a Fire's
+    result); else found in `fired` or read."""
+    execution_id = g.execution_id
+    core.granting.pop(execution_id, None)
     if not res.applied:
-        core.pool.release_slot(g.worker_id, g.execution_id)
-        _adopt_if_running(core, g.execution_id, mono_ms)
+        core.pool.release_slot(g.worker_id, execution_id)
+        _adopt_if_running(core, execution_id, mono_ms)
         return None
     ex = res.execution
     lease = core.track_lease(ex, core.lease_deadline(mono_ms))
     lease.written = False  # until the runner hands the offer to the worker's stream (offered)
-    if ex.not_before_ms > core.now_ms:  # a deferred start: the worker starts it once confirmed
-        lease.start_mono = mono_ms + ex.not_before_ms - core.now_ms
-    task = (fired.get(ex.task_id) if fired else None) or core.read_task(ex.task_id)
+    not_before, now_ms = ex.not_before_ms, core.now_ms
+    if not_before > now_ms:  # a deferred start: the worker starts it once confirmed
+        lease.start_mono = mono_ms + not_before - now_ms
     if task is None:
-        return None
+        task_id = lease.task_id  # ex.task_id, read once (by track)
+        task = (fired.get(task_id) if fired else None) or core.read_task(task_id)
+        if task is None:
+            return None
     spec = task.spec
     # Its end plans the task's next run only for a fixed delay (raft.leaderplan): no plan otherwise.
     if spec.schedule.WhichOneof("kind") != "fixed_delay" or not needs_plan(spec):
@@ -233,7 +246,8 @@ def _on_fire_grant(
     if not (res.applied and ex.execution_id == g.execution_id and ex.state == common_pb2.EXECUTION_RUNNING):
         core.end_grant(g.execution_id, g.worker_id)
         return None
-    return _on_grant(core, g, res, mono_ms, {res.task.task_id: res.task} if res.HasField("task") else None)
+    # The Fire's result carries the task it fired, the task of its execution.
+    return _on_grant(core, g, res, mono_ms, task=res.task if res.HasField("task") else None)
 
 
 def _offer_into(
