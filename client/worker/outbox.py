@@ -247,6 +247,12 @@ class Outbox:
     def remove(self, keys: Iterable[AttemptKey]) -> int:
         """Delete the entries of `keys` (unknown keys are ignored); returns how many were deleted.
         A batch file goes once none of its results is left."""
+        removed, doomed = self.forget(keys)
+        self.delete(doomed)
+        return removed
+
+    def forget(self, keys: Iterable[AttemptKey]) -> tuple[int, list[str]]:
+        """`remove` without its file I/O: (how many entries were deleted, the files now to `delete`)."""
         removed = 0
         doomed: list[str] = []
         with self._lock:
@@ -260,9 +266,12 @@ class Outbox:
                         doomed.append(emptied)
                 else:
                     doomed.append(_file_name(key))
-        if doomed:
-            self._unlink(doomed, durable=False)
-        return removed
+        return removed, doomed
+
+    def delete(self, names: Sequence[str]) -> None:
+        """Delete the files `forget` returned (acknowledged: no directory fsync, see `_unlink`)."""
+        if names:
+            self._unlink(names, durable=False)
 
     def _drop_from_batch(self, key: AttemptKey) -> str | None:
         """Forget that `key` lives in a batch file (lock held); the file's name if it is now empty."""

@@ -34,9 +34,11 @@ MAX_RESULTS_PER_MESSAGE = 1_000  # well below what a leader accepts (cronraft.bo
 # writes grouped it only added a wake-up per message: 12 us per execution.)
 RESULT_BUSY_S = 0.05
 STORE_LINGER_S = 0.02
-# An acknowledgement of this many results or fewer deletes their outbox files on the loop: at most that
+# An acknowledgement that empties this many outbox files or fewer deletes them on the loop: at most that
 # many unlinks (no fsync), where a hop to a thread and back cost more (bench/perf_worker.py --rate 500:
-# 321 -> 281 us per execution); larger ones go to a thread.
+# 321 -> 281 us per execution); more go to a thread. Files, not results: a batch file holds the results
+# stored together, and goes with the last of them (this counted results, and an ack of more than 16,
+# most often one or two files, took the thread).
 INLINE_REMOVE_MAX = 16
 
 
@@ -146,10 +148,11 @@ class Results:
         keys = session.sent_keys(set(execution_ids))
         if not keys:
             return
-        if len(keys) <= INLINE_REMOVE_MAX:
-            self.outbox.remove(keys)  # at most that many unlinks (no fsync): cheaper than a thread hop
+        _, doomed = self.outbox.forget(keys)
+        if len(doomed) <= INLINE_REMOVE_MAX:
+            self.outbox.delete(doomed)  # at most that many unlinks (no fsync): cheaper than a thread hop
         else:
-            await asyncio.to_thread(self.outbox.remove, keys)
+            await asyncio.to_thread(self.outbox.delete, doomed)
         for key in keys:  # only now: until removed, the send loop must not see them as unsent
             session.forget_sent(key)
             self.volatile.pop(key, None)

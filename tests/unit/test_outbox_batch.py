@@ -50,6 +50,21 @@ def test_a_batch_file_goes_when_its_last_result_is_acknowledged(tmp_path: Path) 
     assert len(Outbox(tmp_path)) == 0
 
 
+def test_forget_names_the_files_an_acknowledgement_empties(tmp_path: Path) -> None:
+    """Results.on_acks deletes files on the loop when they are few, whatever the number of results:
+    forget() does the bookkeeping and names the files; a batch file only once all its results went."""
+    box = Outbox(tmp_path)
+    batch = [result(i) for i in range(40)]
+    box.put_many(batch)
+    box.put(result(99))
+    assert box.forget([result_key(r) for r in batch[:39]]) == (39, [])
+    removed, doomed = box.forget([result_key(batch[39]), result_key(result(99)), ("unknown", 0, 0)])
+    assert removed == 2 and len(doomed) == 2 and "E099.1.1.result" in doomed
+    assert len(box) == 0 and len(files(tmp_path)) == 2  # not deleted yet: delete() does the I/O
+    box.delete(doomed)
+    assert files(tmp_path) == []
+
+
 def test_one_result_keeps_the_single_file_format(tmp_path: Path) -> None:
     box = Outbox(tmp_path)
     box.put_many([result(1)])
