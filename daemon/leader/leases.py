@@ -257,32 +257,38 @@ class LeaseKeeper:
         """Renew (to `deadline`) the listed leases `worker_id` holds; revoke the others, except those
         whose result is being committed (`completing`); another worker's lease with its own token is
         revoked and reported as forged. A renewal near a deferred start confirms it."""
-        out = Renewals([], [], [])
+        renewed: list[str] = []
+        revoked: list[str] = []
+        out = Renewals(renewed, revoked, [])
         leases = self.leases
+        confirm_from = mono_ms + CONFIRM_AHEAD_MS + CONFIRM_MARGIN_MS  # start_mono <= this: confirmed
         for ref in refs:
-            lease = leases.get(ref.execution_id)
+            execution_id = ref.execution_id  # read once: a protobuf string field is a new str per read
+            lease = leases.get(execution_id)
             t = ref.token
             token = (t.term, t.index)  # token_tuple, inline: once per lease per heartbeat
-            if lease is not None and lease.token == token and lease.worker_id != worker_id:
-                # Never renewed for this sender (revoked in this ack, which reaches the sender only).
-                out.forged.append(Refusal(worker_id, ref.execution_id, "renewal", lease.worker_id))
-                out.revoked.append(ref.execution_id)
-            elif lease is not None and lease.token == token and not lease.expiring:
-                lease.deadline = deadline  # re-armed in the wheel when its old entry comes due (due)
-                lease.unstarted = (
-                    False  # the worker has it after all: whatever a listing said, it may begin now
-                )
-                if (
-                    not lease.confirmed
-                    and lease.start_mono is not None
-                    and mono_ms >= lease.start_mono - CONFIRM_AHEAD_MS - CONFIRM_MARGIN_MS
-                ):
-                    lease.confirmed = True
-                out.renewed.append(ref.execution_id)
-            elif (ref.execution_id, token) in completing:
-                out.renewed.append(ref.execution_id)  # its result is being committed
+            if lease is not None and lease.token == token:
+                if lease.worker_id != worker_id:
+                    # Never renewed for this sender (revoked in this ack, which reaches the sender only).
+                    out.forged.append(Refusal(worker_id, execution_id, "renewal", lease.worker_id))
+                    revoked.append(execution_id)
+                    continue
+                if not lease.expiring:
+                    lease.deadline = deadline  # re-armed in the wheel when its old entry comes due (due)
+                    # The worker has it after all: whatever a listing said, it may begin now.
+                    lease.unstarted = False
+                    if (
+                        not lease.confirmed
+                        and lease.start_mono is not None
+                        and lease.start_mono <= confirm_from
+                    ):
+                        lease.confirmed = True
+                    renewed.append(execution_id)
+                    continue
+            if (execution_id, token) in completing:
+                renewed.append(execution_id)  # its result is being committed
             else:
-                out.revoked.append(ref.execution_id)
+                revoked.append(execution_id)
         return out
 
     def reconcile(
