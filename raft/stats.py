@@ -251,13 +251,16 @@ def _task_hour(
     )
 
 
-def record_outcome(txn: Txn, ex: Execution, task: Task | None, batch: Batch | None = None) -> None:
+def record_outcome(
+    txn: Txn, ex: Execution, task: Task | None, batch: Batch | None = None, task16: bytes | None = None
+) -> None:
     """Count `ex`, which just reached its final state at `ex.completed_at_ms` (see the module docstring).
     `task` is its task as the caller is about to store it (its totals are updated here), or None when
     the task was deleted meanwhile: then only the cluster's figures count it. Nothing is counted while
     the cluster's feature level lacks "stats" (raft.features: a rolling upgrade from a release without
     statistics), so that every replica counts from the same entry on. With `batch`, the hour records are
-    written when the entry ends (`Batch`); without, at once."""
+    written when the entry ends (`Batch`); without, at once. `task16`: the task's key bytes, when the
+    caller has them."""
     if not (features.is_active(txn, features.STATS) if batch is None else batch.has(txn, features.STATS)):
         return
     # On the apply path of every execution that ends: each protobuf field is read once where it can be
@@ -278,7 +281,8 @@ def record_outcome(txn: Txn, ex: Execution, task: Task | None, batch: Batch | No
         count(outcomes, state)
         task.last_outcome = state
         task.last_execution_id = ex.execution_id
-        task16 = id_bytes(ex.task_id)
+        if task16 is None:
+            task16 = id_bytes(ex.task_id)
         if batch is None:
             key = task16 + u64(hour)
             h = _task_hour(txn, task16, hour, fresh=fresh, batch=None)

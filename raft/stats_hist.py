@@ -117,42 +117,49 @@ def quantiles(h: Histogram) -> stats_pb2.Quantiles:
 
 
 class HistDelta:
-    """Values added to a histogram within one entry, added to the stored one when the entry ends: one by
-    one when they are few (a small entry: `hist_add` is cheaper than a merge), else summed per bucket and
-    merged. Either way the same histogram as adding them as they came (counts add; min, max, samples and
-    sum are order-free)."""
+    """Values added to a histogram within one entry, added to the stored one when the entry ends: counted
+    per bucket first, then each bucket's count added to the stored histogram, and its min, max, samples and
+    sum written once. The same histogram as adding them one by one as they came (`hist_add`: counts add;
+    min, max, samples and sum are order-free), at a fraction of the cost: an entry's values fall in a few
+    buckets, and each `hist_add` reads and writes about ten protobuf fields."""
 
     __slots__ = ("values",)
-
-    # Up to this many values are added one by one.
-    ONE_BY_ONE = 32
 
     def __init__(self) -> None:
         self.values: list[int] = []
 
     def merge_into(self, h: Histogram) -> None:
-        values = self.values
-        if len(values) <= self.ONE_BY_ONE:
-            for v in values:
-                hist_add(h, v)
+        values = [v if v > 0 else 0 for v in self.values]  # as hist_add stores them
+        if not values:
             return
         counts: dict[int, int] = {}
-        low = high = total = 0
-        for i, value in enumerate(values):
-            v = max(0, value)  # as hist_add stores it
-            b = bucket_of(v)
+        for v in values:
+            if v < SUB:  # bucket_of(v), inline
+                b = v
+            else:
+                e = v.bit_length() - 1
+                b = SUB + (e - SUB_BITS) * SUB + ((v >> (e - SUB_BITS)) & (SUB - 1))
             counts[b] = counts.get(b, 0) + 1
-            if not i or v < low:
-                low = v
-            high = max(high, v)
-            total += v
-        order = sorted(counts)
-        delta = Histogram(
-            buckets=order,
-            counts=[counts[b] for b in order],
-            samples=len(values),
-            sum_ms=total,
-            min_ms=low,
-            max_ms=high,
-        )
-        hist_merge(h, delta)
+        low, high = min(values), max(values)
+        samples = h.samples
+        buckets, stored = h.buckets, h.counts
+        if not samples:  # hist_add's first sample, then the others
+            order = sorted(counts)
+            buckets.extend(order)
+            stored.extend([counts[b] for b in order])
+            h.min_ms, h.max_ms, h.sum_ms = low, high, sum(values)
+            h.samples = len(values)
+            return
+        for b in sorted(counts):
+            i = _bisect_left(buckets, b)
+            if i < len(buckets) and buckets[i] == b:
+                stored[i] += counts[b]
+            else:
+                buckets.insert(i, b)
+                stored.insert(i, counts[b])
+        if low < h.min_ms:  # noqa: PLR1730 (a field is written only when it changes, as hist_add does)
+            h.min_ms = low
+        if high > h.max_ms:  # noqa: PLR1730
+            h.max_ms = high
+        h.samples = samples + len(values)
+        h.sum_ms += sum(values)

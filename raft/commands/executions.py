@@ -51,12 +51,12 @@ def finish(ctx: Ctx, ex: Execution, state: int, error: str = "") -> None:
 
     raw = txn.get("tasks", task16)
     if raw is None:
-        stats.record_outcome(txn, ex, None, ctx.stats)
+        stats.record_outcome(txn, ex, None, ctx.stats, task16)
         return
     task = Task.FromString(raw)
     task_before = task_indexed(task)  # no copy to compare with: the spec does not change here
     task.last_finished_ms = ctx.now
-    stats.record_outcome(txn, ex, task, ctx.stats)
+    stats.record_outcome(txn, ex, task, ctx.stats, task16)
     # The oldest buffered execution is promoted once every active one is buffered. The buffer is looked
     # at first: it is empty for most tasks (overlap allow_all never buffers), and then the active ones
     # need no reading, let alone parsing (every finish of every execution comes here).

@@ -10,6 +10,7 @@ from cronraft.proto.v1 import common_pb2
 from cronraft.raft import features, stats
 from cronraft.raft.codec import id_bytes, make_id
 from cronraft.raft.kv import MemKV, Txn
+from cronraft.raft.stats_hist import HistDelta
 
 HOUR = stats.HOUR_MS
 T0 = 1_767_225_600_000
@@ -94,3 +95,29 @@ def test_a_batch_counts_nothing_without_the_feature() -> None:
     with kv.write() as txn:
         _apply(txn, _entries(1)[0], batched=True, tasks={})
     assert not kv.dump()["cluster_stats"]
+
+
+def test_an_entrys_values_make_the_histogram_adding_them_one_by_one_makes() -> None:
+    # HistDelta counts an entry's values per bucket and adds the counts: the same bytes as hist_add of
+    # each value as it came, into an empty or a filled histogram, negative values (stored as 0) included.
+    rnd = random.Random(16)
+    for _ in range(400):
+
+        def value() -> int:
+            if rnd.random() < 0.5:
+                return rnd.choice([-3, 0, 0, 1, 5, 7, 8, 9, 15, 16, 1_000])
+            return rnd.randrange(-10, 10 ** rnd.randrange(1, 9))
+
+        start = stats.Histogram()
+        for _ in range(rnd.choice([0, 0, 1, 5, 30])):
+            stats.hist_add(start, value())
+        values = [value() for _ in range(rnd.choice([1, 2, 10, 33, 200]))]
+        one_by_one, merged = stats.Histogram(), stats.Histogram()
+        one_by_one.CopyFrom(start)
+        merged.CopyFrom(start)
+        for v in values:
+            stats.hist_add(one_by_one, v)
+        delta = HistDelta()
+        delta.values.extend(values)
+        delta.merge_into(merged)
+        assert merged.SerializeToString() == one_by_one.SerializeToString(), (start, values)
