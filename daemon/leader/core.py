@@ -86,6 +86,7 @@ class LeaderCore:
         self.outgoing: list[tuple[str, worker_pb2.GatewayMessage]] = []
         self.retry: list[Command] = []  # commands to propose again after a failed proposal
         self._txn: Txn | None = None  # the read transaction shared by a batch's lookups (`_reading`)
+        self._txn_stack: contextlib.ExitStack | None = None  # a batch is being handled (`_reading`)
         # Schedule plans (raft.leaderplan) this core knows are not needed, so the driver skips computing
         # them (reading the execution and the task again for every command): the Fire and Grant made by
         # the last tick from a task whose spec asks nothing version-dependent (raft.fireplan.needs_plan),
@@ -178,20 +179,32 @@ class LeaderCore:
     @contextlib.contextmanager
     def _reading(self) -> Iterator[None]:
         """One read transaction for the task lookups of a whole batch (fires of a tick, outcomes of an
-        entry) instead of one per lookup. The snapshot is at least as new as the entry being handled."""
-        if self._txn is not None:
+        entry) instead of one per lookup, opened at the batch's first lookup (`_batch_txn`): most
+        batches look nothing up (a tick with nothing due; the outcomes of Fires, whose results carry
+        their tasks, and of Completes), and a transaction begun and ended for nothing cost a few
+        microseconds and, with the apply thread busy, two hand-offs of the GIL (issue 16). The snapshot
+        is at least as new as the entry being handled."""
+        if self._txn_stack is not None:
             yield
             return
-        with self.kv.read() as txn:
-            self._txn = txn
+        with contextlib.ExitStack() as stack:
+            self._txn_stack = stack
             try:
                 yield
             finally:
+                self._txn_stack = None
                 self._txn = None
 
+    def _batch_txn(self) -> Txn | None:
+        """The batch's read transaction (opened now if it is not yet), None outside a batch."""
+        if self._txn is None and self._txn_stack is not None:
+            self._txn = self._txn_stack.enter_context(self.kv.read())
+        return self._txn
+
     def read_task(self, task_id: str) -> common_pb2.Task | None:
-        if self._txn is not None:
-            return sm.read_task(self._txn, task_id)
+        txn = self._txn or self._batch_txn()
+        if txn is not None:
+            return sm.read_task(txn, task_id)
         with self.kv.read() as txn:
             return sm.read_task(txn, task_id)
 
@@ -302,9 +315,10 @@ class LeaderCore:
         budget = self.settings.max_commands_per_tick
         self._load_horizon(now_ms)
         with self._reading():
-            assert self._txn is not None
             if not self._fire_grants:
-                self._fire_grants = features.is_active(self._txn, features.FIRE_GRANT)
+                txn = self._batch_txn()
+                assert txn is not None
+                self._fire_grants = features.is_active(txn, features.FIRE_GRANT)
             for task_id, _due_ms in self.planner.take_due(now_ms):
                 if self.planner.start_firing(task_id):
                     cmds.extend(self._fire_commands(task_id, now_ms))
