@@ -31,6 +31,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from cronraft.client import Client, at, command, cron
 from cronraft.proto.v1 import common_pb2
 from cronraft.raft.digest import digest
+from tests.support.replay import same_state
 
 from .fuzz_wire import (
     INTERESTING,
@@ -207,8 +208,13 @@ def three_node_run(
     create_goes_through(cluster.servers, "after-the-fuzz")
     cluster.wait_converged(timeout_s=30)
     cluster.stop()
-    digests = [digest(cluster.root / n.node_id) for n in cluster.nodes]
-    assert digests[0] == digests[1] == digests[2], digests
+    # Compared at one index: an entry can still commit after the convergence (the leader's retention
+    # step, a lease's end) and reach some members only before they exit (tests/support/replay.py).
+    same_state(
+        {n.node_id: digest(cluster.root / n.node_id) for n in cluster.nodes},
+        {n.node_id: cluster.root / n.node_id for n in cluster.nodes},
+        tmp_path / "replay",
+    )
 
 
 def test_three_nodes_agree_after_fuzzed_requests(tmp_path: Path, clusters: list[Cluster]) -> None:

@@ -26,6 +26,7 @@ from cronraft.client import Client, at, build_spec, command
 from cronraft.errors import CronraftError, ResourceExhausted
 from cronraft.proto.v1 import common_pb2
 from cronraft.raft.digest import digest
+from tests.support.replay import same_state
 
 from .harness import Cluster, NodeProc, wait_for
 
@@ -216,5 +217,10 @@ def test_a_leader_whose_disk_fills_hands_over_and_catches_up_once_freed(
         cluster.wait_converged(30)
     cluster.stop()
     assert all(n.proc is not None and n.proc.pid == pids[n.node_id] for n in cluster.nodes)
-    digests = {str(digest(tmp_path / n.node_id)) for n in cluster.nodes}
-    assert len(digests) == 1, digests
+    # Compared at one index: an entry can still commit after the convergence and reach some members
+    # only before they exit (tests/support/replay.py).
+    same_state(
+        {n.node_id: digest(tmp_path / n.node_id) for n in cluster.nodes},
+        {n.node_id: tmp_path / n.node_id for n in cluster.nodes},
+        tmp_path / "replay",
+    )
