@@ -496,7 +496,7 @@ class Worker:
                     error=str(error),
                 )
                 self._results.volatile[attempt.key] = result
-            self._results.add_fresh(result)
+            self._results.add_fresh(result, attempt.key)
             failpoint("worker.after_outbox_before_send")
             self._log.debug(
                 "attempt finished",
@@ -509,12 +509,15 @@ class Worker:
             self._end(attempt)
 
     def _end(self, attempt: Attempt) -> None:
-        if self._attempts.pop(attempt.key, None) is not None:
-            execution_id = attempt.key[0]
-            self._running_executions[execution_id] -= 1
-            if self._running_executions[execution_id] <= 0:
-                del self._running_executions[execution_id]
-        self._live.finish(attempt.key)
+        key = attempt.key
+        if self._attempts.pop(key, None) is not None:
+            running = self._running_executions
+            left = running[key[0]] - 1
+            if left > 0:
+                running[key[0]] = left
+            else:
+                del running[key[0]]
+        self._live.finish(key)
 
     async def _report(self, result: common_pb2.AttemptResult) -> None:
         """Store and send a result made without an attempt task (a declined offer)."""

@@ -29,7 +29,7 @@ from cronraft.proto.v1 import worker_pb2
 CONFIRM_AHEAD_S = 0.1
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Attempt:
     key: AttemptKey
     lease: worker_pb2.Lease

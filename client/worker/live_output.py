@@ -35,20 +35,33 @@ class LiveOutput:
     def __init__(self, connected: Callable[[], bool], flush_interval_s: float) -> None:
         self._connected = connected
         self._flush_interval_s = flush_interval_s
+        # Attempts that wrote output; an attempt's buffer is made at its first write (most write none:
+        # a buffer made per attempt showed in bench/perf_worker.py --rate's profile).
         self._live: dict[AttemptKey, _Buffered] = {}
+        self._open: set[AttemptKey] = set()  # attempts not finished yet
         # Live outputs with something to flush or to forget (the flush loop visits only these: a pass
         # over 10,000 held attempts every flush interval was a tenth of a busy worker's CPU).
         self._dirty: set[AttemptKey] = set()
 
     def open(self, key: AttemptKey, token: common_pb2.FencingToken) -> OutputSink:
         """Start buffering an attempt's output; returns the sink its runner writes to."""
-        live = _Buffered(key=key, token=token)
-        self._live[key] = live
-        return functools.partial(self._on_output, live)
+        self._open.add(key)
+        return functools.partial(self._on_output, key, token)
 
-    def _on_output(self, live: _Buffered, stream: worker_pb2.OutputStream.ValueType, data: bytes) -> None:
+    def _on_output(
+        self,
+        key: AttemptKey,
+        token: common_pb2.FencingToken,
+        stream: worker_pb2.OutputStream.ValueType,
+        data: bytes,
+    ) -> None:
         if not self._connected():
             return  # live output is best effort; the result carries the tails
+        live = self._live.get(key)
+        if live is None:
+            if key not in self._open:
+                return  # written after the attempt ended: nobody would flush or forget it
+            live = self._live[key] = _Buffered(key=key, token=token)
         buf = live.buffers.setdefault(stream, bytearray())
         buf += data
         self._dirty.add(live.key)
@@ -58,6 +71,7 @@ class LiveOutput:
 
     def finish(self, key: AttemptKey) -> None:
         """The attempt ended: flush what is left, then forget it (at once without a stream)."""
+        self._open.discard(key)
         live = self._live.get(key)
         if live is not None:
             live.finished = True

@@ -70,7 +70,7 @@ class Results:
         self._log = log
         # Results stored since the send loop last looked (it sends these without rescanning the whole
         # outbox, which it does on a new stream and every `resend_s`).
-        self._fresh: list[common_pb2.AttemptResult] = []
+        self._fresh: list[tuple[AttemptKey, common_pb2.AttemptResult]] = []
         # Results waiting for the outbox write, each with its key and what to call once it is stored;
         # results that finish together share one write and fsync.
         self._to_store: list[tuple[common_pb2.AttemptResult, AttemptKey, Stored]] = []
@@ -88,9 +88,10 @@ class Results:
     def unacknowledged(self) -> list[common_pb2.AttemptResult]:
         return [*self.outbox.pending(), *self.volatile.values()]
 
-    def add_fresh(self, result: common_pb2.AttemptResult) -> None:
-        """`result` is stored (or volatile): send it without waiting for a rescan."""
-        self._fresh.append(result)
+    def add_fresh(self, result: common_pb2.AttemptResult, key: AttemptKey | None = None) -> None:
+        """`result` (of attempt `key`, when the caller has it) is stored (or volatile): send it without
+        waiting for a rescan."""
+        self._fresh.append((key if key is not None else result_key(result), result))
 
     def store(self, result: common_pb2.AttemptResult) -> asyncio.Future[None]:
         """Durably store `result` in the outbox: await the future returned (OSError if that failed)."""
@@ -174,7 +175,7 @@ class Results:
                 # Everything unacknowledged (and not sent on this stream within `resend`); the fresh
                 # list is a subset of it.
                 self._fresh.clear()
-                pending = self.unacknowledged()
+                pending = [(result_key(result), result) for result in self.unacknowledged()]
                 rescan_at = now + resend
             else:
                 pending, self._fresh = self._fresh, []
@@ -182,8 +183,7 @@ class Results:
                 await before_send(session)
             batch: list[common_pb2.AttemptResult] = []
             size = 0
-            for result in pending:
-                key = result_key(result)
+            for key, result in pending:
                 sent_at = session.sent.get(key)
                 if sent_at is not None and now - sent_at < resend:
                     continue
