@@ -102,6 +102,8 @@ class LeaderCore:
         # read transaction and a parse of the level per results message, cut for issue 16).
         self._fire_grants = False  # "fire_grant" (read at each tick until on)
         self.results_kept = False  # "results" (read for each results message until on: messages.results)
+        # The Limits every Complete carries once results are kept (copied from, never changed).
+        self.result_limits = commands_pb2.Limits(max_result_bytes=settings.max_result_bytes)
         self._fire_limits = (
             commands_pb2.Limits(
                 max_pending_per_task=settings.max_pending_per_task,

@@ -96,7 +96,7 @@ def results(
     if not keep_results:
         with core.kv.read() as txn:
             keep_results = core.results_kept = features.is_active(txn, features.RESULTS)
-    limits = commands_pb2.Limits(max_result_bytes=core.settings.max_result_bytes) if keep_results else None
+    limits = core.result_limits if keep_results else None
     completing, leases = core.completing, core.keeper.leases
     for r in results:
         execution_id = r.execution_id

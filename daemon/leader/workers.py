@@ -179,12 +179,13 @@ class WorkerPool:
         workers = self.workers
         if n <= EXACT_PICK:
             best: WorkerState | None = None
+            most = 0  # best's free slots (each worker's counted once: this runs for every fire)
             for worker_id in ids:
                 w = workers[worker_id]
-                if w.free() <= 0 or (labels and any(w.labels.get(k) != v for k, v in labels.items())):
+                free = w.free()
+                if free <= most or (labels and any(w.labels.get(k) != v for k, v in labels.items())):
                     continue
-                if best is None or w.free() > best.free():
-                    best = w
+                best, most = w, free
             if best is None and not labels:
                 self._full.add(queue)
             return best
