@@ -331,7 +331,7 @@ def _set_exec_keys(txn: Txn, exec16: bytes, task16: bytes, old: Indexed | None, 
             txn.delete("execs_by_worker", worker_key(o_worker, exec16))
         if n_worker:
             txn.put("execs_by_worker", worker_key(n_worker, exec16), task16)
-    if (o_ended, o_state) != (n_ended, n_state) and (o_ended or n_ended):
+    if (o_ended or n_ended) and (o_ended != n_ended or o_state != n_state):  # its value holds the state
         if o_ended:
             txn.delete("execs_ended", o_ended.to_bytes(8, "big") + exec16)
         if n_ended:

@@ -268,7 +268,8 @@ def record_outcome(
     at = max(0, ex.completed_at_ms)
     hour = at - at % HOUR_MS  # hour_of(at)
     state = ex.state
-    duration = duration_of(ex)
+    started, finished = ex.started_at_ms, ex.finished_at_ms
+    duration = finished - started if started > 0 and finished >= started else None  # duration_of, inline
     lateness = lateness_of(ex)
     failed = state in FAILURE_STATES
     hour_failures = hour_longest = 0
@@ -334,7 +335,10 @@ def record_outcome(
         if failed:
             _rank(ch.most_failures, ex.task_id, hour_failures)
         if duration is not None:
-            _rank(ch.slowest, ex.task_id, hour_longest)
+            slowest = ch.slowest
+            n = len(slowest)
+            if n < TOP_K or hour_longest > slowest[n - 1].value:  # else `_rank` changes nothing
+                _rank(slowest, ex.task_id, hour_longest)
     if batch is None:
         txn.put("cluster_stats", u64(hour), ch.SerializeToString(deterministic=True))
 

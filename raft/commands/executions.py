@@ -25,12 +25,13 @@ from cronraft.raft.records import (
 from cronraft.raft.rejection import Code, Rejected
 
 
-def finish(ctx: Ctx, ex: Execution, state: int, error: str = "") -> None:
+def finish(ctx: Ctx, ex: Execution, state: int, error: str = "", *, exec16: bytes | None = None) -> None:
     """Move an execution to a final state and keep its task in step: leave the active set, count the
     outcome (raft.stats), promote the oldest buffered execution once nothing else runs, and plan a
-    fixed-delay task's next run."""
+    fixed-delay task's next run. `exec16`: the execution's key bytes, when the caller has them."""
     txn = ctx.txn
-    exec16 = id_bytes(ex.execution_id)
+    if exec16 is None:
+        exec16 = id_bytes(ex.execution_id)
     task16 = id_bytes(ex.task_id)
     before = indexed(ex)  # `ex` is as stored: every caller read it in this command and changed no state
     if ex.state == common_pb2.EXECUTION_PENDING:
@@ -71,10 +72,11 @@ def finish(ctx: Ctx, ex: Execution, state: int, error: str = "") -> None:
             txn.put("pending", pending_key(nxt, key[24:40]), b"")
             ctx.result.executions.append(nxt)
     sched = task.spec.schedule
+    # Reads only: the cheapest first (a task of any other kind has its next fire planned).
     if (
-        sched.WhichOneof("kind") == "fixed_delay"
+        not task.next_fire_ms
+        and sched.WhichOneof("kind") == "fixed_delay"
         and task.state == common_pb2.TASK_SCHEDULED
-        and not task.next_fire_ms
         and not ex.manual
     ):
         if sched.fixed_delay.stop_on_failure and state != common_pb2.EXECUTION_SUCCEEDED:

@@ -213,7 +213,7 @@ def _end_attempt(ctx: Ctx, ex: Execution, exec16: bytes, r: common_pb2.AttemptRe
                 dead_letter(ctx, task, exec16, why)
                 ex = get_execution(ctx.txn, exec16)
     else:
-        finish(ctx, ex, state, error)
+        finish(ctx, ex, state, error, exec16=exec16)
     return ex
 
 
