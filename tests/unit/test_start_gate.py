@@ -6,12 +6,16 @@ start (bench/perf_worker.py --rate)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from fake_gateway import make_lease
 
 from cronraft.client._inprocess_runner import InProcessIO, InProcessRunner, WorkOutcome
 from cronraft.client._runner import StopReason
+from cronraft.client.worker.heartbeat_plan import CONFIRM_SPACING_S
 from cronraft.client.worker.leases import CONFIRM_AHEAD_S
 from cronraft.client.worker.start_gate import StartGates
 from cronraft.clock import SystemClock, mono_s
@@ -138,3 +142,64 @@ async def test_a_start_joining_past_its_deadline_is_not_held_and_a_stop_first_st
     runner = handler_runner()
     runner.stop(StopReason.CANCELLED)
     assert await runner.hold_on(gates.join(NOW_S + 0.0135, NOW_S)) is True
+
+
+@pytest.mark.asyncio
+async def test_gates_offered_ahead_share_their_asks_one_per_heartbeat_spacing() -> None:
+    """Leases offered 0.5 s ahead (W5): each gate asked for its confirmation with a timer of its own, a
+    wake-up per start. The heartbeat loop sends one at most every CONFIRM_SPACING_S and each lists every
+    start within CONFIRM_AHEAD_S of its send: asks closer together are one, asked no later than the
+    heartbeat would have gone."""
+    clock = SystemClock()
+    loop = asyncio.get_running_loop()
+    asked: list[float] = []
+    gates = StartGates(clock, lambda: asked.append(mono_s(clock)))
+    now = mono_s(clock)
+    first = now + CONFIRM_AHEAD_S + 0.02
+    instants = [first + i * 0.002 for i in range(20)]  # 20 gates 2 ms apart, asks due from 20 ms on
+    joined = [gates.join(at, now + 30) for at in instants]
+    assert not asked
+    began = loop.time()
+    while loop.time() - began < 0.09:  # until the first instant (unconfirmed gates ask again then)
+        await asyncio.sleep(0.005)
+    ahead = [t for t in asked if t < first]
+    assert 2 <= len(ahead) <= 3, asked  # one per gate before
+    assert ahead[0] >= first - CONFIRM_AHEAD_S - 0.002
+    assert all(b - a >= CONFIRM_SPACING_S - 0.002 for a, b in itertools.pairwise(ahead))
+    assert ahead[-1] >= instants[-1] - CONFIRM_AHEAD_S - 0.002  # the last gate's ask came too
+    gates.acked(now + 1)
+    await asyncio.sleep(instants[-1] - mono_s(clock) + 0.01)
+    assert all(j.done() for j in joined)
+
+
+class TimerCountingLoop(asyncio.SelectorEventLoop):
+    """The stock loop, counting the timers armed (call_later arms through call_at)."""
+
+    timers = 0
+
+    def call_at(self, when: float, callback: Callable[..., object], *args: Any, context: Any = None) -> Any:
+        self.timers += 1
+        return super().call_at(when, callback, *args, context=context)
+
+
+def test_unconfirmed_gates_share_one_timer_for_their_deadlines() -> None:
+    """A gate past its instant before its confirmation was read armed a timer for its starts' deadline,
+    cancelled when the confirmation came (it stayed in the loop's heap until the deadline): one timer
+    now, at the earliest deadline of them all."""
+
+    async def run() -> list[bool]:
+        clock = SystemClock()
+        gates = StartGates(clock, lambda: None)
+        now = mono_s(clock)
+        joined = [gates.join(now + 0.003 + i * 0.002, now + 30 + i) for i in range(10)]
+        await asyncio.sleep(0.05)  # every instant passed, none confirmed
+        gates.acked(now + 1)
+        return [j.done() for j in joined]
+
+    loop = TimerCountingLoop()
+    try:
+        done = loop.run_until_complete(run())
+    finally:
+        loop.close()
+    assert all(done)
+    assert loop.timers == 10 + 1 + 1  # each gate's instant, one deadline timer, the sleep
