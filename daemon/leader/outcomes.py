@@ -77,10 +77,9 @@ def on_committed(
             sender = core.completing.pop((eid, token), "")
             if failing:
                 retries.succeeded("complete", eid)
-            current = core.keeper.get(eid)
             # Only the attempt this result belongs to loses its lease: a stale result (an attempt
             # fenced off earlier) must not take the lease of the attempt running now.
-            if applied or (current is not None and current.token == token):
+            if applied or ((current := core.keeper.get(eid)) is not None and current.token == token):
                 core.release(eid)
                 released = eid  # its ending, listed in the result's executions, needs no second release
             # Acked, applied or stale, to the worker that sent it: it must stop resending it.
