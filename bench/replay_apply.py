@@ -1,0 +1,230 @@
+"""Apply a real run's Raft log again, in one process: the apply cost of a workload's own entries.
+
+bench/perf_recurring.py drives W5's fire path with a fake worker; the entries a real cluster commits
+differ (a real worker's start and finish times spread the histograms, entries hold what the group
+committer gathered, the retention sweep runs every second), and a real node's apply thread costs about
+twice perf_recurring's figure. This takes a node's journal from a kept run (`--journal`, or `--record
+TASKS SECONDS`: a W5 run with `--keep` first), applies its first third to a fresh store (the tasks, the
+warm-up) and times the rest: as a leader does (`--group 1`: one transaction per entry, results built) or
+as a follower (`--group N`: N entries per transaction, results nobody reads).
+
+Two kinds of figures:
+- CPU microseconds per execution (process time; the machine's other work shows in it: `--repeat`
+  gives min and median);
+- deterministic counts per execution (`--counts`): LMDB gets, puts, deletes, scans and the items the
+  scans read against those they handed out. These do not move with the machine's load: a change that
+  removes work shows in them exactly, even on a busy machine.
+
+Usage: .venv/bin/python bench/replay_apply.py --journal /tmp/cronraft-bench-XXXX/node1/raft/raft.journal
+       [--group 8] [--repeat 3] [--counts] [--profile]
+       .venv/bin/python bench/replay_apply.py --record 1000 15 [...]   (runs bench/w5_sustained.py --keep)
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pickle
+import pstats
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cronraft.proto.v1 import commands_pb2
+from cronraft.raft import store
+from cronraft.raft.state import StateMachine
+from cronraft.raft.store import LmdbKV
+
+WARM_FRACTION = 3  # the first third of the entries is applied before the timing starts
+Entry = tuple[int, bytes]
+
+
+def read_journal(path: Path) -> list[Entry]:
+    """Our entries (index, payload) of a pysyncobj journal, in order (no-op and membership entries left
+    out: they never reach our apply)."""
+    from pysyncobj.journal import FileJournal  # benchmarks only: the journal's reader
+
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "journal"
+        shutil.copy(path, copy)
+        journal = FileJournal(str(copy))
+        try:
+            out = []
+            for i in range(len(journal)):
+                entry, index, _term = journal[i]
+                if entry[0] != 0:
+                    continue
+                call = pickle.loads(entry[1:])  # pysyncobj's (method id, args): args[0] is our payload
+                out.append((index, call[1][0]))
+            return out
+        finally:
+            journal._destroy()
+
+
+def record(tasks: int, seconds: int) -> Path:
+    """Run W5 with --keep and return node1's journal."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).parent / "w5_sustained.py"),
+            "--runs",
+            "1",
+            "--tasks",
+            str(tasks),
+            "--seconds",
+            str(seconds),
+            "--keep",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    found = re.search(r"keeping the cluster's directory: (\S+)", out)
+    if found is None:
+        raise SystemExit("w5_sustained.py did not say where it kept the cluster")
+    return Path(found.group(1)) / "node1" / "raft" / "raft.journal"
+
+
+def executions(entries: list[Entry]) -> int:
+    """Executions that ended in these entries (Complete commands): the unit of every figure."""
+    return sum(
+        1
+        for _, payload in entries
+        for c in commands_pb2.CommandBatch.FromString(payload).commands
+        if c.WhichOneof("body") == "complete"
+    )
+
+
+def apply_all(sm: StateMachine, entries: list[Entry], group: int) -> None:
+    if group == 1:
+        for index, payload in entries:
+            sm.apply_entry(index, payload, wanted=True)
+        return
+    for k in range(0, len(entries), group):
+        part = entries[k : k + group]
+        sm.apply_entries(part, unread=frozenset(index for index, _ in part))
+
+
+class Counts:
+    """LMDB calls counted on every LmdbTxn while installed (the store's methods wrapped)."""
+
+    def __init__(self) -> None:
+        self.c: Counter[str] = Counter()
+        self._saved: dict[str, Any] = {}
+
+    def install(self) -> None:
+        c = self.c
+        txn = store.LmdbTxn
+        self._saved = {n: getattr(txn, n) for n in ("get", "put", "delete", "scan", "_read_chunk_unchecked")}
+        get, put, delete, scan, chunk = (
+            self._saved[n] for n in ("get", "put", "delete", "scan", "_read_chunk_unchecked")
+        )
+
+        def counted_get(self_: Any, *a: Any) -> Any:
+            c["get"] += 1
+            return get(self_, *a)
+
+        def counted_put(self_: Any, *a: Any) -> Any:
+            c["put"] += 1
+            return put(self_, *a)
+
+        def counted_delete(self_: Any, *a: Any) -> Any:
+            c["delete"] += 1
+            return delete(self_, *a)
+
+        def counted_scan(self_: Any, *a: Any, **k: Any) -> Iterator[tuple[bytes, bytes]]:
+            c["scan"] += 1
+            for item in scan(self_, *a, **k):
+                c["scan_yielded"] += 1
+                yield item
+
+        def counted_chunk(self_: Any, *a: Any) -> Any:
+            out = chunk(self_, *a)
+            c["scan_chunks"] += 1
+            c["scan_read"] += len(out)
+            return out
+
+        txn.get, txn.put, txn.delete = counted_get, counted_put, counted_delete  # type: ignore[method-assign]
+        txn.scan, txn._read_chunk_unchecked = counted_scan, counted_chunk  # type: ignore[method-assign]
+
+    def remove(self) -> None:
+        for name, fn in self._saved.items():
+            setattr(store.LmdbTxn, name, fn)
+
+
+def one_run(
+    entries: list[Entry], group: int, *, counts: Counts | None, prof: cProfile.Profile | None
+) -> float:
+    """CPU microseconds per execution of the timed part (and its counts, if asked)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        kv = LmdbKV(Path(tmp) / "state", map_size=1 << 30)
+        try:
+            # No features on a fresh store: the log's own RaiseFeatures sets them, as on a real node.
+            sm = StateMachine(kv, fresh_features=frozenset())
+            warm = len(entries) // WARM_FRACTION
+            apply_all(sm, entries[:warm], group)
+            timed = entries[warm:]
+            if counts is not None:
+                counts.install()
+            if prof is not None:
+                prof.enable()
+            t = time.process_time()
+            try:
+                apply_all(sm, timed, group)
+            finally:
+                dt = time.process_time() - t
+                if prof is not None:
+                    prof.disable()
+                if counts is not None:
+                    counts.remove()
+            return dt / max(1, executions(timed)) * 1e6
+        finally:
+            kv.close()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--journal", type=Path, help="a node's raft.journal (a kept run's node1/raft/raft.journal)"
+    )
+    src.add_argument("--record", nargs=2, type=int, metavar=("TASKS", "SECONDS"), help="run W5 --keep first")
+    p.add_argument("--group", type=int, default=1, help="entries per transaction (1: a leader's way)")
+    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--counts", action="store_true", help="LMDB calls per execution (deterministic)")
+    p.add_argument("--profile", action="store_true")
+    args = p.parse_args()
+
+    journal = args.journal if args.journal is not None else record(*args.record)
+    entries = read_journal(journal)
+    timed = entries[len(entries) // WARM_FRACTION :]
+    n = executions(timed)
+    print(f"{journal}: {len(entries)} entries, timed {len(timed)} with {n} executions, group {args.group}")
+    figures = [one_run(entries, args.group, counts=None, prof=None) for _ in range(args.repeat)]
+    print(
+        f"apply: min {min(figures):.0f} us, median {statistics.median(figures):.0f} us per execution "
+        f"({args.repeat} run{'s' if args.repeat > 1 else ''})"
+    )
+    if args.counts:
+        counts = Counts()
+        one_run(entries, args.group, counts=counts, prof=None)
+        per = {k: round(v / n, 2) for k, v in sorted(counts.c.items())}
+        print("per execution:", " ".join(f"{k} {v}" for k, v in per.items()))
+    if args.profile:
+        prof = cProfile.Profile()
+        one_run(entries, args.group, counts=None, prof=prof)
+        pstats.Stats(prof).sort_stats("tottime").print_stats(30)
+
+
+if __name__ == "__main__":
+    main()
