@@ -562,9 +562,7 @@ class Worker:
                 else self._held.confirming(self._attempts, sent)
             )
             keys = frozenset(a.key for a in listed)
-            refs = [
-                worker_pb2.LeaseRef(execution_id=a.lease.execution_id, token=a.lease.token) for a in listed
-            ]
+            refs = [leases.lease_ref(a) for a in listed]
             session.heartbeats.append((loop.time(), sent, keys))
             heartbeat = worker_pb2.Heartbeat(
                 leases=refs, sent_mono_ms=int(sent * 1000), draining=self._state is _State.DRAINING

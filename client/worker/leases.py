@@ -44,6 +44,7 @@ class Attempt:
     task: asyncio.Task[None] | None = None
     revoked: bool = False  # the leader revoked the lease: kill, report nothing
     fenced: bool = False  # the local deadline passed: killed at once
+    ref: worker_pb2.LeaseRef | None = None  # how heartbeats list it (`lease_ref`)
 
     @property
     def renewable(self) -> bool:
@@ -53,6 +54,17 @@ class Attempt:
     def confirmed(self) -> bool:
         """Renewed by a heartbeat sent at most CONFIRM_AHEAD_S before its start: it may begin."""
         return self.confirmed_at >= self.start_at - CONFIRM_AHEAD_S
+
+
+def lease_ref(attempt: Attempt) -> worker_pb2.LeaseRef:
+    """The LeaseRef heartbeats list `attempt` by, made at its first listing and reused by the next ones:
+    a message copied into a heartbeat costs a fifth of one made anew, and a held start is listed by its
+    confirming heartbeat and by every full one until it ends (hundreds of leases each in W5)."""
+    ref = attempt.ref
+    if ref is None:
+        lease = attempt.lease
+        ref = attempt.ref = worker_pb2.LeaseRef(execution_id=lease.execution_id, token=lease.token)
+    return ref
 
 
 def offer_deadline(received: float, ttl_s: float, echo_ms: int) -> float:

@@ -22,7 +22,7 @@ from cronraft.client.worker.heartbeat_plan import (
     spacing_wait,
     to_list,
 )
-from cronraft.client.worker.leases import CONFIRM_AHEAD_S, Attempt
+from cronraft.client.worker.leases import CONFIRM_AHEAD_S, Attempt, lease_ref
 from cronraft.client.worker.results import RESULT_BUSY_S, STORE_LINGER_S, linger_s
 from cronraft.proto.v1 import common_pb2, worker_pb2
 
@@ -35,6 +35,16 @@ def attempt(eid: str, *, start_at: float, held: bool = True, confirmed_at: float
     return Attempt(
         (eid, (1, 1)), lease, runner, 30.0, deadline=1e9, start_at=start_at, confirmed_at=confirmed_at
     )
+
+
+def test_an_attempt_is_listed_by_one_lease_ref_made_at_its_first_listing() -> None:
+    a = attempt("a", start_at=10.0)
+    a.lease.token.term, a.lease.token.index = 3, 7
+    ref = lease_ref(a)
+    assert ref.execution_id == "a" and (ref.token.term, ref.token.index) == (3, 7)
+    assert lease_ref(a) is ref  # reused: copied into each heartbeat, made once
+    heartbeat = worker_pb2.Heartbeat(leases=[ref, lease_ref(a)])
+    assert [r.execution_id for r in heartbeat.leases] == ["a", "a"]
 
 
 def test_a_full_heartbeat_lists_every_renewable_attempt() -> None:
