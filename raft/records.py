@@ -39,6 +39,13 @@ SEARCH_INDEXES: tuple[str, ...] = (
 Task = common_pb2.Task
 Execution = common_pb2.Execution
 
+# Protobuf methods taken from their class once, for the apply path of every execution: looked up on a
+# message, a method costs a look-up of a field of that name first (upb), 0.1-0.2 us each time.
+_task_from = Task.FromString
+_execution_from = Execution.FromString
+_task_bytes = Task.SerializeToString
+_execution_bytes = Execution.SerializeToString
+
 META_LAST_APPLIED = b"last_applied"
 META_EPOCH = b"epoch"
 META_INDEXED = b"search_indexes"  # set in a store whose search indexes are complete (see above)
@@ -141,18 +148,14 @@ def get_task(txn: Txn, task16: bytes) -> Task:
     raw = txn.get("tasks", task16)
     if raw is None:
         raise Rejected(Code.NOT_FOUND, f"task {id_text(task16)} not found")
-    t = Task()
-    t.ParseFromString(raw)
-    return t
+    return _task_from(raw)
 
 
 def get_execution(txn: Txn, exec16: bytes) -> Execution:
     raw = txn.get("execs", exec16)
     if raw is None:
         raise Rejected(Code.NOT_FOUND, f"execution {id_text(exec16)} not found")
-    e = Execution()
-    e.ParseFromString(raw)
-    return e
+    return _execution_from(raw)
 
 
 def get_current(txn: Txn, exec16: bytes, token: common_pb2.FencingToken) -> Execution:
@@ -271,7 +274,7 @@ def put_task_same_spec(
     scheduled = state == common_pb2.TASK_SCHEDULED
     if old_due and (old_due != due or not scheduled):
         txn.delete("due", old_due.to_bytes(8, "big") + task16)
-    txn.put("tasks", task16, task.SerializeToString(deterministic=True))  # a Task holds maps (its tags)
+    txn.put("tasks", task16, _task_bytes(task, deterministic=True))  # a Task holds maps (its tags)
     if old_state != state:
         txn.put("tasks_by_state", _BYTE[state] + task16, b"")
     if scheduled and due and not (old_state == common_pb2.TASK_SCHEDULED and old_due == due):
@@ -357,7 +360,7 @@ def put_execution(
     if old != new:
         _set_exec_keys(txn, exec16, id_bytes(ex.task_id) if task16 is None else task16, old, new)
     # An Execution holds no map (codec.MAPLESS): the bytes of `deterministic=True`, cheaper.
-    txn.put("execs", exec16, ex.SerializeToString())
+    txn.put("execs", exec16, _execution_bytes(ex))
 
 
 def drop_execution(txn: Txn, exec16: bytes, ex: Execution) -> None:

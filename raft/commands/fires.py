@@ -30,6 +30,10 @@ from cronraft.raft.rejection import Code, Rejected, Rejection
 
 MAX_BACKFILL = 1_000
 
+# From the class once: looked up on a message, a method costs a look-up of a field of that name (upb).
+_fire_has = commands_pb2.Fire.HasField
+_kind_of = common_pb2.Schedule.WhichOneof
+
 
 def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     f = cmd.fire
@@ -60,7 +64,7 @@ def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     task.version = ctx.index
     task.updated_at_ms = ctx.now
     sched = task.spec.schedule
-    kind = sched.WhichOneof("kind")
+    kind = _kind_of(sched, "kind")
     policy = (
         common_pb2.MisfirePolicy.Name(task.spec.misfire or common_pb2.MISFIRE_FIRE_ALL).lower()
         if decision.missed
@@ -107,7 +111,7 @@ def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
             due_ms=due,
             # Fired ahead: nobody starts it before its due time.
             not_before_ms=due if due > ctx.now else 0,
-            lease_to=f.grant if f.HasField("grant") and _fire_grants(ctx) else None,
+            lease_to=f.grant if _fire_has(f, "grant") and _fire_grants(ctx) else None,
             lead_ms=f.lead_ms,
             lead=lead,
             ids=(task16, exec16),
