@@ -168,19 +168,21 @@ class LmdbTxn:
         except KeyError:
             raise KeyError(f"unknown database {db!r}") from None
 
-    # get / put / delete run a few dozen times per applied command: the database handle is looked up
-    # inline (a KeyError falls back on `_db` for its message), and a value is copied only if it is not
-    # `bytes` already (transactions are opened with buffers=False: it always is). The `try` blocks cost
-    # nothing until something raises (CPython 3.11's zero-cost exceptions). py-lmdb's put and delete are
-    # called with positional arguments, their defaults spelled out: its keyword parsing costs about a
-    # third of a put of a small record (dupdata=True, overwrite=True, append=False; value=b"").
+    # get / put / delete run a few dozen times per applied command, so each is one `try` around the call:
+    # the database handle is looked up inline (a KeyError falls back on `_db` for its message), a put or
+    # delete in a read-only transaction is refused by LMDB itself (ReadonlyError, raised before anything
+    # is written, becomes the PermissionError of the `Txn` contract), and a value is copied only if it is
+    # not `bytes` already (transactions are opened with buffers=False: it always is). The `try` costs
+    # nothing until something raises (CPython 3.11's zero-cost exceptions). py-lmdb's methods are called
+    # with positional arguments, their defaults spelled out: its keyword parsing costs about a third of a
+    # put of a small record (dupdata=True, overwrite=True, append=False; value=b""; get's default=None;
+    # and a scan's cursor(db)).
     def get(self, db: str, key: bytes) -> bytes | None:
         try:
-            handle = self._dbs[db]
+            value = self._txn.get(key, None, self._dbs[db])
         except KeyError:
-            handle = self._db(db)
-        try:
-            value = self._txn.get(key, db=handle)
+            self._db(db)  # raises, naming the database
+            raise
         except _CALLER_ERRORS:
             raise
         except lmdb.Error as exc:
@@ -189,29 +191,27 @@ class LmdbTxn:
 
     def put(self, db: str, key: bytes, value: bytes) -> None:
         try:
-            handle = self._dbs[db]
+            self._txn.put(key, value, True, True, False, self._dbs[db])
         except KeyError:
-            handle = self._db(db)
-        if not self._writable:
-            raise PermissionError("read-only transaction")
-        try:
-            self._txn.put(key, value, True, True, False, handle)
+            self._db(db)
+            raise
         except _CALLER_ERRORS:
             raise
+        except lmdb.ReadonlyError:
+            raise PermissionError("read-only transaction") from None
         except lmdb.Error as exc:
             raise _storage_error(exc) from exc
 
     def delete(self, db: str, key: bytes) -> bool:
         try:
-            handle = self._dbs[db]
+            return bool(self._txn.delete(key, b"", self._dbs[db]))
         except KeyError:
-            handle = self._db(db)
-        if not self._writable:
-            raise PermissionError("read-only transaction")
-        try:
-            return bool(self._txn.delete(key, b"", handle))
+            self._db(db)
+            raise
         except _CALLER_ERRORS:
             raise
+        except lmdb.ReadonlyError:
+            raise PermissionError("read-only transaction") from None
         except lmdb.Error as exc:
             raise _storage_error(exc) from exc
 
@@ -262,7 +262,7 @@ class LmdbTxn:
         self, handle: Any, lo: bytes, hi: bytes | None, reverse: bool, limit: int
     ) -> list[tuple[bytes, bytes]]:
         out: list[tuple[bytes, bytes]] = []
-        with self._txn.cursor(db=handle) as cur:
+        with self._txn.cursor(handle) as cur:
             if reverse:
                 if hi is None:
                     positioned = cur.last()
