@@ -347,12 +347,19 @@ def _set_exec_keys(txn: Txn, exec16: bytes, task16: bytes, old: Indexed | None, 
 
 
 def put_execution(
-    txn: Txn, exec16: bytes, ex: Execution, before: Indexed | None = _READ, task16: bytes | None = None
+    txn: Txn,
+    exec16: bytes,
+    ex: Execution,
+    before: Indexed | None = _READ,
+    *,
+    task16: bytes | None = None,
+    after: Indexed | None = None,
 ) -> None:
     """Write an execution and keep its search indexes in step with what was stored before: `before` is
     `indexed()` of the stored one when the caller knows it (the hot paths: fire, grant, finish; None: a
-    new execution), else it is read. `task16`: its task's key bytes, when the caller has them."""
-    new = indexed(ex)
+    new execution), else it is read. `task16`: its task's key bytes, when the caller has them; `after`:
+    `indexed(ex)`, when the caller knows it without reading `ex` again (finish)."""
+    new = indexed(ex) if after is None else after
     old = before
     if old is _READ:
         raw = txn.get("execs", exec16)

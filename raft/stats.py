@@ -269,7 +269,12 @@ def record_outcome(
     state = ex.state
     started, finished = ex.started_at_ms, ex.finished_at_ms
     duration = finished - started if started > 0 and finished >= started else None  # duration_of, inline
-    lateness = lateness_of(ex)
+    lateness = None  # lateness_of(ex), inline with the start read above
+    if not ex.manual and (nominal := ex.nominal_time_ms) > 0:
+        if len(ex.attempts) > 1:  # retried: from the first attempt that began
+            lateness = lateness_of(ex)
+        elif started > 0:
+            lateness = started - nominal if started > nominal else 0
     failed = state in FAILURE_STATES
     hour_failures = hour_longest = 0
     if task is not None:

@@ -14,6 +14,7 @@ from cronraft.raft.codec import id_bytes
 from cronraft.raft.commands.context import Ctx, Execution, Task, plan_fixed_delay, task_of, token_text
 from cronraft.raft.records import (
     META_INDEXED,
+    TERMINAL_STATES,
     get_execution,
     get_task,
     indexed,
@@ -37,11 +38,12 @@ def finish(ctx: Ctx, ex: Execution, state: int, error: str = "", *, exec16: byte
         exec16 = id_bytes(ex.execution_id)
     task16 = id_bytes(ex.task_id)
     before = indexed(ex)  # `ex` is as stored: every caller read it in this command and changed no state
-    if ex.state == common_pb2.EXECUTION_PENDING:
+    old_state, worker, _, namespace = before
+    if old_state == common_pb2.EXECUTION_PENDING:
         txn.delete("pending", pending_key(ex, exec16))
-    elif ex.state == common_pb2.EXECUTION_RUNNING:
+    elif old_state == common_pb2.EXECUTION_RUNNING:
         txn.delete("running", exec16)
-    elif ex.state == common_pb2.EXECUTION_BUFFERED:
+    elif old_state == common_pb2.EXECUTION_BUFFERED:
         txn.delete("buffered", firing.buffered_key(task16, ex.nominal_time_ms, exec16))
     if txn.delete("active", firing.active_key(task16, exec16)):
         quota.deactivated(txn, task16)
@@ -49,7 +51,9 @@ def finish(ctx: Ctx, ex: Execution, state: int, error: str = "", *, exec16: byte
     if error:
         ex.error = error[:4096]
     ex.completed_at_ms = ctx.now
-    put_execution(txn, exec16, ex, before, task16)
+    # indexed(ex) now, without reading it again: only its state and end time changed here.
+    after = (state, worker, ctx.now if state in TERMINAL_STATES else 0, namespace)
+    put_execution(txn, exec16, ex, before, task16=task16, after=after)
     if not ctx.unread:
         ctx.result.executions.append(ex)
 

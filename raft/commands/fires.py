@@ -38,28 +38,31 @@ _kind_of = common_pb2.Schedule.WhichOneof
 def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     f = cmd.fire
     txn = ctx.txn
-    task16 = id_bytes(f.task_id, field="task_id")
-    exec16 = id_bytes(f.execution_id, field="execution_id")
+    # Each field read once (with upb, every read of a string field makes a new str).
+    task_id, execution_id, fired = f.task_id, f.execution_id, f.nominal_time_ms
+    task16 = id_bytes(task_id, field="task_id")
+    exec16 = id_bytes(execution_id, field="execution_id")
     old = get_task(txn, task16)
     if old.state != common_pb2.TASK_SCHEDULED:
-        raise Rejected(Code.INVALID_STATE, f"task {f.task_id} is not scheduled")
-    if f.nominal_time_ms != old.next_fire_ms:
+        raise Rejected(Code.INVALID_STATE, f"task {task_id} is not scheduled")
+    if fired != old.next_fire_ms:
         # Already fired (a retried or duplicated proposal) or rescheduled meanwhile: I3.
-        raise Rejected(Code.NOT_DUE, f"task {f.task_id} is not due at {f.nominal_time_ms}")
-    if txn.get("fires", fire_key(task16, f.nominal_time_ms)) is not None:
-        raise Rejected(Code.ALREADY_FIRED, f"task {f.task_id} already fired at {f.nominal_time_ms}")
+        raise Rejected(Code.NOT_DUE, f"task {task_id} is not due at {fired}")
+    if txn.get("fires", fire_key(task16, fired)) is not None:
+        raise Rejected(Code.ALREADY_FIRED, f"task {task_id} already fired at {fired}")
     if txn.get("execs", exec16) is not None:
-        raise Rejected(Code.ALREADY_EXISTS, f"execution {f.execution_id} already exists")
+        raise Rejected(Code.ALREADY_EXISTS, f"execution {execution_id} already exists")
     due = firing.due_of(old)
-    lead = firing.fire_lead(old, f.lead_ms)  # the task's spec does not change here: computed once
+    lead_ms = f.lead_ms
+    lead = firing.fire_lead(old, lead_ms)  # the task's spec does not change here: computed once
     if ctx.now + lead < due:
-        raise Rejected(Code.NOT_DUE, f"task {f.task_id} is due at {due}, not yet at {ctx.now}")
+        raise Rejected(Code.NOT_DUE, f"task {task_id} is due at {due}, not yet at {ctx.now}")
 
     # The stored task read is the one changed and stored (no copy): what the fire needs of it as stored,
     # it reads before changing it, and its index entries move from `before` (records.put_task_same_spec).
     before = task_indexed(old)
-    ans = ctx.answers(f.task_id, old.spec)  # the leader's instants when the command carries them
-    decision = firing.decide_misfire(old, f.nominal_time_ms, ctx.now, ans)
+    ans = ctx.answers(task_id, old.spec)  # the leader's instants when the command carries them
+    decision = firing.decide_misfire(old, fired, ctx.now, ans)
     task = old
     task.version = ctx.index
     task.updated_at_ms = ctx.now
@@ -85,16 +88,14 @@ def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
             reason=f"not fired in time; {policy}{more}",
         )
         ctx.result.missed.append(
-            common_pb2.FireRecord(
-                task_id=f.task_id, nominal_time_ms=missed, outcome=common_pb2.MISSED_DOWNTIME
-            )
+            common_pb2.FireRecord(task_id=task_id, nominal_time_ms=missed, outcome=common_pb2.MISSED_DOWNTIME)
         )
     started: Execution | None = None
     if decision.fire_nominal is not None:
         nominal = decision.fire_nominal
         outcome = common_pb2.FIRED
         reason = ""
-        if nominal == f.nominal_time_ms and sched.calendars and due != nominal:
+        if nominal == fired and sched.calendars and due != nominal:
             outcome, reason = common_pb2.ROLLED, "rolled by calendar"
         elif kind == "cron" and ans.dst_shifted(sched, nominal):
             outcome, reason = common_pb2.DST_SHIFTED, "moved out of a DST gap"
@@ -105,14 +106,14 @@ def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
             ctx,
             task,
             nominal,
-            f.execution_id,
+            execution_id,
             outcome=outcome,
             reason=reason,
             due_ms=due,
             # Fired ahead: nobody starts it before its due time.
             not_before_ms=due if due > ctx.now else 0,
             lease_to=f.grant if _fire_has(f, "grant") and _fire_grants(ctx) else None,
-            lead_ms=f.lead_ms,
+            lead_ms=lead_ms,
             lead=lead,
             ids=(task16, exec16),
         )
@@ -236,7 +237,7 @@ def start_execution(
         if term and grant_refusal(ctx, ex, task, lead_ms, lead=lead) is None:
             lease(ctx, ex, lease_to, term)
             granted = True
-    put_execution(txn, exec16, ex, None, task16)  # a new execution (I3: one fire, one new id)
+    put_execution(txn, exec16, ex, None, task16=task16)  # a new execution (I3: one fire, one new id)
     txn.put("fires", fire_key(task16, nominal), exec16)
     txn.put("active", firing.active_key(task16, exec16), b"")
     quota.activated(txn, task16)

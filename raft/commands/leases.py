@@ -89,6 +89,8 @@ def grant_refusal(
         lead = firing.fire_lead(task, lead_ms)
     if ex.not_before_ms > ctx.now + lead:
         return Rejected(Code.BACKOFF, f"execution {ex.execution_id} may not start before {ex.not_before_ms}")
+    if lead:  # a lead is for a task with neither dependencies nor a concurrency limit (firing.fire_lead)
+        return None
     spec = task.spec
     if spec.depends_on:
         waiting = deps.unmet(ctx.txn, task, ex.nominal_time_ms, days=ctx.answers(ex.task_id, spec).day_bounds)
@@ -113,8 +115,9 @@ def lease(ctx: Ctx, ex: Execution, g: commands_pb2.Grant, term: int) -> None:
     ex.attempt += 1
     ex.worker_id = g.worker_id
     ex.worker_incarnation = g.worker_incarnation
-    ex.token.term = term
-    ex.token.index = ctx.index
+    token = ex.token
+    token.term = term
+    token.index = ctx.index
     ex.leased_at_ms = ctx.now
 
 
@@ -173,9 +176,10 @@ def complete(ctx: Ctx, cmd: commands_pb2.Command) -> None:
 
 def _end_attempt(ctx: Ctx, ex: Execution, exec16: bytes, r: common_pb2.AttemptResult) -> Execution:
     """Record the result of an attempt that ran: the execution ends, or waits for its retry."""
-    ex.exit_code = r.exit_code
-    ex.started_at_ms = r.started_at_ms
-    ex.finished_at_ms = r.finished_at_ms
+    exit_code, started, finished = r.exit_code, r.started_at_ms, r.finished_at_ms  # each read once
+    ex.exit_code = exit_code
+    ex.started_at_ms = started
+    ex.finished_at_ms = finished
     ex.stdout_tail = bytes(r.stdout_tail[-MAX_TAIL_BYTES:])
     ex.stderr_tail = bytes(r.stderr_tail[-MAX_TAIL_BYTES:])
     ex.return_value = bytes(r.return_value[:MAX_RETURN_BYTES])
@@ -184,7 +188,7 @@ def _end_attempt(ctx: Ctx, ex: Execution, exec16: bytes, r: common_pb2.AttemptRe
     if refused:  # the worker should have said so already; a result is never cut, so the attempt failed
         outcome = common_pb2.ATTEMPT_FAILED if outcome == common_pb2.ATTEMPT_SUCCEEDED else outcome
         error = f"{error}; {refused}" if error else refused
-    _summary(ex, outcome, r.exit_code, r.started_at_ms, r.finished_at_ms, error=error)
+    _summary(ex, outcome, exit_code, started, finished, error=error)
     state = _OUTCOME_STATE.get(outcome, common_pb2.EXECUTION_FAILED)
     if ex.cancel_requested_at_ms and state != common_pb2.EXECUTION_SUCCEEDED:
         finish(ctx, ex, common_pb2.EXECUTION_CANCELLED, error or ex.cancel_reason)
@@ -194,7 +198,7 @@ def _end_attempt(ctx: Ctx, ex: Execution, exec16: bytes, r: common_pb2.AttemptRe
         why = (
             "refused by the worker's policy"
             if outcome == common_pb2.ATTEMPT_REFUSED
-            else retry.retry_reason(task, ex, outcome, r.exit_code, DEFAULT_MAX_ATTEMPTS)
+            else retry.retry_reason(task, ex, outcome, exit_code, DEFAULT_MAX_ATTEMPTS)
         )
         if not why:
             # A retry is a replicated decision: the execution waits for its backoff, then any worker.
@@ -231,8 +235,9 @@ def _keep_result(ctx: Ctx, ex: Execution, exec16: bytes, data: bytes) -> str:
     if not active:
         return ""
     bound = bounds.MAX_RESULT_BYTES
-    if ctx.limits is not None and 0 < ctx.limits.max_result_bytes < bound:
-        bound = ctx.limits.max_result_bytes
+    stamped = 0 if ctx.limits is None else ctx.limits.max_result_bytes
+    if 0 < stamped < bound:
+        bound = stamped
     refused = ""
     if len(data) > bound:
         refused = f"result of {len(data)} bytes is over max_result_bytes ({bound}): not kept"
