@@ -144,23 +144,36 @@ def priority_rank(p: int) -> int:
     return 2 if p == common_pb2.LOW else 1
 
 
-def get_task(txn: Txn, task16: bytes) -> Task:
+# `into` (get_task, get_execution, get_current): an empty message to parse the record into, returned, such
+# as the command result's own field on the leader (a handler that changes the record and answers it then
+# answers it without copying it: with upb a copy serializes and parses again).
+
+
+def get_task(txn: Txn, task16: bytes, into: Task | None = None) -> Task:
     raw = txn.get("tasks", task16)
     if raw is None:
         raise Rejected(Code.NOT_FOUND, f"task {id_text(task16)} not found")
-    return _task_from(raw)
+    if into is None:
+        return _task_from(raw)
+    into.ParseFromString(raw)
+    return into
 
 
-def get_execution(txn: Txn, exec16: bytes) -> Execution:
+def get_execution(txn: Txn, exec16: bytes, into: Execution | None = None) -> Execution:
     raw = txn.get("execs", exec16)
     if raw is None:
         raise Rejected(Code.NOT_FOUND, f"execution {id_text(exec16)} not found")
-    return _execution_from(raw)
+    if into is None:
+        return _execution_from(raw)
+    into.ParseFromString(raw)
+    return into
 
 
-def get_current(txn: Txn, exec16: bytes, token: common_pb2.FencingToken) -> Execution:
+def get_current(
+    txn: Txn, exec16: bytes, token: common_pb2.FencingToken, into: Execution | None = None
+) -> Execution:
     """The execution, if `token` is its current lease's token and it is running; else Rejected."""
-    ex = get_execution(txn, exec16)
+    ex = get_execution(txn, exec16, into)
     current = ex.token
     # token_tuple(token) != token_tuple(current), field by field (a Complete's every time)
     if ex.state != common_pb2.EXECUTION_RUNNING or token.term != current.term or token.index != current.index:

@@ -42,7 +42,9 @@ def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     task_id, execution_id, fired = f.task_id, f.execution_id, f.nominal_time_ms
     task16 = id_bytes(task_id, field="task_id")
     exec16 = id_bytes(execution_id, field="execution_id")
-    old = get_task(txn, task16)
+    # The leader's result answers the task as the fire leaves it: it is read into the result's field and
+    # changed there (a refusal replaces the whole result).
+    old = get_task(txn, task16, None if ctx.unread else ctx.result.task)
     if old.state != common_pb2.TASK_SCHEDULED:
         raise Rejected(Code.INVALID_STATE, f"task {task_id} is not scheduled")
     if fired != old.next_fire_ms:
@@ -129,8 +131,6 @@ def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         if task.state == common_pb2.TASK_COMPLETED:
             _record_window_end(ctx, task16, task, decision.resume_after, ans)
     put_task_same_spec(txn, task16, task, before)
-    if not ctx.unread:
-        ctx.result.task.CopyFrom(task)
 
 
 def _fire_grants(ctx: Ctx) -> bool:

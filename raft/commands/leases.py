@@ -143,8 +143,11 @@ def complete(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     c = cmd.complete
     exec16 = id_bytes(c.execution_id, field="execution_id")
     r = c.result
+    # The leader's result answers the execution as it ends: it is read into the result's field and changed
+    # there (a refusal replaces the whole result).
+    answer = None if ctx.unread else ctx.result.execution
     try:
-        ex = get_current(ctx.txn, exec16, c.token)
+        ex = get_current(ctx.txn, exec16, c.token, answer)
     except Rejected as e:
         if ctx.events is not None:
             ctx.audit(
@@ -160,9 +163,10 @@ def complete(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         _summary(ex, r.outcome, 0, 0, r.finished_at_ms, error=r.error)
         _not_started(ctx, ex, exec16, r.error or "ended before its payload began")
     else:
-        ex = _end_attempt(ctx, ex, exec16, r)
-    if not ctx.unread:
-        ctx.result.execution.CopyFrom(ex)  # as stored by finish, the retry, the dead letter or the re-grant
+        ended = _end_attempt(ctx, ex, exec16, r)
+        if answer is not None and ended is not ex:
+            answer.CopyFrom(ended)  # as stored by the dead letter (read again)
+        ex = ended
     if ctx.events is not None:
         ctx.audit(
             "complete",
