@@ -24,7 +24,6 @@ from cronraft.raft.records import (
     put_task,
     put_task_same_spec,
     read_epoch,
-    task_indexed,
 )
 from cronraft.raft.rejection import Code, Rejected, Rejection
 
@@ -45,16 +44,17 @@ def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     # The leader's result answers the task as the fire leaves it: it is read into the result's field and
     # changed there (a refusal replaces the whole result).
     old = get_task(txn, task16, None if ctx.unread else ctx.result.task)
-    if old.state != common_pb2.TASK_SCHEDULED:
+    old_state, next_fire = old.state, old.next_fire_ms
+    if old_state != common_pb2.TASK_SCHEDULED:
         raise Rejected(Code.INVALID_STATE, f"task {task_id} is not scheduled")
-    if fired != old.next_fire_ms:
+    if fired != next_fire:
         # Already fired (a retried or duplicated proposal) or rescheduled meanwhile: I3.
         raise Rejected(Code.NOT_DUE, f"task {task_id} is not due at {fired}")
     if txn.get("fires", fire_key(task16, fired)) is not None:
         raise Rejected(Code.ALREADY_FIRED, f"task {task_id} already fired at {fired}")
     if txn.get("execs", exec16) is not None:
         raise Rejected(Code.ALREADY_EXISTS, f"execution {execution_id} already exists")
-    due = firing.due_of(old)
+    due = old.next_due_ms or next_fire  # firing.due_of(old)
     lead_ms = f.lead_ms
     lead = firing.fire_lead(old, lead_ms)  # the task's spec does not change here: computed once
     if ctx.now + lead < due:
@@ -62,7 +62,7 @@ def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
 
     # The stored task read is the one changed and stored (no copy): what the fire needs of it as stored,
     # it reads before changing it, and its index entries move from `before` (records.put_task_same_spec).
-    before = task_indexed(old)
+    before = (old_state, due, old.last_outcome)  # task_indexed(old), from what was read above
     ans = ctx.answers(task_id, old.spec)  # the leader's instants when the command carries them
     decision = firing.decide_misfire(old, fired, ctx.now, ans)
     task = old
