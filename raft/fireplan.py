@@ -62,11 +62,12 @@ def calendars_digest(txn: Txn, spec: common_pb2.TaskSpec) -> bytes:
 
 def needs_plan(spec: common_pb2.TaskSpec) -> bool:
     """Whether applying commands about this task asks anything that depends on a node's versions."""
-    return (
-        spec.schedule.WhichOneof("kind") == "cron"
-        or bool(spec.schedule.calendars)
-        or any(not d.window_ms for d in spec.depends_on)
-    )
+    # Asked for every fire the leader plans: the dependencies (rare) are walked only when there are some.
+    schedule = spec.schedule
+    if schedule.WhichOneof("kind") == "cron" or schedule.calendars:
+        return True
+    deps = spec.depends_on
+    return bool(deps) and any(not d.window_ms for d in deps)
 
 
 class PlanIndex:
