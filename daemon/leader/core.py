@@ -561,8 +561,13 @@ class LeaderCore:
     def offered(self, execution_id: str, token: common_pb2.FencingToken, start_mono: int | None) -> None:
         """A lease's offer is being written to its worker's stream now; a deferred start is no earlier
         than `start_mono` (our monotonic clock; the runner computes it as it restamps the delay): the
-        worker cannot be confirmed before then, whatever the estimate made at the grant."""
-        self.keeper.offered(execution_id, token_tuple(token), start_mono)
+        worker cannot be confirmed before then, whatever the estimate made at the grant. The offer is
+        tagged with its worker's stream now (WorkerState.stream): an offer still written to a stream the
+        worker replaced a moment ago gets the newer number, which only keeps it from an early expiry."""
+        lease = self.keeper.leases.get(execution_id)
+        w = self.pool.get(lease.worker_id) if lease is not None else None
+        stream = w.stream if w is not None and w.connected else -1
+        self.keeper.offered(execution_id, token_tuple(token), start_mono, stream=stream)
 
     # ------------------------------------------------------------------------------------- timing
 

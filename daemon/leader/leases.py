@@ -75,6 +75,8 @@ class LeaseState:
     # task's spec at the grant planned nothing when an execution ends (-1: not known).
     plan_free: int = -1
     armed: int = -1  # the deadline whose bucket holds it in LeaseKeeper.deadlines (-1: none)
+    # The worker stream (WorkerState.stream) its offer was last written to by this leader (-1: none).
+    stream: int = -1
 
     def never_began(self) -> bool:
         """Whether this leader knows the attempt never began (ExpireLease.unstarted)."""
@@ -197,12 +199,13 @@ class LeaseKeeper:
                 self._running_by_task.pop(lease.task_id, None)
         return lease
 
-    def offered(self, execution_id: str, token: Token, start_mono: int | None) -> None:
-        """A lease's offer is being written to its worker's stream now (see LeaderCore.offered)."""
+    def offered(self, execution_id: str, token: Token, start_mono: int | None, *, stream: int = -1) -> None:
+        """A lease's offer is being written to its worker's stream `stream` now (see LeaderCore.offered)."""
         lease = self.leases.get(execution_id)
         if lease is None or lease.token != token:
             return
         lease.written = True
+        lease.stream = max(lease.stream, stream)
         if lease.start_mono is not None and start_mono is not None:
             lease.start_mono = min(lease.start_mono, start_mono)
 
@@ -292,24 +295,45 @@ class LeaseKeeper:
         return out
 
     def reconcile(
-        self, worker_id: str, incarnation: str, listed: Sequence[worker_pb2.LeaseRef], term: int, mono_ms: int
+        self,
+        worker_id: str,
+        incarnation: str,
+        listed: Sequence[worker_pb2.LeaseRef],
+        term: int,
+        mono_ms: int,
+        *,
+        stream: int = -1,
     ) -> None:
-        """Expire now the leases earlier leaders granted to the worker that it neither runs nor has
-        finished (`listed` is its complete listing): their offers never reached it (the old leader died
-        between the grant's commit and its dispatch), and waiting out their TTL + grace would hold those
-        fires back for seconds after every failover. Sound because a worker keeps one stream at a time:
-        once it talks to us, no earlier leader can hand it anything, and we never offer leases of earlier
-        terms ourselves (LeaderCore._adopt_if_running)."""
+        """Expire now the leases the worker neither runs nor has finished (`listed` is its complete
+        listing, on its stream `stream`) whose offers never reached it:
+        - leases earlier leaders granted (the old leader died between the grant's commit and its
+          dispatch): waiting out their TTL + grace would hold those fires back for seconds after every
+          failover;
+        - leases this leader offered to the same worker process on an earlier stream (the worker was cut
+          from us and came back on a new stream, through a follower's relay: S6): the old stream took
+          the offers and never delivered them.
+        Sound because a worker keeps one stream at a time (it ends the old call before it opens a new
+        one): once it lists on a new stream, nothing written to an older one reaches it, no earlier
+        leader can hand it anything, and we never offer leases of earlier terms ourselves
+        (LeaderCore._adopt_if_running). Offers written to this stream (possibly still in flight) are
+        left alone, and so is a lease of another process of the same worker id."""
         have = {(ref.execution_id, token_tuple(ref.token)) for ref in listed}
         for execution_id in self._leases_of.get(worker_id, ()):
             lease = self.leases[execution_id]
-            if lease.token[0] < term and not lease.expiring and (lease.execution_id, lease.token) not in have:
+            if lease.expiring or (lease.execution_id, lease.token) in have:
+                continue
+            same = bool(lease.incarnation) and lease.incarnation == incarnation
+            if lease.token[0] < term:
                 # Granted to this very process (same incarnation), which neither holds nor finished it:
                 # the offer never reached it, so nothing ran. Another process of the same worker id (a
                 # restart) may have begun it before it died: that expiry spends the attempt.
-                lease.unstarted = bool(lease.incarnation) and lease.incarnation == incarnation
-                lease.deadline = mono_ms
-                self._arm(execution_id, lease, mono_ms)  # expired by the next tick
+                lease.unstarted = same
+            elif not (same and 0 <= lease.stream < stream):
+                continue
+            else:
+                lease.unstarted = True  # written only to a stream this process had left: never received
+            lease.deadline = mono_ms
+            self._arm(execution_id, lease, mono_ms)  # expired by the next tick
 
 
 __all__ = ["CONFIRM_AHEAD_MS", "CONFIRM_MARGIN_MS", "LeaseKeeper", "LeaseState", "Refusal", "Renewals"]

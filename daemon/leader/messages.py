@@ -56,7 +56,9 @@ def heartbeat(
     if w is not None and w.connected and not w.reconciled:
         if complete_listing:
             w.reconciled = True
-            core.keeper.reconcile(w.worker_id, w.incarnation, [*leases, *finished], core.term, mono_ms)
+            core.keeper.reconcile(
+                w.worker_id, w.incarnation, [*leases, *finished], core.term, mono_ms, stream=w.stream
+            )
         else:
             ack.list_finished = True
     return ack

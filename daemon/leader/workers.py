@@ -32,6 +32,10 @@ class WorkerState:
     reconciled: bool = False  # its complete listing was checked against the leases of earlier terms
     incarnation: str = ""  # the worker process (Hello.incarnation)
     draining: bool = False  # shutting down (Heartbeat.draining): offered nothing more
+    # This connection's number (WorkerPool.connect counts them): the stream a lease's offer was written
+    # to is known by it (LeaseState.stream), so that a complete listing on a newer stream can tell the
+    # offers written into an older one that never reached the worker (LeaseKeeper.reconcile).
+    stream: int = 0
 
     def free(self) -> int:
         if not self.connected or self.silent or self.draining:
@@ -54,6 +58,7 @@ class WorkerPool:
         self._cursor: dict[str, int] = {}
         self._full: set[str] = set()
         self._next_silent_check = 0
+        self._streams = 0  # connections counted (WorkerState.stream)
 
     # ---------------------------------------------------------------------------------- membership
 
@@ -76,6 +81,8 @@ class WorkerPool:
         w.heard_mono_ms = mono_ms
         w.echo_ms = echo_ms
         w.incarnation = incarnation
+        self._streams += 1
+        w.stream = self._streams
         w.inflight = set(leases)
         old = self.workers.get(worker_id)
         if old is not None:

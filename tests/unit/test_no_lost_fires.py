@@ -295,6 +295,42 @@ def test_a_new_leader_expires_an_earlier_lease_its_process_does_not_hold(same_pr
     assert x.unstarted is same_process  # a restarted process may have begun it before it died
 
 
+@pytest.mark.parametrize(
+    ("case", "expired"),
+    [
+        ("written to the old stream", True),
+        ("listed as held", False),
+        ("written to the new stream", False),
+        ("another process", False),
+    ],
+)
+def test_a_complete_listing_on_a_new_stream_expires_offers_the_old_stream_swallowed(
+    case: str, expired: bool
+) -> None:
+    """S6: a worker cut from the leader comes back on a new stream (through a follower's relay); the
+    offers written into the dead stream never reached it. Its complete listing on the new stream
+    expires them at once as never begun, instead of after TTL + grace; nothing else."""
+    s = Store()
+    s.create(1)
+    core = leader_over(s, LEAD)
+    lease, start = leased(s, core, incarnation="inc-1")  # offered on the worker's first stream
+    core.worker_connected(
+        "w1", 10, ["default"], {}, 2_000, incarnation="inc-2" if case == "another process" else "inc-1"
+    )
+    if case == "written to the new stream":
+        core.offered(lease.execution_id, lease.token, start)  # re-written: may still be in flight
+    held = [worker_pb2.LeaseRef(execution_id=lease.execution_id, token=lease.token)]
+    core.heartbeat("w1", held if case == "listed as held" else [], 2_001, complete_listing=True)
+    cmds = core.tick(DUE - LEAD + 1, 2_002)
+    found = [c.expire_lease for c in cmds if c.HasField("expire_lease")]
+    if not expired:
+        assert not found
+        return
+    (x,) = found
+    assert x.execution_id == lease.execution_id
+    assert x.unstarted  # never received, so never begun: the attempt is not spent
+
+
 # -- the worker -----------------------------------------------------------------------------------
 
 
