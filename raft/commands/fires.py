@@ -8,6 +8,8 @@ carries both out and records the outcome in the fire ledger.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft import features, firing, quota, retention
 from cronraft.raft.answers import Answers
@@ -219,7 +221,10 @@ def start_execution(
         for e in superseded_order(active):
             terminate(ctx, e, "terminated by a newer fire (overlap terminate_other)")
     state = common_pb2.ExecutionState.ValueType(decision.state)
-    ex = Execution(
+    # On the leader the new execution is built in the result's list, where it is answered last (nothing
+    # below adds to the list), instead of being copied there at the end (upb copies serialize and parse).
+    new: Callable[..., Execution] = Execution if ctx.unread else ctx.result.executions.add
+    ex = new(
         execution_id=execution_id,
         task_id=task.task_id,
         nominal_time_ms=nominal,
@@ -261,7 +266,6 @@ def start_execution(
     )
     if not ctx.unread:
         ctx.result.execution.CopyFrom(ex)
-        ctx.result.executions.append(ex)
     if ctx.events is not None:
         ctx.audit("fire", execution_id=execution_id, task_id=task.task_id, nominal_ms=nominal, manual=manual)
     if granted:
