@@ -448,14 +448,17 @@ class LeaderRunner:
             self.core.worker_disconnected(session.worker_id)
         session.send(None)
 
-    def restamp(self, msg: worker_pb2.GatewayMessage) -> None:
-        """Recompute the start delays of the leases in `msg` as it goes out (the time spent building and
-        queueing the offers would otherwise be added to every deferred start), and tell the leader core the
-        offers reached a stream (an offer dropped with its stream never reached the worker)."""
+    def restamp(self, msg: worker_pb2.GatewayMessage, session: WorkerSession | None = None) -> None:
+        """Recompute the start delays of the leases in `msg` as it goes out on `session` (the time spent
+        building and queueing the offers would otherwise be added to every deferred start), and tell the
+        leader core the offers reached a stream, and which one (an offer dropped with its stream never
+        reached the worker; one written to a stream the worker has since left never reached it either:
+        LeaseKeeper.reconcile)."""
         if msg.WhichOneof("kind") != "leases":
             return
         now = self._clock.now_ms()
         mono = self._clock.mono_ms()
+        stream = self.core.stream_of(session.worker_id) if session is not None else -1
         offered = self.core.keeper.offered  # LeaderCore.offered, one call less per lease
         for lease in msg.leases.leases:
             start_mono = None
@@ -464,7 +467,7 @@ class LeaderRunner:
                 lease.start_delay_ms = delay = max(0, start_at - now)
                 start_mono = mono + delay
             t = lease.token
-            offered(lease.execution_id, (t.term, t.index), start_mono)
+            offered(lease.execution_id, (t.term, t.index), start_mono, stream=stream)
 
     def _current(self, session: WorkerSession, kind: str) -> bool:
         """Whether `session` is its worker's stream now: a message still arriving on a stream the

@@ -565,9 +565,13 @@ class LeaderCore:
         tagged with its worker's stream now (WorkerState.stream): an offer still written to a stream the
         worker replaced a moment ago gets the newer number, which only keeps it from an early expiry."""
         lease = self.keeper.leases.get(execution_id)
-        w = self.pool.get(lease.worker_id) if lease is not None else None
-        stream = w.stream if w is not None and w.connected else -1
+        stream = self.stream_of(lease.worker_id) if lease is not None else -1
         self.keeper.offered(execution_id, token_tuple(token), start_mono, stream=stream)
+
+    def stream_of(self, worker_id: str) -> int:
+        """The number of the worker's stream now (WorkerState.stream; -1: not connected)."""
+        w = self.pool.get(worker_id)
+        return w.stream if w is not None and w.connected else -1
 
     # ------------------------------------------------------------------------------------- timing
 

@@ -135,7 +135,7 @@ class WorkerGatewayServicer(worker_pb2_grpc.WorkerGatewayServicer):
                 out = await session.queue.get()
                 if out is None:
                     break
-                runner.restamp(out)
+                runner.restamp(out, session)
                 yield out
         finally:
             reader.cancel()
