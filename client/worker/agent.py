@@ -416,7 +416,7 @@ class Worker:
         if sent is None:
             return  # an answer to no heartbeat: we cannot know from when to renew
         leases.renew(self._attempts, sent, ack.renewed)
-        self._gates.acked(sent[1])
+        self._gates.acked()
 
     def _on_cancel(self, cancel: worker_pb2.CancelAttempt) -> None:
         key = attempt_key(cancel.execution_id, cancel.token)

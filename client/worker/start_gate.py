@@ -53,16 +53,26 @@ def refusal(
 
 
 class StartGates:
-    """Held starts wait at one gate per start instant, opened at the instant once a heartbeat sent at most
-    CONFIRM_AHEAD_S before it was answered. `ask_heartbeat()` asks the worker for a heartbeat now;
-    `acked(sent)` tells the gates that the heartbeat sent at `sent` was answered.
+    """Held starts wait at one gate per start instant. At the instant a start goes once its own lease was
+    confirmed (`Attempt.confirmed`: the leader answered a heartbeat listing it, sent at most
+    CONFIRM_AHEAD_S before its start); an unconfirmed one waits for its confirmation (`acked`) or its
+    deadline. `ask_heartbeat()` asks the worker for a heartbeat now; `acked()` tells the gates that a
+    heartbeat was answered and its renewals recorded in the attempts (leases.renew).
+
+    Only a confirmation of the start's own lease lets it go: a gate opened for any heartbeat answered
+    that was sent late enough, and a start that joined its gate after that heartbeat had gone (another
+    start of the same instant's, offered earlier) was not listed by it; it went on unconfirmed to
+    `await_confirmation`, which asked for its heartbeat only then, at the instant: late by the spacing
+    and a round trip (1.2 % of the starts in bench/perf_worker.py --rate 500, p99 65 ms). So every start
+    offered less than CONFIRM_AHEAD_S ahead asks for its confirming heartbeat as it joins, whether its
+    gate is new or not.
 
     A gate holds one future per start (`join`), each its attempt's own, and completes them itself: when
-    it opens, or for a start whose lease deadline passes while the gate waits unconfirmed past its
-    instant. The attempt then resumes in the next loop iteration. (A future shared by the gate's starts
-    woke each through a done callback, one iteration more, and each hold had a deadline timer of its
-    own; with start instants spread over the second each start is alone at its gate and paid both:
-    bench/perf_worker.py --rate.)
+    the start is confirmed at or past the instant, or when its lease deadline passes while it waits
+    unconfirmed past its instant. The attempt then resumes in the next loop iteration. (A future shared
+    by the gate's starts woke each through a done callback, one iteration more, and each hold had a
+    deadline timer of its own; with start instants spread over the second each start is alone at its gate
+    and paid both: bench/perf_worker.py --rate.)
 
     The gates share two more timers: one asks for the confirmations of the gates offered more than
     CONFIRM_AHEAD_S ahead, one lets go the starts of unconfirmed gates at their deadlines. (Each gate had
@@ -74,9 +84,10 @@ class StartGates:
     def __init__(self, clock: Clock, ask_heartbeat: Callable[[], None]) -> None:
         self._clock = clock
         self._ask_heartbeat = ask_heartbeat
-        # gate -> its starts: each one's future and its lease deadline as it joined (mono_s(clock))
-        self._gates: dict[int, list[tuple[asyncio.Future[None], float]]] = {}
-        self._waiting: set[int] = set()  # gates past their instant, unconfirmed
+        # gate -> its starts: each one's future, its lease deadline as it joined (mono_s(clock)) and its
+        # attempt (whose `confirmed` lets it go)
+        self._gates: dict[int, list[tuple[asyncio.Future[None], float, Attempt]]] = {}
+        self._waiting: set[int] = set()  # gates past their instant with starts unconfirmed
         # At the earliest lease deadline of a waiting gate's starts, or earlier (then it finds nothing
         # due and comes back): never cancelled when the gates it was armed for open.
         self._expiry: asyncio.TimerHandle | None = None
@@ -86,19 +97,21 @@ class StartGates:
         self._asks: list[float] = []
         self._ask_timer: asyncio.TimerHandle | None = None
         self._ask_at = math.inf
-        self._acked_sent = float("-inf")  # clock time the latest answered heartbeat was sent
 
-    def acked(self, sent: float) -> None:
-        self._acked_sent = max(self._acked_sent, sent)
-        if self._waiting:
-            self._open_waiting()
+    def acked(self) -> None:
+        """A heartbeat was answered: the starts it confirmed at waiting gates go."""
+        for key in list(self._waiting):
+            self._settle(key)
 
-    def join(self, start_at: float, deadline: float) -> asyncio.Future[None]:
-        """A future completed when the gate of the starts due at `start_at` (rounded up to GATE_S) opens,
-        or once `deadline` has passed and the gate is still closed past its instant (unconfirmed: the
-        caller fences the start); at once if `deadline` has passed already. A new gate asks for the
-        confirming heartbeat CONFIRM_AHEAD_S before its instant (at once when that has passed) and opens
-        at the instant if it has been answered, else when it is (`acked`)."""
+    def join(self, attempt: Attempt) -> asyncio.Future[None]:
+        """A future completed once the gate of the starts due at `attempt.start_at` (rounded up to GATE_S)
+        is open and `attempt` confirmed, or once its lease deadline (`attempt.deadline` as it joins) has
+        passed while it waits unconfirmed past the instant (the caller fences the start); at once if the
+        deadline has passed already. A new gate asks for the confirming heartbeat CONFIRM_AHEAD_S before
+        its instant; a start joining less than CONFIRM_AHEAD_S before it asks at once (the heartbeat its
+        gate asked for may have gone before it came, without it)."""
+        start_at = attempt.start_at
+        deadline = attempt.deadline
         key = math.ceil(start_at / GATE_S)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
@@ -106,18 +119,18 @@ class StartGates:
         if deadline <= now:
             future.set_result(None)
             return future
+        wait = key * GATE_S - now
+        if wait <= CONFIRM_AHEAD_S and not attempt.confirmed:
+            self._ask_heartbeat()
         starts = self._gates.get(key)
         if starts is not None:
-            starts.append((future, deadline))
+            starts.append((future, deadline, attempt))
             if key in self._waiting:
-                self._expire(key)  # the deadline timer may need to come sooner
+                self._settle(key)  # confirmed already, or its deadline timer may need to come sooner
             return future
-        self._gates[key] = [(future, deadline)]
-        wait = key * GATE_S - now
+        self._gates[key] = [(future, deadline, attempt)]
         if wait > CONFIRM_AHEAD_S:
             self._ask_later(key * GATE_S - CONFIRM_AHEAD_S, now)
-        else:  # offered less than CONFIRM_AHEAD_S ahead: at once
-            self._ask_heartbeat()
         loop.call_later(max(0.0, wait), self._open, key)
         return future
 
@@ -149,54 +162,55 @@ class StartGates:
             self._arm_ask(max(asks[0], asked + CONFIRM_SPACING_S), mono_s(self._clock))
 
     def _open(self, key: int) -> None:
+        """The gate's instant came: its confirmed starts go, the others wait (asking again)."""
         starts = self._gates.get(key)
         if starts is None:
             return
-        if self._acked_sent >= key * GATE_S - CONFIRM_AHEAD_S:
+        for _, _, attempt in starts:
+            if not attempt.confirmed:
+                break
+        else:  # the usual case: every start confirmed ahead
             del self._gates[key]
-            self._waiting.discard(key)
-            for future, _ in starts:
+            for future, _, _ in starts:
                 if not future.done():  # stopped meanwhile (RunnerBase.hold_on), or its task cancelled
                     future.set_result(None)
-        else:
-            self._waiting.add(key)
+            return
+        self._waiting.add(key)
+        if self._settle(key):
             self._ask_heartbeat()
-            self._expire(key)
 
-    def _open_waiting(self) -> None:
-        for key in [k for k in self._waiting if self._acked_sent >= k * GATE_S - CONFIRM_AHEAD_S]:
-            self._open(key)
-
-    def _expire(self, key: int) -> None:
-        """The gate `key` waits unconfirmed past its instant: let go the starts whose deadline passed
-        (StartGates.await_start fences them unstarted), and have the expiry timer come back by the
-        earliest deadline left."""
+    def _settle(self, key: int) -> bool:
+        """The gate `key` is past its instant: let go its confirmed starts and those whose deadline passed
+        (StartGates.await_start fences these unstarted), and have the expiry timer come back by the
+        earliest deadline left. Whether any start still waits there."""
         now = mono_s(self._clock)
         left = []
-        for future, deadline in self._gates[key]:
+        for start in self._gates[key]:
+            future, deadline, attempt = start
             if future.done():  # stopped meanwhile, or its task cancelled
                 continue
-            if deadline <= now:
+            if attempt.confirmed or deadline <= now:
                 future.set_result(None)
             else:
-                left.append((future, deadline))
+                left.append(start)
         if not left:
             del self._gates[key]
             self._waiting.discard(key)
-            return
+            return False
         self._gates[key] = left
-        due = min(deadline for _, deadline in left)
+        due = min(deadline for _, deadline, _ in left)
         if due < self._expiry_at:
             if self._expiry is not None:
                 self._expiry.cancel()
             self._expiry_at = due
             self._expiry = asyncio.get_running_loop().call_later(due - now, self._expire_waiting)
+        return True
 
     def _expire_waiting(self) -> None:
         self._expiry = None
         self._expiry_at = math.inf
         for key in list(self._waiting):
-            self._expire(key)
+            self._settle(key)
 
     async def await_start(self, attempt: Attempt) -> common_pb2.AttemptResult | None:
         """Hold a lease granted ahead of its due time until then (None: start now). A cancel, revoke,
@@ -212,7 +226,7 @@ class StartGates:
                 # Every start of the instant waits at one gate, and wakes once: when 10,000 held starts
                 # each woke at the instant, found the confirmation not yet read and waited again, the
                 # heartbeat answer queued behind those wake-ups (W1: starts 0.3-1.5 s after the instant).
-                gate = self.join(attempt.start_at, attempt.deadline)
+                gate = self.join(attempt)
                 stopped = await runner.hold_on(gate)
                 stopped = stopped or await runner.hold(attempt.start_at - mono_s(self._clock))
             confirmed = stopped or await self.await_confirmation(attempt)
