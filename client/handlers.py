@@ -101,7 +101,10 @@ class HandlerContext:
 
     @classmethod
     def for_lease(cls, lease: worker_pb2.Lease, cancelled: asyncio.Event) -> HandlerContext:
-        return cls(
+        # Its fields set in its __dict__, not through the frozen dataclass's __init__ (one
+        # object.__setattr__ per field): 2.2 -> 1.0 us, once per handler call. No __post_init__ to skip.
+        ctx = object.__new__(cls)
+        ctx.__dict__.update(
             execution_id=lease.execution_id,
             task_id=lease.task_id,
             task_name=lease.task_name,
@@ -110,6 +113,7 @@ class HandlerContext:
             fencing_token=format_token(lease.token),
             cancelled=cancelled,
         )
+        return ctx
 
 
 class HandlerRegistry:
@@ -263,6 +267,8 @@ def _check_async(fn: Handler) -> bool:
 
 
 _NULL = b"null"  # None as encode_return_value encodes it
+# What a handler returning None ends with (most do): made once, it is frozen.
+_SUCCEEDED_NULL = WorkOutcome(common_pb2.ATTEMPT_SUCCEEDED, return_value=_NULL)
 
 
 def encode_return_value(value: Any, limit: int) -> bytes | str:
@@ -284,7 +290,8 @@ async def run_handler(
     max_return_value_bytes: int = MAX_RETURN_VALUE_BYTES,
 ) -> WorkOutcome:
     """Call the handler of `lease`'s payload (`InProcessWork` for `_inprocess_runner.InProcessRunner`)."""
-    name = lease.payload.handler.name
+    payload = lease.payload.handler
+    name = payload.name
     fn = handlers.get(name)
     if fn is None:
         known = ", ".join(handlers.names()) or "none"
@@ -293,21 +300,21 @@ async def run_handler(
             f"no handler named {name!r} is registered in this worker (registered: {known}); "
             "register it with @worker.handler(name) or load its module with schedworker --handlers",
         )
-    kwargs = _arguments(fn, lease.payload.handler.args_json)
+    kwargs = _arguments(fn, payload.args_json)
     if isinstance(kwargs, str):
         return _failed(CANNOT_CALL_EXIT_CODE, f"handler {name!r}: {kwargs}")
     ctx = HandlerContext.for_lease(lease, io.cancelled)
-
-    def call() -> tuple[Any, BaseException | None]:
-        try:
-            return fn(ctx, **kwargs), None
-        except BaseException as exc:  # SystemExit too: it would end the thread silently
-            return None, exc
-
     try:
         if _is_async(fn):
             value = await fn(ctx, **kwargs)
         else:
+
+            def call() -> tuple[Any, BaseException | None]:
+                try:
+                    return fn(ctx, **kwargs), None
+                except BaseException as exc:  # SystemExit too: it would end the thread silently
+                    return None, exc
+
             value, error = await call_in_thread(call, name=f"handler {name} {ctx.execution_id}")
             if error is not None:
                 return _raised(name, error, io)
@@ -318,7 +325,7 @@ async def run_handler(
     except BaseException as exc:  # SystemExit and friends too: they must not end the worker's loop
         return _raised(name, exc, io)
     if value is None and max_return_value_bytes >= len(_NULL):  # most handlers return nothing
-        return WorkOutcome(common_pb2.ATTEMPT_SUCCEEDED, return_value=_NULL)
+        return _SUCCEEDED_NULL
     encoded = encode_return_value(value, max_return_value_bytes)
     if isinstance(encoded, str):
         return _failed(HANDLER_FAILED_EXIT_CODE, f"handler {name!r}: {encoded}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import http.server
 import json
@@ -336,6 +337,20 @@ async def test_async_handler_gets_kwargs_and_context_and_returns_json(tmp_path: 
     assert ctx.nominal_time.isoformat() == "2023-11-14T22:13:20+00:00"
     assert ctx.fencing_token == "3.42"
     assert not ctx.cancelled.is_set()
+    # for_lease fills the frozen dataclass without its __init__: the same value as one built with it.
+    built = HandlerContext(
+        execution_id="exec-1",
+        task_id="task-1",
+        task_name="nightly-report",
+        attempt=1,
+        nominal_time_ms=1_700_000_000_000,
+        fencing_token="3.42",
+        cancelled=ctx.cancelled,
+    )
+    assert ctx == built and repr(ctx) == repr(built) and hash(ctx) == hash(built)
+    assert dataclasses.asdict(ctx).keys() == dataclasses.asdict(built).keys()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ctx.attempt = 2  # type: ignore[misc]
 
 
 @pytest.mark.asyncio
