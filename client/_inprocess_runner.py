@@ -141,22 +141,20 @@ class InProcessRunner(RunnerBase):
         self._on_stop.append(settle)
         timeout_s = self._timeout_s()
         timer: asyncio.TimerHandle | None = None
-        if timeout_s is not None:
-            due = loop.time() + timeout_s
-
-            # The timeout's timer is armed after the work's first step, in the same loop iteration (the
-            # loop runs its callbacks in the order scheduled: the task's step, then this), and only if
-            # that step did not end it: work that ends at once (most handlers) costs no timer, and a
-            # timer armed and cancelled stays in the loop's heap until swept. Due at the same instant.
-            def arm() -> None:
-                nonlocal timer
-                if not wake.done():
-                    timer = loop.call_at(due, settle)
-
-            loop.call_soon(arm)
         try:
             if self._stop_reason is None:
-                await wake
+                due = None if timeout_s is None else loop.time() + timeout_s
+                # One step of our own first: the loop runs its callbacks in the order scheduled, so this
+                # resumes right after the work's first step, in the same loop iteration. Work that ended
+                # there (most handlers) is read at once, with no timer and no wake-up through `wake`: one
+                # loop iteration per attempt and two callbacks fewer than waiting for `wake` (set by the
+                # work's last step, it resumed this in the next iteration) after a callback that armed
+                # the timer. A timer armed and cancelled would stay in the loop's heap until swept.
+                await asyncio.sleep(0)
+                if not wake.done():  # neither ended nor stopped in that step
+                    if due is not None:
+                        timer = loop.call_at(due, settle)
+                    await wake
             if task.done():  # finished, even if a stop raced with it (as a process that exited)
                 ended = task.result()  # an exception here is a bug of ours: the worker reports it
                 return self._result(
@@ -173,7 +171,6 @@ class InProcessRunner(RunnerBase):
             outcome, error = stop_result(reason, self.lease, f"{self._what} aborted")
             return self._result(outcome, started_ms=started_ms, exit_code=NO_EXIT_CODE, error=error)
         finally:
-            settle()  # run() is over: a timer not yet armed never will be
             if timer is not None:
                 timer.cancel()
             self._on_stop.remove(settle)
@@ -185,11 +182,10 @@ class InProcessRunner(RunnerBase):
                 _abandon(task)
 
     async def _work_then(self, io: InProcessIO, wake: asyncio.Future[None]) -> WorkOutcome:
-        """The work, then `run` woken from its last step: a done callback of its task woke it one loop
-        iteration later, and a start alone at its instant (bench/perf_worker.py --rate) paid that
-        iteration. The task is done when `run` resumes (it ends in the step that sets `wake`). Only
-        `run` cancels this task, and never waits for `wake` after that: a cancel before the first step
-        (which skips this `finally`) leaves nobody waiting."""
+        """The work, then `run` woken from its last step if it waits: a done callback of its task woke it
+        one loop iteration later. The task is done when `run` resumes (it ends in the step that sets
+        `wake`). Only `run` cancels this task, and never waits for `wake` after that: a cancel before the
+        first step (which skips this `finally`) leaves nobody waiting."""
         try:
             return await self._work(io)
         finally:

@@ -12,6 +12,7 @@ import pytest
 from fake_gateway import make_lease
 
 from cronraft.client._inprocess_runner import InProcessIO, InProcessRunner, InProcessWork, WorkOutcome
+from cronraft.client._runner import StopReason
 from cronraft.clock import SystemClock
 from cronraft.proto.v1 import common_pb2
 
@@ -61,12 +62,22 @@ def run_counting_timers(work: InProcessWork, timeout_ms: int) -> tuple[int, comm
 
 
 @pytest.mark.asyncio
-async def test_an_in_process_attempt_resumes_in_the_iteration_after_its_work_ends() -> None:
-    """run() steps, its work's task steps and wakes it from its last step, run() ends: 3 iterations (a
-    done callback of the work's task between the last two made 4)."""
+async def test_an_in_process_attempt_whose_work_ends_at_once_ends_in_the_same_iteration() -> None:
+    """run() steps, its work's task steps, run() resumes right after it in the same iteration and ends:
+    2 iterations (woken by its work's last step, run() ended in the next iteration: 3; through a done
+    callback of the work's task: 4)."""
     runner = runner_of(at_once)
     run = asyncio.create_task(runner.run())
-    assert await iterations_until_done(run) == 3
+    assert await iterations_until_done(run) == 2
+    assert run.result().outcome == common_pb2.ATTEMPT_SUCCEEDED
+
+
+@pytest.mark.asyncio
+async def test_an_in_process_attempt_whose_work_waits_resumes_in_the_iteration_after_it_ends() -> None:
+    runner = runner_of(after_a_step, timeout_ms=60_000)
+    run = asyncio.create_task(runner.run())
+    # run(), the work's first step and run() resumed after it, its second step waking run(), run() ends
+    assert await iterations_until_done(run) == 4
     assert run.result().outcome == common_pb2.ATTEMPT_SUCCEEDED
 
 
@@ -105,3 +116,23 @@ def test_work_still_running_after_its_first_step_is_timed_out_from_the_start() -
         loop.close()
     assert result.outcome == common_pb2.ATTEMPT_TIMED_OUT
     assert 0.05 - 0.002 <= took < 1.0  # the lease's timeout, counted from run()
+
+
+@pytest.mark.asyncio
+async def test_a_stop_before_the_works_first_step_ends_the_attempt_without_waiting_for_it() -> None:
+    cancelled: list[bool] = []
+
+    async def forever(io: InProcessIO) -> WorkOutcome:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            cancelled.append(io.cancelled.is_set())
+        raise AssertionError("not stopped")
+
+    runner = runner_of(forever, timeout_ms=60_000)
+    run = asyncio.create_task(runner.run())
+    await asyncio.sleep(0)  # run() stepped: its work's first step is next
+    runner.stop(StopReason.CANCELLED)
+    result = await asyncio.wait_for(run, 5)
+    assert result.outcome == common_pb2.ATTEMPT_CANCELLED
+    assert cancelled == [True]
