@@ -151,7 +151,10 @@ class StartGates:
         earliest (heartbeat_plan): an ask before then would only wait for that spacing, so the next one
         is asked for then, at the earliest. A start is confirmed as soon as it was (its heartbeat goes
         at the same instant), with one wake-up per heartbeat instead of one per gate."""
-        asked = self._ask_at
+        # The heartbeat goes now, which may be later than the timer was armed for (a busy loop): it lists
+        # the starts of every ask due by now, and the spacing counts from now.
+        now = mono_s(self._clock)
+        asked = max(self._ask_at, now)
         self._ask_timer = None
         self._ask_at = math.inf
         self._ask_heartbeat()
@@ -159,7 +162,7 @@ class StartGates:
         while asks and asks[0] <= asked:
             heapq.heappop(asks)
         if asks:
-            self._arm_ask(max(asks[0], asked + CONFIRM_SPACING_S), mono_s(self._clock))
+            self._arm_ask(max(asks[0], now + CONFIRM_SPACING_S), now)
 
     def _open(self, key: int) -> None:
         """The gate's instant came: its confirmed starts go, the others wait (asking again)."""
