@@ -30,6 +30,11 @@ def missing() -> str | None:
     return None
 
 
+# How long a page may take to show what a test waits for: a loaded 2-core machine (the CI run, tests in
+# parallel beside a headless Chromium) once took more than 15 s to show the dashboard's login form.
+WAIT_S = 30.0
+
+
 class Browser:
     def __init__(self, *, width: int = 1280, height: int = 900) -> None:
         from selenium import webdriver
@@ -60,7 +65,7 @@ class Browser:
     def get(self, url: str) -> None:
         self.driver.get(url)
 
-    def wait(self, cond: Callable[[], T | None], what: str, timeout_s: float = 15.0) -> T:
+    def wait(self, cond: Callable[[], T | None], what: str, timeout_s: float = WAIT_S) -> T:
         """Poll `cond` until it returns something truthy; its exceptions count as "not yet"."""
         deadline = time.monotonic() + timeout_s
         last: BaseException | None = None
@@ -82,7 +87,7 @@ class Browser:
 
         return list(self.driver.find_elements(By.CSS_SELECTOR, selector))
 
-    def one(self, selector: str, timeout_s: float = 15.0) -> Any:
+    def one(self, selector: str, timeout_s: float = WAIT_S) -> Any:
         """The first visible element matching `selector`, once there is one."""
         return self.wait(
             lambda: next((e for e in self.css(selector) if e.is_displayed()), None), selector, timeout_s
@@ -91,7 +96,7 @@ class Browser:
     def text(self, selector: str) -> str:
         return "\n".join(e.text for e in self.css(selector))
 
-    def wait_text(self, selector: str, needle: str, timeout_s: float = 15.0) -> str:
+    def wait_text(self, selector: str, needle: str, timeout_s: float = WAIT_S) -> str:
         return self.wait(
             lambda: needle in (t := self.text(selector)) and t, f"{needle!r} in {selector}", timeout_s
         )
