@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cronraft.daemon.leader import LeaderCore, LeaderSettings
-from cronraft.proto.v1 import commands_pb2, common_pb2
+from cronraft.proto.v1 import commands_pb2, common_pb2, worker_pb2
 from cronraft.raft.codec import encode_batch, make_id
 from cronraft.raft.state import StateMachine, read_execution
 from cronraft.raft.store import LmdbKV
@@ -73,22 +73,24 @@ class Replica:
         return out
 
 
+def succeeded(lease: worker_pb2.Lease, now: int, return_value: bytes = b"") -> common_pb2.AttemptResult:
+    """A fake worker's result: the leased attempt succeeded at `now`, started and finished at once."""
+    return common_pb2.AttemptResult(
+        execution_id=lease.execution_id,
+        token=lease.token,
+        outcome=common_pb2.ATTEMPT_SUCCEEDED,
+        started_at_ms=now,
+        finished_at_ms=now,
+        return_value=return_value,
+    )
+
+
 def answer_offers(core: LeaderCore, now: int) -> list[common_pb2.AttemptResult]:
     """A fake worker: a success at `now` for every lease the core has offered since the last call."""
     out = []
     for _worker, msg in core.drain_outgoing():
         if msg.WhichOneof("kind") == "leases":
-            for lease in msg.leases.leases:
-                out.append(
-                    common_pb2.AttemptResult(
-                        execution_id=lease.execution_id,
-                        token=lease.token,
-                        outcome=common_pb2.ATTEMPT_SUCCEEDED,
-                        started_at_ms=now,
-                        finished_at_ms=now,
-                        return_value=b"null",
-                    )
-                )
+            out.extend(succeeded(lease, now, b"null") for lease in msg.leases.leases)
     return out
 
 
@@ -290,7 +292,6 @@ def worker_attempts(n: int, repeat: int) -> None:
     from cronraft.client.handlers import HandlerRegistry, run_handler
     from cronraft.client.worker import cli as worker_module
     from cronraft.clock import SystemClock
-    from cronraft.proto.v1 import worker_pb2
 
     registry = HandlerRegistry()
 

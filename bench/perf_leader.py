@@ -33,6 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.perf_inproc import succeeded
 from cronraft import __version__
 from cronraft.daemon.leader import LeaderSettings
 from cronraft.daemon.leader_runner import LeaderRunner, WorkerSession
@@ -144,16 +145,7 @@ class FakeWorker:
             now = time.time_ns() // 1_000_000
             raws = []
             for i in range(0, len(todo), 1000):
-                results = [
-                    common_pb2.AttemptResult(
-                        execution_id=lease.execution_id,
-                        token=lease.token,
-                        outcome=common_pb2.ATTEMPT_SUCCEEDED,
-                        started_at_ms=now,
-                        finished_at_ms=now,
-                    )
-                    for lease in todo[i : i + 1000]
-                ]
+                results = [succeeded(lease, now) for lease in todo[i : i + 1000]]
                 raws.append(
                     worker_pb2.WorkerMessage(results=worker_pb2.Results(results=results)).SerializeToString()
                 )
