@@ -15,8 +15,14 @@ Two kinds of figures:
   scans read against those they handed out. These do not move with the machine's load: a change that
   removes work shows in them exactly, even on a busy machine.
 
+A third (`--contend DUTY`): the apply runs in a thread beside another Python thread busy DUTY of the time
+(0.3: 0.3 ms of bytecode, then 0.7 ms asleep), as a leader's apply thread runs beside its event loop and
+a follower's beside its Raft thread. Each py-lmdb call releases the GIL and takes it back, and with a
+thread waiting for the GIL each of those is a hand-off: the apply thread's own CPU per execution (thread
+time, not the busy thread's) shows what that costs.
+
 Usage: .venv/bin/python bench/replay_apply.py --journal /tmp/cronraft-bench-XXXX/node1/raft/raft.journal
-       [--group 8] [--repeat 3] [--counts] [--profile]
+       [--group 8] [--repeat 3] [--counts] [--profile] [--contend 0.3]
        .venv/bin/python bench/replay_apply.py --record 1000 15 [...]   (runs bench/w5_sustained.py --keep)
 """
 
@@ -32,6 +38,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -162,6 +169,47 @@ class Counts:
             setattr(store.LmdbTxn, name, fn)
 
 
+def contended(entries: list[Entry], group: int, duty: float) -> tuple[float, float]:
+    """`one_run`'s figure with the apply in a thread beside a Python thread busy `duty` of the time
+    (module docstring): (the apply thread's CPU, its wall time) in microseconds per execution."""
+    stop = threading.Event()
+
+    def busy() -> None:
+        spin = 0.001 * duty
+        while not stop.is_set():
+            t = time.perf_counter()
+            while time.perf_counter() - t < spin:
+                sum(range(50))  # bytecode, holding the GIL
+            time.sleep(0.001 - spin)
+
+    out: list[tuple[float, float]] = []
+    other = threading.Thread(target=busy, daemon=True)
+    other.start()
+    worker = threading.Thread(target=lambda: out.append(_timed(entries, group, time.thread_time)))
+    worker.start()
+    worker.join()
+    stop.set()
+    other.join()
+    return out[0]
+
+
+def _timed(entries: list[Entry], group: int, clock: Any) -> tuple[float, float]:
+    """(CPU by `clock`, wall) microseconds per execution of the timed part, on a fresh store."""
+    with tempfile.TemporaryDirectory() as tmp:
+        kv = LmdbKV(Path(tmp) / "state", map_size=1 << 30)
+        try:
+            sm = StateMachine(kv, fresh_features=frozenset())
+            warm = len(entries) // WARM_FRACTION
+            apply_all(sm, entries[:warm], group)
+            timed = entries[warm:]
+            n = max(1, executions(timed))
+            c, w = clock(), time.perf_counter()
+            apply_all(sm, timed, group)
+            return (clock() - c) / n * 1e6, (time.perf_counter() - w) / n * 1e6
+        finally:
+            kv.close()
+
+
 def one_run(
     entries: list[Entry], group: int, *, counts: Counts | None, prof: cProfile.Profile | None
 ) -> float:
@@ -203,6 +251,9 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--counts", action="store_true", help="LMDB calls per execution (deterministic)")
     p.add_argument("--profile", action="store_true")
+    p.add_argument(
+        "--contend", type=float, metavar="DUTY", help="also apply beside a thread busy DUTY (0-1) of the time"
+    )
     args = p.parse_args()
 
     journal = args.journal if args.journal is not None else record(*args.record)
@@ -215,6 +266,14 @@ def main() -> None:
         f"apply: min {min(figures):.0f} us, median {statistics.median(figures):.0f} us per execution "
         f"({args.repeat} run{'s' if args.repeat > 1 else ''})"
     )
+    if args.contend is not None:
+        duty = min(1.0, max(0.0, args.contend))
+        alone = [_timed(entries, args.group, time.thread_time) for _ in range(args.repeat)]
+        beside = [contended(entries, args.group, duty) for _ in range(args.repeat)]
+        for name, runs in (("alone", alone), (f"beside a thread busy {duty:.0%}", beside)):
+            cpu = statistics.median(r[0] for r in runs)
+            wall = statistics.median(r[1] for r in runs)
+            print(f"apply thread {name}: CPU {cpu:.0f} us, wall {wall:.0f} us per execution (median)")
     if args.counts:
         counts = Counts()
         one_run(entries, args.group, counts=counts, prof=None)
