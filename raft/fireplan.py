@@ -129,6 +129,9 @@ class Discard:
     def put(self, db: str, key: bytes, value: bytes) -> None:
         return None
 
+    def insert(self, db: str, key: bytes, value: bytes) -> bool:
+        return self._txn.get(db, key) is None
+
     def delete(self, db: str, key: bytes) -> bool:
         return self._txn.get(db, key) is not None
 

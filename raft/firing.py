@@ -88,7 +88,6 @@ def record(
 ) -> None:
     """Write the ledger record of one nominal time (the last outcome wins) and prune the oldest."""
     key = task16 + nominal_ms.to_bytes(8, "big")  # ledger_key
-    is_new = txn.get("ledger", key) is None
     late = 0
     if execution_id:
         late = max(0, now_ms - (actual_ms or nominal_ms))
@@ -103,9 +102,13 @@ def record(
         actual_ms=actual_ms,
     )
     # A FireRecord holds no map (codec.MAPLESS): the bytes of `deterministic=True`, cheaper.
-    txn.put("ledger", key, _record_bytes(rec))
-    if is_new:
+    value = _record_bytes(rec)
+    # Most records are of a new nominal time: one insert (which writes nothing if the key is there)
+    # instead of a get and a put.
+    if txn.insert("ledger", key, value):
         _prune_ledger(txn, task16)
+    else:
+        txn.put("ledger", key, value)
 
 
 def _prune_ledger(txn: Txn, task16: bytes) -> None:

@@ -7,6 +7,9 @@ sorted in-memory lists for fast unit and simulation tests. Both give the same co
 - `KV.write()` is a context manager yielding a `Txn`; its effects become visible atomically when the
   block exits normally and are discarded when it raises. Only one write transaction runs at a time.
 - `KV.read()` yields a read-only `Txn` on a consistent snapshot; `put`/`delete` on it raise.
+- `insert(db, key, value)` is `put` where `key` is absent: True once written; False, writing nothing,
+  where it is present (one call for a get then a put whose usual case is a new key: LMDB's
+  MDB_NOOVERWRITE, py-lmdb's `put(..., overwrite=False)`).
 - `count(db)` is the number of keys in a database as this transaction sees it, in O(1) (the quotas on
   tasks and calendars read it: raft.quota).
 - Keys and values are bytes; `scan(db, start, end)` yields `(key, value)` with `start <= key < end`
@@ -92,6 +95,8 @@ class Txn(Protocol):
 
     def put(self, db: str, key: bytes, value: bytes) -> None: ...
 
+    def insert(self, db: str, key: bytes, value: bytes) -> bool: ...
+
     def delete(self, db: str, key: bytes) -> bool: ...
 
     def count(self, db: str) -> int: ...
@@ -166,6 +171,16 @@ class MemTxn:
         if self._child is not None:
             self._refuse()
         self._put(db, key, value)
+
+    def insert(self, db: str, key: bytes, value: bytes) -> bool:
+        if self._child is not None:
+            self._refuse()
+        if not self._writable:
+            raise PermissionError("read-only transaction")
+        if self._get(db, key) is not None:
+            return False
+        self._put(db, key, value)
+        return True
 
     def delete(self, db: str, key: bytes) -> bool:
         if self._child is not None:
@@ -257,6 +272,15 @@ class _MemSavepoint:
         root = self._root
         self._undo.append((db, key, root._get(db, key)))
         root._put(db, key, value)
+
+    def insert(self, db: str, key: bytes, value: bytes) -> bool:
+        self._check_usable()
+        root = self._root
+        if root._get(db, key) is not None:
+            return False  # nothing written: nothing to undo
+        self._undo.append((db, key, None))
+        root._put(db, key, value)
+        return True
 
     def delete(self, db: str, key: bytes) -> bool:
         self._check_usable()

@@ -21,7 +21,7 @@ recorded in the fire ledger as `skipped_limit` with the reason, and the schedule
 from __future__ import annotations
 
 from cronraft.proto.v1 import commands_pb2, common_pb2
-from cronraft.raft.codec import from_u64, id_bytes
+from cronraft.raft.codec import id_bytes
 from cronraft.raft.kv import Txn
 from cronraft.raft.rejection import Code, Rejected
 
@@ -75,14 +75,21 @@ def check_calendar(txn: Txn, limits: Limits | None, name: str) -> None:
 
 
 def execution_refusal(
-    txn: Txn, limits: Limits | None, task: common_pb2.Task, *, new: bool = True
+    txn: Txn,
+    limits: Limits | None,
+    task: common_pb2.Task,
+    *,
+    new: bool = True,
+    active: int | None = None,
 ) -> QuotaExceeded | None:
     """Why `task` may not get one more execution not yet ended now (None: it may). `new`: a new stored
-    execution too (a fire, a trigger, a backfill), not one that is run again (a redrive)."""
+    execution too (a fire, a trigger, a backfill), not one that is run again (a redrive). `active`: the
+    task's count of executions not yet ended (`stored_active`), when the caller has read it already."""
     if limits is None:
         return None
     if limits.max_pending_per_task:
-        active = active_count(txn, task.task_id)
+        if active is None:
+            active = active_count(txn, task.task_id)
         if active >= limits.max_pending_per_task:
             return _exceeded(
                 "max_pending_per_task",
@@ -105,19 +112,26 @@ def _key(task16: bytes) -> bytes:
 
 
 def active_count(txn: Txn, task_id: str) -> int:
-    raw = txn.get("meta", _key(id_bytes(task_id, field="task_id")))
-    return 0 if raw is None else from_u64(raw)
+    return stored_active(txn, id_bytes(task_id, field="task_id"))
 
 
-# activated / deactivated run for every fire and every end of an execution: the key and the count are
-# encoded inline (`_key`, codec.u64 / from_u64, without the calls).
+# stored_active / activated / deactivated run for every fire and every end of an execution: the key and
+# the count are encoded inline (`_key`, codec.u64 / from_u64, without the calls).
 
 
-def activated(txn: Txn, task16: bytes) -> None:
-    """An execution of the task entered the `active` index (call only when its key was not there)."""
-    key = ACTIVE_PREFIX + task16
-    raw = txn.get("meta", key)
-    txn.put("meta", key, ((0 if raw is None else int.from_bytes(raw[:8], "big")) + 1).to_bytes(8, "big"))
+def stored_active(txn: Txn, task16: bytes) -> int:
+    """The task's count of executions not yet ended, as stored (absent: 0)."""
+    raw = txn.get("meta", ACTIVE_PREFIX + task16)
+    return 0 if raw is None else int.from_bytes(raw[:8], "big")
+
+
+def activated(txn: Txn, task16: bytes, count: int | None = None) -> None:
+    """An execution of the task entered the `active` index (call only when its key was not there).
+    `count`: the task's count as the caller read it (`stored_active`) in this command, when nothing has
+    moved it since (a fire reads it for its quota check first: one read, not two)."""
+    if count is None:
+        count = stored_active(txn, task16)
+    txn.put("meta", ACTIVE_PREFIX + task16, (count + 1).to_bytes(8, "big"))
 
 
 def deactivated(txn: Txn, task16: bytes) -> None:
@@ -149,4 +163,5 @@ __all__ = [
     "deactivated",
     "execution_refusal",
     "forget",
+    "stored_active",
 ]

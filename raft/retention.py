@@ -366,11 +366,10 @@ def _visit(
     if not done:
         return False
     if lim.execution_max_age_ms:
-        n, done = _prune_ledger_by_age(txn, task16, now_ms - lim.execution_max_age_ms + 1, budget)
+        n, done, oldest = _prune_ledger_by_age(txn, task16, now_ms - lim.execution_max_age_ms + 1, budget)
         report.ledger_records += n
-        for key, _ in txn.scan("ledger", task16, firing.prefix_end(task16)):  # the oldest one left
-            _note_next(report, from_u64(key[16:24]) + lim.execution_max_age_ms)
-            break
+        if oldest is not None:  # the oldest record left
+            _note_next(report, from_u64(oldest[16:24]) + lim.execution_max_age_ms)
     return done
 
 
@@ -420,15 +419,24 @@ def _trim(
     return deleted, True
 
 
-def _prune_ledger_by_age(txn: Txn, task16: bytes, before_ms: int, budget: Budget) -> tuple[int, bool]:
-    """Delete the task's fire-ledger records of nominal times before `before_ms`, within `budget`."""
-    if before_ms <= 0:
-        return 0, True
+def _prune_ledger_by_age(
+    txn: Txn, task16: bytes, before_ms: int, budget: Budget
+) -> tuple[int, bool, bytes | None]:
+    """Delete the task's fire-ledger records of nominal times before `before_ms`, within `budget`.
+    Returns (deleted, False if the budget ran out, the key of the oldest record left or None). One scan
+    of the task's ledger from its start: the records it deletes are its oldest, so the oldest one left
+    is where the scan stopped (an older way scanned again after deleting, from the start)."""
     doomed: list[bytes] = []
     done = True
-    for key, _ in txn.scan("ledger", task16, firing.ledger_key(task16, before_ms)):
+    oldest = None
+    end = firing.ledger_key(task16, before_ms) if before_ms > 0 else task16
+    for key, _ in txn.scan("ledger", task16, firing.prefix_end(task16)):
+        if key >= end:
+            oldest = key
+            break
         if len(doomed) >= budget.left:
             done = False
+            oldest = key
             break
         doomed.append(key)
     for key in doomed:
@@ -436,7 +444,7 @@ def _prune_ledger_by_age(txn: Txn, task16: bytes, before_ms: int, budget: Budget
         txn.delete("ledger", key)
     if doomed:
         _ledger_count_add(txn, task16, -len(doomed))
-    return len(doomed), done
+    return len(doomed), done, oldest
 
 
 # ------------------------------------------------------------------------------------ at each fire

@@ -205,6 +205,21 @@ class LmdbTxn:
         except lmdb.Error as exc:
             raise _storage_error(exc) from exc
 
+    def insert(self, db: str, key: bytes, value: bytes) -> bool:
+        # overwrite=False is MDB_NOOVERWRITE: LMDB finds the key and returns MDB_KEYEXIST (py-lmdb: False)
+        # before it touches a page, and that return does not fail the transaction.
+        try:
+            return bool(self._txn.put(key, value, True, False, False, self._dbs[db]))
+        except KeyError:
+            self._db(db)
+            raise
+        except _CALLER_ERRORS:
+            raise
+        except lmdb.ReadonlyError:
+            raise PermissionError("read-only transaction") from None
+        except lmdb.Error as exc:
+            raise _storage_error(exc) from exc
+
     def delete(self, db: str, key: bytes) -> bool:
         try:
             return bool(self._txn.delete(key, b"", self._dbs[db]))

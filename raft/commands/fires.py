@@ -191,7 +191,10 @@ def start_execution(
         exec16 = id_bytes(execution_id, field="execution_id")
     else:
         task16, exec16 = ids
-    refusal = quota.execution_refusal(txn, ctx.limits, task)
+    limits = ctx.limits
+    # The task's count of executions not yet ended: read once for the quota and the count's move below.
+    counted = quota.stored_active(txn, task16) if limits is not None and limits.max_pending_per_task else None
+    refusal = quota.execution_refusal(txn, limits, task, active=counted)
     if refusal is not None:
         # A scheduled fire over a quota creates no execution and the schedule goes on (a client's
         # trigger or backfill is refused before it gets here).
@@ -205,6 +208,8 @@ def start_execution(
     if decision.state is None:
         firing.record(txn, task16, nominal, decision.outcome, ctx.now, reason=decision.reason)
         return None
+    if decision.supersede or decision.terminate:
+        counted = None  # the executions ended below move the count: `activated` reads it again
     if decision.supersede:
         # Ask the running ones to stop; waiting ones are superseded (the new one waits its turn).
         for e in superseded_order(active):
@@ -245,7 +250,7 @@ def start_execution(
     put_execution(txn, exec16, ex, None, task16=task16)  # a new execution (I3: one fire, one new id)
     txn.put("fires", fire_key(task16, nominal), exec16)
     txn.put("active", firing.active_key(task16, exec16), b"")
-    quota.activated(txn, task16)
+    quota.activated(txn, task16, counted)
     if state == common_pb2.EXECUTION_BUFFERED:
         txn.put("buffered", firing.buffered_key(task16, nominal, exec16), b"")
     elif not granted:

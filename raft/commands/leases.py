@@ -17,6 +17,7 @@ from cronraft.raft.commands.context import Ctx, Execution, task_of, token_text
 from cronraft.raft.commands.dead_letters import dead_letter
 from cronraft.raft.commands.executions import finish
 from cronraft.raft.records import (
+    Indexed,
     get_current,
     get_execution,
     indexed,
@@ -160,8 +161,9 @@ def complete(ctx: Ctx, cmd: commands_pb2.Command) -> None:
             )
         raise
     if r.outcome == common_pb2.ATTEMPT_NOT_STARTED and ex.regrants < MAX_REGRANTS:
+        before = indexed(ex)  # as stored: `_summary` adds an attempt (a worker of the index's)
         _summary(ex, r.outcome, 0, 0, r.finished_at_ms, error=r.error)
-        _not_started(ctx, ex, exec16, r.error or "ended before its payload began")
+        _not_started(ctx, ex, exec16, r.error or "ended before its payload began", before)
     else:
         ended = _end_attempt(ctx, ex, exec16, r)
         if answer is not None and ended is not ex:
@@ -254,12 +256,13 @@ def _keep_result(ctx: Ctx, ex: Execution, exec16: bytes, data: bytes) -> str:
     return refused
 
 
-def _not_started(ctx: Ctx, ex: Execution, exec16: bytes, why: str) -> None:
+def _not_started(ctx: Ctx, ex: Execution, exec16: bytes, why: str, before: Indexed) -> None:
     """The current lease of `ex` ended before its payload began: nothing ran, so this is not an attempt.
     The execution waits for a new grant (a new token) with the same attempt number, whatever its
     guarantee (at_most_once too), unless a cancel was asked for, which it now honours. Ending it instead,
     as a failed or lost attempt, dropped due fires whose held start a fault had left unconfirmed (issue
-    17: a leader isolated, or a worker paused, just before the due instant)."""
+    17: a leader isolated, or a worker paused, just before the due instant). `before`: `indexed(ex)` of
+    the stored execution (records.put_execution: not read again)."""
     if ex.cancel_requested_at_ms:
         finish(ctx, ex, common_pb2.EXECUTION_CANCELLED, f"{ex.cancel_reason} (before it started)")
         return
@@ -271,7 +274,7 @@ def _not_started(ctx: Ctx, ex: Execution, exec16: bytes, why: str) -> None:
     ex.worker_incarnation = ""
     ex.error = why[:4096]
     ctx.txn.put("pending", pending_key(ex, exec16), b"")
-    put_execution(ctx.txn, exec16, ex)
+    put_execution(ctx.txn, exec16, ex, before)
     ctx.result.executions.append(ex)
 
 
@@ -300,12 +303,13 @@ def expire_lease(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         if ctx.events is not None:
             ctx.audit("expire", execution_id=x.execution_id, token=token_text(x.token), accepted=False)
         raise
+    before = indexed(ex)  # as stored
     task = task_of(ctx, ex)
     allowed = retry.attempts_allowed(task, ex, DEFAULT_MAX_ATTEMPTS)
     if x.unstarted and ex.regrants < MAX_REGRANTS:
         why = "lease expired before its payload began (never confirmed to the worker)"
         _summary(ex, common_pb2.ATTEMPT_NOT_STARTED, 0, 0, 0, error=why)
-        _not_started(ctx, ex, exec16, why)
+        _not_started(ctx, ex, exec16, why, before)
         ctx.result.execution.CopyFrom(get_execution(ctx.txn, exec16))
         if ctx.events is not None:
             ctx.audit(
@@ -338,7 +342,7 @@ def expire_lease(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         ex.worker_id = ""
         ex.worker_incarnation = ""
         ctx.txn.put("pending", pending_key(ex, exec16), b"")
-        put_execution(ctx.txn, exec16, ex)
+        put_execution(ctx.txn, exec16, ex, before)
     ctx.result.execution.CopyFrom(get_execution(ctx.txn, exec16))
     if ctx.events is not None:
         ctx.audit("expire", execution_id=x.execution_id, token=token_text(x.token), accepted=True)
