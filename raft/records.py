@@ -383,12 +383,15 @@ def put_execution(
     txn.put("execs", exec16, _execution_bytes(ex))
 
 
-def drop_execution(txn: Txn, exec16: bytes, ex: Execution) -> None:
+def drop_execution(txn: Txn, exec16: bytes, ex: Execution, *, stored: bool = False) -> None:
     """Delete an execution's record and its search-index entries (its other index entries are the
-    caller's: raft.retention.delete_execution)."""
-    raw = txn.get("execs", exec16)
-    stored = Execution.FromString(raw) if raw is not None else ex
-    _set_exec_keys(txn, exec16, b"", indexed(stored), None)
+    caller's: raft.retention.delete_execution). `stored`: `ex` is parsed from the stored record, unchanged
+    since (else the record is read: the index entries to delete are the stored ones)."""
+    if not stored:
+        raw = txn.get("execs", exec16)
+        if raw is not None:
+            ex = _execution_from(raw)
+    _set_exec_keys(txn, exec16, b"", indexed(ex), None)
     txn.delete("execs", exec16)
 
 

@@ -29,6 +29,7 @@ nominal times (a backfill's runs count as old); an execution's age runs from whe
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from cronraft.proto.v1 import commands_pb2, common_pb2
@@ -40,6 +41,7 @@ from cronraft.raft.rejection import Code, Rejected
 
 Task = common_pb2.Task
 Execution = common_pb2.Execution
+_execution_from = Execution.FromString
 
 # Meta keys (the "meta" sub-database): the defaults of the last Prune (read by `trim_on_fire`), the
 # sweep's cursor (the last task visited), and one key per deleted task whose history is still being
@@ -125,15 +127,19 @@ class Budget:
 # --------------------------------------------------------------------------------------- deletion
 
 
-def delete_execution(txn: Txn, ex: Execution) -> None:
+def delete_execution(txn: Txn, ex: Execution, *, listed: bytes | None = None) -> None:
     """Remove `ex` and every index entry that names it (see the module docstring). The caller keeps the
-    task's `stored_executions` in step, and tells the leader when `ex` was active."""
+    task's `stored_executions` in step, and tells the leader when `ex` was active. `listed`: the `fires`
+    key under which the caller found `ex` in this transaction, `ex` being parsed from its stored record
+    then (`_listed`): neither is read again."""
     exec16 = id_bytes(ex.execution_id)
     task16 = id_bytes(ex.task_id)
     key = fire_key(task16, ex.nominal_time_ms)
-    if txn.get("fires", key) == exec16:
+    # A `fires` entry names its execution until that execution is deleted (here, or by a pause's un-fire:
+    # raft.commands.tasks), so the one it was listed under still names it.
+    if key == listed or txn.get("fires", key) == exec16:
         txn.delete("fires", key)
-    drop_execution(txn, exec16, ex)
+    drop_execution(txn, exec16, ex, stored=listed is not None)
     if txn.delete("active", firing.active_key(task16, exec16)):
         quota.deactivated(txn, task16)  # the task's count of executions not yet ended
     txn.delete("running", exec16)
@@ -160,32 +166,32 @@ def _ledger_count_add(txn: Txn, task16: bytes, n: int) -> None:
     txn.put("ledger_count", task16, u64(count))
 
 
-def _oldest(txn: Txn, task16: bytes, limit: int) -> list[Execution]:
-    """Up to `limit` of the task's executions, oldest nominal time first. A `fires` entry whose execution
-    is missing is dropped on the way (it names nothing)."""
-    out: list[Execution] = []
+def _listed(txn: Txn, task16: bytes, limit: int) -> Iterator[tuple[bytes, Execution]]:
+    """Up to `limit` of the task's executions with their `fires` keys, oldest nominal time first, read as
+    they are asked for (a trim at a fire usually takes the first one only). A `fires` entry whose
+    execution is missing is dropped on the way (it names nothing). The caller may delete each one it is
+    given (`delete_execution(..., listed=key)`) before it asks for the next."""
+    n = 0
     for key, exec16 in txn.scan("fires", task16, firing.prefix_end(task16)):
         raw = txn.get("execs", exec16)
         if raw is None:
             txn.delete("fires", key)
             continue
-        e = Execution()
-        e.ParseFromString(raw)
-        out.append(e)
-        if len(out) >= limit:
-            break
-    return out
+        yield key, _execution_from(raw)
+        n += 1
+        if n >= limit:
+            return
 
 
 def _delete_history(txn: Txn, task16: bytes, budget: Budget) -> tuple[int, bool]:
     """Delete a removed task's executions, oldest first, then its fire ledger, within `budget`.
     Returns (executions deleted, whether nothing is left)."""
     deleted = 0
-    while batch := _oldest(txn, task16, 256):
-        for ex in batch:
+    while batch := list(_listed(txn, task16, 256)):
+        for key, ex in batch:
             if not budget.take():
                 return deleted, False
-            delete_execution(txn, ex)
+            delete_execution(txn, ex, listed=key)
             deleted += 1
     firing.drop_ledger(txn, task16)  # at most about firing.LEDGER_PER_TASK records
     return deleted, True
@@ -403,8 +409,7 @@ def _trim(
         if raw is None:
             txn.delete("fires", key)
             continue
-        ex = Execution()
-        ex.ParseFromString(raw)
+        ex = _execution_from(raw)
         if ex.state not in _TERMINAL:
             continue
         over = bool(lim.keep_executions) and task.stored_executions - deleted > lim.keep_executions
@@ -414,7 +419,7 @@ def _trim(
             break  # the newer ones are kept too
         if not budget.take():
             return deleted, False
-        delete_execution(txn, ex)
+        delete_execution(txn, ex, listed=key)
         deleted += 1
     return deleted, True
 
@@ -458,13 +463,15 @@ def trim_on_fire(txn: Txn, task16: bytes, task: Task, batch: stats.Batch | None 
     if not keep or task.stored_executions <= keep:
         return 0
     deleted = 0
-    for ex in _oldest(txn, task16, TRIM_SCAN):
-        if task.stored_executions <= keep or deleted >= TRIM_PER_FIRE:
-            break
+    # Done once the task is within its count or TRIM_PER_FIRE are deleted, before the next execution is
+    # read: usually after the first one (the task reached its count with the execution just fired).
+    for key, ex in _listed(txn, task16, TRIM_SCAN):
         if ex.state in _TERMINAL:
-            delete_execution(txn, ex)
+            delete_execution(txn, ex, listed=key)
             task.stored_executions -= 1
             deleted += 1
+            if task.stored_executions <= keep or deleted >= TRIM_PER_FIRE:
+                break
     return deleted
 
 
