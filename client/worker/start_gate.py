@@ -24,8 +24,15 @@ from cronraft.client.worker.results import not_started
 from cronraft.clock import Clock, mono_s
 from cronraft.proto.v1 import common_pb2, worker_pb2
 
-# Held starts are gated per start instant rounded up to this (a gate never opens before its starts).
-GATE_S = 0.002
+# Held starts are gated per start instant rounded up to this (a gate never opens before its starts), so
+# a held start begins up to GATE_S after its instant. Each gate is a timer that wakes the worker from its
+# sleep, and on the benchmark VMs a wake-up costs 60-150 us of CPU, mostly the kernel's (an empty asyncio
+# timer every 1-20 ms), which no profile of the Python code shows. With start instants spread over the
+# second (W5) every gate is a wake-up: at 2 ms a worker with 1,000 held starts a second woke 500 times a
+# second, 0.50 wake-ups per start against 0.12 for the same leases unheld (bench/perf_worker.py --rate
+# 1000 --lead-ms 500); at 5 ms, 0.30, and 166 -> 150 us of CPU per start (4,000/s: 108 -> 98). At most 200
+# gates a second; a start is 2.5 ms later on average, well inside W3's 50 ms.
+GATE_S = 0.005
 
 
 def refusal(

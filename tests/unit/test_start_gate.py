@@ -17,7 +17,7 @@ from cronraft.client._inprocess_runner import InProcessIO, InProcessRunner, Work
 from cronraft.client._runner import StopReason
 from cronraft.client.worker.heartbeat_plan import CONFIRM_SPACING_S
 from cronraft.client.worker.leases import CONFIRM_AHEAD_S, Attempt
-from cronraft.client.worker.start_gate import StartGates
+from cronraft.client.worker.start_gate import GATE_S, StartGates
 from cronraft.clock import Clock, SystemClock, mono_s
 from cronraft.proto.v1 import common_pb2
 from tests.support.clock import FakeClock
@@ -73,8 +73,8 @@ async def test_a_gate_opens_at_its_instant_once_confirmed_and_wakes_every_start_
     asked: list[int] = []
     gates = Gates(FakeClock(mono=int(NOW_S * 1000)), lambda: asked.append(1))
     first = gates.join_at(NOW_S + 0.0095, FAR)
-    second = gates.join_at(NOW_S + 0.0099, FAR)  # the same gate: instants are rounded up to GATE_S (2 ms)
-    later = gates.join_at(NOW_S + 0.0305, FAR)  # the gate of 32 ms
+    second = gates.join_at(NOW_S + 0.0099, FAR)  # the same gate: instants are rounded up to GATE_S (5 ms)
+    later = gates.join_at(NOW_S + 0.0305, FAR)  # the gate of 35 ms
     assert len(asked) == 3  # each start asks at once: less than 100 ms ahead (asks before a send are one)
     await asyncio.sleep(0.05)  # past both instants, no heartbeat answered
     assert not (first.done() or second.done() or later.done())  # never unconfirmed
@@ -217,8 +217,8 @@ def test_unconfirmed_gates_share_one_timer_for_their_deadlines() -> None:
         clock = SystemClock()
         gates = Gates(clock, lambda: None)
         now = mono_s(clock)
-        joined = [gates.join_at(now + 0.003 + i * 0.002, now + 30 + i) for i in range(10)]
-        await asyncio.sleep(0.05)  # every instant passed, none confirmed
+        joined = [gates.join_at(now + 0.003 + i * GATE_S, now + 30 + i) for i in range(10)]
+        await asyncio.sleep(0.01 + 10 * GATE_S)  # every instant passed, none confirmed
         gates.ack(now + 1)
         return [j.done() for j in joined]
 
