@@ -316,31 +316,43 @@ class NodeMetrics:
         self, cmds: Sequence[commands_pb2.Command], results: Sequence[commands_pb2.CommandResult]
     ) -> None:
         """Count the outcomes a batch of committed commands recorded (module docstring). It runs on the
-        leader's loop for every batch (bench/perf_metrics.py times it)."""
+        leader's loop for every batch (bench/perf_metrics.py times it): each field is read once (with upb a
+        read makes a new object), and the common cases (a Fire, an attempt's end listing the one execution
+        it ended) are counted inline."""
         fires = 0
+        finished_by = self._finished_by
         for cmd, res in zip(cmds, results, strict=True):
             if not res.applied:
                 continue
             kind = cmd.WhichOneof("body")
+            stamped_at_ms = cmd.stamped_at_ms
             if kind == "fire":
                 created = res.HasField("execution")
                 fires += created
                 # Only a fire committed past the misfire threshold can be a misfire (decide_misfire).
-                if cmd.stamped_at_ms - cmd.fire.nominal_time_ms > MISFIRE_THRESHOLD_MS:
+                if stamped_at_ms - cmd.fire.nominal_time_ms > MISFIRE_THRESHOLD_MS:
                     self._misfired(cmd, res, created)
                 executions = res.executions
                 # A fire lists the execution it created; more only when it ended others (overlap).
                 if len(executions) > 1:
-                    self._finished(cmd.stamped_at_ms, executions)
+                    self._finished(stamped_at_ms, executions)
                 continue
             if kind in _OUTCOME_KINDS and res.HasField("execution"):
-                self._attempt_ended(kind, res)
+                self._attempt_ended(kind, res.execution)
                 dead = len(res.dead_letters)
                 if dead:
                     self.dead_letters.value += dead
             executions = res.executions
-            if executions:
-                self._finished(cmd.stamped_at_ms, executions)
+            if len(executions) == 1:  # _finished's common case, inline
+                ex = executions[0]
+                state = ex.state
+                if ex.completed_at_ms == stamped_at_ms and state in FINAL_STATES:
+                    child = finished_by.get((state, ex.guarantee))
+                    if child is None:  # a guarantee this version does not know
+                        child = self.executions_finished.labels(FINAL_STATES[state], "other")
+                    child.value += 1
+            elif executions:
+                self._finished(stamped_at_ms, executions)
         if fires:
             self.fires.value += fires
 
@@ -366,8 +378,8 @@ class NodeMetrics:
             child = self.executions_finished.labels(FINAL_STATES[ex.state], "other")
         child.value += 1
 
-    def _attempt_ended(self, kind: str, res: commands_pb2.CommandResult) -> None:
-        ex = res.execution
+    def _attempt_ended(self, kind: str, ex: common_pb2.Execution) -> None:
+        """An attempt's end (`ex`: the execution a Complete or ExpireLease left)."""
         attempts = ex.attempts
         if not attempts:
             return

@@ -25,6 +25,7 @@ from cronraft.daemon.leader.leases import LeaseKeeper, LeaseState, Refusal
 from cronraft.daemon.leader.messages import MAX_EARLY_RESULTS
 from cronraft.daemon.leader.pending import PendingQueue, waiting_commands
 from cronraft.daemon.leader.planner import FirePlanner
+from cronraft.daemon.leader.plans import PlanMarks
 from cronraft.daemon.leader.retries import INTERNAL_RETRY_MAX_MS, InternalRetries
 from cronraft.daemon.leader.settings import LeaderSettings
 from cronraft.daemon.leader.staging import CountedWheel
@@ -87,16 +88,7 @@ class LeaderCore:
         self.retry: list[Command] = []  # commands to propose again after a failed proposal
         self._txn: Txn | None = None  # the read transaction shared by a batch's lookups (`_reading`)
         self._txn_stack: contextlib.ExitStack | None = None  # a batch is being handled (`_reading`)
-        # Schedule plans (raft.leaderplan) this core knows are not needed, so the driver skips computing
-        # them (reading the execution and the task again for every command): the Fire and Grant made by
-        # the last tick from a task whose spec asks nothing version-dependent (raft.fireplan.needs_plan),
-        # and the Complete or ExpireLease of a lease whose task's spec asked nothing at its grant
-        # (LeaseState.plan_free), unless an UpdateTask (the only command changing a spec) was seen since:
-        # `spec_changes` counts those, prepared or committed. A plan skipped wrongly is no fault (apply
-        # computes what a plan lacks, as when the state changed since the plan was made), only a wider
-        # window for that case.
-        self.spec_changes = 0
-        self._unplanned: set[str] = set()
+        self.plans = PlanMarks()  # the commands known to need no schedule plan (`needing_plans`)
         # Features the cluster's level has (raft.features), read until found on: a level is never
         # lowered, so once on they stay on for the term, and the steady state reads no meta record (a
         # read transaction and a parse of the level per results message, cut for issue 16).
@@ -401,10 +393,11 @@ class LeaderCore:
             return []
         spec = task.spec
         execution_id = self._new_id(now_ms)
-        if not needs_plan(spec):
-            self._unplanned.add(execution_id)
         # Built in place: nested messages as keywords are converted, then copied (twice the cost).
         cmd = Command()
+        plan_free = not needs_plan(spec)
+        if plan_free:
+            self.plans.mark(cmd)
         cmd.stamped_at_ms = now_ms
         if self._fire_limits is not None:
             cmd.limits.CopyFrom(self._fire_limits)
@@ -430,7 +423,10 @@ class LeaderCore:
                 # Fire's result (outcomes.py).
                 self._fill_grant(fire.grant, execution_id, worker, task_id=task_id, lead_ms=lead)
             else:
-                cmds.append(self._grant_command(execution_id, worker, now_ms, task_id=task_id, lead_ms=lead))
+                grant = self._grant_command(execution_id, worker, now_ms, task_id=task_id, lead_ms=lead)
+                if plan_free:
+                    self.plans.mark(grant)
+                cmds.append(grant)
         return cmds
 
     def _grant_pending(self, now_ms: int, budget: int) -> list[Command]:
@@ -483,11 +479,12 @@ class LeaderCore:
                     if worker is None:
                         continue
                     pending.remove(queue, rank, execution_id)
-                    if task is not None and not needs_plan(task.spec):
-                        self._unplanned.add(execution_id)
-                    cmds.append(
-                        self._grant_command(execution_id, worker, now_ms, task_id=ex.task_id, lead_ms=lead)
+                    grant = self._grant_command(
+                        execution_id, worker, now_ms, task_id=ex.task_id, lead_ms=lead
                     )
+                    if task is not None and not needs_plan(task.spec):
+                        self.plans.mark(grant)
+                    cmds.append(grant)
         return cmds
 
     def _granting_for_task(self, task_id: str) -> int:
@@ -517,28 +514,8 @@ class LeaderCore:
     # ------------------------------------------------------------------------------ schedule plans
 
     def needing_plans(self, cmds: Sequence[Command]) -> list[Command]:
-        """The commands of `cmds` (about to be proposed) whose schedule plan is to be computed: all but
-        those this core knows need none (`spec_changes`). Called once per proposal, right after the tick
-        or the results that made them."""
-        unplanned, self._unplanned = self._unplanned, set()
-        leases = self.keeper.leases
-        out: list[Command] = []
-        for cmd in cmds:
-            kind = cmd.WhichOneof("body")
-            if kind == "fire":
-                if cmd.fire.execution_id in unplanned:
-                    continue
-            elif kind == "grant":
-                if cmd.grant.execution_id in unplanned:
-                    continue
-            elif kind in {"complete", "expire_lease"}:
-                lease = leases.get(getattr(cmd, kind).execution_id)
-                if lease is not None and lease.plan_free == self.spec_changes:
-                    continue
-            elif kind == "update_task":
-                self.spec_changes += 1
-            out.append(cmd)
-        return out
+        """The commands of `cmds` (about to be proposed) whose schedule plan is to be computed (plans.py)."""
+        return self.plans.needing(cmds, self.keeper.leases)
 
     # ------------------------------------------------------------------------------ commit outcomes
 

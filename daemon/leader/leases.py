@@ -71,7 +71,7 @@ class LeaseState:
     # never reached anyone, so its expiry is unstarted. Leases this leader did not grant count as written.
     written: bool = True
     incarnation: str = ""  # the worker process it was granted to (Execution.worker_incarnation)
-    # Its Complete or ExpireLease needs no schedule plan while LeaderCore.spec_changes equals this: its
+    # Its Complete or ExpireLease needs no schedule plan while PlanMarks.spec_changes equals this: its
     # task's spec at the grant planned nothing when an execution ends (-1: not known).
     plan_free: int = -1
     armed: int = -1  # the deadline whose bucket holds it in LeaseKeeper.deadlines (-1: none)

@@ -100,12 +100,16 @@ def results(
             keep_results = core.results_kept = features.is_active(txn, features.RESULTS)
     limits = core.result_limits if keep_results else None
     completing, leases = core.completing, core.keeper.leases
+    # What needing_plans would find for a Complete of a lease whose end plans nothing: marked now, as the
+    # lease is at hand (LeaseState.plan_free).
+    spec_changes, mark_plan_free = core.plans.spec_changes, core.plans.mark
     for r in results:
         execution_id = r.execution_id
         t = r.token
         key = (execution_id, (t.term, t.index))
         if key in completing:
             continue
+        lease = None
         if bound:
             # The common case first: the lease is this worker's (what lease_check says then, cheaper).
             lease = leases.get(execution_id)
@@ -117,6 +121,8 @@ def results(
                     continue
         completing[key] = worker_id
         cmd = Command()  # fields set, not keywords: a message keyword is converted, then copied
+        if lease is not None and lease.plan_free == spec_changes:
+            mark_plan_free(cmd)
         cmd.stamped_at_ms = now_ms
         if limits is not None:
             cmd.limits.CopyFrom(limits)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from cronraft.bounds import MAX_OFFER_BYTES
+from cronraft.daemon.leader.leases import LeaseState
 from cronraft.daemon.leader.retries import INTERNAL_RETRY_MAX_MS
 from cronraft.proto.v1 import commands_pb2, common_pb2, worker_pb2
 from cronraft.raft import state as sm
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 Command = commands_pb2.Command
 CommandResult = commands_pb2.CommandResult
 # The final states a notification can be about (daemon.notify_events: failure, timeout).
+# A lease just granted, whose offer is to go out: its execution as the entry left it, its task, its lease.
+Leased = tuple[common_pb2.Execution, common_pb2.Task, LeaseState]
 _NOTIFIED_STATES = frozenset(
     {common_pb2.EXECUTION_FAILED, common_pb2.EXECUTION_LOST, common_pb2.EXECUTION_TIMED_OUT}
 )
@@ -54,6 +57,8 @@ def on_committed(
         kind = cmd.WhichOneof("body")
         applied = res.applied
         released = ""
+        task: common_pb2.Task | None = None  # the result's task, read once (`task_read`)
+        task_read = False
         # A command that failed inside apply is recorded not applied, with error_code "internal".
         if (
             not applied
@@ -66,9 +71,9 @@ def on_committed(
             g = cmd.grant
             if failing:
                 retries.succeeded("grant", g.execution_id)
-            task = _on_grant(core, g, res, mono_ms, fired)
-            if task is not None:
-                _offer_into(core, offers, sizes, worker_id=g.worker_id, ex=res.execution, task=task)
+            leased = _on_grant(core, g, res, mono_ms, fired)
+            if leased is not None:
+                _offer_into(core, offers, sizes, g.worker_id, leased)
         elif kind == "complete":
             c = cmd.complete
             eid = c.execution_id
@@ -98,10 +103,12 @@ def on_committed(
             if not applied:
                 _reschedule_from_store(core, task_id)
             if f.HasField("grant"):
+                task = res.task if res.HasField("task") else None
+                task_read = True
                 g = f.grant
-                task = _on_fire_grant(core, g, res, mono_ms)
-                if task is not None:
-                    _offer_into(core, offers, sizes, worker_id=g.worker_id, ex=res.execution, task=task)
+                leased = _on_fire_grant(core, g, res, mono_ms, applied=applied, task=task)
+                if leased is not None:
+                    _offer_into(core, offers, sizes, g.worker_id, leased)
         elif kind == "expire_lease":
             retries.succeeded("expire", cmd.expire_lease.execution_id)
             core.release(cmd.expire_lease.execution_id)
@@ -109,7 +116,7 @@ def on_committed(
             core.pending.expiring.discard(cmd.expire_pending.execution_id)
             core.pending.reasons.pop(cmd.expire_pending.execution_id, None)
         elif kind == "update_task":
-            core.spec_changes += 1  # the plans known not needed are known no longer (needing_plans)
+            core.plans.spec_changes += 1  # the plans known not needed are known no longer (needing_plans)
         # Whatever the command, its side effects: executions that now wait for a worker (fired,
         # promoted from an overlap buffer, re-queued after an expiry), executions that ended, attempts
         # whose workers must stop, and the task's next due time.
@@ -131,8 +138,9 @@ def on_committed(
             for stop in res.cancels:
                 cancel = worker_pb2.CancelAttempt(execution_id=stop.execution_id, token=stop.token)
                 core.outgoing.append((stop.worker_id, worker_pb2.GatewayMessage(cancel=cancel)))
-        if res.HasField("task"):
-            task = res.task
+        if not task_read:
+            task = res.task if res.HasField("task") else None
+        if task is not None:
             planner.schedule(task)
             if kind == "fire":
                 fired[task.task_id] = task
@@ -205,19 +213,28 @@ def _on_grant(
     res: CommandResult,
     mono_ms: int,
     fired: dict[str, common_pb2.Task] | None = None,
-    *,
-    task: common_pb2.Task | None = None,
-) -> common_pb2.Task | None:
-    """Track the lease of a committed Grant; its task, whose offer is to go out (None: no offer).
-    `task`: the task of the granted execution as the entry left it, when the caller has it (a Fire's
-    result); else found in `fired` or read."""
+) -> Leased | None:
+    """Track the lease of a committed Grant: the execution, its task and its lease, whose offer is to go
+    out (None: no offer). The task as a Fire of the same entry left it if in `fired`, else read."""
     execution_id = g.execution_id
     core.granting.pop(execution_id, None)
     if not res.applied:
         core.pool.release_slot(g.worker_id, execution_id)
         _adopt_if_running(core, execution_id, mono_ms)
         return None
-    ex = res.execution
+    return _leased(core, res.execution, mono_ms, None, fired)
+
+
+def _leased(
+    core: LeaderCore,
+    ex: common_pb2.Execution,
+    mono_ms: int,
+    task: common_pb2.Task | None,
+    fired: dict[str, common_pb2.Task] | None = None,
+) -> Leased | None:
+    """Track the lease of `ex`, just granted (its grant's slot is the lease's now). `task`: the task of
+    the granted execution as the entry left it, when the caller has it (a Fire's result); else found in
+    `fired` or read. The execution, its task and its lease, whose offer is to go out (None: no offer)."""
     lease = core.track_lease(ex, core.lease_deadline(mono_ms))
     lease.written = False  # until the runner hands the offer to the worker's stream (offered)
     not_before, now_ms = ex.not_before_ms, core.now_ms
@@ -231,41 +248,49 @@ def _on_grant(
     spec = task.spec
     # Its end plans the task's next run only for a fixed delay (raft.leaderplan): no plan otherwise.
     if spec.schedule.WhichOneof("kind") != "fixed_delay" or not needs_plan(spec):
-        lease.plan_free = core.spec_changes
-    return task
+        lease.plan_free = core.plans.spec_changes
+    return ex, task, lease
 
 
 def _on_fire_grant(
-    core: LeaderCore, g: commands_pb2.Grant, res: CommandResult, mono_ms: int
-) -> common_pb2.Task | None:
+    core: LeaderCore,
+    g: commands_pb2.Grant,
+    res: CommandResult,
+    mono_ms: int,
+    *,
+    applied: bool,
+    task: common_pb2.Task | None,
+) -> Leased | None:
     """The grant a Fire carried (feature "fire_grant"): leased if the Fire's execution is running (then
-    as a committed Grant: its task, whose offer is to go out), else its slot is released and the
-    execution, if the Fire made it, waits pending (on_committed's loop over the result's executions)."""
+    as a committed Grant, see `_leased`; `task`: the Fire's result's, the task of its execution), else
+    its slot is released and the execution, if the Fire made it, waits pending (on_committed's loop over
+    the result's executions)."""
     ex = res.execution
-    if not (res.applied and ex.execution_id == g.execution_id and ex.state == common_pb2.EXECUTION_RUNNING):
-        core.end_grant(g.execution_id, g.worker_id)
+    execution_id = g.execution_id
+    if not (applied and ex.execution_id == execution_id and ex.state == common_pb2.EXECUTION_RUNNING):
+        core.end_grant(execution_id, g.worker_id)
         return None
-    # The Fire's result carries the task it fired, the task of its execution.
-    return _on_grant(core, g, res, mono_ms, task=res.task if res.HasField("task") else None)
+    core.granting.pop(execution_id, None)
+    return _leased(core, ex, mono_ms, task)
 
 
 def _offer_into(
     core: LeaderCore,
     offers: dict[str, list[worker_pb2.GatewayMessage]],
     sizes: dict[str, int],
-    *,
     worker_id: str,
-    ex: common_pb2.Execution,
-    task: common_pb2.Task,
+    leased: Leased,
 ) -> None:
-    """Add the offer of `ex` to the last of `worker_id`'s messages in `offers`, or to a new one if it
-    would pass MAX_OFFER_BYTES (payloads are up to 4 MiB each)."""
+    """Add the offer of a lease just granted (`leased`: its execution, task and lease) to the last of
+    `worker_id`'s messages in `offers`, or to a new one if it would pass MAX_OFFER_BYTES (payloads are
+    up to 4 MiB each)."""
+    ex, task, held = leased
     msgs = offers.get(worker_id)
     if msgs is None:
         msgs = offers[worker_id] = [_offers(core, worker_id, [])]
     leases = msgs[-1].leases.leases
     lease = leases.add()
-    _fill_offer(core, lease, ex, task)
+    _fill_offer(core, lease, ex, task, held)
     n = lease.ByteSize()
     size = sizes.get(worker_id, 0)
     if len(leases) > 1 and size + n > MAX_OFFER_BYTES:
@@ -291,17 +316,29 @@ def _lease_offer(
 
 
 def _fill_offer(
-    core: LeaderCore, lease: worker_pb2.Lease, ex: common_pb2.Execution, task: common_pb2.Task
+    core: LeaderCore,
+    lease: worker_pb2.Lease,
+    ex: common_pb2.Execution,
+    task: common_pb2.Task,
+    held: LeaseState | None = None,
 ) -> None:
+    """The offer of `ex` in `lease`; `held`: its lease as tracked, whose fields (read from `ex` by
+    LeaseKeeper.track) are not read from `ex` again."""
     now_ms = core.now_ms
     spec = task.spec
     not_before = ex.not_before_ms
-    lease.execution_id = ex.execution_id
-    lease.task_id = ex.task_id
+    if held is None:
+        lease.execution_id = ex.execution_id
+        lease.task_id = ex.task_id
+        lease.token.CopyFrom(ex.token)
+    else:
+        lease.execution_id = held.execution_id
+        lease.task_id = held.task_id
+        token = lease.token
+        token.term, token.index = held.token
     lease.task_name = spec.name
     lease.nominal_time_ms = ex.nominal_time_ms
     lease.attempt = ex.attempt
-    lease.token.CopyFrom(ex.token)
     lease.payload.CopyFrom(spec.payload)
     lease.timeout_ms = spec.timeout_ms
     lease.lease_ttl_ms = core.settings.lease_ttl_ms
