@@ -94,7 +94,8 @@ class LeaderCore:
         # read transaction and a parse of the level per results message, cut for issue 16).
         self._fire_grants = False  # "fire_grant" (read at each tick until on)
         self.results_kept = False  # "results" (read for each results message until on: messages.results)
-        # The Limits every Complete carries once results are kept (copied from, never changed).
+        # The Limits every Complete carries once results are kept (never changed; its one field is set in
+        # each Complete: messages.results).
         self.result_limits = commands_pb2.Limits(max_result_bytes=settings.max_result_bytes)
         self._fire_limits = (
             commands_pb2.Limits(
@@ -504,7 +505,9 @@ class LeaderCore:
         """A grant of `execution_id` to `worker`, in flight from now (its slot taken until its outcome)."""
         worker.inflight.add(execution_id)
         self.granting[execution_id] = task_id
-        self.pending.reasons.pop(execution_id, None)
+        reasons = self.pending.reasons
+        if reasons:
+            reasons.pop(execution_id, None)
         grant.execution_id = execution_id
         grant.worker_id = worker.worker_id
         grant.lease_ttl_ms = self.settings.lease_ttl_ms

@@ -99,6 +99,8 @@ def results(
         with core.kv.read() as txn:
             keep_results = core.results_kept = features.is_active(txn, features.RESULTS)
     limits = core.result_limits if keep_results else None
+    # Its one field set, not the message copied (with upb a copy serializes and parses): the same bytes.
+    max_result_bytes = limits.max_result_bytes if limits is not None else 0
     completing, leases = core.completing, core.keeper.leases
     # What needing_plans would find for a Complete of a lease whose end plans nothing: marked now, as the
     # lease is at hand (LeaseState.plan_free).
@@ -106,7 +108,8 @@ def results(
     for r in results:
         execution_id = r.execution_id
         t = r.token
-        key = (execution_id, (t.term, t.index))
+        token = (t.term, t.index)
+        key = (execution_id, token)
         if key in completing:
             continue
         lease = None
@@ -114,7 +117,7 @@ def results(
             # The common case first: the lease is this worker's (what lease_check says then, cheaper).
             lease = leases.get(execution_id)
             if lease is None or lease.worker_id != worker_id:
-                verdict = lease_check(core, worker_id, execution_id, key[1], "result")
+                verdict = lease_check(core, worker_id, execution_id, token, "result")
                 if verdict == "stale":
                     stale.append(execution_id)
                 if verdict:
@@ -125,10 +128,11 @@ def results(
             mark_plan_free(cmd)
         cmd.stamped_at_ms = now_ms
         if limits is not None:
-            cmd.limits.CopyFrom(limits)
+            cmd.limits.max_result_bytes = max_result_bytes
         c = cmd.complete
         c.execution_id = execution_id
-        c.token.CopyFrom(t)
+        ct = c.token
+        ct.term, ct.index = token
         c.result.CopyFrom(r)
         if limits is None:
             c.result.ClearField("result")
