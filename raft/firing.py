@@ -85,8 +85,11 @@ def record(
     reason: str = "",
     execution_id: str = "",
     actual_ms: int = 0,
+    ledger_count: int | None = None,
 ) -> None:
-    """Write the ledger record of one nominal time (the last outcome wins) and prune the oldest."""
+    """Write the ledger record of one nominal time (the last outcome wins) and prune the oldest.
+    `ledger_count`: the task's count of records as stored, when the caller has just written it (a fire's
+    trim: raft.retention.trim_on_fire); None: it is read."""
     key = task16 + nominal_ms.to_bytes(8, "big")  # ledger_key
     late = 0
     if execution_id:
@@ -106,16 +109,18 @@ def record(
     # Most records are of a new nominal time: one insert (which writes nothing if the key is there)
     # instead of a get and a put.
     if txn.insert("ledger", key, value):
-        _prune_ledger(txn, task16)
+        _prune_ledger(txn, task16, ledger_count)
     else:
         txn.put("ledger", key, value)
 
 
-def _prune_ledger(txn: Txn, task16: bytes) -> None:
+def _prune_ledger(txn: Txn, task16: bytes, stored: int | None = None) -> None:
     # A count per task makes pruning O(1) amortised: when it passes the bound by a margin, the oldest
     # records go in one forward scan (never a scan of the whole ledger per record).
-    raw = txn.get("ledger_count", task16)
-    count = (0 if raw is None else int.from_bytes(raw[:8], "big")) + 1  # from_u64
+    if stored is None:
+        raw = txn.get("ledger_count", task16)
+        stored = 0 if raw is None else int.from_bytes(raw[:8], "big")  # from_u64
+    count = stored + 1
     if count > LEDGER_PER_TASK + LEDGER_PRUNE_BATCH:
         excess = range(count - LEDGER_PER_TASK)
         oldest = txn.scan("ledger", task16, prefix_end(task16))

@@ -127,11 +127,12 @@ class Budget:
 # --------------------------------------------------------------------------------------- deletion
 
 
-def delete_execution(txn: Txn, ex: Execution, *, listed: bytes | None = None) -> None:
+def delete_execution(txn: Txn, ex: Execution, *, listed: bytes | None = None) -> int | None:
     """Remove `ex` and every index entry that names it (see the module docstring). The caller keeps the
     task's `stored_executions` in step, and tells the leader when `ex` was active. `listed`: the `fires`
     key under which the caller found `ex` in this transaction, `ex` being parsed from its stored record
-    then (`_listed`): neither is read again."""
+    then (`_listed`): neither is read again. Returns the task's `ledger_count` as this wrote it (None:
+    not written)."""
     exec16 = id_bytes(ex.execution_id)
     task16 = id_bytes(ex.task_id)
     key = fire_key(task16, ex.nominal_time_ms)
@@ -155,15 +156,18 @@ def delete_execution(txn: Txn, ex: Execution, *, listed: bytes | None = None) ->
         rec.ParseFromString(raw)
         if rec.execution_id == ex.execution_id:
             txn.delete("ledger", ledger)
-            _ledger_count_add(txn, task16, -1)
+            return _ledger_count_add(txn, task16, -1)
+    return None
 
 
-def _ledger_count_add(txn: Txn, task16: bytes, n: int) -> None:
+def _ledger_count_add(txn: Txn, task16: bytes, n: int) -> int | None:
+    """Move the task's `ledger_count` by `n` (none stays none); the count written, or None."""
     raw = txn.get("ledger_count", task16)
     if raw is None:
-        return
+        return None
     count = max(0, from_u64(raw) + n)
     txn.put("ledger_count", task16, u64(count))
+    return count
 
 
 def _listed(txn: Txn, task16: bytes, limit: int) -> Iterator[tuple[bytes, Execution]]:
@@ -455,24 +459,29 @@ def _prune_ledger_by_age(
 # ------------------------------------------------------------------------------------ at each fire
 
 
-def trim_on_fire(txn: Txn, task16: bytes, task: Task, batch: stats.Batch | None = None) -> int:
+def trim_on_fire(txn: Txn, task16: bytes, task: Task, batch: stats.Batch | None = None) -> int | None:
     """Called when `task` got a new execution (its `stored_executions` already counts it): delete its
     oldest ended executions beyond its count, at most TRIM_PER_FIRE of them (and `stored_executions`
-    with them). Returns how many. `batch`: the entry's (raft.stats.Batch), which reads the defaults once."""
+    with them). `batch`: the entry's (raft.stats.Batch), which reads the defaults once. Returns the
+    task's `ledger_count` as the deletions left it, None if they did not write it: the fire's ledger
+    record (firing.record) comes next and moves it again."""
     keep = _pick(task.spec.retention.keep_executions, read_policy(txn, batch).keep_executions)
     if not keep or task.stored_executions <= keep:
-        return 0
+        return None
     deleted = 0
+    ledger_count = None
     # Done once the task is within its count or TRIM_PER_FIRE are deleted, before the next execution is
     # read: usually after the first one (the task reached its count with the execution just fired).
     for key, ex in _listed(txn, task16, TRIM_SCAN):
         if ex.state in _TERMINAL:
-            delete_execution(txn, ex, listed=key)
+            written = delete_execution(txn, ex, listed=key)
+            if written is not None and ex.task_id == task.task_id:
+                ledger_count = written
             task.stored_executions -= 1
             deleted += 1
             if task.stored_executions <= keep or deleted >= TRIM_PER_FIRE:
                 break
-    return deleted
+    return ledger_count
 
 
 __all__ = [

@@ -76,7 +76,8 @@ class CountedKV(MemKV):
 
 def test_a_trim_at_a_fire_reads_only_the_execution_it_deletes() -> None:
     """keep_executions 3 and a fourth execution: the oldest ended one goes; the next ones are not read
-    (up to retention.TRIM_SCAN were), and the one deleted is not read again."""
+    (up to retention.TRIM_SCAN were), the one deleted is not read again, nor is the ledger's count after
+    the deletion moved it."""
     kv = CountedKV()
     log = Log(kv)
     log.one(epoch())
@@ -88,6 +89,11 @@ def test_a_trim_at_a_fire_reads_only_the_execution_it_deletes() -> None:
     assert executions_of(log, tid(1)) == [eid(1), eid(2), eid(3)]
     assert kv.calls["get", "execs"] == 1  # the oldest one, to see it ended
     assert kv.calls["get", "fires"] == 1  # the trigger's own check; the deleted one's entry is not read
+    # The deleted one's ledger record goes, and the new one comes: the count is read once for both.
+    assert kv.calls["get", "ledger_count"] == 1
+    with log.sm.kv.read() as txn:
+        assert txn.get("ledger_count", id_bytes(tid(1))) == (3).to_bytes(8, "big")
+        assert txn.count("ledger") == 3
 
 
 def test_a_fires_entry_naming_no_execution_is_dropped_as_the_trim_passes_it() -> None:
