@@ -132,10 +132,9 @@ class Counts:
     def install(self) -> None:
         c = self.c
         txn = store.LmdbTxn
-        self._saved = {n: getattr(txn, n) for n in ("get", "put", "delete", "scan", "_read_chunk_unchecked")}
-        get, put, delete, scan, chunk = (
-            self._saved[n] for n in ("get", "put", "delete", "scan", "_read_chunk_unchecked")
-        )
+        names = ("get", "put", "insert", "delete", "scan", "_read_chunk_unchecked")
+        self._saved = {n: getattr(txn, n) for n in names}
+        get, put, insert, delete, scan, chunk = (self._saved[n] for n in names)
 
         def counted_get(self_: Any, *a: Any) -> Any:
             c["get"] += 1
@@ -144,6 +143,10 @@ class Counts:
         def counted_put(self_: Any, *a: Any) -> Any:
             c["put"] += 1
             return put(self_, *a)
+
+        def counted_insert(self_: Any, *a: Any) -> Any:  # a put where the key is absent: one call
+            c["insert"] += 1
+            return insert(self_, *a)
 
         def counted_delete(self_: Any, *a: Any) -> Any:
             c["delete"] += 1
@@ -162,6 +165,7 @@ class Counts:
             return out
 
         txn.get, txn.put, txn.delete = counted_get, counted_put, counted_delete  # type: ignore[method-assign]
+        txn.insert = counted_insert  # type: ignore[method-assign]
         txn.scan, txn._read_chunk_unchecked = counted_scan, counted_chunk  # type: ignore[method-assign]
 
     def remove(self) -> None:
