@@ -20,8 +20,13 @@ together and of the workers together per started fire (/proc, over the window); 
 busy from the lease offer until the result is stored, held starts included). Definition:
 bench/README.md.
 
+`--keep-executions K`: each task keeps K executions (its `retention.keep_executions`), so that from its
+K-th fire on every fire also deletes its oldest execution, as on a node that has run for long (the
+default keeps 1,000: ~17 minutes at one fire a second, longer than any window here). Without it the
+figures are those of a young store.
+
 Usage: .venv/bin/python bench/w5_sustained.py [--tasks 10000] [--seconds 60] [--runs 3]
-       [--workers 2] [--capacity 5000] [--anchors spread|same] [--body-ms 0]
+       [--workers 2] [--capacity 5000] [--anchors spread|same] [--body-ms 0] [--keep-executions K]
        .venv/bin/python bench/w5_sustained.py --ramp [--ramp-rates 1000,2000,...] [--seconds 60]
 """
 
@@ -56,7 +61,10 @@ def _specs(args: argparse.Namespace, first: int, count: int, base: int) -> list[
     out = []
     for i in range(count):
         anchor = base if args.anchors == "same" else base + i * period // count
-        out.append(handler_spec(f"w5-{first + i}", every(period, anchor=anchor), **body))
+        spec = handler_spec(f"w5-{first + i}", every(period, anchor=anchor), **body)
+        if args.keep_executions:
+            spec.retention.keep_executions = args.keep_executions
+        out.append(spec)
     return out
 
 
@@ -228,6 +236,9 @@ def main() -> None:
     p.add_argument("--settle-s", type=float, default=5.0, help="after creating tasks (default 5)")
     p.add_argument("--grace-s", type=float, default=10.0, help="wait for late starts (default 10)")
     p.add_argument("--stage-lead-ms", type=int, default=None, help="[scheduler] stage_lead_ms")
+    p.add_argument(
+        "--keep-executions", type=int, default=0, help="executions each task keeps (default: the cluster's)"
+    )
     p.set_defaults(poll_s=1.0)
     p.add_argument("--mode", choices=("fixed", "ramp", "both"), default="fixed")
     p.add_argument("--ramp", action="store_const", dest="mode", const="ramp", help="= --mode ramp")
@@ -250,6 +261,7 @@ def main() -> None:
         "body_ms": args.body_ms,
         "nodes": args.nodes,
         "stage_lead_ms": args.stage_lead_ms,
+        "keep_executions": args.keep_executions,
     }
     fixed_rec = Recorder("w5_sustained", params, out_dir=args.out_dir)
     ramp_params = {**params, "ramp_rates": args.ramp_rates, "ramp_seconds": args.ramp_seconds}
