@@ -54,6 +54,8 @@ STORAGE_REFUSED_PAUSE_S = 1.0
 # answer (which says what it supports) before proposing its first epoch, so that the epoch turns every
 # feature on (`_first_features`).
 FIRST_FEATURES_WAIT_S = 3.0
+# Taken from its class: looked up on a message, a method costs a look-up of a field of that name first (upb).
+_message_kind = worker_pb2.GatewayMessage.WhichOneof
 
 
 @dataclass
@@ -278,8 +280,9 @@ class LeaderRunner:
         chunk: list[commands_pb2.Command] = []
         encoded: list[bytes] = []
         size = 0
+        serialize = commands_pb2.Command.SerializeToString  # from the class: no field look-up first (upb)
         for cmd in cmds:
-            raw = cmd.SerializeToString()
+            raw = serialize(cmd)
             if chunk and (len(chunk) >= most or size + len(raw) + 6 > room):
                 self._submit(chunk, encoded)
                 chunk, encoded, size = [], [], 0
@@ -381,14 +384,14 @@ class LeaderRunner:
         # I4: a lease leaves only while we still lead; the grant itself committed in our term.
         if not self._still_leader():
             return
-        if any(msg.WhichOneof("kind") == "leases" for _, msg in out):
+        if any(_message_kind(msg, "kind") == "leases" for _, msg in out):
             self._flush_audit_before_failpoint()
             failpoint("leader.after_grant_commit_before_dispatch")
         for worker_id, msg in out:
             s = self._sessions.get(worker_id)
             if s is not None:
                 s.send(msg)
-                if self._audit is not None and not s.closed and msg.WhichOneof("kind") == "leases":
+                if self._audit is not None and not s.closed and _message_kind(msg, "kind") == "leases":
                     for lease in msg.leases.leases:
                         self._audit.record(
                             "dispatch",
@@ -454,7 +457,7 @@ class LeaderRunner:
         leader core the offers reached a stream, and which one (an offer dropped with its stream never
         reached the worker; one written to a stream the worker has since left never reached it either:
         LeaseKeeper.reconcile)."""
-        if msg.WhichOneof("kind") != "leases":
+        if _message_kind(msg, "kind") != "leases":
             return
         now = self._clock.now_ms()
         mono = self._clock.mono_ms()

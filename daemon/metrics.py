@@ -69,6 +69,10 @@ _RETRY_REASONS = {
     common_pb2.ATTEMPT_TIMED_OUT: "timed_out",
 }
 _OUTCOME_KINDS = frozenset({"complete", "expire_lease"})
+# Protobuf methods taken from their class once: looked up on a message, a method costs a look-up of a field
+# of that name first (upb; as in raft/records.py).
+_kind_of = commands_pb2.Command.WhichOneof
+_result_has = commands_pb2.CommandResult.HasField
 _PENDING = common_pb2.EXECUTION_PENDING
 _NOT_STARTED = common_pb2.ATTEMPT_NOT_STARTED
 
@@ -324,10 +328,10 @@ class NodeMetrics:
         for cmd, res in zip(cmds, results, strict=True):
             if not res.applied:
                 continue
-            kind = cmd.WhichOneof("body")
+            kind = _kind_of(cmd, "body")
             stamped_at_ms = cmd.stamped_at_ms
             if kind == "fire":
-                created = res.HasField("execution")
+                created = _result_has(res, "execution")
                 fires += created
                 # Only a fire committed past the misfire threshold can be a misfire (decide_misfire).
                 if stamped_at_ms - cmd.fire.nominal_time_ms > MISFIRE_THRESHOLD_MS:
@@ -337,7 +341,7 @@ class NodeMetrics:
                 if len(executions) > 1:
                     self._finished(stamped_at_ms, executions)
                 continue
-            if kind in _OUTCOME_KINDS and res.HasField("execution"):
+            if kind in _OUTCOME_KINDS and _result_has(res, "execution"):
                 self._attempt_ended(kind, res.execution)
                 dead = len(res.dead_letters)
                 if dead:

@@ -44,6 +44,8 @@ Token = tuple[int, int]
 # What the dispatch hold (LeaderCore.hold) keeps back: fires and grants, also those waiting to be proposed
 # again. Everything else (renewals, expiries, results) goes on during a hold.
 _KEPT_BACK_BY_HOLD = frozenset({"fire", "grant"})
+# Taken from its class: looked up on a message, a method costs a look-up of a field of that name first (upb).
+_copy_limits = commands_pb2.Limits.CopyFrom
 
 
 class LeaderCore:
@@ -401,7 +403,7 @@ class LeaderCore:
             self.plans.mark(cmd)
         cmd.stamped_at_ms = now_ms
         if self._fire_limits is not None:
-            cmd.limits.CopyFrom(self._fire_limits)
+            _copy_limits(cmd.limits, self._fire_limits)
         fire = cmd.fire
         fire.task_id = task_id
         fire.nominal_time_ms = task.next_fire_ms

@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from cronraft.daemon.leader.core import LeaderCore
 
 Command = commands_pb2.Command
+# Taken from its class once: looked up on a message, a method costs a look-up of a field of that name first
+# (upb; as in raft/records.py).
+_copy_result = common_pb2.AttemptResult.CopyFrom
 Token = tuple[int, int]
 # Results that arrive before the running leases are loaded (an outbox resent to a new leader before its
 # Epoch commits) wait for them, up to this many; beyond it they are dropped and the workers resend them.
@@ -133,7 +136,7 @@ def results(
         c.execution_id = execution_id
         ct = c.token
         ct.term, ct.index = token
-        c.result.CopyFrom(r)
+        _copy_result(c.result, r)
         if limits is None:
             c.result.ClearField("result")
         cmds.append(cmd)

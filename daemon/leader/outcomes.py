@@ -26,6 +26,15 @@ if TYPE_CHECKING:
 
 Command = commands_pb2.Command
 CommandResult = commands_pb2.CommandResult
+# Protobuf methods taken from their class once, for the outcome of every command: looked up on a message,
+# a method costs a look-up of a field of that name first (upb; as in raft/records.py).
+_kind_of = Command.WhichOneof
+_result_has = CommandResult.HasField
+_fire_has = commands_pb2.Fire.HasField
+_schedule_kind = common_pb2.Schedule.WhichOneof
+_spec_has = common_pb2.TaskSpec.HasField
+_lease_size = worker_pb2.Lease.ByteSize
+_copy_payload = common_pb2.Payload.CopyFrom
 # The final states a notification can be about (daemon.notify_events: failure, timeout).
 # A lease just granted, whose offer is to go out: its execution as the entry left it, its task, its lease.
 Leased = tuple[common_pb2.Execution, common_pb2.Task, LeaseState]
@@ -54,7 +63,7 @@ def on_committed(
     failing = bool(retries.failing)  # none of our commands is being retried: nothing to clear
     pending_state, terminal = common_pb2.EXECUTION_PENDING, sm.TERMINAL_STATES
     for cmd, res in zip(commands, results, strict=True):
-        kind = cmd.WhichOneof("body")
+        kind = _kind_of(cmd, "body")
         applied = res.applied
         released = ""
         task: common_pb2.Task | None = None  # the result's task, read once (`task_read`)
@@ -102,8 +111,8 @@ def on_committed(
                 retries.succeeded("fire", task_id)
             if not applied:
                 _reschedule_from_store(core, task_id)
-            if f.HasField("grant"):
-                task = res.task if res.HasField("task") else None
+            if _fire_has(f, "grant"):
+                task = res.task if _result_has(res, "task") else None
                 task_read = True
                 g = f.grant
                 leased = _on_fire_grant(core, g, res, mono_ms, applied=applied, task=task)
@@ -139,7 +148,7 @@ def on_committed(
                 cancel = worker_pb2.CancelAttempt(execution_id=stop.execution_id, token=stop.token)
                 core.outgoing.append((stop.worker_id, worker_pb2.GatewayMessage(cancel=cancel)))
         if not task_read:
-            task = res.task if res.HasField("task") else None
+            task = res.task if _result_has(res, "task") else None
         if task is not None:
             planner.schedule(task)
             if kind == "fire":
@@ -247,7 +256,7 @@ def _leased(
             return None
     spec = task.spec
     # Its end plans the task's next run only for a fixed delay (raft.leaderplan): no plan otherwise.
-    if spec.schedule.WhichOneof("kind") != "fixed_delay" or not needs_plan(spec):
+    if _schedule_kind(spec.schedule, "kind") != "fixed_delay" or not needs_plan(spec):
         lease.plan_free = core.plans.spec_changes
     return ex, task, lease
 
@@ -291,7 +300,7 @@ def _offer_into(
     leases = msgs[-1].leases.leases
     lease = leases.add()
     _fill_offer(core, lease, ex, task, held)
-    n = lease.ByteSize()
+    n = _lease_size(lease)
     size = sizes.get(worker_id, 0)
     if len(leases) > 1 and size + n > MAX_OFFER_BYTES:
         following = _offers(core, worker_id, [])
@@ -339,7 +348,7 @@ def _fill_offer(
     lease.task_name = spec.name
     lease.nominal_time_ms = ex.nominal_time_ms
     lease.attempt = ex.attempt
-    lease.payload.CopyFrom(spec.payload)
+    _copy_payload(lease.payload, spec.payload)
     lease.timeout_ms = spec.timeout_ms
     lease.lease_ttl_ms = core.settings.lease_ttl_ms
     # Granted ahead of its due time (or of a retry's backoff end): the worker waits the rest.
@@ -347,7 +356,7 @@ def _fill_offer(
         lease.start_delay_ms = not_before - now_ms
         lease.start_at_ms = not_before
     lease.guarantee = spec.guarantee
-    if spec.HasField("sensor"):
+    if _spec_has(spec, "sensor"):
         lease.sensor.CopyFrom(spec.sensor)
 
 

@@ -20,6 +20,8 @@ from cronraft.daemon.leader.leases import LeaseState
 from cronraft.proto.v1 import commands_pb2
 
 Command = commands_pb2.Command
+# Taken from its class: looked up on a message, a method costs a look-up of a field of that name first (upb).
+_kind_of = Command.WhichOneof
 
 
 class PlanMarks:
@@ -46,7 +48,7 @@ class PlanMarks:
             # A mark holds unless an UpdateTask came before it here.
             if id(cmd) in marked and self.spec_changes == changes:
                 continue
-            kind = cmd.WhichOneof("body")
+            kind = _kind_of(cmd, "body")
             if kind in {"complete", "expire_lease"}:
                 lease = leases.get(getattr(cmd, kind).execution_id)
                 if lease is not None and lease.plan_free == self.spec_changes:
