@@ -11,8 +11,8 @@ result by the fencing token. The core's job is liveness and timeliness, and I4: 
 worker only after the Grant committed, and only after its own Epoch committed (`ready`).
 
 Its parts (docs/architecture.md, "The leader"): `FirePlanner` (planner.py), `WorkerPool` (workers.py),
-`LeaseKeeper` (leases.py), `PendingQueue` (pending.py), `InternalRetries` (retries.py); outcomes of
-committed commands are handled in outcomes.py.
+`LeaseKeeper` (leases.py), `PendingQueue` (pending.py), `InternalRetries` (retries.py), `PlanMarks`
+(plans.py); outcomes of committed commands are handled in outcomes.py.
 """
 
 from __future__ import annotations
