@@ -42,7 +42,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import BenchCluster, Recorder, base_parser, cpu_seconds, handler_spec, now_ms
+from bench.common import BenchCluster, Recorder, base_parser, cpu_seconds, handler_spec, now_ms, wakeups
 from bench.fire_book import FireBook, LedgerTail, Window
 from bench.worker_probe import SlotSampler, attempts_ended, cpu_with_children, scrape, start_metered_workers
 from cronraft.client import Client, every
@@ -104,11 +104,15 @@ class Load:
         ended0 = sum(attempts_ended(scrape(p)) for p in self.ports)
         cpu0 = {k: cpu_seconds(p) for k, p in nodes.items()}
         wcpu0 = [cpu_with_children(p) for p in workers]
+        wake0 = {k: wakeups(p) for k, p in nodes.items()}
+        wwake0 = [wakeups(p) for p in workers]
         index0 = self.client.cluster_status().commit_index  # Raft entries committed in the window
         sampler = SlotSampler(self.ports).start()
         time.sleep(max(0.0, (end - now_ms()) / 1000))
         sampler.stop()
         cpu = {k: cpu_seconds(p) - cpu0[k] for k, p in nodes.items()}
+        wake = {k: wakeups(p) - wake0[k] for k, p in nodes.items()}
+        worker_wake = sum(wakeups(p) - w for p, w in zip(workers, wwake0, strict=True))
         worker_cpu = sum(cpu_with_children(p) - c for p, c in zip(workers, wcpu0, strict=True))
         ended = sum(attempts_ended(scrape(p)) for p in self.ports) - ended0
         entries = self.client.cluster_status().commit_index - index0
@@ -119,6 +123,9 @@ class Load:
             "leader_cpu_s": cpu[leader.node_id],
             "followers_cpu_s": sum(v for k, v in cpu.items() if k != leader.node_id),
             "workers_cpu_s": worker_cpu,
+            "leader_wakeups": wake[leader.node_id],
+            "followers_wakeups": sum(v for k, v in wake.items() if k != leader.node_id),
+            "workers_wakeups": worker_wake,
             "leader_cpu_share": cpu[leader.node_id] / sampler.wall_s,
             "worker_attempts_succeeded": ended,
             "raft_entries": entries,
@@ -152,6 +159,8 @@ def figures(book: FireBook, window: Window, probes: dict[str, Any]) -> dict[str,
     n = max(1, int(out["started"]))
     for part in ("leader", "followers", "workers"):
         out[f"{part}_cpu_ms_per_fire"] = out[f"{part}_cpu_s"] * 1000 / n
+        # Sleeps and wake-ups of every thread (bench.common.wakeups): each costs 60-150 us of CPU here.
+        out[f"{part}_wakeups_per_fire"] = out.get(f"{part}_wakeups", 0) / n
     out["nodes_cpu_ms_per_fire"] = out["leader_cpu_ms_per_fire"] + out["followers_cpu_ms_per_fire"]
     # Each entry costs every node a fixed price (a Raft round, a journal append, an apply transaction).
     out["raft_entries_per_fire"] = out["raft_entries"] / n
