@@ -42,6 +42,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -197,27 +198,9 @@ def contended(entries: list[Entry], group: int, duty: float) -> tuple[float, flo
     return out[0]
 
 
-def _timed(entries: list[Entry], group: int, clock: Any) -> tuple[float, float]:
-    """(CPU by `clock`, wall) microseconds per execution of the timed part, on a fresh store."""
-    with tempfile.TemporaryDirectory() as tmp:
-        kv = LmdbKV(Path(tmp) / "state", map_size=1 << 30)
-        try:
-            sm = StateMachine(kv, fresh_features=frozenset())
-            warm = len(entries) // WARM_FRACTION
-            apply_all(sm, entries[:warm], group)
-            timed = entries[warm:]
-            n = max(1, executions(timed))
-            c, w = clock(), time.perf_counter()
-            apply_all(sm, timed, group)
-            return (clock() - c) / n * 1e6, (time.perf_counter() - w) / n * 1e6
-        finally:
-            kv.close()
-
-
-def one_run(
-    entries: list[Entry], group: int, *, counts: Counts | None, prof: cProfile.Profile | None
-) -> float:
-    """CPU microseconds per execution of the timed part (and its counts, if asked)."""
+@contextmanager
+def _warmed(entries: list[Entry], group: int) -> Iterator[tuple[StateMachine, list[Entry]]]:
+    """A fresh store with the warm-up part applied: (its state machine, the entries left to time)."""
     with tempfile.TemporaryDirectory() as tmp:
         kv = LmdbKV(Path(tmp) / "state", map_size=1 << 30)
         try:
@@ -225,23 +208,39 @@ def one_run(
             sm = StateMachine(kv, fresh_features=frozenset())
             warm = len(entries) // WARM_FRACTION
             apply_all(sm, entries[:warm], group)
-            timed = entries[warm:]
-            if counts is not None:
-                counts.install()
-            if prof is not None:
-                prof.enable()
-            t = time.process_time()
-            try:
-                apply_all(sm, timed, group)
-            finally:
-                dt = time.process_time() - t
-                if prof is not None:
-                    prof.disable()
-                if counts is not None:
-                    counts.remove()
-            return dt / max(1, executions(timed)) * 1e6
+            yield sm, entries[warm:]
         finally:
             kv.close()
+
+
+def _timed(entries: list[Entry], group: int, clock: Any) -> tuple[float, float]:
+    """(CPU by `clock`, wall) microseconds per execution of the timed part, on a fresh store."""
+    with _warmed(entries, group) as (sm, timed):
+        n = max(1, executions(timed))
+        c, w = clock(), time.perf_counter()
+        apply_all(sm, timed, group)
+        return (clock() - c) / n * 1e6, (time.perf_counter() - w) / n * 1e6
+
+
+def one_run(
+    entries: list[Entry], group: int, *, counts: Counts | None, prof: cProfile.Profile | None
+) -> float:
+    """CPU microseconds per execution of the timed part (and its counts, if asked)."""
+    with _warmed(entries, group) as (sm, timed):
+        if counts is not None:
+            counts.install()
+        if prof is not None:
+            prof.enable()
+        t = time.process_time()
+        try:
+            apply_all(sm, timed, group)
+        finally:
+            dt = time.process_time() - t
+            if prof is not None:
+                prof.disable()
+            if counts is not None:
+                counts.remove()
+        return dt / max(1, executions(timed)) * 1e6
 
 
 def main() -> None:

@@ -146,6 +146,18 @@ class _Gate:
                     self._cond.notify_all()
 
 
+def _cause(exc: Exception) -> BaseException | None:
+    """The cause chained to `LmdbTxn._write_failure`'s error: LMDB's own for a storage error, none for a
+    read-only write (its message says it all), the exception's own cause when it is raised as it came."""
+    if isinstance(exc, _CALLER_ERRORS):
+        return exc.__cause__
+    if isinstance(exc, lmdb.ReadonlyError):
+        return None
+    if isinstance(exc, lmdb.Error):
+        return exc
+    return exc.__cause__
+
+
 class LmdbTxn:
     """One LMDB transaction seen through the `Txn` protocol.
 
@@ -195,43 +207,36 @@ class LmdbTxn:
     def put(self, db: str, key: bytes, value: bytes) -> None:
         try:
             self._txn.put(key, value, True, True, False, self._dbs[db])
-        except KeyError:
-            self._db(db)
-            raise
-        except _CALLER_ERRORS:
-            raise
-        except lmdb.ReadonlyError:
-            raise PermissionError("read-only transaction") from None
-        except lmdb.Error as exc:
-            raise _storage_error(exc) from exc
+        except Exception as exc:
+            raise self._write_failure(db, exc) from _cause(exc)
 
     def insert(self, db: str, key: bytes, value: bytes) -> bool:
         # overwrite=False is MDB_NOOVERWRITE: LMDB finds the key and returns MDB_KEYEXIST (py-lmdb: False)
         # before it touches a page, and that return does not fail the transaction.
         try:
             return bool(self._txn.put(key, value, True, False, False, self._dbs[db]))
-        except KeyError:
-            self._db(db)
-            raise
-        except _CALLER_ERRORS:
-            raise
-        except lmdb.ReadonlyError:
-            raise PermissionError("read-only transaction") from None
-        except lmdb.Error as exc:
-            raise _storage_error(exc) from exc
+        except Exception as exc:
+            raise self._write_failure(db, exc) from _cause(exc)
 
     def delete(self, db: str, key: bytes) -> bool:
         try:
             return bool(self._txn.delete(key, b"", self._dbs[db]))
-        except KeyError:
-            self._db(db)
-            raise
-        except _CALLER_ERRORS:
-            raise
-        except lmdb.ReadonlyError:
-            raise PermissionError("read-only transaction") from None
-        except lmdb.Error as exc:
-            raise _storage_error(exc) from exc
+        except Exception as exc:
+            raise self._write_failure(db, exc) from _cause(exc)
+
+    def _write_failure(self, db: str, exc: Exception) -> BaseException:
+        """What a failed put, insert or delete raises: an unknown database named, a write to a read-only
+        transaction as PermissionError, LMDB's other failures as storage errors (`_storage_error`), a
+        caller's mistake (a wrong type) as it came. One handler for the three, off their success path."""
+        if isinstance(exc, KeyError):
+            self._db(db)  # raises, naming the database
+        if isinstance(exc, _CALLER_ERRORS):
+            return exc
+        if isinstance(exc, lmdb.ReadonlyError):
+            return PermissionError("read-only transaction")
+        if isinstance(exc, lmdb.Error):
+            return _storage_error(exc)
+        return exc
 
     def count(self, db: str) -> int:
         try:
