@@ -321,10 +321,8 @@ class NodeMetrics:
     ) -> None:
         """Count the outcomes a batch of committed commands recorded (module docstring). It runs on the
         leader's loop for every batch (bench/perf_metrics.py times it): each field is read once (with upb a
-        read makes a new object), and the common cases (a Fire, an attempt's end listing the one execution
-        it ended) are counted inline."""
+        read makes a new object)."""
         fires = 0
-        finished_by = self._finished_by
         for cmd, res in zip(cmds, results, strict=True):
             if not res.applied:
                 continue
@@ -347,15 +345,7 @@ class NodeMetrics:
                 if dead:
                     self.dead_letters.value += dead
             executions = res.executions
-            if len(executions) == 1:  # _finished's common case, inline
-                ex = executions[0]
-                state = ex.state
-                if ex.completed_at_ms == stamped_at_ms and state in FINAL_STATES:
-                    child = finished_by.get((state, ex.guarantee))
-                    if child is None:  # a guarantee this version does not know
-                        child = self.executions_finished.labels(FINAL_STATES[state], "other")
-                    child.value += 1
-            elif executions:
+            if executions:
                 self._finished(stamped_at_ms, executions)
         if fires:
             self.fires.value += fires
