@@ -130,10 +130,18 @@ def test_with_relay_off_a_follower_redirects_writes_and_workers(
     with grpc.insecure_channel(follower.grpc_address) as ch:
         stub = scheduler_pb2_grpc.SchedulerStub(ch)
         spec = common_pb2.TaskSpec(name="x", schedule=at(_in(3600)), payload=command("true"))
-        with pytest.raises(grpc.RpcError) as info:
-            stub.CreateTask(scheduler_pb2.CreateTaskRequest(spec=spec), timeout=5)
-        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert ("cronraft-leader", leader.grpc_address) in (info.value.trailing_metadata() or ())
+
+        def refusal() -> grpc.RpcError | None:
+            # A follower learns who leads from the leader's first append after the election, which
+            # may come after wait_leader returns: until then it refuses naming no leader (CI saw it).
+            with pytest.raises(grpc.RpcError) as info:
+                stub.CreateTask(scheduler_pb2.CreateTaskRequest(spec=spec), timeout=5)
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+            named = dict(info.value.trailing_metadata() or ()).get("cronraft-leader")
+            return info.value if named else None
+
+        error = wait_for(refusal, 10, "the follower's refusal to name the leader")
+        assert ("cronraft-leader", leader.grpc_address) in (error.trailing_metadata() or ())
         hello = worker_pb2.WorkerMessage(hello=worker_pb2.Hello(worker_id="raw", capacity=1))
         first = next(iter(worker_pb2_grpc.WorkerGatewayStub(ch).Connect(iter([hello]), timeout=5)))
         assert first.not_leader.leader_address == leader.grpc_address
