@@ -128,10 +128,11 @@ class Counts:
 
     def __init__(self) -> None:
         self.c: Counter[str] = Counter()
+        self.by_db: Counter[tuple[str, str]] = Counter()  # (call, sub-database): where the calls go
         self._saved: dict[str, Any] = {}
 
     def install(self) -> None:
-        c = self.c
+        c, by_db = self.c, self.by_db
         txn = store.LmdbTxn
         names = ("get", "put", "insert", "delete", "scan", "_read_chunk_unchecked")
         self._saved = {n: getattr(txn, n) for n in names}
@@ -139,22 +140,27 @@ class Counts:
 
         def counted_get(self_: Any, *a: Any) -> Any:
             c["get"] += 1
+            by_db["get", a[0]] += 1
             return get(self_, *a)
 
         def counted_put(self_: Any, *a: Any) -> Any:
             c["put"] += 1
+            by_db["put", a[0]] += 1
             return put(self_, *a)
 
         def counted_insert(self_: Any, *a: Any) -> Any:  # a put where the key is absent: one call
             c["insert"] += 1
+            by_db["insert", a[0]] += 1
             return insert(self_, *a)
 
         def counted_delete(self_: Any, *a: Any) -> Any:
             c["delete"] += 1
+            by_db["delete", a[0]] += 1
             return delete(self_, *a)
 
         def counted_scan(self_: Any, *a: Any, **k: Any) -> Iterator[tuple[bytes, bytes]]:
             c["scan"] += 1
+            by_db["scan", a[0]] += 1
             for item in scan(self_, *a, **k):
                 c["scan_yielded"] += 1
                 yield item
@@ -282,6 +288,9 @@ def main() -> None:
         one_run(entries, args.group, counts=counts, prof=None)
         per = {k: round(v / n, 2) for k, v in sorted(counts.c.items())}
         print("per execution:", " ".join(f"{k} {v}" for k, v in per.items()))
+        for db in sorted({db for _, db in counts.by_db}):
+            calls = {op: counts.by_db[op, db] / n for op, d in counts.by_db if d == db}
+            print(f"  {db:<20}", " ".join(f"{op} {v:.2f}" for op, v in sorted(calls.items()) if v >= 0.005))
     if args.profile:
         prof = cProfile.Profile()
         one_run(entries, args.group, counts=None, prof=prof)
