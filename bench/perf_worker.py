@@ -20,6 +20,13 @@ W5's pattern instead (held starts): every `--every-ms` an offers message of the 
 instants fall in the next `--every-ms`, each granted `--lead-ms` ahead of its instant, instants spread
 evenly at `--rate` per second (as the leader's coalesced fires of spread fixed-rate tasks arrive); each
 start waits for its confirming heartbeat. Same figures; wall time is then n / rate.
+
+       .venv/bin/python bench/perf_worker.py --grpc [either pattern's options]
+The same offers over a real `WorkerGateway.Connect` stream: the fake leader is a gRPC server in a
+process of its own, and the worker connects to it as schedworker does (`Worker.run`). Each stream message
+wakes gRPC's poller thread and the event loop, which the in-process fake call does not show: W5 counted
+~2.2 wake-ups per fire in the workers where the in-process pattern counts 0.8. The figures are the
+worker process's own, every thread's (nothing to subtract); the fake leader's CPU is printed apart.
 """
 
 from __future__ import annotations
@@ -29,10 +36,16 @@ import asyncio
 import cProfile
 import gc
 import os
+import resource
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import grpc.aio  # type: ignore[import-untyped, unused-ignore]
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -41,7 +54,7 @@ from cronraft.client.worker import cli as worker_cli
 from cronraft.client.worker.agent import Worker
 from cronraft.client.worker.config import WorkerConfig
 from cronraft.client.worker.session import Session
-from cronraft.proto.v1 import common_pb2, worker_pb2
+from cronraft.proto.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 
 EOF = object()
 
@@ -113,6 +126,22 @@ def _offer_messages(n: int, per_message: int, offset: int) -> list[worker_pb2.Ga
 async def _offer_held(call: FakeCall, args: argparse.Namespace) -> None:
     """W5's pattern: every `every_ms`, the leases whose instants fall in the next `every_ms`, offered
     `lead_ms` ahead of their instants (spread at `rate` per second)."""
+
+    def send(msg: worker_pb2.GatewayMessage) -> None:
+        call.inbox.put_nowait(msg.SerializeToString())
+
+    def count(seconds: float) -> None:
+        call.own_s += seconds
+
+    await _offer_held_to(send, count, args)
+
+
+async def _offer_held_to(
+    send: Callable[[worker_pb2.GatewayMessage], None],
+    count: Callable[[float], None],
+    args: argparse.Namespace,
+) -> None:
+    """`_offer_held` for any stream: `send` queues a message, `count` adds to the fake leader's CPU."""
     leases = [lease for msg in _offer_messages(args.n, args.n, 0) for lease in msg.leases.leases]
     loop = asyncio.get_running_loop()
     t0 = loop.time() + args.lead_ms / 1000
@@ -132,8 +161,8 @@ async def _offer_held(call: FakeCall, args: argparse.Namespace) -> None:
                 lease.start_at_ms = time.time_ns() // 1_000_000 + lease.start_delay_ms
             i += 1
         if msg.leases.leases:
-            call.inbox.put_nowait(msg.SerializeToString())
-        call.own_s += time.process_time() - t
+            send(msg)
+        count(time.process_time() - t)
         await asyncio.sleep(args.every_ms / 1000)
 
 
@@ -210,6 +239,131 @@ async def run(args: argparse.Namespace, root: Path, profile: cProfile.Profile | 
     }
 
 
+class BenchLeader(worker_pb2_grpc.WorkerGatewayServicer):
+    """The fake leader of `--grpc`, in a process of its own: welcomes one worker, offers it the pattern's
+    leases 0.3 s later, renews what each heartbeat lists and acknowledges every result."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.ended = asyncio.Event()
+
+    async def Connect(  # type: ignore[override]  # the coroutine form of a grpc.aio stream handler
+        self, request_iterator: Any, context: Any
+    ) -> None:
+        await context.read()  # the Hello
+        welcome = worker_pb2.Welcome(
+            leader_id="n1", heartbeat_interval_ms=1_000, lease_ttl_ms=30_000, idle_heartbeat_interval_ms=1_000
+        )
+        await context.write(worker_pb2.GatewayMessage(welcome=welcome))
+        outbound: asyncio.Queue[worker_pb2.GatewayMessage] = asyncio.Queue()
+
+        async def pump() -> None:
+            while True:
+                await context.write(await outbound.get())
+
+        tasks = [asyncio.create_task(pump()), asyncio.create_task(self._offer(outbound.put_nowait))]
+        try:
+            while True:
+                msg = await context.read()
+                if msg is grpc.aio.EOF:
+                    return
+                kind = msg.WhichOneof("kind")
+                if kind == "results":
+                    ids = [r.execution_id for r in msg.results.results]
+                    outbound.put_nowait(
+                        worker_pb2.GatewayMessage(acks=worker_pb2.ResultAcks(execution_ids=ids))
+                    )
+                elif kind == "heartbeat":
+                    ack = worker_pb2.HeartbeatAck(renewed=[ref.execution_id for ref in msg.heartbeat.leases])
+                    outbound.put_nowait(worker_pb2.GatewayMessage(heartbeat_ack=ack))
+        finally:
+            for task in tasks:
+                task.cancel()
+            self.ended.set()
+
+    async def _offer(self, send: Callable[[worker_pb2.GatewayMessage], None]) -> None:
+        await asyncio.sleep(0.3)  # the worker's measure begins 0.1 s after its Welcome
+        if self.args.rate:
+            await _offer_held_to(send, lambda seconds: None, self.args)
+            return
+        for msg in _offer_messages(self.args.n, self.args.per_message, 0):
+            send(msg)
+            if self.args.interval_ms:
+                await asyncio.sleep(self.args.interval_ms / 1000)
+
+
+async def serve_leader(args: argparse.Namespace) -> None:
+    """`--leader`: the fake leader's process; prints its port, ends with its one stream."""
+    server = grpc.aio.server()
+    leader = BenchLeader(args)
+    worker_pb2_grpc.add_WorkerGatewayServicer_to_server(leader, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    print(port, flush=True)
+    await leader.ended.wait()
+    await server.stop(grace=None)
+
+
+def _leader_argv(args: argparse.Namespace) -> list[str]:
+    argv = [sys.executable, __file__, "--leader", "--n", str(args.n), "--per-message", str(args.per_message)]
+    argv += ["--interval-ms", str(args.interval_ms), "--rate", str(args.rate), "--lead-ms", str(args.lead_ms)]
+    argv += ["--every-ms", str(args.every_ms)] + (["--unheld"] if args.unheld else [])
+    return argv
+
+
+async def run_grpc(
+    args: argparse.Namespace, root: Path, profile: cProfile.Profile | None
+) -> dict[str, float]:
+    """One run of `--grpc`: this process is the worker, a child the leader."""
+    registry = HandlerRegistry()
+    count = 0
+    all_ran = asyncio.Event()
+
+    @registry.handler("bench.noop")
+    async def noop(ctx: HandlerContext) -> None:
+        nonlocal count
+        count += 1
+        if count >= args.n:
+            all_ran.set()
+
+    leader = subprocess.Popen(_leader_argv(args), stdout=subprocess.PIPE, text=True)
+    assert leader.stdout is not None
+    port = int(leader.stdout.readline())
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    config = WorkerConfig(
+        servers=(f"127.0.0.1:{port}",), worker_id="w1", outbox_dir=root / "outbox", capacity=args.n
+    )
+    worker = Worker(config, handlers=registry)
+    running = asyncio.create_task(worker.run())
+    await worker.connected.wait()
+    await asyncio.sleep(0.1)
+    t0, wall0, sleeps0 = time.process_time(), time.monotonic(), _sleeps()
+    if profile is not None:
+        profile.enable()
+    await all_ran.wait()
+    while len(worker.outbox) or worker._attempts:  # until the acks removed every result
+        worker._results.acked.clear()
+        if not (len(worker.outbox) or worker._attempts):
+            break
+        await worker._results.acked.wait()
+    if profile is not None:
+        profile.disable()
+    cpu = time.process_time() - t0
+    wall = time.monotonic() - wall0
+    wakes = _sleeps() - sleeps0
+    worker.stop()
+    await running
+    leader.wait(timeout=10)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    leader_s = children.ru_utime + children.ru_stime - children0.ru_utime - children0.ru_stime
+    return {
+        "worker_us": cpu / args.n * 1e6,
+        "leader_us": leader_s / args.n * 1e6,
+        "wall_s": wall,
+        "wakes": wakes / args.n,
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, default=10_000)
@@ -224,7 +378,12 @@ def main() -> None:
     p.add_argument("--every-ms", type=int, default=20, help="with --rate: one offers message this often")
     p.add_argument("--unheld", action="store_true", help="with --rate: started when offered, not held")
     p.add_argument("--gc-threshold", type=int, default=0, help="gen0 threshold (0: schedworker's)")
+    p.add_argument("--grpc", action="store_true", help="over a real stream to a fake leader's process")
+    p.add_argument("--leader", action="store_true", help=argparse.SUPPRESS)  # --grpc's fake leader
     args = p.parse_args()
+    if args.leader:
+        asyncio.run(serve_leader(args))
+        return
     worker_cli.configure_logging("json", "info")  # as the benchmarks start schedworker
     gc.freeze()  # as schedworker does once started (client.worker.cli)
     gc.set_threshold(args.gc_threshold or worker_cli._GC_THRESHOLD, 20, 20)
@@ -232,7 +391,7 @@ def main() -> None:
     for i in range(args.repeat):
         profile = cProfile.Profile() if args.profile and i == 0 else None
         with tempfile.TemporaryDirectory() as tmp, asyncio.Runner() as runner:
-            r = runner.run(run(args, Path(tmp), profile))
+            r = runner.run((run_grpc if args.grpc else run)(args, Path(tmp), profile))
         if profile is not None:
             profile.dump_stats(args.profile)
         runs.append(r)
