@@ -81,13 +81,19 @@ def read(
 
 
 def delete(txn: Txn, exec16: bytes) -> None:
-    """Remove every piece of an execution's output, its sizes and its `logs_by_time` entry."""
-    first = txn.get("logs_size", exec16 + _MARKER)
-    if first is not None:
-        txn.delete("logs_by_time", first + exec16)
+    """Remove every piece of an execution's output, its sizes and its `logs_by_time` entry. Its sizes are
+    read first, in one scan: a piece is only ever written with its stream's size (`append`) and they go
+    together, so an execution without sizes has no piece either (most executions print nothing) and
+    `logs` is not looked at; the marker, if any, is the first size (attempt 0, stream 0)."""
+    sizes = list(txn.scan("logs_size", exec16, exec16 + b"\xff" * 6))
+    if not sizes:
+        return
+    first, at = sizes[0]
+    if first == exec16 + _MARKER:
+        txn.delete("logs_by_time", at + exec16)
     for k, _ in list(txn.scan("logs", exec16, exec16 + b"\xff" * 14)):
         txn.delete("logs", k)
-    for k, _ in list(txn.scan("logs_size", exec16, exec16 + b"\xff" * 6)):
+    for k, _ in sizes:
         txn.delete("logs_size", k)
 
 

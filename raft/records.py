@@ -383,16 +383,18 @@ def put_execution(
     txn.put("execs", exec16, _execution_bytes(ex))
 
 
-def drop_execution(txn: Txn, exec16: bytes, ex: Execution, *, stored: bool = False) -> None:
+def drop_execution(txn: Txn, exec16: bytes, ex: Execution, *, stored: bool = False) -> Execution:
     """Delete an execution's record and its search-index entries (its other index entries are the
     caller's: raft.retention.delete_execution). `stored`: `ex` is parsed from the stored record, unchanged
-    since (else the record is read: the index entries to delete are the stored ones)."""
+    since (else the record is read: the index entries to delete are the stored ones). Returns the
+    execution as stored (`ex` when there is no record)."""
     if not stored:
         raw = txn.get("execs", exec16)
         if raw is not None:
             ex = _execution_from(raw)
     _set_exec_keys(txn, exec16, b"", indexed(ex), None)
     txn.delete("execs", exec16)
+    return ex
 
 
 def remove_task(txn: Txn, task16: bytes, task: Task) -> None:

@@ -42,6 +42,7 @@ from cronraft.raft.rejection import Code, Rejected
 Task = common_pb2.Task
 Execution = common_pb2.Execution
 _execution_from = Execution.FromString
+_record_from = common_pb2.FireRecord.FromString
 
 # Meta keys (the "meta" sub-database): the defaults of the last Prune (read by `trim_on_fire`), the
 # sweep's cursor (the last task visited), and one key per deleted task whose history is still being
@@ -133,31 +134,54 @@ def delete_execution(txn: Txn, ex: Execution, *, listed: bytes | None = None) ->
     key under which the caller found `ex` in this transaction, `ex` being parsed from its stored record
     then (`_listed`): neither is read again. Returns the task's `ledger_count` as this wrote it (None:
     not written)."""
-    exec16 = id_bytes(ex.execution_id)
     task16 = id_bytes(ex.task_id)
-    key = fire_key(task16, ex.nominal_time_ms)
+    if _delete(txn, ex, task16, listed):
+        return _ledger_count_add(txn, task16, -1)
+    return None
+
+
+def _delete(txn: Txn, ex: Execution, task16: bytes, listed: bytes | None) -> bool:
+    """`delete_execution` but for the task's `ledger_count`: True when the execution's fire-ledger record
+    went, which moves the count by one (the caller's, so that a fire's trim moves it once with the fire's
+    own record: `trim_on_fire`).
+
+    An index entry that the stored execution proves absent is not looked for (a trim at each fire deletes
+    an ended execution, whose entries below are mostly absent). What proves it, kept by every writer:
+    - `active`, `pending`, `running`, `buffered`: an execution has the entry of its state (and `active`)
+      while it is pending, running or buffered; every move between those states deletes the entry it
+      leaves, and the one move to an ended state (commands.executions.finish) deletes both, so an ended
+      execution has none (a redrive puts them back with the state: commands.dead_letters);
+    - `results`: written only with `Execution.result_size` set to its length, and deleted when a later
+      attempt hands none back (commands.leases._keep_result): no size, no result;
+    - `dlq`, `dlq_by_task`: written only with `Execution.dead_lettered` set (commands.dead_letters), which
+      only a redrive clears, taking the letter first (a purge leaves the flag: the look-up then finds
+      nothing, as before).
+    tests/unit/test_retention_proofs.py checks these over a workload of every command."""
+    exec16 = id_bytes(ex.execution_id)
+    nominal = ex.nominal_time_ms
+    key = fire_key(task16, nominal)
     # A `fires` entry names its execution until that execution is deleted (here, or by a pause's un-fire:
     # raft.commands.tasks), so the one it was listed under still names it.
     if key == listed or txn.get("fires", key) == exec16:
         txn.delete("fires", key)
-    drop_execution(txn, exec16, ex, stored=listed is not None)
-    if txn.delete("active", firing.active_key(task16, exec16)):
-        quota.deactivated(txn, task16)  # the task's count of executions not yet ended
-    txn.delete("running", exec16)
-    txn.delete("buffered", firing.buffered_key(task16, ex.nominal_time_ms, exec16))
-    txn.delete("pending", pending_key(ex, exec16))
-    retry.take_dead_letter(txn, ex.execution_id)
+    stored = drop_execution(txn, exec16, ex, stored=listed is not None)
+    if stored.state not in _TERMINAL:
+        if txn.delete("active", firing.active_key(task16, exec16)):
+            quota.deactivated(txn, task16)  # the task's count of executions not yet ended
+        txn.delete("running", exec16)
+        txn.delete("buffered", firing.buffered_key(task16, nominal, exec16))
+        txn.delete("pending", pending_key(ex, exec16))
+    if stored.dead_lettered:
+        retry.take_dead_letter(txn, ex.execution_id)
     output.delete(txn, exec16)
-    txn.delete("results", exec16)
-    ledger = firing.ledger_key(task16, ex.nominal_time_ms)
+    if stored.result_size:
+        txn.delete("results", exec16)
+    ledger = task16 + nominal.to_bytes(8, "big")  # firing.ledger_key
     raw = txn.get("ledger", ledger)
-    if raw is not None:
-        rec = common_pb2.FireRecord()
-        rec.ParseFromString(raw)
-        if rec.execution_id == ex.execution_id:
-            txn.delete("ledger", ledger)
-            return _ledger_count_add(txn, task16, -1)
-    return None
+    if raw is not None and _record_from(raw).execution_id == ex.execution_id:
+        txn.delete("ledger", ledger)
+        return True
+    return False
 
 
 def _ledger_count_add(txn: Txn, task16: bytes, n: int) -> int | None:
