@@ -85,11 +85,12 @@ def record(
     reason: str = "",
     execution_id: str = "",
     actual_ms: int = 0,
-    ledger_count: int | None = None,
+    removed: int = 0,
 ) -> None:
     """Write the ledger record of one nominal time (the last outcome wins) and prune the oldest.
-    `ledger_count`: the task's count of records as stored, when the caller has just written it (a fire's
-    trim: raft.retention.trim_on_fire); None: it is read."""
+    `removed`: records of the task the caller deleted in this command without moving its count (a fire's
+    trim: raft.retention.trim_on_fire), moved here with this record's (one read and one write of the
+    count for both)."""
     key = task16 + nominal_ms.to_bytes(8, "big")  # ledger_key
     late = 0
     if execution_id:
@@ -109,18 +110,32 @@ def record(
     # Most records are of a new nominal time: one insert (which writes nothing if the key is there)
     # instead of a get and a put.
     if txn.insert("ledger", key, value):
-        _prune_ledger(txn, task16, ledger_count)
+        _prune_ledger(txn, task16, removed)
     else:
         txn.put("ledger", key, value)
+        if removed:
+            _count_removed(txn, task16, removed)
 
 
-def _prune_ledger(txn: Txn, task16: bytes, stored: int | None = None) -> None:
+def _stored_count(raw: bytes, removed: int) -> int:
+    """A task's `ledger_count` as stored (`raw`), less `removed` records, never below 0: what moving it
+    down one record at a time (raft.retention) leaves."""
+    return max(0, int.from_bytes(raw[:8], "big") - removed)  # from_u64
+
+
+def _count_removed(txn: Txn, task16: bytes, removed: int) -> None:
+    """The task's `ledger_count` less `removed` records (an absent count stays absent)."""
+    raw = txn.get("ledger_count", task16)
+    if raw is not None:
+        txn.put("ledger_count", task16, _stored_count(raw, removed).to_bytes(8, "big"))
+
+
+def _prune_ledger(txn: Txn, task16: bytes, removed: int = 0) -> None:
     # A count per task makes pruning O(1) amortised: when it passes the bound by a margin, the oldest
     # records go in one forward scan (never a scan of the whole ledger per record).
-    if stored is None:
-        raw = txn.get("ledger_count", task16)
-        stored = 0 if raw is None else int.from_bytes(raw[:8], "big")  # from_u64
-    count = stored + 1
+    raw = txn.get("ledger_count", task16)
+    # `removed`: records deleted by the caller, the count not moved yet (an absent count: none to move).
+    count = (0 if raw is None else _stored_count(raw, removed)) + 1
     if count > LEDGER_PER_TASK + LEDGER_PRUNE_BATCH:
         excess = range(count - LEDGER_PER_TASK)
         oldest = txn.scan("ledger", task16, prefix_end(task16))
@@ -128,7 +143,9 @@ def _prune_ledger(txn: Txn, task16: bytes, stored: int | None = None) -> None:
         for k in doomed:
             txn.delete("ledger", k)
         count -= len(doomed)
-    txn.put("ledger_count", task16, count.to_bytes(8, "big"))  # u64
+    value = count.to_bytes(8, "big")  # u64
+    if value != raw:  # a fire that trimmed one record at the task's count leaves it as it was
+        txn.put("ledger_count", task16, value)
 
 
 def ledger_range(txn: Txn, task_id: str, from_ms: int, to_ms: int, limit: int) -> list[common_pb2.FireRecord]:

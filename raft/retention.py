@@ -483,29 +483,34 @@ def _prune_ledger_by_age(
 # ------------------------------------------------------------------------------------ at each fire
 
 
-def trim_on_fire(txn: Txn, task16: bytes, task: Task, batch: stats.Batch | None = None) -> int | None:
+def trim_on_fire(txn: Txn, task16: bytes, task: Task, batch: stats.Batch | None = None) -> int:
     """Called when `task` got a new execution (its `stored_executions` already counts it): delete its
     oldest ended executions beyond its count, at most TRIM_PER_FIRE of them (and `stored_executions`
-    with them). `batch`: the entry's (raft.stats.Batch), which reads the defaults once. Returns the
-    task's `ledger_count` as the deletions left it, None if they did not write it: the fire's ledger
-    record (firing.record) comes next and moves it again."""
+    with them). `batch`: the entry's (raft.stats.Batch), which reads the defaults once. Returns how many
+    of the task's fire-ledger records went with them, its `ledger_count` not moved for those: the fire's
+    own record comes next (firing.record, `removed=`) and moves the count once for both (at a task's
+    count, the one record gone and the one added leave it as it was: not written at all)."""
     keep = _pick(task.spec.retention.keep_executions, read_policy(txn, batch).keep_executions)
-    if not keep or task.stored_executions <= keep:
-        return None
+    stored = task.stored_executions
+    if not keep or stored <= keep:
+        return 0
     deleted = 0
-    ledger_count = None
+    removed = 0
     # Done once the task is within its count or TRIM_PER_FIRE are deleted, before the next execution is
     # read: usually after the first one (the task reached its count with the execution just fired).
     for key, ex in _listed(txn, task16, TRIM_SCAN):
         if ex.state in _TERMINAL:
-            written = delete_execution(txn, ex, listed=key)
-            if written is not None and ex.task_id == task.task_id:
-                ledger_count = written
-            task.stored_executions -= 1
+            own = id_bytes(ex.task_id)
+            if own == task16:
+                removed += _delete(txn, ex, own, key)
+            else:  # listed under another task's key: its own task's count moves now, as anywhere else
+                delete_execution(txn, ex, listed=key)
+            stored -= 1
             deleted += 1
-            if task.stored_executions <= keep or deleted >= TRIM_PER_FIRE:
+            if stored <= keep or deleted >= TRIM_PER_FIRE:
                 break
-    return ledger_count
+    task.stored_executions = stored
+    return removed
 
 
 __all__ = [

@@ -258,8 +258,9 @@ def start_execution(
     task.last_fired_nominal_ms = max(task.last_fired_nominal_ms, nominal)
     task.fire_count += 1
     task.stored_executions += 1
-    # Keeps the task within its count of executions; the ledger's count as it leaves it, if it wrote it.
-    ledger_count = retention.trim_on_fire(txn, task16, task, ctx.stats)
+    # Keeps the task within its count of executions; the ledger records it deleted are counted with the
+    # fire's own below.
+    removed = retention.trim_on_fire(txn, task16, task, ctx.stats)
     firing.record(
         txn,
         task16,
@@ -269,7 +270,7 @@ def start_execution(
         reason=reason,
         execution_id=execution_id,
         actual_ms=due_ms or nominal,
-        ledger_count=ledger_count,
+        removed=removed,
     )
     if not ctx.unread:
         ctx.result.execution.CopyFrom(ex)

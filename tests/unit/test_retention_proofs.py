@@ -251,7 +251,8 @@ class _CountingKV(MemKV):
 
 def test_a_trim_at_a_fire_looks_up_only_what_the_ended_execution_may_have() -> None:
     """The execution trimmed ended without output, result or dead letter: nothing is looked up in
-    those databases, nor in the indexes of executions not yet ended."""
+    those databases, nor in the indexes of executions not yet ended; at the task's count the ledger's
+    count (one record gone, one added) is read once and not written."""
     kv = _CountingKV()
     log = Log(kv)
     log.one(epoch())
@@ -267,6 +268,7 @@ def test_a_trim_at_a_fire_looks_up_only_what_the_ended_execution_may_have() -> N
     # The trigger's own entries only: the new execution is pending and active.
     assert kv.calls["put", "active"] == 1 and kv.calls["put", "pending"] == 1
     assert kv.calls["delete", "active"] == 0 and kv.calls["delete", "pending"] == 0
+    assert kv.calls["get", "ledger_count"] == 1 and kv.calls["put", "ledger_count"] == 0
     with kv.read() as txn:
         assert txn.get("ledger_count", id_bytes(tid(1))) == (2).to_bytes(8, "big")
         assert txn.count("ledger") == 2
