@@ -12,8 +12,16 @@ Usage: .venv/bin/python bench/perf_leader.py [--n 10000] [--workers 2] [--commit
        [--profile FILE]   (cProfile of the burst, apply included; pstats file)
        [--py-spy FILE]    (py-spy of the burst, apply included; raw collapsed stacks, distorts less)
 Prints leader CPU microseconds per execution (process CPU time minus apply and fake workers), the entries
-proposed, and the fastest of the repeats. Process CPU time, so that other load inflates it less than wall
-time; still compare runs taken back to back.
+proposed, the messages written to the workers per execution by kind (deterministic enough to compare: each
+is a gRPC write and a wake-up of both ends), and the fastest of the repeats. Process CPU time, so that other
+load inflates it less than wall time; still compare runs taken back to back.
+
+       .venv/bin/python bench/perf_leader.py --rate R [--seconds 5] [--warm-s 3] [--workers 2]
+W5's pattern instead of a burst: R fixed-rate tasks firing every second, their instants spread evenly over
+the second, the daemon's default scheduler settings (fire lead, burst staging from 2,000/s), workers that
+hold each start until its instant, confirm it with a heartbeat and send the results of each 5 ms gate in
+one message (HeldWorker), measured over `--seconds` of real time (not for callgrind: the clock is real).
+Per-second costs (ticks, entries, messages) weigh here where a burst spreads them over thousands.
 """
 
 from __future__ import annotations
@@ -110,6 +118,8 @@ class FakeWorker:
         )
         self.acked = 0
         self.offered = 0
+        # Messages the gateway wrote to its stream, by kind (each a gRPC write and a wake-up of both ends).
+        self.messages: dict[str, int] = {}
         self.own_s = 0.0
         self._todo: list[worker_pb2.Lease] = []
         self._ready = asyncio.Event()
@@ -125,6 +135,7 @@ class FakeWorker:
             t = time.process_time()
             got = worker_pb2.GatewayMessage.FromString(raw)
             kind = got.WhichOneof("kind")
+            self.messages[kind] = self.messages.get(kind, 0) + 1
             if kind == "leases":
                 self._todo.extend(got.leases.leases)
                 self.offered += len(got.leases.leases)
@@ -158,6 +169,104 @@ class FakeWorker:
                 await asyncio.sleep(0)
 
 
+class HeldWorker(FakeWorker):
+    """W5's worker (`--rate`): holds each start until its instant, asks the leader to confirm it with a
+    heartbeat sent at most CONFIRM_AHEAD_S before it (at most one such heartbeat per CONFIRM_EVERY_S,
+    listing the starts it confirms), starts it at its instant (gated per GATE_S), and sends the results
+    of the starts of each gate in one message; a full heartbeat every `heartbeat_s` lists what it holds.
+    Its own CPU (its bookkeeping, building its messages) is counted apart; the leader's parse of them is
+    not."""
+
+    CONFIRM_AHEAD_S = 0.1
+    CONFIRM_EVERY_S = 0.025
+    GATE_S = 0.005
+
+    def __init__(self, runner: LeaderRunner, worker_id: str, capacity: int, heartbeat_s: float) -> None:
+        super().__init__(runner, worker_id, capacity)
+        self.heartbeat_s = heartbeat_s
+        # Held starts: (start instant on the loop's clock, lease), in the order offered (instants rise).
+        self.held: list[tuple[float, worker_pb2.Lease]] = []
+        self.asked = 0  # held[:asked] were listed in a confirming heartbeat
+
+    async def read(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            msg = await self.session.queue.get()
+            if msg is None:
+                return
+            self.runner.restamp(msg, self.session)
+            raw = msg.SerializeToString()
+            t = time.process_time()
+            got = worker_pb2.GatewayMessage.FromString(raw)
+            kind = got.WhichOneof("kind")
+            self.messages[kind] = self.messages.get(kind, 0) + 1
+            if kind == "leases":
+                now = loop.time()
+                for lease in got.leases.leases:
+                    self.held.append((now + lease.start_delay_ms / 1000, lease))
+                self.offered += len(got.leases.leases)
+            elif kind == "acks":
+                self.acked += len(got.acks.execution_ids)
+            self.own_s += time.process_time() - t
+
+    def _heartbeat(self, leases: list[worker_pb2.Lease], *, listing: bool = False) -> None:
+        t = time.process_time()
+        hb = worker_pb2.Heartbeat(
+            leases=[worker_pb2.LeaseRef(execution_id=x.execution_id, token=x.token) for x in leases],
+            sent_mono_ms=time.monotonic_ns() // 1_000_000,
+            complete_listing=listing,
+        )
+        raw = worker_pb2.WorkerMessage(heartbeat=hb).SerializeToString()
+        self.own_s += time.process_time() - t
+        self.runner.on_heartbeat(self.session, worker_pb2.WorkerMessage.FromString(raw).heartbeat)
+
+    async def send(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._heartbeat([], listing=True)
+        next_full = loop.time() + self.heartbeat_s
+        next_confirm = 0.0
+        while True:
+            await asyncio.sleep(self.GATE_S)
+            now = loop.time()
+            held = self.held
+            if now >= next_confirm:
+                ask = self.asked
+                while ask < len(held) and held[ask][0] - now <= self.CONFIRM_AHEAD_S:
+                    ask += 1
+                if ask > self.asked:
+                    self._heartbeat([lease for _, lease in held[self.asked : ask]])
+                    self.asked, next_confirm = ask, now + self.CONFIRM_EVERY_S
+            if now >= next_full:
+                self._heartbeat([lease for _, lease in held])
+                next_full = now + self.heartbeat_s
+            due = 0
+            while due < len(held) and held[due][0] <= now:
+                due += 1
+            if not due:
+                continue
+            t = time.process_time()
+            started, self.held = held[:due], held[due:]
+            self.asked = max(0, self.asked - due)
+            wall = time.time_ns() // 1_000_000
+            results = [succeeded(lease, wall) for _, lease in started]
+            raw = worker_pb2.WorkerMessage(results=worker_pb2.Results(results=results)).SerializeToString()
+            self.own_s += time.process_time() - t
+            msg = worker_pb2.WorkerMessage.FromString(raw)
+            self.runner.on_results(self.session, bounded_results(msg.results.results))
+
+
+def _messages(workers: list[FakeWorker]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for w in workers:
+        for kind, count in w.messages.items():
+            out[kind] = out.get(kind, 0) + count
+    return out
+
+
+def _per_execution(now: dict[str, int], before: dict[str, int], n: int) -> dict[str, float]:
+    return {kind: (count - before.get(kind, 0)) / n for kind, count in sorted(now.items())}
+
+
 def _spec(due: int) -> common_pb2.TaskSpec:
     return common_pb2.TaskSpec(
         name="perf",
@@ -169,7 +278,7 @@ def _spec(due: int) -> common_pb2.TaskSpec:
     )
 
 
-async def run(args: argparse.Namespace, root: Path) -> dict[str, float]:
+async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     kv = LmdbKV(root)
     sm = StateMachine(kv)
     rep = SlowReplicator(sm, args.commit_ms)
@@ -225,6 +334,7 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, float]:
         )
         await asyncio.sleep(0.3)  # py-spy attaches
     apply0, entries0, own0 = rep.apply_s, rep.entries, sum(w.own_s for w in workers)
+    messages0 = _messages(workers)
     t0, wall0 = time.process_time(), time.monotonic()
     if prof:
         prof.enable()
@@ -251,7 +361,111 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, float]:
         "workers_us": own / n * 1e6,
         "entries": rep.entries - entries0,
         "wall_s": wall,
+        "messages": _per_execution(_messages(workers), messages0, n),
     }
+
+
+def _rate_spec(period_ms: int, anchor_ms: int) -> common_pb2.TaskSpec:
+    spec = _spec(0)
+    spec.schedule.fixed_rate.period_ms = period_ms
+    spec.schedule.fixed_rate.anchor_ms = anchor_ms
+    return spec
+
+
+async def run_rate(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """W5's pattern: `args.rate` fixed-rate tasks firing every second, their instants spread evenly over
+    the second, the daemon's default scheduler settings (fire lead, burst staging), held starts
+    (HeldWorker); measured over `args.seconds` of real time after `args.warm_s`."""
+    kv = LmdbKV(root)
+    sm = StateMachine(kv)
+    rep = SlowReplicator(sm, args.commit_ms)
+    rep.start()
+    committer = GroupCommitter(rep, max_inflight=4)
+    committer.start()
+    clock = Clock()
+    metrics = NodeMetrics()
+    runner = LeaderRunner(
+        kv=kv,
+        committer=committer,
+        # The daemon's defaults, as daemon.node builds them.
+        settings=LeaderSettings(
+            horizon_ms=20_000,
+            lease_ttl_ms=10_000,
+            expiry_grace_ms=5_000,
+            worker_silent_ms=4_200,
+            heartbeat_interval_ms=2_000,
+            fire_lead_ms=500,
+            stage_lead_ms=10_000,
+            stage_rate=2_000,
+        ),
+        node_id="n1",
+        term=1,
+        clock=clock,
+        still_leader=lambda: True,
+        heartbeat_interval_ms=2_000,
+        notifier=Notifier(),  # type: ignore[arg-type]
+        on_committed=metrics.observe_committed,
+    )
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, 20, 20)
+    runner.raise_features(features.SUPPORTED)
+    runner.start()
+    while not runner.ready:
+        await asyncio.sleep(0.01)
+    workers = [HeldWorker(runner, f"w{i}", args.capacity, 2.0) for i in range(args.workers)]
+    tasks = [asyncio.create_task(f()) for w in workers for f in (w.read, w.send)]
+    n, period = args.rate, 1_000
+    base = clock.now_ms()
+    for start in range(0, n, 1000):
+        cmds = [
+            Command(
+                request_id=f"c{i}",
+                stamped_at_ms=clock.now_ms(),
+                create_task=commands_pb2.CreateTask(
+                    task_id=make_id(base, i.to_bytes(10, "big")),
+                    spec=_rate_spec(period, base + i * period // n),
+                ),
+            )
+            for i in range(start, min(n, start + 1000))
+        ]
+        runner.prepare(cmds)
+        runner.observe(cmds, await committer.submit(cmds))
+    await asyncio.sleep(args.warm_s)
+    prof = cProfile.Profile() if args.profile else None
+    apply0, entries0, own0 = rep.apply_s, rep.entries, sum(w.own_s for w in workers)
+    acked0, messages0 = sum(w.acked for w in workers), _messages(workers)
+    t0, wall0 = time.process_time(), time.monotonic()
+    if prof:
+        prof.enable()
+    await asyncio.sleep(args.seconds)
+    if prof:
+        prof.disable()
+        prof.dump_stats(args.profile)
+    cpu = time.process_time() - t0
+    wall = time.monotonic() - wall0
+    done = sum(w.acked for w in workers) - acked0
+    apply_s = rep.apply_s - apply0
+    own = sum(w.own_s for w in workers) - own0
+    for t in tasks:
+        t.cancel()
+    await runner.stop()
+    await committer.close()
+    kv.close()
+    if done < 0.9 * n * wall:
+        print(f"  (behind: {done / wall:.0f} executions/s acknowledged of {n}/s)")
+    return {
+        "leader_us": (cpu - apply_s - own) / max(1, done) * 1e6,
+        "apply_us": apply_s / max(1, done) * 1e6,
+        "workers_us": own / max(1, done) * 1e6,
+        "entries": rep.entries - entries0,
+        "wall_s": wall,
+        "messages": _per_execution(_messages(workers), messages0, max(1, done)),
+    }
+
+
+def _shown(messages: dict[str, float]) -> str:
+    total = sum(messages.values())
+    return f"{total:.3f} (" + ", ".join(f"{kind} {v:.3f}" for kind, v in messages.items() if v) + ")"
 
 
 def main() -> None:
@@ -264,6 +478,9 @@ def main() -> None:
     p.add_argument("--profile", type=str, default="", help="cProfile of the first run's burst (pstats file)")
     p.add_argument("--py-spy", type=str, default="", help="py-spy of the first run's burst (raw stacks)")
     p.add_argument("--asyncio", action="store_true", help="the default event loop, not uvloop (schedd's)")
+    p.add_argument("--rate", type=int, default=0, help="W5's pattern: this many fixed-rate fires a second")
+    p.add_argument("--seconds", type=float, default=5.0, help="with --rate: the window measured")
+    p.add_argument("--warm-s", type=float, default=3.0, help="with --rate: run this long before measuring")
     args = p.parse_args()
     if not args.asyncio:
         import uvloop
@@ -272,13 +489,14 @@ def main() -> None:
     runs = []
     for i in range(args.repeat):
         with tempfile.TemporaryDirectory() as tmp:
-            r = asyncio.run(run(args, Path(tmp)))
+            r = asyncio.run((run_rate if args.rate else run)(args, Path(tmp)))
         args.profile = args.py_spy = ""
         runs.append(r)
         print(
             f"run {i + 1}: leader {r['leader_us']:.1f} us/execution outside apply, "
             f"apply {r['apply_us']:.1f}, fake workers {r['workers_us']:.1f}; "
-            f"{r['entries']} entries, {r['wall_s']:.2f} s"
+            f"{r['entries']} entries, {r['wall_s']:.2f} s; "
+            f"messages to workers per execution: {_shown(r['messages'])}"
         )
     best = min(runs, key=lambda r: r["leader_us"])
     print(f"best of {len(runs)}: leader {best['leader_us']:.1f} us/execution outside apply")
