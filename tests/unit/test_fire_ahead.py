@@ -283,6 +283,26 @@ def test_fires_due_close_together_are_proposed_in_one_tick() -> None:
     assert ticks == 3  # 21 fires each (a 20 ms window: both ends included), not 60 ticks
 
 
+def test_ticks_between_the_wakeups_start_no_fires_of_the_coalescing_window() -> None:
+    """A busy leader ticks at every commit and results message, not only when it asked to wake: those
+    ticks fire nothing until a fire is due within the lead, then the whole window goes in one tick."""
+    s = Store()
+    n = 60
+    for i in range(n):
+        s.create(i + 1, due=DUE + i)
+    core = leader_over(s, LEAD)
+    now, ticks, fired = DUE - LEAD - 100, 0, 0
+    while fired < n:
+        fires = [c.fire for c in core.tick(now, now) if c.HasField("fire")]
+        if fires:
+            ticks += 1
+            fired += len(fires)
+            assert all(f.lead_ms >= LEAD for f in fires)
+            assert now == DUE - LEAD + (ticks - 1) * (FIRE_COALESCE_MS + 1)  # when the window's first is due
+        now += 1  # a tick every millisecond
+    assert ticks == 3
+
+
 def test_without_a_lead_nothing_fires_before_its_due_time() -> None:
     s = Store()
     s.create(1)
