@@ -19,8 +19,8 @@ load inflates it less than wall time; still compare runs taken back to back.
        .venv/bin/python bench/perf_leader.py --rate R [--seconds 5] [--warm-s 3] [--workers 2]
 W5's pattern instead of a burst: R fixed-rate tasks firing every second, their instants spread evenly over
 the second, the daemon's default scheduler settings (fire lead, burst staging from 2,000/s), workers that
-hold each start until its instant, confirm it with a heartbeat and send the results of each 5 ms gate in
-one message (HeldWorker), measured over `--seconds` of real time (not for callgrind: the clock is real).
+hold each start until its instant, confirm it with a heartbeat and send their results as a worker's outbox
+groups them (HeldWorker), measured over `--seconds` of real time (not for callgrind: the clock is real).
 Per-second costs (ticks, entries, messages) weigh here where a burst spreads them over thousands.
 """
 
@@ -172,14 +172,16 @@ class FakeWorker:
 class HeldWorker(FakeWorker):
     """W5's worker (`--rate`): holds each start until its instant, asks the leader to confirm it with a
     heartbeat sent at most CONFIRM_AHEAD_S before it (at most one such heartbeat per CONFIRM_EVERY_S,
-    listing the starts it confirms), starts it at its instant (gated per GATE_S), and sends the results
-    of the starts of each gate in one message; a full heartbeat every `heartbeat_s` lists what it holds.
+    listing the starts it confirms), starts it at its instant (gated per GATE_S), and sends its results
+    as the worker's outbox groups them (under load, a result waits RESULT_LINGER_S for others to share
+    its message); a full heartbeat every `heartbeat_s` lists what it holds.
     Its own CPU (its bookkeeping, building its messages) is counted apart; the leader's parse of them is
     not."""
 
-    CONFIRM_AHEAD_S = 0.1
-    CONFIRM_EVERY_S = 0.025
-    GATE_S = 0.005
+    CONFIRM_AHEAD_S = 0.1  # client.worker.leases.CONFIRM_AHEAD_S
+    CONFIRM_EVERY_S = 0.025  # client.worker.heartbeat_plan.CONFIRM_SPACING_S
+    GATE_S = 0.005  # client.worker.start_gate
+    RESULT_LINGER_S = 0.05  # client.worker.results.STORE_LINGER_S, RESULT_BUSY_S
 
     def __init__(self, runner: LeaderRunner, worker_id: str, capacity: int, heartbeat_s: float) -> None:
         super().__init__(runner, worker_id, capacity)
@@ -187,6 +189,9 @@ class HeldWorker(FakeWorker):
         # Held starts: (start instant on the loop's clock, lease), in the order offered (instants rise).
         self.held: list[tuple[float, worker_pb2.Lease]] = []
         self.asked = 0  # held[:asked] were listed in a confirming heartbeat
+        # Results waiting for their message (sent at `send_at`), and when the last one was sent.
+        self.done: list[common_pb2.AttemptResult] = []
+        self.send_at = self.sent = 0.0
 
     async def read(self) -> None:
         loop = asyncio.get_running_loop()
@@ -242,13 +247,21 @@ class HeldWorker(FakeWorker):
             due = 0
             while due < len(held) and held[due][0] <= now:
                 due += 1
-            if not due:
+            if due:
+                t = time.process_time()
+                started, self.held = held[:due], held[due:]
+                self.asked = max(0, self.asked - due)
+                wall = time.time_ns() // 1_000_000
+                if not self.done:  # the first of a write: it waits for others only under load
+                    self.send_at = now + (
+                        self.RESULT_LINGER_S if now - self.sent < self.RESULT_LINGER_S else 0
+                    )
+                self.done.extend(succeeded(lease, wall) for _, lease in started)
+                self.own_s += time.process_time() - t
+            if not self.done or now < self.send_at:
                 continue
             t = time.process_time()
-            started, self.held = held[:due], held[due:]
-            self.asked = max(0, self.asked - due)
-            wall = time.time_ns() // 1_000_000
-            results = [succeeded(lease, wall) for _, lease in started]
+            results, self.done, self.sent = self.done, [], now
             raw = worker_pb2.WorkerMessage(results=worker_pb2.Results(results=results)).SerializeToString()
             self.own_s += time.process_time() - t
             msg = worker_pb2.WorkerMessage.FromString(raw)
