@@ -182,6 +182,7 @@ class Worker:
             # Cancelled from outside: leave no process behind.
             await self._kill_all(StopReason.SHUTDOWN, wait_s=self.config.kill_grace_s + 2)
             self._runners.result_files.close()
+            self.outbox.close()
         self._log.info("worker stopped", outbox_pending=len(self.outbox) + len(self._results.volatile))
 
     # -- shutdown ---------------------------------------------------------------------------------

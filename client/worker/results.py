@@ -44,6 +44,10 @@ STORE_LINGER_S = 0.05
 # stored together, and goes with the last of them (this counted results, and an ack of more than 16,
 # most often one or two files, took the thread).
 INLINE_REMOVE_MAX = 16
+# The outbox's open segment takes the writes of a steady load (outbox.py: an append and one flush per
+# write); it is closed, and deleted once acknowledged, when no write began for this long. Longer than the
+# gaps between writes of a moderate load, shorter than a segment's life (outbox.SEGMENT_S).
+SEGMENT_IDLE_S = 0.5
 
 
 def linger_s(now: float, last_write: float, linger: float = STORE_LINGER_S) -> float:
@@ -80,6 +84,7 @@ class Results:
         self._to_store: list[tuple[common_pb2.AttemptResult, AttemptKey, Stored]] = []
         self._storing: asyncio.Task[None] | None = None
         self._last_store = float("-inf")  # loop time the latest outbox write began
+        self._idle_timer: asyncio.TimerHandle | None = None  # closes the outbox's segment (SEGMENT_IDLE_S)
         self.ready = asyncio.Event()  # something to send
         self.acked = asyncio.Event()  # an acknowledgement removed results
         self.sent = 0  # results written to a stream, resends included (metrics)
@@ -147,13 +152,30 @@ class Results:
                     then(error)
                 except Exception:  # a bug of ours: the other results must still be told
                     _log.exception("a stored result's callback failed")
+            if self._idle_timer is None and self.outbox.segment_open:
+                self._idle_timer = loop.call_at(self._last_store + SEGMENT_IDLE_S, self._close_idle_segment)
+
+    def _close_idle_segment(self) -> None:
+        """Close the outbox's open segment if no write began for SEGMENT_IDLE_S, else look again then."""
+        loop = asyncio.get_running_loop()
+        self._idle_timer = None
+        if self._storing is not None and not self._storing.done():
+            at = loop.time() + SEGMENT_IDLE_S  # a write under way (a slow disk): not a busy loop
+        elif loop.time() - self._last_store < SEGMENT_IDLE_S:
+            at = self._last_store + SEGMENT_IDLE_S
+        else:
+            self.outbox.close_segment()
+            return
+        self._idle_timer = loop.call_at(at, self._close_idle_segment)
 
     async def on_acks(self, session: Session, execution_ids: Sequence[str]) -> None:
         # Only what was sent on this stream: a newer result of the same execution must not be dropped.
         keys = session.sent_keys(set(execution_ids))
         if not keys:
             return
-        _, doomed = self.outbox.forget(keys)
+        # Under load the open segment stays for the next writes, even with all it holds acknowledged.
+        busy = asyncio.get_running_loop().time() - self._last_store < SEGMENT_IDLE_S
+        _, doomed = self.outbox.forget(keys, keep_open=busy)
         if len(doomed) <= INLINE_REMOVE_MAX:
             self.outbox.delete(doomed)  # at most that many unlinks (no fsync): cheaper than a thread hop
         else:
