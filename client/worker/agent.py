@@ -48,6 +48,7 @@ from cronraft.client.worker.results import Results, not_started
 from cronraft.client.worker.routing import ServerRotation, leader_hint, stream_backoff
 from cronraft.client.worker.session import Session, StreamStale, open_stream
 from cronraft.client.worker.start_gate import StartGates, await_sensor, refusal
+from cronraft.client.worker.ticks import sleep_to_tick, tick_after
 from cronraft.clock import Clock, SystemClock, mono_s
 from cronraft.failpoint import failpoint
 from cronraft.proto.v1 import common_pb2, worker_pb2, worker_pb2_grpc
@@ -535,7 +536,7 @@ class Worker:
             now = mono_s(self._clock)
             if now >= self._fence_due:  # else no deadline can have passed: no pass over every attempt
                 self._fence_due = leases.fence_overdue(self._attempts.values(), now, self._log)
-            await asyncio.sleep(self.config.fence_check_interval_s)
+            await sleep_to_tick(self.config.fence_check_interval_s)
 
     # -- sending ----------------------------------------------------------------------------------
 
@@ -550,7 +551,7 @@ class Worker:
                 raise StreamStale(f"no heartbeat answer for {session.stale_after_s:.1f} s")
             wait = heartbeat_plan.spacing_wait(mono_s(self._clock), last_sent)
             if wait > 0:
-                await asyncio.sleep(wait)
+                await sleep_to_tick(wait)
             self._heartbeat_now.clear()  # this heartbeat answers every request made before it
             sent = mono_s(self._clock)
             interval = session.heartbeat_interval_s
@@ -592,7 +593,7 @@ class Worker:
                 # asyncio.timeout, not wait_for: on 3.11 wait_for may swallow the cancellation that stops
                 # this loop when it races with the event (module docstring); stop() sets the event.
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(timeout):
+                    async with asyncio.timeout_at(tick_after(loop.time() + timeout)):
                         await self._heartbeat_now.wait()
                         asked = True
             finally:

@@ -5,7 +5,6 @@ record)."""
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ from dataclasses import dataclass, field
 from cronraft.client._runner import OutputSink
 from cronraft.client.worker.outbox import AttemptKey
 from cronraft.client.worker.session import Session
+from cronraft.client.worker.ticks import sleep_to_tick
 from cronraft.proto.v1 import common_pb2, worker_pb2
 
 # Live output waiting for the next flush, per attempt and stream; older bytes are dropped beyond it.
@@ -91,7 +91,7 @@ class LiveOutput:
 
     async def flush_loop(self, session: Session) -> None:
         while True:
-            await asyncio.sleep(self._flush_interval_s)
+            await sleep_to_tick(self._flush_interval_s)
             dirty, self._dirty = self._dirty, set()
             await self._flush(session, dirty)
 

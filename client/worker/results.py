@@ -15,6 +15,7 @@ import structlog
 
 from cronraft.client.worker.outbox import AttemptKey, Outbox, result_key
 from cronraft.client.worker.session import Session
+from cronraft.client.worker.ticks import sleep_to_tick, tick_after
 from cronraft.proto.v1 import common_pb2, worker_pb2
 
 _log = structlog.get_logger(__name__)
@@ -137,7 +138,7 @@ class Results:
         while self._to_store:
             wait = linger_s(loop.time(), self._last_store)
             if wait:
-                await asyncio.sleep(wait)
+                await sleep_to_tick(wait)
             self._last_store = loop.time()
             batch, self._to_store = self._to_store, []
             error: OSError | None = None
@@ -153,7 +154,8 @@ class Results:
                 except Exception:  # a bug of ours: the other results must still be told
                     _log.exception("a stored result's callback failed")
             if self._idle_timer is None and self.outbox.segment_open:
-                self._idle_timer = loop.call_at(self._last_store + SEGMENT_IDLE_S, self._close_idle_segment)
+                at = tick_after(self._last_store + SEGMENT_IDLE_S)
+                self._idle_timer = loop.call_at(tick_after(at), self._close_idle_segment)
 
     def _close_idle_segment(self) -> None:
         """Close the outbox's open segment if no write began for SEGMENT_IDLE_S, else look again then."""
@@ -166,7 +168,7 @@ class Results:
         else:
             self.outbox.close_segment()
             return
-        self._idle_timer = loop.call_at(at, self._close_idle_segment)
+        self._idle_timer = loop.call_at(tick_after(at), self._close_idle_segment)
 
     async def on_acks(self, session: Session, execution_ids: Sequence[str]) -> None:
         # Only what was sent on this stream: a newer result of the same execution must not be dropped.

@@ -21,6 +21,7 @@ from cronraft.client._runner import OutputSink, Runner, StopReason, stop_result
 from cronraft.client.worker.heartbeat_plan import CONFIRM_SPACING_S
 from cronraft.client.worker.leases import CONFIRM_AHEAD_S, Attempt
 from cronraft.client.worker.results import not_started
+from cronraft.client.worker.ticks import TICK_S, same_clock
 from cronraft.clock import Clock, mono_s
 from cronraft.proto.v1 import common_pb2, worker_pb2
 
@@ -31,8 +32,9 @@ from cronraft.proto.v1 import common_pb2, worker_pb2
 # second (W5) every gate is a wake-up: at 2 ms a worker with 1,000 held starts a second woke 500 times a
 # second, 0.50 wake-ups per start against 0.12 for the same leases unheld (bench/perf_worker.py --rate
 # 1000 --lead-ms 500); at 5 ms, 0.30, and 166 -> 150 us of CPU per start (4,000/s: 108 -> 98). At most 200
-# gates a second; a start is 2.5 ms later on average, well inside W3's 50 ms.
-GATE_S = 0.005
+# gates a second; a start is 2.5 ms later on average, well inside W3's 50 ms. The worker's other timers
+# wake it at the same instants (ticks).
+GATE_S = TICK_S
 
 
 def refusal(
@@ -104,6 +106,7 @@ class StartGates:
         self._asks: list[float] = []
         self._ask_timer: asyncio.TimerHandle | None = None
         self._ask_at = math.inf
+        self._same_clock: bool | None = None  # ticks.same_clock, once the loop is known
 
     def acked(self) -> None:
         """A heartbeat was answered: the starts it confirmed at waiting gates go."""
@@ -138,8 +141,18 @@ class StartGates:
         self._gates[key] = [(future, deadline, attempt)]
         if wait > CONFIRM_AHEAD_S:
             self._ask_later(key * GATE_S - CONFIRM_AHEAD_S, now)
-        loop.call_later(max(0.0, wait), self._open, key)
+        self._call_at(key * GATE_S, now, self._open, key)
         return future
+
+    def _call_at(
+        self, at: float, now: float, callback: Callable[..., object], *args: object
+    ) -> asyncio.TimerHandle:
+        """Call `callback(*args)` at the instant `at` (mono_s), `now` being mono_s read just before: at
+        that loop time on the system clock, a tick when `at` is on the GATE_S grid (ticks.same_clock)."""
+        loop = asyncio.get_running_loop()
+        if self._same_clock is None:
+            self._same_clock = same_clock(self._clock, loop)
+        return loop.call_at(at if self._same_clock else loop.time() + at - now, callback, *args)
 
     def _ask_later(self, at: float, now: float) -> None:
         heapq.heappush(self._asks, at)
@@ -150,7 +163,7 @@ class StartGates:
 
     def _arm_ask(self, at: float, now: float) -> None:
         self._ask_at = at
-        self._ask_timer = asyncio.get_running_loop().call_later(max(0.0, at - now), self._ask_due)
+        self._ask_timer = self._call_at(at, now, self._ask_due)
 
     def _ask_due(self) -> None:
         """Ask for the confirming heartbeat of the gates whose ask is due. It lists every start due within
