@@ -135,7 +135,10 @@ def _prune_ledger(txn: Txn, task16: bytes, removed: int = 0) -> None:
     # records go in one forward scan (never a scan of the whole ledger per record).
     raw = txn.get("ledger_count", task16)
     # `removed`: records deleted by the caller, the count not moved yet (an absent count: none to move).
-    count = (0 if raw is None else _stored_count(raw, removed)) + 1
+    if raw is None:
+        count = 1
+    else:
+        count = (_stored_count(raw, removed) if removed else int.from_bytes(raw[:8], "big")) + 1
     if count > LEDGER_PER_TASK + LEDGER_PRUNE_BATCH:
         excess = range(count - LEDGER_PER_TASK)
         oldest = txn.scan("ledger", task16, prefix_end(task16))
@@ -264,11 +267,14 @@ def plan_from(
     *,
     not_before_ms: int = 0,
     answers: Answers = LOCAL,
+    sched: common_pb2.Schedule | None = None,
 ) -> Planned:
     """Starting at `first_nominal`, the first nominal time that will fire and its due instant; nominal
     times a calendar excludes (action skip) are recorded in the ledger and passed over. `answers`: the
-    command's plan (raft.answers), else computed here."""
-    sched = task.spec.schedule
+    command's plan (raft.answers), else computed here. `sched`: the task's schedule, when the caller
+    holds it already (a Fire: each protobuf read costs)."""
+    if sched is None:
+        sched = task.spec.schedule
     names = sched.calendars  # most tasks name none: no list, no task id decoded (every fire plans)
     if not names:
         if first_nominal is None:
@@ -358,10 +364,13 @@ class MisfireDecision:
     last_seen: int = 0  # the latest missed nominal time the walk reached
 
 
-def decide_misfire(task: Task, nominal_ms: int, now_ms: int, answers: Answers = LOCAL) -> MisfireDecision:
+def decide_misfire(
+    task: Task, nominal_ms: int, now_ms: int, answers: Answers = LOCAL, *, due_ms: int = 0
+) -> MisfireDecision:
     """What a fire of `nominal_ms` committed at `now_ms` does, per the task's misfire policy (`answers`:
-    the command's plan, raft.answers)."""
-    late = now_ms - (task.next_due_ms or nominal_ms)
+    the command's plan, raft.answers). `due_ms`: the instant the fire was due (`due_of(task)`, its next
+    fire being `nominal_ms`), when the caller has it (else it is read)."""
+    late = now_ms - (due_ms or task.next_due_ms or nominal_ms)
     if late <= MISFIRE_THRESHOLD_MS:  # every usual fire, decided without reading the spec
         return MisfireDecision(nominal_ms, nominal_ms)
     spec = task.spec

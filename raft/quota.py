@@ -87,21 +87,26 @@ def execution_refusal(
     task's count of executions not yet ended (`stored_active`), when the caller has read it already."""
     if limits is None:
         return None
-    if limits.max_pending_per_task:
+    # Each limit read once (a protobuf read costs; every fire of a command carrying limits comes here).
+    max_pending = limits.max_pending_per_task
+    if max_pending:
         if active is None:
             active = active_count(txn, task.task_id)
-        if active >= limits.max_pending_per_task:
+        if active >= max_pending:
             return _exceeded(
                 "max_pending_per_task",
                 f"task {task.task_id} has {active} executions not yet ended (pending, buffered or running)",
-                limits.max_pending_per_task,
+                max_pending,
                 "cancel some of its executions, or let workers run them",
             )
-    if new and limits.max_executions_per_task and task.stored_executions >= limits.max_executions_per_task:
+    if not new:
+        return None
+    max_stored = limits.max_executions_per_task
+    if max_stored and task.stored_executions >= max_stored:
         return _exceeded(
             "max_executions_per_task",
             f"task {task.task_id} stores {task.stored_executions} executions",
-            limits.max_executions_per_task,
+            max_stored,
             "keep fewer of its executions (its retention: keep_executions, execution_max_age_ms)",
         )
     return None

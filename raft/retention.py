@@ -157,7 +157,8 @@ def _delete(txn: Txn, ex: Execution, task16: bytes, listed: bytes | None) -> boo
       only a redrive clears, taking the letter first (a purge leaves the flag: the look-up then finds
       nothing, as before).
     tests/unit/test_retention_proofs.py checks these over a workload of every command."""
-    exec16 = id_bytes(ex.execution_id)
+    execution_id = ex.execution_id
+    exec16 = id_bytes(execution_id)
     nominal = ex.nominal_time_ms
     key = fire_key(task16, nominal)
     # A `fires` entry names its execution until that execution is deleted (here, or by a pause's un-fire:
@@ -172,13 +173,13 @@ def _delete(txn: Txn, ex: Execution, task16: bytes, listed: bytes | None) -> boo
         txn.delete("buffered", firing.buffered_key(task16, nominal, exec16))
         txn.delete("pending", pending_key(ex, exec16))
     if stored.dead_lettered:
-        retry.take_dead_letter(txn, ex.execution_id)
+        retry.take_dead_letter(txn, execution_id)
     output.delete(txn, exec16)
     if stored.result_size:
         txn.delete("results", exec16)
     ledger = task16 + nominal.to_bytes(8, "big")  # firing.ledger_key
     raw = txn.get("ledger", ledger)
-    if raw is not None and _record_from(raw).execution_id == ex.execution_id:
+    if raw is not None and _record_from(raw).execution_id == execution_id:
         txn.delete("ledger", ledger)
         return True
     return False

@@ -66,7 +66,7 @@ def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     # it reads before changing it, and its index entries move from `before` (records.put_task_same_spec).
     before = (old_state, due, old.last_outcome)  # task_indexed(old), from what was read above
     ans = ctx.answers(task_id, old.spec)  # the leader's instants when the command carries them
-    decision = firing.decide_misfire(old, fired, ctx.now, ans)
+    decision = firing.decide_misfire(old, fired, ctx.now, ans, due_ms=due)
     task = old
     task.version = ctx.index
     task.updated_at_ms = ctx.now
@@ -99,7 +99,7 @@ def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         nominal = decision.fire_nominal
         outcome = common_pb2.FIRED
         reason = ""
-        if nominal == fired and sched.calendars and due != nominal:
+        if nominal == fired and due != nominal and sched.calendars:  # the calendars read last (a list)
             outcome, reason = common_pb2.ROLLED, "rolled by calendar"
         elif kind == "cron" and ans.dst_shifted(sched, nominal):
             outcome, reason = common_pb2.DST_SHIFTED, "moved out of a DST gap"
@@ -128,7 +128,7 @@ def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
             plan_fixed_delay(ctx, task, ctx.now)
     else:
         nxt = ans.next_fire(sched, decision.resume_after)
-        plan = firing.plan_from(txn, task, nxt, ctx.now, not_before_ms=due, answers=ans)
+        plan = firing.plan_from(txn, task, nxt, ctx.now, not_before_ms=due, answers=ans, sched=sched)
         firing.set_plan(task, plan, max_runs_reached(task))
         if task.state == common_pb2.TASK_COMPLETED:
             _record_window_end(ctx, task16, task, decision.resume_after, ans)
@@ -201,7 +201,8 @@ def start_execution(
         firing.record(txn, task16, nominal, common_pb2.SKIPPED_LIMIT, ctx.now, reason=str(refusal)[:500])
         return None
     spec = task.spec
-    policy = spec.overlap or common_pb2.OVERLAP_ALLOW_ALL
+    # A lead is only given to a task with overlap allow_all (firing.fire_lead): not read again then.
+    policy = common_pb2.OVERLAP_ALLOW_ALL if lead else spec.overlap or common_pb2.OVERLAP_ALLOW_ALL
     # Only the other policies look at the active executions: allow_all (the default) skips the scan.
     active = firing.active_executions(txn, task16) if policy != common_pb2.OVERLAP_ALLOW_ALL else []
     decision = decide_overlap(policy, active, force_buffer=force_buffer)
@@ -229,6 +230,7 @@ def start_execution(
     # On the leader the new execution is built in the result's list, where it is answered last (nothing
     # below adds to the list), instead of being copied there at the end (upb copies serialize and parse).
     new: Callable[..., Execution] = Execution if ctx.unread else ctx.result.executions.add
+    namespace = spec.namespace  # its task's, which never changes (records: execs_by_namespace)
     ex = new(
         execution_id=execution_id,
         task_id=task.task_id,
@@ -239,7 +241,7 @@ def start_execution(
         priority=spec.priority,
         manual=manual,
         not_before_ms=not_before_ms,
-        namespace=spec.namespace,  # its task's, which never changes (records: execs_by_namespace)
+        namespace=namespace,
     )
     granted = False
     if lease_to is not None and state == common_pb2.EXECUTION_PENDING:
@@ -247,7 +249,10 @@ def start_execution(
         if term and grant_refusal(ctx, ex, task, lead_ms, lead=lead) is None:
             lease(ctx, ex, lease_to, term)
             granted = True
-    put_execution(txn, exec16, ex, None, task16=task16)  # a new execution (I3: one fire, one new id)
+    # A new execution (I3: one fire, one new id). Its search-index entries (records.indexed) without
+    # reading back what was set above: not ended, and no worker but its lease's (nor an attempt's).
+    after = (ex.state, ex.worker_id, 0, namespace) if granted else (state, "", 0, namespace)
+    put_execution(txn, exec16, ex, None, task16=task16, after=after)
     txn.put("fires", fire_key(task16, nominal), exec16)
     txn.put("active", firing.active_key(task16, exec16), b"")
     quota.activated(txn, task16, counted)
