@@ -11,9 +11,11 @@ Usage: .venv/bin/python bench/perf_worker.py [--n 10000] [--per-message 1000] [-
        [--profile FILE]   (cProfile of the first run; pstats file)
 Prints worker CPU microseconds per execution (process CPU time, fake leader subtracted; the outbox's
 writes in their threads included) and the fastest of the repeats. Compare runs taken back to back.
-Also the wake-ups per execution (the process's voluntary context switches, every thread's, from /proc; the
-fake leader's own timers included): a wake-up from sleep costs 60-150 us of CPU on the benchmark VMs, mostly
-the kernel's, and unlike the CPU figure this count does not move with the load of a shared machine.
+Also how late the payloads began after their instants (p50/p99/max, ms), the heartbeats and results
+messages the worker wrote, and the wake-ups per execution (the process's voluntary context switches,
+every thread's, from /proc; the fake leader's own timers included): a wake-up from sleep costs 60-150 us
+of CPU on the benchmark VMs, mostly the kernel's, and unlike the CPU figure this count does not move with
+the load of a shared machine.
 
        .venv/bin/python bench/perf_worker.py --rate 500 [--n 5000] [--lead-ms 70] [--every-ms 20]
 W5's pattern instead (held starts): every `--every-ms` an offers message of the leases whose start
@@ -27,6 +29,8 @@ process of its own, and the worker connects to it as schedworker does (`Worker.r
 wakes gRPC's poller thread and the event loop, which the in-process fake call does not show: W5 counted
 ~2.2 wake-ups per fire in the workers where the in-process pattern counts 0.8. The figures are the
 worker process's own, every thread's (nothing to subtract); the fake leader's CPU is printed apart.
+`--ack-delay-ms D [--ack-jitter-ms J]`: the fake leader answers each heartbeat D ms after it came (plus up
+to J, in order), a busy leader's round trip: what it does to the starts' lateness.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import asyncio
 import cProfile
 import gc
 import os
+import random
 import resource
 import subprocess
 import sys
@@ -53,10 +58,49 @@ from cronraft.client.handlers import HandlerContext, HandlerRegistry
 from cronraft.client.worker import cli as worker_cli
 from cronraft.client.worker.agent import Worker
 from cronraft.client.worker.config import WorkerConfig
+from cronraft.client.worker.metrics import WorkerMetrics
 from cronraft.client.worker.session import Session
 from cronraft.proto.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 
 EOF = object()
+
+
+class StartDelays(WorkerMetrics):
+    """How late each payload began after its instant (the worker's start-delay metric, kept whole), and
+    how many messages of each kind the worker wrote to its stream."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.delays: list[float] = []
+        self.written: dict[str, int] = {}
+
+    def attempt_started(self, delay_s: float) -> None:
+        self.delays.append(delay_s)
+
+    def attempt_finished(self, outcome: int) -> None:
+        pass
+
+    def count_writes(self) -> None:
+        """Count what every Session writes (Session.write, wrapped for this process)."""
+        write = Session.write
+        written = self.written
+
+        async def counted(session: Session, message: worker_pb2.WorkerMessage) -> None:
+            kind = message.WhichOneof("kind")
+            written[kind] = written.get(kind, 0) + 1
+            await write(session, message)
+
+        Session.write = counted  # type: ignore[method-assign]
+
+    def figures(self) -> dict[str, float]:
+        delays = sorted(self.delays) or [0.0]
+        return {
+            "late_p50_ms": delays[len(delays) // 2] * 1000,
+            "late_p99_ms": delays[int(len(delays) * 0.99)] * 1000,
+            "late_max_ms": delays[-1] * 1000,
+            "heartbeats": self.written.get("heartbeat", 0),
+            "results_messages": self.written.get("results", 0),
+        }
 
 
 class FakeCall:
@@ -192,7 +236,8 @@ async def run(args: argparse.Namespace, root: Path, profile: cProfile.Profile | 
     config = WorkerConfig(
         servers=("127.0.0.1:1",), worker_id="w1", outbox_dir=root / "outbox", capacity=args.n
     )
-    worker = Worker(config, handlers=registry)
+    metrics = StartDelays()
+    worker = Worker(config, handlers=registry, metrics=metrics)
     call = FakeCall()
     welcome = worker_pb2.Welcome(
         leader_id="n1", heartbeat_interval_ms=1_000, lease_ttl_ms=30_000, idle_heartbeat_interval_ms=1_000
@@ -207,6 +252,7 @@ async def run(args: argparse.Namespace, root: Path, profile: cProfile.Profile | 
     raws = [] if args.rate else offers(n, args.per_message, 0)
     call.expected = n
     own0 = call.own_s
+    metrics.count_writes()
     t0, wall0, sleeps0 = time.process_time(), time.monotonic(), _sleeps()
     if profile is not None:
         profile.enable()
@@ -236,6 +282,7 @@ async def run(args: argparse.Namespace, root: Path, profile: cProfile.Profile | 
         "leader_us": own / n * 1e6,
         "wall_s": wall,
         "wakes": wakes / n,
+        **metrics.figures(),
     }
 
 
@@ -246,6 +293,21 @@ class BenchLeader(worker_pb2_grpc.WorkerGatewayServicer):
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.ended = asyncio.Event()
+        self._ack_at = 0.0  # when the latest delayed heartbeat answer goes (answers keep their order)
+        self._random = random.Random(1)
+
+    def _answer(
+        self, send: Callable[[worker_pb2.GatewayMessage], None], msg: worker_pb2.GatewayMessage
+    ) -> None:
+        """Send a heartbeat's answer, `--ack-delay-ms` (+ up to `--ack-jitter-ms`) after it came: a busy
+        leader's round trip."""
+        delay = (self.args.ack_delay_ms + self._random.random() * self.args.ack_jitter_ms) / 1000
+        if delay <= 0:
+            send(msg)
+            return
+        loop = asyncio.get_running_loop()
+        self._ack_at = max(self._ack_at, loop.time() + delay)
+        loop.call_at(self._ack_at, send, msg)
 
     async def Connect(  # type: ignore[override]  # the coroutine form of a grpc.aio stream handler
         self, request_iterator: Any, context: Any
@@ -275,7 +337,7 @@ class BenchLeader(worker_pb2_grpc.WorkerGatewayServicer):
                     )
                 elif kind == "heartbeat":
                     ack = worker_pb2.HeartbeatAck(renewed=[ref.execution_id for ref in msg.heartbeat.leases])
-                    outbound.put_nowait(worker_pb2.GatewayMessage(heartbeat_ack=ack))
+                    self._answer(outbound.put_nowait, worker_pb2.GatewayMessage(heartbeat_ack=ack))
         finally:
             for task in tasks:
                 task.cancel()
@@ -308,6 +370,7 @@ def _leader_argv(args: argparse.Namespace) -> list[str]:
     argv = [sys.executable, __file__, "--leader", "--n", str(args.n), "--per-message", str(args.per_message)]
     argv += ["--interval-ms", str(args.interval_ms), "--rate", str(args.rate), "--lead-ms", str(args.lead_ms)]
     argv += ["--every-ms", str(args.every_ms)] + (["--unheld"] if args.unheld else [])
+    argv += ["--ack-delay-ms", str(args.ack_delay_ms), "--ack-jitter-ms", str(args.ack_jitter_ms)]
     return argv
 
 
@@ -333,10 +396,12 @@ async def run_grpc(
     config = WorkerConfig(
         servers=(f"127.0.0.1:{port}",), worker_id="w1", outbox_dir=root / "outbox", capacity=args.n
     )
-    worker = Worker(config, handlers=registry)
+    metrics = StartDelays()
+    worker = Worker(config, handlers=registry, metrics=metrics)
     running = asyncio.create_task(worker.run())
     await worker.connected.wait()
     await asyncio.sleep(0.1)
+    metrics.count_writes()
     t0, wall0, sleeps0 = time.process_time(), time.monotonic(), _sleeps()
     if profile is not None:
         profile.enable()
@@ -361,6 +426,7 @@ async def run_grpc(
         "leader_us": leader_s / args.n * 1e6,
         "wall_s": wall,
         "wakes": wakes / args.n,
+        **metrics.figures(),
     }
 
 
@@ -380,6 +446,8 @@ def main() -> None:
     p.add_argument("--gc-threshold", type=int, default=0, help="gen0 threshold (0: schedworker's)")
     p.add_argument("--grpc", action="store_true", help="over a real stream to a fake leader's process")
     p.add_argument("--leader", action="store_true", help=argparse.SUPPRESS)  # --grpc's fake leader
+    p.add_argument("--ack-delay-ms", type=float, default=0, help="with --grpc: heartbeats answered this late")
+    p.add_argument("--ack-jitter-ms", type=float, default=0, help="with --grpc: and up to this much later")
     args = p.parse_args()
     if args.leader:
         asyncio.run(serve_leader(args))
@@ -397,7 +465,9 @@ def main() -> None:
         runs.append(r)
         print(
             f"run {i + 1}: worker {r['worker_us']:.1f} us/execution, fake leader {r['leader_us']:.1f}; "
-            f"{r['wakes']:.2f} wake-ups/execution; {r['wall_s']:.2f} s"
+            f"{r['wakes']:.2f} wake-ups/execution; {r['wall_s']:.2f} s; starts late p50/p99/max "
+            f"{r['late_p50_ms']:.0f}/{r['late_p99_ms']:.0f}/{r['late_max_ms']:.0f} ms; "
+            f"{r['heartbeats']:.0f} heartbeats, {r['results_messages']:.0f} results messages"
         )
     best = min(runs, key=lambda r: r["worker_us"])
     wakes = best["wakes"]
