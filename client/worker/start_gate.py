@@ -122,7 +122,9 @@ class StartGates:
         gate asked for may have gone before it came, without it)."""
         start_at = attempt.start_at
         deadline = attempt.deadline
-        key = math.ceil(start_at / GATE_S)
+        # An instant on the grid is its own gate's: start_at / GATE_S may come out a hair above the whole
+        # number (1234.57 / 0.005), which put the start in the next gate, 5 ms later.
+        key = math.ceil(start_at / GATE_S - 1e-6)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         now = mono_s(self._clock)

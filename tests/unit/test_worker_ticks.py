@@ -8,6 +8,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from fake_gateway import make_lease
 
 from cronraft.client.worker.leases import Attempt
@@ -66,3 +67,25 @@ def test_on_the_system_clock_a_gate_and_a_timer_waiting_for_a_tick_are_due_at_th
         loop.run_until_complete(run(loop))
     finally:
         loop.close()
+
+
+def test_a_start_on_the_grid_is_its_own_gates_not_the_next_ones() -> None:
+    """An instant on the grid (the offer's ms reading plus its delay, 1000.330 + 0.065) came out a hair
+    above it in floating point, and its start waited for the next gate, 5 ms later (about one in sixty
+    such instants)."""
+    start_at = 1000.330 + 0.065
+    assert start_at / GATE_S > 200079  # the float this is about
+
+    async def run(loop: RecordingLoop) -> float:
+        gates = StartGates(FakeClock(mono=1_000_330), lambda: None)
+        now = loop.time()
+        gate = gates.join(held(start_at))
+        gate.cancel()
+        return loop.whens[0] - now
+
+    loop = RecordingLoop()
+    try:
+        wait = loop.run_until_complete(run(loop))
+    finally:
+        loop.close()
+    assert wait == pytest.approx(0.065, abs=0.0005)
