@@ -321,7 +321,7 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     n = args.n
     workers = [FakeWorker(runner, f"w{i}", args.capacity) for i in range(args.workers)]
     tasks = [asyncio.create_task(f()) for w in workers for f in (w.read, w.send)]
-    due = clock.now_ms() + 3_000 + n // 2
+    due = clock.now_ms() + (args.due_ms or 3_000 + n // 2)
     spec = _spec(due)
     for start in range(0, n, 1000):
         cmds = [
@@ -336,6 +336,8 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         runner.observe(cmds, await committer.submit(cmds))
     if clock.now_ms() > due - 1_000:
         raise SystemExit("creating the tasks overran the due instant")
+    if args.callgrind:
+        await _instrument(True)
     await asyncio.sleep(max(0.0, (due - 600 - clock.now_ms()) / 1000))
     prof = cProfile.Profile() if args.profile else None
     spy = None
@@ -357,6 +359,8 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         prof.disable()
         prof.dump_stats(args.profile)
     cpu = time.process_time() - t0
+    if args.callgrind:
+        await _instrument(False)
     if spy is not None:
         spy.send_signal(signal.SIGINT)
         spy.wait()
@@ -376,6 +380,15 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "wall_s": wall,
         "messages": _per_execution(_messages(workers), messages0, n),
     }
+
+
+async def _instrument(on: bool) -> None:
+    """Turn callgrind's instrumentation of this process on or off (`--callgrind`), and idle while it does:
+    valgrind reads the request between this process's steps."""
+    subprocess.Popen(
+        ["callgrind_control", "-i", "on" if on else "off", str(os.getpid())], stdout=subprocess.DEVNULL
+    )
+    await asyncio.sleep(2.0)
 
 
 def _rate_spec(period_ms: int, anchor_ms: int) -> common_pb2.TaskSpec:
@@ -491,6 +504,19 @@ def main() -> None:
     p.add_argument("--profile", type=str, default="", help="cProfile of the first run's burst (pstats file)")
     p.add_argument("--py-spy", type=str, default="", help="py-spy of the first run's burst (raw stacks)")
     p.add_argument("--asyncio", action="store_true", help="the default event loop, not uvloop (schedd's)")
+    p.add_argument(
+        "--due-ms",
+        type=int,
+        default=0,
+        help="the burst is due this long after the tasks' creation starts (default 3,000 + n / 2; under "
+        "callgrind, which runs ~50 times slower, 60,000 or so: a creation that overruns the instant stops)",
+    )
+    p.add_argument(
+        "--callgrind",
+        action="store_true",
+        help="under valgrind --tool=callgrind --instr-atstart=no: instrument the burst only (from the "
+        "wait for its instant to its end), not the tasks' creation; with --due-ms",
+    )
     p.add_argument("--rate", type=int, default=0, help="W5's pattern: this many fixed-rate fires a second")
     p.add_argument("--seconds", type=float, default=5.0, help="with --rate: the window measured")
     p.add_argument("--warm-s", type=float, default=3.0, help="with --rate: run this long before measuring")
