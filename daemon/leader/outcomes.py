@@ -33,8 +33,11 @@ _result_has = CommandResult.HasField
 _fire_has = commands_pb2.Fire.HasField
 _schedule_kind = common_pb2.Schedule.WhichOneof
 _spec_has = common_pb2.TaskSpec.HasField
-_lease_size = worker_pb2.Lease.ByteSize
-_copy_payload = common_pb2.Payload.CopyFrom
+_serialize_payload = common_pb2.Payload.SerializeToString
+_merge_payload = common_pb2.Payload.MergeFromString
+# A lease offer's size but for its name, payload and sensor: two ids of 26 characters, the token, seven
+# numbers, every field's tag and length (about 170 bytes at most).
+_OFFER_FIXED_BYTES = 256
 # The final states a notification can be about (daemon.notify_events: failure, timeout).
 # A lease just granted, whose offer is to go out: its execution as the entry left it, its task, its lease.
 Leased = tuple[common_pb2.Execution, common_pb2.Task, LeaseState]
@@ -52,8 +55,7 @@ def on_committed(
     notable = False
     # Offers per worker, built in place in their messages (a standalone Lease then copied into its message
     # cost about twice as much); more than one message when they would pass MAX_OFFER_BYTES.
-    offers: dict[str, list[worker_pb2.GatewayMessage]] = {}
-    sizes: dict[str, int] = {}
+    offers: dict[str, _Offers] = {}
     acks: dict[str, list[str]] = {}
     # Tasks as a Fire of this batch left them (its result carries the task): the offer of the Grant that
     # follows it in the same entry is built from it instead of a read and parse of the stored task. Any
@@ -66,6 +68,7 @@ def on_committed(
         kind = _kind_of(cmd, "body")
         applied = res.applied
         released = ""
+        leased_fire = False  # a Fire whose grant leased its new execution (running: nothing more to do)
         task: common_pb2.Task | None = None  # the result's task, read once (`task_read`)
         task_read = False
         # A command that failed inside apply is recorded not applied, with error_code "internal".
@@ -82,7 +85,7 @@ def on_committed(
                 retries.succeeded("grant", g.execution_id)
             leased = _on_grant(core, g, res, mono_ms, fired)
             if leased is not None:
-                _offer_into(core, offers, sizes, g.worker_id, leased)
+                _offer_into(core, offers, g.worker_id, leased)
         elif kind == "complete":
             c = cmd.complete
             eid = c.execution_id
@@ -117,7 +120,8 @@ def on_committed(
                 g = f.grant
                 leased = _on_fire_grant(core, g, res, mono_ms, applied=applied, task=task)
                 if leased is not None:
-                    _offer_into(core, offers, sizes, g.worker_id, leased)
+                    _offer_into(core, offers, g.worker_id, leased)
+                    leased_fire = True
         elif kind == "expire_lease":
             retries.succeeded("expire", cmd.expire_lease.execution_id)
             core.release(cmd.expire_lease.execution_id)
@@ -129,7 +133,10 @@ def on_committed(
         # Whatever the command, its side effects: executions that now wait for a worker (fired,
         # promoted from an overlap buffer, re-queued after an expiry), executions that ended, attempts
         # whose workers must stop, and the task's next due time.
-        for ex in res.executions:
+        executions = res.executions
+        # A Fire that leased lists its new execution, running, and the executions it ended (overlap)
+        # before it: alone, there is nothing to do with it (each element read is a new object with upb).
+        for ex in () if leased_fire and len(executions) == 1 else executions:
             state = ex.state
             if state == pending_state:
                 if ex.execution_id not in core.granting:  # else its grant's outcome decides
@@ -157,8 +164,8 @@ def on_committed(
                 fired.pop(task.task_id, None)
         if kind == "import_tasks" and applied:
             planner.imported(res.tasks, cmd.import_tasks.report_due_until_ms)
-    for worker_id, msgs in offers.items():
-        core.outgoing.extend((worker_id, msg) for msg in msgs)
+    for worker_id, to in offers.items():
+        core.outgoing.extend((worker_id, msg) for msg in to.messages)
     for worker_id, ids in acks.items():
         core.outgoing.append(
             (worker_id, worker_pb2.GatewayMessage(acks=worker_pb2.ResultAcks(execution_ids=ids)))
@@ -283,32 +290,36 @@ def _on_fire_grant(
     return _leased(core, ex, mono_ms, task)
 
 
-def _offer_into(
-    core: LeaderCore,
-    offers: dict[str, list[worker_pb2.GatewayMessage]],
-    sizes: dict[str, int],
-    worker_id: str,
-    leased: Leased,
-) -> None:
+class _Offers:
+    """A worker's offers messages of one batch: the last one's leases (the container, looked up once: with
+    upb each read of a field is a new object) and the bound of their size (MAX_OFFER_BYTES)."""
+
+    __slots__ = ("leases", "messages", "size")
+
+    def __init__(self, first: worker_pb2.GatewayMessage) -> None:
+        self.messages = [first]
+        self.leases = first.leases.leases
+        self.size = 0
+
+
+def _offer_into(core: LeaderCore, offers: dict[str, _Offers], worker_id: str, leased: Leased) -> None:
     """Add the offer of a lease just granted (`leased`: its execution, task and lease) to the last of
     `worker_id`'s messages in `offers`, or to a new one if it would pass MAX_OFFER_BYTES (payloads are
     up to 4 MiB each)."""
     ex, task, held = leased
-    msgs = offers.get(worker_id)
-    if msgs is None:
-        msgs = offers[worker_id] = [_offers(core, worker_id, [])]
-    leases = msgs[-1].leases.leases
+    to = offers.get(worker_id)
+    if to is None:
+        to = offers[worker_id] = _Offers(_offers(core, worker_id, []))
+    leases = to.leases
     lease = leases.add()
-    _fill_offer(core, lease, ex, task, held)
-    n = _lease_size(lease)
-    size = sizes.get(worker_id, 0)
-    if len(leases) > 1 and size + n > MAX_OFFER_BYTES:
+    n = _fill_offer(core, lease, ex, task, held)
+    if to.size + n > MAX_OFFER_BYTES and len(leases) > 1:
         following = _offers(core, worker_id, [])
         following.leases.leases.add().CopyFrom(lease)
         del leases[-1]
-        msgs.append(following)
-        size = 0
-    sizes[worker_id] = size + n
+        to.messages.append(following)
+        to.leases, to.size = following.leases.leases, 0
+    to.size += n
 
 
 def _lease_offer(
@@ -330,9 +341,10 @@ def _fill_offer(
     ex: common_pb2.Execution,
     task: common_pb2.Task,
     held: LeaseState | None = None,
-) -> None:
+) -> int:
     """The offer of `ex` in `lease`; `held`: its lease as tracked, whose fields (read from `ex` by
-    LeaseKeeper.track) are not read from `ex` again."""
+    LeaseKeeper.track) are not read from `ex` again. Returns a bound of the offer's serialized size, from
+    the lengths at hand (a ByteSize serializes the whole lease with upb)."""
     now_ms = core.now_ms
     spec = task.spec
     not_before = ex.not_before_ms
@@ -345,10 +357,15 @@ def _fill_offer(
         lease.task_id = held.task_id
         token = lease.token
         token.term, token.index = held.token
-    lease.task_name = spec.name
+    lease.task_name = name = spec.name
     lease.nominal_time_ms = ex.nominal_time_ms
     lease.attempt = ex.attempt
-    _copy_payload(lease.payload, spec.payload)
+    # Copied as its bytes (what CopyFrom does with upb), whose length is then known.
+    payload = _serialize_payload(spec.payload)
+    if payload:
+        _merge_payload(lease.payload, payload)
+    else:
+        lease.payload.SetInParent()  # as a copy of an empty payload
     lease.timeout_ms = spec.timeout_ms
     lease.lease_ttl_ms = core.settings.lease_ttl_ms
     # Granted ahead of its due time (or of a retry's backoff end): the worker waits the rest.
@@ -356,8 +373,11 @@ def _fill_offer(
         lease.start_delay_ms = not_before - now_ms
         lease.start_at_ms = not_before
     lease.guarantee = spec.guarantee
+    size = _OFFER_FIXED_BYTES + 4 * len(name) + len(payload)  # UTF-8: at most 4 bytes a character
     if _spec_has(spec, "sensor"):
         lease.sensor.CopyFrom(spec.sensor)
+        size += lease.sensor.ByteSize() + 6
+    return size
 
 
 def _offers(core: LeaderCore, worker_id: str, leases: list[worker_pb2.Lease]) -> worker_pb2.GatewayMessage:
