@@ -259,6 +259,7 @@ class LeaderRunner:
             )
             self._inflight.add(duty)
             duty.add_done_callback(self._inflight.discard)
+        loop = asyncio.get_running_loop()
         while not self._stopping:
             cmds = self.core.tick(clock.now_ms(), clock.mono_ms())
             self._act_on_refusals()
@@ -268,8 +269,13 @@ class LeaderRunner:
             delay = self.core.next_wakeup_ms(clock.now_ms(), clock.mono_ms())
             if delay > 0:
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay / 1000)
+                # A timer that sets the event, not wait_for: that made a task, a future and callbacks at
+                # every wait, and a busy leader waits here after every commit (issue 16).
+                timer = loop.call_later(delay / 1000, self._wake.set)
+                try:
+                    await self._wake.wait()
+                finally:
+                    timer.cancel()
 
     def _propose(self, cmds: Sequence[commands_pb2.Command]) -> None:
         # One submission must fit one entry, in commands and in bytes: a burst of due fires is split into
