@@ -43,6 +43,7 @@ Task = common_pb2.Task
 Execution = common_pb2.Execution
 _execution_from = Execution.FromString
 _record_from = common_pb2.FireRecord.FromString
+_task_from = Task.FromString
 
 # Meta keys (the "meta" sub-database): the defaults of the last Prune (read by `trim_on_fire`), the
 # sweep's cursor (the last task visited), and one key per deleted task whose history is still being
@@ -87,11 +88,29 @@ def _pick(own: int, default: int) -> int:
 
 def limits(task: Task, defaults: commands_pb2.RetentionPolicy) -> Limits:
     """The task's own limits where it sets them, the cluster's defaults elsewhere."""
-    r = task.spec.retention
+    return _limits(task, _defaults(defaults))
+
+
+def _defaults(policy: commands_pb2.RetentionPolicy) -> Limits:
+    """The limits of a task that sets none of its own."""
     return Limits(
-        keep_executions=_pick(r.keep_executions, defaults.keep_executions),
-        execution_max_age_ms=_pick(r.execution_max_age_ms, defaults.execution_max_age_ms),
-        ended_task_max_age_ms=_pick(r.ended_task_max_age_ms, defaults.ended_task_max_age_ms),
+        keep_executions=max(0, policy.keep_executions),
+        execution_max_age_ms=max(0, policy.execution_max_age_ms),
+        ended_task_max_age_ms=max(0, policy.ended_task_max_age_ms),
+    )
+
+
+def _limits(task: Task, defaults: Limits) -> Limits:
+    """`limits`, the defaults' made once (`_defaults`): a sweep visits many tasks, and most of them set
+    no limit of their own and share those."""
+    r = task.spec.retention
+    keep, age, ended = r.keep_executions, r.execution_max_age_ms, r.ended_task_max_age_ms
+    if not (keep or age or ended):
+        return defaults
+    return Limits(
+        keep_executions=_pick(keep, defaults.keep_executions),
+        execution_max_age_ms=_pick(age, defaults.execution_max_age_ms),
+        ended_task_max_age_ms=_pick(ended, defaults.ended_task_max_age_ms),
     )
 
 
@@ -317,8 +336,10 @@ def prune(txn: Txn, p: commands_pb2.Prune, now_ms: int, report: commands_pb2.Pru
 
 def _note_next(report: commands_pb2.PruneReport, at_ms: int) -> None:
     """Something seen becomes deletable at `at_ms` (PruneReport.next_ms keeps the earliest)."""
-    if at_ms > 0 and (not report.next_ms or at_ms < report.next_ms):
-        report.next_ms = at_ms
+    if at_ms > 0:
+        earliest = report.next_ms  # read once: a sweep notes one or two instants per task it visits
+        if not earliest or at_ms < earliest:
+            report.next_ms = at_ms
 
 
 def _finish_doomed(txn: Txn, budget: Budget, report: commands_pb2.PruneReport) -> None:
@@ -340,18 +361,22 @@ def _sweep(
     start = cursor + b"\0" if cursor else b""
     last = cursor
     wrapped = True  # the scan reached the end of the tasks: the next sweep starts over
+    # Per task visited, what does not change within the sweep is not read again: the defaults' limits,
+    # and the count of visits (kept here, stored in the report once).
+    defaults = _defaults(p.defaults)
+    visited = report.visited
     for task16, raw in txn.scan("tasks", start):
-        if report.visited >= visits or budget.spent:
+        if visited >= visits or budget.left <= 0:  # budget.spent
             wrapped = False
             break
-        report.visited += 1
-        task = Task()
-        task.ParseFromString(raw)
-        lim = limits(task, p.defaults)
+        visited += 1
+        task = _task_from(raw)
+        lim = _limits(task, defaults)
         if not _visit(txn, task16, task=task, lim=lim, now_ms=now_ms, budget=budget, report=report):
             wrapped = False  # the budget ran out inside this task: resume with it
             break
         last = task16
+    report.visited = visited
     txn.put("meta", META_CURSOR, b"" if wrapped else last)
     report.wrapped = wrapped
 
@@ -400,17 +425,14 @@ def _visit(
         )  # no index changes: the counter only
     if not done:
         return False
-    if lim.execution_max_age_ms:
-        n, done, oldest = _prune_ledger_by_age(txn, task16, now_ms - lim.execution_max_age_ms + 1, budget)
-        report.ledger_records += n
+    max_age = lim.execution_max_age_ms
+    if max_age:
+        n, done, oldest = _prune_ledger_by_age(txn, task16, now_ms - max_age + 1, budget)
+        if n:
+            report.ledger_records += n
         if oldest is not None:  # the oldest record left
-            _note_next(report, from_u64(oldest[16:24]) + lim.execution_max_age_ms)
+            _note_next(report, from_u64(oldest[16:24]) + max_age)
     return done
-
-
-def _expired(ex: Execution, lim: Limits, now_ms: int) -> bool:
-    ended = ex.completed_at_ms or ex.fired_at_ms
-    return bool(lim.execution_max_age_ms) and ended + lim.execution_max_age_ms <= now_ms
 
 
 def _trim(
@@ -426,7 +448,8 @@ def _trim(
 ) -> tuple[int, bool]:
     """Delete the task's oldest executions while it holds more than its count, or while they are past
     their age; active ones are kept and passed over. Returns (deleted, False if the budget ran out)."""
-    if not lim.keep_executions and not lim.execution_max_age_ms:
+    keep, max_age = lim.keep_executions, lim.execution_max_age_ms
+    if not keep and not max_age:
         return 0, True
     deleted = 0
     scanned = 0
@@ -441,11 +464,13 @@ def _trim(
         ex = _execution_from(raw)
         if ex.state not in _TERMINAL:
             continue
-        over = bool(lim.keep_executions) and task.stored_executions - deleted > lim.keep_executions
-        if not over and not _expired(ex, lim, now_ms):
-            if lim.execution_max_age_ms:  # the oldest ended execution it keeps goes first, then
-                _note_next(report, (ex.completed_at_ms or ex.fired_at_ms) + lim.execution_max_age_ms)
-            break  # the newer ones are kept too
+        over = bool(keep) and task.stored_executions - deleted > keep
+        if not over:
+            ended = ex.completed_at_ms or ex.fired_at_ms  # when its age runs from
+            if not (max_age and ended + max_age <= now_ms):  # not past its age either
+                if max_age:  # the oldest ended execution it keeps goes first, then
+                    _note_next(report, ended + max_age)
+                break  # the newer ones are kept too
         if not budget.take():
             return deleted, False
         delete_execution(txn, ex, listed=key)
