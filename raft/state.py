@@ -62,6 +62,12 @@ Task = common_pb2.Task
 Execution = common_pb2.Execution
 CommandResult = commands_pb2.CommandResult
 
+# Protobuf methods on the path of every command, taken from their class once: looked up on a message, a
+# method costs a look-up of a field of that name first (upb).
+_which = commands_pb2.Command.WhichOneof
+_has = commands_pb2.Command.HasField
+_result_bytes = CommandResult.SerializeToString
+
 # Requests are remembered this long for deduplication (measured in stamped leader time).
 DEDUP_RETENTION_MS = 24 * 3600 * 1000
 # ListTasks reads at most this many candidate tasks per page (a filter no index answers returns short pages).
@@ -467,21 +473,31 @@ class StateMachine:
             failed = Rejection(Code.CODEC, str(e)).result()
             return message_field(1, failed.SerializeToString(deterministic=True))
         for i, cmd in enumerate(batch.commands):
-            kind = cmd.WhichOneof("body")  # read once per command: each protobuf read costs
+            kind = _which(cmd, "body")  # read once per command: each protobuf read costs
+            audit = _has(cmd, "audit")
             batched = counts
             if counts is not None and kind not in _STATS_BATCHED:
                 counts.flush(txn)
                 batched = None
             res = self._apply_body(
-                txn, index, i, cmd, events, guarded=guarded, counts=batched, wanted=wanted, kind=kind
+                txn,
+                index,
+                i,
+                cmd,
+                events,
+                guarded=guarded,
+                counts=batched,
+                wanted=wanted,
+                kind=kind,
+                audit=audit,
             )
             # A client's command carries `audit`: its audit record (raft.audit_trail), written with its
             # outcome whatever that is (a duplicate's is the answer it gets).
-            if cmd.HasField("audit"):
+            if audit:
                 audit_trail.record(txn, index, i, cmd, res)
             if wanted:
                 # message_field(1, encoded), without the call: tag, length, bytes (joined below)
-                encoded = res.SerializeToString(deterministic=True)
+                encoded = _result_bytes(res, deterministic=True)
                 parts += (_RESULT_TAG, varint(len(encoded)), encoded)
             else:
                 parts.append(UNREAD_RESULT)
@@ -496,21 +512,23 @@ class StateMachine:
         events: list[dict[str, Any]] | None,
         *,
         guarded: bool,
-        counts: stats.Batch | None = None,
-        wanted: bool = True,
-        kind: str | None = None,
+        counts: stats.Batch | None,
+        wanted: bool,
+        kind: str | None,
+        audit: bool,
     ) -> CommandResult:
         """The command's effect. A refusal (`Rejected`, `InvalidArgument`) keeps what the handler wrote
         before it (handlers check everything before writing: nothing) and its audit events, which tell of the
         refusal. Any other exception that is not environmental discards the command's writes and events
         (one "internal" event takes their place) and is recorded as "internal": unguarded, by raising
-        `_Unguarded`; guarded, by rolling back the command's savepoint."""
+        `_Unguarded`; guarded, by rolling back the command's savepoint.
+
+        `kind` (the command's body) and `audit` (whether it carries an audit record): read by the caller."""
         request_id = cmd.request_id
         if request_id:
             seen = txn.get("requests", request_id.encode())
             if seen is not None:
                 return CommandResult.FromString(seen)
-        kind = kind or cmd.WhichOneof("body")
         handler = HANDLERS.get(kind or "")
         res = CommandResult(applied=True)
         marked = len(events) if events is not None else 0
@@ -520,20 +538,13 @@ class StateMachine:
                 raise Rejected(Code.UNKNOWN_COMMAND, f"unknown command {kind!r}")
             if self._fault is not None:
                 self._fault(cmd)
+            limits = cmd.limits if _has(cmd, "limits") else None
+            plans = PlanIndex(cmd.plan) if _has(cmd, "plan") else None  # the leader's schedule answers
+            unread = not wanted and kind in _UNREAD_SKIPS and not request_id and not audit
+            now = cmd.stamped_at_ms
             ctx = Ctx(
-                txn if sp is None else sp,
-                index,
-                position,
-                cmd.stamped_at_ms,
-                res,
-                events=events,
-                stats=counts,
+                txn if sp is None else sp, index, position, now, res, events, limits, plans, counts, unread
             )
-            if cmd.HasField("limits"):
-                ctx.limits = cmd.limits
-            if cmd.HasField("plan"):  # the leader's schedule answers (raft.fireplan)
-                ctx.plans = PlanIndex(cmd.plan)
-            ctx.unread = not wanted and kind in _UNREAD_SKIPS and not request_id and not cmd.HasField("audit")
             handler(ctx, cmd)
         except Rejected as r:
             res = r.rejection.result()

@@ -27,12 +27,12 @@ CommandResult = commands_pb2.CommandResult
 
 @dataclass(slots=True)  # built for every command applied: slots make it cheaper to build and read
 class Ctx:
+    # raft.state builds it with its fields in this order, positionally (cheaper than keywords).
     txn: Txn
     index: int
     position: int
     now: int
     result: CommandResult
-    _ids: int = 0
     # Audit events of this command (raft.audit), or None when nobody collects them (one branch each).
     events: list[dict[str, Any]] | None = None
     # The quotas the proposing leader stamped into the command (raft.quota), or None: no quota.
@@ -46,6 +46,7 @@ class Ctx:
     # so the hot paths skip copying tasks and executions into it. Never set for a command whose result
     # is stored (a request id's dedup record, an audit record) nor for a handler that reads its result.
     unread: bool = False
+    _ids: int = 0  # the ids `new_id` derived so far
 
     def new_id(self) -> str:
         self._ids += 1
