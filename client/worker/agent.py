@@ -63,8 +63,16 @@ _HELLO_TIMEOUT_S = 3.0  # short: a node behind a partition must not hold the wor
 WORKER_FEATURES = ("results",)
 
 
-# AttemptOutcome.Name without its cost, for the debug line of every attempt (computed even when filtered).
+# AttemptOutcome.Name without its cost, for the debug line of every attempt.
 _OUTCOME_NAMES = {number: name for name, number in common_pb2.AttemptOutcome.items()}
+
+
+def _logs_debug(log: Any) -> bool:
+    """Whether `log` writes debug lines. A filtered call is a no-op, but its arguments are still
+    computed (protobuf reads, the outcome's name): the lines of every attempt ask first. A bound logger's
+    level is fixed when it is made (Worker.__init__ binds it)."""
+    enabled = getattr(log, "is_enabled_for", None)
+    return True if enabled is None else bool(enabled(logging.DEBUG))
 
 
 class _State(enum.Enum):
@@ -102,6 +110,7 @@ class Worker:
             config, self._clock, base_env=base_env, identity=self._identity, handlers=lambda: self.handlers
         )
         self._log = _log.bind(worker_id=config.worker_id)
+        self._debug = _logs_debug(self._log)
         self.outbox = Outbox(config.outbox_dir)
         self._results = Results(self.outbox, config.result_resend_s, self._log)
         self._attempts: dict[AttemptKey, Attempt] = {}
@@ -364,37 +373,41 @@ class Worker:
                 self._log.debug("ignored gateway message", kind=kind)
 
     def _offer(self, session: Session, lease: worker_pb2.Lease, echo_ms: int = 0) -> None:
-        key = attempt_key(lease.execution_id, lease.token)
+        # Each read of a protobuf field makes a Python object: the execution id and token, once.
+        execution_id = lease.execution_id
+        token = lease.token
+        key = (execution_id, token.term, token.index)  # attempt_key
         if self._state is _State.DRAINING:
             # Reported, not ignored: an ignored offer waited out its lease, and a lease that may have
             # begun ends at_most_once executions `lost` (issue 17). Nothing ran, so it is granted again.
-            self._log.warning("shutting down: lease offer declined", execution_id=lease.execution_id)
+            self._log.warning("shutting down: lease offer declined", execution_id=execution_id)
             if not self._results.holds(key):
                 declined = not_started(lease, "worker shutting down; not started", self._clock.now_ms())
-                task = asyncio.create_task(self._report(declined), name=f"declined {lease.execution_id}")
+                task = asyncio.create_task(self._report(declined), name=f"declined {execution_id}")
                 self._declining.add(task)
                 task.add_done_callback(self._declining.discard)
             return
         if key in self._attempts or self._results.holds(key):
-            self._log.debug("duplicate lease offer ignored", execution_id=lease.execution_id)
+            self._log.debug("duplicate lease offer ignored", execution_id=execution_id)
             return
         failpoint("worker.lease_received_before_start")
         running = self._running_executions
-        if running.get(lease.execution_id):  # get: a Counter's miss is a Python call (__missing__)
+        if running.get(execution_id):  # get: a Counter's miss is a Python call (__missing__)
             self._log.warning(
                 "another attempt of this execution is still running here",
-                execution_id=lease.execution_id,
-                token=f"{lease.token.term}.{lease.token.index}",
+                execution_id=execution_id,
+                token=f"{token.term}.{token.index}",
             )
         if len(self._attempts) >= self.config.capacity:
             self._log.warning(
                 "lease offered beyond capacity; running it anyway",
-                execution_id=lease.execution_id,
+                execution_id=execution_id,
                 running=len(self._attempts),
                 capacity=self.config.capacity,
             )
-        ttl_s = lease.lease_ttl_ms / 1000 if lease.lease_ttl_ms > 0 else session.lease_ttl_s
-        runner = self._runners.for_lease(lease, self._live.open(key, lease.token))
+        ttl_ms = lease.lease_ttl_ms
+        ttl_s = ttl_ms / 1000 if ttl_ms > 0 else session.lease_ttl_s
+        runner = self._runners.for_lease(lease, self._live.open(key, token))
         received = mono_s(self._clock)
         deadline = leases.offer_deadline(received, ttl_s, echo_ms)
         attempt = Attempt(
@@ -405,9 +418,10 @@ class Worker:
         self._held.add(attempt)
         if self._idle_wait:
             self._heartbeat_now.set()  # renewals are due at the ordinary interval from now on
-        running[lease.execution_id] = running.get(lease.execution_id, 0) + 1
-        attempt.task = asyncio.create_task(self._run_attempt(attempt), name=f"attempt {lease.execution_id}")
-        self._log.debug("attempt started", execution_id=lease.execution_id, attempt=lease.attempt)
+        running[execution_id] = running.get(execution_id, 0) + 1
+        attempt.task = asyncio.create_task(self._run_attempt(attempt), name=f"attempt {execution_id}")
+        if self._debug:
+            self._log.debug("attempt started", execution_id=execution_id, attempt=lease.attempt)
 
     def _on_heartbeat_ack(self, session: Session, ack: worker_pb2.HeartbeatAck) -> None:
         session.set_idle_interval(ack.idle_heartbeat_interval_ms)
@@ -433,7 +447,7 @@ class Worker:
     # -- attempts ---------------------------------------------------------------------------------
 
     async def _run_attempt(self, attempt: Attempt) -> None:
-        execution_id = attempt.lease.execution_id
+        execution_id = attempt.key[0]  # for the rare log lines: not a protobuf read
         began = False
         handed = False  # the result went to the outbox's writer: `_stored` ends the attempt
         try:
@@ -500,12 +514,13 @@ class Worker:
                 self._results.volatile[attempt.key] = result
             self._results.add_fresh(result, attempt.key)
             failpoint("worker.after_outbox_before_send")
-            self._log.debug(
-                "attempt finished",
-                execution_id=result.execution_id,
-                outcome=_OUTCOME_NAMES.get(result.outcome, result.outcome),
-                exit_code=result.exit_code,
-            )
+            if self._debug:
+                self._log.debug(
+                    "attempt finished",
+                    execution_id=result.execution_id,
+                    outcome=_OUTCOME_NAMES.get(result.outcome, result.outcome),
+                    exit_code=result.exit_code,
+                )
             self._results.ready.set()
         finally:
             self._end(attempt)

@@ -254,7 +254,8 @@ class StartGates:
                 gate = self.join(attempt)
                 stopped = await runner.hold_on(gate)
                 stopped = stopped or await runner.hold(attempt.start_at - mono_s(self._clock))
-            confirmed = stopped or await self.await_confirmation(attempt)
+            # Confirmed at its gate in the usual case: no coroutine for await_confirmation.
+            confirmed = stopped or attempt.confirmed or await self.await_confirmation(attempt)
         else:
             confirmed = True
         if runner.stop_reason is None:
