@@ -540,13 +540,16 @@ class LeaderRunner:
     def on_output(self, session: WorkerSession, chunk: worker_pb2.OutputChunk) -> None:
         """Buffer a piece of output for the log, if its execution's lease is the sender's (the token
         alone is not enough: issue 13). Output for no lease of the sender (a fenced-off attempt) is
-        dropped and counted; output for another worker's lease is refused as forged."""
+        dropped and counted; output for another worker's lease is refused as forged. With
+        authentication off a worker id is only a claim: the token alone is checked, so that what the
+        state machine would refuse never reaches the log (S12)."""
         if not chunk.data or self._stopping or not self._current(session, "output"):
             return
+        token = token_tuple(chunk.token)
         verdict = (
-            self.core.lease_check(session.worker_id, chunk.execution_id, token_tuple(chunk.token), "output")
+            self.core.lease_check(session.worker_id, chunk.execution_id, token, "output")
             if session.bound
-            else ""  # authentication off: the state machine checks the token, as before
+            else self.core.token_check(chunk.execution_id, token)
         )
         if verdict:
             if verdict == "stale":

@@ -295,6 +295,11 @@ class LeaderCore:
         messages.lease_check)."""
         return messages.lease_check(self, worker_id, execution_id, token, kind)
 
+    def token_check(self, execution_id: str, token: Token) -> str:
+        """Whether to store output that a worker with an unauthenticated id sent: "" (yes) or "stale"
+        (see messages.token_check)."""
+        return messages.token_check(self, execution_id, token)
+
     # ---------------------------------------------------------------------------------------- tick
 
     def tick(self, now_ms: int, mono_ms: int) -> list[Command]:

@@ -143,3 +143,27 @@ def test_with_authentication_off_a_worker_id_is_a_claim_and_only_the_token_is_ch
     assert [c.WhichOneof("body") for c in cmds] == ["complete"] and not rig.core.refusals
     rig.core.on_committed(cmds, rig.apply(cmds), rig.now, rig.mono)
     assert execution_id not in rig.core.leases
+
+
+def test_with_authentication_off_output_is_checked_by_its_token_alone() -> None:
+    """A worker id is only a claim without authentication: any worker may send output for a lease it says
+    it holds, but output bearing no execution's current token is dropped before it is proposed (S12: a
+    stream of 1 MiB chunks for executions that do not exist slowed the log to an entry a second)."""
+    rig = LeaderRig()
+    execution_id, token = _running(rig)
+    holder = rig.core.leases[execution_id].worker_id
+    key = (token.term, token.index)
+    assert rig.core.token_check(execution_id, key) == ""
+    assert rig.core.token_check(execution_id, (token.term, token.index - 1)) == "stale"
+    assert rig.core.token_check("0" * 26, key) == "stale"  # no such execution
+    assert rig.core.token_check("not-an-id", key) == "stale"
+    assert not rig.core.refusals  # nothing is forged where ids are claims
+    # Once the lease is released, the stored execution's token still admits the output that trails it.
+    real = common_pb2.AttemptResult(
+        execution_id=execution_id, token=token, outcome=common_pb2.ATTEMPT_SUCCEEDED
+    )
+    cmds = rig.core.results(holder, [real], rig.now)
+    rig.core.on_committed(cmds, rig.apply(cmds), rig.now, rig.mono)
+    assert execution_id not in rig.core.leases
+    assert rig.core.token_check(execution_id, key) == ""
+    assert rig.core.token_check(execution_id, (token.term + 1, token.index)) == "stale"
