@@ -494,10 +494,11 @@ class StateMachine:
             # A client's command carries `audit`: its audit record (raft.audit_trail), written with its
             # outcome whatever that is (a duplicate's is the answer it gets).
             if audit:
+                assert not isinstance(res, bytes)  # only a result wanted as bytes only comes serialized
                 audit_trail.record(txn, index, i, cmd, res)
             if wanted:
                 # message_field(1, encoded), without the call: tag, length, bytes (joined below)
-                encoded = _result_bytes(res, deterministic=True)
+                encoded = res if isinstance(res, bytes) else _result_bytes(res, deterministic=True)
                 parts += (_RESULT_TAG, varint(len(encoded)), encoded)
             else:
                 parts.append(UNREAD_RESULT)
@@ -516,14 +517,16 @@ class StateMachine:
         wanted: bool,
         kind: str | None,
         audit: bool,
-    ) -> CommandResult:
+    ) -> CommandResult | bytes:
         """The command's effect. A refusal (`Rejected`, `InvalidArgument`) keeps what the handler wrote
         before it (handlers check everything before writing: nothing) and its audit events, which tell of the
         refusal. Any other exception that is not environmental discards the command's writes and events
         (one "internal" event takes their place) and is recorded as "internal": unguarded, by raising
         `_Unguarded`; guarded, by rolling back the command's savepoint.
 
-        `kind` (the command's body) and `audit` (whether it carries an audit record): read by the caller."""
+        `kind` (the command's body) and `audit` (whether it carries an audit record): read by the caller.
+        The result comes serialized when the handler left an answer (`Ctx.answer`: `answered`), which it
+        may only when the result is wanted as bytes only (`Ctx.bytes_only`)."""
         request_id = cmd.request_id
         if request_id:
             seen = txn.get("requests", request_id.encode())
@@ -533,6 +536,7 @@ class StateMachine:
         res = CommandResult(applied=True)
         marked = len(events) if events is not None else 0
         sp = txn.savepoint() if guarded else None
+        answer = None
         try:
             if handler is None:
                 raise Rejected(Code.UNKNOWN_COMMAND, f"unknown command {kind!r}")
@@ -541,11 +545,23 @@ class StateMachine:
             limits = cmd.limits if _has(cmd, "limits") else None
             plans = PlanIndex(cmd.plan) if _has(cmd, "plan") else None  # the leader's schedule answers
             unread = not wanted and kind in _UNREAD_SKIPS and not request_id and not audit
+            bytes_only = wanted and not request_id and not audit
             now = cmd.stamped_at_ms
             ctx = Ctx(
-                txn if sp is None else sp, index, position, now, res, events, limits, plans, counts, unread
+                txn if sp is None else sp,
+                index,
+                position,
+                now,
+                res,
+                events,
+                limits,
+                plans,
+                counts,
+                unread,
+                bytes_only,
             )
             handler(ctx, cmd)
+            answer = ctx.answer
         except Rejected as r:
             res = r.rejection.result()
         except InvalidArgument as e:
@@ -576,7 +592,37 @@ class StateMachine:
             txn.put("requests_by_time", u64(cmd.stamped_at_ms) + request_id.encode(), b"")
             if position == 0:
                 _prune_requests(txn, cmd.stamped_at_ms - DEDUP_RETENTION_MS)
-        return res
+        return res if answer is None else answered(res, answer)
+
+
+# The fields of a CommandResult that `answered` writes itself: `applied` (1) true, `execution` (5) and an
+# element of `executions` (7), each a tag; and the first byte of the tag of any field numbered 7 or more.
+_APPLIED = b"\x08\x01"
+_EXECUTION_TAG = b"\x2a"
+_EXECUTIONS_TAG = b"\x3a"
+_FIELD_7 = 0x38
+_execution_bytes = Execution.SerializeToString
+
+
+def answered(res: CommandResult, answer: Execution) -> bytes:
+    """`res` with `answer` as its `execution` and the first of its `executions`, serialized (Ctx.answer):
+    the bytes of the message so filled, with `answer` serialized once and copied nowhere. Protobuf writes
+    the fields in the order of their numbers (a message's serialization is its fields' encodings one after
+    the other), so `answer`'s two fields go between `applied` and the rest when nothing numbered 2 to 6 is
+    set (a handler that leaves an answer sets none); anything else is filled as a message. An Execution
+    holds no map (codec.MAPLESS): its bytes are those of `deterministic=True`."""
+    rest = _result_bytes(res, deterministic=True)
+    if rest[:2] == _APPLIED and (len(rest) == 2 or rest[2] >= _FIELD_7):
+        encoded = _execution_bytes(answer)
+        field = varint(len(encoded)) + encoded
+        return b"".join((_APPLIED, _EXECUTION_TAG, field, _EXECUTIONS_TAG, field, rest[2:]))
+    full = CommandResult()
+    full.CopyFrom(res)
+    full.execution.CopyFrom(answer)
+    del full.executions[:]
+    full.executions.append(answer)
+    full.executions.extend(res.executions)
+    return _result_bytes(full, deterministic=True)
 
 
 def _prune_requests(txn: Txn, before_ms: int) -> None:

@@ -46,6 +46,15 @@ class Ctx:
     # so the hot paths skip copying tasks and executions into it. Never set for a command whose result
     # is stored (a request id's dedup record, an audit record) nor for a handler that reads its result.
     unread: bool = False
+    # The result is wanted as bytes only (a leader's command with neither a request id nor an audit record:
+    # raft.state serializes it into the entry's BatchResult, and nothing reads the message). A handler may
+    # then leave in `answer` an execution that its result would hold twice (below).
+    bytes_only: bool = False
+    # An execution that is both the result's `execution` and the first of its `executions` (a leader's
+    # Complete: the execution as it ended, commands.leases), serialized once by raft.state when the result
+    # is, instead of copied into the result (with upb a copy serializes and parses) and serialized twice.
+    # Set only with `bytes_only`, before anything is added to `executions`; not changed once set.
+    answer: Execution | None = None
     _ids: int = 0  # the ids `new_id` derived so far
 
     def new_id(self) -> str:

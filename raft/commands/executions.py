@@ -29,10 +29,20 @@ from cronraft.raft.rejection import Code, Rejected
 _task_from = Task.FromString
 
 
-def finish(ctx: Ctx, ex: Execution, state: int, error: str = "", *, exec16: bytes | None = None) -> None:
+def finish(
+    ctx: Ctx,
+    ex: Execution,
+    state: int,
+    error: str = "",
+    *,
+    exec16: bytes | None = None,
+    answer: bool = False,
+) -> None:
     """Move an execution to a final state and keep its task in step: leave the active set, count the
     outcome (raft.stats), promote the oldest buffered execution once nothing else runs, and plan a
-    fixed-delay task's next run. `exec16`: the execution's key bytes, when the caller has them."""
+    fixed-delay task's next run. `exec16`: the execution's key bytes, when the caller has them. `answer`:
+    `ex` ends as it is now and is the command's answer (`Ctx.answer`, with `bytes_only`), not copied into
+    the result's `executions`."""
     txn = ctx.txn
     if exec16 is None:
         exec16 = id_bytes(ex.execution_id)
@@ -54,7 +64,9 @@ def finish(ctx: Ctx, ex: Execution, state: int, error: str = "", *, exec16: byte
     # indexed(ex) now, without reading it again: only its state and end time changed here.
     after = (state, worker, ctx.now if state in TERMINAL_STATES else 0, namespace)
     put_execution(txn, exec16, ex, before, task16=task16, after=after)
-    if not ctx.unread:
+    if answer:
+        ctx.answer = ex
+    elif not ctx.unread:
         ctx.result.executions.append(ex)
 
     raw = txn.get("tasks", task16)

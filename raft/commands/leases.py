@@ -144,9 +144,11 @@ def complete(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     c = cmd.complete
     exec16 = id_bytes(c.execution_id, field="execution_id")
     r = c.result
-    # The leader's result answers the execution as it ends: it is read into the result's field and changed
-    # there (a refusal replaces the whole result).
-    answer = None if ctx.unread else ctx.result.execution
+    # The leader's result answers the execution as it ends. Wanted as bytes only, the plain end of an
+    # attempt leaves it in `ctx.answer` (`finish(answer=True)`: serialized once); else it is read into the
+    # result's field and changed there (a refusal replaces the whole result).
+    bytes_only = ctx.bytes_only
+    answer = None if ctx.unread or bytes_only else ctx.result.execution
     try:
         ex = get_current(ctx.txn, exec16, c.token, answer)
     except Rejected as e:
@@ -169,6 +171,8 @@ def complete(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         if answer is not None and ended is not ex:
             answer.CopyFrom(ended)  # as stored by the dead letter (read again)
         ex = ended
+    if bytes_only and ctx.answer is None:  # an end other than the plain one: the result's field, as above
+        ctx.result.execution.CopyFrom(ex)
     if ctx.events is not None:
         ctx.audit(
             "complete",
@@ -223,7 +227,7 @@ def _end_attempt(ctx: Ctx, ex: Execution, exec16: bytes, r: common_pb2.AttemptRe
                 dead_letter(ctx, task, exec16, why)
                 ex = get_execution(ctx.txn, exec16)
     else:
-        finish(ctx, ex, state, error, exec16=exec16)
+        finish(ctx, ex, state, error, exec16=exec16, answer=ctx.bytes_only)  # `ex` as it ends: the answer
     return ex
 
 
