@@ -90,18 +90,15 @@ def finish(
             put_execution(txn, key[24:40], nxt)
             txn.put("pending", pending_key(nxt, key[24:40]), b"")
             ctx.result.executions.append(nxt)
-    sched = task.spec.schedule
-    # Reads only: the cheapest first (a task of any other kind has its next fire planned).
-    if (
-        not task.next_fire_ms
-        and sched.WhichOneof("kind") == "fixed_delay"
-        and task.state == common_pb2.TASK_SCHEDULED
-        and not ex.manual
-    ):
-        if sched.fixed_delay.stop_on_failure and state != common_pb2.EXECUTION_SUCCEEDED:
-            firing.set_plan(task, firing.Planned(None))
-        else:
-            plan_fixed_delay(ctx, task, ctx.now)
+    # Reads only: the cheapest first (a task of any other kind has its next fire planned), the schedule
+    # (two sub-messages) last.
+    if not task.next_fire_ms and task.state == common_pb2.TASK_SCHEDULED and not ex.manual:
+        sched = task.spec.schedule
+        if sched.WhichOneof("kind") == "fixed_delay":
+            if sched.fixed_delay.stop_on_failure and state != common_pb2.EXECUTION_SUCCEEDED:
+                firing.set_plan(task, firing.Planned(None))
+            else:
+                plan_fixed_delay(ctx, task, ctx.now)
     # The search indexes' state is read once per transaction (raft.stats.Batch), or not at all (savepoints).
     searchable = ctx.stats is not None and ctx.stats.settled_meta(txn, META_INDEXED) is not None
     put_task_same_spec(txn, task16, task, task_before, indexed=searchable)

@@ -190,9 +190,9 @@ def _end_attempt(ctx: Ctx, ex: Execution, exec16: bytes, r: common_pb2.AttemptRe
     ex.exit_code = exit_code
     ex.started_at_ms = started
     ex.finished_at_ms = finished
-    ex.stdout_tail = bytes(r.stdout_tail[-MAX_TAIL_BYTES:])
-    ex.stderr_tail = bytes(r.stderr_tail[-MAX_TAIL_BYTES:])
-    ex.return_value = bytes(r.return_value[:MAX_RETURN_BYTES])
+    ex.stdout_tail = r.stdout_tail[-MAX_TAIL_BYTES:]  # bytes fields read as bytes: a slice is bytes
+    ex.stderr_tail = r.stderr_tail[-MAX_TAIL_BYTES:]
+    ex.return_value = r.return_value[:MAX_RETURN_BYTES]
     outcome, error = r.outcome, r.error
     refused = _keep_result(ctx, ex, exec16, r.result)
     if refused:  # the worker should have said so already; a result is never cut, so the attempt failed
@@ -252,11 +252,13 @@ def _keep_result(ctx: Ctx, ex: Execution, exec16: bytes, data: bytes) -> str:
     if len(data) > bound:
         refused = f"result of {len(data)} bytes is over max_result_bytes ({bound}): not kept"
         data = b""
+    # `result_size` written only when it changes (most attempts hand nothing back, as the one before).
     if data:
         ctx.txn.put("results", exec16, data)
+        ex.result_size = len(data)
     elif ex.result_size:
         ctx.txn.delete("results", exec16)
-    ex.result_size = len(data)
+        ex.result_size = 0
     return refused
 
 
