@@ -101,7 +101,15 @@ class _ClusterDelta:
     command, since a ranking depends on the order of its updates) and the order-free sums added to it when
     the entry ends."""
 
-    __slots__ = ("duration", "lateness", "minute_failures", "minute_runs", "record", "states")
+    __slots__ = (
+        "duration",
+        "lateness",
+        "minute_failures",
+        "minute_runs",
+        "record",
+        "slowest_floor",
+        "states",
+    )
 
     def __init__(self, record: stats_pb2.ClusterHour) -> None:
         self.record = record
@@ -109,6 +117,9 @@ class _ClusterDelta:
         self.duration, self.lateness = HistDelta(), HistDelta()
         self.minute_runs: dict[int, int] = {}
         self.minute_failures: dict[int, int] = {}
+        # `_floor(record.slowest)`, kept between the commands that leave the ranking as it is (most: a
+        # task's longest run of the hour rarely makes it); None: read it again (`_rank` may have moved it).
+        self.slowest_floor: int | None = None
 
     def apply(self) -> stats_pb2.ClusterHour:
         ch = self.record
@@ -176,10 +187,14 @@ class Batch:
     def task_hour(self, txn: Txn, task16: bytes, hour: int, *, fresh: bool = False) -> stats_pb2.StatsHour:
         """The task's record of `hour`; `fresh`: the task has none yet (`record_outcome`)."""
         hours = self._tasks.get(task16)
-        h = None if hours is None else hours.get(hour)
-        if h is None:
-            h = _task_hour(txn, task16, hour, fresh=fresh, batch=self)
-            self._tasks.setdefault(task16, {})[hour] = h
+        if hours is None:  # the usual case: a task's first outcome in the batch
+            hours = self._tasks[task16] = {}
+        else:
+            h = hours.get(hour)
+            if h is not None:
+                return h
+        # (A new hour's `_trim` drops older ones from `hours`, through `forget`.)
+        h = hours[hour] = _task_hour(txn, task16, hour, fresh=fresh, batch=self)
         return h
 
     def cluster_hour(self, txn: Txn, hour: int) -> _ClusterDelta:
@@ -307,6 +322,7 @@ def record_outcome(
             hour_failures = failures(hour_counts)
 
     minute = (at - hour) // MINUTE_MS
+    d = None
     if batch is not None:
         d = batch.cluster_hour(txn, hour)
         states = d.states
@@ -339,10 +355,15 @@ def record_outcome(
         if failed:
             _rank(ch.most_failures, ex.task_id, hour_failures)
         if duration is not None:
-            slowest = ch.slowest
-            n = len(slowest)
-            if n < TOP_K or hour_longest > slowest[n - 1].value:  # else `_rank` changes nothing
-                _rank(slowest, ex.task_id, hour_longest)
+            if d is None:
+                floor = _floor(ch.slowest)
+            else:
+                known = d.slowest_floor
+                floor = d.slowest_floor = _floor(ch.slowest) if known is None else known
+            if hour_longest > floor:  # else `_rank` changes nothing
+                _rank(ch.slowest, ex.task_id, hour_longest)
+                if d is not None:
+                    d.slowest_floor = None
     if batch is None:
         txn.put("cluster_stats", u64(hour), ch.SerializeToString(deterministic=True))
 
@@ -357,6 +378,12 @@ def _trim(txn: Txn, db: str, prefix: bytes, keep_from_ms: int, batch: Batch | No
         txn.delete(db, k)
     if batch is not None:
         batch.forget(db, prefix, keep_from_ms)
+
+
+def _floor(ranking: RepeatedCompositeFieldContainer[stats_pb2.RankedTask]) -> int:
+    """The value a task must pass to enter a full ranking (its smallest); -1 while it is not full."""
+    n = len(ranking)
+    return ranking[n - 1].value if n >= TOP_K else -1
 
 
 def _rank(ranking: RepeatedCompositeFieldContainer[stats_pb2.RankedTask], task_id: str, value: int) -> None:

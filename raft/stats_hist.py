@@ -42,7 +42,8 @@ def hist_add(h: Histogram, value_ms: int) -> None:
     # On the apply path of every execution that ends: each field is read once (upb attribute reads
     # are not free).
     if value_ms < SUB:
-        value_ms = max(0, value_ms)
+        if value_ms < 0:  # noqa: PLR1730 (max() is a call: most durations are under SUB ms)
+            value_ms = 0
         b = value_ms
     else:
         e = value_ms.bit_length() - 1
@@ -56,7 +57,11 @@ def hist_add(h: Histogram, value_ms: int) -> None:
         return
     buckets = h.buckets
     i = _bisect_left(buckets, b)
-    if i < len(buckets) and buckets[i] == b:
+    try:  # buckets[i] == b, without reading the length first (past the last bucket is rare)
+        found = buckets[i] == b
+    except IndexError:
+        found = False
+    if found:
         h.counts[i] += 1
     else:
         buckets.insert(i, b)

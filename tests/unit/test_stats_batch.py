@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from cronraft.proto.v1 import common_pb2
 from cronraft.raft import features, stats
 from cronraft.raft.codec import id_bytes, make_id
@@ -24,17 +26,23 @@ STATES = (
 )
 
 
-def _entries(seed: int) -> list[list[tuple[str, common_pb2.Execution, bool]]]:
+# How far the clock moves between two outcomes: spread over more hours than the window.
+SPREAD = (0, 1_000, 61_000, HOUR // 2, 5 * HOUR, 0, 0, 0, 0, 0, 0, 0, 0, 90 * HOUR)
+
+
+def _entries(
+    seed: int, tasks_n: int = 12, steps: tuple[int, ...] = SPREAD
+) -> list[list[tuple[str, common_pb2.Execution, bool]]]:
     """Entries of (kind, execution, task kept) steps: outcomes spread over more hours than the window,
     several per task and hour, and now and then a task's statistics dropped between two of them."""
     rnd = random.Random(seed)
-    tasks = [make_id(T0, bytes([i]) * 10) for i in range(12)]
+    tasks = [make_id(T0, bytes([i]) * 10) for i in range(tasks_n)]
     out = []
     at = T0
     for _ in range(60):
         entry = []
         for _ in range(rnd.randrange(1, 40)):
-            at += rnd.choice([0, 1_000, 61_000, HOUR // 2, 5 * HOUR, 0, 0, 0, 0, 0, 0, 0, 0, 90 * HOUR])
+            at += rnd.choice(steps)
             started = at - rnd.randrange(0, 600_000)
             ex = common_pb2.Execution(
                 execution_id=make_id(at, rnd.randbytes(10)),
@@ -73,21 +81,44 @@ def _apply(
         batch.flush(txn)
 
 
+def _stores(
+    seed: int, tasks_n: int = 12, steps: tuple[int, ...] = SPREAD
+) -> list[dict[str, dict[bytes, bytes]]]:
+    """The store after `_entries(seed, tasks_n, steps)`, counted at once and batched."""
+    stores = []
+    for batched in (False, True):
+        kv = MemKV()
+        with kv.write() as txn:
+            features.raise_level(txn, [features.STATS])
+        tasks: dict[str, common_pb2.Task] = {}
+        for entry in _entries(seed, tasks_n, steps):
+            with kv.write() as txn:
+                _apply(txn, entry, batched, tasks)
+        stores.append(kv.dump())
+    return stores
+
+
 def test_a_batch_writes_what_counting_each_outcome_at_once_writes() -> None:
     for seed in range(5):
-        stores = []
-        for batched in (False, True):
-            kv = MemKV()
-            with kv.write() as txn:
-                features.raise_level(txn, [features.STATS])
-            tasks: dict[str, common_pb2.Task] = {}
-            for entry in _entries(seed):
-                with kv.write() as txn:
-                    _apply(txn, entry, batched, tasks)
-            stores.append(kv.dump())
+        stores = _stores(seed)
         assert stores[0]["cluster_stats"], "the workload counted something"
         assert len(stores[0]["cluster_stats"]) <= stats.WINDOW_HOURS  # hours were trimmed
         assert stores[0] == stores[1], f"seed {seed}"
+
+
+def test_full_rankings_move_as_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """More tasks than a ranking holds: an outcome whose run is not longer than the slowest ranking's floor
+    does not rank (the batch keeps the floor between outcomes: _ClusterDelta.slowest_floor), and the
+    rankings are those of ranking every outcome (`_rank` decides alone), batched or not."""
+    dense = (0, 0, 1_000, 61_000)  # a few hours
+    for seed in range(3):
+        stores = _stores(seed, tasks_n=3 * stats.TOP_K, steps=dense)
+        hours = [stats.stats_pb2.ClusterHour.FromString(raw) for raw in stores[0]["cluster_stats"].values()]
+        assert any(len(h.slowest) == stats.TOP_K for h in hours), "a full ranking"
+        assert stores[0] == stores[1], f"seed {seed}"
+        with monkeypatch.context() as m:
+            m.setattr(stats, "_floor", lambda ranking: -1)
+            assert _stores(seed, tasks_n=3 * stats.TOP_K, steps=dense) == stores, f"seed {seed}"
 
 
 def test_a_batch_counts_nothing_without_the_feature() -> None:
