@@ -74,6 +74,7 @@ Execution = common_pb2.Execution
 Task = common_pb2.Task
 OutcomeCounts = common_pb2.OutcomeCounts
 Histogram = stats_pb2.Histogram
+_SUCCEEDED = common_pb2.EXECUTION_SUCCEEDED
 
 WINDOW_HOURS = 168  # a week of hours, per task and for the cluster
 THROUGHPUT_MINUTES = 60  # the cluster's throughput is answered per minute over the last hour
@@ -297,8 +298,13 @@ def record_outcome(
         # A task that never counted an outcome has no hour records (each one written here counted one in
         # `outcomes` too, `count`: every final state counts): none to read, none older to trim (a
         # one-time task's only execution, the burst of issue 16).
-        fresh = not outcomes.runs
-        count(outcomes, state)
+        counted = outcomes.runs
+        fresh = not counted
+        if state == _SUCCEEDED:  # count(outcomes, state) for the usual outcome, its runs read once
+            outcomes.succeeded += 1
+            outcomes.runs = counted + 1
+        else:
+            count(outcomes, state)
         task.last_outcome = state
         task.last_execution_id = ex.execution_id
         if task16 is None:

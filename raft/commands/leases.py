@@ -285,17 +285,21 @@ def _not_started(ctx: Ctx, ex: Execution, exec16: bytes, why: str, before: Index
 
 
 def _summary(ex: Execution, outcome: int, exit_code: int, started: int, finished: int, *, error: str) -> None:
-    # Built in place (`add`), not built then copied in (`append`): every Complete adds one.
+    # Built in place (`add`), not built then copied in (`append`): every Complete adds one. A field left
+    # at zero is not given (the same bytes: proto3 writes no zero), each keyword costs (a successful attempt
+    # has neither exit code nor error).
     attempts = ex.attempts
-    attempts.add(
+    summary = attempts.add(
         attempt=ex.attempt,
         worker_id=ex.worker_id,
         outcome=common_pb2.AttemptOutcome.ValueType(outcome),
-        exit_code=exit_code,
         started_at_ms=started,
         finished_at_ms=finished,
-        error=error[:500],
     )
+    if exit_code:
+        summary.exit_code = exit_code
+    if error:
+        summary.error = error[:500]
     if len(attempts) > MAX_ATTEMPT_HISTORY:
         del attempts[: len(attempts) - MAX_ATTEMPT_HISTORY]
 
