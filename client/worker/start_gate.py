@@ -184,7 +184,9 @@ class StartGates:
         while asks and asks[0] <= asked:
             heapq.heappop(asks)
         if asks:
-            self._arm_ask(max(asks[0], now + CONFIRM_SPACING_S), now)
+            # At a tick: the heartbeat goes at one (its spacing is counted to the next tick).
+            spaced = math.ceil((now + CONFIRM_SPACING_S) / GATE_S - 1e-6) * GATE_S
+            self._arm_ask(max(asks[0], spaced), now)
 
     def _open(self, key: int) -> None:
         """The gate's instant came: its confirmed starts go, the others wait (asking again)."""
