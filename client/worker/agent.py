@@ -48,7 +48,7 @@ from cronraft.client.worker.results import Results, not_started
 from cronraft.client.worker.routing import ServerRotation, leader_hint, stream_backoff
 from cronraft.client.worker.session import Session, StreamStale, open_stream
 from cronraft.client.worker.start_gate import StartGates, await_sensor, refusal
-from cronraft.client.worker.ticks import sleep_to_tick, tick_after
+from cronraft.client.worker.ticks import loop_time_of, sleep_to_tick, sleep_until, tick_after, tick_within
 from cronraft.clock import Clock, SystemClock, mono_s
 from cronraft.failpoint import failpoint
 from cronraft.proto.v1 import common_pb2, worker_pb2, worker_pb2_grpc
@@ -564,9 +564,12 @@ class Worker:
         while True:
             if session.heartbeats and loop.time() - session.heartbeats[0][0] > session.stale_after_s:
                 raise StreamStale(f"no heartbeat answer for {session.stale_after_s:.1f} s")
-            wait = heartbeat_plan.spacing_wait(mono_s(self._clock), last_sent)
+            now = mono_s(self._clock)
+            wait = heartbeat_plan.spacing_wait(now, last_sent)
             if wait > 0:
-                await sleep_to_tick(wait)
+                # At the first tick the spacing allows: the ticks' time on the system clock, where the
+                # send times are read (to the millisecond), so that the spacing is not one tick more.
+                await sleep_until(tick_after(loop_time_of(self._clock, now + wait, now, loop)))
             self._heartbeat_now.clear()  # this heartbeat answers every request made before it
             sent = mono_s(self._clock)
             interval = session.heartbeat_interval_s
@@ -608,7 +611,7 @@ class Worker:
                 # asyncio.timeout, not wait_for: on 3.11 wait_for may swallow the cancellation that stops
                 # this loop when it races with the event (module docstring); stop() sets the event.
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout_at(tick_after(loop.time() + timeout)):
+                    async with asyncio.timeout_at(tick_within(loop.time(), timeout)):
                         await self._heartbeat_now.wait()
                         asked = True
             finally:

@@ -14,10 +14,10 @@ confirmations came late and starts began 0.4 s late (p50); at 10,000/s the clust
 So a confirming heartbeat lists only the leases it can confirm: held starts not yet confirmed whose
 instant is at most CONFIRM_AHEAD_S after its send. Leases it does not list are neither renewed nor
 revoked by the leader (daemon.leader.leases.LeaseKeeper.renew walks the listed ones only); the full
-heartbeats renew them. And a heartbeat goes at least CONFIRM_SPACING_S after the previous one, at the
-worker's next tick (client/worker/ticks.py, up to 5 ms later): a start instant asks CONFIRM_AHEAD_S ahead,
-so its confirmation is sent at most CONFIRM_SPACING_S and a tick later and has CONFIRM_AHEAD_S -
-CONFIRM_SPACING_S - TICK_S (70 ms) for the round trip before the start.
+heartbeats renew them. And a heartbeat goes CONFIRM_SPACING_S after the previous one at the earliest
+(to a tick of the worker's: client/worker/ticks.py): a start instant asks CONFIRM_AHEAD_S ahead, so its
+confirmation is sent at most CONFIRM_SPACING_S later and has CONFIRM_AHEAD_S - CONFIRM_SPACING_S for the
+round trip before the start.
 
 A complete listing (asked by a new leader, `list_finished`) is always a full heartbeat.
 
@@ -32,10 +32,10 @@ from collections.abc import Iterable, Mapping
 from cronraft.client.worker.leases import CONFIRM_AHEAD_S, Attempt
 from cronraft.client.worker.outbox import AttemptKey
 
-# At most 40 heartbeats a second per worker, however many start instants it holds; the confirmation's
-# round trip has CONFIRM_AHEAD_S - CONFIRM_SPACING_S - TICK_S = 70 ms. Each stream message costs a worker
-# a few hundred microseconds of CPU in gRPC's write path: at 10 ms (100 a second) the heartbeats were a
-# quarter of a worker's samples in W5 (1,000 fires/s on 1,000 anchors, 2 workers).
+# About 40 heartbeats a second per worker at most, however many start instants it holds; the
+# confirmation's round trip has CONFIRM_AHEAD_S - CONFIRM_SPACING_S = 75 ms. Each stream message costs a
+# worker a few hundred microseconds of CPU in gRPC's write path: at 10 ms (100 a second) the heartbeats
+# were a quarter of a worker's samples in W5 (1,000 fires/s on 1,000 anchors, 2 workers).
 CONFIRM_SPACING_S = 0.025
 
 

@@ -1,9 +1,11 @@
 """The worker's timers wake it on one grid: loop times that are multiples of TICK_S, the instants at which
 held starts are released (start_gate.GATE_S). A wake-up from sleep costs 60-150 us of CPU on the benchmark
 VMs, and with start instants spread over the second (W5) a gate opens at nearly every tick: a timer that
-waits for the next tick instead of its own instant (the heartbeat spacing, the fence check, the outbox
-linger, the output flush) wakes the worker together with a gate, in the same loop iteration, instead of
-on its own. Each waits at most TICK_S longer than it asked; none of them is a held start's instant.
+waits for a tick instead of its own instant (the heartbeat spacing, the fence check, the outbox linger,
+the output flush) wakes the worker together with a gate, in the same loop iteration, instead of on its
+own. Each waits for the last tick before the time it asked for (never longer: the outbox linger bounds
+how long a finished result may wait for its write, docs/guarantees.md), at most TICK_S less; none of
+them is a held start's instant.
 """
 
 from __future__ import annotations
@@ -23,12 +25,26 @@ def tick_after(loop_time: float) -> float:
     return math.ceil(loop_time / TICK_S - _EPSILON) * TICK_S
 
 
+def tick_within(now: float, delay: float) -> float:
+    """The last tick at or before `now + delay`, or the first after `now` if none is between."""
+    tick = math.floor((now + delay) / TICK_S + _EPSILON)
+    if tick * TICK_S <= now:
+        tick = math.floor(now / TICK_S + _EPSILON) + 1
+    return tick * TICK_S
+
+
 async def sleep_to_tick(delay: float) -> None:
-    """Sleep `delay` seconds, and on until the next tick (armed at the tick itself: asyncio.sleep would
-    add the delay to a later reading of the loop's time, a few microseconds after it)."""
+    """Sleep until the last tick within `delay` seconds (`tick_within`)."""
+    loop = asyncio.get_running_loop()
+    await sleep_until(tick_within(loop.time(), delay))
+
+
+async def sleep_until(loop_time: float) -> None:
+    """Sleep until `loop_time`, armed at it: asyncio.sleep would add the delay to a later reading of the
+    loop's time, a few microseconds after a tick."""
     loop = asyncio.get_running_loop()
     woken: asyncio.Future[None] = loop.create_future()
-    timer = loop.call_at(tick_after(loop.time() + delay), _wake, woken)
+    timer = loop.call_at(loop_time, _wake, woken)
     try:
         await woken
     finally:
@@ -49,4 +65,18 @@ def same_clock(clock: Clock, loop: asyncio.AbstractEventLoop) -> bool:
     return type(clock) is SystemClock and type(loop).time is asyncio.BaseEventLoop.time
 
 
-__all__ = ["TICK_S", "same_clock", "sleep_to_tick", "tick_after"]
+def loop_time_of(clock: Clock, at: float, now: float, loop: asyncio.AbstractEventLoop) -> float:
+    """The loop time at which `clock`'s mono_s reads `at`, `now` being its reading just before: `at`
+    itself on the system clock (`same_clock`), else counted from now."""
+    return at if same_clock(clock, loop) else loop.time() + at - now
+
+
+__all__ = [
+    "TICK_S",
+    "loop_time_of",
+    "same_clock",
+    "sleep_to_tick",
+    "sleep_until",
+    "tick_after",
+    "tick_within",
+]

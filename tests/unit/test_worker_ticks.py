@@ -13,7 +13,7 @@ from fake_gateway import make_lease
 
 from cronraft.client.worker.leases import Attempt
 from cronraft.client.worker.start_gate import GATE_S, StartGates
-from cronraft.client.worker.ticks import TICK_S, same_clock, sleep_to_tick, tick_after
+from cronraft.client.worker.ticks import TICK_S, same_clock, sleep_to_tick, tick_after, tick_within
 from cronraft.clock import SystemClock, mono_s
 from tests.support.clock import FakeClock
 
@@ -25,6 +25,18 @@ def test_tick_after_keeps_a_tick_and_rounds_anything_else_up() -> None:
         assert tick_after(tick) == tick  # float rounding of k * TICK_S is still that tick
         assert tick_after(tick + 1e-4) == (k + 1) * TICK_S
         assert tick_after(tick - 1e-4) == tick
+
+
+def test_a_timer_waits_for_the_last_tick_within_its_delay_never_longer() -> None:
+    """The outbox linger bounds how long a finished result waits for its write (docs/guarantees.md):
+    a timer comes at most a tick early, never late; and never at once."""
+    for k in (7, 200_001, 2_000_000_003):
+        tick = k * TICK_S
+        assert tick_within(tick + 0.0003, 0.05) == (k + 10) * TICK_S  # 49.7 ms
+        assert tick_within(tick + 0.004, 0.05) == (k + 10) * TICK_S  # 46 ms
+        assert tick_within(tick, 0.05) == (k + 10) * TICK_S
+        assert tick_within(tick, 0.001) == (k + 1) * TICK_S  # no tick within: the next one
+        assert tick_within(tick + 0.0003, 0.0) == (k + 1) * TICK_S
 
 
 class RecordingLoop(asyncio.SelectorEventLoop):
@@ -54,7 +66,7 @@ def test_on_the_system_clock_a_gate_and_a_timer_waiting_for_a_tick_are_due_at_th
         assert same_clock(SystemClock(), loop) and not same_clock(FakeClock(), loop)
         gates = StartGates(SystemClock(), lambda: None)
         gate = gates.join(held(mono_s(SystemClock()) + 0.0123))
-        sleeper = asyncio.ensure_future(sleep_to_tick(loop.whens[0] - loop.time() - 0.001))
+        sleeper = asyncio.ensure_future(sleep_to_tick(loop.whens[0] - loop.time() + 0.001))
         await asyncio.sleep(0)
         opened, slept = loop.whens[0], loop.whens[-1]
         assert opened == slept and math.isclose(opened / TICK_S, round(opened / TICK_S), abs_tol=1e-6)
