@@ -1,11 +1,11 @@
 """The worker's timers wake it on one grid: loop times that are multiples of TICK_S, the instants at which
 held starts are released (start_gate.GATE_S). A wake-up from sleep costs 60-150 us of CPU on the benchmark
 VMs, and with start instants spread over the second (W5) a gate opens at nearly every tick: a timer that
-waits for a tick instead of its own instant (the heartbeat spacing, the fence check, the outbox linger,
-the output flush) wakes the worker together with a gate, in the same loop iteration, instead of on its
-own. Each waits for the last tick before the time it asked for (never longer: the outbox linger bounds
-how long a finished result may wait for its write, docs/guarantees.md), at most TICK_S less; none of
-them is a held start's instant.
+waits for a tick instead of its own instant (the heartbeat's spacing and interval, the fence check, the
+output flush, the outbox segment's idle close) wakes the worker together with a gate, in the same loop
+iteration, instead of on its own. A timer waits for the last tick within its delay (`sleep_to_tick`,
+at most TICK_S less), or the first after a time (`tick_after`, the heartbeat spacing: at least its
+delay); none of them is a held start's instant.
 """
 
 from __future__ import annotations
