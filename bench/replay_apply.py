@@ -18,8 +18,8 @@ Two kinds of figures:
 A third (`--contend DUTY`): the apply runs in a thread beside another Python thread busy DUTY of the time
 (0.3: 0.3 ms of bytecode, then 0.7 ms asleep), as a leader's apply thread runs beside its event loop and
 a follower's beside its Raft thread. Each py-lmdb put, delete and commit releases the GIL and takes it
-back (a get does not), and with a thread waiting for the GIL each of those is a hand-off: the apply thread's own CPU per execution (thread
-time, not the busy thread's) shows what that costs.
+back (a get does not), and with a thread waiting for the GIL each of those is a hand-off: the apply
+thread's own CPU per execution (thread time, not the busy thread's) shows what that costs.
 
 Usage: .venv/bin/python bench/replay_apply.py --journal /tmp/cronraft-bench-XXXX/node1/raft/raft.journal
        [--group 8] [--repeat 3] [--counts] [--profile] [--contend 0.3]
