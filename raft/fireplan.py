@@ -143,6 +143,11 @@ class Discard:
     ) -> Iterator[tuple[bytes, bytes]]:
         return self._txn.scan(db, start, end, reverse=reverse)
 
+    def first(
+        self, db: str, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
+    ) -> tuple[bytes, bytes] | None:
+        return self._txn.first(db, start, end, reverse=reverse)
+
     def savepoint(self) -> Savepoint:
         return _DiscardSavepoint(self._txn)
 

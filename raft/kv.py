@@ -14,6 +14,9 @@ sorted in-memory lists for fast unit and simulation tests. Both give the same co
   tasks and calendars read it: raft.quota).
 - Keys and values are bytes; `scan(db, start, end)` yields `(key, value)` with `start <= key < end`
   (`end=None`: to the end of the database) in ascending byte order, or descending with `reverse=True`.
+- `first(db, start, end)` is the item `scan(db, start, end)` would yield first (with `reverse=True`: the
+  last key in the range), or None where the range is empty: one seek, for the apply path's many "the
+  oldest key of this prefix" and "is there any" reads (a scan builds a generator and reads a chunk).
 - `Txn.savepoint()` (write transactions only) opens a nested transaction: a `Savepoint`, itself a `Txn`
   that sees every write made so far. `release()` keeps its writes in the enclosing transaction (they
   still commit or abort with it); `rollback()` discards them. While a savepoint is open, the transaction
@@ -104,6 +107,10 @@ class Txn(Protocol):
     def scan(
         self, db: str, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
     ) -> Iterator[tuple[bytes, bytes]]: ...
+
+    def first(
+        self, db: str, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
+    ) -> tuple[bytes, bytes] | None: ...
 
     def savepoint(self) -> Savepoint: ...
 
@@ -199,6 +206,13 @@ class MemTxn:
             self._refuse()
         return self._scan(db, start, end, reverse)
 
+    def first(
+        self, db: str, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
+    ) -> tuple[bytes, bytes] | None:
+        if self._child is not None:
+            self._refuse()
+        return self._first(db, start, end, reverse)
+
     def savepoint(self) -> Savepoint:
         if self._child is not None:
             self._refuse()
@@ -235,6 +249,19 @@ class MemTxn:
             v = d.values.get(k)
             if v is not None:
                 yield k, v
+
+    def _first(self, db: str, start: bytes, end: bytes | None, reverse: bool) -> tuple[bytes, bytes] | None:
+        d = self._db(db, for_write=False)
+        keys = d.keys
+        if reverse:
+            i = (len(keys) if end is None else bisect.bisect_left(keys, end)) - 1
+            if i < 0 or keys[i] < start:
+                return None
+        else:
+            i = bisect.bisect_left(keys, start)
+            if i == len(keys) or (end is not None and keys[i] >= end):
+                return None
+        return keys[i], d.values[keys[i]]
 
     def _commit(self) -> None:
         if self._copied:
@@ -300,6 +327,12 @@ class _MemSavepoint:
     ) -> Iterator[tuple[bytes, bytes]]:
         self._check_usable()
         return self._root._scan(db, start, end, reverse)
+
+    def first(
+        self, db: str, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
+    ) -> tuple[bytes, bytes] | None:
+        self._check_usable()
+        return self._root._first(db, start, end, reverse)
 
     def savepoint(self) -> Savepoint:
         self._check_usable()

@@ -38,7 +38,6 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ import lmdb
 
 from cronraft.errors import StorageError, Unavailable
 from cronraft.raft.diskspace import preallocate
+from cronraft.raft.gate import Gate
 from cronraft.raft.kv import ADDED_LATER, DATABASES, Savepoint, Txn
 
 _DATA_FILE = "data.mdb"
@@ -96,54 +96,6 @@ class StoreUsage:
     high_water: int  # the file's used extent: (last page + 1) x page size
     used: int  # pages holding data, in every sub-database (pages freed and not yet reused are not)
     page_size: int
-
-
-class _Gate:
-    """Shared / exclusive lock with writer preference: transactions share, an environment swap excludes."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._users = 0
-        self._exclusive = False
-
-    @contextmanager
-    def shared(self) -> Iterator[None]:
-        with self._cond:
-            while self._exclusive:
-                self._cond.wait()
-            self._users += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._users -= 1
-                if self._users == 0:
-                    self._cond.notify_all()
-
-    @contextmanager
-    def exclusive(self, wait_s: float | None = None) -> Iterator[bool]:
-        """Yields True once no transaction is open; with `wait_s`, yields False (and excludes nothing)
-        if open transactions have not ended within that time: new ones only waited that long."""
-        with self._cond:
-            while self._exclusive:
-                self._cond.wait()
-            self._exclusive = True  # new transactions wait from here on
-            deadline = None if wait_s is None else time.monotonic() + wait_s
-            while self._users:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    self._exclusive = False
-                    self._cond.notify_all()
-                    break
-                self._cond.wait(left)
-            acquired = self._exclusive
-        try:
-            yield acquired
-        finally:
-            if acquired:
-                with self._cond:
-                    self._exclusive = False
-                    self._cond.notify_all()
 
 
 def _cause(exc: Exception) -> BaseException | None:
@@ -271,6 +223,34 @@ class LmdbTxn:
                 lo = last + b"\x00"  # the smallest key strictly greater than `last`
             chunk_size = min(chunk_size * 2, _SCAN_CHUNK_MAX)
 
+    def first(
+        self, db: str, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
+    ) -> tuple[bytes, bytes] | None:
+        # One cursor and one seek, no generator nor chunk list: about a get's cost, where an empty scan
+        # costs four (issue 16). The cursor is gone when this returns: writes may follow at once.
+        try:
+            cur = self._txn.cursor(self._dbs[db])
+            try:
+                if reverse:  # the last key below `end`, if any
+                    positioned = cur.last() if end is None or not cur.set_range(end) else cur.prev()
+                else:
+                    positioned = cur.set_range(start)
+                if not positioned:
+                    return None
+                item: tuple[bytes, bytes] = cur.item()  # type: ignore[assignment]  # buffers=False: bytes
+                if reverse:
+                    return item if item[0] >= start else None
+                return item if end is None or item[0] < end else None
+            finally:
+                cur.close()
+        except KeyError:
+            self._db(db)  # raises, naming the database
+            raise
+        except _CALLER_ERRORS:
+            raise
+        except lmdb.Error as exc:
+            raise _storage_error(exc) from exc
+
     def _read_chunk(
         self, handle: Any, lo: bytes, hi: bytes | None, reverse: bool, limit: int
     ) -> list[tuple[bytes, bytes]]:
@@ -340,7 +320,7 @@ class LmdbKV:
         self._sync = sync
         self._grow_lock = threading.Lock()
         self._page_size = 4096
-        self._gate = _Gate()
+        self._gate = Gate()
         self._env: lmdb.Environment | None = None
         self._dbs: dict[str, Any] = {}
         self._path.mkdir(mode=0o700, parents=True, exist_ok=True)  # private: it holds every payload

@@ -59,6 +59,12 @@ class _Counted:
         self._calls["scan", db] += 1
         return self._txn.scan(db, start, end, reverse=reverse)
 
+    def first(
+        self, db: str, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
+    ) -> tuple[bytes, bytes] | None:
+        self._calls["first", db] += 1
+        return self._txn.first(db, start, end, reverse=reverse)
+
     def savepoint(self) -> Savepoint:
         return self._txn.savepoint()
 

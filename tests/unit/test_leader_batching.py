@@ -42,6 +42,14 @@ class _CountingTxn:
                 self._owner.due_scanned += 1
             yield item
 
+    def first(
+        self, db: str, start: bytes = b"", end: bytes | None = None, *, reverse: bool = False
+    ) -> tuple[bytes, bytes] | None:
+        item = self._txn.first(db, start, end, reverse=reverse)
+        if db == "due" and item is not None:
+            self._owner.due_scanned += 1
+        return item
+
 
 class CountingKV:
     """MemKV, counting read transactions and the due-index entries read."""
