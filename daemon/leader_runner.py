@@ -24,6 +24,7 @@ from cronraft.daemon import retention
 from cronraft.daemon.clock import Clock
 from cronraft.daemon.config import RetentionConfig
 from cronraft.daemon.leader import LeaderCore, LeaderSettings
+from cronraft.daemon.leader.output_admission import OUTPUT_FLUSH_S, OutputAdmission
 from cronraft.daemon.leader_ids import new_id
 from cronraft.daemon.notify import Notification, Notifier
 from cronraft.daemon.notify_events import notification_events
@@ -34,14 +35,11 @@ from cronraft.proto.v1 import commands_pb2, common_pb2, worker_pb2
 from cronraft.raft import features, leaderplan
 from cronraft.raft import state as sm
 from cronraft.raft.audit import AuditLog
-from cronraft.raft.codec import token_tuple
 from cronraft.raft.groupcommit import GroupCommitter
 from cronraft.raft.kv import KV
 
 log = structlog.get_logger("cronraft.leader")
 
-OUTPUT_FLUSH_S = 0.3
-OUTPUT_FLUSH_BYTES = 1 << 20
 # The proposal timeout of the leader's own commands (fires, grants, results). A client gets an answer
 # within the group committer's default; the leader rather waits for the outcome: on a saturated machine a
 # burst's entries can take longer than that to commit and apply, and each "outcome unknown" makes the
@@ -116,15 +114,13 @@ class LeaderRunner:
         self._heartbeat_interval_ms = heartbeat_interval_ms
         self._notifier = notifier
         self._kv = kv
-        # Output pieces from the workers, proposed together every OUTPUT_FLUSH_S (or when large):
-        # logs ride the log like everything else, but never one entry per line.
-        self._output: list[commands_pb2.Command] = []
-        self._output_bytes = 0
-        self._output_flush: asyncio.TimerHandle | None = None
         self._sessions: dict[str, WorkerSession] = {}
         # Worker messages dropped (issue 13), by kind: "superseded" (on a stream the worker replaced),
         # "stale_output" (output for no lease of its sender), and result/output/renewal forged.
         self.dropped: dict[str, int] = {}
+        # Output pieces from the workers, proposed together every OUTPUT_FLUSH_S (or when large).
+        self.output = OutputAdmission(self.core, self.dropped)
+        self._output_flush: asyncio.TimerHandle | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
@@ -530,7 +526,7 @@ class LeaderRunner:
             # The output buffered so far goes first (its task is created first, so it reaches the group
             # committer first): an attempt's last lines are stored before the result that ends its lease,
             # after which apply refuses them (the token is no longer current).
-            if self._output:
+            if self.output.pieces:
                 self._flush_output()
             self._flush_audit_before_failpoint()
             failpoint("leader.before_result_propose")
@@ -538,37 +534,14 @@ class LeaderRunner:
         self._flush()  # stale results are acknowledged at once, without a proposal
 
     def on_output(self, session: WorkerSession, chunk: worker_pb2.OutputChunk) -> None:
-        """Buffer a piece of output for the log, if its execution's lease is the sender's (the token
-        alone is not enough: issue 13). Output for no lease of the sender (a fenced-off attempt) is
-        dropped and counted; output for another worker's lease is refused as forged. With
-        authentication off a worker id is only a claim: the token alone is checked, so that what the
-        state machine would refuse never reaches the log (S12)."""
+        """Buffer a piece of output for the log if the sender may send it (OutputAdmission.admit: a
+        fenced-off attempt's is dropped and counted, another worker's lease's refused as forged)."""
         if not chunk.data or self._stopping or not self._current(session, "output"):
             return
-        token = token_tuple(chunk.token)
-        verdict = (
-            self.core.lease_check(session.worker_id, chunk.execution_id, token, "output")
-            if session.bound
-            else self.core.token_check(chunk.execution_id, token)
-        )
-        if verdict:
-            if verdict == "stale":
-                self.dropped["stale_output"] = self.dropped.get("stale_output", 0) + 1
+        if self.output.admit(session.worker_id, session.bound, chunk, self._clock.now_ms()):
             self._act_on_refusals()
             return
-        self._output.append(
-            commands_pb2.Command(
-                stamped_at_ms=self._clock.now_ms(),
-                append_output=commands_pb2.AppendOutput(
-                    execution_id=chunk.execution_id,
-                    token=chunk.token,
-                    stream=int(chunk.stream),
-                    data=chunk.data,
-                ),
-            )
-        )
-        self._output_bytes += len(chunk.data)
-        if self._output_bytes >= OUTPUT_FLUSH_BYTES:
+        if self.output.full:
             self._flush_output()
         elif self._output_flush is None:
             self._output_flush = asyncio.get_running_loop().call_later(OUTPUT_FLUSH_S, self._flush_output)
@@ -577,7 +550,7 @@ class LeaderRunner:
         if self._output_flush is not None:
             self._output_flush.cancel()
             self._output_flush = None
-        batch, self._output, self._output_bytes = self._output, [], 0
+        batch = self.output.take()
         if batch and not self._stopping:
             task = asyncio.create_task(self._propose_output(batch))
             self._inflight.add(task)

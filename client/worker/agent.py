@@ -1,10 +1,10 @@
 """The worker agent (`Worker`): one `WorkerGateway.Connect` stream to the leader at a time, the attempts
 it is offered, and the loops of a stream (reading, heartbeats, results, live output).
 
-The parts live beside it: where the stream goes (`routing`), one welcomed stream (`session`), lease
-deadlines and self-fencing (`leases`), what must hold before a payload begins (`start_gate`), results
-and the durable outbox (`results`, `outbox`), live output (`live_output`), the runner for each payload
-kind (`payloads`).
+The parts live beside it: where the stream goes (`routing`), one welcomed stream (`session`), its
+heartbeats and their answers (`heartbeats`), lease deadlines and self-fencing (`leases`), what must hold
+before a payload begins (`start_gate`), results and the durable outbox (`results`, `outbox`), live output
+(`live_output`), the runner for each payload kind (`payloads`).
 
 Python 3.11's `asyncio.wait_for` can swallow a cancellation that races with completion (CPython
 gh-86296, fixed in 3.12), which would leave a cancelled loop running: this package uses
@@ -37,8 +37,9 @@ from cronraft.client._runner import (
     StopReason,
 )
 from cronraft.client.handlers import Handler, HandlerRegistry
-from cronraft.client.worker import heartbeat_plan, leases
+from cronraft.client.worker import leases
 from cronraft.client.worker.config import WorkerConfig, process_identity
+from cronraft.client.worker.heartbeats import Heartbeats
 from cronraft.client.worker.leases import Attempt
 from cronraft.client.worker.live_output import LiveOutput
 from cronraft.client.worker.metrics import WorkerMetrics
@@ -48,7 +49,7 @@ from cronraft.client.worker.results import Results, not_started
 from cronraft.client.worker.routing import ServerRotation, leader_hint, stream_backoff
 from cronraft.client.worker.session import Session, StreamStale, open_stream
 from cronraft.client.worker.start_gate import StartGates, await_sensor, refusal
-from cronraft.client.worker.ticks import loop_time_of, sleep_to_tick, sleep_until, tick_after, tick_within
+from cronraft.client.worker.ticks import sleep_to_tick
 from cronraft.clock import Clock, SystemClock, mono_s
 from cronraft.failpoint import failpoint
 from cronraft.proto.v1 import common_pb2, worker_pb2, worker_pb2_grpc
@@ -123,11 +124,20 @@ class Worker:
         self.connected = asyncio.Event()  # set while a welcomed stream is open
         self._heartbeat_now = asyncio.Event()  # send a heartbeat without waiting for the interval
         self._gates = StartGates(self._clock, self._heartbeat_now.set)
-        self._held = heartbeat_plan.HeldStarts()  # what confirming heartbeats list
+        self._heartbeats = Heartbeats(
+            attempts=self._attempts,
+            results=self._results,
+            outbox=self.outbox,
+            clock=self._clock,
+            now=self._heartbeat_now,
+            gates=self._gates,
+            draining=lambda: self._state is _State.DRAINING,
+            log=self._log,
+        )
+        self._held = self._heartbeats.held  # what confirming heartbeats list
         # This process's incarnation (Hello.incarnation): a leader that finds it not holding a lease
         # granted to it knows the attempt never began, and grants it again without spending an attempt.
         self.incarnation = uuid.uuid4().hex
-        self._idle_wait = False  # the heartbeat loop waits the idle interval (it held nothing)
         self._declining: set[asyncio.Task[None]] = set()  # offers declined while draining, being reported
         # No attempt's deadline comes before this (the fence loop's next pass; offers may bring it nearer).
         self._fence_due = 0.0
@@ -334,7 +344,7 @@ class Worker:
         reader = asyncio.create_task(self._read_loop(session), name="read")
         tasks = {
             reader,
-            asyncio.create_task(self._heartbeat_loop(session), name="heartbeat"),
+            asyncio.create_task(self._heartbeats.loop(session), name="heartbeat"),
             asyncio.create_task(self._results.send_loop(session, self._live.flush_finished), name="results"),
             asyncio.create_task(self._live.flush_loop(session), name="output"),
         }
@@ -362,7 +372,7 @@ class Worker:
                 for lease in message.leases.leases:
                     self._offer(session, lease, message.leases.echo_mono_ms)
             elif kind == "heartbeat_ack":
-                self._on_heartbeat_ack(session, message.heartbeat_ack)
+                self._heartbeats.on_ack(session, message.heartbeat_ack)
             elif kind == "acks":
                 await self._results.on_acks(session, message.acks.execution_ids)
             elif kind == "cancel":
@@ -416,23 +426,12 @@ class Worker:
         self._attempts[key] = attempt
         self._fence_due = min(self._fence_due, deadline)
         self._held.add(attempt)
-        if self._idle_wait:
+        if self._heartbeats.idle_wait:
             self._heartbeat_now.set()  # renewals are due at the ordinary interval from now on
         running[execution_id] = running.get(execution_id, 0) + 1
         attempt.task = asyncio.create_task(self._run_attempt(attempt), name=f"attempt {execution_id}")
         if self._debug:
             self._log.debug("attempt started", execution_id=execution_id, attempt=lease.attempt)
-
-    def _on_heartbeat_ack(self, session: Session, ack: worker_pb2.HeartbeatAck) -> None:
-        session.set_idle_interval(ack.idle_heartbeat_interval_ms)
-        if ack.list_finished:
-            session.list_finished = True
-        sent = session.heartbeats.popleft() if session.heartbeats else None
-        leases.revoke(self._attempts, sent, ack.revoked, self._log)
-        if sent is None:
-            return  # an answer to no heartbeat: we cannot know from when to renew
-        leases.renew(self._attempts, sent, ack.renewed)
-        self._gates.acked()
 
     def _on_cancel(self, cancel: worker_pb2.CancelAttempt) -> None:
         key = attempt_key(cancel.execution_id, cancel.token)
@@ -552,67 +551,3 @@ class Worker:
             if now >= self._fence_due:  # else no deadline can have passed: no pass over every attempt
                 self._fence_due = leases.fence_overdue(self._attempts.values(), now, self._log)
             await sleep_to_tick(self.config.fence_check_interval_s)
-
-    # -- sending ----------------------------------------------------------------------------------
-
-    async def _heartbeat_loop(self, session: Session) -> None:
-        """Full heartbeats every interval, confirming ones between them when a held start asks
-        (heartbeat_plan: what each lists, and their spacing)."""
-        loop = asyncio.get_running_loop()
-        last_full = last_sent = float("-inf")  # mono_s(clock) of the latest full / any heartbeat
-        asked = False  # this heartbeat was asked for (_heartbeat_now), not sent by the interval's timer
-        while True:
-            if session.heartbeats and loop.time() - session.heartbeats[0][0] > session.stale_after_s:
-                raise StreamStale(f"no heartbeat answer for {session.stale_after_s:.1f} s")
-            now = mono_s(self._clock)
-            wait = heartbeat_plan.spacing_wait(now, last_sent)
-            if wait > 0:
-                # At the first tick the spacing allows: the ticks' time on the system clock, where the
-                # send times are read (to the millisecond), so that the spacing is not one tick more.
-                await sleep_until(tick_after(loop_time_of(self._clock, now + wait, now, loop)))
-            self._heartbeat_now.clear()  # this heartbeat answers every request made before it
-            sent = mono_s(self._clock)
-            interval = session.heartbeat_interval_s
-            full = heartbeat_plan.is_full_due(
-                sent, last_full, interval, asked=asked, list_finished=session.list_finished
-            )
-            listed = (
-                heartbeat_plan.to_list(self._attempts.values(), sent, full=True)
-                if full
-                else self._held.confirming(self._attempts, sent)
-            )
-            keys = frozenset(a.key for a in listed)
-            refs = [leases.lease_ref(a) for a in listed]
-            session.heartbeats.append((loop.time(), sent, keys))
-            heartbeat = worker_pb2.Heartbeat(
-                leases=refs, sent_mono_ms=int(sent * 1000), draining=self._state is _State.DRAINING
-            )
-            if full and session.list_finished:
-                # Finished attempts whose results are not acknowledged (durable or not): with the running
-                # ones, everything this worker holds. Attempts still storing their result are running.
-                session.list_finished = False
-                heartbeat.complete_listing = True
-                for result in self._results.unacknowledged():
-                    heartbeat.finished.add(execution_id=result.execution_id, token=result.token)
-            await session.write(worker_pb2.WorkerMessage(heartbeat=heartbeat))
-            last_sent = sent
-            if full:
-                last_full = sent
-            # Until the next full heartbeat, or less when a held start asks for a confirming one; the idle
-            # interval when this worker holds nothing (a lease arriving meanwhile ends the wait:
-            # _start_attempt).
-            holding = bool(self._attempts or self._results.volatile or len(self.outbox))
-            self._idle_wait = not holding
-            timeout = (
-                max(0.0, last_full + interval - mono_s(self._clock)) if holding else session.idle_interval_s
-            )
-            asked = False
-            try:
-                # asyncio.timeout, not wait_for: on 3.11 wait_for may swallow the cancellation that stops
-                # this loop when it races with the event (module docstring); stop() sets the event.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout_at(tick_within(loop.time(), timeout)):
-                        await self._heartbeat_now.wait()
-                        asked = True
-            finally:
-                self._idle_wait = False

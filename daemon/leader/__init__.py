@@ -8,6 +8,7 @@ leader"):
 - `pending.PendingQueue`: executions waiting for a worker, by priority with aging, and why they wait;
 - `retries.InternalRetries`: backoff of our own commands that failed inside apply;
 - `core.LeaderCore`: composes them; `outcomes`: what it does with the outcome of a proposal.
+- `output_admission.OutputAdmission`: the workers' live output the runner takes into the log.
 
 No module here does I/O or reads a clock (import-linter: "the pure core does no I/O"); the asyncio
 driver is `cronraft.daemon.leader_runner`.

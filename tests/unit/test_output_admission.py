@@ -38,7 +38,7 @@ def test_output_for_no_execution_is_dropped_unauthenticated_as_authenticated() -
             for n in range(3):
                 chunk = worker_pb2.OutputChunk(execution_id="0" * 25 + str(n), token=token, data=b"x" * 1024)
                 runner.on_output(session, chunk)
-        assert not runner._output and runner._output_flush is None  # nothing buffered for the log
+        assert not runner.output.pieces and runner._output_flush is None  # nothing buffered for the log
         return runner.dropped
 
     dropped = asyncio.run(main())
