@@ -220,15 +220,18 @@ def _listed(txn: Txn, task16: bytes, limit: int) -> Iterator[tuple[bytes, Execut
     execution is missing is dropped on the way (it names nothing). The caller may delete each one it is
     given (`delete_execution(..., listed=key)`) before it asks for the next."""
     n = 0
-    for key, exec16 in txn.scan("fires", task16, firing.prefix_end(task16)):
+    start, end = task16, firing.prefix_end(task16)
+    # One seek per execution (Txn.first), not a scan: a trim at a fire takes one, and each one given
+    # is usually deleted before the next is asked for.
+    while n < limit and (found := txn.first("fires", start, end)) is not None:
+        key, exec16 = found
+        start = key + b"\0"  # the smallest key after `key`
         raw = txn.get("execs", exec16)
         if raw is None:
             txn.delete("fires", key)
             continue
         yield key, _execution_from(raw)
         n += 1
-        if n >= limit:
-            return
 
 
 def _delete_history(txn: Txn, task16: bytes, budget: Budget) -> tuple[int, bool]:
@@ -319,9 +322,9 @@ def prune(txn: Txn, p: commands_pb2.Prune, now_ms: int, report: commands_pb2.Pru
     if p.defaults.log_max_age_ms > 0 and not budget.spent:
         report.logs += output.prune(txn, now_ms - p.defaults.log_max_age_ms + 1, limit=budget.left)
         budget.left -= report.logs
-        for key, _ in txn.scan("logs_by_time"):  # the oldest log left: when it becomes deletable
-            _note_next(report, from_u64(key[:8]) + p.defaults.log_max_age_ms)
-            break
+        oldest = txn.first("logs_by_time")  # the oldest log left: when it becomes deletable
+        if oldest is not None:
+            _note_next(report, from_u64(oldest[0][:8]) + p.defaults.log_max_age_ms)
     if not budget.spent:  # the audit trail: by age and count (raft.audit_trail)
         deleted, next_ms = audit_trail.prune(
             txn, now_ms, p.defaults.audit_max_age_ms, p.defaults.audit_max_records, budget.left
@@ -394,7 +397,7 @@ def _visit(
     """Apply the task's limits; False if the budget ran out before it was done."""
     if task.state in _ENDED and lim.ended_task_max_age_ms:
         ended_at = max(task.updated_at_ms, task.last_finished_ms)
-        idle = not any(True for _ in txn.scan("active", task16, firing.prefix_end(task16)))
+        idle = txn.first("active", task16, firing.prefix_end(task16)) is None
         if idle and ended_at + lim.ended_task_max_age_ms > now_ms:
             _note_next(report, ended_at + lim.ended_task_max_age_ms)
         if ended_at + lim.ended_task_max_age_ms <= now_ms and idle:
@@ -453,9 +456,12 @@ def _trim(
         return 0, True
     deleted = 0
     scanned = 0
-    for key, exec16 in txn.scan("fires", task16, firing.prefix_end(task16)):
-        if scanned >= scan_limit:
-            break
+    start, end = task16, firing.prefix_end(task16)
+    # One seek per execution (Txn.first), not a scan: a visit usually reads the oldest one and stops, and
+    # each further one read is usually deleted.
+    while scanned < scan_limit and (found := txn.first("fires", start, end)) is not None:
+        key, exec16 = found
+        start = key + b"\0"  # the smallest key after `key`
         scanned += 1
         raw = txn.get("execs", exec16)
         if raw is None:
@@ -489,7 +495,11 @@ def _prune_ledger_by_age(
     done = True
     oldest = None
     end = firing.ledger_key(task16, before_ms) if before_ms > 0 else task16
-    for key, _ in txn.scan("ledger", task16, firing.prefix_end(task16)):
+    # A visit usually finds no record past its age: its oldest one, one seek (Txn.first), says so.
+    first = txn.first("ledger", task16, firing.prefix_end(task16))
+    if first is None or first[0] >= end:
+        return 0, True, None if first is None else first[0]
+    for key, _ in txn.scan("ledger", first[0], firing.prefix_end(task16)):
         if key >= end:
             oldest = key
             break
