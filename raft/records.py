@@ -263,12 +263,13 @@ def task_indexed(task: Task) -> TaskIndexed:
 
 def put_task_same_spec(
     txn: Txn, task16: bytes, task: Task, before: TaskIndexed, *, indexed: bool = False
-) -> None:
+) -> bytes:
     """`put_task(txn, task16, task, old=stored)` for a task whose spec did not change since it was read
     (a fire, a finish), `before` being `task_indexed(stored)`: the same writes, in the same order, without
     a copy of the stored task to compare with (a copy and a spec comparison cost about as much as parsing
     the task). `indexed`: the store's search indexes are complete (META_INDEXED), so the task's kind and
-    name entries are there already and are not written again when its last outcome changes."""
+    name entries are there already and are not written again when its last outcome changes. Returns the
+    bytes stored (a result may answer them: Ctx.answer_task)."""
     old_state, old_due, old_outcome = before
     state, outcome = task.state, task.last_outcome
     if old_outcome != outcome:  # `_put_search_keys` with the kind, the name and the namespace unchanged
@@ -287,11 +288,13 @@ def put_task_same_spec(
     scheduled = state == common_pb2.TASK_SCHEDULED
     if old_due and (old_due != due or not scheduled):
         txn.delete("due", old_due.to_bytes(8, "big") + task16)
-    txn.put("tasks", task16, _task_bytes(task, deterministic=True))  # a Task holds maps (its tags)
+    stored = _task_bytes(task, deterministic=True)  # a Task holds maps (its tags)
+    txn.put("tasks", task16, stored)
     if old_state != state:
         txn.put("tasks_by_state", _BYTE[state] + task16, b"")
     if scheduled and due and not (old_state == common_pb2.TASK_SCHEDULED and old_due == due):
         txn.put("due", due.to_bytes(8, "big") + task16, b"")
+    return stored
 
 
 def _put_search_keys(
@@ -367,11 +370,12 @@ def put_execution(
     *,
     task16: bytes | None = None,
     after: Indexed | None = None,
-) -> None:
+) -> bytes:
     """Write an execution and keep its search indexes in step with what was stored before: `before` is
     `indexed()` of the stored one when the caller knows it (the hot paths: fire, grant, finish; None: a
     new execution), else it is read. `task16`: its task's key bytes, when the caller has them; `after`:
-    `indexed(ex)`, when the caller knows it without reading `ex` again (finish)."""
+    `indexed(ex)`, when the caller knows it without reading `ex` again (finish). Returns the bytes stored
+    (a result may answer them: Ctx.answer)."""
     new = indexed(ex) if after is None else after
     old = before
     if old is _READ:
@@ -380,7 +384,9 @@ def put_execution(
     if old != new:
         _set_exec_keys(txn, exec16, id_bytes(ex.task_id) if task16 is None else task16, old, new)
     # An Execution holds no map (codec.MAPLESS): the bytes of `deterministic=True`, cheaper.
-    txn.put("execs", exec16, _execution_bytes(ex))
+    stored = _execution_bytes(ex)
+    txn.put("execs", exec16, stored)
+    return stored
 
 
 def drop_execution(txn: Txn, exec16: bytes, ex: Execution, *, stored: bool = False) -> Execution:

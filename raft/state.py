@@ -27,28 +27,19 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable, Container, Iterator, Sequence
-from itertools import islice
 from typing import Any
 
 from cronraft.errors import InvalidArgument, StorageError
 from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft import audit_trail, features, firing, search, stats
-from cronraft.raft.codec import (
-    CodecError,
-    decode_batch,
-    from_u64,
-    id_bytes,
-    id_text,
-    message_field,
-    u64,
-    varint,
-)
+from cronraft.raft.codec import CodecError, decode_batch, from_u64, id_bytes, id_text, u64
 from cronraft.raft.commands import DEFAULT_MAX_ATTEMPTS, HANDLERS, Ctx
 from cronraft.raft.fireplan import PlanIndex
 from cronraft.raft.kv import KV, Txn
 from cronraft.raft.records import (
     META_INDEXED,
     META_LAST_APPLIED,
+    TERMINAL_STATES,
     due_key,
     fire_key,
     get_execution,
@@ -56,6 +47,14 @@ from cronraft.raft.records import (
     read_epoch,
 )
 from cronraft.raft.rejection import Code, Rejected, Rejection, invalid_argument
+from cronraft.raft.result_bytes import (
+    DEDUP_RETENTION_MS,
+    UNREAD_RESULT,
+    answered,
+    codec_failure,
+    element,
+    remember,
+)
 from cronraft.raft.validate import stored_namespace
 
 Task = common_pb2.Task
@@ -66,14 +65,9 @@ CommandResult = commands_pb2.CommandResult
 # method costs a look-up of a field of that name first (upb).
 _which = commands_pb2.Command.WhichOneof
 _has = commands_pb2.Command.HasField
-_result_bytes = CommandResult.SerializeToString
 
-# Requests are remembered this long for deduplication (measured in stamped leader time).
-DEDUP_RETENTION_MS = 24 * 3600 * 1000
 # ListTasks reads at most this many candidate tasks per page (a filter no index answers returns short pages).
 LIST_SCAN_LIMIT = 10_000
-# At most this many expired dedup records are pruned per entry, to bound the cost of one apply.
-DEDUP_PRUNE_PER_ENTRY = 64
 # The `error` of a command whose handler raised an unexpected exception is cut to this many characters.
 MAX_INTERNAL_ERROR = 500
 DEFAULT_CATCHUP_WINDOW_MS = firing.DEFAULT_CATCHUP_WINDOW_MS
@@ -94,25 +88,9 @@ _STATS_BATCHED = frozenset(
     }
 )
 
-# The result of a command nobody reads (`apply_entry(wanted=False)`): an empty CommandResult as an element
-# of a BatchResult, so that the entry's result still counts its commands (daemon.metrics.count_results).
-UNREAD_RESULT = message_field(1, b"")
-_RESULT_TAG = UNREAD_RESULT[:1]  # BatchResult.results (field 1, length-delimited)
-
 # Command kinds whose handlers skip filling a result nobody reads (Ctx.unread): the hot path of a
 # follower. Their results are stored nowhere unless the command has a request id or an audit record.
 _UNREAD_SKIPS = frozenset({"fire", "grant", "complete"})
-
-TERMINAL_STATES = frozenset(
-    {
-        common_pb2.EXECUTION_SUCCEEDED,
-        common_pb2.EXECUTION_FAILED,
-        common_pb2.EXECUTION_TIMED_OUT,
-        common_pb2.EXECUTION_CANCELLED,
-        common_pb2.EXECUTION_LOST,
-        common_pb2.EXECUTION_EXPIRED,
-    }
-)
 
 
 # ------------------------------------------------------------------------------------------- readers
@@ -463,15 +441,12 @@ class StateMachine:
         guarded: bool,
         wanted: bool,
     ) -> bytes:
-        """One entry's commands; its `BatchResult`, assembled from the serialized results (repeated field
-        1): appending each result to a BatchResult message would copy it first."""
+        """One entry's commands; its `BatchResult`, built of their serialized results (raft.result_bytes)."""
         parts: list[bytes] = []
         try:
             batch = decode_batch(payload)
         except CodecError as e:
-            # Deterministic on every node: the entry is recorded as applied with no effect.
-            failed = Rejection(Code.CODEC, str(e)).result()
-            return message_field(1, failed.SerializeToString(deterministic=True))
+            return codec_failure(e)  # deterministic on every node: applied with no effect
         for i, cmd in enumerate(batch.commands):
             kind = _which(cmd, "body")  # read once per command: each protobuf read costs
             audit = _has(cmd, "audit")
@@ -494,12 +469,10 @@ class StateMachine:
             # A client's command carries `audit`: its audit record (raft.audit_trail), written with its
             # outcome whatever that is (a duplicate's is the answer it gets).
             if audit:
-                assert not isinstance(res, bytes)  # only a result wanted as bytes only comes serialized
+                assert not isinstance(res, list)  # only a result wanted as bytes only comes serialized
                 audit_trail.record(txn, index, i, cmd, res)
-            if wanted:
-                # message_field(1, encoded), without the call: tag, length, bytes (joined below)
-                encoded = res if isinstance(res, bytes) else _result_bytes(res, deterministic=True)
-                parts += (_RESULT_TAG, varint(len(encoded)), encoded)
+            if wanted:  # the result's parts as an element of the BatchResult (joined below)
+                parts += res if isinstance(res, list) else element(res)
             else:
                 parts.append(UNREAD_RESULT)
         return b"".join(parts)
@@ -517,7 +490,7 @@ class StateMachine:
         wanted: bool,
         kind: str | None,
         audit: bool,
-    ) -> CommandResult | bytes:
+    ) -> CommandResult | list[bytes]:
         """The command's effect. A refusal (`Rejected`, `InvalidArgument`) keeps what the handler wrote
         before it (handlers check everything before writing: nothing) and its audit events, which tell of the
         refusal. Any other exception that is not environmental discards the command's writes and events
@@ -525,8 +498,9 @@ class StateMachine:
         `_Unguarded`; guarded, by rolling back the command's savepoint.
 
         `kind` (the command's body) and `audit` (whether it carries an audit record): read by the caller.
-        The result comes serialized when the handler left an answer (`Ctx.answer`: `answered`), which it
-        may only when the result is wanted as bytes only (`Ctx.bytes_only`)."""
+        The result comes as the parts of its serialized element (raft.result_bytes.answered) when the
+        handler left an answer (`Ctx.answer`, `Ctx.answer_task`), which it may only when the result is
+        wanted as bytes only (`Ctx.bytes_only`)."""
         request_id = cmd.request_id
         if request_id:
             seen = txn.get("requests", request_id.encode())
@@ -539,7 +513,7 @@ class StateMachine:
         res = CommandResult() if unread else CommandResult(applied=True)
         marked = len(events) if events is not None else 0
         sp = txn.savepoint() if guarded else None
-        answer = None
+        answer: Ctx | None = None
         try:
             if handler is None:
                 raise Rejected(Code.UNKNOWN_COMMAND, f"unknown command {kind!r}")
@@ -563,7 +537,8 @@ class StateMachine:
                 bytes_only,
             )
             handler(ctx, cmd)
-            answer = ctx.answer
+            if bytes_only and (ctx.answer is not None or ctx.answer_task is not None):
+                answer = ctx
         except Rejected as r:
             res = r.rejection.result()
         except InvalidArgument as e:
@@ -590,53 +565,12 @@ class StateMachine:
         if sp is not None:
             sp.release()
         if request_id:
-            txn.put("requests", request_id.encode(), res.SerializeToString(deterministic=True))
-            txn.put("requests_by_time", u64(cmd.stamped_at_ms) + request_id.encode(), b"")
-            if position == 0:
-                _prune_requests(txn, cmd.stamped_at_ms - DEDUP_RETENTION_MS)
-        return res if answer is None else answered(res, answer)
-
-
-# The fields of a CommandResult that `answered` writes itself: `applied` (1) true, `execution` (5) and an
-# element of `executions` (7), each a tag; and the first byte of the tag of any field numbered 7 or more.
-_APPLIED = b"\x08\x01"
-_EXECUTION_TAG = b"\x2a"
-_EXECUTIONS_TAG = b"\x3a"
-_FIELD_7 = 0x38
-_execution_bytes = Execution.SerializeToString
-
-
-def answered(res: CommandResult, answer: Execution) -> bytes:
-    """`res` with `answer` as its `execution` and the first of its `executions`, serialized (Ctx.answer):
-    the bytes of the message so filled, with `answer` serialized once and copied nowhere. Protobuf writes
-    the fields in the order of their numbers (a message's serialization is its fields' encodings one after
-    the other), so `answer`'s two fields go between `applied` and the rest when nothing numbered 2 to 6 is
-    set (a handler that leaves an answer sets none); anything else is filled as a message. An Execution
-    holds no map (codec.MAPLESS): its bytes are those of `deterministic=True`."""
-    rest = _result_bytes(res, deterministic=True)
-    if rest[:2] == _APPLIED and (len(rest) == 2 or rest[2] >= _FIELD_7):
-        encoded = _execution_bytes(answer)
-        field = varint(len(encoded)) + encoded
-        return b"".join((_APPLIED, _EXECUTION_TAG, field, _EXECUTIONS_TAG, field, rest[2:]))
-    full = CommandResult()
-    full.CopyFrom(res)
-    full.execution.CopyFrom(answer)
-    del full.executions[:]
-    full.executions.append(answer)
-    full.executions.extend(res.executions)
-    return _result_bytes(full, deterministic=True)
-
-
-def _prune_requests(txn: Txn, before_ms: int) -> None:
-    if before_ms <= 0:
-        return
-    doomed = [k for k, _ in islice(txn.scan("requests_by_time", b"", u64(before_ms)), DEDUP_PRUNE_PER_ENTRY)]
-    for k in doomed:
-        txn.delete("requests_by_time", k)
-        txn.delete("requests", k[8:])
+            remember(txn, request_id, cmd.stamped_at_ms, res, first=position == 0)
+        return res if answer is None else answered(res, answer.answer, answer.answer_task)
 
 
 __all__ = [
+    "DEDUP_RETENTION_MS",
     "DEFAULT_CATCHUP_WINDOW_MS",
     "DEFAULT_MAX_ATTEMPTS",
     "LIST_SCAN_LIMIT",

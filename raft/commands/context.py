@@ -48,13 +48,18 @@ class Ctx:
     unread: bool = False
     # The result is wanted as bytes only (a leader's command with neither a request id nor an audit record:
     # raft.state serializes it into the entry's BatchResult, and nothing reads the message). A handler may
-    # then leave in `answer` an execution that its result would hold twice (below).
+    # then leave in `answer` and `answer_task` records it just stored, that its result would hold (below).
     bytes_only: bool = False
-    # An execution that is both the result's `execution` and the first of its `executions` (a leader's
-    # Complete: the execution as it ended, commands.leases), serialized once by raft.state when the result
-    # is, instead of copied into the result (with upb a copy serializes and parses) and serialized twice.
-    # Set only with `bytes_only`, before anything is added to `executions`; not changed once set.
-    answer: Execution | None = None
+    # The bytes of an execution as just stored (records.put_execution), which is both the result's
+    # `execution` and the first of its `executions` (a leader's Complete: the execution as it ended,
+    # commands.leases; a leader's Fire: the new one, commands.fires). raft.state splices them into the
+    # result's bytes (raft.result_bytes.answered) instead of copying the execution into the result (with
+    # upb a copy serializes and parses) and serializing it twice more. Set only with `bytes_only`, before
+    # anything is added to `executions`, and only once the execution changes no more in this command.
+    answer: bytes | None = None
+    # The same for a task as just stored (records.put_task_same_spec), the result's `task` (a leader's
+    # Fire: the task as the fire leaves it). Set only with `bytes_only`, after the task's last change.
+    answer_task: bytes | None = None
     _ids: int = 0  # the ids `new_id` derived so far
 
     def new_id(self) -> str:

@@ -41,8 +41,8 @@ def finish(
     """Move an execution to a final state and keep its task in step: leave the active set, count the
     outcome (raft.stats), promote the oldest buffered execution once nothing else runs, and plan a
     fixed-delay task's next run. `exec16`: the execution's key bytes, when the caller has them. `answer`:
-    `ex` ends as it is now and is the command's answer (`Ctx.answer`, with `bytes_only`), not copied into
-    the result's `executions`."""
+    `ex` ends as it is now and is the command's answer (`Ctx.answer`, with `bytes_only`: the bytes stored
+    here; nothing below changes `ex`, nor may the caller), not copied into the result's `executions`."""
     txn = ctx.txn
     if exec16 is None:
         exec16 = id_bytes(ex.execution_id)
@@ -63,9 +63,9 @@ def finish(
     ex.completed_at_ms = ctx.now
     # indexed(ex) now, without reading it again: only its state and end time changed here.
     after = (state, worker, ctx.now if state in TERMINAL_STATES else 0, namespace)
-    put_execution(txn, exec16, ex, before, task16=task16, after=after)
+    stored = put_execution(txn, exec16, ex, before, task16=task16, after=after)
     if answer:
-        ctx.answer = ex
+        ctx.answer = stored
     elif not ctx.unread:
         ctx.result.executions.append(ex)
 

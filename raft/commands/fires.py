@@ -44,8 +44,9 @@ def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     task16 = id_bytes(task_id, field="task_id")
     exec16 = id_bytes(execution_id, field="execution_id")
     # The leader's result answers the task as the fire leaves it: it is read into the result's field and
-    # changed there (a refusal replaces the whole result).
-    old = get_task(txn, task16, None if ctx.unread else ctx.result.task)
+    # changed there (a refusal replaces the whole result); wanted as bytes only, the bytes stored last.
+    bytes_only = ctx.bytes_only
+    old = get_task(txn, task16, None if ctx.unread or bytes_only else ctx.result.task)
     old_state, next_fire = old.state, old.next_fire_ms
     if old_state != common_pb2.TASK_SCHEDULED:
         raise Rejected(Code.INVALID_STATE, f"task {task_id} is not scheduled")
@@ -120,6 +121,7 @@ def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
             lead_ms=lead_ms,
             lead=lead,
             ids=(task16, exec16),
+            answer=bytes_only,
         )
     if kind == "fixed_delay":
         # The next run is planned when this one ends (finish); nothing is due meanwhile.
@@ -132,7 +134,9 @@ def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         firing.set_plan(task, plan, max_runs_reached(task))
         if task.state == common_pb2.TASK_COMPLETED:
             _record_window_end(ctx, task16, task, decision.resume_after, ans)
-    put_task_same_spec(txn, task16, task, before)
+    stored = put_task_same_spec(txn, task16, task, before)  # the task's last change
+    if bytes_only:
+        ctx.answer_task = stored
 
 
 def _fire_grants(ctx: Ctx) -> bool:
@@ -179,12 +183,15 @@ def start_execution(
     lead_ms: int = 0,
     lead: int | None = None,
     ids: tuple[bytes, bytes] | None = None,
+    answer: bool = False,
 ) -> Execution | None:
     """Create the execution of one fire, as the task's overlap policy says; record the outcome.
     `lease_to` (Fire.grant): a pending execution is leased at once, as a Grant of it (with `lead_ms`)
     right after this command would lease it, if that Grant would be accepted; same stored result,
     without writing the pending state first. A caller that has them already passes `lead`
-    (`firing.fire_lead(task, lead_ms)`) and `ids` (the task's and the execution's key bytes)."""
+    (`firing.fire_lead(task, lead_ms)`) and `ids` (the task's and the execution's key bytes). `answer`
+    (a Fire's, with `Ctx.bytes_only`): the new execution is the command's answer (`Ctx.answer`) when it
+    is the first of the result's executions (nothing below adds one)."""
     txn = ctx.txn
     if ids is None:
         task16 = id_bytes(task.task_id)
@@ -228,8 +235,10 @@ def start_execution(
             terminate(ctx, e, "terminated by a newer fire (overlap terminate_other)")
     state = common_pb2.ExecutionState.ValueType(decision.state)
     # On the leader the new execution is built in the result's list, where it is answered last (nothing
-    # below adds to the list), instead of being copied there at the end (upb copies serialize and parse).
-    new: Callable[..., Execution] = Execution if ctx.unread else ctx.result.executions.add
+    # below adds to the list), instead of being copied there at the end (upb copies serialize and parse);
+    # as the answer (`answering`), it stays out of the result.
+    answering = answer and not ctx.result.executions
+    new: Callable[..., Execution] = Execution if ctx.unread or answering else ctx.result.executions.add
     namespace = spec.namespace  # its task's, which never changes (records: execs_by_namespace)
     ex = new(
         execution_id=execution_id,
@@ -252,7 +261,7 @@ def start_execution(
     # A new execution (I3: one fire, one new id). Its search-index entries (records.indexed) without
     # reading back what was set above: not ended, and no worker but its lease's (nor an attempt's).
     after = (ex.state, ex.worker_id, 0, namespace) if granted else (state, "", 0, namespace)
-    put_execution(txn, exec16, ex, None, task16=task16, after=after)
+    stored = put_execution(txn, exec16, ex, None, task16=task16, after=after)  # `ex` changes no more
     txn.put("fires", fire_key(task16, nominal), exec16)
     txn.put("active", firing.active_key(task16, exec16), b"")
     quota.activated(txn, task16, counted)
@@ -277,7 +286,9 @@ def start_execution(
         actual_ms=due_ms or nominal,
         removed=removed,
     )
-    if not ctx.unread:
+    if answering:
+        ctx.answer = stored
+    elif not ctx.unread:
         ctx.result.execution.CopyFrom(ex)
     if ctx.events is not None:
         ctx.audit("fire", execution_id=execution_id, task_id=task.task_id, nominal_ms=nominal, manual=manual)
