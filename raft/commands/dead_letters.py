@@ -7,14 +7,20 @@ from __future__ import annotations
 from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft import firing, quota, retry
 from cronraft.raft.codec import id_bytes
-from cronraft.raft.commands.context import Ctx, Task, task_of
-from cronraft.raft.records import get_execution, pending_key, put_execution
+from cronraft.raft.commands.context import Ctx, Execution, Task, task_of
+from cronraft.raft.records import get_execution, indexed, pending_key, put_execution
 
 
-def dead_letter(ctx: Ctx, task: Task, exec16: bytes, reason: str) -> None:
-    ex = get_execution(ctx.txn, exec16)
+def dead_letter(ctx: Ctx, task: Task, exec16: bytes, reason: str, ex: Execution | None = None) -> Execution:
+    """File the ended execution `exec16` of `task` as a dead letter; the execution as stored now (marked).
+    `ex`: the execution as stored, unchanged since (the caller's, just ended: `finish`), which is then not
+    read again and is the one marked and returned. The execution is read once at most: its index entries
+    are moved from what was read (records.put_execution's `before`), not read again."""
+    if ex is None:
+        ex = get_execution(ctx.txn, exec16)
+    before = indexed(ex)  # as stored (the mark moves no index entry)
     ex.dead_lettered = True
-    put_execution(ctx.txn, exec16, ex)
+    put_execution(ctx.txn, exec16, ex, before)
     letter = common_pb2.DeadLetter(
         execution_id=ex.execution_id,
         task_id=ex.task_id,
@@ -30,6 +36,7 @@ def dead_letter(ctx: Ctx, task: Task, exec16: bytes, reason: str) -> None:
     )
     retry.put_dead_letter(ctx.txn, letter)
     ctx.result.dead_letters.append(letter)
+    return ex
 
 
 def redrive_dead_letters(ctx: Ctx, cmd: commands_pb2.Command) -> None:
@@ -39,6 +46,7 @@ def redrive_dead_letters(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     limit = min(r.limit or 100, 1000)
     ids = list(r.execution_ids) or retry.dead_letter_ids(ctx.txn, r.task_id, limit)
     for execution_id in ids[:limit]:
+        ex: Execution | None = None  # read once: the quota reads it; taking the letter changes no execution
         if ctx.limits is not None and ctx.txn.get("dlq", id_bytes(execution_id, field="execution_ids")):
             ex = get_execution(ctx.txn, id_bytes(execution_id))
             refusal = quota.execution_refusal(ctx.txn, ctx.limits, task_of(ctx, ex), new=False)
@@ -50,7 +58,9 @@ def redrive_dead_letters(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         if letter is None:
             continue
         exec16 = id_bytes(execution_id)
-        ex = get_execution(ctx.txn, exec16)
+        if ex is None:
+            ex = get_execution(ctx.txn, exec16)
+        before = indexed(ex)  # as stored: put_execution does not read it again
         task16 = id_bytes(ex.task_id)
         ex.state = common_pb2.EXECUTION_PENDING
         ex.dead_lettered = False
@@ -60,7 +70,7 @@ def redrive_dead_letters(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         ex.worker_incarnation = ""
         ex.not_before_ms = 0
         ex.completed_at_ms = 0
-        put_execution(ctx.txn, exec16, ex)
+        put_execution(ctx.txn, exec16, ex, before)
         ctx.txn.put("active", firing.active_key(task16, exec16), b"")
         quota.activated(ctx.txn, task16)
         ctx.txn.put("pending", pending_key(ex, exec16), b"")
