@@ -53,6 +53,11 @@ MAX_OUTPUT_CHUNK_BYTES = 1 << 20  # OutputChunk.data (a worker sends at most 256
 # output is replicated through the log, so more than this would swamp the cluster anyway.
 MAX_OUTPUT_BYTES_PER_S = 8 << 20
 MAX_OUTPUT_BURST_BYTES = 16 << 20
+# And at most this much from all of a leader's worker streams together, each stream sending output getting
+# an equal share while they ask for more (daemon.leader.output_admission, "The read budget"): with the
+# per-stream budget alone, N streams were read at N times what the log carries.
+MAX_NODE_OUTPUT_BYTES_PER_S = 8 << 20
+MAX_NODE_OUTPUT_BURST_BYTES = 16 << 20
 # AttemptResult fields are cut, not refused (a result is the record of a run: never dropped). The state
 # machine keeps the same: the last 64 KiB of each tail, the first 64 KiB of a return value, 4,096
 # characters of an error.
@@ -93,6 +98,8 @@ __all__ = [
     "MAX_NAMESPACE",
     "MAX_NAME_PREFIX",
     "MAX_NODE_ID",
+    "MAX_NODE_OUTPUT_BURST_BYTES",
+    "MAX_NODE_OUTPUT_BYTES_PER_S",
     "MAX_NOTE",
     "MAX_OFFER_BYTES",
     "MAX_OUTPUT_BURST_BYTES",

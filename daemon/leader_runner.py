@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from cronraft import __version__ as CRONRAFT_VERSION
+from cronraft import bounds
 from cronraft.daemon import retention
 from cronraft.daemon.clock import Clock
 from cronraft.daemon.config import RetentionConfig
@@ -28,6 +29,7 @@ from cronraft.daemon.leader.output_admission import OUTPUT_FLUSH_S, OutputAdmiss
 from cronraft.daemon.leader_ids import new_id
 from cronraft.daemon.notify import Notification, Notifier
 from cronraft.daemon.notify_events import notification_events
+from cronraft.daemon.wire import ByteBudget
 from cronraft.errors import CronraftError, ResourceExhausted
 from cronraft.failpoint import enabled as failpoints_enabled
 from cronraft.failpoint import failpoint
@@ -67,6 +69,7 @@ class WorkerSession:
     # Its worker id is its authenticated principal's (daemon.wire.worker_identity_problem): it may report
     # only on its own leases. False with authentication off, where an id is only a claim (as before).
     bound: bool = True
+    output_budget: ByteBudget | None = None  # its live output's read budget (OutputAdmission.read_pause)
 
     def send(self, msg: worker_pb2.GatewayMessage | None) -> None:
         if not self.closed:
@@ -119,7 +122,10 @@ class LeaderRunner:
         # "stale_output" (output for no lease of its sender), and result/output/renewal forged.
         self.dropped: dict[str, int] = {}
         # Output pieces from the workers, proposed together every OUTPUT_FLUSH_S (or when large).
-        self.output = OutputAdmission(self.core, self.dropped)
+        node_budget = ByteBudget(
+            bounds.MAX_NODE_OUTPUT_BYTES_PER_S, bounds.MAX_NODE_OUTPUT_BURST_BYTES, clock.mono_ms() / 1000
+        )
+        self.output = OutputAdmission(self.core, self.dropped, node_budget, clock.mono_ms() / 1000)
         self._output_flush: asyncio.TimerHandle | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -414,7 +420,10 @@ class LeaderRunner:
         old = self._sessions.pop(hello.worker_id, None)
         if old is not None:
             old.send(None)  # a worker reconnecting replaces its old stream
-        session = WorkerSession(hello.worker_id, bound=bound)
+        output_budget = ByteBudget(
+            bounds.MAX_OUTPUT_BYTES_PER_S, bounds.MAX_OUTPUT_BURST_BYTES, self._clock.mono_ms() / 1000
+        )
+        session = WorkerSession(hello.worker_id, bound=bound, output_budget=output_budget)
         self._sessions[hello.worker_id] = session
         if hello.version != CRONRAFT_VERSION or frozenset(hello.features) != features.WORKER_FEATURES:
             # Mixed releases are fine (nothing a worker sends depends on the feature gate); say which.
@@ -451,6 +460,8 @@ class LeaderRunner:
         if self._sessions.get(session.worker_id) is session:
             del self._sessions[session.worker_id]
             self.core.worker_disconnected(session.worker_id)
+        if session.output_budget is not None:
+            self.output.forget(session.output_budget)
         session.send(None)
 
     def restamp(self, msg: worker_pb2.GatewayMessage, session: WorkerSession | None = None) -> None:
@@ -533,18 +544,24 @@ class LeaderRunner:
             self._propose(cmds)
         self._flush()  # stale results are acknowledged at once, without a proposal
 
-    def on_output(self, session: WorkerSession, chunk: worker_pb2.OutputChunk) -> None:
+    def on_output(self, session: WorkerSession, chunk: worker_pb2.OutputChunk) -> float:
         """Buffer a piece of output for the log if the sender may send it (OutputAdmission.admit: a
-        fenced-off attempt's is dropped and counted, another worker's lease's refused as forged)."""
+        fenced-off attempt's is dropped and counted, another worker's lease's refused as forged).
+        Returns how long the gateway reads nothing more from this stream, whether the piece was taken
+        or not: reading it cost the same (OutputAdmission.read_pause)."""
+        budget = session.output_budget
+        assert budget is not None  # attach gives every session its own
+        pause = self.output.read_pause(budget, len(chunk.data), self._clock.mono_ms() / 1000)
         if not chunk.data or self._stopping or not self._current(session, "output"):
-            return
+            return pause
         if self.output.admit(session.worker_id, session.bound, chunk, self._clock.now_ms()):
             self._act_on_refusals()
-            return
+            return pause
         if self.output.full:
             self._flush_output()
         elif self._output_flush is None:
             self._output_flush = asyncio.get_running_loop().call_later(OUTPUT_FLUSH_S, self._flush_output)
+        return pause
 
     def _flush_output(self) -> None:
         if self._output_flush is not None:

@@ -13,11 +13,10 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import structlog
 
-from cronraft import bounds, errors
+from cronraft import errors
 from cronraft.daemon.relay import relay_worker
 from cronraft.daemon.security.authz import current_principal
 from cronraft.daemon.wire import (
-    ByteBudget,
     bounded_results,
     hello_problem,
     worker_identity_problem,
@@ -104,8 +103,6 @@ class WorkerGatewayServicer(worker_pb2_grpc.WorkerGatewayServicer):
         log.info("worker connected", worker=first.hello.worker_id, capacity=first.hello.capacity)
         refused: list[str] = []  # why the stream was ended, if a message broke a bound
 
-        output_budget = ByteBudget(bounds.MAX_OUTPUT_BYTES_PER_S, bounds.MAX_OUTPUT_BURST_BYTES, loop.time())
-
         async def read() -> None:
             try:
                 async for msg in request_iterator:
@@ -120,8 +117,8 @@ class WorkerGatewayServicer(worker_pb2_grpc.WorkerGatewayServicer):
                     elif kind == "results":
                         runner.on_results(session, bounded_results(msg.results.results))
                     elif kind == "output":
-                        runner.on_output(session, msg.output)
-                        pause = output_budget.charge(len(msg.output.data), loop.time())
+                        # Paced by the stream's and the node's read budgets (daemon.leader.output_admission).
+                        pause = runner.on_output(session, msg.output)
                         if pause > 0:  # read nothing for a while: flow control then holds the sender
                             await asyncio.sleep(pause)
             except (asyncio.CancelledError, grpc.aio.AioRpcError):
