@@ -22,6 +22,7 @@ The package (docs/architecture.md, "The worker"):
 - `config`: `WorkerConfig` and who payloads run as (`process_identity`);
 - `routing`: which node to connect to next (redirects, round robin, silent nodes last);
 - `session`: one welcomed stream;
+- `heartbeats`: the heartbeat loop of a welcomed stream and what the leader's answers do;
 - `leases`: lease deadlines, renewal, revocation, self-fencing (DESIGN.md I5);
 - `start_gate`: the policy check, held starts (fire ahead) and sensors, before a payload begins;
 - `results`, `outbox`: results stored durably before they are sent, removed on acknowledgement;

@@ -184,7 +184,7 @@ class StartGates:
         while asks and asks[0] <= asked:
             heapq.heappop(asks)
         if asks:
-            # At the tick the heartbeat loop waits for to keep the spacing (Worker._heartbeat_loop).
+            # At the tick the heartbeat loop waits for to keep the spacing (heartbeats.Heartbeats.loop).
             spaced = math.ceil((now + CONFIRM_SPACING_S) / GATE_S - 1e-6) * GATE_S
             self._arm_ask(max(asks[0], spaced), now)
 
