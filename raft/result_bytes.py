@@ -34,8 +34,9 @@ _result_bytes = CommandResult.SerializeToString
 # of a BatchResult, so that the entry's result still counts its commands (daemon.metrics.count_results).
 UNREAD_RESULT = message_field(1, b"")
 RESULT_TAG = UNREAD_RESULT[:1]  # BatchResult.results (field 1, length-delimited)
-# A result's length as a varint, for the lengths of one byte (most results nobody reads the fields of).
-_SHORT = tuple(bytes((n,)) for n in range(0x80))
+# Lengths as varints, looked up for those of most results and records (under 4 KiB): `varint` is a call,
+# which costs more than the rest of a length's part in the assembly (about 140 kB, once per process).
+_LENGTHS = tuple(varint(n) for n in range(4096))
 
 # The fields of a CommandResult that `answered` writes itself: `applied` (1) true, `task` (4), `execution`
 # (5) and an element of `executions` (7), each a tag; and the first byte of the tag of the first field that
@@ -52,7 +53,7 @@ def element(res: CommandResult) -> tuple[bytes, bytes, bytes]:
     """`res` as an element of a BatchResult: tag, length, serialized result (joined by the caller)."""
     encoded = _result_bytes(res, deterministic=True)
     n = len(encoded)
-    return RESULT_TAG, _SHORT[n] if n < 0x80 else varint(n), encoded
+    return RESULT_TAG, _LENGTHS[n] if n < 4096 else varint(n), encoded
 
 
 def codec_failure(e: CodecError) -> bytes:
@@ -74,14 +75,20 @@ def answered(res: CommandResult, execution: bytes | None, task: bytes | None) ->
     after = _FIELD_7 if execution is not None else _FIELD_5
     if rest[:2] != _APPLIED or (len(rest) > 2 and rest[2] < after):
         return list(element(_filled(res, execution, task)))
+    size = len(rest)  # the result's own length: `rest`, and what goes in (`applied` is in `rest` too)
     parts = [RESULT_TAG, b"", _APPLIED]
     if task is not None:
-        parts += (_TASK_TAG, varint(len(task)), task)
+        n = len(task)
+        length = _LENGTHS[n] if n < 4096 else varint(n)
+        parts += (_TASK_TAG, length, task)
+        size += 1 + len(length) + n
     if execution is not None:
-        length = varint(len(execution))
+        n = len(execution)
+        length = _LENGTHS[n] if n < 4096 else varint(n)
         parts += (_EXECUTION_TAG, length, execution, _EXECUTIONS_TAG, length, execution)
+        size += 2 * (1 + len(length) + n)
     parts.append(rest[2:])
-    parts[1] = varint(sum(map(len, parts)) - 1)  # the result's own length: all but its tag
+    parts[1] = _LENGTHS[size] if size < 4096 else varint(size)
     return parts
 
 

@@ -325,3 +325,15 @@ def test_a_complete_answers_the_same_bytes_raw() -> None:
     ]
     log, res = _same_bytes(cmds)
     assert res.execution == _stored(log, eid(1)) and res.execution.state == common_pb2.EXECUTION_SUCCEEDED
+
+
+@pytest.mark.parametrize("size", [0, 100, 4000, 5000, 20_000])
+def test_answered_lengths_of_every_size(size: int) -> None:
+    """Lengths looked up (under 4 KiB) and computed (above), for the records and for the result."""
+    ex = _answer()
+    ex.stdout_tail = b"o" * size
+    task = _task()
+    task.spec.name = "d" * size
+    for res in (CommandResult(applied=True), _others()["missed"]):
+        spliced = answered(res, ex.SerializeToString(), task.SerializeToString(deterministic=True))
+        assert b"".join(spliced) == _filled(res, ex, task)
