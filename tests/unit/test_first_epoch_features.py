@@ -100,5 +100,8 @@ def test_it_waits_no_longer_than_its_bound_and_a_store_with_an_epoch_not_at_all(
     older = MemKV()
     with older.write() as txn:  # an existing cluster (an older release's: no feature in force)
         txn.put("meta", META_EPOCH, commands_pb2.Epoch(term=3, leader_id="n2").SerializeToString())
-    started = asyncio.run(asyncio.wait_for(main(older), 0.15))  # sooner than the bound: no wait at all
+    # No wait at all: with a bound of 60 s, a runner that waited for it would miss a 20 s deadline (wide
+    # enough for a loaded machine; a 0.15 s deadline under the 0.2 s bound failed under load).
+    monkeypatch.setattr(leader_runner, "FIRST_FEATURES_WAIT_S", 60.0)
+    started = asyncio.run(asyncio.wait_for(main(older), 20.0))
     assert _first(started) == (True, frozenset())
