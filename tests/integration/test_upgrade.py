@@ -272,9 +272,13 @@ def _schedctl(server: str, *argv: str) -> str:
 
 
 def _any_execution(client: Client, task_id: str) -> str:
-    for ex in client.list_executions(task_id):
-        return ex.execution_id
-    raise AssertionError(f"task {task_id} has no execution")
+    """The task's oldest execution: one every node holds. Asked of a follower that just caught up, a
+    newer one (the task fires every second) may not be applied there yet: NotFound, not the refusal the
+    test looks for (seen twice under load)."""
+    executions = list(client.list_executions(task_id))
+    if not executions:
+        raise AssertionError(f"task {task_id} has no execution")
+    return min(executions, key=lambda ex: ex.nominal_time_ms).execution_id
 
 
 def _ended(client: Client, task_id: str) -> common_pb2.Execution | None:
