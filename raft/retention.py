@@ -100,18 +100,25 @@ def _defaults(policy: commands_pb2.RetentionPolicy) -> Limits:
     )
 
 
-def _limits(task: Task, defaults: Limits) -> Limits:
+def _limits(task: Task, defaults: Limits, made: dict[tuple[int, int, int], Limits] | None = None) -> Limits:
     """`limits`, the defaults' made once (`_defaults`): a sweep visits many tasks, and most of them set
-    no limit of their own and share those."""
+    no limit of their own and share those; `made`: the limits made so far in this sweep, by the task's
+    own (tasks that set some mostly set the same ones)."""
     r = task.spec.retention
-    keep, age, ended = r.keep_executions, r.execution_max_age_ms, r.ended_task_max_age_ms
-    if not (keep or age or ended):
+    own = r.keep_executions, r.execution_max_age_ms, r.ended_task_max_age_ms
+    if not any(own):
         return defaults
-    return Limits(
-        keep_executions=_pick(keep, defaults.keep_executions),
-        execution_max_age_ms=_pick(age, defaults.execution_max_age_ms),
-        ended_task_max_age_ms=_pick(ended, defaults.ended_task_max_age_ms),
-    )
+    lim = made.get(own) if made is not None else None
+    if lim is None:
+        keep, age, ended = own
+        lim = Limits(
+            keep_executions=_pick(keep, defaults.keep_executions),
+            execution_max_age_ms=_pick(age, defaults.execution_max_age_ms),
+            ended_task_max_age_ms=_pick(ended, defaults.ended_task_max_age_ms),
+        )
+        if made is not None:
+            made[own] = lim
+    return lim
 
 
 def read_policy(txn: Txn, batch: stats.Batch | None = None) -> commands_pb2.RetentionPolicy:
@@ -367,6 +374,7 @@ def _sweep(
     # Per task visited, what does not change within the sweep is not read again: the defaults' limits,
     # and the count of visits (kept here, stored in the report once).
     defaults = _defaults(p.defaults)
+    made: dict[tuple[int, int, int], Limits] = {}
     visited = report.visited
     for task16, raw in txn.scan("tasks", start):
         if visited >= visits or budget.left <= 0:  # budget.spent
@@ -374,7 +382,7 @@ def _sweep(
             break
         visited += 1
         task = _task_from(raw)
-        lim = _limits(task, defaults)
+        lim = _limits(task, defaults, made)
         if not _visit(txn, task16, task=task, lim=lim, now_ms=now_ms, budget=budget, report=report):
             wrapped = False  # the budget ran out inside this task: resume with it
             break
