@@ -30,7 +30,9 @@ import argparse
 import asyncio
 import cProfile
 import gc
+import operator
 import os
+import selectors
 import signal
 import subprocess
 import sys
@@ -43,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.perf_inproc import succeeded
 from cronraft import __version__
-from cronraft.daemon.leader import LeaderSettings
+from cronraft.daemon.leader import LeaderSettings, planner
 from cronraft.daemon.leader_runner import LeaderRunner, WorkerSession
 from cronraft.daemon.main import GC_THRESHOLD
 from cronraft.daemon.metrics import NodeMetrics
@@ -60,11 +62,50 @@ Command = commands_pb2.Command
 
 
 class Clock:
+    """The wall and monotonic clocks, both running `DILATE` times slower than real time (1: real)."""
+
     def now_ms(self) -> int:
-        return time.time_ns() // 1_000_000
+        if DILATE == 1:
+            return time.time_ns() // 1_000_000
+        return _WALL0_MS + (time.monotonic_ns() - _MONO0_NS) // DILATE // 1_000_000
 
     def mono_ms(self) -> int:
-        return time.monotonic_ns() // 1_000_000
+        return self.mono_ns() // 1_000_000
+
+    def mono_ns(self) -> int:
+        if DILATE == 1:
+            return time.monotonic_ns()
+        return _MONO0_NS + (time.monotonic_ns() - _MONO0_NS) // DILATE
+
+
+# --dilate: time runs this many times slower for everything the leader and the fake workers see (their
+# clock, the event loop's timers), so that W5's pattern (--rate) runs under callgrind, ~50 times slower,
+# as it runs at full speed: the same ticks, entries and messages per execution.
+DILATE = 1
+_WALL0_MS, _MONO0_NS = time.time_ns() // 1_000_000, time.monotonic_ns()
+CLOCK = Clock()
+
+
+class _SlowSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+    """Waits DILATE times longer than asked: the event loop's timeouts are in dilated time."""
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        return super().select(timeout if timeout is None or timeout <= 0 else timeout * DILATE)
+
+
+class DilatedLoop(asyncio.SelectorEventLoop):
+    """The default event loop on the dilated clock (--dilate)."""
+
+    def __init__(self) -> None:
+        super().__init__(_SlowSelector())
+
+    def time(self) -> float:
+        return CLOCK.mono_ns() / 1e9
+
+
+class _DilatedPolicy(asyncio.DefaultEventLoopPolicy):
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        return DilatedLoop()
 
 
 class SlowReplicator(MemReplicator):
@@ -77,12 +118,20 @@ class SlowReplicator(MemReplicator):
         self._commit_s = commit_ms / 1000
         self.apply_s = 0.0
         self.entries = 0
+        # With --profile --no-apply-profile: the profiler, paused during apply (the leader's own calls only).
+        self.pause: cProfile.Profile | None = None
 
     def _timed(self, index: int, payload: bytes) -> bytes | None:
         t = time.process_time()
+        if self.pause is not None:
+            self.pause.disable()
         try:
-            return self._sm.apply_entry(index, payload)
+            # Through operator.call, a C function nothing else on this path calls: under callgrind its
+            # inclusive cost is apply's, to subtract (callgrind_annotate --inclusive=yes, `_operator_call`).
+            return operator.call(self._sm.apply_entry, index, payload)
         finally:
+            if self.pause is not None:
+                self.pause.enable()
             self.apply_s += time.process_time() - t
             self.entries += 1
 
@@ -153,7 +202,7 @@ class FakeWorker:
             await asyncio.sleep(0)  # let the rest of a burst of offers arrive
             t = time.process_time()
             todo, self._todo = self._todo, []
-            now = time.time_ns() // 1_000_000
+            now = CLOCK.now_ms()
             raws = []
             for i in range(0, len(todo), 1000):
                 results = [succeeded(lease, now) for lease in todo[i : i + 1000]]
@@ -218,7 +267,7 @@ class HeldWorker(FakeWorker):
         t = time.process_time()
         hb = worker_pb2.Heartbeat(
             leases=[worker_pb2.LeaseRef(execution_id=x.execution_id, token=x.token) for x in leases],
-            sent_mono_ms=time.monotonic_ns() // 1_000_000,
+            sent_mono_ms=CLOCK.mono_ms(),
             complete_listing=listing,
         )
         raw = worker_pb2.WorkerMessage(heartbeat=hb).SerializeToString()
@@ -251,7 +300,7 @@ class HeldWorker(FakeWorker):
                 t = time.process_time()
                 started, self.held = held[:due], held[due:]
                 self.asked = max(0, self.asked - due)
-                wall = time.time_ns() // 1_000_000
+                wall = CLOCK.now_ms()
                 if not self.done:  # the first of a write: it waits for others only under load
                     self.send_at = now + (
                         self.RESULT_LINGER_S if now - self.sent < self.RESULT_LINGER_S else 0
@@ -340,6 +389,8 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         await _instrument(True)
     await asyncio.sleep(max(0.0, (due - 600 - clock.now_ms()) / 1000))
     prof = cProfile.Profile() if args.profile else None
+    if prof and args.no_apply_profile:
+        rep.pause = prof
     spy = None
     if args.py_spy:
         py_spy = str(Path(sys.executable).parent / "py-spy")
@@ -356,6 +407,7 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     while sum(w.acked for w in workers) < n:
         await asyncio.sleep(0.005)
     if prof:
+        rep.pause = None
         prof.disable()
         prof.dump_stats(args.profile)
     cpu = time.process_time() - t0
@@ -458,18 +510,25 @@ async def run_rate(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         runner.observe(cmds, await committer.submit(cmds))
     await asyncio.sleep(args.warm_s)
     prof = cProfile.Profile() if args.profile else None
+    if prof and args.no_apply_profile:
+        rep.pause = prof
+    if args.callgrind:
+        await _instrument_now(True)
     apply0, entries0, own0 = rep.apply_s, rep.entries, sum(w.own_s for w in workers)
     acked0, messages0 = sum(w.acked for w in workers), _messages(workers)
-    t0, wall0 = time.process_time(), time.monotonic()
+    t0, wall0 = time.process_time(), clock.mono_ms()
     if prof:
         prof.enable()
     await asyncio.sleep(args.seconds)
     if prof:
+        rep.pause = None
         prof.disable()
         prof.dump_stats(args.profile)
     cpu = time.process_time() - t0
-    wall = time.monotonic() - wall0
+    wall = (clock.mono_ms() - wall0) / 1000
     done = sum(w.acked for w in workers) - acked0
+    if args.callgrind:
+        await _instrument_now(False)
     apply_s = rep.apply_s - apply0
     own = sum(w.own_s for w in workers) - own0
     for t in tasks:
@@ -486,7 +545,15 @@ async def run_rate(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "entries": rep.entries - entries0,
         "wall_s": wall,
         "messages": _per_execution(_messages(workers), messages0, max(1, done)),
+        "executions": done,
     }
+
+
+async def _instrument_now(on: bool) -> None:
+    """`_instrument`, returning once callgrind took the request (callgrind_control waits for its answer)
+    while this loop runs on: the window measured (`--rate --callgrind`) starts and ends there."""
+    cmd = ["callgrind_control", "-i", "on" if on else "off", str(os.getpid())]
+    await asyncio.to_thread(subprocess.run, cmd, stdout=subprocess.DEVNULL, check=True)
 
 
 def _shown(messages: dict[str, float]) -> str:
@@ -502,6 +569,9 @@ def main() -> None:
     p.add_argument("--commit-ms", type=float, default=2.0, help="replication round trip per entry")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--profile", type=str, default="", help="cProfile of the first run's burst (pstats file)")
+    p.add_argument(
+        "--no-apply-profile", action="store_true", help="with --profile: pause the profiler during apply"
+    )
     p.add_argument("--py-spy", type=str, default="", help="py-spy of the first run's burst (raw stacks)")
     p.add_argument("--asyncio", action="store_true", help="the default event loop, not uvloop (schedd's)")
     p.add_argument(
@@ -520,8 +590,25 @@ def main() -> None:
     p.add_argument("--rate", type=int, default=0, help="W5's pattern: this many fixed-rate fires a second")
     p.add_argument("--seconds", type=float, default=5.0, help="with --rate: the window measured")
     p.add_argument("--warm-s", type=float, default=3.0, help="with --rate: run this long before measuring")
+    p.add_argument(
+        "--dilate",
+        type=int,
+        default=1,
+        help="time runs this many times slower (the default event loop, not uvloop): with --rate "
+        "--callgrind, ~50; valgrind --tool=callgrind --instr-atstart=no --collect-atstart=yes "
+        "--toggle-collect=_operator_call leaves apply out of the count",
+    )
+    p.add_argument(
+        "--coalesce-ms", type=int, default=-1, help="planner.FIRE_COALESCE_MS for this run (default: as is)"
+    )
     args = p.parse_args()
-    if not args.asyncio:
+    global DILATE
+    DILATE = args.dilate
+    if args.coalesce_ms >= 0:
+        planner.FIRE_COALESCE_MS = args.coalesce_ms
+    if DILATE > 1:
+        asyncio.set_event_loop_policy(_DilatedPolicy())
+    elif not args.asyncio:
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
@@ -534,7 +621,7 @@ def main() -> None:
         print(
             f"run {i + 1}: leader {r['leader_us']:.1f} us/execution outside apply, "
             f"apply {r['apply_us']:.1f}, fake workers {r['workers_us']:.1f}; "
-            f"{r['entries']} entries, {r['wall_s']:.2f} s; "
+            f"{r['entries']} entries, {r.get('executions', args.n)} executions, {r['wall_s']:.2f} s; "
             f"messages to workers per execution: {_shown(r['messages'])}"
         )
     best = min(runs, key=lambda r: r["leader_us"])
