@@ -20,8 +20,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 
-from cronraft.daemon.leader import messages, outcomes
-from cronraft.daemon.leader.leases import LeaseKeeper, LeaseState, Refusal
+from cronraft.daemon.leader import granting, messages, outcomes
+from cronraft.daemon.leader.leases import Granted, LeaseKeeper, LeaseState, Refusal
 from cronraft.daemon.leader.messages import MAX_EARLY_RESULTS
 from cronraft.daemon.leader.pending import PendingQueue, waiting_commands
 from cronraft.daemon.leader.planner import FirePlanner
@@ -31,7 +31,7 @@ from cronraft.daemon.leader.settings import LeaderSettings
 from cronraft.daemon.leader.staging import CountedWheel
 from cronraft.daemon.leader.workers import WorkerPool, WorkerState
 from cronraft.proto.v1 import commands_pb2, common_pb2, worker_pb2
-from cronraft.raft import deps, features, firing
+from cronraft.raft import features, firing
 from cronraft.raft import state as sm
 from cronraft.raft.codec import token_tuple
 from cronraft.raft.fireplan import needs_plan
@@ -88,6 +88,11 @@ class LeaderCore:
         self.refusals: list[Refusal] = []
         self.outgoing: list[tuple[str, worker_pb2.GatewayMessage]] = []
         self.retry: list[Command] = []  # commands to propose again after a failed proposal
+        # Commands this core made, by id, with what it knows of them until their outcome: (the command,
+        # kept so that its id stays unique; "fire", task id, Granted or None) or (the command, "complete",
+        # execution id, token). Outcomes are handled from these, not from the commands read back (upb: a
+        # new object per field read; issue 16).
+        self.made: dict[int, tuple] = {}  # type: ignore[type-arg]
         self._txn: Txn | None = None  # the read transaction shared by a batch's lookups (`_reading`)
         self._txn_stack: contextlib.ExitStack | None = None  # a batch is being handled (`_reading`)
         self.plans = PlanMarks()  # the commands known to need no schedule plan (`needing_plans`)
@@ -153,8 +158,10 @@ class LeaderCore:
     def lease_deadline(self, mono_ms: int) -> int:
         return mono_ms + self.settings.lease_ttl_ms + self.settings.expiry_grace_ms
 
-    def track_lease(self, ex: common_pb2.Execution, deadline_mono: int) -> LeaseState:
-        lease = self.keeper.track(ex, deadline_mono)
+    def track_lease(
+        self, ex: common_pb2.Execution, deadline_mono: int, granted: Granted | None = None
+    ) -> LeaseState:
+        lease = self.keeper.track(ex, deadline_mono, granted)
         self.pool.take_slot(lease.worker_id, lease.execution_id)  # its fields, decoded once (by track)
         return lease
 
@@ -419,6 +426,7 @@ class LeaderCore:
         # (If the overlap policy buffers the execution, the grant is refused and the slot released.)
         worker = self.pool.pick(spec.queue, spec.worker_labels)
         if worker is None:
+            self.made[id(cmd)] = (cmd, "fire", task_id, None)
             return cmds
         cap = self.settings.max_running
         limit = spec.max_concurrency
@@ -430,73 +438,19 @@ class LeaderCore:
                 # makes, as the Grant after it would; on_committed reads the grant's outcome from the
                 # Fire's result (outcomes.py).
                 self._fill_grant(fire.grant, execution_id, worker, task_id=task_id, lead_ms=lead)
+                granted = (execution_id, worker.worker_id, task_id, worker.incarnation)
+                self.made[id(cmd)] = (cmd, "fire", task_id, granted)
+                return cmds
             else:
                 grant = self._grant_command(execution_id, worker, now_ms, task_id=task_id, lead_ms=lead)
                 if plan_free:
                     self.plans.mark(grant)
                 cmds.append(grant)
+        self.made[id(cmd)] = (cmd, "fire", task_id, None)
         return cmds
 
     def _grant_pending(self, now_ms: int, budget: int) -> list[Command]:
-        pending = self.pending
-        if not len(pending):
-            if pending.overflow:
-                self._refill_pending()
-            if not len(pending):
-                pending.next_ready_ms = None
-                return []  # nothing waits: no pass over the workers
-        served = self.pool.served_queues()
-        cmds: list[Command] = []
-        pending.next_ready_ms = None
-        cap = self.settings.max_running
-        with self.kv.read() as txn:
-            for queue in served & pending.queues():
-                for rank, execution_id in pending.dispatch_order(queue, now_ms, self.settings.aging_step_ms):
-                    if len(cmds) >= budget or (cap and len(self.keeper) + len(self.granting) >= cap):
-                        return cmds
-                    retry_at = self.retries.retry_at("grant", execution_id, now_ms) if self.retries else None
-                    if retry_at is not None:  # its last Grant failed inside apply
-                        pending.note_ready_at(retry_at)
-                        continue
-                    ex = sm.read_execution(txn, execution_id)
-                    if ex is None or ex.state != common_pb2.EXECUTION_PENDING:
-                        pending.remove(queue, rank, execution_id)
-                        self.retries.succeeded("grant", execution_id)
-                        continue
-                    task = sm.read_task(txn, ex.task_id)
-                    # A first attempt of a staged burst may be leased as far ahead as it was fired; a
-                    # retry's backoff keeps the ordinary lead.
-                    lead = self.planner.lead_for(task, self.planner.lead_now if ex.attempt <= 1 else None)
-                    ready_ms = ex.not_before_ms - lead
-                    if ready_ms > now_ms:  # a retry waiting for its backoff, or a fire for its due time
-                        pending.note_ready_at(ready_ms)
-                        continue
-                    if (
-                        task is not None
-                        and task.spec.depends_on
-                        and deps.unmet(txn, task, ex.nominal_time_ms)
-                    ):
-                        continue  # its upstream runs have not succeeded yet (see _why_waiting_for_worker)
-                    limit = task.spec.max_concurrency if task is not None else 0
-                    if (
-                        limit
-                        and self.keeper.running(ex.task_id) + self._granting_for_task(ex.task_id) >= limit
-                    ):
-                        continue
-                    worker = self.pool.pick(queue, task.spec.worker_labels if task else None)
-                    if worker is None:
-                        continue
-                    pending.remove(queue, rank, execution_id)
-                    grant = self._grant_command(
-                        execution_id, worker, now_ms, task_id=ex.task_id, lead_ms=lead
-                    )
-                    if task is not None and not needs_plan(task.spec):
-                        self.plans.mark(grant)
-                    cmds.append(grant)
-        return cmds
-
-    def _granting_for_task(self, task_id: str) -> int:
-        return sum(1 for t in self.granting.values() if t == task_id)
+        return granting.grant_pending(self, now_ms, budget)
 
     def _grant_command(
         self, execution_id: str, worker: WorkerState, now_ms: int, *, task_id: str = "", lead_ms: int = 0

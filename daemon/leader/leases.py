@@ -24,6 +24,9 @@ from cronraft.timerwheel import TimingWheel
 
 Command = commands_pb2.Command
 Token = tuple[int, int]
+# A grant as the leader proposed it: execution id, worker id, task id, and the worker's incarnation (None:
+# not known, read from the execution).
+Granted = tuple[str, str, str, str | None]
 
 # A worker starts a deferred start only once a heartbeat it sent at most this long before the start
 # (client/worker/leases.py, CONFIRM_AHEAD_S) has renewed it. A renewal the leader gives earlier than
@@ -128,10 +131,18 @@ class LeaseKeeper:
 
     # ------------------------------------------------------------------------------- track, release
 
-    def track(self, ex: common_pb2.Execution, deadline_mono: int) -> LeaseState:
-        """A running execution's lease, expiring at `deadline_mono` unless renewed."""
+    def track(
+        self, ex: common_pb2.Execution, deadline_mono: int, granted: Granted | None = None
+    ) -> LeaseState:
+        """A running execution's lease, expiring at `deadline_mono` unless renewed. `granted`: the grant
+        `ex` runs under, as proposed (its ids are then not read from `ex`: the grant set them)."""
         # Each field read once: a protobuf string field is a new str at every read.
-        execution_id, worker_id, task_id = ex.execution_id, ex.worker_id, ex.task_id
+        if granted is None:
+            execution_id, worker_id, task_id = ex.execution_id, ex.worker_id, ex.task_id
+            incarnation = ex.worker_incarnation
+        else:
+            execution_id, worker_id, task_id, known = granted
+            incarnation = ex.worker_incarnation if known is None else known
         old = self.leases.get(execution_id)
         if old is None:
             self._running_by_task[task_id] = self._running_by_task.get(task_id, 0) + 1
@@ -150,7 +161,7 @@ class LeaseKeeper:
             worker_id,
             task_id,
             deadline=deadline_mono,
-            incarnation=ex.worker_incarnation,
+            incarnation=incarnation,
         )
         self._arm(execution_id, lease, deadline_mono)
         return lease
@@ -336,4 +347,12 @@ class LeaseKeeper:
             self._arm(execution_id, lease, mono_ms)  # expired by the next tick
 
 
-__all__ = ["CONFIRM_AHEAD_MS", "CONFIRM_MARGIN_MS", "LeaseKeeper", "LeaseState", "Refusal", "Renewals"]
+__all__ = [
+    "CONFIRM_AHEAD_MS",
+    "CONFIRM_MARGIN_MS",
+    "Granted",
+    "LeaseKeeper",
+    "LeaseState",
+    "Refusal",
+    "Renewals",
+]

@@ -108,6 +108,7 @@ def results(
     # What needing_plans would find for a Complete of a lease whose end plans nothing: marked now, as the
     # lease is at hand (LeaseState.plan_free).
     spec_changes, mark_plan_free = core.plans.spec_changes, core.plans.mark
+    made = core.made
     for r in results:
         execution_id = r.execution_id
         t = r.token
@@ -140,6 +141,7 @@ def results(
         if limits is None:
             c.result.ClearField("result")
         cmds.append(cmd)
+        made[id(cmd)] = (cmd, "complete", execution_id, token)
     if stale:
         core.outgoing.append(
             (worker_id, worker_pb2.GatewayMessage(acks=worker_pb2.ResultAcks(execution_ids=stale)))

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from cronraft.bounds import MAX_OFFER_BYTES
-from cronraft.daemon.leader.leases import LeaseState
+from cronraft.daemon.leader.leases import Granted, LeaseState
 from cronraft.daemon.leader.retries import INTERNAL_RETRY_MAX_MS
 from cronraft.proto.v1 import commands_pb2, common_pb2, worker_pb2
 from cronraft.raft import state as sm
@@ -64,8 +64,11 @@ def on_committed(
     planner, retries = core.planner, core.retries
     failing = bool(retries.failing)  # none of our commands is being retried: nothing to clear
     pending_state, terminal = common_pb2.EXECUTION_PENDING, sm.TERMINAL_STATES
+    made = core.made
     for cmd, res in zip(commands, results, strict=True):
-        kind = _kind_of(cmd, "body")
+        # What the core knows of a command it made (LeaderCore.made), instead of reading it back.
+        known = made.pop(id(cmd), None) if made else None
+        kind = _kind_of(cmd, "body") if known is None else known[1]
         applied = res.applied
         released = ""
         leased_fire = False  # a Fire whose grant leased its new execution (running: nothing more to do)
@@ -87,10 +90,13 @@ def on_committed(
             if leased is not None:
                 _offer_into(core, offers, g.worker_id, leased)
         elif kind == "complete":
-            c = cmd.complete
-            eid = c.execution_id
-            t = c.token
-            token = (t.term, t.index)
+            if known is None:
+                c = cmd.complete
+                eid = c.execution_id
+                t = c.token
+                token = (t.term, t.index)
+            else:
+                _, _, eid, token = known
             sender = core.completing.pop((eid, token), "")
             if failing:
                 retries.succeeded("complete", eid)
@@ -107,20 +113,26 @@ def on_committed(
                 else:
                     sent.append(eid)
         elif kind == "fire":
-            f = cmd.fire
-            task_id = f.task_id
+            if known is None:
+                f = cmd.fire
+                task_id = f.task_id
+                granted: Granted | None = None
+                if _fire_has(f, "grant"):
+                    g = f.grant
+                    granted = (g.execution_id, g.worker_id, task_id, None)
+            else:
+                _, _, task_id, granted = known
             planner.done_firing(task_id)
             if failing:
                 retries.succeeded("fire", task_id)
             if not applied:
                 _reschedule_from_store(core, task_id)
-            if _fire_has(f, "grant"):
+            if granted is not None:
                 task = res.task if _result_has(res, "task") else None
                 task_read = True
-                g = f.grant
-                leased = _on_fire_grant(core, g, res, mono_ms, applied=applied, task=task)
+                leased = _on_fire_grant(core, granted, res, mono_ms, applied=applied, task=task)
                 if leased is not None:
-                    _offer_into(core, offers, g.worker_id, leased)
+                    _offer_into(core, offers, granted[1], leased)
                     leased_fire = True
         elif kind == "expire_lease":
             retries.succeeded("expire", cmd.expire_lease.execution_id)
@@ -238,7 +250,7 @@ def _on_grant(
         core.pool.release_slot(g.worker_id, execution_id)
         _adopt_if_running(core, execution_id, mono_ms)
         return None
-    return _leased(core, res.execution, mono_ms, None, fired)
+    return _leased(core, res.execution, mono_ms, None, fired=fired)
 
 
 def _leased(
@@ -246,12 +258,15 @@ def _leased(
     ex: common_pb2.Execution,
     mono_ms: int,
     task: common_pb2.Task | None,
+    *,
     fired: dict[str, common_pb2.Task] | None = None,
+    granted: Granted | None = None,
 ) -> Leased | None:
     """Track the lease of `ex`, just granted (its grant's slot is the lease's now). `task`: the task of
     the granted execution as the entry left it, when the caller has it (a Fire's result); else found in
-    `fired` or read. The execution, its task and its lease, whose offer is to go out (None: no offer)."""
-    lease = core.track_lease(ex, core.lease_deadline(mono_ms))
+    `fired` or read. `granted`: what the grant said, if known (LeaseKeeper.track then reads less of
+    `ex`). The execution, its task and its lease, whose offer is to go out (None: no offer)."""
+    lease = core.track_lease(ex, core.lease_deadline(mono_ms), granted)
     lease.written = False  # until the runner hands the offer to the worker's stream (offered)
     not_before, now_ms = ex.not_before_ms, core.now_ms
     if not_before > now_ms:  # a deferred start: the worker starts it once confirmed
@@ -270,24 +285,26 @@ def _leased(
 
 def _on_fire_grant(
     core: LeaderCore,
-    g: commands_pb2.Grant,
+    granted: Granted,
     res: CommandResult,
     mono_ms: int,
     *,
     applied: bool,
     task: common_pb2.Task | None,
 ) -> Leased | None:
-    """The grant a Fire carried (feature "fire_grant"): leased if the Fire's execution is running (then
-    as a committed Grant, see `_leased`; `task`: the Fire's result's, the task of its execution), else
-    its slot is released and the execution, if the Fire made it, waits pending (on_committed's loop over
-    the result's executions)."""
+    """The grant a Fire carried (feature "fire_grant"; `granted`: its execution id, worker, task,
+    worker incarnation): leased if the Fire's execution is running (then as a committed Grant, see
+    `_leased`; `task`: the Fire's result's, the task of its execution), else its slot is released and the
+    execution, if the Fire made it, waits pending (on_committed's loop over the result's executions)."""
     ex = res.execution
-    execution_id = g.execution_id
+    execution_id = granted[0]
     if not (applied and ex.execution_id == execution_id and ex.state == common_pb2.EXECUTION_RUNNING):
-        core.end_grant(execution_id, g.worker_id)
+        core.end_grant(execution_id, granted[1])
         return None
     core.granting.pop(execution_id, None)
-    return _leased(core, ex, mono_ms, task)
+    # Running under this very grant: its execution id, worker and task are the grant's (raft.commands.
+    # leases sets them from it), so they need not be read from `ex` again.
+    return _leased(core, ex, mono_ms, task, granted=granted)
 
 
 class _Offers:
@@ -413,7 +430,9 @@ def _reschedule_from_store(core: LeaderCore, task_id: str) -> None:
 
 
 def on_proposal_failed(core: LeaderCore, commands: Sequence[Command], mono_ms: int) -> None:
+    made = core.made
     for cmd in commands:
+        made.pop(id(cmd), None)  # a Complete proposed again is handled as any command: read back
         kind = cmd.WhichOneof("body")
         if kind == "fire":
             f = cmd.fire
