@@ -41,6 +41,12 @@ Private parts of pysyncobj touched, and why:
   applied and before new commands are appended: staged entries go to the apply thread, our proposals are
   appended while leading (never forwarded), leadership transfers are started on the Raft thread; the
   entries it appends are sent once it is done, together (pysyncobj sent a message per entry).
+- `SyncObj.__commandsQueue`, `SyncObj._methodToID`, `SyncObj._getFuncName`, `SyncObj.__pipeNotifier`
+  (`RaftNode.append`): our payload is queued as pysyncobj's `@replicated` call of `applyEntry` would
+  queue it, but pickled with protocol 4 (`JOURNAL_PICKLE_PROTOCOL`: the payload's bytes stored as they
+  are, not as latin-1 text in UTF-8) and without the pipe notice per command that made pysyncobj run an
+  extra, empty tick after each tick that appended; a leader alone still gets its next tick at once
+  (it commits there). pysyncobj's `pickle.loads` reads both encodings (tests/unit/test_journal_encoding.py).
 - `SyncObj._isLeader`, `SyncObj._getLeader`: leadership and the leader's address (no public accessor
   that is safe on the Raft thread).
 - `SyncObj._poller`: a `PipeNotifier` on it wakes the tick when we propose from another thread.
@@ -74,8 +80,9 @@ Private parts of pysyncobj touched, and why:
 - `TCPTransport._connections` and `TcpConnection` (its `send` overridden; `__writeBuffer`,
   `__trySendBuffer`, `__poller`, `__processConnection`, `sendRandKey`, `encryptor`): the transport makes
   each connection a `_LeanConnection` by class assignment, which encodes a message with pickle protocol 4
-  and compresses it only when that pays (pysyncobj's protocol 2 and zlib level 3 took the leader's Raft
-  thread ~0.35 s of CPU per follower for a 4.7 MB entry: S12), and asks the poller for write events
+  and compresses it only when that pays, with a window sized to the message (`deflate`) (pysyncobj's
+  protocol 2 and zlib level 3 took the leader's Raft thread ~0.35 s of CPU per follower for a 4.7 MB
+  entry: S12), and asks the poller for write events
   while data is left to send (pysyncobj's waited for the next send on that connection). The receiving
   end is pysyncobj's own code, which decodes both.
 - the logger `pysyncobj.syncobj`: a filter rate-limits its per-tick tracebacks on a full disk.
