@@ -31,7 +31,7 @@ from cronraft.daemon.leader.settings import LeaderSettings
 from cronraft.daemon.leader.staging import CountedWheel
 from cronraft.daemon.leader.workers import WorkerPool, WorkerState
 from cronraft.proto.v1 import commands_pb2, common_pb2, worker_pb2
-from cronraft.raft import features, firing
+from cronraft.raft import features
 from cronraft.raft import state as sm
 from cronraft.raft.codec import token_tuple
 from cronraft.raft.fireplan import needs_plan
@@ -420,7 +420,7 @@ class LeaderCore:
         fire.task_id = task_id
         fire.nominal_time_ms = task.next_fire_ms
         fire.execution_id = execution_id
-        fire.lead_ms = lead if firing.due_of(task) > now_ms else 0
+        fire.lead_ms = lead if self.planner.due_planned > now_ms else 0  # firing.due_of(task), read by plan
         cmds = [cmd]
         # Fire and Grant share one entry when a worker is free: one commit before the lease goes out.
         # (If the overlap policy buffers the execution, the grant is refused and the slot released.)

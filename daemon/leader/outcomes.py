@@ -169,11 +169,13 @@ def on_committed(
         if not task_read:
             task = res.task if _result_has(res, "task") else None
         if task is not None:
-            planner.schedule(task)
             if kind == "fire":
-                fired[task.task_id] = task
+                planner.schedule(task, task_id)  # a Fire's result's task is the Fire's
+                fired[task_id] = task
             else:
-                fired.pop(task.task_id, None)
+                task_id = task.task_id
+                planner.schedule(task, task_id)
+                fired.pop(task_id, None)
         if kind == "import_tasks" and applied:
             planner.imported(res.tasks, cmd.import_tasks.report_due_until_ms)
     for worker_id, to in offers.items():

@@ -39,6 +39,7 @@ class FirePlanner:
         self.lead_now = settings.fire_lead_ms
         self.loaded_until = -1  # due-index loaded into the wheel up to and including this time
         self.firing: set[str] = set()  # task ids with a Fire proposed, not yet answered
+        self.due_planned = 0  # the due time of the task the last `plan` planned (read once, for its Fire)
 
     def reset_clock(self, now_ms: int) -> None:
         self.wheel = staging.CountedWheel(now_ms=now_ms)
@@ -65,16 +66,16 @@ class FirePlanner:
     def loaded(self, until_ms: int) -> None:
         self.loaded_until = until_ms
 
-    def schedule(self, task: common_pb2.Task) -> None:
-        """A task changed: in the wheel at its next fire if that is within the loaded horizon."""
-        if (
-            task.state == common_pb2.TASK_SCHEDULED
-            and task.next_fire_ms
-            and task.next_fire_ms <= self.loaded_until
-        ):
-            self.wheel.add(task.task_id, task.next_fire_ms)
-        elif task.task_id in self.wheel:
-            self.wheel.cancel(task.task_id)
+    def schedule(self, task: common_pb2.Task, task_id: str = "") -> None:
+        """A task changed: in the wheel at its next fire if that is within the loaded horizon. `task_id`:
+        the task's id if the caller has it (else read)."""
+        # Each field read once (upb: a new object per read; this runs for every Fire committed).
+        task_id = task_id or task.task_id
+        next_fire = task.next_fire_ms
+        if next_fire and next_fire <= self.loaded_until and task.state == common_pb2.TASK_SCHEDULED:
+            self.wheel.add(task_id, next_fire)
+        elif task_id in self.wheel:
+            self.wheel.cancel(task_id)
 
     def imported(self, tasks: Iterable[common_pb2.Task], report_due_until_ms: int) -> None:
         """Imported tasks due within the loaded horizon go to the wheel. Apply reported those due before
@@ -129,6 +130,7 @@ class FirePlanner:
         assert task is not None
         due = firing.due_of(task)
         lead = self.lead_for(task, self.lead_now)
+        self.due_planned = due
         if due > now_ms + lead:
             self.firing.discard(task_id)
             if due > now_ms + self.lead_now:  # the wheel had an older plan; the store decides
