@@ -38,8 +38,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -59,6 +60,7 @@ from cronraft.raft.state import StateMachine
 from cronraft.raft.store import LmdbKV
 
 Command = commands_pb2.Command
+T = TypeVar("T")
 
 
 class Clock:
@@ -86,7 +88,7 @@ _WALL0_MS, _MONO0_NS = time.time_ns() // 1_000_000, time.monotonic_ns()
 CLOCK = Clock()
 
 
-class _SlowSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+class _SlowSelector(selectors.DefaultSelector):
     """Waits DILATE times longer than asked: the event loop's timeouts are in dilated time."""
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
@@ -126,8 +128,8 @@ class SlowReplicator(MemReplicator):
         if self.pause is not None:
             self.pause.disable()
         try:
-            # Through operator.call, a C function nothing else on this path calls: under callgrind its
-            # inclusive cost is apply's, to subtract (callgrind_annotate --inclusive=yes, `_operator_call`).
+            # Through operator.call, a C function only apply and the fake workers' own work (FakeWorker._own)
+            # call here: --toggle-collect=_operator_call --collect-atstart=yes leaves them out of the count.
             return operator.call(self._sm.apply_entry, index, payload)
         finally:
             if self.pause is not None:
@@ -173,6 +175,31 @@ class FakeWorker:
         self._todo: list[worker_pb2.Lease] = []
         self._ready = asyncio.Event()
 
+    def _own(self, fn: Callable[..., T], *args: Any) -> T:
+        """The fake worker's own work, `fn(*args)`: timed apart (`own_s`), and run through operator.call,
+        which --toggle-collect=_operator_call leaves out of callgrind's count, as apply."""
+        t = time.process_time()
+        try:
+            return operator.call(fn, *args)
+        finally:
+            self.own_s += time.process_time() - t
+
+    def _got(self, raw: bytes) -> worker_pb2.GatewayMessage:
+        """The worker's reading of a message the gateway wrote: its kind counted, acks counted."""
+        got = worker_pb2.GatewayMessage.FromString(raw)
+        kind = got.WhichOneof("kind")
+        self.messages[kind] = self.messages.get(kind, 0) + 1
+        if kind == "acks":
+            self.acked += len(got.acks.execution_ids)
+        return got
+
+    def _took(self, raw: bytes) -> None:
+        got = self._got(raw)
+        if got.WhichOneof("kind") == "leases":
+            self._todo.extend(got.leases.leases)
+            self.offered += len(got.leases.leases)
+            self._ready.set()
+
     async def read(self) -> None:
         """The gateway's writer side: restamp, serialize (gRPC), and the worker's reading."""
         while True:
@@ -180,18 +207,17 @@ class FakeWorker:
             if msg is None:
                 return
             self.runner.restamp(msg)
-            raw = msg.SerializeToString()
-            t = time.process_time()
-            got = worker_pb2.GatewayMessage.FromString(raw)
-            kind = got.WhichOneof("kind")
-            self.messages[kind] = self.messages.get(kind, 0) + 1
-            if kind == "leases":
-                self._todo.extend(got.leases.leases)
-                self.offered += len(got.leases.leases)
-                self._ready.set()
-            elif kind == "acks":
-                self.acked += len(got.acks.execution_ids)
-            self.own_s += time.process_time() - t
+            self._own(self._took, msg.SerializeToString())
+
+    def _results_of(self, todo: list[worker_pb2.Lease]) -> list[bytes]:
+        now = CLOCK.now_ms()
+        raws = []
+        for i in range(0, len(todo), 1000):
+            results = [succeeded(lease, now) for lease in todo[i : i + 1000]]
+            raws.append(
+                worker_pb2.WorkerMessage(results=worker_pb2.Results(results=results)).SerializeToString()
+            )
+        return raws
 
     async def send(self) -> None:
         """The worker's results, up to 1,000 per message; the leader's reader side parses and hands them
@@ -200,17 +226,8 @@ class FakeWorker:
             await self._ready.wait()
             self._ready.clear()
             await asyncio.sleep(0)  # let the rest of a burst of offers arrive
-            t = time.process_time()
             todo, self._todo = self._todo, []
-            now = CLOCK.now_ms()
-            raws = []
-            for i in range(0, len(todo), 1000):
-                results = [succeeded(lease, now) for lease in todo[i : i + 1000]]
-                raws.append(
-                    worker_pb2.WorkerMessage(results=worker_pb2.Results(results=results)).SerializeToString()
-                )
-            self.own_s += time.process_time() - t
-            for raw in raws:
+            for raw in self._own(self._results_of, todo):
                 msg = worker_pb2.WorkerMessage.FromString(raw)
                 if worker_problem(msg):
                     raise SystemExit(worker_problem(msg))
@@ -249,30 +266,40 @@ class HeldWorker(FakeWorker):
             if msg is None:
                 return
             self.runner.restamp(msg, self.session)
-            raw = msg.SerializeToString()
-            t = time.process_time()
-            got = worker_pb2.GatewayMessage.FromString(raw)
-            kind = got.WhichOneof("kind")
-            self.messages[kind] = self.messages.get(kind, 0) + 1
-            if kind == "leases":
-                now = loop.time()
-                for lease in got.leases.leases:
-                    self.held.append((now + lease.start_delay_ms / 1000, lease))
-                self.offered += len(got.leases.leases)
-            elif kind == "acks":
-                self.acked += len(got.acks.execution_ids)
-            self.own_s += time.process_time() - t
+            self._own(self._held, msg.SerializeToString(), loop.time())
 
-    def _heartbeat(self, leases: list[worker_pb2.Lease], *, listing: bool = False) -> None:
-        t = time.process_time()
+    def _held(self, raw: bytes, now: float) -> None:
+        got = self._got(raw)
+        if got.WhichOneof("kind") == "leases":
+            for lease in got.leases.leases:
+                self.held.append((now + lease.start_delay_ms / 1000, lease))
+            self.offered += len(got.leases.leases)
+
+    @staticmethod
+    def _heartbeat_bytes(leases: list[worker_pb2.Lease], listing: bool) -> bytes:
         hb = worker_pb2.Heartbeat(
             leases=[worker_pb2.LeaseRef(execution_id=x.execution_id, token=x.token) for x in leases],
             sent_mono_ms=CLOCK.mono_ms(),
             complete_listing=listing,
         )
-        raw = worker_pb2.WorkerMessage(heartbeat=hb).SerializeToString()
-        self.own_s += time.process_time() - t
+        return worker_pb2.WorkerMessage(heartbeat=hb).SerializeToString()
+
+    def _heartbeat(self, leases: list[worker_pb2.Lease], *, listing: bool = False) -> None:
+        raw = self._own(self._heartbeat_bytes, leases, listing)
         self.runner.on_heartbeat(self.session, worker_pb2.WorkerMessage.FromString(raw).heartbeat)
+
+    def _start(self, held: list[tuple[float, worker_pb2.Lease]], due: int, now: float) -> None:
+        """The first `due` held starts begin now, and finish at once."""
+        started, self.held = held[:due], held[due:]
+        self.asked = max(0, self.asked - due)
+        wall = CLOCK.now_ms()
+        if not self.done:  # the first of a write: it waits for others only under load
+            self.send_at = now + (self.RESULT_LINGER_S if now - self.sent < self.RESULT_LINGER_S else 0)
+        self.done.extend(succeeded(lease, wall) for _, lease in started)
+
+    def _results_bytes(self, now: float) -> bytes:
+        results, self.done, self.sent = self.done, [], now
+        return worker_pb2.WorkerMessage(results=worker_pb2.Results(results=results)).SerializeToString()
 
     async def send(self) -> None:
         loop = asyncio.get_running_loop()
@@ -297,23 +324,10 @@ class HeldWorker(FakeWorker):
             while due < len(held) and held[due][0] <= now:
                 due += 1
             if due:
-                t = time.process_time()
-                started, self.held = held[:due], held[due:]
-                self.asked = max(0, self.asked - due)
-                wall = CLOCK.now_ms()
-                if not self.done:  # the first of a write: it waits for others only under load
-                    self.send_at = now + (
-                        self.RESULT_LINGER_S if now - self.sent < self.RESULT_LINGER_S else 0
-                    )
-                self.done.extend(succeeded(lease, wall) for _, lease in started)
-                self.own_s += time.process_time() - t
+                self._own(self._start, held, due, now)
             if not self.done or now < self.send_at:
                 continue
-            t = time.process_time()
-            results, self.done, self.sent = self.done, [], now
-            raw = worker_pb2.WorkerMessage(results=worker_pb2.Results(results=results)).SerializeToString()
-            self.own_s += time.process_time() - t
-            msg = worker_pb2.WorkerMessage.FromString(raw)
+            msg = worker_pb2.WorkerMessage.FromString(self._own(self._results_bytes, now))
             self.runner.on_results(self.session, bounded_results(msg.results.results))
 
 
