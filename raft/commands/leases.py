@@ -224,8 +224,7 @@ def _end_attempt(ctx: Ctx, ex: Execution, exec16: bytes, r: common_pb2.AttemptRe
         else:
             finish(ctx, ex, state, error)
             if task.spec.HasField("retry"):
-                dead_letter(ctx, task, exec16, why)
-                ex = get_execution(ctx.txn, exec16)
+                ex = dead_letter(ctx, task, exec16, why, ex)  # `ex` as `finish` stored it: not read again
     else:
         finish(ctx, ex, state, error, exec16=exec16, answer=ctx.bytes_only)  # `ex` as it ends: the answer
     return ex
@@ -344,8 +343,8 @@ def expire_lease(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         )
     elif ex.attempt >= allowed:
         finish(ctx, ex, common_pb2.EXECUTION_LOST, f"lease expired on attempt {ex.attempt} of {allowed}")
-        if task.spec.HasField("retry"):
-            dead_letter(ctx, task, exec16, f"lease expired on attempt {ex.attempt} of {allowed}")
+        if task.spec.HasField("retry"):  # `ex` as `finish` stored it: not read again
+            dead_letter(ctx, task, exec16, f"lease expired on attempt {ex.attempt} of {allowed}", ex)
     else:
         ctx.txn.delete("running", exec16)
         ex.state = common_pb2.EXECUTION_PENDING

@@ -80,3 +80,24 @@ def test_a_redrive_reads_the_execution_once_with_a_quota_or_without() -> None:
     (ex,) = a.executions
     assert ex.state == common_pb2.EXECUTION_PENDING and ex.redrives == 1 and not ex.dead_lettered
     assert [d.redriven_as for d in a.dead_letters] == [eid(1)]
+
+
+def _gets_to_end(retry: bool) -> tuple[int, bool]:
+    """Gets of `execs` while one execution is fired, granted and fails its last attempt: (gets, whether
+    it was dead-lettered)."""
+    kv = CountedKV()
+    log = Log(kv)
+    log.ok(epoch())
+    log.ok(create(tid(1), spec(retry=_RETRY, max_attempts=1) if retry else spec()))
+    kv.calls.clear()
+    run(log, tid(1), eid(1), T0 + 10, outcome=common_pb2.ATTEMPT_FAILED)
+    with kv.read() as txn:
+        return kv.calls["get", "execs"], get_execution(txn, id_bytes(eid(1))).dead_lettered
+
+
+def test_a_complete_that_files_a_dead_letter_reads_the_execution_no_more_than_one_that_does_not() -> None:
+    """The Complete's `finish` stores the execution; filing it as a dead letter takes it as stored
+    (raft.commands.leases), not from the store again."""
+    (with_letter, lettered), (without, plain) = _gets_to_end(True), _gets_to_end(False)
+    assert lettered and not plain
+    assert with_letter == without
