@@ -403,10 +403,12 @@ class LeaderCore:
         task = self.read_task(task_id)
         if retries.failing and not FirePlanner.scheduled(task):
             retries.succeeded("fire", task_id)
+        # Its spec read first and held: the plan's reads of it (firing.may_fire_ahead) then find the same
+        # object (upb keeps a submessage's object while one is alive) instead of making one each.
+        spec = task.spec if task is not None else None
         lead = self.planner.plan(task, task_id, now_ms)
-        if lead is None or task is None:
+        if lead is None or task is None or spec is None:
             return []
-        spec = task.spec
         execution_id = self._new_id(now_ms)
         # Built in place: nested messages as keywords are converted, then copied (twice the cost).
         cmd = Command()
