@@ -39,9 +39,9 @@ _merge_payload = common_pb2.Payload.MergeFromString
 # numbers, every field's tag and length (about 170 bytes at most).
 _OFFER_FIXED_BYTES = 256
 # The final states a notification can be about (daemon.notify_events: failure, timeout).
-# A lease just granted, whose offer is to go out: its execution as the entry left it, its task's spec (read
-# once), its lease.
-Leased = tuple[common_pb2.Execution, common_pb2.TaskSpec, LeaseState]
+# A lease just granted, whose offer is to go out: its execution as the entry left it, its task, its lease,
+# and its task's spec (read once).
+Leased = tuple[common_pb2.Execution, common_pb2.Task, LeaseState, common_pb2.TaskSpec]
 _NOTIFIED_STATES = frozenset(
     {common_pb2.EXECUTION_FAILED, common_pb2.EXECUTION_LOST, common_pb2.EXECUTION_TIMED_OUT}
 )
@@ -283,7 +283,7 @@ def _leased(
     # Its end plans the task's next run only for a fixed delay (raft.leaderplan): no plan otherwise.
     if _schedule_kind(spec.schedule, "kind") != "fixed_delay" or not needs_plan(spec):
         lease.plan_free = core.plans.spec_changes
-    return ex, spec, lease
+    return ex, task, lease, spec
 
 
 def _on_fire_grant(
@@ -326,13 +326,13 @@ def _offer_into(core: LeaderCore, offers: dict[str, _Offers], worker_id: str, le
     """Add the offer of a lease just granted (`leased`: its execution, task and lease) to the last of
     `worker_id`'s messages in `offers`, or to a new one if it would pass MAX_OFFER_BYTES (payloads are
     up to 4 MiB each)."""
-    ex, spec, held = leased
+    ex, task, held, spec = leased
     to = offers.get(worker_id)
     if to is None:
         to = offers[worker_id] = _Offers(_offers(core, worker_id, []))
     leases = to.leases
     lease = leases.add()
-    n = _fill_offer(core, lease, ex, spec, held)
+    n = _fill_offer(core, lease, ex, task, held, spec=spec)
     if to.size + n > MAX_OFFER_BYTES and len(leases) > 1:
         following = _offers(core, worker_id, [])
         following.leases.leases.add().CopyFrom(lease)
@@ -351,7 +351,7 @@ def _lease_offer(
         if task is None:
             return None
     lease = worker_pb2.Lease()
-    _fill_offer(core, lease, ex, task.spec)
+    _fill_offer(core, lease, ex, task)
     return lease
 
 
@@ -359,13 +359,18 @@ def _fill_offer(
     core: LeaderCore,
     lease: worker_pb2.Lease,
     ex: common_pb2.Execution,
-    spec: common_pb2.TaskSpec,
+    task: common_pb2.Task,
     held: LeaseState | None = None,
+    *,
+    spec: common_pb2.TaskSpec | None = None,
 ) -> int:
-    """The offer of `ex` in `lease` (`spec`: its task's); `held`: its lease as tracked, whose fields (read
-    from `ex` by LeaseKeeper.track) are not read from `ex` again. Returns a bound of the offer's serialized
-    size, from the lengths at hand (a ByteSize serializes the whole lease with upb)."""
+    """The offer of `ex` in `lease`; `held`: its lease as tracked, whose fields (read from `ex` by
+    LeaseKeeper.track) are not read from `ex` again; `spec`: `task`'s, if the caller read it. Returns a
+    bound of the offer's serialized size, from the lengths at hand (a ByteSize serializes the whole lease
+    with upb)."""
     now_ms = core.now_ms
+    if spec is None:
+        spec = task.spec
     not_before = ex.not_before_ms
     if held is None:
         lease.execution_id = ex.execution_id
