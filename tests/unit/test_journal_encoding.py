@@ -75,7 +75,7 @@ class OneNode:
         """The journal's entries as pysyncobj's own reader reads them (the node stopped)."""
         journal = FileJournal(str(self.config.data_dir / JOURNAL_FILE))
         try:
-            return [tuple(journal[i]) for i in range(len(journal))]  # type: ignore[misc]
+            return [tuple(journal[i]) for i in range(len(journal))]
         finally:
             journal._destroy()
 
