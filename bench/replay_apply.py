@@ -134,9 +134,9 @@ class Counts:
     def install(self) -> None:
         c, by_db = self.c, self.by_db
         txn = store.LmdbTxn
-        names = ("get", "put", "insert", "delete", "scan", "_read_chunk_unchecked")
+        names = ("get", "put", "insert", "delete", "scan", "_read_chunk_unchecked", "first")
         self._saved = {n: getattr(txn, n) for n in names}
-        get, put, insert, delete, scan, chunk = (self._saved[n] for n in names)
+        get, put, insert, delete, scan, chunk, first = (self._saved[n] for n in names)
 
         def counted_get(self_: Any, *a: Any) -> Any:
             c["get"] += 1
@@ -165,6 +165,11 @@ class Counts:
                 c["scan_yielded"] += 1
                 yield item
 
+        def counted_first(self_: Any, *a: Any, **k: Any) -> Any:  # one seek (Txn.first)
+            c["first"] += 1
+            by_db["first", a[0]] += 1
+            return first(self_, *a, **k)
+
         def counted_chunk(self_: Any, *a: Any) -> Any:
             out = chunk(self_, *a)
             c["scan_chunks"] += 1
@@ -174,6 +179,7 @@ class Counts:
         txn.get, txn.put, txn.delete = counted_get, counted_put, counted_delete  # type: ignore[method-assign]
         txn.insert = counted_insert  # type: ignore[method-assign]
         txn.scan, txn._read_chunk_unchecked = counted_scan, counted_chunk  # type: ignore[method-assign]
+        txn.first = counted_first  # type: ignore[method-assign]
 
     def remove(self) -> None:
         for name, fn in self._saved.items():
