@@ -38,10 +38,10 @@ _merge_payload = common_pb2.Payload.MergeFromString
 # A lease offer's size but for its name, payload and sensor: two ids of 26 characters, the token, seven
 # numbers, every field's tag and length (about 170 bytes at most).
 _OFFER_FIXED_BYTES = 256
-# The final states a notification can be about (daemon.notify_events: failure, timeout).
 # A lease just granted, whose offer is to go out: its execution as the entry left it, its task, its lease,
 # and its task's spec (read once).
 Leased = tuple[common_pb2.Execution, common_pb2.Task, LeaseState, common_pb2.TaskSpec]
+# The final states a notification can be about (daemon.notify_events: failure, timeout).
 _NOTIFIED_STATES = frozenset(
     {common_pb2.EXECUTION_FAILED, common_pb2.EXECUTION_LOST, common_pb2.EXECUTION_TIMED_OUT}
 )
