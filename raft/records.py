@@ -329,13 +329,6 @@ Indexed = tuple[int, str, int, str]
 _READ = (-1, "", 0, "")  # put_execution's default: read what is stored
 
 
-class Recheck(Exception):
-    """A write found the record that a check its handler deferred to it had assumed absent
-    (`put_execution` with `absent`; a Fire's checks: raft.commands.fires). Not a refusal: raised out of an
-    entry applied without savepoints, it makes raft.state apply the entry again with them, where the
-    handler checks first, as it always did, and refuses before writing anything."""
-
-
 def indexed(ex: Execution) -> Indexed:
     """What an execution's search-index entries depend on: (state, worker, ended at or 0, namespace)."""
     state = ex.state
@@ -377,15 +370,12 @@ def put_execution(
     *,
     task16: bytes | None = None,
     after: Indexed | None = None,
-    absent: bool = False,
 ) -> bytes:
     """Write an execution and keep its search indexes in step with what was stored before: `before` is
     `indexed()` of the stored one when the caller knows it (the hot paths: fire, grant, finish; None: a
     new execution), else it is read. `task16`: its task's key bytes, when the caller has them; `after`:
-    `indexed(ex)`, when the caller knows it without reading `ex` again (finish). `absent`: no record of
-    the id may be there (`before` None), which the caller has not checked: the record is inserted, and
-    `Recheck` raised if one is there (one store call, where a get to check and a put were two). Returns the
-    bytes stored (a result may answer them: Ctx.answer)."""
+    `indexed(ex)`, when the caller knows it without reading `ex` again (finish). Returns the bytes stored
+    (a result may answer them: Ctx.answer)."""
     new = indexed(ex) if after is None else after
     old = before
     if old is _READ:
@@ -395,10 +385,7 @@ def put_execution(
         _set_exec_keys(txn, exec16, id_bytes(ex.task_id) if task16 is None else task16, old, new)
     # An Execution holds no map (codec.MAPLESS): the bytes of `deterministic=True`, cheaper.
     stored = _execution_bytes(ex)
-    if not absent:
-        txn.put("execs", exec16, stored)
-    elif not txn.insert("execs", exec16, stored):
-        raise Recheck(f"execution {ex.execution_id} exists")
+    txn.put("execs", exec16, stored)
     return stored
 
 
@@ -444,7 +431,6 @@ __all__ = [
     "SCHEDULE_KINDS",
     "SEARCH_INDEXES",
     "TERMINAL_STATES",
-    "Recheck",
     "Rejected",
     "calendar_include_key",
     "calendar_ref_key",

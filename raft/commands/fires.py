@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from cronraft.errors import InvalidArgument
 from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft import features, firing, quota, retention
 from cronraft.raft.answers import Answers
@@ -18,10 +17,8 @@ from cronraft.raft.codec import id_bytes
 from cronraft.raft.commands.context import Ctx, Execution, Task, max_runs_reached, plan_fixed_delay
 from cronraft.raft.commands.executions import finish, request_cancel, terminate
 from cronraft.raft.commands.leases import grant_refusal, lease, leased
-from cronraft.raft.kv import Txn
 from cronraft.raft.overlap import decide_overlap, superseded_order
 from cronraft.raft.records import (
-    Recheck,
     fire_key,
     get_task,
     pending_key,
@@ -56,59 +53,10 @@ def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     if fired != next_fire:
         # Already fired (a retried or duplicated proposal) or rescheduled meanwhile: I3.
         raise Rejected(Code.NOT_DUE, f"task {task_id} is not due at {fired}")
-    new = _NewFire(task16, exec16, fired, task_id, execution_id)
-    if ctx.stats is None:  # with savepoints (or a dry run): checked here, as always
-        new.check(txn)
-        _fire(ctx, f, old, new)
-        return
-    try:
-        _fire(ctx, f, old, new)
-    except (Rejected, InvalidArgument) as refusal:
-        # A refusal after the checks' place: theirs comes first, as when they were made there.
-        if new.open and new.fails(txn):
-            raise Recheck(f"task {task_id} at {fired}: refused, its new-fire checks deferred") from refusal
-        raise
-
-
-class _NewFire:
-    """A Fire's checks that its fire is new (I3): no fire of the task at this nominal time (`fires`), no
-    execution of this id (`execs`). Applied without savepoints (raft.state's first pass), they are deferred
-    to the writes of that fire and that execution: inserted, not put, each fails if the record is there
-    (records.Recheck: the entry is applied again with savepoints, where they are checked first), and
-    neither is read before (two store calls less per fire). Where the fire writes anything else first, or
-    refuses, they are made first (`check`), or found to have failed (`fails`: the refusal is theirs then),
-    so every fire is refused exactly as when they came first."""
-
-    __slots__ = ("exec16", "execution_id", "fired", "open", "task16", "task_id")
-
-    def __init__(self, task16: bytes, exec16: bytes, fired: int, task_id: str, execution_id: str) -> None:
-        self.task16, self.exec16, self.fired = task16, exec16, fired
-        self.task_id, self.execution_id = task_id, execution_id
-        self.open = True  # not made yet, nor proven by an insert
-
-    def check(self, txn: Txn) -> None:
-        """The checks, made now (before any write of the fire: its refusal leaves nothing written)."""
-        self.open = False
-        if txn.get("fires", fire_key(self.task16, self.fired)) is not None:
-            raise Rejected(Code.ALREADY_FIRED, f"task {self.task_id} already fired at {self.fired}")
-        if txn.get("execs", self.exec16) is not None:
-            raise Rejected(Code.ALREADY_EXISTS, f"execution {self.execution_id} already exists")
-
-    def fails(self, txn: Txn) -> bool:
-        return (
-            txn.get("fires", fire_key(self.task16, self.fired)) is not None
-            or txn.get("execs", self.exec16) is not None
-        )
-
-
-def _fire(ctx: Ctx, f: commands_pb2.Fire, old: Task, new: _NewFire) -> None:
-    """`fire` once the task is found due at `new.fired` (`old`: the stored task, changed and stored here);
-    `new.open`: the new-fire checks are deferred (_NewFire)."""
-    txn = ctx.txn
-    bytes_only = ctx.bytes_only
-    task16, exec16, fired = new.task16, new.exec16, new.fired
-    task_id, execution_id = new.task_id, new.execution_id
-    old_state, next_fire = old.state, old.next_fire_ms
+    if txn.get("fires", fire_key(task16, fired)) is not None:
+        raise Rejected(Code.ALREADY_FIRED, f"task {task_id} already fired at {fired}")
+    if txn.get("execs", exec16) is not None:
+        raise Rejected(Code.ALREADY_EXISTS, f"execution {execution_id} already exists")
     due = old.next_due_ms or next_fire  # firing.due_of(old)
     lead_ms = f.lead_ms
     lead = firing.fire_lead(old, lead_ms)  # the task's spec does not change here: computed once
@@ -120,8 +68,6 @@ def _fire(ctx: Ctx, f: commands_pb2.Fire, old: Task, new: _NewFire) -> None:
     before = (old_state, due, old.last_outcome)  # task_indexed(old), from what was read above
     ans = ctx.answers(task_id, old.spec)  # the leader's instants when the command carries them
     decision = firing.decide_misfire(old, fired, ctx.now, ans, due_ms=due)
-    if new.open and (decision.missed or decision.fire_nominal != fired):
-        new.check(txn)  # writes come before this fire's, if any: checked before them
     task = old
     task.version = ctx.index
     task.updated_at_ms = ctx.now
@@ -176,7 +122,6 @@ def _fire(ctx: Ctx, f: commands_pb2.Fire, old: Task, new: _NewFire) -> None:
             lead=lead,
             ids=(task16, exec16),
             answer=bytes_only,
-            unchecked=new if new.open else None,
         )
     if kind == "fixed_delay":
         # The next run is planned when this one ends (finish); nothing is due meanwhile.
@@ -239,7 +184,6 @@ def start_execution(
     lead: int | None = None,
     ids: tuple[bytes, bytes] | None = None,
     answer: bool = False,
-    unchecked: _NewFire | None = None,
 ) -> Execution | None:
     """Create the execution of one fire, as the task's overlap policy says; record the outcome.
     `lease_to` (Fire.grant): a pending execution is leased at once, as a Grant of it (with `lead_ms`)
@@ -247,8 +191,7 @@ def start_execution(
     without writing the pending state first. A caller that has them already passes `lead`
     (`firing.fire_lead(task, lead_ms)`) and `ids` (the task's and the execution's key bytes). `answer`
     (a Fire's, with `Ctx.bytes_only`): the new execution is the command's answer (`Ctx.answer`) when it
-    is the first of the result's executions (nothing below adds one). `unchecked`: a Fire's checks that
-    its fire (at `nominal`) and `execution_id` are new, deferred to the writes here (_NewFire)."""
+    is the first of the result's executions (nothing below adds one)."""
     txn = ctx.txn
     if ids is None:
         task16 = id_bytes(task.task_id)
@@ -260,8 +203,6 @@ def start_execution(
     counted = quota.stored_active(txn, task16) if limits is not None and limits.max_pending_per_task else None
     refusal = quota.execution_refusal(txn, limits, task, active=counted)
     if refusal is not None:
-        if unchecked is not None:
-            unchecked.check(txn)  # before the ledger's record
         # A scheduled fire over a quota creates no execution and the schedule goes on (a client's
         # trigger or backfill is refused before it gets here).
         firing.record(txn, task16, nominal, common_pb2.SKIPPED_LIMIT, ctx.now, reason=str(refusal)[:500])
@@ -273,8 +214,6 @@ def start_execution(
     active = firing.active_executions(txn, task16) if policy != common_pb2.OVERLAP_ALLOW_ALL else []
     decision = decide_overlap(policy, active, force_buffer=force_buffer)
     if decision.state is None:
-        if unchecked is not None:
-            unchecked.check(txn)  # before the ledger's record
         firing.record(txn, task16, nominal, decision.outcome, ctx.now, reason=decision.reason)
         return None
     if decision.supersede or decision.terminate:
@@ -322,14 +261,8 @@ def start_execution(
     # A new execution (I3: one fire, one new id). Its search-index entries (records.indexed) without
     # reading back what was set above: not ended, and no worker but its lease's (nor an attempt's).
     after = (ex.state, ex.worker_id, 0, namespace) if granted else (state, "", 0, namespace)
-    # `ex` changes no more. With `unchecked`, both records are inserted: each fails if the record is there.
-    stored = put_execution(txn, exec16, ex, None, task16=task16, after=after, absent=unchecked is not None)
-    if unchecked is None:
-        txn.put("fires", fire_key(task16, nominal), exec16)
-    elif txn.insert("fires", fire_key(task16, nominal), exec16):
-        unchecked.open = False  # both proven
-    else:
-        raise Recheck(f"task {task.task_id} fired at {nominal} already")
+    stored = put_execution(txn, exec16, ex, None, task16=task16, after=after)  # `ex` changes no more
+    txn.put("fires", fire_key(task16, nominal), exec16)
     txn.put("active", firing.active_key(task16, exec16), b"")
     quota.activated(txn, task16, counted)
     if state == common_pb2.EXECUTION_BUFFERED:
