@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 
 from cronraft import bounds
 from cronraft.client._transport import Transport
+from cronraft.daemon.client_commits import propose_observed
 from cronraft.daemon.clock import Clock, CorrectedClock, SystemClock
 from cronraft.daemon.clockprobe import MAX_AGE_INTERVALS, ClockMonitor
 from cronraft.daemon.config import Config
@@ -41,7 +42,7 @@ from cronraft.daemon.services import audit as audit_api
 from cronraft.daemon.storage import StorageMonitor, effective_reserve
 from cronraft.daemon.versioncheck import VersionWatch
 from cronraft.daemon.wire import DecodingServer
-from cronraft.errors import CronraftError, NotLeader, Unavailable
+from cronraft.errors import NotLeader, Unavailable
 from cronraft.failpoint import raiser
 from cronraft.proto.v1 import (
     audit_pb2,
@@ -560,12 +561,17 @@ class Node:
         runner = self.leader_runner()
         audit_api.stamp(cmds)  # who asked: the audit trail's record is written at apply
         runner.prepare(cmds)  # the fire instants their apply needs, computed once here (raft.leaderplan)
-        try:
-            results = await self.committer.submit(list(cmds))
-        except CronraftError:
-            raise
-        runner.observe(cmds, results)
-        return results
+
+        def observe(
+            done: Sequence[commands_pb2.Command], results: Sequence[commands_pb2.CommandResult]
+        ) -> None:
+            # Late (the caller went away), only while the same runner leads: a later leader loads what
+            # committed before its Epoch from the store.
+            if self.runner is runner:
+                runner.observe(done, results)
+
+        # Observed even if the caller is cancelled meanwhile (daemon.client_commits).
+        return await propose_observed(self.committer.submit, list(cmds), observe)
 
 
 def _with_members(config: Config, members: Sequence[Member]) -> Config:
