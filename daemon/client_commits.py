@@ -11,9 +11,10 @@ whole-cluster restart; the client's 8 s deadline passed 5 ms after the leader st
 then committed and stayed scheduled, unfired, to the end of the run). So the proposal runs shielded from
 the caller's cancellation, and its outcome is observed when it comes (`propose_observed`).
 
-What is still not observed: a proposal whose outcome is unknown to the proposer (the replicator's timeout,
-OutcomeUnknown) and that commits later in the same term. A new leader loads every committed task at its
-Epoch; within a term, such a late commit is missed as before (docs/guarantees.md).
+The same for a proposal whose caller is told OutcomeUnknown (the committer's 5 s timeout: an overloaded or
+stalled log) and that commits later: the group committer waits for its entry up to LATE_RESULT_WAIT_S
+more and hands the results over then (raft.groupcommit, `late`). Later than that, or after a change of
+leader, the next leader's load at its Epoch finds the task in the store.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 import structlog
 
 from cronraft.proto.v1 import commands_pb2
+from cronraft.raft.groupcommit import Late
 
 log = structlog.get_logger("cronraft.daemon.client_commits")
 
@@ -33,31 +36,44 @@ CommandResult = commands_pb2.CommandResult
 Observe = Callable[[Sequence[Command], Sequence[CommandResult]], None]
 
 
-async def propose_observed(
-    submit: Callable[[list[Command]], Awaitable[list[CommandResult]]],
-    cmds: list[Command],
-    observe: Observe,
-) -> list[CommandResult]:
-    """`submit(cmds)` (the group committer's), then `observe(cmds, results)`; if the caller is cancelled
-    meanwhile, the proposal goes on and `observe` is called when its results come (not on its failure).
-    A failure of the proposal itself reaches the caller, unobserved, as before."""
-    proposal = asyncio.ensure_future(submit(cmds))
+class Submit(Protocol):
+    """`GroupCommitter.submit` as used here."""
+
+    def __call__(
+        self, commands: list[Command], *, late: Late | None = None
+    ) -> Awaitable[list[CommandResult]]: ...
+
+
+async def propose_observed(submit: Submit, cmds: list[Command], observe: Observe) -> list[CommandResult]:
+    """`submit(cmds)` (the group committer's), then `observe(cmds, results)`. If the caller is cancelled
+    meanwhile, the proposal goes on and `observe` is called when its results come; if the caller is told
+    OutcomeUnknown (its timeout) and the entry commits later, `observe` is called then (the committer's
+    `late`). A proposal that fails is not observed, and its failure reaches the caller, as before."""
+
+    def late(results: list[CommandResult]) -> None:
+        _observe_safely(observe, cmds, results)
+
+    proposal = asyncio.ensure_future(submit(cmds, late=late))
     try:
         results = await asyncio.shield(proposal)
     except asyncio.CancelledError:
-        proposal.add_done_callback(functools.partial(_observe_late, observe, cmds))
+        proposal.add_done_callback(functools.partial(_observe_done, observe, cmds))
         raise
     observe(cmds, results)
     return results
 
 
-def _observe_late(
+def _observe_done(
     observe: Observe, cmds: list[Command], proposal: asyncio.Future[list[CommandResult]]
 ) -> None:
     if proposal.cancelled() or proposal.exception() is not None:
-        return  # not committed as far as this node knows: nothing to observe
+        return  # no results (yet): the committer's `late` tells if the entry commits after all
+    _observe_safely(observe, cmds, proposal.result())
+
+
+def _observe_safely(observe: Observe, cmds: list[Command], results: Sequence[CommandResult]) -> None:
     try:
-        observe(cmds, proposal.result())
+        observe(cmds, results)
     except Exception:  # a callback of the loop: say it, never lose the loop
         log.exception("observing a committed client command failed", commands=len(cmds))
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -37,6 +38,12 @@ BATCH_VERSION = 1
 # docstring).
 LINGER_S = 0.005
 BUSY_S = 0.02
+# How long an entry holding a submission with a `late` callback is waited for after its submitter was
+# told OutcomeUnknown (its own timeout): a commit that late still reaches `late` (the leader runner's
+# view of a client's command: daemon.client_commits). The leader's own proposals wait as long.
+LATE_RESULT_WAIT_S = 60.0
+
+Late = Callable[[list[commands_pb2.CommandResult]], None]
 
 
 @dataclass
@@ -46,6 +53,7 @@ class _Submission:
     future: asyncio.Future[list[commands_pb2.CommandResult]]
     encoded: list[bytes] = field(default_factory=list)
     timeout_s: float = 0.0  # 0: the committer's default
+    late: Late | None = None  # told the results if they come after the submitter's own timeout
 
 
 class GroupCommitter:
@@ -123,10 +131,13 @@ class GroupCommitter:
         *,
         timeout_s: float | None = None,
         encoded: Sequence[bytes] | None = None,
+        late: Late | None = None,
     ) -> list[commands_pb2.CommandResult]:
         """Replicate `commands` (in order, in one entry) and return their results, one per command.
         `timeout_s`: the proposal timeout for this submission if longer than the default. `encoded`: the
-        commands already serialized, if the caller has them (the leader sizes its batches by them)."""
+        commands already serialized, if the caller has them (the leader sizes its batches by them).
+        `late`: past the submission's timeout the caller gets OutcomeUnknown as without it, but the entry
+        is waited for up to LATE_RESULT_WAIT_S more and, if it commits, `late` gets the results."""
         if self._closed or self._flusher is None or self._wakeup is None:
             raise Unavailable("the group committer is not running")
         if not commands:
@@ -146,10 +157,17 @@ class GroupCommitter:
                 f"{self._queued} commands wait to be replicated (limit {self._max_queued}); retry later"
             )
         future: asyncio.Future[list[commands_pb2.CommandResult]] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Submission(list(commands), size, future, list(encoded), timeout_s or 0.0))
+        self._queue.append(_Submission(list(commands), size, future, list(encoded), timeout_s or 0.0, late))
         self._queued += len(commands)
         self._wakeup.set()
-        return await future
+        if late is None:
+            return await future
+        own = max(self._timeout_s, timeout_s or 0.0)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), own)
+        except TimeoutError:
+            future.add_done_callback(functools.partial(_tell_late, late))
+            raise OutcomeUnknown(f"the proposal did not commit within {own:g} s; it may apply") from None
 
     async def _run(self) -> None:
         assert self._wakeup is not None and self._slots is not None
@@ -200,6 +218,8 @@ class GroupCommitter:
             self.commands_proposed += count
             try:
                 timeout_s = max(self._timeout_s, *(sub.timeout_s for sub in group))
+                if any(sub.late is not None for sub in group):  # its submitter times out on its own
+                    timeout_s = max(timeout_s, LATE_RESULT_WAIT_S)
                 raw = await self._replicator.propose(batch, timeout_s=timeout_s)
                 result = commands_pb2.BatchResult.FromString(raw)
                 if len(result.results) != count:
@@ -235,4 +255,11 @@ def _fail(sub: _Submission, exc: Exception) -> None:
         sub.future.set_exception(exc)
 
 
-__all__ = ["BATCH_VERSION", "BUSY_S", "LINGER_S", "GroupCommitter"]
+def _tell_late(late: Late, future: asyncio.Future[list[commands_pb2.CommandResult]]) -> None:
+    """A submission whose submitter had timed out is settled: its results, if it committed, to `late`."""
+    if future.cancelled() or future.exception() is not None:
+        return
+    late(future.result())
+
+
+__all__ = ["BATCH_VERSION", "BUSY_S", "LATE_RESULT_WAIT_S", "LINGER_S", "GroupCommitter", "Late"]

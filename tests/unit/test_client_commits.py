@@ -12,7 +12,7 @@ import pytest
 from cronraft.daemon.client_commits import propose_observed
 from cronraft.errors import OutcomeUnknown
 from cronraft.proto.v1 import commands_pb2
-from cronraft.raft.groupcommit import GroupCommitter
+from cronraft.raft.groupcommit import GroupCommitter, Late
 from tests.unit.test_groupcommit import GatedReplicator, cmd, echo_apply
 
 Command = commands_pb2.Command
@@ -27,7 +27,7 @@ class _Proposals:
         self.submitted = asyncio.Event()
         self.observed: list[tuple[list[str], int]] = []
 
-    async def submit(self, cmds: list[Command]) -> list[CommandResult]:
+    async def submit(self, cmds: list[Command], *, late: Late | None = None) -> list[CommandResult]:
         self.outcome = asyncio.get_running_loop().create_future()
         self.submitted.set()
         return await self.outcome
@@ -108,4 +108,28 @@ async def test_with_the_group_committer_a_cancelled_callers_entry_commits_and_is
     await asyncio.wait_for(seen.wait(), 10)
     assert [ids for _, ids in entries] == [["made"]]
     assert observed == [["made"]]
+    await gc.close()
+
+
+@pytest.mark.asyncio
+async def test_a_command_that_commits_after_its_caller_was_told_outcome_unknown_is_observed() -> None:
+    """The committer's own timeout (5 s for a client's command) passes: the caller gets OutcomeUnknown,
+    and the entry, committed later, is observed then."""
+    entries: list[tuple[int, list[str]]] = []
+    rep = GatedReplicator(echo_apply(entries))
+    gc = GroupCommitter(rep, timeout_s=0.05)
+    gc.start()
+    seen = asyncio.Event()
+    observed: list[list[str]] = []
+
+    def observe(cmds: Sequence[Command], results: Sequence[CommandResult]) -> None:
+        observed.append([c.request_id for c in cmds])
+        seen.set()
+
+    with pytest.raises(OutcomeUnknown):
+        await propose_observed(gc.submit, [cmd("slow")], observe)
+    assert observed == []
+    rep.gate.set()  # the log moves again: the entry commits
+    await asyncio.wait_for(seen.wait(), 10)
+    assert observed == [["slow"]] and [ids for _, ids in entries] == [["slow"]]
     await gc.close()
