@@ -119,15 +119,20 @@ def _token(index: int) -> common_pb2.FencingToken:
     return common_pb2.FencingToken(term=1, index=index)
 
 
-def test_a_plain_end_answers_the_execution_as_stored_twice() -> None:
+def _one_run_returning_42() -> list[Command]:
+    """An epoch, a task, and one execution of it triggered, granted and completed with the result b"42"."""
     at = T0 + 10
-    cmds = [
+    return [
         Command(stamped_at_ms=T0, epoch=commands_pb2.Epoch(term=1, leader_id="n1")),
         create(tid(1), spec()),
         trigger(tid(1), eid(1), at),
         grant(eid(1), at + 1),
         complete(eid(1), _token(4), at + 9, started=at + 2, finished=at + 8, result=b"42"),
     ]
+
+
+def test_a_plain_end_answers_the_execution_as_stored_twice() -> None:
+    cmds = _one_run_returning_42()
     log, results = _leader_and_follower(cmds)
     ex = _stored(log, eid(1))
     assert ex.state == common_pb2.EXECUTION_SUCCEEDED
@@ -315,14 +320,7 @@ def test_a_fire_skipped_by_overlap_answers_the_task_alone() -> None:
 
 
 def test_a_complete_answers_the_same_bytes_raw() -> None:
-    at = T0 + 10
-    cmds = [
-        Command(stamped_at_ms=T0, epoch=commands_pb2.Epoch(term=1, leader_id="n1")),
-        create(tid(1), spec()),
-        trigger(tid(1), eid(1), at),
-        grant(eid(1), at + 1),
-        complete(eid(1), _token(4), at + 9, started=at + 2, finished=at + 8, result=b"42"),
-    ]
+    cmds = _one_run_returning_42()
     log, res = _same_bytes(cmds)
     assert res.execution == _stored(log, eid(1)) and res.execution.state == common_pb2.EXECUTION_SUCCEEDED
 
