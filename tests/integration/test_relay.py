@@ -70,7 +70,9 @@ def test_a_worker_and_a_client_on_one_follower_run_tasks_through_a_leader_change
     follower = _follower(c)
     _start_worker_on(c, "w1", follower.grpc_address)
     c.wait_workers(1)
-    assert _log_has(follower.log_path, "worker stream relayed")
+    # The leader counts the worker before its Welcome reaches the follower, which logs the relay after:
+    # await the line rather than read the log at once (CI saw the read win that race).
+    wait_for(lambda: _log_has(follower.log_path, "worker stream relayed"), 20, "the follower relayed it")
     ledger = tmp_path / "ledger"
     with Client(follower.grpc_address, timeout_s=10) as client:
         # Writes sent to the follower are forwarded: no redirect is followed (there is only this server).
