@@ -613,7 +613,7 @@ def main() -> None:
         "--toggle-collect=_operator_call leaves apply out of the count",
     )
     p.add_argument(
-        "--coalesce-ms", type=int, default=-1, help="planner.FIRE_COALESCE_MS for this run (default: as is)"
+        "--coalesce-ms", type=int, default=-1, help="planner.FIRE_COALESCE_MS (the window cap) for this run"
     )
     args = p.parse_args()
     global DILATE

@@ -29,7 +29,7 @@ from fake_gateway import (
 )
 
 from cronraft.daemon.leader import LeaderCore, LeaderSettings
-from cronraft.daemon.leader.planner import FIRE_COALESCE_MS
+from cronraft.daemon.leader.planner import FIRE_COALESCE_MS, coalesce_ms
 from cronraft.proto.v1 import commands_pb2, common_pb2, worker_pb2
 from cronraft.raft.codec import encode_batch, make_id
 from cronraft.raft.firing import MAX_FIRE_LEAD_MS
@@ -40,6 +40,8 @@ from tests.support.grants import grants_in
 T0 = 1_767_225_600_000
 DUE = T0 + 60_000
 LEAD = 500
+WINDOW = coalesce_ms(LEAD)  # fires due this long after the lead join its tick
+SPACING = 5  # ms between the due times of the coalescing tests' tasks
 Command = commands_pb2.Command
 PY = sys.executable
 
@@ -233,16 +235,16 @@ def test_the_leader_fires_eligible_tasks_ahead_and_holds_the_others_for_their_du
     eager = s.create(1)
     skip = s.create(2, overlap=common_pb2.OVERLAP_SKIP)
     core = leader_over(s, LEAD)
-    # Fires due within FIRE_COALESCE_MS after the lead go in the same tick (one entry, not one each).
-    assert core.tick(DUE - LEAD - FIRE_COALESCE_MS - 1, 1) == []
+    # Fires due within the coalescing window after the lead go in the same tick (one entry, not one each).
+    assert core.tick(DUE - LEAD - WINDOW - 1, 1) == []
     # Wakes for the lead, not for the due time.
-    assert core.next_wakeup_ms(DUE - LEAD - FIRE_COALESCE_MS - 1, 1) == FIRE_COALESCE_MS + 1
+    assert core.next_wakeup_ms(DUE - LEAD - WINDOW - 1, 1) == WINDOW + 1
 
     cmds = core.tick(DUE - LEAD, 2)
     fires = [c.fire for c in cmds if c.HasField("fire")]
     grants = grants_in(cmds)
-    assert [f.task_id for f in fires] == [eager] and fires[0].lead_ms == LEAD + FIRE_COALESCE_MS
-    assert len(grants) == 1 and grants[0].lead_ms == LEAD + FIRE_COALESCE_MS
+    assert [f.task_id for f in fires] == [eager] and fires[0].lead_ms == LEAD + WINDOW
+    assert len(grants) == 1 and grants[0].lead_ms == LEAD + WINDOW
     assert core.next_wakeup_ms(DUE - LEAD, 2) == LEAD  # the skip task is held for its due time
 
     results = s.apply(cmds)
@@ -265,12 +267,12 @@ def test_the_leader_fires_eligible_tasks_ahead_and_holds_the_others_for_their_du
 
 
 def test_fires_due_close_together_are_proposed_in_one_tick() -> None:
-    """60 tasks due 1 ms apart (start instants spread over the second, as W5's): the leader, waking when
+    """60 tasks due 5 ms apart (start instants spread over the second, as W5's): the leader, waking when
     it must, fires them in 3 ticks, not 60 (each tick's commands leave in one entry), each ahead."""
     s = Store()
     n = 60
     for i in range(n):
-        s.create(i + 1, due=DUE + i)
+        s.create(i + 1, due=DUE + SPACING * i)
     core = leader_over(s, LEAD)
     now, ticks, fired = DUE - LEAD - 100, 0, 0
     while fired < n:
@@ -280,7 +282,7 @@ def test_fires_due_close_together_are_proposed_in_one_tick() -> None:
             fired += len(fires)
             assert all(f.lead_ms >= LEAD for f in fires)  # every one still ahead of its due time
         now += max(1, core.next_wakeup_ms(now, now))
-    assert ticks == 3  # 21 fires each (a 20 ms window: both ends included), not 60 ticks
+    assert ticks == 3  # 21, 21, 18 fires (a 100 ms window: both ends included), not 60 ticks
 
 
 def test_ticks_between_the_wakeups_start_no_fires_of_the_coalescing_window() -> None:
@@ -289,7 +291,7 @@ def test_ticks_between_the_wakeups_start_no_fires_of_the_coalescing_window() -> 
     s = Store()
     n = 60
     for i in range(n):
-        s.create(i + 1, due=DUE + i)
+        s.create(i + 1, due=DUE + SPACING * i)
     core = leader_over(s, LEAD)
     now, ticks, fired = DUE - LEAD - 100, 0, 0
     while fired < n:
@@ -298,9 +300,29 @@ def test_ticks_between_the_wakeups_start_no_fires_of_the_coalescing_window() -> 
             ticks += 1
             fired += len(fires)
             assert all(f.lead_ms >= LEAD for f in fires)
-            assert now == DUE - LEAD + (ticks - 1) * (FIRE_COALESCE_MS + 1)  # when the window's first is due
+            assert now == DUE - LEAD + (ticks - 1) * (WINDOW + SPACING)  # when the window's first is due
         now += 1  # a tick every millisecond
     assert ticks == 3
+
+
+def test_the_coalescing_window_is_a_fifth_of_the_lead_at_most_100_ms() -> None:
+    """A short lead keeps a short window (the time in which a task change no longer reaches a fire grows
+    with what the operator set), a long one is capped; without a lead, nothing is coalesced."""
+    assert [coalesce_ms(lead) for lead in (0, 4, 50, 500, 5_000)] == [
+        0,
+        0,
+        10,
+        FIRE_COALESCE_MS,
+        FIRE_COALESCE_MS,
+    ]
+    assert FIRE_COALESCE_MS == 100
+    s = Store()
+    near, far = s.create(1, due=DUE), s.create(2, due=DUE + 11)
+    core = leader_over(s, 50)
+    fires = [c.fire for c in core.tick(DUE - 50, 1) if c.HasField("fire")]
+    assert [(f.task_id, f.lead_ms) for f in fires] == [(near, 60)]  # the one due 11 ms later waits
+    fires = [c.fire for c in core.tick(DUE - 39, 2) if c.HasField("fire")]
+    assert [f.task_id for f in fires] == [far]
 
 
 def test_without_a_lead_nothing_fires_before_its_due_time() -> None:
@@ -322,7 +344,7 @@ def test_a_fire_ahead_waiting_for_a_worker_is_granted_ahead_when_one_comes() -> 
     core.on_committed(cmds, results, DUE - LEAD, 1)
     core.worker_connected("w2", 1, ["default"], {})
     grants = [c for c in core.tick(DUE - 200, 2) if c.HasField("grant")]
-    assert len(grants) == 1 and grants[0].grant.lead_ms == LEAD + FIRE_COALESCE_MS
+    assert len(grants) == 1 and grants[0].grant.lead_ms == LEAD + WINDOW
     results = s.apply(grants)
     assert results[0].applied, results[0].error
     core.on_committed(grants, results, DUE - 200, 3)
