@@ -345,7 +345,12 @@ class NodeMetrics:
                 if dead:
                     self.dead_letters.value += dead
             executions = res.executions
-            if executions:
+            n = len(executions)
+            if n == 1:  # most often: the execution a Complete ended or re-queued (a Fire's is above)
+                ex = executions[0]
+                if ex.completed_at_ms == stamped_at_ms and (state := ex.state) in FINAL_STATES:
+                    self._count_finished(ex, state)
+            elif n:
                 self._finished(stamped_at_ms, executions)
         if fires:
             self.fires.value += fires
@@ -356,20 +361,21 @@ class NodeMetrics:
         # Each execution counts once, even if listed twice.
         if len(executions) == 1:
             ex = executions[0]
-            if ex.completed_at_ms == stamped_at_ms and ex.state in FINAL_STATES:
-                self._count_finished(ex)
+            if ex.completed_at_ms == stamped_at_ms and (state := ex.state) in FINAL_STATES:
+                self._count_finished(ex, state)
             return
-        ended: dict[str, common_pb2.Execution] = {}
+        ended: dict[str, tuple[common_pb2.Execution, common_pb2.ExecutionState.ValueType]] = {}
         for ex in executions:
-            if ex.completed_at_ms == stamped_at_ms and ex.state in FINAL_STATES:
-                ended[ex.execution_id] = ex
-        for ex in ended.values():
-            self._count_finished(ex)
+            if ex.completed_at_ms == stamped_at_ms and (state := ex.state) in FINAL_STATES:
+                ended[ex.execution_id] = (ex, state)
+        for ex, state in ended.values():
+            self._count_finished(ex, state)
 
-    def _count_finished(self, ex: common_pb2.Execution) -> None:
-        child = self._finished_by.get((ex.state, ex.guarantee))
+    def _count_finished(self, ex: common_pb2.Execution, state: common_pb2.ExecutionState.ValueType) -> None:
+        """Count `ex`, which ended in `state` (read by the caller: with upb each read is a look-up)."""
+        child = self._finished_by.get((state, ex.guarantee))
         if child is None:  # a guarantee this version does not know
-            child = self.executions_finished.labels(FINAL_STATES[ex.state], "other")
+            child = self.executions_finished.labels(FINAL_STATES[state], "other")
         child.value += 1
 
     def _attempt_ended(self, kind: str, ex: common_pb2.Execution) -> None:
