@@ -143,9 +143,10 @@ class LeaseKeeper:
         else:
             execution_id, worker_id, task_id, known = granted
             incarnation = ex.worker_incarnation if known is None else known
-        old = self.leases.get(execution_id)
+        leases, running = self.leases, self._running_by_task
+        old = leases.get(execution_id)
         if old is None:
-            self._running_by_task[task_id] = self._running_by_task.get(task_id, 0) + 1
+            running[task_id] = running.get(task_id, 0) + 1
         else:
             self._disarm(execution_id, old)
             if old.worker_id != worker_id:
@@ -155,15 +156,27 @@ class LeaseKeeper:
             ids = self._leases_of[worker_id] = set()
         ids.add(execution_id)
         t = ex.token
-        lease = self.leases[execution_id] = LeaseState(
+        # Positional: keywords reach a dataclass's __init__ as a dict made for each call.
+        lease = leases[execution_id] = LeaseState(
             execution_id,
             (t.term, t.index),
             worker_id,
             task_id,
-            deadline=deadline_mono,
-            incarnation=incarnation,
+            False,
+            deadline_mono,
+            None,
+            False,
+            False,
+            True,
+            incarnation,
         )
-        self._arm(execution_id, lease, deadline_mono)
+        # Armed at its deadline (`_arm`, inline: the lease is new, armed nowhere).
+        bucket = self._armed.get(deadline_mono)
+        if bucket is None:
+            bucket = self._armed[deadline_mono] = {}
+            self.deadlines.add(deadline_mono, deadline_mono)
+        bucket[execution_id] = None
+        lease.armed = deadline_mono
         return lease
 
     def _arm(self, execution_id: str, lease: LeaseState, at_ms: int) -> None:
@@ -199,15 +212,32 @@ class LeaseKeeper:
 
     def release(self, execution_id: str) -> LeaseState | None:
         lease = self.leases.pop(execution_id, None)
-        if lease is not None:
-            self._forget_lease_of(lease)
-            self._disarm(execution_id, lease)
-        if lease is not None and lease.task_id:
-            left = self._running_by_task.get(lease.task_id, 1) - 1
+        if lease is None:
+            return None
+        # _forget_lease_of and _disarm, inline: once per execution.
+        worker_id = lease.worker_id
+        ids = self._leases_of.get(worker_id)
+        if ids is not None:
+            ids.discard(execution_id)
+            if not ids:
+                del self._leases_of[worker_id]
+        at_ms = lease.armed
+        if at_ms >= 0:
+            lease.armed = -1
+            bucket = self._armed.get(at_ms)
+            if bucket is not None:
+                bucket.pop(execution_id, None)
+                if not bucket:
+                    del self._armed[at_ms]
+                    self.deadlines.cancel(at_ms)
+        task_id = lease.task_id
+        if task_id:
+            running = self._running_by_task
+            left = running.get(task_id, 1) - 1
             if left > 0:
-                self._running_by_task[lease.task_id] = left
+                running[task_id] = left
             else:
-                self._running_by_task.pop(lease.task_id, None)
+                running.pop(task_id, None)
         return lease
 
     def offered(self, execution_id: str, token: Token, start_mono: int | None, *, stream: int = -1) -> None:
@@ -216,9 +246,10 @@ class LeaseKeeper:
         if lease is None or lease.token != token:
             return
         lease.written = True
-        lease.stream = max(lease.stream, stream)
-        if lease.start_mono is not None and start_mono is not None:
-            lease.start_mono = min(lease.start_mono, start_mono)
+        if stream > lease.stream:  # noqa: PLR1730 (max() is a call, once per lease offered)
+            lease.stream = stream
+        if start_mono is not None and lease.start_mono is not None and start_mono < lease.start_mono:
+            lease.start_mono = start_mono
 
     # ------------------------------------------------------------------------------------- expiry
 
