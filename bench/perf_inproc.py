@@ -87,7 +87,7 @@ def succeeded(lease: worker_pb2.Lease, now: int, return_value: bytes = b"") -> c
 
 def answer_offers(core: LeaderCore, now: int) -> list[common_pb2.AttemptResult]:
     """A fake worker: a success at `now` for every lease the core has offered since the last call."""
-    out = []
+    out: list[common_pb2.AttemptResult] = []
     for _worker, msg in core.drain_outgoing():
         if msg.WhichOneof("kind") == "leases":
             out.extend(succeeded(lease, now, b"null") for lease in msg.leases.leases)

@@ -38,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -187,7 +187,7 @@ class FakeWorker:
     def _got(self, raw: bytes) -> worker_pb2.GatewayMessage:
         """The worker's reading of a message the gateway wrote: its kind counted, acks counted."""
         got = worker_pb2.GatewayMessage.FromString(raw)
-        kind = got.WhichOneof("kind")
+        kind = got.WhichOneof("kind") or ""
         self.messages[kind] = self.messages.get(kind, 0) + 1
         if kind == "acks":
             self.acked += len(got.acks.execution_ids)
@@ -331,7 +331,7 @@ class HeldWorker(FakeWorker):
             self.runner.on_results(self.session, bounded_results(msg.results.results))
 
 
-def _messages(workers: list[FakeWorker]) -> dict[str, int]:
+def _messages(workers: Sequence[FakeWorker]) -> dict[str, int]:
     out: dict[str, int] = {}
     for w in workers:
         for kind, count in w.messages.items():
