@@ -137,10 +137,10 @@ class SlowReplicator(MemReplicator):
             self.apply_s += time.process_time() - t
             self.entries += 1
 
-    async def propose(self, payload: bytes, *, timeout_s: float) -> bytes:
+    async def propose(self, payload: bytes, *, timeout_s: float, late: Any = None) -> bytes:
         if self._commit_s:
             await asyncio.sleep(self._commit_s)
-        return await super().propose(payload, timeout_s=timeout_s)
+        return await super().propose(payload, timeout_s=timeout_s, late=late)
 
 
 class Notifier:

@@ -12,9 +12,11 @@ then committed and stayed scheduled, unfired, to the end of the run). So the pro
 the caller's cancellation, and its outcome is observed when it comes (`propose_observed`).
 
 The same for a proposal whose caller is told OutcomeUnknown (the committer's 5 s timeout: an overloaded or
-stalled log) and that commits later: the group committer waits for its entry up to LATE_RESULT_WAIT_S
-more and hands the results over then (raft.groupcommit, `late`). Later than that, or after a change of
-leader, the next leader's load at its Epoch finds the task in the store.
+stalled log) and that applies later, however much later within this leader's term: the replicator keeps
+the proposal's outcome and the group committer hands the results over then (raft.groupcommit's `late`,
+`Replicator.propose`'s). An entry committed only under a later leader is found by that leader's load at
+its Epoch. (The committer used to hold its slot up to 60 s for such an entry, and a commit later than
+that was never observed: the task stayed out of this leader's wheel.)
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import structlog
 
-from cronraft.raft.replicator import RaftStatus, Replicator
+from cronraft.raft.replicator import LateResult, RaftStatus, Replicator
 
 __all__ = [
     "ASK_S",
@@ -100,10 +100,10 @@ class ProposalGate:
     async def transfer_leadership(self, target: str | None) -> bool:
         return await self._inner.transfer_leadership(target)
 
-    async def propose(self, payload: bytes, *, timeout_s: float) -> bytes:
+    async def propose(self, payload: bytes, *, timeout_s: float, late: LateResult | None = None) -> bytes:
         if not self._open.is_set():
             await self._open.wait()
-        return await self._inner.propose(payload, timeout_s=timeout_s)
+        return await self._inner.propose(payload, timeout_s=timeout_s, late=late)
 
     @contextlib.asynccontextmanager
     async def hold(self) -> AsyncIterator[None]:

@@ -38,10 +38,6 @@ BATCH_VERSION = 1
 # docstring).
 LINGER_S = 0.005
 BUSY_S = 0.02
-# How long an entry holding a submission with a `late` callback is waited for after its submitter was
-# told OutcomeUnknown (its own timeout): a commit that late still reaches `late` (the leader runner's
-# view of a client's command: daemon.client_commits). The leader's own proposals wait as long.
-LATE_RESULT_WAIT_S = 60.0
 
 Late = Callable[[list[commands_pb2.CommandResult]], None]
 
@@ -136,8 +132,9 @@ class GroupCommitter:
         """Replicate `commands` (in order, in one entry) and return their results, one per command.
         `timeout_s`: the proposal timeout for this submission if longer than the default. `encoded`: the
         commands already serialized, if the caller has them (the leader sizes its batches by them).
-        `late`: past the submission's timeout the caller gets OutcomeUnknown as without it, but the entry
-        is waited for up to LATE_RESULT_WAIT_S more and, if it commits, `late` gets the results."""
+        `late`: past the submission's timeout the caller gets OutcomeUnknown as without it, and if the
+        entry applies on this node later (however much later: the replicator keeps the proposal's outcome,
+        `Replicator.propose`'s `late`), `late` gets the results."""
         if self._closed or self._flusher is None or self._wakeup is None:
             raise Unavailable("the group committer is not running")
         if not commands:
@@ -216,30 +213,26 @@ class GroupCommitter:
             count = sum(len(sub.commands) for sub in group)
             self.entries_proposed += 1
             self.commands_proposed += count
+            # Submissions with a `late` hear of an entry that applies after its proposal timed out: the
+            # replicator tells `later` (the slot is not held meanwhile).
+            later = functools.partial(_settle_late, group, count) if any(s.late for s in group) else None
             try:
                 timeout_s = max(self._timeout_s, *(sub.timeout_s for sub in group))
-                if any(sub.late is not None for sub in group):  # its submitter times out on its own
-                    timeout_s = max(timeout_s, LATE_RESULT_WAIT_S)
-                raw = await self._replicator.propose(batch, timeout_s=timeout_s)
-                result = commands_pb2.BatchResult.FromString(raw)
-                if len(result.results) != count:
-                    raise OutcomeUnknown(
-                        f"the entry applied but returned {len(result.results)} results for {count} commands"
-                    )
+                raw = await self._replicator.propose(batch, timeout_s=timeout_s, late=later)
+            except OutcomeUnknown as exc:
+                for sub in group:
+                    if later is None or sub.late is None:  # else `later` settles it
+                        _fail(sub, exc)
+                return
             except CronraftError as exc:
                 for sub in group:
                     _fail(sub, exc)
                 return
-            except Exception as exc:  # a bug or a malformed result: report it to every submitter
+            except Exception as exc:  # a bug: report it to every submitter
                 for sub in group:
                     _fail(sub, exc)
                 return
-            pos = 0
-            for sub in group:
-                n = len(sub.commands)
-                if not sub.future.done():
-                    sub.future.set_result(list(result.results[pos : pos + n]))
-                pos += n
+            _settle(group, count, raw)
         finally:
             self._slots.release()
 
@@ -248,6 +241,37 @@ class GroupCommitter:
             sub = self._queue.popleft()
             self._queued -= len(sub.commands)
             _fail(sub, exc)
+
+
+def _settle(group: list[_Submission], count: int, raw: bytes) -> None:
+    """Each submitter of an applied entry gets its slice of the entry's results (`raw`: a BatchResult)."""
+    try:
+        result = commands_pb2.BatchResult.FromString(raw)
+        if len(result.results) != count:
+            raise OutcomeUnknown(
+                f"the entry applied but returned {len(result.results)} results for {count} commands"
+            )
+    except Exception as exc:  # a malformed result: report it to every submitter
+        for sub in group:
+            _fail(sub, exc)
+        return
+    pos = 0
+    for sub in group:
+        n = len(sub.commands)
+        if not sub.future.done():
+            sub.future.set_result(list(result.results[pos : pos + n]))
+        pos += n
+
+
+def _settle_late(group: list[_Submission], count: int, raw: bytes | None) -> None:
+    """The outcome of an entry whose proposal timed out, for its submissions with a `late` (the others
+    were answered OutcomeUnknown then): the results if it applied here, else OutcomeUnknown."""
+    waiting = [sub for sub in group if sub.late is not None]
+    if raw is None:
+        for sub in waiting:
+            _fail(sub, OutcomeUnknown("the entry did not commit under this leader; it may apply"))
+        return
+    _settle(group, count, raw)
 
 
 def _fail(sub: _Submission, exc: Exception) -> None:
@@ -262,4 +286,4 @@ def _tell_late(late: Late, future: asyncio.Future[list[commands_pb2.CommandResul
     late(future.result())
 
 
-__all__ = ["BATCH_VERSION", "BUSY_S", "LATE_RESULT_WAIT_S", "LINGER_S", "GroupCommitter", "Late"]
+__all__ = ["BATCH_VERSION", "BUSY_S", "LINGER_S", "GroupCommitter", "Late"]

@@ -11,13 +11,14 @@ the deterministic simulation.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from cronraft.errors import CronraftError, NotLeader, OutcomeUnknown, Unavailable
 from cronraft.raft.audit import AuditLog
-from cronraft.raft.replicator import RaftStatus, Replicator
+from cronraft.raft.replicator import LateResult, RaftStatus, Replicator
 
 
 @dataclass
@@ -81,7 +82,7 @@ class MemReplicator(Replicator):
             has_quorum=self._running,
         )
 
-    async def propose(self, payload: bytes, *, timeout_s: float) -> bytes:
+    async def propose(self, payload: bytes, *, timeout_s: float, late: LateResult | None = None) -> bytes:
         if not self._running:
             raise Unavailable("the replicator is not running")
         if not self._leader:
@@ -89,11 +90,14 @@ class MemReplicator(Replicator):
         self.proposals += 1
         if self._failures:
             exc, applied = self._failures.pop(0)
-            if applied:
-                self.log.append(payload)
+            result = self.log.append(payload)[1] if applied else None
+            if late is not None and isinstance(exc, OutcomeUnknown):  # the contract: told once, later
+                asyncio.get_running_loop().call_soon(late, result)
             raise exc
         _, result = self.log.append(payload)
         if result is None:
+            if late is not None:
+                asyncio.get_running_loop().call_soon(late, None)
             raise OutcomeUnknown("the entry's index was already applied; its result is unknown")
         return result
 

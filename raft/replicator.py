@@ -64,6 +64,11 @@ class RaftStatus:
     role: str = "voter"
 
 
+# A proposal's result told after its proposer was answered OutcomeUnknown (`Replicator.propose`): apply's
+# result bytes, or None when the entry will not apply on this node.
+LateResult = Callable[[bytes | None], None]
+
+
 class Replicator(Protocol):
     """A replicated log feeding one `apply(index, payload)` function on every node.
 
@@ -78,12 +83,17 @@ class Replicator(Protocol):
 
     def status(self) -> RaftStatus: ...
 
-    async def propose(self, payload: bytes, *, timeout_s: float) -> bytes:
+    async def propose(self, payload: bytes, *, timeout_s: float, late: LateResult | None = None) -> bytes:
         """Append `payload` as one entry and wait until this node has applied it; return apply's result.
 
         Raises `NotLeader` (nothing was appended), `Unavailable` (not started/stopping, or no leader: nothing
         was appended), `ResourceExhausted` (queue full: nothing appended), `OutcomeUnknown` (timeout or
         leadership change after the append: the entry may still commit; retry with the same request ids).
+
+        `late`: when propose raises `OutcomeUnknown`, `late` is called once, later, on the event loop: with
+        apply's result if this node applies the entry after all (however long that takes), or None once it
+        will not (not committed before this node's leadership ended, or the replicator stopped). Not called
+        when propose returns or raises anything else (nothing was appended then).
         """
         ...
 
@@ -139,4 +149,4 @@ class Reconfigurable(Protocol):
         ...
 
 
-__all__ = ["RaftMember", "RaftStatus", "Reconfigurable", "Replicator", "ReplicatorConfig"]
+__all__ = ["LateResult", "RaftMember", "RaftStatus", "Reconfigurable", "Replicator", "ReplicatorConfig"]

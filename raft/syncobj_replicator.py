@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import random
 import threading
@@ -72,7 +73,14 @@ from cronraft.raft.pysyncobj_adapter import (
     make_conf,
     version_problem,
 )
-from cronraft.raft.replicator import RaftMember, RaftStatus, Reconfigurable, Replicator, ReplicatorConfig
+from cronraft.raft.replicator import (
+    LateResult,
+    RaftMember,
+    RaftStatus,
+    Reconfigurable,
+    Replicator,
+    ReplicatorConfig,
+)
 from cronraft.raft.snapshot_file import LogEntry, encode_snapshot_header, read_snapshot_header, write_snapshot
 from cronraft.raft.store import LmdbKV
 
@@ -240,7 +248,7 @@ class SyncObjReplicator(Replicator, Reconfigurable):
 
     # --- proposals (asyncio side) ---
 
-    async def propose(self, payload: bytes, *, timeout_s: float) -> bytes:
+    async def propose(self, payload: bytes, *, timeout_s: float, late: LateResult | None = None) -> bytes:
         node = self._node
         if node is None:
             raise Unavailable("the replicator is not running")
@@ -273,15 +281,36 @@ class SyncObjReplicator(Replicator, Reconfigurable):
         notifier = self._notifier
         if notifier is not None:
             notifier.notify()
+        kept = False
         try:
-            return await asyncio.wait_for(future, timeout_s)
+            # With `late`, the wait is shielded: at the timeout the future stays registered (pysyncobj's
+            # callback, then the apply thread, still answer it) and `late` hears its outcome.
+            return await asyncio.wait_for(future if late is None else asyncio.shield(future), timeout_s)
         except TimeoutError:
+            if late is not None:
+                kept = True
+                future.add_done_callback(functools.partial(self._tell_late, entry, late))
             raise OutcomeUnknown(
                 f"the proposal did not commit within {timeout_s:g} s; it may apply"
             ) from None
+        except OutcomeUnknown:
+            if late is not None:  # appended, then leadership changed: it does not apply under this leader
+                loop.call_soon(late, None)
+            raise
         finally:
-            with self._lock:
-                self._inflight.discard(entry)
+            if not kept:
+                with self._lock:
+                    self._inflight.discard(entry)
+
+    def _tell_late(self, entry: Waiter, late: LateResult, future: asyncio.Future[bytes]) -> None:
+        """A proposal answered OutcomeUnknown at its timeout is settled: `late` gets apply's result, or None
+        (leadership lost before it committed, the replicator stopped: `stop` answers every waiter)."""
+        with self._lock:
+            self._inflight.discard(entry)
+        if future.cancelled() or future.exception() is not None:
+            late(None)
+        else:
+            late(future.result())
 
     # --- Raft thread (the adapter's RaftHost) ---
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -54,12 +55,12 @@ class GatedReplicator:
 
     def on_state_change(self, cb: Callable[[RaftStatus], None]) -> None: ...
 
-    async def propose(self, payload: bytes, *, timeout_s: float) -> bytes:
+    async def propose(self, payload: bytes, *, timeout_s: float, late: Any = None) -> bytes:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             await self.gate.wait()
-            return await self.inner.propose(payload, timeout_s=timeout_s)
+            return await self.inner.propose(payload, timeout_s=timeout_s, late=late)
         finally:
             self.in_flight -= 1
 
@@ -235,9 +236,9 @@ async def test_a_full_queue_refuses_with_resource_exhausted() -> None:
     gate = asyncio.Event()
 
     class Slow(MemReplicator):
-        async def propose(self, payload: bytes, *, timeout_s: float) -> bytes:
+        async def propose(self, payload: bytes, *, timeout_s: float, late: Any = None) -> bytes:
             await gate.wait()
-            return await super().propose(payload, timeout_s=timeout_s)
+            return await super().propose(payload, timeout_s=timeout_s, late=late)
 
     def apply(index: int, payload: bytes) -> bytes:
         from cronraft.raft.codec import decode_batch

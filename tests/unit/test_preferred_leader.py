@@ -68,7 +68,7 @@ class FakeRaft:
     async def transfer_leadership(self, target: str | None) -> bool:
         return await self.transfer(target or "")
 
-    async def propose(self, payload: bytes, *, timeout_s: float) -> bytes:
+    async def propose(self, payload: bytes, *, timeout_s: float, late: Any = None) -> bytes:
         return payload
 
 

@@ -427,3 +427,41 @@ async def test_a_leader_whose_connections_close_is_replaced_before_the_election_
     finally:
         for node in nodes:
             node.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_proposal_that_applies_after_its_timeout_is_told_to_late(tmp_path: Path) -> None:
+    """The real replicator: a proposal times out (OutcomeUnknown) while apply is stalled; when the entry
+    applies later, `late` gets apply's result (the leader runner observes a client's command so)."""
+    (config,) = cluster_configs(tmp_path, 1)
+    node = ToyNode(config)
+    node.start()
+    try:
+        await wait_until_async(
+            lambda: node.rep.status().is_leader and node.rep.status().ready, 15.0, "single-node leader"
+        )
+        payload = commands_pb2.CommandBatch(version=1, commands=[cmd("late")]).SerializeToString()
+        told: list[bytes | None] = []
+        heard = asyncio.Event()
+
+        def late(raw: bytes | None) -> None:
+            told.append(raw)
+            heard.set()
+
+        release = threading.Event()
+        node.block_on = release
+        with pytest.raises(OutcomeUnknown):
+            await node.rep.propose(payload, timeout_s=0.2, late=late)
+        assert told == []
+        release.set()
+        await asyncio.wait_for(heard.wait(), 15)
+        (raw,) = told
+        assert raw is not None
+        assert commands_pb2.BatchResult.FromString(raw).results[0].error.endswith(":late")
+        # Without `late`, a timed-out proposal is forgotten as before (nothing more is told).
+        await node.rep.propose(payload, timeout_s=5)
+        assert len(told) == 1
+    finally:
+        if node.block_on is not None:
+            node.block_on.set()
+        node.stop()
