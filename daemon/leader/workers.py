@@ -189,7 +189,9 @@ class WorkerPool:
             most = 0  # best's free slots (each worker's counted once: this runs for every fire)
             for worker_id in ids:
                 w = workers[worker_id]
-                free = w.free()
+                if not w.connected or w.silent or w.draining:  # WorkerState.free, inline: no free slot
+                    continue
+                free = w.capacity - len(w.inflight)
                 if free <= most or (labels and any(w.labels.get(k) != v for k, v in labels.items())):
                     continue
                 best, most = w, free
