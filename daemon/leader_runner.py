@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,7 +46,8 @@ log = structlog.get_logger("cronraft.leader")
 # The proposal timeout of the leader's own commands (fires, grants, results). A client gets an answer
 # within the group committer's default; the leader rather waits for the outcome: on a saturated machine a
 # burst's entries can take longer than that to commit and apply, and each "outcome unknown" makes the
-# core re-read and re-propose (a grant that commits after it gave up is only found by the next leader).
+# core re-read and re-propose (a Fire or Grant that commits after that is adopted when it applies:
+# `_late_results`).
 # The runner is stopped when leadership is lost, which ends these waits.
 LEADER_PROPOSAL_TIMEOUT_S = 60.0
 # Leader commands refused because this node's storage is exhausted are proposed again after this pause.
@@ -307,7 +309,12 @@ class LeaderRunner:
 
     async def _propose_and_apply(self, cmds: list[commands_pb2.Command], encoded: list[bytes]) -> None:
         try:
-            results = await self._committer.submit(cmds, timeout_s=LEADER_PROPOSAL_TIMEOUT_S, encoded=encoded)
+            results = await self._committer.submit(
+                cmds,
+                timeout_s=LEADER_PROPOSAL_TIMEOUT_S,
+                encoded=encoded,
+                late=functools.partial(self._late_results, cmds),
+            )
         except ResourceExhausted as e:
             # This node refuses writes for lack of space (daemon.storage): proposing again at once would
             # only spin. Wait, then let the core redo these commands as it does after any failure.
@@ -330,6 +337,18 @@ class LeaderRunner:
             self._observed(cmds, results)
             self._activity.set()
         self._report_failures()
+        self._flush()
+        self._wake.set()
+
+    def _late_results(
+        self, cmds: list[commands_pb2.Command], results: Sequence[commands_pb2.CommandResult]
+    ) -> None:
+        """Our commands given up on at LEADER_PROPOSAL_TIMEOUT_S applied after all, in this term (the
+        replicator tells: `GroupCommitter.submit`'s `late`): the leases their Fires and Grants made are
+        adopted, which only the next leader would have found before."""
+        if self._stopping:
+            return
+        self.core.on_late_committed(cmds, results, self._clock.mono_ms())
         self._flush()
         self._wake.set()
 

@@ -501,6 +501,13 @@ class LeaderCore:
         completes and expiries are proposed again."""
         outcomes.on_proposal_failed(self, commands, mono_ms)
 
+    def on_late_committed(
+        self, commands: Sequence[Command], results: Sequence[CommandResult], mono_ms: int
+    ) -> None:
+        """Commands whose outcome was unknown (`on_proposal_failed`) applied after all, in this term: what
+        they made that only the store knows (a Fire's execution and lease, a Grant's lease) is adopted."""
+        outcomes.on_late_committed(self, commands, results, mono_ms)
+
     def offered(self, execution_id: str, token: common_pb2.FencingToken, start_mono: int | None) -> None:
         """A lease's offer is being written to its worker's stream now; a deferred start is no earlier
         than `start_mono` (our monotonic clock; the runner computes it as it restamps the delay): the

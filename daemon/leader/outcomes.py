@@ -468,4 +468,21 @@ def on_proposal_failed(core: LeaderCore, commands: Sequence[Command], mono_ms: i
             core.keeper.expire_at(cmd.expire_lease.execution_id, mono_ms)  # propose it again
 
 
-__all__ = ["on_committed", "on_proposal_failed"]
+def on_late_committed(
+    core: LeaderCore, commands: Sequence[Command], results: Sequence[CommandResult], mono_ms: int
+) -> None:
+    """Commands given up on (`on_proposal_failed`: their proposal timed out) applied after all, in this
+    term. Each was made safe to redo then, except what the store alone now knows: the execution a Fire
+    made (leased by its grant: a lease nobody would offer nor expire until the next leader; or pending)
+    and the lease a Grant made. Adopted from the store, as `on_proposal_failed` does when it finds them."""
+    for cmd, res in zip(commands, results, strict=False):
+        if not res.applied:
+            continue
+        kind = cmd.WhichOneof("body")
+        if kind == "fire":
+            _adopt_if_running(core, cmd.fire.execution_id, mono_ms)
+        elif kind == "grant":
+            _adopt_if_running(core, cmd.grant.execution_id, mono_ms)
+
+
+__all__ = ["on_committed", "on_late_committed", "on_proposal_failed"]
