@@ -95,13 +95,13 @@ def bench_start_latency(servers: str, n: int) -> list[float]:
         tasks = [client.create_task(f"timed-{i}", at(base + 20 * i), command("true")) for i in range(n)]
         out: list[float] = []
         for t in tasks:
-            (ex,) = wait_for(
-                lambda t=t: [
-                    e for e in client.list_executions(t.task_id) if e.state == common_pb2.EXECUTION_SUCCEEDED
-                ],
-                60,
-                "execution",
-            )
+
+            def succeeded(task_id: str = t.task_id) -> list[common_pb2.Execution]:
+                return [
+                    e for e in client.list_executions(task_id) if e.state == common_pb2.EXECUTION_SUCCEEDED
+                ]
+
+            (ex,) = wait_for(succeeded, 60, "execution")
             out.append(ex.started_at_ms - ex.nominal_time_ms)
         return out
 

@@ -17,6 +17,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -26,7 +27,7 @@ from cronraft.client import Client, at, command
 from cronraft.proto.v1 import common_pb2
 
 
-def specs(size: int, due: int):  # type: ignore[no-untyped-def]
+def specs(size: int, due: int) -> Iterator[common_pb2.TaskSpec]:
     template = common_pb2.TaskSpec(schedule=at(due), payload=command("true"), tags={"bench": "bulk"})
     for i in range(size):
         s = common_pb2.TaskSpec()

@@ -308,7 +308,7 @@ class BenchCluster:
             LEDGER_ENV: str(self.ledger_dir),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
         }
-        extra = ("--handlers", "bench.handlers", "--log-level", "warning")
+        extra: tuple[str, ...] = ("--handlers", "bench.handlers", "--log-level", "warning")
         if queue:
             extra = (*extra, "--queue", queue)
         for _ in range(count):

@@ -22,6 +22,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -38,6 +39,7 @@ from bench.common import (
     wait_for,
 )
 from cronraft.client import Client, at
+from cronraft.proto.v1 import common_pb2
 
 HEARTBEAT_MS = 2_000
 
@@ -56,7 +58,7 @@ def leases(args: argparse.Namespace) -> dict[str, object]:
         )
         template.timeout_ms = int(hold_s * 1000) + 600_000
 
-        def specs():  # type: ignore[no-untyped-def]
+        def specs() -> Iterator[common_pb2.TaskSpec]:
             for i in range(n):
                 s = type(template)()
                 s.CopyFrom(template)

@@ -63,11 +63,12 @@ class Node:
         self.entries = 0
         self.calls = 0
         self._lock = threading.Lock()
-        kwargs = {}
-        if groups:
-            kwargs["apply_many"] = self.apply_many
         self.rep = SyncObjReplicator(
-            config, self.apply, self.kv, applied_index=self.sm.last_applied, **kwargs
+            config,
+            self.apply,
+            self.kv,
+            applied_index=self.sm.last_applied,
+            apply_many=self.apply_many if groups else None,  # None: the default, one entry per apply
         )
 
     def thread_cpu(self) -> dict[str, float]:

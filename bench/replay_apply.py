@@ -176,10 +176,18 @@ class Counts:
             c["scan_read"] += len(out)
             return out
 
-        txn.get, txn.put, txn.delete = counted_get, counted_put, counted_delete  # type: ignore[method-assign]
-        txn.insert = counted_insert  # type: ignore[method-assign]
-        txn.scan, txn._read_chunk_unchecked = counted_scan, counted_chunk  # type: ignore[method-assign]
-        txn.first = counted_first  # type: ignore[method-assign]
+        # Set by name, as `remove` restores them: the wrappers pass their arguments through untyped.
+        wrappers = {
+            "get": counted_get,
+            "put": counted_put,
+            "insert": counted_insert,
+            "delete": counted_delete,
+            "scan": counted_scan,
+            "_read_chunk_unchecked": counted_chunk,
+            "first": counted_first,
+        }
+        for name, wrapper in wrappers.items():
+            setattr(txn, name, wrapper)
 
     def remove(self) -> None:
         for name, fn in self._saved.items():

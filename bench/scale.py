@@ -15,19 +15,20 @@ from __future__ import annotations
 import random
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import BenchCluster, Recorder, base_parser, now_ms, summarize
-from cronraft.client import Client, at, command
+from cronraft.client import Client, ImportResult, at, command
 from cronraft.proto.v1 import common_pb2
 
 
 def load(client: Client, start: int, stop: int, due: int) -> list[str]:
     template = common_pb2.TaskSpec(schedule=at(due), payload=command("true"), tags={"bench": "scale"})
 
-    def specs():  # type: ignore[no-untyped-def]
+    def specs() -> Iterator[common_pb2.TaskSpec]:
         for i in range(start, stop):
             s = common_pb2.TaskSpec()
             s.CopyFrom(template)
@@ -37,10 +38,10 @@ def load(client: Client, start: int, stop: int, due: int) -> list[str]:
     ids: list[str] = []
     last = [time.monotonic()]
 
-    def progress(r: object) -> None:
+    def progress(r: ImportResult) -> None:
         if time.monotonic() - last[0] > 30:
             last[0] = time.monotonic()
-            print(f"[scale] imported {start + r.total:,} / {stop:,}", flush=True)  # type: ignore[attr-defined]
+            print(f"[scale] imported {start + r.total:,} / {stop:,}", flush=True)
 
     result = client.import_tasks(specs(), on_progress=progress)
     # Keep a sample of ids only: 10 M ids would cost ~1 GB of client memory.

@@ -25,7 +25,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -158,6 +158,20 @@ def fill(kv: LmdbKV, tasks: int, executions: int, seed: int = 1) -> None:
     kv.close()
 
 
+class Window(TypedDict):
+    """The fields of an `ExecutionQuery`'s time window, passed as keywords."""
+
+    since_ms: int
+    until_ms: int
+
+
+class NextWindow(TypedDict):
+    """The fields of a `TaskQuery`'s window of next due times, passed as keywords."""
+
+    next_after_ms: int
+    next_before_ms: int
+
+
 def queries(rnd: random.Random, txn: Txn, tasks: int, now: int) -> dict[str, Callable[[], Any]]:
     """Each query kind: a function running one random query of that kind (first page, then the next)."""
     Q, TQ = search.ExecutionQuery, search.TaskQuery
@@ -175,14 +189,14 @@ def queries(rnd: random.Random, txn: Txn, tasks: int, now: int) -> dict[str, Cal
 
         return run
 
-    def window() -> dict[str, int]:
+    def window() -> Window:
         since = T0 + HOUR + rnd.randrange(46) * HOUR
         return {"since_ms": since, "until_ms": since + HOUR}
 
     def team() -> tuple[tuple[str, str], ...]:
         return (("team", f"t{rnd.randrange(TEAMS):02d}"),)
 
-    def next_hour() -> dict[str, int]:
+    def next_hour() -> NextWindow:
         after = now + rnd.randrange(24) * HOUR
         return {"next_after_ms": after, "next_before_ms": after + HOUR}
 

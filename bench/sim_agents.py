@@ -43,7 +43,9 @@ class Stats:
         self.not_leader = 0
 
 
-async def agent(stub: worker_pb2_grpc.WorkerGatewayStub, worker_id: str, until: float, stats: Stats) -> None:
+async def agent(
+    stub: worker_pb2_grpc.WorkerGatewayAsyncStub, worker_id: str, until: float, stats: Stats
+) -> None:
     call = stub.Connect()
     try:
         hello = worker_pb2.Hello(worker_id=worker_id, capacity=1, queues=[IDLE_QUEUE])

@@ -19,7 +19,7 @@ from __future__ import annotations
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -34,7 +34,7 @@ GROUPS = 100
 def load(client: Client, start: int, stop: int, due: int) -> list[str]:
     template = common_pb2.TaskSpec(schedule=at(due), payload=command("true"))
 
-    def specs():  # type: ignore[no-untyped-def]
+    def specs() -> Iterator[common_pb2.TaskSpec]:
         for i in range(start, stop):
             s = common_pb2.TaskSpec()
             s.CopyFrom(template)

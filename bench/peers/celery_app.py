@@ -61,7 +61,7 @@ def _ledger_fd() -> int | None:
     return _ledger[1]
 
 
-@app.task(name="bench.noop", bind=True)
+@app.task(name="bench.noop", bind=True)  # type: ignore[untyped-decorator]  # celery has no type hints
 def noop(self: Any, task_id: str, nominal_ms: int) -> None:
     wall_ms = time.time_ns() // 1_000_000
     mono_ns = time.monotonic_ns()
@@ -72,7 +72,7 @@ def noop(self: Any, task_id: str, nominal_ms: int) -> None:
         os.write(fd, row.encode("ascii"))
 
 
-class FixedRate(schedule):  # type: ignore[misc]
+class FixedRate(schedule):  # type: ignore[misc]  # celery has no type hints: schedule is Any
     """Due at anchor_ms + n * period_ms; `due_ms` is the nominal time of the last `is_due` that said yes."""
 
     def __init__(self, period_ms: int, anchor_ms: int, app: Any = None) -> None:
