@@ -609,8 +609,9 @@ def main() -> None:
         type=int,
         default=1,
         help="time runs this many times slower (the default event loop, not uvloop): with --rate "
-        "--callgrind, ~50; valgrind --tool=callgrind --instr-atstart=no --collect-atstart=yes "
-        "--toggle-collect=_operator_call leaves apply out of the count",
+        "--callgrind, ~50; valgrind --tool=callgrind --instr-atstart=no --toggle-collect=_operator_call "
+        "--collect-atstart=yes leaves apply out of the count (in this order: the other way round counts "
+        "only apply and the fake workers)",
     )
     p.add_argument(
         "--coalesce-ms", type=int, default=-1, help="planner.FIRE_COALESCE_MS (the window cap) for this run"
