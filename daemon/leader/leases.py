@@ -162,12 +162,12 @@ class LeaseKeeper:
             (t.term, t.index),
             worker_id,
             task_id,
-            False,
-            deadline_mono,
-            None,
-            False,
-            False,
-            True,
+            False,  # expiring
+            deadline_mono,  # deadline
+            None,  # start_mono
+            False,  # confirmed
+            False,  # unstarted
+            True,  # written
             incarnation,
         )
         # Armed at its deadline (`_arm`, inline: the lease is new, armed nowhere).
