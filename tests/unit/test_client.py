@@ -1106,7 +1106,10 @@ def test_bulk_cancel_tasks_where_and_skips_when_unreachable(
         assert client.cancel_tasks_where(name_prefix="etl-", state="scheduled").results.keys() == {"t0004"}
     with make_client(dead_address(), timeout_s=0.3) as client:
         result = client.cancel_tasks(["a", "b", "c"])
-    assert isinstance(result.errors["a"], Unavailable) and result.skipped == ["b", "c"] and not result.ok
+    # Refused until the deadline: Unavailable, or DeadlineExceeded when the last attempt to the refused port
+    # outlasted what was left of the 0.3 s (a loaded machine; CI saw it once). Either way the rest is skipped.
+    assert isinstance(result.errors["a"], (Unavailable, DeadlineExceeded))
+    assert result.skipped == ["b", "c"] and not result.ok
 
 
 @pytest.mark.asyncio
