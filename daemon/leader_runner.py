@@ -16,7 +16,6 @@ import contextlib
 import functools
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 import structlog
 
@@ -31,6 +30,7 @@ from cronraft.daemon.leader_ids import new_id
 from cronraft.daemon.notify import Notification, Notifier
 from cronraft.daemon.notify_events import notification_events
 from cronraft.daemon.wire import ByteBudget
+from cronraft.daemon.worker_session import WorkerSession
 from cronraft.errors import CronraftError, ResourceExhausted
 from cronraft.failpoint import enabled as failpoints_enabled
 from cronraft.failpoint import failpoint
@@ -58,32 +58,6 @@ STORAGE_REFUSED_PAUSE_S = 1.0
 FIRST_FEATURES_WAIT_S = 3.0
 # Taken from its class: looked up on a message, a method costs a look-up of a field of that name first (upb).
 _message_kind = worker_pb2.GatewayMessage.WhichOneof
-
-
-@dataclass
-class WorkerSession:
-    """One connected worker stream: the gateway reads `queue` and writes it to the stream."""
-
-    worker_id: str
-    queue: asyncio.Queue[worker_pb2.GatewayMessage | None] = field(default_factory=asyncio.Queue)
-    closed: bool = False
-    refusal: str = ""  # why the leader ended this stream (a forged message): PERMISSION_DENIED
-    # Its worker id is its authenticated principal's (daemon.wire.worker_identity_problem): it may report
-    # only on its own leases. False with authentication off, where an id is only a claim (as before).
-    bound: bool = True
-    output_budget: ByteBudget | None = None  # its live output's read budget (OutputAdmission.read_pause)
-
-    def send(self, msg: worker_pb2.GatewayMessage | None) -> None:
-        if not self.closed:
-            self.queue.put_nowait(msg)
-            if msg is None:
-                self.closed = True
-
-    def refuse(self, problem: str) -> None:
-        """End the stream with PERMISSION_DENIED saying `problem` (the gateway reads `refusal`)."""
-        if not self.refusal:
-            self.refusal = problem
-        self.send(None)
 
 
 class LeaderRunner:
