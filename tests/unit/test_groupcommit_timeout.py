@@ -76,28 +76,14 @@ async def test_an_entry_waits_as_long_as_its_most_patient_submitter() -> None:
         await gc.close()
 
 
-class LateReplicator:
+class LateReplicator(RecordingReplicator):
     """Every proposal times out at once (OutcomeUnknown) and keeps its `late`: the test decides later
     whether the entry applied (`apply_late`) or not (`drop_late`), as SyncObjReplicator does for a
     commit that comes after the proposal's timeout."""
 
     def __init__(self) -> None:
-        self.inner = MemReplicator(_apply)
-        self.inner.start()
+        super().__init__()
         self.pending: list[tuple[bytes, Any]] = []
-        self.timeouts: list[float] = []
-
-    def start(self) -> None: ...
-
-    def stop(self) -> None: ...
-
-    def status(self) -> RaftStatus:
-        return self.inner.status()
-
-    def on_state_change(self, cb: Callable[[RaftStatus], None]) -> None: ...
-
-    async def transfer_leadership(self, target: str | None) -> bool:
-        return False
 
     async def propose(self, payload: bytes, *, timeout_s: float, late: Any = None) -> bytes:
         self.timeouts.append(timeout_s)
@@ -121,13 +107,13 @@ async def test_an_entry_that_applies_long_after_its_timeout_still_reaches_late_a
     after: `late` gets its results then. The committer's slot is not held meanwhile (it used to be, up to
     60 s, and a commit later than that was never observed: the task never reached the leader's wheel)."""
     rep = LateReplicator()
-    gc = GroupCommitter(rep, timeout_s=5.0, max_inflight=1)  # type: ignore[arg-type]
+    gc = GroupCommitter(rep, timeout_s=0.2, max_inflight=1)  # type: ignore[arg-type]
     gc.start()
     heard: list[list[bool]] = []
     try:
         with pytest.raises(OutcomeUnknown):
             await gc.submit([cmd(0)], late=lambda results: heard.append([r.applied for r in results]))
-        assert rep.timeouts == [5.0]  # not stretched to wait for the late outcome
+        assert rep.timeouts == [0.2]  # the default: not stretched to wait for the late outcome
         # The one slot is free: the next entry is proposed although the first has no outcome yet.
         with pytest.raises(OutcomeUnknown):
             await gc.submit([cmd(1)])
@@ -145,7 +131,7 @@ async def test_an_entry_that_applies_long_after_its_timeout_still_reaches_late_a
 @pytest.mark.asyncio
 async def test_an_entry_that_will_not_apply_here_is_not_reported_late() -> None:
     rep = LateReplicator()
-    gc = GroupCommitter(rep, timeout_s=5.0)  # type: ignore[arg-type]
+    gc = GroupCommitter(rep, timeout_s=0.2)  # type: ignore[arg-type]
     gc.start()
     heard: list[int] = []
     try:
