@@ -21,7 +21,8 @@ def state_at(data_dir: Path, index: int, scratch: Path, start: Path | None = Non
     backup's index, `start` is the backup's store)."""
     from pysyncobj.journal import FileJournal  # tests only: the journal's reader
 
-    scratch.mkdir()
+    # The caller's scratch directory may not exist yet (same_state's rare path: stores stopped apart).
+    scratch.mkdir(parents=True)
     shutil.copy(data_dir / "raft" / "raft.journal", scratch / "journal")
     if start is not None:
         (scratch / "state").mkdir()

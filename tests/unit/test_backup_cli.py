@@ -60,7 +60,8 @@ class FakeCluster(cluster_pb2_grpc.ClusterServicer):
         for at in range(0, len(body), 100_000):
             data = body[at : at + 100_000]
             if self.mode == "damaged" and at == 100_000:
-                data = b"\0" + data[1:]
+                # Damaged whatever the byte was (setting it to 0 left 1 body in 256 intact: urandom).
+                data = bytes([data[0] ^ 0xFF]) + data[1:]
             yield cluster_pb2.BackupChunk(data=data)
             if self.mode == "cut" and at == 100_000:
                 context.abort(grpc.StatusCode.UNAVAILABLE, "the node stopped")
