@@ -25,7 +25,7 @@ define run_pytest
 	if [ $$rc -eq 5 ]; then echo "pytest: no tests collected (ok)"; rc=0; fi; exit $$rc
 endef
 
-.PHONY: help install run cluster test test-slow test-fault fault fault-sweep soak fault-deps bench check check-format check-lint \
+.PHONY: help install native run cluster test test-pure test-slow test-fault fault fault-sweep soak fault-deps bench check check-format check-lint \
 	bench-full bench-w1 bench-w2 bench-w3 bench-w4 bench-w5 bench-recovery bench-bulk bench-scale bench-concurrency \
 	bench-summary bench-components bench-worker bench-peers bench-deps \
 	check-types check-imports check-proto check-clients clients format proto clean distclean
@@ -35,7 +35,14 @@ help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
 		awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
 
-install: $(STAMP) ## create .venv and install the project with its dev extras, pinned by constraints.txt (re-runs when either changes)
+install: $(STAMP) native ## create .venv and install the project with its dev extras, pinned by constraints.txt (re-runs when either changes)
+
+# The native apply core (cronraft/_native.py): the state machine's modules compiled by mypyc, rebuilt
+# (~1 min) whenever their sources changed, a no-op otherwise. Without a C compiler it says so and
+# Cronraft runs as pure Python; NATIVE_FLAGS=--required makes that an error (.ci/run, benchmarks).
+NATIVE_FLAGS ?=
+native: $(STAMP) ## build the native apply core if its sources changed (CRONRAFT_NATIVE=0 runs without it)
+	@$(BIN)/python scripts/native.py build $(NATIVE_FLAGS)
 
 $(STAMP): pyproject.toml setup.cfg constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,6 +58,9 @@ cluster: install ## start a local cluster (CLUSTER=three-node|five-node) and one
 
 test: install ## run the default test suite (unit, simulation, integration; TEST_WORKERS=0: one process)
 	@$(call run_pytest,-n $(TEST_WORKERS) --dist loadscope)
+
+test-pure: install ## the unit and simulation suites as pure Python (CRONRAFT_NATIVE=0), beside make test's native run
+	@export CRONRAFT_NATIVE=0; $(call run_pytest,tests/unit tests/sim -n $(TEST_WORKERS))
 
 test-slow: install ## run the slow tests
 	@$(call run_pytest,-m slow)
@@ -160,7 +170,7 @@ clients: install ## regenerate the sync client (client/sdk.py, client/_sync_*.py
 	$(BIN)/python scripts/gen_sync_client.py
 
 clean: ## remove data/ and build/tool artefacts (keeps .venv)
-	rm -rf data build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .import_linter_cache
+	rm -rf data build dist cronraft/_native_build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .import_linter_cache
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -print0 | xargs -0 rm -rf
 
 distclean: clean ## clean, and remove .venv too

@@ -18,7 +18,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from cronraft import bounds
+from cronraft import _native, bounds
 from cronraft.client._transport import Transport
 from cronraft.daemon.client_commits import propose_observed
 from cronraft.daemon.clock import Clock, CorrectedClock, SystemClock
@@ -372,7 +372,11 @@ class Node:
             await self.http.start()
         self._watch_task = asyncio.create_task(self._watch_leadership(), name="leadership-watch")
         log.info(
-            "node started", node=self.config.node.id, grpc=addr, raft=self.config.self_member.raft_address
+            "node started",
+            node=self.config.node.id,
+            grpc=addr,
+            raft=self.config.self_member.raft_address,
+            apply=_native.describe(),
         )
 
     async def stop(self) -> None:

@@ -326,7 +326,9 @@ def _put_search_keys(
 
 
 Indexed = tuple[int, str, int, str]
-_READ = (-1, "", 0, "")  # put_execution's default: read what is stored
+# put_execution's default: read what is stored. Tested by value (no execution has state -1), not by `is`:
+# compiled (cronraft/_native.py), a tuple is unboxed and boxed again, and keeps no identity.
+_READ = (-1, "", 0, "")
 
 
 def indexed(ex: Execution) -> Indexed:
@@ -378,7 +380,7 @@ def put_execution(
     (a result may answer them: Ctx.answer)."""
     new = indexed(ex) if after is None else after
     old = before
-    if old is _READ:
+    if old is not None and old[0] == -1:  # _READ
         raw = txn.get("execs", exec16)
         old = None if raw is None else indexed(Execution.FromString(raw))
     if old != new:

@@ -121,6 +121,10 @@ class LmdbTxn:
     transaction has ended (LMDB raises).
     """
 
+    # read() drops `_txn` to free the reader slot at once; compiled (cronraft/_native.py), an attribute may
+    # be deleted only when listed here.
+    __deletable__ = ["_txn"]
+
     def __init__(
         self, txn: lmdb.Transaction, dbs: dict[str, Any], *, writable: bool, env: lmdb.Environment
     ) -> None:

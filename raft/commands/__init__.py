@@ -1,3 +1,4 @@
+# ruff: noqa: E402
 """The commands of the state machine, by subject, and the one dispatch table `HANDLERS`.
 
 `raft.state` decodes a log entry and calls `HANDLERS[kind](ctx, cmd)` for each command, `kind` being the
@@ -21,6 +22,12 @@ a refused command leaves no partial effect in the entry's transaction.
 """
 
 from __future__ import annotations
+
+from cronraft import _native
+
+# Before the imports below (hence E402 off in this file): the compiled commands, when built and current,
+# load in their place.
+_native.extend_path(__path__, __name__)
 
 from cronraft.raft.commands import (
     calendars,

@@ -20,6 +20,9 @@ from cronraft.raft.codec import encode_batch, make_id
 from cronraft.raft.fireplan import PlanIndex, schedule_digest
 from cronraft.raft.kv import DATABASES, MemKV
 from cronraft.raft.state import StateMachine, read_task
+from tests.support.native import pure_python_only
+
+pytestmark = pure_python_only  # the replica's maths are faked by patching them
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z, a Thursday
 DAY = 86_400_000
