@@ -78,6 +78,20 @@ MODULES: tuple[str, ...] = (
     "cronraft.raft.commands.output_chunks",
     "cronraft.raft.commands.pruning",
     "cronraft.raft.commands.tasks",
+    # The leader's pure core: its loop's per-execution work (offers, leases, results, pending, the pick).
+    "cronraft.daemon.leader.core",
+    "cronraft.daemon.leader.granting",
+    "cronraft.daemon.leader.leases",
+    "cronraft.daemon.leader.messages",
+    "cronraft.daemon.leader.outcomes",
+    "cronraft.daemon.leader.output_admission",
+    "cronraft.daemon.leader.pending",
+    "cronraft.daemon.leader.planner",
+    "cronraft.daemon.leader.plans",
+    "cronraft.daemon.leader.retries",
+    "cronraft.daemon.leader.settings",
+    "cronraft.daemon.leader.staging",
+    "cronraft.daemon.leader.workers",
 )
 
 log = logging.getLogger("cronraft.native")

@@ -14,6 +14,12 @@ No module here does I/O or reads a clock (import-linter: "the pure core does no 
 driver is `cronraft.daemon.leader_runner`.
 """
 
+# ruff: noqa: E402
+from cronraft import _native
+
+# Before the imports below: the compiled leader core, when built and current, loads in its place.
+_native.extend_path(__path__, __name__)
+
 from cronraft.daemon.leader.core import MAX_EARLY_RESULTS, LeaderCore
 from cronraft.daemon.leader.leases import CONFIRM_AHEAD_MS, CONFIRM_MARGIN_MS, LeaseState, Refusal
 from cronraft.daemon.leader.retries import INTERNAL_RETRY_MAX_MS, INTERNAL_RETRY_MS

@@ -10,6 +10,7 @@ from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft import leaderplan
 from cronraft.raft.codec import id_bytes, make_id
 from tests.support.grants import granted_executions, grants_in
+from tests.support.native import pure_python_only
 from tests.unit.leader_rig import T0, LeaderRig
 
 Command = commands_pb2.Command
@@ -51,6 +52,7 @@ def _offers(rig: LeaderRig) -> list:
     ]
 
 
+@pure_python_only  # patches a method of the (compiled) core
 def test_offer_built_from_the_fire_result_is_the_offer_read_from_the_store() -> None:
     rig = _rig()
     rig.create(_at(T0 + 1_000))

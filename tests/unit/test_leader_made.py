@@ -9,6 +9,7 @@ import itertools
 
 from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft.codec import make_id
+from tests.support.native import pure_python_only
 from tests.unit.leader_rig import T0, LeaderRig
 
 Command = commands_pb2.Command
@@ -93,6 +94,7 @@ def _step(rig: LeaderRig, outcome: int) -> list[object]:
     return out
 
 
+@pure_python_only  # patches a method of the (compiled) core
 def test_outcomes_from_what_the_core_made_are_those_of_the_commands_read_back() -> None:
     quick, long = _rig(read_back=False), _rig(read_back=True)
     for n in range(160):

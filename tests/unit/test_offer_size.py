@@ -3,15 +3,13 @@ not a ByteSize) is never below its serialized size, so offers messages stay with
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-from typing import Any
-
 import pytest
 
-from cronraft.daemon.leader import LeaderSettings
+from cronraft.daemon.leader import LeaderCore, LeaderSettings
 from cronraft.daemon.leader.leases import LeaseState
 from cronraft.daemon.leader.outcomes import _fill_offer
 from cronraft.proto.v1 import common_pb2, worker_pb2
+from cronraft.raft.kv import MemKV
 
 BIG = 2**63 - 1
 
@@ -38,7 +36,7 @@ def _task(name: str, payload: common_pb2.Payload, sensor: bool) -> common_pb2.Ta
 def test_the_counted_size_of_an_offer_bounds_its_serialized_size(
     name: str, sensor: bool, payload: common_pb2.Payload
 ) -> None:
-    core: Any = SimpleNamespace(now_ms=0, settings=LeaderSettings(lease_ttl_ms=BIG))
+    core = LeaderCore(MemKV(), LeaderSettings(lease_ttl_ms=BIG), node_id="n1", term=1, new_id=str)
     ex = common_pb2.Execution(
         execution_id="e" * 26,
         task_id="t" * 26,
