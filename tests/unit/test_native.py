@@ -80,7 +80,13 @@ print(json.dumps({"native": _native.in_use(), "digest": h.hexdigest(), "index": 
 def _replica(native: str) -> dict[str, object]:
     env = {**os.environ, _native.ENV: native}
     out = subprocess.run(
-        [sys.executable, "-c", _REPLICA], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", _REPLICA],
+        check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 0, out.stderr
     result: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
