@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from cronraft import _native  # noqa: E402
 from cronraft.proto.v1 import common_pb2  # noqa: E402
 from tests.integration.harness import Cluster, NodeProc, wait_for  # noqa: E402
 
@@ -123,6 +124,8 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "commit": _git("rev-parse", "--short", "HEAD"),
         "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        # The nodes this script starts inherit its environment, so they load what this process would.
+        "apply_core": _native.describe(),
     }
 
 
