@@ -92,6 +92,10 @@ MODULES: tuple[str, ...] = (
     "cronraft.daemon.leader.settings",
     "cronraft.daemon.leader.staging",
     "cronraft.daemon.leader.workers",
+    # The leader's loop around the core: its runner, the worker streams' messages, the metrics it keeps.
+    "cronraft.daemon.leader_runner",
+    "cronraft.daemon.metrics",
+    "cronraft.daemon.worker_session",
 )
 
 log = logging.getLogger("cronraft.native")
