@@ -211,6 +211,43 @@ def test_two_nodes_asking_at_once_do_not_both_win() -> None:
     # One promise per term: c asking after a was granted is refused.
     assert not _grants(candidate="c", promised_to="a")
     assert _grants(candidate="a", promised_to="a")
+    # A higher id whose log is ahead of ours is granted even while our round is open: we cannot win
+    # against it (it refuses us), so holding it back could leave no electable candidate.
+    assert _grants(candidate="c", own_round=8, candidate_last=(7, 101))
+    assert _grants(candidate="c", own_round=8, candidate_last=(8, 1))
+
+
+@pytest.mark.parametrize(
+    "lasts",
+    [
+        (a, b, c)
+        for a in ((7, 100), (7, 101), (8, 5))
+        for b in ((7, 100), (7, 101), (8, 5))
+        for c in ((7, 100), (7, 101), (8, 5))
+    ],
+)
+def test_three_nodes_all_asking_at_once_always_have_an_electable_candidate(
+    lasts: tuple[tuple[int, int], ...],
+) -> None:
+    """Every node's round open for the same term, logs in any order (S14 seed 2 had the longest log at
+    the highest id): some candidate gets a majority, itself and one grant."""
+    ids = ("n1", "n2", "n3")
+
+    def grants(voter: int, candidate: int) -> bool:
+        return grants_pre_vote(
+            candidate=ids[candidate],
+            candidate_term=8,
+            candidate_last=lasts[candidate],
+            own_id=ids[voter],
+            own_term=7,
+            own_vote=None,
+            own_last=lasts[voter],
+            hears_leader=False,
+            own_round=8,
+        )
+
+    winners = [c for c in range(3) if sum(grants(v, c) for v in range(3) if v != c) >= 1]
+    assert winners
 
 
 def test_a_pre_vote_round_is_won_by_a_majority_of_grants() -> None:
