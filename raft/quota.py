@@ -23,21 +23,12 @@ from __future__ import annotations
 from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft.codec import id_bytes
 from cronraft.raft.kv import Txn
-from cronraft.raft.rejection import Code, Rejected
+from cronraft.raft.rejection import QuotaExceeded
 
 Limits = commands_pb2.Limits
 
 # meta key of a task's count of executions not yet ended: ACTIVE_PREFIX + task_id16 -> u64 (absent: 0).
 ACTIVE_PREFIX = b"active:"
-
-
-class QuotaExceeded(Rejected):
-    """A command would go past a quota; the message names the limit and says how to raise it."""
-
-    grpc_code = "RESOURCE_EXHAUSTED"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(Code.RESOURCE_EXHAUSTED, message)
 
 
 def _exceeded(key: str, situation: str, limit: int, remedy: str) -> QuotaExceeded:

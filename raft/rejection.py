@@ -98,6 +98,18 @@ class Rejected(CronraftError):
         return str(self.rejection.code)
 
 
+class QuotaExceeded(Rejected):
+    """A command would go past a quota (raft.quota); the message names the limit and says how to raise it.
+
+    Here, not in raft.quota: that module is compiled (cronraft/_native.py), and a compiled subclass of
+    an interpreted class does not override its class attributes: `grpc_code` read INTERNAL there."""
+
+    grpc_code = "RESOURCE_EXHAUSTED"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(Code.RESOURCE_EXHAUSTED, message)
+
+
 def invalid_argument(e: InvalidArgument) -> Rejection:
     """The rejection of an `errors.InvalidArgument` raised while applying (its text, `str(e)`, kept)."""
     if e.field and str(e) == f"{e.field}: {e.problem}":
@@ -105,4 +117,4 @@ def invalid_argument(e: InvalidArgument) -> Rejection:
     return Rejection(Code.INVALID_ARGUMENT, str(e))
 
 
-__all__ = ["Code", "Rejected", "Rejection", "invalid_argument"]
+__all__ = ["Code", "QuotaExceeded", "Rejected", "Rejection", "invalid_argument"]

@@ -13,10 +13,12 @@ a message (the project runs as pure Python), with --required it exits 1 (CI, ben
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +44,8 @@ def build(required: bool) -> int:
     # mypyc names modules after their paths from the current folder: cronraft/raft/state.py is
     # cronraft.raft.state, the name every importer uses.
     os.chdir(ROOT)
-    with tempfile.TemporaryDirectory(prefix="cronraft-native-") as tmp:
+    print(f"native apply core: compiling {len(sources)} modules with mypyc (about a minute)", flush=True)
+    with tempfile.TemporaryDirectory(prefix="cronraft-native-") as tmp, _quiet(Path(tmp) / "log") as log:
         try:
             extensions = mypycify(
                 sources,
@@ -64,12 +67,56 @@ def build(required: bool) -> int:
             dist.run_command("build_ext")
         except (Exception, SystemExit) as exc:  # mypy's and the compiler's errors end up here
             shutil.rmtree(_native.BUILD_DIR, ignore_errors=True)
+            log.restore()
+            print(log.tail(), file=sys.stderr)
             return _failed(required, f"build failed: {exc}")
         # The build's folders mirror the package's (raft/, raft/commands/): extend_path puts them first.
         shutil.copytree(Path(tmp) / "lib" / "cronraft", _native.BUILD_DIR)
     _native.STAMP.write_text(digest + "\n")
     print(f"native apply core: built {len(sources)} modules into {_native.BUILD_DIR.relative_to(ROOT)}")
     return 0
+
+
+class _Output:
+    """The build's output (mypyc's warnings, every compiler command line: ~150 lines) sent to a file, the
+    process's own file descriptors included (the compiler's subprocesses write there): shown on failure."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._saved: list[int] = []
+
+    def redirect(self) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._saved = [os.dup(1), os.dup(2)]
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+
+    def restore(self) -> None:
+        if self._saved:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(self._saved[0], 1)
+            os.dup2(self._saved[1], 2)
+            for fd in self._saved:
+                os.close(fd)
+            self._saved = []
+
+    def tail(self, lines: int = 40) -> str:
+        text = self.path.read_text(errors="replace").splitlines()
+        return "\n".join(line for line in text[-lines:] if "Treating generator comprehension" not in line)
+
+
+@contextlib.contextmanager
+def _quiet(path: Path) -> Iterator[_Output]:
+    out = _Output(path)
+    out.redirect()
+    try:
+        yield out
+    finally:
+        out.restore()
 
 
 def _failed(required: bool, why: str) -> int:

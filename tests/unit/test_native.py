@@ -3,6 +3,7 @@ loudly when required and absent, and a compiled replica stores the very bytes a 
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -49,6 +50,21 @@ def test_the_environment_forces_pure_python_or_requires_the_build(
 def test_the_digest_covers_every_compiled_source() -> None:
     assert all(_native.source_file(m).is_file() for m in _native.MODULES)
     assert len(set(_native.MODULES)) == len(_native.MODULES)
+
+
+def test_no_compiled_class_overrides_a_class_attribute() -> None:
+    """A compiled subclass of an interpreted class does not override the base's class attributes (mypyc;
+    raft.quota's QuotaExceeded answered INTERNAL instead of RESOURCE_EXHAUSTED): such classes live in a
+    module that stays Python."""
+    offenders = []
+    for module in _native.MODULES:
+        tree = ast.parse(_native.source_file(module).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef) and node.bases:
+                for item in node.body:
+                    if isinstance(item, ast.Assign) or (isinstance(item, ast.AnnAssign) and item.value):
+                        offenders.append(f"{module}.{node.name}")
+    assert not offenders
 
 
 # A history of every kind of change (tests/unit/test_search.py's) applied to a real LMDB store; prints

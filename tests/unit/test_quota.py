@@ -224,3 +224,13 @@ def test_limits_config() -> None:
         config_from_dict({**base, "limits": {"max_pending_per_task": 0}}, "t.toml")
     with pytest.raises(ConfigError, match=r"limits\.max_task: unknown key \(did you mean limits\.max_tasks"):
         config_from_dict({**base, "limits": {"max_task": 1}}, "t.toml")
+
+
+def test_the_leaders_check_raises_resource_exhausted(kv: KV) -> None:
+    """What the leader raises before it proposes (the servicer answers `grpc_code`): RESOURCE_EXHAUSTED,
+    compiled or not (compiled, a class attribute of raft.quota's own subclass read INTERNAL)."""
+    with kv.write() as txn:
+        txn.put("tasks", b"t" * 16, b"")
+        with pytest.raises(quota.QuotaExceeded) as refused:
+            quota.check_tasks(txn, commands_pb2.Limits(max_tasks=1))
+    assert refused.value.grpc_code == "RESOURCE_EXHAUSTED" and "limits.max_tasks" in str(refused.value)
