@@ -37,9 +37,9 @@ help: ## list the targets
 
 install: $(STAMP) native ## create .venv and install the project with its dev extras, pinned by constraints.txt (re-runs when either changes)
 
-# The native apply core (cronraft/_native.py): the state machine's modules compiled by mypyc, rebuilt
-# (~1 min) whenever their sources changed, a no-op otherwise. Without a C compiler it says so and
-# Cronraft runs as pure Python; NATIVE_FLAGS=--required makes that an error (.ci/run, benchmarks).
+# The native apply core (cronraft/_native.py): the state machine's and the leader's modules compiled by
+# mypyc, rebuilt (~1 min) whenever their sources changed, a no-op otherwise. Without a C compiler it says
+# so and Cronraft runs as pure Python; NATIVE_FLAGS=--required makes that an error (.ci/run).
 NATIVE_FLAGS ?=
 native: $(STAMP) ## build the native apply core if its sources changed (CRONRAFT_NATIVE=0 runs without it)
 	@$(BIN)/python scripts/native.py build $(NATIVE_FLAGS)
