@@ -26,7 +26,7 @@ class WaitTimeout(AssertionError, TimeoutError):
 
 
 def wait_until(
-    predicate: Callable[[], T],
+    predicate: Callable[[], T | None],
     timeout: float,
     what: str,
     *,
@@ -54,7 +54,7 @@ def wait_until(
 
 
 async def wait_until_async(
-    predicate: Callable[[], T],
+    predicate: Callable[[], T | None],
     timeout: float,
     what: str,
     *,
