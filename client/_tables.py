@@ -352,9 +352,7 @@ def execution_detail(e: common_pb2.Execution) -> str:
         ("completed_at", _time(e.completed_at_ms)),
         ("exit_code", str(e.exit_code) if e.finished_at_ms else "-"),
         ("error", e.error or "-"),
-        # not_before: a retry's backoff end, or (no attempt finished yet) the due time of a fire
-        # committed ahead of it (docs/scheduling.md, "Fire ahead").
-        ("retry_at" if e.attempts else "start_at", _time(e.not_before_ms)),
+        *_not_before_row(e),
         ("waiting", e.waiting_reason or "-"),
         ("dead_lettered", "yes" if e.dead_lettered else "no"),
         ("guarantee", _enum(common_pb2.DeliveryGuarantee, e.guarantee)),
@@ -370,6 +368,20 @@ def execution_detail(e: common_pb2.Execution) -> str:
         parts.append("--- attempts ---\n" + attempts_table(e.attempts))
     parts.extend(_tails(e.stdout_tail, e.stderr_tail))
     return "\n".join(parts)
+
+
+_LIVE = frozenset({common_pb2.EXECUTION_PENDING, common_pb2.EXECUTION_RUNNING, common_pb2.EXECUTION_BUFFERED})
+
+
+def _not_before_row(e: common_pb2.Execution) -> list[tuple[str, str]]:
+    """`not_before`: before any attempt finished, the due time a fire committed ahead holds its start until
+    (docs/scheduling.md, "Fire ahead"); after one, a retry's backoff end. An ended execution keeps the
+    field as last set, which is neither: no row (a succeeded run showed a "retry_at")."""
+    if not e.attempts:
+        return [("start_at", _time(e.not_before_ms))]
+    if e.state in _LIVE:
+        return [("retry_at", _time(e.not_before_ms))]
+    return []
 
 
 def _tails(stdout: bytes, stderr: bytes) -> list[str]:

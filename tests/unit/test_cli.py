@@ -1164,3 +1164,19 @@ def test_execution_get_shows_when_a_fire_committed_ahead_starts(run: Run, cluste
     code, out, _ = run("execution", "get", "t0001-e0")
     assert code == EXIT_OK
     assert "start_at:" in out and "2025-06-15T15:08:10Z" in out and "retry_at:" not in out
+
+
+def test_execution_get_shows_no_retry_time_once_ended(run: Run, cluster: FakeCluster) -> None:
+    # A succeeded execution keeps the not_before its fire held its start until: not a retry's time.
+    cluster.add_execution(
+        "t0001",
+        0,
+        state=common_pb2.EXECUTION_SUCCEEDED,
+        attempt=1,
+        not_before_ms=1_750_000_090_000,
+        attempts=[common_pb2.AttemptSummary(attempt=1, outcome=common_pb2.ATTEMPT_SUCCEEDED)],
+    )
+    code, out, _ = run("execution", "get", "t0001-e0")
+    assert code == EXIT_OK
+    assert "retry_at:" not in out and "start_at:" not in out and "2025-06-15T15:08:10Z" not in out
+    assert run.json("execution", "get", "t0001-e0")["not_before"] == "2025-06-15T15:08:10.000Z"
