@@ -92,16 +92,27 @@ def finish(
             ctx.result.executions.append(nxt)
     # Reads only: the cheapest first (a task of any other kind has its next fire planned), the schedule
     # (two sub-messages) last.
+    planned = False
     if not task.next_fire_ms and task.state == common_pb2.TASK_SCHEDULED and not ex.manual:
         sched = task.spec.schedule
         if sched.WhichOneof("kind") == "fixed_delay":
+            planned = True
             if sched.fixed_delay.stop_on_failure and state != common_pb2.EXECUTION_SUCCEEDED:
                 firing.set_plan(task, firing.Planned(None))
             else:
                 plan_fixed_delay(ctx, task, ctx.now)
     # The search indexes' state is read once per transaction (raft.stats.Batch), or not at all (savepoints).
     searchable = ctx.stats is not None and ctx.stats.settled_meta(txn, META_INDEXED) is not None
-    put_task_same_spec(txn, task16, task, task_before, indexed=searchable)
+    stored = put_task_same_spec(txn, task16, task, task_before, indexed=searchable)
+    if planned:
+        # The task's next run is due soon after now (its delay), a time whose part of the due index the
+        # leader loaded into its wheel already: it learns of it from this result. A handler that answers
+        # with a task of its own replaces it afterwards, or holds it already (a Fire reads its task into
+        # the result's field and changes it there: never overwritten here).
+        if ctx.bytes_only:
+            ctx.answer_task = stored
+        elif not ctx.unread and not ctx.result.HasField("task"):
+            ctx.result.task.CopyFrom(task)
 
 
 def request_cancel(ctx: Ctx, ex: Execution, reason: str) -> None:

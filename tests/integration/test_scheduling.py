@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cronraft.client import Client, command, cron
+from cronraft.client import Client, command, cron, delay
 from cronraft.proto.v1 import common_pb2
 
 from .harness import Cluster, ledger_command, read_ledger, wait_for
@@ -124,6 +124,35 @@ def test_an_edit_during_a_run_keeps_the_run_and_applies_from_the_next_time(share
         assert done.state == common_pb2.EXECUTION_SUCCEEDED
         late = [e for e in client.list_executions(task.task_id) if e.nominal_time_ms > edited_at + 1000]
         assert late == [], "the old schedule fired after the edit"
+
+
+def test_a_fixed_delay_task_runs_again_after_each_run_ends(shared_cluster: Cluster) -> None:
+    """Each run plans the next one (its end + the delay) in the Complete that ends it: the leader must
+    learn that due time from the Complete's result, since it is behind the part of the due index it has
+    loaded already (a leader that did not ran the task once, then never again)."""
+    with Client(shared_cluster.servers, timeout_s=30) as client:
+        task = client.create_task("every-end", delay("1s"), command("true"))
+        runs = wait_for(
+            lambda: (
+                ended
+                if len(
+                    ended := [
+                        e
+                        for e in client.list_executions(task.task_id)
+                        if e.state == common_pb2.EXECUTION_SUCCEEDED
+                    ]
+                )
+                >= 3
+                else None
+            ),
+            30,
+            "three runs of the fixed-delay task",
+        )
+        starts = sorted(e.nominal_time_ms for e in runs)
+        ends = sorted(e.completed_at_ms for e in runs)
+        # Never two at once: each nominal time is at least the delay after the previous run ended.
+        for prev_end, nxt in zip(ends, starts[1:], strict=False):
+            assert nxt >= prev_end + 1000
 
 
 def test_pause_resume_and_trigger_with_the_ledger_explaining_each_time(

@@ -315,6 +315,31 @@ def test_fixed_delay_plans_the_next_run_when_the_previous_ends() -> None:
     assert task_of(log, tid(1)).next_fire_ms == end + 30_000
 
 
+@pytest.mark.parametrize(
+    "request_id", ["", "r-complete"]
+)  # answered as bytes (a leader's own) / as a message
+def test_the_complete_that_plans_a_fixed_delay_run_answers_the_task(request_id: str) -> None:
+    """The leader loaded that part of the due index into its wheel already: it learns of the next run
+    from the Complete's result (daemon.leader.outcomes), which must carry the task as planned."""
+    log = Log()
+    log.apply(epoch(1))
+    s = spec(common_pb2.Schedule(fixed_delay=common_pb2.FixedDelaySchedule(delay_ms=30_000)))
+    (c,) = log.apply(create(tid(1), s))
+    first = c.task.next_fire_ms
+    log.apply(fire(tid(1), first, tid(100)))
+    (g,) = log.apply(grant(tid(100)))
+    end = first + 5_000
+    done = Command(
+        request_id=request_id, stamped_at_ms=end, complete=complete(tid(100), g.execution.token).complete
+    )
+    (r,) = log.apply(done)
+    assert r.applied
+    assert r.task.task_id == tid(1)
+    assert r.task.next_fire_ms == end + 30_000
+    assert r.execution.state == common_pb2.EXECUTION_SUCCEEDED  # the answer is still the execution
+    assert r.task == task_of(log, tid(1))
+
+
 def test_fixed_delay_stop_on_failure_completes_the_task() -> None:
     log = Log()
     log.apply(epoch(1))
