@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 from cronraft import timefmt
 from cronraft.client._transport import transport_from_args
-from cronraft.client.cli import preview, schedule_flags, tasks
+from cronraft.client.cli import preview, schedule_flags, task_names, tasks
 from cronraft.client.cli.common import (
     EXIT_AUTH,
     EXIT_OK,
@@ -75,6 +75,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run schedctl with `argv` (default: sys.argv[1:]); returns the exit code."""
+    args: argparse.Namespace | None = None  # None until parsed: an error before has no names to explain
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
         if args.handler is preview.run_preview:  # offline: no server, no Client
@@ -88,6 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with Client(
             args.server, timeout_s=timeout_s, transport=transport_from_args(args), namespace=namespace
         ) as client:
+            task_names.resolve(client, args)  # `task get nightly`: a task's name where its id goes
             args.handler(client, args)
     except SystemExit as exc:  # --help, --version
         return exc.code if isinstance(exc.code, int) else EXIT_OK
@@ -97,8 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Reported as exc:
         return exc.code
     except CronraftError as exc:
-        print_error(str(exc))
-        return exit_code_for(exc)
+        shown = task_names.explain(args, exc)
+        print_error(str(shown))
+        return exit_code_for(shown)
     except KeyboardInterrupt:
         return 130
     return EXIT_OK
