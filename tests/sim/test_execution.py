@@ -226,3 +226,26 @@ def test_dependency_cycles_are_refused_naming_the_cycle_and_deadlines_fail_the_r
     sim.run_for(8_000)
     (ex,) = _executions(sim, 0, c.task_id)
     assert ex.state == common_pb2.EXECUTION_FAILED and "dependencies unmet after 5000 ms" in ex.error
+
+
+def test_a_fixed_delay_task_runs_again_after_each_run_across_a_leader_crash() -> None:
+    """Each run's end plans the next one (the end + the delay), a due time the leader's wheel has loaded
+    already: the leader learns it from the Complete's result. Before 3d23e14 it ran once, then never again
+    while its leader lived."""
+    sim = SimCluster(3, seed=29)
+    sim.add_worker("w1", capacity=4, run_ms=500)
+    sim.clock.advance(1)
+    delay = common_pb2.Schedule(fixed_delay=common_pb2.FixedDelaySchedule(delay_ms=2_000))
+    task = _create(sim, _spec("chain", delay))
+    sim.run_for(12_000)
+    before = len(_executions(sim, 0, task.task_id))
+    assert before >= 4  # ~2.5 s a run (0.5 s running, then the delay): 4-5 in 12 s
+    sim.crash_leader()
+    sim.run_for(12_000)
+    runs = sorted(_executions(sim, 0, task.task_id), key=lambda e: e.nominal_time_ms)
+    assert len(runs) >= before + 3  # it goes on under the new leader
+    ended = [e for e in runs if e.state == common_pb2.EXECUTION_SUCCEEDED]
+    assert len(ended) >= len(runs) - 1  # all but a run under way (or the one the crash cut) succeeded
+    for prev, nxt in itertools.pairwise(runs):
+        if prev.completed_at_ms:
+            assert nxt.nominal_time_ms == prev.completed_at_ms + 2_000  # never two at once, never early
