@@ -77,13 +77,17 @@ class FirePlanner:
         self.loaded_until = until_ms
 
     def schedule(self, task: common_pb2.Task, task_id: str = "") -> None:
-        """A task changed: in the wheel at its next fire if that is within the loaded horizon. `task_id`:
-        the task's id if the caller has it (else read)."""
+        """A task changed: in the wheel at its next due time if that is within the loaded horizon.
+        `task_id`: the task's id if the caller has it (else read)."""
         # Each field read once (upb: a new object per read; this runs for every Fire committed).
         task_id = task_id or task.task_id
-        next_fire = task.next_fire_ms
-        if next_fire and next_fire <= self.loaded_until and task.state == common_pb2.TASK_SCHEDULED:
-            self.wheel.add(task_id, next_fire)
+        # Its due time (firing.due_of), as the due index keys it, not its nominal time: jitter or a
+        # calendar roll moves one from the other. At the nominal time, `plan` found it not due and put it
+        # back at that past time, again at every tick: the leader spun until the due time (a roll to the
+        # next day: a day), and a due time before the nominal one outside the horizon was never loaded.
+        due = task.next_due_ms or task.next_fire_ms
+        if due and due <= self.loaded_until and task.state == common_pb2.TASK_SCHEDULED:
+            self.wheel.add(task_id, due)
         elif task_id in self.wheel:
             self.wheel.cancel(task_id)
 
