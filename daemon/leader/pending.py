@@ -117,7 +117,10 @@ def waiting_commands(
             continue
         unmet = deps.unmet(txn, task, ex.nominal_time_ms) if task.spec.depends_on else ""
         reason = unmet or why(queue, ex, task, now_ms)
-        deadline = task.spec.start_deadline_ms
+        # The start deadline bounds the first start only: an execution whose attempt began (`attempt`
+        # counts those; a lease that ended unstarted gives its number back) waits for a retry's backoff
+        # or a re-grant, which its retry policy governs (expiring it lost the retry and its dead letter).
+        deadline = task.spec.start_deadline_ms if not ex.attempt else 0
         dep_deadline = task.spec.dependency_deadline_ms if unmet else 0
         if (deadline and now_ms >= ex.fired_at_ms + deadline) or (
             dep_deadline and now_ms >= ex.fired_at_ms + dep_deadline
