@@ -301,6 +301,12 @@ def resume_task(ctx: Ctx, cmd: commands_pb2.Command) -> None:
             nominal = ans.next_fire(sched, nominal)
         if nominal is not None and nominal < ctx.now:
             nominal = ans.next_fire(sched, ctx.now)
+        if sched.WhichOneof("kind") == "fixed_delay":
+            # Fixed delay has no next time of its own (next_fire: None), so the walk above ended its chain
+            # and the task completed: its run that came due while paused is recorded `paused`, and the
+            # next one is due now, as when nothing was planned (below).
+            nxt = schedule.next_fixed_delay(sched, old.last_finished_ms or ctx.now)
+            nominal = None if nxt is None else max(nxt, ctx.now)
         plan = firing.plan_from(ctx.txn, task, nominal, ctx.now, answers=ans)
         firing.set_plan(task, plan, max_runs_reached(task))
     elif not old.next_fire_ms and sched.WhichOneof("kind") != "fixed_delay":

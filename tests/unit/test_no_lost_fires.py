@@ -221,6 +221,41 @@ def test_a_fixed_delay_run_that_ended_while_paused_plans_the_next_run_on_resume(
     assert late.applied
 
 
+def test_a_fixed_delay_run_due_while_paused_is_due_at_the_resume() -> None:
+    """The run after the pause was planned (the previous one ended before it) and came due while paused:
+    the resume records it `paused` and the chain goes on with a run due at once. It walked the schedule's
+    next times past it (fixed delay has none) and completed the task: no run ever again."""
+    s = Store()
+    tid = task_id(8)
+    spec = common_pb2.TaskSpec(
+        name="chain",
+        schedule=common_pb2.Schedule(
+            fixed_delay=common_pb2.FixedDelaySchedule(delay_ms=5_000), start_at_ms=DUE
+        ),
+        payload=common_pb2.Payload(handler=common_pb2.HandlerPayload(name="noop")),
+    )
+    (res,) = s.apply([Command(stamped_at_ms=T0, create_task=commands_pb2.CreateTask(task_id=tid, spec=spec))])
+    assert res.applied, res.error
+    ex = s.fire(tid, DUE, 0).execution
+    ex = s.grant(ex.execution_id, DUE + 1, 0).execution
+    done = complete(s, ex, common_pb2.ATTEMPT_SUCCEEDED, DUE + 100)
+    assert done.task.next_fire_ms == DUE + 100 + 5_000
+    s.apply([Command(stamped_at_ms=DUE + 200, pause_task=commands_pb2.PauseTask(task_id=tid))])
+    resume_at = DUE + 20_000  # past the planned run's due time
+    (resumed,) = s.apply([Command(stamped_at_ms=resume_at, resume_task=commands_pb2.ResumeTask(task_id=tid))])
+    assert resumed.applied, resumed.error
+    assert resumed.task.state == common_pb2.TASK_SCHEDULED
+    assert resumed.task.next_fire_ms == resume_at
+    with s.kv.read() as txn:
+        (rec,) = sm.ledger(txn, tid, DUE + 5_100, DUE + 5_100, 10)
+    assert rec.outcome == common_pb2.PAUSED
+    fire = commands_pb2.Fire(
+        task_id=tid, nominal_time_ms=resume_at, execution_id=make_id(resume_at, b"\x02" * 10)
+    )
+    (fired,) = s.apply([Command(stamped_at_ms=resume_at, fire=fire)])
+    assert fired.applied and fired.execution.nominal_time_ms == resume_at, fired.error
+
+
 # -- the leader -----------------------------------------------------------------------------------
 
 
