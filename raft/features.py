@@ -37,6 +37,7 @@ __all__ = [
     "MEMBERSHIP",
     "META_FEATURES",
     "RESULTS",
+    "SCHEDULE_FIXES",
     "SCHEDULE_PLANS",
     "STATS",
     "SUPPORTED",
@@ -56,6 +57,7 @@ STATS = "stats"
 SCHEDULE_PLANS = "schedule_plans"
 MEMBERSHIP = "membership"
 FIRE_GRANT = "fire_grant"
+SCHEDULE_FIXES = "schedule_fixes"
 
 # Every feature this build knows, with what it changes (status, the docs, the refusal's message). The
 # release before the gate (baa42d0) had none of them: each was added after it.
@@ -65,6 +67,11 @@ FEATURES: Mapping[str, str] = {
     SCHEDULE_PLANS: "fire instants computed by the leader and carried in commands (Command.plan)",
     MEMBERSHIP: "membership changes through the log (ChangeMembership)",
     FIRE_GRANT: "a fire's lease granted by the Fire itself (Fire.grant), not by a Grant after it",
+    SCHEDULE_FIXES: (
+        "apply's schedule corrections of 2026-12: a fixed-delay task resumed after its next run came due "
+        "runs at the resume (was: completed), a task edited while paused gets the new schedule's next "
+        "fire (was: kept the old one's)"
+    ),
 }
 SUPPORTED: frozenset[str] = frozenset(FEATURES)
 # What a worker of this build announces in its Hello: it hands results back ($CRONRAFT_RESULT_FILE).

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from cronraft.errors import InvalidArgument
 from cronraft.proto.v1 import commands_pb2, common_pb2
-from cronraft.raft import deps, firing, quota, schedule
+from cronraft.raft import deps, features, firing, quota, schedule
 from cronraft.raft.codec import id_bytes, id_text
 from cronraft.raft.commands.context import Ctx, Execution, Task, in_namespace, max_runs_reached
 from cronraft.raft.commands.executions import finish, terminate
@@ -128,7 +128,15 @@ def update_task(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     task.catchup_fired = 0
     if task.state == common_pb2.TASK_COMPLETED:
         task.state = common_pb2.TASK_SCHEDULED  # a new schedule may have fires left
-    if task.state == common_pb2.TASK_SCHEDULED:
+    # A paused task gets its next fire from the new schedule too, which its resume then walks from (the
+    # release before the feature kept the old schedule's, which fired once after the resume). Nominal
+    # times of the old schedule that passed while paused, before the edit, are not recorded.
+    replan = task.state == common_pb2.TASK_SCHEDULED or (
+        task.state == common_pb2.TASK_PAUSED
+        and bool(old.next_fire_ms)
+        and features.is_active(ctx.txn, features.SCHEDULE_FIXES)
+    )
+    if replan:
         after = max(ctx.now, old.last_fired_nominal_ms)
         sched = u.spec.schedule
         ans = ctx.answers(u.task_id, u.spec)
@@ -301,10 +309,11 @@ def resume_task(ctx: Ctx, cmd: commands_pb2.Command) -> None:
             nominal = ans.next_fire(sched, nominal)
         if nominal is not None and nominal < ctx.now:
             nominal = ans.next_fire(sched, ctx.now)
-        if sched.WhichOneof("kind") == "fixed_delay":
+        if sched.WhichOneof("kind") == "fixed_delay" and features.is_active(ctx.txn, features.SCHEDULE_FIXES):
             # Fixed delay has no next time of its own (next_fire: None), so the walk above ended its chain
             # and the task completed: its run that came due while paused is recorded `paused`, and the
-            # next one is due now, as when nothing was planned (below).
+            # next one is due now, as when nothing was planned (below). (Below the feature, as the
+            # release before it: completed.)
             nxt = schedule.next_fixed_delay(sched, old.last_finished_ms or ctx.now)
             nominal = None if nxt is None else max(nxt, ctx.now)
         plan = firing.plan_from(ctx.txn, task, nominal, ctx.now, answers=ans)

@@ -374,11 +374,6 @@ def test_a_fixed_delay_task_resumed_after_its_next_run_was_due_runs_again(client
     assert _outcome(_ledger(client, task.task_id)[missed]) == "PAUSED"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an edit of a paused task keeps the old schedule's next fire (raft/commands/tasks.py update_task "
-    "re-plans scheduled tasks only): after resume it fires once at a time of the old schedule",
-)
 def test_an_edit_while_paused_applies_from_the_resume(client: Client) -> None:
     # Hourly: its next fire is still ahead at the resume, the case where the old plan is kept.
     task = client.create_task("kinds-edit-paused", every("1h", anchor=250), command("true"))
