@@ -141,10 +141,11 @@ def retry(
     non_retryable: Iterable[int] = (),
     retry_on_timeout: bool = True,
 ) -> common_pb2.RetryPolicy:
-    """A retry policy: the n-th retry waits `min(max, initial * multiplier**(n-1))` (plus the cluster's
-    deterministic jitter). `retryable`: when given, only these exit codes are retried;
-    `non_retryable`: exit codes never retried (e.g. 2 for usage errors); `retry_on_timeout=False` makes
-    a timed-out attempt final. How many attempts there are is the task's `max_attempts`.
+    """A retry policy: the n-th retry waits `min(max, initial * multiplier**(n-1))`, shortened by a
+    deterministic jitter of up to 20 % (the same on every node). `retryable`: when given, only these
+    exit codes are retried; `non_retryable`: exit codes never retried (e.g. 2 for usage errors);
+    `retry_on_timeout=False` makes a timed-out attempt final. How many attempts there are is the task's
+    `max_attempts`.
     """
     initial_ms = _parsing.duration_ms(initial, "retry.initial_backoff_ms")
     if initial_ms <= 0:
