@@ -1,0 +1,456 @@
+"""Leader failover during each run semantic, with real processes: 3 `schedd` nodes and real workers.
+
+The leader keeps in memory what the store alone does not act on: its timing wheel, the pending queue,
+the leases, retries waiting for their backoff, start deadlines, dependencies waiting for their upstream.
+A new leader rebuilds all of it from the store (daemon/leader/core.py, `on_epoch_committed` and the
+horizon it loads). The bug class these tests hunt is something a new leader forgets: a run that should
+happen and never does, or one that happens twice. Each test sets a situation up, SIGKILLs the leader,
+waits for another one (the killed node is restarted, so the next test again has 3 nodes), then checks
+that the semantic held, and that each nominal time of each task made at most one execution, each of
+whose attempts ran once (`_ran_once`: a failover loses no lease here, so no re-dispatch is expected;
+docs/guarantees.md: a new leader waits out the leases of earlier terms, which their workers renew).
+
+Every payload stamps its start (execution id, attempt, CLOCK_MONOTONIC) in a file of its test; a gated
+one then waits for its gate file, so a run lasts across a failover for as long as the test needs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cronraft.client import Client, at, build_spec, command, delay, every, retry
+from cronraft.proto.v1 import common_pb2
+from cronraft.raft.schedule import jitter_offset_ms
+
+from .harness import Cluster, NodeProc, wait_for
+
+pytestmark = pytest.mark.integration
+
+PENDING = common_pb2.EXECUTION_PENDING
+RUNNING = common_pb2.EXECUTION_RUNNING
+BUFFERED = common_pb2.EXECUTION_BUFFERED
+SUCCEEDED = common_pb2.EXECUTION_SUCCEEDED
+EXPIRED = common_pb2.EXECUTION_EXPIRED
+ENDED = frozenset(
+    {
+        SUCCEEDED,
+        common_pb2.EXECUTION_FAILED,
+        common_pb2.EXECUTION_TIMED_OUT,
+        common_pb2.EXECUTION_CANCELLED,
+        common_pb2.EXECUTION_LOST,
+        EXPIRED,
+    }
+)
+# How far a payload may start before its due instant by the worker's clock (the same machine clock:
+# rounding only; test_schedule_kinds.py).
+START_SLACK_MS = 20
+GREEN = {"zone": "green"}  # carried by no worker until the label test starts one after its failover
+
+# The payload: stamp "start", wait for the gate if one is given (at most 60 s: never a process left
+# behind), then exit 1 while its attempt is below `succeed_from`, else 0.
+_PAYLOAD = (
+    "import os, sys, time\n"
+    "stamps, gate, succeed_from = sys.argv[1], sys.argv[2], int(sys.argv[3])\n"
+    "attempt = int(os.environ['CRONRAFT_ATTEMPT'])\n"
+    "with open(stamps, 'a') as f:\n"
+    "    f.write(f\"{os.environ['CRONRAFT_EXECUTION_ID']} {attempt} {time.monotonic_ns()}\\n\")\n"
+    "deadline = time.monotonic() + 60\n"
+    "while gate and not os.path.exists(gate) and time.monotonic() < deadline:\n"
+    "    time.sleep(0.02)\n"
+    "sys.exit(0 if attempt >= succeed_from else 1)\n"
+)
+
+
+@dataclass
+class Stamps:
+    """The start stamps of one test's payloads, and its gate."""
+
+    path: Path
+    gate: Path
+
+    def payload(self, *, gated: bool = False, succeed_from: int = 1) -> common_pb2.Payload:
+        gate = str(self.gate) if gated else ""
+        return command(sys.executable, "-c", _PAYLOAD, str(self.path), gate, str(succeed_from))
+
+    def open(self) -> None:
+        self.gate.touch()
+
+    def starts(self) -> list[tuple[str, int, int]]:
+        """(execution id, attempt, monotonic ns) of every start, in the order written."""
+        if not self.path.exists():
+            return []
+        rows = []
+        for line in self.path.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 3:  # else a line being written
+                rows.append((parts[0], int(parts[1]), int(parts[2])))
+        return rows
+
+    def started(self, execution_id: str) -> bool:
+        return any(eid == execution_id for eid, _, _ in self.starts())
+
+
+@pytest.fixture(scope="module")
+def module_cluster(tmp_path_factory: pytest.TempPathFactory, module_clusters: list[Cluster]) -> Cluster:
+    c = Cluster(tmp_path_factory.mktemp("failover-semantics"), n=3)
+    module_clusters.append(c)
+    try:
+        c.start()
+        c.start_worker("w1", capacity=8)
+        c.wait_workers(1)
+    except BaseException:
+        print(c.logs())
+        raise
+    return c
+
+
+@pytest.fixture
+def cluster(module_cluster: Cluster, module_cluster_logs: None) -> Cluster:
+    """The module's cluster with its 3 nodes up and caught up (a node a test killed was restarted): a
+    leader killed now leaves a quorum."""
+    wait_for(lambda: all(n.alive for n in module_cluster.nodes), 10, "every node running")
+    module_cluster.wait_converged(timeout_s=30)
+    return module_cluster
+
+
+@pytest.fixture
+def client(cluster: Cluster) -> Iterator[Client]:
+    with Client(cluster.servers, timeout_s=30) as c:
+        yield c
+
+
+@pytest.fixture
+def stamps(tmp_path: Path) -> Iterator[Stamps]:
+    s = Stamps(tmp_path / "stamps", tmp_path / "gate")
+    yield s
+    s.open()  # no payload outlives its test by its wait
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _failover(c: Cluster) -> NodeProc:
+    """SIGKILL the leader, wait for another one, restart the killed node (it catches up meanwhile; the
+    `cluster` fixture waits for it before the next test). Returns the new leader."""
+    old = c.wait_leader()
+    c.kill(old)
+    new = wait_for(lambda: (lead := c.leader()) is not None and lead is not old and lead, 30, "a new leader")
+    c.start_node(old)
+    return new
+
+
+def _create(
+    client: Client,
+    name: str,
+    schedule: common_pb2.Schedule,
+    payload: common_pb2.Payload,
+    *,
+    start_deadline_ms: int = 0,
+    depends_on: Sequence[str] = (),
+    **kw: Any,
+) -> common_pb2.Task:
+    """A task from `create_task`'s keyword arguments plus the policies only a whole spec carries."""
+    spec = build_spec(name, schedule, payload, **kw)
+    spec.start_deadline_ms = start_deadline_ms
+    for upstream in depends_on:
+        spec.depends_on.add(task_id=upstream)
+    return client.create_task_spec(spec)
+
+
+def _runs(client: Client, task_id: str) -> list[common_pb2.Execution]:
+    """The task's executions, by nominal time."""
+    return sorted(client.list_executions(task_id), key=lambda e: (e.nominal_time_ms, e.execution_id))
+
+
+def _where(
+    client: Client,
+    task_id: str,
+    pred: Callable[[list[common_pb2.Execution]], bool],
+    what: str,
+    timeout_s: float = 30,
+) -> list[common_pb2.Execution]:
+    return wait_for(lambda: (xs := _runs(client, task_id)) and pred(xs) and xs, timeout_s, what)
+
+
+def _final(client: Client, execution_id: str, timeout_s: float = 30) -> common_pb2.Execution:
+    return wait_for(
+        lambda: (e := client.get_execution(execution_id)).state in ENDED and e,
+        timeout_s,
+        f"execution {execution_id} to end",
+    )
+
+
+def _ran_once(client: Client, task_ids: Sequence[str], stamps: Stamps) -> None:
+    """No duplicates: each nominal time of each task has one execution, each attempt of each execution
+    started once (as its payload stamped it), and every stamped start is an attempt the store recorded."""
+    attempts: set[tuple[str, int]] = set()
+    for task_id in task_ids:
+        runs = _runs(client, task_id)
+        nominal = Counter(e.nominal_time_ms for e in runs if not e.manual)
+        assert max(nominal.values(), default=1) == 1, f"a nominal time fired twice: {nominal}"
+        for e in runs:
+            attempts.update((e.execution_id, a.attempt) for a in e.attempts if a.started_at_ms)
+            if e.state == RUNNING:
+                attempts.add((e.execution_id, e.attempt))
+    started = Counter((eid, attempt) for eid, attempt, _ in stamps.starts())
+    assert max(started.values(), default=1) == 1, f"an attempt started twice: {started}"
+    assert set(started) <= attempts, f"a start the store does not know: {set(started) - attempts}"
+
+
+# -- the cases --------------------------------------------------------------------------------------
+
+
+def test_a_retry_in_its_backoff_runs_once_after_a_failover(
+    cluster: Cluster, client: Client, stamps: Stamps
+) -> None:
+    """Attempt 1 fails; the leader is killed while its retry waits a 3 s backoff (in the old leader's
+    pending queue only as a time to wake up): the new one grants it once the backoff ends, once."""
+    initial_ms = 3000
+    task = client.create_task(
+        "fo-retry",
+        at(_now_ms() + 300),
+        stamps.payload(succeed_from=2),
+        max_attempts=3,
+        retry=retry(f"{initial_ms}ms"),
+    )
+    (waiting,) = _where(
+        client,
+        task.task_id,
+        lambda xs: xs[0].state == PENDING and len(xs[0].attempts) == 1,
+        "attempt 1 to fail and the retry to wait for its backoff",
+    )
+    assert waiting.not_before_ms > _now_ms() + 1000, "the backoff ended before the failover began"
+    _failover(cluster)
+    ex = _final(client, waiting.execution_id)
+    assert ex.state == SUCCEEDED, ex
+    assert [(a.attempt, a.exit_code) for a in ex.attempts] == [(1, 1), (2, 0)], ex.attempts
+    a1, a2 = ex.attempts
+    assert a2.started_at_ms - a1.finished_at_ms >= 0.8 * initial_ms, "the retry ran before its backoff ended"
+    assert [attempt for _, attempt, _ in stamps.starts()] == [1, 2]
+    _ran_once(client, [task.task_id], stamps)
+
+
+def test_a_buffered_run_is_promoted_after_a_failover(
+    cluster: Cluster, client: Client, stamps: Stamps
+) -> None:
+    """buffer_one: a run held by its gate, the next fire buffered behind it; the leader is killed. The
+    running one's worker renews it with the new leader; once it ends, the buffered one is promoted, and
+    runs, after it and once."""
+    task = client.create_task(
+        "fo-buffer-one", every("1s", max_runs=2), stamps.payload(gated=True), overlap="buffer_one"
+    )
+    running, buffered = _where(
+        client,
+        task.task_id,
+        lambda xs: [e.state for e in xs] == [RUNNING, BUFFERED] and stamps.started(xs[0].execution_id),
+        "one run held by its gate and one buffered behind it",
+    )
+    _failover(cluster)
+    stamps.open()
+    execs = _where(
+        client,
+        task.task_id,
+        lambda xs: len(xs) == 2 and all(e.state in ENDED for e in xs),
+        "the held run and the buffered one to end",
+    )
+    assert [e.execution_id for e in execs] == [running.execution_id, buffered.execution_id]
+    assert [e.state for e in execs] == [SUCCEEDED, SUCCEEDED], execs
+    first, second = execs
+    assert second.attempts[0].started_at_ms >= first.attempts[0].finished_at_ms, "ran before the first ended"
+    assert [(a.attempt, a.outcome) for a in first.attempts] == [(1, common_pb2.ATTEMPT_SUCCEEDED)]
+    assert client.get_task(task.task_id).state == common_pb2.TASK_COMPLETED
+    _ran_once(client, [task.task_id], stamps)
+
+
+def test_a_downstream_runs_after_its_upstream_succeeds_past_a_failover(
+    cluster: Cluster, client: Client, stamps: Stamps
+) -> None:
+    """The downstream of a logical date waits (pending, saying why) while its upstream runs held by its
+    gate; the leader is killed; the upstream succeeds under the new leader, and the downstream runs once,
+    after it."""
+    nominal = _now_ms() + 500  # both at one instant: the same logical date
+    upstream = client.create_task("fo-dep-upstream", at(nominal), stamps.payload(gated=True))
+    downstream = _create(
+        client, "fo-dep-downstream", at(nominal), stamps.payload(), depends_on=[upstream.task_id]
+    )
+    (up,) = wait_for(
+        lambda: (xs := _runs(client, upstream.task_id)) and stamps.started(xs[0].execution_id) and xs,
+        30,
+        "the upstream to start",
+    )
+    (down,) = _where(
+        client,
+        downstream.task_id,
+        lambda xs: xs[0].state == PENDING and "waiting for fo-dep-upstream" in xs[0].waiting_reason,
+        "the downstream to wait for its upstream",
+    )
+    _failover(cluster)
+    stamps.open()
+    up = _final(client, up.execution_id)
+    down = _final(client, down.execution_id)
+    assert up.state == SUCCEEDED and down.state == SUCCEEDED, (up, down)
+    assert down.attempts[0].started_at_ms >= up.attempts[0].finished_at_ms
+    assert [a.attempt for a in down.attempts] == [1]
+    _ran_once(client, [upstream.task_id, downstream.task_id], stamps)
+
+
+def test_a_fixed_delay_chain_goes_on_after_a_failover(
+    cluster: Cluster, client: Client, stamps: Stamps
+) -> None:
+    """A run of a fixed-delay task ends (held by the gate until then), which plans the next run its end
+    plus the delay later; the leader is killed at once. The new leader runs the planned one and the
+    chain goes on, each run the delay after the previous one ended."""
+    delay_ms = 1500
+    task = client.create_task("fo-delay", delay(f"{delay_ms}ms"), stamps.payload(gated=True))
+    (first,) = wait_for(
+        lambda: (xs := _runs(client, task.task_id)) and stamps.started(xs[0].execution_id) and xs,
+        30,
+        "the first run to start",
+    )
+    stamps.open()  # later runs pass the open gate at once
+    _final(client, first.execution_id)
+    planned = client.get_task(task.task_id)
+    assert planned.next_fire_ms > _now_ms(), "the next run was due before the failover began"
+    _failover(cluster)
+    try:
+        runs = _where(
+            client,
+            task.task_id,
+            lambda xs: sum(e.state == SUCCEEDED for e in xs) >= 3,
+            "two runs after the failover",
+        )
+    finally:
+        client.cancel_task(task.task_id)
+    assert runs[1].nominal_time_ms == planned.next_fire_ms, (runs[1], planned)
+    done = [e for e in runs if e.state in ENDED]
+    for prev, nxt in itertools.pairwise(done):
+        assert nxt.nominal_time_ms >= prev.completed_at_ms + delay_ms, (prev, nxt)
+    _ran_once(client, [task.task_id], stamps)
+
+
+def test_a_run_waiting_for_a_labelled_worker_runs_when_one_connects_after_a_failover(
+    cluster: Cluster, client: Client, stamps: Stamps
+) -> None:
+    """A run requiring a label no worker carries waits, saying why; the leader is killed; a worker with
+    the label connects to the new leader, which grants it the waiting run: once, there."""
+    task = client.create_task("fo-labels", at(_now_ms() + 300), stamps.payload(), worker_labels=GREEN)
+    (waiting,) = _where(
+        client,
+        task.task_id,
+        lambda xs: xs[0].state == PENDING and "carries labels zone=green" in xs[0].waiting_reason,
+        "the run to wait for a worker with the label",
+    )
+    _failover(cluster)
+    cluster.start_worker("w-green", capacity=1, extra_args=("--worker-label", "zone=green"))
+    ex = _final(client, waiting.execution_id)
+    assert ex.state == SUCCEEDED and ex.worker_id == "w-green", ex
+    assert [a.attempt for a in ex.attempts] == [1]
+    _ran_once(client, [task.task_id], stamps)
+
+
+def test_a_start_deadline_expires_a_run_after_a_failover(cluster: Cluster, client: Client) -> None:
+    """A run on a queue nobody serves, with a start deadline that falls after the leader is killed: the
+    new leader expires it (never started, the reason said), and soon after the deadline."""
+    deadline_ms = 2500
+    task = _create(
+        client, "fo-deadline", at(_now_ms() + 300), command("true"), queue="nowhere",
+        start_deadline_ms=deadline_ms,
+    )  # fmt: skip
+    (pending,) = _where(client, task.task_id, lambda xs: xs[0].state == PENDING, "the run to be pending")
+    assert _now_ms() < pending.fired_at_ms + deadline_ms, "the deadline passed before the failover began"
+    _failover(cluster)
+    ex = _final(client, pending.execution_id)
+    assert ex.state == EXPIRED and ex.attempt == 0 and not ex.attempts, ex
+    assert f"not started within {deadline_ms} ms of its fire" in ex.error, ex.error
+    # Expired by the new leader's periodic check (every second), not forgotten until something else.
+    late = ex.completed_at_ms - (ex.fired_at_ms + deadline_ms)
+    assert 0 <= late < 10_000, late
+
+
+def test_an_at_task_and_a_jittered_fire_due_during_a_failover_fire_once(
+    cluster: Cluster, client: Client, stamps: Stamps
+) -> None:
+    """A one-time task due 1.5 s after the leader is killed fires once, under the new leader. A task
+    every second with 800 ms of jitter has fires due throughout the failover: every nominal time from
+    before the kill to well after it fires once, none lost, none twice, none before its due time."""
+    jittered = client.create_task("fo-jitter", every("1s", jitter="800ms"), stamps.payload())
+    _where(client, jittered.task_id, lambda xs: sum(e.state == SUCCEEDED for e in xs) >= 2, "two fires")
+    killed_at = _now_ms()
+    once = client.create_task("fo-at", at(killed_at + 1500), stamps.payload())
+    _failover(cluster)
+    try:
+        (ex,) = _where(client, once.task_id, lambda xs: xs[0].state in ENDED, "the one-time run to end")
+        runs = _where(
+            client,
+            jittered.task_id,
+            lambda xs: any(e.nominal_time_ms > killed_at + 4000 and e.state == SUCCEEDED for e in xs),
+            "jittered fires well after the failover",
+        )
+    finally:
+        client.cancel_task(jittered.task_id)
+    assert ex.state == SUCCEEDED and [a.attempt for a in ex.attempts] == [1], ex
+    assert ex.nominal_time_ms == killed_at + 1500
+    assert client.get_task(once.task_id).state == common_pb2.TASK_COMPLETED
+    nominal = [e.nominal_time_ms for e in runs]
+    assert nominal == list(range(nominal[0], nominal[-1] + 1, 1000)), f"a fire lost: {nominal}"
+    assert nominal[0] < killed_at < killed_at + 4000 < nominal[-1]
+    for e in runs:  # never before its due time (START_SLACK_MS: the two clocks' rounding)
+        due = e.nominal_time_ms + jitter_offset_ms(jittered.task_id, e.nominal_time_ms, 800)
+        assert e.attempts[0].started_at_ms >= due - START_SLACK_MS, (e, due)
+    _ran_once(client, [jittered.task_id, once.task_id], stamps)
+
+
+def test_a_paused_task_stays_paused_across_a_failover_and_resumes(
+    cluster: Cluster, client: Client, stamps: Stamps
+) -> None:
+    """A task paused before the leader is killed fires nothing under the new leader (while a control
+    task every second fires several times), and a resume fires it again from the next nominal time
+    after the resume, the paused period not replayed."""
+    paused_task = client.create_task("fo-paused", every("1s"), stamps.payload())
+    control = client.create_task("fo-control", every("1s"), command("true"))
+    _where(client, paused_task.task_id, lambda xs: any(e.state == SUCCEEDED for e in xs), "a first run")
+    paused = client.pause_task(paused_task.task_id, note="failover")
+    _failover(cluster)
+    after_failover = _now_ms()
+    try:
+        _where(
+            client,
+            control.task_id,
+            lambda xs: sum(e.nominal_time_ms > after_failover and e.state == SUCCEEDED for e in xs) >= 3,
+            "three control fires under the new leader",
+        )
+        while_paused = [
+            e for e in _runs(client, paused_task.task_id) if e.nominal_time_ms > paused.paused_at_ms
+        ]
+        assert while_paused == [], "the paused task fired after the failover"
+        assert client.get_task(paused_task.task_id).state == common_pb2.TASK_PAUSED
+        resumed = client.resume_task(paused_task.task_id)
+        assert resumed.state == common_pb2.TASK_SCHEDULED
+        runs = _where(
+            client,
+            paused_task.task_id,
+            lambda xs: (
+                sum(e.nominal_time_ms >= resumed.next_fire_ms and e.state == SUCCEEDED for e in xs) >= 2
+            ),
+            "two fires after the resume",
+        )
+    finally:
+        client.cancel_task(paused_task.task_id)
+        client.cancel_task(control.task_id)
+    after = [e.nominal_time_ms for e in runs if e.nominal_time_ms > paused.paused_at_ms]
+    assert after[:2] == [resumed.next_fire_ms, resumed.next_fire_ms + 1000], after
+    assert resumed.next_fire_ms > after_failover
+    _ran_once(client, [paused_task.task_id, control.task_id], stamps)
