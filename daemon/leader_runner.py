@@ -39,7 +39,7 @@ from cronraft.raft import features, leaderplan
 from cronraft.raft import state as sm
 from cronraft.raft.audit import AuditLog
 from cronraft.raft.groupcommit import GroupCommitter
-from cronraft.raft.kv import KV
+from cronraft.raft.kv import KV, Txn
 
 log = structlog.get_logger("cronraft.leader")
 
@@ -367,13 +367,14 @@ class LeaderRunner:
         for event in notification_events(cmds, results):
             with self._kv.read() as txn:
                 task = sm.read_task(txn, event.task_id)
+                records = tuple(_as_recorded(txn, rec) for rec in event.records)
             if task is not None and (task.spec.notify or self._notifier.has_global_targets):
                 self._notifier.submit(
                     Notification(
                         event=event.event,
                         task=task,
                         execution=event.execution,
-                        records=event.records,
+                        records=records,
                         dead_letter=event.dead_letter,
                     )
                 )
@@ -580,6 +581,14 @@ class LeaderRunner:
     @property
     def connected_workers(self) -> int:
         return len(self._sessions)
+
+
+def _as_recorded(txn: Txn, rec: common_pb2.FireRecord) -> common_pb2.FireRecord:
+    """A missed nominal time as the fire ledger holds it: a Fire's result names the times it recorded
+    missed without their reason, which the notification's `missed[].reason` shows (docs/notifications.md).
+    The result's record when the ledger no longer has it (pruned meanwhile)."""
+    stored = sm.ledger(txn, rec.task_id, rec.nominal_time_ms, rec.nominal_time_ms, 1)
+    return stored[0] if stored and stored[0].nominal_time_ms == rec.nominal_time_ms else rec
 
 
 __all__ = ["LeaderRunner", "WorkerSession", "new_id"]
