@@ -520,6 +520,8 @@ class LeaderRunner:
         )
         session.send(worker_pb2.GatewayMessage(heartbeat_ack=ack))
         self._act_on_refusals()
+        if self.core.outgoing:  # a cancel its stream had not carried (LeaseKeeper.cancelling)
+            self._flush()
 
     def on_results(self, session: WorkerSession, results: Sequence[common_pb2.AttemptResult]) -> None:
         if not self._current(session, "results"):

@@ -152,6 +152,8 @@ class LeaderCore:
         with self.kv.read() as txn:
             for ex in sm.running_executions(txn):
                 self.track_lease(ex, deadline)
+                if ex.cancel_requested_at_ms:  # its worker may never have been told (LeaseKeeper.cancelling)
+                    self.keeper.cancel_asked(ex.execution_id, token_tuple(ex.token), -1)
         self._refill_pending()
         self.ready = True
 

@@ -23,6 +23,7 @@ from cronraft.raft.codec import token_tuple
 from cronraft.timerwheel import TimingWheel
 
 Command = commands_pb2.Command
+CancelAttempt = worker_pb2.CancelAttempt
 Token = tuple[int, int]
 # A grant as the leader proposed it: execution id, worker id, task id, and the worker's incarnation (None:
 # not known, read from the execution).
@@ -109,6 +110,13 @@ class LeaseKeeper:
         self.deadlines: TimingWheel[int] = TimingWheel(now_ms=0)
         self._armed: dict[int, dict[str, None]] = {}
         self._running_by_task: dict[str, int] = {}
+        # Leases whose execution's cancel was asked for (Execution.cancel_requested_at_ms), by execution
+        # id: the worker stream (WorkerState.stream) the CancelAttempt was last sent on (-1: not sent by
+        # this leader). A CancelAttempt goes out once, to the stream the worker has when the cancel
+        # commits: a leader killed before it sent it, or a worker between streams then (all of them
+        # reconnect after a failover), lost it, and the payload ran on to its own end. A worker's
+        # heartbeat on another stream gets it again (messages.heartbeat). Empty but for such leases.
+        self.cancelling: dict[str, int] = {}
 
     def reset_clock(self, mono_ms: int) -> None:
         self.deadlines = TimingWheel(now_ms=mono_ms)
@@ -214,6 +222,8 @@ class LeaseKeeper:
         lease = self.leases.pop(execution_id, None)
         if lease is None:
             return None
+        if self.cancelling:
+            self.cancelling.pop(execution_id, None)
         # _forget_lease_of and _disarm, inline: once per execution.
         worker_id = lease.worker_id
         ids = self._leases_of.get(worker_id)
@@ -250,6 +260,29 @@ class LeaseKeeper:
             lease.stream = stream
         if start_mono is not None and lease.start_mono is not None and start_mono < lease.start_mono:
             lease.start_mono = start_mono
+
+    def cancel_asked(self, execution_id: str, token: Token, stream: int) -> None:
+        """The cancel of the lease `token` of `execution_id` was asked for; its CancelAttempt was sent on
+        the worker stream `stream` (-1: not sent). Nothing if that lease is not held (it ended)."""
+        lease = self.leases.get(execution_id)
+        if lease is not None and lease.token == token:
+            self.cancelling[execution_id] = stream
+
+    def cancels_to_resend(self, worker_id: str, renewed: Sequence[str], stream: int) -> list[CancelAttempt]:
+        """The CancelAttempts of the leases just renewed for `worker_id` on its stream `stream` whose
+        cancel was asked for and not sent on that stream yet (now counted as sent on it)."""
+        out = []
+        cancelling, leases = self.cancelling, self.leases
+        for execution_id in renewed:
+            sent = cancelling.get(execution_id)
+            lease = leases.get(execution_id)
+            if sent is None or sent == stream or lease is None or lease.worker_id != worker_id:
+                continue
+            cancelling[execution_id] = stream
+            term, index = lease.token
+            token = common_pb2.FencingToken(term=term, index=index)
+            out.append(worker_pb2.CancelAttempt(execution_id=execution_id, token=token))
+        return out
 
     # ------------------------------------------------------------------------------------- expiry
 

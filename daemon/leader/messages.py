@@ -57,6 +57,11 @@ def heartbeat(
     core.refusals.extend(verdict.forged)
     ack.renewed.extend(verdict.renewed)
     ack.revoked.extend(verdict.revoked)
+    if core.keeper.cancelling and w is not None and w.connected:
+        # A cancel this stream has not carried (asked for before the worker's stream to us, or before
+        # this leader): sent again, or the payload runs on (LeaseKeeper.cancelling).
+        for cancel in core.keeper.cancels_to_resend(worker_id, verdict.renewed, w.stream):
+            core.outgoing.append((worker_id, worker_pb2.GatewayMessage(cancel=cancel)))
     if w is not None and w.connected and not w.reconciled:
         if complete_listing:
             w.reconciled = True

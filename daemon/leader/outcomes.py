@@ -167,6 +167,9 @@ def on_committed(
             for stop in res.cancels:
                 cancel = worker_pb2.CancelAttempt(execution_id=stop.execution_id, token=stop.token)
                 core.outgoing.append((stop.worker_id, worker_pb2.GatewayMessage(cancel=cancel)))
+                # Sent on the worker's stream now, if it has one: its next stream gets it again.
+                stream = core.stream_of(stop.worker_id)
+                core.keeper.cancel_asked(stop.execution_id, token_tuple(stop.token), stream)
         if not task_read:
             task = res.task if _result_has(res, "task") else None
         if task is not None:
