@@ -30,6 +30,7 @@ import pytest
 from cronraft.client import Client, at, build_spec, command, delay, every, retry
 from cronraft.proto.v1 import common_pb2
 from cronraft.raft.schedule import jitter_offset_ms
+from tests.support.cluster import Proc, worker_argv
 
 from .harness import Cluster, NodeProc, wait_for
 
@@ -101,7 +102,9 @@ class Stamps:
 
 @pytest.fixture(scope="module")
 def module_cluster(tmp_path_factory: pytest.TempPathFactory, module_clusters: list[Cluster]) -> Cluster:
-    c = Cluster(tmp_path_factory.mktemp("failover-semantics"), n=3)
+    # A lease outlives the longest time a worker here is cut off (the cancel test's: a failover and a
+    # node's restart), so that no attempt is fenced by its worker's local deadline.
+    c = Cluster(tmp_path_factory.mktemp("failover-semantics"), n=3, lease_ttl_ms=15_000)
     module_clusters.append(c)
     try:
         c.start()
@@ -454,3 +457,35 @@ def test_a_paused_task_stays_paused_across_a_failover_and_resumes(
     assert after[:2] == [resumed.next_fire_ms, resumed.next_fire_ms + 1000], after
     assert resumed.next_fire_ms > after_failover
     _ran_once(client, [paused_task.task_id, control.task_id], stamps)
+
+
+def test_a_cancel_asked_while_its_worker_has_no_stream_reaches_it_after_a_failover(
+    cluster: Cluster, client: Client, stamps: Stamps
+) -> None:
+    """A run held by its gate on a worker that knows only the leader's address; the leader is killed and
+    the run cancelled under the new leader while that worker has no stream (the new leader cannot tell
+    it then); the killed node restarts and the worker reconnects through it: it must get the cancel and
+    kill the payload, which otherwise runs on until its own end (here 60 s, the gate never opens)."""
+    lead = cluster.wait_leader()
+    outbox = cluster.root / "w-cut-outbox"
+    cluster.core.add(Proc("w-cut", "worker", cluster.root / "w-cut.log"))
+    argv = worker_argv("w-cut", lead.grpc_address, 1, outbox, ("--allow-shell", "--queue", "cut"))
+    cluster.workers["w-cut"] = cluster.core.spawn("w-cut", argv, cluster.env)
+    task = client.create_task("fo-cancel", at(_now_ms() + 300), stamps.payload(gated=True), queue="cut")
+    (ex,) = wait_for(
+        lambda: (xs := _runs(client, task.task_id)) and stamps.started(xs[0].execution_id) and xs,
+        30,
+        "the run to start on w-cut",
+    )
+    cluster.kill(lead)
+    wait_for(lambda: (new := cluster.leader()) is not None and new is not lead, 30, "a new leader")
+    client.cancel_execution(ex.execution_id, reason="stop it")
+    cluster.start_node(lead)  # w-cut's one server: it reconnects through it
+    try:
+        ended = _final(client, ex.execution_id, timeout_s=20)
+    finally:
+        cluster.core.kill("w-cut", escalate=True)
+    assert ended.state == common_pb2.EXECUTION_CANCELLED, ended
+    assert [a.outcome for a in ended.attempts] == [common_pb2.ATTEMPT_CANCELLED], ended.attempts
+    assert ended.worker_id == "w-cut"
+    _ran_once(client, [task.task_id], stamps)
