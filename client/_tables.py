@@ -104,7 +104,7 @@ def _payload_text(payload: common_pb2.Payload) -> str:
 
 def _retry_text(spec: common_pb2.TaskSpec) -> str:
     if not spec.HasField("retry"):
-        return "cluster default"
+        return "none (a failed attempt is final)"
     r = spec.retry
     parts = [
         f"backoff {format_duration(r.initial_backoff_ms or 1000)} x{r.multiplier or 2.0:g} "

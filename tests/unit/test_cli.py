@@ -861,7 +861,7 @@ def test_create_handler_payload_and_literal_body(run: Run, cluster: FakeCluster)
     }
     run.json("task", "create", "--name", "b", "--every", "1m", "--http-url", "http://h", "--http-body", "@@x")
     assert cluster.store.tasks["t0002"].spec.payload.http.body == b"@x"
-    assert not cluster.store.tasks["t0002"].spec.HasField("retry")  # no retry flag: the cluster default
+    assert not cluster.store.tasks["t0002"].spec.HasField("retry")  # no retry flag: no policy
 
 
 @pytest.mark.parametrize(
