@@ -319,10 +319,14 @@ class LeaderRunner:
     ) -> None:
         """Our commands given up on at LEADER_PROPOSAL_TIMEOUT_S applied after all, in this term (the
         replicator tells: `GroupCommitter.submit`'s `late`): the leases their Fires and Grants made are
-        adopted, which only the next leader would have found before."""
+        adopted, which only the next leader would have found before; and their notification events
+        (an execution that ended failed, a dead letter, missed fires) are sent, which nobody else would:
+        the command's redo finds it done and ends nothing."""
         if self._stopping:
             return
         self.core.on_late_committed(cmds, results, self._clock.mono_ms())
+        if len(cmds) == len(results):
+            self._notify(cmds, results)
         self._flush()
         self._wake.set()
 

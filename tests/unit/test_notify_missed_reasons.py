@@ -68,3 +68,34 @@ def test_a_missed_notification_carries_the_ledgers_reasons() -> None:
     assert body["missed_count"] == 4
     assert [(m["nominal_time_ms"], m["reason"]) for m in body["missed"]] == sorted(recorded.items())
     assert body["missed"][0]["reason"] == "not fired in time; misfire_skip"
+
+
+def test_a_leader_command_applied_after_its_proposal_timed_out_still_notifies() -> None:
+    """`_late_results`: a Fire given up on (its proposal timed out) and applied after all in this term.
+    Its redo finds it done (not applied again): the late result is the only one with its missed fires."""
+    log = Log()
+    s = spec(misfire=common_pb2.MISFIRE_SKIP)
+    s.notify.add(webhook_url="https://hooks.example.com/x")
+    (c,) = log.apply(create(tid(2), s))
+    first = c.task.next_fire_ms
+    cmd = fire(tid(2), first, tid(200), at=first + MIN + 30_000)  # two nominal times passed
+    results = log.apply(cmd)
+    notifier = Notifier()
+
+    async def main() -> None:
+        runner = LeaderRunner(
+            kv=log.sm.kv,
+            committer=None,  # type: ignore[arg-type]
+            settings=LeaderSettings(),
+            node_id="n1",
+            term=1,
+            clock=FakeClock(wall=first, mono=1_000),  # type: ignore[arg-type]
+            still_leader=lambda: True,
+            heartbeat_interval_ms=1_000,
+            notifier=notifier,  # type: ignore[arg-type]
+        )
+        runner._late_results([cmd], results)
+
+    asyncio.run(main())
+    (n,) = notifier.submitted
+    assert n.event == common_pb2.NOTIFY_MISSED and len(n.records) == 2
