@@ -70,7 +70,9 @@ FEATURES: Mapping[str, str] = {
     SCHEDULE_FIXES: (
         "apply's schedule corrections of 2026-12: a fixed-delay task resumed after its next run came due "
         "runs at the resume (was: completed), a task edited while paused gets the new schedule's next "
-        "fire (was: kept the old one's)"
+        "fire (was: kept the old one's), nominal times a calendar excludes among those missed while the "
+        "cluster could not fire are skipped_calendar and fire_once fires the latest included one (were: "
+        "missed_downtime, and fire_once could fire an excluded time)"
     ),
 }
 SUPPORTED: frozenset[str] = frozenset(FEATURES)

@@ -430,6 +430,37 @@ def _walk_missed(
         decision.resume_after = until - 1
 
 
+def skip_excluded(
+    txn: Txn, task: Task, decision: MisfireDecision, answers: Answers = LOCAL
+) -> dict[int, str]:
+    """The missed nominal times of `decision` that the task's calendars exclude (action skip), with
+    their reasons, taken out of `decision.missed` (they are skipped_calendar, not missed_downtime); and
+    fire_once's latest time, when excluded, replaced by the latest missed one that is not (feature
+    schedule_fixes). `_walk_missed` steps the bare schedule: without this, the calendar's skipped times
+    inside an outage were recorded missed_downtime, and fire_once could fire an excluded time."""
+    sched = task.spec.schedule
+    if not sched.calendars or not decision.missed:
+        return {}
+    cals = calendar_set(txn, list(sched.calendars), task.spec.namespace)
+    if cals is None:
+        return {}
+    zone = _zone_of(sched)
+    latest = decision.fire_nominal  # with missed times: fire_once's latest (skip and fire_all fire none)
+    asked = [*decision.missed, *([] if latest is None else [latest])]
+    excluded: dict[int, str] = {}
+    for nominal in asked:
+        outcome, _, reason = answers.resolve(cals, sched.calendar_action, nominal, zone, 0)
+        if outcome == "skip":
+            excluded[nominal] = reason
+    if not excluded:
+        return excluded
+    decision.missed = [n for n in decision.missed if n not in excluded]
+    if latest is not None and latest in excluded:
+        # fire_once: the latest time that would have fired is excluded; the latest missed one is not.
+        decision.fire_nominal = decision.missed.pop() if decision.missed else None
+    return excluded
+
+
 # ----------------------------------------------------------------------------------------- overlap
 
 
@@ -487,6 +518,7 @@ __all__ = [
     "read_calendar",
     "record",
     "set_plan",
+    "skip_excluded",
 ]
 
 

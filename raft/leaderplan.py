@@ -72,6 +72,8 @@ def _fire(b: PlanBuilder, cmd: Command) -> None:
     ans = b.answers(b.txn, f.task_id, task.spec)
     sched = task.spec.schedule
     decision = firing.decide_misfire(task, f.nominal_time_ms, now, ans)
+    if decision.missed and features.is_active(b.txn, features.SCHEDULE_FIXES):
+        firing.skip_excluded(b.txn, task, decision, ans)
     if decision.fire_nominal is not None and sched.WhichOneof("kind") == "cron":
         ans.dst_shifted(sched, decision.fire_nominal)
     if sched.WhichOneof("kind") == "fixed_delay":

@@ -68,6 +68,11 @@ def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     before = (old_state, due, old.last_outcome)  # task_indexed(old), from what was read above
     ans = ctx.answers(task_id, old.spec)  # the leader's instants when the command carries them
     decision = firing.decide_misfire(old, fired, ctx.now, ans, due_ms=due)
+    excluded = (
+        firing.skip_excluded(txn, old, decision, ans)
+        if decision.missed and features.is_active(txn, features.SCHEDULE_FIXES)
+        else {}
+    )
     task = old
     task.version = ctx.index
     task.updated_at_ms = ctx.now
@@ -78,6 +83,8 @@ def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         if decision.missed
         else ""
     )
+    for nominal, reason in excluded.items():  # excluded by a calendar: not missed (skip_excluded)
+        firing.record(txn, task16, nominal, common_pb2.SKIPPED_CALENDAR, ctx.now, reason=reason)
     for i, missed in enumerate(decision.missed):
         more = (
             f" (and {decision.missed_more} more)"

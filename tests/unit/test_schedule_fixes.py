@@ -5,16 +5,18 @@ on old and new nodes)."""
 from __future__ import annotations
 
 import pytest
-from test_state import T0, Log, create, epoch, spec
+from test_state import T0, Log, create, epoch, fire, spec
 
 from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft import features
 from cronraft.raft.kv import MemKV
 from cronraft.raft.state import StateMachine
+from cronraft.raft.state import ledger as sm_ledger
 
 Command = commands_pb2.Command
 MIN = 60_000
 ID = "01M990QVT8FHE0548MV8BA2RMB"
+EID = "01M990QVT8FHE0548MV8BA2RMC"
 
 
 def _log(fixes: bool) -> Log:
@@ -66,3 +68,57 @@ def test_a_fixed_delay_task_resumed_after_its_run_came_due(fixes: bool) -> None:
         assert r.task.state == common_pb2.TASK_SCHEDULED and r.task.next_fire_ms == resume_at + 5_000
     else:  # the previous release completed it: no run ever again
         assert r.task.state == common_pb2.TASK_COMPLETED and r.task.next_fire_ms == 0
+
+
+def _ledger(log: Log) -> dict[int, tuple[str, str, str]]:
+    with log.sm.kv.read() as txn:
+        records = sm_ledger(txn, ID, 1, T0 + 10 * MIN, 1000)
+    return {
+        r.nominal_time_ms: (common_pb2.FireOutcome.Name(r.outcome), r.reason, r.execution_id) for r in records
+    }
+
+
+@pytest.mark.parametrize("fixes", [True, False])
+@pytest.mark.parametrize("policy", [common_pb2.MISFIRE_SKIP, common_pb2.MISFIRE_FIRE_ONCE])
+def test_calendar_excluded_times_missed_in_an_outage_stay_skipped_calendar(fixes: bool, policy: int) -> None:
+    """Every minute, a calendar excluding 00:03-00:05 and 00:07-00:08; the cluster down from before 00:01
+    until 00:08:30. The late Fire of 00:01 walks the missed times: the excluded ones are skipped_calendar
+    (found on 3 real nodes, tests/integration/test_outage_kinds.py: recorded missed_downtime), and
+    fire_once fires the latest included time, 00:06, never the excluded 00:07 (which it did)."""
+    log = _log(fixes)
+    quiet = common_pb2.Calendar(
+        name="quiet",
+        time_zone="UTC",
+        exclude=[
+            common_pb2.CalendarRule(time_of_day=common_pb2.TimeOfDayRange(start="00:03:00", end="00:05:00")),
+            common_pb2.CalendarRule(time_of_day=common_pb2.TimeOfDayRange(start="00:07:00", end="00:09:00")),
+        ],
+    )
+    (c,) = log.apply(Command(stamped_at_ms=T0, put_calendar=commands_pb2.PutCalendar(calendar=quiet)))
+    assert c.applied, c.error
+    sched = common_pb2.Schedule(fixed_rate=common_pb2.FixedRateSchedule(period_ms=MIN), calendars=["quiet"])
+    (t,) = log.apply(create(ID, spec(sched, misfire=policy)))
+    assert t.task.next_fire_ms == T0 + MIN
+    (f,) = log.apply(fire(ID, T0 + MIN, EID, at=T0 + 8 * MIN + 30_000))
+    assert f.applied, f.error
+    ledger = _ledger(log)
+    excluded = [T0 + m * MIN for m in (3, 4, 7, 8)]
+    name = common_pb2.MisfirePolicy.Name(policy).lower()
+    missed = ("MISSED_DOWNTIME", f"not fired in time; {name}", "")
+    if not fixes:  # the previous release: every time walked is missed, fire_once fires the excluded 00:08
+        assert all(ledger[n] == missed for n in excluded if n != T0 + 8 * MIN)
+        if policy == common_pb2.MISFIRE_FIRE_ONCE:
+            assert f.executions[0].nominal_time_ms == T0 + 8 * MIN
+        return
+    for n in excluded:
+        outcome, reason, execution = ledger[n]
+        assert outcome == "SKIPPED_CALENDAR" and "calendar quiet" in reason and not execution, ledger[n]
+    if policy == common_pb2.MISFIRE_FIRE_ONCE:
+        assert ledger[T0 + 6 * MIN][0] == "FIRED" and ledger[T0 + 6 * MIN][2] == EID, ledger
+        assert [ledger[T0 + m * MIN] for m in (1, 2, 5)] == [missed] * 3
+        assert f.executions[0].nominal_time_ms == T0 + 6 * MIN
+    else:
+        assert [ledger[T0 + m * MIN] for m in (1, 2, 5, 6)] == [missed] * 4
+        assert not f.executions
+    # The next fire: the first included time after the outage.
+    assert f.task.next_fire_ms == T0 + 9 * MIN
