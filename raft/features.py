@@ -72,7 +72,8 @@ FEATURES: Mapping[str, str] = {
         "runs at the resume (was: completed), a task edited while paused gets the new schedule's next "
         "fire (was: kept the old one's), nominal times a calendar excludes among those missed while the "
         "cluster could not fire are skipped_calendar and fire_once fires the latest included one (were: "
-        "missed_downtime, and fire_once could fire an excluded time)"
+        "missed_downtime, and fire_once could fire an excluded time), an overlap skip or drop says which "
+        "execution still runs in words (was: 'is execution_running')"
     ),
 }
 SUPPORTED: frozenset[str] = frozenset(FEATURES)

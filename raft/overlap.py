@@ -45,23 +45,30 @@ _START = OverlapDecision(PENDING)
 
 
 def decide_overlap(
-    policy: int, active: Sequence[Execution], *, force_buffer: bool = False
+    policy: int, active: Sequence[Execution], *, force_buffer: bool = False, plain: bool = False
 ) -> OverlapDecision:
     """What a new fire does, given the task's overlap `policy` (0: allow_all) and its `active`
     executions. `force_buffer` (a backfill): unless overlap is allowed, the new run queues up behind
-    whatever is active, whatever the policy."""
+    whatever is active, whatever the policy. `plain`: the ledger's reason in words ("execution X still
+    running (overlap skip)": feature schedule_fixes); else the previous release's ("execution X is
+    execution_running")."""
     policy = policy or common_pb2.OVERLAP_ALLOW_ALL
     if not active or policy == common_pb2.OVERLAP_ALLOW_ALL:
         return _START  # every fire of a task with overlap allow_all, or with nothing active
     if force_buffer:
         return OverlapDecision(BUFFERED)
-    busy = f"execution {active[0].execution_id} is {common_pb2.ExecutionState.Name(active[0].state).lower()}"
+    state = common_pb2.ExecutionState.Name(active[0].state).lower()
+    if plain:
+        busy = f"execution {active[0].execution_id} still {state.removeprefix('execution_')}"
+    else:
+        busy = f"execution {active[0].execution_id} is {state}"
     buffered = sum(1 for e in active if e.state == BUFFERED)
     if policy == common_pb2.OVERLAP_SKIP:
-        return OverlapDecision(None, common_pb2.SKIPPED_OVERLAP, busy)
+        return OverlapDecision(None, common_pb2.SKIPPED_OVERLAP, f"{busy} (overlap skip)" if plain else busy)
     if policy == common_pb2.OVERLAP_BUFFER_ONE:
         if buffered:
-            return OverlapDecision(None, common_pb2.BUFFER_DROPPED, busy)
+            reason = f"{busy}, a run already waits (overlap buffer_one)" if plain else busy
+            return OverlapDecision(None, common_pb2.BUFFER_DROPPED, reason)
         return OverlapDecision(BUFFERED)
     if policy == common_pb2.OVERLAP_BUFFER_ALL:
         if buffered >= MAX_BUFFERED:

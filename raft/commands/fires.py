@@ -154,6 +154,13 @@ def _fire_grants(ctx: Ctx) -> bool:
     return ctx.stats.has(ctx.txn, features.FIRE_GRANT)
 
 
+def _schedule_fixes(ctx: Ctx) -> bool:
+    """Whether the cluster's level has "schedule_fixes" (raft.features), read once per entry when batched."""
+    if ctx.stats is None:
+        return features.is_active(ctx.txn, features.SCHEDULE_FIXES)
+    return ctx.stats.has(ctx.txn, features.SCHEDULE_FIXES)
+
+
 def _record_window_end(ctx: Ctx, task16: bytes, task: Task, after: int, ans: Answers) -> None:
     """The task completed because its window or run budget ended: the first nominal time it would
     have had next is recorded as outside_window, so `explain` says why it stopped."""
@@ -219,7 +226,9 @@ def start_execution(
     policy = common_pb2.OVERLAP_ALLOW_ALL if lead else spec.overlap or common_pb2.OVERLAP_ALLOW_ALL
     # Only the other policies look at the active executions: allow_all (the default) skips the scan.
     active = firing.active_executions(txn, task16) if policy != common_pb2.OVERLAP_ALLOW_ALL else []
-    decision = decide_overlap(policy, active, force_buffer=force_buffer)
+    # Read only where a reason may be worded: a task with a policy and executions still active.
+    plain = bool(active) and _schedule_fixes(ctx)
+    decision = decide_overlap(policy, active, force_buffer=force_buffer, plain=plain)
     if decision.state is None:
         firing.record(txn, task16, nominal, decision.outcome, ctx.now, reason=decision.reason)
         return None

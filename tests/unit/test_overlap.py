@@ -56,6 +56,15 @@ def test_buffer_one_keeps_one_then_drops() -> None:
     )
 
 
+def test_the_reasons_in_words_with_schedule_fixes() -> None:
+    assert decide_overlap(common_pb2.OVERLAP_SKIP, RUNS, plain=True).reason == (
+        "execution e1 still running (overlap skip)"
+    )
+    assert decide_overlap(common_pb2.OVERLAP_BUFFER_ONE, RUNS_AND_WAITS, plain=True).reason == (
+        "execution e1 still running, a run already waits (overlap buffer_one)"
+    )
+
+
 def test_buffer_all_drops_past_its_bound() -> None:
     assert decide_overlap(common_pb2.OVERLAP_BUFFER_ALL, RUNS_AND_WAITS) == OverlapDecision(BUFFERED)
     full = RUNS + [ex(f"b{i}", BUFFERED) for i in range(MAX_BUFFERED)]

@@ -5,7 +5,7 @@ on old and new nodes)."""
 from __future__ import annotations
 
 import pytest
-from test_state import T0, Log, create, epoch, fire, spec
+from test_state import T0, Log, create, epoch, fire, grant, spec, tid
 
 from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft import features
@@ -122,3 +122,24 @@ def test_calendar_excluded_times_missed_in_an_outage_stay_skipped_calendar(fixes
         assert not f.executions
     # The next fire: the first included time after the outage.
     assert f.task.next_fire_ms == T0 + 9 * MIN
+
+
+@pytest.mark.parametrize("fixes", [True, False])
+def test_a_skipped_overlap_says_which_execution_still_runs(fixes: bool) -> None:
+    log = _log(fixes)
+    s = spec(_every_minute(0), overlap=common_pb2.OVERLAP_SKIP)
+    (c,) = log.apply(create(ID, s))
+    first = c.task.next_fire_ms
+    (f,) = log.apply(fire(ID, first, tid(100)))
+    assert f.applied, f.error
+    (g,) = log.apply(grant(tid(100)))
+    assert g.applied, g.error
+    (skipped,) = log.apply(fire(ID, first + MIN, tid(101)))  # the first run still runs
+    assert skipped.applied, skipped.error
+    with log.sm.kv.read() as txn:
+        rec = next(r for r in sm_ledger(txn, ID, first + MIN, first + MIN, 10))
+    assert rec.outcome == common_pb2.SKIPPED_OVERLAP
+    if fixes:
+        assert rec.reason == f"execution {tid(100)} still running (overlap skip)"
+    else:  # the previous release's words
+        assert rec.reason == f"execution {tid(100)} is execution_running"
