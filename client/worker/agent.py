@@ -58,6 +58,7 @@ _log = structlog.get_logger("cronraft.client.worker")
 _H = TypeVar("_H", bound=Handler)
 
 _HELLO_TIMEOUT_S = 3.0  # short: a node behind a partition must not hold the worker for a lease TTL
+_ACK_WAIT_S = 1.0  # at the end of a drain: the most we wait for the leader to acknowledge our results
 
 # What this worker does that a release before the feature gate's did not (raft.features.WORKER_FEATURES,
 # which the client may not import): it hands a payload's result file back.
@@ -222,13 +223,14 @@ class Worker:
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.shutdown_grace_s
         tasks = {a.task for a in self._attempts.values() if a.task is not None}
         await self._wait_or_hurry(tasks, self.config.shutdown_grace_s)
         await self._kill_all(StopReason.SHUTDOWN, wait_s=self.config.kill_grace_s + 2)
         await self._results.stored()  # an attempt's task ends before its result is in the outbox
-        # Give the leader a moment to acknowledge what was just sent; the outbox keeps the rest.
-        ack_wait = min(1.0, max(0.0, deadline - loop.time()))
+        # Give the leader a moment to acknowledge what was just sent; the outbox keeps the rest. Not
+        # taken from the grace: the attempts killed at its end have results too, and a result left in the
+        # outbox is delivered only if this id comes back before the lease expires (else run again).
+        ack_wait = _ACK_WAIT_S
         while ack_wait > 0:
             self._results.acked.clear()  # before looking, so that an ack arriving meanwhile is not missed
             if not ((self.outbox.pending() or self._results.volatile) and self.connected.is_set()):

@@ -297,6 +297,25 @@ async def test_graceful_stop_lets_attempts_finish_within_the_grace_then_kills_th
 
 
 @pytest.mark.asyncio
+async def test_an_attempt_killed_at_the_end_of_the_grace_has_its_result_handed_in(tmp_path: Path) -> None:
+    """The result of an attempt killed when the shutdown grace ran out is sent and acknowledged before
+    the worker exits (docs/operations.md: it "stops the rest and hands their results in"). The wait for
+    acknowledgements used to be what was left of the grace: nothing, so the result stayed in the outbox
+    and its execution waited for its lease to expire, then ran again."""
+    async with fake_leader() as leader:
+        worker = Worker(worker_config([leader.address], tmp_path, shutdown_grace_s=0.3))
+        run = asyncio.create_task(worker.run())
+        stream = await connected_stream(leader)
+        stream.put_nowait(offers(make_lease("exec-overrun", argv=["sleep", "30"])))
+        await heartbeat_listing(leader, {"exec-overrun"})
+        worker.stop()
+        await asyncio.wait_for(run, WAIT_S)
+        result = await leader.result_for("exec-overrun")
+        assert result.error == "worker shut down; attempt killed"
+        assert list(worker.outbox.pending()) == []  # acknowledged: nothing left to deliver
+
+
+@pytest.mark.asyncio
 async def test_renewal_moves_the_deadline_to_heartbeat_send_time_plus_ttl(tmp_path: Path) -> None:
     clock = worker_clock()
     async with fake_leader(heartbeat_interval_ms=20, lease_ttl_ms=1000) as leader:
