@@ -34,6 +34,7 @@ from cronraft.raft.records import TERMINAL_STATES
 from cronraft.raft.rejection import Code, Rejection
 from cronraft.raft.schedule import MAX_INSTANT_MS
 from cronraft.raft.validate import check_namespace, check_new_targets, validate_spec
+from cronraft.tokenfile import ALL_NAMESPACES
 
 if TYPE_CHECKING:
     from cronraft.daemon.node import Node
@@ -118,9 +119,11 @@ class TaskMethods(SchedulerBase):
         node.leader_runner()
         check_id(request.task_id, "task_id")
         with node.kv.read() as txn:
-            _task_for(txn, request.task_id, "DeleteTask")
+            namespace = _deleted_by(txn, request)
+            if namespace is None:
+                namespace = _task_for(txn, request.task_id, "DeleteTask").spec.namespace
         body = commands_pb2.DeleteTask(task_id=request.task_id, force=request.force)
-        res = await self._write("delete", request.request_id, delete_task=body)
+        res = await self._write("delete", request.request_id, namespace, delete_task=body)
         return scheduler_pb2.DeleteTaskResponse(
             task=res.tasks[0] if res.tasks else common_pb2.Task(task_id=request.task_id),
             executions_deleted=res.pruned.executions,
@@ -304,6 +307,25 @@ def _same_namespace(task: common_pb2.Task, spec: common_pb2.TaskSpec) -> str:
             "to another namespace (create it there instead)",
         )
     return task.spec.namespace
+
+
+def _deleted_by(txn: Txn, request: scheduler_pb2.DeleteTaskRequest) -> str | None:
+    """The namespace to act in when this very request deleted the task: its request id is in the dedup
+    table with the task's summary, else None. A retry of a delete whose answer was lost (a leader killed
+    after applying it) finds the task gone, and the existence check refused it NOT_FOUND where the dedup
+    table holds the answer the first attempt got. The summary does not keep the task's namespace, so the
+    caller needs its role in every namespace, as for the other remains of a deleted task
+    (common._task_namespace); anyone else still gets NOT_FOUND."""
+    if not request.request_id:
+        return None
+    seen = txn.get("requests", _request_id(request.request_id, "delete").encode())
+    if seen is None:
+        return None
+    done = commands_pb2.CommandResult.FromString(seen)
+    if not done.tasks or done.tasks[0].task_id != request.task_id:
+        return None  # refused when applied (the task is still there), or another task's request id
+    require_role("DeleteTask", ALL_NAMESPACES, hide=f"task {request.task_id} not found")
+    return ""  # checked: `_write` must not look the task up
 
 
 def _check_upstreams(txn: Txn, spec: common_pb2.TaskSpec) -> None:
