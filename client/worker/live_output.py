@@ -1,7 +1,8 @@
 """Live output: what running attempts print, forwarded to the leader as `OutputChunk` messages every
 flush interval while a stream is open. Best effort: without a stream it is dropped, and beyond
 MAX_LIVE_OUTPUT_BYTES per attempt and stream the oldest bytes go (the result's tails are the reliable
-record)."""
+record). What is dropped is said where it was, in the stream itself (`gap_note`): a reader of the log sees
+that bytes are missing there and how many, not a silently spliced text."""
 
 from __future__ import annotations
 
@@ -19,6 +20,14 @@ from cronraft.proto.v1 import common_pb2, worker_pb2
 MAX_LIVE_OUTPUT_BYTES = 256 * 1024
 
 
+def gap_note(dropped: int) -> bytes:
+    """The line put in a live stream where `dropped` bytes of it were not forwarded."""
+    return (
+        f"\n[cronraft: {dropped} bytes of output not kept here: written faster than the worker forwards "
+        "it, or while it had no stream to the cluster]\n"
+    ).encode()
+
+
 @dataclass(eq=False)
 class _Buffered:
     """Output of one attempt not yet flushed as OutputChunk messages."""
@@ -27,6 +36,8 @@ class _Buffered:
     token: common_pb2.FencingToken
     buffers: dict[worker_pb2.OutputStream.ValueType, bytearray] = field(default_factory=dict)
     finished: bool = False
+    # Bytes of each stream dropped since its last flush (said in the stream by `gap_note`).
+    dropped: dict[worker_pb2.OutputStream.ValueType, int] = field(default_factory=dict)
 
 
 class LiveOutput:
@@ -55,19 +66,22 @@ class LiveOutput:
         stream: worker_pb2.OutputStream.ValueType,
         data: bytes,
     ) -> None:
-        if not self._connected():
-            return  # live output is best effort; the result carries the tails
         live = self._live.get(key)
         if live is None:
             if key not in self._open:
                 return  # written after the attempt ended: nobody would flush or forget it
             live = self._live[key] = _Buffered(key=key, token=token)
         buf = live.buffers.setdefault(stream, bytearray())
+        if not self._connected():
+            # Live output is best effort (the result carries the tails): counted, said at the next flush.
+            live.dropped[stream] = live.dropped.get(stream, 0) + len(data)
+            return
         buf += data
         self._dirty.add(live.key)
         excess = len(buf) - MAX_LIVE_OUTPUT_BYTES
         if excess > 0:
             del buf[:excess]
+            live.dropped[stream] = live.dropped.get(stream, 0) + excess
 
     def finish(self, key: AttemptKey) -> None:
         """The attempt ended: flush what is left, then forget it (at once without a stream)."""
@@ -76,7 +90,8 @@ class LiveOutput:
         if live is not None:
             live.finished = True
             # Nothing left to flush (most attempts print nothing): forget it now, not on a flush pass.
-            if not self._connected() or (key not in self._dirty and not any(live.buffers.values())):
+            nothing = not any(live.buffers.values()) and not any(live.dropped.values())
+            if not self._connected() or (key not in self._dirty and nothing):
                 del self._live[key]
             else:
                 self._dirty.add(key)
@@ -87,7 +102,10 @@ class LiveOutput:
             if live.finished:
                 del self._live[key]
             else:
-                live.buffers.clear()
+                for stream, buf in live.buffers.items():
+                    if buf:
+                        live.dropped[stream] = live.dropped.get(stream, 0) + len(buf)
+                        buf.clear()
 
     async def flush_loop(self, session: Session) -> None:
         while True:
@@ -110,9 +128,13 @@ class LiveOutput:
             if live is None:
                 continue
             for stream, buf in list(live.buffers.items()):  # grows while we await
-                if buf:
+                dropped = live.dropped.pop(stream, 0)
+                if buf or dropped:
+                    # A gap goes before what follows it: it was dropped from the front of this buffer
+                    # (or while there was no stream, before anything buffered since).
+                    data = gap_note(dropped) + buf if dropped else bytes(buf)
                     chunk = worker_pb2.OutputChunk(
-                        execution_id=key[0], token=live.token, stream=stream, data=bytes(buf)
+                        execution_id=key[0], token=live.token, stream=stream, data=data
                     )
                     buf.clear()
                     await session.write(worker_pb2.WorkerMessage(output=chunk))

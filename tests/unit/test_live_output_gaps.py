@@ -1,0 +1,59 @@
+"""Live output that the worker drops is said in the stream (client/worker/live_output.py): a log with a
+gap shows it and its size, instead of the bytes before and after it spliced together as one text."""
+
+from __future__ import annotations
+
+import asyncio
+
+from cronraft.client.worker.live_output import MAX_LIVE_OUTPUT_BYTES, LiveOutput, gap_note
+from cronraft.proto.v1 import common_pb2, worker_pb2
+
+KEY = ("exec-1", 1)
+TOKEN = common_pb2.FencingToken(term=1, index=7)
+
+
+class Session:
+    def __init__(self) -> None:
+        self.written: list[worker_pb2.WorkerMessage] = []
+
+    async def write(self, msg: worker_pb2.WorkerMessage) -> None:
+        self.written.append(msg)
+
+
+def _flushed(live: LiveOutput) -> bytes:
+    session = Session()
+    asyncio.run(live._flush(session, {KEY}))  # type: ignore[arg-type]
+    return b"".join(m.output.data for m in session.written if m.output.stream == worker_pb2.STDOUT)
+
+
+def test_output_beyond_the_buffer_leaves_a_note_of_its_size() -> None:
+    live = LiveOutput(connected=lambda: True, flush_interval_s=0.1)
+    sink = live.open(KEY, TOKEN)  # type: ignore[arg-type]
+    sink(worker_pb2.STDOUT, b"a" * 1000)
+    sink(worker_pb2.STDOUT, b"b" * MAX_LIVE_OUTPUT_BYTES)  # pushes the a's out
+    out = _flushed(live)
+    assert out == gap_note(1000) + b"b" * MAX_LIVE_OUTPUT_BYTES
+    sink(worker_pb2.STDOUT, b"c")
+    assert _flushed(live) == b"c"  # said once
+
+
+def test_output_without_a_stream_leaves_a_note_where_it_was() -> None:
+    connected = False
+    live = LiveOutput(connected=lambda: connected, flush_interval_s=0.1)
+    sink = live.open(KEY, TOKEN)  # type: ignore[arg-type]
+    sink(worker_pb2.STDOUT, b"lost while cut off\n")
+    connected = True
+    sink(worker_pb2.STDOUT, b"after\n")
+    assert _flushed(live) == gap_note(19) + b"after\n"
+
+
+def test_a_disconnect_drops_the_buffer_and_says_so() -> None:
+    connected = True
+    live = LiveOutput(connected=lambda: connected, flush_interval_s=0.1)
+    sink = live.open(KEY, TOKEN)  # type: ignore[arg-type]
+    sink(worker_pb2.STDOUT, b"x" * 10)
+    connected = False
+    live.drop()
+    connected = True
+    sink(worker_pb2.STDOUT, b"y")
+    assert _flushed(live) == gap_note(10) + b"y"
