@@ -13,7 +13,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -28,6 +28,9 @@ from tests.support.wait import wait_until
 
 T = TypeVar("T")
 SECRET = "integration-test-secret"
+# What the test workers run beyond a worker's default policy: shell payloads and HTTP payloads to
+# loopback (the tests' servers), both refused by default.
+TEST_WORKER_POLICY = ("--allow-shell", "--allow-http-loopback")
 
 
 def wait_for(cond: Callable[[], T | None], timeout_s: float, what: str, interval_s: float = 0.05) -> T:
@@ -148,10 +151,9 @@ class Cluster:
         capacity: int = 4,
         extra_args: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
-        policy_args: tuple[str, ...] = ("--allow-shell", "--allow-http-loopback"),
+        policy_args: tuple[str, ...] = TEST_WORKER_POLICY,
     ) -> None:
-        """`policy_args`: by default these workers run shell payloads and HTTP payloads to loopback (the
-        tests' servers), both refused by a worker's default policy; pass () for the defaults."""
+        """`policy_args`: by default TEST_WORKER_POLICY; pass () for a worker's default policy."""
         if worker_id not in self.workers:
             self.core.add(Proc(worker_id, "worker", self.root / f"{worker_id}.log"))
         outbox = self.root / f"{worker_id}-outbox"
@@ -185,6 +187,35 @@ class Cluster:
 
     def logs(self) -> str:
         return tail_logs(sorted(self.root.glob("*.log")))
+
+
+@dataclass(frozen=True)
+class Worker:
+    """A worker for `started` to start: `Cluster.start_worker`'s arguments."""
+
+    worker_id: str
+    capacity: int = 4
+    extra_args: tuple[str, ...] = ()
+    env: dict[str, str] | None = field(default=None, hash=False)
+    policy_args: tuple[str, ...] = TEST_WORKER_POLICY
+
+
+def started(cluster: Cluster, workers: Sequence[Worker] = (Worker("w1", capacity=8),)) -> Cluster:
+    """`cluster` started, `workers` started and every one of them connected to the leader; returns it.
+
+    The one start of a test module's cluster: if any step fails (a node that does not come up, a worker
+    that never connects), the nodes' and workers' logs are printed before the error goes on, since a
+    fixture that fails has no test whose failure prints them (conftest.py's fixtures print them after a
+    failed test only). The default is one worker, w1, with 8 slots: what most modules need."""
+    try:
+        cluster.start()
+        for w in workers:
+            cluster.start_worker(w.worker_id, w.capacity, w.extra_args, w.env, w.policy_args)
+        cluster.wait_workers(len(workers))
+    except BaseException:
+        print(cluster.logs())
+        raise
+    return cluster
 
 
 def ledger_command(ledger: Path) -> list[str]:

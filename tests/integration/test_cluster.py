@@ -16,21 +16,11 @@ from cronraft.client import Client, at, command, cron
 from cronraft.errors import InvalidArgument
 from cronraft.proto.v1 import common_pb2
 
-from .harness import Cluster, ledger_command, read_ledger, wait_for
+from .harness import Cluster, Worker, ledger_command, read_ledger, started, wait_for
 
 pytestmark = pytest.mark.integration
 
-
-def _start(c: Cluster) -> Cluster:
-    try:
-        c.start()
-        c.start_worker("w1")
-        c.start_worker("w2")
-        c.wait_workers(2)
-    except BaseException:
-        print(c.logs())
-        raise
-    return c
+WORKERS = (Worker("w1"), Worker("w2"))
 
 
 @pytest.fixture
@@ -38,7 +28,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     """A cluster of the test's own, for a test that kills or restarts its nodes."""
     c = Cluster(tmp_path, n=3)
     try:
-        yield _start(c)
+        yield started(c, workers=WORKERS)
     finally:
         c.stop()
 
@@ -48,7 +38,7 @@ def module_cluster(tmp_path_factory: pytest.TempPathFactory, module_clusters: li
     """One cluster for the tests that leave it running (each with its own task names)."""
     c = Cluster(tmp_path_factory.mktemp("cluster"), n=3)
     module_clusters.append(c)
-    return _start(c)
+    return started(c, workers=WORKERS)
 
 
 @pytest.fixture

@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import sys
 import time
 from collections import Counter
@@ -47,6 +46,7 @@ from cronraft.client.cli import main as schedctl_main
 from cronraft.proto.v1 import common_pb2
 
 from .harness import Cluster, faketime_env, ledger_command, read_ledger, wait_for
+from .semantics import cpu_seconds, first_started_ms, outcome_name
 
 pytestmark = pytest.mark.integration
 
@@ -252,11 +252,6 @@ def _preview_rows(*argv: str) -> list[Preview]:
     ]
 
 
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _run_transition(root: Path, at_ms: int, cases: list[Case], clusters: list[Cluster]) -> Transition:
     """Start a cluster whose clocks read LEAD_S before `at_ms`, create the cases' tasks, watch the
     transition, and collect what happened."""
@@ -306,14 +301,14 @@ def _run_transition(root: Path, at_ms: int, cases: list[Case], clusters: list[Cl
         lead = c.wait_leader(10)
         assert lead.proc is not None
         leaders.add(lead.node_id)
-        cpu0, mono0 = _cpu_s(lead.proc.pid), time.monotonic()
+        cpu0, mono0 = cpu_seconds(lead.proc.pid), time.monotonic()
 
         def past(ms: int) -> bool:
             seen_leader()
             return fake_now() >= ms
 
         wait_for(lambda: past(end_ms + 300), 20, "the window to pass")
-        share = (_cpu_s(lead.proc.pid) - cpu0) / (time.monotonic() - mono0)
+        share = (cpu_seconds(lead.proc.pid) - cpu0) / (time.monotonic() - mono0)
 
         def settled() -> bool:  # every execution of the window has ended
             return all(
@@ -356,19 +351,11 @@ def _watch(root: Path, at_ms: int, cases: list[Case], clusters: list[Cluster]) -
     return t
 
 
-def _outcome(rec: common_pb2.FireRecord) -> str:
-    return common_pb2.FireOutcome.Name(rec.outcome)
-
-
-def _started_ms(e: common_pb2.Execution) -> int:
-    return e.attempts[0].started_at_ms if e.attempts else e.started_at_ms
-
-
 def _check(t: Transition, name: str) -> None:
     r = t.runs[name]
     created = r.task.created_at_ms
     in_window = [e for e in r.executions if created <= e.nominal_time_ms <= t.end_ms]
-    got = [(e.nominal_time_ms, _outcome(r.ledger[e.nominal_time_ms])) for e in in_window]
+    got = [(e.nominal_time_ms, outcome_name(r.ledger[e.nominal_time_ms])) for e in in_window]
     assert got == r.expected, f"{name}: fired {[(_iso(n), o) for n, o in got]}"
     # Nothing else in the ledger over the window (a skipped gap or fold time is no record at all).
     recorded = sorted(n for n in r.ledger if created <= n <= t.end_ms)
@@ -378,7 +365,7 @@ def _check(t: Transition, name: str) -> None:
         assert rec.execution_id == e.execution_id and e.state == SUCCEEDED, (name, e, rec)
         due = rec.actual_ms or e.nominal_time_ms
         assert due == e.nominal_time_ms, (name, rec)  # a shifted fire is due at its own (nominal) instant
-        started = _started_ms(e)
+        started = first_started_ms(e)
         assert due - START_SLACK_MS <= started <= due + ON_TIME_MS, (
             f"{name}: {_iso(due)} started {_iso(started)}"
         )

@@ -4,7 +4,6 @@ timeouts killing the whole process tree, cancelling a running command, HTTP and 
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,7 +14,8 @@ import pytest
 from cronraft.client import Client, at, command, shell
 from cronraft.proto.v1 import common_pb2
 
-from .harness import Cluster, wait_for
+from .harness import Cluster, Worker, started, wait_for
+from .semantics import final_execution, only_execution, process_alive
 
 pytestmark = pytest.mark.integration
 
@@ -37,16 +37,8 @@ def module_cluster(tmp_path_factory: pytest.TempPathFactory, module_clusters: li
     # a host of its [notify] webhook_hosts (issue 13).
     c = Cluster(root, n=3, extra_toml='[notify]\nwebhook_hosts = ["127.0.0.1"]\n')
     module_clusters.append(c)
-    try:
-        c.start()
-        c.start_worker(
-            "w1", capacity=8, extra_args=("--handlers", "my_handlers"), env={"PYTHONPATH": str(root)}
-        )
-        c.wait_workers(1)
-    except BaseException:
-        print(c.logs())
-        raise
-    return c
+    w1 = Worker("w1", capacity=8, extra_args=("--handlers", "my_handlers"), env={"PYTHONPATH": str(root)})
+    return started(c, workers=(w1,))
 
 
 @pytest.fixture
@@ -88,18 +80,6 @@ def _soon() -> common_pb2.Schedule:
     return at(int(time.time() * 1000) + 500)
 
 
-def _final(client: Client, execution_id: str) -> common_pb2.Execution:
-    active = (common_pb2.EXECUTION_PENDING, common_pb2.EXECUTION_RUNNING, common_pb2.EXECUTION_BUFFERED)
-    return wait_for(
-        lambda: (e := client.get_execution(execution_id)).state not in active and e, 60, "a final state"
-    )
-
-
-def _only_execution(client: Client, task_id: str) -> common_pb2.Execution:
-    (ex,) = wait_for(lambda: list(client.list_executions(task_id)), 30, "the execution")
-    return ex
-
-
 def test_failures_retry_then_dead_letter_notify_and_redrive(cluster: Cluster) -> None:
     hook = Hook()
     try:
@@ -113,7 +93,7 @@ def test_failures_retry_then_dead_letter_notify_and_redrive(cluster: Cluster) ->
             )
             spec.notify.append(common_pb2.NotifyTarget(webhook_url=hook.url))
             task = client.create_task_spec(spec)
-            ex = _final(client, _only_execution(client, task.task_id).execution_id)
+            ex = final_execution(client, only_execution(client, task.task_id).execution_id, timeout_s=60)
             assert ex.state == common_pb2.EXECUTION_FAILED and ex.attempt == 2 and ex.dead_lettered
             assert [a.exit_code for a in ex.attempts] == [3, 3]
             letters = list(client.list_dead_letters(task_id=task.task_id))
@@ -149,30 +129,20 @@ def test_a_timeout_kills_the_whole_process_tree(cluster: Cluster, tmp_path: Path
     script = f"sleep 60 & echo $! > {pid_file}; wait"
     with Client(cluster.servers, timeout_s=30) as client:
         task = client.create_task("hangs", _soon(), shell(script), timeout_ms=1_500)
-        ex = _final(client, _only_execution(client, task.task_id).execution_id)
+        ex = final_execution(client, only_execution(client, task.task_id).execution_id, timeout_s=60)
     assert ex.state == common_pb2.EXECUTION_TIMED_OUT
     pid = int(pid_file.read_text())
-    wait_for(lambda: not _alive(pid), 10, "the grandchild to be gone")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie waiting for its reaper counts as dead.
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split()[2] != "Z"
+    wait_for(lambda: not process_alive(pid), 10, "the grandchild to be gone")
 
 
 def test_cancelling_a_running_execution_kills_it(cluster: Cluster, tmp_path: Path) -> None:
     started = tmp_path / "started"
     with Client(cluster.servers, timeout_s=30) as client:
         task = client.create_task("long", _soon(), shell(f"touch {started}; exec sleep 60"))
-        ex = _only_execution(client, task.task_id)
+        ex = only_execution(client, task.task_id)
         wait_for(started.exists, 30, "the command to start")
         client.cancel_execution(ex.execution_id, reason="not needed")
-        done = _final(client, ex.execution_id)
+        done = final_execution(client, ex.execution_id, timeout_s=60)
     assert done.state == common_pb2.EXECUTION_CANCELLED
 
 
@@ -188,8 +158,8 @@ def test_http_and_handler_payloads_run_on_the_worker(cluster: Cluster) -> None:
                 handler=common_pb2.HandlerPayload(name="greet", args_json='{"name": "ada"}')
             )
             t2 = client.create_task("greet", _soon(), handler_payload)
-            e1 = _final(client, _only_execution(client, t1.task_id).execution_id)
-            e2 = _final(client, _only_execution(client, t2.task_id).execution_id)
+            e1 = final_execution(client, only_execution(client, t1.task_id).execution_id, timeout_s=60)
+            e2 = final_execution(client, only_execution(client, t2.task_id).execution_id, timeout_s=60)
         assert e1.state == common_pb2.EXECUTION_SUCCEEDED and e1.stdout_tail.endswith(b"pong")
         method, headers, body = hook.received[0]
         assert method == "POST" and body == b"ping" and headers["Cronraft-Execution-Id"] == e1.execution_id
@@ -207,7 +177,7 @@ def test_full_output_is_kept_beyond_the_tails_and_followable(cluster: Cluster) -
     script = f"i=0; while [ $i -lt {lines} ]; do echo line-$i; i=$((i+1)); done; echo done >&2"
     with Client(cluster.servers, timeout_s=30) as client:
         task = client.create_task("chatty", _soon(), shell(script))
-        ex = _final(client, _only_execution(client, task.task_id).execution_id)
+        ex = final_execution(client, only_execution(client, task.task_id).execution_id, timeout_s=60)
         assert ex.state == common_pb2.EXECUTION_SUCCEEDED and len(ex.stdout_tail) <= 64 * 1024
 
         def complete() -> bool:
@@ -251,13 +221,13 @@ def test_a_sensor_holds_the_payload_until_its_probe_succeeds_or_times_out(
             ),
         )
         task = client.create_task_spec(spec)
-        ex = _only_execution(client, task.task_id)
+        ex = only_execution(client, task.task_id)
         wait_for(
             lambda: client.get_execution(ex.execution_id).state == common_pb2.EXECUTION_RUNNING, 30, "lease"
         )
         assert not ran.exists()  # probing: the payload waits
         ready.write_text("ok")
-        done = _final(client, ex.execution_id)
+        done = final_execution(client, ex.execution_id, timeout_s=60)
         assert done.state == common_pb2.EXECUTION_SUCCEEDED and ran.exists()
 
         never = common_pb2.TaskSpec(
@@ -267,6 +237,6 @@ def test_a_sensor_holds_the_payload_until_its_probe_succeeds_or_times_out(
             sensor=common_pb2.Sensor(probe=command("false"), interval_ms=200, timeout_ms=1_500),
         )
         t2 = client.create_task_spec(never)
-        failed = _final(client, _only_execution(client, t2.task_id).execution_id)
+        failed = final_execution(client, only_execution(client, t2.task_id).execution_id, timeout_s=60)
     assert failed.state == common_pb2.EXECUTION_FAILED
     assert "sensor not satisfied" in failed.error

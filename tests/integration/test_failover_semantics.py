@@ -10,29 +10,28 @@ that the semantic held, and that each nominal time of each task made at most one
 whose attempts ran once (`_ran_once`: a failover loses no lease here, so no re-dispatch is expected;
 docs/guarantees.md: a new leader waits out the leases of earlier terms, which their workers renew).
 
-Every payload stamps its start (execution id, attempt, CLOCK_MONOTONIC) in a file of its test; a gated
-one then waits for its gate file, so a run lasts across a failover for as long as the test needs.
+Every payload (semantics.Stamps) stamps its start (execution id, attempt, CLOCK_MONOTONIC) in a file
+of its test; a gated one then waits for its gate file, so a run lasts across a failover for as long as
+the test needs.
 """
 
 from __future__ import annotations
 
 import itertools
-import sys
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from cronraft.client import Client, at, build_spec, command, delay, every, retry
+from cronraft.client import Client, at, command, delay, every, retry
 from cronraft.proto.v1 import common_pb2
+from cronraft.raft.records import TERMINAL_STATES
 from cronraft.raft.schedule import jitter_offset_ms
 from tests.support.cluster import Proc, worker_argv
 
-from .harness import Cluster, NodeProc, wait_for
+from .harness import Cluster, NodeProc, started, wait_for
+from .semantics import Stamps, create_task_with_policies, executions_where, final_execution, now_ms, runs_of
 
 pytestmark = pytest.mark.integration
 
@@ -41,63 +40,10 @@ RUNNING = common_pb2.EXECUTION_RUNNING
 BUFFERED = common_pb2.EXECUTION_BUFFERED
 SUCCEEDED = common_pb2.EXECUTION_SUCCEEDED
 EXPIRED = common_pb2.EXECUTION_EXPIRED
-ENDED = frozenset(
-    {
-        SUCCEEDED,
-        common_pb2.EXECUTION_FAILED,
-        common_pb2.EXECUTION_TIMED_OUT,
-        common_pb2.EXECUTION_CANCELLED,
-        common_pb2.EXECUTION_LOST,
-        EXPIRED,
-    }
-)
 # How far a payload may start before its due instant by the worker's clock (the same machine clock:
 # rounding only; test_schedule_kinds.py).
 START_SLACK_MS = 20
 GREEN = {"zone": "green"}  # carried by no worker until the label test starts one after its failover
-
-# The payload: stamp "start", wait for the gate if one is given (at most 60 s: never a process left
-# behind), then exit 1 while its attempt is below `succeed_from`, else 0.
-_PAYLOAD = (
-    "import os, sys, time\n"
-    "stamps, gate, succeed_from = sys.argv[1], sys.argv[2], int(sys.argv[3])\n"
-    "attempt = int(os.environ['CRONRAFT_ATTEMPT'])\n"
-    "with open(stamps, 'a') as f:\n"
-    "    f.write(f\"{os.environ['CRONRAFT_EXECUTION_ID']} {attempt} {time.monotonic_ns()}\\n\")\n"
-    "deadline = time.monotonic() + 60\n"
-    "while gate and not os.path.exists(gate) and time.monotonic() < deadline:\n"
-    "    time.sleep(0.02)\n"
-    "sys.exit(0 if attempt >= succeed_from else 1)\n"
-)
-
-
-@dataclass
-class Stamps:
-    """The start stamps of one test's payloads, and its gate."""
-
-    path: Path
-    gate: Path
-
-    def payload(self, *, gated: bool = False, succeed_from: int = 1) -> common_pb2.Payload:
-        gate = str(self.gate) if gated else ""
-        return command(sys.executable, "-c", _PAYLOAD, str(self.path), gate, str(succeed_from))
-
-    def open(self) -> None:
-        self.gate.touch()
-
-    def starts(self) -> list[tuple[str, int, int]]:
-        """(execution id, attempt, monotonic ns) of every start, in the order written."""
-        if not self.path.exists():
-            return []
-        rows = []
-        for line in self.path.read_text().splitlines():
-            parts = line.split()
-            if len(parts) == 3:  # else a line being written
-                rows.append((parts[0], int(parts[1]), int(parts[2])))
-        return rows
-
-    def started(self, execution_id: str) -> bool:
-        return any(eid == execution_id for eid, _, _ in self.starts())
 
 
 @pytest.fixture(scope="module")
@@ -106,14 +52,7 @@ def module_cluster(tmp_path_factory: pytest.TempPathFactory, module_clusters: li
     # node's restart), so that no attempt is fenced by its worker's local deadline.
     c = Cluster(tmp_path_factory.mktemp("failover-semantics"), n=3, lease_ttl_ms=15_000)
     module_clusters.append(c)
-    try:
-        c.start()
-        c.start_worker("w1", capacity=8)
-        c.wait_workers(1)
-    except BaseException:
-        print(c.logs())
-        raise
-    return c
+    return started(c)
 
 
 @pytest.fixture
@@ -141,10 +80,6 @@ def stamps(tmp_path: Path) -> Iterator[Stamps]:
 # -- helpers ----------------------------------------------------------------------------------------
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 def _failover(c: Cluster) -> NodeProc:
     """SIGKILL the leader, wait for another one, restart the killed node (it catches up meanwhile; the
     `cluster` fixture waits for it before the next test). Returns the new leader."""
@@ -155,53 +90,12 @@ def _failover(c: Cluster) -> NodeProc:
     return new
 
 
-def _create(
-    client: Client,
-    name: str,
-    schedule: common_pb2.Schedule,
-    payload: common_pb2.Payload,
-    *,
-    start_deadline_ms: int = 0,
-    depends_on: Sequence[str] = (),
-    **kw: Any,
-) -> common_pb2.Task:
-    """A task from `create_task`'s keyword arguments plus the policies only a whole spec carries."""
-    spec = build_spec(name, schedule, payload, **kw)
-    spec.start_deadline_ms = start_deadline_ms
-    for upstream in depends_on:
-        spec.depends_on.add(task_id=upstream)
-    return client.create_task_spec(spec)
-
-
-def _runs(client: Client, task_id: str) -> list[common_pb2.Execution]:
-    """The task's executions, by nominal time."""
-    return sorted(client.list_executions(task_id), key=lambda e: (e.nominal_time_ms, e.execution_id))
-
-
-def _where(
-    client: Client,
-    task_id: str,
-    pred: Callable[[list[common_pb2.Execution]], bool],
-    what: str,
-    timeout_s: float = 30,
-) -> list[common_pb2.Execution]:
-    return wait_for(lambda: (xs := _runs(client, task_id)) and pred(xs) and xs, timeout_s, what)
-
-
-def _final(client: Client, execution_id: str, timeout_s: float = 30) -> common_pb2.Execution:
-    return wait_for(
-        lambda: (e := client.get_execution(execution_id)).state in ENDED and e,
-        timeout_s,
-        f"execution {execution_id} to end",
-    )
-
-
 def _ran_once(client: Client, task_ids: Sequence[str], stamps: Stamps) -> None:
     """No duplicates: each nominal time of each task has one execution, each attempt of each execution
     started once (as its payload stamped it), and every stamped start is an attempt the store recorded."""
     attempts: set[tuple[str, int]] = set()
     for task_id in task_ids:
-        runs = _runs(client, task_id)
+        runs = runs_of(client, task_id)
         nominal = Counter(e.nominal_time_ms for e in runs if not e.manual)
         assert max(nominal.values(), default=1) == 1, f"a nominal time fired twice: {nominal}"
         for e in runs:
@@ -224,20 +118,20 @@ def test_a_retry_in_its_backoff_runs_once_after_a_failover(
     initial_ms = 3000
     task = client.create_task(
         "fo-retry",
-        at(_now_ms() + 300),
+        at(now_ms() + 300),
         stamps.payload(succeed_from=2),
         max_attempts=3,
         retry=retry(f"{initial_ms}ms"),
     )
-    (waiting,) = _where(
+    (waiting,) = executions_where(
         client,
         task.task_id,
         lambda xs: xs[0].state == PENDING and len(xs[0].attempts) == 1,
         "attempt 1 to fail and the retry to wait for its backoff",
     )
-    assert waiting.not_before_ms > _now_ms() + 1000, "the backoff ended before the failover began"
+    assert waiting.not_before_ms > now_ms() + 1000, "the backoff ended before the failover began"
     _failover(cluster)
-    ex = _final(client, waiting.execution_id)
+    ex = final_execution(client, waiting.execution_id)
     assert ex.state == SUCCEEDED, ex
     assert [(a.attempt, a.exit_code) for a in ex.attempts] == [(1, 1), (2, 0)], ex.attempts
     a1, a2 = ex.attempts
@@ -255,7 +149,7 @@ def test_a_buffered_run_is_promoted_after_a_failover(
     task = client.create_task(
         "fo-buffer-one", every("1s", max_runs=2), stamps.payload(gated=True), overlap="buffer_one"
     )
-    running, buffered = _where(
+    running, buffered = executions_where(
         client,
         task.task_id,
         lambda xs: [e.state for e in xs] == [RUNNING, BUFFERED] and stamps.started(xs[0].execution_id),
@@ -263,10 +157,10 @@ def test_a_buffered_run_is_promoted_after_a_failover(
     )
     _failover(cluster)
     stamps.open()
-    execs = _where(
+    execs = executions_where(
         client,
         task.task_id,
-        lambda xs: len(xs) == 2 and all(e.state in ENDED for e in xs),
+        lambda xs: len(xs) == 2 and all(e.state in TERMINAL_STATES for e in xs),
         "the held run and the buffered one to end",
     )
     assert [e.execution_id for e in execs] == [running.execution_id, buffered.execution_id]
@@ -284,17 +178,17 @@ def test_a_downstream_runs_after_its_upstream_succeeds_past_a_failover(
     """The downstream of a logical date waits (pending, saying why) while its upstream runs held by its
     gate; the leader is killed; the upstream succeeds under the new leader, and the downstream runs once,
     after it."""
-    nominal = _now_ms() + 500  # both at one instant: the same logical date
+    nominal = now_ms() + 500  # both at one instant: the same logical date
     upstream = client.create_task("fo-dep-upstream", at(nominal), stamps.payload(gated=True))
-    downstream = _create(
+    downstream = create_task_with_policies(
         client, "fo-dep-downstream", at(nominal), stamps.payload(), depends_on=[upstream.task_id]
     )
     (up,) = wait_for(
-        lambda: (xs := _runs(client, upstream.task_id)) and stamps.started(xs[0].execution_id) and xs,
+        lambda: (xs := runs_of(client, upstream.task_id)) and stamps.started(xs[0].execution_id) and xs,
         30,
         "the upstream to start",
     )
-    (down,) = _where(
+    (down,) = executions_where(
         client,
         downstream.task_id,
         lambda xs: xs[0].state == PENDING and "waiting for fo-dep-upstream" in xs[0].waiting_reason,
@@ -302,8 +196,8 @@ def test_a_downstream_runs_after_its_upstream_succeeds_past_a_failover(
     )
     _failover(cluster)
     stamps.open()
-    up = _final(client, up.execution_id)
-    down = _final(client, down.execution_id)
+    up = final_execution(client, up.execution_id)
+    down = final_execution(client, down.execution_id)
     assert up.state == SUCCEEDED and down.state == SUCCEEDED, (up, down)
     assert down.attempts[0].started_at_ms >= up.attempts[0].finished_at_ms
     assert [a.attempt for a in down.attempts] == [1]
@@ -319,17 +213,17 @@ def test_a_fixed_delay_chain_goes_on_after_a_failover(
     delay_ms = 1500
     task = client.create_task("fo-delay", delay(f"{delay_ms}ms"), stamps.payload(gated=True))
     (first,) = wait_for(
-        lambda: (xs := _runs(client, task.task_id)) and stamps.started(xs[0].execution_id) and xs,
+        lambda: (xs := runs_of(client, task.task_id)) and stamps.started(xs[0].execution_id) and xs,
         30,
         "the first run to start",
     )
     stamps.open()  # later runs pass the open gate at once
-    _final(client, first.execution_id)
+    final_execution(client, first.execution_id)
     planned = client.get_task(task.task_id)
-    assert planned.next_fire_ms > _now_ms(), "the next run was due before the failover began"
+    assert planned.next_fire_ms > now_ms(), "the next run was due before the failover began"
     _failover(cluster)
     try:
-        runs = _where(
+        runs = executions_where(
             client,
             task.task_id,
             lambda xs: sum(e.state == SUCCEEDED for e in xs) >= 3,
@@ -338,7 +232,7 @@ def test_a_fixed_delay_chain_goes_on_after_a_failover(
     finally:
         client.cancel_task(task.task_id)
     assert runs[1].nominal_time_ms == planned.next_fire_ms, (runs[1], planned)
-    done = [e for e in runs if e.state in ENDED]
+    done = [e for e in runs if e.state in TERMINAL_STATES]
     for prev, nxt in itertools.pairwise(done):
         assert nxt.nominal_time_ms >= prev.completed_at_ms + delay_ms, (prev, nxt)
     _ran_once(client, [task.task_id], stamps)
@@ -349,8 +243,8 @@ def test_a_run_waiting_for_a_labelled_worker_runs_when_one_connects_after_a_fail
 ) -> None:
     """A run requiring a label no worker carries waits, saying why; the leader is killed; a worker with
     the label connects to the new leader, which grants it the waiting run: once, there."""
-    task = client.create_task("fo-labels", at(_now_ms() + 300), stamps.payload(), worker_labels=GREEN)
-    (waiting,) = _where(
+    task = client.create_task("fo-labels", at(now_ms() + 300), stamps.payload(), worker_labels=GREEN)
+    (waiting,) = executions_where(
         client,
         task.task_id,
         lambda xs: xs[0].state == PENDING and "carries labels zone=green" in xs[0].waiting_reason,
@@ -358,7 +252,7 @@ def test_a_run_waiting_for_a_labelled_worker_runs_when_one_connects_after_a_fail
     )
     _failover(cluster)
     cluster.start_worker("w-green", capacity=1, extra_args=("--worker-label", "zone=green"))
-    ex = _final(client, waiting.execution_id)
+    ex = final_execution(client, waiting.execution_id)
     assert ex.state == SUCCEEDED and ex.worker_id == "w-green", ex
     assert [a.attempt for a in ex.attempts] == [1]
     _ran_once(client, [task.task_id], stamps)
@@ -368,14 +262,16 @@ def test_a_start_deadline_expires_a_run_after_a_failover(cluster: Cluster, clien
     """A run on a queue nobody serves, with a start deadline that falls after the leader is killed: the
     new leader expires it (never started, the reason said), and soon after the deadline."""
     deadline_ms = 2500
-    task = _create(
-        client, "fo-deadline", at(_now_ms() + 300), command("true"), queue="nowhere",
+    task = create_task_with_policies(
+        client, "fo-deadline", at(now_ms() + 300), command("true"), queue="nowhere",
         start_deadline_ms=deadline_ms,
     )  # fmt: skip
-    (pending,) = _where(client, task.task_id, lambda xs: xs[0].state == PENDING, "the run to be pending")
-    assert _now_ms() < pending.fired_at_ms + deadline_ms, "the deadline passed before the failover began"
+    (pending,) = executions_where(
+        client, task.task_id, lambda xs: xs[0].state == PENDING, "the run to be pending"
+    )
+    assert now_ms() < pending.fired_at_ms + deadline_ms, "the deadline passed before the failover began"
     _failover(cluster)
-    ex = _final(client, pending.execution_id)
+    ex = final_execution(client, pending.execution_id)
     assert ex.state == EXPIRED and ex.attempt == 0 and not ex.attempts, ex
     assert f"not started within {deadline_ms} ms of its fire" in ex.error, ex.error
     # Expired by the new leader's periodic check (every second), not forgotten until something else.
@@ -390,13 +286,17 @@ def test_an_at_task_and_a_jittered_fire_due_during_a_failover_fire_once(
     every second with 800 ms of jitter has fires due throughout the failover: every nominal time from
     before the kill to well after it fires once, none lost, none twice, none before its due time."""
     jittered = client.create_task("fo-jitter", every("1s", jitter="800ms"), stamps.payload())
-    _where(client, jittered.task_id, lambda xs: sum(e.state == SUCCEEDED for e in xs) >= 2, "two fires")
-    killed_at = _now_ms()
+    executions_where(
+        client, jittered.task_id, lambda xs: sum(e.state == SUCCEEDED for e in xs) >= 2, "two fires"
+    )
+    killed_at = now_ms()
     once = client.create_task("fo-at", at(killed_at + 1500), stamps.payload())
     _failover(cluster)
     try:
-        (ex,) = _where(client, once.task_id, lambda xs: xs[0].state in ENDED, "the one-time run to end")
-        runs = _where(
+        (ex,) = executions_where(
+            client, once.task_id, lambda xs: xs[0].state in TERMINAL_STATES, "the one-time run to end"
+        )
+        runs = executions_where(
             client,
             jittered.task_id,
             lambda xs: any(e.nominal_time_ms > killed_at + 4000 and e.state == SUCCEEDED for e in xs),
@@ -424,25 +324,27 @@ def test_a_paused_task_stays_paused_across_a_failover_and_resumes(
     after the resume, the paused period not replayed."""
     paused_task = client.create_task("fo-paused", every("1s"), stamps.payload())
     control = client.create_task("fo-control", every("1s"), command("true"))
-    _where(client, paused_task.task_id, lambda xs: any(e.state == SUCCEEDED for e in xs), "a first run")
+    executions_where(
+        client, paused_task.task_id, lambda xs: any(e.state == SUCCEEDED for e in xs), "a first run"
+    )
     paused = client.pause_task(paused_task.task_id, note="failover")
     _failover(cluster)
-    after_failover = _now_ms()
+    after_failover = now_ms()
     try:
-        _where(
+        executions_where(
             client,
             control.task_id,
             lambda xs: sum(e.nominal_time_ms > after_failover and e.state == SUCCEEDED for e in xs) >= 3,
             "three control fires under the new leader",
         )
         while_paused = [
-            e for e in _runs(client, paused_task.task_id) if e.nominal_time_ms > paused.paused_at_ms
+            e for e in runs_of(client, paused_task.task_id) if e.nominal_time_ms > paused.paused_at_ms
         ]
         assert while_paused == [], "the paused task fired after the failover"
         assert client.get_task(paused_task.task_id).state == common_pb2.TASK_PAUSED
         resumed = client.resume_task(paused_task.task_id)
         assert resumed.state == common_pb2.TASK_SCHEDULED
-        runs = _where(
+        runs = executions_where(
             client,
             paused_task.task_id,
             lambda xs: (
@@ -471,9 +373,9 @@ def test_a_cancel_asked_while_its_worker_has_no_stream_reaches_it_after_a_failov
     cluster.core.add(Proc("w-cut", "worker", cluster.root / "w-cut.log"))
     argv = worker_argv("w-cut", lead.grpc_address, 1, outbox, ("--allow-shell", "--queue", "cut"))
     cluster.workers["w-cut"] = cluster.core.spawn("w-cut", argv, cluster.env)
-    task = client.create_task("fo-cancel", at(_now_ms() + 300), stamps.payload(gated=True), queue="cut")
+    task = client.create_task("fo-cancel", at(now_ms() + 300), stamps.payload(gated=True), queue="cut")
     (ex,) = wait_for(
-        lambda: (xs := _runs(client, task.task_id)) and stamps.started(xs[0].execution_id) and xs,
+        lambda: (xs := runs_of(client, task.task_id)) and stamps.started(xs[0].execution_id) and xs,
         30,
         "the run to start on w-cut",
     )
@@ -482,7 +384,7 @@ def test_a_cancel_asked_while_its_worker_has_no_stream_reaches_it_after_a_failov
     client.cancel_execution(ex.execution_id, reason="stop it")
     cluster.start_node(lead)  # w-cut's one server: it reconnects through it
     try:
-        ended = _final(client, ex.execution_id, timeout_s=20)
+        ended = final_execution(client, ex.execution_id, timeout_s=20)
     finally:
         cluster.core.kill("w-cut", escalate=True)
     assert ended.state == common_pb2.EXECUTION_CANCELLED, ended

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
 import subprocess
 import sys
@@ -35,22 +34,13 @@ from cronraft.client import Client, at, build_spec, command, every, notifier, re
 from cronraft.errors import NotFound
 from cronraft.proto.v1 import common_pb2
 
-from .harness import Cluster, ledger_command, read_ledger, wait_for
+from .harness import Cluster, ledger_command, read_ledger, started, wait_for
+from .semantics import Gate, final_execution, now_ms, only_execution, process_alive
 
 pytestmark = pytest.mark.integration
 
 SUCCEEDED = common_pb2.EXECUTION_SUCCEEDED
 FAILED = common_pb2.EXECUTION_FAILED
-ENDED = frozenset(
-    {
-        SUCCEEDED,
-        FAILED,
-        common_pb2.EXECUTION_TIMED_OUT,
-        common_pb2.EXECUTION_CANCELLED,
-        common_pb2.EXECUTION_LOST,
-        common_pb2.EXECUTION_EXPIRED,
-    }
-)
 SCHEDCTL = str(Path(sys.executable).with_name("schedctl"))
 
 # The command notifier: one file per delivery attempt, with the body read from stdin, the event from its
@@ -65,21 +55,6 @@ with open(os.path.join(out, name + ".tmp"), "w") as f:
     json.dump(doc, f)
 os.rename(os.path.join(out, name + ".tmp"), os.path.join(out, name + ".json"))
 """
-
-# A payload that stamps its start, waits for a gate file (at most 60 s), stamps its end.
-GATED = (
-    "import os, sys, time\n"
-    "stamps, gate = sys.argv[1], sys.argv[2]\n"
-    "eid = os.environ['CRONRAFT_EXECUTION_ID']\n"
-    "def stamp(what):\n"
-    "    with open(stamps, 'a') as f:\n"
-    "        f.write(f'{what} {eid} {os.getpid()} {time.monotonic_ns()}\\n')\n"
-    "stamp('start')\n"
-    "deadline = time.monotonic() + 60\n"
-    "while not os.path.exists(gate) and time.monotonic() < deadline:\n"
-    "    time.sleep(0.02)\n"
-    "stamp('end')\n"
-)
 
 
 @dataclass
@@ -177,11 +152,8 @@ def module_env(tmp_path_factory: pytest.TempPathFactory, module_clusters: list[C
     c = Cluster(root, n=3, extra_toml=extra)
     module_clusters.append(c)
     try:
-        c.start()
-        c.start_worker("w1", capacity=8)
-        c.wait_workers(1)
+        started(c)
     except BaseException:
-        print(c.logs())
         hook.close()
         raise
     yield Env(c, hook, notify_dir, root)
@@ -202,25 +174,8 @@ def client(module_env: Env, module_cluster_logs: None) -> Iterator[Client]:
 # -- helpers ----------------------------------------------------------------------------------------
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 def _soon() -> common_pb2.Schedule:
-    return at(_now_ms() + 300)
-
-
-def _final(client: Client, execution_id: str, timeout_s: float = 30) -> common_pb2.Execution:
-    return wait_for(
-        lambda: (e := client.get_execution(execution_id)).state in ENDED and e,
-        timeout_s,
-        f"execution {execution_id} to end",
-    )
-
-
-def _only_execution(client: Client, task_id: str) -> common_pb2.Execution:
-    (ex,) = wait_for(lambda: list(client.list_executions(task_id)), 30, "the task's execution")
-    return ex
+    return at(now_ms() + 300)
 
 
 def _ledger(client: Client, task_id: str, since_ms: int = 0) -> dict[int, common_pb2.FireRecord]:
@@ -228,42 +183,11 @@ def _ledger(client: Client, task_id: str, since_ms: int = 0) -> dict[int, common
     return {r.nominal_time_ms: r for r in client.explain_task(task_id, from_=since_ms, limit=1000).records}
 
 
-@dataclass
-class Gate:
-    stamps: Path
-    gate: Path
-
-    def payload(self) -> common_pb2.Payload:
-        return command(sys.executable, "-c", GATED, str(self.stamps), str(self.gate))
-
-    def open(self) -> None:
-        self.gate.touch()
-
-    def stamps_of(self, what: str) -> dict[str, tuple[int, int]]:
-        """Execution id -> (pid, monotonic ns) of its `what` stamp."""
-        out: dict[str, tuple[int, int]] = {}
-        if self.stamps.exists():
-            for line in self.stamps.read_text().splitlines():
-                parts = line.split()
-                if len(parts) == 4 and parts[0] == what:
-                    out[parts[1]] = (int(parts[2]), int(parts[3]))
-        return out
-
-
 @pytest.fixture
 def gate(tmp_path: Path) -> Iterator[Gate]:
     g = Gate(tmp_path / "stamps", tmp_path / "gate")
     yield g
     g.open()  # never a payload left waiting
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split()[2] != "Z"
 
 
 # -- notifications ----------------------------------------------------------------------------------
@@ -304,7 +228,7 @@ def test_a_failure_and_its_dead_letter_notify_once_each_from_the_leader(env: Env
         retry=retry("200ms"),  # a task without a retry policy is never dead-lettered
         notify=[notifier("hook"), notifier("script", ["dead-letter"])],
     )
-    ex = _final(client, _only_execution(client, task.task_id).execution_id)
+    ex = final_execution(client, only_execution(client, task.task_id).execution_id)
     assert ex.state == FAILED and ex.dead_lettered and ex.attempts[-1].exit_code == 3
 
     hook = env.hook
@@ -349,7 +273,7 @@ def test_a_timeout_notifies_once_with_its_state(env: Env, client: Client) -> Non
         retry=retry("200ms"),  # a task without a retry policy is never dead-lettered
         notify=[notifier("hook", ["timeout"])],
     )
-    ex = _final(client, _only_execution(client, task.task_id).execution_id)
+    ex = final_execution(client, only_execution(client, task.task_id).execution_id)
     assert ex.state == common_pb2.EXECUTION_TIMED_OUT
     (got,) = wait_for(lambda: env.hook.of(task.task_id), 30, "the timeout notification")
     _check_headers(got, "timeout")
@@ -398,16 +322,16 @@ def test_resume_with_replay_hands_the_paused_period_to_the_misfire_policy(env: E
         )
     for t in tasks.values():
         client.pause_task(t.task_id, note="maintenance")
-    paused_at = _now_ms()
+    paused_at = now_ms()
     before = {
         name: {e.nominal_time_ms for e in client.list_executions(t.task_id)} for name, t in tasks.items()
     }
     last_before = {name: max(ns) for name, ns in before.items()}
     # The paused period: time passing is the condition (the misfire threshold is 5 s).
-    wait_for(lambda: _now_ms() >= paused_at + 6_500, 10, "the paused period")
+    wait_for(lambda: now_ms() >= paused_at + 6_500, 10, "the paused period")
     resumed: dict[str, int] = {}
     for name, t in tasks.items():
-        resumed[name] = _now_ms()
+        resumed[name] = now_ms()
         client.resume_task(t.task_id, replay_missed=name != "plain")
 
     def runs_after(name: str, count: int) -> list[common_pb2.Execution]:
@@ -500,7 +424,7 @@ def test_a_sensor_from_schedctl_holds_the_run_until_it_succeeds(env: Env, client
     assert created.returncode == 0, created.stderr
     task_id = json.loads(created.stdout)["task_id"]
     assert json.loads(created.stdout)["spec"]["sensor"]["interval_ms"] == 200
-    ex = _only_execution(client, task_id)
+    ex = only_execution(client, task_id)
     wait_for(
         lambda: client.get_execution(ex.execution_id).state == common_pb2.EXECUTION_RUNNING, 30, "leased"
     )
@@ -509,7 +433,7 @@ def test_a_sensor_from_schedctl_holds_the_run_until_it_succeeds(env: Env, client
     wait_for(lambda: time.monotonic() - leased_at > 1.0, 5, "a few probes")
     assert read_ledger(ledger) == []
     ready.touch()
-    done = _final(client, ex.execution_id)
+    done = final_execution(client, ex.execution_id)
     assert done.state == SUCCEEDED and done.attempt == 1
     assert [(eid, a) for eid, _, a in read_ledger(ledger)] == [(ex.execution_id, 1)]
 
@@ -528,7 +452,7 @@ def test_a_sensor_never_satisfied_spends_its_attempts_then_dead_letters(env: Env
     )
     spec.sensor.CopyFrom(common_pb2.Sensor(probe=command("false"), interval_ms=200, timeout_ms=1_000))
     task = client.create_task_spec(spec)
-    ex = _final(client, _only_execution(client, task.task_id).execution_id)
+    ex = final_execution(client, only_execution(client, task.task_id).execution_id)
     assert ex.state == FAILED and ex.attempt == 2 and ex.dead_lettered
     assert [a.outcome for a in ex.attempts] == [common_pb2.ATTEMPT_FAILED] * 2
     assert all("sensor not satisfied" in a.error for a in ex.attempts), [a.error for a in ex.attempts]
@@ -544,13 +468,13 @@ def test_a_cancel_while_the_sensor_waits_ends_it_without_waiting_the_interval(
     spec = build_spec("ops-sensor-cancel", _soon(), command(*ledger_command(ledger)))
     spec.sensor.CopyFrom(common_pb2.Sensor(probe=command("false"), interval_ms=60_000, timeout_ms=600_000))
     task = client.create_task_spec(spec)
-    ex = _only_execution(client, task.task_id)
+    ex = only_execution(client, task.task_id)
     wait_for(
         lambda: client.get_execution(ex.execution_id).state == common_pb2.EXECUTION_RUNNING, 30, "leased"
     )
     asked = time.monotonic()
     client.cancel_execution(ex.execution_id, reason="not needed")
-    done = _final(client, ex.execution_id, timeout_s=20)
+    done = final_execution(client, ex.execution_id, timeout_s=20)
     assert done.state == common_pb2.EXECUTION_CANCELLED and time.monotonic() - asked < 10
     assert read_ledger(ledger) == []
 
@@ -572,7 +496,7 @@ def test_backfill_runs_each_past_time_once_and_a_second_backfill_none(env: Env, 
     wanted = [first - 8_000, first - 6_000, first - 4_000, first - 2_000]
     assert sorted(e.nominal_time_ms for e in made) == wanted and all(e.manual for e in made)
     for e in made:
-        assert _final(client, e.execution_id).state == SUCCEEDED
+        assert final_execution(client, e.execution_id).state == SUCCEEDED
     ledger_out = _ledger(client, task.task_id, lo)
     assert [ledger_out[n].outcome for n in wanted] == [common_pb2.MANUAL] * 4
     assert ledger_out[first].outcome == common_pb2.FIRED
@@ -596,7 +520,7 @@ def test_backfill_under_overlap_skip_runs_them_one_after_another(client: Client,
     wait_for(lambda: gate.stamps_of("start"), 30, "the first backfilled run")
     assert len(gate.stamps_of("start")) == 1  # one at a time
     gate.open()
-    done = [_final(client, e.execution_id) for e in made]
+    done = [final_execution(client, e.execution_id) for e in made]
     assert [e.state for e in done] == [SUCCEEDED] * 3
     starts, ends = gate.stamps_of("start"), gate.stamps_of("end")
     assert set(starts) == set(ends) == {e.execution_id for e in made}
@@ -614,7 +538,7 @@ def test_trigger_while_a_run_is_active_under_allow_all_runs_both(client: Client,
     assert not gate.stamps_of("end")  # both at once
     assert client.get_task(task.task_id).next_fire_ms == task.next_fire_ms  # the schedule is unchanged
     gate.open()
-    assert [_final(client, e.execution_id).state for e in (one, two)] == [SUCCEEDED] * 2
+    assert [final_execution(client, e.execution_id).state for e in (one, two)] == [SUCCEEDED] * 2
     manual = [r for r in _ledger(client, task.task_id, 0).values() if r.outcome == common_pb2.MANUAL]
     assert sorted(r.execution_id for r in manual) == sorted([one.execution_id, two.execution_id])
     client.cancel_task(task.task_id)
@@ -666,14 +590,14 @@ def test_delete_by_name_prefix_refuses_a_running_task_until_forced(client: Clien
     idle = client.create_task("ops-del-idle", every("1h"), command("true"))
     busy = client.create_task("ops-del-busy", every("1h"), gate.payload())
     other = client.create_task("ops-dell-other", every("1h"), command("true"))
-    done_idle = _final(client, client.trigger_task(idle.task_id).execution_id)
+    done_idle = final_execution(client, client.trigger_task(idle.task_id).execution_id)
     running = client.trigger_task(busy.task_id)
     pid, _ = wait_for(lambda: gate.stamps_of("start").get(running.execution_id), 30, "the busy run started")
 
     first = client.delete_tasks_where(name_prefix="ops-del-")
     assert list(first.results) == [idle.task_id] and first.results[idle.task_id].executions_deleted == 1
     assert list(first.errors) == [busy.task_id] and running.execution_id in str(first.errors[busy.task_id])
-    assert client.get_task(busy.task_id).state == common_pb2.TASK_SCHEDULED and _alive(pid)
+    assert client.get_task(busy.task_id).state == common_pb2.TASK_SCHEDULED and process_alive(pid)
 
     forced = client.delete_tasks_where(name_prefix="ops-del-", force=True)
     assert list(forced.results) == [busy.task_id] and not forced.errors
@@ -683,7 +607,7 @@ def test_delete_by_name_prefix_refuses_a_running_task_until_forced(client: Clien
     for eid in (done_idle.execution_id, running.execution_id):
         with pytest.raises(NotFound):
             client.get_execution(eid)
-    wait_for(lambda: not _alive(pid), 20, "the running payload killed")
+    wait_for(lambda: not process_alive(pid), 20, "the running payload killed")
     assert running.execution_id not in gate.stamps_of("end")
     assert client.get_task(other.task_id).state == common_pb2.TASK_SCHEDULED
     client.cancel_task(other.task_id)
@@ -705,7 +629,7 @@ def test_schedctl_dlq_redrive_and_purge_by_task(env: Env, client: Client) -> Non
     execs = {t.task_id: [client.trigger_task(t.task_id).execution_id for _ in range(2)] for t in (a, b)}
     for ids in execs.values():
         for eid in ids:
-            assert _final(client, eid).state == FAILED
+            assert final_execution(client, eid).state == FAILED
     wait_for(lambda: len(list(client.list_dead_letters(task_id=a.task_id))) == 2, 20, "a's letters")
     wait_for(lambda: len(list(client.list_dead_letters(task_id=b.task_id))) == 2, 20, "b's letters")
 
@@ -714,7 +638,7 @@ def test_schedctl_dlq_redrive_and_purge_by_task(env: Env, client: Client) -> Non
     assert redriven.returncode == 0, redriven.stderr
     assert sorted(e["execution_id"] for e in json.loads(redriven.stdout)) == sorted(execs[a.task_id])
     for eid in execs[a.task_id]:
-        done = _final(client, eid)
+        done = final_execution(client, eid)
         assert done.state == SUCCEEDED and done.redrives == 1 and done.attempt == 2
     assert list(client.list_dead_letters(task_id=a.task_id)) == []
     rows = sorted(ln.split() for ln in ledger_a.read_text().splitlines())
@@ -735,7 +659,7 @@ def test_schedctl_dlq_redrive_and_purge_by_task(env: Env, client: Client) -> Non
 def test_schedctl_import_creates_tasks_that_fire_once_and_a_rerun_creates_none(
     env: Env, client: Client
 ) -> None:
-    due = _now_ms() + 2_000
+    due = now_ms() + 2_000
     ledgers = [env.root / f"import-{i}.ledger" for i in range(3)]
     lines = [
         json.dumps(
@@ -770,7 +694,7 @@ def test_schedctl_import_creates_tasks_that_fire_once_and_a_rerun_creates_none(
         wait_for(
             lambda t=t: client.get_task(t.task_id).state == common_pb2.TASK_COMPLETED, 20, "imported fire"
         )
-        ex = _final(client, _only_execution(client, t.task_id).execution_id)
+        ex = final_execution(client, only_execution(client, t.task_id).execution_id)
         assert ex.state == SUCCEEDED and ex.nominal_time_ms == due
     assert len(list(client.list_tasks(tags={"batch": "ops-import"}))) == 3
     for p in ledgers:

@@ -26,37 +26,26 @@ from __future__ import annotations
 
 import itertools
 import signal
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
 from cronraft.client import Client, at, command, cron, delay, every, retry
 from cronraft.proto.v1 import common_pb2
 from cronraft.raft.firing import MISFIRE_THRESHOLD_MS
+from cronraft.raft.records import TERMINAL_STATES
 from cronraft.raft.schedule import jitter_offset_ms
 
-from .harness import Cluster, wait_for
+from .harness import Cluster, Worker, started, wait_for
+from .semantics import Stamps, fire_ledger, next_second, now_ms, outcome_name, runs_of, time_of_day
 
 pytestmark = pytest.mark.integration
 
 SUCCEEDED = common_pb2.EXECUTION_SUCCEEDED
-ENDED = frozenset(
-    {
-        SUCCEEDED,
-        common_pb2.EXECUTION_FAILED,
-        common_pb2.EXECUTION_TIMED_OUT,
-        common_pb2.EXECUTION_CANCELLED,
-        common_pb2.EXECUTION_LOST,
-        common_pb2.EXECUTION_EXPIRED,
-    }
-)
 DOWN_S = (
     6.0  # how long every node stays down: six nominal times of a 1 s schedule, > the 5 s misfire threshold
 )
@@ -67,41 +56,14 @@ MAX_CATCHUP = 2
 DELAY_MS = 4500  # the fixed delay: its next run is planned past the kill, due in the outage
 BACKOFF_MS = 5000  # the retry's initial backoff (jitter shortens it by up to 20 %): it ends in the outage
 
-# The payload: stamp "execution attempt" as its first act, wait for the gate if one is given (at most
-# 60 s: never a process left behind), then exit 1 while its attempt is below `succeed_from`, else 0.
-_PAYLOAD = (
-    "import os, sys, time\n"
-    "stamps, gate, succeed_from = sys.argv[1], sys.argv[2], int(sys.argv[3])\n"
-    "attempt = int(os.environ['CRONRAFT_ATTEMPT'])\n"
-    "with open(stamps, 'a') as f:\n"
-    "    f.write(f\"{os.environ['CRONRAFT_EXECUTION_ID']} {attempt}\\n\")\n"
-    "deadline = time.monotonic() + 60\n"
-    "while gate and not os.path.exists(gate) and time.monotonic() < deadline:\n"
-    "    time.sleep(0.02)\n"
-    "sys.exit(0 if attempt >= succeed_from else 1)\n"
-)
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _next_second(after_ms: int) -> int:
-    return (after_ms // 1000 + 1) * 1000
-
-
-def _time_of_day(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%H:%M:%S")
-
 
 @dataclass
 class Outage:
     """One scenario: the tasks it set up (by case name), and when the cluster was down."""
 
     sig: str
+    stamps: Stamps  # the attempt payloads' start stamps and the gated run's gate
     tasks: dict[str, common_pb2.Task] = field(default_factory=dict)
-    stamps: Path = Path()
-    gate: Path = Path()
     down_at: int = 0  # every node had exited by then
     restart_at: int = 0  # the first node was started again then
     up_at: int = 0  # a leader with every feature was ready then
@@ -118,10 +80,7 @@ class Outage:
 
     def starts(self) -> Counter[tuple[str, int]]:
         """How many times each (execution id, attempt) started, as the payloads stamped it."""
-        if not self.stamps.exists():
-            return Counter()
-        rows = [line.split() for line in self.stamps.read_text().splitlines()]
-        return Counter((r[0], int(r[1])) for r in rows if len(r) == 2)
+        return Counter((eid, attempt) for eid, attempt, _ in self.stamps.starts())
 
     def in_outage(self, nominal: int) -> bool:
         """Due while no node ran: no fire of it can have been committed in time."""
@@ -137,38 +96,13 @@ def module_cluster(tmp_path_factory: pytest.TempPathFactory, module_clusters: li
     # nor has its lease expired before it reconnects (docs/guarantees.md, "whole cluster restart").
     c = Cluster(tmp_path_factory.mktemp("outage-kinds"), n=3, lease_ttl_ms=30_000)
     module_clusters.append(c)
-    try:
-        c.start()
-        c.start_worker("w1", capacity=24)
-        c.wait_workers(1)
-    except BaseException:
-        print(c.logs())
-        raise
-    return c
+    return started(c, workers=(Worker("w1", capacity=24),))
 
 
 def _stop_all(c: Cluster, sig: int) -> None:
     """Signal every node at once and wait for each to exit."""
     with ThreadPoolExecutor(len(c.nodes)) as pool:
         list(pool.map(lambda n: c.kill(n, sig), c.nodes))
-
-
-def _payload(o: Outage, *, gated: bool = False, succeed_from: int = 1) -> common_pb2.Payload:
-    gate = str(o.gate) if gated else ""
-    return command(sys.executable, "-c", _PAYLOAD, str(o.stamps), gate, str(succeed_from))
-
-
-def _runs(client: Client, task_id: str) -> list[common_pb2.Execution]:
-    return sorted(client.list_executions(task_id), key=lambda e: (e.nominal_time_ms, e.execution_id))
-
-
-def _ledger(client: Client, task_id: str) -> dict[int, common_pb2.FireRecord]:
-    resp = client.explain_task(task_id, from_=1, to=_now_ms() + 60_000, limit=1000)
-    return {r.nominal_time_ms: r for r in resp.records}
-
-
-def _outcome(rec: common_pb2.FireRecord) -> str:
-    return common_pb2.FireOutcome.Name(rec.outcome)
 
 
 def _set_up_before_the_kill(client: Client, o: Outage) -> int:
@@ -186,22 +120,24 @@ def _set_up_before_the_kill(client: Client, o: Outage) -> int:
         o.tasks[case] = client.create_task(
             f"out-{o.sig}-{case}", every("1s", jitter=f"{JITTER_MS}ms"), command("true"), misfire=policy
         )
-    o.tasks["delay"] = client.create_task(f"out-{o.sig}-delay", delay(f"{DELAY_MS}ms"), _payload(o))
+    o.tasks["delay"] = client.create_task(f"out-{o.sig}-delay", delay(f"{DELAY_MS}ms"), o.stamps.payload())
     o.tasks["retry"] = client.create_task(
         f"out-{o.sig}-retry",
-        at(_now_ms() + 200),
-        _payload(o, succeed_from=2),
+        at(now_ms() + 200),
+        o.stamps.payload(succeed_from=2),
         max_attempts=3,
         retry=retry(f"{BACKOFF_MS}ms"),
     )
-    o.tasks["gated"] = client.create_task(f"out-{o.sig}-gated", at(_now_ms() + 200), _payload(o, gated=True))
+    o.tasks["gated"] = client.create_task(
+        f"out-{o.sig}-gated", at(now_ms() + 200), o.stamps.payload(gated=True)
+    )
 
     def ready() -> bool:
         if not all(client.get_task(o.task(c).task_id).fire_count >= 1 for c in (*rate, "jitter_skip")):
             return False
         d = client.get_task(o.task("delay").task_id)
-        (r,) = _runs(client, o.task("retry").task_id)
-        (g,) = _runs(client, o.task("gated").task_id)
+        (r,) = runs_of(client, o.task("retry").task_id)
+        (g,) = runs_of(client, o.task("gated").task_id)
         o.delay_planned, o.retry_execution, o.gated_execution = d.next_fire_ms, r.execution_id, g.execution_id
         o.retry_not_before = r.not_before_ms
         return bool(
@@ -212,11 +148,11 @@ def _set_up_before_the_kill(client: Client, o: Outage) -> int:
         )
 
     wait_for(ready, 30, "first fires, a fixed-delay run ended, a retry in its backoff, the gated run started")
-    kill_at = _next_second(_now_ms() + 300)
+    kill_at = next_second(now_ms() + 300)
     # A calendar excluding three seconds inside the outage (not its first seconds: the fire planned before
     # the kill passes over no excluded time), wrapping past midnight avoided as in test_schedule_kinds.
     lo = kill_at + 2000
-    if _time_of_day(lo) > _time_of_day(lo + 3000):
+    if time_of_day(lo) > time_of_day(lo + 3000):
         pytest.skip("the excluded range would wrap past midnight")
     o.excluded = (lo, lo + 3000)
     cal = f"out-{o.sig}-quiet"
@@ -226,7 +162,7 @@ def _set_up_before_the_kill(client: Client, o: Outage) -> int:
             time_zone="UTC",
             exclude=[
                 common_pb2.CalendarRule(
-                    time_of_day=common_pb2.TimeOfDayRange(start=_time_of_day(lo), end=_time_of_day(lo + 3000))
+                    time_of_day=common_pb2.TimeOfDayRange(start=time_of_day(lo), end=time_of_day(lo + 3000))
                 )
             ],
         )
@@ -240,10 +176,12 @@ def _set_up_before_the_kill(client: Client, o: Outage) -> int:
         o.tasks[case] = client.create_task(
             f"out-{o.sig}-{case}", every("1s", end_at=o.end_at), command("true"), misfire=policy
         )
-    o.tasks["at_during"] = client.create_task(f"out-{o.sig}-at-during", at(kill_at + 2500), _payload(o))
+    o.tasks["at_during"] = client.create_task(
+        f"out-{o.sig}-at-during", at(kill_at + 2500), o.stamps.payload()
+    )
     # Due a while after the restart: the cluster is back by then (checked below).
     o.at_after = kill_at + int(DOWN_S * 1000) + 9000
-    o.tasks["at_after"] = client.create_task(f"out-{o.sig}-at-after", at(o.at_after), _payload(o))
+    o.tasks["at_after"] = client.create_task(f"out-{o.sig}-at-after", at(o.at_after), o.stamps.payload())
     return kill_at
 
 
@@ -259,12 +197,14 @@ def _played_out(client: Client, o: Outage) -> Callable[[], bool]:
         for case in ("end_skip", "end_fire_all", "at_during", "at_after"):
             if client.get_task(o.task(case).task_id).state != common_pb2.TASK_COMPLETED:
                 return False
-        delayed = _runs(client, o.task("delay").task_id)
+        delayed = runs_of(client, o.task("delay").task_id)
         if not any(e.nominal_time_ms > o.delay_planned and e.state == SUCCEEDED for e in delayed):
             return False
         ex = [client.get_execution(x) for x in (o.retry_execution, o.gated_execution)]
-        return all(e.state in ENDED for e in ex) and all(
-            e.state in ENDED for c in ("at_during", "at_after") for e in _runs(client, o.task(c).task_id)
+        return all(e.state in TERMINAL_STATES for e in ex) and all(
+            e.state in TERMINAL_STATES
+            for c in ("at_during", "at_after")
+            for e in runs_of(client, o.task(c).task_id)
         )
 
     return done
@@ -277,26 +217,26 @@ def outage(
     c = module_cluster
     sig: str = request.param
     root = tmp_path_factory.mktemp(f"outage-{sig}")
-    o = Outage(sig.lower(), stamps=root / "stamps", gate=root / "gate")
+    o = Outage(sig.lower(), Stamps(root / "stamps", root / "gate"))
     try:
         c.wait_features()
         c.wait_converged(timeout_s=30)
         with Client(c.servers, timeout_s=30) as client:
             kill_at = _set_up_before_the_kill(client, o)
-        wait_for(lambda: _now_ms() >= kill_at, 10, "the instant to stop the cluster")
+        wait_for(lambda: now_ms() >= kill_at, 10, "the instant to stop the cluster")
         _stop_all(c, getattr(signal, sig))
-        o.down_at = _now_ms()
+        o.down_at = now_ms()
         assert o.down_at < o.excluded[0], "the cluster was still up at the calendar's excluded times"
         assert o.down_at < o.delay_planned, "the fixed-delay run came due before the outage"
         assert o.down_at < o.retry_not_before, "the retry's backoff ended before the outage"
-        o.gate.touch()  # the running payload ends while no node runs: its result waits in the worker
+        o.stamps.open()  # the running payload ends while no node runs: its result waits in the worker
         time.sleep(DOWN_S)  # the outage itself, not synchronisation
-        o.restart_at = _now_ms()
+        o.restart_at = now_ms()
         assert o.restart_at > max(o.delay_planned, o.retry_not_before), "due after the outage, not in it"
         for node in c.nodes:
             c.start_node(node)
         c.wait_features(timeout_s=40)
-        o.up_at = _now_ms()
+        o.up_at = now_ms()
         assert o.up_at < o.at_after - 2000, "the cluster came back too late for the at due after it"
         with Client(c.servers, timeout_s=30) as client:
             wait_for(_played_out(client, o), 60, "every case to play out after the restart")
@@ -305,7 +245,7 @@ def outage(
                     client.cancel_task(t.task_id)
         c.wait_converged(timeout_s=30)
     except BaseException:
-        o.gate.touch()
+        o.stamps.open()
         print(c.logs())
         raise
     yield o
@@ -321,18 +261,20 @@ def client(module_cluster: Cluster, module_cluster_logs: None) -> Iterator[Clien
 
 
 def _fired_in_outage(client: Client, o: Outage, case: str) -> list[int]:
-    return [e.nominal_time_ms for e in _runs(client, o.task(case).task_id) if o.in_outage(e.nominal_time_ms)]
+    return [
+        e.nominal_time_ms for e in runs_of(client, o.task(case).task_id) if o.in_outage(e.nominal_time_ms)
+    ]
 
 
 def _outage_records(client: Client, o: Outage, case: str) -> dict[int, common_pb2.FireRecord]:
-    recs = {n: r for n, r in _ledger(client, o.task(case).task_id).items() if o.in_outage(n)}
+    recs = {n: r for n, r in fire_ledger(client, o.task(case).task_id).items() if o.in_outage(n)}
     assert len(recs) >= 4, (case, recs)  # 6 s down: a nominal time every second
     return recs
 
 
 def _missed(rec: common_pb2.FireRecord, policy: str) -> bool:
     return (
-        _outcome(rec) == "MISSED_DOWNTIME"
+        outcome_name(rec) == "MISSED_DOWNTIME"
         and rec.reason.startswith(f"not fired in time; misfire_{policy}")
         and not rec.execution_id
     )
@@ -355,19 +297,19 @@ def test_skip_records_every_time_of_the_outage_missed_and_fires_the_next(
         assert _fired_in_outage(client, o, case) == []
         # Back in its rhythm: every second after the restart fired (one execution each).
         after = [
-            e.nominal_time_ms for e in _runs(client, o.task(case).task_id) if e.nominal_time_ms > o.up_at
+            e.nominal_time_ms for e in runs_of(client, o.task(case).task_id) if e.nominal_time_ms > o.up_at
         ]
         assert after and after == list(range(after[0], after[-1] + 1, 1000)), (case, after)
 
 
 def test_fire_once_fires_the_latest_missed_time_once(client: Client, outage: Outage) -> None:
     o = outage
-    ledger = _ledger(client, o.task("fire_once").task_id)
+    ledger = fire_ledger(client, o.task("fire_once").task_id)
     recs = _outage_records(client, o, "fire_once")
-    runs = [e for e in _runs(client, o.task("fire_once").task_id) if e.nominal_time_ms > o.down_at]
+    runs = [e for e in runs_of(client, o.task("fire_once").task_id) if e.nominal_time_ms > o.down_at]
     latest = runs[0]  # the first fire after the outage
     rec = ledger[latest.nominal_time_ms]
-    assert _outcome(rec) == "FIRED" and rec.execution_id == latest.execution_id
+    assert outcome_name(rec) == "FIRED" and rec.execution_id == latest.execution_id
     # The latest time that had passed when it fired: the next one was still ahead.
     assert rec.committed_at_ms - 1000 < latest.nominal_time_ms <= rec.committed_at_ms, rec
     missed = [n for n in recs if n < latest.nominal_time_ms]
@@ -380,13 +322,13 @@ def test_fire_all_fires_each_missed_time_within_the_window_once(client: Client, 
     for case in ("fire_all", "jitter_fire_all"):
         task_id = o.task(case).task_id
         recs = _outage_records(client, o, case)
-        runs = {e.nominal_time_ms: e for e in _runs(client, task_id)}
+        runs = {e.nominal_time_ms: e for e in runs_of(client, task_id)}
         for n, r in recs.items():
-            assert _outcome(r) == "FIRED" and _caught_up(r), (case, r)
+            assert outcome_name(r) == "FIRED" and _caught_up(r), (case, r)
             assert r.execution_id == runs[n].execution_id and runs[n].state == SUCCEEDED, (case, runs.get(n))
         nominal = sorted(n for n in runs if n > o.down_at - 2000)
         assert nominal == list(range(nominal[0], nominal[-1] + 1, 1000)), f"{case}: a time lost {nominal}"
-    for n, e in {e.nominal_time_ms: e for e in _runs(client, o.task("jitter_fire_all").task_id)}.items():
+    for n, e in {e.nominal_time_ms: e for e in runs_of(client, o.task("jitter_fire_all").task_id)}.items():
         if not e.attempts:  # withdrawn unstarted by the test's cancel
             continue
         due = n + jitter_offset_ms(o.task("jitter_fire_all").task_id, n, JITTER_MS)
@@ -396,8 +338,8 @@ def test_fire_all_fires_each_missed_time_within_the_window_once(client: Client, 
 def test_fire_all_honours_the_catchup_window_and_max_catchup(client: Client, outage: Outage) -> None:
     o = outage
     recs = _outage_records(client, o, "short_window")
-    fired = [r for r in recs.values() if _outcome(r) == "FIRED"]
-    missed = [r for r in recs.values() if _outcome(r) != "FIRED"]
+    fired = [r for r in recs.values() if outcome_name(r) == "FIRED"]
+    missed = [r for r in recs.values() if outcome_name(r) != "FIRED"]
     assert missed and all(_missed(r, "fire_all") for r in missed), recs
     # Each missed time is older than the window when its record was committed; each fired one is not.
     for r in missed:
@@ -406,9 +348,9 @@ def test_fire_all_honours_the_catchup_window_and_max_catchup(client: Client, out
         assert r.nominal_time_ms >= r.committed_at_ms - SHORT_WINDOW_MS, r
         assert _caught_up(r), r
     # max_catchup: exactly that many catch-up fires over the whole ledger, the rest of the outage missed.
-    ledger = _ledger(client, o.task("max_catchup").task_id)
+    ledger = fire_ledger(client, o.task("max_catchup").task_id)
     catchups = [r for r in ledger.values() if "catch-up after a misfire" in r.reason]
-    assert len(catchups) == MAX_CATCHUP and all(_outcome(r) == "FIRED" for r in catchups), catchups
+    assert len(catchups) == MAX_CATCHUP and all(outcome_name(r) == "FIRED" for r in catchups), catchups
     recs = _outage_records(client, o, "max_catchup")
     others = [r for n, r in recs.items() if r not in catchups]
     assert all(_missed(r, "fire_all") for r in others), others
@@ -424,17 +366,17 @@ def test_a_one_time_task_due_in_the_outage_fires_once_after_it_and_one_due_after
     starts = o.starts()
     for case in ("at_during", "at_after"):
         t = o.task(case)
-        (e,) = _runs(client, t.task_id)
+        (e,) = runs_of(client, t.task_id)
         assert e.state == SUCCEEDED and [a.attempt for a in e.attempts] == [1], e
         assert e.nominal_time_ms == t.spec.schedule.at.at_ms
         assert starts[(e.execution_id, 1)] == 1
-        (rec,) = _ledger(client, t.task_id).values()
-        assert _outcome(rec) == "FIRED" and rec.execution_id == e.execution_id, rec
+        (rec,) = fire_ledger(client, t.task_id).values()
+        assert outcome_name(rec) == "FIRED" and rec.execution_id == e.execution_id, rec
         done = client.get_task(t.task_id)
         assert done.state == common_pb2.TASK_COMPLETED and done.fire_count == 1
-    during = _runs(client, o.task("at_during").task_id)[0]
+    during = runs_of(client, o.task("at_during").task_id)[0]
     assert o.in_outage(during.nominal_time_ms) and during.fired_at_ms >= o.restart_at
-    after = _runs(client, o.task("at_after").task_id)[0]
+    after = runs_of(client, o.task("at_after").task_id)[0]
     assert after.nominal_time_ms - START_SLACK_MS <= after.attempts[0].started_at_ms <= o.at_after + 2000
 
 
@@ -443,13 +385,13 @@ def test_a_fixed_delay_run_due_in_the_outage_runs_once_and_the_chain_goes_on(
 ) -> None:
     o = outage
     t = o.task("delay")
-    runs = _runs(client, t.task_id)
+    runs = runs_of(client, t.task_id)
     late = [e for e in runs if e.nominal_time_ms == o.delay_planned]
     assert len(late) == 1 and late[0].state == SUCCEEDED, runs
     assert late[0].fired_at_ms >= o.restart_at and o.in_outage(o.delay_planned)
-    rec = _ledger(client, t.task_id)[o.delay_planned]
-    assert _outcome(rec) == "FIRED" and rec.execution_id == late[0].execution_id, rec
-    done = [e for e in runs if e.state in ENDED]
+    rec = fire_ledger(client, t.task_id)[o.delay_planned]
+    assert outcome_name(rec) == "FIRED" and rec.execution_id == late[0].execution_id, rec
+    done = [e for e in runs if e.state in TERMINAL_STATES]
     assert len(done) >= 3, runs
     for prev, nxt in itertools.pairwise(done):
         assert nxt.nominal_time_ms >= prev.completed_at_ms + DELAY_MS, (prev, nxt)
@@ -462,20 +404,20 @@ def test_calendar_excluded_times_in_the_outage_stay_skipped_calendar(client: Cli
     excluded = list(range(lo, hi, 1000))
     for case, policy in (("cal_skip", "skip"), ("cal_fire_once", "fire_once"), ("cal_fire_all", "fire_all")):
         task_id = o.task(case).task_id
-        ledger = _ledger(client, task_id)
+        ledger = fire_ledger(client, task_id)
         for n in excluded:
             rec = ledger.get(n)
-            assert rec is not None and _outcome(rec) == "SKIPPED_CALENDAR", (case, n, rec)
+            assert rec is not None and outcome_name(rec) == "SKIPPED_CALENDAR", (case, n, rec)
             assert f"calendar out-{o.sig}-quiet" in rec.reason and not rec.execution_id, (case, rec)
-        fired = {e.nominal_time_ms for e in _runs(client, task_id)}
+        fired = {e.nominal_time_ms for e in runs_of(client, task_id)}
         assert not fired & set(excluded), (case, sorted(fired))
         included = [n for n in _outage_records(client, o, case) if n not in excluded]
         assert included, case
         for n in included:
             rec = ledger[n]
             if policy == "fire_all":
-                assert _outcome(rec) == "FIRED" and n in fired, (case, rec)
-            elif _outcome(rec) != "FIRED":
+                assert outcome_name(rec) == "FIRED" and n in fired, (case, rec)
+            elif outcome_name(rec) != "FIRED":
                 assert _missed(rec, policy), (case, rec)
         if policy == "skip":
             assert not fired & set(included), (case, sorted(fired))
@@ -487,17 +429,17 @@ def test_a_window_ending_in_the_outage_completes_without_a_run_after_its_end(
     o = outage
     for case in ("end_skip", "end_fire_all"):
         t = o.task(case)
-        runs = _runs(client, t.task_id)
+        runs = runs_of(client, t.task_id)
         assert runs and all(e.nominal_time_ms <= o.end_at for e in runs), (case, runs)
-        ledger = _ledger(client, t.task_id)
-        assert all(n <= o.end_at or _outcome(r) == "OUTSIDE_WINDOW" for n, r in ledger.items()), ledger
+        ledger = fire_ledger(client, t.task_id)
+        assert all(n <= o.end_at or outcome_name(r) == "OUTSIDE_WINDOW" for n, r in ledger.items()), ledger
         last = max(n for n in ledger if n <= o.end_at)
         assert o.in_outage(last), (case, last)
         done = client.get_task(t.task_id)
         assert done.state == common_pb2.TASK_COMPLETED and done.next_fire_ms == 0, done
         in_outage = [n for n in ledger if o.in_outage(n) and n <= o.end_at]
         want = "FIRED" if case == "end_fire_all" else "MISSED_DOWNTIME"
-        assert in_outage and all(_outcome(ledger[n]) == want for n in in_outage), (case, ledger)
+        assert in_outage and all(outcome_name(ledger[n]) == want for n in in_outage), (case, ledger)
 
 
 def test_a_retry_due_in_the_outage_and_a_run_that_ended_in_it_each_run_once(
@@ -528,7 +470,7 @@ def test_every_node_explains_the_same_and_no_nominal_time_ran_twice(
             views.append(
                 {
                     case: [
-                        r.SerializeToString() for r in one.explain_task(t.task_id, 1, _now_ms(), 1000).records
+                        r.SerializeToString() for r in one.explain_task(t.task_id, 1, now_ms(), 1000).records
                     ]
                     for case, t in o.tasks.items()
                 }
@@ -536,8 +478,8 @@ def test_every_node_explains_the_same_and_no_nominal_time_ran_twice(
     assert views[0] == views[1] == views[2]
     assert all(views[0].values())
     for case, t in o.tasks.items():
-        nominal = Counter(e.nominal_time_ms for e in _runs(client, t.task_id) if not e.manual)
+        nominal = Counter(e.nominal_time_ms for e in runs_of(client, t.task_id) if not e.manual)
         assert max(nominal.values(), default=1) == 1, f"{case}: a nominal time fired twice: {nominal}"
-        fired = {r.execution_id for r in _ledger(client, t.task_id).values() if r.execution_id}
-        assert fired == {e.execution_id for e in _runs(client, t.task_id)}, case
+        fired = {r.execution_id for r in fire_ledger(client, t.task_id).values() if r.execution_id}
+        assert fired == {e.execution_id for e in runs_of(client, t.task_id)}, case
     assert max(o.starts().values()) == 1, o.starts()

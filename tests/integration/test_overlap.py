@@ -2,28 +2,27 @@
 real commands, each promise of docs/scheduling.md ("Overlap") checked as a user sees it (the executions
 listed, their states, the fire ledger of `explain_task`) and as the commands themselves saw it.
 
-Every payload is `_gated`: it stamps its start, waits for its task's gate file (which the test creates
-once it has seen what it wanted while the runs were held), then stamps its end. So a run lasts as long
-as the test needs, whatever the machine's speed, and a run that was killed never stamps its end, even
-after its gate opens. Stamps use CLOCK_MONOTONIC, one clock for every process of the machine.
+Every payload is gated (semantics.Gate): it stamps its start, waits for its task's gate file (which the
+test creates once it has seen what it wanted while the runs were held), then stamps its end. So a run
+lasts as long as the test needs, whatever the machine's speed, and a run that was killed never stamps
+its end, even after its gate opens. Stamps use CLOCK_MONOTONIC, one clock for every process of the machine.
 """
 
 from __future__ import annotations
 
 import itertools
-import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from cronraft.client import Client, at, command, every
+from cronraft.client import Client, at, every
 from cronraft.errors import FailedPrecondition
 from cronraft.proto.v1 import common_pb2
 
-from .harness import Cluster, wait_for
+from .harness import Cluster, Worker, started, wait_for
+from .semantics import Gate, Stamp, now_ms, outcome_name, process_alive, runs_of
 
 pytestmark = pytest.mark.integration
 
@@ -31,87 +30,14 @@ PENDING = common_pb2.EXECUTION_PENDING
 SUCCEEDED = common_pb2.EXECUTION_SUCCEEDED
 CANCELLED = common_pb2.EXECUTION_CANCELLED
 
-# The payload: stamp "start", wait for the gate (at most 60 s: never a process left behind), stamp "end".
-# Asked to stop (SIGTERM, as its worker does first), it stamps "term", takes `stop_s` (1 s by default) to
-# stop, as a payload that cleans up does, stamps "exit" and exits as killed: never "end".
-_GATED = (
-    "import os, signal, sys, time\n"
-    "stamps, gate, stop_s = sys.argv[1], sys.argv[2], float(sys.argv[3])\n"
-    "eid = os.environ['CRONRAFT_EXECUTION_ID']\n"
-    "def stamp(what):\n"
-    "    with open(stamps, 'a') as f:\n"
-    "        f.write(f'{what} {eid} {os.getpid()} {time.monotonic_ns()}\\n')\n"
-    "def stop(signum, frame):\n"
-    "    stamp('term')\n"
-    "    time.sleep(stop_s)\n"
-    "    stamp('exit')\n"
-    "    os._exit(128 + signum)\n"
-    "signal.signal(signal.SIGTERM, stop)\n"
-    "stamp('start')\n"
-    "deadline = time.monotonic() + 60\n"
-    "while not os.path.exists(gate) and time.monotonic() < deadline:\n"
-    "    time.sleep(0.02)\n"
-    "stamp('end')\n"
-)
-
-
-@dataclass
-class Stamp:
-    pid: int
-    start_ns: int
-    end_ns: int | None = None  # it ran to its end
-    term_ns: int | None = None  # it was asked to stop
-    exit_ns: int | None = None  # it stopped as asked
-
-
-@dataclass
-class Gate:
-    """The stamps file and gate of one task's payloads."""
-
-    stamps: Path
-    gate: Path
-
-    def payload(self, stop_s: float = 1.0) -> common_pb2.Payload:
-        return command(sys.executable, "-c", _GATED, str(self.stamps), str(self.gate), str(stop_s))
-
-    def open(self) -> None:
-        self.gate.touch()
-
-    def runs(self) -> dict[str, Stamp]:
-        """Execution id -> its process's stamps, as the processes wrote them."""
-        out: dict[str, Stamp] = {}
-        if not self.stamps.exists():
-            return out
-        for line in self.stamps.read_text().splitlines():
-            parts = line.split()
-            if len(parts) != 4:
-                continue  # a line being written
-            what, eid, pid, ns = parts
-            if what == "start":
-                out[eid] = Stamp(int(pid), int(ns))
-            elif eid in out:
-                setattr(out[eid], f"{what}_ns", int(ns))
-        return out
-
-
-def _start(c: Cluster) -> Cluster:
-    try:
-        c.start()
-        c.start_worker("w1", capacity=8)
-        # The priority test's worker: one slot, its own queue, so that it is saturated by one run.
-        c.start_worker("w-prio", capacity=1, extra_args=("--queue", "prio"))
-        c.wait_workers(2)
-    except BaseException:
-        print(c.logs())
-        raise
-    return c
-
 
 @pytest.fixture(scope="module")
 def module_cluster(tmp_path_factory: pytest.TempPathFactory, module_clusters: list[Cluster]) -> Cluster:
     c = Cluster(tmp_path_factory.mktemp("overlap"), n=3)
     module_clusters.append(c)
-    return _start(c)
+    # The priority test's worker: one slot, its own queue, so that it is saturated by one run.
+    prio = Worker("w-prio", capacity=1, extra_args=("--queue", "prio"))
+    return started(c, workers=(Worker("w1", capacity=8), prio))
 
 
 @pytest.fixture
@@ -126,7 +52,8 @@ def gates(tmp_path: Path) -> Iterator[Callable[[str], Gate]]:
     made: list[Gate] = []
 
     def make(name: str) -> Gate:
-        g = Gate(tmp_path / f"{name}.stamps", tmp_path / f"{name}.gate")
+        # Asked to stop, a run stamps it and takes 1 s to, as a payload that cleans up does.
+        g = Gate(tmp_path / f"{name}.stamps", tmp_path / f"{name}.gate", stop_s=1.0)
         made.append(g)
         return g
 
@@ -135,14 +62,9 @@ def gates(tmp_path: Path) -> Iterator[Callable[[str], Gate]]:
         g.open()
 
 
-def _executions(client: Client, task_id: str) -> list[common_pb2.Execution]:
-    """The task's executions, oldest nominal time first."""
-    return sorted(client.list_executions(task_id), key=lambda e: (e.nominal_time_ms, e.execution_id))
-
-
 def _ledger(client: Client, task_id: str) -> list[common_pb2.FireRecord]:
     """The task's fire ledger, including the records of nominal times still ahead."""
-    ahead = int(time.time() * 1000) + 86_400_000
+    ahead = now_ms() + 86_400_000
     return list(client.explain_task(task_id, to=ahead, limit=1000).records)
 
 
@@ -150,12 +72,8 @@ def _fired_outcomes(client: Client, task_id: str, max_runs: int) -> list[common_
     """The ledger of a task its max_runs completed, without its last record: the nominal time after the
     last fire, `outside_window` (checked here), which says why it stopped."""
     *records, last = _ledger(client, task_id)
-    assert _outcome(last) == "OUTSIDE_WINDOW" and last.reason == f"max_runs {max_runs} reached", last
+    assert outcome_name(last) == "OUTSIDE_WINDOW" and last.reason == f"max_runs {max_runs} reached", last
     return records
-
-
-def _outcome(rec: common_pb2.FireRecord) -> str:
-    return common_pb2.FireOutcome.Name(rec.outcome)
 
 
 def _states(execs: list[common_pb2.Execution]) -> list[str]:
@@ -166,18 +84,9 @@ def _all_ended(client: Client, task_id: str, count: int) -> list[common_pb2.Exec
     """The task's executions once it is done firing (completed by max_runs) and `count` of them ended."""
     if client.get_task(task_id).state != common_pb2.TASK_COMPLETED:
         return None
-    execs = _executions(client, task_id)
+    execs = runs_of(client, task_id)
     ended = [e for e in execs if e.completed_at_ms]
     return execs if len(execs) == count and len(ended) == count else None
-
-
-def _alive(pid: int) -> bool:
-    """The process exists and is not a zombie (a killed process waits for its parent to reap it)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def _one_at_a_time(runs: dict[str, Stamp], order: list[str]) -> None:
@@ -200,12 +109,12 @@ def test_skip_records_the_fires_during_a_run_and_never_runs_two_at_once(
         client.trigger_task(task.task_id)
 
     def two_skipped() -> list[common_pb2.FireRecord] | None:
-        skipped = [r for r in _ledger(client, task.task_id) if _outcome(r) == "SKIPPED_OVERLAP"]
+        skipped = [r for r in _ledger(client, task.task_id) if outcome_name(r) == "SKIPPED_OVERLAP"]
         return skipped if len(skipped) >= 3 else None  # two nominal times and the trigger
 
     # Nominal times pass while it runs: each is skipped, naming the run that is still active.
     skipped = wait_for(two_skipped, 30, "two fires skipped by the overlap policy")
-    execs = _executions(client, task.task_id)
+    execs = runs_of(client, task.task_id)
     assert [e.execution_id for e in execs] == [first], "a skipped fire made an execution"
     for rec in skipped:
         assert rec.execution_id == "" and first in rec.reason, rec
@@ -223,7 +132,7 @@ def test_skip_records_the_fires_during_a_run_and_never_runs_two_at_once(
         for r in _fired_outcomes(client, task.task_id, 2)
         if (r.nominal_time_ms - execs[0].nominal_time_ms) % 1000 == 0
     ]
-    outcomes = [_outcome(r) for r in ledger]
+    outcomes = [outcome_name(r) for r in ledger]
     assert outcomes[0] == "FIRED" and outcomes[-1] == "FIRED", outcomes
     assert set(outcomes[1:-1]) == {"SKIPPED_OVERLAP"} and len(outcomes) >= 4, outcomes
     assert [r.execution_id for r in ledger if r.execution_id] == [e.execution_id for e in execs]
@@ -239,11 +148,11 @@ def test_buffer_one_keeps_one_waiting_run_drops_the_rest_and_runs_it_after(
     first = wait_for(lambda: next(iter(g.runs()), None), 30, "the first run to start")
 
     def two_dropped() -> list[common_pb2.FireRecord] | None:
-        dropped = [r for r in _ledger(client, task.task_id) if _outcome(r) == "BUFFER_DROPPED"]
+        dropped = [r for r in _ledger(client, task.task_id) if outcome_name(r) == "BUFFER_DROPPED"]
         return dropped if len(dropped) >= 2 else None
 
     dropped = wait_for(two_dropped, 30, "two fires dropped while one waits")
-    execs = _executions(client, task.task_id)
+    execs = runs_of(client, task.task_id)
     # One run, one waiting (the oldest fire after it: buffer_one keeps the first, drops later ones).
     assert _states(execs) == ["EXECUTION_RUNNING", "EXECUTION_BUFFERED"], execs
     waiting = execs[1]
@@ -257,7 +166,7 @@ def test_buffer_one_keeps_one_waiting_run_drops_the_rest_and_runs_it_after(
     assert execs[1].execution_id == waiting.execution_id
     runs = g.runs()
     _one_at_a_time(runs, [e.execution_id for e in execs])
-    outcomes = [_outcome(r) for r in _fired_outcomes(client, task.task_id, 3)]
+    outcomes = [outcome_name(r) for r in _fired_outcomes(client, task.task_id, 3)]
     assert outcomes.count("FIRED") == 3 and set(outcomes) == {"FIRED", "BUFFER_DROPPED"}, outcomes
 
 
@@ -269,7 +178,7 @@ def test_buffer_all_runs_every_fire_one_after_another_oldest_first(
     first = wait_for(lambda: next(iter(g.runs()), None), 30, "the first run to start")
 
     def three_waiting() -> list[common_pb2.Execution] | None:
-        execs = _executions(client, task.task_id)
+        execs = runs_of(client, task.task_id)
         return execs if len(execs) == 4 else None
 
     execs = wait_for(three_waiting, 30, "three fires waiting behind the first run")
@@ -283,7 +192,7 @@ def test_buffer_all_runs_every_fire_one_after_another_oldest_first(
     runs = g.runs()
     # Oldest nominal time first, never two at once.
     _one_at_a_time(runs, [e.execution_id for e in ended])
-    outcomes = [_outcome(r) for r in _fired_outcomes(client, task.task_id, 4)]
+    outcomes = [outcome_name(r) for r in _fired_outcomes(client, task.task_id, 4)]
     assert outcomes == ["FIRED"] * 4, outcomes
 
 
@@ -293,7 +202,7 @@ def _older_and_newer(
     """Once the second fire's run has started: the first execution (ended), the second, the stamps."""
 
     def newer_started() -> tuple[common_pb2.Execution, common_pb2.Execution, dict[str, Stamp]] | None:
-        execs = _executions(client, task_id)
+        execs = runs_of(client, task_id)
         runs = g.runs()
         if len(execs) == 2 and execs[1].execution_id in runs and execs[0].completed_at_ms:
             return execs[0], execs[1], runs
@@ -314,7 +223,7 @@ def test_cancel_other_stops_the_running_one_supersedes_the_waiting_one_then_star
     )
 
     def last_started() -> list[common_pb2.Execution] | None:
-        execs = _executions(client, task.task_id)
+        execs = runs_of(client, task.task_id)
         return execs if len(execs) == 4 and execs[3].execution_id in g.runs() else None
 
     wait_for(last_started, 30, "the last fire's run to start")
@@ -329,7 +238,7 @@ def test_cancel_other_stops_the_running_one_supersedes_the_waiting_one_then_star
         assert "cancel_other" in older.cancel_reason, older.cancel_reason
         stopped = runs[older.execution_id]
         assert stopped.term_ns and stopped.exit_ns and stopped.end_ns is None, stopped
-        assert not _alive(stopped.pid)
+        assert not process_alive(stopped.pid)
     # The waiting one was superseded by the next fire and never ran.
     assert b.execution_id not in runs and b.completed_at_ms == c.fired_at_ms, b
     assert "superseded" in b.error and not b.attempts, b
@@ -339,7 +248,7 @@ def test_cancel_other_stops_the_running_one_supersedes_the_waiting_one_then_star
     assert runs[c.execution_id].start_ns > stop_a and runs[d.execution_id].start_ns > stop_c
     assert c.started_at_ms >= a.completed_at_ms and d.started_at_ms >= c.completed_at_ms
     assert runs[d.execution_id].end_ns is not None
-    assert [_outcome(r) for r in _fired_outcomes(client, task.task_id, 4)] == ["FIRED"] * 4
+    assert [outcome_name(r) for r in _fired_outcomes(client, task.task_id, 4)] == ["FIRED"] * 4
 
 
 def test_terminate_other_ends_the_running_one_at_once_and_kills_it(
@@ -355,7 +264,7 @@ def test_terminate_other_ends_the_running_one_at_once_and_kills_it(
     # Ended by the newer fire's own command, not by its worker's report.
     assert older.state == CANCELLED and older.completed_at_ms == newer.fired_at_ms, (older, newer)
     assert "terminate_other" in older.error, older.error
-    wait_for(lambda: not _alive(runs[first].pid), 10, "the terminated process to be killed")
+    wait_for(lambda: not process_alive(runs[first].pid), 10, "the terminated process to be killed")
     stopped = g.runs()[first]
     assert stopped.term_ns and stopped.exit_ns and stopped.end_ns is None, stopped
     # The new one started at once, while the old process still took its second to stop.
@@ -367,7 +276,7 @@ def test_terminate_other_ends_the_running_one_at_once_and_kills_it(
     after = client.get_execution(first)
     assert after.state == CANCELLED and after.completed_at_ms == older.completed_at_ms
     assert "terminate_other" in after.error
-    assert [_outcome(r) for r in _fired_outcomes(client, task.task_id, 2)] == ["FIRED", "FIRED"]
+    assert [outcome_name(r) for r in _fired_outcomes(client, task.task_id, 2)] == ["FIRED", "FIRED"]
 
 
 def test_allow_all_runs_the_fires_concurrently(client: Client, gates: Callable[[str], Gate]) -> None:
@@ -376,18 +285,18 @@ def test_allow_all_runs_the_fires_concurrently(client: Client, gates: Callable[[
 
     def three_at_once() -> list[common_pb2.Execution] | None:
         runs = g.runs()
-        execs = _executions(client, task.task_id)
+        execs = runs_of(client, task.task_id)
         started = [e for e in execs if e.execution_id in runs]
         return execs if len(started) == 3 else None
 
     execs = wait_for(three_at_once, 30, "three runs at once")
     assert _states(execs) == ["EXECUTION_RUNNING"] * 3
     assert all(s.end_ns is None for s in g.runs().values())
-    assert all(_alive(s.pid) for s in g.runs().values())
+    assert all(process_alive(s.pid) for s in g.runs().values())
     g.open()
     ended = wait_for(lambda: _all_ended(client, task.task_id, 3), 30, "the three runs")
     assert _states(ended) == ["EXECUTION_SUCCEEDED"] * 3
-    assert [_outcome(r) for r in _fired_outcomes(client, task.task_id, 3)] == ["FIRED"] * 3
+    assert [outcome_name(r) for r in _fired_outcomes(client, task.task_id, 3)] == ["FIRED"] * 3
 
 
 def test_max_concurrency_holds_further_fires_pending_until_a_slot_frees(
@@ -397,7 +306,7 @@ def test_max_concurrency_holds_further_fires_pending_until_a_slot_frees(
     task = client.create_task("ov-max-concurrency", every("1s", max_runs=4), g.payload(), max_concurrency=2)
 
     def two_held() -> list[common_pb2.Execution] | None:
-        execs = _executions(client, task.task_id)
+        execs = runs_of(client, task.task_id)
         held = [e for e in execs if e.state == PENDING and "max_concurrency 2" in e.waiting_reason]
         return execs if len(execs) == 4 and len(held) == 2 else None
 
@@ -418,7 +327,7 @@ def test_max_concurrency_holds_further_fires_pending_until_a_slot_frees(
             if o != eid and t.start_ns < s.start_ns and (t.end_ns or 0) > s.start_ns
         ]
         assert len(during) <= 1, f"{eid} started while {during} ran"
-    assert [_outcome(r) for r in _fired_outcomes(client, task.task_id, 4)] == ["FIRED"] * 4
+    assert [outcome_name(r) for r in _fired_outcomes(client, task.task_id, 4)] == ["FIRED"] * 4
 
 
 def test_a_saturated_worker_takes_the_high_priority_run_before_an_older_low_one(

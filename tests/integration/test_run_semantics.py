@@ -14,18 +14,18 @@ from __future__ import annotations
 import itertools
 import subprocess
 import threading
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from cronraft.client import Client, at, build_spec, command, cron, delay, every, http, retry
+from cronraft.client import Client, at, command, cron, delay, every, http, retry
 from cronraft.proto.v1 import common_pb2
+from cronraft.raft.records import TERMINAL_STATES
 
-from .harness import Cluster, wait_for
+from .harness import Cluster, Worker, started, wait_for
+from .semantics import create_task_with_policies, executions_where, final_execution, now_ms, only_execution
 
 pytestmark = pytest.mark.integration
 
@@ -44,16 +44,6 @@ kinds = ["argv", "shell", "http"]
 allow_loopback = true
 deny_networks = ["127.0.0.2/32"]
 """
-ENDED = frozenset(
-    {
-        common_pb2.EXECUTION_SUCCEEDED,
-        common_pb2.EXECUTION_FAILED,
-        common_pb2.EXECUTION_TIMED_OUT,
-        common_pb2.EXECUTION_CANCELLED,
-        common_pb2.EXECUTION_LOST,
-        common_pb2.EXECUTION_EXPIRED,
-    }
-)
 
 
 @pytest.fixture(scope="module")
@@ -64,23 +54,16 @@ def module_cluster(tmp_path_factory: pytest.TempPathFactory, module_clusters: li
     policy.chmod(0o600)
     c = Cluster(root, n=3)
     module_clusters.append(c)
-    try:
-        c.start()
-        c.start_worker("w1", capacity=8)
-        c.start_worker(
-            "w2",
-            capacity=3,
-            extra_args=(
-                *("--queue", "default", "--queue", ROUTED_QUEUE),
-                *(arg for k, v in W2_LABELS.items() for arg in ("--worker-label", f"{k}={v}")),
-            ),
-            policy_args=("--policy", str(policy)),
-        )
-        c.wait_workers(2)
-    except BaseException:
-        print(c.logs())
-        raise
-    return c
+    w2 = Worker(
+        "w2",
+        capacity=3,
+        extra_args=(
+            *("--queue", "default", "--queue", ROUTED_QUEUE),
+            *(arg for k, v in W2_LABELS.items() for arg in ("--worker-label", f"{k}={v}")),
+        ),
+        policy_args=("--policy", str(policy)),
+    )
+    return started(c, workers=(Worker("w1", capacity=8), w2))
 
 
 @pytest.fixture
@@ -89,55 +72,6 @@ def cluster(module_cluster: Cluster, module_cluster_logs: None) -> Cluster:
 
 
 # -- helpers ----------------------------------------------------------------------------------------
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _create(
-    client: Client,
-    name: str,
-    schedule: common_pb2.Schedule,
-    payload: common_pb2.Payload,
-    *,
-    start_deadline_ms: int = 0,
-    depends_on: Sequence[str] = (),
-    dependency_deadline_ms: int = 0,
-    **kw: Any,
-) -> common_pb2.Task:
-    """A task from `create_task`'s keyword arguments plus the policies only a whole spec carries."""
-    spec = build_spec(name, schedule, payload, **kw)
-    spec.start_deadline_ms = start_deadline_ms
-    spec.dependency_deadline_ms = dependency_deadline_ms
-    for upstream in depends_on:
-        spec.depends_on.add(task_id=upstream)
-    return client.create_task_spec(spec)
-
-
-def _final(client: Client, execution_id: str, timeout_s: float = 30) -> common_pb2.Execution:
-    return wait_for(
-        lambda: (e := client.get_execution(execution_id)).state in ENDED and e,
-        timeout_s,
-        f"execution {execution_id} to end",
-    )
-
-
-def _only_execution(client: Client, task_id: str) -> common_pb2.Execution:
-    (ex,) = wait_for(lambda: list(client.list_executions(task_id)), 30, "the task's execution")
-    return ex
-
-
-def _executions_where(
-    client: Client,
-    task_id: str,
-    pred: Callable[[list[common_pb2.Execution]], bool],
-    what: str,
-    timeout_s: float = 30,
-) -> list[common_pb2.Execution]:
-    return wait_for(
-        lambda: (xs := list(client.list_executions(task_id))) and pred(xs) and xs, timeout_s, what
-    )
 
 
 def _count(xs: Iterable[common_pb2.Execution], state: int) -> int:
@@ -159,7 +93,7 @@ def _outcomes(ex: common_pb2.Execution) -> list[str]:
 def test_retry_policy_by_exit_code_and_backoff_spacing(cluster: Cluster) -> None:
     """retryable codes are retried (spaced by the backoff, growing by the multiplier), a code off the
     retryable list ends the run, a non-retryable code is never retried, and a retried run may succeed."""
-    soon = at(_now_ms() + 300)
+    soon = at(now_ms() + 300)
     initial_ms, multiplier = 500, 3.0
     with Client(cluster.servers, timeout_s=30) as client:
         # Attempts 1 and 2 exit 3 (retryable), attempt 3 exits 4: not among the retryable ones.
@@ -185,9 +119,9 @@ def test_retry_policy_by_exit_code_and_backoff_spacing(cluster: Cluster) -> None
             max_attempts=3,
             retry=retry("200ms", non_retryable=[2]),
         )
-        ex_listed = _final(client, _only_execution(client, listed.task_id).execution_id)
-        ex_never = _final(client, _only_execution(client, never.task_id).execution_id)
-        ex_recovers = _final(client, _only_execution(client, recovers.task_id).execution_id)
+        ex_listed = final_execution(client, only_execution(client, listed.task_id).execution_id)
+        ex_never = final_execution(client, only_execution(client, never.task_id).execution_id)
+        ex_recovers = final_execution(client, only_execution(client, recovers.task_id).execution_id)
         letters = {d.execution_id: d for d in client.list_dead_letters()}
 
     assert ex_listed.state == common_pb2.EXECUTION_FAILED, ex_listed
@@ -229,7 +163,7 @@ def test_a_timeout_kills_the_process_tree_and_is_retried_per_retry_on_timeout(
         f'tag="$TAG-$CRONRAFT_ATTEMPT"; (sleep 1.5; touch {out}/marker-$tag) & '
         f"touch {out}/child-$tag; exec sleep 30"
     )
-    soon = at(_now_ms() + 300)
+    soon = at(now_ms() + 300)
     with Client(cluster.servers, timeout_s=30) as client:
         retried = client.create_task(
             "rs-timeout-retried",
@@ -247,8 +181,8 @@ def test_a_timeout_kills_the_process_tree_and_is_retried_per_retry_on_timeout(
             max_attempts=3,
             retry=retry("200ms", retry_on_timeout=False),
         )
-        ex_retried = _final(client, _only_execution(client, retried.task_id).execution_id)
-        ex_final = _final(client, _only_execution(client, final.task_id).execution_id)
+        ex_retried = final_execution(client, only_execution(client, retried.task_id).execution_id)
+        ex_final = final_execution(client, only_execution(client, final.task_id).execution_id)
         letters = {d.execution_id: d for d in client.list_dead_letters()}
 
     assert ex_retried.state == common_pb2.EXECUTION_TIMED_OUT, ex_retried
@@ -282,29 +216,29 @@ def test_executions_that_cannot_start_in_time_expire_and_the_task_goes_on(cluste
     long one ended. An execution that started in time is past its start deadline: its retry, due after
     the deadline, runs (it used to end `expired` during the backoff)."""
     with Client(cluster.servers, timeout_s=30) as client:
-        unserved_cron = _create(
+        unserved_cron = create_task_with_policies(
             client, "rs-deadline-unserved-cron", cron("* * * * * *"), command("true"), queue="nowhere",
             start_deadline_ms=1000,
         )  # fmt: skip
-        unserved_delay = _create(
+        unserved_delay = create_task_with_policies(
             client, "rs-deadline-unserved-delay", delay("1s"), command("true"), queue="nowhere",
             start_deadline_ms=1000,
         )  # fmt: skip
-        limited = _create(
+        limited = create_task_with_policies(
             client, "rs-deadline-limited", cron("* * * * * *"), command("sleep", "2"), max_concurrency=1,
             start_deadline_ms=1000,
         )  # fmt: skip
         # Started at once, failed: its retry waits a backoff longer than the start deadline, and runs.
-        retried = _create(
-            client, "rs-deadline-retried", at(_now_ms() + 300), _sh("exit 1"), max_attempts=2,
+        retried = create_task_with_policies(
+            client, "rs-deadline-retried", at(now_ms() + 300), _sh("exit 1"), max_attempts=2,
             retry=retry("2500ms"), start_deadline_ms=1000,
         )  # fmt: skip
         try:
-            ex_retried = _final(client, _only_execution(client, retried.task_id).execution_id)
+            ex_retried = final_execution(client, only_execution(client, retried.task_id).execution_id)
             assert ex_retried.state == common_pb2.EXECUTION_FAILED, ex_retried
             assert [a.exit_code for a in ex_retried.attempts] == [1, 1] and ex_retried.dead_lettered
             for task in (unserved_cron, unserved_delay):
-                xs = _executions_where(
+                xs = executions_where(
                     client,
                     task.task_id,
                     lambda xs: _count(xs, common_pb2.EXECUTION_EXPIRED) >= 2,
@@ -319,13 +253,13 @@ def test_executions_that_cannot_start_in_time_expire_and_the_task_goes_on(cluste
                 assert client.get_task(task.task_id).state == common_pb2.TASK_SCHEDULED
             # The fixed-delay chain: each run is due the delay after the previous one expired.
             chain = sorted(
-                (e for e in client.list_executions(unserved_delay.task_id) if e.state in ENDED),
+                (e for e in client.list_executions(unserved_delay.task_id) if e.state in TERMINAL_STATES),
                 key=lambda e: e.nominal_time_ms,
             )
             for prev, nxt in itertools.pairwise(chain):
                 assert nxt.nominal_time_ms >= prev.completed_at_ms + 1000, (prev, nxt)
 
-            xs = _executions_where(
+            xs = executions_where(
                 client,
                 limited.task_id,
                 lambda xs: (
@@ -376,15 +310,15 @@ def test_a_fixed_delay_task_goes_on_after_every_kind_of_ending(cluster: Cluster)
             refused.task_id: common_pb2.EXECUTION_FAILED,
         }
         try:
-            first = _only_execution(client, cancelled.task_id)
+            first = only_execution(client, cancelled.task_id)
             client.cancel_execution(first.execution_id, reason="not this one")
-            nxt = _executions_where(
+            nxt = executions_where(
                 client, cancelled.task_id, lambda xs: len(xs) >= 2, "the run after the cancelled one"
             )
-            ended = {task_id: _executions_where(
+            ended = {task_id: executions_where(
                 client, task_id, lambda xs, s=state: _count(xs, s) >= 2, f"two ended runs of {task_id}"
             ) for task_id, state in chains.items()}  # fmt: skip
-            only = _final(client, _only_execution(client, stops.task_id).execution_id)
+            only = final_execution(client, only_execution(client, stops.task_id).execution_id)
             stopped = wait_for(
                 lambda: (t := client.get_task(stops.task_id)).state == common_pb2.TASK_COMPLETED and t,
                 15,
@@ -396,12 +330,14 @@ def test_a_fixed_delay_task_goes_on_after_every_kind_of_ending(cluster: Cluster)
                 client.cancel_task(t.task_id)
     assert {e.execution_id: e.state for e in nxt}[first.execution_id] == common_pb2.EXECUTION_CANCELLED
     for task_id, xs in ended.items():
-        runs = sorted((e for e in xs if e.state in ENDED), key=lambda e: e.nominal_time_ms)
+        runs = sorted((e for e in xs if e.state in TERMINAL_STATES), key=lambda e: e.nominal_time_ms)
         assert all(e.state == chains[task_id] for e in runs), runs
         for prev, later in itertools.pairwise(runs):
             assert later.nominal_time_ms >= prev.completed_at_ms + 1000, (prev, later)
-    assert all(e.dead_lettered for e in ended[failing.task_id] if e.state in ENDED)
-    assert all(_outcomes(e) == ["ATTEMPT_REFUSED"] for e in ended[refused.task_id] if e.state in ENDED)
+    assert all(e.dead_lettered for e in ended[failing.task_id] if e.state in TERMINAL_STATES)
+    assert all(
+        _outcomes(e) == ["ATTEMPT_REFUSED"] for e in ended[refused.task_id] if e.state in TERMINAL_STATES
+    )
     assert only.state == common_pb2.EXECUTION_FAILED and [e.execution_id for e in stops_runs] == [
         only.execution_id
     ]
@@ -418,7 +354,7 @@ def test_a_dependent_run_waits_for_the_upstream_success_of_its_logical_date(
     upstream's failed attempt, but after its retry succeeded. An upstream that fails for good leaves its
     downstream waiting (saying why), or failed at its dependency deadline."""
     marker = tmp_path / "upstream-done"
-    nominal = _now_ms() + 500  # both tasks at the same instant: the same logical date, even at midnight
+    nominal = now_ms() + 500  # both tasks at the same instant: the same logical date, even at midnight
     with Client(cluster.servers, timeout_s=30) as client:
         # Attempt 1 fails after 0.5 s, attempt 2 (after its backoff) writes the marker and succeeds.
         upstream = client.create_task(
@@ -428,7 +364,7 @@ def test_a_dependent_run_waits_for_the_upstream_success_of_its_logical_date(
             max_attempts=2,
             retry=retry("500ms"),
         )
-        downstream = _create(
+        downstream = create_task_with_policies(
             client,
             "rs-dep-downstream",
             at(nominal),
@@ -436,7 +372,7 @@ def test_a_dependent_run_waits_for_the_upstream_success_of_its_logical_date(
             depends_on=[upstream.task_id],
         )
         failing = client.create_task("rs-dep-failing-upstream", at(nominal), _sh("exit 1"))
-        with_deadline = _create(
+        with_deadline = create_task_with_policies(
             client,
             "rs-dep-with-deadline",
             at(nominal),
@@ -444,20 +380,22 @@ def test_a_dependent_run_waits_for_the_upstream_success_of_its_logical_date(
             depends_on=[failing.task_id],
             dependency_deadline_ms=1500,
         )
-        waits = _create(client, "rs-dep-waits", at(nominal), command("true"), depends_on=[failing.task_id])
+        waits = create_task_with_policies(
+            client, "rs-dep-waits", at(nominal), command("true"), depends_on=[failing.task_id]
+        )
 
-        up = _final(client, _only_execution(client, upstream.task_id).execution_id)
-        down = _final(client, _only_execution(client, downstream.task_id).execution_id)
-        failed_up = _final(client, _only_execution(client, failing.task_id).execution_id)
-        gave_up = _final(client, _only_execution(client, with_deadline.task_id).execution_id)
+        up = final_execution(client, only_execution(client, upstream.task_id).execution_id)
+        down = final_execution(client, only_execution(client, downstream.task_id).execution_id)
+        failed_up = final_execution(client, only_execution(client, failing.task_id).execution_id)
+        gave_up = final_execution(client, only_execution(client, with_deadline.task_id).execution_id)
         waiting = wait_for(
-            lambda: (e := _only_execution(client, waits.task_id)).waiting_reason and e,
+            lambda: (e := only_execution(client, waits.task_id)).waiting_reason and e,
             15,
             "the waiting run's reason",
         )
         still = client.get_execution(waiting.execution_id)
         client.cancel_execution(waiting.execution_id, reason="upstream failed for good")
-        cancelled = _final(client, waiting.execution_id)
+        cancelled = final_execution(client, waiting.execution_id)
 
     assert up.state == common_pb2.EXECUTION_SUCCEEDED and _outcomes(up) == [
         "ATTEMPT_FAILED",
@@ -487,24 +425,24 @@ def test_queue_and_label_routing_run_only_on_the_worker_that_serves_them(cluster
     with Client(cluster.servers, timeout_s=30) as client:
         by_queue = client.create_task("rs-route-queue", every("1s"), command("true"), queue=ROUTED_QUEUE)
         by_label = client.create_task("rs-route-label", every("1s"), command("true"), worker_labels=W2_LABELS)
-        nobody = _create(
+        nobody = create_task_with_policies(
             client, "rs-route-nobody", every("1s"), command("true"), worker_labels={"zone": "red"},
             start_deadline_ms=1000,
         )  # fmt: skip
         # A run on a queue no worker serves yet waits, saying why, until a worker of that queue connects.
-        late = client.create_task("rs-route-late", at(_now_ms() + 300), command("true"), queue=LATE_QUEUE)
+        late = client.create_task("rs-route-late", at(now_ms() + 300), command("true"), queue=LATE_QUEUE)
         try:
             waiting = wait_for(
-                lambda: (e := _only_execution(client, late.task_id)).waiting_reason and e,
+                lambda: (e := only_execution(client, late.task_id)).waiting_reason and e,
                 15,
                 "the late-queue run's waiting reason",
             )
             assert waiting.state == common_pb2.EXECUTION_PENDING
             assert waiting.waiting_reason == f"no connected worker serves queue {LATE_QUEUE!r}"
             cluster.start_worker("w3", capacity=1, extra_args=("--queue", LATE_QUEUE))
-            late_run = _final(client, waiting.execution_id)
+            late_run = final_execution(client, waiting.execution_id)
             ran = {
-                t.task_id: _executions_where(
+                t.task_id: executions_where(
                     client,
                     t.task_id,
                     lambda xs: _count(xs, common_pb2.EXECUTION_SUCCEEDED) >= 3,
@@ -512,7 +450,7 @@ def test_queue_and_label_routing_run_only_on_the_worker_that_serves_them(cluster
                 )
                 for t in (by_queue, by_label)
             }
-            never = _executions_where(
+            never = executions_where(
                 client, nobody.task_id, lambda xs: _count(xs, common_pb2.EXECUTION_EXPIRED) >= 1, "an expiry"
             )
         finally:
@@ -524,7 +462,7 @@ def test_queue_and_label_routing_run_only_on_the_worker_that_serves_them(cluster
         assert workers == {"w2"}, (task_id, workers)
     assert late_run.state == common_pb2.EXECUTION_SUCCEEDED and late_run.worker_id == "w3", late_run
     expired = [e for e in never if e.state == common_pb2.EXECUTION_EXPIRED]
-    assert all(not e.attempts for e in never if e.state in ENDED)
+    assert all(not e.attempts for e in never if e.state in TERMINAL_STATES)
     assert "no worker of queue 'default' carries labels zone=red" in expired[0].error, expired[0].error
 
 
@@ -570,7 +508,7 @@ def test_http_payload_on_a_worker_whose_policy_file_allows_loopback(cluster: Clu
     denied = _Endpoint(host="127.0.0.2")
     try:
         with Client(cluster.servers, timeout_s=30) as client:
-            soon = at(_now_ms() + 300)
+            soon = at(now_ms() + 300)
             ok = client.create_task(
                 "rs-http-allowed",
                 soon,
@@ -587,8 +525,8 @@ def test_http_payload_on_a_worker_whose_policy_file_allows_loopback(cluster: Clu
                 max_attempts=3,
                 retry=retry("200ms"),
             )
-            ex = _final(client, _only_execution(client, ok.task_id).execution_id)
-            no = _final(client, _only_execution(client, refused.task_id).execution_id)
+            ex = final_execution(client, only_execution(client, ok.task_id).execution_id)
+            no = final_execution(client, only_execution(client, refused.task_id).execution_id)
     finally:
         allowed.close()
         denied.close()

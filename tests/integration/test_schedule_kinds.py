@@ -10,11 +10,9 @@ every wait is a condition polled with a deadline."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -22,7 +20,17 @@ from cronraft.client import Client, at, command, cron, delay, every
 from cronraft.proto.v1 import common_pb2
 from cronraft.raft.schedule import jitter_offset_ms
 
-from .harness import Cluster, wait_for
+from .harness import Cluster, started, wait_for
+from .semantics import (
+    cpu_seconds,
+    fire_ledger,
+    first_started_ms,
+    next_second,
+    now_ms,
+    outcome_name,
+    runs_of,
+    time_of_day,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -37,14 +45,7 @@ START_SLACK_MS = 20
 def module_cluster(tmp_path_factory: pytest.TempPathFactory, module_clusters: list[Cluster]) -> Cluster:
     c = Cluster(tmp_path_factory.mktemp("schedule-kinds"), n=3)
     module_clusters.append(c)
-    try:
-        c.start()
-        c.start_worker("w1", capacity=8)
-        c.wait_workers(1)
-    except BaseException:
-        print(c.logs())
-        raise
-    return c
+    return started(c)
 
 
 @pytest.fixture
@@ -53,72 +54,45 @@ def client(module_cluster: Cluster, module_cluster_logs: None) -> Iterator[Clien
         yield c
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _next_second(after_ms: int) -> int:
-    return (after_ms // 1000 + 1) * 1000
-
-
-def _runs(client: Client, task_id: str) -> list[common_pb2.Execution]:
-    """The task's executions, by nominal time."""
-    return sorted(client.list_executions(task_id), key=lambda e: e.nominal_time_ms)
-
-
 def _succeeded(
     client: Client, task_id: str, count: int, timeout_s: float, what: str
 ) -> list[common_pb2.Execution]:
     """Wait until at least `count` executions of the task succeeded; all its executions, by nominal time."""
 
     def enough() -> list[common_pb2.Execution] | None:
-        runs = _runs(client, task_id)
+        runs = runs_of(client, task_id)
         return runs if sum(e.state == SUCCEEDED for e in runs) >= count else None
 
     return wait_for(enough, timeout_s, what)
 
 
-def _ledger(client: Client, task_id: str) -> dict[int, common_pb2.FireRecord]:
-    """The task's fire ledger up to a minute ahead, by nominal time."""
-    resp = client.explain_task(task_id, from_=1, to=_now_ms() + 60_000, limit=1000)
-    return {r.nominal_time_ms: r for r in resp.records}
-
-
-def _outcome(rec: common_pb2.FireRecord) -> str:
-    return common_pb2.FireOutcome.Name(rec.outcome)
-
-
-def _started_ms(e: common_pb2.Execution) -> int:
-    return e.attempts[0].started_at_ms if e.attempts else e.started_at_ms
-
-
 def test_a_one_time_task_fires_once_at_its_instant_then_completes(client: Client) -> None:
-    when = _now_ms() + 3000
+    when = now_ms() + 3000
     task = client.create_task("kinds-at", at(when), command("true"))
     assert task.next_fire_ms == when and task.state == common_pb2.TASK_SCHEDULED
     wait_for(
         lambda: (
             client.get_task(task.task_id).state == common_pb2.TASK_COMPLETED
-            and all(e.state == SUCCEEDED for e in _runs(client, task.task_id))
+            and all(e.state == SUCCEEDED for e in runs_of(client, task.task_id))
         ),
         20,
         "the one-time task to fire and complete",
     )
-    runs = _runs(client, task.task_id)
+    runs = runs_of(client, task.task_id)
     assert len(runs) == 1 and runs[0].state == SUCCEEDED
     assert runs[0].nominal_time_ms == when
     # Started at its instant: not before (the worker holds a lease fired ahead), and not seconds late.
-    assert when - START_SLACK_MS <= _started_ms(runs[0]) <= when + 2000
+    assert when - START_SLACK_MS <= first_started_ms(runs[0]) <= when + 2000
     done = client.get_task(task.task_id)
     assert done.fire_count == 1 and done.next_fire_ms == 0 and done.last_fired_nominal_ms == when
-    ledger = _ledger(client, task.task_id)
-    assert [(n, _outcome(r)) for n, r in ledger.items()] == [(when, "FIRED")]
+    ledger = fire_ledger(client, task.task_id)
+    assert [(n, outcome_name(r)) for n, r in ledger.items()] == [(when, "FIRED")]
     assert ledger[when].execution_id == runs[0].execution_id
 
 
 def test_a_fixed_rate_fires_on_its_anchors_grid_every_period(client: Client) -> None:
     # An anchor off the whole second: the grid is anchor + n * period, not the epoch's.
-    anchor = _now_ms() - 10_000 + 337 - (_now_ms() % 1000)
+    anchor = now_ms() - 10_000 + 337 - (now_ms() % 1000)
     task = client.create_task("kinds-every", every("1s", anchor=anchor), command("true"))
     assert (task.next_fire_ms - anchor) % 1000 == 0 and task.next_fire_ms > task.created_at_ms
     runs = _succeeded(client, task.task_id, 4, 20, "four runs of the fixed-rate task")
@@ -128,13 +102,13 @@ def test_a_fixed_rate_fires_on_its_anchors_grid_every_period(client: Client) -> 
     assert nominals == [nominals[0] + 1000 * i for i in range(4)], "not consecutive"
     assert nominals[0] == task.next_fire_ms  # the first is the one planned at creation
     for e in runs[:4]:
-        assert e.nominal_time_ms - START_SLACK_MS <= _started_ms(e) <= e.nominal_time_ms + 2000
-    ledger = _ledger(client, task.task_id)
-    assert all(_outcome(ledger[n]) == "FIRED" for n in nominals)
+        assert e.nominal_time_ms - START_SLACK_MS <= first_started_ms(e) <= e.nominal_time_ms + 2000
+    ledger = fire_ledger(client, task.task_id)
+    assert all(outcome_name(ledger[n]) == "FIRED" for n in nominals)
 
 
 def test_a_window_fires_from_start_at_and_stops_after_max_runs_or_end_at(client: Client) -> None:
-    start = _next_second(_now_ms() + 2500)
+    start = next_second(now_ms() + 2500)
     by_runs = client.create_task("kinds-max-runs", every("1s", start_at=start, max_runs=3), command("true"))
     # end_at between the third and the fourth second: three fires too.
     by_end = client.create_task(
@@ -149,20 +123,20 @@ def test_a_window_fires_from_start_at_and_stops_after_max_runs_or_end_at(client:
     wait_for(lambda: completed(by_runs.task_id) and completed(by_end.task_id), 20, "both windows to end")
     expected = [start, start + 1000, start + 2000]
     for t, why in ((by_runs, "max_runs 3 reached"), (by_end, f"after end_at {start + 2500}")):
-        runs = _runs(client, t.task_id)
+        runs = runs_of(client, t.task_id)
         assert [e.nominal_time_ms for e in runs] == expected, t.spec.name
         done = client.get_task(t.task_id)
         assert done.fire_count == 3 and done.next_fire_ms == 0
-        ledger = _ledger(client, t.task_id)
-        assert [_outcome(ledger[n]) for n in expected] == ["FIRED"] * 3
+        ledger = fire_ledger(client, t.task_id)
+        assert [outcome_name(ledger[n]) for n in expected] == ["FIRED"] * 3
         # explain says why it stopped: the next time it would have fired is outside the window.
         after = ledger[start + 3000]
-        assert _outcome(after) == "OUTSIDE_WINDOW" and after.reason == why, after
+        assert outcome_name(after) == "OUTSIDE_WINDOW" and after.reason == why, after
         assert not after.execution_id
         assert min(ledger) == start, "a ledger record before start_at"
     # Nothing fires afterwards (a completed task is out of the leader's wheel).
-    wait_for(lambda: _now_ms() > start + 4500, 10, "the next second to pass")
-    assert len(_runs(client, by_runs.task_id)) == 3 and len(_runs(client, by_end.task_id)) == 3
+    wait_for(lambda: now_ms() > start + 4500, 10, "the next second to pass")
+    assert len(runs_of(client, by_runs.task_id)) == 3 and len(runs_of(client, by_end.task_id)) == 3
 
 
 def test_jitter_delays_each_fire_by_a_fixed_offset_of_its_nominal_time(client: Client) -> None:
@@ -176,7 +150,7 @@ def test_jitter_delays_each_fire_by_a_fixed_offset_of_its_nominal_time(client: C
         assert p.actual_ms == p.nominal_time_ms + jitter_offset_ms(task.task_id, p.nominal_time_ms, jitter)
     runs = _succeeded(client, task.task_id, 3, 20, "three jittered runs")
     client.cancel_task(task.task_id)
-    ledger = _ledger(client, task.task_id)
+    ledger = fire_ledger(client, task.task_id)
     offsets = []
     for e in runs[:3]:
         nominal = e.nominal_time_ms
@@ -184,10 +158,10 @@ def test_jitter_delays_each_fire_by_a_fixed_offset_of_its_nominal_time(client: C
         assert 0 <= want < jitter
         offsets.append(want)
         rec = ledger[nominal]
-        assert _outcome(rec) == "FIRED" and rec.execution_id == e.execution_id
+        assert outcome_name(rec) == "FIRED" and rec.execution_id == e.execution_id
         assert (rec.actual_ms or nominal) == nominal + want, (rec, want)
         # Started at the jittered instant: never before it, not seconds after it.
-        assert nominal + want - START_SLACK_MS <= _started_ms(e) <= nominal + want + 2000, (e, want)
+        assert nominal + want - START_SLACK_MS <= first_started_ms(e) <= nominal + want + 2000, (e, want)
         if e.not_before_ms:  # fired ahead: the worker held it until its due instant
             assert e.not_before_ms == nominal + want
     nominals = [e.nominal_time_ms for e in runs[:3]]
@@ -211,20 +185,16 @@ def test_cron_with_seconds_fires_each_matching_second_as_its_next_fire_said(clie
     nominals = [e.nominal_time_ms for e in runs]
     assert nominals[:3] == announced == [first, first + 2000, first + 4000]
     assert all(n % 2000 == 0 for n in nominals)
-    ledger = _ledger(client, task.task_id)
-    assert all(_outcome(ledger[n]) == "FIRED" for n in announced)
-
-
-def _time_of_day(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%H:%M:%S")
+    ledger = fire_ledger(client, task.task_id)
+    assert all(outcome_name(ledger[n]) == "FIRED" for n in announced)
 
 
 def test_a_calendar_skips_the_instants_it_excludes(client: Client) -> None:
     """Every second, but the three seconds a calendar excludes: those are skipped_calendar in the ledger
     (naming the calendar) and fire nothing; the seconds around them fire."""
-    lo = _next_second(_now_ms() + 2500)
-    if _time_of_day(lo) > _time_of_day(lo + 3000):  # the range would wrap past midnight: move past it
-        lo = _next_second(lo + 4000)
+    lo = next_second(now_ms() + 2500)
+    if time_of_day(lo) > time_of_day(lo + 3000):  # the range would wrap past midnight: move past it
+        lo = next_second(lo + 4000)
     hi = lo + 3000
     client.put_calendar(
         common_pb2.Calendar(
@@ -232,7 +202,7 @@ def test_a_calendar_skips_the_instants_it_excludes(client: Client) -> None:
             time_zone="UTC",
             exclude=[
                 common_pb2.CalendarRule(
-                    time_of_day=common_pb2.TimeOfDayRange(start=_time_of_day(lo), end=_time_of_day(hi))
+                    time_of_day=common_pb2.TimeOfDayRange(start=time_of_day(lo), end=time_of_day(hi))
                 )
             ],
         )
@@ -246,20 +216,14 @@ def test_a_calendar_skips_the_instants_it_excludes(client: Client) -> None:
         "fires past the quiet range",
     )
     client.cancel_task(task.task_id)
-    fired = {e.nominal_time_ms for e in _runs(client, task.task_id)}
-    ledger = _ledger(client, task.task_id)
+    fired = {e.nominal_time_ms for e in runs_of(client, task.task_id)}
+    ledger = fire_ledger(client, task.task_id)
     for n in (lo, lo + 1000, lo + 2000):
         assert n not in fired
         rec = ledger[n]
-        assert _outcome(rec) == "SKIPPED_CALENDAR" and "calendar kinds-quiet" in rec.reason, rec
+        assert outcome_name(rec) == "SKIPPED_CALENDAR" and "calendar kinds-quiet" in rec.reason, rec
     assert {lo - 1000, hi, hi + 1000} <= fired, sorted(fired)
-    assert all(_outcome(ledger[n]) == "FIRED" for n in (lo - 1000, hi, hi + 1000))
-
-
-def _cpu_s(pid: int) -> float:
-    """The CPU time (user + system) process `pid` used so far, in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    assert all(outcome_name(ledger[n]) == "FIRED" for n in (lo - 1000, hi, hi + 1000))
 
 
 def _minute_rule(ms: int) -> common_pb2.CalendarRule:
@@ -275,7 +239,7 @@ def test_a_calendar_roll_moves_an_excluded_instant_to_the_next_included_day(
     """Roll-following keeps the wall time and moves the fire to the next included day: a seconds cron
     whose next second a calendar excludes (this minute and the next, today only) is due at the same
     second tomorrow, and nothing fires today meanwhile."""
-    now = _now_ms()
+    now = now_ms()
     client.put_calendar(
         common_pb2.Calendar(name="kinds-roll", exclude=[_minute_rule(now), _minute_rule(now + 60_000)])
     )
@@ -285,24 +249,24 @@ def test_a_calendar_roll_moves_an_excluded_instant_to_the_next_included_day(
         command("true"),
     )
     nominal, day = task.next_fire_ms, 86_400_000
-    assert nominal == _next_second(task.created_at_ms), task
+    assert nominal == next_second(task.created_at_ms), task
     assert task.next_due_ms == nominal + day, task
     preview = client.preview_task(task.task_id, from_=nominal - 1, count=1)
     assert preview[0].nominal_time_ms == nominal and preview[0].actual_ms == nominal + day
     assert any("rolled from" in note for note in preview[0].notes), preview[0]
     lead = module_cluster.leader()
     assert lead is not None and lead.proc is not None
-    wait_for(lambda: _now_ms() > nominal + 200, 10, "the excluded second to pass")
-    cpu0, wall0 = _cpu_s(lead.proc.pid), time.monotonic()
-    wait_for(lambda: _now_ms() > nominal + 2200, 10, "two more seconds to pass")
-    cpu1, wall1 = _cpu_s(lead.proc.pid), time.monotonic()
+    wait_for(lambda: now_ms() > nominal + 200, 10, "the excluded second to pass")
+    cpu0, wall0 = cpu_seconds(lead.proc.pid), time.monotonic()
+    wait_for(lambda: now_ms() > nominal + 2200, 10, "two more seconds to pass")
+    cpu1, wall1 = cpu_seconds(lead.proc.pid), time.monotonic()
     # The leader holds the task in its wheel at its due time, tomorrow: it does not wake for it now (it
     # did: put back at the passed nominal time at every tick, it spun, ~0.9 of a core, and starved its
     # clients: the cancel below timed out). Idle, it uses a few hundredths of a core.
     share = (cpu1 - cpu0) / (wall1 - wall0)
     assert share < 0.3, f"the leader used {share:.2f} of a core waiting for a fire due tomorrow"
     client.cancel_task(task.task_id)
-    assert _runs(client, task.task_id) == [], "fired today"
+    assert runs_of(client, task.task_id) == [], "fired today"
 
 
 def test_an_edit_between_frequent_schedules_fires_the_new_times_and_a_resume_fires_again(
@@ -323,7 +287,7 @@ def test_an_edit_between_frequent_schedules_fires_the_new_times_and_a_resume_fir
     paused = client.pause_task(task.task_id, note="kinds")
     missed = client.get_task(task.task_id).next_fire_ms
     # The scenario, not synchronisation: a nominal time goes by while the task is paused.
-    wait_for(lambda: _now_ms() > missed + 300, 10, "a nominal time to pass while paused")
+    wait_for(lambda: now_ms() > missed + 300, 10, "a nominal time to pass while paused")
     resumed = client.resume_task(task.task_id)
     assert resumed.state == common_pb2.TASK_SCHEDULED
     assert resumed.next_fire_ms % 1000 == 250 and resumed.next_fire_ms > missed
@@ -331,7 +295,7 @@ def test_an_edit_between_frequent_schedules_fires_the_new_times_and_a_resume_fir
         lambda: (
             [
                 e
-                for e in _runs(client, task.task_id)
+                for e in runs_of(client, task.task_id)
                 if e.nominal_time_ms >= resumed.next_fire_ms and e.state == SUCCEEDED
             ]
             or None
@@ -341,10 +305,10 @@ def test_an_edit_between_frequent_schedules_fires_the_new_times_and_a_resume_fir
     )
     client.cancel_task(task.task_id)
     assert after[0].nominal_time_ms == resumed.next_fire_ms
-    fired = {e.nominal_time_ms for e in _runs(client, task.task_id)}
+    fired = {e.nominal_time_ms for e in runs_of(client, task.task_id)}
     assert missed not in fired
-    rec = _ledger(client, task.task_id)[missed]
-    assert _outcome(rec) == "PAUSED" and rec.reason == "kinds", rec
+    rec = fire_ledger(client, task.task_id)[missed]
+    assert outcome_name(rec) == "PAUSED" and rec.reason == "kinds", rec
     assert paused.paused_at_ms <= missed
 
 
@@ -355,23 +319,23 @@ def test_a_fixed_delay_task_resumed_after_its_next_run_was_due_runs_again(client
 
     def planned() -> int | None:  # a run ended and the next one is planned, still ahead
         t = client.get_task(task.task_id)
-        return t.next_fire_ms if t.fire_count >= 1 and t.next_fire_ms > _now_ms() + 1000 else None
+        return t.next_fire_ms if t.fire_count >= 1 and t.next_fire_ms > now_ms() + 1000 else None
 
     missed = wait_for(planned, 20, "a first run and the next one planned")
     client.pause_task(task.task_id, note="kinds")
-    wait_for(lambda: _now_ms() > missed + 300, 10, "the planned run's time to pass while paused")
+    wait_for(lambda: now_ms() > missed + 300, 10, "the planned run's time to pass while paused")
     resumed = client.resume_task(task.task_id)
     assert resumed.state == common_pb2.TASK_SCHEDULED and resumed.next_fire_ms >= missed, resumed
     wait_for(
         lambda: any(
             e.nominal_time_ms >= resumed.next_fire_ms and e.state == SUCCEEDED
-            for e in _runs(client, task.task_id)
+            for e in runs_of(client, task.task_id)
         ),
         20,
         "a run after the resume",
     )
     client.cancel_task(task.task_id)
-    assert _outcome(_ledger(client, task.task_id)[missed]) == "PAUSED"
+    assert outcome_name(fire_ledger(client, task.task_id)[missed]) == "PAUSED"
 
 
 def test_an_edit_while_paused_applies_from_the_resume(client: Client) -> None:

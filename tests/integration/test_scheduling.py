@@ -12,20 +12,10 @@ import pytest
 from cronraft.client import Client, command, cron, delay
 from cronraft.proto.v1 import common_pb2
 
-from .harness import Cluster, ledger_command, read_ledger, wait_for
+from .harness import Cluster, ledger_command, read_ledger, started, wait_for
+from .semantics import outcome_name
 
 pytestmark = pytest.mark.integration
-
-
-def _start(c: Cluster) -> Cluster:
-    try:
-        c.start()
-        c.start_worker("w1", capacity=8)
-        c.wait_workers(1)
-    except BaseException:
-        print(c.logs())
-        raise
-    return c
 
 
 @pytest.fixture
@@ -33,7 +23,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     """A cluster of the test's own, for a test that stops its nodes."""
     c = Cluster(tmp_path, n=3)
     try:
-        yield _start(c)
+        yield started(c)
     finally:
         c.stop()
 
@@ -43,7 +33,7 @@ def module_cluster(tmp_path_factory: pytest.TempPathFactory, module_clusters: li
     """One cluster for the tests that leave it running (each with its own task names)."""
     c = Cluster(tmp_path_factory.mktemp("scheduling"), n=3)
     module_clusters.append(c)
-    return _start(c)
+    return started(c)
 
 
 @pytest.fixture
@@ -53,7 +43,7 @@ def shared_cluster(module_cluster: Cluster, module_cluster_logs: None) -> Cluste
 
 def _outcomes(client: Client, task_id: str, lo: int, hi: int) -> dict[int, str]:
     resp = client.explain_task(task_id, from_=lo, to=hi, limit=1000)
-    return {r.nominal_time_ms: common_pb2.FireOutcome.Name(r.outcome) for r in resp.records}
+    return {r.nominal_time_ms: outcome_name(r) for r in resp.records}
 
 
 def test_each_misfire_policy_after_the_whole_cluster_was_down(cluster: Cluster, tmp_path: Path) -> None:

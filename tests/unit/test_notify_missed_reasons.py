@@ -33,6 +33,23 @@ class Notifier:
         return True
 
 
+def _leader(log: Log, wall_ms: int, notifier: Notifier) -> LeaderRunner:
+    """The leader core of term 1 over `log`'s store, its clock at `wall_ms`, notifying into `notifier`:
+    only its notification path runs here, so it commits nothing (no committer). Called inside the test's
+    event loop: the runner holds asyncio objects."""
+    return LeaderRunner(
+        kv=log.sm.kv,
+        committer=None,  # type: ignore[arg-type]
+        settings=LeaderSettings(),
+        node_id="n1",
+        term=1,
+        clock=FakeClock(wall=wall_ms, mono=1_000),  # type: ignore[arg-type]
+        still_leader=lambda: True,
+        heartbeat_interval_ms=1_000,
+        notifier=notifier,  # type: ignore[arg-type]
+    )
+
+
 def test_a_missed_notification_carries_the_ledgers_reasons() -> None:
     log = Log()
     s = spec(misfire=common_pb2.MISFIRE_SKIP)
@@ -49,17 +66,7 @@ def test_a_missed_notification_carries_the_ledgers_reasons() -> None:
     notifier = Notifier()
 
     async def main() -> None:
-        runner = LeaderRunner(
-            kv=log.sm.kv,
-            committer=None,  # type: ignore[arg-type]
-            settings=LeaderSettings(),
-            node_id="n1",
-            term=1,
-            clock=FakeClock(wall=first, mono=1_000),  # type: ignore[arg-type]
-            still_leader=lambda: True,
-            heartbeat_interval_ms=1_000,
-            notifier=notifier,  # type: ignore[arg-type]
-        )
+        runner = _leader(log, first, notifier)
         runner._notify([cmd], results)
 
     asyncio.run(main())
@@ -83,17 +90,7 @@ def test_a_leader_command_applied_after_its_proposal_timed_out_still_notifies() 
     notifier = Notifier()
 
     async def main() -> None:
-        runner = LeaderRunner(
-            kv=log.sm.kv,
-            committer=None,  # type: ignore[arg-type]
-            settings=LeaderSettings(),
-            node_id="n1",
-            term=1,
-            clock=FakeClock(wall=first, mono=1_000),  # type: ignore[arg-type]
-            still_leader=lambda: True,
-            heartbeat_interval_ms=1_000,
-            notifier=notifier,  # type: ignore[arg-type]
-        )
+        runner = _leader(log, first, notifier)
         runner._late_results([cmd], results)
 
     asyncio.run(main())
