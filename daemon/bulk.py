@@ -5,7 +5,8 @@ spec rejects its whole batch with INVALID_ARGUMENT naming `batches[b].specs[i].<
 call. A good batch becomes one `ImportTasks` command (one replicated entry, one LMDB transaction on
 each node: all of it or nothing). Up to `MAX_INFLIGHT` batches are in flight at once, so the stream is
 read while earlier batches replicate. Batches acknowledged before a failure stay created; the error
-says how many. A retried batch (same request id) is answered from the dedup table with its first ids.
+says how many. A retried batch (same request id) is answered from the dedup table with its first ids,
+without the quota check (its own tasks may fill the quota: `recorded`, daemon.services.common).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from cronraft.daemon.rejections import check_result
 from cronraft.proto.v1 import commands_pb2, common_pb2, scheduler_pb2
 from cronraft.raft import quota
 from cronraft.raft.commands import MAX_IMPORT_BATCH
+from cronraft.raft.kv import Txn
 
 if TYPE_CHECKING:
     from cronraft.daemon.node import Node
@@ -30,15 +32,18 @@ MAX_BATCH_BYTES = 3 << 20
 
 Stamp = Callable[[common_pb2.TaskSpec, "Node"], None]
 RequestId = Callable[[str, str], str]
+# The answer the dedup table keeps for a client's request id of a kind, if applied already.
+Recorded = Callable[[Txn, str, str], commands_pb2.CommandResult | None]
 
 
 class BulkImport:
     """One `ImportTasks` call."""
 
-    def __init__(self, node: Node, *, stamp: Stamp, request_id: RequestId) -> None:
+    def __init__(self, node: Node, *, stamp: Stamp, request_id: RequestId, recorded: Recorded) -> None:
         self.node = node
         self._stamp = stamp
         self._request_id = request_id
+        self._recorded = recorded
         self._slots = asyncio.Semaphore(MAX_INFLIGHT)
         self._inflight: set[asyncio.Task[None]] = set()
         self._batches: list[scheduler_pb2.ImportedBatch | None] = []
@@ -98,7 +103,8 @@ class BulkImport:
                     f"{where}.specs[{i}].{e.field.removeprefix('spec.')}", e.problem
                 ) from None
         with self.node.kv.read() as txn:
-            quota.check_tasks(txn, self.node.limits, count)  # apply checks it again (batches in flight)
+            if self._recorded(txn, request.request_id, "import") is None:  # not applied: it may fill it
+                quota.check_tasks(txn, self.node.limits, count)  # apply checks it again (batches in flight)
         now = self.node.clock.now_ms()
         body = commands_pb2.ImportTasks(
             first_task_id=new_id(now),

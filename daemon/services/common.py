@@ -70,6 +70,22 @@ def _request_id(given: str, kind: str) -> str:
     return f"{kind}:{given}" if given else ""
 
 
+def _recorded(txn: Txn, request_id: str, kind: str) -> commands_pb2.CommandResult | None:
+    """The answer the dedup table keeps for the client's request `request_id` of `kind` (the first
+    attempt's, refused or not: raft.result_bytes.remember), or None when it has not been applied.
+
+    The SDK resends a write whose answer was lost (a leader killed after applying it) with the same
+    request id, and apply answers it from this table whatever the command holds. A check a servicer
+    makes before proposing that the first attempt's own effect makes fail (a quota it filled, the task it
+    deleted, the letters it purged) must not run for such a retry: it would refuse a write that was done.
+    The role checks stay (a request id is not a credential)."""
+    key = _request_id(request_id, kind)
+    if not key:
+        return None
+    seen = txn.get("requests", key.encode())
+    return None if seen is None else commands_pb2.CommandResult.FromString(seen)
+
+
 class SchedulerBase:
     """The node a Scheduler servicer serves, and the one path of its writes (each subject's methods are
     a subclass: daemon.services.scheduler puts them together)."""

@@ -8,12 +8,14 @@ from typing import Any
 import grpc
 
 from cronraft import bounds, errors
+from cronraft.daemon.rejections import check_result
 from cronraft.daemon.security.authz import readable, require_role
 from cronraft.daemon.services.common import (
     SchedulerBase,
     _guard,
     _list_namespace,
     _page_size,
+    _recorded,
     _task_for,
     _task_namespace,
 )
@@ -115,7 +117,7 @@ class DeadLetterMethods(SchedulerBase):
             check_limit(request.limit, "limit", bounds.MAX_PURGE_IDS)
             if request.before_ms < 0:
                 raise errors.InvalidArgument("before_ms", "must not be negative (0: any time)")
-            namespace = None
+            namespace, done = None, None
             if request.execution_ids or not request.task_id:
                 # By ids: the ids' one namespace. With no filter: the request's namespace only, never
                 # the whole queue (the state machine's "every task" is not offered to clients).
@@ -127,12 +129,12 @@ class DeadLetterMethods(SchedulerBase):
                     else:
                         namespace = check_namespace(request.namespace, "namespace")
                         require_role("PurgeDeadLetters", namespace)
-                        limit = min(request.limit or 1000, bounds.MAX_PURGE_IDS)
-                        letters, _ = _letters_page(
-                            txn, namespace, limit, "", before_ms=request.before_ms, scan_limit=None
-                        )
-                        ids = [d.execution_id for d in letters]
+                        done = _recorded(txn, request.request_id, "purge")
+                        ids = _letters_to_purge(txn, request, namespace) if done is None else _purged(done)
                 if not ids:  # an empty list would mean "every task": nothing to purge
+                    if done is not None:  # a retry of a purge that removed none: its answer as kept
+                        check_result(done)
+                        return done
                     return commands_pb2.CommandResult()
                 del body.execution_ids[:]
                 body.execution_ids.extend(ids)
@@ -142,6 +144,22 @@ class DeadLetterMethods(SchedulerBase):
 
         res = await _guard(context, run())
         return scheduler_pb2.PurgeDeadLettersResponse(purged=len(res.dead_letters))
+
+
+def _letters_to_purge(txn: Txn, request: scheduler_pb2.PurgeDeadLettersRequest, namespace: str) -> list[str]:
+    """The ids of the dead letters a purge with neither ids nor task removes: the namespace's, dead before
+    `before_ms` if given, at most `limit`."""
+    limit = min(request.limit or 1000, bounds.MAX_PURGE_IDS)
+    letters, _ = _letters_page(txn, namespace, limit, "", before_ms=request.before_ms, scan_limit=None)
+    return [d.execution_id for d in letters]
+
+
+def _purged(done: commands_pb2.CommandResult) -> list[str]:
+    """The ids a purge with neither ids nor task removed when first applied (its answer in the dedup
+    table, common._recorded). Listed again, its retry would find them gone and answer purged=0; proposed
+    with them, it is answered from the dedup table (were the record gone, it would act on those letters
+    only, never on the whole queue as an empty list would)."""
+    return [d.execution_id for d in done.dead_letters]
 
 
 def _ids_in_one_namespace(txn: Txn, ids: list[str], method: str) -> tuple[list[str], str | None]:

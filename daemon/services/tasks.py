@@ -19,6 +19,7 @@ from cronraft.daemon.services.common import (
     _guard,
     _list_namespace,
     _page_size,
+    _recorded,
     _request_id,
     _task_for,
 )
@@ -61,7 +62,8 @@ class TaskMethods(SchedulerBase):
         _stamp_defaults(spec, node)
         with node.kv.read() as txn:
             _check_upstreams(txn, spec)
-            quota.check_tasks(txn, node.limits)  # apply checks it again, with the same limits
+            if _recorded(txn, request.request_id, "create") is None:  # not applied: it may have filled it
+                quota.check_tasks(txn, node.limits)  # apply checks it again, with the same limits
         now = node.clock.now_ms()
         cmd = commands_pb2.Command(
             request_id=_request_id(request.request_id, "create"),
@@ -85,7 +87,7 @@ class TaskMethods(SchedulerBase):
             with node.kv.read() as txn:
                 _check_upstreams(txn, spec)
 
-        bulk = BulkImport(self.node, stamp=stamp, request_id=_request_id)
+        bulk = BulkImport(self.node, stamp=stamp, request_id=_request_id, recorded=_recorded)
         return await _guard(context, bulk.run(request_iterator))
 
     async def CancelTask(
@@ -181,12 +183,15 @@ class TaskMethods(SchedulerBase):
 
     # ----------------------------------------------------------------------- edits and lifecycle
 
-    def _check_room(self, task_id: str, method: str) -> None:
-        """The task's quotas allow one more execution (raft.quota; apply checks it again)."""
+    def _check_room(self, task_id: str, method: str, request_id: str, kind: str) -> None:
+        """The task's quotas allow one more execution (raft.quota; apply checks it again), unless this
+        request was applied already: its own executions may fill them (common._recorded)."""
         check_id(task_id, "task_id")
         with self.node.kv.read() as txn:
             task = _task_for(txn, task_id, method)
-            refusal = None if task is None else quota.execution_refusal(txn, self.node.limits, task)
+            if _recorded(txn, request_id, kind) is not None:
+                return
+            refusal = quota.execution_refusal(txn, self.node.limits, task)
         if refusal is not None:
             raise refusal
 
@@ -232,7 +237,7 @@ class TaskMethods(SchedulerBase):
     ) -> common_pb2.Execution:
         async def run() -> common_pb2.Execution:
             self.node.leader_runner()
-            self._check_room(request.task_id, "TriggerTask")
+            self._check_room(request.task_id, "TriggerTask", request.request_id, "trigger")
             body = commands_pb2.TriggerTask(
                 task_id=request.task_id, execution_id=new_id(self.node.clock.now_ms())
             )
@@ -250,7 +255,7 @@ class TaskMethods(SchedulerBase):
             if request.max_fires < 0 or request.max_fires > 1000:
                 raise errors.InvalidArgument("max_fires", "must be between 0 and 1000")
             self.node.leader_runner()
-            self._check_room(request.task_id, "BackfillTask")
+            self._check_room(request.task_id, "BackfillTask", request.request_id, "backfill")
             body = commands_pb2.BackfillTask(
                 task_id=request.task_id,
                 from_ms=request.from_ms,
@@ -316,13 +321,8 @@ def _deleted_by(txn: Txn, request: scheduler_pb2.DeleteTaskRequest) -> str | Non
     table holds the answer the first attempt got. The summary does not keep the task's namespace, so the
     caller needs its role in every namespace, as for the other remains of a deleted task
     (common._task_namespace); anyone else still gets NOT_FOUND."""
-    if not request.request_id:
-        return None
-    seen = txn.get("requests", _request_id(request.request_id, "delete").encode())
-    if seen is None:
-        return None
-    done = commands_pb2.CommandResult.FromString(seen)
-    if not done.tasks or done.tasks[0].task_id != request.task_id:
+    done = _recorded(txn, request.request_id, "delete")
+    if done is None or not done.tasks or done.tasks[0].task_id != request.task_id:
         return None  # refused when applied (the task is still there), or another task's request id
     require_role("DeleteTask", ALL_NAMESPACES, hide=f"task {request.task_id} not found")
     return ""  # checked: `_write` must not look the task up

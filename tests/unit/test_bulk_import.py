@@ -16,7 +16,7 @@ from cronraft.client._spec_json import spec_from_json, task_spec_from_json_line
 from cronraft.daemon.bulk import BulkImport
 from cronraft.daemon.config import SchedulerConfig
 from cronraft.daemon.leader import LeaderSettings
-from cronraft.daemon.services.common import _request_id
+from cronraft.daemon.services.common import _recorded, _request_id
 from cronraft.daemon.services.tasks import _stamp_defaults
 from cronraft.errors import InvalidArgument, ResourceExhausted
 from cronraft.proto.v1 import commands_pb2, common_pb2, scheduler_pb2
@@ -192,7 +192,7 @@ async def _run(node: MiniNode, *batches: tuple[str, list[common_pb2.TaskSpec]]) 
     node.replicator.start()
     node.committer.start()
     try:
-        bulk = BulkImport(node, stamp=_stamp_defaults, request_id=_request_id)
+        bulk = BulkImport(node, stamp=_stamp_defaults, request_id=_request_id, recorded=_recorded)
         return await bulk.run(_requests(*batches))
     finally:
         await node.committer.close()
