@@ -73,7 +73,9 @@ FEATURES: Mapping[str, str] = {
         "fire (was: kept the old one's), nominal times a calendar excludes among those missed while the "
         "cluster could not fire are skipped_calendar and fire_once fires the latest included one (were: "
         "missed_downtime, and fire_once could fire an excluded time), an overlap skip or drop says which "
-        "execution still runs in words (was: 'is execution_running')"
+        "execution still runs in words (was: 'is execution_running'), keep_executions keeps a task's "
+        "newest N executions, live or ended (was: its oldest ended ones went while it held more than N, "
+        "so older runs still live made the newest ended ones go)"
     ),
 }
 SUPPORTED: frozenset[str] = frozenset(FEATURES)

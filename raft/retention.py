@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from cronraft.proto.v1 import commands_pb2, common_pb2
-from cronraft.raft import audit_trail, firing, output, quota, retry, stats
+from cronraft.raft import audit_trail, features, firing, output, quota, retry, stats
 from cronraft.raft.codec import from_u64, id_bytes, u64
 from cronraft.raft.kv import Txn
 from cronraft.raft.records import drop_execution, fire_key, get_task, pending_key, remove_task
@@ -376,6 +376,7 @@ def _sweep(
     defaults = _defaults(p.defaults)
     made: dict[tuple[int, int, int], Limits] = {}
     visited = report.visited
+    fixes = features.is_active(txn, features.SCHEDULE_FIXES)  # `_trim`'s rule of which ones are kept
     for task16, raw in txn.scan("tasks", start):
         if visited >= visits or budget.left <= 0:  # budget.spent
             wrapped = False
@@ -383,7 +384,9 @@ def _sweep(
         visited += 1
         task = _task_from(raw)
         lim = _limits(task, defaults, made)
-        if not _visit(txn, task16, task=task, lim=lim, now_ms=now_ms, budget=budget, report=report):
+        if not _visit(
+            txn, task16, task=task, lim=lim, now_ms=now_ms, budget=budget, report=report, fixes=fixes
+        ):
             wrapped = False  # the budget ran out inside this task: resume with it
             break
         last = task16
@@ -401,8 +404,10 @@ def _visit(
     now_ms: int,
     budget: Budget,
     report: commands_pb2.PruneReport,
+    fixes: bool = True,
 ) -> bool:
-    """Apply the task's limits; False if the budget ran out before it was done."""
+    """Apply the task's limits; False if the budget ran out before it was done. `fixes`: the cluster has
+    the feature schedule_fixes (`_trim`)."""
     if task.state in _ENDED and lim.ended_task_max_age_ms:
         ended_at = max(task.updated_at_ms, task.last_finished_ms)
         idle = txn.first("active", task16, firing.prefix_end(task16)) is None
@@ -427,6 +432,7 @@ def _visit(
         budget=budget,
         scan_limit=budget.left + TRIM_SCAN,
         report=report,
+        fixes=fixes,
     )
     if deleted:
         report.executions += deleted
@@ -456,14 +462,22 @@ def _trim(
     budget: Budget,
     scan_limit: int,
     report: commands_pb2.PruneReport,
+    fixes: bool = True,
 ) -> tuple[int, bool]:
     """Delete the task's oldest executions while it holds more than its count, or while they are past
-    their age; active ones are kept and passed over. Returns (deleted, False if the budget ran out)."""
+    their age; active ones are kept and passed over. Returns (deleted, False if the budget ran out).
+
+    Which ones the count keeps: with `fixes` (feature schedule_fixes), the newest `keep` by nominal time,
+    live or ended, as the docs say: an ended execution goes only when `keep` newer ones exist. Before it,
+    ended ones went oldest first while the task held more than `keep`, live ones passed over, so older
+    runs still live made the newest ended ones go as they ended."""
     keep, max_age = lim.keep_executions, lim.execution_max_age_ms
     if not keep and not max_age:
         return 0, True
     deleted = 0
     scanned = 0
+    stored = task.stored_executions
+    seen = 0  # the task's executions looked at, live ones too (the newer ones are `stored - seen`)
     start, end = task16, firing.prefix_end(task16)
     # One seek per execution (Txn.first), not a scan: a visit usually reads the oldest one and stops, and
     # each further one read is usually deleted.
@@ -476,9 +490,11 @@ def _trim(
             txn.delete("fires", key)
             continue
         ex = _execution_from(raw)
+        seen += 1
         if ex.state not in _TERMINAL:
             continue
-        over = bool(keep) and task.stored_executions - deleted > keep
+        # The newest `keep` stay (schedule_fixes: `stored - seen` are newer); before: while over the count.
+        over = bool(keep) and (stored - seen >= keep if fixes else stored - deleted > keep)
         if not over:
             ended = ex.completed_at_ms or ex.fired_at_ms  # when its age runs from
             if not (max_age and ended + max_age <= now_ms):  # not past its age either
@@ -538,11 +554,19 @@ def trim_on_fire(txn: Txn, task16: bytes, task: Task, batch: stats.Batch | None 
     stored = task.stored_executions
     if not keep or stored <= keep:
         return 0
+    # Which ones the count keeps (`_trim`): the newest `keep`, live or ended (schedule_fixes), or before
+    # it, while the task holds more than `keep`, its oldest ended ones.
+    fixes = (
+        features.is_active(txn, features.SCHEDULE_FIXES)
+        if batch is None
+        else batch.has(txn, features.SCHEDULE_FIXES)
+    )
+    total = stored
     deleted = 0
     removed = 0
     # Done once the task is within its count or TRIM_PER_FIRE are deleted, before the next execution is
     # read: usually after the first one (the task reached its count with the execution just fired).
-    for key, ex in _listed(txn, task16, TRIM_SCAN):
+    for seen, (key, ex) in enumerate(_listed(txn, task16, TRIM_SCAN), start=1):
         if ex.state in _TERMINAL:
             own = id_bytes(ex.task_id)
             if own == task16:
@@ -551,8 +575,10 @@ def trim_on_fire(txn: Txn, task16: bytes, task: Task, batch: stats.Batch | None 
                 delete_execution(txn, ex, listed=key)
             stored -= 1
             deleted += 1
-            if stored <= keep or deleted >= TRIM_PER_FIRE:
+            if deleted >= TRIM_PER_FIRE or (not fixes and stored <= keep):
                 break
+        if fixes and total - seen <= keep:  # the next one is among the newest `keep`
+            break
     task.stored_executions = stored
     return removed
 

@@ -346,12 +346,6 @@ def test_an_ended_task_goes_after_its_retention_and_its_downstream_then_fails_it
     assert all(outcome_name(ledger[e.nominal_time_ms]) == "FIRED" for e in runs)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="docs/operations.md: 'the newest N executions of a task (by nominal time) are kept'; "
-    "raft/retention.py counts live executions in N and deletes the newest ended ones while older runs "
-    "live (tests/unit/test_retention.py::test_active_executions_are_never_pruned asserts that): reported",
-)
 def test_keep_executions_keeps_the_newest_while_an_older_run_lives(client: Client, tmp_path: Path) -> None:
     """keep_executions 2, every second, allow_all, the first run held on a gate: per the docs the task
     holds the held run (live, never deleted) and its two newest executions, the newest ended one

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from cronraft.proto.v1 import commands_pb2, common_pb2
-from cronraft.raft import retention
+from cronraft.raft import features, retention
 from cronraft.raft import state as sm
 from cronraft.raft.codec import encode_batch, make_id
 from cronraft.raft.kv import DATABASES, KV, MemKV
@@ -415,3 +415,34 @@ def test_the_same_log_leaves_the_same_store_in_memory_and_in_lmdb(tmp_path: Path
         dumps.append(log.dump())
         store.close()
     assert dumps[0] == dumps[1]
+
+
+@pytest.mark.parametrize("fixes", [True, False])
+def test_the_newest_executions_are_kept_while_older_ones_still_run(fixes: bool) -> None:
+    """keep_executions keeps the newest N by nominal time, live or ended (docs/operations.md), with the
+    feature schedule_fixes; before it, older runs still live made the newest ended ones go as they ended
+    (seen on 3 real nodes: tests/integration/test_calendar_retention.py)."""
+    fresh = features.SUPPORTED if fixes else features.SUPPORTED - {features.SCHEDULE_FIXES}
+    log = Log()
+    log.sm = StateMachine(MemKV(), fresh_features=fresh)
+    log.one(epoch())
+    log.one(create(tid(1), spec(retention=common_pb2.Retention(keep_executions=2))))
+    held = {}
+    for n in (1, 2):  # two older runs that go on running
+        assert log.one(trigger(tid(1), eid(n), T0 + n * 1000)).applied
+        g = log.one(grant(eid(n), T0 + n * 1000 + 1))
+        assert g.applied, g.error
+        held[n] = g.execution.token
+    run(log, tid(1), eid(3), T0 + 3000)
+    run(log, tid(1), eid(4), T0 + 4000)  # its fire trims the task
+    if fixes:
+        assert executions_of(log, tid(1)) == [eid(1), eid(2), eid(3), eid(4)]  # e3 is among the newest 2
+    else:
+        assert executions_of(log, tid(1)) == [eid(1), eid(2), eid(4)]  # the newest ended one went
+    for n, token in held.items():
+        assert log.one(complete(eid(n), token, T0 + 5000)).applied
+    log.one(prune(T0 + 6000, keep_executions=2))
+    if fixes:
+        assert executions_of(log, tid(1)) == [eid(3), eid(4)]  # the newest two
+    else:
+        assert executions_of(log, tid(1)) == [eid(2), eid(4)]
