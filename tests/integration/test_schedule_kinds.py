@@ -183,8 +183,12 @@ def test_cron_with_seconds_fires_each_matching_second_as_its_next_fire_said(clie
     runs = _succeeded(client, task.task_id, 3, 20, "three runs of the seconds cron")
     client.cancel_task(task.task_id)
     nominals = [e.nominal_time_ms for e in runs]
-    assert nominals[:3] == announced == [first, first + 2000, first + 4000]
+    assert nominals[:3] == [first, first + 2000, first + 4000]
     assert all(n % 2000 == 0 for n in nominals)
+    # Each read named a later even second of the same grid (a loaded machine may let a fire pass between
+    # the create and the first read, so the reads need not start at `first`), and each one fired.
+    assert announced == sorted(set(announced)) and all((n - first) % 2000 == 0 for n in announced)
+    assert announced[0] >= first
     ledger = fire_ledger(client, task.task_id)
     assert all(outcome_name(ledger[n]) == "FIRED" for n in announced)
 
