@@ -2,25 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from typing import Any
 
 import pytest
+
+from tests.support.cluster import ProcessCluster
 
 from .harness import Cluster
 
 
 @pytest.fixture
-def clusters(request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]) -> Iterator[list[Cluster]]:
-    """The clusters a test makes (append them): stopped at the end, their logs printed if it failed."""
+def clusters() -> Iterator[list[Cluster]]:
+    """The clusters a test makes (append them): stopped at the end (a failed test's report carries
+    their logs: pytest_runtest_makereport below)."""
     made: list[Cluster] = []
-    failed_before = request.session.testsfailed
     yield made
     for c in made:
         c.stop()
-    if request.session.testsfailed > failed_before:
-        with capsys.disabled():
-            for c in made:
-                print(c.logs())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    """A test that failed (or whose fixture failed) carries the logs of every cluster still in use in
+    this process, its own and its module's, as sections of its report: pytest-xdist sends report
+    sections back to the main process, where output printed by a worker's fixture is lost."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and report.when in ("setup", "call"):
+        for table in ProcessCluster.in_use():
+            report.sections.append((f"logs of the cluster in {table.root}", table.logs()))
 
 
 @pytest.fixture(scope="module")
@@ -36,13 +47,6 @@ def module_clusters() -> Iterator[list[Cluster]]:
 
 
 @pytest.fixture
-def module_cluster_logs(
-    request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str], module_clusters: list[Cluster]
-) -> Iterator[None]:
-    """Prints the logs of the module's shared clusters after a test that failed (use it with them)."""
-    failed_before = request.session.testsfailed
-    yield
-    if request.session.testsfailed > failed_before:
-        with capsys.disabled():
-            for c in module_clusters:
-                print(c.logs())
+def module_cluster_logs() -> None:
+    """Kept for the modules that ask for it: a failed test's report now carries its module's cluster
+    logs for every test (pytest_runtest_makereport)."""

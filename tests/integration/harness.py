@@ -203,18 +203,13 @@ class Worker:
 def started(cluster: Cluster, workers: Sequence[Worker] = (Worker("w1", capacity=8),)) -> Cluster:
     """`cluster` started, `workers` started and every one of them connected to the leader; returns it.
 
-    The one start of a test module's cluster: if any step fails (a node that does not come up, a worker
-    that never connects), the nodes' and workers' logs are printed before the error goes on, since a
-    fixture that fails has no test whose failure prints them (conftest.py's fixtures print them after a
-    failed test only). The default is one worker, w1, with 8 slots: what most modules need."""
-    try:
-        cluster.start()
-        for w in workers:
-            cluster.start_worker(w.worker_id, w.capacity, w.extra_args, w.env, w.policy_args)
-        cluster.wait_workers(len(workers))
-    except BaseException:
-        print(cluster.logs())
-        raise
+    The one start of a test module's cluster. If a step fails (a node that does not come up, a worker
+    that never connects), the failed setup's report carries the nodes' and workers' logs (conftest.py's
+    pytest_runtest_makereport). The default is one worker, w1, with 8 slots: what most modules need."""
+    cluster.start()
+    for w in workers:
+        cluster.start_worker(w.worker_id, w.capacity, w.extra_args, w.env, w.policy_args)
+    cluster.wait_workers(len(workers))
     return cluster
 
 

@@ -26,10 +26,11 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import ClassVar, Literal, TypeVar
 
 import grpc
 
@@ -113,7 +114,12 @@ class ProcessCluster:
     `root` is every process's working directory; `new_session`: each process in its own session, so a
     signal to the harness's process group (Ctrl-C) does not reach it (the fault harness stops its own)."""
 
+    # Every table made in this process, for a failed test's report (tests/integration/conftest.py).
+    _made: ClassVar[weakref.WeakSet[ProcessCluster]] = weakref.WeakSet()
+
     def __init__(self, root: Path, *, new_session: bool = False) -> None:
+        ProcessCluster._made.add(self)
+        self._stopped = False  # terminate_all ran: a later test's failure is not about this table
         self.root = root
         self.new_session = new_session
         self._procs: dict[str, Proc] = {}
@@ -163,6 +169,12 @@ class ProcessCluster:
     def logs(self) -> str:
         return tail_logs(sorted({p.log_path for p in self._procs.values() if p.log_path.exists()}))
 
+    @classmethod
+    def in_use(cls) -> list[ProcessCluster]:
+        """The tables made in this process that started a process and were not stopped since (a test's,
+        its module's): the ones whose logs explain a failure now, even if every process has exited."""
+        return [c for c in list(cls._made) if not c._stopped and any(p.popen for p in c._procs.values())]
+
     def _describe(self) -> str:
         states = ("paused" if p.paused else "up" if p.alive else "down" for p in self._procs.values())
         return ", ".join(f"{name}={state}" for name, state in zip(self._procs, states, strict=True))
@@ -172,6 +184,7 @@ class ProcessCluster:
     def spawn(self, name: str, argv: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
         """Start `argv` as process `name`, its stdout and stderr appended to its log."""
         proc = self._check(name)
+        self._stopped = False
         with self._lock:
             proc.log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(proc.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
@@ -252,6 +265,7 @@ class ProcessCluster:
     def terminate_all(self, timeout_s: float) -> None:
         """SIGTERM every running process at once (workers first), then wait for all of them within one
         `timeout_s`; SIGKILL whatever is left."""
+        self._stopped = True
         order = [*self._names("worker"), *self._names("node")]
         running = [p for p in (self._procs[n] for n in order) if p.alive]
         for proc in running:
