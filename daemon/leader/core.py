@@ -151,9 +151,7 @@ class LeaderCore:
         deadline = mono_ms + self.settings.lease_ttl_ms + self.settings.expiry_grace_ms
         with self.kv.read() as txn:
             for ex in sm.running_executions(txn):
-                self.track_lease(ex, deadline)
-                if ex.cancel_requested_at_ms:  # its worker may never have been told (LeaseKeeper.cancelling)
-                    self.keeper.cancel_asked(ex.execution_id, token_tuple(ex.token), -1)
+                self.adopt_lease(ex, deadline)
         self._refill_pending()
         self.ready = True
 
@@ -165,6 +163,15 @@ class LeaderCore:
     ) -> LeaseState:
         lease = self.keeper.track(ex, deadline_mono, granted)
         self.pool.take_slot(lease.worker_id, lease.execution_id)  # its fields, decoded once (by track)
+        return lease
+
+    def adopt_lease(self, ex: common_pb2.Execution, deadline_mono: int) -> LeaseState:
+        """Track the lease of a running execution read from the store (one this leader did not see
+        granted): with its pending cancel, if one was asked, since its worker may never have been told
+        (LeaseKeeper.cancelling re-sends it on the worker's next stream)."""
+        lease = self.track_lease(ex, deadline_mono)
+        if ex.cancel_requested_at_ms:
+            self.keeper.cancel_asked(ex.execution_id, token_tuple(ex.token), -1)
         return lease
 
     def release(self, execution_id: str) -> None:

@@ -422,7 +422,7 @@ def _adopt_if_running(core: LeaderCore, execution_id: str, mono_ms: int) -> None
     if ex is None:
         return
     if ex.state == common_pb2.EXECUTION_RUNNING and execution_id not in core.keeper.leases:
-        core.track_lease(ex, core.lease_deadline(mono_ms))
+        core.adopt_lease(ex, core.lease_deadline(mono_ms))
         w = core.pool.get(ex.worker_id)
         if ex.token.term == core.term and w is not None and w.connected:
             lease = _lease_offer(core, ex)

@@ -51,3 +51,28 @@ def test_a_late_outcome_of_commands_that_did_not_apply_changes_nothing() -> None
     refused = [commands_pb2.CommandResult(applied=False, error="not due") for _ in cmds]
     core.on_late_committed(cmds, refused, 3)
     assert not core.keeper.leases and not core.drain_outgoing()
+
+
+def test_a_lease_adopted_late_keeps_the_cancel_asked_for_it_meanwhile() -> None:
+    """A client cancelled the execution between the Fire's commit and the leader's late outcome: the
+    cancel's own outcome found no lease to cancel (the core did not know it yet). The adopted lease keeps
+    the pending cancel (LeaseKeeper.cancelling), so the worker's next stream gets the CancelAttempt, as
+    a new leader's adopted leases do (LeaderCore.adopt_lease); without it the payload ran on."""
+    s = Store()
+    s.create(1)
+    core = leader_over(s, LEAD)
+    cmds = core.tick(DUE - LEAD, 1)
+    (fire,) = [c.fire for c in cmds if c.HasField("fire") and c.fire.HasField("grant")]
+    core.on_proposal_failed(cmds, 2)
+    results = s.apply(cmds)
+    cancel = commands_pb2.Command(
+        stamped_at_ms=DUE,
+        cancel_execution=commands_pb2.CancelExecution(execution_id=fire.execution_id, reason="stop it"),
+    )
+    (done,) = s.apply([cancel])
+    assert done.applied and [c.execution_id for c in done.cancels] == [fire.execution_id]
+    core.on_committed([cancel], [done], DUE, 3)
+    assert fire.execution_id not in core.keeper.cancelling  # no lease known yet: nothing to remember
+    core.on_late_committed(cmds, results, 4)
+    assert fire.execution_id in core.keeper.leases
+    assert fire.execution_id in core.keeper.cancelling
