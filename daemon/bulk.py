@@ -31,7 +31,8 @@ MAX_INFLIGHT = 4
 MAX_BATCH_BYTES = 3 << 20
 
 Stamp = Callable[[common_pb2.TaskSpec, "Node"], None]
-RequestId = Callable[[str, str], str]
+# The dedup key of a client's request id of a kind, tied to the caller (daemon.services.common).
+RequestId = Callable[[Txn, str, str], str]
 # The answer the dedup table keeps for a client's request id of a kind, if applied already.
 Recorded = Callable[[Txn, str, str], commands_pb2.CommandResult | None]
 
@@ -94,7 +95,6 @@ class BulkImport:
             raise errors.InvalidArgument(
                 where, f"is {size} bytes; a batch holds at most {MAX_BATCH_BYTES} bytes: send smaller batches"
             )
-        rid = self._request_id(request.request_id, "import")
         for i, spec in enumerate(request.specs):
             try:
                 self._stamp(spec, self.node)
@@ -103,6 +103,7 @@ class BulkImport:
                     f"{where}.specs[{i}].{e.field.removeprefix('spec.')}", e.problem
                 ) from None
         with self.node.kv.read() as txn:
+            rid = self._request_id(txn, request.request_id, "import")
             if self._recorded(txn, request.request_id, "import") is None:  # not applied: it may fill it
                 quota.check_tasks(txn, self.node.limits, count)  # apply checks it again (batches in flight)
         now = self.node.clock.now_ms()
@@ -120,7 +121,7 @@ class BulkImport:
             (res,) = await self.node.propose([cmd])
             check_result(res, where=f"batches[{number}]")
             self._batches[number] = scheduler_pb2.ImportedBatch(
-                request_id=cmd.request_id.removeprefix("import:"),
+                request_id=cmd.request_id.partition(":")[2],  # the client's (after "import[@scope]:")
                 first_task_id=res.imported.first_task_id,
                 count=res.imported.count,
                 replayed=res.imported.first_task_id != cmd.import_tasks.first_task_id,

@@ -75,7 +75,8 @@ FEATURES: Mapping[str, str] = {
         "missed_downtime, and fire_once could fire an excluded time), an overlap skip or drop says which "
         "execution still runs in words (was: 'is execution_running'), keep_executions keeps a task's "
         "newest N executions, live or ended (was: its oldest ended ones went while it held more than N, "
-        "so older runs still live made the newest ended ones go)"
+        "so older runs still live made the newest ended ones go), a request id is its caller's: another "
+        "caller reusing it makes a new write (was: got the first caller's recorded answer)"
     ),
 }
 SUPPORTED: frozenset[str] = frozenset(FEATURES)

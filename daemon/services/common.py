@@ -9,6 +9,8 @@ namespace (daemon.security.authz).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -16,9 +18,10 @@ import grpc
 
 from cronraft import bounds, errors
 from cronraft.daemon.rejections import check_result
-from cronraft.daemon.security.authz import require_all_namespaces, require_role
+from cronraft.daemon.security.authz import current_principal, require_all_namespaces, require_role
 from cronraft.daemon.wire import check_id
 from cronraft.proto.v1 import commands_pb2, common_pb2
+from cronraft.raft import features
 from cronraft.raft import state as sm
 from cronraft.raft.kv import Txn
 from cronraft.raft.validate import check_namespace
@@ -63,11 +66,31 @@ def _page_size(n: int, field: str) -> int:
     return min(n or 100, MAX_PAGE_SIZE)
 
 
-def _request_id(given: str, kind: str) -> str:
+def _request_id(txn: Txn, given: str, kind: str) -> str:
+    """The dedup key of the client's request id `given` for a write of `kind` ("" when none is given: the
+    request cannot be deduplicated across retries). `kind:given`, scoped to the caller under the feature
+    schedule_fixes (`_caller_scope`): apply answers a request id it saw from the dedup table whatever the
+    command holds, so an unscoped id let any caller who reused another's get that caller's answer (a
+    task of another namespace) and have its own write dropped."""
     if len(given) > bounds.MAX_REQUEST_ID:
         raise errors.InvalidArgument("request_id", f"longer than {bounds.MAX_REQUEST_ID} characters")
-    # Without a client id the request cannot be deduplicated across retries; give it a unique one.
-    return f"{kind}:{given}" if given else ""
+    return f"{kind}{_caller_scope(txn)}:{given}" if given else ""
+
+
+def _caller_scope(txn: Txn) -> str:
+    """What ties a request id to its caller (docs/security.md, "Request ids"): "@" and a digest of the
+    principal's name and the roles its credential grants per namespace, or "" with authentication off
+    (one anonymous caller holding every role) and below the feature schedule_fixes (the stored keys of
+    the release before it; every leader of a cluster at the feature scopes alike, so a retry that
+    reaches another leader finds its record). The roles are in it, not only the name: a token or JWT of
+    the same principal granting other namespaces is another caller. It goes before the ':', so the audit
+    trail's request id (raft.audit_trail: what follows the first ':') stays the client's."""
+    principal = current_principal()
+    if principal.source == "none" or not features.is_active(txn, features.SCHEDULE_FIXES):
+        return ""
+    roles = sorted((ns, sorted(held)) for ns, held in principal.roles.items())
+    digest = hashlib.sha256(json.dumps([principal.name, roles]).encode()).hexdigest()
+    return f"@{digest[:32]}"
 
 
 def _recorded(txn: Txn, request_id: str, kind: str) -> commands_pb2.CommandResult | None:
@@ -78,8 +101,9 @@ def _recorded(txn: Txn, request_id: str, kind: str) -> commands_pb2.CommandResul
     request id, and apply answers it from this table whatever the command holds. A check a servicer
     makes before proposing that the first attempt's own effect makes fail (a quota it filled, the task it
     deleted, the letters it purged) must not run for such a retry: it would refuse a write that was done.
-    The role checks stay (a request id is not a credential)."""
-    key = _request_id(request_id, kind)
+    The role checks stay (a request id is not a credential), and the key is the caller's own
+    (`_request_id`): another caller's record is never found here."""
+    key = _request_id(txn, request_id, kind)
     if not key:
         return None
     seen = txn.get("requests", key.encode())
@@ -109,14 +133,15 @@ class SchedulerBase:
         # cannot read that namespace); `_namespace` when the caller checked it already.
         namespace = _namespace
         method = _KIND_METHOD.get(kind)
-        if method is not None and namespace is None:
-            with node.kv.read() as txn:
+        with node.kv.read() as txn:
+            if method is not None and namespace is None:
                 if getattr(message, "task_id", ""):
                     namespace = _task_for(txn, message.task_id, method).spec.namespace
                 elif kind == "cancel-exec":
                     namespace = _execution_for(txn, message.execution_id, method).namespace
+            key = _request_id(txn, request_id, kind)
         cmd = commands_pb2.Command(
-            request_id=_request_id(request_id, kind),
+            request_id=key,
             stamped_at_ms=node.clock.now_ms(),
             limits=node.limits,
             **body,

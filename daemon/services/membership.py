@@ -48,13 +48,12 @@ class MembershipMethods:
         node.leader_runner()  # NotLeader, with the leader's address, on a follower
         with node.kv.read() as txn:  # a release before membership changes cannot apply them (upgrades)
             features.require(txn, features.MEMBERSHIP, what)
+            key = _request_id(txn, request_id, what)
         try:  # a malformed id or address is refused before anything is proposed (apply checks it too)
             check_member(member, addresses=kind == Change.ADD)
         except Rejected as e:
             raise error_for(e.rejection) from None
-        cmd = commands_pb2.Command(
-            request_id=_request_id(request_id, what), stamped_at_ms=node.clock.now_ms()
-        )
+        cmd = commands_pb2.Command(request_id=key, stamped_at_ms=node.clock.now_ms())
         body = cmd.change_membership
         body.step = membership_pb2.ChangeMembership.BEGIN
         body.change.kind = kind

@@ -16,6 +16,7 @@ from cronraft.daemon.rejections import check_result, error_for
 from cronraft.daemon.security.authz import require_role
 from cronraft.daemon.services.common import (
     SchedulerBase,
+    _caller_scope,
     _guard,
     _list_namespace,
     _page_size,
@@ -34,7 +35,7 @@ from cronraft.raft.kv import Txn
 from cronraft.raft.records import TERMINAL_STATES
 from cronraft.raft.rejection import Code, Rejection
 from cronraft.raft.schedule import MAX_INSTANT_MS
-from cronraft.raft.validate import check_namespace, check_new_targets, validate_spec
+from cronraft.raft.validate import check_namespace, check_new_targets, check_retry_codes, validate_spec
 from cronraft.tokenfile import ALL_NAMESPACES
 
 if TYPE_CHECKING:
@@ -64,9 +65,10 @@ class TaskMethods(SchedulerBase):
             _check_upstreams(txn, spec)
             if _recorded(txn, request.request_id, "create") is None:  # not applied: it may have filled it
                 quota.check_tasks(txn, node.limits)  # apply checks it again, with the same limits
+            key = _request_id(txn, request.request_id, "create")
         now = node.clock.now_ms()
         cmd = commands_pb2.Command(
-            request_id=_request_id(request.request_id, "create"),
+            request_id=key,
             stamped_at_ms=now,
             limits=node.limits,
             create_task=commands_pb2.CreateTask(task_id=new_id(now), spec=spec),
@@ -100,8 +102,9 @@ class TaskMethods(SchedulerBase):
         node.leader_runner()
         with node.kv.read() as txn:
             _task_for(txn, request.task_id, "CancelTask")
+            key = _request_id(txn, request.request_id, "cancel")
         cmd = commands_pb2.Command(
-            request_id=_request_id(request.request_id, "cancel"),
+            request_id=key,
             stamped_at_ms=node.clock.now_ms(),
             cancel_task=commands_pb2.CancelTask(task_id=request.task_id),
         )
@@ -318,13 +321,16 @@ def _deleted_by(txn: Txn, request: scheduler_pb2.DeleteTaskRequest) -> str | Non
     """The namespace to act in when this very request deleted the task: its request id is in the dedup
     table with the task's summary, else None. A retry of a delete whose answer was lost (a leader killed
     after applying it) finds the task gone, and the existence check refused it NOT_FOUND where the dedup
-    table holds the answer the first attempt got. The summary does not keep the task's namespace, so the
-    caller needs its role in every namespace, as for the other remains of a deleted task
-    (common._task_namespace); anyone else still gets NOT_FOUND."""
+    table holds the answer the first attempt got. A request id tied to its caller (common._caller_scope)
+    finds only the caller's own record, made with the roles it holds now, the task's namespace among
+    them. Otherwise (below the feature schedule_fixes) the record may be anyone's, and its summary does
+    not keep the task's namespace: the caller needs its role in every namespace, as for the other remains
+    of a deleted task (common._task_namespace); anyone else still gets NOT_FOUND."""
     done = _recorded(txn, request.request_id, "delete")
     if done is None or not done.tasks or done.tasks[0].task_id != request.task_id:
         return None  # refused when applied (the task is still there), or another task's request id
-    require_role("DeleteTask", ALL_NAMESPACES, hide=f"task {request.task_id} not found")
+    if not _caller_scope(txn):
+        require_role("DeleteTask", ALL_NAMESPACES, hide=f"task {request.task_id} not found")
     return ""  # checked: `_write` must not look the task up
 
 
@@ -362,6 +368,7 @@ def _stamp_defaults(spec: common_pb2.TaskSpec, node: Node) -> None:
         notifiers=node.config.notifiers.keys(),
         webhook_hosts=node.config.webhook_hosts,
     )
+    check_retry_codes(spec)  # new specs only, as the targets above: apply() keeps its own rules
     spec.queue = spec.queue or "default"
     spec.timeout_ms = spec.timeout_ms or cfg.default_timeout_ms
     spec.max_attempts = spec.max_attempts or cfg.max_attempts
