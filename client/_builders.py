@@ -2,7 +2,7 @@
 payload kinds, the `retry` policy and the `notify_webhook` / `notify_command` targets.
 
 Like the schedule builders of `_specs`, they check form only (a URL starts with http:// or https://, a
-status code is 100..599, an exit code 0..255, a duration parses) and raise `InvalidArgument` naming the
+status code is 100..599, a retry code 0..599, a duration parses) and raise `InvalidArgument` naming the
 field; the cluster is the authority on everything else.
 """
 
@@ -62,6 +62,22 @@ def check_url(url: str, field: str) -> str:
     if not sep or scheme.lower() not in ("http", "https") or not rest or rest.startswith("/"):
         raise InvalidArgument(field, f"expected an http:// or https:// URL, got {url!r}")
     return s
+
+
+def _retry_codes(values: Iterable[int], field: str) -> list[int]:
+    """A retry list: exit codes (0-255) or HTTP statuses (100-599), without repeats; which of the two
+    the spec's payload takes is checked with the whole spec."""
+    out: list[int] = []
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise InvalidArgument(f"{field}[{i}]", f"expected an integer, got {v!r}")
+        if not 0 <= v <= 599:
+            raise InvalidArgument(
+                f"{field}[{i}]", f"{v} is neither an exit code (0-255) nor an HTTP status (100-599)"
+            )
+        if v not in out:
+            out.append(v)
+    return out
 
 
 def _int_list(values: Iterable[int], field: str, lo: int, hi: int, what: str) -> list[int]:
@@ -145,7 +161,9 @@ def retry(
     deterministic jitter of up to 20 % (the same on every node). `retryable`: when given, only these
     exit codes are retried; `non_retryable`: exit codes never retried (e.g. 2 for usage errors);
     `retry_on_timeout=False` makes a timed-out attempt final. How many attempts there are is the task's
-    `max_attempts`.
+    `max_attempts`. An http payload's exit code is its response status: for one, the lists hold HTTP
+    statuses (`retryable=[503, 429]`), 100-599; for the other kinds exit codes, 0-255 (checked when the
+    spec is built, against its payload).
     """
     initial_ms = _parsing.duration_ms(initial, "retry.initial_backoff_ms")
     if initial_ms <= 0:
@@ -155,8 +173,10 @@ def retry(
         raise InvalidArgument("retry.max_backoff_ms", "must not be less than the initial backoff")
     if isinstance(multiplier, bool) or not isinstance(multiplier, int | float) or not multiplier >= 1.0:
         raise InvalidArgument("retry.multiplier", f"must be a number >= 1.0, got {multiplier!r}")
-    yes = _int_list(retryable, "retry.retryable_exit_codes", 0, 255, "exit code")
-    no = _int_list(non_retryable, "retry.non_retryable_exit_codes", 0, 255, "exit code")
+    # Exit codes (0-255) or, for an http payload, HTTP statuses (100-599): the spec checks them against
+    # its payload (`_specs.edit_spec`, raft.validate.check_retry_codes).
+    yes = _retry_codes(retryable, "retry.retryable_exit_codes")
+    no = _retry_codes(non_retryable, "retry.non_retryable_exit_codes")
     both = sorted(set(yes) & set(no))
     if both:
         raise InvalidArgument(

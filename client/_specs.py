@@ -32,6 +32,7 @@ from cronraft.errors import (
     InvalidArgument,
 )
 from cronraft.proto.v1 import common_pb2
+from cronraft.raft.validate import check_retry_codes
 
 
 class Window(TypedDict, total=False):
@@ -357,4 +358,8 @@ def edit_spec(spec: common_pb2.TaskSpec, changes: Mapping[str, Any]) -> common_p
             out.misfire = parse_misfire(value, field_name)
         else:  # overlap
             out.overlap = parse_overlap(value, field_name)
+    if "retry" in changes or "payload" in changes:
+        # An http payload's retry lists hold HTTP statuses, the other kinds' exit codes: checked here
+        # with the cluster's own rule, so that a mix-up is named before anything is sent.
+        check_retry_codes(out)
     return out

@@ -401,6 +401,40 @@ def check_new_targets(
                 )
 
 
+# The codes a retry policy's lists may hold: what an attempt of the payload's kind reports as its exit code
+# (docs/payloads.md). An HTTP payload's exit code is the response status.
+EXIT_CODES = (0, 255)
+HTTP_STATUSES = (100, 599)
+
+
+def check_retry_codes(spec: common_pb2.TaskSpec, field: str = "spec.retry") -> None:
+    """The codes of `spec`'s retry policy against its payload's kind: HTTP statuses (100-599) for an
+    `http` payload, exit codes (0-255) for the others, so that "retry only on 503 and 429" is written
+    with the same lists as "retry only on exit 3". InvalidArgument names the first bad entry, e.g.
+    `spec.retry.retryable_exit_codes[2]`. For new and updated specs (the API, the SDK, schedctl); apply()
+    checks only the lists' lengths, so that entries committed before this rule apply as they did."""
+    if not spec.HasField("retry"):
+        return
+    http = spec.payload.WhichOneof("kind") == "http"
+    lo, hi = HTTP_STATUSES if http else EXIT_CODES
+    for name in ("retryable_exit_codes", "non_retryable_exit_codes"):
+        for i, code in enumerate(getattr(spec.retry, name)):
+            if lo <= code <= hi:
+                continue
+            if http:
+                problem = (
+                    f"{code} is not an HTTP status ({lo}-{hi}): an http payload's exit code is the "
+                    "response status"
+                )
+            elif HTTP_STATUSES[0] <= code <= HTTP_STATUSES[1]:
+                problem = (
+                    f"{code} is not an exit code ({lo}-{hi}): HTTP statuses apply to an http payload only"
+                )
+            else:
+                problem = f"{code} is not an exit code ({lo}-{hi})"
+            raise InvalidArgument(f"{field}.{name}[{i}]", problem)
+
+
 def _validate_url(url: str, field: str) -> None:
     if not url:
         raise InvalidArgument(field, "must not be empty")
@@ -444,8 +478,11 @@ def _validate_notify_command(cmd: common_pb2.CommandPayload, field: str) -> None
 
 
 __all__ = [
+    "EXIT_CODES",
+    "HTTP_STATUSES",
     "check_namespace",
     "check_new_targets",
+    "check_retry_codes",
     "host_allowed",
     "json_depth",
     "namespace_name",

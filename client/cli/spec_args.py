@@ -21,7 +21,7 @@ from cronraft.client.cli.spec_flags import PAYLOAD_FLAGS
 from cronraft.errors import InvalidArgument
 from cronraft.proto.v1 import common_pb2
 
-__all__ = ["parse_codes", "payload_from_args", "spec_changes"]
+__all__ = ["named_by_flag", "parse_codes", "payload_from_args", "spec_changes"]
 
 _HTTP_FLAGS = ("http_method", "http_header", "http_body", "http_expect")
 _RETRY_FLAGS = {
@@ -40,11 +40,13 @@ _RETRY_FIELD_FLAG = {
     "retry.retryable_exit_codes": "--retry-on-exit",
     "retry.non_retryable_exit_codes": "--retry-never-on-exit",
 }
+_CODES = "neither an exit code (0-255) nor an HTTP status (100-599)"
 _EVENTS_SUFFIX = re.compile(r"^(?P<target>.*?),events=(?P<events>[A-Za-z_+-]*)$", re.DOTALL)
 
 
-def parse_codes(values: Iterable[str], flag: str, lo: int, hi: int) -> list[int]:
-    """Integers from repeatable flags, each possibly a comma list ("1,2")."""
+def parse_codes(values: Iterable[str], flag: str, lo: int, hi: int, what: str = "") -> list[int]:
+    """Integers from repeatable flags, each possibly a comma list ("1,2"). `what`: the range in words,
+    for the error ("an exit code (0-255) nor ..."), else `lo..hi`."""
     out: list[int] = []
     for value in values:
         for part in value.split(","):
@@ -53,7 +55,8 @@ def parse_codes(values: Iterable[str], flag: str, lo: int, hi: int) -> list[int]
             except ValueError:
                 raise InvalidArgument(flag, f"expected integers such as 1,2, got {value!r}") from None
             if not lo <= code <= hi:
-                raise InvalidArgument(flag, f"{code} is out of range {lo}..{hi}")
+                problem = f"{code} is {what}" if what else f"{code} is out of range {lo}..{hi}"
+                raise InvalidArgument(flag, problem)
             if code not in out:
                 out.append(code)
     return out
@@ -314,13 +317,14 @@ def _retry_change(
         if args.retry_max is not None
         else old.max_backoff_ms or 300_000
     )
+    # Exit codes, or HTTP statuses for an http payload: the whole spec checks which (`named_by_flag`).
     yes = (
-        parse_codes(args.retry_on_exit, "--retry-on-exit", 0, 255)
+        parse_codes(args.retry_on_exit, "--retry-on-exit", 0, 599, _CODES)
         if args.retry_on_exit
         else list(old.retryable_exit_codes)
     )
     no = (
-        parse_codes(args.no_retry_on_exit, "--retry-never-on-exit", 0, 255)
+        parse_codes(args.no_retry_on_exit, "--retry-never-on-exit", 0, 599, _CODES)
         if args.no_retry_on_exit
         else list(old.non_retryable_exit_codes)
     )
@@ -335,7 +339,16 @@ def _retry_change(
             retry_on_timeout=on_timeout,
         )
     except InvalidArgument as exc:
-        raise InvalidArgument(_RETRY_FIELD_FLAG.get(exc.field, "--retry-initial"), exc.problem) from None
+        field = exc.field.split("[", 1)[0]
+        raise InvalidArgument(_RETRY_FIELD_FLAG.get(field, "--retry-initial"), exc.problem) from None
+
+
+def named_by_flag(exc: InvalidArgument) -> InvalidArgument:
+    """An error of the spec schedctl built, naming the flag that sets the field when it is a retry list
+    (`spec.retry.retryable_exit_codes[1]` -> `--retry-on-exit`: the codes do not fit the payload)."""
+    field = exc.field.removeprefix("spec.").split("[", 1)[0]
+    flag = _RETRY_FIELD_FLAG.get(field)
+    return exc if flag is None else InvalidArgument(flag, exc.problem)
 
 
 def _split_events(value: str, flag: str) -> tuple[str, list[str]]:

@@ -167,7 +167,7 @@ def _retry_arguments(parser: argparse.ArgumentParser, *, update: bool) -> None:
         action="append",
         default=[],
         metavar="CODES",
-        help="retry only these exit codes (repeatable, or 1,2)",
+        help="retry only these exit codes (repeatable, or 1,2); HTTP statuses for --http-url (503,429)",
     )
     never = group.add_argument(
         "--retry-never-on-exit",
@@ -175,7 +175,7 @@ def _retry_arguments(parser: argparse.ArgumentParser, *, update: bool) -> None:
         action="append",
         default=[],
         metavar="CODES",
-        help="never retry these exit codes (repeatable, or 2,64)",
+        help="never retry these exit codes (repeatable, or 2,64); HTTP statuses for --http-url (404)",
     )
     _argnames.add_alias(group, "--no-retry-on-exit", never)
     group.add_argument(

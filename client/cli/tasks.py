@@ -297,7 +297,10 @@ def _task_create(client: Client, args: argparse.Namespace) -> None:
     payload = spec_args.payload_from_args(args)
     assert payload is not None
     spec = _specs.build_spec(args.name, schedule, payload, tags=parse_pairs(args.tag, "--tag"))
-    spec = _specs.edit_spec(spec, spec_args.spec_changes(args))
+    try:
+        spec = _specs.edit_spec(spec, spec_args.spec_changes(args))
+    except InvalidArgument as exc:
+        raise spec_args.named_by_flag(exc) from None
     _echo_schedule(schedule, warnings)
     task = client.create_task_spec(spec, request_id=args.request_id)
     emit(args, _with_warnings(_render.task_to_json(task), warnings), lambda: _tables.task_detail(task))
@@ -316,7 +319,10 @@ def _task_update(client: Client, args: argparse.Namespace) -> None:
     for key in args.remove_tag:  # --clear-tag
         tags.pop(key, None)
     changes["tags"] = tags
-    spec = _specs.edit_spec(task.spec, changes)
+    try:
+        spec = _specs.edit_spec(task.spec, changes)
+    except InvalidArgument as exc:
+        raise spec_args.named_by_flag(exc) from None
     if spec == task.spec:
         raise UsageError("nothing to change: give at least one flag of `task create`, or -- ARGV")
     if spec.schedule != task.spec.schedule:

@@ -720,11 +720,13 @@ class RetryPolicy(_message.Message):
     """a timed-out attempt is final"""
     @_builtins.property
     def retryable_exit_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
-        """when set, only these exit codes are retried"""
+        """When set, only these exit codes are retried. An http payload's exit code is its response status:
+        its lists hold HTTP statuses (100-599, e.g. 503 and 429), the other kinds' exit codes (0-255).
+        """
 
     @_builtins.property
     def non_retryable_exit_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
-        """never retried (e.g. 2 for usage errors)"""
+        """never retried (e.g. 2 for usage errors, 404)"""
 
     def __init__(
         self,

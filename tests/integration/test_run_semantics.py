@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from cronraft.client import Client, at, command, cron, delay, every, http, retry
+from cronraft.errors import InvalidArgument
 from cronraft.proto.v1 import common_pb2
 from cronraft.raft.records import TERMINAL_STATES
 
@@ -470,9 +471,10 @@ def test_queue_and_label_routing_run_only_on_the_worker_that_serves_them(cluster
 
 
 class _Endpoint:
-    """An HTTP server on a loopback address: answers 503 to its first `failures` requests, then 200."""
+    """An HTTP server on a loopback address: answers `status` (503) to its first `failures` requests,
+    then 200."""
 
-    def __init__(self, host: str = "127.0.0.1", failures: int = 0) -> None:
+    def __init__(self, host: str = "127.0.0.1", failures: int = 0, status: int = 503) -> None:
         self.received: list[tuple[str, dict[str, str], bytes]] = []
         received, lock = self.received, threading.Lock()
 
@@ -481,9 +483,9 @@ class _Endpoint:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with lock:
                     received.append((self.command, dict(self.headers), body))
-                    status = 503 if len(received) <= failures else 200
+                    answer = status if len(received) <= failures else 200
                 reply = b"pong-%d" % len(received)
-                self.send_response(status)
+                self.send_response(answer)
                 self.send_header("Content-Length", str(len(reply)))
                 self.end_headers()
                 self.wfile.write(reply)
@@ -544,3 +546,54 @@ def test_http_payload_on_a_worker_whose_policy_file_allows_loopback(cluster: Clu
     assert _outcomes(no) == ["ATTEMPT_REFUSED"] and no.attempts[0].worker_id == "w2"
     assert "refused by worker w2" in no.error and "127.0.0.2 is in http.deny_networks" in no.error, no.error
     assert denied.received == []
+
+
+def test_an_http_task_retries_only_the_statuses_it_lists(cluster: Cluster) -> None:
+    """An http payload's exit code is its response status, so its retry lists hold statuses. Retrying
+    only 503: an endpoint answering 503 twice, then 200, is asked three times and the run succeeds; one
+    answering 404 (then 200, which a retry would have got) is asked once and the run fails,
+    dead-lettered. A command payload listing 503 is refused by the API naming the field, and nothing is
+    created."""
+    busy = _Endpoint(failures=2)
+    gone = _Endpoint(failures=1, status=404)
+    policy = retry("200ms", retryable=[503])
+    try:
+        with Client(cluster.servers, timeout_s=30) as client:
+            soon = at(now_ms() + 300)
+            recovers = client.create_task(
+                "rs-http-503", soon, http(busy.url, method="POST", body="x"), max_attempts=5, retry=policy
+            )
+            final = client.create_task(
+                "rs-http-404", soon, http(gone.url, method="POST", body="x"), max_attempts=5, retry=policy
+            )
+            ex = final_execution(client, only_execution(client, recovers.task_id).execution_id)
+            no = final_execution(client, only_execution(client, final.task_id).execution_id)
+            letters = {d.execution_id: d for d in client.list_dead_letters()}
+
+            bad = common_pb2.TaskSpec(name="rs-http-bad-codes", schedule=soon, payload=_sh("exit 0"))
+            bad.retry.CopyFrom(policy)
+            with pytest.raises(InvalidArgument) as info:
+                client.create_task_spec(bad)
+            names = [t.spec.name for t in client.list_tasks()]
+    finally:
+        busy.close()
+        gone.close()
+    assert ex.state == common_pb2.EXECUTION_SUCCEEDED, ex
+    assert [(a.outcome, a.exit_code) for a in ex.attempts] == [
+        (common_pb2.ATTEMPT_FAILED, 503),
+        (common_pb2.ATTEMPT_FAILED, 503),
+        (common_pb2.ATTEMPT_SUCCEEDED, 200),
+    ]
+    assert len(busy.received) == 3 and ex.stdout_tail == b"pong-3"
+    assert not ex.dead_lettered and ex.execution_id not in letters
+
+    assert no.state == common_pb2.EXECUTION_FAILED, no
+    assert [(a.outcome, a.exit_code) for a in no.attempts] == [(common_pb2.ATTEMPT_FAILED, 404)]
+    assert len(gone.received) == 1, gone.received
+    assert "HTTP 404 Not Found (expected 2xx)" in no.error, no.error
+    assert no.dead_lettered
+    assert letters[no.execution_id].reason.endswith("exit code 404 is not among the retryable ones")
+
+    assert info.value.field == "spec.retry.retryable_exit_codes[0]", info.value
+    assert "503 is not an exit code (0-255): HTTP statuses apply to an http payload only" in str(info.value)
+    assert "rs-http-bad-codes" not in names

@@ -816,7 +816,7 @@ def test_create_http_payload_and_every_policy_flag(run: Run, cluster: FakeCluste
         "--http-header", "Content-Type: application/json", "--http-header", "X-Key:v",
         "--http-body", f"@{body}", "--http-expect", "200,204", "--http-expect", "202",
         "--retry-initial", "2s", "--retry-multiplier", "1.5", "--retry-max", "10m",
-        "--retry-on-exit", "1,2", "--retry-on-exit", "3", "--no-retry-on-exit", "64",
+        "--retry-on-exit", "503,429", "--retry-on-exit", "502", "--no-retry-on-exit", "404",
         "--no-retry-on-timeout",
         "--notify-webhook", "https://hooks.example.com/x?a=1,b=2,events=failure+dead-letter",
         "--notify-webhook", "https://hooks.example.com/all",
@@ -830,7 +830,7 @@ def test_create_http_payload_and_every_policy_flag(run: Run, cluster: FakeCluste
     assert list(h.expected_status) == [200, 204, 202]
     r = spec.retry
     assert (r.initial_backoff_ms, r.multiplier, r.max_backoff_ms) == (2_000, 1.5, 600_000)
-    assert list(r.retryable_exit_codes) == [1, 2, 3] and list(r.non_retryable_exit_codes) == [64]
+    assert list(r.retryable_exit_codes) == [503, 429, 502] and list(r.non_retryable_exit_codes) == [404]
     assert r.no_retry_on_timeout is True
     assert spec.notify[0].webhook_url == "https://hooks.example.com/x?a=1,b=2"
     assert list(spec.notify[0].events) == [common_pb2.NOTIFY_FAILURE, common_pb2.NOTIFY_DEAD_LETTER]
@@ -843,7 +843,7 @@ def test_create_http_payload_and_every_policy_flag(run: Run, cluster: FakeCluste
     assert doc["spec"]["notify"][2] == {"kind": "notifier", "name": "page-ops", "events": ["timeout"]}
     code, out, _ = run("task", "get", "t0001")
     assert code == EXIT_OK and "http POST https://example.com/hook, 2 header(s)" in out
-    assert "backoff 2s x1.5 up to 10m, only exit 1,2,3, never exit 64, no retry on timeout" in out
+    assert "backoff 2s x1.5 up to 10m, only exit 503,429,502, never exit 404, no retry on timeout" in out
     assert "webhook https://hooks.example.com/x?a=1,b=2 on failure+dead_letter" in out
     assert "worker_labels:" in out and "gpu=yes, zone=eu" in out
 
@@ -902,7 +902,7 @@ def test_bad_payload_and_policy_flags_exit_2(
 def test_update_changes_only_the_given_policy_flags(run: Run, cluster: FakeCluster) -> None:
     run.json(
         "task", "create", "--name", "u", "--every", "1m", "--http-url", "https://h/a", "--http-header",
-        "A: 1", "--retry-initial", "3s", "--retry-on-exit", "1", "--notify-webhook", "https://n",
+        "A: 1", "--retry-initial", "3s", "--retry-on-exit", "503", "--notify-webhook", "https://n",
         "--worker-label", "zone=eu", "--worker-label", "gpu=yes",
     )  # fmt: skip
     run.json(
@@ -911,7 +911,7 @@ def test_update_changes_only_the_given_policy_flags(run: Run, cluster: FakeClust
     )  # fmt: skip
     spec = cluster.store.last("UpdateTask").spec
     assert spec.retry.initial_backoff_ms == 3_000 and spec.retry.max_backoff_ms == 60_000
-    assert list(spec.retry.retryable_exit_codes) == [1] and spec.retry.multiplier == 2.0
+    assert list(spec.retry.retryable_exit_codes) == [503] and spec.retry.multiplier == 2.0
     assert spec.payload.http.url == "https://h/a" and spec.payload.http.method == "PUT"
     assert dict(spec.payload.http.headers) == {"A": "1", "B": "2"}
     assert dict(spec.worker_labels) == {"zone": "eu"} and spec.max_concurrency == 3

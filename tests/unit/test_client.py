@@ -872,7 +872,8 @@ def test_payload_and_policy_builders() -> None:
         (lambda: retry("0s"), "retry.initial_backoff_ms"),
         (lambda: retry("1m", 2.0, "1s"), "retry.max_backoff_ms"),
         (lambda: retry(multiplier=0.5), "retry.multiplier"),
-        (lambda: retry(retryable=[256]), "retry.retryable_exit_codes"),
+        (lambda: retry(retryable=[600]), "retry.retryable_exit_codes[0]"),
+        (lambda: retry(non_retryable=[2, -1]), "retry.non_retryable_exit_codes[1]"),
         (lambda: retry(retryable=[1], non_retryable=[1]), "retry.non_retryable_exit_codes"),
         (lambda: notify_webhook("hooks.example.com"), "notify.webhook_url"),
         (lambda: notify_webhook("http://h", events=["sometimes"]), "notify.events"),
@@ -893,7 +894,7 @@ def test_create_and_edit_take_retry_notify_labels_concurrency(
             "h",
             every("5m"),
             http("https://example.com/ping", expected_status=[200]),
-            retry=retry("1s", 2.0, "30s", non_retryable=[2]),
+            retry=retry("1s", 2.0, "30s", non_retryable=[404]),
             notify=[notify_webhook("https://hooks.example.com/x", ["failure"]), notify_command("page")],
             worker_labels={"zone": "eu", "gpu": "yes"},
             max_concurrency=2,
@@ -941,7 +942,7 @@ def test_create_and_edit_take_retry_notify_labels_concurrency(
         "multiplier": 2.0,
         "max_backoff_ms": 30_000,
         "retryable_exit_codes": [],
-        "non_retryable_exit_codes": [2],
+        "non_retryable_exit_codes": [404],
         "no_retry_on_timeout": False,
     }
     assert doc["spec"]["notify"] == [
