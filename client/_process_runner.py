@@ -2,8 +2,10 @@
 
 `AttemptRunner` runs argv and shell payloads. It starts the payload in its own session (so it leads a
 new process group and the whole group can be signalled), feeds its stdout/stderr into bounded tail
-buffers and an optional live sink. Killing: SIGTERM to the group, wait `kill_grace_s` for the leader
-process to exit, then SIGKILL to the group (which also removes stragglers that outlived the leader).
+buffers and an optional live sink, and stops reading a pipe while the sink has no room (backpressure: the
+payload then blocks on its writes; `_runner.OutputSink`). Killing: SIGTERM to the group, wait
+`kill_grace_s` for the leader process to exit, then SIGKILL to the group (which also removes stragglers
+that outlived the leader).
 Self-fencing skips the grace and sends SIGKILL at once: the lease is already gone locally, and the
 leader may re-grant it soon (DESIGN.md I5). With a worker policy (`_policy.WorkerPolicy`), the payload
 gets only the environment the policy lets it inherit, its program must be on the executable allowlist (it
@@ -29,6 +31,7 @@ from cronraft.client._policy import PolicyRefusal, WorkerPolicy
 from cronraft.client._runner import (
     DEFAULT_KILL_GRACE_S,
     DEFAULT_OUTPUT_TAIL_BYTES,
+    MAX_OUTPUT_PIECE_BYTES,
     OutputSink,
     RunnerBase,
     StopReason,
@@ -41,9 +44,10 @@ from cronraft.clock import Clock
 from cronraft.proto.v1 import common_pb2, worker_pb2
 
 # After the leader process exits, how long we keep reading its pipes: a background child that inherited
-# stdout would otherwise keep the attempt open forever.
+# stdout would otherwise keep the attempt open forever. Time a reader spends waiting for room in the live
+# output (backpressure: `HeldTime`) is not counted: what is left in the pipes is on its way to the log.
 _PIPE_DRAIN_S = 1.0
-_READ_SIZE = 64 * 1024
+_READ_SIZE = MAX_OUTPUT_PIECE_BYTES
 
 # The variable naming a process attempt's result file (client/worker/result_files.py).
 RESULT_FILE_ENV = "CRONRAFT_RESULT_FILE"
@@ -175,6 +179,35 @@ def _cannot_start(argv: list[str], cwd: str | None, env: Mapping[str, str]) -> t
     return None
 
 
+class HeldTime:
+    """How long at least one of an attempt's pipe readers was held by backpressure (its sink had no
+    room), in the caller's seconds. Pure: each call says what time it is."""
+
+    def __init__(self) -> None:
+        self._held = 0  # readers held now
+        self._since = 0.0  # when the first of them was held
+        self._before = 0.0  # seconds held before `_since`
+
+    def hold(self, now: float) -> None:
+        if self._held == 0:
+            self._since = now
+        self._held += 1
+
+    def release(self, now: float) -> None:
+        self._held -= 1
+        if self._held == 0:
+            self._before += now - self._since
+
+    def total(self, now: float) -> float:
+        return self._before + (now - self._since if self._held else 0.0)
+
+
+def drain_left(exited_at: float, held_at_exit: float, now: float, held_now: float) -> float:
+    """Seconds the pipes are still read after the payload exited at `exited_at`: `_PIPE_DRAIN_S` of
+    waiting on them, not counting the time readers were held since (`HeldTime.total` then and now)."""
+    return _PIPE_DRAIN_S - (now - exited_at) + (held_now - held_at_exit)
+
+
 @dataclass(frozen=True)
 class ProcessIdentity:
     """Who process payloads run as (a root worker's policy [run_as]): ids and the variables that say so."""
@@ -214,6 +247,7 @@ class AttemptRunner(RunnerBase):
         self._new_result_file = result_file
         self._result_file: ResultFileLike | None = None
         self.pid: int | None = None
+        self._held = HeldTime()
 
     def _command(self) -> tuple[list[str], str | None] | str:
         """(argv, cwd), or an error text when the payload cannot be run."""
@@ -324,10 +358,7 @@ class AttemptRunner(RunnerBase):
         killed_for = await self._supervise(proc)
         returncode = proc.returncode
         assert returncode is not None
-        _, still_open = await asyncio.wait(readers, timeout=_PIPE_DRAIN_S)
-        for task in still_open:
-            task.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
+        await self._drain(readers)
         exit_code = _exit_code(returncode)
         if killed_for is not None:
             action = "process group killed" if killed_for is StopReason.TIMEOUT else "attempt killed"
@@ -348,6 +379,22 @@ class AttemptRunner(RunnerBase):
             common_pb2.ATTEMPT_FAILED, started_ms=started_ms, exit_code=exit_code, error=error, result=data
         )
 
+    async def _drain(self, readers: list[asyncio.Task[None]]) -> None:
+        """Read the pipes to their end after the payload exited: `drain_left` says for how long."""
+        loop = asyncio.get_running_loop()
+        exited_at = loop.time()
+        held_at_exit = self._held.total(exited_at)
+        pending = set(readers)
+        while pending:
+            now = loop.time()
+            left = drain_left(exited_at, held_at_exit, now, self._held.total(now))
+            if left <= 0:
+                break
+            _, pending = await asyncio.wait(pending, timeout=left)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+
     def _take_result(self) -> tuple[bytes, str]:
         if self._result_file is None:
             return b"", ""
@@ -365,9 +412,9 @@ class AttemptRunner(RunnerBase):
             )
             if exited in done:
                 return None
-            if self._stop_reason is None:
-                self._stop_reason = StopReason.TIMEOUT
+            self.stop(StopReason.TIMEOUT)  # no-op if stopped already; ends a reader's wait for room
             reason = self._stop_reason
+            assert reason is not None
             await self._kill_group(proc.pid, exited)
             return reason
         finally:
@@ -399,4 +446,17 @@ class AttemptRunner(RunnerBase):
         while data := await reader.read(_READ_SIZE):
             tail.append(data)
             if self._on_output is not None:
-                self._on_output(stream, data)
+                room = self._on_output(stream, data)
+                if room is not None and self._stop_reason is None:
+                    await self._wait_for_room(room)
+
+    async def _wait_for_room(self, room: asyncio.Future[None]) -> None:
+        """Read nothing more until the live output has room (the payload blocks on its next write once
+        the pipe is full), or the attempt is stopped: a stopped attempt's output is read to the end
+        without waiting (beyond the room, dropped and said), so that it ends and its tails are whole."""
+        loop = asyncio.get_running_loop()
+        self._held.hold(loop.time())
+        try:
+            await self.hold_on(room)
+        finally:
+            self._held.release(loop.time())

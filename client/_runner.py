@@ -29,7 +29,13 @@ FENCED_ERROR = "lease expired before renewal; attempt killed (self-fenced)"
 # response.
 NO_EXIT_CODE = -1
 
-OutputSink = Callable[["worker_pb2.OutputStream.ValueType", bytes], None]
+# Where a runner writes what its attempt prints, piece by piece (`stream`, `data`). It answers None, or a
+# future to wait for before writing more (backpressure: the worker's live output has no room left,
+# client/worker/live_output.py): a writer that can wait does (AttemptRunner stops reading the payload's
+# pipes), one that cannot (in-process work) goes on and its oldest unsent bytes are dropped.
+OutputSink = Callable[["worker_pb2.OutputStream.ValueType", bytes], "asyncio.Future[None] | None"]
+# The most a writer that waits for room passes its sink at once (AttemptRunner's reads of a pipe).
+MAX_OUTPUT_PIECE_BYTES = 64 * 1024
 
 
 class StopReason(enum.Enum):

@@ -49,7 +49,8 @@ MAX_OUTPUT_CHUNK_BYTES = 1 << 20  # OutputChunk.data (a worker sends at most 256
 # Live output a node reads from one worker stream: past this rate (after a burst) it stops reading the
 # stream for a while, and gRPC's flow control makes the sender wait. Receiving is what costs the node:
 # a stream pushing 1 MiB chunks as fast as it could (S12) took the leader's CPU from its Raft thread
-# until it lost leadership. A worker flushes at most 256 KiB per attempt and stream every 0.2 s, and
+# until it lost leadership. A worker sends at most the log's 1 MiB per attempt and stream, in chunks of at
+# most 256 KiB, as fast as the stream takes them (its payloads wait: client/worker/live_output.py), and
 # output is replicated through the log, so more than this would swamp the cluster anyway.
 MAX_OUTPUT_BYTES_PER_S = 8 << 20
 MAX_OUTPUT_BURST_BYTES = 16 << 20

@@ -3,6 +3,7 @@ timeouts killing the whole process tree, cancelling a running command, HTTP and 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from cronraft.client import Client, at, command, shell
-from cronraft.proto.v1 import common_pb2
+from cronraft.proto.v1 import common_pb2, scheduler_pb2
 
 from .harness import Cluster, Worker, started, wait_for
 from .semantics import final_execution, only_execution, process_alive
@@ -204,6 +205,66 @@ def test_full_output_is_kept_beyond_the_tails_and_followable(cluster: Cluster) -
     out = proc.stdout.splitlines()
     assert out[0] == b"line-0" and out[-1] == f"line-{lines - 1}".encode() and len(out) == lines
     assert proc.stderr == b"done\n"
+
+
+LOG_CAP = 1 << 20  # what the log keeps of each stream of an attempt (docs/cli.md, "Output logs")
+GAP = b"not kept here"  # in the worker's note where it dropped live output
+
+
+def _stored_log(
+    client: Client, execution_id: str, out_len: int, err_len: int, timeout_s: float = 10
+) -> scheduler_pb2.GetExecutionLogsResponse:
+    """The attempt's log once its streams hold `out_len` and `err_len` bytes, or as it is after
+    `timeout_s` (its last pieces may be proposed a moment after the result)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        page = client.get_execution_logs(execution_id, max_bytes=4 << 20)
+        if (len(page.stdout), len(page.stderr)) >= (out_len, err_len) or time.monotonic() > deadline:
+            return page
+        time.sleep(0.1)
+
+
+def _cat_both(
+    client: Client, tmp_path: Path, name: str, size: int
+) -> tuple[bytes, bytes, common_pb2.Execution]:
+    """`size` bytes of every value, different on stdout and stderr, written by two `cat`s at once (as
+    fast as the pipes take them); returns them and the ended execution."""
+    out, err = hashlib.shake_256(b"out").digest(size), hashlib.shake_256(b"err").digest(size)
+    (tmp_path / "out.bin").write_bytes(out)
+    (tmp_path / "err.bin").write_bytes(err)
+    script = f"cat {tmp_path / 'out.bin'} & cat {tmp_path / 'err.bin'} >&2; wait"
+    task = client.create_task(name, _soon(), shell(script))
+    ex = final_execution(client, only_execution(client, task.task_id).execution_id, timeout_s=30)
+    return out, err, ex
+
+
+def test_fast_output_up_to_the_log_cap_is_kept_whole(cluster: Cluster, tmp_path: Path) -> None:
+    """900 KiB on stdout and on stderr, written as fast as `cat` can: the log holds both byte for byte,
+    with no note of dropped output. The worker stops reading a payload's pipes while what it read waits
+    to be sent (the payload waits, as on a slow terminal) instead of dropping what it cannot send in
+    time (it dropped all but 256 KiB per flush interval, leaving '[cronraft: N bytes ... not kept here]')."""
+    with Client(cluster.servers, timeout_s=30) as client:
+        out, err, ex = _cat_both(client, tmp_path, "fast-cat", 900 * 1024)
+        assert ex.state == common_pb2.EXECUTION_SUCCEEDED, ex.error
+        page = _stored_log(client, ex.execution_id, len(out), len(err))
+    print(f"900 KiB x 2 streamed in {ex.attempts[-1].finished_at_ms - ex.attempts[-1].started_at_ms} ms")
+    assert page.stdout.count(GAP) + page.stderr.count(GAP) == 0
+    assert (len(page.stdout), page.stdout == out) == (len(out), True)
+    assert (len(page.stderr), page.stderr == err) == (len(err), True)
+    assert not page.truncated
+
+
+def test_fast_output_past_the_log_cap_keeps_its_first_mebibyte(cluster: Cluster, tmp_path: Path) -> None:
+    """1.25 MiB per stream as fast as `cat` can: the log keeps the first 1 MiB of each, byte for byte,
+    marked truncated (the rule of the log's cap); the result's tails are the last 64 KiB."""
+    with Client(cluster.servers, timeout_s=30) as client:
+        out, err, ex = _cat_both(client, tmp_path, "fast-cat-past-cap", LOG_CAP + LOG_CAP // 4)
+        assert ex.state == common_pb2.EXECUTION_SUCCEEDED, ex.error
+        page = _stored_log(client, ex.execution_id, LOG_CAP, LOG_CAP)
+    assert (len(page.stdout), page.stdout == out[:LOG_CAP]) == (LOG_CAP, True)
+    assert (len(page.stderr), page.stderr == err[:LOG_CAP]) == (LOG_CAP, True)
+    assert page.truncated
+    assert ex.stdout_tail == out[-64 * 1024 :] and ex.stderr_tail == err[-64 * 1024 :]
 
 
 def test_a_sensor_holds_the_payload_until_its_probe_succeeds_or_times_out(

@@ -3,7 +3,7 @@ gap shows it and its size, instead of the bytes before and after it spliced toge
 
 from __future__ import annotations
 
-import asyncio
+import pytest
 
 from cronraft.client.worker.live_output import MAX_LIVE_OUTPUT_BYTES, LiveOutput, gap_note
 from cronraft.proto.v1 import common_pb2, worker_pb2
@@ -20,34 +20,38 @@ class Session:
         self.written.append(msg)
 
 
-def _flushed(live: LiveOutput) -> bytes:
+async def _flushed(live: LiveOutput) -> bytes:
     session = Session()
-    asyncio.run(live._flush(session, {KEY}))  # type: ignore[arg-type]
+    await live._flush(session, {KEY})  # type: ignore[arg-type]
     return b"".join(m.output.data for m in session.written if m.output.stream == worker_pb2.STDOUT)
 
 
-def test_output_beyond_the_buffer_leaves_a_note_of_its_size() -> None:
+@pytest.mark.asyncio
+async def test_output_beyond_the_buffer_leaves_a_note_of_its_size() -> None:
+    """A writer that does not wait for room (in-process work): the oldest bytes go, said once."""
     live = LiveOutput(connected=lambda: True, flush_interval_s=0.1)
     sink = live.open(KEY, TOKEN)  # type: ignore[arg-type]
     sink(worker_pb2.STDOUT, b"a" * 1000)
     sink(worker_pb2.STDOUT, b"b" * MAX_LIVE_OUTPUT_BYTES)  # pushes the a's out
-    out = _flushed(live)
+    out = await _flushed(live)
     assert out == gap_note(1000) + b"b" * MAX_LIVE_OUTPUT_BYTES
     sink(worker_pb2.STDOUT, b"c")
-    assert _flushed(live) == b"c"  # said once
+    assert await _flushed(live) == b"c"  # said once
 
 
-def test_output_without_a_stream_leaves_a_note_where_it_was() -> None:
+@pytest.mark.asyncio
+async def test_output_without_a_stream_leaves_a_note_where_it_was() -> None:
     connected = False
     live = LiveOutput(connected=lambda: connected, flush_interval_s=0.1)
     sink = live.open(KEY, TOKEN)  # type: ignore[arg-type]
     sink(worker_pb2.STDOUT, b"lost while cut off\n")
     connected = True
     sink(worker_pb2.STDOUT, b"after\n")
-    assert _flushed(live) == gap_note(19) + b"after\n"
+    assert await _flushed(live) == gap_note(19) + b"after\n"
 
 
-def test_a_disconnect_drops_the_buffer_and_says_so() -> None:
+@pytest.mark.asyncio
+async def test_a_disconnect_drops_the_buffer_and_says_so() -> None:
     connected = True
     live = LiveOutput(connected=lambda: connected, flush_interval_s=0.1)
     sink = live.open(KEY, TOKEN)  # type: ignore[arg-type]
@@ -56,4 +60,4 @@ def test_a_disconnect_drops_the_buffer_and_says_so() -> None:
     live.drop()
     connected = True
     sink(worker_pb2.STDOUT, b"y")
-    assert _flushed(live) == gap_note(10) + b"y"
+    assert await _flushed(live) == gap_note(10) + b"y"
