@@ -46,6 +46,7 @@ __all__ = [
     "parse_instant",
     "parse_seconds",
     "seconds_arg",
+    "utc_text",
 ]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -81,6 +82,14 @@ _UNIT_FIXES = {
     "days": ("the unit of days is d", 1, "d"),
 }
 _MONTHS_AND_YEARS = ("mo", "mon", "month", "months", "y", "yr", "year", "years")
+
+
+def utc_text(instant_ms: int) -> str:
+    """An instant as RFC 3339 in UTC, milliseconds shown only when there are some: the form of instants in
+    text a person reads (reasons, messages), which `parse_instant` reads back."""
+    moment = _EPOCH + timedelta(milliseconds=instant_ms)
+    text = moment.isoformat(timespec="milliseconds" if instant_ms % 1000 else "seconds")
+    return text.replace("+00:00", "Z")
 
 
 def parse_duration(text: str, field: str = "duration") -> int:

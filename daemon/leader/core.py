@@ -36,6 +36,7 @@ from cronraft.raft import state as sm
 from cronraft.raft.codec import token_tuple
 from cronraft.raft.fireplan import needs_plan
 from cronraft.raft.kv import KV, Txn
+from cronraft.timefmt import utc_text
 
 Command = commands_pb2.Command
 CommandResult = commands_pb2.CommandResult
@@ -376,7 +377,8 @@ class LeaderCore:
                 f"delay (at most {INTERNAL_RETRY_MAX_MS // 1000} s)"
             )[:500]
         if ex.not_before_ms > now_ms:
-            return f"retry backoff until {ex.not_before_ms}" if ex.attempt else f"due at {ex.not_before_ms}"
+            until = utc_text(ex.not_before_ms)
+            return f"retry backoff until {until}" if ex.attempt else f"due at {until}"
         labels = task.spec.worker_labels
         unserved = self.pool.unserved_reason(queue, labels)
         if unserved:

@@ -132,3 +132,15 @@ def test_a_failing_result_is_neither_acknowledged_nor_released() -> None:
     assert cmds
     rig.core.on_committed(cmds, rig.apply(cmds), rig.now, rig.mono)
     assert lease.execution_id not in rig.core.leases
+
+
+def test_a_waiting_reason_names_its_instant_in_utc_not_in_raw_milliseconds() -> None:
+    """`schedctl task explain` and `execution get` show this text: it read "retry backoff until
+    1796684684278" (a new user's walkthrough)."""
+    rig = Rig()
+    task = common_pb2.Task(task_id="t", spec=common_pb2.TaskSpec(queue="default"))
+    retry = common_pb2.Execution(attempt=1, not_before_ms=T0 + 1_500)
+    first = common_pb2.Execution(attempt=0, not_before_ms=T0 + 2_000)
+    why = rig.core._why_waiting_for_worker
+    assert why("default", retry, task, T0) == "retry backoff until 2026-01-01T00:00:01.500Z"
+    assert why("default", first, task, T0) == "due at 2026-01-01T00:00:02Z"

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from cronraft.errors import InvalidArgument
-from cronraft.timefmt import load_zone, parse_duration, parse_instant, parse_seconds, seconds_arg
+from cronraft.timefmt import load_zone, parse_duration, parse_instant, parse_seconds, seconds_arg, utc_text
 
 
 def ms(text: str) -> int:
@@ -142,3 +142,16 @@ def test_zones_come_from_the_pinned_tzdata_package() -> None:
     assert datetime(2026, 7, 1, tzinfo=paris).utcoffset() is not None
     with pytest.raises(ValueError, match="use an IANA name"):
         load_zone("../../etc/passwd")
+
+
+@pytest.mark.parametrize(
+    ("instant_ms", "text"),
+    [
+        (0, "1970-01-01T00:00:00Z"),
+        (1_796_684_684_278, "2026-12-07T23:04:44.278Z"),
+        (1_796_684_684_000, "2026-12-07T23:04:44Z"),
+    ],
+)
+def test_utc_text_writes_what_parse_instant_reads_back(instant_ms: int, text: str) -> None:
+    assert utc_text(instant_ms) == text
+    assert parse_instant(text) == instant_ms
