@@ -26,6 +26,7 @@ import struct
 
 from cronraft.errors import InvalidArgument
 from cronraft.proto.v1 import audit_pb2, commands_pb2
+from cronraft.raft import features
 from cronraft.raft.kv import Txn
 
 AuditRecord = audit_pb2.AuditRecord
@@ -66,12 +67,40 @@ def outcome(res: commands_pb2.CommandResult) -> str:
     return "ok" if res.applied else "not_applied"
 
 
-def build(
-    index: int, position: int, cmd: commands_pb2.Command, res: commands_pb2.CommandResult
-) -> AuditRecord:
-    """The record of `cmd` (which carries `audit`), applied at (index, position) with result `res`."""
-    meta = cmd.audit
+def answered_targets(cmd: commands_pb2.Command, res: commands_pb2.CommandResult) -> list[str]:
+    """`targets(cmd)` with the id the leader minted for what the command creates (a task, an import's
+    first task, a triggered execution) replaced by the one its answer holds. The two differ only for a
+    retry answered from the dedup table: its command carries ids of its own, which name nothing (the
+    first attempt's task or execution is the answer), and a record naming them was not found by
+    `audit list --target` under the id the caller got."""
     ids = targets(cmd)
+    kind = cmd.WhichOneof("body")
+    if kind == "create_task":
+        minted, answered = cmd.create_task.task_id, res.task.task_id
+    elif kind == "import_tasks":
+        minted, answered = cmd.import_tasks.first_task_id, res.imported.first_task_id
+    elif kind == "trigger_task":
+        minted, answered = cmd.trigger_task.execution_id, res.execution.execution_id
+    else:
+        return ids
+    if answered and minted != answered:
+        ids = [answered if i == minted else i for i in ids]
+    return ids
+
+
+def build(
+    index: int,
+    position: int,
+    cmd: commands_pb2.Command,
+    res: commands_pb2.CommandResult,
+    *,
+    answered_ids: bool = False,
+) -> AuditRecord:
+    """The record of `cmd` (which carries `audit`), applied at (index, position) with result `res`.
+    `answered_ids` (the feature schedule_fixes): the ids a retry was answered with (`answered_targets`),
+    not those its command carried."""
+    meta = cmd.audit
+    ids = answered_targets(cmd, res) if answered_ids else targets(cmd)
     rec = AuditRecord(
         time_ms=cmd.stamped_at_ms,
         raft_index=index,
@@ -96,11 +125,9 @@ def record(
 ) -> None:
     """Write the audit record of one applied command (the state machine calls this for every command
     carrying `audit`, after its outcome is known, in the entry's transaction)."""
-    txn.put(
-        DB,
-        key(cmd.stamped_at_ms, index, position),
-        build(index, position, cmd, res).SerializeToString(deterministic=True),
-    )
+    answered_ids = features.is_active(txn, features.SCHEDULE_FIXES)
+    rec = build(index, position, cmd, res, answered_ids=answered_ids)
+    txn.put(DB, key(cmd.stamped_at_ms, index, position), rec.SerializeToString(deterministic=True))
 
 
 # --------------------------------------------------------------------------------------- retention
@@ -201,6 +228,7 @@ __all__ = [
     "LIST_SCAN_LIMIT",
     "MAX_TARGETS",
     "AuditRecord",
+    "answered_targets",
     "build",
     "key",
     "list_records",

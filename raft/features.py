@@ -76,7 +76,8 @@ FEATURES: Mapping[str, str] = {
         "execution still runs in words (was: 'is execution_running'), keep_executions keeps a task's "
         "newest N executions, live or ended (was: its oldest ended ones went while it held more than N, "
         "so older runs still live made the newest ended ones go), a request id is its caller's: another "
-        "caller reusing it makes a new write (was: got the first caller's recorded answer)"
+        "caller reusing it makes a new write (was: got the first caller's recorded answer), a retried "
+        "create, import or trigger is audited with the ids it was answered with (was: its command's own)"
     ),
 }
 SUPPORTED: frozenset[str] = frozenset(FEATURES)

@@ -106,9 +106,12 @@ def test_a_create_with_another_callers_request_id_is_its_own(clients: dict[str, 
     assert _hourly(alice_b, "rs-alice-b", "rs-shared") == other
     assert _names(alice, "rs-") == [(mine.task_id, "rs-alice")]
     assert _names(bob, "rs-") == sorted([(theirs.task_id, "rs-bob"), (other.task_id, "rs-alice-b")])
-    # The audit trail: the client's request id under each principal (two calls per token), all ok.
+    # The audit trail: the client's request id under each principal, each call (a retry too) naming the
+    # task it was answered with, all ok.
     records = [r for r in root.list_audit(method="CreateTask", limit=None) if r.request_id == "rs-shared"]
-    assert sorted(r.principal for r in records) == ["alice"] * 4 + ["bob"] * 2
+    assert sorted((r.principal, *r.target_ids) for r in records) == sorted(
+        [("alice", mine.task_id)] * 2 + [("bob", theirs.task_id)] * 2 + [("alice", other.task_id)] * 2
+    )
     assert all(r.outcome == "ok" for r in records)
 
 
