@@ -53,7 +53,7 @@ class BulkImport:
     async def run(
         self, requests: AsyncIterator[scheduler_pb2.ImportTasksRequest]
     ) -> scheduler_pb2.ImportTasksResponse:
-        self.node.leader_runner()  # redirect before reading anything
+        await self.node.writer()  # redirect before reading anything
         rejected: errors.CronraftError | None = None
         try:
             async for request in requests:

@@ -109,9 +109,23 @@ class LeaderRunner:
         self._stopping = False
         self._raising: asyncio.Task[None] | None = None  # a RaiseFeatures in flight (raise_features)
         self._raise_with_epoch: frozenset[str] = frozenset()  # offered before the epoch: proposed with it
+        self._epoch_applied = asyncio.Event()  # set with core.ready: every earlier term's entry applied here
 
     @property
     def ready(self) -> bool:
+        return self.core.ready
+
+    async def until_ready(self, timeout_s: float) -> bool:
+        """Wait until this term's epoch committed and applied here (True), for at most `timeout_s`.
+
+        A new leader may hold entries of earlier terms that committed but that it has not applied: Raft
+        lets it learn they committed only when an entry of its own term commits. Until then its store can
+        lack a task a client just created or the record of a write the client retries, so a write's checks
+        against it (exists, quota, dedup) wait for this."""
+        if self.core.ready:
+            return True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._epoch_applied.wait(), timeout_s)
         return self.core.ready
 
     @property
@@ -222,6 +236,7 @@ class LeaderRunner:
                 return
             break
         self.core.on_epoch_committed(clock.now_ms(), clock.mono_ms())
+        self._epoch_applied.set()
         self._wake.set()  # results that arrived before now are checked and proposed by the next tick
         log.info("leader ready", term=self.term, running=len(self.core.leases))
         if self._retention is not None:

@@ -69,6 +69,10 @@ log = structlog.get_logger("cronraft.node")
 # The gRPC health service name that says whether this node's storage accepts writes (daemon.storage).
 STORAGE_HEALTH = "cronraft.storage"
 
+# How long a write waits for a new leader's first entry of its term (one round trip to a quorum, ms in
+# practice) before it is refused UNAVAILABLE: Node.writer.
+WRITER_WAIT_S = 5.0
+
 
 def _apply_failpoint() -> Callable[[commands_pb2.Command], None] | None:
     """The `raft.apply` failpoint (`raise:KIND[:TEXT]`): a handler failure for commands of body KIND whose
@@ -559,6 +563,21 @@ class Node:
         if not st.is_leader or self.runner is None or self.runner.term != st.term:
             raise NotLeader(self.leader_grpc_address(st))
         return self.runner
+
+    async def writer(self) -> LeaderRunner:
+        """The runner, once this node leads and has applied every entry of earlier terms (its term's epoch
+        applied here): a write's checks read the store, and before that it can lack what committed last
+        (LeaderRunner.until_ready). NotLeader on a follower; Unavailable (retried by the SDK) if the epoch
+        does not commit within WRITER_WAIT_S (no quorum)."""
+        runner = self.leader_runner()
+        if not await runner.until_ready(WRITER_WAIT_S):
+            raise Unavailable(
+                f"this node leads term {runner.term} but has not committed its first entry of the term yet "
+                f"(no quorum for {WRITER_WAIT_S:g} s); retry"
+            )
+        if self.leader_runner() is not runner:  # leadership moved while it waited
+            raise NotLeader(self.leader_grpc_address(self.replicator.status()))
+        return runner
 
     async def propose(self, cmds: Sequence[commands_pb2.Command]) -> list[commands_pb2.CommandResult]:
         """Propose client commands on the leader and let the leader runner see their outcome."""

@@ -25,7 +25,7 @@ class CalendarMethods(SchedulerBase):
         self, request: scheduler_pb2.PutCalendarRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> common_pb2.Calendar:
         async def run() -> common_pb2.Calendar:
-            self.node.leader_runner()
+            await self.node.writer()
             calendar = common_pb2.Calendar()
             calendar.CopyFrom(request.calendar)
             calendar.namespace = check_namespace(calendar.namespace, "calendar.namespace")

@@ -121,7 +121,7 @@ class SchedulerBase:
         self, kind: str, request_id: str, _namespace: str | None = None, **body: Any
     ) -> commands_pb2.CommandResult:
         node = self.node
-        node.leader_runner()
+        await node.writer()
         # The ids a write names are checked before it is proposed (the state machine refuses a malformed
         # one too, but only once it is in the log).
         (message,) = body.values()

@@ -45,7 +45,7 @@ class MembershipMethods:
         self, kind: Change.Kind.ValueType, member: membership_pb2.ClusterMember, request_id: str, what: str
     ) -> cluster_pb2.MembershipResponse:
         node = self.node
-        node.leader_runner()  # NotLeader, with the leader's address, on a follower
+        await node.writer()  # NotLeader, with the leader's address, on a follower
         with node.kv.read() as txn:  # a release before membership changes cannot apply them (upgrades)
             features.require(txn, features.MEMBERSHIP, what)
             key = _request_id(txn, request_id, what)

@@ -55,7 +55,7 @@ class TaskMethods(SchedulerBase):
 
     async def _create(self, request: scheduler_pb2.CreateTaskRequest) -> scheduler_pb2.CreateTaskResponse:
         node = self.node
-        node.leader_runner()  # redirect before doing any work
+        await node.writer()  # redirect before doing any work
         spec = common_pb2.TaskSpec()
         spec.CopyFrom(request.spec)
         spec.namespace = check_namespace(spec.namespace, "spec.namespace")
@@ -99,7 +99,7 @@ class TaskMethods(SchedulerBase):
 
     async def _cancel(self, request: scheduler_pb2.CancelTaskRequest) -> common_pb2.Task:
         node = self.node
-        node.leader_runner()
+        await node.writer()
         with node.kv.read() as txn:
             _task_for(txn, request.task_id, "CancelTask")
             key = _request_id(txn, request.request_id, "cancel")
@@ -121,7 +121,7 @@ class TaskMethods(SchedulerBase):
         """Delete a task with its history (raft.retention). A running execution refuses it with
         FAILED_PRECONDITION naming the execution, unless `force` (it is then terminated)."""
         node = self.node
-        node.leader_runner()
+        await node.writer()
         check_id(request.task_id, "task_id")
         with node.kv.read() as txn:
             namespace = _deleted_by(txn, request)
@@ -202,7 +202,7 @@ class TaskMethods(SchedulerBase):
         self, request: scheduler_pb2.UpdateTaskRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> common_pb2.Task:
         async def run() -> common_pb2.Task:
-            self.node.leader_runner()
+            await self.node.writer()
             spec = common_pb2.TaskSpec()
             spec.CopyFrom(request.spec)
             with self.node.kv.read() as txn:
@@ -239,7 +239,7 @@ class TaskMethods(SchedulerBase):
         self, request: scheduler_pb2.TriggerTaskRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> common_pb2.Execution:
         async def run() -> common_pb2.Execution:
-            self.node.leader_runner()
+            await self.node.writer()
             self._check_room(request.task_id, "TriggerTask", request.request_id, "trigger")
             body = commands_pb2.TriggerTask(
                 task_id=request.task_id, execution_id=new_id(self.node.clock.now_ms())
@@ -257,7 +257,7 @@ class TaskMethods(SchedulerBase):
         async def run() -> scheduler_pb2.BackfillTaskResponse:
             if request.max_fires < 0 or request.max_fires > 1000:
                 raise errors.InvalidArgument("max_fires", "must be between 0 and 1000")
-            self.node.leader_runner()
+            await self.node.writer()
             self._check_room(request.task_id, "BackfillTask", request.request_id, "backfill")
             body = commands_pb2.BackfillTask(
                 task_id=request.task_id,

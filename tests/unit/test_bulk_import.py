@@ -176,6 +176,9 @@ class MiniNode:
     def leader_runner(self) -> _Runner:
         return self.runner
 
+    async def writer(self) -> _Runner:  # Node.writer: the runner, its epoch applied (here at once)
+        return self.leader_runner()
+
     async def propose(self, cmds: list[commands_pb2.Command]) -> list[commands_pb2.CommandResult]:
         self.proposals += 1
         results = await self.committer.submit(cmds)

@@ -266,6 +266,9 @@ def test_a_membership_change_waits_for_its_feature() -> None:
         def leader_runner(self) -> None:
             return None
 
+        async def writer(self) -> None:
+            return None
+
         async def propose(self, cmds: object) -> object:
             raise AssertionError("nothing is proposed below the gate")
 
