@@ -56,8 +56,9 @@ run: install ## start a single-node cluster and one worker (Ctrl-C stops both)
 cluster: install ## start a local cluster (CLUSTER=three-node|five-node) and one worker
 	scripts/run-cluster.sh $(CLUSTER)
 
+# --durations: the slowest tests are listed before the summary (what to move to test-slow if it grows).
 test: install ## run the default test suite (unit, simulation, integration; TEST_WORKERS=0: one process)
-	@$(call run_pytest,-n $(TEST_WORKERS) --dist loadscope)
+	@$(call run_pytest,-n $(TEST_WORKERS) --dist loadscope --durations=15 --durations-min=5)
 
 test-pure: install ## the unit and simulation suites as pure Python (CRONRAFT_NATIVE=0), beside make test's native run
 	@export CRONRAFT_NATIVE=0; $(call run_pytest,tests/unit tests/sim -n $(TEST_WORKERS))
