@@ -17,7 +17,8 @@ SentHeartbeat = tuple[float, float, frozenset[AttemptKey]]
 
 
 class StreamStale(Exception):
-    """The leader stopped answering heartbeats on an open stream."""
+    """The stream is dead in practice: the leader stopped answering heartbeats on it, or a write waited
+    `Session.stale_after_s` for the stream to take it."""
 
 
 class Session:
@@ -53,6 +54,7 @@ class Session:
         # at once to release the leases its predecessor granted and never delivered), and when asked.
         self.list_finished = True
         self._write_lock = asyncio.Lock()
+        self._stale = ""  # why a write found this stream dead: every later write fails alike
 
     def set_idle_interval(self, ms: int) -> None:
         if ms > 0:
@@ -75,8 +77,30 @@ class Session:
                 del self.sent_by_execution[key[0]]
 
     async def write(self, message: worker_pb2.WorkerMessage) -> None:
+        """Put `message` on the stream, after the writes before it; StreamStale if the stream does not
+        take it within `stale_after_s`.
+
+        Every write is bounded: a leader that stops reading (SIGSTOPped, or behind a partition that drops
+        packets: no reset comes) leaves gRPC's send window full once about 4 MiB are in flight (measured
+        on loopback), and the next write waits for a window update that never comes. Unbounded, that
+        write held the lock, the heartbeat loop waited behind it and never looked at its unanswered
+        heartbeats: the worker never tried the new leader, and its leases ran out (its attempts
+        self-fenced, to be run again elsewhere). A write the stream does not take for as long as a
+        heartbeat may go unanswered says the same as that heartbeat would: nobody reads this stream.
+        The wait for the lock is not counted: the write holding it is bounded alike.
+
+        grpc.aio cancels the whole call when a write is cancelled: the writes that waited for the lock
+        behind a stale one fail with StreamStale too, not with the InvalidStateError of a call ended by
+        its server (after which the worker tries the same node again: this one is likely frozen)."""
         async with self._write_lock:
-            await self.call.write(message)
+            if self._stale:
+                raise StreamStale(self._stale)
+            try:
+                async with asyncio.timeout(self.stale_after_s):
+                    await self.call.write(message)
+            except TimeoutError:
+                self._stale = f"a write waited {self.stale_after_s:.1f} s for the stream to take it"
+                raise StreamStale(self._stale) from None
 
 
 async def open_stream(
