@@ -77,7 +77,13 @@ FEATURES: Mapping[str, str] = {
         "newest N executions, live or ended (was: its oldest ended ones went while it held more than N, "
         "so older runs still live made the newest ended ones go), a request id is its caller's: another "
         "caller reusing it makes a new write (was: got the first caller's recorded answer), a retried "
-        "create, import or trigger is audited with the ids it was answered with (was: its command's own)"
+        "create, import or trigger is audited with the ids it was answered with (was: its command's own), "
+        "a task whose calendars roll has the times it missed while the cluster could not fire judged at "
+        "their rolled instants: one still to come is planned, fire_once fires the latest one passed, once, "
+        "and fire_all catches up one rolled into its window (were: judged at their nominal times, "
+        "missed_downtime, fire_once could fire a time rolled to later or fire twice, fire_all dropped a "
+        "rolled fire late by seconds), and fire_once past the first 100 missed times fires the latest one "
+        "a calendar includes (was: the 100th)"
     ),
 }
 SUPPORTED: frozenset[str] = frozenset(FEATURES)

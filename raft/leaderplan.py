@@ -71,9 +71,14 @@ def _fire(b: PlanBuilder, cmd: Command) -> None:
         return
     ans = b.answers(b.txn, f.task_id, task.spec)
     sched = task.spec.schedule
-    decision = firing.decide_misfire(task, f.nominal_time_ms, now, ans)
-    if decision.missed and features.is_active(b.txn, features.SCHEDULE_FIXES):
-        firing.skip_excluded(b.txn, task, decision, ans)
+    # raft.commands.fires._decide_misfire's questions (the feature level read only when they differ).
+    due = firing.due_of(task)
+    if firing.rolls_late(task, now, due) and features.is_active(b.txn, features.SCHEDULE_FIXES):
+        decision, _ = firing.decide_rolled_misfire(b.txn, task, f.nominal_time_ms, now, ans, due_ms=due)
+    else:
+        decision = firing.decide_misfire(task, f.nominal_time_ms, now, ans, due_ms=due)
+        if decision.missed and features.is_active(b.txn, features.SCHEDULE_FIXES):
+            firing.skip_excluded(b.txn, task, decision, ans)
     if decision.fire_nominal is not None and sched.WhichOneof("kind") == "cron":
         ans.dst_shifted(sched, decision.fire_nominal)
     if sched.WhichOneof("kind") == "fixed_delay":

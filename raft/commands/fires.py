@@ -17,6 +17,7 @@ from cronraft.raft.codec import id_bytes
 from cronraft.raft.commands.context import Ctx, Execution, Task, max_runs_reached, plan_fixed_delay
 from cronraft.raft.commands.executions import finish, request_cancel, terminate
 from cronraft.raft.commands.leases import grant_refusal, lease, leased
+from cronraft.raft.kv import Txn
 from cronraft.raft.overlap import decide_overlap, superseded_order
 from cronraft.raft.records import (
     fire_key,
@@ -67,12 +68,7 @@ def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     # it reads before changing it, and its index entries move from `before` (records.put_task_same_spec).
     before = (old_state, due, old.last_outcome)  # task_indexed(old), from what was read above
     ans = ctx.answers(task_id, old.spec)  # the leader's instants when the command carries them
-    decision = firing.decide_misfire(old, fired, ctx.now, ans, due_ms=due)
-    excluded = (
-        firing.skip_excluded(txn, old, decision, ans)
-        if decision.missed and features.is_active(txn, features.SCHEDULE_FIXES)
-        else {}
-    )
+    decision, excluded = _decide_misfire(txn, old, fired, ctx.now, ans, due=due)
     task = old
     task.version = ctx.index
     task.updated_at_ms = ctx.now
@@ -107,7 +103,8 @@ def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         nominal = decision.fire_nominal
         outcome = common_pb2.FIRED
         reason = ""
-        if nominal == fired and due != nominal and sched.calendars:  # the calendars read last (a list)
+        # The calendars read last (a list). fire_rolled: fire_once's latest time, a rolled one.
+        if (nominal == fired and due != nominal and sched.calendars) or decision.fire_rolled:
             outcome, reason = common_pb2.ROLLED, "rolled by calendar"
         elif kind == "cron" and ans.dst_shifted(sched, nominal):
             outcome, reason = common_pb2.DST_SHIFTED, "moved out of a DST gap"
@@ -144,6 +141,22 @@ def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
     stored = put_task_same_spec(txn, task16, task, before)  # the task's last change
     if bytes_only:
         ctx.answer_task = stored
+
+
+def _decide_misfire(
+    txn: Txn, task: Task, fired: int, now: int, ans: Answers, *, due: int
+) -> tuple[firing.MisfireDecision, dict[int, str]]:
+    """What a fire does about the times it missed (firing.decide_misfire), and the missed times the
+    calendars skip or merge (skipped_calendar). The corrections of the feature schedule_fixes, whose level
+    is read only for a misfire they concern: calendar-excluded missed times (firing.skip_excluded), and
+    the late fire of a task whose calendars roll, judged at the rolled instants (decide_rolled_misfire).
+    leaderplan._fire asks the same questions."""
+    if firing.rolls_late(task, now, due) and features.is_active(txn, features.SCHEDULE_FIXES):
+        return firing.decide_rolled_misfire(txn, task, fired, now, ans, due_ms=due)
+    decision = firing.decide_misfire(task, fired, now, ans, due_ms=due)
+    if decision.missed and features.is_active(txn, features.SCHEDULE_FIXES):
+        return decision, firing.skip_excluded(txn, task, decision, ans)
+    return decision, {}
 
 
 def _fire_grants(ctx: Ctx) -> bool:

@@ -31,6 +31,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import pytest
 
@@ -483,3 +484,135 @@ def test_every_node_explains_the_same_and_no_nominal_time_ran_twice(
         fired = {r.execution_id for r in fire_ledger(client, t.task_id).values() if r.execution_id}
         assert fired == {e.execution_id for e in runs_of(client, t.task_id)}, case
     assert max(o.starts().values()) == 1, o.starts()
+
+
+# -- a calendar that rolls ---------------------------------------------------------------------------
+
+MINUTE_MS = 60_000
+DAY_MS = 86_400_000
+# case: (calendar action, misfire policy) of a per-second cron whose calendar excludes one minute, today
+# only: each of its seconds rolls a day (forward to tomorrow, or back to yesterday: before the previous
+# fire, so not at all).
+ROLL_CASES = {
+    "roll_skip": ("roll-following", "skip"),
+    "roll_once": ("roll-following", "fire-once"),
+    "roll_back": ("roll-preceding", "skip"),
+}
+
+
+@dataclass
+class RollOutage:
+    minute: int  # the first instant of the excluded minute
+    tasks: dict[str, common_pb2.Task] = field(default_factory=dict)
+    down_at: int = 0
+    restart_at: int = 0
+    planned: dict[str, common_pb2.Task] = field(default_factory=dict)  # each task after its late fire
+
+
+@pytest.fixture(scope="module")
+def roll_outage(module_cluster: Cluster) -> Iterator[RollOutage]:
+    """The whole cluster SIGKILLed three seconds before a minute its tasks' calendar excludes, down for
+    DOWN_S: the outage holds two included seconds, then excluded ones, whose rolled instants are a day
+    later (roll-following) or would pass the previous fire (roll-preceding). After the restart, waits
+    until each task's late Fire has moved its plan past the outage, and reads the tasks then (before
+    they are cancelled)."""
+    c = module_cluster
+    for node in c.nodes:  # a scenario that failed between its stop and its restart left them down
+        if not node.alive:
+            c.start_node(node)
+    c.wait_features()
+    c.wait_converged(timeout_s=30)
+    minute = (now_ms() // MINUTE_MS + 1) * MINUTE_MS
+    if minute - now_ms() < 8000:  # room to set the tasks up and see them fire before the kill
+        minute += MINUTE_MS
+    r = RollOutage(minute)
+    when = datetime.fromtimestamp(minute / 1000, UTC)
+    try:
+        with Client(c.servers, timeout_s=30) as client:
+            # A cron rule has minute granularity, and naming the day makes it today's only.
+            rule = common_pb2.CalendarRule(cron=f"{when.minute} {when.hour} {when.day} {when.month} *")
+            client.put_calendar(common_pb2.Calendar(name="out-roll-minute", time_zone="UTC", exclude=[rule]))
+            for case, (action, policy) in ROLL_CASES.items():
+                r.tasks[case] = client.create_task(
+                    f"out-{case}",
+                    cron("* * * * * *", calendars=["out-roll-minute"], calendar_action=action),
+                    command("true"),
+                    misfire=policy,
+                )
+            wait_for(
+                lambda: all(client.get_task(t.task_id).fire_count >= 1 for t in r.tasks.values()),
+                10,
+                "each rolling task's first fire",
+            )
+        kill_at = minute - 3000
+        wait_for(lambda: now_ms() >= kill_at, 70, "three seconds before the excluded minute")
+        _stop_all(c, signal.SIGKILL)
+        r.down_at = now_ms()
+        # A fire commits up to fire_lead_ms (500 ms) ahead: the second before the minute - 2 s had not.
+        assert r.down_at < minute - 2500, "the cluster was still up when minute - 2 s could fire ahead"
+        time.sleep(DOWN_S)  # the outage itself, not synchronisation
+        r.restart_at = now_ms()
+        for node in c.nodes:
+            c.start_node(node)
+        c.wait_features(timeout_s=40)
+        with Client(c.servers, timeout_s=30) as client:
+
+            def planned() -> bool:
+                r.planned = {case: client.get_task(t.task_id) for case, t in r.tasks.items()}
+                return all(t.next_fire_ms >= minute for t in r.planned.values())
+
+            wait_for(planned, 30, "each rolling task's late fire")
+            for t in r.tasks.values():
+                client.cancel_task(t.task_id)
+        c.wait_converged(timeout_s=30)
+    except BaseException:
+        print(c.logs())
+        raise
+    yield r
+
+
+def test_a_roll_calendars_times_in_an_outage_are_judged_at_their_rolled_instants(
+    module_cluster: Cluster, client: Client, roll_outage: RollOutage
+) -> None:
+    """The seconds before the excluded minute were due in the outage: missed (fire_once fires the later
+    one). The excluded seconds roll forward to tomorrow: still to come, not missed at all; the first is
+    the task's next fire, due a day later (fire_once fired the latest nominal time, an excluded one, and
+    every excluded second of the outage was missed_downtime). Rolled back, they would pass the previous
+    fire: skipped_calendar, not missed_downtime, and the next minute comes next."""
+    r = roll_outage
+    e = r.minute
+    before, excluded = [e - 2000, e - 1000], list(range(e, r.restart_at, 1000))
+    assert r.down_at < before[0] and excluded, (r, excluded)
+    ledgers = {case: fire_ledger(client, t.task_id) for case, t in r.tasks.items()}
+    tasks = r.planned
+    runs = {case: [x.nominal_time_ms for x in runs_of(client, t.task_id)] for case, t in r.tasks.items()}
+
+    for case in ("roll_skip", "roll_once"):
+        ledger, task = ledgers[case], tasks[case]
+        assert not [n for n in ledger if e <= n < e + MINUTE_MS], (case, sorted(ledger))
+        assert (task.next_fire_ms, task.next_due_ms) == (e, e + DAY_MS), (case, task)
+        assert not [n for n in runs[case] if n >= e], (case, runs[case])
+    assert all(_missed(ledgers["roll_skip"][n], "skip") for n in before), ledgers["roll_skip"]
+    assert not [n for n in runs["roll_skip"] if n >= before[0]], runs["roll_skip"]
+    once = ledgers["roll_once"]
+    assert _missed(once[e - 2000], "fire_once") and outcome_name(once[e - 1000]) == "FIRED", once
+    assert [n for n in runs["roll_once"] if n >= before[0]] == [e - 1000], runs["roll_once"]
+
+    back = ledgers["roll_back"]
+    assert all(_missed(back[n], "skip") for n in before), back
+    for n in excluded:
+        assert outcome_name(back[n]) == "SKIPPED_CALENDAR", (n, back[n])
+        assert back[n].reason.endswith("rolling back would pass the previous fire"), back[n]
+    assert tasks["roll_back"].next_fire_ms == e + MINUTE_MS, tasks["roll_back"]
+    assert not [n for n in runs["roll_back"] if before[0] <= n < e + MINUTE_MS], runs["roll_back"]
+
+    views = []
+    for node in module_cluster.nodes:
+        with Client(node.grpc_address, timeout_s=30) as one:
+            views.append(
+                [
+                    [x.SerializeToString() for x in one.explain_task(t.task_id, 1, now_ms(), 1000).records]
+                    for t in r.tasks.values()
+                ]
+            )
+    assert views[0] == views[1] == views[2]
