@@ -82,8 +82,9 @@ FEATURES: Mapping[str, str] = {
         "their rolled instants: one still to come is planned, fire_once fires the latest one passed, once, "
         "and fire_all catches up one rolled into its window (were: judged at their nominal times, "
         "missed_downtime, fire_once could fire a time rolled to later or fire twice, fire_all dropped a "
-        "rolled fire late by seconds), and fire_once past the first 100 missed times fires the latest one "
-        "a calendar includes (was: the 100th)"
+        "rolled fire late by seconds), fire_once past the first 100 missed times fires the latest one "
+        "a calendar includes (was: the 100th), and fire_once's fire is recorded due when the time it "
+        "fires was due, late from then (was: when the oldest missed time was due, late by the outage)"
     ),
 }
 SUPPORTED: frozenset[str] = frozenset(FEATURES)

@@ -363,6 +363,7 @@ class MisfireDecision:
     catchup: bool = False
     last_seen: int = 0  # the latest missed nominal time the walk reached
     fire_rolled: bool = False  # fire_nominal is not the fire's own and a calendar rolled it (ledger rolled)
+    fire_due: int = 0  # when fire_nominal was due, if the rolled walk found it (0: nominal + jitter)
 
 
 def decide_misfire(
@@ -525,6 +526,7 @@ def _walk_rolled(
                     decision.missed_more += 1
                 decision.last_seen = nominal
                 decision.fire_rolled = outcome == "roll"  # of the latest: what fire_once fires
+                decision.fire_due = due
                 last_due = due
         if outcome == "skip" and len(skipped) < MAX_RECORDS_PER_COMMAND:
             skipped[nominal] = reason

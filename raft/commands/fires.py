@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from cronraft.proto.v1 import commands_pb2, common_pb2
-from cronraft.raft import features, firing, quota, retention
+from cronraft.raft import features, firing, quota, retention, schedule
 from cronraft.raft.answers import Answers
 from cronraft.raft.codec import id_bytes
 from cronraft.raft.commands.context import Ctx, Execution, Task, max_runs_reached, plan_fixed_delay
@@ -118,7 +118,7 @@ def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
             execution_id,
             outcome=outcome,
             reason=reason,
-            due_ms=due,
+            due_ms=due if nominal == fired else _due_of_latest(ctx, task, decision, due),
             # Fired ahead: nobody starts it before its due time.
             not_before_ms=due if due > ctx.now else 0,
             lease_to=f.grant if _fire_has(f, "grant") and _fire_grants(ctx) else None,
@@ -157,6 +157,20 @@ def _decide_misfire(
     if decision.missed and features.is_active(txn, features.SCHEDULE_FIXES):
         return decision, firing.skip_excluded(txn, task, decision, ans)
     return decision, {}
+
+
+def _due_of_latest(ctx: Ctx, task: Task, decision: firing.MisfireDecision, due: int) -> int:
+    """When the time fire_once fires, the latest missed one, was due: its ledger record gives it
+    (actual_ms) and counts its lateness from it (late_ms). `due` is when the fire's own time, the oldest
+    missed one, was due: below the feature schedule_fixes the record kept it, so a fire committed a moment
+    after its time read as late by the whole outage."""
+    if not _schedule_fixes(ctx):
+        return due
+    if decision.fire_due:  # the rolled walk planned it (rolled, jittered)
+        return decision.fire_due
+    nominal = decision.fire_nominal or 0
+    jitter = task.spec.schedule.jitter_ms
+    return nominal + (schedule.jitter_offset_ms(task.task_id, nominal, jitter) if jitter else 0)
 
 
 def _fire_grants(ctx: Ctx) -> bool:

@@ -10,11 +10,14 @@ from test_state import T0, Log, create, epoch, fire, grant, spec, tid
 from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft import features
 from cronraft.raft.kv import MemKV
+from cronraft.raft.schedule import jitter_offset_ms
 from cronraft.raft.state import StateMachine
 from cronraft.raft.state import ledger as sm_ledger
 
 Command = commands_pb2.Command
 MIN = 60_000
+HOUR = 60 * MIN
+DAY = 24 * HOUR
 ID = "01M990QVT8FHE0548MV8BA2RMB"
 EID = "01M990QVT8FHE0548MV8BA2RMC"
 
@@ -143,3 +146,68 @@ def test_a_skipped_overlap_says_which_execution_still_runs(fixes: bool) -> None:
         assert rec.reason == f"execution {tid(100)} still running (overlap skip)"
     else:  # the previous release's words
         assert rec.reason == f"execution {tid(100)} is execution_running"
+
+
+@pytest.mark.parametrize("fixes", [True, False])
+@pytest.mark.parametrize("jitter_ms", [0, 20_000])
+def test_fire_once_records_how_late_its_latest_missed_time_fired(fixes: bool, jitter_ms: int) -> None:
+    """Every minute, fire_once; the cluster down from before 00:01 until 00:08:30. The late Fire of 00:01
+    fires 00:08, the latest missed time, half a minute after it was due: its ledger record says when it
+    was due (actual_ms: 00:08 after its jitter) and how late it was committed after that. The previous
+    release recorded 00:01's due instant, so the fire read seven minutes late (found on 3 real nodes by
+    tests/integration/test_operations_real.py: after a restore, fire_once's fire read 12 s late, committed
+    0.3 s after its nominal time)."""
+    log = _log(fixes)
+    sched = _every_minute(0)
+    sched.jitter_ms = jitter_ms
+    (t,) = log.apply(create(ID, spec(sched, misfire=common_pb2.MISFIRE_FIRE_ONCE)))
+    first, first_due = t.task.next_fire_ms, t.task.next_due_ms or t.task.next_fire_ms
+    assert first == T0 + MIN
+    at = T0 + 8 * MIN + 30_000
+    (f,) = log.apply(fire(ID, first, EID, at=at))
+    assert f.applied, f.error
+    latest = T0 + 8 * MIN
+    assert f.executions[0].nominal_time_ms == latest
+    rec = _record(log, latest)
+    assert rec.outcome == common_pb2.FIRED and rec.committed_at_ms == at
+    if fixes:  # its own due instant
+        due = latest + (jitter_offset_ms(ID, latest, jitter_ms) if jitter_ms else 0)
+        assert (rec.actual_ms, rec.late_ms) == (due, at - due)
+    else:  # the previous release: 00:01's
+        assert (rec.actual_ms, rec.late_ms) == (first_due, at - first_due)
+        assert rec.late_ms > 7 * MIN
+
+
+def test_fire_once_records_when_its_rolled_latest_time_was_due() -> None:
+    """Daily at 09:00, Fridays rolled to the next day; the cluster down from before Thursday 09:00 until
+    Saturday 12:00. fire_once fires Friday's time, rolled to Saturday 09:00 (raft.firing's rolled walk):
+    its record is rolled, due Saturday 09:00, three hours late (not Thursday's 09:00, two days)."""
+    log = _log(True)
+    fridays = common_pb2.Calendar(
+        name="fridays",
+        time_zone="UTC",
+        exclude=[common_pb2.CalendarRule(weekdays=common_pb2.WeekdaySet(days=[5]))],
+    )
+    (c,) = log.apply(Command(stamped_at_ms=T0, put_calendar=commands_pb2.PutCalendar(calendar=fridays)))
+    assert c.applied, c.error
+    sched = common_pb2.Schedule(
+        cron=common_pb2.CronSchedule(expression="0 9 * * *"),
+        calendars=["fridays"],
+        calendar_action=common_pb2.CALENDAR_ROLL_FOLLOWING,
+    )
+    (t,) = log.apply(create(ID, spec(sched, misfire=common_pb2.MISFIRE_FIRE_ONCE)))
+    thursday, friday = T0 + 9 * HOUR, T0 + DAY + 9 * HOUR  # 2026-01-01 is a Thursday
+    assert t.task.next_fire_ms == thursday
+    at = T0 + 2 * DAY + 12 * HOUR
+    (f,) = log.apply(fire(ID, thursday, EID, at=at))
+    assert f.applied, f.error
+    assert [e.nominal_time_ms for e in f.executions] == [friday]
+    rec = _record(log, friday)
+    assert rec.outcome == common_pb2.ROLLED and rec.committed_at_ms == at
+    assert (rec.actual_ms, rec.late_ms) == (friday + DAY, 3 * HOUR)
+
+
+def _record(log: Log, nominal: int) -> common_pb2.FireRecord:
+    with log.sm.kv.read() as txn:
+        (rec,) = sm_ledger(txn, ID, nominal, nominal, 10)
+    return rec
