@@ -86,10 +86,12 @@ class StartDelays(WorkerMetrics):
         written = self.written
 
         # Named as Session.write's parameters: mypy checks the names of a replacement method's parameters.
-        async def counted(self: Session, message: worker_pb2.WorkerMessage) -> None:
+        async def counted(
+            self: Session, message: worker_pb2.WorkerMessage, numbered: Callable[[int], None] | None = None
+        ) -> int:
             kind = message.WhichOneof("kind")
             written[kind] = written.get(kind, 0) + 1
-            await write(self, message)
+            return await write(self, message, numbered)
 
         Session.write = counted  # type: ignore[method-assign]  # deliberate: wrapped for this process only
 

@@ -336,7 +336,7 @@ class Worker:
                 finally:
                     self._session = None
                     self.connected.clear()
-                    self._live.drop()
+                    self._live.disconnected(session)
             finally:
                 call.cancel()
 

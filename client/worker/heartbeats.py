@@ -93,7 +93,7 @@ class Heartbeats:
                 heartbeat.complete_listing = True
                 for result in self._results.unacknowledged():
                     heartbeat.finished.add(execution_id=result.execution_id, token=result.token)
-            await session.write(worker_pb2.WorkerMessage(heartbeat=heartbeat))
+            await session.write_heartbeat(worker_pb2.WorkerMessage(heartbeat=heartbeat))
             last_sent = sent
             if full:
                 last_full = sent
@@ -121,7 +121,7 @@ class Heartbeats:
         session.set_idle_interval(ack.idle_heartbeat_interval_ms)
         if ack.list_finished:
             session.list_finished = True
-        sent = session.heartbeats.popleft() if session.heartbeats else None
+        sent = session.heartbeat_answered()
         leases.revoke(self._attempts, sent, ack.revoked, self._log)
         if sent is None:
             return  # an answer to no heartbeat: we cannot know from when to renew

@@ -8,16 +8,28 @@ until the flush has sent the buffer. So output up to the log's cap (`LOG_CAP_BYT
 whole and in order, at the pace the stream takes it. Past the cap nothing more is forwarded and nobody
 waits (the leader would not keep it: the log keeps the first `LOG_CAP_BYTES` and is marked truncated).
 
-**Without a stream** (a failover, a reconnect) nobody waits either: output is read and dropped, and so
-is what was buffered when the stream went. A payload is never held for a stream that may not come back.
-A writer that does not wait (in-process handlers and HTTP requests) loses the oldest bytes beyond
-`MAX_LIVE_OUTPUT_BYTES`. What is dropped is said where it was, in the stream itself (`gap_note`): a reader
-of the log sees that bytes are missing there and how many, not a silently spliced text. The result's
-tails are the complete last bytes either way."""
+**Without a stream** (a failover, a reconnect) nobody waits either: a payload is never held for a stream
+that may not come back. What was buffered when the stream went is kept, and so is what is written until
+the next one, within the same bound per stream (the oldest bytes beyond `MAX_LIVE_OUTPUT_BYTES` go), and
+sent on the next stream, for every attempt the worker still holds: its lease's token survives a leader
+change, so the new leader takes it. A writer that does not wait (in-process handlers and HTTP requests)
+loses the oldest bytes beyond `MAX_LIVE_OUTPUT_BYTES` likewise. What is dropped is said where it was, in
+the stream itself (`gap_note`): a reader of the log sees that bytes are missing there and how many, not a
+silently spliced text. The result's tails are the complete last bytes either way.
+
+**Output on a stream that breaks.** The leader acknowledges no output, but it reads a stream in order:
+its answer to a heartbeat or to results says it read every message before them (`Session.read_through`).
+Output written after the last such answer may have been lost with the stream (a frozen leader's socket
+takes about 4 MiB that nobody reads) or may have reached the log; it is not sent again (that could store
+it twice) but said on the next stream, where it would have been (`doubt_note`: up to N bytes may be
+missing), and no longer counted towards the log's cap, so that a log that lost it still fills to its cap
+and is marked truncated past it. Read by the old leader but not yet proposed when it failed is lost
+without a note: the leader's own loss, which the worker cannot see."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 from collections.abc import Callable
@@ -48,6 +60,15 @@ def gap_note(dropped: int) -> bytes:
     ).encode()
 
 
+def doubt_note(unconfirmed: int) -> bytes:
+    """The line put in a live stream after `unconfirmed` bytes of it that were sent on a stream that
+    broke before the leader said it had read them."""
+    return (
+        f"\n[cronraft: up to {unconfirmed} bytes of output before this may be missing: the worker's stream "
+        "to the cluster broke before the leader confirmed them]\n"
+    ).encode()
+
+
 @dataclass(eq=False)
 class StreamBuffer:
     """One stream of one attempt, not yet sent: its bytes, what was dropped since the last send, and what
@@ -55,12 +76,22 @@ class StreamBuffer:
 
     buf: bytearray = field(default_factory=bytearray)
     dropped: int = 0  # bytes dropped since the last `take` (said by `gap_note` before what follows)
-    logged: int = 0  # bytes taken for the log so far, notes included
+    unconfirmed: int = 0  # bytes taken but maybe lost with their stream (`doubt_note`, before the gap's)
+    logged: int = 0  # bytes taken for the log so far, notes included (less those maybe lost)
+    past_cap: int = 0  # bytes left out since the log had all it keeps (a gap if `doubt` gives room back)
     room: asyncio.Future[None] | None = None  # the held writer's wake-up (LiveOutput)
+
+    def _notes(self) -> bytes:
+        """What the next `take` says before its bytes, in the stream's order: what may have been lost
+        with a stream, then what was dropped after it."""
+        doubt = doubt_note(self.unconfirmed) if self.unconfirmed else b""
+        return doubt + gap_note(self.dropped) if self.dropped else doubt
 
     def pending(self) -> int:
         """Bytes the next `take` returns."""
-        return len(self.buf) + (len(gap_note(self.dropped)) if self.dropped else 0)
+        if self.dropped or self.unconfirmed:
+            return len(self.buf) + len(self._notes())
+        return len(self.buf)
 
     def at_cap(self) -> bool:
         """Whether the log has all it keeps of this stream (taken or waiting): the rest is not sent."""
@@ -70,6 +101,7 @@ class StreamBuffer:
         """Buffer `data`: the oldest bytes beyond MAX_LIVE_OUTPUT_BYTES go (a writer that did not wait),
         then whatever is past the log's cap (the leader would drop it: the same log either way)."""
         if self.at_cap():
+            self.past_cap += len(data)
             return
         buf = self.buf
         buf += data
@@ -79,29 +111,34 @@ class StreamBuffer:
             self.dropped += excess
         over = self.logged + self.pending() - LOG_CAP_BYTES
         if over > 0:
-            del buf[max(0, len(buf) - over) :]
+            cut = min(over, len(buf))
+            del buf[len(buf) - cut :]
+            self.past_cap += cut
 
     def full(self) -> bool:
         """Whether a writer that waits for room must wait now (never past the log's cap)."""
         return len(self.buf) >= HOLD_AT_BYTES and not self.at_cap()
 
-    def lose(self, n: int) -> None:
-        """`n` bytes written while they could not be buffered (no stream); past the log's cap they would
-        not be kept anyway (nor a note of them)."""
-        if not self.at_cap():
-            self.dropped += n
-
-    def lose_buffered(self) -> None:
-        """The stream went: what waited is dropped (counted, said at the next send)."""
-        n = len(self.buf)
-        self.buf.clear()
-        self.lose(n)
+    def doubt(self, n: int) -> None:
+        """`n` bytes taken were sent on a stream that broke before the leader said it read them: said at
+        the next `take`, and no longer counted towards the log's cap (if they were lost, the log has room
+        for as much more; if not, the state machine stops at the cap and marks the log truncated)."""
+        self.unconfirmed += n
+        self.logged -= n
+        if self.past_cap:
+            # Bytes were left out as past the cap, after those waiting: with the room given back they
+            # are a gap in the log. The waiting ones go with them, one gap said before what follows
+            # (a note can only precede the buffer; the stream's order is waiting, then left out).
+            self.dropped += len(self.buf) + self.past_cap
+            self.buf.clear()
+            self.past_cap = 0
 
     def take(self) -> bytes:
-        """What to send now (a gap's note first: it was dropped before what follows), counted as logged."""
-        data = gap_note(self.dropped) + self.buf if self.dropped else bytes(self.buf)
+        """What to send now (the notes first: what they say of came before what follows), counted as
+        logged."""
+        data = self._notes() + self.buf if self.dropped or self.unconfirmed else bytes(self.buf)
         self.buf.clear()
-        self.dropped = 0
+        self.dropped = self.unconfirmed = 0
         self.logged += len(data)
         return data
 
@@ -137,6 +174,10 @@ class LiveOutput:
         self._dirty: set[AttemptKey] = set()
         # Set when a writer waits for room: the flush loop sends at once instead of at its next tick.
         self._held = asyncio.Event()
+        # Chunks written on the stream and not known to be read yet, in order: (the message's number
+        # on it, its attempt's output, its stream's buffer, its size). Pruned at each flush as the
+        # leader's answers come (Session.read_through): a stream's worth of a few seconds at most.
+        self._unread: collections.deque[tuple[int, _Buffered, StreamBuffer, int]] = collections.deque()
 
     def open(self, key: AttemptKey, token: common_pb2.FencingToken) -> OutputSink:
         """Start buffering an attempt's output; returns the sink its runner writes to."""
@@ -158,13 +199,10 @@ class LiveOutput:
         buf = live.streams.get(stream)
         if buf is None:
             buf = live.streams[stream] = StreamBuffer()
-        if not self._connected():
-            # No stream, maybe for long: dropped (counted, said at the next flush), nobody held.
-            buf.lose(len(data))
-            return None
         buf.add(data)
         self._dirty.add(key)
-        if not buf.full():
+        if not buf.full() or not self._connected():
+            # Without a stream, maybe for long, nobody is held: beyond its bound the oldest bytes go.
             return None
         self._held.set()
         if buf.room is None or buf.room.done():  # done: its writer stopped waiting (a stop)
@@ -172,7 +210,7 @@ class LiveOutput:
         return buf.room
 
     def finish(self, key: AttemptKey) -> None:
-        """The attempt ended: flush what is left, then forget it (at once without a stream)."""
+        """The attempt ended: flush what is left (on the next stream, without one), then forget it."""
         self._open.discard(key)
         live = self._live.get(key)
         if live is not None:
@@ -180,22 +218,24 @@ class LiveOutput:
             for buf in live.streams.values():
                 buf.wake()  # its writers are gone; nobody must wait on it
             # Nothing left to flush (most attempts print nothing): forget it now, not on a flush pass.
-            nothing = not any(buf.pending() for buf in live.streams.values())
-            if not self._connected() or (key not in self._dirty and nothing):
+            if key not in self._dirty and not any(buf.pending() for buf in live.streams.values()):
                 del self._live[key]
             else:
                 self._dirty.add(key)
 
-    def drop(self) -> None:
-        """Without a stream, live output has nowhere to go: forget what was buffered, and let every held
-        writer go on (it is not held without a stream)."""
-        for key, live in list(self._live.items()):
-            if live.finished:
-                del self._live[key]
-            else:
-                for buf in live.streams.values():
-                    buf.lose_buffered()
-                    buf.wake()
+    def disconnected(self, session: Session) -> None:
+        """`session`'s stream went: what it may have lost is said on the next one (`StreamBuffer.doubt`),
+        what waits is kept for it, and every held writer goes on (nobody is held without a stream)."""
+        for number, live, buf, n in self._unread:
+            if number > session.read_through:
+                buf.doubt(n)
+                # An ended attempt's last chunks: its buffer, gone after them, comes back for the note.
+                self._live.setdefault(live.key, live)
+                self._dirty.add(live.key)
+        self._unread.clear()
+        for live in self._live.values():
+            for buf in live.streams.values():
+                buf.wake()
 
     async def flush_loop(self, session: Session) -> None:
         loop = asyncio.get_running_loop()
@@ -218,6 +258,9 @@ class LiveOutput:
             await self._flush(session, done)
 
     async def _flush(self, session: Session, keys: set[AttemptKey]) -> None:
+        unread = self._unread
+        while unread and unread[0][0] <= session.read_through:
+            unread.popleft()
         for key in keys:
             live = self._live.get(key)
             if live is None:
@@ -225,13 +268,21 @@ class LiveOutput:
             for stream, buf in list(live.streams.items()):  # grows while we await
                 if not buf.pending():
                     continue
+                data = buf.take()
                 chunk = worker_pb2.OutputChunk(
-                    execution_id=key[0], token=live.token, stream=stream, data=buf.take()
+                    execution_id=key[0], token=live.token, stream=stream, data=data
                 )
                 try:
-                    await session.write(worker_pb2.WorkerMessage(output=chunk))
+                    number = await session.write(worker_pb2.WorkerMessage(output=chunk))
+                except BaseException:
+                    # The stream broke (or this loop was stopped because it did) with the chunk on its
+                    # way or not: in doubt, as one sent (`disconnected`).
+                    buf.doubt(len(data))
+                    self._dirty.add(key)
+                    raise
                 finally:
                     # Once the chunk is on its way: gRPC's flow control paces the payload through this.
                     buf.wake()
+                unread.append((number, live, buf, len(data)))
             if live.finished:
                 self._live.pop(key, None)

@@ -185,6 +185,7 @@ class Results:
             self.outbox.delete(doomed)  # at most that many unlinks (no fsync): cheaper than a thread hop
         else:
             await asyncio.to_thread(self.outbox.delete, doomed)
+        session.results_answered(keys)  # the leader read what carried them: live output before too
         for key in keys:  # only now: until removed, the send loop must not see them as unsent
             session.forget_sent(key)
             self.volatile.pop(key, None)
@@ -213,6 +214,7 @@ class Results:
             if pending and before_send is not None:
                 await before_send(session)
             batch: list[common_pb2.AttemptResult] = []
+            keys: list[AttemptKey] = []
             size = 0
             for key, result in pending:
                 sent_at = session.sent.get(key)
@@ -220,18 +222,21 @@ class Results:
                     continue
                 n = result.ByteSize()  # as costly as serializing it (upb): once
                 if batch and (size + n > MAX_RESULTS_MESSAGE_BYTES or len(batch) >= MAX_RESULTS_PER_MESSAGE):
-                    await self._send(session, batch)
-                    batch, size = [], 0
+                    await self._send(session, batch, keys)
+                    batch, keys, size = [], [], 0
                 batch.append(result)
+                keys.append(key)
                 size += n
                 session.mark_sent(key, now)
             if batch:
-                await self._send(session, batch)
+                await self._send(session, batch, keys)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, rescan_at - loop.time())):
                     await self.ready.wait()
 
-    async def _send(self, session: Session, batch: list[common_pb2.AttemptResult]) -> None:
-        await session.write(worker_pb2.WorkerMessage(results=worker_pb2.Results(results=batch)))
+    async def _send(
+        self, session: Session, batch: list[common_pb2.AttemptResult], keys: list[AttemptKey]
+    ) -> None:
+        await session.write_results(worker_pb2.WorkerMessage(results=worker_pb2.Results(results=batch)), keys)
         self.sent += len(batch)
         self._log.debug("results sent", count=len(batch))

@@ -4,7 +4,9 @@ awaiting their answer, and the results sent on it (what a `ResultAcks` may remov
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import deque
+from collections.abc import Callable
 
 import grpc.aio  # type: ignore[import-untyped, unused-ignore]
 
@@ -55,6 +57,14 @@ class Session:
         self.list_finished = True
         self._write_lock = asyncio.Lock()
         self._stale = ""  # why a write found this stream dead: every later write fails alike
+        # Messages are numbered in the order they go on the stream (`write` returns the number). The
+        # leader reads a stream in order, so its answer to a message says it read every one before:
+        # `read_through` is the number of the latest message answered (a heartbeat or a result), what a
+        # stream that breaks is known to have delivered (live output: what else may be lost with it).
+        self.written = 0
+        self.read_through = 0
+        self._heartbeat_numbers: deque[int] = deque()  # of the heartbeats awaiting an answer, in order
+        self._result_numbers: dict[AttemptKey, int] = {}  # of the message that carried each result sent
 
     def set_idle_interval(self, ms: int) -> None:
         if ms > 0:
@@ -68,16 +78,44 @@ class Session:
         """The results sent on this stream for these executions (what an ack may remove)."""
         return [k for eid in execution_ids for k in self.sent_by_execution.get(eid, ())]
 
+    def results_answered(self, keys: list[AttemptKey]) -> None:
+        """The leader acknowledged these results: it read the messages that carried them."""
+        for key in keys:
+            self.read_through = max(self.read_through, self._result_numbers.get(key, 0))
+
+    def heartbeat_answered(self) -> SentHeartbeat | None:
+        """The leader answered the oldest heartbeat awaiting an answer (None: there is none); it read
+        every message before that heartbeat."""
+        if self._heartbeat_numbers:
+            self.read_through = max(self.read_through, self._heartbeat_numbers.popleft())
+        return self.heartbeats.popleft() if self.heartbeats else None
+
     def forget_sent(self, key: AttemptKey) -> None:
         self.sent.pop(key, None)
+        self._result_numbers.pop(key, None)
         keys = self.sent_by_execution.get(key[0])
         if keys is not None:
             keys.discard(key)
             if not keys:
                 del self.sent_by_execution[key[0]]
 
-    async def write(self, message: worker_pb2.WorkerMessage) -> None:
-        """Put `message` on the stream, after the writes before it; StreamStale if the stream does not
+    async def write_heartbeat(self, message: worker_pb2.WorkerMessage) -> None:
+        """`write` a heartbeat (already in `heartbeats`): its answer will say what the leader read."""
+        await self.write(message, self._heartbeat_numbers.append)
+
+    async def write_results(self, message: worker_pb2.WorkerMessage, keys: list[AttemptKey]) -> None:
+        """`write` the results of `keys`: their acknowledgement will say what the leader read."""
+        await self.write(message, functools.partial(self._carried, keys))
+
+    def _carried(self, keys: list[AttemptKey], number: int) -> None:
+        for key in keys:
+            self._result_numbers[key] = number
+
+    async def write(
+        self, message: worker_pb2.WorkerMessage, numbered: Callable[[int], None] | None = None
+    ) -> int:
+        """Put `message` on the stream, after the writes before it; returns its number (given to
+        `numbered` first: the answer may be read before this returns). StreamStale if the stream does not
         take it within `stale_after_s`.
 
         Every write is bounded: a leader that stops reading (SIGSTOPped, or behind a partition that drops
@@ -95,12 +133,17 @@ class Session:
         async with self._write_lock:
             if self._stale:
                 raise StreamStale(self._stale)
+            self.written += 1
+            number = self.written
+            if numbered is not None:
+                numbered(number)
             try:
                 async with asyncio.timeout(self.stale_after_s):
                     await self.call.write(message)
             except TimeoutError:
                 self._stale = f"a write waited {self.stale_after_s:.1f} s for the stream to take it"
                 raise StreamStale(self._stale) from None
+            return number
 
 
 async def open_stream(

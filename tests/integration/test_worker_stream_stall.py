@@ -7,11 +7,19 @@ worker must still see the stream as dead within its stale-stream timeout (client
 `stale_after_s`) and reconnect to the new leader before its leases expire; before it bounded its writes,
 the heartbeat loop waited behind the stuck output write for as long as the leader stayed frozen.
 
+What the worker had sent on the dead stream is lost with it (a frozen leader read none of it): the logs
+say so where it was, on the new stream (client/worker/live_output.py, `doubt_note`: up to N bytes may be
+missing), and what waited for a stream is sent there, after a note of what was dropped beyond its bound.
+Before, the bytes sent went silently (and counted towards the log's cap), and the gap's note, if any,
+named fewer bytes than were missing.
+
 Its own cluster: the test pauses the leader (tests/integration/conftest.py, module_clusters).
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -39,6 +47,14 @@ PROMPT_S = 2.0
 # stream of an attempt: PAYLOADS payloads writing FAST_BYTES (past the cap) to both streams fill it.
 PAYLOADS = 4
 FAST_BYTES = 3 << 19
+LOG_CAP = 1 << 20  # what the log keeps of each stream of an attempt (docs/cli.md, "Output logs")
+# Each payload writes these (no run of them repeats: a splice shows), then "still here" lines.
+OUT = hashlib.shake_256(b"out").digest(FAST_BYTES)
+ERR = hashlib.shake_256(b"err").digest(FAST_BYTES)
+LINE = b"still here\n"
+# The worker's notes in a log: up to N bytes sent on a stream that broke may be missing; N bytes dropped.
+DOUBT = re.compile(rb"\n\[cronraft: up to (\d+) bytes of output before this may be missing: [^\]]*\]\n")
+GAP = re.compile(rb"\n\[cronraft: (\d+) bytes of output not kept here: [^\]]*\]\n")
 
 
 @pytest.fixture(scope="module")
@@ -56,20 +72,21 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, module_clusters: list[Clus
 
 def _chatty(ledger: Path, gate: Path, stop: Path) -> list[str]:
     """A payload that records its start in `ledger` (execution id, attempt), waits for `gate`, writes
-    FAST_BYTES to stdout and to stderr as fast as the pipes take them, then a line every 50 ms until
+    OUT to stdout and ERR to stderr as fast as the pipes take them, then LINE to stdout every 50 ms until
     `stop` exists."""
     code = (
-        "import os, sys, time\n"
+        "import hashlib, os, sys, time\n"
         f"with open({str(ledger)!r}, 'a') as f:\n"
         "    f.write(os.environ['CRONRAFT_EXECUTION_ID'] + ' ' + os.environ['CRONRAFT_ATTEMPT'] + chr(10))\n"
         f"while not os.path.exists({str(gate)!r}):\n"
         "    time.sleep(0.01)\n"
-        "piece = bytes(range(256)) * 256\n"
-        f"for _ in range({FAST_BYTES} // len(piece)):\n"
-        "    sys.stdout.buffer.write(piece); sys.stdout.buffer.flush()\n"
-        "    sys.stderr.buffer.write(piece); sys.stderr.buffer.flush()\n"
+        f"out = hashlib.shake_256(b'out').digest({FAST_BYTES})\n"
+        f"err = hashlib.shake_256(b'err').digest({FAST_BYTES})\n"
+        "for i in range(0, len(out), 65536):\n"
+        "    sys.stdout.buffer.write(out[i : i + 65536]); sys.stdout.buffer.flush()\n"
+        "    sys.stderr.buffer.write(err[i : i + 65536]); sys.stderr.buffer.flush()\n"
         f"while not os.path.exists({str(stop)!r}):\n"
-        "    print('still here', flush=True)\n"
+        f"    sys.stdout.buffer.write({LINE!r}); sys.stdout.buffer.flush()\n"
         "    time.sleep(0.05)\n"
     )
     return [sys.executable, "-c", code]
@@ -133,6 +150,8 @@ def test_a_worker_reconnects_when_its_leader_freezes_with_the_stream_full_of_out
             for execution_id in execution_ids:
                 running = client.get_execution(execution_id)
                 assert (running.state, running.attempt) == (common_pb2.EXECUTION_RUNNING, 1)
+            # The payloads' lines, written after the reconnect, reach the logs: then they may end.
+            wait_for(lambda: all(_goes_on(client, e) for e in execution_ids), 10, "output on the new stream")
             stop.touch()
             ended = [final_execution(client, execution_id, timeout_s=20) for execution_id in execution_ids]
     finally:
@@ -140,6 +159,42 @@ def test_a_worker_reconnects_when_its_leader_freezes_with_the_stream_full_of_out
         stop.touch()
     assert [(ex.state, ex.attempt) for ex in ended] == [(common_pb2.EXECUTION_SUCCEEDED, 1)] * PAYLOADS
     assert _starts(ledger) == [(execution_id, 1) for execution_id in execution_ids], "each ran once"
+    with Client(",".join(n.grpc_address for n in others), timeout_s=30) as client:
+        for execution_id in execution_ids:
+            page = client.get_execution_logs(execution_id, max_bytes=4 << 20)
+            assert page.truncated == (max(len(page.stdout), len(page.stderr)) >= LOG_CAP)
+            _unspliced(page.stdout, OUT + LINE * 1000)
+            _unspliced(page.stderr, ERR)
+
+
+def _goes_on(client: Client, execution_id: str) -> bool:
+    """The execution's stdout log has output written after the reconnect (its payload's lines), or is
+    full."""
+    stdout = client.get_execution_logs(execution_id, max_bytes=4 << 20).stdout
+    return stdout.endswith(LINE) or len(stdout) >= LOG_CAP
+
+
+def _unspliced(log: bytes, written: bytes) -> None:
+    """`log` is `written` in order, with a note wherever bytes are missing, saying how many: the bytes
+    after a doubt note of N (and a gap note of D) continue at most N + D (and at least D) bytes after
+    those before it; without a note, right after them. Its last run may be cut (the cap)."""
+    pos = off = 0  # in the log, in what was written
+    doubt = dropped = 0  # what the notes just passed say may be / is missing
+    while pos < len(log):
+        if note := DOUBT.match(log, pos):
+            doubt += int(note.group(1))
+        elif note := GAP.match(log, pos):
+            dropped += int(note.group(1))
+        if note:
+            pos = note.end()
+            continue
+        ahead = [m.start() for m in (DOUBT.search(log, pos), GAP.search(log, pos)) if m is not None]
+        run = log[pos : min(ahead, default=len(log))]
+        head = run[:64]
+        at = written.find(head, off + dropped, off + dropped + doubt + len(head))
+        assert at >= 0, f"log bytes {pos}-{pos + len(run)} do not follow at most {doubt} + {dropped} bytes on"
+        assert written[at : at + len(run)] == run, f"log bytes {pos}-{pos + len(run)} are spliced"
+        pos, off, doubt, dropped = pos + len(run), at + len(run), 0, 0
 
 
 def _starts(ledger: Path) -> list[tuple[str, int]]:

@@ -34,6 +34,7 @@ from cronraft.client.worker.live_output import (
     MAX_LIVE_OUTPUT_BYTES,
     LiveOutput,
     StreamBuffer,
+    doubt_note,
     gap_note,
 )
 from cronraft.clock import SystemClock
@@ -93,7 +94,7 @@ def test_past_the_log_cap_nothing_more_is_sent_and_nobody_waits() -> None:
 
 def test_a_note_counts_toward_the_cap_as_it_does_in_the_log() -> None:
     buf = StreamBuffer()
-    buf.lose(123)  # written while there was no stream
+    buf.dropped = 123  # dropped before anything was sent
     data = _data(LOG_CAP_BYTES)
     sent = bytearray()
     for piece in _pieces(data):
@@ -116,18 +117,46 @@ def test_a_writer_that_does_not_wait_loses_the_oldest_bytes_then_the_cap_applies
     assert buf.take() == gap_note(dropped) + data[-MAX_LIVE_OUTPUT_BYTES:]
 
 
-def test_a_lost_stream_drops_the_buffer_with_a_note_and_frees_its_room_under_the_cap() -> None:
+def test_output_in_doubt_is_said_and_frees_its_room_under_the_cap() -> None:
+    """Bytes sent on a stream that broke before the leader said it read them may be lost: said at the
+    next send, and no longer counted towards the cap (the state machine stops at the cap if not)."""
     buf = StreamBuffer()
     buf.logged = LOG_CAP_BYTES - 1000
     buf.add(_data(1000))
     assert buf.at_cap()
-    buf.lose_buffered()  # the stream went: those 1000 bytes never reached the log
-    assert not buf.at_cap() and buf.take() == gap_note(1000)
-    room = 1000 - len(gap_note(1000))
+    buf.doubt(len(buf.take()))  # sent, then the stream went before an answer came
+    assert not buf.at_cap() and buf.take() == doubt_note(1000)
+    room = 1000 - len(doubt_note(1000))
     buf.add(_data(2000))
     assert buf.take() == _data(2000)[:room] and buf.at_cap()
-    buf.lose(5)  # past the cap: not kept, nor a note of it
+    buf.add(b"more")  # past the cap: not kept, nor a note of it
     assert buf.dropped == 0 and buf.take() == b""
+
+
+def test_output_left_out_past_the_cap_is_a_gap_once_a_doubt_gives_the_room_back() -> None:
+    """At the cap the rest is left out, unsaid (the log is full). If what filled it then goes in doubt
+    (its stream broke), the log may have room after all: what was left out, and what waited before it,
+    is said as one gap, and what comes next is kept."""
+    buf = StreamBuffer()
+    buf.logged = LOG_CAP_BYTES - 1000  # taken, the last 4096 of them on a stream that then went
+    buf.add(_data(3000, b"waits"))  # 1000 fit under the cap, wait to be sent
+    buf.add(_data(5000, b"left out"))
+    assert buf.at_cap() and len(buf.buf) == 1000
+    buf.doubt(4096)  # the stream went before the leader answered for its last chunk
+    buf.add(b"next\n")
+    assert buf.take() == doubt_note(4096) + gap_note(1000 + 2000 + 5000) + b"next\n"
+
+
+def test_a_doubt_is_said_before_a_gap_after_it() -> None:
+    """In the stream's order: what went with the stream was sent before what was dropped since."""
+    buf = StreamBuffer()
+    buf.add(b"sent")
+    buf.doubt(len(buf.take()))
+    buf.dropped = 7
+    buf.add(b"after")
+    assert buf.pending() == len(doubt_note(4) + gap_note(7)) + 5
+    assert buf.take() == doubt_note(4) + gap_note(7) + b"after"
+    assert (buf.unconfirmed, buf.dropped) == (0, 0)
 
 
 # -- held time and the drain after exit (pure) -------------------------------------------------------
@@ -165,12 +194,14 @@ class Session:
         self.written: list[worker_pb2.OutputChunk] = []
         self.gate: asyncio.Event | None = None
         self.writing = asyncio.Event()  # a write began
+        self.read_through = 0  # no answer from the leader: nothing confirmed
 
-    async def write(self, msg: worker_pb2.WorkerMessage) -> None:
+    async def write(self, msg: worker_pb2.WorkerMessage) -> int:
         self.writing.set()
         if self.gate is not None:
             await self.gate.wait()
         self.written.append(msg.output)
+        return len(self.written)
 
     def data(self, stream: worker_pb2.OutputStream.ValueType = worker_pb2.STDOUT) -> bytes:
         return b"".join(c.data for c in self.written if c.stream == stream)
@@ -230,21 +261,29 @@ async def test_the_flush_loop_sends_at_once_for_a_held_writer_not_at_its_tick() 
 
 @pytest.mark.asyncio
 async def test_without_a_stream_a_held_writer_is_let_go_and_nobody_is_held() -> None:
+    """Without a stream nobody waits; the newest MAX_LIVE_OUTPUT_BYTES wait for the next stream (what
+    waited when the stream went among them), after a note of what was dropped."""
     connected = True
     live = LiveOutput(connected=lambda: connected, flush_interval_s=3600)
     sink = live.open(KEY, TOKEN)  # type: ignore[arg-type]
-    rooms = [sink(worker_pb2.STDOUT, piece) for piece in _pieces(_data(HOLD_AT_BYTES))]
+    before = _data(HOLD_AT_BYTES)
+    rooms = [sink(worker_pb2.STDOUT, piece) for piece in _pieces(before)]
     room = rooms[-1]
     assert room is not None and not room.done()
     connected = False
-    live.drop()  # the stream went
+    live.disconnected(Session())  # type: ignore[arg-type]  # the stream went
     assert room.done()
-    assert all(sink(worker_pb2.STDOUT, piece) is None for piece in _pieces(_data(4 * LOG_CAP_BYTES)))
+    cut_off = _data(4 * LOG_CAP_BYTES, b"cut off")
+    assert all(sink(worker_pb2.STDOUT, piece) is None for piece in _pieces(cut_off))
     connected = True
-    assert sink(worker_pb2.STDOUT, b"back\n") is None
+    held = sink(worker_pb2.STDOUT, b"back\n")  # a stream again, the buffer full: held until it is sent
+    assert held is not None and not held.done()
     session = Session()
     await live._flush(session, {KEY})  # type: ignore[arg-type]
-    assert session.data() == gap_note(HOLD_AT_BYTES + 4 * LOG_CAP_BYTES) + b"back\n"
+    assert held.done()
+    written = before + cut_off + b"back\n"
+    kept = written[-MAX_LIVE_OUTPUT_BYTES:]
+    assert session.data() == gap_note(len(written) - len(kept)) + kept
 
 
 @pytest.mark.asyncio

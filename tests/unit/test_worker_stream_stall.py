@@ -3,6 +3,11 @@ that freezes (SIGSTOP, a partition dropping packets) while output fills gRPC's s
 worker's next write waiting for ever, and the heartbeat loop, waiting for the write lock behind it, never
 looked at its unanswered heartbeats: the worker never tried another node and its leases ran out.
 
+Output on a stream that breaks (client/worker/live_output.py): the leader acknowledges none, but reads a
+stream in order, so its answer to a heartbeat or to results confirms what went before; output sent after
+the last answer may be lost, and is said on the next stream (`doubt_note`) instead of vanishing unsaid;
+what waited for a stream is kept and sent on the next one.
+
 No real time: the loop's clock is stepped by the test (`SteppedLoop`), and the leader is a fake call that
 takes a window's worth of bytes once frozen, then nothing (`FreezingCall`), as a stopped peer's socket
 does. The attempt is a real process (its output is what fills the window)."""
@@ -11,15 +16,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import re
+import sys
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fake_gateway import WAIT_S, make_lease, offers, worker_clock, worker_config
 
 from cronraft.client.worker import Worker
+from cronraft.client.worker.live_output import LiveOutput, doubt_note, gap_note
 from cronraft.client.worker.session import Session, StreamStale
-from cronraft.proto.v1 import worker_pb2
+from cronraft.proto.v1 import common_pb2, worker_pb2
 
 HEARTBEAT_MS = 100
 LEASE_TTL_MS = 5000
@@ -53,6 +64,13 @@ class SteppedLoop(asyncio.SelectorEventLoop):
             await self.step()
             stepped += STEP_S
         return stepped
+
+    async def step_while_io(self, done: Callable[[], bool]) -> None:
+        """Step until `done()`, for as long as WAIT_S of real time: what it waits for also needs a real
+        process's writes to be read."""
+        deadline = time.monotonic() + WAIT_S
+        while not done() and time.monotonic() < deadline:
+            await self.step()
 
 
 def run(main: Callable[[SteppedLoop], Coroutine[Any, Any, Any]]) -> Any:
@@ -171,13 +189,30 @@ def test_a_write_the_stream_does_not_take_ends_the_stream_after_the_stale_timeou
     run(main)
 
 
+OUTPUT = hashlib.shake_256(b"out").digest(600_000)  # no run of it repeats: a splice would show
+
+
+def _writes(data: bytes) -> list[str]:
+    """A payload that writes `data` to stdout at once, then sleeps until it is stopped."""
+    code = (
+        "import hashlib, sys, time\n"
+        f"sys.stdout.buffer.write(hashlib.shake_256(b'out').digest({len(data)}))\n"
+        "sys.stdout.buffer.flush()\n"
+        "time.sleep(60)\n"
+    )
+    assert data == hashlib.shake_256(b"out").digest(len(data))
+    return [sys.executable, "-c", code]
+
+
 def test_a_worker_whose_leader_freezes_while_output_fills_the_stream_goes_to_another_node(
     tmp_path: Path,
 ) -> None:
-    """The leader freezes at the first output chunk of a payload writing 2 MB as fast as it can: the
+    """The leader freezes at the first output chunk of a payload writing 600 KB as fast as it can: the
     worker's output write waits, its heartbeats wait behind it. Within `stale_after_s` of the stuck
     write (and the backoff) the worker greets the other node, not the frozen one again; the attempt
-    goes on there (renewed, not fenced), and its output is sent on the new stream."""
+    goes on there (renewed, not fenced). Its output there: a note of what went to the frozen leader (up
+    to as many bytes may be missing: exactly those), what waited kept and sent, a note of what was
+    dropped while there was no stream if anything was, then the rest; nothing lost unsaid."""
     transport = FakeTransport(
         {
             "frozen": lambda: FreezingCall(freeze_on_output=True),
@@ -193,9 +228,7 @@ def test_a_worker_whose_leader_freezes_while_output_fills_the_stream_goes_to_ano
             await asyncio.wait_for(worker.connected.wait(), WAIT_S)
             ((address, frozen),) = transport.connects
             assert address == "frozen"
-            lease = make_lease(
-                "exec-1", script="head -c 2000000 /dev/zero; sleep 60", lease_ttl_ms=LEASE_TTL_MS
-            )
+            lease = make_lease("exec-1", argv=_writes(OUTPUT), lease_ttl_ms=LEASE_TTL_MS)
             frozen.answers.put_nowait(offers(lease))
             await asyncio.wait_for(frozen.stuck.wait(), WAIT_S)
             stepped = await loop.step_until(lambda: len(transport.connects) > 1, STALE_S + 1.0)
@@ -204,8 +237,104 @@ def test_a_worker_whose_leader_freezes_while_output_fills_the_stream_goes_to_ano
             new = transport.connects[1][1]
             await asyncio.wait_for(new.welcomed.wait(), WAIT_S)
             assert [lease.execution_id for lease in worker.running] == ["exec-1"]  # not fenced
+            await loop.step_while_io(lambda: _stdout(new).endswith(OUTPUT[-1000:]))
+            before, after = _stdout(frozen), _stdout(new)
+            assert OUTPUT.startswith(before) and len(before) > WINDOW
+            note = doubt_note(len(before))
+            assert after.startswith(note), after[:200]
+            rest = after[len(note) :]
+            gap = re.match(rb"\n\[cronraft: (\d+) bytes of output not kept here: [^\]]*\]\n", rest)
+            dropped = int(gap.group(1)) if gap else 0
+            if gap:
+                assert gap.group(0) == gap_note(dropped)
+                rest = rest[gap.end() :]
+            assert rest == OUTPUT[len(before) + dropped :]
         finally:
             worker.stop(immediate=True)
             await asyncio.wait_for(running, WAIT_S)
 
     run(main)
+
+
+# -- output on a stream that breaks (client/worker/live_output.py) -----------------------------------
+
+KEY = ("exec-1", 1, 7)
+TOKEN = common_pb2.FencingToken(term=1, index=7)
+
+
+def _stdout(call: FreezingCall) -> bytes:
+    return b"".join(
+        m.output.data
+        for m in call.written
+        if m.WhichOneof("kind") == "output" and m.output.stream == worker_pb2.STDOUT
+    )
+
+
+async def _heartbeat_answered(session: Session) -> None:
+    """A heartbeat goes on `session` and the leader answers it."""
+    session.heartbeats.append((0.0, 0.0, frozenset()))
+    await session.write_heartbeat(worker_pb2.WorkerMessage(heartbeat=worker_pb2.Heartbeat()))
+    assert session.heartbeat_answered() is not None
+
+
+def _streams() -> tuple[FreezingCall, Session, FreezingCall, Session]:
+    old, new = FreezingCall(freeze_on_output=False), FreezingCall(freeze_on_output=False)
+    return old, Session(old, WELCOME, "old"), new, Session(new, WELCOME, "new")  # type: ignore[arg-type]
+
+
+@pytest.mark.asyncio
+async def test_output_sent_after_the_leaders_last_answer_is_said_on_the_next_stream() -> None:
+    """The leader reads a stream in order: a heartbeat answered confirms the output before it. What was
+    sent after it may have gone with the stream: not sent again (it may be in the log), said where it
+    was (up to how many bytes); what the answer confirmed is not."""
+    old_call, old, new_call, new = _streams()
+    live = LiveOutput(connected=lambda: True, flush_interval_s=3600)
+    sink = live.open(KEY, TOKEN)  # type: ignore[arg-type]
+    sink(worker_pb2.STDOUT, b"read\n")
+    await live._flush(old, {KEY})
+    await _heartbeat_answered(old)
+    sink(worker_pb2.STDOUT, b"maybe lost\n")
+    await live._flush(old, {KEY})
+    assert _stdout(old_call) == b"read\nmaybe lost\n"
+    live.disconnected(old)
+    sink(worker_pb2.STDOUT, b"next\n")
+    await live._flush(new, {KEY})
+    assert _stdout(new_call) == doubt_note(len(b"maybe lost\n")) + b"next\n"
+
+
+@pytest.mark.asyncio
+async def test_an_ended_attempts_last_output_in_doubt_is_said_before_its_result_goes_again() -> None:
+    """An attempt that ended after its last chunk went: the note still goes on the next stream (its
+    output comes back for it, flushed with the ended ones before results); once its result was
+    acknowledged on that stream, its output before it is confirmed and nothing is said."""
+    for acknowledged in (False, True):
+        _, old, new_call, new = _streams()
+        live = LiveOutput(connected=lambda: True, flush_interval_s=3600)
+        sink = live.open(KEY, TOKEN)  # type: ignore[arg-type]
+        sink(worker_pb2.STDOUT, b"last words\n")
+        live.finish(KEY)
+        await live.flush_finished(old)
+        result = common_pb2.AttemptResult(execution_id=KEY[0], token=TOKEN)
+        await old.write_results(worker_pb2.WorkerMessage(results=worker_pb2.Results(results=[result])), [KEY])
+        if acknowledged:
+            old.results_answered([KEY])
+        live.disconnected(old)
+        await live.flush_finished(new)
+        assert _stdout(new_call) == (b"" if acknowledged else doubt_note(len(b"last words\n"))), acknowledged
+        assert not live._live  # forgotten once said
+
+
+@pytest.mark.asyncio
+async def test_a_chunk_whose_write_failed_is_in_doubt() -> None:
+    """The write of a chunk failed (the stream broke under it; StreamStale; the loop cancelled): it may
+    or may not have gone, so it is said like the others."""
+    old_call, old, new_call, new = _streams()
+    live = LiveOutput(connected=lambda: True, flush_interval_s=3600)
+    sink = live.open(KEY, TOKEN)  # type: ignore[arg-type]
+    old_call.cancel()  # writes now fail: InvalidStateError
+    sink(worker_pb2.STDOUT, b"in flight\n")
+    with pytest.raises(asyncio.InvalidStateError):
+        await live._flush(old, {KEY})
+    live.disconnected(old)
+    await live._flush(new, {KEY})
+    assert _stdout(new_call) == doubt_note(len(b"in flight\n"))
