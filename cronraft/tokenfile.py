@@ -18,7 +18,8 @@ Why a plain SHA-256 and no salt or slow hash: every token is 256 random bits mad
 the hash cannot be reversed by guessing; a slow hash protects low-entropy passwords, which these are not.
 Roles given as a list mean namespace "*" (every namespace, the default one included); a table gives
 roles per namespace, "*" standing for all of them. `schedctl token create --role ROLE[@NAMESPACE]`
-writes either form.
+writes either form. `worker` in a namespace binds a worker to it: it is leased only that namespace's
+executions (docs/security.md, "Workers").
 """
 
 from __future__ import annotations
@@ -116,10 +117,6 @@ def check_roles(roles: Any, field: str) -> dict[str, frozenset[str]]:
             if name not in ROLES:
                 known = ", ".join(ROLES)
                 raise InvalidArgument(f"{field}.{namespace}", f"unknown role {name!r}; use {known}")
-            if name == "worker" and namespace != ALL_NAMESPACES:
-                raise InvalidArgument(
-                    f"{field}.{namespace}", 'the worker role is cluster-wide: give it in "*" (no @NAMESPACE)'
-                )
         out[namespace] = frozenset(names)
     return out
 

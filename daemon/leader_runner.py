@@ -429,7 +429,12 @@ class LeaderRunner:
 
     # ------------------------------------------------------------------------------ worker streams
 
-    def attach(self, hello: worker_pb2.Hello, *, bound: bool = True) -> WorkerSession:
+    def attach(
+        self, hello: worker_pb2.Hello, *, bound: bool = True, namespaces: frozenset[str] | None = None
+    ) -> WorkerSession:
+        """A worker's stream opened (WorkerGateway.Connect). `bound`: its id is its principal's;
+        `namespaces`: the namespaces whose executions it may be leased (None: every one), from its
+        credential (daemon.security.authz.worker_namespaces)."""
         old = self._sessions.pop(hello.worker_id, None)
         if old is not None:
             old.send(None)  # a worker reconnecting replaces its old stream
@@ -454,6 +459,7 @@ class LeaderRunner:
             self._clock.mono_ms(),
             echo_ms=hello.sent_mono_ms,
             incarnation=hello.incarnation,
+            namespaces=namespaces,
         )
         session.send(
             worker_pb2.GatewayMessage(

@@ -55,7 +55,8 @@ def add_security_commands(commands: Any, parents: list[argparse.ArgumentParser])
         "reload the file within a second, or on SIGHUP.",
         epilog="Examples:\n"
         "  schedctl token create --principal alice --role operator --file data/three-node/tokens.toml\n"
-        "  schedctl token create --principal w1 --role worker --expires 90d --file tokens.toml",
+        "  schedctl token create --principal w1 --role worker --expires 90d --file tokens.toml\n"
+        "  schedctl token create --principal wa --role worker@team-a --file tokens.toml  # team-a's only",
     )
     create.add_argument("--principal", required=True, metavar="NAME", help="who the token stands for")
     create.add_argument(

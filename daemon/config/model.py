@@ -181,7 +181,8 @@ class AuthConfig:
     jwt_algorithm: str = "HS256"
     jwt_issuer: str = ""  # when set, a JWT's `iss` must equal it
     jwt_audience: str = ""  # when set, a JWT's `aud` must contain it
-    # Client-certificate identities (a SAN, or the CN) -> roles; needs tls.require_client_cert.
+    # Client-certificate identities (a SAN, or the CN) -> roles, each ROLE (every namespace) or
+    # ROLE@NAMESPACE (cronraft.tokenfile.parse_role); needs tls.require_client_cert.
     cert_roles: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property

@@ -9,7 +9,7 @@ from cronraft.daemon.config.addresses import is_loopback, split_host_port
 from cronraft.daemon.config.model import AuthConfig, TlsConfig
 from cronraft.daemon.config.reader import _describe, _path, _Table
 from cronraft.errors import ConfigError, InvalidArgument
-from cronraft.tokenfile import check_principal, check_roles
+from cronraft.tokenfile import ALL_NAMESPACES, check_principal, check_roles
 
 JWT_ALGORITHMS = ("HS256", "EdDSA")
 
@@ -48,7 +48,9 @@ def _auth(t: _Table, tls: TlsConfig) -> AuthConfig:
     audience = t.string("jwt_audience") if t.has("jwt_audience") else ""
     raw_roles = t.data.get("cert_roles", {})
     if not isinstance(raw_roles, Mapping):
-        raise t.error("cert_roles", 'expected a table: identity = ["role", ...]')
+        raise t.error(
+            "cert_roles", 'expected a table: identity = ["role", ...] or { namespace = ["role", ...] }'
+        )
     cert_roles: list[tuple[str, tuple[str, ...]]] = []
     for identity, roles in raw_roles.items():
         try:
@@ -56,7 +58,7 @@ def _auth(t: _Table, tls: TlsConfig) -> AuthConfig:
             check_roles(roles, t.key(f"cert_roles.{identity}"))
         except InvalidArgument as e:
             raise ConfigError(f"{t.source}: {e}") from None
-        cert_roles.append((identity, tuple(roles)))
+        cert_roles.append((identity, _role_texts(roles)))
     if cert_roles and not tls.require_client_cert:
         raise t.error(
             "cert_roles",
@@ -69,6 +71,18 @@ def _auth(t: _Table, tls: TlsConfig) -> AuthConfig:
         jwt_issuer=issuer,
         jwt_audience=audience,
         cert_roles=tuple(cert_roles),
+    )
+
+
+def _role_texts(roles: list[str] | Mapping[str, list[str]]) -> tuple[str, ...]:
+    """A cert_roles value (checked: a list of roles, for every namespace, or a table namespace -> list, as
+    in the token file) as ROLE or ROLE@NAMESPACE texts (cronraft.tokenfile.parse_role)."""
+    if isinstance(roles, list | tuple):
+        return tuple(roles)
+    return tuple(
+        role if namespace == ALL_NAMESPACES else f"{role}@{namespace}"
+        for namespace, names in roles.items()
+        for role in names
     )
 
 

@@ -248,7 +248,10 @@ class LeaderCore:
         *,
         echo_ms: int = 0,
         incarnation: str = "",
+        namespaces: frozenset[str] | None = None,
     ) -> None:
+        """A worker's stream opened. `namespaces`: those whose executions it may be leased (stored form;
+        None: every one), from its credential (daemon.security.authz.worker_namespaces)."""
         self.pool.connect(
             worker_id,
             capacity,
@@ -259,6 +262,7 @@ class LeaderCore:
             incarnation=incarnation,
             leases=self.keeper.of_worker(worker_id),
             granting=self.granting,
+            namespaces=namespaces,
         )
 
     def worker_disconnected(self, worker_id: str) -> None:
@@ -380,7 +384,8 @@ class LeaderCore:
             until = utc_text(ex.not_before_ms)
             return f"retry backoff until {until}" if ex.attempt else f"due at {until}"
         labels = task.spec.worker_labels
-        unserved = self.pool.unserved_reason(queue, labels)
+        namespace = task.spec.namespace
+        unserved = self.pool.unserved_reason(queue, labels, namespace)
         if unserved:
             return unserved
         limit = task.spec.max_concurrency
@@ -388,7 +393,7 @@ class LeaderCore:
             return f"task max_concurrency {limit} reached"
         if self.settings.max_running and len(self.keeper) >= self.settings.max_running:
             return f"cluster max_running {self.settings.max_running} reached"
-        return self.pool.busy_reason(queue, labels) or "waiting for dispatch"
+        return self.pool.busy_reason(queue, labels, namespace) or "waiting for dispatch"
 
     def _load_horizon(self, now_ms: int) -> None:
         span = self.planner.horizon_to_load(now_ms)
@@ -437,7 +442,9 @@ class LeaderCore:
         cmds = [cmd]
         # Fire and Grant share one entry when a worker is free: one commit before the lease goes out.
         # (If the overlap policy buffers the execution, the grant is refused and the slot released.)
-        worker = self.pool.pick(spec.queue, spec.worker_labels)
+        pool = self.pool
+        # Its namespace is read only when some worker serves some namespaces only (WorkerPool.bound).
+        worker = pool.pick(spec.queue, spec.worker_labels, spec.namespace if pool.bound else "")
         if worker is None:
             self.made[id(cmd)] = (cmd, "fire", task_id, None)
             return cmds

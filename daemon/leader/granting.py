@@ -27,7 +27,8 @@ def grant_pending(core: LeaderCore, now_ms: int, budget: int) -> list[Command]:
         if not len(pending):
             pending.next_ready_ms = None
             return []  # nothing waits: no pass over the workers
-    served = core.pool.served_queues()
+    pool = core.pool
+    served = pool.served_queues()
     cmds: list[Command] = []
     pending.next_ready_ms = None
     cap = core.settings.max_running
@@ -58,7 +59,12 @@ def grant_pending(core: LeaderCore, now_ms: int, budget: int) -> list[Command]:
                 limit = task.spec.max_concurrency if task is not None else 0
                 if limit and core.keeper.running(ex.task_id) + _granting_for_task(core, ex.task_id) >= limit:
                     continue
-                worker = core.pool.pick(queue, task.spec.worker_labels if task else None)
+                if task is not None:
+                    spec = task.spec
+                    # Its namespace is read only when some worker serves some namespaces only.
+                    worker = pool.pick(queue, spec.worker_labels, spec.namespace if pool.bound else "")
+                else:  # its grant fails when applied; to a worker of its namespace all the same
+                    worker = pool.pick(queue, None, ex.namespace)
                 if worker is None:
                     continue
                 pending.remove(queue, rank, execution_id)

@@ -1,8 +1,12 @@
 """The worker pool: connected workers, the queues they serve, their free slots, and the worker pick.
 
 Inputs: connections and disconnections, "heard from" times, the silence check (monotonic time), and
-slots taken (a grant or a lease) and released. Output: `pick(queue, labels)`, the eligible worker (it
-serves the queue and carries every required label) with a free slot, or None.
+slots taken (a grant or a lease) and released. Output: `pick(queue, labels, namespace)`, the eligible
+worker (it serves the queue and the namespace, and carries every required label) with a free slot, or None.
+
+A worker serves every namespace unless its credential holds `worker` in some namespaces only
+(WorkerState.namespaces, from daemon.security.authz.worker_namespaces): the leader is where a
+namespace's payloads are kept off another namespace's workers (docs/security.md, "Workers").
 
 Pure: no store, no clock; the leader core passes monotonic times in.
 """
@@ -24,6 +28,9 @@ class WorkerState:
     capacity: int
     queues: frozenset[str]
     labels: dict[str, str]
+    # The namespaces (stored form: "" is the default one) whose executions it may be leased; None: every
+    # one (the worker role in "*", or authentication off).
+    namespaces: frozenset[str] | None = None
     connected: bool = True
     inflight: set[str] = field(default_factory=set)  # execution ids holding (or about to hold) a slot
     heard_mono_ms: int | None = None  # when it last sent anything (None: not since it connected)
@@ -45,6 +52,10 @@ class WorkerState:
     def carries(self, labels: Mapping[str, str] | None) -> bool:
         return not labels or all(self.labels.get(k) == v for k, v in labels.items())
 
+    def serves(self, namespace: str) -> bool:
+        """Whether executions of `namespace` (stored form) may be leased to it."""
+        return self.namespaces is None or namespace in self.namespaces
+
 
 class WorkerPool:
     def __init__(self, settings: LeaderSettings) -> None:
@@ -59,6 +70,9 @@ class WorkerPool:
         self._full: set[str] = set()
         self._next_silent_check = 0
         self._streams = 0  # connections counted (WorkerState.stream)
+        # Workers known here that serve some namespaces only (WorkerState.namespaces): while there is
+        # none (the common case) the leader need not read an execution's namespace to pick its worker.
+        self.bound = 0
 
     # ---------------------------------------------------------------------------------- membership
 
@@ -74,10 +88,15 @@ class WorkerPool:
         incarnation: str,
         leases: Iterable[str],
         granting: Container[str],
+        namespaces: frozenset[str] | None = None,
     ) -> WorkerState:
         """A worker (re)connected: its slots are taken by its `leases` and by the grants in flight
-        (`granting`) its previous connection had."""
-        w = WorkerState(worker_id, max(1, capacity), frozenset(queues or ["default"]), dict(labels))
+        (`granting`) its previous connection had; it is picked for executions of `namespaces` only (None:
+        of every one). Leases it holds stay its own whatever their namespace: they were granted before
+        (under the roles its credential then had); only new grants are bound to `namespaces`."""
+        w = WorkerState(
+            worker_id, max(1, capacity), frozenset(queues or ["default"]), dict(labels), namespaces
+        )
         w.heard_mono_ms = mono_ms
         w.echo_ms = echo_ms
         w.incarnation = incarnation
@@ -88,7 +107,11 @@ class WorkerPool:
         if old is not None:
             w.inflight |= {e for e in old.inflight if e in granting}
             self._unserve(old)
+            if old.namespaces is not None:
+                self.bound -= 1
         self.workers[worker_id] = w
+        if namespaces is not None:
+            self.bound += 1
         for q in w.queues:
             self._serving.setdefault(q, {})[worker_id] = None
             self._serving_list.pop(q, None)
@@ -104,6 +127,8 @@ class WorkerPool:
                 # carry a pid, so a restarted worker would otherwise leave its old state here forever.
                 del self.workers[worker_id]
                 self._unserve(w)
+                if w.namespaces is not None:
+                    self.bound -= 1
 
     def _unserve(self, w: WorkerState) -> None:
         for q in w.queues:
@@ -172,10 +197,13 @@ class WorkerPool:
         """Queues some worker serves that were not found full in this tick."""
         return {q for q, ids in self._serving.items() if ids and q not in self._full}
 
-    def pick(self, queue: str, labels: Mapping[str, str] | None = None) -> WorkerState | None:
-        """An eligible worker (serves the queue, carries every required label) with a free slot: the one
-        with most free slots among up to EXACT_PICK workers of the queue; beyond that, the next in
-        rotation, so that a fire costs O(1) amortised instead of a pass over thousands of workers."""
+    def pick(self, queue: str, labels: Mapping[str, str] | None, namespace: str) -> WorkerState | None:
+        """An eligible worker (serves the queue and `namespace`, the execution's task's in stored form,
+        and carries every required label) with a free slot: the one with most free slots among up to
+        EXACT_PICK workers of the queue; beyond that, the next in rotation, so that a fire costs O(1)
+        amortised instead of a pass over thousands of workers. The namespace is looked at only for a
+        worker that has a free slot and the labels (most fail before: the common case, every worker in
+        "*", pays one attribute read per such worker)."""
         queue = queue or "default"
         if queue in self._full:
             return None
@@ -184,6 +212,8 @@ class WorkerPool:
             ids = self._serving_list[queue] = list(self._serving.get(queue, ()))
         n = len(ids)
         workers = self.workers
+        # A free slot skipped for its namespace: the queue is not full, only not for this namespace.
+        elsewhere = False
         if n <= EXACT_PICK:
             best: WorkerState | None = None
             most = 0  # best's free slots (each worker's counted once: this runs for every fire)
@@ -194,8 +224,12 @@ class WorkerPool:
                 free = w.capacity - len(w.inflight)
                 if free <= most or (labels and any(w.labels.get(k) != v for k, v in labels.items())):
                     continue
+                served = w.namespaces
+                if served is not None and namespace not in served:
+                    elsewhere = True
+                    continue
                 best, most = w, free
-            if best is None and not labels:
+            if best is None and not labels and not elsewhere:
                 self._full.add(queue)
             return best
         start = self._cursor.get(queue, 0)
@@ -203,27 +237,40 @@ class WorkerPool:
             w = workers[ids[(start + step) % n]]
             if w.free() <= 0 or (labels and any(w.labels.get(k) != v for k, v in labels.items())):
                 continue
+            served = w.namespaces
+            if served is not None and namespace not in served:
+                elsewhere = True
+                continue
             self._cursor[queue] = (start + step + 1) % n
             return w
-        if not labels:
+        if not labels and not elsewhere:
             self._full.add(queue)  # none has a slot: no further pass over them in this tick
         return None
 
-    def unserved_reason(self, queue: str, labels: Mapping[str, str]) -> str:
-        """Why no worker can take work of `queue` needing `labels` (empty: some worker could)."""
+    def unserved_reason(self, queue: str, labels: Mapping[str, str], namespace: str) -> str:
+        """Why no worker can take work of `queue` in `namespace` (stored form) needing `labels` (empty:
+        some worker could)."""
         serving = [w for w in self.workers.values() if w.connected and queue in w.queues]
         if not serving:
             return f"no connected worker serves queue {queue!r}"
+        serving = [w for w in serving if w.serves(namespace)]
+        if not serving:
+            return (
+                f"no connected worker serves namespace {namespace or 'default'!r} on queue {queue!r} "
+                "(its workers' credentials hold the worker role in other namespaces only)"
+            )
         eligible = [w for w in serving if w.carries(labels)]
         if not eligible:
             wanted = ", ".join(f"{k}={v}" for k, v in sorted(labels.items()))
             return f"no worker of queue {queue!r} carries labels {wanted}"
         return ""
 
-    def busy_reason(self, queue: str, labels: Mapping[str, str]) -> str:
+    def busy_reason(self, queue: str, labels: Mapping[str, str], namespace: str) -> str:
         """'all N eligible workers are busy' when none of them has a free slot (empty otherwise)."""
         eligible = [
-            w for w in self.workers.values() if w.connected and queue in w.queues and w.carries(labels)
+            w
+            for w in self.workers.values()
+            if w.connected and queue in w.queues and w.carries(labels) and w.serves(namespace)
         ]
         if eligible and not any(w.free() > 0 for w in eligible):
             return f"all {len(eligible)} eligible workers are busy"

@@ -36,6 +36,7 @@ from cronraft.tokenfile import (
     check_principal,
     check_roles,
     hash_token,
+    parse_role,
     read_token_file,
 )
 
@@ -225,6 +226,15 @@ class JwtVerifier:
 # ---------------------------------------------------------------------------------- authentication
 
 
+def _cert_roles(texts: Sequence[str]) -> dict[str, frozenset[str]]:
+    """A cert_roles entry's roles (ROLE or ROLE@NAMESPACE, daemon.config) as a table namespace -> roles."""
+    table: dict[str, list[str]] = {}
+    for text in texts:
+        namespace, role = parse_role(text, "cert_roles")
+        table.setdefault(namespace, []).append(role)
+    return check_roles(table, "cert_roles")
+
+
 def _bearer(metadata: Sequence[tuple[str, Any]] | None) -> str | None:
     for key, value in metadata or ():
         if key == "authorization":
@@ -256,7 +266,7 @@ class Authenticator:
         self.jwt = jwt
         self._node_token = node_token(secret) if secret else None
         self._node = Principal("cluster-member", {ALL_NAMESPACES: frozenset({NODE_ROLE})}, "node")
-        self._cert_roles = {name: check_roles(list(roles), "cert_roles") for name, roles in auth.cert_roles}
+        self._cert_roles = {name: _cert_roles(roles) for name, roles in auth.cert_roles}
         self._wall_ms = wall_ms
 
     def authenticate(

@@ -11,8 +11,10 @@ checks servicers make in the namespace a call acts in.
   holds the method's role in *some* namespace; the servicer, which knows the namespace (the request's
   for a create or a list, the stored object's for a call by id), then checks the role there with
   `require_role` (`hide=`: NOT_FOUND, not PERMISSION_DENIED, for an object in a namespace the caller
-  cannot read, so that its existence does not leak) or `require_all_namespaces`. Other services
-  (Cluster, WorkerGateway) are cluster-wide: their role must be held in "*".
+  cannot read, so that its existence does not leak) or `require_all_namespaces`. A worker
+  (WorkerGateway.Connect) may hold `worker` in some namespaces only: the leader then leases it only
+  executions of those (`worker_namespaces`, docs/security.md "Workers"). Other services (Cluster, Audit)
+  are cluster-wide: their role must be held in "*".
 - With no `[auth]`, no interceptor is installed and every caller is `ANONYMOUS`, which holds every role
   (the loopback single node, as before). `daemon.config` refuses a non-loopback address in that state.
 """
@@ -39,6 +41,7 @@ __all__ = [
     "require_all_namespaces",
     "require_role",
     "role_satisfies",
+    "worker_namespaces",
 ]
 
 NODE_ROLE = "node"  # held only by the members themselves (the clock probe)
@@ -48,6 +51,7 @@ _S = "/cronraft.v1.Scheduler/"
 # Methods whose role the interceptor accepts held in any one namespace: the servicer checks the
 # namespace the call acts in (every Scheduler method; reflection only describes the schema).
 _REFLECTION = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+_CONNECT = "/cronraft.v1.WorkerGateway/Connect"
 # The one table method -> role. Keep every RPC of the proto services here (a test checks it).
 RPC_ROLES: dict[str, str | None] = {
     # reader: look, never change
@@ -90,7 +94,7 @@ RPC_ROLES: dict[str, str | None] = {
     # the members' clock probe (daemon.clockprobe), with the token derived from the cluster secret
     "/cronraft.v1.Cluster/Clock": NODE_ROLE,
     # workers
-    "/cronraft.v1.WorkerGateway/Connect": "worker",
+    _CONNECT: "worker",  # in some namespace: the leader leases it only those (worker_namespaces)
     # load balancers and orchestrators probe health without credentials; reflection shows the schema
     "/grpc.health.v1.Health/Check": PUBLIC,
     "/grpc.health.v1.Health/Watch": PUBLIC,
@@ -100,8 +104,10 @@ RPC_ROLES: dict[str, str | None] = {
 
 
 def namespaced(method: str) -> bool:
-    """Whether `method` (a full gRPC method name) acts in a namespace that its servicer checks."""
-    return method.startswith(_S) or method == _REFLECTION
+    """Whether `method` (a full gRPC method name) acts in namespaces that its servicer checks: its role
+    may be held in any one namespace. A worker's stream (Connect) too: the leader leases a worker only
+    executions of the namespaces where it holds `worker` (`worker_namespaces`)."""
+    return method.startswith(_S) or method in (_REFLECTION, _CONNECT)
 
 
 # What each role may do besides its own name (the nesting).
@@ -166,6 +172,19 @@ def _method_role(method: str) -> str:
     role = RPC_ROLES[_S + method]
     assert role is not None
     return role
+
+
+def worker_namespaces(principal: Principal) -> frozenset[str] | None:
+    """The namespaces (stored form: "" is the default one) whose executions a worker connecting as
+    `principal` may be leased: None for every namespace (`worker` held in "*", or authentication off),
+    else those where it holds `worker`. The leader's pick honours it (daemon.leader.workers)."""
+    if principal.has("worker", ALL_NAMESPACES):
+        return None
+    return frozenset(
+        "" if namespace == DEFAULT_NAMESPACE else namespace
+        for namespace, held in principal.roles.items()
+        if any(role_satisfies(r, "worker") for r in held)
+    )
 
 
 def readable(namespace: str) -> bool:

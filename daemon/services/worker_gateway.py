@@ -15,7 +15,7 @@ import structlog
 
 from cronraft import errors
 from cronraft.daemon.relay import relay_worker
-from cronraft.daemon.security.authz import current_principal
+from cronraft.daemon.security.authz import current_principal, worker_namespaces
 from cronraft.daemon.wire import (
     bounded_results,
     hello_problem,
@@ -102,8 +102,17 @@ class WorkerGatewayServicer(worker_pb2_grpc.WorkerGatewayServicer):
                     )
                     return
             await asyncio.sleep(LEADERLESS_POLL_S)  # the Raft thread changes the leader; poll it briefly
-        session = runner.attach(first.hello, bound=current_principal().source != "none")
-        log.info("worker connected", worker=first.hello.worker_id, capacity=first.hello.capacity)
+        principal = current_principal()
+        # The leader leases it only executions of the namespaces where its credential holds `worker`
+        # (None: every one): a namespace's payloads never reach another namespace's workers.
+        namespaces = worker_namespaces(principal)
+        session = runner.attach(first.hello, bound=principal.source != "none", namespaces=namespaces)
+        log.info(
+            "worker connected",
+            worker=first.hello.worker_id,
+            capacity=first.hello.capacity,
+            **({} if namespaces is None else {"namespaces": sorted(n or "default" for n in namespaces)}),
+        )
         refused: list[str] = []  # why the stream was ended, if a message broke a bound
 
         async def read() -> None:

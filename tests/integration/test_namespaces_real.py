@@ -12,10 +12,12 @@ namespace. Each refusal is checked for its gRPC status (the SDK's error class, s
 its words, then that nothing changed (read on the leader): the tasks' state, spec and pause note, their
 fires going on, no manual run, the letters, calendars and task names as they were, no audit record.
 
-Workers are not in namespaces (the worker role exists in "*" only, docs/security.md): tasks reach workers
-by queue, so team-a's queue is served by wa and team-b's by wb; each payload ran on its own queue's worker
-(by the API, and by the payload's own stamp of the worker process above it), and a team-b task naming
-team-a's queue runs on wa. A failure notifies the notifier its task names, with its own task's ids.
+Workers are bound to namespaces (docs/security.md, "Workers"): wa's token holds `worker` in team-a only
+and serves team-a's queue, wb's in team-b only and serves team-b's; each payload ran on its own queue's
+worker (by the API, and by the payload's own stamp of the worker process above it). A team-b task naming
+team-a's queue is not run on wa: it waits, saying that no worker serves team-b on that queue, until a
+worker of team-b (wc) serves the queue too, and team-a's runs stay on wa. A failure notifies the notifier
+its task names, with its own task's ids.
 
 The module's tests share one cluster and run in file order: the bulk test purges team-a's letters, which
 the tests before it read.
@@ -59,8 +61,9 @@ ROLES = {
     "bob": "operator@team-b",
     "rita": "reader",  # every namespace
     "root": "admin",
-    "wa": "worker",
-    "wb": "worker",
+    "wa": "worker@team-a",  # leased team-a's executions only
+    "wb": "worker@team-b",
+    "wc": "worker@team-b",  # started by the last test, on team-a's queue
 }
 NAMESPACE = {"alice": "team-a", "olga": "team-a", "vera": "team-a", "bob": "team-b"}
 
@@ -743,12 +746,37 @@ def test_each_queue_runs_on_its_own_worker_and_failures_notify_their_own_notifie
     for label, task, _, parent in rows:
         tasks, worker = own[label]
         assert task in tasks and int(parent) == pids[worker], (label, task, parent)
-    # Workers and queues are not in namespaces (docs/security.md): a task of team-b that names team-a's
-    # queue runs on wa. What keeps a namespace's payloads on its own workers is only their queues.
+    # A task of team-b that names team-a's queue is not run on wa, whose token holds `worker` in team-a
+    # only (docs/security.md, "Workers"): it waits, and says why...
     routed = clients["bob"].create_task("routed", at(now_ms()), _stamp(world, "R"), queue="qa")
+    reason = (
+        "no connected worker serves namespace 'team-b' on queue 'qa' (its workers' credentials hold the "
+        "worker role in other namespaces only)"
+    )
+
+    def waiting() -> common_pb2.Execution | None:
+        runs = list(rita.list_executions(routed.task_id))
+        return runs[0] if runs and runs[0].waiting_reason == reason else None
+
+    pending = wait_for(waiting, 20, "the routed run's waiting reason")
+    assert pending.state == common_pb2.EXECUTION_PENDING and not pending.attempts
+    assert not [r for r in _rows(world) if r[1] == routed.task_id]
+    # ... until a worker of team-b serves team-a's queue: it runs there, and team-a's runs stay on wa.
+    args = ("--tls-ca", str(world.ca), "--queue", "qa")
+    world.cluster.start_worker("wc", capacity=4, extra_args=args, env={"CRONRAFT_TOKEN": world.tokens["wc"]})
     wait_for(lambda: any(r[1] == routed.task_id for r in _rows(world)), 20, "the routed run")
     (row,) = [r for r in _rows(world) if r[1] == routed.task_id]
-    assert int(row[3]) == pids["wa"]
+    assert int(row[3]) == world.cluster.workers["wc"].pid
+
+    def ended() -> common_pb2.Execution | None:
+        (run,) = rita.list_executions(routed.task_id)
+        return run if run.state == SUCCEEDED else None
+
+    assert [at.worker_id for at in wait_for(ended, 15, "the routed run to end").attempts] == ["wc"]
+    since = now_ms()
+    _fires_after(rita, a.tick, since)
+    late = [e for e in rita.list_executions(a.tick) if e.nominal_time_ms > since]
+    assert late and {at.worker_id for e in late for at in e.attempts} == {"wa"}
     # Each failure notified the notifier its task names, with its own task: page-a only team-a's.
     for ns, side in (("team-a", a), ("team-b", b)):
         bodies = wait_for(

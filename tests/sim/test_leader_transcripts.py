@@ -2,7 +2,7 @@
 history of events and the exact decisions expected (tests/sim/transcript.py says how to read one).
 
 - fire_planning.txt: the horizon, fire ahead and the on-time wheel (FirePlanner);
-- worker_pick.txt: labels, capacity, most free slots, full queues, reconnects (WorkerPool);
+- worker_pick.txt: labels, capacity, most free slots, full queues, reconnects, namespaces (WorkerPool);
 - deferred_start.txt: expiry of a deferred start never confirmed (ExpireLease.unstarted, issue 17's
   ATTEMPT_NOT_STARTED path), a confirmed one, and reconciliation after a failover (LeaseKeeper);
 - pending_aging.txt: dispatch order by priority with aging (PendingQueue).
@@ -31,6 +31,11 @@ RANKS = {"high": 0, "normal": 1, "low": 2}
 def _labels(text: str) -> dict[str, str]:
     """`zone:a,arch:arm` -> {"zone": "a", "arch": "arm"}."""
     return dict(pair.split(":", 1) for pair in text.split(",") if pair)
+
+
+def _namespace(text: str) -> str:
+    """A namespace as the leader holds it: "default" is stored empty."""
+    return "" if text == "default" else text
 
 
 def _token(text: str) -> common_pb2.FencingToken:
@@ -140,19 +145,28 @@ class PoolDriver:
                 incarnation="",
                 leases=cmd.items("leases"),
                 granting=(),
+                # namespaces= (those its credential holds `worker` in); none: every namespace ("*")
+                namespaces=frozenset(map(_namespace, cmd.items("namespaces")))
+                if "namespaces" in cmd.kv
+                else None,
             )
             return []
         if cmd.verb == "disconnect":
             pool.disconnect(cmd.words[0])
             return []
-        if cmd.verb == "pick":  # pick a worker for queue= with labels=; take= the slot for that execution
-            w = pool.pick(cmd.text("queue"), _labels(cmd.text("labels")))
+        if (
+            cmd.verb == "pick"
+        ):  # a worker for queue= and namespace= with labels=; take= the slot for that execution
+            w = pool.pick(cmd.text("queue"), _labels(cmd.text("labels")), _namespace(cmd.text("namespace")))
             if w is None:
                 return ["none"]
             if cmd.text("take"):
                 pool.take_slot(w.worker_id, cmd.text("take"))
                 return [f"{cmd.text('take')} -> {w.worker_id}"]
             return [w.worker_id]
+        if cmd.verb == "reason":  # why work of queue= and namespace= with labels= waits (a waiting reason)
+            args = (cmd.text("queue"), _labels(cmd.text("labels")), _namespace(cmd.text("namespace")))
+            return [pool.unserved_reason(*args) or pool.busy_reason(*args) or "some worker could take it"]
         if cmd.verb == "release":
             worker_id, execution_id = cmd.words
             pool.release_slot(worker_id, execution_id)
@@ -164,6 +178,11 @@ class PoolDriver:
             return [
                 f"{w.worker_id} free={w.free()}/{w.capacity} queues={','.join(sorted(w.queues))}"
                 + (f" labels={','.join(f'{k}:{v}' for k, v in sorted(w.labels.items()))}" if w.labels else "")
+                + (
+                    ""
+                    if w.namespaces is None
+                    else f" namespaces={','.join(sorted(n or 'default' for n in w.namespaces))}"
+                )
                 + ("" if w.connected else " disconnected")
                 for w in pool.workers.values()
             ]

@@ -187,21 +187,22 @@ def test_anonymous_holds_every_role_everywhere() -> None:
     require_all_namespaces("ListDeadLetters")
 
 
-def test_interceptor_admits_a_role_held_in_some_namespace_only_for_scheduler_methods() -> None:
+def test_interceptor_admits_a_role_held_in_some_namespace_only_for_scheduler_methods_and_workers() -> None:
     assert ALICE.has_somewhere("submitter") and not ALICE.has("submitter")
     assert authz.namespaced("/cronraft.v1.Scheduler/CreateTask")
     assert not authz.namespaced("/cronraft.v1.Cluster/Status")
-    assert not authz.namespaced("/cronraft.v1.WorkerGateway/Connect")
+    # A worker bound to namespaces: the leader leases it only theirs (tests/unit/test_worker_namespaces.py).
+    assert authz.namespaced("/cronraft.v1.WorkerGateway/Connect")
 
 
 def test_token_roles_per_namespace() -> None:
     assert parse_role("submitter@team-a") == ("team-a", "submitter")
     assert parse_role("reader") == ("*", "reader")
+    assert parse_role("worker@team-a") == ("team-a", "worker")  # a worker bound to team-a
     for bad, problem in [
         ("reader@", "ROLE@NAMESPACE"),
         ("reader@Team", "namespace 'Team'"),
         ("boss@team-a", "unknown role 'boss'"),
-        ("worker@team-a", "cluster-wide"),
     ]:
         with pytest.raises(InvalidArgument, match=problem):
             parse_role(bad)
