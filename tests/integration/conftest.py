@@ -44,9 +44,3 @@ def module_clusters() -> Iterator[list[Cluster]]:
     yield made
     for c in made:
         c.stop()
-
-
-@pytest.fixture
-def module_cluster_logs() -> None:
-    """Kept for the modules that ask for it: a failed test's report now carries its module's cluster
-    logs for every test (pytest_runtest_makereport)."""

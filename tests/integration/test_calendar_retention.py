@@ -58,7 +58,7 @@ def module_cluster(tmp_path_factory: pytest.TempPathFactory, module_clusters: li
 
 
 @pytest.fixture
-def client(module_cluster: Cluster, module_cluster_logs: None) -> Iterator[Client]:
+def client(module_cluster: Cluster) -> Iterator[Client]:
     with Client(module_cluster.servers, timeout_s=30) as c:
         yield c
 

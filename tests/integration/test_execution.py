@@ -43,7 +43,7 @@ def module_cluster(tmp_path_factory: pytest.TempPathFactory, module_clusters: li
 
 
 @pytest.fixture
-def cluster(module_cluster: Cluster, module_cluster_logs: None) -> Cluster:
+def cluster(module_cluster: Cluster) -> Cluster:
     return module_cluster
 
 

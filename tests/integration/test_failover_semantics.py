@@ -56,7 +56,7 @@ def module_cluster(tmp_path_factory: pytest.TempPathFactory, module_clusters: li
 
 
 @pytest.fixture
-def cluster(module_cluster: Cluster, module_cluster_logs: None) -> Cluster:
+def cluster(module_cluster: Cluster) -> Cluster:
     """The module's cluster with its 3 nodes up and caught up (a node a test killed was restarted): a
     leader killed now leaves a quorum."""
     wait_for(lambda: all(n.alive for n in module_cluster.nodes), 10, "every node running")

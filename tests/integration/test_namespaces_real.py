@@ -194,7 +194,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, module_clusters: list[Cluste
 
 
 @pytest.fixture
-def clients(world: World, module_cluster_logs: None) -> Iterator[dict[str, Client]]:
+def clients(world: World) -> Iterator[dict[str, Client]]:
     made = {who: world.client(who) for who in ("alice", "olga", "vera", "bob")}
     # The observers read the leader: a follower answers reads from its own store, which may not hold the
     # newest writes yet (a change it has not applied would read as "nothing changed"). The module kills

@@ -135,7 +135,7 @@ def module_cluster(
 
 
 @pytest.fixture
-def source(module_cluster: GrowingCluster, module_cluster_logs: None) -> Iterator[GrowingCluster]:
+def source(module_cluster: GrowingCluster) -> Iterator[GrowingCluster]:
     yield module_cluster
 
 

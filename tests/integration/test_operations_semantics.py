@@ -161,12 +161,12 @@ def module_env(tmp_path_factory: pytest.TempPathFactory, module_clusters: list[C
 
 
 @pytest.fixture
-def env(module_env: Env, module_cluster_logs: None) -> Env:
+def env(module_env: Env) -> Env:
     return module_env
 
 
 @pytest.fixture
-def client(module_env: Env, module_cluster_logs: None) -> Iterator[Client]:
+def client(module_env: Env) -> Iterator[Client]:
     with Client(module_env.cluster.servers, timeout_s=30) as c:
         yield c
 

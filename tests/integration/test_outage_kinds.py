@@ -253,7 +253,7 @@ def outage(
 
 
 @pytest.fixture
-def client(module_cluster: Cluster, module_cluster_logs: None) -> Iterator[Client]:
+def client(module_cluster: Cluster) -> Iterator[Client]:
     with Client(module_cluster.servers, timeout_s=30) as c:
         yield c
 

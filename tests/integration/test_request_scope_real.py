@@ -73,7 +73,7 @@ def env(tmp_path_factory: pytest.TempPathFactory, module_clusters: list[Cluster]
 
 
 @pytest.fixture
-def clients(env: Env, module_cluster_logs: None) -> Iterator[dict[str, Client]]:
+def clients(env: Env) -> Iterator[dict[str, Client]]:
     made = {"alice": env.client("alice", "team-a"), "bob": env.client("bob", "team-b")}
     made["alice-b"] = env.client("alice-b", "team-b")
     made["root"] = env.client("root", "default", env.cluster.wait_leader())  # reads the newest records

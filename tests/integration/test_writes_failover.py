@@ -119,7 +119,7 @@ def module_env(tmp_path_factory: pytest.TempPathFactory, module_clusters: list[C
 
 
 @pytest.fixture
-def env(module_env: Env, module_cluster_logs: None) -> Env:
+def env(module_env: Env) -> Env:
     """The module's cluster with its 3 nodes up and caught up, the failpoint disarmed."""
     assert module_env.marker.exists(), "the failpoint was left armed"
     wait_for(lambda: all(n.alive for n in module_env.cluster.nodes), 10, "every node running")
