@@ -65,15 +65,16 @@ def check_url(url: str, field: str) -> str:
 
 
 def _retry_codes(values: Iterable[int], field: str) -> list[int]:
-    """A retry list: exit codes (0-255) or HTTP statuses (100-599), without repeats; which of the two
-    the spec's payload takes is checked with the whole spec."""
+    """A retry list: exit codes (0-255) or HTTP statuses (100-599, and -1: no response), without
+    repeats; which of the two the spec's payload takes is checked with the whole spec."""
     out: list[int] = []
     for i, v in enumerate(values):
         if isinstance(v, bool) or not isinstance(v, int):
             raise InvalidArgument(f"{field}[{i}]", f"expected an integer, got {v!r}")
-        if not 0 <= v <= 599:
+        if not -1 <= v <= 599:
             raise InvalidArgument(
-                f"{field}[{i}]", f"{v} is neither an exit code (0-255) nor an HTTP status (100-599)"
+                f"{field}[{i}]",
+                f"{v} is neither an exit code (0-255) nor an HTTP status (100-599, -1: no response)",
             )
         if v not in out:
             out.append(v)

@@ -6,7 +6,7 @@ unset. Table output is for people; scripts use the JSON of `_render`.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -110,10 +110,17 @@ def _retry_text(spec: common_pb2.TaskSpec) -> str:
         f"backoff {format_duration(r.initial_backoff_ms or 1000)} x{r.multiplier or 2.0:g} "
         f"up to {format_duration(r.max_backoff_ms or 300_000)}"
     ]
+    # An http payload's exit code is the response status (-1: no response).
+    http = spec.payload.WhichOneof("kind") == "http"
+    word = "status" if http else "exit"
+
+    def codes(values: Iterable[int]) -> str:
+        return ",".join("no-response" if http and c == -1 else str(c) for c in values)
+
     if r.retryable_exit_codes:
-        parts.append("only exit " + ",".join(str(c) for c in r.retryable_exit_codes))
+        parts.append(f"only {word} {codes(r.retryable_exit_codes)}")
     if r.non_retryable_exit_codes:
-        parts.append("never exit " + ",".join(str(c) for c in r.non_retryable_exit_codes))
+        parts.append(f"never {word} {codes(r.non_retryable_exit_codes)}")
     if r.no_retry_on_timeout:
         parts.append("no retry on timeout")
     return ", ".join(parts)

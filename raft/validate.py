@@ -405,11 +405,13 @@ def check_new_targets(
 # (docs/payloads.md). An HTTP payload's exit code is the response status.
 EXIT_CODES = (0, 255)
 HTTP_STATUSES = (100, 599)
+NO_RESPONSE = -1  # an http attempt that got no response at all (connection refused, DNS, TLS, reset)
 
 
 def check_retry_codes(spec: common_pb2.TaskSpec, field: str = "spec.retry") -> None:
-    """The codes of `spec`'s retry policy against its payload's kind: HTTP statuses (100-599) for an
-    `http` payload, exit codes (0-255) for the others, so that "retry only on 503 and 429" is written
+    """The codes of `spec`'s retry policy against its payload's kind: HTTP statuses (100-599), and -1 for
+    no response at all, for an `http` payload; exit codes (0-255) for the others, so that "retry only on
+    503, 429 and no response" is written
     with the same lists as "retry only on exit 3". InvalidArgument names the first bad entry, e.g.
     `spec.retry.retryable_exit_codes[2]`. For new and updated specs (the API, the SDK, schedctl); apply()
     checks only the lists' lengths, so that entries committed before this rule apply as they did."""
@@ -419,12 +421,12 @@ def check_retry_codes(spec: common_pb2.TaskSpec, field: str = "spec.retry") -> N
     lo, hi = HTTP_STATUSES if http else EXIT_CODES
     for name in ("retryable_exit_codes", "non_retryable_exit_codes"):
         for i, code in enumerate(getattr(spec.retry, name)):
-            if lo <= code <= hi:
+            if lo <= code <= hi or (http and code == NO_RESPONSE):
                 continue
             if http:
                 problem = (
-                    f"{code} is not an HTTP status ({lo}-{hi}): an http payload's exit code is the "
-                    "response status"
+                    f"{code} is not an HTTP status ({lo}-{hi}) nor {NO_RESPONSE} (no response): an http "
+                    "payload's exit code is the response status"
                 )
             elif HTTP_STATUSES[0] <= code <= HTTP_STATUSES[1]:
                 problem = (
@@ -480,6 +482,7 @@ def _validate_notify_command(cmd: common_pb2.CommandPayload, field: str) -> None
 __all__ = [
     "EXIT_CODES",
     "HTTP_STATUSES",
+    "NO_RESPONSE",
     "check_namespace",
     "check_new_targets",
     "check_retry_codes",

@@ -40,16 +40,27 @@ _RETRY_FIELD_FLAG = {
     "retry.retryable_exit_codes": "--retry-on-exit",
     "retry.non_retryable_exit_codes": "--retry-never-on-exit",
 }
-_CODES = "neither an exit code (0-255) nor an HTTP status (100-599)"
+_CODES = "neither an exit code (0-255) nor an HTTP status (100-599, or no-response)"
+# What an http attempt that got no response reports as its exit code; `no-response` in a retry flag
+# (argparse would read "-1,503" as a flag of its own).
+_NO_RESPONSE = {"no-response": -1, "-1": -1}
 _EVENTS_SUFFIX = re.compile(r"^(?P<target>.*?),events=(?P<events>[A-Za-z_+-]*)$", re.DOTALL)
 
 
-def parse_codes(values: Iterable[str], flag: str, lo: int, hi: int, what: str = "") -> list[int]:
+def parse_codes(
+    values: Iterable[str], flag: str, lo: int, hi: int, what: str = "", *, words: dict[str, int] | None = None
+) -> list[int]:
     """Integers from repeatable flags, each possibly a comma list ("1,2"). `what`: the range in words,
-    for the error ("an exit code (0-255) nor ..."), else `lo..hi`."""
+    for the error ("an exit code (0-255) nor ..."), else `lo..hi`. `words`: names taken for codes
+    outside the range ("no-response")."""
     out: list[int] = []
     for value in values:
         for part in value.split(","):
+            if words and part.strip() in words:
+                code = words[part.strip()]
+                if code not in out:
+                    out.append(code)
+                continue
             try:
                 code = int(part.strip())
             except ValueError:
@@ -319,12 +330,12 @@ def _retry_change(
     )
     # Exit codes, or HTTP statuses for an http payload: the whole spec checks which (`named_by_flag`).
     yes = (
-        parse_codes(args.retry_on_exit, "--retry-on-exit", 0, 599, _CODES)
+        parse_codes(args.retry_on_exit, "--retry-on-exit", 0, 599, _CODES, words=_NO_RESPONSE)
         if args.retry_on_exit
         else list(old.retryable_exit_codes)
     )
     no = (
-        parse_codes(args.no_retry_on_exit, "--retry-never-on-exit", 0, 599, _CODES)
+        parse_codes(args.no_retry_on_exit, "--retry-never-on-exit", 0, 599, _CODES, words=_NO_RESPONSE)
         if args.no_retry_on_exit
         else list(old.non_retryable_exit_codes)
     )

@@ -843,9 +843,29 @@ def test_create_http_payload_and_every_policy_flag(run: Run, cluster: FakeCluste
     assert doc["spec"]["notify"][2] == {"kind": "notifier", "name": "page-ops", "events": ["timeout"]}
     code, out, _ = run("task", "get", "t0001")
     assert code == EXIT_OK and "http POST https://example.com/hook, 2 header(s)" in out
-    assert "backoff 2s x1.5 up to 10m, only exit 503,429,502, never exit 404, no retry on timeout" in out
+    assert "backoff 2s x1.5 up to 10m, only status 503,429,502, never status 404, no retry on timeout" in out
     assert "webhook https://hooks.example.com/x?a=1,b=2 on failure+dead_letter" in out
     assert "worker_labels:" in out and "gpu=yes, zone=eu" in out
+
+
+def test_an_http_tasks_retry_flags_name_no_response(run: Run, cluster: FakeCluster) -> None:
+    """An http attempt that got no response reports -1; argparse would read "-1,503" as a flag, so the
+    flags take the word no-response for it (and -1 itself after '=')."""
+    url = ("--http-url", "https://example.com/hook")
+    code, _, err = run(
+        "task", "create", "--name", "h", "--every", "5m", *url, "--retry-on-exit", "503,no-response"
+    )
+    assert code == EXIT_OK, err
+    assert list(cluster.store.tasks["t0001"].spec.retry.retryable_exit_codes) == [503, -1]
+    code, _, err = run("task", "create", "--name", "i", "--every", "5m", *url, "--retry-never-on-exit=-1,404")
+    assert code == EXIT_OK, err
+    assert list(cluster.store.tasks["t0002"].spec.retry.non_retryable_exit_codes) == [-1, 404]
+    assert "only status 503,no-response" in run("task", "get", "t0001")[1]
+    assert "never status no-response,404" in run("task", "get", "t0002")[1]
+    code, _, err = run(
+        "task", "create", "--name", "c", "--every", "5m", "--retry-on-exit", "no-response", "--", "true"
+    )
+    assert code != EXIT_OK and "--retry-on-exit" in err and "-1 is not an exit code (0-255)" in err
 
 
 def test_create_handler_payload_and_literal_body(run: Run, cluster: FakeCluster) -> None:

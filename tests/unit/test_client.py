@@ -873,7 +873,7 @@ def test_payload_and_policy_builders() -> None:
         (lambda: retry("1m", 2.0, "1s"), "retry.max_backoff_ms"),
         (lambda: retry(multiplier=0.5), "retry.multiplier"),
         (lambda: retry(retryable=[600]), "retry.retryable_exit_codes[0]"),
-        (lambda: retry(non_retryable=[2, -1]), "retry.non_retryable_exit_codes[1]"),
+        (lambda: retry(non_retryable=[2, -2]), "retry.non_retryable_exit_codes[1]"),
         (lambda: retry(retryable=[1], non_retryable=[1]), "retry.non_retryable_exit_codes"),
         (lambda: notify_webhook("hooks.example.com"), "notify.webhook_url"),
         (lambda: notify_webhook("http://h", events=["sometimes"]), "notify.events"),

@@ -51,6 +51,7 @@ def _refusal(s: common_pb2.TaskSpec) -> str:
 
 def test_an_http_payload_takes_http_statuses_in_both_lists() -> None:
     check_retry_codes(_spec(HTTP, retryable_exit_codes=[503, 429, 100, 599]))
+    check_retry_codes(_spec(HTTP, retryable_exit_codes=[503, -1]))  # -1: no response at all
     check_retry_codes(_spec(HTTP, non_retryable_exit_codes=[404, 400]))
     check_retry_codes(_spec(HTTP))  # a policy without lists
     check_retry_codes(common_pb2.TaskSpec(payload=HTTP))  # no policy
@@ -61,12 +62,12 @@ def test_an_http_payload_takes_http_statuses_in_both_lists() -> None:
     [
         (
             {"retryable_exit_codes": [503, 429, 700]},
-            "spec.retry.retryable_exit_codes[2]: 700 is not an HTTP status (100-599): an http payload's "
-            "exit code is the response status",
+            "spec.retry.retryable_exit_codes[2]: 700 is not an HTTP status (100-599) nor -1 (no response): "
+            "an http payload's exit code is the response status",
         ),
         ({"retryable_exit_codes": [3]}, "spec.retry.retryable_exit_codes[0]: 3 is not an HTTP status"),
         ({"non_retryable_exit_codes": [404, 99]}, "spec.retry.non_retryable_exit_codes[1]: 99 is not an"),
-        ({"non_retryable_exit_codes": [-1]}, "spec.retry.non_retryable_exit_codes[0]: -1 is not an HTTP"),
+        ({"non_retryable_exit_codes": [-2]}, "spec.retry.non_retryable_exit_codes[0]: -2 is not an HTTP"),
     ],
 )
 def test_an_http_payload_refuses_what_is_no_http_status(lists: dict[str, list[int]], message: str) -> None:
@@ -125,7 +126,7 @@ def test_the_sdk_builder_takes_statuses_and_the_spec_checks_them_against_its_pay
     with pytest.raises(InvalidArgument) as info:
         retry(retryable=[503, 600])
     assert str(info.value) == (
-        "retry.retryable_exit_codes[1]: 600 is neither an exit code (0-255) nor an HTTP status (100-599)"
+        "retry.retryable_exit_codes[1]: 600 is neither an exit code (0-255) nor an HTTP status (100-599, -1: no response)"
     )
 
 
@@ -231,3 +232,16 @@ def test_an_http_task_never_retries_its_non_retryable_statuses() -> None:
     assert retries.retry_reason(task, running, failed, 503, 3) == ""
     assert retries.retry_reason(task, running, failed, -1, 3) == ""  # no response: retried
     assert retries.retry_reason(task, running, common_pb2.ATTEMPT_TIMED_OUT, 0, 3) == ""
+
+
+def test_an_http_task_listing_no_response_retries_it() -> None:
+    """-1 is what an http attempt that got no response reports (connection refused, DNS, TLS): "retry on
+    503 and when the server is unreachable" is retryable [503, -1] (--retry-on-exit 503,no-response)."""
+    task = common_pb2.Task(spec=_spec(HTTP, retryable_exit_codes=[503, -1]))
+    running = common_pb2.Execution(attempt=1, guarantee=common_pb2.AT_LEAST_ONCE)
+    failed = common_pb2.ATTEMPT_FAILED
+    assert retries.retry_reason(task, running, failed, -1, 3) == ""
+    assert retries.retry_reason(task, running, failed, 503, 3) == ""
+    assert (
+        retries.retry_reason(task, running, failed, 404, 3) == "exit code 404 is not among the retryable ones"
+    )
