@@ -84,7 +84,8 @@ FEATURES: Mapping[str, str] = {
         "missed_downtime, fire_once could fire a time rolled to later or fire twice, fire_all dropped a "
         "rolled fire late by seconds), fire_once past the first 100 missed times fires the latest one "
         "a calendar includes (was: the 100th), and fire_once's fire is recorded due when the time it "
-        "fires was due, late from then (was: when the oldest missed time was due, late by the outage)"
+        "fires was due, late from then (was: when the oldest missed time was due, late by the outage), "
+        "an attempt whose lease expired is recorded with the outcome lost (was: no outcome)"
     ),
 }
 SUPPORTED: frozenset[str] = frozenset(FEATURES)

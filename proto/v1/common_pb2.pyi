@@ -389,6 +389,11 @@ class _AttemptOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Attemp
     """The worker's policy refused the lease (a payload kind, program, secret or address it does not
     allow): nothing ran. Final: the execution ends failed with the reason, never retried.
     """
+    ATTEMPT_LOST: _AttemptOutcome.ValueType  # 7
+    """Its worker stopped answering and its lease expired (recorded by the cluster, not the worker): the
+    payload may have run in part, in full or not at all. Before the schedule_fixes feature such an
+    attempt was recorded ATTEMPT_OUTCOME_UNSPECIFIED.
+    """
 
 class AttemptOutcome(_AttemptOutcome, metaclass=_AttemptOutcomeEnumTypeWrapper):
     """How one attempt ended, as the worker reports it."""
@@ -410,6 +415,11 @@ again without spending an attempt (or ends cancelled, if a cancel was asked for)
 ATTEMPT_REFUSED: AttemptOutcome.ValueType  # 6
 """The worker's policy refused the lease (a payload kind, program, secret or address it does not
 allow): nothing ran. Final: the execution ends failed with the reason, never retried.
+"""
+ATTEMPT_LOST: AttemptOutcome.ValueType  # 7
+"""Its worker stopped answering and its lease expired (recorded by the cluster, not the worker): the
+payload may have run in part, in full or not at all. Before the schedule_fixes feature such an
+attempt was recorded ATTEMPT_OUTCOME_UNSPECIFIED.
 """
 Global___AttemptOutcome: _TypeAlias = AttemptOutcome  # noqa: Y015
 

@@ -329,9 +329,13 @@ def expire_lease(ctx: Ctx, cmd: commands_pb2.Command) -> None:
                 unstarted=True,
             )
         return
-    _summary(
-        ex, common_pb2.ATTEMPT_OUTCOME_UNSPECIFIED, 0, 0, 0, error="lease expired: no renewal from the worker"
+    # The attempt's outcome says it was lost (before the feature: no outcome, the error alone said it).
+    lost = (
+        common_pb2.ATTEMPT_LOST
+        if features.is_active(ctx.txn, features.SCHEDULE_FIXES)
+        else common_pb2.ATTEMPT_OUTCOME_UNSPECIFIED
     )
+    _summary(ex, lost, 0, 0, 0, error="lease expired: no renewal from the worker")
     if ex.cancel_requested_at_ms:
         finish(ctx, ex, common_pb2.EXECUTION_CANCELLED, f"{ex.cancel_reason}; its worker stopped answering")
     elif ex.guarantee == common_pb2.AT_MOST_ONCE:

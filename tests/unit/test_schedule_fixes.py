@@ -5,7 +5,7 @@ on old and new nodes)."""
 from __future__ import annotations
 
 import pytest
-from test_state import T0, Log, create, epoch, fire, grant, spec, tid
+from test_state import T0, Log, create, epoch, expire, fire, grant, spec, tid
 
 from cronraft.proto.v1 import commands_pb2, common_pb2
 from cronraft.raft import features
@@ -211,3 +211,18 @@ def _record(log: Log, nominal: int) -> common_pb2.FireRecord:
     with log.sm.kv.read() as txn:
         (rec,) = sm_ledger(txn, ID, nominal, nominal, 10)
     return rec
+
+
+@pytest.mark.parametrize("fixes", [True, False])
+def test_an_attempt_whose_lease_expired_is_recorded_lost(fixes: bool) -> None:
+    """`execution get` showed such an attempt's outcome as 'unspecified' (only its error said why)."""
+    log = _log(fixes)
+    (c,) = log.apply(create(tid(1), spec()))
+    log.apply(fire(tid(1), c.task.next_fire_ms, tid(100)))
+    (g,) = log.apply(grant(tid(100)))
+    (x,) = log.apply(expire(tid(100), g.execution.token))
+    assert x.applied, x.error
+    (attempt,) = x.execution.attempts
+    assert attempt.error == "lease expired: no renewal from the worker"
+    want = common_pb2.ATTEMPT_LOST if fixes else common_pb2.ATTEMPT_OUTCOME_UNSPECIFIED
+    assert attempt.outcome == want

@@ -134,7 +134,7 @@ export function timeline(ex, { width = 640 } = {}) {
   const attempts = ex.attempts.length ? ex.attempts : [];
   attempts.forEach((a, i) => {
     const yy = m.t + 13 + 26 * (i + 1);
-    const cls = { succeeded: "ok", failed: "bad", refused: "bad", timed_out: "warn", cancelled: "idle", not_started: "idle" }[a.outcome] || "idle";
+    const cls = { succeeded: "ok", failed: "bad", refused: "bad", lost: "bad", timed_out: "warn", cancelled: "idle", not_started: "idle" }[a.outcome] || "idle";
     const start = a.started_at_ms || a.finished_at_ms;
     const end = a.finished_at_ms || now;
     svg.append(h("svg:text", { x: 4, y: yy + 4 }, `attempt ${a.attempt}`));
