@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from cronraft.errors import InvalidArgument
 from cronraft.proto.v1 import common_pb2
-from cronraft.raft import schedule
+from cronraft.raft import features, schedule
 from cronraft.raft.codec import id_bytes, u64
 from cronraft.raft.kv import Txn
 
@@ -121,8 +121,11 @@ def unmet(
                 break
         if not ok:
             upstream = _task(txn, dep.task_id)
-            name = upstream.spec.name if upstream is not None else "?"
-            return f"waiting for {name} ({dep.task_id}) to succeed {when}"
+            if upstream is not None:
+                return f"waiting for {upstream.spec.name} ({dep.task_id}) to succeed {when}"
+            if features.is_active(txn, features.SCHEDULE_FIXES):  # before it: "waiting for ? (ID) ..."
+                return f"waiting for task {dep.task_id} to succeed {when}, but it was deleted"
+            return f"waiting for ? ({dep.task_id}) to succeed {when}"
     return ""
 
 

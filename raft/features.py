@@ -85,7 +85,8 @@ FEATURES: Mapping[str, str] = {
         "rolled fire late by seconds), fire_once past the first 100 missed times fires the latest one "
         "a calendar includes (was: the 100th), and fire_once's fire is recorded due when the time it "
         "fires was due, late from then (was: when the oldest missed time was due, late by the outage), "
-        "an attempt whose lease expired is recorded with the outcome lost (was: no outcome)"
+        "an attempt whose lease expired is recorded with the outcome lost (was: no outcome), a dependency "
+        "on a deleted task says it was deleted (was: 'waiting for ? (ID)')"
     ),
 }
 SUPPORTED: frozenset[str] = frozenset(FEATURES)

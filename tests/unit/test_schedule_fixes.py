@@ -8,7 +8,7 @@ import pytest
 from test_state import T0, Log, create, epoch, expire, fire, grant, spec, tid
 
 from cronraft.proto.v1 import commands_pb2, common_pb2
-from cronraft.raft import features
+from cronraft.raft import deps, features
 from cronraft.raft.kv import MemKV
 from cronraft.raft.schedule import jitter_offset_ms
 from cronraft.raft.state import StateMachine
@@ -226,3 +226,18 @@ def test_an_attempt_whose_lease_expired_is_recorded_lost(fixes: bool) -> None:
     assert attempt.error == "lease expired: no renewal from the worker"
     want = common_pb2.ATTEMPT_LOST if fixes else common_pb2.ATTEMPT_OUTCOME_UNSPECIFIED
     assert attempt.outcome == want
+
+
+@pytest.mark.parametrize("fixes", [True, False])
+def test_a_dependency_on_a_deleted_task_says_it_was_deleted(fixes: bool) -> None:
+    """A downstream whose upstream was deleted (with its history: it can never succeed now) waited
+    'for ? (ID)', and failed at its dependency deadline with that text."""
+    log = _log(fixes)
+    s = spec()
+    s.depends_on.add(task_id=tid(9), window_ms=60_000)  # no task of that id (any more)
+    with log.sm.kv.read() as txn:
+        why = deps.unmet(txn, common_pb2.Task(task_id=ID, spec=s), T0)
+    if fixes:
+        assert why == f"waiting for task {tid(9)} to succeed within 60000 ms before, but it was deleted"
+    else:
+        assert why == f"waiting for ? ({tid(9)}) to succeed within 60000 ms before"
