@@ -126,7 +126,8 @@ def test_the_sdk_builder_takes_statuses_and_the_spec_checks_them_against_its_pay
     with pytest.raises(InvalidArgument) as info:
         retry(retryable=[503, 600])
     assert str(info.value) == (
-        "retry.retryable_exit_codes[1]: 600 is neither an exit code (0-255) nor an HTTP status (100-599, -1: no response)"
+        "retry.retryable_exit_codes[1]: 600 is neither an exit code (0-255) nor an HTTP status "
+        "(100-599, -1: no response)"
     )
 
 
