@@ -86,7 +86,8 @@ FEATURES: Mapping[str, str] = {
         "a calendar includes (was: the 100th), and fire_once's fire is recorded due when the time it "
         "fires was due, late from then (was: when the oldest missed time was due, late by the outage), "
         "an attempt whose lease expired is recorded with the outcome lost (was: no outcome), a dependency "
-        "on a deleted task says it was deleted (was: 'waiting for ? (ID)')"
+        "on a deleted task says it was deleted (was: 'waiting for ? (ID)'), a time rolled back to before "
+        "the task was created, edited or resumed is skipped_calendar (was: due then, fired at once, late)"
     ),
 }
 SUPPORTED: frozenset[str] = frozenset(FEATURES)

@@ -19,11 +19,12 @@ from datetime import tzinfo
 
 from cronraft.proto.v1 import common_pb2, scheduler_pb2
 from cronraft.raft import calendar as cal
-from cronraft.raft import schedule
+from cronraft.raft import features, schedule
 from cronraft.raft.answers import LOCAL, Answers
 from cronraft.raft.codec import from_u64, id_bytes, id_text, make_id, u64
 from cronraft.raft.kv import Txn
 from cronraft.raft.validate import check_namespace, stored_namespace
+from cronraft.timefmt import utc_text
 
 Task = common_pb2.Task
 Execution = common_pb2.Execution
@@ -268,11 +269,14 @@ def plan_from(
     not_before_ms: int = 0,
     answers: Answers = LOCAL,
     sched: common_pb2.Schedule | None = None,
+    start: tuple[int, str] | None = None,
 ) -> Planned:
     """Starting at `first_nominal`, the first nominal time that will fire and its due instant; nominal
     times a calendar excludes (action skip) are recorded in the ledger and passed over. `answers`: the
     command's plan (raft.answers), else computed here. `sched`: the task's schedule, when the caller
-    holds it already (a Fire: each protobuf read costs)."""
+    holds it already (a Fire: each protobuf read costs). `start`: (instant, what happened then) of a plan
+    that begins now (a task created, edited or resumed: schedule_fixes): a nominal time rolled back to
+    before it is skipped, not fired at once, late (the instant was never this plan's)."""
     if sched is None:
         sched = task.spec.schedule
     names = sched.calendars  # most tasks name none: no list, no task id decoded (every fire plans)
@@ -302,6 +306,12 @@ def plan_from(
                 continue
             if outcome == "roll":
                 due, rolled = rolled_ms, reason
+                if start is not None and due < start[0] and features.is_active(txn, features.SCHEDULE_FIXES):
+                    if steps <= MAX_RECORDS_PER_COMMAND:
+                        why = f"{reason}, to {utc_text(due)}: before {start[1]}"
+                        record(txn, task16, nominal, common_pb2.SKIPPED_CALENDAR, now_ms, reason=why)
+                    nominal = answers.next_fire(sched, nominal)
+                    continue
         if sched.jitter_ms:
             due += schedule.jitter_offset_ms(task.task_id, nominal, sched.jitter_ms)
         if cals is not None and not_before_ms and due <= not_before_ms:

@@ -143,7 +143,8 @@ def _first_plan(b: PlanBuilder, task_id: str, spec: common_pb2.TaskSpec, now: in
         return
     ans = b.answers(b.txn, task_id, spec)
     task = common_pb2.Task(task_id=task_id, spec=spec)
-    firing.plan_from(Discard(b.txn), task, ans.first_fire(spec.schedule, now), now, answers=ans)
+    start = (now, "the task was created")
+    firing.plan_from(Discard(b.txn), task, ans.first_fire(spec.schedule, now), now, answers=ans, start=start)
 
 
 # ------------------------------------------------------------------------------ clients' commands

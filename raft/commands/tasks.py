@@ -55,7 +55,8 @@ def _put_new_task(ctx: Ctx, task_id: str, task16: bytes, spec: common_pb2.TaskSp
     task.spec.CopyFrom(spec)
     ans = ctx.answers(task_id, spec)  # the leader's instants when the command carries them
     first = ans.first_fire(spec.schedule, ctx.now)
-    firing.set_plan(task, firing.plan_from(ctx.txn, task, first, ctx.now, answers=ans))
+    start = (ctx.now, "the task was created")
+    firing.set_plan(task, firing.plan_from(ctx.txn, task, first, ctx.now, answers=ans, start=start))
     put_task(ctx.txn, task16, task, old=None)
     return task
 
@@ -152,7 +153,13 @@ def update_task(ctx: Ctx, cmd: commands_pb2.Command) -> None:
         else:
             first = ans.next_fire(sched, after)
         plan = firing.plan_from(
-            ctx.txn, task, first, ctx.now, not_before_ms=old.last_fired_nominal_ms, answers=ans
+            ctx.txn,
+            task,
+            first,
+            ctx.now,
+            not_before_ms=old.last_fired_nominal_ms,
+            answers=ans,
+            start=(ctx.now, "the task was edited"),
         )
         if first is None and sched.WhichOneof("kind") == "fixed_delay":
             task.next_fire_ms = task.next_due_ms = 0  # waits for the running execution to end
@@ -316,7 +323,8 @@ def resume_task(ctx: Ctx, cmd: commands_pb2.Command) -> None:
             # release before it: completed.)
             nxt = schedule.next_fixed_delay(sched, old.last_finished_ms or ctx.now)
             nominal = None if nxt is None else max(nxt, ctx.now)
-        plan = firing.plan_from(ctx.txn, task, nominal, ctx.now, answers=ans)
+        start = (ctx.now, "the task was resumed")
+        plan = firing.plan_from(ctx.txn, task, nominal, ctx.now, answers=ans, start=start)
         firing.set_plan(task, plan, max_runs_reached(task))
     elif not old.next_fire_ms and sched.WhichOneof("kind") != "fixed_delay":
         firing.set_plan(task, firing.Planned(None))

@@ -247,3 +247,26 @@ def test_the_leaders_plan_answers_every_question_of_a_rolled_misfire() -> None:
     leader, replica = pair.stores()
     for db in DATABASES:
         assert leader[db] == replica[db], db
+
+
+@pure_python_only
+def test_the_leaders_plan_answers_every_question_of_a_creation_rolled_back_before_it() -> None:
+    """A task created after the instant its first time rolls back to (schedule_fixes skips that time,
+    raft.firing.plan_from's `start`): the leader's plan for the CreateTask holds the next time's answer
+    too, so a replica with other calendar maths stores what the leader stores."""
+    pair = Pair(plans=True)
+    excluded = common_pb2.CalendarRule(dates=common_pb2.DateList(dates=["2026-01-02"]))
+    cal = common_pb2.Calendar(name="no-2nd", time_zone="UTC", exclude=[excluded])
+    assert pair.apply(epoch(1)).applied
+    assert pair.apply(Command(stamped_at_ms=T0, put_calendar=commands_pb2.PutCalendar(calendar=cal))).applied
+    sched = common_pb2.Schedule(
+        cron=common_pb2.CronSchedule(expression="0 9 * * *", time_zone="UTC"),
+        calendars=["no-2nd"],
+        calendar_action=common_pb2.CALENDAR_ROLL_PRECEDING,
+    )
+    res = pair.apply(create(ID, spec(sched), at=T0 + 10 * HOUR))
+    assert res.applied and res.task.next_fire_ms == T0 + 57 * HOUR  # 01-02 skipped: 01-03 09:00
+    assert pair.misses == [] and "create_task" in pair.planned
+    leader, replica = pair.stores()
+    for db in DATABASES:
+        assert leader[db] == replica[db], db

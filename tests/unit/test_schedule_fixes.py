@@ -73,9 +73,9 @@ def test_a_fixed_delay_task_resumed_after_its_run_came_due(fixes: bool) -> None:
         assert r.task.state == common_pb2.TASK_COMPLETED and r.task.next_fire_ms == 0
 
 
-def _ledger(log: Log) -> dict[int, tuple[str, str, str]]:
+def _ledger(log: Log, until: int = T0 + 10 * MIN) -> dict[int, tuple[str, str, str]]:
     with log.sm.kv.read() as txn:
-        records = sm_ledger(txn, ID, 1, T0 + 10 * MIN, 1000)
+        records = sm_ledger(txn, ID, 1, until, 1000)
     return {
         r.nominal_time_ms: (common_pb2.FireOutcome.Name(r.outcome), r.reason, r.execution_id) for r in records
     }
@@ -241,3 +241,52 @@ def test_a_dependency_on_a_deleted_task_says_it_was_deleted(fixes: bool) -> None
         assert why == f"waiting for task {tid(9)} to succeed within 60000 ms before, but it was deleted"
     else:
         assert why == f"waiting for ? ({tid(9)}) to succeed within 60000 ms before"
+
+
+def _roll_back_calendar(log: Log) -> common_pb2.TaskSpec:
+    """Daily at 09:00 UTC, rolled back (roll-preceding) from 2026-01-02, which a calendar excludes."""
+    excluded = common_pb2.CalendarRule(dates=common_pb2.DateList(dates=["2026-01-02"]))
+    cal = common_pb2.Calendar(name="no-2nd", time_zone="UTC", exclude=[excluded])
+    (c,) = log.apply(Command(stamped_at_ms=T0, put_calendar=commands_pb2.PutCalendar(calendar=cal)))
+    assert c.applied, c.error
+    sched = common_pb2.Schedule(
+        cron=common_pb2.CronSchedule(expression="0 9 * * *", time_zone="UTC"),
+        calendars=["no-2nd"],
+        calendar_action=common_pb2.CALENDAR_ROLL_PRECEDING,
+    )
+    return spec(sched)
+
+
+@pytest.mark.parametrize("fixes", [True, False])
+def test_a_time_rolled_back_before_the_task_was_created_is_skipped_not_fired_at_once(fixes: bool) -> None:
+    """Created on 2026-01-01 at 10:00: its first time, 01-02 09:00, is excluded and rolls back to 01-01
+    09:00, an hour before the task existed. It was planned due then, so it fired at once on creation, an
+    hour late (the month-end close of docs/scheduling.md, created on the last business day after 09:00)."""
+    log = _log(fixes)
+    (c,) = log.apply(create(ID, _roll_back_calendar(log), at=T0 + 10 * HOUR))
+    assert c.applied, c.error
+    if fixes:
+        assert (c.task.next_fire_ms, c.task.next_due_ms) == (T0 + 57 * HOUR, 0)  # 01-03 09:00, as is
+        outcome, reason, _ = _ledger(log, T0 + 3 * DAY)[T0 + 33 * HOUR]
+        assert outcome == "SKIPPED_CALENDAR"
+        assert reason.endswith(", to 2026-01-01T09:00:00Z: before the task was created"), reason
+    else:
+        assert (c.task.next_fire_ms, c.task.next_due_ms) == (T0 + 33 * HOUR, T0 + 9 * HOUR)
+        assert T0 + 33 * HOUR not in _ledger(log, T0 + 3 * DAY)
+
+
+@pytest.mark.parametrize("fixes", [True, False])
+def test_a_time_rolled_back_before_a_resume_is_skipped(fixes: bool) -> None:
+    log = _log(fixes)
+    (c,) = log.apply(create(ID, _roll_back_calendar(log), at=T0 + 1))
+    assert c.task.next_fire_ms == T0 + 9 * HOUR  # 01-01's own 09:00 fires first
+    (p,) = log.apply(Command(stamped_at_ms=T0 + 2, pause_task=commands_pb2.PauseTask(task_id=ID)))
+    assert p.applied, p.error
+    resume = Command(stamped_at_ms=T0 + 10 * HOUR, resume_task=commands_pb2.ResumeTask(task_id=ID))
+    (r,) = log.apply(resume)  # 01-01 09:00 passed while paused; 01-02's rolls back to it
+    assert r.applied, r.error
+    if fixes:
+        assert r.task.next_fire_ms == T0 + 57 * HOUR
+        assert _ledger(log, T0 + 3 * DAY)[T0 + 33 * HOUR][1].endswith("before the task was resumed")
+    else:
+        assert (r.task.next_fire_ms, r.task.next_due_ms) == (T0 + 33 * HOUR, T0 + 9 * HOUR)
