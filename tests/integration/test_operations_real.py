@@ -223,7 +223,9 @@ def check_policy(case: str, after: list[common_pb2.FireRecord], surely: int) -> 
         assert missed == list(range(k)) and k >= surely, names
         assert not late and set(names[k:]) == {"FIRED"}, names
         assert len({after[i].committed_at_ms for i in missed}) == 1
-        assert after[k].nominal_time_ms > after[0].committed_at_ms, "a missed time fired"
+        # The first time not missed is due at or after the command that recorded the misses: it may be
+        # that very Fire, committed on time at its own nominal time (seen once in ci-like: equal).
+        assert after[k].nominal_time_ms >= after[0].committed_at_ms, "a missed time fired"
     elif case == "once":  # every missed time but the latest missed; that one fired in the same command
         assert missed == list(range(k)) and k >= surely - 1 and names[k] == "FIRED", names
         assert {after[i].committed_at_ms for i in range(k + 1)} == {after[k].committed_at_ms}
