@@ -410,14 +410,19 @@ def decide_misfire(
     decision = MisfireDecision(None, nominal_ms, missed=[nominal_ms])
     _walk_missed(sched, nominal_ms, now_ms, decision, answers)
     if policy == common_pb2.MISFIRE_FIRE_ONCE:
-        latest = decision.last_seen or nominal_ms
-        if decision.missed and decision.missed[-1] == latest:
-            decision.missed.pop()
-        elif decision.missed_more:
-            decision.missed_more -= 1
-        decision.fire_nominal = latest
-        decision.resume_after = max(decision.resume_after, latest)
+        _fire_latest(decision, decision.last_seen or nominal_ms)
     return decision
+
+
+def _fire_latest(decision: MisfireDecision, latest: int) -> None:
+    """fire_once: the latest missed time fires (it is no longer among the missed ones, recorded or only
+    counted), and the plan resumes after it."""
+    if decision.missed and decision.missed[-1] == latest:
+        decision.missed.pop()
+    elif decision.missed_more:
+        decision.missed_more -= 1
+    decision.fire_nominal = latest
+    decision.resume_after = max(decision.resume_after, latest)
 
 
 def _walk_missed(
@@ -488,13 +493,7 @@ def decide_rolled_misfire(
     decision = MisfireDecision(None, nominal_ms, missed=[nominal_ms])
     skipped = _walk_rolled(txn, task, decision, answers, due_ms=due_ms, until=until)
     if policy == common_pb2.MISFIRE_FIRE_ONCE:
-        latest = decision.last_seen
-        if decision.missed and decision.missed[-1] == latest:
-            decision.missed.pop()
-        elif decision.missed_more:
-            decision.missed_more -= 1
-        decision.fire_nominal = latest
-        decision.resume_after = max(decision.resume_after, latest)
+        _fire_latest(decision, decision.last_seen)
     else:
         decision.fire_rolled = False  # nothing fires
     return decision, skipped
