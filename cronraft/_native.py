@@ -50,6 +50,7 @@ MODULES: tuple[str, ...] = (
     "cronraft.raft.features",
     "cronraft.raft.fireplan",
     "cronraft.raft.firing",
+    "cronraft.raft.misfire",
     "cronraft.raft.output",
     "cronraft.raft.overlap",
     "cronraft.raft.quota",

@@ -409,7 +409,7 @@ class NodeMetrics:
         policy = MISFIRE_POLICIES.get(task.spec.misfire, "fire_all")
         if res.missed:
             self.misfires.labels(policy, "missed").inc(len(res.missed))
-        # raft.firing.decide_misfire: fire_all counts its late fires in catchup_fired; fire_once fires
+        # raft.misfire.decide_misfire: fire_all counts its late fires in catchup_fired; fire_once fires
         # the latest missed time instead of the one proposed, and records the others missed.
         caught_up = task.catchup_fired > 0 or (
             policy == "fire_once"

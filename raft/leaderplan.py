@@ -21,7 +21,7 @@ import contextlib
 from collections.abc import Callable, Iterable
 
 from cronraft.proto.v1 import commands_pb2, common_pb2
-from cronraft.raft import features, firing, schedule
+from cronraft.raft import features, firing, misfire, schedule
 from cronraft.raft.codec import id_bytes, id_text
 from cronraft.raft.commands import HANDLERS, Ctx
 from cronraft.raft.fireplan import Discard, PlanBuilder, needs_plan
@@ -73,12 +73,12 @@ def _fire(b: PlanBuilder, cmd: Command) -> None:
     sched = task.spec.schedule
     # raft.commands.fires._decide_misfire's questions (the feature level read only when they differ).
     due = firing.due_of(task)
-    if firing.rolls_late(task, now, due) and features.is_active(b.txn, features.SCHEDULE_FIXES):
-        decision, _ = firing.decide_rolled_misfire(b.txn, task, f.nominal_time_ms, now, ans, due_ms=due)
+    if misfire.rolls_late(task, now, due) and features.is_active(b.txn, features.SCHEDULE_FIXES):
+        decision, _ = misfire.decide_rolled_misfire(b.txn, task, f.nominal_time_ms, now, ans, due_ms=due)
     else:
-        decision = firing.decide_misfire(task, f.nominal_time_ms, now, ans, due_ms=due)
+        decision = misfire.decide_misfire(task, f.nominal_time_ms, now, ans, due_ms=due)
         if decision.missed and features.is_active(b.txn, features.SCHEDULE_FIXES):
-            firing.skip_excluded(b.txn, task, decision, ans)
+            misfire.skip_excluded(b.txn, task, decision, ans)
     if decision.fire_nominal is not None and sched.WhichOneof("kind") == "cron":
         ans.dst_shifted(sched, decision.fire_nominal)
     if sched.WhichOneof("kind") == "fixed_delay":

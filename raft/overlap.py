@@ -1,6 +1,6 @@
 """Overlap: what a new fire of a task does while earlier executions of it are still active.
 
-A pure decision, beside the misfire one (`firing.decide_misfire`): it reads the task's policy and its
+A pure decision, beside the misfire one (`misfire.decide_misfire`): it reads the task's policy and its
 active executions (pending, buffered or running) and says whether the new execution starts pending,
 waits buffered, or is not created (with the ledger outcome and reason to record), and what happens to
 the executions already there. `commands.fires.start_execution` carries it out inside the apply.

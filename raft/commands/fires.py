@@ -1,7 +1,7 @@
 """Fire commands: Fire (the leader's, at a task's nominal time), TriggerTask and BackfillTask (a client's).
 
 A fire `(task_id, nominal)` commits at most once (I3): Fire must name the task's current `next_fire_ms`.
-Misfire (firing.decide_misfire) decides which late nominal times still fire; overlap
+Misfire (misfire.decide_misfire) decides which late nominal times still fire; overlap
 (overlap.decide_overlap) decides what the new execution does beside the active ones; `start_execution`
 carries both out and records the outcome in the fire ledger.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from cronraft.proto.v1 import commands_pb2, common_pb2
-from cronraft.raft import features, firing, quota, retention, schedule
+from cronraft.raft import features, firing, misfire, quota, retention, schedule
 from cronraft.raft.answers import Answers
 from cronraft.raft.codec import id_bytes
 from cronraft.raft.commands.context import Ctx, Execution, Task, max_runs_reached, plan_fixed_delay
@@ -145,21 +145,21 @@ def fire(ctx: Ctx, cmd: commands_pb2.Command) -> None:
 
 def _decide_misfire(
     txn: Txn, task: Task, fired: int, now: int, ans: Answers, *, due: int
-) -> tuple[firing.MisfireDecision, dict[int, str]]:
-    """What a fire does about the times it missed (firing.decide_misfire), and the missed times the
+) -> tuple[misfire.MisfireDecision, dict[int, str]]:
+    """What a fire does about the times it missed (misfire.decide_misfire), and the missed times the
     calendars skip or merge (skipped_calendar). The corrections of the feature schedule_fixes, whose level
-    is read only for a misfire they concern: calendar-excluded missed times (firing.skip_excluded), and
+    is read only for a misfire they concern: calendar-excluded missed times (misfire.skip_excluded), and
     the late fire of a task whose calendars roll, judged at the rolled instants (decide_rolled_misfire).
     leaderplan._fire asks the same questions."""
-    if firing.rolls_late(task, now, due) and features.is_active(txn, features.SCHEDULE_FIXES):
-        return firing.decide_rolled_misfire(txn, task, fired, now, ans, due_ms=due)
-    decision = firing.decide_misfire(task, fired, now, ans, due_ms=due)
+    if misfire.rolls_late(task, now, due) and features.is_active(txn, features.SCHEDULE_FIXES):
+        return misfire.decide_rolled_misfire(txn, task, fired, now, ans, due_ms=due)
+    decision = misfire.decide_misfire(task, fired, now, ans, due_ms=due)
     if decision.missed and features.is_active(txn, features.SCHEDULE_FIXES):
-        return decision, firing.skip_excluded(txn, task, decision, ans)
+        return decision, misfire.skip_excluded(txn, task, decision, ans)
     return decision, {}
 
 
-def _due_of_latest(ctx: Ctx, task: Task, decision: firing.MisfireDecision, due: int) -> int:
+def _due_of_latest(ctx: Ctx, task: Task, decision: misfire.MisfireDecision, due: int) -> int:
     """When the time fire_once fires, the latest missed one, was due: its ledger record gives it
     (actual_ms) and counts its lateness from it (late_ms). `due` is when the fire's own time, the oldest
     missed one, was due: below the feature schedule_fixes the record kept it, so a fire committed a moment

@@ -1,5 +1,5 @@
 """Times missed while the cluster could not fire, for a task whose calendars roll (feature schedule_fixes,
-raft.firing.decide_rolled_misfire): each time is judged at the instant it was due, rolled, as the plan
+raft.misfire.decide_rolled_misfire): each time is judged at the instant it was due, rolled, as the plan
 would have had it fire. Missed when that instant passed (fire_once fires the latest such time, once); not
 missed at all when it is still to come (planned, and fired at its rolled instant); and a rolled fire
 late by more than the misfire threshold but inside the catch-up window catches up under fire_all.
